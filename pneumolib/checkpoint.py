@@ -1,0 +1,135 @@
+"""One checkpoint file: weights + config + classes + preprocessing + threshold, and a predictor rebuilt from it."""
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import CLASSES, ExperimentConfig
+from .imaging import load_resized
+from .models import build_model
+from .transforms import Preprocessing
+
+FORMAT = "pneumolib-checkpoint/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; str() is one line naming the file and the problem."""
+
+
+class ChannelMismatch(ValueError):
+    """Input whose channel count differs from what the checkpoint was trained on (the log's entry 4)."""
+
+
+def atomic_write(path: str | Path, write) -> Path:
+    """Write through a temp file in the same folder and rename, so a kill never leaves half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def preprocessing_for(config: ExperimentConfig) -> Preprocessing:
+    return Preprocessing(image_size=config.image_size, in_channels=config.in_channels, normalize=config.normalize)
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, config: ExperimentConfig, threshold: float,
+                    extra: dict[str, Any] | None = None) -> Path:
+    state = {
+        "format": FORMAT,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": config.to_dict(),
+        "classes": list(CLASSES),
+        "in_channels": config.in_channels,
+        "preprocessing": preprocessing_for(config).to_dict(),
+        "threshold": float(threshold),
+        "extra": extra or {},
+    }
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint's dict with weights_only=True, refusing anything that is not ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported object"
+        raise CheckpointError(f"{path}: refused, it holds pickled objects that are not plain tensors and data "
+                              f"(weights_only=True: {first[:160]})") from None
+    except Exception as e:  # noqa: BLE001  torch raises many types for a file that is not a checkpoint
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {str(e)[:160]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a pneumolib checkpoint (no format {FORMAT!r})")
+    if list(state.get("classes", [])) != list(CLASSES):
+        raise CheckpointError(f"{path}: classes {state.get('classes')} differ from pneumolib's {list(CLASSES)}")
+    return state
+
+
+class Predictor:
+    """A trained model with the preprocessing and decision threshold it was saved with."""
+
+    def __init__(self, model: nn.Module, config: ExperimentConfig, threshold: float,
+                 preprocessing: Preprocessing | None = None, device: str | torch.device = "cpu"):
+        self.model = model.to(device).eval()
+        self.config = config
+        self.threshold = float(threshold)
+        self.preprocessing = preprocessing or preprocessing_for(config)
+        self.device = torch.device(device)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Predictor":
+        state = read_checkpoint(path)
+        config = ExperimentConfig.from_dict(state["config"])
+        pre = Preprocessing(**state["preprocessing"])
+        model = build_model(config.model, in_channels=pre.in_channels, pretrained=False)
+        try:
+            model.load_state_dict(state["state_dict"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{path}: weights do not fit {config.model} with {pre.in_channels} input "
+                                  f"channel(s) ({str(e).splitlines()[0][:160]})") from None
+        return cls(model, config, state["threshold"], pre, device)
+
+    @property
+    def in_channels(self) -> int:
+        return self.preprocessing.in_channels
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ChannelMismatch(
+                f"this checkpoint expects {self.in_channels}-channel input (N x {self.in_channels} x H x W), "
+                f"got shape {tuple(x.shape)}; build inputs with predictor.preprocess() instead")
+
+    def preprocess(self, path: str | Path) -> torch.Tensor:
+        """A file -> the exact model input used at training time."""
+        img = torch.from_numpy(load_resized(path, self.preprocessing.image_size)).unsqueeze(0)
+        return self.preprocessing(img)
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> np.ndarray:
+        """P(PNEUMONIA) for a batch of preprocessed inputs."""
+        self.check_input(x)
+        x = x.to(self.device)
+        p = torch.softmax(self.model(x).float(), dim=1)[:, 1]
+        if self.config.tta:
+            p = (p + torch.softmax(self.model(torch.flip(x, dims=[3])).float(), dim=1)[:, 1]) / 2
+        return p.cpu().numpy()
+
+    def predict_files(self, paths: list[str | Path]) -> list[tuple[str, float]]:
+        probs = self.predict_proba(torch.stack([self.preprocess(p) for p in paths])) if paths else []
+        return [(CLASSES[int(p >= self.threshold)], float(p)) for p in probs]

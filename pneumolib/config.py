@@ -1,0 +1,241 @@
+"""Frozen experiment configs: the baseline and one small diff per dated log entry."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+CLASSES = ("NORMAL", "PNEUMONIA")  # fixed indices: NORMAL=0, PNEUMONIA=1
+
+# Fields that only change how a trained model is evaluated; they do not change its weights.
+EVAL_ONLY_FIELDS = ("name", "entry", "date", "title", "log_said", "threshold", "eval_subset_per_class")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    """Everything that defines one experiment; saved with every checkpoint and result."""
+
+    name: str = "baseline"
+    entry: str = "01"
+    date: str = "2024-05-13"
+    title: str = "Baseline ResNet18, augmentation only"
+    log_said: str = ""
+    # model
+    model: str = "resnet18"
+    in_channels: int = 1
+    pretrained: bool = False
+    # preprocessing (travels with the weights)
+    image_size: int = 224
+    normalize: str = "none"  # "none" (the log's bare ToTensor) | "imagenet" | "per_image"
+    # training-time transforms per class, as "+"-joined names from pneumolib.transforms
+    train_transforms: tuple[tuple[str, str], ...] = (
+        ("NORMAL", "log_baseline"),
+        ("PNEUMONIA", "log_baseline"),
+    )
+    # optimisation
+    loss: str = "ce"  # "ce" | "focal"
+    focal_gamma: float = 2.0
+    focal_alpha: float | None = None  # weight of PNEUMONIA; NORMAL gets 1 - alpha
+    class_weighting: str = "none"  # "none" | "balanced"
+    sampler: str = "shuffle"  # "shuffle" | "balanced"
+    optimizer: str = "adam"  # "adam" | "adamw" | "sgd"
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    scheduler: str = "none"  # "none" | "cosine"
+    label_smoothing: float = 0.0
+    epochs: int = 10
+    batch_size: int = 32
+    max_train_images: int | None = None  # per epoch, a seeded class-stratified subsample
+    seed: int = 0
+    # decision rule: "fixed:0.5" | "youden" (on validation) | "sensitivity:0.95" (on validation)
+    threshold: str = "fixed:0.5"
+    tta: bool = False  # average probabilities over the image and its horizontal flip
+    eval_subset_per_class: int | None = None  # entry 8's 5 + 5 image report
+    profile: str = "full"
+
+    # --- helpers -------------------------------------------------------------
+    def transform_for(self, class_name: str) -> str:
+        return dict(self.train_transforms)[class_name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self, **kw) -> str:
+        return json.dumps(self.to_dict(), **kw)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ExperimentConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
+        d = dict(d)
+        if "train_transforms" in d:
+            d["train_transforms"] = tuple(tuple(x) for x in d["train_transforms"])
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, s: str) -> "ExperimentConfig":
+        return cls.from_dict(json.loads(s))
+
+    def training_key(self) -> str:
+        """Hash of the fields that change the trained weights (not the name or the decision rule)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in EVAL_ONLY_FIELDS}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def diff(old: ExperimentConfig | None, new: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
+    """Fields that differ (descriptive fields left out)."""
+    if old is None:
+        return {}
+    skip = {"name", "entry", "date", "title", "log_said"}
+    return {
+        f.name: (getattr(old, f.name), getattr(new, f.name))
+        for f in dataclasses.fields(new)
+        if f.name not in skip and getattr(old, f.name) != getattr(new, f.name)
+    }
+
+
+def format_diff(d: dict[str, tuple[Any, Any]]) -> str:
+    if not d:
+        return "(the baseline)"
+    parts = []
+    for k, (a, b) in d.items():
+        if k == "train_transforms":
+            a, b = dict(a), dict(b)
+            for cls in CLASSES:
+                if a.get(cls) != b.get(cls):
+                    parts.append(f"{cls} transform: {a.get(cls)} -> {b.get(cls)}")
+        else:
+            parts.append(f"{k}: {a} -> {b}")
+    return "; ".join(parts)
+
+
+# --- the log, entry by entry ---------------------------------------------------
+BASELINE = ExperimentConfig(
+    log_said="Pneumonia classified well, normal images ambiguous; Grad-CAM on the periphery, not the lungs.",
+)
+
+CENTRAL_FOCUS_NORMAL = replace(
+    BASELINE,
+    name="central_focus_normal", entry="02", date="2024-05-13",
+    title="CentralFocus blur on NORMAL images",
+    log_said="More NORMAL images misread as PNEUMONIA; over-confident (p=1.00); false positives surge.",
+    train_transforms=(("NORMAL", "central_focus+log_baseline"), ("PNEUMONIA", "log_baseline")),
+)
+
+# The log's `is_normal=(label == 1)` means PNEUMONIA (label 1): the flag name says the opposite.
+CENTRAL_FOCUS_PNEUMONIA = replace(
+    CENTRAL_FOCUS_NORMAL,
+    name="central_focus_pneumonia", entry="03", date="2024-05-13",
+    title="CentralFocus blur on PNEUMONIA images only",
+    log_said="Grad-CAM slightly better, NORMAL accuracy still low; central focus hurts; baseline most stable.",
+    train_transforms=(("NORMAL", "log_baseline"), ("PNEUMONIA", "central_focus+log_baseline")),
+)
+
+# Entry 3 concluded the augmentation-only baseline was best, so entry 4 drops CentralFocus again
+# and trains the standard 3-channel ResNet18 on RGB input.
+RGB_GRAYSCALE_MISMATCH = replace(
+    CENTRAL_FOCUS_PNEUMONIA,
+    name="rgb_grayscale_mismatch", entry="04", date="2024-05-14",
+    title="3-channel RGB training, greyscale forced at inference",
+    log_said="Grad-CAM abnormal, every prediction PNEUMONIA (p=1.00): train/inference channel mismatch.",
+    in_channels=3,
+    train_transforms=(("NORMAL", "log_baseline"), ("PNEUMONIA", "log_baseline")),
+)
+
+PRETRAINED = replace(
+    RGB_GRAYSCALE_MISMATCH,
+    name="pretrained", entry="05", date="2024-05-14",
+    title="ImageNet-pretrained ResNet18",
+    log_said="Softmax probabilities higher, decisions clearer; separates NORMAL better than before.",
+    pretrained=True,
+)
+
+PRETRAINED_CENTRAL_FOCUS = replace(
+    PRETRAINED,
+    name="pretrained_central_focus_pneumonia", entry="06", date="2024-05-14",
+    title="CentralFocus on PNEUMONIA only, pretrained model",
+    log_said="As entry 3: slight Grad-CAM gain, NORMAL accuracy still low; baseline most stable.",
+    train_transforms=(("NORMAL", "log_baseline"), ("PNEUMONIA", "central_focus+log_baseline")),
+)
+
+STRONG_NORMAL_AUG = replace(
+    PRETRAINED_CENTRAL_FOCUS,
+    name="strong_normal_aug", entry="07", date="2024-05-14",
+    title="Strong augmentation for NORMAL images only",
+    log_said="Predictions no longer extreme (softmax 0.4-0.7); 'the most balanced model so far'.",
+    train_transforms=(("NORMAL", "log_strong_normal"), ("PNEUMONIA", "log_baseline")),
+)
+
+REPORT_10 = replace(
+    STRONG_NORMAL_AUG,
+    name="report_10_images", entry="08", date="2024-05-15",
+    title="Classification report on 10 test images",
+    log_said="Everything predicted PNEUMONIA: NORMAL P/R/F1 0.00, accuracy 0.50 on 5 + 5 images.",
+    eval_subset_per_class=5,
+)
+
+FOCAL_THRESHOLD = replace(
+    REPORT_10,
+    name="focal_loss_threshold_0.8", entry="09", date="2024-05-15",
+    title="FocalLoss, PNEUMONIA only when p >= 0.8",
+    log_said="Still every image PNEUMONIA; Grad-CAM on a NORMAL image sits on the heart / lower diaphragm.",
+    loss="focal", focal_gamma=2.0, threshold="fixed:0.8",
+)
+
+LOG_ENTRIES = (
+    BASELINE, CENTRAL_FOCUS_NORMAL, CENTRAL_FOCUS_PNEUMONIA, RGB_GRAYSCALE_MISMATCH, PRETRAINED,
+    PRETRAINED_CENTRAL_FOCUS, STRONG_NORMAL_AUG, REPORT_10, FOCAL_THRESHOLD,
+)
+REGISTRY: dict[str, ExperimentConfig] = {c.name: c for c in LOG_ENTRIES}
+
+
+def register(config: ExperimentConfig) -> ExperimentConfig:
+    if config.name in REGISTRY or config.entry in {c.entry for c in REGISTRY.values()}:
+        raise ValueError(f"experiment {config.name!r} / entry {config.entry} is already registered")
+    REGISTRY[config.name] = config
+    return config
+
+
+class UnknownExperiment(KeyError):
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def get_config(name_or_entry: str) -> ExperimentConfig:
+    """Look an experiment up by slug ('baseline') or entry number ('01' or '1')."""
+    key = str(name_or_entry).strip()
+    if key in REGISTRY:
+        return REGISTRY[key]
+    if key.isdigit():
+        for c in REGISTRY.values():
+            if int(c.entry) == int(key):
+                return c
+    raise UnknownExperiment(f"unknown experiment {name_or_entry!r}; known: {', '.join(REGISTRY)}")
+
+
+def previous(config: ExperimentConfig) -> ExperimentConfig | None:
+    names = list(REGISTRY)
+    i = names.index(config.name) if config.name in names else -1
+    return REGISTRY[names[i - 1]] if i > 0 else None
+
+
+# --- run profiles: how big a run this machine can afford ----------------------------
+PROFILES: dict[str, dict[str, Any]] = {
+    # the bundled 64 px fixture: seconds on a laptop CPU
+    "fixture": dict(image_size=64, epochs=10, batch_size=16),
+    # real data on a 2-core CPU: 128 px, a fresh class-stratified 2,000-image subsample each epoch
+    "cpu": dict(image_size=128, epochs=6, batch_size=32, max_train_images=2000),
+    # real data on a GPU: the configs as written
+    "gpu": dict(),
+    "full": dict(),
+}
+
+
+def apply_profile(config: ExperimentConfig, profile: str) -> ExperimentConfig:
+    if profile not in PROFILES:
+        raise KeyError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
+    return replace(config, profile=profile, **PROFILES[profile])

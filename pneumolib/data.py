@@ -1,0 +1,261 @@
+"""Find a Kaggle-layout chest X-ray folder, split it by patient, decode it once, and serve it as datasets."""
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from sklearn.model_selection import StratifiedGroupKFold
+
+from .config import CLASSES
+from .imaging import IMAGE_SUFFIXES, ImageError, load_resized
+from .transforms import ByClass
+
+SPLITS = ("train", "val", "test")
+IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
+
+
+class DataError(ValueError):
+    """A data folder that cannot be used; str() is one line naming the folder and the problem."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    label: int  # NORMAL=0, PNEUMONIA=1
+    patient: str
+    split: str
+
+    @property
+    def class_name(self) -> str:
+        return CLASSES[self.label]
+
+
+_PATIENT_PATTERNS = (
+    re.compile(r"^(person\d+)_"),  # person123_bacteria_456.jpeg -> person123
+    re.compile(r"^((?:[A-Za-z]+\d*-)?IM-\d+)-\d+$"),  # IM-0115-0001, NORMAL2-IM-1427-0001 -> IM-0115, NORMAL2-IM-1427
+)
+
+
+def patient_id(path: str | Path) -> str:
+    """The patient behind a Kaggle file name; an unrecognised name counts as its own patient."""
+    stem = Path(path).stem
+    for pat in _PATIENT_PATTERNS:
+        m = pat.match(stem)
+        if m:
+            return m.group(1)
+    return stem
+
+
+def _is_hidden(p: Path, root: Path) -> bool:
+    return any(part.startswith((".", "__")) for part in p.relative_to(root).parts)
+
+
+def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Image files under folder (recursively, any case of .jpeg/.jpg/.png); and the other files ignored."""
+    images, ignored = [], []
+    for p in sorted(folder.rglob("*")):
+        if not p.is_file() or _is_hidden(p, folder) or p.name.lower() in IGNORED_NAMES:
+            continue
+        (images if p.suffix.lower() in IMAGE_SUFFIXES else ignored).append(p)
+    return images, ignored
+
+
+@dataclass
+class XRayData:
+    """The samples of each split, plus what was noticed while finding them."""
+
+    root: Path
+    splits: dict[str, list[Sample]]
+    notes: list[str] = field(default_factory=list)
+    bad_files: list[ImageError] = field(default_factory=list)
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        return {s: {c: sum(x.label == i for x in samples) for i, c in enumerate(CLASSES)}
+                for s, samples in self.splits.items()}
+
+    def __getitem__(self, split: str) -> list[Sample]:
+        if split not in self.splits:
+            raise DataError(f"{self.root}: no {split!r} split (have: {', '.join(self.splits)})")
+        return self.splits[split]
+
+    def __repr__(self) -> str:
+        rows = [f"XRayData({self.root})", f"  {'split':<6} {'NORMAL':>7} {'PNEUMONIA':>10} {'patients':>9}"]
+        for s, samples in self.splits.items():
+            c = self.counts()[s]
+            rows.append(f"  {s:<6} {c['NORMAL']:>7} {c['PNEUMONIA']:>10} {len({x.patient for x in samples}):>9}")
+        rows += [f"  note: {n}" for n in self.notes]
+        rows += [f"  unreadable: {e}" for e in self.bad_files]
+        return "\n".join(rows)
+
+
+def _scan_split(root: Path, split: str) -> tuple[list[Sample], int]:
+    samples, n_ignored = [], 0
+    for label, cls in enumerate(CLASSES):
+        folder = root / split / cls
+        if not folder.is_dir():
+            raise DataError(f"{folder}: missing class folder (expected {root}/{split}/{{{','.join(CLASSES)}}})")
+        images, ignored = list_images(folder)
+        if not images:
+            raise DataError(f"{folder}: no images ({'/'.join(IMAGE_SUFFIXES)}) in this class folder")
+        n_ignored += len(ignored)
+        samples += [Sample(p, label, patient_id(p), split) for p in images]
+    return samples, n_ignored
+
+
+def grouped_split(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Split off about `fraction` of the samples by patient, keeping the class mix (StratifiedGroupKFold)."""
+    n_splits = max(2, round(1 / fraction))
+    y = np.array([s.label for s in samples])
+    groups = np.array([s.patient for s in samples])
+    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    keep_idx, held_idx = next(splitter.split(np.zeros(len(y)), y, groups))
+    return [samples[i] for i in keep_idx], [samples[i] for i in held_idx]
+
+
+def discover(root: str | Path, *, val_min_per_class: int = 10, val_fraction: float = 0.1,
+             seed: int = 0) -> XRayData:
+    """Read ROOT/{train,val,test}/{NORMAL,PNEUMONIA}; build a patient-grouped val split when val/ is tiny."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder not found")
+    if not (root / "train").is_dir():
+        raise DataError(f"{root}: no train/ folder (expected the Kaggle layout ROOT/train/NORMAL, ...)")
+    splits, notes, n_ignored = {}, [], 0
+    for split in SPLITS:
+        if (root / split).is_dir():
+            splits[split], k = _scan_split(root, split)
+            n_ignored += k
+    if n_ignored:
+        notes.append(f"ignored {n_ignored} file(s) without an image suffix")
+    val_counts = [sum(s.label == i for s in splits.get("val", [])) for i in range(len(CLASSES))]
+    if min(val_counts) < val_min_per_class:
+        why = "missing" if "val" not in splits else f"tiny ({sum(val_counts)} images)"
+        old_val = splits.pop("val", [])
+        train, val = grouped_split(splits["train"], val_fraction, seed)
+        # the few original val images go back into training rather than being wasted
+        splits["train"] = train + [Sample(s.path, s.label, s.patient, "train") for s in old_val]
+        splits["val"] = [Sample(s.path, s.label, s.patient, "val") for s in val]
+        notes.append(f"val/ {why}: built a patient-grouped, class-stratified val split "
+                     f"({len(val)} images) from train, seed {seed}")
+    if "test" not in splits:
+        notes.append("no test/ split: evaluation on 'test' is unavailable")
+    splits = {s: splits[s] for s in SPLITS if s in splits}
+    overlap = patient_overlap(splits)
+    if overlap:
+        notes.append(f"{len(overlap)} patient(s) appear in more than one split, e.g. {sorted(overlap)[0]}")
+    return XRayData(root, splits, notes)
+
+
+def patient_overlap(splits: dict[str, list[Sample]]) -> set[str]:
+    seen: dict[str, str] = {}
+    shared = set()
+    for split, samples in splits.items():
+        for s in samples:
+            if seen.setdefault(s.patient, split) != split:
+                shared.add(s.patient)
+    return shared
+
+
+# --- decoding once ----------------------------------------------------------------------
+class DecodedCache:
+    """Each file decoded and resized once per image size, kept as uint8 in memory.
+
+    Keyed by path, size and modification time, so an edited file is decoded again.
+    """
+
+    def __init__(self):
+        self._store: dict[tuple, np.ndarray] = {}
+
+    @staticmethod
+    def _key(path: Path, image_size: int) -> tuple:
+        st = path.stat()
+        return (str(path), image_size, st.st_mtime_ns, st.st_size)
+
+    def get(self, path: str | Path, image_size: int) -> np.ndarray:
+        path = Path(path)
+        key = self._key(path, image_size)
+        if key not in self._store:
+            self._store[key] = load_resized(path, image_size)
+        return self._store[key]
+
+    def warm(self, paths: Iterable[Path], image_size: int, workers: int | None = None,
+             progress: Callable | None = None) -> list[ImageError]:
+        """Decode all paths in parallel (PIL releases the GIL); return the unreadable ones, never raise."""
+        paths = list(paths)
+
+        def one(p):
+            try:
+                self.get(p, image_size)
+                return None
+            except ImageError as e:
+                return e
+            except OSError as e:
+                return ImageError(p, str(e))
+
+        workers = workers or min(8, (os.cpu_count() or 2) * 2)
+        with ThreadPoolExecutor(workers) as pool:
+            it = pool.map(one, paths)
+            results = list(progress(it, total=len(paths)) if progress else it)
+        return [e for e in results if e is not None]
+
+    def __len__(self) -> int:
+        return len(self._store)
+
+
+DEFAULT_CACHE = DecodedCache()
+
+
+def prescan(data: XRayData, image_size: int, strict: bool = False, cache: DecodedCache | None = None,
+            progress: Callable | None = None) -> XRayData:
+    """Decode every file once; drop unreadable ones (reported by path), or refuse them in strict mode."""
+    cache = cache or DEFAULT_CACHE
+    every = [s.path for samples in data.splits.values() for s in samples]
+    bad = cache.warm(every, image_size, progress=progress)
+    if bad and strict:
+        raise DataError(f"{bad[0]} ({len(bad)} unreadable file(s) in {data.root}; strict mode refuses to start)")
+    bad_paths = {e.path for e in bad}
+    splits = {k: [s for s in v if s.path not in bad_paths] for k, v in data.splits.items()}
+    for k, v in splits.items():
+        for i, c in enumerate(CLASSES):
+            if not any(s.label == i for s in v):
+                raise DataError(f"{data.root}/{k}/{c}: no readable images left after the pre-scan")
+    return XRayData(data.root, splits, list(data.notes), list(data.bad_files) + bad)
+
+
+class XRayDataset(torch.utils.data.Dataset):
+    """Samples -> (model input, label, index); augmentation by class, then the shared preprocessing."""
+
+    def __init__(self, samples: list[Sample], preprocessing, transform: Callable | None = None,
+                 cache: DecodedCache | None = None):
+        self.samples, self.pre, self.transform = list(samples), preprocessing, transform
+        self.cache = cache or DEFAULT_CACHE
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        s = self.samples[i]
+        x = torch.from_numpy(self.cache.get(s.path, self.pre.image_size)).unsqueeze(0)
+        if self.transform is not None:
+            x = self.transform(x, s.label) if isinstance(self.transform, ByClass) else self.transform(x)
+        return self.pre(x), s.label, i
+
+
+def subsample(samples: list[Sample], n: int | None, seed: int) -> list[Sample]:
+    """A seeded subsample of n, keeping the class mix (for CPU-sized epochs)."""
+    if n is None or n >= len(samples):
+        return list(samples)
+    rng = np.random.default_rng(seed)
+    out = []
+    for label in range(len(CLASSES)):
+        group = [s for s in samples if s.label == label]
+        k = round(n * len(group) / len(samples))
+        out += [group[j] for j in sorted(rng.choice(len(group), size=k, replace=False))]
+    return out
+

@@ -1,0 +1,161 @@
+"""Probabilities for a split, decision rules, metrics with bootstrap intervals, per-image score files."""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from sklearn.metrics import classification_report, confusion_matrix, roc_auc_score, roc_curve
+
+from .checkpoint import atomic_write
+from .config import CLASSES
+from .data import DEFAULT_CACHE, DecodedCache, Sample, XRayDataset
+
+
+@dataclass
+class Scores:
+    """Per-image P(PNEUMONIA), with what is needed to recompute any metric."""
+
+    samples: list[Sample]
+    probs: np.ndarray
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([s.label for s in self.samples], dtype=int)
+
+    def subset(self, idx) -> "Scores":
+        return Scores([self.samples[i] for i in idx], self.probs[np.asarray(idx, dtype=int)])
+
+    def to_csv(self, path: str | Path, threshold: float) -> Path:
+        def write(tmp):
+            with open(tmp, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["path", "patient", "split", "label", "p_pneumonia", "prediction"])
+                for s, p in zip(self.samples, self.probs):
+                    w.writerow([str(s.path), s.patient, s.split, CLASSES[s.label], f"{p:.6f}",
+                                CLASSES[int(p >= threshold)]])
+        return atomic_write(path, write)
+
+
+@torch.no_grad()
+def predict_samples(model: torch.nn.Module, samples: list[Sample], preprocessing, *, device=None,
+                    batch_size: int = 64, tta: bool = False, cache: DecodedCache | None = None) -> Scores:
+    """P(PNEUMONIA) for every sample, streamed in batches (only one batch of inputs in memory)."""
+    device = device or next(model.parameters()).device
+    model.eval()
+    loader = torch.utils.data.DataLoader(XRayDataset(samples, preprocessing, None, cache or DEFAULT_CACHE),
+                                         batch_size=batch_size, shuffle=False)
+    out = []
+    for x, _, _ in loader:
+        x = x.to(device)
+        p = torch.softmax(model(x).float(), dim=1)[:, 1]
+        if tta:
+            p = (p + torch.softmax(model(torch.flip(x, dims=[3])).float(), dim=1)[:, 1]) / 2
+        out.append(p.cpu())
+    return Scores(list(samples), torch.cat(out).numpy() if out else np.zeros(0))
+
+
+def choose_threshold(rule: str, labels: np.ndarray, probs: np.ndarray) -> float:
+    """'fixed:T' -> T; 'youden' -> maximises sensitivity + specificity; 'sensitivity:S' -> the highest
+    threshold whose sensitivity (PNEUMONIA recall) is at least S. The last two use the given (validation) data."""
+    kind, _, arg = rule.partition(":")
+    if kind == "fixed":
+        return float(arg or 0.5)
+    if len(np.unique(labels)) < 2:
+        raise ValueError(f"threshold rule {rule!r} needs both classes in the validation data")
+    fpr, tpr, thr = roc_curve(labels, probs)
+    thr = np.clip(thr, 0.0, 1.0)  # sklearn's first threshold is +inf
+    if kind == "youden":
+        return float(thr[int(np.argmax(tpr - fpr))])
+    if kind == "sensitivity":
+        target = float(arg)
+        ok = np.nonzero(tpr >= target)[0]
+        return float(thr[ok[0]])
+    raise ValueError(f"unknown threshold rule {rule!r} (fixed:T | youden | sensitivity:S)")
+
+
+def _point_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    pred = (p >= threshold).astype(int)
+    tp = int(((pred == 1) & (y == 1)).sum()); tn = int(((pred == 0) & (y == 0)).sum())
+    fp = int(((pred == 1) & (y == 0)).sum()); fn = int(((pred == 0) & (y == 1)).sum())
+    nan = float("nan")
+    m = {
+        "accuracy": (tp + tn) / len(y) if len(y) else nan,
+        "sensitivity": tp / (tp + fn) if tp + fn else nan,  # PNEUMONIA recall
+        "specificity": tn / (tn + fp) if tn + fp else nan,  # NORMAL recall
+        "precision": tp / (tp + fp) if tp + fp else nan,  # PNEUMONIA precision
+        "npv": tn / (tn + fn) if tn + fn else nan,  # NORMAL precision
+    }
+    m["balanced_accuracy"] = (m["sensitivity"] + m["specificity"]) / 2
+    m["auc"] = float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else nan
+    return m
+
+
+def bootstrap_ci(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int = 1000, seed: int = 0,
+                 level: float = 0.95) -> dict[str, list[float]]:
+    """Percentile intervals from resampling images with replacement."""
+    rng = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        for k, v in _point_metrics(y[idx], p[idx], threshold).items():
+            draws.setdefault(k, []).append(v)
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    out = {}
+    for k, vals in draws.items():
+        vals = np.array(vals, dtype=float)
+        vals = vals[~np.isnan(vals)]
+        out[k] = [float(np.percentile(vals, lo)), float(np.percentile(vals, hi))] if len(vals) else [float("nan")] * 2
+    return out
+
+
+def compute_metrics(scores: Scores, threshold: float, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """Everything a report needs, JSON-ready."""
+    y, p = scores.labels, scores.probs
+    pred = (p >= threshold).astype(int)
+    m: dict[str, Any] = _point_metrics(y, p, threshold)
+    m.update(
+        threshold=float(threshold),
+        n=int(len(y)),
+        n_per_class={c: int((y == i).sum()) for i, c in enumerate(CLASSES)},
+        confusion_matrix=confusion_matrix(y, pred, labels=[0, 1]).tolist(),
+        report=classification_report(y, pred, labels=[0, 1], target_names=list(CLASSES), digits=2,
+                                     zero_division=0),
+        ci95=bootstrap_ci(y, p, threshold, n_boot, seed) if n_boot else {},
+        mean_p_pneumonia={c: float(p[y == i].mean()) if (y == i).any() else float("nan")
+                          for i, c in enumerate(CLASSES)},
+    )
+    return m
+
+
+def format_metrics(m: dict[str, Any]) -> str:
+    """The classification report plus the headline numbers with 95% intervals."""
+    lines = [m["report"].rstrip(), ""]
+    for k in ("accuracy", "sensitivity", "specificity", "auc"):
+        ci = m.get("ci95", {}).get(k)
+        extra = f"  (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
+        label = {"sensitivity": "sensitivity (PNEUMONIA recall)", "specificity": "specificity (NORMAL recall)"}.get(k, k)
+        lines.append(f"{label:<32} {m[k]:.3f}{extra}")
+    lines.append(f"{'threshold':<32} {m['threshold']:.3f}   n = {m['n']}")
+    return "\n".join(lines)
+
+
+def save_json(obj: Any, path: str | Path) -> Path:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2, default=str)
+    return atomic_write(path, write)
+
+
+def balanced_subset(samples: list[Sample], per_class: int, seed: int = 0) -> list[int]:
+    """Indices of `per_class` images per class, seeded (the log's 5 NORMAL + 5 PNEUMONIA)."""
+    rng = np.random.default_rng(seed)
+    idx = []
+    for label in range(len(CLASSES)):
+        pool = [i for i, s in enumerate(samples) if s.label == label]
+        idx += sorted(rng.choice(pool, size=min(per_class, len(pool)), replace=False).tolist())
+    return idx

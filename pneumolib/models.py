@@ -1,0 +1,69 @@
+"""Build the classifier: torchvision ResNets with 1- or 3-channel input, ImageNet weights only when present."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision import models
+
+WEIGHTS_ENV = "PNEUMOLIB_IMAGENET_WEIGHTS"
+
+
+class WeightsUnavailable(FileNotFoundError):
+    """Pretrained weights were asked for and are not on this machine."""
+
+
+def imagenet_weights_file(name: str = "resnet18") -> tuple[Path, str]:
+    """Where torchvision keeps the DEFAULT ImageNet weights for `name`, and their download URL."""
+    weights = models.get_model_weights(name).DEFAULT
+    hub_dir = Path(torch.hub.get_dir()) / "checkpoints"
+    return hub_dir / Path(weights.url).name, weights.url
+
+
+def resolve_weights(name: str = "resnet18", weights_path: str | Path | None = None) -> Path:
+    """The local file to load ImageNet weights from, or WeightsUnavailable saying how to provide it."""
+    explicit = weights_path or os.environ.get(WEIGHTS_ENV)
+    cached, url = imagenet_weights_file(name)
+    path = Path(explicit).expanduser() if explicit else cached
+    if path.is_file():
+        return path
+    raise WeightsUnavailable(
+        f"ImageNet weights for {name} not found at {path} (torchvision looks in {cached.parent}); "
+        f"download {url} into that folder, or point {WEIGHTS_ENV} / weights_path at a local copy"
+    )
+
+
+def build_model(name: str = "resnet18", in_channels: int = 1, pretrained: bool = False,
+                weights_path: str | Path | None = None, num_classes: int = 2) -> nn.Module:
+    """A torchvision ResNet with `in_channels` inputs and a `num_classes` head.
+
+    pretrained=True loads ImageNet weights from the torch cache or `weights_path` and fails loudly
+    (WeightsUnavailable) when they are absent: never a silent fall-back to random init.
+    For 1-channel input the pretrained conv1 filters are summed over RGB, which gives the same
+    response to a grey image as the 3-channel network gives to that image replicated.
+    """
+    if in_channels not in (1, 3):
+        raise ValueError(f"in_channels must be 1 or 3, got {in_channels}")
+    try:
+        model = models.get_model(name, weights=None)
+    except ValueError:
+        raise ValueError(f"unknown model {name!r}; try resnet18, resnet34 or resnet50") from None
+    if pretrained:
+        path = resolve_weights(name, weights_path)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model.load_state_dict(state)
+    if in_channels == 1:
+        old = model.conv1
+        conv = nn.Conv2d(1, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
+        with torch.no_grad():
+            conv.weight.copy_(old.weight.sum(dim=1, keepdim=True))
+        model.conv1 = conv
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    return model
+
+
+def cam_layer(model: nn.Module) -> nn.Module:
+    """The layer Grad-CAM reads: the last block of a ResNet's layer4."""
+    return model.layer4[-1]
