@@ -53,23 +53,24 @@ def prior_lungs(h: int, w: int) -> np.ndarray:
 
 
 def segment_lungs(image: np.ndarray) -> tuple[np.ndarray, str]:
-    """A classical lung-field mask for a frontal chest film (uint8 HxW): the two largest dark regions
-    (Otsu on a smoothed image) that do not touch the border, holes filled. Returns (mask, method);
-    method is 'prior' when nothing plausible was found and the fixed two-ellipse prior is returned."""
+    """A classical lung-field mask for a frontal chest film (uint8 HxW): inside a fixed thorax box, the two
+    largest dark regions (Otsu threshold on the smoothed box), opened to cut thin bridges, closed and
+    hole-filled. Returns (mask, method); method is 'prior' when nothing plausible was found and the
+    fixed two-ellipse prior is returned instead. Rough by design: plot it (plots.plot_cam_grid) and judge."""
     h, w = image.shape
-    smooth = ndi.gaussian_filter(image.astype(np.float32), sigma=max(h, w) / 100)
-    u8 = np.clip(smooth, 0, 255).astype(np.uint8)
-    _, dark = cv2.threshold(u8, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
-    dark = ndi.binary_opening(dark.astype(bool), iterations=max(1, h // 64))
+    smooth = ndi.gaussian_filter(image.astype(np.float32), sigma=h / 64)
+    box = np.zeros((h, w), bool)
+    box[int(0.12 * h):int(0.85 * h), int(0.1 * w):int(0.9 * w)] = True  # keeps the dark background out
+    inside = np.clip(smooth[box], 0, 255).astype(np.uint8).reshape(1, -1)
+    t, _ = cv2.threshold(inside, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    dark = ndi.binary_opening((smooth < t) & box, iterations=max(1, h // 40))
     labels, n = ndi.label(dark)
-    border = set(np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])))
     areas = ndi.sum(dark, labels, index=np.arange(1, n + 1))
-    keep = [i + 1 for i in np.argsort(areas)[::-1] if i + 1 not in border and areas[i] > 0.02 * h * w][:2]
+    keep = [i + 1 for i in np.argsort(areas)[::-1] if areas[i] > 0.02 * h * w][:2]
     if not keep:
         return prior_lungs(h, w), "prior"
-    mask = ndi.binary_fill_holes(np.isin(labels, keep))
-    mask = ndi.binary_closing(mask, iterations=max(1, h // 64))
-    return mask, "segmented"
+    mask = ndi.binary_closing(np.isin(labels, keep), iterations=max(1, h // 32))
+    return ndi.binary_fill_holes(mask), "segmented"
 
 
 def lung_mask(sample: Sample, image: np.ndarray) -> tuple[np.ndarray, str]:
@@ -87,6 +88,15 @@ def lung_focus(cam: np.ndarray, mask: np.ndarray) -> float:
         cam = cv2.resize(cam.astype(np.float32), mask.shape[::-1], interpolation=cv2.INTER_LINEAR)
     total = float(cam.sum())
     return float((cam * mask).sum() / total) if total > 0 else float("nan")
+
+
+def lower_central_share(cam: np.ndarray) -> float:
+    """Share of the CAM's energy in the lower-central box (rows 55-100%, columns 30-70%) where the heart
+    and the diaphragm sit on a frontal film: the log's 'attention on the heart / lower diaphragm'."""
+    h, w = cam.shape
+    total = float(cam.sum())
+    box = cam[int(0.55 * h):, int(0.3 * w):int(0.7 * w)].sum()
+    return float(box / total) if total > 0 else float("nan")
 
 
 @dataclass
@@ -115,7 +125,8 @@ class Explanation:
             sel = np.array([s.label == label for s in self.samples])
             if sel.any():
                 out[name] = {"n": int(sel.sum()), "lung_focus": float(np.nanmean(self.focus[sel])),
-                             "lung_area": float(self.lung_area[sel].mean())}
+                             "lung_area": float(self.lung_area[sel].mean()),
+                             "heart_box": float(np.nanmean([lower_central_share(c) for c in self.cams[sel]]))}
         return out
 
 

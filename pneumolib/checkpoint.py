@@ -69,9 +69,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported object"
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), lines[-1] if lines else "")
+        if "GLOBAL" not in str(e):  # not a code-carrying pickle, just not a checkpoint
+            raise CheckpointError(f"{path}: not a readable torch checkpoint ({detail[:160]})") from None
         raise CheckpointError(f"{path}: refused, it holds pickled objects that are not plain tensors and data "
-                              f"(weights_only=True: {first[:160]})") from None
+                              f"(loaded with weights_only=True: {detail[:160]})") from None
     except Exception as e:  # noqa: BLE001  torch raises many types for a file that is not a checkpoint
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {str(e)[:160]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -91,6 +94,7 @@ class Predictor:
         self.threshold = float(threshold)
         self.preprocessing = preprocessing or preprocessing_for(config)
         self.device = torch.device(device)
+        self.extra: dict[str, Any] = {}
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Predictor":
@@ -103,7 +107,9 @@ class Predictor:
         except RuntimeError as e:
             raise CheckpointError(f"{path}: weights do not fit {config.model} with {pre.in_channels} input "
                                   f"channel(s) ({str(e).splitlines()[0][:160]})") from None
-        return cls(model, config, state["threshold"], pre, device)
+        predictor = cls(model, config, state["threshold"], pre, device)
+        predictor.extra = dict(state.get("extra", {}))  # training history, timing, weights used
+        return predictor
 
     @property
     def in_channels(self) -> int:

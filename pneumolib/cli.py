@@ -43,7 +43,7 @@ def cmd_run(args) -> int:
         # the series must run end to end, so missing ImageNet weights mean a loudly labelled random init
         r = run_experiment(cfg, root if not is_fixture else None, out / f"{cfg.entry}_{cfg.name}",
                            profile=args.profile, device=args.device, on_missing_weights="random_init",
-                           cam_per_class=args.cam_per_class)
+                           cam_per_class=args.cam_per_class, strict=args.strict)
         results.append(r.metrics)
         print()
     print(f"Results on the test split of {'the bundled fixture' if is_fixture else root} (run folders in {out}):")
@@ -59,7 +59,7 @@ def cmd_train(args) -> int:
     r = run_experiment(C.get_config(args.experiment), args.data_dir, args.out, profile=args.profile,
                        overrides=overrides, device=args.device,
                        on_missing_weights="random_init" if args.allow_random_init else "fail",
-                       reuse=not args.retrain, cam_per_class=args.cam_per_class)
+                       reuse=not args.retrain, cam_per_class=args.cam_per_class, strict=args.strict)
     if "test" in r.metrics:
         print(format_metrics(r.metrics["test"]))
     print(f"wrote {Path(args.out) / 'checkpoint.pt'}, metrics.json, scores_test.csv")
@@ -124,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--profile", choices=list(C.PROFILES), default=None,
                        help="run size: fixture | cpu | gpu | full (default: fixture for the fixture, else cpu or gpu)")
         s.add_argument("--cam-per-class", type=int, default=4, help="Grad-CAM images per class (0 = none)")
+        s.add_argument("--strict", action="store_true",
+                       help="refuse to start when the pre-scan finds unreadable files (default: skip and list them)")
 
     s = sub.add_parser("run", help="train and evaluate experiments, then print a comparison table (the main job)")
     s.add_argument("experiments", nargs="*", default=["all"], help="names or entry numbers, or 'all' (default)")

@@ -174,7 +174,10 @@ class DecodedCache:
 
     @staticmethod
     def _key(path: Path, image_size: int) -> tuple:
-        st = path.stat()
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise ImageError(path, "no such file") from None
         return (str(path), image_size, st.st_mtime_ns, st.st_size)
 
     def get(self, path: str | Path, image_size: int) -> np.ndarray:

@@ -113,6 +113,22 @@ def bootstrap_ci(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int = 1
     return out
 
 
+def wilson_ci(y: np.ndarray, p: np.ndarray, threshold: float, level: float = 0.95) -> dict[str, list[float]]:
+    """Wilson score intervals for the proportions (accuracy and the two recalls): unlike the percentile
+    bootstrap they stay honest when a small sample is all right or all wrong (10/10 is not certainty)."""
+    from scipy.stats import binomtest
+
+    pred = (p >= threshold).astype(int)
+    groups = {"accuracy": np.ones_like(y, bool), "sensitivity": y == 1, "specificity": y == 0}
+    out = {}
+    for name, sel in groups.items():
+        n, k = int(sel.sum()), int((pred[sel] == y[sel]).sum())
+        if n:
+            ci = binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
+            out[name] = [float(ci.low), float(ci.high)]
+    return out
+
+
 def compute_metrics(scores: Scores, threshold: float, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Everything a report needs, JSON-ready."""
     y, p = scores.labels, scores.probs
@@ -126,10 +142,14 @@ def compute_metrics(scores: Scores, threshold: float, n_boot: int = 1000, seed: 
         report=classification_report(y, pred, labels=[0, 1], target_names=list(CLASSES), digits=2,
                                      zero_division=0),
         ci95=bootstrap_ci(y, p, threshold, n_boot, seed) if n_boot else {},
+        ci95_wilson=wilson_ci(y, p, threshold),
         mean_p_pneumonia={c: float(p[y == i].mean()) if (y == i).any() else float("nan")
                           for i, c in enumerate(CLASSES)},
     )
     return m
+
+
+SMALL_N = 100  # below this, reports add Wilson intervals next to the bootstrap ones
 
 
 def format_metrics(m: dict[str, Any]) -> str:
@@ -139,6 +159,9 @@ def format_metrics(m: dict[str, Any]) -> str:
         ci = m.get("ci95", {}).get(k)
         extra = f"  (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
         label = {"sensitivity": "sensitivity (PNEUMONIA recall)", "specificity": "specificity (NORMAL recall)"}.get(k, k)
+        wil = m.get("ci95_wilson", {}).get(k)
+        if wil and m["n"] < SMALL_N:  # the percentile bootstrap collapses on small, all-right samples
+            extra += f"  (Wilson {wil[0]:.3f}-{wil[1]:.3f})"
         lines.append(f"{label:<32} {m[k]:.3f}{extra}")
     lines.append(f"{'threshold':<32} {m['threshold']:.3f}   n = {m['n']}")
     return "\n".join(lines)

@@ -28,7 +28,8 @@ def resolve_data_dir(data_dir: str | Path | None = None) -> tuple[Path, bool]:
     chosen = data_dir or os.environ.get(DATA_ENV) or None
     if chosen in (None, "", "fixture"):
         return fixture_dir(), True
-    return Path(chosen).expanduser().resolve(), False
+    path = Path(chosen).expanduser().resolve()
+    return path, path == fixture_dir().resolve()
 
 
 def default_profile(is_fixture: bool, device: str = "auto") -> str:
@@ -78,10 +79,13 @@ class RunResult:
 
 
 def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None, out_dir: str | Path | None = None,
-                   *, profile: str | None = None, overrides: dict[str, Any] | None = None, device: str = "auto", on_missing_weights: str = "fail",
-                   reuse: bool = True, cam_per_class: int = 4, log: Callable[[str], Any] | None = print,
+                   *, profile: str | None = None, overrides: dict[str, Any] | None = None, device: str = "auto",
+                   on_missing_weights: str = "fail", reuse: bool = True, cam_per_class: int = 4,
+                   focus_per_class: int = 50,
+                   strict: bool = False, log: Callable[[str], Any] | None = print,
                    data: XRayData | None = None) -> RunResult:
-    """Train (or reuse a finished run with the same training key), evaluate on test, Grad-CAM a few images,
+    """Train (or reuse a finished run with the same training key), evaluate on test, Grad-CAM test images
+    (lung-focus over focus_per_class per class; the notebooks plot the first few),
     and write checkpoint.pt, metrics.json, config.json and per-image scores into out_dir."""
     log = log or (lambda s: None)
     root, is_fixture = resolve_data_dir(data_dir)
@@ -104,7 +108,7 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
             predictor = old
             log(f"reusing {ckpt} (same training config); delete it to retrain")
     if predictor is None:
-        fitted = fit(config, data, run_dir, device=device, log=log, extra={"weights": weights_used})
+        fitted = fit(config, data, run_dir, device=device, log=log, strict=strict, extra={"weights": weights_used})
         predictor = Predictor(fitted.model, config, fitted.threshold, device=dev)
     else:
         from .evaluate import choose_threshold
@@ -119,6 +123,10 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
     if fitted:
         metrics.update(best_epoch=fitted.best_epoch, history=fitted.history, train_seconds=fitted.seconds,
                        train_images_per_s=fitted.train_images_per_s)
+    else:  # reused: the training record travels in the checkpoint
+        x = predictor.extra
+        metrics.update(best_epoch=x.get("best_epoch"), history=x.get("history", []), train_seconds=x.get("seconds"),
+                       train_images_per_s=x.get("train_images_per_s"), reused_checkpoint=str(ckpt))
     test = None
     if "test" in data.splits:
         test = predict_samples(predictor.model, data["test"], pre, tta=config.tta)
@@ -129,7 +137,8 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
             metrics["test_subset"]["paths"] = [str(test.samples[i].path) for i in idx]
     expl = None
     if cam_per_class and test is not None:
-        idx = balanced_subset(test.samples, cam_per_class, seed=config.seed)
+        # the grid shows cam_per_class images per class; the lung-focus statistic uses focus_per_class
+        idx = balanced_subset(test.samples, max(cam_per_class, focus_per_class), seed=config.seed)
         expl = explain(predictor.model, [test.samples[i] for i in idx], pre, predictor.threshold)
         metrics["lung_focus"] = expl.summary()
     metrics["seconds"] = time.perf_counter() - t0
@@ -157,19 +166,19 @@ def comparison_rows(metrics_list: list[dict[str, Any]], split: str = "test") -> 
             "threshold": m.get("threshold", float("nan")), "ci95": t.get("ci95", {}),
             "focus_normal": lf.get("NORMAL", {}).get("lung_focus", float("nan")),
             "focus_pneumonia": lf.get("PNEUMONIA", {}).get("lung_focus", float("nan")),
-            "minutes": m.get("seconds", float("nan")) / 60, "n": t.get("n", 0),
+            "minutes": (m.get("train_seconds") or float("nan")) / 60, "n": t.get("n", 0),
         })
     return rows
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     head = (f"{'#':<3}{'experiment':<36}{'acc':>6}{'sens':>6}{'spec':>6}{'AUC':>6}{'thr':>6}"
-            f"{'focusN':>8}{'focusP':>8}{'min':>6}")
+            f"{'focusN':>8}{'focusP':>8}{'train min':>10}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['entry']:<3}{r['name'][:35]:<36}{r['accuracy']:>6.3f}{r['sensitivity']:>6.3f}"
                      f"{r['specificity']:>6.3f}{r['auc']:>6.3f}{r['threshold']:>6.2f}{r['focus_normal']:>8.2f}"
-                     f"{r['focus_pneumonia']:>8.2f}{r['minutes']:>6.1f}")
+                     f"{r['focus_pneumonia']:>8.2f}{r['minutes']:>10.1f}")
     lines.append("acc/sens/spec/AUC on the test split; sens = PNEUMONIA recall, spec = NORMAL recall; "
                  "focus = share of Grad-CAM energy inside the lung fields")
     return "\n".join(lines)

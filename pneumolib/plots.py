@@ -13,7 +13,7 @@ from .data import DEFAULT_CACHE, Sample
 from .transforms import build
 
 
-def show_transforms(config: ExperimentConfig, samples: list[Sample], n_per_class: int = 2, n_draws: int = 3,
+def show_transforms(config: ExperimentConfig, samples: list[Sample], n_per_class: int = 1, n_draws: int = 3,
                     seed: int = 0, cache=None):
     """Each row: one image as decoded, then `n_draws` random draws of its class's training transform."""
     cache = cache or DEFAULT_CACHE
@@ -107,7 +107,7 @@ def plot_cam_grid(expl, n_per_class: int = 4, show_mask: bool = True, title: str
     for label in range(len(CLASSES)):
         picks.append([i for i, s in enumerate(expl.samples) if s.label == label][:n_per_class])
     n_cols = max(1, max(len(p) for p in picks))
-    fig, axes = plt.subplots(len(CLASSES), n_cols, figsize=(2.3 * n_cols, 2.6 * len(CLASSES)), squeeze=False)
+    fig, axes = plt.subplots(len(CLASSES), n_cols, figsize=(2.0 * n_cols, 2.4 * len(CLASSES)), squeeze=False)
     for r, idx in enumerate(picks):
         for c in range(n_cols):
             ax = axes[r, c]

@@ -159,8 +159,9 @@ class Preprocessing:
             x = (x - x.mean(dims, keepdim=True)) / x.std(dims, keepdim=True).clamp_min(1e-3)
         x = x.expand(*x.shape[:-3], self.in_channels, *x.shape[-2:]) if x.shape[-3] == 1 else x
         if self.normalize == "imagenet":
-            mean = torch.tensor(IMAGENET_MEAN[: self.in_channels] if self.in_channels == 3 else [np.mean(IMAGENET_MEAN)])
-            std = torch.tensor(IMAGENET_STD[: self.in_channels] if self.in_channels == 3 else [np.mean(IMAGENET_STD)])
+            # a 1-channel model sees the grey image; use the mean of the RGB statistics
+            mean = torch.tensor(IMAGENET_MEAN if self.in_channels == 3 else [np.mean(IMAGENET_MEAN)], dtype=torch.float32)
+            std = torch.tensor(IMAGENET_STD if self.in_channels == 3 else [np.mean(IMAGENET_STD)], dtype=torch.float32)
             x = (x - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
         elif self.normalize not in ("none", "per_image"):
             raise ValueError(f"unknown normalize {self.normalize!r} (none | imagenet | per_image)")
