@@ -1,0 +1,10 @@
+"""Keep notebook runs under pytest (nbval) away from real data and from earlier run folders."""
+import os
+import tempfile
+
+# The notebooks read these; the kernels nbval starts inherit this environment.
+os.environ.pop("PNEUMOLIB_DATA_DIR", None)
+os.environ.pop("PNEUMOLIB_PROFILE", None)
+os.environ.setdefault("PNEUMOLIB_RUNS", tempfile.mkdtemp(prefix="pneumolib-nbval-runs-"))
+os.environ.setdefault("TQDM_DISABLE", "1")
+os.environ.setdefault("MPLBACKEND", "module://matplotlib_inline.backend_inline")

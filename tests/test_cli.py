@@ -1,0 +1,148 @@
+"""The command-line contract: --help everywhere, files written, JSON keys, exit code 2 with one line on bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pneumolib.cli import build_parser, main
+from pneumolib.fixture import fixture_dir
+
+COMMANDS = ["experiments", "run", "train", "evaluate", "predict", "compare"]
+
+
+def run_cli(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "pneumolib", *args], capture_output=True, text=True, timeout=600, **kw)
+
+
+def test_python_dash_m_help_lists_every_command():
+    r = run_cli("--help")
+    assert r.returncode == 0
+    for c in COMMANDS:
+        assert c in r.stdout
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as e:
+        main([command, "--help"])
+    assert e.value.code == 0
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_experiments_lists_one_line_per_entry_with_its_diff(capsys):
+    assert main(["experiments"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 9
+    assert lines[0].startswith("01  baseline") and "(the baseline)" in lines[0]
+    assert lines[8].startswith("09") and "loss: ce -> focal" in lines[8] and "fixed:0.8" in lines[8]
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """`train` on the fixture, as a user would call it."""
+    out = tmp_path_factory.mktemp("cli") / "run01"
+    r = run_cli("train", "baseline", "--data-dir", str(fixture_dir()), "--out", str(out), "--epochs", "2",
+                "--seed", "3", "--cam-per-class", "1")
+    assert r.returncode == 0, r.stderr
+    return out, r
+
+
+def test_train_writes_checkpoint_metrics_scores_and_prints_summary(cli_run):
+    out, r = cli_run
+    for name in ("checkpoint.pt", "metrics.json", "scores_test.csv", "scores_val.csv", "config.json"):
+        assert (out / name).is_file(), name
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["config"]["epochs"] == 2 and m["config"]["seed"] == 3 and m["profile"] == "fixture"
+    assert "epoch  2/2" in r.stdout and "specificity (NORMAL recall)" in r.stdout
+
+
+def test_evaluate_prints_report_and_writes_json(cli_run, tmp_path):
+    out, _ = cli_run
+    js = tmp_path / "m.json"
+    r = run_cli("evaluate", str(out / "checkpoint.pt"), "--data-dir", str(fixture_dir()), "--json", str(js),
+                "--threshold", "0.7")
+    assert r.returncode == 0, r.stderr
+    assert "precision" in r.stdout
+    m = json.loads(js.read_text())
+    for key in ("accuracy", "sensitivity", "specificity", "auc", "threshold", "n", "confusion_matrix"):
+        assert key in m
+    assert m["threshold"] == 0.7 and m["n"] == 24 and sum(map(sum, m["confusion_matrix"])) == 24
+
+
+def test_predict_labels_images_and_writes_cams(cli_run, tmp_path, capsys):
+    out, _ = cli_run
+    imgs = sorted((fixture_dir() / "test" / "PNEUMONIA").glob("*.png"))[:2]
+    assert main(["predict", str(out / "checkpoint.pt"), *map(str, imgs), "--cam-dir", str(tmp_path / "cams")]) == 0
+    text = capsys.readouterr().out
+    assert text.count("p_pneumonia=") == 2
+    assert len(list((tmp_path / "cams").glob("*_cam.png"))) == 2
+
+
+def test_compare_prints_table_for_run_folders(cli_run, capsys):
+    out, _ = cli_run
+    assert main(["compare", str(out), str(out)]) == 0
+    assert capsys.readouterr().out.count("baseline") == 2
+
+
+def test_run_trains_each_experiment_and_ends_with_a_table(tmp_path, capsys):
+    assert main(["run", "01", "09", "--out", str(tmp_path), "--cam-per-class", "0"]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("Results on the test split"):]
+    assert "01 baseline" in table and "09 focal_loss_threshold_0.8" in table
+    assert (tmp_path / "09_focal_loss_threshold_0.8" / "checkpoint.pt").is_file()
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["train", "baseline", "--data-dir", "/nonexistent/xray", "--out", "{tmp}/r"], "/nonexistent/xray: data folder not found"),
+    (["train", "nope", "--out", "{tmp}/r"], "unknown experiment 'nope'"),
+    (["evaluate", "{tmp}/missing.pt", "--data-dir", "{fixture}"], "missing.pt: checkpoint not found"),
+    (["evaluate", "{tmp}/junk.pt", "--data-dir", "{fixture}"], "junk.pt: not a readable torch checkpoint"),
+    (["predict", "{tmp}/junk.pt", "x.png"], "junk.pt"),
+    (["compare", "{tmp}"], "no metrics.json"),
+])
+def test_user_errors_exit_2_with_one_line(argv, needle, tmp_path, capsys):
+    (tmp_path / "junk.pt").write_bytes(b"garbage")
+    argv = [a.format(tmp=tmp_path, fixture=fixture_dir()) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pneumolib: error: ") and needle in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_unreadable_image_in_predict_exits_2_naming_it(cli_run, tmp_path):
+    out, _ = cli_run
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    r = run_cli("predict", str(out / "checkpoint.pt"), str(bad))
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and str(bad) in r.stderr and "Traceback" not in r.stderr
+
+
+def test_pretrained_without_weights_fails_by_default_and_is_labelled_with_flag(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    monkeypatch.delenv("PNEUMOLIB_IMAGENET_WEIGHTS", raising=False)
+    r = run_cli("train", "pretrained", "--out", str(tmp_path / "a"), "--epochs", "1", "--cam-per-class", "0")
+    assert r.returncode == 2 and "ImageNet weights for resnet18 not found" in r.stderr
+    r = run_cli("train", "pretrained", "--out", str(tmp_path / "b"), "--epochs", "1", "--cam-per-class", "0",
+                "--allow-random-init")
+    assert r.returncode == 0, r.stderr
+    assert "RANDOM INIT" in r.stdout
+    m = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert m["config"]["pretrained"] is False and "unavailable" in m["weights"]
+
+
+def test_parser_defaults():
+    a = build_parser().parse_args(["run"])
+    assert a.experiments == ["all"] and a.out == "runs"
+
+
+def test_strict_refuses_a_folder_with_an_unreadable_file(tmp_path, capsys):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(fixture_dir(), root)
+    (root / "train" / "NORMAL" / "IM-9999-0001.png").write_bytes(b"not a png")
+    assert main(["train", "01", "--data-dir", str(root), "--out", str(tmp_path / "r"), "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "IM-9999-0001.png" in err and "strict" in err and err.count("\n") == 1

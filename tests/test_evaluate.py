@@ -1,0 +1,87 @@
+import csv
+
+import numpy as np
+import pytest
+
+from pneumolib.data import Sample
+from pneumolib.evaluate import (Scores, balanced_subset, bootstrap_ci, choose_threshold, compute_metrics,
+                                format_metrics)
+
+
+def _scores(labels, probs):
+    return Scores([Sample(f"/x/{i}.png", int(y), f"p{i}", "test") for i, y in enumerate(labels)], np.array(probs, float))
+
+
+def test_metrics_on_a_hand_checked_example():
+    s = _scores([0, 0, 0, 1, 1, 1], [0.1, 0.6, 0.3, 0.9, 0.4, 0.8])
+    m = compute_metrics(s, 0.5, n_boot=0)
+    assert m["confusion_matrix"] == [[2, 1], [1, 2]]
+    assert m["accuracy"] == pytest.approx(4 / 6)
+    assert m["sensitivity"] == pytest.approx(2 / 3) and m["specificity"] == pytest.approx(2 / 3)
+    assert m["auc"] == pytest.approx(8 / 9)
+    assert m["n"] == 6 and m["threshold"] == 0.5
+
+
+def test_log_entry_8_report_is_reproduced_when_everything_is_pneumonia():
+    # the log's 10-image report: every image predicted PNEUMONIA
+    s = _scores([0] * 5 + [1] * 5, [0.99] * 10)
+    m = compute_metrics(s, 0.5, n_boot=200)
+    assert m["accuracy"] == 0.5 and m["specificity"] == 0.0 and m["sensitivity"] == 1.0
+    lines = {l.split()[0]: l.split()[1:] for l in m["report"].splitlines() if l.strip()}
+    assert lines["NORMAL"][:3] == ["0.00", "0.00", "0.00"]
+    assert lines["PNEUMONIA"][:3] == ["0.50", "1.00", "0.67"]
+    assert "macro" in m["report"]
+
+
+def test_ten_images_give_wide_intervals_and_more_images_narrow_them():
+    rng = np.random.default_rng(0)
+    def width(n):
+        y = np.repeat([0, 1], n // 2)
+        p = np.clip(y * 0.6 + rng.normal(0.2, 0.25, n), 0, 1)
+        lo, hi = bootstrap_ci(y, p, 0.5, n_boot=500)["accuracy"]
+        return hi - lo
+    assert width(10) > 0.3
+    assert width(1000) < 0.1
+
+
+def test_threshold_rules():
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    p = np.array([0.1, 0.2, 0.3, 0.7, 0.4, 0.8, 0.85, 0.9])
+    assert choose_threshold("fixed:0.8", y, p) == 0.8
+    assert choose_threshold("youden", y, p) == pytest.approx(0.8)
+    t = choose_threshold("sensitivity:1.0", y, p)
+    assert t == pytest.approx(0.4) and ((p >= t) & (y == 1)).sum() == 4
+    with pytest.raises(ValueError, match="unknown threshold rule"):
+        choose_threshold("median", y, p)
+
+
+def test_scores_csv_lets_metrics_be_recomputed(tmp_path):
+    s = _scores([0, 1, 1, 0], [0.2, 0.9, 0.4, 0.6])
+    path = s.to_csv(tmp_path / "scores.csv", threshold=0.5)
+    rows = list(csv.DictReader(open(path)))
+    assert [r["prediction"] for r in rows] == ["NORMAL", "PNEUMONIA", "NORMAL", "PNEUMONIA"]
+    y = np.array([r["label"] == "PNEUMONIA" for r in rows], int)
+    p = np.array([float(r["p_pneumonia"]) for r in rows])
+    assert compute_metrics(_scores(y, p), 0.5, n_boot=0)["accuracy"] == compute_metrics(s, 0.5, n_boot=0)["accuracy"]
+
+
+def test_balanced_subset_takes_n_per_class_seeded():
+    s = _scores([0] * 20 + [1] * 30, np.linspace(0, 1, 50)).samples
+    idx = balanced_subset(s, 5, seed=3)
+    assert len(idx) == 10 and sum(s[i].label for i in idx) == 5
+    assert idx == balanced_subset(s, 5, seed=3) and idx != balanced_subset(s, 5, seed=4)
+
+
+def test_format_metrics_names_recalls_plainly():
+    text = format_metrics(compute_metrics(_scores([0, 1, 0, 1], [0.1, 0.9, 0.6, 0.7]), 0.5, n_boot=50))
+    assert "specificity (NORMAL recall)" in text and "95% CI" in text
+
+
+def test_ten_correct_images_are_not_certainty():
+    # the percentile bootstrap of 10/10 correct is [1, 1]; the Wilson interval says how little 10 images show
+    m = compute_metrics(_scores([0] * 5 + [1] * 5, [0.1] * 5 + [0.9] * 5), 0.5, n_boot=200)
+    assert m["ci95"]["accuracy"] == [1.0, 1.0]
+    lo, hi = m["ci95_wilson"]["accuracy"]
+    assert lo < 0.75 and hi == pytest.approx(1.0)
+    assert m["ci95_wilson"]["specificity"][0] < 0.6
+    assert "Wilson" in format_metrics(m)

@@ -1,0 +1,42 @@
+"""Set-up files agree with each other, and the README's commands are the ones CI runs."""
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _req_names(lines):
+    return {re.split(r"[<>=!~\[ ]", l.strip())[0].lower() for l in lines if l.strip() and not l.strip().startswith("#")}
+
+
+def test_environment_yml_installs_requirements_txt():
+    env = (ROOT / "environment.yml").read_text()
+    assert "-r requirements.txt" in env and "conda-forge" in env
+
+
+def test_pyproject_runtime_dependencies_are_in_requirements():
+    req = _req_names((ROOT / "requirements.txt").read_text().splitlines())
+    py = (ROOT / "pyproject.toml").read_text()
+    deps = re.search(r"dependencies = \[(.*?)\]", py, re.S).group(1)
+    names = _req_names(re.findall(r'"([^"]+)"', deps))
+    assert names <= req, names - req
+
+
+def test_torch_pins_admit_the_local_wheels():
+    text = (ROOT / "requirements.txt").read_text() + (ROOT / "pyproject.toml").read_text()
+    for pkg, ver in (("torch", "2.14.1"), ("torchvision", "0.29.1")):
+        spec = re.search(rf'^{pkg}([<>=,.\d]+)', text, re.M).group(1)
+        upper = re.search(r"<=([\d.]+)", spec)
+        assert upper and tuple(map(int, upper.group(1).split("."))) >= tuple(map(int, ver.split(".")))
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "./dev.sh test" in readme and "./dev.sh main" in readme
+    assert re.search(r"^\s*(exec )?\./dev\.sh test\s*$", ci, re.M)
+
+
+def test_fixture_ships_inside_the_package():
+    py = (ROOT / "pyproject.toml").read_text()
+    assert "fixture_data/**/*.png" in py
