@@ -1,6 +1,7 @@
 """Find a Kaggle-layout chest X-ray folder, split it by patient, decode it once, and serve it as datasets."""
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -38,7 +39,8 @@ class Sample:
 
 _PATIENT_PATTERNS = (
     re.compile(r"^(person\d+)_"),  # person123_bacteria_456.jpeg -> person123
-    re.compile(r"^((?:[A-Za-z]+\d*-)?IM-\d+)-\d+$"),  # IM-0115-0001, NORMAL2-IM-1427-0001 -> IM-0115, NORMAL2-IM-1427
+    # IM-0115-0001, NORMAL2-IM-1427-0001, NORMAL2-IM-0587-0001-0002 -> IM-0115, NORMAL2-IM-1427, NORMAL2-IM-0587
+    re.compile(r"^((?:[A-Za-z]+\d*-)?IM-\d+)(?:-\d+)+$"),
 )
 
 
@@ -74,6 +76,7 @@ class XRayData:
     splits: dict[str, list[Sample]]
     notes: list[str] = field(default_factory=list)
     bad_files: list[ImageError] = field(default_factory=list)
+    hygiene: "Hygiene | None" = None
 
     def counts(self) -> dict[str, dict[str, int]]:
         return {s: {c: sum(x.label == i for x in samples) for i, c in enumerate(CLASSES)}
@@ -214,21 +217,86 @@ class DecodedCache:
 DEFAULT_CACHE = DecodedCache()
 
 
+_DIGESTS: dict[tuple, str] = {}
+
+
+def file_digest(path: Path) -> str:
+    """SHA-1 of the file's bytes, cached by path, size and modification time."""
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = hashlib.sha1(path.read_bytes()).hexdigest()
+    return _DIGESTS[key]
+
+
+@dataclass
+class Hygiene:
+    """What a pre-scan found: unreadable files, byte-identical duplicates, patients shared between splits."""
+
+    unreadable: list[ImageError]
+    duplicates: list[list[Sample]]  # groups of two or more files with identical bytes
+    shared_patients: dict[str, list[str]]  # patient -> the splits it appears in
+
+    def _dupes(self, kind: str) -> list[list[Sample]]:
+        def kind_of(g):
+            if len({s.split for s in g}) > 1:
+                return "across splits"
+            return "across classes" if len({s.label for s in g}) > 1 else "within a class"
+        return [g for g in self.duplicates if kind_of(g) == kind]
+
+    @property
+    def n_problems(self) -> int:
+        return len(self.unreadable) + len(self.duplicates) + len(self.shared_patients)
+
+    def table(self) -> str:
+        def ex(g):
+            return " = ".join(f"{s.split}/{s.class_name}/{s.path.name}" for s in g[:2])
+        rows = [("unreadable files", len(self.unreadable), str(self.unreadable[0]) if self.unreadable else "")]
+        for kind in ("within a class", "across classes", "across splits"):
+            groups = self._dupes(kind)
+            rows.append((f"identical files {kind}", len(groups), ex(groups[0]) if groups else ""))
+        first = next(iter(self.shared_patients.items()), None)
+        rows.append(("patients in two or more splits", len(self.shared_patients),
+                     f"{first[0]}: {', '.join(first[1])}" if first else ""))
+        return "\n".join(f"  {name:<34} {n:>5}  {example}" for name, n, example in rows)
+
+
+def check_hygiene(data: XRayData, unreadable: list[ImageError] | None = None, workers: int = 8) -> Hygiene:
+    samples = [s for split in data.splits.values() for s in split]
+    with ThreadPoolExecutor(workers) as pool:
+        digests = list(pool.map(lambda s: file_digest(s.path) if s.path.is_file() else None, samples))
+    groups: dict[str, list[Sample]] = {}
+    for s, d in zip(samples, digests):
+        if d is not None:
+            groups.setdefault(d, []).append(s)
+    dupes = [g for g in groups.values() if len(g) > 1]
+    where: dict[str, set[str]] = {}
+    for s in samples:
+        where.setdefault(s.patient, set()).add(s.split)
+    shared = {p: sorted(v) for p, v in where.items() if len(v) > 1}
+    return Hygiene(list(unreadable or []), dupes, shared)
+
+
 def prescan(data: XRayData, image_size: int, strict: bool = False, cache: DecodedCache | None = None,
             progress: Callable | None = None) -> XRayData:
-    """Decode every file once; drop unreadable ones (reported by path), or refuse them in strict mode."""
+    """Decode every file once and check the folder's hygiene (unreadable files, identical files within and
+    across splits and classes, patients in two splits). Unreadable files are dropped and reported by path;
+    strict mode refuses to start on any finding."""
     cache = cache or DEFAULT_CACHE
     every = [s.path for samples in data.splits.values() for s in samples]
     bad = cache.warm(every, image_size, progress=progress)
-    if bad and strict:
-        raise DataError(f"{bad[0]} ({len(bad)} unreadable file(s) in {data.root}; strict mode refuses to start)")
+    hygiene = check_hygiene(data, bad)
+    if strict and hygiene.n_problems:
+        first = str(bad[0]) if bad else data.root
+        raise DataError(f"{first}: strict mode refuses to start ({len(bad)} unreadable, {len(hygiene.duplicates)} "
+                        f"duplicate group(s), {len(hygiene.shared_patients)} patient(s) in two splits)")
     bad_paths = {e.path for e in bad}
     splits = {k: [s for s in v if s.path not in bad_paths] for k, v in data.splits.items()}
     for k, v in splits.items():
         for i, c in enumerate(CLASSES):
             if not any(s.label == i for s in v):
                 raise DataError(f"{data.root}/{k}/{c}: no readable images left after the pre-scan")
-    return XRayData(data.root, splits, list(data.notes), list(data.bad_files) + bad)
+    return XRayData(data.root, splits, list(data.notes), list(data.bad_files) + bad, hygiene)
 
 
 class XRayDataset(torch.utils.data.Dataset):

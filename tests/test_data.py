@@ -39,6 +39,7 @@ def _one_line_naming(err: Exception, path) -> str:
     ("person1_virus_7.jpeg", "person1"),
     ("IM-0115-0001.jpeg", "IM-0115"),
     ("NORMAL2-IM-1427-0001.jpeg", "NORMAL2-IM-1427"),
+    ("NORMAL2-IM-0587-0001-0002.jpeg", "NORMAL2-IM-0587"),  # the data set has such doubled suffixes
     ("scan_from_another_hospital.png", "scan_from_another_hospital"),
 ])
 def test_patient_id(name, patient):
