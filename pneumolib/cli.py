@@ -59,7 +59,8 @@ def cmd_train(args) -> int:
     r = run_experiment(C.get_config(args.experiment), args.data_dir, args.out, profile=args.profile,
                        overrides=overrides, device=args.device,
                        on_missing_weights="random_init" if args.allow_random_init else "fail",
-                       reuse=not args.retrain, cam_per_class=args.cam_per_class, strict=args.strict)
+                       reuse=not args.retrain, cam_per_class=args.cam_per_class, strict=args.strict,
+                       resume=args.resume)
     if "test" in r.metrics:
         print(format_metrics(r.metrics["test"]))
     print(f"wrote {Path(args.out) / 'checkpoint.pt'}, metrics.json, scores_test.csv")
@@ -141,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=int)
     s.add_argument("--seed", type=int)
     s.add_argument("--retrain", action="store_true", help="train even if RUN_DIR holds a matching checkpoint")
+    s.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from RUN_DIR/last.pt (the last completed epoch)")
     s.add_argument("--allow-random-init", action="store_true",
                    help="when ImageNet weights are missing, train from random init (recorded as such) instead of failing")
     common(s)
@@ -176,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pneumolib: error: {msg}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("pneumolib: interrupted", file=sys.stderr)
+        print("pneumolib: interrupted; the last completed epoch is saved: re-run 'train' with --resume to continue",
+              file=sys.stderr)
         return 130
 
 

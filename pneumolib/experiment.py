@@ -82,7 +82,7 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
                    *, profile: str | None = None, overrides: dict[str, Any] | None = None, device: str = "auto",
                    on_missing_weights: str = "fail", reuse: bool = True, cam_per_class: int = 4,
                    focus_per_class: int = 50,
-                   strict: bool = False, log: Callable[[str], Any] | None = print,
+                   strict: bool = False, resume: bool = False, log: Callable[[str], Any] | None = print,
                    data: XRayData | None = None) -> RunResult:
     """Train (or reuse a finished run with the same training key), evaluate on test, Grad-CAM test images
     (lung-focus over focus_per_class per class; the notebooks plot the first few),
@@ -108,7 +108,8 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
             predictor = old
             log(f"reusing {ckpt} (same training config); delete it to retrain")
     if predictor is None:
-        fitted = fit(config, data, run_dir, device=device, log=log, strict=strict, extra={"weights": weights_used})
+        fitted = fit(config, data, run_dir, device=device, log=log, strict=strict, resume=resume,
+                     extra={"weights": weights_used})
         predictor = Predictor(fitted.model, config, fitted.threshold, device=dev)
     else:
         from .evaluate import choose_threshold

@@ -16,8 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import preprocessing_for, save_checkpoint
-from .config import CLASSES, ExperimentConfig
+from .checkpoint import CheckpointError, atomic_write, preprocessing_for, save_checkpoint
+from .config import CLASSES, ExperimentConfig, diff, format_diff
 from .data import DEFAULT_CACHE, DecodedCache, XRayData, XRayDataset, prescan, subsample
 from .evaluate import Scores, choose_threshold, predict_samples
 from .models import build_model
@@ -95,6 +95,45 @@ def make_optimizer(config: ExperimentConfig, model: nn.Module) -> torch.optim.Op
     raise ValueError(f"unknown optimizer {config.optimizer!r} (adam | adamw | sgd)")
 
 
+STATE_FILE = "last.pt"  # the training state after the last completed epoch, for --resume
+STATE_FORMAT = "pneumolib-train-state/1"
+
+
+def _rng_state() -> dict[str, Any]:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(),
+            "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
+            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
+            "python": random.getstate()}
+
+
+def _set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    if s["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+    kind, keys, pos, has_gauss, gauss = s["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    random.setstate(s["python"])
+
+
+def load_train_state(run_dir: str | Path, config: ExperimentConfig) -> dict[str, Any] | None:
+    """The saved training state of run_dir, if any; refused (naming the fields) if it is another config's."""
+    path = Path(run_dir) / STATE_FILE
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{path}: unreadable training state ({type(e).__name__}); delete it to start over") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise CheckpointError(f"{path}: not a pneumolib training state; delete it to start over")
+    saved = ExperimentConfig.from_dict(state["config"])
+    if saved.training_key() != config.training_key():
+        raise CheckpointError(f"{path}: saved for a different config ({format_diff(diff(saved, config))}); "
+                              "delete it or use another --out")
+    return state
+
+
 @dataclass
 class FitResult:
     model: nn.Module
@@ -130,9 +169,13 @@ def _epoch_loader(config, data, pre, transform, cache, epoch):
 
 def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = None, *, device: str = "auto",
         cache: DecodedCache | None = None, strict: bool = False, log: Callable[[str], Any] | None = print,
-        extra: dict[str, Any] | None = None) -> FitResult:
+        extra: dict[str, Any] | None = None, resume: bool = False) -> FitResult:
     """Train `config` on data['train'], validate each epoch on data['val'], keep the best epoch (lowest val loss),
-    pick the decision threshold by the config's rule on validation, and save RUN_DIR/checkpoint.pt."""
+    pick the decision threshold by the config's rule on validation, and save RUN_DIR/checkpoint.pt.
+
+    With out_dir, the full training state (weights, optimizer, scheduler, RNG, history) is written atomically to
+    RUN_DIR/last.pt after every epoch; resume=True continues from it and ends with the same weights as an
+    uninterrupted run on the CPU."""
     log = log or (lambda s: None)
     t0 = time.perf_counter()
     seed_everything(config.seed)
@@ -140,6 +183,8 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
     cache = cache or DEFAULT_CACHE
     pre = preprocessing_for(config)
     data = prescan(data, config.image_size, strict=strict, cache=cache)
+    if data.hygiene and data.hygiene.n_problems:
+        log(f"pre-scan of {data.root}:\n{data.hygiene.table()}")
     for e in data.bad_files:
         log(f"skipping unreadable file: {e}")
     model = build_model(config.model, config.in_channels, config.pretrained).to(dev)
@@ -155,7 +200,21 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
     amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
 
     history, best_loss, best_state, best_epoch, n_seen, train_time = [], math.inf, None, 0, 0, 0.0
-    for epoch in range(1, config.epochs + 1):
+    start = 1
+    state = load_train_state(out_dir, config) if (resume and out_dir is not None) else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if sched and state["scheduler"]:
+            sched.load_state_dict(state["scheduler"])
+        history, best_loss, best_epoch = state["history"], state["best_loss"], state["best_epoch"]
+        best_state, n_seen, train_time = state["best_state"], state["n_seen"], state["train_time"]
+        _set_rng_state(state["rng"])
+        start = state["epoch"] + 1
+        log(f"resuming from {Path(out_dir) / STATE_FILE}: epoch {state['epoch']}/{config.epochs} was the last completed")
+    elif resume:
+        log("nothing to resume: no saved training state; starting from epoch 1")
+    for epoch in range(start, config.epochs + 1):
         model.train()
         loader = _epoch_loader(config, data, pre, transform, cache, epoch)
         te, total, n = time.perf_counter(), 0.0, 0
@@ -165,7 +224,7 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
                 loss = criterion(model(x), y)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step {n // config.batch_size + 1}; "
-                                         "stopping (the last good checkpoint is kept)")
+                                         "stopping (the state of the last completed epoch is kept in last.pt)")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -179,11 +238,19 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
         row = _val_row(epoch, total / max(n, 1), val, criterion, dev)
         row["seconds"] = time.perf_counter() - te
         history.append(row)
-        log(f"epoch {epoch:>2}/{config.epochs}  train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
-            f"val AUC {row['val_auc']:.3f}  val acc@0.5 {row['val_acc']:.3f}  ({row['seconds']:.0f}s)")
         if row["val_loss"] < best_loss:
             best_loss, best_epoch = row["val_loss"], epoch
             best_state = copy.deepcopy(model.state_dict())
+        if out_dir is not None:
+            snapshot = {"format": STATE_FORMAT, "config": config.to_dict(), "epoch": epoch,
+                        "model": model.state_dict(), "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict() if sched else None, "history": history,
+                        "best_loss": best_loss, "best_epoch": best_epoch, "best_state": best_state,
+                        "n_seen": n_seen, "train_time": train_time, "rng": _rng_state()}
+            atomic_write(Path(out_dir) / STATE_FILE, lambda tmp: torch.save(snapshot, tmp))
+        # logged after the state is on disk: a run killed after this line resumes after this epoch
+        log(f"epoch {epoch:>2}/{config.epochs}  train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
+            f"val AUC {row['val_auc']:.3f}  val acc@0.5 {row['val_acc']:.3f}  ({row['seconds']:.0f}s)")
 
     model.load_state_dict(best_state)
     val = predict_samples(model, data["val"], pre, device=dev, tta=config.tta, cache=cache)
@@ -195,6 +262,7 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
         info = {"history": history, "best_epoch": best_epoch, "seconds": seconds, "device": str(dev),
                 "train_images_per_s": result.train_images_per_s, **(extra or {})}
         result.checkpoint = save_checkpoint(Path(out_dir) / "checkpoint.pt", model, config, threshold, info)
+        (Path(out_dir) / STATE_FILE).unlink(missing_ok=True)  # finished: checkpoint.pt supersedes it
     log(f"best epoch {best_epoch} (val loss {best_loss:.4f}); threshold {threshold:.3f} ({config.threshold}); "
         f"{seconds:.0f}s on {dev}, {result.train_images_per_s:.0f} train img/s")
     return result
