@@ -111,13 +111,10 @@ class Explanation:
     masks: np.ndarray  # N x H x W bool lung fields
     mask_methods: list[str]
     focus: np.ndarray  # lung-focus score per image
+    lung_area: np.ndarray  # share of the image the lungs cover: what lung-focus a uniform heatmap would get
+    heart_box: np.ndarray  # heatmap share in the lower-central (heart / diaphragm) box
     method: str
     target: str
-
-    @property
-    def lung_area(self) -> np.ndarray:
-        """Share of the image the lungs cover: what lung-focus a uniform heatmap would get."""
-        return self.masks.reshape(len(self.masks), -1).mean(1)
 
     def summary(self) -> dict[str, dict[str, float]]:
         out = {}
@@ -126,17 +123,19 @@ class Explanation:
             if sel.any():
                 out[name] = {"n": int(sel.sum()), "lung_focus": float(np.nanmean(self.focus[sel])),
                              "lung_area": float(self.lung_area[sel].mean()),
-                             "heart_box": float(np.nanmean([lower_central_share(c) for c in self.cams[sel]]))}
+                             "heart_box": float(np.nanmean(self.heart_box[sel]))}
         return out
 
 
 def explain(model: torch.nn.Module, samples: list[Sample], preprocessing, threshold: float = 0.5, *,
-            method: str = "gradcam", target: str = "predicted", batch_size: int = 16, cache=None) -> Explanation:
+            method: str = "gradcam", target: str = "predicted", batch_size: int = 16, cache=None,
+            keep_maps: bool = True) -> Explanation:
     """Grad-CAM, lung masks and lung-focus scores for `samples`, streamed in batches.
 
-    target: 'predicted' (the class the threshold picks), 'PNEUMONIA' or 'NORMAL'."""
+    target: 'predicted' (the class the threshold picks), 'PNEUMONIA' or 'NORMAL'. keep_maps=False keeps only
+    the per-image scores (not the images, heatmaps and masks), so thousands of images fit in memory."""
     cache = cache or DEFAULT_CACHE
-    images, cams, probs, masks, mmethods = [], [], [], [], []
+    images, cams, probs, masks, mmethods, focus, area, heart = [], [], [], [], [], [], [], []
     device = next(model.parameters()).device
     with CAM(model, method) as cam:
         for i in range(0, len(samples), batch_size):
@@ -149,19 +148,21 @@ def explain(model: torch.nn.Module, samples: list[Sample], preprocessing, thresh
                 cls = (p >= threshold).astype(int)
             else:
                 cls = np.full(len(chunk), ("NORMAL", "PNEUMONIA").index(target))
-            cams.append(cam(x, class_targets(cls)))
-            images += raw
+            heat = cam(x, class_targets(cls))
             probs.append(p)
-            for s, img in zip(chunk, raw):
+            for s, img, h in zip(chunk, raw, heat):
                 m, how = lung_mask(s, img)
-                masks.append(m)
+                focus.append(lung_focus(h, m))
+                area.append(float(m.mean()))
+                heart.append(lower_central_share(h))
                 mmethods.append(how)
-    cams_a = np.concatenate(cams) if cams else np.zeros((0, 1, 1))
-    masks_a = np.stack(masks) if masks else np.zeros((0, 1, 1), bool)
-    focus = np.array([lung_focus(c, m) for c, m in zip(cams_a, masks_a)])
-    return Explanation(list(samples), np.stack(images) if images else np.zeros((0, 1, 1), np.uint8), cams_a,
-                       np.concatenate(probs) if probs else np.zeros(0), threshold, masks_a, mmethods, focus,
-                       method, target)
+                if keep_maps:
+                    images.append(img), cams.append(h), masks.append(m)
+    empty = np.zeros((0, preprocessing.image_size, preprocessing.image_size))
+    return Explanation(list(samples), np.stack(images) if images else empty.astype(np.uint8),
+                       np.stack(cams) if cams else empty, np.concatenate(probs) if probs else np.zeros(0),
+                       threshold, np.stack(masks) if masks else empty.astype(bool), mmethods, np.array(focus),
+                       np.array(area), np.array(heart), method, target)
 
 
 def save_overlays(expl: Explanation, out_dir: str | Path) -> list[Path]:

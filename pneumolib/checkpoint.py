@@ -81,6 +81,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a pneumolib checkpoint (no format {FORMAT!r})")
     if list(state.get("classes", [])) != list(CLASSES):
         raise CheckpointError(f"{path}: classes {state.get('classes')} differ from pneumolib's {list(CLASSES)}")
+    fields = {"in_channels": state.get("in_channels"),
+              "preprocessing.in_channels": state.get("preprocessing", {}).get("in_channels"),
+              "config.in_channels": state.get("config", {}).get("in_channels")}
+    if len(set(fields.values())) != 1:
+        raise CheckpointError(f"{path}: inconsistent channel count ({', '.join(f'{k}={v}' for k, v in fields.items())})")
     return state
 
 

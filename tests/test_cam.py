@@ -51,3 +51,13 @@ def test_explain_uses_exact_fixture_masks_and_looks_at_the_lesions(trained_run):
     assert np.all((0 <= e.focus) & (e.focus <= 1))
     s = e.summary()
     assert set(s) == {"NORMAL", "PNEUMONIA"}
+
+
+def test_explain_without_maps_keeps_only_scores(trained_run):
+    samples = trained_run.explanation.samples
+    pre = trained_run.predictor.preprocessing
+    full = explain(trained_run.predictor.model, samples, pre, 0.5)
+    lean = explain(trained_run.predictor.model, samples, pre, 0.5, keep_maps=False, batch_size=5)
+    assert lean.cams.shape[0] == 0 and lean.images.shape[0] == 0 and lean.masks.shape[0] == 0
+    assert np.allclose(lean.focus, full.focus, atol=1e-5)
+    assert lean.summary().keys() == full.summary().keys()

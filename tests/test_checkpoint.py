@@ -86,3 +86,32 @@ def test_missing_checkpoint(tmp_path):
 def test_save_is_atomic_no_temp_files_left(tmp_path):
     save_checkpoint(tmp_path / "c.pt", build_model(), get_config("01"), 0.5)
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_checkpoint_with_inconsistent_channel_fields_is_refused(tmp_path):
+    path = save_checkpoint(tmp_path / "c.pt", build_model(), get_config("01"), 0.5)
+    state = torch.load(path, weights_only=True)
+    state["in_channels"] = 3
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="inconsistent channel count.*in_channels=3.*config.in_channels=1"):
+        read_checkpoint(path)
+
+
+def test_a_write_killed_half_way_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    import pneumolib.checkpoint as ck
+
+    path = save_checkpoint(tmp_path / "c.pt", build_model(), get_config("01"), 0.25)
+    real_save = torch.save
+
+    def dies_half_way(obj, f):
+        real_save(obj, f)
+        with open(f, "r+b") as fh:  # truncate, as a kill during the write would
+            fh.truncate(1000)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ck.torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(path, build_model(), get_config("01"), 0.75)
+    monkeypatch.setattr(ck.torch, "save", real_save)
+    assert read_checkpoint(path)["threshold"] == 0.25  # the old file, whole
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
