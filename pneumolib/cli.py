@@ -110,6 +110,20 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from .bench import bench, format_bench
+    from .evaluate import save_json
+    from .experiment import resolve_data_dir
+    root, _ = resolve_data_dir(args.data_dir)
+    steps = args.steps or (200 if args.device == "cuda" else 20)
+    r = bench(root, device=args.device, image_size=args.image_size, batch_size=args.batch_size, steps=steps,
+              workers=args.workers)
+    print(format_bench(r))
+    if args.json:
+        save_json(r, args.json)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pneumolib", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -163,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("images", nargs="+")
     s.add_argument("--cam-dir", help="write a Grad-CAM overlay PNG per image here")
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("bench", help="training images/s: plain ImageFolder pipeline vs pneumolib's vs pure compute")
+    s.add_argument("--data-dir", help="Kaggle-layout folder (default: $PNEUMOLIB_DATA_DIR, else the bundled fixture)")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    s.add_argument("--image-size", type=int, default=128)
+    s.add_argument("--batch-size", type=int, default=32)
+    s.add_argument("--steps", type=int, help="timed training steps per pipeline (default: 20 on CPU, 200 on GPU)")
+    s.add_argument("--workers", type=int, default=0, help="DataLoader workers for the plain pipeline")
+    s.add_argument("--json", help="write plain_img_s, pipeline_img_s, compute_img_s, device, image_size here")
+    s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("compare", help="print the comparison table for finished run folders")
     s.add_argument("run_dirs", nargs="+")

@@ -8,7 +8,7 @@ import pytest
 from pneumolib.cli import build_parser, main
 from pneumolib.fixture import fixture_dir
 
-COMMANDS = ["experiments", "run", "train", "evaluate", "predict", "compare"]
+COMMANDS = ["experiments", "run", "train", "evaluate", "predict", "compare", "bench"]
 
 
 def run_cli(*args, **kw):

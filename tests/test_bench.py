@@ -1,0 +1,68 @@
+"""The throughput bench, the decode-once cache, and the tensor transforms against the log's PIL versions."""
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+import torchvision.transforms as T
+from PIL import Image
+
+from pneumolib.cli import main
+from pneumolib.data import DecodedCache
+from pneumolib.fixture import fixture_dir
+from pneumolib.transforms import build
+
+
+def test_bench_reports_the_three_rates(tmp_path, capsys):
+    js = tmp_path / "b.json"
+    assert main(["bench", "--steps", "2", "--image-size", "64", "--batch-size", "8", "--json", str(js)]) == 0
+    r = json.loads(js.read_text())
+    for k in ("plain_img_s", "pipeline_img_s", "compute_img_s", "device", "image_size"):
+        assert k in r
+    assert r["device"] == "cpu" and r["image_size"] == 64
+    assert all(r[k] > 0 for k in ("plain_img_s", "pipeline_img_s", "compute_img_s"))
+    assert "pure compute" in capsys.readouterr().out
+
+
+def test_cache_decodes_once_and_again_when_the_file_changes(tmp_path):
+    p = tmp_path / "x.png"
+    Image.fromarray(np.full((32, 32), 10, np.uint8)).save(p)
+    cache = DecodedCache()
+    a = cache.get(p, 16)
+    assert cache.get(p, 16) is a and len(cache) == 1  # second call: no decode
+    assert cache.get(p, 8).shape == (8, 8) and len(cache) == 2  # keyed by size too
+    time.sleep(0.01)
+    Image.fromarray(np.full((32, 32), 200, np.uint8)).save(p)
+    os.utime(p, ns=(time.time_ns(), time.time_ns()))
+    assert cache.get(p, 16).mean() == 200  # edited file: decoded again, not served stale
+
+
+def _pil_log_baseline():
+    # the log's entry-1 pipeline on PIL images, minus the resize done at decode time
+    return T.Compose([T.RandomHorizontalFlip(0.5), T.RandomRotation(10), T.ColorJitter(brightness=0.2, contrast=0.2),
+                      T.Grayscale(num_output_channels=1), T.PILToTensor()])
+
+
+def _pil_strong_normal():
+    return T.Compose([T.RandomHorizontalFlip(), T.RandomRotation(20), T.GaussianBlur(3),
+                      T.ColorJitter(brightness=0.4, contrast=0.4), T.PILToTensor()])
+
+
+@pytest.mark.parametrize("name,pil", [("log_baseline", _pil_log_baseline), ("log_strong_normal", _pil_strong_normal)])
+def test_tensor_transforms_match_the_logs_pil_pipelines_in_distribution(name, pil):
+    img = np.array(Image.open(sorted((fixture_dir() / "train" / "PNEUMONIA").glob("*.png"))[0]))
+    t_ours, t_pil = build(name), pil()
+    x = torch.from_numpy(img).unsqueeze(0)
+
+    def stats(fn, arg, n=300):
+        torch.manual_seed(0)
+        out = np.stack([fn(arg).float().numpy() for _ in range(n)])
+        return out.mean(axis=(1, 2, 3)), out.std(axis=(1, 2, 3)), out.mean(0)
+
+    m1, s1, avg1 = stats(t_ours, x)
+    m2, s2, avg2 = stats(t_pil, Image.fromarray(img))
+    assert abs(m1.mean() - m2.mean()) < 2.0 and abs(m1.std() - m2.std()) < 2.0  # brightness distribution
+    assert abs(s1.mean() - s2.mean()) < 2.0  # contrast distribution
+    assert np.abs(avg1 - avg2).mean() < 3.0  # same geometry on average (flip, rotation)
