@@ -106,8 +106,9 @@ def plot_cam_grid(expl, n_per_class: int = 4, show_mask: bool = True, title: str
     picks = []
     for label in range(len(CLASSES)):
         picks.append([i for i, s in enumerate(expl.samples) if s.label == label][:n_per_class])
+    picks = [p for p in picks if p] or [[]]  # no empty row for a class that is not there
     n_cols = max(1, max(len(p) for p in picks))
-    fig, axes = plt.subplots(len(CLASSES), n_cols, figsize=(2.0 * n_cols, 2.4 * len(CLASSES)), squeeze=False)
+    fig, axes = plt.subplots(len(picks), n_cols, figsize=(2.0 * n_cols, 2.4 * len(picks)), squeeze=False)
     for r, idx in enumerate(picks):
         for c in range(n_cols):
             ax = axes[r, c]
@@ -131,13 +132,21 @@ def plot_cam_grid(expl, n_per_class: int = 4, show_mask: bool = True, title: str
 
 
 def plot_comparison(rows: list[dict[str, Any]], metrics=("accuracy", "sensitivity", "specificity", "auc")):
-    """One panel per metric: each run's value with its 95% bootstrap interval."""
+    """One panel per metric: each run's value with its 95% interval (Wilson for proportions of small samples,
+    where the percentile bootstrap collapses; bootstrap otherwise)."""
+    from .evaluate import SMALL_N
+
+    def interval(r, m, v):
+        if r.get("n", SMALL_N) < SMALL_N and m in r.get("ci95_wilson", {}):
+            return r["ci95_wilson"][m]
+        return r.get("ci95", {}).get(m, [v, v])
+
     fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 0.45 * len(rows) + 1.4), sharey=True)
     names = [r["name"] for r in rows]
     y = np.arange(len(rows))
     for ax, m in zip(np.atleast_1d(axes), metrics):
         vals = np.array([r[m] for r in rows], dtype=float)
-        ci = np.array([r.get("ci95", {}).get(m, [v, v]) for r, v in zip(rows, vals)], dtype=float)
+        ci = np.array([interval(r, m, v) for r, v in zip(rows, vals)], dtype=float)
         ax.errorbar(vals, y, xerr=[vals - ci[:, 0], ci[:, 1] - vals], fmt="o", capsize=3)
         ax.set_title(m, fontsize=9); ax.set_xlim(-0.02, 1.02); ax.grid(axis="x", alpha=0.3)
     np.atleast_1d(axes)[0].set_yticks(y, names, fontsize=8)

@@ -71,7 +71,8 @@ CONCLUSIONS = {
     "08": (
         "**This re-run:** the entry-07 model, on a seeded 5 + 5 image sample of the test split, classifies all 10 "
         "correctly: accuracy 1.00, but the Wilson 95% interval is 0.72-1.00 (the percentile bootstrap collapses to "
-        "1.00-1.00 on an all-correct sample, which is why the report shows both). On the full 410-image test split "
+        "1.00-1.00 on an all-correct sample, which is why the report shows both, and the figure draws the Wilson "
+        "intervals for the 10-image proportions). On the full 410-image test split "
         "the same model has accuracy 0.932 (0.907-0.956) and NORMAL recall 0.946.\n\n"
         "**Verdict:** the log's 'everything PNEUMONIA' report is not reproduced. More importantly, 10 images cannot "
         "support either conclusion: with 5 NORMAL films, a NORMAL recall of 0/5 or 5/5 leaves intervals about "
@@ -82,7 +83,9 @@ CONCLUSIONS = {
         "PNEUMONIA recall for NORMAL recall. The same model at 0.5 has accuracy 0.917 (NORMAL 0.766, PNEUMONIA "
         "0.973); Youden's threshold chosen on validation (0.637) gives 0.907 with both recalls near 0.9. "
         "Grad-CAM on 8 NORMAL films: lung focus 0.18 (uniform 0.23) and heart/diaphragm box 0.12 (uniform 0.18), "
-        "so attention is neither on the lungs nor on the heart box.\n\n"
+        "so attention is neither on the lungs nor on the heart box: on most of the 8 films it concentrates "
+        "at the top of the film (neck, upper mediastinum), outside the lung masks; two also show a spot low in "
+        "the centre.\n\n"
         "**Verdict:** 'still every image PNEUMONIA' is not reproduced, and neither is the heart / lower-diaphragm "
         "attention. A fixed 0.8 is an arbitrary operating point; choose the threshold on validation data "
         "(pneumolib's `youden` or `sensitivity:S` rules) and store it with the weights.\n\n" + COMMON),
