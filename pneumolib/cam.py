@@ -14,7 +14,7 @@ from scipy import ndimage as ndi
 
 from .data import DEFAULT_CACHE, Sample
 from .fixture import mask_for
-from .models import cam_layer
+from .models import cam_layer, p_pneumonia
 
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM}
 
@@ -142,8 +142,7 @@ def explain(model: torch.nn.Module, samples: list[Sample], preprocessing, thresh
             chunk = samples[i:i + batch_size]
             raw = [cache.get(s.path, preprocessing.image_size) for s in chunk]
             x = preprocessing(torch.from_numpy(np.stack(raw)).unsqueeze(1))
-            with torch.no_grad():
-                p = torch.softmax(model(x.to(device)).float(), 1)[:, 1].cpu().numpy()
+            p = p_pneumonia(model, x.to(device)).cpu().numpy()
             if target == "predicted":
                 cls = (p >= threshold).astype(int)
             else:

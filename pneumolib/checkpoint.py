@@ -13,7 +13,7 @@ from torch import nn
 
 from .config import CLASSES, ExperimentConfig
 from .imaging import load_resized
-from .models import build_model
+from .models import build_model, p_pneumonia
 from .transforms import Preprocessing
 
 FORMAT = "pneumolib-checkpoint/1"
@@ -135,11 +135,7 @@ class Predictor:
     def predict_proba(self, x: torch.Tensor) -> np.ndarray:
         """P(PNEUMONIA) for a batch of preprocessed inputs."""
         self.check_input(x)
-        x = x.to(self.device)
-        p = torch.softmax(self.model(x).float(), dim=1)[:, 1]
-        if self.config.tta:
-            p = (p + torch.softmax(self.model(torch.flip(x, dims=[3])).float(), dim=1)[:, 1]) / 2
-        return p.cpu().numpy()
+        return p_pneumonia(self.model, x.to(self.device), self.config.tta).cpu().numpy()
 
     def predict_files(self, paths: list[str | Path]) -> list[tuple[str, float]]:
         probs = self.predict_proba(torch.stack([self.preprocess(p) for p in paths])) if paths else []

@@ -14,6 +14,7 @@ from sklearn.metrics import classification_report, confusion_matrix, roc_auc_sco
 from .checkpoint import atomic_write
 from .config import CLASSES
 from .data import DEFAULT_CACHE, DecodedCache, Sample, XRayDataset
+from .models import p_pneumonia
 
 
 @dataclass
@@ -51,11 +52,7 @@ def predict_samples(model: torch.nn.Module, samples: list[Sample], preprocessing
                                          batch_size=batch_size, shuffle=False)
     out = []
     for x, _, _ in loader:
-        x = x.to(device)
-        p = torch.softmax(model(x).float(), dim=1)[:, 1]
-        if tta:
-            p = (p + torch.softmax(model(torch.flip(x, dims=[3])).float(), dim=1)[:, 1]) / 2
-        out.append(p.cpu())
+        out.append(p_pneumonia(model, x.to(device), tta).cpu())
     return Scores(list(samples), torch.cat(out).numpy() if out else np.zeros(0))
 
 

@@ -64,6 +64,15 @@ def build_model(name: str = "resnet18", in_channels: int = 1, pretrained: bool =
     return model
 
 
+@torch.no_grad()
+def p_pneumonia(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
+    """P(PNEUMONIA) for a batch; with tta, averaged over the image and its horizontal flip."""
+    p = torch.softmax(model(x).float(), dim=1)[:, 1]
+    if tta:
+        p = (p + torch.softmax(model(torch.flip(x, dims=[3])).float(), dim=1)[:, 1]) / 2
+    return p
+
+
 def cam_layer(model: nn.Module) -> nn.Module:
     """The layer Grad-CAM reads: the last block of a ResNet's layer4."""
     return model.layer4[-1]

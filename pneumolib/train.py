@@ -147,10 +147,6 @@ class FitResult:
     checkpoint: Path | None = None
     notes: list[str] = field(default_factory=list)
 
-    def plot_history(self, ax=None):
-        from .plots import plot_history
-        return plot_history(self.history, best_epoch=self.best_epoch, ax=ax)
-
 
 def _epoch_loader(config, data, pre, transform, cache, epoch):
     train = subsample(data["train"], config.max_train_images, seed=config.seed * 1000 + epoch)
