@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import StratifiedGroupKFold
 
+from .checkpoint import atomic_write
 from .config import CLASSES
 from .imaging import IMAGE_SUFFIXES, ImageError, load_resized
 from .transforms import ByClass
@@ -166,14 +167,50 @@ def patient_overlap(splits: dict[str, list[Sample]]) -> set[str]:
 
 
 # --- decoding once ----------------------------------------------------------------------
-class DecodedCache:
-    """Each file decoded and resized once per image size, kept as uint8 in memory.
+CACHE_ENV = "PNEUMOLIB_CACHE_DIR"  # on-disk decode cache; "off" disables it
 
-    Keyed by path, size and modification time, so an edited file is decoded again.
+
+def default_cache_dir() -> Path | None:
+    env = os.environ.get(CACHE_ENV)
+    if env and env.lower() == "off":
+        return None
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "pneumolib" / "decoded"
+
+
+class DecodedCache:
+    """Each file decoded and resized once per image size, kept as uint8 in memory and, with `disk_dir`,
+    on disk as .npy keyed by the file's content hash and the size, so a new process (a re-run notebook)
+    does not decode again. The disk cache is safe to delete at any time; an edited file has a new hash.
     """
 
-    def __init__(self):
+    def __init__(self, disk_dir: str | Path | None = None):
         self._store: dict[tuple, np.ndarray] = {}
+        self.disk_dir = Path(disk_dir).expanduser() if disk_dir else None
+
+    def _disk_path(self, path: Path, image_size: int) -> Path:
+        digest = file_digest(path)
+        return self.disk_dir / str(image_size) / digest[:2] / f"{digest}.npy"
+
+    def _load(self, path: Path, image_size: int) -> np.ndarray:
+        if self.disk_dir is None:
+            return load_resized(path, image_size)
+        target = self._disk_path(path, image_size)
+        try:
+            arr = np.load(target, allow_pickle=False)
+            if arr.shape == (image_size, image_size) and arr.dtype == np.uint8:
+                return arr
+        except (OSError, ValueError):  # absent, or a damaged cache file: decode again
+            pass
+        arr = load_resized(path, image_size)
+        def write(tmp):
+            with open(tmp, "wb") as f:  # a handle, so np.save does not append .npy to the temp name
+                np.save(f, arr, allow_pickle=False)
+
+        try:
+            atomic_write(target, write)
+        except OSError:  # a read-only or full disk only costs speed
+            pass
+        return arr
 
     @staticmethod
     def _key(path: Path, image_size: int) -> tuple:
@@ -187,7 +224,7 @@ class DecodedCache:
         path = Path(path)
         key = self._key(path, image_size)
         if key not in self._store:
-            self._store[key] = load_resized(path, image_size)
+            self._store[key] = self._load(path, image_size)
         return self._store[key]
 
     def warm(self, paths: Iterable[Path], image_size: int, workers: int | None = None,
@@ -214,7 +251,7 @@ class DecodedCache:
         return len(self._store)
 
 
-DEFAULT_CACHE = DecodedCache()
+DEFAULT_CACHE = DecodedCache(default_cache_dir())
 
 
 _DIGESTS: dict[tuple, str] = {}

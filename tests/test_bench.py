@@ -66,3 +66,34 @@ def test_tensor_transforms_match_the_logs_pil_pipelines_in_distribution(name, pi
     assert abs(m1.mean() - m2.mean()) < 2.0 and abs(m1.std() - m2.std()) < 2.0  # brightness distribution
     assert abs(s1.mean() - s2.mean()) < 2.0  # contrast distribution
     assert np.abs(avg1 - avg2).mean() < 3.0  # same geometry on average (flip, rotation)
+
+
+def test_disk_cache_serves_a_new_process_and_survives_damage(tmp_path, monkeypatch):
+    import pneumolib.data as D
+
+    p = tmp_path / "x.png"
+    Image.fromarray(np.arange(32 * 32, dtype=np.uint8).reshape(32, 32)).save(p)
+    first = DecodedCache(tmp_path / "cache").get(p, 16)
+    files = list((tmp_path / "cache").rglob("*.npy"))
+    assert len(files) == 1 and files[0].parent.parent.name == "16"
+
+    def no_decoding(*a, **k):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr(D, "load_resized", no_decoding)
+    assert np.array_equal(DecodedCache(tmp_path / "cache").get(p, 16), first)  # a fresh cache: read from disk
+    monkeypatch.undo()
+
+    files[0].write_bytes(b"damaged")  # a damaged cache file is decoded again and rewritten
+    assert np.array_equal(DecodedCache(tmp_path / "cache").get(p, 16), first)
+    assert np.load(files[0]).shape == (16, 16)
+
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(p)  # new content, new key
+    assert DecodedCache(tmp_path / "cache").get(p, 16).max() == 0
+
+
+def test_disk_cache_can_be_turned_off(monkeypatch):
+    from pneumolib.data import default_cache_dir
+
+    monkeypatch.setenv("PNEUMOLIB_CACHE_DIR", "off")
+    assert default_cache_dir() is None
