@@ -156,14 +156,17 @@ def discover(root: str | Path, *, val_min_per_class: int = 10, val_fraction: flo
     return XRayData(root, splits, notes)
 
 
-def patient_overlap(splits: dict[str, list[Sample]]) -> set[str]:
-    seen: dict[str, str] = {}
-    shared = set()
+def shared_patients(splits: dict[str, list[Sample]]) -> dict[str, list[str]]:
+    """Patients found in more than one split -> the splits they appear in."""
+    where: dict[str, set[str]] = {}
     for split, samples in splits.items():
         for s in samples:
-            if seen.setdefault(s.patient, split) != split:
-                shared.add(s.patient)
-    return shared
+            where.setdefault(s.patient, set()).add(split)
+    return {p: sorted(v) for p, v in where.items() if len(v) > 1}
+
+
+def patient_overlap(splits: dict[str, list[Sample]]) -> set[str]:
+    return set(shared_patients(splits))
 
 
 # --- decoding once ----------------------------------------------------------------------
@@ -307,11 +310,7 @@ def check_hygiene(data: XRayData, unreadable: list[ImageError] | None = None, wo
         if d is not None:
             groups.setdefault(d, []).append(s)
     dupes = [g for g in groups.values() if len(g) > 1]
-    where: dict[str, set[str]] = {}
-    for s in samples:
-        where.setdefault(s.patient, set()).add(s.split)
-    shared = {p: sorted(v) for p, v in where.items() if len(v) > 1}
-    return Hygiene(list(unreadable or []), dupes, shared)
+    return Hygiene(list(unreadable or []), dupes, shared_patients(data.splits))
 
 
 def prescan(data: XRayData, image_size: int, strict: bool = False, cache: DecodedCache | None = None,
