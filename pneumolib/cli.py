@@ -140,7 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="run size: fixture | cpu | gpu | full (default: fixture for the fixture, else cpu or gpu)")
         s.add_argument("--cam-per-class", type=int, default=4, help="Grad-CAM images per class (0 = none)")
         s.add_argument("--strict", action="store_true",
-                       help="refuse to start when the pre-scan finds unreadable files (default: skip and list them)")
+                       help="refuse to start on any pre-scan finding: unreadable or identical files, patients in two splits "
+                            "(default: skip unreadable files and list everything)")
 
     s = sub.add_parser("run", help="train and evaluate experiments, then print a comparison table (the main job)")
     s.add_argument("experiments", nargs="*", default=["all"], help="names or entry numbers, or 'all' (default)")
