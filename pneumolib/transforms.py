@@ -140,6 +140,9 @@ def build_train_transform(train_transforms: tuple[tuple[str, str], ...]) -> ByCl
 
 
 # --- the last step, shared by training and inference ----------------------------------
+NORMALIZE = ("none", "imagenet", "per_image", "equalize")
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """uint8 1xHxW -> float model input; saved in every checkpoint so inference cannot drift."""
@@ -153,6 +156,11 @@ class Preprocessing:
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Accepts 1xHxW or Nx1xHxW uint8 (or float in [0, 1]); returns float with in_channels channels."""
+        if self.normalize == "equalize":
+            # histogram equalisation: the input becomes invariant to any monotone change of the grey levels
+            # (a scanner's exposure, gamma, contrast curve), the commonest shift between X-ray cohorts
+            u8 = x if x.dtype == torch.uint8 else (x.float() * 255).round().clamp(0, 255).to(torch.uint8)
+            x = TF.equalize(u8)
         x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
         if self.normalize == "per_image":
             dims = (-3, -2, -1)
@@ -163,6 +171,6 @@ class Preprocessing:
             mean = torch.tensor(IMAGENET_MEAN if self.in_channels == 3 else [np.mean(IMAGENET_MEAN)], dtype=torch.float32)
             std = torch.tensor(IMAGENET_STD if self.in_channels == 3 else [np.mean(IMAGENET_STD)], dtype=torch.float32)
             x = (x - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
-        elif self.normalize not in ("none", "per_image"):
-            raise ValueError(f"unknown normalize {self.normalize!r} (none | imagenet | per_image)")
+        elif self.normalize not in NORMALIZE:
+            raise ValueError(f"unknown normalize {self.normalize!r} ({' | '.join(NORMALIZE)})")
         return x.contiguous()
