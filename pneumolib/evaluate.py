@@ -44,11 +44,13 @@ class Scores:
 
 @torch.no_grad()
 def predict_samples(model: torch.nn.Module, samples: list[Sample], preprocessing, *, device=None,
-                    batch_size: int = 64, tta: bool = False, cache: DecodedCache | None = None) -> Scores:
-    """P(PNEUMONIA) for every sample, streamed in batches (only one batch of inputs in memory)."""
+                    batch_size: int = 64, tta: bool = False, cache: DecodedCache | None = None,
+                    transform=None) -> Scores:
+    """P(PNEUMONIA) for every sample, streamed in batches (only one batch of inputs in memory).
+    `transform` (uint8 1xHxW -> same) changes each image before the preprocessing: the stress test's shifts."""
     device = device or next(model.parameters()).device
     model.eval()
-    loader = torch.utils.data.DataLoader(XRayDataset(samples, preprocessing, None, cache or DEFAULT_CACHE),
+    loader = torch.utils.data.DataLoader(XRayDataset(samples, preprocessing, transform, cache or DEFAULT_CACHE),
                                          batch_size=batch_size, shuffle=False)
     out = []
     for x, _, _ in loader:

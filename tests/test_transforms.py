@@ -76,7 +76,7 @@ def test_every_named_transform_runs_on_uint8(name):
 
 
 @pytest.mark.parametrize("channels", [1, 3])
-@pytest.mark.parametrize("normalize", ["none", "imagenet", "per_image"])
+@pytest.mark.parametrize("normalize", ["none", "imagenet", "per_image", "equalize"])
 def test_preprocessing_gives_the_checkpoint_channel_count(channels, normalize):
     pre = Preprocessing(64, channels, normalize)
     x = pre(_img())
@@ -87,6 +87,9 @@ def test_preprocessing_gives_the_checkpoint_channel_count(channels, normalize):
         assert 0 <= x.min() and x.max() <= 1
     if normalize == "per_image":
         assert abs(float(x.mean())) < 1e-4
+    if normalize == "equalize":  # a flat histogram: mean near 0.5, and uint8 and [0, 1] float inputs agree
+        assert abs(float(x.mean()) - 0.5) < 0.05
+        assert torch.allclose(pre(_img().float() / 255), x)
 
 
 def test_preprocessing_rejects_unknown_normalisation():
