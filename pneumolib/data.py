@@ -156,6 +156,71 @@ def discover(root: str | Path, *, val_min_per_class: int = 10, val_fraction: flo
     return XRayData(root, splits, notes)
 
 
+def discover_split(root: str | Path, split: str = "test") -> XRayData:
+    """Just one split, for evaluation: ROOT/<split>/{NORMAL,PNEUMONIA}, or ROOT/{NORMAL,PNEUMONIA} itself (an
+    external cohort often comes as a bare pair of class folders); no train/ folder needed."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"{root}: data folder not found")
+    if (root / split).is_dir():
+        samples, n_ignored = _scan_split(root, split)
+        notes = []
+    elif all((root / c).is_dir() for c in CLASSES):
+        samples, n_ignored = _scan_split(root.parent, root.name)
+        samples = [Sample(x.path, x.label, x.patient, split) for x in samples]
+        notes = [f"{root} holds the class folders directly: evaluated as the {split!r} split"]
+    else:
+        raise DataError(f"{root}: no {split}/ folder and no {'/'.join(CLASSES)} class folders "
+                        f"(expected {root}/{split}/{{{','.join(CLASSES)}}} or {root}/{{{','.join(CLASSES)}}})")
+    if n_ignored:
+        notes.append(f"ignored {n_ignored} file(s) without an image suffix")
+    return XRayData(root, {split: samples}, notes)
+
+
+_FAMILY = re.compile(r"^(.*?)(\d+)$")  # person123 -> ("person", 123); NORMAL2-IM-1427 -> ("NORMAL2-IM-", 1427)
+HOLDOUTS = ("folders", "early_ids")
+
+
+def patient_family(patient: str) -> tuple[str, int]:
+    """(file-name family, patient number): ('person', 123), ('IM-', 115), ('NORMAL2-IM-', 1427); ('', -1) if none."""
+    m = _FAMILY.match(patient)
+    return (m.group(1), int(m.group(2))) if m else ("", -1)
+
+
+def early_id_holdout(data: XRayData, fraction: float = 0.15) -> XRayData:
+    """An acquisition-batch validation protocol: the earliest-numbered patients, `fraction` of the images of every
+    file-name family (IM-, NORMAL2-IM-, person) becomes the test split; the rest keep their train/val
+    folders, and the other test patients join train.
+
+    Why: the data set's external cohort sits at the low end of every family's numbering (the training
+    folders have no IM- below 0115, no NORMAL2-IM- below 0383, and gaps in person1-299), so the earliest
+    patients left are the nearest thing to it in acquisition order. A random split mixes every batch
+    into both sides and says almost nothing about a new one."""
+    pooled = [s for split in SPLITS if split in data.splits for s in data.splits[split]]
+    by_family: dict[str, list[str]] = {}  # family -> one entry per image, by patient
+    for smp in pooled:
+        by_family.setdefault(patient_family(smp.patient)[0], []).append(smp.patient)
+    early: set[str] = set()
+    for fam, patients in by_family.items():
+        if not fam:
+            continue  # unrecognised names carry no acquisition order
+        # whole patients, earliest first, until `fraction` of the family's images are held out
+        for i, p in enumerate(sorted(patients, key=lambda p: (patient_family(p)[1], p))):
+            if i >= round(len(patients) * fraction):
+                break
+            early.add(p)
+    splits: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
+    for smp in pooled:
+        new = "test" if smp.patient in early else ("val" if smp.split == "val" else "train")
+        splits[new].append(Sample(smp.path, smp.label, smp.patient, new))
+    if not all(any(x.label == i for x in splits["test"]) for i in range(len(CLASSES))):
+        raise DataError(f"{data.root}: the early-ID holdout needs numbered file names of both classes "
+                        "(person123_..., IM-0115-..., NORMAL2-IM-...)")
+    note = (f"early-ID holdout: test = the earliest-numbered patients, {fraction:.0%} of each file-name family's images "
+            f"({len(splits['test'])} images); the other test patients train")
+    return XRayData(data.root, {k: splits[k] for k in SPLITS}, [*data.notes, note], data.bad_files)
+
+
 def shared_patients(splits: dict[str, list[Sample]]) -> dict[str, list[str]]:
     """Patients found in more than one split -> the splits they appear in."""
     where: dict[str, set[str]] = {}

@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from pneumolib.config import CLASSES, apply_profile, get_config
-from pneumolib.data import (DataError, DecodedCache, XRayDataset, discover, grouped_split, patient_overlap,
+from pneumolib.data import (DataError, DecodedCache, XRayDataset, discover, early_id_holdout, grouped_split,
+                            patient_family, patient_overlap,
                             patient_id, prescan, subsample)
 from pneumolib.fixture import FIXTURE_COUNTS, fixture_dir
 from pneumolib.transforms import Preprocessing
@@ -332,3 +333,40 @@ def test_xray_dataset_resizes_to_preprocessing_size():
     samples = discover(fixture_dir())["val"][:1]
     x, _, _ = XRayDataset(samples, Preprocessing(32, 1), cache=DecodedCache())[0]
     assert x.shape == (1, 32, 32)
+
+
+@pytest.mark.parametrize("patient,family", [("person123", ("person", 123)), ("IM-0115", ("IM-", 115)),
+                                            ("NORMAL2-IM-1427", ("NORMAL2-IM-", 1427)), ("scan", ("", -1))])
+def test_patient_family(patient, family):
+    assert patient_family(patient) == family
+
+
+@pytest.mark.parametrize("fraction", [0.15, 0.3])
+def test_early_id_holdout_tests_on_the_earliest_patients_of_each_family(fixture_data, fraction):
+    held = early_id_holdout(fixture_data, fraction)
+    assert not patient_overlap(held.splits)
+    pooled = [s for split in fixture_data.splits.values() for s in split]
+    assert sorted(s.path for split in held.splits.values() for s in split) == sorted(s.path for s in pooled)
+    assert {s.split for split, ss in held.splits.items() for s in ss if s.split != split} == set()
+    for fam in {patient_family(s.patient)[0] for s in pooled}:
+        test_ids = {patient_family(s.patient)[1] for s in held["test"] if patient_family(s.patient)[0] == fam}
+        rest = {patient_family(s.patient)[1] for split in ("train", "val") for s in held[split]
+                if patient_family(s.patient)[0] == fam}
+        assert test_ids and max(test_ids) < min(rest)  # every held-out patient is earlier than every kept one
+        n_fam = sum(patient_family(s.patient)[0] == fam for s in pooled)
+        n_test = sum(patient_family(s.patient)[0] == fam for s in held["test"])
+        assert abs(n_test - fraction * n_fam) <= 3  # whole patients, so only about the fraction
+    # validation images stay validation images, so best-epoch and threshold choices keep their data
+    assert {s.path for s in held["val"]} <= {s.path for s in fixture_data["val"]}
+    assert any("early-ID holdout" in n for n in held.notes)
+
+
+def test_early_id_holdout_needs_numbered_names(tmp_path):
+    for split in ("train", "val", "test"):
+        for cls in CLASSES:
+            d = tmp_path / split / cls
+            d.mkdir(parents=True)
+            for i in range(10):
+                Image.fromarray(np.full((8, 8), i * 20, np.uint8)).save(d / f"scan_{cls}_{split}_{i}x.png")
+    with pytest.raises(DataError, match="numbered file names"):
+        early_id_holdout(discover(tmp_path))
