@@ -6,15 +6,17 @@ import pytest
 from pneumolib import config as C
 
 
-def test_registry_has_one_config_per_log_entry_in_order():
+def test_registry_has_the_log_entries_in_order_then_the_recommended_recipe():
     entries = [c.entry for c in C.REGISTRY.values()]
-    assert entries == [f"{i:02d}" for i in range(1, 10)]
+    assert entries == [f"{i:02d}" for i in range(1, 11)]
+    assert list(C.REGISTRY)[-1] == "recommended"
     assert list(C.REGISTRY)[0] == "baseline"
     assert C.BASELINE is C.REGISTRY["baseline"]
 
 
 @pytest.mark.parametrize("key,name", [("baseline", "baseline"), ("01", "baseline"), ("1", "baseline"),
-                                      ("04", "rgb_grayscale_mismatch"), ("9", "focal_loss_threshold_0.8")])
+                                      ("04", "rgb_grayscale_mismatch"), ("9", "focal_loss_threshold_0.8"),
+                                      ("10", "recommended"), ("abl_equalize", "abl_equalize")])
 def test_lookup_by_slug_or_entry_number(key, name):
     assert C.get_config(key).name == name
 
@@ -82,3 +84,44 @@ def test_unknown_profile_is_refused():
 def test_register_refuses_duplicates():
     with pytest.raises(ValueError, match="already registered"):
         C.register(replace(C.BASELINE, entry="99"))
+
+
+def test_recommended_is_a_diff_from_the_baseline():
+    assert C.previous(C.RECOMMENDED) is C.BASELINE
+    changed = set(C.diff(C.BASELINE, C.RECOMMENDED))
+    assert {"train_transforms", "normalize", "sampler", "threshold", "tta"} <= changed
+    assert "pretrained" not in changed and not C.RECOMMENDED.pretrained  # the goal is from random init
+    assert "fixed" not in C.RECOMMENDED.threshold  # the threshold is learnt from the training data's val split
+
+
+def test_last_ablation_step_is_the_recommended_recipe_at_the_ablation_budget():
+    last = list(C.ABLATIONS.values())[-1]
+    assert set(C.diff(last, C.RECOMMENDED)) == {"epochs"}
+    assert C.apply_profile(last, "cpu").epochs < C.apply_profile(C.RECOMMENDED, "cpu").epochs
+
+
+@pytest.mark.parametrize("name,expected", [
+    ("abl_balanced", {"sampler", "threshold"}),
+    ("abl_robust_aug", {"train_transforms"}),
+    ("abl_per_image", {"normalize"}),
+    ("abl_equalize", {"normalize"}),
+    ("abl_regularised", {"label_smoothing", "optimizer", "weight_decay", "scheduler"}),
+    ("abl_tta", {"tta"}),
+])
+def test_each_ablation_step_changes_one_lever(name, expected):
+    steps = [C.BASELINE, *C.ABLATIONS.values()]
+    parent = {"abl_per_image": "abl_robust_aug", "abl_equalize": "abl_robust_aug"}.get(name)
+    before = C.get_config(parent) if parent else steps[steps.index(C.ABLATIONS[name]) - 1]
+    assert set(C.diff(before, C.ABLATIONS[name])) == expected
+
+
+def test_ablations_stay_out_of_the_main_job():
+    assert not set(C.ABLATIONS) & set(C.REGISTRY)
+
+
+def test_recommended_cpu_profile_uses_every_image_and_more_epochs():
+    cfg = C.apply_profile(C.RECOMMENDED, "cpu")
+    assert (cfg.image_size, cfg.epochs, cfg.max_train_images, cfg.profile) == (128, 20, None, "cpu")
+    assert C.apply_profile(C.RECOMMENDED, "gpu").image_size == 224
+    # other experiments keep the generic cpu profile
+    assert C.apply_profile(C.BASELINE, "cpu").max_train_images == C.PROFILES["cpu"]["max_train_images"]
