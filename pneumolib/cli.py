@@ -1,4 +1,4 @@
-"""Command line: python -m pneumolib {experiments,run,train,evaluate,predict,compare} ..."""
+"""Command line: python -m pneumolib {experiments,run,train,evaluate,predict,stress,compare,bench} ..."""
 from __future__ import annotations
 
 import argparse
@@ -60,7 +60,7 @@ def cmd_train(args) -> int:
                        overrides=overrides, device=args.device,
                        on_missing_weights="random_init" if args.allow_random_init else "fail",
                        reuse=not args.retrain, cam_per_class=args.cam_per_class, strict=args.strict,
-                       resume=args.resume)
+                       resume=args.resume, holdout=args.holdout)
     if "test" in r.metrics:
         print(format_metrics(r.metrics["test"]))
     print(f"wrote {Path(args.out) / 'checkpoint.pt'}, metrics.json, scores_test.csv")
@@ -69,10 +69,12 @@ def cmd_train(args) -> int:
 
 def cmd_evaluate(args) -> int:
     from .checkpoint import Predictor
-    from .data import discover, prescan
+    from .data import discover_split, prescan
     from .evaluate import compute_metrics, format_metrics, predict_samples, save_json
     pred = Predictor.load(args.checkpoint)
-    data = discover(args.data_dir, seed=pred.config.seed)
+    data = discover_split(args.data_dir, args.split)  # an external cohort needs no train/ folder
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
     data = prescan(data, pred.preprocessing.image_size)
     for e in data.bad_files:
         print(f"skipping unreadable file: {e}", file=sys.stderr)
@@ -124,6 +126,16 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_stress(args) -> int:
+    from .stress import stress_run
+    for d in args.run_dirs:
+        r = stress_run(d, args.data_dir, split=args.split, reuse=not args.recompute)
+        print(f"{d}:")
+        print(r.table())
+        print()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pneumolib", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -159,6 +171,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--retrain", action="store_true", help="train even if RUN_DIR holds a matching checkpoint")
     s.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from RUN_DIR/last.pt (the last completed epoch)")
+    s.add_argument("--holdout", default="folders", choices=["folders", "early_ids"],
+                   help="test split: the data folder's test/ (default), or early_ids: the earliest-numbered patients of "
+                        "each file-name family, a proxy for a new acquisition batch (notebook 10)")
     s.add_argument("--allow-random-init", action="store_true",
                    help="when ImageNet weights are missing, train from random init (recorded as such) instead of failing")
     common(s)
@@ -166,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("evaluate", help="report a checkpoint's metrics on a split")
     s.add_argument("checkpoint")
-    s.add_argument("--data-dir", required=True)
+    s.add_argument("--data-dir", required=True,
+                   help="DIR with DIR/<split>/{NORMAL,PNEUMONIA}, or a folder holding NORMAL/ and PNEUMONIA/ directly")
     s.add_argument("--split", default="test", choices=["train", "val", "test"])
     s.add_argument("--threshold", type=float, help="override the checkpoint's decision threshold")
     s.add_argument("--json", help="write the metrics as JSON here")
@@ -188,6 +204,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=0, help="DataLoader workers for the plain pipeline")
     s.add_argument("--json", help="write plain_img_s, pipeline_img_s, compute_img_s, device, image_size here")
     s.set_defaults(func=cmd_bench)
+
+    s = sub.add_parser("stress", help="simulated scanner shifts: a finished run's metrics on shifted copies of its "
+                                      "test split (writes RUN_DIR/stress.json)")
+    s.add_argument("run_dirs", nargs="+")
+    s.add_argument("--data-dir", help="default: the folder the run was trained on")
+    s.add_argument("--split", default="test", choices=["train", "val", "test"])
+    s.add_argument("--recompute", action="store_true", help="ignore a saved stress.json")
+    s.set_defaults(func=cmd_stress)
 
     s = sub.add_parser("compare", help="print the comparison table for finished run folders")
     s.add_argument("run_dirs", nargs="+")

@@ -8,7 +8,7 @@ import pytest
 from pneumolib.cli import build_parser, main
 from pneumolib.fixture import fixture_dir
 
-COMMANDS = ["experiments", "run", "train", "evaluate", "predict", "compare", "bench"]
+COMMANDS = ["experiments", "run", "train", "evaluate", "predict", "stress", "compare", "bench"]
 
 
 def run_cli(*args, **kw):
@@ -33,9 +33,12 @@ def test_every_command_has_help(command, capsys):
 def test_experiments_lists_one_line_per_entry_with_its_diff(capsys):
     assert main(["experiments"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 9
+    assert len(lines) == 10
     assert lines[0].startswith("01  baseline") and "(the baseline)" in lines[0]
     assert lines[8].startswith("09") and "loss: ce -> focal" in lines[8] and "fixed:0.8" in lines[8]
+    # the recommended recipe is listed as its diff from the baseline, not from entry 09
+    assert lines[9].startswith("10  recommended") and "normalize: none -> equalize" in lines[9]
+    assert "loss:" not in lines[9]
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +85,35 @@ def test_predict_labels_images_and_writes_cams(cli_run, tmp_path, capsys):
 def test_compare_prints_table_for_run_folders(cli_run, capsys):
     out, _ = cli_run
     assert main(["compare", str(out), str(out)]) == 0
-    assert capsys.readouterr().out.count("baseline") == 2
+    text = capsys.readouterr().out
+    assert text.count("baseline") == 2
+    m = json.loads((out / "metrics.json").read_text())["test"]
+    lo, hi = m["ci95"]["accuracy"]
+    assert f"{m['accuracy']:.3f} ({lo:.2f}-{hi:.2f})" in text  # every metric with its 95% interval
+
+
+def test_stress_writes_stress_json_and_compare_shows_it(cli_run, capsys):
+    out, _ = cli_run
+    assert main(["stress", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "clean" in text and "jpeg" in text and "mean shifted" in text
+    saved = json.loads((out / "stress.json").read_text())
+    assert len(saved["rows"]) == 12 and saved["holdout"] == "folders"
+    assert main(["compare", str(out)]) == 0
+    assert "str.acc@ext" in capsys.readouterr().out
+    (out / "stress.json").unlink()  # keep the module's run folder as other tests expect it
+
+
+def test_train_with_early_id_holdout_records_it(tmp_path):
+    out = tmp_path / "early"
+    r = run_cli("train", "baseline", "--out", str(out), "--epochs", "1", "--cam-per-class", "0",
+                "--holdout", "early_ids")
+    assert r.returncode == 0, r.stderr
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["holdout"] == "early_ids" and any("early-ID holdout" in n for n in m["notes"])
+    # a run folder trained on another holdout is not reused for this one
+    r2 = run_cli("train", "baseline", "--out", str(out), "--epochs", "1", "--cam-per-class", "0")
+    assert r2.returncode == 0 and "reusing" not in r2.stdout
 
 
 def test_run_trains_each_experiment_and_ends_with_a_table(tmp_path, capsys):
@@ -146,3 +177,25 @@ def test_strict_refuses_a_folder_with_an_unreadable_file(tmp_path, capsys):
     assert main(["train", "01", "--data-dir", str(root), "--out", str(tmp_path / "r"), "--strict"]) == 2
     err = capsys.readouterr().err
     assert "IM-9999-0001.png" in err and "strict" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("layout", ["test_only", "bare_classes"])
+def test_evaluate_an_external_cohort_without_train_folder(cli_run, tmp_path, layout):
+    # the hidden cohort may come as DIR/test/{NORMAL,PNEUMONIA} or as DIR/{NORMAL,PNEUMONIA}: no train/ needed
+    import shutil
+
+    out, _ = cli_run
+    ext = tmp_path / "external"
+    shutil.copytree(fixture_dir() / "test", ext / "test" if layout == "test_only" else ext)
+    js = tmp_path / "m.json"
+    assert main(["evaluate", str(out / "checkpoint.pt"), "--data-dir", str(ext), "--json", str(js)]) == 0
+    m = json.loads(js.read_text())
+    ref = json.loads((out / "metrics.json").read_text())["test"]
+    assert m["n"] == 24 and m["accuracy"] == pytest.approx(ref["accuracy"]) and m["auc"] == pytest.approx(ref["auc"])
+
+
+def test_evaluate_a_folder_without_classes_is_one_line(cli_run, tmp_path, capsys):
+    out, _ = cli_run
+    assert main(["evaluate", str(out / "checkpoint.pt"), "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no test/ folder and no NORMAL/PNEUMONIA class folders" in err and err.count("\n") == 1
