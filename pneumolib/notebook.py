@@ -142,3 +142,48 @@ def weights_status(model: str = "resnet18") -> bool:
         print(f"ImageNet weights NOT available: {e}")
         print("So this run trains from RANDOM INIT: it cannot confirm or refute what the log says about pretraining.")
         return False
+
+
+def all_experiments(data_dir, runs: str | Path, profile: str | None, device: str = "auto") -> list[dict]:
+    """The metrics of every registered experiment: read from its run folder when that holds a finished run of the
+    same training config, else trained now (the pretrained entries from random init when weights are missing)."""
+    from .config import REGISTRY, apply_profile
+    from .experiment import load_metrics, run_experiment
+
+    out = []
+    for cfg in REGISTRY.values():
+        d = runs_dir(runs, cfg)
+        try:
+            m = load_metrics(d)
+            same = (ExperimentConfig.from_dict(m["config"]).training_key()
+                    == apply_profile(cfg, m.get("profile", profile)).training_key())
+        except (FileNotFoundError, KeyError, ValueError):
+            same = False
+        if not (same and (profile is None or m.get("profile") == profile)):
+            m = run_experiment(cfg, data_dir, d, profile=profile, device=device, log=None,
+                               on_missing_weights="random_init").metrics
+        out.append(m)
+    return out
+
+
+def lung_focus_table(metrics: list[dict]) -> None:
+    """Grad-CAM lung focus per class for each run, against what a uniform heatmap would score."""
+    print(f"{'#':<3}{'experiment':<36}{'NORMAL':>8}{'PNEUMONIA':>11}{'uniform':>9}")
+    for m in metrics:
+        lf = m.get("lung_focus", {})
+        n, p = lf.get("NORMAL", {}), lf.get("PNEUMONIA", {})
+        print(f"{m['entry']:<3}{m['experiment'][:35]:<36}{n.get('lung_focus', float('nan')):>8.2f}"
+              f"{p.get('lung_focus', float('nan')):>11.2f}{n.get('lung_area', float('nan')):>9.2f}")
+    print("lung focus = share of the Grad-CAM energy inside the lung mask, over the first 50 test images per class; "
+          "'uniform' = the lung mask's share of the image (what a flat heatmap scores)")
+
+
+def compare_all(metrics: list[dict]) -> None:
+    """The side-by-side table (95% intervals) and one figure for a list of runs' metrics."""
+    from .experiment import comparison_rows, format_table
+
+    print(format_table(comparison_rows(metrics)))
+    rows = [dict(m["test"], name=f"{m['entry']} {m['experiment']}"
+                 + (" (random init)" if m["config"].get("pretrained") is False and "pretrained" in m["experiment"] else ""))
+            for m in metrics]
+    plots.plot_comparison(rows)

@@ -153,3 +153,26 @@ def plot_comparison(rows: list[dict[str, Any]], metrics=("accuracy", "sensitivit
     np.atleast_1d(axes)[0].invert_yaxis()
     fig.tight_layout()
     return fig
+
+
+def show_shifts(image: np.ndarray, shifts=None, normalize: str | None = None):
+    """One image under every stress-test shift (top row); with `normalize`, what the model then sees (bottom)."""
+    from .stress import SHIFTS
+    from .transforms import Preprocessing
+
+    shifts = shifts or SHIFTS
+    x = torch.from_numpy(image).unsqueeze(0)
+    views = [("clean", "", x)] + [(s.name, s.group, s(x)) for s in shifts]
+    n_rows = 2 if normalize else 1
+    fig, axes = plt.subplots(n_rows, len(views), figsize=(1.3 * len(views), 1.55 * n_rows + 0.2), squeeze=False)
+    pre = Preprocessing(image.shape[-1], 1, normalize) if normalize else None
+    for c, (name, group, v) in enumerate(views):
+        axes[0, c].imshow(v.squeeze(0).numpy(), cmap="gray", vmin=0, vmax=255)
+        axes[0, c].set_title(f"{name}\n{group}", fontsize=7)
+        if pre is not None:
+            axes[1, c].imshow(pre(v).squeeze(0).numpy(), cmap="gray")
+            axes[1, c].set_title(f"model input\n({normalize})", fontsize=7)
+    for ax in axes.ravel():
+        ax.set_xticks([]); ax.set_yticks([])
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,78 @@
+"""Notebook 10's evidence: the steps scored three ways, and the check that a protocol orders the anchor pair."""
+import pytest
+
+from pneumolib import protocol as P
+from pneumolib.config import BASELINE, get_config
+
+
+def _row(name, folders_acc, stress_acc, early_acc, spec=0.8):
+    return {"name": name, "title": name,
+            "folders": {"accuracy": folders_acc, "sensitivity": 0.9, "specificity": spec, "auc": 0.95,
+                        "accuracy_ext": 0.8, "threshold": 0.5, "n": 10},
+            "stress": {"stress_accuracy_ext": stress_acc, "stress_specificity": spec, "stress_auc": 0.9},
+            "early_ids": {"accuracy": early_acc, "sensitivity": 0.9, "specificity": spec, "auc": 0.9,
+                          "accuracy_ext": early_acc, "threshold": 0.5, "n": 10}}
+
+
+def test_agreement_flags_a_protocol_that_orders_the_anchor_pair_wrongly():
+    # the random split prefers the log-style baseline; the stress test and holdout prefer strong augmentation
+    rows = [_row(P.ANCHOR_LOW, 0.97, 0.80, 0.80), _row(P.ANCHOR_HIGH, 0.95, 0.90, 0.90), _row("x", 0.96, 0.85, 0.85)]
+    text = P.protocol_agreement(rows)
+    line = {l.split("  ")[0]: l for l in text.splitlines()}
+    assert line["random split: accuracy"].rstrip().endswith("WRONG")
+    assert line["stress test: acc@ext"].rstrip().endswith("right")
+    assert "1.00" in line["stress test: acc@ext"]  # same order as the early-ID holdout: Spearman 1
+    assert "-1.00" in line["random split: accuracy"]  # the exact reverse order
+    assert "nan" in line["random split: NORMAL recall"]  # equal everywhere: no ranking, no made-up correlation
+
+
+def test_ablation_table_has_one_line_per_step():
+    rows = [_row(P.ANCHOR_LOW, 0.97, 0.80, 0.80), _row(P.ANCHOR_HIGH, 0.95, 0.90, 0.91)]
+    text = P.ablation_table(rows)
+    lines = text.splitlines()
+    assert len(lines) == 2 + 1 + len(rows) + 1  # two header lines, a rule, the steps, the footnote
+    assert lines[3].startswith(P.ANCHOR_LOW) and lines[4].startswith(P.ANCHOR_HIGH) and "0.910" in lines[4]
+
+
+def test_run_folders_share_notebook_01_baseline_and_separate_the_holdouts(tmp_path):
+    assert P.run_dir_for(tmp_path, BASELINE, "folders") == tmp_path / "01_baseline"
+    assert P.run_dir_for(tmp_path, BASELINE, "early_ids") == tmp_path / "early_ids" / "baseline"
+    assert P.run_dir_for(tmp_path, get_config("abl_tta"), "folders") == tmp_path / "ablation" / "abl_tta"
+
+
+def test_ablation_starts_at_the_baseline_and_ends_at_the_recommended_recipe():
+    steps = P.ablation_configs()
+    assert steps[0] is BASELINE and steps[-1].name == "abl_tta"
+    assert P.ANCHOR_HIGH in [c.name for c in steps]
+
+
+def test_score_steps_trains_each_step_under_both_holdouts_and_stress_tests_it(tmp_path):
+    configs = [BASELINE, get_config("abl_robust_aug")]
+    rows = P.score_steps(None, tmp_path, configs=configs, overrides={"epochs": 1})
+    assert [r["name"] for r in rows] == ["baseline", "abl_robust_aug"]
+    for r in rows:
+        assert set(r) >= {"folders", "stress", "early_ids"}
+        assert 0 <= r["early_ids"]["specificity"] <= 1 and "stress_accuracy_ext" in r["stress"]
+    assert (tmp_path / "ablation" / "abl_robust_aug" / "stress.json").is_file()
+    assert (tmp_path / "early_ids" / "abl_robust_aug" / "checkpoint.pt").is_file()
+    # a second call reuses every run folder
+    again = P.score_steps(None, tmp_path, configs=configs, overrides={"epochs": 1})
+    assert again == rows
+
+
+def test_budget_of_the_recommended_cpu_profile_is_longer_than_the_ablation_budget():
+    rec, step = P.budget_of(get_config("recommended"), "cpu"), P.budget_of(get_config("abl_tta"), "cpu")
+    assert rec["epochs"] > step["epochs"] and rec["max_train_images"] is None and step["max_train_images"]
+    assert rec["image_size"] == step["image_size"]
+
+
+def test_matched_baseline_trains_the_baseline_with_the_recipe_budget(tmp_path):
+    import json
+
+    row = P.matched_baseline(None, tmp_path, profile="fixture")
+    cfg = json.loads((tmp_path / "ablation" / "baseline_at_recommended_budget" / "config.json").read_text())
+    assert cfg["name"] == "baseline" and cfg["train_transforms"] == [["NORMAL", "log_baseline"],
+                                                                     ["PNEUMONIA", "log_baseline"]]
+    for k, v in P.budget_of(get_config("recommended"), "fixture").items():
+        assert cfg[k] == v
+    assert set(row) >= {"folders", "stress"} and "stress_specificity" in row["stress"]
