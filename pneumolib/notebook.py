@@ -183,7 +183,8 @@ def compare_all(metrics: list[dict]) -> None:
     from .experiment import comparison_rows, format_table
 
     print(format_table(comparison_rows(metrics)))
+    # entries that asked for ImageNet weights but trained without them say so in the figure too
     rows = [dict(m["test"], name=f"{m['entry']} {m['experiment']}"
-                 + (" (random init)" if m["config"].get("pretrained") is False and "pretrained" in m["experiment"] else ""))
+                 + (" (random init)" if "unavailable" in str(m.get("weights", "")) else ""))
             for m in metrics]
     plots.plot_comparison(rows)

@@ -51,8 +51,10 @@ def score_steps(data_dir, runs: str | Path, *, profile: str | None = None, devic
         row: dict[str, Any] = {"name": cfg.name, "title": cfg.title if cfg.name != BASELINE.name else "the log's baseline"}
         for holdout in holdouts:
             d = run_dir_for(runs, cfg, holdout)
-            r = run_experiment(cfg, data_dir, d, profile=profile, device=device, cam_per_class=0, holdout=holdout,
-                               log=log, overrides=overrides)
+            # the folder runs keep their Grad-CAM lung focus: the baseline's run folder is notebook 01's too,
+            # and its metrics.json must not lose what notebook 01 wrote
+            r = run_experiment(cfg, data_dir, d, profile=profile, device=device, holdout=holdout, log=log,
+                               cam_per_class=4 if holdout == "folders" else 0, overrides=overrides)
             row[holdout] = summary_of(r.metrics)
             if holdout == "folders":
                 row["stress"] = stress_run(d, data_dir, log=log or (lambda s: None)).summary()

@@ -76,3 +76,13 @@ def test_matched_baseline_trains_the_baseline_with_the_recipe_budget(tmp_path):
     for k, v in P.budget_of(get_config("recommended"), "fixture").items():
         assert cfg[k] == v
     assert set(row) >= {"folders", "stress"} and "stress_specificity" in row["stress"]
+
+
+def test_score_steps_keeps_the_baseline_lung_focus_regression(tmp_path):
+    # regression: scoring the ablation re-evaluated notebook 01's run folder without Grad-CAM and wrote a
+    # metrics.json that had lost its lung focus
+    import json
+
+    P.score_steps(None, tmp_path, configs=[BASELINE], overrides={"epochs": 1}, holdouts=("folders",))
+    m = json.loads((tmp_path / "01_baseline" / "metrics.json").read_text())
+    assert "lung_focus" in m and m["lung_focus"]["NORMAL"]["n"] > 0
