@@ -152,9 +152,9 @@ def cells_for_recommended(cfg: C.ExperimentConfig) -> list:
                       "print(protocol.ablation_table(rows))"),
         new_markdown_cell("## Which protocol predicts the external cohort?\n\nThe only external ground truth available "
                           "is the issue's pair: strong augmentation beat log-style augmentation on the external cohort. "
-                          "A useful protocol must order that pair the same way; beyond it, the early-ID holdout is the "
-                          "closest proxy for a new batch, so the other protocols are ranked against it (Spearman over "
-                          "the steps)."),
+                          "A useful protocol must order that pair the same way. Beyond that pair, the early-ID holdout was "
+                          "designed as the closest proxy for a new batch, so the other protocols are ranked against it "
+                          "(Spearman over the steps); the closing cell says how far that proxy can be trusted."),
         new_code_cell("print(protocol.protocol_agreement(rows))\nprotocol.plot_protocols(rows);"),
         new_markdown_cell("### The anchor pair at the final budget\n\nStrong augmentation needs more training than "
                           "the ablation's budget gives it. Here the log's baseline trains exactly as long as the final "
