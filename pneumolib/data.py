@@ -221,6 +221,15 @@ def early_id_holdout(data: XRayData, fraction: float = 0.15) -> XRayData:
     return XRayData(data.root, {k: splits[k] for k in SPLITS}, [*data.notes, note], data.bad_files)
 
 
+def apply_holdout(data: XRayData, holdout: str) -> XRayData:
+    """The splits a run trains and tests on: the folders as they are, or the early-ID holdout."""
+    if holdout == "early_ids":
+        return early_id_holdout(data)
+    if holdout != "folders":
+        raise ValueError(f"unknown holdout {holdout!r} ({' | '.join(HOLDOUTS)})")
+    return data
+
+
 def shared_patients(splits: dict[str, list[Sample]]) -> dict[str, list[str]]:
     """Patients found in more than one split -> the splits they appear in."""
     where: dict[str, set[str]] = {}

@@ -14,7 +14,7 @@ import torch
 from .cam import Explanation, explain
 from .checkpoint import Predictor, preprocessing_for
 from .config import ExperimentConfig, apply_profile
-from .data import HOLDOUTS, XRayData, discover, early_id_holdout
+from .data import XRayData, apply_holdout, discover
 from .evaluate import Scores, balanced_subset, compute_metrics, predict_samples, save_json
 from .fixture import fixture_dir
 from .models import WeightsUnavailable, resolve_weights
@@ -96,10 +96,7 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
         config = replace(config, **overrides)
     config, weights_used = check_pretrained(config, on_missing_weights, log)
     data = data or discover(root, seed=config.seed)
-    if holdout == "early_ids":
-        data = early_id_holdout(data)
-    elif holdout != "folders":
-        raise ValueError(f"unknown holdout {holdout!r} ({' | '.join(HOLDOUTS)})")
+    data = apply_holdout(data, holdout)
     log(f"{config.entry} {config.name} on {'the bundled fixture' if is_fixture else root}; "
         f"{describe_profile(config, device)}; weights: {weights_used}")
     run_dir = Path(out_dir) if out_dir else None

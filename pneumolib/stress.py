@@ -174,7 +174,7 @@ def stress_run(run_dir, data_dir=None, *, split: str = "test", reuse: bool = Tru
     from pathlib import Path
 
     from .checkpoint import Predictor
-    from .data import discover, early_id_holdout, prescan
+    from .data import apply_holdout, discover, prescan
     from .evaluate import save_json
     from .experiment import load_metrics, resolve_data_dir
 
@@ -195,8 +195,7 @@ def stress_run(run_dir, data_dir=None, *, split: str = "test", reuse: bool = Tru
     root, _ = resolve_data_dir(data_dir)
     pred = Predictor.load(ckpt)
     data = discover(root, seed=pred.config.seed)
-    if metrics.get("holdout", "folders") == "early_ids":
-        data = early_id_holdout(data)
+    data = apply_holdout(data, metrics.get("holdout", "folders"))
     data = prescan(data, pred.preprocessing.image_size)
     log(f"stress test of {run_dir} ({pred.config.name}) on {root} {split}: {len(SHIFTS)} shifts")
     report = stress_test(pred.model, data[split], pred.preprocessing, pred.threshold, tta=pred.config.tta)
