@@ -5,18 +5,18 @@ import itertools
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 import torchvision.transforms as T
 from torchvision.datasets import ImageFolder
 
+from .augment import BatchAugment, TrainBatches
 from .checkpoint import preprocessing_for
-from .config import BASELINE, apply_profile
+from .config import apply_profile, get_config
 from .data import DecodedCache, XRayDataset, discover, prescan
 from .models import build_model
-from .train import get_device, seed_everything
-from .transforms import build_train_transform
+from .runtime import autocast, generator, get_device, seed_everything
 
 
 def _plain_loader(root: Path, image_size: int, batch_size: int, workers: int):
@@ -33,65 +33,95 @@ def _repeat(loader) -> Iterable:
         yield from loader
 
 
-def _time_steps(model, opt, batches: Iterable, steps: int, warmup: int, device) -> float:
-    """Images per second over `steps` training steps, after `warmup` untimed ones."""
+def _stepper(model, opt, batches: Iterable, device) -> Callable[[], int]:
+    """One training step per call on the next batch; returns the number of images."""
     loss_fn = torch.nn.CrossEntropyLoss()
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    amp = autocast(device)
     it = iter(batches)
-    n, t0 = 0, None
-    for i in range(warmup + steps):
-        if i == warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            t0, n = time.perf_counter(), 0
+
+    def step() -> int:
         x, y = next(it)[:2]
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        if device.type == "cuda":  # as fit() trains on CUDA
+            x = x.contiguous(memory_format=torch.channels_last)
         with amp:
             loss = loss_fn(model(x), y)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        n += len(y)
+        return len(y)
+
+    return step
+
+
+def _timed(step: Callable[[], int], k: int, device) -> tuple[int, float]:
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return n / (time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    n = sum(step() for _ in range(k))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return n, time.perf_counter() - t0
 
 
-def bench(data_dir: str | Path, *, device: str = "auto", image_size: int = 128, batch_size: int = 32,
-          steps: int = 20, warmup: int = 3, workers: int = 0) -> dict[str, Any]:
-    """Train the baseline ResNet18 for `steps` steps through each pipeline and report images/s."""
+def bench(data_dir: str | Path, *, experiment: str = "baseline", device: str = "auto", image_size: int = 128,
+          batch_size: int = 32, steps: int = 20, warmup: int = 3, workers: int = 0, rounds: int = 4) -> dict[str, Any]:
+    """Train the experiment's model (random init) for `steps` steps through each pipeline and report images/s.
+
+    plain: torchvision ImageFolder with the log's per-sample PIL transforms (what the log did, whatever the
+    experiment); pipeline: what fit() does, uint8 batches from the decode cache, then the experiment's batched
+    augmentation and preprocessing on the device (augment.TrainBatches); compute: one constant prepared batch.
+    The timed steps run in `rounds` interleaved rounds (plain, pipeline, compute, plain, ...), so a machine
+    whose load changes during the bench slows all three alike and their ratios stay meaningful."""
     dev = get_device(device)
-    cfg = replace(apply_profile(BASELINE, "full"), image_size=image_size, batch_size=batch_size)
+    cfg = replace(apply_profile(get_config(experiment), "full"), image_size=image_size, batch_size=batch_size,
+                  pretrained=False)
     root = Path(data_dir)
     pre = preprocessing_for(cfg)
     cache = DecodedCache()
     data = prescan(discover(root), image_size, cache=cache)  # decode once, as fit() does
-    ours = torch.utils.data.DataLoader(
-        XRayDataset(data["train"], pre, build_train_transform(cfg.train_transforms), cache),
-        batch_size=batch_size, shuffle=True, drop_last=True)
-    results = {}
-    for name, batches in (("plain", _repeat(_plain_loader(root, image_size, batch_size, workers))),
-                          ("pipeline", _repeat(ours)),
-                          ("compute", None)):
+    loader = torch.utils.data.DataLoader(XRayDataset(data["train"], None, None, cache, image_size=image_size),
+                                         batch_size=batch_size, shuffle=True, drop_last=True,
+                                         generator=generator(0))
+    aug = BatchAugment.from_specs(cfg.train_transforms).to(dev)
+    ours = TrainBatches(loader, aug, pre, generator(1), dev)
+    x, y = next(iter(ours))[:2]  # pure compute: the same model fed one constant, augmented and preprocessed batch
+    sources = {"plain": _repeat(_plain_loader(root, image_size, batch_size, workers)),
+               "pipeline": _repeat(ours), "compute": itertools.repeat((x, y))}
+    steppers = {}
+    for name, batches in sources.items():
         seed_everything(0)
-        model = build_model("resnet18", in_channels=1).to(dev)
-        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-        if batches is None:  # the same model fed one constant, already augmented batch
-            x, y = next(iter(ours))[:2]
-            batches = itertools.repeat((x, y))
-        results[f"{name}_img_s"] = _time_steps(model, opt, batches, steps, warmup, dev)
-    results.update(device=str(dev), image_size=image_size, batch_size=batch_size, steps=steps,
-                   data_dir=str(root), threads=torch.get_num_threads(), workers=workers,
+        # the plain loader serves 1-channel images, whatever the experiment's model takes
+        model = build_model(cfg.model, in_channels=1 if name == "plain" else cfg.in_channels).to(dev)
+        if dev.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        steppers[name] = _stepper(model, torch.optim.Adam(model.parameters(), lr=1e-3), batches, dev)
+        _timed(steppers[name], warmup, dev)
+    rounds = max(1, min(rounds, steps))
+    totals = {name: [0, 0.0] for name in steppers}
+    for r in range(rounds):
+        k = steps // rounds + (r < steps % rounds)
+        for name, step in steppers.items():
+            n, sec = _timed(step, k, dev)
+            totals[name][0] += n
+            totals[name][1] += sec
+    results = {f"{name}_img_s": n / sec for name, (n, sec) in totals.items()}
+    results.update(device=str(dev), image_size=image_size, experiment=cfg.name,
+                   train_transforms=[list(t) for t in cfg.train_transforms], normalize=cfg.normalize,
+                   batch_size=batch_size, steps=steps, rounds=rounds, data_dir=str(root),
+                   threads=torch.get_num_threads(), workers=workers,
                    pipeline_vs_plain=results["pipeline_img_s"] / results["plain_img_s"],
                    pipeline_vs_compute=results["pipeline_img_s"] / results["compute_img_s"])
     return results
 
 
 def format_bench(r: dict[str, Any]) -> str:
-    return (f"device {r['device']}, {r['image_size']} px, batch {r['batch_size']}, {r['steps']} timed steps, "
-            f"{r['threads']} threads, {r['workers']} loader workers\n"
-            f"  plain ImageFolder + PIL transforms  {r['plain_img_s']:8.1f} img/s\n"
-            f"  pneumolib pipeline                  {r['pipeline_img_s']:8.1f} img/s  "
+    specs = ", ".join(f"{c} {s}" for c, s in r["train_transforms"])
+    return (f"experiment {r['experiment']} ({specs}; normalize {r['normalize']})\n"
+            f"device {r['device']}, {r['image_size']} px, batch {r['batch_size']}, {r['steps']} timed steps, "
+            f"{r['threads']} threads, {r['workers']} loader workers, {r['rounds']} interleaved rounds\n"
+            f"  plain ImageFolder + the log's PIL transforms  {r['plain_img_s']:8.1f} img/s\n"
+            f"  pneumolib pipeline (batched augmentation)     {r['pipeline_img_s']:8.1f} img/s  "
             f"({r['pipeline_vs_plain']:.2f}x plain)\n"
-            f"  pure compute (constant batch)       {r['compute_img_s']:8.1f} img/s  "
+            f"  pure compute (constant batch)                 {r['compute_img_s']:8.1f} img/s  "
             f"(pipeline at {r['pipeline_vs_compute']:.0%} of it)")

@@ -1,32 +1,58 @@
-"""Grad-CAM through pytorch-grad-cam, lung-field masks, and the lung-focus score."""
+"""Grad-CAM of the exact output predict/evaluate use, lung masks with a quality check, lift scores, sanity checks."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import copy
+import logging
+import math
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import cv2  # comes with grad-cam
 import numpy as np
 import torch
 from PIL import Image
-from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus
+from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM
+from pytorch_grad_cam.metrics.perturbation_confidence import RemoveLeastRelevantFirst, RemoveMostRelevantFirst
+from pytorch_grad_cam.metrics.road import NoisyLinearImputer
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from scipy import ndimage as ndi
+from scipy.stats import spearmanr
+from torch import nn
 
+from .config import CLASSES
 from .data import DEFAULT_CACHE, Sample
 from .fixture import mask_for
 from .models import cam_layer, p_pneumonia
 
-METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM}
+log = logging.getLogger(__name__)
+
+# gradcam is the default; hirescam (gradient x activation per cell) and layercam (built for earlier layers) are the
+# alternatives when Grad-CAM's averaged gradients go negative everywhere at an intermediate layer (an empty map)
+METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM, "hirescam": HiResCAM,
+           "layercam": LayerCAM}
+# Entry 04 trained on the fixture (64 px, 10 epochs), `explain CKPT --data-dir pneumolib/fixture_data --sanity-n 8
+# --method M`: ROAD model vs random map +0.07 vs -0.04 for gradcam, +0.20 vs -0.04 for hirescam; layercam failed the
+# randomisation test (rank correlation 0.80) and ROAD (-0.12). A 6-epoch baseline at 128 px gave 24 of 24 empty
+# gradcam maps at layer3 (PNEUMONIA target) and none with hirescam: check 'empty_maps' in every report
+DEFAULT_METHOD = "gradcam"
+TARGETS = ("PNEUMONIA", "NORMAL", "predicted")
+STAGES = ("layer1", "layer2", "layer3", "layer4")  # ResNet stages, strides 4, 8, 16, 32
+MIN_CELLS = 8  # 'auto' picks the deepest stage whose map has at least this many cells per side
+THORAX_BOX = (0.12, 0.85, 0.1, 0.9)  # rows from-to, columns from-to: where segment_lungs looks for lungs
+HEART_BOX = (0.55, 1.0, 0.3, 0.7)  # rows from-to, columns from-to (fractions): heart and diaphragm on a frontal film
 
 
 class CAM:
-    """`with CAM(model) as cam: heatmaps = cam(x, targets)`; the device is taken from the model."""
+    """`with CAM(model) as cam: heatmaps = cam(x, targets)`; the device is taken from the model.
+    After a call, `cam.map_size` is the native (h, w) of the layer's map, before upsampling to the input."""
 
     def __init__(self, model: torch.nn.Module, method: str = "gradcam", target_layer: torch.nn.Module | None = None):
         if method not in METHODS:
             raise ValueError(f"unknown CAM method {method!r}; known: {', '.join(METHODS)}")
         self.model, self.method = model.eval(), method
         self._cam = METHODS[method](model=self.model, target_layers=[target_layer or cam_layer(model)])
+        self.map_size: tuple[int, int] | None = None
 
     def __enter__(self) -> "CAM":
         return self
@@ -37,11 +63,70 @@ class CAM:
     def __call__(self, x: torch.Tensor, targets: list | None = None) -> np.ndarray:
         """N x H x W heatmaps in [0, 1]; targets are callables on the logits (default: the predicted class)."""
         x = x.to(next(self.model.parameters()).device)
-        return self._cam(input_tensor=x, targets=targets)
+        heat = self._cam(input_tensor=x, targets=targets)
+        acts = self._cam.activations_and_grads.activations
+        if acts:
+            self.map_size = tuple(int(v) for v in acts[-1].shape[-2:])
+        return heat
+
+    def maps(self, x: torch.Tensor, classes, tta: bool = False) -> np.ndarray:
+        """Maps for the class indices `classes`; with tta, the mean of the image's map and the flipped-back map of
+        its horizontal flip: exactly the two views whose probabilities models.p_pneumonia averages."""
+        targets = class_targets(classes)
+        heat = self(x, targets).astype(np.float32)
+        if tta:
+            flipped = self(torch.flip(x, dims=[3]), targets).astype(np.float32)
+            heat = (heat + flipped[:, :, ::-1]) / 2
+            peak = heat.max(axis=(1, 2), keepdims=True)
+            heat = np.where(peak > 0, heat / np.where(peak > 0, peak, 1), 0)  # back to a maximum of 1, like one view
+        return np.ascontiguousarray(heat, dtype=np.float32)
 
 
-def class_targets(classes: list[int]) -> list[ClassifierOutputTarget]:
+def class_targets(classes) -> list[ClassifierOutputTarget]:
     return [ClassifierOutputTarget(int(c)) for c in classes]
+
+
+def stage_sizes(model: nn.Module, image_size: int, in_channels: int) -> dict[str, tuple[int, int]]:
+    """Native map size (h, w) of each ResNet stage for a square input of `image_size` pixels."""
+    sizes: dict[str, tuple[int, int]] = {}
+    hooks = [getattr(model, name).register_forward_hook(
+        lambda m, i, o, name=name: sizes.__setitem__(name, tuple(int(v) for v in o.shape[-2:])))
+        for name in STAGES if hasattr(model, name)]
+    try:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, in_channels, image_size, image_size, device=next(model.parameters()).device))
+        model.train(was_training)
+    finally:
+        for h in hooks:
+            h.remove()
+    return sizes
+
+
+def resolve_layer(model: nn.Module, layer: str, image_size: int, in_channels: int) -> tuple[str, nn.Module]:
+    """('layer3', model.layer3[-1]) for layer='layer3'; 'auto' = the deepest stage with >= MIN_CELLS cells per side
+    (layer3 at 128-255 px, layer2 at 64 px, layer4 from 256 px), so maps are never the 4 x 4 blobs of layer4."""
+    if layer == "auto":
+        sizes = stage_sizes(model, image_size, in_channels)
+        fine = [name for name in STAGES if name in sizes and min(sizes[name]) >= MIN_CELLS]
+        layer = fine[-1] if fine else STAGES[0]
+    if layer not in STAGES or not hasattr(model, layer):
+        raise ValueError(f"unknown CAM layer {layer!r}; known: auto, {', '.join(STAGES)}")
+    return layer, getattr(model, layer)[-1]
+
+
+def target_classes(target: str, probs: np.ndarray, threshold: float) -> np.ndarray:
+    """The class index each map explains: a fixed class, or the one the threshold picks from P(PNEUMONIA)."""
+    if target == "predicted":
+        return (probs >= threshold).astype(int)
+    if target not in CLASSES:
+        raise ValueError(f"unknown CAM target {target!r}; known: {', '.join(TARGETS)}")
+    return np.full(len(probs), CLASSES.index(target))
+
+
+def target_label(target: str) -> str:
+    return "the predicted class" if target == "predicted" else f"the {target} logit"
 
 
 # --- lung fields ----------------------------------------------------------------------------
@@ -56,11 +141,12 @@ def segment_lungs(image: np.ndarray) -> tuple[np.ndarray, str]:
     """A classical lung-field mask for a frontal chest film (uint8 HxW): inside a fixed thorax box, the two
     largest dark regions (Otsu threshold on the smoothed box), opened to cut thin bridges, closed and
     hole-filled. Returns (mask, method); method is 'prior' when nothing plausible was found and the
-    fixed two-ellipse prior is returned instead. Rough by design: plot it (plots.plot_cam_grid) and judge."""
+    fixed two-ellipse prior is returned instead. Rough by design: check_mask() says which to trust."""
     h, w = image.shape
     smooth = ndi.gaussian_filter(image.astype(np.float32), sigma=h / 64)
+    r0, r1, c0, c1 = _frame((h, w), THORAX_BOX)
     box = np.zeros((h, w), bool)
-    box[int(0.12 * h):int(0.85 * h), int(0.1 * w):int(0.9 * w)] = True  # keeps the dark background out
+    box[r0:r1, c0:c1] = True  # keeps most of the dark background out; check_mask catches what still leaks in
     inside = np.clip(smooth[box], 0, 255).astype(np.uint8).reshape(1, -1)
     t, _ = cv2.threshold(inside, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
     dark = ndi.binary_opening((smooth < t) & box, iterations=max(1, h // 40))
@@ -82,6 +168,60 @@ def lung_mask(sample: Sample, image: np.ndarray) -> tuple[np.ndarray, str]:
     return segment_lungs(image)
 
 
+def _frame(shape: tuple[int, int], box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
+    h, w = shape
+    return int(box[0] * h), int(box[1] * h), int(box[2] * w), int(box[3] * w)
+
+
+@dataclass(frozen=True)
+class MaskCheck:
+    """What a usable lung mask looks like on a frontal film. The phantoms' exact masks cover 14-21% of the image
+    in two lungs whose smaller one holds >= 40% of the pair, away from the border; real lungs differ in size
+    by far less than 3:1. A leak shows as a straight run along the frame the mask was searched in (the image
+    border; for segment_lungs its thorax box): a lung touches a side of that frame over a short stretch at most."""
+
+    min_area: float = 0.08  # share of the image
+    max_area: float = 0.55
+    min_component: float = 0.05  # components smaller than this share of the mask are specks, not lungs
+    min_pair_ratio: float = 0.3  # smaller lung / larger lung
+    max_edge_contact: float = 0.4  # share of the frame's left, right or top side the mask may run along
+    # (not the bottom: the thorax box cuts the lung bases, a clipped base is not a leak). Set from the mask gallery of
+    # the first 50 Kermany test films per class at 128 px: runs up to ~30% were lungs clipped by the box, runs from
+    # 42% up were leaks into the background (most 89-94%); 50 of those 100 masks pass
+
+    def problems(self, mask: np.ndarray, method: str = "given") -> str:
+        """'' for a mask that passes, else the first reason it fails. Segmented masks are checked against
+        the thorax box they were searched in, others against the image border."""
+        if method == "prior":
+            return "no segmentation (prior ellipses)"
+        area = float(mask.mean())
+        if not self.min_area <= area <= self.max_area:
+            return f"area {area:.2f} outside {self.min_area:.2f}-{self.max_area:.2f}"
+        labels, n = ndi.label(mask)
+        sizes = np.sort(ndi.sum(mask, labels, index=np.arange(1, n + 1)))[::-1] / mask.sum()
+        lungs = sizes[sizes >= self.min_component]
+        if len(lungs) != 2:
+            return f"{len(lungs)} lung component(s), not 2"
+        if lungs[1] / lungs[0] < self.min_pair_ratio:
+            return f"lungs of very unequal size ({lungs[1] / lungs[0]:.2f}:1)"
+        r0, r1, c0, c1 = _frame(mask.shape, THORAX_BOX if method == "segmented" else (0.0, 1.0, 0.0, 1.0))
+        sides = {"left": mask[r0:r1, c0], "right": mask[r0:r1, c1 - 1], "top": mask[r0, c0:c1]}
+        side, run = max(((k, float(v.mean())) for k, v in sides.items()), key=lambda kv: kv[1])
+        if run > self.max_edge_contact:
+            frame = "thorax box" if method == "segmented" else "image border"
+            return f"runs along the {side} {frame} ({run:.0%} of it)"
+        return ""
+
+
+MASK_CHECK = MaskCheck()
+
+
+def check_mask(mask: np.ndarray, method: str = "given", rules: MaskCheck = MASK_CHECK) -> str:
+    """'' when the lung mask is plausible (area, two lungs, little border contact), else why not."""
+    return rules.problems(mask, method)
+
+
+# --- scores ---------------------------------------------------------------------------------
 def lung_focus(cam: np.ndarray, mask: np.ndarray) -> float:
     """Share of the CAM's energy inside the lung fields (1 = all attention on the lungs)."""
     if cam.shape != mask.shape:
@@ -90,91 +230,495 @@ def lung_focus(cam: np.ndarray, mask: np.ndarray) -> float:
     return float((cam * mask).sum() / total) if total > 0 else float("nan")
 
 
+def area_share(mask: np.ndarray) -> float:
+    return float(mask.sum() / mask.size)
+
+
+def lift(cam: np.ndarray, mask: np.ndarray) -> float:
+    """Energy share inside `mask` divided by the mask's share of the image: 1.0 = no preference (a uniform map
+    scores exactly 1), 2.0 = twice the energy chance would put there."""
+    a = area_share(mask)
+    return lung_focus(cam, mask) / a if a > 0 else float("nan")
+
+
+def heart_box_mask(h: int, w: int) -> np.ndarray:
+    r0, r1, c0, c1 = HEART_BOX
+    box = np.zeros((h, w), bool)
+    box[int(r0 * h):int(r1 * h), int(c0 * w):int(c1 * w)] = True
+    return box
+
+
 def lower_central_share(cam: np.ndarray) -> float:
     """Share of the CAM's energy in the lower-central box (rows 55-100%, columns 30-70%) where the heart
     and the diaphragm sit on a frontal film: the log's 'attention on the heart / lower diaphragm'."""
-    h, w = cam.shape
-    total = float(cam.sum())
-    box = cam[int(0.55 * h):, int(0.3 * w):int(0.7 * w)].sum()
-    return float(box / total) if total > 0 else float("nan")
+    return lung_focus(cam, heart_box_mask(*cam.shape))
 
 
+def patient_bootstrap(values: np.ndarray, patients: list[str], n_boot: int = 1000, seed: int = 0,
+                      level: float = 0.95) -> list[float]:
+    """Percentile interval of the mean of per-image `values`, resampling patients (all of a patient's images
+    together), since films of one patient are not independent. NaN values are left out."""
+    values = np.asarray(values, float)
+    ok = ~np.isnan(values)
+    pats = np.array(patients, dtype=object)[ok]
+    if not ok.any():
+        return [float("nan")] * 2
+    uniq, inv = np.unique(pats.astype(str), return_inverse=True)
+    sums = np.bincount(inv, weights=values[ok], minlength=len(uniq))
+    counts = np.bincount(inv, minlength=len(uniq)).astype(float)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(uniq), size=(n_boot, len(uniq)))
+    means = sums[draws].sum(1) / counts[draws].sum(1)
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    return [float(np.percentile(means, lo)), float(np.percentile(means, hi))]
+
+
+def first_per_class(samples: list[Sample], n: int) -> tuple[list[Sample], str]:
+    """The first `n` films of each class in the order given (discover lists them sorted by file path), and a
+    sentence that says so: the grids and the lift statistics state which films they are."""
+    picked = [s for label in range(len(CLASSES)) for s in [x for x in samples if x.label == label][:n]]
+    counts = ", ".join(f"{sum(s.label == i for s in picked)} {c}" for i, c in enumerate(CLASSES))
+    return picked, f"first {n} films per class in file-path order ({counts})"
+
+
+# --- one explanation ------------------------------------------------------------------------
 @dataclass
 class Explanation:
     """Grad-CAM results for a set of images, ready to plot or tabulate."""
 
     samples: list[Sample]
     images: np.ndarray  # N x H x W uint8, as the model saw them (before normalisation)
-    cams: np.ndarray  # N x H x W in [0, 1]
-    probs: np.ndarray  # P(PNEUMONIA)
+    cams: np.ndarray  # N x H x W in [0, 1], upsampled from map_size
+    probs: np.ndarray  # P(PNEUMONIA), the same number predict/evaluate report (TTA included)
     threshold: float
     masks: np.ndarray  # N x H x W bool lung fields
     mask_methods: list[str]
-    focus: np.ndarray  # lung-focus score per image
-    lung_area: np.ndarray  # share of the image the lungs cover: what lung-focus a uniform heatmap would get
-    heart_box: np.ndarray  # heatmap share in the lower-central (heart / diaphragm) box
+    focus: np.ndarray  # share of the map's energy inside the lung mask, per image
+    lung_area: np.ndarray  # share of the image the lung mask covers: the focus a uniform map would get
+    heart_box: np.ndarray  # map share in the lower-central (heart / diaphragm) box
     method: str
     target: str
+    classes: np.ndarray = field(default_factory=lambda: np.zeros(0, int))  # class index each map explains
+    mask_problems: list[str] = field(default_factory=list)  # '' = mask passed the check
+    layer: str = "layer4"
+    map_size: tuple[int, int] = (0, 0)  # native cells (h, w) of the map before upsampling
+    tta: bool = False
+    selection: str = ""  # which films these are, in words
+    input_size: int = 0  # the model input's side in pixels
+    sanity: dict[str, Any] | None = None  # randomisation and faithfulness checks (sanity_checks)
 
-    def summary(self) -> dict[str, dict[str, float]]:
+    @property
+    def mask_ok(self) -> np.ndarray:
+        return np.array([not p for p in self.mask_problems], bool) if self.mask_problems else \
+            np.ones(len(self.focus), bool)
+
+    @property
+    def empty(self) -> np.ndarray:
+        """Maps with no positive evidence anywhere (Grad-CAM's ReLU left nothing): no lift can be computed."""
+        return ~np.isfinite(np.asarray(self.heart_box, float))
+
+    @property
+    def lung_lift(self) -> np.ndarray:
+        """Per image: lung energy share / lung area share; NaN where the mask failed its check or the map is empty."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out = np.asarray(self.focus, float) / np.asarray(self.lung_area, float)
+        return np.where(self.mask_ok, out, np.nan)
+
+    @property
+    def heart_lift(self) -> np.ndarray:
+        size = self.input_size or (self.images.shape[1] if len(self.images) else 100)
+        return np.asarray(self.heart_box, float) / area_share(heart_box_mask(size, size))
+
+    def summary(self, n_boot: int = 1000, seed: int = 0) -> dict[str, dict[str, Any]]:
+        """Per true class: lung and heart lift (mean over images) with patient-level 95% intervals, masks
+        passed/failed; also the raw shares (lung_focus, lung_area, heart_box) older readers use."""
         out = {}
-        for label, name in enumerate(("NORMAL", "PNEUMONIA")):
-            sel = np.array([s.label == label for s in self.samples])
-            if sel.any():
-                out[name] = {"n": int(sel.sum()), "lung_focus": float(np.nanmean(self.focus[sel])),
-                             "lung_area": float(self.lung_area[sel].mean()),
-                             "heart_box": float(np.nanmean(self.heart_box[sel]))}
+        ok, lung, heart = self.mask_ok, self.lung_lift, self.heart_lift
+
+        def mean(v: np.ndarray) -> float:
+            v = v[np.isfinite(v)]
+            return float(v.mean()) if len(v) else float("nan")
+
+        patients = [s.patient for s in self.samples]
+        for label, name in enumerate(CLASSES):
+            sel = np.array([s.label == label for s in self.samples], bool)
+            if not sel.any():
+                continue
+            use = sel & ok
+            pats = [p for p, u in zip(patients, sel) if u]
+            out[name] = {
+                "n": int(sel.sum()), "masks_passed": int(use.sum()), "masks_failed": int((sel & ~ok).sum()),
+                "patients": len(set(pats)), "empty_maps": int((sel & self.empty).sum()),
+                "lung_lift": mean(lung[use]),
+                "lung_lift_ci95": patient_bootstrap(lung[sel], pats, n_boot, seed),
+                "heart_lift": mean(heart[sel]),
+                "heart_lift_ci95": patient_bootstrap(heart[sel], pats, n_boot, seed),
+                "lung_focus": mean(np.asarray(self.focus, float)[use]),
+                "lung_area": mean(np.asarray(self.lung_area, float)[use]),
+                "heart_box": mean(np.asarray(self.heart_box, float)[sel]),
+            }
         return out
+
+    def _of_class(self, name: str) -> np.ndarray:
+        return np.array([s.label == CLASSES.index(name) for s in self.samples], bool)
+
+    def report(self, per_image: bool = True) -> dict[str, Any]:
+        """JSON-ready: what the explain command writes and run_experiment keeps in metrics['gradcam']."""
+        s = self.summary()
+        ok = self.mask_ok
+        rep: dict[str, Any] = {
+            "method": self.method, "layer": self.layer, "map_size": list(self.map_size),
+            "input_size": self.input_size,
+            "target": self.target, "tta": self.tta, "threshold": float(self.threshold),
+            "selection": self.selection, "n": len(self.samples),
+            "masks_passed": int(ok.sum()), "masks_failed": int((~ok).sum()),
+            "mask_methods": sorted(set(self.mask_methods)), "empty_maps": int(self.empty.sum()),
+            "lung_lift": {c: {"mean": v["lung_lift"], "ci95": v["lung_lift_ci95"],
+                              "n": int(np.isfinite(self.lung_lift[self._of_class(c)]).sum())} for c, v in s.items()},
+            "heart_lift": {c: {"mean": v["heart_lift"], "ci95": v["heart_lift_ci95"],
+                               "n": int(np.isfinite(self.heart_lift[self._of_class(c)]).sum())} for c, v in s.items()},
+            "lift_note": "energy share inside the region / the region's area share (1 = no preference); mean over "
+                         "films, 95% interval from resampling patients; lung lift only over masks that passed; "
+                         "empty maps (no positive evidence anywhere) have no lift",
+        }
+        sanity = self.sanity or {}
+        rep["randomisation_rank_corr"] = sanity.get("randomisation_rank_corr")
+        rep["faithfulness"] = sanity.get("faithfulness")
+        if per_image:
+            rep["images"] = [{
+                "path": str(smp.path), "patient": smp.patient,
+                "label": CLASSES[smp.label] if smp.label in (0, 1) else None,
+                "p_pneumonia": float(p), "prediction": CLASSES[int(p >= self.threshold)],
+                "map_target": CLASSES[int(c)] if len(self.classes) else None,
+                "mask": m, "mask_problem": prob or None,
+                "lung_lift": None if np.isnan(ll) else float(ll), "heart_lift": None if np.isnan(hl) else float(hl)}
+                for smp, p, c, m, prob, ll, hl in zip(
+                    self.samples, self.probs, self.classes if len(self.classes) else [0] * len(self.samples),
+                    self.mask_methods, self.mask_problems or [""] * len(self.samples), self.lung_lift,
+                    self.heart_lift)]
+        return rep
+
+
+def _batch(samples: list[Sample], preprocessing, cache) -> tuple[np.ndarray, torch.Tensor]:
+    raw = np.stack([cache.get(s.path, preprocessing.image_size) for s in samples])
+    return raw, preprocessing(torch.from_numpy(raw).unsqueeze(1))
 
 
 def explain(model: torch.nn.Module, samples: list[Sample], preprocessing, threshold: float = 0.5, *,
-            method: str = "gradcam", target: str = "predicted", batch_size: int = 16, cache=None,
-            keep_maps: bool = True) -> Explanation:
-    """Grad-CAM, lung masks and lung-focus scores for `samples`, streamed in batches.
+            method: str = DEFAULT_METHOD, target: str = "PNEUMONIA", tta: bool = False, layer: str = "auto",
+            batch_size: int = 16, cache=None, keep_maps: bool = True, selection: str = "",
+            mask_rules: MaskCheck = MASK_CHECK) -> Explanation:
+    """Grad-CAM, lung masks (checked) and lift scores for `samples`, streamed in batches.
 
-    target: 'predicted' (the class the threshold picks), 'PNEUMONIA' or 'NORMAL'. keep_maps=False keeps only
-    the per-image scores (not the images, heatmaps and masks), so thousands of images fit in memory."""
+    probs are P(PNEUMONIA) from models.p_pneumonia with `tta` (pass the checkpoint's config.tta: predict and
+    evaluate do), and with tta the maps average the image and its flipped-back flip in the same way.
+    target: 'PNEUMONIA' (default: the same heatmap for every model, so runs compare), 'NORMAL', or 'predicted'
+    (the class the threshold picks). layer: 'auto' (the deepest ResNet stage with >= 8 x 8 cells) or a stage.
+    keep_maps=False keeps only the per-image scores (not the images, heatmaps and masks)."""
+    if target not in TARGETS:
+        raise ValueError(f"unknown CAM target {target!r}; known: {', '.join(TARGETS)}")
     cache = cache or DEFAULT_CACHE
-    images, cams, probs, masks, mmethods, focus, area, heart = [], [], [], [], [], [], [], []
     device = next(model.parameters()).device
-    with CAM(model, method) as cam:
+    layer_name, module = resolve_layer(model, layer, preprocessing.image_size, preprocessing.in_channels)
+    images, cams, probs, masks, mmethods, focus, area, heart, classes, problems = ([] for _ in range(10))
+    map_size = (0, 0)
+    with CAM(model, method, module) as cam:
         for i in range(0, len(samples), batch_size):
             chunk = samples[i:i + batch_size]
-            raw = [cache.get(s.path, preprocessing.image_size) for s in chunk]
-            x = preprocessing(torch.from_numpy(np.stack(raw)).unsqueeze(1))
-            p = p_pneumonia(model, x.to(device)).cpu().numpy()
-            if target == "predicted":
-                cls = (p >= threshold).astype(int)
-            else:
-                cls = np.full(len(chunk), ("NORMAL", "PNEUMONIA").index(target))
-            heat = cam(x, class_targets(cls))
+            raw, x = _batch(chunk, preprocessing, cache)
+            p = p_pneumonia(model, x.to(device), tta).cpu().numpy()
+            cls = target_classes(target, p, threshold)
+            heat = cam.maps(x, cls, tta)
+            map_size = cam.map_size or map_size
             probs.append(p)
+            classes.append(cls)
             for s, img, h in zip(chunk, raw, heat):
                 m, how = lung_mask(s, img)
                 focus.append(lung_focus(h, m))
-                area.append(float(m.mean()))
+                area.append(area_share(m))
                 heart.append(lower_central_share(h))
                 mmethods.append(how)
+                problems.append(check_mask(m, how, mask_rules))
                 if keep_maps:
                     images.append(img), cams.append(h), masks.append(m)
+    n_failed = sum(bool(p) for p in problems)
+    if n_failed:
+        log.info("%d of %d lung masks failed the quality check and are left out of the lung lift",
+                 n_failed, len(problems))
     empty = np.zeros((0, preprocessing.image_size, preprocessing.image_size))
     return Explanation(list(samples), np.stack(images) if images else empty.astype(np.uint8),
-                       np.stack(cams) if cams else empty, np.concatenate(probs) if probs else np.zeros(0),
+                       np.stack(cams) if cams else empty.astype(np.float32),
+                       np.concatenate(probs) if probs else np.zeros(0),
                        threshold, np.stack(masks) if masks else empty.astype(bool), mmethods, np.array(focus),
-                       np.array(area), np.array(heart), method, target)
+                       np.array(area), np.array(heart), method, target,
+                       classes=np.concatenate(classes) if classes else np.zeros(0, int), mask_problems=problems,
+                       layer=layer_name, map_size=map_size, tta=tta, selection=selection,
+                       input_size=preprocessing.image_size)
 
 
-def save_overlays(expl: Explanation, out_dir: str | Path) -> list[Path]:
-    """One PNG per image: the X-ray with its heatmap blended on top."""
+# --- sanity and faithfulness ------------------------------------------------------------------
+def randomise_top(model: nn.Module, blocks: tuple[str, ...] = ("layer4", "fc"), seed: int = 0) -> nn.Module:
+    """A copy of `model` whose `blocks` are re-initialised (torchvision's ResNet init, from a seeded generator):
+    the cascading model-parameter randomisation of Adebayo et al. 2018, "Sanity Checks for Saliency Maps"."""
+    g = torch.Generator().manual_seed(int(seed))
+    device = next(model.parameters()).device
+    out = copy.deepcopy(model).cpu().eval()
+    with torch.no_grad():
+        for name in blocks:
+            for m in getattr(out, name).modules():
+                if isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=g)
+                elif isinstance(m, nn.BatchNorm2d):
+                    m.reset_parameters()  # weight 1, bias 0, running statistics reset: no randomness
+                elif isinstance(m, nn.Linear):
+                    bound = 1 / math.sqrt(m.in_features)
+                    nn.init.uniform_(m.weight, -bound, bound, generator=g)
+                    if m.bias is not None:
+                        nn.init.uniform_(m.bias, -bound, bound, generator=g)
+    return out.to(device)
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Spearman rank correlation between paired maps, one value per image (NaN where a map is constant)."""
+    out = []
+    for x, y in zip(a, b):
+        x, y = np.ravel(x), np.ravel(y)
+        if np.ptp(x) == 0 or np.ptp(y) == 0:
+            out.append(float("nan"))
+        else:
+            out.append(float(spearmanr(x, y)[0]))
+    return np.array(out)
+
+
+class _Probabilities(nn.Module):
+    """The model's class probabilities as predict reports them (TTA included), for the perturbation metrics."""
+
+    def __init__(self, model: nn.Module, tta: bool):
+        super().__init__()
+        self.model, self.tta = model, tta
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(self.model(x).float(), dim=1)
+        if self.tta:
+            p = (p + torch.softmax(self.model(torch.flip(x, dims=[3])).float(), dim=1)) / 2
+        return p
+
+
+class _SeededImputer(NoisyLinearImputer):
+    """ROAD's noisy linear imputation (each removed pixel = the weighted mean of its 8 neighbours, solved as one
+    sparse system, plus noise), with the noise from a seeded generator instead of the global RNG, the system
+    built vectorised, and one solve for images whose channels are identical (a grey film fed to 3 channels)."""
+
+    def __init__(self, generator: torch.Generator, noise: float = 0.01):
+        super().__init__(noise)
+        self.generator = generator
+
+    def __call__(self, img: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        from scipy.sparse import coo_matrix
+        from scipy.sparse.linalg import spsolve
+
+        c, h, w = img.shape
+        missing = np.flatnonzero(mask.reshape(-1).numpy() < 0.5)
+        if len(missing) == 0:
+            return img
+        grey = all(torch.equal(img[0], img[k]) for k in range(1, c))
+        values = img[:1] if grey else img
+        flat = values.reshape(values.shape[0], -1).double().numpy()
+        var = np.full(h * w, -1)
+        var[missing] = np.arange(len(missing))
+        ys, xs = np.divmod(missing, w)
+        rows, cols, data = [], [], []
+        diag = np.zeros(len(missing))
+        rhs = np.zeros((len(missing), flat.shape[0]))
+        for (dy, dx), weight in self.weighting:
+            ny, nx = ys + dy, xs + dx
+            inside = np.flatnonzero((ny >= 0) & (ny < h) & (nx >= 0) & (nx < w))
+            diag[inside] += weight
+            nb = ny[inside] * w + nx[inside]
+            unknown = var[nb] >= 0
+            rows.append(inside[unknown]), cols.append(var[nb[unknown]]), data.append(np.full(unknown.sum(), weight))
+            np.subtract.at(rhs, inside[~unknown], weight * flat[:, nb[~unknown]].T)
+        k = np.arange(len(missing))
+        a = coo_matrix((np.concatenate([*data, -diag]), (np.concatenate([*rows, k]), np.concatenate([*cols, k]))),
+                       shape=(len(missing), len(missing))).tocsc()
+        sol = np.asarray(spsolve(a, rhs)).reshape(len(missing), -1).T  # channels x missing
+        filled = torch.tensor(sol, dtype=torch.float32)
+        filled = filled + self.noise * torch.randn(filled.shape, generator=self.generator)
+        out = img.reshape(c, -1).clone()
+        out[:, missing] = filled.expand(c, -1) if grey else filled
+        return out.reshape_as(img)
+
+
+def road(model: nn.Module, x: torch.Tensor, maps: np.ndarray, classes, *, tta: bool = False,
+         percentiles: tuple[int, ...] = (20, 40, 60, 80), seed: int = 0, batch_size: int = 64) -> dict[str, np.ndarray]:
+    """ROAD (Rong et al. 2022; pytorch_grad_cam.metrics.road's removal rules and noisy linear imputation) on the
+    probability of each map's class, as predict reports it (TTA included): the mean change in that probability
+    when the most-relevant (MoRF) or least-relevant (LeRF) p% of pixels are imputed, over `percentiles`.
+    combined = (LeRF - MoRF) / 2, ROADCombined's score: higher = the map ranks pixels by what the model uses.
+    The perturbed copies go through the model in batches (ROADCombined runs one forward per percentile)."""
+    imputer = _SeededImputer(torch.Generator().manual_seed(int(seed)))
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else x.device
+    wrapped = _Probabilities(model, tta).eval()
+    classes = torch.as_tensor(np.asarray(classes, int))
+    n = len(classes)
+
+    def prob(batch: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([wrapped(batch[i:i + batch_size].to(device)).cpu()
+                              for i in range(0, len(batch), batch_size)])
+
+    x = x.cpu()
+    base = prob(x)[torch.arange(n), classes]
+    perturbed = [rule(p, imputer)(x[i], torch.from_numpy(np.asarray(maps[i], np.float32)))
+                 for rule in (RemoveMostRelevantFirst, RemoveLeastRelevantFirst) for p in percentiles for i in range(n)]
+    after = prob(torch.stack(perturbed))[torch.arange(len(perturbed)), classes.repeat(2 * len(percentiles))]
+    change = (after - base.repeat(2 * len(percentiles))).reshape(2, len(percentiles), n).mean(1).numpy()
+    morf, lerf = change
+    return {"morf": morf, "lerf": lerf, "combined": (lerf - morf) / 2}
+
+
+def random_maps(n: int, map_size: tuple[int, int], image_size: int, seed: int = 0) -> np.ndarray:
+    """Seeded uniform random cells at the model map's native size, upsampled the same way (bilinear): the
+    chance baseline a faithfulness score must beat."""
+    rng = np.random.default_rng(seed)
+    h, w = map_size if map_size[0] else (image_size, image_size)
+    cells = rng.random((n, h, w)).astype(np.float32)
+    return np.stack([cv2.resize(c, (image_size, image_size), interpolation=cv2.INTER_LINEAR) for c in cells]) \
+        if n else np.zeros((0, image_size, image_size), np.float32)
+
+
+def sanity_checks(model: nn.Module, expl: Explanation, preprocessing, *, per_class: int = 4, seed: int = 0,
+                  cache=None, percentiles: tuple[int, ...] = (20, 40, 60, 80),
+                  blocks: tuple[str, ...] = ("layer4", "fc")) -> dict[str, Any]:
+    """On the first `per_class` films of each class in `expl`: (1) the model-parameter randomisation test, the
+    Spearman correlation of each map with the map of the same network with `blocks` re-initialised (near 1 =
+    the map does not depend on what was learned); (2) ROAD faithfulness of the model's maps and of seeded
+    random maps at the same resolution. Returns a JSON-ready dict; also stored in expl.sanity."""
+    cache = cache or DEFAULT_CACHE
+    idx = [i for label in range(len(CLASSES)) for i in [j for j, s in enumerate(expl.samples) if s.label == label]
+           [:per_class]]
+    if not idx:
+        return {}
+    chosen = [expl.samples[i] for i in idx]
+    _, x = _batch(chosen, preprocessing, cache)
+    classes = expl.classes[idx] if len(expl.classes) else np.ones(len(idx), int)
+    if len(expl.cams):
+        trained = expl.cams[idx]
+    else:
+        _, module = resolve_layer(model, expl.layer, preprocessing.image_size, preprocessing.in_channels)
+        with CAM(model, expl.method, module) as cam:
+            trained = cam.maps(x, classes, expl.tta)
+    random_model = randomise_top(model, blocks, seed)
+    with CAM(random_model, expl.method, getattr(random_model, expl.layer)[-1]) as cam:
+        randomised = cam.maps(x, classes, expl.tta)
+    corr = rank_correlation(trained, randomised)
+    rand = random_maps(len(idx), expl.map_size, preprocessing.image_size, seed)
+    faith_model = road(model, x, trained, classes, tta=expl.tta, percentiles=percentiles, seed=seed)
+    faith_rand = road(model, x, rand, classes, tta=expl.tta, percentiles=percentiles, seed=seed)
+    out = {
+        "n": len(idx), "films": f"first {per_class} per class of the explained films",
+        "randomisation_rank_corr": {
+            "mean": float(np.nanmean(corr)) if np.isfinite(corr).any() else float("nan"),
+            "per_image": [None if np.isnan(c) else float(c) for c in corr],
+            "reinitialised": list(blocks), "seed": seed,
+            "note": "Spearman correlation of the trained model's map with the map after re-initialising "
+                    f"{' and '.join(blocks)}; near 1 = the map ignores the learned weights"},
+        "faithfulness": {
+            "metric": f"ROAD combined (LeRF - MoRF) / 2 on P(map class), percentiles {list(percentiles)}",
+            "model": float(np.mean(faith_model["combined"])), "random": float(np.mean(faith_rand["combined"])),
+            "model_morf": float(np.mean(faith_model["morf"])), "random_morf": float(np.mean(faith_rand["morf"])),
+            "model_lerf": float(np.mean(faith_model["lerf"])), "random_lerf": float(np.mean(faith_rand["lerf"])),
+            "random_map": f"uniform random {expl.map_size[0]} x {expl.map_size[1]} cells, seed {seed}, upsampled",
+            "note": "higher = removing the pixels the map ranks high hurts more than removing those it ranks low"},
+    }
+    expl.sanity = out
+    return out
+
+
+def explain_predictor(predictor, samples: list[Sample], *, n_per_class: int | None = None,
+                      target: str = "PNEUMONIA", sanity_per_class: int = 4, seed: int = 0, cache=None,
+                      keep_maps: bool = True, layer: str = "auto", method: str = DEFAULT_METHOD) -> Explanation:
+    """explain() with everything taken from a checkpoint.Predictor (preprocessing, threshold, TTA), on the first
+    `n_per_class` films per class (all when None), plus sanity_checks on the first `sanity_per_class`."""
+    selection = f"all {len(samples)} films given"
+    if n_per_class is not None:
+        samples, selection = first_per_class(samples, n_per_class)
+    expl = explain(predictor.model, samples, predictor.preprocessing, predictor.threshold, method=method,
+                   target=target, tta=bool(predictor.config.tta), layer=layer, cache=cache, keep_maps=keep_maps,
+                   selection=selection)
+    if sanity_per_class and any(s.label in (0, 1) for s in samples):
+        sanity_checks(predictor.model, expl, predictor.preprocessing, per_class=sanity_per_class, seed=seed,
+                      cache=cache)
+    return expl
+
+
+# --- overlays at the film's own resolution ---------------------------------------------------
+MAX_OVERLAY_SIDE = 1024
+
+
+def overlay_on_film(path: str | Path, cam: np.ndarray, max_side: int = MAX_OVERLAY_SIDE) -> np.ndarray:
+    """The map upsampled onto the original film (greyscale as imaging.load_image reads it), at the film's own
+    size with the long side capped at `max_side`: H x W x 3 uint8. The model saw the film squashed to a square,
+    so stretching the square map back to the film's aspect puts each cell over the pixels it came from."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
+    from .imaging import load_image
+
+    im = load_image(path)
+    w, h = im.size
+    scale = min(1.0, max_side / max(w, h))
+    if scale < 1:
+        w, h = max(1, round(w * scale)), max(1, round(h * scale))
+        im = im.resize((w, h), Image.BILINEAR, reducing_gap=3.0)
+    grey = np.asarray(im, np.float32) / 255.0
+    heat = np.clip(cv2.resize(np.asarray(cam, np.float32), (w, h), interpolation=cv2.INTER_LINEAR), 0, 1)
+    return show_cam_on_image(np.repeat(grey[..., None], 3, axis=2), heat, use_rgb=True)
+
+
+def save_overlays(expl: Explanation, out_dir: str | Path, max_side: int = MAX_OVERLAY_SIDE) -> list[Path]:
+    """One PNG per image: the original film at its own resolution (long side <= max_side) with the map on top."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for s, img, c in zip(expl.samples, expl.images, expl.cams):
-        rgb = np.repeat(img[..., None] / 255.0, 3, axis=2).astype(np.float32)
-        over = show_cam_on_image(rgb, c, use_rgb=True)
+    for s, c in zip(expl.samples, expl.cams):
         p = out_dir / f"{Path(s.path).stem}_cam.png"
-        Image.fromarray(over).save(p)
+        Image.fromarray(overlay_on_film(s.path, c, max_side)).save(p)
         paths.append(p)
     return paths
+
+
+def _interval(v: dict[str, Any] | None) -> str:
+    if not v or v.get("mean") is None or v["mean"] != v["mean"]:
+        return "n/a"
+    lo, hi = v.get("ci95", [float("nan")] * 2)
+    return f"{v['mean']:.2f} (95% CI {lo:.2f}-{hi:.2f}, n = {v.get('n', '?')})"
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    """A Grad-CAM report (Explanation.report()) as the lines the CLI and the notebooks print."""
+    h, w = rep["map_size"]
+    tta = ", flip-averaged as the prediction" if rep.get("tta") else ""
+    lines = [f"{rep['method']} at {rep['layer']}, native map {h} x {w} cells, target: {target_label(rep['target'])}"
+             + f"{tta}; {rep.get('selection', '')}"]
+    for cls in CLASSES:
+        if cls in rep["lung_lift"]:
+            lines.append(f"{cls:<9} lung lift {_interval(rep['lung_lift'][cls])}; "
+                         f"heart/diaphragm lift {_interval(rep['heart_lift'].get(cls))}")
+    lines.append(f"lift = energy share inside the region / its area share (1.0 = no preference); interval from "
+                 f"resampling patients. Lung masks ({', '.join(rep.get('mask_methods', []))}): "
+                 f"{rep['masks_passed']} passed, {rep['masks_failed']} failed the check (left out of the lung lift)")
+    if rep.get("empty_maps"):
+        lines.append(f"{rep['empty_maps']} of {rep['n']} maps are empty (no positive evidence for the target at "
+                     f"{rep['layer']}) and have no lift; method 'hirescam' or 'layercam' weights each cell by its own "
+                     f"gradient instead of the layer's mean gradient")
+    rc = rep.get("randomisation_rank_corr")
+    if rc:
+        lines.append(f"randomisation test: rank correlation with the maps after re-initialising "
+                     f"{' and '.join(rc['reinitialised'])} = {rc['mean']:.2f} (near 1 would mean the maps ignore "
+                     f"the learned weights)")
+    fa = rep.get("faithfulness")
+    if fa:
+        lines.append(f"faithfulness (ROAD, higher = the map ranks what the model uses): model map {fa['model']:+.3f}, "
+                     f"random map {fa['random']:+.3f}")
+    return "\n".join(lines)

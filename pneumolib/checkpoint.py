@@ -1,9 +1,7 @@
 """One checkpoint file: weights + config + classes + preprocessing + threshold, and a predictor rebuilt from it."""
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ from torch import nn
 
 from .config import CLASSES, ExperimentConfig
 from .imaging import load_resized
+from .io import atomic_write
 from .models import build_model, p_pneumonia
 from .transforms import Preprocessing
 
@@ -25,21 +24,6 @@ class CheckpointError(ValueError):
 
 class ChannelMismatch(ValueError):
     """Input whose channel count differs from what the checkpoint was trained on (the log's entry 4)."""
-
-
-def atomic_write(path: str | Path, write) -> Path:
-    """Write through a temp file in the same folder and rename, so a kill never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def preprocessing_for(config: ExperimentConfig) -> Preprocessing:

@@ -1,8 +1,9 @@
-"""Command line: python -m pneumolib {experiments,run,train,evaluate,predict,stress,compare,bench} ..."""
+"""Command line: python -m pneumolib {experiments,run,train,evaluate,predict,explain,stress,compare,bench,card} ..."""
 from __future__ import annotations
 
 import argparse
-import json
+import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -25,6 +26,13 @@ def _user_errors():
 def cmd_experiments(args) -> int:
     for cfg in C.REGISTRY.values():
         print(f"{cfg.entry}  {cfg.name:<36} {cfg.date}  {C.format_diff(C.diff(C.previous(cfg), cfg))}")
+    if args.ablations:
+        print("\nablation chain (notebook 10, 'ablate'): each step adds one lever to the one before")
+        prev = C.BASELINE
+        for cfg in C.ABLATIONS.values():
+            base = C.ABLATIONS.get("abl_robust_aug", prev) if cfg.name == "abl_per_image" else prev
+            print(f"    {cfg.name:<36} {C.format_diff(C.diff(base, cfg))}")
+            prev = cfg if cfg.name != "abl_per_image" else prev
     return 0
 
 
@@ -39,13 +47,23 @@ def cmd_run(args) -> int:
     root, is_fixture = resolve_data_dir(args.data_dir)
     out = Path(args.out)
     results = []
+    from dataclasses import replace
+
+    from .card import write_model_card
+    from .runs import run_dir_name
     for cfg in _configs(args.experiments):
-        # the series must run end to end, so missing ImageNet weights mean a loudly labelled random init
-        r = run_experiment(cfg, root if not is_fixture else None, out / f"{cfg.entry}_{cfg.name}",
-                           profile=args.profile, device=args.device, on_missing_weights="random_init",
-                           cam_per_class=args.cam_per_class, strict=args.strict)
-        results.append(r.metrics)
-        print()
+        for seed in args.seeds or [None]:
+            # with --seeds, one run folder per seed (RUNS/NN_name/seedS: the notebooks' layout)
+            folder = out / run_dir_name(cfg.entry, cfg.name)
+            if seed is not None:
+                cfg, folder = replace(cfg, seed=seed), folder / f"seed{seed}"
+            # the series must run end to end, so missing ImageNet weights mean a loudly labelled random init
+            r = run_experiment(cfg, root if not is_fixture else None, folder,
+                               profile=args.profile, device=args.device, on_missing_weights="random_init",
+                               cam_per_class=args.cam_per_class, strict=args.strict, command=_command_line())
+            write_model_card(folder)
+            results.append(r.metrics)
+            print()
     print(f"Results on the test split of {'the bundled fixture' if is_fixture else root} (run folders in {out}):")
     print(format_table(comparison_rows(results)))
     return 0
@@ -56,21 +74,33 @@ def cmd_train(args) -> int:
     from .experiment import run_experiment
     overrides = {k: getattr(args, k) for k in ("epochs", "image_size", "seed", "batch_size")
                  if getattr(args, k) is not None}
+    if args.init_from:
+        overrides["init_from"] = str(Path(args.init_from).resolve())
     r = run_experiment(C.get_config(args.experiment), args.data_dir, args.out, profile=args.profile,
-                       overrides=overrides, device=args.device,
+                       overrides=overrides, device=args.device, command=_command_line(),
                        on_missing_weights="random_init" if args.allow_random_init else "fail",
                        reuse=not args.retrain, cam_per_class=args.cam_per_class, strict=args.strict,
                        resume=args.resume, holdout=args.holdout)
     if "test" in r.metrics:
         print(format_metrics(r.metrics["test"]))
-    print(f"wrote {Path(args.out) / 'checkpoint.pt'}, metrics.json, scores_test.csv")
+    from .card import write_model_card
+    write_model_card(args.out)  # the card reads what the run folder now holds
+    print(f"wrote {Path(args.out) / 'checkpoint.pt'}, metrics.json, scores_test.csv, MODEL_CARD.md")
     return 0
 
 
 def cmd_evaluate(args) -> int:
+    from datetime import datetime, timezone
+
+    from .card import cohort_name, record_evaluation
     from .checkpoint import Predictor
     from .data import discover_split, prescan
-    from .evaluate import compute_metrics, format_metrics, predict_samples, save_json
+    from .evaluate import compute_metrics, format_metrics, predict_samples
+    from .io import save_json
+    if args.save_adapted and not args.adapt:
+        raise UsageError("--save-adapted needs --adapt bn|prior|both")
+    if not 0.0 <= args.adapt_alpha <= 1.0:
+        raise UsageError(f"--adapt-alpha must be between 0 and 1, got {args.adapt_alpha}")
     pred = Predictor.load(args.checkpoint)
     data = discover_split(args.data_dir, args.split)  # an external cohort needs no train/ folder
     for note in data.notes:
@@ -79,15 +109,51 @@ def cmd_evaluate(args) -> int:
     for e in data.bad_files:
         print(f"skipping unreadable file: {e}", file=sys.stderr)
     threshold = pred.threshold if args.threshold is None else args.threshold
-    scores = predict_samples(pred.model, data[args.split], pred.preprocessing, tta=pred.config.tta)
+    samples = data[args.split]
+    scores = predict_samples(pred.model, samples, pred.preprocessing, tta=pred.config.tta)
     m = compute_metrics(scores, threshold, seed=0)
     print(f"{args.checkpoint}: {pred.config.name} on {args.data_dir}/{args.split}")
     print(format_metrics(m))
+    cohort = cohort_name(args.data_dir, args.split, args.adapt)
+    adapted = None
+    if args.adapt:
+        from .adapt import ADAPTED_LABEL, adapt
+        a = adapt(pred, samples, args.adapt, threshold=threshold, alpha=args.adapt_alpha, cohort=cohort)
+        am = compute_metrics(a.scores, a.threshold, seed=0)
+        adapted = dict(am, adaptation=a.record())
+        print(f"\n{ADAPTED_LABEL.upper()} (--adapt {args.adapt})")
+        if a.bn:
+            print(f"BatchNorm statistics re-estimated in {', '.join(a.bn['layers'])} on {a.bn['n_images']} images "
+                  f"(alpha {a.bn['alpha']:.2f})")
+        if a.prior:
+            pr = a.prior
+            print(f"estimated PNEUMONIA share {pr['estimated_prior']:.3f} (training prior {pr['train_prior']:.3f}: "
+                  f"{pr['train_prior_source']}); threshold {pr['base_threshold']:.3f} -> {pr['threshold']:.3f}")
+            if pr.get("warning"):
+                print(f"warning: {pr['warning']}")
+        print(format_metrics(am))
+        if args.save_adapted:
+            print(f"wrote {a.save(args.save_adapted)} (the adaptation is recorded in its extra['adaptation'])")
+    record = dict(m, checkpoint=str(Path(args.checkpoint).resolve()), split=args.split,
+                  experiment=pred.config.name, cohort=cohort, data_dir=str(Path(args.data_dir).expanduser().resolve()),
+                  checkpoint_threshold=pred.threshold, threshold_override=args.threshold,
+                  date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                  command=_command_line(), argv=list(sys.argv), adapted=adapted)
     if args.json:
-        m = dict(m, checkpoint=str(args.checkpoint), split=args.split, experiment=pred.config.name)
-        save_json(m, args.json)
+        save_json(record, args.json)
     if args.scores:
         scores.to_csv(args.scores, threshold)
+    try:  # every evaluation is kept beside the checkpoint, for its model card
+        print(f"recorded in {record_evaluation(args.checkpoint, record)}")
+    except OSError as e:
+        print(f"note: could not record the evaluation beside the checkpoint ({e})", file=sys.stderr)
+    return 0
+
+
+def cmd_card(args) -> int:
+    from .card import write_model_card
+    for d in args.run_dirs:
+        print(f"wrote {write_model_card(d)}")
     return 0
 
 
@@ -97,12 +163,58 @@ def cmd_predict(args) -> int:
     for path, (label, p) in zip(args.images, pred.predict_files(args.images)):
         print(f"{path}\t{label}\tp_pneumonia={p:.4f}\tthreshold={pred.threshold:.3f}")
     if args.cam_dir:
-        from .cam import explain, save_overlays
+        from .cam import explain, save_overlays, target_label
         from .data import Sample, patient_id
         samples = [Sample(Path(p), -1, patient_id(p), "predict") for p in args.images]
-        expl = explain(pred.model, samples, pred.preprocessing, pred.threshold)
+        # the same P (TTA included) and threshold as the lines above; overlays on the film at its own size
+        expl = explain(pred.model, samples, pred.preprocessing, pred.threshold, target=args.cam_target,
+                       tta=bool(pred.config.tta))
+        print(f"Grad-CAM at {expl.layer} (native map {expl.map_size[0]} x {expl.map_size[1]} cells), target: "
+              f"{target_label(args.cam_target)}; overlays at the film's own size, long side at most 1024 px")
         for p in save_overlays(expl, args.cam_dir):
             print(f"wrote {p}")
+    return 0
+
+
+def cmd_explain(args) -> int:
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display needed
+    import matplotlib.pyplot as plt
+
+    from . import plots
+    from .cam import DEFAULT_METHOD, explain_predictor, format_report
+    from .checkpoint import Predictor
+    from .data import discover_split, prescan
+    from .io import save_json
+    if args.n < 1:
+        raise UsageError(f"--n must be at least 1, got {args.n}")
+    args.method = args.method or DEFAULT_METHOD
+    pred = Predictor.load(args.checkpoint)
+    data = discover_split(args.data_dir, args.split)
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
+    data = prescan(data, pred.preprocessing.image_size)
+    for e in data.bad_files:
+        print(f"skipping unreadable file: {e}", file=sys.stderr)
+    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "gradcam"
+    out.mkdir(parents=True, exist_ok=True)
+    expl = explain_predictor(pred, data[args.split], n_per_class=args.n, target=args.target,
+                             sanity_per_class=args.sanity_n, seed=args.seed, method=args.method, layer=args.layer)
+    rep = dict(expl.report(), checkpoint=str(Path(args.checkpoint).resolve()), experiment=pred.config.name,
+               data_dir=str(Path(args.data_dir).expanduser().resolve()), split=args.split, command=_command_line())
+    stem = f"{args.method.replace('+', 'p')}_{args.split}_{args.target.lower()}"
+    figures = {out / f"{stem}_grid.png": plots.plot_cam_grid(expl, n_per_class=min(args.grid_n, args.n),
+                                                             title=f"{pred.config.name} on {args.split}"),
+               out / f"{stem}_lung_masks.png": plots.plot_mask_gallery(expl)}
+    for path, fig in figures.items():
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+    json_path = Path(args.json) if args.json else out / f"{stem}.json"
+    save_json(rep, json_path)
+    print(f"{args.checkpoint}: {pred.config.name} on {args.data_dir}/{args.split}")
+    print(format_report(rep))
+    for path in [*figures, json_path]:
+        print(f"wrote {path}")
     return 0
 
 
@@ -114,15 +226,32 @@ def cmd_compare(args) -> int:
 
 def cmd_bench(args) -> int:
     from .bench import bench, format_bench
-    from .evaluate import save_json
+    from .io import save_json
     from .experiment import resolve_data_dir
     root, _ = resolve_data_dir(args.data_dir)
     steps = args.steps or (200 if args.device == "cuda" else 20)
-    r = bench(root, device=args.device, image_size=args.image_size, batch_size=args.batch_size, steps=steps,
-              workers=args.workers)
+    r = bench(root, experiment=args.experiment, device=args.device, image_size=args.image_size,
+              batch_size=args.batch_size, steps=steps, workers=args.workers)
     print(format_bench(r))
     if args.json:
         save_json(r, args.json)
+    return 0
+
+
+def cmd_ablate(args) -> int:
+    from .config import RECOMMENDED
+    from .experiment import resolve_data_dir
+    from .protocol import ablation_configs, ablation_table, protocol_agreement, score_steps
+    root, is_fixture = resolve_data_dir(args.data_dir)
+    holdouts = ("folders", "early_ids") if args.holdout == "both" else (args.holdout,)
+    configs = [C.get_config(n) for n in args.steps] if args.steps else ablation_configs()
+    configs += [RECOMMENDED] if args.with_recommended else []
+    rows = score_steps(None if is_fixture else root, args.runs, profile=args.profile, device=args.device,
+                       configs=configs, holdouts=holdouts)
+    print(ablation_table(rows))
+    if "early_ids" in holdouts and "folders" in holdouts:
+        print()
+        print(protocol_agreement(rows))
     return 0
 
 
@@ -141,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("experiments", help="list the registered experiments and what each changes")
+    s.add_argument("--ablations", action="store_true", help="also list notebook 10's ablation steps")
     s.set_defaults(func=cmd_experiments)
 
     def common(s, data_required=False):
@@ -158,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("run", help="train and evaluate experiments, then print a comparison table (the main job)")
     s.add_argument("experiments", nargs="*", default=["all"], help="names or entry numbers, or 'all' (default)")
     s.add_argument("--out", default="runs", help="folder for the run folders (default: runs)")
+    s.add_argument("--seeds", nargs="+", type=int, metavar="S",
+                   help="train each experiment once per seed, into OUT/NN_name/seedS (the notebooks' layout)")
     common(s)
     s.set_defaults(func=cmd_run)
 
@@ -174,6 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--holdout", default="folders", choices=["folders", "early_ids"],
                    help="test split: the data folder's test/ (default), or early_ids: the earliest-numbered patients of "
                         "each file-name family, a proxy for a new acquisition batch (notebook 10)")
+    s.add_argument("--init-from", metavar="CHECKPOINT",
+                   help="fine-tune: start from this pneumolib checkpoint's weights (same model and input channels), "
+                        "recorded in the run's config")
     s.add_argument("--allow-random-init", action="store_true",
                    help="when ImageNet weights are missing, train from random init (recorded as such) instead of failing")
     common(s)
@@ -187,22 +322,60 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--threshold", type=float, help="override the checkpoint's decision threshold")
     s.add_argument("--json", help="write the metrics as JSON here")
     s.add_argument("--scores", help="write per-image scores as CSV here")
+    s.add_argument("--adapt", choices=["bn", "prior", "both"],
+                   help="label-free adaptation to the cohort, reported beside the plain numbers: bn = re-estimate the "
+                        "early BatchNorm statistics on its images (AdaBN); prior = estimate its class mix by EM and move "
+                        "the threshold; both = bn then prior")
+    s.add_argument("--adapt-alpha", type=float, default=1.0,
+                   help="bn: weight of the cohort's statistics against the training ones (default 1.0)")
+    s.add_argument("--save-adapted", metavar="PATH", help="save the adapted model as a new checkpoint here")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("card", help="write RUN_DIR/MODEL_CARD.md from what the run folder holds")
+    s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    s.set_defaults(func=cmd_card)
 
     s = sub.add_parser("predict", help="label and P(PNEUMONIA) for image files")
     s.add_argument("checkpoint")
     s.add_argument("images", nargs="+")
-    s.add_argument("--cam-dir", help="write a Grad-CAM overlay PNG per image here")
+    s.add_argument("--cam-dir", help="write a Grad-CAM overlay PNG per image here, on the film at its own size "
+                                      "(long side capped at 1024 px)")
+    s.add_argument("--cam-target", default="predicted", choices=["predicted", "PNEUMONIA", "NORMAL"],
+                   help="the class the overlay explains (default: the predicted class)")
     s.set_defaults(func=cmd_predict)
+
+    s = sub.add_parser("explain", help="Grad-CAM for a checkpoint on a split: grid, lung masks with their check, "
+                                       "lung/heart lift with intervals, randomisation test, ROAD faithfulness")
+    s.add_argument("checkpoint")
+    s.add_argument("--data-dir", required=True,
+                   help="DIR with DIR/<split>/{NORMAL,PNEUMONIA}, or a folder holding NORMAL/ and PNEUMONIA/ directly")
+    s.add_argument("--split", default="test", choices=["train", "val", "test"])
+    s.add_argument("--n", type=int, default=50, help="films per class: the first N in file-path order (default 50)")
+    s.add_argument("--target", default="PNEUMONIA", choices=["PNEUMONIA", "NORMAL", "predicted"],
+                   help="the class each map explains (default PNEUMONIA: the same question for every model)")
+    s.add_argument("--grid-n", type=int, default=4, help="films per class in the grid figure (default 4)")
+    s.add_argument("--method", default=None, choices=["gradcam", "hirescam", "layercam", "gradcam++", "eigencam"],
+                   help="CAM method (default: cam.DEFAULT_METHOD, gradcam)")
+    s.add_argument("--layer", default="auto", choices=["auto", "layer1", "layer2", "layer3", "layer4"],
+                   help="ResNet stage whose last block is read (default auto: the deepest with at least 8 x 8 cells)")
+    s.add_argument("--sanity-n", type=int, default=8,
+                   help="films per class for the randomisation test and ROAD faithfulness (default 8; 0 = skip)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the re-initialised layers, random maps, ROAD noise")
+    s.add_argument("--json", help="write the report here (default: OUT/gradcam_<split>_<target>.json)")
+    s.add_argument("--out", help="folder for the figures (default: gradcam/ beside the checkpoint)")
+    s.set_defaults(func=cmd_explain)
 
     s = sub.add_parser("bench", help="training images/s: plain ImageFolder pipeline vs pneumolib's vs pure compute")
     s.add_argument("--data-dir", help="Kaggle-layout folder (default: $PNEUMOLIB_DATA_DIR, else the bundled fixture)")
+    s.add_argument("--experiment", default="baseline",
+                   help="whose training transforms and preprocessing the pipeline applies (default: baseline)")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     s.add_argument("--image-size", type=int, default=128)
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--steps", type=int, help="timed training steps per pipeline (default: 20 on CPU, 200 on GPU)")
     s.add_argument("--workers", type=int, default=0, help="DataLoader workers for the plain pipeline")
-    s.add_argument("--json", help="write plain_img_s, pipeline_img_s, compute_img_s, device, image_size here")
+    s.add_argument("--json", help="write plain_img_s, pipeline_img_s, compute_img_s, device, image_size, "
+                                  "experiment here")
     s.set_defaults(func=cmd_bench)
 
     s = sub.add_parser("stress", help="simulated scanner shifts: a finished run's metrics on shifted copies of its "
@@ -213,14 +386,43 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--recompute", action="store_true", help="ignore a saved stress.json")
     s.set_defaults(func=cmd_stress)
 
+    s = sub.add_parser("ablate", help="train (or reuse) notebook 10's ablation steps one lever at a time, stress-test "
+                                      "them, and print the table scored by each validation protocol")
+    s.add_argument("--data-dir", help="Kaggle-layout folder (default: $PNEUMOLIB_DATA_DIR, else the bundled fixture)")
+    s.add_argument("--runs", default="runs", help="folder of run folders (default: runs; steps go to RUNS/ablation/, "
+                                                  "RUNS/early_ids/, the baseline to RUNS/01_baseline)")
+    s.add_argument("--holdout", default="both", choices=["folders", "early_ids", "both"],
+                   help="score on the folders' test split, the early-ID holdout, or both (default)")
+    s.add_argument("--steps", nargs="+", metavar="NAME", help="only these steps (default: the whole chain, "
+                                                              "'python -m pneumolib experiments --ablations' lists it)")
+    s.add_argument("--with-recommended", action="store_true", help="also train the recommended recipe (entry 10)")
+    s.add_argument("--profile", choices=list(C.PROFILES), default=None)
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    s.set_defaults(func=cmd_ablate)
+
     s = sub.add_parser("compare", help="print the comparison table for finished run folders")
     s.add_argument("run_dirs", nargs="+")
     s.set_defaults(func=cmd_compare)
     return p
 
 
+def _command_line() -> str:
+    """The command that asked for this run, as a user would type it (recorded in metrics.json and the model card)."""
+    return "python -m pneumolib " + shlex.join(sys.argv[1:])
+
+
+def configure_logging(verbose: bool = False) -> None:
+    """The library logs through `logging`; the CLI shows its INFO lines as plain text on stderr."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger("pneumolib")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    configure_logging()
     try:
         return args.func(args)
     except _user_errors() as e:

@@ -4,10 +4,49 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 CLASSES = ("NORMAL", "PNEUMONIA")  # fixed indices: NORMAL=0, PNEUMONIA=1
+
+# --- the names each string field may take ---------------------------------------------------
+# The implementations live in higher layers as dict registries keyed by these names (train.LOSSES, train.OPTIMIZERS,
+# ..., transforms.TRANSFORMS); tests check that each registry's keys equal the names here, so a config is checked
+# when it is built (by replace(...) too), not when training reaches the field.
+MODELS = ("resnet18", "resnet34", "resnet50")
+LOSSES = ("ce", "focal")
+CLASS_WEIGHTINGS = ("none", "balanced")
+SAMPLERS = ("shuffle", "balanced")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULERS = ("none", "cosine")
+NORMALIZATIONS = ("none", "imagenet", "per_image", "equalize")
+TRANSFORM_NAMES = ("none", "log_baseline", "log_strong_normal", "central_focus", "robust")
+THRESHOLD_RULES = ("fixed:T", "youden", "sensitivity:S")
+PROFILE_NAMES = ("fixture", "cpu", "gpu", "full")
+
+
+def _choice(field_name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"config field {field_name}={value!r} is not one of: {', '.join(map(str, allowed))}")
+
+
+def parse_threshold_rule(rule: str) -> tuple[str, float | None]:
+    """'fixed:0.8' -> ('fixed', 0.8); 'youden' -> ('youden', None); 'sensitivity:0.95' -> ('sensitivity', 0.95).
+    Raises ValueError naming the rule and the forms allowed."""
+    kind, sep, arg = str(rule).partition(":")
+    bad = ValueError(f"config field threshold={rule!r} is not one of: {', '.join(THRESHOLD_RULES)} "
+                     "(T in [0, 1], S in (0, 1])")
+    if kind == "youden" and not sep:
+        return kind, None
+    if kind in ("fixed", "sensitivity") and sep:
+        try:
+            x = float(arg)
+        except ValueError:
+            raise bad from None
+        if (kind == "fixed" and 0 <= x <= 1) or (kind == "sensitivity" and 0 < x <= 1):
+            return kind, x
+    raise bad
+
 
 # Fields that only change how a trained model is evaluated; they do not change its weights.
 EVAL_ONLY_FIELDS = ("name", "entry", "date", "title", "log_said", "threshold", "eval_subset_per_class")
@@ -26,9 +65,10 @@ class ExperimentConfig:
     model: str = "resnet18"
     in_channels: int = 1
     pretrained: bool = False
+    init_from: str | None = None  # a pneumolib checkpoint to fine-tune from (train --init-from)
     # preprocessing (travels with the weights)
     image_size: int = 224
-    normalize: str = "none"  # "none" (the log's bare ToTensor) | "imagenet" | "per_image"
+    normalize: str = "none"  # "none" (the log's bare ToTensor) | "imagenet" | "per_image" | "equalize"
     # training-time transforms per class, as "+"-joined names from pneumolib.transforms
     train_transforms: tuple[tuple[str, str], ...] = (
         ("NORMAL", "log_baseline"),
@@ -54,6 +94,45 @@ class ExperimentConfig:
     tta: bool = False  # average probabilities over the image and its horizontal flip
     eval_subset_per_class: int | None = None  # entry 8's 5 + 5 image report
     profile: str = "full"
+
+    def __post_init__(self) -> None:
+        """Refuse a bad value at construction (and so at every replace(...)), naming the field and what is allowed."""
+        _choice("model", self.model, MODELS)
+        _choice("in_channels", self.in_channels, (1, 3))
+        _choice("normalize", self.normalize, NORMALIZATIONS)
+        _choice("loss", self.loss, LOSSES)
+        _choice("class_weighting", self.class_weighting, CLASS_WEIGHTINGS)
+        _choice("sampler", self.sampler, SAMPLERS)
+        _choice("optimizer", self.optimizer, OPTIMIZERS)
+        _choice("scheduler", self.scheduler, SCHEDULERS)
+        _choice("profile", self.profile, PROFILE_NAMES)
+        parse_threshold_rule(self.threshold)
+        classes = [c for c, _ in self.train_transforms]
+        if sorted(classes) != sorted(CLASSES) or len(classes) != len(CLASSES):
+            raise ValueError(f"config field train_transforms={self.train_transforms!r} must name each of "
+                             f"{', '.join(CLASSES)} exactly once")
+        for cls, spec in self.train_transforms:
+            parts = [p.strip() for p in str(spec).split("+")]
+            for part in parts:
+                if part not in TRANSFORM_NAMES:
+                    raise ValueError(f"config field train_transforms: {cls} transform {spec!r} has {part!r}, "
+                                     f"which is not one of: {', '.join(TRANSFORM_NAMES)}")
+        positive = {"image_size": self.image_size, "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
+        for name, v in positive.items():
+            if not v > 0:
+                raise ValueError(f"config field {name}={v!r} must be > 0")
+        if self.image_size < 32:
+            raise ValueError(f"config field image_size={self.image_size} must be at least 32 (ResNet downsamples 32x)")
+        if not 0 <= self.label_smoothing < 1:
+            raise ValueError(f"config field label_smoothing={self.label_smoothing!r} must be in [0, 1)")
+        if self.weight_decay < 0 or self.focal_gamma < 0:
+            raise ValueError("config fields weight_decay and focal_gamma must be >= 0")
+        if self.focal_alpha is not None and not 0 <= self.focal_alpha <= 1:
+            raise ValueError(f"config field focal_alpha={self.focal_alpha!r} must be None or in [0, 1]")
+        for name in ("max_train_images", "eval_subset_per_class"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, int) and v > 0):
+                raise ValueError(f"config field {name}={v!r} must be None or a positive integer")
 
     # --- helpers -------------------------------------------------------------
     def transform_for(self, class_name: str) -> str:
@@ -268,7 +347,7 @@ def previous(config: ExperimentConfig) -> ExperimentConfig | None:
 
 
 # --- run profiles: how big a run this machine can afford ----------------------------
-PROFILES: dict[str, dict[str, Any]] = {
+PROFILES: dict[str, dict[str, Any]] = {  # keys: PROFILE_NAMES
     # the bundled 64 px fixture: seconds on a laptop CPU
     "fixture": dict(image_size=64, epochs=10, batch_size=16),
     # real data on a 2-core CPU: 128 px, a fresh class-stratified 2,000-image subsample each epoch
@@ -287,6 +366,7 @@ EXPERIMENT_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
 
 
 def apply_profile(config: ExperimentConfig, profile: str) -> ExperimentConfig:
+    """The config resized to a run profile (and the experiment's own changes for that profile)."""
     if profile not in PROFILES:
         raise KeyError(f"unknown profile {profile!r}; known: {', '.join(PROFILES)}")
     extra = EXPERIMENT_PROFILES.get(config.name, {}).get(profile, {})

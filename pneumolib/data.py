@@ -11,10 +11,10 @@ from typing import Callable, Iterable
 
 import numpy as np
 import torch
-from sklearn.model_selection import StratifiedGroupKFold
 
-from .checkpoint import atomic_write
+from .io import atomic_write
 from .config import CLASSES
+from .fixture import fixture_dir
 from .imaging import IMAGE_SUFFIXES, ImageError, load_resized
 from .transforms import ByClass
 
@@ -60,7 +60,8 @@ def _is_hidden(p: Path, root: Path) -> bool:
 
 
 def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Image files under folder (recursively, any case of .jpeg/.jpg/.png); and the other files ignored."""
+    """Image files under folder (recursively, by suffix in any case: .jpeg/.jpg/.png/.dcm/.dicom); and the other
+    files ignored (suffix-less DICOMs too: only a file named explicitly is read as DICOM by content)."""
     images, ignored = [], []
     for p in sorted(folder.rglob("*")):
         if not p.is_file() or _is_hidden(p, folder) or p.name.lower() in IGNORED_NAMES:
@@ -78,6 +79,13 @@ class XRayData:
     notes: list[str] = field(default_factory=list)
     bad_files: list[ImageError] = field(default_factory=list)
     hygiene: "Hygiene | None" = None
+
+    def log_findings(self, logger) -> None:
+        """Log what the pre-scan found (the hygiene table, each unreadable file skipped)."""
+        if self.hygiene and self.hygiene.n_problems:
+            logger.warning("pre-scan of %s:\n%s", self.root, self.hygiene.table())
+        for e in self.bad_files:
+            logger.warning("skipping unreadable file: %s", e)
 
     def counts(self) -> dict[str, dict[str, int]]:
         return {s: {c: sum(x.label == i for x in samples) for i, c in enumerate(CLASSES)}
@@ -113,18 +121,38 @@ def _scan_split(root: Path, split: str) -> tuple[list[Sample], int]:
 
 
 def grouped_split(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Split off about `fraction` of the samples by patient, keeping the class mix (StratifiedGroupKFold)."""
-    n_splits = max(2, round(1 / fraction))
-    y = np.array([s.label for s in samples])
-    groups = np.array([s.patient for s in samples])
-    splitter = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    keep_idx, held_idx = next(splitter.split(np.zeros(len(y)), y, groups))
-    return [samples[i] for i in keep_idx], [samples[i] for i in held_idx]
+    """Split off about `fraction` of each class's patients (all their films together), seeded.
+
+    Patients are the unit, so no patient is on both sides; each class keeps at least one patient on each side.
+    A patient whose films carry both labels counts with its majority label. Needs at least two patients per
+    class (DataError otherwise, naming what is missing)."""
+    by_patient: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_patient.setdefault(s.patient, []).append(s)
+    classes: dict[int, list[str]] = {i: [] for i in range(len(CLASSES))}
+    for patient, films in sorted(by_patient.items()):
+        labels = [f.label for f in films]
+        classes[max(set(labels), key=lambda k: (labels.count(k), -k))].append(patient)
+    short = [f"{CLASSES[i]} has {len(ps)}" for i, ps in classes.items() if len(ps) < 2]
+    if short:
+        raise DataError(f"too few patients to build a validation split ({', '.join(short)} patient(s) across "
+                        f"train and val; need at least 2 per class): add images, or provide a val/ folder with "
+                        f"at least {VAL_MIN_PER_CLASS} images per class")
+    rng = np.random.default_rng(seed)
+    held: set[str] = set()
+    for i, patients in classes.items():
+        k = min(len(patients) - 1, max(1, round(len(patients) * fraction)))
+        held.update(patients[j] for j in rng.permutation(len(patients))[:k])
+    return [s for s in samples if s.patient not in held], [s for s in samples if s.patient in held]
 
 
-def discover(root: str | Path, *, val_min_per_class: int = 10, val_fraction: float = 0.1,
+VAL_MIN_PER_CLASS = 10  # a val/ folder with fewer images of a class than this is pooled with train and re-split
+
+
+def discover(root: str | Path, *, val_min_per_class: int = VAL_MIN_PER_CLASS, val_fraction: float = 0.1,
              seed: int = 0) -> XRayData:
-    """Read ROOT/{train,val,test}/{NORMAL,PNEUMONIA}; build a patient-grouped val split when val/ is tiny."""
+    """Read ROOT/{train,val,test}/{NORMAL,PNEUMONIA}; when val/ is missing or tiny, pool it with train and build a
+    patient-grouped, class-stratified val split from the pool (so one patient can never sit on both sides)."""
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found")
@@ -140,20 +168,34 @@ def discover(root: str | Path, *, val_min_per_class: int = 10, val_fraction: flo
     val_counts = [sum(s.label == i for s in splits.get("val", [])) for i in range(len(CLASSES))]
     if min(val_counts) < val_min_per_class:
         why = "missing" if "val" not in splits else f"tiny ({sum(val_counts)} images)"
-        old_val = splits.pop("val", [])
-        train, val = grouped_split(splits["train"], val_fraction, seed)
-        # the few original val images go back into training rather than being wasted
-        splits["train"] = train + [Sample(s.path, s.label, s.patient, "train") for s in old_val]
+        pool = splits["train"] + splits.pop("val", [])
+        train, val = grouped_split(pool, val_fraction, seed)
+        splits["train"] = [Sample(s.path, s.label, s.patient, "train") for s in train]
         splits["val"] = [Sample(s.path, s.label, s.patient, "val") for s in val]
-        notes.append(f"val/ {why}: built a patient-grouped, class-stratified val split "
-                     f"({len(val)} images) from train, seed {seed}")
+        notes.append(f"val/ {why}: pooled it with train/ and built a patient-grouped, class-stratified val split "
+                     f"({len(val)} images, {len({s.patient for s in val})} patients), seed {seed}")
     if "test" not in splits:
         notes.append("no test/ split: evaluation on 'test' is unavailable")
     splits = {s: splits[s] for s in SPLITS if s in splits}
-    overlap = patient_overlap(splits)
+    overlap = shared_patients(splits)
     if overlap:
-        notes.append(f"{len(overlap)} patient(s) appear in more than one split, e.g. {sorted(overlap)[0]}")
+        first = sorted(overlap)[0]
+        notes.append(f"{len(overlap)} patient id(s) appear in more than one of the folders, e.g. {first} in "
+                     f"{' and '.join(overlap[first])} (the Kaggle download's person numbering restarts per folder; "
+                     "--strict refuses)")
     return XRayData(root, splits, notes)
+
+
+DATA_ENV = "PNEUMOLIB_DATA_DIR"
+
+
+def resolve_data_dir(data_dir: str | Path | None = None) -> tuple[Path, bool]:
+    """(folder, is_fixture): the given folder, else $PNEUMOLIB_DATA_DIR, else the bundled fixture."""
+    chosen = data_dir or os.environ.get(DATA_ENV) or None
+    if chosen in (None, "", "fixture"):
+        return fixture_dir(), True
+    path = Path(chosen).expanduser().resolve()
+    return path, path == fixture_dir().resolve()
 
 
 def discover_split(root: str | Path, split: str = "test") -> XRayData:
@@ -327,6 +369,11 @@ class DecodedCache:
     def __len__(self) -> int:
         return len(self._store)
 
+    def __bool__(self) -> bool:
+        # an empty cache is still a cache: without this, `cache or DEFAULT_CACHE` (used throughout) silently
+        # swapped a caller's fresh cache for the shared default one
+        return True
+
 
 DEFAULT_CACHE = DecodedCache(default_cache_dir())
 
@@ -410,22 +457,26 @@ def prescan(data: XRayData, image_size: int, strict: bool = False, cache: Decode
 
 
 class XRayDataset(torch.utils.data.Dataset):
-    """Samples -> (model input, label, index); augmentation by class, then the shared preprocessing."""
+    """Samples -> (model input, label, index); augmentation by class, then the shared preprocessing.
 
-    def __init__(self, samples: list[Sample], preprocessing, transform: Callable | None = None,
-                 cache: DecodedCache | None = None):
+    With image_size and no preprocessing, items are the decoded uint8 1xHxW images themselves: training augments
+    and preprocesses whole batches on the training device (augment.BatchAugment), so the loader only serves bytes."""
+
+    def __init__(self, samples: list[Sample], preprocessing=None, transform: Callable | None = None,
+                 cache: DecodedCache | None = None, image_size: int | None = None):
         self.samples, self.pre, self.transform = list(samples), preprocessing, transform
         self.cache = cache or DEFAULT_CACHE
+        self.image_size = image_size or preprocessing.image_size
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, i: int):
         s = self.samples[i]
-        x = torch.from_numpy(self.cache.get(s.path, self.pre.image_size)).unsqueeze(0)
+        x = torch.from_numpy(self.cache.get(s.path, self.image_size)).unsqueeze(0)
         if self.transform is not None:
             x = self.transform(x, s.label) if isinstance(self.transform, ByClass) else self.transform(x)
-        return self.pre(x), s.label, i
+        return (self.pre(x) if self.pre is not None else x), s.label, i
 
 
 def subsample(samples: list[Sample], n: int | None, seed: int) -> list[Sample]:

@@ -61,7 +61,11 @@ def compare_inference(predictor: Predictor, samples: list[Sample],
     ref = next((r["_probs"] for r in rows if "_probs" in r), None)
     for r in rows:
         if "_probs" in r:
-            r["max |p - p_checkpoint|"] = float(np.abs(r.pop("_probs") - ref).max())
+            probs = r.pop("_probs")
+            r["max |p - p_checkpoint|"] = float(np.abs(probs - ref).max())
+            # paired: the same films through both paths (what a verdict on the mismatch needs)
+            r["share of predictions changed"] = float(((probs >= predictor.threshold)
+                                                       != (ref >= predictor.threshold)).mean())
     return rows
 
 

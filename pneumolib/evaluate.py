@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ import numpy as np
 import torch
 from sklearn.metrics import classification_report, confusion_matrix, roc_auc_score, roc_curve
 
-from .checkpoint import atomic_write
+from .io import atomic_write
 from .config import CLASSES
 from .data import DEFAULT_CACHE, DecodedCache, Sample, XRayDataset
 from .models import p_pneumonia
@@ -77,7 +76,8 @@ def choose_threshold(rule: str, labels: np.ndarray, probs: np.ndarray) -> float:
     raise ValueError(f"unknown threshold rule {rule!r} (fixed:T | youden | sensitivity:S)")
 
 
-def _point_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+def point_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
+    """Accuracy, both recalls, both precisions, balanced accuracy and AUC at one threshold (no intervals)."""
     pred = (p >= threshold).astype(int)
     tp = int(((pred == 1) & (y == 1)).sum()); tn = int(((pred == 0) & (y == 0)).sum())
     fp = int(((pred == 1) & (y == 0)).sum()); fn = int(((pred == 0) & (y == 1)).sum())
@@ -94,14 +94,25 @@ def _point_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, 
     return m
 
 
+_point_metrics = point_metrics  # the old private name, for code not yet moved to the public one
+
+
 def bootstrap_ci(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95) -> dict[str, list[float]]:
-    """Percentile intervals from resampling images with replacement."""
+                 level: float = 0.95, groups=None) -> dict[str, list[float]]:
+    """Percentile intervals from resampling with replacement: images, or with `groups` (one id per image, e.g. the
+    patient) whole groups, since the films of one patient are not independent evidence."""
     rng = np.random.default_rng(seed)
     draws: dict[str, list[float]] = {}
+    members = None
+    if groups is not None:
+        _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+        members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)] if len(inverse) else []
     for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        for k, v in _point_metrics(y[idx], p[idx], threshold).items():
+        if members:
+            idx = np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+        else:
+            idx = rng.integers(0, len(y), len(y))
+        for k, v in point_metrics(y[idx], p[idx], threshold).items():
             draws.setdefault(k, []).append(v)
     lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
     out = {}
@@ -128,11 +139,52 @@ def wilson_ci(y: np.ndarray, p: np.ndarray, threshold: float, level: float = 0.9
     return out
 
 
+ECE_BINS = 15
+
+
+def _bin_index(probs: np.ndarray, n_bins: int) -> np.ndarray:
+    # equal-width bins [k/n, (k+1)/n), the last one closed at 1.0
+    return np.clip(np.floor(np.asarray(probs, dtype=float) * n_bins).astype(int), 0, n_bins - 1)
+
+
+def reliability_curve(labels, probs, n_bins: int = ECE_BINS) -> dict[str, Any]:
+    """Per equal-width bin of P(PNEUMONIA): its edges, image count, mean predicted P(PNEUMONIA) and observed
+    PNEUMONIA share (None for an empty bin). JSON-ready; the data behind a reliability diagram."""
+    y, p = np.asarray(labels, dtype=float), np.asarray(probs, dtype=float)
+    idx = _bin_index(p, n_bins)
+    count = np.bincount(idx, minlength=n_bins)
+    sum_p = np.bincount(idx, weights=p, minlength=n_bins)
+    sum_y = np.bincount(idx, weights=y, minlength=n_bins)
+    return {
+        "n_bins": int(n_bins),
+        "edges": [float(e) for e in np.linspace(0.0, 1.0, n_bins + 1)],
+        "count": [int(c) for c in count],
+        "mean_p": [float(s / c) if c else None for s, c in zip(sum_p, count)],
+        "frac_pos": [float(s / c) if c else None for s, c in zip(sum_y, count)],
+    }
+
+
+def expected_calibration_error(labels, probs, n_bins: int = ECE_BINS) -> float:
+    """ECE of P(PNEUMONIA) as the confidence of the positive class: over `n_bins` equal-width bins of
+    P(PNEUMONIA), sum_b (n_b / n) * |PNEUMONIA share in b - mean P(PNEUMONIA) in b|.
+
+    This is the binary (positive-class) calibration error; it is not the top-label ECE of Guo et al. 2017,
+    which bins max(p, 1 - p) and can hide a miscalibration that is symmetric about 0.5. NaN for no images."""
+    r = reliability_curve(labels, probs, n_bins)
+    n = sum(r["count"])
+    if not n:
+        return float("nan")
+    return float(sum(c / n * abs(fy - fp) for c, fy, fp in zip(r["count"], r["frac_pos"], r["mean_p"]) if c))
+
+
 def compute_metrics(scores: Scores, threshold: float, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
     """Everything a report needs, JSON-ready."""
     y, p = scores.labels, scores.probs
     pred = (p >= threshold).astype(int)
-    m: dict[str, Any] = _point_metrics(y, p, threshold)
+    # intervals resample patients when every image carries one (films of one patient are not independent)
+    patients = [s.patient for s in scores.samples]
+    by_patient = bool(patients) and all(patients)
+    m: dict[str, Any] = point_metrics(y, p, threshold)
     m.update(
         threshold=float(threshold),
         n=int(len(y)),
@@ -140,10 +192,19 @@ def compute_metrics(scores: Scores, threshold: float, n_boot: int = 1000, seed: 
         confusion_matrix=confusion_matrix(y, pred, labels=[0, 1]).tolist(),
         report=classification_report(y, pred, labels=[0, 1], target_names=list(CLASSES), digits=2,
                                      zero_division=0),
-        ci95=bootstrap_ci(y, p, threshold, n_boot, seed) if n_boot else {},
+        ci95=bootstrap_ci(y, p, threshold, n_boot, seed, groups=patients if by_patient else None) if n_boot else {},
+        ci95_unit="patient" if by_patient else "image",
+        n_patients=len(set(patients)),
+        # the shape of the score distribution, for claims about confidence (the log's entries 2, 5 and 7)
+        p_shares={"p>=0.99": float((p >= 0.99).mean()) if len(p) else float("nan"),
+                  "extreme (p<0.05 or p>0.95)": float(((p < 0.05) | (p > 0.95)).mean()) if len(p) else float("nan"),
+                  "0.4<=p<=0.7": float(((p >= 0.4) & (p <= 0.7)).mean()) if len(p) else float("nan"),
+                  "predicted PNEUMONIA": float(pred.mean()) if len(p) else float("nan")},
         ci95_wilson=wilson_ci(y, p, threshold),
         mean_p_pneumonia={c: float(p[y == i].mean()) if (y == i).any() else float("nan")
                           for i, c in enumerate(CLASSES)},
+        ece=expected_calibration_error(y, p),
+        reliability=reliability_curve(y, p),
     )
     return m
 
@@ -162,15 +223,11 @@ def format_metrics(m: dict[str, Any]) -> str:
         if wil and m["n"] < SMALL_N:  # the percentile bootstrap collapses on small, all-right samples
             extra += f"  (Wilson {wil[0]:.3f}-{wil[1]:.3f})"
         lines.append(f"{label:<32} {m[k]:.3f}{extra}")
+    if "ece" in m:  # metrics saved before calibration was reported have none
+        n_bins = m.get("reliability", {}).get("n_bins", ECE_BINS)
+        lines.append(f"{'calibration error (ECE)':<32} {m['ece']:.3f}  ({n_bins} equal-width bins of P(PNEUMONIA))")
     lines.append(f"{'threshold':<32} {m['threshold']:.3f}   n = {m['n']}")
     return "\n".join(lines)
-
-
-def save_json(obj: Any, path: str | Path) -> Path:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(obj, f, indent=2, default=str)
-    return atomic_write(path, write)
 
 
 def balanced_subset(samples: list[Sample], per_class: int, seed: int = 0) -> list[int]:

@@ -1,36 +1,25 @@
 """One experiment end to end: data, fit, evaluate, explain, and every artefact written to its run folder."""
 from __future__ import annotations
 
-import json
-import os
+import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-import numpy as np
-import torch
 
-from .cam import Explanation, explain
+from .cam import Explanation, explain_predictor
 from .checkpoint import Predictor, preprocessing_for
 from .config import ExperimentConfig, apply_profile
-from .data import XRayData, apply_holdout, discover
-from .evaluate import Scores, balanced_subset, compute_metrics, predict_samples, save_json
-from .fixture import fixture_dir
+from .data import DATA_ENV, XRayData, apply_holdout, discover, prescan, resolve_data_dir  # noqa: F401 (re-exported)
+from .evaluate import Scores, balanced_subset, compute_metrics, predict_samples
+from .io import save_json
 from .models import WeightsUnavailable, resolve_weights
-from .train import FitResult, fit, get_device
+from .runs import RunDir, load_metrics  # noqa: F401 (load_metrics re-exported for notebooks)
+from .runtime import get_device
+from .train import FitResult, fit
 
-DATA_ENV = "PNEUMOLIB_DATA_DIR"
-
-
-def resolve_data_dir(data_dir: str | Path | None = None) -> tuple[Path, bool]:
-    """(folder, is_fixture): the given folder, else $PNEUMOLIB_DATA_DIR, else the bundled fixture."""
-    chosen = data_dir or os.environ.get(DATA_ENV) or None
-    if chosen in (None, "", "fixture"):
-        return fixture_dir(), True
-    path = Path(chosen).expanduser().resolve()
-    return path, path == fixture_dir().resolve()
-
+logger = logging.getLogger(__name__)
 
 def default_profile(is_fixture: bool, device: str = "auto") -> str:
     if is_fixture:
@@ -44,8 +33,7 @@ def describe_profile(config: ExperimentConfig, device: str = "auto") -> str:
             f"device {get_device(device)}")
 
 
-def check_pretrained(config: ExperimentConfig, on_missing: str = "fail",
-                     log: Callable[[str], Any] = print) -> tuple[ExperimentConfig, str]:
+def check_pretrained(config: ExperimentConfig, on_missing: str = "fail") -> tuple[ExperimentConfig, str]:
     """Returns (config to train, what was used). on_missing='random_init' trains from random init and says so
     loudly, recording pretrained=False in the saved config; 'fail' raises WeightsUnavailable."""
     if not config.pretrained:
@@ -56,8 +44,8 @@ def check_pretrained(config: ExperimentConfig, on_missing: str = "fail",
     except WeightsUnavailable as e:
         if on_missing != "random_init":
             raise
-        log(f"NOT PRETRAINED: {e}. This run trains {config.name} from RANDOM INIT instead, and its saved "
-            "config says pretrained=False.")
+        logger.warning("NOT PRETRAINED: %s. This run trains %s from RANDOM INIT instead, and its saved config says "
+                       "pretrained=False.", e, config.name)
         return replace(config, pretrained=False), "random init (ImageNet weights unavailable)"
 
 
@@ -82,35 +70,40 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
                    *, profile: str | None = None, overrides: dict[str, Any] | None = None, device: str = "auto",
                    on_missing_weights: str = "fail", reuse: bool = True, cam_per_class: int = 4,
                    focus_per_class: int = 50,
-                   strict: bool = False, resume: bool = False, log: Callable[[str], Any] | None = print,
-                   data: XRayData | None = None, holdout: str = "folders") -> RunResult:
+                   strict: bool = False, resume: bool = False, data: XRayData | None = None,
+                   holdout: str = "folders", command: str | None = None) -> RunResult:
     """Train (or reuse a finished run with the same training key), evaluate on test, Grad-CAM test images
     (lung-focus over focus_per_class per class; the notebooks plot the first few),
     and write checkpoint.pt, metrics.json, config.json and per-image scores into out_dir.
-    holdout='early_ids' replaces the folders' test split by the earliest-numbered patients (early_id_holdout)."""
-    log = log or (lambda s: None)
+    holdout='early_ids' replaces the folders' test split by the earliest-numbered patients (early_id_holdout).
+    The data folder is pre-scanned once here; training, evaluation and Grad-CAM all use its cleaned sample lists
+    (an unreadable test image is skipped and listed in metrics['skipped_files'], never an abort after training).
+    `command` (the CLI line that asked for this run) is recorded in metrics.json and the model card."""
     root, is_fixture = resolve_data_dir(data_dir)
     profile = profile or default_profile(is_fixture, device)
     config = apply_profile(config, profile)
     if overrides:  # explicit settings (e.g. --epochs) win over the profile's
         config = replace(config, **overrides)
-    config, weights_used = check_pretrained(config, on_missing_weights, log)
+    config, weights_used = check_pretrained(config, on_missing_weights)
     data = data or discover(root, seed=config.seed)
     data = apply_holdout(data, holdout)
-    log(f"{config.entry} {config.name} on {'the bundled fixture' if is_fixture else root}; "
-        f"{describe_profile(config, device)}; weights: {weights_used}")
+    if data.hygiene is None:
+        data = prescan(data, config.image_size, strict=strict)
+        data.log_findings(logger)
+    logger.info("%s %s on %s; %s; weights: %s", config.entry, config.name,
+                "the bundled fixture" if is_fixture else root.name, describe_profile(config, device), weights_used)
     run_dir = Path(out_dir) if out_dir else None
     dev = get_device(device)
     t0 = time.perf_counter()
     fitted, predictor = None, None
-    ckpt = run_dir / "checkpoint.pt" if run_dir else None
+    ckpt = RunDir(run_dir).checkpoint if run_dir else None
     if reuse and ckpt and ckpt.is_file():
         old = Predictor.load(ckpt, device=dev)
         if old.config.training_key() == config.training_key() and old.extra.get("holdout", "folders") == holdout:
             predictor = old
-            log(f"reusing {ckpt} (same training config); delete it to retrain")
+            logger.info("reusing %s (same training config); delete it to retrain", ckpt)
     if predictor is None:
-        fitted = fit(config, data, run_dir, device=device, log=log, strict=strict, resume=resume,
+        fitted = fit(config, data, run_dir, device=device, strict=strict, resume=resume,
                      extra={"weights": weights_used, "holdout": holdout})
         predictor = Predictor(fitted.model, config, fitted.threshold, device=dev)
     else:
@@ -123,7 +116,9 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
                                "data_dir": "fixture" if is_fixture else str(root), "weights": weights_used,
                                "holdout": holdout,
                                "device": str(dev), "threshold": predictor.threshold, "config": config.to_dict(),
-                               "notes": list(data.notes)}
+                               "notes": list(data.notes), "command": command,
+                               "data_counts": data.counts(),
+                               "skipped_files": [str(e) for e in data.bad_files]}
     if fitted:
         metrics.update(best_epoch=fitted.best_epoch, history=fitted.history, train_seconds=fitted.seconds,
                        train_images_per_s=fitted.train_images_per_s)
@@ -141,23 +136,36 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
             metrics["test_subset"]["paths"] = [str(test.samples[i].path) for i in idx]
     expl = None
     if cam_per_class and test is not None:
-        # the grid shows cam_per_class images per class; the lung-focus statistic uses focus_per_class
-        idx = balanced_subset(test.samples, max(cam_per_class, focus_per_class), seed=config.seed)
-        expl = explain(predictor.model, [test.samples[i] for i in idx], pre, predictor.threshold)
-        metrics["lung_focus"] = expl.summary()
+        # the grid shows the first cam_per_class films per class; lift over the first focus_per_class per class;
+        # the PNEUMONIA logit as target for every run (so runs compare), the TTA the predictor uses;
+        # randomisation and ROAD checks on the grid's films
+        expl = explain_predictor(predictor, test.samples, n_per_class=max(cam_per_class, focus_per_class),
+                                 target="PNEUMONIA", sanity_per_class=cam_per_class, seed=config.seed)
+        metrics["lung_focus"] = expl.summary()  # per class: lung/heart lift with intervals, masks passed/failed
+        metrics["gradcam"] = expl.report(per_image=False)
     metrics["seconds"] = time.perf_counter() - t0
     if run_dir:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_json(config.to_dict(), run_dir / "config.json")
-        save_json(metrics, run_dir / "metrics.json")
+        run = RunDir(run_dir)
+        save_json(config.to_dict(), run.config)
+        save_json(metrics, run.metrics)
         if test is not None:
-            test.to_csv(run_dir / "scores_test.csv", predictor.threshold)
+            test.to_csv(run.scores_test, predictor.threshold)
         if fitted:
-            fitted.val_scores.to_csv(run_dir / "scores_val.csv", predictor.threshold)
+            fitted.val_scores.to_csv(run.scores_val, predictor.threshold)
     return RunResult(config, fitted, predictor, data, test, metrics, expl, run_dir, list(data.notes))
 
 
 # --- comparison across runs ---------------------------------------------------------------
+def lung_lift_of(per_class: dict[str, Any]) -> float:
+    """Grad-CAM lung lift from one class's metrics['lung_focus'] entry (older run folders kept only the raw share
+    and the mask area: their ratio is the same lift, without the mask check)."""
+    if "lung_lift" in per_class:
+        return per_class["lung_lift"]
+    focus, area = per_class.get("lung_focus", float("nan")), per_class.get("lung_area", float("nan"))
+    return focus / area if area == area and area > 0 else float("nan")
+
+
 def comparison_rows(metrics_list: list[dict[str, Any]], split: str = "test") -> list[dict[str, Any]]:
     rows = []
     for m in metrics_list:
@@ -168,8 +176,8 @@ def comparison_rows(metrics_list: list[dict[str, Any]], split: str = "test") -> 
             "accuracy": t.get("accuracy", float("nan")), "sensitivity": t.get("sensitivity", float("nan")),
             "specificity": t.get("specificity", float("nan")), "auc": t.get("auc", float("nan")),
             "threshold": m.get("threshold", float("nan")), "ci95": t.get("ci95", {}),
-            "focus_normal": lf.get("NORMAL", {}).get("lung_focus", float("nan")),
-            "focus_pneumonia": lf.get("PNEUMONIA", {}).get("lung_focus", float("nan")),
+            "lift_normal": lung_lift_of(lf.get("NORMAL", {})),
+            "lift_pneumonia": lung_lift_of(lf.get("PNEUMONIA", {})),
             "minutes": (m.get("train_seconds") or float("nan")) / 60, "n": t.get("n", 0),
             "holdout": m.get("holdout", "folders"), "stress": m.get("stress"),
         })
@@ -182,33 +190,23 @@ def _ci(r: dict[str, Any], k: str) -> str:
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """One line per run: test metrics with bootstrap 95% intervals, threshold, lung focus, time; and the stress
+    """One line per run: test metrics with bootstrap 95% intervals, threshold, Grad-CAM lung lift, time; and the stress
     test's means when the run folder has a stress.json."""
     stressed = any(r.get("stress") for r in rows)
     head = (f"{'#':<3}{'experiment':<32}{'accuracy':>19}{'PNEUMONIA recall':>19}{'NORMAL recall':>19}{'AUC':>19}"
-            f"{'thr':>6}{'focusN':>7}{'focusP':>7}{'min':>6}" + (f"{'str.acc@ext':>12}{'str.NORMAL':>11}" if stressed else ""))
+            f"{'thr':>6}{'liftN':>7}{'liftP':>7}{'min':>6}" + (f"{'str.acc@ext':>12}{'str.NORMAL':>11}" if stressed else ""))
     lines = [head, "-" * len(head)]
     for r in rows:
         name = r["name"] + (" [early-ID]" if r.get("holdout") == "early_ids" else "")
         line = (f"{r['entry']:<3}{name[:31]:<32}{_ci(r, 'accuracy'):>19}{_ci(r, 'sensitivity'):>19}"
-                f"{_ci(r, 'specificity'):>19}{_ci(r, 'auc'):>19}{r['threshold']:>6.2f}{r['focus_normal']:>7.2f}"
-                f"{r['focus_pneumonia']:>7.2f}{r['minutes']:>6.1f}")
+                f"{_ci(r, 'specificity'):>19}{_ci(r, 'auc'):>19}{r['threshold']:>6.2f}{r['lift_normal']:>7.2f}"
+                f"{r['lift_pneumonia']:>7.2f}{r['minutes']:>6.1f}")
         if stressed:
             st = r.get("stress") or {}
             line += f"{st.get('stress_accuracy_ext', float('nan')):>12.3f}{st.get('stress_specificity', float('nan')):>11.3f}"
         lines.append(line)
-    lines.append("test split (early-ID: the early-ID holdout's), (bootstrap 95% CI); focus = share of Grad-CAM energy inside the lung fields; min = training "
+    lines.append("test split (early-ID: the early-ID holdout's), (bootstrap 95% CI); lift = Grad-CAM (PNEUMONIA logit) energy share inside the lung fields / their area share, 1 = no preference "
+                 "(NORMAL / PNEUMONIA films); min = training "
                  "minutes" + ("; str. = mean over the stress test's shifted copies, accuracy re-weighted to 37.5% NORMAL"
                               if stressed else ""))
     return "\n".join(lines)
-
-
-def load_metrics(run_dir: str | Path) -> dict[str, Any]:
-    p = Path(run_dir) / "metrics.json"
-    if not p.is_file():
-        raise FileNotFoundError(f"{p}: no metrics.json (is {run_dir} a finished run folder?)")
-    m = json.loads(p.read_text())
-    stress = Path(run_dir) / "stress.json"
-    if stress.is_file():  # written by 'python -m pneumolib stress RUN_DIR'
-        m["stress"] = json.loads(stress.read_text()).get("summary")
-    return m

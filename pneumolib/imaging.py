@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png")
+DICOM_SUFFIXES = (".dcm", ".dicom")
+# Folders take files by suffix (any case); a file named explicitly is also read as DICOM by content (is_dicom).
+IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png") + DICOM_SUFFIXES
 # Real radiographs are at most ~4k x 4k; anything far larger is a decompression bomb or a mistake.
 MAX_PIXELS = 50_000_000
 
@@ -20,16 +22,22 @@ class ImageError(ValueError):
         super().__init__(f"{path}: {problem}")
 
 
+def stretch_to_uint8(a: np.ndarray) -> np.ndarray:
+    """The used range min..max onto 0..255 (a constant image becomes 0); the rule for 16-bit PNGs and DICOMs
+    without a window alike, so that the same pixels give the same image whatever the file format."""
+    a = np.asarray(a, dtype=np.float64)
+    lo, hi = float(a.min()), float(a.max())
+    a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
+    return (a + 0.5).astype(np.uint8)
+
+
 def to_greyscale(im: Image.Image) -> Image.Image:
     """Canonical 8-bit greyscale ('L') from any PIL mode."""
     if im.mode == "L":
         return im
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # 16-bit (e.g. DICOM exports) and float images: stretch the used range onto 0..255
-        a = np.asarray(im, dtype=np.float64)
-        lo, hi = float(a.min()), float(a.max())
-        a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
-        return Image.fromarray((a + 0.5).astype(np.uint8), mode="L")
+        return Image.fromarray(stretch_to_uint8(np.asarray(im, dtype=np.float64)))
     if im.mode in ("RGBA", "LA", "PA", "P") or "transparency" in im.info:
         # transparent pixels become black, the background of a radiograph
         rgba = im.convert("RGBA")
@@ -41,12 +49,15 @@ def to_greyscale(im: Image.Image) -> Image.Image:
 
 
 def load_image(path: str | Path) -> Image.Image:
-    """Decode one file to an 8-bit greyscale PIL image, or raise ImageError naming the file."""
+    """Decode one file to an 8-bit greyscale PIL image, or raise ImageError naming the file.
+    DICOM (by suffix or by content, whatever the suffix) goes through load_dicom; everything else through PIL."""
     path = Path(path)
     if not path.is_file():
         raise ImageError(path, "no such file")
     if path.stat().st_size == 0:
         raise ImageError(path, "empty file (0 bytes)")
+    if path.suffix.lower() in DICOM_SUFFIXES or is_dicom(path):
+        return Image.fromarray(load_dicom(path))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -65,6 +76,231 @@ def load_image(path: str | Path) -> Image.Image:
         raise ImageError(path, f"decompression-bomb guard: {e}") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(path, f"unreadable or truncated image ({e})") from None
+
+
+def is_dicom(path: str | Path) -> bool:
+    """True when the file is DICOM by content: the 128-byte preamble followed by b"DICM" (PS3.10 7.1)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:132] == b"DICM"
+
+
+# Which packages decode which compressed transfer syntaxes, for when pydicom cannot say (pydicom < 3).
+_DECODER_HINTS = (
+    ("1.2.840.10008.1.2.4.9", "pylibjpeg and pylibjpeg-openjpeg"),  # JPEG 2000 (.90-.93)
+    ("1.2.840.10008.1.2.4.20", "pylibjpeg and pylibjpeg-openjpeg"),  # HTJ2K (.201-.203)
+    ("1.2.840.10008.1.2.4.8", "pyjpegls, or pylibjpeg and pylibjpeg-libjpeg"),  # JPEG-LS (.80, .81)
+    ("1.2.840.10008.1.2.4.", "pylibjpeg and pylibjpeg-libjpeg"),  # JPEG baseline, extended, lossless
+    ("1.2.840.10008.1.2.5", "pylibjpeg and pylibjpeg-rle"),  # RLE
+)
+
+
+def _decoder_hint(tsuid) -> str:
+    """'install X (or Y)' naming the packages that would decode this transfer syntax."""
+    missing: list[str] = []
+    try:
+        from pydicom.pixels import get_decoder  # pydicom >= 3
+        missing = list(get_decoder(tsuid).missing_dependencies)
+    except Exception:  # noqa: BLE001 - older pydicom, or a syntax pydicom has no decoder class for
+        pass
+    if missing:
+        # pydicom's wording: 'gdcm - requires gdcm>=3.0.10', 'pylibjpeg - requires pylibjpeg>=2.0 and ...'
+        reqs = [m.split(" - requires ", 1)[-1].replace("numpy and ", "") for m in missing]
+        reqs = ["python-" + r if r.startswith("gdcm") else r for r in reqs]  # gdcm's pip name
+        reqs.sort(key=lambda r: not r.startswith("pylibjpeg"))  # pip-installable everywhere: first
+        return "install " + reqs[0] + (f" (or {', or '.join(reqs[1:])})" if len(reqs) > 1 else "")
+    for prefix, hint in _DECODER_HINTS:
+        if str(tsuid).startswith(prefix):
+            return f"install {hint} (or python-gdcm)"
+    return "install pylibjpeg (with its plugins) or python-gdcm"
+
+
+def _pixel_functions():
+    try:  # pydicom >= 3
+        from pydicom.pixels import apply_modality_lut, apply_voi, apply_windowing
+    except ImportError:  # pydicom 2.x
+        from pydicom.pixel_data_handlers.util import apply_modality_lut, apply_voi, apply_windowing
+    return apply_modality_lut, apply_voi, apply_windowing
+
+
+def _stored_values(arr: np.ndarray, ds) -> np.ndarray:
+    """Keep only the BitsStored low bits (bits above may hold overlays), sign-extended when signed;
+    pydicom 3 does this already, older versions do not, and doing it twice changes nothing."""
+    bits = int(ds.get("BitsStored", 0) or 0)
+    if not np.issubdtype(arr.dtype, np.integer) or not 0 < bits < arr.dtype.itemsize * 8:
+        return arr
+    a = arr.astype(np.int64) & ((1 << bits) - 1)
+    if int(ds.get("PixelRepresentation", 0)) == 1:
+        a = np.where(a >= 1 << (bits - 1), a - (1 << bits), a)
+    return a
+
+
+def _has_voi_lut(ds) -> bool:
+    seq = ds.get("VOILUTSequence")
+    return bool(seq) and None not in (seq[0].get("LUTDescriptor"), seq[0].get("LUTData"))
+
+
+def _has_window(ds) -> bool:
+    return ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None
+
+
+def _first(value) -> float:
+    """WindowCenter/WindowWidth may hold several alternative views; the first is the default one."""
+    try:
+        return float(value[0])
+    except TypeError:
+        return float(value)
+
+
+def _is_identity_modality(ds) -> bool:
+    if ds.get("ModalityLUTSequence"):
+        return False
+    return float(ds.get("RescaleSlope", 1) or 1) == 1.0 and float(ds.get("RescaleIntercept", 0) or 0) == 0.0
+
+
+def dicom_to_uint8(ds, path: str | Path = "<dataset>") -> np.ndarray:
+    """A decoded single-frame greyscale pydicom Dataset -> the canonical uint8 HxW image.
+
+    Order (PS3.4 N.2): stored values (BitsStored), Modality LUT or rescale slope/intercept, VOI LUT or window
+    (the first one when several), MONOCHROME1 (or an INVERSE presentation LUT) inverted, then 8 bits: a VOI
+    maps onto 0..255; without one, 8-bit unsigned stored values with an identity modality LUT are kept as
+    they are (as for an 8-bit PNG), anything else has its used range stretched as for a 16-bit PNG."""
+    apply_modality_lut, apply_voi, apply_windowing = _pixel_functions()
+    try:
+        arr = _stored_values(ds.pixel_array, ds)
+    except ImageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pydicom raises many types for bad pixel data
+        raise ImageError(path, f"unreadable DICOM pixel data ({_one_line(e)})") from None
+    if arr.ndim != 2:
+        raise ImageError(path, f"DICOM pixel array has shape {arr.shape}; only single-frame greyscale is supported")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pydicom warns about float input to a VOI LUT; integral values are rounded
+        try:
+            values = apply_modality_lut(arr, ds)
+            if _has_voi_lut(ds):
+                if np.issubdtype(np.asarray(values).dtype, np.floating):
+                    values = np.rint(values).astype(np.int64)
+                depth = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+                # the LUT's output range is 0..2^depth-1 (PS3.3 C.11.2.1.1)
+                grey = np.asarray(apply_voi(values, ds), dtype=np.float64) / float(2 ** depth - 1) * 255.0
+            elif _has_window(ds):
+                # window onto 0..255 directly: a stand-in dataset whose output range is 8-bit unsigned
+                from pydicom.dataset import Dataset
+                w = Dataset()
+                w.PhotometricInterpretation, w.BitsStored, w.PixelRepresentation = "MONOCHROME2", 8, 0
+                w.WindowCenter, w.WindowWidth = _first(ds.WindowCenter), _first(ds.WindowWidth)
+                if ds.get("VOILUTFunction"):
+                    w.VOILUTFunction = ds.VOILUTFunction
+                grey = np.asarray(apply_windowing(np.asarray(values, dtype=np.float64), w), dtype=np.float64)
+            else:
+                grey = None
+        except ImageError:
+            raise
+        except Exception as e:  # noqa: BLE001 - e.g. a window width < 1, a malformed LUT
+            raise ImageError(path, f"cannot apply the DICOM modality/VOI LUT ({_one_line(e)})") from None
+    invert = (photometric == "MONOCHROME1") != (str(ds.get("PresentationLUTShape", "")).upper() == "INVERSE")
+    # invert before rounding, so that a MONOCHROME1 file gives exactly the image of its MONOCHROME2 twin
+    if grey is not None:
+        grey = np.clip(grey, 0.0, 255.0)
+        return ((255.0 - grey if invert else grey) + 0.5).astype(np.uint8)
+    if (int(ds.get("BitsStored", 8) or 8) <= 8 and int(ds.get("PixelRepresentation", 0)) == 0
+            and _is_identity_modality(ds)):
+        out = np.asarray(values).astype(np.uint8)
+        return 255 - out if invert else out
+    values = np.asarray(values, dtype=np.float64)
+    return stretch_to_uint8(-values if invert else values)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())[:300] or type(e).__name__
+
+
+def _set_native_syntax(ds) -> None:
+    from pydicom import uid
+    from pydicom.dataset import FileMetaDataset
+    try:
+        implicit, little = ds.original_encoding  # pydicom >= 3
+    except AttributeError:
+        implicit, little = ds.is_implicit_VR, ds.is_little_endian
+    if getattr(ds, "file_meta", None) is None:
+        ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = (uid.ImplicitVRLittleEndian if implicit else
+                                      uid.ExplicitVRLittleEndian if little else uid.ExplicitVRBigEndian)
+
+
+def load_dicom(path: str | Path) -> np.ndarray:
+    """Read one DICOM file to the canonical uint8 HxW image, or raise ImageError naming the file and the problem.
+
+    Refused: no pixel data, multi-frame, colour, compressed pixel data no installed decoder handles
+    (the message names the package that would), and anything pydicom cannot parse."""
+    path = Path(path)
+    try:
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+    except ImportError:
+        raise ImageError(path, "reading DICOM needs pydicom (pip install pydicom)") from None
+    has_preamble = is_dicom(path)
+    try:
+        # force=True: a .dcm without the 128-byte preamble (raw data set) is still worth a try;
+        # defer_size: the pixel data is read only after the checks below
+        ds = pydicom.dcmread(path, force=not has_preamble, defer_size="256 KB")
+    except InvalidDicomError as e:
+        raise ImageError(path, f"not a valid DICOM file ({_one_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - pydicom raises many types on damaged files
+        raise ImageError(path, f"not a valid or a truncated DICOM file ({_one_line(e)})") from None
+    if "PixelData" not in ds:
+        if not has_preamble and "Rows" not in ds and "SOPClassUID" not in ds:
+            raise ImageError(path, "not a valid DICOM file (no DICM preamble, no image attributes)")
+        other = [k for k in ("FloatPixelData", "DoubleFloatPixelData") if k in ds]
+        if other:
+            raise ImageError(path, f"DICOM has {other[0]} instead of integer PixelData; not supported")
+        sop = ds.get("SOPClassUID")
+        kind = f"; SOP class {getattr(sop, 'name', sop)}" if sop else ""
+        raise ImageError(path, f"DICOM has no pixel data (not an image{kind})")
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    if frames > 1:
+        raise ImageError(path, f"multi-frame DICOM ({frames} frames); only single-frame images are supported")
+    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if photometric not in ("MONOCHROME1", "MONOCHROME2") or samples != 1:
+        raise ImageError(path, f"colour DICOM (PhotometricInterpretation {photometric or 'missing'}, "
+                               f"{samples} sample(s) per pixel); only greyscale MONOCHROME1/MONOCHROME2 "
+                               "is supported")
+    rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
+    if rows * cols > MAX_PIXELS:
+        raise ImageError(path, f"image is {cols}x{rows} pixels, over the {MAX_PIXELS:,}-pixel limit "
+                               "(decompression-bomb guard)")
+    meta = getattr(ds, "file_meta", None)
+    tsuid = meta.get("TransferSyntaxUID") if meta is not None else None
+    if tsuid is None:
+        # a raw data set (no file meta): pixel data is then uncompressed, in the encoding it was read with
+        _set_native_syntax(ds)
+    if tsuid is not None and getattr(tsuid, "is_compressed", False):
+        name = getattr(tsuid, "name", str(tsuid))
+        try:
+            from pydicom.pixels import get_decoder  # pydicom >= 3
+            decoder = get_decoder(tsuid)
+            available = decoder.is_available
+            plugins = ", ".join(decoder.available_plugins)
+        except Exception:  # noqa: BLE001 - older pydicom: find out by decoding
+            available, plugins = True, ""
+        if not available:
+            raise ImageError(path, f"compressed DICOM ({name}) and no installed decoder for it: "
+                                   f"{_decoder_hint(tsuid)}")
+        try:
+            ds.pixel_array
+        except Exception as e:  # noqa: BLE001 - each decoder plugin raises its own types
+            via = f" with {plugins}" if plugins else ""
+            why = _one_line(e).replace("Unable to decode as exceptions were raised by all available plugins: ", "")
+            raise ImageError(path, f"cannot decode the compressed DICOM ({name}){via}: {why[:160]}; "
+                                   f"the data may be damaged, or another decoder may read it: "
+                                   f"{_decoder_hint(tsuid)}") from None
+    return dicom_to_uint8(ds, path)
 
 
 def load_resized(path: str | Path, image_size: int) -> np.ndarray:

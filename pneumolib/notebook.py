@@ -1,26 +1,41 @@
 """Small helpers that keep the numbered notebooks thin."""
 from __future__ import annotations
 
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any, Iterable
 
 import matplotlib.pyplot as plt
 import numpy as np
+import pandas as pd
 import torch
 
 from . import plots
 from .config import ExperimentConfig, diff, format_diff, previous
 from .experiment import RunResult, default_profile, resolve_data_dir
 
+FIGURE_DPI = 120
+_started = time.perf_counter()  # reset by provenance(); wall_time() reports from it
+_roots: dict[str, str] = {}  # absolute prefix -> what outputs print instead (see tidy)
+
 
 def setup(data_dir: str | None, profile: str | None, device: str = "auto"):
     """Resolve where the data comes from and how big the run is; say it in one line."""
     root, is_fixture = resolve_data_dir(data_dir)
     profile = profile or default_profile(is_fixture, device)
-    plt.rcParams["figure.dpi"] = 72  # keeps committed notebooks small; X-ray tiles compress poorly
+    plt.rcParams["figure.dpi"] = FIGURE_DPI
+    _roots[str(root)] = root.name  # outputs name the data folder, never its absolute path
+    _show_library_log()
     if is_fixture:
         print(f"No PNEUMOLIB_DATA_DIR set: using the bundled synthetic fixture ({root.name}), profile '{profile}'.")
     else:
-        print(f"Data: {root}, profile '{profile}'.")
+        print(f"Data: the folder '{root.name}', profile '{profile}'.")
     return (None if is_fixture else root), profile
 
 
@@ -30,17 +45,18 @@ def describe(config: ExperimentConfig) -> None:
     print(f"changes from the previous entry: {format_diff(diff(previous(config), config))}")
     for cls, spec in config.train_transforms:
         print(f"  {cls:<9} training transform: {spec}")
-    print(f"  model {config.model}, {config.in_channels} input channel(s), pretrained={config.pretrained}, "
+    weights = ("pretrained=True as the log wrote it (whether this machine has the ImageNet weights, and so what "
+               "the run below trained from: the weights check)" if config.pretrained else "pretrained=False")
+    print(f"  model {config.model}, {config.in_channels} input channel(s), {weights}, "
           f"loss {config.loss}, decision rule {config.threshold}")
 
 
 def report(r: RunResult, split: str = "test") -> None:
     """Classification report with 95% bootstrap intervals, then confusion matrix and score histogram."""
-    from .evaluate import format_metrics
-
     m = r.metrics[split]
-    print(f"{r.config.name}: {split} split, {m['n']} images")
-    print(format_metrics(m))
+    print(f"{r.config.name} (seed {r.config.seed}): {split} split, {m['n']} images"
+          + (f" of {m['n_patients']} patients" if m.get("n_patients") else ""))
+    _display(metrics_frame(m))
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.3), gridspec_kw={"width_ratios": [1, 1.6]})
     plots.plot_confusion(m, ax=ax[0])
     scores = r.test if split == "test" else None
@@ -53,20 +69,28 @@ def history(r: RunResult) -> None:
     """Training curves (also for a reused checkpoint, whose training record travels with it)."""
     m = r.metrics
     if r.fit is None:
-        print(f"checkpoint reused: {m.get('reused_checkpoint')}; curves from its training record")
+        print(f"seed {r.config.seed}: checkpoint reused; curves from its training record")
     if m.get("train_seconds"):
         print(f"training took {m['train_seconds'] / 60:.1f} min ({m['train_images_per_s']:.0f} train images/s)")
+    for line in one_class_epochs(m.get("history") or [], r.data["val"] if r.data and "val" in r.data.splits else []):
+        print(line)
     plots.plot_history(m["history"], m["best_epoch"])
 
 
-def gradcam(r: RunResult, n_per_class: int = 4) -> None:
-    """The Grad-CAM grid and the lung-focus score per class."""
-    e = r.explanation
-    plots.plot_cam_grid(e, n_per_class=n_per_class)
-    for cls, s in e.summary().items():
-        print(f"{cls:<9} lung focus {s['lung_focus']:.2f} (a uniform heatmap would score {s['lung_area']:.2f}); "
-              f"heart/diaphragm box {s['heart_box']:.2f} (uniform: 0.18); n = {s['n']}")
-    print(f"lung masks: {', '.join(sorted(set(e.mask_methods)))}")
+def gradcam(r, n_per_class: int = 4, title: str = "") -> None:
+    """The Grad-CAM grid, then lung and heart lift per class with patient-level intervals, the mask check (with a
+    gallery of masks when they were segmented, not exact), the randomisation test and ROAD faithfulness.
+    `r` is a RunResult or a cam.Explanation."""
+    from .cam import format_report
+
+    e = getattr(r, "explanation", r)
+    if e is None:
+        print("no Grad-CAM for this run (cam_per_class=0 or no test split)")
+        return
+    plots.plot_cam_grid(e, n_per_class=n_per_class, title=title)
+    print(format_report(e.report(per_image=False)))
+    if any(m != "exact" for m in e.mask_methods):
+        plots.plot_mask_gallery(e)
 
 
 def fixed_image(size: int = 64) -> np.ndarray:
@@ -101,7 +125,7 @@ def load_data(data_dir: str | Path | None, seed: int = 0):
 
     root, _ = resolve_data_dir(data_dir)
     data = discover(root, seed=seed)
-    print(data)
+    print(tidy(repr(data)))
     return data
 
 
@@ -113,21 +137,21 @@ def threshold_table(r: RunResult, extra_rules: tuple[str, ...] = ("youden", "sen
     rules = {f"fixed {r.threshold:.2f} (this entry)": r.threshold, "fixed 0.50": 0.5}
     for rule in extra_rules:
         rules[f"{rule} on val"] = choose_threshold(rule, val.labels, val.probs)
-    print(f"{'decision rule':<32}{'thr':>6}{'acc':>7}{'NORMAL rec':>11}{'PNEU rec':>9}")
+    rows = []
     for name, t in rules.items():
         m = compute_metrics(r.test, t, n_boot=0)
-        print(f"{name:<32}{t:>6.3f}{m['accuracy']:>7.3f}{m['specificity']:>11.3f}{m['sensitivity']:>9.3f}")
+        rows.append({"decision rule": name, "threshold": round(t, 3), "accuracy": round(m["accuracy"], 3),
+                     "NORMAL recall": round(m["specificity"], 3), "PNEUMONIA recall": round(m["sensitivity"], 3)})
+    _display(pd.DataFrame(rows).set_index("decision rule"))
 
 
 def subset_vs_full(r: RunResult) -> None:
     """The log's 10-image report next to the full test split, each with 95% bootstrap intervals."""
-    from .evaluate import format_metrics
-
     sub, full = r.metrics["test_subset"], r.metrics["test"]
-    print(f"--- {sub['n']} images ({sub['n_per_class']}) ---")
-    print(format_metrics(sub))
-    print(f"\n--- full test split, {full['n']} images ---")
-    print(format_metrics(full))
+    per_class = ", ".join(f"{n} {c}" for c, n in sub["n_per_class"].items())
+    print(f"the log's report: {sub['n']} test images ({per_class}); the full test split: {full['n']} images")
+    _display(pd.concat({f"{sub['n']} images": metrics_frame(sub), f"full test split ({full['n']})": metrics_frame(full)},
+                       axis=1))
     plots.plot_comparison([dict(sub, name=f"{sub['n']} images"), dict(full, name=f"full test ({full['n']})")])
 
 
@@ -136,55 +160,472 @@ def weights_status(model: str = "resnet18") -> bool:
     from .models import WeightsUnavailable, resolve_weights
 
     try:
-        print(f"ImageNet weights found: {resolve_weights(model)}")
+        print(f"ImageNet weights found: {tidy(str(resolve_weights(model)))}")
+        print("So the runs below start from ImageNet weights, as the log's did.")
         return True
     except WeightsUnavailable as e:
-        print(f"ImageNet weights NOT available: {e}")
-        print("So this run trains from RANDOM INIT: it cannot confirm or refute what the log says about pretraining.")
+        print(f"ImageNet weights NOT available: {tidy(str(e))}")
+        print("So the runs below train from RANDOM INIT (their saved configs say pretrained=False): they cannot "
+              "confirm or refute what the log says about pretraining.")
         return False
 
 
-def all_experiments(data_dir, runs: str | Path, profile: str | None, device: str = "auto") -> list[dict]:
-    """The metrics of every registered experiment: read from its run folder when that holds a finished run of the
-    same training config, else trained now (the pretrained entries from random init when weights are missing)."""
-    from .config import REGISTRY, apply_profile
-    from .experiment import load_metrics, run_experiment
-
-    out = []
-    for cfg in REGISTRY.values():
-        d = runs_dir(runs, cfg)
-        try:
-            m = load_metrics(d)
-            same = (ExperimentConfig.from_dict(m["config"]).training_key()
-                    == apply_profile(cfg, m.get("profile", profile)).training_key())
-        except (FileNotFoundError, KeyError, ValueError):
-            same = False
-        if not (same and (profile is None or m.get("profile") == profile)):
-            m = run_experiment(cfg, data_dir, d, profile=profile, device=device, log=None,
-                               on_missing_weights="random_init").metrics
-        out.append(m)
-    return out
+def all_experiments(data_dir, runs: str | Path, profile: str | None, device: str = "auto",
+                    seeds: Iterable[int] | str | int = (0,)) -> list[dict]:
+    """The metrics of every registered experiment's first seed (see experiments_by_seed)."""
+    return [ms[0] for ms in experiments_by_seed(data_dir, runs, profile, device, seeds).values()]
 
 
 def lung_focus_table(metrics: list[dict]) -> None:
-    """Grad-CAM lung focus per class for each run, against what a uniform heatmap would score."""
-    print(f"{'#':<3}{'experiment':<36}{'NORMAL':>8}{'PNEUMONIA':>11}{'uniform':>9}")
+    """Grad-CAM lung lift (with patient-level 95% intervals) and heart/diaphragm lift per class for each run."""
+    from .experiment import lung_lift_of
+
+    def cell(v: dict, key: str) -> str:
+        mean = lung_lift_of(v) if key == "lung_lift" else v.get(key, float("nan"))
+        lo, hi = v.get(f"{key}_ci95", [float("nan")] * 2)
+        return f"{mean:.2f} ({lo:.2f}-{hi:.2f})"
+
+    print(f"{'#':<3}{'experiment':<36}{'lung NORMAL':>19}{'lung PNEUMONIA':>19}{'heart NORMAL':>19}"
+          f"{'heart PNEUMONIA':>19}{'masks ok/failed':>17}")
     for m in metrics:
         lf = m.get("lung_focus", {})
         n, p = lf.get("NORMAL", {}), lf.get("PNEUMONIA", {})
-        print(f"{m['entry']:<3}{m['experiment'][:35]:<36}{n.get('lung_focus', float('nan')):>8.2f}"
-              f"{p.get('lung_focus', float('nan')):>11.2f}{n.get('lung_area', float('nan')):>9.2f}")
-    print("lung focus = share of the Grad-CAM energy inside the lung mask, over the first 50 test images per class; "
-          "'uniform' = the lung mask's share of the image (what a flat heatmap scores)")
+        masks = f"{n.get('masks_passed', 0) + p.get('masks_passed', 0)}/{n.get('masks_failed', 0) + p.get('masks_failed', 0)}"
+        print(f"{m['entry']:<3}{m['experiment'][:35]:<36}{cell(n, 'lung_lift'):>19}{cell(p, 'lung_lift'):>19}"
+              f"{cell(n, 'heart_lift'):>19}{cell(p, 'heart_lift'):>19}{masks:>17}")
+    sel = next((m["gradcam"]["selection"] for m in metrics if m.get("gradcam")), "the test films explained")
+    print("lift = share of the Grad-CAM (PNEUMONIA logit) energy inside the lung mask, or the heart/diaphragm box, "
+          "divided by that region's share of the image: 1.0 = no preference. Mean over films, 95% interval from "
+          f"resampling patients; lung lift only over masks that passed the check. Films: {sel}.")
 
 
 def compare_all(metrics: list[dict]) -> None:
     """The side-by-side table (95% intervals) and one figure for a list of runs' metrics."""
-    from .experiment import comparison_rows, format_table
+    from .experiment import comparison_rows
 
-    print(format_table(comparison_rows(metrics)))
-    # entries that asked for ImageNet weights but trained without them say so in the figure too
-    rows = [dict(m["test"], name=f"{m['entry']} {m['experiment']}"
-                 + (" (random init)" if "unavailable" in str(m.get("weights", "")) else ""))
-            for m in metrics]
-    plots.plot_comparison(rows)
+    # entries that asked for ImageNet weights but trained without them say so in the table and the figure
+    def name(m):
+        return f"{m['entry']} {m['experiment']}" + (" (random init)" if "unavailable" in str(m.get("weights", "")) else "")
+
+    table = []
+    for m, row in zip(metrics, comparison_rows(metrics)):
+        t = {"experiment": name(m)}
+        for k, label in (("accuracy", "accuracy"), ("sensitivity", "PNEUMONIA recall"),
+                         ("specificity", "NORMAL recall"), ("auc", "AUC")):
+            t[label] = _with_ci(row[k], row["ci95"].get(k))
+        t["threshold"] = round(row["threshold"], 2)
+        t["train min"] = round(row["minutes"], 1)
+        if row.get("stress"):
+            t["stress acc@ext"] = round(row["stress"].get("stress_accuracy_ext", float("nan")), 3)
+            t["stress NORMAL recall"] = round(row["stress"].get("stress_specificity", float("nan")), 3)
+        table.append(t)
+    print("test split, 95% bootstrap intervals by patient; seed "
+          + ", ".join(sorted({str((m.get("config") or {}).get("seed")) for m in metrics})))
+    _display(pd.DataFrame(table).set_index("experiment"))
+    plots.plot_comparison([dict(m["test"], name=name(m)) for m in metrics])
+
+
+# --- notebook series v2: provenance, seeds, computed verdicts, tables as DataFrames --------------------------
+def tidy(text: str) -> str:
+    """Text without the absolute paths of the machine that ran it: the data folder by its name, the repository as
+    '.', the home folder as '~', the temporary folder as '$TMPDIR'."""
+    repo = Path(__file__).resolve().parents[1]
+    subs = dict(_roots)
+    subs.setdefault(str(repo), ".")
+    subs.setdefault(tempfile.gettempdir(), "$TMPDIR")
+    subs.setdefault(str(Path.home()), "~")
+    for prefix in sorted(subs, key=len, reverse=True):  # the longest prefix first: /work/main/runs before /work
+        if prefix and prefix != "/":
+            text = text.replace(prefix, subs[prefix])
+    return text
+
+
+class _NotebookHandler(logging.Handler):
+    """pneumolib's log lines (training epochs, reuse notices, warnings) in the cell's output, paths tidied."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stdout.write(tidy(self.format(record)) + "\n")  # the stream of the cell running now
+        except Exception:  # noqa: BLE001 - a log line must never break a cell
+            self.handleError(record)
+
+
+def _show_library_log(level: int = logging.INFO) -> None:
+    import warnings
+
+    if not getattr(warnings.formatwarning, "_tidy", False):  # warnings name their source file: tidy that too
+        plain = warnings.formatwarning
+
+        def formatwarning(*args, **kwargs):
+            return tidy(plain(*args, **kwargs))
+        formatwarning._tidy = True
+        warnings.formatwarning = formatwarning
+    log = logging.getLogger("pneumolib")
+    if not any(isinstance(h, _NotebookHandler) for h in log.handlers):
+        log.addHandler(_NotebookHandler())
+        log.propagate = False  # shown once, by this handler
+    log.setLevel(level)
+
+
+def _display(obj) -> None:
+    try:
+        from IPython.display import display
+    except ImportError:  # outside IPython: plain text
+        print(obj)
+        return
+    display(obj)
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    try:
+        return "nan" if v is None or np.isnan(v) else f"{v:.{digits}f}"
+    except TypeError:
+        return str(v)
+
+
+def _span(pair) -> str:
+    return "" if pair is None else f"[{_fmt(pair[0])}, {_fmt(pair[1])}]"  # brackets: bounds may be negative
+
+
+def _with_ci(v: float, ci) -> str:
+    return f"{_fmt(v)} ({_fmt(ci[0], 2)}-{_fmt(ci[1], 2)})" if ci else _fmt(v)
+
+
+def metrics_frame(m: dict[str, Any]) -> pd.DataFrame:
+    """A split's headline metrics with their 95% intervals (by patient when the films carry patients; Wilson
+    intervals too for small samples, where the percentile bootstrap collapses)."""
+    from .evaluate import SMALL_N
+
+    names = {"accuracy": "accuracy", "sensitivity": "PNEUMONIA recall", "specificity": "NORMAL recall",
+             "precision": "PNEUMONIA precision", "npv": "NORMAL precision", "auc": "AUC"}
+    unit = "patients" if m.get("ci95_unit") == "patient" else "images"
+    rows = []
+    for k, label in names.items():
+        if k not in m:
+            continue
+        row = {"metric": label, "value": round(float(m[k]), 3)}
+        ci = m.get("ci95", {}).get(k)
+        row[f"95% CI (bootstrap over {unit})"] = f"{_fmt(ci[0])}-{_fmt(ci[1])}" if ci else ""
+        wil = m.get("ci95_wilson", {}).get(k)
+        if m.get("n", SMALL_N) < SMALL_N:
+            row["95% CI (Wilson)"] = f"{_fmt(wil[0])}-{_fmt(wil[1])}" if wil else ""
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def one_class_epochs(history: list[dict[str, float]], val_samples) -> list[str]:
+    """Epochs whose val accuracy at 0.5 equals one class's share of the val films: consistent with that epoch's
+    model calling every val film that class (the log's symptom)."""
+    labels = [s.label for s in val_samples]
+    if not labels or not history:
+        return []
+    n, n_pneu = len(labels), sum(labels)
+    found: dict[str, list[int]] = {"PNEUMONIA": [], "NORMAL": []}
+    for h in history:
+        k = round(h["val_acc"] * n)
+        if abs(h["val_acc"] * n - k) < 1e-6 and k in (n_pneu, n - n_pneu):
+            found["PNEUMONIA" if k == n_pneu else "NORMAL"].append(int(h["epoch"]))
+    return [f"epoch(s) {', '.join(map(str, e))}: val accuracy at 0.5 = the {cls} share of the {n} val films, "
+            f"consistent with every val film called {cls}" for cls, e in found.items() if e]
+
+
+def seed_list(seeds: Iterable[int] | str | int | None) -> list[int]:
+    """SEEDS as a list of ints, whether given as [0, 1, 2], '0,1,2' (papermill -p, the environment) or 0."""
+    if seeds is None or seeds == "":
+        return [0]
+    if isinstance(seeds, int):
+        return [seeds]
+    if isinstance(seeds, str):
+        return [int(s) for s in seeds.strip("[]() ").replace(" ", "").split(",") if s]
+    return [int(s) for s in seeds]
+
+
+def git_commit(repo: str | Path | None = None) -> str:
+    """Short hash of HEAD, '+dirty' when the code (anything but the notebooks, whose outputs a render rewrites)
+    differs from it; 'unknown' outside a git checkout."""
+    repo = Path(repo) if repo else Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":(exclude)notebooks"], cwd=repo,
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance(profile: str, device: str = "auto", seeds=(0,)) -> list[int]:
+    """Print what produced this notebook's outputs (pneumolib version, git commit, profile, device, seeds) and start
+    the clock that wall_time() reads. Returns the seeds as a list."""
+    global _started
+    from . import __version__
+    from .runtime import get_device
+
+    _started = time.perf_counter()
+    seeds = seed_list(seeds)
+    print(f"pneumolib {__version__}, commit {git_commit()}; profile {profile}; device {get_device(device)}; "
+          f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}: {', '.join(map(str, seeds))}")
+    return seeds
+
+
+def wall_time() -> None:
+    """The notebook's wall time since provenance() ran."""
+    print(f"wall time: {(time.perf_counter() - _started) / 60:.1f} min (from the provenance cell to here)")
+
+
+def seed_dir(runs: str | Path, config: ExperimentConfig, seed: int) -> Path:
+    return runs_dir(runs, config) / f"seed{seed}"
+
+
+def run_seeds(config: ExperimentConfig, data_dir, runs: str | Path, profile: str | None, seeds=(0,),
+              device: str = "auto", **kwargs) -> list[RunResult]:
+    """Train (or reuse) one run per seed, in RUNS/NN_name/seed{S}; the seed is the config's `seed` field. Entries
+    that ask for ImageNet weights train from random init when they are missing, and say so."""
+    from .experiment import run_experiment
+
+    kwargs.setdefault("on_missing_weights", "random_init")
+    out = []
+    for seed in seed_list(seeds):
+        cfg = replace(config, seed=seed)
+        out.append(run_experiment(cfg, data_dir, seed_dir(runs, config, seed), profile=profile, device=device,
+                                  **kwargs))
+    return out
+
+
+def _metrics_of(x) -> dict[str, Any]:
+    return x.metrics if hasattr(x, "metrics") else x
+
+
+def seed_table(results) -> pd.DataFrame:
+    """Per-seed test metrics (95% intervals by patient), then their mean and range over the seeds."""
+    ms = [_metrics_of(r) for r in results]
+    keys = (("accuracy", "accuracy"), ("sensitivity", "PNEUMONIA recall"), ("specificity", "NORMAL recall"),
+            ("auc", "AUC"))
+    rows, index = [], []
+    for m in ms:
+        t = m["test"]
+        row = {label: _with_ci(t[k], t.get("ci95", {}).get(k)) for k, label in keys}
+        row.update({"threshold": _fmt(m.get("threshold"), 2), "best epoch": str(m.get("best_epoch")),
+                    "weights": "random init" if "random init" in str(m.get("weights", "")) else str(m.get("weights"))})
+        rows.append(row)
+        index.append(f"seed {(m.get('config') or {}).get('seed')}")
+    n = len(ms)
+    label = f"{n} seed{'s' if n != 1 else ''}"
+    mean = {lab: _fmt(float(np.mean([m["test"][k] for m in ms]))) for k, lab in keys}
+    rng = {lab: f"{_fmt(min(m['test'][k] for m in ms))}-{_fmt(max(m['test'][k] for m in ms))}" for k, lab in keys}
+    rows += [mean, rng]
+    index += [f"mean of {label}", f"range over {label}"]
+    return pd.DataFrame(rows, index=index).fillna("")
+
+
+def checkpoint_table(results) -> pd.DataFrame:
+    """Checkpoint stability per seed: validation metrics of the kept (best, lowest val loss) epoch next to the last
+    epoch's, from the training record."""
+    rows, index = [], []
+    for r in results:
+        m = _metrics_of(r)
+        hist = m.get("history") or []
+        if not hist:
+            continue
+        best = next((h for h in hist if h["epoch"] == m.get("best_epoch")), hist[-1])
+        last = hist[-1]
+        rows.append({"best epoch": int(best["epoch"]), "last epoch": int(last["epoch"]),
+                     "val loss (best)": round(best["val_loss"], 3), "val loss (last)": round(last["val_loss"], 3),
+                     "val AUC (best)": round(best["val_auc"], 3), "val AUC (last)": round(last["val_auc"], 3),
+                     "val acc@0.5 (best)": round(best["val_acc"], 3), "val acc@0.5 (last)": round(last["val_acc"], 3)})
+        index.append(f"seed {(m.get('config') or {}).get('seed')}")
+    return pd.DataFrame(rows, index=index)
+
+
+def load_runs(entries: Iterable[str], runs: str | Path, profile: str, seeds=(0,)) -> dict[str, list[dict]]:
+    """Other notebooks' finished runs (their metrics.json, per seed), for the comparisons a claim needs. Only runs
+    of the same profile count; nothing is trained here. Says what it found."""
+    from .config import get_config
+    from .runs import load_metrics
+
+    out: dict[str, list[dict]] = {}
+    for entry in entries:
+        cfg = get_config(entry)
+        found = []
+        for seed in seed_list(seeds):
+            try:
+                m = load_metrics(seed_dir(runs, cfg, seed))
+            except FileNotFoundError:
+                continue
+            if m.get("profile") == profile:
+                found.append(m)
+        out[cfg.entry] = found
+        seeds_found = ", ".join(str(m["config"]["seed"]) for m in found)
+        print(f"entry {cfg.entry} ({cfg.name}): " + (f"seed(s) {seeds_found} loaded" if found else
+              f"no finished '{profile}' run in its folder: run notebook {cfg.entry} first; claims that compare "
+              "with it are not tested here"))
+    return out
+
+
+def experiments_by_seed(data_dir, runs: str | Path, profile: str | None, device: str = "auto",
+                        seeds=(0,)) -> dict[str, list[dict]]:
+    """Every registered experiment's metrics per seed: from its seed folders when they hold a finished run of the
+    same training config and profile, else trained now (pretrained entries from random init without weights)."""
+    from .config import REGISTRY, apply_profile
+    from .experiment import run_experiment
+    from .runs import load_metrics
+
+    out: dict[str, list[dict]] = {}
+    for cfg in REGISTRY.values():
+        out[cfg.entry] = []
+        for seed in seed_list(seeds):
+            c = replace(cfg, seed=seed)
+            d = seed_dir(runs, cfg, seed)
+            try:
+                m = load_metrics(d)
+                same = (m.get("profile") == profile and ExperimentConfig.from_dict(m["config"]).training_key()
+                        in {apply_profile(c, profile).training_key(),
+                            apply_profile(replace(c, pretrained=False), profile).training_key()})
+            except (FileNotFoundError, KeyError, ValueError):
+                same = False
+            if not same:
+                m = run_experiment(c, data_dir, d, profile=profile, device=device,
+                                   on_missing_weights="random_init").metrics
+            out[cfg.entry].append(m)
+    return out
+
+
+def seed_overview(by_entry: dict[str, list[dict]]) -> pd.DataFrame:
+    """One row per experiment: mean and range over its seeds of the test metrics."""
+    rows, index = [], []
+    for entry, ms in by_entry.items():
+        if not ms:
+            continue
+        m0 = ms[0]
+        row = {"seeds": len(ms)}
+        for k, label in (("accuracy", "accuracy"), ("sensitivity", "PNEUMONIA recall"),
+                         ("specificity", "NORMAL recall"), ("auc", "AUC")):
+            v = [m["test"][k] for m in ms]
+            row[label] = f"{_fmt(float(np.mean(v)))} ({_fmt(min(v))}-{_fmt(max(v))})"
+        rows.append(row)
+        index.append(f"{entry} {m0['experiment']}" + (" (random init)" if "unavailable" in str(m0.get("weights", ""))
+                                                       else ""))
+    print("test split: mean over seeds (range over seeds)")
+    return pd.DataFrame(rows, index=index)
+
+
+def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None = None) -> None:
+    """The log's claims for this entry, each with the quantity measured over all seeds, its interval and a verdict
+    (pneumolib.verdicts holds the claims and the rule)."""
+    from . import verdicts as V
+
+    ms = [_metrics_of(r) for r in metrics_by_seed]
+    reference = {k: [_metrics_of(r) for r in v] for k, v in (reference or {}).items()}
+    rows = []
+    # the claim column quotes the log (entries 01-09) or, for the recommended recipe, its own hypothesis
+    for r in V.judge_entry(entry, ms, reference):
+        rows.append({"claim": f"\"{r['claim']}\"", "measured": r["quantity"], "holds if": r["claimed"],
+                     "mean": _fmt(r["mean"]), "range over seeds": _span(r["range"]), "interval": _span(r["interval"]),
+                     "seeds": r["n"], "verdict": r["verdict"], "note": r["note"]})
+    n = len(ms)
+    print(f"{n} seed{'s' if n != 1 else ''}. Verdict: 'holds' when the whole interval is on the claimed side, "
+          "'does not hold' when it is all on the other side, else 'cannot tell at this n'. Interval: the envelope "
+          "of the seeds' 95% intervals (bootstrap by patient, Wilson for small samples); without one, the range "
+          f"over {V.MIN_SEEDS} or more seeds.")
+    _display(pd.DataFrame(rows).set_index("claim"))
+
+
+def inference_paths(results) -> None:
+    """Notebook 04: each seed's model fed the test films four ways (drift.compare_inference); the rows are kept in
+    the run's metrics under 'inference_paths' for the verdicts, and shown as one table."""
+    from . import drift
+    from .verdicts import CHECKPOINT_PATH, LOG_PATH
+
+    table = []
+    for r in results:
+        size = r.predictor.preprocessing.image_size
+        test = r.data["test"]
+        rows = drift.compare_inference(r.predictor, test, {
+            CHECKPOINT_PATH: None,
+            LOG_PATH: drift.log_entry4_inference(size),
+            "ImageNet Normalize at inference only": drift.imagenet_normalised_inference(size),
+            "1 grey channel into the 3-channel model": drift.single_channel_inference(size),
+        })
+        n_normal = sum(s.label == 0 for s in test)
+        r.metrics["inference_paths"] = {row["inference"]: dict(row, n=len(test), n_normal=n_normal) for row in rows}
+        for row in rows:
+            shown = {"seed": r.config.seed, "inference": row["inference"]}
+            if "error" in row:
+                shown["refused"] = tidy(row["error"])
+            else:
+                shown.update({k: round(v, 3) for k, v in row.items() if k not in ("inference",) and v is not None})
+            table.append(shown)
+    _display(pd.DataFrame(table).set_index(["seed", "inference"]).fillna(""))
+
+
+def cam_table(expl) -> pd.DataFrame:
+    """Grad-CAM per class of an Explanation as lifts (the region's share of the heatmap over its share of the image:
+    1 = what a uniform heatmap scores), with 95% intervals by patient when the Explanation provides them."""
+    from .verdicts import HEART_BOX_AREA, lift
+
+    rows = {}
+    for cls, s in expl.summary().items():
+        lung = lift(s, "lung_lift", "lung_focus", "lung_area")
+        heart = lift(s, "heart_lift", "heart_box", HEART_BOX_AREA)
+        rows[cls] = {"films": s["n"],
+                     "lung lift": _with_ci(lung.value, (lung.lo, lung.hi) if lung.has_interval else None),
+                     "heart/diaphragm lift": _with_ci(heart.value, (heart.lo, heart.hi) if heart.has_interval else None)}
+    print("lift = the region's share of the heatmap / its share of the image (1 = a uniform heatmap)")
+    return pd.DataFrame(rows).T
+
+
+def stress_table(reports: dict[str, Any]) -> pd.DataFrame:
+    """Per-shift metrics of one or more stress reports (stress.StressReport), side by side."""
+    cols = {"accuracy_ext": "acc@ext", "sensitivity": "PNEUMONIA recall", "specificity": "NORMAL recall", "auc": "AUC"}
+    frames, groups = {}, {}
+    for name, rep in reports.items():
+        df = pd.DataFrame(rep.rows).set_index("shift")
+        groups.update(df["group"].to_dict())
+        df = df[list(cols)]
+        shifted = df.drop(index="clean", errors="ignore")
+        df.loc["mean of shifted"] = shifted.mean()
+        df.loc["worst shifted"] = shifted.min()
+        frames[name] = df.rename(columns=cols).round(3)
+    out = pd.concat(frames, axis=1)
+    out.insert(0, "group", [groups.get(i, "") for i in out.index])
+    print("acc@ext = accuracy re-weighted to the external cohort's 37.5% NORMAL; each model at its own threshold")
+    return out
+
+
+def stress_seeds(results, data_dir=None) -> dict[str, Any]:
+    """The stress test of every seed's run (cached in its run folder); each run's metrics keep the summary under
+    'stress', for the verdicts."""
+    from .stress import stress_run
+
+    reports = {}
+    for r in results:
+        rep = stress_run(r.run_dir, data_dir)
+        r.metrics["stress"] = rep.summary()
+        reports[f"{r.config.name}, seed {r.config.seed}"] = rep
+    return reports
+
+
+def ablation_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """protocol.score_steps rows (or matched_baseline's) as one table: random split, stress test, early-ID holdout."""
+    out = {}
+    for r in rows:
+        f, s, e = r["folders"], r.get("stress") or {}, r.get("early_ids") or {}
+        out[r["name"]] = {
+            ("random split", "accuracy"): f["accuracy"], ("random split", "NORMAL recall"): f["specificity"],
+            ("random split", "AUC"): f["auc"],
+            ("stress test", "acc@ext"): s.get("stress_accuracy_ext"), ("stress test", "NORMAL recall"): s.get("stress_specificity"),
+            ("stress test", "AUC"): s.get("stress_auc"),
+            ("early-ID holdout", "acc@ext"): e.get("accuracy_ext"), ("early-ID holdout", "NORMAL recall"): e.get("specificity"),
+            ("early-ID holdout", "AUC"): e.get("auc")}
+    return pd.DataFrame(out).T.astype(float).round(3).dropna(axis=1, how="all")  # e.g. no early-ID run
+
+
+def budget(config: ExperimentConfig, profile: str) -> None:
+    """The training budget of a config under a profile, in words."""
+    from .config import apply_profile
+
+    c = apply_profile(config, profile)
+    print(f"{c.name} under profile {profile}: {c.image_size} px, {c.epochs} epochs, batch {c.batch_size}, "
+          f"{c.max_train_images or 'all'} training images per epoch")

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from .config import ABLATIONS, BASELINE, ExperimentConfig
+from .config import ABLATIONS, BASELINE, REGISTRY, ExperimentConfig
+from .runs import run_dir_name
 from .stress import external_accuracy, stress_run
 
 # the issue's measurement on the external cohort (ResNet18, random init, 224 px): log-style augmentation keeps
@@ -26,8 +27,8 @@ def run_dir_for(runs: str | Path, config: ExperimentConfig, holdout: str) -> Pat
     runs = Path(runs)
     if holdout == "early_ids":
         return runs / "early_ids" / config.name
-    if config.name == BASELINE.name:
-        return runs / f"{BASELINE.entry}_{BASELINE.name}"
+    if config.name in REGISTRY:  # the baseline and the recommended recipe share the notebooks' run folders
+        return runs / run_dir_name(config.entry, config.name)
     return runs / "ablation" / config.name
 
 
@@ -39,7 +40,7 @@ def summary_of(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def score_steps(data_dir, runs: str | Path, *, profile: str | None = None, device: str = "auto",
-                configs: list[ExperimentConfig] | None = None, log: Callable[[str], Any] | None = None,
+                configs: list[ExperimentConfig] | None = None,
                 holdouts: tuple[str, ...] = ("folders", "early_ids"),
                 overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Train (or reuse) every step under each holdout, stress-test the folder runs, and return one row per step:
@@ -53,11 +54,11 @@ def score_steps(data_dir, runs: str | Path, *, profile: str | None = None, devic
             d = run_dir_for(runs, cfg, holdout)
             # the folder runs keep their Grad-CAM lung focus: the baseline's run folder is notebook 01's too,
             # and its metrics.json must not lose what notebook 01 wrote
-            r = run_experiment(cfg, data_dir, d, profile=profile, device=device, holdout=holdout, log=log,
+            r = run_experiment(cfg, data_dir, d, profile=profile, device=device, holdout=holdout,
                                cam_per_class=4 if holdout == "folders" else 0, overrides=overrides)
             row[holdout] = summary_of(r.metrics)
             if holdout == "folders":
-                row["stress"] = stress_run(d, data_dir, log=log or (lambda s: None)).summary()
+                row["stress"] = stress_run(d, data_dir).summary()
         rows.append(row)
     return rows
 
@@ -71,19 +72,18 @@ def budget_of(config: ExperimentConfig, profile: str) -> dict[str, Any]:
             "batch_size": c.batch_size}
 
 
-def matched_baseline(data_dir, runs: str | Path, *, profile: str, device: str = "auto",
-                     log: Callable[[str], Any] | None = None) -> dict[str, Any]:
+def matched_baseline(data_dir, runs: str | Path, *, profile: str, device: str = "auto") -> dict[str, Any]:
     """The log's baseline trained with the recommended recipe's budget under `profile` (the ablation steps all
     use the shorter generic budget, which under-trains strong augmentation): the anchor pair at equal budget.
-    Returns {'name', 'folders', 'stress'} like a row of score_steps."""
+    Returns {'name', 'folders', 'stress', 'run_dir'} like a row of score_steps."""
     from .config import RECOMMENDED
     from .experiment import run_experiment
 
     d = Path(runs) / "ablation" / "baseline_at_recommended_budget"
-    r = run_experiment(BASELINE, data_dir, d, profile=profile, device=device, cam_per_class=0, log=log,
+    r = run_experiment(BASELINE, data_dir, d, profile=profile, device=device, cam_per_class=0,
                        overrides=budget_of(RECOMMENDED, profile))
     return {"name": "baseline (recommended budget)", "title": "the log's baseline, trained as long as the recipe",
-            "folders": summary_of(r.metrics), "stress": stress_run(d, data_dir, log=log).summary()}
+            "folders": summary_of(r.metrics), "stress": stress_run(d, data_dir).summary(), "run_dir": d}
 
 
 def ablation_table(rows: list[dict[str, Any]]) -> str:

@@ -1,10 +1,10 @@
-"""Train one experiment config: seeding, device choice, losses, the epoch loop and the best checkpoint."""
+"""Train one experiment config: losses, optimizers, schedules and samplers by name, the epoch loop, the best checkpoint."""
 from __future__ import annotations
 
 import copy
+import hashlib
+import logging
 import math
-import os
-import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,36 +16,17 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, atomic_write, preprocessing_for, save_checkpoint
+from .augment import BatchAugment, prepare_batch
+from .checkpoint import CheckpointError, Predictor, preprocessing_for, save_checkpoint
 from .config import CLASSES, ExperimentConfig, diff, format_diff
 from .data import DEFAULT_CACHE, DecodedCache, XRayData, XRayDataset, prescan, subsample
 from .evaluate import Scores, choose_threshold, predict_samples
+from .io import atomic_write
 from .models import build_model
-from .transforms import build_train_transform
+from .runs import RunDir
+from .runtime import autocast, generator, get_device, seed_everything
 
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) and ask for deterministic kernels where cheap."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
-    os.environ.setdefault("PYTHONHASHSEED", str(seed))
-    torch.backends.cudnn.benchmark = False
-
-
-def get_device(preference: str = "auto") -> torch.device:
-    """'auto' picks cuda, then mps, then cpu; asking for an absent device is an error, not a silent CPU run."""
-    if preference == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(preference)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for, but torch sees no CUDA GPU on this machine")
-    return dev
+logger = logging.getLogger(__name__)
 
 
 class FocalLoss(nn.Module):
@@ -70,55 +51,72 @@ class FocalLoss(nn.Module):
         return f"FocalLoss(gamma={self.gamma}, alpha={self.alpha})"
 
 
-def make_loss(config: ExperimentConfig, class_counts: list[int]) -> nn.Module:
-    if config.loss == "focal":
-        return FocalLoss(config.focal_gamma, config.focal_alpha)
-    if config.loss != "ce":
-        raise ValueError(f"unknown loss {config.loss!r} (ce | focal)")
+def _ce(config: ExperimentConfig, class_counts: list[int]) -> nn.Module:
     weight = None
     if config.class_weighting == "balanced":
         counts = torch.tensor(class_counts, dtype=torch.float32)
         weight = counts.sum() / (len(counts) * counts)
-    elif config.class_weighting != "none":
-        raise ValueError(f"unknown class_weighting {config.class_weighting!r} (none | balanced)")
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
 
 
+# Registries keyed by the names config.py allows (tests check the keys are the same sets).
+LOSSES: dict[str, Callable[[ExperimentConfig, list[int]], nn.Module]] = {
+    "ce": _ce,
+    "focal": lambda config, counts: FocalLoss(config.focal_gamma, config.focal_alpha),
+}
+
+OPTIMIZERS: dict[str, Callable[[ExperimentConfig, Any], torch.optim.Optimizer]] = {
+    "adam": lambda c, params: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay),
+    "adamw": lambda c, params: torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay),
+    "sgd": lambda c, params: torch.optim.SGD(params, lr=c.lr, momentum=0.9, weight_decay=c.weight_decay, nesterov=True),
+}
+
+# name -> (optimizer, total steps) -> a per-step scheduler, or None
+SCHEDULERS: dict[str, Callable[[torch.optim.Optimizer, int], Any]] = {
+    "none": lambda opt, steps: None,
+    "cosine": lambda opt, steps: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps),
+}
+
+
+def _shuffle_sampler(labels: torch.Tensor, g: torch.Generator):
+    return torch.utils.data.RandomSampler(range(len(labels)), generator=g)
+
+
+def _balanced_sampler(labels: torch.Tensor, g: torch.Generator):
+    # each class drawn equally often: the model's prior is 50/50 instead of the folders' class mix
+    w = 1.0 / torch.bincount(labels, minlength=len(CLASSES)).float()[labels]
+    return torch.utils.data.WeightedRandomSampler(w, num_samples=len(labels), replacement=True, generator=g)
+
+
+SAMPLERS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.utils.data.Sampler]] = {
+    "shuffle": _shuffle_sampler,
+    "balanced": _balanced_sampler,
+}
+
+
+def make_loss(config: ExperimentConfig, class_counts: list[int]) -> nn.Module:
+    return LOSSES[config.loss](config, class_counts)
+
+
 def make_optimizer(config: ExperimentConfig, model: nn.Module) -> torch.optim.Optimizer:
-    if config.optimizer == "adam":
-        return torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    if config.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay,
-                               nesterov=True)
-    raise ValueError(f"unknown optimizer {config.optimizer!r} (adam | adamw | sgd)")
+    return OPTIMIZERS[config.optimizer](config, model.parameters())
 
 
-STATE_FILE = "last.pt"  # the training state after the last completed epoch, for --resume
+def stream_seed(seed: int, epoch: int, stream: str) -> int:
+    """A 63-bit seed for one random stream ('sampling', 'augment') of one epoch of a run: every epoch's draws
+    depend on (seed, epoch, stream) only, so a resumed run draws exactly what the uninterrupted one drew, and
+    nothing outside the run (a plot, a notebook cell) can shift them."""
+    digest = hashlib.sha256(f"pneumolib/{seed}/{epoch}/{stream}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+STATE_FILE = "last.pt"  # kept for callers; the layout lives in runs.STATE
 STATE_FORMAT = "pneumolib-train-state/1"
-
-
-def _rng_state() -> dict[str, Any]:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"torch": torch.get_rng_state(),
-            "cuda": list(torch.cuda.get_rng_state_all()) if torch.cuda.is_available() else [],
-            "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss)],
-            "python": random.getstate()}
-
-
-def _set_rng_state(s: dict[str, Any]) -> None:
-    torch.set_rng_state(s["torch"])
-    if s["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-    kind, keys, pos, has_gauss, gauss = s["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
-    random.setstate(s["python"])
 
 
 def load_train_state(run_dir: str | Path, config: ExperimentConfig) -> dict[str, Any] | None:
     """The saved training state of run_dir, if any; refused (naming the fields) if it is another config's."""
-    path = Path(run_dir) / STATE_FILE
+    path = RunDir(run_dir).state
     if not path.is_file():
         return None
     try:
@@ -130,7 +128,7 @@ def load_train_state(run_dir: str | Path, config: ExperimentConfig) -> dict[str,
     saved = ExperimentConfig.from_dict(state["config"])
     if saved.training_key() != config.training_key():
         raise CheckpointError(f"{path}: saved for a different config ({format_diff(diff(saved, config))}); "
-                              "delete it or use another --out")
+                              "delete it or train into another run folder")
     return state
 
 
@@ -146,58 +144,76 @@ class FitResult:
     train_images_per_s: float
     checkpoint: Path | None = None
     notes: list[str] = field(default_factory=list)
+    last_state: dict[str, Any] | None = None  # the last epoch's weights (checkpoint stability: best vs last)
 
 
-def _epoch_loader(config, data, pre, transform, cache, epoch):
-    train = subsample(data["train"], config.max_train_images, seed=config.seed * 1000 + epoch)
-    ds = XRayDataset(train, pre, transform, cache)
-    g = torch.Generator().manual_seed(config.seed * 1000 + epoch)
-    if config.sampler == "balanced":
-        labels = torch.tensor([s.label for s in train])
-        w = 1.0 / torch.bincount(labels, minlength=len(CLASSES)).float()[labels]
-        sampler = torch.utils.data.WeightedRandomSampler(w, num_samples=len(train), replacement=True, generator=g)
-        return torch.utils.data.DataLoader(ds, batch_size=config.batch_size, sampler=sampler, drop_last=len(ds) > config.batch_size)
-    if config.sampler != "shuffle":
-        raise ValueError(f"unknown sampler {config.sampler!r} (shuffle | balanced)")
-    return torch.utils.data.DataLoader(ds, batch_size=config.batch_size, shuffle=True, generator=g,
+def _epoch_loader(config: ExperimentConfig, train: list, cache: DecodedCache, epoch: int):
+    """This epoch's training images as uint8 batches, drawn by the run's own sampling stream."""
+    train = subsample(train, config.max_train_images, seed=config.seed * 1000 + epoch)
+    ds = XRayDataset(train, None, None, cache, image_size=config.image_size)
+    g = generator(stream_seed(config.seed, epoch, "sampling"))
+    sampler = SAMPLERS[config.sampler](torch.tensor([s.label for s in train]), g)
+    return torch.utils.data.DataLoader(ds, batch_size=config.batch_size, sampler=sampler,
                                        drop_last=len(ds) > config.batch_size)
 
 
+def make_batch_augment(config: ExperimentConfig) -> BatchAugment:
+    """The training augmentation of a config, applied to whole uint8 batches on the training device."""
+    return BatchAugment.from_specs(config.train_transforms)
+
+
+def init_weights_from(model: nn.Module, checkpoint: str | Path, config: ExperimentConfig) -> None:
+    """Start from a pneumolib checkpoint's weights (fine-tuning): same architecture and input channels, checked
+    field by field with the checkpoint's own messages."""
+    src = Predictor.load(checkpoint)
+    problems = [f"{k}: checkpoint {a!r}, this run {b!r}" for k, a, b in (
+        ("model", src.config.model, config.model), ("in_channels", src.in_channels, config.in_channels))
+        if a != b]
+    if problems:
+        raise CheckpointError(f"{checkpoint}: cannot initialise from it ({'; '.join(problems)})")
+    model.load_state_dict(src.model.state_dict())
+
+
 def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = None, *, device: str = "auto",
-        cache: DecodedCache | None = None, strict: bool = False, log: Callable[[str], Any] | None = print,
-        extra: dict[str, Any] | None = None, resume: bool = False) -> FitResult:
+        cache: DecodedCache | None = None, strict: bool = False, extra: dict[str, Any] | None = None,
+        resume: bool = False) -> FitResult:
     """Train `config` on data['train'], validate each epoch on data['val'], keep the best epoch (lowest val loss),
     pick the decision threshold by the config's rule on validation, and save RUN_DIR/checkpoint.pt.
 
-    With out_dir, the full training state (weights, optimizer, scheduler, RNG, history) is written atomically to
-    RUN_DIR/last.pt after every epoch; resume=True continues from it and ends with the same weights as an
-    uninterrupted run on the CPU."""
-    log = log or (lambda s: None)
+    `data` is pre-scanned here unless it already was (experiment.run_experiment scans once and passes the
+    cleaned sample lists on). Sampling and augmentation draw from generators seeded by (config.seed, epoch),
+    so nothing outside the run shifts them. With out_dir, the training state (weights, optimizer, scheduler,
+    history) is written atomically to RUN_DIR/last.pt after every epoch; resume=True continues from it and ends
+    with the same weights as an uninterrupted run on the same CPU. config.init_from starts from a pneumolib
+    checkpoint's weights instead of random init or ImageNet."""
     t0 = time.perf_counter()
-    seed_everything(config.seed)
+    seed_everything(config.seed)  # model initialisation draws from the global torch RNG
     dev = get_device(device)
     cache = cache or DEFAULT_CACHE
     pre = preprocessing_for(config)
-    data = prescan(data, config.image_size, strict=strict, cache=cache)
-    if data.hygiene and data.hygiene.n_problems:
-        log(f"pre-scan of {data.root}:\n{data.hygiene.table()}")
-    for e in data.bad_files:
-        log(f"skipping unreadable file: {e}")
-    model = build_model(config.model, config.in_channels, config.pretrained).to(dev)
+    if data.hygiene is None:
+        data = prescan(data, config.image_size, strict=strict, cache=cache)
+        data.log_findings(logger)
+    model = build_model(config.model, config.in_channels, config.pretrained)
+    if config.init_from:
+        init_weights_from(model, config.init_from, config)
+        logger.info("initialised from %s", config.init_from)
+    model = model.to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     counts = [sum(s.label == i for s in data["train"]) for i in range(len(CLASSES))]
     criterion = make_loss(config, counts).to(dev)
     opt = make_optimizer(config, model)
-    transform = build_train_transform(config.train_transforms)
+    augment = make_batch_augment(config).to(dev)
     n_per_epoch = len(subsample(data["train"], config.max_train_images, 0))
     steps = config.epochs * max(1, n_per_epoch // config.batch_size)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps) if config.scheduler == "cosine" else None
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" else torch.autocast("cpu", enabled=False)
+    sched = SCHEDULERS[config.scheduler](opt, steps)
+    amp = autocast(dev)
 
     history, best_loss, best_state, best_epoch, n_seen, train_time = [], math.inf, None, 0, 0, 0.0
     start = 1
-    state = load_train_state(out_dir, config) if (resume and out_dir is not None) else None
+    run = RunDir(out_dir) if out_dir is not None else None
+    state = load_train_state(out_dir, config) if (resume and run is not None) else None
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -205,17 +221,19 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
             sched.load_state_dict(state["scheduler"])
         history, best_loss, best_epoch = state["history"], state["best_loss"], state["best_epoch"]
         best_state, n_seen, train_time = state["best_state"], state["n_seen"], state["train_time"]
-        _set_rng_state(state["rng"])
         start = state["epoch"] + 1
-        log(f"resuming from {Path(out_dir) / STATE_FILE}: epoch {state['epoch']}/{config.epochs} was the last completed")
+        logger.info("resuming from %s: epoch %d/%d was the last completed", run.state, state["epoch"], config.epochs)
     elif resume:
-        log("nothing to resume: no saved training state; starting from epoch 1")
+        logger.info("nothing to resume: no saved training state; starting from epoch 1")
     for epoch in range(start, config.epochs + 1):
         model.train()
-        loader = _epoch_loader(config, data, pre, transform, cache, epoch)
+        loader = _epoch_loader(config, data["train"], cache, epoch)
+        g_aug = generator(stream_seed(config.seed, epoch, "augment"))
         te, total, n = time.perf_counter(), 0.0, 0
         for x, y, _ in tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=None):
-            x, y = x.to(dev, non_blocking=True), y.to(dev, non_blocking=True)
+            x, y = prepare_batch(augment, pre, x, y, g_aug, dev)  # the bench times this same call
+            if dev.type == "cuda":
+                x = x.contiguous(memory_format=torch.channels_last)
             with amp:
                 loss = criterion(model(x), y)
             if not torch.isfinite(loss):
@@ -237,30 +255,34 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
         if row["val_loss"] < best_loss:
             best_loss, best_epoch = row["val_loss"], epoch
             best_state = copy.deepcopy(model.state_dict())
-        if out_dir is not None:
+        if run is not None:
             snapshot = {"format": STATE_FORMAT, "config": config.to_dict(), "epoch": epoch,
                         "model": model.state_dict(), "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict() if sched else None, "history": history,
                         "best_loss": best_loss, "best_epoch": best_epoch, "best_state": best_state,
-                        "n_seen": n_seen, "train_time": train_time, "rng": _rng_state()}
-            atomic_write(Path(out_dir) / STATE_FILE, lambda tmp: torch.save(snapshot, tmp))
+                        "n_seen": n_seen, "train_time": train_time}
+            atomic_write(run.state, lambda tmp: torch.save(snapshot, tmp))
         # logged after the state is on disk: a run killed after this line resumes after this epoch
-        log(f"epoch {epoch:>2}/{config.epochs}  train loss {row['train_loss']:.4f}  val loss {row['val_loss']:.4f}  "
-            f"val AUC {row['val_auc']:.3f}  val acc@0.5 {row['val_acc']:.3f}  ({row['seconds']:.0f}s)")
+        logger.info("epoch %2d/%d  train loss %.4f  val loss %.4f  val AUC %.3f  val acc@0.5 %.3f  (%.0fs)",
+                    epoch, config.epochs, row["train_loss"], row["val_loss"], row["val_auc"], row["val_acc"],
+                    row["seconds"])
 
+    last_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     val = predict_samples(model, data["val"], pre, device=dev, tta=config.tta, cache=cache)
     threshold = choose_threshold(config.threshold, val.labels, val.probs)
     seconds = time.perf_counter() - t0
     result = FitResult(model, config, history, best_epoch, threshold, val, seconds,
-                       n_seen / train_time if train_time else float("nan"), notes=list(data.notes))
-    if out_dir is not None:
+                       n_seen / train_time if train_time else float("nan"), notes=list(data.notes),
+                       last_state=last_state)
+    if run is not None:
         info = {"history": history, "best_epoch": best_epoch, "seconds": seconds, "device": str(dev),
-                "train_images_per_s": result.train_images_per_s, **(extra or {})}
-        result.checkpoint = save_checkpoint(Path(out_dir) / "checkpoint.pt", model, config, threshold, info)
-        (Path(out_dir) / STATE_FILE).unlink(missing_ok=True)  # finished: checkpoint.pt supersedes it
-    log(f"best epoch {best_epoch} (val loss {best_loss:.4f}); threshold {threshold:.3f} ({config.threshold}); "
-        f"{seconds:.0f}s on {dev}, {result.train_images_per_s:.0f} train img/s")
+                "train_images_per_s": result.train_images_per_s, "class_counts": dict(zip(CLASSES, counts)),
+                **(extra or {})}
+        result.checkpoint = save_checkpoint(run.checkpoint, model, config, threshold, info)
+        run.state.unlink(missing_ok=True)  # finished: checkpoint.pt supersedes it
+    logger.info("best epoch %d (val loss %.4f); threshold %.3f (%s); %.0fs on %s, %.0f train img/s",
+                best_epoch, best_loss, threshold, config.threshold, seconds, dev, result.train_images_per_s)
     return result
 
 

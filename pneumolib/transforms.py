@@ -10,7 +10,7 @@ import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from .config import CLASSES
+from .config import CLASSES, NORMALIZATIONS
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -140,7 +140,7 @@ def build_train_transform(train_transforms: tuple[tuple[str, str], ...]) -> ByCl
 
 
 # --- the last step, shared by training and inference ----------------------------------
-NORMALIZE = ("none", "imagenet", "per_image", "equalize")
+NORMALIZE = NORMALIZATIONS  # the names live in config; the cases below implement each
 
 
 @dataclass(frozen=True)
@@ -168,8 +168,11 @@ class Preprocessing:
         x = x.expand(*x.shape[:-3], self.in_channels, *x.shape[-2:]) if x.shape[-3] == 1 else x
         if self.normalize == "imagenet":
             # a 1-channel model sees the grey image; use the mean of the RGB statistics
-            mean = torch.tensor(IMAGENET_MEAN if self.in_channels == 3 else [np.mean(IMAGENET_MEAN)], dtype=torch.float32)
-            std = torch.tensor(IMAGENET_STD if self.in_channels == 3 else [np.mean(IMAGENET_STD)], dtype=torch.float32)
+            # on x's device: batches are preprocessed on the training device (augment.py)
+            mean = torch.tensor(IMAGENET_MEAN if self.in_channels == 3 else [np.mean(IMAGENET_MEAN)],
+                                dtype=torch.float32, device=x.device)
+            std = torch.tensor(IMAGENET_STD if self.in_channels == 3 else [np.mean(IMAGENET_STD)],
+                               dtype=torch.float32, device=x.device)
             x = (x - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
         elif self.normalize not in NORMALIZE:
             raise ValueError(f"unknown normalize {self.normalize!r} ({' | '.join(NORMALIZE)})")

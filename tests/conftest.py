@@ -19,7 +19,7 @@ def trained_run(tmp_path_factory, fixture_data):
     from pneumolib.experiment import run_experiment
 
     out = tmp_path_factory.mktemp("run") / "04"
-    return run_experiment(get_config("04"), None, out, log=None, data=fixture_data)
+    return run_experiment(get_config("04"), None, out, data=fixture_data)
 
 
 @pytest.fixture

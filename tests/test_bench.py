@@ -23,7 +23,29 @@ def test_bench_reports_the_three_rates(tmp_path, capsys):
         assert k in r
     assert r["device"] == "cpu" and r["image_size"] == 64
     assert all(r[k] > 0 for k in ("plain_img_s", "pipeline_img_s", "compute_img_s"))
-    assert "pure compute" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "pure compute" in out and "experiment baseline" in out
+    assert r["experiment"] == "baseline"
+
+
+def test_bench_runs_the_named_experiments_transforms_and_preprocessing(tmp_path, monkeypatch):
+    import pneumolib.augment as A
+
+    seen = []
+    real = A.BatchAugment.from_specs
+    monkeypatch.setattr(A.BatchAugment, "from_specs", classmethod(lambda cls, t: seen.append(t) or real(t)))
+    js = tmp_path / "b.json"
+    assert main(["bench", "--experiment", "recommended", "--steps", "1", "--image-size", "64", "--batch-size", "8",
+                 "--json", str(js)]) == 0
+    r = json.loads(js.read_text())
+    assert r["experiment"] == "recommended" and r["normalize"] == "equalize"
+    assert seen == [(("NORMAL", "robust"), ("PNEUMONIA", "robust"))]  # the pipeline used the recipe's augmentation
+    assert r["pipeline_img_s"] > 0
+
+
+def test_bench_refuses_an_unknown_experiment(capsys):
+    assert main(["bench", "--experiment", "no_such_recipe", "--steps", "1"]) == 2
+    assert "no_such_recipe" in capsys.readouterr().err
 
 
 def test_cache_decodes_once_and_again_when_the_file_changes(tmp_path):

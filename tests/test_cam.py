@@ -1,9 +1,39 @@
+import csv
+import json
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from torch import nn
 
-from pneumolib.cam import CAM, METHODS, class_targets, explain, lung_focus, lower_central_share, segment_lungs
-from pneumolib.fixture import make_phantom
+from pneumolib.cam import (
+    CAM,
+    METHODS,
+    MaskCheck,
+    check_mask,
+    class_targets,
+    explain,
+    explain_predictor,
+    first_per_class,
+    heart_box_mask,
+    lift,
+    lower_central_share,
+    lung_focus,
+    patient_bootstrap,
+    random_maps,
+    randomise_top,
+    rank_correlation,
+    resolve_layer,
+    road,
+    sanity_checks,
+    segment_lungs,
+)
+from pneumolib.checkpoint import Predictor, save_checkpoint
+from pneumolib.cli import main
+from pneumolib.evaluate import predict_samples
+from pneumolib.fixture import fixture_dir, make_phantom, mask_for
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -16,6 +46,7 @@ def test_cam_methods_give_one_normalised_map_per_image(trained_run, method):
     assert maps.min() >= 0 and maps.max() <= 1 + 1e-6
 
 
+# --- scores ---------------------------------------------------------------------------------
 def test_lung_focus_is_the_share_of_energy_inside_the_mask():
     mask = np.zeros((8, 8), bool)
     mask[:, :4] = True
@@ -26,10 +57,31 @@ def test_lung_focus_is_the_share_of_energy_inside_the_mask():
     assert lung_focus(np.ones((2, 2)), np.ones((8, 8), bool)) == pytest.approx(1.0)  # resized to the mask
 
 
+@pytest.mark.parametrize("seed", range(3))
+def test_a_uniform_map_has_lift_exactly_one_for_lungs_and_heart_box(seed):
+    lungs = make_phantom(np.random.default_rng(seed), pneumonia=False, size=64).lungs
+    flat = np.ones((64, 64), np.float32)
+    assert lift(flat, lungs) == 1.0
+    assert lift(flat, heart_box_mask(64, 64)) == 1.0
+    inside = lungs.astype(np.float32)  # all energy in the lungs: lift = 1 / area
+    assert lift(inside, lungs) == pytest.approx(1 / lungs.mean())
+
+
 def test_lower_central_share_of_a_uniform_map():
     assert lower_central_share(np.ones((100, 100))) == pytest.approx(0.45 * 0.4)
 
 
+def test_patient_bootstrap_resamples_patients_not_images():
+    # one patient with nine films of value 1, one with a single film of value 0: resampling patients can draw
+    # the second patient twice (mean 0); resampling images practically never draws ten zeros
+    values = np.array([1.0] * 9 + [0.0])
+    lo, hi = patient_bootstrap(values, ["A"] * 9 + ["B"], n_boot=2000, seed=0)
+    assert lo == 0.0 and hi == 1.0
+    lo, hi = patient_bootstrap(values, [f"p{i}" for i in range(10)], n_boot=2000, seed=0)
+    assert lo > 0.5
+
+
+# --- lung masks -----------------------------------------------------------------------------
 @pytest.mark.parametrize("seed", range(5))
 def test_classical_lung_segmentation_finds_the_phantom_lungs(seed):
     ph = make_phantom(np.random.default_rng(seed), pneumonia=False, size=128)
@@ -42,15 +94,78 @@ def test_classical_lung_segmentation_finds_the_phantom_lungs(seed):
 def test_segmentation_falls_back_to_a_prior_on_a_blank_image():
     mask, how = segment_lungs(np.full((64, 64), 128, np.uint8))
     assert how == "prior" and 0.05 < mask.mean() < 0.5
+    assert check_mask(mask, how) != ""  # a prior is not a segmentation of this film
 
 
-def test_explain_uses_exact_fixture_masks_and_looks_at_the_lesions(trained_run):
+def test_every_exact_fixture_mask_passes_the_check():
+    paths = sorted((fixture_dir() / "masks").rglob("*.png"))
+    assert len(paths) == 128
+    for p in paths:
+        assert check_mask(np.asarray(Image.open(p).convert("L")) > 127, "exact") == "", p
+    for size in (64, 128, 256):
+        for seed in range(4):
+            assert check_mask(make_phantom(np.random.default_rng(seed), bool(seed % 2), size).lungs) == ""
+
+
+def test_mask_check_fails_leaks_blobs_and_odd_areas():
+    lungs = make_phantom(np.random.default_rng(0), pneumonia=False, size=128).lungs
+    strip = np.zeros_like(lungs)
+    strip[:, :6] = True
+    leak = strip.copy()
+    leak[60:64, :45] = True  # joined to the left lung: still two components, but a strip along the border
+    assert "runs along the left image border" in check_mask(leak | lungs)
+    seg = np.zeros_like(lungs)  # a segmented mask is checked against the thorax box it was searched in
+    seg[40:100, 16:40], seg[40:100, 80:110] = True, True
+    assert check_mask(seg, "segmented") == ""
+    seg[16:108, 12:16] = True
+    assert "left thorax box" in check_mask(seg, "segmented")
+    assert check_mask(strip | lungs) != "" and check_mask(strip) != ""  # a separate strip; the strip alone
+    one = lungs.copy()
+    one[:, 64:] = False
+    assert "component" in check_mask(one)  # one lung only
+    blob = lungs.copy()
+    blob[:, 64:] = False
+    blob[60:66, 90:96] = True  # the other lung a small blob
+    assert check_mask(blob) != ""
+    assert "area" in check_mask(np.ones_like(lungs))
+    assert check_mask(leak | lungs, rules=MaskCheck(max_edge_contact=1.0)) == ""  # the rules are parameters
+
+
+# --- explain on the trained fixture model ---------------------------------------------------------
+def test_explain_uses_exact_fixture_masks_at_8x8_and_the_pneumonia_target(trained_run):
     e = trained_run.explanation
-    assert set(e.mask_methods) == {"exact"}
+    assert set(e.mask_methods) == {"exact"} and e.mask_ok.all()
     assert len(e.samples) == len(e.cams) == len(e.focus) == 24  # all 12 + 12 fixture test images
-    assert np.all((0 <= e.focus) & (e.focus <= 1))
+    assert e.target == "PNEUMONIA" and set(e.classes) == {1}
+    assert min(e.map_size) >= 8 and e.layer == "layer2"  # 64 px: layer2 is the deepest stage with 8 x 8 cells
     s = e.summary()
     assert set(s) == {"NORMAL", "PNEUMONIA"}
+    for v in s.values():
+        assert v["masks_passed"] == 12 and v["masks_failed"] == 0
+        lo, hi = v["lung_lift_ci95"]
+        assert lo <= v["lung_lift"] <= hi
+    assert e.selection.startswith("first 50 films per class")
+    gc = trained_run.metrics["gradcam"]
+    assert gc["map_size"] == list(e.map_size) and gc["randomisation_rank_corr"]["mean"] < 0.9
+
+
+@pytest.mark.parametrize("size, layer", [(64, "layer2"), (128, "layer3"), (224, "layer3"), (256, "layer4")])
+def test_auto_layer_is_the_deepest_with_at_least_8x8_cells(trained_run, size, layer):
+    name, module = resolve_layer(trained_run.predictor.model, "auto", size, 3)
+    assert name == layer and module is getattr(trained_run.predictor.model, layer)[-1]
+    pre = replace(trained_run.predictor.preprocessing, image_size=size)
+    e = explain(trained_run.predictor.model, trained_run.explanation.samples[:1], pre)
+    assert min(e.map_size) >= 8
+
+
+def test_pneumonia_map_puts_more_energy_on_the_lesions_than_a_random_map(trained_run):
+    e = trained_run.explanation
+    pneu = [i for i, s in enumerate(e.samples) if s.label == 1]
+    lesions = [np.asarray(Image.open(mask_for(e.samples[i].path, kind="lesions")).convert("L")) > 127 for i in pneu]
+    model_share = np.mean([lung_focus(e.cams[i], m) for i, m in zip(pneu, lesions)])
+    rand = random_maps(len(pneu), e.map_size, e.input_size, seed=0)
+    random_share = np.mean([lung_focus(c, m) for c, m in zip(rand, lesions)])
+    assert model_share > 1.4 * random_share  # measured 0.15 vs 0.07 (lesions cover 0.066 of the image)
 
 
 def test_explain_without_maps_keeps_only_scores(trained_run):
@@ -60,4 +175,162 @@ def test_explain_without_maps_keeps_only_scores(trained_run):
     lean = explain(trained_run.predictor.model, samples, pre, 0.5, keep_maps=False, batch_size=5)
     assert lean.cams.shape[0] == 0 and lean.images.shape[0] == 0 and lean.masks.shape[0] == 0
     assert np.allclose(lean.focus, full.focus, atol=1e-5)
+    assert np.allclose(lean.heart_lift, full.heart_lift, atol=1e-5)
     assert lean.summary().keys() == full.summary().keys()
+
+
+def test_predicted_target_follows_the_threshold(trained_run):
+    samples = trained_run.explanation.samples
+    model, pre = trained_run.predictor.model, trained_run.predictor.preprocessing
+    e = explain(model, samples, pre, 0.5, target="predicted")
+    assert np.array_equal(e.classes, (e.probs >= 0.5).astype(int))
+    assert set(explain(model, samples[:2], pre, target="NORMAL").classes) == {0}
+    with pytest.raises(ValueError, match="target"):
+        explain(model, samples[:2], pre, target="lungs")
+
+
+def test_first_per_class_takes_the_first_films_in_order_and_says_so(fixture_data):
+    test = fixture_data["test"]
+    picked, words = first_per_class(test, 3)
+    assert picked == [s for s in test if s.label == 0][:3] + [s for s in test if s.label == 1][:3]
+    assert words.startswith("first 3 films per class")
+
+
+# --- one prediction, one map: TTA ----------------------------------------------------------
+def test_tta_explanation_uses_the_probabilities_predict_reports(trained_run):
+    r = trained_run
+    samples = r.explanation.samples
+    tta_pred = Predictor(r.predictor.model, replace(r.config, tta=True), r.threshold, r.predictor.preprocessing)
+    e = explain_predictor(tta_pred, samples, sanity_per_class=0)
+    scores = predict_samples(tta_pred.model, samples, tta_pred.preprocessing, tta=True)
+    plain = predict_samples(tta_pred.model, samples, tta_pred.preprocessing, tta=False)
+    assert e.tta and np.abs(scores.probs - plain.probs).max() > 1e-4  # TTA changes p on this model
+    assert np.allclose(e.probs, scores.probs, atol=1e-5)
+    # and the map is the mean of the image's map and its flip's map flipped back
+    x = torch.stack([tta_pred.preprocess(s.path) for s in samples[:3]])
+    with CAM(tta_pred.model, "gradcam", tta_pred.model.layer2[-1]) as cam:
+        a = cam(x, class_targets([1, 1, 1]))
+        b = cam(torch.flip(x, dims=[3]), class_targets([1, 1, 1]))[:, :, ::-1]
+    mean = (a + b) / 2
+    assert np.allclose(e.cams[:3], mean / mean.max(axis=(1, 2), keepdims=True), atol=1e-5)
+
+
+# --- sanity and faithfulness --------------------------------------------------------------
+def test_randomisation_lowers_the_rank_correlation_and_leaves_the_model_alone(trained_run):
+    model = trained_run.predictor.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    e = trained_run.explanation
+    x = torch.stack([trained_run.predictor.preprocess(s.path) for s in e.samples[:6]])
+    maps = e.cams[:6]
+    assert np.allclose(rank_correlation(maps, maps), 1.0)
+    rand = randomise_top(model, ("layer4", "fc"), seed=1)
+    with CAM(rand, "gradcam", rand.layer2[-1]) as cam:
+        other = cam.maps(x, np.ones(6, int))
+    assert np.nanmean(rank_correlation(maps, other)) < 0.9
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    again = randomise_top(model, ("layer4", "fc"), seed=1)
+    assert torch.equal(again.fc.weight, rand.fc.weight) and torch.equal(again.layer2[0].conv1.weight,
+                                                                          model.layer2[0].conv1.weight)
+
+
+class _TopLeftTexture(nn.Module):
+    """P(class 1) rises with the pixel spread in the top-left quadrant and ignores everything else."""
+
+    def forward(self, x):
+        s = x[:, :, :16, :16].flatten(1).std(dim=1)
+        return torch.stack([torch.zeros_like(s), 40 * (s - 0.15)], dim=1)
+
+
+def test_road_rewards_the_map_on_the_pixels_the_model_uses():
+    model = _TopLeftTexture()
+    x = torch.rand(4, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    yy, xx = np.mgrid[0:32, 0:32]
+    right = np.exp(-((yy - 8) ** 2 + (xx - 8) ** 2) / 60.0).astype(np.float32)
+    wrong = right[::-1, ::-1].copy()
+    state = torch.get_rng_state()
+    good = road(model, x, np.stack([right] * 4), [1] * 4, seed=0)
+    bad = road(model, x, np.stack([wrong] * 4), [1] * 4, seed=0)
+    assert torch.equal(state, torch.get_rng_state())  # the imputation noise comes from its own generator
+    assert good["combined"].mean() > bad["combined"].mean() + 0.05
+    again = road(model, x, np.stack([right] * 4), [1] * 4, seed=0)
+    assert np.array_equal(good["combined"], again["combined"])
+
+
+def test_sanity_checks_report_model_and_random_maps(trained_run):
+    e = trained_run.explanation
+    s = sanity_checks(trained_run.predictor.model, e, trained_run.predictor.preprocessing, per_class=1,
+                      percentiles=(50,))
+    assert s["n"] == 2 and len(s["randomisation_rank_corr"]["per_image"]) == 2
+    fa = s["faithfulness"]
+    assert np.isfinite(fa["model"]) and np.isfinite(fa["random"]) and "ROAD" in fa["metric"]
+
+
+# --- command line ---------------------------------------------------------------------------
+def test_explain_cli_writes_grids_and_json_matching_the_scores_csv(trained_run, tmp_path, capsys):
+    r = trained_run
+    ckpt = save_checkpoint(tmp_path / "tta" / "checkpoint.pt", r.predictor.model, replace(r.config, tta=True),
+                           r.threshold)
+    js, out, scores = tmp_path / "g.json", tmp_path / "figs", tmp_path / "scores.csv"
+    assert main(["explain", str(ckpt), "--data-dir", str(fixture_dir()), "--n", "3", "--json", str(js),
+                 "--out", str(out), "--sanity-n", "1"]) == 0
+    rep = json.loads(js.read_text())
+    for key in ("map_size", "lung_lift", "heart_lift", "masks_passed", "masks_failed", "randomisation_rank_corr",
+                "faithfulness", "selection", "target"):
+        assert key in rep, key
+    assert min(rep["map_size"]) >= 8 and rep["target"] == "PNEUMONIA" and rep["tta"] is True
+    assert set(rep["lung_lift"]) == {"NORMAL", "PNEUMONIA"} and len(rep["lung_lift"]["NORMAL"]["ci95"]) == 2
+    assert {"model", "random"} <= set(rep["faithfulness"]) and rep["masks_passed"] + rep["masks_failed"] == 6
+    assert rep["selection"].startswith("first 3 films per class")
+    assert len(list(out.glob("*.png"))) == 2
+    assert "lung lift" in capsys.readouterr().out
+    assert main(["evaluate", str(ckpt), "--data-dir", str(fixture_dir()), "--scores", str(scores)]) == 0
+    csv_p = {row["path"]: float(row["p_pneumonia"]) for row in csv.DictReader(scores.open())}
+    for img in rep["images"]:
+        assert img["p_pneumonia"] == pytest.approx(csv_p[img["path"]], abs=1e-5)
+        assert img["prediction"] == ("PNEUMONIA" if img["p_pneumonia"] >= rep["threshold"] else "NORMAL")
+
+
+@pytest.mark.parametrize("size, expected", [((300, 200), (300, 200)), ((2000, 1500), (1024, 768))])
+def test_predict_cam_overlays_keep_the_film_size_up_to_1024(trained_run, tmp_path, size, expected):
+    src = min((fixture_dir() / "test" / "PNEUMONIA").glob("*.png"))
+    film = tmp_path / "film.png"
+    Image.open(src).convert("L").resize(size, Image.BILINEAR).save(film)
+    assert main(["predict", str(trained_run.run_dir / "checkpoint.pt"), str(film), "--cam-dir",
+                 str(tmp_path / "cams")]) == 0
+    with Image.open(tmp_path / "cams" / "film_cam.png") as im:
+        assert im.size == expected and im.mode == "RGB"
+
+
+def test_empty_maps_and_failed_masks_are_counted_and_left_out(fixture_data):
+    from pneumolib.cam import Explanation
+
+    samples = [s for s in fixture_data["test"] if s.label == 1][:4]
+    nan = float("nan")
+    e = Explanation(samples, np.zeros((0, 64, 64), np.uint8), np.zeros((0, 64, 64)), np.full(4, 0.9), 0.5,
+                    np.zeros((0, 64, 64), bool), ["segmented"] * 4, focus=np.array([0.4, nan, 0.2, 0.6]),
+                    lung_area=np.full(4, 0.2), heart_box=np.array([0.18, nan, 0.36, 0.18]), method="gradcam",
+                    target="PNEUMONIA", classes=np.ones(4, int), mask_problems=["", "", "", "area 0.01 outside"],
+                    input_size=64)
+    s = e.summary()["PNEUMONIA"]
+    assert s["empty_maps"] == 1 and s["masks_failed"] == 1 and s["masks_passed"] == 3
+    assert s["lung_lift"] == pytest.approx((2.0 + 1.0) / 2)  # the empty map and the failed mask are left out
+    rep = e.report()
+    assert rep["empty_maps"] == 1 and rep["lung_lift"]["PNEUMONIA"]["n"] == 2
+    assert rep["images"][1]["lung_lift"] is None and rep["images"][1]["heart_lift"] is None
+
+
+def test_explain_checks_segmented_masks_when_no_exact_mask_exists(trained_run, tmp_path):
+    import shutil
+
+    from pneumolib.data import discover_split
+
+    for cls in ("NORMAL", "PNEUMONIA"):
+        (tmp_path / "test" / cls).mkdir(parents=True)
+        for src in sorted((fixture_dir() / "test" / cls).glob("*.png"))[:3]:
+            shutil.copy(src, tmp_path / "test" / cls / src.name)
+    samples = discover_split(tmp_path, "test")["test"]
+    e = explain(trained_run.predictor.model, samples, trained_run.predictor.preprocessing)
+    assert set(e.mask_methods) <= {"segmented", "prior"}
+    rep = e.report()
+    assert rep["masks_passed"] + rep["masks_failed"] == 6
+    assert [bool(i["mask_problem"]) for i in rep["images"]] == [not ok for ok in e.mask_ok]

@@ -8,7 +8,7 @@ import pytest
 from pneumolib.cli import build_parser, main
 from pneumolib.fixture import fixture_dir
 
-COMMANDS = ["experiments", "run", "train", "evaluate", "predict", "stress", "compare", "bench"]
+COMMANDS = ["experiments", "run", "train", "evaluate", "predict", "explain", "card", "stress", "ablate", "compare", "bench"]
 
 
 def run_cli(*args, **kw):
@@ -53,11 +53,11 @@ def cli_run(tmp_path_factory):
 
 def test_train_writes_checkpoint_metrics_scores_and_prints_summary(cli_run):
     out, r = cli_run
-    for name in ("checkpoint.pt", "metrics.json", "scores_test.csv", "scores_val.csv", "config.json"):
+    for name in ("checkpoint.pt", "metrics.json", "scores_test.csv", "scores_val.csv", "config.json", "MODEL_CARD.md"):
         assert (out / name).is_file(), name
     m = json.loads((out / "metrics.json").read_text())
     assert m["config"]["epochs"] == 2 and m["config"]["seed"] == 3 and m["profile"] == "fixture"
-    assert "epoch  2/2" in r.stdout and "specificity (NORMAL recall)" in r.stdout
+    assert "epoch  2/2" in r.stderr and "specificity (NORMAL recall)" in r.stdout  # progress is logged to stderr
 
 
 def test_evaluate_prints_report_and_writes_json(cli_run, tmp_path):
@@ -113,7 +113,7 @@ def test_train_with_early_id_holdout_records_it(tmp_path):
     assert m["holdout"] == "early_ids" and any("early-ID holdout" in n for n in m["notes"])
     # a run folder trained on another holdout is not reused for this one
     r2 = run_cli("train", "baseline", "--out", str(out), "--epochs", "1", "--cam-per-class", "0")
-    assert r2.returncode == 0 and "reusing" not in r2.stdout
+    assert r2.returncode == 0 and "reusing" not in r2.stderr
 
 
 def test_run_trains_each_experiment_and_ends_with_a_table(tmp_path, capsys):
@@ -158,7 +158,7 @@ def test_pretrained_without_weights_fails_by_default_and_is_labelled_with_flag(t
     r = run_cli("train", "pretrained", "--out", str(tmp_path / "b"), "--epochs", "1", "--cam-per-class", "0",
                 "--allow-random-init")
     assert r.returncode == 0, r.stderr
-    assert "RANDOM INIT" in r.stdout
+    assert "RANDOM INIT" in r.stderr  # the warning is logged
     m = json.loads((tmp_path / "b" / "metrics.json").read_text())
     assert m["config"]["pretrained"] is False and "unavailable" in m["weights"]
 
@@ -199,3 +199,14 @@ def test_evaluate_a_folder_without_classes_is_one_line(cli_run, tmp_path, capsys
     assert main(["evaluate", str(out / "checkpoint.pt"), "--data-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "no test/ folder and no NORMAL/PNEUMONIA class folders" in err and err.count("\n") == 1
+
+
+def test_run_with_seeds_writes_one_folder_per_seed_in_the_notebooks_layout(tmp_path, capsys):
+    from pneumolib.config import get_config
+    from pneumolib.runs import load_metrics
+
+    assert main(["run", "baseline", "--seeds", "0", "1", "--out", str(tmp_path), "--cam-per-class", "0"]) == 0
+    seeds = [load_metrics(tmp_path / "01_baseline" / f"seed{s}")["config"]["seed"] for s in (0, 1)]
+    assert seeds == [0, 1]
+    assert get_config("baseline").seed == 0  # the registry's config is untouched
+    assert "01 baseline" in capsys.readouterr().out

@@ -1,5 +1,5 @@
 import json
-from dataclasses import FrozenInstanceError, replace
+from dataclasses import replace
 
 import pytest
 
@@ -38,9 +38,51 @@ def test_from_dict_rejects_unknown_fields():
         C.ExperimentConfig.from_dict({"name": "x", "learning_rate": 1})
 
 
-def test_configs_are_frozen():
-    with pytest.raises(FrozenInstanceError):
-        C.BASELINE.lr = 1.0
+@pytest.mark.parametrize("field,value,allowed", [
+    ("scheduler", "cosin", "none, cosine"),  # regression: a typo used to mean "no schedule", silently
+    ("loss", "hinge", "ce, focal"),
+    ("optimizer", "adamm", "adam, adamw, sgd"),
+    ("sampler", "balance", "shuffle, balanced"),
+    ("normalize", "zscore", "none, imagenet, per_image, equalize"),
+    ("class_weighting", "inverse", "none, balanced"),
+    ("threshold", "youdn", "fixed:T, youden, sensitivity:S"),
+    ("threshold", "fixed:1.5", "fixed:T"),
+    ("threshold", "sensitivity:x", "sensitivity:S"),
+    ("profile", "laptop", "fixture, cpu, gpu, full"),
+    ("model", "vgg16", "resnet18"),
+])
+def test_bad_config_values_are_refused_at_replace_time_naming_field_value_and_choices(field, value, allowed):
+    with pytest.raises(ValueError) as e:
+        replace(C.BASELINE, **{field: value})
+    assert f"{field}={value!r}" in str(e.value) and allowed in str(e.value)
+
+
+def test_unknown_transform_name_is_refused_when_the_config_is_built():
+    with pytest.raises(ValueError, match="'robus'.*not one of: none, log_baseline"):
+        replace(C.BASELINE, train_transforms=(("NORMAL", "central_focus+robus"), ("PNEUMONIA", "robust")))
+    with pytest.raises(ValueError, match="must name each of NORMAL, PNEUMONIA"):
+        replace(C.BASELINE, train_transforms=(("NORMAL", "robust"),))
+
+
+@pytest.mark.parametrize("field,value", [("epochs", 0), ("batch_size", -1), ("lr", 0.0), ("image_size", 16),
+                                         ("label_smoothing", 1.0), ("focal_alpha", 1.5), ("max_train_images", 0)])
+def test_out_of_range_numbers_are_refused(field, value):
+    with pytest.raises(ValueError, match=field):
+        replace(C.BASELINE, **{field: value})
+
+
+def test_every_registered_and_ablation_config_and_profile_is_valid():
+    for cfg in [*C.REGISTRY.values(), *C.ABLATIONS.values()]:
+        for profile in C.PROFILES:
+            C.apply_profile(cfg, profile)  # validated on construction
+    assert set(C.PROFILES) == set(C.PROFILE_NAMES)
+
+
+def test_transform_and_normalisation_names_match_their_implementations():
+    from pneumolib import transforms
+
+    assert set(transforms.TRANSFORMS) == set(C.TRANSFORM_NAMES)
+    assert set(transforms.NORMALIZE) == set(C.NORMALIZATIONS)
 
 
 @pytest.mark.parametrize("entry,expected", [

@@ -120,7 +120,7 @@ def test_built_val_is_deterministic_per_seed(data_root):
     assert set(a) != set(c)
 
 
-def test_tiny_val_is_rebuilt_and_its_images_go_to_train(data_root):
+def test_tiny_val_is_pooled_with_train_and_rebuilt(data_root):
     kept = []
     for cls in CLASSES:
         files = sorted((data_root / "val" / cls).iterdir())
@@ -129,10 +129,72 @@ def test_tiny_val_is_rebuilt_and_its_images_go_to_train(data_root):
             f.unlink()
     data = discover(data_root, seed=0)
     _check_rebuilt_val(data, 84)
-    train_paths = {s.path for s in data["train"]}
-    assert set(kept) <= train_paths  # the 4 original val images are not wasted
-    assert not set(kept) & {s.path for s in data["val"]}
-    assert any("tiny (4 images)" in n for n in data.notes)
+    assert set(kept) <= {s.path for s in data["train"] + data["val"]}  # the 4 original val images are not wasted
+    assert any("tiny (4 images)" in n and "pooled" in n for n in data.notes)
+
+
+def test_val_rebuild_never_puts_one_patient_on_both_sides_regression(data_root):
+    # regression: the rebuild used to split train alone and append the old val images to train, so a patient
+    # with films in train/ and in a tiny val/ ended up in both train and the new val
+    for cls in CLASSES:
+        for f in sorted((data_root / "val" / cls).iterdir())[1:]:
+            f.unlink()
+    for cls in CLASSES:  # each train patient also gets a film in val/
+        for f in sorted((data_root / "train" / cls).iterdir())[:8]:
+            shutil.copy(f, data_root / "val" / cls / f.name.replace("-0001", "-0009").replace("_1.png", "_9.png"))
+    data = discover(data_root, seed=0)
+    assert any("pooled" in n for n in data.notes)
+    where: dict[str, set] = {}
+    for split in ("train", "val"):
+        for smp in data[split]:
+            where.setdefault(smp.patient, set()).add(split)
+    shared = [p for p, splits in where.items() if len(splits) > 1]
+    assert not shared
+    assert sum(len(v) for v in where.values()) == len({s.patient for s in data["train"] + data["val"]})
+
+
+def _small_folder(root, patients_per_class, films_each=1):
+    for split in ("train", "test"):
+        for label, cls in enumerate(CLASSES):
+            for i in range(patients_per_class):
+                for k in range(films_each):
+                    name = f"IM-{i:04d}-{k + 1:04d}.png" if label == 0 else f"person{i}_bacteria_{k}.png"
+                    _png(root / split / cls / name, value=60 + 40 * label + i)
+    return root
+
+
+@pytest.mark.parametrize("patients_per_class", [2, 3, 5])
+def test_small_folder_builds_a_val_split(tmp_path, patients_per_class):
+    # regression: scikit-learn's grouped k-fold raised "n_splits=10 cannot be greater than ..." with a traceback
+    data = discover(_small_folder(tmp_path / "d", patients_per_class, films_each=2))
+    assert data.counts()["val"]["NORMAL"] > 0 and data.counts()["val"]["PNEUMONIA"] > 0
+    assert data.counts()["train"]["NORMAL"] > 0 and data.counts()["train"]["PNEUMONIA"] > 0
+    assert not ({s.patient for s in data["train"]} & {s.patient for s in data["val"]})
+
+
+def test_folder_too_small_to_split_is_a_one_line_error_and_exit_2(tmp_path, capsys):
+    from pneumolib.cli import main
+
+    root = _small_folder(tmp_path / "d", 1, films_each=3)
+    with pytest.raises(DataError) as e:
+        discover(root)
+    msg = str(e.value)
+    assert "\n" not in msg and "NORMAL has 1" in msg and "need at least 2 per class" in msg
+    assert main(["train", "baseline", "--data-dir", str(root), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "too few patients" in err[0] and "Traceback" not in err[0]
+
+
+def test_unreadable_test_image_is_skipped_and_listed_not_an_abort(data_root, tmp_path):
+    from pneumolib.experiment import run_experiment
+
+    bad = data_root / "test" / "PNEUMONIA" / "person999_bacteria_1.png"
+    bad.write_bytes(b"not a png at all")
+    cfg = replace(apply_profile(get_config("baseline"), "fixture"), epochs=1)
+    r = run_experiment(cfg, data_root, tmp_path / "run", cam_per_class=1, focus_per_class=1)
+    assert r.metrics["test"]["n"] == 24
+    assert any(str(bad) in f for f in r.metrics["skipped_files"])
+    assert str(bad) not in {str(s.path) for s in r.test.samples}
 
 
 def test_big_enough_val_is_kept(data_root):
@@ -262,7 +324,7 @@ def test_training_does_not_die_on_one_bad_file(data_with_bad_files):
     from pneumolib.train import FitResult, fit
 
     config = replace(apply_profile(get_config("baseline"), "fixture"), epochs=1)
-    result = fit(config, data_with_bad_files, log=None)
+    result = fit(config, data_with_bad_files)
     assert isinstance(result, FitResult)
     assert len(result.history) == 1
     assert np.isfinite(result.history[0]["train_loss"]) and np.isfinite(result.history[0]["val_loss"])

@@ -85,3 +85,21 @@ def test_ten_correct_images_are_not_certainty():
     assert lo < 0.75 and hi == pytest.approx(1.0)
     assert m["ci95_wilson"]["specificity"][0] < 0.6
     assert "Wilson" in format_metrics(m)
+
+
+def _clustered(n_patients=20, films=10):
+    # each patient's films are all right or all wrong: 200 films, but only 20 independent outcomes
+    right = np.random.default_rng(1).random(n_patients) < 0.6
+    y = np.tile([0, 1], n_patients * films // 2)
+    p = np.where(np.repeat(right, films), y * 0.8 + 0.1, 0.9 - y * 0.8)
+    return Scores([Sample(f"/x/{i}.png", int(t), f"p{i // films}", "test") for i, t in enumerate(y)], p)
+
+
+def test_intervals_resample_patients_not_images():
+    s = _clustered()
+    lo_i, hi_i = bootstrap_ci(s.labels, s.probs, 0.5, n_boot=400)["accuracy"]
+    lo_p, hi_p = bootstrap_ci(s.labels, s.probs, 0.5, n_boot=400, groups=[x.patient for x in s.samples])["accuracy"]
+    assert hi_p - lo_p > 2 * (hi_i - lo_i)
+    m = compute_metrics(s, 0.5, n_boot=400)
+    assert m["ci95_unit"] == "patient" and m["n_patients"] == 20
+    assert m["ci95"]["accuracy"] == [lo_p, hi_p]

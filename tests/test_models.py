@@ -66,3 +66,17 @@ def test_unknown_model_and_channel_counts_are_refused():
         build_model("vgg_nope")
     with pytest.raises(ValueError, match="in_channels"):
         build_model("resnet18", in_channels=2)
+
+
+def test_flip_tta_averages_the_image_and_its_mirror():
+    from pneumolib.models import p_pneumonia
+
+    torch.manual_seed(0)
+    model = build_model(in_channels=1).eval()
+    x = torch.rand(3, 1, 64, 64)
+    plain = p_pneumonia(model, x)
+    mirrored = p_pneumonia(model, torch.flip(x, dims=[3]))
+    assert torch.allclose(p_pneumonia(model, x, tta=True), (plain + mirrored) / 2, atol=1e-6)
+    assert not torch.allclose(plain, mirrored, atol=1e-4)  # so the average is not the plain score by accident
+    sym = torch.cat([x[..., :32], torch.flip(x[..., :32], dims=[3])], dim=3)  # a left-right symmetric image
+    assert torch.allclose(p_pneumonia(model, sym, tta=True), p_pneumonia(model, sym), atol=1e-5)

@@ -86,3 +86,26 @@ def test_score_steps_keeps_the_baseline_lung_focus_regression(tmp_path):
     P.score_steps(None, tmp_path, configs=[BASELINE], overrides={"epochs": 1}, holdouts=("folders",))
     m = json.loads((tmp_path / "01_baseline" / "metrics.json").read_text())
     assert "lung_focus" in m and m["lung_focus"]["NORMAL"]["n"] > 0
+
+
+def test_ablate_command_trains_the_asked_steps_and_prints_the_table(tmp_path, capsys):
+    # 'ablate' replaced the two shell loops in tools/: it trains (or reuses) each step and scores it
+    from pneumolib.cli import main
+
+    args = ["ablate", "--runs", str(tmp_path), "--steps", "baseline", "abl_balanced", "--holdout", "folders"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "baseline" in out and "abl_balanced" in out and "stress test" in out
+    assert (tmp_path / "01_baseline" / "checkpoint.pt").is_file()
+    assert (tmp_path / "ablation" / "abl_balanced" / "stress.json").is_file()
+    mtime = (tmp_path / "ablation" / "abl_balanced" / "checkpoint.pt").stat().st_mtime_ns
+    assert main(args) == 0  # a second call reuses the finished runs
+    assert (tmp_path / "ablation" / "abl_balanced" / "checkpoint.pt").stat().st_mtime_ns == mtime
+
+
+def test_experiments_lists_the_ablation_chain(capsys):
+    from pneumolib.cli import main
+
+    assert main(["experiments", "--ablations"]) == 0
+    out = capsys.readouterr().out
+    assert "abl_equalize" in out and "normalize: none -> equalize" in out

@@ -27,8 +27,10 @@ def test_killed_mid_training_then_resumed_gives_the_same_weights(tmp_path):
     assert subprocess.run(_train_cmd(full), capture_output=True, timeout=600).returncode == 0
 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    p = subprocess.Popen(_train_cmd(cut), stdout=subprocess.PIPE, text=True, env=env)
-    for line in p.stdout:  # kill (like an OOM kill) as soon as the first epoch is reported
+    # the library logs to stderr (the CLI configures logging); kill (like an OOM kill) as soon as the first epoch
+    # is reported
+    p = subprocess.Popen(_train_cmd(cut), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
+    for line in p.stderr:
         if line.startswith("epoch  1/4"):
             p.send_signal(signal.SIGKILL)
             break
@@ -39,7 +41,7 @@ def test_killed_mid_training_then_resumed_gives_the_same_weights(tmp_path):
 
     r = subprocess.run(_train_cmd(cut, "--resume"), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    assert "resuming from" in r.stdout
+    assert "resuming from" in r.stderr
     a, b = _weights(full), _weights(cut)
     assert a.keys() == b.keys()
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -48,7 +50,7 @@ def test_killed_mid_training_then_resumed_gives_the_same_weights(tmp_path):
 
 def test_resume_in_process_matches_uninterrupted(fixture_data, tiny_config, tmp_path, monkeypatch):
     cfg = replace(tiny_config, epochs=3, max_train_images=32, scheduler="cosine")
-    ref = fit(cfg, fixture_data, tmp_path / "ref", log=None)
+    ref = fit(cfg, fixture_data, tmp_path / "ref")
     # stop after epoch 2 by making the third epoch's validation raise
     import pneumolib.train as T
     real = T.predict_samples
@@ -62,10 +64,10 @@ def test_resume_in_process_matches_uninterrupted(fixture_data, tiny_config, tmp_
 
     monkeypatch.setattr(T, "predict_samples", flaky)
     with pytest.raises(KeyboardInterrupt):
-        fit(cfg, fixture_data, tmp_path / "cut", log=None)
+        fit(cfg, fixture_data, tmp_path / "cut")
     monkeypatch.setattr(T, "predict_samples", real)
     assert load_train_state(tmp_path / "cut", cfg)["epoch"] == 2
-    res = fit(cfg, fixture_data, tmp_path / "cut", log=None, resume=True)
+    res = fit(cfg, fixture_data, tmp_path / "cut", resume=True)
     assert [h["val_loss"] for h in res.history] == [h["val_loss"] for h in ref.history]
     sa, sb = ref.model.state_dict(), res.model.state_dict()
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
@@ -76,7 +78,7 @@ def test_resume_refuses_a_state_from_another_config(fixture_data, tiny_config, t
 
     monkeypatch.setattr(T, "save_checkpoint", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
-        fit(tiny_config, fixture_data, tmp_path, log=None)
+        fit(tiny_config, fixture_data, tmp_path)
     with pytest.raises(CheckpointError, match="different config.*lr: 0.001 -> 0.01"):
         load_train_state(tmp_path, replace(tiny_config, lr=0.01))
 
@@ -87,7 +89,7 @@ def test_truncated_state_file_is_a_clear_error(tiny_config, tmp_path):
         load_train_state(tmp_path, tiny_config)
 
 
-def test_resume_without_state_starts_from_epoch_one(fixture_data, tiny_config, tmp_path):
-    logs = []
-    r = fit(tiny_config, fixture_data, tmp_path, log=logs.append, resume=True)
-    assert len(r.history) == 1 and any("nothing to resume" in s for s in logs)
+def test_resume_without_state_starts_from_epoch_one(fixture_data, tiny_config, tmp_path, caplog):
+    with caplog.at_level("INFO", logger="pneumolib"):
+        r = fit(tiny_config, fixture_data, tmp_path, resume=True)
+    assert len(r.history) == 1 and any("nothing to resume" in rec.getMessage() for rec in caplog.records)

@@ -1,0 +1,40 @@
+"""The entry-4 drift study: the log's inference path, a mismatch that matters, and one pneumolib refuses."""
+import numpy as np
+import pytest
+
+from pneumolib.checkpoint import Predictor
+from pneumolib.drift import (compare_inference, format_rows, imagenet_normalised_inference, log_entry4_inference,
+                             single_channel_inference)
+
+
+@pytest.fixture(scope="module")
+def predictor(trained_run):
+    return Predictor.load(trained_run.run_dir / "checkpoint.pt")
+
+
+def test_log_entry4_path_on_grey_films_changes_nothing_and_imagenet_normalisation_does(predictor, fixture_data):
+    size = predictor.preprocessing.image_size
+    rows = compare_inference(predictor, fixture_data["test"], {
+        "checkpoint's own": None,
+        "log entry 4": log_entry4_inference(size),
+        "imagenet at inference": imagenet_normalised_inference(size),
+        "one channel": single_channel_inference(size),
+    })
+    by = {r["inference"]: r for r in rows}
+    assert by["checkpoint's own"]["max |p - p_checkpoint|"] == 0
+    # R = G = B films: forcing greyscale to 3 channels is what training saw (resampling differs by a hair)
+    assert by["log entry 4"]["max |p - p_checkpoint|"] < 0.05
+    assert by["log entry 4"]["share of predictions changed"] <= 1 / 24
+    # normalising only at inference moves every score
+    assert by["imagenet at inference"]["max |p - p_checkpoint|"] > 0.1
+    # a 1-channel input to this 3-channel checkpoint is refused, not guessed
+    assert "expects 3-channel input" in by["one channel"]["error"]
+    text = format_rows(rows)
+    assert "refused" in text and "log entry 4" in text
+
+
+def test_recalls_are_computed_per_class(predictor, fixture_data):
+    row = compare_inference(predictor, fixture_data["test"], {"own": None})[0]
+    y = np.array([s.label for s in fixture_data["test"]])
+    acc = (row["NORMAL recall"] * (y == 0).sum() + row["PNEUMONIA recall"] * (y == 1).sum()) / len(y)
+    assert row["accuracy"] == pytest.approx(acc)

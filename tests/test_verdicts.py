@@ -1,0 +1,147 @@
+"""Verdict rules on synthetic numbers: intervals against thresholds, seeds, comparisons, untestable claims."""
+import pytest
+
+from pneumolib import verdicts as V
+from pneumolib.config import REGISTRY
+from pneumolib.verdicts import CANNOT_TELL, FAILS, HOLDS, NOT_TESTED, Estimate
+
+
+def run(seed=0, sens=0.95, spec=0.95, acc=0.95, half=0.03, n=400, focus=None, weights="random init", **extra):
+    """A run's metrics as run_experiment writes them, with bootstrap intervals of +-half."""
+    def ci(v):
+        return [v - half, v + half]
+    m = {"config": {"seed": seed, "pretrained": "unavailable" not in weights}, "weights": weights,
+         "test": {"accuracy": acc, "sensitivity": sens, "specificity": spec, "auc": 0.99, "n": n,
+                  "ci95": {"accuracy": ci(acc), "sensitivity": ci(sens), "specificity": ci(spec)},
+                  "p_shares": {"p>=0.99": 0.1, "0.4<=p<=0.7": 0.05, "extreme (p<0.05 or p>0.95)": 0.7},
+                  "confusion_matrix": [[90, 10], [15, 285]]}}
+    if focus is not None:
+        m["lung_focus"] = {c: {"lung_focus": focus * 0.2, "lung_area": 0.2, "heart_box": 0.18, "n": 50}
+                           for c in ("NORMAL", "PNEUMONIA")}
+    m.update(extra)
+    return m
+
+
+@pytest.mark.parametrize("interval, direction, expected", [
+    ((0.92, 0.97), ">", HOLDS), ((0.80, 0.89), ">", FAILS), ((0.85, 0.95), ">", CANNOT_TELL),
+    ((0.70, 0.79), "<", HOLDS), ((0.91, 0.99), "<", FAILS), ((0.75, 0.85), "<", CANNOT_TELL),
+    ((0.80, 0.90), ">", FAILS),  # touching the threshold from below is not above it
+    (None, ">", CANNOT_TELL), ((float("nan"), 0.9), ">", CANNOT_TELL),
+])
+def test_verdict_compares_the_whole_interval_with_the_threshold(interval, direction, expected):
+    assert V.verdict(interval, direction, 0.9 if direction == ">" else 0.8) == expected
+
+
+def test_verdict_refuses_an_unknown_direction():
+    with pytest.raises(ValueError, match="direction"):
+        V.verdict((0.1, 0.2), ">=", 0.5)
+
+
+def test_interval_is_the_envelope_of_seed_intervals_or_the_seed_range_with_enough_seeds():
+    c = V.combine([Estimate(0.90, 0.85, 0.94), Estimate(0.96, 0.93, 0.99)])
+    assert c["interval"] == (0.85, 0.99) and c["range"] == (0.90, 0.96) and c["mean"] == pytest.approx(0.93)
+    assert V.combine([Estimate(1.2)])["interval"] is None  # one seed, no sampling interval: no verdict
+    three = V.combine([Estimate(1.2), Estimate(1.1), Estimate(1.3)])
+    assert three["interval"] == (1.1, 1.3) and three["n"] == 3
+
+
+def test_differences_and_gaps_keep_conservative_intervals():
+    d = Estimate(0.95, 0.92, 0.98) - Estimate(0.80, 0.72, 0.87)
+    assert (d.value, d.lo, d.hi) == pytest.approx((0.15, 0.05, 0.26))
+    a = abs(Estimate(0.01, -0.05, 0.03))
+    assert (a.value, a.lo, a.hi) == pytest.approx((0.01, 0.0, 0.05))
+    assert abs(Estimate(-0.2, -0.3, -0.1)).lo == pytest.approx(0.1)
+    assert (Estimate(1.0) - Estimate(0.5)).has_interval is False
+
+
+def test_wilson_interval_of_all_right_and_all_wrong_small_samples():
+    lo, hi = V.wilson(5, 5)
+    assert hi == 1.0 and 0.5 < lo < 0.6
+    lo, hi = V.wilson(0, 5)
+    assert lo == 0.0 and 0.4 < hi < 0.5
+
+
+def test_a_baseline_with_balanced_recalls_contradicts_normal_images_ambiguous():
+    rows = {r["claim"]: r for r in V.judge_entry("01", [run(spec=0.955, sens=0.96, focus=1.2)])}
+    assert rows["Pneumonia classified well"]["verdict"] == HOLDS
+    assert rows["normal images ambiguous"]["verdict"] == FAILS
+    # Grad-CAM shares carry no sampling interval: one seed cannot decide ...
+    cam = "Grad-CAM: attention on the image periphery rather than the lung centre"
+    assert rows[cam]["verdict"] == CANNOT_TELL and "3 or more seeds" in rows[cam]["note"]
+    # ... three seeds can, from their range
+    rows = {r["claim"]: r for r in V.judge_entry("01", [run(seed=s, focus=f) for s, f in enumerate((1.1, 1.2, 1.3))])}
+    assert rows[cam]["verdict"] == HOLDS and rows[cam]["n"] == 3
+
+
+def test_verdicts_use_every_seed():
+    good, bad = run(seed=0, sens=0.97), run(seed=1, sens=0.86)
+    row = V.judge(V.CLAIMS["01"][0], [good, bad])
+    assert row["verdict"] == CANNOT_TELL and row["range"] == (0.86, 0.97)
+    assert V.judge(V.CLAIMS["01"][0], [good])["verdict"] == HOLDS
+
+
+def test_comparisons_pair_runs_of_the_same_seed():
+    this = [run(seed=0, spec=0.40), run(seed=1, spec=0.45)]
+    ref = {"01": [run(seed=1, spec=0.95), run(seed=0, spec=0.60)]}
+    row = V.judge(V.CLAIMS["02"][0], this, ref)
+    assert row["range"] == pytest.approx((0.20, 0.50))  # 0.60-0.40 and 0.95-0.45, not 0.95-0.40
+    assert row["verdict"] == HOLDS
+
+
+def test_a_comparison_without_the_other_run_is_not_tested():
+    row = V.judge(V.CLAIMS["02"][0], [run()], {})
+    assert row["verdict"] == NOT_TESTED and "entry 01" in row["note"]
+
+
+def test_claims_about_imagenet_weights_are_not_tested_on_random_init():
+    ref = {"04": [run(spec=0.80)]}
+    row = V.judge(V.CLAIMS["05"][1], [run(spec=0.95, weights="random init (ImageNet weights unavailable)")], ref)
+    assert row["verdict"] == NOT_TESTED and "random init" in row["note"]
+    row = V.judge(V.CLAIMS["05"][1], [run(spec=0.95, weights="ImageNet weights from resnet18.pth")], ref)
+    assert row["verdict"] == HOLDS
+
+
+def test_ten_images_cannot_show_everything_is_pneumonia():
+    def subset(k_normal_right):
+        spec = k_normal_right / 5
+        return run(test_subset={"specificity": spec, "n": 10, "ci95": {"specificity": [spec, spec]},
+                                "ci95_wilson": {"specificity": list(V.wilson(k_normal_right, 5))}})
+    claim = V.CLAIMS["08"][0]
+    assert V.judge(claim, [subset(0)])["verdict"] == CANNOT_TELL  # 0/5: Wilson reaches above 0.2
+    assert V.judge(claim, [subset(5)])["verdict"] == FAILS
+
+
+def test_missing_measurements_are_said_not_guessed():
+    row = V.judge(V.CLAIMS["04"][0], [run()])
+    assert row["verdict"] == NOT_TESTED and "inference_paths" in row["note"]
+
+
+def test_the_log_path_claims_of_entry_4_read_the_inference_rows():
+    # R = G = B films: the log's path gives the checkpoint's predictions, none changed
+    row = {"NORMAL recall": 0.8, "share predicted PNEUMONIA": 0.77, "share of predictions changed": 0.0, "n": 400,
+           "n_normal": 100}
+    paths = {V.CHECKPOINT_PATH: row, V.LOG_PATH: row}
+    rows = V.judge_entry("04", [run(inference_paths=paths)])
+    assert [r["verdict"] for r in rows] == [FAILS, FAILS]
+
+
+def test_every_experiment_has_claims_with_quotes_and_a_direction():
+    assert set(V.CLAIMS) == {c.entry for c in REGISTRY.values()}
+    for entry, claims in V.CLAIMS.items():
+        assert claims
+        for c in claims:
+            assert c.entry == entry and c.quote and c.quantity and c.direction in "<>"
+
+
+def test_grad_cam_lifts_with_patient_intervals_decide_with_one_seed():
+    lf = {c: {"lung_lift": 1.1, "lung_lift_ci95": [0.9, 1.3], "heart_lift": 2.0, "heart_lift_ci95": [1.7, 2.4]}
+          for c in ("NORMAL", "PNEUMONIA")}
+    rows = V.judge_entry("09", [run(lung_focus=lf)])
+    assert [r["verdict"] for r in rows[1:]] == [HOLDS, HOLDS]  # heart lift above 1.5, lung lift below it
+    assert rows[2]["interval"] == pytest.approx((0.9, 1.3))
+
+
+def test_a_nan_measurement_is_not_tested_rather_than_judged():
+    lf = {c: {"lung_lift": float("nan"), "lung_lift_ci95": [float("nan")] * 2} for c in ("NORMAL", "PNEUMONIA")}
+    row = V.judge(V.CLAIMS["01"][2], [run(lung_focus=lf)])
+    assert row["verdict"] == NOT_TESTED and "NaN" in row["note"]
