@@ -4,7 +4,9 @@ import tempfile
 
 # The notebooks read these; the kernels nbval starts inherit this environment.
 os.environ.pop("PNEUMOLIB_DATA_DIR", None)
-os.environ.pop("PNEUMOLIB_PROFILE", None)
+# every notebook cell runs under nbval with the smallest training that still exercises it ('smoke': 2 epochs); that
+# learning works is tested in tests/, not by the notebooks
+os.environ["PNEUMOLIB_PROFILE"] = "smoke"
 os.environ.setdefault("PNEUMOLIB_RUNS", tempfile.mkdtemp(prefix="pneumolib-nbval-runs-"))
 os.environ.setdefault("TQDM_DISABLE", "1")
 os.environ.setdefault("PNEUMOLIB_CACHE_DIR", tempfile.mkdtemp(prefix="pneumolib-test-cache-"))

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from .config import CLASSES
-from .transforms import TRANSFORMS, CentralFocus, Preprocessing
+from .transforms import CentralFocus, Preprocessing
 
 # Batched equivalents of transforms.TRANSFORMS (the per-sample reference the tests compare against). Every step
 # works on float N x C x H x W batches holding grey levels in [0, 255] and draws its parameters, one set per

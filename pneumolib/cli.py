@@ -279,7 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "else the bundled fixture)")
         s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
         s.add_argument("--profile", choices=list(C.PROFILES), default=None,
-                       help="run size: fixture | cpu | gpu | full (default: fixture for the fixture, else cpu or gpu)")
+                       help="run size: smoke | fixture | cpu | gpu | full (default: fixture for the fixture, else cpu or gpu)")
         s.add_argument("--cam-per-class", type=int, default=4, help="Grad-CAM images per class (0 = none)")
         s.add_argument("--strict", action="store_true",
                        help="refuse to start on any pre-scan finding: unreadable or identical files, patients in two splits "
@@ -390,7 +390,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "them, and print the table scored by each validation protocol")
     s.add_argument("--data-dir", help="Kaggle-layout folder (default: $PNEUMOLIB_DATA_DIR, else the bundled fixture)")
     s.add_argument("--runs", default="runs", help="folder of run folders (default: runs; steps go to RUNS/ablation/, "
-                                                  "RUNS/early_ids/, the baseline to RUNS/01_baseline)")
+                                                  "RUNS/early_ids/, the baseline to RUNS/01_baseline/seed0)")
     s.add_argument("--holdout", default="both", choices=["folders", "early_ids", "both"],
                    help="score on the folders' test split, the early-ID holdout, or both (default)")
     s.add_argument("--steps", nargs="+", metavar="NAME", help="only these steps (default: the whole chain, "

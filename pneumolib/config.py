@@ -22,7 +22,7 @@ SCHEDULERS = ("none", "cosine")
 NORMALIZATIONS = ("none", "imagenet", "per_image", "equalize")
 TRANSFORM_NAMES = ("none", "log_baseline", "log_strong_normal", "central_focus", "robust")
 THRESHOLD_RULES = ("fixed:T", "youden", "sensitivity:S")
-PROFILE_NAMES = ("fixture", "cpu", "gpu", "full")
+PROFILE_NAMES = ("smoke", "fixture", "cpu", "gpu", "full")
 
 
 def _choice(field_name: str, value: Any, allowed: tuple) -> None:
@@ -348,6 +348,9 @@ def previous(config: ExperimentConfig) -> ExperimentConfig | None:
 
 # --- run profiles: how big a run this machine can afford ----------------------------
 PROFILES: dict[str, dict[str, Any]] = {  # keys: PROFILE_NAMES
+    # the notebooks under nbval and in the browser test: every cell runs, on the fixture, with as little training
+    # as still exercises it (results are about nothing; the tests in tests/ check that learning works)
+    "smoke": dict(image_size=64, epochs=2, batch_size=16),
     # the bundled 64 px fixture: seconds on a laptop CPU
     "fixture": dict(image_size=64, epochs=10, batch_size=16),
     # real data on a 2-core CPU: 128 px, a fresh class-stratified 2,000-image subsample each epoch

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import tempfile
@@ -263,7 +262,6 @@ def _show_library_log(level: int = logging.INFO) -> None:
     log = logging.getLogger("pneumolib")
     if not any(isinstance(h, _NotebookHandler) for h in log.handlers):
         log.addHandler(_NotebookHandler())
-        log.propagate = False  # shown once, by this handler
     log.setLevel(level)
 
 

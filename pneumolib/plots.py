@@ -18,7 +18,6 @@ def show_transforms(config: ExperimentConfig, samples: list[Sample], n_per_class
     """Each row: one image as decoded, then `n_draws` random draws of its class's training transform."""
     cache = cache or DEFAULT_CACHE
     rng = np.random.default_rng(seed)
-    torch.manual_seed(seed)
     rows = []
     for label, cls in enumerate(CLASSES):
         pool = [s for s in samples if s.label == label]
@@ -28,7 +27,9 @@ def show_transforms(config: ExperimentConfig, samples: list[Sample], n_per_class
         spec = config.transform_for(cls)
         t = build(spec)
         img = torch.from_numpy(cache.get(s.path, config.image_size)).unsqueeze(0)
-        views = [img] + [t(img) for _ in range(n_draws)]
+        with torch.random.fork_rng(devices=[]):  # the reference draws from torch's global RNG: leave it as found
+            torch.manual_seed(seed + r)
+            views = [img] + [t(img) for _ in range(n_draws)]
         for c, v in enumerate(views):
             ax = axes[r, c]
             ax.imshow(v.squeeze(0).numpy(), cmap="gray", vmin=0, vmax=255)

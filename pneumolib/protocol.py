@@ -27,8 +27,8 @@ def run_dir_for(runs: str | Path, config: ExperimentConfig, holdout: str) -> Pat
     runs = Path(runs)
     if holdout == "early_ids":
         return runs / "early_ids" / config.name
-    if config.name in REGISTRY:  # the baseline and the recommended recipe share the notebooks' run folders
-        return runs / run_dir_name(config.entry, config.name)
+    if config.name in REGISTRY:  # the baseline and the recommended recipe share the notebooks' seed-0 run folders
+        return runs / run_dir_name(config.entry, config.name) / f"seed{config.seed}"
     return runs / "ablation" / config.name
 
 

@@ -29,7 +29,7 @@ def _phantom() -> torch.Tensor:
 def _features(out: torch.Tensor) -> dict[str, np.ndarray]:
     """Per-draw statistics of N x 1 x H x W outputs, each sensitive to one parameter of the transforms."""
     x = out.float()[:, 0]
-    n, h, w = x.shape
+    h = x.shape[1]
     c = slice(h // 2 - 6, h // 2 + 6)
     centre = x[:, c, c]
     pooled = torch.nn.functional.avg_pool2d(x[:, None, 12:-12, 12:-12], 4)[:, 0]
@@ -64,7 +64,7 @@ def _mismatches(ref: dict, new: dict) -> list[str]:
     return bad
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _reference_features(spec: str) -> dict[str, np.ndarray]:
     return _features(_reference(spec, _phantom()))
 

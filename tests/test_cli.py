@@ -117,7 +117,7 @@ def test_train_with_early_id_holdout_records_it(tmp_path):
 
 
 def test_run_trains_each_experiment_and_ends_with_a_table(tmp_path, capsys):
-    assert main(["run", "01", "09", "--out", str(tmp_path), "--cam-per-class", "0"]) == 0
+    assert main(["run", "01", "09", "--out", str(tmp_path), "--cam-per-class", "0", "--profile", "smoke"]) == 0
     out = capsys.readouterr().out
     table = out[out.index("Results on the test split"):]
     assert "01 baseline" in table and "09 focal_loss_threshold_0.8" in table
@@ -205,7 +205,8 @@ def test_run_with_seeds_writes_one_folder_per_seed_in_the_notebooks_layout(tmp_p
     from pneumolib.config import get_config
     from pneumolib.runs import load_metrics
 
-    assert main(["run", "baseline", "--seeds", "0", "1", "--out", str(tmp_path), "--cam-per-class", "0"]) == 0
+    assert main(["run", "baseline", "--seeds", "0", "1", "--out", str(tmp_path), "--cam-per-class", "0",
+                 "--profile", "smoke"]) == 0
     seeds = [load_metrics(tmp_path / "01_baseline" / f"seed{s}")["config"]["seed"] for s in (0, 1)]
     assert seeds == [0, 1]
     assert get_config("baseline").seed == 0  # the registry's config is untouched

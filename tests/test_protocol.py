@@ -35,7 +35,7 @@ def test_ablation_table_has_one_line_per_step():
 
 
 def test_run_folders_share_notebook_01_baseline_and_separate_the_holdouts(tmp_path):
-    assert P.run_dir_for(tmp_path, BASELINE, "folders") == tmp_path / "01_baseline"
+    assert P.run_dir_for(tmp_path, BASELINE, "folders") == tmp_path / "01_baseline" / "seed0"  # notebook 01's
     assert P.run_dir_for(tmp_path, BASELINE, "early_ids") == tmp_path / "early_ids" / "baseline"
     assert P.run_dir_for(tmp_path, get_config("abl_tta"), "folders") == tmp_path / "ablation" / "abl_tta"
 
@@ -84,7 +84,7 @@ def test_score_steps_keeps_the_baseline_lung_focus_regression(tmp_path):
     import json
 
     P.score_steps(None, tmp_path, configs=[BASELINE], overrides={"epochs": 1}, holdouts=("folders",))
-    m = json.loads((tmp_path / "01_baseline" / "metrics.json").read_text())
+    m = json.loads((tmp_path / "01_baseline" / "seed0" / "metrics.json").read_text())
     assert "lung_focus" in m and m["lung_focus"]["NORMAL"]["n"] > 0
 
 
@@ -92,11 +92,12 @@ def test_ablate_command_trains_the_asked_steps_and_prints_the_table(tmp_path, ca
     # 'ablate' replaced the two shell loops in tools/: it trains (or reuses) each step and scores it
     from pneumolib.cli import main
 
-    args = ["ablate", "--runs", str(tmp_path), "--steps", "baseline", "abl_balanced", "--holdout", "folders"]
+    args = ["ablate", "--runs", str(tmp_path), "--steps", "baseline", "abl_balanced", "--holdout", "folders",
+            "--profile", "smoke"]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "baseline" in out and "abl_balanced" in out and "stress test" in out
-    assert (tmp_path / "01_baseline" / "checkpoint.pt").is_file()
+    assert (tmp_path / "01_baseline" / "seed0" / "checkpoint.pt").is_file()
     assert (tmp_path / "ablation" / "abl_balanced" / "stress.json").is_file()
     mtime = (tmp_path / "ablation" / "abl_balanced" / "checkpoint.pt").stat().st_mtime_ns
     assert main(args) == 0  # a second call reuses the finished runs

@@ -1,15 +1,32 @@
 #!/usr/bin/env bash
-# Execute the numbered notebooks in place on real data, for the committed outputs.
+# Render the numbered notebooks in place with papermill, then re-sync their jupytext .py pairs; prints each
+# notebook's wall time. The notebooks (and their .py pairs) are the source: this only executes them.
 # usage: tools/render_notebooks.sh DATA_DIR [PROFILE] [notebooks...]
+#   DATA_DIR  a Kaggle-layout folder, or 'fixture' for the bundled phantoms
+#   PROFILE   cpu (default) | gpu | fixture
+#   seeds     $PNEUMOLIB_SEEDS, comma-separated (default: 0,1,2 on real data, 0 on the fixture)
+#   runs      $PNEUMOLIB_RUNS (default: runs/ at the repository root); finished runs are reused
 set -euo pipefail
-DATA="$(realpath "$1")"  # before the cd, so a relative DATA_DIR works
-cd "$(dirname "$0")/../notebooks"
-export PNEUMOLIB_DATA_DIR="$DATA" PNEUMOLIB_PROFILE="${2:-cpu}" PNEUMOLIB_RUNS="$(realpath ../runs)" TQDM_DISABLE=1
-shift 2 || shift $#
-nbs=("$@"); [ ${#nbs[@]} -gt 0 ] || nbs=(0*.ipynb)
+root="$(cd "$(dirname "$0")/.." && pwd)"
+PY="${PYTHON:-$root/.venv/bin/python}"
+data="${1:?usage: tools/render_notebooks.sh DATA_DIR [PROFILE] [notebooks...]}"
+profile="${2:-cpu}"
+shift; [ $# -gt 0 ] && shift
+if [ "$data" = fixture ]; then seeds="${PNEUMOLIB_SEEDS:-0}"; else data="$(realpath "$data")"; seeds="${PNEUMOLIB_SEEDS:-0,1,2}"; fi
+runs="$(realpath -m "${PNEUMOLIB_RUNS:-$root/runs}")"
+nbs=()
+for nb in "$@"; do nbs+=("$(basename "$nb")"); done
+cd "$root/notebooks"
+[ ${#nbs[@]} -gt 0 ] || nbs=([0-9][0-9]_*.ipynb)
+export TQDM_DISABLE=1
+all_start=$(date +%s)
 for nb in "${nbs[@]}"; do
   start=$(date +%s)
-  jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=7200 "$nb"
-  echo "$nb: $(( $(date +%s) - start )) s"
+  "$PY" -m papermill "$nb" "$nb" -p DATA_DIR "$data" -p PROFILE "$profile" -p SEEDS "$seeds" -p RUNS "$runs" \
+      -p DEVICE "${PNEUMOLIB_DEVICE:-auto}" --log-level WARNING
+  "$PY" "$root/tools/finish_render.py" "$nb"
+  "$PY" "$root/tools/shrink_notebook_images.py" "$nb" >/dev/null
+  "$PY" -m jupytext --sync "$nb" --quiet
+  echo "$nb: $(( $(date +%s) - start )) s wall"
 done
-python ../tools/shrink_notebook_images.py "${nbs[@]}"
+echo "all ${#nbs[@]} notebook(s): $(( $(date +%s) - all_start )) s wall (profile $profile, seeds $seeds)"

@@ -1,0 +1,141 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 04 · 2024-05-14 · 3-channel RGB training, greyscale forced at inference
+#
+# **Hypothesis.** The standard 3-channel ResNet18 is trained on RGB input; the log then forced greyscale at inference (`Image.open(p).convert("L")` + `Grayscale(num_output_channels=3)`) and saw every prediction turn PNEUMONIA. Does that mismatch explain the collapse?
+#
+# **What changed (from entry 03, `central_focus_pneumonia`):** in_channels: 1 -> 3; PNEUMONIA transform: central_focus+log_baseline -> log_baseline. The config is `pneumolib.config.get_config("rgb_grayscale_mismatch")`, written as a `replace(...)` of the previous entry's.
+#
+# **What the log recorded:** Grad-CAM attention abnormal, every prediction PNEUMONIA (probability 1.00). Cause: channel/preprocessing mismatch between training and inference.
+#
+# The committed outputs come from the real paediatric chest X-rays of Kermany, Zhang & Goldbaum (2018, Mendeley Data doi:10.17632/rscbjbr9sj.2, CC BY 4.0), split by patient; the provenance line below states the code version, profile, device and seeds. Each seed is a separate training run; the conclusions use all of them. Run with no data folder, the notebook uses pneumolib's bundled synthetic fixture (one seed), and its numbers are then about phantoms, not patients.
+
+# %% tags=["parameters"]
+import os
+
+DATA_DIR = os.environ.get("PNEUMOLIB_DATA_DIR")  # Kaggle-layout folder; None -> the bundled fixture
+PROFILE = os.environ.get("PNEUMOLIB_PROFILE")  # smoke | fixture | cpu | gpu; None -> chosen from the data and the device
+SEEDS = [int(s) for s in os.environ.get("PNEUMOLIB_SEEDS", os.environ.get("PNEUMOLIB_SEED", "0")).split(",")]
+DEVICE = os.environ.get("PNEUMOLIB_DEVICE", "auto")  # auto | cpu | cuda
+RUNS = os.environ.get("PNEUMOLIB_RUNS", "../runs")  # run folders: RUNS/NN_name/seed{S}
+
+# %%
+# %matplotlib inline
+from dataclasses import replace
+
+from pneumolib import config as C, notebook as nb, plots
+
+DATA, PROFILE = nb.setup(DATA_DIR, PROFILE, DEVICE)
+SEEDS = nb.provenance(PROFILE, DEVICE, SEEDS)
+
+# %% [markdown]
+# ## The experiment
+#
+# The frozen config and how it differs from the previous entry (this cell's output is pinned by the regression tests).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+cfg = C.get_config("rgb_grayscale_mismatch")
+nb.describe(cfg)
+
+# %% [markdown]
+# ## Data and training transforms
+#
+# For each image, two rows: random draws of its class's training transform through the per-sample reference, then through the batched augmentation that training actually uses (`augment.BatchAugment`, on the training device). The two should look alike in kind; each draws its own parameters.
+
+# %%
+data = nb.load_data(DATA, SEEDS[0])
+plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
+
+# %% [markdown]
+# ## Training, one run per seed
+#
+# Each seed is its own run (weight initialisation, sampling and augmentation draws) in `RUNS/NN_name/seed{S}`; a finished run with the same training config is reused. Best epoch = lowest validation loss; the decision threshold comes from the config's rule and travels in the checkpoint. The table: each seed's test metrics with 95% intervals (bootstrap over patients), then the mean and range over the seeds.
+
+# %%
+results = nb.run_seeds(cfg, DATA, RUNS, PROFILE, SEEDS, DEVICE)
+nb.seed_table(results)
+
+# %% [markdown]
+# ### Checkpoint stability
+#
+# The kept checkpoint is the epoch with the lowest validation loss. Next to it, the last epoch's validation metrics: where the two differ a lot, the choice of epoch decides the numbers as much as the recipe does.
+
+# %%
+nb.checkpoint_table(results)
+
+# %% [markdown]
+# ### Training curves (first seed)
+#
+# Below the curves: epochs whose validation accuracy equals one class's share of the validation films, the signature of a model that calls every film that class.
+
+# %%
+r = results[0]
+nb.history(r)
+
+# %% [markdown]
+# ## Test split: metrics, confusion matrix, probabilities (first seed)
+#
+# Intervals are 95% bootstrap intervals over patients (the films of one patient are not independent).
+
+# %%
+nb.report(r)
+
+# %% [markdown]
+# ## Grad-CAM (first seed)
+#
+# Grad-CAM heatmaps over test images (the first output line names the layer and the target); the white outline is the lung field mask (exact on the fixture, a classical segmentation on real films). A region's *lift* is its share of the heatmap's energy divided by its share of the image: 1 = no preference, what a uniform heatmap scores.
+
+# %%
+nb.gradcam(r)
+
+# %% [markdown]
+# ## The log's inference path against the checkpoint's
+#
+# Every seed's model, fed the test images four ways. pneumolib's `Predictor` rebuilds the training preprocessing from the checkpoint; the other rows are what a hand-written inference script might do. *Share of predictions changed* counts the films whose predicted class differs from the checkpoint path's.
+
+# %%
+nb.inference_paths(results)
+
+# %% [markdown]
+# Grad-CAM (first seed) when the inputs are ImageNet-normalised at inference only, a mismatch that does change the inputs:
+
+# %%
+from pneumolib.cam import explain
+from pneumolib.transforms import Preprocessing
+
+wrong = Preprocessing(r.predictor.preprocessing.image_size, 3, "imagenet")
+e = explain(r.predictor.model, r.explanation.samples, wrong, r.threshold)
+plots.plot_cam_grid(e, title="Grad-CAM with ImageNet normalisation at inference only")
+nb.cam_table(e)
+
+# %% [markdown]
+# ## Log vs re-run
+#
+# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against.
+
+# %%
+nb.log_vs_rerun("04", results)
+
+# %% [markdown]
+# These films are grey (R = G = B), so converting to greyscale and copying it to three channels gives the model the same tensor it was trained on; the inference table measures how many predictions the log's path changes. A mismatch that changes pixel values (ImageNet normalisation at inference only) is shown for contrast, and feeding one channel to the 3-channel checkpoint is refused by pneumolib's `Predictor`.
+#
+# *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
+
+# %%
+nb.wall_time()

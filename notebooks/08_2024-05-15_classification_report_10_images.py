@@ -1,0 +1,139 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 08 · 2024-05-15 · Classification report on 10 test images (the log's pretrained model; random init where the weights are missing)
+#
+# **Hypothesis.** A classification report on 10 test images (5 NORMAL + 5 PNEUMONIA) tells whether the model is biased.
+#
+# **What changed (from entry 07, `strong_normal_aug`):** eval_subset_per_class: None -> 5. The config is `pneumolib.config.get_config("report_10_images")`, written as a `replace(...)` of the previous entry's.
+#
+# **What the log recorded:** NORMAL precision/recall/F1 0.00; PNEUMONIA precision 0.50, recall 1.00, F1 0.67; accuracy 0.50; macro avg 0.25/0.50/0.33. Everything predicted PNEUMONIA: the model is biased and ignores NORMAL, a serious problem in real use.
+#
+# **This re-run** starts from ImageNet weights only where the machine has them; otherwise it trains from random init, and the weights check, the seed table and the comparison tables say so. What the log says about pretraining can only be tested with the weights.
+#
+# The committed outputs come from the real paediatric chest X-rays of Kermany, Zhang & Goldbaum (2018, Mendeley Data doi:10.17632/rscbjbr9sj.2, CC BY 4.0), split by patient; the provenance line below states the code version, profile, device and seeds. Each seed is a separate training run; the conclusions use all of them. Run with no data folder, the notebook uses pneumolib's bundled synthetic fixture (one seed), and its numbers are then about phantoms, not patients.
+
+# %% tags=["parameters"]
+import os
+
+DATA_DIR = os.environ.get("PNEUMOLIB_DATA_DIR")  # Kaggle-layout folder; None -> the bundled fixture
+PROFILE = os.environ.get("PNEUMOLIB_PROFILE")  # smoke | fixture | cpu | gpu; None -> chosen from the data and the device
+SEEDS = [int(s) for s in os.environ.get("PNEUMOLIB_SEEDS", os.environ.get("PNEUMOLIB_SEED", "0")).split(",")]
+DEVICE = os.environ.get("PNEUMOLIB_DEVICE", "auto")  # auto | cpu | cuda
+RUNS = os.environ.get("PNEUMOLIB_RUNS", "../runs")  # run folders: RUNS/NN_name/seed{S}
+
+# %%
+# %matplotlib inline
+from dataclasses import replace
+
+from pneumolib import config as C, notebook as nb, plots
+
+DATA, PROFILE = nb.setup(DATA_DIR, PROFILE, DEVICE)
+SEEDS = nb.provenance(PROFILE, DEVICE, SEEDS)
+
+# %% [markdown]
+# ## The experiment
+#
+# The frozen config and how it differs from the previous entry (this cell's output is pinned by the regression tests).
+
+# %%
+# NBVAL_CHECK_OUTPUT
+cfg = C.get_config("report_10_images")
+nb.describe(cfg)
+
+# %% [markdown]
+# ## Are ImageNet weights available?
+#
+# pneumolib never falls back to random init silently: if the weights are missing, the runs below train from random init, say so in capitals, and save `pretrained=False` in their configs.
+
+# %%
+HAVE_WEIGHTS = nb.weights_status(cfg.model)
+
+# %% [markdown]
+# ## Data and training transforms
+#
+# For each image, two rows: random draws of its class's training transform through the per-sample reference, then through the batched augmentation that training actually uses (`augment.BatchAugment`, on the training device). The two should look alike in kind; each draws its own parameters.
+
+# %%
+data = nb.load_data(DATA, SEEDS[0])
+plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
+
+# %% [markdown]
+# ## Training, one run per seed
+#
+# Each seed is its own run (weight initialisation, sampling and augmentation draws) in `RUNS/NN_name/seed{S}`; a finished run with the same training config is reused. Best epoch = lowest validation loss; the decision threshold comes from the config's rule and travels in the checkpoint. The table: each seed's test metrics with 95% intervals (bootstrap over patients), then the mean and range over the seeds.
+
+# %%
+results = nb.run_seeds(cfg, DATA, RUNS, PROFILE, SEEDS, DEVICE)
+nb.seed_table(results)
+
+# %% [markdown]
+# ### Checkpoint stability
+#
+# The kept checkpoint is the epoch with the lowest validation loss. Next to it, the last epoch's validation metrics: where the two differ a lot, the choice of epoch decides the numbers as much as the recipe does.
+
+# %%
+nb.checkpoint_table(results)
+
+# %% [markdown]
+# ### Training curves (first seed)
+#
+# Below the curves: epochs whose validation accuracy equals one class's share of the validation films, the signature of a model that calls every film that class.
+
+# %%
+r = results[0]
+nb.history(r)
+
+# %% [markdown]
+# ## Test split: metrics, confusion matrix, probabilities (first seed)
+#
+# Intervals are 95% bootstrap intervals over patients (the films of one patient are not independent).
+
+# %%
+nb.report(r)
+
+# %% [markdown]
+# ## Grad-CAM (first seed)
+#
+# Grad-CAM heatmaps over test images (the first output line names the layer and the target); the white outline is the lung field mask (exact on the fixture, a classical segmentation on real films). A region's *lift* is its share of the heatmap's energy divided by its share of the image: 1 = no preference, what a uniform heatmap scores.
+
+# %%
+nb.gradcam(r)
+
+# %% [markdown]
+# ## The log's 10-image report against the full test split (first seed)
+#
+# The same seeded 5 + 5 sample the log's report used, next to the full split; for 10 images the Wilson interval is the honest one (the percentile bootstrap collapses on an all-right sample).
+
+# %%
+nb.subset_vs_full(r)
+
+# %% [markdown]
+# ## Log vs re-run
+#
+# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against.
+
+# %%
+nb.log_vs_rerun("08", results)
+
+# %% [markdown]
+# Five NORMAL films give a Wilson interval too wide to show bias either way, which is why the 10-image claim is judged on the Wilson interval and the bias claim on the full test split. Judge a model's bias on the full split, with intervals, as the table does.
+#
+# *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
+
+# %%
+nb.wall_time()

@@ -1,0 +1,200 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: tags,-all
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 10 · Recommended recipe: keep NORMAL recall on a new cohort
+#
+# Not a log entry. The log's model called everything PNEUMONIA. The same failure appears when a model trained on these
+# images meets the data set's own external test cohort (624 images of other patients, 37.5% NORMAL), which this project
+# is judged on and which is **not** in the data folder. Measured there with ResNet18 from random init at 224 px
+# (the numbers, not re-run here):
+#
+# | recipe | internal val acc | external acc | external NORMAL recall | external AUC |
+# |---|---|---|---|---|
+# | log-style augmentation, class-weighted CE, 30 epochs | 0.97-0.98 | 0.84-0.86 | 0.58-0.62 | 0.88-0.91 |
+# | much stronger geometric + intensity augmentation | 0.94-0.96 | 0.89-0.92 | 0.72-0.83 | 0.96-0.98 |
+#
+# A random internal split ranks these two the wrong way round. The project's goal on the external cohort: accuracy 0.94,
+# NORMAL recall 0.90, PNEUMONIA recall 0.95, AUC 0.98. This notebook:
+#
+# 1. states the recipe (a frozen config, a diff from the baseline);
+# 2. adds its levers one at a time (the **ablation**) and scores every step three ways: the random split; a **stress
+#    test** (the same test images under 11 simulated scanner shifts); and an **early-ID holdout** (the
+#    earliest-numbered patients of each file-name family, the nearest thing to a new acquisition batch);
+# 3. checks which of these protocols orders the recipes the way the external cohort did;
+# 4. reports the final model, its Grad-CAM lifts against the log's models, and all ten experiments side by side.
+#
+# The committed outputs come from the real paediatric chest X-rays of Kermany, Zhang & Goldbaum (2018, Mendeley Data
+# doi:10.17632/rscbjbr9sj.2, CC BY 4.0); the provenance line states the code version, profile, device and seeds (the final
+# model trains once per seed; the ablation steps once each). Run with no data folder, the notebook uses the bundled
+# synthetic fixture, and its numbers are then about phantoms, not patients.
+
+# %% tags=["parameters"]
+import os
+
+DATA_DIR = os.environ.get("PNEUMOLIB_DATA_DIR")  # Kaggle-layout folder; None -> the bundled fixture
+PROFILE = os.environ.get("PNEUMOLIB_PROFILE")  # smoke | fixture | cpu | gpu; None -> chosen from the data and the device
+SEEDS = [int(s) for s in os.environ.get("PNEUMOLIB_SEEDS", os.environ.get("PNEUMOLIB_SEED", "0")).split(",")]
+DEVICE = os.environ.get("PNEUMOLIB_DEVICE", "auto")  # auto | cpu | cuda
+RUNS = os.environ.get("PNEUMOLIB_RUNS", "../runs")  # run folders: RUNS/NN_name/seed{S}
+
+# %%
+# %matplotlib inline
+from dataclasses import replace
+
+from pneumolib import config as C, notebook as nb, plots
+
+DATA, PROFILE = nb.setup(DATA_DIR, PROFILE, DEVICE)
+SEEDS = nb.provenance(PROFILE, DEVICE, SEEDS)
+from pneumolib import protocol
+from pneumolib.stress import stress_run
+
+# %% [markdown]
+# ## The recipe
+#
+# Every change from the baseline (pinned by the regression tests):
+
+# %%
+# NBVAL_CHECK_OUTPUT
+cfg = C.get_config("recommended")
+nb.describe(cfg)
+print(f"normalize {cfg.normalize}, sampler {cfg.sampler}, optimizer {cfg.optimizer} (wd {cfg.weight_decay}), scheduler {cfg.scheduler}, label smoothing {cfg.label_smoothing}, TTA {cfg.tta}")
+for p in ("cpu", "gpu"):
+    nb.budget(cfg, p)
+
+# %% [markdown]
+# ## Data and the training transform
+#
+# The `robust` transform: flips, affine (rotation, shift, scale, shear), gamma, brightness/contrast, occasional blur. Each row: an image as decoded, then random draws.
+
+# %%
+data = nb.load_data(DATA, SEEDS[0])
+plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
+
+# %% [markdown]
+# ## The stress test's shifts
+#
+# Each acts on the decoded image before the checkpoint's preprocessing. *Seen* shifts are kinds of change the robust augmentation trains on (a recipe can resist them by construction); *unseen* ones are in no recipe's augmentation. The bottom row is what the recommended model sees after histogram equalisation: the intensity shifts mostly vanish.
+
+# %%
+from pneumolib.data import DEFAULT_CACHE
+
+image = DEFAULT_CACHE.get(data["test"][0].path, C.apply_profile(cfg, PROFILE).image_size)
+plots.show_shifts(image, normalize=cfg.normalize);
+
+# %% [markdown]
+# ## Ablation: one lever at a time, scored three ways
+#
+# Each step adds one change to the one above (`abl_per_image` is a side branch: the other intensity normalisation, in place of equalisation). All steps use the same budget (the profile's epochs and images per epoch) and one seed, so the last step is the recommended recipe at the ablation budget; the final model below trains longer. Finished runs are reused from their run folders.
+
+# %%
+rows = protocol.score_steps(DATA, RUNS, profile=PROFILE, device=DEVICE)
+nb.ablation_frame(rows)
+
+# %% [markdown]
+# ## Which protocol predicts the external cohort?
+#
+# The only external ground truth available is the pair: strong augmentation beat log-style augmentation on the external cohort. A useful protocol must order that pair the same way. Beyond that pair, the early-ID holdout was designed as the closest proxy for a new batch, so the other protocols are ranked against it (Spearman over the steps); how far that proxy can be trusted shows in its own column of the ablation table.
+
+# %%
+print(protocol.protocol_agreement(rows))
+protocol.plot_protocols(rows);
+
+# %% [markdown]
+# ### The anchor pair at the final budget
+#
+# Strong augmentation needs more training than the ablation's budget gives it. Here the log's baseline trains exactly as long as the final model below (same image size, epochs and images per epoch), so the two can be compared on equal terms, on the random split and under the stress test.
+
+# %%
+matched = protocol.matched_baseline(DATA, RUNS, profile=PROFILE, device=DEVICE)
+nb.budget(cfg, PROFILE)
+nb.ablation_frame([matched])
+
+# %% [markdown]
+# ## The final model, one run per seed
+#
+# The recommended recipe with its own profile (on the CPU: every training image each epoch, more epochs than the ablation). Best epoch = lowest validation loss; the Youden threshold is fixed on the validation split and stored in the checkpoint.
+
+# %%
+results = nb.run_seeds(cfg, DATA, RUNS, PROFILE, SEEDS, DEVICE)
+nb.seed_table(results)
+
+# %%
+nb.checkpoint_table(results)
+
+# %%
+r = results[0]
+nb.history(r)
+
+# %%
+nb.report(r)
+
+# %% [markdown]
+# ### Under the stress test
+#
+# The same test images under every shift, at each checkpoint's own threshold: every seed of the recipe, and the log's baseline trained with the same budget.
+
+# %%
+reports = nb.stress_seeds(results, DATA)
+nb.stress_table({**reports, "log's baseline, same budget": stress_run(matched["run_dir"], DATA)})
+
+# %% [markdown]
+# ### The decision rule (first seed)
+#
+# The same model under other thresholds (the data-driven ones chosen on validation). The checkpoint carries the Youden threshold.
+
+# %%
+nb.threshold_table(r)
+
+# %% [markdown]
+# ## Grad-CAM (first seed)
+#
+# Grad-CAM heatmaps over test images (the first output line names the layer and the target); the white outline is the lung mask. Then the lung and heart/diaphragm lifts of every experiment's model (first seed): a region's share of the heatmap over its share of the image, 1 = no preference.
+
+# %%
+nb.gradcam(r)
+
+# %%
+by_entry = nb.experiments_by_seed(DATA, RUNS, PROFILE, DEVICE, SEEDS)
+everything = [ms[0] for ms in by_entry.values()]
+nb.lung_focus_table(everything)
+
+# %% [markdown]
+# ## All ten experiments side by side
+#
+# First the mean and range over seeds of every experiment; then the first seed's test metrics with 95% intervals by patient (the figure draws the same intervals). Entries that asked for ImageNet weights and trained without them are labelled random init in both.
+
+# %%
+nb.seed_overview(by_entry)
+
+# %%
+nb.compare_all(everything)
+
+# %% [markdown]
+# ## What this found
+#
+# The recipe's own claim, judged like the log's: measured on every seed, against the project's NORMAL-recall goal and against the log's baseline trained with the same budget (loaded above).
+
+# %%
+nb.log_vs_rerun("10", results, {"matched_baseline": [matched]})
+
+# %% [markdown]
+# **Reading the protocols.** The stress test reproduces the *kind* of failure the external cohort shows: under blur, low resolution, noise or a brighter exposure curve, NORMAL recall falls while PNEUMONIA recall rises. Whether it reproduces the *size* of the external drop, and whether the early-ID holdout drops at all, is in the ablation table: where the holdout scores like the random split, it is a weak proxy, and the Spearman column is measured against a weak target.
+#
+# **Estimate for the external cohort** (a judgement, not a measurement: no protocol here is calibrated against it). The recipe contains the opening table's 'much stronger augmentation' row and adds intensity invariance and a balanced operating point aimed at that row's NORMAL-recall failure; the best guess is at or a little above that row, still short of the project's NORMAL-recall goal. The next lever the stress test points to is robustness to sharpness (resolution and noise augmentation), which this recipe does not have.
+
+# %%
+nb.wall_time()

@@ -1,0 +1,222 @@
+"""The committed notebooks: paired with their jupytext scripts, prose numbers backed by outputs, no machine paths;
+and a papermill render of one notebook on the fixture with parameter overrides."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jupytext
+import nbformat
+import pytest
+
+NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = sorted(NB_DIR.glob("[0-9][0-9]_*.ipynb"))
+NUMBER = re.compile(r"\b\d+\.\d{2,}\b")  # two or more decimals: a measured number, not "±10°" or "0.8"
+ABSOLUTE = re.compile(r"/(work|home|root)/")
+TEXT_TYPES = ("text/plain", "text/html", "text/markdown")
+
+
+def _ids(paths):
+    return [p.stem[:2] for p in paths]
+
+
+def _cells(nb):
+    return [(c.cell_type, c.source.strip()) for c in nb.cells]
+
+
+def _output_text(cell) -> str:
+    parts = []
+    for o in cell.get("outputs", []):
+        if o.get("output_type") == "stream":
+            parts.append(o.get("text", ""))
+        elif o.get("output_type") == "error":
+            parts.append(o.get("evalue", ""))
+            parts.extend(o.get("traceback", []))
+        for mime in TEXT_TYPES:  # images are base64: a '/work/' in them is noise, not a path
+            v = o.get("data", {}).get(mime)
+            if v:
+                parts.append(v if isinstance(v, str) else "".join(v))
+    return "\n".join(parts)
+
+
+def test_every_numbered_notebook_is_there():
+    assert len(NOTEBOOKS) == 10
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebook_and_its_percent_script_are_in_sync(path):
+    script = path.with_suffix(".py")
+    assert script.is_file(), f"{script.name} missing: pair it with jupytext --set-formats ipynb,py:percent"
+    nb, py = jupytext.read(path), jupytext.read(script)
+    assert nb.metadata.get("jupytext", {}).get("formats") == "ipynb,py:percent"
+    assert _cells(nb) == _cells(py), f"{path.name} and {script.name} differ: run jupytext --sync {path.name}"
+    # the papermill convention: exactly one parameters cell, and no injected values left over from a render
+    tags = [c.metadata.get("tags", []) for c in nb.cells]
+    assert sum("parameters" in t for t in tags) == 1
+    assert not any("injected-parameters" in t for t in tags)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_prose_numbers_are_printed_by_an_output_above(path):
+    nb = nbformat.read(path, as_version=4)
+    first_code = next(i for i, c in enumerate(nb.cells) if c.cell_type == "code")
+    above = ""
+    unbacked = []
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code":
+            above += "\n" + _output_text(cell)
+        elif i > first_code:
+            for num in NUMBER.findall(cell.source):
+                if not re.search(rf"(?<![\d.]){re.escape(num)}(?!\d)", above):
+                    unbacked.append(f"cell {i}: {num}")
+    assert not unbacked, f"{path.name}: numbers in prose that no output above prints: {unbacked}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_outputs_name_no_absolute_paths_and_hold_no_errors(path):
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        text = _output_text(cell)
+        assert not ABSOLUTE.search(text), f"{path.name} cell {i}: {ABSOLUTE.search(text).group(0)} in its output"
+        assert not any(o.get("output_type") == "error" for o in cell.get("outputs", [])), f"{path.name} cell {i}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_rendered_notebooks_state_their_provenance(path):
+    nb = nbformat.read(path, as_version=4)
+    text = "\n".join(_output_text(c) for c in nb.cells[:4])
+    assert re.search(r"pneumolib \S+, commit \S+; profile \w+; device \S+; \d+ seeds?: ", text), path.name
+    assert "wall time:" in _output_text(nb.cells[-1])
+
+
+def test_papermill_renders_a_notebook_on_the_fixture_with_overrides(tmp_path):
+    out = tmp_path / "02.ipynb"
+    runs = tmp_path / "runs"
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("PNEUMOLIB_")}
+    env.update(TQDM_DISABLE="1", OMP_NUM_THREADS="1", PNEUMOLIB_CACHE_DIR=str(tmp_path / "cache"))
+    subprocess.run([sys.executable, "-m", "papermill", str(NB_DIR / "02_2024-05-13_central_focus_normal.ipynb"),
+                    str(out), "-p", "PROFILE", "fixture", "-p", "SEEDS", "1", "-p", "RUNS", str(runs),
+                    "--cwd", str(NB_DIR), "--log-level", "WARNING"], check=True, env=env, timeout=900)
+    nb = nbformat.read(out, as_version=4)
+    tags = [c.metadata.get("tags", []) for c in nb.cells]
+    injected = next(i for i, t in enumerate(tags) if "injected-parameters" in t)
+    assert "parameters" in tags[injected - 1]  # papermill put the overrides right after the defaults
+    text = "\n".join(_output_text(c) for c in nb.cells)
+    assert "profile fixture" in text and "1 seed: 1" in text
+    assert (runs / "02_central_focus_normal" / "seed1" / "metrics.json").is_file()
+    assert "verdict" in text.lower() and "wall time:" in text
+
+
+# --- the notebook helpers behind those cells -------------------------------------------------------------------
+def _metrics(seed, acc, best=2, last_val_acc=0.5):
+    hist = [{"epoch": e, "train_loss": 1.0, "val_loss": 0.5 if e == best else 0.9, "val_auc": 0.9,
+             "val_acc": 0.95 if e == best else last_val_acc} for e in (1, 2, 3)]
+    t = {"accuracy": acc, "sensitivity": acc, "specificity": acc, "auc": 0.99,
+         "ci95": {k: [acc - 0.05, acc + 0.05] for k in ("accuracy", "sensitivity", "specificity", "auc")}}
+    return {"config": {"seed": seed}, "test": t, "threshold": 0.5, "best_epoch": best, "history": hist,
+            "weights": "random init"}
+
+
+def test_seed_table_has_one_row_per_seed_then_mean_and_range_naming_the_seed_count():
+    from pneumolib import notebook as nb
+
+    df = nb.seed_table([_metrics(0, 0.90), _metrics(1, 0.80), _metrics(2, 0.85)])
+    assert list(df.index) == ["seed 0", "seed 1", "seed 2", "mean of 3 seeds", "range over 3 seeds"]
+    assert df.loc["mean of 3 seeds", "accuracy"] == "0.850"
+    assert df.loc["range over 3 seeds", "NORMAL recall"] == "0.800-0.900"
+    assert df.loc["seed 1", "accuracy"] == "0.800 (0.75-0.85)"
+
+
+def test_checkpoint_table_keeps_the_best_and_the_last_epoch():
+    from pneumolib import notebook as nb
+
+    df = nb.checkpoint_table([_metrics(0, 0.9, best=2, last_val_acc=0.24)])
+    row = df.loc["seed 0"]
+    assert (row["best epoch"], row["last epoch"]) == (2, 3)
+    assert (row["val acc@0.5 (best)"], row["val acc@0.5 (last)"]) == (0.95, 0.24)
+
+
+def test_epochs_that_call_every_val_film_one_class_are_named():
+    from pneumolib import notebook as nb
+    from pneumolib.data import Sample
+
+    val = [Sample(f"/x/{i}.png", int(i < 3), f"p{i}", "val") for i in range(4)]  # 3 PNEUMONIA, 1 NORMAL
+    hist = [{"epoch": 1, "val_acc": 0.75}, {"epoch": 2, "val_acc": 0.5}, {"epoch": 3, "val_acc": 0.25}]
+    lines = nb.one_class_epochs(hist, val)
+    assert any("epoch(s) 1:" in l and "every val film called PNEUMONIA" in l for l in lines)
+    assert any("epoch(s) 3:" in l and "every val film called NORMAL" in l for l in lines)
+    assert not any("epoch(s) 2" in l for l in lines)
+
+
+def test_seeds_parse_from_papermill_strings_lists_and_ints():
+    from pneumolib.notebook import seed_list
+
+    assert seed_list("0,1,2") == seed_list([0, 1, 2]) == seed_list("[0, 1, 2]") == [0, 1, 2]
+    assert seed_list(3) == [3] and seed_list(None) == [0]
+
+
+def test_tidy_replaces_machine_paths():
+    from pneumolib import notebook as nb
+
+    repo = Path(nb.__file__).resolve().parents[1]
+    text = nb.tidy(f"reusing {repo}/runs/01_baseline/seed0/checkpoint.pt; cache {Path.home()}/.cache/torch")
+    assert str(repo) not in text and str(Path.home()) not in text
+    assert "./runs/01_baseline/seed0/checkpoint.pt" in text and "~/.cache/torch" in text
+
+
+def test_git_commit_is_unknown_outside_git_and_dirty_only_for_code(tmp_path):
+    import shutil
+
+    from pneumolib.notebook import git_commit
+
+    assert git_commit(tmp_path) == "unknown"
+    if shutil.which("git") is None:
+        pytest.skip("no git")
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t", "-c", "commit.gpgsign=false"]
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "notebooks" / "a.ipynb").write_text("{}\n")
+    for cmd in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "c"]):
+        subprocess.run(git + cmd, cwd=tmp_path, check=True)
+    clean = git_commit(tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{7,}", clean)
+    (tmp_path / "notebooks" / "a.ipynb").write_text('{"rendered": 1}\n')
+    assert git_commit(tmp_path) == clean  # a render rewriting notebooks is not a code change
+    (tmp_path / "code.py").write_text("x = 2\n")
+    assert git_commit(tmp_path) == clean + "+dirty"
+
+
+def test_figures_are_legible_and_metric_axes_zoom_to_the_data():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from pneumolib import notebook as nb, plots
+    from pneumolib.data import Sample
+    from pneumolib.evaluate import Scores
+
+    import logging
+    import warnings
+
+    log, level, fmt = logging.getLogger("pneumolib"), logging.getLogger("pneumolib").level, warnings.formatwarning
+    handlers = list(log.handlers)
+    try:
+        nb.setup(None, "fixture")
+        assert plt.rcParams["figure.dpi"] >= 110
+    finally:  # setup shows pneumolib's log in notebooks; leave the test session's logging as it was
+        log.handlers[:] = handlers
+        log.setLevel(level)
+        warnings.formatwarning = fmt
+    rows = [{"name": n, "accuracy": v, "ci95": {"accuracy": [v - 0.01, v + 0.01]}, "n": 400}
+            for n, v in (("a", 0.93), ("b", 0.96))]
+    lo, hi = plots.plot_comparison(rows, metrics=("accuracy",)).axes[0].get_xlim()
+    assert lo > 0.8 and hi < 1.0  # a 0-1 axis would hide 0.93 against 0.96
+    s = Scores([Sample(f"/x/{i}.png", i % 2, f"p{i}", "test") for i in range(20)], np.linspace(0, 1, 20))
+    assert plots.plot_scores(s, 0.5).axes[0].get_ylabel() == "images"
+    hist = [{"epoch": e, "train_loss": 1 / e, "val_loss": 1 / e, "val_auc": 0.9, "val_acc": 0.8} for e in range(1, 7)]
+    fig = plots.plot_history(hist, 3)
+    fig.canvas.draw()
+    assert all(float(t).is_integer() for t in fig.axes[0].get_xticks())
+    plt.close("all")
