@@ -23,7 +23,7 @@
 #
 # **What the log recorded:** Pneumonia classified well, normal images ambiguous. Grad-CAM: attention on the image periphery rather than the lung centre.
 #
-# The committed outputs come from the real paediatric chest X-rays of Kermany, Zhang & Goldbaum (2018, Mendeley Data doi:10.17632/rscbjbr9sj.2, CC BY 4.0), split by patient; the provenance line below states the code version, profile, device and seeds. Each seed is a separate training run; the conclusions use all of them. Run with no data folder, the notebook uses pneumolib's bundled synthetic fixture (one seed), and its numbers are then about phantoms, not patients.
+# The notebook is written for the real paediatric chest X-rays of Kermany, Zhang & Goldbaum (2018, Mendeley Data doi:10.17632/rscbjbr9sj.2, CC BY 4.0), split by patient. Run with no data folder, it uses pneumolib's bundled synthetic fixture (one seed), and its numbers are then about phantoms, not patients: the first output line below says which data this render used, and the provenance line states the code version, profile, device and seeds. Each seed is a separate training run; the conclusions use all of them.
 
 # %% tags=["parameters"]
 import os
@@ -82,7 +82,7 @@ nb.checkpoint_table(results)
 # %% [markdown]
 # ### Training curves (first seed)
 #
-# Below the curves: epochs whose validation accuracy equals one class's share of the validation films, the signature of a model that calls every film that class.
+# Below the curves: epochs whose validation accuracy equals one class's share of the validation films, what a model that calls every film that class would score (consistent with it, not proof of it). When the validation split holds as many films of one class as of the other (the split table above), the two shares are equal and the note cannot say which class; the confusion matrix below shows what the kept checkpoint does on the test split.
 
 # %%
 r = results[0]
@@ -113,7 +113,7 @@ nb.gradcam(r)
 nb.log_vs_rerun("01", results)
 
 # %% [markdown]
-# The baseline is the reference the later entries are compared with. Where the log found NORMAL films ambiguous, the NORMAL-recall row says whether that survives a patient-grouped split and several seeds. The Grad-CAM row uses the lift (lung-focus share over the lung area), so a heatmap spread evenly over the film scores one; the tiles above show where the attention sits when it is not on the lungs.
+# The baseline is the reference the later entries are compared with. Where the log found NORMAL films ambiguous, the NORMAL-recall row says whether that survives a patient-grouped split and the seeds run here (the provenance line counts them). The Grad-CAM row uses the lift (lung-focus share over the lung area), so a heatmap spread evenly over the film scores one; the tiles above show where the attention sits when it is not on the lungs.
 #
 # *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
 

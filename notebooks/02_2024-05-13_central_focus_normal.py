@@ -23,7 +23,7 @@
 #
 # **What the log recorded:** More NORMAL images misread as PNEUMONIA; over-confident (PNEUMONIA probability 1.00), false positives surge.
 #
-# The committed outputs come from the real paediatric chest X-rays of Kermany, Zhang & Goldbaum (2018, Mendeley Data doi:10.17632/rscbjbr9sj.2, CC BY 4.0), split by patient; the provenance line below states the code version, profile, device and seeds. Each seed is a separate training run; the conclusions use all of them. Run with no data folder, the notebook uses pneumolib's bundled synthetic fixture (one seed), and its numbers are then about phantoms, not patients.
+# The notebook is written for the real paediatric chest X-rays of Kermany, Zhang & Goldbaum (2018, Mendeley Data doi:10.17632/rscbjbr9sj.2, CC BY 4.0), split by patient. Run with no data folder, it uses pneumolib's bundled synthetic fixture (one seed), and its numbers are then about phantoms, not patients: the first output line below says which data this render used, and the provenance line states the code version, profile, device and seeds. Each seed is a separate training run; the conclusions use all of them.
 
 # %% tags=["parameters"]
 import os
@@ -89,7 +89,7 @@ nb.checkpoint_table(results)
 # %% [markdown]
 # ### Training curves (first seed)
 #
-# Below the curves: epochs whose validation accuracy equals one class's share of the validation films, the signature of a model that calls every film that class.
+# Below the curves: epochs whose validation accuracy equals one class's share of the validation films, what a model that calls every film that class would score (consistent with it, not proof of it). When the validation split holds as many films of one class as of the other (the split table above), the two shares are equal and the note cannot say which class; the confusion matrix below shows what the kept checkpoint does on the test split.
 
 # %%
 r = results[0]
@@ -121,7 +121,7 @@ reference = nb.load_runs(['01'], RUNS, PROFILE, SEEDS)
 nb.log_vs_rerun("02", results, reference)
 
 # %% [markdown]
-# Blurring only NORMAL films hands the network a shortcut, 'blurred edges = NORMAL', that no unblurred test film carries: at test time every film looks 'not NORMAL' to a model that learnt it. The epoch notes under the training curves say whether that happened here (every val film called PNEUMONIA), which is the log's own symptom, and the checkpoint table shows how much the kept epoch differs from the last one.
+# Blurring only NORMAL films can hand the network a shortcut, 'blurred edges = NORMAL', that no unblurred test film carries: a model that learnt it would find every test film 'not NORMAL' and call it PNEUMONIA, the log's own symptom. Whether this run learnt it shows in the confusion matrix and the first verdict row: a model that took the shortcut has low NORMAL recall on the test split. The epoch notes under the training curves only say that a validation accuracy matched one class's share, and on a balanced validation split they cannot say which class; the checkpoint table shows how much the kept epoch differs from the last one.
 #
 # *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
 

@@ -23,7 +23,7 @@
 #
 # **What the log recorded:** Grad-CAM attention slightly better, NORMAL accuracy still low. Conclusion: central focus hurts this model; the augmentation-only baseline is the most stable.
 #
-# The committed outputs come from the real paediatric chest X-rays of Kermany, Zhang & Goldbaum (2018, Mendeley Data doi:10.17632/rscbjbr9sj.2, CC BY 4.0), split by patient; the provenance line below states the code version, profile, device and seeds. Each seed is a separate training run; the conclusions use all of them. Run with no data folder, the notebook uses pneumolib's bundled synthetic fixture (one seed), and its numbers are then about phantoms, not patients.
+# The notebook is written for the real paediatric chest X-rays of Kermany, Zhang & Goldbaum (2018, Mendeley Data doi:10.17632/rscbjbr9sj.2, CC BY 4.0), split by patient. Run with no data folder, it uses pneumolib's bundled synthetic fixture (one seed), and its numbers are then about phantoms, not patients: the first output line below says which data this render used, and the provenance line states the code version, profile, device and seeds. Each seed is a separate training run; the conclusions use all of them.
 
 # %% tags=["parameters"]
 import os
@@ -89,7 +89,7 @@ nb.checkpoint_table(results)
 # %% [markdown]
 # ### Training curves (first seed)
 #
-# Below the curves: epochs whose validation accuracy equals one class's share of the validation films, the signature of a model that calls every film that class.
+# Below the curves: epochs whose validation accuracy equals one class's share of the validation films, what a model that calls every film that class would score (consistent with it, not proof of it). When the validation split holds as many films of one class as of the other (the split table above), the two shares are equal and the note cannot say which class; the confusion matrix below shows what the kept checkpoint does on the test split.
 
 # %%
 r = results[0]
@@ -121,7 +121,7 @@ reference = nb.load_runs(['01', '02'], RUNS, PROFILE, SEEDS)
 nb.log_vs_rerun("03", results, reference)
 
 # %% [markdown]
-# With the blur on PNEUMONIA training films the shortcut flips: sharp edges now mean NORMAL-or-unknown, blurred edges PNEUMONIA, and no test film is blurred. The comparisons with entries 01 and 02 load their runs above; the 'most stable' claim is read as the baseline's accuracy against both CentralFocus entries.
+# With the blur on PNEUMONIA training films the expected shortcut flips: blurred edges would mean PNEUMONIA and sharp edges NORMAL-or-unknown, and no test film is blurred, so a model that learnt it would lean towards NORMAL at test time. The log saw NORMAL accuracy stay low instead; the confusion matrix and the verdict rows say which way this run leans. When every Grad-CAM map is empty (the Grad-CAM output counts them), there is no lift to compare and the attention claim is left not tested. The comparisons with entries 01 and 02 load their runs above; the 'most stable' claim is read as the baseline's accuracy against both CentralFocus entries.
 #
 # *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
 

@@ -25,7 +25,7 @@
 #
 # **This re-run** starts from ImageNet weights only where the machine has them; otherwise it trains from random init, and the weights check, the seed table and the comparison tables say so. What the log says about pretraining can only be tested with the weights.
 #
-# The committed outputs come from the real paediatric chest X-rays of Kermany, Zhang & Goldbaum (2018, Mendeley Data doi:10.17632/rscbjbr9sj.2, CC BY 4.0), split by patient; the provenance line below states the code version, profile, device and seeds. Each seed is a separate training run; the conclusions use all of them. Run with no data folder, the notebook uses pneumolib's bundled synthetic fixture (one seed), and its numbers are then about phantoms, not patients.
+# The notebook is written for the real paediatric chest X-rays of Kermany, Zhang & Goldbaum (2018, Mendeley Data doi:10.17632/rscbjbr9sj.2, CC BY 4.0), split by patient. Run with no data folder, it uses pneumolib's bundled synthetic fixture (one seed), and its numbers are then about phantoms, not patients: the first output line below says which data this render used, and the provenance line states the code version, profile, device and seeds. Each seed is a separate training run; the conclusions use all of them.
 
 # %% tags=["parameters"]
 import os
@@ -99,7 +99,7 @@ nb.checkpoint_table(results)
 # %% [markdown]
 # ### Training curves (first seed)
 #
-# Below the curves: epochs whose validation accuracy equals one class's share of the validation films, the signature of a model that calls every film that class.
+# Below the curves: epochs whose validation accuracy equals one class's share of the validation films, what a model that calls every film that class would score (consistent with it, not proof of it). When the validation split holds as many films of one class as of the other (the split table above), the two shares are equal and the note cannot say which class; the confusion matrix below shows what the kept checkpoint does on the test split.
 
 # %%
 r = results[0]

@@ -312,19 +312,28 @@ def metrics_frame(m: dict[str, Any]) -> pd.DataFrame:
 
 
 def one_class_epochs(history: list[dict[str, float]], val_samples) -> list[str]:
-    """Epochs whose val accuracy at 0.5 equals one class's share of the val films: consistent with that epoch's
-    model calling every val film that class (the log's symptom)."""
+    """Epochs whose model called every val film one class at 0.5 (the log's symptom). Read from the epoch's share
+    of films called PNEUMONIA when the history has it; older histories only have val accuracy, which equals a
+    class's share of the val films in that case (consistent with it, not proof; and on a balanced val split it
+    cannot say which class)."""
     labels = [s.label for s in val_samples]
     if not labels or not history:
         return []
     n, n_pneu = len(labels), sum(labels)
-    found: dict[str, list[int]] = {"PNEUMONIA": [], "NORMAL": []}
+    found: dict[str, list[int]] = {}
     for h in history:
+        share = h.get("val_share_pneumonia")
+        if share is not None:
+            cls = "PNEUMONIA" if share == 1.0 else ("NORMAL" if share == 0.0 else None)
+            if cls:
+                found.setdefault(f"called every val film {cls}", []).append(int(h["epoch"]))
+            continue
         k = round(h["val_acc"] * n)
         if abs(h["val_acc"] * n - k) < 1e-6 and k in (n_pneu, n - n_pneu):
-            found["PNEUMONIA" if k == n_pneu else "NORMAL"].append(int(h["epoch"]))
-    return [f"epoch(s) {', '.join(map(str, e))}: val accuracy at 0.5 = the {cls} share of the {n} val films, "
-            f"consistent with every val film called {cls}" for cls, e in found.items() if e]
+            cls = "one class" if n_pneu == n - n_pneu else ("PNEUMONIA" if k == n_pneu else "NORMAL")
+            found.setdefault(f"val accuracy at 0.5 = the {cls} share of the {n} val films, consistent with every "
+                             f"val film called {cls}", []).append(int(h["epoch"]))
+    return [f"epoch(s) {', '.join(map(str, e))}: {what}" for what, e in found.items()]
 
 
 def seed_list(seeds: Iterable[int] | str | int | None) -> list[int]:

@@ -295,4 +295,6 @@ def _val_row(epoch, train_loss, val: Scores, criterion, dev) -> dict[str, float]
         vloss = float(criterion(logits, torch.tensor(y, device=dev)))
     auc = float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
     return {"epoch": epoch, "train_loss": train_loss, "val_loss": vloss, "val_auc": auc,
-            "val_acc": float(((p >= 0.5).astype(int) == y).mean())}
+            "val_acc": float(((p >= 0.5).astype(int) == y).mean()),
+            # share of val films called PNEUMONIA at 0.5: 1.0 or 0.0 is the log's "everything one class" symptom
+            "val_share_pneumonia": float((p >= 0.5).mean())}

@@ -220,3 +220,21 @@ def test_figures_are_legible_and_metric_axes_zoom_to_the_data():
     fig.canvas.draw()
     assert all(float(t).is_integer() for t in fig.axes[0].get_xticks())
     plt.close("all")
+
+
+def test_one_class_epochs_read_the_predicted_share_and_never_guess_on_a_balanced_split_regression():
+    # regression: on a balanced val split (the fixture's 12/12) every epoch at 50% accuracy was reported as
+    # "every val film called PNEUMONIA", whichever class the model actually called
+    from pneumolib import notebook as nb
+    from pneumolib.data import Sample
+
+    val = [Sample(f"/x/{i}.png", int(i < 2), f"p{i}", "val") for i in range(4)]  # balanced
+    hist = [{"epoch": 1, "val_acc": 0.5, "val_share_pneumonia": 0.0},
+            {"epoch": 2, "val_acc": 0.5, "val_share_pneumonia": 0.5},
+            {"epoch": 3, "val_acc": 0.5, "val_share_pneumonia": 1.0}]
+    lines = nb.one_class_epochs(hist, val)
+    assert any("epoch(s) 1:" in l and "NORMAL" in l for l in lines)
+    assert any("epoch(s) 3:" in l and "PNEUMONIA" in l for l in lines)
+    assert not any("epoch(s) 2" in l for l in lines)
+    old = nb.one_class_epochs([{"epoch": 1, "val_acc": 0.5}], val)  # an older history: accuracy only
+    assert old and "one class" in old[0] and "PNEUMONIA" not in old[0]
