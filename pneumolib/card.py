@@ -454,12 +454,12 @@ def render_model_card(run_dir: str | Path) -> str:
         L.append("")
     else:
         npc = test.get("n_per_class") or {}
-        L.append(f"- Counts: train and val not recorded in metrics.json; test: "
+        L.append("- Counts: train and val not recorded in metrics.json; test: "
                  + (", ".join(f"{c} {_num(npc[c])}" for c in CLASSES if c in npc) or "not recorded") + ".")
     x = (ckpt or {}).get("extra") or {}
     if isinstance(x.get("class_counts"), dict):
         cc = x["class_counts"]
-        L.append(f"- Images the model trained on (after the pre-scan): "
+        L.append("- Images the model trained on (after the pre-scan): "
                  + ", ".join(f"{c} {_num(cc.get(c))}" for c in CLASSES) + ".")
     if cfg.get("max_train_images"):
         L.append(f"- Each epoch used a class-stratified subsample of {_num(cfg['max_train_images'])} training images.")

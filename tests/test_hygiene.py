@@ -1,6 +1,5 @@
 """Pre-scan hygiene: duplicates by content within and across splits and classes, patients in two splits."""
 import shutil
-import time
 
 import pytest
 

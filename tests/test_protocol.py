@@ -1,5 +1,4 @@
 """Notebook 10's evidence: the steps scored three ways, and the check that a protocol orders the anchor pair."""
-import pytest
 
 from pneumolib import protocol as P
 from pneumolib.config import BASELINE, get_config
