@@ -144,7 +144,6 @@ class FitResult:
     train_images_per_s: float
     checkpoint: Path | None = None
     notes: list[str] = field(default_factory=list)
-    last_state: dict[str, Any] | None = None  # the last epoch's weights (checkpoint stability: best vs last)
 
 
 def _epoch_loader(config: ExperimentConfig, train: list, cache: DecodedCache, epoch: int):
@@ -267,14 +266,12 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
                     epoch, config.epochs, row["train_loss"], row["val_loss"], row["val_auc"], row["val_acc"],
                     row["seconds"])
 
-    last_state = copy.deepcopy(model.state_dict())
     model.load_state_dict(best_state)
     val = predict_samples(model, data["val"], pre, device=dev, tta=config.tta, cache=cache)
     threshold = choose_threshold(config.threshold, val.labels, val.probs)
     seconds = time.perf_counter() - t0
     result = FitResult(model, config, history, best_epoch, threshold, val, seconds,
-                       n_seen / train_time if train_time else float("nan"), notes=list(data.notes),
-                       last_state=last_state)
+                       n_seen / train_time if train_time else float("nan"), notes=list(data.notes))
     if run is not None:
         info = {"history": history, "best_epoch": best_epoch, "seconds": seconds, "device": str(dev),
                 "train_images_per_s": result.train_images_per_s, "class_counts": dict(zip(CLASSES, counts)),
