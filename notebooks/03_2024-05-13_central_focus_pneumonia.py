@@ -31,6 +31,7 @@ import os
 DATA_DIR = os.environ.get("PNEUMOLIB_DATA_DIR")  # Kaggle-layout folder; None -> the bundled fixture
 PROFILE = os.environ.get("PNEUMOLIB_PROFILE")  # smoke | fixture | cpu | gpu; None -> chosen from the data and the device
 SEEDS = [int(s) for s in os.environ.get("PNEUMOLIB_SEEDS", os.environ.get("PNEUMOLIB_SEED", "0")).split(",")]
+SEED_BUDGET = os.environ.get("PNEUMOLIB_SEED_BUDGET", "")  # smaller budget for the seeds after the first (epochs, max_train_images); empty -> the profile
 DEVICE = os.environ.get("PNEUMOLIB_DEVICE", "auto")  # auto | cpu | cuda
 RUNS = os.environ.get("PNEUMOLIB_RUNS", "../runs")  # run folders: RUNS/NN_name/seed{S}
 
@@ -41,7 +42,7 @@ from dataclasses import replace
 from pneumolib import config as C, notebook as nb, plots
 
 DATA, PROFILE = nb.setup(DATA_DIR, PROFILE, DEVICE)
-SEEDS = nb.provenance(PROFILE, DEVICE, SEEDS)
+SEEDS = nb.provenance(PROFILE, DEVICE, SEEDS, SEED_BUDGET)
 
 # %% [markdown]
 # ## The experiment

@@ -22,6 +22,8 @@ from .experiment import RunResult, default_profile, resolve_data_dir
 FIGURE_DPI = 120
 _started = time.perf_counter()  # reset by provenance(); wall_time() reports from it
 _roots: dict[str, str] = {}  # absolute prefix -> what outputs print instead (see tidy)
+_seed_budget: dict[str, int] = {}  # set by provenance(): the smaller budget of the seeds after the first, if any
+BUDGET_FIELDS = ("epochs", "max_train_images", "image_size", "batch_size")
 
 
 def setup(data_dir: str | None, profile: str | None, device: str = "auto"):
@@ -363,17 +365,51 @@ def git_commit(repo: str | Path | None = None) -> str:
         return "unknown"
 
 
-def provenance(profile: str, device: str = "auto", seeds=(0,)) -> list[int]:
-    """Print what produced this notebook's outputs (pneumolib version, git commit, profile, device, seeds) and start
-    the clock that wall_time() reads. Returns the seeds as a list."""
-    global _started
+def parse_budget(text: str | dict | None) -> dict[str, int]:
+    """A training budget written 'epochs=3,max_train_images=1000' (papermill -p, the environment) as a dict; ''
+    or None -> {}. Only the fields that size a run are accepted."""
+    if not text:
+        return {}
+    if isinstance(text, dict):
+        items = list(text.items())
+    else:
+        items = []
+        for part in str(text).replace(" ", "").split(","):
+            if not part:
+                continue
+            key, sep, value = part.partition("=")
+            if not sep or not value.isdigit():
+                raise ValueError(f"seed budget {text!r}: expected NAME=INTEGER pairs such as "
+                                 "'epochs=3,max_train_images=1000'")
+            items.append((key, int(value)))
+    bad = [k for k, _ in items if k not in BUDGET_FIELDS]
+    if bad:
+        raise ValueError(f"seed budget {text!r}: unknown field(s) {', '.join(bad)}; allowed: {', '.join(BUDGET_FIELDS)}")
+    return {k: int(v) for k, v in items}
+
+
+def budget_for_seed(seeds: list[int], seed: int) -> dict[str, int]:
+    """The overrides a seed trains with: none for the first seed, the provenance cell's seed budget for the rest."""
+    return dict(_seed_budget) if seeds and seed != seeds[0] else {}
+
+
+def provenance(profile: str, device: str = "auto", seeds=(0,), seed_budget: str | dict | None = None) -> list[int]:
+    """Print what produced this notebook's outputs (pneumolib version, git commit, profile, device, seeds, and the
+    smaller budget of the seeds after the first when the machine cannot afford the full one) and start the clock
+    that wall_time() reads. Returns the seeds as a list."""
+    global _started, _seed_budget
     from . import __version__
     from .runtime import get_device
 
     _started = time.perf_counter()
     seeds = seed_list(seeds)
+    _seed_budget = parse_budget(seed_budget)
     print(f"pneumolib {__version__}, commit {git_commit()}; profile {profile}; device {get_device(device)}; "
           f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}: {', '.join(map(str, seeds))}")
+    if _seed_budget and len(seeds) > 1:
+        print(f"seed {seeds[0]} trains with the '{profile}' profile's budget; seed(s) "
+              f"{', '.join(map(str, seeds[1:]))} with a smaller one ({', '.join(f'{k}={v}' for k, v in _seed_budget.items())}),"
+              " which this machine can afford: their spread understates the full budget's seed-to-seed stability")
     return seeds
 
 
@@ -386,17 +422,59 @@ def seed_dir(runs: str | Path, config: ExperimentConfig, seed: int) -> Path:
     return runs_dir(runs, config) / f"seed{seed}"
 
 
+def reusable_run(runs: str | Path, config: ExperimentConfig, seed: int, profile: str,
+                 overrides: dict[str, Any] | None = None) -> Path | None:
+    """Another entry's finished run folder for this seed that trained exactly this config (same training key,
+    holdout and profile), e.g. notebook 05's from-scratch run is notebook 04's when no ImageNet weights exist."""
+    from .config import apply_profile
+    from .runs import RunDir, load_metrics
+
+    want = replace(apply_profile(replace(config, seed=seed), profile), **(overrides or {}))
+    keys = {want.training_key(), replace(want, pretrained=False).training_key()}
+    for d in sorted(Path(runs).glob(f"[0-9][0-9]_*/seed{seed}")):
+        if not RunDir(d).is_finished():
+            continue
+        try:
+            m = load_metrics(d)
+            key = ExperimentConfig.from_dict(m["config"]).training_key()
+        except (KeyError, ValueError, TypeError):
+            continue
+        if key in keys and m.get("profile") == profile and m.get("holdout", "folders") == "folders":
+            return d
+    return None
+
+
 def run_seeds(config: ExperimentConfig, data_dir, runs: str | Path, profile: str | None, seeds=(0,),
               device: str = "auto", **kwargs) -> list[RunResult]:
     """Train (or reuse) one run per seed, in RUNS/NN_name/seed{S}; the seed is the config's `seed` field. Entries
-    that ask for ImageNet weights train from random init when they are missing, and say so."""
+    that ask for ImageNet weights train from random init when they are missing, and say so. Seeds after the first
+    train with the provenance cell's seed budget when one is set. A seed whose folder is empty starts from another
+    entry's checkpoint when that entry trained exactly the same config (it is then re-evaluated, not retrained)."""
+    import shutil
+
     from .experiment import run_experiment
+    from .runs import RunDir
 
     kwargs.setdefault("on_missing_weights", "random_init")
+    kwargs.setdefault("resume", True)  # an interrupted render continues its runs from their last finished epoch
+    explicit = kwargs.pop("overrides", None) or {}
+    seeds = seed_list(seeds)
+    if profile is None:
+        _, is_fixture = resolve_data_dir(data_dir)
+        profile = default_profile(is_fixture, device)
     out = []
-    for seed in seed_list(seeds):
+    for seed in seeds:
         cfg = replace(config, seed=seed)
-        out.append(run_experiment(cfg, data_dir, seed_dir(runs, config, seed), profile=profile, device=device,
+        overrides = {**budget_for_seed(seeds, seed), **explicit}
+        d = seed_dir(runs, config, seed)
+        if not RunDir(d).checkpoint.is_file():
+            twin = reusable_run(runs, cfg, seed, profile, overrides)
+            if twin is not None and twin.resolve() != d.resolve():
+                d.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(RunDir(twin).checkpoint, RunDir(d).checkpoint)
+                print(f"seed {seed}: same training config as {twin.parent.name}/{twin.name}: its checkpoint is "
+                      "re-evaluated here, not retrained")
+        out.append(run_experiment(cfg, data_dir, d, profile=profile, device=device, overrides=overrides or None,
                                   **kwargs))
     return out
 
@@ -414,7 +492,9 @@ def seed_table(results) -> pd.DataFrame:
     for m in ms:
         t = m["test"]
         row = {label: _with_ci(t[k], t.get("ci95", {}).get(k)) for k, label in keys}
-        row.update({"threshold": _fmt(m.get("threshold"), 2), "best epoch": str(m.get("best_epoch")),
+        c = m.get("config") or {}
+        row.update({"budget": f"{c.get('epochs')} ep x {c.get('max_train_images') or 'all'} img",
+                    "threshold": _fmt(m.get("threshold"), 2), "best epoch": str(m.get("best_epoch")),
                     "weights": "random init" if "random init" in str(m.get("weights", "")) else str(m.get("weights"))})
         rows.append(row)
         index.append(f"seed {(m.get('config') or {}).get('seed')}")
@@ -480,20 +560,22 @@ def experiments_by_seed(data_dir, runs: str | Path, profile: str | None, device:
     from .runs import load_metrics
 
     out: dict[str, list[dict]] = {}
+    seeds = seed_list(seeds)
     for cfg in REGISTRY.values():
         out[cfg.entry] = []
-        for seed in seed_list(seeds):
+        for seed in seeds:
             c = replace(cfg, seed=seed)
             d = seed_dir(runs, cfg, seed)
+            extra = budget_for_seed(seeds, seed)
             try:
                 m = load_metrics(d)
                 same = (m.get("profile") == profile and ExperimentConfig.from_dict(m["config"]).training_key()
-                        in {apply_profile(c, profile).training_key(),
-                            apply_profile(replace(c, pretrained=False), profile).training_key()})
+                        in {replace(apply_profile(c, profile), **extra).training_key(),
+                            replace(apply_profile(replace(c, pretrained=False), profile), **extra).training_key()})
             except (FileNotFoundError, KeyError, ValueError):
                 same = False
             if not same:
-                m = run_experiment(c, data_dir, d, profile=profile, device=device,
+                m = run_experiment(c, data_dir, d, profile=profile, device=device, overrides=extra or None,
                                    on_missing_weights="random_init").metrics
             out[cfg.entry].append(m)
     return out
@@ -617,6 +699,8 @@ def stress_seeds(results, data_dir=None) -> dict[str, Any]:
 def ablation_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     """protocol.score_steps rows (or matched_baseline's) as one table: random split, stress test, early-ID holdout."""
     out = {}
+    if not rows:
+        return pd.DataFrame()
     for r in rows:
         f, s, e = r["folders"], r.get("stress") or {}, r.get("early_ids") or {}
         out[r["name"]] = {
@@ -636,3 +720,66 @@ def budget(config: ExperimentConfig, profile: str) -> None:
     c = apply_profile(config, profile)
     print(f"{c.name} under profile {profile}: {c.image_size} px, {c.epochs} epochs, batch {c.batch_size}, "
           f"{c.max_train_images or 'all'} training images per epoch")
+
+
+def holdout_list(holdouts: str | Iterable[str]) -> tuple[str, ...]:
+    """The ablation's protocols as a tuple ('folders,early_ids' from papermill or the environment; 'none' or ''
+    skips the ablation); says what this render leaves out."""
+    items = [h for h in (holdouts.replace(" ", "").split(",") if isinstance(holdouts, str) else holdouts) if h]
+    if items in ([], ["none"]):
+        print("the ablation was not trained in this render (HOLDOUTS=none): seven more runs than this machine's time "
+              "allowed; its table, the protocol ranking and their figure are empty here")
+        return ()
+    bad = [h for h in items if h not in ("folders", "early_ids")]
+    if bad or "folders" not in items:
+        raise ValueError(f"HOLDOUTS {holdouts!r}: 'folders' plus optionally 'early_ids', or 'none' "
+                         f"(got {', '.join(bad) or 'no folders'})")
+    if "early_ids" not in items:
+        print("this render scores the steps on the random split and the stress test only: the early-ID holdout was "
+              "not trained (HOLDOUTS), so its columns are empty and no protocol is ranked against it")
+    return tuple(items)
+
+
+def ablation(data_dir, runs: str | Path, profile: str, device: str = "auto",
+             holdouts: str | Iterable[str] = ("folders", "early_ids")) -> list[dict[str, Any]]:
+    """Notebook 10's ablation rows (protocol.score_steps) under the chosen protocols; [] when HOLDOUTS skips it."""
+    from .protocol import score_steps
+
+    chosen = holdout_list(holdouts)
+    return score_steps(data_dir, runs, profile=profile, device=device, holdouts=chosen) if chosen else []
+
+
+def protocols(rows: list[dict[str, Any]]):
+    """How each protocol ranks the ablation steps, and the figure; a line when there is no ablation."""
+    from .protocol import plot_protocols, protocol_agreement
+
+    if not rows:
+        print("no ablation in this render: nothing to rank")
+        return None
+    print(protocol_agreement(rows))
+    return plot_protocols(rows)
+
+
+def matched_baseline(config: ExperimentConfig, data_dir, runs: str | Path, profile: str, device: str = "auto",
+                     train: bool = True) -> dict[str, Any] | None:
+    """Notebook 10's anchor pair at equal budget: the log's baseline trained with `config`'s budget (or reused from
+    its folder), shown as an ablation row; None, said in one line, when this render does not train it."""
+    from .protocol import budget_of, matched_baseline as train_matched
+
+    if not train:
+        b = budget_of(config, profile)
+        print(f"not trained in this render (MATCHED=False): the log's baseline at the recipe's budget "
+              f"({b['epochs']} epochs of {b['max_train_images'] or 'all'} images at {b['image_size']} px) is one more "
+              "full-length run; the claims that compare with it are marked not tested")
+        return None
+    matched = train_matched(data_dir, runs, profile=profile, device=device)
+    budget(config, profile)
+    _display(ablation_frame([matched]))
+    return matched
+
+
+def matched_stress(matched: dict[str, Any] | None, data_dir=None) -> dict[str, Any]:
+    """The matched baseline's stress report keyed for stress_table, or nothing when it was not trained."""
+    from .stress import stress_run
+
+    return {"log's baseline, same budget": stress_run(matched["run_dir"], data_dir)} if matched else {}
