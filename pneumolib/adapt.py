@@ -47,11 +47,14 @@ PRIOR_RANGE = (0.01, 0.99)  # an EM estimate outside this is taken as a sign of 
 
 # --- BatchNorm re-estimation (AdaBN) ----------------------------------------------------------------------
 def bn_layers(model: nn.Module, layers: tuple[str, ...] | None = EARLY_BN_LAYERS) -> list[tuple[str, nn.Module]]:
-    """(name, module) of the BatchNorm layers under the named top-level children (all of them for None)."""
+    """(name, module) of the BatchNorm layers under the named top-level children (all of them for None); for an
+    ensemble, under those children of every member."""
     out = []
     for name, m in model.named_modules():
         if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats:
-            if layers is None or name.split(".")[0] in layers:
+            parts = name.split(".")
+            top = parts[2] if parts[0] == "members" and len(parts) > 2 else parts[0]  # an ensemble member's stage
+            if layers is None or top in layers:
                 out.append((name, m))
     return out
 

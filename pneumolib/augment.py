@@ -79,6 +79,47 @@ class BatchCentralFocus(nn.Module):
         return repr(self.focus)
 
 
+class RandomResolution(nn.Module):
+    """transforms.RandomResolution per row: with probability p, down to a factor uniform in [low, high] and back
+    up (bilinear, antialiased: what torchvision's resize does on tensors). Rows differ in size, so they loop."""
+
+    def __init__(self, low: float, high: float, p: float):
+        super().__init__()
+        self.low, self.high, self.p = low, high, p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, h, w = x.shape[0], x.shape[-2], x.shape[-1]
+        apply = torch.rand(n) < self.p
+        f = _uniform(n, self.low, self.high)
+        out = x.clone()
+        for i in apply.nonzero().flatten().tolist():
+            size = (max(1, round(h * float(f[i]))), max(1, round(w * float(f[i]))))
+            small = torch.nn.functional.interpolate(x[i:i + 1], size=size, mode="bilinear", antialias=True,
+                                                    align_corners=False)
+            out[i:i + 1] = torch.nn.functional.interpolate(small, size=(h, w), mode="bilinear", antialias=True,
+                                                           align_corners=False).clamp_(0, 255).round_()
+        return out
+
+    def extra_repr(self) -> str:
+        return f"low={self.low}, high={self.high}, p={self.p}"
+
+
+class RandomNoise(nn.Module):
+    """transforms.RandomNoise per row: with probability p, Gaussian noise of a std uniform in [0, max_std]."""
+
+    def __init__(self, max_std: float, p: float):
+        super().__init__()
+        self.max_std, self.p = max_std, p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        std = (_uniform(n, 0.0, self.max_std) * (torch.rand(n) < self.p)).to(x.device).view(n, 1, 1, 1)
+        return (x + torch.randn(x.shape, device=x.device) * std).round_().clamp_(0, 255)
+
+    def extra_repr(self) -> str:
+        return f"max_std={self.max_std}, p={self.p}"
+
+
 # Nearest-neighbour warps and zero fill: torchvision's defaults for RandomRotation and RandomAffine.
 def _log_baseline() -> list[nn.Module]:
     return [K.RandomHorizontalFlip(p=0.5), K.RandomRotation(10.0, resample="nearest", p=1.0),
@@ -107,6 +148,7 @@ BATCHED: dict[str, Callable[[], list[nn.Module]]] = {
     "log_strong_normal": _log_strong_normal,
     "central_focus": lambda: [BatchCentralFocus()],
     "robust": _robust,
+    "sharpness": lambda: [RandomResolution(0.35, 1.0, 0.5), RandomNoise(15.0, 0.5)],
 }
 
 

@@ -23,7 +23,7 @@ from torch import nn
 from .config import CLASSES
 from .data import DEFAULT_CACHE, Sample
 from .fixture import mask_for
-from .models import cam_layer, p_pneumonia
+from .models import cam_layer, members, p_pneumonia, stage_blocks
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +47,14 @@ class CAM:
     """`with CAM(model) as cam: heatmaps = cam(x, targets)`; the device is taken from the model.
     After a call, `cam.map_size` is the native (h, w) of the layer's map, before upsampling to the input."""
 
-    def __init__(self, model: torch.nn.Module, method: str = "gradcam", target_layer: torch.nn.Module | None = None):
+    def __init__(self, model: torch.nn.Module, method: str = "gradcam",
+                 target_layer: torch.nn.Module | list[torch.nn.Module] | None = None):
         if method not in METHODS:
             raise ValueError(f"unknown CAM method {method!r}; known: {', '.join(METHODS)}")
         self.model, self.method = model.eval(), method
-        self._cam = METHODS[method](model=self.model, target_layers=[target_layer or cam_layer(model)])
+        # a list (one block per ensemble member): pytorch-grad-cam averages the members' maps
+        layers = target_layer if isinstance(target_layer, list) else [target_layer or cam_layer(model)]
+        self._cam = METHODS[method](model=self.model, target_layers=layers)
         self.map_size: tuple[int, int] | None = None
 
     def __enter__(self) -> "CAM":
@@ -89,9 +92,10 @@ def class_targets(classes) -> list[ClassifierOutputTarget]:
 def stage_sizes(model: nn.Module, image_size: int, in_channels: int) -> dict[str, tuple[int, int]]:
     """Native map size (h, w) of each ResNet stage for a square input of `image_size` pixels."""
     sizes: dict[str, tuple[int, int]] = {}
-    hooks = [getattr(model, name).register_forward_hook(
+    net = members(model)[0]  # an ensemble's members share one architecture
+    hooks = [getattr(net, name).register_forward_hook(
         lambda m, i, o, name=name: sizes.__setitem__(name, tuple(int(v) for v in o.shape[-2:])))
-        for name in STAGES if hasattr(model, name)]
+        for name in STAGES if hasattr(net, name)]
     try:
         was_training = model.training
         model.eval()
@@ -104,16 +108,16 @@ def stage_sizes(model: nn.Module, image_size: int, in_channels: int) -> dict[str
     return sizes
 
 
-def resolve_layer(model: nn.Module, layer: str, image_size: int, in_channels: int) -> tuple[str, nn.Module]:
-    """('layer3', model.layer3[-1]) for layer='layer3'; 'auto' = the deepest stage with >= MIN_CELLS cells per side
+def resolve_layer(model: nn.Module, layer: str, image_size: int, in_channels: int) -> tuple[str, list[nn.Module]]:
+    """('layer3', [model.layer3[-1]]) for layer='layer3' (one block per member of an ensemble); 'auto' = the deepest stage with >= MIN_CELLS cells per side
     (layer3 at 128-255 px, layer2 at 64 px, layer4 from 256 px), so maps are never the 4 x 4 blobs of layer4."""
     if layer == "auto":
         sizes = stage_sizes(model, image_size, in_channels)
         fine = [name for name in STAGES if name in sizes and min(sizes[name]) >= MIN_CELLS]
         layer = fine[-1] if fine else STAGES[0]
-    if layer not in STAGES or not hasattr(model, layer):
+    if layer not in STAGES or not hasattr(members(model)[0], layer):
         raise ValueError(f"unknown CAM layer {layer!r}; known: auto, {', '.join(STAGES)}")
-    return layer, getattr(model, layer)[-1]
+    return layer, stage_blocks(model, layer)
 
 
 def target_classes(target: str, probs: np.ndarray, threshold: float) -> np.ndarray:
@@ -465,7 +469,7 @@ def randomise_top(model: nn.Module, blocks: tuple[str, ...] = ("layer4", "fc"), 
     out = copy.deepcopy(model).cpu().eval()
     with torch.no_grad():
         for name in blocks:
-            for m in getattr(out, name).modules():
+            for m in (mod for net in members(out) for mod in getattr(net, name).modules()):
                 if isinstance(m, nn.Conv2d):
                     nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu", generator=g)
                 elif isinstance(m, nn.BatchNorm2d):
@@ -610,7 +614,7 @@ def sanity_checks(model: nn.Module, expl: Explanation, preprocessing, *, per_cla
         with CAM(model, expl.method, module) as cam:
             trained = cam.maps(x, classes, expl.tta)
     random_model = randomise_top(model, blocks, seed)
-    with CAM(random_model, expl.method, getattr(random_model, expl.layer)[-1]) as cam:
+    with CAM(random_model, expl.method, stage_blocks(random_model, expl.layer)) as cam:
         randomised = cam.maps(x, classes, expl.tta)
     corr = rank_correlation(trained, randomised)
     rand = random_maps(len(idx), expl.map_size, preprocessing.image_size, seed)

@@ -12,7 +12,7 @@ from torch import nn
 from .config import CLASSES, ExperimentConfig
 from .imaging import load_resized
 from .io import atomic_write
-from .models import build_model, p_pneumonia
+from .models import Ensemble, build_model, members, p_pneumonia
 from .transforms import Preprocessing
 
 FORMAT = "pneumolib-checkpoint/1"
@@ -42,6 +42,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: ExperimentConfig
         "threshold": float(threshold),
         "extra": extra or {},
     }
+    if isinstance(model, Ensemble):  # how to rebuild it: the member count and the fitted temperature
+        state["ensemble"] = {"members": len(members(model)), "temperature": float(model.temperature)}
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -91,6 +93,13 @@ class Predictor:
         config = ExperimentConfig.from_dict(state["config"])
         pre = Preprocessing(**state["preprocessing"])
         model = build_model(config.model, in_channels=pre.in_channels, pretrained=False)
+        ens = state.get("ensemble")
+        if ens:  # a seed ensemble and/or a temperature-scaled model, served as one network
+            n = int(ens.get("members", 0))
+            if n < 1:
+                raise CheckpointError(f"{path}: ensemble with {n} members")
+            model = Ensemble([build_model(config.model, in_channels=pre.in_channels, pretrained=False)
+                              for _ in range(n)], float(ens.get("temperature", 1.0)))
         try:
             model.load_state_dict(state["state_dict"])
         except RuntimeError as e:

@@ -1,4 +1,4 @@
-"""Command line: python -m pneumolib {experiments,run,train,evaluate,predict,explain,stress,compare,bench,card} ..."""
+"""Command line: python -m pneumolib {experiments,run,train,evaluate,ensemble,predict,explain,stress,compare,bench,card} ..."""
 from __future__ import annotations
 
 import argparse
@@ -33,6 +33,9 @@ def cmd_experiments(args) -> int:
             base = C.ABLATIONS.get("abl_robust_aug", prev) if cfg.name == "abl_per_image" else prev
             print(f"    {cfg.name:<36} {C.format_diff(C.diff(base, cfg))}")
             prev = cfg if cfg.name != "abl_per_image" else prev
+        print("\nrecipe candidates (issue 12): each a diff from the recipe at the ablation budget (abl_tta)")
+        for cfg in C.CANDIDATES.values():
+            print(f"    {cfg.name:<36} {C.format_diff(C.diff(C.ABLATIONS['abl_tta'], cfg))}")
     return 0
 
 
@@ -86,6 +89,40 @@ def cmd_train(args) -> int:
     from .card import write_model_card
     write_model_card(args.out)  # the card reads what the run folder now holds
     print(f"wrote {Path(args.out) / 'checkpoint.pt'}, metrics.json, scores_test.csv, MODEL_CARD.md")
+    return 0
+
+
+def cmd_ensemble(args) -> int:
+    from .checkpoint import Predictor, save_checkpoint
+    from .data import discover, prescan, resolve_data_dir
+    from .ensemble import build_ensemble
+    from .evaluate import compute_metrics, format_metrics, predict_samples
+    from .io import save_json
+    from .runs import RunDir
+
+    paths = [RunDir(c).checkpoint if Path(c).is_dir() else Path(c) for c in args.checkpoints]
+    root, _ = resolve_data_dir(args.data_dir)
+    first = Predictor.load(paths[0])  # its seed rebuilds the same val split when val/ is pooled with train/
+    data = prescan(discover(root, seed=first.config.seed), first.preprocessing.image_size)
+    if "val" not in data.splits or not data["val"]:
+        raise UsageError(f"{root}: no validation images to fit the temperature and threshold on")
+    pred = build_ensemble(paths, data["val"], temperature=not args.no_temperature)
+    rec, v = pred.extra["ensemble"], pred.extra["ensemble"]["val"]
+    save_checkpoint(args.out, pred.model, pred.config, pred.threshold, pred.extra)
+    print(f"{len(paths)} member(s), seeds {', '.join(map(str, rec['seeds']))}; temperature {rec['temperature']:.3f}; "
+          f"threshold ({rec['threshold_rule']}) {pred.threshold:.3f} (members: "
+          f"{', '.join(f'{t:.3f}' for t in rec['member_thresholds'])})")
+    print(f"validation ({v['n']} films): NLL {v['nll_before']:.3f} -> {v['nll_after']:.3f}, "
+          f"ECE {v['ece_before']:.3f} -> {v['ece_after']:.3f}")
+    out = {"checkpoint": str(args.out), **rec}
+    if "test" in data.splits and data["test"]:
+        scores = predict_samples(pred.model, data["test"], pred.preprocessing, tta=pred.config.tta)
+        out["test"] = compute_metrics(scores, pred.threshold, seed=0)
+        print("test split:")
+        print(format_metrics(out["test"]))
+    print(f"wrote {args.out}")
+    if args.json:
+        save_json(out, args.json)
     return 0
 
 
@@ -330,6 +367,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="bn: weight of the cohort's statistics against the training ones (default 1.0)")
     s.add_argument("--save-adapted", metavar="PATH", help="save the adapted model as a new checkpoint here")
     s.set_defaults(func=cmd_evaluate)
+
+    s = sub.add_parser("ensemble", help="serve several runs (e.g. seeds) as one checkpoint: mean probability, "
+                                        "temperature and threshold fitted on the validation split")
+    s.add_argument("checkpoints", nargs="+", help="checkpoint.pt files or run folders (one = temperature scaling only)")
+    s.add_argument("--data-dir", help="the training data folder (its val split fits the temperature and threshold; "
+                                      "default: the bundled fixture)")
+    s.add_argument("--out", required=True, help="where to write the combined checkpoint")
+    s.add_argument("--no-temperature", action="store_true", help="keep temperature 1 (plain averaging)")
+    s.add_argument("--json", help="write what was fitted, and the test split's metrics, as JSON here")
+    s.set_defaults(func=cmd_ensemble)
 
     s = sub.add_parser("card", help="write RUN_DIR/MODEL_CARD.md from what the run folder holds")
     s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")

@@ -20,7 +20,7 @@ SAMPLERS = ("shuffle", "balanced")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine")
 NORMALIZATIONS = ("none", "imagenet", "per_image", "equalize")
-TRANSFORM_NAMES = ("none", "log_baseline", "log_strong_normal", "central_focus", "robust")
+TRANSFORM_NAMES = ("none", "log_baseline", "log_strong_normal", "central_focus", "robust", "sharpness")
 THRESHOLD_RULES = ("fixed:T", "youden", "sensitivity:S")
 PROFILE_NAMES = ("smoke", "fixture", "cpu", "gpu", "full")
 
@@ -311,6 +311,19 @@ def _ablation_chain() -> tuple[ExperimentConfig, ...]:
 ABLATIONS: dict[str, ExperimentConfig] = {c.name: c for c in _ablation_chain()}
 
 
+def _candidates() -> tuple[ExperimentConfig, ...]:
+    """Changes to the recommended recipe under test (issue 12), each one diff from the recipe at the ablation's
+    budget (abl_tta); adopted into RECOMMENDED only when several seeds of the stress test support them."""
+    base = ABLATIONS["abl_tta"]
+    sharp = replace(base, name="cand_sharpness", title="+ resolution and noise augmentation (sharpness robustness)",
+                    train_transforms=(("NORMAL", "robust+sharpness"), ("PNEUMONIA", "robust+sharpness")))
+    return (sharp,)
+
+
+# the recipe candidates: found by get_config, trained by 'train NAME' or 'run NAME --seeds ...'
+CANDIDATES: dict[str, ExperimentConfig] = {c.name: c for c in _candidates()}
+
+
 def register(config: ExperimentConfig) -> ExperimentConfig:
     if config.name in REGISTRY or config.entry in {c.entry for c in REGISTRY.values()}:
         raise ValueError(f"experiment {config.name!r} / entry {config.entry} is already registered")
@@ -330,6 +343,8 @@ def get_config(name_or_entry: str) -> ExperimentConfig:
         return REGISTRY[key]
     if key in ABLATIONS:
         return ABLATIONS[key]
+    if key in CANDIDATES:
+        return CANDIDATES[key]
     if key.isdigit():
         for c in REGISTRY.values():
             if int(c.entry) == int(key):

@@ -1,6 +1,7 @@
 """Build the classifier: torchvision ResNets with 1- or 3-channel input, ImageNet weights only when present."""
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -73,6 +74,37 @@ def p_pneumonia(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.T
     return p
 
 
+class Ensemble(nn.Module):
+    """Several trained networks served as one model. Its output is log(mean_i softmax(member_i(x) / T)), so
+    softmax(output) is the members' average probability: every caller that takes a softmax of a model's output
+    (predictions, TTA, the stress test, Grad-CAM targets) serves the ensemble unchanged. T (temperature scaling,
+    fitted on validation) divides every member's logits; one member with T != 1 is a temperature-scaled model."""
+
+    def __init__(self, members: list[nn.Module], temperature: float = 1.0):
+        super().__init__()
+        if not members:
+            raise ValueError("an ensemble needs at least one member")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.members = nn.ModuleList(members)
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logp = torch.stack([torch.log_softmax(m(x).float() / self.temperature, dim=1) for m in self.members])
+        return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
+
+
+def members(model: nn.Module) -> list[nn.Module]:
+    """The networks a model is made of: an ensemble's members, else the model itself."""
+    return list(model.members) if isinstance(model, Ensemble) else [model]
+
+
+def stage_blocks(model: nn.Module, stage: str) -> list[nn.Module]:
+    """The last block of a ResNet stage ('layer3'), once per member: the layers Grad-CAM reads (pytorch-grad-cam
+    averages the members' maps when given several)."""
+    return [getattr(m, stage)[-1] for m in members(model)]
+
+
 def cam_layer(model: nn.Module) -> nn.Module:
-    """The layer Grad-CAM reads: the last block of a ResNet's layer4."""
-    return model.layer4[-1]
+    """The layer Grad-CAM reads: the last block of a ResNet's layer4 (the first member's, for an ensemble)."""
+    return members(model)[0].layer4[-1]

@@ -90,6 +90,42 @@ class RandomGamma:
         return f"RandomGamma({self.low}, {self.high})"
 
 
+class RandomResolution:
+    """With probability p, down to a random factor of the size (uniform in [low, high]) and back up, antialiased: a
+    lower-resolution source (the stress test's low_res shift is one fixed point of this)."""
+
+    def __init__(self, low: float = 0.35, high: float = 1.0, p: float = 0.5):
+        self.low, self.high, self.p = low, high, p
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if float(torch.rand(1)) >= self.p:
+            return img
+        f = float(torch.empty(1).uniform_(self.low, self.high))
+        h, w = img.shape[-2:]
+        small = TF.resize(img, [max(1, round(h * f)), max(1, round(w * f))], antialias=True)
+        return TF.resize(small, [h, w], antialias=True)
+
+    def __repr__(self) -> str:
+        return f"RandomResolution({self.low}, {self.high}, p={self.p})"
+
+
+class RandomNoise:
+    """With probability p, Gaussian noise whose standard deviation (grey levels) is uniform in [0, max_std]: a
+    noisier detector."""
+
+    def __init__(self, max_std: float = 15.0, p: float = 0.5):
+        self.max_std, self.p = max_std, p
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if float(torch.rand(1)) >= self.p:
+            return img
+        std = float(torch.empty(1).uniform_(0.0, self.max_std))
+        return (img.float() + torch.randn(img.shape) * std).round().clamp(0, 255).to(torch.uint8)
+
+    def __repr__(self) -> str:
+        return f"RandomNoise({self.max_std}, p={self.p})"
+
+
 # --- the log's pipelines, by name -----------------------------------------------------
 # Each builder returns a callable on a 1xHxW uint8 tensor (already resized: the log resizes first).
 def _log_baseline():
@@ -115,12 +151,18 @@ def _robust():
     ])
 
 
+def _sharpness():
+    # issue 12's candidate: the stress test's weak spots on real data were low resolution and noise
+    return T.Compose([RandomResolution(0.35, 1.0, p=0.5), RandomNoise(15.0, p=0.5)])
+
+
 TRANSFORMS: dict[str, Callable[[], Callable]] = {
     "none": Identity,
     "log_baseline": _log_baseline,
     "log_strong_normal": _log_strong_normal,
     "central_focus": CentralFocus,
     "robust": _robust,
+    "sharpness": _sharpness,
 }
 
 

@@ -82,7 +82,8 @@ def _batched(spec: str, img: torch.Tensor, n: int = N_DRAWS, seed: int = 1) -> t
                torch.Generator().manual_seed(seed))
 
 
-SPECS = ["log_baseline", "log_strong_normal", "robust", "central_focus", "central_focus+log_baseline", "none"]
+SPECS = ["log_baseline", "log_strong_normal", "robust", "central_focus", "central_focus+log_baseline", "none",
+         "sharpness", "robust+sharpness"]
 
 
 def test_every_named_transform_has_a_batched_equivalent():
@@ -124,6 +125,8 @@ WRONG = {
         A.K.RandomHorizontalFlip(p=0.5),
         A.K.RandomAffine(degrees=15.0, translate=(0.1, 0.1), shear=8.0, resample="nearest", p=1.0),
         *A._robust()[2:]]),
+    "noise always, up to 30": ("sharpness", lambda: [A.RandomResolution(0.35, 1.0, 0.5), A.RandomNoise(30.0, 1.0)]),
+    "no resolution change": ("sharpness", lambda: [A.RandomNoise(15.0, 0.5)]),
 }
 
 

@@ -152,7 +152,7 @@ def test_explain_uses_exact_fixture_masks_at_8x8_and_the_pneumonia_target(traine
 @pytest.mark.parametrize("size, layer", [(64, "layer2"), (128, "layer3"), (224, "layer3"), (256, "layer4")])
 def test_auto_layer_is_the_deepest_with_at_least_8x8_cells(trained_run, size, layer):
     name, module = resolve_layer(trained_run.predictor.model, "auto", size, 3)
-    assert name == layer and module is getattr(trained_run.predictor.model, layer)[-1]
+    assert name == layer and module == [getattr(trained_run.predictor.model, layer)[-1]]
     pre = replace(trained_run.predictor.preprocessing, image_size=size)
     e = explain(trained_run.predictor.model, trained_run.explanation.samples[:1], pre)
     assert min(e.map_size) >= 8

@@ -1,5 +1,6 @@
 """The committed notebooks: paired with their jupytext scripts, prose numbers backed by outputs, no machine paths;
 and a papermill render of one notebook on the fixture with parameter overrides."""
+import json
 import re
 import subprocess
 import sys
@@ -95,14 +96,19 @@ def test_papermill_renders_a_notebook_on_the_fixture_with_overrides(tmp_path):
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("PNEUMOLIB_")}
     env.update(TQDM_DISABLE="1", OMP_NUM_THREADS="1", PNEUMOLIB_CACHE_DIR=str(tmp_path / "cache"))
     subprocess.run([sys.executable, "-m", "papermill", str(NB_DIR / "02_2024-05-13_central_focus_normal.ipynb"),
-                    str(out), "-p", "PROFILE", "fixture", "-p", "SEEDS", "1", "-p", "RUNS", str(runs),
+                    str(out), "-p", "PROFILE", "fixture", "-p", "SEEDS", "1,2", "-p", "RUNS", str(runs),
+                    "-p", "SEED_BUDGET", "epochs=1,max_train_images=40",
                     "--cwd", str(NB_DIR), "--log-level", "WARNING"], check=True, env=env, timeout=900)
     nb = nbformat.read(out, as_version=4)
     tags = [c.metadata.get("tags", []) for c in nb.cells]
     injected = next(i for i, t in enumerate(tags) if "injected-parameters" in t)
     assert "parameters" in tags[injected - 1]  # papermill put the overrides right after the defaults
     text = "\n".join(_output_text(c) for c in nb.cells)
-    assert "profile fixture" in text and "1 seed: 1" in text
+    assert "profile fixture" in text and "2 seeds: 1, 2" in text
+    assert "seed(s) 2 with a smaller one (epochs=1, max_train_images=40)" in text
+    assert "1 ep x 40 img" in text and "10 ep x all img" in text  # each seed's budget in the seed table
+    m2 = json.loads((runs / "02_central_focus_normal" / "seed2" / "metrics.json").read_text())
+    assert (m2["config"]["epochs"], m2["config"]["max_train_images"]) == (1, 40)
     assert (runs / "02_central_focus_normal" / "seed1" / "metrics.json").is_file()
     assert "verdict" in text.lower() and "wall time:" in text
 
@@ -238,3 +244,60 @@ def test_one_class_epochs_read_the_predicted_share_and_never_guess_on_a_balanced
     assert not any("epoch(s) 2" in l for l in lines)
     old = nb.one_class_epochs([{"epoch": 1, "val_acc": 0.5}], val)  # an older history: accuracy only
     assert old and "one class" in old[0] and "PNEUMONIA" not in old[0]
+
+
+def test_seed_budget_parses_and_refuses_what_does_not_size_a_run():
+    from pneumolib import notebook as nb
+
+    assert nb.parse_budget("") == {} and nb.parse_budget(None) == {}
+    assert nb.parse_budget("epochs=3, max_train_images=1000") == {"epochs": 3, "max_train_images": 1000}
+    with pytest.raises(ValueError, match="unknown field"):
+        nb.parse_budget("epochs=3,lr=1")
+    with pytest.raises(ValueError, match="NAME=INTEGER"):
+        nb.parse_budget("epochs")
+
+
+def test_the_seed_budget_applies_to_the_seeds_after_the_first_only(capsys):
+    from pneumolib import notebook as nb
+
+    nb.provenance("fixture", "cpu", "3,4,5", "epochs=2")
+    assert "seed 3 trains with the 'fixture' profile's budget; seed(s) 4, 5 with a smaller one" in capsys.readouterr().out
+    assert nb.budget_for_seed([3, 4, 5], 3) == {} and nb.budget_for_seed([3, 4, 5], 5) == {"epochs": 2}
+    nb.provenance("fixture", "cpu", "3,4,5")  # no budget: every seed gets the profile's
+    assert nb.budget_for_seed([3, 4, 5], 5) == {}
+
+
+def test_an_entry_that_trains_an_identical_config_finds_its_twin_run(tmp_path):
+    from dataclasses import replace
+
+    from pneumolib import notebook as nb
+    from pneumolib.config import apply_profile, get_config
+
+    twin = tmp_path / "04_rgb_grayscale_mismatch" / "seed0"
+    twin.mkdir(parents=True)
+    cfg = apply_profile(get_config("04"), "fixture")
+    (twin / "metrics.json").write_text(json.dumps({"config": cfg.to_dict(), "profile": "fixture",
+                                                   "holdout": "folders"}))
+    (twin / "checkpoint.pt").write_bytes(b"x")
+    # entry 05 asks for ImageNet weights; without them it trains exactly entry 04's config
+    assert nb.reusable_run(tmp_path, get_config("05"), 0, "fixture") == twin
+    assert nb.reusable_run(tmp_path, get_config("05"), 0, "cpu") is None  # another profile
+    assert nb.reusable_run(tmp_path, get_config("05"), 1, "fixture") is None  # another seed
+    assert nb.reusable_run(tmp_path, get_config("05"), 0, "fixture", {"epochs": 1}) is None  # another budget
+    assert nb.reusable_run(tmp_path, replace(get_config("05"), lr=0.5), 0, "fixture") is None
+
+
+def test_notebook_10_can_leave_out_the_ablation_protocols_and_says_so(capsys):
+    from pneumolib import notebook as nb
+    from pneumolib.config import RECOMMENDED
+
+    assert nb.holdout_list("folders,early_ids") == ("folders", "early_ids")
+    assert nb.holdout_list("folders") == ("folders",)
+    assert "early-ID holdout was not trained" in capsys.readouterr().out
+    assert nb.holdout_list("none") == () and nb.ablation(None, ".", "smoke", holdouts="none") == []
+    assert "ablation was not trained" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="HOLDOUTS"):
+        nb.holdout_list("early_ids")
+    assert nb.matched_baseline(RECOMMENDED, None, ".", "smoke", train=False) is None
+    assert "not trained in this render" in capsys.readouterr().out
+    assert nb.matched_stress(None) == {} and nb.ablation_frame([]).empty

@@ -1,0 +1,124 @@
+"""Seed ensembles and temperature scaling served as one checkpoint by Predictor, transparently to every caller."""
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from pneumolib.adapt import EARLY_BN_LAYERS, bn_layers
+from pneumolib.cam import explain
+from pneumolib.checkpoint import Predictor, save_checkpoint
+from pneumolib.cli import main
+from pneumolib.ensemble import build_ensemble, fit_temperature, nll, probabilities, view_logits
+from pneumolib.models import Ensemble, build_model, p_pneumonia
+
+
+def _net(seed: int, in_channels: int = 1) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return build_model("resnet18", in_channels=in_channels).eval()
+
+
+def test_ensemble_serves_the_mean_of_its_members_probabilities():
+    a, b = _net(0), _net(1)
+    x = torch.randn(3, 1, 64, 64)
+    want = (p_pneumonia(a, x) + p_pneumonia(b, x)) / 2
+    assert torch.allclose(p_pneumonia(Ensemble([a, b]).eval(), x), want, atol=1e-6)
+    # and with flip TTA, the mean over members and views
+    want_tta = (p_pneumonia(a, x, tta=True) + p_pneumonia(b, x, tta=True)) / 2
+    assert torch.allclose(p_pneumonia(Ensemble([a, b]).eval(), x, tta=True), want_tta, atol=1e-6)
+
+
+def test_temperature_divides_the_logits_of_a_single_member():
+    a = _net(0)
+    x = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        want = torch.softmax(a(x) / 3.0, dim=1)[:, 1]
+    assert torch.allclose(p_pneumonia(Ensemble([a], temperature=3.0).eval(), x), want, atol=1e-6)
+
+
+def test_ensemble_checkpoint_round_trip_gives_the_same_scores(trained_run, tmp_path):
+    cfg = trained_run.predictor.config
+    ens = Ensemble([_net(0, 3), _net(1, 3)], temperature=1.7).eval()
+    path = save_checkpoint(tmp_path / "ens.pt", ens, cfg, 0.42)
+    loaded = Predictor.load(path)
+    assert isinstance(loaded.model, Ensemble) and float(loaded.model.temperature) == pytest.approx(1.7)
+    x = torch.randn(2, 3, cfg.image_size, cfg.image_size)
+    assert np.allclose(loaded.predict_proba(x), p_pneumonia(ens, x, cfg.tta).numpy(), atol=1e-6)
+    assert loaded.threshold == pytest.approx(0.42)
+
+
+def test_fit_temperature_recovers_a_known_overconfidence():
+    # labels drawn from calibrated logits; the model reports them 4x too large: the fitted T must be about 4
+    rng = np.random.default_rng(0)
+    z = rng.normal(0.0, 1.5, 20000)
+    y = (rng.random(z.size) < 1 / (1 + np.exp(-z))).astype(int)
+    logits = torch.tensor(np.stack([np.zeros_like(z), 4.0 * z], axis=1), dtype=torch.float32)[None, None]
+    t = fit_temperature(logits, y)
+    assert 3.4 < t < 4.7
+    assert nll(logits, y, t) < nll(logits, y, 1.0) - 0.1
+
+
+def test_temperature_scaling_changes_confidence_not_ranking():
+    rng = np.random.default_rng(1)
+    logits = torch.tensor(rng.normal(0, 3, (1, 2, 300, 2)), dtype=torch.float32)
+    y = rng.integers(0, 2, 300)
+    # two members: the rank of the mean can change with T in principle, but one member's cannot
+    one = logits[:, :1]
+    assert roc_auc_score(y, probabilities(one, 1.0)) == pytest.approx(roc_auc_score(y, probabilities(one, 5.0)))
+
+
+def test_build_ensemble_fits_on_validation_and_never_worsens_its_nll(trained_run, fixture_data):
+    ckpt = trained_run.run_dir / "checkpoint.pt"
+    pred = build_ensemble([ckpt], fixture_data["val"], temperature=True)
+    rec = pred.extra["ensemble"]
+    assert rec["val"]["nll_after"] <= rec["val"]["nll_before"] + 1e-9
+    assert rec["temperature"] == pytest.approx(float(pred.model.temperature))
+    # the served probabilities are exactly the ones the threshold was chosen on
+    logits = view_logits(pred.model, fixture_data["val"], pred.preprocessing, tta=pred.config.tta)
+    served = Predictor(pred.model, pred.config, pred.threshold, pred.preprocessing)
+    x = torch.stack([served.preprocess(s.path) for s in fixture_data["val"][:4]])
+    assert np.allclose(served.predict_proba(x), probabilities(logits, rec["temperature"])[:4], atol=1e-5)
+
+
+def test_adabn_reaches_every_member_of_an_ensemble_regression():
+    # bn_layers matched on the first name part, which is 'members' for an ensemble: AdaBN adapted nothing
+    single = bn_layers(_net(0), EARLY_BN_LAYERS)
+    both = bn_layers(Ensemble([_net(0), _net(1)]), EARLY_BN_LAYERS)
+    assert len(single) > 0 and len(both) == 2 * len(single)
+
+
+def test_gradcam_of_an_ensemble_averages_its_members_maps(trained_run):
+    # two copies of one network: each member's block gets half the gradient, and the averaged map must equal the
+    # one-member ensemble's (an ensemble's maps explain log P(class), the output its predictions are made from)
+    import copy
+
+    model = trained_run.predictor.model
+    pre = trained_run.predictor.preprocessing
+    samples = trained_run.explanation.samples[:2]
+    one = explain(Ensemble([model]).eval(), samples, pre, tta=False)
+    two = explain(Ensemble([copy.deepcopy(model), copy.deepcopy(model)]).eval(), samples, pre, tta=False)
+    assert two.cams.shape == one.cams.shape and one.cams.max() > 0
+    assert np.allclose(two.cams, one.cams, atol=1e-4)
+
+
+def test_cli_ensemble_writes_a_checkpoint_that_evaluate_serves(trained_run, tmp_path, capsys):
+    out, js = tmp_path / "ens.pt", tmp_path / "ens.json"
+    assert main(["ensemble", str(trained_run.run_dir), str(trained_run.run_dir / "checkpoint.pt"),
+                 "--out", str(out), "--json", str(js)]) == 0
+    text = capsys.readouterr().out
+    assert "2 member(s)" in text and "temperature" in text and "ECE" in text
+    rec = json.loads(js.read_text())
+    assert rec["test"]["n"] > 0 and "ece" in rec["test"]
+    assert main(["evaluate", str(out), "--data-dir", "fixture_data_not_a_dir_xyz"]) == 2  # bad folder: one line
+    capsys.readouterr()
+
+
+def test_cli_ensemble_refuses_members_with_other_preprocessing(trained_run, tmp_path, capsys):
+    cfg = trained_run.predictor.config
+    other = save_checkpoint(tmp_path / "other.pt", _net(0, 3), replace(cfg, image_size=cfg.image_size * 2), 0.5)
+    assert main(["ensemble", str(trained_run.run_dir), str(other), "--out", str(tmp_path / "x.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "other.pt" in err[0] and "preprocessing" in err[0]
+    assert not (tmp_path / "x.pt").exists()
