@@ -66,7 +66,7 @@ plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
 # %% [markdown]
 # ## Training, one run per seed
 #
-# Each seed is its own run (weight initialisation, sampling and augmentation draws) in `RUNS/NN_name/seed{S}`; a finished run with the same training config is reused. Best epoch = lowest validation loss; the decision threshold comes from the config's rule and travels in the checkpoint. The table: each seed's test metrics with 95% intervals (bootstrap over patients), then the mean and range over the seeds.
+# Each seed is its own run (weight initialisation, sampling and augmentation draws) in `RUNS/NN_name/seed{S}`; a finished run with the same training config is reused. Best epoch = lowest validation loss; the decision threshold comes from the config's rule and travels in the checkpoint. The table: each seed's test metrics with 95% intervals (bootstrap over patients), its training budget, then the mean and range over the seeds. When the provenance line gives the seeds after the first a smaller budget, those seeds are trained less: their results can differ from the first seed's in direction, not only in spread, so read the first seed's row as the profile's result and the others as a check on it; the mean and range then mix two budgets, and so do the verdicts below.
 
 # %%
 results = nb.run_seeds(cfg, DATA, RUNS, PROFILE, SEEDS, DEVICE)
@@ -83,7 +83,7 @@ nb.checkpoint_table(results)
 # %% [markdown]
 # ### Training curves (first seed)
 #
-# Below the curves: epochs whose validation accuracy equals one class's share of the validation films, what a model that calls every film that class would score (consistent with it, not proof of it). When the validation split holds as many films of one class as of the other (the split table above), the two shares are equal and the note cannot say which class; the confusion matrix below shows what the kept checkpoint does on the test split.
+# Above the curves: the epochs at which the first seed's model called every validation film one class at threshold 0.5 (read from that epoch's share of films called PNEUMONIA). The checkpoint table above says which epoch each seed kept; the confusion matrix below shows what the first seed's kept checkpoint does on the test split.
 
 # %%
 r = results[0]
@@ -114,7 +114,7 @@ nb.gradcam(r)
 nb.log_vs_rerun("01", results)
 
 # %% [markdown]
-# The baseline is the reference the later entries are compared with. Where the log found NORMAL films ambiguous, the NORMAL-recall row says whether that survives a patient-grouped split and the seeds run here (the provenance line counts them). The Grad-CAM row uses the lift (lung-focus share over the lung area), so a heatmap spread evenly over the film scores one; the tiles above show where the attention sits when it is not on the lungs.
+# The baseline is the reference the later entries are compared with. Where the log found NORMAL films ambiguous, the NORMAL-recall row says whether that survives a patient-grouped split and the seeds run here (the provenance line counts them). The Grad-CAM row uses the lift (lung-focus share over the lung area), so a heatmap spread evenly over the film scores one; the tiles above show where the attention sits when it is not on the lungs. A 'holds' in that row means only that the maps are not concentrated on the lungs (a lift below the row's limit, which an even spread also meets); it does not show attention on the periphery: the heart/diaphragm lift printed under the tiles says how much sits on the lower centre instead, and the ROAD line how far the maps reflect what the model uses. Where the seeds disagree, a 'cannot tell' can come from the smaller budget of the later seeds (the seed table gives each seed's budget and metrics).
 #
 # *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
 

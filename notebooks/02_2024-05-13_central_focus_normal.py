@@ -73,7 +73,7 @@ plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
 # %% [markdown]
 # ## Training, one run per seed
 #
-# Each seed is its own run (weight initialisation, sampling and augmentation draws) in `RUNS/NN_name/seed{S}`; a finished run with the same training config is reused. Best epoch = lowest validation loss; the decision threshold comes from the config's rule and travels in the checkpoint. The table: each seed's test metrics with 95% intervals (bootstrap over patients), then the mean and range over the seeds.
+# Each seed is its own run (weight initialisation, sampling and augmentation draws) in `RUNS/NN_name/seed{S}`; a finished run with the same training config is reused. Best epoch = lowest validation loss; the decision threshold comes from the config's rule and travels in the checkpoint. The table: each seed's test metrics with 95% intervals (bootstrap over patients), its training budget, then the mean and range over the seeds. When the provenance line gives the seeds after the first a smaller budget, those seeds are trained less: their results can differ from the first seed's in direction, not only in spread, so read the first seed's row as the profile's result and the others as a check on it; the mean and range then mix two budgets, and so do the verdicts below.
 
 # %%
 results = nb.run_seeds(cfg, DATA, RUNS, PROFILE, SEEDS, DEVICE)
@@ -90,7 +90,7 @@ nb.checkpoint_table(results)
 # %% [markdown]
 # ### Training curves (first seed)
 #
-# Below the curves: epochs whose validation accuracy equals one class's share of the validation films, what a model that calls every film that class would score (consistent with it, not proof of it). When the validation split holds as many films of one class as of the other (the split table above), the two shares are equal and the note cannot say which class; the confusion matrix below shows what the kept checkpoint does on the test split.
+# Above the curves: the epochs at which the first seed's model called every validation film one class at threshold 0.5 (read from that epoch's share of films called PNEUMONIA). The checkpoint table above says which epoch each seed kept; the confusion matrix below shows what the first seed's kept checkpoint does on the test split.
 
 # %%
 r = results[0]
@@ -122,7 +122,7 @@ reference = nb.load_runs(['01'], RUNS, PROFILE, SEEDS)
 nb.log_vs_rerun("02", results, reference)
 
 # %% [markdown]
-# Blurring only NORMAL films can hand the network a shortcut, 'blurred edges = NORMAL', that no unblurred test film carries: a model that learnt it would find every test film 'not NORMAL' and call it PNEUMONIA, the log's own symptom. Whether this run learnt it shows in the confusion matrix and the first verdict row: a model that took the shortcut has low NORMAL recall on the test split. The epoch notes under the training curves only say that a validation accuracy matched one class's share, and on a balanced validation split they cannot say which class; the checkpoint table shows how much the kept epoch differs from the last one.
+# Blurring only NORMAL films can hand the network a shortcut, 'blurred edges = NORMAL', that no unblurred test film carries: a model that learnt it would find every test film 'not NORMAL' and call it PNEUMONIA, the log's own symptom. Low NORMAL recall here, against the baseline trained the same way (the first verdict row's paired difference), is consistent with that shortcut, though it does not prove it: any collapse towards PNEUMONIA gives it. The note above the training curves names the epochs at which the first seed's model called every validation film one class, and the checkpoint table shows which epoch each seed kept. A test AUC below 0.5 in the seed table, where one appears, means the model ranks the two classes the wrong way round on unblurred films: the shortcut inverted, not noise.
 #
 # *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
 

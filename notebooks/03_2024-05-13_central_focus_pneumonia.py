@@ -73,7 +73,7 @@ plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
 # %% [markdown]
 # ## Training, one run per seed
 #
-# Each seed is its own run (weight initialisation, sampling and augmentation draws) in `RUNS/NN_name/seed{S}`; a finished run with the same training config is reused. Best epoch = lowest validation loss; the decision threshold comes from the config's rule and travels in the checkpoint. The table: each seed's test metrics with 95% intervals (bootstrap over patients), then the mean and range over the seeds.
+# Each seed is its own run (weight initialisation, sampling and augmentation draws) in `RUNS/NN_name/seed{S}`; a finished run with the same training config is reused. Best epoch = lowest validation loss; the decision threshold comes from the config's rule and travels in the checkpoint. The table: each seed's test metrics with 95% intervals (bootstrap over patients), its training budget, then the mean and range over the seeds. When the provenance line gives the seeds after the first a smaller budget, those seeds are trained less: their results can differ from the first seed's in direction, not only in spread, so read the first seed's row as the profile's result and the others as a check on it; the mean and range then mix two budgets, and so do the verdicts below.
 
 # %%
 results = nb.run_seeds(cfg, DATA, RUNS, PROFILE, SEEDS, DEVICE)
@@ -90,7 +90,7 @@ nb.checkpoint_table(results)
 # %% [markdown]
 # ### Training curves (first seed)
 #
-# Below the curves: epochs whose validation accuracy equals one class's share of the validation films, what a model that calls every film that class would score (consistent with it, not proof of it). When the validation split holds as many films of one class as of the other (the split table above), the two shares are equal and the note cannot say which class; the confusion matrix below shows what the kept checkpoint does on the test split.
+# Above the curves: the epochs at which the first seed's model called every validation film one class at threshold 0.5 (read from that epoch's share of films called PNEUMONIA). The checkpoint table above says which epoch each seed kept; the confusion matrix below shows what the first seed's kept checkpoint does on the test split.
 
 # %%
 r = results[0]
@@ -122,7 +122,7 @@ reference = nb.load_runs(['01', '02'], RUNS, PROFILE, SEEDS)
 nb.log_vs_rerun("03", results, reference)
 
 # %% [markdown]
-# With the blur on PNEUMONIA training films the expected shortcut flips: blurred edges would mean PNEUMONIA and sharp edges NORMAL-or-unknown, and no test film is blurred, so a model that learnt it would lean towards NORMAL at test time. The log saw NORMAL accuracy stay low instead; the confusion matrix and the verdict rows say which way this run leans. When every Grad-CAM map is empty (the Grad-CAM output counts them), there is no lift to compare and the attention claim is left not tested. The comparisons with entries 01 and 02 load their runs above; the 'most stable' claim is read as the baseline's accuracy against both CentralFocus entries.
+# With the blur on PNEUMONIA training films the expected shortcut flips: blurred edges would mean PNEUMONIA and sharp edges NORMAL-or-unknown, and no test film is blurred, so a model that learnt it would lean towards NORMAL at test time. The log saw NORMAL accuracy stay low instead. The confusion matrix (first seed) and the seed table say which way each seed leans; when the seeds lean different ways, for example a first seed that leans NORMAL beside smaller-budget seeds whose kept epoch called every film PNEUMONIA, the verdict rows' mean is not a typical value, and their 'cannot tell' reflects seeds that disagree, not one borderline value. When every Grad-CAM map is empty (the Grad-CAM output counts them), there is no lift to compare and the attention claim is left not tested. The comparisons with entries 01 and 02 load their runs above; the 'most stable' claim is read as the baseline's accuracy against both CentralFocus entries.
 #
 # *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
 

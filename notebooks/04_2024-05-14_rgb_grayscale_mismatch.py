@@ -15,9 +15,9 @@
 # ---
 
 # %% [markdown]
-# # 04 · 2024-05-14 · 3-channel RGB training, greyscale forced at inference
+# # 04 · 2024-05-14 · 3-channel training, greyscale forced at inference
 #
-# **Hypothesis.** The standard 3-channel ResNet18 is trained on RGB input; the log then forced greyscale at inference (`Image.open(p).convert("L")` + `Grayscale(num_output_channels=3)`) and saw every prediction turn PNEUMONIA. Does that mismatch explain the collapse?
+# **Hypothesis.** The standard 3-channel ResNet18 is trained on the films as RGB (what `ImageFolder`'s loader gives); the log then forced greyscale at inference (`Image.open(p).convert("L")` + `Grayscale(num_output_channels=3)`) and saw every prediction turn PNEUMONIA. Does that mismatch explain the collapse?
 #
 # **What changed (from entry 03, `central_focus_pneumonia`):** in_channels: 1 -> 3; PNEUMONIA transform: central_focus+log_baseline -> log_baseline. The config is `pneumolib.config.get_config("rgb_grayscale_mismatch")`, written as a `replace(...)` of the previous entry's.
 #
@@ -66,7 +66,7 @@ plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
 # %% [markdown]
 # ## Training, one run per seed
 #
-# Each seed is its own run (weight initialisation, sampling and augmentation draws) in `RUNS/NN_name/seed{S}`; a finished run with the same training config is reused. Best epoch = lowest validation loss; the decision threshold comes from the config's rule and travels in the checkpoint. The table: each seed's test metrics with 95% intervals (bootstrap over patients), then the mean and range over the seeds.
+# Each seed is its own run (weight initialisation, sampling and augmentation draws) in `RUNS/NN_name/seed{S}`; a finished run with the same training config is reused. Best epoch = lowest validation loss; the decision threshold comes from the config's rule and travels in the checkpoint. The table: each seed's test metrics with 95% intervals (bootstrap over patients), its training budget, then the mean and range over the seeds. When the provenance line gives the seeds after the first a smaller budget, those seeds are trained less: their results can differ from the first seed's in direction, not only in spread, so read the first seed's row as the profile's result and the others as a check on it; the mean and range then mix two budgets, and so do the verdicts below.
 
 # %%
 results = nb.run_seeds(cfg, DATA, RUNS, PROFILE, SEEDS, DEVICE)
@@ -83,7 +83,7 @@ nb.checkpoint_table(results)
 # %% [markdown]
 # ### Training curves (first seed)
 #
-# Below the curves: epochs whose validation accuracy equals one class's share of the validation films, what a model that calls every film that class would score (consistent with it, not proof of it). When the validation split holds as many films of one class as of the other (the split table above), the two shares are equal and the note cannot say which class; the confusion matrix below shows what the kept checkpoint does on the test split.
+# Above the curves: the epochs at which the first seed's model called every validation film one class at threshold 0.5 (read from that epoch's share of films called PNEUMONIA). The checkpoint table above says which epoch each seed kept; the confusion matrix below shows what the first seed's kept checkpoint does on the test split.
 
 # %%
 r = results[0]
@@ -134,7 +134,7 @@ nb.cam_table(e)
 nb.log_vs_rerun("04", results)
 
 # %% [markdown]
-# These films are grey (R = G = B), so converting to greyscale and copying it to three channels gives the model the same tensor it was trained on; the inference table measures how many predictions the log's path changes. A mismatch that changes pixel values (ImageNet normalisation at inference only) is shown for contrast, and feeding one channel to the 3-channel checkpoint is refused by pneumolib's `Predictor`.
+# pneumolib loads every film as greyscale and copies it to the three channels for a 3-channel model, so the log's `convert("L")` + `Grayscale(3)` path feeds this model the same tensor it was trained on, and the inference table's count of changed predictions follows from that: it checks pneumolib's inference path against its training path, not whether the original files are grey. For a greyscale JPEG, which is what this data set's films are, `ImageFolder`'s RGB conversion also copies the grey into three equal channels, so the log's training and inference saw the same tensors too; a film stored as colour with unequal channels would differ, and this notebook does not test that. A mismatch that changes pixel values (ImageNet normalisation at inference only) is shown for contrast, and feeding one channel to the 3-channel checkpoint is refused by pneumolib's `Predictor`.
 #
 # *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
 

@@ -17,13 +17,13 @@
 # %% [markdown]
 # # 06 · 2024-05-14 · CentralFocus on PNEUMONIA only, on the log's pretrained model (re-run from random init where the weights are missing)
 #
-# **Hypothesis.** CentralFocus on PNEUMONIA images again, now on the pretrained model.
+# **Hypothesis (the log's).** CentralFocus on PNEUMONIA images, tried again on the pretrained model, behaves as in entry 03: slightly better Grad-CAM, NORMAL accuracy still low, and lower accuracy than the same model without it. Without ImageNet weights this re-run tests it on entry 05's random-init model.
 #
 # **What changed (from entry 05, `pretrained`):** PNEUMONIA transform: log_baseline -> central_focus+log_baseline. The config is `pneumolib.config.get_config("pretrained_central_focus_pneumonia")`, written as a `replace(...)` of the previous entry's.
 #
 # **What the log recorded:** Same as entry 3: slight Grad-CAM improvement, NORMAL accuracy still low; central focus hurts; augmentation-only baseline most stable.
 #
-# **This re-run** starts from ImageNet weights only where the machine has them; otherwise it trains from random init, and the weights check, the seed table and the comparison tables say so. What the log says about pretraining can only be tested with the weights.
+# **This re-run** starts from ImageNet weights only where the machine has them; otherwise it trains from random init (and where another entry trains exactly that config, that entry's checkpoints are re-evaluated instead of retrained), and the weights check, the seed table and the comparison tables say so. What the log says about pretraining can only be tested with the weights.
 #
 # The notebook is written for the real paediatric chest X-rays of Kermany, Zhang & Goldbaum (2018, Mendeley Data doi:10.17632/rscbjbr9sj.2, CC BY 4.0), split by patient. Run with no data folder, it uses pneumolib's bundled synthetic fixture (one seed), and its numbers are then about phantoms, not patients: the first output line below says which data this render used, and the provenance line states the code version, profile, device and seeds. Each seed is a separate training run; the conclusions use all of them.
 
@@ -83,7 +83,7 @@ plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
 # %% [markdown]
 # ## Training, one run per seed
 #
-# Each seed is its own run (weight initialisation, sampling and augmentation draws) in `RUNS/NN_name/seed{S}`; a finished run with the same training config is reused. Best epoch = lowest validation loss; the decision threshold comes from the config's rule and travels in the checkpoint. The table: each seed's test metrics with 95% intervals (bootstrap over patients), then the mean and range over the seeds.
+# Each seed is its own run (weight initialisation, sampling and augmentation draws) in `RUNS/NN_name/seed{S}`; a finished run with the same training config is reused. Best epoch = lowest validation loss; the decision threshold comes from the config's rule and travels in the checkpoint. The table: each seed's test metrics with 95% intervals (bootstrap over patients), its training budget, then the mean and range over the seeds. When the provenance line gives the seeds after the first a smaller budget, those seeds are trained less: their results can differ from the first seed's in direction, not only in spread, so read the first seed's row as the profile's result and the others as a check on it; the mean and range then mix two budgets, and so do the verdicts below.
 
 # %%
 results = nb.run_seeds(cfg, DATA, RUNS, PROFILE, SEEDS, DEVICE)
@@ -100,7 +100,7 @@ nb.checkpoint_table(results)
 # %% [markdown]
 # ### Training curves (first seed)
 #
-# Below the curves: epochs whose validation accuracy equals one class's share of the validation films, what a model that calls every film that class would score (consistent with it, not proof of it). When the validation split holds as many films of one class as of the other (the split table above), the two shares are equal and the note cannot say which class; the confusion matrix below shows what the kept checkpoint does on the test split.
+# Above the curves: the epochs at which the first seed's model called every validation film one class at threshold 0.5 (read from that epoch's share of films called PNEUMONIA). The checkpoint table above says which epoch each seed kept; the confusion matrix below shows what the first seed's kept checkpoint does on the test split.
 
 # %%
 r = results[0]
@@ -132,7 +132,7 @@ reference = nb.load_runs(['01', '05'], RUNS, PROFILE, SEEDS)
 nb.log_vs_rerun("06", results, reference)
 
 # %% [markdown]
-# As in entry 03, CentralFocus on PNEUMONIA films is a class-dependent transform no test film carries; here it is compared with entry 05, the same model without it, whose runs are loaded above. Where the weights were missing, this is a random-init model, and the table's verdicts are about CentralFocus, not about pretraining.
+# As in entry 03, CentralFocus on PNEUMONIA films is a class-dependent transform no test film carries; here it is compared with entry 05, the same model without it, whose runs are loaded above. Where the weights were missing, this is a random-init model, and the rows that compare with entry 05 are about CentralFocus, not pretraining; the last row compares with entry 01, which also differs in input channels (1 against 3). Read the seed table before the 'NORMAL accuracy still low' row: where some seeds call most PNEUMONIA films NORMAL and another calls every film PNEUMONIA, its 'cannot tell' means the seeds disagree, not that the sample is small. A model that leans NORMAL here, with a validation loss that stays high while the training loss falls (the training log), is consistent with one that uses the blur, which no test film has, as its PNEUMONIA cue.
 #
 # *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
 

@@ -17,13 +17,13 @@
 # %% [markdown]
 # # 08 · 2024-05-15 · Classification report on 10 test images (the log's pretrained model; random init where the weights are missing)
 #
-# **Hypothesis.** A classification report on 10 test images (5 NORMAL + 5 PNEUMONIA) tells whether the model is biased.
+# **Hypothesis (the log's).** A classification report on 10 test images (5 NORMAL + 5 PNEUMONIA) tells whether the model is biased. This notebook checks that against the full test split.
 #
 # **What changed (from entry 07, `strong_normal_aug`):** eval_subset_per_class: None -> 5. The config is `pneumolib.config.get_config("report_10_images")`, written as a `replace(...)` of the previous entry's.
 #
 # **What the log recorded:** NORMAL precision/recall/F1 0.00; PNEUMONIA precision 0.50, recall 1.00, F1 0.67; accuracy 0.50; macro avg 0.25/0.50/0.33. Everything predicted PNEUMONIA: the model is biased and ignores NORMAL, a serious problem in real use.
 #
-# **This re-run** starts from ImageNet weights only where the machine has them; otherwise it trains from random init, and the weights check, the seed table and the comparison tables say so. What the log says about pretraining can only be tested with the weights.
+# **This re-run** starts from ImageNet weights only where the machine has them; otherwise it trains from random init (and where another entry trains exactly that config, that entry's checkpoints are re-evaluated instead of retrained), and the weights check, the seed table and the comparison tables say so. What the log says about pretraining can only be tested with the weights.
 #
 # The notebook is written for the real paediatric chest X-rays of Kermany, Zhang & Goldbaum (2018, Mendeley Data doi:10.17632/rscbjbr9sj.2, CC BY 4.0), split by patient. Run with no data folder, it uses pneumolib's bundled synthetic fixture (one seed), and its numbers are then about phantoms, not patients: the first output line below says which data this render used, and the provenance line states the code version, profile, device and seeds. Each seed is a separate training run; the conclusions use all of them.
 
@@ -76,7 +76,7 @@ plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
 # %% [markdown]
 # ## Training, one run per seed
 #
-# Each seed is its own run (weight initialisation, sampling and augmentation draws) in `RUNS/NN_name/seed{S}`; a finished run with the same training config is reused. Best epoch = lowest validation loss; the decision threshold comes from the config's rule and travels in the checkpoint. The table: each seed's test metrics with 95% intervals (bootstrap over patients), then the mean and range over the seeds.
+# Each seed is its own run (weight initialisation, sampling and augmentation draws) in `RUNS/NN_name/seed{S}`; a finished run with the same training config is reused. Best epoch = lowest validation loss; the decision threshold comes from the config's rule and travels in the checkpoint. The table: each seed's test metrics with 95% intervals (bootstrap over patients), its training budget, then the mean and range over the seeds. When the provenance line gives the seeds after the first a smaller budget, those seeds are trained less: their results can differ from the first seed's in direction, not only in spread, so read the first seed's row as the profile's result and the others as a check on it; the mean and range then mix two budgets, and so do the verdicts below.
 
 # %%
 results = nb.run_seeds(cfg, DATA, RUNS, PROFILE, SEEDS, DEVICE)
@@ -93,7 +93,7 @@ nb.checkpoint_table(results)
 # %% [markdown]
 # ### Training curves (first seed)
 #
-# Below the curves: epochs whose validation accuracy equals one class's share of the validation films, what a model that calls every film that class would score (consistent with it, not proof of it). When the validation split holds as many films of one class as of the other (the split table above), the two shares are equal and the note cannot say which class; the confusion matrix below shows what the kept checkpoint does on the test split.
+# Above the curves: the epochs at which the first seed's model called every validation film one class at threshold 0.5 (read from that epoch's share of films called PNEUMONIA). The checkpoint table above says which epoch each seed kept; the confusion matrix below shows what the first seed's kept checkpoint does on the test split.
 
 # %%
 r = results[0]
@@ -118,7 +118,7 @@ nb.gradcam(r)
 # %% [markdown]
 # ## The log's 10-image report against the full test split (first seed)
 #
-# The same seeded 5 + 5 sample the log's report used, next to the full split; for 10 images the Wilson interval is the honest one (the percentile bootstrap collapses on an all-right sample).
+# A seeded 5 + 5 sample of the test split, the size and class mix of the log's report (the log's own ten films are not known; the output's 'the log's report' means a report of that size), next to the full split; for 10 images the Wilson interval is the honest one (the percentile bootstrap collapses on an all-right sample).
 
 # %%
 nb.subset_vs_full(r)
@@ -132,7 +132,7 @@ nb.subset_vs_full(r)
 nb.log_vs_rerun("08", results)
 
 # %% [markdown]
-# Five NORMAL films give a wide Wilson interval: it can rule out a claim as extreme as 'everything predicted PNEUMONIA' when the five films go clearly the other way, but it cannot measure a bias. That is why the 10-image claim is judged on the Wilson interval and the bias claim on the full test split; the verdict rows say whether this run's films settle either. Judge a model's bias on the full split, with intervals, as the table does.
+# Five NORMAL films give a wide Wilson interval: it can rule out a claim as extreme as 'everything predicted PNEUMONIA' when the five films go clearly the other way, but it cannot measure a bias. That is why the 10-image claim is judged on the Wilson interval and the bias claim on the full test split; the verdict rows say whether this run's films settle either. Judge a model's bias on the full split, with intervals, as the table does. The 10-image row's range gives each seed's share of its five NORMAL films called correctly, against the log's none. Where only a smaller-budget seed pulls an interval across a claim's limit, the first seed's row (the profile's budget) is the one to read.
 #
 # *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
 

@@ -17,13 +17,13 @@
 # %% [markdown]
 # # 09 · 2024-05-15 · FocalLoss, PNEUMONIA only when p >= 0.8 (the log's pretrained model; random init where the weights are missing)
 #
-# **Hypothesis.** FocalLoss plus a stricter decision rule (PNEUMONIA only when p >= 0.8) softens the PNEUMONIA bias and raises NORMAL recall.
+# **Hypothesis (the log's).** FocalLoss plus a stricter decision rule (PNEUMONIA only when p >= 0.8) softens the PNEUMONIA bias and raises NORMAL recall.
 #
 # **What changed (from entry 08, `report_10_images`):** loss: ce -> focal; threshold: fixed:0.5 -> fixed:0.8. The config is `pneumolib.config.get_config("focal_loss_threshold_0.8")`, written as a `replace(...)` of the previous entry's.
 #
 # **What the log recorded:** Still every image PNEUMONIA (same report as entry 8). FocalLoss alone does not fix it; the NORMAL class criterion is lacking. Grad-CAM on a NORMAL image: attention on the heart / lower diaphragm centre, not the lung fields; misclassified as PNEUMONIA.
 #
-# **This re-run** starts from ImageNet weights only where the machine has them; otherwise it trains from random init, and the weights check, the seed table and the comparison tables say so. What the log says about pretraining can only be tested with the weights.
+# **This re-run** starts from ImageNet weights only where the machine has them; otherwise it trains from random init (and where another entry trains exactly that config, that entry's checkpoints are re-evaluated instead of retrained), and the weights check, the seed table and the comparison tables say so. What the log says about pretraining can only be tested with the weights.
 #
 # The notebook is written for the real paediatric chest X-rays of Kermany, Zhang & Goldbaum (2018, Mendeley Data doi:10.17632/rscbjbr9sj.2, CC BY 4.0), split by patient. Run with no data folder, it uses pneumolib's bundled synthetic fixture (one seed), and its numbers are then about phantoms, not patients: the first output line below says which data this render used, and the provenance line states the code version, profile, device and seeds. Each seed is a separate training run; the conclusions use all of them.
 
@@ -76,7 +76,7 @@ plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
 # %% [markdown]
 # ## Training, one run per seed
 #
-# Each seed is its own run (weight initialisation, sampling and augmentation draws) in `RUNS/NN_name/seed{S}`; a finished run with the same training config is reused. Best epoch = lowest validation loss; the decision threshold comes from the config's rule and travels in the checkpoint. The table: each seed's test metrics with 95% intervals (bootstrap over patients), then the mean and range over the seeds.
+# Each seed is its own run (weight initialisation, sampling and augmentation draws) in `RUNS/NN_name/seed{S}`; a finished run with the same training config is reused. Best epoch = lowest validation loss; the decision threshold comes from the config's rule and travels in the checkpoint. The table: each seed's test metrics with 95% intervals (bootstrap over patients), its training budget, then the mean and range over the seeds. When the provenance line gives the seeds after the first a smaller budget, those seeds are trained less: their results can differ from the first seed's in direction, not only in spread, so read the first seed's row as the profile's result and the others as a check on it; the mean and range then mix two budgets, and so do the verdicts below.
 
 # %%
 results = nb.run_seeds(cfg, DATA, RUNS, PROFILE, SEEDS, DEVICE)
@@ -93,7 +93,7 @@ nb.checkpoint_table(results)
 # %% [markdown]
 # ### Training curves (first seed)
 #
-# Below the curves: epochs whose validation accuracy equals one class's share of the validation films, what a model that calls every film that class would score (consistent with it, not proof of it). When the validation split holds as many films of one class as of the other (the split table above), the two shares are equal and the note cannot say which class; the confusion matrix below shows what the kept checkpoint does on the test split.
+# Above the curves: the epochs at which the first seed's model called every validation film one class at threshold 0.5 (read from that epoch's share of films called PNEUMONIA). The checkpoint table above says which epoch each seed kept; the confusion matrix below shows what the first seed's kept checkpoint does on the test split.
 
 # %%
 r = results[0]
@@ -163,7 +163,7 @@ nb.cam_table(e)
 nb.log_vs_rerun("09", results)
 
 # %% [markdown]
-# A fixed 0.8 is one operating point; the decision-rule table shows what the same model does at others, chosen on the validation split. The Grad-CAM rows use lifts on the NORMAL films of the run's Grad-CAM sample, from the maps of the Grad-CAM section (the target its first output line names), not from the NORMAL-target table just above: the share inside the lungs or the heart/diaphragm box over the share a uniform heatmap would give.
+# A fixed 0.8 is one operating point; the decision-rule table shows what the same model does at others, chosen on the validation split. The Grad-CAM rows use lifts on the NORMAL films of the run's Grad-CAM sample, from the maps of the Grad-CAM section (the target its first output line names), not from the NORMAL-target table just above: the share inside the lungs or the heart/diaphragm box over the share a uniform heatmap would give. Where the seed table shows PNEUMONIA recall far below NORMAL recall at 0.8, the bias is reversed rather than softened; the 'fixed 0.50' row of the decision-rule table is FocalLoss alone (the threshold does not change training). Where the confusion matrix shows no NORMAL film called PNEUMONIA, the log's misclassified case does not arise here, and the Grad-CAM rows describe correctly classified NORMAL films. The 'val loss' of this entry's training log is the focal loss, not comparable with the cross-entropy of the other entries.
 #
 # *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
 

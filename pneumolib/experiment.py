@@ -44,8 +44,8 @@ def check_pretrained(config: ExperimentConfig, on_missing: str = "fail") -> tupl
     except WeightsUnavailable as e:
         if on_missing != "random_init":
             raise
-        logger.warning("NOT PRETRAINED: %s. This run trains %s from RANDOM INIT instead, and its saved config says "
-                       "pretrained=False.", e, config.name)
+        logger.warning("NOT PRETRAINED: %s. %s's model starts from RANDOM INIT instead (trained now, or reused from a "
+                       "finished run of that config), and its saved config says pretrained=False.", e, config.name)
         return replace(config, pretrained=False), "random init (ImageNet weights unavailable)"
 
 

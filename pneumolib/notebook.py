@@ -268,12 +268,14 @@ def _show_library_log(level: int = logging.INFO) -> None:
 
 
 def _display(obj) -> None:
-    try:
-        from IPython.display import display
-    except ImportError:  # outside IPython: plain text
-        print(obj)
-        return
-    display(obj)
+    # whole cell texts: the claims, notes and refusals in these tables are sentences, not values to abbreviate
+    with pd.option_context("display.max_colwidth", None):
+        try:
+            from IPython.display import display
+        except ImportError:  # outside IPython: plain text
+            print(obj)
+            return
+        display(obj)
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
