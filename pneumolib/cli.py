@@ -95,7 +95,7 @@ def cmd_train(args) -> int:
 def cmd_ensemble(args) -> int:
     from .checkpoint import Predictor, save_checkpoint
     from .data import discover, prescan, resolve_data_dir
-    from .ensemble import build_ensemble
+    from .ensemble import build_ensemble, validation_overlap
     from .evaluate import compute_metrics, format_metrics, predict_samples
     from .io import save_json
     from .runs import RunDir
@@ -108,6 +108,14 @@ def cmd_ensemble(args) -> int:
         raise UsageError(f"{root}: no validation images to fit the temperature and threshold on")
     pred = build_ensemble(paths, data["val"], temperature=not args.no_temperature)
     rec, v = pred.extra["ensemble"], pred.extra["ensemble"]["val"]
+    others = sorted(set(rec["seeds"]) - {first.config.seed})
+    overlap = validation_overlap(data["val"], {s: discover(root, seed=s)["train"] for s in others})
+    rec["val_films_trained_on"] = {str(k): n for k, n in overlap.items()}
+    if any(overlap.values()):
+        print("warning: " + ", ".join(f"the member with seed {k} trained on {n} of the {v['n']} validation films"
+                                      for k, n in overlap.items() if n)
+              + f" (no usable val/ folder in {root}: each seed split its own); the fitted temperature and threshold "
+              "are optimistic, the test split's numbers are not")
     save_checkpoint(args.out, pred.model, pred.config, pred.threshold, pred.extra)
     print(f"{len(paths)} member(s), seeds {', '.join(map(str, rec['seeds']))}; temperature {rec['temperature']:.3f}; "
           f"threshold ({rec['threshold_rule']}) {pred.threshold:.3f} (members: "

@@ -21,7 +21,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine")
 NORMALIZATIONS = ("none", "imagenet", "per_image", "equalize")
 TRANSFORM_NAMES = ("none", "log_baseline", "log_strong_normal", "central_focus", "robust", "sharpness")
-THRESHOLD_RULES = ("fixed:T", "youden", "sensitivity:S")
+THRESHOLD_RULES = ("fixed:T", "youden", "youden_shifted", "sensitivity:S")
 PROFILE_NAMES = ("smoke", "fixture", "cpu", "gpu", "full")
 
 
@@ -31,12 +31,13 @@ def _choice(field_name: str, value: Any, allowed: tuple) -> None:
 
 
 def parse_threshold_rule(rule: str) -> tuple[str, float | None]:
-    """'fixed:0.8' -> ('fixed', 0.8); 'youden' -> ('youden', None); 'sensitivity:0.95' -> ('sensitivity', 0.95).
+    """'fixed:0.8' -> ('fixed', 0.8); 'youden' -> ('youden', None) (also 'youden_shifted');
+    'sensitivity:0.95' -> ('sensitivity', 0.95).
     Raises ValueError naming the rule and the forms allowed."""
     kind, sep, arg = str(rule).partition(":")
     bad = ValueError(f"config field threshold={rule!r} is not one of: {', '.join(THRESHOLD_RULES)} "
                      "(T in [0, 1], S in (0, 1])")
-    if kind == "youden" and not sep:
+    if kind in ("youden", "youden_shifted") and not sep:
         return kind, None
     if kind in ("fixed", "sensitivity") and sep:
         try:

@@ -11,7 +11,7 @@ from scipy.optimize import minimize_scalar
 
 from .checkpoint import CheckpointError, Predictor
 from .data import XRayDataset
-from .evaluate import Scores, choose_threshold, expected_calibration_error
+from .evaluate import Scores, expected_calibration_error, fit_threshold
 from .models import Ensemble, members
 
 logger = logging.getLogger(__name__)
@@ -77,6 +77,14 @@ def _check_compatible(paths: list[Path], preds: list[Predictor]) -> None:
         raise CheckpointError(f"{paths[0]}: already an ensemble; combine the original runs' checkpoints instead")
 
 
+def validation_overlap(val_samples, member_train: dict[int, list]) -> dict[int, int]:
+    """How many of the validation films each member (by seed) trained on. When the data has no usable val/ folder,
+    every seed builds its own val split from the pooled training films, so a seed ensemble's validation split holds
+    other members' training films: a temperature and threshold fitted there are optimistic, and the caller says so."""
+    val = {str(s.path) for s in val_samples}
+    return {seed: len(val & {str(s.path) for s in train}) for seed, train in member_train.items()}
+
+
 def build_ensemble(checkpoints: list[str | Path], val_samples, *, temperature: bool = True,
                    device: str | torch.device = "cpu") -> Predictor:
     """One Predictor serving the checkpoints' average probability (a seed ensemble; one checkpoint = plain
@@ -94,7 +102,8 @@ def build_ensemble(checkpoints: list[str | Path], val_samples, *, temperature: b
     t = fit_temperature(logits, labels) if temperature else 1.0
     model.temperature.fill_(t)
     p1, pt = probabilities(logits, 1.0), probabilities(logits, t)
-    threshold = choose_threshold(cfg.threshold, labels, pt)
+    threshold = fit_threshold(cfg.threshold, model, Scores(list(val_samples), pt), pre, tta=cfg.tta,
+                              device=device)
     seeds = [p.config.seed for p in preds]
     record: dict[str, Any] = {
         "members": [str(p) for p in paths], "seeds": seeds, "temperature": t, "fitted_temperature": temperature,

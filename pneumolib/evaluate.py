@@ -14,6 +14,7 @@ from .io import atomic_write
 from .config import CLASSES
 from .data import DEFAULT_CACHE, DecodedCache, Sample, XRayDataset
 from .models import p_pneumonia
+from .shifts import SHIFTS
 
 
 @dataclass
@@ -59,10 +60,14 @@ def predict_samples(model: torch.nn.Module, samples: list[Sample], preprocessing
 
 def choose_threshold(rule: str, labels: np.ndarray, probs: np.ndarray) -> float:
     """'fixed:T' -> T; 'youden' -> maximises sensitivity + specificity; 'sensitivity:S' -> the highest
-    threshold whose sensitivity (PNEUMONIA recall) is at least S. The last two use the given (validation) data."""
+    threshold whose sensitivity (PNEUMONIA recall) is at least S. The last two use the given (validation) data.
+    'youden_shifted' needs the model as well: fit_threshold."""
     kind, _, arg = rule.partition(":")
     if kind == "fixed":
         return float(arg or 0.5)
+    if kind == "youden_shifted":
+        raise ValueError("threshold rule 'youden_shifted' scores shifted copies of the validation films: call "
+                         "fit_threshold with the model, not choose_threshold with scores")
     if len(np.unique(labels)) < 2:
         raise ValueError(f"threshold rule {rule!r} needs both classes in the validation data")
     fpr, tpr, thr = roc_curve(labels, probs)
@@ -74,6 +79,24 @@ def choose_threshold(rule: str, labels: np.ndarray, probs: np.ndarray) -> float:
         ok = np.nonzero(tpr >= target)[0]
         return float(thr[ok[0]])
     raise ValueError(f"unknown threshold rule {rule!r} (fixed:T | youden | sensitivity:S)")
+
+
+def fit_threshold(rule: str, model: torch.nn.Module, val: Scores, preprocessing, *, tta: bool = False,
+                  cache: DecodedCache | None = None, device=None) -> float:
+    """The decision threshold by `rule` on the validation scores `val` (of `model`). 'youden_shifted' applies Youden's
+    rule to the validation films pooled with their copies under the stress test's 'seen' shifts (exposure curves,
+    contrast, blur, field of view, rotation: the kinds of change the robust augmentation trains on), so the
+    threshold separates the classes under scanner-like changes, not only on the clean split; the 'unseen' shifts
+    stay out of it and remain the stress test's check."""
+    if rule != "youden_shifted":
+        return choose_threshold(rule, val.labels, val.probs)
+    labels, probs = [val.labels], [val.probs]
+    for shift in SHIFTS:
+        if shift.group == "seen":
+            s = predict_samples(model, val.samples, preprocessing, device=device, tta=tta, cache=cache, transform=shift)
+            labels.append(s.labels)
+            probs.append(s.probs)
+    return choose_threshold("youden", np.concatenate(labels), np.concatenate(probs))
 
 
 def point_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:

@@ -18,6 +18,7 @@ from .models import WeightsUnavailable, resolve_weights
 from .runs import RunDir, load_metrics  # noqa: F401 (load_metrics re-exported for notebooks)
 from .runtime import get_device
 from .train import FitResult, fit
+from .verdicts import lift
 
 logger = logging.getLogger(__name__)
 
@@ -107,9 +108,10 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
                      extra={"weights": weights_used, "holdout": holdout})
         predictor = Predictor(fitted.model, config, fitted.threshold, device=dev)
     else:
-        from .evaluate import choose_threshold
+        from .evaluate import fit_threshold
         val = predict_samples(predictor.model, data["val"], predictor.preprocessing, tta=config.tta)
-        predictor.threshold = choose_threshold(config.threshold, val.labels, val.probs)
+        predictor.threshold = fit_threshold(config.threshold, predictor.model, val, predictor.preprocessing,
+                                            tta=config.tta)
         predictor.config = config
     pre = preprocessing_for(config)
     metrics: dict[str, Any] = {"experiment": config.name, "entry": config.entry, "profile": profile,
@@ -158,12 +160,12 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
 
 # --- comparison across runs ---------------------------------------------------------------
 def lung_lift_of(per_class: dict[str, Any]) -> float:
-    """Grad-CAM lung lift from one class's metrics['lung_focus'] entry (older run folders kept only the raw share
-    and the mask area: their ratio is the same lift, without the mask check)."""
-    if "lung_lift" in per_class:
-        return per_class["lung_lift"]
-    focus, area = per_class.get("lung_focus", float("nan")), per_class.get("lung_area", float("nan"))
-    return focus / area if area == area and area > 0 else float("nan")
+    """Grad-CAM lung lift from one class's metrics['lung_focus'] entry, nan when the run has none (older run folders
+    kept only the raw share and the mask area: verdicts.lift takes their ratio, the same lift without the check)."""
+    try:
+        return lift(per_class, "lung_lift", "lung_focus", "lung_area").value
+    except (KeyError, ZeroDivisionError):
+        return float("nan")
 
 
 def comparison_rows(metrics_list: list[dict[str, Any]], split: str = "test") -> list[dict[str, Any]]:

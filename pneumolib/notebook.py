@@ -132,12 +132,13 @@ def load_data(data_dir: str | Path | None, seed: int = 0):
 
 def threshold_table(r: RunResult, extra_rules: tuple[str, ...] = ("youden", "sensitivity:0.95")) -> None:
     """Test metrics of the same model under several decision rules (the data-driven ones chosen on val)."""
-    from .evaluate import choose_threshold, compute_metrics, predict_samples
+    from .evaluate import compute_metrics, fit_threshold, predict_samples
 
-    val = predict_samples(r.predictor.model, r.data["val"], r.predictor.preprocessing, tta=r.config.tta)
+    p = r.predictor
+    val = predict_samples(p.model, r.data["val"], p.preprocessing, tta=r.config.tta)
     rules = {f"fixed {r.threshold:.2f} (this entry)": r.threshold, "fixed 0.50": 0.5}
     for rule in extra_rules:
-        rules[f"{rule} on val"] = choose_threshold(rule, val.labels, val.probs)
+        rules[f"{rule} on val"] = fit_threshold(rule, p.model, val, p.preprocessing, tta=r.config.tta)
     rows = []
     for name, t in rules.items():
         m = compute_metrics(r.test, t, n_boot=0)

@@ -20,7 +20,7 @@ from .augment import BatchAugment, prepare_batch
 from .checkpoint import CheckpointError, Predictor, preprocessing_for, save_checkpoint
 from .config import CLASSES, ExperimentConfig, diff, format_diff
 from .data import DEFAULT_CACHE, DecodedCache, XRayData, XRayDataset, prescan, subsample
-from .evaluate import Scores, choose_threshold, predict_samples
+from .evaluate import Scores, fit_threshold, predict_samples
 from .io import atomic_write
 from .models import build_model
 from .runs import RunDir
@@ -268,7 +268,7 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
 
     model.load_state_dict(best_state)
     val = predict_samples(model, data["val"], pre, device=dev, tta=config.tta, cache=cache)
-    threshold = choose_threshold(config.threshold, val.labels, val.probs)
+    threshold = fit_threshold(config.threshold, model, val, pre, tta=config.tta, cache=cache, device=dev)
     seconds = time.perf_counter() - t0
     result = FitResult(model, config, history, best_epoch, threshold, val, seconds,
                        n_seen / train_time if train_time else float("nan"), notes=list(data.notes))

@@ -11,7 +11,9 @@ from pneumolib.adapt import EARLY_BN_LAYERS, bn_layers
 from pneumolib.cam import explain
 from pneumolib.checkpoint import Predictor, save_checkpoint
 from pneumolib.cli import main
-from pneumolib.ensemble import build_ensemble, fit_temperature, nll, probabilities, view_logits
+from pneumolib.data import discover
+from pneumolib.ensemble import (build_ensemble, fit_temperature, nll, probabilities, validation_overlap,
+                                view_logits)
 from pneumolib.models import Ensemble, build_model, p_pneumonia
 
 
@@ -122,3 +124,26 @@ def test_cli_ensemble_refuses_members_with_other_preprocessing(trained_run, tmp_
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "other.pt" in err[0] and "preprocessing" in err[0]
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_ensemble_of_seeds_says_its_validation_split_holds_other_members_training_films(trained_run, tmp_path,
+                                                                                         capsys):
+    import shutil
+
+    from pneumolib.fixture import fixture_dir
+    data_root = shutil.copytree(fixture_dir(), tmp_path / "chest_xray")
+    shutil.rmtree(data_root / "val")  # no val/ folder: each seed builds its own val split from the pooled films
+    cfg = trained_run.predictor.config
+    other = save_checkpoint(tmp_path / "seed7.pt", trained_run.predictor.model, replace(cfg, seed=7),
+                            trained_run.predictor.threshold)
+    first = save_checkpoint(tmp_path / "seed0.pt", trained_run.predictor.model, replace(cfg, seed=0),
+                            trained_run.predictor.threshold)
+    val0 = discover(data_root, seed=0)["val"]
+    overlap = validation_overlap(val0, {7: discover(data_root, seed=7)["train"], 0: discover(data_root, seed=0)["train"]})
+    assert overlap[0] == 0 and overlap[7] > 0
+    js = tmp_path / "e.json"
+    assert main(["ensemble", str(first), str(other), "--data-dir", str(data_root), "--out", str(tmp_path / "e.pt"),
+                 "--json", str(js)]) == 0
+    out = capsys.readouterr().out
+    assert f"seed 7 trained on {overlap[7]} of the" in out and "optimistic" in out
+    assert json.loads(js.read_text())["val_films_trained_on"] == {"7": overlap[7]}

@@ -5,7 +5,7 @@ import pytest
 
 from pneumolib.data import Sample
 from pneumolib.evaluate import (Scores, balanced_subset, bootstrap_ci, choose_threshold, compute_metrics,
-                                format_metrics)
+                                format_metrics, predict_samples)
 
 
 def _scores(labels, probs):
@@ -53,6 +53,46 @@ def test_threshold_rules():
     assert t == pytest.approx(0.4) and ((p >= t) & (y == 1)).sum() == 4
     with pytest.raises(ValueError, match="unknown threshold rule"):
         choose_threshold("median", y, p)
+
+
+def test_youden_threshold_survives_a_prevalence_shift_where_accuracy_maximising_does_not():
+    # the recipe's rule depends on the two recalls only, so a cohort with another class mix (the external one is
+    # 37.5% NORMAL, the training folders 26%) would have chosen the same threshold; best-accuracy would not
+    rng = np.random.default_rng(0)
+    y = np.r_[np.zeros(100, int), np.ones(300, int)]
+    p = np.clip(np.where(y == 1, rng.normal(0.65, 0.18, 400), rng.normal(0.35, 0.18, 400)), 0, 1)
+    more_normal = np.r_[np.arange(400), np.repeat(np.arange(100), 4)]  # 5x every NORMAL film: 62.5% NORMAL
+
+    def best_accuracy(y, p):
+        cands = np.unique(p)
+        return cands[int(np.argmax([((p >= t) == y).mean() for t in cands]))]
+    assert choose_threshold("youden", y[more_normal], p[more_normal]) == choose_threshold("youden", y, p)
+    assert best_accuracy(y[more_normal], p[more_normal]) > best_accuracy(y, p) + 0.05
+
+
+def test_youden_shifted_needs_the_model_not_only_scores():
+    with pytest.raises(ValueError, match="fit_threshold"):
+        choose_threshold("youden_shifted", np.array([0, 1]), np.array([0.2, 0.8]))
+
+
+def test_youden_shifted_pools_validation_with_its_seen_shifts_only(trained_run, monkeypatch):
+    import pneumolib.evaluate as E
+    from pneumolib.shifts import SHIFTS
+
+    p, val_samples = trained_run.predictor, trained_run.data["val"]
+    val = predict_samples(p.model, val_samples, p.preprocessing, tta=p.config.tta)
+    seen = [s for s in SHIFTS if s.group == "seen"]
+    pooled = [val] + [predict_samples(p.model, val_samples, p.preprocessing, tta=p.config.tta, transform=s)
+                      for s in seen]
+    y = np.concatenate([s.labels for s in pooled])
+    pp = np.concatenate([s.probs for s in pooled])
+    calls = []
+    real = E.choose_threshold
+    monkeypatch.setattr(E, "choose_threshold", lambda rule, y, p: calls.append((rule, len(p))) or real(rule, y, p))
+    t = E.fit_threshold("youden_shifted", p.model, val, p.preprocessing, tta=p.config.tta)
+    assert calls == [("youden", len(val_samples) * (1 + len(seen)))] and 0 < len(seen) < len(SHIFTS)
+    assert t == real("youden", y, pp)
+    assert E.fit_threshold("youden", p.model, val, p.preprocessing) == real("youden", val.labels, val.probs)
 
 
 def test_scores_csv_lets_metrics_be_recomputed(tmp_path):

@@ -138,7 +138,7 @@ def test_nan_loss_stops_with_epoch_and_step(fixture_data, tiny_config, monkeypat
 
 
 def test_threshold_is_chosen_on_validation_not_test(fixture_data, tiny_config, monkeypatch):
-    import pneumolib.train as T
+    import pneumolib.evaluate as T
 
     seen = []
     real = T.choose_threshold
@@ -147,6 +147,17 @@ def test_threshold_is_chosen_on_validation_not_test(fixture_data, tiny_config, m
     assert len(seen) == 1 and np.array_equal(seen[0], r.val_scores.probs)
     assert [s.split for s in r.val_scores.samples] == ["val"] * len(fixture_data["val"])
     assert r.threshold == real("youden", r.val_scores.labels, r.val_scores.probs)
+
+
+def test_youden_shifted_rule_is_fitted_on_the_best_model_and_stored(fixture_data, tiny_config, tmp_path):
+    from pneumolib.checkpoint import Predictor
+    from pneumolib.evaluate import fit_threshold
+
+    r = fit(replace(tiny_config, threshold="youden_shifted"), fixture_data, tmp_path / "run")
+    expected = fit_threshold("youden_shifted", r.model, r.val_scores, Predictor.load(r.checkpoint).preprocessing,
+                             tta=r.config.tta)
+    assert r.threshold == pytest.approx(expected, abs=1e-6)
+    assert Predictor.load(r.checkpoint).threshold == pytest.approx(r.threshold, abs=1e-6)
 
 
 def test_augmentation_draws_from_the_run_not_the_global_rng(fixture_data, tiny_config):
