@@ -33,7 +33,7 @@ def cmd_experiments(args) -> int:
             base = C.ABLATIONS.get("abl_robust_aug", prev) if cfg.name == "abl_per_image" else prev
             print(f"    {cfg.name:<36} {C.format_diff(C.diff(base, cfg))}")
             prev = cfg if cfg.name != "abl_per_image" else prev
-        print("\nrecipe candidates (issue 12): each a diff from the recipe at the ablation budget (abl_tta)")
+        print("\nrecipe candidates (issue 12): each a diff from the ablation step abl_tta")
         for cfg in C.CANDIDATES.values():
             print(f"    {cfg.name:<36} {C.format_diff(C.diff(C.ABLATIONS['abl_tta'], cfg))}")
     return 0

@@ -150,6 +150,8 @@ def test_last_ablation_step_is_the_recommended_recipe_at_the_ablation_budget():
     ("abl_equalize", {"normalize"}),
     ("abl_regularised", {"label_smoothing", "optimizer", "weight_decay", "scheduler"}),
     ("abl_tta", {"tta"}),
+    ("abl_sharpness", {"train_transforms"}),
+    ("abl_youden_shifted", {"threshold"}),
 ])
 def test_each_ablation_step_changes_one_lever(name, expected):
     steps = [C.BASELINE, *C.ABLATIONS.values()]
