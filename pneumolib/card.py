@@ -230,6 +230,9 @@ def _threshold_rule(rule: str | None) -> str:
         return f"`{rule}`: a fixed value, chosen before seeing any data"
     if kind == "youden":
         return "`youden`: the threshold that maximises sensitivity + specificity (Youden's J) on the validation split"
+    if kind == "youden_shifted":
+        return ("`youden_shifted`: Youden's J on the validation split pooled with its copies under the stress "
+                "test's seen shifts (exposure, contrast, blur, field of view, rotation)")
     if kind == "sensitivity":
         return (f"`{rule}`: the highest threshold whose PNEUMONIA recall on the validation split is at least "
                 f"{arg}")

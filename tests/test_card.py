@@ -139,3 +139,13 @@ def test_card_command_writes_the_file_and_refuses_a_folder_without_metrics(run_c
 def test_write_model_card_returns_the_path(run_copy):
     p = write_model_card(run_copy)
     assert p == run_copy / "MODEL_CARD.md" and p.read_text().startswith("---\nlicense: unknown\n")
+
+
+def test_card_explains_the_youden_shifted_rule(tmp_path):
+    run = tmp_path / "r"
+    save_json({"experiment": "recommended", "entry": "10", "data_dir": "fixture", "threshold": 0.55,
+               "config": {"model": "resnet18", "threshold": "youden_shifted", "seed": 0},
+               "test": {"accuracy": 0.9, "n": 24, "threshold": 0.55, "ece": 0.05}}, run / "metrics.json")
+    card = render_model_card(run)
+    assert "`youden_shifted`: Youden's J on the validation split pooled with its copies" in card
+    assert "seen shifts" in card

@@ -172,6 +172,21 @@ def report(results: dict) -> None:
             lines.append(_fmt_rule(f"{name}, ensemble", g["ensemble"]))
     _table(["run", "threshold youden -> youden_shifted", "mean NORMAL", "mean PNEU", "mean acc@37.5% NORMAL",
             "held-out NORMAL", "held-out acc@37.5%", "clean NORMAL"], lines)
+    multi = [(n, g) for n, g in results.items() if len(g["runs"]) > 1]
+    if len(multi) >= 2:  # the second candidate against the first, paired by seed
+        (na, ga), (nb, gb) = multi[:2]
+        a = {r["seed"]: r for r in ga["runs"].values()}
+        b = {r["seed"]: r for r in gb["runs"].values()}
+        seeds = sorted(set(a) & set(b))
+        print(f"\n{nb} minus {na}, paired by seed ({', '.join(map(str, seeds))}): mean ± sd [better/equal/worse]")
+        for label, get in [("internal AUC", lambda r: r["at_checkpoint"]["clean"]["auc"]),
+                           ("internal NORMAL recall", lambda r: r["at_checkpoint"]["clean"]["specificity"]),
+                           ("stress mean NORMAL recall", lambda r: r["at_checkpoint"]["mean_spec"]),
+                           ("stress worst NORMAL recall", lambda r: r["at_checkpoint"]["worst_spec"]),
+                           ("held-out NORMAL recall", lambda r: r["at_checkpoint"]["held_spec"]),
+                           ("stress mean AUC", lambda r: r["at_checkpoint"]["mean_auc"])]:
+            d = np.array([get(b[s]) - get(a[s]) for s in seeds])
+            print(f"  {label:<28}{_mean_sd(d):>16}  [{(d > 5e-4).sum()}/{(abs(d) <= 5e-4).sum()}/{(d < -5e-4).sum()}]")
     every = [r for g in results.values() for r in g["runs"].values()]
     if len(every) > 1:
         d = {k: [r["youden_shifted"][k] - r["youden"][k] for r in every]
