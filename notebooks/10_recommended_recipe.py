@@ -80,7 +80,7 @@ for p in ("cpu", "gpu"):
 # %% [markdown]
 # ## Data and the training transform
 #
-# The `robust+sharpness` transform: `robust` (flips, affine: rotation, shift, scale, shear; gamma, brightness/contrast, occasional blur), then `sharpness` (each with probability 0.5: down to 35-100% of the size and back up, Gaussian noise of 0-15 grey levels). Each row: an image as decoded, then random draws.
+# The `robust+sharpness` transform: `robust` (flips, affine: rotation, shift, scale, shear; gamma, brightness/contrast, occasional blur), then `sharpness` (each at random: resampled down to a smaller size and back up, Gaussian noise of random strength; the ranges are in `pneumolib.transforms`). Each row: an image as decoded, then random draws.
 
 # %%
 data = nb.load_data(DATA, SEEDS[0])
