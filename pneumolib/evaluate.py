@@ -78,7 +78,7 @@ def choose_threshold(rule: str, labels: np.ndarray, probs: np.ndarray) -> float:
         target = float(arg)
         ok = np.nonzero(tpr >= target)[0]
         return float(thr[ok[0]])
-    raise ValueError(f"unknown threshold rule {rule!r} (fixed:T | youden | sensitivity:S)")
+    raise ValueError(f"unknown threshold rule {rule!r} (fixed:T | youden | youden_shifted | sensitivity:S)")
 
 
 def fit_threshold(rule: str, model: torch.nn.Module, val: Scores, preprocessing, *, tta: bool = False,

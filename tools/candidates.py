@@ -28,12 +28,11 @@ import numpy as np
 from pneumolib.checkpoint import Predictor
 from pneumolib.data import apply_holdout, discover, prescan, resolve_data_dir
 from pneumolib.ensemble import build_ensemble
-from pneumolib.evaluate import choose_threshold, expected_calibration_error, point_metrics, predict_samples
+from pneumolib.evaluate import expected_calibration_error, fit_threshold, point_metrics, predict_samples
 from pneumolib.shifts import SHIFTS
 from pneumolib.stress import external_accuracy
 
 HELD_OUT = ("high_contrast", "jpeg", "sharpen")
-SEEN = tuple(s for s in SHIFTS if s.group == "seen")
 
 
 def _data(pred: Predictor, root, holdout: str):
@@ -70,13 +69,10 @@ def _under_shifts(test, threshold: float) -> dict[str, float]:
 
 
 def analyse(pred: Predictor, data) -> dict:
-    val = _scores(pred, data["val"], SEEN)
     test = _scores(pred, data["test"], SHIFTS)
-    y_val, p_val = val["clean"]
-    pooled_y = np.concatenate([v[0] for v in val.values()])
-    pooled_p = np.concatenate([v[1] for v in val.values()])
-    t_youden = choose_threshold("youden", y_val, p_val)
-    t_shifted = choose_threshold("youden", pooled_y, pooled_p)
+    val = predict_samples(pred.model, data["val"], pred.preprocessing, tta=pred.config.tta)
+    t_youden, t_shifted = (fit_threshold(rule, pred.model, val, pred.preprocessing, tta=pred.config.tta)
+                           for rule in ("youden", "youden_shifted"))
     return {"checkpoint_threshold": pred.threshold,
             "ece_test": expected_calibration_error(*test["clean"]),
             "at_checkpoint": _under_shifts(test, pred.threshold),
