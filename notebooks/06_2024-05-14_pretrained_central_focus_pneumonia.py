@@ -41,10 +41,11 @@ RUNS = os.environ.get("PNEUMOLIB_RUNS", "../runs")  # run folders: RUNS/NN_name/
 # %matplotlib inline
 from dataclasses import replace
 
-from pneumolib import config as C, notebook as nb, plots
+from pneumolib import config as C, notebook as nb, series, plots
 
-DATA, PROFILE = nb.setup(DATA_DIR, PROFILE, DEVICE)
-SEEDS = nb.provenance(PROFILE, DEVICE, SEEDS, SEED_BUDGET)
+S = series.start(DATA_DIR, PROFILE, DEVICE, SEEDS, SEED_BUDGET, RUNS)  # every helper below gets S
+nb.use_notebook_style()
+DATA, PROFILE, SEEDS = S.data, S.profile, S.seeds
 
 # %% [markdown]
 # ## The experiment
@@ -77,7 +78,7 @@ HAVE_WEIGHTS = nb.weights_status(cfg.model)
 # For each image, two rows: random draws of its class's training transform through the per-sample reference, then through the batched augmentation that training actually uses (`augment.BatchAugment`, on the training device). The two should look alike in kind; each draws its own parameters.
 
 # %%
-data = nb.load_data(DATA, SEEDS[0])
+data = nb.load_data(S)
 plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
 
 # %% [markdown]
@@ -86,7 +87,7 @@ plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
 # Each seed is its own run (weight initialisation, sampling and augmentation draws) in `RUNS/NN_name/seed{S}`; a finished run with the same training config is reused. Best epoch = lowest validation loss; the decision threshold comes from the config's rule and travels in the checkpoint. The table: each seed's test metrics with 95% intervals (bootstrap over patients), its training budget, then the mean and range over the seeds. When the provenance line gives the seeds after the first a smaller budget, those seeds are trained less: their results can differ from the first seed's in direction, not only in spread, so read the first seed's row as the profile's result and the others as a check on it; the mean and range then mix two budgets, and so do the verdicts below.
 
 # %%
-results = nb.run_seeds(cfg, DATA, RUNS, PROFILE, SEEDS, DEVICE)
+results = series.run_seeds(cfg, S)
 nb.seed_table(results)
 
 # %% [markdown]
@@ -128,7 +129,7 @@ nb.gradcam(r)
 # Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against. Claims that compare with other entries load those notebooks' runs (same profile and seeds) first.
 
 # %%
-reference = nb.load_runs(['01', '05'], RUNS, PROFILE, SEEDS)
+reference = series.load_runs(['01', '05'], S)
 nb.log_vs_rerun("06", results, reference)
 
 # %% [markdown]
@@ -137,4 +138,4 @@ nb.log_vs_rerun("06", results, reference)
 # *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
 
 # %%
-nb.wall_time()
+nb.wall_time(S)

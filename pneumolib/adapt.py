@@ -142,13 +142,10 @@ def em_prior(probs, train_prior: float = 0.5, *, tol: float = 1e-6, max_iter: in
 
 
 def _train_counts(extra: dict[str, Any] | None) -> list[int] | None:
-    """Training counts per class if the checkpoint's extra holds them (class_counts, as train writes them)."""
-    extra = extra or {}
-    for c in (extra.get("class_counts"), extra.get("train_counts"), (extra.get("counts") or {}).get("train")):
-        if isinstance(c, dict) and all(k in c for k in CLASSES):
-            return [int(c[k]) for k in CLASSES]
-        if isinstance(c, (list, tuple)) and len(c) == len(CLASSES):
-            return [int(v) for v in c]
+    """Training counts per class from the checkpoint's extra['class_counts'] (train writes it), else None."""
+    c = (extra or {}).get("class_counts")
+    if isinstance(c, dict) and all(k in c for k in CLASSES):
+        return [int(c[k]) for k in CLASSES]
     return None
 
 

@@ -14,7 +14,7 @@ from torchvision.datasets import ImageFolder
 from .augment import BatchAugment, TrainBatches
 from .checkpoint import preprocessing_for
 from .config import apply_profile, get_config
-from .data import DecodedCache, XRayDataset, discover, prescan
+from .data import DecodedCache, XRayDataset, prepare
 from .models import build_model
 from .runtime import autocast, generator, get_device, seed_everything
 
@@ -79,7 +79,7 @@ def bench(data_dir: str | Path, *, experiment: str = "baseline", device: str = "
     root = Path(data_dir)
     pre = preprocessing_for(cfg)
     cache = DecodedCache()
-    data = prescan(discover(root), image_size, cache=cache)  # decode once, as fit() does
+    data = prepare(root, seed=0, image_size=image_size, cache=cache)  # decode once, as fit() does
     loader = torch.utils.data.DataLoader(XRayDataset(data["train"], None, None, cache, image_size=image_size),
                                          batch_size=batch_size, shuffle=True, drop_last=True,
                                          generator=generator(0))

@@ -1,4 +1,4 @@
-"""Grad-CAM of the exact output predict/evaluate use, lung masks with a quality check, lift scores, sanity checks."""
+"""Grad-CAM of the log-odds that predict reports, checked lung masks, lift scores, randomisation and ROAD checks."""
 from __future__ import annotations
 
 import copy
@@ -6,7 +6,7 @@ import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import cv2  # comes with grad-cam
 import numpy as np
@@ -15,26 +15,21 @@ from PIL import Image
 from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM
 from pytorch_grad_cam.metrics.perturbation_confidence import RemoveLeastRelevantFirst, RemoveMostRelevantFirst
 from pytorch_grad_cam.metrics.road import NoisyLinearImputer
-from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from scipy import ndimage as ndi
 from scipy.stats import spearmanr
 from torch import nn
 
 from .config import CLASSES
 from .data import DEFAULT_CACHE, Sample
-from .fixture import mask_for
-from .models import cam_layer, members, p_pneumonia, stage_blocks
+from .infer import class_probabilities, predict_proba, view_logits
+from .models import cam_layer, members, stage_blocks
 
 log = logging.getLogger(__name__)
 
-# gradcam is the default; hirescam (gradient x activation per cell) and layercam (built for earlier layers) are the
-# alternatives when Grad-CAM's averaged gradients go negative everywhere at an intermediate layer (an empty map)
+# gradcam is the default; hirescam (gradient x activation per cell) and layercam (built for earlier layers) weight each
+# cell by its own gradient, which helps where Grad-CAM's averaged gradients are negative everywhere (an empty map)
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM, "hirescam": HiResCAM,
            "layercam": LayerCAM}
-# Entry 04 trained on the fixture (64 px, 10 epochs), `explain CKPT --data-dir pneumolib/fixture_data --sanity-n 8
-# --method M`: ROAD model vs random map +0.07 vs -0.04 for gradcam, +0.20 vs -0.04 for hirescam; layercam failed the
-# randomisation test (rank correlation 0.80) and ROAD (-0.12). A 6-epoch baseline at 128 px gave 24 of 24 empty
-# gradcam maps at layer3 (PNEUMONIA target) and none with hirescam: check 'empty_maps' in every report
 DEFAULT_METHOD = "gradcam"
 TARGETS = ("PNEUMONIA", "NORMAL", "predicted")
 STAGES = ("layer1", "layer2", "layer3", "layer4")  # ResNet stages, strides 4, 8, 16, 32
@@ -43,8 +38,33 @@ THORAX_BOX = (0.12, 0.85, 0.1, 0.9)  # rows from-to, columns from-to: where segm
 HEART_BOX = (0.55, 1.0, 0.3, 0.7)  # rows from-to, columns from-to (fractions): heart and diaphragm on a frontal film
 
 
+def _unscaled(base: type) -> type:
+    """A pytorch-grad-cam method that returns its ReLU'd maps unscaled (upsampled to the input, not min-max
+    normalised per image), so that the two TTA views and an ensemble's members can be averaged before one
+    normalisation, as their probabilities are."""
+
+    class Unscaled(base):
+        def compute_cam_per_layer(self, input_tensor, targets, eigen_smooth):
+            acts = [a.cpu().data.numpy() for a in self.activations_and_grads.activations]
+            grads = [g.cpu().data.numpy() for g in self.activations_and_grads.gradients]
+            w, h = self.get_target_width_height(input_tensor)
+            out = []
+            for i, layer in enumerate(self.target_layers):
+                cam = self.get_cam_image(input_tensor, layer, targets, acts[i] if i < len(acts) else None,
+                                         grads[i] if i < len(grads) else None, eigen_smooth)
+                cam = np.maximum(cam, 0).astype(np.float32)
+                out.append(np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in cam])[:, None])
+            return out
+
+        def aggregate_multi_layers(self, cam_per_target_layer):
+            return np.maximum(np.concatenate(cam_per_target_layer, axis=1), 0).mean(axis=1)
+
+    Unscaled.__name__ = base.__name__
+    return Unscaled
+
+
 class CAM:
-    """`with CAM(model) as cam: heatmaps = cam(x, targets)`; the device is taken from the model.
+    """`with CAM(model) as cam: heatmaps = cam.maps(x, classes, tta)`; the device is taken from the model.
     After a call, `cam.map_size` is the native (h, w) of the layer's map, before upsampling to the input."""
 
     def __init__(self, model: torch.nn.Module, method: str = "gradcam",
@@ -52,9 +72,9 @@ class CAM:
         if method not in METHODS:
             raise ValueError(f"unknown CAM method {method!r}; known: {', '.join(METHODS)}")
         self.model, self.method = model.eval(), method
-        # a list (one block per ensemble member): pytorch-grad-cam averages the members' maps
+        # a list (one block per ensemble member): the members' maps are averaged
         layers = target_layer if isinstance(target_layer, list) else [target_layer or cam_layer(model)]
-        self._cam = METHODS[method](model=self.model, target_layers=layers)
+        self._cam = _unscaled(METHODS[method])(model=self.model, target_layers=layers)
         self.map_size: tuple[int, int] | None = None
 
     def __enter__(self) -> "CAM":
@@ -64,29 +84,42 @@ class CAM:
         self._cam.__exit__(*exc)
 
     def __call__(self, x: torch.Tensor, targets: list | None = None) -> np.ndarray:
-        """N x H x W heatmaps in [0, 1]; targets are callables on the logits (default: the predicted class)."""
+        """N x H x W unscaled, non-negative maps; targets are callables on the logits."""
         x = x.to(next(self.model.parameters()).device)
         heat = self._cam(input_tensor=x, targets=targets)
         acts = self._cam.activations_and_grads.activations
         if acts:
             self.map_size = tuple(int(v) for v in acts[-1].shape[-2:])
-        return heat
+        return np.asarray(heat, np.float32)
 
     def maps(self, x: torch.Tensor, classes, tta: bool = False) -> np.ndarray:
-        """Maps for the class indices `classes`; with tta, the mean of the image's map and the flipped-back map of
-        its horizontal flip: exactly the two views whose probabilities models.p_pneumonia averages."""
+        """Maps in [0, 1] for the class indices `classes`, each explaining the log-odds of that class's probability
+        (LogitDifference); with tta, the unscaled maps of the image and of its flip (flipped back) are averaged,
+        then scaled once: the two views whose probabilities a prediction averages, weighted alike."""
         targets = class_targets(classes)
-        heat = self(x, targets).astype(np.float32)
+        heat = self(x, targets)
         if tta:
-            flipped = self(torch.flip(x, dims=[3]), targets).astype(np.float32)
-            heat = (heat + flipped[:, :, ::-1]) / 2
-            peak = heat.max(axis=(1, 2), keepdims=True)
-            heat = np.where(peak > 0, heat / np.where(peak > 0, peak, 1), 0)  # back to a maximum of 1, like one view
+            heat = (heat + self(torch.flip(x, dims=[3]), targets)[:, :, ::-1]) / 2
+        peak = heat.max(axis=(1, 2), keepdims=True)
+        heat = np.where(peak > 0, heat / np.where(peak > 0, peak, 1), 0)  # an empty map stays all zero
         return np.ascontiguousarray(heat, dtype=np.float32)
 
 
-def class_targets(classes) -> list[ClassifierOutputTarget]:
-    return [ClassifierOutputTarget(int(c)) for c in classes]
+class LogitDifference:
+    """The CAM target for class c of a two-class softmax: z_c - z_other = log(p_c / (1 - p_c)), the log-odds of the
+    probability predict reports (for an Ensemble, whose output is log mean probability, the same holds)."""
+
+    def __init__(self, category: int):
+        self.category = int(category)
+
+    def __call__(self, out: torch.Tensor) -> torch.Tensor:
+        if out.ndim == 1:
+            return out[self.category] - out[1 - self.category]
+        return out[:, self.category] - out[:, 1 - self.category]
+
+
+def class_targets(classes) -> list[LogitDifference]:
+    return [LogitDifference(int(c)) for c in classes]
 
 
 def stage_sizes(model: nn.Module, image_size: int, in_channels: int) -> dict[str, tuple[int, int]]:
@@ -130,7 +163,8 @@ def target_classes(target: str, probs: np.ndarray, threshold: float) -> np.ndarr
 
 
 def target_label(target: str) -> str:
-    return "the predicted class" if target == "predicted" else f"the {target} logit"
+    return ("the predicted class's log-odds" if target == "predicted"
+            else f"log-odds of P({target})")
 
 
 # --- lung fields ----------------------------------------------------------------------------
@@ -163,9 +197,11 @@ def segment_lungs(image: np.ndarray) -> tuple[np.ndarray, str]:
     return ndi.binary_fill_holes(mask), "segmented"
 
 
-def lung_mask(sample: Sample, image: np.ndarray) -> tuple[np.ndarray, str]:
-    """The exact fixture mask when the sample has one, else the classical segmentation."""
-    exact = mask_for(sample.path)
+def lung_mask(sample: Sample, image: np.ndarray, exact_masks: Callable[[Path], Path | None] | None = None
+              ) -> tuple[np.ndarray, str]:
+    """The exact mask when `exact_masks` (a path -> mask file or None, e.g. fixture.mask_for for the phantoms)
+    has one for this film, else the classical segmentation."""
+    exact = exact_masks(sample.path) if exact_masks is not None else None
     if exact is not None:
         m = Image.open(exact).convert("L").resize(image.shape[::-1], Image.NEAREST)
         return np.asarray(m) > 127, "exact"
@@ -189,9 +225,8 @@ class MaskCheck:
     min_component: float = 0.05  # components smaller than this share of the mask are specks, not lungs
     min_pair_ratio: float = 0.3  # smaller lung / larger lung
     max_edge_contact: float = 0.4  # share of the frame's left, right or top side the mask may run along
-    # (not the bottom: the thorax box cuts the lung bases, a clipped base is not a leak). Set from the mask gallery of
-    # the first 50 Kermany test films per class at 128 px: runs up to ~30% were lungs clipped by the box, runs from
-    # 42% up were leaks into the background (most 89-94%); 50 of those 100 masks pass
+    # (not the bottom: the thorax box cuts the lung bases, a clipped base is not a leak); on real films, lungs clipped
+    # by the box run along a third of a side at most, leaks into the background along most of it
 
     def problems(self, mask: np.ndarray, method: str = "given") -> str:
         """'' for a mask that passes, else the first reason it fails. Segmented masks are checked against
@@ -411,11 +446,13 @@ def _batch(samples: list[Sample], preprocessing, cache) -> tuple[np.ndarray, tor
 def explain(model: torch.nn.Module, samples: list[Sample], preprocessing, threshold: float = 0.5, *,
             method: str = DEFAULT_METHOD, target: str = "PNEUMONIA", tta: bool = False, layer: str = "auto",
             batch_size: int = 16, cache=None, keep_maps: bool = True, selection: str = "",
-            mask_rules: MaskCheck = MASK_CHECK) -> Explanation:
+            mask_rules: MaskCheck = MASK_CHECK, exact_masks: Callable[[Path], Path | None] | None = None
+            ) -> Explanation:
     """Grad-CAM, lung masks (checked) and lift scores for `samples`, streamed in batches.
 
-    probs are P(PNEUMONIA) from models.p_pneumonia with `tta` (pass the checkpoint's config.tta: predict and
+    probs are P(PNEUMONIA) from infer.predict_proba with `tta` (pass the checkpoint's config.tta: predict and
     evaluate do), and with tta the maps average the image and its flipped-back flip in the same way.
+    exact_masks: path -> exact lung mask file or None (the fixture's phantoms have them); else masks are segmented.
     target: 'PNEUMONIA' (default: the same heatmap for every model, so runs compare), 'NORMAL', or 'predicted'
     (the class the threshold picks). layer: 'auto' (the deepest ResNet stage with >= 8 x 8 cells) or a stage.
     keep_maps=False keeps only the per-image scores (not the images, heatmaps and masks)."""
@@ -430,14 +467,14 @@ def explain(model: torch.nn.Module, samples: list[Sample], preprocessing, thresh
         for i in range(0, len(samples), batch_size):
             chunk = samples[i:i + batch_size]
             raw, x = _batch(chunk, preprocessing, cache)
-            p = p_pneumonia(model, x.to(device), tta).cpu().numpy()
+            p = predict_proba(model, x, device=device, tta=tta)
             cls = target_classes(target, p, threshold)
             heat = cam.maps(x, cls, tta)
             map_size = cam.map_size or map_size
             probs.append(p)
             classes.append(cls)
             for s, img, h in zip(chunk, raw, heat):
-                m, how = lung_mask(s, img)
+                m, how = lung_mask(s, img, exact_masks)
                 focus.append(lung_focus(h, m))
                 area.append(area_share(m))
                 heart.append(lower_central_share(h))
@@ -492,20 +529,6 @@ def rank_correlation(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         else:
             out.append(float(spearmanr(x, y)[0]))
     return np.array(out)
-
-
-class _Probabilities(nn.Module):
-    """The model's class probabilities as predict reports them (TTA included), for the perturbation metrics."""
-
-    def __init__(self, model: nn.Module, tta: bool):
-        super().__init__()
-        self.model, self.tta = model, tta
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        p = torch.softmax(self.model(x).float(), dim=1)
-        if self.tta:
-            p = (p + torch.softmax(self.model(torch.flip(x, dims=[3])).float(), dim=1)) / 2
-        return p
 
 
 class _SeededImputer(NoisyLinearImputer):
@@ -563,14 +586,11 @@ def road(model: nn.Module, x: torch.Tensor, maps: np.ndarray, classes, *, tta: b
     imputer = _SeededImputer(torch.Generator().manual_seed(int(seed)))
     param = next(model.parameters(), None)
     device = param.device if param is not None else x.device
-    wrapped = _Probabilities(model, tta).eval()
     classes = torch.as_tensor(np.asarray(classes, int))
     n = len(classes)
 
     def prob(batch: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return torch.cat([wrapped(batch[i:i + batch_size].to(device)).cpu()
-                              for i in range(0, len(batch), batch_size)])
+        return class_probabilities(view_logits(model, batch, tta=tta, batch_size=batch_size, device=device))
 
     x = x.cpu()
     base = prob(x)[torch.arange(n), classes]
@@ -642,7 +662,8 @@ def sanity_checks(model: nn.Module, expl: Explanation, preprocessing, *, per_cla
 
 def explain_predictor(predictor, samples: list[Sample], *, n_per_class: int | None = None,
                       target: str = "PNEUMONIA", sanity_per_class: int = 4, seed: int = 0, cache=None,
-                      keep_maps: bool = True, layer: str = "auto", method: str = DEFAULT_METHOD) -> Explanation:
+                      keep_maps: bool = True, layer: str = "auto", method: str = DEFAULT_METHOD,
+                      exact_masks: Callable[[Path], Path | None] | None = None) -> Explanation:
     """explain() with everything taken from a checkpoint.Predictor (preprocessing, threshold, TTA), on the first
     `n_per_class` films per class (all when None), plus sanity_checks on the first `sanity_per_class`."""
     selection = f"all {len(samples)} films given"
@@ -650,7 +671,7 @@ def explain_predictor(predictor, samples: list[Sample], *, n_per_class: int | No
         samples, selection = first_per_class(samples, n_per_class)
     expl = explain(predictor.model, samples, predictor.preprocessing, predictor.threshold, method=method,
                    target=target, tta=bool(predictor.config.tta), layer=layer, cache=cache, keep_maps=keep_maps,
-                   selection=selection)
+                   selection=selection, exact_masks=exact_masks)
     if sanity_per_class and any(s.label in (0, 1) for s in samples):
         sanity_checks(predictor.model, expl, predictor.preprocessing, per_class=sanity_per_class, seed=seed,
                       cache=cache)

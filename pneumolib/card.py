@@ -7,7 +7,6 @@ stress.json, evaluations/*.json, scores_test.csv); a number that is not there is
 """
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import math
@@ -15,13 +14,13 @@ import re
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from . import __version__
 from .adapt import ADAPTED_LABEL
 from .config import CLASSES
 from .io import atomic_write, load_json, save_json
 from .runs import RunDir
+from .verdicts import SMALL_N
 
 log = logging.getLogger(__name__)
 
@@ -98,26 +97,13 @@ def data_source(data_dir: str | None) -> dict[str, str]:
 def _checkpoint_info(run: RunDir) -> dict[str, Any] | None:
     if not run.checkpoint.is_file():
         return None
-    from .checkpoint import CheckpointError, read_checkpoint  # torch is imported only when there is a checkpoint
+    from .checkpoint import CheckpointError, read_checkpoint
     try:
         state = read_checkpoint(run.checkpoint)
     except CheckpointError as e:
         log.warning("%s", e)
         return None
     return {k: state.get(k) for k in ("format", "preprocessing", "threshold", "in_channels", "classes", "extra")}
-
-
-def _ece_from_scores_csv(path: Path) -> float | None:
-    if not path.is_file():
-        return None
-    from .evaluate import expected_calibration_error
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        return None
-    y = np.array([r["label"] == CLASSES[1] for r in rows], dtype=int)
-    p = np.array([float(r["p_pneumonia"]) for r in rows])
-    return expected_calibration_error(y, p)
 
 
 # --- formatting -------------------------------------------------------------------------------------------
@@ -322,7 +308,7 @@ def _limitations(metrics: dict[str, Any], stress: dict[str, Any] | None, evals: 
         out.append("- Trained on one public paediatric data set; films from other hospitals, scanners, ages or "
                    "views may look different to the model.")
     n = test.get("n")
-    if n is not None and n < 100:
+    if n is not None and n < SMALL_N:
         out.append(f"- The internal test split has only {n} images: its intervals are wide.")
     if metrics.get("holdout", "folders") == "folders":
         out.append("- The internal test split comes from the same source as the training data; scores on it "
@@ -370,9 +356,6 @@ def render_model_card(run_dir: str | Path) -> str:
     entry = metrics.get("entry") or cfg.get("entry") or ""
     ece = test.get("ece")
     ece_note = ""
-    if ece is None:
-        ece = _ece_from_scores_csv(run.scores_test)
-        ece_note = " (computed from scores_test.csv: metrics.json predates calibration reporting)" if ece is not None else ""
 
     # --- front matter: plain YAML written by hand (pneumolib does not depend on a YAML library)
     fm = ["---", f"license: {source['license_id']}", "library_name: pytorch", "pipeline_tag: image-classification",

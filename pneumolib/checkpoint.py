@@ -10,9 +10,11 @@ import torch
 from torch import nn
 
 from .config import CLASSES, ExperimentConfig
-from .imaging import load_resized
+from .data import DEFAULT_CACHE, DecodedCache, Sample, patient_id
+from .imaging import ImageError, load_resized
+from .infer import predict_proba
 from .io import atomic_write
-from .models import Ensemble, build_model, members, p_pneumonia
+from .models import Ensemble, build_model, members
 from .transforms import Preprocessing
 
 FORMAT = "pneumolib-checkpoint/1"
@@ -124,12 +126,21 @@ class Predictor:
         img = torch.from_numpy(load_resized(path, self.preprocessing.image_size)).unsqueeze(0)
         return self.preprocessing(img)
 
-    @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> np.ndarray:
-        """P(PNEUMONIA) for a batch of preprocessed inputs."""
+        """P(PNEUMONIA) for a batch of preprocessed inputs (N x C x H x W)."""
         self.check_input(x)
-        return p_pneumonia(self.model, x.to(self.device), self.config.tta).cpu().numpy()
+        return predict_proba(self.model, x, device=self.device, tta=self.config.tta)
 
-    def predict_files(self, paths: list[str | Path]) -> list[tuple[str, float]]:
-        probs = self.predict_proba(torch.stack([self.preprocess(p) for p in paths])) if paths else []
-        return [(CLASSES[int(p >= self.threshold)], float(p)) for p in probs]
+    def predict_files(self, paths: list[str | Path], cache: DecodedCache | None = None
+                      ) -> tuple[list[tuple[str, str, float]], list[ImageError]]:
+        """(path, label, P(PNEUMONIA)) for every readable file, streamed in batches; and the files that could not
+        be read, each with its reason (never raised: one bad film must not cost the others their predictions)."""
+        cache = cache or DEFAULT_CACHE
+        paths = [Path(p) for p in paths]
+        refused = cache.warm(paths, self.preprocessing.image_size)
+        bad = {e.path for e in refused}
+        good = [p for p in paths if p not in bad]
+        samples = [Sample(p, -1, patient_id(p), "predict") for p in good]
+        probs = predict_proba(self.model, samples, self.preprocessing, device=self.device, tta=self.config.tta,
+                              cache=cache)
+        return [(str(p), CLASSES[int(v >= self.threshold)], float(v)) for p, v in zip(good, probs)], refused

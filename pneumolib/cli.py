@@ -1,4 +1,4 @@
-"""Command line: python -m pneumolib {experiments,run,train,evaluate,ensemble,predict,explain,stress,compare,bench,card} ..."""
+"""Command line: python -m pneumolib {experiments,run,train,evaluate,ensemble,predict,explain,stress,candidates,compare,bench,card,ablate} ..."""
 from __future__ import annotations
 
 import argparse
@@ -33,7 +33,7 @@ def cmd_experiments(args) -> int:
             base = C.ABLATIONS.get("abl_robust_aug", prev) if cfg.name == "abl_per_image" else prev
             print(f"    {cfg.name:<36} {C.format_diff(C.diff(base, cfg))}")
             prev = cfg if cfg.name != "abl_per_image" else prev
-        print("\nrecipe candidates (issue 12): each a diff from the ablation step abl_tta")
+        print("\nrecipe candidates: each a diff from the ablation step abl_tta")
         for cfg in C.CANDIDATES.values():
             print(f"    {cfg.name:<36} {C.format_diff(C.diff(C.ABLATIONS['abl_tta'], cfg))}")
     return 0
@@ -46,20 +46,21 @@ def _configs(names: list[str]) -> list[C.ExperimentConfig]:
 
 
 def cmd_run(args) -> int:
-    from .experiment import comparison_rows, format_table, run_experiment, resolve_data_dir
+    from .data import resolve_data_dir
+    from .experiment import comparison_rows, format_table, run_experiment
     root, is_fixture = resolve_data_dir(args.data_dir)
     out = Path(args.out)
     results = []
     from dataclasses import replace
 
     from .card import write_model_card
-    from .runs import run_dir_name
+    from .runs import entry_dir, seed_dir
     for cfg in _configs(args.experiments):
         for seed in args.seeds or [None]:
             # with --seeds, one run folder per seed (RUNS/NN_name/seedS: the notebooks' layout)
-            folder = out / run_dir_name(cfg.entry, cfg.name)
+            folder = entry_dir(out, cfg)
             if seed is not None:
-                cfg, folder = replace(cfg, seed=seed), folder / f"seed{seed}"
+                cfg, folder = replace(cfg, seed=seed), seed_dir(out, cfg, seed)
             # the series must run end to end, so missing ImageNet weights mean a loudly labelled random init
             r = run_experiment(cfg, root if not is_fixture else None, folder,
                                profile=args.profile, device=args.device, on_missing_weights="random_init",
@@ -92,24 +93,39 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _ensemble_data(paths: list[Path], data_dir):
+    """The data the members trained on: their shared holdout, the first member's val split."""
+    from .checkpoint import Predictor
+    from .data import prepare, resolve_data_dir
+
+    root, _ = resolve_data_dir(data_dir)
+    members = [Predictor.load(p) for p in paths]
+    holdouts = {m.extra.get("holdout", "folders") for m in members}
+    if len(holdouts) > 1:
+        raise UsageError(f"{paths[0]}: the members were trained with different holdouts ({', '.join(sorted(holdouts))})")
+    first = members[0]  # its seed rebuilds the same val split when val/ is pooled with train/
+    data = prepare(root, seed=first.config.seed, holdout=holdouts.pop(), image_size=first.preprocessing.image_size)
+    if "val" not in data.splits or not data["val"]:
+        raise UsageError(f"{root}: no validation images to fit the temperature and threshold on")
+    return root, data, first
+
+
 def cmd_ensemble(args) -> int:
-    from .checkpoint import Predictor, save_checkpoint
-    from .data import discover, prescan, resolve_data_dir
+    from .checkpoint import save_checkpoint
+    from .data import apply_holdout, discover
     from .ensemble import build_ensemble, validation_overlap
     from .evaluate import compute_metrics, format_metrics, predict_samples
     from .io import save_json
     from .runs import RunDir
 
     paths = [RunDir(c).checkpoint if Path(c).is_dir() else Path(c) for c in args.checkpoints]
-    root, _ = resolve_data_dir(args.data_dir)
-    first = Predictor.load(paths[0])  # its seed rebuilds the same val split when val/ is pooled with train/
-    data = prescan(discover(root, seed=first.config.seed), first.preprocessing.image_size)
-    if "val" not in data.splits or not data["val"]:
-        raise UsageError(f"{root}: no validation images to fit the temperature and threshold on")
+    root, data, first = _ensemble_data(paths, args.data_dir)
     pred = build_ensemble(paths, data["val"], temperature=not args.no_temperature)
     rec, v = pred.extra["ensemble"], pred.extra["ensemble"]["val"]
+    rec["holdout"] = data.holdout
     others = sorted(set(rec["seeds"]) - {first.config.seed})
-    overlap = validation_overlap(data["val"], {s: discover(root, seed=s)["train"] for s in others})
+    overlap = validation_overlap(data["val"], {s: apply_holdout(discover(root, seed=s), data.holdout)["train"]
+                                               for s in others})
     rec["val_films_trained_on"] = {str(k): n for k, n in overlap.items()}
     if any(overlap.values()):
         print("warning: " + ", ".join(f"the member with seed {k} trained on {n} of the {v['n']} validation films"
@@ -126,7 +142,7 @@ def cmd_ensemble(args) -> int:
     if "test" in data.splits and data["test"]:
         scores = predict_samples(pred.model, data["test"], pred.preprocessing, tta=pred.config.tta)
         out["test"] = compute_metrics(scores, pred.threshold, seed=0)
-        print("test split:")
+        print(f"test split ({data.holdout} holdout):")
         print(format_metrics(out["test"]))
     print(f"wrote {args.out}")
     if args.json:
@@ -205,20 +221,27 @@ def cmd_card(args) -> int:
 def cmd_predict(args) -> int:
     from .checkpoint import Predictor
     pred = Predictor.load(args.checkpoint)
-    for path, (label, p) in zip(args.images, pred.predict_files(args.images)):
+    done, refused = pred.predict_files(args.images)
+    for path, label, p in done:
         print(f"{path}\t{label}\tp_pneumonia={p:.4f}\tthreshold={pred.threshold:.3f}")
-    if args.cam_dir:
-        from .cam import explain, save_overlays, target_label
-        from .data import Sample, patient_id
-        samples = [Sample(Path(p), -1, patient_id(p), "predict") for p in args.images]
-        # the same P (TTA included) and threshold as the lines above; overlays on the film at its own size
-        expl = explain(pred.model, samples, pred.preprocessing, pred.threshold, target=args.cam_target,
-                       tta=bool(pred.config.tta))
-        print(f"Grad-CAM at {expl.layer} (native map {expl.map_size[0]} x {expl.map_size[1]} cells), target: "
-              f"{target_label(args.cam_target)}; overlays at the film's own size, long side at most 1024 px")
-        for p in save_overlays(expl, args.cam_dir):
-            print(f"wrote {p}")
-    return 0
+    if args.cam_dir and done:
+        _predict_overlays(pred, [Path(p) for p, _, _ in done], args)
+    for e in refused:  # every good film was predicted first; each refused one is named with its reason
+        print(f"pneumolib: error: {e}", file=sys.stderr)
+    return 2 if refused else 0
+
+
+def _predict_overlays(pred, paths: list[Path], args) -> None:
+    from .cam import explain, save_overlays, target_label
+    from .data import Sample, patient_id
+    samples = [Sample(p, -1, patient_id(p), "predict") for p in paths]
+    # the same P (TTA included) and threshold as the prediction lines; overlays on the film at its own size
+    expl = explain(pred.model, samples, pred.preprocessing, pred.threshold, target=args.cam_target,
+                   tta=bool(pred.config.tta))
+    print(f"{expl.method} at {expl.layer} (native map {expl.map_size[0]} x {expl.map_size[1]} cells), target: "
+          f"{target_label(args.cam_target)}; overlays at the film's own size, long side at most 1024 px")
+    for p in save_overlays(expl, args.cam_dir):
+        print(f"wrote {p}")
 
 
 def cmd_explain(args) -> int:
@@ -229,8 +252,10 @@ def cmd_explain(args) -> int:
     from . import plots
     from .cam import DEFAULT_METHOD, explain_predictor, format_report
     from .checkpoint import Predictor
-    from .data import discover_split, prescan
+    from .data import discover_split, prescan, resolve_data_dir
+    from .fixture import mask_for
     from .io import save_json
+    from .runs import RunDir
     if args.n < 1:
         raise UsageError(f"--n must be at least 1, got {args.n}")
     args.method = args.method or DEFAULT_METHOD
@@ -241,10 +266,12 @@ def cmd_explain(args) -> int:
     data = prescan(data, pred.preprocessing.image_size)
     for e in data.bad_files:
         print(f"skipping unreadable file: {e}", file=sys.stderr)
-    out = Path(args.out) if args.out else Path(args.checkpoint).resolve().parent / "gradcam"
+    out = Path(args.out) if args.out else RunDir(Path(args.checkpoint).resolve().parent).gradcam
     out.mkdir(parents=True, exist_ok=True)
+    is_fixture = resolve_data_dir(args.data_dir)[1]  # the fixture's phantoms have exact lung masks
     expl = explain_predictor(pred, data[args.split], n_per_class=args.n, target=args.target,
-                             sanity_per_class=args.sanity_n, seed=args.seed, method=args.method, layer=args.layer)
+                             sanity_per_class=args.sanity_n, seed=args.seed, method=args.method, layer=args.layer,
+                             exact_masks=mask_for if is_fixture else None)
     rep = dict(expl.report(), checkpoint=str(Path(args.checkpoint).resolve()), experiment=pred.config.name,
                data_dir=str(Path(args.data_dir).expanduser().resolve()), split=args.split, command=_command_line())
     stem = f"{args.method.replace('+', 'p')}_{args.split}_{args.target.lower()}"
@@ -264,7 +291,8 @@ def cmd_explain(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .experiment import comparison_rows, format_table, load_metrics
+    from .experiment import comparison_rows, format_table
+    from .runs import load_metrics
     print(format_table(comparison_rows([load_metrics(d) for d in args.run_dirs])))
     return 0
 
@@ -272,7 +300,7 @@ def cmd_compare(args) -> int:
 def cmd_bench(args) -> int:
     from .bench import bench, format_bench
     from .io import save_json
-    from .experiment import resolve_data_dir
+    from .data import resolve_data_dir
     root, _ = resolve_data_dir(args.data_dir)
     steps = args.steps or (200 if args.device == "cuda" else 20)
     r = bench(root, experiment=args.experiment, device=args.device, image_size=args.image_size,
@@ -285,18 +313,42 @@ def cmd_bench(args) -> int:
 
 def cmd_ablate(args) -> int:
     from .config import RECOMMENDED
-    from .experiment import resolve_data_dir
-    from .protocol import ablation_configs, ablation_table, protocol_agreement, score_steps
+    from .data import resolve_data_dir
+    from .protocol import ablation_configs, ablation_frame, protocol_agreement, score_steps
     root, is_fixture = resolve_data_dir(args.data_dir)
     holdouts = ("folders", "early_ids") if args.holdout == "both" else (args.holdout,)
     configs = [C.get_config(n) for n in args.steps] if args.steps else ablation_configs()
     configs += [RECOMMENDED] if args.with_recommended else []
     rows = score_steps(None if is_fixture else root, args.runs, profile=args.profile, device=args.device,
                        configs=configs, holdouts=holdouts)
-    print(ablation_table(rows))
+    print(ablation_frame(rows).to_string())
     if "early_ids" in holdouts and "folders" in holdouts:
         print()
         print(protocol_agreement(rows))
+    return 0
+
+
+def cmd_candidates(args) -> int:
+    import json
+
+    from .candidates import compare, parse_groups, report
+    from .data import resolve_data_dir
+    from .io import save_json
+    if args.from_json:
+        print(report(json.loads(Path(args.from_json).read_text())))
+        return 0
+    if not args.groups:
+        raise UsageError("name at least one candidate NAME=RUN_DIR[,RUN_DIR...] (or --from-json FILE)")
+    try:
+        groups = parse_groups(args.groups)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    root, _ = resolve_data_dir(args.data_dir)
+    results = compare(root, groups, ensemble=not args.no_ensemble,
+                      progress=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.json:
+        save_json(results, args.json)
+    print(report(results))
     return 0
 
 
@@ -454,6 +506,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--profile", choices=list(C.PROFILES), default=None)
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     s.set_defaults(func=cmd_ablate)
+
+    s = sub.add_parser("candidates", help="the recipe candidates' table from finished run folders: internal test, stress "
+                                          "mean/worst/held-out NORMAL recall, youden vs youden_shifted, seed ensembles")
+    s.add_argument("groups", nargs="*", metavar="NAME=RUN_DIR[,RUN_DIR...]")
+    s.add_argument("--data-dir", help="the data folder the runs trained on (default: $PNEUMOLIB_DATA_DIR, else the "
+                                      "bundled fixture)")
+    s.add_argument("--json", help="write every computed number here")
+    s.add_argument("--no-ensemble", action="store_true", help="skip each candidate's seed ensemble")
+    s.add_argument("--from-json", help="print the tables from a saved --json file instead of recomputing")
+    s.set_defaults(func=cmd_candidates)
 
     s = sub.add_parser("compare", help="print the comparison table for finished run folders")
     s.add_argument("run_dirs", nargs="+")

@@ -266,14 +266,13 @@ FOCAL_THRESHOLD = replace(
     loss="focal", focal_gamma=2.0, threshold="fixed:0.8",
 )
 
-# --- beyond the log: a recipe that keeps NORMAL recall on a new cohort (issue 4) -------------
+# --- beyond the log: a recipe that keeps NORMAL recall on a new cohort -------------------------
 # Every lever is one step of ABLATIONS below; RECOMMENDED is the last step, written as a diff from the baseline.
 RECOMMENDED = replace(
     BASELINE,
     name="recommended", entry="10", date="2026-11-26",
     title="Recommended recipe: robust and sharpness augmentation, equalised input, balanced, shift-aware threshold",
     log_said="(not in the log) The fix for the log's failure: NORMAL recall that survives a new cohort.",
-    # 'sharpness' (resolution and noise) adopted from issue 12's candidate after four seeds of the stress test
     train_transforms=(("NORMAL", "robust+sharpness"), ("PNEUMONIA", "robust+sharpness")),
     normalize="equalize",
     sampler="balanced",
@@ -281,7 +280,7 @@ RECOMMENDED = replace(
     optimizer="adamw", weight_decay=0.05, scheduler="cosine",
     epochs=30,
     # Youden on validation pooled with its seen-shift copies: a higher threshold where scanner-like changes push
-    # NORMAL films up, the external cohort's failure (issue 12; README 'Recipe candidates')
+    # NORMAL films up, the external cohort's failure (README 'Recipe candidates')
     threshold="youden_shifted",
     tta=True,
 )
@@ -320,7 +319,7 @@ ABLATIONS: dict[str, ExperimentConfig] = {c.name: c for c in _ablation_chain()}
 
 
 def _candidates() -> tuple[ExperimentConfig, ...]:
-    """Changes to the recommended recipe under test (issue 12), each one diff from a step of the ablation chain at
+    """Changes to the recommended recipe under test, each one diff from a step of the ablation chain at
     the ablation's budget; adopted into RECOMMENDED only when several seeds of the stress test support them.
     cand_sharpness was adopted (four seeds, README 'Recipe candidates'): it trains what abl_sharpness trains, and
     stays here under its own name so the commands that measured it still re-run."""
@@ -387,7 +386,7 @@ PROFILES: dict[str, dict[str, Any]] = {  # keys: PROFILE_NAMES
 
 
 # per-experiment changes on top of a profile: the recommended recipe's CPU profile trains on every image,
-# 20 epochs at 128 px (measured: see README, "Recommended recipe"), instead of 6 epochs of a 2,000-image sample
+# 20 epochs at 128 px (its time: README, "Recommended recipe"), instead of 6 epochs of a 2,000-image sample
 EXPERIMENT_PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "recommended": {"cpu": dict(epochs=20, max_train_images=None)},
 }

@@ -16,7 +16,6 @@ from .io import atomic_write
 from .config import CLASSES
 from .fixture import fixture_dir
 from .imaging import IMAGE_SUFFIXES, ImageError, load_resized
-from .transforms import ByClass
 
 SPLITS = ("train", "val", "test")
 IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
@@ -79,6 +78,7 @@ class XRayData:
     notes: list[str] = field(default_factory=list)
     bad_files: list[ImageError] = field(default_factory=list)
     hygiene: "Hygiene | None" = None
+    holdout: str = "folders"
 
     def log_findings(self, logger) -> None:
         """Log what the pre-scan found (the hygiene table, each unreadable file skipped)."""
@@ -260,7 +260,8 @@ def early_id_holdout(data: XRayData, fraction: float = 0.15) -> XRayData:
                         "(person123_..., IM-0115-..., NORMAL2-IM-...)")
     note = (f"early-ID holdout: test = the earliest-numbered patients, {fraction:.0%} of each file-name family's images "
             f"({len(splits['test'])} images); the other test patients train")
-    return XRayData(data.root, {k: splits[k] for k in SPLITS}, [*data.notes, note], data.bad_files)
+    return XRayData(data.root, {k: splits[k] for k in SPLITS}, [*data.notes, note], data.bad_files,
+                    holdout="early_ids")
 
 
 def apply_holdout(data: XRayData, holdout: str) -> XRayData:
@@ -453,11 +454,38 @@ def prescan(data: XRayData, image_size: int, strict: bool = False, cache: Decode
         for i, c in enumerate(CLASSES):
             if not any(s.label == i for s in v):
                 raise DataError(f"{data.root}/{k}/{c}: no readable images left after the pre-scan")
-    return XRayData(data.root, splits, list(data.notes), list(data.bad_files) + bad, hygiene)
+    return XRayData(data.root, splits, list(data.notes), list(data.bad_files) + bad, hygiene, data.holdout)
+
+
+def fingerprint(data: XRayData) -> str:
+    """What a run trained and validated on, as a short hash: every train and val file's split, label, path relative
+    to the data folder and size. Stored in checkpoints, so a run folder is reused only for the same data."""
+    h = hashlib.sha256()
+    for split in ("train", "val"):
+        rows = []
+        for s in data.splits.get(split, []):
+            try:
+                rel, size = s.path.relative_to(data.root).as_posix(), s.path.stat().st_size
+            except (ValueError, OSError):
+                rel, size = str(s.path), -1
+            rows.append(f"{split}\t{s.label}\t{rel}\t{size}")
+        h.update("\n".join(sorted(rows)).encode())
+    return h.hexdigest()[:16]
+
+
+def prepare(root: str | Path, *, seed: int, holdout: str = "folders", image_size: int, strict: bool = False,
+            cache: "DecodedCache | None" = None, logger=None) -> XRayData:
+    """The one way a run's data is made ready: discover the folder (val split seeded), apply the holdout,
+    pre-scan (decode once, hygiene; unreadable files dropped and listed), log what the pre-scan found."""
+    data = apply_holdout(discover(root, seed=seed), holdout)
+    data = prescan(data, image_size, strict=strict, cache=cache)
+    if logger is not None:
+        data.log_findings(logger)
+    return data
 
 
 class XRayDataset(torch.utils.data.Dataset):
-    """Samples -> (model input, label, index); augmentation by class, then the shared preprocessing.
+    """Samples -> (model input, label, index); a label-free `transform` (a stress-test shift), then the preprocessing.
 
     With image_size and no preprocessing, items are the decoded uint8 1xHxW images themselves: training augments
     and preprocesses whole batches on the training device (augment.BatchAugment), so the loader only serves bytes."""
@@ -475,7 +503,7 @@ class XRayDataset(torch.utils.data.Dataset):
         s = self.samples[i]
         x = torch.from_numpy(self.cache.get(s.path, self.image_size)).unsqueeze(0)
         if self.transform is not None:
-            x = self.transform(x, s.label) if isinstance(self.transform, ByClass) else self.transform(x)
+            x = self.transform(x)
         return (self.pre(x) if self.pre is not None else x), s.label, i
 
 

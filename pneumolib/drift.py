@@ -11,6 +11,7 @@ from PIL import Image
 from .checkpoint import ChannelMismatch, Predictor
 from .config import CLASSES
 from .data import Sample
+from .infer import predict_proba
 
 
 def log_entry4_inference(image_size: int) -> Callable[[str], torch.Tensor]:
@@ -32,6 +33,19 @@ def single_channel_inference(image_size: int) -> Callable[[str], torch.Tensor]:
     return lambda path: t(Image.open(path).convert("L"))
 
 
+class _Loaded(torch.utils.data.Dataset):
+    """Each sample's file through one inference path's own loader (file -> model input)."""
+
+    def __init__(self, samples: list[Sample], load: Callable[[str], torch.Tensor]):
+        self.samples, self.load = samples, load
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.load(self.samples[i].path)
+
+
 def compare_inference(predictor: Predictor, samples: list[Sample],
                       variants: dict[str, Callable[[str], torch.Tensor] | None], batch_size: int = 64) -> list[dict]:
     """For each variant (None = the checkpoint's own preprocessing): accuracy, NORMAL and PNEUMONIA recall,
@@ -39,11 +53,12 @@ def compare_inference(predictor: Predictor, samples: list[Sample],
     y = np.array([s.label for s in samples])
     rows = []
     for name, load in variants.items():
-        load = load or predictor.preprocess
+        inputs = _Loaded(samples, load or predictor.preprocess)
         try:
-            probs = np.concatenate([
-                predictor.predict_proba(torch.stack([load(s.path) for s in samples[i:i + batch_size]]))
-                for i in range(0, len(samples), batch_size)])
+            if len(inputs):
+                predictor.check_input(inputs[0].unsqueeze(0))
+            probs = predict_proba(predictor.model, inputs, batch_size=batch_size, tta=predictor.config.tta,
+                                  device=predictor.device)
         except ChannelMismatch as e:
             rows.append({"inference": name, "error": str(e)})
             continue

@@ -10,34 +10,13 @@ import torch
 from scipy.optimize import minimize_scalar
 
 from .checkpoint import CheckpointError, Predictor
-from .data import XRayDataset
 from .evaluate import Scores, expected_calibration_error, fit_threshold
-from .models import Ensemble, members
+from .infer import probabilities, view_logits
+from .models import Ensemble
 
 logger = logging.getLogger(__name__)
 
 LOG_T_BOUNDS = (-3.0, 3.0)  # temperatures from 0.05 to 20: wider means the validation split is the problem
-
-
-@torch.no_grad()
-def view_logits(model: torch.nn.Module, samples, preprocessing, *, tta: bool = False,
-                batch_size: int = 64) -> torch.Tensor:
-    """Raw logits, V x M x N x 2 (views: the image, and its flip with tta; M: the model's members)."""
-    device = next(model.parameters()).device
-    loader = torch.utils.data.DataLoader(XRayDataset(list(samples), preprocessing), batch_size=batch_size)
-    nets = [m.eval() for m in members(model)]
-    out = []
-    for x, _, _ in loader:
-        x = x.to(device)
-        views = [x, torch.flip(x, dims=[3])] if tta else [x]
-        out.append(torch.stack([torch.stack([net(v).float().cpu() for net in nets]) for v in views]))
-    return torch.cat(out, dim=2) if out else torch.zeros(2 if tta else 1, len(nets), 0, 2)
-
-
-def probabilities(logits: torch.Tensor, temperature: float = 1.0) -> np.ndarray:
-    """P(PNEUMONIA) from V x M x N x 2 logits: the mean over views and members of softmax(logits / T), which is
-    what the served Ensemble with flip TTA computes."""
-    return torch.softmax(logits / temperature, dim=-1)[..., 1].mean(dim=(0, 1)).numpy()
 
 
 def nll(logits: torch.Tensor, labels: np.ndarray, temperature: float = 1.0) -> float:

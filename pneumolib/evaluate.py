@@ -12,9 +12,10 @@ from sklearn.metrics import classification_report, confusion_matrix, roc_auc_sco
 
 from .io import atomic_write
 from .config import CLASSES
-from .data import DEFAULT_CACHE, DecodedCache, Sample, XRayDataset
-from .models import p_pneumonia
+from .data import DecodedCache, Sample
+from .infer import predict_proba
 from .shifts import SHIFTS
+from .verdicts import SMALL_N, wilson
 
 
 @dataclass
@@ -42,20 +43,14 @@ class Scores:
         return atomic_write(path, write)
 
 
-@torch.no_grad()
 def predict_samples(model: torch.nn.Module, samples: list[Sample], preprocessing, *, device=None,
                     batch_size: int = 64, tta: bool = False, cache: DecodedCache | None = None,
                     transform=None) -> Scores:
-    """P(PNEUMONIA) for every sample, streamed in batches (only one batch of inputs in memory).
+    """P(PNEUMONIA) for every sample through infer.view_logits, streamed in batches.
     `transform` (uint8 1xHxW -> same) changes each image before the preprocessing: the stress test's shifts."""
-    device = device or next(model.parameters()).device
-    model.eval()
-    loader = torch.utils.data.DataLoader(XRayDataset(samples, preprocessing, transform, cache or DEFAULT_CACHE),
-                                         batch_size=batch_size, shuffle=False)
-    out = []
-    for x, _, _ in loader:
-        out.append(p_pneumonia(model, x.to(device), tta).cpu())
-    return Scores(list(samples), torch.cat(out).numpy() if out else np.zeros(0))
+    probs = predict_proba(model, list(samples), preprocessing, device=device, batch_size=batch_size, tta=tta,
+                          cache=cache, transform=transform)
+    return Scores(list(samples), probs)
 
 
 def choose_threshold(rule: str, labels: np.ndarray, probs: np.ndarray) -> float:
@@ -117,9 +112,6 @@ def point_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, f
     return m
 
 
-_point_metrics = point_metrics  # the old private name, for code not yet moved to the public one
-
-
 def bootstrap_ci(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int = 1000, seed: int = 0,
                  level: float = 0.95, groups=None) -> dict[str, list[float]]:
     """Percentile intervals from resampling with replacement: images, or with `groups` (one id per image, e.g. the
@@ -146,20 +138,13 @@ def bootstrap_ci(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int = 1
     return out
 
 
-def wilson_ci(y: np.ndarray, p: np.ndarray, threshold: float, level: float = 0.95) -> dict[str, list[float]]:
-    """Wilson score intervals for the proportions (accuracy and the two recalls): unlike the percentile
-    bootstrap they stay honest when a small sample is all right or all wrong (10/10 is not certainty)."""
-    from scipy.stats import binomtest
-
+def wilson_ci(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, list[float]]:
+    """Wilson score intervals (verdicts.wilson) for accuracy and the two recalls: unlike the percentile bootstrap
+    they stay honest when a small sample is all right or all wrong (10/10 is not certainty)."""
     pred = (p >= threshold).astype(int)
     groups = {"accuracy": np.ones_like(y, bool), "sensitivity": y == 1, "specificity": y == 0}
-    out = {}
-    for name, sel in groups.items():
-        n, k = int(sel.sum()), int((pred[sel] == y[sel]).sum())
-        if n:
-            ci = binomtest(k, n).proportion_ci(confidence_level=level, method="wilson")
-            out[name] = [float(ci.low), float(ci.high)]
-    return out
+    return {name: list(wilson(int((pred[sel] == y[sel]).sum()), int(sel.sum())))
+            for name, sel in groups.items() if sel.any()}
 
 
 ECE_BINS = 15
@@ -231,8 +216,6 @@ def compute_metrics(scores: Scores, threshold: float, n_boot: int = 1000, seed: 
     )
     return m
 
-
-SMALL_N = 100  # below this, reports add Wilson intervals next to the bootstrap ones
 
 
 def format_metrics(m: dict[str, Any]) -> str:

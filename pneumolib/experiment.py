@@ -9,16 +9,17 @@ from typing import Any
 
 
 from .cam import Explanation, explain_predictor
-from .checkpoint import Predictor, preprocessing_for
-from .config import ExperimentConfig, apply_profile
-from .data import DATA_ENV, XRayData, apply_holdout, discover, prescan, resolve_data_dir  # noqa: F401 (re-exported)
-from .evaluate import Scores, balanced_subset, compute_metrics, predict_samples
+from .checkpoint import CheckpointError, Predictor, preprocessing_for, read_checkpoint
+from .config import ExperimentConfig, apply_profile, diff, format_diff
+from .data import XRayData, apply_holdout, fingerprint, prepare, prescan, resolve_data_dir
+from .evaluate import Scores, balanced_subset, compute_metrics, fit_threshold, predict_samples
+from .fixture import mask_for
 from .io import save_json
 from .models import WeightsUnavailable, resolve_weights
-from .runs import RunDir, load_metrics  # noqa: F401 (load_metrics re-exported for notebooks)
+from .runs import RunDir
 from .runtime import get_device
 from .train import FitResult, fit
-from .verdicts import lift
+from .verdicts import NotMeasured, summary_lift
 
 logger = logging.getLogger(__name__)
 
@@ -67,30 +68,64 @@ class RunResult:
         return self.predictor.threshold
 
 
+def resolve_config(config: ExperimentConfig, profile: str, overrides: dict[str, Any] | None = None,
+                   on_missing_weights: str = "fail") -> tuple[ExperimentConfig, str]:
+    """The config a run trains: resized to the profile, explicit overrides on top (e.g. --epochs), pretrained
+    weights checked (check_pretrained). Returns (config, what weights were used)."""
+    config = apply_profile(config, profile)
+    if overrides:
+        config = replace(config, **overrides)
+    return check_pretrained(config, on_missing_weights)
+
+
+def training_differences(run_dir: str | Path, config: ExperimentConfig, holdout: str, data_fingerprint: str
+                         ) -> list[str]:
+    """Why RUN_DIR's checkpoint is not the training asked for: [] when config (training fields, profile and
+    budget included), holdout and data all match, so the run can be reused; else one phrase per difference.
+    The one rule for reuse: run_experiment, the CLI and the notebooks all ask it."""
+    ckpt = RunDir(run_dir).checkpoint
+    if not ckpt.is_file():
+        return ["no checkpoint"]
+    try:
+        state = read_checkpoint(ckpt)
+        old = ExperimentConfig.from_dict(state["config"])
+    except (CheckpointError, KeyError, ValueError, TypeError) as e:
+        return [f"unreadable checkpoint ({e})"]
+    extra = state.get("extra") or {}
+    out = []
+    if old.training_key() != config.training_key():
+        out.append(f"config: {format_diff(diff(old, config)) or 'training fields'}")
+    if extra.get("holdout", "folders") != holdout:
+        out.append(f"holdout: {extra.get('holdout', 'folders')} -> {holdout}")
+    if extra.get("data_fingerprint") != data_fingerprint:
+        out.append(f"data: train/val files {extra.get('data_fingerprint') or 'not recorded'} -> {data_fingerprint}")
+    return out
+
+
 def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None, out_dir: str | Path | None = None,
                    *, profile: str | None = None, overrides: dict[str, Any] | None = None, device: str = "auto",
                    on_missing_weights: str = "fail", reuse: bool = True, cam_per_class: int = 4,
                    focus_per_class: int = 50,
                    strict: bool = False, resume: bool = False, data: XRayData | None = None,
                    holdout: str = "folders", command: str | None = None) -> RunResult:
-    """Train (or reuse a finished run with the same training key), evaluate on test, Grad-CAM test images
-    (lung-focus over focus_per_class per class; the notebooks plot the first few),
-    and write checkpoint.pt, metrics.json, config.json and per-image scores into out_dir.
+    """Train (or reuse a finished run of the same training: training_differences), evaluate on test, Grad-CAM test
+    images (lung-focus over focus_per_class per class; the notebooks plot the first few), and write
+    checkpoint.pt, metrics.json, config.json and per-image scores into out_dir.
     holdout='early_ids' replaces the folders' test split by the earliest-numbered patients (early_id_holdout).
-    The data folder is pre-scanned once here; training, evaluation and Grad-CAM all use its cleaned sample lists
-    (an unreadable test image is skipped and listed in metrics['skipped_files'], never an abort after training).
-    `command` (the CLI line that asked for this run) is recorded in metrics.json and the model card."""
+    The data folder is pre-scanned once here (data.prepare); training, evaluation and Grad-CAM all use its cleaned
+    sample lists (an unreadable test image is skipped and listed in metrics['skipped_files']).
+    With resume=True, a finished run folder of another training is refused (CheckpointError naming what differs)
+    instead of retrained. `command` (the CLI line that asked for this run) is recorded in metrics.json."""
     root, is_fixture = resolve_data_dir(data_dir)
     profile = profile or default_profile(is_fixture, device)
-    config = apply_profile(config, profile)
-    if overrides:  # explicit settings (e.g. --epochs) win over the profile's
-        config = replace(config, **overrides)
-    config, weights_used = check_pretrained(config, on_missing_weights)
-    data = data or discover(root, seed=config.seed)
-    data = apply_holdout(data, holdout)
-    if data.hygiene is None:
-        data = prescan(data, config.image_size, strict=strict)
+    config, weights_used = resolve_config(config, profile, overrides, on_missing_weights)
+    if data is None:
+        data = prepare(root, seed=config.seed, holdout=holdout, image_size=config.image_size, strict=strict,
+                       logger=logger)
+    elif data.hygiene is None:
+        data = prescan(apply_holdout(data, holdout), config.image_size, strict=strict)
         data.log_findings(logger)
+    data_fp = fingerprint(data)
     logger.info("%s %s on %s; %s; weights: %s", config.entry, config.name,
                 "the bundled fixture" if is_fixture else root.name, describe_profile(config, device), weights_used)
     run_dir = Path(out_dir) if out_dir else None
@@ -98,17 +133,21 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
     t0 = time.perf_counter()
     fitted, predictor = None, None
     ckpt = RunDir(run_dir).checkpoint if run_dir else None
-    if reuse and ckpt and ckpt.is_file():
-        old = Predictor.load(ckpt, device=dev)
-        if old.config.training_key() == config.training_key() and old.extra.get("holdout", "folders") == holdout:
-            predictor = old
-            logger.info("reusing %s (same training config); delete it to retrain", ckpt)
+    if ckpt and ckpt.is_file():
+        differs = training_differences(run_dir, config, holdout, data_fp)
+        if not differs and reuse:
+            predictor = Predictor.load(ckpt, device=dev)
+            logger.info("reusing %s (same training config, holdout and data); delete it to retrain", ckpt)
+        elif differs and resume:
+            raise CheckpointError(f"{ckpt}: --resume refused, the finished run there is another training "
+                                  f"({'; '.join(differs)}); use another --out, or delete it to retrain")
+        elif differs:
+            logger.info("%s holds another training (%s): training anew", ckpt, "; ".join(differs))
     if predictor is None:
         fitted = fit(config, data, run_dir, device=device, strict=strict, resume=resume,
                      extra={"weights": weights_used, "holdout": holdout})
         predictor = Predictor(fitted.model, config, fitted.threshold, device=dev)
     else:
-        from .evaluate import fit_threshold
         val = predict_samples(predictor.model, data["val"], predictor.preprocessing, tta=config.tta)
         predictor.threshold = fit_threshold(config.threshold, predictor.model, val, predictor.preprocessing,
                                             tta=config.tta)
@@ -116,7 +155,7 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
     pre = preprocessing_for(config)
     metrics: dict[str, Any] = {"experiment": config.name, "entry": config.entry, "profile": profile,
                                "data_dir": "fixture" if is_fixture else str(root), "weights": weights_used,
-                               "holdout": holdout,
+                               "holdout": holdout, "data_fingerprint": data_fp,
                                "device": str(dev), "threshold": predictor.threshold, "config": config.to_dict(),
                                "notes": list(data.notes), "command": command,
                                "data_counts": data.counts(),
@@ -139,10 +178,11 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
     expl = None
     if cam_per_class and test is not None:
         # the grid shows the first cam_per_class films per class; lift over the first focus_per_class per class;
-        # the PNEUMONIA logit as target for every run (so runs compare), the TTA the predictor uses;
-        # randomisation and ROAD checks on the grid's films
+        # P(PNEUMONIA)'s log-odds as target for every run (so runs compare), the TTA the predictor uses;
+        # randomisation and ROAD checks on the grid's films; the fixture's phantoms have exact lung masks
         expl = explain_predictor(predictor, test.samples, n_per_class=max(cam_per_class, focus_per_class),
-                                 target="PNEUMONIA", sanity_per_class=cam_per_class, seed=config.seed)
+                                 target="PNEUMONIA", sanity_per_class=cam_per_class, seed=config.seed,
+                                 exact_masks=mask_for if is_fixture else None)
         metrics["lung_focus"] = expl.summary()  # per class: lung/heart lift with intervals, masks passed/failed
         metrics["gradcam"] = expl.report(per_image=False)
     metrics["seconds"] = time.perf_counter() - t0
@@ -159,12 +199,10 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
 
 
 # --- comparison across runs ---------------------------------------------------------------
-def lung_lift_of(per_class: dict[str, Any]) -> float:
-    """Grad-CAM lung lift from one class's metrics['lung_focus'] entry, nan when the run has none (older run folders
-    kept only the raw share and the mask area: verdicts.lift takes their ratio, the same lift without the check)."""
+def _lift(per_class: dict[str, Any], key: str = "lung_lift") -> float:
     try:
-        return lift(per_class, "lung_lift", "lung_focus", "lung_area").value
-    except (KeyError, ZeroDivisionError):
+        return summary_lift(per_class, key).value
+    except NotMeasured:
         return float("nan")
 
 
@@ -178,8 +216,8 @@ def comparison_rows(metrics_list: list[dict[str, Any]], split: str = "test") -> 
             "accuracy": t.get("accuracy", float("nan")), "sensitivity": t.get("sensitivity", float("nan")),
             "specificity": t.get("specificity", float("nan")), "auc": t.get("auc", float("nan")),
             "threshold": m.get("threshold", float("nan")), "ci95": t.get("ci95", {}),
-            "lift_normal": lung_lift_of(lf.get("NORMAL", {})),
-            "lift_pneumonia": lung_lift_of(lf.get("PNEUMONIA", {})),
+            "lift_normal": _lift(lf.get("NORMAL", {})),
+            "lift_pneumonia": _lift(lf.get("PNEUMONIA", {})),
             "minutes": (m.get("train_seconds") or float("nan")) / 60, "n": t.get("n", 0),
             "holdout": m.get("holdout", "folders"), "stress": m.get("stress"),
             "seed": (m.get("config") or {}).get("seed"), "epochs": (m.get("config") or {}).get("epochs"),

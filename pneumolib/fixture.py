@@ -1,7 +1,6 @@
 """Deterministic synthetic chest X-ray phantoms, with exact lung and lesion masks, in the Kaggle layout."""
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -15,7 +14,6 @@ from .config import CLASSES
 FIXTURE_SIZE = 64
 FIXTURE_COUNTS = {"train": 40, "val": 12, "test": 12}  # per class
 FIXTURE_SEED = 2024_05_13
-MASK_DIRS = ("masks", "lesions")  # ROOT/masks/<split>/<class>/<file>: lung fields; lesions: opacities
 
 
 @dataclass(frozen=True)
@@ -134,11 +132,3 @@ def mask_for(image_path: str | Path, kind: str = "masks") -> Path | None:
         return None
     candidate = p.parents[2] / kind / p.parents[1].name / p.parent.name / p.name
     return candidate if candidate.is_file() else None
-
-
-def regenerate_shipped(target: Path | None = None) -> Path:
-    """Rewrite the shipped fixture (used by maintainers; a test checks it reproduces byte for byte)."""
-    target = Path(target) if target else fixture_dir()
-    if target.exists():
-        shutil.rmtree(target)
-    return write_fixture(target)

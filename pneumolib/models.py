@@ -65,15 +65,6 @@ def build_model(name: str = "resnet18", in_channels: int = 1, pretrained: bool =
     return model
 
 
-@torch.no_grad()
-def p_pneumonia(model: nn.Module, x: torch.Tensor, tta: bool = False) -> torch.Tensor:
-    """P(PNEUMONIA) for a batch; with tta, averaged over the image and its horizontal flip."""
-    p = torch.softmax(model(x).float(), dim=1)[:, 1]
-    if tta:
-        p = (p + torch.softmax(model(torch.flip(x, dims=[3])).float(), dim=1)[:, 1]) / 2
-    return p
-
-
 class Ensemble(nn.Module):
     """Several trained networks served as one model. Its output is log(mean_i softmax(member_i(x) / T)), so
     softmax(output) is the members' average probability: every caller that takes a softmax of a model's output

@@ -1,14 +1,7 @@
-"""Small helpers that keep the numbered notebooks thin."""
+"""What the numbered notebooks show: tables, figures and verdicts of finished runs (series.py trains them)."""
 from __future__ import annotations
 
-import logging
-import subprocess
-import sys
-import tempfile
-import time
-from dataclasses import replace
-from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -17,27 +10,21 @@ import torch
 
 from . import plots
 from .config import ExperimentConfig, diff, format_diff, previous
-from .experiment import RunResult, default_profile, resolve_data_dir
+from .data import resolve_data_dir
+from .experiment import RunResult
+from .series import Series, tidy
 
 FIGURE_DPI = 120
-_started = time.perf_counter()  # reset by provenance(); wall_time() reports from it
-_roots: dict[str, str] = {}  # absolute prefix -> what outputs print instead (see tidy)
-_seed_budget: dict[str, int] = {}  # set by provenance(): the smaller budget of the seeds after the first, if any
-BUDGET_FIELDS = ("epochs", "max_train_images", "image_size", "batch_size")
 
 
-def setup(data_dir: str | None, profile: str | None, device: str = "auto"):
-    """Resolve where the data comes from and how big the run is; say it in one line."""
-    root, is_fixture = resolve_data_dir(data_dir)
-    profile = profile or default_profile(is_fixture, device)
+def use_notebook_style() -> None:
+    """Figures at FIGURE_DPI in the notebook's outputs."""
     plt.rcParams["figure.dpi"] = FIGURE_DPI
-    _roots[str(root)] = root.name  # outputs name the data folder, never its absolute path
-    _show_library_log()
-    if is_fixture:
-        print(f"No PNEUMOLIB_DATA_DIR set: using the bundled synthetic fixture ({root.name}), profile '{profile}'.")
-    else:
-        print(f"Data: the folder '{root.name}', profile '{profile}'.")
-    return (None if is_fixture else root), profile
+
+
+def wall_time(series: Series) -> None:
+    """The notebook's wall time since series.start() ran."""
+    print(series.wall_time())
 
 
 def describe(config: ExperimentConfig) -> None:
@@ -116,17 +103,14 @@ def central_focus_demo(image: np.ndarray | None = None) -> None:
     plots.show_central_focus(image, cf)
 
 
-def runs_dir(base: str | Path, config: ExperimentConfig) -> Path:
-    return Path(base) / f"{config.entry}_{config.name}"
-
-
-def load_data(data_dir: str | Path | None, seed: int = 0):
-    """discover() the data folder (or the fixture) and print its per-split class counts."""
+def load_data(series: Series):
+    """discover() the series' data folder (or the fixture), the val split of its first seed, and print its
+    per-split class counts."""
     from .data import discover
 
-    root, _ = resolve_data_dir(data_dir)
-    data = discover(root, seed=seed)
-    print(tidy(repr(data)))
+    root, _ = resolve_data_dir(series.data)
+    data = discover(root, seed=series.seeds[0])
+    print(series.tidy(repr(data)))
     return data
 
 
@@ -172,18 +156,10 @@ def weights_status(model: str = "resnet18") -> bool:
         return False
 
 
-def all_experiments(data_dir, runs: str | Path, profile: str | None, device: str = "auto",
-                    seeds: Iterable[int] | str | int = (0,)) -> list[dict]:
-    """The metrics of every registered experiment's first seed (see experiments_by_seed)."""
-    return [ms[0] for ms in experiments_by_seed(data_dir, runs, profile, device, seeds).values()]
-
-
 def lung_focus_table(metrics: list[dict]) -> None:
     """Grad-CAM lung lift (with patient-level 95% intervals) and heart/diaphragm lift per class for each run."""
-    from .experiment import lung_lift_of
-
     def cell(v: dict, key: str) -> str:
-        mean = lung_lift_of(v) if key == "lung_lift" else v.get(key, float("nan"))
+        mean = v.get(key, float("nan"))
         lo, hi = v.get(f"{key}_ci95", [float("nan")] * 2)
         return f"{mean:.2f} ({lo:.2f}-{hi:.2f})"
 
@@ -228,46 +204,6 @@ def compare_all(metrics: list[dict]) -> None:
 
 
 # --- notebook series v2: provenance, seeds, computed verdicts, tables as DataFrames --------------------------
-def tidy(text: str) -> str:
-    """Text without the absolute paths of the machine that ran it: the data folder by its name, the repository as
-    '.', the home folder as '~', the temporary folder as '$TMPDIR'."""
-    repo = Path(__file__).resolve().parents[1]
-    subs = dict(_roots)
-    subs.setdefault(str(repo), ".")
-    subs.setdefault(tempfile.gettempdir(), "$TMPDIR")
-    subs.setdefault(str(Path.home()), "~")
-    for prefix in sorted(subs, key=len, reverse=True):  # the longest prefix first: /work/main/runs before /work
-        if prefix and prefix != "/":
-            text = text.replace(prefix, subs[prefix])
-    return text
-
-
-class _NotebookHandler(logging.Handler):
-    """pneumolib's log lines (training epochs, reuse notices, warnings) in the cell's output, paths tidied."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            sys.stdout.write(tidy(self.format(record)) + "\n")  # the stream of the cell running now
-        except Exception:  # noqa: BLE001 - a log line must never break a cell
-            self.handleError(record)
-
-
-def _show_library_log(level: int = logging.INFO) -> None:
-    import warnings
-
-    if not getattr(warnings.formatwarning, "_tidy", False):  # warnings name their source file: tidy that too
-        plain = warnings.formatwarning
-
-        def formatwarning(*args, **kwargs):
-            return tidy(plain(*args, **kwargs))
-        formatwarning._tidy = True
-        warnings.formatwarning = formatwarning
-    log = logging.getLogger("pneumolib")
-    if not any(isinstance(h, _NotebookHandler) for h in log.handlers):
-        log.addHandler(_NotebookHandler())
-    log.setLevel(level)
-
-
 def _display(obj) -> None:
     # whole cell texts: the claims, notes and refusals in these tables are sentences, not values to abbreviate
     with pd.option_context("display.max_colwidth", None):
@@ -341,147 +277,6 @@ def one_class_epochs(history: list[dict[str, float]], val_samples) -> list[str]:
     return [f"epoch(s) {', '.join(map(str, e))}: {what}" for what, e in found.items()]
 
 
-def seed_list(seeds: Iterable[int] | str | int | None) -> list[int]:
-    """SEEDS as a list of ints, whether given as [0, 1, 2], '0,1,2' (papermill -p, the environment) or 0."""
-    if seeds is None or seeds == "":
-        return [0]
-    if isinstance(seeds, int):
-        return [seeds]
-    if isinstance(seeds, str):
-        return [int(s) for s in seeds.strip("[]() ").replace(" ", "").split(",") if s]
-    return [int(s) for s in seeds]
-
-
-def git_commit(repo: str | Path | None = None) -> str:
-    """Short hash of HEAD, '+dirty' when the code (anything but the notebooks, whose outputs a render rewrites)
-    differs from it; 'unknown' outside a git checkout."""
-    repo = Path(repo) if repo else Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
-                              timeout=10)
-        if head.returncode:
-            return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":(exclude)notebooks"], cwd=repo,
-                               capture_output=True, text=True, timeout=10)
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def parse_budget(text: str | dict | None) -> dict[str, int]:
-    """A training budget written 'epochs=3,max_train_images=1000' (papermill -p, the environment) as a dict; ''
-    or None -> {}. Only the fields that size a run are accepted."""
-    if not text:
-        return {}
-    if isinstance(text, dict):
-        items = list(text.items())
-    else:
-        items = []
-        for part in str(text).replace(" ", "").split(","):
-            if not part:
-                continue
-            key, sep, value = part.partition("=")
-            if not sep or not value.isdigit():
-                raise ValueError(f"seed budget {text!r}: expected NAME=INTEGER pairs such as "
-                                 "'epochs=3,max_train_images=1000'")
-            items.append((key, int(value)))
-    bad = [k for k, _ in items if k not in BUDGET_FIELDS]
-    if bad:
-        raise ValueError(f"seed budget {text!r}: unknown field(s) {', '.join(bad)}; allowed: {', '.join(BUDGET_FIELDS)}")
-    return {k: int(v) for k, v in items}
-
-
-def budget_for_seed(seeds: list[int], seed: int) -> dict[str, int]:
-    """The overrides a seed trains with: none for the first seed, the provenance cell's seed budget for the rest."""
-    return dict(_seed_budget) if seeds and seed != seeds[0] else {}
-
-
-def provenance(profile: str, device: str = "auto", seeds=(0,), seed_budget: str | dict | None = None) -> list[int]:
-    """Print what produced this notebook's outputs (pneumolib version, git commit, profile, device, seeds, and the
-    smaller budget of the seeds after the first when the machine cannot afford the full one) and start the clock
-    that wall_time() reads. Returns the seeds as a list."""
-    global _started, _seed_budget
-    from . import __version__
-    from .runtime import get_device
-
-    _started = time.perf_counter()
-    seeds = seed_list(seeds)
-    _seed_budget = parse_budget(seed_budget)
-    print(f"pneumolib {__version__}, commit {git_commit()}; profile {profile}; device {get_device(device)}; "
-          f"{len(seeds)} seed{'s' if len(seeds) != 1 else ''}: {', '.join(map(str, seeds))}")
-    if _seed_budget and len(seeds) > 1:
-        print(f"seed {seeds[0]} trains with the '{profile}' profile's budget; seed(s) "
-              f"{', '.join(map(str, seeds[1:]))} with a smaller one ({', '.join(f'{k}={v}' for k, v in _seed_budget.items())}),"
-              " which this machine can afford: their spread understates the full budget's seed-to-seed stability")
-    return seeds
-
-
-def wall_time() -> None:
-    """The notebook's wall time since provenance() ran."""
-    print(f"wall time: {(time.perf_counter() - _started) / 60:.1f} min (from the provenance cell to here)")
-
-
-def seed_dir(runs: str | Path, config: ExperimentConfig, seed: int) -> Path:
-    return runs_dir(runs, config) / f"seed{seed}"
-
-
-def reusable_run(runs: str | Path, config: ExperimentConfig, seed: int, profile: str,
-                 overrides: dict[str, Any] | None = None) -> Path | None:
-    """Another entry's finished run folder for this seed that trained exactly this config (same training key,
-    holdout and profile), e.g. notebook 05's from-scratch run is notebook 04's when no ImageNet weights exist."""
-    from .config import apply_profile
-    from .runs import RunDir, load_metrics
-
-    want = replace(apply_profile(replace(config, seed=seed), profile), **(overrides or {}))
-    keys = {want.training_key(), replace(want, pretrained=False).training_key()}
-    for d in sorted(Path(runs).glob(f"[0-9][0-9]_*/seed{seed}")):
-        if not RunDir(d).is_finished():
-            continue
-        try:
-            m = load_metrics(d)
-            key = ExperimentConfig.from_dict(m["config"]).training_key()
-        except (KeyError, ValueError, TypeError):
-            continue
-        if key in keys and m.get("profile") == profile and m.get("holdout", "folders") == "folders":
-            return d
-    return None
-
-
-def run_seeds(config: ExperimentConfig, data_dir, runs: str | Path, profile: str | None, seeds=(0,),
-              device: str = "auto", **kwargs) -> list[RunResult]:
-    """Train (or reuse) one run per seed, in RUNS/NN_name/seed{S}; the seed is the config's `seed` field. Entries
-    that ask for ImageNet weights train from random init when they are missing, and say so. Seeds after the first
-    train with the provenance cell's seed budget when one is set. A seed whose folder is empty starts from another
-    entry's checkpoint when that entry trained exactly the same config (it is then re-evaluated, not retrained)."""
-    import shutil
-
-    from .experiment import run_experiment
-    from .runs import RunDir
-
-    kwargs.setdefault("on_missing_weights", "random_init")
-    kwargs.setdefault("resume", True)  # an interrupted render continues its runs from their last finished epoch
-    explicit = kwargs.pop("overrides", None) or {}
-    seeds = seed_list(seeds)
-    if profile is None:
-        _, is_fixture = resolve_data_dir(data_dir)
-        profile = default_profile(is_fixture, device)
-    out = []
-    for seed in seeds:
-        cfg = replace(config, seed=seed)
-        overrides = {**budget_for_seed(seeds, seed), **explicit}
-        d = seed_dir(runs, config, seed)
-        if not RunDir(d).checkpoint.is_file():
-            twin = reusable_run(runs, cfg, seed, profile, overrides)
-            if twin is not None and twin.resolve() != d.resolve():
-                d.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(RunDir(twin).checkpoint, RunDir(d).checkpoint)
-                print(f"seed {seed}: same training config as {twin.parent.name}/{twin.name}: its checkpoint is "
-                      "re-evaluated here, not retrained")
-        out.append(run_experiment(cfg, data_dir, d, profile=profile, device=device, overrides=overrides or None,
-                                  **kwargs))
-    return out
-
-
 def _metrics_of(x) -> dict[str, Any]:
     return x.metrics if hasattr(x, "metrics") else x
 
@@ -527,61 +322,6 @@ def checkpoint_table(results) -> pd.DataFrame:
                      "val acc@0.5 (best)": round(best["val_acc"], 3), "val acc@0.5 (last)": round(last["val_acc"], 3)})
         index.append(f"seed {(m.get('config') or {}).get('seed')}")
     return pd.DataFrame(rows, index=index)
-
-
-def load_runs(entries: Iterable[str], runs: str | Path, profile: str, seeds=(0,)) -> dict[str, list[dict]]:
-    """Other notebooks' finished runs (their metrics.json, per seed), for the comparisons a claim needs. Only runs
-    of the same profile count; nothing is trained here. Says what it found."""
-    from .config import get_config
-    from .runs import load_metrics
-
-    out: dict[str, list[dict]] = {}
-    for entry in entries:
-        cfg = get_config(entry)
-        found = []
-        for seed in seed_list(seeds):
-            try:
-                m = load_metrics(seed_dir(runs, cfg, seed))
-            except FileNotFoundError:
-                continue
-            if m.get("profile") == profile:
-                found.append(m)
-        out[cfg.entry] = found
-        seeds_found = ", ".join(str(m["config"]["seed"]) for m in found)
-        print(f"entry {cfg.entry} ({cfg.name}): " + (f"seed(s) {seeds_found} loaded" if found else
-              f"no finished '{profile}' run in its folder: run notebook {cfg.entry} first; claims that compare "
-              "with it are not tested here"))
-    return out
-
-
-def experiments_by_seed(data_dir, runs: str | Path, profile: str | None, device: str = "auto",
-                        seeds=(0,)) -> dict[str, list[dict]]:
-    """Every registered experiment's metrics per seed: from its seed folders when they hold a finished run of the
-    same training config and profile, else trained now (pretrained entries from random init without weights)."""
-    from .config import REGISTRY, apply_profile
-    from .experiment import run_experiment
-    from .runs import load_metrics
-
-    out: dict[str, list[dict]] = {}
-    seeds = seed_list(seeds)
-    for cfg in REGISTRY.values():
-        out[cfg.entry] = []
-        for seed in seeds:
-            c = replace(cfg, seed=seed)
-            d = seed_dir(runs, cfg, seed)
-            extra = budget_for_seed(seeds, seed)
-            try:
-                m = load_metrics(d)
-                same = (m.get("profile") == profile and ExperimentConfig.from_dict(m["config"]).training_key()
-                        in {replace(apply_profile(c, profile), **extra).training_key(),
-                            replace(apply_profile(replace(c, pretrained=False), profile), **extra).training_key()})
-            except (FileNotFoundError, KeyError, ValueError):
-                same = False
-            if not same:
-                m = run_experiment(c, data_dir, d, profile=profile, device=device, overrides=extra or None,
-                                   on_missing_weights="random_init").metrics
-            out[cfg.entry].append(m)
-    return out
 
 
 def seed_overview(by_entry: dict[str, list[dict]]) -> pd.DataFrame:
@@ -655,12 +395,11 @@ def inference_paths(results) -> None:
 def cam_table(expl) -> pd.DataFrame:
     """Grad-CAM per class of an Explanation as lifts (the region's share of the heatmap over its share of the image:
     1 = what a uniform heatmap scores), with 95% intervals by patient when the Explanation provides them."""
-    from .verdicts import HEART_BOX_AREA, lift
+    from .verdicts import summary_lift
 
     rows = {}
     for cls, s in expl.summary().items():
-        lung = lift(s, "lung_lift", "lung_focus", "lung_area")
-        heart = lift(s, "heart_lift", "heart_box", HEART_BOX_AREA)
+        lung, heart = summary_lift(s, "lung_lift"), summary_lift(s, "heart_lift")
         rows[cls] = {"films": s["n"],
                      "lung lift": _with_ci(lung.value, (lung.lo, lung.hi) if lung.has_interval else None),
                      "heart/diaphragm lift": _with_ci(heart.value, (heart.lo, heart.hi) if heart.has_interval else None)}
@@ -686,72 +425,6 @@ def stress_table(reports: dict[str, Any]) -> pd.DataFrame:
     return out
 
 
-def stress_seeds(results, data_dir=None) -> dict[str, Any]:
-    """The stress test of every seed's run (cached in its run folder); each run's metrics keep the summary under
-    'stress', for the verdicts."""
-    from .stress import stress_run
-
-    reports = {}
-    for r in results:
-        rep = stress_run(r.run_dir, data_dir)
-        r.metrics["stress"] = rep.summary()
-        reports[f"{r.config.name}, seed {r.config.seed}"] = rep
-    return reports
-
-
-def ablation_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """protocol.score_steps rows (or matched_baseline's) as one table: random split, stress test, early-ID holdout."""
-    out = {}
-    if not rows:
-        return pd.DataFrame()
-    for r in rows:
-        f, s, e = r["folders"], r.get("stress") or {}, r.get("early_ids") or {}
-        out[r["name"]] = {
-            ("random split", "accuracy"): f["accuracy"], ("random split", "NORMAL recall"): f["specificity"],
-            ("random split", "AUC"): f["auc"],
-            ("stress test", "acc@ext"): s.get("stress_accuracy_ext"), ("stress test", "NORMAL recall"): s.get("stress_specificity"),
-            ("stress test", "AUC"): s.get("stress_auc"),
-            ("early-ID holdout", "acc@ext"): e.get("accuracy_ext"), ("early-ID holdout", "NORMAL recall"): e.get("specificity"),
-            ("early-ID holdout", "AUC"): e.get("auc")}
-    return pd.DataFrame(out).T.astype(float).round(3).dropna(axis=1, how="all")  # e.g. no early-ID run
-
-
-def budget(config: ExperimentConfig, profile: str) -> None:
-    """The training budget of a config under a profile, in words."""
-    from .config import apply_profile
-
-    c = apply_profile(config, profile)
-    print(f"{c.name} under profile {profile}: {c.image_size} px, {c.epochs} epochs, batch {c.batch_size}, "
-          f"{c.max_train_images or 'all'} training images per epoch")
-
-
-def holdout_list(holdouts: str | Iterable[str]) -> tuple[str, ...]:
-    """The ablation's protocols as a tuple ('folders,early_ids' from papermill or the environment; 'none' or ''
-    skips the ablation); says what this render leaves out."""
-    items = [h for h in (holdouts.replace(" ", "").split(",") if isinstance(holdouts, str) else holdouts) if h]
-    if items in ([], ["none"]):
-        print("the ablation was not trained in this render (HOLDOUTS=none): seven more runs than this machine's time "
-              "allowed; its table, the protocol ranking and their figure are empty here")
-        return ()
-    bad = [h for h in items if h not in ("folders", "early_ids")]
-    if bad or "folders" not in items:
-        raise ValueError(f"HOLDOUTS {holdouts!r}: 'folders' plus optionally 'early_ids', or 'none' "
-                         f"(got {', '.join(bad) or 'no folders'})")
-    if "early_ids" not in items:
-        print("this render scores the steps on the random split and the stress test only: the early-ID holdout was "
-              "not trained (HOLDOUTS), so its columns are empty and no protocol is ranked against it")
-    return tuple(items)
-
-
-def ablation(data_dir, runs: str | Path, profile: str, device: str = "auto",
-             holdouts: str | Iterable[str] = ("folders", "early_ids")) -> list[dict[str, Any]]:
-    """Notebook 10's ablation rows (protocol.score_steps) under the chosen protocols; [] when HOLDOUTS skips it."""
-    from .protocol import score_steps
-
-    chosen = holdout_list(holdouts)
-    return score_steps(data_dir, runs, profile=profile, device=device, holdouts=chosen) if chosen else []
-
-
 def protocols(rows: list[dict[str, Any]]):
     """How each protocol ranks the ablation steps, and the figure; a line when there is no ablation."""
     from .protocol import plot_protocols, protocol_agreement
@@ -763,26 +436,20 @@ def protocols(rows: list[dict[str, Any]]):
     return plot_protocols(rows)
 
 
-def matched_baseline(config: ExperimentConfig, data_dir, runs: str | Path, profile: str, device: str = "auto",
-                     train: bool = True) -> dict[str, Any] | None:
-    """Notebook 10's anchor pair at equal budget: the log's baseline trained with `config`'s budget (or reused from
-    its folder), shown as an ablation row; None, said in one line, when this render does not train it."""
-    from .protocol import budget_of, matched_baseline as train_matched
+def ablation_table(rows: list[dict[str, Any]]) -> None:
+    """The ablation rows (or the matched baseline's) as one table; a line when there are none."""
+    from .protocol import ablation_frame
 
-    if not train:
-        b = budget_of(config, profile)
-        print(f"not trained in this render (MATCHED=False): the log's baseline at the recipe's budget "
-              f"({b['epochs']} epochs of {b['max_train_images'] or 'all'} images at {b['image_size']} px) is one more "
-              "full-length run; the claims that compare with it are marked not tested")
-        return None
-    matched = train_matched(data_dir, runs, profile=profile, device=device)
-    budget(config, profile)
-    _display(ablation_frame([matched]))
-    return matched
+    if not rows:
+        print("no rows: not trained in this render (see above)")
+        return
+    _display(ablation_frame(rows))
 
 
-def matched_stress(matched: dict[str, Any] | None, data_dir=None) -> dict[str, Any]:
-    """The matched baseline's stress report keyed for stress_table, or nothing when it was not trained."""
-    from .stress import stress_run
+def budget(config: ExperimentConfig, profile: str) -> None:
+    """The training budget of a config under a profile, in words."""
+    from .config import apply_profile
 
-    return {"log's baseline, same budget": stress_run(matched["run_dir"], data_dir)} if matched else {}
+    c = apply_profile(config, profile)
+    print(f"{c.name} under profile {profile}: {c.image_size} px, {c.epochs} epochs, batch {c.batch_size}, "
+          f"{c.max_train_images or 'all'} training images per epoch")

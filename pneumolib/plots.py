@@ -13,33 +13,6 @@ from .data import DEFAULT_CACHE, Sample
 from .transforms import build
 
 
-def show_transforms(config: ExperimentConfig, samples: list[Sample], n_per_class: int = 1, n_draws: int = 3,
-                    seed: int = 0, cache=None):
-    """Each row: one image as decoded, then `n_draws` random draws of its class's training transform."""
-    cache = cache or DEFAULT_CACHE
-    rng = np.random.default_rng(seed)
-    rows = []
-    for label, cls in enumerate(CLASSES):
-        pool = [s for s in samples if s.label == label]
-        rows += [(cls, pool[i]) for i in rng.choice(len(pool), size=min(n_per_class, len(pool)), replace=False)]
-    fig, axes = plt.subplots(len(rows), n_draws + 1, figsize=(2.1 * (n_draws + 1), 2.2 * len(rows)), squeeze=False)
-    for r, (cls, s) in enumerate(rows):
-        spec = config.transform_for(cls)
-        t = build(spec)
-        img = torch.from_numpy(cache.get(s.path, config.image_size)).unsqueeze(0)
-        with torch.random.fork_rng(devices=[]):  # the reference draws from torch's global RNG: leave it as found
-            torch.manual_seed(seed + r)
-            views = [img] + [t(img) for _ in range(n_draws)]
-        for c, v in enumerate(views):
-            ax = axes[r, c]
-            ax.imshow(v.squeeze(0).numpy(), cmap="gray", vmin=0, vmax=255)
-            ax.set_xticks([]); ax.set_yticks([])
-            ax.set_title(f"{cls}\nas decoded" if c == 0 else f"{spec}\ndraw {c}", fontsize=7)
-    fig.suptitle(f"{config.name}: training transforms by class", fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
 def show_batched_vs_reference(config: ExperimentConfig, samples: list[Sample], n_per_class: int = 1,
                               n_draws: int = 4, seed: int = 0, cache=None):
     """The same images through the per-sample reference transforms and through the batched augmentation that

@@ -15,6 +15,11 @@ SCORES_VAL = "scores_val.csv"
 STRESS = "stress.json"  # the stress test's rows, cached per checkpoint
 EVALUATIONS = "evaluations"  # one JSON per cohort 'evaluate' scored with this checkpoint
 CARD = "MODEL_CARD.md"
+GRADCAM = "gradcam"  # explain's figures and JSON, by default
+# folders under a RUNS root (the notebooks' and 'run --seeds'/'ablate' layout)
+ABLATION = "ablation"  # RUNS/ablation/<step>: the ablation steps on the folders' split
+EARLY_IDS = "early_ids"  # RUNS/early_ids/<step>: the same steps under the early-ID holdout
+MATCHED_BASELINE = "baseline_at_recommended_budget"  # RUNS/ablation/<this>: the log's baseline at the recipe's budget
 
 
 @dataclass(frozen=True)
@@ -65,6 +70,10 @@ class RunDir:
     def card(self) -> Path:
         return self.path / CARD
 
+    @property
+    def gradcam(self) -> Path:
+        return self.path / GRADCAM
+
     def is_finished(self) -> bool:
         return self.checkpoint.is_file() and self.metrics.is_file()
 
@@ -72,6 +81,35 @@ class RunDir:
 def run_dir_name(entry: str, name: str) -> str:
     """'01_baseline': the folder name 'run' and the notebooks use for a registered experiment."""
     return f"{entry}_{name}" if entry else name
+
+
+def entry_dir(runs: str | Path, config) -> Path:
+    """RUNS/NN_name: an experiment's folder, holding one seed{S} run folder per seed."""
+    return Path(runs) / run_dir_name(config.entry, config.name)
+
+
+def seed_dir(runs: str | Path, config, seed: int) -> Path:
+    """RUNS/NN_name/seed{S}: one seed's run folder (the notebooks, 'run --seeds', the ablation's registered steps)."""
+    return entry_dir(runs, config) / f"seed{int(seed)}"
+
+
+def seed_dirs(runs: str | Path, seed: int) -> list[Path]:
+    """Every registered experiment's run folder for this seed under RUNS (for finding a twin run to reuse)."""
+    return sorted(Path(runs).glob(f"[0-9][0-9]_*/seed{int(seed)}"))
+
+
+def ablation_dir(runs: str | Path, config, holdout: str = "folders") -> Path:
+    """Where an ablation step's run lives: RUNS/early_ids/<step> under the early-ID holdout; the registered
+    experiments (baseline, recommended) share the notebooks' seed folders; the other steps RUNS/ablation/<step>."""
+    if holdout == "early_ids":
+        return Path(runs) / EARLY_IDS / config.name
+    if config.entry:
+        return seed_dir(runs, config, config.seed)
+    return Path(runs) / ABLATION / config.name
+
+
+def matched_baseline_dir(runs: str | Path) -> Path:
+    return Path(runs) / ABLATION / MATCHED_BASELINE
 
 
 def load_metrics(run_dir: str | Path) -> dict[str, Any]:

@@ -75,8 +75,8 @@ def _jpeg(q: int):
 class Shift:
     name: str
     fn: Callable[[torch.Tensor], torch.Tensor]
-    # "seen": a kind of change the robust augmentation trains on (a recipe can learn to resist it by construction);
-    # "unseen": in no recipe's augmentation, so it tests robustness that was not trained for
+    # "seen": a kind of change the 'robust' augmentation trains on; "unseen": not in 'robust' (the 'sharpness'
+    # augmentation trains on low resolution and noise, so for a recipe that uses it those two are seen too)
     group: str
     what: str
 

@@ -10,11 +10,11 @@ import numpy as np
 import torch
 
 from .checkpoint import Predictor
-from .data import apply_holdout, discover, prescan, resolve_data_dir
+from .data import prepare, resolve_data_dir
 from .evaluate import Scores, point_metrics, predict_samples
 from .io import save_json
 from .runs import RunDir, load_metrics
-from .shifts import SHIFTS, SHIFTS_BY_NAME, Shift  # noqa: F401 (SHIFTS_BY_NAME re-exported for callers)
+from .shifts import SHIFTS, Shift
 
 # The external cohort of this data set is 37.5% NORMAL; the training folders are 26%.
 EXTERNAL_NORMAL_SHARE = 0.375
@@ -63,16 +63,29 @@ class StressReport:
         return "\n".join(lines)
 
 
+def shifted_scores(model: torch.nn.Module, samples, preprocessing, *, tta: bool = False,
+                   shifts: tuple[Shift, ...] = SHIFTS, cache=None) -> dict[str, Scores]:
+    """Scores of the clean split ('clean') and of one shifted copy per shift (by shift name)."""
+    return {shift.name if shift else "clean": predict_samples(model, samples, preprocessing, tta=tta, cache=cache,
+                                                              transform=shift)
+            for shift in (None, *shifts)}
+
+
+def report_at(scores: dict[str, Scores], threshold: float) -> StressReport:
+    """The stress report of shifted_scores at one threshold."""
+    groups = {s.name: s.group for s in SHIFTS}
+    rows = []
+    for name, sc in scores.items():
+        m = point_metrics(sc.labels, sc.probs, threshold)
+        rows.append({"shift": name, "group": groups.get(name, ""), **m,
+                     "accuracy_ext": external_accuracy(m["sensitivity"], m["specificity"])})
+    return StressReport(rows, threshold)
+
+
 def stress_test(model: torch.nn.Module, samples, preprocessing, threshold: float, *, tta: bool = False,
                 shifts: tuple[Shift, ...] = SHIFTS, cache=None) -> StressReport:
     """Score the clean split and one shifted copy per shift with the model's fixed threshold."""
-    rows = []
-    for shift in (None, *shifts):
-        scores: Scores = predict_samples(model, samples, preprocessing, tta=tta, cache=cache, transform=shift)
-        m = point_metrics(scores.labels, scores.probs, threshold)
-        rows.append({"shift": shift.name if shift else "clean", "group": shift.group if shift else "",
-                     **m, "accuracy_ext": external_accuracy(m["sensitivity"], m["specificity"])})
-    return StressReport(rows, threshold)
+    return report_at(shifted_scores(model, samples, preprocessing, tta=tta, shifts=shifts, cache=cache), threshold)
 
 
 logger = logging.getLogger(__name__)
@@ -101,9 +114,8 @@ def stress_run(run_dir, data_dir=None, *, split: str = "test", reuse: bool = Tru
         data_dir = metrics["data_dir"]
     root, _ = resolve_data_dir(data_dir)
     pred = Predictor.load(ckpt)
-    data = discover(root, seed=pred.config.seed)
-    data = apply_holdout(data, metrics.get("holdout", "folders"))
-    data = prescan(data, pred.preprocessing.image_size)
+    data = prepare(root, seed=pred.config.seed, holdout=metrics.get("holdout", "folders"),
+                   image_size=pred.preprocessing.image_size)
     logger.info("stress test of %s (%s) on %s %s: %d shifts", run.path.name, pred.config.name, root.name, split,
                 len(SHIFTS))
     report = stress_test(pred.model, data[split], pred.preprocessing, pred.threshold, tta=pred.config.tta)

@@ -19,7 +19,7 @@ from tqdm import tqdm
 from .augment import BatchAugment, prepare_batch
 from .checkpoint import CheckpointError, Predictor, preprocessing_for, save_checkpoint
 from .config import CLASSES, ExperimentConfig, diff, format_diff
-from .data import DEFAULT_CACHE, DecodedCache, XRayData, XRayDataset, prescan, subsample
+from .data import DEFAULT_CACHE, DecodedCache, XRayData, XRayDataset, fingerprint, prescan, subsample
 from .evaluate import Scores, fit_threshold, predict_samples
 from .io import atomic_write
 from .models import build_model
@@ -110,12 +110,13 @@ def stream_seed(seed: int, epoch: int, stream: str) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
-STATE_FILE = "last.pt"  # kept for callers; the layout lives in runs.STATE
 STATE_FORMAT = "pneumolib-train-state/1"
 
 
-def load_train_state(run_dir: str | Path, config: ExperimentConfig) -> dict[str, Any] | None:
-    """The saved training state of run_dir, if any; refused (naming the fields) if it is another config's."""
+def load_train_state(run_dir: str | Path, config: ExperimentConfig, data_fingerprint: str | None = None
+                     ) -> dict[str, Any] | None:
+    """The saved training state of run_dir, if any; refused in one line (naming what differs) if it is another
+    config's or was trained on other data (data.fingerprint of the train and val files)."""
     path = RunDir(run_dir).state
     if not path.is_file():
         return None
@@ -129,6 +130,9 @@ def load_train_state(run_dir: str | Path, config: ExperimentConfig) -> dict[str,
     if saved.training_key() != config.training_key():
         raise CheckpointError(f"{path}: saved for a different config ({format_diff(diff(saved, config))}); "
                               "delete it or train into another run folder")
+    if data_fingerprint is not None and state.get("data_fingerprint") != data_fingerprint:
+        raise CheckpointError(f"{path}: saved for other data (train/val files {state.get('data_fingerprint')} -> "
+                              f"{data_fingerprint}); delete it or train into another run folder")
     return state
 
 
@@ -212,7 +216,8 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
     history, best_loss, best_state, best_epoch, n_seen, train_time = [], math.inf, None, 0, 0, 0.0
     start = 1
     run = RunDir(out_dir) if out_dir is not None else None
-    state = load_train_state(out_dir, config) if (resume and run is not None) else None
+    data_fp = fingerprint(data)
+    state = load_train_state(out_dir, config, data_fp) if (resume and run is not None) else None
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
@@ -255,7 +260,7 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
             best_loss, best_epoch = row["val_loss"], epoch
             best_state = copy.deepcopy(model.state_dict())
         if run is not None:
-            snapshot = {"format": STATE_FORMAT, "config": config.to_dict(), "epoch": epoch,
+            snapshot = {"format": STATE_FORMAT, "config": config.to_dict(), "data_fingerprint": data_fp, "epoch": epoch,
                         "model": model.state_dict(), "optimizer": opt.state_dict(),
                         "scheduler": sched.state_dict() if sched else None, "history": history,
                         "best_loss": best_loss, "best_epoch": best_epoch, "best_state": best_state,
@@ -275,7 +280,7 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
     if run is not None:
         info = {"history": history, "best_epoch": best_epoch, "seconds": seconds, "device": str(dev),
                 "train_images_per_s": result.train_images_per_s, "class_counts": dict(zip(CLASSES, counts)),
-                **(extra or {})}
+                "data_fingerprint": data_fp, **(extra or {})}
         result.checkpoint = save_checkpoint(run.checkpoint, model, config, threshold, info)
         run.state.unlink(missing_ok=True)  # finished: checkpoint.pt supersedes it
     logger.info("best epoch %d (val loss %.4f); threshold %.3f (%s); %.0fs on %s, %.0f train img/s",

@@ -141,7 +141,7 @@ def _log_strong_normal():
 
 
 def _robust():
-    # stronger geometry and scanner-like intensity changes (issue 4's lever, not from the log)
+    # stronger geometry and scanner-like intensity changes (not from the log)
     return T.Compose([
         T.RandomHorizontalFlip(),
         T.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.8, 1.2), shear=8),
@@ -152,7 +152,7 @@ def _robust():
 
 
 def _sharpness():
-    # issue 12's candidate: the stress test's weak spots on real data were low resolution and noise
+    # resolution loss and detector noise, the kinds of change the 'robust' augmentation leaves out
     return T.Compose([RandomResolution(0.35, 1.0, p=0.5), RandomNoise(15.0, p=0.5)])
 
 

@@ -13,7 +13,7 @@ MIN_SEEDS = 3
 # "Attention on X" is read as: X gets at least 1.5 times the share of the heatmap that its area would get under a
 # uniform heatmap (lift 1.5). A lift near 1 is attention spread over the film.
 CONCENTRATED_LIFT = 1.5
-HEART_BOX_AREA = 0.45 * 0.4  # cam.lower_central_share's box: rows 55-100%, columns 30-70%
+SMALL_N = 100  # below this many films, Wilson intervals replace the percentile bootstrap (which collapses there)
 # the names notebook 04 gives the inference paths it compares (drift.compare_inference rows)
 CHECKPOINT_PATH = "checkpoint preprocessing (pneumolib)"
 LOG_PATH = "log: convert('L') + Grayscale(3)"
@@ -86,7 +86,7 @@ def metric(m: dict[str, Any], key: str, split: str = "test") -> Estimate:
         raise NotMeasured(f"{split}.{key}")
     t = m[split]
     v = float(t[key])
-    ci = t.get("ci95_wilson", {}).get(key) if t.get("n", 0) < 100 else None
+    ci = t.get("ci95_wilson", {}).get(key) if t.get("n", 0) < SMALL_N else None
     ci = ci or t.get("ci95", {}).get(key)
     return Estimate(v, *map(float, ci)) if ci else Estimate(v)
 
@@ -100,14 +100,13 @@ def share(m: dict[str, Any], key: str, split: str = "test") -> Estimate:
     return Estimate(v, *wilson(v * n, n))
 
 
-def lift(s: dict[str, Any], key: str, share: str, area: float | str) -> Estimate:
-    """A region's Grad-CAM lift from one class's summary: its `key` (with `key`_ci95) when present, else the mean
-    share `share` over the region's area (`area`: a key of the summary, or a constant)."""
-    if key in s:  # cam.Explanation.summary: mean of per-image lifts, with a 95% interval by patient
-        ci = s.get(f"{key}_ci95")
-        return Estimate(float(s[key]), *map(float, ci)) if ci else Estimate(float(s[key]))
-    a = float(s[area]) if isinstance(area, str) else area  # older runs: the mean shares only
-    return Estimate(float(s[share]) / a)
+def summary_lift(s: dict[str, Any], key: str) -> Estimate:
+    """A region's Grad-CAM lift ('lung_lift' or 'heart_lift') from one class's cam.Explanation.summary(): the mean
+    of per-image lifts, with its 95% interval by patient."""
+    if key not in s:
+        raise NotMeasured(f"lung_focus.{key}")
+    ci = s.get(f"{key}_ci95")
+    return Estimate(float(s[key]), *map(float, ci)) if ci else Estimate(float(s[key]))
 
 
 def _mean(es: list[Estimate]) -> Estimate:
@@ -124,15 +123,15 @@ def lung_lift(m: dict[str, Any], cls: str | None = None) -> Estimate:
     classes = [cls] if cls else [c for c in ("NORMAL", "PNEUMONIA") if c in lf]
     if not classes or any(c not in lf for c in classes):
         raise NotMeasured("lung_focus")
-    return _mean([lift(lf[c], "lung_lift", "lung_focus", "lung_area") for c in classes])
+    return _mean([summary_lift(lf[c], "lung_lift") for c in classes])
 
 
 def heart_lift(m: dict[str, Any], cls: str = "NORMAL") -> Estimate:
     """The heatmap's share in the heart / lower-diaphragm box over the box's share of the image."""
     s = (m.get("lung_focus") or {}).get(cls)
-    if not s or not ("heart_lift" in s or "heart_box" in s):
-        raise NotMeasured("lung_focus.heart_box")
-    return lift(s, "heart_lift", "heart_box", HEART_BOX_AREA)
+    if not s:
+        raise NotMeasured("lung_focus.heart_lift")
+    return summary_lift(s, "heart_lift")
 
 
 def predicted_pneumonia(m: dict[str, Any], split: str = "test") -> Estimate:

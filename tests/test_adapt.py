@@ -14,7 +14,7 @@ from pneumolib.config import get_config
 from pneumolib.evaluate import (compute_metrics, expected_calibration_error, point_metrics, predict_samples,
                                 reliability_curve)
 from pneumolib.fixture import fixture_dir
-from pneumolib.stress import SHIFTS_BY_NAME
+from pneumolib.shifts import SHIFTS_BY_NAME
 from pneumolib.transforms import ByClass, Identity
 
 

@@ -41,9 +41,23 @@ def test_cam_methods_give_one_normalised_map_per_image(trained_run, method):
     model = trained_run.predictor.model
     x = torch.rand(3, 3, 64, 64)
     with CAM(model, method) as cam:
-        maps = cam(x, class_targets([1, 1, 0]))
-    assert maps.shape == (3, 64, 64)
+        raw = cam(x, class_targets([1, 1, 0]))
+        maps = cam.maps(x, [1, 1, 0])
+    assert raw.shape == maps.shape == (3, 64, 64) and raw.min() >= 0
     assert maps.min() >= 0 and maps.max() <= 1 + 1e-6
+    peak = raw.max(axis=(1, 2), keepdims=True)  # one scaling, after any averaging: the raw map over its peak
+    assert np.allclose(maps, np.where(peak > 0, raw / np.where(peak > 0, peak, 1), 0), atol=1e-5)
+
+
+def test_cam_target_is_the_log_odds_of_the_reported_probability_regression():
+    # regression: maps targeted the raw class logit while predictions report the softmax probability
+    from pneumolib.cam import LogitDifference
+
+    out = torch.tensor([[0.3, 2.0], [1.5, -0.5]])
+    p = torch.softmax(out, dim=1)
+    for c in (0, 1):
+        assert torch.allclose(LogitDifference(c)(out), torch.log(p[:, c] / (1 - p[:, c])), atol=1e-6)
+        assert torch.allclose(LogitDifference(c)(out[0]), torch.log(p[0, c] / (1 - p[0, c])), atol=1e-6)
 
 
 # --- scores ---------------------------------------------------------------------------------
@@ -206,7 +220,8 @@ def test_tta_explanation_uses_the_probabilities_predict_reports(trained_run):
     plain = predict_samples(tta_pred.model, samples, tta_pred.preprocessing, tta=False)
     assert e.tta and np.abs(scores.probs - plain.probs).max() > 1e-4  # TTA changes p on this model
     assert np.allclose(e.probs, scores.probs, atol=1e-5)
-    # and the map is the mean of the image's map and its flip's map flipped back
+    # and the map is the mean of the image's map and its flip's map flipped back, averaged before the one scaling
+    # (regression: each view's map was scaled to a peak of 1 before the average, weighting a weak view up)
     x = torch.stack([tta_pred.preprocess(s.path) for s in samples[:3]])
     with CAM(tta_pred.model, "gradcam", tta_pred.model.layer2[-1]) as cam:
         a = cam(x, class_targets([1, 1, 1]))

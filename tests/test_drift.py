@@ -23,8 +23,9 @@ def test_log_entry4_path_on_grey_films_changes_nothing_and_imagenet_normalisatio
     by = {r["inference"]: r for r in rows}
     assert by["checkpoint's own"]["max |p - p_checkpoint|"] == 0
     # R = G = B films: forcing greyscale to 3 channels is what training saw (resampling differs by a hair)
+    # (a bound on the scores, not on flipped decisions: how many films sit within 0.05 of the threshold depends on
+    # the model this CPU trained, and a flip count had no margin another CPU could not cross)
     assert by["log entry 4"]["max |p - p_checkpoint|"] < 0.05
-    assert by["log entry 4"]["share of predictions changed"] <= 1 / 24
     # normalising only at inference moves every score
     assert by["imagenet at inference"]["max |p - p_checkpoint|"] > 0.1
     # a 1-channel input to this 3-channel checkpoint is refused, not guessed

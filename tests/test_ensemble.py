@@ -8,13 +8,24 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from pneumolib.adapt import EARLY_BN_LAYERS, bn_layers
-from pneumolib.cam import explain
 from pneumolib.checkpoint import Predictor, save_checkpoint
 from pneumolib.cli import main
 from pneumolib.data import discover
-from pneumolib.ensemble import (build_ensemble, fit_temperature, nll, probabilities, validation_overlap,
-                                view_logits)
-from pneumolib.models import Ensemble, build_model, p_pneumonia
+from pneumolib.ensemble import build_ensemble, fit_temperature, nll, validation_overlap
+from pneumolib.infer import predict_proba, probabilities, view_logits
+from pneumolib.models import Ensemble, build_model
+
+
+def p_pneumonia(model, x, tta=False):
+    """The served probability through the package's one inference path."""
+    return torch.from_numpy(predict_proba(model, x, tta=tta))
+
+
+def reference_p(model, x, tta=False):
+    """Softmax of the model's own output (flip-averaged with tta), computed without pneumolib."""
+    with torch.no_grad():
+        p = torch.softmax(model.eval()(x), dim=1)[:, 1]
+        return (p + torch.softmax(model(torch.flip(x, dims=[3])), dim=1)[:, 1]) / 2 if tta else p
 
 
 def _net(seed: int, in_channels: int = 1) -> torch.nn.Module:
@@ -25,10 +36,11 @@ def _net(seed: int, in_channels: int = 1) -> torch.nn.Module:
 def test_ensemble_serves_the_mean_of_its_members_probabilities():
     a, b = _net(0), _net(1)
     x = torch.randn(3, 1, 64, 64)
-    want = (p_pneumonia(a, x) + p_pneumonia(b, x)) / 2
+    want = (reference_p(a, x) + reference_p(b, x)) / 2
     assert torch.allclose(p_pneumonia(Ensemble([a, b]).eval(), x), want, atol=1e-6)
+    assert torch.allclose(reference_p(Ensemble([a, b]), x), want, atol=1e-6)  # the module's own output agrees
     # and with flip TTA, the mean over members and views
-    want_tta = (p_pneumonia(a, x, tta=True) + p_pneumonia(b, x, tta=True)) / 2
+    want_tta = (reference_p(a, x, tta=True) + reference_p(b, x, tta=True)) / 2
     assert torch.allclose(p_pneumonia(Ensemble([a, b]).eval(), x, tta=True), want_tta, atol=1e-6)
 
 
@@ -47,7 +59,7 @@ def test_ensemble_checkpoint_round_trip_gives_the_same_scores(trained_run, tmp_p
     loaded = Predictor.load(path)
     assert isinstance(loaded.model, Ensemble) and float(loaded.model.temperature) == pytest.approx(1.7)
     x = torch.randn(2, 3, cfg.image_size, cfg.image_size)
-    assert np.allclose(loaded.predict_proba(x), p_pneumonia(ens, x, cfg.tta).numpy(), atol=1e-6)
+    assert np.allclose(loaded.predict_proba(x), reference_p(ens, x, cfg.tta).numpy(), atol=1e-6)
     assert loaded.threshold == pytest.approx(0.42)
 
 
@@ -92,28 +104,67 @@ def test_adabn_reaches_every_member_of_an_ensemble_regression():
 
 
 def test_gradcam_of_an_ensemble_averages_its_members_maps(trained_run):
-    # two copies of one network: each member's block gets half the gradient, and the averaged map must equal the
-    # one-member ensemble's (an ensemble's maps explain log P(class), the output its predictions are made from)
+    # two different members: the ensemble's map is the mean of the map read at each member's block (both taken
+    # from the gradient of the ensemble's own output, the log-odds its predictions are made from)
     import copy
 
+    from pneumolib.cam import CAM, class_targets
+    from pneumolib.models import stage_blocks
+
     model = trained_run.predictor.model
-    pre = trained_run.predictor.preprocessing
-    samples = trained_run.explanation.samples[:2]
-    one = explain(Ensemble([model]).eval(), samples, pre, tta=False)
-    two = explain(Ensemble([copy.deepcopy(model), copy.deepcopy(model)]).eval(), samples, pre, tta=False)
-    assert two.cams.shape == one.cams.shape and one.cams.max() > 0
-    assert np.allclose(two.cams, one.cams, atol=1e-4)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in other.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)))
+    ens = Ensemble([copy.deepcopy(model), other]).eval()
+    x = torch.stack([trained_run.predictor.preprocess(s.path) for s in trained_run.explanation.samples[:3]])
+    blocks, targets = stage_blocks(ens, "layer3"), class_targets([1, 1, 1])
+    with CAM(ens, "gradcam", blocks) as cam:
+        both = cam(x, targets)
+    each = []
+    for block in blocks:
+        with CAM(ens, "gradcam", block) as cam:
+            each.append(cam(x, targets))
+    assert not np.allclose(each[0], each[1], atol=1e-4)  # the members differ, so the test can tell them apart
+    assert np.allclose(both, (each[0] + each[1]) / 2, atol=1e-5)
+
+
+def test_ensemble_applies_its_members_holdout_regression(trained_run, tmp_path, capsys):
+    # regression: members trained with --holdout early_ids were scored on the folders' test split, which holds
+    # their own training films
+    from pneumolib.data import prepare
+    from pneumolib.fixture import fixture_dir
+
+    cfg, model, thr = trained_run.predictor.config, trained_run.predictor.model, trained_run.predictor.threshold
+    members = [save_checkpoint(tmp_path / f"m{i}.pt", model, replace(cfg, seed=0), thr, {"holdout": "early_ids"})
+               for i in range(2)]
+    js = tmp_path / "e.json"
+    assert main(["ensemble", *map(str, members), "--out", str(tmp_path / "e.pt"), "--json", str(js)]) == 0
+    assert "early_ids holdout" in capsys.readouterr().out
+    early = prepare(fixture_dir(), seed=0, holdout="early_ids", image_size=cfg.image_size)["test"]
+    folders = prepare(fixture_dir(), seed=0, image_size=cfg.image_size)["test"]
+    rec = json.loads(js.read_text())
+    assert rec["holdout"] == "early_ids" and rec["test"]["n"] == len(early) != len(folders)
+    mixed = save_checkpoint(tmp_path / "f.pt", model, cfg, thr, {"holdout": "folders"})
+    assert main(["ensemble", str(members[0]), str(mixed), "--out", str(tmp_path / "x.pt")]) == 2
+    assert "different holdouts" in capsys.readouterr().err
 
 
 def test_cli_ensemble_writes_a_checkpoint_that_evaluate_serves(trained_run, tmp_path, capsys):
-    out, js = tmp_path / "ens.pt", tmp_path / "ens.json"
+    from pneumolib.fixture import fixture_dir
+
+    out, js, ev = tmp_path / "ens" / "ens.pt", tmp_path / "ens.json", tmp_path / "ev.json"
     assert main(["ensemble", str(trained_run.run_dir), str(trained_run.run_dir / "checkpoint.pt"),
                  "--out", str(out), "--json", str(js)]) == 0
     text = capsys.readouterr().out
     assert "2 member(s)" in text and "temperature" in text and "ECE" in text
     rec = json.loads(js.read_text())
-    assert rec["test"]["n"] > 0 and "ece" in rec["test"]
-    assert main(["evaluate", str(out), "--data-dir", "fixture_data_not_a_dir_xyz"]) == 2  # bad folder: one line
+    assert rec["test"]["n"] == len(trained_run.test.samples) and "ece" in rec["test"]
+    # evaluate loads the combined checkpoint and serves it: the same test metrics as the ensemble command printed
+    assert main(["evaluate", str(out), "--data-dir", str(fixture_dir()), "--json", str(ev)]) == 0
+    got = json.loads(ev.read_text())
+    assert got["n"] == rec["test"]["n"] and got["auc"] == pytest.approx(rec["test"]["auc"], abs=1e-9)
+    assert got["accuracy"] == pytest.approx(rec["test"]["accuracy"], abs=1e-9)
     capsys.readouterr()
 
 

@@ -155,17 +155,17 @@ def test_epochs_that_call_every_val_film_one_class_are_named():
 
 
 def test_seeds_parse_from_papermill_strings_lists_and_ints():
-    from pneumolib.notebook import seed_list
+    from pneumolib.series import seed_list
 
     assert seed_list("0,1,2") == seed_list([0, 1, 2]) == seed_list("[0, 1, 2]") == [0, 1, 2]
     assert seed_list(3) == [3] and seed_list(None) == [0]
 
 
 def test_tidy_replaces_machine_paths():
-    from pneumolib import notebook as nb
+    from pneumolib import series
 
-    repo = Path(nb.__file__).resolve().parents[1]
-    text = nb.tidy(f"reusing {repo}/runs/01_baseline/seed0/checkpoint.pt; cache {Path.home()}/.cache/torch")
+    repo = Path(series.__file__).resolve().parents[1]
+    text = series.tidy(f"reusing {repo}/runs/01_baseline/seed0/checkpoint.pt; cache {Path.home()}/.cache/torch")
     assert str(repo) not in text and str(Path.home()) not in text
     assert "./runs/01_baseline/seed0/checkpoint.pt" in text and "~/.cache/torch" in text
 
@@ -173,7 +173,7 @@ def test_tidy_replaces_machine_paths():
 def test_git_commit_is_unknown_outside_git_and_dirty_only_for_code(tmp_path):
     import shutil
 
-    from pneumolib.notebook import git_commit
+    from pneumolib.series import git_commit
 
     assert git_commit(tmp_path) == "unknown"
     if shutil.which("git") is None:
@@ -203,18 +203,8 @@ def test_figures_are_legible_and_metric_axes_zoom_to_the_data():
     from pneumolib.data import Sample
     from pneumolib.evaluate import Scores
 
-    import logging
-    import warnings
-
-    log, level, fmt = logging.getLogger("pneumolib"), logging.getLogger("pneumolib").level, warnings.formatwarning
-    handlers = list(log.handlers)
-    try:
-        nb.setup(None, "fixture")
-        assert plt.rcParams["figure.dpi"] >= 110
-    finally:  # setup shows pneumolib's log in notebooks; leave the test session's logging as it was
-        log.handlers[:] = handlers
-        log.setLevel(level)
-        warnings.formatwarning = fmt
+    nb.use_notebook_style()
+    assert plt.rcParams["figure.dpi"] >= 110
     rows = [{"name": n, "accuracy": v, "ci95": {"accuracy": [v - 0.01, v + 0.01]}, "n": 400}
             for n, v in (("a", 0.93), ("b", 0.96))]
     lo, hi = plots.plot_comparison(rows, metrics=("accuracy",)).axes[0].get_xlim()
@@ -247,7 +237,7 @@ def test_one_class_epochs_read_the_predicted_share_and_never_guess_on_a_balanced
 
 
 def test_seed_budget_parses_and_refuses_what_does_not_size_a_run():
-    from pneumolib import notebook as nb
+    from pneumolib import series as nb
 
     assert nb.parse_budget("") == {} and nb.parse_budget(None) == {}
     assert nb.parse_budget("epochs=3, max_train_images=1000") == {"epochs": 3, "max_train_images": 1000}
@@ -257,47 +247,75 @@ def test_seed_budget_parses_and_refuses_what_does_not_size_a_run():
         nb.parse_budget("epochs")
 
 
-def test_the_seed_budget_applies_to_the_seeds_after_the_first_only(capsys):
-    from pneumolib import notebook as nb
+def test_the_seed_budget_applies_to_the_seeds_after_the_first_only(capsys, quiet_log):
+    from pneumolib import series
 
-    nb.provenance("fixture", "cpu", "3,4,5", "epochs=2")
+    s = series.start(None, "fixture", "cpu", "3,4,5", "epochs=2")
     assert "seed 3 trains with the 'fixture' profile's budget; seed(s) 4, 5 with a smaller one" in capsys.readouterr().out
-    assert nb.budget_for_seed([3, 4, 5], 3) == {} and nb.budget_for_seed([3, 4, 5], 5) == {"epochs": 2}
-    nb.provenance("fixture", "cpu", "3,4,5")  # no budget: every seed gets the profile's
-    assert nb.budget_for_seed([3, 4, 5], 5) == {}
+    assert s.budget_for(3) == {} and s.budget_for(5) == {"epochs": 2}
+    s = series.start(None, "fixture", "cpu", "3,4,5")  # no budget: every seed gets the profile's
+    assert s.budget_for(5) == {}
 
 
-def test_an_entry_that_trains_an_identical_config_finds_its_twin_run(tmp_path):
+def test_two_series_keep_their_own_settings_no_module_state(quiet_log):
+    from pneumolib import series
+
+    a = series.start(None, "fixture", "cpu", "0,1", "epochs=2")
+    b = series.start(None, "smoke", "cpu", "0,1")
+    assert a.budget_for(1) == {"epochs": 2} and b.budget_for(1) == {}  # b did not overwrite a's budget
+
+
+def test_an_entry_that_trains_an_identical_config_finds_its_twin_run(tmp_path, quiet_log):
     from dataclasses import replace
 
-    from pneumolib import notebook as nb
-    from pneumolib.config import apply_profile, get_config
+    from pneumolib import series
+    from pneumolib.checkpoint import save_checkpoint
+    from pneumolib.config import get_config
+    from pneumolib.data import fingerprint, prepare, resolve_data_dir
+    from pneumolib.models import build_model
 
+    s = series.start(None, "fixture", "cpu", [0], runs=tmp_path)
+    cfg = series.wanted_config(s, get_config("04"), 0)
     twin = tmp_path / "04_rgb_grayscale_mismatch" / "seed0"
-    twin.mkdir(parents=True)
-    cfg = apply_profile(get_config("04"), "fixture")
-    (twin / "metrics.json").write_text(json.dumps({"config": cfg.to_dict(), "profile": "fixture",
-                                                   "holdout": "folders"}))
-    (twin / "checkpoint.pt").write_bytes(b"x")
-    # entry 05 asks for ImageNet weights; without them it trains exactly entry 04's config
-    assert nb.reusable_run(tmp_path, get_config("05"), 0, "fixture") == twin
-    assert nb.reusable_run(tmp_path, get_config("05"), 0, "cpu") is None  # another profile
-    assert nb.reusable_run(tmp_path, get_config("05"), 1, "fixture") is None  # another seed
-    assert nb.reusable_run(tmp_path, get_config("05"), 0, "fixture", {"epochs": 1}) is None  # another budget
-    assert nb.reusable_run(tmp_path, replace(get_config("05"), lr=0.5), 0, "fixture") is None
+    root, _ = resolve_data_dir(None)
+    fp = fingerprint(prepare(root, seed=0, image_size=cfg.image_size))
+    save_checkpoint(twin / "checkpoint.pt", build_model(in_channels=3), cfg, 0.5,
+                    {"holdout": "folders", "data_fingerprint": fp})
+    (twin / "metrics.json").write_text("{}")
+    # entry 05 asks for ImageNet weights; without them it trains exactly entry 04's config, on the same data
+    assert series.reusable_run(s, get_config("05"), 0) == twin
+    assert series.reusable_run(series.start(None, "smoke", "cpu", [0], runs=tmp_path), get_config("05"), 0) is None
+    assert series.reusable_run(s, get_config("05"), 1) is None  # another seed
+    assert series.reusable_run(s, get_config("05"), 0, {"epochs": 1}) is None  # another budget
+    assert series.reusable_run(s, replace(get_config("05"), lr=0.5), 0) is None
+    save_checkpoint(twin / "checkpoint.pt", build_model(in_channels=3), cfg, 0.5,
+                    {"holdout": "folders", "data_fingerprint": "another-folder"})
+    assert series.reusable_run(s, get_config("05"), 0) is None  # same config, other data: no twin
 
 
 def test_notebook_10_can_leave_out_the_ablation_protocols_and_says_so(capsys):
-    from pneumolib import notebook as nb
-    from pneumolib.config import RECOMMENDED
+    from pneumolib import protocol, series as nb
 
+    s = nb.Series(None, "smoke", "cpu", [0], Path("."))
     assert nb.holdout_list("folders,early_ids") == ("folders", "early_ids")
     assert nb.holdout_list("folders") == ("folders",)
     assert "early-ID holdout was not trained" in capsys.readouterr().out
-    assert nb.holdout_list("none") == () and nb.ablation(None, ".", "smoke", holdouts="none") == []
+    assert nb.holdout_list("none") == () and nb.ablation(s, holdouts="none") == []
     assert "ablation was not trained" in capsys.readouterr().out
     with pytest.raises(ValueError, match="HOLDOUTS"):
         nb.holdout_list("early_ids")
-    assert nb.matched_baseline(RECOMMENDED, None, ".", "smoke", train=False) is None
+    assert nb.matched_baseline(s, train=False) is None
     assert "not trained in this render" in capsys.readouterr().out
-    assert nb.matched_stress(None) == {} and nb.ablation_frame([]).empty
+    assert nb.matched_stress(None, s) == {} and protocol.ablation_frame([]).empty
+
+
+@pytest.fixture
+def quiet_log():
+    """series.start shows pneumolib's log in notebooks; leave the test session's logging as it was."""
+    import logging
+
+    log = logging.getLogger("pneumolib")
+    handlers, level = list(log.handlers), log.level
+    yield
+    log.handlers[:] = handlers
+    log.setLevel(level)

@@ -2,6 +2,7 @@
 
 from pneumolib import protocol as P
 from pneumolib.config import BASELINE, get_config
+from pneumolib.runs import ablation_dir
 
 
 def _row(name, folders_acc, stress_acc, early_acc, spec=0.8):
@@ -25,18 +26,19 @@ def test_agreement_flags_a_protocol_that_orders_the_anchor_pair_wrongly():
     assert "nan" in line["random split: NORMAL recall"]  # equal everywhere: no ranking, no made-up correlation
 
 
-def test_ablation_table_has_one_line_per_step():
+def test_ablation_frame_has_one_row_per_step_and_each_protocols_columns():
     rows = [_row(P.ANCHOR_LOW, 0.97, 0.80, 0.80), _row(P.ANCHOR_HIGH, 0.95, 0.90, 0.91)]
-    text = P.ablation_table(rows)
-    lines = text.splitlines()
-    assert len(lines) == 2 + 1 + len(rows) + 1  # two header lines, a rule, the steps, the footnote
-    assert lines[3].startswith(P.ANCHOR_LOW) and lines[4].startswith(P.ANCHOR_HIGH) and "0.910" in lines[4]
+    df = P.ablation_frame(rows)
+    assert list(df.index) == [P.ANCHOR_LOW, P.ANCHOR_HIGH]
+    assert df.loc[P.ANCHOR_HIGH, ("early-ID holdout", "acc@ext")] == 0.91
+    assert df.loc[P.ANCHOR_LOW, ("random split", "accuracy")] == 0.97
+    assert P.ablation_frame([]).empty
 
 
 def test_run_folders_share_notebook_01_baseline_and_separate_the_holdouts(tmp_path):
-    assert P.run_dir_for(tmp_path, BASELINE, "folders") == tmp_path / "01_baseline" / "seed0"  # notebook 01's
-    assert P.run_dir_for(tmp_path, BASELINE, "early_ids") == tmp_path / "early_ids" / "baseline"
-    assert P.run_dir_for(tmp_path, get_config("abl_tta"), "folders") == tmp_path / "ablation" / "abl_tta"
+    assert ablation_dir(tmp_path, BASELINE, "folders") == tmp_path / "01_baseline" / "seed0"  # notebook 01's
+    assert ablation_dir(tmp_path, BASELINE, "early_ids") == tmp_path / "early_ids" / "baseline"
+    assert ablation_dir(tmp_path, get_config("abl_tta"), "folders") == tmp_path / "ablation" / "abl_tta"
 
 
 def test_ablation_starts_at_the_baseline_and_ends_at_the_recommended_recipe():

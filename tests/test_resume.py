@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from pneumolib.checkpoint import CheckpointError, read_checkpoint
-from pneumolib.train import STATE_FILE, fit, load_train_state
+from pneumolib.runs import STATE as STATE_FILE
+from pneumolib.train import fit, load_train_state
 
 ARGS = ["train", "baseline", "--out", "{out}", "--epochs", "4", "--cam-per-class", "0", "--seed", "5"]
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from pneumolib.fixture import fixture_dir
-from pneumolib.stress import (EXTERNAL_NORMAL_SHARE, SHIFTS, SHIFTS_BY_NAME, StressReport, external_accuracy,
+from pneumolib.shifts import SHIFTS_BY_NAME
+from pneumolib.stress import (EXTERNAL_NORMAL_SHARE, SHIFTS, StressReport, external_accuracy,
                               stress_run, stress_test)
 from pneumolib.transforms import Preprocessing
 

@@ -149,24 +149,30 @@ def test_threshold_is_chosen_on_validation_not_test(fixture_data, tiny_config, m
     assert r.threshold == real("youden", r.val_scores.labels, r.val_scores.probs)
 
 
-def test_youden_shifted_rule_is_fitted_on_the_best_model_and_stored(fixture_data, tiny_config, tmp_path):
+def test_threshold_is_fitted_on_the_best_epoch_not_the_last(fixture_data, tiny_config, tmp_path, monkeypatch):
+    # validation loss made to rise after epoch 1, so the kept (best) model is not the last one; the threshold must
+    # come from the best model's validation scores
+    import pneumolib.train as T
     from pneumolib.checkpoint import Predictor
     from pneumolib.evaluate import fit_threshold
 
-    r = fit(replace(tiny_config, threshold="youden_shifted"), fixture_data, tmp_path / "run")
-    expected = fit_threshold("youden_shifted", r.model, r.val_scores, Predictor.load(r.checkpoint).preprocessing,
-                             tta=r.config.tta)
-    assert r.threshold == pytest.approx(expected, abs=1e-6)
-    assert Predictor.load(r.checkpoint).threshold == pytest.approx(r.threshold, abs=1e-6)
+    real_row, real_predict, seen = T._val_row, T.predict_samples, []
 
+    def rising(epoch, *a, **k):
+        return dict(real_row(epoch, *a, **k), val_loss=float(epoch))
 
-def test_augmentation_draws_from_the_run_not_the_global_rng(fixture_data, tiny_config):
-    # a notebook cell that draws random numbers between two runs must not change the second run
-    cfg = replace(tiny_config, max_train_images=32)
-    a = fit(cfg, fixture_data, device="cpu")
-    torch.rand(1000), np.random.rand(1000)
-    b = fit(cfg, fixture_data, device="cpu")
-    assert np.array_equal(a.val_scores.probs, b.val_scores.probs)
+    def recording(model, *a, **k):
+        seen.append(float(sum(p.double().sum() for p in model.parameters())))
+        return real_predict(model, *a, **k)
+
+    monkeypatch.setattr(T, "_val_row", rising)
+    monkeypatch.setattr(T, "predict_samples", recording)
+    r = fit(replace(tiny_config, epochs=3, threshold="youden"), fixture_data, tmp_path / "run")
+    assert r.best_epoch == 1 and len(seen) == 4  # one validation per epoch, then the best model's
+    assert seen[3] == seen[0] != seen[2]  # the threshold's scores come from epoch 1's weights, not epoch 3's
+    best = Predictor.load(r.checkpoint)
+    assert r.threshold == pytest.approx(fit_threshold("youden", best.model, r.val_scores, best.preprocessing), abs=1e-9)
+    assert best.threshold == pytest.approx(r.threshold, abs=1e-9)
 
 
 def test_stream_seeds_differ_by_epoch_and_stream():

@@ -16,7 +16,7 @@ def run(seed=0, sens=0.95, spec=0.95, acc=0.95, half=0.03, n=400, focus=None, we
                   "p_shares": {"p>=0.99": 0.1, "0.4<=p<=0.7": 0.05, "extreme (p<0.05 or p>0.95)": 0.7},
                   "confusion_matrix": [[90, 10], [15, 285]]}}
     if focus is not None:
-        m["lung_focus"] = {c: {"lung_focus": focus * 0.2, "lung_area": 0.2, "heart_box": 0.18, "n": 50}
+        m["lung_focus"] = {c: {"lung_lift": focus, "heart_lift": 1.0, "n": 50}
                            for c in ("NORMAL", "PNEUMONIA")}
     m.update(extra)
     return m

@@ -1,0 +1,320 @@
+"""The notebook series' orchestration: one Series of settings passed explicitly, training or reusing each seed's run."""
+from __future__ import annotations
+
+import logging
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+from .config import REGISTRY, ExperimentConfig, get_config
+from .data import prepare, resolve_data_dir
+from .experiment import RunResult, default_profile, resolve_config, run_experiment, training_differences
+from .runs import RunDir, load_metrics, seed_dir, seed_dirs
+
+BUDGET_FIELDS = ("epochs", "max_train_images", "image_size", "batch_size")
+
+
+def seed_list(seeds: Iterable[int] | str | int | None) -> list[int]:
+    """SEEDS as a list of ints, whether given as [0, 1, 2], '0,1,2' (papermill -p, the environment) or 0."""
+    if seeds is None or seeds == "":
+        return [0]
+    if isinstance(seeds, int):
+        return [seeds]
+    if isinstance(seeds, str):
+        return [int(s) for s in seeds.strip("[]() ").replace(" ", "").split(",") if s]
+    return [int(s) for s in seeds]
+
+
+def parse_budget(text: str | dict | None) -> dict[str, int]:
+    """A training budget written 'epochs=3,max_train_images=1000' (papermill -p, the environment) as a dict; ''
+    or None -> {}. Only the fields that size a run are accepted."""
+    if not text:
+        return {}
+    if isinstance(text, dict):
+        items = list(text.items())
+    else:
+        items = []
+        for part in str(text).replace(" ", "").split(","):
+            if not part:
+                continue
+            key, sep, value = part.partition("=")
+            if not sep or not value.isdigit():
+                raise ValueError(f"seed budget {text!r}: expected NAME=INTEGER pairs such as "
+                                 "'epochs=3,max_train_images=1000'")
+            items.append((key, int(value)))
+    bad = [k for k, _ in items if k not in BUDGET_FIELDS]
+    if bad:
+        raise ValueError(f"seed budget {text!r}: unknown field(s) {', '.join(bad)}; allowed: {', '.join(BUDGET_FIELDS)}")
+    return {k: int(v) for k, v in items}
+
+
+def git_commit(repo: str | Path | None = None) -> str:
+    """Short hash of HEAD, '+dirty' when the code (anything but the notebooks, whose outputs a render rewrites)
+    differs from it; 'unknown' outside a git checkout."""
+    repo = Path(repo) if repo else Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":(exclude)notebooks"], cwd=repo,
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def tidy(text: str, roots: dict[str, str] | None = None) -> str:
+    """Text without the absolute paths of the machine that ran it: `roots` (prefix -> name, e.g. the data folder by
+    its name), the repository as '.', the home folder as '~', the temporary folder as '$TMPDIR'."""
+    repo = Path(__file__).resolve().parents[1]
+    subs = dict(roots or {})
+    subs.setdefault(str(repo), ".")
+    subs.setdefault(tempfile.gettempdir(), "$TMPDIR")
+    subs.setdefault(str(Path.home()), "~")
+    for prefix in sorted(subs, key=len, reverse=True):  # the longest prefix first: /work/main/runs before /work
+        if prefix and prefix != "/":
+            text = text.replace(prefix, subs[prefix])
+    return text
+
+
+class _NotebookHandler(logging.Handler):
+    """pneumolib's log lines (training epochs, reuse notices, warnings) in the cell's output, paths tidied."""
+
+    def __init__(self, roots: dict[str, str]):
+        super().__init__()
+        self.roots = roots
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stdout.write(tidy(self.format(record), self.roots) + "\n")  # the stream of the cell running now
+        except Exception:  # noqa: BLE001 - a log line must never break a cell
+            self.handleError(record)
+
+
+def show_library_log(roots: dict[str, str], level: int = logging.INFO) -> None:
+    """Show the 'pneumolib' logger's lines in the notebook's cells (one handler, replaced on a re-run)."""
+    log = logging.getLogger("pneumolib")
+    log.handlers[:] = [h for h in log.handlers if not isinstance(h, _NotebookHandler)] + [_NotebookHandler(roots)]
+    log.setLevel(level)
+
+
+@dataclass
+class Series:
+    """One notebook's settings: where the data and run folders are, the profile, device and seeds, the budget of the
+    seeds after the first, and when the notebook started. Made by start() and passed to every helper that needs it."""
+
+    data: Path | None  # None = the bundled fixture
+    profile: str
+    device: str
+    seeds: list[int]
+    runs: Path
+    seed_budget: dict[str, int] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)
+    roots: dict[str, str] = field(default_factory=dict)  # absolute prefix -> what outputs print instead
+
+    def budget_for(self, seed: int) -> dict[str, int]:
+        """The overrides a seed trains with: none for the first seed, the smaller seed budget for the rest."""
+        return dict(self.seed_budget) if self.seeds and seed != self.seeds[0] else {}
+
+    def tidy(self, text: str) -> str:
+        return tidy(text, self.roots)
+
+    def wall_time(self) -> str:
+        return f"wall time: {(time.perf_counter() - self.started) / 60:.1f} min (from the provenance cell to here)"
+
+
+def start(data_dir: str | None, profile: str | None, device: str = "auto", seeds=(0,),
+          seed_budget: str | dict | None = None, runs: str | Path = "runs") -> Series:
+    """Resolve the data folder and the run size, print where the data comes from and what produced the outputs
+    (pneumolib version, git commit, profile, device, seeds, the seed budget), start the clock."""
+    from . import __version__
+    from .runtime import get_device
+
+    root, is_fixture = resolve_data_dir(data_dir)
+    profile = profile or default_profile(is_fixture, device)
+    s = Series(None if is_fixture else root, profile, device, seed_list(seeds), Path(runs), parse_budget(seed_budget),
+               roots={str(root): root.name})  # outputs name the data folder, never its absolute path
+    show_library_log(s.roots)
+    if is_fixture:
+        print(f"No PNEUMOLIB_DATA_DIR set: using the bundled synthetic fixture ({root.name}), profile '{profile}'.")
+    else:
+        print(f"Data: the folder '{root.name}', profile '{profile}'.")
+    n = len(s.seeds)
+    print(f"pneumolib {__version__}, commit {git_commit()}; profile {profile}; device {get_device(device)}; "
+          f"{n} seed{'s' if n != 1 else ''}: {', '.join(map(str, s.seeds))}")
+    if s.seed_budget and n > 1:
+        print(f"seed {s.seeds[0]} trains with the '{profile}' profile's budget; seed(s) "
+              f"{', '.join(map(str, s.seeds[1:]))} with a smaller one "
+              f"({', '.join(f'{k}={v}' for k, v in s.seed_budget.items())}), which this machine can afford: their "
+              "spread understates the full budget's seed-to-seed stability")
+    return s
+
+
+def wanted_config(series: Series, config: ExperimentConfig, seed: int, overrides: dict[str, Any] | None = None
+            ) -> ExperimentConfig:
+    """The config a seed's run trains (profile, seed budget, missing ImageNet weights as random init)."""
+    c, _ = resolve_config(replace(config, seed=seed), series.profile, {**series.budget_for(seed), **(overrides or {})},
+                          on_missing_weights="random_init")
+    return c
+
+
+def _fingerprint(series: Series, config: ExperimentConfig, holdout: str = "folders") -> str:
+    from .data import fingerprint
+
+    root, _ = resolve_data_dir(series.data)
+    return fingerprint(prepare(root, seed=config.seed, holdout=holdout, image_size=config.image_size))
+
+
+def reusable_run(series: Series, config: ExperimentConfig, seed: int, overrides: dict[str, Any] | None = None
+                 ) -> Path | None:
+    """Another entry's finished run folder for this seed that trained exactly this config on the same data
+    (experiment.training_differences finds nothing), e.g. notebook 05's from-scratch run is notebook 04's when no
+    ImageNet weights exist."""
+    want = wanted_config(series, config, seed, overrides)
+    fp = None
+    for d in seed_dirs(series.runs, seed):
+        if RunDir(d).is_finished():
+            fp = fp or _fingerprint(series, want)
+            if not training_differences(d, want, "folders", fp):
+                return d
+    return None
+
+
+def run_seeds(config: ExperimentConfig, series: Series, **kwargs) -> list[RunResult]:
+    """Train (or reuse) one run per seed, in RUNS/NN_name/seed{S}; the seed is the config's `seed` field. Entries
+    that ask for ImageNet weights train from random init when they are missing, and say so. Seeds after the first
+    train with the series' seed budget. A seed whose folder is empty starts from another entry's checkpoint when
+    that entry trained exactly the same config on the same data (it is then re-evaluated, not retrained)."""
+    kwargs.setdefault("on_missing_weights", "random_init")
+    kwargs.setdefault("resume", True)  # an interrupted render continues its runs from their last finished epoch
+    explicit = kwargs.pop("overrides", None) or {}
+    out = []
+    for seed in series.seeds:
+        cfg = replace(config, seed=seed)
+        overrides = {**series.budget_for(seed), **explicit}
+        d = seed_dir(series.runs, config, seed)
+        if not RunDir(d).checkpoint.is_file():
+            twin = reusable_run(series, cfg, seed, explicit)
+            if twin is not None and twin.resolve() != d.resolve():
+                d.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(RunDir(twin).checkpoint, RunDir(d).checkpoint)
+                print(f"seed {seed}: same training config and data as {twin.parent.name}/{twin.name}: its checkpoint "
+                      "is re-evaluated here, not retrained")
+        out.append(run_experiment(cfg, series.data, d, profile=series.profile, device=series.device,
+                                  overrides=overrides or None, **kwargs))
+    return out
+
+
+def load_runs(entries: Iterable[str], series: Series) -> dict[str, list[dict]]:
+    """Other notebooks' finished runs (their metrics.json, per seed), for the comparisons a claim needs. Only runs
+    of this series' profile count; nothing is trained here. Says what it found."""
+    out: dict[str, list[dict]] = {}
+    for entry in entries:
+        cfg = get_config(entry)
+        found = []
+        for seed in series.seeds:
+            try:
+                m = load_metrics(seed_dir(series.runs, cfg, seed))
+            except FileNotFoundError:
+                continue
+            if m.get("profile") == series.profile:
+                found.append(m)
+        out[cfg.entry] = found
+        seeds_found = ", ".join(str(m["config"]["seed"]) for m in found)
+        print(f"entry {cfg.entry} ({cfg.name}): " + (f"seed(s) {seeds_found} loaded" if found else
+              f"no finished '{series.profile}' run in its folder: run notebook {cfg.entry} first; claims that "
+              "compare with it are not tested here"))
+    return out
+
+
+def experiments_by_seed(series: Series) -> dict[str, list[dict]]:
+    """Every registered experiment's metrics per seed: from its seed folder when that holds a finished run of the
+    same training and data (experiment.training_differences), else trained now."""
+    out: dict[str, list[dict]] = {}
+    fps: dict[int, str] = {}
+    for cfg in REGISTRY.values():
+        out[cfg.entry] = []
+        for seed in series.seeds:
+            want = wanted_config(series, cfg, seed)
+            d = seed_dir(series.runs, cfg, seed)
+            m = None
+            if RunDir(d).is_finished():
+                fps.setdefault(seed, _fingerprint(series, want))
+                if not training_differences(d, want, "folders", fps[seed]):
+                    m = load_metrics(d)
+            if m is None:
+                m = run_experiment(replace(cfg, seed=seed), series.data, d, profile=series.profile,
+                                   device=series.device, overrides=series.budget_for(seed) or None,
+                                   on_missing_weights="random_init").metrics
+            out[cfg.entry].append(m)
+    return out
+
+
+def stress_seeds(results, series: Series) -> dict[str, Any]:
+    """The stress test of every seed's run (cached in its run folder); each run's metrics keep the summary under
+    'stress', for the verdicts."""
+    from .stress import stress_run
+
+    reports = {}
+    for r in results:
+        rep = stress_run(r.run_dir, series.data)
+        r.metrics["stress"] = rep.summary()
+        reports[f"{r.config.name}, seed {r.config.seed}"] = rep
+    return reports
+
+
+def holdout_list(holdouts: str | Iterable[str]) -> tuple[str, ...]:
+    """The ablation's protocols as a tuple ('folders,early_ids' from papermill or the environment; 'none' or ''
+    skips the ablation); says what this render leaves out."""
+    items = [h for h in (holdouts.replace(" ", "").split(",") if isinstance(holdouts, str) else holdouts) if h]
+    if items in ([], ["none"]):
+        print("the ablation was not trained in this render (HOLDOUTS=none): seven more runs than this machine's time "
+              "allowed; its table, the protocol ranking and their figure are empty here")
+        return ()
+    bad = [h for h in items if h not in ("folders", "early_ids")]
+    if bad or "folders" not in items:
+        raise ValueError(f"HOLDOUTS {holdouts!r}: 'folders' plus optionally 'early_ids', or 'none' "
+                         f"(got {', '.join(bad) or 'no folders'})")
+    if "early_ids" not in items:
+        print("this render scores the steps on the random split and the stress test only: the early-ID holdout was "
+              "not trained (HOLDOUTS), so its columns are empty and no protocol is ranked against it")
+    return tuple(items)
+
+
+def ablation(series: Series, holdouts: str | Iterable[str] = ("folders", "early_ids")) -> list[dict[str, Any]]:
+    """Notebook 10's ablation rows (protocol.score_steps) under the chosen protocols; [] when HOLDOUTS skips it."""
+    from .protocol import score_steps
+
+    chosen = holdout_list(holdouts)
+    return score_steps(series.data, series.runs, profile=series.profile, device=series.device,
+                       holdouts=chosen) if chosen else []
+
+
+def matched_baseline(series: Series, train: bool = True) -> dict[str, Any] | None:
+    """Notebook 10's anchor pair at equal budget: the log's baseline at the recipe's budget (protocol.matched_baseline,
+    trained or reused); None, said in one line, when this render does not train it."""
+    from .config import RECOMMENDED
+    from .protocol import budget_of, matched_baseline as train_matched
+
+    b = budget_of(RECOMMENDED, series.profile)
+    if not train:
+        print(f"not trained in this render (MATCHED=False): the log's baseline at the recipe's budget "
+              f"({b['epochs']} epochs of {b['max_train_images'] or 'all'} images at {b['image_size']} px) is one more "
+              "full-length run; the claims that compare with it are marked not tested")
+        return None
+    print(f"the log's baseline at the recipe's budget: {b['image_size']} px, {b['epochs']} epochs, batch "
+          f"{b['batch_size']}, {b['max_train_images'] or 'all'} training images per epoch")
+    return train_matched(series.data, series.runs, profile=series.profile, device=series.device)
+
+
+def matched_stress(matched: dict[str, Any] | None, series: Series) -> dict[str, Any]:
+    """The matched baseline's stress report keyed for notebook.stress_table, or nothing when it was not trained."""
+    from .stress import stress_run
+
+    return {"log's baseline, same budget": stress_run(matched["run_dir"], series.data)} if matched else {}
