@@ -11,6 +11,8 @@ import json
 import logging
 import math
 import re
+import string
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -336,9 +338,98 @@ def _limitations(metrics: dict[str, Any], stress: dict[str, Any] | None, evals: 
 
 
 # --- the card ---------------------------------------------------------------------------------------------
-def render_model_card(run_dir: str | Path) -> str:
-    """The model card of a finished run folder, as Markdown with YAML front matter; FileNotFoundError (one line)
-    when the folder has no metrics.json."""
+CARD = string.Template("""$front_matter
+
+# $heading
+
+${title_line}\
+A pneumolib run folder's model: a research reproduction of a dated experiment log, **not a diagnostic device**. \
+Every number below is read from this run folder's files.
+
+## Model details
+
+$model_details
+
+## Intended use
+
+Research and teaching: re-running and auditing the experiment log, studying shortcut learning, calibration and \
+dataset shift in chest X-ray classifiers, and as a baseline to compare against. Use it from Python \
+(`pneumolib.checkpoint.Predictor.load("checkpoint.pt")`) or the command line \
+(`python -m pneumolib predict $checkpoint IMAGE...`); the checkpoint carries its preprocessing and threshold.
+
+## Out-of-scope use
+
+- Any clinical decision: diagnosis, triage, screening or treatment. This is a research reproduction, **not a \
+diagnostic device**; it has no regulatory clearance and was not validated clinically.
+- Images unlike the training data: other body parts, lateral views, adults (when trained on paediatric films), \
+other scanners or hospitals without first measuring it there (`python -m pneumolib evaluate`).
+- Telling bacterial from viral pneumonia, or any finding other than pneumonia: it has two classes only.
+
+## Training data
+
+$training_data
+
+## Preprocessing
+
+$preprocessing
+
+## Weights
+
+$weights
+
+## Decision threshold
+
+$threshold
+
+## Evaluation
+
+$evaluation
+
+## Grad-CAM summary
+
+$gradcam
+
+## Known limitations
+
+$limitations
+
+## How to reproduce
+
+$reproduce
+""")
+
+
+@dataclass
+class _Run:
+    """What a card is made from: the run folder's files, read once."""
+
+    run: RunDir
+    metrics: dict[str, Any]
+    cfg: dict[str, Any]
+    ckpt: dict[str, Any] | None
+    stress: dict[str, Any] | None
+    evals: list[dict[str, Any]]
+    source: dict[str, str]
+
+    @property
+    def test(self) -> dict[str, Any]:
+        return self.metrics.get("test") or {}
+
+    @property
+    def name(self) -> str:
+        return self.metrics.get("experiment") or self.cfg.get("name") or self.run.path.name
+
+    @property
+    def entry(self) -> str:
+        return self.metrics.get("entry") or self.cfg.get("entry") or ""
+
+    @property
+    def preprocessing(self) -> dict[str, Any]:
+        return (self.ckpt or {}).get("preprocessing") or {k: self.cfg.get(k) for k in
+                                                          ("image_size", "in_channels", "normalize")}
+
+
+def _read_run(run_dir: str | Path) -> _Run:
     run = RunDir(run_dir)
     if not run.metrics.is_file():
         raise FileNotFoundError(f"{run.metrics}: no metrics.json (is {run.path} a finished run folder?)")
@@ -346,29 +437,22 @@ def render_model_card(run_dir: str | Path) -> str:
         metrics = load_json(run.metrics)
     except ValueError as e:
         raise FileNotFoundError(f"{run.metrics}: not readable JSON ({str(e)[:120]})") from None
-    cfg = metrics.get("config") or {}
-    ckpt = _checkpoint_info(run)
-    stress = load_json(run.stress) if run.stress.is_file() else None
-    evals = load_evaluations(run.path)
-    source = data_source(metrics.get("data_dir"))
-    test = metrics.get("test") or {}
-    name = metrics.get("experiment") or cfg.get("name") or run.path.name
-    entry = metrics.get("entry") or cfg.get("entry") or ""
-    ece = test.get("ece")
-    ece_note = ""
+    return _Run(run, metrics, metrics.get("config") or {}, _checkpoint_info(run),
+                load_json(run.stress) if run.stress.is_file() else None, load_evaluations(run.path),
+                data_source(metrics.get("data_dir")))
 
-    # --- front matter: plain YAML written by hand (pneumolib does not depend on a YAML library)
-    fm = ["---", f"license: {source['license_id']}", "library_name: pytorch", "pipeline_tag: image-classification",
+
+def _front_matter(r: _Run) -> str:
+    """YAML front matter written by hand (pneumolib does not depend on a YAML library)."""
+    fm = ["---", f"license: {r.source['license_id']}", "library_name: pytorch", "pipeline_tag: image-classification",
           "tags:"]
     fm += [f"- {t}" for t in ("pneumolib", "chest-x-ray", "pneumonia", "image-classification",
-                              str(cfg.get("model", "resnet18")), "research-only", "not-for-clinical-use")]
+                              str(r.cfg.get("model", "resnet18")), "research-only", "not-for-clinical-use")]
     fm += ["metrics:"] + [f"- {m}" for m in ("accuracy", "recall", "roc_auc", "ece")]
-    results = []
-    if test:
-        results.append(("internal test split", test))
-    results += [(f"external cohort {r.get('cohort', r.get('_file'))}", r) for r in evals if "accuracy" in r]
+    results = [("internal test split", r.test)] if r.test else []
+    results += [(f"external cohort {e.get('cohort', e.get('_file'))}", e) for e in r.evals if "accuracy" in e]
     if results:
-        fm += ["model-index:", f"- name: {json.dumps(str(name))}", "  results:"]
+        fm += ["model-index:", f"- name: {json.dumps(str(r.name))}", "  results:"]
         for ds_name, m in results:
             fm += ["  - task:", "      type: image-classification", "      name: PNEUMONIA vs NORMAL",
                    "    dataset:", f"      name: {json.dumps(ds_name)}", "      type: chest-x-ray", "    metrics:"]
@@ -378,170 +462,156 @@ def render_model_card(run_dir: str | Path) -> str:
                 v = m.get(key)
                 if isinstance(v, (int, float)) and not math.isnan(float(v)):
                     fm += [f"    - type: {typ}", f"      name: \"{label}\"", f"      value: {float(v):.4f}"]
-    fm.append("---")
+    return "\n".join(fm + ["---"])
 
-    L: list[str] = [*fm, "", f"# {name}{f' (log entry {entry})' if entry else ''}: PNEUMONIA vs NORMAL chest X-ray "
-                              "classifier", ""]
-    if cfg.get("title"):
-        L += [f"{cfg['title']}.", ""]
-    L += ["A pneumolib run folder's model: a research reproduction of a dated experiment log, **not a diagnostic "
-          "device**. Every number below is read from this run folder's files.", ""]
 
-    # Model details
-    pre = (ckpt or {}).get("preprocessing") or {"image_size": cfg.get("image_size"),
-                                                 "in_channels": cfg.get("in_channels"),
-                                                 "normalize": cfg.get("normalize")}
-    L += ["## Model details", "",
-          f"- Architecture: {cfg.get('model', '?')} (torchvision), {_num(pre.get('in_channels'))} input channel(s), "
-          f"two outputs (NORMAL = 0, PNEUMONIA = 1); the score is the softmax P(PNEUMONIA)"
-          + (", averaged over the image and its horizontal flip (TTA)" if cfg.get("tta") else "") + ".",
-          f"- Experiment: `{name}`" + (f", log entry {entry}" if entry else "")
-          + (f" of {cfg['date']}" if cfg.get("date") else "") + (f"; the log said: \"{cfg['log_said'].rstrip('.')}\"" if cfg.get("log_said") else "") + ".",
-          f"- Training: {_num(cfg.get('epochs'))} epochs (best by validation loss: epoch {_num(metrics.get('best_epoch'))}), "
-          f"batch {_num(cfg.get('batch_size'))}, {cfg.get('optimizer', '?')} lr {cfg.get('lr', '?')}"
-          f"{', weight decay ' + str(cfg['weight_decay']) if cfg.get('weight_decay') else ''}, "
-          f"scheduler {cfg.get('scheduler', '?')}, loss {cfg.get('loss', '?')}"
-          f"{', label smoothing ' + str(cfg['label_smoothing']) if cfg.get('label_smoothing') else ''}, "
-          f"sampler {cfg.get('sampler', '?')}, class weighting {cfg.get('class_weighting', '?')}, seed {cfg.get('seed', '?')}, "
-          f"profile {metrics.get('profile', '?')}, device {metrics.get('device', '?')}, "
-          f"{_num((metrics.get('train_seconds') or float('nan')) / 60, 1)} training minutes.",
-          f"- Training augmentation by class: {_transforms_text(cfg)}.",
-          f"- Files: `checkpoint.pt` ({(ckpt or {}).get('format') or 'not found'}: weights, config, preprocessing, "
-          f"threshold), `metrics.json`, `scores_test.csv`; made with pneumolib {__version__}.", ""]
+def _model_details(r: _Run) -> str:
+    cfg, m, pre = r.cfg, r.metrics, r.preprocessing
+    said = f"; the log said: \"{cfg['log_said'].rstrip('.')}\"" if cfg.get("log_said") else ""
+    return "\n".join([
+        f"- Architecture: {cfg.get('model', '?')} (torchvision), {_num(pre.get('in_channels'))} input channel(s), "
+        f"two outputs (NORMAL = 0, PNEUMONIA = 1); the score is the softmax P(PNEUMONIA)"
+        + (", averaged over the image and its horizontal flip (TTA)" if cfg.get("tta") else "") + ".",
+        f"- Experiment: `{r.name}`" + (f", log entry {r.entry}" if r.entry else "")
+        + (f" of {cfg['date']}" if cfg.get("date") else "") + said + ".",
+        f"- Training: {_num(cfg.get('epochs'))} epochs (best by validation loss: epoch {_num(m.get('best_epoch'))}), "
+        f"batch {_num(cfg.get('batch_size'))}, {cfg.get('optimizer', '?')} lr {cfg.get('lr', '?')}"
+        f"{', weight decay ' + str(cfg['weight_decay']) if cfg.get('weight_decay') else ''}, "
+        f"scheduler {cfg.get('scheduler', '?')}, loss {cfg.get('loss', '?')}"
+        f"{', label smoothing ' + str(cfg['label_smoothing']) if cfg.get('label_smoothing') else ''}, "
+        f"sampler {cfg.get('sampler', '?')}, class weighting {cfg.get('class_weighting', '?')}, seed "
+        f"{cfg.get('seed', '?')}, profile {m.get('profile', '?')}, device {m.get('device', '?')}, "
+        f"{_num((m.get('train_seconds') or float('nan')) / 60, 1)} training minutes.",
+        f"- Training augmentation by class: {_transforms_text(cfg)}.",
+        f"- Files: `checkpoint.pt` ({(r.ckpt or {}).get('format') or 'not found'}: weights, config, preprocessing, "
+        f"threshold), `metrics.json`, `scores_test.csv`; made with pneumolib {__version__}."])
 
-    # Uses
-    L += ["## Intended use", "",
-          "Research and teaching: re-running and auditing the experiment log, studying shortcut learning, "
-          "calibration and dataset shift in chest X-ray classifiers, and as a baseline to compare against. "
-          "Use it from Python (`pneumolib.checkpoint.Predictor.load(\"checkpoint.pt\")`) or the command line "
-          f"(`python -m pneumolib predict {run.path / 'checkpoint.pt'} IMAGE...`); the checkpoint carries its "
-          "preprocessing and threshold.", "",
-          "## Out-of-scope use", "",
-          "- Any clinical decision: diagnosis, triage, screening or treatment. This is a research reproduction, "
-          "**not a diagnostic device**; it has no regulatory clearance and was not validated clinically.",
-          "- Images unlike the training data: other body parts, lateral views, adults (when trained on "
-          "paediatric films), other scanners or hospitals without first measuring it there "
-          "(`python -m pneumolib evaluate`).",
-          "- Telling bacterial from viral pneumonia, or any finding other than pneumonia: it has two classes only.",
-          ""]
 
-    # Training data
-    counts = metrics.get("data_counts")
-    L += ["## Training data", "", f"- Source: {source['source']}.",
-          f"- Licence: {source['licence']}" + (f" (from {source['evidence']})" if source.get("evidence") else "")
-          + (". Cite the data set wherever results from this model are shown." if source["licence"] != "unknown" else "."),
-          f"- Data folder: `{metrics.get('data_dir', 'not recorded')}`; test split: "
-          + ("the data folder's test/" if metrics.get("holdout", "folders") == "folders"
-             else f"the `{metrics.get('holdout')}` holdout") + "."]
+def _training_data(r: _Run) -> str:
+    m, counts = r.metrics, r.metrics.get("data_counts")
+    holdout = m.get("holdout", "folders")
+    lines = [f"- Source: {r.source['source']}.",
+             f"- Licence: {r.source['licence']}" + (f" (from {r.source['evidence']})" if r.source.get("evidence") else "")
+             + (". Cite the data set wherever results from this model are shown." if r.source["licence"] != "unknown"
+                else "."),
+             f"- Data folder: `{m.get('data_dir', 'not recorded')}`; test split: "
+             + ("the data folder's test/" if holdout == "folders" else f"the `{holdout}` holdout") + "."]
+    if m.get("data_fingerprint"):
+        lines.append(f"- Train and val files (paths and sizes) fingerprint: `{m['data_fingerprint']}`.")
     if isinstance(counts, dict) and counts:
-        L += ["", "| split | NORMAL | PNEUMONIA |", "|---|---:|---:|"]
-        for split, c in counts.items():
-            L.append(f"| {split} | {_num((c or {}).get('NORMAL'))} | {_num((c or {}).get('PNEUMONIA'))} |")
-        L.append("")
+        lines += ["", "| split | NORMAL | PNEUMONIA |", "|---|---:|---:|"]
+        lines += [f"| {split} | {_num((c or {}).get('NORMAL'))} | {_num((c or {}).get('PNEUMONIA'))} |"
+                  for split, c in counts.items()] + [""]
     else:
-        npc = test.get("n_per_class") or {}
-        L.append("- Counts: train and val not recorded in metrics.json; test: "
-                 + (", ".join(f"{c} {_num(npc[c])}" for c in CLASSES if c in npc) or "not recorded") + ".")
-    x = (ckpt or {}).get("extra") or {}
-    if isinstance(x.get("class_counts"), dict):
-        cc = x["class_counts"]
-        L.append("- Images the model trained on (after the pre-scan): "
-                 + ", ".join(f"{c} {_num(cc.get(c))}" for c in CLASSES) + ".")
-    if cfg.get("max_train_images"):
-        L.append(f"- Each epoch used a class-stratified subsample of {_num(cfg['max_train_images'])} training images.")
-    for note in metrics.get("notes") or []:
-        L.append(f"- Note: {note}")
-    L.append("")
+        npc = r.test.get("n_per_class") or {}
+        lines.append("- Counts: train and val not recorded in metrics.json; test: "
+                     + (", ".join(f"{c} {_num(npc[c])}" for c in CLASSES if c in npc) or "not recorded") + ".")
+    cc = ((r.ckpt or {}).get("extra") or {}).get("class_counts")
+    if isinstance(cc, dict):
+        lines.append("- Images the model trained on (after the pre-scan): "
+                     + ", ".join(f"{c} {_num(cc.get(c))}" for c in CLASSES) + ".")
+    if r.cfg.get("max_train_images"):
+        lines.append(f"- Each epoch used a class-stratified subsample of {_num(r.cfg['max_train_images'])} training "
+                     "images.")
+    lines += [f"- Note: {note}" for note in m.get("notes") or []]
+    return "\n".join(lines)
 
-    # Preprocessing
-    L += ["## Preprocessing", "",
-          f"From the checkpoint{'' if ckpt else ' (not found: from metrics.json config)'}: every file is decoded to "
-          "8-bit greyscale (DICOM through its modality and VOI transforms), resized to "
-          f"{_num(pre.get('image_size'))} x {_num(pre.get('image_size'))} px (bilinear), scaled to [0, 1], "
-          f"normalisation `{pre.get('normalize', '?')}`, and repeated to {_num(pre.get('in_channels'))} channel(s). "
-          "The same steps run at training and inference because they are saved in the checkpoint.", ""]
 
-    # Weights
-    L += ["## Weights", "", _weights_text(metrics.get("weights"), cfg), ""]
+def _preprocessing(r: _Run) -> str:
+    pre = r.preprocessing
+    return (f"From the checkpoint{'' if r.ckpt else ' (not found: from metrics.json config)'}: every file is decoded "
+            "to 8-bit greyscale (DICOM through its modality and VOI transforms), resized to "
+            f"{_num(pre.get('image_size'))} x {_num(pre.get('image_size'))} px (bilinear), scaled to [0, 1], "
+            f"normalisation `{pre.get('normalize', '?')}`, and repeated to {_num(pre.get('in_channels'))} channel(s). "
+            "The same steps run at training and inference because they are saved in the checkpoint.")
 
-    # Threshold
-    thr = metrics.get("threshold", (ckpt or {}).get("threshold"))
-    L += ["## Decision threshold", "",
-          f"PNEUMONIA when P(PNEUMONIA) >= **{_num(thr)}**; rule {_threshold_rule(cfg.get('threshold'))}.", ""]
 
-    # Evaluation
-    L += ["## Evaluation", "", "### Internal test split", ""]
-    if test:
-        L += _metrics_table(test)
-        sub = metrics.get("test_subset")
+def _threshold(r: _Run) -> str:
+    thr = r.metrics.get("threshold", (r.ckpt or {}).get("threshold"))
+    return f"PNEUMONIA when P(PNEUMONIA) >= **{_num(thr)}**; rule {_threshold_rule(r.cfg.get('threshold'))}."
+
+
+def _stress_lines(r: _Run) -> list[str]:
+    st = r.stress
+    if not (st and st.get("rows")):
+        return [f"Not run. `python -m pneumolib stress {r.run.path}` writes stress.json; re-write this card afterwards."]
+    lines = ["| shift | group | accuracy | accuracy at 37.5% NORMAL | PNEUMONIA recall | NORMAL recall | AUC |",
+             "|---|---|---:|---:|---:|---:|---:|"]
+    lines += [f"| {x.get('shift')} | {x.get('group') or ''} | {_num(x.get('accuracy'))} | {_num(x.get('accuracy_ext'))} "
+              f"| {_num(x.get('sensitivity'))} | {_num(x.get('specificity'))} | {_num(x.get('auc'))} |"
+              for x in st["rows"]]
+    if st.get("summary"):
+        lines += ["", "Means over the shifted copies: "
+                  + ", ".join(f"{k} {_num(v)}" for k, v in st["summary"].items()) + "."]
+    return lines + ["", f"At the checkpoint's threshold {_num(st.get('threshold'))}, split `{st.get('split', 'test')}` "
+                        "(from stress.json)."]
+
+
+def _evaluation(r: _Run) -> str:
+    L = ["### Internal test split", ""]
+    if r.test:
+        L += _metrics_table(r.test)
+        sub = r.metrics.get("test_subset")
         if sub:
             L += ["", f"The log's {_num(sub.get('n'))}-image report on this split: accuracy {_num(sub.get('accuracy'))} "
                       f"({_ci(sub, 'accuracy') or 'no interval'})."]
     else:
         L.append("No test split was evaluated (metrics.json has no `test`).")
-    L += ["", "### Stress test (simulated scanner shifts)", ""]
-    if stress and stress.get("rows"):
-        L += ["| shift | group | accuracy | accuracy at 37.5% NORMAL | PNEUMONIA recall | NORMAL recall | AUC |",
-              "|---|---|---:|---:|---:|---:|---:|"]
-        for r in stress["rows"]:
-            L.append(f"| {r.get('shift')} | {r.get('group') or ''} | {_num(r.get('accuracy'))} | "
-                     f"{_num(r.get('accuracy_ext'))} | {_num(r.get('sensitivity'))} | {_num(r.get('specificity'))} | "
-                     f"{_num(r.get('auc'))} |")
-        s = stress.get("summary") or {}
-        if s:
-            L += ["", "Means over the shifted copies: " + ", ".join(f"{k} {_num(v)}" for k, v in s.items()) + "."]
-        L += ["", f"At the checkpoint's threshold {_num(stress.get('threshold'))}, split `{stress.get('split', 'test')}` "
-                  "(from stress.json)."]
-    else:
-        L.append(f"Not run. `python -m pneumolib stress {run.path}` writes stress.json; re-write this card afterwards.")
-    L += ["", "### External cohorts", ""]
-    if evals:
-        L.append("Each `evaluate` of this checkpoint on another folder, from `evaluations/`:")
-        L.append("")
-        for rec in evals:
+    L += ["", "### Stress test (simulated scanner shifts)", "", *_stress_lines(r), "", "### External cohorts", ""]
+    if r.evals:
+        L += ["Each `evaluate` of this checkpoint on another folder, from `evaluations/`:", ""]
+        for rec in r.evals:
             L += _evaluation_section(rec)
     else:
-        L += [f"None recorded. `python -m pneumolib evaluate {run.path / 'checkpoint.pt'} --data-dir COHORT` records "
+        L += [f"None recorded. `python -m pneumolib evaluate {r.run.checkpoint} --data-dir COHORT` records "
               "one in `evaluations/`.", ""]
+    ece = r.test.get("ece")
     L += ["### Calibration", "",
           "Expected calibration error (ECE) of P(PNEUMONIA): equal-width bins of P(PNEUMONIA), the mean absolute gap "
-          "between predicted probability and observed PNEUMONIA share, weighted by bin size (0 is perfect).", ""]
-    L.append(f"- internal test: {_num(ece) if ece is not None else 'not recorded'}{ece_note}")
-    for rec in evals:
+          "between predicted probability and observed PNEUMONIA share, weighted by bin size (0 is perfect).", "",
+          f"- internal test: {_num(ece) if ece is not None else 'not recorded'}"]
+    for rec in r.evals:
         line = f"- {rec.get('cohort', rec.get('_file'))}: {_num(rec.get('ece')) if 'ece' in rec else 'not recorded'}"
         if isinstance(rec.get("adapted"), dict) and "ece" in rec["adapted"]:
             line += f" ({ADAPTED_LABEL}: {_num(rec['adapted']['ece'])})"
         L.append(line)
-    L.append("")
+    return "\n".join(L)
 
-    # Grad-CAM
-    L += ["## Grad-CAM summary", ""]
-    cam = metrics.get("gradcam") if metrics.get("gradcam") is not None else metrics.get("lung_focus")
+
+def _gradcam(r: _Run) -> str:
+    cam = r.metrics.get("gradcam")
     if isinstance(cam, dict) and isinstance(cam.get("summary"), dict):
         cam = cam["summary"]
-    if cam:
-        key = "gradcam" if metrics.get("gradcam") is not None else "lung_focus"
-        L += [f"From metrics.json `{key}` (Grad-CAM of the test images; lung statistics use the lung-field masks):", ""]
-        L += _render_generic(cam)
-    else:
-        L.append("Not recorded (the run was trained with --cam-per-class 0).")
-    L.append("")
+    if not cam:
+        return "Not recorded (the run was trained with --cam-per-class 0)."
+    return "\n".join(["From metrics.json `gradcam` (Grad-CAM of the test images; lung statistics use the lung-field "
+                      "masks):", "", *_render_generic(cam)])
 
-    # Limitations
-    L += ["## Known limitations", "", *_limitations(metrics, stress, evals, source), ""]
 
-    # Reproduce
-    L += ["## How to reproduce", ""]
-    if metrics.get("command"):
-        L += ["Training, as recorded in metrics.json:", "", "```bash", str(metrics["command"]), "```"]
+def _reproduce(r: _Run) -> str:
+    if r.metrics.get("command"):
+        L = ["Training, as recorded in metrics.json:", "", "```bash", str(r.metrics["command"]), "```"]
     else:
-        L += ["metrics.json does not record the training command line; reconstructed from its config:", "",
-              "```bash", _reconstructed_train_command(run.path, metrics), "```"]
-    more = [r["command"] for r in evals if r.get("command")]
+        L = ["metrics.json does not record the training command line; reconstructed from its config:", "",
+             "```bash", _reconstructed_train_command(r.run.path, r.metrics), "```"]
+    more = [e["command"] for e in r.evals if e.get("command")]
     if more:
         L += ["", "Evaluations, as recorded in evaluations/:", "", "```bash", *more, "```"]
-    L += ["", "This card:", "", "```bash", f"python -m pneumolib card {run.path}", "```", ""]
-    return "\n".join(L)
+    return "\n".join(L + ["", "This card:", "", "```bash", f"python -m pneumolib card {r.run.path}", "```"])
+
+
+def render_model_card(run_dir: str | Path) -> str:
+    """The model card of a finished run folder, as Markdown with YAML front matter (the CARD template filled by one
+    small function per section); FileNotFoundError (one line) when the folder has no metrics.json."""
+    r = _read_run(run_dir)
+    return CARD.substitute(
+        front_matter=_front_matter(r),
+        heading=f"{r.name}{f' (log entry {r.entry})' if r.entry else ''}: PNEUMONIA vs NORMAL chest X-ray classifier",
+        title_line=f"{r.cfg['title']}.\n\n" if r.cfg.get("title") else "",
+        model_details=_model_details(r), checkpoint=r.run.checkpoint, training_data=_training_data(r),
+        preprocessing=_preprocessing(r), weights=_weights_text(r.metrics.get("weights"), r.cfg),
+        threshold=_threshold(r), evaluation=_evaluation(r), gradcam=_gradcam(r),
+        limitations="\n".join(_limitations(r.metrics, r.stress, r.evals, r.source)), reproduce=_reproduce(r))
 
 
 def write_model_card(run_dir: str | Path) -> Path:

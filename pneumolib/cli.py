@@ -150,12 +150,45 @@ def cmd_ensemble(args) -> int:
     return 0
 
 
+def _cohort(data_dir, split: str, image_size: int):
+    """One split of a cohort folder (no train/ needed), pre-scanned; its notes and skipped files on stderr."""
+    from .data import discover_split, prescan
+    data = discover_split(data_dir, split)
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
+    data = prescan(data, image_size)
+    for e in data.bad_files:
+        print(f"skipping unreadable file: {e}", file=sys.stderr)
+    return data[split]
+
+
+def _adapted(pred, samples, threshold: float, cohort: str, args) -> dict:
+    """--adapt: the adapted model's metrics with the adaptation's record, printed as they are computed."""
+    from .adapt import ADAPTED_LABEL, adapt
+    from .evaluate import compute_metrics, format_metrics
+    a = adapt(pred, samples, args.adapt, threshold=threshold, alpha=args.adapt_alpha, cohort=cohort)
+    am = compute_metrics(a.scores, a.threshold, seed=0)
+    print(f"\n{ADAPTED_LABEL.upper()} (--adapt {args.adapt})")
+    if a.bn:
+        print(f"BatchNorm statistics re-estimated in {', '.join(a.bn['layers'])} on {a.bn['n_images']} images "
+              f"(alpha {a.bn['alpha']:.2f})")
+    if a.prior:
+        pr = a.prior
+        print(f"estimated PNEUMONIA share {pr['estimated_prior']:.3f} (training prior {pr['train_prior']:.3f}: "
+              f"{pr['train_prior_source']}); threshold {pr['base_threshold']:.3f} -> {pr['threshold']:.3f}")
+        if pr.get("warning"):
+            print(f"warning: {pr['warning']}")
+    print(format_metrics(am))
+    if args.save_adapted:
+        print(f"wrote {a.save(args.save_adapted)} (the adaptation is recorded in its extra['adaptation'])")
+    return dict(am, adaptation=a.record())
+
+
 def cmd_evaluate(args) -> int:
     from datetime import datetime, timezone
 
     from .card import cohort_name, record_evaluation
     from .checkpoint import Predictor
-    from .data import discover_split, prescan
     from .evaluate import compute_metrics, format_metrics, predict_samples
     from .io import save_json
     if args.save_adapted and not args.adapt:
@@ -163,38 +196,14 @@ def cmd_evaluate(args) -> int:
     if not 0.0 <= args.adapt_alpha <= 1.0:
         raise UsageError(f"--adapt-alpha must be between 0 and 1, got {args.adapt_alpha}")
     pred = Predictor.load(args.checkpoint)
-    data = discover_split(args.data_dir, args.split)  # an external cohort needs no train/ folder
-    for note in data.notes:
-        print(f"note: {note}", file=sys.stderr)
-    data = prescan(data, pred.preprocessing.image_size)
-    for e in data.bad_files:
-        print(f"skipping unreadable file: {e}", file=sys.stderr)
+    samples = _cohort(args.data_dir, args.split, pred.preprocessing.image_size)
     threshold = pred.threshold if args.threshold is None else args.threshold
-    samples = data[args.split]
     scores = predict_samples(pred.model, samples, pred.preprocessing, tta=pred.config.tta)
     m = compute_metrics(scores, threshold, seed=0)
     print(f"{args.checkpoint}: {pred.config.name} on {args.data_dir}/{args.split}")
     print(format_metrics(m))
     cohort = cohort_name(args.data_dir, args.split, args.adapt)
-    adapted = None
-    if args.adapt:
-        from .adapt import ADAPTED_LABEL, adapt
-        a = adapt(pred, samples, args.adapt, threshold=threshold, alpha=args.adapt_alpha, cohort=cohort)
-        am = compute_metrics(a.scores, a.threshold, seed=0)
-        adapted = dict(am, adaptation=a.record())
-        print(f"\n{ADAPTED_LABEL.upper()} (--adapt {args.adapt})")
-        if a.bn:
-            print(f"BatchNorm statistics re-estimated in {', '.join(a.bn['layers'])} on {a.bn['n_images']} images "
-                  f"(alpha {a.bn['alpha']:.2f})")
-        if a.prior:
-            pr = a.prior
-            print(f"estimated PNEUMONIA share {pr['estimated_prior']:.3f} (training prior {pr['train_prior']:.3f}: "
-                  f"{pr['train_prior_source']}); threshold {pr['base_threshold']:.3f} -> {pr['threshold']:.3f}")
-            if pr.get("warning"):
-                print(f"warning: {pr['warning']}")
-        print(format_metrics(am))
-        if args.save_adapted:
-            print(f"wrote {a.save(args.save_adapted)} (the adaptation is recorded in its extra['adaptation'])")
+    adapted = _adapted(pred, samples, threshold, cohort, args) if args.adapt else None
     record = dict(m, checkpoint=str(Path(args.checkpoint).resolve()), split=args.split,
                   experiment=pred.config.name, cohort=cohort, data_dir=str(Path(args.data_dir).expanduser().resolve()),
                   checkpoint_threshold=pred.threshold, threshold_override=args.threshold,
@@ -252,7 +261,7 @@ def cmd_explain(args) -> int:
     from . import plots
     from .cam import DEFAULT_METHOD, explain_predictor, format_report
     from .checkpoint import Predictor
-    from .data import discover_split, prescan, resolve_data_dir
+    from .data import resolve_data_dir
     from .fixture import mask_for
     from .io import save_json
     from .runs import RunDir
@@ -260,16 +269,11 @@ def cmd_explain(args) -> int:
         raise UsageError(f"--n must be at least 1, got {args.n}")
     args.method = args.method or DEFAULT_METHOD
     pred = Predictor.load(args.checkpoint)
-    data = discover_split(args.data_dir, args.split)
-    for note in data.notes:
-        print(f"note: {note}", file=sys.stderr)
-    data = prescan(data, pred.preprocessing.image_size)
-    for e in data.bad_files:
-        print(f"skipping unreadable file: {e}", file=sys.stderr)
+    samples = _cohort(args.data_dir, args.split, pred.preprocessing.image_size)
     out = Path(args.out) if args.out else RunDir(Path(args.checkpoint).resolve().parent).gradcam
     out.mkdir(parents=True, exist_ok=True)
     is_fixture = resolve_data_dir(args.data_dir)[1]  # the fixture's phantoms have exact lung masks
-    expl = explain_predictor(pred, data[args.split], n_per_class=args.n, target=args.target,
+    expl = explain_predictor(pred, samples, n_per_class=args.n, target=args.target,
                              sanity_per_class=args.sanity_n, seed=args.seed, method=args.method, layer=args.layer,
                              exact_masks=mask_for if is_fixture else None)
     rep = dict(expl.report(), checkpoint=str(Path(args.checkpoint).resolve()), experiment=pred.config.name,
