@@ -106,6 +106,7 @@ def bench(data_dir: str | Path, *, experiment: str = "baseline", device: str = "
             totals[name][0] += n
             totals[name][1] += sec
     results = {f"{name}_img_s": n / sec for name, (n, sec) in totals.items()}
+    results.update({f"{name}_images": n for name, (n, _) in totals.items()})  # what each rate was timed over
     results.update(device=str(dev), image_size=image_size, experiment=cfg.name,
                    train_transforms=[list(t) for t in cfg.train_transforms], normalize=cfg.normalize,
                    batch_size=batch_size, steps=steps, rounds=rounds, data_dir=str(root),

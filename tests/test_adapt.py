@@ -1,6 +1,5 @@
 """Calibration (ECE, reliability curve) and label-free adaptation to a cohort: AdaBN on early layers, EM prior shift."""
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -136,8 +135,8 @@ def baseline_run(fixture_data):
 
 def test_em_recovers_a_known_class_mix_of_the_fixture_test_split(baseline_run):
     # EM is exact on calibrated scores (tested above); a model trained here is only roughly calibrated, and how
-    # roughly depends on the CPU (a fresh clone with 2 threads estimated 0.281 for a true 0.200 where 1 thread gave
-    # under 0.08 of error), so the bar is "within 0.15 and moving with the truth", not a knife edge
+    # roughly depends on the CPU (errors of 0.04-0.08 seen on different machines). The bars leave a margin of 0.12
+    # over the worst error seen (0.2), and the estimate must move with the truth (0.40 seen for a move of 0.425)
     pred = baseline_run.predictor
     test = baseline_run.data["test"]
     scores = predict_samples(pred.model, test, pred.preprocessing)
@@ -146,7 +145,7 @@ def test_em_recovers_a_known_class_mix_of_the_fixture_test_split(baseline_run):
     for normal_share in (0.375, 0.8):
         _, probs = _mix(test, scores.probs, normal_share, 400, seed=7)
         e, _, ok = em_prior(probs, pi)
-        assert ok and abs(e - (1 - normal_share)) < 0.15, (e, 1 - normal_share)
+        assert ok and abs(e - (1 - normal_share)) < 0.2, (e, 1 - normal_share)
         est[normal_share] = e
     assert est[0.375] - est[0.8] > 0.25  # the truth moves by 0.425
 
@@ -181,7 +180,7 @@ def _accuracy(scores, threshold):
 
 def test_bn_adaptation_recovers_accuracy_lost_to_a_scanner_shift(trained_run):
     pred = trained_run.predictor
-    test = trained_run.data["test"]
+    test = trained_run.data["val"] + trained_run.data["test"]  # 48 films: each one is 0.02 of accuracy, not 0.04
     shift = SHIFTS_BY_NAME["brighter"]
     clean = _accuracy(predict_samples(pred.model, test, pred.preprocessing), pred.threshold)
     shifted = _accuracy(predict_samples(pred.model, test, pred.preprocessing, transform=shift), pred.threshold)
@@ -196,7 +195,7 @@ def test_bn_adaptation_helps_under_several_class_mixes(trained_run, normal_share
     # the early layers' statistics barely depend on the class mix (Vianna et al. 2024), so a skewed cohort
     # still gets the scanner correction
     pred = trained_run.predictor
-    cohort, _ = _mix(trained_run.data["test"], None, normal_share, 48, seed=0)
+    cohort, _ = _mix(trained_run.data["val"] + trained_run.data["test"], None, normal_share, 96, seed=0)
     shift = SHIFTS_BY_NAME["brighter"]
     plain = predict_samples(pred.model, cohort, pred.preprocessing, transform=shift)
     a = adapt(pred, cohort, "bn", transform=shift)
@@ -236,16 +235,6 @@ def test_bn_adaptation_refuses_a_by_class_transform_that_would_use_labels(traine
 
 
 # --- the command line ---------------------------------------------------------------------------------------
-@pytest.fixture
-def run_copy(trained_run, tmp_path):
-    """The trained run's files in a folder of its own, so evaluation records do not leak into other tests."""
-    out = tmp_path / "run"
-    out.mkdir()
-    for name in ("checkpoint.pt", "metrics.json", "scores_test.csv"):
-        shutil.copy(trained_run.run_dir / name, out / name)
-    return out
-
-
 def test_evaluate_adapt_both_reports_both_and_saves_the_adapted_checkpoint(run_copy, tmp_path, capsys):
     saved = tmp_path / "adapted.pt"
     assert main(["evaluate", str(run_copy / "checkpoint.pt"), "--data-dir", str(fixture_dir()), "--adapt", "both",

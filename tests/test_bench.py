@@ -22,7 +22,9 @@ def test_bench_reports_the_three_rates(tmp_path, capsys):
     for k in ("plain_img_s", "pipeline_img_s", "compute_img_s", "device", "image_size"):
         assert k in r
     assert r["device"] == "cpu" and r["image_size"] == 64
-    assert all(r[k] > 0 for k in ("plain_img_s", "pipeline_img_s", "compute_img_s"))
+    # each rate timed over exactly the steps asked for, at the batch size asked for (the warm-up steps excluded)
+    assert all(r[f"{k}_images"] == 2 * 8 for k in ("plain", "pipeline", "compute"))
+    assert r["pipeline_vs_plain"] == pytest.approx(r["pipeline_img_s"] / r["plain_img_s"])
     out = capsys.readouterr().out
     assert "pure compute" in out and "experiment baseline" in out
     assert r["experiment"] == "baseline"
@@ -41,7 +43,7 @@ def test_bench_runs_the_named_experiments_transforms_and_preprocessing(tmp_path,
     assert r["experiment"] == "recommended" and r["normalize"] == "equalize"
     from pneumolib.config import RECOMMENDED
     assert seen == [RECOMMENDED.train_transforms]  # the pipeline used the recipe's augmentation
-    assert r["pipeline_img_s"] > 0
+    assert r["pipeline_images"] == 8
 
 
 def test_bench_refuses_an_unknown_experiment(capsys):

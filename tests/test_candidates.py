@@ -13,7 +13,7 @@ from pneumolib.stress import stress_test
 
 
 @pytest.fixture(scope="module")
-def two_candidates(trained_run, tmp_path_factory):
+def two_candidates(trained_run_session, tmp_path_factory):
     """Two 'candidates' of two seeds each: copies of one trained run, the second with its threshold raised."""
     root = tmp_path_factory.mktemp("cand")
     groups = {}
@@ -21,8 +21,8 @@ def two_candidates(trained_run, tmp_path_factory):
         groups[name] = []
         for seed in (0, 1):
             d = root / name / f"seed{seed}"
-            shutil.copytree(trained_run.run_dir, d, ignore=shutil.ignore_patterns("*.csv"))
-            p = trained_run.predictor
+            shutil.copytree(trained_run_session.run_dir, d, ignore=shutil.ignore_patterns("*.csv"))
+            p = trained_run_session.predictor
             extra = dict(p.extra or {}, holdout="folders")
             save_checkpoint(d / "checkpoint.pt", p.model, replace(p.config, seed=seed), min(0.99, p.threshold + shift),
                             extra)

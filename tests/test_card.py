@@ -1,6 +1,5 @@
 """Model cards and evaluation records: every number from the run folder's files, the licence only when known."""
 import json
-import shutil
 
 import pytest
 import yaml
@@ -14,16 +13,6 @@ from pneumolib.io import save_json
 def front_matter(card: str) -> dict:
     assert card.startswith("---\n")
     return yaml.safe_load(card.split("---\n")[1])
-
-
-@pytest.fixture
-def run_copy(trained_run, tmp_path):
-    """The trained fixture run's files in a folder of its own (evaluate and card write into it)."""
-    out = tmp_path / "run04"
-    out.mkdir()
-    for name in ("checkpoint.pt", "metrics.json", "scores_test.csv"):
-        shutil.copy(trained_run.run_dir / name, out / name)
-    return out
 
 
 def test_card_has_the_runs_numbers_as_printed_in_metrics_json(run_copy):

@@ -218,9 +218,9 @@ def test_unusable_dicoms_are_refused_with_one_line_naming_file_and_problem(tmp_p
 # --- the model sees the same input whether the file is a PNG or the equivalent DICOM ---
 
 @pytest.fixture(scope="module")
-def predictor(trained_run):
+def predictor(trained_run_session):
     from pneumolib.checkpoint import Predictor
-    return Predictor.load(trained_run.run_dir / "checkpoint.pt")
+    return Predictor.load(trained_run_session.run_dir / "checkpoint.pt")
 
 
 @pytest.fixture

@@ -8,8 +8,8 @@ from pneumolib.drift import (compare_inference, format_rows, imagenet_normalised
 
 
 @pytest.fixture(scope="module")
-def predictor(trained_run):
-    return Predictor.load(trained_run.run_dir / "checkpoint.pt")
+def predictor(trained_run_session):
+    return Predictor.load(trained_run_session.run_dir / "checkpoint.pt")
 
 
 def test_log_entry4_path_on_grey_films_changes_nothing_and_imagenet_normalisation_does(predictor, fixture_data):
