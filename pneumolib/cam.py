@@ -15,13 +15,13 @@ from PIL import Image
 from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM
 from pytorch_grad_cam.metrics.perturbation_confidence import RemoveLeastRelevantFirst, RemoveMostRelevantFirst
 from pytorch_grad_cam.metrics.road import NoisyLinearImputer
-from scipy import ndimage as ndi
 from scipy.stats import spearmanr
 from torch import nn
 
 from .config import CLASSES
 from .data import DEFAULT_CACHE, Sample
 from .infer import class_probabilities, predict_proba, view_logits
+from .lungs import LungSegmenter, read_mask
 from .models import cam_layer, members, stage_blocks
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,6 @@ DEFAULT_METHOD = "gradcam"
 TARGETS = ("PNEUMONIA", "NORMAL", "predicted")
 STAGES = ("layer1", "layer2", "layer3", "layer4")  # ResNet stages, strides 4, 8, 16, 32
 MIN_CELLS = 8  # 'auto' picks the deepest stage whose map has at least this many cells per side
-THORAX_BOX = (0.12, 0.85, 0.1, 0.9)  # rows from-to, columns from-to: where segment_lungs looks for lungs
 HEART_BOX = (0.55, 1.0, 0.3, 0.7)  # rows from-to, columns from-to (fractions): heart and diaphragm on a frontal film
 
 
@@ -168,96 +167,15 @@ def target_label(target: str) -> str:
 
 
 # --- lung fields ----------------------------------------------------------------------------
-def prior_lungs(h: int, w: int) -> np.ndarray:
-    """Two ellipses where lungs sit on a frontal film: the fall-back when segmentation finds nothing."""
-    yy, xx = np.mgrid[0:h, 0:w] + 0.5
-    e = lambda cy, cx: ((yy - cy * h) / (0.27 * h)) ** 2 + ((xx - cx * w) / (0.15 * w)) ** 2 <= 1  # noqa: E731
-    return e(0.48, 0.31) | e(0.48, 0.69)
-
-
-def segment_lungs(image: np.ndarray) -> tuple[np.ndarray, str]:
-    """A classical lung-field mask for a frontal chest film (uint8 HxW): inside a fixed thorax box, the two
-    largest dark regions (Otsu threshold on the smoothed box), opened to cut thin bridges, closed and
-    hole-filled. Returns (mask, method); method is 'prior' when nothing plausible was found and the
-    fixed two-ellipse prior is returned instead. Rough by design: check_mask() says which to trust."""
-    h, w = image.shape
-    smooth = ndi.gaussian_filter(image.astype(np.float32), sigma=h / 64)
-    r0, r1, c0, c1 = _frame((h, w), THORAX_BOX)
-    box = np.zeros((h, w), bool)
-    box[r0:r1, c0:c1] = True  # keeps most of the dark background out; check_mask catches what still leaks in
-    inside = np.clip(smooth[box], 0, 255).astype(np.uint8).reshape(1, -1)
-    t, _ = cv2.threshold(inside, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    dark = ndi.binary_opening((smooth < t) & box, iterations=max(1, h // 40))
-    labels, n = ndi.label(dark)
-    areas = ndi.sum(dark, labels, index=np.arange(1, n + 1))
-    keep = [i + 1 for i in np.argsort(areas)[::-1] if areas[i] > 0.02 * h * w][:2]
-    if not keep:
-        return prior_lungs(h, w), "prior"
-    mask = ndi.binary_closing(np.isin(labels, keep), iterations=max(1, h // 32))
-    return ndi.binary_fill_holes(mask), "segmented"
-
-
-def lung_mask(sample: Sample, image: np.ndarray, exact_masks: Callable[[Path], Path | None] | None = None
-              ) -> tuple[np.ndarray, str]:
-    """The exact mask when `exact_masks` (a path -> mask file or None, e.g. fixture.mask_for for the phantoms)
-    has one for this film, else the classical segmentation."""
+def lung_mask(sample: Sample, image: np.ndarray, exact_masks: Callable[[Path], Path | None] | None = None,
+              segmenter: LungSegmenter | None = None) -> tuple[np.ndarray, str]:
+    """The film's lung mask at the image's size, and where it came from: 'annotated' when `exact_masks` (a path ->
+    mask file or None: lungs.annotated_mask finds the shared data's and the fixture's) has one for this film, else
+    'learned' (the shipped lung segmenter, lungs.LungSegmenter)."""
     exact = exact_masks(sample.path) if exact_masks is not None else None
     if exact is not None:
-        m = Image.open(exact).convert("L").resize(image.shape[::-1], Image.NEAREST)
-        return np.asarray(m) > 127, "exact"
-    return segment_lungs(image)
-
-
-def _frame(shape: tuple[int, int], box: tuple[float, float, float, float]) -> tuple[int, int, int, int]:
-    h, w = shape
-    return int(box[0] * h), int(box[1] * h), int(box[2] * w), int(box[3] * w)
-
-
-@dataclass(frozen=True)
-class MaskCheck:
-    """What a usable lung mask looks like on a frontal film. The phantoms' exact masks cover 14-21% of the image
-    in two lungs whose smaller one holds >= 40% of the pair, away from the border; real lungs differ in size
-    by far less than 3:1. A leak shows as a straight run along the frame the mask was searched in (the image
-    border; for segment_lungs its thorax box): a lung touches a side of that frame over a short stretch at most."""
-
-    min_area: float = 0.08  # share of the image
-    max_area: float = 0.55
-    min_component: float = 0.05  # components smaller than this share of the mask are specks, not lungs
-    min_pair_ratio: float = 0.3  # smaller lung / larger lung
-    max_edge_contact: float = 0.4  # share of the frame's left, right or top side the mask may run along
-    # (not the bottom: the thorax box cuts the lung bases, a clipped base is not a leak); on real films, lungs clipped
-    # by the box run along a third of a side at most, leaks into the background along most of it
-
-    def problems(self, mask: np.ndarray, method: str = "given") -> str:
-        """'' for a mask that passes, else the first reason it fails. Segmented masks are checked against
-        the thorax box they were searched in, others against the image border."""
-        if method == "prior":
-            return "no segmentation (prior ellipses)"
-        area = float(mask.mean())
-        if not self.min_area <= area <= self.max_area:
-            return f"area {area:.2f} outside {self.min_area:.2f}-{self.max_area:.2f}"
-        labels, n = ndi.label(mask)
-        sizes = np.sort(ndi.sum(mask, labels, index=np.arange(1, n + 1)))[::-1] / mask.sum()
-        lungs = sizes[sizes >= self.min_component]
-        if len(lungs) != 2:
-            return f"{len(lungs)} lung component(s), not 2"
-        if lungs[1] / lungs[0] < self.min_pair_ratio:
-            return f"lungs of very unequal size ({lungs[1] / lungs[0]:.2f}:1)"
-        r0, r1, c0, c1 = _frame(mask.shape, THORAX_BOX if method == "segmented" else (0.0, 1.0, 0.0, 1.0))
-        sides = {"left": mask[r0:r1, c0], "right": mask[r0:r1, c1 - 1], "top": mask[r0, c0:c1]}
-        side, run = max(((k, float(v.mean())) for k, v in sides.items()), key=lambda kv: kv[1])
-        if run > self.max_edge_contact:
-            frame = "thorax box" if method == "segmented" else "image border"
-            return f"runs along the {side} {frame} ({run:.0%} of it)"
-        return ""
-
-
-MASK_CHECK = MaskCheck()
-
-
-def check_mask(mask: np.ndarray, method: str = "given", rules: MaskCheck = MASK_CHECK) -> str:
-    """'' when the lung mask is plausible (area, two lungs, little border contact), else why not."""
-    return rules.problems(mask, method)
+        return read_mask(exact, image.shape), "annotated"
+    return (segmenter or LungSegmenter.load()).segment_array(image), "learned"
 
 
 # --- scores ---------------------------------------------------------------------------------
@@ -412,6 +330,7 @@ class Explanation:
             "selection": self.selection, "n": len(self.samples),
             "masks_passed": int(ok.sum()), "masks_failed": int((~ok).sum()),
             "mask_methods": sorted(set(self.mask_methods)), "empty_maps": int(self.empty.sum()),
+            "mask_source": {m: self.mask_methods.count(m) for m in sorted(set(self.mask_methods))},
             "lung_lift": {c: {"mean": v["lung_lift"], "ci95": v["lung_lift_ci95"],
                               "n": int(np.isfinite(self.lung_lift[self._of_class(c)]).sum())} for c, v in s.items()},
             "heart_lift": {c: {"mean": v["heart_lift"], "ci95": v["heart_lift_ci95"],
@@ -446,19 +365,21 @@ def _batch(samples: list[Sample], preprocessing, cache) -> tuple[np.ndarray, tor
 def explain(model: torch.nn.Module, samples: list[Sample], preprocessing, threshold: float = 0.5, *,
             method: str = DEFAULT_METHOD, target: str = "PNEUMONIA", tta: bool = False, layer: str = "auto",
             batch_size: int = 16, cache=None, keep_maps: bool = True, selection: str = "",
-            mask_rules: MaskCheck = MASK_CHECK, exact_masks: Callable[[Path], Path | None] | None = None
+            exact_masks: Callable[[Path], Path | None] | None = None, segmenter: LungSegmenter | None = None
             ) -> Explanation:
     """Grad-CAM, lung masks (checked) and lift scores for `samples`, streamed in batches.
 
     probs are P(PNEUMONIA) from infer.predict_proba with `tta` (pass the checkpoint's config.tta: predict and
     evaluate do), and with tta the maps average the image and its flipped-back flip in the same way.
-    exact_masks: path -> exact lung mask file or None (the fixture's phantoms have them); else masks are segmented.
+    exact_masks: path -> annotated lung mask file or None (lungs.annotated_mask); films without one are segmented by
+    `segmenter` (default: the shipped one), and every mask is checked by that segmenter's calibrated LungCheck.
     target: 'PNEUMONIA' (default: the same heatmap for every model, so runs compare), 'NORMAL', or 'predicted'
     (the class the threshold picks). layer: 'auto' (the deepest ResNet stage with >= 8 x 8 cells) or a stage.
     keep_maps=False keeps only the per-image scores (not the images, heatmaps and masks)."""
     if target not in TARGETS:
         raise ValueError(f"unknown CAM target {target!r}; known: {', '.join(TARGETS)}")
     cache = cache or DEFAULT_CACHE
+    segmenter = segmenter or LungSegmenter.load()
     device = next(model.parameters()).device
     layer_name, module = resolve_layer(model, layer, preprocessing.image_size, preprocessing.in_channels)
     images, cams, probs, masks, mmethods, focus, area, heart, classes, problems = ([] for _ in range(10))
@@ -474,12 +395,12 @@ def explain(model: torch.nn.Module, samples: list[Sample], preprocessing, thresh
             probs.append(p)
             classes.append(cls)
             for s, img, h in zip(chunk, raw, heat):
-                m, how = lung_mask(s, img, exact_masks)
+                m, how = lung_mask(s, img, exact_masks, segmenter)
                 focus.append(lung_focus(h, m))
                 area.append(area_share(m))
                 heart.append(lower_central_share(h))
                 mmethods.append(how)
-                problems.append(check_mask(m, how, mask_rules))
+                problems.append(segmenter.check.problems(m))
                 if keep_maps:
                     images.append(img), cams.append(h), masks.append(m)
     n_failed = sum(bool(p) for p in problems)

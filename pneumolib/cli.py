@@ -261,9 +261,8 @@ def cmd_explain(args) -> int:
     from . import plots
     from .cam import DEFAULT_METHOD, explain_predictor, format_report
     from .checkpoint import Predictor
-    from .data import resolve_data_dir
-    from .fixture import mask_for
     from .io import save_json
+    from .lungs import annotated_mask
     from .runs import RunDir
     if args.n < 1:
         raise UsageError(f"--n must be at least 1, got {args.n}")
@@ -272,10 +271,10 @@ def cmd_explain(args) -> int:
     samples = _cohort(args.data_dir, args.split, pred.preprocessing.image_size)
     out = Path(args.out) if args.out else RunDir(Path(args.checkpoint).resolve().parent).gradcam
     out.mkdir(parents=True, exist_ok=True)
-    is_fixture = resolve_data_dir(args.data_dir)[1]  # the fixture's phantoms have exact lung masks
+    # lung masks: annotated where a film has one (the shared data's lung_masks/, the fixture), else the segmenter's
     expl = explain_predictor(pred, samples, n_per_class=args.n, target=args.target,
                              sanity_per_class=args.sanity_n, seed=args.seed, method=args.method, layer=args.layer,
-                             exact_masks=mask_for if is_fixture else None)
+                             exact_masks=annotated_mask)
     rep = dict(expl.report(), checkpoint=str(Path(args.checkpoint).resolve()), experiment=pred.config.name,
                data_dir=str(Path(args.data_dir).expanduser().resolve()), split=args.split, command=_command_line())
     stem = f"{args.method.replace('+', 'p')}_{args.split}_{args.target.lower()}"
@@ -354,6 +353,58 @@ def cmd_candidates(args) -> int:
         save_json(results, args.json)
     print(report(results))
     return 0
+
+
+def cmd_lungs(args) -> int:
+    from . import lungs as L
+    from .io import save_json
+    if args.action == "train":
+        if not args.data_dir:
+            raise UsageError("lungs train needs --data-dir (a folder holding chest_xray/ and lung_masks/)")
+        seg, history = L.train_segmenter(args.data_dir, epochs=args.epochs, seed=args.seed,
+                                         provenance={"command": _command_line(), "commit": _commit()})
+        test = L.discover_masks(args.data_dir).get("test", [])
+        if test:
+            r = L.evaluate_pairs(seg, test)
+            seg.provenance["test"] = {k: r[k] for k in ("n", "dice_mean", "dice_p05", "dice_min")}
+            print(f"test: Dice mean {r['dice_mean']:.4f}, 5th percentile {r['dice_p05']:.4f} ({r['n']} films)")
+        out = L.shipped_weights() if args.ship else Path(args.out or "lungs_unet.pt")
+        print(f"wrote {seg.save(out)} (best epoch {seg.provenance['best_epoch']}, val Dice "
+              f"{seg.provenance['val_dice_at_size']:.4f}, {seg.provenance['train_seconds'] / 60:.1f} min)")
+        if args.json:
+            save_json({"provenance": seg.provenance, "history": history}, args.json)
+        return 0
+    seg = L.LungSegmenter.load(args.weights)
+    if args.action == "evaluate":
+        if not args.data_dir:
+            raise UsageError("lungs evaluate needs --data-dir (a folder holding chest_xray/ and lung_masks/)")
+        pairs = L.discover_masks(args.data_dir).get(args.split, [])
+        if not pairs:
+            raise UsageError(f"{args.data_dir}: no annotated masks in the {args.split} split")
+        r = L.evaluate_pairs(seg, pairs)
+        r.update(L.qc_report(seg, pairs))
+        films = sorted({p.image.parent.parent for p in pairs})  # every film of the split, annotated or not
+        every = [f for d in films for f in sorted(d.rglob("*")) if f.suffix.lower() in L.IMAGE_SUFFIXES]
+        r.update(L.qc_on_films(seg, every))
+        print(f"{args.split}: Dice mean {r['dice_mean']:.4f}, 5th percentile {r['dice_p05']:.4f}, min "
+              f"{r['dice_min']:.4f} ({r['n']} annotated films); quality check passed on {r['qc_pass_rate']:.1%} of "
+              f"their predicted masks and on {r['qc_pass_rate_all_films']:.1%} of all {r['n_films']} films of the "
+              f"split; annotated masks failing it: {r['qc_false_fail']}; masks with Dice < 0.9 passing it: "
+              f"{r['qc_false_pass']} of {r['qc_bad_masks']}")
+        if args.json:
+            save_json(r, args.json)
+        return 0
+    if not args.files or not args.out:
+        raise UsageError("lungs segment needs FILES... and --out DIR")
+    refused = L.segment_files(seg, args.files, args.out, lambda line: print(line))
+    for e in refused:
+        print(f"pneumolib: error: {e}", file=sys.stderr)
+    return 2 if refused else 0
+
+
+def _commit() -> str:
+    from .series import git_commit
+    return git_commit()
 
 
 def cmd_stress(args) -> int:
@@ -520,6 +571,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-ensemble", action="store_true", help="skip each candidate's seed ensemble")
     s.add_argument("--from-json", help="print the tables from a saved --json file instead of recomputing")
     s.set_defaults(func=cmd_candidates)
+
+    s = sub.add_parser("lungs", help="the lung-field segmenter: train it on annotated masks, evaluate its Dice, "
+                                     "segment films (DICOM included)")
+    s.add_argument("action", choices=["train", "evaluate", "segment"])
+    s.add_argument("files", nargs="*", help="segment: the films")
+    s.add_argument("--data-dir", help="train/evaluate: a folder holding chest_xray/ and lung_masks/ (or the fixture's "
+                                      "masks/ layout)")
+    s.add_argument("--weights", help="evaluate/segment: a segmenter file (default: the one shipped in the package)")
+    s.add_argument("--split", default="test", choices=["train", "val", "test"])
+    s.add_argument("--epochs", type=int, default=30)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="train: where to write the segmenter (default lungs_unet.pt); segment: folder for "
+                                 "masks and overlays", default=None)
+    s.add_argument("--ship", action="store_true", help="train: write the weights into the package (maintainers)")
+    s.add_argument("--json", help="train: history and provenance; evaluate: dice_mean, dice_p05, n, per-film Dice")
+    s.set_defaults(func=cmd_lungs)
 
     s = sub.add_parser("compare", help="print the comparison table for finished run folders")
     s.add_argument("run_dirs", nargs="+")

@@ -13,7 +13,7 @@ from .checkpoint import CheckpointError, Predictor, preprocessing_for, read_chec
 from .config import ExperimentConfig, apply_profile, diff, format_diff
 from .data import XRayData, apply_holdout, fingerprint, prepare, prescan, resolve_data_dir
 from .evaluate import Scores, balanced_subset, compute_metrics, fit_threshold, predict_samples
-from .fixture import mask_for
+from .lungs import annotated_mask
 from .io import save_json
 from .models import WeightsUnavailable, resolve_weights
 from .runs import RunDir
@@ -179,10 +179,11 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
     if cam_per_class and test is not None:
         # the grid shows the first cam_per_class films per class; lift over the first focus_per_class per class;
         # P(PNEUMONIA)'s log-odds as target for every run (so runs compare), the TTA the predictor uses;
-        # randomisation and ROAD checks on the grid's films; the fixture's phantoms have exact lung masks
+        # randomisation and ROAD checks on the grid's films; lung masks: the annotated ones where a film has one
+        # (the shared data's lung_masks/, the fixture's phantoms), the shipped segmenter's elsewhere
         expl = explain_predictor(predictor, test.samples, n_per_class=max(cam_per_class, focus_per_class),
                                  target="PNEUMONIA", sanity_per_class=cam_per_class, seed=config.seed,
-                                 exact_masks=mask_for if is_fixture else None)
+                                 exact_masks=annotated_mask)
         metrics["lung_focus"] = expl.summary()  # per class: lung/heart lift with intervals, masks passed/failed
         metrics["gradcam"] = expl.report(per_image=False)
     metrics["seconds"] = time.perf_counter() - t0

@@ -77,7 +77,7 @@ def gradcam(r, n_per_class: int = 4, title: str = "") -> None:
         return
     plots.plot_cam_grid(e, n_per_class=n_per_class, title=title)
     print(format_report(e.report(per_image=False)))
-    if any(m != "exact" for m in e.mask_methods):
+    if any(m == "learned" for m in e.mask_methods):
         plots.plot_mask_gallery(e)
 
 

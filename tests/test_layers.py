@@ -18,7 +18,7 @@ LAYERS = {
     # models with their preprocessing and threshold
     "checkpoint": 3, "infer": 3,
     # training and analysis
-    "evaluate": 4, "verdicts": 4, "cam": 5, "train": 5, "adapt": 5, "ensemble": 5, "plots": 5,
+    "evaluate": 4, "verdicts": 4, "lungs": 4, "cam": 5, "train": 5, "adapt": 5, "ensemble": 5, "plots": 5,
     # studies
     "stress": 6, "experiment": 6, "drift": 6, "bench": 6, "card": 7, "protocol": 7, "candidates": 7,
     # the CLI and notebook helpers

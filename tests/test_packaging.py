@@ -51,3 +51,4 @@ def test_fixture_ships_inside_the_built_wheel(tmp_path):
     on_disk = list((ROOT / "pneumolib" / "fixture_data").rglob("*.png"))
     assert len(shipped) == len(on_disk) > 0
     assert any("/masks/" in n for n in shipped) and any("/test/NORMAL/" in n for n in shipped)
+    assert "pneumolib/weights/lungs_unet.pt" in names  # the lung segmenter ships with the package
