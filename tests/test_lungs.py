@@ -28,7 +28,8 @@ def test_check_passes_two_lungs_and_names_what_is_wrong_otherwise():
     left_only[:, 64:] = False
     assert "component" in check.problems(left_only)
     leak = lungs.copy()
-    leak[:, :6] = True  # a mask running down the left border: background taken for lung
+    leak[:, :6] = True  # a mask running down the left border: background taken for lung, joined to the left lung
+    leak[60:64, :30] = True
     assert "left image border" in check.problems(leak)
     assert "area" in check.problems(np.ones_like(lungs))
     assert "area" in check.problems(np.zeros_like(lungs))
