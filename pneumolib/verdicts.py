@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 HOLDS, FAILS, CANNOT_TELL, NOT_TESTED = "holds", "does not hold", "cannot tell at this n", "not tested"
+MAPS_NOT_FAITHFUL = "cannot tell (maps not faithful)"
 
 # Without a sampling interval per seed (Grad-CAM shares, stress-test means), the spread over seeds is the only
 # evidence of uncertainty; fewer seeds than this give no verdict.
 MIN_SEEDS = 3
-# "Attention on X" is read as: X gets at least 1.5 times the share of the heatmap that its area would get under a
-# uniform heatmap (lift 1.5). A lift near 1 is attention spread over the film.
-CONCENTRATED_LIFT = 1.5
+# "Attention on X" is read as a lift whose interval lies above 1 (more of the map than X's area would get under a
+# uniform map); "not on X" as one whose interval lies below 1. Judged only for maps that pass their own checks.
+NO_PREFERENCE = 1.0
 SMALL_N = 100  # below this many films, Wilson intervals replace the percentile bootstrap (which collapses there)
 # the names notebook 04 gives the inference paths it compares (drift.compare_inference rows)
 CHECKPOINT_PATH = "checkpoint preprocessing (pneumolib)"
@@ -183,6 +184,7 @@ class Claim:
     measure: Measure  # (this run's metrics, {entry: the paired run's metrics}) -> Estimate
     needs: tuple[str, ...] = ()  # the entries whose runs it compares against
     needs_pretrained: bool = False  # about ImageNet weights: not tested by a run that trained from random init
+    gradcam: bool = False  # about Grad-CAM maps: judged only when every run's maps pass their checks (maps_faithful)
 
     @property
     def claimed(self) -> str:
@@ -235,6 +237,13 @@ def _pairs(this: list[dict], reference: dict[str, list[dict]], needs: tuple[str,
             yield m, c
 
 
+def maps_faithful(m: dict[str, Any]) -> bool | None:
+    """Whether a run's Grad-CAM maps passed their checks (cam.maps_pass: ROAD above a random map with a 95% interval
+    by patient, changed by model randomisation); None when the run has no such record."""
+    v = (m.get("gradcam") or {}).get("maps_pass")
+    return None if v is None else bool(v)
+
+
 def random_init(m: dict[str, Any]) -> bool:
     """Did this run ask for ImageNet weights and train from random init instead?"""
     return "unavailable" in str(m.get("weights", "")) or (m.get("config") or {}).get("pretrained") is False
@@ -257,6 +266,16 @@ def judge(claim: Claim, metrics_by_seed: list[dict[str, Any]],
     if missing:
         row["note"] = f"no run of entry {', '.join(missing)} loaded to compare with"
         return row
+    if claim.gradcam:
+        runs = list(metrics_by_seed) + [r for e in claim.needs for r in reference.get(e, [])]
+        checks = [maps_faithful(m) for m in runs]
+        if any(c is False for c in checks):
+            row.update(verdict=MAPS_NOT_FAITHFUL, note=f"{sum(c is False for c in checks)} of {len(runs)} runs' maps "
+                       "fail their checks (ROAD not above a random map, or unchanged by randomisation)")
+            return row
+        if any(c is None for c in checks):
+            row["note"] = "the maps' checks (ROAD, randomisation) were not run"
+            return row
     try:
         estimates = [claim.measure(m, refs) for m, refs in _pairs(metrics_by_seed, reference, claim.needs)]
     except NotMeasured as e:
@@ -292,8 +311,8 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
         _c("01", "normal images ambiguous", "NORMAL recall (test)", "<", _NORMAL_RECALL_LOW,
            lambda m, r: metric(m, "specificity")),
         _c("01", "Grad-CAM: attention on the image periphery rather than the lung centre",
-           "Grad-CAM lung lift (1 = uniform), mean of both classes", "<", CONCENTRATED_LIFT,
-           lambda m, r: lung_lift(m)),
+           "Grad-CAM lung lift (1 = uniform), mean of both classes", "<", NO_PREFERENCE,
+           lambda m, r: lung_lift(m), gradcam=True),
     ),
     "02": (
         _c("02", "More NORMAL images misread as PNEUMONIA ... false positives surge",
@@ -304,7 +323,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
     ),
     "03": (
         _c("03", "Grad-CAM attention slightly better", "Grad-CAM lung lift, this entry minus entry 01", ">", 0.0,
-           lambda m, r: lung_lift(m) - lung_lift(r["01"]), needs=("01",)),
+           lambda m, r: lung_lift(m) - lung_lift(r["01"]), needs=("01",), gradcam=True),
         _c("03", "NORMAL accuracy still low", "NORMAL recall (test)", "<", _NORMAL_RECALL_LOW,
            lambda m, r: metric(m, "specificity")),
         _c("03", "central focus hurts this model", "accuracy, this entry minus entry 01", "<", 0.0,
@@ -335,7 +354,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
     ),
     "06": (
         _c("06", "slight Grad-CAM improvement", "Grad-CAM lung lift, this entry minus entry 05", ">", 0.0,
-           lambda m, r: lung_lift(m) - lung_lift(r["05"]), needs=("05",)),
+           lambda m, r: lung_lift(m) - lung_lift(r["05"]), needs=("05",), gradcam=True),
         _c("06", "NORMAL accuracy still low", "NORMAL recall (test)", "<", _NORMAL_RECALL_LOW,
            lambda m, r: metric(m, "specificity")),
         _c("06", "central focus hurts", "accuracy, this entry minus entry 05 (the same model without it)", "<", 0.0,
@@ -362,10 +381,10 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
         _c("09", "Still every image PNEUMONIA", "share of test films predicted PNEUMONIA (threshold 0.8)", ">", 0.95,
            lambda m, r: predicted_pneumonia(m)),
         _c("09", "Grad-CAM on a NORMAL image: attention on the heart / lower diaphragm centre",
-           "heart/diaphragm-box lift on NORMAL test films (1 = uniform)", ">", CONCENTRATED_LIFT,
-           lambda m, r: heart_lift(m, "NORMAL")),
-        _c("09", "not the lung fields", "Grad-CAM lung lift on NORMAL test films", "<", CONCENTRATED_LIFT,
-           lambda m, r: lung_lift(m, "NORMAL")),
+           "heart/diaphragm-box lift on NORMAL test films (1 = uniform)", ">", NO_PREFERENCE,
+           lambda m, r: heart_lift(m, "NORMAL"), gradcam=True),
+        _c("09", "not the lung fields", "Grad-CAM lung lift on NORMAL test films", "<", NO_PREFERENCE,
+           lambda m, r: lung_lift(m, "NORMAL"), gradcam=True),
     ),
     # not the log: notebook 10's own hypothesis, judged the same way (0.90 is the project's NORMAL-recall goal)
     "10": (

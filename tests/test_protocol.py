@@ -56,6 +56,13 @@ def test_score_steps_trains_each_step_under_both_holdouts_and_stress_tests_it(tm
         assert 0 <= r["early_ids"]["specificity"] <= 1 and "stress_accuracy_ext" in r["stress"]
     assert (tmp_path / "ablation" / "abl_robust_aug" / "stress.json").is_file()
     assert (tmp_path / "early_ids" / "abl_robust_aug" / "checkpoint.pt").is_file()
+    # each protocol scored its own test split: the early-ID one is the earliest patients, none of them trained on
+    from pneumolib.data import prepare
+    from pneumolib.fixture import fixture_dir
+
+    early = prepare(fixture_dir(), seed=0, holdout="early_ids", image_size=64)
+    assert not {s.patient for s in early["test"]} & {s.patient for s in early["train"] + early["val"]}
+    assert all(r["early_ids"]["n"] == len(early["test"]) != r["folders"]["n"] for r in rows)
     # a second call reuses every run folder
     again = P.score_steps(None, tmp_path, configs=configs, overrides={"epochs": 1})
     assert again == rows

@@ -6,7 +6,8 @@ from pneumolib.config import REGISTRY
 from pneumolib.verdicts import CANNOT_TELL, FAILS, HOLDS, NOT_TESTED, Estimate
 
 
-def run(seed=0, sens=0.95, spec=0.95, acc=0.95, half=0.03, n=400, focus=None, weights="random init", **extra):
+def run(seed=0, sens=0.95, spec=0.95, acc=0.95, half=0.03, n=400, focus=None, weights="random init", maps_pass=True,
+        **extra):
     """A run's metrics as run_experiment writes them, with bootstrap intervals of +-half."""
     def ci(v):
         return [v - half, v + half]
@@ -18,6 +19,7 @@ def run(seed=0, sens=0.95, spec=0.95, acc=0.95, half=0.03, n=400, focus=None, we
     if focus is not None:
         m["lung_focus"] = {c: {"lung_lift": focus, "heart_lift": 1.0, "n": 50}
                            for c in ("NORMAL", "PNEUMONIA")}
+    m["gradcam"] = {"maps_pass": maps_pass}
     m.update(extra)
     return m
 
@@ -68,9 +70,11 @@ def test_a_baseline_with_balanced_recalls_contradicts_normal_images_ambiguous():
     # Grad-CAM shares carry no sampling interval: one seed cannot decide ...
     cam = "Grad-CAM: attention on the image periphery rather than the lung centre"
     assert rows[cam]["verdict"] == CANNOT_TELL and "3 or more seeds" in rows[cam]["note"]
-    # ... three seeds can, from their range
+    # ... three seeds can, from their range: lifts above 1 everywhere contradict "not on the lung centre"
     rows = {r["claim"]: r for r in V.judge_entry("01", [run(seed=s, focus=f) for s, f in enumerate((1.1, 1.2, 1.3))])}
-    assert rows[cam]["verdict"] == HOLDS and rows[cam]["n"] == 3
+    assert rows[cam]["verdict"] == FAILS and rows[cam]["n"] == 3
+    rows = {r["claim"]: r for r in V.judge_entry("01", [run(seed=s, focus=f) for s, f in enumerate((0.7, 0.8, 0.9))])}
+    assert rows[cam]["verdict"] == HOLDS
 
 
 def test_verdicts_use_every_seed():
@@ -134,11 +138,49 @@ def test_every_experiment_has_claims_with_quotes_and_a_direction():
 
 
 def test_grad_cam_lifts_with_patient_intervals_decide_with_one_seed():
-    lf = {c: {"lung_lift": 1.1, "lung_lift_ci95": [0.9, 1.3], "heart_lift": 2.0, "heart_lift_ci95": [1.7, 2.4]}
+    lf = {c: {"lung_lift": 0.8, "lung_lift_ci95": [0.7, 0.9], "heart_lift": 2.0, "heart_lift_ci95": [1.7, 2.4]}
           for c in ("NORMAL", "PNEUMONIA")}
     rows = V.judge_entry("09", [run(lung_focus=lf)])
-    assert [r["verdict"] for r in rows[1:]] == [HOLDS, HOLDS]  # heart lift above 1.5, lung lift below it
-    assert rows[2]["interval"] == pytest.approx((0.9, 1.3))
+    assert [r["verdict"] for r in rows[1:]] == [HOLDS, HOLDS]  # heart lift interval above 1, lung lift below 1
+    assert rows[2]["interval"] == pytest.approx((0.7, 0.9))
+
+
+@pytest.mark.parametrize("lung, heart, expected", [
+    ((0.7, 0.9), (1.7, 2.4), (HOLDS, HOLDS)),
+    ((1.1, 1.3), (0.6, 0.9), (FAILS, FAILS)),  # the maps sit on the lungs, off the heart box
+    ((0.9, 1.2), (0.9, 1.3), (CANNOT_TELL, CANNOT_TELL)),  # an interval that holds 1 (a uniform map) decides nothing
+])
+def test_grad_cam_claims_hold_fail_or_cannot_tell_by_where_the_lift_interval_lies_against_1(lung, heart, expected):
+    # regression: "lung lift < 1.5" passed almost any map (01: 1.21 'held' as attention on the periphery)
+    lf = {c: {"lung_lift": sum(lung) / 2, "lung_lift_ci95": list(lung), "heart_lift": sum(heart) / 2,
+              "heart_lift_ci95": list(heart)} for c in ("NORMAL", "PNEUMONIA")}
+    rows = V.judge_entry("09", [run(lung_focus=lf)])
+    assert (rows[1]["verdict"], rows[2]["verdict"]) == expected
+
+
+def test_grad_cam_claims_are_not_judged_on_maps_that_fail_their_checks():
+    lf = {c: {"lung_lift": 0.8, "lung_lift_ci95": [0.7, 0.9], "heart_lift": 2.0, "heart_lift_ci95": [1.7, 2.4]}
+          for c in ("NORMAL", "PNEUMONIA")}
+    rows = V.judge_entry("09", [run(lung_focus=lf, maps_pass=False)])
+    assert rows[1]["verdict"] == rows[2]["verdict"] == V.MAPS_NOT_FAITHFUL and "fail their checks" in rows[1]["note"]
+    assert rows[0]["verdict"] == FAILS  # a claim about predictions is judged whatever the maps
+    rows = V.judge_entry("09", [run(lung_focus=lf, maps_pass=None)])
+    assert rows[1]["verdict"] == NOT_TESTED and "not run" in rows[1]["note"]
+    # a comparison is judged only when the paired entry's maps pass too
+    this, ref = run(focus=1.3), run(focus=1.0, maps_pass=False)
+    row = V.judge(V.CLAIMS["03"][0], [this], {"01": [ref]})
+    assert row["verdict"] == V.MAPS_NOT_FAITHFUL
+
+
+def test_maps_pass_needs_road_above_random_and_a_randomisation_change():
+    from pneumolib.cam import maps_pass
+
+    def sanity(ci, corr):
+        return {"faithfulness": {"model_minus_random_ci95": ci}, "randomisation_rank_corr": {"mean": corr}}
+    assert maps_pass(sanity([0.01, 0.05], 0.3)) is True
+    assert maps_pass(sanity([-0.01, 0.05], 0.3)) is False  # ROAD not clearly above the random map
+    assert maps_pass(sanity([0.01, 0.05], 0.95)) is False  # the map barely changes when the weights are randomised
+    assert maps_pass(None) is None and maps_pass(sanity(None, 0.3)) is None
 
 
 def test_a_nan_measurement_is_not_tested_rather_than_judged():
