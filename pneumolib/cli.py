@@ -393,6 +393,11 @@ def cmd_lungs(args) -> int:
               f"{r['qc_false_pass']} of {r['qc_bad_masks']}")
         if args.json:
             save_json(r, args.json)
+        if args.figure:
+            import matplotlib
+            matplotlib.use("Agg")
+            L.plot_comparison(seg, pairs, r["dice"]).savefig(args.figure, dpi=120)
+            print(f"wrote {args.figure}")
         return 0
     if not args.files or not args.out:
         raise UsageError("lungs segment needs FILES... and --out DIR")
@@ -586,6 +591,7 @@ def build_parser() -> argparse.ArgumentParser:
                                  "masks and overlays", default=None)
     s.add_argument("--ship", action="store_true", help="train: write the weights into the package (maintainers)")
     s.add_argument("--json", help="train: history and provenance; evaluate: dice_mean, dice_p05, n, per-film Dice")
+    s.add_argument("--figure", help="evaluate: a PNG of the worst-Dice films and others, annotated vs learned masks")
     s.set_defaults(func=cmd_lungs)
 
     s = sub.add_parser("compare", help="print the comparison table for finished run folders")

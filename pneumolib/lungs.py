@@ -210,6 +210,33 @@ def evaluate_pairs(seg: LungSegmenter, pairs: list[MaskPair]) -> dict[str, Any]:
             "dice_min": float(d.min()), "dice": [float(v) for v in d], "films": [str(p.image) for p in pairs]}
 
 
+def plot_comparison(seg: LungSegmenter, pairs: list[MaskPair], dices: list[float], n_worst: int = 4, n_other: int = 4,
+                    seed: int = 0):
+    """A figure: the n_worst films by Dice and n_other others (seeded), each with the annotated mask's outline
+    (white) and the learned one's (green), titled with the Dice."""
+    import matplotlib.pyplot as plt
+
+    order = np.argsort(dices)
+    rest = np.random.default_rng(seed).permutation(order[n_worst:])[:n_other]
+    chosen = [*order[:n_worst], *sorted(rest, key=lambda i: dices[i])]
+    fig, axes = plt.subplots(2, (len(chosen) + 1) // 2, figsize=(2.4 * ((len(chosen) + 1) // 2), 5.4))
+    for ax, i in zip(np.ravel(axes), chosen):
+        film = np.asarray(load_image(pairs[i].image), dtype=np.uint8)
+        truth, pred = read_mask(pairs[i].mask, film.shape), seg.segment_array(film)
+        rgb = overlay(film, pred)
+        edge = truth & ~ndi.binary_erosion(truth, iterations=max(1, min(truth.shape) // 200))
+        rgb[edge] = (255, 255, 255)
+        ax.imshow(rgb)
+        ax.set_title(f"{'worst ' if i in order[:n_worst] else ''}Dice {dices[i]:.3f}\n{pairs[i].image.name[:22]}",
+                     fontsize=7)
+        ax.axis("off")
+    for ax in np.ravel(axes)[len(chosen):]:
+        ax.axis("off")
+    fig.suptitle("lung masks: annotated (white) vs learned (green)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 class PairAugment(torch.nn.Module):
     """The project's scanner-like changes for segmentation: the same random geometry for film and mask (kornia),
     then grey-level changes (gamma, brightness and contrast, resolution, noise) for the film only."""

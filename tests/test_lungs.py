@@ -110,7 +110,10 @@ def test_cli_segment_writes_masks_and_overlays_and_names_a_bad_file(tmp_path):
 def test_cli_evaluate_writes_dice_mean_p05_and_n(fixture_segmenter, tmp_path, capsys):
     seg, _ = fixture_segmenter
     w, js = seg.save(tmp_path / "s.pt"), tmp_path / "e.json"
-    assert main(["lungs", "evaluate", "--weights", str(w), "--data-dir", str(fixture_dir()), "--json", str(js)]) == 0
+    fig = tmp_path / "masks.png"
+    assert main(["lungs", "evaluate", "--weights", str(w), "--data-dir", str(fixture_dir()), "--json", str(js),
+                 "--figure", str(fig)]) == 0
+    assert Image.open(fig).size[0] > 600  # the worst-Dice films and others, annotated vs learned
     r = json.loads(js.read_text())
     assert r["n"] == 24 and {"dice_mean", "dice_p05", "qc_pass_rate", "qc_false_fail", "qc_false_pass"} <= set(r)
     assert "Dice mean" in capsys.readouterr().out
