@@ -125,9 +125,10 @@ def cam_caption(expl) -> str:
     size = f", upsampled to {expl.input_size} px" if getattr(expl, "input_size", 0) else ""
     masks = ", ".join(sorted(set(expl.mask_methods))) or "none"
     line1 = f"{expl.method} at {expl.layer}: native map {h} x {w} cells{size}; target: " \
-            f"{'the predicted class' if expl.target == 'predicted' else f'the {expl.target} logit'}{tta}"
+            f"{'the predicted class' if expl.target == 'predicted' else f'log-odds of P({expl.target})'}{tta}"
     failed = int((~expl.mask_ok).sum())
-    line2 = f"white line: lung mask ({masks})" + \
+    n_empty = int(expl.empty.sum())
+    line2 = f"white line: lung mask ({masks})" + (f"; {n_empty} empty map(s) not drawn" if n_empty else "") + \
         (f"; dashed red: mask failed its check ({failed}), left out of the lung lift" if failed else "")
     return "\n".join([line1, line2] + ([expl.selection] if expl.selection else []))
 
@@ -163,7 +164,8 @@ def plot_cam_grid(expl, n_per_class: int = 4, show_mask: bool = True, title: str
                 continue
             i = idx[c]
             ax.imshow(expl.images[i], cmap="gray", vmin=0, vmax=255)
-            ax.imshow(expl.cams[i], cmap="jet", alpha=0.4, vmin=0, vmax=1)
+            if not expl.empty[i]:  # an empty map (no positive evidence) is not drawn as if it were a finding
+                ax.imshow(expl.cams[i], cmap="jet", alpha=0.4, vmin=0, vmax=1)
             if show_mask and expl.masks[i].any():
                 good = bool(ok_masks[i])
                 ax.contour(expl.masks[i], levels=[0.5], colors="white" if good else "red", linewidths=1.2,
@@ -171,7 +173,7 @@ def plot_cam_grid(expl, n_per_class: int = 4, show_mask: bool = True, title: str
             p = expl.probs[i]
             pred = CLASSES[int(p >= expl.threshold)]
             ok = "ok" if pred == CLASSES[expl.samples[i].label] else "WRONG"
-            lift = "empty map" if expl.empty[i] else f"lung lift {lifts[i]:.2f}" if ok_masks[i] else "mask failed"
+            lift = "EMPTY MAP: not drawn" if expl.empty[i] else f"lung lift {lifts[i]:.2f}" if ok_masks[i] else "mask failed"
             ax.set_title(f"true {CLASSES[expl.samples[i].label]}\npred {pred} ({ok}), p={p:.2f}\n{lift}",
                          fontsize=BODY_PT)
     _cam_colorbar(fig, axes, expl.method)

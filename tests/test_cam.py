@@ -331,6 +331,26 @@ def test_empty_maps_and_failed_masks_are_counted_and_left_out(fixture_data):
     assert rep["images"][1]["lung_lift"] is None and rep["images"][1]["heart_lift"] is None
 
 
+def test_an_empty_map_is_not_drawn_as_a_finding(fixture_data):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pneumolib import plots
+    from pneumolib.cam import Explanation
+
+    samples = [s for s in fixture_data["test"] if s.label == 1][:2]
+    cams = np.stack([np.zeros((64, 64), np.float32), np.full((64, 64), 0.5, np.float32)])
+    e = Explanation(samples, np.full((2, 64, 64), 100, np.uint8), cams, np.full(2, 0.9), 0.5,
+                    np.zeros((2, 64, 64), bool), ["learned"] * 2, focus=np.array([float("nan"), 0.3]),
+                    lung_area=np.full(2, 0.2), heart_box=np.array([float("nan"), 0.18]), method="gradcam",
+                    target="PNEUMONIA", classes=np.ones(2, int), input_size=64, map_size=(8, 8))
+    fig = plots.plot_cam_grid(e, n_per_class=2)
+    empty_ax, full_ax = fig.axes[0], fig.axes[1]
+    assert len(empty_ax.images) == 1 and "EMPTY MAP" in empty_ax.get_title()  # the film only, said so
+    assert len(full_ax.images) == 2  # film and heat map
+    assert "1 empty map(s) not drawn" in plots.cam_caption(e)
+
+
 def test_explain_checks_learned_masks_when_no_annotated_mask_exists(trained_run, tmp_path):
     import shutil
 
