@@ -623,6 +623,64 @@ def explain_predictor(predictor, samples: list[Sample], *, n_per_class: int | No
     return expl
 
 
+def compare_methods(predictor, samples: list[Sample], *, methods=("gradcam", "hirescam", "gradcam++"),
+                    layers=("layer3", "layer4"), n_per_class: int = 50, sanity_per_class: int = 8, seed: int = 0,
+                    target: str = "PNEUMONIA", exact_masks: Callable[[Path], Path | None] | None = None,
+                    cache=None) -> list[dict[str, Any]]:
+    """One row per (method, layer): the share of empty maps, ROAD of the model's maps against a random map (their
+    paired difference with a 95% interval by patient), the randomisation test, whether the maps pass their checks,
+    and the lung and heart lift per class with intervals. The evidence choose_method reads."""
+    rows = []
+    for method in methods:
+        for layer in layers:
+            e = explain_predictor(predictor, samples, n_per_class=n_per_class, target=target,
+                                  sanity_per_class=sanity_per_class, seed=seed, method=method, layer=layer,
+                                  exact_masks=exact_masks, cache=cache, keep_maps=False)
+            rep = e.report(per_image=False)
+            fa, rc = rep.get("faithfulness") or {}, rep.get("randomisation_rank_corr") or {}
+            rows.append({"method": method, "layer": rep["layer"], "map_size": rep["map_size"], "n": rep["n"],
+                         "empty_share": rep["empty_maps"] / max(rep["n"], 1),
+                         "road_model": fa.get("model"), "road_random": fa.get("random"),
+                         "road_model_minus_random": fa.get("model_minus_random"),
+                         "road_model_minus_random_ci95": fa.get("model_minus_random_ci95"),
+                         "randomisation_rank_corr": rc.get("mean"), "maps_pass": rep.get("maps_pass"),
+                         "lung_lift": rep["lung_lift"], "heart_lift": rep["heart_lift"],
+                         "mask_source": rep.get("mask_source")})
+    return rows
+
+
+def choose_method(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The row to keep as the default: among the (method, layer) pairs whose maps pass their checks, the one whose
+    ROAD advantage over a random map has the highest lower bound (fewer empty maps breaking ties); None when no
+    pair tried passes, which the caller must say."""
+    ok = [r for r in rows if r.get("maps_pass")]
+    if not ok:
+        return None
+    return max(ok, key=lambda r: (r["road_model_minus_random_ci95"][0], -r["empty_share"]))
+
+
+def format_comparison(rows: list[dict[str, Any]]) -> str:
+    """The comparison as a Markdown table (one row per method and layer) and the choice."""
+    head = ("| method | layer | empty maps | ROAD model | ROAD random | model - random (95% CI) | randomisation corr "
+            "| maps pass | lung lift NORMAL | lung lift PNEUMONIA |")
+    lines = [head, "|" + "---|" * 10]
+
+    def lift(v):
+        return "n/a" if not v or v.get("mean") != v.get("mean") else \
+            f"{v['mean']:.2f} ({v['ci95'][0]:.2f}-{v['ci95'][1]:.2f})"
+    for r in rows:
+        ci = r["road_model_minus_random_ci95"] or [float("nan")] * 2
+        lines.append(f"| {r['method']} | {r['layer']} | {r['empty_share']:.0%} | {r['road_model']:+.3f} | "
+                     f"{r['road_random']:+.3f} | {r['road_model_minus_random']:+.3f} ({ci[0]:+.3f} to {ci[1]:+.3f}) | "
+                     f"{r['randomisation_rank_corr']:.2f} | {'yes' if r['maps_pass'] else 'no'} | "
+                     f"{lift(r['lung_lift'].get('NORMAL'))} | {lift(r['lung_lift'].get('PNEUMONIA'))} |")
+    best = choose_method(rows)
+    lines.append("")
+    lines.append(f"choice: {best['method']} at {best['layer']}" if best else
+                 "choice: none; no method and layer tried gives maps that pass their checks")
+    return "\n".join(lines)
+
+
 # --- overlays at the film's own resolution ---------------------------------------------------
 MAX_OVERLAY_SIDE = 1024
 

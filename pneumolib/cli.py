@@ -271,6 +271,8 @@ def cmd_explain(args) -> int:
     samples = _cohort(args.data_dir, args.split, pred.preprocessing.image_size)
     out = Path(args.out) if args.out else RunDir(Path(args.checkpoint).resolve().parent).gradcam
     out.mkdir(parents=True, exist_ok=True)
+    if args.compare:
+        return _compare_methods(pred, samples, args)
     # lung masks: annotated where a film has one (the shared data's lung_masks/, the fixture), else the segmenter's
     expl = explain_predictor(pred, samples, n_per_class=args.n, target=args.target,
                              sanity_per_class=args.sanity_n, seed=args.seed, method=args.method, layer=args.layer,
@@ -290,6 +292,22 @@ def cmd_explain(args) -> int:
     print(format_report(rep))
     for path in [*figures, json_path]:
         print(f"wrote {path}")
+    return 0
+
+
+def _compare_methods(pred, samples, args) -> int:
+    from .cam import choose_method, compare_methods, format_comparison
+    from .io import save_json
+    from .lungs import annotated_mask
+    methods = [m for m in args.compare.split(",") if m]
+    layers = [x for x in args.layers.split(",") if x]
+    rows = compare_methods(pred, samples, methods=methods, layers=layers, n_per_class=args.n,
+                           sanity_per_class=args.sanity_n, seed=args.seed, target=args.target,
+                           exact_masks=annotated_mask)
+    print(format_comparison(rows))
+    if args.json:
+        save_json({"rows": rows, "choice": choose_method(rows), "checkpoint": str(Path(args.checkpoint).resolve()),
+                   "command": _command_line()}, args.json)
     return 0
 
 
@@ -528,6 +546,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--sanity-n", type=int, default=8,
                    help="films per class for the randomisation test and ROAD faithfulness (default 8; 0 = skip)")
     s.add_argument("--seed", type=int, default=0, help="seed of the re-initialised layers, random maps, ROAD noise")
+    s.add_argument("--compare", metavar="METHODS", help="compare CAM methods instead (comma-separated, e.g. "
+                   "gradcam,hirescam,gradcam++) at --layers: empty maps, ROAD vs a random map, randomisation, lifts")
+    s.add_argument("--layers", default="layer3,layer4", help="with --compare: the ResNet stages to try")
     s.add_argument("--json", help="write the report here (default: OUT/gradcam_<split>_<target>.json)")
     s.add_argument("--out", help="folder for the figures (default: gradcam/ beside the checkpoint)")
     s.set_defaults(func=cmd_explain)

@@ -366,3 +366,33 @@ def test_explain_checks_learned_masks_when_no_annotated_mask_exists(trained_run,
     rep = e.report()
     assert rep["masks_passed"] + rep["masks_failed"] == 6
     assert [bool(i["mask_problem"]) for i in rep["images"]] == [not ok for ok in e.mask_ok]
+
+
+def test_method_comparison_on_the_fixture_picks_maps_that_pass_and_sit_on_the_lesions(trained_run, capsys):
+    # the fixture knows where the opacities are: the method the comparison keeps must put more of its map on them
+    # than the methods whose maps fail their checks
+    from pneumolib.cam import choose_method, compare_methods, format_comparison
+    from pneumolib.lungs import annotated_mask
+
+    pred, test = trained_run.predictor, trained_run.data["test"]
+    methods = ("gradcam", "hirescam", "gradcam++")
+    rows = compare_methods(pred, test, methods=methods, layers=("layer2",), n_per_class=12, sanity_per_class=6,
+                           exact_masks=annotated_mask)
+    assert [r["method"] for r in rows] == list(methods) and all(r["layer"] == "layer2" for r in rows)
+    best = choose_method(rows)
+    assert best is not None and best["maps_pass"]
+    pneu = [s for s in test if s.label == 1]
+
+    def lesion_lift(method):
+        e = explain_predictor(pred, pneu, sanity_per_class=0, method=method, layer="layer2")
+        lesions = [np.asarray(Image.open(mask_for(s.path, kind="lesions")).convert("L").resize((64, 64))) > 127
+                   for s in e.samples]
+        return np.nanmean([(c * m).sum() / c.sum() / m.mean() if c.sum() > 0 else np.nan
+                           for c, m in zip(e.cams, lesions)])
+    failing = [r["method"] for r in rows if not r["maps_pass"]]
+    assert all(lesion_lift(best["method"]) > lesion_lift(m) for m in failing)
+    assert lesion_lift(best["method"]) > 1.0  # more of the map on the lesions than their area
+    table = format_comparison(rows)
+    assert sum(line.startswith("| ") for line in table.splitlines()) == 1 + 3  # the header and one row per method
+    assert f"choice: {best['method']} at layer2" in table
+    assert choose_method([dict(r, maps_pass=False) for r in rows]) is None
