@@ -608,7 +608,8 @@ def maps_pass(sanity: dict[str, Any] | None) -> bool | None:
 def explain_predictor(predictor, samples: list[Sample], *, n_per_class: int | None = None,
                       target: str = "PNEUMONIA", sanity_per_class: int = 4, seed: int = 0, cache=None,
                       keep_maps: bool = True, layer: str = "auto", method: str = DEFAULT_METHOD,
-                      exact_masks: Callable[[Path], Path | None] | None = None) -> Explanation:
+                      exact_masks: Callable[[Path], Path | None] | None = None,
+                      segmenter: LungSegmenter | None = None) -> Explanation:
     """explain() with everything taken from a checkpoint.Predictor (preprocessing, threshold, TTA), on the first
     `n_per_class` films per class (all when None), plus sanity_checks on the first `sanity_per_class`."""
     selection = f"all {len(samples)} films given"
@@ -616,7 +617,7 @@ def explain_predictor(predictor, samples: list[Sample], *, n_per_class: int | No
         samples, selection = first_per_class(samples, n_per_class)
     expl = explain(predictor.model, samples, predictor.preprocessing, predictor.threshold, method=method,
                    target=target, tta=bool(predictor.config.tta), layer=layer, cache=cache, keep_maps=keep_maps,
-                   selection=selection, exact_masks=exact_masks)
+                   selection=selection, exact_masks=exact_masks, segmenter=segmenter)
     if sanity_per_class and any(s.label in (0, 1) for s in samples):
         sanity_checks(predictor.model, expl, predictor.preprocessing, per_class=sanity_per_class, seed=seed,
                       cache=cache)
@@ -630,12 +631,12 @@ def compare_methods(predictor, samples: list[Sample], *, methods=("gradcam", "hi
     """One row per (method, layer): the share of empty maps, ROAD of the model's maps against a random map (their
     paired difference with a 95% interval by patient), the randomisation test, whether the maps pass their checks,
     and the lung and heart lift per class with intervals. The evidence choose_method reads."""
-    rows = []
+    rows, segmenter = [], LungSegmenter.load()  # loaded once for every method and layer
     for method in methods:
         for layer in layers:
             e = explain_predictor(predictor, samples, n_per_class=n_per_class, target=target,
                                   sanity_per_class=sanity_per_class, seed=seed, method=method, layer=layer,
-                                  exact_masks=exact_masks, cache=cache, keep_maps=False)
+                                  exact_masks=exact_masks, cache=cache, keep_maps=False, segmenter=segmenter)
             rep = e.report(per_image=False)
             fa, rc = rep.get("faithfulness") or {}, rep.get("randomisation_rank_corr") or {}
             rows.append({"method": method, "layer": rep["layer"], "map_size": rep["map_size"], "n": rep["n"],

@@ -122,9 +122,11 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
     if data is None:
         data = prepare(root, seed=config.seed, holdout=holdout, image_size=config.image_size, strict=strict,
                        logger=logger)
-    elif data.hygiene is None:
-        data = prescan(apply_holdout(data, holdout), config.image_size, strict=strict)
-        data.log_findings(logger)
+    else:  # given data: the holdout asked for (whether or not it was pre-scanned), then the pre-scan if not yet
+        data = data if data.holdout == holdout else apply_holdout(data, holdout)
+        if data.hygiene is None:
+            data = prescan(data, config.image_size, strict=strict)
+            data.log_findings(logger)
     data_fp = fingerprint(data)
     logger.info("%s %s on %s; %s; weights: %s", config.entry, config.name,
                 "the bundled fixture" if is_fixture else root.name, describe_profile(config, device), weights_used)

@@ -237,7 +237,7 @@ def experiments_by_seed(series: Series) -> dict[str, list[dict]]:
     """Every registered experiment's metrics per seed: from its seed folder when that holds a finished run of the
     same training and data (experiment.training_differences), else trained now."""
     out: dict[str, list[dict]] = {}
-    fps: dict[int, str] = {}
+    fps: dict[tuple[int, int], str] = {}  # (seed, image size) -> fingerprint: one pre-scan each
     for cfg in REGISTRY.values():
         out[cfg.entry] = []
         for seed in series.seeds:
@@ -245,8 +245,10 @@ def experiments_by_seed(series: Series) -> dict[str, list[dict]]:
             d = seed_dir(series.runs, cfg, seed)
             m = None
             if RunDir(d).is_finished():
-                fps.setdefault(seed, _fingerprint(series, want))
-                if not training_differences(d, want, "folders", fps[seed]):
+                key = (seed, want.image_size)
+                if key not in fps:  # (setdefault would pre-scan the folder again for every entry)
+                    fps[key] = _fingerprint(series, want)
+                if not training_differences(d, want, "folders", fps[key]):
                     m = load_metrics(d)
             if m is None:
                 m = run_experiment(replace(cfg, seed=seed), series.data, d, profile=series.profile,
