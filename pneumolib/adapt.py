@@ -12,6 +12,10 @@ Both use the cohort's images only, never its labels, so a hospital can run them 
   threshold moves so that the prior-adjusted posterior is cut at the checkpoint's own threshold.
 - `both`: bn, then prior on the adapted model's outputs.
 
+`prior` guards its own assumption: it also runs EM on the AdaBN-adapted model's outputs, and when the two estimates
+differ by more than PRIOR_AGREEMENT (the cohort's images changed, not only its class mix) it falls back to `both`
+and says why in the record (`guard`) and the log.
+
 An EM estimate that runs to 0 or 1 (outputs that do not behave as calibrated posteriors, e.g. all squeezed near
 0.5) leaves the threshold unchanged, with a warning in the record.
 
@@ -43,6 +47,10 @@ MODES = ("bn", "prior", "both")
 EARLY_BN_LAYERS = ("bn1", "layer1", "layer2")  # the stem's BatchNorm and the first two residual stages
 ADAPTED_LABEL = "adapted: uses the cohort's images, not its labels"
 PRIOR_RANGE = (0.01, 0.99)  # an EM estimate outside this is taken as a sign of uncalibrated outputs, not used
+# `prior` checks its label-shift assumption: EM on the plain model's outputs and on the AdaBN-adapted model's must
+# agree within this (absolute PNEUMONIA share); when re-normalising the scanner moves the estimate more, the
+# cohort's images changed, not only its class mix, and `prior` falls back to `both`
+PRIOR_AGREEMENT = 0.10
 
 
 # --- BatchNorm re-estimation (AdaBN) ----------------------------------------------------------------------
@@ -210,18 +218,41 @@ def adapt(predictor: Predictor, samples: list[Sample], mode: str, *, threshold: 
     if mode not in MODES:
         raise ValueError(f"unknown adaptation {mode!r} ({' | '.join(MODES)})")
     base = predictor.threshold if threshold is None else float(threshold)
-    model, bn_info, prior_info = predictor.model, None, None
+    model, bn_info, prior_info, guard = predictor.model, None, None, None
+    pi, source = training_prior(predictor.config, predictor.extra, train_counts)
+
+    def bn_adapted():
+        m = adapt_bn(predictor.model, samples, predictor.preprocessing, layers=layers, alpha=alpha,
+                     transform=transform, batch_size=batch_size, cache=cache, device=predictor.device)
+        info = {"layers": list(layers) if layers is not None else "all", "alpha": float(alpha),
+                "bn_modules": len(bn_layers(m, layers)), "n_images": len(samples),
+                "method": "AdaBN, cumulative average over the cohort's images in file order"}
+        return m, info
+
+    def scored(m):
+        return predict_samples(m, samples, predictor.preprocessing, tta=predictor.config.tta, cache=cache,
+                               transform=transform, device=predictor.device)
+
     if mode in ("bn", "both"):
-        model = adapt_bn(model, samples, predictor.preprocessing, layers=layers, alpha=alpha, transform=transform,
-                         batch_size=batch_size, cache=cache, device=predictor.device)
-        bn_info = {"layers": list(layers) if layers is not None else "all", "alpha": float(alpha),
-                   "bn_modules": len(bn_layers(model, layers)), "n_images": len(samples),
-                   "method": "AdaBN, cumulative average over the cohort's images in file order"}
-    scores = predict_samples(model, samples, predictor.preprocessing, tta=predictor.config.tta, cache=cache,
-                             transform=transform, device=predictor.device)
+        model, bn_info = bn_adapted()
+    scores = scored(model)
+    if mode == "prior":  # the label-shift assumption, checked: does re-normalising the scanner move the estimate?
+        plain_est = em_prior(scores.probs, pi)[0]
+        bn_model, bn_check = bn_adapted()
+        bn_scores = scored(bn_model)
+        bn_est = em_prior(bn_scores.probs, pi)[0]
+        guard = {"em_plain": plain_est, "em_adabn": bn_est, "tolerance": PRIOR_AGREEMENT,
+                 "assumption_holds": bool(abs(plain_est - bn_est) <= PRIOR_AGREEMENT)}
+        if not guard["assumption_holds"]:
+            guard["fell_back_to"] = "both"
+            guard["reason"] = (f"EM puts the PNEUMONIA share at {plain_est:.3f} on the model's outputs but at "
+                               f"{bn_est:.3f} after AdaBN (more than {PRIOR_AGREEMENT:.2f} apart): the cohort's images "
+                               "differ from training's, not only its class mix, so a prior correction alone can move "
+                               "the threshold the wrong way; used --adapt both instead")
+            log.warning("--adapt prior: %s", guard["reason"])
+            mode, model, bn_info, scores = "both", bn_model, bn_check, bn_scores
     new_threshold = base
     if mode in ("prior", "both"):
-        pi, source = training_prior(predictor.config, predictor.extra, train_counts)
         est, iters, ok = em_prior(scores.probs, pi)
         usable = ok and PRIOR_RANGE[0] <= est <= PRIOR_RANGE[1]
         new_threshold = threshold_for_prior(base, pi, est) if usable else base
@@ -240,4 +271,6 @@ def adapt(predictor: Predictor, samples: list[Sample], mode: str, *, threshold: 
     adapted = Predictor(model, predictor.config, new_threshold, predictor.preprocessing, predictor.device)
     adapted.extra = dict(predictor.extra)
     extra = {"cohort": cohort} if cohort else {}
+    if guard is not None:
+        extra["guard"] = guard
     return Adaptation(mode, adapted, scores, base, bn_info, prior_info, extra)

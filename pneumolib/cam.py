@@ -21,7 +21,7 @@ from torch import nn
 from .config import CLASSES
 from .data import DEFAULT_CACHE, Sample
 from .infer import class_probabilities, predict_proba, view_logits
-from .lungs import LungSegmenter, read_mask
+from .lungs import LungBox, LungSegmenter, mask_in_view, read_mask
 from .models import cam_layer, members, stage_blocks
 
 log = logging.getLogger(__name__)
@@ -168,14 +168,21 @@ def target_label(target: str) -> str:
 
 # --- lung fields ----------------------------------------------------------------------------
 def lung_mask(sample: Sample, image: np.ndarray, exact_masks: Callable[[Path], Path | None] | None = None,
-              segmenter: LungSegmenter | None = None) -> tuple[np.ndarray, str]:
-    """The film's lung mask at the image's size, and where it came from: 'annotated' when `exact_masks` (a path ->
-    mask file or None: lungs.annotated_mask finds the shared data's and the fixture's) has one for this film, else
-    'learned' (the shipped lung segmenter, lungs.LungSegmenter)."""
+              segmenter: LungSegmenter | None = None, box: LungBox | None = None) -> tuple[np.ndarray, str, str]:
+    """The film's lung mask in the model input's frame (image's size; cut to `box` for a lung-cropped model), where
+    it came from: 'annotated' when `exact_masks` (a path -> mask file or None: lungs.annotated_mask finds the shared
+    data's and the fixture's) has one for this film, else 'learned' (the shipped lung segmenter); and the learned
+    mask's quality-check problem ('' = passed; an annotation is the reference and is not checked), judged on the
+    whole film, where the check's limits were calibrated."""
     exact = exact_masks(sample.path) if exact_masks is not None else None
     if exact is not None:
-        return read_mask(exact, image.shape), "annotated"
-    return (segmenter or LungSegmenter.load()).segment_array(image), "learned"
+        return mask_in_view(read_mask(exact), box, image.shape), "annotated", ""
+    segmenter = segmenter or LungSegmenter.load()
+    if box is None:
+        m = segmenter.segment_array(image)
+        return m, "learned", segmenter.check.problems(m)
+    _, film_mask = segmenter.segment_file(sample.path)  # the crop is a part of the film: segment the whole film
+    return mask_in_view(film_mask, box, image.shape), "learned", segmenter.check.problems(film_mask)
 
 
 # --- scores ---------------------------------------------------------------------------------
@@ -341,7 +348,7 @@ class Explanation:
         }
         sanity = self.sanity or {}
         rep["randomisation_rank_corr"] = sanity.get("randomisation_rank_corr")
-        rep["faithfulness"] = sanity.get("faithfulness")
+        rep["road"] = sanity.get("faithfulness")  # ROAD: model map vs a random map, with 95% intervals by patient
         rep["maps_pass"] = sanity.get("maps_pass")
         if per_image:
             rep["images"] = [{
@@ -359,7 +366,7 @@ class Explanation:
 
 
 def _batch(samples: list[Sample], preprocessing, cache) -> tuple[np.ndarray, torch.Tensor]:
-    raw = np.stack([cache.get(s.path, preprocessing.image_size) for s in samples])
+    raw = np.stack([cache.get(s.path, preprocessing.view) for s in samples])
     return raw, preprocessing(torch.from_numpy(raw).unsqueeze(1))
 
 
@@ -396,13 +403,12 @@ def explain(model: torch.nn.Module, samples: list[Sample], preprocessing, thresh
             probs.append(p)
             classes.append(cls)
             for s, img, h in zip(chunk, raw, heat):
-                m, how = lung_mask(s, img, exact_masks, segmenter)
+                m, how, problem = lung_mask(s, img, exact_masks, segmenter, cache.box(s.path, preprocessing.view))
                 focus.append(lung_focus(h, m))
                 area.append(area_share(m))
                 heart.append(lower_central_share(h))
                 mmethods.append(how)
-                # a human annotation is the reference, not checked; a learned mask must pass the calibrated check
-                problems.append(segmenter.check.problems(m) if how == "learned" else "")
+                problems.append(problem)
                 if keep_maps:
                     images.append(img), cams.append(h), masks.append(m)
     n_failed = sum(bool(p) for p in problems)
@@ -638,7 +644,7 @@ def compare_methods(predictor, samples: list[Sample], *, methods=("gradcam", "hi
                                   sanity_per_class=sanity_per_class, seed=seed, method=method, layer=layer,
                                   exact_masks=exact_masks, cache=cache, keep_maps=False, segmenter=segmenter)
             rep = e.report(per_image=False)
-            fa, rc = rep.get("faithfulness") or {}, rep.get("randomisation_rank_corr") or {}
+            fa, rc = road_of(rep), rep.get("randomisation_rank_corr") or {}
             rows.append({"method": method, "layer": rep["layer"], "map_size": rep["map_size"], "n": rep["n"],
                          "empty_share": rep["empty_maps"] / max(rep["n"], 1),
                          "road_model": fa.get("model"), "road_random": fa.get("random"),
@@ -648,6 +654,11 @@ def compare_methods(predictor, samples: list[Sample], *, methods=("gradcam", "hi
                          "lung_lift": rep["lung_lift"], "heart_lift": rep["heart_lift"],
                          "mask_source": rep.get("mask_source")})
     return rows
+
+
+def road_of(rep: dict[str, Any]) -> dict[str, Any]:
+    """An explain report's ROAD block ('road'; run folders written before it was renamed call it 'faithfulness')."""
+    return rep.get("road") or rep.get("faithfulness") or {}
 
 
 def choose_method(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -746,7 +757,7 @@ def format_report(rep: dict[str, Any]) -> str:
         lines.append(f"randomisation test: rank correlation with the maps after re-initialising "
                      f"{' and '.join(rc['reinitialised'])} = {rc['mean']:.2f} (near 1 would mean the maps ignore "
                      f"the learned weights)")
-    fa = rep.get("faithfulness")
+    fa = road_of(rep)
     if fa:
         diff = fa.get("model_minus_random_ci95")
         lines.append(f"faithfulness (ROAD, higher = the map ranks what the model uses): model map {fa['model']:+.3f}, "

@@ -23,7 +23,7 @@ HELD_OUT = ("high_contrast", "jpeg", "sharpen")
 
 
 def _data(pred: Predictor, root, holdout: str):
-    return prepare(root, seed=pred.config.seed, holdout=holdout, image_size=pred.preprocessing.image_size)
+    return prepare(root, seed=pred.config.seed, holdout=holdout, image_size=pred.preprocessing.view)
 
 
 def _under_shifts(scores: dict, threshold: float) -> dict[str, float]:

@@ -22,6 +22,7 @@ from .adapt import ADAPTED_LABEL
 from .config import CLASSES
 from .io import atomic_write, load_json, save_json
 from .runs import RunDir
+from .shortcuts import format_audit
 from .verdicts import SMALL_N
 
 log = logging.getLogger(__name__)
@@ -389,6 +390,10 @@ $evaluation
 
 $gradcam
 
+## Shortcut audit
+
+$shortcuts
+
 ## Known limitations
 
 $limitations
@@ -519,8 +524,14 @@ def _training_data(r: _Run) -> str:
 
 def _preprocessing(r: _Run) -> str:
     pre = r.preprocessing
+    crop = ""
+    if pre.get("crop", "none") != "none":
+        crop = (f"cropped to its lung fields (the bounding box of the shipped lung segmenter's mask, found on the whole "
+                f"film, plus {_num(pre.get('crop_margin'), 2)} of the box's size on each side; segmenter "
+                f"`{pre.get('crop_segmenter')}`; a film whose mask fails the segmenter's check is kept whole and "
+                "flagged), then ")
     return (f"From the checkpoint{'' if r.ckpt else ' (not found: from metrics.json config)'}: every file is decoded "
-            "to 8-bit greyscale (DICOM through its modality and VOI transforms), resized to "
+            f"to 8-bit greyscale (DICOM through its modality and VOI transforms), {crop}resized to "
             f"{_num(pre.get('image_size'))} x {_num(pre.get('image_size'))} px (bilinear), scaled to [0, 1], "
             f"normalisation `{pre.get('normalize', '?')}`, and repeated to {_num(pre.get('in_channels'))} channel(s). "
             "The same steps run at training and inference because they are saved in the checkpoint.")
@@ -588,6 +599,20 @@ def _gradcam(r: _Run) -> str:
                       "masks):", "", *_render_generic(cam)])
 
 
+def _shortcuts(r: _Run) -> str:
+    """Every shortcut audit kept in the run folder (shortcuts_<split>.json, written by `shortcuts`)."""
+    found = sorted(r.run.path.glob("shortcuts_*.json"))
+    if not found:
+        return (f"Not run. `python -m pneumolib shortcuts {r.run.path}` audits the validation split (a probe on "
+                "acquisition statistics, reliance on pixels outside and inside the lungs, worst-group recall); "
+                "re-write this card afterwards.")
+    L = []
+    for path in found:
+        rep = load_json(path)
+        L += [f"On the `{rep.get('split')}` split ({path.name}):", "", "```", format_audit(rep), "```", ""]
+    return "\n".join(L).rstrip()
+
+
 def _reproduce(r: _Run) -> str:
     if r.metrics.get("command"):
         L = ["Training, as recorded in metrics.json:", "", "```bash", str(r.metrics["command"]), "```"]
@@ -610,7 +635,7 @@ def render_model_card(run_dir: str | Path) -> str:
         title_line=f"{r.cfg['title']}.\n\n" if r.cfg.get("title") else "",
         model_details=_model_details(r), checkpoint=r.run.checkpoint, training_data=_training_data(r),
         preprocessing=_preprocessing(r), weights=_weights_text(r.metrics.get("weights"), r.cfg),
-        threshold=_threshold(r), evaluation=_evaluation(r), gradcam=_gradcam(r),
+        threshold=_threshold(r), evaluation=_evaluation(r), gradcam=_gradcam(r), shortcuts=_shortcuts(r),
         limitations="\n".join(_limitations(r.metrics, r.stress, r.evals, r.source)), reproduce=_reproduce(r))
 
 

@@ -11,17 +11,14 @@ from torch import nn
 
 from .config import CLASSES, ExperimentConfig
 from .data import DEFAULT_CACHE, DecodedCache, Sample, patient_id
-from .imaging import ImageError, load_resized
+from .imaging import ImageError
 from .infer import predict_proba
-from .io import atomic_write
+from .io import CheckpointError, atomic_write  # noqa: F401  (CheckpointError: re-exported)
+from .lungs import shipped_digest
 from .models import Ensemble, build_model, members
 from .transforms import Preprocessing
 
 FORMAT = "pneumolib-checkpoint/1"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be used; str() is one line naming the file and the problem."""
 
 
 class ChannelMismatch(ValueError):
@@ -29,7 +26,11 @@ class ChannelMismatch(ValueError):
 
 
 def preprocessing_for(config: ExperimentConfig) -> Preprocessing:
-    return Preprocessing(image_size=config.image_size, in_channels=config.in_channels, normalize=config.normalize)
+    """What a model trained with `config` needs at inference; a lung crop records the digest of the segmenter
+    that drew its boxes (the shipped one), so a checkpoint is never served boxes from another."""
+    segmenter = shipped_digest() if config.crop != "none" else ""
+    return Preprocessing(image_size=config.image_size, in_channels=config.in_channels, normalize=config.normalize,
+                         crop=config.crop, crop_margin=config.crop_margin, crop_segmenter=segmenter)
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, config: ExperimentConfig, threshold: float,
@@ -121,10 +122,16 @@ class Predictor:
                 f"this checkpoint expects {self.in_channels}-channel input (N x {self.in_channels} x H x W), "
                 f"got shape {tuple(x.shape)}; build inputs with predictor.preprocess() instead")
 
-    def preprocess(self, path: str | Path) -> torch.Tensor:
-        """A file -> the exact model input used at training time."""
-        img = torch.from_numpy(load_resized(path, self.preprocessing.image_size)).unsqueeze(0)
+    def preprocess(self, path: str | Path, cache: DecodedCache | None = None) -> torch.Tensor:
+        """A file -> the exact model input used at training time (lung crop included)."""
+        img = torch.from_numpy((cache or DEFAULT_CACHE).get(path, self.preprocessing.view)).unsqueeze(0)
         return self.preprocessing(img)
+
+    def input_note(self, path: str | Path, cache: DecodedCache | None = None) -> str:
+        """'' for a model without a lung crop; else whether the film's lungs were found and cropped, or why the
+        whole film was used (a film the crop could not handle is flagged in every output, never hidden)."""
+        box = (cache or DEFAULT_CACHE).box(path, self.preprocessing.view)
+        return "" if box is None else (f"lungs=NOT FOUND: {box.problem}" if box.problem else "lungs=cropped")
 
     def predict_proba(self, x: torch.Tensor) -> np.ndarray:
         """P(PNEUMONIA) for a batch of preprocessed inputs (N x C x H x W)."""
@@ -137,7 +144,7 @@ class Predictor:
         be read, each with its reason (never raised: one bad film must not cost the others their predictions)."""
         cache = cache or DEFAULT_CACHE
         paths = [Path(p) for p in paths]
-        refused = cache.warm(paths, self.preprocessing.image_size)
+        refused = cache.warm(paths, self.preprocessing.view)
         bad = {e.path for e in refused}
         good = [p for p in paths if p not in bad]
         samples = [Sample(p, -1, patient_id(p), "predict") for p in good]

@@ -104,7 +104,7 @@ def _ensemble_data(paths: list[Path], data_dir):
     if len(holdouts) > 1:
         raise UsageError(f"{paths[0]}: the members were trained with different holdouts ({', '.join(sorted(holdouts))})")
     first = members[0]  # its seed rebuilds the same val split when val/ is pooled with train/
-    data = prepare(root, seed=first.config.seed, holdout=holdouts.pop(), image_size=first.preprocessing.image_size)
+    data = prepare(root, seed=first.config.seed, holdout=holdouts.pop(), image_size=first.preprocessing.view)
     if "val" not in data.splits or not data["val"]:
         raise UsageError(f"{root}: no validation images to fit the temperature and threshold on")
     return root, data, first
@@ -169,6 +169,11 @@ def _adapted(pred, samples, threshold: float, cohort: str, args) -> dict:
     a = adapt(pred, samples, args.adapt, threshold=threshold, alpha=args.adapt_alpha, cohort=cohort)
     am = compute_metrics(a.scores, a.threshold, seed=0)
     print(f"\n{ADAPTED_LABEL.upper()} (--adapt {args.adapt})")
+    guard = a.extra.get("guard")
+    if guard:
+        print(guard["reason"] if guard.get("fell_back_to") else
+              f"label-shift check passed: EM {guard['em_plain']:.3f} plain, {guard['em_adabn']:.3f} after AdaBN "
+              f"(within {guard['tolerance']:.2f})")
     if a.bn:
         print(f"BatchNorm statistics re-estimated in {', '.join(a.bn['layers'])} on {a.bn['n_images']} images "
               f"(alpha {a.bn['alpha']:.2f})")
@@ -196,12 +201,23 @@ def cmd_evaluate(args) -> int:
     if not 0.0 <= args.adapt_alpha <= 1.0:
         raise UsageError(f"--adapt-alpha must be between 0 and 1, got {args.adapt_alpha}")
     pred = Predictor.load(args.checkpoint)
-    samples = _cohort(args.data_dir, args.split, pred.preprocessing.image_size)
+    samples = _cohort(args.data_dir, args.split, pred.preprocessing.view)
     threshold = pred.threshold if args.threshold is None else args.threshold
     scores = predict_samples(pred.model, samples, pred.preprocessing, tta=pred.config.tta)
     m = compute_metrics(scores, threshold, seed=0)
     print(f"{args.checkpoint}: {pred.config.name} on {args.data_dir}/{args.split}")
     print(format_metrics(m))
+    from . import ood
+    far, columns = ood.score(pred, samples), {}
+    if far is not None:  # is this cohort like the training data? (flags ~1% of validation films)
+        m["ood"] = ood.summary(pred.extra["ood"], *far)
+        print(ood.describe(m["ood"]))
+        columns = {"ood_distance": [f"{v:.2f}" for v in far[0]], "ood_flag": [int(v) for v in far[1]]}
+    if pred.preprocessing.crop != "none":  # the films whose lungs were not found were kept whole: say how many
+        notes = [pred.input_note(s.path) for s in samples]
+        m["lungs_not_found"] = sum(n.startswith("lungs=NOT FOUND") for n in notes)
+        print(f"lung crop: lungs not found on {m['lungs_not_found']} of {len(samples)} films (kept whole)")
+        columns["lungs"] = [n.removeprefix("lungs=") for n in notes]
     cohort = cohort_name(args.data_dir, args.split, args.adapt)
     adapted = _adapted(pred, samples, threshold, cohort, args) if args.adapt else None
     record = dict(m, checkpoint=str(Path(args.checkpoint).resolve()), split=args.split,
@@ -212,7 +228,7 @@ def cmd_evaluate(args) -> int:
     if args.json:
         save_json(record, args.json)
     if args.scores:
-        scores.to_csv(args.scores, threshold)
+        scores.to_csv(args.scores, threshold, columns)
     try:  # every evaluation is kept beside the checkpoint, for its model card
         print(f"recorded in {record_evaluation(args.checkpoint, record)}")
     except OSError as e:
@@ -230,9 +246,20 @@ def cmd_card(args) -> int:
 def cmd_predict(args) -> int:
     from .checkpoint import Predictor
     pred = Predictor.load(args.checkpoint)
+    from . import ood
+    from .data import Sample, patient_id
     done, refused = pred.predict_files(args.images)
-    for path, label, p in done:
-        print(f"{path}\t{label}\tp_pneumonia={p:.4f}\tthreshold={pred.threshold:.3f}")
+    far = ood.score(pred, [Sample(Path(p), -1, patient_id(Path(p)), "predict") for p, _, _ in done])
+    for i, (path, label, p) in enumerate(done):
+        notes = [pred.input_note(path)]
+        if far is not None:  # how unlike the training films this one looks to the model
+            notes.append(f"ood={far[0][i]:.1f}" + (" UNLIKE THE TRAINING FILMS: do not trust this answer"
+                                                   if far[1][i] else ""))
+        print(f"{path}\t{label}\tp_pneumonia={p:.4f}\tthreshold={pred.threshold:.3f}"
+              + "".join(f"\t{n}" for n in notes if n))
+    if far is None and done:
+        print("note: this checkpoint carries no out-of-distribution reference (trained before pneumolib had one)",
+              file=sys.stderr)
     if args.cam_dir and done:
         _predict_overlays(pred, [Path(p) for p, _, _ in done], args)
     for e in refused:  # every good film was predicted first; each refused one is named with its reason
@@ -268,7 +295,7 @@ def cmd_explain(args) -> int:
         raise UsageError(f"--n must be at least 1, got {args.n}")
     args.method = args.method or DEFAULT_METHOD
     pred = Predictor.load(args.checkpoint)
-    samples = _cohort(args.data_dir, args.split, pred.preprocessing.image_size)
+    samples = _cohort(args.data_dir, args.split, pred.preprocessing.view)
     out = Path(args.out) if args.out else RunDir(Path(args.checkpoint).resolve().parent).gradcam
     out.mkdir(parents=True, exist_ok=True)
     if args.compare:
@@ -440,6 +467,20 @@ def cmd_stress(args) -> int:
     return 0
 
 
+def cmd_shortcuts(args) -> int:
+    from .io import save_json
+    from .shortcuts import audit_run, format_audit
+    reps = {}
+    for d in args.run_dirs:
+        reps[str(d)] = rep = audit_run(d, args.data_dir, split=args.split, seed=args.seed)
+        print(f"{d} ({rep['experiment']}) on {args.split}:")
+        print(format_audit(rep))
+        print()
+    if args.json:  # one run: its report; several: keyed by run folder
+        save_json(next(iter(reps.values())) if len(reps) == 1 else reps, args.json)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m pneumolib", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -573,6 +614,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--split", default="test", choices=["train", "val", "test"])
     s.add_argument("--recompute", action="store_true", help="ignore a saved stress.json")
     s.set_defaults(func=cmd_stress)
+
+    s = sub.add_parser("shortcuts", help="shortcut audit of a finished run: a probe on acquisition statistics, the "
+                                         "model's reliance on pixels outside and inside the lungs, worst-group recall "
+                                         "(writes RUN_DIR/shortcuts_SPLIT.json)")
+    s.add_argument("run_dirs", nargs="+")
+    s.add_argument("--data-dir", help="default: the folder the run was trained on")
+    s.add_argument("--split", default="val", choices=["train", "val", "test"],
+                   help="the split to audit (default val: the audit is used for selection)")
+    s.add_argument("--seed", type=int, default=0, help="seed of the probe and the bootstrap")
+    s.add_argument("--json", help="also write the report here")
+    s.set_defaults(func=cmd_shortcuts)
 
     s = sub.add_parser("ablate", help="train (or reuse) notebook 10's ablation steps one lever at a time, stress-test "
                                       "them, and print the table scored by each validation protocol")

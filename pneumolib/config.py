@@ -23,6 +23,7 @@ NORMALIZATIONS = ("none", "imagenet", "per_image", "equalize")
 TRANSFORM_NAMES = ("none", "log_baseline", "log_strong_normal", "central_focus", "robust", "sharpness")
 THRESHOLD_RULES = ("fixed:T", "youden", "youden_shifted", "sensitivity:S")
 PROFILE_NAMES = ("smoke", "fixture", "cpu", "gpu", "full")
+CROPS = ("none", "lungs")
 
 
 def _choice(field_name: str, value: Any, allowed: tuple) -> None:
@@ -49,6 +50,32 @@ def parse_threshold_rule(rule: str) -> tuple[str, float | None]:
     raise bad
 
 
+@dataclass(frozen=True)
+class View:
+    """How a file becomes the model's uint8 square image: optionally cropped to its lung fields on the full film (the
+    lung segmenter's box plus `margin` of its height and width on each side), then squashed to size x size."""
+
+    size: int
+    crop: str = "none"  # "none" | "lungs"
+    margin: float = 0.08
+    segmenter: str = ""  # digest of the lung segmenter that draws the box ("" = whichever the cache holds)
+
+    def __post_init__(self) -> None:
+        _choice("crop", self.crop, CROPS)
+        if not 0 <= self.margin <= 0.5:
+            raise ValueError(f"config field crop_margin={self.margin!r} must be in [0, 0.5]")
+
+    @property
+    def tag(self) -> str:
+        """The disk cache's folder for this view: the size alone without a crop (as before crops existed)."""
+        return str(self.size) if self.crop == "none" else f"{self.size}-{self.crop}{self.margin:g}-{self.segmenter}"
+
+
+def as_view(view: "int | View") -> View:
+    """An image size (the whole film squashed) or a View."""
+    return view if isinstance(view, View) else View(int(view))
+
+
 # Fields that only change how a trained model is evaluated; they do not change its weights.
 EVAL_ONLY_FIELDS = ("name", "entry", "date", "title", "log_said", "threshold", "eval_subset_per_class")
 
@@ -70,6 +97,8 @@ class ExperimentConfig:
     # preprocessing (travels with the weights)
     image_size: int = 224
     normalize: str = "none"  # "none" (the log's bare ToTensor) | "imagenet" | "per_image" | "equalize"
+    crop: str = "none"  # "none" (the whole film) | "lungs" (the lung segmenter's box, on the full-size film)
+    crop_margin: float = 0.08  # with crop "lungs": margin added on each side, as a share of the box's size
     # training-time transforms per class, as "+"-joined names from pneumolib.transforms
     train_transforms: tuple[tuple[str, str], ...] = (
         ("NORMAL", "log_baseline"),
@@ -101,6 +130,7 @@ class ExperimentConfig:
         _choice("model", self.model, MODELS)
         _choice("in_channels", self.in_channels, (1, 3))
         _choice("normalize", self.normalize, NORMALIZATIONS)
+        View(self.image_size, self.crop, self.crop_margin)  # checks crop and crop_margin
         _choice("loss", self.loss, LOSSES)
         _choice("class_weighting", self.class_weighting, CLASS_WEIGHTINGS)
         _choice("sampler", self.sampler, SAMPLERS)
@@ -136,6 +166,11 @@ class ExperimentConfig:
                 raise ValueError(f"config field {name}={v!r} must be None or a positive integer")
 
     # --- helpers -------------------------------------------------------------
+    @property
+    def view(self) -> View:
+        """How training decodes its films (the segmenter is the cache's: checkpoints record its digest)."""
+        return View(self.image_size, self.crop, self.crop_margin)
+
     def transform_for(self, class_name: str) -> str:
         return dict(self.train_transforms)[class_name]
 
@@ -326,7 +361,11 @@ def _candidates() -> tuple[ExperimentConfig, ...]:
     sharp = replace(ABLATIONS["abl_tta"], name="cand_sharpness",
                     title="+ resolution and noise augmentation (adopted: = abl_sharpness)",
                     train_transforms=(("NORMAL", "robust+sharpness"), ("PNEUMONIA", "robust+sharpness")))
-    return (sharp,)
+    # issue 22: the recipe on lung-field crops (a prototype of it moved the external cohort), and a wider margin
+    lungs = replace(ABLATIONS["abl_youden_shifted"], name="cand_lungs",
+                    title="+ lung-field crop (the shipped segmenter's box, 8% margin)", crop="lungs", crop_margin=0.08)
+    lungs_wide = replace(lungs, name="cand_lungs_m15", title="+ lung-field crop, 15% margin", crop_margin=0.15)
+    return (sharp, lungs, lungs_wide)
 
 
 # the recipe candidates: found by get_config, trained by 'train NAME' or 'run NAME --seeds ...'

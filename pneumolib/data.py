@@ -2,20 +2,23 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 import torch
 
-from .io import atomic_write
-from .config import CLASSES
+from .io import CheckpointError, atomic_write
+from .config import CLASSES, View, as_view
 from .fixture import fixture_dir
-from .imaging import IMAGE_SUFFIXES, ImageError, load_resized
+from .imaging import IMAGE_SUFFIXES, ImageError, load_image, load_resized
+from .lungs import LungBox, LungSegmenter, crop_film
 
 SPLITS = ("train", "val", "test")
 IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
@@ -86,6 +89,9 @@ class XRayData:
             logger.warning("pre-scan of %s:\n%s", self.root, self.hygiene.table())
         for e in self.bad_files:
             logger.warning("skipping unreadable file: %s", e)
+        for note in self.notes:
+            if note.startswith("lung crop"):
+                logger.warning("%s", note)
 
     def counts(self) -> dict[str, dict[str, int]]:
         return {s: {c: sum(x.label == i for x in samples) for i, c in enumerate(CLASSES)}
@@ -298,63 +304,137 @@ def default_cache_dir() -> Path | None:
 
 
 class DecodedCache:
-    """Each file decoded and resized once per image size, kept as uint8 in memory and, with `disk_dir`,
-    on disk as .npy keyed by the file's content hash and the size, so a new process (a re-run notebook)
+    """Each file decoded once per view (size, and the lung crop if any), kept as uint8 in memory and, with
+    `disk_dir`, on disk as .npy keyed by the file's content hash and the view, so a new process (a re-run notebook)
     does not decode again. The disk cache is safe to delete at any time; an edited file has a new hash.
-    """
+    A lung-cropped view also keeps each film's crop box (lungs.LungBox): where the crop came from, or why the
+    whole film was kept. `segmenter`: the lung segmenter that draws the boxes (default: the shipped one, loaded
+    when first needed)."""
 
-    def __init__(self, disk_dir: str | Path | None = None):
+    def __init__(self, disk_dir: str | Path | None = None, segmenter: LungSegmenter | None = None):
         self._store: dict[tuple, np.ndarray] = {}
+        self._boxes: dict[tuple, LungBox] = {}
         self.disk_dir = Path(disk_dir).expanduser() if disk_dir else None
+        self._segmenter = segmenter
+        self._lock = threading.Lock()
 
-    def _disk_path(self, path: Path, image_size: int) -> Path:
+    def segmenter(self, view: View, path: Path) -> LungSegmenter:
+        """The lung segmenter for a cropped view; refuses a view whose boxes another segmenter drew."""
+        with self._lock:
+            if self._segmenter is None:
+                self._segmenter = LungSegmenter.load()
+        if view.segmenter and view.segmenter != self._segmenter.digest:
+            raise CheckpointError(f"{path}: this model was trained on lung crops drawn by segmenter "
+                                  f"{view.segmenter}; this cache's segmenter is {self._segmenter.digest} "
+                                  f"(install the pneumolib version the model was trained with)")
+        return self._segmenter
+
+    def _disk_path(self, path: Path, view: View) -> Path:
         digest = file_digest(path)
-        return self.disk_dir / str(image_size) / digest[:2] / f"{digest}.npy"
+        return self.disk_dir / view.tag / digest[:2] / f"{digest}.npy"
 
-    def _load(self, path: Path, image_size: int) -> np.ndarray:
+    def _read_disk(self, path: Path, view: View) -> tuple[np.ndarray, LungBox | None] | None:
+        """What an earlier process decoded for this file and view, or None."""
         if self.disk_dir is None:
-            return load_resized(path, image_size)
-        target = self._disk_path(path, image_size)
+            return None
+        target = self._disk_path(path, view)
         try:
             arr = np.load(target, allow_pickle=False)
-            if arr.shape == (image_size, image_size) and arr.dtype == np.uint8:
-                return arr
-        except (OSError, ValueError):  # absent, or a damaged cache file: decode again
+            box = LungBox(**json.loads(target.with_suffix(".box.json").read_text())) if view.crop != "none" else None
+            if arr.shape == (view.size, view.size) and arr.dtype == np.uint8:
+                return arr, box
+        except (OSError, ValueError, TypeError):  # absent, or a damaged cache file: decode again
             pass
-        arr = load_resized(path, image_size)
-        def write(tmp):
-            with open(tmp, "wb") as f:  # a handle, so np.save does not append .npy to the temp name
-                np.save(f, arr, allow_pickle=False)
+        return None
 
-        try:
-            atomic_write(target, write)
-        except OSError:  # a read-only or full disk only costs speed
-            pass
+    def _keep(self, path: Path, view: View, key: tuple, arr: np.ndarray, box: LungBox | None,
+              from_disk: bool = False) -> np.ndarray:
+        """Hold a decoded image (and its box) in memory and, unless it came from there, on disk."""
+        if self.disk_dir is not None and not from_disk:
+            target = self._disk_path(path, view)
+
+            def write(tmp):
+                with open(tmp, "wb") as f:  # a handle, so np.save does not append .npy to the temp name
+                    np.save(f, arr, allow_pickle=False)
+
+            try:
+                if box is not None:  # the box first: an image on disk always has its box beside it
+                    atomic_write(target.with_suffix(".box.json"),
+                                 lambda tmp: Path(tmp).write_text(json.dumps(asdict(box))))
+                atomic_write(target, write)
+            except OSError:  # a read-only or full disk only costs speed
+                pass
+        if box is not None:
+            self._boxes[key] = box
+        self._store[key] = arr
         return arr
 
+    def _lookup(self, path: Path, view: View) -> tuple[tuple, bool]:
+        """(memory key, whether the image is now in memory: it was, or the disk cache had it)."""
+        key = self._key(path, view)
+        if key in self._store:
+            return key, True
+        hit = self._read_disk(path, view)
+        if hit is not None:
+            self._keep(path, view, key, *hit, from_disk=True)
+        return key, hit is not None
+
+    def _decode_many(self, paths: list[Path], view: View) -> None:
+        """Decode films not cached yet; lung boxes are predicted in batches (one film at a time is ~20x slower)."""
+        if view.crop == "none":
+            for p in paths:
+                self._keep(p, view, self._key(p, view), load_resized(p, view.size), None)
+            return
+        films = [np.asarray(load_image(p), dtype=np.uint8) for p in paths]
+        seg = self.segmenter(view, paths[0])
+        for p, film, box in zip(paths, films, seg.lung_boxes(films, view.margin)):
+            self._keep(p, view, self._key(p, view), crop_film(film, box, view.size), box)
+
     @staticmethod
-    def _key(path: Path, image_size: int) -> tuple:
+    def _key(path: Path, view: View) -> tuple:
         try:
             st = path.stat()
         except FileNotFoundError:
             raise ImageError(path, "no such file") from None
-        return (str(path), image_size, st.st_mtime_ns, st.st_size)
+        return (str(path), view, st.st_mtime_ns, st.st_size)
 
-    def get(self, path: str | Path, image_size: int) -> np.ndarray:
+    def _resolve(self, path: Path, view: int | View) -> View:
+        """The view with the segmenter that draws its boxes named (so memory and disk are keyed by it)."""
+        view = as_view(view)
+        if view.crop != "none" and not view.segmenter:
+            view = View(view.size, view.crop, view.margin, self.segmenter(view, path).digest)
+        return view
+
+    def get(self, path: str | Path, view: int | View) -> np.ndarray:
+        """The file as the model's uint8 image for `view` (an int: the whole film squashed to that size)."""
         path = Path(path)
-        key = self._key(path, image_size)
-        if key not in self._store:
-            self._store[key] = self._load(path, image_size)
+        view = self._resolve(path, view)
+        key, found = self._lookup(path, view)
+        if not found:
+            self._decode_many([path], view)
         return self._store[key]
 
-    def warm(self, paths: Iterable[Path], image_size: int, workers: int | None = None,
-             progress: Callable | None = None) -> list[ImageError]:
-        """Decode all paths in parallel (PIL releases the GIL); return the unreadable ones, never raise."""
-        paths = list(paths)
+    def box(self, path: str | Path, view: int | View) -> LungBox | None:
+        """Where a cropped view's image came from on the film (None for a view without a crop)."""
+        path = Path(path)
+        view = self._resolve(path, view)
+        if view.crop == "none":
+            return None
+        self.get(path, view)
+        return self._boxes[self._key(path, view)]
 
-        def one(p):
+    def warm(self, paths: Iterable[Path], image_size: int | View, workers: int | None = None,
+             progress: Callable | None = None) -> list[ImageError]:
+        """Decode all paths, in parallel (PIL releases the GIL) and, for a lung crop, segmenting in batches; return
+        the unreadable ones, never raise."""
+        paths = [Path(p) for p in paths]
+        if not paths:
+            return []
+        view = self._resolve(paths[0], image_size)
+
+        def guarded(fn, p):
             try:
-                self.get(p, image_size)
+                fn(p)
                 return None
             except ImageError as e:
                 return e
@@ -362,10 +442,29 @@ class DecodedCache:
                 return ImageError(p, str(e))
 
         workers = workers or min(8, (os.cpu_count() or 2) * 2)
+        missing: list[Path] = []
         with ThreadPoolExecutor(workers) as pool:
-            it = pool.map(one, paths)
-            results = list(progress(it, total=len(paths)) if progress else it)
-        return [e for e in results if e is not None]
+            if view.crop == "none":  # decoding is all there is: one file per task
+                it = pool.map(lambda p: guarded(lambda q: self.get(q, view), p), paths)
+                results = list(progress(it, total=len(paths)) if progress else it)
+                return [e for e in results if e is not None]
+            found = list(pool.map(lambda p: guarded(lambda q: self._lookup(q, view)[1] or missing.append(q), p),
+                                  paths))
+            errors = [e for e in found if e is not None]
+            missing.sort()  # threads append in any order; batches should not depend on it
+            chunks = [missing[i:i + 64] for i in range(0, len(missing), 64)]
+
+            def chunk(ps):
+                try:
+                    self._decode_many(ps, view)
+                    return []
+                except (ImageError, OSError):  # find the unreadable ones one by one
+                    return [e for e in (guarded(lambda q: self._decode_many([q], view), p) for p in ps) if e]
+
+            it = map(chunk, chunks)  # the U-Net uses both cores already
+            for errs in (progress(it, total=len(chunks)) if progress else it):
+                errors += errs
+        return errors
 
     def __len__(self) -> int:
         return len(self._store)
@@ -435,7 +534,7 @@ def check_hygiene(data: XRayData, unreadable: list[ImageError] | None = None, wo
     return Hygiene(list(unreadable or []), dupes, shared_patients(data.splits))
 
 
-def prescan(data: XRayData, image_size: int, strict: bool = False, cache: DecodedCache | None = None,
+def prescan(data: XRayData, image_size: int | View, strict: bool = False, cache: DecodedCache | None = None,
             progress: Callable | None = None) -> XRayData:
     """Decode every file once and check the folder's hygiene (unreadable files, identical files within and
     across splits and classes, patients in two splits). Unreadable files are dropped and reported by path;
@@ -454,7 +553,24 @@ def prescan(data: XRayData, image_size: int, strict: bool = False, cache: Decode
         for i, c in enumerate(CLASSES):
             if not any(s.label == i for s in v):
                 raise DataError(f"{data.root}/{k}/{c}: no readable images left after the pre-scan")
-    return XRayData(data.root, splits, list(data.notes), list(data.bad_files) + bad, hygiene, data.holdout)
+    notes = list(data.notes) + crop_notes(splits, image_size, cache)
+    return XRayData(data.root, splits, notes, list(data.bad_files) + bad, hygiene, data.holdout)
+
+
+def crop_notes(splits: dict[str, list[Sample]], view: int | View, cache: DecodedCache) -> list[str]:
+    """For a lung-cropped view: per split, the films whose lungs the segmenter did not find (kept whole), so a run
+    says how many of its films were not cropped."""
+    if as_view(view).crop == "none":
+        return []
+    out = []
+    for split, samples in splits.items():
+        missed = [(s, cache.box(s.path, view)) for s in samples]
+        missed = [(s, b) for s, b in missed if b.problem]
+        if missed:
+            s, b = missed[0]
+            out.append(f"lung crop: lungs not found on {len(missed)} of {len(samples)} {split} films, kept whole "
+                       f"(first: {s.path.name}: {b.problem})")
+    return out
 
 
 def fingerprint(data: XRayData) -> str:
@@ -473,7 +589,7 @@ def fingerprint(data: XRayData) -> str:
     return h.hexdigest()[:16]
 
 
-def prepare(root: str | Path, *, seed: int, holdout: str = "folders", image_size: int, strict: bool = False,
+def prepare(root: str | Path, *, seed: int, holdout: str = "folders", image_size: int | View, strict: bool = False,
             cache: "DecodedCache | None" = None, logger=None) -> XRayData:
     """The one way a run's data is made ready: discover the folder (val split seeded), apply the holdout,
     pre-scan (decode once, hygiene; unreadable files dropped and listed), log what the pre-scan found."""
@@ -491,10 +607,10 @@ class XRayDataset(torch.utils.data.Dataset):
     and preprocesses whole batches on the training device (augment.BatchAugment), so the loader only serves bytes."""
 
     def __init__(self, samples: list[Sample], preprocessing=None, transform: Callable | None = None,
-                 cache: DecodedCache | None = None, image_size: int | None = None):
+                 cache: DecodedCache | None = None, image_size: int | View | None = None):
         self.samples, self.pre, self.transform = list(samples), preprocessing, transform
         self.cache = cache or DEFAULT_CACHE
-        self.image_size = image_size or preprocessing.image_size
+        self.image_size = image_size or preprocessing.view  # the decode view (size and crop)
 
     def __len__(self) -> int:
         return len(self.samples)

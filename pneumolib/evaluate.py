@@ -32,14 +32,17 @@ class Scores:
     def subset(self, idx) -> "Scores":
         return Scores([self.samples[i] for i in idx], self.probs[np.asarray(idx, dtype=int)])
 
-    def to_csv(self, path: str | Path, threshold: float) -> Path:
+    def to_csv(self, path: str | Path, threshold: float, extra: dict[str, list] | None = None) -> Path:
+        """One row per film; `extra`: more columns, one value per film (e.g. the OOD distance and flag)."""
+        extra = extra or {}
+
         def write(tmp):
             with open(tmp, "w", newline="") as f:
                 w = csv.writer(f)
-                w.writerow(["path", "patient", "split", "label", "p_pneumonia", "prediction"])
-                for s, p in zip(self.samples, self.probs):
+                w.writerow(["path", "patient", "split", "label", "p_pneumonia", "prediction", *extra])
+                for i, (s, p) in enumerate(zip(self.samples, self.probs)):
                     w.writerow([str(s.path), s.patient, s.split, CLASSES[s.label], f"{p:.6f}",
-                                CLASSES[int(p >= threshold)]])
+                                CLASSES[int(p >= threshold)], *(v[i] for v in extra.values())])
         return atomic_write(path, write)
 
 

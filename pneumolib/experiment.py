@@ -120,12 +120,12 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
     profile = profile or default_profile(is_fixture, device)
     config, weights_used = resolve_config(config, profile, overrides, on_missing_weights)
     if data is None:
-        data = prepare(root, seed=config.seed, holdout=holdout, image_size=config.image_size, strict=strict,
+        data = prepare(root, seed=config.seed, holdout=holdout, image_size=config.view, strict=strict,
                        logger=logger)
     else:  # given data: the holdout asked for (whether or not it was pre-scanned), then the pre-scan if not yet
         data = data if data.holdout == holdout else apply_holdout(data, holdout)
         if data.hygiene is None:
-            data = prescan(data, config.image_size, strict=strict)
+            data = prescan(data, config.view, strict=strict)
             data.log_findings(logger)
     data_fp = fingerprint(data)
     logger.info("%s %s on %s; %s; weights: %s", config.entry, config.name,
@@ -149,6 +149,7 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
         fitted = fit(config, data, run_dir, device=device, strict=strict, resume=resume,
                      extra={"weights": weights_used, "holdout": holdout})
         predictor = Predictor(fitted.model, config, fitted.threshold, device=dev)
+        predictor.extra = {"ood": fitted.ood}
     else:
         val = predict_samples(predictor.model, data["val"], predictor.preprocessing, tta=config.tta)
         predictor.threshold = fit_threshold(config.threshold, predictor.model, val, predictor.preprocessing,

@@ -8,6 +8,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 
+class CheckpointError(ValueError):
+    """A checkpoint (or saved weights) that cannot be used; str() is one line naming the file and the problem."""
+
+
 def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
     """Write through a temp file in the same folder and rename, so a kill never leaves half a file."""
     path = Path(path)

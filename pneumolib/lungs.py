@@ -1,6 +1,7 @@
 """Lung fields: a small MONAI U-Net learned from annotated masks, shipped inside the package with its provenance."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from scipy import ndimage as ndi
 from .augment import ColorJitter, RandomGamma, RandomNoise, RandomResolution
 from .config import CLASSES
 from .imaging import IMAGE_SUFFIXES, load_image
-from .io import atomic_write
+from .io import CheckpointError, atomic_write
 from .runtime import generator, seed_everything
 from .transforms import Preprocessing
 
@@ -135,12 +136,14 @@ class LungSegmenter:
                  check: "LungCheck | None" = None):
         self.net, self.provenance, self.threshold = net.eval(), dict(provenance or {}), float(threshold)
         self.check = check or LungCheck()
+        h = hashlib.sha256()
+        for k, v in sorted(net.state_dict().items()):
+            h.update(k.encode() + v.detach().cpu().contiguous().numpy().tobytes())
+        self.digest = h.hexdigest()[:12]  # which weights drew a crop box: recorded in the checkpoints trained on them
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "LungSegmenter":
         """The shipped segmenter (or one saved by `lungs train --out`), loaded with weights_only=True."""
-        from .checkpoint import CheckpointError
-
         path = Path(path) if path else shipped_weights()
         if not path.is_file():
             raise CheckpointError(f"{path}: lung segmenter weights not found")
@@ -189,6 +192,75 @@ class LungSegmenter:
         """(film as uint8 grey HxW at its own size, its bool lung mask): any film imaging reads, DICOM included."""
         film = np.asarray(load_image(path), dtype=np.uint8)
         return film, self.segment_array(film)
+
+
+    def lung_boxes(self, films: list[np.ndarray], margin: float) -> list["LungBox"]:
+        """Each uint8 film's (any size) lung-field bounding box, as fractions of its height and width, with `margin`
+        of the box's size added on each side; the whole film, with the reason, when the mask fails the check (a
+        film whose lungs are not found is flagged, never cropped to a wrong box). Segmented in batches."""
+        small = [np.array(Image.fromarray(f).resize((SIZE, SIZE), Image.BILINEAR, reducing_gap=3.0)) for f in films]
+        if not small:
+            return []
+        masks = self.masks_for(torch.from_numpy(np.stack(small))[:, None], [(SIZE, SIZE)] * len(small))
+        return [box_of(m, self.check.problems(m), margin) for m in masks]
+
+
+def box_of(mask: np.ndarray, problem: str, margin: float) -> "LungBox":
+    """The mask's bounding box plus margin, as fractions; the whole film when the mask has a problem."""
+    if problem or not mask.any():
+        return LungBox(0.0, 1.0, 0.0, 1.0, f"lungs not found ({problem or 'empty mask'}): whole film used")
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min() / h, (ys.max() + 1) / h, xs.min() / w, (xs.max() + 1) / w
+    dy, dx = margin * (y1 - y0), margin * (x1 - x0)
+    return LungBox(float(max(0.0, y0 - dy)), float(min(1.0, y1 + dy)), float(max(0.0, x0 - dx)),
+                   float(min(1.0, x1 + dx)))
+
+
+def shipped_digest() -> str:
+    """Digest of the shipped segmenter's weights (what a lung-cropped checkpoint records)."""
+    return LungSegmenter.load().digest
+
+
+@dataclass(frozen=True)
+class LungBox:
+    """A crop box as fractions of the film (y0, y1, x0, x1), and why the whole film was kept ('' = lungs found)."""
+
+    y0: float
+    y1: float
+    x0: float
+    x1: float
+    problem: str = ""
+
+    def pixels(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) in pixels of an h x w film; at least one pixel each way."""
+        eps = 1e-6  # 0.86 * 1000 is 860.0000000001 in floating point: not a reason for one more row
+        top, left = int(np.floor(self.y0 * h + eps)), int(np.floor(self.x0 * w + eps))
+        return (top, max(top + 1, int(np.ceil(self.y1 * h - eps))), left,
+                max(left + 1, int(np.ceil(self.x1 * w - eps))))
+
+    def crop(self, film: np.ndarray) -> np.ndarray:
+        top, bottom, left, right = self.pixels(*film.shape[:2])
+        return film[top:bottom, left:right]
+
+
+def mask_in_view(mask: np.ndarray, box: LungBox | None, shape: tuple[int, int]) -> np.ndarray:
+    """A film-frame bool mask in a model input's frame: cut to the crop box (if any), resized (nearest) to shape."""
+    if box is not None:
+        mask = box.crop(mask)
+    im = Image.fromarray(np.ascontiguousarray(mask).astype(np.uint8) * 255)
+    if im.size != (shape[1], shape[0]):
+        im = im.resize((shape[1], shape[0]), Image.NEAREST)
+    return np.asarray(im) > 127
+
+
+def crop_film(film: np.ndarray, box: LungBox, size: int) -> np.ndarray:
+    """A uint8 film at its own size -> its box, squashed to size x size: the one place a crop is made, for training
+    and inference alike (the box is found on the full film, so the crop does not depend on the file's size)."""
+    im = Image.fromarray(np.ascontiguousarray(box.crop(film)))
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
+    return np.asarray(im, dtype=np.uint8).copy()
 
 
 # --- training and evaluation ---------------------------------------------------------------------------------

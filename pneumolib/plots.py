@@ -32,7 +32,7 @@ def show_batched_vs_reference(config: ExperimentConfig, samples: list[Sample], n
                              squeeze=False)
     for r, (label, s) in enumerate(picked):
         spec = config.transform_for(CLASSES[label])
-        img = torch.from_numpy(cache.get(s.path, config.image_size)).unsqueeze(0)
+        img = torch.from_numpy(cache.get(s.path, config.view)).unsqueeze(0)
         per_sample = build(spec)
         with torch.random.fork_rng(devices=[]):  # the reference draws from the global RNG: leave it as it was
             torch.manual_seed(seed + r)

@@ -168,7 +168,7 @@ def _fingerprint(series: Series, config: ExperimentConfig, holdout: str = "folde
     from .data import fingerprint
 
     root, _ = resolve_data_dir(series.data)
-    return fingerprint(prepare(root, seed=config.seed, holdout=holdout, image_size=config.image_size))
+    return fingerprint(prepare(root, seed=config.seed, holdout=holdout, image_size=config.view))
 
 
 def reusable_run(series: Series, config: ExperimentConfig, seed: int, overrides: dict[str, Any] | None = None

@@ -115,7 +115,7 @@ def stress_run(run_dir, data_dir=None, *, split: str = "test", reuse: bool = Tru
     root, _ = resolve_data_dir(data_dir)
     pred = Predictor.load(ckpt)
     data = prepare(root, seed=pred.config.seed, holdout=metrics.get("holdout", "folders"),
-                   image_size=pred.preprocessing.image_size)
+                   image_size=pred.preprocessing.view)
     logger.info("stress test of %s (%s) on %s %s: %d shifts", run.path.name, pred.config.name, root.name, split,
                 len(SHIFTS))
     report = stress_test(pred.model, data[split], pred.preprocessing, pred.threshold, tta=pred.config.tta)

@@ -23,6 +23,7 @@ from .data import DEFAULT_CACHE, DecodedCache, XRayData, XRayDataset, fingerprin
 from .evaluate import Scores, fit_threshold, predict_samples
 from .io import atomic_write
 from .models import build_model
+from .ood import reference_for
 from .runs import RunDir
 from .runtime import autocast, generator, get_device, seed_everything
 
@@ -148,12 +149,13 @@ class FitResult:
     train_images_per_s: float
     checkpoint: Path | None = None
     notes: list[str] = field(default_factory=list)
+    ood: dict[str, Any] | None = None  # the out-of-distribution reference the checkpoint carries (ood.py)
 
 
 def _epoch_loader(config: ExperimentConfig, train: list, cache: DecodedCache, epoch: int):
     """This epoch's training images as uint8 batches, drawn by the run's own sampling stream."""
     train = subsample(train, config.max_train_images, seed=config.seed * 1000 + epoch)
-    ds = XRayDataset(train, None, None, cache, image_size=config.image_size)
+    ds = XRayDataset(train, None, None, cache, image_size=config.view)
     g = generator(stream_seed(config.seed, epoch, "sampling"))
     sampler = SAMPLERS[config.sampler](torch.tensor([s.label for s in train]), g)
     return torch.utils.data.DataLoader(ds, batch_size=config.batch_size, sampler=sampler,
@@ -195,7 +197,7 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
     cache = cache or DEFAULT_CACHE
     pre = preprocessing_for(config)
     if data.hygiene is None:
-        data = prescan(data, config.image_size, strict=strict, cache=cache)
+        data = prescan(data, config.view, strict=strict, cache=cache)
         data.log_findings(logger)
     model = build_model(config.model, config.in_channels, config.pretrained)
     if config.init_from:
@@ -274,13 +276,14 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
     model.load_state_dict(best_state)
     val = predict_samples(model, data["val"], pre, device=dev, tta=config.tta, cache=cache)
     threshold = fit_threshold(config.threshold, model, val, pre, tta=config.tta, cache=cache, device=dev)
+    ood = reference_for(model, data["train"], data["val"], pre, seed=config.seed, cache=cache, device=dev)
     seconds = time.perf_counter() - t0
     result = FitResult(model, config, history, best_epoch, threshold, val, seconds,
-                       n_seen / train_time if train_time else float("nan"), notes=list(data.notes))
+                       n_seen / train_time if train_time else float("nan"), notes=list(data.notes), ood=ood)
     if run is not None:
         info = {"history": history, "best_epoch": best_epoch, "seconds": seconds, "device": str(dev),
                 "train_images_per_s": result.train_images_per_s, "class_counts": dict(zip(CLASSES, counts)),
-                "data_fingerprint": data_fp, **(extra or {})}
+                "data_fingerprint": data_fp, "ood": ood, **(extra or {})}
         result.checkpoint = save_checkpoint(run.checkpoint, model, config, threshold, info)
         run.state.unlink(missing_ok=True)  # finished: checkpoint.pt supersedes it
     logger.info("best epoch %d (val loss %.4f); threshold %.3f (%s); %.0fs on %s, %.0f train img/s",

@@ -10,7 +10,7 @@ import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from .config import CLASSES, NORMALIZATIONS
+from .config import CLASSES, NORMALIZATIONS, View
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -192,6 +192,14 @@ class Preprocessing:
     image_size: int
     in_channels: int
     normalize: str = "none"
+    crop: str = "none"  # "lungs": decoded films are cropped to their lung fields first (config.View)
+    crop_margin: float = 0.08
+    crop_segmenter: str = ""  # digest of the lung segmenter whose boxes the model was trained on
+
+    @property
+    def view(self) -> View:
+        """How a file is decoded for this model, before __call__: the crop travels with the weights."""
+        return View(self.image_size, self.crop, self.crop_margin, self.crop_segmenter)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -157,6 +157,20 @@ def test_adapt_prior_moves_the_threshold_towards_the_cohorts_mix(baseline_run):
     assert a.prior["estimated_prior"] < 0.4 and a.threshold > pred.threshold
     assert a.model is pred.model and a.bn is None  # prior only: the weights are untouched
     assert a.record()["label"] == ADAPTED_LABEL and "warning" not in a.prior
+    assert a.record()["guard"]["assumption_holds"]  # a pure class-mix change: AdaBN does not move the estimate
+
+
+def test_adapt_prior_falls_back_to_both_under_a_covariate_shift_with_a_class_mix_change(trained_run):
+    """--adapt prior assumes a pure label shift; a scanner change fooled it on the external cohort (PNEUMONIA share
+    estimated 0.911 for a truth of 0.625). A brighter scanner plus a NORMAL-heavy mix must be detected."""
+    pred = trained_run.predictor
+    cohort, _ = _mix(trained_run.data["val"] + trained_run.data["test"], None, 0.7, 96, seed=0)
+    shift = SHIFTS_BY_NAME["brighter"]
+    a = adapt(pred, cohort, "prior", transform=shift)
+    g = a.record()["guard"]
+    assert not g["assumption_holds"] and g["fell_back_to"] == "both", g
+    assert a.mode == "both" and a.bn is not None and "used --adapt both instead" in g["reason"]
+    assert abs(g["em_adabn"] - 0.3) < abs(g["em_plain"] - 0.3)  # AdaBN's estimate is the nearer to the truth
 
 
 def test_a_degenerate_em_estimate_leaves_the_threshold_alone(trained_run):

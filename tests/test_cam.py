@@ -115,9 +115,10 @@ def test_lung_masks_are_annotated_where_a_film_has_one_else_learned(tmp_path):
     film = sorted((fixture_dir() / "test" / "NORMAL").glob("*.png"))[0]
     img = np.asarray(Image.open(film).convert("L"))
     s = Sample(film, 0, "p", "test")
-    m, how = lung_mask(s, img, annotated_mask)
+    m, how, problem = lung_mask(s, img, annotated_mask)
     assert how == "annotated" and np.array_equal(m, np.asarray(Image.open(mask_for(film)).convert("L")) > 127)
-    m2, how2 = lung_mask(s, img, None, LungSegmenter.load())
+    assert problem == ""  # an annotation is the reference, not checked
+    m2, how2, _ = lung_mask(s, img, None, LungSegmenter.load())
     assert how2 == "learned" and m2.shape == img.shape
     # a user's folder with a sibling masks/ is not taken as annotations (regression: any masks/ folder was)
     user = tmp_path / "mine"
@@ -287,11 +288,11 @@ def test_explain_cli_writes_grids_and_json_matching_the_scores_csv(trained_run, 
                  "--out", str(out), "--sanity-n", "1"]) == 0
     rep = json.loads(js.read_text())
     for key in ("map_size", "lung_lift", "heart_lift", "masks_passed", "masks_failed", "randomisation_rank_corr",
-                "faithfulness", "selection", "target"):
+                "road", "method", "layer", "empty_maps", "mask_source", "maps_pass", "selection", "target"):
         assert key in rep, key
     assert min(rep["map_size"]) >= 8 and rep["target"] == "PNEUMONIA" and rep["tta"] is True
     assert set(rep["lung_lift"]) == {"NORMAL", "PNEUMONIA"} and len(rep["lung_lift"]["NORMAL"]["ci95"]) == 2
-    assert {"model", "random"} <= set(rep["faithfulness"]) and rep["masks_passed"] + rep["masks_failed"] == 6
+    assert {"model", "random", "model_minus_random_ci95"} <= set(rep["road"]) and rep["masks_passed"] + rep["masks_failed"] == 6
     assert rep["selection"].startswith("first 3 films per class")
     assert len(list(out.glob("*.png"))) == 2
     assert "lung lift" in capsys.readouterr().out

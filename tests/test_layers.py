@@ -14,13 +14,13 @@ LAYERS = {
     "config": 0, "io": 0, "runtime": 0, "runs": 0,
     # data and its pieces
     "fixture": 1, "imaging": 1, "transforms": 1, "models": 1, "shifts": 1,
-    "augment": 2, "data": 2,
+    "augment": 2, "lungs": 2, "data": 2,
     # models with their preprocessing and threshold
     "checkpoint": 3, "infer": 3,
     # training and analysis
-    "evaluate": 4, "verdicts": 4, "lungs": 4, "cam": 5, "train": 5, "adapt": 5, "ensemble": 5, "plots": 5,
+    "evaluate": 4, "verdicts": 4, "ood": 4, "cam": 5, "train": 5, "adapt": 5, "ensemble": 5, "plots": 5,
     # studies
-    "stress": 6, "experiment": 6, "drift": 6, "bench": 6, "card": 7, "protocol": 7, "candidates": 7,
+    "stress": 6, "shortcuts": 6, "experiment": 6, "drift": 6, "bench": 6, "card": 7, "protocol": 7, "candidates": 7,
     # the CLI and notebook helpers
     "notebook": 8, "series": 8, "cli": 9, "__main__": 10, "__init__": 10,
 }
