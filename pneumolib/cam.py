@@ -270,6 +270,7 @@ class Explanation:
     selection: str = ""  # which films these are, in words
     input_size: int = 0  # the model input's side in pixels
     sanity: dict[str, Any] | None = None  # randomisation and faithfulness checks (sanity_checks)
+    learned_lift: np.ndarray = field(default_factory=lambda: np.zeros(0))  # annotated films: the learned mask's lift
 
     @property
     def mask_ok(self) -> np.ndarray:
@@ -323,6 +324,24 @@ class Explanation:
             }
         return out
 
+    def mask_cost(self, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
+        """What the learned masks cost: on the films that have an annotated mask, the lung lift with the learned mask
+        minus the lift with the annotation (mean, 95% interval by patient), per class."""
+        out = {}
+        if len(self.learned_lift) != len(self.samples):
+            return out
+        truth = np.asarray(self.focus, float) / np.asarray(self.lung_area, float)
+        diff = self.learned_lift - np.where(np.array([m == "annotated" for m in self.mask_methods]), truth, np.nan)
+        for label, name in enumerate(CLASSES):
+            sel = np.array([s.label == label for s in self.samples], bool) & np.isfinite(diff)
+            if sel.any():
+                pats = [s.patient for s, u in zip(self.samples, sel) if u]
+                out[name] = {"n": int(sel.sum()), "annotated": float(truth[sel].mean()),
+                             "learned": float(self.learned_lift[sel].mean()),
+                             "learned_minus_annotated": float(diff[sel].mean()),
+                             "ci95": patient_bootstrap(diff[sel], pats, n_boot, seed)}
+        return out
+
     def _of_class(self, name: str) -> np.ndarray:
         return np.array([s.label == CLASSES.index(name) for s in self.samples], bool)
 
@@ -346,6 +365,7 @@ class Explanation:
                          "films, 95% interval from resampling patients; lung lift only over masks that passed; "
                          "empty maps (no positive evidence anywhere) have no lift",
         }
+        rep["learned_mask_cost"] = self.mask_cost()
         sanity = self.sanity or {}
         rep["randomisation_rank_corr"] = sanity.get("randomisation_rank_corr")
         rep["road"] = sanity.get("faithfulness")  # ROAD: model map vs a random map, with 95% intervals by patient
@@ -391,6 +411,7 @@ def explain(model: torch.nn.Module, samples: list[Sample], preprocessing, thresh
     device = next(model.parameters()).device
     layer_name, module = resolve_layer(model, layer, preprocessing.image_size, preprocessing.in_channels)
     images, cams, probs, masks, mmethods, focus, area, heart, classes, problems = ([] for _ in range(10))
+    learned_lift = []  # on films with an annotated mask: the lift the learned mask would have given (its cost)
     map_size = (0, 0)
     with CAM(model, method, module) as cam:
         for i in range(0, len(samples), batch_size):
@@ -403,9 +424,15 @@ def explain(model: torch.nn.Module, samples: list[Sample], preprocessing, thresh
             probs.append(p)
             classes.append(cls)
             for s, img, h in zip(chunk, raw, heat):
-                m, how, problem = lung_mask(s, img, exact_masks, segmenter, cache.box(s.path, preprocessing.view))
+                box = cache.box(s.path, preprocessing.view)
+                m, how, problem = lung_mask(s, img, exact_masks, segmenter, box)
                 focus.append(lung_focus(h, m))
                 area.append(area_share(m))
+                if how == "annotated":
+                    ml, _, lp = lung_mask(s, img, None, segmenter, box)
+                    learned_lift.append(lift(h, ml) if not lp else float("nan"))
+                else:
+                    learned_lift.append(float("nan"))
                 heart.append(lower_central_share(h))
                 mmethods.append(how)
                 problems.append(problem)
@@ -423,7 +450,7 @@ def explain(model: torch.nn.Module, samples: list[Sample], preprocessing, thresh
                        np.array(area), np.array(heart), method, target,
                        classes=np.concatenate(classes) if classes else np.zeros(0, int), mask_problems=problems,
                        layer=layer_name, map_size=map_size, tta=tta, selection=selection,
-                       input_size=preprocessing.image_size)
+                       input_size=preprocessing.image_size, learned_lift=np.array(learned_lift, float))
 
 
 # --- sanity and faithfulness ------------------------------------------------------------------
@@ -652,7 +679,7 @@ def compare_methods(predictor, samples: list[Sample], *, methods=("gradcam", "hi
                          "road_model_minus_random_ci95": fa.get("model_minus_random_ci95"),
                          "randomisation_rank_corr": rc.get("mean"), "maps_pass": rep.get("maps_pass"),
                          "lung_lift": rep["lung_lift"], "heart_lift": rep["heart_lift"],
-                         "mask_source": rep.get("mask_source")})
+                         "mask_source": rep.get("mask_source"), "learned_mask_cost": rep.get("learned_mask_cost")})
     return rows
 
 
@@ -748,6 +775,10 @@ def format_report(rep: dict[str, Any]) -> str:
     lines.append(f"lift = energy share inside the region / its area share (1.0 = no preference); interval from "
                  f"resampling patients. Lung masks ({', '.join(rep.get('mask_methods', []))}): "
                  f"{rep['masks_passed']} passed, {rep['masks_failed']} failed the check (left out of the lung lift)")
+    for cls, c in (rep.get("learned_mask_cost") or {}).items():
+        lines.append(f"{cls:<9} learned instead of annotated masks on the {c['n']} films that have both: lung lift "
+                     f"{c['learned']:.2f} vs {c['annotated']:.2f}, difference {c['learned_minus_annotated']:+.2f} "
+                     f"(95% CI by patient {c['ci95'][0]:+.2f} to {c['ci95'][1]:+.2f})")
     if rep.get("empty_maps"):
         lines.append(f"{rep['empty_maps']} of {rep['n']} maps are empty (no positive evidence for the target at "
                      f"{rep['layer']}) and have no lift; method 'hirescam' or 'layercam' weights each cell by its own "

@@ -1,4 +1,10 @@
-"""The recipe candidates' table: internal and stress-test metrics per seed, two threshold rules, seed ensembles.
+"""The recipe candidates: the selection on validation (select), and the test-split table for the final report.
+
+`select` is how a recipe is chosen (issue 22): a candidate must look at the lungs (its shortcut audit on validation
+stays within LUNG_BOUND), and among those the validation metrics decide, over seeds trained at one budget, paired
+by seed. The test split is never read by it.
+
+The test-split table (compare/report) describes candidates after the choice:
 
 Run folders are finished `train` runs; nothing is trained here and every number is recomputed from the
 checkpoints (`python -m pneumolib candidates --data-dir DIR NAME=RUN_DIR[,RUN_DIR...] ...`). Columns per run:
@@ -16,10 +22,114 @@ from .checkpoint import Predictor
 from .data import prepare
 from .ensemble import build_ensemble
 from .evaluate import expected_calibration_error, fit_threshold, point_metrics, predict_samples
+from .io import load_json
 from .runs import RunDir, load_metrics
 from .stress import report_at, shifted_scores
 
 HELD_OUT = ("high_contrast", "jpeg", "sharpen")
+
+# A model "looks at the lungs" when replacing every pixel outside its lung fields by a neutral fill flips at most
+# this share of its validation decisions (mean over seeds), and changes P(PNEUMONIA) less than the same change
+# inside the lungs does. Set before any candidate's audit was run: a model whose answer changes on more than one
+# film in ten when nothing inside the lungs changed reads the film's surroundings.
+LUNG_BOUND = 0.10
+
+
+def _val_metrics(run_dir: Path) -> dict[str, float]:
+    """AUC and both recalls on the run's validation split at its checkpoint threshold (scores_val.csv)."""
+    import csv
+
+    from sklearn.metrics import roc_auc_score
+    rows = list(csv.DictReader(RunDir(run_dir).scores_val.open()))
+    y = np.array([r["label"] == "PNEUMONIA" for r in rows], int)
+    p = np.array([float(r["p_pneumonia"]) for r in rows])
+    called = np.array([r["prediction"] == "PNEUMONIA" for r in rows], int)
+    return {"n": len(rows), "auc": float(roc_auc_score(y, p)),
+            "pneumonia_recall": float(called[y == 1].mean()), "normal_recall": float((1 - called[y == 0]).mean()),
+            "balanced_accuracy": float((called[y == 1].mean() + (1 - called[y == 0]).mean()) / 2)}
+
+
+def _audit(run_dir: Path) -> dict | None:
+    f = RunDir(run_dir).path / "shortcuts_val.json"
+    return load_json(f) if f.is_file() else None
+
+
+def select(groups: dict[str, list[Path]], bound: float = LUNG_BOUND) -> dict:
+    """Validation evidence per candidate and seed, the lung criterion, and the choice: among the candidates that
+    meet it, the highest mean validation AUC (ties: balanced accuracy); None when none meets it or none was audited.
+    Reads only scores_val.csv and shortcuts_val.json (`shortcuts RUN_DIR --split val`) in each run folder."""
+    out: dict = {"bound": bound, "candidates": {}}
+    for name, runs in groups.items():
+        rows = []
+        for d in runs:
+            m, a = _val_metrics(d), _audit(d)
+            cfg = load_metrics(d).get("config") or {}
+            rows.append({"run": str(d), "seed": cfg.get("seed"),
+                         "budget": f"{cfg.get('epochs')}x{cfg.get('max_train_images') or 'all'}", **m,
+                         "outside_flipped": a["outside_lung_reliance"]["flipped_share"] if a else None,
+                         "outside_change": a["outside_lung_reliance"]["mean_abs_change"] if a else None,
+                         "inside_change": a["inside_lung_reliance"]["mean_abs_change"] if a else None,
+                         "probe_auc": a["probe_auc"] if a else None,
+                         "worst_group": a["worst_group"]["worst"]["recall"] if a else None})
+        audited = all(r["outside_flipped"] is not None for r in rows)
+        mean = {k: float(np.mean([r[k] for r in rows])) for k in ("auc", "balanced_accuracy", "normal_recall",
+                                                                  "pneumonia_recall")}
+        if audited:
+            mean.update({k: float(np.mean([r[k] for r in rows])) for k in
+                         ("outside_flipped", "outside_change", "inside_change", "worst_group")})
+        looks = audited and mean["outside_flipped"] <= bound and mean["outside_change"] < mean["inside_change"]
+        budgets = {r["budget"] for r in rows}
+        out["candidates"][name] = {"runs": rows, "mean": mean, "audited": audited, "looks_at_lungs": looks,
+                                   "budgets": sorted(budgets)}
+    eligible = [n for n, c in out["candidates"].items() if c["looks_at_lungs"]]
+    out["chosen"] = max(eligible, key=lambda n: (out["candidates"][n]["mean"]["auc"],
+                                                 out["candidates"][n]["mean"]["balanced_accuracy"]), default=None)
+    if len({b for c in out["candidates"].values() for b in c["budgets"]}) > 1:
+        out["warning"] = "candidates trained at different budgets: not comparable"
+    return out
+
+
+def format_selection(sel: dict) -> str:
+    """The selection as a markdown table, paired differences against the first candidate, and the choice."""
+    def f(v, fmt=".3f"):
+        return "n/a" if v is None else format(v, fmt)
+    lines = ["| candidate, seed (budget) | val AUC | val PNEUMONIA / NORMAL recall | outside-lung flips | "
+             "outside / inside mean abs change | worst group recall | probe AUC |", "|---|---|---|---|---|---|---|"]
+    for name, c in sel["candidates"].items():
+        for r in c["runs"]:
+            lines.append(f"| {name} s{r['seed']} ({r['budget']}) | {f(r['auc'])} | {f(r['pneumonia_recall'])} / "
+                         f"{f(r['normal_recall'])} | {f(r['outside_flipped'], '.1%')} | {f(r['outside_change'])} / "
+                         f"{f(r['inside_change'])} | {f(r['worst_group'])} | {f(r['probe_auc'])} |")
+        m = c["mean"]
+        lines.append(f"| **{name}, mean of {len(c['runs'])}** | {f(m['auc'])} | {f(m['pneumonia_recall'])} / "
+                     f"{f(m['normal_recall'])} | {f(m.get('outside_flipped'), '.1%')} | {f(m.get('outside_change'))} "
+                     f"/ {f(m.get('inside_change'))} | {f(m.get('worst_group'))} | |")
+    names = list(sel["candidates"])
+    if len(names) >= 2:
+        base = {r["seed"]: r for r in sel["candidates"][names[0]]["runs"]}
+        for other in names[1:]:
+            runs = {r["seed"]: r for r in sel["candidates"][other]["runs"]}
+            seeds = sorted(set(base) & set(runs))
+            if len(seeds) >= 2:
+                lines.append(f"\n{other} minus {names[0]}, paired by seed ({', '.join(map(str, seeds))}): mean ± sd "
+                             "[better/equal/worse]")
+                for k in ("auc", "normal_recall", "pneumonia_recall", "outside_flipped", "worst_group"):
+                    if any(runs[s][k] is None or base[s][k] is None for s in seeds):
+                        continue
+                    d = np.array([runs[s][k] - base[s][k] for s in seeds])
+                    lines.append(f"  {k:<18}{_mean_sd(d):>16}  [{(d > 5e-4).sum()}/{(abs(d) <= 5e-4).sum()}/"
+                                 f"{(d < -5e-4).sum()}]")
+    for name, c in sel["candidates"].items():
+        why = ("not audited (run `shortcuts RUN_DIR --split val`)" if not c["audited"] else
+               "looks at the lungs" if c["looks_at_lungs"] else
+               f"reads outside the lungs (flips {c['mean']['outside_flipped']:.1%} > {sel['bound']:.0%}, or changes "
+               "more outside than inside)")
+        lines.append(f"- {name}: {why}")
+    lines.append(f"choice (highest mean validation AUC among those that look at the lungs): "
+                 f"{sel['chosen'] or 'none: no candidate meets the lung criterion'}")
+    if sel.get("warning"):
+        lines.append(f"WARNING: {sel['warning']}")
+    return "\n".join(lines)
 
 
 def _data(pred: Predictor, root, holdout: str):

@@ -33,6 +33,8 @@ KERMANY = {
               "for Classification\", Mendeley Data v2, 2018, doi:10.17632/rscbjbr9sj.2 (paediatric chest "
               "radiographs; the Kaggle \"Chest X-Ray Images (Pneumonia)\" download)",
     "licence": "CC BY 4.0", "license_id": "cc-by-4.0",
+    "population": "children aged one to five, frontal chest radiographs from one hospital (Guangzhou Women and "
+                  "Children's Medical Center; Kermany et al., Cell 2018)",
 }
 
 
@@ -358,6 +360,8 @@ dataset shift in chest X-ray classifiers, and as a baseline to compare against. 
 (`pneumolib.checkpoint.Predictor.load("checkpoint.pt")`) or the command line \
 (`python -m pneumolib predict $checkpoint IMAGE...`); the checkpoint carries its preprocessing and threshold.
 
+$population
+
 ## Out-of-scope use
 
 - Any clinical decision: diagnosis, triage, screening or treatment. This is a research reproduction, **not a \
@@ -599,6 +603,22 @@ def _gradcam(r: _Run) -> str:
                       "masks):", "", *_render_generic(cam)])
 
 
+def _population(r: _Run) -> str:
+    """Who the model was trained on, and how it says a film is unlike them (its OOD reference)."""
+    who = r.source.get("population")
+    text = (f"**Intended population**: the training data's, {who}. Adults, other hospitals and other scanners are "
+            "outside it until measured there." if who else
+            "**Intended population**: the training data's, which this run folder does not describe.")
+    ood = ((r.ckpt or {}).get("extra") or {}).get("ood")
+    if ood:
+        text += (f" `predict` and `evaluate` report how unlike the training films each film looks (Mahalanobis "
+                 f"distance of penultimate features; flagged above {_num(ood.get('threshold'), 1)}, which flags "
+                 f"{_num(100 * ood.get('val_flagged', float('nan')), 1)}% of validation films).")
+    else:
+        text += " This checkpoint carries no out-of-distribution reference (trained before pneumolib had one)."
+    return text
+
+
 def _shortcuts(r: _Run) -> str:
     """Every shortcut audit kept in the run folder (shortcuts_<split>.json, written by `shortcuts`)."""
     found = sorted(r.run.path.glob("shortcuts_*.json"))
@@ -636,6 +656,7 @@ def render_model_card(run_dir: str | Path) -> str:
         model_details=_model_details(r), checkpoint=r.run.checkpoint, training_data=_training_data(r),
         preprocessing=_preprocessing(r), weights=_weights_text(r.metrics.get("weights"), r.cfg),
         threshold=_threshold(r), evaluation=_evaluation(r), gradcam=_gradcam(r), shortcuts=_shortcuts(r),
+        population=_population(r),
         limitations="\n".join(_limitations(r.metrics, r.stress, r.evals, r.source)), reproduce=_reproduce(r))
 
 

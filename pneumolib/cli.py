@@ -379,9 +379,15 @@ def cmd_ablate(args) -> int:
 def cmd_candidates(args) -> int:
     import json
 
-    from .candidates import compare, parse_groups, report
+    from .candidates import compare, format_selection, parse_groups, report, select
     from .data import resolve_data_dir
     from .io import save_json
+    if args.select:  # the choice, on validation only
+        sel = select(parse_groups(args.groups))
+        if args.json:
+            save_json(sel, args.json)
+        print(format_selection(sel))
+        return 0
     if args.from_json:
         print(report(json.loads(Path(args.from_json).read_text())))
         return 0
@@ -611,7 +617,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "test split (writes RUN_DIR/stress.json)")
     s.add_argument("run_dirs", nargs="+")
     s.add_argument("--data-dir", help="default: the folder the run was trained on")
-    s.add_argument("--split", default="test", choices=["train", "val", "test"])
+    s.add_argument("--split", default="val", choices=["train", "val", "test"],
+                   help="the split to shift (default val: the stress test is for choosing a recipe; test is for the "
+                        "final report)")
     s.add_argument("--recompute", action="store_true", help="ignore a saved stress.json")
     s.set_defaults(func=cmd_stress)
 
@@ -648,6 +656,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="write every computed number here")
     s.add_argument("--no-ensemble", action="store_true", help="skip each candidate's seed ensemble")
     s.add_argument("--from-json", help="print the tables from a saved --json file instead of recomputing")
+    s.add_argument("--select", action="store_true",
+                   help="choose the recipe on validation only: the lung criterion from each run's shortcuts_val.json, "
+                        "then validation AUC, paired by seed (reads no test split)")
     s.set_defaults(func=cmd_candidates)
 
     s = sub.add_parser("lungs", help="the lung-field segmenter: train it on annotated masks, evaluate its Dice, "

@@ -60,7 +60,12 @@ class RunDir:
 
     @property
     def stress(self) -> Path:
+        """The stress test of the test split (the final report's)."""
         return self.path / STRESS
+
+    def stress_for(self, split: str) -> Path:
+        """The stress test of one split: stress.json for test, stress_<split>.json for another (val: selection)."""
+        return self.stress if split == "test" else self.path / f"stress_{split}.json"
 
     @property
     def evaluations(self) -> Path:

@@ -79,6 +79,12 @@ class Shift:
     # augmentation trains on low resolution and noise, so for a recipe that uses it those two are seen too)
     group: str
     what: str
+    trained_by: tuple[str, ...] = ()  # training transforms (transforms.TRANSFORMS names) that include this change
+
+    def seen_by(self, transform_specs) -> bool:
+        """Whether a recipe whose per-class transform specs ('robust+sharpness', ...) trains on this change."""
+        names = {part.strip() for spec in transform_specs for part in str(spec).split("+")}
+        return bool(names & set(self.trained_by))
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return self.fn(x)
@@ -86,15 +92,15 @@ class Shift:
 
 # Each acts on a 1xHxW uint8 image at model size, before the checkpoint's own preprocessing.
 SHIFTS: tuple[Shift, ...] = (
-    Shift("darker", _gamma(1.6), "seen", "gamma 1.6: a harder exposure curve"),
-    Shift("brighter", _gamma(0.6), "seen", "gamma 0.6: a softer exposure curve"),
-    Shift("low_contrast", _contrast(0.6), "seen", "contrast x0.6 about the mean"),
-    Shift("blur", _blur(1.2), "seen", "Gaussian blur, sigma 1.2 px at 128 px: a softer detector"),
-    Shift("zoom_out", _affine(scale=0.85), "seen", "field of view 18% wider, black border"),
-    Shift("rotate", _affine(angle=8.0), "seen", "rotated 8 degrees"),
+    Shift("darker", _gamma(1.6), "seen", "gamma 1.6: a harder exposure curve", ("robust",)),
+    Shift("brighter", _gamma(0.6), "seen", "gamma 0.6: a softer exposure curve", ("robust",)),
+    Shift("low_contrast", _contrast(0.6), "seen", "contrast x0.6 about the mean", ("robust",)),
+    Shift("blur", _blur(1.2), "seen", "Gaussian blur, sigma 1.2 px at 128 px: a softer detector", ("robust",)),
+    Shift("zoom_out", _affine(scale=0.85), "seen", "field of view 18% wider, black border", ("robust",)),
+    Shift("rotate", _affine(angle=8.0), "seen", "rotated 8 degrees", ("robust",)),
     Shift("high_contrast", _contrast(1.5), "unseen", "contrast x1.5 about the mean, clipped"),
-    Shift("low_res", _low_res(0.4), "unseen", "down to 40% and back up: a low-resolution source"),
-    Shift("noise", _noise(12.0), "unseen", "Gaussian noise, 12 grey levels: a noisier detector"),
+    Shift("low_res", _low_res(0.4), "unseen", "down to 40% and back up: a low-resolution source", ("sharpness",)),
+    Shift("noise", _noise(12.0), "unseen", "Gaussian noise, 12 grey levels: a noisier detector", ("sharpness",)),
     Shift("jpeg", _jpeg(20), "unseen", "JPEG quality 20: heavy re-compression"),
     Shift("sharpen", _sharpen(4.0), "unseen", "edge enhancement (sharpness x4), as some scanners apply"),
 )

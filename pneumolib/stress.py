@@ -31,11 +31,13 @@ class StressReport:
 
     rows: list[dict[str, Any]]
     threshold: float
+    split: str = "test"
 
     def summary(self) -> dict[str, float]:
         """Means over the shifted copies (all, and the unseen group), and the worst NORMAL recall."""
         shifted = [r for r in self.rows if r["shift"] != "clean"]
-        unseen = [r for r in shifted if r["group"] == "unseen"]
+        # 'unseen' for this recipe where the rows say so (the recipe's own augmentation), else the fixed grouping
+        unseen = [r for r in shifted if not r.get("seen", r["group"] != "unseen")]
         clean = next(r for r in self.rows if r["shift"] == "clean")
 
         def mean(rows, k):
@@ -50,16 +52,18 @@ class StressReport:
         }
 
     def table(self) -> str:
-        head = f"{'shift':<15}{'group':<8}{'acc':>7}{'acc@ext':>9}{'sens':>7}{'spec':>7}{'AUC':>7}"
-        lines = [head, "-" * len(head)]
+        head = f"{'shift':<15}{'trained':<8}{'acc':>7}{'acc@ext':>9}{'sens':>7}{'spec':>7}{'AUC':>7}"
+        lines = [f"scored on the {self.split} split", head, "-" * len(head)]
         for r in self.rows:
-            lines.append(f"{r['shift']:<15}{r['group']:<8}{r['accuracy']:>7.3f}{r['accuracy_ext']:>9.3f}"
+            seen = ("seen" if r["seen"] else "unseen") if "seen" in r else r["group"]
+            lines.append(f"{r['shift']:<15}{seen:<8}{r['accuracy']:>7.3f}{r['accuracy_ext']:>9.3f}"
                          f"{r['sensitivity']:>7.3f}{r['specificity']:>7.3f}{r['auc']:>7.3f}")
         s = self.summary()
         lines.append(f"{'mean shifted':<23}{'':>7}{s['stress_accuracy_ext']:>9.3f}{s['stress_sensitivity']:>7.3f}"
                      f"{s['stress_specificity']:>7.3f}{s['stress_auc']:>7.3f}")
         lines.append(f"acc@ext = accuracy re-weighted to {EXTERNAL_NORMAL_SHARE:.1%} NORMAL (the external cohort's mix); "
-                     f"threshold {self.threshold:.3f}")
+                     f"threshold {self.threshold:.3f}; trained = whether the recipe's augmentation includes the "
+                     "change (seen) or not (unseen)")
         return "\n".join(lines)
 
 
@@ -71,21 +75,30 @@ def shifted_scores(model: torch.nn.Module, samples, preprocessing, *, tta: bool 
             for shift in (None, *shifts)}
 
 
-def report_at(scores: dict[str, Scores], threshold: float) -> StressReport:
-    """The stress report of shifted_scores at one threshold."""
-    groups = {s.name: s.group for s in SHIFTS}
+def report_at(scores: dict[str, Scores], threshold: float, train_transforms=None, split: str = "test"
+              ) -> StressReport:
+    """The stress report of shifted_scores at one threshold; with the recipe's train_transforms (config's pairs),
+    each shift row says whether that recipe trains on it ('seen')."""
+    by_name = {s.name: s for s in SHIFTS}
+    specs = [spec for _, spec in train_transforms] if train_transforms is not None else None
     rows = []
     for name, sc in scores.items():
         m = point_metrics(sc.labels, sc.probs, threshold)
-        rows.append({"shift": name, "group": groups.get(name, ""), **m,
-                     "accuracy_ext": external_accuracy(m["sensitivity"], m["specificity"])})
-    return StressReport(rows, threshold)
+        shift = by_name.get(name)
+        row = {"shift": name, "group": shift.group if shift else "", **m,
+               "accuracy_ext": external_accuracy(m["sensitivity"], m["specificity"])}
+        if specs is not None and shift is not None:
+            row["seen"] = shift.seen_by(specs)
+        rows.append(row)
+    return StressReport(rows, threshold, split)
 
 
 def stress_test(model: torch.nn.Module, samples, preprocessing, threshold: float, *, tta: bool = False,
-                shifts: tuple[Shift, ...] = SHIFTS, cache=None) -> StressReport:
+                shifts: tuple[Shift, ...] = SHIFTS, cache=None, train_transforms=None, split: str = "test"
+                ) -> StressReport:
     """Score the clean split and one shifted copy per shift with the model's fixed threshold."""
-    return report_at(shifted_scores(model, samples, preprocessing, tta=tta, shifts=shifts, cache=cache), threshold)
+    return report_at(shifted_scores(model, samples, preprocessing, tta=tta, shifts=shifts, cache=cache), threshold,
+                     train_transforms, split)
 
 
 logger = logging.getLogger(__name__)
@@ -98,17 +111,18 @@ def _checkpoint_key(ckpt) -> str:
 
 def stress_run(run_dir, data_dir=None, *, split: str = "test", reuse: bool = True) -> StressReport:
     """The stress test of a finished run folder, on the same data and holdout it was trained with; the result is
-    kept in RUN_DIR/stress.json and reused while checkpoint.pt is unchanged."""
+    kept in RUN_DIR/stress.json (test; stress_<split>.json for another split) and reused while checkpoint.pt is
+    unchanged."""
     run = RunDir(run_dir)
     ckpt = run.checkpoint
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt}: no checkpoint (is {run.path} a finished run folder?)")
-    out = run.stress
+    out = run.stress_for(split)
     key = _checkpoint_key(ckpt)
     if reuse and out.is_file():
         saved = json.loads(out.read_text())
         if saved.get("checkpoint_key") == key and saved.get("split") == split:
-            return StressReport(saved["rows"], saved["threshold"])
+            return StressReport(saved["rows"], saved["threshold"], split)
     metrics = load_metrics(run_dir)
     if data_dir is None and metrics.get("data_dir") not in (None, "fixture"):
         data_dir = metrics["data_dir"]
@@ -118,7 +132,8 @@ def stress_run(run_dir, data_dir=None, *, split: str = "test", reuse: bool = Tru
                    image_size=pred.preprocessing.view)
     logger.info("stress test of %s (%s) on %s %s: %d shifts", run.path.name, pred.config.name, root.name, split,
                 len(SHIFTS))
-    report = stress_test(pred.model, data[split], pred.preprocessing, pred.threshold, tta=pred.config.tta)
+    report = stress_test(pred.model, data[split], pred.preprocessing, pred.threshold, tta=pred.config.tta,
+                         train_transforms=pred.config.train_transforms, split=split)
     save_json({"checkpoint_key": key, "split": split, "threshold": report.threshold, "rows": report.rows,
                "summary": report.summary(), "holdout": metrics.get("holdout", "folders")}, out)
     return report

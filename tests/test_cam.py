@@ -288,7 +288,8 @@ def test_explain_cli_writes_grids_and_json_matching_the_scores_csv(trained_run, 
                  "--out", str(out), "--sanity-n", "1"]) == 0
     rep = json.loads(js.read_text())
     for key in ("map_size", "lung_lift", "heart_lift", "masks_passed", "masks_failed", "randomisation_rank_corr",
-                "road", "method", "layer", "empty_maps", "mask_source", "maps_pass", "selection", "target"):
+                "road", "method", "layer", "empty_maps", "mask_source", "maps_pass", "learned_mask_cost", "selection",
+                "target"):
         assert key in rep, key
     assert min(rep["map_size"]) >= 8 and rep["target"] == "PNEUMONIA" and rep["tta"] is True
     assert set(rep["lung_lift"]) == {"NORMAL", "PNEUMONIA"} and len(rep["lung_lift"]["NORMAL"]["ci95"]) == 2
@@ -397,3 +398,21 @@ def test_method_comparison_on_the_fixture_picks_maps_that_pass_and_sit_on_the_le
     assert sum(line.startswith("| ") for line in table.splitlines()) == 1 + 3  # the header and one row per method
     assert f"choice: {best['method']} at layer2" in table
     assert choose_method([dict(r, maps_pass=False) for r in rows]) is None
+
+
+def test_learned_mask_cost_is_the_lift_difference_on_films_with_both_masks():
+    """Issue 21: a reader sees what the learned masks cost against the annotations, with an interval by patient."""
+    from pneumolib.cam import Explanation
+    from pneumolib.data import Sample
+    samples = [Sample(f"f{i}", i % 2, f"p{i}", "test") for i in range(8)]
+    focus = np.full(8, 0.5)
+    area = np.full(8, 0.25)  # annotated lift = 2.0
+    methods = ["annotated"] * 6 + ["learned"] * 2
+    learned = np.array([1.5, 1.5, 1.5, 1.5, np.nan, 1.5, np.nan, np.nan])  # film 4: its learned mask failed
+    e = Explanation(samples, np.zeros((0, 4, 4)), np.zeros((0, 4, 4)), np.full(8, 0.5), 0.5, np.zeros((0, 4, 4)),
+                    methods, focus, area, np.full(8, 0.1), "hirescam", "PNEUMONIA", learned_lift=learned)
+    cost = e.report(per_image=False)["learned_mask_cost"]
+    assert cost["NORMAL"]["n"] == 2 and cost["PNEUMONIA"]["n"] == 3  # NORMAL: films 0, 2 (4 failed); PNEUMONIA: 1, 3, 5
+    assert cost["PNEUMONIA"]["learned_minus_annotated"] == pytest.approx(-0.5)
+    assert cost["PNEUMONIA"]["annotated"] == pytest.approx(2.0) and cost["PNEUMONIA"]["learned"] == pytest.approx(1.5)
+    assert cost["NORMAL"]["ci95"] == pytest.approx([-0.5, -0.5])

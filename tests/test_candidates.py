@@ -2,6 +2,7 @@
 import json
 import shutil
 from dataclasses import replace
+import numpy as np
 
 import pytest
 
@@ -56,3 +57,56 @@ def test_candidates_refuses_a_malformed_group_in_one_line(capsys):
     assert len(err) == 1 and "NAME=RUN_DIR" in err[0]
     with pytest.raises(ValueError):
         candidates.parse_groups(["x="])
+
+
+# --- the selection on validation (issue 22) -----------------------------------------------------------------
+def _run_folder(root, name, seed, auc_like, outside_flips, outside=0.02, inside=0.2):
+    """A finished run folder as select() reads it: metrics.json's config, scores_val.csv, shortcuts_val.json."""
+    import csv
+    import json
+    d = root / name / f"seed{seed}"
+    d.mkdir(parents=True)
+    (d / "metrics.json").write_text(json.dumps({"config": {"seed": seed, "epochs": 6, "max_train_images": 2000}}))
+    rng = np.random.default_rng(seed)
+    with (d / "scores_val.csv").open("w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["path", "patient", "split", "label", "p_pneumonia", "prediction"])
+        for i in range(60):
+            y = i % 2
+            p = float(np.clip(0.5 + (2 * y - 1) * auc_like + rng.normal(0, 0.2), 0, 1))  # separation auc_like
+            w.writerow([f"f{i}", f"p{i}", "val", ("NORMAL", "PNEUMONIA")[y], f"{p:.4f}",
+                        ("NORMAL", "PNEUMONIA")[int(p >= 0.5)]])
+    (d / "shortcuts_val.json").write_text(json.dumps({
+        "probe_auc": 0.8, "outside_lung_reliance": {"flipped_share": outside_flips, "mean_abs_change": outside},
+        "inside_lung_reliance": {"flipped_share": 0.3, "mean_abs_change": inside},
+        "worst_group": {"worst": {"recall": 0.7}}}))
+    return d
+
+
+def test_select_picks_the_best_validation_auc_among_candidates_that_look_at_the_lungs(tmp_path):
+    from pneumolib.candidates import LUNG_BOUND, format_selection, select
+    shortcut = [_run_folder(tmp_path, "shortcut", s, 0.3, outside_flips=0.3) for s in range(3)]  # best AUC
+    lungs = [_run_folder(tmp_path, "lungs", s, 0.05, outside_flips=0.02) for s in range(3)]
+    sel = select({"shortcut": shortcut, "lungs": lungs})
+    assert sel["candidates"]["shortcut"]["mean"]["auc"] > sel["candidates"]["lungs"]["mean"]["auc"]
+    assert not sel["candidates"]["shortcut"]["looks_at_lungs"] and sel["candidates"]["lungs"]["looks_at_lungs"]
+    assert sel["chosen"] == "lungs" and sel["bound"] == LUNG_BOUND
+    text = format_selection(sel)
+    assert "choice (highest mean validation AUC among those that look at the lungs): lungs" in text
+    assert "lungs minus shortcut, paired by seed (0, 1, 2)" in text
+
+
+def test_select_chooses_none_when_no_candidate_looks_at_the_lungs_or_outside_changes_more(tmp_path):
+    from pneumolib.candidates import select
+    a = [_run_folder(tmp_path, "a", s, 0.9, outside_flips=0.3) for s in range(2)]
+    b = [_run_folder(tmp_path, "b", s, 0.9, outside_flips=0.05, outside=0.3, inside=0.1) for s in range(2)]
+    sel = select({"a": a, "b": b})
+    assert sel["chosen"] is None and not sel["candidates"]["b"]["looks_at_lungs"]
+
+
+def test_select_never_chooses_an_unaudited_candidate(tmp_path):
+    from pneumolib.candidates import select
+    a = [_run_folder(tmp_path, "a", s, 0.9, outside_flips=0.0) for s in range(2)]
+    (a[1] / "shortcuts_val.json").unlink()
+    sel = select({"a": a})
+    assert sel["chosen"] is None and not sel["candidates"]["a"]["audited"]

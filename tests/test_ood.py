@@ -68,3 +68,6 @@ def test_evaluate_reports_the_cohorts_ood_share_and_writes_it_per_film(run_copy,
     assert "out-of-distribution: 6 of 6 films" in out
     rows = list(csv.DictReader(scores.open()))
     assert all(r["ood_flag"] == "1" and float(r["ood_distance"]) > 0 for r in rows)
+    assert main(["card", str(run_copy)]) == 0  # the card states the population and the reference it carries
+    card = (run_copy / "MODEL_CARD.md").read_text()
+    assert "**Intended population**" in card and "which flags" in card and "of validation films" in card

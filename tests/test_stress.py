@@ -37,6 +37,28 @@ def test_shift_groups_are_seen_or_unseen():
     assert len(SHIFTS_BY_NAME) == len(SHIFTS)
 
 
+def test_a_shift_is_seen_only_by_a_recipe_whose_augmentation_trains_on_it():
+    noise, blur, jpeg = SHIFTS_BY_NAME["noise"], SHIFTS_BY_NAME["blur"], SHIFTS_BY_NAME["jpeg"]
+    assert blur.seen_by(["robust", "robust"]) and not blur.seen_by(["log_baseline", "log_baseline"])
+    assert noise.seen_by(["robust+sharpness"]) and not noise.seen_by(["robust"])
+    assert not jpeg.seen_by(["robust+sharpness"])  # no recipe trains on re-compression
+
+
+def test_stress_report_labels_rows_by_the_recipes_augmentation_and_names_its_split():
+    from pneumolib.evaluate import Scores
+    from pneumolib.data import Sample
+    from pneumolib.stress import report_at
+    samples = [Sample(f"f{i}", i % 2, f"p{i}", "val") for i in range(10)]
+    sc = Scores(samples, np.linspace(0, 1, 10))
+    scores = {"clean": sc, "noise": sc, "jpeg": sc}
+    rep = report_at(scores, 0.5, (("NORMAL", "robust+sharpness"), ("PNEUMONIA", "robust+sharpness")), split="val")
+    seen = {r["shift"]: r.get("seen") for r in rep.rows}
+    assert seen == {"clean": None, "noise": True, "jpeg": False}
+    assert rep.table().startswith("scored on the val split") and "unseen" in rep.table()
+    plain = report_at(scores, 0.5, (("NORMAL", "log_baseline"), ("PNEUMONIA", "log_baseline")))
+    assert {r["shift"]: r.get("seen") for r in plain.rows}["noise"] is False
+
+
 def test_external_accuracy_reweights_the_recalls_to_the_external_mix():
     assert external_accuracy(1.0, 0.0) == pytest.approx(1 - EXTERNAL_NORMAL_SHARE)
     assert external_accuracy(0.9, 0.6) == pytest.approx(0.375 * 0.6 + 0.625 * 0.9)
@@ -98,6 +120,10 @@ def test_stress_run_is_cached_until_the_checkpoint_changes(trained_run, tmp_path
     import os
     os.utime(ckpt, ns=(1, 1))
     assert stress_run(run, None).rows[0]["accuracy"] == pytest.approx(first.rows[0]["accuracy"])
+    # the validation split (selection) is kept in a file of its own: the test split's report is not overwritten
+    val = stress_run(run, None, split="val")
+    assert val.split == "val" and (run / "stress_val.json").is_file()
+    assert json.loads((run / "stress.json").read_text())["split"] == "test"
 
 
 def test_stress_run_without_a_checkpoint_is_a_clear_error(tmp_path):
