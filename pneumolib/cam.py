@@ -271,6 +271,7 @@ class Explanation:
     input_size: int = 0  # the model input's side in pixels
     sanity: dict[str, Any] | None = None  # randomisation and faithfulness checks (sanity_checks)
     learned_lift: np.ndarray = field(default_factory=lambda: np.zeros(0))  # annotated films: the learned mask's lift
+    boxes: list = field(default_factory=list)  # a lung-cropped model's crop box per film (None without a crop)
 
     @property
     def mask_ok(self) -> np.ndarray:
@@ -412,6 +413,7 @@ def explain(model: torch.nn.Module, samples: list[Sample], preprocessing, thresh
     layer_name, module = resolve_layer(model, layer, preprocessing.image_size, preprocessing.in_channels)
     images, cams, probs, masks, mmethods, focus, area, heart, classes, problems = ([] for _ in range(10))
     learned_lift = []  # on films with an annotated mask: the lift the learned mask would have given (its cost)
+    boxes = []
     map_size = (0, 0)
     with CAM(model, method, module) as cam:
         for i in range(0, len(samples), batch_size):
@@ -425,6 +427,7 @@ def explain(model: torch.nn.Module, samples: list[Sample], preprocessing, thresh
             classes.append(cls)
             for s, img, h in zip(chunk, raw, heat):
                 box = cache.box(s.path, preprocessing.view)
+                boxes.append(box)
                 m, how, problem = lung_mask(s, img, exact_masks, segmenter, box)
                 focus.append(lung_focus(h, m))
                 area.append(area_share(m))
@@ -450,7 +453,8 @@ def explain(model: torch.nn.Module, samples: list[Sample], preprocessing, thresh
                        np.array(area), np.array(heart), method, target,
                        classes=np.concatenate(classes) if classes else np.zeros(0, int), mask_problems=problems,
                        layer=layer_name, map_size=map_size, tta=tta, selection=selection,
-                       input_size=preprocessing.image_size, learned_lift=np.array(learned_lift, float))
+                       input_size=preprocessing.image_size, learned_lift=np.array(learned_lift, float),
+                       boxes=boxes)
 
 
 # --- sanity and faithfulness ------------------------------------------------------------------
@@ -724,10 +728,12 @@ def format_comparison(rows: list[dict[str, Any]]) -> str:
 MAX_OVERLAY_SIDE = 1024
 
 
-def overlay_on_film(path: str | Path, cam: np.ndarray, max_side: int = MAX_OVERLAY_SIDE) -> np.ndarray:
+def overlay_on_film(path: str | Path, cam: np.ndarray, max_side: int = MAX_OVERLAY_SIDE,
+                    box: LungBox | None = None) -> np.ndarray:
     """The map upsampled onto the original film (greyscale as imaging.load_image reads it), at the film's own
     size with the long side capped at `max_side`: H x W x 3 uint8. The model saw the film squashed to a square,
-    so stretching the square map back to the film's aspect puts each cell over the pixels it came from."""
+    so stretching the square map back to the film's aspect puts each cell over the pixels it came from; for a
+    lung-cropped model (`box`), the map is stretched over the crop's box on the whole film, and is 0 outside it."""
     from pytorch_grad_cam.utils.image import show_cam_on_image
 
     from .imaging import load_image
@@ -739,7 +745,13 @@ def overlay_on_film(path: str | Path, cam: np.ndarray, max_side: int = MAX_OVERL
         w, h = max(1, round(w * scale)), max(1, round(h * scale))
         im = im.resize((w, h), Image.BILINEAR, reducing_gap=3.0)
     grey = np.asarray(im, np.float32) / 255.0
-    heat = np.clip(cv2.resize(np.asarray(cam, np.float32), (w, h), interpolation=cv2.INTER_LINEAR), 0, 1)
+    if box is None:
+        heat = np.clip(cv2.resize(np.asarray(cam, np.float32), (w, h), interpolation=cv2.INTER_LINEAR), 0, 1)
+    else:
+        top, bottom, left, right = box.pixels(h, w)
+        heat = np.zeros((h, w), np.float32)
+        heat[top:bottom, left:right] = np.clip(cv2.resize(np.asarray(cam, np.float32), (right - left, bottom - top),
+                                                          interpolation=cv2.INTER_LINEAR), 0, 1)
     return show_cam_on_image(np.repeat(grey[..., None], 3, axis=2), heat, use_rgb=True)
 
 
@@ -748,9 +760,10 @@ def save_overlays(expl: Explanation, out_dir: str | Path, max_side: int = MAX_OV
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
-    for s, c in zip(expl.samples, expl.cams):
+    boxes = expl.boxes if len(expl.boxes) == len(expl.samples) else [None] * len(expl.samples)
+    for s, c, box in zip(expl.samples, expl.cams, boxes):
         p = out_dir / f"{Path(s.path).stem}_cam.png"
-        Image.fromarray(overlay_on_film(s.path, c, max_side)).save(p)
+        Image.fromarray(overlay_on_film(s.path, c, max_side, box)).save(p)
         paths.append(p)
     return paths
 

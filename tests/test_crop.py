@@ -123,3 +123,17 @@ def test_lung_masks_for_a_cropped_model_are_cut_to_its_box_in_its_frame():
     assert how == "annotated" and np.array_equal(m, expected)
     m2, how2, problem2 = lung_mask(Sample(film, 0, "p", "test"), img, None, L.LungSegmenter.load(), box)
     assert how2 == "learned" and m2.shape == (32, 32) and problem2 == ""  # checked on the whole film
+
+
+def test_a_cropped_models_map_is_drawn_over_its_box_on_the_whole_film(tmp_path):
+    from pneumolib.cam import overlay_on_film
+    film = tmp_path / "film.png"
+    Image.fromarray(np.full((200, 100), 90, np.uint8)).save(film)
+    cam = np.ones((8, 8), np.float32)  # all evidence, everywhere in the crop
+    whole = overlay_on_film(film, cam)
+    boxed = overlay_on_film(film, cam, box=L.LungBox(0.5, 1.0, 0.0, 0.5))
+    assert whole.shape == boxed.shape == (200, 100, 3)
+    cold = overlay_on_film(film, np.zeros((8, 8), np.float32))  # the film under a map with no evidence
+    assert np.abs(boxed[:100].astype(int) - cold[:100]).max() <= 1  # above the box: no evidence drawn
+    assert np.abs(boxed[100:, :50].astype(int) - cold[100:, :50]).max() > 50  # the box: evidence drawn
+    assert np.abs(boxed[100:, :50].astype(int) - whole[100:, :50]).max() <= 1  # inside: the map
