@@ -174,6 +174,23 @@ everything = [ms[0] for ms in by_entry.values()]
 nb.lung_focus_table(everything)
 
 # %% [markdown]
+# ## Shortcut audit (first seed)
+#
+# Does the model lean on acquisition statistics or on pixels outside the lungs? A probe trained on ten global image statistics (grey levels, black border share, sharpness, border strips: no lung seen) says how much a model could learn without anatomy; reliance is the change in P(PNEUMONIA) when the pixels outside (or inside) the lung fields are replaced by a neutral fill; the worst group is each class's recall on the half of its films the probe finds atypical. On the validation split (the audit is used for selection) and, for the final report, on the test split.
+
+# %%
+nb.shortcut_audit({f"{cfg.name} seed {r.config.seed}, {split}": series.shortcut_audit(r, S, split)
+                   for split in ("val", "test")})
+
+# %% [markdown]
+# ## The external cohort's record
+#
+# Recorded measurements on the external cohort, loaded from the repository's copy of the record (`docs/external_cohort/`): they cannot be reproduced here, and nothing in this notebook is tuned on them.
+
+# %%
+nb.cohort_record();
+
+# %% [markdown]
 # ## All ten experiments side by side
 #
 # First the mean and range over seeds of every experiment; then the first seed's test metrics with 95% intervals by patient (the figure draws the same intervals). Entries that asked for ImageNet weights and trained without them are labelled random init in both.

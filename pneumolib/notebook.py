@@ -453,3 +453,34 @@ def budget(config: ExperimentConfig, profile: str) -> None:
     c = apply_profile(config, profile)
     print(f"{c.name} under profile {profile}: {c.image_size} px, {c.epochs} epochs, batch {c.batch_size}, "
           f"{c.max_train_images or 'all'} training images per epoch")
+
+
+def shortcut_audit(reports: dict[str, dict]) -> None:
+    """Shortcut audits (shortcuts.audit_run reports) by name, as the CLI prints them."""
+    from .shortcuts import format_audit
+    for name, rep in reports.items():
+        print(f"{name} ({rep['split']} split, {rep['n']} films):")
+        print(tidy(format_audit(rep)))
+        print()
+
+
+def cohort_record() -> pd.DataFrame:
+    """The external cohort's recorded measurements (docs/external_cohort, a copy of the record kept by whoever holds
+    the cohort): not reproducible from this repository; shown, never tuned on."""
+    import json
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "docs" / "external_cohort" / "measurements.json"
+    if not path.is_file():  # an installed package without the repository's docs/
+        print("the external cohort's record is in the repository's docs/external_cohort/ (not installed)")
+        return pd.DataFrame()
+    rows = []
+    for m in json.loads(path.read_text())["measurements"]:
+        c = m["cohort"]
+        rows.append({"commit": m["commit"], "recipe": m["experiment"], "seed": m["seed"],
+                     "cohort accuracy": c["accuracy"], "PNEUMONIA recall": c["sensitivity"],
+                     "NORMAL recall": c["specificity"], "AUC": c["auc"],
+                     "internal NORMAL recall": m["internal_test"]["specificity"]})
+    print("recorded by whoever holds the external cohort (624 films); not reproducible from this repository")
+    df = pd.DataFrame(rows)
+    _display(df)
+    return df

@@ -320,3 +320,9 @@ def matched_stress(matched: dict[str, Any] | None, series: Series) -> dict[str, 
     from .stress import stress_run
 
     return {"log's baseline, same budget": stress_run(matched["run_dir"], series.data)} if matched else {}
+
+
+def shortcut_audit(r, series: Series, split: str = "val") -> dict:
+    """The shortcut audit of a run on one split of its data (shortcuts.audit_run: kept in its run folder)."""
+    from .shortcuts import audit_run
+    return audit_run(r.run_dir, series.data, split=split)
