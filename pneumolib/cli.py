@@ -33,9 +33,11 @@ def cmd_experiments(args) -> int:
             base = C.ABLATIONS.get("abl_robust_aug", prev) if cfg.name == "abl_per_image" else prev
             print(f"    {cfg.name:<36} {C.format_diff(C.diff(base, cfg))}")
             prev = cfg if cfg.name != "abl_per_image" else prev
-        print("\nrecipe candidates: each a diff from the ablation step abl_tta")
+        print("\nrecipe candidates: each a diff from the ablation step nearest to it")
         for cfg in C.CANDIDATES.values():
-            print(f"    {cfg.name:<36} {C.format_diff(C.diff(C.ABLATIONS['abl_tta'], cfg))}")
+            base = min(C.ABLATIONS.values(), key=lambda a: len(C.diff(a, cfg)))
+            d = C.diff(base, cfg)
+            print(f"    {cfg.name:<36} " + (f"{base.name} + {C.format_diff(d)}" if d else f"= {base.name}"))
     return 0
 
 
