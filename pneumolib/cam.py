@@ -26,11 +26,12 @@ from .models import cam_layer, members, stage_blocks
 
 log = logging.getLogger(__name__)
 
-# gradcam is the default; hirescam (gradient x activation per cell) and layercam (built for earlier layers) weight each
-# cell by its own gradient, which helps where Grad-CAM's averaged gradients are negative everywhere (an empty map)
+# hirescam (gradient x activation per cell) is the default: chosen by `explain --compare` on real-data runs (README
+# 'Lungs'), the one method whose maps passed their checks on both the baseline and the recipe; gradcam averages the
+# gradients per channel and left 58% of the baseline's layer3 maps empty
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM, "hirescam": HiResCAM,
            "layercam": LayerCAM}
-DEFAULT_METHOD = "gradcam"
+DEFAULT_METHOD = "hirescam"
 TARGETS = ("PNEUMONIA", "NORMAL", "predicted")
 STAGES = ("layer1", "layer2", "layer3", "layer4")  # ResNet stages, strides 4, 8, 16, 32
 MIN_CELLS = 8  # 'auto' picks the deepest stage whose map has at least this many cells per side

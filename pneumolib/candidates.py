@@ -70,6 +70,7 @@ def select(groups: dict[str, list[Path]], bound: float = LUNG_BOUND) -> dict:
                          "outside_change": a["outside_lung_reliance"]["mean_abs_change"] if a else None,
                          "inside_change": a["inside_lung_reliance"]["mean_abs_change"] if a else None,
                          "probe_auc": a["probe_auc"] if a else None,
+                         "probe_auc_input": a.get("probe_auc_model_input") if a else None,
                          "worst_group": a["worst_group"]["worst"]["recall"] if a else None})
         audited = all(r["outside_flipped"] is not None for r in rows)
         mean = {k: float(np.mean([r[k] for r in rows])) for k in ("auc", "balanced_accuracy", "normal_recall",
@@ -94,12 +95,14 @@ def format_selection(sel: dict) -> str:
     def f(v, fmt=".3f"):
         return "n/a" if v is None else format(v, fmt)
     lines = ["| candidate, seed (budget) | val AUC | val PNEUMONIA / NORMAL recall | outside-lung flips | "
-             "outside / inside mean abs change | worst group recall | probe AUC |", "|---|---|---|---|---|---|---|"]
+             "outside / inside mean abs change | worst group recall | probe AUC: whole film / model input |",
+             "|---|---|---|---|---|---|---|"]
     for name, c in sel["candidates"].items():
         for r in c["runs"]:
             lines.append(f"| {name} s{r['seed']} ({r['budget']}) | {f(r['auc'])} | {f(r['pneumonia_recall'])} / "
                          f"{f(r['normal_recall'])} | {f(r['outside_flipped'], '.1%')} | {f(r['outside_change'])} / "
-                         f"{f(r['inside_change'])} | {f(r['worst_group'])} | {f(r['probe_auc'])} |")
+                         f"{f(r['inside_change'])} | {f(r['worst_group'])} | {f(r['probe_auc'])} / "
+                         f"{f(r['probe_auc_input'])} |")
         m = c["mean"]
         lines.append(f"| **{name}, mean of {len(c['runs'])}** | {f(m['auc'])} | {f(m['pneumonia_recall'])} / "
                      f"{f(m['normal_recall'])} | {f(m.get('outside_flipped'), '.1%')} | {f(m.get('outside_change'))} "

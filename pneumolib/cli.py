@@ -589,7 +589,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the class each map explains (default PNEUMONIA: the same question for every model)")
     s.add_argument("--grid-n", type=int, default=4, help="films per class in the grid figure (default 4)")
     s.add_argument("--method", default=None, choices=["gradcam", "hirescam", "layercam", "gradcam++", "eigencam"],
-                   help="CAM method (default: cam.DEFAULT_METHOD, gradcam)")
+                   help="CAM method (default: cam.DEFAULT_METHOD, hirescam)")
     s.add_argument("--layer", default="auto", choices=["auto", "layer1", "layer2", "layer3", "layer4"],
                    help="ResNet stage whose last block is read (default auto: the deepest with at least 8 x 8 cells)")
     s.add_argument("--sanity-n", type=int, default=8,

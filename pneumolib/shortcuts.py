@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
+from PIL import Image
 from scipy import ndimage as ndi
 
 from .cam import lung_mask, patient_bootstrap
@@ -45,17 +46,25 @@ def global_stats(img: np.ndarray) -> np.ndarray:
                      a[:, -BORDER:].mean()])
 
 
-def probe_features(samples: list[Sample], cache: DecodedCache | None = None) -> np.ndarray:
+def probe_features(samples: list[Sample], cache: DecodedCache | None = None, view=None) -> np.ndarray:
+    """The statistics of each whole film squashed to PROBE_SIZE; with `view` (a model's decode view, e.g. a lung
+    crop), of what that model sees instead, resized to PROBE_SIZE."""
     cache = cache or DEFAULT_CACHE
-    return np.stack([global_stats(cache.get(s.path, PROBE_SIZE)) for s in samples]) if samples else \
-        np.zeros((0, len(PROBE_FEATURES)))
+
+    def image(s):
+        if view is None:
+            return cache.get(s.path, PROBE_SIZE)
+        a = cache.get(s.path, view)
+        return a if a.shape == (PROBE_SIZE, PROBE_SIZE) else \
+            np.asarray(Image.fromarray(a).resize((PROBE_SIZE, PROBE_SIZE), Image.BILINEAR))
+    return np.stack([global_stats(image(s)) for s in samples]) if samples else np.zeros((0, len(PROBE_FEATURES)))
 
 
-def fit_probe(train: list[Sample], seed: int = 0, cache: DecodedCache | None = None):
+def fit_probe(train: list[Sample], seed: int = 0, cache: DecodedCache | None = None, view=None):
     """Gradient boosting on the global statistics of the training films (scikit-learn's, seeded)."""
     from sklearn.ensemble import GradientBoostingClassifier
     probe = GradientBoostingClassifier(random_state=seed)
-    probe.fit(probe_features(train, cache), np.array([s.label for s in train]))
+    probe.fit(probe_features(train, cache, view), np.array([s.label for s in train]))
     return probe
 
 
@@ -172,12 +181,18 @@ def audit(pred: Predictor, train: list[Sample], samples: list[Sample], *, seed: 
     labels = [s.label for s in samples]
     patients = [s.patient for s in samples]
     auc, ci = auc_with_interval(np.array(labels), scores, patients, seed=seed)
+    # the same probe on what the model sees (a lung crop removes borders and collimation by construction)
+    view = pred.preprocessing.view
+    seen_probe = fit_probe(train, seed, cache, view)
+    seen = seen_probe.predict_proba(probe_features(samples, cache, view))[:, 1]
+    auc_in, ci_in = auc_with_interval(np.array(labels), seen, patients, seed=seed)
     probs = predict_proba(pred.model, samples, pred.preprocessing, tta=bool(pred.config.tta), cache=cache,
                           device=pred.device)
     masks, counts = masks_in_view(pred, samples, cache, exact_masks, segmenter)
     return {
         "n": len(samples),
         "probe_auc": auc, "probe_auc_ci95": ci,
+        "probe_auc_model_input": auc_in, "probe_auc_model_input_ci95": ci_in,
         "probe": {"features": list(PROBE_FEATURES), "model": "sklearn GradientBoostingClassifier (defaults)",
                   "trained_on": f"{len(train)} training films", "size": PROBE_SIZE, "border_px": BORDER,
                   "mean_score": {c: float(scores[np.array(labels) == i].mean())
@@ -218,6 +233,9 @@ def format_audit(rep: dict[str, Any]) -> str:
     """The audit as a few lines of text (the CLI's output; the card's section)."""
     lines = [f"shortcut probe ({len(rep['probe']['features'])} global statistics, no lung seen): AUC "
              f"{rep['probe_auc']:.3f} (95% CI by patient {_ci(rep['probe_auc_ci95'])}) on {rep['n']} films"]
+    if rep.get("probe_auc_model_input") is not None:
+        lines.append(f"the same probe on the model's input (after its crop, if any): AUC "
+                     f"{rep['probe_auc_model_input']:.3f} ({_ci(rep['probe_auc_model_input_ci95'])})")
     for key, what in (("outside_lung_reliance", "outside"), ("inside_lung_reliance", "inside")):
         r = rep[key]
         lines.append(f"pixels {what} the lungs replaced by a neutral fill: mean |change in P(PNEUMONIA)| "

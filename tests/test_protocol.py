@@ -43,7 +43,7 @@ def test_run_folders_share_notebook_01_baseline_and_separate_the_holdouts(tmp_pa
 
 def test_ablation_starts_at_the_baseline_and_ends_at_the_recommended_recipe():
     steps = P.ablation_configs()
-    assert steps[0] is BASELINE and steps[-1].name == "abl_youden_shifted"
+    assert steps[0] is BASELINE and steps[-1].name == "abl_lungs"
     assert P.ANCHOR_HIGH in [c.name for c in steps]
 
 

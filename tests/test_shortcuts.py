@@ -121,7 +121,7 @@ def test_cli_shortcuts_on_a_fixture_run_writes_every_field(run_copy, tmp_path, c
     js = tmp_path / "s.json"
     assert main(["shortcuts", str(run_copy), "--data-dir", str(fixture_dir()), "--json", str(js)]) == 0
     rep = json.loads(js.read_text())
-    for key in ("probe_auc", "probe_auc_ci95", "outside_lung_reliance", "inside_lung_reliance", "worst_group",
+    for key in ("probe_auc", "probe_auc_ci95", "probe_auc_model_input", "outside_lung_reliance", "inside_lung_reliance", "worst_group",
                 "masks", "split"):
         assert key in rep, key
     assert rep["split"] == "val" and rep["masks"]["annotated"] == rep["n"]  # the fixture's exact masks
