@@ -153,7 +153,8 @@ class LungSegmenter:
             raise CheckpointError(f"{path}: not a readable lung segmenter ({type(e).__name__})") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise CheckpointError(f"{path}: not a pneumolib lung segmenter (no format {FORMAT!r})")
-        net = build_unet(tuple(state.get("channels", UNET["channels"])))
+        with torch.random.fork_rng():  # the weights are loaded next: building the net must not move the caller's RNG
+            net = build_unet(tuple(state.get("channels", UNET["channels"])))
         try:
             net.load_state_dict(state["state_dict"])
         except (RuntimeError, KeyError) as e:

@@ -207,7 +207,7 @@ def test_tta_explanation_uses_the_probabilities_predict_reports(trained_run):
     r = trained_run
     samples = r.explanation.samples
     tta_pred = Predictor(r.predictor.model, replace(r.config, tta=True), r.threshold, r.predictor.preprocessing)
-    e = explain_predictor(tta_pred, samples, sanity_per_class=0)
+    e = explain_predictor(tta_pred, samples, sanity_per_class=0, method="gradcam")
     scores = predict_samples(tta_pred.model, samples, tta_pred.preprocessing, tta=True)
     plain = predict_samples(tta_pred.model, samples, tta_pred.preprocessing, tta=False)
     assert e.tta and np.abs(scores.probs - plain.probs).max() > 1e-4  # TTA changes p on this model

@@ -95,7 +95,7 @@ def test_compare_prints_table_for_run_folders(cli_run, capsys):
 
 def test_stress_writes_stress_json_and_compare_shows_it(cli_run, capsys, tmp_path):
     out = shutil.copytree(cli_run[0], tmp_path / "run01")  # a copy: the module's run folder stays as trained
-    assert main(["stress", str(out)]) == 0
+    assert main(["stress", str(out), "--split", "test"]) == 0  # the CLI's default is val (selection)
     text = capsys.readouterr().out
     assert "clean" in text and "jpeg" in text and "mean shifted" in text
     saved = json.loads((out / "stress.json").read_text())

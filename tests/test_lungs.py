@@ -119,3 +119,12 @@ def test_cli_evaluate_writes_dice_mean_p05_and_n(fixture_segmenter, tmp_path, ca
     assert "Dice mean" in capsys.readouterr().out
     assert main(["lungs", "evaluate", "--weights", str(w), "--data-dir", str(tmp_path)]) == 2  # no masks: one line
     assert capsys.readouterr().err.strip().count("\n") == 0
+
+
+def test_loading_the_lung_segmenter_leaves_the_global_rng_alone_regression():
+    """Building MONAI's U-Net draws initial weights from the global RNG; a lung-cropped recipe loads the segmenter
+    while decoding, which moved every caller's random stream (the augmentation figure's test caught it)."""
+    import torch
+    state = torch.get_rng_state()
+    L.LungSegmenter.load()
+    assert torch.equal(torch.get_rng_state(), state)
