@@ -4,26 +4,40 @@ from __future__ import annotations
 import itertools
 import time
 from dataclasses import replace
-from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import torch
 import torchvision.transforms as T
-from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import default_loader
 
 from .augment import BatchAugment, TrainBatches
 from .checkpoint import preprocessing_for
 from .config import apply_profile, get_config
-from .data import DecodedCache, XRayDataset, prepare
+from .data import DecodedCache, XRayDataset, as_source, prepare
 from .models import build_model
 from .runtime import autocast, generator, get_device, seed_everything
 
 
-def _plain_loader(root: Path, image_size: int, batch_size: int, workers: int):
-    # what the log did: torchvision ImageFolder and per-sample PIL transforms, decoding every file every time
+class _PlainFiles(torch.utils.data.Dataset):
+    """What torchvision's ImageFolder does per item (PIL open, RGB, transforms), over a sample list, so a CSV
+    manifest's films are timed the same way as a folder's."""
+
+    def __init__(self, samples, transform):
+        self.samples, self.transform = list(samples), transform
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int):
+        s = self.samples[i]
+        return self.transform(default_loader(str(s.path))), s.label
+
+
+def _plain_loader(samples, image_size: int, batch_size: int, workers: int):
+    # what the log did: ImageFolder-style per-sample PIL transforms, decoding every file every time
     t = T.Compose([T.Resize((image_size, image_size)), T.RandomHorizontalFlip(0.5), T.RandomRotation(10),
                    T.ColorJitter(brightness=0.2, contrast=0.2), T.Grayscale(num_output_channels=1), T.ToTensor()])
-    ds = ImageFolder(str(root / "train"), transform=t)
+    ds = _PlainFiles(samples, t)
     return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
                                        drop_last=True, persistent_workers=workers > 0)
 
@@ -64,7 +78,7 @@ def _timed(step: Callable[[], int], k: int, device) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
-def bench(data_dir: str | Path, *, experiment: str = "baseline", device: str = "auto", image_size: int = 128,
+def bench(data_dir, *, experiment: str = "baseline", device: str = "auto", image_size: int = 128,
           batch_size: int = 32, steps: int = 20, warmup: int = 3, workers: int = 0, rounds: int = 4) -> dict[str, Any]:
     """Train the experiment's model (random init) for `steps` steps through each pipeline and report images/s.
 
@@ -76,7 +90,7 @@ def bench(data_dir: str | Path, *, experiment: str = "baseline", device: str = "
     dev = get_device(device)
     cfg = replace(apply_profile(get_config(experiment), "full"), image_size=image_size, batch_size=batch_size,
                   pretrained=False)
-    root = Path(data_dir)
+    root = as_source(data_dir)  # a folder or a CSV manifest
     pre = preprocessing_for(cfg)
     cache = DecodedCache()
     data = prepare(root, seed=0, image_size=image_size, cache=cache)  # decode once, as fit() does
@@ -86,7 +100,7 @@ def bench(data_dir: str | Path, *, experiment: str = "baseline", device: str = "
     aug = BatchAugment.from_specs(cfg.train_transforms).to(dev)
     ours = TrainBatches(loader, aug, pre, generator(1), dev)
     x, y = next(iter(ours))[:2]  # pure compute: the same model fed one constant, augmented and preprocessed batch
-    sources = {"plain": _repeat(_plain_loader(root, image_size, batch_size, workers)),
+    sources = {"plain": _repeat(_plain_loader(data["train"], image_size, batch_size, workers)),
                "pipeline": _repeat(ours), "compute": itertools.repeat((x, y))}
     steppers = {}
     for name, batches in sources.items():

@@ -23,6 +23,29 @@ def _user_errors():
             WeightsUnavailable, FileNotFoundError)
 
 
+def _source(args, required: bool = False):
+    """--data-dir, or --data-csv with --image-root (a CSV manifest), as one data source; None for the default."""
+    csv = getattr(args, "data_csv", None)
+    if csv:
+        if args.data_dir:
+            raise UsageError("give --data-dir or --data-csv, not both")
+        from .data import Manifest
+        return Manifest(Path(csv).expanduser().resolve(),
+                        Path(args.image_root or Path(csv).parent).expanduser().resolve())
+    if getattr(args, "image_root", None):
+        raise UsageError("--image-root goes with --data-csv")
+    if required and not args.data_dir:
+        raise UsageError("give the data: --data-dir DIR, or --data-csv FILE --image-root DIR")
+    return args.data_dir
+
+
+def _manifest_args(s) -> None:
+    s.add_argument("--data-csv", metavar="FILE", help="a CSV manifest instead of a folder: columns path,label,patient"
+                   "[,split] (labels NORMAL/PNEUMONIA); without split, patient-grouped val and test splits are built")
+    s.add_argument("--image-root", metavar="DIR", help="with --data-csv: the folder its paths are relative to "
+                   "(default: the CSV's folder)")
+
+
 def cmd_experiments(args) -> int:
     for cfg in C.REGISTRY.values():
         print(f"{cfg.entry}  {cfg.name:<36} {cfg.date}  {C.format_diff(C.diff(C.previous(cfg), cfg))}")
@@ -50,7 +73,7 @@ def _configs(names: list[str]) -> list[C.ExperimentConfig]:
 def cmd_run(args) -> int:
     from .data import resolve_data_dir
     from .experiment import comparison_rows, format_table, run_experiment
-    root, is_fixture = resolve_data_dir(args.data_dir)
+    root, is_fixture = resolve_data_dir(_source(args))
     out = Path(args.out)
     results = []
     from dataclasses import replace
@@ -64,7 +87,7 @@ def cmd_run(args) -> int:
             if seed is not None:
                 cfg, folder = replace(cfg, seed=seed), seed_dir(out, cfg, seed)
             # the series must run end to end, so missing ImageNet weights mean a loudly labelled random init
-            r = run_experiment(cfg, root if not is_fixture else None, folder,
+            r = run_experiment(cfg, root if not is_fixture else None, folder, workers=args.workers,
                                profile=args.profile, device=args.device, on_missing_weights="random_init",
                                cam_per_class=args.cam_per_class, strict=args.strict, command=_command_line())
             write_model_card(folder)
@@ -76,17 +99,30 @@ def cmd_run(args) -> int:
 
 
 def cmd_train(args) -> int:
+    from . import distributed
     from .evaluate import format_metrics
     from .experiment import run_experiment
+    from .runtime import get_device
     overrides = {k: getattr(args, k) for k in ("epochs", "image_size", "seed", "batch_size")
                  if getattr(args, k) is not None}
     if args.init_from:
         overrides["init_from"] = str(Path(args.init_from).resolve())
-    r = run_experiment(C.get_config(args.experiment), args.data_dir, args.out, profile=args.profile,
-                       overrides=overrides, device=args.device, command=_command_line(),
-                       on_missing_weights="random_init" if args.allow_random_init else "fail",
-                       reuse=not args.retrain, cam_per_class=args.cam_per_class, strict=args.strict,
-                       resume=args.resume, holdout=args.holdout)
+    if args.no_sync_bn:
+        overrides["sync_bn"] = False
+    source = _source(args)
+    world = distributed.start(get_device(args.device))  # under torchrun: join the process group; else one process
+    if not world.is_main:  # rank 0 alone logs and writes
+        logging.getLogger("pneumolib").setLevel(logging.WARNING)
+    try:
+        r = run_experiment(C.get_config(args.experiment), source, args.out, profile=args.profile,
+                           overrides=overrides, device=args.device, command=_command_line(),
+                           on_missing_weights="random_init" if args.allow_random_init else "fail",
+                           reuse=not args.retrain, cam_per_class=args.cam_per_class, strict=args.strict,
+                           resume=args.resume, holdout=args.holdout, world=world, workers=args.workers)
+    finally:
+        distributed.stop()
+    if not world.is_main:
+        return 0
     if "test" in r.metrics:
         print(format_metrics(r.metrics["test"]))
     from .card import write_model_card
@@ -202,12 +238,13 @@ def cmd_evaluate(args) -> int:
         raise UsageError("--save-adapted needs --adapt bn|prior|both")
     if not 0.0 <= args.adapt_alpha <= 1.0:
         raise UsageError(f"--adapt-alpha must be between 0 and 1, got {args.adapt_alpha}")
+    source = _source(args, required=True)
     pred = Predictor.load(args.checkpoint)
-    samples = _cohort(args.data_dir, args.split, pred.preprocessing.view)
+    samples = _cohort(source, args.split, pred.preprocessing.view)
     threshold = pred.threshold if args.threshold is None else args.threshold
     scores = predict_samples(pred.model, samples, pred.preprocessing, tta=pred.config.tta)
     m = compute_metrics(scores, threshold, seed=0)
-    print(f"{args.checkpoint}: {pred.config.name} on {args.data_dir}/{args.split}")
+    print(f"{args.checkpoint}: {pred.config.name} on {source}/{args.split}")
     print(format_metrics(m))
     from . import ood
     far, columns = ood.score(pred, samples), {}
@@ -220,10 +257,11 @@ def cmd_evaluate(args) -> int:
         m["lungs_not_found"] = sum(n.startswith("lungs=NOT FOUND") for n in notes)
         print(f"lung crop: lungs not found on {m['lungs_not_found']} of {len(samples)} films (kept whole)")
         columns["lungs"] = [n.removeprefix("lungs=") for n in notes]
-    cohort = cohort_name(args.data_dir, args.split, args.adapt)
+    cohort = cohort_name(source.csv.with_suffix("") if args.data_csv else source, args.split, args.adapt)
     adapted = _adapted(pred, samples, threshold, cohort, args) if args.adapt else None
     record = dict(m, checkpoint=str(Path(args.checkpoint).resolve()), split=args.split,
-                  experiment=pred.config.name, cohort=cohort, data_dir=str(Path(args.data_dir).expanduser().resolve()),
+                  experiment=pred.config.name, cohort=cohort,
+                  data_dir=str(source) if args.data_csv else str(Path(args.data_dir).expanduser().resolve()),
                   checkpoint_threshold=pred.threshold, threshold_override=args.threshold,
                   date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   command=_command_line(), argv=list(sys.argv), adapted=adapted)
@@ -296,8 +334,9 @@ def cmd_explain(args) -> int:
     if args.n < 1:
         raise UsageError(f"--n must be at least 1, got {args.n}")
     args.method = args.method or DEFAULT_METHOD
+    source = _source(args, required=True)
     pred = Predictor.load(args.checkpoint)
-    samples = _cohort(args.data_dir, args.split, pred.preprocessing.view)
+    samples = _cohort(source, args.split, pred.preprocessing.view)
     out = Path(args.out) if args.out else RunDir(Path(args.checkpoint).resolve().parent).gradcam
     out.mkdir(parents=True, exist_ok=True)
     if args.compare:
@@ -317,7 +356,7 @@ def cmd_explain(args) -> int:
         plt.close(fig)
     json_path = Path(args.json) if args.json else out / f"{stem}.json"
     save_json(rep, json_path)
-    print(f"{args.checkpoint}: {pred.config.name} on {args.data_dir}/{args.split}")
+    print(f"{args.checkpoint}: {pred.config.name} on {source}/{args.split}")
     print(format_report(rep))
     for path in [*figures, json_path]:
         print(f"wrote {path}")
@@ -351,7 +390,7 @@ def cmd_bench(args) -> int:
     from .bench import bench, format_bench
     from .io import save_json
     from .data import resolve_data_dir
-    root, _ = resolve_data_dir(args.data_dir)
+    root, _ = resolve_data_dir(_source(args))
     steps = args.steps or (200 if args.device == "cuda" else 20)
     r = bench(root, experiment=args.experiment, device=args.device, image_size=args.image_size,
               batch_size=args.batch_size, steps=steps, workers=args.workers)
@@ -468,7 +507,7 @@ def _commit() -> str:
 def cmd_stress(args) -> int:
     from .stress import stress_run
     for d in args.run_dirs:
-        r = stress_run(d, args.data_dir, split=args.split, reuse=not args.recompute)
+        r = stress_run(d, _source(args), split=args.split, reuse=not args.recompute)
         print(f"{d}:")
         print(r.table())
         print()
@@ -487,6 +526,14 @@ def cmd_shortcuts(args) -> int:
     if args.json:  # one run: its report; several: keyed by run folder
         save_json(next(iter(reps.values())) if len(reps) == 1 else reps, args.json)
     return 0
+
+
+def default_workers() -> int:
+    """DataLoader workers for this machine: none on 4 cores or fewer (the decoded films are in memory and the model
+    needs the cores), else half the cores up to 8."""
+    import os
+    cores = os.cpu_count() or 1
+    return 0 if cores <= 4 else min(8, cores // 2)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -508,6 +555,10 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--strict", action="store_true",
                        help="refuse to start on any pre-scan finding: unreadable or identical files, patients in two splits "
                             "(default: skip unreadable files and list everything)")
+        _manifest_args(s)
+        s.add_argument("--workers", type=int, default=default_workers(),
+                       help=f"DataLoader processes serving decoded films (default on this machine: {default_workers()}; "
+                            "results do not depend on it)")
 
     s = sub.add_parser("run", help="train and evaluate experiments, then print a comparison table (the main job)")
     s.add_argument("experiments", nargs="*", default=["all"], help="names or entry numbers, or 'all' (default)")
@@ -535,12 +586,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "recorded in the run's config")
     s.add_argument("--allow-random-init", action="store_true",
                    help="when ImageNet weights are missing, train from random init (recorded as such) instead of failing")
+    s.add_argument("--no-sync-bn", action="store_true",
+                   help="under torchrun: BatchNorm statistics per process instead of over the global batch "
+                        "(recorded in the config as sync_bn=false)")
     common(s)
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("evaluate", help="report a checkpoint's metrics on a split")
     s.add_argument("checkpoint")
-    s.add_argument("--data-dir", required=True,
+    _manifest_args(s)
+    s.add_argument("--data-dir",
                    help="DIR with DIR/<split>/{NORMAL,PNEUMONIA}, or a folder holding NORMAL/ and PNEUMONIA/ directly")
     s.add_argument("--split", default="test", choices=["train", "val", "test"])
     s.add_argument("--threshold", type=float, help="override the checkpoint's decision threshold")
@@ -604,6 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("bench", help="training images/s: plain ImageFolder pipeline vs pneumolib's vs pure compute")
     s.add_argument("--data-dir", help="Kaggle-layout folder (default: $PNEUMOLIB_DATA_DIR, else the bundled fixture)")
+    _manifest_args(s)
     s.add_argument("--experiment", default="baseline",
                    help="whose training transforms and preprocessing the pipeline applies (default: baseline)")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
@@ -619,6 +675,7 @@ def build_parser() -> argparse.ArgumentParser:
                                       "test split (writes RUN_DIR/stress.json)")
     s.add_argument("run_dirs", nargs="+")
     s.add_argument("--data-dir", help="default: the folder the run was trained on")
+    _manifest_args(s)
     s.add_argument("--split", default="val", choices=["train", "val", "test"],
                    help="the split to shift (default val: the stress test is for choosing a recipe; test is for the "
                         "final report)")

@@ -76,6 +76,9 @@ def as_view(view: "int | View") -> View:
     return view if isinstance(view, View) else View(int(view))
 
 
+# Fields added after run folders existed: left out of training_key at their default, so those runs stay reusable.
+KEYED_UNLESS_DEFAULT = {"sync_bn": True}
+
 # Fields that only change how a trained model is evaluated; they do not change its weights.
 EVAL_ONLY_FIELDS = ("name", "entry", "date", "title", "log_said", "threshold", "eval_subset_per_class")
 
@@ -124,6 +127,8 @@ class ExperimentConfig:
     tta: bool = False  # average probabilities over the image and its horizontal flip
     eval_subset_per_class: int | None = None  # entry 8's 5 + 5 image report
     profile: str = "full"
+    # several processes (torchrun): BatchNorm statistics over the global batch (SyncBatchNorm); no effect in one
+    sync_bn: bool = True
 
     def __post_init__(self) -> None:
         """Refuse a bad value at construction (and so at every replace(...)), naming the field and what is allowed."""
@@ -197,7 +202,8 @@ class ExperimentConfig:
 
     def training_key(self) -> str:
         """Hash of the fields that change the trained weights (not the name or the decision rule)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in EVAL_ONLY_FIELDS}
+        d = {k: v for k, v in self.to_dict().items()
+             if k not in EVAL_ONLY_FIELDS and not (k in KEYED_UNLESS_DEFAULT and v == KEYED_UNLESS_DEFAULT[k])}
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 

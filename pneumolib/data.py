@@ -6,6 +6,7 @@ import json
 import os
 import re
 import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -88,7 +89,7 @@ class XRayData:
         if self.hygiene and self.hygiene.n_problems:
             logger.warning("pre-scan of %s:\n%s", self.root, self.hygiene.table())
         for e in self.bad_files:
-            logger.warning("skipping unreadable file: %s", e)
+            logger.warning("skipping: %s", e)
         for note in self.notes:
             if note.startswith("lung crop"):
                 logger.warning("%s", note)
@@ -155,10 +156,40 @@ def grouped_split(samples: list[Sample], fraction: float, seed: int) -> tuple[li
 VAL_MIN_PER_CLASS = 10  # a val/ folder with fewer images of a class than this is pooled with train and re-split
 
 
-def discover(root: str | Path, *, val_min_per_class: int = VAL_MIN_PER_CLASS, val_fraction: float = 0.1,
+def _ensure_val(splits: dict[str, list[Sample]], notes: list[str], val_min_per_class: int, val_fraction: float,
+                seed: int) -> None:
+    """When val is missing or tiny, pool it with train and split a patient-grouped, class-stratified val off."""
+    val_counts = [sum(s.label == i for s in splits.get("val", [])) for i in range(len(CLASSES))]
+    if min(val_counts) < val_min_per_class:
+        why = "missing" if "val" not in splits else f"tiny ({sum(val_counts)} images)"
+        pool = splits["train"] + splits.pop("val", [])
+        train, val = grouped_split(pool, val_fraction, seed)
+        splits["train"] = [Sample(s.path, s.label, s.patient, "train") for s in train]
+        splits["val"] = [Sample(s.path, s.label, s.patient, "val") for s in val]
+        notes.append(f"val/ {why}: pooled it with train/ and built a patient-grouped, class-stratified val split "
+                     f"({len(val)} images, {len({s.patient for s in val})} patients), seed {seed}")
+
+
+def _finish(root: Path, splits: dict[str, list[Sample]], notes: list[str], bad: list | None = None,
+            why: str = "the Kaggle download's person numbering restarts per folder") -> XRayData:
+    if "test" not in splits:
+        notes.append("no test/ split: evaluation on 'test' is unavailable")
+    splits = {s: splits[s] for s in SPLITS if s in splits}
+    overlap = shared_patients(splits)
+    if overlap:
+        first = sorted(overlap)[0]
+        notes.append(f"{len(overlap)} patient id(s) appear in more than one of the splits, e.g. {first} in "
+                     f"{' and '.join(overlap[first])} ({why}; --strict refuses)")
+    return XRayData(root, splits, notes, list(bad or []))
+
+
+def discover(root: "str | Path | Manifest", *, val_min_per_class: int = VAL_MIN_PER_CLASS, val_fraction: float = 0.1,
              seed: int = 0) -> XRayData:
-    """Read ROOT/{train,val,test}/{NORMAL,PNEUMONIA}; when val/ is missing or tiny, pool it with train and build a
-    patient-grouped, class-stratified val split from the pool (so one patient can never sit on both sides)."""
+    """Read ROOT/{train,val,test}/{NORMAL,PNEUMONIA} (or a CSV Manifest: read_manifest); when val/ is missing or
+    tiny, pool it with train and build a patient-grouped, class-stratified val split from the pool (so one patient
+    can never sit on both sides)."""
+    if isinstance(root, Manifest):
+        return read_manifest(root, val_min_per_class=val_min_per_class, val_fraction=val_fraction, seed=seed)
     root = Path(root).expanduser()
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found")
@@ -171,43 +202,138 @@ def discover(root: str | Path, *, val_min_per_class: int = VAL_MIN_PER_CLASS, va
             n_ignored += k
     if n_ignored:
         notes.append(f"ignored {n_ignored} file(s) without an image suffix")
-    val_counts = [sum(s.label == i for s in splits.get("val", [])) for i in range(len(CLASSES))]
-    if min(val_counts) < val_min_per_class:
-        why = "missing" if "val" not in splits else f"tiny ({sum(val_counts)} images)"
-        pool = splits["train"] + splits.pop("val", [])
-        train, val = grouped_split(pool, val_fraction, seed)
-        splits["train"] = [Sample(s.path, s.label, s.patient, "train") for s in train]
-        splits["val"] = [Sample(s.path, s.label, s.patient, "val") for s in val]
-        notes.append(f"val/ {why}: pooled it with train/ and built a patient-grouped, class-stratified val split "
-                     f"({len(val)} images, {len({s.patient for s in val})} patients), seed {seed}")
-    if "test" not in splits:
-        notes.append("no test/ split: evaluation on 'test' is unavailable")
-    splits = {s: splits[s] for s in SPLITS if s in splits}
-    overlap = shared_patients(splits)
-    if overlap:
-        first = sorted(overlap)[0]
-        notes.append(f"{len(overlap)} patient id(s) appear in more than one of the folders, e.g. {first} in "
-                     f"{' and '.join(overlap[first])} (the Kaggle download's person numbering restarts per folder; "
-                     "--strict refuses)")
-    return XRayData(root, splits, notes)
+    _ensure_val(splits, notes, val_min_per_class, val_fraction, seed)
+    return _finish(root, splits, notes)
+
+
+# --- CSV manifests (RSNA, NIH, CheXpert, MIMIC come as a folder of images plus a table) ---------------------------
+MANIFEST_COLUMNS = ("path", "label", "patient")
+SOURCE_SEP = "::"  # "manifest.csv::image_root", how a manifest is named in metrics.json and --data-dir
+MANIFEST_TEST_FRACTION = 0.15  # without a split column: this share of patients is the test split (always seed 0)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A CSV with columns path,label,patient[,split] (labels NORMAL/PNEUMONIA; split train/val/test) and the folder
+    its relative paths start from."""
+
+    csv: Path
+    image_root: Path
+
+    def __str__(self) -> str:
+        return f"{self.csv}{SOURCE_SEP}{self.image_root}"
+
+    @property
+    def name(self) -> str:
+        return self.csv.name
+
+
+def as_source(value: "str | Path | Manifest") -> "Path | Manifest":
+    """A data source as given on the command line or recorded in metrics.json: a folder, or 'FILE.csv::ROOT'."""
+    if isinstance(value, Manifest):
+        return value
+    text = str(value)
+    if SOURCE_SEP in text and text.split(SOURCE_SEP)[0].lower().endswith(".csv"):
+        csv, root = text.split(SOURCE_SEP, 1)
+        return Manifest(Path(csv).expanduser().resolve(), Path(root).expanduser().resolve())
+    return Path(text).expanduser()
+
+
+def read_manifest(m: Manifest, *, val_min_per_class: int = VAL_MIN_PER_CLASS, val_fraction: float = 0.1,
+                  seed: int = 0) -> XRayData:
+    """The splits a CSV manifest lists. Bad rows (missing file, unknown label or split, a path listed twice) are
+    dropped and listed like unreadable files, one line each; a patient in two given splits is a pre-scan finding
+    (--strict refuses). Without a split column, a patient-grouped test split (MANIFEST_TEST_FRACTION, seed 0, the
+    same for every run) and the val split (the run's seed) are built, as for a folder without val/."""
+    import pandas as pd
+
+    csv, root = Path(m.csv), Path(m.image_root)
+    if not csv.is_file():
+        raise DataError(f"{csv}: manifest not found")
+    if not root.is_dir():
+        raise DataError(f"{root}: image root folder not found (for {csv.name})")
+    try:
+        df = pd.read_csv(csv, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (ValueError, OSError, UnicodeDecodeError) as e:
+        raise DataError(f"{csv}: not a readable CSV ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+    df.columns = [str(c).strip().lower() for c in df.columns]
+    missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{csv}: missing column(s) {', '.join(missing)} (need path,label,patient[,split]; "
+                        f"found {','.join(df.columns) or 'none'})")
+    if df.empty:
+        raise DataError(f"{csv}: no rows")
+    has_split = "split" in df.columns
+    splits: dict[str, list[Sample]] = {}
+    bad: list[ImageError] = []
+    first_row: dict[Path, int] = {}
+    for i, row in enumerate(df.itertuples(index=False), start=2):  # row numbers as a spreadsheet shows them
+        r = row._asdict()
+        rel = str(r["path"]).strip()
+        path = Path(rel) if Path(rel).is_absolute() else root / rel
+        where = f"row {i} of {csv.name}"
+        label = str(r["label"]).strip().upper()
+        split = str(r["split"]).strip().lower() if has_split else "train"
+        problem = None
+        if not rel:
+            problem = "empty path"
+        elif label not in CLASSES:
+            problem = f"unknown label {r['label']!r} ({' or '.join(CLASSES)})"
+        elif split not in SPLITS:
+            problem = f"unknown split {r['split']!r} ({' | '.join(SPLITS)})"
+        elif path in first_row:
+            problem = f"listed again (first at row {first_row[path]}); this row is ignored"
+        elif not path.is_file():
+            problem = "no such file"
+        if problem:
+            bad.append(ImageError(path, f"{where}: {problem}"))
+            continue
+        first_row[path] = i
+        patient = str(r["patient"]).strip() or patient_id(path)
+        splits.setdefault(split, []).append(Sample(path, CLASSES.index(label), patient, split))
+    notes = [f"manifest {csv.name}: {len(df)} rows, {len(df) - len(bad)} used, {len(bad)} skipped"]
+    if not has_split:
+        pool = splits.pop("train", [])
+        if not pool:
+            raise DataError(f"{csv}: no usable rows ({len(bad)} skipped, first: {bad[0] if bad else 'none'})")
+        rest, test = grouped_split(pool, MANIFEST_TEST_FRACTION, 0)
+        splits = {"train": rest, "test": [Sample(s.path, s.label, s.patient, "test") for s in test]}
+        notes.append(f"no split column: test = {MANIFEST_TEST_FRACTION:.0%} of each class's patients "
+                     f"({len(test)} images, seed 0, the same for every run)")
+    if "train" not in splits:
+        raise DataError(f"{csv}: no usable 'train' rows ({len(bad)} row(s) skipped"
+                        f"{f', first: {bad[0]}' if bad else ''})")
+    for split, samples in splits.items():
+        lacking = [c for k, c in enumerate(CLASSES) if not any(s.label == k for s in samples)]
+        if lacking and split != "val":
+            raise DataError(f"{csv}: the {split} split has no usable {lacking[0]} rows")
+    _ensure_val(splits, notes, val_min_per_class, val_fraction, seed)
+    return _finish(root, splits, notes, bad, why=f"{csv.name} gives their films different splits")
 
 
 DATA_ENV = "PNEUMOLIB_DATA_DIR"
 
 
-def resolve_data_dir(data_dir: str | Path | None = None) -> tuple[Path, bool]:
-    """(folder, is_fixture): the given folder, else $PNEUMOLIB_DATA_DIR, else the bundled fixture."""
+def resolve_data_dir(data_dir: "str | Path | Manifest | None" = None) -> "tuple[Path | Manifest, bool]":
+    """(source, is_fixture): the given folder or manifest, else $PNEUMOLIB_DATA_DIR, else the bundled fixture."""
     chosen = data_dir or os.environ.get(DATA_ENV) or None
     if chosen in (None, "", "fixture"):
         return fixture_dir(), True
-    path = Path(chosen).expanduser().resolve()
+    source = as_source(chosen)
+    if isinstance(source, Manifest):
+        return source, False
+    path = source.resolve()
     return path, path == fixture_dir().resolve()
 
 
-def discover_split(root: str | Path, split: str = "test") -> XRayData:
+def discover_split(root: "str | Path | Manifest", split: str = "test") -> XRayData:
     """Just one split, for evaluation: ROOT/<split>/{NORMAL,PNEUMONIA}, or ROOT/{NORMAL,PNEUMONIA} itself (an
-    external cohort often comes as a bare pair of class folders); no train/ folder needed."""
-    root = Path(root).expanduser()
+    external cohort often comes as a bare pair of class folders); no train/ folder needed. A manifest: its rows of
+    that split (without a split column, the split read_manifest builds, so 'test' is never a training film)."""
+    root = as_source(root)
+    if isinstance(root, Manifest):
+        data = read_manifest(root)
+        return XRayData(data.root, {split: data[split]}, data.notes, data.bad_files)
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found")
     if (root / split).is_dir():
@@ -303,17 +429,46 @@ def default_cache_dir() -> Path | None:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "pneumolib" / "decoded"
 
 
+MEMORY_ENV = "PNEUMOLIB_CACHE_MEMORY"  # the in-memory cache's bound, e.g. 512M or 8G
+DEFAULT_MEMORY_BYTES = 4 * 2**30  # 4 GiB: the Kaggle set at 224 px is about 0.26 GiB; CheXpert at 224 px about 11 GiB
+
+
+def parse_bytes(text: str) -> int:
+    """'512M', '8G', '1.5G', '1000000' -> bytes (K, M, G, T are powers of 1024)."""
+    t = str(text).strip().upper().removesuffix("B").removesuffix("I")
+    scale = {"K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}.get(t[-1:], 1)
+    try:
+        n = float(t[:-1] if scale > 1 else t) * scale
+    except ValueError:
+        raise ValueError(f"{MEMORY_ENV}={text!r}: not a size (e.g. 512M, 8G)") from None
+    if n < 0:
+        raise ValueError(f"{MEMORY_ENV}={text!r}: a size cannot be negative")
+    return int(n)
+
+
+def default_memory_bytes() -> int:
+    env = os.environ.get(MEMORY_ENV)
+    return parse_bytes(env) if env else DEFAULT_MEMORY_BYTES
+
+
 class DecodedCache:
     """Each file decoded once per view (size, and the lung crop if any), kept as uint8 in memory and, with
     `disk_dir`, on disk as .npy keyed by the file's content hash and the view, so a new process (a re-run notebook)
     does not decode again. The disk cache is safe to delete at any time; an edited file has a new hash.
     A lung-cropped view also keeps each film's crop box (lungs.LungBox): where the crop came from, or why the
     whole film was kept. `segmenter`: the lung segmenter that draws the boxes (default: the shipped one, loaded
-    when first needed)."""
+    when first needed).
+    Memory is bounded (`memory_bytes`, default $PNEUMOLIB_CACHE_MEMORY or DEFAULT_MEMORY_BYTES): the least recently
+    used images are dropped first, and come back from the disk cache when asked for again (boxes, a few hundred
+    bytes each, are all kept). Several processes (ranks, DataLoader workers) may share one disk_dir: every file is
+    written to a temp name and renamed into place, so a reader sees a whole file or none."""
 
-    def __init__(self, disk_dir: str | Path | None = None, segmenter: LungSegmenter | None = None):
-        self._store: dict[tuple, np.ndarray] = {}
+    def __init__(self, disk_dir: str | Path | None = None, segmenter: LungSegmenter | None = None,
+                 memory_bytes: int | None = None):
+        self._store: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._boxes: dict[tuple, LungBox] = {}
+        self.memory_bytes = default_memory_bytes() if memory_bytes is None else int(memory_bytes)
+        self.nbytes = 0  # held in memory now
         self.disk_dir = Path(disk_dir).expanduser() if disk_dir else None
         self._segmenter = segmenter
         self._lock = threading.Lock()
@@ -364,31 +519,38 @@ class DecodedCache:
                 atomic_write(target, write)
             except OSError:  # a read-only or full disk only costs speed
                 pass
-        if box is not None:
-            self._boxes[key] = box
-        self._store[key] = arr
+        with self._lock:
+            if box is not None:
+                self._boxes[key] = box
+            old = self._store.pop(key, None)
+            self.nbytes += arr.nbytes - (old.nbytes if old is not None else 0)
+            self._store[key] = arr
+            while self.nbytes > self.memory_bytes and self._store:  # least recently used first
+                _, dropped = self._store.popitem(last=False)
+                self.nbytes -= dropped.nbytes
         return arr
 
-    def _lookup(self, path: Path, view: View) -> tuple[tuple, bool]:
-        """(memory key, whether the image is now in memory: it was, or the disk cache had it)."""
+    def _lookup(self, path: Path, view: View) -> tuple[tuple, np.ndarray | None]:
+        """(memory key, the image if memory or the disk cache has it, else None)."""
         key = self._key(path, view)
-        if key in self._store:
-            return key, True
+        with self._lock:
+            arr = self._store.get(key)
+            if arr is not None:
+                self._store.move_to_end(key)
+                return key, arr
         hit = self._read_disk(path, view)
         if hit is not None:
-            self._keep(path, view, key, *hit, from_disk=True)
-        return key, hit is not None
+            return key, self._keep(path, view, key, *hit, from_disk=True)
+        return key, None
 
-    def _decode_many(self, paths: list[Path], view: View) -> None:
+    def _decode_many(self, paths: list[Path], view: View) -> list[np.ndarray]:
         """Decode films not cached yet; lung boxes are predicted in batches (one film at a time is ~20x slower)."""
         if view.crop == "none":
-            for p in paths:
-                self._keep(p, view, self._key(p, view), load_resized(p, view.size), None)
-            return
+            return [self._keep(p, view, self._key(p, view), load_resized(p, view.size), None) for p in paths]
         films = [np.asarray(load_image(p), dtype=np.uint8) for p in paths]
         seg = self.segmenter(view, paths[0])
-        for p, film, box in zip(paths, films, seg.lung_boxes(films, view.margin)):
-            self._keep(p, view, self._key(p, view), crop_film(film, box, view.size), box)
+        return [self._keep(p, view, self._key(p, view), crop_film(film, box, view.size), box)
+                for p, film, box in zip(paths, films, seg.lung_boxes(films, view.margin))]
 
     @staticmethod
     def _key(path: Path, view: View) -> tuple:
@@ -409,10 +571,8 @@ class DecodedCache:
         """The file as the model's uint8 image for `view` (an int: the whole film squashed to that size)."""
         path = Path(path)
         view = self._resolve(path, view)
-        key, found = self._lookup(path, view)
-        if not found:
-            self._decode_many([path], view)
-        return self._store[key]
+        _, arr = self._lookup(path, view)
+        return arr if arr is not None else self._decode_many([path], view)[0]
 
     def box(self, path: str | Path, view: int | View) -> LungBox | None:
         """Where a cropped view's image came from on the film (None for a view without a crop)."""
@@ -448,8 +608,8 @@ class DecodedCache:
                 it = pool.map(lambda p: guarded(lambda q: self.get(q, view), p), paths)
                 results = list(progress(it, total=len(paths)) if progress else it)
                 return [e for e in results if e is not None]
-            found = list(pool.map(lambda p: guarded(lambda q: self._lookup(q, view)[1] or missing.append(q), p),
-                                  paths))
+            found = list(pool.map(lambda p: guarded(
+                lambda q: self._lookup(q, view)[1] is not None or missing.append(q), p), paths))
             errors = [e for e in found if e is not None]
             missing.sort()  # threads append in any order; batches should not depend on it
             chunks = [missing[i:i + 64] for i in range(0, len(missing), 64)]
@@ -542,10 +702,10 @@ def prescan(data: XRayData, image_size: int | View, strict: bool = False, cache:
     cache = cache or DEFAULT_CACHE
     every = [s.path for samples in data.splits.values() for s in samples]
     bad = cache.warm(every, image_size, progress=progress)
-    hygiene = check_hygiene(data, bad)
+    hygiene = check_hygiene(data, list(data.bad_files) + bad)  # a manifest's bad rows are findings too
     if strict and hygiene.n_problems:
-        first = str(bad[0]) if bad else data.root
-        raise DataError(f"{first}: strict mode refuses to start ({len(bad)} unreadable, {len(hygiene.duplicates)} "
+        first = str(hygiene.unreadable[0]) if hygiene.unreadable else data.root
+        raise DataError(f"{first}: strict mode refuses to start ({len(hygiene.unreadable)} unreadable, {len(hygiene.duplicates)} "
                         f"duplicate group(s), {len(hygiene.shared_patients)} patient(s) in two splits)")
     bad_paths = {e.path for e in bad}
     splits = {k: [s for s in v if s.path not in bad_paths] for k, v in data.splits.items()}

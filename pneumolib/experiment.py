@@ -12,6 +12,7 @@ from .cam import Explanation, explain_predictor
 from .checkpoint import CheckpointError, Predictor, preprocessing_for, read_checkpoint
 from .config import ExperimentConfig, apply_profile, diff, format_diff
 from .data import XRayData, apply_holdout, fingerprint, prepare, prescan, resolve_data_dir
+from .distributed import SINGLE, World, main_first, rank_device
 from .evaluate import Scores, balanced_subset, compute_metrics, fit_threshold, predict_samples
 from .lungs import annotated_mask
 from .io import save_json
@@ -107,7 +108,8 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
                    on_missing_weights: str = "fail", reuse: bool = True, cam_per_class: int = 4,
                    focus_per_class: int = 50,
                    strict: bool = False, resume: bool = False, data: XRayData | None = None,
-                   holdout: str = "folders", command: str | None = None) -> RunResult:
+                   holdout: str = "folders", command: str | None = None, world: World = SINGLE,
+                   workers: int = 0) -> RunResult:
     """Train (or reuse a finished run of the same training: training_differences), evaluate on test, Grad-CAM test
     images (lung-focus over focus_per_class per class; the notebooks plot the first few), and write
     checkpoint.pt, metrics.json, config.json and per-image scores into out_dir.
@@ -115,13 +117,16 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
     The data folder is pre-scanned once here (data.prepare); training, evaluation and Grad-CAM all use its cleaned
     sample lists (an unreadable test image is skipped and listed in metrics['skipped_files']).
     With resume=True, a finished run folder of another training is refused (CheckpointError naming what differs)
-    instead of retrained. `command` (the CLI line that asked for this run) is recorded in metrics.json."""
+    instead of retrained. `command` (the CLI line that asked for this run) is recorded in metrics.json.
+    Under torchrun (`world`, train.fit): rank 0 pre-scans first (filling the disk cache the others then read),
+    every rank trains, and only rank 0 evaluates and writes; the other ranks return a RunResult without them."""
     root, is_fixture = resolve_data_dir(data_dir)
     profile = profile or default_profile(is_fixture, device)
     config, weights_used = resolve_config(config, profile, overrides, on_missing_weights)
     if data is None:
-        data = prepare(root, seed=config.seed, holdout=holdout, image_size=config.view, strict=strict,
-                       logger=logger)
+        with main_first(world):
+            data = prepare(root, seed=config.seed, holdout=holdout, image_size=config.view, strict=strict,
+                           logger=logger if world.is_main else None)
     else:  # given data: the holdout asked for (whether or not it was pre-scanned), then the pre-scan if not yet
         data = data if data.holdout == holdout else apply_holdout(data, holdout)
         if data.hygiene is None:
@@ -131,7 +136,7 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
     logger.info("%s %s on %s; %s; weights: %s", config.entry, config.name,
                 "the bundled fixture" if is_fixture else root.name, describe_profile(config, device), weights_used)
     run_dir = Path(out_dir) if out_dir else None
-    dev = get_device(device)
+    dev = rank_device(get_device(device), world)
     t0 = time.perf_counter()
     fitted, predictor = None, None
     ckpt = RunDir(run_dir).checkpoint if run_dir else None
@@ -145,9 +150,13 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
                                   f"({'; '.join(differs)}); use another --out, or delete it to retrain")
         elif differs:
             logger.info("%s holds another training (%s): training anew", ckpt, "; ".join(differs))
+    if predictor is not None and not world.is_main:  # reused: rank 0 evaluates and writes, the others are done
+        return RunResult(config, None, predictor, data, None, {}, None, run_dir, list(data.notes))
     if predictor is None:
         fitted = fit(config, data, run_dir, device=device, strict=strict, resume=resume,
-                     extra={"weights": weights_used, "holdout": holdout})
+                     extra={"weights": weights_used, "holdout": holdout}, world=world, workers=workers)
+        if not world.is_main:  # rank 0 evaluates and writes
+            return RunResult(config, fitted, None, data, None, {}, None, run_dir, list(data.notes))
         predictor = Predictor(fitted.model, config, fitted.threshold, device=dev)
         predictor.extra = {"ood": fitted.ood}
     else:

@@ -143,3 +143,18 @@ def test_intervals_resample_patients_not_images():
     m = compute_metrics(s, 0.5, n_boot=400)
     assert m["ci95_unit"] == "patient" and m["n_patients"] == 20
     assert m["ci95"]["accuracy"] == [lo_p, hi_p]
+
+
+def test_auc_score_equals_sklearns_roc_auc_with_ties_and_is_nan_for_one_class():
+    # auc_score replaced sklearn's roc_auc_score inside the bootstrap (1,000 calls per evaluation) for speed
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from pneumolib.evaluate import auc_score
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n = int(rng.integers(2, 200))
+        y, p = rng.integers(0, 2, n), np.round(rng.random(n), int(rng.integers(1, 4)))  # rounding makes ties
+        if len(set(y)) == 2:
+            assert auc_score(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
+    assert np.isnan(auc_score(np.ones(5), np.linspace(0, 1, 5)))

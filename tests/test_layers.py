@@ -13,7 +13,7 @@ LAYERS = {
     # config and plumbing at the bottom
     "config": 0, "io": 0, "runtime": 0, "runs": 0,
     # data and its pieces
-    "fixture": 1, "imaging": 1, "transforms": 1, "models": 1, "shifts": 1,
+    "fixture": 1, "imaging": 1, "transforms": 1, "models": 1, "shifts": 1, "distributed": 1,
     "augment": 2, "lungs": 2, "data": 2,
     # models with their preprocessing and threshold
     "checkpoint": 3, "infer": 3,

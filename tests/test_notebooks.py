@@ -96,7 +96,7 @@ def test_papermill_renders_a_notebook_on_the_fixture_with_overrides(tmp_path):
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("PNEUMOLIB_")}
     env.update(TQDM_DISABLE="1", OMP_NUM_THREADS="1", PNEUMOLIB_CACHE_DIR=str(tmp_path / "cache"))
     subprocess.run([sys.executable, "-m", "papermill", str(NB_DIR / "02_2024-05-13_central_focus_normal.ipynb"),
-                    str(out), "-p", "PROFILE", "fixture", "-p", "SEEDS", "1,2", "-p", "RUNS", str(runs),
+                    str(out), "-p", "PROFILE", "smoke", "-p", "SEEDS", "1,2", "-p", "RUNS", str(runs),
                     "-p", "SEED_BUDGET", "epochs=1,max_train_images=40",
                     "--cwd", str(NB_DIR), "--log-level", "WARNING"], check=True, env=env, timeout=900)
     nb = nbformat.read(out, as_version=4)
@@ -104,9 +104,9 @@ def test_papermill_renders_a_notebook_on_the_fixture_with_overrides(tmp_path):
     injected = next(i for i, t in enumerate(tags) if "injected-parameters" in t)
     assert "parameters" in tags[injected - 1]  # papermill put the overrides right after the defaults
     text = "\n".join(_output_text(c) for c in nb.cells)
-    assert "profile fixture" in text and "2 seeds: 1, 2" in text
+    assert "profile smoke" in text and "2 seeds: 1, 2" in text
     assert "seed(s) 2 with a smaller one (epochs=1, max_train_images=40)" in text
-    assert "1 ep x 40 img" in text and "10 ep x all img" in text  # each seed's budget in the seed table
+    assert "1 ep x 40 img" in text and "2 ep x all img" in text  # each seed's budget in the seed table
     m2 = json.loads((runs / "02_central_focus_normal" / "seed2" / "metrics.json").read_text())
     assert (m2["config"]["epochs"], m2["config"]["max_train_images"]) == (1, 40)
     assert (runs / "02_central_focus_normal" / "seed1" / "metrics.json").is_file()

@@ -12,7 +12,7 @@ from pneumolib.checkpoint import CheckpointError, read_checkpoint
 from pneumolib.runs import STATE as STATE_FILE
 from pneumolib.train import fit, load_train_state
 
-ARGS = ["train", "baseline", "--out", "{out}", "--epochs", "4", "--cam-per-class", "0", "--seed", "5"]
+ARGS = ["train", "baseline", "--out", "{out}", "--profile", "smoke", "--epochs", "3", "--cam-per-class", "0", "--seed", "5"]
 
 
 def _train_cmd(out, *extra):
@@ -32,7 +32,7 @@ def test_killed_mid_training_then_resumed_gives_the_same_weights(tmp_path):
     # is reported
     p = subprocess.Popen(_train_cmd(cut), stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     for line in p.stderr:
-        if line.startswith("epoch  1/4"):
+        if line.startswith("epoch  1/3"):
             p.send_signal(signal.SIGKILL)
             break
     p.wait(timeout=60)
