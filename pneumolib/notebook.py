@@ -350,6 +350,8 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
 
     ms = [_metrics_of(r) for r in metrics_by_seed]
     reference = {k: [_metrics_of(r) for r in v] for k, v in (reference or {}).items()}
+    if any(V.COHORT in c.needs for c in V.CLAIMS.get(entry, ())):  # the record's measurements of these very runs
+        reference[V.COHORT] = V.cohort_references(_cohort_recipes(), ms)
     rows = []
     # the claim column quotes the log (entries 01-09) or, for the recommended recipe, its own hypothesis
     for r in V.judge_entry(entry, ms, reference):
@@ -357,10 +359,11 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
                      "mean": _fmt(r["mean"]), "range over seeds": _span(r["range"]), "interval": _span(r["interval"]),
                      "seeds": r["n"], "verdict": r["verdict"], "note": r["note"]})
     n = len(ms)
-    print(f"{n} seed{'s' if n != 1 else ''}. Verdict: 'holds' when the whole interval is on the claimed side, "
-          "'does not hold' when it is all on the other side, else 'cannot tell at this n'. Interval: the envelope "
-          "of the seeds' 95% intervals (bootstrap by patient, Wilson for small samples); without one, the range "
-          f"over {V.MIN_SEEDS} or more seeds.")
+    print(f"{n} seed{'s' if n != 1 else ''}, one budget. Verdict (pneumolib.verdicts.decide): 'holds' when every "
+          "seed's 95% interval (bootstrap by patient; Wilson below 100 films; a count is exact) is on the claimed "
+          "side, 'does not hold' when every one is on the other side, 'seeds disagree' when seeds decide both ways, "
+          f"'too few films' when a seed's own interval straddles the threshold; without per-seed intervals, the range "
+          f"over {V.MIN_SEEDS} or more seeds decides. 'interval' shows the envelope of the seeds' intervals.")
     _display(pd.DataFrame(rows).set_index("claim"))
 
 
@@ -462,6 +465,14 @@ def shortcut_audit(reports: dict[str, dict]) -> None:
         print(f"{name} ({rep['split']} split, {rep['n']} films):")
         print(tidy(format_audit(rep)))
         print()
+
+
+def _cohort_recipes() -> list[dict]:
+    """docs/external_cohort/recipes.json: the training config of each recorded measurement (from git history)."""
+    import json
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[1] / "docs" / "external_cohort" / "recipes.json"
+    return json.loads(path.read_text())["recipes"] if path.is_file() else []
 
 
 def cohort_record() -> pd.DataFrame:
