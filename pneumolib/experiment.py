@@ -183,6 +183,8 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
     if "test" in data.splits:
         test = predict_samples(predictor.model, data["test"], pre, tta=config.tta)
         metrics["test"] = compute_metrics(test, predictor.threshold, seed=config.seed)
+        metrics["test_last_epoch"] = last_epoch_metrics(predictor, run_dir, data["test"], metrics.get("history"),
+                                                        config, metrics.get("best_epoch"))
         if config.eval_subset_per_class:
             idx = balanced_subset(test.samples, config.eval_subset_per_class, seed=config.seed)
             metrics["test_subset"] = compute_metrics(test.subset(idx), predictor.threshold, seed=config.seed)
@@ -209,6 +211,28 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
         if fitted:
             fitted.val_scores.to_csv(run.scores_val, predictor.threshold)
     return RunResult(config, fitted, predictor, data, test, metrics, expl, run_dir, list(data.notes))
+
+
+def last_epoch_metrics(predictor: Predictor, run_dir, samples, history, config: ExperimentConfig,
+                       best_epoch) -> dict[str, Any] | None:
+    """Test metrics of the last epoch's weights at the checkpoint's threshold (RUN_DIR/last_epoch.pt, kept by fit
+    when another epoch was kept), so a reader sees what keeping the best epoch changed; the kept epoch's own
+    metrics when it was the last; None for a run trained before last_epoch.pt existed."""
+    import copy
+
+    import torch
+
+    last = (history or [{}])[-1].get("epoch")
+    if last is not None and last == best_epoch:
+        return {"epoch": last, "same_as_kept": True}
+    path = RunDir(run_dir).last_epoch if run_dir else None
+    if path is None or not path.is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    model = copy.deepcopy(predictor.model)
+    model.load_state_dict(state["state_dict"])
+    scores = predict_samples(model, samples, predictor.preprocessing, tta=config.tta)
+    return dict(compute_metrics(scores, predictor.threshold, seed=config.seed), epoch=int(state["epoch"]))
 
 
 # --- comparison across runs ---------------------------------------------------------------

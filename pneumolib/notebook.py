@@ -291,8 +291,16 @@ def seed_table(results) -> pd.DataFrame:
         t = m["test"]
         row = {label: _with_ci(t[k], t.get("ci95", {}).get(k)) for k, label in keys}
         c = m.get("config") or {}
+        best = m.get("best_epoch")
+        last = m.get("test_last_epoch")
         row.update({"budget": f"{c.get('epochs')} ep x {c.get('max_train_images') or 'all'} img",
-                    "threshold": _fmt(m.get("threshold"), 2), "best epoch": str(m.get("best_epoch")),
+                    "threshold": _fmt(m.get("threshold"), 2),
+                    # a kept first epoch (of several) is an untrained model judged as a result: say so
+                    "kept epoch": f"{best} (EPOCH 1: untrained)" if best == 1 and (c.get("epochs") or 1) > 1 else str(best),
+                    "last epoch: accuracy / NORMAL recall": (
+                        "= kept" if last and last.get("same_as_kept") else
+                        f"{_fmt(last['accuracy'])} / {_fmt(last['specificity'])} (epoch {last['epoch']})" if last else
+                        "not kept (trained before last_epoch.pt)"),
                     "weights": "random init" if "random init" in str(m.get("weights", "")) else str(m.get("weights"))})
         rows.append(row)
         index.append(f"seed {(m.get('config') or {}).get('seed')}")

@@ -8,6 +8,7 @@ from typing import Any
 
 CHECKPOINT = "checkpoint.pt"  # weights + config + preprocessing + threshold
 STATE = "last.pt"  # training state after the last completed epoch (for --resume); removed when training ends
+LAST_EPOCH = "last_epoch.pt"  # the last epoch's weights, kept when an earlier epoch was kept: its test metrics too
 METRICS = "metrics.json"  # everything run_experiment measured
 CONFIG = "config.json"  # the frozen config the run trained
 SCORES_TEST = "scores_test.csv"  # per-image P(PNEUMONIA) on the test split
@@ -41,6 +42,10 @@ class RunDir:
     @property
     def state(self) -> Path:
         return self.path / STATE
+
+    @property
+    def last_epoch(self) -> Path:
+        return self.path / LAST_EPOCH
 
     @property
     def metrics(self) -> Path:

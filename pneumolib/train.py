@@ -330,6 +330,13 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
                     epoch, config.epochs, row["train_loss"], row["val_loss"], row["val_auc"], row["val_acc"],
                     row["seconds"])
 
+    last_epoch = history[-1]["epoch"] if history else 0
+    if run is not None and world.is_main:  # the last epoch's weights, when another was kept: both get test metrics
+        if last_epoch != best_epoch:
+            last = {"epoch": last_epoch, "state_dict": model.state_dict()}
+            atomic_write(run.last_epoch, lambda tmp: torch.save(last, tmp))
+        else:
+            run.last_epoch.unlink(missing_ok=True)
     if synced or world.distributed:  # from here on rank 0 works alone, on a plain model (no collectives)
         model = build_model(config.model, config.in_channels, pretrained=False).to(dev)
     model.load_state_dict(best_state)

@@ -133,6 +133,21 @@ def test_seed_table_has_one_row_per_seed_then_mean_and_range_naming_the_seed_cou
     assert df.loc["seed 1", "accuracy"] == "0.800 (0.75-0.85)"
 
 
+def test_seed_table_shows_the_last_epochs_test_metrics_and_flags_a_kept_first_epoch():
+    from pneumolib import notebook as nb
+
+    a, b, c = _metrics(0, 0.90, best=1), _metrics(1, 0.80, best=3), _metrics(2, 0.85, best=2)
+    for m in (a, b, c):
+        m["config"]["epochs"] = 3
+    a["test_last_epoch"] = {"epoch": 3, "accuracy": 0.70, "specificity": 0.40}
+    b["test_last_epoch"] = {"epoch": 3, "same_as_kept": True}
+    df = nb.seed_table([a, b, c])
+    assert df.loc["seed 0", "kept epoch"] == "1 (EPOCH 1: untrained)" and df.loc["seed 2", "kept epoch"] == "2"
+    col = "last epoch: accuracy / NORMAL recall"
+    assert df.loc["seed 0", col] == "0.700 / 0.400 (epoch 3)" and df.loc["seed 1", col] == "= kept"
+    assert df.loc["seed 2", col].startswith("not kept")
+
+
 def test_checkpoint_table_keeps_the_best_and_the_last_epoch():
     from pneumolib import notebook as nb
 

@@ -197,3 +197,28 @@ def test_fine_tuning_refuses_a_checkpoint_of_other_channels(fixture_data, tiny_c
 
     with pytest.raises(CheckpointError, match="in_channels: checkpoint 3, this run 1"):
         fit(replace(tiny_config, init_from=str(trained_run.run_dir / "checkpoint.pt")), fixture_data)
+
+
+@pytest.mark.parametrize("val_loss, kept", [(lambda e: float(e), 1), (lambda e: -float(e), 3)])
+def test_the_last_epochs_test_metrics_are_reported_beside_the_kept_epochs(fixture_data, tiny_config, tmp_path,
+                                                                         monkeypatch, val_loss, kept):
+    # issue 24: best-epoch and last-epoch test metrics both shown; last_epoch.pt is kept only when they differ
+    import pneumolib.train as T
+    from pneumolib.experiment import run_experiment
+
+    real_row = T._val_row
+    monkeypatch.setattr(T, "_val_row", lambda epoch, *a, **k: dict(real_row(epoch, *a, **k), val_loss=val_loss(epoch)))
+    r = run_experiment(tiny_config, None, tmp_path / "run", data=fixture_data, cam_per_class=0, overrides={"epochs": 3})
+    last = r.metrics["test_last_epoch"]
+    assert r.metrics["best_epoch"] == kept
+    if kept == 3:
+        assert last == {"epoch": 3, "same_as_kept": True} and not (tmp_path / "run" / "last_epoch.pt").exists()
+    else:
+        saved = torch.load(tmp_path / "run" / "last_epoch.pt", weights_only=True)
+        assert saved["epoch"] == 3 and last["epoch"] == 3 and 0 <= last["specificity"] <= 1
+        kept_w = r.predictor.model.state_dict()
+        assert any(not torch.equal(kept_w[k], saved["state_dict"][k]) for k in kept_w)  # other weights than the kept
+        # reused later (no training): the same last-epoch metrics from the file
+        again = run_experiment(tiny_config, None, tmp_path / "run", data=fixture_data, cam_per_class=0,
+                               overrides={"epochs": 3})
+        assert "reused_checkpoint" in again.metrics and again.metrics["test_last_epoch"] == last
