@@ -500,7 +500,7 @@ def cmd_lungs(args) -> int:
 
 
 def _commit() -> str:
-    from .series import git_commit
+    from .runtime import git_commit
     return git_commit()
 
 

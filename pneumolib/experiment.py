@@ -18,7 +18,7 @@ from .lungs import annotated_mask
 from .io import save_json
 from .models import WeightsUnavailable, resolve_weights
 from .runs import RunDir
-from .runtime import get_device
+from .runtime import get_device, git_commit
 from .train import FitResult, fit
 from .verdicts import NotMeasured, summary_lift
 
@@ -109,7 +109,7 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
                    focus_per_class: int = 50,
                    strict: bool = False, resume: bool = False, data: XRayData | None = None,
                    holdout: str = "folders", command: str | None = None, world: World = SINGLE,
-                   workers: int = 0) -> RunResult:
+                   workers: int = 0, log_findings: bool = True) -> RunResult:
     """Train (or reuse a finished run of the same training: training_differences), evaluate on test, Grad-CAM test
     images (lung-focus over focus_per_class per class; the notebooks plot the first few), and write
     checkpoint.pt, metrics.json, config.json and per-image scores into out_dir.
@@ -118,7 +118,8 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
     sample lists (an unreadable test image is skipped and listed in metrics['skipped_files']).
     With resume=True, a finished run folder of another training is refused (CheckpointError naming what differs)
     instead of retrained. `command` (the CLI line that asked for this run) is recorded in metrics.json.
-    Under torchrun (`world`, train.fit): rank 0 pre-scans first (filling the disk cache the others then read),
+    log_findings=False keeps the pre-scan's findings out of the log (a series logs them for its first seed only;
+    metrics.json keeps them either way). Under torchrun (`world`, train.fit): rank 0 pre-scans first (filling the disk cache the others then read),
     every rank trains, and only rank 0 evaluates and writes; the other ranks return a RunResult without them."""
     root, is_fixture = resolve_data_dir(data_dir)
     profile = profile or default_profile(is_fixture, device)
@@ -126,12 +127,13 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
     if data is None:
         with main_first(world):
             data = prepare(root, seed=config.seed, holdout=holdout, image_size=config.view, strict=strict,
-                           logger=logger if world.is_main else None)
+                           logger=logger if world.is_main and log_findings else None)
     else:  # given data: the holdout asked for (whether or not it was pre-scanned), then the pre-scan if not yet
         data = data if data.holdout == holdout else apply_holdout(data, holdout)
         if data.hygiene is None:
             data = prescan(data, config.view, strict=strict)
-            data.log_findings(logger)
+            if log_findings:
+                data.log_findings(logger)
     data_fp = fingerprint(data)
     logger.info("%s %s on %s; %s; weights: %s", config.entry, config.name,
                 "the bundled fixture" if is_fixture else root.name, describe_profile(config, device), weights_used)
@@ -144,7 +146,8 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
         differs = training_differences(run_dir, config, holdout, data_fp)
         if not differs and reuse:
             predictor = Predictor.load(ckpt, device=dev)
-            logger.info("reusing %s (same training config, holdout and data); delete it to retrain", ckpt)
+            logger.info("reusing %s (same training config, holdout and data; trained at commit %s); delete it to "
+                        "retrain", ckpt, predictor.extra.get("commit", "not recorded"))
         elif differs and resume:
             raise CheckpointError(f"{ckpt}: --resume refused, the finished run there is another training "
                                   f"({'; '.join(differs)}); use another --out, or delete it to retrain")
@@ -174,11 +177,12 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
                                "skipped_files": [str(e) for e in data.bad_files]}
     if fitted:
         metrics.update(best_epoch=fitted.best_epoch, history=fitted.history, train_seconds=fitted.seconds,
-                       train_images_per_s=fitted.train_images_per_s)
+                       train_images_per_s=fitted.train_images_per_s, trained_commit=git_commit())
     else:  # reused: the training record travels in the checkpoint
         x = predictor.extra
         metrics.update(best_epoch=x.get("best_epoch"), history=x.get("history", []), train_seconds=x.get("seconds"),
-                       train_images_per_s=x.get("train_images_per_s"), reused_checkpoint=str(ckpt))
+                       train_images_per_s=x.get("train_images_per_s"), reused_checkpoint=str(ckpt),
+                       trained_commit=x.get("commit", "not recorded (trained before commits were kept)"))
     test = None
     if "test" in data.splits:
         test = predict_samples(predictor.model, data["test"], pre, tta=config.tta)

@@ -65,10 +65,10 @@ def history(r: RunResult) -> None:
     plots.plot_history(m["history"], m["best_epoch"])
 
 
-def gradcam(r, n_per_class: int = 4, title: str = "") -> None:
-    """The Grad-CAM grid, then lung and heart lift per class with patient-level intervals, the mask check (with a
-    gallery of masks when they were segmented, not exact), the randomisation test and ROAD faithfulness.
-    `r` is a RunResult or a cam.Explanation."""
+def gradcam(r, n_per_class: int = 4, title: str = "", mask_gallery: bool = False) -> None:
+    """The Grad-CAM grid, then lung and heart lift per class with patient-level intervals, the mask check, the
+    randomisation test and ROAD faithfulness. `mask_gallery`: also the gallery of the segmented (learned) masks,
+    shown once in the series (notebook 01), where the masks are explained. `r` is a RunResult or a cam.Explanation."""
     from .cam import format_report
 
     e = getattr(r, "explanation", r)
@@ -77,8 +77,12 @@ def gradcam(r, n_per_class: int = 4, title: str = "") -> None:
         return
     plots.plot_cam_grid(e, n_per_class=n_per_class, title=title)
     print(format_report(e.report(per_image=False)))
-    if any(m == "learned" for m in e.mask_methods):
+    learned = sum(m == "learned" for m in e.mask_methods)
+    if learned and mask_gallery:
         plots.plot_mask_gallery(e)
+    elif learned:
+        print(f"lung masks from the shipped segmenter on {learned} of {len(e.mask_methods)} films "
+              "(the gallery of such masks: notebook 01)")
 
 
 def fixed_image(size: int = 64) -> np.ndarray:
@@ -138,7 +142,8 @@ def subset_vs_full(r: RunResult) -> None:
     print(f"the log's report: {sub['n']} test images ({per_class}); the full test split: {full['n']} images")
     _display(pd.concat({f"{sub['n']} images": metrics_frame(sub), f"full test split ({full['n']})": metrics_frame(full)},
                        axis=1))
-    plots.plot_comparison([dict(sub, name=f"{sub['n']} images"), dict(full, name=f"full test ({full['n']})")])
+    plots.plot_comparison([dict(sub, name=f"{sub['n']} images"), dict(full, name=f"full test ({full['n']})")],
+                          title="the 10-image report against the full test split (95% intervals)")
 
 
 def weights_status(model: str = "resnet18") -> bool:
@@ -200,7 +205,8 @@ def compare_all(metrics: list[dict]) -> None:
     print("test split, 95% bootstrap intervals by patient; seed "
           + ", ".join(sorted({str((m.get("config") or {}).get("seed")) for m in metrics})))
     _display(pd.DataFrame(table).set_index("experiment"))
-    plots.plot_comparison([dict(m["test"], name=name(m)) for m in metrics])
+    plots.plot_comparison([dict(m["test"], name=name(m)) for m in metrics],
+                          title="every experiment's first seed on the test split (95% intervals by patient)")
 
 
 # --- notebook series v2: provenance, seeds, computed verdicts, tables as DataFrames --------------------------
@@ -294,7 +300,7 @@ def seed_table(results) -> pd.DataFrame:
         best = m.get("best_epoch")
         last = m.get("test_last_epoch")
         row.update({"budget": f"{c.get('epochs')} ep x {c.get('max_train_images') or 'all'} img",
-                    "threshold": _fmt(m.get("threshold"), 2),
+                    "threshold": _fmt(m.get("threshold"), 2), "trained at commit": str(m.get("trained_commit", "")),
                     # a kept first epoch (of several) is an untrained model judged as a result: say so
                     "kept epoch": f"{best} (EPOCH 1: untrained)" if best == 1 and (c.get("epochs") or 1) > 1 else str(best),
                     "last epoch: accuracy / NORMAL recall": (

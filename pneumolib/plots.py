@@ -215,9 +215,14 @@ def plot_mask_gallery(expl, n: int = 12, n_cols: int = 6, title: str = ""):
     return fig
 
 
-def plot_comparison(rows: list[dict[str, Any]], metrics=("accuracy", "sensitivity", "specificity", "auc")):
+METRIC_LABELS = {"accuracy": "accuracy", "sensitivity": "PNEUMONIA recall", "specificity": "NORMAL recall",
+                 "auc": "AUC"}  # the names the tables use
+
+
+def plot_comparison(rows: list[dict[str, Any]], metrics=("accuracy", "sensitivity", "specificity", "auc"),
+                    title: str = "test metrics with 95% intervals"):
     """One panel per metric: each run's value with its 95% interval (Wilson for proportions of small samples,
-    where the percentile bootstrap collapses; bootstrap otherwise)."""
+    where the percentile bootstrap collapses; bootstrap otherwise), each axis zoomed to its values."""
     from .evaluate import SMALL_N
 
     def interval(r, m, v):
@@ -239,9 +244,11 @@ def plot_comparison(rows: list[dict[str, Any]], metrics=("accuracy", "sensitivit
             lo, hi = float(span.min()), float(span.max())
             pad = max(0.01, 0.08 * (hi - lo))
             ax.set_xlim(max(-0.02, lo - pad), min(1.02, hi + pad))
-        ax.set_title(m, fontsize=9); ax.grid(axis="x", alpha=0.3)
+        ax.set_title(METRIC_LABELS.get(m, m), fontsize=9); ax.grid(axis="x", alpha=0.3)
     np.atleast_1d(axes)[0].set_yticks(y, names, fontsize=8)
     np.atleast_1d(axes)[0].invert_yaxis()
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import random
+import subprocess
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -45,3 +47,19 @@ def autocast(device: torch.device):
 def generator(seed: int) -> torch.Generator:
     """A CPU torch.Generator seeded from `seed`: the run's own stream, untouched by any other code."""
     return torch.Generator().manual_seed(int(seed))
+
+
+def git_commit(repo: str | Path | None = None) -> str:
+    """Short hash of HEAD, '+dirty' when the code (anything but the notebooks, whose outputs a render rewrites)
+    differs from it; 'unknown' outside a git checkout."""
+    repo = Path(repo) if repo else Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":(exclude)notebooks"], cwd=repo,
+                               capture_output=True, text=True, timeout=10)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"

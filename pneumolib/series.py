@@ -15,6 +15,7 @@ from .config import REGISTRY, ExperimentConfig, get_config
 from .data import prepare, resolve_data_dir
 from .experiment import RunResult, default_profile, resolve_config, run_experiment, training_differences
 from .runs import RunDir, load_metrics, seed_dir, seed_dirs
+from .runtime import git_commit
 
 BUDGET_FIELDS = ("epochs", "max_train_images", "image_size", "batch_size")
 
@@ -53,20 +54,21 @@ def parse_budget(text: str | dict | None) -> dict[str, int]:
     return {k: int(v) for k, v in items}
 
 
-def git_commit(repo: str | Path | None = None) -> str:
-    """Short hash of HEAD, '+dirty' when the code (anything but the notebooks, whose outputs a render rewrites)
-    differs from it; 'unknown' outside a git checkout."""
+RENDERED_FROM = ("pneumolib", "notebooks/*.py")  # what a render's outputs depend on: the package, the sources
+
+
+def stale_paths(commit: str, repo: str | Path | None = None, paths=RENDERED_FROM) -> list[str]:
+    """Files a render made at `commit` (as its provenance line prints it) would show differently today: the
+    package and notebook sources that differ between that commit and HEAD. A '+dirty' or unknown commit renders
+    code no commit holds, so everything counts as stale."""
     repo = Path(repo) if repo else Path(__file__).resolve().parents[1]
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
-                              timeout=10)
-        if head.returncode:
-            return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":(exclude)notebooks"], cwd=repo,
-                               capture_output=True, text=True, timeout=10)
-        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+    if commit in ("", "unknown") or commit.endswith("+dirty"):
+        return [f"rendered from {commit or 'no'} commit: not a commit's code"]
+    r = subprocess.run(["git", "diff", "--name-only", commit, "HEAD", "--", *paths], cwd=repo, capture_output=True,
+                       text=True, timeout=30)
+    if r.returncode:
+        return [f"commit {commit} not found in this repository ({r.stderr.strip().splitlines()[0] if r.stderr else ''})"]
+    return r.stdout.split()
 
 
 def tidy(text: str, roots: dict[str, str] | None = None) -> str:
@@ -195,7 +197,7 @@ def run_seeds(config: ExperimentConfig, series: Series, **kwargs) -> list[RunRes
     kwargs.setdefault("resume", True)  # an interrupted render continues its runs from their last finished epoch
     explicit = kwargs.pop("overrides", None) or {}
     out = []
-    for seed in series.seeds:
+    for i, seed in enumerate(series.seeds):
         cfg = replace(config, seed=seed)
         overrides = {**series.budget_for(seed), **explicit}
         d = seed_dir(series.runs, config, seed)
@@ -206,8 +208,9 @@ def run_seeds(config: ExperimentConfig, series: Series, **kwargs) -> list[RunRes
                 shutil.copy2(RunDir(twin).checkpoint, RunDir(d).checkpoint)
                 print(f"seed {seed}: same training config and data as {twin.parent.name}/{twin.name}: its checkpoint "
                       "is re-evaluated here, not retrained")
+        # the pre-scan's table is the same for every seed: logged once
         out.append(run_experiment(cfg, series.data, d, profile=series.profile, device=series.device,
-                                  overrides=overrides or None, **kwargs))
+                                  overrides=overrides or None, log_findings=i == 0, **kwargs))
     return out
 
 

@@ -28,7 +28,7 @@ from .io import atomic_write
 from .models import build_model
 from .ood import reference_for
 from .runs import RunDir
-from .runtime import autocast, generator, get_device, seed_everything
+from .runtime import autocast, generator, get_device, git_commit, seed_everything
 
 logger = logging.getLogger(__name__)
 
@@ -352,7 +352,8 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
     if run is not None:
         info = {"history": history, "best_epoch": best_epoch, "seconds": seconds, "device": str(dev),
                 "train_images_per_s": result.train_images_per_s, "class_counts": dict(zip(CLASSES, counts)),
-                "data_fingerprint": data_fp, "ood": ood, "world_size": world.size, **(extra or {})}
+                "data_fingerprint": data_fp, "ood": ood, "world_size": world.size,
+                "commit": git_commit(), **(extra or {})}  # the code that trained it, printed whenever it is reused
         result.checkpoint = save_checkpoint(run.checkpoint, model, config, threshold, info)
         run.state.unlink(missing_ok=True)  # finished: checkpoint.pt supersedes it
     logger.info("best epoch %d (val loss %.4f); threshold %.3f (%s); %.0fs on %s%s, %.0f train img/s",

@@ -197,6 +197,21 @@ def test_unreadable_test_image_is_skipped_and_listed_not_an_abort(data_root, tmp
     assert str(bad) not in {str(s.path) for s in r.test.samples}
 
 
+def test_a_series_logs_the_prescan_table_for_its_first_seed_only(data_root, tmp_path, caplog):
+    # issue 24: the same pre-scan table was printed once per seed, 30 times in the series
+    import logging
+
+    from pneumolib.experiment import run_experiment
+
+    bad = data_root / "test" / "PNEUMONIA" / "person999_bacteria_1.png"
+    bad.write_bytes(b"not a png at all")
+    cfg = replace(apply_profile(get_config("baseline"), "smoke"), epochs=1)
+    with caplog.at_level(logging.WARNING, logger="pneumolib"):
+        r = run_experiment(cfg, data_root, tmp_path / "run", profile="smoke", cam_per_class=0, log_findings=False)
+    assert not any("pre-scan of" in m or str(bad) in m for m in caplog.messages)
+    assert any(str(bad) in f for f in r.metrics["skipped_files"])  # still recorded in metrics.json
+
+
 def test_big_enough_val_is_kept(data_root):
     data = discover(data_root)
     assert all(p.path.parent.parent.name == "val" for p in data["val"])

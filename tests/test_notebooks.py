@@ -185,6 +185,32 @@ def test_tidy_replaces_machine_paths():
     assert "./runs/01_baseline/seed0/checkpoint.pt" in text and "~/.cache/torch" in text
 
 
+def test_a_render_is_stale_when_the_package_or_a_notebook_source_changed_since_its_commit(tmp_path):
+    import subprocess
+
+    from pneumolib.series import git_commit, stale_paths
+    git = ["git", "-c", "user.email=t@t", "-c", "user.name=t", "-c", "commit.gpgsign=false"]
+    (tmp_path / "pneumolib").mkdir()
+    (tmp_path / "notebooks").mkdir()
+    (tmp_path / "pneumolib" / "a.py").write_text("x = 1\n")
+    (tmp_path / "notebooks" / "01.py").write_text("# %%\n")
+    (tmp_path / "README.md").write_text("r\n")
+    for cmd in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "a"]):
+        subprocess.run(git + cmd, cwd=tmp_path, check=True)
+    rendered = git_commit(tmp_path)
+    assert stale_paths(rendered, tmp_path) == []
+    (tmp_path / "README.md").write_text("other\n")  # not what a render shows
+    (tmp_path / "notebooks" / "01.ipynb").write_text("{}")  # the render's own output
+    subprocess.run(git + ["commit", "-qam", "b"], cwd=tmp_path, check=True)
+    subprocess.run(git + ["add", "."], cwd=tmp_path, check=True)
+    subprocess.run(git + ["commit", "-qm", "c"], cwd=tmp_path, check=True)
+    assert stale_paths(rendered, tmp_path) == []
+    (tmp_path / "pneumolib" / "a.py").write_text("x = 2\n")
+    subprocess.run(git + ["commit", "-qam", "d"], cwd=tmp_path, check=True)
+    assert stale_paths(rendered, tmp_path) == ["pneumolib/a.py"]
+    assert stale_paths(rendered + "+dirty", tmp_path) and stale_paths("0000000", tmp_path)
+
+
 def test_git_commit_is_unknown_outside_git_and_dirty_only_for_code(tmp_path):
     import shutil
 

@@ -222,3 +222,5 @@ def test_the_last_epochs_test_metrics_are_reported_beside_the_kept_epochs(fixtur
         again = run_experiment(tiny_config, None, tmp_path / "run", data=fixture_data, cam_per_class=0,
                                overrides={"epochs": 3})
         assert "reused_checkpoint" in again.metrics and again.metrics["test_last_epoch"] == last
+        # a reused checkpoint says which code trained it
+        assert again.metrics["trained_commit"] == r.metrics["trained_commit"] != ""
