@@ -281,6 +281,7 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
         logger.info("nothing to resume: no saved training state; starting from epoch 1")
     # one augmentation stream per rank (a rank augments only its own films); rank 0 of 1 keeps the plain stream
     aug_stream = "augment" if not world.distributed else f"augment/rank{world.rank}of{world.size}"
+    val = None  # (a run resumed after its last epoch trains no epoch here)
     for epoch in range(start, config.epochs + 1):
         model.train()
         loader, sizes = _epoch_loader(config, data["train"], cache, epoch, world, workers)
