@@ -63,14 +63,6 @@ def lowest(estimates: Iterable[Estimate]) -> Estimate:
     return Estimate(v)
 
 
-def highest(estimates: Iterable[Estimate]) -> Estimate:
-    es = list(estimates)
-    v = max(e.value for e in es)
-    if all(e.has_interval for e in es):
-        return Estimate(v, max(e.lo for e in es), max(e.hi for e in es))
-    return Estimate(v)
-
-
 def wilson(k: float, n: int, z: float = 1.959964) -> tuple[float, float]:
     """Wilson score interval of a proportion k/n (k may come from a share: rounded to the nearest count)."""
     if n <= 0:
