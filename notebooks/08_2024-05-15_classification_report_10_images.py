@@ -33,7 +33,7 @@ import os
 DATA_DIR = os.environ.get("PNEUMOLIB_DATA_DIR")  # Kaggle-layout folder; None -> the bundled fixture
 PROFILE = os.environ.get("PNEUMOLIB_PROFILE")  # smoke | fixture | cpu | gpu; None -> chosen from the data and the device
 SEEDS = [int(s) for s in os.environ.get("PNEUMOLIB_SEEDS", os.environ.get("PNEUMOLIB_SEED", "0")).split(",")]
-SEED_BUDGET = os.environ.get("PNEUMOLIB_SEED_BUDGET", "")  # smaller budget for the seeds after the first (epochs, max_train_images); empty -> the profile
+BUDGET = os.environ.get("PNEUMOLIB_BUDGET", "")  # one smaller budget for every seed (epochs, max_train_images), printed below; empty -> the profile's
 DEVICE = os.environ.get("PNEUMOLIB_DEVICE", "auto")  # auto | cpu | cuda
 RUNS = os.environ.get("PNEUMOLIB_RUNS", "../runs")  # run folders: RUNS/NN_name/seed{S}
 
@@ -43,7 +43,7 @@ from dataclasses import replace
 
 from pneumolib import config as C, notebook as nb, series, plots
 
-S = series.start(DATA_DIR, PROFILE, DEVICE, SEEDS, SEED_BUDGET, RUNS)  # every helper below gets S
+S = series.start(DATA_DIR, PROFILE, DEVICE, SEEDS, BUDGET, RUNS)  # every helper below gets S
 nb.use_notebook_style()
 DATA, PROFILE, SEEDS = S.data, S.profile, S.seeds
 

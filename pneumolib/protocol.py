@@ -60,16 +60,18 @@ def budget_of(config: ExperimentConfig, profile: str) -> dict[str, Any]:
             "batch_size": c.batch_size}
 
 
-def matched_baseline(data_dir, runs: str | Path, *, profile: str, device: str = "auto") -> dict[str, Any]:
+def matched_baseline(data_dir, runs: str | Path, *, profile: str, device: str = "auto",
+                     overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """The log's baseline trained with the recommended recipe's budget under `profile` (the ablation steps all
     use the shorter generic budget, which under-trains strong augmentation): the anchor pair at equal budget.
-    Returns {'name', 'folders', 'stress', 'run_dir'} like a row of score_steps."""
+    `overrides` (a series' budget) apply on top. Returns {'name', 'folders', 'stress', 'run_dir'} like a row of
+    score_steps."""
     from .config import RECOMMENDED
     from .experiment import run_experiment
 
     d = matched_baseline_dir(runs)
     r = run_experiment(BASELINE, data_dir, d, profile=profile, device=device, cam_per_class=0,
-                       overrides=budget_of(RECOMMENDED, profile))
+                       overrides={**budget_of(RECOMMENDED, profile), **(overrides or {})})
     return {"name": "baseline (recommended budget)", "title": "the log's baseline, trained as long as the recipe",
             "folders": summary_of(r.metrics), "stress": stress_run(d, data_dir).summary(), "run_dir": d}
 

@@ -45,12 +45,12 @@ def parse_budget(text: str | dict | None) -> dict[str, int]:
                 continue
             key, sep, value = part.partition("=")
             if not sep or not value.isdigit():
-                raise ValueError(f"seed budget {text!r}: expected NAME=INTEGER pairs such as "
+                raise ValueError(f"budget {text!r}: expected NAME=INTEGER pairs such as "
                                  "'epochs=3,max_train_images=1000'")
             items.append((key, int(value)))
     bad = [k for k, _ in items if k not in BUDGET_FIELDS]
     if bad:
-        raise ValueError(f"seed budget {text!r}: unknown field(s) {', '.join(bad)}; allowed: {', '.join(BUDGET_FIELDS)}")
+        raise ValueError(f"budget {text!r}: unknown field(s) {', '.join(bad)}; allowed: {', '.join(BUDGET_FIELDS)}")
     return {k: int(v) for k, v in items}
 
 
@@ -108,21 +108,22 @@ def show_library_log(roots: dict[str, str], level: int = logging.INFO) -> None:
 
 @dataclass
 class Series:
-    """One notebook's settings: where the data and run folders are, the profile, device and seeds, the budget of the
-    seeds after the first, and when the notebook started. Made by start() and passed to every helper that needs it."""
+    """One notebook's settings: where the data and run folders are, the profile, device and seeds, the one budget
+    every seed trains with, and when the notebook started. Made by start() and passed to every helper that needs it."""
 
     data: Path | None  # None = the bundled fixture
     profile: str
     device: str
     seeds: list[int]
     runs: Path
-    seed_budget: dict[str, int] = field(default_factory=dict)
+    budget: dict[str, int] = field(default_factory=dict)  # overrides of the profile, the same for every seed
     started: float = field(default_factory=time.perf_counter)
     roots: dict[str, str] = field(default_factory=dict)  # absolute prefix -> what outputs print instead
 
     def budget_for(self, seed: int) -> dict[str, int]:
-        """The overrides a seed trains with: none for the first seed, the smaller seed budget for the rest."""
-        return dict(self.seed_budget) if self.seeds and seed != self.seeds[0] else {}
+        """The overrides a seed trains with: the series' budget, the same for every seed (seeds trained at different
+        budgets are never pooled, so a series never makes them)."""
+        return dict(self.budget)
 
     def tidy(self, text: str) -> str:
         return tidy(text, self.roots)
@@ -132,15 +133,15 @@ class Series:
 
 
 def start(data_dir: str | None, profile: str | None, device: str = "auto", seeds=(0,),
-          seed_budget: str | dict | None = None, runs: str | Path = "runs") -> Series:
+          budget: str | dict | None = None, runs: str | Path = "runs") -> Series:
     """Resolve the data folder and the run size, print where the data comes from and what produced the outputs
-    (pneumolib version, git commit, profile, device, seeds, the seed budget), start the clock."""
+    (pneumolib version, git commit, profile, device, seeds, the budget), start the clock."""
     from . import __version__
     from .runtime import get_device
 
     root, is_fixture = resolve_data_dir(data_dir)
     profile = profile or default_profile(is_fixture, device)
-    s = Series(None if is_fixture else root, profile, device, seed_list(seeds), Path(runs), parse_budget(seed_budget),
+    s = Series(None if is_fixture else root, profile, device, seed_list(seeds), Path(runs), parse_budget(budget),
                roots={str(root): root.name})  # outputs name the data folder, never its absolute path
     show_library_log(s.roots)
     if is_fixture:
@@ -150,17 +151,16 @@ def start(data_dir: str | None, profile: str | None, device: str = "auto", seeds
     n = len(s.seeds)
     print(f"pneumolib {__version__}, commit {git_commit()}; profile {profile}; device {get_device(device)}; "
           f"{n} seed{'s' if n != 1 else ''}: {', '.join(map(str, s.seeds))}")
-    if s.seed_budget and n > 1:
-        print(f"seed {s.seeds[0]} trains with the '{profile}' profile's budget; seed(s) "
-              f"{', '.join(map(str, s.seeds[1:]))} with a smaller one "
-              f"({', '.join(f'{k}={v}' for k, v in s.seed_budget.items())}), which this machine can afford: their "
-              "spread understates the full budget's seed-to-seed stability")
+    if s.budget:
+        print(f"every seed trains with the '{profile}' profile's budget changed to "
+              f"{', '.join(f'{k}={v}' for k, v in s.budget.items())} (what this machine can afford): the results are "
+              "about that budget, not the profile's")
     return s
 
 
 def wanted_config(series: Series, config: ExperimentConfig, seed: int, overrides: dict[str, Any] | None = None
             ) -> ExperimentConfig:
-    """The config a seed's run trains (profile, seed budget, missing ImageNet weights as random init)."""
+    """The config a seed's run trains (profile, the series' budget, missing ImageNet weights as random init)."""
     c, _ = resolve_config(replace(config, seed=seed), series.profile, {**series.budget_for(seed), **(overrides or {})},
                           on_missing_weights="random_init")
     return c
@@ -191,7 +191,7 @@ def reusable_run(series: Series, config: ExperimentConfig, seed: int, overrides:
 def run_seeds(config: ExperimentConfig, series: Series, **kwargs) -> list[RunResult]:
     """Train (or reuse) one run per seed, in RUNS/NN_name/seed{S}; the seed is the config's `seed` field. Entries
     that ask for ImageNet weights train from random init when they are missing, and say so. Seeds after the first
-    train with the series' seed budget. A seed whose folder is empty starts from another entry's checkpoint when
+    train with the series' budget. A seed whose folder is empty starts from another entry's checkpoint when
     that entry trained exactly the same config on the same data (it is then re-evaluated, not retrained)."""
     kwargs.setdefault("on_missing_weights", "random_init")
     kwargs.setdefault("resume", True)  # an interrupted render continues its runs from their last finished epoch
@@ -298,7 +298,7 @@ def ablation(series: Series, holdouts: str | Iterable[str] = ("folders", "early_
 
     chosen = holdout_list(holdouts)
     return score_steps(series.data, series.runs, profile=series.profile, device=series.device,
-                       holdouts=chosen) if chosen else []
+                       holdouts=chosen, overrides=series.budget_for(0) or None) if chosen else []
 
 
 def matched_baseline(series: Series, train: bool = True) -> dict[str, Any] | None:
@@ -307,7 +307,7 @@ def matched_baseline(series: Series, train: bool = True) -> dict[str, Any] | Non
     from .config import RECOMMENDED
     from .protocol import budget_of, matched_baseline as train_matched
 
-    b = budget_of(RECOMMENDED, series.profile)
+    b = {**budget_of(RECOMMENDED, series.profile), **series.budget_for(0)}
     if not train:
         print(f"not trained in this render (MATCHED=False): the log's baseline at the recipe's budget "
               f"({b['epochs']} epochs of {b['max_train_images'] or 'all'} images at {b['image_size']} px) is one more "
@@ -315,7 +315,8 @@ def matched_baseline(series: Series, train: bool = True) -> dict[str, Any] | Non
         return None
     print(f"the log's baseline at the recipe's budget: {b['image_size']} px, {b['epochs']} epochs, batch "
           f"{b['batch_size']}, {b['max_train_images'] or 'all'} training images per epoch")
-    return train_matched(series.data, series.runs, profile=series.profile, device=series.device)
+    return train_matched(series.data, series.runs, profile=series.profile, device=series.device,
+                         overrides=series.budget_for(0) or None)
 
 
 def matched_stress(matched: dict[str, Any] | None, series: Series) -> dict[str, Any]:

@@ -97,7 +97,7 @@ def test_papermill_renders_a_notebook_on_the_fixture_with_overrides(tmp_path):
     env.update(TQDM_DISABLE="1", OMP_NUM_THREADS="1", PNEUMOLIB_CACHE_DIR=str(tmp_path / "cache"))
     subprocess.run([sys.executable, "-m", "papermill", str(NB_DIR / "02_2024-05-13_central_focus_normal.ipynb"),
                     str(out), "-p", "PROFILE", "smoke", "-p", "SEEDS", "1,2", "-p", "RUNS", str(runs),
-                    "-p", "SEED_BUDGET", "epochs=1,max_train_images=40",
+                    "-p", "BUDGET", "epochs=1,max_train_images=40",
                     "--cwd", str(NB_DIR), "--log-level", "WARNING"], check=True, env=env, timeout=900)
     nb = nbformat.read(out, as_version=4)
     tags = [c.metadata.get("tags", []) for c in nb.cells]
@@ -105,10 +105,11 @@ def test_papermill_renders_a_notebook_on_the_fixture_with_overrides(tmp_path):
     assert "parameters" in tags[injected - 1]  # papermill put the overrides right after the defaults
     text = "\n".join(_output_text(c) for c in nb.cells)
     assert "profile smoke" in text and "2 seeds: 1, 2" in text
-    assert "seed(s) 2 with a smaller one (epochs=1, max_train_images=40)" in text
-    assert "1 ep x 40 img" in text and "2 ep x all img" in text  # each seed's budget in the seed table
-    m2 = json.loads((runs / "02_central_focus_normal" / "seed2" / "metrics.json").read_text())
-    assert (m2["config"]["epochs"], m2["config"]["max_train_images"]) == (1, 40)
+    assert "budget changed to epochs=1, max_train_images=40" in text
+    assert "1 ep x 40 img" in text and "2 ep x all img" not in text  # every seed at the one budget
+    for seed in (1, 2):
+        m = json.loads((runs / "02_central_focus_normal" / f"seed{seed}" / "metrics.json").read_text())
+        assert (m["config"]["epochs"], m["config"]["max_train_images"]) == (1, 40)
     assert (runs / "02_central_focus_normal" / "seed1" / "metrics.json").is_file()
     assert "verdict" in text.lower() and "wall time:" in text
 
@@ -288,12 +289,12 @@ def test_seed_budget_parses_and_refuses_what_does_not_size_a_run():
         nb.parse_budget("epochs")
 
 
-def test_the_seed_budget_applies_to_the_seeds_after_the_first_only(capsys, quiet_log):
+def test_the_budget_applies_to_every_seed_alike(capsys, quiet_log):
     from pneumolib import series
 
     s = series.start(None, "fixture", "cpu", "3,4,5", "epochs=2")
-    assert "seed 3 trains with the 'fixture' profile's budget; seed(s) 4, 5 with a smaller one" in capsys.readouterr().out
-    assert s.budget_for(3) == {} and s.budget_for(5) == {"epochs": 2}
+    assert "every seed trains with the 'fixture' profile's budget changed to epochs=2" in capsys.readouterr().out
+    assert s.budget_for(3) == s.budget_for(5) == {"epochs": 2}
     s = series.start(None, "fixture", "cpu", "3,4,5")  # no budget: every seed gets the profile's
     assert s.budget_for(5) == {}
 
@@ -303,7 +304,7 @@ def test_two_series_keep_their_own_settings_no_module_state(quiet_log):
 
     a = series.start(None, "fixture", "cpu", "0,1", "epochs=2")
     b = series.start(None, "smoke", "cpu", "0,1")
-    assert a.budget_for(1) == {"epochs": 2} and b.budget_for(1) == {}  # b did not overwrite a's budget
+    assert a.budget_for(0) == {"epochs": 2} and b.budget_for(0) == {}  # b did not overwrite a's budget
 
 
 def test_an_entry_that_trains_an_identical_config_finds_its_twin_run(tmp_path, quiet_log):

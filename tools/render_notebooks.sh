@@ -5,8 +5,8 @@
 #   DATA_DIR  a Kaggle-layout folder, or 'fixture' for the bundled phantoms
 #   PROFILE   cpu (default) | gpu | fixture
 #   seeds     $PNEUMOLIB_SEEDS, comma-separated (default: 0,1,2 on real data, 0 on the fixture)
-#   budget    $PNEUMOLIB_SEED_BUDGET: a smaller training budget for the seeds after the first, e.g.
-#             'epochs=3,max_train_images=1000' (default: none, every seed gets the profile's); each notebook says so
+#   budget    $PNEUMOLIB_BUDGET: one smaller training budget for every seed, e.g. 'epochs=3,max_train_images=1000'
+#             (default: none, the profile's); each notebook says so. Seeds at different budgets are never pooled.
 #   nb 10     $PNEUMOLIB_HOLDOUTS (default folders,early_ids), $PNEUMOLIB_MATCHED (1: train the matched baseline)
 #   runs      $PNEUMOLIB_RUNS (default: runs/ at the repository root); finished runs are reused
 set -euo pipefail
@@ -28,10 +28,10 @@ for nb in "${nbs[@]}"; do
   extra=()
   case "$nb" in 10_*) extra=(-p HOLDOUTS "${PNEUMOLIB_HOLDOUTS:-folders,early_ids}" -p MATCHED "${PNEUMOLIB_MATCHED:-1}") ;; esac
   "$PY" -m papermill "$nb" "$nb" -p DATA_DIR "$data" -p PROFILE "$profile" -p SEEDS "$seeds" -p RUNS "$runs" \
-      -p DEVICE "${PNEUMOLIB_DEVICE:-auto}" -p SEED_BUDGET "${PNEUMOLIB_SEED_BUDGET:-}" "${extra[@]}" --log-level WARNING
+      -p DEVICE "${PNEUMOLIB_DEVICE:-auto}" -p BUDGET "${PNEUMOLIB_BUDGET:-}" "${extra[@]}" --log-level WARNING
   "$PY" "$root/tools/finish_render.py" "$nb"
   "$PY" "$root/tools/shrink_notebook_images.py" "$nb" >/dev/null
   "$PY" -m jupytext --sync "$nb" --quiet
   echo "$nb: $(( $(date +%s) - start )) s wall"
 done
-echo "all ${#nbs[@]} notebook(s): $(( $(date +%s) - all_start )) s wall (profile $profile, seeds $seeds, seed budget '${PNEUMOLIB_SEED_BUDGET:-}')"
+echo "all ${#nbs[@]} notebook(s): $(( $(date +%s) - all_start )) s wall (profile $profile, seeds $seeds, budget '${PNEUMOLIB_BUDGET:-}')"
