@@ -1,4 +1,6 @@
-"""Quantise the PNG figures inside executed notebooks to 256-colour palettes (about 3x smaller, same look).
+"""Shrink the figures inside executed notebooks: PNGs quantised to 256-colour palettes (same look, about 3x
+smaller); the large ones (film galleries, Grad-CAM grids: photographs, not line art) stored as JPEG at quality 80
+when that is smaller still, so every notebook stays under 1 MB (tests/test_notebooks.py).
 
 usage: python tools/shrink_notebook_images.py notebooks/*.ipynb
 """
@@ -9,13 +11,38 @@ import sys
 import nbformat
 from PIL import Image
 
+LARGE = 150_000  # base64 characters: above this a figure is a gallery of films, and JPEG is the format for it
 
-def shrink(png_b64: str) -> str:
-    im = Image.open(io.BytesIO(base64.b64decode(png_b64))).convert("RGB")
+
+def quantised(im: Image.Image) -> bytes:
     out = io.BytesIO()
     im.quantize(colors=256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE).save(out, "PNG", optimize=True)
-    new = base64.b64encode(out.getvalue()).decode()
-    return new if len(new) < len(png_b64) else png_b64
+    return out.getvalue()
+
+
+def jpeg(im: Image.Image) -> bytes:
+    out = io.BytesIO()
+    im.save(out, "JPEG", quality=80, optimize=True)
+    return out.getvalue()
+
+
+def shrink(data: dict, metadata: dict) -> None:
+    """Replace data['image/png'] in place by its smallest faithful form (a palette PNG, or a JPEG for galleries)."""
+    png_b64 = data["image/png"]
+    im = Image.open(io.BytesIO(base64.b64decode(png_b64))).convert("RGB")
+    best_mime, best = "image/png", png_b64
+    small = base64.b64encode(quantised(im)).decode()
+    if len(small) < len(best):
+        best = small
+    if len(best) > LARGE:
+        j = base64.b64encode(jpeg(im)).decode()
+        if len(j) < len(best):
+            best_mime, best = "image/jpeg", j
+    if best_mime == "image/jpeg":
+        del data["image/png"]
+        if "image/png" in metadata:
+            metadata["image/jpeg"] = metadata.pop("image/png")
+    data[best_mime] = best
 
 
 for path in sys.argv[1:]:
@@ -26,7 +53,7 @@ for path in sys.argv[1:]:
             data = o.get("data", {})
             if "image/png" in data:
                 before += len(data["image/png"])
-                data["image/png"] = shrink(data["image/png"])
-                after += len(data["image/png"])
+                shrink(data, o.setdefault("metadata", {}))
+                after += len(data.get("image/png") or data["image/jpeg"])
     nbformat.write(nb, path)
     print(f"{path}: figures {before / 1e3:.0f} kB -> {after / 1e3:.0f} kB")
