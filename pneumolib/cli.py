@@ -409,7 +409,7 @@ def cmd_ablate(args) -> int:
     configs = [C.get_config(n) for n in args.steps] if args.steps else ablation_configs()
     configs += [RECOMMENDED] if args.with_recommended else []
     rows = score_steps(None if is_fixture else root, args.runs, profile=args.profile, device=args.device,
-                       configs=configs, holdouts=holdouts)
+                       configs=configs, holdouts=holdouts, seeds=tuple(args.seeds))
     print(ablation_frame(rows).to_string())
     if "early_ids" in holdouts and "folders" in holdouts:
         print()
@@ -696,8 +696,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ablate", help="train (or reuse) notebook 10's ablation steps one lever at a time, stress-test "
                                       "them, and print the table scored by each validation protocol")
     s.add_argument("--data-dir", help="Kaggle-layout folder (default: $PNEUMOLIB_DATA_DIR, else the bundled fixture)")
-    s.add_argument("--runs", default="runs", help="folder of run folders (default: runs; steps go to RUNS/ablation/, "
-                                                  "RUNS/early_ids/, the baseline to RUNS/01_baseline/seed0)")
+    s.add_argument("--runs", default="runs", help="folder of run folders (default: runs; steps go to "
+                                                  "RUNS/ablation/STEP/seedS, RUNS/early_ids/STEP/seedS, the baseline "
+                                                  "to RUNS/01_baseline/seedS)")
+    s.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="S",
+                   help="train every step once per seed; the table shows the seeds' means, the anchor order is "
+                        "judged seed by seed (default: 0)")
     s.add_argument("--holdout", default="both", choices=["folders", "early_ids", "both"],
                    help="score on the folders' test split, the early-ID holdout, or both (default)")
     s.add_argument("--steps", nargs="+", metavar="NAME", help="only these steps (default: the whole chain, "

@@ -17,7 +17,7 @@ from .evaluate import Scores, balanced_subset, compute_metrics, fit_threshold, p
 from .lungs import annotated_mask
 from .io import save_json
 from .models import WeightsUnavailable, resolve_weights
-from .runs import RunDir
+from .runs import RunDir, checkpoint_key
 from .runtime import get_device, git_commit
 from .train import FitResult, fit
 from .verdicts import NotMeasured, summary_lift
@@ -199,9 +199,14 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
         # P(PNEUMONIA)'s log-odds as target for every run (so runs compare), the TTA the predictor uses;
         # randomisation and ROAD checks on the grid's films; lung masks: the annotated ones where a film has one
         # (the shared data's lung_masks/, the fixture's phantoms), the shipped segmenter's elsewhere
-        expl = explain_predictor(predictor, test.samples, n_per_class=max(cam_per_class, focus_per_class),
-                                 target="PNEUMONIA", sanity_per_class=cam_per_class, seed=config.seed,
-                                 exact_masks=annotated_mask)
+        settings = dict(n_per_class=max(cam_per_class, focus_per_class), target="PNEUMONIA",
+                        sanity_per_class=cam_per_class, seed=config.seed)
+        key = {**settings, "checkpoint": checkpoint_key(ckpt) if ckpt and ckpt.is_file() else None,
+               "data": data_fp, "holdout": holdout, "threshold": predictor.threshold, "code": _explain_code()}
+        expl = cached_explanation(run_dir, key) if fitted is None else None
+        if expl is None:
+            expl = explain_predictor(predictor, test.samples, exact_masks=annotated_mask, **settings)
+            keep_explanation(run_dir, key, expl)
         metrics["lung_focus"] = expl.summary()  # per class: lung/heart lift with intervals, masks passed/failed
         metrics["gradcam"] = expl.report(per_image=False)
     metrics["seconds"] = time.perf_counter() - t0
@@ -215,6 +220,47 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
         if fitted:
             fitted.val_scores.to_csv(run.scores_val, predictor.threshold)
     return RunResult(config, fitted, predictor, data, test, metrics, expl, run_dir, list(data.notes))
+
+
+def _explain_code() -> str:
+    """A digest of the code that computes Grad-CAM results (a cache from other code is not reused)."""
+    import hashlib
+    import inspect
+
+    from . import cam, lungs
+    return hashlib.sha1("".join(inspect.getsource(m) for m in (cam, lungs)).encode()).hexdigest()[:12]
+
+
+def cached_explanation(run_dir, key: dict[str, Any]) -> Explanation | None:
+    """The Grad-CAM results kept in RUN_DIR for the same checkpoint, data and settings (a twin run folder's copy
+    counts: notebooks 05 and 08 re-show 04's and 07's), or None."""
+    import pickle
+
+    path = RunDir(run_dir).explanation if run_dir else None
+    if key.get("checkpoint") is None or path is None or not path.is_file():
+        return None
+    try:
+        saved = pickle.loads(path.read_bytes())
+    except Exception as e:  # a cache written by another version: recompute
+        logger.info("%s: not reused (%s)", path, e)
+        return None
+    if saved.get("key") != key:
+        return None
+    logger.info("Grad-CAM results reused from %s (same checkpoint, data and settings)", path)
+    return saved["explanation"]
+
+
+def keep_explanation(run_dir, key: dict[str, Any], expl: Explanation) -> None:
+    """Keep Grad-CAM results beside the checkpoint they explain (cached_explanation reads them back)."""
+    import pickle
+
+    if run_dir is None or key.get("checkpoint") is None:
+        return
+    path = RunDir(run_dir).explanation
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(pickle.dumps({"key": key, "explanation": expl}))
+    tmp.replace(path)
 
 
 def last_epoch_metrics(predictor: Predictor, run_dir, samples, history, config: ExperimentConfig,

@@ -1,6 +1,7 @@
 """Notebook 10's evidence: the ablation steps scored three ways (random split, stress test, early-ID holdout)."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,25 +31,43 @@ def summary_of(metrics: dict[str, Any]) -> dict[str, float]:
 def score_steps(data_dir, runs: str | Path, *, profile: str | None = None, device: str = "auto",
                 configs: list[ExperimentConfig] | None = None,
                 holdouts: tuple[str, ...] = ("folders", "early_ids"),
-                overrides: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Train (or reuse) every step under each holdout, stress-test the folder runs, and return one row per step:
-    {'name', 'title', 'folders': {...}, 'stress': {...}, 'early_ids': {...}}."""
+                overrides: dict[str, Any] | None = None, seeds: tuple[int, ...] = (0,)) -> list[dict[str, Any]]:
+    """Train (or reuse) every step for every seed under each holdout, stress-test the folder runs, and return one
+    row per step, pooled over the seeds (pool_seeds): {'name', 'title', 'folders', 'stress', 'early_ids',
+    'by_seed': {seed: the same three for that seed}}."""
     from .experiment import run_experiment
 
     rows = []
     for cfg in configs or ablation_configs():
-        row: dict[str, Any] = {"name": cfg.name, "title": cfg.title if cfg.name != BASELINE.name else "the log's baseline"}
-        for holdout in holdouts:
-            d = ablation_dir(runs, cfg, holdout)
-            # the folder runs keep their Grad-CAM lung focus: the baseline's run folder is notebook 01's too,
-            # and its metrics.json must not lose what notebook 01 wrote
-            r = run_experiment(cfg, data_dir, d, profile=profile, device=device, holdout=holdout,
-                               cam_per_class=4 if holdout == "folders" else 0, overrides=overrides)
-            row[holdout] = summary_of(r.metrics)
-            if holdout == "folders":
-                row["stress"] = stress_run(d, data_dir).summary()
-        rows.append(row)
+        by_seed: dict[int, dict[str, Any]] = {}
+        for seed in seeds:
+            c = replace(cfg, seed=seed)
+            one: dict[str, Any] = {}
+            for holdout in holdouts:
+                d = ablation_dir(runs, c, holdout)
+                # the folder runs keep their Grad-CAM lung focus: the baseline's run folder is notebook 01's too,
+                # and its metrics.json must not lose what notebook 01 wrote
+                r = run_experiment(c, data_dir, d, profile=profile, device=device, holdout=holdout,
+                                   cam_per_class=4 if holdout == "folders" else 0, overrides=overrides,
+                                   log_findings=not rows and not by_seed and not one)  # the pre-scan's table once
+                one[holdout] = summary_of(r.metrics)
+                if holdout == "folders":
+                    one["stress"] = stress_run(d, data_dir).summary()
+            by_seed[seed] = one
+        rows.append(pool_seeds(cfg.name, cfg.title if cfg.name != BASELINE.name else "the log's baseline", by_seed))
     return rows
+
+
+def pool_seeds(name: str, title: str, by_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """One ablation row from per-seed ones: each protocol's numbers averaged over the seeds (all seeds have the
+    same protocols), the per-seed rows kept under 'by_seed' (the anchor order is judged seed by seed)."""
+    row: dict[str, Any] = {"name": name, "title": title, "by_seed": by_seed, "seeds": len(by_seed)}
+    for part in ("folders", "stress", "early_ids"):
+        parts = [one[part] for one in by_seed.values() if one.get(part)]
+        if parts:
+            row[part] = {k: float(np.mean([p[k] for p in parts])) for k in parts[0]
+                         if all(isinstance(p.get(k), (int, float)) for p in parts)}
+    return row
 
 
 def budget_of(config: ExperimentConfig, profile: str) -> dict[str, Any]:
@@ -61,24 +80,24 @@ def budget_of(config: ExperimentConfig, profile: str) -> dict[str, Any]:
 
 
 def matched_baseline(data_dir, runs: str | Path, *, profile: str, device: str = "auto",
-                     overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+                     overrides: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
     """The log's baseline trained with the recommended recipe's budget under `profile` (the ablation steps all
     use the shorter generic budget, which under-trains strong augmentation): the anchor pair at equal budget.
-    `overrides` (a series' budget) apply on top. Returns {'name', 'folders', 'stress', 'run_dir'} like a row of
-    score_steps."""
+    `overrides` (a series' budget) apply on top. Returns one seed's {'folders', 'stress', 'run_dir', 'metrics'}
+    (metrics.json with the stress summary under 'stress', for the verdicts)."""
     from .config import RECOMMENDED
     from .experiment import run_experiment
 
-    d = matched_baseline_dir(runs)
-    r = run_experiment(BASELINE, data_dir, d, profile=profile, device=device, cam_per_class=0,
-                       overrides={**budget_of(RECOMMENDED, profile), **(overrides or {})})
-    return {"name": "baseline (recommended budget)", "title": "the log's baseline, trained as long as the recipe",
-            "folders": summary_of(r.metrics), "stress": stress_run(d, data_dir).summary(), "run_dir": d}
+    d = matched_baseline_dir(runs, seed)
+    r = run_experiment(replace(BASELINE, seed=seed), data_dir, d, profile=profile, device=device, cam_per_class=0,
+                       overrides={**budget_of(RECOMMENDED, profile), **(overrides or {})}, log_findings=False)
+    stress = stress_run(d, data_dir).summary()
+    return {"folders": summary_of(r.metrics), "stress": stress, "run_dir": d, "metrics": {**r.metrics, "stress": stress}}
 
 
 def ablation_frame(rows: list[dict[str, Any]]):
-    """score_steps rows (or matched_baseline's) as one pandas table: random split, stress test, early-ID holdout;
-    the CLI prints it, the notebooks display it."""
+    """score_steps rows (or pool_seeds of matched_baseline's) as one pandas table: random split, stress test,
+    early-ID holdout, each the mean over the row's seeds; the CLI prints it, the notebooks display it."""
     import pandas as pd
 
     out = {}
@@ -87,7 +106,7 @@ def ablation_frame(rows: list[dict[str, Any]]):
     for r in rows:
         f, s, e = r["folders"], r.get("stress") or {}, r.get("early_ids") or {}
         out[r["name"]] = {
-            ("random split", "accuracy"): f["accuracy"], ("random split", "NORMAL recall"): f["specificity"],
+            ("", "seeds"): r.get("seeds", 1), ("random split", "accuracy"): f["accuracy"], ("random split", "NORMAL recall"): f["specificity"],
             ("random split", "AUC"): f["auc"],
             ("stress test", "acc@ext"): s.get("stress_accuracy_ext"), ("stress test", "NORMAL recall"): s.get("stress_specificity"),
             ("stress test", "AUC"): s.get("stress_auc"),
@@ -106,16 +125,33 @@ PROTOCOL_SCORES = {
 }
 
 
+def anchor_order(row_low: dict[str, Any], row_high: dict[str, Any], score) -> str:
+    """Whether a protocol score puts the anchor pair in the external cohort's order, seed by seed: 'right' when
+    every seed does, 'WRONG' when none does, else 'seeds disagree'; with the count of seeds."""
+    low, high = row_low.get("by_seed") or {0: row_low}, row_high.get("by_seed") or {0: row_high}
+    seeds = [s for s in high if s in low]
+    vals = [(score(low[s]), score(high[s])) for s in seeds]
+    vals = [(lo, hi) for lo, hi in vals if not (np.isnan(lo) or np.isnan(hi))]
+    if not vals:
+        return "n/a"
+    right = sum(hi > lo for lo, hi in vals)
+    word = "right" if right == len(vals) else ("WRONG" if right == 0 else "seeds disagree")
+    return f"{word} ({right}/{len(vals)})"
+
+
 def protocol_agreement(rows: list[dict[str, Any]], target: str = "early-ID holdout: acc@ext") -> str:
-    """How each protocol ranks the steps against the target ranking (Spearman), and whether it puts the issue's
-    external anchor pair (strong augmentation above log-style augmentation) in the right order."""
+    """How each protocol ranks the steps against the target ranking (Spearman over the seed means), and whether it
+    puts the issue's external anchor pair (strong augmentation above log-style augmentation) in the right order,
+    seed by seed (anchor_order)."""
     from scipy.stats import spearmanr
 
     by_name = {r["name"]: r for r in rows}
     t = np.array([PROTOCOL_SCORES[target](r) for r in rows], dtype=float)
-    lines = [f"{'protocol score':<34}{'Spearman vs ' + target.split(':')[0]:>30}{'anchor order':>14}"]
+    lines = [f"{'protocol score':<34}{'Spearman vs ' + target.split(':')[0]:>30}{'anchor order (seeds right)':>30}"]
     for name, fn in PROTOCOL_SCORES.items():
         v = np.array([fn(r) for r in rows], dtype=float)
+        if np.isnan(v).all():
+            continue  # a protocol this render did not run
         if name == target:
             rho = 1.0
         elif len(set(v.tolist())) < 2 or len(set(t.tolist())) < 2 or np.isnan(v).any() or np.isnan(t).any():
@@ -124,9 +160,10 @@ def protocol_agreement(rows: list[dict[str, Any]], target: str = "early-ID holdo
             rho = spearmanr(v, t).statistic
         anchor = "n/a"
         if ANCHOR_LOW in by_name and ANCHOR_HIGH in by_name:
-            lo, hi = fn(by_name[ANCHOR_LOW]), fn(by_name[ANCHOR_HIGH])
-            anchor = "right" if hi > lo else ("tie" if hi == lo else "WRONG")
-        lines.append(f"{name:<34}{rho:>30.2f}{anchor:>14}")
+            anchor = anchor_order(by_name[ANCHOR_LOW], by_name[ANCHOR_HIGH], fn)
+        lines.append(f"{name:<34}{rho:>30.2f}{anchor:>30}")
+    if np.isnan(t).all():
+        lines.append(f"no {target.split(':')[0]} in this render: no ranking to compare with (Spearman n/a)")
     lines.append(f"anchor: on the external cohort {ANCHOR_HIGH} (strong augmentation) kept NORMAL recall above "
                  f"{ANCHOR_LOW} (log-style augmentation); a protocol that predicts the cohort must order them so")
     return "\n".join(lines)

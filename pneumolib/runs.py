@@ -14,13 +14,14 @@ CONFIG = "config.json"  # the frozen config the run trained
 SCORES_TEST = "scores_test.csv"  # per-image P(PNEUMONIA) on the test split
 SCORES_VAL = "scores_val.csv"
 STRESS = "stress.json"  # the stress test's rows, cached per checkpoint
+EXPLANATION = "explanation.pkl"  # run_experiment's Grad-CAM results, cached per checkpoint, data and settings
 EVALUATIONS = "evaluations"  # one JSON per cohort 'evaluate' scored with this checkpoint
 CARD = "MODEL_CARD.md"
 GRADCAM = "gradcam"  # explain's figures and JSON, by default
 # folders under a RUNS root (the notebooks' and 'run --seeds'/'ablate' layout)
-ABLATION = "ablation"  # RUNS/ablation/<step>: the ablation steps on the folders' split
-EARLY_IDS = "early_ids"  # RUNS/early_ids/<step>: the same steps under the early-ID holdout
-MATCHED_BASELINE = "baseline_at_recommended_budget"  # RUNS/ablation/<this>: the log's baseline at the recipe's budget
+ABLATION = "ablation"  # RUNS/ablation/<step>/seed{S}: the ablation steps on the folders' split
+EARLY_IDS = "early_ids"  # RUNS/early_ids/<step>/seed{S}: the same steps under the early-ID holdout
+MATCHED_BASELINE = "baseline_at_recommended_budget"  # RUNS/ablation/<this>/seed{S}: the log's baseline at the recipe's budget
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,10 @@ class RunDir:
         return self.stress if split == "test" else self.path / f"stress_{split}.json"
 
     @property
+    def explanation(self) -> Path:
+        return self.path / EXPLANATION
+
+    @property
     def evaluations(self) -> Path:
         return self.path / EVALUATIONS
 
@@ -104,22 +109,32 @@ def seed_dir(runs: str | Path, config, seed: int) -> Path:
 
 
 def seed_dirs(runs: str | Path, seed: int) -> list[Path]:
-    """Every registered experiment's run folder for this seed under RUNS (for finding a twin run to reuse)."""
-    return sorted(Path(runs).glob(f"[0-9][0-9]_*/seed{int(seed)}"))
+    """Every registered experiment's and ablation step's run folder for this seed under RUNS (for finding a twin
+    run to reuse: notebook 10's recipe is its ablation's last step when the budgets agree)."""
+    return sorted(Path(runs).glob(f"[0-9][0-9]_*/seed{int(seed)}")) + \
+        sorted(Path(runs).glob(f"{ABLATION}/*/seed{int(seed)}"))
 
 
 def ablation_dir(runs: str | Path, config, holdout: str = "folders") -> Path:
-    """Where an ablation step's run lives: RUNS/early_ids/<step> under the early-ID holdout; the registered
-    experiments (baseline, recommended) share the notebooks' seed folders; the other steps RUNS/ablation/<step>."""
+    """Where an ablation step's run for the config's seed lives: RUNS/early_ids/<step>/seed{S} under the early-ID
+    holdout; the registered experiments (baseline, recommended) share the notebooks' seed folders; the other steps
+    RUNS/ablation/<step>/seed{S}."""
     if holdout == "early_ids":
-        return Path(runs) / EARLY_IDS / config.name
+        return Path(runs) / EARLY_IDS / config.name / f"seed{int(config.seed)}"
     if config.entry:
         return seed_dir(runs, config, config.seed)
-    return Path(runs) / ABLATION / config.name
+    return Path(runs) / ABLATION / config.name / f"seed{int(config.seed)}"
 
 
-def matched_baseline_dir(runs: str | Path) -> Path:
-    return Path(runs) / ABLATION / MATCHED_BASELINE
+def matched_baseline_dir(runs: str | Path, seed: int = 0) -> Path:
+    return Path(runs) / ABLATION / MATCHED_BASELINE / f"seed{int(seed)}"
+
+
+def checkpoint_key(ckpt: str | Path) -> str:
+    """A cheap identity of a checkpoint file (size and modification time; shutil.copy2 keeps both), for the caches
+    a run folder keeps of results computed from it."""
+    st = Path(ckpt).stat()
+    return f"{st.st_size}-{st.st_mtime_ns}"
 
 
 def load_metrics(run_dir: str | Path) -> dict[str, Any]:

@@ -188,6 +188,24 @@ def reusable_run(series: Series, config: ExperimentConfig, seed: int, overrides:
     return None
 
 
+def adopt_twin(series: Series, config: ExperimentConfig, seed: int, run_dir: Path,
+               overrides: dict[str, Any] | None = None) -> Path | None:
+    """Start an empty run folder from the checkpoint of another run that trained exactly this (reusable_run), with
+    the results kept per checkpoint (stress test, Grad-CAM), so they are shown, not computed again; says so."""
+    if RunDir(run_dir).checkpoint.is_file():
+        return None
+    twin = reusable_run(series, config, seed, overrides)
+    if twin is None or twin.resolve() == Path(run_dir).resolve():
+        return None
+    Path(run_dir).mkdir(parents=True, exist_ok=True)
+    for path in (RunDir(twin).checkpoint, RunDir(twin).stress, RunDir(twin).explanation):
+        if path.is_file():
+            shutil.copy2(path, Path(run_dir) / path.name)
+    print(f"seed {seed}: same training config and data as {series.tidy(str(twin.relative_to(series.runs)))}: its "
+          "checkpoint is re-evaluated here, not retrained")
+    return twin
+
+
 def run_seeds(config: ExperimentConfig, series: Series, **kwargs) -> list[RunResult]:
     """Train (or reuse) one run per seed, in RUNS/NN_name/seed{S}; the seed is the config's `seed` field. Entries
     that ask for ImageNet weights train from random init when they are missing, and say so. Seeds after the first
@@ -201,13 +219,7 @@ def run_seeds(config: ExperimentConfig, series: Series, **kwargs) -> list[RunRes
         cfg = replace(config, seed=seed)
         overrides = {**series.budget_for(seed), **explicit}
         d = seed_dir(series.runs, config, seed)
-        if not RunDir(d).checkpoint.is_file():
-            twin = reusable_run(series, cfg, seed, explicit)
-            if twin is not None and twin.resolve() != d.resolve():
-                d.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(RunDir(twin).checkpoint, RunDir(d).checkpoint)
-                print(f"seed {seed}: same training config and data as {twin.parent.name}/{twin.name}: its checkpoint "
-                      "is re-evaluated here, not retrained")
+        adopt_twin(series, cfg, seed, d, explicit)
         # the pre-scan's table is the same for every seed: logged once
         out.append(run_experiment(cfg, series.data, d, profile=series.profile, device=series.device,
                                   overrides=overrides or None, log_findings=i == 0, **kwargs))
@@ -298,14 +310,18 @@ def ablation(series: Series, holdouts: str | Iterable[str] = ("folders", "early_
 
     chosen = holdout_list(holdouts)
     return score_steps(series.data, series.runs, profile=series.profile, device=series.device,
-                       holdouts=chosen, overrides=series.budget_for(0) or None) if chosen else []
+                       holdouts=chosen, overrides=series.budget_for(0) or None,
+                       seeds=tuple(series.seeds)) if chosen else []
 
 
 def matched_baseline(series: Series, train: bool = True) -> dict[str, Any] | None:
-    """Notebook 10's anchor pair at equal budget: the log's baseline at the recipe's budget (protocol.matched_baseline,
-    trained or reused); None, said in one line, when this render does not train it."""
-    from .config import RECOMMENDED
-    from .protocol import budget_of, matched_baseline as train_matched
+    """Notebook 10's anchor pair at equal budget: the log's baseline at the recipe's budget, one run per seed
+    (protocol.matched_baseline; a run of the same training, such as notebook 01's when the budgets agree, is
+    re-evaluated, not retrained), pooled into one ablation row whose 'metrics_by_seed' the verdicts read; None,
+    said in one line, when this render does not train it."""
+    from .config import BASELINE, RECOMMENDED
+    from .protocol import budget_of, matched_baseline as train_matched, pool_seeds
+    from .runs import matched_baseline_dir
 
     b = {**budget_of(RECOMMENDED, series.profile), **series.budget_for(0)}
     if not train:
@@ -315,15 +331,25 @@ def matched_baseline(series: Series, train: bool = True) -> dict[str, Any] | Non
         return None
     print(f"the log's baseline at the recipe's budget: {b['image_size']} px, {b['epochs']} epochs, batch "
           f"{b['batch_size']}, {b['max_train_images'] or 'all'} training images per epoch")
-    return train_matched(series.data, series.runs, profile=series.profile, device=series.device,
-                         overrides=series.budget_for(0) or None)
+    by_seed = {}
+    for seed in series.seeds:
+        adopt_twin(series, replace(BASELINE, seed=seed), seed, matched_baseline_dir(series.runs, seed), b)
+        by_seed[seed] = train_matched(series.data, series.runs, profile=series.profile, device=series.device,
+                                      overrides=series.budget_for(seed) or None, seed=seed)
+    row = pool_seeds("baseline (recommended budget)", "the log's baseline, trained as long as the recipe", by_seed)
+    row["metrics_by_seed"] = [one["metrics"] for one in by_seed.values()]
+    return row
 
 
 def matched_stress(matched: dict[str, Any] | None, series: Series) -> dict[str, Any]:
-    """The matched baseline's stress report keyed for notebook.stress_table, or nothing when it was not trained."""
+    """The matched baseline's stress reports (one per seed) keyed for notebook.stress_table; nothing when it was
+    not trained."""
     from .stress import stress_run
 
-    return {"log's baseline, same budget": stress_run(matched["run_dir"], series.data)} if matched else {}
+    if not matched:
+        return {}
+    return {f"log's baseline, same budget, seed {seed}": stress_run(one["run_dir"], series.data)
+            for seed, one in matched["by_seed"].items()}
 
 
 def shortcut_audit(r, series: Series, split: str = "val") -> dict:

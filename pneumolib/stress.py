@@ -13,7 +13,7 @@ from .checkpoint import Predictor
 from .data import prepare, resolve_data_dir
 from .evaluate import Scores, point_metrics, predict_samples
 from .io import save_json
-from .runs import RunDir, load_metrics
+from .runs import RunDir, checkpoint_key, load_metrics
 from .shifts import SHIFTS, Shift
 
 # The external cohort of this data set is 37.5% NORMAL; the training folders are 26%.
@@ -104,11 +104,6 @@ def stress_test(model: torch.nn.Module, samples, preprocessing, threshold: float
 logger = logging.getLogger(__name__)
 
 
-def _checkpoint_key(ckpt) -> str:
-    st = ckpt.stat()
-    return f"{st.st_size}-{st.st_mtime_ns}"
-
-
 def stress_run(run_dir, data_dir=None, *, split: str = "test", reuse: bool = True) -> StressReport:
     """The stress test of a finished run folder, on the same data and holdout it was trained with; the result is
     kept in RUN_DIR/stress.json (test; stress_<split>.json for another split) and reused while checkpoint.pt is
@@ -118,7 +113,7 @@ def stress_run(run_dir, data_dir=None, *, split: str = "test", reuse: bool = Tru
     if not ckpt.is_file():
         raise FileNotFoundError(f"{ckpt}: no checkpoint (is {run.path} a finished run folder?)")
     out = run.stress_for(split)
-    key = _checkpoint_key(ckpt)
+    key = checkpoint_key(ckpt)
     if reuse and out.is_file():
         saved = json.loads(out.read_text())
         if saved.get("checkpoint_key") == key and saved.get("split") == split:

@@ -90,6 +90,38 @@ def test_rendered_notebooks_state_their_provenance(path):
     assert "wall time:" in _output_text(nb.cells[-1])
 
 
+def _provenance_commit(path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    text = "\n".join(_output_text(c) for c in nb.cells[:4])
+    m = re.search(r"pneumolib \S+, commit (\S+);", text)
+    assert m, f"{path.name}: no provenance line"
+    return m.group(1)
+
+
+def test_all_ten_notebooks_were_rendered_at_one_commit():
+    commits = {p.name: _provenance_commit(p) for p in NOTEBOOKS}
+    assert len(set(commits.values())) == 1, f"rendered at different commits: {commits}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_committed_outputs_are_not_stale(path):
+    # the outputs show the package and notebook sources as they are now: nothing under pneumolib/ or
+    # notebooks/*.py changed since the commit the render printed (tools/render_notebooks.sh renders them again)
+    from pneumolib.series import stale_paths
+
+    commit = _provenance_commit(path)
+    stale = stale_paths(commit)
+    assert not stale, f"{path.name} was rendered at {commit}; changed since: {stale[:8]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebooks_stay_under_one_megabyte_and_show_no_empty_table(path):
+    assert path.stat().st_size < 1_000_000, f"{path.name}: {path.stat().st_size / 1e6:.2f} MB"
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        assert "Empty DataFrame" not in _output_text(cell), f"{path.name} cell {i}: an empty table"
+
+
 def test_papermill_renders_a_notebook_on_the_fixture_with_overrides(tmp_path):
     out = tmp_path / "02.ipynb"
     runs = tmp_path / "runs"
@@ -333,6 +365,29 @@ def test_an_entry_that_trains_an_identical_config_finds_its_twin_run(tmp_path, q
     save_checkpoint(twin / "checkpoint.pt", build_model(in_channels=3), cfg, 0.5,
                     {"holdout": "folders", "data_fingerprint": "another-folder"})
     assert series.reusable_run(s, get_config("05"), 0) is None  # same config, other data: no twin
+
+
+def test_a_twin_entry_shows_the_twins_grad_cam_results_without_recomputing_them(tmp_path, monkeypatch, quiet_log):
+    # notebook 05 trains exactly notebook 04's config (no ImageNet weights here): its Grad-CAM, ROAD and
+    # randomisation results are 04's, copied with the checkpoint, not computed a second time
+    import numpy as np
+
+    from pneumolib import experiment, series
+    from pneumolib.config import get_config
+
+    s = series.start(None, "smoke", "cpu", [0], runs=tmp_path)
+    [r04] = series.run_seeds(get_config("04"), s, cam_per_class=2)
+    assert (tmp_path / "04_rgb_grayscale_mismatch" / "seed0" / "explanation.pkl").is_file()
+
+    def fail(*a, **k):
+        raise AssertionError("Grad-CAM recomputed")
+    monkeypatch.setattr(experiment, "explain_predictor", fail)
+    [r05] = series.run_seeds(get_config("05"), s, cam_per_class=2)
+    assert (tmp_path / "05_pretrained" / "seed0" / "explanation.pkl").is_file()
+    assert np.array_equal(r05.explanation.cams, r04.explanation.cams)
+    assert r05.metrics["lung_focus"] == r04.metrics["lung_focus"]
+    with pytest.raises(AssertionError, match="recomputed"):  # other settings: the kept results do not apply
+        series.run_seeds(get_config("05"), s, cam_per_class=3)
 
 
 def test_notebook_10_can_leave_out_the_ablation_protocols_and_says_so(capsys):

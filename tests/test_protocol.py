@@ -1,5 +1,7 @@
 """Notebook 10's evidence: the steps scored three ways, and the check that a protocol orders the anchor pair."""
 
+from dataclasses import replace
+
 from pneumolib import protocol as P
 from pneumolib.config import BASELINE, get_config
 from pneumolib.runs import ablation_dir
@@ -19,8 +21,8 @@ def test_agreement_flags_a_protocol_that_orders_the_anchor_pair_wrongly():
     rows = [_row(P.ANCHOR_LOW, 0.97, 0.80, 0.80), _row(P.ANCHOR_HIGH, 0.95, 0.90, 0.90), _row("x", 0.96, 0.85, 0.85)]
     text = P.protocol_agreement(rows)
     line = {l.split("  ")[0]: l for l in text.splitlines()}
-    assert line["random split: accuracy"].rstrip().endswith("WRONG")
-    assert line["stress test: acc@ext"].rstrip().endswith("right")
+    assert line["random split: accuracy"].rstrip().endswith("WRONG (0/1)")
+    assert line["stress test: acc@ext"].rstrip().endswith("right (1/1)")
     assert "1.00" in line["stress test: acc@ext"]  # same order as the early-ID holdout: Spearman 1
     assert "-1.00" in line["random split: accuracy"]  # the exact reverse order
     assert "nan" in line["random split: NORMAL recall"]  # equal everywhere: no ranking, no made-up correlation
@@ -37,8 +39,25 @@ def test_ablation_frame_has_one_row_per_step_and_each_protocols_columns():
 
 def test_run_folders_share_notebook_01_baseline_and_separate_the_holdouts(tmp_path):
     assert ablation_dir(tmp_path, BASELINE, "folders") == tmp_path / "01_baseline" / "seed0"  # notebook 01's
-    assert ablation_dir(tmp_path, BASELINE, "early_ids") == tmp_path / "early_ids" / "baseline"
-    assert ablation_dir(tmp_path, get_config("abl_tta"), "folders") == tmp_path / "ablation" / "abl_tta"
+    assert ablation_dir(tmp_path, BASELINE, "early_ids") == tmp_path / "early_ids" / "baseline" / "seed0"
+    assert ablation_dir(tmp_path, get_config("abl_tta"), "folders") == tmp_path / "ablation" / "abl_tta" / "seed0"
+    two = replace(get_config("abl_tta"), seed=2)
+    assert ablation_dir(tmp_path, two, "folders") == tmp_path / "ablation" / "abl_tta" / "seed2"
+    assert ablation_dir(tmp_path, replace(BASELINE, seed=2), "folders") == tmp_path / "01_baseline" / "seed2"
+
+
+def test_the_anchor_order_is_judged_seed_by_seed_and_says_when_seeds_disagree():
+    def pooled(name, accs):
+        return P.pool_seeds(name, name, {s: _row(name, a, a, a) for s, a in enumerate(accs)})
+
+    score = P.PROTOCOL_SCORES["random split: accuracy"]
+    low = pooled(P.ANCHOR_LOW, [0.90, 0.90, 0.90])
+    assert P.anchor_order(low, pooled(P.ANCHOR_HIGH, [0.91, 0.95, 0.92]), score) == "right (3/3)"
+    assert P.anchor_order(low, pooled(P.ANCHOR_HIGH, [0.80, 0.85, 0.89]), score) == "WRONG (0/3)"
+    # the means (0.9067 > 0.90) would say 'right': one seed orders the pair the other way
+    assert P.anchor_order(low, pooled(P.ANCHOR_HIGH, [0.95, 0.89, 0.88]), score) == "seeds disagree (1/3)"
+    row = pooled(P.ANCHOR_HIGH, [0.80, 0.90, 1.00])
+    assert row["seeds"] == 3 and abs(row["folders"]["accuracy"] - 0.90) < 1e-12
 
 
 def test_ablation_starts_at_the_baseline_and_ends_at_the_recommended_recipe():
@@ -49,13 +68,18 @@ def test_ablation_starts_at_the_baseline_and_ends_at_the_recommended_recipe():
 
 def test_score_steps_trains_each_step_under_both_holdouts_and_stress_tests_it(tmp_path):
     configs = [BASELINE, get_config("abl_robust_aug")]
-    rows = P.score_steps(None, tmp_path, configs=configs, overrides={"epochs": 1})
+    rows = P.score_steps(None, tmp_path, configs=configs, overrides={"epochs": 1}, seeds=(0, 1))
     assert [r["name"] for r in rows] == ["baseline", "abl_robust_aug"]
     for r in rows:
         assert set(r) >= {"folders", "stress", "early_ids"}
         assert 0 <= r["early_ids"]["specificity"] <= 1 and "stress_accuracy_ext" in r["stress"]
-    assert (tmp_path / "ablation" / "abl_robust_aug" / "stress.json").is_file()
-    assert (tmp_path / "early_ids" / "abl_robust_aug" / "checkpoint.pt").is_file()
+        assert sorted(r["by_seed"]) == [0, 1] and r["seeds"] == 2
+        one = [r["by_seed"][s]["folders"]["specificity"] for s in (0, 1)]
+        assert abs(r["folders"]["specificity"] - sum(one) / 2) < 1e-12  # the row is the seeds' mean
+    for seed in (0, 1):
+        assert (tmp_path / "ablation" / "abl_robust_aug" / f"seed{seed}" / "stress.json").is_file()
+        assert (tmp_path / "early_ids" / "abl_robust_aug" / f"seed{seed}" / "checkpoint.pt").is_file()
+        assert (tmp_path / "01_baseline" / f"seed{seed}" / "checkpoint.pt").is_file()  # notebook 01's folders
     # each protocol scored its own test split: the early-ID one is the earliest patients, none of them trained on
     from pneumolib.data import prepare
     from pneumolib.fixture import fixture_dir
@@ -64,7 +88,7 @@ def test_score_steps_trains_each_step_under_both_holdouts_and_stress_tests_it(tm
     assert not {s.patient for s in early["test"]} & {s.patient for s in early["train"] + early["val"]}
     assert all(r["early_ids"]["n"] == len(early["test"]) != r["folders"]["n"] for r in rows)
     # a second call reuses every run folder
-    again = P.score_steps(None, tmp_path, configs=configs, overrides={"epochs": 1})
+    again = P.score_steps(None, tmp_path, configs=configs, overrides={"epochs": 1}, seeds=(0, 1))
     assert again == rows
 
 
@@ -77,8 +101,9 @@ def test_budget_of_the_recommended_cpu_profile_is_longer_than_the_ablation_budge
 def test_matched_baseline_trains_the_baseline_with_the_recipe_budget(tmp_path):
     import json
 
-    row = P.matched_baseline(None, tmp_path, profile="fixture")
-    cfg = json.loads((tmp_path / "ablation" / "baseline_at_recommended_budget" / "config.json").read_text())
+    row = P.matched_baseline(None, tmp_path, profile="fixture", seed=1)
+    cfg = json.loads((tmp_path / "ablation" / "baseline_at_recommended_budget" / "seed1" / "config.json").read_text())
+    assert cfg["seed"] == 1 and row["metrics"]["stress"] == row["stress"]  # what the verdicts read
     assert cfg["name"] == "baseline" and cfg["train_transforms"] == [["NORMAL", "log_baseline"],
                                                                      ["PNEUMONIA", "log_baseline"]]
     for k, v in P.budget_of(get_config("recommended"), "fixture").items():
@@ -106,10 +131,10 @@ def test_ablate_command_trains_the_asked_steps_and_prints_the_table(tmp_path, ca
     out = capsys.readouterr().out
     assert "baseline" in out and "abl_balanced" in out and "stress test" in out
     assert (tmp_path / "01_baseline" / "seed0" / "checkpoint.pt").is_file()
-    assert (tmp_path / "ablation" / "abl_balanced" / "stress.json").is_file()
-    mtime = (tmp_path / "ablation" / "abl_balanced" / "checkpoint.pt").stat().st_mtime_ns
+    assert (tmp_path / "ablation" / "abl_balanced" / "seed0" / "stress.json").is_file()
+    mtime = (tmp_path / "ablation" / "abl_balanced" / "seed0" / "checkpoint.pt").stat().st_mtime_ns
     assert main(args) == 0  # a second call reuses the finished runs
-    assert (tmp_path / "ablation" / "abl_balanced" / "checkpoint.pt").stat().st_mtime_ns == mtime
+    assert (tmp_path / "ablation" / "abl_balanced" / "seed0" / "checkpoint.pt").stat().st_mtime_ns == mtime
 
 
 def test_experiments_lists_the_ablation_chain(capsys):
