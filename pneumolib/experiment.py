@@ -9,7 +9,7 @@ from typing import Any
 
 
 from .cam import Explanation, explain_predictor
-from .checkpoint import CheckpointError, Predictor, preprocessing_for, read_checkpoint
+from .checkpoint import CheckpointError, Predictor, preprocessing_for, read_checkpoint, save_checkpoint
 from .config import ExperimentConfig, apply_profile, diff, format_diff
 from .data import XRayData, apply_holdout, fingerprint, prepare, prescan, resolve_data_dir
 from .distributed import SINGLE, World, main_first, rank_device
@@ -163,10 +163,14 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
         predictor = Predictor(fitted.model, config, fitted.threshold, device=dev)
         predictor.extra = {"ood": fitted.ood}
     else:
+        stored = predictor.threshold
         val = predict_samples(predictor.model, data["val"], predictor.preprocessing, tta=config.tta)
         predictor.threshold = fit_threshold(config.threshold, predictor.model, val, predictor.preprocessing,
                                             tta=config.tta)
         predictor.config = config
+        if predictor.threshold != stored:  # another run's weights under this run's decision rule: the checkpoint
+            # in this folder carries this run's config and threshold, as the stress test and 'predict' read them
+            save_checkpoint(ckpt, predictor.model, config, predictor.threshold, predictor.extra)
     pre = preprocessing_for(config)
     metrics: dict[str, Any] = {"experiment": config.name, "entry": config.entry, "profile": profile,
                                "data_dir": "fixture" if is_fixture else str(root), "weights": weights_used,

@@ -1,6 +1,7 @@
 """Notebook 10's evidence: the ablation steps scored three ways (random split, stress test, early-ID holdout)."""
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -8,8 +9,10 @@ from typing import Any
 import numpy as np
 
 from .config import ABLATIONS, BASELINE, ExperimentConfig
-from .runs import ablation_dir, matched_baseline_dir
+from .runs import RunDir, ablation_dir, matched_baseline_dir
 from .stress import external_accuracy, stress_run
+
+logger = logging.getLogger(__name__)
 
 # The anchor pair: on the external cohort, strong augmentation kept NORMAL recall far above log-style augmentation
 # (the README gives the recorded figures). A protocol that predicts external behaviour must order them so.
@@ -35,9 +38,12 @@ def score_steps(data_dir, runs: str | Path, *, profile: str | None = None, devic
     """Train (or reuse) every step for every seed under each holdout, stress-test the folder runs, and return one
     row per step, pooled over the seeds (pool_seeds): {'name', 'title', 'folders', 'stress', 'early_ids',
     'by_seed': {seed: the same three for that seed}}."""
-    from .experiment import run_experiment
+    from .data import resolve_data_dir
+    from .experiment import default_profile, run_experiment
 
+    profile = profile or default_profile(resolve_data_dir(data_dir)[1], device)
     rows = []
+    trained: dict[tuple[int, str], list[Path]] = {}  # (seed, holdout) -> the steps' run folders so far
     for cfg in configs or ablation_configs():
         by_seed: dict[int, dict[str, Any]] = {}
         for seed in seeds:
@@ -45,17 +51,48 @@ def score_steps(data_dir, runs: str | Path, *, profile: str | None = None, devic
             one: dict[str, Any] = {}
             for holdout in holdouts:
                 d = ablation_dir(runs, c, holdout)
-                # the folder runs keep their Grad-CAM lung focus: the baseline's run folder is notebook 01's too,
-                # and its metrics.json must not lose what notebook 01 wrote
+                earlier = trained.setdefault((seed, holdout), [])
+                same_training(d, earlier, c, profile, overrides)
+                # the registered experiments' folder runs keep their Grad-CAM lung focus: the baseline's run folder
+                # is notebook 01's too, and its metrics.json must not lose what notebook 01 wrote; the other steps
+                # are scored by their numbers, not their maps
                 r = run_experiment(c, data_dir, d, profile=profile, device=device, holdout=holdout,
-                                   cam_per_class=4 if holdout == "folders" else 0, overrides=overrides,
+                                   cam_per_class=4 if holdout == "folders" and c.entry else 0, overrides=overrides,
                                    log_findings=not rows and not by_seed and not one)  # the pre-scan's table once
+                earlier.append(d)
                 one[holdout] = summary_of(r.metrics)
                 if holdout == "folders":
                     one["stress"] = stress_run(d, data_dir).summary()
             by_seed[seed] = one
         rows.append(pool_seeds(cfg.name, cfg.title if cfg.name != BASELINE.name else "the log's baseline", by_seed))
     return rows
+
+
+def same_training(run_dir: Path, earlier: list[Path], config: ExperimentConfig, profile: str,
+                  overrides: dict[str, Any] | None) -> Path | None:
+    """Start an empty step folder from an earlier step's checkpoint when the two train exactly the same weights
+    (a step that changes only the decision rule, such as abl_youden_shifted): it is re-evaluated under its own
+    rule, not retrained. Returns the folder it came from."""
+    import shutil
+
+    from .checkpoint import CheckpointError, read_checkpoint
+    from .experiment import resolve_config
+
+    if RunDir(run_dir).checkpoint.is_file():
+        return None
+    want, _ = resolve_config(config, profile, overrides, "random_init")
+    for prev in earlier:
+        try:
+            old = ExperimentConfig.from_dict(read_checkpoint(RunDir(prev).checkpoint)["config"])
+        except (CheckpointError, KeyError, ValueError, TypeError):
+            continue
+        if old.training_key() == want.training_key():
+            Path(run_dir).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(RunDir(prev).checkpoint, RunDir(run_dir).checkpoint)
+            logger.info("%s trains what %s trained: its checkpoint is re-evaluated, not retrained", config.name,
+                        prev.parent.name)
+            return prev
+    return None
 
 
 def pool_seeds(name: str, title: str, by_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:

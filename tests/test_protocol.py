@@ -143,3 +143,22 @@ def test_experiments_lists_the_ablation_chain(capsys):
     assert main(["experiments", "--ablations"]) == 0
     out = capsys.readouterr().out
     assert "abl_equalize" in out and "normalize: none -> equalize" in out
+
+
+def test_a_step_that_only_changes_the_decision_rule_reuses_the_earlier_steps_weights(tmp_path):
+    # abl_youden_shifted trains exactly what abl_sharpness trains: its folder starts from that checkpoint, and the
+    # checkpoint it keeps carries its own config and threshold (which its stress test reads)
+    import json
+
+    import torch
+
+    from pneumolib.checkpoint import read_checkpoint
+
+    configs = [get_config("abl_sharpness"), get_config("abl_youden_shifted")]
+    rows = P.score_steps(None, tmp_path, configs=configs, profile="smoke", holdouts=("folders",))
+    a, b = (tmp_path / "ablation" / n / "seed0" for n in ("abl_sharpness", "abl_youden_shifted"))
+    ca, cb = read_checkpoint(a / "checkpoint.pt"), read_checkpoint(b / "checkpoint.pt")
+    assert all(torch.equal(ca["state_dict"][k], cb["state_dict"][k]) for k in ca["state_dict"])
+    assert cb["config"]["name"] == "abl_youden_shifted" and cb["config"]["threshold"] == "youden_shifted"
+    assert cb["threshold"] == rows[1]["folders"]["threshold"] == json.loads((b / "stress.json").read_text())["threshold"]
+    assert "history" in cb["extra"]  # the training record came along
