@@ -28,7 +28,8 @@ def two_candidates(trained_run_session, tmp_path_factory):
             save_checkpoint(d / "checkpoint.pt", p.model, replace(p.config, seed=seed), min(0.99, p.threshold + shift),
                             extra)
             groups[name].append(d)
-    return groups
+    yield groups
+    shutil.rmtree(root, ignore_errors=True)  # eight 45 MB checkpoints: not kept until the session ends
 
 
 def test_candidates_table_matches_the_stress_test_and_pairs_by_seed(two_candidates, trained_run, tmp_path, capsys):

@@ -49,7 +49,8 @@ def cli_run(tmp_path_factory):
     r = run_cli("train", "baseline", "--data-dir", str(fixture_dir()), "--out", str(out), "--epochs", "2",
                 "--seed", "3", "--cam-per-class", "1")
     assert r.returncode == 0, r.stderr
-    return out, r
+    yield out, r
+    shutil.rmtree(out.parent, ignore_errors=True)  # not kept until the session ends (CI's disk)
 
 
 def test_train_writes_checkpoint_metrics_scores_and_prints_summary(cli_run):

@@ -2,6 +2,7 @@
 the same training as one process when BatchNorm is synced."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -78,7 +79,8 @@ def ddp_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp") / "run"
     r = _train(2, out)
     assert r.returncode == 0, r.stderr[-3000:]
-    return out, r
+    yield out, r
+    shutil.rmtree(out.parent, ignore_errors=True)  # not kept until the session ends (CI's disk)
 
 
 def test_torchrun_two_processes_write_one_checkpoint_from_rank_0_that_evaluate_loads(ddp_run, fixture_data):
