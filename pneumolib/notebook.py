@@ -168,14 +168,17 @@ def lung_focus_table(metrics: list[dict]) -> None:
         lo, hi = v.get(f"{key}_ci95", [float("nan")] * 2)
         return f"{mean:.2f} ({lo:.2f}-{hi:.2f})"
 
-    print(f"{'#':<3}{'experiment':<36}{'lung NORMAL':>19}{'lung PNEUMONIA':>19}{'heart NORMAL':>19}"
-          f"{'heart PNEUMONIA':>19}{'masks ok/failed':>17}")
+    rows = []
     for m in metrics:
         lf = m.get("lung_focus", {})
         n, p = lf.get("NORMAL", {}), lf.get("PNEUMONIA", {})
-        masks = f"{n.get('masks_passed', 0) + p.get('masks_passed', 0)}/{n.get('masks_failed', 0) + p.get('masks_failed', 0)}"
-        print(f"{m['entry']:<3}{m['experiment'][:35]:<36}{cell(n, 'lung_lift'):>19}{cell(p, 'lung_lift'):>19}"
-              f"{cell(n, 'heart_lift'):>19}{cell(p, 'heart_lift'):>19}{masks:>17}")
+        rows.append({"entry": m["entry"], "experiment": m["experiment"],
+                     "lung lift, NORMAL films": cell(n, "lung_lift"), "lung lift, PNEUMONIA films": cell(p, "lung_lift"),
+                     "heart lift, NORMAL films": cell(n, "heart_lift"),
+                     "heart lift, PNEUMONIA films": cell(p, "heart_lift"),
+                     "masks ok/failed": f"{n.get('masks_passed', 0) + p.get('masks_passed', 0)}/"
+                                        f"{n.get('masks_failed', 0) + p.get('masks_failed', 0)}"})
+    _display(pd.DataFrame(rows).set_index("entry"))
     sel = next((m["gradcam"]["selection"] for m in metrics if m.get("gradcam")), "the test films explained")
     print("lift = share of the Grad-CAM (PNEUMONIA logit) energy inside the lung mask, or the heart/diaphragm box, "
           "divided by that region's share of the image: 1.0 = no preference. Mean over films, 95% interval from "
