@@ -142,7 +142,8 @@ def start(data_dir: str | None, profile: str | None, device: str = "auto", seeds
     root, is_fixture = resolve_data_dir(data_dir)
     profile = profile or default_profile(is_fixture, device)
     s = Series(None if is_fixture else root, profile, device, seed_list(seeds), Path(runs), parse_budget(budget),
-               roots={str(root): root.name})  # outputs name the data folder, never its absolute path
+               # outputs name the data folder and the run folders' root (the RUNS parameter), never their paths
+               roots={str(root): root.name, str(Path(runs).resolve()): "RUNS"})
     show_library_log(s.roots)
     if is_fixture:
         print(f"No PNEUMOLIB_DATA_DIR set: using the bundled synthetic fixture ({root.name}), profile '{profile}'.")

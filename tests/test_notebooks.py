@@ -218,6 +218,15 @@ def test_tidy_replaces_machine_paths():
     assert "./runs/01_baseline/seed0/checkpoint.pt" in text and "~/.cache/torch" in text
 
 
+def test_a_series_prints_its_run_folders_by_the_runs_parameter_not_their_path_regression(tmp_path, quiet_log):
+    # regression: a render with RUNS outside the repository printed '/work/runs/r4/05_pretrained/...' in its log lines
+    from pneumolib import series
+
+    s = series.start(None, "smoke", "cpu", [0], runs=tmp_path / "elsewhere")
+    assert s.tidy(f"reusing {tmp_path}/elsewhere/05_pretrained/seed0/explanation.pkl") == \
+        "reusing RUNS/05_pretrained/seed0/explanation.pkl"
+
+
 def test_a_render_is_stale_when_the_package_or_a_notebook_source_changed_since_its_commit(tmp_path):
     import subprocess
 
