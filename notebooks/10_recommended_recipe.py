@@ -51,6 +51,7 @@ PROFILE = os.environ.get("PNEUMOLIB_PROFILE")  # smoke | fixture | cpu | gpu; No
 SEEDS = [int(s) for s in os.environ.get("PNEUMOLIB_SEEDS", os.environ.get("PNEUMOLIB_SEED", "0")).split(",")]
 BUDGET = os.environ.get("PNEUMOLIB_BUDGET", "")  # one smaller budget for every seed (epochs, max_train_images), printed below; empty -> the profile's
 HOLDOUTS = os.environ.get("PNEUMOLIB_HOLDOUTS", "folders,early_ids")  # the ablation's protocols: folders[,early_ids], or none
+SKIP_STEPS = os.environ.get("PNEUMOLIB_SKIP_STEPS", "")  # side branches the ablation leaves out, e.g. abl_per_image
 MATCHED = os.environ.get("PNEUMOLIB_MATCHED", "1") == "1"  # train the log's baseline with the recipe's budget
 DEVICE = os.environ.get("PNEUMOLIB_DEVICE", "auto")  # auto | cpu | cuda
 RUNS = os.environ.get("PNEUMOLIB_RUNS", "../runs")  # run folders: RUNS/NN_name/seed{S}
@@ -101,10 +102,10 @@ plots.show_shifts(image, normalize=cfg.normalize);
 # %% [markdown]
 # ## Ablation: one lever at a time, scored three ways
 #
-# Each step adds one change to the one above (`abl_per_image` is a side branch: the other intensity normalisation, in place of equalisation). All steps use the same budget (the profile's epochs and images per epoch, or the render's one budget printed in the provenance cell) and every seed of the series; the table shows the seeds' means (`seeds` column). The last step is the recommended recipe at the ablation budget. Under the cpu and gpu profiles without a render budget the final model below trains longer; otherwise the two budgets are the same and the final model is the last step's runs, re-evaluated (each step's training line prints its budget, and the anchor-pair section prints the final model's). Finished runs are reused from their run folders.
+# Each step adds one change to the one above (`abl_per_image` is a side branch: the other intensity normalisation, in place of equalisation; a render may leave it out with `SKIP_STEPS`, and then says so). All steps use the same budget (the profile's epochs and images per epoch, or the render's one budget printed in the provenance cell) and every seed of the series; the table shows the seeds' means (`seeds` column). The last step is the recommended recipe at the ablation budget. Under the cpu and gpu profiles without a render budget the final model below trains longer; otherwise the two budgets are the same and the final model is the last step's runs, re-evaluated (each step's training line prints its budget, and the anchor-pair section prints the final model's). Finished runs are reused from their run folders.
 
 # %%
-rows = series.ablation(S, holdouts=HOLDOUTS)
+rows = series.ablation(S, holdouts=HOLDOUTS, skip=SKIP_STEPS)
 nb.ablation_table(rows)
 
 # %% [markdown]

@@ -305,14 +305,27 @@ def holdout_list(holdouts: str | Iterable[str]) -> tuple[str, ...]:
     return tuple(items)
 
 
-def ablation(series: Series, holdouts: str | Iterable[str] = ("folders", "early_ids")) -> list[dict[str, Any]]:
-    """Notebook 10's ablation rows (protocol.score_steps) under the chosen protocols; [] when HOLDOUTS skips it."""
-    from .protocol import score_steps
+def ablation(series: Series, holdouts: str | Iterable[str] = ("folders", "early_ids"),
+             skip: str | Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Notebook 10's ablation rows (protocol.score_steps) under the chosen protocols; [] when HOLDOUTS skips it.
+    `skip` leaves side branches out ('abl_per_image'; SKIP_STEPS in the notebook), said in one line; a step on the
+    path to the recipe cannot be skipped (every later step builds on it)."""
+    from .protocol import ablation_configs, score_steps
 
     chosen = holdout_list(holdouts)
+    if not chosen:
+        return []
+    skip = {x for x in (skip.replace(" ", "").split(",") if isinstance(skip, str) else skip) if x}
+    side = {"abl_per_image"}
+    if skip - side:
+        raise ValueError(f"SKIP_STEPS {', '.join(sorted(skip - side))}: only side branches can be left out "
+                         f"({', '.join(sorted(side))})")
+    if skip:
+        print(f"left out of this render: {', '.join(sorted(skip))} (a side branch; "
+              f"'python -m pneumolib ablate --steps {' '.join(sorted(skip))}' trains it)")
     return score_steps(series.data, series.runs, profile=series.profile, device=series.device,
-                       holdouts=chosen, overrides=series.budget_for(0) or None,
-                       seeds=tuple(series.seeds)) if chosen else []
+                       configs=[c for c in ablation_configs() if c.name not in skip],
+                       holdouts=chosen, overrides=series.budget_for(0) or None, seeds=tuple(series.seeds))
 
 
 def matched_baseline(series: Series, train: bool = True) -> dict[str, Any] | None:

@@ -399,6 +399,20 @@ def test_a_twin_entry_shows_the_twins_grad_cam_results_without_recomputing_them(
         series.run_seeds(get_config("05"), s, cam_per_class=3)
 
 
+def test_notebook_10_can_leave_out_a_side_branch_of_the_ablation_only(capsys, monkeypatch):
+    from pneumolib import protocol, series as nb
+
+    seen = {}
+    monkeypatch.setattr(protocol, "score_steps",
+                        lambda *a, configs=None, **k: seen.setdefault("names", [c.name for c in configs]))
+    s = nb.Series(None, "smoke", "cpu", [0], Path("."))
+    nb.ablation(s, holdouts="folders", skip="abl_per_image")
+    assert "abl_per_image" not in seen["names"] and "abl_equalize" in seen["names"] and len(seen["names"]) == 9
+    assert "left out of this render: abl_per_image" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="only side branches"):
+        nb.ablation(s, holdouts="folders", skip="abl_equalize")
+
+
 def test_notebook_10_can_leave_out_the_ablation_protocols_and_says_so(capsys):
     from pneumolib import protocol, series as nb
 
