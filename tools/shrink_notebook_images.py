@@ -1,5 +1,5 @@
 """Shrink the figures inside executed notebooks: PNGs quantised to 256-colour palettes (same look, about 3x
-smaller); the large ones (film galleries, Grad-CAM grids: photographs, not line art) stored as JPEG at quality 80
+smaller); the large ones (film galleries, Grad-CAM grids: photographs, not line art) stored as JPEG at quality 75
 when that is smaller still, so every notebook stays under 1 MB (tests/test_notebooks.py).
 
 usage: python tools/shrink_notebook_images.py notebooks/*.ipynb
@@ -11,7 +11,7 @@ import sys
 import nbformat
 from PIL import Image
 
-LARGE = 150_000  # base64 characters: above this a figure is a gallery of films, and JPEG is the format for it
+LARGE = 60_000  # base64 characters: above this a figure is mostly films (galleries, Grad-CAM grids), and JPEG suits it
 
 
 def quantised(im: Image.Image) -> bytes:
@@ -22,7 +22,7 @@ def quantised(im: Image.Image) -> bytes:
 
 def jpeg(im: Image.Image) -> bytes:
     out = io.BytesIO()
-    im.save(out, "JPEG", quality=80, optimize=True)
+    im.save(out, "JPEG", quality=75, optimize=True)
     return out.getvalue()
 
 
