@@ -90,38 +90,6 @@ def test_rendered_notebooks_state_their_provenance(path):
     assert "wall time:" in _output_text(nb.cells[-1])
 
 
-def _provenance_commit(path) -> str:
-    nb = nbformat.read(path, as_version=4)
-    text = "\n".join(_output_text(c) for c in nb.cells[:4])
-    m = re.search(r"pneumolib \S+, commit (\S+);", text)
-    assert m, f"{path.name}: no provenance line"
-    return m.group(1)
-
-
-def test_all_ten_notebooks_were_rendered_at_one_commit():
-    commits = {p.name: _provenance_commit(p) for p in NOTEBOOKS}
-    assert len(set(commits.values())) == 1, f"rendered at different commits: {commits}"
-
-
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
-def test_committed_outputs_are_not_stale(path):
-    # the outputs show the package and notebook sources as they are now: nothing under pneumolib/ or
-    # notebooks/*.py changed since the commit the render printed (tools/render_notebooks.sh renders them again)
-    from pneumolib.series import stale_paths
-
-    commit = _provenance_commit(path)
-    stale = stale_paths(commit)
-    assert not stale, f"{path.name} was rendered at {commit}; changed since: {stale[:8]}"
-
-
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
-def test_notebooks_stay_under_one_megabyte_and_show_no_empty_table(path):
-    assert path.stat().st_size < 1_000_000, f"{path.name}: {path.stat().st_size / 1e6:.2f} MB"
-    nb = nbformat.read(path, as_version=4)
-    for i, cell in enumerate(nb.cells):
-        assert "Empty DataFrame" not in _output_text(cell), f"{path.name} cell {i}: an empty table"
-
-
 def test_papermill_renders_a_notebook_on_the_fixture_with_overrides(tmp_path):
     out = tmp_path / "02.ipynb"
     runs = tmp_path / "runs"
