@@ -209,8 +209,8 @@ def adopt_twin(series: Series, config: ExperimentConfig, seed: int, run_dir: Pat
 
 def run_seeds(config: ExperimentConfig, series: Series, **kwargs) -> list[RunResult]:
     """Train (or reuse) one run per seed, in RUNS/NN_name/seed{S}; the seed is the config's `seed` field. Entries
-    that ask for ImageNet weights train from random init when they are missing, and say so. Seeds after the first
-    train with the series' budget. A seed whose folder is empty starts from another entry's checkpoint when
+    that ask for ImageNet weights train from random init when they are missing, and say so. Every seed trains with
+    the series' one budget. A seed whose folder is empty starts from another entry's checkpoint when
     that entry trained exactly the same config on the same data (it is then re-evaluated, not retrained)."""
     kwargs.setdefault("on_missing_weights", "random_init")
     kwargs.setdefault("resume", True)  # an interrupted render continues its runs from their last finished epoch
