@@ -77,7 +77,7 @@ plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
 # %% [markdown]
 # ## Training, one run per seed
 #
-# Each seed is its own run (weight initialisation, sampling and augmentation draws) in `RUNS/NN_name/seed{S}`; a finished run with the same training config is reused. Best epoch = lowest validation loss; the decision threshold comes from the config's rule and travels in the checkpoint. The table: each seed's test metrics with 95% intervals (bootstrap over patients), its training budget, then the mean and range over the seeds. When the provenance line gives the seeds after the first a smaller budget, those seeds are trained less: their results can differ from the first seed's in direction, not only in spread, so read the first seed's row as the profile's result and the others as a check on it; the mean and range then mix two budgets, and so do the verdicts below.
+# Each seed is its own run (weight initialisation, sampling and augmentation draws) in `RUNS/NN_name/seed{S}`; a finished run with the same training config is reused. Best epoch = lowest validation loss; the decision threshold comes from the config's rule and travels in the checkpoint. The table: each seed's test metrics with 95% intervals (bootstrap over patients), its training budget, then the mean and range over the seeds. Every seed trains with the one budget the provenance line states, so the mean and range compare like with like. A seed that kept its first epoch did not learn within that budget: the table says so in its 'kept epoch' column, the verdicts below flag it, and the 'last epoch' column gives every seed's last-epoch test accuracy and NORMAL recall beside the kept epoch's.
 
 # %%
 results = series.run_seeds(cfg, S)

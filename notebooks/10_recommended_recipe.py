@@ -119,7 +119,7 @@ nb.protocols(rows);
 # %% [markdown]
 # ### The anchor pair at the final budget
 #
-# On real data, strong augmentation needed more training than the ablation's budget gives it (README, 'Recommended recipe'). Here the log's baseline trains exactly as long as the final model below (same image size, epochs and images per epoch), so the two can be compared on equal terms, on the random split and under the stress test. Where the profile gives the final model the ablation's own budget, as the fixture profile does, this row repeats the ablation table's baseline.
+# On real data, strong augmentation needed more training than the ablation's budget gives it (README, 'Recommended recipe'). Here the log's baseline trains exactly as long as the final model below (same image size, epochs and images per epoch), so the two can be compared on equal terms, on the random split and under the stress test. Where the final model has the ablation's own budget (the fixture profile, or a render whose one `BUDGET` the provenance cell prints), this row repeats the ablation table's baseline: the same runs, re-evaluated.
 
 # %%
 matched = series.matched_baseline(S, train=MATCHED)
@@ -128,7 +128,7 @@ nb.ablation_table([matched] if matched else [])
 # %% [markdown]
 # ## The final model, one run per seed
 #
-# The recommended recipe with its own profile (under the cpu profile: every training image each epoch, more epochs than the ablation; under the fixture profile: the ablation's budget). Best epoch = lowest validation loss; the threshold is fixed on the validation split and stored in the checkpoint, by the rule `youden_shifted`: Youden's rule on the validation films pooled with their copies under the six *seen* shifts, so it separates the classes under scanner-like changes too (the unseen shifts stay out of it, as the stress test's check).
+# The recommended recipe with its own profile (under the cpu profile: every training image each epoch, more epochs than the ablation; under the fixture profile, or with a render's one `BUDGET`, the ablation's budget, and then its runs are the ablation's last step, re-evaluated). Best epoch = lowest validation loss; the threshold is fixed on the validation split and stored in the checkpoint, by the rule `youden_shifted`: Youden's rule on the validation films pooled with their copies under the six *seen* shifts, so it separates the classes under scanner-like changes too (the unseen shifts stay out of it, as the stress test's check).
 
 # %%
 results = series.run_seeds(cfg, S)

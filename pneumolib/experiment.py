@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterable
 
 
 from .cam import Explanation, explain_predictor
@@ -18,7 +19,7 @@ from .lungs import annotated_mask
 from .io import save_json
 from .models import WeightsUnavailable, resolve_weights
 from .runs import RunDir, checkpoint_key
-from .runtime import get_device, git_commit
+from .runtime import get_device
 from .train import FitResult, fit
 from .verdicts import NotMeasured, summary_lift
 
@@ -103,6 +104,39 @@ def training_differences(run_dir: str | Path, config: ExperimentConfig, holdout:
     return out
 
 
+def data_fingerprint(data_dir: str | Path | None, config: ExperimentConfig, holdout: str = "folders") -> str:
+    """The train/val fingerprint a run of CONFIG on DATA_DIR records in its checkpoint (training_differences reads it)."""
+    root, _ = resolve_data_dir(data_dir)
+    return fingerprint(prepare(root, seed=config.seed, holdout=holdout, image_size=config.view))
+
+
+def adopt_twin(run_dir: str | Path, candidates: Iterable[str | Path], config: ExperimentConfig, holdout: str,
+               data_fp: Callable[[], str]) -> Path | None:
+    """Start an empty run folder from the first finished candidate that trained exactly CONFIG (training_differences
+    finds nothing): its checkpoint and the results kept per checkpoint (stress test, Grad-CAM, each re-checked
+    against the checkpoint when read) are copied, so the run is re-evaluated, not retrained. The one rule for a
+    training that exists already: twin notebook entries and decision-rule-only ablation steps both use it.
+    DATA_FP is called once, only if a candidate is finished. Returns the folder copied from, else None."""
+    run_dir = Path(run_dir)
+    if RunDir(run_dir).checkpoint.is_file():
+        return None
+    fp = None
+    for twin in map(Path, candidates):
+        if twin.resolve() == run_dir.resolve() or not RunDir(twin).is_finished():
+            continue
+        fp = fp or data_fp()
+        if training_differences(twin, config, holdout, fp):
+            continue
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for path in (RunDir(twin).checkpoint, RunDir(twin).stress, RunDir(twin).explanation):
+            if path.is_file():
+                shutil.copy2(path, run_dir / path.name)
+        logger.info("%s trains exactly what %s trained (config, holdout and data): its checkpoint is re-evaluated "
+                    "here, not retrained", run_dir, twin)
+        return twin
+    return None
+
+
 def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None, out_dir: str | Path | None = None,
                    *, profile: str | None = None, overrides: dict[str, Any] | None = None, device: str = "auto",
                    on_missing_weights: str = "fail", reuse: bool = True, cam_per_class: int = 4,
@@ -181,7 +215,7 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
                                "skipped_files": [str(e) for e in data.bad_files]}
     if fitted:
         metrics.update(best_epoch=fitted.best_epoch, history=fitted.history, train_seconds=fitted.seconds,
-                       train_images_per_s=fitted.train_images_per_s, trained_commit=git_commit())
+                       train_images_per_s=fitted.train_images_per_s, trained_commit=fitted.commit)
     else:  # reused: the training record travels in the checkpoint
         x = predictor.extra
         metrics.update(best_epoch=x.get("best_epoch"), history=x.get("history", []), train_seconds=x.get("seconds"),

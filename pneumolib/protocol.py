@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from .config import ABLATIONS, BASELINE, ExperimentConfig
-from .runs import RunDir, ablation_dir, matched_baseline_dir
+from .runs import ablation_dir, matched_baseline_dir
 from .stress import external_accuracy, stress_run
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def score_steps(data_dir, runs: str | Path, *, profile: str | None = None, devic
             for holdout in holdouts:
                 d = ablation_dir(runs, c, holdout)
                 earlier = trained.setdefault((seed, holdout), [])
-                same_training(d, earlier, c, profile, overrides)
+                same_training(d, earlier, c, data_dir, profile, overrides, holdout)
                 # the registered experiments' folder runs keep their Grad-CAM lung focus: the baseline's run folder
                 # is notebook 01's too, and its metrics.json must not lose what notebook 01 wrote; the other steps
                 # are scored by their numbers, not their maps
@@ -68,31 +68,15 @@ def score_steps(data_dir, runs: str | Path, *, profile: str | None = None, devic
     return rows
 
 
-def same_training(run_dir: Path, earlier: list[Path], config: ExperimentConfig, profile: str,
-                  overrides: dict[str, Any] | None) -> Path | None:
-    """Start an empty step folder from an earlier step's checkpoint when the two train exactly the same weights
-    (a step that changes only the decision rule, such as abl_youden_shifted): it is re-evaluated under its own
-    rule, not retrained. Returns the folder it came from."""
-    import shutil
+def same_training(run_dir: Path, earlier: list[Path], config: ExperimentConfig, data_dir, profile: str,
+                  overrides: dict[str, Any] | None, holdout: str) -> Path | None:
+    """Start an empty step folder from an earlier step's run when the two train exactly the same weights (a step
+    that changes only the decision rule, such as abl_youden_shifted): experiment.adopt_twin, the rule twin notebook
+    entries use too; the step is then re-evaluated under its own rule, not retrained. Returns the folder it came from."""
+    from .experiment import adopt_twin, data_fingerprint, resolve_config
 
-    from .checkpoint import CheckpointError, read_checkpoint
-    from .experiment import resolve_config
-
-    if RunDir(run_dir).checkpoint.is_file():
-        return None
     want, _ = resolve_config(config, profile, overrides, "random_init")
-    for prev in earlier:
-        try:
-            old = ExperimentConfig.from_dict(read_checkpoint(RunDir(prev).checkpoint)["config"])
-        except (CheckpointError, KeyError, ValueError, TypeError):
-            continue
-        if old.training_key() == want.training_key():
-            Path(run_dir).mkdir(parents=True, exist_ok=True)
-            shutil.copy2(RunDir(prev).checkpoint, RunDir(run_dir).checkpoint)
-            logger.info("%s trains what %s trained: its checkpoint is re-evaluated, not retrained", config.name,
-                        prev.parent.name)
-            return prev
-    return None
+    return adopt_twin(run_dir, earlier, want, holdout, lambda: data_fingerprint(data_dir, want, holdout))
 
 
 def pool_seeds(name: str, title: str, by_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -12,8 +11,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .config import REGISTRY, ExperimentConfig, get_config
-from .data import prepare, resolve_data_dir
-from .experiment import RunResult, default_profile, resolve_config, run_experiment, training_differences
+from .data import resolve_data_dir
+from .experiment import RunResult, adopt_twin as adopt_twin_run, data_fingerprint, default_profile, resolve_config
+from .experiment import run_experiment, training_differences
 from .runs import RunDir, load_metrics, seed_dir, seed_dirs
 from .runtime import git_commit
 
@@ -116,14 +116,10 @@ class Series:
     device: str
     seeds: list[int]
     runs: Path
-    budget: dict[str, int] = field(default_factory=dict)  # overrides of the profile, the same for every seed
+    budget: dict[str, int] = field(default_factory=dict)  # overrides of the profile, the same for every seed (seeds
+    # trained at different budgets are never pooled, so a series never makes them)
     started: float = field(default_factory=time.perf_counter)
     roots: dict[str, str] = field(default_factory=dict)  # absolute prefix -> what outputs print instead
-
-    def budget_for(self, seed: int) -> dict[str, int]:
-        """The overrides a seed trains with: the series' budget, the same for every seed (seeds trained at different
-        budgets are never pooled, so a series never makes them)."""
-        return dict(self.budget)
 
     def tidy(self, text: str) -> str:
         return tidy(text, self.roots)
@@ -162,49 +158,19 @@ def start(data_dir: str | None, profile: str | None, device: str = "auto", seeds
 def wanted_config(series: Series, config: ExperimentConfig, seed: int, overrides: dict[str, Any] | None = None
             ) -> ExperimentConfig:
     """The config a seed's run trains (profile, the series' budget, missing ImageNet weights as random init)."""
-    c, _ = resolve_config(replace(config, seed=seed), series.profile, {**series.budget_for(seed), **(overrides or {})},
+    c, _ = resolve_config(replace(config, seed=seed), series.profile, {**series.budget, **(overrides or {})},
                           on_missing_weights="random_init")
     return c
 
 
-def _fingerprint(series: Series, config: ExperimentConfig, holdout: str = "folders") -> str:
-    from .data import fingerprint
-
-    root, _ = resolve_data_dir(series.data)
-    return fingerprint(prepare(root, seed=config.seed, holdout=holdout, image_size=config.view))
-
-
-def reusable_run(series: Series, config: ExperimentConfig, seed: int, overrides: dict[str, Any] | None = None
-                 ) -> Path | None:
-    """Another entry's finished run folder for this seed that trained exactly this config on the same data
-    (experiment.training_differences finds nothing), e.g. notebook 05's from-scratch run is notebook 04's when no
-    ImageNet weights exist."""
-    want = wanted_config(series, config, seed, overrides)
-    fp = None
-    for d in seed_dirs(series.runs, seed):
-        if RunDir(d).is_finished():
-            fp = fp or _fingerprint(series, want)
-            if not training_differences(d, want, "folders", fp):
-                return d
-    return None
-
-
 def adopt_twin(series: Series, config: ExperimentConfig, seed: int, run_dir: Path,
                overrides: dict[str, Any] | None = None) -> Path | None:
-    """Start an empty run folder from the checkpoint of another run that trained exactly this (reusable_run), with
-    the results kept per checkpoint (stress test, Grad-CAM), so they are shown, not computed again; says so."""
-    if RunDir(run_dir).checkpoint.is_file():
-        return None
-    twin = reusable_run(series, config, seed, overrides)
-    if twin is None or twin.resolve() == Path(run_dir).resolve():
-        return None
-    Path(run_dir).mkdir(parents=True, exist_ok=True)
-    for path in (RunDir(twin).checkpoint, RunDir(twin).stress, RunDir(twin).explanation):
-        if path.is_file():
-            shutil.copy2(path, Path(run_dir) / path.name)
-    print(f"seed {seed}: same training config and data as {series.tidy(str(twin.relative_to(series.runs)))}: its "
-          "checkpoint is re-evaluated here, not retrained")
-    return twin
+    """Start an empty run folder from another run folder of this seed that trained exactly this config on the same
+    data (experiment.adopt_twin), e.g. notebook 05's from-scratch run is notebook 04's when no ImageNet weights exist;
+    its stress test and Grad-CAM results come along, so they are shown, not computed again. The log says so."""
+    want = wanted_config(series, config, seed, overrides)
+    return adopt_twin_run(run_dir, seed_dirs(series.runs, seed), want, "folders",
+                          lambda: data_fingerprint(series.data, want))
 
 
 def run_seeds(config: ExperimentConfig, series: Series, **kwargs) -> list[RunResult]:
@@ -218,7 +184,7 @@ def run_seeds(config: ExperimentConfig, series: Series, **kwargs) -> list[RunRes
     out = []
     for i, seed in enumerate(series.seeds):
         cfg = replace(config, seed=seed)
-        overrides = {**series.budget_for(seed), **explicit}
+        overrides = {**series.budget, **explicit}
         d = seed_dir(series.runs, config, seed)
         adopt_twin(series, cfg, seed, d, explicit)
         # the pre-scan's table is the same for every seed: logged once
@@ -263,12 +229,12 @@ def experiments_by_seed(series: Series) -> dict[str, list[dict]]:
             if RunDir(d).is_finished():
                 key = (seed, want.image_size)
                 if key not in fps:  # (setdefault would pre-scan the folder again for every entry)
-                    fps[key] = _fingerprint(series, want)
+                    fps[key] = data_fingerprint(series.data, want)
                 if not training_differences(d, want, "folders", fps[key]):
                     m = load_metrics(d)
             if m is None:
                 m = run_experiment(replace(cfg, seed=seed), series.data, d, profile=series.profile,
-                                   device=series.device, overrides=series.budget_for(seed) or None,
+                                   device=series.device, overrides=series.budget or None,
                                    on_missing_weights="random_init").metrics
             out[cfg.entry].append(m)
     return out
@@ -325,7 +291,7 @@ def ablation(series: Series, holdouts: str | Iterable[str] = ("folders", "early_
               f"'python -m pneumolib ablate --steps {' '.join(sorted(skip))}' trains it)")
     return score_steps(series.data, series.runs, profile=series.profile, device=series.device,
                        configs=[c for c in ablation_configs() if c.name not in skip],
-                       holdouts=chosen, overrides=series.budget_for(0) or None, seeds=tuple(series.seeds))
+                       holdouts=chosen, overrides=series.budget or None, seeds=tuple(series.seeds))
 
 
 def matched_baseline(series: Series, train: bool = True) -> dict[str, Any] | None:
@@ -337,7 +303,7 @@ def matched_baseline(series: Series, train: bool = True) -> dict[str, Any] | Non
     from .protocol import budget_of, matched_baseline as train_matched, pool_seeds
     from .runs import matched_baseline_dir
 
-    b = {**budget_of(RECOMMENDED, series.profile), **series.budget_for(0)}
+    b = {**budget_of(RECOMMENDED, series.profile), **series.budget}
     if not train:
         print(f"not trained in this render (MATCHED=False): the log's baseline at the recipe's budget "
               f"({b['epochs']} epochs of {b['max_train_images'] or 'all'} images at {b['image_size']} px) is one more "
@@ -349,7 +315,7 @@ def matched_baseline(series: Series, train: bool = True) -> dict[str, Any] | Non
     for seed in series.seeds:
         adopt_twin(series, replace(BASELINE, seed=seed), seed, matched_baseline_dir(series.runs, seed), b)
         by_seed[seed] = train_matched(series.data, series.runs, profile=series.profile, device=series.device,
-                                      overrides=series.budget_for(seed) or None, seed=seed)
+                                      overrides=series.budget or None, seed=seed)
     row = pool_seeds("baseline (recommended budget)", "the log's baseline, trained as long as the recipe", by_seed)
     row["metrics_by_seed"] = [one["metrics"] for one in by_seed.values()]
     return row

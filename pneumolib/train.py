@@ -158,6 +158,7 @@ class FitResult:
     checkpoint: Path | None = None
     notes: list[str] = field(default_factory=list)
     ood: dict[str, Any] | None = None  # the out-of-distribution reference the checkpoint carries (ood.py)
+    commit: str = "unknown"  # the code that trained it (runtime.git_commit), asked once per run
 
 
 def seed_worker(worker_id: int, base: int) -> None:
@@ -349,12 +350,13 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
     ood = reference_for(model, data["train"], data["val"], pre, seed=config.seed, cache=cache, device=dev)
     seconds = time.perf_counter() - t0
     result = FitResult(model, config, history, best_epoch, threshold, val, seconds,
-                       n_seen / train_time if train_time else float("nan"), notes=list(data.notes), ood=ood)
+                       n_seen / train_time if train_time else float("nan"), notes=list(data.notes), ood=ood,
+                       commit=git_commit())
     if run is not None:
         info = {"history": history, "best_epoch": best_epoch, "seconds": seconds, "device": str(dev),
                 "train_images_per_s": result.train_images_per_s, "class_counts": dict(zip(CLASSES, counts)),
                 "data_fingerprint": data_fp, "ood": ood, "world_size": world.size,
-                "commit": git_commit(), **(extra or {})}  # the code that trained it, printed whenever it is reused
+                "commit": result.commit, **(extra or {})}  # the code that trained it, printed whenever it is reused
         result.checkpoint = save_checkpoint(run.checkpoint, model, config, threshold, info)
         run.state.unlink(missing_ok=True)  # finished: checkpoint.pt supersedes it
     logger.info("best epoch %d (val loss %.4f); threshold %.3f (%s); %.0fs on %s%s, %.0f train img/s",

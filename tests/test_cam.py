@@ -165,13 +165,15 @@ def test_auto_layer_is_the_deepest_with_at_least_8x8_cells(trained_run, size, la
 
 
 def test_pneumonia_map_puts_more_energy_on_the_lesions_than_a_random_map(trained_run):
+    # judged against the spread of 200 seeded draws of random maps on the same films, not a fixed ratio: the
+    # fixture's weights (and so the margin) change with the machine's thread count; chance does not
     e = trained_run.explanation
     pneu = [i for i, s in enumerate(e.samples) if s.label == 1]
     lesions = [np.asarray(Image.open(mask_for(e.samples[i].path, kind="lesions")).convert("L")) > 127 for i in pneu]
     model_share = np.mean([lung_focus(e.cams[i], m) for i, m in zip(pneu, lesions)])
-    rand = random_maps(len(pneu), e.map_size, e.input_size, seed=0)
-    random_share = np.mean([lung_focus(c, m) for c, m in zip(rand, lesions)])
-    assert model_share > 1.4 * random_share  # measured 0.15 vs 0.07 (lesions cover 0.066 of the image)
+    rand = random_maps(200 * len(pneu), e.map_size, e.input_size, seed=0).reshape(200, len(pneu), *e.cams.shape[1:])
+    random_shares = [np.mean([lung_focus(c, m) for c, m in zip(draw, lesions)]) for draw in rand]
+    assert model_share > np.max(random_shares)
 
 
 def test_explain_without_maps_keeps_only_scores(trained_run):

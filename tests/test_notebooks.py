@@ -303,9 +303,9 @@ def test_the_budget_applies_to_every_seed_alike(capsys, quiet_log):
 
     s = series.start(None, "fixture", "cpu", "3,4,5", "epochs=2")
     assert "every seed trains with the 'fixture' profile's budget changed to epochs=2" in capsys.readouterr().out
-    assert s.budget_for(3) == s.budget_for(5) == {"epochs": 2}
+    assert s.budget == {"epochs": 2}
     s = series.start(None, "fixture", "cpu", "3,4,5")  # no budget: every seed gets the profile's
-    assert s.budget_for(5) == {}
+    assert s.budget == {}
 
 
 def test_two_series_keep_their_own_settings_no_module_state(quiet_log):
@@ -313,7 +313,7 @@ def test_two_series_keep_their_own_settings_no_module_state(quiet_log):
 
     a = series.start(None, "fixture", "cpu", "0,1", "epochs=2")
     b = series.start(None, "smoke", "cpu", "0,1")
-    assert a.budget_for(0) == {"epochs": 2} and b.budget_for(0) == {}  # b did not overwrite a's budget
+    assert a.budget == {"epochs": 2} and b.budget == {}  # b did not overwrite a's budget
 
 
 def test_an_entry_that_trains_an_identical_config_finds_its_twin_run(tmp_path, quiet_log):
@@ -334,14 +334,21 @@ def test_an_entry_that_trains_an_identical_config_finds_its_twin_run(tmp_path, q
                     {"holdout": "folders", "data_fingerprint": fp})
     (twin / "metrics.json").write_text("{}")
     # entry 05 asks for ImageNet weights; without them it trains exactly entry 04's config, on the same data
-    assert series.reusable_run(s, get_config("05"), 0) == twin
-    assert series.reusable_run(series.start(None, "smoke", "cpu", [0], runs=tmp_path), get_config("05"), 0) is None
-    assert series.reusable_run(s, get_config("05"), 1) is None  # another seed
-    assert series.reusable_run(s, get_config("05"), 0, {"epochs": 1}) is None  # another budget
-    assert series.reusable_run(s, replace(get_config("05"), lr=0.5), 0) is None
+    d05 = tmp_path / "05_pretrained" / "seed0"
+    smoke = series.start(None, "smoke", "cpu", [0], runs=tmp_path)
+    assert series.adopt_twin(smoke, get_config("05"), 0, d05) is None  # another profile
+    assert series.adopt_twin(s, get_config("05"), 1, tmp_path / "05_pretrained" / "seed1") is None  # another seed
+    assert series.adopt_twin(s, get_config("05"), 0, d05, {"epochs": 1}) is None  # another budget
+    assert series.adopt_twin(s, replace(get_config("05"), lr=0.5), 0, d05) is None
+    assert not d05.exists()  # nothing copied
     save_checkpoint(twin / "checkpoint.pt", build_model(in_channels=3), cfg, 0.5,
                     {"holdout": "folders", "data_fingerprint": "another-folder"})
-    assert series.reusable_run(s, get_config("05"), 0) is None  # same config, other data: no twin
+    assert series.adopt_twin(s, get_config("05"), 0, d05) is None  # same config, other data: no twin
+    save_checkpoint(twin / "checkpoint.pt", build_model(in_channels=3), cfg, 0.5,
+                    {"holdout": "folders", "data_fingerprint": fp})
+    assert series.adopt_twin(s, get_config("05"), 0, d05) == twin
+    assert (d05 / "checkpoint.pt").read_bytes() == (twin / "checkpoint.pt").read_bytes()
+    assert series.adopt_twin(s, get_config("05"), 0, d05) is None  # a folder with a checkpoint is left alone
 
 
 def test_a_twin_entry_shows_the_twins_grad_cam_results_without_recomputing_them(tmp_path, monkeypatch, quiet_log):
