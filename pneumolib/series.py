@@ -57,6 +57,27 @@ def parse_budget(text: str | dict | None) -> dict[str, int]:
 RENDERED_FROM = ("pneumolib", "notebooks/*.py")  # what a render's outputs depend on: the package, the sources
 
 
+def sources_digest(rev: str = "HEAD", repo: str | Path | None = None, paths=RENDERED_FROM) -> str:
+    """A short hash of what a render's outputs depend on (the blobs under `paths`) at `rev`, from git's tree: a
+    render prints it, and the staleness test compares it with HEAD's without needing the render commit's history
+    (a shallow clone has only HEAD). 'unknown' outside a git checkout."""
+    import fnmatch
+    import hashlib
+
+    repo = Path(repo) if repo else Path(__file__).resolve().parents[1]
+    try:
+        r = subprocess.run(["git", "ls-tree", "-r", "--full-tree", rev], cwd=repo, capture_output=True, text=True,
+                           timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if r.returncode:
+        return "unknown"
+    lines = [ln for ln in r.stdout.splitlines()
+             if any(fnmatch.fnmatch(ln.split("\t", 1)[-1], p) or ln.split("\t", 1)[-1].startswith(p + "/")
+                    for p in paths)]
+    return hashlib.sha1("\n".join(sorted(lines)).encode()).hexdigest()[:12]
+
+
 def stale_paths(commit: str, repo: str | Path | None = None, paths=RENDERED_FROM) -> list[str]:
     """Files a render made at `commit` (as its provenance line prints it) would show differently today: the
     package and notebook sources that differ between that commit and HEAD. A '+dirty' or unknown commit renders
@@ -147,7 +168,7 @@ def start(data_dir: str | None, profile: str | None, device: str = "auto", seeds
         print(f"Data: the folder '{root.name}', profile '{profile}'.")
     n = len(s.seeds)
     print(f"pneumolib {__version__}, commit {git_commit()}; profile {profile}; device {get_device(device)}; "
-          f"{n} seed{'s' if n != 1 else ''}: {', '.join(map(str, s.seeds))}")
+          f"{n} seed{'s' if n != 1 else ''}: {', '.join(map(str, s.seeds))}; sources {sources_digest()}")
     if s.budget:
         print(f"every seed trains with the '{profile}' profile's budget changed to "
               f"{', '.join(f'{k}={v}' for k, v in s.budget.items())} (what this machine can afford): the results are "
