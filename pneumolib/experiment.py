@@ -113,10 +113,11 @@ def data_fingerprint(data_dir: str | Path | None, config: ExperimentConfig, hold
 def adopt_twin(run_dir: str | Path, candidates: Iterable[str | Path], config: ExperimentConfig, holdout: str,
                data_fp: Callable[[], str]) -> Path | None:
     """Start an empty run folder from the first finished candidate that trained exactly CONFIG (training_differences
-    finds nothing): its checkpoint and the results kept per checkpoint (stress test, Grad-CAM, each re-checked
-    against the checkpoint when read) are copied, so the run is re-evaluated, not retrained. The one rule for a
-    training that exists already: twin notebook entries and decision-rule-only ablation steps both use it.
-    DATA_FP is called once, only if a candidate is finished. Returns the folder copied from, else None."""
+    finds nothing): its checkpoint, its last epoch's weights and the results kept per checkpoint (stress test,
+    Grad-CAM, each re-checked against the checkpoint when read) are copied, so the run is re-evaluated, not
+    retrained. The one rule for a training that exists already: twin notebook entries and decision-rule-only
+    ablation steps both use it. DATA_FP is called once, only if a candidate is finished. Returns the folder copied
+    from, else None."""
     run_dir = Path(run_dir)
     if RunDir(run_dir).checkpoint.is_file():
         return None
@@ -128,7 +129,8 @@ def adopt_twin(run_dir: str | Path, candidates: Iterable[str | Path], config: Ex
         if training_differences(twin, config, holdout, fp):
             continue
         run_dir.mkdir(parents=True, exist_ok=True)
-        for path in (RunDir(twin).checkpoint, RunDir(twin).stress, RunDir(twin).explanation):
+        kept = RunDir(twin)
+        for path in (kept.checkpoint, kept.last_epoch, kept.stress, kept.explanation):
             if path.is_file():
                 shutil.copy2(path, run_dir / path.name)
         logger.info("%s trains exactly what %s trained (config, holdout and data): its checkpoint is re-evaluated "
