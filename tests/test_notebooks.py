@@ -90,6 +90,42 @@ def test_rendered_notebooks_state_their_provenance(path):
     assert "wall time:" in _output_text(nb.cells[-1])
 
 
+def _provenance_commit(path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    text = "\n".join(_output_text(c) for c in nb.cells[:4])
+    m = re.search(r"pneumolib \S+, commit (\S+);", text)
+    assert m, f"{path.name}: no provenance line"
+    return m.group(1)
+
+
+def test_all_ten_notebooks_were_rendered_at_one_commit():
+    commits = {p.name: _provenance_commit(p) for p in NOTEBOOKS}
+    assert len(set(commits.values())) == 1, f"rendered at different commits: {commits}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_committed_outputs_are_not_stale(path):
+    # the outputs show the package and notebook sources as they are now: the render's commit was clean, and the
+    # sources digest it printed (pneumolib/ and notebooks/*.py in git's tree at that commit) is HEAD's, so nothing
+    # there changed since (tools/render_notebooks.sh renders them again); needs no history, only HEAD
+    from pneumolib.series import sources_digest, stale_paths
+
+    commit = _provenance_commit(path)
+    assert not commit.endswith("+dirty") and commit != "unknown", f"{path.name}: rendered from {commit}"
+    m = re.search(r"; sources (\w+)\n", "\n".join(_output_text(c) for c in nbformat.read(path, as_version=4).cells[:4]))
+    assert m, f"{path.name}: no sources digest in its provenance line"
+    assert m.group(1) == sources_digest("HEAD"), \
+        f"{path.name} was rendered at {commit}; changed since: {stale_paths(commit)[:8]}"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_notebooks_stay_under_one_megabyte_and_show_no_empty_table(path):
+    assert path.stat().st_size < 1_000_000, f"{path.name}: {path.stat().st_size / 1e6:.2f} MB"
+    nb = nbformat.read(path, as_version=4)
+    for i, cell in enumerate(nb.cells):
+        assert "Empty DataFrame" not in _output_text(cell), f"{path.name} cell {i}: an empty table"
+
+
 def test_papermill_renders_a_notebook_on_the_fixture_with_overrides(tmp_path):
     out = tmp_path / "02.ipynb"
     runs = tmp_path / "runs"
@@ -198,7 +234,7 @@ def test_a_series_prints_its_run_folders_by_the_runs_parameter_not_their_path_re
 def test_a_render_is_stale_when_the_package_or_a_notebook_source_changed_since_its_commit(tmp_path):
     import subprocess
 
-    from pneumolib.series import git_commit, stale_paths
+    from pneumolib.series import git_commit, sources_digest, stale_paths
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t", "-c", "commit.gpgsign=false"]
     (tmp_path / "pneumolib").mkdir()
     (tmp_path / "notebooks").mkdir()
@@ -208,16 +244,22 @@ def test_a_render_is_stale_when_the_package_or_a_notebook_source_changed_since_i
     for cmd in (["init", "-q"], ["add", "."], ["commit", "-q", "-m", "a"]):
         subprocess.run(git + cmd, cwd=tmp_path, check=True)
     rendered = git_commit(tmp_path)
+    digest = sources_digest("HEAD", tmp_path)
     assert stale_paths(rendered, tmp_path) == []
     (tmp_path / "README.md").write_text("other\n")  # not what a render shows
     (tmp_path / "notebooks" / "01.ipynb").write_text("{}")  # the render's own output
     subprocess.run(git + ["commit", "-qam", "b"], cwd=tmp_path, check=True)
     subprocess.run(git + ["add", "."], cwd=tmp_path, check=True)
     subprocess.run(git + ["commit", "-qm", "c"], cwd=tmp_path, check=True)
-    assert stale_paths(rendered, tmp_path) == []
+    assert stale_paths(rendered, tmp_path) == [] and sources_digest("HEAD", tmp_path) == digest
     (tmp_path / "pneumolib" / "a.py").write_text("x = 2\n")
     subprocess.run(git + ["commit", "-qam", "d"], cwd=tmp_path, check=True)
     assert stale_paths(rendered, tmp_path) == ["pneumolib/a.py"]
+    assert sources_digest("HEAD", tmp_path) != digest == sources_digest(rendered, tmp_path)
+    (tmp_path / "notebooks" / "01.py").write_text("# %% changed\n")
+    subprocess.run(git + ["commit", "-qam", "e"], cwd=tmp_path, check=True)
+    assert sources_digest("HEAD", tmp_path) not in (digest, sources_digest("HEAD~1", tmp_path))
+    assert sources_digest("HEAD", tmp_path / "nowhere") == "unknown"
     assert stale_paths(rendered + "+dirty", tmp_path) and stale_paths("0000000", tmp_path)
 
 
@@ -346,8 +388,13 @@ def test_an_entry_that_trains_an_identical_config_finds_its_twin_run(tmp_path, q
     assert series.adopt_twin(s, get_config("05"), 0, d05) is None  # same config, other data: no twin
     save_checkpoint(twin / "checkpoint.pt", build_model(in_channels=3), cfg, 0.5,
                     {"holdout": "folders", "data_fingerprint": fp})
+    for name in ("last_epoch.pt", "stress.json", "explanation.pkl"):  # what is kept beside the checkpoint
+        (twin / name).write_bytes(name.encode())
     assert series.adopt_twin(s, get_config("05"), 0, d05) == twin
-    assert (d05 / "checkpoint.pt").read_bytes() == (twin / "checkpoint.pt").read_bytes()
+    for name in ("checkpoint.pt", "last_epoch.pt", "stress.json", "explanation.pkl"):
+        # regression: 05's seed table said 'not kept (trained before last_epoch.pt)' for a twin of 04's seed 0,
+        # whose last epoch was kept but not copied
+        assert (d05 / name).read_bytes() == (twin / name).read_bytes(), name
     assert series.adopt_twin(s, get_config("05"), 0, d05) is None  # a folder with a checkpoint is left alone
 
 
