@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import logging
 import math
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from torch import nn
 
 from .config import CLASSES
 from .data import DEFAULT_CACHE, Sample
+from .io import atomic_write
 from .infer import class_probabilities, predict_proba, view_logits
 from .lungs import LungBox, LungSegmenter, mask_in_view, read_mask
 from .models import cam_layer, members, stage_blocks
@@ -273,6 +276,63 @@ class Explanation:
     sanity: dict[str, Any] | None = None  # randomisation and faithfulness checks (sanity_checks)
     learned_lift: np.ndarray = field(default_factory=lambda: np.zeros(0))  # annotated films: the learned mask's lift
     boxes: list = field(default_factory=list)  # a lung-cropped model's crop box per film (None without a crop)
+
+    _ARRAYS = ("images", "cams", "probs", "masks", "focus", "lung_area", "heart_box", "classes", "learned_lift")
+
+    def save(self, path: str | Path, key: dict[str, Any] | None = None) -> Path:
+        """Write these results as plain data (an NPZ of arrays plus one JSON string; nothing pickled), atomically.
+
+        Args:
+            path: the file to write (RunDir.explanation).
+            key: what the results were computed from (checkpoint, data, settings); `load` returns it beside them.
+
+        Returns:
+            The path written.
+        """
+        meta = {"key": key, "samples": [[str(s.path), int(s.label), s.patient, s.split] for s in self.samples],
+                "threshold": float(self.threshold), "mask_methods": list(self.mask_methods), "method": self.method,
+                "target": self.target, "mask_problems": list(self.mask_problems), "layer": self.layer,
+                "map_size": [int(v) for v in self.map_size], "tta": bool(self.tta), "selection": self.selection,
+                "input_size": int(self.input_size), "sanity": self.sanity,
+                "boxes": [None if b is None else [b.y0, b.y1, b.x0, b.x1, b.problem] for b in self.boxes]}
+        arrays = {k: np.asarray(getattr(self, k)) for k in self._ARRAYS}
+
+        def write(tmp):
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, __meta__=np.array(json.dumps(meta)), **arrays)
+        return atomic_write(path, write)
+
+    @classmethod
+    def load(cls, path: str | Path) -> tuple["Explanation", dict[str, Any] | None]:
+        """Read what `save` wrote, as data only (allow_pickle=False: a file that carries objects is refused).
+
+        Args:
+            path: an explanation file written by `save`.
+
+        Returns:
+            (the explanation, the key it was saved with).
+
+        Raises:
+            ValueError: the file is not such a file (any parse or shape problem); callers recompute.
+        """
+        try:
+            with np.load(Path(path), allow_pickle=False) as z:
+                meta = json.loads(str(z["__meta__"]))
+                arrays = {k: z[k] for k in cls._ARRAYS}
+            samples = [Sample(Path(p), int(label), str(patient), str(split))
+                       for p, label, patient, split in meta["samples"]]
+            boxes = [None if b is None else LungBox(*map(float, b[:4]), str(b[4])) for b in meta["boxes"]]
+            expl = cls(samples=samples, threshold=float(meta["threshold"]), mask_methods=list(meta["mask_methods"]),
+                       method=str(meta["method"]), target=str(meta["target"]),
+                       mask_problems=list(meta["mask_problems"]), layer=str(meta["layer"]),
+                       map_size=tuple(int(v) for v in meta["map_size"]), tta=bool(meta["tta"]),
+                       selection=str(meta["selection"]), input_size=int(meta["input_size"]),
+                       sanity=meta["sanity"], boxes=boxes, **arrays)
+        except Exception as e:  # noqa: BLE001 - any malformed cache is recomputed, never trusted
+            raise ValueError(f"{path}: not a Grad-CAM results file ({type(e).__name__}: {e})") from None
+        if any(len(a) != len(samples) for a in (expl.probs, expl.focus, expl.lung_area, expl.heart_box)):
+            raise ValueError(f"{path}: not a Grad-CAM results file (arrays disagree with the film count)")
+        return expl, meta.get("key")
 
     @property
     def mask_ok(self) -> np.ndarray:
@@ -762,8 +822,12 @@ def save_overlays(expl: Explanation, out_dir: str | Path, max_side: int = MAX_OV
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = []
     boxes = expl.boxes if len(expl.boxes) == len(expl.samples) else [None] * len(expl.samples)
+    stems = [Path(s.path).stem for s in expl.samples]
     for s, c, box in zip(expl.samples, expl.cams, boxes):
-        p = out_dir / f"{Path(s.path).stem}_cam.png"
+        stem = Path(s.path).stem
+        if stems.count(stem) > 1:  # two films of the same name from different folders: one overlay each
+            stem += "-" + hashlib.sha1(str(Path(s.path).resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        p = out_dir / f"{stem}_cam.png"
         Image.fromarray(overlay_on_film(s.path, c, max_side, box)).save(p)
         paths.append(p)
     return paths

@@ -7,6 +7,7 @@ stress.json, evaluations/*.json, scores_test.csv); a number that is not there is
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -20,7 +21,7 @@ from typing import Any
 from . import __version__
 from .adapt import ADAPTED_LABEL
 from .config import CLASSES
-from .io import atomic_write, load_json, save_json
+from .io import RecordError, atomic_write, load_json, load_record, save_json
 from .runs import RunDir
 from .shortcuts import format_audit
 from .verdicts import SMALL_N
@@ -48,10 +49,12 @@ def cohort_name(data_dir: str | Path, split: str = "test", adapt: str | None = N
     split folder holding NORMAL/ and PNEUMONIA/), '_<split>' unless the split is test, '.adapt-<mode>' if adapted."""
     p = Path(data_dir).expanduser().resolve()
     if p.name in SPLIT_NAMES and all((p / c).is_dir() for c in CLASSES):
-        base, split = p.parent.name, p.name
+        base, split, where = p.parent.name, p.name, p.parent
     else:
-        base = p.name
-    name = _sanitise(base) + ("" if split == "test" else f"_{split}")
+        base, where = p.name, p
+    # the folder's name, then a digest of its full path: /a/real and /b/real are two cohorts, two records
+    digest = hashlib.sha1(str(where).encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    name = f"{_sanitise(base)}-{digest}" + ("" if split == "test" else f"_{split}")
     return name + (f".adapt-{adapt}" if adapt else "")
 
 
@@ -444,10 +447,13 @@ def _read_run(run_dir: str | Path) -> _Run:
         raise FileNotFoundError(f"{run.metrics}: no metrics.json (is {run.path} a finished run folder?)")
     try:
         metrics = load_json(run.metrics)
-    except ValueError as e:
-        raise FileNotFoundError(f"{run.metrics}: not readable JSON ({str(e)[:120]})") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise RecordError(f"{run.metrics}: not readable JSON ({str(e)[:120]})") from None
+    if not isinstance(metrics, dict):
+        raise RecordError(f"{run.metrics}: not a pneumolib metrics record (a JSON {type(metrics).__name__}, "
+                          "not a mapping)")
     return _Run(run, metrics, metrics.get("config") or {}, _checkpoint_info(run),
-                load_json(run.stress) if run.stress.is_file() else None, load_evaluations(run.path),
+                load_record(run.stress), load_evaluations(run.path),
                 data_source(metrics.get("data_dir")))
 
 

@@ -50,11 +50,111 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: ExperimentConfig
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint's dict with weights_only=True, refusing anything that is not ours."""
+MAX_CHECKPOINT_BYTES = 4 * 2**30  # 16 ResNet50s are 1.5 GB; a bigger file is not one of ours
+MAX_ENSEMBLE_MEMBERS = 16  # members are built before their weights are checked: a crafted count must not allocate
+_PREPROCESSING_FIELDS = ("image_size", "in_channels", "normalize", "crop", "crop_margin", "crop_segmenter")
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """A checkpoint path as a user gives it: a checkpoint file, or a run folder (its checkpoint.pt).
+
+    Raises:
+        CheckpointError: no such file, a folder without checkpoint.pt, or not a regular file.
+    """
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        inside = path / "checkpoint.pt"
+        if inside.is_file():
+            return inside
+        raise CheckpointError(f"{path}: a folder without checkpoint.pt (give a checkpoint file, or a run folder "
+                              "that holds one)")
+    if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file (a FIFO or device cannot be a checkpoint)")
+    return path
+
+
+def _field_error(path: Path, name: str, value: Any, want: str) -> CheckpointError:
+    shown = repr(value)
+    return CheckpointError(f"{path}: malformed checkpoint field {name}={shown[:60]}{'...' if len(shown) > 60 else ''}"
+                           f" ({want})")
+
+
+def validate_state(path: Path, state: dict[str, Any]) -> None:
+    """Check every field a Predictor is built from, by type and range, before anything is allocated.
+
+    Raises:
+        CheckpointError: naming the file, the field and what it must be.
+    """
+    import math
+
+    from .config import ConfigError
+
+    sd = state.get("state_dict")
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise _field_error(path, "state_dict", type(sd).__name__ if sd is not None else None,
+                           "a mapping of parameter names to tensors")
+    if not isinstance(state.get("config"), dict):
+        raise _field_error(path, "config", state.get("config"), "a mapping")
+    try:
+        ExperimentConfig.from_dict(state["config"])
+    except (ConfigError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: malformed checkpoint config ({e})") from None
+    pre = state.get("preprocessing")
+    if not isinstance(pre, dict):
+        raise _field_error(path, "preprocessing", pre, "a mapping")
+    extra = sorted(set(pre) - set(_PREPROCESSING_FIELDS))
+    if extra:
+        raise _field_error(path, "preprocessing", pre, f"unknown key(s) {', '.join(map(str, extra))}; known: "
+                                                       f"{', '.join(_PREPROCESSING_FIELDS)}")
+    try:
+        Preprocessing(**pre)
+    except (ConfigError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: malformed checkpoint preprocessing ({e})") from None
+    t = state.get("threshold")
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0.0 <= t <= 1.0:
+        raise _field_error(path, "threshold", t, "a finite number in [0, 1]")
+    if not isinstance(state.get("extra", {}), dict):
+        raise _field_error(path, "extra", state.get("extra"), "a mapping")
+    ens = state.get("ensemble")
+    if ens is not None:
+        if not isinstance(ens, dict):
+            raise _field_error(path, "ensemble", ens, "a mapping with members and temperature")
+        n, temp = ens.get("members"), ens.get("temperature", 1.0)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_ENSEMBLE_MEMBERS:
+            raise _field_error(path, "ensemble.members", n, f"an integer from 1 to {MAX_ENSEMBLE_MEMBERS}")
+        stored = {k.split(".")[1] for k in sd if k.startswith("members.") and k.count(".") >= 2}
+        if stored != {str(i) for i in range(n)}:
+            raise _field_error(path, "ensemble.members", n, f"the weights hold {len(stored)} member(s)")
+        if isinstance(temp, bool) or not isinstance(temp, (int, float)) or not math.isfinite(temp) or temp <= 0:
+            raise _field_error(path, "ensemble.temperature", temp, "a finite number > 0")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint's dict with weights_only=True, refusing anything that is not ours.
+
+    Args:
+        path: a checkpoint file, or a run folder holding checkpoint.pt.
+
+    Returns:
+        The checkpoint's dict, every field checked (validate_state).
+
+    Raises:
+        CheckpointError: one line naming the file and the problem.
+    """
+    path = checkpoint_file(path)
+    size = path.stat().st_size
+    if size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{path}: {size / 2**30:.1f} GB, over the {MAX_CHECKPOINT_BYTES // 2**30} GB limit for a "
+                              "pneumolib checkpoint")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(b"PK") and not head.startswith(b"\x80"):
+        kind = "an empty file" if not head else ("a text file" if all(32 <= b < 127 or b in (9, 10, 13) for b in head)
+                                                 else "another kind of file")
+        raise CheckpointError(f"{path}: not a torch checkpoint ({kind}; a pneumolib checkpoint is the zip archive "
+                              "torch.save writes)")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -70,6 +170,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: not a pneumolib checkpoint (no format {FORMAT!r})")
     if list(state.get("classes", [])) != list(CLASSES):
         raise CheckpointError(f"{path}: classes {state.get('classes')} differ from pneumolib's {list(CLASSES)}")
+    validate_state(path, state)
     fields = {"in_channels": state.get("in_channels"),
               "preprocessing.in_channels": state.get("preprocessing", {}).get("in_channels"),
               "config.in_channels": state.get("config", {}).get("in_channels")}
@@ -97,15 +198,13 @@ class Predictor:
         pre = Preprocessing(**state["preprocessing"])
         model = build_model(config.model, in_channels=pre.in_channels, pretrained=False)
         ens = state.get("ensemble")
-        if ens:  # a seed ensemble and/or a temperature-scaled model, served as one network
-            n = int(ens.get("members", 0))
-            if n < 1:
-                raise CheckpointError(f"{path}: ensemble with {n} members")
+        if ens:  # a seed ensemble and/or a temperature-scaled model, served as one network (validate_state: 1-16)
+            n = int(ens["members"])
             model = Ensemble([build_model(config.model, in_channels=pre.in_channels, pretrained=False)
                               for _ in range(n)], float(ens.get("temperature", 1.0)))
         try:
             model.load_state_dict(state["state_dict"])
-        except RuntimeError as e:
+        except (RuntimeError, KeyError, TypeError, ValueError) as e:
             raise CheckpointError(f"{path}: weights do not fit {config.model} with {pre.in_channels} input "
                                   f"channel(s) ({str(e).splitlines()[0][:160]})") from None
         predictor = cls(model, config, state["threshold"], pre, device)

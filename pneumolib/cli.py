@@ -13,14 +13,48 @@ class UsageError(ValueError):
     pass
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its errors on one line (exit code 2): a bad value is named, no usage block, no traceback."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def int_in(lo: int, hi: int | None = None):
+    """An argparse type: an integer in [lo, hi]."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if v < lo or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(f"{v} is out of range: it must be {'from ' + str(lo) + ' to ' + str(hi) if hi is not None else 'at least ' + str(lo)}")
+        return v
+    return parse
+
+
+def float_in(lo: float, hi: float):
+    """An argparse type: a finite number in [lo, hi] (NaN and infinity refused)."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not lo <= v <= hi:  # False for NaN too
+            raise argparse.ArgumentTypeError(f"{text} is out of range: it must be a number from {lo:g} to {hi:g}")
+        return v
+    return parse
+
+
 def _user_errors():
     # imported here, so that --help and 'experiments' do not pay for importing torch
     from .checkpoint import ChannelMismatch, CheckpointError
     from .data import DataError
     from .imaging import ImageError
+    from .io import OutputError, RecordError
     from .models import WeightsUnavailable
-    return (UsageError, C.UnknownExperiment, DataError, ImageError, CheckpointError, ChannelMismatch,
-            WeightsUnavailable, FileNotFoundError)
+    return (UsageError, C.UnknownExperiment, C.ConfigError, DataError, ImageError, CheckpointError, ChannelMismatch,
+            WeightsUnavailable, OutputError, RecordError, FileNotFoundError)
 
 
 def _source(args, required: bool = False):
@@ -89,7 +123,8 @@ def cmd_run(args) -> int:
             # the series must run end to end, so missing ImageNet weights mean a loudly labelled random init
             r = run_experiment(cfg, root if not is_fixture else None, folder, workers=args.workers,
                                profile=args.profile, device=args.device, on_missing_weights="random_init",
-                               cam_per_class=args.cam_per_class, strict=args.strict, command=_command_line())
+                               cam_per_class=args.cam_per_class, strict=args.strict, command=_command_line(),
+                               reuse=not args.retrain, replace_other=args.retrain)
             write_model_card(folder)
             results.append(r.metrics)
             print()
@@ -117,8 +152,9 @@ def cmd_train(args) -> int:
         r = run_experiment(C.get_config(args.experiment), source, args.out, profile=args.profile,
                            overrides=overrides, device=args.device, command=_command_line(),
                            on_missing_weights="random_init" if args.allow_random_init else "fail",
-                           reuse=not args.retrain, cam_per_class=args.cam_per_class, strict=args.strict,
-                           resume=args.resume, holdout=args.holdout, world=world, workers=args.workers)
+                           reuse=not args.retrain, replace_other=args.retrain, cam_per_class=args.cam_per_class,
+                           strict=args.strict, resume=args.resume, holdout=args.holdout, world=world,
+                           workers=args.workers)
     finally:
         distributed.stop()
     if not world.is_main:
@@ -195,8 +231,9 @@ def _cohort(data_dir, split: str, image_size: int):
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)
     data = prescan(data, image_size)
-    for e in data.bad_files:
-        print(f"skipping unreadable file: {e}", file=sys.stderr)
+    from .data import summarise_errors
+    for line in summarise_errors(data.bad_files):
+        print(f"skipping unreadable file: {line}", file=sys.stderr)
     return data[split]
 
 
@@ -231,14 +268,18 @@ def cmd_evaluate(args) -> int:
     from datetime import datetime, timezone
 
     from .card import cohort_name, record_evaluation
-    from .checkpoint import Predictor
+    from .checkpoint import Predictor, checkpoint_file
     from .evaluate import compute_metrics, format_metrics, predict_samples
-    from .io import save_json
+    from .io import ensure_writable_file, save_json
     if args.save_adapted and not args.adapt:
         raise UsageError("--save-adapted needs --adapt bn|prior|both")
     if not 0.0 <= args.adapt_alpha <= 1.0:
         raise UsageError(f"--adapt-alpha must be between 0 and 1, got {args.adapt_alpha}")
     source = _source(args, required=True)
+    args.checkpoint = str(checkpoint_file(args.checkpoint))
+    for out in (args.json, args.scores, args.save_adapted):  # before the work, not after it
+        if out:
+            ensure_writable_file(out)
     pred = Predictor.load(args.checkpoint)
     samples = _cohort(source, args.split, pred.preprocessing.view)
     threshold = pred.threshold if args.threshold is None else args.threshold
@@ -285,6 +326,9 @@ def cmd_card(args) -> int:
 
 def cmd_predict(args) -> int:
     from .checkpoint import Predictor
+    from .io import ensure_writable_dir
+    if args.cam_dir:  # before the work, not after it
+        ensure_writable_dir(args.cam_dir)
     pred = Predictor.load(args.checkpoint)
     from . import ood
     from .data import Sample, patient_id
@@ -300,10 +344,11 @@ def cmd_predict(args) -> int:
     if far is None and done:
         print("note: this checkpoint carries no out-of-distribution reference (trained before pneumolib had one)",
               file=sys.stderr)
-    if args.cam_dir and done:
-        _predict_overlays(pred, [Path(p) for p, _, _ in done], args)
     for e in refused:  # every good film was predicted first; each refused one is named with its reason
         print(f"pneumolib: error: {e}", file=sys.stderr)
+    sys.stderr.flush()
+    if args.cam_dir and done:
+        _predict_overlays(pred, [Path(p) for p, _, _ in done], args)
     return 2 if refused else 0
 
 
@@ -331,14 +376,17 @@ def cmd_explain(args) -> int:
     from .io import save_json
     from .lungs import annotated_mask
     from .runs import RunDir
-    if args.n < 1:
-        raise UsageError(f"--n must be at least 1, got {args.n}")
+    from .checkpoint import checkpoint_file
+    from .io import ensure_writable_dir, ensure_writable_file
     args.method = args.method or DEFAULT_METHOD
     source = _source(args, required=True)
+    args.checkpoint = str(checkpoint_file(args.checkpoint))
+    out = Path(args.out) if args.out else RunDir(Path(args.checkpoint).resolve().parent).gradcam
+    ensure_writable_dir(out)
+    if args.json:
+        ensure_writable_file(args.json)
     pred = Predictor.load(args.checkpoint)
     samples = _cohort(source, args.split, pred.preprocessing.view)
-    out = Path(args.out) if args.out else RunDir(Path(args.checkpoint).resolve().parent).gradcam
-    out.mkdir(parents=True, exist_ok=True)
     if args.compare:
         return _compare_methods(pred, samples, args)
     # lung masks: annotated where a film has one (the shared data's lung_masks/, the fixture), else the segmenter's
@@ -537,8 +585,8 @@ def default_workers() -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m pneumolib", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = ArgumentParser(prog="python -m pneumolib", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
 
     s = sub.add_parser("experiments", help="list the registered experiments and what each changes")
     s.add_argument("--ablations", action="store_true", help="also list notebook 10's ablation steps")
@@ -551,19 +599,22 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
         s.add_argument("--profile", choices=list(C.PROFILES), default=None,
                        help="run size: smoke | fixture | cpu | gpu | full (default: fixture for the fixture, else cpu or gpu)")
-        s.add_argument("--cam-per-class", type=int, default=4, help="Grad-CAM images per class (0 = none)")
+        s.add_argument("--cam-per-class", type=int_in(0, 1000), default=4, help="Grad-CAM images per class (0 = none)")
         s.add_argument("--strict", action="store_true",
                        help="refuse to start on any pre-scan finding: unreadable or identical files, patients in two splits "
                             "(default: skip unreadable files and list everything)")
         _manifest_args(s)
-        s.add_argument("--workers", type=int, default=default_workers(),
+        s.add_argument("--workers", type=int_in(0, 64), default=default_workers(),
                        help=f"DataLoader processes serving decoded films (default on this machine: {default_workers()}; "
                             "results do not depend on it)")
 
     s = sub.add_parser("run", help="train and evaluate experiments, then print a comparison table (the main job)")
     s.add_argument("experiments", nargs="*", default=["all"], help="names or entry numbers, or 'all' (default)")
     s.add_argument("--out", default="runs", help="folder for the run folders (default: runs)")
-    s.add_argument("--seeds", nargs="+", type=int, metavar="S",
+    s.add_argument("--retrain", action="store_true",
+                   help="train even where a run folder holds a finished run; replaces a run folder that holds another "
+                        "training, with its records (without it, such a folder is refused)")
+    s.add_argument("--seeds", nargs="+", type=int_in(0, 2**32 - 1), metavar="S",
                    help="train each experiment once per seed, into OUT/NN_name/seedS (the notebooks' layout)")
     common(s)
     s.set_defaults(func=cmd_run)
@@ -571,11 +622,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("train", help="train one experiment; writes RUN_DIR/checkpoint.pt, metrics.json, scores")
     s.add_argument("experiment", help="name or entry number (see 'experiments')")
     s.add_argument("--out", required=True, help="run folder")
-    s.add_argument("--epochs", type=int)
-    s.add_argument("--image-size", type=int)
-    s.add_argument("--batch-size", type=int)
-    s.add_argument("--seed", type=int)
-    s.add_argument("--retrain", action="store_true", help="train even if RUN_DIR holds a matching checkpoint")
+    s.add_argument("--epochs", type=int_in(1, C.MAX_EPOCHS))
+    s.add_argument("--image-size", type=int_in(32, C.MAX_IMAGE_SIZE))
+    s.add_argument("--batch-size", type=int_in(1, C.MAX_BATCH_SIZE))
+    s.add_argument("--seed", type=int_in(0, 2**32 - 1))
+    s.add_argument("--retrain", action="store_true",
+                   help="train even if RUN_DIR holds a matching checkpoint; replaces a RUN_DIR that holds another "
+                        "training, removing its records (without it, such a folder is refused)")
     s.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from RUN_DIR/last.pt (the last completed epoch)")
     s.add_argument("--holdout", default="folders", choices=["folders", "early_ids"],
@@ -598,14 +651,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir",
                    help="DIR with DIR/<split>/{NORMAL,PNEUMONIA}, or a folder holding NORMAL/ and PNEUMONIA/ directly")
     s.add_argument("--split", default="test", choices=["train", "val", "test"])
-    s.add_argument("--threshold", type=float, help="override the checkpoint's decision threshold")
+    s.add_argument("--threshold", type=float_in(0.0, 1.0),
+                   help="override the checkpoint's decision threshold (a number from 0 to 1)")
     s.add_argument("--json", help="write the metrics as JSON here")
     s.add_argument("--scores", help="write per-image scores as CSV here")
     s.add_argument("--adapt", choices=["bn", "prior", "both"],
                    help="label-free adaptation to the cohort, reported beside the plain numbers: bn = re-estimate the "
                         "early BatchNorm statistics on its images (AdaBN); prior = estimate its class mix by EM and move "
                         "the threshold; both = bn then prior")
-    s.add_argument("--adapt-alpha", type=float, default=1.0,
+    s.add_argument("--adapt-alpha", type=float_in(0.0, 1.0), default=1.0,
                    help="bn: weight of the cohort's statistics against the training ones (default 1.0)")
     s.add_argument("--save-adapted", metavar="PATH", help="save the adapted model as a new checkpoint here")
     s.set_defaults(func=cmd_evaluate)
@@ -639,17 +693,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", required=True,
                    help="DIR with DIR/<split>/{NORMAL,PNEUMONIA}, or a folder holding NORMAL/ and PNEUMONIA/ directly")
     s.add_argument("--split", default="test", choices=["train", "val", "test"])
-    s.add_argument("--n", type=int, default=50, help="films per class: the first N in file-path order (default 50)")
+    s.add_argument("--n", type=int_in(1, 100_000), default=50, help="films per class: the first N in file-path order (default 50)")
     s.add_argument("--target", default="PNEUMONIA", choices=["PNEUMONIA", "NORMAL", "predicted"],
                    help="the class each map explains (default PNEUMONIA: the same question for every model)")
-    s.add_argument("--grid-n", type=int, default=4, help="films per class in the grid figure (default 4)")
+    s.add_argument("--grid-n", type=int_in(1, 64), default=4, help="films per class in the grid figure (default 4)")
     s.add_argument("--method", default=None, choices=["gradcam", "hirescam", "layercam", "gradcam++", "eigencam"],
                    help="CAM method (default: cam.DEFAULT_METHOD, hirescam)")
     s.add_argument("--layer", default="auto", choices=["auto", "layer1", "layer2", "layer3", "layer4"],
                    help="ResNet stage whose last block is read (default auto: the deepest with at least 8 x 8 cells)")
-    s.add_argument("--sanity-n", type=int, default=8,
+    s.add_argument("--sanity-n", type=int_in(0, 1000), default=8,
                    help="films per class for the randomisation test and ROAD faithfulness (default 8; 0 = skip)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the re-initialised layers, random maps, ROAD noise")
+    s.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="seed of the re-initialised layers, random maps, ROAD noise")
     s.add_argument("--compare", metavar="METHODS", help="compare CAM methods instead (comma-separated, e.g. "
                    "gradcam,hirescam,gradcam++) at --layers: empty maps, ROAD vs a random map, randomisation, lifts")
     s.add_argument("--layers", default="layer3,layer4", help="with --compare: the ResNet stages to try")
@@ -663,10 +717,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--experiment", default="baseline",
                    help="whose training transforms and preprocessing the pipeline applies (default: baseline)")
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    s.add_argument("--image-size", type=int, default=128)
-    s.add_argument("--batch-size", type=int, default=32)
-    s.add_argument("--steps", type=int, help="timed training steps per pipeline (default: 20 on CPU, 200 on GPU)")
-    s.add_argument("--workers", type=int, default=0, help="DataLoader workers for the plain pipeline")
+    s.add_argument("--image-size", type=int_in(32, C.MAX_IMAGE_SIZE), default=128)
+    s.add_argument("--batch-size", type=int_in(1, C.MAX_BATCH_SIZE), default=32)
+    s.add_argument("--steps", type=int_in(1, 100_000), help="timed training steps per pipeline (default: 20 on CPU, 200 on GPU)")
+    s.add_argument("--workers", type=int_in(0, 64), default=0, help="DataLoader workers for the plain pipeline")
     s.add_argument("--json", help="write plain_img_s, pipeline_img_s, compute_img_s, device, image_size, "
                                   "experiment here")
     s.set_defaults(func=cmd_bench)
@@ -689,7 +743,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data-dir", help="default: the folder the run was trained on")
     s.add_argument("--split", default="val", choices=["train", "val", "test"],
                    help="the split to audit (default val: the audit is used for selection)")
-    s.add_argument("--seed", type=int, default=0, help="seed of the probe and the bootstrap")
+    s.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="seed of the probe and the bootstrap")
     s.add_argument("--json", help="also write the report here")
     s.set_defaults(func=cmd_shortcuts)
 
@@ -699,7 +753,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--runs", default="runs", help="folder of run folders (default: runs; steps go to "
                                                   "RUNS/ablation/STEP/seedS, RUNS/early_ids/STEP/seedS, the baseline "
                                                   "to RUNS/01_baseline/seedS)")
-    s.add_argument("--seeds", nargs="+", type=int, default=[0], metavar="S",
+    s.add_argument("--seeds", nargs="+", type=int_in(0, 2**32 - 1), default=[0], metavar="S",
                    help="train every step once per seed; the table shows the seeds' means, the anchor order is "
                         "judged seed by seed (default: 0)")
     s.add_argument("--holdout", default="both", choices=["folders", "early_ids", "both"],
@@ -732,8 +786,8 @@ def build_parser() -> argparse.ArgumentParser:
                                       "masks/ layout)")
     s.add_argument("--weights", help="evaluate/segment: a segmenter file (default: the one shipped in the package)")
     s.add_argument("--split", default="test", choices=["train", "val", "test"])
-    s.add_argument("--epochs", type=int, default=30)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--epochs", type=int_in(1, C.MAX_EPOCHS), default=30)
+    s.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0)
     s.add_argument("--out", help="train: where to write the segmenter (default lungs_unet.pt); segment: folder for "
                                  "masks and overlays", default=None)
     s.add_argument("--ship", action="store_true", help="train: write the weights into the package (maintainers)")
@@ -769,6 +823,11 @@ def main(argv: list[str] | None = None) -> int:
     except _user_errors() as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"pneumolib: error: {msg}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        if e.filename is None:  # not about a file the user named: a bug, shown as one
+            raise
+        print(f"pneumolib: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("pneumolib: interrupted; the last completed epoch is saved: re-run 'train' with --resume to continue",

@@ -26,9 +26,28 @@ PROFILE_NAMES = ("smoke", "fixture", "cpu", "gpu", "full")
 CROPS = ("none", "lungs")
 
 
+MAX_IMAGE_SIZE = 1024  # the model input's side: larger is a mistake (and 20,000 px would exhaust memory)
+MAX_EPOCHS = 10_000
+MAX_BATCH_SIZE = 4096
+
+
+class ConfigError(ValueError):
+    """A config value that is not allowed; str() is one line naming the field and what it may be."""
+
+
+def check_int(field_name: str, value: Any, lo: int, hi: int) -> None:
+    """Refuse anything but an integer (not a bool, not a float) in [lo, hi].
+
+    Raises:
+        ConfigError: naming the field, the value and the range.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"config field {field_name}={value!r} must be an integer from {lo:,} to {hi:,}")
+
+
 def _choice(field_name: str, value: Any, allowed: tuple) -> None:
     if value not in allowed:
-        raise ValueError(f"config field {field_name}={value!r} is not one of: {', '.join(map(str, allowed))}")
+        raise ConfigError(f"config field {field_name}={value!r} is not one of: {', '.join(map(str, allowed))}")
 
 
 def parse_threshold_rule(rule: str) -> tuple[str, float | None]:
@@ -36,7 +55,7 @@ def parse_threshold_rule(rule: str) -> tuple[str, float | None]:
     'sensitivity:0.95' -> ('sensitivity', 0.95).
     Raises ValueError naming the rule and the forms allowed."""
     kind, sep, arg = str(rule).partition(":")
-    bad = ValueError(f"config field threshold={rule!r} is not one of: {', '.join(THRESHOLD_RULES)} "
+    bad = ConfigError(f"config field threshold={rule!r} is not one of: {', '.join(THRESHOLD_RULES)} "
                      "(T in [0, 1], S in (0, 1])")
     if kind in ("youden", "youden_shifted") and not sep:
         return kind, None
@@ -61,9 +80,10 @@ class View:
     segmenter: str = ""  # digest of the lung segmenter that draws the box ("" = whichever the cache holds)
 
     def __post_init__(self) -> None:
+        check_int("image_size", self.size, 1, MAX_IMAGE_SIZE)
         _choice("crop", self.crop, CROPS)
-        if not 0 <= self.margin <= 0.5:
-            raise ValueError(f"config field crop_margin={self.margin!r} must be in [0, 0.5]")
+        if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) or not 0 <= self.margin <= 0.5:
+            raise ConfigError(f"config field crop_margin={self.margin!r} must be in [0, 0.5]")
 
     @property
     def tag(self) -> str:
@@ -145,30 +165,34 @@ class ExperimentConfig:
         parse_threshold_rule(self.threshold)
         classes = [c for c, _ in self.train_transforms]
         if sorted(classes) != sorted(CLASSES) or len(classes) != len(CLASSES):
-            raise ValueError(f"config field train_transforms={self.train_transforms!r} must name each of "
+            raise ConfigError(f"config field train_transforms={self.train_transforms!r} must name each of "
                              f"{', '.join(CLASSES)} exactly once")
         for cls, spec in self.train_transforms:
             parts = [p.strip() for p in str(spec).split("+")]
             for part in parts:
                 if part not in TRANSFORM_NAMES:
-                    raise ValueError(f"config field train_transforms: {cls} transform {spec!r} has {part!r}, "
+                    raise ConfigError(f"config field train_transforms: {cls} transform {spec!r} has {part!r}, "
                                      f"which is not one of: {', '.join(TRANSFORM_NAMES)}")
-        positive = {"image_size": self.image_size, "epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr}
-        for name, v in positive.items():
-            if not v > 0:
-                raise ValueError(f"config field {name}={v!r} must be > 0")
-        if self.image_size < 32:
-            raise ValueError(f"config field image_size={self.image_size} must be at least 32 (ResNet downsamples 32x)")
+        check_int("image_size", self.image_size, 32, MAX_IMAGE_SIZE)  # ResNet downsamples 32x
+        check_int("epochs", self.epochs, 1, MAX_EPOCHS)
+        check_int("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
+        check_int("seed", self.seed, 0, 2**32 - 1)
+        for name in ("lr", "weight_decay", "focal_gamma", "label_smoothing", "crop_margin"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+                raise ConfigError(f"config field {name}={v!r} must be a finite number")
+        if not self.lr > 0:
+            raise ConfigError(f"config field lr={self.lr!r} must be > 0")
         if not 0 <= self.label_smoothing < 1:
-            raise ValueError(f"config field label_smoothing={self.label_smoothing!r} must be in [0, 1)")
+            raise ConfigError(f"config field label_smoothing={self.label_smoothing!r} must be in [0, 1)")
         if self.weight_decay < 0 or self.focal_gamma < 0:
-            raise ValueError("config fields weight_decay and focal_gamma must be >= 0")
+            raise ConfigError("config fields weight_decay and focal_gamma must be >= 0")
         if self.focal_alpha is not None and not 0 <= self.focal_alpha <= 1:
-            raise ValueError(f"config field focal_alpha={self.focal_alpha!r} must be None or in [0, 1]")
+            raise ConfigError(f"config field focal_alpha={self.focal_alpha!r} must be None or in [0, 1]")
         for name in ("max_train_images", "eval_subset_per_class"):
             v = getattr(self, name)
             if v is not None and not (isinstance(v, int) and v > 0):
-                raise ValueError(f"config field {name}={v!r} must be None or a positive integer")
+                raise ConfigError(f"config field {name}={v!r} must be None or a positive integer")
 
     # --- helpers -------------------------------------------------------------
     @property
@@ -190,7 +214,7 @@ class ExperimentConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"unknown config field(s): {', '.join(unknown)}")
+            raise ConfigError(f"unknown config field(s): {', '.join(unknown)}")
         d = dict(d)
         if "train_transforms" in d:
             d["train_transforms"] = tuple(tuple(x) for x in d["train_transforms"])

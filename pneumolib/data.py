@@ -18,7 +18,7 @@ import torch
 from .io import CheckpointError, atomic_write
 from .config import CLASSES, View, as_view
 from .fixture import fixture_dir
-from .imaging import IMAGE_SUFFIXES, ImageError, load_image, load_resized
+from .imaging import IMAGE_SUFFIXES, ImageError, check_readable, load_image, load_resized
 from .lungs import LungBox, LungSegmenter, crop_film
 
 SPLITS = ("train", "val", "test")
@@ -62,15 +62,61 @@ def _is_hidden(p: Path, root: Path) -> bool:
     return any(part.startswith((".", "__")) for part in p.relative_to(root).parts)
 
 
-def list_images(folder: Path) -> tuple[list[Path], list[Path]]:
-    """Image files under folder (recursively, by suffix in any case: .jpeg/.jpg/.png/.dcm/.dicom); and the other
-    files ignored (suffix-less DICOMs too: only a file named explicitly is read as DICOM by content)."""
-    images, ignored = [], []
+def _name_problem(p: Path) -> str | None:
+    """Why a file name cannot be carried through a run (records, CSVs, the printed tables), or None."""
+    try:
+        str(p).encode("utf-8")
+    except UnicodeEncodeError:
+        return "file name is not valid UTF-8; rename the file"
+    return None
+
+
+def list_images(folder: Path) -> tuple[list[Path], list[Path], list[ImageError]]:
+    """Image files under folder (recursively, by suffix in any case: .jpeg/.jpg/.png/.dcm/.dicom); the other files
+    ignored (suffix-less DICOMs too: only a file named explicitly is read as DICOM by content); and the entries with
+    an image suffix that cannot be used, each with its reason (a dangling link, a FIFO or device, a name that is not
+    UTF-8): refused with a line each, never dropped without a word."""
+    images, ignored, refused = [], [], []
     for p in sorted(folder.rglob("*")):
-        if not p.is_file() or _is_hidden(p, folder) or p.name.lower() in IGNORED_NAMES:
+        if _is_hidden(p, folder) or p.name.lower() in IGNORED_NAMES or p.is_dir():
             continue
-        (images if p.suffix.lower() in IMAGE_SUFFIXES else ignored).append(p)
-    return images, ignored
+        if p.suffix.lower() not in IMAGE_SUFFIXES:
+            if p.is_file():
+                ignored.append(p)
+            continue
+        problem = _name_problem(p)
+        if problem is None:
+            try:
+                check_readable(p)
+            except ImageError as e:
+                if e.problem.startswith(("empty file", "file is")):  # a regular file: the pre-scan reports it
+                    images.append(p)
+                    continue
+                problem = e.problem
+        if problem:
+            refused.append(ImageError(p, problem))
+        else:
+            images.append(p)
+    return images, ignored, refused
+
+
+_ROW = re.compile(r"^row \d+ of [^:]*: ")
+_FIRST_AT = re.compile(r" \(first at row \d+\)")
+
+
+def summarise_errors(errors: list[ImageError], per_kind: int = 5) -> list[str]:
+    """One line per skipped file, up to `per_kind` of each kind of problem, then one line saying how many more of
+    that kind there were: 100,000 duplicate manifest rows are 6 lines, not 100,000."""
+    kinds: dict[str, list[ImageError]] = {}
+    for e in errors:
+        kind = _FIRST_AT.sub("", _ROW.sub("", str(getattr(e, "problem", e))))
+        kinds.setdefault(kind, []).append(e)
+    lines = []
+    for kind, group in kinds.items():
+        lines += [str(e) for e in group[:per_kind]]
+        if len(group) > per_kind:
+            lines.append(f"... and {len(group) - per_kind:,} more file(s) or row(s) with the same problem ({kind})")
+    return lines
 
 
 @dataclass
@@ -85,11 +131,11 @@ class XRayData:
     holdout: str = "folders"
 
     def log_findings(self, logger) -> None:
-        """Log what the pre-scan found (the hygiene table, each unreadable file skipped)."""
+        """Log what the pre-scan found (the hygiene table, the files skipped: summarise_errors)."""
         if self.hygiene and self.hygiene.n_problems:
             logger.warning("pre-scan of %s:\n%s", self.root, self.hygiene.table())
-        for e in self.bad_files:
-            logger.warning("skipping: %s", e)
+        for line in summarise_errors(self.bad_files):
+            logger.warning("skipping: %s", line)
         for note in self.notes:
             if note.startswith("lung crop"):
                 logger.warning("%s", note)
@@ -113,18 +159,19 @@ class XRayData:
         return "\n".join(rows)
 
 
-def _scan_split(root: Path, split: str) -> tuple[list[Sample], int]:
-    samples, n_ignored = [], 0
+def _scan_split(root: Path, split: str) -> tuple[list[Sample], int, list[ImageError]]:
+    samples, n_ignored, refused = [], 0, []
     for label, cls in enumerate(CLASSES):
         folder = root / split / cls
         if not folder.is_dir():
             raise DataError(f"{folder}: missing class folder (expected {root}/{split}/{{{','.join(CLASSES)}}})")
-        images, ignored = list_images(folder)
+        images, ignored, bad = list_images(folder)
         if not images:
             raise DataError(f"{folder}: no images ({'/'.join(IMAGE_SUFFIXES)}) in this class folder")
         n_ignored += len(ignored)
+        refused += bad
         samples += [Sample(p, label, patient_id(p), split) for p in images]
-    return samples, n_ignored
+    return samples, n_ignored, refused
 
 
 def grouped_split(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
@@ -195,15 +242,16 @@ def discover(root: "str | Path | Manifest", *, val_min_per_class: int = VAL_MIN_
         raise DataError(f"{root}: data folder not found")
     if not (root / "train").is_dir():
         raise DataError(f"{root}: no train/ folder (expected the Kaggle layout ROOT/train/NORMAL, ...)")
-    splits, notes, n_ignored = {}, [], 0
+    splits, notes, n_ignored, refused = {}, [], 0, []
     for split in SPLITS:
         if (root / split).is_dir():
-            splits[split], k = _scan_split(root, split)
+            splits[split], k, bad = _scan_split(root, split)
             n_ignored += k
+            refused += bad
     if n_ignored:
         notes.append(f"ignored {n_ignored} file(s) without an image suffix")
     _ensure_val(splits, notes, val_min_per_class, val_fraction, seed)
-    return _finish(root, splits, notes)
+    return _finish(root, splits, notes, refused)
 
 
 # --- CSV manifests (RSNA, NIH, CheXpert, MIMIC come as a folder of images plus a table) ---------------------------
@@ -283,8 +331,13 @@ def read_manifest(m: Manifest, *, val_min_per_class: int = VAL_MIN_PER_CLASS, va
             problem = f"unknown split {r['split']!r} ({' | '.join(SPLITS)})"
         elif path in first_row:
             problem = f"listed again (first at row {first_row[path]}); this row is ignored"
-        elif not path.is_file():
-            problem = "no such file"
+        else:
+            problem = _name_problem(path)
+            if problem is None:
+                try:
+                    check_readable(path)
+                except ImageError as e:
+                    problem = None if e.problem.startswith(("empty file", "file is")) else e.problem
         if problem:
             bad.append(ImageError(path, f"{where}: {problem}"))
             continue
@@ -337,10 +390,10 @@ def discover_split(root: "str | Path | Manifest", split: str = "test") -> XRayDa
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found")
     if (root / split).is_dir():
-        samples, n_ignored = _scan_split(root, split)
+        samples, n_ignored, refused = _scan_split(root, split)
         notes = []
     elif all((root / c).is_dir() for c in CLASSES):
-        samples, n_ignored = _scan_split(root.parent, root.name)
+        samples, n_ignored, refused = _scan_split(root.parent, root.name)
         samples = [Sample(x.path, x.label, x.patient, split) for x in samples]
         notes = [f"{root} holds the class folders directly: evaluated as the {split!r} split"]
     else:
@@ -348,7 +401,7 @@ def discover_split(root: "str | Path | Manifest", split: str = "test") -> XRayDa
                         f"(expected {root}/{split}/{{{','.join(CLASSES)}}} or {root}/{{{','.join(CLASSES)}}})")
     if n_ignored:
         notes.append(f"ignored {n_ignored} file(s) without an image suffix")
-    return XRayData(root, {split: samples}, notes)
+    return XRayData(root, {split: samples}, notes, refused)
 
 
 _FAMILY = re.compile(r"^(.*?)(\d+)$")  # person123 -> ("person", 123); NORMAL2-IM-1427 -> ("NORMAL2-IM-", 1427)
@@ -642,11 +695,17 @@ _DIGESTS: dict[tuple, str] = {}
 
 
 def file_digest(path: Path) -> str:
-    """SHA-1 of the file's bytes, cached by path, size and modification time."""
+    """SHA-1 of the file's bytes, read in 1 MB chunks after check_readable (a FIFO, device, folder or oversized file
+    is refused before a byte is read), cached by path, size and modification time."""
+    check_readable(path)
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
-        _DIGESTS[key] = hashlib.sha1(path.read_bytes()).hexdigest()
+        h = hashlib.sha1()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(2**20), b""):
+                h.update(chunk)
+        _DIGESTS[key] = h.hexdigest()
     return _DIGESTS[key]
 
 
@@ -685,7 +744,12 @@ class Hygiene:
 def check_hygiene(data: XRayData, unreadable: list[ImageError] | None = None, workers: int = 8) -> Hygiene:
     samples = [s for split in data.splits.values() for s in split]
     with ThreadPoolExecutor(workers) as pool:
-        digests = list(pool.map(lambda s: file_digest(s.path) if s.path.is_file() else None, samples))
+        def digest(s: Sample) -> str | None:
+            try:
+                return file_digest(s.path)
+            except (ImageError, OSError):  # unreadable: the pre-scan lists it, it has no content to compare
+                return None
+        digests = list(pool.map(digest, samples))
     groups: dict[str, list[Sample]] = {}
     for s, d in zip(samples, digests):
         if d is not None:

@@ -1,6 +1,7 @@
 """One experiment end to end: data, fit, evaluate, explain, and every artefact written to its run folder."""
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -12,13 +13,13 @@ from typing import Any, Callable, Iterable
 from .cam import Explanation, explain_predictor
 from .checkpoint import CheckpointError, Predictor, preprocessing_for, read_checkpoint, save_checkpoint
 from .config import ExperimentConfig, apply_profile, diff, format_diff
-from .data import XRayData, apply_holdout, fingerprint, prepare, prescan, resolve_data_dir
+from .data import XRayData, apply_holdout, fingerprint, prepare, prescan, resolve_data_dir, summarise_errors
 from .distributed import SINGLE, World, main_first, rank_device
 from .evaluate import Scores, balanced_subset, compute_metrics, fit_threshold, predict_samples
 from .lungs import annotated_mask
-from .io import save_json
+from .io import ensure_writable_dir, save_json
 from .models import WeightsUnavailable, resolve_weights
-from .runs import RunDir, checkpoint_key
+from .runs import RunDir, checkpoint_key, clear_training
 from .runtime import get_device
 from .train import FitResult, fit
 from .verdicts import NotMeasured, summary_lift
@@ -145,7 +146,7 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
                    focus_per_class: int = 50,
                    strict: bool = False, resume: bool = False, data: XRayData | None = None,
                    holdout: str = "folders", command: str | None = None, world: World = SINGLE,
-                   workers: int = 0, log_findings: bool = True) -> RunResult:
+                   workers: int = 0, log_findings: bool = True, replace_other: bool = True) -> RunResult:
     """Train (or reuse a finished run of the same training: training_differences), evaluate on test, Grad-CAM test
     images (lung-focus over focus_per_class per class; the notebooks plot the first few), and write
     checkpoint.pt, metrics.json, config.json and per-image scores into out_dir.
@@ -153,13 +154,17 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
     The data folder is pre-scanned once here (data.prepare); training, evaluation and Grad-CAM all use its cleaned
     sample lists (an unreadable test image is skipped and listed in metrics['skipped_files']).
     With resume=True, a finished run folder of another training is refused (CheckpointError naming what differs)
-    instead of retrained. `command` (the CLI line that asked for this run) is recorded in metrics.json.
+    instead of retrained. A folder that holds another training is retrained from scratch with its old checkpoint and
+    every record of the old model removed (runs.clear_training), or refused (CheckpointError) with
+    replace_other=False (the CLI without --retrain). `command` (the CLI line that asked for this run) is recorded in metrics.json.
     log_findings=False keeps the pre-scan's findings out of the log (a series logs them for its first seed only;
     metrics.json keeps them either way). Under torchrun (`world`, train.fit): rank 0 pre-scans first (filling the disk cache the others then read),
     every rank trains, and only rank 0 evaluates and writes; the other ranks return a RunResult without them."""
     root, is_fixture = resolve_data_dir(data_dir)
     profile = profile or default_profile(is_fixture, device)
     config, weights_used = resolve_config(config, profile, overrides, on_missing_weights)
+    if out_dir is not None and world.is_main:  # before any work: an unwritable --out must not cost an epoch
+        ensure_writable_dir(out_dir)
     if data is None:
         with main_first(world):
             data = prepare(root, seed=config.seed, holdout=holdout, image_size=config.view, strict=strict,
@@ -187,8 +192,16 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
         elif differs and resume:
             raise CheckpointError(f"{ckpt}: --resume refused, the finished run there is another training "
                                   f"({'; '.join(differs)}); use another --out, or delete it to retrain")
-        elif differs:
-            logger.info("%s holds another training (%s): training anew", ckpt, "; ".join(differs))
+        elif differs and not replace_other:
+            raise CheckpointError(f"{run_dir}: holds another training ({'; '.join(differs)}); use another --out, or "
+                                  "--retrain to replace it and its records")
+    clear = predictor is None and not resume and ckpt is not None and ckpt.is_file()
+    with main_first(world):  # every rank passes this barrier; rank 0 alone clears
+        if clear and world.is_main:  # training anew here: the old model's records must not outlive it
+            gone = clear_training(run_dir)
+            logger.warning("%s: %s; removed its checkpoint and records (%s)", run_dir,
+                           f"held another training ({'; '.join(differs)})" if differs else "retraining",
+                           ", ".join(gone))
     if predictor is not None and not world.is_main:  # reused: rank 0 evaluates and writes, the others are done
         return RunResult(config, None, predictor, data, None, {}, None, run_dir, list(data.notes))
     if predictor is None:
@@ -214,7 +227,8 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
                                "device": str(dev), "threshold": predictor.threshold, "config": config.to_dict(),
                                "notes": list(data.notes), "command": command,
                                "data_counts": data.counts(),
-                               "skipped_files": [str(e) for e in data.bad_files]}
+                               "skipped_files": summarise_errors(data.bad_files, per_kind=20),
+                               "n_skipped_files": len(data.bad_files)}
     if fitted:
         metrics.update(best_epoch=fitted.best_epoch, history=fitted.history, train_seconds=fitted.seconds,
                        train_images_per_s=fitted.train_images_per_s, trained_commit=fitted.commit)
@@ -273,34 +287,27 @@ def _explain_code() -> str:
 
 def cached_explanation(run_dir, key: dict[str, Any]) -> Explanation | None:
     """The Grad-CAM results kept in RUN_DIR for the same checkpoint, data and settings (a twin run folder's copy
-    counts: notebooks 05 and 08 re-show 04's and 07's), or None."""
-    import pickle
-
+    counts: notebooks 05 and 08 re-show 04's and 07's), or None. The file is read as data only (Explanation.load:
+    no pickle), and one that does not parse is recomputed, never trusted."""
     path = RunDir(run_dir).explanation if run_dir else None
     if key.get("checkpoint") is None or path is None or not path.is_file():
         return None
     try:
-        saved = pickle.loads(path.read_bytes())
-    except Exception as e:  # a cache written by another version: recompute
-        logger.info("%s: not reused (%s)", path, e)
+        expl, saved_key = Explanation.load(path)
+    except ValueError as e:
+        logger.info("%s: not reused, recomputed (%s)", path, e)
         return None
-    if saved.get("key") != key:
+    if saved_key != json.loads(json.dumps(key)):
         return None
     logger.info("Grad-CAM results reused from %s (same checkpoint, data and settings)", path)
-    return saved["explanation"]
+    return expl
 
 
 def keep_explanation(run_dir, key: dict[str, Any], expl: Explanation) -> None:
     """Keep Grad-CAM results beside the checkpoint they explain (cached_explanation reads them back)."""
-    import pickle
-
     if run_dir is None or key.get("checkpoint") is None:
         return
-    path = RunDir(run_dir).explanation
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(pickle.dumps({"key": key, "explanation": expl}))
-    tmp.replace(path)
+    expl.save(RunDir(run_dir).explanation, key)
 
 
 def last_epoch_metrics(predictor: Predictor, run_dir, samples, history, config: ExperimentConfig,
@@ -318,11 +325,16 @@ def last_epoch_metrics(predictor: Predictor, run_dir, samples, history, config: 
     path = RunDir(run_dir).last_epoch if run_dir else None
     if path is None or not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    model = copy.deepcopy(predictor.model)
-    model.load_state_dict(state["state_dict"])
+    try:  # weights only: a file that carries code, or is not ours, is reported and skipped
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        model = copy.deepcopy(predictor.model)
+        model.load_state_dict(state["state_dict"])
+        epoch = int(state["epoch"])
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a file that is not a weights file
+        logger.warning("%s: not used (not the last epoch's weights: %s)", path, str(e).splitlines()[0][:160])
+        return None
     scores = predict_samples(model, samples, predictor.preprocessing, tta=config.tta)
-    return dict(compute_metrics(scores, predictor.threshold, seed=config.seed), epoch=int(state["epoch"]))
+    return dict(compute_metrics(scores, predictor.threshold, seed=config.seed), epoch=epoch)
 
 
 # --- comparison across runs ---------------------------------------------------------------

@@ -1,6 +1,8 @@
 """Read any chest X-ray file into one canonical greyscale image, the same way at training and inference."""
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -12,6 +14,10 @@ DICOM_SUFFIXES = (".dcm", ".dicom")
 IMAGE_SUFFIXES = (".jpeg", ".jpg", ".png") + DICOM_SUFFIXES
 # Real radiographs are at most ~4k x 4k; anything far larger is a decompression bomb or a mistake.
 MAX_PIXELS = 50_000_000
+# A radiograph file is at most a few tens of MB (a 4k x 4k 16-bit DICOM is 32 MB); a file over this is refused before
+# a byte of it is read (a 2 GB sparse file, /dev/zero behind a link), by check_readable.
+MAX_FILE_BYTES = 512 * 2**20
+_STRETCH_ROWS = 256  # stretch_to_uint8 converts this many rows at a time: float64 of one block, not of the image
 
 
 class ImageError(ValueError):
@@ -24,11 +30,23 @@ class ImageError(ValueError):
 
 def stretch_to_uint8(a: np.ndarray) -> np.ndarray:
     """The used range min..max onto 0..255 (a constant image becomes 0); the rule for 16-bit PNGs and DICOMs
-    without a window alike, so that the same pixels give the same image whatever the file format."""
-    a = np.asarray(a, dtype=np.float64)
+    without a window alike, so that the same pixels give the same image whatever the file format.
+
+    The input keeps its own dtype; float64 is used a block of rows at a time (the same arithmetic on every
+    pixel as on the whole image), so a 7000 x 7000 16-bit film costs its uint8 output, not 0.8 GB of floats."""
+    a = np.asarray(a)
+    if a.ndim != 2:
+        a = a.reshape(a.shape[0], -1) if a.ndim > 2 else np.atleast_2d(a)
+    out = np.zeros(a.shape, np.uint8)
+    if a.size == 0:
+        return out
     lo, hi = float(a.min()), float(a.max())
-    a = (a - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(a)
-    return (a + 0.5).astype(np.uint8)
+    if not hi > lo:
+        return out
+    for i in range(0, a.shape[0], _STRETCH_ROWS):
+        block = (a[i:i + _STRETCH_ROWS].astype(np.float64) - lo) / (hi - lo) * 255.0
+        out[i:i + _STRETCH_ROWS] = (block + 0.5).astype(np.uint8)
+    return out
 
 
 def to_greyscale(im: Image.Image) -> Image.Image:
@@ -37,7 +55,7 @@ def to_greyscale(im: Image.Image) -> Image.Image:
         return im
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # 16-bit (e.g. DICOM exports) and float images: stretch the used range onto 0..255
-        return Image.fromarray(stretch_to_uint8(np.asarray(im, dtype=np.float64)))
+        return Image.fromarray(stretch_to_uint8(np.asarray(im)))
     if im.mode in ("RGBA", "LA", "PA", "P") or "transparency" in im.info:
         # transparent pixels become black, the background of a radiograph
         rgba = im.convert("RGBA")
@@ -48,16 +66,58 @@ def to_greyscale(im: Image.Image) -> Image.Image:
     return im.convert("L")
 
 
+def check_readable(path: str | Path) -> int:
+    """Refuse what is not a regular image-sized file before a byte of it is read; return its size in bytes.
+
+    Raises ImageError naming the file and the problem: no such file, a dangling symbolic link, a folder, a FIFO,
+    device or socket (reading /dev/zero or a FIFO would never end), an empty file, or one over MAX_FILE_BYTES."""
+    path = Path(path)
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise ImageError(path, "a symbolic link to a file that does not exist" if path.is_symlink()
+                         else "no such file") from None
+    except OSError as e:  # a name too long, a permission, a loop of links
+        raise ImageError(path, f"cannot be opened ({e.strerror or e})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ImageError(path, "is a folder, not an image file")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a device" if
+                stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "not a regular file")
+        raise ImageError(path, f"is {kind}, not an image file")
+    if st.st_size == 0:
+        raise ImageError(path, "empty file (0 bytes)")
+    if st.st_size > MAX_FILE_BYTES:
+        raise ImageError(path, f"file is {st.st_size / 2**20:,.0f} MB, over the {MAX_FILE_BYTES // 2**20} MB limit "
+                               "for one radiograph")
+    if not os.access(path, os.R_OK):
+        raise ImageError(path, "permission denied (not readable)")
+    return st.st_size
+
+
+def check_has_image(path: str | Path, pixels: np.ndarray) -> np.ndarray:
+    """Refuse a decoded film that carries no image: every pixel the same value (blank, a black frame, a DICOM whose
+    rescale turned every value into NaN). Returns the pixels unchanged."""
+    a = np.asarray(pixels)
+    if a.size == 0:
+        raise ImageError(path, "the image has no pixels")
+    lo, hi = a.min(), a.max()
+    if lo == hi:
+        raise ImageError(path, f"the image carries no picture: every pixel is {int(lo)} (blank or constant film)")
+    return pixels
+
+
 def load_image(path: str | Path) -> Image.Image:
     """Decode one file to an 8-bit greyscale PIL image, or raise ImageError naming the file.
+
+    The file is checked before it is read (check_readable: a regular file under MAX_FILE_BYTES), its pixel count
+    before it is decoded (MAX_PIXELS), and the decoded film must carry a picture (check_has_image).
     DICOM (by suffix or by content, whatever the suffix) goes through load_dicom; everything else through PIL."""
     path = Path(path)
-    if not path.is_file():
-        raise ImageError(path, "no such file")
-    if path.stat().st_size == 0:
-        raise ImageError(path, "empty file (0 bytes)")
+    check_readable(path)
     if path.suffix.lower() in DICOM_SUFFIXES or is_dicom(path):
-        return Image.fromarray(load_dicom(path))
+        return Image.fromarray(check_has_image(path, load_dicom(path)))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -67,15 +127,21 @@ def load_image(path: str | Path) -> Image.Image:
                     raise ImageError(path, f"image is {w}x{h} pixels, over the {MAX_PIXELS:,}-pixel limit "
                                            "(decompression-bomb guard)")
                 im.load()
-                return to_greyscale(im)
+                grey = to_greyscale(im)
     except ImageError:
         raise
     except UnidentifiedImageError:
         raise ImageError(path, "not an image (PIL cannot identify the format)") from None
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise ImageError(path, f"decompression-bomb guard: {e}") from None
+    except MemoryError:
+        raise ImageError(path, "too large to decode in the memory available") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(path, f"unreadable or truncated image ({e})") from None
+    extrema = grey.getextrema()
+    if extrema[0] == extrema[1]:
+        raise ImageError(path, f"the image carries no picture: every pixel is {extrema[0]} (blank or constant film)")
+    return grey
 
 
 def is_dicom(path: str | Path) -> bool:
@@ -132,7 +198,7 @@ def _stored_values(arr: np.ndarray, ds) -> np.ndarray:
     bits = int(ds.get("BitsStored", 0) or 0)
     if not np.issubdtype(arr.dtype, np.integer) or not 0 < bits < arr.dtype.itemsize * 8:
         return arr
-    a = arr.astype(np.int64) & ((1 << bits) - 1)
+    a = arr.astype(np.int32 if arr.dtype.itemsize <= 2 else np.int64) & ((1 << bits) - 1)
     if int(ds.get("PixelRepresentation", 0)) == 1:
         a = np.where(a >= 1 << (bits - 1), a - (1 << bits), a)
     return a
@@ -182,6 +248,9 @@ def dicom_to_uint8(ds, path: str | Path = "<dataset>") -> np.ndarray:
         warnings.simplefilter("ignore")  # pydicom warns about float input to a VOI LUT; integral values are rounded
         try:
             values = apply_modality_lut(arr, ds)
+            if np.issubdtype(np.asarray(values).dtype, np.floating) and not np.isfinite(values).all():
+                raise ImageError(path, "the DICOM rescale (RescaleSlope/RescaleIntercept or Modality LUT) gives "
+                                       "non-finite pixel values (NaN or infinity)")
             if _has_voi_lut(ds):
                 if np.issubdtype(np.asarray(values).dtype, np.floating):
                     values = np.rint(values).astype(np.int64)
@@ -265,8 +334,12 @@ def load_dicom(path: str | Path) -> np.ndarray:
     frames = int(ds.get("NumberOfFrames", 1) or 1)
     if frames > 1:
         raise ImageError(path, f"multi-frame DICOM ({frames} frames); only single-frame images are supported")
-    photometric = str(ds.get("PhotometricInterpretation", "")).upper()
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").upper().strip()
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
+    if not photometric and samples == 1:
+        raise ImageError(path, "DICOM has no PhotometricInterpretation (a required attribute): cannot tell "
+                               "MONOCHROME1 (white = low values) from MONOCHROME2, so the film could be read "
+                               "inverted; set it in the file")
     if photometric not in ("MONOCHROME1", "MONOCHROME2") or samples != 1:
         raise ImageError(path, f"colour DICOM (PhotometricInterpretation {photometric or 'missing'}, "
                                f"{samples} sample(s) per pixel); only greyscale MONOCHROME1/MONOCHROME2 "

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 from pathlib import Path
@@ -10,6 +11,55 @@ from typing import Any, Callable
 
 class CheckpointError(ValueError):
     """A checkpoint (or saved weights) that cannot be used; str() is one line naming the file and the problem."""
+
+
+class OutputError(ValueError):
+    """An output place that cannot be written (a file where a folder is needed, no permission, a full disk);
+    str() is one line naming it. Checked before the work that would fill it starts."""
+
+
+class RecordError(ValueError):
+    """A record in a run folder (metrics.json, an evaluation) that is not what pneumolib wrote there."""
+
+
+def ensure_writable_dir(path: str | Path) -> Path:
+    """Make the folder (and its parents) if needed and prove that a file can be created in it.
+
+    Args:
+        path: the output folder.
+
+    Returns:
+        The folder.
+
+    Raises:
+        OutputError: the path is a file, a parent is a file, or the folder cannot be written.
+    """
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: exists and is not a folder; give a folder (or a new name) for the output")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".pneumolib-write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot write there ({e.strerror or e})") from None
+    return path
+
+
+def ensure_writable_file(path: str | Path) -> Path:
+    """Check, before the work starts, that PATH can be written as a file: not a folder, its folder writable.
+
+    Raises:
+        OutputError: naming the path and the problem.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name for the output")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise OutputError(f"{path}: cannot write there (permission denied)")
+    ensure_writable_dir(path.parent if str(path.parent) else Path("."))
+    return path
 
 
 def atomic_write(path: str | Path, write: Callable[[str], Any]) -> Path:
@@ -37,3 +87,17 @@ def save_json(obj: Any, path: str | Path) -> Path:
 
 def load_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text())
+
+
+def load_record(path: str | Path) -> dict[str, Any] | None:
+    """A JSON mapping this package wrote beside a checkpoint (a stress test, an audit), or None when the file is
+    absent or is not such a mapping (damaged, or planted: it is data, never code, and is then recomputed)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        logging.getLogger(__name__).warning("%s: not a readable record, ignored (%s)", path, str(e)[:120])
+        return None
+    return rec if isinstance(rec, dict) else None

@@ -199,11 +199,23 @@ class LungSegmenter:
         """Each uint8 film's (any size) lung-field bounding box, as fractions of its height and width, with `margin`
         of the box's size added on each side; the whole film, with the reason, when the mask fails the check (a
         film whose lungs are not found is flagged, never cropped to a wrong box). Segmented in batches."""
-        small = [np.array(Image.fromarray(f).resize((SIZE, SIZE), Image.BILINEAR, reducing_gap=3.0)) for f in films]
-        if not small:
+        if not films:
             return []
+        small = [np.array(Image.fromarray(f).resize((SIZE, SIZE), Image.BILINEAR, reducing_gap=3.0)) if f.size
+                 else np.zeros((SIZE, SIZE), np.uint8) for f in films]
         masks = self.masks_for(torch.from_numpy(np.stack(small))[:, None], [(SIZE, SIZE)] * len(small))
-        return [box_of(m, self.check.problems(m), margin) for m in masks]
+        return [box_of(m, film_problem(f) or self.check.problems(m), margin) for f, m in zip(films, masks)]
+
+
+def film_problem(film: np.ndarray) -> str:
+    """'' for a film with a picture in it; else why no lung can be found there (no pixels, one grey level): the lung
+    check refuses such a film whatever mask the network draws on it."""
+    a = np.asarray(film)
+    if a.size == 0:
+        return "empty film (no pixels)"
+    if a.min() == a.max():
+        return f"uniform film (every pixel {a.flat[0]}): no picture"
+    return ""
 
 
 def box_of(mask: np.ndarray, problem: str, margin: float) -> "LungBox":
@@ -494,7 +506,7 @@ def segment_files(seg: LungSegmenter, files, out_dir: str | Path, say=print) -> 
             continue
         Image.fromarray((mask * 255).astype(np.uint8)).save(out / f"{f.stem}_lungs.png")
         Image.fromarray(overlay(film, mask)).save(out / f"{f.stem}_lungs_overlay.png")
-        problem = seg.check.problems(mask)
+        problem = film_problem(film) or seg.check.problems(mask)
         say(f"{f}\tlung area {mask.mean():.3f}\tcheck {'passed' if not problem else 'FAILED: ' + problem}")
     return refused
 

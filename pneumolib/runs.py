@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .io import load_record
+
 CHECKPOINT = "checkpoint.pt"  # weights + config + preprocessing + threshold
 STATE = "last.pt"  # training state after the last completed epoch (for --resume); removed when training ends
 LAST_EPOCH = "last_epoch.pt"  # the last epoch's weights, kept when an earlier epoch was kept: its test metrics too
@@ -14,7 +16,7 @@ CONFIG = "config.json"  # the frozen config the run trained
 SCORES_TEST = "scores_test.csv"  # per-image P(PNEUMONIA) on the test split
 SCORES_VAL = "scores_val.csv"
 STRESS = "stress.json"  # the stress test's rows, cached per checkpoint
-EXPLANATION = "explanation.pkl"  # run_experiment's Grad-CAM results, cached per checkpoint, data and settings
+EXPLANATION = "explanation.npz"  # run_experiment's Grad-CAM results (arrays + JSON, no pickle), cached per checkpoint, data and settings
 EVALUATIONS = "evaluations"  # one JSON per cohort 'evaluate' scored with this checkpoint
 CARD = "MODEL_CARD.md"
 GRADCAM = "gradcam"  # explain's figures and JSON, by default
@@ -93,6 +95,41 @@ class RunDir:
         return self.checkpoint.is_file() and self.metrics.is_file()
 
 
+# what a training leaves in its run folder, besides its own checkpoint: records of THAT model, which a new training in
+# the same folder must not inherit (its card would list the old model's evaluations as its own)
+TRAINING_RECORDS = (METRICS, CONFIG, SCORES_TEST, SCORES_VAL, LAST_EPOCH, "explanation.pkl", EXPLANATION, CARD)
+TRAINING_RECORD_GLOBS = ("stress*.json", "shortcuts_*.json")
+TRAINING_RECORD_FOLDERS = (EVALUATIONS, GRADCAM)
+
+
+def clear_training(run_dir: str | Path) -> list[str]:
+    """Remove a run folder's checkpoint and every record of the model it held (metrics, scores, stress tests,
+    shortcut audits, Grad-CAM results, evaluations of other cohorts, the model card), so that a new training there
+    starts clean. Returns the names removed. Files this package did not write are left alone."""
+    import shutil
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        return []
+    gone = []
+    for name in (CHECKPOINT, STATE, *TRAINING_RECORDS):
+        f = path / name
+        if f.is_file() or f.is_symlink():
+            f.unlink()
+            gone.append(name)
+    for pattern in TRAINING_RECORD_GLOBS:
+        for f in sorted(path.glob(pattern)):
+            if f.is_file():
+                f.unlink()
+                gone.append(f.name)
+    for name in TRAINING_RECORD_FOLDERS:
+        d = path / name
+        if d.is_dir() and not d.is_symlink():
+            shutil.rmtree(d)
+            gone.append(name + "/")
+    return gone
+
+
 def run_dir_name(entry: str, name: str) -> str:
     """'01_baseline': the folder name 'run' and the notebooks use for a registered experiment."""
     return f"{entry}_{name}" if entry else name
@@ -143,6 +180,7 @@ def load_metrics(run_dir: str | Path) -> dict[str, Any]:
     if not run.metrics.is_file():
         raise FileNotFoundError(f"{run.metrics}: no {METRICS} (is {run.path} a finished run folder?)")
     m = json.loads(run.metrics.read_text())
-    if run.stress.is_file():  # written by 'python -m pneumolib stress RUN_DIR'
-        m["stress"] = json.loads(run.stress.read_text()).get("summary")
+    stress = load_record(run.stress)  # written by 'python -m pneumolib stress RUN_DIR'
+    if stress is not None:
+        m["stress"] = stress.get("summary")
     return m

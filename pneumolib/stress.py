@@ -115,9 +115,12 @@ def stress_run(run_dir, data_dir=None, *, split: str = "test", reuse: bool = Tru
     out = run.stress_for(split)
     key = checkpoint_key(ckpt)
     if reuse and out.is_file():
-        saved = json.loads(out.read_text())
-        if saved.get("checkpoint_key") == key and saved.get("split") == split:
-            return StressReport(saved["rows"], saved["threshold"], split)
+        try:  # data only; a file that does not parse as this record is recomputed, never trusted
+            saved = json.loads(out.read_text())
+            if saved.get("checkpoint_key") == key and saved.get("split") == split:
+                return StressReport(list(saved["rows"]), float(saved["threshold"]), split)
+        except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as e:
+            logger.info("%s: not reused, recomputed (%s)", out, e)
     metrics = load_metrics(run_dir)
     if data_dir is None and metrics.get("data_dir") not in (None, "fixture"):
         data_dir = metrics["data_dir"]

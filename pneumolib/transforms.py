@@ -10,7 +10,7 @@ import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from .config import CLASSES, NORMALIZATIONS, View
+from .config import CLASSES, MAX_IMAGE_SIZE, NORMALIZATIONS, ConfigError, View, check_int
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -195,6 +195,19 @@ class Preprocessing:
     crop: str = "none"  # "lungs": decoded films are cropped to their lung fields first (config.View)
     crop_margin: float = 0.08
     crop_segmenter: str = ""  # digest of the lung segmenter whose boxes the model was trained on
+
+    def __post_init__(self) -> None:
+        """Refuse a field a checkpoint could carry malformed (a string size, 20,000 px, an unknown normalisation)."""
+        check_int("image_size", self.image_size, 32, MAX_IMAGE_SIZE)  # ResNet downsamples 32x
+        check_int("in_channels", self.in_channels, 1, 3)
+        if self.in_channels == 2:
+            raise ConfigError("preprocessing field in_channels=2 must be 1 or 3")
+        if self.normalize not in NORMALIZATIONS:
+            raise ConfigError(f"preprocessing field normalize={self.normalize!r} is not one of: "
+                              f"{', '.join(NORMALIZATIONS)}")
+        if not isinstance(self.crop_segmenter, str):
+            raise ConfigError(f"preprocessing field crop_segmenter={self.crop_segmenter!r} must be a string")
+        self.view  # checks crop and crop_margin
 
     @property
     def view(self) -> View:

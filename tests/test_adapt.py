@@ -267,7 +267,7 @@ def test_evaluate_adapt_both_reports_both_and_saves_the_adapted_checkpoint(run_c
     assert not torch.equal(sd_o["layer1.0.bn1.running_mean"], sd_n["layer1.0.bn1.running_mean"])
     assert torch.equal(sd_o["layer4.0.bn1.running_mean"], sd_n["layer4.0.bn1.running_mean"])
     # the record beside the checkpoint holds the same, under its own name
-    rec = json.loads((run_copy / "evaluations" / "fixture_data.adapt-both.json").read_text())
+    rec = json.loads(next((run_copy / "evaluations").glob("fixture_data-*.adapt-both.json")).read_text())
     assert rec["adapted"]["adaptation"]["mode"] == "both"
 
 

@@ -53,15 +53,15 @@ def test_bench_refuses_an_unknown_experiment(capsys):
 
 def test_cache_decodes_once_and_again_when_the_file_changes(tmp_path):
     p = tmp_path / "x.png"
-    Image.fromarray(np.full((32, 32), 10, np.uint8)).save(p)
+    Image.fromarray(np.full((32, 32), 10, np.uint8) + np.eye(32, dtype=np.uint8)).save(p)  # a picture, barely
     cache = DecodedCache()
     a = cache.get(p, 16)
     assert cache.get(p, 16) is a and len(cache) == 1  # second call: no decode
     assert cache.get(p, 8).shape == (8, 8) and len(cache) == 2  # keyed by size too
     time.sleep(0.01)
-    Image.fromarray(np.full((32, 32), 200, np.uint8)).save(p)
+    Image.fromarray(np.full((32, 32), 200, np.uint8) + np.eye(32, dtype=np.uint8)).save(p)
     os.utime(p, ns=(time.time_ns(), time.time_ns()))
-    assert cache.get(p, 16).mean() == 200  # edited file: decoded again, not served stale
+    assert 199 < cache.get(p, 16).mean() < 202  # edited file: decoded again, not served stale
 
 
 def _pil_log_baseline():
@@ -113,8 +113,8 @@ def test_disk_cache_serves_a_new_process_and_survives_damage(tmp_path, monkeypat
     assert np.array_equal(DecodedCache(tmp_path / "cache").get(p, 16), first)
     assert np.load(files[0]).shape == (16, 16)
 
-    Image.fromarray(np.zeros((32, 32), np.uint8)).save(p)  # new content, new key
-    assert DecodedCache(tmp_path / "cache").get(p, 16).max() == 0
+    Image.fromarray(np.eye(32, dtype=np.uint8)).save(p)  # new content, new key
+    assert DecodedCache(tmp_path / "cache").get(p, 16).max() <= 1
 
 
 def test_disk_cache_can_be_turned_off(monkeypatch):

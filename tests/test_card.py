@@ -1,5 +1,6 @@
 """Model cards and evaluation records: every number from the run folder's files, the licence only when known."""
 import json
+import re
 
 import pytest
 import yaml
@@ -43,7 +44,7 @@ def test_card_includes_an_evaluation_after_evaluate_was_run(run_copy, capsys):
     before = render_model_card(run_copy)
     assert "None recorded" in before
     assert main(["evaluate", str(run_copy / "checkpoint.pt"), "--data-dir", str(fixture_dir())]) == 0  # no --json
-    rec_path = run_copy / "evaluations" / "fixture_data.json"
+    rec_path = run_copy / "evaluations" / f"{cohort_name(fixture_dir())}.json"
     assert f"recorded in {rec_path}" in capsys.readouterr().out
     rec = json.loads(rec_path.read_text())
     for key in ("ece", "ci95", "accuracy", "command", "argv", "date", "checkpoint_threshold", "data_dir", "split"):
@@ -52,7 +53,7 @@ def test_card_includes_an_evaluation_after_evaluate_was_run(run_copy, capsys):
     card = render_model_card(run_copy)
     assert "#### fixture_data" in card and "None recorded" not in card
     assert f"Command: `{rec['command']}`" in card
-    assert f"- fixture_data: {rec['ece']:.3f}" in card  # the cohort's calibration
+    assert f"- {cohort_name(fixture_dir())}: {rec['ece']:.3f}" in card  # the cohort's calibration
 
 
 def test_card_renders_stress_gradcam_counts_and_command_from_whatever_the_files_hold(tmp_path):
@@ -104,13 +105,24 @@ def test_licence_is_known_only_for_the_kermany_data(tmp_path):
 def test_cohort_names_are_file_safe_and_name_the_split_and_adaptation(tmp_path):
     odd = tmp_path / "St Mary's cohort (2024)"
     odd.mkdir()
-    assert cohort_name(odd) == "St_Mary_s_cohort_2024"
-    assert cohort_name(odd, "val") == "St_Mary_s_cohort_2024_val"
-    assert cohort_name(odd, adapt="bn") == "St_Mary_s_cohort_2024.adapt-bn"
+    name = cohort_name(odd)
+    assert re.fullmatch(r"St_Mary_s_cohort_2024-[0-9a-f]{8}", name)
+    assert cohort_name(odd, "val") == name + "_val"
+    assert cohort_name(odd, adapt="bn") == name + ".adapt-bn"
     bare = tmp_path / "hospital" / "test"
     for c in ("NORMAL", "PNEUMONIA"):
         (bare / c).mkdir(parents=True)
-    assert cohort_name(bare) == "hospital"  # a split folder holding the class folders is named by its parent
+    assert cohort_name(bare).startswith("hospital-")  # a split folder holding the class folders: named by its parent
+    assert cohort_name(bare) == cohort_name(bare.parent)
+
+
+def test_records_of_two_cohorts_with_the_same_folder_name_do_not_overwrite_each_other(tmp_path):
+    """Regression (hostile-input issue): /a/real and /b/real were both recorded as evaluations/real.json."""
+    a, b = tmp_path / "a" / "real", tmp_path / "b" / "real"
+    a.mkdir(parents=True)
+    b.mkdir(parents=True)
+    assert cohort_name(a) != cohort_name(b)
+    assert cohort_name(a).startswith("real-") and cohort_name(b).startswith("real-")
 
 
 def test_card_command_writes_the_file_and_refuses_a_folder_without_metrics(run_copy, tmp_path, capsys):

@@ -114,7 +114,10 @@ def test_train_with_early_id_holdout_records_it(tmp_path):
     assert m["holdout"] == "early_ids" and any("early-ID holdout" in n for n in m["notes"])
     # a run folder trained on another holdout is not reused for this one
     r2 = run_cli("train", "baseline", "--out", str(out), "--epochs", "1", "--cam-per-class", "0")
-    assert r2.returncode == 0 and "reusing" not in r2.stderr
+    assert r2.returncode == 2 and "holds another training" in r2.stderr and "holdout: early_ids -> folders" in r2.stderr
+    r3 = run_cli("train", "baseline", "--out", str(out), "--epochs", "1", "--cam-per-class", "0", "--retrain")
+    assert r3.returncode == 0 and "reusing" not in r3.stderr
+    assert json.loads((out / "metrics.json").read_text())["holdout"] == "folders"
 
 
 def test_run_trains_each_experiment_and_ends_with_a_table(tmp_path, capsys):
@@ -129,7 +132,7 @@ def test_run_trains_each_experiment_and_ends_with_a_table(tmp_path, capsys):
     (["train", "baseline", "--data-dir", "/nonexistent/xray", "--out", "{tmp}/r"], "/nonexistent/xray: data folder not found"),
     (["train", "nope", "--out", "{tmp}/r"], "unknown experiment 'nope'"),
     (["evaluate", "{tmp}/missing.pt", "--data-dir", "{fixture}"], "missing.pt: checkpoint not found"),
-    (["evaluate", "{tmp}/junk.pt", "--data-dir", "{fixture}"], "junk.pt: not a readable torch checkpoint"),
+    (["evaluate", "{tmp}/junk.pt", "--data-dir", "{fixture}"], "junk.pt: not a torch checkpoint"),
     (["predict", "{tmp}/junk.pt", "x.png"], "junk.pt"),
     (["compare", "{tmp}"], "no metrics.json"),
 ])

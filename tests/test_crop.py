@@ -93,8 +93,8 @@ def test_a_film_without_lungs_is_flagged_in_predict_not_cropped(tmp_path, capsys
     cfg = replace(get_config("cand_lungs"), image_size=64)
     from pneumolib.models import build_model
     ckpt = save_checkpoint(tmp_path / "checkpoint.pt", build_model("resnet18", 1), cfg, 0.5)
-    blank = tmp_path / "blank.png"
-    Image.fromarray(np.full((300, 300), 128, np.uint8)).save(blank)
+    blank = tmp_path / "blank.png"  # a picture (a faint ramp), but no lungs in it
+    Image.fromarray(np.full((300, 300), 128, np.uint8) + (np.arange(300) % 2).astype(np.uint8)[None]).save(blank)
     assert main(["predict", str(ckpt), str(blank)]) == 0
     out = capsys.readouterr().out
     assert "lungs=NOT FOUND" in out and "whole film used" in out
@@ -128,7 +128,7 @@ def test_lung_masks_for_a_cropped_model_are_cut_to_its_box_in_its_frame():
 def test_a_cropped_models_map_is_drawn_over_its_box_on_the_whole_film(tmp_path):
     from pneumolib.cam import overlay_on_film
     film = tmp_path / "film.png"
-    Image.fromarray(np.full((200, 100), 90, np.uint8)).save(film)
+    Image.fromarray(np.full((200, 100), 90, np.uint8) + np.eye(200, 100, dtype=np.uint8)).save(film)
     cam = np.ones((8, 8), np.float32)  # all evidence, everywhere in the crop
     whole = overlay_on_film(film, cam)
     boxed = overlay_on_film(film, cam, box=L.LungBox(0.5, 1.0, 0.0, 0.5))

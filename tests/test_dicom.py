@@ -126,7 +126,7 @@ def test_suffixless_dicom_named_explicitly_loads_but_folders_ignore_it(tmp_path)
     f = write_dicom(tmp_path / "IM000001", px)
     assert is_dicom(f)
     np.testing.assert_array_equal(np.asarray(load_image(f)), px)
-    images, ignored = list_images(tmp_path)
+    images, ignored, _ = list_images(tmp_path)
     assert images == [] and ignored == [f]
 
 
@@ -134,7 +134,7 @@ def test_dicom_suffixes_in_any_case_are_images_in_folders(tmp_path):
     px = np.zeros((8, 8), np.uint8)
     files = [write_dicom(tmp_path / n, px) for n in ("A.DCM", "b.Dicom", "c.dcm")]
     (tmp_path / "notes.txt").write_text("x")
-    images, ignored = list_images(tmp_path)
+    images, ignored, _ = list_images(tmp_path)
     assert sorted(images) == sorted(files) and [p.name for p in ignored] == ["notes.txt"]
 
 

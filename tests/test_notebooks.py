@@ -103,6 +103,12 @@ def test_all_ten_notebooks_were_rendered_at_one_commit():
     assert len(set(commits.values())) == 1, f"rendered at different commits: {commits}"
 
 
+# True while a round's code issues change the package before the round's series issue renders every notebook again
+# (DEVELOPERS.md: "until then the staleness test may report instead of fail"); the series issue sets it to False
+# in the commit that holds the render, so from then on a stale output fails again.
+RENDER_PENDING = True
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_committed_outputs_are_not_stale(path):
     # the outputs show the package and notebook sources as they are now: the render's commit was clean, and the
@@ -114,8 +120,11 @@ def test_committed_outputs_are_not_stale(path):
     assert not commit.endswith("+dirty") and commit != "unknown", f"{path.name}: rendered from {commit}"
     m = re.search(r"; sources (\w+)\n", "\n".join(_output_text(c) for c in nbformat.read(path, as_version=4).cells[:4]))
     assert m, f"{path.name}: no sources digest in its provenance line"
-    assert m.group(1) == sources_digest("HEAD"), \
-        f"{path.name} was rendered at {commit}; changed since: {stale_paths(commit)[:8]}"
+    if m.group(1) != sources_digest("HEAD"):
+        why = f"{path.name} was rendered at {commit}; changed since: {stale_paths(commit)[:8]}"
+        if RENDER_PENDING:  # this round's code issues land before its series render: report, do not fail
+            pytest.xfail(f"stale until the series issue renders this round: {why}")
+        pytest.fail(why)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
@@ -227,8 +236,8 @@ def test_a_series_prints_its_run_folders_by_the_runs_parameter_not_their_path_re
     from pneumolib import series
 
     s = series.start(None, "smoke", "cpu", [0], runs=tmp_path / "elsewhere")
-    assert s.tidy(f"reusing {tmp_path}/elsewhere/05_pretrained/seed0/explanation.pkl") == \
-        "reusing RUNS/05_pretrained/seed0/explanation.pkl"
+    assert s.tidy(f"reusing {tmp_path}/elsewhere/05_pretrained/seed0/explanation.npz") == \
+        "reusing RUNS/05_pretrained/seed0/explanation.npz"
 
 
 def test_a_render_is_stale_when_the_package_or_a_notebook_source_changed_since_its_commit(tmp_path):
@@ -388,10 +397,10 @@ def test_an_entry_that_trains_an_identical_config_finds_its_twin_run(tmp_path, q
     assert series.adopt_twin(s, get_config("05"), 0, d05) is None  # same config, other data: no twin
     save_checkpoint(twin / "checkpoint.pt", build_model(in_channels=3), cfg, 0.5,
                     {"holdout": "folders", "data_fingerprint": fp})
-    for name in ("last_epoch.pt", "stress.json", "explanation.pkl"):  # what is kept beside the checkpoint
+    for name in ("last_epoch.pt", "stress.json", "explanation.npz"):  # what is kept beside the checkpoint
         (twin / name).write_bytes(name.encode())
     assert series.adopt_twin(s, get_config("05"), 0, d05) == twin
-    for name in ("checkpoint.pt", "last_epoch.pt", "stress.json", "explanation.pkl"):
+    for name in ("checkpoint.pt", "last_epoch.pt", "stress.json", "explanation.npz"):
         # regression: 05's seed table said 'not kept (trained before last_epoch.pt)' for a twin of 04's seed 0,
         # whose last epoch was kept but not copied
         assert (d05 / name).read_bytes() == (twin / name).read_bytes(), name
@@ -408,13 +417,13 @@ def test_a_twin_entry_shows_the_twins_grad_cam_results_without_recomputing_them(
 
     s = series.start(None, "smoke", "cpu", [0], runs=tmp_path)
     [r04] = series.run_seeds(get_config("04"), s, cam_per_class=2)
-    assert (tmp_path / "04_rgb_grayscale_mismatch" / "seed0" / "explanation.pkl").is_file()
+    assert (tmp_path / "04_rgb_grayscale_mismatch" / "seed0" / "explanation.npz").is_file()
 
     def fail(*a, **k):
         raise AssertionError("Grad-CAM recomputed")
     monkeypatch.setattr(experiment, "explain_predictor", fail)
     [r05] = series.run_seeds(get_config("05"), s, cam_per_class=2)
-    assert (tmp_path / "05_pretrained" / "seed0" / "explanation.pkl").is_file()
+    assert (tmp_path / "05_pretrained" / "seed0" / "explanation.npz").is_file()
     assert np.array_equal(r05.explanation.cams, r04.explanation.cams)
     assert r05.metrics["lung_focus"] == r04.metrics["lung_focus"]
     with pytest.raises(AssertionError, match="recomputed"):  # other settings: the kept results do not apply

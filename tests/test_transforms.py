@@ -93,5 +93,5 @@ def test_preprocessing_gives_the_checkpoint_channel_count(channels, normalize):
 
 
 def test_preprocessing_rejects_unknown_normalisation():
-    with pytest.raises(ValueError, match="unknown normalize"):
+    with pytest.raises(ValueError, match="normalize=.zscore. is not one of"):
         Preprocessing(64, 1, "zscore")(_img())
