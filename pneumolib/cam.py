@@ -24,8 +24,9 @@ from .config import CLASSES
 from .data import DEFAULT_CACHE, Sample
 from .io import atomic_write
 from .infer import class_probabilities, predict_proba, view_logits
-from .lungs import LungBox, LungSegmenter, mask_in_view, read_mask
+from .lungs import LungBox, LungSegmenter, mask_in_view, read_mask, shipped_segmenter
 from .models import cam_layer, members, stage_blocks
+from .stats import patient_bootstrap
 
 log = logging.getLogger(__name__)
 
@@ -181,7 +182,7 @@ def lung_mask(sample: Sample, image: np.ndarray, exact_masks: Callable[[Path], P
     exact = exact_masks(sample.path) if exact_masks is not None else None
     if exact is not None:
         return mask_in_view(read_mask(exact), box, image.shape), "annotated", ""
-    segmenter = segmenter or LungSegmenter.load()
+    segmenter = segmenter or shipped_segmenter()
     if box is None:
         m = segmenter.segment_array(image)
         return m, "learned", segmenter.check.problems(m)
@@ -220,25 +221,6 @@ def lower_central_share(cam: np.ndarray) -> float:
     """Share of the CAM's energy in the lower-central box (rows 55-100%, columns 30-70%) where the heart
     and the diaphragm sit on a frontal film: the log's 'attention on the heart / lower diaphragm'."""
     return lung_focus(cam, heart_box_mask(*cam.shape))
-
-
-def patient_bootstrap(values: np.ndarray, patients: list[str], n_boot: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> list[float]:
-    """Percentile interval of the mean of per-image `values`, resampling patients (all of a patient's images
-    together), since films of one patient are not independent. NaN values are left out."""
-    values = np.asarray(values, float)
-    ok = ~np.isnan(values)
-    pats = np.array(patients, dtype=object)[ok]
-    if not ok.any():
-        return [float("nan")] * 2
-    uniq, inv = np.unique(pats.astype(str), return_inverse=True)
-    sums = np.bincount(inv, weights=values[ok], minlength=len(uniq))
-    counts = np.bincount(inv, minlength=len(uniq)).astype(float)
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(uniq), size=(n_boot, len(uniq)))
-    means = sums[draws].sum(1) / counts[draws].sum(1)
-    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
-    return [float(np.percentile(means, lo)), float(np.percentile(means, hi))]
 
 
 def first_per_class(samples: list[Sample], n: int) -> tuple[list[Sample], str]:
@@ -469,7 +451,7 @@ def explain(model: torch.nn.Module, samples: list[Sample], preprocessing, thresh
     if target not in TARGETS:
         raise ValueError(f"unknown CAM target {target!r}; known: {', '.join(TARGETS)}")
     cache = cache or DEFAULT_CACHE
-    segmenter = segmenter or LungSegmenter.load()
+    segmenter = segmenter or shipped_segmenter()
     device = next(model.parameters()).device
     layer_name, module = resolve_layer(model, layer, preprocessing.image_size, preprocessing.in_channels)
     images, cams, probs, masks, mmethods, focus, area, heart, classes, problems = ([] for _ in range(10))
@@ -729,7 +711,7 @@ def compare_methods(predictor, samples: list[Sample], *, methods=("gradcam", "hi
     """One row per (method, layer): the share of empty maps, ROAD of the model's maps against a random map (their
     paired difference with a 95% interval by patient), the randomisation test, whether the maps pass their checks,
     and the lung and heart lift per class with intervals. The evidence choose_method reads."""
-    rows, segmenter = [], LungSegmenter.load()  # loaded once for every method and layer
+    rows, segmenter = [], shipped_segmenter()
     for method in methods:
         for layer in layers:
             e = explain_predictor(predictor, samples, n_per_class=n_per_class, target=target,

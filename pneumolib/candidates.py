@@ -24,6 +24,7 @@ from .ensemble import build_ensemble
 from .evaluate import expected_calibration_error, fit_threshold, point_metrics, predict_samples
 from .io import load_json
 from .runs import RunDir, load_metrics
+from .stats import auc_score
 from .stress import report_at, shifted_scores
 
 HELD_OUT = ("high_contrast", "jpeg", "sharpen")
@@ -39,12 +40,11 @@ def _val_metrics(run_dir: Path) -> dict[str, float]:
     """AUC and both recalls on the run's validation split at its checkpoint threshold (scores_val.csv)."""
     import csv
 
-    from sklearn.metrics import roc_auc_score
     rows = list(csv.DictReader(RunDir(run_dir).scores_val.open()))
     y = np.array([r["label"] == "PNEUMONIA" for r in rows], int)
     p = np.array([float(r["p_pneumonia"]) for r in rows])
     called = np.array([r["prediction"] == "PNEUMONIA" for r in rows], int)
-    return {"n": len(rows), "auc": float(roc_auc_score(y, p)),
+    return {"n": len(rows), "auc": auc_score(y, p),
             "pneumonia_recall": float(called[y == 1].mean()), "normal_recall": float((1 - called[y == 0]).mean()),
             "balanced_accuracy": float((called[y == 1].mean() + (1 - called[y == 0]).mean()) / 2)}
 

@@ -24,7 +24,7 @@ from .config import CLASSES
 from .io import RecordError, atomic_write, load_json, load_record, save_json
 from .runs import RunDir
 from .shortcuts import format_audit
-from .verdicts import SMALL_N
+from .stats import SMALL_N
 
 log = logging.getLogger(__name__)
 

@@ -325,40 +325,30 @@ def cmd_card(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .checkpoint import Predictor
+    from .api import load, predict
     from .io import ensure_writable_dir
     if args.cam_dir:  # before the work, not after it
         ensure_writable_dir(args.cam_dir)
-    pred = Predictor.load(args.checkpoint)
-    from . import ood
-    from .data import Sample, patient_id
-    done, refused = pred.predict_files(args.images)
-    far = ood.score(pred, [Sample(Path(p), -1, patient_id(Path(p)), "predict") for p, _, _ in done])
-    for i, (path, label, p) in enumerate(done):
-        notes = [pred.input_note(path)]
-        if far is not None:  # how unlike the training films this one looks to the model
-            notes.append(f"ood={far[0][i]:.1f}" + (" UNLIKE THE TRAINING FILMS: do not trust this answer"
-                                                   if far[1][i] else ""))
-        print(f"{path}\t{label}\tp_pneumonia={p:.4f}\tthreshold={pred.threshold:.3f}"
-              + "".join(f"\t{n}" for n in notes if n))
-    if far is None and done:
+    pred = load(args.checkpoint)
+    records, refused = predict(pred, args.images)
+    for r in records:
+        print(r.line())
+    if records and records[0].ood_distance is None:
         print("note: this checkpoint carries no out-of-distribution reference (trained before pneumolib had one)",
               file=sys.stderr)
     for e in refused:  # every good film was predicted first; each refused one is named with its reason
         print(f"pneumolib: error: {e}", file=sys.stderr)
     sys.stderr.flush()
-    if args.cam_dir and done:
-        _predict_overlays(pred, [Path(p) for p, _, _ in done], args)
+    if args.cam_dir and records:
+        _predict_overlays(pred, [Path(r.path) for r in records], args)
     return 2 if refused else 0
 
 
 def _predict_overlays(pred, paths: list[Path], args) -> None:
-    from .cam import explain, save_overlays, target_label
-    from .data import Sample, patient_id
-    samples = [Sample(p, -1, patient_id(p), "predict") for p in paths]
+    from .api import explain
+    from .cam import save_overlays, target_label
     # the same P (TTA included) and threshold as the prediction lines; overlays on the film at its own size
-    expl = explain(pred.model, samples, pred.preprocessing, pred.threshold, target=args.cam_target,
-                   tta=bool(pred.config.tta))
+    expl = explain(pred, paths, target=args.cam_target)
     print(f"{expl.method} at {expl.layer} (native map {expl.map_size[0]} x {expl.map_size[1]} cells), target: "
           f"{target_label(args.cam_target)}; overlays at the film's own size, long side at most 1024 px")
     for p in save_overlays(expl, args.cam_dir):

@@ -19,7 +19,7 @@ from .io import CheckpointError, atomic_write
 from .config import CLASSES, View, as_view
 from .fixture import fixture_dir
 from .imaging import IMAGE_SUFFIXES, ImageError, check_readable, load_image, load_resized
-from .lungs import LungBox, LungSegmenter, crop_film
+from .lungs import LungBox, LungSegmenter, crop_film, shipped_segmenter
 
 SPLITS = ("train", "val", "test")
 IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
@@ -530,7 +530,7 @@ class DecodedCache:
         """The lung segmenter for a cropped view; refuses a view whose boxes another segmenter drew."""
         with self._lock:
             if self._segmenter is None:
-                self._segmenter = LungSegmenter.load()
+                self._segmenter = shipped_segmenter()
         if view.segmenter and view.segmenter != self._segmenter.digest:
             raise CheckpointError(f"{path}: this model was trained on lung crops drawn by segmenter "
                                   f"{view.segmenter}; this cache's segmenter is {self._segmenter.digest} "

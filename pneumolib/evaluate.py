@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import rankdata
 from sklearn.metrics import classification_report, confusion_matrix, roc_curve
 
 from .io import atomic_write
@@ -16,7 +15,7 @@ from .config import CLASSES
 from .data import DecodedCache, Sample
 from .infer import predict_proba
 from .shifts import SHIFTS
-from .verdicts import SMALL_N, wilson
+from .stats import SMALL_N, auc_score, wilson
 
 
 @dataclass
@@ -98,20 +97,6 @@ def fit_threshold(rule: str, model: torch.nn.Module, val: Scores, preprocessing,
     return choose_threshold("youden", np.concatenate(labels), np.concatenate(probs))
 
 
-def auc_score(y: np.ndarray, p: np.ndarray) -> float:
-    """ROC AUC of binary labels by the rank (Mann-Whitney) formula, ties counted half: the value sklearn's
-    roc_auc_score gives, without its per-call input validation, which made the 1,000 bootstrap draws of every
-    evaluation cost seconds. NaN unless both classes are present."""
-    y = np.asarray(y)
-    pos = y == 1
-    n1 = int(pos.sum())
-    n0 = len(y) - n1
-    if n1 == 0 or n0 == 0:
-        return float("nan")
-    ranks = rankdata(np.asarray(p, dtype=float))
-    return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
-
-
 def point_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
     """Accuracy, both recalls, both precisions, balanced accuracy and AUC at one threshold (no intervals)."""
     pred = (p >= threshold).astype(int)
@@ -157,7 +142,7 @@ def bootstrap_ci(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int = 1
 
 
 def wilson_ci(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, list[float]]:
-    """Wilson score intervals (verdicts.wilson) for accuracy and the two recalls: unlike the percentile bootstrap
+    """Wilson score intervals (stats.wilson) for accuracy and the two recalls: unlike the percentile bootstrap
     they stay honest when a small sample is all right or all wrong (10/10 is not certainty)."""
     pred = (p >= threshold).astype(int)
     groups = {"accuracy": np.ones_like(y, bool), "sensitivity": y == 1, "specificity": y == 0}

@@ -1,6 +1,7 @@
 """Lung fields: a small MONAI U-Net learned from annotated masks, shipped inside the package with its provenance."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import time
@@ -230,9 +231,30 @@ def box_of(mask: np.ndarray, problem: str, margin: float) -> "LungBox":
                    float(min(1.0, x1 + dx)))
 
 
+@functools.lru_cache(maxsize=1)
+def _shipped(path: str, size: int, mtime_ns: int) -> LungSegmenter:
+    return LungSegmenter.load(path)
+
+
+def shipped_segmenter() -> LungSegmenter:
+    """The segmenter shipped in the package, loaded (and its digest computed) once per process and shared by every
+    consumer: the decode cache's crop boxes, Grad-CAM's lung masks, the shortcut audit, the CLI. Keyed by the weight
+    file's size and modification time, so weights re-shipped by `lungs train --ship` are read again. Inference only:
+    train_segmenter builds its own network."""
+    path = shipped_weights()
+    try:
+        st = path.stat()
+    except OSError:
+        raise CheckpointError(f"{path}: lung segmenter weights not found") from None
+    return _shipped(str(path), st.st_size, st.st_mtime_ns)
+
+
+shipped_segmenter.cache_clear = _shipped.cache_clear  # tests, and a caller that re-ships weights in-process
+
+
 def shipped_digest() -> str:
-    """Digest of the shipped segmenter's weights (what a lung-cropped checkpoint records)."""
-    return LungSegmenter.load().digest
+    """Digest of the shipped segmenter's weights (what a lung-cropped checkpoint records); computed once."""
+    return shipped_segmenter().digest
 
 
 @dataclass(frozen=True)

@@ -242,7 +242,7 @@ def _with_ci(v: float, ci) -> str:
 def metrics_frame(m: dict[str, Any]) -> pd.DataFrame:
     """A split's headline metrics with their 95% intervals (by patient when the films carry patients; Wilson
     intervals too for small samples, where the percentile bootstrap collapses)."""
-    from .evaluate import SMALL_N
+    from .stats import SMALL_N
 
     names = {"accuracy": "accuracy", "sensitivity": "PNEUMONIA recall", "specificity": "NORMAL recall",
              "precision": "PNEUMONIA precision", "npv": "NORMAL precision", "auc": "AUC"}

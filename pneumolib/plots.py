@@ -223,7 +223,7 @@ def plot_comparison(rows: list[dict[str, Any]], metrics=("accuracy", "sensitivit
                     title: str = "test metrics with 95% intervals"):
     """One panel per metric: each run's value with its 95% interval (Wilson for proportions of small samples,
     where the percentile bootstrap collapses; bootstrap otherwise), each axis zoomed to its values."""
-    from .evaluate import SMALL_N
+    from .stats import SMALL_N
 
     def interval(r, m, v):
         if r.get("n", SMALL_N) < SMALL_N and m in r.get("ci95_wilson", {}):

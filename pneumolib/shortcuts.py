@@ -18,13 +18,14 @@ import torch
 from PIL import Image
 from scipy import ndimage as ndi
 
-from .cam import lung_mask, patient_bootstrap
+from .cam import lung_mask
+from .stats import auc_with_interval, patient_bootstrap
 from .checkpoint import Predictor
 from .config import CLASSES
 from .data import DEFAULT_CACHE, DecodedCache, Sample, prepare, resolve_data_dir
 from .infer import predict_proba
 from .io import save_json
-from .lungs import LungSegmenter, annotated_mask
+from .lungs import LungSegmenter, annotated_mask, shipped_segmenter
 from .runs import RunDir, load_metrics
 
 log = logging.getLogger(__name__)
@@ -68,30 +69,12 @@ def fit_probe(train: list[Sample], seed: int = 0, cache: DecodedCache | None = N
     return probe
 
 
-def auc_with_interval(labels: np.ndarray, scores: np.ndarray, patients: list[str], n_boot: int = 1000,
-                      seed: int = 0) -> tuple[float, list[float]]:
-    """ROC AUC and its 95% percentile interval from resampling patients."""
-    from sklearn.metrics import roc_auc_score
-    labels, scores = np.asarray(labels), np.asarray(scores, float)
-    if len(set(labels.tolist())) < 2:
-        return float("nan"), [float("nan")] * 2
-    auc = float(roc_auc_score(labels, scores))
-    uniq, inv = np.unique(np.asarray(patients, dtype=str), return_inverse=True)
-    members = [np.flatnonzero(inv == i) for i in range(len(uniq))]
-    rng, boots = np.random.default_rng(seed), []
-    for _ in range(n_boot):
-        idx = np.concatenate([members[i] for i in rng.integers(0, len(uniq), len(uniq))])
-        if len(set(labels[idx].tolist())) == 2:
-            boots.append(roc_auc_score(labels[idx], scores[idx]))
-    return auc, [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))] if boots else [float("nan")] * 2
-
-
 def masks_in_view(pred: Predictor, samples: list[Sample], cache: DecodedCache,
                   exact_masks: Callable | None = annotated_mask, segmenter: LungSegmenter | None = None
                   ) -> tuple[list[np.ndarray | None], dict[str, int]]:
     """Each film's lung mask in the model's input frame (annotated where the film has one, else learned; a learned
     mask that fails its check is None: that film is left out of the reliance)."""
-    segmenter = segmenter or LungSegmenter.load()
+    segmenter = segmenter or shipped_segmenter()
     view, out, counts = pred.preprocessing.view, [], {"annotated": 0, "learned": 0, "failed": 0}
     for s in samples:
         img = cache.get(s.path, view)

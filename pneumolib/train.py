@@ -26,6 +26,7 @@ from .data import DEFAULT_CACHE, DecodedCache, XRayData, XRayDataset, fingerprin
 from .evaluate import Scores, fit_threshold, predict_samples
 from .io import atomic_write
 from .models import build_model
+from .stats import auc_score
 from .ood import reference_for
 from .runs import RunDir
 from .runtime import autocast, generator, get_device, git_commit, seed_everything
@@ -366,13 +367,11 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
 
 
 def _val_row(epoch, train_loss, val: Scores, criterion, dev) -> dict[str, float]:
-    from sklearn.metrics import roc_auc_score
-
     y, p = val.labels, np.clip(val.probs, 1e-7, 1 - 1e-7)
     logits = torch.tensor(np.stack([np.log(1 - p), np.log(p)], 1), dtype=torch.float32, device=dev)
     with torch.no_grad():
         vloss = float(criterion(logits, torch.tensor(y, device=dev)))
-    auc = float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
+    auc = auc_score(y, p)
     return {"epoch": epoch, "train_loss": train_loss, "val_loss": vloss, "val_auc": auc,
             "val_acc": float(((p >= 0.5).astype(int) == y).mean()),
             # share of val films called PNEUMONIA at 0.5: 1.0 or 0.0 is the log's "everything one class" symptom

@@ -5,6 +5,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from .stats import SMALL_N, wilson
+
 HOLDS, FAILS, CANNOT_TELL, NOT_TESTED = "holds", "does not hold", "cannot tell at this n", "not tested"
 # the two reasons evidence cannot decide: every seed's own interval straddles the threshold, or seeds decide apart
 TOO_FEW_FILMS, SEEDS_DISAGREE = "cannot tell: too few films", "cannot tell: seeds disagree"
@@ -17,7 +19,6 @@ MIN_SEEDS = 3
 # "Attention on X" is read as a lift whose interval lies above 1 (more of the map than X's area would get under a
 # uniform map); "not on X" as one whose interval lies below 1. Judged only for maps that pass their own checks.
 NO_PREFERENCE = 1.0
-SMALL_N = 100  # below this many films, Wilson intervals replace the percentile bootstrap (which collapses there)
 # the names notebook 04 gives the inference paths it compares (drift.compare_inference rows)
 CHECKPOINT_PATH = "checkpoint preprocessing (pneumolib)"
 LOG_PATH = "log: convert('L') + Grayscale(3)"
@@ -61,17 +62,6 @@ def lowest(estimates: Iterable[Estimate]) -> Estimate:
     if all(e.has_interval for e in es):
         return Estimate(v, min(e.lo for e in es), min(e.hi for e in es))
     return Estimate(v)
-
-
-def wilson(k: float, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score interval of a proportion k/n (k may come from a share: rounded to the nearest count)."""
-    if n <= 0:
-        return (float("nan"), float("nan"))
-    k = round(k)
-    p = k / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (max(0.0, centre - half), min(1.0, centre + half))
 
 
 # --- reading one run's metrics -----------------------------------------------------------------

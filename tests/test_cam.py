@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from pneumolib.stats import patient_bootstrap
 from pneumolib.cam import (
     CAM,
     METHODS,
@@ -19,7 +20,6 @@ from pneumolib.cam import (
     lift,
     lower_central_share,
     lung_focus,
-    patient_bootstrap,
     random_maps,
     randomise_top,
     rank_correlation,

@@ -150,7 +150,7 @@ def test_auc_score_equals_sklearns_roc_auc_with_ties_and_is_nan_for_one_class():
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from pneumolib.evaluate import auc_score
+    from pneumolib.stats import auc_score
     rng = np.random.default_rng(0)
     for _ in range(200):
         n = int(rng.integers(2, 200))

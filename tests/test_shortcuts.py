@@ -14,6 +14,7 @@ from pneumolib.cli import main
 from pneumolib.config import get_config
 from pneumolib.data import DecodedCache, Sample, discover
 from pneumolib.fixture import fixture_dir
+from pneumolib.stats import auc_with_interval
 
 
 def test_global_stats_see_a_black_border_and_sharpness_not_anatomy():
@@ -113,7 +114,7 @@ def test_auc_interval_by_patient_brackets_the_auc():
     rng = np.random.default_rng(0)
     labels = np.repeat([0, 1], 50)
     scores = labels + rng.normal(0, 0.8, 100)
-    auc, ci = S.auc_with_interval(labels, scores, [f"p{i // 2}" for i in range(100)])
+    auc, ci = auc_with_interval(labels, scores, [f"p{i // 2}" for i in range(100)])
     assert ci[0] < auc < ci[1] and 0.7 < auc < 0.95
 
 

@@ -1,0 +1,172 @@
+"""The public API: load a checkpoint, predict files and get whole records, explain, train (run), list, segment lungs.
+
+Everything `python -m pneumolib predict` prints comes from `predict` here; the CLI only formats it. The names are
+re-exported by `pneumolib` itself (`import pneumolib; pneumolib.predict(...)`). Training is `run` (as the CLI's
+main job): `pneumolib.train` is the training module's name."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import ood
+from .cam import Explanation, explain as _explain_maps
+from .checkpoint import Predictor
+from .config import REGISTRY, ExperimentConfig, diff, format_diff, get_config, previous
+from .data import Sample, patient_id
+from .experiment import RunResult, run_experiment
+from .imaging import ImageError
+from .lungs import shipped_segmenter
+
+__all__ = ["Prediction", "load", "predict", "explain", "run", "experiments", "segment_lungs"]
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What the package says about one film: the served prediction record.
+
+    Attributes:
+        path: the file.
+        label: "PNEUMONIA" or "NORMAL", by the checkpoint's threshold.
+        p_pneumonia: P(PNEUMONIA), test-time augmentation included when the checkpoint uses it.
+        threshold: the checkpoint's decision threshold.
+        ood_distance: the film's out-of-distribution distance (None: the checkpoint carries no reference).
+        unlike_training: True when that distance is beyond the reference's threshold (do not trust the answer).
+        lungs: "" without a lung crop; "cropped"; or "NOT FOUND: why" (the whole film was used).
+    """
+
+    path: str
+    label: str
+    p_pneumonia: float
+    threshold: float
+    ood_distance: float | None = None
+    unlike_training: bool | None = None
+    lungs: str = ""
+
+    def line(self) -> str:
+        """The tab-separated line `predict` prints."""
+        notes = [f"lungs={self.lungs}"] if self.lungs else []
+        if self.ood_distance is not None:
+            notes.append(f"ood={self.ood_distance:.1f}" + (" UNLIKE THE TRAINING FILMS: do not trust this answer"
+                                                           if self.unlike_training else ""))
+        return (f"{self.path}\t{self.label}\tp_pneumonia={self.p_pneumonia:.4f}\tthreshold={self.threshold:.3f}"
+                + "".join(f"\t{n}" for n in notes))
+
+
+def load(checkpoint: str | Path, device: str = "cpu") -> Predictor:
+    """Load a checkpoint with its preprocessing and decision threshold.
+
+    Args:
+        checkpoint: a checkpoint file, or a run folder holding checkpoint.pt.
+        device: "cpu", "cuda" or "mps".
+
+    Returns:
+        The Predictor (model, config, preprocessing, threshold, training record in `.extra`).
+
+    Raises:
+        CheckpointError: one line naming the file and what is wrong with it (every field is checked first).
+    """
+    return Predictor.load(checkpoint, device=device)
+
+
+def _predictor(checkpoint: str | Path | Predictor) -> Predictor:
+    return checkpoint if isinstance(checkpoint, Predictor) else load(checkpoint)
+
+
+def predict(checkpoint: str | Path | Predictor, files: list[str | Path], cache=None
+            ) -> tuple[list[Prediction], list[ImageError]]:
+    """Predict image files (JPEG, PNG, DICOM; any size), each film through the network once.
+
+    Args:
+        checkpoint: a Predictor, a checkpoint file or a run folder.
+        files: the films.
+        cache: a data.DecodedCache to decode into (default: the process's).
+
+    Returns:
+        (one Prediction per readable film, in the order given; the refused files, each an ImageError naming the
+        file and the problem). One bad film never costs the others their prediction.
+    """
+    pred = _predictor(checkpoint)
+    done, refused = pred.predict_files(files, cache=cache)
+    far = ood.score(pred, [Sample(Path(p), -1, patient_id(Path(p)), "predict") for p, _, _ in done], cache=cache)
+    out = []
+    for i, (path, label, p) in enumerate(done):
+        note = pred.input_note(path, cache)
+        out.append(Prediction(path, label, p, pred.threshold,
+                              None if far is None else float(far[0][i]), None if far is None else bool(far[1][i]),
+                              note.removeprefix("lungs=")))
+    return out, refused
+
+
+def explain(checkpoint: str | Path | Predictor, files: list[str | Path], target: str = "predicted") -> Explanation:
+    """Grad-CAM maps of the given films, on the model's input and ready to overlay on each film at its own size.
+
+    Args:
+        checkpoint: a Predictor, a checkpoint file or a run folder.
+        files: readable films (use `predict` first to sort out unreadable ones).
+        target: "predicted" (the class the threshold picks), "PNEUMONIA" or "NORMAL".
+
+    Returns:
+        The Explanation (maps, probabilities, lung masks and their check, lift); `cam.save_overlays` writes PNGs.
+    """
+    pred = _predictor(checkpoint)
+    samples = [Sample(Path(f), -1, patient_id(Path(f)), "predict") for f in files]
+    return _explain_maps(pred.model, samples, pred.preprocessing, pred.threshold, target=target,
+                         tta=bool(pred.config.tta))
+
+
+def run(experiment: str | ExperimentConfig, data_dir: str | Path | None = None, out: str | Path | None = None,
+          *, profile: str | None = None, retrain: bool = False, **overrides: Any) -> RunResult:
+    """Train one experiment (or reuse a finished run of exactly the same training in `out`), then evaluate it.
+
+    Args:
+        experiment: a registered name or entry number ("baseline", "10"), or a config.
+        data_dir: a Kaggle-layout folder (default: $PNEUMOLIB_DATA_DIR, else the bundled fixture).
+        out: the run folder (checkpoint.pt, metrics.json, scores, Grad-CAM results).
+        profile: "fixture", "cpu", "gpu", ... (default: by the data and the device).
+        retrain: train even when `out` holds the same training; replace another training held there.
+        **overrides: config fields to change (epochs=3, seed=1, ...), each checked.
+
+    Returns:
+        The RunResult: config, predictor, test scores and metrics, Grad-CAM explanation.
+
+    Raises:
+        ConfigError: an unknown field or a value out of range.
+        CheckpointError: `out` holds another training and retrain is False.
+    """
+    config = experiment if isinstance(experiment, ExperimentConfig) else get_config(str(experiment))
+    return run_experiment(config, data_dir, out, profile=profile, overrides=overrides or None,
+                          on_missing_weights="random_init", reuse=not retrain, replace_other=retrain)
+
+
+def experiments() -> dict[str, str]:
+    """The registered experiments, one per log entry, and what each changes from the one before.
+
+    Returns:
+        {name: "entry date: the diff"}, in entry order.
+    """
+    return {c.name: f"{c.entry} {c.date}: {format_diff(diff(previous(c), c))}" for c in REGISTRY.values()}
+
+
+def segment_lungs(files: list[str | Path]) -> list[tuple[np.ndarray, np.ndarray, str]]:
+    """The shipped lung segmenter's masks, at each film's own size.
+
+    Args:
+        files: films (DICOM included).
+
+    Returns:
+        One (film as uint8 H x W, bool lung mask H x W, "" or why the mask fails the lung check) per file.
+
+    Raises:
+        ImageError: a file that cannot be read.
+    """
+    from .lungs import film_problem
+
+    seg = shipped_segmenter()
+    out = []
+    for f in files:
+        film, mask = seg.segment_file(f)
+        out.append((film, mask, film_problem(film) or seg.check.problems(mask)))
+    return out
