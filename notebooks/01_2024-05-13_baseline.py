@@ -19,7 +19,7 @@
 #
 # **Hypothesis.** A ResNet18 trained from scratch on greyscale X-rays with light augmentation (flip, ±10° rotation, brightness/contrast 0.2) separates PNEUMONIA from NORMAL.
 #
-# **What changed:** (the baseline). The config is `pneumolib.config.get_config("baseline")`, written as a `replace(...)` of the previous entry's.
+# **What changed:** (the baseline). The config is `pneumolib.core.config.get_config("baseline")`, written as a `replace(...)` of the previous entry's.
 #
 # **What the log recorded:** Pneumonia classified well, normal images ambiguous. Grad-CAM: attention on the image periphery rather than the lung centre.
 #
@@ -39,7 +39,10 @@ RUNS = os.environ.get("PNEUMOLIB_RUNS", "../runs")  # run folders: RUNS/NN_name/
 # %matplotlib inline
 from dataclasses import replace
 
-from pneumolib import config as C, notebook as nb, series, plots
+from pneumolib.core import config as C
+from pneumolib.notebook import helpers as nb
+from pneumolib.notebook import series
+from pneumolib.analysis import plots
 
 S = series.start(DATA_DIR, PROFILE, DEVICE, SEEDS, BUDGET, RUNS)  # every helper below gets S
 nb.use_notebook_style()
@@ -109,7 +112,7 @@ nb.gradcam(r, mask_gallery=True)
 # %% [markdown]
 # ## Log vs re-run
 #
-# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against.
+# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.studies.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against.
 
 # %%
 nb.log_vs_rerun("01", results)

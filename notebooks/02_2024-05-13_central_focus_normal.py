@@ -19,7 +19,7 @@
 #
 # **Hypothesis.** Blurring the periphery of NORMAL images (`CentralFocus`) pushes the model to look at the centre of the chest, where the lungs are.
 #
-# **What changed (from entry 01, `baseline`):** NORMAL transform: log_baseline -> central_focus+log_baseline. The config is `pneumolib.config.get_config("central_focus_normal")`, written as a `replace(...)` of the previous entry's.
+# **What changed (from entry 01, `baseline`):** NORMAL transform: log_baseline -> central_focus+log_baseline. The config is `pneumolib.core.config.get_config("central_focus_normal")`, written as a `replace(...)` of the previous entry's.
 #
 # **What the log recorded:** More NORMAL images misread as PNEUMONIA; over-confident (PNEUMONIA probability 1.00), false positives surge.
 #
@@ -39,7 +39,10 @@ RUNS = os.environ.get("PNEUMOLIB_RUNS", "../runs")  # run folders: RUNS/NN_name/
 # %matplotlib inline
 from dataclasses import replace
 
-from pneumolib import config as C, notebook as nb, series, plots
+from pneumolib.core import config as C
+from pneumolib.notebook import helpers as nb
+from pneumolib.notebook import series
+from pneumolib.analysis import plots
 
 S = series.start(DATA_DIR, PROFILE, DEVICE, SEEDS, BUDGET, RUNS)  # every helper below gets S
 nb.use_notebook_style()
@@ -116,7 +119,7 @@ nb.gradcam(r)
 # %% [markdown]
 # ## Log vs re-run
 #
-# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against. Claims that compare with other entries load those notebooks' runs (same profile and seeds) first.
+# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.studies.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against. Claims that compare with other entries load those notebooks' runs (same profile and seeds) first.
 
 # %%
 reference = series.load_runs(['01'], S)

@@ -19,7 +19,7 @@
 #
 # **Hypothesis.** The same blur, but on **PNEUMONIA** images only. The log wrote `central_focus(image, is_normal=(label == 1))`; label 1 is PNEUMONIA, so despite the flag's name the blur goes to PNEUMONIA images. Here the `ByClass` wrapper states the class outright.
 #
-# **What changed (from entry 02, `central_focus_normal`):** NORMAL transform: central_focus+log_baseline -> log_baseline; PNEUMONIA transform: log_baseline -> central_focus+log_baseline. The config is `pneumolib.config.get_config("central_focus_pneumonia")`, written as a `replace(...)` of the previous entry's.
+# **What changed (from entry 02, `central_focus_normal`):** NORMAL transform: central_focus+log_baseline -> log_baseline; PNEUMONIA transform: log_baseline -> central_focus+log_baseline. The config is `pneumolib.core.config.get_config("central_focus_pneumonia")`, written as a `replace(...)` of the previous entry's.
 #
 # **What the log recorded:** Grad-CAM attention slightly better, NORMAL accuracy still low. Conclusion: central focus hurts this model; the augmentation-only baseline is the most stable.
 #
@@ -39,7 +39,10 @@ RUNS = os.environ.get("PNEUMOLIB_RUNS", "../runs")  # run folders: RUNS/NN_name/
 # %matplotlib inline
 from dataclasses import replace
 
-from pneumolib import config as C, notebook as nb, series, plots
+from pneumolib.core import config as C
+from pneumolib.notebook import helpers as nb
+from pneumolib.notebook import series
+from pneumolib.analysis import plots
 
 S = series.start(DATA_DIR, PROFILE, DEVICE, SEEDS, BUDGET, RUNS)  # every helper below gets S
 nb.use_notebook_style()
@@ -116,7 +119,7 @@ nb.gradcam(r)
 # %% [markdown]
 # ## Log vs re-run
 #
-# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against. Claims that compare with other entries load those notebooks' runs (same profile and seeds) first.
+# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.studies.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against. Claims that compare with other entries load those notebooks' runs (same profile and seeds) first.
 
 # %%
 reference = series.load_runs(['01', '02'], S)

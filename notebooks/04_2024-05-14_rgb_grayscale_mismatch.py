@@ -19,7 +19,7 @@
 #
 # **Hypothesis.** The standard 3-channel ResNet18 is trained on the films as RGB (what `ImageFolder`'s loader gives); the log then forced greyscale at inference (`Image.open(p).convert("L")` + `Grayscale(num_output_channels=3)`) and saw every prediction turn PNEUMONIA. Does that mismatch explain the collapse?
 #
-# **What changed (from entry 03, `central_focus_pneumonia`):** in_channels: 1 -> 3; PNEUMONIA transform: central_focus+log_baseline -> log_baseline. The config is `pneumolib.config.get_config("rgb_grayscale_mismatch")`, written as a `replace(...)` of the previous entry's.
+# **What changed (from entry 03, `central_focus_pneumonia`):** in_channels: 1 -> 3; PNEUMONIA transform: central_focus+log_baseline -> log_baseline. The config is `pneumolib.core.config.get_config("rgb_grayscale_mismatch")`, written as a `replace(...)` of the previous entry's.
 #
 # **What the log recorded:** Grad-CAM attention abnormal, every prediction PNEUMONIA (probability 1.00). Cause: channel/preprocessing mismatch between training and inference.
 #
@@ -39,7 +39,10 @@ RUNS = os.environ.get("PNEUMOLIB_RUNS", "../runs")  # run folders: RUNS/NN_name/
 # %matplotlib inline
 from dataclasses import replace
 
-from pneumolib import config as C, notebook as nb, series, plots
+from pneumolib.core import config as C
+from pneumolib.notebook import helpers as nb
+from pneumolib.notebook import series
+from pneumolib.analysis import plots
 
 S = series.start(DATA_DIR, PROFILE, DEVICE, SEEDS, BUDGET, RUNS)  # every helper below gets S
 nb.use_notebook_style()
@@ -118,8 +121,8 @@ nb.inference_paths(results)
 # Grad-CAM (first seed) when the inputs are ImageNet-normalised at inference only, a mismatch that does change the inputs:
 
 # %%
-from pneumolib.cam import explain
-from pneumolib.transforms import Preprocessing
+from pneumolib.analysis.cam import explain
+from pneumolib.data.transforms import Preprocessing
 
 wrong = Preprocessing(r.predictor.preprocessing.image_size, 3, "imagenet")
 e = explain(r.predictor.model, r.explanation.samples, wrong, r.threshold)
@@ -129,7 +132,7 @@ nb.cam_table(e)
 # %% [markdown]
 # ## Log vs re-run
 #
-# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against.
+# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.studies.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against.
 
 # %%
 nb.log_vs_rerun("04", results)

@@ -19,7 +19,7 @@
 #
 # **Hypothesis (the log's).** CentralFocus on PNEUMONIA images, tried again on the pretrained model, behaves as in entry 03: slightly better Grad-CAM, NORMAL accuracy still low, and lower accuracy than the same model without it. Without ImageNet weights this re-run tests it on entry 05's random-init model.
 #
-# **What changed (from entry 05, `pretrained`):** PNEUMONIA transform: log_baseline -> central_focus+log_baseline. The config is `pneumolib.config.get_config("pretrained_central_focus_pneumonia")`, written as a `replace(...)` of the previous entry's.
+# **What changed (from entry 05, `pretrained`):** PNEUMONIA transform: log_baseline -> central_focus+log_baseline. The config is `pneumolib.core.config.get_config("pretrained_central_focus_pneumonia")`, written as a `replace(...)` of the previous entry's.
 #
 # **What the log recorded:** Same as entry 3: slight Grad-CAM improvement, NORMAL accuracy still low; central focus hurts; augmentation-only baseline most stable.
 #
@@ -41,7 +41,10 @@ RUNS = os.environ.get("PNEUMOLIB_RUNS", "../runs")  # run folders: RUNS/NN_name/
 # %matplotlib inline
 from dataclasses import replace
 
-from pneumolib import config as C, notebook as nb, series, plots
+from pneumolib.core import config as C
+from pneumolib.notebook import helpers as nb
+from pneumolib.notebook import series
+from pneumolib.analysis import plots
 
 S = series.start(DATA_DIR, PROFILE, DEVICE, SEEDS, BUDGET, RUNS)  # every helper below gets S
 nb.use_notebook_style()
@@ -126,7 +129,7 @@ nb.gradcam(r)
 # %% [markdown]
 # ## Log vs re-run
 #
-# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against. Claims that compare with other entries load those notebooks' runs (same profile and seeds) first.
+# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.studies.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against. Claims that compare with other entries load those notebooks' runs (same profile and seeds) first.
 
 # %%
 reference = series.load_runs(['01', '05'], S)

@@ -19,7 +19,7 @@
 #
 # **Hypothesis.** Strong augmentation for NORMAL images only (flip, ±20° rotation, Gaussian blur 3, brightness/contrast 0.4) teaches the model what normal variation looks like, so it stops calling everything PNEUMONIA.
 #
-# **What changed (from entry 06, `pretrained_central_focus_pneumonia`):** NORMAL transform: log_baseline -> log_strong_normal; PNEUMONIA transform: central_focus+log_baseline -> log_baseline. The config is `pneumolib.config.get_config("strong_normal_aug")`, written as a `replace(...)` of the previous entry's.
+# **What changed (from entry 06, `pretrained_central_focus_pneumonia`):** NORMAL transform: log_baseline -> log_strong_normal; PNEUMONIA transform: central_focus+log_baseline -> log_baseline. The config is `pneumolib.core.config.get_config("strong_normal_aug")`, written as a `replace(...)` of the previous entry's.
 #
 # **What the log recorded:** Predictions no longer extreme, softmax spread 0.4-0.7. Grad-CAM and confusion matrix analysis planned. "The most balanced model so far."
 #
@@ -41,7 +41,10 @@ RUNS = os.environ.get("PNEUMOLIB_RUNS", "../runs")  # run folders: RUNS/NN_name/
 # %matplotlib inline
 from dataclasses import replace
 
-from pneumolib import config as C, notebook as nb, series, plots
+from pneumolib.core import config as C
+from pneumolib.notebook import helpers as nb
+from pneumolib.notebook import series
+from pneumolib.analysis import plots
 
 S = series.start(DATA_DIR, PROFILE, DEVICE, SEEDS, BUDGET, RUNS)  # every helper below gets S
 nb.use_notebook_style()
@@ -119,7 +122,7 @@ nb.gradcam(r)
 # %% [markdown]
 # ## Log vs re-run
 #
-# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against. Claims that compare with other entries load those notebooks' runs (same profile and seeds) first.
+# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.studies.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against. Claims that compare with other entries load those notebooks' runs (same profile and seeds) first.
 
 # %%
 reference = series.load_runs(['01', '02', '03', '04', '05', '06'], S)

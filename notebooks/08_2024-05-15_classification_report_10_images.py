@@ -19,7 +19,7 @@
 #
 # **Hypothesis (the log's).** A classification report on 10 test images (5 NORMAL + 5 PNEUMONIA) tells whether the model is biased. This notebook checks that against the full test split.
 #
-# **What changed (from entry 07, `strong_normal_aug`):** eval_subset_per_class: None -> 5. The config is `pneumolib.config.get_config("report_10_images")`, written as a `replace(...)` of the previous entry's.
+# **What changed (from entry 07, `strong_normal_aug`):** eval_subset_per_class: None -> 5. The config is `pneumolib.core.config.get_config("report_10_images")`, written as a `replace(...)` of the previous entry's.
 #
 # **What the log recorded:** NORMAL precision/recall/F1 0.00; PNEUMONIA precision 0.50, recall 1.00, F1 0.67; accuracy 0.50; macro avg 0.25/0.50/0.33. Everything predicted PNEUMONIA: the model is biased and ignores NORMAL, a serious problem in real use.
 #
@@ -41,7 +41,10 @@ RUNS = os.environ.get("PNEUMOLIB_RUNS", "../runs")  # run folders: RUNS/NN_name/
 # %matplotlib inline
 from dataclasses import replace
 
-from pneumolib import config as C, notebook as nb, series, plots
+from pneumolib.core import config as C
+from pneumolib.notebook import helpers as nb
+from pneumolib.notebook import series
+from pneumolib.analysis import plots
 
 S = series.start(DATA_DIR, PROFILE, DEVICE, SEEDS, BUDGET, RUNS)  # every helper below gets S
 nb.use_notebook_style()
@@ -127,7 +130,7 @@ nb.subset_vs_full(r)
 # %% [markdown]
 # ## Log vs re-run
 #
-# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against.
+# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.studies.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against.
 
 # %%
 nb.log_vs_rerun("08", results)

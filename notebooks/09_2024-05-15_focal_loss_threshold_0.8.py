@@ -19,7 +19,7 @@
 #
 # **Hypothesis (the log's).** FocalLoss plus a stricter decision rule (PNEUMONIA only when p >= 0.8) softens the PNEUMONIA bias and raises NORMAL recall.
 #
-# **What changed (from entry 08, `report_10_images`):** loss: ce -> focal; threshold: fixed:0.5 -> fixed:0.8. The config is `pneumolib.config.get_config("focal_loss_threshold_0.8")`, written as a `replace(...)` of the previous entry's.
+# **What changed (from entry 08, `report_10_images`):** loss: ce -> focal; threshold: fixed:0.5 -> fixed:0.8. The config is `pneumolib.core.config.get_config("focal_loss_threshold_0.8")`, written as a `replace(...)` of the previous entry's.
 #
 # **What the log recorded:** Still every image PNEUMONIA (same report as entry 8). FocalLoss alone does not fix it; the NORMAL class criterion is lacking. Grad-CAM on a NORMAL image: attention on the heart / lower diaphragm centre, not the lung fields; misclassified as PNEUMONIA.
 #
@@ -41,7 +41,10 @@ RUNS = os.environ.get("PNEUMOLIB_RUNS", "../runs")  # run folders: RUNS/NN_name/
 # %matplotlib inline
 from dataclasses import replace
 
-from pneumolib import config as C, notebook as nb, series, plots
+from pneumolib.core import config as C
+from pneumolib.notebook import helpers as nb
+from pneumolib.notebook import series
+from pneumolib.analysis import plots
 
 S = series.start(DATA_DIR, PROFILE, DEVICE, SEEDS, BUDGET, RUNS)  # every helper below gets S
 nb.use_notebook_style()
@@ -124,7 +127,7 @@ nb.gradcam(r)
 # %%
 # NBVAL_CHECK_OUTPUT
 import torch
-from pneumolib.train import FocalLoss
+from pneumolib.training.fit import FocalLoss
 
 logits = torch.tensor([[2.0, -1.0], [0.0, 0.0], [-1.0, 3.0], [0.5, 0.2]])
 target = torch.tensor([0, 1, 1, 1])
@@ -146,7 +149,7 @@ nb.threshold_table(r)
 # The log saw attention on the heart / lower diaphragm. The table gives each region's lift: its share of the heatmap over its share of the image (the heart/diaphragm box is the lower-central box), 1 for a uniform heatmap.
 
 # %%
-from pneumolib.cam import explain_predictor
+from pneumolib.analysis.cam import explain_predictor
 
 # the log's question is what the NORMAL evidence looks at: the NORMAL logit is the target, with the checkpoint's
 # own threshold and test-time augmentation, exactly as its predictions are made
@@ -158,7 +161,7 @@ nb.cam_table(e)
 # %% [markdown]
 # ## Log vs re-run
 #
-# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against.
+# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.studies.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against.
 
 # %%
 nb.log_vs_rerun("09", results)

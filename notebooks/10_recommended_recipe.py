@@ -60,7 +60,10 @@ RUNS = os.environ.get("PNEUMOLIB_RUNS", "../runs")  # run folders: RUNS/NN_name/
 # %matplotlib inline
 from dataclasses import replace
 
-from pneumolib import config as C, notebook as nb, series, plots
+from pneumolib.core import config as C
+from pneumolib.notebook import helpers as nb
+from pneumolib.notebook import series
+from pneumolib.analysis import plots
 
 S = series.start(DATA_DIR, PROFILE, DEVICE, SEEDS, BUDGET, RUNS)  # every helper below gets S
 nb.use_notebook_style()
@@ -82,7 +85,7 @@ for p in ("cpu", "gpu"):
 # %% [markdown]
 # ## Data and the training transform
 #
-# The `robust+sharpness` transform: `robust` (flips, affine: rotation, shift, scale, shear; gamma, brightness/contrast, occasional blur), then `sharpness` (each at random: resampled down to a smaller size and back up, Gaussian noise of random strength; the ranges are in `pneumolib.transforms`). Each row: an image as decoded, then random draws.
+# The `robust+sharpness` transform: `robust` (flips, affine: rotation, shift, scale, shear; gamma, brightness/contrast, occasional blur), then `sharpness` (each at random: resampled down to a smaller size and back up, Gaussian noise of random strength; the ranges are in `pneumolib.data.transforms`). Each row: an image as decoded, then random draws.
 
 # %%
 data = nb.load_data(S)
@@ -94,7 +97,7 @@ plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
 # Each acts on the decoded image before the checkpoint's preprocessing. *Seen* shifts are kinds of change the robust augmentation trains on (a recipe can resist them by construction); *unseen* ones are outside it. The recipe's sharpness augmentation trains on two of the unseen kinds (low resolution and noise), so for this recipe only high contrast, JPEG and sharpening are truly unseen; the ablation's steps before `abl_sharpness` train on none of the five. The bottom row is what the recommended model sees after histogram equalisation: the intensity shifts mostly vanish.
 
 # %%
-from pneumolib.data import DEFAULT_CACHE
+from pneumolib.data.dataset import DEFAULT_CACHE
 
 image = DEFAULT_CACHE.get(data["test"][0].path, C.apply_profile(cfg, PROFILE).image_size)
 plots.show_shifts(image, normalize=cfg.normalize);

@@ -11,14 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from . import ood
-from .cam import Explanation, explain as _explain_maps
-from .checkpoint import Predictor
-from .config import REGISTRY, ExperimentConfig, diff, format_diff, get_config, previous
-from .data import Sample, patient_id
-from .experiment import RunResult, run_experiment
-from .imaging import ImageError
-from .lungs import shipped_segmenter
+from .analysis import ood
+from .analysis.cam import Explanation, explain as _explain_maps
+from .models.checkpoint import Predictor
+from .core.config import REGISTRY, ExperimentConfig, diff, format_diff, get_config, previous
+from .data.dataset import Sample, patient_id
+from .studies.experiment import RunResult, run_experiment
+from .data.imaging import ImageError
+from .data.lungs import shipped_segmenter
 
 __all__ = ["Prediction", "load", "predict", "explain", "run", "experiments", "segment_lungs"]
 
@@ -162,7 +162,7 @@ def segment_lungs(files: list[str | Path]) -> list[tuple[np.ndarray, np.ndarray,
     Raises:
         ImageError: a file that cannot be read.
     """
-    from .lungs import film_problem
+    from .data.lungs import film_problem
 
     seg = shipped_segmenter()
     out = []

@@ -7,7 +7,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import config as C
+from .core import config as C
 
 class UsageError(ValueError):
     pass
@@ -48,11 +48,11 @@ def float_in(lo: float, hi: float):
 
 def _user_errors():
     # imported here, so that --help and 'experiments' do not pay for importing torch
-    from .checkpoint import ChannelMismatch, CheckpointError
-    from .data import DataError
-    from .imaging import ImageError
-    from .io import OutputError, RecordError
-    from .models import WeightsUnavailable
+    from .models.checkpoint import ChannelMismatch, CheckpointError
+    from .data.dataset import DataError
+    from .data.imaging import ImageError
+    from .core.io import OutputError, RecordError
+    from .models.networks import WeightsUnavailable
     return (UsageError, C.UnknownExperiment, C.ConfigError, DataError, ImageError, CheckpointError, ChannelMismatch,
             WeightsUnavailable, OutputError, RecordError, FileNotFoundError)
 
@@ -63,7 +63,7 @@ def _source(args, required: bool = False):
     if csv:
         if args.data_dir:
             raise UsageError("give --data-dir or --data-csv, not both")
-        from .data import Manifest
+        from .data.dataset import Manifest
         return Manifest(Path(csv).expanduser().resolve(),
                         Path(args.image_root or Path(csv).parent).expanduser().resolve())
     if getattr(args, "image_root", None):
@@ -105,15 +105,15 @@ def _configs(names: list[str]) -> list[C.ExperimentConfig]:
 
 
 def cmd_run(args) -> int:
-    from .data import resolve_data_dir
-    from .experiment import comparison_rows, format_table, run_experiment
+    from .data.dataset import resolve_data_dir
+    from .studies.experiment import comparison_rows, format_table, run_experiment
     root, is_fixture = resolve_data_dir(_source(args))
     out = Path(args.out)
     results = []
     from dataclasses import replace
 
-    from .card import write_model_card
-    from .runs import entry_dir, seed_dir
+    from .studies.card import write_model_card
+    from .core.runs import entry_dir, seed_dir
     for cfg in _configs(args.experiments):
         for seed in args.seeds or [None]:
             # with --seeds, one run folder per seed (RUNS/NN_name/seedS: the notebooks' layout)
@@ -134,10 +134,10 @@ def cmd_run(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from . import distributed
-    from .evaluate import format_metrics
-    from .experiment import run_experiment
-    from .runtime import get_device
+    from .core import distributed
+    from .analysis.evaluate import format_metrics
+    from .studies.experiment import run_experiment
+    from .core.runtime import get_device
     overrides = {k: getattr(args, k) for k in ("epochs", "image_size", "seed", "batch_size")
                  if getattr(args, k) is not None}
     if args.init_from:
@@ -161,7 +161,7 @@ def cmd_train(args) -> int:
         return 0
     if "test" in r.metrics:
         print(format_metrics(r.metrics["test"]))
-    from .card import write_model_card
+    from .studies.card import write_model_card
     write_model_card(args.out)  # the card reads what the run folder now holds
     print(f"wrote {Path(args.out) / 'checkpoint.pt'}, metrics.json, scores_test.csv, MODEL_CARD.md")
     return 0
@@ -169,8 +169,8 @@ def cmd_train(args) -> int:
 
 def _ensemble_data(paths: list[Path], data_dir):
     """The data the members trained on: their shared holdout, the first member's val split."""
-    from .checkpoint import Predictor
-    from .data import prepare, resolve_data_dir
+    from .models.checkpoint import Predictor
+    from .data.dataset import prepare, resolve_data_dir
 
     root, _ = resolve_data_dir(data_dir)
     members = [Predictor.load(p) for p in paths]
@@ -185,12 +185,12 @@ def _ensemble_data(paths: list[Path], data_dir):
 
 
 def cmd_ensemble(args) -> int:
-    from .checkpoint import save_checkpoint
-    from .data import apply_holdout, discover
-    from .ensemble import build_ensemble, validation_overlap
-    from .evaluate import compute_metrics, format_metrics, predict_samples
-    from .io import save_json
-    from .runs import RunDir
+    from .models.checkpoint import save_checkpoint
+    from .data.dataset import apply_holdout, discover
+    from .training.ensemble import build_ensemble, validation_overlap
+    from .analysis.evaluate import compute_metrics, format_metrics, predict_samples
+    from .core.io import save_json
+    from .core.runs import RunDir
 
     paths = [RunDir(c).checkpoint if Path(c).is_dir() else Path(c) for c in args.checkpoints]
     root, data, first = _ensemble_data(paths, args.data_dir)
@@ -226,12 +226,12 @@ def cmd_ensemble(args) -> int:
 
 def _cohort(data_dir, split: str, image_size: int):
     """One split of a cohort folder (no train/ needed), pre-scanned; its notes and skipped files on stderr."""
-    from .data import discover_split, prescan
+    from .data.dataset import discover_split, prescan
     data = discover_split(data_dir, split)
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)
     data = prescan(data, image_size)
-    from .data import summarise_errors
+    from .data.dataset import summarise_errors
     for line in summarise_errors(data.bad_files):
         print(f"skipping unreadable file: {line}", file=sys.stderr)
     return data[split]
@@ -239,8 +239,8 @@ def _cohort(data_dir, split: str, image_size: int):
 
 def _adapted(pred, samples, threshold: float, cohort: str, args) -> dict:
     """--adapt: the adapted model's metrics with the adaptation's record, printed as they are computed."""
-    from .adapt import ADAPTED_LABEL, adapt
-    from .evaluate import compute_metrics, format_metrics
+    from .analysis.adapt import ADAPTED_LABEL, adapt
+    from .analysis.evaluate import compute_metrics, format_metrics
     a = adapt(pred, samples, args.adapt, threshold=threshold, alpha=args.adapt_alpha, cohort=cohort)
     am = compute_metrics(a.scores, a.threshold, seed=0)
     print(f"\n{ADAPTED_LABEL.upper()} (--adapt {args.adapt})")
@@ -267,10 +267,10 @@ def _adapted(pred, samples, threshold: float, cohort: str, args) -> dict:
 def cmd_evaluate(args) -> int:
     from datetime import datetime, timezone
 
-    from .card import cohort_name, record_evaluation
-    from .checkpoint import Predictor, checkpoint_file
-    from .evaluate import compute_metrics, format_metrics, predict_samples
-    from .io import ensure_writable_file, save_json
+    from .studies.card import cohort_name, record_evaluation
+    from .models.checkpoint import Predictor, checkpoint_file
+    from .analysis.evaluate import compute_metrics, format_metrics, predict_samples
+    from .core.io import ensure_writable_file, save_json
     if args.save_adapted and not args.adapt:
         raise UsageError("--save-adapted needs --adapt bn|prior|both")
     if not 0.0 <= args.adapt_alpha <= 1.0:
@@ -287,7 +287,7 @@ def cmd_evaluate(args) -> int:
     m = compute_metrics(scores, threshold, seed=0)
     print(f"{args.checkpoint}: {pred.config.name} on {source}/{args.split}")
     print(format_metrics(m))
-    from . import ood
+    from .analysis import ood
     far, columns = ood.score(pred, samples), {}
     if far is not None:  # is this cohort like the training data? (flags ~1% of validation films)
         m["ood"] = ood.summary(pred.extra["ood"], *far)
@@ -318,7 +318,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_card(args) -> int:
-    from .card import write_model_card
+    from .studies.card import write_model_card
     for d in args.run_dirs:
         print(f"wrote {write_model_card(d)}")
     return 0
@@ -326,7 +326,7 @@ def cmd_card(args) -> int:
 
 def cmd_predict(args) -> int:
     from .api import load, predict
-    from .io import ensure_writable_dir
+    from .core.io import ensure_writable_dir
     if args.cam_dir:  # before the work, not after it
         ensure_writable_dir(args.cam_dir)
     pred = load(args.checkpoint)
@@ -346,7 +346,7 @@ def cmd_predict(args) -> int:
 
 def _predict_overlays(pred, paths: list[Path], args) -> None:
     from .api import explain
-    from .cam import save_overlays, target_label
+    from .analysis.cam import save_overlays, target_label
     # the same P (TTA included) and threshold as the prediction lines; overlays on the film at its own size
     expl = explain(pred, paths, target=args.cam_target)
     print(f"{expl.method} at {expl.layer} (native map {expl.map_size[0]} x {expl.map_size[1]} cells), target: "
@@ -360,14 +360,14 @@ def cmd_explain(args) -> int:
     matplotlib.use("Agg")  # files only, no display needed
     import matplotlib.pyplot as plt
 
-    from . import plots
-    from .cam import DEFAULT_METHOD, explain_predictor, format_report
-    from .checkpoint import Predictor
-    from .io import save_json
-    from .lungs import annotated_mask
-    from .runs import RunDir
-    from .checkpoint import checkpoint_file
-    from .io import ensure_writable_dir, ensure_writable_file
+    from .analysis import plots
+    from .analysis.cam import DEFAULT_METHOD, explain_predictor, format_report
+    from .models.checkpoint import Predictor
+    from .core.io import save_json
+    from .data.lungs import annotated_mask
+    from .core.runs import RunDir
+    from .models.checkpoint import checkpoint_file
+    from .core.io import ensure_writable_dir, ensure_writable_file
     args.method = args.method or DEFAULT_METHOD
     source = _source(args, required=True)
     args.checkpoint = str(checkpoint_file(args.checkpoint))
@@ -402,9 +402,9 @@ def cmd_explain(args) -> int:
 
 
 def _compare_methods(pred, samples, args) -> int:
-    from .cam import choose_method, compare_methods, format_comparison
-    from .io import save_json
-    from .lungs import annotated_mask
+    from .analysis.cam import choose_method, compare_methods, format_comparison
+    from .core.io import save_json
+    from .data.lungs import annotated_mask
     methods = [m for m in args.compare.split(",") if m]
     layers = [x for x in args.layers.split(",") if x]
     rows = compare_methods(pred, samples, methods=methods, layers=layers, n_per_class=args.n,
@@ -418,16 +418,16 @@ def _compare_methods(pred, samples, args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .experiment import comparison_rows, format_table
-    from .runs import load_metrics
+    from .studies.experiment import comparison_rows, format_table
+    from .core.runs import load_metrics
     print(format_table(comparison_rows([load_metrics(d) for d in args.run_dirs])))
     return 0
 
 
 def cmd_bench(args) -> int:
-    from .bench import bench, format_bench
-    from .io import save_json
-    from .data import resolve_data_dir
+    from .studies.bench import bench, format_bench
+    from .core.io import save_json
+    from .data.dataset import resolve_data_dir
     root, _ = resolve_data_dir(_source(args))
     steps = args.steps or (200 if args.device == "cuda" else 20)
     r = bench(root, experiment=args.experiment, device=args.device, image_size=args.image_size,
@@ -439,9 +439,9 @@ def cmd_bench(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from .config import RECOMMENDED
-    from .data import resolve_data_dir
-    from .protocol import ablation_configs, ablation_frame, protocol_agreement, score_steps
+    from .core.config import RECOMMENDED
+    from .data.dataset import resolve_data_dir
+    from .studies.protocol import ablation_configs, ablation_frame, protocol_agreement, score_steps
     root, is_fixture = resolve_data_dir(args.data_dir)
     holdouts = ("folders", "early_ids") if args.holdout == "both" else (args.holdout,)
     configs = [C.get_config(n) for n in args.steps] if args.steps else ablation_configs()
@@ -458,9 +458,9 @@ def cmd_ablate(args) -> int:
 def cmd_candidates(args) -> int:
     import json
 
-    from .candidates import compare, format_selection, parse_groups, report, select
-    from .data import resolve_data_dir
-    from .io import save_json
+    from .studies.candidates import compare, format_selection, parse_groups, report, select
+    from .data.dataset import resolve_data_dir
+    from .core.io import save_json
     if args.select:  # the choice, on validation only
         sel = select(parse_groups(args.groups))
         if args.json:
@@ -486,8 +486,8 @@ def cmd_candidates(args) -> int:
 
 
 def cmd_lungs(args) -> int:
-    from . import lungs as L
-    from .io import save_json
+    from .data import lungs as L
+    from .core.io import save_json
     if args.action == "train":
         if not args.data_dir:
             raise UsageError("lungs train needs --data-dir (a folder holding chest_xray/ and lung_masks/)")
@@ -538,12 +538,12 @@ def cmd_lungs(args) -> int:
 
 
 def _commit() -> str:
-    from .runtime import git_commit
+    from .core.runtime import git_commit
     return git_commit()
 
 
 def cmd_stress(args) -> int:
-    from .stress import stress_run
+    from .studies.stress import stress_run
     for d in args.run_dirs:
         r = stress_run(d, _source(args), split=args.split, reuse=not args.recompute)
         print(f"{d}:")
@@ -553,8 +553,8 @@ def cmd_stress(args) -> int:
 
 
 def cmd_shortcuts(args) -> int:
-    from .io import save_json
-    from .shortcuts import audit_run, format_audit
+    from .core.io import save_json
+    from .studies.shortcuts import audit_run, format_audit
     reps = {}
     for d in args.run_dirs:
         reps[str(d)] = rep = audit_run(d, args.data_dir, split=args.split, seed=args.seed)

@@ -5,9 +5,9 @@ from dataclasses import replace
 
 import pytest
 
-from pneumolib.config import apply_profile, get_config
-from pneumolib.data import discover
-from pneumolib.fixture import fixture_dir
+from pneumolib.core.config import apply_profile, get_config
+from pneumolib.data.dataset import discover
+from pneumolib.data.fixture import fixture_dir
 
 
 @pytest.fixture(scope="session")
@@ -19,7 +19,7 @@ def fixture_data():
 def trained_run_session(tmp_path_factory, fixture_data):
     """Entry 04 (3-channel) trained on the fixture once per session: 10 CPU epochs, a few seconds. Module-scoped
     fixtures that only read it (load its checkpoint, copy its folder) use this; tests use trained_run."""
-    from pneumolib.experiment import run_experiment
+    from pneumolib.studies.experiment import run_experiment
 
     out = tmp_path_factory.mktemp("run") / "04"
     return run_experiment(get_config("04"), None, out, data=fixture_data)

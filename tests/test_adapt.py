@@ -5,16 +5,14 @@ import numpy as np
 import pytest
 import torch
 
-from pneumolib.adapt import (ADAPTED_LABEL, EARLY_BN_LAYERS, adapt, adapt_bn, adjust_posterior, bn_layers, em_prior,
-                             threshold_for_prior, training_prior)
-from pneumolib.checkpoint import Predictor
+from pneumolib.analysis.adapt import ADAPTED_LABEL, EARLY_BN_LAYERS, adapt, adapt_bn, adjust_posterior, bn_layers, em_prior, threshold_for_prior, training_prior
+from pneumolib.models.checkpoint import Predictor
 from pneumolib.cli import main
-from pneumolib.config import get_config
-from pneumolib.evaluate import (compute_metrics, expected_calibration_error, point_metrics, predict_samples,
-                                reliability_curve)
-from pneumolib.fixture import fixture_dir
-from pneumolib.shifts import SHIFTS_BY_NAME
-from pneumolib.transforms import ByClass, Identity
+from pneumolib.core.config import get_config
+from pneumolib.analysis.evaluate import compute_metrics, expected_calibration_error, point_metrics, predict_samples, reliability_curve
+from pneumolib.data.fixture import fixture_dir
+from pneumolib.data.shifts import SHIFTS_BY_NAME
+from pneumolib.data.transforms import ByClass, Identity
 
 
 # --- calibration -------------------------------------------------------------------------------------------
@@ -56,8 +54,8 @@ def test_calibrated_scores_have_small_ece_and_overconfident_ones_large():
 
 
 def test_every_metrics_dict_has_ece_and_its_bins():
-    from pneumolib.data import Sample
-    from pneumolib.evaluate import Scores, format_metrics
+    from pneumolib.data.dataset import Sample
+    from pneumolib.analysis.evaluate import Scores, format_metrics
 
     s = Scores([Sample(f"/x/{i}.png", y, f"p{i}", "test") for i, y in enumerate([0, 0, 1, 1, 1])],
                np.array([0.1, 0.3, 0.3, 0.9, 0.95]))
@@ -71,7 +69,7 @@ def test_every_metrics_dict_has_ece_and_its_bins():
 def test_reliability_diagram_shows_the_ece():
     import matplotlib
     matplotlib.use("Agg")
-    from pneumolib.plots import plot_reliability
+    from pneumolib.analysis.plots import plot_reliability
 
     y, p = np.array([0, 0, 1, 1, 1]), np.array([0.1, 0.3, 0.3, 0.9, 0.95])
     fig = plot_reliability((y, p), n_bins=5)
@@ -128,7 +126,7 @@ def _mix(samples, probs, normal_share, n, seed):
 def baseline_run(fixture_data):
     """Entry 01 on the fixture: a better-separating model than entry 04 (whose few confidently wrong NORMAL test
     films bias an 80%-NORMAL estimate by about 0.07), no files written."""
-    from pneumolib.experiment import run_experiment
+    from pneumolib.studies.experiment import run_experiment
 
     return run_experiment(get_config("01"), None, None, data=fixture_data, cam_per_class=0)
 

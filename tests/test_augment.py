@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-import pneumolib.augment as A
-from pneumolib.augment import BatchAugment, TrainBatches, prepare_batch
-from pneumolib.config import RECOMMENDED
-from pneumolib.transforms import TRANSFORMS, CentralFocus, Preprocessing, build
+import pneumolib.data.augment as A
+from pneumolib.data.augment import BatchAugment, TrainBatches, prepare_batch
+from pneumolib.core.config import RECOMMENDED
+from pneumolib.data.transforms import TRANSFORMS, CentralFocus, Preprocessing, build
 
 N_DRAWS = 800
 SIZE = 64
@@ -234,9 +234,9 @@ def test_figure_shows_both_paths_and_leaves_the_global_rng_alone():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pneumolib.data import discover
-    from pneumolib.fixture import fixture_dir
-    from pneumolib.plots import show_batched_vs_reference
+    from pneumolib.data.dataset import discover
+    from pneumolib.data.fixture import fixture_dir
+    from pneumolib.analysis.plots import show_batched_vs_reference
 
     state = torch.get_rng_state()
     fig = show_batched_vs_reference(RECOMMENDED, discover(fixture_dir())["train"], n_draws=2)

@@ -10,9 +10,9 @@ import torchvision.transforms as T
 from PIL import Image
 
 from pneumolib.cli import main
-from pneumolib.data import DecodedCache
-from pneumolib.fixture import fixture_dir
-from pneumolib.transforms import build
+from pneumolib.data.dataset import DecodedCache
+from pneumolib.data.fixture import fixture_dir
+from pneumolib.data.transforms import build
 
 
 def test_bench_reports_the_three_rates(tmp_path, capsys):
@@ -31,7 +31,7 @@ def test_bench_reports_the_three_rates(tmp_path, capsys):
 
 
 def test_bench_runs_the_named_experiments_transforms_and_preprocessing(tmp_path, monkeypatch):
-    import pneumolib.augment as A
+    import pneumolib.data.augment as A
 
     seen = []
     real = A.BatchAugment.from_specs
@@ -41,7 +41,7 @@ def test_bench_runs_the_named_experiments_transforms_and_preprocessing(tmp_path,
                  "--json", str(js)]) == 0
     r = json.loads(js.read_text())
     assert r["experiment"] == "recommended" and r["normalize"] == "equalize"
-    from pneumolib.config import RECOMMENDED
+    from pneumolib.core.config import RECOMMENDED
     assert seen == [RECOMMENDED.train_transforms]  # the pipeline used the recipe's augmentation
     assert r["pipeline_images"] == 8
 
@@ -94,7 +94,7 @@ def test_tensor_transforms_match_the_logs_pil_pipelines_in_distribution(name, pi
 
 
 def test_disk_cache_serves_a_new_process_and_survives_damage(tmp_path, monkeypatch):
-    import pneumolib.data as D
+    import pneumolib.data.dataset as D
 
     p = tmp_path / "x.png"
     Image.fromarray(np.arange(32 * 32, dtype=np.uint8).reshape(32, 32)).save(p)
@@ -118,7 +118,7 @@ def test_disk_cache_serves_a_new_process_and_survives_damage(tmp_path, monkeypat
 
 
 def test_disk_cache_can_be_turned_off(monkeypatch):
-    from pneumolib.data import default_cache_dir
+    from pneumolib.data.dataset import default_cache_dir
 
     monkeypatch.setenv("PNEUMOLIB_CACHE_DIR", "off")
     assert default_cache_dir() is None

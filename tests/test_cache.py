@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from pneumolib.data import MEMORY_ENV, DecodedCache, default_memory_bytes, parse_bytes
-from pneumolib.imaging import load_resized
-from pneumolib.train import fit
+from pneumolib.data.dataset import MEMORY_ENV, DecodedCache, default_memory_bytes, parse_bytes
+from pneumolib.data.imaging import load_resized
+from pneumolib.training.fit import fit
 
 SIZE = 32  # 32 x 32 uint8: 1,024 bytes an image
 
@@ -35,7 +35,7 @@ def test_a_dropped_image_comes_back_from_the_disk_cache_without_decoding(fixture
     cache = DecodedCache(tmp_path, memory_bytes=SIZE * SIZE)
     first = cache.get(a, SIZE).copy()
     cache.get(b, SIZE)  # a is dropped from memory
-    import pneumolib.data as D
+    import pneumolib.data.dataset as D
     monkeypatch.setattr(D, "load_resized", lambda *a, **k: pytest.fail("decoded again instead of read from disk"))
     assert np.array_equal(cache.get(a, SIZE), first)
 

@@ -8,29 +8,12 @@ import torch
 from PIL import Image
 from torch import nn
 
-from pneumolib.stats import patient_bootstrap
-from pneumolib.cam import (
-    CAM,
-    METHODS,
-    class_targets,
-    explain,
-    explain_predictor,
-    first_per_class,
-    heart_box_mask,
-    lift,
-    lower_central_share,
-    lung_focus,
-    random_maps,
-    randomise_top,
-    rank_correlation,
-    resolve_layer,
-    road,
-    sanity_checks,
-)
-from pneumolib.checkpoint import Predictor, save_checkpoint
+from pneumolib.core.stats import patient_bootstrap
+from pneumolib.analysis.cam import CAM, METHODS, class_targets, explain, explain_predictor, first_per_class, heart_box_mask, lift, lower_central_share, lung_focus, random_maps, randomise_top, rank_correlation, resolve_layer, road, sanity_checks
+from pneumolib.models.checkpoint import Predictor, save_checkpoint
 from pneumolib.cli import main
-from pneumolib.evaluate import predict_samples
-from pneumolib.fixture import fixture_dir, make_phantom, mask_for
+from pneumolib.analysis.evaluate import predict_samples
+from pneumolib.data.fixture import fixture_dir, make_phantom, mask_for
 
 
 @pytest.mark.parametrize("method", list(METHODS))
@@ -48,7 +31,7 @@ def test_cam_methods_give_one_normalised_map_per_image(trained_run, method):
 
 def test_cam_target_is_the_log_odds_of_the_reported_probability_regression():
     # regression: maps targeted the raw class logit while predictions report the softmax probability
-    from pneumolib.cam import LogitDifference
+    from pneumolib.analysis.cam import LogitDifference
 
     out = torch.tensor([[0.3, 2.0], [1.5, -0.5]])
     p = torch.softmax(out, dim=1)
@@ -94,7 +77,7 @@ def test_patient_bootstrap_resamples_patients_not_images():
 
 # --- lung masks -----------------------------------------------------------------------------
 def test_the_shipped_check_is_calibrated_on_real_annotations_and_rejects_what_they_never_show():
-    from pneumolib.lungs import LungSegmenter
+    from pneumolib.data.lungs import LungSegmenter
 
     check = LungSegmenter.load().check
     assert 0.1 < check.min_area < check.max_area < 0.7  # the annotated lungs' area range, widened by 10%
@@ -108,9 +91,9 @@ def test_the_shipped_check_is_calibrated_on_real_annotations_and_rejects_what_th
 
 
 def test_lung_masks_are_annotated_where_a_film_has_one_else_learned(tmp_path):
-    from pneumolib.cam import lung_mask
-    from pneumolib.data import Sample
-    from pneumolib.lungs import LungSegmenter, annotated_mask
+    from pneumolib.analysis.cam import lung_mask
+    from pneumolib.data.dataset import Sample
+    from pneumolib.data.lungs import LungSegmenter, annotated_mask
 
     film = sorted((fixture_dir() / "test" / "NORMAL").glob("*.png"))[0]
     img = np.asarray(Image.open(film).convert("L"))
@@ -318,7 +301,7 @@ def test_predict_cam_overlays_keep_the_film_size_up_to_1024(trained_run, tmp_pat
 
 
 def test_empty_maps_and_failed_masks_are_counted_and_left_out(fixture_data):
-    from pneumolib.cam import Explanation
+    from pneumolib.analysis.cam import Explanation
 
     samples = [s for s in fixture_data["test"] if s.label == 1][:4]
     nan = float("nan")
@@ -339,8 +322,8 @@ def test_an_empty_map_is_not_drawn_as_a_finding(fixture_data):
     import matplotlib
 
     matplotlib.use("Agg")
-    from pneumolib import plots
-    from pneumolib.cam import Explanation
+    from pneumolib.analysis import plots
+    from pneumolib.analysis.cam import Explanation
 
     samples = [s for s in fixture_data["test"] if s.label == 1][:2]
     cams = np.stack([np.zeros((64, 64), np.float32), np.full((64, 64), 0.5, np.float32)])
@@ -358,7 +341,7 @@ def test_an_empty_map_is_not_drawn_as_a_finding(fixture_data):
 def test_explain_checks_learned_masks_when_no_annotated_mask_exists(trained_run, tmp_path):
     import shutil
 
-    from pneumolib.data import discover_split
+    from pneumolib.data.dataset import discover_split
 
     for cls in ("NORMAL", "PNEUMONIA"):
         (tmp_path / "test" / cls).mkdir(parents=True)
@@ -375,8 +358,8 @@ def test_explain_checks_learned_masks_when_no_annotated_mask_exists(trained_run,
 def test_method_comparison_on_the_fixture_picks_maps_that_pass_and_sit_on_the_lesions(trained_run, capsys):
     # the fixture knows where the opacities are: the method the comparison keeps must put more of its map on them
     # than the methods whose maps fail their checks
-    from pneumolib.cam import choose_method, compare_methods, format_comparison
-    from pneumolib.lungs import annotated_mask
+    from pneumolib.analysis.cam import choose_method, compare_methods, format_comparison
+    from pneumolib.data.lungs import annotated_mask
 
     pred, test = trained_run.predictor, trained_run.data["test"]
     methods = ("gradcam", "hirescam", "gradcam++")
@@ -404,8 +387,8 @@ def test_method_comparison_on_the_fixture_picks_maps_that_pass_and_sit_on_the_le
 
 def test_learned_mask_cost_is_the_lift_difference_on_films_with_both_masks():
     """Issue 21: a reader sees what the learned masks cost against the annotations, with an interval by patient."""
-    from pneumolib.cam import Explanation
-    from pneumolib.data import Sample
+    from pneumolib.analysis.cam import Explanation
+    from pneumolib.data.dataset import Sample
     samples = [Sample(f"f{i}", i % 2, f"p{i}", "test") for i in range(8)]
     focus = np.full(8, 0.5)
     area = np.full(8, 0.25)  # annotated lift = 2.0

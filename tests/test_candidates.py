@@ -6,11 +6,11 @@ import numpy as np
 
 import pytest
 
-from pneumolib import candidates
-from pneumolib.checkpoint import save_checkpoint
+from pneumolib.studies import candidates
+from pneumolib.models.checkpoint import save_checkpoint
 from pneumolib.cli import main
-from pneumolib.evaluate import point_metrics
-from pneumolib.stress import stress_test
+from pneumolib.analysis.evaluate import point_metrics
+from pneumolib.studies.stress import stress_test
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +85,7 @@ def _run_folder(root, name, seed, auc_like, outside_flips, outside=0.02, inside=
 
 
 def test_select_picks_the_best_validation_auc_among_candidates_that_look_at_the_lungs(tmp_path):
-    from pneumolib.candidates import LUNG_BOUND, format_selection, select
+    from pneumolib.studies.candidates import LUNG_BOUND, format_selection, select
     shortcut = [_run_folder(tmp_path, "shortcut", s, 0.3, outside_flips=0.3) for s in range(3)]  # best AUC
     lungs = [_run_folder(tmp_path, "lungs", s, 0.05, outside_flips=0.02) for s in range(3)]
     sel = select({"shortcut": shortcut, "lungs": lungs})
@@ -98,7 +98,7 @@ def test_select_picks_the_best_validation_auc_among_candidates_that_look_at_the_
 
 
 def test_select_chooses_none_when_no_candidate_looks_at_the_lungs_or_outside_changes_more(tmp_path):
-    from pneumolib.candidates import select
+    from pneumolib.studies.candidates import select
     a = [_run_folder(tmp_path, "a", s, 0.9, outside_flips=0.3) for s in range(2)]
     b = [_run_folder(tmp_path, "b", s, 0.9, outside_flips=0.05, outside=0.3, inside=0.1) for s in range(2)]
     sel = select({"a": a, "b": b})
@@ -106,7 +106,7 @@ def test_select_chooses_none_when_no_candidate_looks_at_the_lungs_or_outside_cha
 
 
 def test_select_never_chooses_an_unaudited_candidate(tmp_path):
-    from pneumolib.candidates import select
+    from pneumolib.studies.candidates import select
     a = [_run_folder(tmp_path, "a", s, 0.9, outside_flips=0.0) for s in range(2)]
     (a[1] / "shortcuts_val.json").unlink()
     sel = select({"a": a})

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from pneumolib.checkpoint import ChannelMismatch, CheckpointError, Predictor, read_checkpoint, save_checkpoint
-from pneumolib.config import CLASSES, get_config
-from pneumolib.models import build_model
+from pneumolib.models.checkpoint import ChannelMismatch, CheckpointError, Predictor, read_checkpoint, save_checkpoint
+from pneumolib.core.config import CLASSES, get_config
+from pneumolib.models.networks import build_model
 
 
 def test_checkpoint_carries_config_classes_channels_preprocessing_threshold(trained_run):
@@ -111,7 +111,7 @@ def test_checkpoint_with_inconsistent_channel_fields_is_refused(tmp_path):
 
 
 def test_a_write_killed_half_way_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
-    import pneumolib.checkpoint as ck
+    import pneumolib.models.checkpoint as ck
 
     path = save_checkpoint(tmp_path / "c.pt", build_model(), get_config("01"), 0.25)
     real_save = torch.save

@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from pneumolib.cli import build_parser, main
-from pneumolib.fixture import fixture_dir
+from pneumolib.data.fixture import fixture_dir
 
 COMMANDS = ["experiments", "run", "train", "evaluate", "predict", "explain", "card", "stress", "ablate", "compare", "bench"]
 
@@ -206,8 +206,8 @@ def test_evaluate_a_folder_without_classes_is_one_line(cli_run, tmp_path, capsys
 
 
 def test_run_with_seeds_writes_one_folder_per_seed_in_the_notebooks_layout(tmp_path, capsys):
-    from pneumolib.config import get_config
-    from pneumolib.runs import load_metrics
+    from pneumolib.core.config import get_config
+    from pneumolib.core.runs import load_metrics
 
     assert main(["run", "baseline", "--seeds", "0", "1", "--out", str(tmp_path), "--cam-per-class", "0",
                  "--profile", "smoke"]) == 0

@@ -3,7 +3,7 @@ from dataclasses import replace
 
 import pytest
 
-from pneumolib import config as C
+from pneumolib.core import config as C
 
 
 def test_registry_has_the_log_entries_in_order_then_the_recommended_recipe():
@@ -80,7 +80,7 @@ def test_every_registered_and_ablation_config_and_profile_is_valid():
 
 
 def test_transform_and_normalisation_names_match_their_implementations():
-    from pneumolib import transforms
+    from pneumolib.data import transforms
 
     assert set(transforms.TRANSFORMS) == set(C.TRANSFORM_NAMES)
     assert set(transforms.NORMALIZE) == set(C.NORMALIZATIONS)

@@ -6,12 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-from pneumolib import lungs as L
-from pneumolib.checkpoint import CheckpointError, Predictor, preprocessing_for, save_checkpoint
+from pneumolib.data import lungs as L
+from pneumolib.models.checkpoint import CheckpointError, Predictor, preprocessing_for, save_checkpoint
 from pneumolib.cli import main
-from pneumolib.config import ExperimentConfig, View, get_config
-from pneumolib.data import DecodedCache, discover
-from pneumolib.fixture import fixture_dir
+from pneumolib.core.config import ExperimentConfig, View, get_config
+from pneumolib.data.dataset import DecodedCache, discover
+from pneumolib.data.fixture import fixture_dir
 
 
 def _two_lungs(h=100, w=100):
@@ -76,7 +76,7 @@ def test_the_crop_travels_with_the_checkpoint_and_predict_flags_each_film(tmp_pa
     cfg = replace(get_config("cand_lungs"), image_size=64)
     pre = preprocessing_for(cfg)
     assert (pre.crop, pre.crop_margin, pre.crop_segmenter) == ("lungs", 0.08, L.shipped_digest())
-    from pneumolib.models import build_model
+    from pneumolib.models.networks import build_model
     ckpt = save_checkpoint(tmp_path / "checkpoint.pt", build_model("resnet18", 1), cfg, 0.5)
     pred = Predictor.load(ckpt)
     assert pred.preprocessing == pre
@@ -91,7 +91,7 @@ def test_the_crop_travels_with_the_checkpoint_and_predict_flags_each_film(tmp_pa
 
 def test_a_film_without_lungs_is_flagged_in_predict_not_cropped(tmp_path, capsys):
     cfg = replace(get_config("cand_lungs"), image_size=64)
-    from pneumolib.models import build_model
+    from pneumolib.models.networks import build_model
     ckpt = save_checkpoint(tmp_path / "checkpoint.pt", build_model("resnet18", 1), cfg, 0.5)
     blank = tmp_path / "blank.png"  # a picture (a faint ramp), but no lungs in it
     Image.fromarray(np.full((300, 300), 128, np.uint8) + (np.arange(300) % 2).astype(np.uint8)[None]).save(blank)
@@ -109,9 +109,9 @@ def test_a_config_refuses_an_unknown_crop_or_a_margin_out_of_range():
 
 def test_lung_masks_for_a_cropped_model_are_cut_to_its_box_in_its_frame():
     """A lung-cropped model's Grad-CAM lift must use the mask in the crop's frame, not the whole film's squashed."""
-    from pneumolib.cam import lung_mask
-    from pneumolib.data import Sample
-    from pneumolib.fixture import mask_for
+    from pneumolib.analysis.cam import lung_mask
+    from pneumolib.data.dataset import Sample
+    from pneumolib.data.fixture import mask_for
     film = sorted((fixture_dir() / "test" / "NORMAL").glob("*.png"))[0]
     whole = np.asarray(Image.open(mask_for(film)).convert("L")) > 127
     box = L.LungBox(0.25, 0.75, 0.0, 0.5)
@@ -126,7 +126,7 @@ def test_lung_masks_for_a_cropped_model_are_cut_to_its_box_in_its_frame():
 
 
 def test_a_cropped_models_map_is_drawn_over_its_box_on_the_whole_film(tmp_path):
-    from pneumolib.cam import overlay_on_film
+    from pneumolib.analysis.cam import overlay_on_film
     film = tmp_path / "film.png"
     Image.fromarray(np.full((200, 100), 90, np.uint8) + np.eye(200, 100, dtype=np.uint8)).save(film)
     cam = np.ones((8, 8), np.float32)  # all evidence, everywhere in the crop

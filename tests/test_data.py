@@ -7,12 +7,10 @@ import pytest
 import torch
 from PIL import Image
 
-from pneumolib.config import CLASSES, apply_profile, get_config
-from pneumolib.data import (DataError, DecodedCache, XRayDataset, discover, early_id_holdout, grouped_split,
-                            patient_family, patient_overlap,
-                            patient_id, prescan, subsample)
-from pneumolib.fixture import FIXTURE_COUNTS, fixture_dir
-from pneumolib.transforms import Preprocessing
+from pneumolib.core.config import CLASSES, apply_profile, get_config
+from pneumolib.data.dataset import DataError, DecodedCache, XRayDataset, discover, early_id_holdout, grouped_split, patient_family, patient_overlap, patient_id, prescan, subsample
+from pneumolib.data.fixture import FIXTURE_COUNTS, fixture_dir
+from pneumolib.data.transforms import Preprocessing
 
 
 @pytest.fixture
@@ -186,7 +184,7 @@ def test_folder_too_small_to_split_is_a_one_line_error_and_exit_2(tmp_path, caps
 
 
 def test_unreadable_test_image_is_skipped_and_listed_not_an_abort(data_root, tmp_path):
-    from pneumolib.experiment import run_experiment
+    from pneumolib.studies.experiment import run_experiment
 
     bad = data_root / "test" / "PNEUMONIA" / "person999_bacteria_1.png"
     bad.write_bytes(b"not a png at all")
@@ -201,7 +199,7 @@ def test_a_series_logs_the_prescan_table_for_its_first_seed_only(data_root, tmp_
     # issue 24: the same pre-scan table was printed once per seed, 30 times in the series
     import logging
 
-    from pneumolib.experiment import run_experiment
+    from pneumolib.studies.experiment import run_experiment
 
     bad = data_root / "test" / "PNEUMONIA" / "person999_bacteria_1.png"
     bad.write_bytes(b"not a png at all")
@@ -336,7 +334,7 @@ def test_prescan_refuses_when_a_class_has_no_readable_image_left(data_root):
 
 
 def test_training_does_not_die_on_one_bad_file(data_with_bad_files):
-    from pneumolib.train import FitResult, fit
+    from pneumolib.training.fit import FitResult, fit
 
     config = replace(apply_profile(get_config("baseline"), "fixture"), epochs=1)
     result = fit(config, data_with_bad_files)

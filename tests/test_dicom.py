@@ -11,9 +11,9 @@ from pydicom import uid  # noqa: E402
 from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.encaps import encapsulate  # noqa: E402
 
-from pneumolib.data import list_images  # noqa: E402
-from pneumolib.fixture import fixture_dir  # noqa: E402
-from pneumolib.imaging import ImageError, is_dicom, load_image  # noqa: E402
+from pneumolib.data.dataset import list_images  # noqa: E402
+from pneumolib.data.fixture import fixture_dir  # noqa: E402
+from pneumolib.data.imaging import ImageError, is_dicom, load_image  # noqa: E402
 
 
 def dicom_dataset(pixels, *, bits_stored=None, photometric="MONOCHROME2", signed=False, **attrs) -> Dataset:
@@ -219,7 +219,7 @@ def test_unusable_dicoms_are_refused_with_one_line_naming_file_and_problem(tmp_p
 
 @pytest.fixture(scope="module")
 def predictor(trained_run_session):
-    from pneumolib.checkpoint import Predictor
+    from pneumolib.models.checkpoint import Predictor
     return Predictor.load(trained_run_session.run_dir / "checkpoint.pt")
 
 

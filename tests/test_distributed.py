@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pneumolib.checkpoint import read_checkpoint
-from pneumolib.distributed import SINGLE, CpuSyncBatchNorm, World, shard_batches, sync_batchnorm
-from pneumolib.models import build_model
-from pneumolib.runs import STATE as STATE_FILE
+from pneumolib.models.checkpoint import read_checkpoint
+from pneumolib.core.distributed import SINGLE, CpuSyncBatchNorm, World, shard_batches, sync_batchnorm
+from pneumolib.models.networks import build_model
+from pneumolib.core.runs import STATE as STATE_FILE
 
 HELPER = Path(__file__).parent / "helpers" / "ddp_fit.py"
 SMOKE = ["train", "baseline", "--profile", "smoke", "--cam-per-class", "0", "--seed", "2"]

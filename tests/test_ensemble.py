@@ -7,13 +7,13 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from pneumolib.adapt import EARLY_BN_LAYERS, bn_layers
-from pneumolib.checkpoint import Predictor, save_checkpoint
+from pneumolib.analysis.adapt import EARLY_BN_LAYERS, bn_layers
+from pneumolib.models.checkpoint import Predictor, save_checkpoint
 from pneumolib.cli import main
-from pneumolib.data import discover
-from pneumolib.ensemble import build_ensemble, fit_temperature, nll, validation_overlap
-from pneumolib.infer import predict_proba, probabilities, view_logits
-from pneumolib.models import Ensemble, build_model
+from pneumolib.data.dataset import discover
+from pneumolib.training.ensemble import build_ensemble, fit_temperature, nll, validation_overlap
+from pneumolib.models.inference import predict_proba, probabilities, view_logits
+from pneumolib.models.networks import Ensemble, build_model
 
 
 def p_pneumonia(model, x, tta=False):
@@ -108,8 +108,8 @@ def test_gradcam_of_an_ensemble_averages_its_members_maps(trained_run):
     # from the gradient of the ensemble's own output, the log-odds its predictions are made from)
     import copy
 
-    from pneumolib.cam import CAM, class_targets
-    from pneumolib.models import stage_blocks
+    from pneumolib.analysis.cam import CAM, class_targets
+    from pneumolib.models.networks import stage_blocks
 
     model = trained_run.predictor.model
     other = copy.deepcopy(model)
@@ -132,8 +132,8 @@ def test_gradcam_of_an_ensemble_averages_its_members_maps(trained_run):
 def test_ensemble_applies_its_members_holdout_regression(trained_run, tmp_path, capsys):
     # regression: members trained with --holdout early_ids were scored on the folders' test split, which holds
     # their own training films
-    from pneumolib.data import prepare
-    from pneumolib.fixture import fixture_dir
+    from pneumolib.data.dataset import prepare
+    from pneumolib.data.fixture import fixture_dir
 
     cfg, model, thr = trained_run.predictor.config, trained_run.predictor.model, trained_run.predictor.threshold
     members = [save_checkpoint(tmp_path / f"m{i}.pt", model, replace(cfg, seed=0), thr, {"holdout": "early_ids"})
@@ -151,7 +151,7 @@ def test_ensemble_applies_its_members_holdout_regression(trained_run, tmp_path, 
 
 
 def test_cli_ensemble_writes_a_checkpoint_that_evaluate_serves(trained_run, tmp_path, capsys):
-    from pneumolib.fixture import fixture_dir
+    from pneumolib.data.fixture import fixture_dir
 
     out, js, ev = tmp_path / "ens" / "ens.pt", tmp_path / "ens.json", tmp_path / "ev.json"
     assert main(["ensemble", str(trained_run.run_dir), str(trained_run.run_dir / "checkpoint.pt"),
@@ -181,7 +181,7 @@ def test_ensemble_of_seeds_says_its_validation_split_holds_other_members_trainin
                                                                                          capsys):
     import shutil
 
-    from pneumolib.fixture import fixture_dir
+    from pneumolib.data.fixture import fixture_dir
     data_root = shutil.copytree(fixture_dir(), tmp_path / "chest_xray")
     shutil.rmtree(data_root / "val")  # no val/ folder: each seed builds its own val split from the pooled films
     cfg = trained_run.predictor.config

@@ -3,9 +3,8 @@ import csv
 import numpy as np
 import pytest
 
-from pneumolib.data import Sample
-from pneumolib.evaluate import (Scores, balanced_subset, bootstrap_ci, choose_threshold, compute_metrics,
-                                format_metrics, predict_samples)
+from pneumolib.data.dataset import Sample
+from pneumolib.analysis.evaluate import Scores, balanced_subset, bootstrap_ci, choose_threshold, compute_metrics, format_metrics, predict_samples
 
 
 def _scores(labels, probs):
@@ -76,8 +75,8 @@ def test_youden_shifted_needs_the_model_not_only_scores():
 
 
 def test_youden_shifted_pools_validation_with_its_seen_shifts_only(trained_run, monkeypatch):
-    import pneumolib.evaluate as E
-    from pneumolib.shifts import SHIFTS
+    import pneumolib.analysis.evaluate as E
+    from pneumolib.data.shifts import SHIFTS
 
     p, val_samples = trained_run.predictor, trained_run.data["val"]
     val = predict_samples(p.model, val_samples, p.preprocessing, tta=p.config.tta)
@@ -150,7 +149,7 @@ def test_auc_score_equals_sklearns_roc_auc_with_ties_and_is_nan_for_one_class():
     import numpy as np
     from sklearn.metrics import roc_auc_score
 
-    from pneumolib.stats import auc_score
+    from pneumolib.core.stats import auc_score
     rng = np.random.default_rng(0)
     for _ in range(200):
         n = int(rng.integers(2, 200))

@@ -3,7 +3,7 @@ import filecmp
 import numpy as np
 import pytest
 
-from pneumolib.fixture import FIXTURE_COUNTS, fixture_dir, make_phantom, mask_for, write_fixture
+from pneumolib.data.fixture import FIXTURE_COUNTS, fixture_dir, make_phantom, mask_for, write_fixture
 
 
 def test_generator_reproduces_the_shipped_fixture_byte_for_byte(tmp_path):

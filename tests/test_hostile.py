@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from pneumolib.cli import main
-from pneumolib.fixture import fixture_dir
+from pneumolib.data.fixture import fixture_dir
 
 GiB = 2**30
 TORCH_CAP = 6 * GiB  # a CLI run with torch peaks near 4 GiB of address space here; the bugs went far past 6
@@ -84,7 +84,7 @@ def test_no_code_runs_from_any_cache_a_run_folder_can_hold(run_copy, tmp_path, c
 
 
 def test_grad_cam_results_round_trip_without_pickle(trained_run, tmp_path):
-    from pneumolib.cam import Explanation
+    from pneumolib.analysis.cam import Explanation
 
     expl = trained_run.explanation
     path = expl.save(tmp_path / "e.npz", {"checkpoint": "x", "seed": 0})
@@ -123,7 +123,7 @@ def test_a_huge_sparse_file_is_refused_before_it_is_read(tmp_path):
     big = tmp_path / "big.jpeg"
     with open(big, "wb") as f:
         f.truncate(2 * GiB)
-    code = ("import sys; from pneumolib.data import DecodedCache; from pneumolib.imaging import ImageError\n"
+    code = ("import sys; from pneumolib.data.dataset import DecodedCache; from pneumolib.data.imaging import ImageError\n"
             "c = DecodedCache(sys.argv[2])\n"
             "try:\n    c.get(sys.argv[1], 64)\nexcept ImageError as e:\n    print(e); sys.exit(2)\n")
     cap = 4 * GiB + GiB // 2  # importing torch takes about 3.2 GiB of address space; reading the file took 2 more
@@ -134,7 +134,7 @@ def test_a_huge_sparse_file_is_refused_before_it_is_read(tmp_path):
 
 
 def _decode_capped(path: Path) -> subprocess.CompletedProcess:
-    code = ("import sys; from pneumolib.imaging import ImageError, load_image\n"
+    code = ("import sys; from pneumolib.data.imaging import ImageError, load_image\n"
             "try:\n    im = load_image(sys.argv[1]); print(im.mode, im.size, im.getextrema())\n"
             "except ImageError as e:\n    print(e); sys.exit(2)\n")
     return subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120,
@@ -158,7 +158,7 @@ def test_an_all_zero_16_bit_png_is_refused_as_blank_within_the_cap(tmp_path):
 
 
 def test_stretch_in_blocks_gives_exactly_the_whole_image_arithmetic():
-    from pneumolib.imaging import stretch_to_uint8
+    from pneumolib.data.imaging import stretch_to_uint8
 
     a = np.random.default_rng(0).integers(0, 4096, (700, 300)).astype(np.uint16)
     whole = (((a.astype(np.float64) - a.min()) / (a.max() - a.min()) * 255.0) + 0.5).astype(np.uint8)
@@ -264,7 +264,7 @@ def test_a_dicom_whose_rescale_is_nan_is_refused(trained_run, tmp_path, capsys):
 
 
 def test_a_dicom_without_photometric_interpretation_is_not_called_colour(tmp_path):
-    from pneumolib.imaging import ImageError, load_image
+    from pneumolib.data.imaging import ImageError, load_image
 
     f = _dicom(tmp_path / "nopi.dcm", _ramp(), PhotometricInterpretation=None)
     with pytest.raises(ImageError, match="no PhotometricInterpretation") as e:
@@ -282,7 +282,7 @@ def test_blank_and_constant_films_are_refused(trained_run, tmp_path, capsys, val
 
 
 def test_the_lung_check_refuses_an_empty_or_uniform_film():
-    from pneumolib.lungs import LungSegmenter
+    from pneumolib.data.lungs import LungSegmenter
 
     seg = LungSegmenter.load()
     boxes = seg.lung_boxes([np.zeros((300, 300), np.uint8), np.full((200, 240), 90, np.uint8),
@@ -350,7 +350,7 @@ def test_predict_cam_dir_into_an_unwritable_place_is_refused_before_the_work(tra
 
 def test_predict_prints_refused_files_before_the_overlays(trained_run, tmp_path, capsys, monkeypatch):
     """Regression: a crash while writing overlays lost the refused-file lines."""
-    import pneumolib.cam as cam
+    import pneumolib.analysis.cam as cam
 
     def broken(*a, **k):
         raise PermissionError(13, "Permission denied", str(tmp_path / "cams" / "x_cam.png"))
@@ -370,7 +370,7 @@ def _copy_fixture(tmp_path: Path) -> Path:
 
 def test_a_file_name_that_is_not_utf8_is_refused_with_a_line_not_a_crash(tmp_path):
     """Regression: a non-UTF-8 file name in a data folder made 'train' unusable (fingerprint encoded it)."""
-    from pneumolib.data import discover, fingerprint
+    from pneumolib.data.dataset import discover, fingerprint
 
     root = _copy_fixture(tmp_path)
     odd = os.fsencode(root / "train" / "NORMAL") + b"/caf\xe9.png"
@@ -383,7 +383,7 @@ def test_a_file_name_that_is_not_utf8_is_refused_with_a_line_not_a_crash(tmp_pat
 
 def test_a_manifest_path_component_too_long_is_a_skipped_row(tmp_path):
     """Regression: a path component over 255 characters (ENAMETOOLONG) killed the run."""
-    from pneumolib.data import Manifest, read_manifest
+    from pneumolib.data.dataset import Manifest, read_manifest
 
     root = fixture_dir()
     rows = ["path,label,patient,split"]
@@ -413,7 +413,7 @@ def test_card_on_a_metrics_file_that_is_not_a_mapping_is_one_line(tmp_path, caps
 
 
 def test_an_os_error_on_an_output_is_one_line(trained_run, tmp_path, capsys, monkeypatch):
-    import pneumolib.card as card
+    import pneumolib.studies.card as card
 
     def denied(*a, **k):
         raise PermissionError(13, "Permission denied", str(tmp_path / "evaluations"))
@@ -425,7 +425,7 @@ def test_an_os_error_on_an_output_is_one_line(trained_run, tmp_path, capsys, mon
 # --- 7. clearer messages ---------------------------------------------------------------------------------------------
 def test_a_folder_or_fifo_in_a_manifest_is_named_as_such(tmp_path):
     """Regression: a directory or FIFO listed in a manifest was reported as 'no such file'."""
-    from pneumolib.data import Manifest, read_manifest
+    from pneumolib.data.dataset import Manifest, read_manifest
 
     root = _copy_fixture(tmp_path)
     (root / "train" / "NORMAL" / "folder.png").mkdir()
@@ -441,7 +441,7 @@ def test_a_folder_or_fifo_in_a_manifest_is_named_as_such(tmp_path):
 
 
 def test_dangling_links_and_fifos_in_a_data_folder_are_named_not_dropped(tmp_path):
-    from pneumolib.data import discover
+    from pneumolib.data.dataset import discover
 
     root = _copy_fixture(tmp_path)
     (root / "train" / "NORMAL" / "gone.png").symlink_to(tmp_path / "nowhere.png")

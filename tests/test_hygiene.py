@@ -3,8 +3,8 @@ import shutil
 
 import pytest
 
-from pneumolib.data import DataError, DecodedCache, discover, prescan
-from pneumolib.fixture import fixture_dir
+from pneumolib.data.dataset import DataError, DecodedCache, discover, prescan
+from pneumolib.data.fixture import fixture_dir
 
 
 @pytest.fixture
@@ -44,8 +44,8 @@ def test_strict_refuses_any_finding(messy):
 def test_training_log_shows_the_prescan_table(messy, caplog):
     from dataclasses import replace
 
-    from pneumolib.config import apply_profile, get_config
-    from pneumolib.train import fit
+    from pneumolib.core.config import apply_profile, get_config
+    from pneumolib.training.fit import fit
 
     with caplog.at_level("INFO", logger="pneumolib"):
         fit(replace(apply_profile(get_config("01"), "fixture"), epochs=1, max_train_images=16), discover(messy))
@@ -54,7 +54,7 @@ def test_training_log_shows_the_prescan_table(messy, caplog):
 
 def test_second_prescan_decodes_nothing(messy, monkeypatch):
     # "cached" proved by counting decodes, not by timing
-    import pneumolib.data as D
+    import pneumolib.data.dataset as D
 
     calls = []
     real = D.load_resized

@@ -6,12 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-import pneumolib.imaging as imaging
-from pneumolib.checkpoint import Predictor
-from pneumolib.config import get_config
-from pneumolib.data import DecodedCache, Sample, XRayDataset
-from pneumolib.imaging import ImageError, load_image, load_resized
-from pneumolib.transforms import Preprocessing
+import pneumolib.data.imaging as imaging
+from pneumolib.models.checkpoint import Predictor
+from pneumolib.core.config import get_config
+from pneumolib.data.dataset import DecodedCache, Sample, XRayDataset
+from pneumolib.data.imaging import ImageError, load_image, load_resized
+from pneumolib.data.transforms import Preprocessing
 
 N = 40  # native side of the odd-format test images (load_resized(…, 32) then really resizes)
 

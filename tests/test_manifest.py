@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pneumolib.data import DataError, Manifest, as_source, discover, discover_split, prescan, read_manifest
-from pneumolib.data import fingerprint
+from pneumolib.data.dataset import DataError, Manifest, as_source, discover, discover_split, prescan, read_manifest
+from pneumolib.data.dataset import fingerprint
 
 
 def _write(path: Path, rows: list[dict], columns=("path", "label", "patient", "split")) -> Path:

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from pneumolib import models
-from pneumolib.models import WeightsUnavailable, build_model
+from pneumolib.models import networks as models
+from pneumolib.models.networks import WeightsUnavailable, build_model
 
 
 @pytest.mark.parametrize("channels", [1, 3])
@@ -69,7 +69,7 @@ def test_unknown_model_and_channel_counts_are_refused():
 
 
 def test_flip_tta_averages_the_image_and_its_mirror():
-    from pneumolib.infer import predict_proba
+    from pneumolib.models.inference import predict_proba
 
     def p_pneumonia(model, x, tta=False):
         return torch.from_numpy(predict_proba(model, x, tta=tta))

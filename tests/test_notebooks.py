@@ -114,7 +114,7 @@ def test_committed_outputs_are_not_stale(path):
     # the outputs show the package and notebook sources as they are now: the render's commit was clean, and the
     # sources digest it printed (pneumolib/ and notebooks/*.py in git's tree at that commit) is HEAD's, so nothing
     # there changed since (tools/render_notebooks.sh renders them again); needs no history, only HEAD
-    from pneumolib.series import sources_digest, stale_paths
+    from pneumolib.notebook.series import sources_digest, stale_paths
 
     commit = _provenance_commit(path)
     assert not commit.endswith("+dirty") and commit != "unknown", f"{path.name}: rendered from {commit}"
@@ -170,7 +170,7 @@ def _metrics(seed, acc, best=2, last_val_acc=0.5):
 
 
 def test_seed_table_has_one_row_per_seed_then_mean_and_range_naming_the_seed_count():
-    from pneumolib import notebook as nb
+    from pneumolib.notebook import helpers as nb
 
     df = nb.seed_table([_metrics(0, 0.90), _metrics(1, 0.80), _metrics(2, 0.85)])
     assert list(df.index) == ["seed 0", "seed 1", "seed 2", "mean of 3 seeds", "range over 3 seeds"]
@@ -180,7 +180,7 @@ def test_seed_table_has_one_row_per_seed_then_mean_and_range_naming_the_seed_cou
 
 
 def test_seed_table_shows_the_last_epochs_test_metrics_and_flags_a_kept_first_epoch():
-    from pneumolib import notebook as nb
+    from pneumolib.notebook import helpers as nb
 
     a, b, c = _metrics(0, 0.90, best=1), _metrics(1, 0.80, best=3), _metrics(2, 0.85, best=2)
     for m in (a, b, c):
@@ -195,7 +195,7 @@ def test_seed_table_shows_the_last_epochs_test_metrics_and_flags_a_kept_first_ep
 
 
 def test_checkpoint_table_keeps_the_best_and_the_last_epoch():
-    from pneumolib import notebook as nb
+    from pneumolib.notebook import helpers as nb
 
     df = nb.checkpoint_table([_metrics(0, 0.9, best=2, last_val_acc=0.24)])
     row = df.loc["seed 0"]
@@ -204,8 +204,8 @@ def test_checkpoint_table_keeps_the_best_and_the_last_epoch():
 
 
 def test_epochs_that_call_every_val_film_one_class_are_named():
-    from pneumolib import notebook as nb
-    from pneumolib.data import Sample
+    from pneumolib.notebook import helpers as nb
+    from pneumolib.data.dataset import Sample
 
     val = [Sample(f"/x/{i}.png", int(i < 3), f"p{i}", "val") for i in range(4)]  # 3 PNEUMONIA, 1 NORMAL
     hist = [{"epoch": 1, "val_acc": 0.75}, {"epoch": 2, "val_acc": 0.5}, {"epoch": 3, "val_acc": 0.25}]
@@ -216,16 +216,16 @@ def test_epochs_that_call_every_val_film_one_class_are_named():
 
 
 def test_seeds_parse_from_papermill_strings_lists_and_ints():
-    from pneumolib.series import seed_list
+    from pneumolib.notebook.series import seed_list
 
     assert seed_list("0,1,2") == seed_list([0, 1, 2]) == seed_list("[0, 1, 2]") == [0, 1, 2]
     assert seed_list(3) == [3] and seed_list(None) == [0]
 
 
 def test_tidy_replaces_machine_paths():
-    from pneumolib import series
+    from pneumolib.notebook import series
 
-    repo = Path(series.__file__).resolve().parents[1]
+    repo = Path(series.__file__).resolve().parents[2]
     text = series.tidy(f"reusing {repo}/runs/01_baseline/seed0/checkpoint.pt; cache {Path.home()}/.cache/torch")
     assert str(repo) not in text and str(Path.home()) not in text
     assert "./runs/01_baseline/seed0/checkpoint.pt" in text and "~/.cache/torch" in text
@@ -233,7 +233,7 @@ def test_tidy_replaces_machine_paths():
 
 def test_a_series_prints_its_run_folders_by_the_runs_parameter_not_their_path_regression(tmp_path, quiet_log):
     # regression: a render with RUNS outside the repository printed '/work/runs/r4/05_pretrained/...' in its log lines
-    from pneumolib import series
+    from pneumolib.notebook import series
 
     s = series.start(None, "smoke", "cpu", [0], runs=tmp_path / "elsewhere")
     assert s.tidy(f"reusing {tmp_path}/elsewhere/05_pretrained/seed0/explanation.npz") == \
@@ -243,7 +243,7 @@ def test_a_series_prints_its_run_folders_by_the_runs_parameter_not_their_path_re
 def test_a_render_is_stale_when_the_package_or_a_notebook_source_changed_since_its_commit(tmp_path):
     import subprocess
 
-    from pneumolib.series import git_commit, sources_digest, stale_paths
+    from pneumolib.notebook.series import git_commit, sources_digest, stale_paths
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t", "-c", "commit.gpgsign=false"]
     (tmp_path / "pneumolib").mkdir()
     (tmp_path / "notebooks").mkdir()
@@ -275,7 +275,7 @@ def test_a_render_is_stale_when_the_package_or_a_notebook_source_changed_since_i
 def test_git_commit_is_unknown_outside_git_and_dirty_only_for_code(tmp_path):
     import shutil
 
-    from pneumolib.series import git_commit
+    from pneumolib.notebook.series import git_commit
 
     assert git_commit(tmp_path) == "unknown"
     if shutil.which("git") is None:
@@ -301,9 +301,10 @@ def test_figures_are_legible_and_metric_axes_zoom_to_the_data():
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from pneumolib import notebook as nb, plots
-    from pneumolib.data import Sample
-    from pneumolib.evaluate import Scores
+    from pneumolib.notebook import helpers as nb
+    from pneumolib.analysis import plots
+    from pneumolib.data.dataset import Sample
+    from pneumolib.analysis.evaluate import Scores
 
     nb.use_notebook_style()
     assert plt.rcParams["figure.dpi"] >= 110
@@ -323,8 +324,8 @@ def test_figures_are_legible_and_metric_axes_zoom_to_the_data():
 def test_one_class_epochs_read_the_predicted_share_and_never_guess_on_a_balanced_split_regression():
     # regression: on a balanced val split (the fixture's 12/12) every epoch at 50% accuracy was reported as
     # "every val film called PNEUMONIA", whichever class the model actually called
-    from pneumolib import notebook as nb
-    from pneumolib.data import Sample
+    from pneumolib.notebook import helpers as nb
+    from pneumolib.data.dataset import Sample
 
     val = [Sample(f"/x/{i}.png", int(i < 2), f"p{i}", "val") for i in range(4)]  # balanced
     hist = [{"epoch": 1, "val_acc": 0.5, "val_share_pneumonia": 0.0},
@@ -339,7 +340,7 @@ def test_one_class_epochs_read_the_predicted_share_and_never_guess_on_a_balanced
 
 
 def test_seed_budget_parses_and_refuses_what_does_not_size_a_run():
-    from pneumolib import series as nb
+    from pneumolib.notebook import series as nb
 
     assert nb.parse_budget("") == {} and nb.parse_budget(None) == {}
     assert nb.parse_budget("epochs=3, max_train_images=1000") == {"epochs": 3, "max_train_images": 1000}
@@ -350,7 +351,7 @@ def test_seed_budget_parses_and_refuses_what_does_not_size_a_run():
 
 
 def test_the_budget_applies_to_every_seed_alike(capsys, quiet_log):
-    from pneumolib import series
+    from pneumolib.notebook import series
 
     s = series.start(None, "fixture", "cpu", "3,4,5", "epochs=2")
     assert "every seed trains with the 'fixture' profile's budget changed to epochs=2" in capsys.readouterr().out
@@ -360,7 +361,7 @@ def test_the_budget_applies_to_every_seed_alike(capsys, quiet_log):
 
 
 def test_two_series_keep_their_own_settings_no_module_state(quiet_log):
-    from pneumolib import series
+    from pneumolib.notebook import series
 
     a = series.start(None, "fixture", "cpu", "0,1", "epochs=2")
     b = series.start(None, "smoke", "cpu", "0,1")
@@ -370,11 +371,11 @@ def test_two_series_keep_their_own_settings_no_module_state(quiet_log):
 def test_an_entry_that_trains_an_identical_config_finds_its_twin_run(tmp_path, quiet_log):
     from dataclasses import replace
 
-    from pneumolib import series
-    from pneumolib.checkpoint import save_checkpoint
-    from pneumolib.config import get_config
-    from pneumolib.data import fingerprint, prepare, resolve_data_dir
-    from pneumolib.models import build_model
+    from pneumolib.notebook import series
+    from pneumolib.models.checkpoint import save_checkpoint
+    from pneumolib.core.config import get_config
+    from pneumolib.data.dataset import fingerprint, prepare, resolve_data_dir
+    from pneumolib.models.networks import build_model
 
     s = series.start(None, "fixture", "cpu", [0], runs=tmp_path)
     cfg = series.wanted_config(s, get_config("04"), 0)
@@ -412,8 +413,9 @@ def test_a_twin_entry_shows_the_twins_grad_cam_results_without_recomputing_them(
     # randomisation results are 04's, copied with the checkpoint, not computed a second time
     import numpy as np
 
-    from pneumolib import experiment, series
-    from pneumolib.config import get_config
+    from pneumolib.studies import experiment
+    from pneumolib.notebook import series
+    from pneumolib.core.config import get_config
 
     s = series.start(None, "smoke", "cpu", [0], runs=tmp_path)
     [r04] = series.run_seeds(get_config("04"), s, cam_per_class=2)
@@ -431,7 +433,8 @@ def test_a_twin_entry_shows_the_twins_grad_cam_results_without_recomputing_them(
 
 
 def test_notebook_10_can_leave_out_a_side_branch_of_the_ablation_only(capsys, monkeypatch):
-    from pneumolib import protocol, series as nb
+    from pneumolib.studies import protocol
+    from pneumolib.notebook import series as nb
 
     seen = {}
     monkeypatch.setattr(protocol, "score_steps",
@@ -445,7 +448,8 @@ def test_notebook_10_can_leave_out_a_side_branch_of_the_ablation_only(capsys, mo
 
 
 def test_notebook_10_can_leave_out_the_ablation_protocols_and_says_so(capsys):
-    from pneumolib import protocol, series as nb
+    from pneumolib.studies import protocol
+    from pneumolib.notebook import series as nb
 
     s = nb.Series(None, "smoke", "cpu", [0], Path("."))
     assert nb.holdout_list("folders,early_ids") == ("folders", "early_ids")

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumolib import ood
-from pneumolib.checkpoint import Predictor
+from pneumolib.analysis import ood
+from pneumolib.models.checkpoint import Predictor
 from pneumolib.cli import main
-from pneumolib.fixture import fixture_dir
+from pneumolib.data.fixture import fixture_dir
 
 
 def test_reference_flags_about_one_percent_of_validation_and_far_points():

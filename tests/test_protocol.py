@@ -2,9 +2,9 @@
 
 from dataclasses import replace
 
-from pneumolib import protocol as P
-from pneumolib.config import BASELINE, get_config
-from pneumolib.runs import ablation_dir
+from pneumolib.studies import protocol as P
+from pneumolib.core.config import BASELINE, get_config
+from pneumolib.core.runs import ablation_dir
 
 
 def _row(name, folders_acc, stress_acc, early_acc, spec=0.8):
@@ -81,8 +81,8 @@ def test_score_steps_trains_each_step_under_both_holdouts_and_stress_tests_it(tm
         assert (tmp_path / "early_ids" / "abl_robust_aug" / f"seed{seed}" / "checkpoint.pt").is_file()
         assert (tmp_path / "01_baseline" / f"seed{seed}" / "checkpoint.pt").is_file()  # notebook 01's folders
     # each protocol scored its own test split: the early-ID one is the earliest patients, none of them trained on
-    from pneumolib.data import prepare
-    from pneumolib.fixture import fixture_dir
+    from pneumolib.data.dataset import prepare
+    from pneumolib.data.fixture import fixture_dir
 
     early = prepare(fixture_dir(), seed=0, holdout="early_ids", image_size=64)
     assert not {s.patient for s in early["test"]} & {s.patient for s in early["train"] + early["val"]}
@@ -152,7 +152,7 @@ def test_a_step_that_only_changes_the_decision_rule_reuses_the_earlier_steps_wei
 
     import torch
 
-    from pneumolib.checkpoint import read_checkpoint
+    from pneumolib.models.checkpoint import read_checkpoint
 
     configs = [get_config("abl_sharpness"), get_config("abl_youden_shifted")]
     rows = P.score_steps(None, tmp_path, configs=configs, profile="smoke", holdouts=("folders",))

@@ -8,9 +8,9 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pneumolib.checkpoint import CheckpointError, read_checkpoint
-from pneumolib.runs import STATE as STATE_FILE
-from pneumolib.train import fit, load_train_state
+from pneumolib.models.checkpoint import CheckpointError, read_checkpoint
+from pneumolib.core.runs import STATE as STATE_FILE
+from pneumolib.training.fit import fit, load_train_state
 
 ARGS = ["train", "baseline", "--out", "{out}", "--profile", "smoke", "--epochs", "3", "--cam-per-class", "0", "--seed", "5"]
 
@@ -53,7 +53,7 @@ def test_resume_in_process_matches_uninterrupted(fixture_data, tiny_config, tmp_
     cfg = replace(tiny_config, epochs=3, max_train_images=32, scheduler="cosine")
     ref = fit(cfg, fixture_data, tmp_path / "ref")
     # stop after epoch 2 by making the third epoch's validation raise
-    import pneumolib.train as T
+    import pneumolib.training.fit as T
     real = T.predict_samples
     calls = {"n": 0}
 
@@ -75,7 +75,7 @@ def test_resume_in_process_matches_uninterrupted(fixture_data, tiny_config, tmp_
 
 
 def test_resume_refuses_a_state_from_another_config(fixture_data, tiny_config, tmp_path, monkeypatch):
-    import pneumolib.train as T
+    import pneumolib.training.fit as T
 
     monkeypatch.setattr(T, "save_checkpoint", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):

@@ -5,11 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from pneumolib.fixture import fixture_dir
-from pneumolib.shifts import SHIFTS_BY_NAME
-from pneumolib.stress import (EXTERNAL_NORMAL_SHARE, SHIFTS, StressReport, external_accuracy,
-                              stress_run, stress_test)
-from pneumolib.transforms import Preprocessing
+from pneumolib.data.fixture import fixture_dir
+from pneumolib.data.shifts import SHIFTS_BY_NAME
+from pneumolib.studies.stress import EXTERNAL_NORMAL_SHARE, SHIFTS, StressReport, external_accuracy, stress_run, stress_test
+from pneumolib.data.transforms import Preprocessing
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +44,9 @@ def test_a_shift_is_seen_only_by_a_recipe_whose_augmentation_trains_on_it():
 
 
 def test_stress_report_labels_rows_by_the_recipes_augmentation_and_names_its_split():
-    from pneumolib.evaluate import Scores
-    from pneumolib.data import Sample
-    from pneumolib.stress import report_at
+    from pneumolib.analysis.evaluate import Scores
+    from pneumolib.data.dataset import Sample
+    from pneumolib.studies.stress import report_at
     samples = [Sample(f"f{i}", i % 2, f"p{i}", "val") for i in range(10)]
     sc = Scores(samples, np.linspace(0, 1, 10))
     scores = {"clean": sc, "noise": sc, "jpeg": sc}

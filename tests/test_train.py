@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from pneumolib.config import apply_profile, get_config
-from pneumolib.runtime import get_device, seed_everything
-from pneumolib.train import FocalLoss, fit, make_loss
+from pneumolib.core.config import apply_profile, get_config
+from pneumolib.core.runtime import get_device, seed_everything
+from pneumolib.training.fit import FocalLoss, fit, make_loss
 
 
 def test_fixture_training_learns_far_above_chance(trained_run):
@@ -20,9 +20,9 @@ def test_fixture_training_learns_far_above_chance(trained_run):
 
 def test_untrained_model_is_near_chance(fixture_data):
     # the same evaluation on an untrained net: guards against a metric that is high by construction
-    from pneumolib.checkpoint import preprocessing_for
-    from pneumolib.evaluate import compute_metrics, predict_samples
-    from pneumolib.models import build_model
+    from pneumolib.models.checkpoint import preprocessing_for
+    from pneumolib.analysis.evaluate import compute_metrics, predict_samples
+    from pneumolib.models.networks import build_model
 
     cfg = apply_profile(get_config("04"), "fixture")
     seed_everything(0)
@@ -59,8 +59,8 @@ def test_unknown_loss_is_refused_when_the_config_is_built():
 
 
 def test_registries_implement_exactly_the_names_config_allows():
-    from pneumolib import config as C
-    from pneumolib import train as T
+    from pneumolib.core import config as C
+    from pneumolib.training import fit as T
 
     assert set(T.LOSSES) == set(C.LOSSES)
     assert set(T.OPTIMIZERS) == set(C.OPTIMIZERS)
@@ -87,7 +87,7 @@ def test_same_config_and_seed_give_identical_results_on_cpu(fixture_data, tiny_c
 
 
 def test_balanced_sampler_draws_both_classes_equally_often():
-    from pneumolib.train import SAMPLERS
+    from pneumolib.training.fit import SAMPLERS
 
     labels = torch.tensor([0] * 100 + [1] * 300)  # the training folders' 1:3 mix
     drawn = labels[list(SAMPLERS["balanced"](labels, torch.Generator().manual_seed(0)))]
@@ -97,7 +97,7 @@ def test_balanced_sampler_draws_both_classes_equally_often():
 
 
 def test_cosine_schedule_decays_the_learning_rate_to_zero_over_the_run(fixture_data, tiny_config, monkeypatch):
-    import pneumolib.train as T
+    import pneumolib.training.fit as T
 
     seen = {}
     real = T.SCHEDULERS["cosine"]
@@ -114,7 +114,7 @@ def test_cosine_schedule_decays_the_learning_rate_to_zero_over_the_run(fixture_d
 
 
 def test_fit_writes_checkpoint_with_history(fixture_data, tiny_config, tmp_path):
-    from pneumolib.checkpoint import read_checkpoint
+    from pneumolib.models.checkpoint import read_checkpoint
 
     r = fit(tiny_config, fixture_data, tmp_path)
     state = read_checkpoint(r.checkpoint)
@@ -122,7 +122,7 @@ def test_fit_writes_checkpoint_with_history(fixture_data, tiny_config, tmp_path)
 
 
 def test_nan_loss_stops_with_epoch_and_step(fixture_data, tiny_config, monkeypatch):
-    import pneumolib.train as T
+    import pneumolib.training.fit as T
 
     calls = []
 
@@ -138,7 +138,7 @@ def test_nan_loss_stops_with_epoch_and_step(fixture_data, tiny_config, monkeypat
 
 
 def test_threshold_is_chosen_on_validation_not_test(fixture_data, tiny_config, monkeypatch):
-    import pneumolib.evaluate as T
+    import pneumolib.analysis.evaluate as T
 
     seen = []
     real = T.choose_threshold
@@ -152,9 +152,9 @@ def test_threshold_is_chosen_on_validation_not_test(fixture_data, tiny_config, m
 def test_threshold_is_fitted_on_the_best_epoch_not_the_last(fixture_data, tiny_config, tmp_path, monkeypatch):
     # validation loss made to rise after epoch 1, so the kept (best) model is not the last one; the threshold must
     # come from the best model's validation scores
-    import pneumolib.train as T
-    from pneumolib.checkpoint import Predictor
-    from pneumolib.evaluate import fit_threshold
+    import pneumolib.training.fit as T
+    from pneumolib.models.checkpoint import Predictor
+    from pneumolib.analysis.evaluate import fit_threshold
 
     real_row, real_predict, seen = T._val_row, T.predict_samples, []
 
@@ -176,7 +176,7 @@ def test_threshold_is_fitted_on_the_best_epoch_not_the_last(fixture_data, tiny_c
 
 
 def test_stream_seeds_differ_by_epoch_and_stream():
-    from pneumolib.train import stream_seed
+    from pneumolib.training.fit import stream_seed
 
     seeds = {stream_seed(0, e, s) for e in (1, 2) for s in ("sampling", "augment")} | {stream_seed(1, 1, "augment")}
     assert len(seeds) == 5 and all(0 <= x < 2**63 for x in seeds)
@@ -193,7 +193,7 @@ def test_fine_tuning_starts_from_the_checkpoint(fixture_data, tiny_config, train
 
 
 def test_fine_tuning_refuses_a_checkpoint_of_other_channels(fixture_data, tiny_config, trained_run):
-    from pneumolib.checkpoint import CheckpointError
+    from pneumolib.models.checkpoint import CheckpointError
 
     with pytest.raises(CheckpointError, match="in_channels: checkpoint 3, this run 1"):
         fit(replace(tiny_config, init_from=str(trained_run.run_dir / "checkpoint.pt")), fixture_data)
@@ -203,8 +203,8 @@ def test_fine_tuning_refuses_a_checkpoint_of_other_channels(fixture_data, tiny_c
 def test_the_last_epochs_test_metrics_are_reported_beside_the_kept_epochs(fixture_data, tiny_config, tmp_path,
                                                                          monkeypatch, val_loss, kept):
     # issue 24: best-epoch and last-epoch test metrics both shown; last_epoch.pt is kept only when they differ
-    import pneumolib.train as T
-    from pneumolib.experiment import run_experiment
+    import pneumolib.training.fit as T
+    from pneumolib.studies.experiment import run_experiment
 
     real_row = T._val_row
     monkeypatch.setattr(T, "_val_row", lambda epoch, *a, **k: dict(real_row(epoch, *a, **k), val_loss=val_loss(epoch)))

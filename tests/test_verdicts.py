@@ -1,10 +1,10 @@
 """Verdict rules on synthetic numbers: intervals against thresholds, seeds, comparisons, untestable claims."""
 import pytest
 
-from pneumolib import verdicts as V
-from pneumolib.stats import wilson
-from pneumolib.config import REGISTRY
-from pneumolib.verdicts import CANNOT_TELL, FAILS, HOLDS, NOT_TESTED, SEEDS_DISAGREE, TOO_FEW_FILMS, Estimate
+from pneumolib.studies import verdicts as V
+from pneumolib.core.stats import wilson
+from pneumolib.core.config import REGISTRY
+from pneumolib.studies.verdicts import CANNOT_TELL, FAILS, HOLDS, NOT_TESTED, SEEDS_DISAGREE, TOO_FEW_FILMS, Estimate
 
 
 def run(seed=0, sens=0.95, spec=0.95, acc=0.95, half=0.03, n=400, focus=None, weights="random init", maps_pass=True,
@@ -177,7 +177,7 @@ def test_most_stable_is_a_spread_over_seeds_decided_with_five_seeds_or_more():
 def test_the_cohort_claim_is_judged_by_a_recorded_measurement_of_the_same_training_config():
     from dataclasses import asdict, replace
 
-    from pneumolib.config import RECOMMENDED, apply_profile
+    from pneumolib.core.config import RECOMMENDED, apply_profile
     cfg = asdict(replace(apply_profile(RECOMMENDED, "cpu"), seed=0))
     this = [run(seed=s, config=dict(cfg, seed=s)) for s in (0, 1, 2)]
     claim = V.CLAIMS["10"][0]
@@ -199,7 +199,7 @@ def test_the_committed_record_holds_no_measurement_of_the_present_recipe():
     from dataclasses import asdict, replace
     from pathlib import Path
 
-    from pneumolib.config import RECOMMENDED, apply_profile
+    from pneumolib.core.config import RECOMMENDED, apply_profile
     recipes = json.loads((Path(__file__).parents[1] / "docs" / "external_cohort" / "recipes.json").read_text())
     runs = [{"config": asdict(replace(apply_profile(RECOMMENDED, "cpu"), seed=s))} for s in (0, 1, 2)]
     assert V.cohort_references(recipes["recipes"], runs) == []  # the lung crop came after the last measurement
@@ -264,7 +264,7 @@ def test_grad_cam_claims_are_not_judged_on_maps_that_fail_their_checks():
 
 
 def test_maps_pass_needs_road_above_random_and_a_randomisation_change():
-    from pneumolib.cam import maps_pass
+    from pneumolib.analysis.cam import maps_pass
 
     def sanity(ci, corr):
         return {"faithfulness": {"model_minus_random_ci95": ci}, "randomisation_rank_corr": {"mean": corr}}

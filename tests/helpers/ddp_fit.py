@@ -6,11 +6,11 @@ from pathlib import Path
 
 import torch
 
-from pneumolib import distributed
-from pneumolib.config import apply_profile, get_config
-from pneumolib.data import discover
-from pneumolib.fixture import fixture_dir
-from pneumolib.train import fit
+from pneumolib.core import distributed
+from pneumolib.core.config import apply_profile, get_config
+from pneumolib.data.dataset import discover
+from pneumolib.data.fixture import fixture_dir
+from pneumolib.training.fit import fit
 
 out, sync_bn = Path(sys.argv[1]), "--no-sync-bn" not in sys.argv
 world = distributed.start(torch.device("cpu"))

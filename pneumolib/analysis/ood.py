@@ -1,0 +1,106 @@
+"""Out-of-distribution score: how unlike the training films a film looks to the model, so unfamiliar films are flagged.
+
+The score is the Mahalanobis distance of a film's penultimate features (the input of the final linear layer) from
+the training films' (Lee et al. 2018, "A Simple Unified Framework for Detecting Out-of-Distribution Samples"), with
+a Ledoit-Wolf covariance; the flag threshold is the 99th percentile of the validation films' distances, so about 1%
+of validation films are flagged. It travels in the checkpoint (extra['ood']), fitted at the end of training.
+A model trained on paediatric films from one hospital answers with confidence on adult films from another; this
+is what tells the user it should not be trusted there.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..data.dataset import DEFAULT_CACHE, DecodedCache, Sample, XRayDataset, subsample
+from ..models.networks import members
+
+log = logging.getLogger(__name__)
+
+FLAG_QUANTILE = 0.99  # share of validation films under the threshold
+MAX_FIT = 2000  # training films the reference is fitted on (a seeded, class-stratified subsample)
+METHOD = ("Mahalanobis distance of the penultimate features from the training films' (Ledoit-Wolf covariance); "
+          "flagged above the 99th percentile of the validation films' distances")
+
+
+@torch.no_grad()
+def features(model: torch.nn.Module, samples: list[Sample], preprocessing, *, cache: DecodedCache | None = None,
+             device=None, batch_size: int = 64) -> np.ndarray:
+    """N x D penultimate features (the final linear layer's input) of the model, or of an ensemble's first member."""
+    net = members(model)[0].eval()
+    param = next(net.parameters())
+    device = device or param.device
+    seen: list[torch.Tensor] = []
+    hook = net.fc.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach().float().cpu()))
+    try:
+        loader = torch.utils.data.DataLoader(XRayDataset(samples, preprocessing, None, cache or DEFAULT_CACHE),
+                                             batch_size=batch_size, shuffle=False)
+        for x, _, _ in loader:
+            net(x.to(device))
+    finally:
+        hook.remove()
+    return torch.cat(seen).numpy() if seen else np.zeros((0, net.fc.in_features), np.float32)
+
+
+def fit_reference(train_features: np.ndarray, val_features: np.ndarray) -> dict[str, Any]:
+    """The reference a checkpoint carries: mean, precision matrix (float32 tensors) and the flag threshold."""
+    from sklearn.covariance import LedoitWolf
+    lw = LedoitWolf().fit(train_features.astype(np.float64))
+    ref = {"mean": torch.tensor(lw.location_, dtype=torch.float32),
+           "precision": torch.tensor(lw.precision_, dtype=torch.float32)}
+    d_val = distances(ref, val_features)
+    ref.update(threshold=float(np.quantile(d_val, FLAG_QUANTILE)) if len(d_val) else float("inf"),
+               n_fit=int(len(train_features)), n_val=int(len(val_features)),
+               val_flagged=float((d_val > np.quantile(d_val, FLAG_QUANTILE)).mean()) if len(d_val) else float("nan"),
+               val_median=float(np.median(d_val)) if len(d_val) else float("nan"), method=METHOD)
+    return ref
+
+
+def distances(ref: dict[str, Any], feats: np.ndarray) -> np.ndarray:
+    """Mahalanobis distance of each row of feats from the reference."""
+    d = torch.as_tensor(feats, dtype=torch.float32) - ref["mean"]
+    return torch.sqrt(torch.clamp(((d @ ref["precision"]) * d).sum(1), min=0)).numpy()
+
+
+def reference_for(model: torch.nn.Module, train: list[Sample], val: list[Sample], preprocessing, *, seed: int = 0,
+                  cache: DecodedCache | None = None, device=None) -> dict[str, Any]:
+    """Fit the reference on up to MAX_FIT training films (seeded, class-stratified) and calibrate on validation."""
+    fit_on = subsample(train, MAX_FIT, seed)
+    ref = fit_reference(features(model, fit_on, preprocessing, cache=cache, device=device),
+                        features(model, val, preprocessing, cache=cache, device=device))
+    log.info("OOD reference: %d training films, threshold %.1f (flags %.1f%% of %d validation films)",
+             ref["n_fit"], ref["threshold"], 100 * ref["val_flagged"], ref["n_val"])
+    return ref
+
+
+def score(predictor, samples: list[Sample], cache: DecodedCache | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(distance, flagged) per film for a checkpoint that carries a reference; None for one that does not."""
+    ref = (predictor.extra or {}).get("ood")
+    if not ref:
+        return None
+    d = distances(ref, features(predictor.model, samples, predictor.preprocessing, cache=cache,
+                                device=predictor.device))
+    return d, d > ref["threshold"]
+
+
+def summary(ref: dict[str, Any], d: np.ndarray, flagged: np.ndarray) -> dict[str, Any]:
+    """A cohort's OOD record: share flagged against validation's, median distance against validation's."""
+    return {"n": int(len(d)), "flagged": int(flagged.sum()), "share_flagged": float(flagged.mean()) if len(d) else 0.0,
+            "median_distance": float(np.median(d)) if len(d) else float("nan"),
+            "threshold": ref["threshold"], "val_share_flagged": ref.get("val_flagged"),
+            "val_median_distance": ref.get("val_median"), "method": ref.get("method", METHOD)}
+
+
+def describe(s: dict[str, Any]) -> str:
+    """One or two lines for a cohort: how many films look unlike training, and whether the cohort does."""
+    line = (f"out-of-distribution: {s['flagged']} of {s['n']} films ({s['share_flagged']:.1%}) beyond the threshold "
+            f"{s['threshold']:.1f} that flags {s['val_share_flagged']:.1%} of validation films; median distance "
+            f"{s['median_distance']:.1f} (validation {s['val_median_distance']:.1f})")
+    if s["n"] >= 20 and s["share_flagged"] > 0.1:
+        line += ("\nWARNING: this cohort is unlike the training data (more than 10% of its films flagged): the "
+                 "metrics and predictions here may not hold; the model was trained on paediatric films from one "
+                 "hospital")
+    return line

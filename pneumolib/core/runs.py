@@ -1,0 +1,186 @@
+"""The run-folder layout, in one place: what a finished (or interrupted) run leaves in RUN_DIR."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..core.io import load_record
+
+CHECKPOINT = "checkpoint.pt"  # weights + config + preprocessing + threshold
+STATE = "last.pt"  # training state after the last completed epoch (for --resume); removed when training ends
+LAST_EPOCH = "last_epoch.pt"  # the last epoch's weights, kept when an earlier epoch was kept: its test metrics too
+METRICS = "metrics.json"  # everything run_experiment measured
+CONFIG = "config.json"  # the frozen config the run trained
+SCORES_TEST = "scores_test.csv"  # per-image P(PNEUMONIA) on the test split
+SCORES_VAL = "scores_val.csv"
+STRESS = "stress.json"  # the stress test's rows, cached per checkpoint
+EXPLANATION = "explanation.npz"  # run_experiment's Grad-CAM results (arrays + JSON, no pickle), cached per checkpoint, data and settings
+EVALUATIONS = "evaluations"  # one JSON per cohort 'evaluate' scored with this checkpoint
+CARD = "MODEL_CARD.md"
+GRADCAM = "gradcam"  # explain's figures and JSON, by default
+# folders under a RUNS root (the notebooks' and 'run --seeds'/'ablate' layout)
+ABLATION = "ablation"  # RUNS/ablation/<step>/seed{S}: the ablation steps on the folders' split
+EARLY_IDS = "early_ids"  # RUNS/early_ids/<step>/seed{S}: the same steps under the early-ID holdout
+MATCHED_BASELINE = "baseline_at_recommended_budget"  # RUNS/ablation/<this>/seed{S}: the log's baseline at the recipe's budget
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths inside one run folder: `RunDir(path).checkpoint`, `.metrics`, ..."""
+
+    path: Path
+
+    def __init__(self, path: str | Path):
+        object.__setattr__(self, "path", Path(path))
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.path / CHECKPOINT
+
+    @property
+    def state(self) -> Path:
+        return self.path / STATE
+
+    @property
+    def last_epoch(self) -> Path:
+        return self.path / LAST_EPOCH
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def config(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def scores_test(self) -> Path:
+        return self.path / SCORES_TEST
+
+    @property
+    def scores_val(self) -> Path:
+        return self.path / SCORES_VAL
+
+    @property
+    def stress(self) -> Path:
+        """The stress test of the test split (the final report's)."""
+        return self.path / STRESS
+
+    def stress_for(self, split: str) -> Path:
+        """The stress test of one split: stress.json for test, stress_<split>.json for another (val: selection)."""
+        return self.stress if split == "test" else self.path / f"stress_{split}.json"
+
+    @property
+    def explanation(self) -> Path:
+        return self.path / EXPLANATION
+
+    @property
+    def evaluations(self) -> Path:
+        return self.path / EVALUATIONS
+
+    @property
+    def card(self) -> Path:
+        return self.path / CARD
+
+    @property
+    def gradcam(self) -> Path:
+        return self.path / GRADCAM
+
+    def is_finished(self) -> bool:
+        return self.checkpoint.is_file() and self.metrics.is_file()
+
+
+# what a training leaves in its run folder, besides its own checkpoint: records of THAT model, which a new training in
+# the same folder must not inherit (its card would list the old model's evaluations as its own)
+TRAINING_RECORDS = (METRICS, CONFIG, SCORES_TEST, SCORES_VAL, LAST_EPOCH, "explanation.pkl", EXPLANATION, CARD)
+TRAINING_RECORD_GLOBS = ("stress*.json", "shortcuts_*.json")
+TRAINING_RECORD_FOLDERS = (EVALUATIONS, GRADCAM)
+
+
+def clear_training(run_dir: str | Path) -> list[str]:
+    """Remove a run folder's checkpoint and every record of the model it held (metrics, scores, stress tests,
+    shortcut audits, Grad-CAM results, evaluations of other cohorts, the model card), so that a new training there
+    starts clean. Returns the names removed. Files this package did not write are left alone."""
+    import shutil
+
+    path = Path(run_dir)
+    if not path.is_dir():
+        return []
+    gone = []
+    for name in (CHECKPOINT, STATE, *TRAINING_RECORDS):
+        f = path / name
+        if f.is_file() or f.is_symlink():
+            f.unlink()
+            gone.append(name)
+    for pattern in TRAINING_RECORD_GLOBS:
+        for f in sorted(path.glob(pattern)):
+            if f.is_file():
+                f.unlink()
+                gone.append(f.name)
+    for name in TRAINING_RECORD_FOLDERS:
+        d = path / name
+        if d.is_dir() and not d.is_symlink():
+            shutil.rmtree(d)
+            gone.append(name + "/")
+    return gone
+
+
+def run_dir_name(entry: str, name: str) -> str:
+    """'01_baseline': the folder name 'run' and the notebooks use for a registered experiment."""
+    return f"{entry}_{name}" if entry else name
+
+
+def entry_dir(runs: str | Path, config) -> Path:
+    """RUNS/NN_name: an experiment's folder, holding one seed{S} run folder per seed."""
+    return Path(runs) / run_dir_name(config.entry, config.name)
+
+
+def seed_dir(runs: str | Path, config, seed: int) -> Path:
+    """RUNS/NN_name/seed{S}: one seed's run folder (the notebooks, 'run --seeds', the ablation's registered steps)."""
+    return entry_dir(runs, config) / f"seed{int(seed)}"
+
+
+def seed_dirs(runs: str | Path, seed: int) -> list[Path]:
+    """Every registered experiment's and ablation step's run folder for this seed under RUNS (for finding a twin
+    run to reuse: notebook 10's recipe is its ablation's last step when the budgets agree)."""
+    return sorted(Path(runs).glob(f"[0-9][0-9]_*/seed{int(seed)}")) + \
+        sorted(Path(runs).glob(f"{ABLATION}/*/seed{int(seed)}"))
+
+
+def ablation_dir(runs: str | Path, config, holdout: str = "folders") -> Path:
+    """Where an ablation step's run for the config's seed lives: RUNS/early_ids/<step>/seed{S} under the early-ID
+    holdout; the registered experiments (baseline, recommended) share the notebooks' seed folders; the other steps
+    RUNS/ablation/<step>/seed{S}."""
+    if holdout == "early_ids":
+        return Path(runs) / EARLY_IDS / config.name / f"seed{int(config.seed)}"
+    if config.entry:
+        return seed_dir(runs, config, config.seed)
+    return Path(runs) / ABLATION / config.name / f"seed{int(config.seed)}"
+
+
+def matched_baseline_dir(runs: str | Path, seed: int = 0) -> Path:
+    return Path(runs) / ABLATION / MATCHED_BASELINE / f"seed{int(seed)}"
+
+
+def checkpoint_key(ckpt: str | Path) -> str:
+    """A cheap identity of a checkpoint file (size and modification time; shutil.copy2 keeps both), for the caches
+    a run folder keeps of results computed from it."""
+    st = Path(ckpt).stat()
+    return f"{st.st_size}-{st.st_mtime_ns}"
+
+
+def load_metrics(run_dir: str | Path) -> dict[str, Any]:
+    """A finished run's metrics.json, with the stress test's summary under 'stress' when stress.json exists."""
+    run = RunDir(run_dir)
+    if not run.metrics.is_file():
+        raise FileNotFoundError(f"{run.metrics}: no {METRICS} (is {run.path} a finished run folder?)")
+    m = json.loads(run.metrics.read_text())
+    stress = load_record(run.stress)  # written by 'python -m pneumolib stress RUN_DIR'
+    if stress is not None:
+        m["stress"] = stress.get("summary")
+    return m

@@ -1,0 +1,539 @@
+"""Lung fields: a small MONAI U-Net learned from annotated masks, shipped inside the package with its provenance."""
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from scipy import ndimage as ndi
+
+from ..data.augment import ColorJitter, RandomGamma, RandomNoise, RandomResolution
+from ..core.config import CLASSES
+from ..data.imaging import IMAGE_SUFFIXES, load_image
+from ..core.io import CheckpointError, DataError, atomic_write
+from ..core.runtime import generator, seed_everything
+from ..data.transforms import Preprocessing
+
+log = logging.getLogger(__name__)
+
+FORMAT = "pneumolib-lungs/1"
+SIZE = 128  # the segmenter's own resolution: films are squashed to SIZE x SIZE, masks resized back to the film
+SPLITS = ("train", "val", "test")
+# the U-Net: MONAI's, 4 down-sampling stages; about 1.6 M parameters (6 MB as float32)
+UNET = dict(spatial_dims=2, in_channels=1, out_channels=1, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2),
+            num_res_units=2)
+
+
+def shipped_weights() -> Path:
+    """The lung segmenter that ships inside the package."""
+    return Path(str(resources.files("pneumolib") / "weights" / "lungs_unet.pt"))
+
+
+def build_unet(channels: tuple[int, ...] = UNET["channels"]) -> torch.nn.Module:
+    """MONAI's U-Net with UNET's settings; `channels` per stage (the tests train a narrower one in seconds)."""
+    from monai.networks.nets import UNet
+
+    return UNet(**{**UNET, "channels": tuple(channels), "strides": (2,) * (len(channels) - 1)})
+
+
+# the input the U-Net sees: histogram-equalised grey at SIZE px, so exposure and contrast curves do not matter
+INPUT = Preprocessing(image_size=SIZE, in_channels=1, normalize="equalize")
+
+
+@dataclass(frozen=True)
+class MaskPair:
+    """One film and its annotated lung-field mask (same geometry: the mask was squashed as the film was)."""
+
+    image: Path
+    mask: Path
+    split: str
+    label: int
+
+
+def discover_masks(data_dir: str | Path) -> dict[str, list[MaskPair]]:
+    """Films with annotated masks, by split: DIR/lung_masks/<split>/<class>/<name>.png beside DIR/chest_xray/ (the
+    shared data), or DIR/masks/<split>/<class>/<name> beside DIR/<split>/ (the bundled fixture's layout)."""
+
+    root = Path(data_dir).expanduser()
+    if (root / "lung_masks").is_dir():
+        masks, images = root / "lung_masks", root / "chest_xray"
+    elif (root / "masks").is_dir():
+        masks, images = root / "masks", root
+    else:
+        raise DataError(f"{root}: no lung_masks/ (beside chest_xray/) or masks/ folder of annotated lung fields")
+    out: dict[str, list[MaskPair]] = {}
+    for split in SPLITS:
+        for label, cls in enumerate(CLASSES):
+            folder = masks / split / cls
+            for m in sorted(folder.glob("*.png")) if folder.is_dir() else []:
+                img = next((p for p in (images / split / cls / (m.stem + s) for s in IMAGE_SUFFIXES) if p.is_file()),
+                           None)
+                if img is None:
+                    raise DataError(f"{m}: annotated mask without its film in {images / split / cls}")
+                out.setdefault(split, []).append(MaskPair(img, m, split, label))
+    if not out.get("train") and not out.get("test"):
+        raise DataError(f"{masks}: no annotated masks (<split>/<class>/<name>.png)")
+    return out
+
+
+def annotated_mask(image_path: str | Path) -> Path | None:
+    """The human-annotated lung mask of a film, if it has one: DATA/lung_masks/<split>/<class>/<name>.png for
+    DATA/chest_xray/<split>/<class>/<name>.* (the shared data's layout), or the bundled fixture's exact phantom mask.
+    A user's own folders are not searched for masks."""
+    from ..data.fixture import fixture_dir, mask_for
+
+    p = Path(image_path)
+    if len(p.parts) < 5:
+        return None
+    try:
+        p.resolve().relative_to(fixture_dir().resolve())
+        return mask_for(p)
+    except ValueError:
+        pass
+    if p.parents[2].name != "chest_xray":
+        return None
+    candidate = p.parents[3] / "lung_masks" / p.parents[1].name / p.parent.name / f"{p.stem}.png"
+    return candidate if candidate.is_file() else None
+
+
+def read_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """An annotated mask as bool HxW (white = lung), resized (nearest) to size = (h, w) when given."""
+    im = Image.open(path).convert("L")
+    if size is not None and im.size != (size[1], size[0]):
+        im = im.resize((size[1], size[0]), Image.NEAREST)
+    return np.asarray(im) > 127
+
+
+def _stack(pairs: list[MaskPair]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Films (uint8 N x 1 x SIZE x SIZE) and masks (float N x 1 x SIZE x SIZE in {0, 1}) at the segmenter's size."""
+    x = np.stack([np.asarray(load_image(p.image).resize((SIZE, SIZE), Image.BILINEAR, reducing_gap=3.0)) for p in pairs])
+    y = np.stack([read_mask(p.mask, (SIZE, SIZE)) for p in pairs]).astype(np.float32)
+    return torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y).unsqueeze(1)
+
+
+def postprocess(mask: np.ndarray) -> np.ndarray:
+    """The two largest connected regions with their holes filled: a frontal film shows two lung fields."""
+    labels, n = ndi.label(mask)
+    if n > 2:
+        sizes = ndi.sum(mask, labels, index=np.arange(1, n + 1))
+        mask = np.isin(labels, 1 + np.argsort(sizes)[::-1][:2])
+    return ndi.binary_fill_holes(mask)
+
+
+class LungSegmenter:
+    """A trained U-Net with its provenance; segments any film the project reads, at the film's own size."""
+
+    def __init__(self, net: torch.nn.Module, provenance: dict[str, Any] | None = None, threshold: float = 0.5,
+                 check: "LungCheck | None" = None):
+        self.net, self.provenance, self.threshold = net.eval(), dict(provenance or {}), float(threshold)
+        self.check = check or LungCheck()
+        h = hashlib.sha256()
+        for k, v in sorted(net.state_dict().items()):
+            h.update(k.encode() + v.detach().cpu().contiguous().numpy().tobytes())
+        self.digest = h.hexdigest()[:12]  # which weights drew a crop box: recorded in the checkpoints trained on them
+
+    @classmethod
+    def load(cls, path: str | Path | None = None) -> "LungSegmenter":
+        """The shipped segmenter (or one saved by `lungs train --out`), loaded with weights_only=True."""
+        path = Path(path) if path else shipped_weights()
+        if not path.is_file():
+            raise CheckpointError(f"{path}: lung segmenter weights not found")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001  torch raises many types for a file that is not a checkpoint
+            raise CheckpointError(f"{path}: not a readable lung segmenter ({type(e).__name__})") from None
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            raise CheckpointError(f"{path}: not a pneumolib lung segmenter (no format {FORMAT!r})")
+        with torch.random.fork_rng():  # the weights are loaded next: building the net must not move the caller's RNG
+            net = build_unet(tuple(state.get("channels", UNET["channels"])))
+        try:
+            net.load_state_dict(state["state_dict"])
+        except (RuntimeError, KeyError) as e:
+            raise CheckpointError(f"{path}: weights do not fit the U-Net ({str(e).splitlines()[0][:120]})") from None
+        return cls(net, state.get("provenance"), state.get("threshold", 0.5), LungCheck(**state.get("check", {})))
+
+    def save(self, path: str | Path) -> Path:
+        state = {"format": FORMAT, "size": SIZE, "channels": list(self.provenance.get("channels", UNET["channels"])),
+                 "threshold": self.threshold,
+                 "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+                 "provenance": self.provenance, "check": self.check.to_dict()}
+        return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+    @torch.no_grad()
+    def probabilities(self, films: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+        """P(lung) per pixel, N x SIZE x SIZE, for uint8 films N x 1 x SIZE x SIZE."""
+        self.net.eval()
+        out = [torch.sigmoid(self.net(INPUT(films[i:i + batch_size]))) for i in range(0, len(films), batch_size)]
+        return torch.cat(out)[:, 0] if out else torch.zeros(0, SIZE, SIZE)
+
+    def segment_array(self, film: np.ndarray) -> np.ndarray:
+        """A bool lung mask at the film's own size (uint8 HxW in, any size): predicted at SIZE, resized back."""
+        small = np.array(Image.fromarray(film).resize((SIZE, SIZE), Image.BILINEAR, reducing_gap=3.0))
+        return self.masks_for(torch.from_numpy(small)[None, None], [film.shape])[0]
+
+    def masks_for(self, films: torch.Tensor, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
+        """Masks for uint8 films N x 1 x SIZE x SIZE, each resized back to its film's (h, w) and post-processed."""
+        prob = self.probabilities(films)
+        out = []
+        for p, (h, w) in zip(prob, shapes):
+            big = F.interpolate(p[None, None], size=(h, w), mode="bilinear", align_corners=False)[0, 0]
+            out.append(postprocess(big.numpy() >= self.threshold))
+        return out
+
+    def segment_file(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+        """(film as uint8 grey HxW at its own size, its bool lung mask): any film imaging reads, DICOM included."""
+        film = np.asarray(load_image(path), dtype=np.uint8)
+        return film, self.segment_array(film)
+
+
+    def lung_boxes(self, films: list[np.ndarray], margin: float) -> list["LungBox"]:
+        """Each uint8 film's (any size) lung-field bounding box, as fractions of its height and width, with `margin`
+        of the box's size added on each side; the whole film, with the reason, when the mask fails the check (a
+        film whose lungs are not found is flagged, never cropped to a wrong box). Segmented in batches."""
+        if not films:
+            return []
+        small = [np.array(Image.fromarray(f).resize((SIZE, SIZE), Image.BILINEAR, reducing_gap=3.0)) if f.size
+                 else np.zeros((SIZE, SIZE), np.uint8) for f in films]
+        masks = self.masks_for(torch.from_numpy(np.stack(small))[:, None], [(SIZE, SIZE)] * len(small))
+        return [box_of(m, film_problem(f) or self.check.problems(m), margin) for f, m in zip(films, masks)]
+
+
+def film_problem(film: np.ndarray) -> str:
+    """'' for a film with a picture in it; else why no lung can be found there (no pixels, one grey level): the lung
+    check refuses such a film whatever mask the network draws on it."""
+    a = np.asarray(film)
+    if a.size == 0:
+        return "empty film (no pixels)"
+    if a.min() == a.max():
+        return f"uniform film (every pixel {a.flat[0]}): no picture"
+    return ""
+
+
+def box_of(mask: np.ndarray, problem: str, margin: float) -> "LungBox":
+    """The mask's bounding box plus margin, as fractions; the whole film when the mask has a problem."""
+    if problem or not mask.any():
+        return LungBox(0.0, 1.0, 0.0, 1.0, f"lungs not found ({problem or 'empty mask'}): whole film used")
+    h, w = mask.shape
+    ys, xs = np.nonzero(mask)
+    y0, y1, x0, x1 = ys.min() / h, (ys.max() + 1) / h, xs.min() / w, (xs.max() + 1) / w
+    dy, dx = margin * (y1 - y0), margin * (x1 - x0)
+    return LungBox(float(max(0.0, y0 - dy)), float(min(1.0, y1 + dy)), float(max(0.0, x0 - dx)),
+                   float(min(1.0, x1 + dx)))
+
+
+@functools.lru_cache(maxsize=1)
+def _shipped(path: str, size: int, mtime_ns: int) -> LungSegmenter:
+    return LungSegmenter.load(path)
+
+
+def shipped_segmenter() -> LungSegmenter:
+    """The segmenter shipped in the package, loaded (and its digest computed) once per process and shared by every
+    consumer: the decode cache's crop boxes, Grad-CAM's lung masks, the shortcut audit, the CLI. Keyed by the weight
+    file's size and modification time, so weights re-shipped by `lungs train --ship` are read again. Inference only:
+    train_segmenter builds its own network."""
+    path = shipped_weights()
+    try:
+        st = path.stat()
+    except OSError:
+        raise CheckpointError(f"{path}: lung segmenter weights not found") from None
+    return _shipped(str(path), st.st_size, st.st_mtime_ns)
+
+
+shipped_segmenter.cache_clear = _shipped.cache_clear  # tests, and a caller that re-ships weights in-process
+
+
+def shipped_digest() -> str:
+    """Digest of the shipped segmenter's weights (what a lung-cropped checkpoint records); computed once."""
+    return shipped_segmenter().digest
+
+
+@dataclass(frozen=True)
+class LungBox:
+    """A crop box as fractions of the film (y0, y1, x0, x1), and why the whole film was kept ('' = lungs found)."""
+
+    y0: float
+    y1: float
+    x0: float
+    x1: float
+    problem: str = ""
+
+    def pixels(self, h: int, w: int) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) in pixels of an h x w film; at least one pixel each way."""
+        eps = 1e-6  # 0.86 * 1000 is 860.0000000001 in floating point: not a reason for one more row
+        top, left = int(np.floor(self.y0 * h + eps)), int(np.floor(self.x0 * w + eps))
+        return (top, max(top + 1, int(np.ceil(self.y1 * h - eps))), left,
+                max(left + 1, int(np.ceil(self.x1 * w - eps))))
+
+    def crop(self, film: np.ndarray) -> np.ndarray:
+        top, bottom, left, right = self.pixels(*film.shape[:2])
+        return film[top:bottom, left:right]
+
+
+def mask_in_view(mask: np.ndarray, box: LungBox | None, shape: tuple[int, int]) -> np.ndarray:
+    """A film-frame bool mask in a model input's frame: cut to the crop box (if any), resized (nearest) to shape."""
+    if box is not None:
+        mask = box.crop(mask)
+    im = Image.fromarray(np.ascontiguousarray(mask).astype(np.uint8) * 255)
+    if im.size != (shape[1], shape[0]):
+        im = im.resize((shape[1], shape[0]), Image.NEAREST)
+    return np.asarray(im) > 127
+
+
+def crop_film(film: np.ndarray, box: LungBox, size: int) -> np.ndarray:
+    """A uint8 film at its own size -> its box, squashed to size x size: the one place a crop is made, for training
+    and inference alike (the box is found on the full film, so the crop does not depend on the file's size)."""
+    im = Image.fromarray(np.ascontiguousarray(box.crop(film)))
+    if im.size != (size, size):
+        im = im.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
+    return np.asarray(im, dtype=np.uint8).copy()
+
+
+# --- training and evaluation ---------------------------------------------------------------------------------
+def dice(pred: np.ndarray, truth: np.ndarray) -> float:
+    """2|A and B| / (|A| + |B|); 1.0 when both are empty."""
+    s = pred.sum() + truth.sum()
+    return float(2 * np.logical_and(pred, truth).sum() / s) if s else 1.0
+
+
+def evaluate_pairs(seg: LungSegmenter, pairs: list[MaskPair]) -> dict[str, Any]:
+    """Dice of each film's predicted mask against its annotation, at the annotation's (the film's) own size."""
+    if not pairs:
+        return {"n": 0, "dice_mean": float("nan"), "dice_p05": float("nan"), "dice": []}
+    x, _ = _stack(pairs)
+    truths = [read_mask(p.mask) for p in pairs]
+    preds = seg.masks_for(x, [t.shape for t in truths])
+    d = np.array([dice(p, t) for p, t in zip(preds, truths)])
+    return {"n": int(len(d)), "dice_mean": float(d.mean()), "dice_p05": float(np.percentile(d, 5)),
+            "dice_min": float(d.min()), "dice": [float(v) for v in d], "films": [str(p.image) for p in pairs]}
+
+
+def plot_comparison(seg: LungSegmenter, pairs: list[MaskPair], dices: list[float], n_worst: int = 4, n_other: int = 4,
+                    seed: int = 0):
+    """A figure: the n_worst films by Dice and n_other others (seeded), each with the annotated mask's outline
+    (white) and the learned one's (green), titled with the Dice."""
+    import matplotlib.pyplot as plt
+
+    order = np.argsort(dices)
+    rest = np.random.default_rng(seed).permutation(order[n_worst:])[:n_other]
+    chosen = [*order[:n_worst], *sorted(rest, key=lambda i: dices[i])]
+    fig, axes = plt.subplots(2, (len(chosen) + 1) // 2, figsize=(2.4 * ((len(chosen) + 1) // 2), 5.4))
+    for ax, i in zip(np.ravel(axes), chosen):
+        film = np.asarray(load_image(pairs[i].image), dtype=np.uint8)
+        truth, pred = read_mask(pairs[i].mask, film.shape), seg.segment_array(film)
+        rgb = overlay(film, pred)
+        edge = truth & ~ndi.binary_erosion(truth, iterations=max(1, min(truth.shape) // 200))
+        rgb[edge] = (255, 255, 255)
+        ax.imshow(rgb)
+        ax.set_title(f"{'worst ' if i in order[:n_worst] else ''}Dice {dices[i]:.3f}\n{pairs[i].image.name[:22]}",
+                     fontsize=7)
+        ax.axis("off")
+    for ax in np.ravel(axes)[len(chosen):]:
+        ax.axis("off")
+    fig.suptitle("lung masks: annotated (white) vs learned (green)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+class PairAugment(torch.nn.Module):
+    """The project's scanner-like changes for segmentation: the same random geometry for film and mask (kornia),
+    then grey-level changes (gamma, brightness and contrast, resolution, noise) for the film only."""
+
+    def __init__(self):
+        super().__init__()
+        import kornia.augmentation as K
+
+        self.geometry = K.AugmentationSequential(
+            K.RandomAffine(degrees=12.0, translate=(0.08, 0.08), scale=(0.8, 1.15), shear=6.0, p=0.9),
+            data_keys=["input", "mask"])
+        self.grey = torch.nn.Sequential(RandomGamma(0.6, 1.6), ColorJitter(0.3, 0.4),
+                                        RandomResolution(0.35, 1.0, p=0.3), RandomNoise(15.0, p=0.3))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.geometry(x.float(), y)
+        return self.grey(x).round().clamp(0, 255).to(torch.uint8), (y > 0.5).float()
+
+
+def train_segmenter(data_dir: str | Path, *, epochs: int = 30, seed: int = 0, batch_size: int = 16, lr: float = 2e-3,
+                    channels: tuple[int, ...] = UNET["channels"], provenance: dict[str, Any] | None = None
+                    ) -> tuple[LungSegmenter, list[dict[str, float]]]:
+    """Train the U-Net from random init on the train masks (Dice + cross-entropy, MONAI's DiceCELoss), with
+    PairAugment; keep the epoch with the best mean validation Dice (MONAI's DiceMetric at the segmenter's size)."""
+    from monai.losses import DiceCELoss
+    from monai.metrics import DiceMetric
+
+    t0 = time.perf_counter()
+    pairs = discover_masks(data_dir)
+    train, val = pairs.get("train", []), pairs.get("val", [])
+    if not train or not val:
+        raise DataError(f"{data_dir}: lung training needs annotated train and val masks "
+                        f"(found {len(train)} train, {len(val)} val)")
+    x_tr, y_tr = _stack(train)
+    x_va, y_va = _stack(val)
+    seed_everything(seed)
+    net = build_unet(channels)
+    opt = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * max(1, len(train) // batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    loss_fn, metric = DiceCELoss(sigmoid=True), DiceMetric(include_background=True, reduction="mean")
+    aug, g = PairAugment(), generator(seed)
+    history, best, best_state = [], -1.0, None
+    for epoch in range(1, epochs + 1):
+        net.train()
+        te, total = time.perf_counter(), 0.0
+        order = torch.randperm(len(train), generator=g)
+        with torch.random.fork_rng(devices=[]):  # the augmentation's draws belong to this run and epoch
+            torch.manual_seed(seed * 100003 + epoch)
+            for k in range(max(1, len(train) // batch_size)):
+                idx = order[k * batch_size:(k + 1) * batch_size]
+                xb, yb = aug(x_tr[idx], y_tr[idx])
+                loss = loss_fn(net(INPUT(xb)), yb)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += float(loss.detach()) * len(idx)
+        seg = LungSegmenter(net)
+        metric.reset()
+        metric((seg.probabilities(x_va) >= 0.5).float()[:, None], y_va)
+        vd = float(metric.aggregate())
+        net.train()
+        history.append({"epoch": epoch, "train_loss": total / len(train), "val_dice": vd,
+                        "seconds": time.perf_counter() - te})
+        log.info("lungs epoch %2d/%d  loss %.4f  val Dice %.4f  (%.0fs)", epoch, epochs, total / len(train), vd,
+                 time.perf_counter() - te)
+        if vd > best:
+            best, best_state = vd, {k: v.detach().clone() for k, v in net.state_dict().items()}
+    net.load_state_dict(best_state)
+    best_epoch = max(history, key=lambda h: h["val_dice"])["epoch"]
+    prov = {**(provenance or {}), "data_dir": str(data_dir), "n_train": len(train), "n_val": len(val),
+            "epochs": epochs, "seed": seed, "batch_size": batch_size, "lr": lr, "channels": list(channels),
+            "best_epoch": best_epoch, "val_dice_at_size": best,
+            "train_seconds": time.perf_counter() - t0, "threads": torch.get_num_threads()}
+    check = calibrate_check([read_mask(p.mask) for p in train])  # the quality check's limits, from annotations
+    return LungSegmenter(net.eval(), prov, check=check), history
+
+
+# --- quality check -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LungCheck:
+    """What a usable lung mask of a frontal film looks like: a plausible area, two lungs of not too unequal size,
+    and little contact with the image border (a leak runs along it). Limits calibrated on annotated masks
+    (calibrate_check), stored with the segmenter's weights."""
+
+    min_area: float = 0.10  # share of the image
+    max_area: float = 0.60
+    min_component: float = 0.05  # smaller regions are specks, not lungs (share of the mask)
+    min_pair_ratio: float = 0.25  # smaller lung / larger lung
+    max_edge_contact: float = 0.25  # share of the left, right or top border the mask may touch
+
+    def problems(self, mask: np.ndarray) -> str:
+        """'' for a mask that passes, else the first reason it fails."""
+        s = mask_stats(mask, self.min_component)
+        if not self.min_area <= s["area"] <= self.max_area:
+            return f"area {s['area']:.2f} outside {self.min_area:.2f}-{self.max_area:.2f}"
+        if s["components"] != 2:
+            return f"{s['components']} lung component(s), not 2"
+        if s["pair_ratio"] < self.min_pair_ratio:
+            return f"lungs of very unequal size ({s['pair_ratio']:.2f}:1)"
+        if s["edge_contact"] > self.max_edge_contact:
+            return f"runs along the {s['edge_side']} image border ({s['edge_contact']:.0%} of it)"
+        return ""
+
+    def to_dict(self) -> dict[str, float]:
+        from dataclasses import asdict
+        return asdict(self)
+
+
+def mask_stats(mask: np.ndarray, min_component: float = 0.05) -> dict[str, Any]:
+    """Area share, number of lung-sized components, smaller/larger lung ratio, and the longest border contact."""
+    mask = np.asarray(mask, bool)
+    total = int(mask.sum())
+    labels, n = ndi.label(mask)
+    sizes = np.sort(ndi.sum(mask, labels, index=np.arange(1, n + 1)))[::-1] / max(total, 1) if n else np.zeros(0)
+    lungs = sizes[sizes >= min_component]
+    sides = {"left": mask[:, 0], "right": mask[:, -1], "top": mask[0, :]}
+    side, run = max(((k, float(v.mean())) for k, v in sides.items()), key=lambda kv: kv[1])
+    return {"area": float(mask.mean()), "components": int(len(lungs)),
+            "pair_ratio": float(lungs[1] / lungs[0]) if len(lungs) >= 2 else 0.0,
+            "edge_contact": run, "edge_side": side}
+
+
+def calibrate_check(masks: list[np.ndarray], coverage: float = 0.995, slack: float = 0.1) -> LungCheck:
+    """Limits that pass `coverage` of the given (annotated) masks on each statistic, widened by `slack` (a share of
+    the limit): the check then fails an annotated mask only where annotators drew something unusual."""
+    st = [mask_stats(m) for m in masks]
+    q = (1 - coverage) * 100
+
+    def pct(k, p):
+        return float(np.percentile([s[k] for s in st], p))
+    return LungCheck(min_area=round(pct("area", q) * (1 - slack), 3),
+                     max_area=round(min(1.0, pct("area", 100 - q) * (1 + slack)), 3),
+                     min_pair_ratio=round(pct("pair_ratio", q) * (1 - slack), 3),
+                     max_edge_contact=round(min(1.0, pct("edge_contact", 100 - q) * (1 + slack) + 0.02), 3))
+
+
+def qc_report(seg: LungSegmenter, pairs: list[MaskPair], good_dice: float = 0.9) -> dict[str, Any]:
+    """The check's pass rate on the predicted masks, and its own error rates against the annotations: annotated
+    masks it fails (false fail), predicted masks with Dice below good_dice that it passes (false pass)."""
+    check = seg.check
+    x, _ = _stack(pairs)
+    truths = [read_mask(p.mask) for p in pairs]
+    preds = seg.masks_for(x, [t.shape for t in truths])
+    passed = np.array([not check.problems(m) for m in preds])
+    truth_fail = np.array([bool(check.problems(t)) for t in truths])
+    bad = np.array([dice(p, t) < good_dice for p, t in zip(preds, truths)])
+    return {"qc": check.to_dict(), "qc_pass_rate": float(passed.mean()), "qc_false_fail": int(truth_fail.sum()),
+            "qc_false_fail_rate": float(truth_fail.mean()), "qc_bad_masks": int(bad.sum()),
+            "qc_false_pass": int((bad & passed).sum()), "qc_failed": [str(p.image) for p, ok in zip(pairs, passed)
+                                                                     if not ok]}
+
+
+def qc_on_films(seg: LungSegmenter, paths) -> dict[str, Any]:
+    """The check's pass rate on the segmenter's masks of every given film (annotated or not), and the failures."""
+    failed = {}
+    paths = list(paths)
+    for p in paths:
+        _, mask = seg.segment_file(p)
+        problem = seg.check.problems(mask)
+        if problem:
+            failed[str(p)] = problem
+    return {"n_films": len(paths), "qc_pass_rate_all_films": 1 - len(failed) / len(paths) if paths else float("nan"),
+            "qc_failed_all_films": failed}
+
+
+def segment_files(seg: LungSegmenter, files, out_dir: str | Path, say=print) -> list:
+    """<stem>_lungs.png (white = lung, the film's own size) and <stem>_lungs_overlay.png for every readable film;
+    returns the refused files (ImageError), never raises for one bad film."""
+    from ..data.imaging import ImageError
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    refused = []
+    for f in map(Path, files):
+        try:
+            film, mask = seg.segment_file(f)
+        except (ImageError, OSError) as e:
+            refused.append(e if isinstance(e, ImageError) else ImageError(f, str(e)))
+            continue
+        Image.fromarray((mask * 255).astype(np.uint8)).save(out / f"{f.stem}_lungs.png")
+        Image.fromarray(overlay(film, mask)).save(out / f"{f.stem}_lungs_overlay.png")
+        problem = film_problem(film) or seg.check.problems(mask)
+        say(f"{f}\tlung area {mask.mean():.3f}\tcheck {'passed' if not problem else 'FAILED: ' + problem}")
+    return refused
+
+
+def overlay(film: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """The film in grey with the lung mask's outline in green (H x W x 3 uint8)."""
+    rgb = np.repeat(film[..., None], 3, axis=2).copy()
+    edge = mask & ~ndi.binary_erosion(mask, iterations=max(1, min(mask.shape) // 200))
+    rgb[edge] = (0, 255, 0)
+    return rgb

@@ -1,0 +1,252 @@
+"""One checkpoint file: weights + config + classes + preprocessing + threshold, and a predictor rebuilt from it."""
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..core.config import CLASSES, ExperimentConfig
+from ..data.dataset import DEFAULT_CACHE, DecodedCache, Sample, patient_id
+from ..data.imaging import ImageError
+from ..models.inference import predict_proba
+from ..core.io import CheckpointError, atomic_write  # noqa: F401  (CheckpointError: re-exported)
+from ..data.lungs import shipped_digest
+from ..models.networks import Ensemble, build_model, members
+from ..data.transforms import Preprocessing
+
+FORMAT = "pneumolib-checkpoint/1"
+
+
+class ChannelMismatch(ValueError):
+    """Input whose channel count differs from what the checkpoint was trained on (the log's entry 4)."""
+
+
+def preprocessing_for(config: ExperimentConfig) -> Preprocessing:
+    """What a model trained with `config` needs at inference; a lung crop records the digest of the segmenter
+    that drew its boxes (the shipped one), so a checkpoint is never served boxes from another."""
+    segmenter = shipped_digest() if config.crop != "none" else ""
+    return Preprocessing(image_size=config.image_size, in_channels=config.in_channels, normalize=config.normalize,
+                         crop=config.crop, crop_margin=config.crop_margin, crop_segmenter=segmenter)
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, config: ExperimentConfig, threshold: float,
+                    extra: dict[str, Any] | None = None) -> Path:
+    state = {
+        "format": FORMAT,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "config": config.to_dict(),
+        "classes": list(CLASSES),
+        "in_channels": config.in_channels,
+        "preprocessing": preprocessing_for(config).to_dict(),
+        "threshold": float(threshold),
+        "extra": extra or {},
+    }
+    if isinstance(model, Ensemble):  # how to rebuild it: the member count and the fitted temperature
+        state["ensemble"] = {"members": len(members(model)), "temperature": float(model.temperature)}
+    return atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+MAX_CHECKPOINT_BYTES = 4 * 2**30  # 16 ResNet50s are 1.5 GB; a bigger file is not one of ours
+MAX_ENSEMBLE_MEMBERS = 16  # members are built before their weights are checked: a crafted count must not allocate
+_PREPROCESSING_FIELDS = ("image_size", "in_channels", "normalize", "crop", "crop_margin", "crop_segmenter")
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """A checkpoint path as a user gives it: a checkpoint file, or a run folder (its checkpoint.pt).
+
+    Raises:
+        CheckpointError: no such file, a folder without checkpoint.pt, or not a regular file.
+    """
+    path = Path(path)
+    if path.is_dir():
+        inside = path / "checkpoint.pt"
+        if inside.is_file():
+            return inside
+        raise CheckpointError(f"{path}: a folder without checkpoint.pt (give a checkpoint file, or a run folder "
+                              "that holds one)")
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    if not path.is_file():
+        raise CheckpointError(f"{path}: not a regular file (a FIFO or device cannot be a checkpoint)")
+    return path
+
+
+def _field_error(path: Path, name: str, value: Any, want: str) -> CheckpointError:
+    shown = repr(value)
+    return CheckpointError(f"{path}: malformed checkpoint field {name}={shown[:60]}{'...' if len(shown) > 60 else ''}"
+                           f" ({want})")
+
+
+def validate_state(path: Path, state: dict[str, Any]) -> None:
+    """Check every field a Predictor is built from, by type and range, before anything is allocated.
+
+    Raises:
+        CheckpointError: naming the file, the field and what it must be.
+    """
+    import math
+
+    from ..core.config import ConfigError
+
+    sd = state.get("state_dict")
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise _field_error(path, "state_dict", type(sd).__name__ if sd is not None else None,
+                           "a mapping of parameter names to tensors")
+    if not isinstance(state.get("config"), dict):
+        raise _field_error(path, "config", state.get("config"), "a mapping")
+    try:
+        ExperimentConfig.from_dict(state["config"])
+    except (ConfigError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: malformed checkpoint config ({e})") from None
+    pre = state.get("preprocessing")
+    if not isinstance(pre, dict):
+        raise _field_error(path, "preprocessing", pre, "a mapping")
+    extra = sorted(set(pre) - set(_PREPROCESSING_FIELDS))
+    if extra:
+        raise _field_error(path, "preprocessing", pre, f"unknown key(s) {', '.join(map(str, extra))}; known: "
+                                                       f"{', '.join(_PREPROCESSING_FIELDS)}")
+    try:
+        Preprocessing(**pre)
+    except (ConfigError, ValueError, TypeError) as e:
+        raise CheckpointError(f"{path}: malformed checkpoint preprocessing ({e})") from None
+    t = state.get("threshold")
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or not 0.0 <= t <= 1.0:
+        raise _field_error(path, "threshold", t, "a finite number in [0, 1]")
+    if not isinstance(state.get("extra", {}), dict):
+        raise _field_error(path, "extra", state.get("extra"), "a mapping")
+    ens = state.get("ensemble")
+    if ens is not None:
+        if not isinstance(ens, dict):
+            raise _field_error(path, "ensemble", ens, "a mapping with members and temperature")
+        n, temp = ens.get("members"), ens.get("temperature", 1.0)
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= MAX_ENSEMBLE_MEMBERS:
+            raise _field_error(path, "ensemble.members", n, f"an integer from 1 to {MAX_ENSEMBLE_MEMBERS}")
+        stored = {k.split(".")[1] for k in sd if k.startswith("members.") and k.count(".") >= 2}
+        if stored != {str(i) for i in range(n)}:
+            raise _field_error(path, "ensemble.members", n, f"the weights hold {len(stored)} member(s)")
+        if isinstance(temp, bool) or not isinstance(temp, (int, float)) or not math.isfinite(temp) or temp <= 0:
+            raise _field_error(path, "ensemble.temperature", temp, "a finite number > 0")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint's dict with weights_only=True, refusing anything that is not ours.
+
+    Args:
+        path: a checkpoint file, or a run folder holding checkpoint.pt.
+
+    Returns:
+        The checkpoint's dict, every field checked (validate_state).
+
+    Raises:
+        CheckpointError: one line naming the file and the problem.
+    """
+    path = checkpoint_file(path)
+    size = path.stat().st_size
+    if size > MAX_CHECKPOINT_BYTES:
+        raise CheckpointError(f"{path}: {size / 2**30:.1f} GB, over the {MAX_CHECKPOINT_BYTES // 2**30} GB limit for a "
+                              "pneumolib checkpoint")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(b"PK") and not head.startswith(b"\x80"):
+        kind = "an empty file" if not head else ("a text file" if all(32 <= b < 127 or b in (9, 10, 13) for b in head)
+                                                 else "another kind of file")
+        raise CheckpointError(f"{path}: not a torch checkpoint ({kind}; a pneumolib checkpoint is the zip archive "
+                              "torch.save writes)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), lines[-1] if lines else "")
+        if "GLOBAL" not in str(e):  # not a code-carrying pickle, just not a checkpoint
+            raise CheckpointError(f"{path}: not a readable torch checkpoint ({detail[:160]})") from None
+        raise CheckpointError(f"{path}: refused, it holds pickled objects that are not plain tensors and data "
+                              f"(loaded with weights_only=True: {detail[:160]})") from None
+    except Exception as e:  # noqa: BLE001  torch raises many types for a file that is not a checkpoint
+        raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {str(e)[:160]})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: not a pneumolib checkpoint (no format {FORMAT!r})")
+    if list(state.get("classes", [])) != list(CLASSES):
+        raise CheckpointError(f"{path}: classes {state.get('classes')} differ from pneumolib's {list(CLASSES)}")
+    validate_state(path, state)
+    fields = {"in_channels": state.get("in_channels"),
+              "preprocessing.in_channels": state.get("preprocessing", {}).get("in_channels"),
+              "config.in_channels": state.get("config", {}).get("in_channels")}
+    if len(set(fields.values())) != 1:
+        raise CheckpointError(f"{path}: inconsistent channel count ({', '.join(f'{k}={v}' for k, v in fields.items())})")
+    return state
+
+
+class Predictor:
+    """A trained model with the preprocessing and decision threshold it was saved with."""
+
+    def __init__(self, model: nn.Module, config: ExperimentConfig, threshold: float,
+                 preprocessing: Preprocessing | None = None, device: str | torch.device = "cpu"):
+        self.model = model.to(device).eval()
+        self.config = config
+        self.threshold = float(threshold)
+        self.preprocessing = preprocessing or preprocessing_for(config)
+        self.device = torch.device(device)
+        self.extra: dict[str, Any] = {}
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Predictor":
+        state = read_checkpoint(path)
+        config = ExperimentConfig.from_dict(state["config"])
+        pre = Preprocessing(**state["preprocessing"])
+        model = build_model(config.model, in_channels=pre.in_channels, pretrained=False)
+        ens = state.get("ensemble")
+        if ens:  # a seed ensemble and/or a temperature-scaled model, served as one network (validate_state: 1-16)
+            n = int(ens["members"])
+            model = Ensemble([build_model(config.model, in_channels=pre.in_channels, pretrained=False)
+                              for _ in range(n)], float(ens.get("temperature", 1.0)))
+        try:
+            model.load_state_dict(state["state_dict"])
+        except (RuntimeError, KeyError, TypeError, ValueError) as e:
+            raise CheckpointError(f"{path}: weights do not fit {config.model} with {pre.in_channels} input "
+                                  f"channel(s) ({str(e).splitlines()[0][:160]})") from None
+        predictor = cls(model, config, state["threshold"], pre, device)
+        predictor.extra = dict(state.get("extra", {}))  # training history, timing, weights used
+        return predictor
+
+    @property
+    def in_channels(self) -> int:
+        return self.preprocessing.in_channels
+
+    def check_input(self, x: torch.Tensor) -> None:
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ChannelMismatch(
+                f"this checkpoint expects {self.in_channels}-channel input (N x {self.in_channels} x H x W), "
+                f"got shape {tuple(x.shape)}; build inputs with predictor.preprocess() instead")
+
+    def preprocess(self, path: str | Path, cache: DecodedCache | None = None) -> torch.Tensor:
+        """A file -> the exact model input used at training time (lung crop included)."""
+        img = torch.from_numpy((cache or DEFAULT_CACHE).get(path, self.preprocessing.view)).unsqueeze(0)
+        return self.preprocessing(img)
+
+    def input_note(self, path: str | Path, cache: DecodedCache | None = None) -> str:
+        """'' for a model without a lung crop; else whether the film's lungs were found and cropped, or why the
+        whole film was used (a film the crop could not handle is flagged in every output, never hidden)."""
+        box = (cache or DEFAULT_CACHE).box(path, self.preprocessing.view)
+        return "" if box is None else (f"lungs=NOT FOUND: {box.problem}" if box.problem else "lungs=cropped")
+
+    def predict_proba(self, x: torch.Tensor) -> np.ndarray:
+        """P(PNEUMONIA) for a batch of preprocessed inputs (N x C x H x W)."""
+        self.check_input(x)
+        return predict_proba(self.model, x, device=self.device, tta=self.config.tta)
+
+    def predict_files(self, paths: list[str | Path], cache: DecodedCache | None = None
+                      ) -> tuple[list[tuple[str, str, float]], list[ImageError]]:
+        """(path, label, P(PNEUMONIA)) for every readable file, streamed in batches; and the files that could not
+        be read, each with its reason (never raised: one bad film must not cost the others their predictions)."""
+        cache = cache or DEFAULT_CACHE
+        paths = [Path(p) for p in paths]
+        refused = cache.warm(paths, self.preprocessing.view)
+        bad = {e.path for e in refused}
+        good = [p for p in paths if p not in bad]
+        samples = [Sample(p, -1, patient_id(p), "predict") for p in good]
+        probs = predict_proba(self.model, samples, self.preprocessing, device=self.device, tta=self.config.tta,
+                              cache=cache)
+        return [(str(p), CLASSES[int(v >= self.threshold)], float(v)) for p, v in zip(good, probs)], refused

@@ -1,0 +1,514 @@
+"""What the numbered notebooks show: tables, figures and verdicts of finished runs (series.py trains them)."""
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+
+from ..analysis import plots
+from ..core.config import ExperimentConfig, diff, format_diff, previous
+from ..data.dataset import resolve_data_dir
+from ..studies.experiment import RunResult
+from ..notebook.series import Series, tidy
+
+FIGURE_DPI = 120
+
+
+def use_notebook_style() -> None:
+    """Figures at FIGURE_DPI in the notebook's outputs."""
+    plt.rcParams["figure.dpi"] = FIGURE_DPI
+
+
+def wall_time(series: Series) -> None:
+    """The notebook's wall time since series.start() ran."""
+    print(series.wall_time())
+
+
+def describe(config: ExperimentConfig) -> None:
+    """What this entry changes from the previous one, and the training transform per class."""
+    print(f"{config.entry} {config.name}: {config.title}")
+    print(f"changes from the previous entry: {format_diff(diff(previous(config), config))}")
+    for cls, spec in config.train_transforms:
+        print(f"  {cls:<9} training transform: {spec}")
+    weights = ("pretrained=True as the log wrote it (whether this machine has the ImageNet weights, and so what "
+               "the run below trained from: the weights check)" if config.pretrained else "pretrained=False")
+    print(f"  model {config.model}, {config.in_channels} input channel(s), {weights}, "
+          f"loss {config.loss}, decision rule {config.threshold}")
+
+
+def report(r: RunResult, split: str = "test") -> None:
+    """Classification report with 95% bootstrap intervals, then confusion matrix and score histogram."""
+    m = r.metrics[split]
+    print(f"{r.config.name} (seed {r.config.seed}): {split} split, {m['n']} images"
+          + (f" of {m['n_patients']} patients" if m.get("n_patients") else ""))
+    _display(metrics_frame(m))
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.3), gridspec_kw={"width_ratios": [1, 1.6]})
+    plots.plot_confusion(m, ax=ax[0])
+    scores = r.test if split == "test" else None
+    if scores is not None:
+        plots.plot_scores(scores, r.threshold, ax=ax[1])
+    fig.tight_layout()
+
+
+def history(r: RunResult) -> None:
+    """Training curves (also for a reused checkpoint, whose training record travels with it)."""
+    m = r.metrics
+    if r.fit is None:
+        print(f"seed {r.config.seed}: checkpoint reused; curves from its training record")
+    if m.get("train_seconds"):
+        print(f"training took {m['train_seconds'] / 60:.1f} min ({m['train_images_per_s']:.0f} train images/s)")
+    for line in one_class_epochs(m.get("history") or [], r.data["val"] if r.data and "val" in r.data.splits else []):
+        print(line)
+    plots.plot_history(m["history"], m["best_epoch"])
+
+
+def gradcam(r, n_per_class: int = 4, title: str = "", mask_gallery: bool = False) -> None:
+    """The Grad-CAM grid, then lung and heart lift per class with patient-level intervals, the mask check, the
+    randomisation test and ROAD faithfulness. `mask_gallery`: also the gallery of the segmented (learned) masks,
+    shown once in the series (notebook 01), where the masks are explained. `r` is a RunResult or a cam.Explanation."""
+    from ..analysis.cam import format_report
+
+    e = getattr(r, "explanation", r)
+    if e is None:
+        print("no Grad-CAM for this run (cam_per_class=0 or no test split)")
+        return
+    plots.plot_cam_grid(e, n_per_class=n_per_class, title=title)
+    print(format_report(e.report(per_image=False)))
+    learned = sum(m == "learned" for m in e.mask_methods)
+    if learned and mask_gallery:
+        plots.plot_mask_gallery(e)
+    elif learned:
+        print(f"lung masks from the shipped segmenter on {learned} of {len(e.mask_methods)} films "
+              "(the gallery of such masks: notebook 01)")
+
+
+def fixed_image(size: int = 64) -> np.ndarray:
+    """A deterministic phantom (independent of the data folder) for cells whose output is pinned."""
+    from ..data.fixture import make_phantom
+
+    return make_phantom(np.random.default_rng(0), pneumonia=True, size=size).image
+
+
+def central_focus_demo(image: np.ndarray | None = None) -> None:
+    """CentralFocus on a fixed image: the figure, and numbers that pin its behaviour."""
+    from ..data.transforms import CentralFocus
+
+    image = fixed_image() if image is None else image
+    cf = CentralFocus()
+    out = cf(torch.from_numpy(image).unsqueeze(0)).squeeze(0).numpy().astype(float)
+    m = cf.mask(*image.shape).numpy()
+    centre, edge = m >= 1, m <= 0
+    print(repr(cf))
+    print(f"centre pixels changed: {np.abs(out - image)[centre].mean():.2f} grey levels on average")
+    print(f"periphery pixels changed: {np.abs(out - image)[edge].mean():.2f} grey levels on average")
+    plots.show_central_focus(image, cf)
+
+
+def load_data(series: Series):
+    """discover() the series' data folder (or the fixture), the val split of its first seed, and print its
+    per-split class counts."""
+    from ..data.dataset import discover
+
+    root, _ = resolve_data_dir(series.data)
+    data = discover(root, seed=series.seeds[0])
+    print(series.tidy(repr(data)))
+    return data
+
+
+def threshold_table(r: RunResult, extra_rules: tuple[str, ...] = ("youden", "sensitivity:0.95")) -> None:
+    """Test metrics of the same model under several decision rules (the data-driven ones chosen on val)."""
+    from ..analysis.evaluate import compute_metrics, fit_threshold, predict_samples
+
+    p = r.predictor
+    val = predict_samples(p.model, r.data["val"], p.preprocessing, tta=r.config.tta)
+    rules = {f"fixed {r.threshold:.2f} (this entry)": r.threshold, "fixed 0.50": 0.5}
+    for rule in extra_rules:
+        rules[f"{rule} on val"] = fit_threshold(rule, p.model, val, p.preprocessing, tta=r.config.tta)
+    rows = []
+    for name, t in rules.items():
+        m = compute_metrics(r.test, t, n_boot=0)
+        rows.append({"decision rule": name, "threshold": round(t, 3), "accuracy": round(m["accuracy"], 3),
+                     "NORMAL recall": round(m["specificity"], 3), "PNEUMONIA recall": round(m["sensitivity"], 3)})
+    _display(pd.DataFrame(rows).set_index("decision rule"))
+
+
+def subset_vs_full(r: RunResult) -> None:
+    """The log's 10-image report next to the full test split, each with 95% bootstrap intervals."""
+    sub, full = r.metrics["test_subset"], r.metrics["test"]
+    per_class = ", ".join(f"{n} {c}" for c, n in sub["n_per_class"].items())
+    print(f"the log's report: {sub['n']} test images ({per_class}); the full test split: {full['n']} images")
+    _display(pd.concat({f"{sub['n']} images": metrics_frame(sub), f"full test split ({full['n']})": metrics_frame(full)},
+                       axis=1))
+    plots.plot_comparison([dict(sub, name=f"{sub['n']} images"), dict(full, name=f"full test ({full['n']})")],
+                          title="the 10-image report against the full test split (95% intervals)")
+
+
+def weights_status(model: str = "resnet18") -> bool:
+    """Say plainly whether ImageNet weights are on this machine."""
+    from ..models.networks import WeightsUnavailable, resolve_weights
+
+    try:
+        print(f"ImageNet weights found: {tidy(str(resolve_weights(model)))}")
+        print("So the runs below start from ImageNet weights, as the log's did.")
+        return True
+    except WeightsUnavailable as e:
+        print(f"ImageNet weights NOT available: {tidy(str(e))}")
+        print("So the runs below train from RANDOM INIT (their saved configs say pretrained=False): they cannot "
+              "confirm or refute what the log says about pretraining.")
+        return False
+
+
+def lung_focus_table(metrics: list[dict]) -> None:
+    """Grad-CAM lung lift (with patient-level 95% intervals) and heart/diaphragm lift per class for each run."""
+    def cell(v: dict, key: str) -> str:
+        mean = v.get(key, float("nan"))
+        lo, hi = v.get(f"{key}_ci95", [float("nan")] * 2)
+        return f"{mean:.2f} ({lo:.2f}-{hi:.2f})"
+
+    rows = []
+    for m in metrics:
+        lf = m.get("lung_focus", {})
+        n, p = lf.get("NORMAL", {}), lf.get("PNEUMONIA", {})
+        rows.append({"entry": m["entry"], "experiment": m["experiment"],
+                     "lung lift, NORMAL films": cell(n, "lung_lift"), "lung lift, PNEUMONIA films": cell(p, "lung_lift"),
+                     "heart lift, NORMAL films": cell(n, "heart_lift"),
+                     "heart lift, PNEUMONIA films": cell(p, "heart_lift"),
+                     "masks ok/failed": f"{n.get('masks_passed', 0) + p.get('masks_passed', 0)}/"
+                                        f"{n.get('masks_failed', 0) + p.get('masks_failed', 0)}"})
+    _display(pd.DataFrame(rows).set_index("entry"))
+    sel = next((m["gradcam"]["selection"] for m in metrics if m.get("gradcam")), "the test films explained")
+    print("lift = share of the Grad-CAM (PNEUMONIA logit) energy inside the lung mask, or the heart/diaphragm box, "
+          "divided by that region's share of the image: 1.0 = no preference. Mean over films, 95% interval from "
+          f"resampling patients; lung lift only over masks that passed the check. Films: {sel}.")
+
+
+def compare_all(metrics: list[dict]) -> None:
+    """The side-by-side table (95% intervals) and one figure for a list of runs' metrics."""
+    from ..studies.experiment import comparison_rows
+
+    # entries that asked for ImageNet weights but trained without them say so in the table and the figure
+    def name(m):
+        return f"{m['entry']} {m['experiment']}" + (" (random init)" if "unavailable" in str(m.get("weights", "")) else "")
+
+    table = []
+    for m, row in zip(metrics, comparison_rows(metrics)):
+        t = {"experiment": name(m)}
+        for k, label in (("accuracy", "accuracy"), ("sensitivity", "PNEUMONIA recall"),
+                         ("specificity", "NORMAL recall"), ("auc", "AUC")):
+            t[label] = _with_ci(row[k], row["ci95"].get(k))
+        t["threshold"] = round(row["threshold"], 2)
+        t["train min"] = round(row["minutes"], 1)
+        if row.get("stress"):
+            t["stress acc@ext"] = round(row["stress"].get("stress_accuracy_ext", float("nan")), 3)
+            t["stress NORMAL recall"] = round(row["stress"].get("stress_specificity", float("nan")), 3)
+        table.append(t)
+    print("test split, 95% bootstrap intervals by patient; seed "
+          + ", ".join(sorted({str((m.get("config") or {}).get("seed")) for m in metrics})))
+    _display(pd.DataFrame(table).set_index("experiment"))
+    plots.plot_comparison([dict(m["test"], name=name(m)) for m in metrics],
+                          title="every experiment's first seed on the test split (95% intervals by patient)")
+
+
+# --- notebook series v2: provenance, seeds, computed verdicts, tables as DataFrames --------------------------
+def _display(obj) -> None:
+    # whole cell texts: the claims, notes and refusals in these tables are sentences, not values to abbreviate
+    with pd.option_context("display.max_colwidth", None):
+        try:
+            from IPython.display import display
+        except ImportError:  # outside IPython: plain text
+            print(obj)
+            return
+        display(obj)
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    try:
+        return "nan" if v is None or np.isnan(v) else f"{v:.{digits}f}"
+    except TypeError:
+        return str(v)
+
+
+def _span(pair) -> str:
+    return "" if pair is None else f"[{_fmt(pair[0])}, {_fmt(pair[1])}]"  # brackets: bounds may be negative
+
+
+def _with_ci(v: float, ci) -> str:
+    return f"{_fmt(v)} ({_fmt(ci[0], 2)}-{_fmt(ci[1], 2)})" if ci else _fmt(v)
+
+
+def metrics_frame(m: dict[str, Any]) -> pd.DataFrame:
+    """A split's headline metrics with their 95% intervals (by patient when the films carry patients; Wilson
+    intervals too for small samples, where the percentile bootstrap collapses)."""
+    from ..core.stats import SMALL_N
+
+    names = {"accuracy": "accuracy", "sensitivity": "PNEUMONIA recall", "specificity": "NORMAL recall",
+             "precision": "PNEUMONIA precision", "npv": "NORMAL precision", "auc": "AUC"}
+    unit = "patients" if m.get("ci95_unit") == "patient" else "images"
+    rows = []
+    for k, label in names.items():
+        if k not in m:
+            continue
+        row = {"metric": label, "value": round(float(m[k]), 3)}
+        ci = m.get("ci95", {}).get(k)
+        row[f"95% CI (bootstrap over {unit})"] = f"{_fmt(ci[0])}-{_fmt(ci[1])}" if ci else ""
+        wil = m.get("ci95_wilson", {}).get(k)
+        if m.get("n", SMALL_N) < SMALL_N:
+            row["95% CI (Wilson)"] = f"{_fmt(wil[0])}-{_fmt(wil[1])}" if wil else ""
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def one_class_epochs(history: list[dict[str, float]], val_samples) -> list[str]:
+    """Epochs whose model called every val film one class at 0.5 (the log's symptom). Read from the epoch's share
+    of films called PNEUMONIA when the history has it; older histories only have val accuracy, which equals a
+    class's share of the val films in that case (consistent with it, not proof; and on a balanced val split it
+    cannot say which class)."""
+    labels = [s.label for s in val_samples]
+    if not labels or not history:
+        return []
+    n, n_pneu = len(labels), sum(labels)
+    found: dict[str, list[int]] = {}
+    for h in history:
+        share = h.get("val_share_pneumonia")
+        if share is not None:
+            cls = "PNEUMONIA" if share == 1.0 else ("NORMAL" if share == 0.0 else None)
+            if cls:
+                found.setdefault(f"called every val film {cls}", []).append(int(h["epoch"]))
+            continue
+        k = round(h["val_acc"] * n)
+        if abs(h["val_acc"] * n - k) < 1e-6 and k in (n_pneu, n - n_pneu):
+            cls = "one class" if n_pneu == n - n_pneu else ("PNEUMONIA" if k == n_pneu else "NORMAL")
+            found.setdefault(f"val accuracy at 0.5 = the {cls} share of the {n} val films, consistent with every "
+                             f"val film called {cls}", []).append(int(h["epoch"]))
+    return [f"epoch(s) {', '.join(map(str, e))}: {what}" for what, e in found.items()]
+
+
+def _metrics_of(x) -> dict[str, Any]:
+    return x.metrics if hasattr(x, "metrics") else x
+
+
+def seed_table(results) -> pd.DataFrame:
+    """Per-seed test metrics (95% intervals by patient), then their mean and range over the seeds."""
+    ms = [_metrics_of(r) for r in results]
+    keys = (("accuracy", "accuracy"), ("sensitivity", "PNEUMONIA recall"), ("specificity", "NORMAL recall"),
+            ("auc", "AUC"))
+    rows, index = [], []
+    for m in ms:
+        t = m["test"]
+        row = {label: _with_ci(t[k], t.get("ci95", {}).get(k)) for k, label in keys}
+        c = m.get("config") or {}
+        best = m.get("best_epoch")
+        last = m.get("test_last_epoch")
+        row.update({"budget": f"{c.get('epochs')} ep x {c.get('max_train_images') or 'all'} img",
+                    "threshold": _fmt(m.get("threshold"), 2), "trained at commit": str(m.get("trained_commit", "")),
+                    # a kept first epoch (of several) is an untrained model judged as a result: say so
+                    "kept epoch": f"{best} (EPOCH 1: untrained)" if best == 1 and (c.get("epochs") or 1) > 1 else str(best),
+                    "last epoch: accuracy / NORMAL recall": (
+                        "= kept" if last and last.get("same_as_kept") else
+                        f"{_fmt(last['accuracy'])} / {_fmt(last['specificity'])} (epoch {last['epoch']})" if last else
+                        "not kept (trained before last_epoch.pt)"),
+                    "weights": "random init" if "random init" in str(m.get("weights", "")) else str(m.get("weights"))})
+        rows.append(row)
+        index.append(f"seed {(m.get('config') or {}).get('seed')}")
+    n = len(ms)
+    label = f"{n} seed{'s' if n != 1 else ''}"
+    mean = {lab: _fmt(float(np.mean([m["test"][k] for m in ms]))) for k, lab in keys}
+    rng = {lab: f"{_fmt(min(m['test'][k] for m in ms))}-{_fmt(max(m['test'][k] for m in ms))}" for k, lab in keys}
+    rows += [mean, rng]
+    index += [f"mean of {label}", f"range over {label}"]
+    return pd.DataFrame(rows, index=index).fillna("")
+
+
+def checkpoint_table(results) -> pd.DataFrame:
+    """Checkpoint stability per seed: validation metrics of the kept (best, lowest val loss) epoch next to the last
+    epoch's, from the training record."""
+    rows, index = [], []
+    for r in results:
+        m = _metrics_of(r)
+        hist = m.get("history") or []
+        if not hist:
+            continue
+        best = next((h for h in hist if h["epoch"] == m.get("best_epoch")), hist[-1])
+        last = hist[-1]
+        rows.append({"best epoch": int(best["epoch"]), "last epoch": int(last["epoch"]),
+                     "val loss (best)": round(best["val_loss"], 3), "val loss (last)": round(last["val_loss"], 3),
+                     "val AUC (best)": round(best["val_auc"], 3), "val AUC (last)": round(last["val_auc"], 3),
+                     "val acc@0.5 (best)": round(best["val_acc"], 3), "val acc@0.5 (last)": round(last["val_acc"], 3)})
+        index.append(f"seed {(m.get('config') or {}).get('seed')}")
+    return pd.DataFrame(rows, index=index)
+
+
+def seed_overview(by_entry: dict[str, list[dict]]) -> pd.DataFrame:
+    """One row per experiment: mean and range over its seeds of the test metrics."""
+    rows, index = [], []
+    for entry, ms in by_entry.items():
+        if not ms:
+            continue
+        m0 = ms[0]
+        row = {"seeds": len(ms)}
+        for k, label in (("accuracy", "accuracy"), ("sensitivity", "PNEUMONIA recall"),
+                         ("specificity", "NORMAL recall"), ("auc", "AUC")):
+            v = [m["test"][k] for m in ms]
+            row[label] = f"{_fmt(float(np.mean(v)))} ({_fmt(min(v))}-{_fmt(max(v))})"
+        rows.append(row)
+        index.append(f"{entry} {m0['experiment']}" + (" (random init)" if "unavailable" in str(m0.get("weights", ""))
+                                                       else ""))
+    print("test split: mean over seeds (range over seeds)")
+    return pd.DataFrame(rows, index=index)
+
+
+def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None = None) -> None:
+    """The log's claims for this entry, each with the quantity measured over all seeds, its interval and a verdict
+    (pneumolib.verdicts holds the claims and the rule)."""
+    from ..studies import verdicts as V
+
+    ms = [_metrics_of(r) for r in metrics_by_seed]
+    reference = {k: [_metrics_of(r) for r in v] for k, v in (reference or {}).items()}
+    if any(V.COHORT in c.needs for c in V.CLAIMS.get(entry, ())):  # the record's measurements of these very runs
+        reference[V.COHORT] = V.cohort_references(_cohort_recipes(), ms)
+    rows = []
+    # the claim column quotes the log (entries 01-09) or, for the recommended recipe, its own hypothesis
+    for r in V.judge_entry(entry, ms, reference):
+        rows.append({"claim": f"\"{r['claim']}\"", "measured": r["quantity"], "holds if": r["claimed"],
+                     "mean": _fmt(r["mean"]), "range over seeds": _span(r["range"]), "interval": _span(r["interval"]),
+                     "seeds": r["n"], "verdict": r["verdict"], "note": r["note"]})
+    n = len(ms)
+    print(f"{n} seed{'s' if n != 1 else ''}, one budget. Verdict (pneumolib.verdicts.decide): 'holds' when every "
+          "seed's 95% interval (bootstrap by patient; Wilson below 100 films; a count is exact) is on the claimed "
+          "side, 'does not hold' when every one is on the other side, 'seeds disagree' when seeds decide both ways, "
+          f"'too few films' when a seed's own interval straddles the threshold; without per-seed intervals, the range "
+          f"over {V.MIN_SEEDS} or more seeds decides. 'interval' shows the envelope of the seeds' intervals.")
+    _display(pd.DataFrame(rows).set_index("claim"))
+
+
+def inference_paths(results) -> None:
+    """Notebook 04: each seed's model fed the test films four ways (drift.compare_inference); the rows are kept in
+    the run's metrics under 'inference_paths' for the verdicts, and shown as one table."""
+    from ..studies import drift
+    from ..studies.verdicts import CHECKPOINT_PATH, LOG_PATH
+
+    table = []
+    for r in results:
+        size = r.predictor.preprocessing.image_size
+        test = r.data["test"]
+        rows = drift.compare_inference(r.predictor, test, {
+            CHECKPOINT_PATH: None,
+            LOG_PATH: drift.log_entry4_inference(size),
+            "ImageNet Normalize at inference only": drift.imagenet_normalised_inference(size),
+            "1 grey channel into the 3-channel model": drift.single_channel_inference(size),
+        })
+        n_normal = sum(s.label == 0 for s in test)
+        r.metrics["inference_paths"] = {row["inference"]: dict(row, n=len(test), n_normal=n_normal) for row in rows}
+        for row in rows:
+            shown = {"seed": r.config.seed, "inference": row["inference"]}
+            if "error" in row:
+                shown["refused"] = tidy(row["error"])
+            else:
+                shown.update({k: round(v, 3) for k, v in row.items() if k not in ("inference",) and v is not None})
+            table.append(shown)
+    _display(pd.DataFrame(table).set_index(["seed", "inference"]).fillna(""))
+
+
+def cam_table(expl) -> pd.DataFrame:
+    """Grad-CAM per class of an Explanation as lifts (the region's share of the heatmap over its share of the image:
+    1 = what a uniform heatmap scores), with 95% intervals by patient when the Explanation provides them."""
+    from ..studies.verdicts import summary_lift
+
+    rows = {}
+    for cls, s in expl.summary().items():
+        lung, heart = summary_lift(s, "lung_lift"), summary_lift(s, "heart_lift")
+        rows[cls] = {"films": s["n"],
+                     "lung lift": _with_ci(lung.value, (lung.lo, lung.hi) if lung.has_interval else None),
+                     "heart/diaphragm lift": _with_ci(heart.value, (heart.lo, heart.hi) if heart.has_interval else None)}
+    print("lift = the region's share of the heatmap / its share of the image (1 = a uniform heatmap)")
+    return pd.DataFrame(rows).T
+
+
+def stress_table(reports: dict[str, Any]) -> pd.DataFrame:
+    """Per-shift metrics of one or more stress reports (stress.StressReport), side by side."""
+    cols = {"accuracy_ext": "acc@ext", "sensitivity": "PNEUMONIA recall", "specificity": "NORMAL recall", "auc": "AUC"}
+    frames, groups = {}, {}
+    for name, rep in reports.items():
+        df = pd.DataFrame(rep.rows).set_index("shift")
+        groups.update(df["group"].to_dict())
+        df = df[list(cols)]
+        shifted = df.drop(index="clean", errors="ignore")
+        df.loc["mean of shifted"] = shifted.mean()
+        df.loc["worst shifted"] = shifted.min()
+        frames[name] = df.rename(columns=cols).round(3)
+    out = pd.concat(frames, axis=1)
+    out.insert(0, "group", [groups.get(i, "") for i in out.index])
+    print("acc@ext = accuracy re-weighted to the external cohort's 37.5% NORMAL; each model at its own threshold")
+    return out
+
+
+def protocols(rows: list[dict[str, Any]]):
+    """How each protocol ranks the ablation steps, and the figure; a line when there is no ablation."""
+    from ..studies.protocol import plot_protocols, protocol_agreement
+
+    if not rows:
+        print("no ablation in this render: nothing to rank")
+        return None
+    print(protocol_agreement(rows))
+    return plot_protocols(rows)
+
+
+def ablation_table(rows: list[dict[str, Any]]) -> None:
+    """The ablation rows (or the matched baseline's) as one table; a line when there are none."""
+    from ..studies.protocol import ablation_frame
+
+    if not rows:
+        print("no rows: not trained in this render (see above)")
+        return
+    _display(ablation_frame(rows))
+
+
+def budget(config: ExperimentConfig, profile: str) -> None:
+    """The training budget of a config under a profile, in words."""
+    from ..core.config import apply_profile
+
+    c = apply_profile(config, profile)
+    print(f"{c.name} under profile {profile}: {c.image_size} px, {c.epochs} epochs, batch {c.batch_size}, "
+          f"{c.max_train_images or 'all'} training images per epoch")
+
+
+def shortcut_audit(reports: dict[str, dict]) -> None:
+    """Shortcut audits (shortcuts.audit_run reports) by name, as the CLI prints them."""
+    from ..studies.shortcuts import format_audit
+    for name, rep in reports.items():
+        print(f"{name} ({rep['split']} split, {rep['n']} films):")
+        print(tidy(format_audit(rep)))
+        print()
+
+
+def _cohort_recipes() -> list[dict]:
+    """docs/external_cohort/recipes.json: the training config of each recorded measurement (from git history)."""
+    import json
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "docs" / "external_cohort" / "recipes.json"
+    return json.loads(path.read_text())["recipes"] if path.is_file() else []
+
+
+def cohort_record() -> pd.DataFrame:
+    """The external cohort's recorded measurements (docs/external_cohort, a copy of the record kept by whoever holds
+    the cohort): not reproducible from this repository; shown, never tuned on."""
+    import json
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "docs" / "external_cohort" / "measurements.json"
+    if not path.is_file():  # an installed package without the repository's docs/
+        print("the external cohort's record is in the repository's docs/external_cohort/ (not installed)")
+        return pd.DataFrame()
+    rows = []
+    for m in json.loads(path.read_text())["measurements"]:
+        c = m["cohort"]
+        rows.append({"commit": m["commit"], "recipe": m["experiment"], "seed": m["seed"],
+                     "cohort accuracy": c["accuracy"], "PNEUMONIA recall": c["sensitivity"],
+                     "NORMAL recall": c["specificity"], "AUC": c["auc"],
+                     "internal NORMAL recall": m["internal_test"]["specificity"]})
+    print("recorded by whoever holds the external cohort (624 films); not reproducible from this repository")
+    df = pd.DataFrame(rows)
+    _display(df)
+    return df

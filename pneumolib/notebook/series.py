@@ -1,0 +1,360 @@
+"""The notebook series' orchestration: one Series of settings passed explicitly, training or reusing each seed's run."""
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..core.config import REGISTRY, ExperimentConfig, get_config
+from ..data.dataset import resolve_data_dir
+from ..studies.experiment import (RunResult, adopt_twin as adopt_twin_run, data_fingerprint, default_profile,
+    resolve_config)
+from ..studies.experiment import run_experiment, training_differences
+from ..core.runs import RunDir, load_metrics, seed_dir, seed_dirs
+from ..core.runtime import git_commit
+
+BUDGET_FIELDS = ("epochs", "max_train_images", "image_size", "batch_size")
+
+
+def seed_list(seeds: Iterable[int] | str | int | None) -> list[int]:
+    """SEEDS as a list of ints, whether given as [0, 1, 2], '0,1,2' (papermill -p, the environment) or 0."""
+    if seeds is None or seeds == "":
+        return [0]
+    if isinstance(seeds, int):
+        return [seeds]
+    if isinstance(seeds, str):
+        return [int(s) for s in seeds.strip("[]() ").replace(" ", "").split(",") if s]
+    return [int(s) for s in seeds]
+
+
+def parse_budget(text: str | dict | None) -> dict[str, int]:
+    """A training budget written 'epochs=3,max_train_images=1000' (papermill -p, the environment) as a dict; ''
+    or None -> {}. Only the fields that size a run are accepted."""
+    if not text:
+        return {}
+    if isinstance(text, dict):
+        items = list(text.items())
+    else:
+        items = []
+        for part in str(text).replace(" ", "").split(","):
+            if not part:
+                continue
+            key, sep, value = part.partition("=")
+            if not sep or not value.isdigit():
+                raise ValueError(f"budget {text!r}: expected NAME=INTEGER pairs such as "
+                                 "'epochs=3,max_train_images=1000'")
+            items.append((key, int(value)))
+    bad = [k for k, _ in items if k not in BUDGET_FIELDS]
+    if bad:
+        raise ValueError(f"budget {text!r}: unknown field(s) {', '.join(bad)}; allowed: {', '.join(BUDGET_FIELDS)}")
+    return {k: int(v) for k, v in items}
+
+
+RENDERED_FROM = ("pneumolib", "notebooks/*.py")  # what a render's outputs depend on: the package, the sources
+
+
+def sources_digest(rev: str = "HEAD", repo: str | Path | None = None, paths=RENDERED_FROM) -> str:
+    """A short hash of what a render's outputs depend on (the blobs under `paths`) at `rev`, from git's tree: a
+    render prints it, and the staleness test compares it with HEAD's without needing the render commit's history
+    (a shallow clone has only HEAD). 'unknown' outside a git checkout."""
+    import fnmatch
+    import hashlib
+
+    repo = Path(repo) if repo else Path(__file__).resolve().parents[2]
+    try:
+        r = subprocess.run(["git", "ls-tree", "-r", "--full-tree", rev], cwd=repo, capture_output=True, text=True,
+                           timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    if r.returncode:
+        return "unknown"
+    lines = [ln for ln in r.stdout.splitlines()
+             if any(fnmatch.fnmatch(ln.split("\t", 1)[-1], p) or ln.split("\t", 1)[-1].startswith(p + "/")
+                    for p in paths)]
+    return hashlib.sha1("\n".join(sorted(lines)).encode()).hexdigest()[:12]
+
+
+def stale_paths(commit: str, repo: str | Path | None = None, paths=RENDERED_FROM) -> list[str]:
+    """Files a render made at `commit` (as its provenance line prints it) would show differently today: the
+    package and notebook sources that differ between that commit and HEAD. A '+dirty' or unknown commit renders
+    code no commit holds, so everything counts as stale."""
+    repo = Path(repo) if repo else Path(__file__).resolve().parents[2]
+    if commit in ("", "unknown") or commit.endswith("+dirty"):
+        return [f"rendered from {commit or 'no'} commit: not a commit's code"]
+    r = subprocess.run(["git", "diff", "--name-only", commit, "HEAD", "--", *paths], cwd=repo, capture_output=True,
+                       text=True, timeout=30)
+    if r.returncode:
+        return [f"commit {commit} not found in this repository ({r.stderr.strip().splitlines()[0] if r.stderr else ''})"]
+    return r.stdout.split()
+
+
+def tidy(text: str, roots: dict[str, str] | None = None) -> str:
+    """Text without the absolute paths of the machine that ran it: `roots` (prefix -> name, e.g. the data folder by
+    its name), the repository as '.', the home folder as '~', the temporary folder as '$TMPDIR'."""
+    repo = Path(__file__).resolve().parents[2]
+    subs = dict(roots or {})
+    subs.setdefault(str(repo), ".")
+    subs.setdefault(tempfile.gettempdir(), "$TMPDIR")
+    subs.setdefault(str(Path.home()), "~")
+    for prefix in sorted(subs, key=len, reverse=True):  # the longest prefix first: /work/main/runs before /work
+        if prefix and prefix != "/":
+            text = text.replace(prefix, subs[prefix])
+    return text
+
+
+class _NotebookHandler(logging.Handler):
+    """pneumolib's log lines (training epochs, reuse notices, warnings) in the cell's output, paths tidied."""
+
+    def __init__(self, roots: dict[str, str]):
+        super().__init__()
+        self.roots = roots
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stdout.write(tidy(self.format(record), self.roots) + "\n")  # the stream of the cell running now
+        except Exception:  # noqa: BLE001 - a log line must never break a cell
+            self.handleError(record)
+
+
+def show_library_log(roots: dict[str, str], level: int = logging.INFO) -> None:
+    """Show the 'pneumolib' logger's lines in the notebook's cells (one handler, replaced on a re-run)."""
+    log = logging.getLogger("pneumolib")
+    log.handlers[:] = [h for h in log.handlers if not isinstance(h, _NotebookHandler)] + [_NotebookHandler(roots)]
+    log.setLevel(level)
+
+
+@dataclass
+class Series:
+    """One notebook's settings: where the data and run folders are, the profile, device and seeds, the one budget
+    every seed trains with, and when the notebook started. Made by start() and passed to every helper that needs it."""
+
+    data: Path | None  # None = the bundled fixture
+    profile: str
+    device: str
+    seeds: list[int]
+    runs: Path
+    budget: dict[str, int] = field(default_factory=dict)  # overrides of the profile, the same for every seed (seeds
+    # trained at different budgets are never pooled, so a series never makes them)
+    started: float = field(default_factory=time.perf_counter)
+    roots: dict[str, str] = field(default_factory=dict)  # absolute prefix -> what outputs print instead
+
+    def tidy(self, text: str) -> str:
+        return tidy(text, self.roots)
+
+    def wall_time(self) -> str:
+        return f"wall time: {(time.perf_counter() - self.started) / 60:.1f} min (from the provenance cell to here)"
+
+
+def start(data_dir: str | None, profile: str | None, device: str = "auto", seeds=(0,),
+          budget: str | dict | None = None, runs: str | Path = "runs") -> Series:
+    """Resolve the data folder and the run size, print where the data comes from and what produced the outputs
+    (pneumolib version, git commit, profile, device, seeds, the budget), start the clock."""
+    from .. import __version__
+    from ..core.runtime import get_device
+
+    root, is_fixture = resolve_data_dir(data_dir)
+    profile = profile or default_profile(is_fixture, device)
+    s = Series(None if is_fixture else root, profile, device, seed_list(seeds), Path(runs), parse_budget(budget),
+               # outputs name the data folder and the run folders' root (the RUNS parameter), never their paths
+               roots={str(root): root.name, str(Path(runs).resolve()): "RUNS"})
+    show_library_log(s.roots)
+    if is_fixture:
+        print(f"No PNEUMOLIB_DATA_DIR set: using the bundled synthetic fixture ({root.name}), profile '{profile}'.")
+    else:
+        print(f"Data: the folder '{root.name}', profile '{profile}'.")
+    n = len(s.seeds)
+    print(f"pneumolib {__version__}, commit {git_commit()}; profile {profile}; device {get_device(device)}; "
+          f"{n} seed{'s' if n != 1 else ''}: {', '.join(map(str, s.seeds))}; sources {sources_digest()}")
+    if s.budget:
+        print(f"every seed trains with the '{profile}' profile's budget changed to "
+              f"{', '.join(f'{k}={v}' for k, v in s.budget.items())} (what this machine can afford): the results are "
+              "about that budget, not the profile's")
+    return s
+
+
+def wanted_config(series: Series, config: ExperimentConfig, seed: int, overrides: dict[str, Any] | None = None
+            ) -> ExperimentConfig:
+    """The config a seed's run trains (profile, the series' budget, missing ImageNet weights as random init)."""
+    c, _ = resolve_config(replace(config, seed=seed), series.profile, {**series.budget, **(overrides or {})},
+                          on_missing_weights="random_init")
+    return c
+
+
+def adopt_twin(series: Series, config: ExperimentConfig, seed: int, run_dir: Path,
+               overrides: dict[str, Any] | None = None) -> Path | None:
+    """Start an empty run folder from another run folder of this seed that trained exactly this config on the same
+    data (experiment.adopt_twin), e.g. notebook 05's from-scratch run is notebook 04's when no ImageNet weights exist;
+    its stress test and Grad-CAM results come along, so they are shown, not computed again. The log says so."""
+    want = wanted_config(series, config, seed, overrides)
+    return adopt_twin_run(run_dir, seed_dirs(series.runs, seed), want, "folders",
+                          lambda: data_fingerprint(series.data, want))
+
+
+def run_seeds(config: ExperimentConfig, series: Series, **kwargs) -> list[RunResult]:
+    """Train (or reuse) one run per seed, in RUNS/NN_name/seed{S}; the seed is the config's `seed` field. Entries
+    that ask for ImageNet weights train from random init when they are missing, and say so. Every seed trains with
+    the series' one budget. A seed whose folder is empty starts from another entry's checkpoint when
+    that entry trained exactly the same config on the same data (it is then re-evaluated, not retrained)."""
+    kwargs.setdefault("on_missing_weights", "random_init")
+    kwargs.setdefault("resume", True)  # an interrupted render continues its runs from their last finished epoch
+    explicit = kwargs.pop("overrides", None) or {}
+    out = []
+    for i, seed in enumerate(series.seeds):
+        cfg = replace(config, seed=seed)
+        overrides = {**series.budget, **explicit}
+        d = seed_dir(series.runs, config, seed)
+        adopt_twin(series, cfg, seed, d, explicit)
+        # the pre-scan's table is the same for every seed: logged once
+        out.append(run_experiment(cfg, series.data, d, profile=series.profile, device=series.device,
+                                  overrides=overrides or None, log_findings=i == 0, **kwargs))
+    return out
+
+
+def load_runs(entries: Iterable[str], series: Series) -> dict[str, list[dict]]:
+    """Other notebooks' finished runs (their metrics.json, per seed), for the comparisons a claim needs. Only runs
+    of this series' profile count; nothing is trained here. Says what it found."""
+    out: dict[str, list[dict]] = {}
+    for entry in entries:
+        cfg = get_config(entry)
+        found = []
+        for seed in series.seeds:
+            try:
+                m = load_metrics(seed_dir(series.runs, cfg, seed))
+            except FileNotFoundError:
+                continue
+            if m.get("profile") == series.profile:
+                found.append(m)
+        out[cfg.entry] = found
+        seeds_found = ", ".join(str(m["config"]["seed"]) for m in found)
+        print(f"entry {cfg.entry} ({cfg.name}): " + (f"seed(s) {seeds_found} loaded" if found else
+              f"no finished '{series.profile}' run in its folder: run notebook {cfg.entry} first; claims that "
+              "compare with it are not tested here"))
+    return out
+
+
+def experiments_by_seed(series: Series) -> dict[str, list[dict]]:
+    """Every registered experiment's metrics per seed: from its seed folder when that holds a finished run of the
+    same training and data (experiment.training_differences), else trained now."""
+    out: dict[str, list[dict]] = {}
+    fps: dict[tuple[int, int], str] = {}  # (seed, image size) -> fingerprint: one pre-scan each
+    for cfg in REGISTRY.values():
+        out[cfg.entry] = []
+        for seed in series.seeds:
+            want = wanted_config(series, cfg, seed)
+            d = seed_dir(series.runs, cfg, seed)
+            m = None
+            if RunDir(d).is_finished():
+                key = (seed, want.image_size)
+                if key not in fps:  # (setdefault would pre-scan the folder again for every entry)
+                    fps[key] = data_fingerprint(series.data, want)
+                if not training_differences(d, want, "folders", fps[key]):
+                    m = load_metrics(d)
+            if m is None:
+                m = run_experiment(replace(cfg, seed=seed), series.data, d, profile=series.profile,
+                                   device=series.device, overrides=series.budget or None,
+                                   on_missing_weights="random_init").metrics
+            out[cfg.entry].append(m)
+    return out
+
+
+def stress_seeds(results, series: Series) -> dict[str, Any]:
+    """The stress test of every seed's run (cached in its run folder); each run's metrics keep the summary under
+    'stress', for the verdicts."""
+    from ..studies.stress import stress_run
+
+    reports = {}
+    for r in results:
+        rep = stress_run(r.run_dir, series.data)
+        r.metrics["stress"] = rep.summary()
+        reports[f"{r.config.name}, seed {r.config.seed}"] = rep
+    return reports
+
+
+def holdout_list(holdouts: str | Iterable[str]) -> tuple[str, ...]:
+    """The ablation's protocols as a tuple ('folders,early_ids' from papermill or the environment; 'none' or ''
+    skips the ablation); says what this render leaves out."""
+    items = [h for h in (holdouts.replace(" ", "").split(",") if isinstance(holdouts, str) else holdouts) if h]
+    if items in ([], ["none"]):
+        print("the ablation was not trained in this render (HOLDOUTS=none): seven more runs than this machine's time "
+              "allowed; its table, the protocol ranking and their figure are empty here")
+        return ()
+    bad = [h for h in items if h not in ("folders", "early_ids")]
+    if bad or "folders" not in items:
+        raise ValueError(f"HOLDOUTS {holdouts!r}: 'folders' plus optionally 'early_ids', or 'none' "
+                         f"(got {', '.join(bad) or 'no folders'})")
+    if "early_ids" not in items:
+        print("this render scores the steps on the random split and the stress test only: the early-ID holdout was "
+              "not trained (HOLDOUTS), so its columns are empty and no protocol is ranked against it")
+    return tuple(items)
+
+
+def ablation(series: Series, holdouts: str | Iterable[str] = ("folders", "early_ids"),
+             skip: str | Iterable[str] = ()) -> list[dict[str, Any]]:
+    """Notebook 10's ablation rows (protocol.score_steps) under the chosen protocols; [] when HOLDOUTS skips it.
+    `skip` leaves side branches out ('abl_per_image'; SKIP_STEPS in the notebook), said in one line; a step on the
+    path to the recipe cannot be skipped (every later step builds on it)."""
+    from ..studies.protocol import ablation_configs, score_steps
+
+    chosen = holdout_list(holdouts)
+    if not chosen:
+        return []
+    skip = {x for x in (skip.replace(" ", "").split(",") if isinstance(skip, str) else skip) if x}
+    side = {"abl_per_image"}
+    if skip - side:
+        raise ValueError(f"SKIP_STEPS {', '.join(sorted(skip - side))}: only side branches can be left out "
+                         f"({', '.join(sorted(side))})")
+    if skip:
+        print(f"left out of this render: {', '.join(sorted(skip))} (a side branch; "
+              f"'python -m pneumolib ablate --steps {' '.join(sorted(skip))}' trains it)")
+    return score_steps(series.data, series.runs, profile=series.profile, device=series.device,
+                       configs=[c for c in ablation_configs() if c.name not in skip],
+                       holdouts=chosen, overrides=series.budget or None, seeds=tuple(series.seeds))
+
+
+def matched_baseline(series: Series, train: bool = True) -> dict[str, Any] | None:
+    """Notebook 10's anchor pair at equal budget: the log's baseline at the recipe's budget, one run per seed
+    (protocol.matched_baseline; a run of the same training, such as notebook 01's when the budgets agree, is
+    re-evaluated, not retrained), pooled into one ablation row whose 'metrics_by_seed' the verdicts read; None,
+    said in one line, when this render does not train it."""
+    from ..core.config import BASELINE, RECOMMENDED
+    from ..studies.protocol import budget_of, matched_baseline as train_matched, pool_seeds
+    from ..core.runs import matched_baseline_dir
+
+    b = {**budget_of(RECOMMENDED, series.profile), **series.budget}
+    if not train:
+        print(f"not trained in this render (MATCHED=False): the log's baseline at the recipe's budget "
+              f"({b['epochs']} epochs of {b['max_train_images'] or 'all'} images at {b['image_size']} px) is one more "
+              "full-length run; the claims that compare with it are marked not tested")
+        return None
+    print(f"the log's baseline at the recipe's budget: {b['image_size']} px, {b['epochs']} epochs, batch "
+          f"{b['batch_size']}, {b['max_train_images'] or 'all'} training images per epoch")
+    by_seed = {}
+    for seed in series.seeds:
+        adopt_twin(series, replace(BASELINE, seed=seed), seed, matched_baseline_dir(series.runs, seed), b)
+        by_seed[seed] = train_matched(series.data, series.runs, profile=series.profile, device=series.device,
+                                      overrides=series.budget or None, seed=seed)
+    row = pool_seeds("baseline (recommended budget)", "the log's baseline, trained as long as the recipe", by_seed)
+    row["metrics_by_seed"] = [one["metrics"] for one in by_seed.values()]
+    return row
+
+
+def matched_stress(matched: dict[str, Any] | None, series: Series) -> dict[str, Any]:
+    """The matched baseline's stress reports (one per seed) keyed for notebook.stress_table; nothing when it was
+    not trained."""
+    from ..studies.stress import stress_run
+
+    if not matched:
+        return {}
+    return {f"log's baseline, same budget, seed {seed}": stress_run(one["run_dir"], series.data)
+            for seed, one in matched["by_seed"].items()}
+
+
+def shortcut_audit(r, series: Series, split: str = "val") -> dict:
+    """The shortcut audit of a run on one split of its data (shortcuts.audit_run: kept in its run folder)."""
+    from ..studies.shortcuts import audit_run
+    return audit_run(r.run_dir, series.data, split=split)

@@ -1,0 +1,235 @@
+"""Shortcut audit: how far a model's decisions rest on acquisition statistics and on pixels outside the lungs.
+
+Three measurements of one run on one split (validation by default: the audit is used for selection):
+- a probe: gradient boosting on ten global image statistics that describe acquisition, not anatomy, trained on the
+  training split; its AUC on the split says how much a model could learn without looking at a lung;
+- reliance: the change in P(PNEUMONIA), and the share of flipped decisions, when the pixels outside (or inside) the
+  lung fields are replaced by a neutral fill; a model that looks at the lungs changes little for the outside;
+- worst group: each class's recall within the half of its films the probe finds typical of the class and the half
+  it finds atypical, with intervals by patient; a shortcut-using model fails on the atypical half.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage as ndi
+
+from ..analysis.cam import lung_mask
+from ..core.stats import auc_with_interval, patient_bootstrap
+from ..models.checkpoint import Predictor
+from ..core.config import CLASSES
+from ..data.dataset import DEFAULT_CACHE, DecodedCache, Sample, prepare, resolve_data_dir
+from ..models.inference import predict_proba
+from ..core.io import save_json
+from ..data.lungs import LungSegmenter, annotated_mask, shipped_segmenter
+from ..core.runs import RunDir, load_metrics
+
+log = logging.getLogger(__name__)
+
+PROBE_SIZE = 224  # the probe reads every film squashed to this size, whatever the model's input
+BORDER = 20  # px at PROBE_SIZE: the width of each border strip
+BLACK = 10  # grey level at or below which a pixel counts as near-black (collimation, padding)
+PROBE_FEATURES = ("grey_mean", "grey_std", "grey_p05", "grey_p95", "black_share", "log_laplacian_var",
+                  "border_top_mean", "border_bottom_mean", "border_left_mean", "border_right_mean")
+FILL = "the film's mean grey level (in the model's input frame)"
+
+
+def global_stats(img: np.ndarray) -> np.ndarray:
+    """The probe's ten statistics (PROBE_FEATURES) of a uint8 film at PROBE_SIZE."""
+    a = img.astype(np.float64)
+    lap = ndi.laplace(a)
+    return np.array([a.mean(), a.std(), np.percentile(a, 5), np.percentile(a, 95), float((img <= BLACK).mean()),
+                     np.log1p(lap.var()), a[:BORDER].mean(), a[-BORDER:].mean(), a[:, :BORDER].mean(),
+                     a[:, -BORDER:].mean()])
+
+
+def probe_features(samples: list[Sample], cache: DecodedCache | None = None, view=None) -> np.ndarray:
+    """The statistics of each whole film squashed to PROBE_SIZE; with `view` (a model's decode view, e.g. a lung
+    crop), of what that model sees instead, resized to PROBE_SIZE."""
+    cache = cache or DEFAULT_CACHE
+
+    def image(s):
+        if view is None:
+            return cache.get(s.path, PROBE_SIZE)
+        a = cache.get(s.path, view)
+        return a if a.shape == (PROBE_SIZE, PROBE_SIZE) else \
+            np.asarray(Image.fromarray(a).resize((PROBE_SIZE, PROBE_SIZE), Image.BILINEAR))
+    return np.stack([global_stats(image(s)) for s in samples]) if samples else np.zeros((0, len(PROBE_FEATURES)))
+
+
+def fit_probe(train: list[Sample], seed: int = 0, cache: DecodedCache | None = None, view=None):
+    """Gradient boosting on the global statistics of the training films (scikit-learn's, seeded)."""
+    from sklearn.ensemble import GradientBoostingClassifier
+    probe = GradientBoostingClassifier(random_state=seed)
+    probe.fit(probe_features(train, cache, view), np.array([s.label for s in train]))
+    return probe
+
+
+def masks_in_view(pred: Predictor, samples: list[Sample], cache: DecodedCache,
+                  exact_masks: Callable | None = annotated_mask, segmenter: LungSegmenter | None = None
+                  ) -> tuple[list[np.ndarray | None], dict[str, int]]:
+    """Each film's lung mask in the model's input frame (annotated where the film has one, else learned; a learned
+    mask that fails its check is None: that film is left out of the reliance)."""
+    segmenter = segmenter or shipped_segmenter()
+    view, out, counts = pred.preprocessing.view, [], {"annotated": 0, "learned": 0, "failed": 0}
+    for s in samples:
+        img = cache.get(s.path, view)
+        m, how, problem = lung_mask(s, img, exact_masks, segmenter, cache.box(s.path, view))
+        counts["failed" if problem else how] += 1
+        out.append(None if problem else m)
+    return out, counts
+
+
+def _probs(pred: Predictor, images: np.ndarray) -> np.ndarray:
+    return pred.predict_proba(pred.preprocessing(torch.from_numpy(images)[:, None]))
+
+
+def reliance(pred: Predictor, samples: list[Sample], masks: list[np.ndarray | None], region: str,
+             cache: DecodedCache | None = None, batch_size: int = 64, seed: int = 0) -> dict[str, Any]:
+    """Replace the pixels outside (region='outside') or inside ('inside') each film's lung mask by FILL, and report
+    the mean absolute change in P(PNEUMONIA) with a 95% interval by patient, the mean signed change, and the share
+    of decisions that flip at the checkpoint's threshold; per class too."""
+    if region not in ("outside", "inside"):
+        raise ValueError(f"region must be 'outside' or 'inside', not {region!r}")
+    cache = cache or DEFAULT_CACHE
+    keep = [i for i, m in enumerate(masks) if m is not None]
+    before, after = [], []
+    for start in range(0, len(keep), batch_size):
+        idx = keep[start:start + batch_size]
+        imgs = np.stack([cache.get(samples[i].path, pred.preprocessing.view) for i in idx])
+        filled = imgs.copy()
+        for j, i in enumerate(idx):
+            where = ~masks[i] if region == "outside" else masks[i]
+            filled[j][where] = np.uint8(round(float(imgs[j].mean())))
+        before.append(_probs(pred, imgs))
+        after.append(_probs(pred, filled))
+    p0 = np.concatenate(before) if before else np.zeros(0)
+    p1 = np.concatenate(after) if after else np.zeros(0)
+    labels = np.array([samples[i].label for i in keep])
+    patients = [samples[i].patient for i in keep]
+    flipped = (p0 >= pred.threshold) != (p1 >= pred.threshold)
+
+    def block(sel: np.ndarray) -> dict[str, Any]:
+        pats = [p for p, s in zip(patients, sel) if s]
+        d = p1[sel] - p0[sel]
+        return {"n": int(sel.sum()),
+                "mean_abs_change": float(np.abs(d).mean()) if len(d) else float("nan"),
+                "mean_abs_change_ci95": patient_bootstrap(np.abs(d), pats, seed=seed),
+                "mean_change": float(d.mean()) if len(d) else float("nan"),
+                "flipped_share": float(flipped[sel].mean()) if sel.any() else float("nan"),
+                "flipped_share_ci95": patient_bootstrap(flipped[sel].astype(float), pats, seed=seed)}
+
+    out = block(np.ones(len(keep), bool))
+    out["per_class"] = {c: block(labels == i) for i, c in enumerate(CLASSES) if (labels == i).any()}
+    out.update(region=region, fill=FILL, left_out=len(samples) - len(keep))
+    return out
+
+
+def worst_group(samples: list[Sample], probs: np.ndarray, threshold: float, probe_scores: np.ndarray,
+                seed: int = 0) -> dict[str, Any]:
+    """Within each class, the half of its films the probe finds typical of the class (PNEUMONIA: probe score above
+    the class's median; NORMAL: below) and the atypical half; the model's recall in each, with a 95% interval by
+    patient. The worst of the four is what a shortcut costs the films that do not carry it."""
+    labels = np.array([s.label for s in samples])
+    correct = ((np.asarray(probs) >= threshold).astype(int) == labels).astype(float)
+    groups = []
+    for i, c in enumerate(CLASSES):
+        sel = np.flatnonzero(labels == i)
+        if not len(sel):
+            continue
+        med = np.median(probe_scores[sel])
+        typical = probe_scores[sel] > med if i == 1 else probe_scores[sel] <= med
+        for half, mask in (("probe agrees", typical), ("probe disagrees", ~typical)):
+            idx = sel[mask]
+            groups.append({"class": c, "half": half, "n": int(len(idx)),
+                           "recall": float(correct[idx].mean()) if len(idx) else float("nan"),
+                           "ci95": patient_bootstrap(correct[idx], [samples[j].patient for j in idx], seed=seed)})
+    worst = min((g for g in groups if g["n"]), key=lambda g: g["recall"], default=None)
+    return {"groups": groups, "worst": worst,
+            "note": "recall of each class within the half of its films the shortcut probe finds typical of the class "
+                    "and the half it finds atypical (split at the class's median probe score)"}
+
+
+def audit(pred: Predictor, train: list[Sample], samples: list[Sample], *, seed: int = 0,
+          cache: DecodedCache | None = None, exact_masks: Callable | None = annotated_mask,
+          segmenter: LungSegmenter | None = None) -> dict[str, Any]:
+    """The three measurements on `samples`, the probe trained on `train` (see the module docstring)."""
+    cache = cache or DEFAULT_CACHE
+    probe = fit_probe(train, seed, cache)
+    scores = probe.predict_proba(probe_features(samples, cache))[:, 1]
+    labels = [s.label for s in samples]
+    patients = [s.patient for s in samples]
+    auc, ci = auc_with_interval(np.array(labels), scores, patients, seed=seed)
+    # the same probe on what the model sees (a lung crop removes borders and collimation by construction)
+    view = pred.preprocessing.view
+    seen_probe = fit_probe(train, seed, cache, view)
+    seen = seen_probe.predict_proba(probe_features(samples, cache, view))[:, 1]
+    auc_in, ci_in = auc_with_interval(np.array(labels), seen, patients, seed=seed)
+    probs = predict_proba(pred.model, samples, pred.preprocessing, tta=bool(pred.config.tta), cache=cache,
+                          device=pred.device)
+    masks, counts = masks_in_view(pred, samples, cache, exact_masks, segmenter)
+    return {
+        "n": len(samples),
+        "probe_auc": auc, "probe_auc_ci95": ci,
+        "probe_auc_model_input": auc_in, "probe_auc_model_input_ci95": ci_in,
+        "probe": {"features": list(PROBE_FEATURES), "model": "sklearn GradientBoostingClassifier (defaults)",
+                  "trained_on": f"{len(train)} training films", "size": PROBE_SIZE, "border_px": BORDER,
+                  "mean_score": {c: float(scores[np.array(labels) == i].mean())
+                                 for i, c in enumerate(CLASSES) if i in labels}},
+        "outside_lung_reliance": reliance(pred, samples, masks, "outside", cache, seed=seed),
+        "inside_lung_reliance": reliance(pred, samples, masks, "inside", cache, seed=seed),
+        "worst_group": worst_group(samples, probs, pred.threshold, scores, seed),
+        "masks": counts,
+    }
+
+
+def audit_run(run_dir, data_dir=None, *, split: str = "val", seed: int = 0) -> dict[str, Any]:
+    """The audit of a finished run folder on one split of the data it was trained with (same seeded validation split
+    and holdout); kept as RUN_DIR/shortcuts_<split>.json, which the model card shows."""
+    run = RunDir(run_dir)
+    if not run.checkpoint.is_file():
+        raise FileNotFoundError(f"{run.checkpoint}: no checkpoint (is {run.path} a finished run folder?)")
+    metrics = load_metrics(run_dir)
+    if data_dir is None and metrics.get("data_dir") not in (None, "fixture"):
+        data_dir = metrics["data_dir"]
+    root, _ = resolve_data_dir(data_dir)
+    pred = Predictor.load(run.checkpoint)
+    data = prepare(root, seed=pred.config.seed, holdout=metrics.get("holdout", "folders"),
+                   image_size=pred.preprocessing.view)
+    log.info("shortcut audit of %s (%s) on %s %s", run.path.name, pred.config.name, root.name, split)
+    rep = audit(pred, data["train"], data[split], seed=seed)
+    rep.update(split=split, experiment=pred.config.name, checkpoint=str(run.checkpoint.resolve()),
+               data_dir=str(root))
+    save_json(rep, run.path / f"shortcuts_{split}.json")
+    return rep
+
+
+def _ci(v: list[float]) -> str:
+    return f"{v[0]:.3f}-{v[1]:.3f}" if v and np.all(np.isfinite(v)) else "n/a"
+
+
+def format_audit(rep: dict[str, Any]) -> str:
+    """The audit as a few lines of text (the CLI's output; the card's section)."""
+    lines = [f"shortcut probe ({len(rep['probe']['features'])} global statistics, no lung seen): AUC "
+             f"{rep['probe_auc']:.3f} (95% CI by patient {_ci(rep['probe_auc_ci95'])}) on {rep['n']} films"]
+    if rep.get("probe_auc_model_input") is not None:
+        lines.append(f"the same probe on the model's input (after its crop, if any): AUC "
+                     f"{rep['probe_auc_model_input']:.3f} ({_ci(rep['probe_auc_model_input_ci95'])})")
+    for key, what in (("outside_lung_reliance", "outside"), ("inside_lung_reliance", "inside")):
+        r = rep[key]
+        lines.append(f"pixels {what} the lungs replaced by a neutral fill: mean |change in P(PNEUMONIA)| "
+                     f"{r['mean_abs_change']:.3f} ({_ci(r['mean_abs_change_ci95'])}), mean change "
+                     f"{r['mean_change']:+.3f}, decisions flipped {r['flipped_share']:.1%} of {r['n']} films")
+    for g in rep["worst_group"]["groups"]:
+        lines.append(f"  {g['class']:<9} {g['half']:<16} n={g['n']:<4} recall {g['recall']:.3f} ({_ci(g['ci95'])})")
+    w = rep["worst_group"]["worst"]
+    if w:
+        lines.append(f"worst group: {w['class']}, {w['half']}: recall {w['recall']:.3f}")
+    m = rep["masks"]
+    lines.append(f"lung masks: {m['annotated']} annotated, {m['learned']} learned, {m['failed']} failed their check "
+                 f"(left out of the reliance)")
+    return "\n".join(lines)
