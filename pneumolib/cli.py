@@ -491,7 +491,8 @@ def cmd_lungs(args) -> int:
     if args.action == "train":
         if not args.data_dir:
             raise UsageError("lungs train needs --data-dir (a folder holding chest_xray/ and lung_masks/)")
-        seg, history = L.train_segmenter(args.data_dir, epochs=args.epochs, seed=args.seed,
+        from .training.lungs import train_segmenter
+        seg, history = train_segmenter(args.data_dir, epochs=args.epochs, seed=args.seed,
                                          provenance={"command": _command_line(), "commit": _commit()})
         test = L.discover_masks(args.data_dir).get("test", [])
         if test:

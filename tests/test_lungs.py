@@ -47,7 +47,8 @@ def test_calibrated_check_passes_the_masks_it_was_calibrated_on_and_refuses_far_
 @pytest.fixture(scope="module")
 def fixture_segmenter():
     """A narrow U-Net trained on the fixture's exact phantom masks: seconds on a CPU."""
-    return L.train_segmenter(fixture_dir(), epochs=12, batch_size=8, lr=5e-3, channels=(8, 16, 32, 64))
+    from pneumolib.training.lungs import train_segmenter
+    return train_segmenter(fixture_dir(), epochs=12, batch_size=8, lr=5e-3, channels=(8, 16, 32, 64))
 
 
 def test_segmenter_learns_the_fixture_lungs_to_a_high_dice(fixture_segmenter):
