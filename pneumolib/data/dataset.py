@@ -693,8 +693,7 @@ _DIGESTS: dict[tuple, str] = {}
 def file_digest(path: Path) -> str:
     """SHA-1 of the file's bytes, read in 1 MB chunks after check_readable (a FIFO, device, folder or oversized file
     is refused before a byte is read), cached by path, size and modification time."""
-    check_readable(path)
-    st = path.stat()
+    st = check_readable(path)
     key = (str(path), st.st_size, st.st_mtime_ns)
     if key not in _DIGESTS:
         h = hashlib.sha1()

@@ -66,8 +66,8 @@ def to_greyscale(im: Image.Image) -> Image.Image:
     return im.convert("L")
 
 
-def check_readable(path: str | Path) -> int:
-    """Refuse what is not a regular image-sized file before a byte of it is read; return its size in bytes.
+def check_readable(path: str | Path) -> os.stat_result:
+    """Refuse what is not a regular image-sized file before a byte of it is read; return its stat (size, mtime).
 
     Raises ImageError naming the file and the problem: no such file, a dangling symbolic link, a folder, a FIFO,
     device or socket (reading /dev/zero or a FIFO would never end), an empty file, or one over MAX_FILE_BYTES."""
@@ -93,7 +93,7 @@ def check_readable(path: str | Path) -> int:
                                "for one radiograph")
     if not os.access(path, os.R_OK):
         raise ImageError(path, "permission denied (not readable)")
-    return st.st_size
+    return st
 
 
 def check_has_image(path: str | Path, pixels: np.ndarray) -> np.ndarray:
