@@ -52,3 +52,18 @@ def test_fixture_ships_inside_the_built_wheel(tmp_path):
     assert len(shipped) == len(on_disk) > 0
     assert any("/masks/" in n for n in shipped) and any("/test/NORMAL/" in n for n in shipped)
     assert "pneumolib/weights/lungs_unet.pt" in names  # the lung segmenter ships with the package
+    # every module and every folder's __init__ (a .gitignore line 'data/' once kept pneumolib/data/__init__.py out of
+    # git, so a fresh clone built a wheel without the data layer's package)
+    sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "pneumolib").rglob("*.py")}
+    assert sources <= set(names), sorted(sources - set(names))
+    assert all(f"pneumolib/{d.name}/__init__.py" in names for d in (ROOT / "pneumolib").iterdir()
+               if d.is_dir() and any(d.glob("*.py")))
+
+
+def test_no_package_source_is_ignored_by_git():
+    """Regression: '.gitignore' held 'data/', which ignored pneumolib/data/__init__.py (never committed)."""
+    import subprocess
+
+    files = [str(p.relative_to(ROOT)) for p in (ROOT / "pneumolib").rglob("*.py")]
+    ignored = subprocess.run(["git", "-C", str(ROOT), "check-ignore", *files], capture_output=True, text=True).stdout
+    assert not ignored.split(), ignored
