@@ -97,9 +97,7 @@ plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
 # Each acts on the decoded image before the checkpoint's preprocessing. *Seen* shifts are kinds of change the robust augmentation trains on (a recipe can resist them by construction); *unseen* ones are outside it. The recipe's sharpness augmentation trains on two of the unseen kinds (low resolution and noise), so for this recipe only high contrast, JPEG and sharpening are truly unseen; the ablation's steps before `abl_sharpness` train on none of the five. The bottom row is what the recommended model sees after histogram equalisation: the intensity shifts mostly vanish.
 
 # %%
-from pneumolib.data.dataset import DEFAULT_CACHE
-
-image = DEFAULT_CACHE.get(data["test"][0].path, C.apply_profile(cfg, PROFILE).image_size)
+image = data.cache.get(data["test"][0].path, C.apply_profile(cfg, PROFILE).image_size)
 plots.show_shifts(image, normalize=cfg.normalize);
 
 # %% [markdown]

@@ -5,54 +5,20 @@ re-exported by `pneumolib` itself (`import pneumolib; pneumolib.predict(...)`). 
 main job): `pneumolib.train` is the training module's name."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .analysis import ood
 from .analysis.cam import Explanation, explain as _explain_maps
-from .models.checkpoint import Predictor
+from .models.checkpoint import Prediction, Predictor
 from .core.config import REGISTRY, ExperimentConfig, diff, format_diff, get_config, previous
-from .data.dataset import Sample, patient_id
+from .data.dataset import DecodedCache, Sample, patient_id
 from .studies.experiment import RunResult, run_experiment
 from .data.imaging import ImageError
 from .data.lungs import shipped_segmenter
 
 __all__ = ["Prediction", "load", "predict", "explain", "run", "experiments", "segment_lungs"]
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """What the package says about one film: the served prediction record.
-
-    Attributes:
-        path: the file.
-        label: "PNEUMONIA" or "NORMAL", by the checkpoint's threshold.
-        p_pneumonia: P(PNEUMONIA), test-time augmentation included when the checkpoint uses it.
-        threshold: the checkpoint's decision threshold.
-        ood_distance: the film's out-of-distribution distance (None: the checkpoint carries no reference).
-        unlike_training: True when that distance is beyond the reference's threshold (do not trust the answer).
-        lungs: "" without a lung crop; "cropped"; or "NOT FOUND: why" (the whole film was used).
-    """
-
-    path: str
-    label: str
-    p_pneumonia: float
-    threshold: float
-    ood_distance: float | None = None
-    unlike_training: bool | None = None
-    lungs: str = ""
-
-    def line(self) -> str:
-        """The tab-separated line `predict` prints."""
-        notes = [f"lungs={self.lungs}"] if self.lungs else []
-        if self.ood_distance is not None:
-            notes.append(f"ood={self.ood_distance:.1f}" + (" UNLIKE THE TRAINING FILMS: do not trust this answer"
-                                                           if self.unlike_training else ""))
-        return (f"{self.path}\t{self.label}\tp_pneumonia={self.p_pneumonia:.4f}\tthreshold={self.threshold:.3f}"
-                + "".join(f"\t{n}" for n in notes))
 
 
 def load(checkpoint: str | Path, device: str = "cpu") -> Predictor:
@@ -75,29 +41,20 @@ def _predictor(checkpoint: str | Path | Predictor) -> Predictor:
     return checkpoint if isinstance(checkpoint, Predictor) else load(checkpoint)
 
 
-def predict(checkpoint: str | Path | Predictor, files: list[str | Path], cache=None
+def predict(checkpoint: str | Path | Predictor, files: list[str | Path], cache: DecodedCache | None = None
             ) -> tuple[list[Prediction], list[ImageError]]:
     """Predict image files (JPEG, PNG, DICOM; any size), each film through the network once.
 
     Args:
         checkpoint: a Predictor, a checkpoint file or a run folder.
         files: the films.
-        cache: a data.DecodedCache to decode into (default: the process's).
+        cache: a DecodedCache to decode into (default: the predictor's own).
 
     Returns:
         (one Prediction per readable film, in the order given; the refused files, each an ImageError naming the
         file and the problem). One bad film never costs the others their prediction.
     """
-    pred = _predictor(checkpoint)
-    done, refused = pred.predict_files(files, cache=cache)
-    far = ood.score(pred, [Sample(Path(p), -1, patient_id(Path(p)), "predict") for p, _, _ in done], cache=cache)
-    out = []
-    for i, (path, label, p) in enumerate(done):
-        note = pred.input_note(path, cache)
-        out.append(Prediction(path, label, p, pred.threshold,
-                              None if far is None else float(far[0][i]), None if far is None else bool(far[1][i]),
-                              note.removeprefix("lungs=")))
-    return out, refused
+    return _predictor(checkpoint).predict_records(files, cache=cache)
 
 
 def explain(checkpoint: str | Path | Predictor, files: list[str | Path], target: str = "predicted") -> Explanation:
@@ -114,7 +71,7 @@ def explain(checkpoint: str | Path | Predictor, files: list[str | Path], target:
     pred = _predictor(checkpoint)
     samples = [Sample(Path(f), -1, patient_id(Path(f)), "predict") for f in files]
     return _explain_maps(pred.model, samples, pred.preprocessing, pred.threshold, target=target,
-                         tta=bool(pred.config.tta))
+                         tta=bool(pred.config.tta), cache=pred.cache)
 
 
 def run(experiment: str | ExperimentConfig, data_dir: str | Path | None = None, out: str | Path | None = None,

@@ -214,7 +214,7 @@ def cmd_ensemble(args) -> int:
           f"ECE {v['ece_before']:.3f} -> {v['ece_after']:.3f}")
     out = {"checkpoint": str(args.out), **rec}
     if "test" in data.splits and data["test"]:
-        scores = predict_samples(pred.model, data["test"], pred.preprocessing, tta=pred.config.tta)
+        scores = predict_samples(pred.model, data["test"], pred.preprocessing, tta=pred.config.tta, cache=data.cache)
         out["test"] = compute_metrics(scores, pred.threshold, seed=0)
         print(f"test split ({data.holdout} holdout):")
         print(format_metrics(out["test"]))
@@ -224,13 +224,14 @@ def cmd_ensemble(args) -> int:
     return 0
 
 
-def _cohort(data_dir, split: str, image_size: int):
-    """One split of a cohort folder (no train/ needed), pre-scanned; its notes and skipped files on stderr."""
+def _cohort(data_dir, split: str, image_size: int, cache=None):
+    """One split of a cohort folder (no train/ needed), pre-scanned into CACHE (the predictor's, so the films are
+    decoded once); its notes and skipped files on stderr."""
     from .data.dataset import discover_split, prescan
     data = discover_split(data_dir, split)
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)
-    data = prescan(data, image_size)
+    data = prescan(data, image_size, cache=cache)
     from .data.dataset import summarise_errors
     for line in summarise_errors(data.bad_files):
         print(f"skipping unreadable file: {line}", file=sys.stderr)
@@ -281,14 +282,16 @@ def cmd_evaluate(args) -> int:
         if out:
             ensure_writable_file(out)
     pred = Predictor.load(args.checkpoint)
-    samples = _cohort(source, args.split, pred.preprocessing.view)
+    samples = _cohort(source, args.split, pred.preprocessing.view, pred.cache)
     threshold = pred.threshold if args.threshold is None else args.threshold
-    scores = predict_samples(pred.model, samples, pred.preprocessing, tta=pred.config.tta)
+    # one pass: the scores and the features the OOD flag reads
+    scores = predict_samples(pred.model, samples, pred.preprocessing, tta=pred.config.tta, cache=pred.cache,
+                             features=bool(pred.extra.get("ood")))
     m = compute_metrics(scores, threshold, seed=0)
     print(f"{args.checkpoint}: {pred.config.name} on {source}/{args.split}")
     print(format_metrics(m))
     from .analysis import ood
-    far, columns = ood.score(pred, samples), {}
+    far, columns = ood.flag(pred.extra.get("ood"), scores.features), {}
     if far is not None:  # is this cohort like the training data? (flags ~1% of validation films)
         m["ood"] = ood.summary(pred.extra["ood"], *far)
         print(ood.describe(m["ood"]))
@@ -376,7 +379,7 @@ def cmd_explain(args) -> int:
     if args.json:
         ensure_writable_file(args.json)
     pred = Predictor.load(args.checkpoint)
-    samples = _cohort(source, args.split, pred.preprocessing.view)
+    samples = _cohort(source, args.split, pred.preprocessing.view, pred.cache)
     if args.compare:
         return _compare_methods(pred, samples, args)
     # lung masks: annotated where a film has one (the shared data's lung_masks/, the fixture), else the segmenter's
@@ -485,6 +488,24 @@ def cmd_candidates(args) -> int:
     return 0
 
 
+def _lungs_coverage(L, seg, args) -> int:
+    """lungs coverage: how much annotated lung the lung-mask view keeps, per dilation (validation by default)."""
+    from .core.io import save_json
+    if not args.data_dir:
+        raise UsageError("lungs coverage needs --data-dir (a folder holding chest_xray/ and lung_masks/)")
+    split = args.split or "val"  # the dilation is chosen on validation films, never the test split
+    pairs = L.discover_masks(args.data_dir).get(split, [])
+    if not pairs:
+        raise UsageError(f"{args.data_dir}: no annotated masks in the {split} split")
+    r = L.mask_coverage(seg, pairs)
+    print(f"{split} split, {len(pairs)} annotated films; kept = share of films keeping at least "
+          f"{L.COVERAGE_KEEP:.0%} of their annotated lung; mean and 5th percentile of the share kept")
+    print(L.format_coverage(r))
+    if args.json:
+        save_json({**r, "split": split, "dilations": {str(k): v for k, v in r["dilations"].items()}}, args.json)
+    return 0
+
+
 def cmd_lungs(args) -> int:
     from .data import lungs as L
     from .core.io import save_json
@@ -506,7 +527,10 @@ def cmd_lungs(args) -> int:
             save_json({"provenance": seg.provenance, "history": history}, args.json)
         return 0
     seg = L.LungSegmenter.load(args.weights)
+    if args.action == "coverage":
+        return _lungs_coverage(L, seg, args)
     if args.action == "evaluate":
+        args.split = args.split or "test"
         if not args.data_dir:
             raise UsageError("lungs evaluate needs --data-dir (a folder holding chest_xray/ and lung_masks/)")
         pairs = L.discover_masks(args.data_dir).get(args.split, [])
@@ -555,10 +579,10 @@ def cmd_stress(args) -> int:
 
 def cmd_shortcuts(args) -> int:
     from .core.io import save_json
-    from .studies.shortcuts import audit_run, format_audit
-    reps = {}
+    from .studies.shortcuts import Probes, audit_run, format_audit
+    reps, probes = {}, Probes()  # runs trained on the same films share one fitted probe
     for d in args.run_dirs:
-        reps[str(d)] = rep = audit_run(d, args.data_dir, split=args.split, seed=args.seed)
+        reps[str(d)] = rep = audit_run(d, args.data_dir, split=args.split, seed=args.seed, probes=probes)
         print(f"{d} ({rep['experiment']}) on {args.split}:")
         print(format_audit(rep))
         print()
@@ -575,30 +599,31 @@ def default_workers() -> int:
     return 0 if cores <= 4 else min(8, cores // 2)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = ArgumentParser(prog="python -m pneumolib", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+def _common_args(s, data_required: bool = False) -> None:
+    """The options every training command shares (data source, device, profile, Grad-CAM count, pre-scan, workers)."""
+    s.add_argument("--data-dir", required=data_required,
+                   help="Kaggle-layout folder ROOT/{train,val,test}/{NORMAL,PNEUMONIA} (default: $PNEUMOLIB_DATA_DIR, "
+                        "else the bundled fixture)")
+    s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    s.add_argument("--profile", choices=list(C.PROFILES), default=None,
+                   help="run size: smoke | fixture | cpu | gpu | full (default: fixture for the fixture, else cpu or gpu)")
+    s.add_argument("--cam-per-class", type=int_in(0, 1000), default=4, help="Grad-CAM images per class (0 = none)")
+    s.add_argument("--strict", action="store_true",
+                   help="refuse to start on any pre-scan finding: unreadable or identical files, patients in two splits "
+                        "(default: skip unreadable files and list everything)")
+    _manifest_args(s)
+    s.add_argument("--workers", type=int_in(0, 64), default=default_workers(),
+                   help=f"DataLoader processes serving decoded films (default on this machine: {default_workers()}; "
+                        "results do not depend on it)")
 
+
+def _add_experiments(sub) -> None:
     s = sub.add_parser("experiments", help="list the registered experiments and what each changes")
     s.add_argument("--ablations", action="store_true", help="also list notebook 10's ablation steps")
     s.set_defaults(func=cmd_experiments)
 
-    def common(s, data_required=False):
-        s.add_argument("--data-dir", required=data_required,
-                       help="Kaggle-layout folder ROOT/{train,val,test}/{NORMAL,PNEUMONIA} (default: $PNEUMOLIB_DATA_DIR, "
-                            "else the bundled fixture)")
-        s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-        s.add_argument("--profile", choices=list(C.PROFILES), default=None,
-                       help="run size: smoke | fixture | cpu | gpu | full (default: fixture for the fixture, else cpu or gpu)")
-        s.add_argument("--cam-per-class", type=int_in(0, 1000), default=4, help="Grad-CAM images per class (0 = none)")
-        s.add_argument("--strict", action="store_true",
-                       help="refuse to start on any pre-scan finding: unreadable or identical files, patients in two splits "
-                            "(default: skip unreadable files and list everything)")
-        _manifest_args(s)
-        s.add_argument("--workers", type=int_in(0, 64), default=default_workers(),
-                       help=f"DataLoader processes serving decoded films (default on this machine: {default_workers()}; "
-                            "results do not depend on it)")
 
+def _add_run(sub) -> None:
     s = sub.add_parser("run", help="train and evaluate experiments, then print a comparison table (the main job)")
     s.add_argument("experiments", nargs="*", default=["all"], help="names or entry numbers, or 'all' (default)")
     s.add_argument("--out", default="runs", help="folder for the run folders (default: runs)")
@@ -607,9 +632,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "training, with its records (without it, such a folder is refused)")
     s.add_argument("--seeds", nargs="+", type=int_in(0, 2**32 - 1), metavar="S",
                    help="train each experiment once per seed, into OUT/NN_name/seedS (the notebooks' layout)")
-    common(s)
+    _common_args(s)
     s.set_defaults(func=cmd_run)
 
+
+def _add_train(sub) -> None:
     s = sub.add_parser("train", help="train one experiment; writes RUN_DIR/checkpoint.pt, metrics.json, scores")
     s.add_argument("experiment", help="name or entry number (see 'experiments')")
     s.add_argument("--out", required=True, help="run folder")
@@ -633,9 +660,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-sync-bn", action="store_true",
                    help="under torchrun: BatchNorm statistics per process instead of over the global batch "
                         "(recorded in the config as sync_bn=false)")
-    common(s)
+    _common_args(s)
     s.set_defaults(func=cmd_train)
 
+
+def _add_evaluate(sub) -> None:
     s = sub.add_parser("evaluate", help="report a checkpoint's metrics on a split")
     s.add_argument("checkpoint")
     _manifest_args(s)
@@ -655,6 +684,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--save-adapted", metavar="PATH", help="save the adapted model as a new checkpoint here")
     s.set_defaults(func=cmd_evaluate)
 
+
+def _add_ensemble(sub) -> None:
     s = sub.add_parser("ensemble", help="serve several runs (e.g. seeds) as one checkpoint: mean probability, "
                                         "temperature and threshold fitted on the validation split")
     s.add_argument("checkpoints", nargs="+", help="checkpoint.pt files or run folders (one = temperature scaling only)")
@@ -665,10 +696,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="write what was fitted, and the test split's metrics, as JSON here")
     s.set_defaults(func=cmd_ensemble)
 
+
+def _add_card(sub) -> None:
     s = sub.add_parser("card", help="write RUN_DIR/MODEL_CARD.md from what the run folder holds")
     s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     s.set_defaults(func=cmd_card)
 
+
+def _add_predict(sub) -> None:
     s = sub.add_parser("predict", help="label and P(PNEUMONIA) for image files")
     s.add_argument("checkpoint")
     s.add_argument("images", nargs="+")
@@ -678,6 +713,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the class the overlay explains (default: the predicted class)")
     s.set_defaults(func=cmd_predict)
 
+
+def _add_explain(sub) -> None:
     s = sub.add_parser("explain", help="Grad-CAM for a checkpoint on a split: grid, lung masks with their check, "
                                        "lung/heart lift with intervals, randomisation test, ROAD faithfulness")
     s.add_argument("checkpoint")
@@ -702,6 +739,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", help="folder for the figures (default: gradcam/ beside the checkpoint)")
     s.set_defaults(func=cmd_explain)
 
+
+def _add_bench(sub) -> None:
     s = sub.add_parser("bench", help="training images/s: plain ImageFolder pipeline vs pneumolib's vs pure compute")
     s.add_argument("--data-dir", help="Kaggle-layout folder (default: $PNEUMOLIB_DATA_DIR, else the bundled fixture)")
     _manifest_args(s)
@@ -716,6 +755,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "experiment here")
     s.set_defaults(func=cmd_bench)
 
+
+def _add_stress(sub) -> None:
     s = sub.add_parser("stress", help="simulated scanner shifts: a finished run's metrics on shifted copies of its "
                                       "test split (writes RUN_DIR/stress.json)")
     s.add_argument("run_dirs", nargs="+")
@@ -727,6 +768,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--recompute", action="store_true", help="ignore a saved stress.json")
     s.set_defaults(func=cmd_stress)
 
+
+def _add_shortcuts(sub) -> None:
     s = sub.add_parser("shortcuts", help="shortcut audit of a finished run: a probe on acquisition statistics, the "
                                          "model's reliance on pixels outside and inside the lungs, worst-group recall "
                                          "(writes RUN_DIR/shortcuts_SPLIT.json)")
@@ -738,6 +781,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", help="also write the report here")
     s.set_defaults(func=cmd_shortcuts)
 
+
+def _add_ablate(sub) -> None:
     s = sub.add_parser("ablate", help="train (or reuse) notebook 10's ablation steps one lever at a time, stress-test "
                                       "them, and print the table scored by each validation protocol")
     s.add_argument("--data-dir", help="Kaggle-layout folder (default: $PNEUMOLIB_DATA_DIR, else the bundled fixture)")
@@ -756,6 +801,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     s.set_defaults(func=cmd_ablate)
 
+
+def _add_candidates(sub) -> None:
     s = sub.add_parser("candidates", help="the recipe candidates' table from finished run folders: internal test, stress "
                                           "mean/worst/held-out NORMAL recall, youden vs youden_shifted, seed ensembles")
     s.add_argument("groups", nargs="*", metavar="NAME=RUN_DIR[,RUN_DIR...]")
@@ -769,14 +816,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "then validation AUC, paired by seed (reads no test split)")
     s.set_defaults(func=cmd_candidates)
 
+
+def _add_lungs(sub) -> None:
     s = sub.add_parser("lungs", help="the lung-field segmenter: train it on annotated masks, evaluate its Dice, "
                                      "segment films (DICOM included)")
-    s.add_argument("action", choices=["train", "evaluate", "segment"])
+    s.add_argument("action", choices=["train", "evaluate", "segment", "coverage"])
     s.add_argument("files", nargs="*", help="segment: the films")
     s.add_argument("--data-dir", help="train/evaluate: a folder holding chest_xray/ and lung_masks/ (or the fixture's "
                                       "masks/ layout)")
     s.add_argument("--weights", help="evaluate/segment: a segmenter file (default: the one shipped in the package)")
-    s.add_argument("--split", default="test", choices=["train", "val", "test"])
+    s.add_argument("--split", default=None, choices=["train", "val", "test"],
+                   help="evaluate: default test; coverage: default val")
     s.add_argument("--epochs", type=int_in(1, C.MAX_EPOCHS), default=30)
     s.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0)
     s.add_argument("--out", help="train: where to write the segmenter (default lungs_unet.pt); segment: folder for "
@@ -786,10 +836,46 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--figure", help="evaluate: a PNG of the worst-Dice films and others, annotated vs learned masks")
     s.set_defaults(func=cmd_lungs)
 
+
+def _add_compare(sub) -> None:
     s = sub.add_parser("compare", help="print the comparison table for finished run folders")
     s.add_argument("run_dirs", nargs="+")
     s.set_defaults(func=cmd_compare)
+
+
+_COMMANDS = (_add_experiments, _add_run, _add_train, _add_evaluate, _add_ensemble, _add_card, _add_predict, _add_explain, _add_bench, _add_stress, _add_shortcuts, _add_ablate, _add_candidates, _add_lungs, _add_compare)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line: one sub-command per job, each added by its own `_add_<command>`."""
+    p = ArgumentParser(prog="python -m pneumolib", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=ArgumentParser)
+    for add in _COMMANDS:
+        add(sub)
     return p
+
+
+def reference_markdown(width: int = 100) -> str:
+    """The command-line reference as Markdown, generated from `build_parser` (the docs site's command-line page is
+    built from it, so the page cannot drift from the parser).
+
+    Args:
+        width: the column width the help text is wrapped at.
+
+    Returns:
+        One section per sub-command: its one-line summary, then its `--help` text in a code block.
+    """
+    def formatter(prog):
+        return argparse.HelpFormatter(prog, width=width)
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    summary = {c.dest: c.help for c in sub._choices_actions}
+    parts = []
+    for name, sp in sub.choices.items():
+        sp.formatter_class = formatter
+        parts.append(f"## `{name}`\n\n{summary.get(name, '')}\n\n```text\n{sp.format_help().rstrip()}\n```\n")
+    return "\n".join(parts)
 
 
 def _command_line() -> str:

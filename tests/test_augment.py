@@ -9,7 +9,9 @@ import torch
 import pneumolib.data.augment as A
 from pneumolib.data.augment import BatchAugment, TrainBatches, prepare_batch
 from pneumolib.core.config import RECOMMENDED
-from pneumolib.data.transforms import TRANSFORMS, CentralFocus, Preprocessing, build
+from pneumolib.data.transforms import TRANSFORMS, CentralFocus, Preprocessing
+
+from augment_reference import ORACLE, build
 
 N_DRAWS = 800
 SIZE = 64
@@ -87,7 +89,9 @@ SPECS = ["log_baseline", "log_strong_normal", "robust", "central_focus", "centra
 
 
 def test_every_named_transform_has_a_batched_equivalent():
-    assert set(A.BATCHED) == set(TRANSFORMS)
+    # the log's pipelines have a per-sample reference in the package; the recipe's a test oracle (one implementation
+    # each in the package: the batched one)
+    assert set(A.BATCHED) == set(TRANSFORMS) | set(ORACLE)
 
 
 @pytest.mark.parametrize("spec", SPECS)
@@ -238,10 +242,18 @@ def test_figure_shows_both_paths_and_leaves_the_global_rng_alone():
     from pneumolib.data.fixture import fixture_dir
     from pneumolib.analysis.plots import show_batched_vs_reference
 
+    from pneumolib.core.config import BASELINE
     state = torch.get_rng_state()
-    fig = show_batched_vs_reference(RECOMMENDED, discover(fixture_dir())["train"], n_draws=2)
+    fig = show_batched_vs_reference(BASELINE, discover(fixture_dir())["train"], n_draws=2)
     assert torch.equal(torch.get_rng_state(), state)
     titles = [ax.get_title() for ax in fig.axes]
     assert len(fig.axes) == 4 * 3  # one image per class, two rows each, decoded + 2 draws
     assert sum("per-sample reference" in t for t in titles) == sum("batched" in t for t in titles) == 4
+    plt.close(fig)
+    # the recipe's augmentations exist only batched: their reference row says so instead of drawing
+    fig = show_batched_vs_reference(RECOMMENDED, discover(fixture_dir())["train"], n_draws=2)
+    titles = [ax.get_title() for ax in fig.axes]
+    texts = [x.get_text() for ax in fig.axes for x in ax.texts]
+    assert sum("batched" in t for t in titles) == 4 and sum("per-sample reference" in t for t in titles) == 0
+    assert sum("no per-sample reference" in x for x in texts) == 2
     plt.close(fig)

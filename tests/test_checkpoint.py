@@ -24,19 +24,19 @@ def test_predictor_reproduces_training_time_probabilities(trained_run):
     samples = trained_run.test.samples[:6]
     probs = p.predict_proba(torch.stack([p.preprocess(s.path) for s in samples]))
     assert np.allclose(probs, trained_run.test.probs[:6], atol=1e-5)
-    done, refused = p.predict_files([s.path for s in samples])
-    assert not refused and all(lbl in CLASSES for _, lbl, _ in done)
-    assert np.allclose([v for _, _, v in done], trained_run.test.probs[:6], atol=1e-5)  # streamed, same numbers
+    done, refused = p.predict_records([s.path for s in samples])
+    assert not refused and all(r.label in CLASSES for r in done)
+    assert np.allclose([r.p_pneumonia for r in done], trained_run.test.probs[:6], atol=1e-5)  # streamed, same numbers
 
 
-def test_predict_files_predicts_every_readable_film_and_returns_the_refused_one_regression(trained_run, tmp_path):
+def test_predict_records_predicts_every_readable_film_and_returns_the_refused_one_regression(trained_run, tmp_path):
     # regression: one unreadable film in a predict batch aborted the whole batch, losing the good ones
     p = Predictor.load(trained_run.run_dir / "checkpoint.pt")
     good = [s.path for s in trained_run.test.samples[:3]]
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")
-    done, refused = p.predict_files([good[0], bad, *good[1:]])
-    assert [d[0] for d in done] == [str(g) for g in good]
+    done, refused = p.predict_records([good[0], bad, *good[1:]])
+    assert [d.path for d in done] == [str(g) for g in good]
     assert [e.path for e in refused] == [bad] and "broken.png" in str(refused[0])
 
 

@@ -137,3 +137,27 @@ def test_a_cropped_models_map_is_drawn_over_its_box_on_the_whole_film(tmp_path):
     assert np.abs(boxed[:100].astype(int) - cold[:100]).max() <= 1  # above the box: no evidence drawn
     assert np.abs(boxed[100:, :50].astype(int) - cold[100:, :50]).max() > 50  # the box: evidence drawn
     assert np.abs(boxed[100:, :50].astype(int) - whole[100:, :50]).max() <= 1  # inside: the map
+
+
+def test_the_crop_gradcam_and_the_audit_read_one_lung_mask_and_one_quality_decision(tmp_path):
+    """Issue 31: the decode cache keeps the whole film's mask that drew each box; Grad-CAM's lung statistics and the
+    shortcut audit use that mask and the box's own check (they re-segmented at full size before, and could disagree
+    with the crop about the same film). The mask survives on disk for the next process."""
+    from pneumolib.analysis.cam import lung_mask
+    from pneumolib.data.dataset import Sample
+    seg = L.LungSegmenter.load()
+    view = View(64, "lungs", 0.08, seg.digest)
+    films = sorted((fixture_dir() / "test" / "PNEUMONIA").glob("*.png"))[:3]
+    cache = DecodedCache(tmp_path / "disk", segmenter=seg)
+    for film in films:
+        box, mask = cache.box(film, view), cache.lung_mask(film, view)
+        whole = np.asarray(Image.open(film).convert("L"))
+        expect_box, expect_mask = seg.lung_fields([whole], 0.08)[0]
+        assert box == expect_box and np.array_equal(mask, expect_mask) and mask.shape == (L.SIZE, L.SIZE)
+        img = cache.get(film, view)
+        m, how, problem = lung_mask(Sample(film, 1, "p", "test"), img, None, None, box, mask)
+        assert how == "learned" and problem == box.problem and m.shape == img.shape
+        assert np.array_equal(m, L.mask_in_view(mask, box, img.shape))
+    again = DecodedCache(tmp_path / "disk", segmenter=seg)  # a new process: the mask comes from disk
+    assert np.array_equal(again.lung_mask(films[0], view), cache.lung_mask(films[0], view))
+    assert again.lung_mask(films[0], View(64)) is None  # no crop, no crop mask

@@ -245,9 +245,9 @@ def test_dicom_and_equivalent_png_give_the_same_probability(predictor, fixture_i
     for a, b in pairs:
         np.testing.assert_array_equal(np.asarray(load_image(a)), np.asarray(load_image(b)))
     flat = [p for pair in pairs for p in pair]
-    done, refused = predictor.predict_files(flat)
+    done, refused = predictor.predict_records(flat)
     assert not refused
-    probs = np.array([p for _, _, p in done]).reshape(-1, 2)
+    probs = np.array([r.p_pneumonia for r in done]).reshape(-1, 2)
     np.testing.assert_allclose(probs[:, 0], probs[:, 1], rtol=0, atol=1e-6)
 
 

@@ -82,9 +82,10 @@ def test_symlinked_images_are_read_and_broken_links_ignored(tmp_path):
 
 def test_an_empty_cache_passed_in_is_used_not_swapped_for_the_default_regression(messy):
     # regression: DecodedCache defines __len__, so a fresh (empty) one was falsy and `cache or DEFAULT_CACHE`
-    # replaced it by the process-wide default cache
+    # replaced it by the process-wide default cache (there is no process-wide cache any more; the caller's is used)
     cache = DecodedCache()
-    assert cache
-    prescan(discover(messy), 64, cache=cache)
+    assert len(cache) == 0
+    data = prescan(discover(messy), 64, cache=cache)
+    assert data.cache is cache
     assert len(cache) == sum(1 for _ in messy.rglob("*.png")) - len(list((messy / "masks").rglob("*.png"))) \
         - len(list((messy / "lesions").rglob("*.png")))

@@ -1,6 +1,6 @@
 """The package's layers hold, and its folders show them: no module imports a higher folder or a higher module of its
 own folder (lazy imports inside functions included), none imports another module's _private names, no import
-circle, every module opens with a one-line docstring, and the README's package layout lists the tree as it is."""
+circle, every module opens with a one-line docstring, and the docs/architecture.md's package layout lists the tree as it is."""
 import ast
 import re
 from pathlib import Path
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[1] / "pneumolib"
-README = PKG.parent / "README.md"
+ARCHITECTURE = PKG.parent / "docs" / "architecture.md"
 
 # The folders, bottom to top: a module may import its own folder or lower ones ('' = the package root, the top).
 FOLDERS = ("core", "data", "models", "analysis", "training", "studies", "notebook", "")
@@ -145,15 +145,15 @@ def test_lower_layers_import_nothing_from_the_studies_the_issue_names():
         assert not bad, f"{low} imports {bad}"
 
 
-def test_the_readme_package_layout_lists_the_tree_as_it_is():
-    section = README.read_text().split("## Package layout", 1)[1].split("\n## ", 1)[0]
+def test_the_docs_package_layout_lists_the_tree_as_it_is():
+    section = ARCHITECTURE.read_text().split("# Package layout", 1)[1].split("\n## ", 1)[0]
     listed = set(re.findall(r"`([a-z_]+(?:\.[a-z_]+)?)`", section))
     modules = {m for m in _modules() if m in MODULES and not m.startswith("__")}
-    assert modules <= listed, f"README's package layout misses {sorted(modules - listed)}"
+    assert modules <= listed, f"docs/architecture.md's package layout misses {sorted(modules - listed)}"
     folders = [f for f in FOLDERS if f]
-    assert all(f"`{f}/`" in section for f in folders), "README's package layout should name every folder"
+    assert all(f"`{f}/`" in section for f in folders), "docs/architecture.md's package layout should name every folder"
     stale = {x for x in listed if "." in x and x.split(".")[0] in folders and x not in MODULES}
-    assert not stale, f"README's package layout lists modules that are gone: {sorted(stale)}"
+    assert not stale, f"docs/architecture.md's package layout lists modules that are gone: {sorted(stale)}"
 
 
 def test_the_checker_sees_lazy_upward_imports(tmp_path, monkeypatch):
@@ -164,3 +164,14 @@ def test_the_checker_sees_lazy_upward_imports(tmp_path, monkeypatch):
     found = list(_imports("core.fake"))
     assert ("studies.experiment", ["run_experiment"], 3) in found
     assert _rank("studies.experiment") > _rank("core.fake")
+
+
+def test_no_function_in_the_package_is_over_80_lines():
+    # issue 31: functions of one job (build_parser was 215 lines, fit 150, run_experiment 134)
+    import ast
+    long = []
+    for path in PKG.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 80:
+                long.append(f"{path.relative_to(PKG)}:{node.name} ({node.end_lineno - node.lineno + 1} lines)")
+    assert not long, long

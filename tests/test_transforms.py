@@ -64,8 +64,10 @@ def test_train_transforms_of_log_entries_build_and_keep_shape(cfg_entry):
 
 def test_build_composes_left_to_right_and_rejects_unknown_names():
     assert isinstance(build("central_focus"), CentralFocus)
-    with pytest.raises(KeyError, match="unknown transform 'blurry'"):
+    with pytest.raises(KeyError, match="no per-sample reference for 'blurry'"):
         build("central_focus+blurry")
+    with pytest.raises(KeyError, match="no per-sample reference for 'robust'"):  # the recipe's: batched only
+        build("robust+sharpness")
 
 
 @pytest.mark.parametrize("name", list(TRANSFORMS))

@@ -37,7 +37,7 @@ from torch import nn
 
 from ..models.checkpoint import Predictor, save_checkpoint
 from ..core.config import CLASSES, ExperimentConfig
-from ..data.dataset import DEFAULT_CACHE, DecodedCache, Sample, XRayDataset
+from ..data.dataset import ensure_cache, DecodedCache, Sample, XRayDataset
 from ..analysis.evaluate import Scores, predict_samples
 from ..data.transforms import ByClass
 
@@ -97,7 +97,7 @@ def adapt_bn(model: nn.Module, samples: list[Sample], preprocessing, *,
         bn.reset_running_stats()
         bn.momentum = None  # cumulative average over all batches, not an exponential one
         bn.train()  # only these layers; everything else stays in eval mode
-    ds = XRayDataset(samples, preprocessing, transform, cache or DEFAULT_CACHE)
+    ds = XRayDataset(samples, preprocessing, transform, ensure_cache(cache))
     loader = torch.utils.data.DataLoader(ds, batch_size=_even_batches(len(ds), batch_size), shuffle=False)
     for x, _, _ in loader:  # the labels the dataset yields are not used
         adapted(x.to(device))
@@ -217,6 +217,7 @@ def adapt(predictor: Predictor, samples: list[Sample], mode: str, *, threshold: 
     posterior; `transform` changes each decoded image first (a simulated shift, in tests and notebooks)."""
     if mode not in MODES:
         raise ValueError(f"unknown adaptation {mode!r} ({' | '.join(MODES)})")
+    cache = predictor.cache if cache is None else cache
     base = predictor.threshold if threshold is None else float(threshold)
     model, bn_info, prior_info, guard = predictor.model, None, None, None
     pi, source = training_prior(predictor.config, predictor.extra, train_counts)

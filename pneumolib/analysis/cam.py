@@ -21,7 +21,7 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from ..core.config import CLASSES
-from ..data.dataset import DEFAULT_CACHE, Sample
+from ..data.dataset import ensure_cache, Sample
 from ..core.io import atomic_write
 from ..models.inference import class_probabilities, predict_proba, view_logits
 from ..data.lungs import LungBox, LungSegmenter, mask_in_view, read_mask, shipped_segmenter
@@ -173,15 +173,20 @@ def target_label(target: str) -> str:
 
 # --- lung fields ----------------------------------------------------------------------------
 def lung_mask(sample: Sample, image: np.ndarray, exact_masks: Callable[[Path], Path | None] | None = None,
-              segmenter: LungSegmenter | None = None, box: LungBox | None = None) -> tuple[np.ndarray, str, str]:
+              segmenter: LungSegmenter | None = None, box: LungBox | None = None,
+              film_mask: np.ndarray | None = None) -> tuple[np.ndarray, str, str]:
     """The film's lung mask in the model input's frame (image's size; cut to `box` for a lung-cropped model), where
     it came from: 'annotated' when `exact_masks` (a path -> mask file or None: lungs.annotated_mask finds the shared
     data's and the fixture's) has one for this film, else 'learned' (the shipped lung segmenter); and the learned
     mask's quality-check problem ('' = passed; an annotation is the reference and is not checked), judged on the
-    whole film, where the check's limits were calibrated."""
+    whole film, where the check's limits were calibrated. FILM_MASK (with `box`): the whole film's mask that drew the
+    crop box (DecodedCache.lung_mask); it is used as it is, with the box's own quality decision, so the crop and
+    these statistics never disagree about a film."""
     exact = exact_masks(sample.path) if exact_masks is not None else None
     if exact is not None:
         return mask_in_view(read_mask(exact), box, image.shape), "annotated", ""
+    if box is not None and film_mask is not None:
+        return mask_in_view(film_mask, box, image.shape), "learned", box.problem
     segmenter = segmenter or shipped_segmenter()
     if box is None:
         m = segmenter.segment_array(image)
@@ -450,7 +455,8 @@ def explain(model: torch.nn.Module, samples: list[Sample], preprocessing, thresh
     keep_maps=False keeps only the per-image scores (not the images, heatmaps and masks)."""
     if target not in TARGETS:
         raise ValueError(f"unknown CAM target {target!r}; known: {', '.join(TARGETS)}")
-    cache = cache or DEFAULT_CACHE
+    cache = ensure_cache(cache)
+    own = segmenter is None  # the cache's segmenter drew the crop boxes; another one is asked for explicitly
     segmenter = segmenter or shipped_segmenter()
     device = next(model.parameters()).device
     layer_name, module = resolve_layer(model, layer, preprocessing.image_size, preprocessing.in_channels)
@@ -471,11 +477,13 @@ def explain(model: torch.nn.Module, samples: list[Sample], preprocessing, thresh
             for s, img, h in zip(chunk, raw, heat):
                 box = cache.box(s.path, preprocessing.view)
                 boxes.append(box)
-                m, how, problem = lung_mask(s, img, exact_masks, segmenter, box)
+                # the crop's own mask and quality decision (unless the caller asked for another segmenter)
+                film_mask = cache.lung_mask(s.path, preprocessing.view) if box is not None and own else None
+                m, how, problem = lung_mask(s, img, exact_masks, segmenter, box, film_mask)
                 focus.append(lung_focus(h, m))
                 area.append(area_share(m))
                 if how == "annotated":
-                    ml, _, lp = lung_mask(s, img, None, segmenter, box)
+                    ml, _, lp = lung_mask(s, img, None, segmenter, box, film_mask)
                     learned_lift.append(lift(h, ml) if not lp else float("nan"))
                 else:
                     learned_lift.append(float("nan"))
@@ -622,7 +630,7 @@ def sanity_checks(model: nn.Module, expl: Explanation, preprocessing, *, per_cla
     Spearman correlation of each map with the map of the same network with `blocks` re-initialised (near 1 =
     the map does not depend on what was learned); (2) ROAD faithfulness of the model's maps and of seeded
     random maps at the same resolution. Returns a JSON-ready dict; also stored in expl.sanity."""
-    cache = cache or DEFAULT_CACHE
+    cache = ensure_cache(cache)
     idx = [i for label in range(len(CLASSES)) for i in [j for j, s in enumerate(expl.samples) if s.label == label]
            [:per_class]]
     if not idx:
@@ -695,6 +703,7 @@ def explain_predictor(predictor, samples: list[Sample], *, n_per_class: int | No
     selection = f"all {len(samples)} films given"
     if n_per_class is not None:
         samples, selection = first_per_class(samples, n_per_class)
+    cache = predictor.cache if cache is None else cache  # the films the predictor decoded already
     expl = explain(predictor.model, samples, predictor.preprocessing, predictor.threshold, method=method,
                    target=target, tta=bool(predictor.config.tta), layer=layer, cache=cache, keep_maps=keep_maps,
                    selection=selection, exact_masks=exact_masks, segmenter=segmenter)

@@ -12,8 +12,8 @@ from sklearn.metrics import classification_report, confusion_matrix, roc_curve
 
 from ..core.io import atomic_write
 from ..core.config import CLASSES
-from ..data.dataset import DecodedCache, Sample
-from ..models.inference import predict_proba
+from ..data.dataset import DecodedCache, Sample, ensure_cache
+from ..models.inference import predict_proba, probabilities, view_outputs
 from ..data.shifts import SHIFTS
 from ..core.stats import SMALL_N, auc_score, wilson
 
@@ -24,13 +24,16 @@ class Scores:
 
     samples: list[Sample]
     probs: np.ndarray
+    features: np.ndarray | None = None  # N x D penultimate features, when the pass was asked for them (OOD)
 
     @property
     def labels(self) -> np.ndarray:
         return np.array([s.label for s in self.samples], dtype=int)
 
     def subset(self, idx) -> "Scores":
-        return Scores([self.samples[i] for i in idx], self.probs[np.asarray(idx, dtype=int)])
+        idx = np.asarray(idx, dtype=int)
+        return Scores([self.samples[i] for i in idx], self.probs[idx],
+                      None if self.features is None else self.features[idx])
 
     def to_csv(self, path: str | Path, threshold: float, extra: dict[str, list] | None = None) -> Path:
         """One row per film; `extra`: more columns, one value per film (e.g. the OOD distance and flag)."""
@@ -48,12 +51,13 @@ class Scores:
 
 def predict_samples(model: torch.nn.Module, samples: list[Sample], preprocessing, *, device=None,
                     batch_size: int = 64, tta: bool = False, cache: DecodedCache | None = None,
-                    transform=None) -> Scores:
-    """P(PNEUMONIA) for every sample through infer.view_logits, streamed in batches.
-    `transform` (uint8 1xHxW -> same) changes each image before the preprocessing: the stress test's shifts."""
-    probs = predict_proba(model, list(samples), preprocessing, device=device, batch_size=batch_size, tta=tta,
-                          cache=cache, transform=transform)
-    return Scores(list(samples), probs)
+                    transform=None, features: bool = False) -> Scores:
+    """P(PNEUMONIA) for every sample through models.inference.view_outputs, streamed in batches, each film through
+    the network once (per view). `transform` (uint8 1xHxW -> same) changes each image before the preprocessing: the
+    stress test's shifts. `features`: keep the penultimate features of the same pass (Scores.features, for OOD)."""
+    logits, feats = view_outputs(model, list(samples), preprocessing, device=device, batch_size=batch_size, tta=tta,
+                                 cache=cache, transform=transform, features=features)
+    return Scores(list(samples), probabilities(logits), None if feats is None else feats.numpy())
 
 
 def choose_threshold(rule: str, labels: np.ndarray, probs: np.ndarray) -> float:
@@ -89,6 +93,7 @@ def fit_threshold(rule: str, model: torch.nn.Module, val: Scores, preprocessing,
     if rule != "youden_shifted":
         return choose_threshold(rule, val.labels, val.probs)
     labels, probs = [val.labels], [val.probs]
+    cache = ensure_cache(cache)  # every shifted copy from one decoding of each film
     for shift in SHIFTS:
         if shift.group == "seen":
             s = predict_samples(model, val.samples, preprocessing, device=device, tta=tta, cache=cache, transform=shift)

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.dataset import DEFAULT_CACHE, DecodedCache, Sample, XRayDataset, subsample
-from ..models.networks import members
+from ..data.dataset import DecodedCache, Sample, subsample
+from ..core.stats import mahalanobis
+from ..models.inference import view_outputs
 
 log = logging.getLogger(__name__)
 
@@ -26,23 +27,14 @@ METHOD = ("Mahalanobis distance of the penultimate features from the training fi
           "flagged above the 99th percentile of the validation films' distances")
 
 
-@torch.no_grad()
 def features(model: torch.nn.Module, samples: list[Sample], preprocessing, *, cache: DecodedCache | None = None,
              device=None, batch_size: int = 64) -> np.ndarray:
-    """N x D penultimate features (the final linear layer's input) of the model, or of an ensemble's first member."""
-    net = members(model)[0].eval()
-    param = next(net.parameters())
-    device = device or param.device
-    seen: list[torch.Tensor] = []
-    hook = net.fc.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach().float().cpu()))
-    try:
-        loader = torch.utils.data.DataLoader(XRayDataset(samples, preprocessing, None, cache or DEFAULT_CACHE),
-                                             batch_size=batch_size, shuffle=False)
-        for x, _, _ in loader:
-            net(x.to(device))
-    finally:
-        hook.remove()
-    return torch.cat(seen).numpy() if seen else np.zeros((0, net.fc.in_features), np.float32)
+    """N x D penultimate features (the final linear layer's input) of the model, or of an ensemble's first member,
+    read from the one inference pass (models.inference.view_outputs). Where the films' predictions are also
+    wanted, ask that pass for both (evaluate.predict_samples(features=True)) instead of calling this."""
+    _, feats = view_outputs(model, list(samples), preprocessing, cache=cache, device=device, batch_size=batch_size,
+                            features=True)
+    return feats.numpy()
 
 
 def fit_reference(train_features: np.ndarray, val_features: np.ndarray) -> dict[str, Any]:
@@ -61,29 +53,36 @@ def fit_reference(train_features: np.ndarray, val_features: np.ndarray) -> dict[
 
 def distances(ref: dict[str, Any], feats: np.ndarray) -> np.ndarray:
     """Mahalanobis distance of each row of feats from the reference."""
-    d = torch.as_tensor(feats, dtype=torch.float32) - ref["mean"]
-    return torch.sqrt(torch.clamp(((d @ ref["precision"]) * d).sum(1), min=0)).numpy()
+    return mahalanobis(feats, ref["mean"], ref["precision"])
 
 
-def reference_for(model: torch.nn.Module, train: list[Sample], val: list[Sample], preprocessing, *, seed: int = 0,
-                  cache: DecodedCache | None = None, device=None) -> dict[str, Any]:
-    """Fit the reference on up to MAX_FIT training films (seeded, class-stratified) and calibrate on validation."""
+def reference_for(model: torch.nn.Module, train: list[Sample], val: list[Sample] | np.ndarray, preprocessing, *,
+                  seed: int = 0, cache: DecodedCache | None = None, device=None) -> dict[str, Any]:
+    """Fit the reference on up to MAX_FIT training films (seeded, class-stratified) and calibrate on validation.
+    VAL: the validation films, or their features when the validation pass already read them."""
     fit_on = subsample(train, MAX_FIT, seed)
-    ref = fit_reference(features(model, fit_on, preprocessing, cache=cache, device=device),
-                        features(model, val, preprocessing, cache=cache, device=device))
+    val_feats = val if isinstance(val, np.ndarray) else features(model, val, preprocessing, cache=cache, device=device)
+    ref = fit_reference(features(model, fit_on, preprocessing, cache=cache, device=device), val_feats)
     log.info("OOD reference: %d training films, threshold %.1f (flags %.1f%% of %d validation films)",
              ref["n_fit"], ref["threshold"], 100 * ref["val_flagged"], ref["n_val"])
     return ref
 
 
+def flag(ref: dict[str, Any] | None, feats: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """(distance, flagged) per film from the features the prediction pass read; None without a reference."""
+    if not ref or feats is None:
+        return None
+    d = distances(ref, feats)
+    return d, d > ref["threshold"]
+
+
 def score(predictor, samples: list[Sample], cache: DecodedCache | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-    """(distance, flagged) per film for a checkpoint that carries a reference; None for one that does not."""
+    """(distance, flagged) per film for a checkpoint that carries a reference; None for one that does not. A pass of
+    its own: where the predictions are wanted too, use predict_samples(features=True) and `flag`."""
     ref = (predictor.extra or {}).get("ood")
     if not ref:
         return None
-    d = distances(ref, features(predictor.model, samples, predictor.preprocessing, cache=cache,
-                                device=predictor.device))
-    return d, d > ref["threshold"]
+    return flag(ref, features(predictor.model, samples, predictor.preprocessing, cache=cache, device=predictor.device))
 
 
 def summary(ref: dict[str, Any], d: np.ndarray, flagged: np.ndarray) -> dict[str, Any]:

@@ -9,8 +9,8 @@ import seaborn as sns
 import torch
 
 from ..core.config import CLASSES, ExperimentConfig
-from ..data.dataset import DEFAULT_CACHE, Sample
-from ..data.transforms import build
+from ..data.dataset import ensure_cache, Sample
+from ..data.transforms import build, has_reference
 
 
 def show_batched_vs_reference(config: ExperimentConfig, samples: list[Sample], n_per_class: int = 1,
@@ -20,7 +20,7 @@ def show_batched_vs_reference(config: ExperimentConfig, samples: list[Sample], n
     draws its own random parameters)."""
     from ..data.augment import BatchAugment
 
-    cache = cache or DEFAULT_CACHE
+    cache = ensure_cache(cache)
     rng = np.random.default_rng(seed)
     picked = []
     for label, cls in enumerate(CLASSES):
@@ -33,12 +33,20 @@ def show_batched_vs_reference(config: ExperimentConfig, samples: list[Sample], n
     for r, (label, s) in enumerate(picked):
         spec = config.transform_for(CLASSES[label])
         img = torch.from_numpy(cache.get(s.path, config.view)).unsqueeze(0)
-        per_sample = build(spec)
-        with torch.random.fork_rng(devices=[]):  # the reference draws from the global RNG: leave it as it was
-            torch.manual_seed(seed + r)
-            reference = [per_sample(img) for _ in range(n_draws)]
+        reference = None
+        if has_reference(spec):  # the log's pipelines have a per-sample reference; the recipe's exist only batched
+            per_sample = build(spec)
+            with torch.random.fork_rng(devices=[]):  # the reference draws from the global RNG: leave it as it was
+                torch.manual_seed(seed + r)
+                reference = [per_sample(img) for _ in range(n_draws)]
         batched = aug(img.expand(n_draws, -1, -1, -1).contiguous(), torch.full((n_draws,), label), gen)
         for row, (name, views) in enumerate((("per-sample reference", reference), ("batched (training)", batched))):
+            if views is None:
+                axes[2 * r + row, 0].text(0.02, 0.5, f"{spec}: no per-sample reference\n(not one of the log's "
+                                          "pipelines)", fontsize=7, transform=axes[2 * r + row, 0].transAxes)
+                for ax in axes[2 * r + row]:
+                    ax.axis("off")
+                continue
             for c, v in enumerate([img, *views]):
                 ax = axes[2 * r + row, c]
                 ax.imshow(v.squeeze(0).numpy(), cmap="gray", vmin=0, vmax=255)

@@ -19,11 +19,11 @@ CLASS_WEIGHTINGS = ("none", "balanced")
 SAMPLERS = ("shuffle", "balanced")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine")
-NORMALIZATIONS = ("none", "imagenet", "per_image", "equalize")
+NORMALIZATIONS = ("none", "imagenet", "per_image", "equalize", "equalize_masked")
 TRANSFORM_NAMES = ("none", "log_baseline", "log_strong_normal", "central_focus", "robust", "sharpness")
 THRESHOLD_RULES = ("fixed:T", "youden", "youden_shifted", "sensitivity:S")
 PROFILE_NAMES = ("smoke", "fixture", "cpu", "gpu", "full")
-CROPS = ("none", "lungs")
+CROPS = ("none", "lungs", "lung_mask")
 
 
 MAX_IMAGE_SIZE = 1024  # the model input's side: larger is a mistake (and 20,000 px would exhaust memory)
@@ -69,26 +69,39 @@ def parse_threshold_rule(rule: str) -> tuple[str, float | None]:
     raise bad
 
 
+# crop "lung_mask": how far the segmenter's lung mask is grown before the pixels outside it are set to black, as a
+# share of the film's width; chosen on the validation films' annotated masks ('python -m pneumolib lungs coverage',
+# docs/lungs.md), so that dense consolidations at the bases, which the segmenter can miss, stay in the picture
+DEFAULT_MASK_DILATION = 0.08
+
+
 @dataclass(frozen=True)
 class View:
     """How a file becomes the model's uint8 square image: optionally cropped to its lung fields on the full film (the
     lung segmenter's box plus `margin` of its height and width on each side), then squashed to size x size."""
 
     size: int
-    crop: str = "none"  # "none" | "lungs"
+    crop: str = "none"  # "none" | "lungs" | "lung_mask" (the box, and black outside the dilated lung mask)
     margin: float = 0.08
     segmenter: str = ""  # digest of the lung segmenter that draws the box ("" = whichever the cache holds)
+    dilation: float = DEFAULT_MASK_DILATION  # crop "lung_mask": the mask grown by this share of the film's width
 
     def __post_init__(self) -> None:
         check_int("image_size", self.size, 1, MAX_IMAGE_SIZE)
         _choice("crop", self.crop, CROPS)
         if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) or not 0 <= self.margin <= 0.5:
             raise ConfigError(f"config field crop_margin={self.margin!r} must be in [0, 0.5]")
+        if isinstance(self.dilation, bool) or not isinstance(self.dilation, (int, float)) \
+                or not 0 <= self.dilation <= 0.25:
+            raise ConfigError(f"config field mask_dilation={self.dilation!r} must be in [0, 0.25]")
 
     @property
     def tag(self) -> str:
         """The disk cache's folder for this view: the size alone without a crop (as before crops existed)."""
-        return str(self.size) if self.crop == "none" else f"{self.size}-{self.crop}{self.margin:g}-{self.segmenter}"
+        if self.crop == "none":
+            return str(self.size)
+        extra = f"d{self.dilation:g}" if self.crop == "lung_mask" else ""
+        return f"{self.size}-{self.crop}{self.margin:g}{extra}-{self.segmenter}"
 
 
 def as_view(view: "int | View") -> View:
@@ -97,7 +110,7 @@ def as_view(view: "int | View") -> View:
 
 
 # Fields added after run folders existed: left out of training_key at their default, so those runs stay reusable.
-KEYED_UNLESS_DEFAULT = {"sync_bn": True}
+KEYED_UNLESS_DEFAULT = {"sync_bn": True, "mask_dilation": DEFAULT_MASK_DILATION}
 
 # Fields that only change how a trained model is evaluated; they do not change its weights.
 EVAL_ONLY_FIELDS = ("name", "entry", "date", "title", "log_said", "threshold", "eval_subset_per_class")
@@ -122,6 +135,7 @@ class ExperimentConfig:
     normalize: str = "none"  # "none" (the log's bare ToTensor) | "imagenet" | "per_image" | "equalize"
     crop: str = "none"  # "none" (the whole film) | "lungs" (the lung segmenter's box, on the full-size film)
     crop_margin: float = 0.08  # with crop "lungs": margin added on each side, as a share of the box's size
+    mask_dilation: float = DEFAULT_MASK_DILATION  # with crop "lung_mask": how far the lung mask is grown (View)
     # training-time transforms per class, as "+"-joined names from pneumolib.transforms
     train_transforms: tuple[tuple[str, str], ...] = (
         ("NORMAL", "log_baseline"),
@@ -155,7 +169,7 @@ class ExperimentConfig:
         _choice("model", self.model, MODELS)
         _choice("in_channels", self.in_channels, (1, 3))
         _choice("normalize", self.normalize, NORMALIZATIONS)
-        View(self.image_size, self.crop, self.crop_margin)  # checks crop and crop_margin
+        View(self.image_size, self.crop, self.crop_margin, "", self.mask_dilation)  # checks crop, margin, dilation
         _choice("loss", self.loss, LOSSES)
         _choice("class_weighting", self.class_weighting, CLASS_WEIGHTINGS)
         _choice("sampler", self.sampler, SAMPLERS)
@@ -177,7 +191,7 @@ class ExperimentConfig:
         check_int("epochs", self.epochs, 1, MAX_EPOCHS)
         check_int("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
         check_int("seed", self.seed, 0, 2**32 - 1)
-        for name in ("lr", "weight_decay", "focal_gamma", "label_smoothing", "crop_margin"):
+        for name in ("lr", "weight_decay", "focal_gamma", "label_smoothing", "crop_margin", "mask_dilation"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
                 raise ConfigError(f"config field {name}={v!r} must be a finite number")
@@ -198,7 +212,7 @@ class ExperimentConfig:
     @property
     def view(self) -> View:
         """How training decodes its films (the segmenter is the cache's: checkpoints record its digest)."""
-        return View(self.image_size, self.crop, self.crop_margin)
+        return View(self.image_size, self.crop, self.crop_margin, "", self.mask_dilation)
 
     def transform_for(self, class_name: str) -> str:
         return dict(self.train_transforms)[class_name]
@@ -400,7 +414,11 @@ def _candidates() -> tuple[ExperimentConfig, ...]:
     lungs = replace(ABLATIONS["abl_youden_shifted"], name="cand_lungs",
                     title="+ lung-field crop (adopted: = abl_lungs)", crop="lungs", crop_margin=0.08)
     lungs_wide = replace(lungs, name="cand_lungs_m15", title="+ lung-field crop, 15% margin", crop_margin=0.15)
-    return (sharp, lungs, lungs_wide)
+    # issue 32: the same box with everything outside the (dilated) lung mask set to black, and the histogram
+    # equalisation computed inside the mask only (a film's black share must not shift its lungs' grey levels)
+    mask = replace(lungs, name="cand_lung_mask", title="+ black outside the dilated lung mask, equalised inside it",
+                   crop="lung_mask", normalize="equalize_masked")
+    return (sharp, lungs, lungs_wide, mask)
 
 
 # the recipe candidates: found by get_config, trained by 'train NAME' or 'run NAME --seeds ...'

@@ -111,3 +111,18 @@ def auc_with_interval(labels: np.ndarray, scores: np.ndarray, patients: list[str
         if len(set(labels[idx].tolist())) == 2:
             boots.append(auc_score(labels[idx], scores[idx]))
     return auc, [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))] if boots else [float("nan")] * 2
+
+
+def mahalanobis(feats: np.ndarray, mean, precision) -> np.ndarray:
+    """Mahalanobis distance of each row of FEATS from MEAN under the PRECISION matrix (arrays or tensors).
+
+    Args:
+        feats: N x D features.
+        mean: D.
+        precision: D x D, the inverse covariance.
+
+    Returns:
+        N distances (float32).
+    """
+    d = np.asarray(feats, dtype=np.float32) - np.asarray(mean, dtype=np.float32)
+    return np.sqrt(np.clip(((d @ np.asarray(precision, dtype=np.float32)) * d).sum(1), 0, None)).astype(np.float32)

@@ -19,7 +19,7 @@ from ..core.io import CheckpointError, DataError, atomic_write
 from ..core.config import CLASSES, View, as_view
 from ..data.fixture import fixture_dir
 from ..data.imaging import IMAGE_SUFFIXES, ImageError, check_readable, load_image, load_resized
-from ..data.lungs import LungBox, LungSegmenter, crop_film, shipped_segmenter
+from ..data.lungs import SIZE as LUNG_SIZE, LungBox, LungSegmenter, crop_film, mask_film, shipped_segmenter
 
 SPLITS = ("train", "val", "test")
 IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
@@ -125,6 +125,8 @@ class XRayData:
     bad_files: list[ImageError] = field(default_factory=list)
     hygiene: "Hygiene | None" = None
     holdout: str = "folders"
+    # the decoded films of these samples (each split's films decoded once per view); built with the data, never at import
+    cache: "DecodedCache" = field(default_factory=lambda: DecodedCache.from_environment(), repr=False, compare=False)
 
     def log_findings(self, logger) -> None:
         """Log what the pre-scan found (the hygiene table, the files skipped: summarise_errors)."""
@@ -382,7 +384,7 @@ def discover_split(root: "str | Path | Manifest", split: str = "test") -> XRayDa
     root = as_source(root)
     if isinstance(root, Manifest):
         data = read_manifest(root)
-        return XRayData(data.root, {split: data[split]}, data.notes, data.bad_files)
+        return XRayData(data.root, {split: data[split]}, data.notes, data.bad_files, cache=data.cache)
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found")
     if (root / split).is_dir():
@@ -441,7 +443,7 @@ def early_id_holdout(data: XRayData, fraction: float = 0.15) -> XRayData:
                         "(person123_..., IM-0115-..., NORMAL2-IM-...)")
     note = (f"early-ID holdout: test = the earliest-numbered patients, {fraction:.0%} of each file-name family's images "
             f"({len(splits['test'])} images); the other test patients train")
-    return XRayData(data.root, {k: splits[k] for k in SPLITS}, [*data.notes, note], data.bad_files,
+    return XRayData(data.root, {k: splits[k] for k in SPLITS}, [*data.notes, note], data.bad_files, cache=data.cache,
                     holdout="early_ids")
 
 
@@ -516,6 +518,7 @@ class DecodedCache:
                  memory_bytes: int | None = None):
         self._store: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._boxes: dict[tuple, LungBox] = {}
+        self._masks: dict[tuple, np.ndarray] = {}  # a cropped view's whole-film lung mask at lungs.SIZE, bit-packed
         self.memory_bytes = default_memory_bytes() if memory_bytes is None else int(memory_bytes)
         self.nbytes = 0  # held in memory now
         self.disk_dir = Path(disk_dir).expanduser() if disk_dir else None
@@ -551,26 +554,43 @@ class DecodedCache:
             pass
         return None
 
+    def _read_disk_mask(self, path: Path, view: View) -> np.ndarray | None:
+        """The packed lung mask an earlier process kept beside a cropped image, or None."""
+        if self.disk_dir is None:
+            return None
+        try:
+            packed = np.load(self._disk_path(path, view).with_suffix(".mask.npy"), allow_pickle=False)
+            return packed if packed.dtype == np.uint8 and packed.size == (LUNG_SIZE * LUNG_SIZE + 7) // 8 else None
+        except (OSError, ValueError, TypeError):
+            return None
+
     def _keep(self, path: Path, view: View, key: tuple, arr: np.ndarray, box: LungBox | None,
-              from_disk: bool = False) -> np.ndarray:
-        """Hold a decoded image (and its box) in memory and, unless it came from there, on disk."""
+              from_disk: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
+        """Hold a decoded image (and its box and lung mask) in memory and, unless it came from there, on disk."""
+        packed = None if mask is None else np.packbits(np.asarray(mask, dtype=bool).ravel())
         if self.disk_dir is not None and not from_disk:
             target = self._disk_path(path, view)
 
-            def write(tmp):
-                with open(tmp, "wb") as f:  # a handle, so np.save does not append .npy to the temp name
-                    np.save(f, arr, allow_pickle=False)
+            def save(a):
+                def write(tmp):
+                    with open(tmp, "wb") as f:  # a handle, so np.save does not append .npy to the temp name
+                        np.save(f, a, allow_pickle=False)
+                return write
 
             try:
+                if packed is not None:
+                    atomic_write(target.with_suffix(".mask.npy"), save(packed))
                 if box is not None:  # the box first: an image on disk always has its box beside it
                     atomic_write(target.with_suffix(".box.json"),
                                  lambda tmp: Path(tmp).write_text(json.dumps(asdict(box))))
-                atomic_write(target, write)
+                atomic_write(target, save(arr))
             except OSError:  # a read-only or full disk only costs speed
                 pass
         with self._lock:
             if box is not None:
                 self._boxes[key] = box
+            if packed is not None:
+                self._masks[key] = packed
             old = self._store.pop(key, None)
             self.nbytes += arr.nbytes - (old.nbytes if old is not None else 0)
             self._store[key] = arr
@@ -598,8 +618,13 @@ class DecodedCache:
             return [self._keep(p, view, self._key(p, view), load_resized(p, view.size), None) for p in paths]
         films = [np.asarray(load_image(p), dtype=np.uint8) for p in paths]
         seg = self.segmenter(view, paths[0])
-        return [self._keep(p, view, self._key(p, view), crop_film(film, box, view.size), box)
-                for p, film, box in zip(paths, films, seg.lung_boxes(films, view.margin))]
+        def image(film, box, mask):
+            if view.crop == "lung_mask":
+                return mask_film(film, box, mask, view.size, view.dilation)
+            return crop_film(film, box, view.size)
+
+        return [self._keep(p, view, self._key(p, view), image(film, box, mask), box, mask=mask)
+                for p, film, (box, mask) in zip(paths, films, seg.lung_fields(films, view.margin))]
 
     @staticmethod
     def _key(path: Path, view: View) -> tuple:
@@ -613,7 +638,7 @@ class DecodedCache:
         """The view with the segmenter that draws its boxes named (so memory and disk are keyed by it)."""
         view = as_view(view)
         if view.crop != "none" and not view.segmenter:
-            view = View(view.size, view.crop, view.margin, self.segmenter(view, path).digest)
+            view = View(view.size, view.crop, view.margin, self.segmenter(view, path).digest, view.dilation)
         return view
 
     def get(self, path: str | Path, view: int | View) -> np.ndarray:
@@ -631,6 +656,27 @@ class DecodedCache:
             return None
         self.get(path, view)
         return self._boxes[self._key(path, view)]
+
+    def lung_mask(self, path: str | Path, view: int | View) -> np.ndarray | None:
+        """For a cropped view: the whole film's bool lung mask at lungs.SIZE x SIZE that drew its box (the box's
+        problem is that mask's quality decision); None for a view without a crop. Grad-CAM's lung statistics and
+        the shortcut audit read this mask, so they agree with the crop about every film."""
+        path = Path(path)
+        view = self._resolve(path, view)
+        if view.crop == "none":
+            return None
+        self.get(path, view)
+        key = self._key(path, view)
+        packed = self._masks.get(key)
+        if packed is None:
+            packed = self._read_disk_mask(path, view)
+        if packed is None:  # an image decoded before masks were kept: segment the film again (same network, same size)
+            film = np.asarray(load_image(path), dtype=np.uint8)
+            box, mask = self.segmenter(view, path).lung_fields([film], view.margin)[0]
+            packed = np.packbits(mask.ravel())
+        with self._lock:
+            self._masks[key] = packed
+        return np.unpackbits(packed)[:LUNG_SIZE * LUNG_SIZE].reshape(LUNG_SIZE, LUNG_SIZE).astype(bool)
 
     def warm(self, paths: Iterable[Path], image_size: int | View, workers: int | None = None,
              progress: Callable | None = None) -> list[ImageError]:
@@ -675,16 +721,20 @@ class DecodedCache:
                 errors += errs
         return errors
 
+    @classmethod
+    def from_environment(cls, segmenter: LungSegmenter | None = None) -> "DecodedCache":
+        """A new cache with the environment's settings: the disk folder $PNEUMOLIB_CACHE_DIR (default
+        ~/.cache/pneumolib/decoded; "off": none) and the memory bound $PNEUMOLIB_CACHE_MEMORY."""
+        return cls(default_cache_dir(), segmenter)
+
     def __len__(self) -> int:
         return len(self._store)
 
-    def __bool__(self) -> bool:
-        # an empty cache is still a cache: without this, `cache or DEFAULT_CACHE` (used throughout) silently
-        # swapped a caller's fresh cache for the shared default one
-        return True
 
-
-DEFAULT_CACHE = DecodedCache(default_cache_dir())
+def ensure_cache(cache: DecodedCache | None) -> DecodedCache:
+    """The caller's cache, else a new one for this call only (the disk cache still spares the decoding): there is no
+    process-wide cache. Whoever holds the data (XRayData.cache) or the model (Predictor.cache) holds its cache."""
+    return DecodedCache.from_environment() if cache is None else cache
 
 
 _DIGESTS: dict[tuple, str] = {}
@@ -757,8 +807,9 @@ def prescan(data: XRayData, image_size: int | View, strict: bool = False, cache:
             progress: Callable | None = None) -> XRayData:
     """Decode every file once and check the folder's hygiene (unreadable files, identical files within and
     across splits and classes, patients in two splits). Unreadable files are dropped and reported by path;
-    strict mode refuses to start on any finding."""
-    cache = cache or DEFAULT_CACHE
+    strict mode refuses to start on any finding. CACHE (default: the data's own) keeps the decoded films; the
+    returned data holds it."""
+    cache = data.cache if cache is None else cache
     every = [s.path for samples in data.splits.values() for s in samples]
     bad = cache.warm(every, image_size, progress=progress)
     hygiene = check_hygiene(data, list(data.bad_files) + bad)  # a manifest's bad rows are findings too
@@ -773,7 +824,7 @@ def prescan(data: XRayData, image_size: int | View, strict: bool = False, cache:
             if not any(s.label == i for s in v):
                 raise DataError(f"{data.root}/{k}/{c}: no readable images left after the pre-scan")
     notes = list(data.notes) + crop_notes(splits, image_size, cache)
-    return XRayData(data.root, splits, notes, list(data.bad_files) + bad, hygiene, data.holdout)
+    return XRayData(data.root, splits, notes, list(data.bad_files) + bad, hygiene, data.holdout, cache)
 
 
 def crop_notes(splits: dict[str, list[Sample]], view: int | View, cache: DecodedCache) -> list[str]:
@@ -828,7 +879,7 @@ class XRayDataset(torch.utils.data.Dataset):
     def __init__(self, samples: list[Sample], preprocessing=None, transform: Callable | None = None,
                  cache: DecodedCache | None = None, image_size: int | View | None = None):
         self.samples, self.pre, self.transform = list(samples), preprocessing, transform
-        self.cache = cache or DEFAULT_CACHE
+        self.cache = ensure_cache(cache)
         self.image_size = image_size or preprocessing.view  # the decode view (size and crop)
 
     def __len__(self) -> int:

@@ -192,16 +192,23 @@ class LungSegmenter:
         return film, self.segment_array(film)
 
 
-    def lung_boxes(self, films: list[np.ndarray], margin: float) -> list["LungBox"]:
-        """Each uint8 film's (any size) lung-field bounding box, as fractions of its height and width, with `margin`
-        of the box's size added on each side; the whole film, with the reason, when the mask fails the check (a
-        film whose lungs are not found is flagged, never cropped to a wrong box). Segmented in batches."""
+    def lung_fields(self, films: list[np.ndarray], margin: float) -> list[tuple["LungBox", np.ndarray]]:
+        """Each uint8 film's (any size) lung field: its bounding box, as fractions of its height and width, with
+        `margin` of the box's size added on each side, and the whole film's bool lung mask at SIZE x SIZE (the film
+        squashed, the frame the box's fractions also describe). The box is the whole film, with the reason, when the
+        mask fails the check (a film whose lungs are not found is flagged, never cropped to a wrong box): one
+        quality decision, which the crop, Grad-CAM's lung statistics and the shortcut audit all read (the decode
+        cache keeps both). Segmented in batches."""
         if not films:
             return []
         small = [np.array(Image.fromarray(f).resize((SIZE, SIZE), Image.BILINEAR, reducing_gap=3.0)) if f.size
                  else np.zeros((SIZE, SIZE), np.uint8) for f in films]
         masks = self.masks_for(torch.from_numpy(np.stack(small))[:, None], [(SIZE, SIZE)] * len(small))
-        return [box_of(m, film_problem(f) or self.check.problems(m), margin) for f, m in zip(films, masks)]
+        return [(box_of(m, film_problem(f) or self.check.problems(m), margin), m) for f, m in zip(films, masks)]
+
+    def lung_boxes(self, films: list[np.ndarray], margin: float) -> list["LungBox"]:
+        """The boxes of lung_fields."""
+        return [box for box, _ in self.lung_fields(films, margin)]
 
 
 def film_problem(film: np.ndarray) -> str:
@@ -285,6 +292,27 @@ def mask_in_view(mask: np.ndarray, box: LungBox | None, shape: tuple[int, int]) 
     return np.asarray(im) > 127
 
 
+def dilate(mask: np.ndarray, fraction: float) -> np.ndarray:
+    """The bool mask grown by `fraction` of its width (a disc: every pixel within that distance of the mask)."""
+    radius = fraction * mask.shape[1]
+    if radius <= 0 or not mask.any():
+        return mask.copy()
+    return ndi.distance_transform_edt(~mask) <= radius
+
+
+def mask_film(film: np.ndarray, box: LungBox, mask: np.ndarray, size: int, dilation: float) -> np.ndarray:
+    """The lung-mask view of a film: its crop (crop_film), with every pixel outside the lung mask grown by
+    `dilation` of the film's width set to 0 and every pixel inside it at least 1 (so 0 means outside, which
+    Preprocessing's 'equalize_masked' leaves out). A film whose lungs were not found (box.problem) is not masked:
+    its mask failed the check, and the whole film is used, flagged, as for the plain crop."""
+    out = crop_film(film, box, size)
+    if box.problem:
+        return out
+    keep = mask_in_view(dilate(mask, dilation), box, out.shape)
+    out = np.where(keep, np.maximum(out, 1), 0).astype(np.uint8)
+    return out
+
+
 def crop_film(film: np.ndarray, box: LungBox, size: int) -> np.ndarray:
     """A uint8 film at its own size -> its box, squashed to size x size: the one place a crop is made, for training
     and inference alike (the box is found on the full film, so the crop does not depend on the file's size)."""
@@ -295,6 +323,71 @@ def crop_film(film: np.ndarray, box: LungBox, size: int) -> np.ndarray:
 
 
 # --- training and evaluation ---------------------------------------------------------------------------------
+COVERAGE_DILATIONS = (0.0, 0.01, 0.02, 0.03, 0.04, 0.05, 0.06, 0.07, 0.08, 0.10)
+COVERAGE_KEEP = 0.98  # a film's annotated lung counts as kept when this share of it is inside the dilated mask
+COVERAGE_FILMS = 0.95  # the rule: the smallest dilation keeping COVERAGE_KEEP of the lung on this share of each class
+
+
+def mask_coverage(seg: LungSegmenter, pairs: list[MaskPair], dilations=COVERAGE_DILATIONS,
+                  margin: float = 0.08) -> dict[str, Any]:
+    """How much of each film's annotated lung field the lung-mask view keeps, per dilation and per class.
+
+    Args:
+        seg: the segmenter whose masks draw the view (the crop's own: lung_fields at SIZE).
+        pairs: annotated films (the validation split's: the choice must not see the test split).
+        dilations: the candidate dilations, as shares of the film's width.
+        margin: the crop box's margin (the annotated lung outside the box is lost whatever the dilation).
+
+    Returns:
+        {"dilations": {d: {class: {"n", "mean", "p05", "kept_share"}}}, "box": {class: ...}, "chosen": d or None,
+        "rule": text}: kept_share is the share of films keeping at least COVERAGE_KEEP of their annotated lung;
+        chosen is the smallest dilation whose kept_share is at least COVERAGE_FILMS for every class.
+    """
+    per: dict[float, dict[int, list[float]]] = {d: {0: [], 1: []} for d in dilations}
+    box_cov: dict[int, list[float]] = {0: [], 1: []}
+    for p in pairs:
+        film = np.asarray(Image.open(p.image).convert("L"))
+        box, mask = seg.lung_fields([film], margin)[0]
+        truth = read_mask(p.mask, (SIZE, SIZE))
+        if not truth.any():
+            continue
+        inside_box = np.zeros_like(truth)
+        top, bottom, left, right = box.pixels(SIZE, SIZE)
+        inside_box[top:bottom, left:right] = True
+        box_cov[p.label].append(float((truth & inside_box).sum() / truth.sum()))
+        for d in dilations:
+            kept = dilate(mask, d) & inside_box if not box.problem else inside_box
+            per[d][p.label].append(float((truth & kept).sum() / truth.sum()))
+
+    def stats(v: list[float]) -> dict[str, float]:
+        a = np.asarray(v)
+        return {"n": int(len(a)), "mean": float(a.mean()) if len(a) else float("nan"),
+                "p05": float(np.percentile(a, 5)) if len(a) else float("nan"),
+                "kept_share": float((a >= COVERAGE_KEEP).mean()) if len(a) else float("nan")}
+
+    table = {d: {CLASSES[c]: stats(v) for c, v in by.items()} for d, by in per.items()}
+    ok = [d for d in dilations if all(s["n"] and s["kept_share"] >= COVERAGE_FILMS for s in table[d].values())]
+    return {"dilations": table, "box": {CLASSES[c]: stats(v) for c, v in box_cov.items()},
+            "chosen": min(ok) if ok else None,
+            "rule": f"the smallest dilation at which at least {COVERAGE_FILMS:.0%} of each class's annotated films keep "
+                    f"at least {COVERAGE_KEEP:.0%} of their annotated lung inside the view"}
+
+
+def format_coverage(r: dict[str, Any]) -> str:
+    """The coverage table, one row per dilation."""
+    lines = [f"{'dilation':>9}  {'NORMAL kept / mean / p05':>27}  {'PNEUMONIA kept / mean / p05':>30}"]
+    for d, by in r["dilations"].items():
+        cells = [f"{by[c]['kept_share']:.3f} / {by[c]['mean']:.3f} / {by[c]['p05']:.3f}" for c in CLASSES]
+        lines.append(f"{d:>9.2f}  {cells[0]:>27}  {cells[1]:>30}")
+    b = r["box"]
+    lines.append(f"{'box only':>9}  " + "  ".join(
+        f"{b[c]['kept_share']:.3f} / {b[c]['mean']:.3f} / {b[c]['p05']:.3f}".rjust(27 if c == 'NORMAL' else 30)
+        for c in CLASSES))
+    lines.append(f"chosen: {r['chosen']} ({r['rule']}); n = " +
+                 ", ".join(f"{c} {r['box'][c]['n']}" for c in CLASSES))
+    return "\n".join(lines)
+
+
 def dice(pred: np.ndarray, truth: np.ndarray) -> float:
     """2|A and B| / (|A| + |B|); 1.0 when both are empty."""
     s = pred.sum() + truth.sum()

@@ -10,7 +10,7 @@ import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
-from ..core.config import CLASSES, MAX_IMAGE_SIZE, NORMALIZATIONS, ConfigError, View, check_int
+from ..core.config import CLASSES, DEFAULT_MASK_DILATION, MAX_IMAGE_SIZE, NORMALIZATIONS, ConfigError, View, check_int
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -76,56 +76,6 @@ class Identity:
         return "Identity()"
 
 
-class RandomGamma:
-    """Random gamma on a uint8 image: a stand-in for differences between scanners' response curves."""
-
-    def __init__(self, low: float = 0.7, high: float = 1.4):
-        self.low, self.high = low, high
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        g = float(torch.empty(1).uniform_(np.log(self.low), np.log(self.high)).exp())
-        return ((img.float() / 255).pow(g) * 255).round().to(torch.uint8)
-
-    def __repr__(self) -> str:
-        return f"RandomGamma({self.low}, {self.high})"
-
-
-class RandomResolution:
-    """With probability p, down to a random factor of the size (uniform in [low, high]) and back up, antialiased: a
-    lower-resolution source (the stress test's low_res shift is one fixed point of this)."""
-
-    def __init__(self, low: float = 0.35, high: float = 1.0, p: float = 0.5):
-        self.low, self.high, self.p = low, high, p
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        if float(torch.rand(1)) >= self.p:
-            return img
-        f = float(torch.empty(1).uniform_(self.low, self.high))
-        h, w = img.shape[-2:]
-        small = TF.resize(img, [max(1, round(h * f)), max(1, round(w * f))], antialias=True)
-        return TF.resize(small, [h, w], antialias=True)
-
-    def __repr__(self) -> str:
-        return f"RandomResolution({self.low}, {self.high}, p={self.p})"
-
-
-class RandomNoise:
-    """With probability p, Gaussian noise whose standard deviation (grey levels) is uniform in [0, max_std]: a
-    noisier detector."""
-
-    def __init__(self, max_std: float = 15.0, p: float = 0.5):
-        self.max_std, self.p = max_std, p
-
-    def __call__(self, img: torch.Tensor) -> torch.Tensor:
-        if float(torch.rand(1)) >= self.p:
-            return img
-        std = float(torch.empty(1).uniform_(0.0, self.max_std))
-        return (img.float() + torch.randn(img.shape) * std).round().clamp(0, 255).to(torch.uint8)
-
-    def __repr__(self) -> str:
-        return f"RandomNoise({self.max_std}, p={self.p})"
-
-
 # --- the log's pipelines, by name -----------------------------------------------------
 # Each builder returns a callable on a 1xHxW uint8 tensor (already resized: the log resizes first).
 def _log_baseline():
@@ -140,38 +90,32 @@ def _log_strong_normal():
                       T.ColorJitter(brightness=0.4, contrast=0.4)])
 
 
-def _robust():
-    # stronger geometry and scanner-like intensity changes (not from the log)
-    return T.Compose([
-        T.RandomHorizontalFlip(),
-        T.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.8, 1.2), shear=8),
-        RandomGamma(0.6, 1.6),
-        T.ColorJitter(brightness=0.4, contrast=0.4),
-        T.RandomApply([T.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.3),
-    ])
-
-
-def _sharpness():
-    # resolution loss and detector noise, the kinds of change the 'robust' augmentation leaves out
-    return T.Compose([RandomResolution(0.35, 1.0, p=0.5), RandomNoise(15.0, p=0.5)])
-
-
-TRANSFORMS: dict[str, Callable[[], Callable]] = {
+# The log's own per-sample pipelines, kept as the reference the batched augmentation (augment.BATCHED, what training
+# uses) is checked against and what the benchmark's "plain" pipeline runs. The recipe's augmentations ('robust',
+# 'sharpness') are not from the log and exist once, batched, in data.augment.
+LOG_TRANSFORMS: dict[str, Callable[[], Callable]] = {
     "none": Identity,
     "log_baseline": _log_baseline,
     "log_strong_normal": _log_strong_normal,
     "central_focus": CentralFocus,
-    "robust": _robust,
-    "sharpness": _sharpness,
 }
+TRANSFORMS = LOG_TRANSFORMS  # the name the tests and notebooks used
+
+
+def has_reference(spec: str) -> bool:
+    """Whether every part of SPEC is one of the log's pipelines (which have a per-sample reference)."""
+    return all(p.strip() in LOG_TRANSFORMS for p in spec.split("+") if p.strip())
 
 
 def build(spec: str) -> Callable:
-    """'central_focus+log_baseline' -> Compose([CentralFocus(), <log_baseline>]), applied left to right."""
+    """The log's per-sample reference pipeline: 'central_focus+log_baseline' -> Compose([CentralFocus(),
+    <log_baseline>]), applied left to right. The recipe's augmentations have no per-sample version (training uses
+    augment.BatchAugment for every spec)."""
     parts = [p.strip() for p in spec.split("+") if p.strip()]
-    unknown = [p for p in parts if p not in TRANSFORMS]
+    unknown = [p for p in parts if p not in LOG_TRANSFORMS]
     if unknown:
-        raise KeyError(f"unknown transform {unknown[0]!r} in {spec!r}; known: {', '.join(TRANSFORMS)}")
+        raise KeyError(f"no per-sample reference for {unknown[0]!r} in {spec!r} (only the log's pipelines have one: "
+                       f"{', '.join(LOG_TRANSFORMS)}; training augments batches with augment.BatchAugment)")
     steps = [TRANSFORMS[p]() for p in parts]
     return steps[0] if len(steps) == 1 else T.Compose(steps)
 
@@ -185,6 +129,27 @@ def build_train_transform(train_transforms: tuple[tuple[str, str], ...]) -> ByCl
 NORMALIZE = NORMALIZATIONS  # the names live in config; the cases below implement each
 
 
+def equalize_nonzero(x: torch.Tensor) -> torch.Tensor:
+    """Histogram equalisation of each uint8 image (...xHxW) computed over its non-zero pixels only, which it maps onto
+    1-255; zeros (the black outside a lung mask) stay 0. So the equalised lungs do not depend on how much of the
+    picture is black. An image without a non-zero pixel is returned as it is."""
+    shape = x.shape
+    flat = x.reshape(-1, shape[-2] * shape[-1]).long()
+    n = flat.shape[0]
+    hist = torch.zeros(n, 256, dtype=torch.float32, device=x.device)
+    hist.scatter_add_(1, flat, torch.ones_like(flat, dtype=torch.float32))
+    hist[:, 0] = 0
+    cdf = hist.cumsum(1)
+    total = cdf[:, -1:].clamp_min(1)
+    # ranks of the non-zero grey levels spread over 1..255 (the lowest present level maps near 1)
+    lut = (1 + torch.floor((cdf - hist / 2) / total * 255).clamp(0, 254)).to(torch.uint8)
+    lut[:, 0] = 0
+    out = torch.gather(lut, 1, flat).to(torch.uint8)
+    empty = cdf[:, -1] == 0
+    out[empty] = x.reshape(n, -1)[empty]
+    return out.reshape(shape)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """uint8 1xHxW -> float model input; saved in every checkpoint so inference cannot drift."""
@@ -195,6 +160,7 @@ class Preprocessing:
     crop: str = "none"  # "lungs": decoded films are cropped to their lung fields first (config.View)
     crop_margin: float = 0.08
     crop_segmenter: str = ""  # digest of the lung segmenter whose boxes the model was trained on
+    mask_dilation: float = DEFAULT_MASK_DILATION  # crop "lung_mask": how far the lung mask is grown (config.View)
 
     def __post_init__(self) -> None:
         """Refuse a field a checkpoint could carry malformed (a string size, 20,000 px, an unknown normalisation)."""
@@ -212,7 +178,7 @@ class Preprocessing:
     @property
     def view(self) -> View:
         """How a file is decoded for this model, before __call__: the crop travels with the weights."""
-        return View(self.image_size, self.crop, self.crop_margin, self.crop_segmenter)
+        return View(self.image_size, self.crop, self.crop_margin, self.crop_segmenter, self.mask_dilation)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -224,6 +190,9 @@ class Preprocessing:
             # (a scanner's exposure, gamma, contrast curve), the commonest shift between X-ray cohorts
             u8 = x if x.dtype == torch.uint8 else (x.float() * 255).round().clamp(0, 255).to(torch.uint8)
             x = TF.equalize(u8)
+        elif self.normalize == "equalize_masked":
+            u8 = x if x.dtype == torch.uint8 else (x.float() * 255).round().clamp(0, 255).to(torch.uint8)
+            x = equalize_nonzero(u8)
         x = x.float() / 255 if x.dtype == torch.uint8 else x.float()
         if self.normalize == "per_image":
             dims = (-3, -2, -1)

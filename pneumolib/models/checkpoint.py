@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -10,9 +11,10 @@ import torch
 from torch import nn
 
 from ..core.config import CLASSES, ExperimentConfig
-from ..data.dataset import DEFAULT_CACHE, DecodedCache, Sample, patient_id
+from ..data.dataset import DecodedCache, Sample, patient_id
 from ..data.imaging import ImageError
-from ..models.inference import predict_proba
+from ..models.inference import predict_proba, probabilities, view_outputs
+from ..core.stats import mahalanobis
 from ..core.io import CheckpointError, atomic_write  # noqa: F401  (CheckpointError: re-exported)
 from ..data.lungs import shipped_digest
 from ..models.networks import Ensemble, build_model, members
@@ -30,7 +32,8 @@ def preprocessing_for(config: ExperimentConfig) -> Preprocessing:
     that drew its boxes (the shipped one), so a checkpoint is never served boxes from another."""
     segmenter = shipped_digest() if config.crop != "none" else ""
     return Preprocessing(image_size=config.image_size, in_channels=config.in_channels, normalize=config.normalize,
-                         crop=config.crop, crop_margin=config.crop_margin, crop_segmenter=segmenter)
+                         crop=config.crop, crop_margin=config.crop_margin, crop_segmenter=segmenter,
+                         mask_dilation=config.mask_dilation)
 
 
 def save_checkpoint(path: str | Path, model: nn.Module, config: ExperimentConfig, threshold: float,
@@ -52,7 +55,8 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: ExperimentConfig
 
 MAX_CHECKPOINT_BYTES = 4 * 2**30  # 16 ResNet50s are 1.5 GB; a bigger file is not one of ours
 MAX_ENSEMBLE_MEMBERS = 16  # members are built before their weights are checked: a crafted count must not allocate
-_PREPROCESSING_FIELDS = ("image_size", "in_channels", "normalize", "crop", "crop_margin", "crop_segmenter")
+_PREPROCESSING_FIELDS = ("image_size", "in_channels", "normalize", "crop", "crop_margin", "crop_segmenter",
+                         "mask_dilation")
 
 
 def checkpoint_file(path: str | Path) -> Path:
@@ -179,6 +183,38 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+@dataclass(frozen=True)
+class Prediction:
+    """What the package says about one film: the served prediction record (`Predictor.predict_records`).
+
+    Attributes:
+        path: the file.
+        label: "PNEUMONIA" or "NORMAL", by the checkpoint's threshold.
+        p_pneumonia: P(PNEUMONIA), test-time augmentation included when the checkpoint uses it.
+        threshold: the checkpoint's decision threshold.
+        ood_distance: the film's out-of-distribution distance (None: the checkpoint carries no reference).
+        unlike_training: True when that distance is beyond the reference's threshold (do not trust the answer).
+        lungs: "" without a lung crop; "cropped"; or "NOT FOUND: why" (the whole film was used).
+    """
+
+    path: str
+    label: str
+    p_pneumonia: float
+    threshold: float
+    ood_distance: float | None = None
+    unlike_training: bool | None = None
+    lungs: str = ""
+
+    def line(self) -> str:
+        """The tab-separated line `predict` prints."""
+        notes = [f"lungs={self.lungs}"] if self.lungs else []
+        if self.ood_distance is not None:
+            notes.append(f"ood={self.ood_distance:.1f}" + (" UNLIKE THE TRAINING FILMS: do not trust this answer"
+                                                           if self.unlike_training else ""))
+        return (f"{self.path}\t{self.label}\tp_pneumonia={self.p_pneumonia:.4f}\tthreshold={self.threshold:.3f}"
+                + "".join(f"\t{n}" for n in notes))
+
+
 class Predictor:
     """A trained model with the preprocessing and decision threshold it was saved with."""
 
@@ -190,6 +226,19 @@ class Predictor:
         self.preprocessing = preprocessing or preprocessing_for(config)
         self.device = torch.device(device)
         self.extra: dict[str, Any] = {}
+        self._cache: DecodedCache | None = None
+
+    @property
+    def cache(self) -> DecodedCache:
+        """The decoded films this predictor has seen (its own cache, made on first use; there is no process-wide
+        one). Assign another to share one between predictors."""
+        if self._cache is None:
+            self._cache = DecodedCache.from_environment()
+        return self._cache
+
+    @cache.setter
+    def cache(self, value: DecodedCache) -> None:
+        self._cache = value
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Predictor":
@@ -223,13 +272,13 @@ class Predictor:
 
     def preprocess(self, path: str | Path, cache: DecodedCache | None = None) -> torch.Tensor:
         """A file -> the exact model input used at training time (lung crop included)."""
-        img = torch.from_numpy((cache or DEFAULT_CACHE).get(path, self.preprocessing.view)).unsqueeze(0)
+        img = torch.from_numpy((self.cache if cache is None else cache).get(path, self.preprocessing.view)).unsqueeze(0)
         return self.preprocessing(img)
 
     def input_note(self, path: str | Path, cache: DecodedCache | None = None) -> str:
         """'' for a model without a lung crop; else whether the film's lungs were found and cropped, or why the
         whole film was used (a film the crop could not handle is flagged in every output, never hidden)."""
-        box = (cache or DEFAULT_CACHE).box(path, self.preprocessing.view)
+        box = (self.cache if cache is None else cache).box(path, self.preprocessing.view)
         return "" if box is None else (f"lungs=NOT FOUND: {box.problem}" if box.problem else "lungs=cropped")
 
     def predict_proba(self, x: torch.Tensor) -> np.ndarray:
@@ -237,16 +286,28 @@ class Predictor:
         self.check_input(x)
         return predict_proba(self.model, x, device=self.device, tta=self.config.tta)
 
-    def predict_files(self, paths: list[str | Path], cache: DecodedCache | None = None
-                      ) -> tuple[list[tuple[str, str, float]], list[ImageError]]:
-        """(path, label, P(PNEUMONIA)) for every readable file, streamed in batches; and the files that could not
-        be read, each with its reason (never raised: one bad film must not cost the others their predictions)."""
-        cache = cache or DEFAULT_CACHE
+    def predict_records(self, paths: list[str | Path], cache: DecodedCache | None = None
+                        ) -> tuple[list["Prediction"], list[ImageError]]:
+        """The whole served record for every readable file (label, P(PNEUMONIA), the out-of-distribution distance
+        and flag, the lung-crop note), each film through the network once (models.inference.view_outputs reads the
+        penultimate features in the same pass); and the files that could not be read, each with its reason (never
+        raised: one bad film must not cost the others their predictions)."""
+        cache = self.cache if cache is None else cache
         paths = [Path(p) for p in paths]
         refused = cache.warm(paths, self.preprocessing.view)
         bad = {e.path for e in refused}
         good = [p for p in paths if p not in bad]
         samples = [Sample(p, -1, patient_id(p), "predict") for p in good]
-        probs = predict_proba(self.model, samples, self.preprocessing, device=self.device, tta=self.config.tta,
-                              cache=cache)
-        return [(str(p), CLASSES[int(v >= self.threshold)], float(v)) for p, v in zip(good, probs)], refused
+        ref = (self.extra or {}).get("ood")
+        logits, feats = view_outputs(self.model, samples, self.preprocessing, device=self.device,
+                                     tta=self.config.tta, cache=cache, features=bool(ref))
+        probs = probabilities(logits)
+        far = None
+        if ref and feats is not None:
+            d = mahalanobis(feats.numpy(), ref["mean"], ref["precision"])
+            far = d, d > ref["threshold"]
+        out = [Prediction(str(p), CLASSES[int(v >= self.threshold)], float(v), self.threshold,
+                          None if far is None else float(far[0][i]), None if far is None else bool(far[1][i]),
+                          self.input_note(p, cache).removeprefix("lungs="))
+               for i, (p, v) in enumerate(zip(good, probs))]
+        return out, refused

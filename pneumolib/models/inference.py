@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.dataset import DEFAULT_CACHE, DecodedCache, Sample, XRayDataset
+from ..data.dataset import ensure_cache, DecodedCache, Sample, XRayDataset
 from ..models.networks import Ensemble, members
 
 DEFAULT_BATCH = 64
@@ -22,7 +22,7 @@ def _batches(source: Any, preprocessing, *, batch_size: int, cache: DecodedCache
     if isinstance(source, (list, tuple)) and (not source or isinstance(source[0], Sample)):
         if preprocessing is None:
             raise ValueError("samples need the checkpoint's preprocessing to become model inputs")
-        source = XRayDataset(list(source), preprocessing, transform, cache or DEFAULT_CACHE)
+        source = XRayDataset(list(source), preprocessing, transform, ensure_cache(cache))
     loader = torch.utils.data.DataLoader(source, batch_size=batch_size, shuffle=False)
     for batch in loader:
         yield batch[0] if isinstance(batch, (list, tuple)) else batch
@@ -38,24 +38,61 @@ def views(x: torch.Tensor, tta: bool) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def view_logits(model: torch.nn.Module, source: Any, preprocessing=None, *, tta: bool = False,
-                batch_size: int = DEFAULT_BATCH, cache: DecodedCache | None = None, transform=None,
-                device=None) -> torch.Tensor:
-    """Logits V x M x N x 2 (V views: the image and, with tta, its flip; M members of an Ensemble, each divided by
-    its temperature; one member otherwise), on the CPU. Only one batch of inputs is in memory at a time."""
+def view_outputs(model: torch.nn.Module, source: Any, preprocessing=None, *, tta: bool = False,
+                 batch_size: int = DEFAULT_BATCH, cache: DecodedCache | None = None, transform=None,
+                 device=None, features: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The one pass of films through the network: every film goes through once per view and member.
+
+    Args:
+        model: a network or an `Ensemble`.
+        source: a list of Samples (decoded through `cache`, shifted by `transform`, preprocessed), a Dataset whose
+            items start with the input, or a tensor of preprocessed inputs.
+        preprocessing: the checkpoint's preprocessing (needed for Samples).
+        tta: also the horizontal flip of every input.
+        features: also return the penultimate features (the final linear layer's input) of the first member on
+            the unflipped view, read by a hook during the same forward pass (the OOD score uses them).
+
+    Returns:
+        (logits V x M x N x 2 on the CPU: V views, M members each divided by its temperature; features N x D, or
+        None when not asked for). Only one batch of inputs is in memory at a time.
+    """
     param = next(model.parameters(), None)
     device = device or (param.device if param is not None else torch.device("cpu"))
     model.eval()
     nets = [m.eval() for m in members(model)]
     temperature = float(model.temperature) if isinstance(model, Ensemble) else 1.0
-    out = []
-    for x in _batches(source, preprocessing, batch_size=batch_size, cache=cache, transform=transform):
-        x = x.to(device)
-        out.append(torch.stack([torch.stack([net(v).float().cpu() / temperature for net in nets])
-                                for v in views(x, tta)]))
+    out, seen = [], []
+    hook = None
+    if features:
+        want = {"on": False}
+        hook = nets[0].fc.register_forward_hook(
+            lambda mod, inp, res: seen.append(inp[0].detach().float().cpu()) if want["on"] else None)
+    try:
+        for x in _batches(source, preprocessing, batch_size=batch_size, cache=cache, transform=transform):
+            x = x.to(device)
+            per_view = []
+            for k, v in enumerate(views(x, tta)):
+                per_member = []
+                for j, net in enumerate(nets):
+                    if hook is not None:
+                        want["on"] = k == 0 and j == 0
+                    per_member.append(net(v).float().cpu() / temperature)
+                per_view.append(torch.stack(per_member))
+            out.append(torch.stack(per_view))
+    finally:
+        if hook is not None:
+            hook.remove()
+    feats = None
+    if features:
+        feats = torch.cat(seen) if seen else torch.zeros(0, nets[0].fc.in_features)
     if not out:
-        return torch.zeros(n_views(tta), len(nets), 0, 2)
-    return torch.cat(out, dim=2)
+        return torch.zeros(n_views(tta), len(nets), 0, 2), feats
+    return torch.cat(out, dim=2), feats
+
+
+def view_logits(model: torch.nn.Module, source: Any, preprocessing=None, **kw) -> torch.Tensor:
+    """Logits V x M x N x 2 through view_outputs (see there)."""
+    return view_outputs(model, source, preprocessing, **kw)[0]
 
 
 def class_probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

@@ -142,6 +142,7 @@ class Series:
     # trained at different budgets are never pooled, so a series never makes them)
     started: float = field(default_factory=time.perf_counter)
     roots: dict[str, str] = field(default_factory=dict)  # absolute prefix -> what outputs print instead
+    probes: Any = field(default=None, repr=False)  # the shortcut audit's fitted probes, shared by this notebook's runs
 
     def tidy(self, text: str) -> str:
         return tidy(text, self.roots)
@@ -356,5 +357,7 @@ def matched_stress(matched: dict[str, Any] | None, series: Series) -> dict[str, 
 
 def shortcut_audit(r, series: Series, split: str = "val") -> dict:
     """The shortcut audit of a run on one split of its data (shortcuts.audit_run: kept in its run folder)."""
-    from ..studies.shortcuts import audit_run
-    return audit_run(r.run_dir, series.data, split=split)
+    from ..studies.shortcuts import Probes, audit_run
+    if series.probes is None:
+        series.probes = Probes()
+    return audit_run(r.run_dir, series.data, split=split, probes=series.probes)

@@ -158,9 +158,10 @@ def _under_shifts(scores: dict, threshold: float) -> dict[str, float]:
 def analyse(pred: Predictor, data) -> dict:
     """One model's candidate row: clean and shifted test scores at its own threshold and at the Youden and
     youden_shifted thresholds fitted on validation."""
-    test = shifted_scores(pred.model, data["test"], pred.preprocessing, tta=pred.config.tta)
-    val = predict_samples(pred.model, data["val"], pred.preprocessing, tta=pred.config.tta)
-    t_youden, t_shifted = (fit_threshold(rule, pred.model, val, pred.preprocessing, tta=pred.config.tta)
+    test = shifted_scores(pred.model, data["test"], pred.preprocessing, tta=pred.config.tta, cache=data.cache)
+    val = predict_samples(pred.model, data["val"], pred.preprocessing, tta=pred.config.tta, cache=data.cache)
+    t_youden, t_shifted = (fit_threshold(rule, pred.model, val, pred.preprocessing, tta=pred.config.tta,
+                                                  cache=data.cache)
                            for rule in ("youden", "youden_shifted"))
     return {"checkpoint_threshold": pred.threshold,
             "ece_test": expected_calibration_error(test["clean"].labels, test["clean"].probs),

@@ -140,92 +140,176 @@ def adopt_twin(run_dir: str | Path, candidates: Iterable[str | Path], config: Ex
     return None
 
 
+@dataclass(frozen=True)
+class RunSettings:
+    """How one experiment is run (not what it trains: that is the config). Passed as one object, or as keyword
+    arguments of run_experiment, which are checked against these fields.
+
+    Attributes:
+        profile: run size (default: fixture for the fixture, else cpu or gpu by device).
+        overrides: config fields changed on top of the profile (a series' budget).
+        device: auto | cpu | cuda | mps.
+        on_missing_weights: 'fail' or 'random_init' (loudly labelled) when ImageNet weights are missing.
+        reuse: reuse a finished run folder of the same training (training_differences).
+        cam_per_class: Grad-CAM grid films per class (0: no Grad-CAM).
+        focus_per_class: films per class the lung-focus lift is measured on.
+        strict: refuse to start on any pre-scan finding.
+        resume: continue an interrupted run; refuse a folder of another training.
+        data: an already prepared XRayData (its cache serves every prediction).
+        holdout: 'folders' or 'early_ids'.
+        command: the CLI line recorded in metrics.json.
+        world: the torchrun process group.
+        workers: DataLoader processes.
+        log_findings: log the pre-scan's findings.
+        replace_other: retrain a folder that holds another training (else CheckpointError).
+    """
+
+    profile: str | None = None
+    overrides: dict[str, Any] | None = None
+    device: str = "auto"
+    on_missing_weights: str = "fail"
+    reuse: bool = True
+    cam_per_class: int = 4
+    focus_per_class: int = 50
+    strict: bool = False
+    resume: bool = False
+    data: XRayData | None = None
+    holdout: str = "folders"
+    command: str | None = None
+    world: World = SINGLE
+    workers: int = 0
+    log_findings: bool = True
+    replace_other: bool = True
+
+
 def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None, out_dir: str | Path | None = None,
-                   *, profile: str | None = None, overrides: dict[str, Any] | None = None, device: str = "auto",
-                   on_missing_weights: str = "fail", reuse: bool = True, cam_per_class: int = 4,
-                   focus_per_class: int = 50,
-                   strict: bool = False, resume: bool = False, data: XRayData | None = None,
-                   holdout: str = "folders", command: str | None = None, world: World = SINGLE,
-                   workers: int = 0, log_findings: bool = True, replace_other: bool = True) -> RunResult:
+                   settings: RunSettings | None = None, **options: Any) -> RunResult:
     """Train (or reuse a finished run of the same training: training_differences), evaluate on test, Grad-CAM test
     images (lung-focus over focus_per_class per class; the notebooks plot the first few), and write
     checkpoint.pt, metrics.json, config.json and per-image scores into out_dir.
+
+    Args:
+        config: the experiment.
+        data_dir: a Kaggle-layout folder (None: the bundled fixture).
+        out_dir: the run folder (None: nothing written).
+        settings: how to run it (RunSettings); keyword OPTIONS replace its fields (an unknown name is a TypeError).
+
+    Returns:
+        The RunResult (config as trained, fit, predictor, data, test scores, metrics, Grad-CAM).
+
     holdout='early_ids' replaces the folders' test split by the earliest-numbered patients (early_id_holdout).
     The data folder is pre-scanned once here (data.prepare); training, evaluation and Grad-CAM all use its cleaned
-    sample lists (an unreadable test image is skipped and listed in metrics['skipped_files']).
+    sample lists and its decoded films (an unreadable test image is skipped and listed in metrics['skipped_files']).
     With resume=True, a finished run folder of another training is refused (CheckpointError naming what differs)
     instead of retrained. A folder that holds another training is retrained from scratch with its old checkpoint and
     every record of the old model removed (runs.clear_training), or refused (CheckpointError) with
-    replace_other=False (the CLI without --retrain). `command` (the CLI line that asked for this run) is recorded in metrics.json.
-    log_findings=False keeps the pre-scan's findings out of the log (a series logs them for its first seed only;
-    metrics.json keeps them either way). Under torchrun (`world`, train.fit): rank 0 pre-scans first (filling the disk cache the others then read),
-    every rank trains, and only rank 0 evaluates and writes; the other ranks return a RunResult without them."""
+    replace_other=False (the CLI without --retrain). Under torchrun (`world`, training.fit): rank 0 pre-scans first
+    (filling the disk cache the others then read), every rank trains, and only rank 0 evaluates and writes; the other
+    ranks return a RunResult without them."""
+    s = replace(settings or RunSettings(), **options)
     root, is_fixture = resolve_data_dir(data_dir)
-    profile = profile or default_profile(is_fixture, device)
-    config, weights_used = resolve_config(config, profile, overrides, on_missing_weights)
-    if out_dir is not None and world.is_main:  # before any work: an unwritable --out must not cost an epoch
+    profile = s.profile or default_profile(is_fixture, s.device)
+    config, weights_used = resolve_config(config, profile, s.overrides, s.on_missing_weights)
+    if out_dir is not None and s.world.is_main:  # before any work: an unwritable --out must not cost an epoch
         ensure_writable_dir(out_dir)
-    if data is None:
-        with main_first(world):
-            data = prepare(root, seed=config.seed, holdout=holdout, image_size=config.view, strict=strict,
-                           logger=logger if world.is_main and log_findings else None)
-    else:  # given data: the holdout asked for (whether or not it was pre-scanned), then the pre-scan if not yet
-        data = data if data.holdout == holdout else apply_holdout(data, holdout)
-        if data.hygiene is None:
-            data = prescan(data, config.view, strict=strict)
-            if log_findings:
-                data.log_findings(logger)
+    data = _run_data(root, config, s)
     data_fp = fingerprint(data)
     logger.info("%s %s on %s; %s; weights: %s", config.entry, config.name,
-                "the bundled fixture" if is_fixture else root.name, describe_profile(config, device), weights_used)
+                "the bundled fixture" if is_fixture else root.name, describe_profile(config, s.device), weights_used)
     run_dir = Path(out_dir) if out_dir else None
-    dev = rank_device(get_device(device), world)
     t0 = time.perf_counter()
-    fitted, predictor = None, None
+    fitted, predictor = _train_or_reuse(config, data, run_dir, data_fp, weights_used, s)
+    if predictor is None:  # a rank other than 0: rank 0 evaluates and writes
+        return RunResult(config, fitted, None, data, None, {}, None, run_dir, list(data.notes))
+    predictor.cache = data.cache  # the data's decoded films serve every prediction below
+    metrics = _run_record(config, predictor, fitted, data, data_fp, s, profile, root, is_fixture, weights_used,
+                          run_dir)
+    test = _evaluate_test(config, predictor, data, run_dir, metrics) if "test" in data.splits else None
+    expl = None
+    if s.cam_per_class and test is not None:
+        expl = _lung_focus(config, predictor, test, run_dir, data_fp, s, fresh=fitted is not None)
+        metrics["lung_focus"] = expl.summary()  # per class: lung/heart lift with intervals, masks passed/failed
+        metrics["gradcam"] = expl.report(per_image=False)
+    metrics["seconds"] = time.perf_counter() - t0
+    if run_dir:
+        _write_run(run_dir, config, metrics, test, fitted, predictor.threshold)
+    return RunResult(config, fitted, predictor, data, test, metrics, expl, run_dir, list(data.notes))
+
+
+def _run_data(root: Path, config: ExperimentConfig, s: RunSettings) -> XRayData:
+    """The run's data: pre-scanned once (rank 0 first under torchrun), with the holdout asked for."""
+    if s.data is None:
+        with main_first(s.world):
+            return prepare(root, seed=config.seed, holdout=s.holdout, image_size=config.view, strict=s.strict,
+                           logger=logger if s.world.is_main and s.log_findings else None)
+    data = s.data if s.data.holdout == s.holdout else apply_holdout(s.data, s.holdout)
+    if data.hygiene is None:  # given data not pre-scanned yet
+        data = prescan(data, config.view, strict=s.strict)
+        if s.log_findings:
+            data.log_findings(logger)
+    return data
+
+
+def _train_or_reuse(config: ExperimentConfig, data: XRayData, run_dir: Path | None, data_fp: str,
+                    weights_used: str, s: RunSettings) -> tuple[FitResult | None, Predictor | None]:
+    """(the fit, or None when a finished run of the same training is reused; the predictor, or None on ranks > 0)."""
+    dev = rank_device(get_device(s.device), s.world)
+    predictor, differs = None, []
     ckpt = RunDir(run_dir).checkpoint if run_dir else None
     if ckpt and ckpt.is_file():
-        differs = training_differences(run_dir, config, holdout, data_fp)
-        if not differs and reuse:
+        differs = training_differences(run_dir, config, s.holdout, data_fp)
+        if not differs and s.reuse:
             predictor = Predictor.load(ckpt, device=dev)
             logger.info("reusing %s (same training config, holdout and data; trained at commit %s); delete it to "
                         "retrain", ckpt, predictor.extra.get("commit", "not recorded"))
-        elif differs and resume:
+        elif differs and s.resume:
             raise CheckpointError(f"{ckpt}: --resume refused, the finished run there is another training "
                                   f"({'; '.join(differs)}); use another --out, or delete it to retrain")
-        elif differs and not replace_other:
+        elif differs and not s.replace_other:
             raise CheckpointError(f"{run_dir}: holds another training ({'; '.join(differs)}); use another --out, or "
                                   "--retrain to replace it and its records")
-    clear = predictor is None and not resume and ckpt is not None and ckpt.is_file()
-    with main_first(world):  # every rank passes this barrier; rank 0 alone clears
-        if clear and world.is_main:  # training anew here: the old model's records must not outlive it
+    clear = predictor is None and not s.resume and ckpt is not None and ckpt.is_file()
+    with main_first(s.world):  # every rank passes this barrier; rank 0 alone clears
+        if clear and s.world.is_main:  # training anew here: the old model's records must not outlive it
             gone = clear_training(run_dir)
             logger.warning("%s: %s; removed its checkpoint and records (%s)", run_dir,
                            f"held another training ({'; '.join(differs)})" if differs else "retraining",
                            ", ".join(gone))
-    if predictor is not None and not world.is_main:  # reused: rank 0 evaluates and writes, the others are done
-        return RunResult(config, None, predictor, data, None, {}, None, run_dir, list(data.notes))
-    if predictor is None:
-        fitted = fit(config, data, run_dir, device=device, strict=strict, resume=resume,
-                     extra={"weights": weights_used, "holdout": holdout}, world=world, workers=workers)
-        if not world.is_main:  # rank 0 evaluates and writes
-            return RunResult(config, fitted, None, data, None, {}, None, run_dir, list(data.notes))
-        predictor = Predictor(fitted.model, config, fitted.threshold, device=dev)
-        predictor.extra = {"ood": fitted.ood}
-    else:
-        stored = predictor.threshold
-        val = predict_samples(predictor.model, data["val"], predictor.preprocessing, tta=config.tta)
-        predictor.threshold = fit_threshold(config.threshold, predictor.model, val, predictor.preprocessing,
-                                            tta=config.tta)
-        predictor.config = config
-        if predictor.threshold != stored:  # another run's weights under this run's decision rule: the checkpoint
-            # in this folder carries this run's config and threshold, as the stress test and 'predict' read them
-            save_checkpoint(ckpt, predictor.model, config, predictor.threshold, predictor.extra)
-    pre = preprocessing_for(config)
+    if predictor is not None:
+        if s.world.is_main:
+            _refit_threshold(config, predictor, data, ckpt)
+        return None, predictor if s.world.is_main else None
+    fitted = fit(config, data, run_dir, device=s.device, strict=s.strict, resume=s.resume,
+                 extra={"weights": weights_used, "holdout": s.holdout}, world=s.world, workers=s.workers)
+    if not s.world.is_main:
+        return fitted, None
+    predictor = Predictor(fitted.model, config, fitted.threshold, device=dev)
+    predictor.extra = {"ood": fitted.ood}
+    return fitted, predictor
+
+
+def _refit_threshold(config: ExperimentConfig, predictor: Predictor, data: XRayData, ckpt: Path) -> None:
+    """A reused checkpoint under this run's decision rule: the threshold fitted again on validation; when it moves,
+    the checkpoint in this folder is rewritten with this run's config and threshold (the stress test and 'predict'
+    read them)."""
+    stored = predictor.threshold
+    val = predict_samples(predictor.model, data["val"], predictor.preprocessing, tta=config.tta, cache=data.cache)
+    predictor.threshold = fit_threshold(config.threshold, predictor.model, val, predictor.preprocessing,
+                                        tta=config.tta, cache=data.cache)
+    predictor.config = config
+    if predictor.threshold != stored:
+        save_checkpoint(ckpt, predictor.model, config, predictor.threshold, predictor.extra)
+
+
+def _run_record(config: ExperimentConfig, predictor: Predictor, fitted: FitResult | None, data: XRayData,
+                data_fp: str, s: RunSettings, profile: str, root: Path, is_fixture: bool,
+                weights_used: str, run_dir: Path | None) -> dict[str, Any]:
+    """metrics.json's fields about the run itself (what trained, on what, where, and its training record)."""
     metrics: dict[str, Any] = {"experiment": config.name, "entry": config.entry, "profile": profile,
                                "data_dir": "fixture" if is_fixture else str(root), "weights": weights_used,
-                               "holdout": holdout, "data_fingerprint": data_fp,
-                               "device": str(dev), "threshold": predictor.threshold, "config": config.to_dict(),
-                               "notes": list(data.notes), "command": command,
+                               "holdout": s.holdout, "data_fingerprint": data_fp,
+                               "device": str(predictor.device), "threshold": predictor.threshold,
+                               "config": config.to_dict(), "notes": list(data.notes), "command": s.command,
                                "data_counts": data.counts(),
                                "skipped_files": summarise_errors(data.bad_files, per_kind=20),
                                "n_skipped_files": len(data.bad_files)}
@@ -235,45 +319,56 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
     else:  # reused: the training record travels in the checkpoint
         x = predictor.extra
         metrics.update(best_epoch=x.get("best_epoch"), history=x.get("history", []), train_seconds=x.get("seconds"),
-                       train_images_per_s=x.get("train_images_per_s"), reused_checkpoint=str(ckpt),
+                       train_images_per_s=x.get("train_images_per_s"),
+                       reused_checkpoint=str(RunDir(run_dir).checkpoint) if run_dir else None,
                        trained_commit=x.get("commit", "not recorded (trained before commits were kept)"))
-    test = None
-    if "test" in data.splits:
-        test = predict_samples(predictor.model, data["test"], pre, tta=config.tta)
-        metrics["test"] = compute_metrics(test, predictor.threshold, seed=config.seed)
-        metrics["test_last_epoch"] = last_epoch_metrics(predictor, run_dir, data["test"], metrics.get("history"),
-                                                        config, metrics.get("best_epoch"))
-        if config.eval_subset_per_class:
-            idx = balanced_subset(test.samples, config.eval_subset_per_class, seed=config.seed)
-            metrics["test_subset"] = compute_metrics(test.subset(idx), predictor.threshold, seed=config.seed)
-            metrics["test_subset"]["paths"] = [str(test.samples[i].path) for i in idx]
-    expl = None
-    if cam_per_class and test is not None:
-        # the grid shows the first cam_per_class films per class; lift over the first focus_per_class per class;
-        # P(PNEUMONIA)'s log-odds as target for every run (so runs compare), the TTA the predictor uses;
-        # randomisation and ROAD checks on the grid's films; lung masks: the annotated ones where a film has one
-        # (the shared data's lung_masks/, the fixture's phantoms), the shipped segmenter's elsewhere
-        settings = dict(n_per_class=max(cam_per_class, focus_per_class), target="PNEUMONIA",
-                        sanity_per_class=cam_per_class, seed=config.seed)
-        key = {**settings, "checkpoint": checkpoint_key(ckpt) if ckpt and ckpt.is_file() else None,
-               "data": data_fp, "holdout": holdout, "threshold": predictor.threshold, "code": _explain_code()}
-        expl = cached_explanation(run_dir, key) if fitted is None else None
-        if expl is None:
-            expl = explain_predictor(predictor, test.samples, exact_masks=annotated_mask, **settings)
-            keep_explanation(run_dir, key, expl)
-        metrics["lung_focus"] = expl.summary()  # per class: lung/heart lift with intervals, masks passed/failed
-        metrics["gradcam"] = expl.report(per_image=False)
-    metrics["seconds"] = time.perf_counter() - t0
-    if run_dir:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        run = RunDir(run_dir)
-        save_json(config.to_dict(), run.config)
-        save_json(metrics, run.metrics)
-        if test is not None:
-            test.to_csv(run.scores_test, predictor.threshold)
-        if fitted:
-            fitted.val_scores.to_csv(run.scores_val, predictor.threshold)
-    return RunResult(config, fitted, predictor, data, test, metrics, expl, run_dir, list(data.notes))
+    return metrics
+
+
+def _evaluate_test(config: ExperimentConfig, predictor: Predictor, data: XRayData, run_dir: Path | None,
+                   metrics: dict[str, Any]) -> Scores:
+    """The test split's scores, its metrics (and the last epoch's, and the 10-image subset's) into METRICS."""
+    pre = preprocessing_for(config)
+    test = predict_samples(predictor.model, data["test"], pre, tta=config.tta, cache=data.cache)
+    metrics["test"] = compute_metrics(test, predictor.threshold, seed=config.seed)
+    metrics["test_last_epoch"] = last_epoch_metrics(predictor, run_dir, data["test"], metrics.get("history"),
+                                                    config, metrics.get("best_epoch"))
+    if config.eval_subset_per_class:
+        idx = balanced_subset(test.samples, config.eval_subset_per_class, seed=config.seed)
+        metrics["test_subset"] = compute_metrics(test.subset(idx), predictor.threshold, seed=config.seed)
+        metrics["test_subset"]["paths"] = [str(test.samples[i].path) for i in idx]
+    return test
+
+
+def _lung_focus(config: ExperimentConfig, predictor: Predictor, test: Scores, run_dir: Path | None, data_fp: str,
+                s: RunSettings, fresh: bool) -> Explanation:
+    """Grad-CAM of the test films, kept per checkpoint (reused when the checkpoint, data and code are the same).
+    The grid shows the first cam_per_class films per class; lift over the first focus_per_class per class;
+    P(PNEUMONIA)'s log-odds as target for every run (so runs compare), the TTA the predictor uses; randomisation
+    and ROAD checks on the grid's films; lung masks: the annotated ones where a film has one (the shared data's
+    lung_masks/, the fixture's phantoms), the shipped segmenter's elsewhere."""
+    ckpt = RunDir(run_dir).checkpoint if run_dir else None
+    settings = dict(n_per_class=max(s.cam_per_class, s.focus_per_class), target="PNEUMONIA",
+                    sanity_per_class=s.cam_per_class, seed=config.seed)
+    key = {**settings, "checkpoint": checkpoint_key(ckpt) if ckpt and ckpt.is_file() else None,
+           "data": data_fp, "holdout": s.holdout, "threshold": predictor.threshold, "code": _explain_code()}
+    expl = None if fresh else cached_explanation(run_dir, key)
+    if expl is None:
+        expl = explain_predictor(predictor, test.samples, exact_masks=annotated_mask, **settings)
+        keep_explanation(run_dir, key, expl)
+    return expl
+
+
+def _write_run(run_dir: Path, config: ExperimentConfig, metrics: dict[str, Any], test: Scores | None,
+               fitted: FitResult | None, threshold: float) -> None:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = RunDir(run_dir)
+    save_json(config.to_dict(), run.config)
+    save_json(metrics, run.metrics)
+    if test is not None:
+        test.to_csv(run.scores_test, threshold)
+    if fitted:
+        fitted.val_scores.to_csv(run.scores_val, threshold)
 
 
 def _explain_code() -> str:
@@ -334,7 +429,7 @@ def last_epoch_metrics(predictor: Predictor, run_dir, samples, history, config: 
     except Exception as e:  # noqa: BLE001 - torch raises many types for a file that is not a weights file
         logger.warning("%s: not used (not the last epoch's weights: %s)", path, str(e).splitlines()[0][:160])
         return None
-    scores = predict_samples(model, samples, predictor.preprocessing, tta=config.tta)
+    scores = predict_samples(model, samples, predictor.preprocessing, tta=config.tta, cache=predictor.cache)
     return dict(compute_metrics(scores, predictor.threshold, seed=config.seed), epoch=epoch)
 
 

@@ -22,7 +22,7 @@ from ..analysis.cam import lung_mask
 from ..core.stats import auc_with_interval, patient_bootstrap
 from ..models.checkpoint import Predictor
 from ..core.config import CLASSES
-from ..data.dataset import DEFAULT_CACHE, DecodedCache, Sample, prepare, resolve_data_dir
+from ..data.dataset import ensure_cache, DecodedCache, Sample, prepare, resolve_data_dir
 from ..models.inference import predict_proba
 from ..core.io import save_json
 from ..data.lungs import LungSegmenter, annotated_mask, shipped_segmenter
@@ -50,7 +50,7 @@ def global_stats(img: np.ndarray) -> np.ndarray:
 def probe_features(samples: list[Sample], cache: DecodedCache | None = None, view=None) -> np.ndarray:
     """The statistics of each whole film squashed to PROBE_SIZE; with `view` (a model's decode view, e.g. a lung
     crop), of what that model sees instead, resized to PROBE_SIZE."""
-    cache = cache or DEFAULT_CACHE
+    cache = ensure_cache(cache)
 
     def image(s):
         if view is None:
@@ -69,16 +69,53 @@ def fit_probe(train: list[Sample], seed: int = 0, cache: DecodedCache | None = N
     return probe
 
 
+class Probes:
+    """Fitted probes kept by whoever audits several runs (a notebook's Series, a CLI call over several run folders),
+    keyed by the training films' fingerprint (paths and sizes), the seed and the view: runs trained on the same data
+    share one probe instead of refitting the same seeded model. Owned by the caller; nothing is kept between calls
+    otherwise."""
+
+    def __init__(self):
+        self._fitted: dict[tuple, Any] = {}
+
+    def get(self, train: list[Sample], seed: int, cache: DecodedCache, view=None):
+        key = (train_fingerprint(train), int(seed), view)
+        if key not in self._fitted:
+            self._fitted[key] = fit_probe(train, seed, cache, view)
+        else:
+            log.info("shortcut probe reused (same training films, seed and view)")
+        return self._fitted[key]
+
+    def __len__(self) -> int:
+        return len(self._fitted)
+
+
+def train_fingerprint(train: list[Sample]) -> str:
+    """A digest of the training films a probe is fitted on (path, label and size of each)."""
+    import hashlib
+    h = hashlib.sha1()
+    for s in sorted(train, key=lambda s: str(s.path)):
+        try:
+            size = s.path.stat().st_size
+        except OSError:
+            size = -1
+        h.update(f"{s.path}\0{s.label}\0{size}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def masks_in_view(pred: Predictor, samples: list[Sample], cache: DecodedCache,
                   exact_masks: Callable | None = annotated_mask, segmenter: LungSegmenter | None = None
                   ) -> tuple[list[np.ndarray | None], dict[str, int]]:
     """Each film's lung mask in the model's input frame (annotated where the film has one, else learned; a learned
     mask that fails its check is None: that film is left out of the reliance)."""
+    own = segmenter is None  # the cache's segmenter drew the crop boxes: its masks and decisions are used as they are
     segmenter = segmenter or shipped_segmenter()
     view, out, counts = pred.preprocessing.view, [], {"annotated": 0, "learned": 0, "failed": 0}
     for s in samples:
         img = cache.get(s.path, view)
-        m, how, problem = lung_mask(s, img, exact_masks, segmenter, cache.box(s.path, view))
+        box = cache.box(s.path, view)
+        film_mask = cache.lung_mask(s.path, view) if box is not None and own else None
+        m, how, problem = lung_mask(s, img, exact_masks, segmenter, box, film_mask)
         counts["failed" if problem else how] += 1
         out.append(None if problem else m)
     return out, counts
@@ -89,13 +126,15 @@ def _probs(pred: Predictor, images: np.ndarray) -> np.ndarray:
 
 
 def reliance(pred: Predictor, samples: list[Sample], masks: list[np.ndarray | None], region: str,
-             cache: DecodedCache | None = None, batch_size: int = 64, seed: int = 0) -> dict[str, Any]:
+             cache: DecodedCache | None = None, batch_size: int = 64, seed: int = 0,
+             clean: np.ndarray | None = None) -> dict[str, Any]:
     """Replace the pixels outside (region='outside') or inside ('inside') each film's lung mask by FILL, and report
     the mean absolute change in P(PNEUMONIA) with a 95% interval by patient, the mean signed change, and the share
-    of decisions that flip at the checkpoint's threshold; per class too."""
+    of decisions that flip at the checkpoint's threshold; per class too. CLEAN: the films' P(PNEUMONIA) as they
+    are, when the caller has them already (the audit predicts them once for all three measurements)."""
     if region not in ("outside", "inside"):
         raise ValueError(f"region must be 'outside' or 'inside', not {region!r}")
-    cache = cache or DEFAULT_CACHE
+    cache = ensure_cache(cache)
     keep = [i for i, m in enumerate(masks) if m is not None]
     before, after = [], []
     for start in range(0, len(keep), batch_size):
@@ -105,7 +144,7 @@ def reliance(pred: Predictor, samples: list[Sample], masks: list[np.ndarray | No
         for j, i in enumerate(idx):
             where = ~masks[i] if region == "outside" else masks[i]
             filled[j][where] = np.uint8(round(float(imgs[j].mean())))
-        before.append(_probs(pred, imgs))
+        before.append(_probs(pred, imgs) if clean is None else np.asarray(clean)[idx])
         after.append(_probs(pred, filled))
     p0 = np.concatenate(before) if before else np.zeros(0)
     p1 = np.concatenate(after) if after else np.zeros(0)
@@ -156,17 +195,20 @@ def worst_group(samples: list[Sample], probs: np.ndarray, threshold: float, prob
 
 def audit(pred: Predictor, train: list[Sample], samples: list[Sample], *, seed: int = 0,
           cache: DecodedCache | None = None, exact_masks: Callable | None = annotated_mask,
-          segmenter: LungSegmenter | None = None) -> dict[str, Any]:
-    """The three measurements on `samples`, the probe trained on `train` (see the module docstring)."""
-    cache = cache or DEFAULT_CACHE
-    probe = fit_probe(train, seed, cache)
+          segmenter: LungSegmenter | None = None, probes: Probes | None = None) -> dict[str, Any]:
+    """The three measurements on `samples`, the probe trained on `train` (see the module docstring). The clean films
+    are predicted once (the worst-group recall and both reliance measurements use that pass); PROBES (the caller's)
+    reuses a probe fitted on the same training films."""
+    cache = pred.cache if cache is None else cache
+    probes = probes if probes is not None else Probes()
+    probe = probes.get(train, seed, cache)
     scores = probe.predict_proba(probe_features(samples, cache))[:, 1]
     labels = [s.label for s in samples]
     patients = [s.patient for s in samples]
     auc, ci = auc_with_interval(np.array(labels), scores, patients, seed=seed)
     # the same probe on what the model sees (a lung crop removes borders and collimation by construction)
     view = pred.preprocessing.view
-    seen_probe = fit_probe(train, seed, cache, view)
+    seen_probe = probes.get(train, seed, cache, view)
     seen = seen_probe.predict_proba(probe_features(samples, cache, view))[:, 1]
     auc_in, ci_in = auc_with_interval(np.array(labels), seen, patients, seed=seed)
     probs = predict_proba(pred.model, samples, pred.preprocessing, tta=bool(pred.config.tta), cache=cache,
@@ -180,16 +222,18 @@ def audit(pred: Predictor, train: list[Sample], samples: list[Sample], *, seed: 
                   "trained_on": f"{len(train)} training films", "size": PROBE_SIZE, "border_px": BORDER,
                   "mean_score": {c: float(scores[np.array(labels) == i].mean())
                                  for i, c in enumerate(CLASSES) if i in labels}},
-        "outside_lung_reliance": reliance(pred, samples, masks, "outside", cache, seed=seed),
-        "inside_lung_reliance": reliance(pred, samples, masks, "inside", cache, seed=seed),
+        "outside_lung_reliance": reliance(pred, samples, masks, "outside", cache, seed=seed, clean=probs),
+        "inside_lung_reliance": reliance(pred, samples, masks, "inside", cache, seed=seed, clean=probs),
         "worst_group": worst_group(samples, probs, pred.threshold, scores, seed),
         "masks": counts,
     }
 
 
-def audit_run(run_dir, data_dir=None, *, split: str = "val", seed: int = 0) -> dict[str, Any]:
+def audit_run(run_dir, data_dir=None, *, split: str = "val", seed: int = 0,
+              probes: Probes | None = None) -> dict[str, Any]:
     """The audit of a finished run folder on one split of the data it was trained with (same seeded validation split
-    and holdout); kept as RUN_DIR/shortcuts_<split>.json, which the model card shows."""
+    and holdout); kept as RUN_DIR/shortcuts_<split>.json, which the model card shows. PROBES: the caller's, shared
+    over several runs."""
     run = RunDir(run_dir)
     if not run.checkpoint.is_file():
         raise FileNotFoundError(f"{run.checkpoint}: no checkpoint (is {run.path} a finished run folder?)")
@@ -200,8 +244,9 @@ def audit_run(run_dir, data_dir=None, *, split: str = "val", seed: int = 0) -> d
     pred = Predictor.load(run.checkpoint)
     data = prepare(root, seed=pred.config.seed, holdout=metrics.get("holdout", "folders"),
                    image_size=pred.preprocessing.view)
+    pred.cache = data.cache
     log.info("shortcut audit of %s (%s) on %s %s", run.path.name, pred.config.name, root.name, split)
-    rep = audit(pred, data["train"], data[split], seed=seed)
+    rep = audit(pred, data["train"], data[split], seed=seed, probes=probes)
     rep.update(split=split, experiment=pred.config.name, checkpoint=str(run.checkpoint.resolve()),
                data_dir=str(root))
     save_json(rep, run.path / f"shortcuts_{split}.json")

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..models.checkpoint import Predictor
-from ..data.dataset import prepare, resolve_data_dir
+from ..data.dataset import ensure_cache, prepare, resolve_data_dir
 from ..analysis.evaluate import Scores, point_metrics, predict_samples
 from ..core.io import save_json
 from ..core.runs import RunDir, checkpoint_key, load_metrics
@@ -69,7 +69,9 @@ class StressReport:
 
 def shifted_scores(model: torch.nn.Module, samples, preprocessing, *, tta: bool = False,
                    shifts: tuple[Shift, ...] = SHIFTS, cache=None) -> dict[str, Scores]:
-    """Scores of the clean split ('clean') and of one shifted copy per shift (by shift name)."""
+    """Scores of the clean split ('clean') and of one shifted copy per shift (by shift name); every copy is made from
+    one decoding of each film (CACHE, default: one for this call)."""
+    cache = ensure_cache(cache)
     return {shift.name if shift else "clean": predict_samples(model, samples, preprocessing, tta=tta, cache=cache,
                                                               transform=shift)
             for shift in (None, *shifts)}
@@ -131,7 +133,7 @@ def stress_run(run_dir, data_dir=None, *, split: str = "test", reuse: bool = Tru
     logger.info("stress test of %s (%s) on %s %s: %d shifts", run.path.name, pred.config.name, root.name, split,
                 len(SHIFTS))
     report = stress_test(pred.model, data[split], pred.preprocessing, pred.threshold, tta=pred.config.tta,
-                         train_transforms=pred.config.train_transforms, split=split)
+                         train_transforms=pred.config.train_transforms, split=split, cache=data.cache)
     save_json({"checkpoint_key": key, "split": split, "threshold": report.threshold, "rows": report.rows,
                "summary": report.summary(), "holdout": metrics.get("holdout", "folders")}, out)
     return report

@@ -22,7 +22,7 @@ from ..models.checkpoint import CheckpointError, Predictor, preprocessing_for, s
 from ..core.config import CLASSES, ExperimentConfig, diff, format_diff
 from ..core.distributed import (SINGLE, World, all_sum, any_rank, broadcast_buffers, gather_in_order, rank_device,
     shard_batches, sync_batchnorm)
-from ..data.dataset import DEFAULT_CACHE, DecodedCache, XRayData, XRayDataset, fingerprint, prescan, subsample
+from ..data.dataset import DecodedCache, XRayData, XRayDataset, fingerprint, prescan, subsample
 from ..analysis.evaluate import Scores, fit_threshold, predict_samples
 from ..core.io import atomic_write
 from ..models.networks import build_model
@@ -235,11 +235,99 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
     t0 = time.perf_counter()
     seed_everything(config.seed)  # model initialisation draws from the global torch RNG
     dev = rank_device(get_device(device), world)
-    cache = cache or DEFAULT_CACHE
+    cache = data.cache if cache is None else cache
     pre = preprocessing_for(config)
     if data.hygiene is None:
         data = prescan(data, config.view, strict=strict, cache=cache)
         data.log_findings(logger)
+    model, net, synced = _network(config, world, dev)
+    counts = [sum(s.label == i for s in data["train"]) for i in range(len(CLASSES))]
+    criterion = make_loss(config, counts).to(dev)
+    opt = make_optimizer(config, model)
+    augment = make_batch_augment(config).to(dev)
+    n_per_epoch = len(subsample(data["train"], config.max_train_images, 0))
+    sched = SCHEDULERS[config.scheduler](opt, config.epochs * max(1, n_per_epoch // config.batch_size))
+    run = RunDir(out_dir) if out_dir is not None else None
+    data_fp = fingerprint(data)
+    p = _Progress()
+    state = load_train_state(out_dir, config, data_fp, world_size=world.size) if (resume and run is not None) else None
+    if state is not None:
+        p.restore(state, model, opt, sched)
+        logger.info("resuming from %s: epoch %d/%d was the last completed", run.state, state["epoch"], config.epochs)
+    elif resume:
+        logger.info("nothing to resume: no saved training state; starting from epoch 1")
+    # one augmentation stream per rank (a rank augments only its own films); rank 0 of 1 keeps the plain stream
+    aug_stream = "augment" if not world.distributed else f"augment/rank{world.rank}of{world.size}"
+    val = None  # (a run resumed after its last epoch trains no epoch here)
+    for epoch in range(p.start, config.epochs + 1):
+        te = time.perf_counter()
+        g_aug = generator(stream_seed(config.seed, epoch, aug_stream))
+        total, n = _train_epoch(config, data, cache, epoch, world, workers, net, model, augment, pre, g_aug, dev,
+                                criterion, opt, sched)
+        p.train_time += time.perf_counter() - te
+        p.n_seen += n
+        broadcast_buffers(model, world)
+        val = predict_split(model, data["val"], pre, world=world, device=dev, tta=config.tta, cache=cache)
+        row = _val_row(epoch, total / max(n, 1), val, criterion, dev)
+        row["seconds"] = time.perf_counter() - te
+        p.record(row, model)
+        if run is not None and world.is_main:
+            snapshot = p.snapshot(config, data_fp, epoch, model, opt, sched, world.size)
+            atomic_write(run.state, lambda tmp: torch.save(snapshot, tmp))
+        # logged after the state is on disk: a run killed after this line resumes after this epoch
+        logger.info("epoch %2d/%d  train loss %.4f  val loss %.4f  val AUC %.3f  val acc@0.5 %.3f  (%.0fs)",
+                    epoch, config.epochs, row["train_loss"], row["val_loss"], row["val_auc"], row["val_acc"],
+                    row["seconds"])
+    if run is not None and world.is_main:
+        _keep_last_epoch(run, p, model)
+    if synced or world.distributed:  # from here on rank 0 works alone, on a plain model (no collectives)
+        model = build_model(config.model, config.in_channels, pretrained=False).to(dev)
+    model.load_state_dict(p.best_state)
+    images_per_s = p.n_seen / p.train_time if p.train_time else float("nan")
+    if not world.is_main:
+        return FitResult(model, config, p.history, p.best_epoch, float("nan"), val, time.perf_counter() - t0,
+                         images_per_s, notes=list(data.notes))
+    return _finish(config, data, model, pre, cache, dev, run, p, t0, images_per_s, counts, data_fp, world, extra)
+
+
+@dataclass
+class _Progress:
+    """What an interrupted training needs to continue: the history, the best epoch so far and its weights, counts."""
+
+    history: list = field(default_factory=list)
+    best_loss: float = math.inf
+    best_state: dict | None = None
+    best_epoch: int = 0
+    n_seen: int = 0
+    train_time: float = 0.0
+    start: int = 1
+
+    def restore(self, state: dict, model, opt, sched) -> None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if sched and state["scheduler"]:
+            sched.load_state_dict(state["scheduler"])
+        self.history, self.best_loss, self.best_epoch = state["history"], state["best_loss"], state["best_epoch"]
+        self.best_state, self.n_seen, self.train_time = state["best_state"], state["n_seen"], state["train_time"]
+        self.start = state["epoch"] + 1
+
+    def record(self, row: dict, model) -> None:
+        self.history.append(row)
+        if row["val_loss"] < self.best_loss:
+            self.best_loss, self.best_epoch = row["val_loss"], row["epoch"]
+            self.best_state = copy.deepcopy(model.state_dict())
+
+    def snapshot(self, config, data_fp: str, epoch: int, model, opt, sched, world_size: int) -> dict:
+        return {"format": STATE_FORMAT, "config": config.to_dict(), "data_fingerprint": data_fp, "epoch": epoch,
+                "model": model.state_dict(), "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict() if sched else None, "history": self.history,
+                "best_loss": self.best_loss, "best_epoch": self.best_epoch, "best_state": self.best_state,
+                "n_seen": self.n_seen, "train_time": self.train_time, "world_size": world_size}
+
+
+def _network(config: ExperimentConfig, world: World, dev: torch.device) -> tuple[nn.Module, nn.Module, bool]:
+    """(the model, what the training steps call: the model or its DistributedDataParallel wrapper, whether its
+    BatchNorm is synced over processes)."""
     model = build_model(config.model, config.in_channels, config.pretrained)
     if config.init_from:
         init_weights_from(model, config.init_from, config)
@@ -250,119 +338,76 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
     model = model.to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
-    net = model  # what the training steps call: the model itself, or its DistributedDataParallel wrapper
+    net = model
     if world.distributed:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
         logger.info("DistributedDataParallel over %d processes (%s), global batch %d, BatchNorm %s",
                     world.size, "nccl" if dev.type == "cuda" else "gloo", config.batch_size,
                     "synced" if synced else "per process (sync_bn off)")
-    counts = [sum(s.label == i for s in data["train"]) for i in range(len(CLASSES))]
-    criterion = make_loss(config, counts).to(dev)
-    opt = make_optimizer(config, model)
-    augment = make_batch_augment(config).to(dev)
-    n_per_epoch = len(subsample(data["train"], config.max_train_images, 0))
-    steps = config.epochs * max(1, n_per_epoch // config.batch_size)
-    sched = SCHEDULERS[config.scheduler](opt, steps)
+    return model, net, synced
+
+
+def _train_epoch(config, data, cache, epoch, world, workers, net, model, augment, pre, g_aug, dev, criterion, opt,
+                 sched) -> tuple[float, int]:
+    """One epoch of steps; (summed training loss, films seen), over every rank."""
+    model.train()
+    loader, sizes = _epoch_loader(config, data["train"], cache, epoch, world, workers)
     amp = autocast(dev)
+    total, n = 0.0, 0
+    for (x, y, _), n_global in zip(tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False,
+                                        disable=None if world.is_main else True), sizes):
+        x, y = prepare_batch(augment, pre, x, y, g_aug, dev)  # the bench times this same call
+        if dev.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with amp:
+            loss = criterion(net(x), y)
+        if any_rank(not torch.isfinite(loss), world):
+            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step {n // config.batch_size + 1}"
+                                     f"{f' (on one of {world.size} processes)' if world.distributed else ''}; "
+                                     "stopping (the state of the last completed epoch is kept in last.pt)")
+        opt.zero_grad(set_to_none=True)
+        # DDP averages gradients over ranks: weigh each rank's mean by its share of the global batch, so the
+        # step is the global batch's mean-loss step even when the batch does not split evenly
+        (loss * (len(y) * world.size / n_global) if world.distributed else loss).backward()
+        opt.step()
+        if sched:
+            sched.step()
+        total += loss.item() * len(y)
+        n += len(y)
+    total, n = (all_sum([total, n], world)) if world.distributed else (total, n)
+    return total, int(n)
 
-    history, best_loss, best_state, best_epoch, n_seen, train_time = [], math.inf, None, 0, 0, 0.0
-    start = 1
-    run = RunDir(out_dir) if out_dir is not None else None
-    data_fp = fingerprint(data)
-    state = load_train_state(out_dir, config, data_fp, world_size=world.size) if (resume and run is not None) else None
-    if state is not None:
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        if sched and state["scheduler"]:
-            sched.load_state_dict(state["scheduler"])
-        history, best_loss, best_epoch = state["history"], state["best_loss"], state["best_epoch"]
-        best_state, n_seen, train_time = state["best_state"], state["n_seen"], state["train_time"]
-        start = state["epoch"] + 1
-        logger.info("resuming from %s: epoch %d/%d was the last completed", run.state, state["epoch"], config.epochs)
-    elif resume:
-        logger.info("nothing to resume: no saved training state; starting from epoch 1")
-    # one augmentation stream per rank (a rank augments only its own films); rank 0 of 1 keeps the plain stream
-    aug_stream = "augment" if not world.distributed else f"augment/rank{world.rank}of{world.size}"
-    val = None  # (a run resumed after its last epoch trains no epoch here)
-    for epoch in range(start, config.epochs + 1):
-        model.train()
-        loader, sizes = _epoch_loader(config, data["train"], cache, epoch, world, workers)
-        g_aug = generator(stream_seed(config.seed, epoch, aug_stream))
-        te, total, n = time.perf_counter(), 0.0, 0
-        for (x, y, _), n_global in zip(tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False,
-                                            disable=None if world.is_main else True), sizes):
-            x, y = prepare_batch(augment, pre, x, y, g_aug, dev)  # the bench times this same call
-            if dev.type == "cuda":
-                x = x.contiguous(memory_format=torch.channels_last)
-            with amp:
-                loss = criterion(net(x), y)
-            if any_rank(not torch.isfinite(loss), world):
-                raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step {n // config.batch_size + 1}"
-                                         f"{f' (on one of {world.size} processes)' if world.distributed else ''}; "
-                                         "stopping (the state of the last completed epoch is kept in last.pt)")
-            opt.zero_grad(set_to_none=True)
-            # DDP averages gradients over ranks: weigh each rank's mean by its share of the global batch, so the
-            # step is the global batch's mean-loss step even when the batch does not split evenly
-            (loss * (len(y) * world.size / n_global) if world.distributed else loss).backward()
-            opt.step()
-            if sched:
-                sched.step()
-            total += loss.item() * len(y)
-            n += len(y)
-        total, n = (all_sum([total, n], world)) if world.distributed else (total, n)
-        n = int(n)
-        train_time += time.perf_counter() - te
-        n_seen += n
-        broadcast_buffers(model, world)
-        val = predict_split(model, data["val"], pre, world=world, device=dev, tta=config.tta, cache=cache)
-        row = _val_row(epoch, total / max(n, 1), val, criterion, dev)
-        row["seconds"] = time.perf_counter() - te
-        history.append(row)
-        if row["val_loss"] < best_loss:
-            best_loss, best_epoch = row["val_loss"], epoch
-            best_state = copy.deepcopy(model.state_dict())
-        if run is not None and world.is_main:
-            snapshot = {"format": STATE_FORMAT, "config": config.to_dict(), "data_fingerprint": data_fp, "epoch": epoch,
-                        "model": model.state_dict(), "optimizer": opt.state_dict(),
-                        "scheduler": sched.state_dict() if sched else None, "history": history,
-                        "best_loss": best_loss, "best_epoch": best_epoch, "best_state": best_state,
-                        "n_seen": n_seen, "train_time": train_time, "world_size": world.size}
-            atomic_write(run.state, lambda tmp: torch.save(snapshot, tmp))
-        # logged after the state is on disk: a run killed after this line resumes after this epoch
-        logger.info("epoch %2d/%d  train loss %.4f  val loss %.4f  val AUC %.3f  val acc@0.5 %.3f  (%.0fs)",
-                    epoch, config.epochs, row["train_loss"], row["val_loss"], row["val_auc"], row["val_acc"],
-                    row["seconds"])
 
-    last_epoch = history[-1]["epoch"] if history else 0
-    if run is not None and world.is_main:  # the last epoch's weights, when another was kept: both get test metrics
-        if last_epoch != best_epoch:
-            last = {"epoch": last_epoch, "state_dict": model.state_dict()}
-            atomic_write(run.last_epoch, lambda tmp: torch.save(last, tmp))
-        else:
-            run.last_epoch.unlink(missing_ok=True)
-    if synced or world.distributed:  # from here on rank 0 works alone, on a plain model (no collectives)
-        model = build_model(config.model, config.in_channels, pretrained=False).to(dev)
-    model.load_state_dict(best_state)
-    if not world.is_main:
-        return FitResult(model, config, history, best_epoch, float("nan"), val, time.perf_counter() - t0,
-                         n_seen / train_time if train_time else float("nan"), notes=list(data.notes))
-    val = predict_samples(model, data["val"], pre, device=dev, tta=config.tta, cache=cache)
+def _keep_last_epoch(run: RunDir, p: _Progress, model: nn.Module) -> None:
+    """The last epoch's weights, when another epoch was kept: both get test metrics."""
+    last_epoch = p.history[-1]["epoch"] if p.history else 0
+    if last_epoch != p.best_epoch:
+        last = {"epoch": last_epoch, "state_dict": model.state_dict()}
+        atomic_write(run.last_epoch, lambda tmp: torch.save(last, tmp))
+    else:
+        run.last_epoch.unlink(missing_ok=True)
+
+
+def _finish(config, data, model, pre, cache, dev, run, p: _Progress, t0: float, images_per_s: float, counts,
+            data_fp: str, world: World, extra) -> FitResult:
+    """Rank 0 after the last epoch: the threshold and the OOD reference from one validation pass, the checkpoint."""
+    # one pass over the validation films: their scores (threshold) and features (the OOD reference's calibration)
+    val = predict_samples(model, data["val"], pre, device=dev, tta=config.tta, cache=cache, features=True)
     threshold = fit_threshold(config.threshold, model, val, pre, tta=config.tta, cache=cache, device=dev)
-    ood = reference_for(model, data["train"], data["val"], pre, seed=config.seed, cache=cache, device=dev)
+    ood = reference_for(model, data["train"], val.features, pre, seed=config.seed, cache=cache, device=dev)
     seconds = time.perf_counter() - t0
-    result = FitResult(model, config, history, best_epoch, threshold, val, seconds,
-                       n_seen / train_time if train_time else float("nan"), notes=list(data.notes), ood=ood,
-                       commit=git_commit())
+    result = FitResult(model, config, p.history, p.best_epoch, threshold, val, seconds, images_per_s,
+                       notes=list(data.notes), ood=ood, commit=git_commit())
     if run is not None:
-        info = {"history": history, "best_epoch": best_epoch, "seconds": seconds, "device": str(dev),
-                "train_images_per_s": result.train_images_per_s, "class_counts": dict(zip(CLASSES, counts)),
+        info = {"history": p.history, "best_epoch": p.best_epoch, "seconds": seconds, "device": str(dev),
+                "train_images_per_s": images_per_s, "class_counts": dict(zip(CLASSES, counts)),
                 "data_fingerprint": data_fp, "ood": ood, "world_size": world.size,
                 "commit": result.commit, **(extra or {})}  # the code that trained it, printed whenever it is reused
         result.checkpoint = save_checkpoint(run.checkpoint, model, config, threshold, info)
         run.state.unlink(missing_ok=True)  # finished: checkpoint.pt supersedes it
     logger.info("best epoch %d (val loss %.4f); threshold %.3f (%s); %.0fs on %s%s, %.0f train img/s",
-                best_epoch, best_loss, threshold, config.threshold, seconds, dev,
-                f" x {world.size} processes" if world.distributed else "", result.train_images_per_s)
+                p.best_epoch, p.best_loss, threshold, config.threshold, seconds, dev,
+                f" x {world.size} processes" if world.distributed else "", images_per_s)
     return result
 
 

@@ -1,0 +1,39 @@
+"""Train (or finish) every seed's run of the notebook series ahead of the render, exactly as the notebooks would.
+
+The render (tools/render_notebooks.sh) reuses a finished run whose training, holdout and data match
+(studies.experiment.training_differences) and resumes an interrupted one from its last epoch, so the many CPU hours
+of training can be spread over several sessions and the render itself stays one command at one commit.
+
+usage: python tools/train_series.py DATA_DIR RUNS [--profile cpu] [--seeds 0,1,2] [--budget k=v,...] [entries...]
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+from pneumolib.core.config import get_config
+from pneumolib.notebook import series
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("data_dir")
+    p.add_argument("runs")
+    p.add_argument("entries", nargs="*", default=["01", "02", "03", "04", "05", "06", "07", "08", "09"])
+    p.add_argument("--profile", default="cpu")
+    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--budget", default="")
+    p.add_argument("--device", default="auto")
+    a = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    s = series.start(a.data_dir, a.profile, a.device, a.seeds, a.budget, a.runs)
+    for entry in a.entries:
+        t = time.perf_counter()
+        series.run_seeds(get_config(entry), s)
+        print(f"entry {entry}: {time.perf_counter() - t:.0f} s wall", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
