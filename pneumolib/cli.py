@@ -843,7 +843,34 @@ def _add_compare(sub) -> None:
     s.set_defaults(func=cmd_compare)
 
 
-_COMMANDS = (_add_experiments, _add_run, _add_train, _add_evaluate, _add_ensemble, _add_card, _add_predict, _add_explain, _add_bench, _add_stress, _add_shortcuts, _add_ablate, _add_candidates, _add_lungs, _add_compare)
+def _add_thresholds(sub) -> None:
+    s = sub.add_parser("thresholds", help="compare decision-threshold rules on a finished run's validation split by "
+                                          "cross-fitting over patients (never the test split)")
+    s.add_argument("run_dirs", nargs="+")
+    s.add_argument("--data-dir", help="default: the folder the run was trained on")
+    s.add_argument("--splits", type=int_in(1, 10_000), default=50, help="random halvings of the patients (default 50)")
+    s.add_argument("--json", help="also write the comparison here")
+    s.set_defaults(func=cmd_thresholds)
+
+
+def cmd_thresholds(args) -> int:
+    from .core.io import save_json
+    from .studies.thresholds import compare_run, format_rules
+    reps = {}
+    for d in args.run_dirs:
+        reps[str(d)] = r = compare_run(d, args.data_dir, n_splits=args.splits)
+        print(f"{d} ({r['experiment']}, trained rule {r['rule_trained']}, checkpoint threshold "
+              f"{r['checkpoint_threshold']:.3f}):")
+        print(format_rules(r))
+        print()
+    if args.json:
+        save_json(next(iter(reps.values())) if len(reps) == 1 else reps, args.json)
+    return 0
+
+
+_COMMANDS = (_add_experiments, _add_run, _add_train, _add_evaluate, _add_ensemble, _add_card, _add_predict,
+             _add_explain, _add_bench, _add_stress, _add_shortcuts, _add_ablate, _add_candidates, _add_lungs,
+             _add_compare, _add_thresholds)
 
 
 def build_parser() -> argparse.ArgumentParser:

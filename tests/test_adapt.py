@@ -158,17 +158,19 @@ def test_adapt_prior_moves_the_threshold_towards_the_cohorts_mix(baseline_run):
     assert a.record()["guard"]["assumption_holds"]  # a pure class-mix change: AdaBN does not move the estimate
 
 
-def test_adapt_prior_falls_back_to_both_under_a_covariate_shift_with_a_class_mix_change(trained_run):
-    """--adapt prior assumes a pure label shift; a scanner change fooled it on the external cohort (PNEUMONIA share
-    estimated 0.911 for a truth of 0.625). A brighter scanner plus a NORMAL-heavy mix must be detected."""
+def test_adapt_prior_falls_back_to_bn_under_a_covariate_shift_with_a_class_mix_change(trained_run):
+    """--adapt prior assumes a pure label shift; a scanner change fooled it on the external cohort (NORMAL recall
+    0.795 -> 0.594). Here BBSE and EM on the calibrated outputs agree with each other and are both wrong (a shift
+    that makes films look like PNEUMONIA is, to the outputs, a class-mix change); the features are not fooled."""
     pred = trained_run.predictor
     cohort, _ = _mix(trained_run.data["val"] + trained_run.data["test"], None, 0.7, 96, seed=0)
     shift = SHIFTS_BY_NAME["brighter"]
     a = adapt(pred, cohort, "prior", transform=shift)
     g = a.record()["guard"]
-    assert not g["assumption_holds"] and g["fell_back_to"] == "both", g
-    assert a.mode == "both" and a.bn is not None and "used --adapt both instead" in g["reason"]
-    assert abs(g["em_adabn"] - 0.3) < abs(g["em_plain"] - 0.3)  # AdaBN's estimate is the nearer to the truth
+    assert not g["assumption_holds"] and g["fell_back_to"] == "bn", g
+    assert a.mode == "bn" and a.bn is not None and a.prior is None and "used --adapt bn instead" in g["reason"]
+    assert "not a mixture" in g["reason"] and g["mixture"]["p"] < 0.01
+    assert a.threshold == pred.threshold  # the threshold is not moved
 
 
 def test_a_degenerate_em_estimate_leaves_the_threshold_alone(trained_run):
@@ -180,9 +182,10 @@ def test_a_degenerate_em_estimate_leaves_the_threshold_alone(trained_run):
         flat.fc.weight.zero_()
         flat.fc.bias.copy_(torch.tensor([0.0, 0.4]))
     squeezed = Predictor(flat, pred.config, pred.threshold, pred.preprocessing)
+    squeezed.extra = dict(pred.extra)  # the calibration of the model it was: these outputs do not follow it
     a = adapt(squeezed, trained_run.data["test"], "prior")
-    assert a.prior["estimated_prior"] > 0.99 and a.threshold == pred.threshold
-    assert "threshold left unchanged" in a.prior["warning"]
+    assert a.threshold == pred.threshold and a.mode == "bn" and a.prior is None
+    assert "the threshold is not moved" in a.record()["guard"]["reason"]
 
 
 # --- BatchNorm re-estimation (AdaBN) -----------------------------------------------------------------------
@@ -274,3 +277,59 @@ def test_save_adapted_without_adapt_is_a_one_line_error(run_copy, tmp_path, caps
                  "--save-adapted", str(tmp_path / "x.pt")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--adapt" in err[0]
+
+
+# --- the prior guard (issue 32): BBSE beside EM with bias-corrected calibration, and the mixture check ----------------
+def _normal_recall(labels, probs, threshold):
+    y = np.asarray(labels)
+    return float(((np.asarray(probs) < threshold) & (y == 0)).sum() / max((y == 0).sum(), 1))
+
+
+@pytest.mark.parametrize("shift", ["brighter", "darker", "blur", "high_contrast"])
+@pytest.mark.parametrize("normal_share", [None, 0.7])
+def test_adapt_prior_never_silently_lowers_normal_recall_under_a_covariate_shift(baseline_run, shift, normal_share):
+    """Constructed covariate shifts (a scanner change), with the split's own class mix and with a NORMAL-heavy one:
+    either the guard refuses (the threshold stays, and the record says why) or the moved threshold does not cost
+    NORMAL recall against the plain model's on the same shifted films."""
+    pred = baseline_run.predictor
+    films = baseline_run.data["val"] + baseline_run.data["test"]
+    cohort = films if normal_share is None else _mix(films, None, normal_share, 96, seed=1)[0]
+    a = adapt(pred, cohort, "prior", transform=SHIFTS_BY_NAME[shift])
+    g = a.record()["guard"]
+    if not g["assumption_holds"]:
+        assert a.threshold == pred.threshold and a.mode == "bn" and g["reason"]
+        return
+    plain = predict_samples(pred.model, cohort, pred.preprocessing, transform=SHIFTS_BY_NAME[shift])
+    labels = [s.label for s in cohort]
+    assert _normal_recall(labels, plain.probs, a.threshold) >= _normal_recall(labels, plain.probs, pred.threshold)
+
+
+def test_the_prior_guard_refuses_without_a_calibration_and_when_bbse_leaves_0_1():
+    from pneumolib.analysis.adapt import bbse_prior, prior_guard
+    p = np.linspace(0.05, 0.95, 50)
+    g = prior_guard(p, None)
+    assert not g["ok"] and "no validation calibration" in g["reason"]
+    cal = {"threshold": 0.5, "tpr": 0.9, "fpr": 0.1, "val_prior": 0.75, "bcts": {"a": 1.0, "b": 0.0}}
+    assert bbse_prior(np.r_[np.full(50, 0.9), np.full(50, 0.1)], cal) == pytest.approx(0.5)
+    g = prior_guard(np.full(40, 0.99), cal)  # every film called PNEUMONIA: (1 - 0.1) / 0.8 = 1.125
+    assert not g["ok"] and "outside [0, 1]" in g["reason"]
+    weak = dict(cal, tpr=0.55, fpr=0.45)
+    assert "cannot be inverted" in prior_guard(p, weak)["reason"]
+
+
+def test_the_mixture_check_tells_a_class_mix_change_from_a_feature_shift():
+    from pneumolib.analysis.adapt import mixture_check
+    rng = np.random.default_rng(0)
+    d = 8
+    mu_n, mu_p = np.zeros(d), np.r_[3.0, np.zeros(d - 1)]
+    vy = (rng.random(400) < 0.75).astype(int)
+    vf = rng.normal(size=(400, d)) + np.where(vy[:, None] == 1, mu_p, mu_n)
+    cal = {"features": vf, "labels": vy}
+    P = np.eye(d)
+    y = (rng.random(200) < 0.3).astype(int)  # a pure class-mix change: 30% PNEUMONIA
+    f = rng.normal(size=(200, d)) + np.where(y[:, None] == 1, mu_p, mu_n)
+    ok = mixture_check(f, cal, P, seed=0)
+    assert ok["p"] >= 0.01 and abs(ok["pi_features"] - 0.3) < 0.15
+    moved = mixture_check(f + np.r_[0.0, 1.0, np.zeros(d - 2)], cal, P, seed=0)  # off the line between the means
+    assert moved["p"] < 0.01
+    assert mixture_check(f, {}, P)["p"] is None

@@ -157,3 +157,50 @@ def test_auc_score_equals_sklearns_roc_auc_with_ties_and_is_nan_for_one_class():
         if len(set(y)) == 2:
             assert auc_score(y, p) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
     assert np.isnan(auc_score(np.ones(5), np.linspace(0, 1, 5)))
+
+
+def test_the_balanced_rule_cuts_where_the_class_balanced_calibration_crosses_one_half():
+    from pneumolib.analysis.evaluate import balanced_threshold, choose_threshold
+    rng = np.random.default_rng(0)
+    # logits of each class from two Gaussians; 3:1 PNEUMONIA like the data; the balanced posterior crosses 0.5 at
+    # the midpoint of the class means, whatever the class mix
+    z = np.concatenate([rng.normal(-1.0, 1.0, 300), rng.normal(2.0, 1.0, 900)])
+    y = np.r_[np.zeros(300, int), np.ones(900, int)]
+    p = 1 / (1 + np.exp(-z))
+    t = balanced_threshold(y, p)
+    assert abs(np.log(t / (1 - t)) - 0.5) < 0.15
+    assert choose_threshold("balanced", y, p) == t
+    # the class mix does not move it (a Youden or accuracy cut would follow the 3:1 mix only through noise)
+    t_even = balanced_threshold(np.r_[y[:300], y[300:600]], np.r_[p[:300], p[300:600]])
+    assert abs(t - t_even) < 0.05
+    # outputs ranked the wrong way round: no calibration to invert, the plain equal-prior cut
+    assert balanced_threshold(y, 1 - p) == 0.5
+    with pytest.raises(ValueError, match="both classes"):
+        balanced_threshold(np.ones(5, int), np.linspace(0.1, 0.9, 5))
+
+
+def test_threshold_rules_are_compared_on_held_out_validation_patients_only():
+    from pneumolib.studies.thresholds import compare_rules, format_rules
+    rng = np.random.default_rng(1)
+    n0, n1 = 60, 180
+    z = np.concatenate([rng.normal(-1.0, 1.0, n0), rng.normal(1.5, 1.0, n1)])
+    y = np.r_[np.zeros(n0, int), np.ones(n1, int)]
+    p = 1 / (1 + np.exp(-z))
+    patients = [f"p{i // 2}" for i in range(len(y))]  # two films per patient
+    shifted = [1 / (1 + np.exp(-(z + 0.5)))]  # a shift that makes every film look more like PNEUMONIA
+    r = compare_rules(y, p, patients, shifted, n_splits=10, seed=0)
+    assert set(r["rules"]) == {"fixed:0.5", "youden", "youden_shifted", "balanced"}
+    for v in r["rules"].values():
+        assert 0 <= v["normal_recall"] <= 1 and 0 <= v["pneumonia_recall"] <= 1 and v["normal_recall_sd"] >= 0
+    # pooling copies that look more like PNEUMONIA pulls youden_shifted's cut up, away from youden's
+    assert r["rules"]["youden_shifted"]["threshold_all"] > r["rules"]["youden"]["threshold_all"]
+    assert "balanced" in format_rules(r) and r["n_films"] == n0 + n1
+
+
+def test_the_thresholds_command_compares_rules_on_a_runs_validation_split(trained_run, capsys):
+    from pneumolib.cli import main
+    assert main(["thresholds", str(trained_run.run_dir), "--splits", "3"]) == 0
+    out = capsys.readouterr().out
+    for rule in ("fixed:0.5", "youden", "youden_shifted", "balanced"):
+        assert rule in out
+    assert "the test split is not read" in out

@@ -60,13 +60,50 @@ def predict_samples(model: torch.nn.Module, samples: list[Sample], preprocessing
     return Scores(list(samples), probabilities(logits), None if feats is None else feats.numpy())
 
 
+def balanced_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
+    """The 'balanced' rule: the P(PNEUMONIA) at which the validation-calibrated posterior, for a population with
+    both classes equally likely, is 0.5.
+
+    Why: a model trained with the balanced sampler is fitted to a 50/50 class mix, so its output estimates the
+    posterior under equal priors; cutting that posterior at 0.5 is the Bayes decision for equal priors and equal
+    error costs, i.e. it maximises balanced accuracy (the mean of the two recalls), the right aim when the new
+    cohort's class mix is unknown. Label smoothing, test-time augmentation and early stopping leave the output
+    miscalibrated, so the posterior is recalibrated on the validation films by a two-parameter logistic fit on
+    logit(p) with class-balanced weights (Platt scaling at equal priors), and the cut is moved to where that fit
+    crosses 0.5. Unlike Youden's rule, which picks one point of a step function set by the few validation films
+    near it, the fit uses every validation film; unlike youden_shifted, it assumes nothing about how a new
+    scanner differs.
+
+    Args:
+        labels: validation labels (0 NORMAL, 1 PNEUMONIA); both classes needed.
+        probs: the model's P(PNEUMONIA) for them.
+
+    Returns:
+        The threshold on P(PNEUMONIA), in (0, 1).
+    """
+    from sklearn.linear_model import LogisticRegression
+    y = np.asarray(labels, dtype=int)
+    if len(np.unique(y)) < 2:
+        raise ValueError("threshold rule 'balanced' needs both classes in the validation data")
+    p = np.clip(np.asarray(probs, dtype=float), 1e-6, 1 - 1e-6)
+    z = np.log(p / (1 - p))[:, None]
+    fit = LogisticRegression(class_weight="balanced", C=1e6, max_iter=1000).fit(z, y)
+    a, b = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    if not a > 0:  # the outputs do not rank the validation films the right way round: no calibration to invert
+        return 0.5
+    return float(1 / (1 + np.exp(b / a)))
+
+
 def choose_threshold(rule: str, labels: np.ndarray, probs: np.ndarray) -> float:
-    """'fixed:T' -> T; 'youden' -> maximises sensitivity + specificity; 'sensitivity:S' -> the highest
-    threshold whose sensitivity (PNEUMONIA recall) is at least S. The last two use the given (validation) data.
+    """'fixed:T' -> T; 'youden' -> maximises sensitivity + specificity; 'balanced' -> balanced_threshold (the
+    equal-prior Bayes cut of the validation-calibrated posterior); 'sensitivity:S' -> the highest threshold whose
+    sensitivity (PNEUMONIA recall) is at least S. All but 'fixed' use the given (validation) data.
     'youden_shifted' needs the model as well: fit_threshold."""
     kind, _, arg = rule.partition(":")
     if kind == "fixed":
         return float(arg or 0.5)
+    if kind == "balanced":
+        return balanced_threshold(labels, probs)
     if kind == "youden_shifted":
         raise ValueError("threshold rule 'youden_shifted' scores shifted copies of the validation films: call "
                          "fit_threshold with the model, not choose_threshold with scores")
@@ -80,7 +117,7 @@ def choose_threshold(rule: str, labels: np.ndarray, probs: np.ndarray) -> float:
         target = float(arg)
         ok = np.nonzero(tpr >= target)[0]
         return float(thr[ok[0]])
-    raise ValueError(f"unknown threshold rule {rule!r} (fixed:T | youden | youden_shifted | sensitivity:S)")
+    raise ValueError(f"unknown threshold rule {rule!r} (fixed:T | youden | youden_shifted | balanced | sensitivity:S)")
 
 
 def fit_threshold(rule: str, model: torch.nn.Module, val: Scores, preprocessing, *, tta: bool = False,

@@ -21,7 +21,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine")
 NORMALIZATIONS = ("none", "imagenet", "per_image", "equalize", "equalize_masked")
 TRANSFORM_NAMES = ("none", "log_baseline", "log_strong_normal", "central_focus", "robust", "sharpness")
-THRESHOLD_RULES = ("fixed:T", "youden", "youden_shifted", "sensitivity:S")
+THRESHOLD_RULES = ("fixed:T", "youden", "youden_shifted", "balanced", "sensitivity:S")
 PROFILE_NAMES = ("smoke", "fixture", "cpu", "gpu", "full")
 CROPS = ("none", "lungs", "lung_mask")
 
@@ -57,7 +57,7 @@ def parse_threshold_rule(rule: str) -> tuple[str, float | None]:
     kind, sep, arg = str(rule).partition(":")
     bad = ConfigError(f"config field threshold={rule!r} is not one of: {', '.join(THRESHOLD_RULES)} "
                      "(T in [0, 1], S in (0, 1])")
-    if kind in ("youden", "youden_shifted") and not sep:
+    if kind in ("youden", "youden_shifted", "balanced") and not sep:
         return kind, None
     if kind in ("fixed", "sensitivity") and sep:
         try:

@@ -284,7 +284,7 @@ def _train_or_reuse(config: ExperimentConfig, data: XRayData, run_dir: Path | No
     if not s.world.is_main:
         return fitted, None
     predictor = Predictor(fitted.model, config, fitted.threshold, device=dev)
-    predictor.extra = {"ood": fitted.ood}
+    predictor.extra = {"ood": fitted.ood, "val_calibration": fitted.calibration}
     return fitted, predictor
 
 

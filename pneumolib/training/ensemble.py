@@ -11,8 +11,10 @@ from scipy.optimize import minimize_scalar
 
 from ..models.checkpoint import CheckpointError, Predictor
 from ..analysis.evaluate import Scores, expected_calibration_error, fit_threshold
-from ..models.inference import probabilities, view_logits
+from ..models.inference import probabilities, view_logits, view_outputs
 from ..models.networks import Ensemble
+
+from ..analysis.adapt import validation_calibration
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +79,7 @@ def build_ensemble(checkpoints: list[str | Path], val_samples, *, temperature: b
     cfg, pre = preds[0].config, preds[0].preprocessing
     model = Ensemble([p.model for p in preds]).to(device).eval()
     labels = np.array([s.label for s in val_samples])
-    logits = view_logits(model, val_samples, pre, tta=cfg.tta)
+    logits, feats = view_outputs(model, val_samples, pre, tta=cfg.tta, features=True)  # one pass
     t = fit_temperature(logits, labels) if temperature else 1.0
     model.temperature.fill_(t)
     p1, pt = probabilities(logits, 1.0), probabilities(logits, t)
@@ -93,7 +95,8 @@ def build_ensemble(checkpoints: list[str | Path], val_samples, *, temperature: b
     if len(set(seeds)) < len(seeds):
         logger.warning("members share a seed (%s): they are not independent runs", seeds)
     out = Predictor(model, cfg, threshold, pre, device)
-    out.extra = {**preds[0].extra, "ensemble": record}
+    out.extra = {**preds[0].extra, "ensemble": record,
+                 "val_calibration": validation_calibration(labels, pt, threshold, feats.numpy(), seed=cfg.seed)}
     for k in ("history", "best_epoch"):  # one member's training record would misdescribe the combination
         out.extra.pop(k, None)
     return out

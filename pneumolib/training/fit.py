@@ -27,6 +27,7 @@ from ..analysis.evaluate import Scores, fit_threshold, predict_samples
 from ..core.io import atomic_write
 from ..models.networks import build_model
 from ..core.stats import auc_score
+from ..analysis.adapt import validation_calibration
 from ..analysis.ood import reference_for
 from ..core.runs import RunDir
 from ..core.runtime import autocast, generator, get_device, git_commit, seed_everything
@@ -159,6 +160,7 @@ class FitResult:
     checkpoint: Path | None = None
     notes: list[str] = field(default_factory=list)
     ood: dict[str, Any] | None = None  # the out-of-distribution reference the checkpoint carries (ood.py)
+    calibration: dict[str, Any] | None = None  # the validation calibration adapt's prior guard reads
     commit: str = "unknown"  # the code that trained it (runtime.git_commit), asked once per run
 
 
@@ -397,11 +399,14 @@ def _finish(config, data, model, pre, cache, dev, run, p: _Progress, t0: float, 
     ood = reference_for(model, data["train"], val.features, pre, seed=config.seed, cache=cache, device=dev)
     seconds = time.perf_counter() - t0
     result = FitResult(model, config, p.history, p.best_epoch, threshold, val, seconds, images_per_s,
-                       notes=list(data.notes), ood=ood, commit=git_commit())
+                       notes=list(data.notes), ood=ood, commit=git_commit(),
+                       calibration=validation_calibration(val.labels, val.probs, threshold, val.features,
+                                                          seed=config.seed))
     if run is not None:
         info = {"history": p.history, "best_epoch": p.best_epoch, "seconds": seconds, "device": str(dev),
                 "train_images_per_s": images_per_s, "class_counts": dict(zip(CLASSES, counts)),
                 "data_fingerprint": data_fp, "ood": ood, "world_size": world.size,
+                "val_calibration": result.calibration,  # adapt's prior guard
                 "commit": result.commit, **(extra or {})}  # the code that trained it, printed whenever it is reused
         result.checkpoint = save_checkpoint(run.checkpoint, model, config, threshold, info)
         run.state.unlink(missing_ok=True)  # finished: checkpoint.pt supersedes it
