@@ -92,3 +92,24 @@ def test_coverage_chooses_the_smallest_dilation_that_keeps_the_annotated_lungs()
         assert kept[r["chosen"]] >= L.COVERAGE_FILMS
         assert all(kept[d] < L.COVERAGE_FILMS for d in (0.0, 0.1, 0.25) if d < r["chosen"])
     assert "rule" in r and "NORMAL" in L.format_coverage(r)
+
+
+def test_the_shortcut_audit_fills_a_lung_mask_models_outside_with_black_not_grey(trained_run):
+    """A lung-mask view is black outside its dilated mask: filling that with grey would show the model a picture
+    it never saw, and the audit would count the flips against it."""
+    from dataclasses import replace as dc_replace
+    from pneumolib.models.checkpoint import Predictor
+    from pneumolib.studies.shortcuts import FILL_MASKED, masks_in_view, reliance
+    base = Predictor.load(trained_run.run_dir / "checkpoint.pt")
+    seg = L.shipped_segmenter()
+    pre = dc_replace(base.preprocessing, crop="lung_mask", crop_segmenter=seg.digest)
+    pred = Predictor(base.model, base.config, base.threshold, pre)
+    samples = trained_run.test.samples[:6]
+    masks, _ = masks_in_view(pred, samples, pred.cache)
+    r = reliance(pred, samples, masks, "outside", pred.cache)
+    assert r["fill"] == FILL_MASKED
+    img = pred.cache.get(samples[0].path, pre.view)
+    keep = masks[0] if masks[0] is not None else np.ones_like(img, bool)
+    assert (img[~L.mask_in_view(L.dilate(pred.cache.lung_mask(samples[0].path, pre.view), pre.mask_dilation),
+                                 pred.cache.box(samples[0].path, pre.view), img.shape)] == 0).all()
+    assert keep.shape == img.shape

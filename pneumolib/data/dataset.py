@@ -18,7 +18,7 @@ import torch
 from ..core.io import CheckpointError, DataError, atomic_write
 from ..core.config import CLASSES, View, as_view
 from ..data.fixture import fixture_dir
-from ..data.imaging import IMAGE_SUFFIXES, ImageError, check_readable, load_image, load_resized
+from ..data.imaging import IMAGE_SUFFIXES, ImageError, check_file_type, check_readable, load_image, load_resized
 from ..data.lungs import SIZE as LUNG_SIZE, LungBox, LungSegmenter, crop_film, mask_film, shipped_segmenter
 
 SPLITS = ("train", "val", "test")
@@ -83,11 +83,8 @@ def list_images(folder: Path) -> tuple[list[Path], list[Path], list[ImageError]]
         problem = _name_problem(p)
         if problem is None:
             try:
-                check_readable(p)
+                check_file_type(p)  # not a file one can read: refused here; its size is the pre-scan's to report
             except ImageError as e:
-                if e.problem.startswith(("empty file", "file is")):  # a regular file: the pre-scan reports it
-                    images.append(p)
-                    continue
                 problem = e.problem
         if problem:
             refused.append(ImageError(p, problem))
@@ -333,9 +330,9 @@ def read_manifest(m: Manifest, *, val_min_per_class: int = VAL_MIN_PER_CLASS, va
             problem = _name_problem(path)
             if problem is None:
                 try:
-                    check_readable(path)
+                    check_file_type(path)  # a regular file with a size problem is the pre-scan's to report
                 except ImageError as e:
-                    problem = None if e.problem.startswith(("empty file", "file is")) else e.problem
+                    problem = e.problem
         if problem:
             bad.append(ImageError(path, f"{where}: {problem}"))
             continue

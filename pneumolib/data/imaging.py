@@ -66,11 +66,12 @@ def to_greyscale(im: Image.Image) -> Image.Image:
     return im.convert("L")
 
 
-def check_readable(path: str | Path) -> os.stat_result:
-    """Refuse what is not a regular image-sized file before a byte of it is read; return its stat (size, mtime).
+def check_file_type(path: str | Path) -> os.stat_result:
+    """Refuse what is not a readable regular file, before a byte of it is read; return its stat.
 
     Raises ImageError naming the file and the problem: no such file, a dangling symbolic link, a folder, a FIFO,
-    device or socket (reading /dev/zero or a FIFO would never end), an empty file, or one over MAX_FILE_BYTES."""
+    device or socket (reading /dev/zero or a FIFO would never end), a file this process may not read. Folder
+    listings and manifests refuse these at once; size problems (check_size) are the pre-scan's to report."""
     path = Path(path)
     try:
         st = path.stat()
@@ -86,14 +87,29 @@ def check_readable(path: str | Path) -> os.stat_result:
                 stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
                 else "not a regular file")
         raise ImageError(path, f"is {kind}, not an image file")
+    if not os.access(path, os.R_OK):
+        raise ImageError(path, "permission denied (not readable)")
+    return st
+
+
+def check_size(path: str | Path, st: os.stat_result) -> None:
+    """Refuse an empty file, or one over MAX_FILE_BYTES (ImageError naming the file and its size)."""
     if st.st_size == 0:
         raise ImageError(path, "empty file (0 bytes)")
     if st.st_size > MAX_FILE_BYTES:
         raise ImageError(path, f"file is {st.st_size / 2**20:,.0f} MB, over the {MAX_FILE_BYTES // 2**20} MB limit "
                                "for one radiograph")
-    if not os.access(path, os.R_OK):
-        raise ImageError(path, "permission denied (not readable)")
+
+
+def check_readable(path: str | Path) -> os.stat_result:
+    """check_file_type, then check_size: what every reader calls before reading; returns the file's stat."""
+    st = check_file_type(path)
+    check_size(path, st)
     return st
+
+
+def _no_picture(path, value) -> ImageError:
+    return ImageError(path, f"the image carries no picture: every pixel is {value} (blank or constant film)")
 
 
 def check_has_image(path: str | Path, pixels: np.ndarray) -> np.ndarray:
@@ -104,7 +120,7 @@ def check_has_image(path: str | Path, pixels: np.ndarray) -> np.ndarray:
         raise ImageError(path, "the image has no pixels")
     lo, hi = a.min(), a.max()
     if lo == hi:
-        raise ImageError(path, f"the image carries no picture: every pixel is {int(lo)} (blank or constant film)")
+        raise _no_picture(path, int(lo))
     return pixels
 
 
@@ -140,7 +156,7 @@ def load_image(path: str | Path) -> Image.Image:
         raise ImageError(path, f"unreadable or truncated image ({e})") from None
     extrema = grey.getextrema()
     if extrema[0] == extrema[1]:
-        raise ImageError(path, f"the image carries no picture: every pixel is {extrema[0]} (blank or constant film)")
+        raise _no_picture(path, extrema[0])
     return grey
 
 

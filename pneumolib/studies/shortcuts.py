@@ -36,6 +36,7 @@ BLACK = 10  # grey level at or below which a pixel counts as near-black (collima
 PROBE_FEATURES = ("grey_mean", "grey_std", "grey_p05", "grey_p95", "black_share", "log_laplacian_var",
                   "border_top_mean", "border_bottom_mean", "border_left_mean", "border_right_mean")
 FILL = "the film's mean grey level (in the model's input frame)"
+FILL_MASKED = "black (0): what a lung-mask view shows outside its dilated mask"
 
 
 def global_stats(img: np.ndarray) -> np.ndarray:
@@ -136,6 +137,7 @@ def reliance(pred: Predictor, samples: list[Sample], masks: list[np.ndarray | No
         raise ValueError(f"region must be 'outside' or 'inside', not {region!r}")
     cache = ensure_cache(cache)
     keep = [i for i, m in enumerate(masks) if m is not None]
+    masked = pred.preprocessing.crop == "lung_mask"
     before, after = [], []
     for start in range(0, len(keep), batch_size):
         idx = keep[start:start + batch_size]
@@ -143,7 +145,9 @@ def reliance(pred: Predictor, samples: list[Sample], masks: list[np.ndarray | No
         filled = imgs.copy()
         for j, i in enumerate(idx):
             where = ~masks[i] if region == "outside" else masks[i]
-            filled[j][where] = np.uint8(round(float(imgs[j].mean())))
+            # a lung-mask view is black outside its dilated mask by construction: black is its neutral fill (a grey
+            # one would show the model a picture it never saw in training, and flip it for that reason alone)
+            filled[j][where] = 0 if masked else np.uint8(round(float(imgs[j].mean())))
         before.append(_probs(pred, imgs) if clean is None else np.asarray(clean)[idx])
         after.append(_probs(pred, filled))
     p0 = np.concatenate(before) if before else np.zeros(0)
@@ -164,7 +168,7 @@ def reliance(pred: Predictor, samples: list[Sample], masks: list[np.ndarray | No
 
     out = block(np.ones(len(keep), bool))
     out["per_class"] = {c: block(labels == i) for i, c in enumerate(CLASSES) if (labels == i).any()}
-    out.update(region=region, fill=FILL, left_out=len(samples) - len(keep))
+    out.update(region=region, fill=FILL_MASKED if masked else FILL, left_out=len(samples) - len(keep))
     return out
 
 
