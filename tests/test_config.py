@@ -45,7 +45,7 @@ def test_from_dict_rejects_unknown_fields():
     ("sampler", "balance", "shuffle, balanced"),
     ("normalize", "zscore", "none, imagenet, per_image, equalize"),
     ("class_weighting", "inverse", "none, balanced"),
-    ("threshold", "youdn", "fixed:T, youden, youden_shifted, sensitivity:S"),
+    ("threshold", "youdn", "fixed:T, youden, youden_shifted, balanced, sensitivity:S"),
     ("threshold", "youden_shifted:0.3", "youden_shifted"),
     ("threshold", "fixed:1.5", "fixed:T"),
     ("threshold", "sensitivity:x", "sensitivity:S"),
@@ -80,9 +80,10 @@ def test_every_registered_and_ablation_config_and_profile_is_valid():
 
 
 def test_transform_and_normalisation_names_match_their_implementations():
-    from pneumolib.data import transforms
+    from pneumolib.data import augment, transforms
 
-    assert set(transforms.TRANSFORMS) == set(C.TRANSFORM_NAMES)
+    assert set(augment.BATCHED) == set(C.TRANSFORM_NAMES)  # what training runs: every name
+    assert set(transforms.LOG_TRANSFORMS) < set(C.TRANSFORM_NAMES)  # the log's own per-sample references
     assert set(transforms.NORMALIZE) == set(C.NORMALIZATIONS)
 
 
