@@ -47,7 +47,7 @@ from torch import nn
 from ..models.checkpoint import Predictor, save_checkpoint
 from ..core.config import CLASSES, ExperimentConfig
 from ..data.dataset import ensure_cache, DecodedCache, Sample, XRayDataset
-from ..analysis.evaluate import Scores, predict_samples
+from ..analysis.evaluate import Scores, platt, predict_samples
 from ..data.transforms import ByClass
 
 log = logging.getLogger(__name__)
@@ -82,15 +82,10 @@ def validation_calibration(labels, probs, threshold: float, features=None, seed:
         (P calibrated to the validation class mix = sigmoid(a * logit(p) + b)), "features" and "labels" (kept
         films), "method"}.
     """
-    from sklearn.linear_model import LogisticRegression
     y = np.asarray(labels, dtype=int)
-    p = np.clip(np.asarray(probs, dtype=float), 1e-6, 1 - 1e-6)
-    pred = p >= threshold
+    pred = np.clip(np.asarray(probs, dtype=float), 1e-6, 1 - 1e-6) >= threshold
     pos, neg = max(int((y == 1).sum()), 1), max(int((y == 0).sum()), 1)
-    a, b = 1.0, 0.0
-    if len(np.unique(y)) == 2:
-        fit = LogisticRegression(C=1e6, max_iter=1000).fit(np.log(p / (1 - p))[:, None], y)
-        a, b = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    a, b = platt(y, probs) if len(np.unique(y)) == 2 else (1.0, 0.0)  # BCTS: calibrated to the validation mix
     kept = {}
     if features is not None and len(y):
         idx = np.sort(np.random.default_rng(seed).permutation(len(y))[:MAX_KEPT_FEATURES])

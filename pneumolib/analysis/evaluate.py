@@ -60,6 +60,17 @@ def predict_samples(model: torch.nn.Module, samples: list[Sample], preprocessing
     return Scores(list(samples), probabilities(logits), None if feats is None else feats.numpy())
 
 
+def platt(labels, probs, balanced: bool = False) -> tuple[float, float]:
+    """(a, b) of the logistic calibration P = sigmoid(a * logit(p) + b) fitted on labelled scores (Platt scaling;
+    with `balanced`, class-balanced weights: calibrated to equal priors, else to the scores' own class mix).
+    Both classes needed."""
+    from sklearn.linear_model import LogisticRegression
+    p = np.clip(np.asarray(probs, dtype=float), 1e-6, 1 - 1e-6)
+    fit = LogisticRegression(class_weight="balanced" if balanced else None, C=1e6, max_iter=1000).fit(
+        np.log(p / (1 - p))[:, None], np.asarray(labels, dtype=int))
+    return float(fit.coef_[0, 0]), float(fit.intercept_[0])
+
+
 def balanced_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
     """The 'balanced' rule: the P(PNEUMONIA) at which the validation-calibrated posterior, for a population with
     both classes equally likely, is 0.5.
@@ -81,14 +92,9 @@ def balanced_threshold(labels: np.ndarray, probs: np.ndarray) -> float:
     Returns:
         The threshold on P(PNEUMONIA), in (0, 1).
     """
-    from sklearn.linear_model import LogisticRegression
-    y = np.asarray(labels, dtype=int)
-    if len(np.unique(y)) < 2:
+    if len(np.unique(np.asarray(labels))) < 2:
         raise ValueError("threshold rule 'balanced' needs both classes in the validation data")
-    p = np.clip(np.asarray(probs, dtype=float), 1e-6, 1 - 1e-6)
-    z = np.log(p / (1 - p))[:, None]
-    fit = LogisticRegression(class_weight="balanced", C=1e6, max_iter=1000).fit(z, y)
-    a, b = float(fit.coef_[0, 0]), float(fit.intercept_[0])
+    a, b = platt(labels, probs, balanced=True)
     if not a > 0:  # the outputs do not rank the validation films the right way round: no calibration to invert
         return 0.5
     return float(1 / (1 + np.exp(b / a)))
@@ -129,14 +135,24 @@ def fit_threshold(rule: str, model: torch.nn.Module, val: Scores, preprocessing,
     stay out of it and remain the stress test's check."""
     if rule != "youden_shifted":
         return choose_threshold(rule, val.labels, val.probs)
-    labels, probs = [val.labels], [val.probs]
-    cache = ensure_cache(cache)  # every shifted copy from one decoding of each film
-    for shift in SHIFTS:
-        if shift.group == "seen":
-            s = predict_samples(model, val.samples, preprocessing, device=device, tta=tta, cache=cache, transform=shift)
-            labels.append(s.labels)
-            probs.append(s.probs)
-    return choose_threshold("youden", np.concatenate(labels), np.concatenate(probs))
+    shifted = seen_shift_probs(model, val.samples, preprocessing, tta=tta, cache=cache, device=device)
+    return pooled_youden(val.labels, val.probs, shifted)
+
+
+def seen_shift_probs(model: torch.nn.Module, samples, preprocessing, *, tta: bool = False,
+                     cache: DecodedCache | None = None, device=None) -> list[np.ndarray]:
+    """P(PNEUMONIA) of the samples under each of the stress test's 'seen' shifts, every copy made from one decoding
+    of each film (CACHE, default: one for this call)."""
+    cache = ensure_cache(cache)
+    return [predict_samples(model, samples, preprocessing, device=device, tta=tta, cache=cache, transform=s).probs
+            for s in SHIFTS if s.group == "seen"]
+
+
+def pooled_youden(labels: np.ndarray, probs: np.ndarray, shifted: list[np.ndarray]) -> float:
+    """Youden's rule on the films pooled with their shifted copies (the 'youden_shifted' rule's cut)."""
+    labels = np.asarray(labels)
+    return choose_threshold("youden", np.concatenate([labels] * (1 + len(shifted))),
+                            np.concatenate([np.asarray(probs), *shifted]))
 
 
 def point_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:

@@ -840,19 +840,26 @@ def crop_notes(splits: dict[str, list[Sample]], view: int | View, cache: Decoded
     return out
 
 
+def file_rows(split: str, samples: list[Sample], root: Path | None = None) -> list[str]:
+    """One sorted line per file: split, label, path (relative to ROOT when under it) and size; what fingerprints
+    hash (a file that cannot be read has size -1)."""
+    rows = []
+    for s in samples:
+        try:
+            rel = s.path.relative_to(root).as_posix() if root is not None else str(s.path)
+            size = s.path.stat().st_size
+        except (ValueError, OSError):
+            rel, size = str(s.path), -1
+        rows.append(f"{split}\t{s.label}\t{rel}\t{size}")
+    return sorted(rows)
+
+
 def fingerprint(data: XRayData) -> str:
     """What a run trained and validated on, as a short hash: every train and val file's split, label, path relative
     to the data folder and size. Stored in checkpoints, so a run folder is reused only for the same data."""
     h = hashlib.sha256()
     for split in ("train", "val"):
-        rows = []
-        for s in data.splits.get(split, []):
-            try:
-                rel, size = s.path.relative_to(data.root).as_posix(), s.path.stat().st_size
-            except (ValueError, OSError):
-                rel, size = str(s.path), -1
-            rows.append(f"{split}\t{s.label}\t{rel}\t{size}")
-        h.update("\n".join(sorted(rows)).encode())
+        h.update("\n".join(file_rows(split, data.splits.get(split, []), data.root)).encode())
     return h.hexdigest()[:16]
 
 

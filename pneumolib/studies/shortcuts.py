@@ -22,7 +22,7 @@ from ..analysis.cam import lung_mask
 from ..core.stats import auc_with_interval, patient_bootstrap
 from ..models.checkpoint import Predictor
 from ..core.config import CLASSES
-from ..data.dataset import ensure_cache, DecodedCache, Sample, prepare, resolve_data_dir
+from ..data.dataset import ensure_cache, DecodedCache, Sample, file_rows, prepare, resolve_data_dir
 from ..models.inference import predict_proba
 from ..core.io import save_json
 from ..data.lungs import LungSegmenter, annotated_mask, shipped_segmenter
@@ -92,16 +92,9 @@ class Probes:
 
 
 def train_fingerprint(train: list[Sample]) -> str:
-    """A digest of the training films a probe is fitted on (path, label and size of each)."""
+    """A digest of the training films a probe is fitted on (data.dataset.file_rows: path, label and size of each)."""
     import hashlib
-    h = hashlib.sha1()
-    for s in sorted(train, key=lambda s: str(s.path)):
-        try:
-            size = s.path.stat().st_size
-        except OSError:
-            size = -1
-        h.update(f"{s.path}\0{s.label}\0{size}\n".encode())
-    return h.hexdigest()[:16]
+    return hashlib.sha1("\n".join(file_rows("train", train)).encode()).hexdigest()[:16]
 
 
 def masks_in_view(pred: Predictor, samples: list[Sample], cache: DecodedCache,

@@ -14,19 +14,16 @@ from typing import Any
 
 import numpy as np
 
-from ..analysis.evaluate import choose_threshold, point_metrics, predict_samples
+from ..analysis.evaluate import choose_threshold, point_metrics, pooled_youden, predict_samples, seen_shift_probs
 from ..core.runs import RunDir, load_metrics
 from ..data.dataset import prepare, resolve_data_dir
-from ..data.shifts import SHIFTS
 from ..models.checkpoint import Predictor
 
 RULES = ("fixed:0.5", "youden", "youden_shifted", "balanced")
 
 
 def _fit(rule: str, y: np.ndarray, p: np.ndarray, shifted: list[np.ndarray]) -> float:
-    if rule == "youden_shifted":
-        return choose_threshold("youden", np.concatenate([y] * (1 + len(shifted))), np.concatenate([p, *shifted]))
-    return choose_threshold(rule, y, p)
+    return pooled_youden(y, p, shifted) if rule == "youden_shifted" else choose_threshold(rule, y, p)
 
 
 def compare_rules(labels: np.ndarray, probs: np.ndarray, patients: list[str], shifted: list[np.ndarray],
@@ -88,8 +85,7 @@ def compare_run(run_dir, data_dir=None, rules: tuple[str, ...] = RULES, n_splits
     pred.cache = data.cache
     val = data["val"]
     clean = predict_samples(pred.model, val, pred.preprocessing, tta=pred.config.tta, cache=data.cache)
-    shifted = [predict_samples(pred.model, val, pred.preprocessing, tta=pred.config.tta, cache=data.cache,
-                               transform=s).probs for s in SHIFTS if s.group == "seen"]
+    shifted = seen_shift_probs(pred.model, val, pred.preprocessing, tta=pred.config.tta, cache=data.cache)
     r = compare_rules(clean.labels, clean.probs, [s.patient for s in val], shifted, rules, n_splits,
                       seed=pred.config.seed)
     r.update(experiment=pred.config.name, checkpoint_threshold=pred.threshold, rule_trained=pred.config.threshold)
