@@ -41,7 +41,7 @@ def test_the_crop_of_a_full_size_film_matches_the_crop_of_its_small_copy():
     small = np.asarray(Image.open(film).convert("L"))
     big = np.asarray(Image.fromarray(small).resize((1500, 1300), Image.BICUBIC))
     seg = L.LungSegmenter.load()
-    b_small, b_big = seg.lung_boxes([small, big], 0.08)
+    (b_small, _), (b_big, _) = seg.lung_fields([small, big], 0.08)
     assert b_small.problem == "" and b_big.problem == ""
     assert np.allclose([b_small.y0, b_small.y1, b_small.x0, b_small.x1],
                        [b_big.y0, b_big.y1, b_big.x0, b_big.x1], atol=0.03)

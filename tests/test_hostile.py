@@ -285,8 +285,8 @@ def test_the_lung_check_refuses_an_empty_or_uniform_film():
     from pneumolib.data.lungs import LungSegmenter
 
     seg = LungSegmenter.load()
-    boxes = seg.lung_boxes([np.zeros((300, 300), np.uint8), np.full((200, 240), 90, np.uint8),
-                            np.zeros((0, 0), np.uint8)], 0.08)
+    boxes = [b for b, _ in seg.lung_fields([np.zeros((300, 300), np.uint8), np.full((200, 240), 90, np.uint8),
+                                            np.zeros((0, 0), np.uint8)], 0.08)]
     assert [b.problem.split(":")[0] for b in boxes] == ["lungs not found (uniform film (every pixel 0)"] * 1 + \
         ["lungs not found (uniform film (every pixel 90)", "lungs not found (empty film (no pixels))"]
     assert all((b.y0, b.y1, b.x0, b.x1) == (0.0, 1.0, 0.0, 1.0) for b in boxes)

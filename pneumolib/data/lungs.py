@@ -206,10 +206,6 @@ class LungSegmenter:
         masks = self.masks_for(torch.from_numpy(np.stack(small))[:, None], [(SIZE, SIZE)] * len(small))
         return [(box_of(m, film_problem(f) or self.check.problems(m), margin), m) for f, m in zip(films, masks)]
 
-    def lung_boxes(self, films: list[np.ndarray], margin: float) -> list["LungBox"]:
-        """The boxes of lung_fields."""
-        return [box for box, _ in self.lung_fields(films, margin)]
-
 
 def film_problem(film: np.ndarray) -> str:
     """'' for a film with a picture in it; else why no lung can be found there (no pixels, one grey level): the lung
