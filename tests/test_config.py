@@ -154,6 +154,8 @@ def test_last_ablation_step_is_the_recommended_recipe_at_the_ablation_budget():
     ("abl_sharpness", {"train_transforms"}),
     ("abl_youden_shifted", {"threshold"}),
     ("abl_lungs", {"crop"}),
+    ("abl_lung_mask", {"crop", "normalize"}),
+    ("abl_balanced_threshold", {"threshold"}),
 ])
 def test_each_ablation_step_changes_one_lever(name, expected):
     steps = [C.BASELINE, *C.ABLATIONS.values()]

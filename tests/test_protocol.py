@@ -62,7 +62,7 @@ def test_the_anchor_order_is_judged_seed_by_seed_and_says_when_seeds_disagree():
 
 def test_ablation_starts_at_the_baseline_and_ends_at_the_recommended_recipe():
     steps = P.ablation_configs()
-    assert steps[0] is BASELINE and steps[-1].name == "abl_lungs"
+    assert steps[0] is BASELINE and steps[-1].name == "abl_balanced_threshold"
     assert P.ANCHOR_HIGH in [c.name for c in steps]
 
 
