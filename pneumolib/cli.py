@@ -293,9 +293,12 @@ def cmd_evaluate(args) -> int:
     from .analysis import ood
     far, columns = ood.flag(pred.extra.get("ood"), scores.features), {}
     if far is not None:  # is this cohort like the training data? (flags ~1% of validation films)
-        m["ood"] = ood.summary(pred.extra["ood"], *far)
+        whole = ood.population_flag(pred.extra["ood"], [s.path for s in samples])
+        m["ood"] = ood.summary(pred.extra["ood"], *far, whole=whole)
         print(ood.describe(m["ood"]))
         columns = {"ood_distance": [f"{v:.2f}" for v in far[0]], "ood_flag": [int(v) for v in far[1]]}
+        if whole is not None:
+            columns.update(population_score=[f"{v:.3f}" for v in whole[0]], population_flag=[int(v) for v in whole[1]])
     if pred.preprocessing.crop != "none":  # the films whose lungs were not found were kept whole: say how many
         notes = [pred.input_note(s.path) for s in samples]
         m["lungs_not_found"] = sum(n.startswith("lungs=NOT FOUND") for n in notes)
@@ -506,6 +509,51 @@ def _lungs_coverage(L, seg, args) -> int:
     return 0
 
 
+def _lungs_population(seg, args) -> int:
+    """lungs population: fit the whole-film population reference on a data folder's training films (threshold on its
+    validation films), report the share of each split flagged and the score of any FILES given."""
+    from .core.io import save_json
+    from .data import population as P
+    from .data.dataset import discover
+    from .data.imaging import ImageError
+    import numpy as np
+    if not args.data_dir:
+        raise UsageError("lungs population needs --data-dir (a Kaggle-layout folder, or one holding chest_xray/)")
+    root = Path(args.data_dir)
+    data = discover(root / "chest_xray" if (root / "chest_xray" / "train").is_dir() else root, seed=args.seed)
+    feats = {split: P.film_statistics([s.path for s in data[split]], seg) for split in ("train", "val", "test")
+             if data[split]}
+    ref = P.fit_reference(feats["train"], feats["val"], info={
+        "command": _command_line(), "commit": _commit(), "data": str(data.root), "seed": args.seed,
+        "segmenter": seg.provenance.get("sha256", "")})
+    report = {"threshold": ref.threshold, "quantile": P.FLAG_QUANTILE, "n_fit": len(feats["train"])}
+    for split, f in feats.items():
+        score, flagged = ref.flag(f)
+        report[split] = {"n": int(len(f)), "flagged": int(flagged.sum()), "share": float(flagged.mean()),
+                         "median": float(np.median(score))}
+        print(f"{split}: {int(flagged.sum())} of {len(f)} films flagged ({flagged.mean():.1%}), median score "
+              f"{np.median(score):.3f}")
+    ref.info.update({k: report[k] for k in ("test",) if k in report})
+    print(f"threshold {ref.threshold:.3f} (the {P.FLAG_QUANTILE:.0%} quantile of validation scores)")
+    report["files"], problems = {}, []
+    for f in args.files:
+        try:
+            score, flagged = ref.flag(P.film_statistics([f], seg))
+        except ImageError as e:
+            problems.append(str(e))
+            continue
+        report["files"][f] = {"score": float(score[0]), "flagged": bool(flagged[0])}
+        print(f"{f}\tscore={score[0]:.3f}\t{'NOT FROM THE TRAINING POPULATION' if flagged[0] else 'like training'}")
+    for e in problems:
+        print(f"pneumolib: error: {e}", file=sys.stderr)
+    if args.ship or args.out:
+        out = P.shipped_path() if args.ship else Path(args.out)
+        print(f"wrote {ref.save(out)}")
+    if args.json:
+        save_json(report, args.json)
+    return 2 if problems else 0
+
+
 def cmd_lungs(args) -> int:
     from .data import lungs as L
     from .core.io import save_json
@@ -529,6 +577,8 @@ def cmd_lungs(args) -> int:
     seg = L.LungSegmenter.load(args.weights)
     if args.action == "coverage":
         return _lungs_coverage(L, seg, args)
+    if args.action == "population":
+        return _lungs_population(seg, args)
     if args.action == "evaluate":
         args.split = args.split or "test"
         if not args.data_dir:
@@ -819,20 +869,24 @@ def _add_candidates(sub) -> None:
 
 def _add_lungs(sub) -> None:
     s = sub.add_parser("lungs", help="the lung-field segmenter: train it on annotated masks, evaluate its Dice, "
-                                     "segment films (DICOM included)")
-    s.add_argument("action", choices=["train", "evaluate", "segment", "coverage"])
-    s.add_argument("files", nargs="*", help="segment: the films")
-    s.add_argument("--data-dir", help="train/evaluate: a folder holding chest_xray/ and lung_masks/ (or the fixture's "
-                                      "masks/ layout)")
+                                     "segment films (DICOM included), measure mask coverage, fit the whole-film "
+                                     "population reference")
+    s.add_argument("action", choices=["train", "evaluate", "segment", "coverage", "population"])
+    s.add_argument("files", nargs="*", help="segment: the films; population: films to score against the reference")
+    s.add_argument("--data-dir", help="train/evaluate/coverage: a folder holding chest_xray/ and lung_masks/ (or the "
+                                      "fixture's masks/ layout); population: a Kaggle-layout folder or one holding "
+                                      "chest_xray/")
     s.add_argument("--weights", help="evaluate/segment: a segmenter file (default: the one shipped in the package)")
     s.add_argument("--split", default=None, choices=["train", "val", "test"],
                    help="evaluate: default test; coverage: default val")
     s.add_argument("--epochs", type=int_in(1, C.MAX_EPOCHS), default=30)
     s.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0)
     s.add_argument("--out", help="train: where to write the segmenter (default lungs_unet.pt); segment: folder for "
-                                 "masks and overlays", default=None)
-    s.add_argument("--ship", action="store_true", help="train: write the weights into the package (maintainers)")
-    s.add_argument("--json", help="train: history and provenance; evaluate: dice_mean, dice_p05, n, per-film Dice")
+                                 "masks and overlays; population: where to write the reference", default=None)
+    s.add_argument("--ship", action="store_true", help="train/population: write the weights or the reference into "
+                                                       "the package (maintainers)")
+    s.add_argument("--json", help="train: history and provenance; evaluate: dice_mean, dice_p05, n, per-film Dice; "
+                                  "population: flag rates per split and the FILES' scores")
     s.add_argument("--figure", help="evaluate: a PNG of the worst-Dice films and others, annotated vs learned masks")
     s.set_defaults(func=cmd_lungs)
 

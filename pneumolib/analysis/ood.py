@@ -5,7 +5,9 @@ the training films' (Lee et al. 2018, "A Simple Unified Framework for Detecting 
 a Ledoit-Wolf covariance; the flag threshold is the 99th percentile of the validation films' distances, so about 1%
 of validation films are flagged. It travels in the checkpoint (extra['ood']), fitted at the end of training.
 A model trained on paediatric films from one hospital answers with confidence on adult films from another; this
-is what tells the user it should not be trusted there.
+is what tells the user it should not be trusted there. The penultimate features see only the model's view (the
+recipe's: the lungs alone), so the reference also carries a whole-film check (data.population, under 'population'):
+a film is unlike the training films when either flags it.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data import population
 from ..data.dataset import DecodedCache, Sample, subsample
 from ..core.stats import mahalanobis
 from ..models.inference import view_outputs
@@ -56,24 +59,40 @@ def distances(ref: dict[str, Any], feats: np.ndarray) -> np.ndarray:
     return mahalanobis(feats, ref["mean"], ref["precision"])
 
 
-def reference_for(model: torch.nn.Module, train: list[Sample], val: list[Sample] | np.ndarray, preprocessing, *,
-                  seed: int = 0, cache: DecodedCache | None = None, device=None) -> dict[str, Any]:
-    """Fit the reference on up to MAX_FIT training films (seeded, class-stratified) and calibrate on validation.
-    VAL: the validation films, or their features when the validation pass already read them."""
+def reference_for(model: torch.nn.Module, train: list[Sample], val: list[Sample], preprocessing, *,
+                  val_features: np.ndarray | None = None, seed: int = 0, cache: DecodedCache | None = None,
+                  device=None) -> dict[str, Any]:
+    """Fit the reference on up to MAX_FIT training films (seeded, class-stratified) and calibrate on validation; the
+    whole-film population reference (data.population) on the same films, under 'population'.
+    VAL_FEATURES: the validation films' penultimate features when the validation pass already read them."""
     fit_on = subsample(train, MAX_FIT, seed)
-    val_feats = val if isinstance(val, np.ndarray) else features(model, val, preprocessing, cache=cache, device=device)
+    val_feats = val_features if val_features is not None else features(model, val, preprocessing, cache=cache,
+                                                                       device=device)
     ref = fit_reference(features(model, fit_on, preprocessing, cache=cache, device=device), val_feats)
-    log.info("OOD reference: %d training films, threshold %.1f (flags %.1f%% of %d validation films)",
-             ref["n_fit"], ref["threshold"], 100 * ref["val_flagged"], ref["n_val"])
+    pop = population.fit_reference(population.film_statistics([s.path for s in fit_on]),
+                                   population.film_statistics([s.path for s in val]))
+    ref["population"] = pop.to_state()
+    log.info("OOD reference: %d training films, threshold %.1f (flags %.1f%% of %d validation films); whole-film "
+             "population threshold %.3f (flags %.1f%%)", ref["n_fit"], ref["threshold"], 100 * ref["val_flagged"],
+             ref["n_val"], pop.threshold, 100 * pop.info["val_flagged"])
     return ref
 
 
 def flag(ref: dict[str, Any] | None, feats: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
-    """(distance, flagged) per film from the features the prediction pass read; None without a reference."""
+    """(distance, flagged) per film from the penultimate features the prediction pass read; None without a
+    reference. The whole-film check is `population_flag`."""
     if not ref or feats is None:
         return None
     d = distances(ref, feats)
     return d, d > ref["threshold"]
+
+
+def population_flag(ref: dict[str, Any] | None, paths: list) -> tuple[np.ndarray, np.ndarray] | None:
+    """(score, flagged) per film by the reference's whole-film population check; None when it carries none (a
+    checkpoint saved before the check existed)."""
+    if not ref or not ref.get("population"):
+        return None
+    return population.PopulationReference.from_state(ref["population"]).flag(population.film_statistics(paths))
 
 
 def score(predictor, samples: list[Sample], cache: DecodedCache | None = None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -85,12 +104,24 @@ def score(predictor, samples: list[Sample], cache: DecodedCache | None = None) -
     return flag(ref, features(predictor.model, samples, predictor.preprocessing, cache=cache, device=predictor.device))
 
 
-def summary(ref: dict[str, Any], d: np.ndarray, flagged: np.ndarray) -> dict[str, Any]:
-    """A cohort's OOD record: share flagged against validation's, median distance against validation's."""
-    return {"n": int(len(d)), "flagged": int(flagged.sum()), "share_flagged": float(flagged.mean()) if len(d) else 0.0,
-            "median_distance": float(np.median(d)) if len(d) else float("nan"),
-            "threshold": ref["threshold"], "val_share_flagged": ref.get("val_flagged"),
-            "val_median_distance": ref.get("val_median"), "method": ref.get("method", METHOD)}
+def summary(ref: dict[str, Any], d: np.ndarray, flagged: np.ndarray,
+            whole: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+    """A cohort's OOD record: share flagged against validation's, median distance against validation's; with WHOLE
+    (population_flag's result), the whole-film check's and the share flagged by either."""
+    out = {"n": int(len(d)), "flagged": int(flagged.sum()), "share_flagged": float(flagged.mean()) if len(d) else 0.0,
+           "median_distance": float(np.median(d)) if len(d) else float("nan"),
+           "threshold": ref["threshold"], "val_share_flagged": ref.get("val_flagged"),
+           "val_median_distance": ref.get("val_median"), "method": ref.get("method", METHOD)}
+    if whole is not None:
+        info = ref["population"].get("info", {})
+        either = flagged | whole[1]
+        out["population"] = {"flagged": int(whole[1].sum()), "share_flagged": float(whole[1].mean()) if len(d) else 0.0,
+                             "median_score": float(np.median(whole[0])) if len(d) else float("nan"),
+                             "threshold": ref["population"]["threshold"], "val_share_flagged": info.get("val_flagged"),
+                             "method": info.get("method", population.METHOD)}
+        out["either_flagged"] = int(either.sum())
+        out["either_share"] = float(either.mean()) if len(d) else 0.0
+    return out
 
 
 def describe(s: dict[str, Any]) -> str:
@@ -98,7 +129,14 @@ def describe(s: dict[str, Any]) -> str:
     line = (f"out-of-distribution: {s['flagged']} of {s['n']} films ({s['share_flagged']:.1%}) beyond the threshold "
             f"{s['threshold']:.1f} that flags {s['val_share_flagged']:.1%} of validation films; median distance "
             f"{s['median_distance']:.1f} (validation {s['val_median_distance']:.1f})")
-    if s["n"] >= 20 and s["share_flagged"] > 0.1:
+    share = s["share_flagged"]
+    if "population" in s:
+        p = s["population"]
+        line += (f"\nwhole-film population check: {p['flagged']} of {s['n']} films ({p['share_flagged']:.1%}) above "
+                 f"{p['threshold']:.3f}, which flags {p['val_share_flagged']:.1%} of validation films; either check: "
+                 f"{s['either_flagged']} ({s['either_share']:.1%})")
+        share = s["either_share"]
+    if s["n"] >= 20 and share > 0.1:
         line += ("\nWARNING: this cohort is unlike the training data (more than 10% of its films flagged): the "
                  "metrics and predictions here may not hold; the model was trained on paediatric films from one "
                  "hospital")

@@ -45,6 +45,18 @@ def build_unet(channels: tuple[int, ...] = UNET["channels"]) -> torch.nn.Module:
 # the input the U-Net sees: histogram-equalised grey at SIZE px, so exposure and contrast curves do not matter
 INPUT = Preprocessing(image_size=SIZE, in_channels=1, normalize="equalize")
 
+# the U-Net's encoder levels, finest first (MONAI's UNet nests each deeper level in a SkipConnection's submodule)
+ENCODER_LEVELS = ("model.0", *(("model.1" + ".submodule.1" * k + ".submodule.0") for k in range(3)),
+                  "model.1" + ".submodule.1" * 3 + ".submodule")
+
+
+def squash(film: np.ndarray) -> np.ndarray:
+    """A uint8 film of any size squashed to the segmenter's SIZE x SIZE (an empty film: zeros)."""
+    if not film.size:
+        return np.zeros((SIZE, SIZE), np.uint8)
+    return np.array(Image.fromarray(film).resize((SIZE, SIZE), Image.BILINEAR, reducing_gap=3.0))
+
+
 
 @dataclass(frozen=True)
 class MaskPair:
@@ -172,10 +184,32 @@ class LungSegmenter:
         out = [torch.sigmoid(self.net(INPUT(films[i:i + batch_size]))) for i in range(0, len(films), batch_size)]
         return torch.cat(out)[:, 0] if out else torch.zeros(0, SIZE, SIZE)
 
+    @torch.no_grad()
+    def encoder_statistics(self, films: list[np.ndarray], batch_size: int = 32) -> np.ndarray:
+        """N x D: per film (uint8, any size, squashed to SIZE x SIZE as for its mask), the mean and standard deviation
+        over the film of every channel of the U-Net's five encoder levels (16 .. 256 channels, D = 992), in
+        ENCODER_LEVELS order. What the segmenter learned about whole paediatric films, from edges to the thorax's
+        layout: data.population compares a film's statistics with the training films'."""
+        self.net.eval()
+        modules = dict(self.net.named_modules())
+        out: dict[str, list[torch.Tensor]] = {name: [] for name in ENCODER_LEVELS}
+        hooks = [modules[name].register_forward_hook(
+            lambda m, i, o, name=name: out[name].append(torch.cat([o.mean((2, 3)), o.std((2, 3))], 1)))
+            for name in ENCODER_LEVELS]
+        try:
+            for i in range(0, len(films), batch_size):
+                small = [squash(f) for f in films[i:i + batch_size]]
+                self.net(INPUT(torch.from_numpy(np.stack(small))[:, None]))
+        finally:
+            for h in hooks:
+                h.remove()
+        if not films:
+            return np.zeros((0, 2 * sum(UNET["channels"])), np.float32)
+        return torch.cat([torch.cat(out[name]) for name in ENCODER_LEVELS], 1).numpy()
+
     def segment_array(self, film: np.ndarray) -> np.ndarray:
         """A bool lung mask at the film's own size (uint8 HxW in, any size): predicted at SIZE, resized back."""
-        small = np.array(Image.fromarray(film).resize((SIZE, SIZE), Image.BILINEAR, reducing_gap=3.0))
-        return self.masks_for(torch.from_numpy(small)[None, None], [film.shape])[0]
+        return self.masks_for(torch.from_numpy(squash(film))[None, None], [film.shape])[0]
 
     def masks_for(self, films: torch.Tensor, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
         """Masks for uint8 films N x 1 x SIZE x SIZE, each resized back to its film's (h, w) and post-processed."""
@@ -201,8 +235,7 @@ class LungSegmenter:
         cache keeps both). Segmented in batches."""
         if not films:
             return []
-        small = [np.array(Image.fromarray(f).resize((SIZE, SIZE), Image.BILINEAR, reducing_gap=3.0)) if f.size
-                 else np.zeros((SIZE, SIZE), np.uint8) for f in films]
+        small = [squash(f) for f in films]
         masks = self.masks_for(torch.from_numpy(np.stack(small))[:, None], [(SIZE, SIZE)] * len(small))
         return [(box_of(m, film_problem(f) or self.check.problems(m), margin), m) for f, m in zip(films, masks)]
 

@@ -17,6 +17,7 @@ from ..models.inference import predict_proba, probabilities, view_outputs
 from ..core.stats import mahalanobis
 from ..core.io import CheckpointError, atomic_write  # noqa: F401  (CheckpointError: re-exported)
 from ..data.lungs import shipped_digest
+from ..data.population import PopulationReference, film_statistics
 from ..models.networks import Ensemble, build_model, members
 from ..data.transforms import Preprocessing
 
@@ -193,8 +194,11 @@ class Prediction:
         p_pneumonia: P(PNEUMONIA), test-time augmentation included when the checkpoint uses it.
         threshold: the checkpoint's decision threshold.
         ood_distance: the film's out-of-distribution distance (None: the checkpoint carries no reference).
-        unlike_training: True when that distance is beyond the reference's threshold (do not trust the answer).
+        unlike_training: True when that distance, or the whole-film population score, is beyond its threshold
+            (do not trust the answer).
         lungs: "" without a lung crop; "cropped"; or "NOT FOUND: why" (the whole film was used).
+        population_score: the whole film's distance from the training films through the lung segmenter's encoder
+            (data.population; 1.0 is a typical validation film; None: the checkpoint carries no such reference).
     """
 
     path: str
@@ -204,10 +208,13 @@ class Prediction:
     ood_distance: float | None = None
     unlike_training: bool | None = None
     lungs: str = ""
+    population_score: float | None = None
 
     def line(self) -> str:
         """The tab-separated line `predict` prints."""
         notes = [f"lungs={self.lungs}"] if self.lungs else []
+        if self.population_score is not None:
+            notes.append(f"population={self.population_score:.2f}")
         if self.ood_distance is not None:
             notes.append(f"ood={self.ood_distance:.1f}" + (" UNLIKE THE TRAINING FILMS: do not trust this answer"
                                                            if self.unlike_training else ""))
@@ -302,12 +309,16 @@ class Predictor:
         logits, feats = view_outputs(self.model, samples, self.preprocessing, device=self.device,
                                      tta=self.config.tta, cache=cache, features=bool(ref))
         probs = probabilities(logits)
-        far = None
+        far = whole = None
         if ref and feats is not None:
             d = mahalanobis(feats.numpy(), ref["mean"], ref["precision"])
             far = d, d > ref["threshold"]
+        if ref and ref.get("population") and good:
+            whole = PopulationReference.from_state(ref["population"]).flag(film_statistics(good))
         out = [Prediction(str(p), CLASSES[int(v >= self.threshold)], float(v), self.threshold,
-                          None if far is None else float(far[0][i]), None if far is None else bool(far[1][i]),
-                          self.input_note(p, cache).removeprefix("lungs="))
+                          None if far is None else float(far[0][i]),
+                          None if far is None else bool(far[1][i] or (whole is not None and whole[1][i])),
+                          self.input_note(p, cache).removeprefix("lungs="),
+                          None if whole is None else float(whole[0][i]))
                for i, (p, v) in enumerate(zip(good, probs))]
         return out, refused

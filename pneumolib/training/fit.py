@@ -396,7 +396,8 @@ def _finish(config, data, model, pre, cache, dev, run, p: _Progress, t0: float, 
     # one pass over the validation films: their scores (threshold) and features (the OOD reference's calibration)
     val = predict_samples(model, data["val"], pre, device=dev, tta=config.tta, cache=cache, features=True)
     threshold = fit_threshold(config.threshold, model, val, pre, tta=config.tta, cache=cache, device=dev)
-    ood = reference_for(model, data["train"], val.features, pre, seed=config.seed, cache=cache, device=dev)
+    ood = reference_for(model, data["train"], data["val"], pre, val_features=val.features, seed=config.seed,
+                        cache=cache, device=dev)
     seconds = time.perf_counter() - t0
     result = FitResult(model, config, p.history, p.best_epoch, threshold, val, seconds, images_per_s,
                        notes=list(data.notes), ood=ood, commit=git_commit(),
