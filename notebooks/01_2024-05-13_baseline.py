@@ -25,6 +25,16 @@
 #
 # The notebook is written for the real paediatric chest X-rays of Kermany, Zhang & Goldbaum (2018, Mendeley Data doi:10.17632/rscbjbr9sj.2, CC BY 4.0), split by patient. Run with no data folder, it uses pneumolib's bundled synthetic fixture (one seed), and its numbers are then about phantoms, not patients: the first output line below says which data this render used, and the provenance line states the code version, profile, device and seeds. Each seed is a separate training run; the conclusions use all of them.
 
+# %% [markdown]
+# ## Headline
+#
+# The log's claim(s), this re-run's verdict on each and the number that decides it. The box is computed by the verdict cell at the end of the notebook ("Log vs re-run"), from the same runs, and shown here.
+
+# %%
+from pneumolib.notebook import helpers as nb
+
+nb.headline("01")
+
 # %% tags=["parameters"]
 import os
 
@@ -75,6 +85,14 @@ plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
 # %%
 results = series.run_seeds(cfg, S)
 nb.seed_table(results)
+
+# %% [markdown]
+# ### Does this budget train? (the series' budget rule)
+#
+# A verdict from models that did not train is noise: at 3 epochs of 1,000 films an earlier render's seeds collapsed to one class and decided most of the series' verdicts. The series is therefore rendered at the smallest budget at which every baseline seed trains, by a rule fixed before the render: no seed *collapses* (its kept checkpoint calls 95% or more of the validation films one class) and every seed reaches validation AUC 0.95. The check, on this render's seeds (validation split only):
+
+# %%
+nb.budget_check(results)
 
 # %% [markdown]
 # ### Checkpoint stability

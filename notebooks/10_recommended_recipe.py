@@ -43,6 +43,16 @@
 # provenance line states the code version, profile, device and seeds (every ablation step, the matched baseline
 # and the final model train once per seed, all at one budget).
 
+# %% [markdown]
+# ## Headline
+#
+# The log's claim(s), this re-run's verdict on each and the number that decides it. The box is computed by the verdict cell at the end of the notebook ("Log vs re-run"), from the same runs, and shown here.
+
+# %%
+from pneumolib.notebook import helpers as nb
+
+nb.headline("10")
+
 # %% tags=["parameters"]
 import os
 

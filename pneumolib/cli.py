@@ -516,6 +516,7 @@ def _lungs_population(seg, args) -> int:
     from .data import population as P
     from .data.dataset import discover
     from .data.imaging import ImageError
+    from .data.lungs import shipped_digest
     import numpy as np
     if not args.data_dir:
         raise UsageError("lungs population needs --data-dir (a Kaggle-layout folder, or one holding chest_xray/)")
@@ -525,7 +526,7 @@ def _lungs_population(seg, args) -> int:
              if data[split]}
     ref = P.fit_reference(feats["train"], feats["val"], info={
         "command": _command_line(), "commit": _commit(), "data": str(data.root), "seed": args.seed,
-        "segmenter": seg.provenance.get("sha256", "")})
+        "segmenter": args.weights or shipped_digest()})
     report = {"threshold": ref.threshold, "quantile": P.FLAG_QUANTILE, "n_fit": len(feats["train"])}
     for split, f in feats.items():
         score, flagged = ref.flag(f)

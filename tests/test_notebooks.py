@@ -157,6 +157,31 @@ def test_papermill_renders_a_notebook_on_the_fixture_with_overrides(tmp_path):
         assert (m["config"]["epochs"], m["config"]["max_train_images"]) == (1, 40)
     assert (runs / "02_central_focus_normal" / "seed1" / "metrics.json").is_file()
     assert "verdict" in text.lower() and "wall time:" in text
+    # the headline under the title was filled in by the verdict cell (a display updated in place), not left pending
+    head = next(c for c in nb.cells if c.cell_type == "code" and "nb.headline(" in c.source)
+    shown = _output_text(head)
+    assert "What the log claimed, and what this re-run found" in shown and "2 seeds" in shown
+    assert "if you see this line" not in shown
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_every_notebook_opens_with_its_headline_under_the_title(path):
+    nb = nbformat.read(path, as_version=4)
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
+    code = next(c for c in nb.cells if c.cell_type == "code")  # the first code cell, before the parameters
+    assert f'nb.headline("{path.stem[:2]}")' in code.source and "parameters" not in code.metadata.get("tags", [])
+    assert f'nb.log_vs_rerun("{path.stem[:2]}"' in "".join(c.source for c in nb.cells)  # the cell that fills it
+
+
+def test_tables_are_shown_whole_in_notebooks():
+    import pandas as pd
+    from pneumolib.notebook import helpers as H
+    with pd.option_context("display.max_columns", 20, "display.max_rows", 60):
+        H.use_notebook_style()
+        wide = pd.DataFrame([[0.5] * 25] * 14)
+        assert "..." not in wide.to_string() and "[14 rows x 25 columns]" not in repr(wide)
+    pd.reset_option("display.max_columns"), pd.reset_option("display.max_rows")
+    pd.reset_option("display.max_colwidth"), pd.reset_option("display.width")
 
 
 # --- the notebook helpers behind those cells -------------------------------------------------------------------
@@ -474,3 +499,16 @@ def quiet_log():
     yield
     log.handlers[:] = handlers
     log.setLevel(level)
+
+
+def test_plot_comparison_draws_a_point_outside_its_own_interval_regression():
+    # papermill 08 -p PROFILE fixture -p SEED 1 failed: "'xerr' must not contain negative values" (a small split's
+    # percentile bootstrap interval that excludes its own point)
+    import matplotlib
+    matplotlib.use("Agg")
+    from pneumolib.analysis.plots import plot_comparison
+    row = {"name": "run", "n": 400, "accuracy": 0.5, "sensitivity": 0.9, "specificity": 0.1, "auc": 0.42,
+           "ci95": {"accuracy": [0.4, 0.6], "sensitivity": [0.8, 1.0], "specificity": [0.0, 0.2],
+                    "auc": [0.45, 0.7]}}
+    fig = plot_comparison([row])
+    assert len(fig.axes) == 4

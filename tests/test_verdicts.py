@@ -278,3 +278,42 @@ def test_a_nan_measurement_is_not_tested_rather_than_judged():
     lf = {c: {"lung_lift": float("nan"), "lung_lift_ci95": [float("nan")] * 2} for c in ("NORMAL", "PNEUMONIA")}
     row = V.judge(V.CLAIMS["01"][2], [run(lung_focus=lf)])
     assert row["verdict"] == NOT_TESTED and "NaN" in row["note"]
+
+
+def _run(seed, share_pneumonia, auc=0.98, n=100, best=4, epochs=6):
+    k = round(share_pneumonia * n)
+    # confusion matrix rows = truth (NORMAL, PNEUMONIA), columns = prediction; half the films each class
+    p_normal, p_pneu = min(k, n // 2), k - min(k, n // 2)
+    cm = [[n // 2 - p_normal, p_normal], [n // 2 - p_pneu, p_pneu]]
+    return {"config": {"seed": seed, "epochs": epochs, "max_train_images": 2000, "image_size": 128},
+            "best_epoch": best, "val": {"confusion_matrix": cm, "auc": auc}}
+
+
+def test_collapse_is_a_kept_checkpoint_calling_95_percent_of_validation_one_class():
+    from pneumolib.studies.verdicts import collapsed
+    assert collapsed(_run(0, 0.97)).startswith("calls 97% of validation films PNEUMONIA")
+    assert collapsed(_run(0, 0.03)).startswith("calls 97% of validation films NORMAL")
+    assert collapsed(_run(0, 0.94)) == "" and collapsed(_run(0, 0.50)) == ""
+    # a run recorded before 'val' was kept: its kept epoch's share at 0.5
+    old = {"best_epoch": 2, "history": [{"epoch": 1, "val_share_pneumonia": 0.5},
+                                        {"epoch": 2, "val_share_pneumonia": 1.0}]}
+    assert "at 0.5" in collapsed(old)
+
+
+def test_the_budget_rule_fails_on_one_collapsed_or_undertrained_seed():
+    from pneumolib.studies.verdicts import budget_rule
+    assert budget_rule([_run(s, 0.7) for s in range(3)])["passes"]
+    assert not budget_rule([_run(0, 0.7), _run(1, 0.7), _run(2, 1.0)])["passes"]
+    assert not budget_rule([_run(0, 0.7), _run(1, 0.7, auc=0.90), _run(2, 0.7)])["passes"]
+    mixed = [_run(0, 0.7), _run(1, 0.7, epochs=3)]  # two budgets are not one budget
+    assert not budget_rule(mixed)["passes"] and budget_rule(mixed)["budget"] is None
+
+
+def test_a_verdict_reading_a_collapsed_seed_says_so():
+    from pneumolib.studies import verdicts as V
+    claim = V.Claim(entry="01", quote="q", quantity="val share", direction=">", threshold=0.5,
+                    measure=lambda m, refs: V.Estimate(0.7, 0.6, 0.8))
+    fine = V.judge(claim, [_run(s, 0.7) for s in range(3)])
+    assert V.COLLAPSED not in fine["verdict"]
+    row = V.judge(claim, [_run(0, 0.7), _run(1, 0.7), _run(2, 0.99)])
+    assert row["verdict"].endswith(f"({V.COLLAPSED})") and "seed 2 calls 99%" in row["note"]

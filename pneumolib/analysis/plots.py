@@ -244,7 +244,11 @@ def plot_comparison(rows: list[dict[str, Any]], metrics=("accuracy", "sensitivit
     for ax, m in zip(np.atleast_1d(axes), metrics):
         vals = np.array([r[m] for r in rows], dtype=float)
         ci = np.array([interval(r, m, v) for r, v in zip(rows, vals)], dtype=float)
-        ax.errorbar(vals, y, xerr=[vals - ci[:, 0], ci[:, 1] - vals], fmt="o", capsize=3)
+        # the interval drawn from its own ends, not as errors around the point: a percentile bootstrap interval of a
+        # small split can exclude its own point estimate, which matplotlib's xerr refuses (negative error)
+        ax.hlines(y, ci[:, 0], ci[:, 1], color="C0")
+        ax.plot(np.stack([ci[:, 0], ci[:, 1]]), np.stack([y, y]), "|", color="C0", markersize=7)
+        ax.plot(vals, y, "o", color="C0")
         # zoomed to the values and their whiskers (a fixed 0-1 axis hides 0.93 against 0.96)
         span = np.concatenate([vals, ci.ravel()])
         span = span[np.isfinite(span)]

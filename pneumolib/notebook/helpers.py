@@ -11,6 +11,7 @@ import torch
 from ..analysis import plots
 from ..core.config import ExperimentConfig, diff, format_diff, previous
 from ..data.dataset import resolve_data_dir
+from ..studies import verdicts
 from ..studies.experiment import RunResult
 from ..notebook.series import Series, tidy
 
@@ -18,8 +19,12 @@ FIGURE_DPI = 120
 
 
 def use_notebook_style() -> None:
-    """Figures at FIGURE_DPI in the notebook's outputs."""
+    """Figures at FIGURE_DPI in the notebook's outputs; tables shown whole (pandas would otherwise hide columns past
+    20 and rows past 60 behind '...', and the verdicts read the hidden ones)."""
     plt.rcParams["figure.dpi"] = FIGURE_DPI
+    for key, value in (("display.max_columns", None), ("display.max_rows", None), ("display.max_colwidth", None),
+                       ("display.width", 10_000)):
+        pd.set_option(key, value)
 
 
 def wall_time(series: Series) -> None:
@@ -215,7 +220,8 @@ def compare_all(metrics: list[dict]) -> None:
 # --- notebook series v2: provenance, seeds, computed verdicts, tables as DataFrames --------------------------
 def _display(obj) -> None:
     # whole cell texts: the claims, notes and refusals in these tables are sentences, not values to abbreviate
-    with pd.option_context("display.max_colwidth", None):
+    with pd.option_context("display.max_colwidth", None, "display.max_columns", None, "display.max_rows", None,
+                           "display.width", 10_000):
         try:
             from IPython.display import display
         except ImportError:  # outside IPython: plain text
@@ -310,7 +316,10 @@ def seed_table(results) -> pd.DataFrame:
                         "= kept" if last and last.get("same_as_kept") else
                         f"{_fmt(last['accuracy'])} / {_fmt(last['specificity'])} (epoch {last['epoch']})" if last else
                         "not kept (trained before last_epoch.pt)"),
-                    "weights": "random init" if "random init" in str(m.get("weights", "")) else str(m.get("weights"))})
+                    "weights": "random init" if "random init" in str(m.get("weights", "")) else str(m.get("weights")),
+                    # the kept checkpoint on validation: one class for >= 95% of films is a collapse, flagged here and
+                    # in every verdict that reads this seed (studies.verdicts.collapsed)
+                    "collapsed?": f"COLLAPSED: {verdicts.collapsed(m)}" if verdicts.collapsed(m) else "no"})
         rows.append(row)
         index.append(f"seed {(m.get('config') or {}).get('seed')}")
     n = len(ms)
@@ -320,6 +329,21 @@ def seed_table(results) -> pd.DataFrame:
     rows += [mean, rng]
     index += [f"mean of {label}", f"range over {label}"]
     return pd.DataFrame(rows, index=index).fillna("")
+
+
+def budget_check(results) -> None:
+    """The series' budget rule on the baseline's seeds (studies.verdicts.budget_rule): the series is rendered at the
+    smallest budget at which no baseline seed collapses and every one reaches the validation AUC bar."""
+    r = verdicts.budget_rule([_metrics_of(x) for x in results])
+    e, n, px = r["budget"] or (None, None, None)
+    print(f"Budget rule (pneumolib.studies.verdicts.budget_rule): every baseline seed's kept checkpoint reaches "
+          f"validation AUC >= {verdicts.BUDGET_MIN_VAL_AUC} and none collapses (>= {verdicts.COLLAPSE_SHARE:.0%} of "
+          f"validation films in one class). Budget here: " + (f"{e} epochs x {n or 'all'} films per epoch, {px} px."
+                                                              if r["budget"] else "seeds at different budgets."))
+    _display(pd.DataFrame([{"seed": x["seed"], "validation AUC": _fmt(x["val_auc"]), "kept epoch": x["kept_epoch"],
+                            "collapsed?": x["collapse"] or "no"} for x in r["rows"]]).set_index("seed"))
+    print("The budget " + ("PASSES the rule." if r["passes"] else
+                           "FAILS the rule: verdicts at this budget read models that did not train."))
 
 
 def checkpoint_table(results) -> pd.DataFrame:
@@ -360,6 +384,31 @@ def seed_overview(by_entry: dict[str, list[dict]]) -> pd.DataFrame:
     return pd.DataFrame(rows, index=index)
 
 
+HEADLINE_PENDING = ("*Headline: filled in by the verdict cell ('Log vs re-run') when the notebook has run to it; "
+                    "if you see this line, it has not.*")
+
+
+def headline(entry: str) -> None:
+    """The headline box under a notebook's title: a placeholder now, replaced by `log_vs_rerun` with each claim of
+    the log, its verdict and the number that decides it (a Jupyter display updated in place, so the box is computed
+    from the same runs as the verdict table, never typed)."""
+    from IPython.display import Markdown, display
+    display(Markdown(HEADLINE_PENDING), display_id=f"headline-{entry}")
+
+
+def headline_markdown(entry: str, rows: list[dict[str, Any]], n_seeds: int, budget: str) -> str:
+    """The headline's text from the judged claims (verdicts.judge rows)."""
+    lines = [f"**What the log claimed, and what this re-run found** ({n_seeds} seed{'s' if n_seeds != 1 else ''}, "
+             f"{budget}; every number is printed by the verdict table in [Log vs re-run](#Log-vs-re-run)):", "",
+             "| the log's claim | verdict | deciding number: mean over seeds [95% interval envelope] |",
+             "|---|---|---|"]
+    for r in rows:
+        number = (f"{r['quantity']}: {_fmt(r['mean'])} {_span(r['interval'])} (holds if {r['claimed']})"
+                  if r["n"] else f"not judged: {r['note'] or 'no runs'}")
+        lines.append(f"| \"{r['claim']}\" | **{r['verdict']}** | {number} |".replace("\n", " "))
+    return "\n".join(lines)
+
+
 def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None = None) -> None:
     """The log's claims for this entry, each with the quantity measured over all seeds, its interval and a verdict
     (pneumolib.verdicts holds the claims and the rule)."""
@@ -370,8 +419,13 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
     if any(V.COHORT in c.needs for c in V.CLAIMS.get(entry, ())):  # the record's measurements of these very runs
         reference[V.COHORT] = V.cohort_references(_cohort_recipes(), ms)
     rows = []
+    judged = V.judge_entry(entry, ms, reference)
+    budgets = sorted({V.budget(m) for m in ms}, key=str)
+    budget = "; ".join(f"{e} epochs x {n or 'all'} films per epoch, {px} px" for e, n, px in budgets)
+    from IPython.display import Markdown, update_display
+    update_display(Markdown(headline_markdown(entry, judged, len(ms), budget)), display_id=f"headline-{entry}")
     # the claim column quotes the log (entries 01-09) or, for the recommended recipe, its own hypothesis
-    for r in V.judge_entry(entry, ms, reference):
+    for r in judged:
         rows.append({"claim": f"\"{r['claim']}\"", "measured": r["quantity"], "holds if": r["claimed"],
                      "mean": _fmt(r["mean"]), "range over seeds": _span(r["range"]), "interval": _span(r["interval"]),
                      "seeds": r["n"], "verdict": r["verdict"], "note": r["note"]})

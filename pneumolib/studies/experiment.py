@@ -218,12 +218,14 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
                 "the bundled fixture" if is_fixture else root.name, describe_profile(config, s.device), weights_used)
     run_dir = Path(out_dir) if out_dir else None
     t0 = time.perf_counter()
-    fitted, predictor = _train_or_reuse(config, data, run_dir, data_fp, weights_used, s)
+    fitted, predictor, val = _train_or_reuse(config, data, run_dir, data_fp, weights_used, s)
     if predictor is None:  # a rank other than 0: rank 0 evaluates and writes
         return RunResult(config, fitted, None, data, None, {}, None, run_dir, list(data.notes))
     predictor.cache = data.cache  # the data's decoded films serve every prediction below
     metrics = _run_record(config, predictor, fitted, data, data_fp, s, profile, root, is_fixture, weights_used,
                           run_dir)
+    # the kept checkpoint on validation at its threshold: the series' budget rule and collapse flag read it
+    metrics["val"] = compute_metrics(val, predictor.threshold, seed=config.seed)
     test = _evaluate_test(config, predictor, data, run_dir, metrics) if "test" in data.splits else None
     expl = None
     if s.cam_per_class and test is not None:
@@ -252,7 +254,8 @@ def _run_data(root: Path, config: ExperimentConfig, s: RunSettings) -> XRayData:
 
 def _train_or_reuse(config: ExperimentConfig, data: XRayData, run_dir: Path | None, data_fp: str,
                     weights_used: str, s: RunSettings) -> tuple[FitResult | None, Predictor | None]:
-    """(the fit, or None when a finished run of the same training is reused; the predictor, or None on ranks > 0)."""
+    """(the fit, or None when a finished run of the same training is reused; the predictor, or None on ranks > 0;
+    the validation films' scores by the kept checkpoint, or None on ranks > 0)."""
     dev = rank_device(get_device(s.device), s.world)
     predictor, differs = None, []
     ckpt = RunDir(run_dir).checkpoint if run_dir else None
@@ -277,21 +280,21 @@ def _train_or_reuse(config: ExperimentConfig, data: XRayData, run_dir: Path | No
                            ", ".join(gone))
     if predictor is not None:
         if s.world.is_main:
-            _refit_threshold(config, predictor, data, ckpt)
-        return None, predictor if s.world.is_main else None
+            return None, predictor, _refit_threshold(config, predictor, data, ckpt)
+        return None, None, None
     fitted = fit(config, data, run_dir, device=s.device, strict=s.strict, resume=s.resume,
                  extra={"weights": weights_used, "holdout": s.holdout}, world=s.world, workers=s.workers)
     if not s.world.is_main:
-        return fitted, None
+        return fitted, None, None
     predictor = Predictor(fitted.model, config, fitted.threshold, device=dev)
     predictor.extra = {"ood": fitted.ood, "val_calibration": fitted.calibration}
-    return fitted, predictor
+    return fitted, predictor, fitted.val_scores
 
 
-def _refit_threshold(config: ExperimentConfig, predictor: Predictor, data: XRayData, ckpt: Path) -> None:
+def _refit_threshold(config: ExperimentConfig, predictor: Predictor, data: XRayData, ckpt: Path) -> Scores:
     """A reused checkpoint under this run's decision rule: the threshold fitted again on validation; when it moves,
     the checkpoint in this folder is rewritten with this run's config and threshold (the stress test and 'predict'
-    read them)."""
+    read them). Returns the validation scores it read."""
     stored = predictor.threshold
     val = predict_samples(predictor.model, data["val"], predictor.preprocessing, tta=config.tta, cache=data.cache)
     predictor.threshold = fit_threshold(config.threshold, predictor.model, val, predictor.preprocessing,
@@ -299,6 +302,7 @@ def _refit_threshold(config: ExperimentConfig, predictor: Predictor, data: XRayD
     predictor.config = config
     if predictor.threshold != stored:
         save_checkpoint(ckpt, predictor.model, config, predictor.threshold, predictor.extra)
+    return val
 
 
 def _run_record(config: ExperimentConfig, predictor: Predictor, fitted: FitResult | None, data: XRayData,

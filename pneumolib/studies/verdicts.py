@@ -12,6 +12,10 @@ HOLDS, FAILS, CANNOT_TELL, NOT_TESTED = "holds", "does not hold", "cannot tell a
 TOO_FEW_FILMS, SEEDS_DISAGREE = "cannot tell: too few films", "cannot tell: seeds disagree"
 UNTRAINED = "epoch-1 checkpoint"  # a run that kept its first epoch: judged, and flagged as an untrained model
 MAPS_NOT_FAITHFUL = "cannot tell (maps not faithful)"
+COLLAPSED = "collapsed seed"  # a run whose kept checkpoint calls (almost) every validation film one class
+COLLAPSE_SHARE = 0.95  # ... at or above this share of the validation films in one class
+# the series' budget rule: the smallest budget at which no baseline seed collapses and every one reaches this AUC
+BUDGET_MIN_VAL_AUC = 0.95
 
 # Without a sampling interval per seed (Grad-CAM shares, stress-test means), the spread over seeds is the only
 # evidence of uncertainty; fewer seeds than this give no verdict.
@@ -310,6 +314,51 @@ def untrained(m: dict[str, Any]) -> bool:
     return m.get("best_epoch") == 1 and (budget(m)[0] or 1) > 1
 
 
+def collapsed(m: dict[str, Any]) -> str:
+    """'' for a run that trained; else why it collapsed: its kept checkpoint puts COLLAPSE_SHARE or more of the
+    validation films in one class at its own threshold (the log's symptom as a training failure: a verdict that
+    reads such a seed reads a model that did not learn). Runs recorded before 'val' was kept are read from their
+    kept epoch's validation share at 0.5."""
+    val = m.get("val") or {}
+    if "confusion_matrix" in val:
+        cm = val["confusion_matrix"]
+        n = sum(map(sum, cm))
+        share, how = ((cm[0][1] + cm[1][1]) / n if n else float("nan")), "at its threshold"
+    else:
+        epoch = next((h for h in m.get("history") or [] if h.get("epoch") == m.get("best_epoch")), {})
+        share, how = epoch.get("val_share_pneumonia", float("nan")), "at 0.5"
+    if math.isnan(share):
+        return ""
+    for cls, x in (("PNEUMONIA", share), ("NORMAL", 1 - share)):
+        if x >= COLLAPSE_SHARE:
+            return f"calls {x:.0%} of validation films {cls} {how}"
+    return ""
+
+
+def budget_rule(baseline: list[dict[str, Any]]) -> dict[str, Any]:
+    """Does this budget train? The baseline's seeds must all avoid collapse (`collapsed`) and reach validation AUC
+    BUDGET_MIN_VAL_AUC; the series is rendered at the smallest budget that passes (the notebooks state it).
+
+    Args:
+        baseline: the log's baseline runs' metrics (one per seed), all at one budget.
+
+    Returns:
+        {"passes": bool, "rows": per seed (seed, val AUC, kept epoch, collapse), "budget": (epochs, films, px)}.
+    """
+    rows = []
+    for m in baseline:
+        auc = (m.get("val") or {}).get("auc")
+        if auc is None:  # recorded before 'val' was kept: the kept epoch's validation AUC
+            auc = next((h.get("val_auc") for h in m.get("history") or [] if h.get("epoch") == m.get("best_epoch")),
+                       float("nan"))
+        rows.append({"seed": _seed(m), "val_auc": float(auc), "kept_epoch": m.get("best_epoch"),
+                     "collapse": collapsed(m)})
+    budgets = {budget(m) for m in baseline}
+    ok = bool(rows) and len(budgets) == 1 and all(r["val_auc"] >= BUDGET_MIN_VAL_AUC and not r["collapse"]
+                                                   for r in rows)
+    return {"passes": ok, "rows": rows, "budget": budgets.pop() if len(budgets) == 1 else None}
+
+
 def _seed(m: dict[str, Any]) -> Any:
     return (m.get("config") or {}).get("seed")
 
@@ -408,6 +457,12 @@ def judge(claim: Claim, metrics_by_seed: list[dict[str, Any]],
     if young:
         row["verdict"] = f"{decision} ({UNTRAINED})"
         row["note"] = "; ".join(x for x in (why, f"seed(s) {', '.join(young)} kept epoch 1: an untrained model") if x)
+    fallen = [f"seed {_seed(m)} {collapsed(m)}" for m in metrics_by_seed if collapsed(m)]
+    fallen += [f"entry {e} seed {_seed(r)} (compared with) {collapsed(r)}" for e in claim.needs if e != COHORT
+               for r in reference.get(e, []) if collapsed(r) and _seed(r) in {_seed(m) for m in metrics_by_seed}]
+    if fallen:  # a collapse is a finding about training, never hidden inside a verdict about the log's question
+        row["verdict"] = f"{row['verdict']} ({COLLAPSED})"
+        row["note"] = "; ".join(x for x in (row["note"], "; ".join(fallen)) if x)
     return row
 
 
