@@ -216,7 +216,7 @@ def test_the_log_path_claims_of_entry_4_read_the_inference_rows():
            "n_normal": 100}
     paths = {V.CHECKPOINT_PATH: row, V.LOG_PATH: row}
     rows = V.judge_entry("04", [run(inference_paths=paths)])
-    assert [r["verdict"] for r in rows] == [FAILS, NOT_TESTED]
+    assert [r["verdict"] for r in rows] == [FAILS, NOT_TESTED, NOT_TESTED]  # the third: Grad-CAM, not measured here
     assert rows[1]["note"].startswith("not testable here")  # the pipeline compared with itself proves nothing
 
 
@@ -232,7 +232,7 @@ def test_grad_cam_lifts_with_patient_intervals_decide_with_one_seed():
     lf = {c: {"lung_lift": 0.8, "lung_lift_ci95": [0.7, 0.9], "heart_lift": 2.0, "heart_lift_ci95": [1.7, 2.4]}
           for c in ("NORMAL", "PNEUMONIA")}
     rows = V.judge_entry("09", [run(lung_focus=lf)])
-    assert [r["verdict"] for r in rows[1:]] == [HOLDS, HOLDS]  # heart lift interval above 1, lung lift below 1
+    assert [r["verdict"] for r in rows[1:3]] == [HOLDS, HOLDS]  # heart lift interval above 1, lung lift below 1
     assert rows[2]["interval"] == pytest.approx((0.7, 0.9))
 
 
@@ -317,3 +317,19 @@ def test_a_verdict_reading_a_collapsed_seed_says_so():
     assert V.COLLAPSED not in fine["verdict"]
     row = V.judge(claim, [_run(0, 0.7), _run(1, 0.7), _run(2, 0.99)])
     assert row["verdict"].endswith(f"({V.COLLAPSED})") and "seed 2 calls 99%" in row["note"]
+
+
+def test_the_two_claims_that_had_no_row_are_judged():
+    from pneumolib.studies import verdicts as V
+    quotes = {c.quote: c for e in ("04", "09") for c in V.CLAIMS[e]}
+    assert quotes["Grad-CAM attention abnormal"].gradcam
+    focal = quotes["FocalLoss alone does not fix it"]
+    assert focal.needs == ("08",) and focal.direction == "<"
+
+    def run(seed, spec):
+        return {"config": {"seed": seed, "epochs": 6, "max_train_images": 2000, "image_size": 128}, "best_epoch": 4,
+                "test": {"specificity": spec, "ci95": {"specificity": [spec - 0.02, spec + 0.02]}}}
+    row = V.judge(focal, [run(s, 0.35) for s in range(3)], {"08": [run(s, 0.30) for s in range(3)]})
+    assert row["verdict"] == V.HOLDS  # +0.05 NORMAL recall: FocalLoss did not fix it
+    row = V.judge(focal, [run(s, 0.80) for s in range(3)], {"08": [run(s, 0.30) for s in range(3)]})
+    assert row["verdict"] == V.FAILS

@@ -165,7 +165,9 @@ def start(data_dir: str | None, profile: str | None, device: str = "auto", seeds
                roots={str(root): root.name, str(Path(runs).resolve()): "RUNS"})
     show_library_log(s.roots)
     if is_fixture:
-        print(f"No PNEUMOLIB_DATA_DIR set: using the bundled synthetic fixture ({root.name}), profile '{profile}'.")
+        print(f"No data folder given: using the bundled synthetic fixture ({root.name}), profile '{profile}'. Every "
+              "number below is about phantoms, not patients. For the real films, set DATA_DIR in the parameters cell "
+              "(or PNEUMOLIB_DATA_DIR, or papermill -p DATA_DIR) to a Kaggle-layout folder, with SEEDS = [0, 1, 2].")
     else:
         print(f"Data: the folder '{root.name}', profile '{profile}'.")
     n = len(s.seeds)

@@ -519,6 +519,9 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
            not_testable="not testable here: the log's cause was a mismatch between its training and inference code, "
                         "which this re-run cannot rebuild (its checkpoint carries its preprocessing); the table above "
                         "shows what each inference path does to the same model"),
+        # "abnormal" read as: the maps avoid the lung fields (lift below uniform), judged only on maps that pass checks
+        _c("04", "Grad-CAM attention abnormal", "Grad-CAM lung lift (1 = uniform), mean of both classes", "<",
+           NO_PREFERENCE, lambda m, r: lung_lift(m), gradcam=True),
     ),
     "05": (
         _c("05", "Softmax probabilities higher overall, decisions clearer",
@@ -565,6 +568,10 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
            lambda m, r: heart_lift(m, "NORMAL"), gradcam=True),
         _c("09", "not the lung fields", "Grad-CAM lung lift on NORMAL test films", "<", NO_PREFERENCE,
            lambda m, r: lung_lift(m, "NORMAL"), gradcam=True),
+        # "does not fix it": FocalLoss with the 0.8 threshold raises NORMAL recall by less than 0.10 over entry 08,
+        # the same model and data without them (paired by seed)
+        _c("09", "FocalLoss alone does not fix it", "NORMAL recall, this entry minus entry 08", "<", 0.10,
+           lambda m, r: metric(m, "specificity") - metric(r["08"], "specificity"), needs=("08",)),
     ),
     # not the log: notebook 10's own hypothesis, judged the same way (0.90 is the project's NORMAL-recall goal)
     "10": (
