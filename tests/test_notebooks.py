@@ -41,7 +41,7 @@ def _output_text(cell) -> str:
 
 
 def test_every_numbered_notebook_is_there():
-    assert len(NOTEBOOKS) == 10
+    assert len(NOTEBOOKS) == 11 and NOTEBOOKS[0].name == "00_summary.ipynb"
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
@@ -82,23 +82,36 @@ def test_outputs_name_no_absolute_paths_and_hold_no_errors(path):
         assert not any(o.get("output_type") == "error" for o in cell.get("outputs", [])), f"{path.name} cell {i}"
 
 
+def _require_render(path) -> None:
+    """A notebook added this round has no outputs until the series issue renders it: reported while RENDER_PENDING,
+    a failure after."""
+    nb = nbformat.read(path, as_version=4)
+    if not any(c.get("outputs") for c in nb.cells if c.cell_type == "code"):
+        if RENDER_PENDING:
+            pytest.xfail(f"{path.name} is new this round and not rendered yet: the series issue renders it")
+        pytest.fail(f"{path.name} has no outputs: render it (tools/render_notebooks.sh)")
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_rendered_notebooks_state_their_provenance(path):
+    _require_render(path)
     nb = nbformat.read(path, as_version=4)
-    text = "\n".join(_output_text(c) for c in nb.cells[:4])
+    text = "\n".join(_output_text(c) for c in nb.cells[:8])
     assert re.search(r"pneumolib \S+, commit \S+; profile \w+; device \S+; \d+ seeds?: ", text), path.name
     assert "wall time:" in _output_text(nb.cells[-1])
 
 
 def _provenance_commit(path) -> str:
     nb = nbformat.read(path, as_version=4)
-    text = "\n".join(_output_text(c) for c in nb.cells[:4])
+    text = "\n".join(_output_text(c) for c in nb.cells[:8])
     m = re.search(r"pneumolib \S+, commit (\S+);", text)
     assert m, f"{path.name}: no provenance line"
     return m.group(1)
 
 
-def test_all_ten_notebooks_were_rendered_at_one_commit():
+def test_all_notebooks_were_rendered_at_one_commit():
+    for p in NOTEBOOKS:
+        _require_render(p)
     commits = {p.name: _provenance_commit(p) for p in NOTEBOOKS}
     assert len(set(commits.values())) == 1, f"rendered at different commits: {commits}"
 
@@ -116,9 +129,10 @@ def test_committed_outputs_are_not_stale(path):
     # there changed since (tools/render_notebooks.sh renders them again); needs no history, only HEAD
     from pneumolib.notebook.series import sources_digest, stale_paths
 
+    _require_render(path)
     commit = _provenance_commit(path)
     assert not commit.endswith("+dirty") and commit != "unknown", f"{path.name}: rendered from {commit}"
-    m = re.search(r"; sources (\w+)\n", "\n".join(_output_text(c) for c in nbformat.read(path, as_version=4).cells[:4]))
+    m = re.search(r"; sources (\w+)\n", "\n".join(_output_text(c) for c in nbformat.read(path, as_version=4).cells[:8]))
     assert m, f"{path.name}: no sources digest in its provenance line"
     if m.group(1) != sources_digest("HEAD"):
         why = f"{path.name} was rendered at {commit}; changed since: {stale_paths(commit)[:8]}"
@@ -170,7 +184,8 @@ def test_every_notebook_opens_with_its_headline_under_the_title(path):
     assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
     code = next(c for c in nb.cells if c.cell_type == "code")  # the first code cell, before the parameters
     assert f'nb.headline("{path.stem[:2]}")' in code.source and "parameters" not in code.metadata.get("tags", [])
-    assert f'nb.log_vs_rerun("{path.stem[:2]}"' in "".join(c.source for c in nb.cells)  # the cell that fills it
+    filler = "summary.show_claims(" if path.stem.startswith("00") else f'nb.log_vs_rerun("{path.stem[:2]}"'
+    assert filler in "".join(c.source for c in nb.cells)  # the cell that fills it
 
 
 def test_tables_are_shown_whole_in_notebooks():
@@ -466,7 +481,7 @@ def test_notebook_10_can_leave_out_a_side_branch_of_the_ablation_only(capsys, mo
                         lambda *a, configs=None, **k: seen.setdefault("names", [c.name for c in configs]))
     s = nb.Series(None, "smoke", "cpu", [0], Path("."))
     nb.ablation(s, holdouts="folders", skip="abl_per_image")
-    assert "abl_per_image" not in seen["names"] and "abl_equalize" in seen["names"] and len(seen["names"]) == 9
+    assert "abl_per_image" not in seen["names"] and "abl_equalize" in seen["names"] and len(seen["names"]) == len(protocol.ablation_configs()) - 1
     assert "left out of this render: abl_per_image" in capsys.readouterr().out
     with pytest.raises(ValueError, match="only side branches"):
         nb.ablation(s, holdouts="folders", skip="abl_equalize")

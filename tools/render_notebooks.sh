@@ -20,7 +20,8 @@ runs="$(realpath -m "${PNEUMOLIB_RUNS:-$root/runs}")"
 nbs=()
 for nb in "$@"; do nbs+=("$(basename "$nb")"); done
 cd "$root/notebooks"
-[ ${#nbs[@]} -gt 0 ] || nbs=([0-9][0-9]_*.ipynb)
+# 00_summary reads the others' runs: rendered last
+[ ${#nbs[@]} -gt 0 ] || nbs=($(ls [0-9][0-9]_*.ipynb | grep -v '^00_') 00_summary.ipynb)
 export TQDM_DISABLE=1
 all_start=$(date +%s)
 for nb in "${nbs[@]}"; do

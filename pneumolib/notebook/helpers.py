@@ -230,19 +230,19 @@ def _display(obj) -> None:
         display(obj)
 
 
-def _fmt(v: Any, digits: int = 3) -> str:
+def fmt(v: Any, digits: int = 3) -> str:
     try:
         return "nan" if v is None or np.isnan(v) else f"{v:.{digits}f}"
     except TypeError:
         return str(v)
 
 
-def _span(pair) -> str:
-    return "" if pair is None else f"[{_fmt(pair[0])}, {_fmt(pair[1])}]"  # brackets: bounds may be negative
+def span(pair) -> str:
+    return "" if pair is None else f"[{fmt(pair[0])}, {fmt(pair[1])}]"  # brackets: bounds may be negative
 
 
 def _with_ci(v: float, ci) -> str:
-    return f"{_fmt(v)} ({_fmt(ci[0], 2)}-{_fmt(ci[1], 2)})" if ci else _fmt(v)
+    return f"{fmt(v)} ({fmt(ci[0], 2)}-{fmt(ci[1], 2)})" if ci else fmt(v)
 
 
 def metrics_frame(m: dict[str, Any]) -> pd.DataFrame:
@@ -259,10 +259,10 @@ def metrics_frame(m: dict[str, Any]) -> pd.DataFrame:
             continue
         row = {"metric": label, "value": round(float(m[k]), 3)}
         ci = m.get("ci95", {}).get(k)
-        row[f"95% CI (bootstrap over {unit})"] = f"{_fmt(ci[0])}-{_fmt(ci[1])}" if ci else ""
+        row[f"95% CI (bootstrap over {unit})"] = f"{fmt(ci[0])}-{fmt(ci[1])}" if ci else ""
         wil = m.get("ci95_wilson", {}).get(k)
         if m.get("n", SMALL_N) < SMALL_N:
-            row["95% CI (Wilson)"] = f"{_fmt(wil[0])}-{_fmt(wil[1])}" if wil else ""
+            row["95% CI (Wilson)"] = f"{fmt(wil[0])}-{fmt(wil[1])}" if wil else ""
         rows.append(row)
     return pd.DataFrame(rows).set_index("metric")
 
@@ -309,12 +309,12 @@ def seed_table(results) -> pd.DataFrame:
         best = m.get("best_epoch")
         last = m.get("test_last_epoch")
         row.update({"budget": f"{c.get('epochs')} ep x {c.get('max_train_images') or 'all'} img",
-                    "threshold": _fmt(m.get("threshold"), 2), "trained at commit": str(m.get("trained_commit", "")),
+                    "threshold": fmt(m.get("threshold"), 2), "trained at commit": str(m.get("trained_commit", "")),
                     # a kept first epoch (of several) is an untrained model judged as a result: say so
                     "kept epoch": f"{best} (EPOCH 1: untrained)" if best == 1 and (c.get("epochs") or 1) > 1 else str(best),
                     "last epoch: accuracy / NORMAL recall": (
                         "= kept" if last and last.get("same_as_kept") else
-                        f"{_fmt(last['accuracy'])} / {_fmt(last['specificity'])} (epoch {last['epoch']})" if last else
+                        f"{fmt(last['accuracy'])} / {fmt(last['specificity'])} (epoch {last['epoch']})" if last else
                         "not kept (trained before last_epoch.pt)"),
                     "weights": "random init" if "random init" in str(m.get("weights", "")) else str(m.get("weights")),
                     # the kept checkpoint on validation: one class for >= 95% of films is a collapse, flagged here and
@@ -324,8 +324,8 @@ def seed_table(results) -> pd.DataFrame:
         index.append(f"seed {(m.get('config') or {}).get('seed')}")
     n = len(ms)
     label = f"{n} seed{'s' if n != 1 else ''}"
-    mean = {lab: _fmt(float(np.mean([m["test"][k] for m in ms]))) for k, lab in keys}
-    rng = {lab: f"{_fmt(min(m['test'][k] for m in ms))}-{_fmt(max(m['test'][k] for m in ms))}" for k, lab in keys}
+    mean = {lab: fmt(float(np.mean([m["test"][k] for m in ms]))) for k, lab in keys}
+    rng = {lab: f"{fmt(min(m['test'][k] for m in ms))}-{fmt(max(m['test'][k] for m in ms))}" for k, lab in keys}
     rows += [mean, rng]
     index += [f"mean of {label}", f"range over {label}"]
     return pd.DataFrame(rows, index=index).fillna("")
@@ -340,7 +340,7 @@ def budget_check(results) -> None:
           f"validation AUC >= {verdicts.BUDGET_MIN_VAL_AUC} and none collapses (>= {verdicts.COLLAPSE_SHARE:.0%} of "
           f"validation films in one class). Budget here: " + (f"{e} epochs x {n or 'all'} films per epoch, {px} px."
                                                               if r["budget"] else "seeds at different budgets."))
-    _display(pd.DataFrame([{"seed": x["seed"], "validation AUC": _fmt(x["val_auc"]), "kept epoch": x["kept_epoch"],
+    _display(pd.DataFrame([{"seed": x["seed"], "validation AUC": fmt(x["val_auc"]), "kept epoch": x["kept_epoch"],
                             "collapsed?": x["collapse"] or "no"} for x in r["rows"]]).set_index("seed"))
     print("The budget " + ("PASSES the rule." if r["passes"] else
                            "FAILS the rule: verdicts at this budget read models that did not train."))
@@ -376,7 +376,7 @@ def seed_overview(by_entry: dict[str, list[dict]]) -> pd.DataFrame:
         for k, label in (("accuracy", "accuracy"), ("sensitivity", "PNEUMONIA recall"),
                          ("specificity", "NORMAL recall"), ("auc", "AUC")):
             v = [m["test"][k] for m in ms]
-            row[label] = f"{_fmt(float(np.mean(v)))} ({_fmt(min(v))}-{_fmt(max(v))})"
+            row[label] = f"{fmt(float(np.mean(v)))} ({fmt(min(v))}-{fmt(max(v))})"
         rows.append(row)
         index.append(f"{entry} {m0['experiment']}" + (" (random init)" if "unavailable" in str(m0.get("weights", ""))
                                                        else ""))
@@ -403,7 +403,7 @@ def headline_markdown(entry: str, rows: list[dict[str, Any]], n_seeds: int, budg
              "| the log's claim | verdict | deciding number: mean over seeds [95% interval envelope] |",
              "|---|---|---|"]
     for r in rows:
-        number = (f"{r['quantity']}: {_fmt(r['mean'])} {_span(r['interval'])} (holds if {r['claimed']})"
+        number = (f"{r['quantity']}: {fmt(r['mean'])} {span(r['interval'])} (holds if {r['claimed']})"
                   if r["n"] else f"not judged: {r['note'] or 'no runs'}")
         lines.append(f"| \"{r['claim']}\" | **{r['verdict']}** | {number} |".replace("\n", " "))
     return "\n".join(lines)
@@ -417,7 +417,7 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
     ms = [_metrics_of(r) for r in metrics_by_seed]
     reference = {k: [_metrics_of(r) for r in v] for k, v in (reference or {}).items()}
     if any(V.COHORT in c.needs for c in V.CLAIMS.get(entry, ())):  # the record's measurements of these very runs
-        reference[V.COHORT] = V.cohort_references(_cohort_recipes(), ms)
+        reference[V.COHORT] = V.cohort_references(cohort_recipes(), ms)
     rows = []
     judged = V.judge_entry(entry, ms, reference)
     budgets = sorted({V.budget(m) for m in ms}, key=str)
@@ -427,7 +427,7 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
     # the claim column quotes the log (entries 01-09) or, for the recommended recipe, its own hypothesis
     for r in judged:
         rows.append({"claim": f"\"{r['claim']}\"", "measured": r["quantity"], "holds if": r["claimed"],
-                     "mean": _fmt(r["mean"]), "range over seeds": _span(r["range"]), "interval": _span(r["interval"]),
+                     "mean": fmt(r["mean"]), "range over seeds": span(r["range"]), "interval": span(r["interval"]),
                      "seeds": r["n"], "verdict": r["verdict"], "note": r["note"]})
     n = len(ms)
     print(f"{n} seed{'s' if n != 1 else ''}, one budget. Verdict (pneumolib.verdicts.decide): 'holds' when every "
@@ -538,7 +538,7 @@ def shortcut_audit(reports: dict[str, dict]) -> None:
         print()
 
 
-def _cohort_recipes() -> list[dict]:
+def cohort_recipes() -> list[dict]:
     """docs/external_cohort/recipes.json: the training config of each recorded measurement (from git history)."""
     import json
     from pathlib import Path
@@ -558,7 +558,8 @@ def cohort_record() -> pd.DataFrame:
     rows = []
     for m in json.loads(path.read_text())["measurements"]:
         c = m["cohort"]
-        rows.append({"commit": m["commit"], "recipe": m["experiment"], "seed": m["seed"],
+        rows.append({"date": m.get("date", ""), "commit": m["commit"], "recipe": m["experiment"],
+                     "budget": m.get("profile", ""), "seed": m["seed"],
                      "cohort accuracy": c["accuracy"], "PNEUMONIA recall": c["sensitivity"],
                      "NORMAL recall": c["specificity"], "AUC": c["auc"],
                      "internal NORMAL recall": m["internal_test"]["specificity"]})
