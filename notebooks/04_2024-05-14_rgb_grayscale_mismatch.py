@@ -131,11 +131,12 @@ nb.inference_paths(results)
 # Grad-CAM (first seed) when the inputs are ImageNet-normalised at inference only, a mismatch that does change the inputs:
 
 # %%
-from pneumolib.analysis.cam import explain
+from pneumolib.analysis.cam import explain, sanity_checks
 from pneumolib.data.transforms import Preprocessing
 
 wrong = Preprocessing(r.predictor.preprocessing.image_size, 3, "imagenet")
 e = explain(r.predictor.model, r.explanation.samples, wrong, r.threshold)
+sanity_checks(r.predictor.model, e, wrong, per_class=4, seed=r.config.seed)  # ROAD and randomisation, as for every map
 plots.plot_cam_grid(e, title="Grad-CAM with ImageNet normalisation at inference only")
 nb.cam_table(e)
 

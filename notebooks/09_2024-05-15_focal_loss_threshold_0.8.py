@@ -164,7 +164,7 @@ from pneumolib.analysis.cam import explain_predictor
 # the log's question is what the NORMAL evidence looks at: the NORMAL logit is the target, with the checkpoint's
 # own threshold and test-time augmentation, exactly as its predictions are made
 normals = [s for s in r.data["test"] if s.label == 0][:8]
-e = explain_predictor(r.predictor, normals, target="NORMAL", sanity_per_class=0)
+e = explain_predictor(r.predictor, normals, target="NORMAL", sanity_per_class=4)  # with ROAD and randomisation
 plots.plot_cam_grid(e, n_per_class=8, title="Grad-CAM (target NORMAL) on NORMAL test images")
 nb.cam_table(e)
 

@@ -182,7 +182,9 @@ def lung_focus_table(metrics: list[dict]) -> None:
                      "heart lift, NORMAL films": cell(n, "heart_lift"),
                      "heart lift, PNEUMONIA films": cell(p, "heart_lift"),
                      "masks ok/failed": f"{n.get('masks_passed', 0) + p.get('masks_passed', 0)}/"
-                                        f"{n.get('masks_failed', 0) + p.get('masks_failed', 0)}"})
+                                        f"{n.get('masks_failed', 0) + p.get('masks_failed', 0)}",
+                     "seed": (m.get("config") or {}).get("seed"),
+                     "maps' checks (ROAD, randomisation)": maps_checked(_sanity_of(m))})
     _display(pd.DataFrame(rows).set_index("entry"))
     sel = next((m["gradcam"]["selection"] for m in metrics if m.get("gradcam")), "the test films explained")
     print("lift = share of the Grad-CAM (PNEUMONIA logit) energy inside the lung mask, or the heart/diaphragm box, "
@@ -319,7 +321,8 @@ def seed_table(results) -> pd.DataFrame:
                     "weights": "random init" if "random init" in str(m.get("weights", "")) else str(m.get("weights")),
                     # the kept checkpoint on validation: one class for >= 95% of films is a collapse, flagged here and
                     # in every verdict that reads this seed (studies.verdicts.collapsed)
-                    "collapsed?": f"COLLAPSED: {verdicts.collapsed(m)}" if verdicts.collapsed(m) else "no"})
+                    "collapsed?": f"COLLAPSED: {verdicts.collapsed(m)}" if verdicts.collapsed(m) else "no",
+                    "Grad-CAM maps' checks": maps_checked(_sanity_of(m)) if m.get("gradcam") else "no Grad-CAM run"})
         rows.append(row)
         index.append(f"seed {(m.get('config') or {}).get('seed')}")
     n = len(ms)
@@ -466,18 +469,45 @@ def inference_paths(results) -> None:
     _display(pd.DataFrame(table).set_index(["seed", "inference"]).fillna(""))
 
 
+def _sanity_of(m: dict[str, Any]) -> dict[str, Any] | None:
+    """A run's recorded map checks (metrics['gradcam'], cam.Explanation.report) in sanity_checks' shape."""
+    g = m.get("gradcam") or {}
+    if not g.get("road") and not g.get("randomisation_rank_corr"):
+        return None
+    rc = g.get("randomisation_rank_corr") or {}
+    return {"faithfulness": g.get("road") or {}, "randomisation_rank_corr": rc, "n": len(rc.get("per_image") or [])}
+
+
+def maps_checked(sanity: dict[str, Any] | None) -> str:
+    """The maps' checks in words, for every table that shows lifts: ROAD (the model's map against a random map, with
+    a 95% interval by patient) and the randomisation test (rank correlation with a re-initialised model's map)."""
+    from ..analysis.cam import maps_pass
+    if not sanity:
+        return "NOT CHECKED (no ROAD or randomisation test was run on these maps): lifts not to be read"
+    fa, rc = sanity.get("faithfulness") or {}, sanity.get("randomisation_rank_corr") or {}
+    ci = fa.get("model_minus_random_ci95")
+    verdict = {True: "pass", False: "FAIL", None: "undecided"}[maps_pass(sanity)]
+    return (f"{verdict}: ROAD model - random map {fmt(fa.get('model_minus_random'))} {span(ci)}, randomisation rank "
+            f"correlation {fmt(rc.get('mean'))} ({sanity.get('n')} films)")
+
+
 def cam_table(expl) -> pd.DataFrame:
     """Grad-CAM per class of an Explanation as lifts (the region's share of the heatmap over its share of the image:
-    1 = what a uniform heatmap scores), with 95% intervals by patient when the Explanation provides them."""
+    1 = what a uniform heatmap scores), with 95% intervals by patient when the Explanation provides them, beside the
+    maps' checks (a lift from maps that failed them, or were not checked, is marked so)."""
     from ..studies.verdicts import summary_lift
 
     rows = {}
+    checks = maps_checked(expl.sanity)
     for cls, s in expl.summary().items():
         lung, heart = summary_lift(s, "lung_lift"), summary_lift(s, "heart_lift")
         rows[cls] = {"films": s["n"],
                      "lung lift": _with_ci(lung.value, (lung.lo, lung.hi) if lung.has_interval else None),
-                     "heart/diaphragm lift": _with_ci(heart.value, (heart.lo, heart.hi) if heart.has_interval else None)}
-    print("lift = the region's share of the heatmap / its share of the image (1 = a uniform heatmap)")
+                     "heart/diaphragm lift": _with_ci(heart.value, (heart.lo, heart.hi) if heart.has_interval else None),
+                     "maps' checks (ROAD, randomisation)": checks}
+    print("lift = the region's share of the heatmap / its share of the image (1 = a uniform heatmap); ROAD = Remove "
+          "And Debias (Rong et al. 2022): how much removing the pixels a map ranks high hurts the prediction, against "
+          "a random map")
     return pd.DataFrame(rows).T
 
 
