@@ -540,3 +540,19 @@ def test_every_lift_table_says_whether_its_maps_passed_their_checks():
     assert H.maps_checked(H._sanity_of({"gradcam": {}})).startswith("NOT CHECKED")
     row = H.seed_table([dict(_metrics(0, 0.9), gradcam=m["gradcam"])]).iloc[0]
     assert row["Grad-CAM maps' checks"].startswith("FAIL")
+
+
+def test_the_shortcut_audit_is_read_in_words_computed_from_its_numbers(capsys):
+    from pneumolib.notebook import helpers as H
+
+    def rep(flipped, out_change, in_change):
+        return {"outside_lung_reliance": {"flipped_share": flipped, "mean_abs_change": out_change,
+                                          "flipped_share_ci95": [flipped - 0.02, flipped + 0.02]},
+                "inside_lung_reliance": {"flipped_share": 0.3, "mean_abs_change": in_change},
+                "probe_auc": 0.94, "probe_auc_model_input": 0.9,
+                "worst_group": {"worst": {"class": "NORMAL", "half": "probe disagrees", "recall": 0.8,
+                                          "ci95": [0.7, 0.9]}}}
+    H.audit_reading({"a": rep(0.05, 0.05, 0.2), "b": rep(0.27, 0.2, 0.18), "c": rep(0.05, 0.3, 0.2)})
+    lines = capsys.readouterr().out.splitlines()
+    assert "flips 5.0% [0.030, 0.070]" in lines[0] and "looks at the lungs" in lines[0]
+    assert "READS OUTSIDE THE LUNGS" in lines[1] and "READS OUTSIDE THE LUNGS" in lines[2]

@@ -568,6 +568,34 @@ def shortcut_audit(reports: dict[str, dict]) -> None:
         print()
 
 
+def audit_reading(reports: dict[str, dict]) -> None:
+    """The shortcut audits read in words, computed from their numbers: the share of decisions that filling the
+    outside (and the inside) of the lung fields flips, against the lung criterion fixed before any audit
+    (studies.candidates.LUNG_BOUND); the probe's AUC on the whole film and on the model's input; the worst group."""
+    from ..studies.candidates import LUNG_BOUND
+    for name, rep in reports.items():
+        out, ins = rep["outside_lung_reliance"], rep["inside_lung_reliance"]
+        per = out.get("per_class", {})
+        looks = out["flipped_share"] <= LUNG_BOUND and out["mean_abs_change"] < ins["mean_abs_change"]
+        w = (rep.get("worst_group") or {}).get("worst") or {}
+        print(f"{name}: filling everything outside the lung fields flips {out['flipped_share']:.1%} "
+              f"{span(out.get('flipped_share_ci95'))} of the decisions (NORMAL films "
+              f"{per.get('NORMAL', {}).get('flipped_share', float('nan')):.1%}, PNEUMONIA films "
+              f"{per.get('PNEUMONIA', {}).get('flipped_share', float('nan')):.1%}); filling the inside flips "
+              f"{ins['flipped_share']:.1%}. By the lung criterion (at most {LUNG_BOUND:.0%} flipped by the outside, and "
+              f"less change from the outside than from the inside: mean |change| {fmt(out['mean_abs_change'])} vs "
+              f"{fmt(ins['mean_abs_change'])}) this model "
+              + ("looks at the lungs." if looks else "READS OUTSIDE THE LUNGS: its decisions depend on the film's "
+                 "surroundings, not only on the lung fields.")
+              + f" A probe on ten acquisition statistics separates the classes with AUC {fmt(rep['probe_auc'])} on "
+              f"the whole film and {fmt(rep.get('probe_auc_model_input'))} on the model's input (0.5 = no shortcut "
+              f"to learn); the worst group is the {w.get('class', '?')} films on which the "
+              f"{str(w.get('half', '?')).replace('probe ', 'probe ')} with the label, recall {fmt(w.get('recall'))} "
+              f"{span(w.get('ci95'))}.")
+    print("(For a lung-mask model, 'outside' is the ring its dilation keeps around the lung mask, filled black; the "
+          "rest of the film is black in its input already.)")
+
+
 def cohort_recipes() -> list[dict]:
     """docs/external_cohort/recipes.json: the training config of each recorded measurement (from git history)."""
     import json
