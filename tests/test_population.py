@@ -83,3 +83,17 @@ def test_lungs_population_fits_reports_and_scores_files(tmp_path, capsys):
     assert P.PopulationReference.load(out).info["n_val"] > 0
     assert main(["lungs", "population", str(tmp_path / "missing.dcm"), "--data-dir", str(fixture_dir())]) == 2
     assert "missing.dcm" in capsys.readouterr().err
+
+
+def test_a_caches_films_are_read_through_the_encoder_once(monkeypatch):
+    from pneumolib.data.dataset import DecodedCache
+    from pneumolib.data.fixture import fixture_dir
+    from pneumolib.data.lungs import LungSegmenter
+    films = sorted(fixture_dir().glob("val/*/*.png"))[:5]
+    calls = []
+    real = LungSegmenter.encoder_statistics
+    monkeypatch.setattr(LungSegmenter, "encoder_statistics", lambda self, f, **k: calls.append(len(f)) or real(self, f))
+    memo = DecodedCache().derived.setdefault("population", {})
+    a = P.film_statistics(films, memo=memo)
+    b = P.film_statistics(films[::-1], memo=memo)
+    assert calls == [5] and np.array_equal(a, b[::-1])

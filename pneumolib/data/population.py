@@ -132,22 +132,34 @@ def fit_reference(train_feats: np.ndarray, val_feats: np.ndarray, info: dict[str
     return ref
 
 
-def film_statistics(paths: list[str | Path], segmenter: LungSegmenter | None = None,
-                    batch_size: int = 32) -> np.ndarray:
+def _identity(path: str | Path) -> tuple:
+    st = Path(path).stat()
+    return str(Path(path).resolve()), st.st_size, st.st_mtime_ns
+
+
+def film_statistics(paths: list[str | Path], segmenter: LungSegmenter | None = None, batch_size: int = 32,
+                    memo: dict[tuple, np.ndarray] | None = None) -> np.ndarray:
     """N x 992 encoder statistics of the films at these paths (any size, DICOM included), read whole.
 
     Args:
         paths: readable films (the caller has checked them: data.imaging raises ImageError otherwise).
         segmenter: default the shipped one.
         batch_size: films decoded and passed at a time (a full-size DICOM is tens of MB decoded).
+        memo: films' statistics already computed, by file identity (a DecodedCache's `derived["population"]`);
+            the new ones are added (only with the shipped segmenter, the one the memo's statistics come from).
 
     Returns:
         float32 N x 992.
     """
     seg = segmenter or shipped_segmenter()
-    out = [seg.encoder_statistics([np.asarray(load_image(p), dtype=np.uint8) for p in paths[i:i + batch_size]])
-           for i in range(0, len(paths), batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, sum(LEVEL_DIMS)), np.float32)
+    memo = memo if memo is not None and segmenter is None else {}
+    keys = [_identity(p) for p in paths]
+    todo = [(k, p) for k, p in zip(keys, paths) if k not in memo]
+    for i in range(0, len(todo), batch_size):
+        chunk = todo[i:i + batch_size]
+        stats = seg.encoder_statistics([np.asarray(load_image(p), dtype=np.uint8) for _, p in chunk])
+        memo.update({k: v for (k, _), v in zip(chunk, stats)})
+    return np.stack([memo[k] for k in keys]) if keys else np.zeros((0, sum(LEVEL_DIMS)), np.float32)
 
 
 def shipped_path() -> Path:
