@@ -122,7 +122,7 @@ nb.report(r)
 # %% [markdown]
 # ## Grad-CAM (first seed)
 #
-# Grad-CAM heatmaps over test images (the first output line names the layer and the target); the white outline is the lung field mask (exact on the fixture; on real films the annotated mask where the data has one, else the shipped lung segmenter's). A region's *lift* is its share of the heatmap's energy divided by its share of the image: 1 = no preference, what a uniform heatmap scores. The gallery after the numbers shows the segmenter's masks on films without an annotated one, once for the series: the other notebooks only count them.
+# Grad-CAM heatmaps over test images (the first output line names the layer, the method and the target; the method is HiResCAM (Draelos and Carin 2020), the Grad-CAM variant that multiplies each cell's activation by that cell's own gradient instead of the channel's mean gradient, so a cell is bright only where it raises the score); the white outline is the lung field mask (exact on the fixture; on real films the annotated mask where the data has one, else the shipped lung segmenter's). A region's *lift* is its share of the heatmap's energy divided by its share of the image: 1 = no preference, what a uniform heatmap scores. Every map is checked twice before its lifts are read: ROAD (Remove And Debias, Rong et al. 2022: removing the pixels the map ranks highest should hurt the prediction more than removing those a random map ranks highest) and the model-randomisation test (Adebayo et al. 2018: the map must change when the top layers are re-initialised). The gallery after the numbers shows the segmenter's masks on films without an annotated one, once for the series: the other notebooks only count them.
 
 # %%
 nb.gradcam(r, mask_gallery=True)
