@@ -139,7 +139,7 @@ reference = series.load_runs(['04'], S)
 nb.log_vs_rerun("05", results, reference)
 
 # %% [markdown]
-# Without ImageNet weights this entry's config is entry 04's, so its runs repeat entry 04's; the claims about pretraining are then marked not tested rather than judged. Put `resnet18-f37072fd.pth` in the torch cache (or set `PNEUMOLIB_IMAGENET_WEIGHTS`) and re-run to test them.
+# Without ImageNet weights this entry's config is entry 04's, so its runs repeat entry 04's; the claims about pretraining are then marked *not tested* rather than judged. Put `resnet18-f37072fd.pth` in the torch cache (or set `PNEUMOLIB_IMAGENET_WEIGHTS`) and re-run to test them.
 #
 # *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
 

@@ -556,3 +556,33 @@ def test_the_shortcut_audit_is_read_in_words_computed_from_its_numbers(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert "flips 5.0% [0.030, 0.070]" in lines[0] and "looks at the lungs" in lines[0]
     assert "READS OUTSIDE THE LUNGS" in lines[1] and "READS OUTSIDE THE LUNGS" in lines[2]
+
+
+VERDICT_WORDS = re.compile(r"(seeds disagree|too few films|cannot tell|does not hold|not tested|collapsed seed|"
+                           r"epoch-1 checkpoint)")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_prose_names_verdicts_as_labels_and_never_states_one(path):
+    # the kind of contradiction a reader found ("cannot tell ... seeds disagree" in prose beside a row that read
+    # "holds"): a verdict is computed by the rule and printed; prose may refer to a label ('seeds disagree',
+    # *not tested*), quoted, to say what it means, but never states one as the outcome
+    nb = nbformat.read(path, as_version=4)
+    stated = []
+    for i, c in enumerate(nb.cells):
+        if c.cell_type != "markdown":
+            continue
+        for m in VERDICT_WORDS.finditer(c.source):
+            a, b = m.start(), m.end()
+            quoted = c.source[a - 1:a] in "'\"*" or (re.search(r"['\"*][^'\"*\n]*$", c.source[max(0, a - 20):a])
+                                                     and c.source[b:b + 1] in "'\"*:)")
+            if not quoted:
+                stated.append(f"cell {i}: ...{c.source[max(0, a - 50):b + 20]}...")
+    assert not stated, f"{path.name}: verdict words stated in prose, not quoted as labels: {stated}"
+
+
+def test_the_films_are_not_called_greyscale_jpegs_regression():
+    # 04 called the films greyscale JPEGs; every file of the data set is a 3-component JPEG (equal channels)
+    text = " ".join(c.source for p in NOTEBOOKS for c in nbformat.read(p, as_version=4).cells
+                    if c.cell_type == "markdown")
+    assert not re.search(r"greyscale JPEG, which is what this data set|films are greyscale JPEGs", text)

@@ -852,6 +852,8 @@ def format_report(rep: dict[str, Any]) -> str:
         lines.append(f"{rep['empty_maps']} of {rep['n']} maps are empty (no positive evidence for the target at "
                      f"{rep['layer']}) and have no lift; method 'hirescam' or 'layercam' weights each cell by its own "
                      f"gradient instead of the layer's mean gradient")
+    elif "empty_maps" in rep:
+        lines.append(f"empty maps: 0 of {rep['n']}")
     rc = rep.get("randomisation_rank_corr")
     if rc:
         lines.append(f"randomisation test: rank correlation with the maps after re-initialising "
