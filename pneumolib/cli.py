@@ -292,7 +292,7 @@ def cmd_evaluate(args) -> int:
     print(format_metrics(m))
     from .analysis import ood
     far, columns = ood.flag(pred.extra.get("ood"), scores.features), {}
-    if far is not None:  # is this cohort like the training data? (flags ~1% of validation films)
+    if far is not None:  # is this cohort like the training data? (flags ~0.5% + ~1% of validation films)
         whole = ood.population_flag(pred.extra["ood"], [s.path for s in samples], pred.cache)
         m["ood"] = ood.summary(pred.extra["ood"], *far, whole=whole)
         print(ood.describe(m["ood"]))
