@@ -293,7 +293,7 @@ def cmd_evaluate(args) -> int:
     from .analysis import ood
     far, columns = ood.flag(pred.extra.get("ood"), scores.features), {}
     if far is not None:  # is this cohort like the training data? (flags ~0.5% + ~1% of validation films)
-        whole = ood.population_flag(pred.extra["ood"], [s.path for s in samples], pred.cache)
+        whole = ood.population_flag(pred.extra["ood"], [s.path for s in samples])
         m["ood"] = ood.summary(pred.extra["ood"], *far, whole=whole)
         print(ood.describe(m["ood"]))
         columns = {"ood_distance": [f"{v:.2f}" for v in far[0]], "ood_flag": [int(v) for v in far[1]]}

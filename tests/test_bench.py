@@ -40,7 +40,7 @@ def test_bench_runs_the_named_experiments_transforms_and_preprocessing(tmp_path,
     assert main(["bench", "--experiment", "recommended", "--steps", "1", "--image-size", "64", "--batch-size", "8",
                  "--json", str(js)]) == 0
     r = json.loads(js.read_text())
-    assert r["experiment"] == "recommended" and r["normalize"] == "equalize"
+    assert r["experiment"] == "recommended" and r["normalize"] == "equalize_masked"  # the recipe's, not the baseline's "none"
     from pneumolib.core.config import RECOMMENDED
     assert seen == [RECOMMENDED.train_transforms]  # the pipeline used the recipe's augmentation
     assert r["pipeline_images"] == 8

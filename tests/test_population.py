@@ -85,15 +85,14 @@ def test_lungs_population_fits_reports_and_scores_files(tmp_path, capsys):
     assert "missing.dcm" in capsys.readouterr().err
 
 
-def test_a_caches_films_are_read_through_the_encoder_once(monkeypatch):
-    from pneumolib.data.dataset import DecodedCache
+def test_a_film_is_read_through_the_encoder_once_per_segmenter(monkeypatch):
     from pneumolib.data.fixture import fixture_dir
     from pneumolib.data.lungs import LungSegmenter
     films = sorted(fixture_dir().glob("val/*/*.png"))[:5]
+    seg = LungSegmenter.load()  # a segmenter of its own: an empty memo
     calls = []
     real = LungSegmenter.encoder_statistics
     monkeypatch.setattr(LungSegmenter, "encoder_statistics", lambda self, f, **k: calls.append(len(f)) or real(self, f))
-    memo = DecodedCache().derived.setdefault("population", {})
-    a = P.film_statistics(films, memo=memo)
-    b = P.film_statistics(films[::-1], memo=memo)
+    a = P.film_statistics(films, seg)
+    b = P.film_statistics(films[::-1], seg)
     assert calls == [5] and np.array_equal(a, b[::-1])

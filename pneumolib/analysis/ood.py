@@ -70,9 +70,8 @@ def reference_for(model: torch.nn.Module, train: list[Sample], val: list[Sample]
     val_feats = val_features if val_features is not None else features(model, val, preprocessing, cache=cache,
                                                                        device=device)
     ref = fit_reference(features(model, fit_on, preprocessing, cache=cache, device=device), val_feats)
-    memo = cache.derived.setdefault("population", {}) if cache is not None else None
-    pop = population.fit_reference(population.film_statistics([s.path for s in fit_on], memo=memo),
-                                   population.film_statistics([s.path for s in val], memo=memo))
+    pop = population.fit_reference(population.film_statistics([s.path for s in fit_on]),
+                                   population.film_statistics([s.path for s in val]))
     ref["population"] = pop.to_state()
     log.info("OOD reference: %d training films, threshold %.1f (flags %.1f%% of %d validation films); whole-film "
              "population threshold %.3f (flags %.1f%%)", ref["n_fit"], ref["threshold"], 100 * ref["val_flagged"],
@@ -89,15 +88,12 @@ def flag(ref: dict[str, Any] | None, feats: np.ndarray | None) -> tuple[np.ndarr
     return d, d > ref["threshold"]
 
 
-def population_flag(ref: dict[str, Any] | None, paths: list, cache: DecodedCache | None = None
-                    ) -> tuple[np.ndarray, np.ndarray] | None:
+def population_flag(ref: dict[str, Any] | None, paths: list) -> tuple[np.ndarray, np.ndarray] | None:
     """(score, flagged) per film by the reference's whole-film population check; None when it carries none (a
     checkpoint saved before the check existed)."""
     if not ref or not ref.get("population"):
         return None
-    memo = cache.derived.setdefault("population", {}) if cache is not None else None
-    return population.PopulationReference.from_state(ref["population"]).flag(
-        population.film_statistics(paths, memo=memo))
+    return population.PopulationReference.from_state(ref["population"]).flag(population.film_statistics(paths))
 
 
 def score(predictor, samples: list[Sample], cache: DecodedCache | None = None) -> tuple[np.ndarray, np.ndarray] | None:

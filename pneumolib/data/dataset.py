@@ -521,9 +521,6 @@ class DecodedCache:
         self.disk_dir = Path(disk_dir).expanduser() if disk_dir else None
         self._segmenter = segmenter
         self._lock = threading.Lock()
-        # per-film results another module derives from the whole film, by name (data.population's encoder
-        # statistics), keyed by the file's identity: a film's are computed once per cache, not once per fit
-        self.derived: dict[str, dict[tuple, np.ndarray]] = {}
 
     def segmenter(self, view: View, path: Path) -> LungSegmenter:
         """The lung segmenter for a cropped view; refuses a view whose boxes another segmenter drew."""

@@ -50,6 +50,10 @@ ENCODER_LEVELS = ("model.0", *(("model.1" + ".submodule.1" * k + ".submodule.0")
                   "model.1" + ".submodule.1" * 3 + ".submodule")
 
 
+class _EncoderDone(Exception):
+    """Raised by the hook on the U-Net's bottom level to stop a forward pass once the encoder has run."""
+
+
 def squash(film: np.ndarray) -> np.ndarray:
     """A uint8 film of any size squashed to the segmenter's SIZE x SIZE (an empty film: zeros)."""
     if not film.size:
@@ -149,6 +153,9 @@ class LungSegmenter:
         for k, v in sorted(net.state_dict().items()):
             h.update(k.encode() + v.detach().cpu().contiguous().numpy().tobytes())
         self.digest = h.hexdigest()[:12]  # which weights drew a crop box: recorded in the checkpoints trained on them
+        # films' encoder statistics already computed by this segmenter (data.population.film_statistics), keyed by
+        # the file's identity: every reference fit and every check in a process reads a film through it once
+        self.statistics: dict[tuple, np.ndarray] = {}
 
     @classmethod
     def load(cls, path: str | Path | None = None) -> "LungSegmenter":
@@ -193,13 +200,22 @@ class LungSegmenter:
         self.net.eval()
         modules = dict(self.net.named_modules())
         out: dict[str, list[torch.Tensor]] = {name: [] for name in ENCODER_LEVELS}
-        hooks = [modules[name].register_forward_hook(
-            lambda m, i, o, name=name: out[name].append(torch.cat([o.mean((2, 3)), o.std((2, 3))], 1)))
-            for name in ENCODER_LEVELS]
+
+        def keep(name):
+            def hook(module, inputs, output):
+                out[name].append(torch.cat([output.mean((2, 3)), output.std((2, 3))], 1))
+                if name == ENCODER_LEVELS[-1]:  # the bottom level is the encoder's last: the decoder is not needed
+                    raise _EncoderDone
+            return hook
+
+        hooks = [modules[name].register_forward_hook(keep(name)) for name in ENCODER_LEVELS]
         try:
             for i in range(0, len(films), batch_size):
                 small = [squash(f) for f in films[i:i + batch_size]]
-                self.net(INPUT(torch.from_numpy(np.stack(small))[:, None]))
+                try:
+                    self.net(INPUT(torch.from_numpy(np.stack(small))[:, None]))
+                except _EncoderDone:
+                    pass
         finally:
             for h in hooks:
                 h.remove()

@@ -137,22 +137,22 @@ def _identity(path: str | Path) -> tuple:
     return str(Path(path).resolve()), st.st_size, st.st_mtime_ns
 
 
-def film_statistics(paths: list[str | Path], segmenter: LungSegmenter | None = None, batch_size: int = 32,
-                    memo: dict[tuple, np.ndarray] | None = None) -> np.ndarray:
-    """N x 992 encoder statistics of the films at these paths (any size, DICOM included), read whole.
+def film_statistics(paths: list[str | Path], segmenter: LungSegmenter | None = None, batch_size: int = 32
+                    ) -> np.ndarray:
+    """N x 992 encoder statistics of the films at these paths (any size, DICOM included), read whole. Each film's
+    are computed once per segmenter (its `statistics` memo, keyed by the file's path, size and modification time):
+    the reference every fit makes and every prediction's check reuse them.
 
     Args:
         paths: readable films (the caller has checked them: data.imaging raises ImageError otherwise).
         segmenter: default the shipped one.
         batch_size: films decoded and passed at a time (a full-size DICOM is tens of MB decoded).
-        memo: films' statistics already computed, by file identity (a DecodedCache's `derived["population"]`);
-            the new ones are added (only with the shipped segmenter, the one the memo's statistics come from).
 
     Returns:
         float32 N x 992.
     """
     seg = segmenter or shipped_segmenter()
-    memo = memo if memo is not None and segmenter is None else {}
+    memo = seg.statistics
     keys = [_identity(p) for p in paths]
     todo = [(k, p) for k, p in zip(keys, paths) if k not in memo]
     for i in range(0, len(todo), batch_size):

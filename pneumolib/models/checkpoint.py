@@ -314,8 +314,7 @@ class Predictor:
             d = mahalanobis(feats.numpy(), ref["mean"], ref["precision"])
             far = d, d > ref["threshold"]
         if ref and ref.get("population") and good:
-            memo = cache.derived.setdefault("population", {})
-            whole = PopulationReference.from_state(ref["population"]).flag(film_statistics(good, memo=memo))
+            whole = PopulationReference.from_state(ref["population"]).flag(film_statistics(good))
         out = [Prediction(str(p), CLASSES[int(v >= self.threshold)], float(v), self.threshold,
                           None if far is None else float(far[0][i]),
                           None if far is None else bool(far[1][i] or (whole is not None and whole[1][i])),
