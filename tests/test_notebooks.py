@@ -586,3 +586,15 @@ def test_the_films_are_not_called_greyscale_jpegs_regression():
     text = " ".join(c.source for p in NOTEBOOKS for c in nbformat.read(p, as_version=4).cells
                     if c.cell_type == "markdown")
     assert not re.search(r"greyscale JPEG, which is what this data set|films are greyscale JPEGs", text)
+
+
+def test_a_verdict_row_without_a_measurement_gives_a_reason_not_nan(monkeypatch):
+    import pandas as pd
+    from pneumolib.notebook import helpers as H
+    shown = []
+    monkeypatch.setattr(H, "_display", shown.append)
+    H.log_vs_rerun("09", [_metrics(0, 0.9)])  # no Grad-CAM record: those rows are not measured
+    table = shown[0]
+    assert isinstance(table, pd.DataFrame)
+    assert not table.astype(str).isin(["nan", "NaN"]).any().any()
+    assert (table["mean"] == "not measured (see note)").any()

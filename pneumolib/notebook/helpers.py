@@ -430,7 +430,8 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
     # the claim column quotes the log (entries 01-09) or, for the recommended recipe, its own hypothesis
     for r in judged:
         rows.append({"claim": f"\"{r['claim']}\"", "measured": r["quantity"], "holds if": r["claimed"],
-                     "mean": fmt(r["mean"]), "range over seeds": span(r["range"]), "interval": span(r["interval"]),
+                     "mean": fmt(r["mean"]) if r["n"] else "not measured (see note)",
+                     "range over seeds": span(r["range"]), "interval": span(r["interval"]),
                      "seeds": r["n"], "verdict": r["verdict"], "note": r["note"]})
     n = len(ms)
     print(f"{n} seed{'s' if n != 1 else ''}, one budget. Verdict (pneumolib.verdicts.decide): 'holds' when every "
