@@ -71,3 +71,13 @@ def test_evaluate_reports_the_cohorts_ood_share_and_writes_it_per_film(run_copy,
     assert main(["card", str(run_copy)]) == 0  # the card states the population and the reference it carries
     card = (run_copy / "MODEL_CARD.md").read_text()
     assert "**Intended population**" in card and "which flags" in card and "of validation films" in card
+
+
+def test_the_shrunk_precision_is_sklearns_ledoit_wolf():
+    from sklearn.covariance import LedoitWolf
+    from pneumolib.core.stats import ledoit_wolf
+    x = np.random.default_rng(3).normal(size=(60, 40)) * np.linspace(0.1, 5, 40)
+    mean, precision = ledoit_wolf(x)
+    lw = LedoitWolf().fit(x)
+    np.testing.assert_allclose(mean, lw.location_)
+    np.testing.assert_allclose(precision, lw.precision_, rtol=1e-6, atol=1e-9 * np.abs(lw.precision_).max())

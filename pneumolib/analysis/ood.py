@@ -20,7 +20,7 @@ import torch
 
 from ..data import population
 from ..data.dataset import DecodedCache, Sample, subsample
-from ..core.stats import mahalanobis
+from ..core.stats import ledoit_wolf, mahalanobis
 from ..models.inference import view_outputs
 
 log = logging.getLogger(__name__)
@@ -43,10 +43,8 @@ def features(model: torch.nn.Module, samples: list[Sample], preprocessing, *, ca
 
 def fit_reference(train_features: np.ndarray, val_features: np.ndarray) -> dict[str, Any]:
     """The reference a checkpoint carries: mean, precision matrix (float32 tensors) and the flag threshold."""
-    from sklearn.covariance import LedoitWolf
-    lw = LedoitWolf().fit(train_features.astype(np.float64))
-    ref = {"mean": torch.tensor(lw.location_, dtype=torch.float32),
-           "precision": torch.tensor(lw.precision_, dtype=torch.float32)}
+    mean, precision = ledoit_wolf(train_features)
+    ref = {"mean": torch.tensor(mean, dtype=torch.float32), "precision": torch.tensor(precision, dtype=torch.float32)}
     d_val = distances(ref, val_features)
     ref.update(threshold=float(np.quantile(d_val, FLAG_QUANTILE)) if len(d_val) else float("inf"),
                n_fit=int(len(train_features)), n_val=int(len(val_features)),

@@ -126,3 +126,21 @@ def mahalanobis(feats: np.ndarray, mean, precision) -> np.ndarray:
     """
     d = np.asarray(feats, dtype=np.float32) - np.asarray(mean, dtype=np.float32)
     return np.sqrt(np.clip(((d @ np.asarray(precision, dtype=np.float32)) * d).sum(1), 0, None)).astype(np.float32)
+
+
+def ledoit_wolf(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and precision of FEATS under Ledoit-Wolf shrinkage (the covariance of sklearn's LedoitWolf, inverted
+    directly: the shrunk covariance is well conditioned, and this is a few times faster than the estimator's
+    pseudo-inverse, which matters because every training run fits two such references).
+
+    Args:
+        feats: N x D, N >= 1.
+
+    Returns:
+        (mean D, precision D x D), float64.
+    """
+    from sklearn.covariance import ledoit_wolf as shrunk
+    x = np.asarray(feats, dtype=np.float64)
+    mean = x.mean(0)
+    cov, _ = shrunk(x - mean, assume_centered=True)
+    return mean, np.linalg.inv(cov)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from ..core.io import CheckpointError, atomic_write
-from ..core.stats import mahalanobis
+from ..core.stats import ledoit_wolf, mahalanobis
 from .imaging import load_image
 from .lungs import ENCODER_LEVELS, UNET, LungSegmenter, shipped_segmenter
 
@@ -117,13 +117,12 @@ def fit_reference(train_feats: np.ndarray, val_feats: np.ndarray, info: dict[str
     Returns:
         The reference, its info holding n_fit, n_val, the validation share flagged and the method.
     """
-    from sklearn.covariance import LedoitWolf
     means, precisions, medians = [], [], []
     for tr, va in zip(_split(train_feats), _split(val_feats)):
-        lw = LedoitWolf().fit(tr.astype(np.float64))
-        means.append(lw.location_)
-        precisions.append(lw.precision_)
-        medians.append(float(np.median(mahalanobis(va, lw.location_, lw.precision_))) or 1.0)
+        mean, precision = ledoit_wolf(tr)
+        means.append(mean)
+        precisions.append(precision)
+        medians.append(float(np.median(mahalanobis(va, mean, precision))) or 1.0)
     ref = PopulationReference(means, precisions, medians, float("inf"))
     s = ref.scores(val_feats)
     ref.threshold = float(np.quantile(s, FLAG_QUANTILE))

@@ -224,8 +224,9 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
     predictor.cache = data.cache  # the data's decoded films serve every prediction below
     metrics = _run_record(config, predictor, fitted, data, data_fp, s, profile, root, is_fixture, weights_used,
                           run_dir)
-    # the kept checkpoint on validation at its threshold: the series' budget rule and collapse flag read it
-    metrics["val"] = compute_metrics(val, predictor.threshold, seed=config.seed)
+    # the kept checkpoint on validation at its threshold: the series' budget rule and collapse flag read it (point
+    # values, the confusion matrix and Wilson intervals; no bootstrap: every run pays for this one)
+    metrics["val"] = compute_metrics(val, predictor.threshold, n_boot=0, seed=config.seed)
     test = _evaluate_test(config, predictor, data, run_dir, metrics) if "test" in data.splits else None
     expl = None
     if s.cam_per_class and test is not None:
