@@ -598,3 +598,17 @@ def test_a_verdict_row_without_a_measurement_gives_a_reason_not_nan(monkeypatch)
     assert isinstance(table, pd.DataFrame)
     assert not table.astype(str).isin(["nan", "NaN"]).any().any()
     assert (table["mean"] == "not measured (see note)").any()
+
+
+def test_the_summary_marks_a_comparison_across_budgets():
+    from pneumolib.notebook import summary
+
+    def run(seed, spec, epochs):
+        return {"config": {"seed": seed, "epochs": epochs, "max_train_images": 2000, "image_size": 128},
+                "test": {"specificity": spec, "accuracy": spec, "ci95": {"specificity": [spec - .02, spec + .02],
+                                                                         "accuracy": [spec - .02, spec + .02]}}}
+    runs = {"01": [run(s, 0.5, 6) for s in range(3)], "02": [run(s, 0.3, 6) for s in range(3)],
+            "10": [run(s, 0.9, 20) for s in range(3)]}
+    t = summary.better_or_worse(runs)
+    assert t.loc["02", "NORMAL recall: better or worse?"] == "worse" and t.loc["02", "note"] == ""
+    assert t.loc["10", "NORMAL recall: better or worse?"] == "better" and "another budget" in t.loc["10", "note"]

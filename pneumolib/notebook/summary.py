@@ -14,16 +14,12 @@ from ..studies import verdicts as V
 from .helpers import cohort_record, cohort_recipes, fmt, span
 from .series import Series, load_runs
 
-NOTEBOOKS = {c.entry: f"{c.entry}_{c.date}_{c.name}.ipynb" if c.date else f"{c.entry}_recommended_recipe.ipynb"
-             for c in REGISTRY.values()}
-
-
 def notebook_file(entry: str) -> str:
-    """The notebook of an entry ('01_2024-05-13_baseline.ipynb')."""
+    """The notebook of an entry ('01_2024-05-13_baseline.ipynb'), found in the repository's notebooks/ folder."""
     from pathlib import Path
     here = Path(__file__).resolve().parents[2] / "notebooks"
     found = sorted(here.glob(f"{entry}_*.ipynb"))
-    return found[0].name if found else NOTEBOOKS.get(entry, f"{entry}.ipynb")
+    return found[0].name if found else f"{entry}.ipynb"
 
 
 def all_runs(series: Series) -> dict[str, list[dict[str, Any]]]:
@@ -119,9 +115,9 @@ def better_or_worse(runs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
             row[f"{label} minus baseline's"] = (f"{fmt(np.mean([e.value for e in d]))} "
                                                 f"{span((min(e.lo for e in d), max(e.hi for e in d)))}")
             row[f"{label}: better or worse?"] = word + (f" ({why})" if why else "")
-        differs = (REGISTRY["recommended"].epochs != c.epochs) if c.name == "recommended" else False
-        row["note"] = ("trained at the recipe's own budget, the baseline at the series' (not a like-for-like pair)"
-                       if differs else "")
+        budgets = {V.budget(m) for m in runs.get(c.entry, [])}
+        differs = bool(budgets) and budgets != {V.budget(m) for m in base}
+        row["note"] = ("trained at another budget than the baseline's (not a like-for-like pair)" if differs else "")
         rows.append(row)
     return pd.DataFrame(rows).set_index("entry")
 
