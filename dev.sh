@@ -12,7 +12,9 @@ setup() {
   local stamp="$VENV/.pneumolib-$(cat requirements.txt pyproject.toml | sha1sum | cut -c1-12)"
   if [ ! -f "$stamp" ]; then
     echo "setting up $VENV (first run: installs torch and friends, a few minutes)..." >&2
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r requirements.txt
+    # --no-compile: pip would byte-compile every file of every package (torch alone has thousands); Python compiles
+    # the modules a run imports, once, on first import
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-compile -r requirements.txt
     "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e . \
       || "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-deps -e .
     touch "$stamp"

@@ -55,3 +55,22 @@ def run_copy(trained_run_session, tmp_path):
 @pytest.fixture
 def tiny_config():
     return replace(apply_profile(get_config("baseline"), "fixture"), epochs=1)
+
+
+@pytest.fixture
+def cli(capsys):
+    """`python -m pneumolib ARGS`, run in this process (pneumolib.cli.main: the same parsing, exit codes and error
+    lines, without starting an interpreter and importing torch again, seconds per call): returns an object with
+    the subprocess result's returncode, stdout and stderr. Tests of what only a fresh process shows (the entry
+    point, memory caps, signals) keep subprocess.run."""
+    from types import SimpleNamespace
+
+    from pneumolib.cli import main
+
+    def run(*args):
+        capsys.readouterr()  # what the test printed before is not this command's output
+        code = main([str(a) for a in args])
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    return run

@@ -62,10 +62,10 @@ def test_train_writes_checkpoint_metrics_scores_and_prints_summary(cli_run):
     assert "epoch  2/2" in r.stderr and "specificity (NORMAL recall)" in r.stdout  # progress is logged to stderr
 
 
-def test_evaluate_prints_report_and_writes_json(cli_run, tmp_path):
+def test_evaluate_prints_report_and_writes_json(cli_run, tmp_path, cli):
     out, _ = cli_run
     js = tmp_path / "m.json"
-    r = run_cli("evaluate", str(out / "checkpoint.pt"), "--data-dir", str(fixture_dir()), "--json", str(js),
+    r = cli("evaluate", str(out / "checkpoint.pt"), "--data-dir", str(fixture_dir()), "--json", str(js),
                 "--threshold", "0.7")
     assert r.returncode == 0, r.stderr
     assert "precision" in r.stdout
@@ -105,17 +105,17 @@ def test_stress_writes_stress_json_and_compare_shows_it(cli_run, capsys, tmp_pat
     assert "str.acc@ext" in capsys.readouterr().out
 
 
-def test_train_with_early_id_holdout_records_it(tmp_path):
+def test_train_with_early_id_holdout_records_it(tmp_path, cli):
     out = tmp_path / "early"
-    r = run_cli("train", "baseline", "--out", str(out), "--epochs", "1", "--cam-per-class", "0",
+    r = cli("train", "baseline", "--out", str(out), "--epochs", "1", "--cam-per-class", "0",
                 "--holdout", "early_ids")
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "metrics.json").read_text())
     assert m["holdout"] == "early_ids" and any("early-ID holdout" in n for n in m["notes"])
     # a run folder trained on another holdout is not reused for this one
-    r2 = run_cli("train", "baseline", "--out", str(out), "--epochs", "1", "--cam-per-class", "0")
+    r2 = cli("train", "baseline", "--out", str(out), "--epochs", "1", "--cam-per-class", "0")
     assert r2.returncode == 2 and "holds another training" in r2.stderr and "holdout: early_ids -> folders" in r2.stderr
-    r3 = run_cli("train", "baseline", "--out", str(out), "--epochs", "1", "--cam-per-class", "0", "--retrain")
+    r3 = cli("train", "baseline", "--out", str(out), "--epochs", "1", "--cam-per-class", "0", "--retrain")
     assert r3.returncode == 0 and "reusing" not in r3.stderr
     assert json.loads((out / "metrics.json").read_text())["holdout"] == "folders"
 
@@ -145,21 +145,21 @@ def test_user_errors_exit_2_with_one_line(argv, needle, tmp_path, capsys):
     assert err.count("\n") == 1 and "Traceback" not in err
 
 
-def test_unreadable_image_in_predict_exits_2_naming_it(cli_run, tmp_path):
+def test_unreadable_image_in_predict_exits_2_naming_it(cli_run, tmp_path, cli):
     out, _ = cli_run
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
-    r = run_cli("predict", str(out / "checkpoint.pt"), str(bad))
+    r = cli("predict", str(out / "checkpoint.pt"), str(bad))
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and str(bad) in r.stderr and "Traceback" not in r.stderr
 
 
-def test_pretrained_without_weights_fails_by_default_and_is_labelled_with_flag(tmp_path, monkeypatch):
+def test_pretrained_without_weights_fails_by_default_and_is_labelled_with_flag(tmp_path, monkeypatch, cli):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     monkeypatch.delenv("PNEUMOLIB_IMAGENET_WEIGHTS", raising=False)
-    r = run_cli("train", "pretrained", "--out", str(tmp_path / "a"), "--epochs", "1", "--cam-per-class", "0")
+    r = cli("train", "pretrained", "--out", str(tmp_path / "a"), "--epochs", "1", "--cam-per-class", "0")
     assert r.returncode == 2 and "ImageNet weights for resnet18 not found" in r.stderr
-    r = run_cli("train", "pretrained", "--out", str(tmp_path / "b"), "--epochs", "1", "--cam-per-class", "0",
+    r = cli("train", "pretrained", "--out", str(tmp_path / "b"), "--epochs", "1", "--cam-per-class", "0",
                 "--allow-random-init")
     assert r.returncode == 0, r.stderr
     assert "RANDOM INIT" in r.stderr  # the warning is logged

@@ -1,6 +1,4 @@
 """DICOM input: LUTs, windows, MONOCHROME1, bit depths, suffix rules, refusals, and DICOM == equivalent PNG."""
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -251,17 +249,13 @@ def test_dicom_and_equivalent_png_give_the_same_probability(predictor, fixture_i
     np.testing.assert_allclose(probs[:, 0], probs[:, 1], rtol=0, atol=1e-6)
 
 
-def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "pneumolib", *args], capture_output=True, text=True, timeout=600)
-
-
 def test_predict_with_one_bad_film_among_good_ones_predicts_the_good_ones_and_exits_2_regression(
-        trained_run, fixture_image, tmp_path):
+        trained_run, fixture_image, tmp_path, cli):
     # regression: one unreadable DICOM in 'predict a.dcm b.dcm c.dcm' printed one error and predicted nothing
     _, px = fixture_image
     good = [write_dicom(tmp_path / f"good{i}.dcm", px) for i in range(2)]
     bad = _multi_frame(tmp_path)
-    r = run_cli("predict", str(trained_run.run_dir / "checkpoint.pt"), str(good[0]), str(bad), str(good[1]))
+    r = cli("predict", str(trained_run.run_dir / "checkpoint.pt"), str(good[0]), str(bad), str(good[1]))
     assert r.returncode == 2
     lines = r.stdout.strip().splitlines()
     assert [l.split("\t")[0] for l in lines] == [str(g) for g in good] and all("p_pneumonia=" in l for l in lines)
@@ -269,15 +263,15 @@ def test_predict_with_one_bad_film_among_good_ones_predicts_the_good_ones_and_ex
     assert err.count("\n") == 0 and str(bad) in err and "multi-frame" in err and "Traceback" not in err
 
 
-def test_cli_predict_reads_a_dicom_and_exits_2_with_one_line_on_a_bad_one(trained_run, fixture_image, tmp_path):
+def test_cli_predict_reads_a_dicom_and_exits_2_with_one_line_on_a_bad_one(trained_run, fixture_image, tmp_path, cli):
     _, px = fixture_image
     good = write_dicom(tmp_path / "IM0001", px)  # suffix-less: named explicitly, read by content
     ckpt = str(trained_run.run_dir / "checkpoint.pt")
-    r = run_cli("predict", ckpt, str(good))
+    r = cli("predict", ckpt, str(good))
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"{good}\t") and "p_pneumonia=" in r.stdout
     bad = _multi_frame(tmp_path)
-    r = run_cli("predict", ckpt, str(bad))
+    r = cli("predict", ckpt, str(bad))
     assert r.returncode == 2
     err = r.stderr.strip()
     assert err.count("\n") == 0 and str(bad) in err and "multi-frame" in err and "Traceback" not in err

@@ -1,7 +1,5 @@
 """CSV manifests (path,label,patient[,split]) as a data source: splits, bad rows as one-line findings, the CLI."""
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -87,16 +85,14 @@ def test_a_manifest_without_the_columns_or_rows_is_refused_in_one_line(tmp_path,
         read_manifest(Manifest(tmp_path / "m.csv", tmp_path))
 
 
-def test_cli_refuses_a_bad_manifest_in_one_line_and_evaluates_a_good_one(manifest, run_copy, tmp_path):
+def test_cli_refuses_a_bad_manifest_in_one_line_and_evaluates_a_good_one(manifest, run_copy, tmp_path, cli):
     (tmp_path / "bad.csv").write_text("file,label\nx.png,NORMAL\n")
-    r = subprocess.run([sys.executable, "-m", "pneumolib", "train", "baseline", "--out", str(tmp_path / "o"),
-                        "--data-csv", str(tmp_path / "bad.csv")], capture_output=True, text=True, timeout=300)
+    r = cli("train", "baseline", "--out", tmp_path / "o", "--data-csv", tmp_path / "bad.csv")
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith(f"pneumolib: error: {tmp_path / 'bad.csv'}: missing column")
     m, _ = manifest
-    r = subprocess.run([sys.executable, "-m", "pneumolib", "evaluate", str(run_copy / "checkpoint.pt"),
-                        "--data-csv", str(m.csv), "--image-root", str(m.image_root), "--json", str(tmp_path / "e.json")],
-                       capture_output=True, text=True, timeout=300)
+    r = cli("evaluate", run_copy / "checkpoint.pt", "--data-csv", m.csv, "--image-root", m.image_root,
+            "--json", tmp_path / "e.json")
     assert r.returncode == 0, r.stderr[-2000:]
     assert "n = 24" in r.stdout  # the fixture's 24 test films, found through the manifest
     assert len(list((run_copy / "evaluations").glob("m-*.json"))) == 1  # recorded under the manifest's name

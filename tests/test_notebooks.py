@@ -530,14 +530,17 @@ def test_plot_comparison_draws_a_point_outside_its_own_interval_regression():
 
 
 def test_every_lift_table_says_whether_its_maps_passed_their_checks():
+    from pneumolib.analysis.cam import recorded_sanity
     from pneumolib.notebook import helpers as H
     m = json.loads(json.dumps({"gradcam": {
         "road": {"model_minus_random": 0.1, "model_minus_random_ci95": [0.02, 0.19]},
         "randomisation_rank_corr": {"mean": -0.1, "per_image": [0.1, -0.3]}}}))
-    assert H.maps_checked(H._sanity_of(m)).startswith("pass: ROAD model - random map 0.100 [0.020, 0.190]")
+    assert H.maps_checked(recorded_sanity(m["gradcam"])).startswith("pass: ROAD model - random map 0.100 [0.020, 0.190]")
     m["gradcam"]["road"]["model_minus_random_ci95"] = [-0.05, 0.19]  # not above a random map
-    assert H.maps_checked(H._sanity_of(m)).startswith("FAIL")
-    assert H.maps_checked(H._sanity_of({"gradcam": {}})).startswith("NOT CHECKED")
+    assert H.maps_checked(recorded_sanity(m["gradcam"])).startswith("FAIL")
+    assert H.maps_checked(recorded_sanity({})).startswith("NOT CHECKED")
+    legacy = {"faithfulness": m["gradcam"]["road"], "randomisation_rank_corr": m["gradcam"]["randomisation_rank_corr"]}
+    assert recorded_sanity(legacy) == recorded_sanity(m["gradcam"])  # run folders from before 'road' was named so
     row = H.seed_table([dict(_metrics(0, 0.9), gradcam=m["gradcam"])]).iloc[0]
     assert row["Grad-CAM maps' checks"].startswith("FAIL")
 

@@ -128,6 +128,14 @@ def test_comparisons_pair_runs_of_the_same_seed():
     assert row["verdict"] == HOLDS
 
 
+def test_paired_by_seed_pairs_same_seeds_and_leaves_out_a_seed_the_other_entry_lacks():
+    this = [run(seed=2, spec=0.5), run(seed=0, spec=0.4)]
+    base = [run(seed=0, spec=0.6), run(seed=1, spec=0.9)]
+    pairs = V.paired_by_seed(this, base)
+    assert [(m["config"]["seed"], b["config"]["seed"]) for m, b in pairs] == [(0, 0)]
+    assert pairs[0][1]["test"]["specificity"] == 0.6
+
+
 def test_a_comparison_without_the_other_run_is_not_tested():
     row = V.judge(V.CLAIMS["02"][0], [run()], {})
     assert row["verdict"] == NOT_TESTED and "entry 01" in row["note"]

@@ -744,6 +744,22 @@ def road_of(rep: dict[str, Any]) -> dict[str, Any]:
     return rep.get("road") or rep.get("faithfulness") or {}
 
 
+def recorded_sanity(rep: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A recorded explain report (Explanation.report, kept as metrics['gradcam']) in sanity_checks' shape, for
+    maps_pass and the tables that show lifts beside their checks.
+
+    Args:
+        rep: the report, or None.
+
+    Returns:
+        {'faithfulness', 'randomisation_rank_corr', 'n'}, or None when neither check was run on these maps."""
+    rep = rep or {}
+    road_block, rc = road_of(rep), rep.get("randomisation_rank_corr") or {}
+    if not road_block and not rc:
+        return None
+    return {"faithfulness": road_block, "randomisation_rank_corr": rc, "n": len(rc.get("per_image") or [])}
+
+
 def choose_method(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The row to keep as the default: among the (method, layer) pairs whose maps pass their checks, the one whose
     ROAD advantage over a random map has the highest lower bound (fewer empty maps breaking ties); None when no

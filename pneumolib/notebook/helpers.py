@@ -9,6 +9,7 @@ import pandas as pd
 import torch
 
 from ..analysis import plots
+from ..analysis.cam import recorded_sanity
 from ..core.config import ExperimentConfig, diff, format_diff, previous
 from ..data.dataset import resolve_data_dir
 from ..studies import verdicts
@@ -184,7 +185,7 @@ def lung_focus_table(metrics: list[dict]) -> None:
                      "masks ok/failed": f"{n.get('masks_passed', 0) + p.get('masks_passed', 0)}/"
                                         f"{n.get('masks_failed', 0) + p.get('masks_failed', 0)}",
                      "seed": (m.get("config") or {}).get("seed"),
-                     "maps' checks (ROAD, randomisation)": maps_checked(_sanity_of(m))})
+                     "maps' checks (ROAD, randomisation)": maps_checked(recorded_sanity(m.get("gradcam")))})
     _display(pd.DataFrame(rows).set_index("entry"))
     sel = next((m["gradcam"]["selection"] for m in metrics if m.get("gradcam")), "the test films explained")
     print("lift = share of the Grad-CAM (PNEUMONIA logit) energy inside the lung mask, or the heart/diaphragm box, "
@@ -322,7 +323,8 @@ def seed_table(results) -> pd.DataFrame:
                     # the kept checkpoint on validation: one class for >= 95% of films is a collapse, flagged here and
                     # in every verdict that reads this seed (studies.verdicts.collapsed)
                     "collapsed?": f"COLLAPSED: {verdicts.collapsed(m)}" if verdicts.collapsed(m) else "no",
-                    "Grad-CAM maps' checks": maps_checked(_sanity_of(m)) if m.get("gradcam") else "no Grad-CAM run"})
+                    "Grad-CAM maps' checks": (maps_checked(recorded_sanity(m.get("gradcam"))) if m.get("gradcam")
+                                              else "no Grad-CAM run")})
         rows.append(row)
         index.append(f"seed {(m.get('config') or {}).get('seed')}")
     n = len(ms)
@@ -468,15 +470,6 @@ def inference_paths(results) -> None:
                 shown.update({k: round(v, 3) for k, v in row.items() if k not in ("inference",) and v is not None})
             table.append(shown)
     _display(pd.DataFrame(table).set_index(["seed", "inference"]).fillna(""))
-
-
-def _sanity_of(m: dict[str, Any]) -> dict[str, Any] | None:
-    """A run's recorded map checks (metrics['gradcam'], cam.Explanation.report) in sanity_checks' shape."""
-    g = m.get("gradcam") or {}
-    if not g.get("road") and not g.get("randomisation_rank_corr"):
-        return None
-    rc = g.get("randomisation_rank_corr") or {}
-    return {"faithfulness": g.get("road") or {}, "randomisation_rank_corr": rc, "n": len(rc.get("per_image") or [])}
 
 
 def maps_checked(sanity: dict[str, Any] | None) -> str:

@@ -60,13 +60,9 @@ def show_claims(rows: list[dict[str, Any]], n_seeds: int, budget: str) -> None:
 
 
 def _paired(this: list[dict], base: list[dict], key: str) -> list[V.Estimate]:
-    by_seed = {(m.get("config") or {}).get("seed"): m for m in base}
-    out = []
-    for m in this:
-        b = by_seed.get((m.get("config") or {}).get("seed"))
-        if b is not None and key in (m.get("test") or {}) and key in (b.get("test") or {}):
-            out.append(V.metric(m, key) - V.metric(b, key))
-    return out
+    """Paired test differences (this - base) in `key`, one per seed both entries have."""
+    return [V.metric(m, key) - V.metric(b, key) for m, b in V.paired_by_seed(this, base)
+            if key in (m.get("test") or {}) and key in (b.get("test") or {})]
 
 
 def everything_pneumonia(runs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:

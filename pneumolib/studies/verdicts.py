@@ -363,6 +363,20 @@ def _seed(m: dict[str, Any]) -> Any:
     return (m.get("config") or {}).get("seed")
 
 
+def paired_by_seed(this: list[dict[str, Any]], base: list[dict[str, Any]]) -> list[tuple[dict, dict]]:
+    """Runs of two entries paired by their seed (runs whose seed the other entry lacks are left out), for paired
+    differences between entries.
+
+    Args:
+        this: one entry's runs (metrics.json dicts, one per seed).
+        base: the entry compared with.
+
+    Returns:
+        (run of `this`, run of `base` with the same seed), in `this`'s order."""
+    by_seed = {_seed(b): b for b in base}
+    return [(m, by_seed[_seed(m)]) for m in this if _seed(m) in by_seed]
+
+
 def _pairs(this: list[dict], reference: dict[str, list[dict]], needs: tuple[str, ...]):
     """(run, {entry: run}) per seed of `this`; each needed entry's run of the same seed, else each of its runs."""
     for m in this:
