@@ -4,7 +4,9 @@ The render (tools/render_notebooks.sh) reuses a finished run whose training, hol
 (studies.experiment.training_differences) and resumes an interrupted one from its last epoch, so the many CPU hours
 of training can be spread over several sessions and the render itself stays one command at one commit.
 
-usage: python tools/train_series.py DATA_DIR RUNS [--profile cpu] [--seeds 0,1,2] [--budget k=v,...] [entries...]
+usage: python tools/train_series.py DATA_DIR RUNS [--profile cpu] [--seeds 0,1,2] [--budget k=v,...] [targets...]
+targets: entries (01 .. 10; 10 = the recipe at its own budget), 'ablation' (notebook 10's steps on the random
+split, --skip-steps as in the notebook) and 'matched' (the log's baseline at the recipe's budget); default 01-09.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ def main() -> int:
     p.add_argument("data_dir")
     p.add_argument("runs")
     p.add_argument("entries", nargs="*", default=["01", "02", "03", "04", "05", "06", "07", "08", "09"])
+    p.add_argument("--skip-steps", default="", help="ablation side branches to leave out, e.g. abl_per_image")
     p.add_argument("--profile", default="cpu")
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--budget", default="")
@@ -30,8 +33,13 @@ def main() -> int:
     s = series.start(a.data_dir, a.profile, a.device, a.seeds, a.budget, a.runs)
     for entry in a.entries:
         t = time.perf_counter()
-        series.run_seeds(get_config(entry), s)
-        print(f"entry {entry}: {time.perf_counter() - t:.0f} s wall", flush=True)
+        if entry == "ablation":  # what notebook 10 trains with its default HOLDOUTS
+            series.ablation(s, holdouts="folders", skip=a.skip_steps)
+        elif entry == "matched":
+            series.matched_baseline(s)
+        else:
+            series.run_seeds(get_config(entry), s)
+        print(f"{entry}: {time.perf_counter() - t:.0f} s wall", flush=True)
     return 0
 
 
