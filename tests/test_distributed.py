@@ -26,9 +26,9 @@ def _torchrun(n: int, *args) -> list[str]:
 
 
 def _train(n: int, out, *extra):
-    cmd = _torchrun(n, "-m", "pneumolib", *SMOKE, "--out", out, *extra) if n > 1 else \
-        [sys.executable, "-m", "pneumolib", *SMOKE, "--out", str(out), *extra]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    """`train` under torchrun with N processes (one process is run in-process by the `cli` fixture)."""
+    return subprocess.run(_torchrun(n, "-m", "pneumolib", *SMOKE, "--out", out, *extra), capture_output=True,
+                          text=True, timeout=900)
 
 
 def _tree(pid: int) -> list[int]:
