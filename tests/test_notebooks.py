@@ -448,10 +448,17 @@ def test_an_entry_that_trains_an_identical_config_finds_its_twin_run(tmp_path, q
     assert series.adopt_twin(s, get_config("05"), 0, d05) is None  # a folder with a checkpoint is left alone
 
 
-def test_a_twin_entry_shows_the_twins_grad_cam_results_without_recomputing_them(tmp_path, monkeypatch, quiet_log):
+def test_a_twin_entry_shows_the_twins_grad_cam_results_without_recomputing_them(tmp_path, monkeypatch, quiet_log,
+                                                                               caplog):
     # notebook 05 trains exactly notebook 04's config (no ImageNet weights here): its Grad-CAM, ROAD and
     # randomisation results are 04's, copied with the checkpoint, not computed a second time
+    import logging
+
     import numpy as np
+    import torch
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no ImageNet weights, on any machine
+    monkeypatch.delenv("PNEUMOLIB_IMAGENET_WEIGHTS", raising=False)
 
     from pneumolib.studies import experiment
     from pneumolib.notebook import series
@@ -464,7 +471,10 @@ def test_a_twin_entry_shows_the_twins_grad_cam_results_without_recomputing_them(
     def fail(*a, **k):
         raise AssertionError("Grad-CAM recomputed")
     monkeypatch.setattr(experiment, "explain_predictor", fail)
-    [r05] = series.run_seeds(get_config("05"), s, cam_per_class=2)
+    with caplog.at_level(logging.WARNING, logger="pneumolib"):
+        [r05] = series.run_seeds(get_config("05"), s, cam_per_class=2)
+    # regression: notebooks 05-09 printed each seed's NOT PRETRAINED warning twice (the twin lookup warned too)
+    assert sum("NOT PRETRAINED" in r.getMessage() for r in caplog.records) == 1
     assert (tmp_path / "05_pretrained" / "seed0" / "explanation.npz").is_file()
     assert np.array_equal(r05.explanation.cams, r04.explanation.cams)
     assert r05.metrics["lung_focus"] == r04.metrics["lung_focus"]

@@ -184,7 +184,7 @@ def wanted_config(series: Series, config: ExperimentConfig, seed: int, overrides
             ) -> ExperimentConfig:
     """The config a seed's run trains (profile, the series' budget, missing ImageNet weights as random init)."""
     c, _ = resolve_config(replace(config, seed=seed), series.profile, {**series.budget, **(overrides or {})},
-                          on_missing_weights="random_init")
+                          on_missing_weights="random_init", warn=False)  # the run itself says it, once
     return c
 
 

@@ -38,9 +38,11 @@ def describe_profile(config: ExperimentConfig, device: str = "auto") -> str:
             f"device {get_device(device)}")
 
 
-def check_pretrained(config: ExperimentConfig, on_missing: str = "fail") -> tuple[ExperimentConfig, str]:
+def check_pretrained(config: ExperimentConfig, on_missing: str = "fail", warn: bool = True
+                     ) -> tuple[ExperimentConfig, str]:
     """Returns (config to train, what was used). on_missing='random_init' trains from random init and says so
-    loudly, recording pretrained=False in the saved config; 'fail' raises WeightsUnavailable."""
+    loudly (unless warn=False: a caller that only asks which config a run would train, whose run then warns once),
+    recording pretrained=False in the saved config; 'fail' raises WeightsUnavailable."""
     if not config.pretrained:
         return config, "random init"
     try:
@@ -49,8 +51,9 @@ def check_pretrained(config: ExperimentConfig, on_missing: str = "fail") -> tupl
     except WeightsUnavailable as e:
         if on_missing != "random_init":
             raise
-        logger.warning("NOT PRETRAINED: %s. %s's model starts from RANDOM INIT instead (trained now, or reused from a "
-                       "finished run of that config), and its saved config says pretrained=False.", e, config.name)
+        if warn:
+            logger.warning("NOT PRETRAINED: %s. %s's model starts from RANDOM INIT instead (trained now, or reused from "
+                           "a finished run of that config), and its saved config says pretrained=False.", e, config.name)
         return replace(config, pretrained=False), "random init (ImageNet weights unavailable)"
 
 
@@ -72,13 +75,13 @@ class RunResult:
 
 
 def resolve_config(config: ExperimentConfig, profile: str, overrides: dict[str, Any] | None = None,
-                   on_missing_weights: str = "fail") -> tuple[ExperimentConfig, str]:
+                   on_missing_weights: str = "fail", warn: bool = True) -> tuple[ExperimentConfig, str]:
     """The config a run trains: resized to the profile, explicit overrides on top (e.g. --epochs), pretrained
     weights checked (check_pretrained). Returns (config, what weights were used)."""
     config = apply_profile(config, profile)
     if overrides:
         config = replace(config, **overrides)
-    return check_pretrained(config, on_missing_weights)
+    return check_pretrained(config, on_missing_weights, warn)
 
 
 def training_differences(run_dir: str | Path, config: ExperimentConfig, holdout: str, data_fingerprint: str
