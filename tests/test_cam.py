@@ -316,6 +316,11 @@ def test_empty_maps_and_failed_masks_are_counted_and_left_out(fixture_data):
     rep = e.report()
     assert rep["empty_maps"] == 1 and rep["lung_lift"]["PNEUMONIA"]["n"] == 2
     assert rep["images"][1]["lung_lift"] is None and rep["images"][1]["heart_lift"] is None
+    from pneumolib.analysis.cam import format_report
+
+    assert "1 of 4 maps are empty" in format_report(rep) and "method 'hirescam'" in format_report(rep)
+    # regression: a HiResCAM report with an empty map advised switching to HiResCAM
+    assert "method 'hirescam'" not in format_report({**rep, "method": "hirescam"})
 
 
 def test_an_empty_map_is_not_drawn_as_a_finding(fixture_data):

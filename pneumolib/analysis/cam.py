@@ -865,9 +865,10 @@ def format_report(rep: dict[str, Any]) -> str:
                      f"{c['learned']:.2f} vs {c['annotated']:.2f}, difference {c['learned_minus_annotated']:+.2f} "
                      f"(95% CI by patient {c['ci95'][0]:+.2f} to {c['ci95'][1]:+.2f})")
     if rep.get("empty_maps"):
+        hint = ("" if rep["method"] != "gradcam" else "; method 'hirescam' or 'layercam' weights each cell by its "
+                "own gradient instead of the layer's mean gradient")  # a hint only where another method could help
         lines.append(f"{rep['empty_maps']} of {rep['n']} maps are empty (no positive evidence for the target at "
-                     f"{rep['layer']}) and have no lift; method 'hirescam' or 'layercam' weights each cell by its own "
-                     f"gradient instead of the layer's mean gradient")
+                     f"{rep['layer']}) and have no lift{hint}")
     elif "empty_maps" in rep:
         lines.append(f"empty maps: 0 of {rep['n']}")
     rc = rep.get("randomisation_rank_corr")
