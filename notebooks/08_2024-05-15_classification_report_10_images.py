@@ -146,7 +146,7 @@ nb.subset_vs_full(r)
 nb.log_vs_rerun("08", results)
 
 # %% [markdown]
-# Five NORMAL films give a wide Wilson interval: it can rule out a claim as extreme as 'everything predicted PNEUMONIA' when the five films go clearly the other way, but it cannot measure a bias. That is why the 10-image claim is judged by an exact count (one of the five NORMAL films called NORMAL is enough to refute 'everything predicted PNEUMONIA') and the bias claim on the full test split, with its interval; the verdict rows say whether this run's films settle either. Judge a model's bias on the full split, with intervals, as the table does. The 10-image row's range gives each seed's share of its five NORMAL films called correctly, against the log's none.
+# Five NORMAL films give a wide Wilson interval: it can rule out a claim as extreme as 'everything predicted PNEUMONIA' when the five films go clearly the other way, but it cannot measure a bias. That is why the 10-image claim is judged by an exact count (one of the five NORMAL films called NORMAL is enough to refute 'everything predicted PNEUMONIA') and the bias claim on the full test split, with its interval; the verdict rows say whether this run's films settle either. Judge a model's bias on the full split, with intervals, as the table does. The 10-image row's range gives the count of its five NORMAL films each seed called NORMAL, against the log's none.
 #
 # *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
 
