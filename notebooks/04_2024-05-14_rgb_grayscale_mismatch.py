@@ -128,6 +128,12 @@ nb.gradcam(r)
 nb.inference_paths(results)
 
 # %% [markdown]
+# How the films themselves are stored, counted over every file of the data folder (format and PIL mode from each header; for colour files, whether any pixel's three channels differ):
+
+# %%
+nb.colour_census(data)
+
+# %% [markdown]
 # Grad-CAM (first seed) when the inputs are ImageNet-normalised at inference only, a mismatch that does change the inputs:
 
 # %%
@@ -149,7 +155,7 @@ nb.cam_table(e)
 nb.log_vs_rerun("04", results)
 
 # %% [markdown]
-# pneumolib loads every film as greyscale and copies it to the three channels for a 3-channel model, so the log's `convert("L")` + `Grayscale(3)` path feeds this model the same tensor it was trained on, and the inference table's count of changed predictions follows from that: it checks pneumolib's inference path against its training path, not whether the original files are grey. This data set's films are stored as 3-component (RGB) JPEGs whose three channels are equal, grey pictures in colour files, so `ImageFolder`'s RGB conversion gives three equal channels and the log's training and inference saw the same tensors too; a film whose channels differ would not, and this notebook does not test that. A mismatch that changes pixel values (ImageNet normalisation at inference only) is shown for contrast, and feeding one channel to the 3-channel checkpoint is refused by pneumolib's `Predictor`.
+# pneumolib loads every film as greyscale and copies it to the three channels for a 3-channel model, so the log's `convert("L")` + `Grayscale(3)` path feeds this model the same tensor it was trained on, and the inference table's count of changed predictions follows from that: it checks pneumolib's inference path against its training path, not whether the original files are grey. How the data folder's films are stored is counted just above: where they are colour files whose three channels are equal (as the census finds for the Kaggle films), `ImageFolder`'s RGB conversion gives three equal channels and the log's training and inference saw the same tensors too; where the census finds colour files whose channels differ, those two paths would differ, which this notebook's inference table does not test. A mismatch that changes pixel values (ImageNet normalisation at inference only) is shown for contrast, and feeding one channel to the 3-channel checkpoint is refused by pneumolib's `Predictor`.
 #
 # *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
 

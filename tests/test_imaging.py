@@ -249,3 +249,19 @@ def test_missing_file_same_error_at_training_and_inference(tmp_path):
         load_resized(path, 32)
     with pytest.raises(ImageError):
         DecodedCache().get(path, 32)
+
+
+def test_colour_census_counts_modes_and_colour_files_whose_channels_differ(tmp_path):
+    from pneumolib.data.imaging import colour_census
+
+    grey = np.tile(np.arange(32, dtype=np.uint8), (32, 1))
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    Image.fromarray(np.stack([grey] * 3, -1)).save(tmp_path / "equal.png")
+    tinted = np.stack([grey] * 3, -1)
+    tinted[0, 0, 2] = 255
+    Image.fromarray(tinted).save(tmp_path / "tinted.png")
+    (tmp_path / "junk.png").write_bytes(b"not an image")
+    rows = {(r["format"], r["mode"]): r for r in colour_census(sorted(tmp_path.iterdir()))}
+    assert rows[("PNG", "L")]["files"] == 1 and rows[("PNG", "L")]["channels differ"] is None
+    assert rows[("PNG", "RGB")]["files"] == 2 and rows[("PNG", "RGB")]["channels differ"] == 1
+    assert rows[("unreadable", "-")]["files"] == 1

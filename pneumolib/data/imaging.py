@@ -160,6 +160,39 @@ def load_image(path: str | Path) -> Image.Image:
     return grey
 
 
+def colour_census(paths) -> list[dict]:
+    """How files store their pixels, counted from their headers and decoded channels (no resizing).
+
+    A greyscale loader (load_image) and an RGB one (torchvision's ImageFolder) hand a model the same values only
+    when a colour file's three channels are equal; this says, per format and PIL mode, how many files there are and
+    how many colour files carry channels that differ. DICOM files are listed by name only (load_dicom refuses
+    colour ones); a file PIL cannot open is counted as 'unreadable'.
+
+    Args:
+        paths: the files to count.
+
+    Returns:
+        one dict per (format, mode): 'format', 'mode', 'files', 'channels differ' (None where the mode has one
+        channel or was not decoded).
+    """
+    counts: dict[tuple[str, str], list[int | None]] = {}
+    for p in paths:
+        p = Path(p)
+        key, differ = ("DICOM", "-"), None
+        if p.suffix.lower() not in DICOM_SUFFIXES:
+            try:
+                with Image.open(p) as im:
+                    key = (im.format or "?", im.mode)
+                    if im.mode in ("RGB", "YCbCr"):
+                        a = np.asarray(im.convert("RGB"), dtype=np.int16)
+                        differ = int(bool(np.any(a[..., 0] != a[..., 1]) or np.any(a[..., 1] != a[..., 2])))
+            except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+                key = ("unreadable", "-")
+        files, n_differ = counts.get(key, [0, None])
+        counts[key] = [files + 1, n_differ if differ is None else (n_differ or 0) + differ]
+    return [{"format": f, "mode": m, "files": n, "channels differ": d} for (f, m), (n, d) in sorted(counts.items())]
+
+
 def is_dicom(path: str | Path) -> bool:
     """True when the file is DICOM by content: the 128-byte preamble followed by b"DICM" (PS3.10 7.1)."""
     try:

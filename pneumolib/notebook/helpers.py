@@ -124,6 +124,28 @@ def load_data(series: Series):
     return data
 
 
+def colour_census(data) -> None:
+    """Notebook 04: how this data folder's films store their pixels (imaging.colour_census over every split), and
+    what that means for a greyscale against an RGB loader, read from the counts."""
+    from ..data.imaging import colour_census as census
+
+    files = [s.path for samples in data.splits.values() for s in samples]
+    rows = census(files)
+    _display(pd.DataFrame(rows).set_index(["format", "mode"]).astype(object).where(
+        lambda t: t.notna(), "- (one channel)"))
+    colour = sum(r["files"] for r in rows if r["channels differ"] is not None)
+    differ = sum(r["channels differ"] or 0 for r in rows)
+    if not colour:
+        print(f"none of the {len(files):,} films is a colour file: a greyscale and an RGB loader read the same grey "
+              "values (the RGB one copies them to three channels)")
+    elif not differ:
+        print(f"{colour:,} of the {len(files):,} films are colour files, and in every one the three channels are "
+              "equal: grey pictures in colour files, so a greyscale and an RGB loader read the same values")
+    else:
+        print(f"{differ:,} of the {colour:,} colour files carry channels that differ: for those a greyscale loader and "
+              "an RGB one feed a model different values")
+
+
 def threshold_table(r: RunResult, extra_rules: tuple[str, ...] = ("youden", "sensitivity:0.95")) -> None:
     """Test metrics of the same model under several decision rules (the data-driven ones chosen on val)."""
     from ..analysis.evaluate import compute_metrics, fit_threshold, predict_samples
