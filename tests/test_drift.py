@@ -38,3 +38,23 @@ def test_recalls_are_computed_per_class(predictor, fixture_data):
     y = np.array([s.label for s in fixture_data["test"]])
     acc = (row["NORMAL recall"] * (y == 0).sum() + row["PNEUMONIA recall"] * (y == 1).sum()) / len(y)
     assert row["accuracy"] == pytest.approx(acc)
+
+
+def test_the_summary_reads_notebook_04s_inference_paths_of_the_same_checkpoint_only_regression(run_copy,
+                                                                                               fixture_data):
+    # 00_summary read metrics.json alone and marked "every prediction PNEUMONIA" not tested, beside notebook 04's
+    # "does not hold": the paths notebook 04 measures are now kept in the run folder and read back with the metrics
+    import os
+
+    from pneumolib.core.runs import RunDir, load_metrics
+    from pneumolib.studies.drift import inference_paths
+    from pneumolib.studies.verdicts import LOG_PATH, judge_entry
+
+    assert "inference_paths" not in load_metrics(run_copy)
+    paths = inference_paths(Predictor.load(run_copy / "checkpoint.pt"), fixture_data["test"], run_copy)
+    m = load_metrics(run_copy)
+    assert m["inference_paths"][LOG_PATH]["share predicted PNEUMONIA"] == paths[LOG_PATH]["share predicted PNEUMONIA"]
+    assert "not measured" not in judge_entry("04", [m])[0]["note"]
+    ckpt = RunDir(run_copy).checkpoint  # another model in the folder: the record is not its own
+    os.utime(ckpt, ns=(ckpt.stat().st_atime_ns, ckpt.stat().st_mtime_ns + 10**9))
+    assert "inference_paths" not in load_metrics(run_copy)

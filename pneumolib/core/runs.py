@@ -16,6 +16,7 @@ CONFIG = "config.json"  # the frozen config the run trained
 SCORES_TEST = "scores_test.csv"  # per-image P(PNEUMONIA) on the test split
 SCORES_VAL = "scores_val.csv"
 STRESS = "stress.json"  # the stress test's rows, cached per checkpoint
+INFERENCE_PATHS = "inference_paths.json"  # notebook 04's inference paths of this checkpoint (drift.inference_paths)
 EXPLANATION = "explanation.npz"  # run_experiment's Grad-CAM results (arrays + JSON, no pickle), cached per checkpoint, data and settings
 EVALUATIONS = "evaluations"  # one JSON per cohort 'evaluate' scored with this checkpoint
 CARD = "MODEL_CARD.md"
@@ -76,6 +77,10 @@ class RunDir:
         return self.stress if split == "test" else self.path / f"stress_{split}.json"
 
     @property
+    def inference_paths(self) -> Path:
+        return self.path / INFERENCE_PATHS
+
+    @property
     def explanation(self) -> Path:
         return self.path / EXPLANATION
 
@@ -97,7 +102,8 @@ class RunDir:
 
 # what a training leaves in its run folder, besides its own checkpoint: records of THAT model, which a new training in
 # the same folder must not inherit (its card would list the old model's evaluations as its own)
-TRAINING_RECORDS = (METRICS, CONFIG, SCORES_TEST, SCORES_VAL, LAST_EPOCH, "explanation.pkl", EXPLANATION, CARD)
+TRAINING_RECORDS = (METRICS, CONFIG, SCORES_TEST, SCORES_VAL, LAST_EPOCH, "explanation.pkl", EXPLANATION, CARD,
+                    INFERENCE_PATHS)
 TRAINING_RECORD_GLOBS = ("stress*.json", "shortcuts_*.json")
 TRAINING_RECORD_FOLDERS = (EVALUATIONS, GRADCAM)
 
@@ -175,7 +181,9 @@ def checkpoint_key(ckpt: str | Path) -> str:
 
 
 def load_metrics(run_dir: str | Path) -> dict[str, Any]:
-    """A finished run's metrics.json, with the stress test's summary under 'stress' when stress.json exists."""
+    """A finished run's metrics.json, with the stress test's summary under 'stress' when stress.json exists, and
+    notebook 04's inference paths under 'inference_paths' when they were measured on this very checkpoint (so the
+    summary notebook reads what notebook 04 showed)."""
     run = RunDir(run_dir)
     if not run.metrics.is_file():
         raise FileNotFoundError(f"{run.metrics}: no {METRICS} (is {run.path} a finished run folder?)")
@@ -183,4 +191,8 @@ def load_metrics(run_dir: str | Path) -> dict[str, Any]:
     stress = load_record(run.stress)  # written by 'python -m pneumolib stress RUN_DIR'
     if stress is not None:
         m["stress"] = stress.get("summary")
+    paths = load_record(run.inference_paths)
+    if (paths is not None and run.checkpoint.is_file() and paths.get("checkpoint_key") == checkpoint_key(run.checkpoint)
+            and isinstance(paths.get("paths"), dict)):
+        m["inference_paths"] = paths["paths"]
     return m

@@ -467,29 +467,21 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
 
 
 def inference_paths(results) -> None:
-    """Notebook 04: each seed's model fed the test films four ways (drift.compare_inference); the rows are kept in
-    the run's metrics under 'inference_paths' for the verdicts, and shown as one table."""
+    """Notebook 04: each seed's model fed the test films four ways (drift.inference_paths); the rows are kept in
+    the run's metrics under 'inference_paths' for the verdicts (and in its run folder, for the summary notebook),
+    and shown as one table."""
     from ..studies import drift
-    from ..studies.verdicts import CHECKPOINT_PATH, LOG_PATH
 
     table = []
     for r in results:
-        size = r.predictor.preprocessing.image_size
-        test = r.data["test"]
-        rows = drift.compare_inference(r.predictor, test, {
-            CHECKPOINT_PATH: None,
-            LOG_PATH: drift.log_entry4_inference(size),
-            "ImageNet Normalize at inference only": drift.imagenet_normalised_inference(size),
-            "1 grey channel into the 3-channel model": drift.single_channel_inference(size),
-        })
-        n_normal = sum(s.label == 0 for s in test)
-        r.metrics["inference_paths"] = {row["inference"]: dict(row, n=len(test), n_normal=n_normal) for row in rows}
-        for row in rows:
+        r.metrics["inference_paths"] = drift.inference_paths(r.predictor, r.data["test"], r.run_dir)
+        for row in r.metrics["inference_paths"].values():
             shown = {"seed": r.config.seed, "inference": row["inference"]}
             if "error" in row:
                 shown["refused"] = tidy(row["error"])
             else:
-                shown.update({k: round(v, 3) for k, v in row.items() if k not in ("inference",) and v is not None})
+                shown.update({k: round(v, 3) for k, v in row.items() if k not in ("inference", "n", "n_normal")
+                              and v is not None})
             table.append(shown)
     _display(pd.DataFrame(table).set_index(["seed", "inference"]).fillna(""))
 

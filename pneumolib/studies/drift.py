@@ -84,6 +84,39 @@ def compare_inference(predictor: Predictor, samples: list[Sample],
     return rows
 
 
+def inference_paths(predictor: Predictor, samples: list[Sample], run_dir=None) -> dict[str, dict]:
+    """Notebook 04's comparison: the model fed the samples four ways (its checkpoint's preprocessing, the log's
+    convert('L') + Grayscale(3), ImageNet normalisation at inference only, one grey channel into a 3-channel model).
+
+    Args:
+        predictor: the run's model with its preprocessing and threshold.
+        samples: the films (the test split, for the verdicts).
+        run_dir: when given, the result is kept in RUN_DIR/inference_paths.json with the checkpoint's key, where
+            core.runs.load_metrics finds it for the summary notebook.
+
+    Returns:
+        compare_inference's rows keyed by path name, each with the number of films 'n' and of NORMAL films
+        'n_normal'.
+    """
+    from ..core.io import save_json
+    from ..core.runs import RunDir, checkpoint_key
+    from .verdicts import CHECKPOINT_PATH, LOG_PATH
+
+    size = predictor.preprocessing.image_size
+    rows = compare_inference(predictor, samples, {
+        CHECKPOINT_PATH: None,
+        LOG_PATH: log_entry4_inference(size),
+        "ImageNet Normalize at inference only": imagenet_normalised_inference(size),
+        "1 grey channel into the 3-channel model": single_channel_inference(size),
+    })
+    n_normal = sum(s.label == 0 for s in samples)
+    paths = {row["inference"]: dict(row, n=len(samples), n_normal=n_normal) for row in rows}
+    if run_dir is not None:
+        run = RunDir(run_dir)
+        save_json({"checkpoint_key": checkpoint_key(run.checkpoint), "paths": paths}, run.inference_paths)
+    return paths
+
+
 def format_rows(rows: list[dict]) -> str:
     lines = []
     for r in rows:
