@@ -60,12 +60,25 @@ summary.show_claims(rows, len(S.seeds), summary.budget_text(runs))
 summary.everything_pneumonia(runs)
 
 # %% [markdown]
-# ## Which entries made it worse or better?
-#
-# Each entry against the log's baseline (entry 01), paired by seed: NORMAL recall and accuracy minus the baseline's on the same seed, with the envelope of the paired 95% intervals; "better" when every seed's interval lies above 0, "worse" when every one lies below, otherwise the reason the evidence cannot decide. These are internal, patient-grouped test splits: they compare entries, and say nothing about a new cohort.
+# The answer, computed from the same runs:
 
 # %%
-summary.better_or_worse(runs)
+print(summary.why_everything_pneumonia(runs))
+
+# %% [markdown]
+# ## Which entries made it worse or better?
+#
+# Each entry against the log's baseline (entry 01; the recipe, which trains longer, against the log's baseline trained at the recipe's budget when notebook 10 rendered it, as its note says), paired by seed: NORMAL recall and accuracy minus the baseline's on the same seed, with the envelope of the paired 95% intervals; "better" when every seed's interval lies above 0, "worse" when every one lies below, otherwise the reason the evidence cannot decide. These are internal, patient-grouped test splits: they compare entries, and say nothing about a new cohort.
+
+# %%
+changes = summary.better_or_worse(runs)
+changes
+
+# %% [markdown]
+# The answer, read from the table:
+
+# %%
+print(summary.what_changed(changes))
 
 # %% [markdown]
 # ## What to do instead?
@@ -74,6 +87,12 @@ summary.better_or_worse(runs)
 
 # %%
 summary.what_instead()
+
+# %% [markdown]
+# The answer, computed from the record and from the claims table's verdict on the recipe's cohort claim:
+
+# %%
+print(summary.what_instead_answer(rows))
 
 # %%
 nb.wall_time(S)

@@ -625,3 +625,57 @@ def test_the_summary_marks_a_comparison_across_budgets():
     t = summary.better_or_worse(runs)
     assert t.loc["02", "NORMAL recall: better or worse?"] == "worse" and t.loc["02", "note"] == ""
     assert t.loc["10", "NORMAL recall: better or worse?"] == "better" and "another budget" in t.loc["10", "note"]
+    # with the log's baseline trained at the recipe's budget (notebook 10's anchor pair), the recipe is paired with it
+    runs["matched_baseline"] = [run(s, 0.95, 20) for s in range(3)]
+    t = summary.better_or_worse(runs)
+    assert "recipe's budget" in t.loc["10", "note"] and t.loc["10", "NORMAL recall: better or worse?"] != "better"
+    assert summary.budget_text(runs) == ("entries 01-02: 6 epochs x 2000 films per epoch, 128 px; entry 10 and the "
+                                         "log's baseline at the recipe's budget: 20 epochs x 2000 films per epoch, "
+                                         "128 px")
+
+
+def _run_calling(seed: int, val_pneumonia: float, test_cm, entry_epochs: int = 6) -> dict:
+    """A run's metrics as the summary reads them: validation share called PNEUMONIA, test confusion matrix."""
+    n = 100
+    k = round(val_pneumonia * n)
+    (tn, fp), (fn, tp) = test_cm
+    spec = tn / (tn + fp)
+    return {"config": {"seed": seed, "epochs": entry_epochs, "max_train_images": 2000, "image_size": 128},
+            "best_epoch": 3, "val": {"confusion_matrix": [[max(0, 30 - k), min(30, k)], [max(0, 70 - (k - min(30, k))),
+                                                                                      k - min(30, k)]]},
+            "test": {"confusion_matrix": [list(test_cm[0]), list(test_cm[1])], "specificity": spec,
+                     "ci95": {"specificity": [spec - .05, spec + .05]}}}
+
+
+def test_the_summary_answers_why_everything_was_called_pneumonia_from_the_runs():
+    from pneumolib.notebook import summary
+
+    trained = [_run_calling(s, 0.72, ((80, 20), (10, 290))) for s in range(3)]
+    runs = {"01": trained, "02": [_run_calling(0, 0.99, ((2, 98), (0, 300))), *trained[1:]]}
+    text = summary.why_everything_pneumonia(runs)
+    assert text.startswith("At this budget the log's baseline does not call everything PNEUMONIA")
+    assert "appears in: 02 (NORMAL transform: log_baseline -> central_focus+log_baseline)" in text
+    assert "seed(s) 0 collapsed to PNEUMONIA" in text
+    runs = {"01": [_run_calling(0, 0.99, ((2, 98), (0, 300))), *trained[1:]]}  # the budget does not train
+    assert "baseline itself shows the symptom: seed(s) 0 of 3" in summary.why_everything_pneumonia(runs)
+    assert summary.why_everything_pneumonia({}).startswith("Not answered")
+
+
+def test_the_summary_reads_better_and_worse_from_its_table():
+    import pandas as pd
+    from pneumolib.notebook import summary
+
+    t = pd.DataFrame({"NORMAL recall: better or worse?": ["worse", "better", "cannot tell: too few films"],
+                      "accuracy: better or worse?": ["worse", "worse", "worse"]}, index=["02", "09", "10"])
+    text = summary.what_changed(t)
+    assert "NORMAL recall: better than the baseline on every seed: 09; worse on every seed: 02; undecided: 10" in text
+    assert "accuracy: better than the baseline on every seed: no entry; worse on every seed: 02, 09, 10" in text
+
+
+def test_the_summary_answers_what_to_do_instead_from_the_record():
+    from pneumolib.notebook import summary
+
+    text = summary.what_instead_answer([{"entry": "10", "claim": "keep NORMAL recall on a cohort the model has not "
+                                         "seen", "verdict": "not tested", "note": "no measurement"}])
+    assert "measurements on the external cohort" in text and "reach the project's goal of 0.90" in text
+    assert "'not tested' on the cohort claim (no measurement)" in text

@@ -346,6 +346,27 @@ def matched_baseline(series: Series, train: bool = True) -> dict[str, Any] | Non
     return row
 
 
+def load_matched_baseline(series: Series) -> list[dict]:
+    """The matched baseline's finished runs (notebook 10's anchor pair; metrics.json with its stress test), one per
+    seed found at this series' profile; nothing is trained here. Says what it found."""
+    from ..core.runs import matched_baseline_dir
+
+    found = []
+    for seed in series.seeds:
+        try:
+            m = load_metrics(matched_baseline_dir(series.runs, seed))
+        except FileNotFoundError:
+            continue
+        if m.get("profile") == series.profile:
+            found.append(m)
+    seeds_found = ", ".join(str(m["config"]["seed"]) for m in found)
+    print("the log's baseline at the recipe's budget (notebook 10): " + (
+        f"seed(s) {seeds_found} loaded" if found else
+        f"no finished '{series.profile}' run: render notebook 10 with MATCHED first; claims that compare with it "
+        "are not tested here"))
+    return found
+
+
 def matched_stress(matched: dict[str, Any] | None, series: Series) -> dict[str, Any]:
     """The matched baseline's stress reports (one per seed) keyed for notebook.stress_table; nothing when it was
     not trained."""

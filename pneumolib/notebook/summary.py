@@ -12,7 +12,7 @@ import pandas as pd
 from ..core.config import LOG_ENTRIES, REGISTRY
 from ..studies import verdicts as V
 from .helpers import cohort_record, cohort_recipes, fmt, span
-from .series import Series, load_runs
+from .series import Series, load_matched_baseline, load_runs
 
 def notebook_file(entry: str) -> str:
     """The notebook of an entry ('01_2024-05-13_baseline.ipynb'), found in the repository's notebooks/ folder."""
@@ -22,9 +22,16 @@ def notebook_file(entry: str) -> str:
     return found[0].name if found else f"{entry}.ipynb"
 
 
+MATCHED = "matched_baseline"  # the key notebook 10's claims compare with (verdicts' `needs`)
+
+
 def all_runs(series: Series) -> dict[str, list[dict[str, Any]]]:
-    """Every entry's finished runs at this series' profile and seeds (metrics.json), by entry."""
-    return load_runs([c.entry for c in REGISTRY.values()], series)
+    """Every entry's finished runs at this series' profile and seeds (metrics.json), by entry, and under
+    'matched_baseline' the log's baseline trained at the recipe's budget (notebook 10's anchor pair), so that the
+    recipe's claims and its like-for-like comparison read the same runs as notebook 10."""
+    runs = load_runs([c.entry for c in REGISTRY.values()], series)
+    runs[MATCHED] = load_matched_baseline(series)
+    return runs
 
 
 def claims_table(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -96,10 +103,12 @@ def everything_pneumonia(runs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
 def better_or_worse(runs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
     """'Which entries made it worse or better?': each entry's NORMAL recall and accuracy minus the baseline's, paired
     by seed, decided by the verdict rule (every seed's interval above 0: better; below: worse)."""
-    base = runs.get("01", [])
     rows = []
     for c in (*LOG_ENTRIES[1:], REGISTRY["recommended"]):
         row = {"entry": c.entry, "experiment": c.name}
+        # the recipe trains longer than the log's entries: paired with the baseline at its own budget when rendered
+        matched = c.entry == REGISTRY["recommended"].entry and bool(runs.get(MATCHED))
+        base = runs.get(MATCHED if matched else "01", [])
         for key, label in (("specificity", "NORMAL recall"), ("accuracy", "accuracy")):
             d = _paired(runs.get(c.entry, []), base, key)
             if not d:
@@ -113,7 +122,9 @@ def better_or_worse(runs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
             row[f"{label}: better or worse?"] = word + (f" ({why})" if why else "")
         budgets = {V.budget(m) for m in runs.get(c.entry, [])}
         differs = bool(budgets) and budgets != {V.budget(m) for m in base}
-        row["note"] = ("trained at another budget than the baseline's (not a like-for-like pair)" if differs else "")
+        row["note"] = ("trained at another budget than the baseline's (not a like-for-like pair)" if differs else
+                       "against the log's baseline trained at the recipe's budget (notebook 10's anchor pair)"
+                       if matched else "")
         rows.append(row)
     return pd.DataFrame(rows).set_index("entry")
 
@@ -125,6 +136,116 @@ def what_instead() -> None:
 
 
 def budget_text(runs: dict[str, list[dict[str, Any]]]) -> str:
-    """The budgets the loaded runs were trained at, in words ('6 epochs x 2000 films per epoch, 128 px')."""
-    budgets = sorted({V.budget(m) for ms in runs.values() for m in ms}, key=str)
-    return "; ".join(f"{e} epochs x {n or 'all'} films per epoch, {px} px" for e, n, px in budgets) or "no runs"
+    """The budgets the loaded runs were trained at, in words, each with the entries trained at it ('entries 01-09:
+    6 epochs x 2000 films per epoch, 128 px; entry 10: 20 epochs x all films per epoch, 128 px')."""
+    by_budget: dict[tuple, list[str]] = {}
+    for entry, ms in runs.items():
+        for b in {V.budget(m) for m in ms}:
+            by_budget.setdefault(b, []).append(entry)
+
+    def entries(names: list[str]) -> str:
+        if names == [MATCHED]:
+            return "the log's baseline at the recipe's budget"
+        nums = sorted(n for n in names if n != MATCHED)
+        extra = " and the log's baseline at the recipe's budget" if MATCHED in names else ""
+        return _entries(nums) + extra
+
+    def _entries(nums: list[str]) -> str:
+        if len(nums) == 1:
+            return f"entry {nums[0]}"
+        digits = [int(n) for n in nums if n.isdigit()]
+        if len(digits) == len(nums) and digits == list(range(digits[0], digits[-1] + 1)):
+            return f"entries {nums[0]}-{nums[-1]}"
+        return "entries " + ", ".join(nums)
+
+    parts = [f"{entries(names)}: {e} epochs x {n or 'all'} films per epoch, {px} px"
+             for (e, n, px), names in sorted(by_budget.items(), key=lambda kv: sorted(kv[1]))]
+    return "; ".join(parts) or "no runs"
+
+
+def _mean(values) -> float:
+    values = list(values)
+    return float(np.mean(values)) if values else float("nan")
+
+
+def why_everything_pneumonia(runs: dict[str, list[dict[str, Any]]]) -> str:
+    """The answer to the log's first question, in words computed from the runs: does the baseline call everything
+    PNEUMONIA at this budget, and which entries do (a seed collapsed to PNEUMONIA on the validation split, or a mean
+    share called PNEUMONIA on the test split at or above verdicts.COLLAPSE_SHARE), each with what it changed."""
+    from ..core.config import diff, format_diff, previous
+
+    base = runs.get("01") or []
+    if not base:
+        return "Not answered: entry 01 has no finished run in RUNS (render notebook 01 first)."
+    truth = next((sum(m["test"]["confusion_matrix"][1]) / sum(map(sum, m["test"]["confusion_matrix"]))
+                  for m in base if "confusion_matrix" in (m.get("test") or {})), float("nan"))
+
+    def to_pneumonia(ms):
+        return [str((m.get("config") or {}).get("seed")) for m in ms if "films PNEUMONIA" in V.collapsed(m)]
+
+    share = _mean(V.predicted_pneumonia(m).value for m in base if "confusion_matrix" in (m.get("test") or {}))
+    spec = _mean(V.metric(m, "specificity").value for m in base)
+    fallen = to_pneumonia(base)
+    if fallen:
+        text = (f"At this budget the log's baseline itself shows the symptom: seed(s) {', '.join(fallen)} of "
+                f"{len(base)} collapsed to PNEUMONIA, so the budget does not train the baseline (notebook 01's budget "
+                "rule) and the entries below are compared with a model that did not learn.")
+    else:
+        text = (f"At this budget the log's baseline does not call everything PNEUMONIA: its {len(base)} seed(s) call "
+                f"{share:.3f} of the test films PNEUMONIA (mean; {truth:.3f} truly are), with NORMAL recall "
+                f"{spec:.3f}, and no seed collapsed to PNEUMONIA.")
+    symptom = []
+    for c in LOG_ENTRIES[1:]:
+        ms = runs.get(c.entry) or []
+        if not ms:
+            continue
+        s = _mean(V.predicted_pneumonia(m).value for m in ms if "confusion_matrix" in (m.get("test") or {}))
+        seeds = to_pneumonia(ms)
+        if seeds or s >= V.COLLAPSE_SHARE:
+            symptom.append(f"{c.entry} ({format_diff(diff(previous(c), c))}): {s:.3f} called PNEUMONIA, NORMAL recall "
+                           f"{_mean(V.metric(m, 'specificity').value for m in ms):.3f}"
+                           + (f", seed(s) {', '.join(seeds)} collapsed to PNEUMONIA" if seeds else ""))
+    if symptom:
+        text += (" The log's symptom (a seed that calls 95% or more of the validation films PNEUMONIA, or 95% or more "
+                 "of the test films called PNEUMONIA on average) appears in: " + "; ".join(symptom) + ".")
+    else:
+        text += " No other entry shows the log's symptom (no seed collapsed to PNEUMONIA, no mean share of 95%)."
+    return text
+
+
+def what_changed(table: pd.DataFrame) -> str:
+    """The answer to 'which entries made it worse or better?', read from better_or_worse's table."""
+    parts = []
+    for label in ("NORMAL recall", "accuracy"):
+        col = table[f"{label}: better or worse?"].astype(str)
+        better = [e for e, v in col.items() if v == "better"]
+        worse = [e for e, v in col.items() if v == "worse"]
+        open_ = [e for e, v in col.items() if v not in ("better", "worse")]
+        parts.append(f"{label}: better than the baseline on every seed: {', '.join(better) or 'no entry'}; worse "
+                     f"on every seed: {', '.join(worse) or 'no entry'}; undecided: {', '.join(open_) or 'none'} "
+                     "(the table gives each reason)")
+    return ". ".join(parts) + "."
+
+
+def what_instead_answer(rows: list[dict[str, Any]], goal: float = 0.90) -> str:
+    """The answer to 'what to do instead?', computed from the cohort record (docs/external_cohort) and from the
+    claims table's verdict on the recipe's cohort claim: the best recorded cohort NORMAL recall against the project's
+    goal, and whether the recipe this series trains has been measured there."""
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "docs" / "external_cohort" / "measurements.json"
+    if not path.is_file():
+        return "Not answered here: the cohort record is in the repository's docs/external_cohort/ (not installed)."
+    ms = json.loads(path.read_text())["measurements"]
+    best = max(ms, key=lambda m: m["cohort"]["specificity"])
+    reached = [m for m in ms if m["cohort"]["specificity"] >= goal]
+    cohort_row = next((r for r in rows if r["entry"] == REGISTRY["recommended"].entry and "cohort" in r["claim"]),
+                      None)
+    text = (f"The record holds {len(ms)} measurements on the external cohort; the highest NORMAL recall there is "
+            f"{best['cohort']['specificity']:.3f} ({best['experiment']}, seed {best['seed']}, commit "
+            f"{best['commit']}), and {len(reached)} of them reach the project's goal of {goal:.2f}.")
+    if cohort_row is not None:
+        text += (f" The recipe this series trains (notebook 10): '{cohort_row['verdict']}' on the cohort claim"
+                 + (f" ({cohort_row['note']})" if cohort_row.get("note") else "") + ".")
+    return text
