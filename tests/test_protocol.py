@@ -25,7 +25,23 @@ def test_agreement_flags_a_protocol_that_orders_the_anchor_pair_wrongly():
     assert line["stress test: acc@ext"].rstrip().endswith("right (1/1)")
     assert "1.00" in line["stress test: acc@ext"]  # same order as the early-ID holdout: Spearman 1
     assert "-1.00" in line["random split: accuracy"]  # the exact reverse order
-    assert "nan" in line["random split: NORMAL recall"]  # equal everywhere: no ranking, no made-up correlation
+    assert "n/a (constant)" in line["random split: NORMAL recall"]  # equal everywhere: no made-up correlation
+    assert "nan" not in text
+
+
+def test_without_the_early_id_holdout_there_is_no_spearman_column_regression():
+    # notebook 10 printed a Spearman column of nan x4 and an empty legend entry when the holdout was not trained
+    import matplotlib
+
+    matplotlib.use("Agg")
+    rows = [_row(P.ANCHOR_LOW, 0.97, 0.80, 0.80), _row(P.ANCHOR_HIGH, 0.95, 0.90, 0.90)]
+    for r in rows:
+        r.pop("early_ids")
+    text = P.protocol_agreement(rows)
+    assert "Spearman vs" not in text and "nan" not in text and "no Spearman column" in text
+    fig = P.plot_protocols(rows)
+    labels = [t.get_text() for a in fig.axes for t in a.get_legend().get_texts()]
+    assert labels and not any("early-ID" in t for t in labels)
 
 
 def test_ablation_frame_has_one_row_per_step_and_each_protocols_columns():
@@ -35,6 +51,7 @@ def test_ablation_frame_has_one_row_per_step_and_each_protocols_columns():
     assert df.loc[P.ANCHOR_HIGH, ("early-ID holdout", "acc@ext")] == 0.91
     assert df.loc[P.ANCHOR_LOW, ("random split", "accuracy")] == 0.97
     assert P.ablation_frame([]).empty
+    assert df[("", "seeds")].dtype.kind == "i"  # a count of seeds, shown as 1, not 1.0
 
 
 def test_run_folders_share_notebook_01_baseline_and_separate_the_holdouts(tmp_path):

@@ -552,10 +552,16 @@ def ablation_table(rows: list[dict[str, Any]]) -> None:
     """The ablation rows (or the matched baseline's) as one table; a line when there are none."""
     from ..studies.protocol import ablation_frame
 
+    from ..studies.stress import EXTERNAL_NORMAL_SHARE
+
     if not rows:
         print("no rows: not trained in this render (see above)")
         return
-    _display(ablation_frame(rows))
+    frame = ablation_frame(rows)
+    if any(col == "acc@ext" for _, col in frame.columns):
+        print(f"acc@ext = accuracy re-weighted to {EXTERNAL_NORMAL_SHARE:.1%} NORMAL films, the external cohort's "
+              "mix; each model at its own threshold")
+    _display(frame)
 
 
 def budget(config: ExperimentConfig, profile: str) -> None:

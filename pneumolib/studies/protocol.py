@@ -133,7 +133,9 @@ def ablation_frame(rows: list[dict[str, Any]]):
             ("stress test", "AUC"): s.get("stress_auc"),
             ("early-ID holdout", "acc@ext"): e.get("accuracy_ext"), ("early-ID holdout", "NORMAL recall"): e.get("specificity"),
             ("early-ID holdout", "AUC"): e.get("auc")}
-    return pd.DataFrame(out).T.astype(float).round(3).dropna(axis=1, how="all")  # e.g. no early-ID run
+    frame = pd.DataFrame(out).T.astype(float).round(3).dropna(axis=1, how="all")  # e.g. no early-ID run
+    frame[("", "seeds")] = frame[("", "seeds")].astype(int)  # a count, not a mean
+    return frame
 
 
 PROTOCOL_SCORES = {
@@ -168,7 +170,9 @@ def protocol_agreement(rows: list[dict[str, Any]], target: str = "early-ID holdo
 
     by_name = {r["name"]: r for r in rows}
     t = np.array([PROTOCOL_SCORES[target](r) for r in rows], dtype=float)
-    lines = [f"{'protocol score':<34}{'Spearman vs ' + target.split(':')[0]:>30}{'anchor order (seeds right)':>30}"]
+    ranked = not np.isnan(t).all()  # without the target protocol there is no Spearman column at all
+    lines = [f"{'protocol score':<34}" + (f"{'Spearman vs ' + target.split(':')[0]:>30}" if ranked else "")
+             + f"{'anchor order (seeds right)':>30}"]
     for name, fn in PROTOCOL_SCORES.items():
         v = np.array([fn(r) for r in rows], dtype=float)
         if np.isnan(v).all():
@@ -182,9 +186,10 @@ def protocol_agreement(rows: list[dict[str, Any]], target: str = "early-ID holdo
         anchor = "n/a"
         if ANCHOR_LOW in by_name and ANCHOR_HIGH in by_name:
             anchor = anchor_order(by_name[ANCHOR_LOW], by_name[ANCHOR_HIGH], fn)
-        lines.append(f"{name:<34}{rho:>30.2f}{anchor:>30}")
-    if np.isnan(t).all():
-        lines.append(f"no {target.split(':')[0]} in this render: no ranking to compare with (Spearman n/a)")
+        shown = "n/a (constant)" if rho != rho else f"{rho:.2f}"
+        lines.append(f"{name:<34}" + (f"{shown:>30}" if ranked else "") + f"{anchor:>30}")
+    if not ranked:
+        lines.append(f"no {target.split(':')[0]} in this render: no ranking to compare with, so no Spearman column")
     lines.append(f"anchor: on the external cohort {ANCHOR_HIGH} (strong augmentation) kept NORMAL recall above "
                  f"{ANCHOR_LOW} (log-style augmentation); a protocol that predicts the cohort must order them so")
     return "\n".join(lines)
@@ -199,11 +204,16 @@ def plot_protocols(rows: list[dict[str, Any]]):
             ("early-ID holdout: acc@ext", "early-ID holdout (acc@ext)")]
     fig, ax = plt.subplots(1, 2, figsize=(11, 0.38 * len(rows) + 1.6), sharey=True)
     y = np.arange(len(rows))
-    for i, (k, label) in enumerate(keys):
-        ax[0].plot([PROTOCOL_SCORES[k](r) for r in rows], y, "o", label=label, alpha=0.8)
+    def draw(a, k, label):
+        v = [PROTOCOL_SCORES[k](r) for r in rows]
+        if not np.isnan(np.array(v, dtype=float)).all():  # a protocol this render did not run: no empty legend entry
+            a.plot(v, y, "o", label=label, alpha=0.8)
+
+    for k, label in keys:
+        draw(ax[0], k, label)
     for k, label in [("random split: NORMAL recall", "random split"), ("stress test: NORMAL recall", "stress test"),
                      ("early-ID holdout: NORMAL recall", "early-ID holdout")]:
-        ax[1].plot([PROTOCOL_SCORES[k](r) for r in rows], y, "o", label=label, alpha=0.8)
+        draw(ax[1], k, label)
     ax[0].set_title("accuracy", fontsize=9); ax[1].set_title("NORMAL recall", fontsize=9)
     ax[0].set_yticks(y, names, fontsize=8); ax[0].invert_yaxis()
     for a in ax:
