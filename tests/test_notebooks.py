@@ -679,3 +679,20 @@ def test_the_summary_answers_what_to_do_instead_from_the_record():
                                          "seen", "verdict": "not tested", "note": "no measurement"}])
     assert "measurements on the external cohort" in text and "reach the project's goal of 0.90" in text
     assert "'not tested' on the cohort claim (no measurement)" in text
+
+
+def test_notebook_10s_overview_adopts_a_twin_entrys_run_instead_of_training_it_regression(tmp_path, monkeypatch,
+                                                                                       quiet_log):
+    # the fixture render of notebook 10 trained entry 05 again although it is entry 04's twin without ImageNet weights
+    import torch
+
+    from pneumolib.core.config import get_config
+    from pneumolib.notebook import series
+
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.delenv("PNEUMOLIB_IMAGENET_WEIGHTS", raising=False)
+    s = series.start(None, "smoke", "cpu", [0], runs=tmp_path)
+    series.run_seeds(get_config("04"), s, cam_per_class=2)
+    monkeypatch.setattr(series, "REGISTRY", {c.name: c for c in (get_config("04"), get_config("05"))})
+    by_entry = series.experiments_by_seed(s)
+    assert by_entry["05"][0]["reused_checkpoint"]

@@ -257,10 +257,11 @@ def experiments_by_seed(series: Series) -> dict[str, list[dict]]:
                     fps[key] = data_fingerprint(series.data, want)
                 if not training_differences(d, want, "folders", fps[key]):
                     m = load_metrics(d)
-            if m is None:
+            if m is None:  # as run_seeds trains it: a twin entry's run is adopted, an interrupted one resumed
+                adopt_twin(series, replace(cfg, seed=seed), seed, d)
                 m = run_experiment(replace(cfg, seed=seed), series.data, d, profile=series.profile,
                                    device=series.device, overrides=series.budget or None,
-                                   on_missing_weights="random_init").metrics
+                                   on_missing_weights="random_init", resume=True).metrics
             out[cfg.entry].append(m)
     return out
 
