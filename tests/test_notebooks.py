@@ -696,3 +696,23 @@ def test_notebook_10s_overview_adopts_a_twin_entrys_run_instead_of_training_it_r
     monkeypatch.setattr(series, "REGISTRY", {c.name: c for c in (get_config("04"), get_config("05"))})
     by_entry = series.experiments_by_seed(s)
     assert by_entry["05"][0]["reused_checkpoint"]
+
+
+def test_the_side_by_side_table_says_not_run_where_a_run_has_no_stress_test_regression(monkeypatch):
+    # notebook 10's 'all experiments' table showed NaN for every entry that notebook 10 does not stress-test
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pneumolib.notebook import helpers as H
+
+    shown = []
+    monkeypatch.setattr(H, "_display", shown.append)
+    a, b = _metrics(0, 0.9), _metrics(0, 0.8)
+    for m, e in ((a, "01"), (b, "02")):
+        m.update(entry=e, experiment=e, train_seconds=60.0)
+        m["test"]["n"] = 100
+    a["stress"] = {"stress_accuracy_ext": 0.8, "stress_specificity": 0.7}
+    H.compare_all([a, b])
+    table = shown[0]
+    assert not table.astype(str).isin(["nan", "NaN"]).any().any()
+    assert table.loc["02 02", "stress NORMAL recall"] == "not run" and table.loc["01 01", "stress NORMAL recall"] == 0.7

@@ -237,7 +237,15 @@ def compare_all(metrics: list[dict]) -> None:
         table.append(t)
     print("test split, 95% bootstrap intervals by patient; seed "
           + ", ".join(sorted({str((m.get("config") or {}).get("seed")) for m in metrics})))
-    _display(pd.DataFrame(table).set_index("experiment"))
+    frame = pd.DataFrame(table).set_index("experiment")
+    stress_cols = [c for c in ("stress acc@ext", "stress NORMAL recall") if c in frame]
+    if stress_cols and frame[stress_cols].isna().any().any():
+        print("stress columns: 'not run' = no stress test of that run in RUNS (this notebook stress-tests the log's "
+              "baseline and the recipe; 'python -m pneumolib stress RUN_DIR' runs it for any run)")
+        frame[stress_cols] = frame[stress_cols].astype(object).where(frame[stress_cols].notna(), "not run")
+    if frame["train min"].isna().any():
+        frame["train min"] = frame["train min"].astype(object).where(frame["train min"].notna(), "not recorded")
+    _display(frame)
     plots.plot_comparison([dict(m["test"], name=name(m)) for m in metrics],
                           title="every experiment's first seed on the test split (95% intervals by patient)")
 
