@@ -716,3 +716,22 @@ def test_the_side_by_side_table_says_not_run_where_a_run_has_no_stress_test_regr
     table = shown[0]
     assert not table.astype(str).isin(["nan", "NaN"]).any().any()
     assert table.loc["02 02", "stress NORMAL recall"] == "not run" and table.loc["01 01", "stress NORMAL recall"] == 0.7
+
+
+def test_the_lift_table_says_a_cropped_models_lift_is_measured_in_its_crop(monkeypatch, capsys):
+    # notebook 10's cross-entry lift table put the lung-mask recipe's lift beside whole-film lifts without saying
+    # that the crop changes what a lift can be
+    from pneumolib.notebook import helpers as H
+
+    shown = []
+    monkeypatch.setattr(H, "_display", shown.append)
+    lf = {c: {"lung_lift": 1.0, "lung_lift_ci95": [0.9, 1.1], "heart_lift": 1.0, "heart_lift_ci95": [0.9, 1.1],
+              "lung_area": a} for c, a in (("NORMAL", 0.3), ("PNEUMONIA", 0.3))}
+    whole = {"entry": "01", "experiment": "baseline", "lung_focus": lf, "config": {"seed": 0, "crop": "none"}}
+    crop = {"entry": "10", "experiment": "recommended", "config": {"seed": 0, "crop": "lung_mask"},
+            "lung_focus": {c: dict(v, lung_area=0.4) for c, v in lf.items()}}
+    H.lung_focus_table([whole, crop])
+    assert list(shown[0]["lung share of the input"]) == ["30%", "40%"]
+    assert "Cropped inputs: 10 (lung_mask crop)" in capsys.readouterr().out
+    H.lung_focus_table([whole])
+    assert "Cropped inputs" not in capsys.readouterr().out

@@ -189,6 +189,12 @@ def weights_status(model: str = "resnet18") -> bool:
         return False
 
 
+def _area(*by_class: dict) -> str:
+    """The mean share of the explained images the lung mask covers, over the classes that record it."""
+    areas = [c["lung_area"] for c in by_class if isinstance(c.get("lung_area"), (int, float))]
+    return f"{np.mean(areas):.0%}" if areas else "not recorded"
+
+
 def lung_focus_table(metrics: list[dict]) -> None:
     """Grad-CAM lung lift (with patient-level 95% intervals) and heart/diaphragm lift per class for each run."""
     def cell(v: dict, key: str) -> str:
@@ -206,6 +212,7 @@ def lung_focus_table(metrics: list[dict]) -> None:
                      "heart lift, PNEUMONIA films": cell(p, "heart_lift"),
                      "masks ok/failed": f"{n.get('masks_passed', 0) + p.get('masks_passed', 0)}/"
                                         f"{n.get('masks_failed', 0) + p.get('masks_failed', 0)}",
+                     "lung share of the input": _area(n, p),
                      "seed": (m.get("config") or {}).get("seed"),
                      "maps' checks (ROAD, randomisation)": maps_checked(recorded_sanity(m.get("gradcam")))})
     _display(pd.DataFrame(rows).set_index("entry"))
@@ -213,6 +220,14 @@ def lung_focus_table(metrics: list[dict]) -> None:
     print("lift = share of the Grad-CAM (PNEUMONIA logit) energy inside the lung mask, or the heart/diaphragm box, "
           "divided by that region's share of the image: 1.0 = no preference. Mean over films, 95% interval from "
           f"resampling patients; lung lift only over masks that passed the check. Films: {sel}.")
+    cropped = [m for m in metrics if (m.get("config") or {}).get("crop", "none") not in ("none", None)]
+    if cropped:
+        names = ", ".join(f"{m['entry']} ({(m.get('config') or {}).get('crop')} crop)" for m in cropped)
+        print(f"Cropped inputs: {names}. Such a model sees only its crop, so its lift is measured in that input, where "
+              "the lungs cover a larger share (the 'lung share of the input' column) and the highest possible lung "
+              "lift, 1 / that share, is lower; a lung-mask model's input is black outside the dilated lung mask, so "
+              "its maps can only fall on the lungs and the ring around them. Its lift is not comparable with the "
+              "whole-film entries': read it beside its own share, not against their column.")
 
 
 def compare_all(metrics: list[dict]) -> None:
