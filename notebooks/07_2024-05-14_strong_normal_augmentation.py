@@ -139,7 +139,13 @@ reference = series.load_runs(['01', '02', '03', '04', '05', '06'], S)
 nb.log_vs_rerun("07", results, reference)
 
 # %% [markdown]
-# The spread claim is measured on every test probability, not on a few films. The 'most balanced' claim compares the gap between the two recalls with every earlier entry's, using their runs loaded above; an entry whose runs are missing leaves the claim *not tested* rather than judged on partial evidence. Against entry 05, the same random-init model without the NORMAL-only augmentation, NORMAL recall is lower here on every seed (notebook 05's seed table against the one above): the augmentation made this model call more films PNEUMONIA, not fewer. Like CentralFocus in 03 and 06, it is a class-dependent transform that no test film carries.
+# The same model without the NORMAL-only augmentation (entry 05, whose runs are loaded above), seed by seed:
+
+# %%
+nb.paired_difference(results, reference["05"], "specificity", "NORMAL recall", "entry 05")
+
+# %% [markdown]
+# The spread claim is measured on every test probability, not on a few films. The 'most balanced' claim compares the gap between the two recalls with every earlier entry's, using their runs loaded above; an entry whose runs are missing leaves the claim *not tested* rather than judged on partial evidence. Against entry 05, the same random-init model without the NORMAL-only augmentation, the cell above counts the seeds on which NORMAL recall is lower, equal or higher here: where it is lower on every seed, the augmentation made this model call more films PNEUMONIA, not fewer. Like CentralFocus in 03 and 06, it is a class-dependent transform that no test film carries.
 #
 # *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
 

@@ -735,3 +735,26 @@ def test_the_lift_table_says_a_cropped_models_lift_is_measured_in_its_crop(monke
     assert "Cropped inputs: 10 (lung_mask crop)" in capsys.readouterr().out
     H.lung_focus_table([whole])
     assert "Cropped inputs" not in capsys.readouterr().out
+
+
+def test_paired_difference_counts_the_seeds_on_each_side(capsys):
+    # 07's prose said "NORMAL recall is lower here on every seed" against entry 05 while one seed was equal: the
+    # direction is now counted by this cell, and the prose reads the count
+    from pneumolib.notebook import helpers as H
+
+    here = [_metrics(0, 0.74), _metrics(1, 0.87), _metrics(2, 0.79)]
+    there = [_metrics(0, 0.89), _metrics(1, 0.87), _metrics(2, 0.95)]
+    H.paired_difference(here, there, "specificity", "NORMAL recall", "entry 05")
+    out = capsys.readouterr().out
+    assert "lower on 2, equal on 1, higher on 0 of 3 seed(s)" in out
+    assert "seed 0: NORMAL recall 0.740 here, 0.890 in entry 05: difference -0.150" in out
+
+
+def test_notebook_prose_cites_only_readme_sections_that_exist_regression():
+    # notebook 10 cited "(README, 'Recommended recipe')", a section the README no longer has
+    readme = (NB_DIR.parent / "README.md").read_text()
+    headings = set(re.findall(r"^#+\s+(.+?)\s*$", readme, flags=re.M))
+    for p in NOTEBOOKS:
+        for c in nbformat.read(p, as_version=4).cells:
+            for section in re.findall(r"README, '([^']+)'", c.source):
+                assert section in headings, f"{p.name} cites README section '{section}', which does not exist"

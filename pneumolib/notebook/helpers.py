@@ -195,6 +195,28 @@ def _area(*by_class: dict) -> str:
     return f"{np.mean(areas):.0%}" if areas else "not recorded"
 
 
+def paired_difference(results, reference: list[dict], key: str = "specificity", label: str = "NORMAL recall",
+                      other: str = "the other entry") -> None:
+    """This entry's test `key` against another entry's, seed by seed (verdicts.paired_by_seed): both values, the
+    difference with its conservative 95% interval, and the count of seeds on each side, so that prose comparing two
+    entries reads a printed count instead of stating a direction."""
+    ms = [getattr(r, "metrics", r) for r in results]
+    pairs = verdicts.paired_by_seed(ms, reference)
+    if not pairs:
+        print(f"{label}: no seed of {other} to pair with (render its notebook first)")
+        return
+    lower = equal = higher = 0
+    for m, b in pairs:
+        a, c = verdicts.metric(m, key), verdicts.metric(b, key)
+        d = a - c
+        lower, equal, higher = lower + (d.value < 0), equal + (d.value == 0), higher + (d.value > 0)
+        ci = f" [{d.lo:+.3f}, {d.hi:+.3f}]" if d.has_interval else ""
+        print(f"seed {(m.get('config') or {}).get('seed')}: {label} {a.value:.3f} here, {c.value:.3f} in {other}: "
+              f"difference {d.value:+.3f}{ci}")
+    print(f"{label} here against {other}: lower on {lower}, equal on {equal}, higher on {higher} of {len(pairs)} "
+          "seed(s) (test split; the interval is the conservative one of the verdict rule)")
+
+
 def lung_focus_table(metrics: list[dict]) -> None:
     """Grad-CAM lung lift (with patient-level 95% intervals) and heart/diaphragm lift per class for each run."""
     def cell(v: dict, key: str) -> str:
