@@ -758,3 +758,12 @@ def test_notebook_prose_cites_only_readme_sections_that_exist_regression():
         for c in nbformat.read(p, as_version=4).cells:
             for section in re.findall(r"README, '([^']+)'", c.source):
                 assert section in headings, f"{p.name} cites README section '{section}', which does not exist"
+
+
+def test_a_headline_row_without_an_interval_says_so():
+    from pneumolib.notebook import helpers as H
+
+    row = {"claim": "most stable", "verdict": "cannot tell at this n", "quantity": "spread", "mean": 0.003,
+           "interval": None, "claimed": "> 0", "n": 3, "note": ""}
+    text = H.headline_markdown("03", [row], 3, "6 epochs")
+    assert "spread: 0.003 [no interval] (holds if > 0)" in text

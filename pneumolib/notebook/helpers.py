@@ -475,7 +475,8 @@ def headline_markdown(entry: str, rows: list[dict[str, Any]], n_seeds: int, budg
              "| the log's claim | verdict | deciding number: mean over seeds [95% interval envelope] |",
              "|---|---|---|"]
     for r in rows:
-        number = (f"{r['quantity']}: {fmt(r['mean'])} {span(r['interval'])} (holds if {r['claimed']})"
+        number = (f"{r['quantity']}: {fmt(r['mean'])} {span(r['interval']) or '[no interval]'} "
+                  f"(holds if {r['claimed']})"
                   if r["n"] else f"not judged: {r['note'] or 'no runs'}")
         lines.append(f"| \"{r['claim']}\" | **{r['verdict']}** | {number} |".replace("\n", " "))
     return "\n".join(lines)

@@ -53,7 +53,8 @@ def show_claims(rows: list[dict[str, Any]], n_seeds: int, budget: str) -> None:
     lines = ["| entry | the log's claim | verdict | deciding number: mean over seeds [95% interval envelope] | "
              "seeds | where |", "|---|---|---|---|---|---|"]
     for r in rows:
-        number = (f"{r['quantity']}: {fmt(r['mean'])} {span(r['interval'])} (holds if {r['claimed']})"
+        number = (f"{r['quantity']}: {fmt(r['mean'])} {span(r['interval']) or '[no interval]'} "
+                  f"(holds if {r['claimed']})"
                   if r["n"] else f"not judged: {r['note'] or 'no runs'}")
         note = f" ({r['note']})" if r["n"] and r["note"] else ""
         lines.append(f"| {r['entry']} | \"{r['claim']}\" | **{r['verdict']}**{note} | {number} | {r['n']} | "
