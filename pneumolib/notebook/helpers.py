@@ -132,7 +132,7 @@ def colour_census(data) -> None:
     files = [s.path for samples in data.splits.values() for s in samples]
     rows = census(files)
     _display(pd.DataFrame(rows).set_index(["format", "mode"]).astype(object).where(
-        lambda t: t.notna(), "- (one channel)"))
+        lambda t: t.notna(), "- (not an RGB mode)"))
     colour = sum(r["files"] for r in rows if r["channels differ"] is not None)
     differ = sum(r["channels differ"] or 0 for r in rows)
     if not colour:
