@@ -767,3 +767,16 @@ def test_a_headline_row_without_an_interval_says_so():
            "interval": None, "claimed": "> 0", "n": 3, "note": ""}
     text = H.headline_markdown("03", [row], 3, "6 epochs")
     assert "spread: 0.003 [no interval] (holds if > 0)" in text
+
+
+def test_the_summary_says_when_a_paired_difference_reads_a_collapsed_seed():
+    from pneumolib.notebook import summary
+
+    trained = [_run_calling(s, 0.72, ((80, 20), (10, 290))) for s in range(3)]
+    collapsed = [_run_calling(0, 0.99, ((2, 98), (0, 300))), *trained[1:]]
+    for m in trained + collapsed:
+        m["test"].update(accuracy=0.9, ci95={"specificity": [0.5, 0.9], "accuracy": [0.85, 0.95]})
+    t = summary.better_or_worse({"01": trained, "02": collapsed})
+    assert t.loc["02", "note"] == "collapsed seed(s) of this entry: 0"
+    t = summary.better_or_worse({"01": collapsed, "02": trained})
+    assert t.loc["02", "note"] == "collapsed seed(s) of the baseline: 0"

@@ -123,9 +123,15 @@ def better_or_worse(runs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
             row[f"{label}: better or worse?"] = word + (f" ({why})" if why else "")
         budgets = {V.budget(m) for m in runs.get(c.entry, [])}
         differs = bool(budgets) and budgets != {V.budget(m) for m in base}
-        row["note"] = ("trained at another budget than the baseline's (not a like-for-like pair)" if differs else
-                       "against the log's baseline trained at the recipe's budget (notebook 10's anchor pair)"
-                       if matched else "")
+        notes = ["trained at another budget than the baseline's (not a like-for-like pair)" if differs else
+                 "against the log's baseline trained at the recipe's budget (notebook 10's anchor pair)"
+                 if matched else ""]
+        # a collapsed seed on either side is a finding the difference carries: said, never silent
+        for who, ms in (("this entry", runs.get(c.entry, [])), ("the baseline", base)):
+            fallen = [str((m.get("config") or {}).get("seed")) for m in ms if V.collapsed(m)]
+            if fallen:
+                notes.append(f"collapsed seed(s) of {who}: {', '.join(fallen)}")
+        row["note"] = "; ".join(n for n in notes if n)
         rows.append(row)
     return pd.DataFrame(rows).set_index("entry")
 
