@@ -341,3 +341,11 @@ def test_the_two_claims_that_had_no_row_are_judged():
     assert row["verdict"] == V.HOLDS  # +0.05 NORMAL recall: FocalLoss did not fix it
     row = V.judge(focal, [run(s, 0.80) for s in range(3)], {"08": [run(s, 0.30) for s in range(3)]})
     assert row["verdict"] == V.FAILS
+
+
+def test_seeds_disagree_accounts_for_every_seed():
+    # 00_summary read "1 seed(s) hold, 1 do not" for three seeds: the third, whose interval straddled, went unsaid
+    verdict, why = V.decide([V.Estimate(0.2, 0.1, 0.3), V.Estimate(-0.2, -0.3, -0.1), V.Estimate(0.0, -0.1, 0.1)],
+                            ">", 0.0)
+    assert verdict == SEEDS_DISAGREE and why == "1 seed(s) hold, 1 do not, 1 straddles 0"
+

@@ -292,7 +292,9 @@ def decide(estimates: list[Estimate], direction: str, threshold: float, min_seed
         if all(v == each[0] for v in each) and each[0] != CANNOT_TELL:
             return each[0], ""
         if HOLDS in each and FAILS in each:
-            return SEEDS_DISAGREE, f"{each.count(HOLDS)} seed(s) hold, {each.count(FAILS)} do not"
+            open_ = each.count(CANNOT_TELL)  # every seed is accounted for: the rest straddle the threshold
+            return SEEDS_DISAGREE, (f"{each.count(HOLDS)} seed(s) hold, {each.count(FAILS)} do not"
+                                    + (f", {open_} straddle{'s' if open_ == 1 else ''} {threshold:g}" if open_ else ""))
         return TOO_FEW_FILMS, (f"{each.count(CANNOT_TELL)} of {len(each)} seeds' 95% intervals straddle "
                                f"{threshold:g}")
     vals = [e.value for e in estimates]
