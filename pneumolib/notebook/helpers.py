@@ -664,17 +664,23 @@ def cohort_recipes() -> list[dict]:
     return json.loads(path.read_text())["recipes"] if path.is_file() else []
 
 
-def cohort_record() -> pd.DataFrame:
-    """The external cohort's recorded measurements (docs/external_cohort, a copy of the record kept by whoever holds
-    the cohort): not reproducible from this repository; shown, never tuned on."""
+def cohort_measurements() -> list[dict] | None:
+    """docs/external_cohort/measurements.json's measurements; None in an installed package without the docs/."""
     import json
     from pathlib import Path
     path = Path(__file__).resolve().parents[2] / "docs" / "external_cohort" / "measurements.json"
-    if not path.is_file():  # an installed package without the repository's docs/
+    return json.loads(path.read_text())["measurements"] if path.is_file() else None
+
+
+def cohort_record() -> pd.DataFrame:
+    """The external cohort's recorded measurements (docs/external_cohort, a copy of the record kept by whoever holds
+    the cohort): not reproducible from this repository; shown, never tuned on."""
+    measurements = cohort_measurements()
+    if measurements is None:  # an installed package without the repository's docs/
         print("the external cohort's record is in the repository's docs/external_cohort/ (not installed)")
         return pd.DataFrame()
     rows = []
-    for m in json.loads(path.read_text())["measurements"]:
+    for m in measurements:
         c = m["cohort"]
         rows.append({"date": m.get("date", ""), "commit": m["commit"], "recipe": m["experiment"],
                      "budget": m.get("profile", ""), "seed": m["seed"],

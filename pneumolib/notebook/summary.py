@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..core.config import LOG_ENTRIES, REGISTRY
 from ..studies import verdicts as V
-from .helpers import cohort_record, cohort_recipes, fmt, span
+from .helpers import cohort_measurements, cohort_record, cohort_recipes, fmt, span
 from .series import Series, load_matched_baseline, load_runs
 
 def notebook_file(entry: str) -> str:
@@ -238,13 +238,9 @@ def what_instead_answer(rows: list[dict[str, Any]], goal: float = 0.90) -> str:
     """The answer to 'what to do instead?', computed from the cohort record (docs/external_cohort) and from the
     claims table's verdict on the recipe's cohort claim: the best recorded cohort NORMAL recall against the project's
     goal, and whether the recipe this series trains has been measured there."""
-    import json
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "docs" / "external_cohort" / "measurements.json"
-    if not path.is_file():
+    ms = cohort_measurements()
+    if ms is None:
         return "Not answered here: the cohort record is in the repository's docs/external_cohort/ (not installed)."
-    ms = json.loads(path.read_text())["measurements"]
     best = max(ms, key=lambda m: m["cohort"]["specificity"])
     reached = [m for m in ms if m["cohort"]["specificity"] >= goal]
     cohort_row = next((r for r in rows if r["entry"] == REGISTRY["recommended"].entry and "cohort" in r["claim"]),
