@@ -60,6 +60,12 @@ summary.show_claims(rows, len(S.seeds), summary.budget_text(runs))
 summary.everything_pneumonia(runs)
 
 # %% [markdown]
+# The same per seed: each seed's share called PNEUMONIA with its interval, collapsed seeds as red crosses, the true share as the dashed line.
+
+# %%
+summary.plot_everything_pneumonia(runs);
+
+# %% [markdown]
 # The answer, computed from the same runs:
 
 # %%

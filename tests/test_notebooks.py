@@ -663,6 +663,23 @@ def test_the_summary_answers_why_everything_was_called_pneumonia_from_the_runs()
     assert summary.why_everything_pneumonia({}).startswith("Not answered")
 
 
+def test_the_summary_figure_marks_collapsed_seeds_and_the_true_share():
+    from pneumolib.notebook import summary
+
+    trained = [_run_calling(s, 0.72, ((80, 20), (10, 290))) for s in range(3)]
+    runs = {"01": trained, "02": [_run_calling(0, 0.99, ((2, 98), (0, 300))), *trained[1:]]}
+    fig = summary.plot_everything_pneumonia(runs)
+    ax = fig.axes[0]
+    crosses = [ln for ln in ax.lines if ln.get_marker() == "x"]
+    dots = [ln for ln in ax.lines if ln.get_marker() == "o"]
+    assert len(crosses) == 1 and len(dots) == 5  # entry 02's seed 0 collapsed; the other five seeds trained
+    assert abs(crosses[0].get_ydata()[0] - 398 / 400) < 1e-9
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["01", "02"]  # entries without runs are left out
+    true_line = [ln for ln in ax.lines if ln.get_linestyle() == "--"]
+    assert len(true_line) == 1 and abs(true_line[0].get_ydata()[0] - 300 / 400) < 1e-9
+    assert summary.plot_everything_pneumonia({}) is None
+
+
 def test_the_summary_reads_better_and_worse_from_its_table():
     import pandas as pd
     from pneumolib.notebook import summary

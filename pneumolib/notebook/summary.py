@@ -101,6 +101,48 @@ def everything_pneumonia(runs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("entry")
 
 
+def plot_everything_pneumonia(runs: dict[str, list[dict[str, Any]]]):
+    """The table of `everything_pneumonia` as a figure: per entry, every seed's share of test films called PNEUMONIA
+    with its Wilson interval, a collapsed seed drawn as a red cross, and the test split's true share as a line, so a
+    seed that calls (nearly) everything PNEUMONIA stands out from one that calls about the true share. Entries
+    without runs are left out (the table says why).
+
+    Args:
+        runs: metrics per entry, as `all_runs` returns them.
+
+    Returns:
+        The matplotlib figure, or None when no entry has a run with a test confusion matrix.
+    """
+    import matplotlib.pyplot as plt
+
+    shown = [(c, [m for m in runs.get(c.entry, []) if "confusion_matrix" in (m.get("test") or {})])
+             for c in (*LOG_ENTRIES, REGISTRY["recommended"])]
+    shown = [(c, ms) for c, ms in shown if ms]
+    if not shown:
+        return None
+    fig, ax = plt.subplots(figsize=(9, 3.4))
+    labelled: set[str] = set()
+    for i, (c, ms) in enumerate(shown):
+        for j, m in enumerate(ms):
+            e = V.predicted_pneumonia(m)
+            bad = V.collapsed(m)
+            label = "collapsed seed" if bad else "seed (95% Wilson interval)"
+            ax.errorbar(i + (j - (len(ms) - 1) / 2) * 0.18, e.value,
+                        yerr=[[max(0.0, e.value - e.lo)], [max(0.0, e.hi - e.value)]],
+                        fmt="x" if bad else "o", color="tab:red" if bad else "tab:blue", ms=6, capsize=2,
+                        label=None if label in labelled else label)
+            labelled.add(label)
+    cm = shown[0][1][0]["test"]["confusion_matrix"]
+    ax.axhline(sum(cm[1]) / sum(map(sum, cm)), color="grey", ls="--", lw=1, label="truly PNEUMONIA (test split)")
+    ax.set_xticks(range(len(shown)), [c.entry for c, _ in shown])
+    ax.set_xlabel("entry")
+    ax.set_ylabel("test films called PNEUMONIA")
+    ax.set_ylim(0, 1.02)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def better_or_worse(runs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
     """'Which entries made it worse or better?': each entry's NORMAL recall and accuracy minus the baseline's, paired
     by seed, decided by the verdict rule (every seed's interval above 0: better; below: worse)."""
