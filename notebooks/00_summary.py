@@ -60,7 +60,7 @@ summary.show_claims(rows, len(S.seeds), summary.budget_text(runs))
 summary.everything_pneumonia(runs)
 
 # %% [markdown]
-# The same per seed: each seed's share called PNEUMONIA with its interval, collapsed seeds as red crosses, the true share as the dashed line.
+# The same per seed: each seed's share called PNEUMONIA with its interval; a red cross marks a seed of the table's 'collapsed seeds' column; the dashed line is the true share.
 
 # %%
 summary.plot_everything_pneumonia(runs);
