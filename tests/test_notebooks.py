@@ -402,6 +402,22 @@ def test_the_budget_applies_to_every_seed_alike(capsys, quiet_log):
     assert s.budget == {}
 
 
+def test_the_final_model_says_when_a_render_budget_replaces_the_recipe_own(capsys, quiet_log):
+    from pneumolib.core.config import get_config
+    from pneumolib.notebook import series
+
+    cfg = get_config("recommended")
+    own = series.final_budget(series.start(None, "cpu", "cpu", "0"), cfg)
+    out = capsys.readouterr().out
+    assert own["epochs"] == 20 and own["max_train_images"] is None
+    assert "the recipe's own 'cpu' budget: 20 epochs of every training image" in out and "not trained" not in out
+    cut = series.final_budget(series.start(None, "cpu", "cpu", "0", "epochs=4,max_train_images=1500"), cfg)
+    out = capsys.readouterr().out
+    assert cut["epochs"] == 4 and cut["max_train_images"] == 1500
+    assert "this render's one budget, 4 epochs of 1500 training images" in out
+    assert "own 'cpu' budget (20 epochs of every training image per epoch at 128 px) is not trained" in out
+
+
 def test_two_series_keep_their_own_settings_no_module_state(quiet_log):
     from pneumolib.notebook import series
 

@@ -7,7 +7,8 @@
 #   seeds     $PNEUMOLIB_SEEDS, comma-separated (default: 0,1,2 on real data, 0 on the fixture)
 #   budget    $PNEUMOLIB_BUDGET: one smaller training budget for every seed, e.g. 'epochs=3,max_train_images=1000'
 #             (default: none, the profile's); each notebook says so. Seeds at different budgets are never pooled.
-#   nb 10     $PNEUMOLIB_HOLDOUTS (default folders; folders,early_ids adds the early-ID holdout), $PNEUMOLIB_MATCHED (1: train the matched baseline)
+#   nb 10     $PNEUMOLIB_HOLDOUTS (default folders; folders,early_ids adds the early-ID holdout), $PNEUMOLIB_MATCHED (1: train the matched baseline),
+#             $PNEUMOLIB_SKIP_STEPS (side branches the ablation leaves out, e.g. abl_per_image; default none)
 #   runs      $PNEUMOLIB_RUNS (default: runs/ at the repository root); finished runs are reused
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -27,7 +28,8 @@ all_start=$(date +%s)
 for nb in "${nbs[@]}"; do
   start=$(date +%s)
   extra=()
-  case "$nb" in 10_*) extra=(-p HOLDOUTS "${PNEUMOLIB_HOLDOUTS:-folders}" -p MATCHED "${PNEUMOLIB_MATCHED:-1}") ;; esac
+  case "$nb" in 10_*) extra=(-p HOLDOUTS "${PNEUMOLIB_HOLDOUTS:-folders}" -p MATCHED "${PNEUMOLIB_MATCHED:-1}"
+                     -p SKIP_STEPS "${PNEUMOLIB_SKIP_STEPS:-}") ;; esac
   "$PY" -m papermill "$nb" "$nb" -p DATA_DIR "$data" -p PROFILE "$profile" -p SEEDS "$seeds" -p RUNS "$runs" \
       -p DEVICE "${PNEUMOLIB_DEVICE:-auto}" -p BUDGET "${PNEUMOLIB_BUDGET:-}" "${extra[@]}" --log-level WARNING
   "$PY" "$root/tools/finish_render.py" "$nb"

@@ -28,7 +28,7 @@ def main() -> int:
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--budget", default="")
     p.add_argument("--device", default="auto")
-    a = p.parse_args()
+    a = p.parse_intermixed_args()  # entries may come before or after the options
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     s = series.start(a.data_dir, a.profile, a.device, a.seeds, a.budget, a.runs)
     for entry in a.entries:

@@ -284,8 +284,10 @@ def holdout_list(holdouts: str | Iterable[str]) -> tuple[str, ...]:
     skips the ablation); says what this render leaves out."""
     items = [h for h in (holdouts.replace(" ", "").split(",") if isinstance(holdouts, str) else holdouts) if h]
     if items in ([], ["none"]):
-        print("the ablation was not trained in this render (HOLDOUTS=none): seven more runs than this machine's time "
-              "allowed; its table, the protocol ranking and their figure are empty here")
+        from ..studies.protocol import ablation_configs
+        print(f"the ablation was not trained in this render (HOLDOUTS=none): its {len(ablation_configs()) - 1} steps "
+              "after the baseline, each trained once per seed, did not fit the time this render had; its table, the "
+              "protocol ranking and their figure are left out here ('python -m pneumolib ablate' trains them)")
         return ()
     bad = [h for h in items if h not in ("folders", "early_ids")]
     if bad or "folders" not in items:
@@ -318,6 +320,32 @@ def ablation(series: Series, holdouts: str | Iterable[str] = ("folders", "early_
     return score_steps(series.data, series.runs, profile=series.profile, device=series.device,
                        configs=[c for c in ablation_configs() if c.name not in skip],
                        holdouts=chosen, overrides=series.budget or None, seeds=tuple(series.seeds))
+
+
+def _words(b: dict[str, Any]) -> str:
+    films = f"{b['max_train_images']} training images" if b["max_train_images"] else "every training image"
+    return f"{b['epochs']} epochs of {films} per epoch at {b['image_size']} px"
+
+
+def final_budget(series: Series, config: ExperimentConfig) -> dict[str, Any]:
+    """Says, before the final model trains, which budget it gets: the recipe's own budget under the series' profile,
+    or the render's one budget (series.budget, the same for every run of the series), in which case the recipe's own
+    budget is not trained in this render and the final model is the same training as the ablation's last step.
+
+    Returns:
+        the budget the final model trains at (image_size, epochs, max_train_images, batch_size).
+    """
+    from ..studies.protocol import budget_of
+
+    own = budget_of(config, series.profile)
+    used = {**own, **series.budget}
+    if used == own:
+        print(f"the final model trains at the recipe's own '{series.profile}' budget: {_words(own)}")
+    else:
+        print(f"the final model trains at this render's one budget, {_words(used)}, like every other run of the "
+              f"series: the same training as the ablation's last step. The recipe's own '{series.profile}' budget "
+              f"({_words(own)}) is not trained in this render; its figures here are about the shorter budget")
+    return used
 
 
 def matched_baseline(series: Series, train: bool = True) -> dict[str, Any] | None:

@@ -73,6 +73,13 @@ def _paired(this: list[dict], base: list[dict], key: str) -> list[V.Estimate]:
             if key in (m.get("test") or {}) and key in (b.get("test") or {})]
 
 
+def _true_pneumonia_share(metrics: list[dict[str, Any]]) -> float:
+    """The share of test films that truly are PNEUMONIA, from the first run with a test confusion matrix (every run
+    of a series has the same test split); NaN without one."""
+    cm = next((m["test"]["confusion_matrix"] for m in metrics if "confusion_matrix" in (m.get("test") or {})), None)
+    return sum(cm[1]) / sum(map(sum, cm)) if cm else float("nan")
+
+
 def everything_pneumonia(runs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
     """'Why did the model call everything PNEUMONIA?': per entry, the share of test films it called PNEUMONIA
     (mean over seeds, with the envelope of the seeds' Wilson intervals), its NORMAL recall, and its collapsed seeds;
@@ -87,8 +94,7 @@ def everything_pneumonia(runs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
             continue
         shares = [V.predicted_pneumonia(m) for m in ms if "confusion_matrix" in (m.get("test") or {})]
         spec = [V.metric(m, "specificity") for m in ms]
-        truth = [m["test"]["confusion_matrix"] for m in ms if "confusion_matrix" in m["test"]]
-        true_share = (sum(cm[1]) / sum(map(sum, cm))) if (cm := (truth[0] if truth else None)) else float("nan")
+        true_share = _true_pneumonia_share(ms)
         fallen = [f"seed {(m.get('config') or {}).get('seed')}" for m in ms if V.collapsed(m)]
         rows.append({"entry": c.entry, "experiment": c.name, "seeds": len(ms),
                      "called PNEUMONIA": f"{fmt(np.mean([s.value for s in shares]))} "
@@ -132,8 +138,7 @@ def plot_everything_pneumonia(runs: dict[str, list[dict[str, Any]]]):
                         fmt="x" if bad else "o", color="tab:red" if bad else "tab:blue", ms=6, capsize=2,
                         label=None if label in labelled else label)
             labelled.add(label)
-    cm = shown[0][1][0]["test"]["confusion_matrix"]
-    ax.axhline(sum(cm[1]) / sum(map(sum, cm)), color="grey", ls="--", lw=1, label="truly PNEUMONIA (test split)")
+    ax.axhline(_true_pneumonia_share(shown[0][1]), color="grey", ls="--", lw=1, label="truly PNEUMONIA (test split)")
     ax.set_xticks(range(len(shown)), [c.entry for c, _ in shown])
     ax.set_xlabel("entry")
     ax.set_ylabel("test films called PNEUMONIA")
@@ -226,8 +231,7 @@ def why_everything_pneumonia(runs: dict[str, list[dict[str, Any]]]) -> str:
     base = runs.get("01") or []
     if not base:
         return "Not answered: entry 01 has no finished run in RUNS (render notebook 01 first)."
-    truth = next((sum(m["test"]["confusion_matrix"][1]) / sum(map(sum, m["test"]["confusion_matrix"]))
-                  for m in base if "confusion_matrix" in (m.get("test") or {})), float("nan"))
+    truth = _true_pneumonia_share(base)
 
     def to_pneumonia(ms):
         return [str((m.get("config") or {}).get("seed")) for m in ms if "films PNEUMONIA" in V.collapsed(m)]
