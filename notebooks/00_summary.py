@@ -74,7 +74,7 @@ print(summary.why_everything_pneumonia(runs))
 # %% [markdown]
 # ## Which entries made it worse or better?
 #
-# Each entry against the log's baseline (entry 01; the recipe, which trains longer, against the log's baseline trained at the recipe's budget when notebook 10 rendered it, as its note says), paired by seed: NORMAL recall and accuracy minus the baseline's on the same seed, with the envelope of the paired 95% intervals; "better" when every seed's interval lies above 0, "worse" when every one lies below, otherwise the reason the evidence cannot decide. These are internal, patient-grouped test splits: they compare entries, and say nothing about a new cohort.
+# Each entry against the log's baseline (entry 01; the recipe against the log's baseline trained at the recipe's budget, which is notebook 01's when one budget serves every run, as its note says), paired by seed: NORMAL recall and accuracy minus the baseline's on the same seed, with the envelope of the paired 95% intervals; "better" when every seed's interval lies above 0, "worse" when every one lies below, otherwise the reason the evidence cannot decide. These are internal, patient-grouped test splits: they compare entries, and say nothing about a new cohort.
 
 # %%
 changes = summary.better_or_worse(runs)

@@ -487,7 +487,7 @@ def judge_entry(entry: str, metrics_by_seed: list[dict[str, Any]],
     return [judge(c, metrics_by_seed, reference) for c in CLAIMS.get(entry, ())]
 
 
-# --- the log, entry by entry (quotes: ../shared/seed/README.md, the English rendering of the log) -----------
+# --- the log, entry by entry (quotes: the seed folder's README.md, the English rendering of the log) -----------
 def _c(entry, quote, quantity, direction, threshold, measure, **kw) -> Claim:
     return Claim(entry, quote, quantity, direction, threshold, measure, **kw)
 
