@@ -286,7 +286,7 @@ def holdout_list(holdouts: str | Iterable[str]) -> tuple[str, ...]:
     if items in ([], ["none"]):
         from ..studies.protocol import ablation_configs
         print(f"the ablation was not trained in this render (HOLDOUTS=none): its {len(ablation_configs()) - 1} steps "
-              "after the baseline, each trained once per seed, did not fit the time this render had; its table, the "
+              "after the baseline (each trained, or re-evaluated, once per seed) did not fit the time this render had; its table, the "
               "protocol ranking and their figure are left out here ('python -m pneumolib ablate' trains them)")
         return ()
     bad = [h for h in items if h not in ("folders", "early_ids")]
@@ -324,7 +324,7 @@ def ablation(series: Series, holdouts: str | Iterable[str] = ("folders", "early_
 
 def _words(b: dict[str, Any]) -> str:
     films = f"{b['max_train_images']} training images" if b["max_train_images"] else "every training image"
-    return f"{b['epochs']} epochs of {films} per epoch at {b['image_size']} px"
+    return f"{b['epochs']} epoch{'s' if b['epochs'] != 1 else ''} of {films} per epoch at {b['image_size']} px"
 
 
 def final_budget(series: Series, config: ExperimentConfig) -> dict[str, Any]:
@@ -344,7 +344,7 @@ def final_budget(series: Series, config: ExperimentConfig) -> dict[str, Any]:
     else:
         print(f"the final model trains at this render's one budget, {_words(used)}, like every other run of the "
               f"series: the same training as the ablation's last step. The recipe's own '{series.profile}' budget "
-              f"({_words(own)}) is not trained in this render; its figures here are about the shorter budget")
+              f"({_words(own)}) is not trained in this render; its figures here are about this render's budget")
     return used
 
 
