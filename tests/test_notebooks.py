@@ -415,7 +415,7 @@ def test_the_final_model_says_when_a_render_budget_replaces_the_recipe_own(capsy
     out = capsys.readouterr().out
     assert cut["epochs"] == 4 and cut["max_train_images"] == 1500
     assert "this render's one budget, 4 epochs of 1500 training images" in out
-    assert "own 'cpu' budget (20 epochs of every training image per epoch at 128 px) is not trained" in out
+    assert "own 'cpu' budget (20 epochs of every training image per epoch at 128 px, batch 32) is not trained" in out
 
 
 def test_two_series_keep_their_own_settings_no_module_state(quiet_log):
@@ -815,3 +815,19 @@ def test_the_summary_says_when_a_paired_difference_reads_a_collapsed_seed():
     assert t.loc["02", "note"] == "collapsed seed(s) of this entry: 0"
     t = summary.better_or_worse({"01": collapsed, "02": trained})
     assert t.loc["02", "note"] == "collapsed seed(s) of the baseline: 0"
+
+
+def test_a_collapsed_models_precision_says_undefined_not_nan_regression():
+    # 03 and 06 printed 'NORMAL precision NaN | nan-nan' for a seed that called no film NORMAL
+    from pneumolib.notebook import helpers as nb
+
+    m = {"n": 624, "accuracy": 0.625, "sensitivity": 1.0, "specificity": 0.0, "precision": 0.625,
+         "npv": float("nan"), "auc": 0.71, "ci95_unit": "patient",
+         "ci95": {"accuracy": [0.59, 0.66], "precision": [0.59, 0.66], "npv": [float("nan"), float("nan")],
+                  "auc": [0.66, 0.75]}}
+    df = nb.metrics_frame(m)
+    col = "95% CI (bootstrap over patients)"
+    assert df.loc["NORMAL precision", "value"] == "undefined: no film called NORMAL"
+    assert df.loc["NORMAL precision", col] == ""
+    assert df.loc["PNEUMONIA precision", "value"] == 0.625 and df.loc["PNEUMONIA precision", col] == "0.590-0.660"
+    assert "nan" not in df.to_string().lower()

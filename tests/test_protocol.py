@@ -179,3 +179,16 @@ def test_a_step_that_only_changes_the_decision_rule_reuses_the_earlier_steps_wei
     assert cb["config"]["name"] == "abl_youden_shifted" and cb["config"]["threshold"] == "youden_shifted"
     assert cb["threshold"] == rows[1]["folders"]["threshold"] == json.loads((b / "stress.json").read_text())["threshold"]
     assert "history" in cb["extra"]  # the training record came along
+
+
+def test_budget_words_is_the_one_phrasing_of_a_budget(capsys):
+    from pneumolib.notebook import helpers as nb
+    from pneumolib.studies.protocol import budget_of, budget_words
+
+    assert budget_words({"image_size": 64, "epochs": 1, "max_train_images": None}) == \
+        "1 epoch of every training image per epoch at 64 px"
+    b = budget_of(get_config("baseline"), "cpu")
+    words = budget_words(b)
+    assert words.startswith(f"{b['epochs']} epochs of ") and words.endswith(f" px, batch {b['batch_size']}")
+    nb.budget(get_config("baseline"), "cpu")
+    assert capsys.readouterr().out.strip() == f"baseline under profile cpu: {words}"

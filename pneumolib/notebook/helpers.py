@@ -322,19 +322,29 @@ def metrics_frame(m: dict[str, Any]) -> pd.DataFrame:
 
     names = {"accuracy": "accuracy", "sensitivity": "PNEUMONIA recall", "specificity": "NORMAL recall",
              "precision": "PNEUMONIA precision", "npv": "NORMAL precision", "auc": "AUC"}
+    # a precision is undefined when no film is called that class (a collapsed model): say so, not NaN
+    undefined = {"precision": "undefined: no film called PNEUMONIA", "npv": "undefined: no film called NORMAL",
+                 "sensitivity": "undefined: no PNEUMONIA film", "specificity": "undefined: no NORMAL film",
+                 "auc": "undefined: films of one class only"}
     unit = "patients" if m.get("ci95_unit") == "patient" else "images"
     rows = []
     for k, label in names.items():
         if k not in m:
             continue
-        row = {"metric": label, "value": round(float(m[k]), 3)}
-        ci = m.get("ci95", {}).get(k)
-        row[f"95% CI (bootstrap over {unit})"] = f"{fmt(ci[0])}-{fmt(ci[1])}" if ci else ""
-        wil = m.get("ci95_wilson", {}).get(k)
+        v = m[k]
+        known = v is not None and not np.isnan(float(v))
+        row = {"metric": label, "value": round(float(v), 3) if known else undefined.get(k, "undefined")}
+        ci = m.get("ci95", {}).get(k) if known else None
+        row[f"95% CI (bootstrap over {unit})"] = f"{fmt(ci[0])}-{fmt(ci[1])}" if _finite(ci) else ""
+        wil = m.get("ci95_wilson", {}).get(k) if known else None
         if m.get("n", SMALL_N) < SMALL_N:
-            row["95% CI (Wilson)"] = f"{fmt(wil[0])}-{fmt(wil[1])}" if wil else ""
+            row["95% CI (Wilson)"] = f"{fmt(wil[0])}-{fmt(wil[1])}" if _finite(wil) else ""
         rows.append(row)
     return pd.DataFrame(rows).set_index("metric")
+
+
+def _finite(pair) -> bool:
+    return bool(pair) and all(x is not None and np.isfinite(float(x)) for x in pair)
 
 
 def one_class_epochs(history: list[dict[str, float]], val_samples) -> list[str]:
@@ -612,11 +622,9 @@ def ablation_table(rows: list[dict[str, Any]]) -> None:
 
 def budget(config: ExperimentConfig, profile: str) -> None:
     """The training budget of a config under a profile, in words."""
-    from ..core.config import apply_profile
+    from ..studies.protocol import budget_of, budget_words
 
-    c = apply_profile(config, profile)
-    print(f"{c.name} under profile {profile}: {c.image_size} px, {c.epochs} epochs, batch {c.batch_size}, "
-          f"{c.max_train_images or 'all'} training images per epoch")
+    print(f"{config.name} under profile {profile}: {budget_words(budget_of(config, profile))}")
 
 
 def shortcut_audit(reports: dict[str, dict]) -> None:

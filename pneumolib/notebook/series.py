@@ -286,8 +286,9 @@ def holdout_list(holdouts: str | Iterable[str]) -> tuple[str, ...]:
     if items in ([], ["none"]):
         from ..studies.protocol import ablation_configs
         print(f"the ablation was not trained in this render (HOLDOUTS=none): its {len(ablation_configs()) - 1} steps "
-              "after the baseline (each trained, or re-evaluated, once per seed) did not fit the time this render had; its table, the "
-              "protocol ranking and their figure are left out here ('python -m pneumolib ablate' trains them)")
+              "after the baseline (each trained, or re-evaluated, once per seed) did not fit the time this render "
+              "had; its table, the protocol ranking and their figure are left out here ('python -m pneumolib "
+              "ablate' trains them)")
         return ()
     bad = [h for h in items if h not in ("folders", "early_ids")]
     if bad or "folders" not in items:
@@ -295,7 +296,8 @@ def holdout_list(holdouts: str | Iterable[str]) -> tuple[str, ...]:
                          f"(got {', '.join(bad) or 'no folders'})")
     if "early_ids" not in items:
         print("this render scores the steps on the random split and the stress test only: the early-ID holdout was "
-              "not trained (HOLDOUTS), so its columns are empty and no protocol is ranked against it")
+              "not trained (HOLDOUTS), so its columns are left out of the ablation table and no protocol is ranked "
+              "against it")
     return tuple(items)
 
 
@@ -322,11 +324,6 @@ def ablation(series: Series, holdouts: str | Iterable[str] = ("folders", "early_
                        holdouts=chosen, overrides=series.budget or None, seeds=tuple(series.seeds))
 
 
-def _words(b: dict[str, Any]) -> str:
-    films = f"{b['max_train_images']} training images" if b["max_train_images"] else "every training image"
-    return f"{b['epochs']} epoch{'s' if b['epochs'] != 1 else ''} of {films} per epoch at {b['image_size']} px"
-
-
 def final_budget(series: Series, config: ExperimentConfig) -> dict[str, Any]:
     """Says, before the final model trains, which budget it gets: the recipe's own budget under the series' profile,
     or the render's one budget (series.budget, the same for every run of the series), in which case the recipe's own
@@ -335,16 +332,16 @@ def final_budget(series: Series, config: ExperimentConfig) -> dict[str, Any]:
     Returns:
         the budget the final model trains at (image_size, epochs, max_train_images, batch_size).
     """
-    from ..studies.protocol import budget_of
+    from ..studies.protocol import budget_of, budget_words
 
     own = budget_of(config, series.profile)
     used = {**own, **series.budget}
     if used == own:
-        print(f"the final model trains at the recipe's own '{series.profile}' budget: {_words(own)}")
+        print(f"the final model trains at the recipe's own '{series.profile}' budget: {budget_words(own)}")
     else:
-        print(f"the final model trains at this render's one budget, {_words(used)}, like every other run of the "
+        print(f"the final model trains at this render's one budget, {budget_words(used)}, like every other run of the "
               f"series: the same training as the ablation's last step. The recipe's own '{series.profile}' budget "
-              f"({_words(own)}) is not trained in this render; its figures here are about this render's budget")
+              f"({budget_words(own)}) is not trained in this render; its figures here are about this render's budget")
     return used
 
 
@@ -354,17 +351,15 @@ def matched_baseline(series: Series, train: bool = True) -> dict[str, Any] | Non
     re-evaluated, not retrained), pooled into one ablation row whose 'metrics_by_seed' the verdicts read; None,
     said in one line, when this render does not train it."""
     from ..core.config import BASELINE, RECOMMENDED
-    from ..studies.protocol import budget_of, matched_baseline as train_matched, pool_seeds
+    from ..studies.protocol import budget_of, budget_words, matched_baseline as train_matched, pool_seeds
     from ..core.runs import matched_baseline_dir
 
     b = {**budget_of(RECOMMENDED, series.profile), **series.budget}
     if not train:
         print(f"not trained in this render (MATCHED=False): the log's baseline at the recipe's budget "
-              f"({b['epochs']} epochs of {b['max_train_images'] or 'all'} images at {b['image_size']} px) is one more "
-              "full-length run; the claims that compare with it are marked not tested")
+              f"({budget_words(b)}) is one more full-length run; the claims that compare with it are marked not tested")
         return None
-    print(f"the log's baseline at the recipe's budget: {b['image_size']} px, {b['epochs']} epochs, batch "
-          f"{b['batch_size']}, {b['max_train_images'] or 'all'} training images per epoch")
+    print(f"the log's baseline at the recipe's budget: {budget_words(b)}")
     by_seed = {}
     for seed in series.seeds:
         adopt_twin(series, replace(BASELINE, seed=seed), seed, matched_baseline_dir(series.runs, seed), b)

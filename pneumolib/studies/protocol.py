@@ -100,6 +100,20 @@ def budget_of(config: ExperimentConfig, profile: str) -> dict[str, Any]:
             "batch_size": c.batch_size}
 
 
+def budget_words(b: dict[str, Any]) -> str:
+    """A training budget (budget_of's fields) in words, the one phrasing every notebook and CLI line uses.
+
+    Args:
+        b: image_size, epochs and max_train_images (None: every training image); batch_size when known.
+
+    Returns:
+        e.g. '4 epochs of 1500 training images per epoch at 128 px, batch 32'.
+    """
+    films = f"{b['max_train_images']} training images" if b.get("max_train_images") else "every training image"
+    batch = f", batch {b['batch_size']}" if b.get("batch_size") else ""
+    return f"{b['epochs']} epoch{'s' if b['epochs'] != 1 else ''} of {films} per epoch at {b['image_size']} px{batch}"
+
+
 def matched_baseline(data_dir, runs: str | Path, *, profile: str, device: str = "auto",
                      overrides: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
     """The log's baseline trained with the recommended recipe's budget under `profile` (the ablation steps all
