@@ -301,8 +301,8 @@ def decide(estimates: list[Estimate], direction: str, threshold: float, min_seed
     if len(vals) < min_seeds:
         return CANNOT_TELL, f"no sampling interval: needs {min_seeds} or more seeds"
     v = verdict((min(vals), max(vals)), direction, threshold)
-    return (SEEDS_DISAGREE, f"the seeds' values {min(vals):.3g}-{max(vals):.3g} lie on both sides of {threshold:g}") \
-        if v == CANNOT_TELL else (v, "")
+    return (SEEDS_DISAGREE, f"the seeds' values, from {min(vals):.3f} to {max(vals):.3f}, lie on both sides of "
+                            f"{threshold:g}") if v == CANNOT_TELL else (v, "")
 
 
 def budget(m: dict[str, Any]) -> tuple:
