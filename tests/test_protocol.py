@@ -192,3 +192,26 @@ def test_budget_words_is_the_one_phrasing_of_a_budget(capsys):
     assert words.startswith(f"{b['epochs']} epochs of ") and words.endswith(f" px, batch {b['batch_size']}")
     nb.budget(get_config("baseline"), "cpu")
     assert capsys.readouterr().out.strip() == f"baseline under profile cpu: {words}"
+
+
+def test_an_ablation_step_adopts_a_finished_run_of_the_same_training_outside_the_ablation_regression(tmp_path):
+    # the series trained abl_lung_mask's three seeds again although notebook 10's recipe runs had trained exactly
+    # those weights (the two differ only in the threshold rule): the step looked among earlier steps only
+    from pneumolib.models.checkpoint import save_checkpoint
+    from pneumolib.models.networks import build_model
+    from pneumolib.studies.experiment import data_fingerprint, resolve_config
+
+    want, _ = resolve_config(replace(get_config("recommended"), seed=0), "fixture", None, "random_init")
+    recipe = tmp_path / "10_recommended" / "seed0"
+    save_checkpoint(recipe / "checkpoint.pt", build_model(in_channels=want.in_channels), want, 0.5,
+                    {"holdout": "folders", "data_fingerprint": data_fingerprint(None, want)})
+    (recipe / "metrics.json").write_text("{}")
+    step = replace(get_config("abl_lung_mask"), seed=0)
+    d = ablation_dir(tmp_path, step)
+    assert P.same_training(d, [], step, None, "fixture", None, "folders") is None  # earlier steps only: none
+    assert not d.exists()
+    assert P.same_training(d, [], step, None, "fixture", None, "folders", tmp_path) == recipe
+    assert (d / "checkpoint.pt").read_bytes() == (recipe / "checkpoint.pt").read_bytes()
+    other = replace(get_config("abl_lungs"), seed=0)  # another training: never adopted
+    assert P.same_training(ablation_dir(tmp_path, other), [], other, None, "fixture", None, "folders",
+                           tmp_path) is None

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..core.config import ABLATIONS, BASELINE, ExperimentConfig
-from ..core.runs import ablation_dir, matched_baseline_dir
+from ..core.runs import ablation_dir, matched_baseline_dir, seed_dirs
 from ..studies.stress import external_accuracy, stress_run
 
 logger = logging.getLogger(__name__)
@@ -52,7 +52,7 @@ def score_steps(data_dir, runs: str | Path, *, profile: str | None = None, devic
             for holdout in holdouts:
                 d = ablation_dir(runs, c, holdout)
                 earlier = trained.setdefault((seed, holdout), [])
-                same_training(d, earlier, c, data_dir, profile, overrides, holdout)
+                same_training(d, earlier, c, data_dir, profile, overrides, holdout, runs)
                 # the registered experiments' folder runs keep their Grad-CAM lung focus: the baseline's run folder
                 # is notebook 01's too, and its metrics.json must not lose what notebook 01 wrote; the other steps
                 # are scored by their numbers, not their maps
@@ -69,14 +69,21 @@ def score_steps(data_dir, runs: str | Path, *, profile: str | None = None, devic
 
 
 def same_training(run_dir: Path, earlier: list[Path], config: ExperimentConfig, data_dir, profile: str,
-                  overrides: dict[str, Any] | None, holdout: str) -> Path | None:
-    """Start an empty step folder from an earlier step's run when the two train exactly the same weights (a step
-    that changes only the decision rule, such as abl_youden_shifted): experiment.adopt_twin, the rule twin notebook
-    entries use too; the step is then re-evaluated under its own rule, not retrained. Returns the folder it came from."""
+                  overrides: dict[str, Any] | None, holdout: str, runs: str | Path | None = None) -> Path | None:
+    """Start an empty step folder from a run that trained exactly the same weights: an earlier step's (a step that
+    changes only the decision rule, such as abl_youden_shifted), else, given RUNS, any finished run of this seed
+    there (core.runs.seed_dirs: abl_lung_mask trains what notebook 10's recipe trains when the budgets agree, and
+    differs only in its threshold rule). experiment.adopt_twin, the rule twin notebook entries use too; the step
+    is then re-evaluated under its own rule, not retrained.
+
+    Returns:
+        the folder it came from, or None (nothing copied).
+    """
     from ..studies.experiment import adopt_twin, data_fingerprint, resolve_config
 
     want, _ = resolve_config(config, profile, overrides, "random_init")
-    return adopt_twin(run_dir, earlier, want, holdout, lambda: data_fingerprint(data_dir, want, holdout))
+    candidates = list(earlier) + (seed_dirs(runs, config.seed) if runs is not None else [])
+    return adopt_twin(run_dir, candidates, want, holdout, lambda: data_fingerprint(data_dir, want, holdout))
 
 
 def pool_seeds(name: str, title: str, by_seed: dict[int, dict[str, Any]]) -> dict[str, Any]:
