@@ -350,7 +350,6 @@ def test_seeds_disagree_accounts_for_every_seed():
     assert verdict == SEEDS_DISAGREE and why == "1 seed(s) hold, 1 do not, 1 straddles 0"
 
 
-
 def test_seeds_without_intervals_name_their_range_readably_regression():
     # 10's note read "the seeds' values -0.0663-0.435 lie on both sides of 0": a minus sign inside a dash range
     verdict, why = V.decide([Estimate(-0.0663), Estimate(0.254), Estimate(0.435)], ">", 0.0)
