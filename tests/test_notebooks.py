@@ -236,6 +236,17 @@ def test_seed_table_shows_the_last_epochs_test_metrics_and_flags_a_kept_first_ep
     assert df.loc["seed 2", col].startswith("not kept")
 
 
+def test_a_one_row_ablation_table_prints_0_610_not_0_61_regression(capsys):
+    # the matched baseline's table (one row) printed its stress NORMAL recall as 0.61 beside 0.902 and 0.721
+    from pneumolib.notebook import helpers as nb
+
+    row = {"name": "baseline", "seeds": 3, "folders": {"accuracy": 0.902, "specificity": 0.721, "auc": 0.987},
+           "stress": {"stress_accuracy_ext": 0.827, "stress_specificity": 0.61, "stress_auc": 0.976}}
+    nb.ablation_table([row])
+    text = capsys.readouterr().out
+    assert "0.610" in text and "0.902" in text and " 3 " in text  # the seed count stays a count
+
+
 def test_checkpoint_table_keeps_the_best_and_the_last_epoch():
     from pneumolib.notebook import helpers as nb
 

@@ -605,7 +605,8 @@ def protocols(rows: list[dict[str, Any]]):
 
 
 def ablation_table(rows: list[dict[str, Any]]) -> None:
-    """The ablation rows (or the matched baseline's) as one table; a line when there are none."""
+    """The ablation rows (or the matched baseline's) as one table, every score to three decimals; a line when there
+    are none."""
     from ..studies.protocol import ablation_frame
 
     from ..studies.stress import EXTERNAL_NORMAL_SHARE
@@ -617,7 +618,8 @@ def ablation_table(rows: list[dict[str, Any]]) -> None:
     if any(col == "acc@ext" for _, col in frame.columns):
         print(f"acc@ext = accuracy re-weighted to {EXTERNAL_NORMAL_SHARE:.1%} NORMAL films, the external cohort's "
               "mix; each model at its own threshold")
-    _display(frame)
+    with pd.option_context("display.float_format", "{:.3f}".format):  # one row alone would print 0.610 as 0.61
+        _display(frame)
 
 
 def budget(config: ExperimentConfig, profile: str) -> None:
