@@ -35,6 +35,14 @@ def test_check_passes_two_lungs_and_names_what_is_wrong_otherwise():
     assert "area" in check.problems(np.zeros_like(lungs))
 
 
+def test_an_area_just_below_the_limit_does_not_read_as_equal_to_it_regression():
+    # notebook 10 printed "lungs not found (area 0.18 outside 0.18-0.59)": two decimals hid a 0.176 below a 0.179
+    lungs = np.zeros((100, 100), bool)
+    lungs[30:70, 20:42] = lungs[30:70, 58:80] = True  # two 40 x 22 lungs: area 0.176
+    text = L.LungCheck(min_area=0.179, max_area=0.594).problems(lungs)
+    assert text == "area 0.176 outside 0.179-0.594"
+
+
 def test_calibrated_check_passes_the_masks_it_was_calibrated_on_and_refuses_far_outliers():
     masks = [make_phantom(np.random.default_rng(s), bool(s % 2), 64).lungs for s in range(40)]
     check = L.calibrate_check(masks)
