@@ -1,6 +1,13 @@
-"""Entry point for `python -m pneumolib`."""
+"""Entry point for `python -m pneumolib`.
+
+A Ctrl-C at any moment, even while torch is still importing, is one line and exit code 130, never a traceback."""
 import sys
 
-from .cli import main
+try:
+    from .cli import main
 
-sys.exit(main())
+    code = main()
+except KeyboardInterrupt:
+    print("pneumolib: interrupted before the command started; nothing was written", file=sys.stderr)
+    code = 130
+sys.exit(code)

@@ -52,9 +52,9 @@ def _user_errors():
     from .data.dataset import DataError
     from .data.imaging import ImageError
     from .core.io import OutputError, RecordError
-    from .models.networks import WeightsUnavailable
+    from .models.networks import WeightsError, WeightsUnavailable
     return (UsageError, C.UnknownExperiment, C.ConfigError, DataError, ImageError, CheckpointError, ChannelMismatch,
-            WeightsUnavailable, OutputError, RecordError, FileNotFoundError)
+            WeightsUnavailable, WeightsError, OutputError, RecordError, FileNotFoundError)
 
 
 def _source(args, required: bool = False):
@@ -71,6 +71,67 @@ def _source(args, required: bool = False):
     if required and not args.data_dir:
         raise UsageError("give the data: --data-dir DIR, or --data-csv FILE --image-root DIR")
     return args.data_dir
+
+
+_OUTPUT_FILES = ("json", "scores", "save_adapted", "figure")  # options naming one output file, in any command
+
+
+def _film_roots(files) -> list[Path]:
+    """The data roots of films given by name: a film in a class folder (ROOT/<split>/NORMAL/x.png) makes ROOT/<split>
+    a data folder that outputs stay out of."""
+    from .core.config import CLASSES
+    out = []
+    for f in files:
+        parent = Path(f).expanduser().resolve().parent
+        if parent.name in CLASSES:
+            out.append(parent.parent)
+    return out
+
+
+def _protected(args):
+    """Everything this command reads, which none of its outputs may replace or land in (core.io.Protected): the
+    checkpoint(s) and their run records, the run folders' records, the data folder, the manifest, the films and
+    weights named (and the data folders of films in class folders), and the bundled fixture."""
+    from .core.io import Protected
+    from .core.runs import record_files
+    from .data.fixture import fixture_dir
+    prot = Protected(folders=[fixture_dir()])
+    for name in ("checkpoint", "init_from", "weights", "data_csv", "from_json"):
+        v = getattr(args, name, None)
+        if v:
+            prot.add(files=[v])
+            if name == "checkpoint" or name == "init_from":
+                p = Path(v)
+                prot.add(files=record_files(p if p.is_dir() else p.parent))
+    for c in getattr(args, "checkpoints", None) or []:
+        p = Path(c)
+        prot.add(files=[c, *record_files(p if p.is_dir() else p.parent)])
+    if args.command not in ("train", "run", "ablate"):  # those write their own run folders' records
+        for d in getattr(args, "run_dirs", None) or []:
+            prot.add(files=record_files(d))
+    prot.add(folders=[getattr(args, "data_dir", None)])  # a manifest's image root may hold the user's project
+    films = list(getattr(args, "images", None) or []) + list(getattr(args, "files", None) or [])
+    prot.add(films=films, folders=_film_roots(films))
+    return prot
+
+
+def _check_outputs(args) -> None:
+    """Before any work: every output the command line names can be written, is not a link, and is none of the
+    command's inputs (OutputError, one line)."""
+    from .core.io import ensure_writable_dir, ensure_writable_file
+    names = [n for n in (*_OUTPUT_FILES, "out", "cam_dir") if getattr(args, n, None)]
+    if not names:
+        return
+    prot = _protected(args)
+    for name in _OUTPUT_FILES:
+        if getattr(args, name, None):
+            ensure_writable_file(getattr(args, name), prot)
+    out = getattr(args, "out", None)
+    if out:
+        file_out = args.command == "ensemble" or (args.command == "lungs" and args.action in ("train", "population"))
+        (ensure_writable_file if file_out else ensure_writable_dir)(out, protect=prot)
+    if getattr(args, "cam_dir", None):
+        ensure_writable_dir(args.cam_dir, protect=prot)
 
 
 def _manifest_args(s) -> None:
@@ -271,16 +332,16 @@ def cmd_evaluate(args) -> int:
     from .studies.card import cohort_name, record_evaluation
     from .models.checkpoint import Predictor, checkpoint_file
     from .analysis.evaluate import compute_metrics, format_metrics, predict_samples
-    from .core.io import ensure_writable_file, save_json
+    from .core.io import make_dir, save_json
+    from .core.runs import RunDir
     if args.save_adapted and not args.adapt:
         raise UsageError("--save-adapted needs --adapt bn|prior|both")
     if not 0.0 <= args.adapt_alpha <= 1.0:
         raise UsageError(f"--adapt-alpha must be between 0 and 1, got {args.adapt_alpha}")
     source = _source(args, required=True)
     args.checkpoint = str(checkpoint_file(args.checkpoint))
-    for out in (args.json, args.scores, args.save_adapted):  # before the work, not after it
-        if out:
-            ensure_writable_file(out)
+    # before the work: the record kept beside the checkpoint goes into pneumolib's own folder, never through a link
+    make_dir(RunDir(Path(args.checkpoint).parent).evaluations, ours=True)
     pred = Predictor.load(args.checkpoint)
     samples = _cohort(source, args.split, pred.preprocessing.view, pred.cache)
     threshold = pred.threshold if args.threshold is None else args.threshold
@@ -369,18 +430,15 @@ def cmd_explain(args) -> int:
     from .analysis import plots
     from .analysis.cam import DEFAULT_METHOD, explain_predictor, format_report
     from .models.checkpoint import Predictor
-    from .core.io import save_json
+    from .core.io import ensure_writable_dir, save_figure, save_json
     from .data.lungs import annotated_mask
     from .core.runs import RunDir
     from .models.checkpoint import checkpoint_file
-    from .core.io import ensure_writable_dir, ensure_writable_file
     args.method = args.method or DEFAULT_METHOD
     source = _source(args, required=True)
     args.checkpoint = str(checkpoint_file(args.checkpoint))
     out = Path(args.out) if args.out else RunDir(Path(args.checkpoint).resolve().parent).gradcam
-    ensure_writable_dir(out)
-    if args.json:
-        ensure_writable_file(args.json)
+    ensure_writable_dir(out, ours=not args.out, protect=_protected(args))  # the run's gradcam/: never a link
     pred = Predictor.load(args.checkpoint)
     samples = _cohort(source, args.split, pred.preprocessing.view, pred.cache)
     if args.compare:
@@ -396,7 +454,7 @@ def cmd_explain(args) -> int:
                                                              title=f"{pred.config.name} on {args.split}"),
                out / f"{stem}_lung_masks.png": plots.plot_mask_gallery(expl)}
     for path, fig in figures.items():
-        fig.savefig(path, dpi=100)
+        save_figure(fig, path, dpi=100)  # rendered in memory, written by the one writer (savefig follows links)
         plt.close(fig)
     json_path = Path(args.json) if args.json else out / f"{stem}.json"
     save_json(rep, json_path)
@@ -424,9 +482,8 @@ def _compare_methods(pred, samples, args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from .studies.experiment import comparison_rows, format_table
-    from .core.runs import load_metrics
-    print(format_table(comparison_rows([load_metrics(d) for d in args.run_dirs])))
+    from .studies.experiment import compare_runs
+    print(compare_runs(args.run_dirs))
     return 0
 
 
@@ -462,9 +519,7 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_candidates(args) -> int:
-    import json
-
-    from .studies.candidates import compare, format_selection, parse_groups, report, select
+    from .studies.candidates import compare, format_selection, parse_groups, report, report_file, select
     from .data.dataset import resolve_data_dir
     from .core.io import save_json
     if args.select:  # the choice, on validation only
@@ -474,7 +529,7 @@ def cmd_candidates(args) -> int:
         print(format_selection(sel))
         return 0
     if args.from_json:
-        print(report(json.loads(Path(args.from_json).read_text())))
+        print(report_file(args.from_json))
         return 0
     if not args.groups:
         raise UsageError("name at least one candidate NAME=RUN_DIR[,RUN_DIR...] (or --from-json FILE)")
@@ -602,7 +657,8 @@ def cmd_lungs(args) -> int:
         if args.figure:
             import matplotlib
             matplotlib.use("Agg")
-            L.plot_comparison(seg, pairs, r["dice"]).savefig(args.figure, dpi=120)
+            from .core.io import save_figure
+            save_figure(L.plot_comparison(seg, pairs, r["dice"]), args.figure, dpi=120)
             print(f"wrote {args.figure}")
         return 0
     if not args.files or not args.out:
@@ -975,10 +1031,23 @@ def configure_logging(verbose: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    configure_logging()
+    args = None
     try:
+        args = build_parser().parse_args(argv)
+        configure_logging()
+        return _dispatch(args)
+    except KeyboardInterrupt:  # first: the user-error tuple below imports torch, which a Ctrl-C must not wait for
+        print(f"pneumolib: interrupted; {interrupted_advice(args)}", file=sys.stderr)
+        return 130
+
+
+def _dispatch(args) -> int:
+    """Run the command; a user's error is one line and exit code 2 (a KeyboardInterrupt goes to main)."""
+    try:
+        _check_outputs(args)
         return args.func(args)
+    except KeyboardInterrupt:
+        raise
     except _user_errors() as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
         print(f"pneumolib: error: {msg}", file=sys.stderr)
@@ -988,10 +1057,20 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"pneumolib: error: {e.filename}: {e.strerror or e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("pneumolib: interrupted; the last completed epoch is saved: re-run 'train' with --resume to continue",
-              file=sys.stderr)
-        return 130
+
+
+def interrupted_advice(args) -> str:
+    """What a Ctrl-C left, in the words of the command it stopped (every file is written whole or not at all)."""
+    if args is None:
+        return "nothing was written"
+    if args.command == "train":
+        state = Path(args.out) / "last.pt"
+        if state.is_file():
+            return f"the last completed epoch is kept in {state}: run the same command with --resume to continue"
+        return "no epoch had completed, so there is nothing to resume; run the same command again to start over"
+    if args.command in ("run", "ablate"):
+        return "finished runs are kept and reused: run the same command again to go on"
+    return "no output was left half-written; run the same command again"
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def test_disk_cache_serves_a_new_process_and_survives_damage(tmp_path, monkeypat
     p = tmp_path / "x.png"
     Image.fromarray(np.arange(32 * 32, dtype=np.uint8).reshape(32, 32)).save(p)
     first = DecodedCache(tmp_path / "cache").get(p, 16)
-    files = list((tmp_path / "cache").rglob("*.npy"))
+    files = list((tmp_path / "cache").rglob("*.npz"))
     assert len(files) == 1 and files[0].parent.parent.name == "16"
 
     def no_decoding(*a, **k):
@@ -111,7 +111,7 @@ def test_disk_cache_serves_a_new_process_and_survives_damage(tmp_path, monkeypat
 
     files[0].write_bytes(b"damaged")  # a damaged cache file is decoded again and rewritten
     assert np.array_equal(DecodedCache(tmp_path / "cache").get(p, 16), first)
-    assert np.load(files[0]).shape == (16, 16)
+    assert np.load(files[0])["image"].shape == (16, 16)
 
     Image.fromarray(np.eye(32, dtype=np.uint8)).save(p)  # new content, new key
     assert DecodedCache(tmp_path / "cache").get(p, 16).max() <= 1

@@ -68,7 +68,7 @@ def test_several_processes_filling_one_disk_cache_at_once_leave_whole_files(fixt
         assert p.exitcode == 0
     files = sorted(tmp_path.rglob("*"))
     assert not [f for f in files if f.name.endswith(".tmp")]  # no temp file left behind
-    assert len([f for f in files if f.suffix == ".npy"]) == len(paths)
+    assert len([f for f in files if f.suffix == ".npz"]) == len(paths)
     reader = DecodedCache(tmp_path)
     for p in paths:  # every file whole: read back from disk, equal to a fresh decode
         assert np.array_equal(reader.get(p, SIZE), load_resized(p, SIZE))

@@ -86,7 +86,7 @@ def ddp_run(tmp_path_factory):
 def test_torchrun_two_processes_write_one_checkpoint_from_rank_0_that_evaluate_loads(ddp_run, fixture_data):
     out, r = ddp_run
     # the run's files, written once (last_epoch.pt: when an earlier epoch was kept); no last.pt left behind
-    assert sorted(p.name for p in out.iterdir() if p.name != "last_epoch.pt") == [
+    assert sorted(p.name for p in out.iterdir() if p.name not in ("last_epoch.pt", ".lock")) == [
         "MODEL_CARD.md", "checkpoint.pt", "config.json", "metrics.json", "scores_test.csv", "scores_val.csv"]
     assert r.stdout.count("wrote ") == 1  # rank 1 prints nothing
     assert r.stderr.count("epoch  1/2") == 1  # ... and logs nothing (the epoch lines are rank 0's)

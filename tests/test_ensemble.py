@@ -89,11 +89,27 @@ def test_build_ensemble_fits_on_validation_and_never_worsens_its_nll(trained_run
     rec = pred.extra["ensemble"]
     assert rec["val"]["nll_after"] <= rec["val"]["nll_before"] + 1e-9
     assert rec["temperature"] == pytest.approx(float(pred.model.temperature))
-    # the served probabilities are exactly the ones the threshold was chosen on
+    # the served probabilities are exactly the ones the threshold was chosen on: the fitted model's logits already
+    # carry its temperature (view_outputs divides by it), so they are not divided by it a second time
     logits = view_logits(pred.model, fixture_data["val"], pred.preprocessing, tta=pred.config.tta)
     served = Predictor(pred.model, pred.config, pred.threshold, pred.preprocessing)
     x = torch.stack([served.preprocess(s.path) for s in fixture_data["val"][:4]])
-    assert np.allclose(served.predict_proba(x), probabilities(logits, rec["temperature"])[:4], atol=1e-5)
+    assert np.allclose(served.predict_proba(x), probabilities(logits)[:4], atol=1e-5)
+
+
+def test_served_ensemble_probabilities_are_the_temperature_scaled_ones_on_any_machine_regression(trained_run,
+                                                                                                  fixture_data):
+    """Regression: the check above divided the served model's logits by the temperature twice, so it passed only
+    where training happened to reach a temperature near 1 (another CPU: 0.0052 served against 0.0080). Here the
+    temperature is forced far from 1: the served path must equal the members' logits / T, once."""
+    ckpt = trained_run.run_dir / "checkpoint.pt"
+    pred = build_ensemble([ckpt], fixture_data["val"], temperature=False)
+    raw = view_logits(pred.model, fixture_data["val"][:4], pred.preprocessing, tta=pred.config.tta)
+    pred.model.temperature.fill_(3.0)
+    served = Predictor(pred.model, pred.config, pred.threshold, pred.preprocessing)
+    x = torch.stack([served.preprocess(s.path) for s in fixture_data["val"][:4]])
+    assert np.allclose(served.predict_proba(x), probabilities(raw, 3.0), atol=1e-5)
+    assert not np.allclose(probabilities(raw, 3.0), probabilities(raw, 9.0), atol=1e-5)  # T matters here
 
 
 def test_adabn_reaches_every_member_of_an_ensemble_regression():

@@ -22,7 +22,7 @@ from torch import nn
 
 from ..core.config import CLASSES
 from ..data.dataset import ensure_cache, Sample
-from ..core.io import atomic_write
+from ..core.io import atomic_write, make_dir, save_image
 from ..models.inference import class_probabilities, predict_proba, view_logits
 from ..data.lungs import LungBox, LungSegmenter, mask_in_view, read_mask, shipped_segmenter
 from ..models.networks import cam_layer, members, stage_blocks
@@ -825,8 +825,7 @@ def overlay_on_film(path: str | Path, cam: np.ndarray, max_side: int = MAX_OVERL
 
 def save_overlays(expl: Explanation, out_dir: str | Path, max_side: int = MAX_OVERLAY_SIDE) -> list[Path]:
     """One PNG per image: the original film at its own resolution (long side <= max_side) with the map on top."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = make_dir(out_dir)
     paths = []
     boxes = expl.boxes if len(expl.boxes) == len(expl.samples) else [None] * len(expl.samples)
     stems = [Path(s.path).stem for s in expl.samples]
@@ -835,7 +834,7 @@ def save_overlays(expl: Explanation, out_dir: str | Path, max_side: int = MAX_OV
         if stems.count(stem) > 1:  # two films of the same name from different folders: one overlay each
             stem += "-" + hashlib.sha1(str(Path(s.path).resolve()).encode("utf-8", "surrogateescape")).hexdigest()[:8]
         p = out_dir / f"{stem}_cam.png"
-        Image.fromarray(overlay_on_film(s.path, c, max_side, box)).save(p)
+        save_image(Image.fromarray(overlay_on_film(s.path, c, max_side, box)), p)  # the one writer: never a link
         paths.append(p)
     return paths
 

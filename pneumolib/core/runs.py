@@ -1,12 +1,14 @@
 """The run-folder layout, in one place: what a finished (or interrupted) run leaves in RUN_DIR."""
 from __future__ import annotations
 
-import json
+import contextlib
+import fnmatch
+import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from ..core.io import load_record
+from ..core.io import OutputError, RecordError, load_record, read_record
 
 CHECKPOINT = "checkpoint.pt"  # weights + config + preprocessing + threshold
 STATE = "last.pt"  # training state after the last completed epoch (for --resume); removed when training ends
@@ -108,10 +110,120 @@ TRAINING_RECORD_GLOBS = ("stress*.json", "shortcuts_*.json")
 TRAINING_RECORD_FOLDERS = (EVALUATIONS, GRADCAM)
 
 
+LOCK = ".lock"  # held (fcntl) by the one process writing a training into the folder
+
+
+def _is_temp(name: str) -> bool:
+    return name.startswith(".") and (name.endswith(".tmp") or name.startswith(".pneumolib-write-check."))
+
+
+def own_names() -> tuple[str, ...]:
+    """Every file and folder name (or glob) pneumolib writes in a run folder."""
+    return (CHECKPOINT, STATE, *TRAINING_RECORDS, *TRAINING_RECORD_GLOBS, *TRAINING_RECORD_FOLDERS, LOCK,
+            "scores_*.csv")
+
+
+def _written_by_us(path: Path) -> bool:
+    """Whether a file with one of pneumolib's names holds what pneumolib writes there (a user's own config.json or
+    MODEL_CARD.md in the folder is not ours, whatever its name)."""
+    name = path.name
+    if path.is_symlink():
+        return False
+    if path.is_dir():
+        return name in TRAINING_RECORD_FOLDERS
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False
+    if name.endswith(".pt"):
+        return head.startswith(b"PK")  # torch's zip archive; read_checkpoint judges the rest
+    if name == CARD:
+        return head.startswith(b"---\nlicense:")
+    if name.endswith(".csv"):
+        return head.startswith(b"path,")
+    if name.endswith(".npz"):
+        return head.startswith(b"PK")
+    if name.endswith(".json"):
+        try:
+            rec = read_record(path, typed=name == METRICS)
+        except (RecordError, OSError):
+            return False
+        if name == CONFIG:
+            from ..core.config import ExperimentConfig
+            try:
+                ExperimentConfig.from_dict(rec)
+            except (ValueError, TypeError, KeyError):
+                return False
+        return True
+    return name == LOCK
+
+
+def foreign_files(run_dir: str | Path) -> tuple[list[str], list[str]]:
+    """(files pneumolib did not write whose names it writes: a training would overwrite them; other files it did
+    not write), in RUN_DIR. Temp files of an interrupted write count as pneumolib's."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        return [], []
+    colliding, other = [], []
+    for f in sorted(path.iterdir()):
+        if _is_temp(f.name):
+            continue
+        if any(fnmatch.fnmatch(f.name, g) for g in own_names()):
+            if not _written_by_us(f):
+                colliding.append(f.name)
+        else:
+            other.append(f.name)
+    return colliding, other
+
+
+def record_files(run_dir: str | Path) -> list[Path]:
+    """The records pneumolib keeps in RUN_DIR (its checkpoint and every record of the model), as they exist now:
+    the inputs a command reading this run must never write over."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        return []
+    out = [f for f in path.iterdir() if not _is_temp(f.name) and f.name != LOCK
+           and any(fnmatch.fnmatch(f.name, g) for g in own_names()) and not f.is_dir()]
+    ev = path / EVALUATIONS
+    if ev.is_dir() and not ev.is_symlink():
+        out += sorted(ev.glob("*.json"))
+    return sorted(out)
+
+
+@contextlib.contextmanager
+def writer_lock(run_dir: str | Path) -> Iterator[None]:
+    """Hold RUN_DIR/.lock exclusively while a training writes the folder: a second writer is refused at once with
+    one line (OutputError); readers never take it and are never blocked. The lock dies with the process."""
+    import fcntl
+
+    path = Path(run_dir) / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    except OSError as e:
+        raise OutputError(f"{path}: cannot take the run folder's lock ({e.strerror or e})") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            try:
+                pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            except OSError:
+                pid = "?"
+            raise OutputError(f"{run_dir}: another pneumolib process (pid {pid}) is writing a training into this run "
+                              "folder; wait for it to finish, or give another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 def clear_training(run_dir: str | Path) -> list[str]:
     """Remove a run folder's checkpoint and every record of the model it held (metrics, scores, stress tests,
     shortcut audits, Grad-CAM results, evaluations of other cohorts, the model card), so that a new training there
-    starts clean. Returns the names removed. Files this package did not write are left alone."""
+    starts clean. Returns the names removed. Files this package did not write are left alone, whatever their
+    names (foreign_files), and a symbolic link is never followed."""
     import shutil
 
     path = Path(run_dir)
@@ -120,12 +232,12 @@ def clear_training(run_dir: str | Path) -> list[str]:
     gone = []
     for name in (CHECKPOINT, STATE, *TRAINING_RECORDS):
         f = path / name
-        if f.is_file() or f.is_symlink():
+        if f.is_file() and _written_by_us(f):
             f.unlink()
             gone.append(name)
     for pattern in TRAINING_RECORD_GLOBS:
         for f in sorted(path.glob(pattern)):
-            if f.is_file():
+            if f.is_file() and _written_by_us(f):
                 f.unlink()
                 gone.append(f.name)
     for name in TRAINING_RECORD_FOLDERS:
@@ -187,7 +299,7 @@ def load_metrics(run_dir: str | Path) -> dict[str, Any]:
     run = RunDir(run_dir)
     if not run.metrics.is_file():
         raise FileNotFoundError(f"{run.metrics}: no {METRICS} (is {run.path} a finished run folder?)")
-    m = json.loads(run.metrics.read_text())
+    m = read_record(run.metrics)
     stress = load_record(run.stress)  # written by 'python -m pneumolib stress RUN_DIR'
     if stress is not None:
         m["stress"] = stress.get("summary")

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import logging
+import math
 import os
 import re
 import threading
@@ -15,10 +18,11 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from ..core.io import CheckpointError, DataError, atomic_write
-from ..core.config import CLASSES, View, as_view
+from ..core.io import CheckpointError, DataError, OutputError, atomic_write
+from ..core.config import CLASSES, ConfigError, View, as_view
 from ..data.fixture import fixture_dir
-from ..data.imaging import IMAGE_SUFFIXES, ImageError, check_file_type, check_readable, load_image, load_resized
+from ..data.imaging import (IMAGE_SUFFIXES, ImageError, check_file_type, check_readable, decode_cost, load_image,
+                            load_resized)
 from ..data.lungs import SIZE as LUNG_SIZE, LungBox, LungSegmenter, crop_film, mask_film, shipped_segmenter
 
 SPLITS = ("train", "val", "test")
@@ -282,12 +286,38 @@ def as_source(value: "str | Path | Manifest") -> "Path | Manifest":
     return Path(text).expanduser()
 
 
+def _row_problem(r: dict, root: Path, split: str, listed_at: int | None) -> str | None:
+    """Why a manifest row cannot be used (its path empty, leaving the image root, missing; its label or split
+    unknown; listed before at row LISTED_AT), or None."""
+    rel = str(r["path"]).strip()
+    path = root / rel
+    if not rel:
+        return "empty path"
+    if Path(rel).is_absolute() or ".." in Path(os.path.normpath(rel)).parts:
+        return f"the path {rel!r} leaves the image root {root} (give it relative to --image-root)"
+    if str(r["label"]).strip().upper() not in CLASSES:
+        return f"unknown label {r['label']!r} ({' or '.join(CLASSES)})"
+    if split not in SPLITS:
+        return f"unknown split {r['split']!r} ({' | '.join(SPLITS)})"
+    if listed_at is not None:
+        return f"listed again (first at row {listed_at}); this row is ignored"
+    problem = _name_problem(path)
+    if problem is None:
+        try:
+            check_file_type(path)  # a regular file with a size problem is the pre-scan's to report
+        except ImageError as e:
+            problem = e.problem
+    return problem
+
+
 def read_manifest(m: Manifest, *, val_min_per_class: int = VAL_MIN_PER_CLASS, val_fraction: float = 0.1,
-                  seed: int = 0) -> XRayData:
+                  seed: int = 0, only: str | None = None) -> XRayData:
     """The splits a CSV manifest lists. Bad rows (missing file, unknown label or split, a path listed twice) are
     dropped and listed like unreadable files, one line each; a patient in two given splits is a pre-scan finding
     (--strict refuses). Without a split column, a patient-grouped test split (MANIFEST_TEST_FRACTION, seed 0, the
-    same for every run) and the val split (the run's seed) are built, as for a folder without val/."""
+    same for every run) and the val split (the run's seed) are built, as for a folder without val/.
+    ONLY: the one split an evaluation reads (a cohort's manifest may list test rows alone: no train rows needed).
+    A row whose path leaves the image root (an absolute path, or '..') is refused, named by its row."""
     import pandas as pd
 
     csv, root = Path(m.csv), Path(m.image_root)
@@ -312,34 +342,22 @@ def read_manifest(m: Manifest, *, val_min_per_class: int = VAL_MIN_PER_CLASS, va
     first_row: dict[Path, int] = {}
     for i, row in enumerate(df.itertuples(index=False), start=2):  # row numbers as a spreadsheet shows them
         r = row._asdict()
-        rel = str(r["path"]).strip()
-        path = Path(rel) if Path(rel).is_absolute() else root / rel
-        where = f"row {i} of {csv.name}"
-        label = str(r["label"]).strip().upper()
+        path = root / str(r["path"]).strip()
         split = str(r["split"]).strip().lower() if has_split else "train"
-        problem = None
-        if not rel:
-            problem = "empty path"
-        elif label not in CLASSES:
-            problem = f"unknown label {r['label']!r} ({' or '.join(CLASSES)})"
-        elif split not in SPLITS:
-            problem = f"unknown split {r['split']!r} ({' | '.join(SPLITS)})"
-        elif path in first_row:
-            problem = f"listed again (first at row {first_row[path]}); this row is ignored"
-        else:
-            problem = _name_problem(path)
-            if problem is None:
-                try:
-                    check_file_type(path)  # a regular file with a size problem is the pre-scan's to report
-                except ImageError as e:
-                    problem = e.problem
+        problem = _row_problem(r, root, split, first_row.get(path))
         if problem:
-            bad.append(ImageError(path, f"{where}: {problem}"))
+            bad.append(ImageError(path, f"row {i} of {csv.name}: {problem}"))
             continue
         first_row[path] = i
         patient = str(r["patient"]).strip() or patient_id(path)
-        splits.setdefault(split, []).append(Sample(path, CLASSES.index(label), patient, split))
+        label = CLASSES.index(str(r["label"]).strip().upper())
+        splits.setdefault(split, []).append(Sample(path, label, patient, split))
     notes = [f"manifest {csv.name}: {len(df)} rows, {len(df) - len(bad)} used, {len(bad)} skipped"]
+    if only is not None and has_split:  # an evaluation: that split's rows, whatever else the manifest lists
+        if not splits.get(only):
+            raise DataError(f"{csv}: no usable {only!r} rows ({len(bad)} row(s) skipped"
+                            f"{f', first: {bad[0]}' if bad else ''})")
+        return _finish(root, {only: splits[only]}, notes, bad, why=f"{csv.name} gives their films different splits")
     if not has_split:
         pool = splits.pop("train", [])
         if not pool:
@@ -380,7 +398,7 @@ def discover_split(root: "str | Path | Manifest", split: str = "test") -> XRayDa
     that split (without a split column, the split read_manifest builds, so 'test' is never a training film)."""
     root = as_source(root)
     if isinstance(root, Manifest):
-        data = read_manifest(root)
+        data = read_manifest(root, only=split)
         return XRayData(data.root, {split: data[split]}, data.notes, data.bad_files, cache=data.cache)
     if not root.is_dir():
         raise DataError(f"{root}: data folder not found")
@@ -467,7 +485,9 @@ def patient_overlap(splits: dict[str, list[Sample]]) -> set[str]:
 
 
 # --- decoding once ----------------------------------------------------------------------
+logger = logging.getLogger(__name__)
 CACHE_ENV = "PNEUMOLIB_CACHE_DIR"  # on-disk decode cache; "off" disables it
+DISK_KEY = ".key"  # DISK_KEY-<uid> in the cache folder: the user's private key that seals each entry
 
 
 def default_cache_dir() -> Path | None:
@@ -488,9 +508,11 @@ def parse_bytes(text: str) -> int:
     try:
         n = float(t[:-1] if scale > 1 else t) * scale
     except ValueError:
-        raise ValueError(f"{MEMORY_ENV}={text!r}: not a size (e.g. 512M, 8G)") from None
+        raise ConfigError(f"{MEMORY_ENV}={text!r}: not a size (e.g. 512M, 8G)") from None
+    if not math.isfinite(n):
+        raise ConfigError(f"{MEMORY_ENV}={text!r}: not a finite size (e.g. 512M, 8G)")
     if n < 0:
-        raise ValueError(f"{MEMORY_ENV}={text!r}: a size cannot be negative")
+        raise ConfigError(f"{MEMORY_ENV}={text!r}: a size cannot be negative")
     return int(n)
 
 
@@ -501,8 +523,10 @@ def default_memory_bytes() -> int:
 
 class DecodedCache:
     """Each file decoded once per view (size, and the lung crop if any), kept as uint8 in memory and, with
-    `disk_dir`, on disk as .npy keyed by the file's content hash and the view, so a new process (a re-run notebook)
-    does not decode again. The disk cache is safe to delete at any time; an edited file has a new hash.
+    `disk_dir`, on disk as one .npz per file and view, named by the file's content hash and the view, so a new process
+    (a re-run notebook) does not decode again. Each entry carries the file's digest, the view and a seal (an HMAC
+    with this user's private key): an entry that does not match its key, or that another user planted in a shared
+    cache folder, is decoded again, never trusted. The disk cache is safe to delete at any time; an edited file has a new hash.
     A lung-cropped view also keeps each film's crop box (lungs.LungBox): where the crop came from, or why the
     whole film was kept. `segmenter`: the lung segmenter that draws the boxes (default: the shipped one, loaded
     when first needed).
@@ -519,6 +543,7 @@ class DecodedCache:
         self.memory_bytes = default_memory_bytes() if memory_bytes is None else int(memory_bytes)
         self.nbytes = 0  # held in memory now
         self.disk_dir = Path(disk_dir).expanduser() if disk_dir else None
+        self._key_bytes: bytes | None = None
         self._segmenter = segmenter
         self._lock = threading.Lock()
 
@@ -533,55 +558,94 @@ class DecodedCache:
                                   f"(install the pneumolib version the model was trained with)")
         return self._segmenter
 
-    def _disk_path(self, path: Path, view: View) -> Path:
+    def _disk_path(self, path: Path, view: View) -> tuple[Path, str]:
+        """(where this file's decoded view is kept on disk, the file's content digest)."""
         digest = file_digest(path)
-        return self.disk_dir / view.tag / digest[:2] / f"{digest}.npy"
+        return self.disk_dir / view.tag / digest[:2] / f"{digest}.npz", digest
 
-    def _read_disk(self, path: Path, view: View) -> tuple[np.ndarray, LungBox | None] | None:
-        """What an earlier process decoded for this file and view, or None."""
-        if self.disk_dir is None:
-            return None
-        target = self._disk_path(path, view)
-        try:
-            arr = np.load(target, allow_pickle=False)
-            box = LungBox(**json.loads(target.with_suffix(".box.json").read_text())) if view.crop != "none" else None
-            if arr.shape == (view.size, view.size) and arr.dtype == np.uint8:
-                return arr, box
-        except (OSError, ValueError, TypeError):  # absent, or a damaged cache file: decode again
-            pass
-        return None
+    def _secret(self) -> bytes | None:
+        """This user's key for the disk cache's entries (DISK_KEY-<uid>, mode 0600, made on first use): an entry
+        another user planted in a shared cache folder cannot carry a valid seal. None: no key can be had (no disk
+        cache then)."""
+        if self._key_bytes is None:
+            f = self.disk_dir / f"{DISK_KEY}-{os.getuid() if hasattr(os, 'getuid') else 0}"
+            try:
+                self.disk_dir.mkdir(parents=True, exist_ok=True)
+                try:
+                    fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                    with os.fdopen(fd, "wb") as out:
+                        out.write(os.urandom(32))
+                except FileExistsError:
+                    pass
+                fd = os.open(f, os.O_RDONLY | os.O_NOFOLLOW)
+                with os.fdopen(fd, "rb") as src:
+                    st = os.fstat(src.fileno())
+                    key = src.read(64)
+                if (hasattr(os, "getuid") and st.st_uid != os.getuid()) or st.st_mode & 0o077 or len(key) != 32:
+                    return None  # not this user's private key: trust nothing signed with it
+                self._key_bytes = key
+            except OSError:
+                return None
+        return self._key_bytes
 
-    def _read_disk_mask(self, path: Path, view: View) -> np.ndarray | None:
-        """The packed lung mask an earlier process kept beside a cropped image, or None."""
-        if self.disk_dir is None:
+    def _seal(self, digest: str, view: View, arr: np.ndarray, box_json: str, packed: np.ndarray | None) -> str:
+        import hmac
+        mac = hmac.new(self._secret() or b"", digestmod="sha256")
+        for part in (digest.encode(), view.tag.encode(), str(arr.shape).encode(), str(arr.dtype).encode(),
+                     arr.tobytes(), box_json.encode(), b"" if packed is None else packed.tobytes()):
+            mac.update(len(part).to_bytes(8, "little") + part)
+        return mac.hexdigest()
+
+    def _read_disk(self, path: Path, view: View) -> tuple[np.ndarray, LungBox | None, np.ndarray | None] | None:
+        """What an earlier process decoded for this file and view (image, crop box, packed lung mask), or None. An
+        entry is used only when it names this file's content digest and this view, has the view's shape, and
+        carries this user's seal over all of it; any other entry (damaged, stale, planted) is decoded again."""
+        if self.disk_dir is None or self._secret() is None:
+            return None
+        target, digest = self._disk_path(path, view)
+        try:
+            with np.load(target, allow_pickle=False) as z:
+                arr, box_json, packed = z["image"], str(z["box"]), z["mask"] if "mask" in z.files else None
+                meta = json.loads(str(z["meta"]))
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, TypeError, KeyError) as e:  # damaged: decode again
+            logger.info("%s: not a decode-cache entry (%s); decoded again", target, e)
+            return None
+        ok = (isinstance(meta, dict) and meta.get("digest") == digest and meta.get("view") == view.tag
+              and arr.shape == (view.size, view.size) and arr.dtype == np.uint8
+              and (packed is None or (packed.dtype == np.uint8 and packed.size == (LUNG_SIZE * LUNG_SIZE + 7) // 8))
+              and (view.crop == "none") == (box_json == ""))
+        import hmac
+        if not ok or not hmac.compare_digest(str(meta.get("seal", "")), self._seal(digest, view, arr, box_json, packed)):
+            logger.warning("%s: a decode-cache entry that does not match its key (file %s, view %s); ignored and "
+                           "decoded again", target, path, view.tag)
             return None
         try:
-            packed = np.load(self._disk_path(path, view).with_suffix(".mask.npy"), allow_pickle=False)
-            return packed if packed.dtype == np.uint8 and packed.size == (LUNG_SIZE * LUNG_SIZE + 7) // 8 else None
-        except (OSError, ValueError, TypeError):
+            box = LungBox(**json.loads(box_json)) if box_json else None
+        except (ValueError, TypeError):
             return None
+        return arr, box, packed
 
     def _keep(self, path: Path, view: View, key: tuple, arr: np.ndarray, box: LungBox | None,
-              from_disk: bool = False, mask: np.ndarray | None = None) -> np.ndarray:
-        """Hold a decoded image (and its box and lung mask) in memory and, unless it came from there, on disk."""
-        packed = None if mask is None else np.packbits(np.asarray(mask, dtype=bool).ravel())
-        if self.disk_dir is not None and not from_disk:
-            target = self._disk_path(path, view)
+              from_disk: bool = False, mask: np.ndarray | None = None, packed: np.ndarray | None = None
+              ) -> np.ndarray:
+        """Hold a decoded image (and its box and lung mask) in memory and, unless it came from there, on disk: one
+        sealed entry per file and view (the image, its box and packed mask, the file's digest and the view)."""
+        if packed is None and mask is not None:
+            packed = np.packbits(np.asarray(mask, dtype=bool).ravel())
+        if self.disk_dir is not None and not from_disk and self._secret() is not None:
+            target, digest = self._disk_path(path, view)
+            box_json = json.dumps(asdict(box)) if box is not None else ""
+            meta = {"digest": digest, "view": view.tag, "seal": self._seal(digest, view, arr, box_json, packed)}
 
-            def save(a):
-                def write(tmp):
-                    with open(tmp, "wb") as f:  # a handle, so np.save does not append .npy to the temp name
-                        np.save(f, a, allow_pickle=False)
-                return write
-
+            def write(tmp):
+                with open(tmp, "wb") as f:  # a handle, so numpy does not append a suffix to the temp name
+                    np.savez(f, image=arr, box=np.array(box_json), meta=np.array(json.dumps(meta)),
+                             **({"mask": packed} if packed is not None else {}))
             try:
-                if packed is not None:
-                    atomic_write(target.with_suffix(".mask.npy"), save(packed))
-                if box is not None:  # the box first: an image on disk always has its box beside it
-                    atomic_write(target.with_suffix(".box.json"),
-                                 lambda tmp: Path(tmp).write_text(json.dumps(asdict(box))))
-                atomic_write(target, save(arr))
-            except OSError:  # a read-only or full disk only costs speed
+                atomic_write(target, write)
+            except (OSError, OutputError):  # a read-only or full disk, a planted link: only costs speed
                 pass
         with self._lock:
             if box is not None:
@@ -606,7 +670,8 @@ class DecodedCache:
                 return key, arr
         hit = self._read_disk(path, view)
         if hit is not None:
-            return key, self._keep(path, view, key, *hit, from_disk=True)
+            arr, box, packed = hit
+            return key, self._keep(path, view, key, arr, box, from_disk=True, packed=packed)
         return key, None
 
     def _decode_many(self, paths: list[Path], view: View) -> list[np.ndarray]:
@@ -665,8 +730,6 @@ class DecodedCache:
         self.get(path, view)
         key = self._key(path, view)
         packed = self._masks.get(key)
-        if packed is None:
-            packed = self._read_disk_mask(path, view)
         if packed is None:  # an image decoded before masks were kept: segment the film again (same network, same size)
             film = np.asarray(load_image(path), dtype=np.uint8)
             box, mask = self.segmenter(view, path).lung_fields([film], view.margin)[0]
@@ -697,14 +760,27 @@ class DecodedCache:
         missing: list[Path] = []
         with ThreadPoolExecutor(workers) as pool:
             if view.crop == "none":  # decoding is all there is: one file per task
-                it = pool.map(lambda p: guarded(lambda q: self.get(q, view), p), paths)
+                # memory, not only the worker count, bounds what is decoded at once: films whose decode_cost is
+                # over DECODE_BUDGET / workers are decoded one at a time on this thread (in parallel, each thread's
+                # allocator would keep its own film's worth of memory), the others in parallel
+                def cost(p):  # 0 for a film already decoded, or one the decode will refuse with its reason
+                    try:
+                        return 0 if self._lookup(p, view)[1] is not None else decode_cost(p)
+                    except (ImageError, OSError):
+                        return 0
+
+                costs = list(pool.map(cost, paths))
+                light = [p for p, c in zip(paths, costs) if c <= DECODE_BUDGET // workers]
+                heavy = [p for p, c in zip(paths, costs) if c > DECODE_BUDGET // workers]
+                it = itertools.chain(pool.map(lambda p: guarded(lambda q: self.get(q, view), p), light),
+                                     (guarded(lambda q: self.get(q, view), p) for p in heavy))
                 results = list(progress(it, total=len(paths)) if progress else it)
                 return [e for e in results if e is not None]
             found = list(pool.map(lambda p: guarded(
                 lambda q: self._lookup(q, view)[1] is not None or missing.append(q), p), paths))
             errors = [e for e in found if e is not None]
             missing.sort()  # threads append in any order; batches should not depend on it
-            chunks = [missing[i:i + 64] for i in range(0, len(missing), 64)]
+            chunks = budget_chunks(missing)
 
             def chunk(ps):
                 try:
@@ -726,6 +802,24 @@ class DecodedCache:
 
     def __len__(self) -> int:
         return len(self._store)
+
+
+DECODE_BUDGET = 1 * 2**30  # bytes that decoding in parallel may hold at once (decode_cost of each film in flight)
+
+
+def budget_chunks(paths: list[Path], total: int = DECODE_BUDGET, most: int = 64) -> list[list[Path]]:
+    """PATHS in order, in chunks of at most MOST films whose decode_cost adds up to at most TOTAL (a film over it
+    alone): segmenting a chunk holds all its films at their own size."""
+    chunks: list[list[Path]] = []
+    size = 0
+    for p in paths:
+        c = decode_cost(p)
+        if not chunks or len(chunks[-1]) >= most or (chunks[-1] and size + c > total):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(p)
+        size += c
+    return chunks
 
 
 def ensure_cache(cache: DecodedCache | None) -> DecodedCache:

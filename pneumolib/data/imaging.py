@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 # Folders take files by suffix (any case); a file named explicitly is also read as DICOM by content (is_dicom).
@@ -49,13 +49,55 @@ def stretch_to_uint8(a: np.ndarray) -> np.ndarray:
     return out
 
 
+def _all_blocks(a: np.ndarray, test) -> bool:
+    """TEST(block) holds for every block of rows (no whole-image temporaries for a 7000 x 7000 film)."""
+    return all(bool(test(a[i:i + _STRETCH_ROWS])) for i in range(0, a.shape[0], _STRETCH_ROWS))
+
+
+def sixteen_to_uint8(a: np.ndarray) -> np.ndarray:
+    """A 16-bit film onto 0..255 by its bit depth, not by its own min/max, when it holds 8-bit values scaled up:
+
+    - every value a multiple of 257 (8-bit v stored as v * 257, the exact 8 -> 16-bit scaling): v // 257;
+    - every value a multiple of 256 (v stored as v << 8): v >> 8;
+    - every value at most 255 (8-bit values in a 16-bit container): as they are;
+    - otherwise (real 16-bit data, e.g. a 12-bit detector's export): the used range stretched (stretch_to_uint8),
+      as for a DICOM without a window.
+
+    So an 8-bit film saved as 16 bits is read as exactly that film, whatever its own darkest and brightest pixel."""
+    a = np.asarray(a)
+    if a.ndim != 2 or not np.issubdtype(a.dtype, np.integer) or a.size == 0 or a.min() < 0:
+        return stretch_to_uint8(a)
+    for divisor in (257, 256):
+        if _all_blocks(a, lambda b: not np.any(b % divisor)):
+            return (a // divisor).astype(np.uint8)
+    if a.max() <= 255:
+        return a.astype(np.uint8)
+    return stretch_to_uint8(a)
+
+
+def exif_orientation(path: str | Path) -> int:
+    """The EXIF Orientation tag of an image file (1 = upright, as stored; 2-8 = a viewer flips or turns it), read
+    from the header only; 1 when there is none or the file is not one PIL reads."""
+    try:
+        with Image.open(path) as im:
+            value = im.getexif().get(0x0112, 1)
+    except Exception:  # noqa: BLE001 - DICOM, a damaged header: no orientation to apply
+        return 1
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
 def to_greyscale(im: Image.Image) -> Image.Image:
     """Canonical 8-bit greyscale ('L') from any PIL mode."""
     if im.mode == "L":
         return im
-    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        # 16-bit (e.g. DICOM exports) and float images: stretch the used range onto 0..255
-        return Image.fromarray(stretch_to_uint8(np.asarray(im)))
+    if im.mode in ("I;16", "I;16B", "I;16L"):
+        return Image.fromarray(sixteen_to_uint8(np.asarray(im)))  # by bit depth (see sixteen_to_uint8)
+    if im.mode in ("I", "F"):
+        # 32-bit integer and float images: stretch the used range onto 0..255
+        arr = np.asarray(im)
+        if im.mode == "I" and arr.size and arr.min() >= 0 and arr.max() <= 65535:  # 16-bit PNG/TIFF opened as 'I'
+            return Image.fromarray(sixteen_to_uint8(arr.astype(np.uint16)))
+        return Image.fromarray(stretch_to_uint8(arr))
     if im.mode in ("RGBA", "LA", "PA", "P") or "transparency" in im.info:
         # transparent pixels become black, the background of a radiograph
         rgba = im.convert("RGBA")
@@ -143,7 +185,9 @@ def load_image(path: str | Path) -> Image.Image:
                     raise ImageError(path, f"image is {w}x{h} pixels, over the {MAX_PIXELS:,}-pixel limit "
                                            "(decompression-bomb guard)")
                 im.load()
-                grey = to_greyscale(im)
+                # as every viewer shows it: the EXIF orientation applied before anything else (exif_orientation
+                # tells whether it was; the prediction record says so)
+                grey = to_greyscale(ImageOps.exif_transpose(im) if exif_orientation(path) != 1 else im)
     except ImageError:
         raise
     except UnidentifiedImageError:
@@ -307,6 +351,10 @@ def dicom_to_uint8(ds, path: str | Path = "<dataset>") -> np.ndarray:
                 # the LUT's output range is 0..2^depth-1 (PS3.3 C.11.2.1.1)
                 grey = np.asarray(apply_voi(values, ds), dtype=np.float64) / float(2 ** depth - 1) * 255.0
             elif _has_window(ds):
+                center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+                if not (np.isfinite(center) and np.isfinite(width)) or width < 1:
+                    raise ImageError(path, f"the DICOM window is not usable (WindowCenter {center}, WindowWidth "
+                                           f"{width}: both must be finite, the width at least 1)")
                 # window onto 0..255 directly: a stand-in dataset whose output range is 8-bit unsigned
                 from pydicom.dataset import Dataset
                 w = Dataset()
@@ -363,6 +411,8 @@ def load_dicom(path: str | Path) -> np.ndarray:
     except ImportError:
         raise ImageError(path, "reading DICOM needs pydicom (pip install pydicom)") from None
     has_preamble = is_dicom(path)
+    if has_preamble:
+        check_deflated(path)  # a Deflated data set is inflated whole by pydicom: bound it before that happens
     try:
         # force=True: a .dcm without the 128-byte preamble (raw data set) is still worth a try;
         # defer_size: the pixel data is read only after the checks below
@@ -423,6 +473,70 @@ def load_dicom(path: str | Path) -> np.ndarray:
                                    f"the data may be damaged, or another decoder may read it: "
                                    f"{_decoder_hint(tsuid)}") from None
     return dicom_to_uint8(ds, path)
+
+
+DEFLATED = "1.2.840.10008.1.2.1.99"  # Deflated Explicit VR Little Endian: the whole data set is zlib-compressed
+# the most a data set may inflate to: the largest film MAX_PIXELS allows at 16 bits, and room for its header
+MAX_INFLATED_BYTES = 2 * MAX_PIXELS + 16 * 2**20
+
+
+def check_deflated(path: str | Path, limit: int = MAX_INFLATED_BYTES) -> None:
+    """Refuse a Deflated-VR DICOM whose data set inflates past LIMIT, measured by inflating it in a stream (1 MB in
+    memory at a time) before pydicom inflates it whole: a 1.4 MB file must not become 1.5 GB."""
+    import zlib
+
+    try:
+        from pydicom.filereader import read_file_meta_info
+        meta = read_file_meta_info(path)
+    except Exception:  # noqa: BLE001 - no readable file meta: dcmread reports it
+        return
+    if str(meta.get("TransferSyntaxUID", "")) != DEFLATED:
+        return
+    start = 132 + 12 + int(meta.get("FileMetaInformationGroupLength", 0) or 0)  # preamble, (0002,0000), the meta
+    inflate, total = zlib.decompressobj(-zlib.MAX_WBITS), 0
+    try:
+        with open(path, "rb") as f:
+            f.seek(start)
+            for chunk in iter(lambda: f.read(2**16), b""):
+                data = chunk
+                while data:
+                    total += len(inflate.decompress(data, 2**20))
+                    if total > limit:
+                        raise ImageError(path, f"Deflated DICOM whose data set inflates to more than "
+                                               f"{limit // 2**20} MB (the most a {MAX_PIXELS:,}-pixel film needs): "
+                                               "refused before it is inflated (a decompression bomb, or not a film)")
+                    data = inflate.unconsumed_tail
+                if inflate.eof:
+                    break
+    except zlib.error as e:
+        raise ImageError(path, f"damaged Deflated DICOM data ({e})") from None
+
+
+def decode_cost(path: str | Path) -> int:
+    """About how many bytes decoding this file holds at its peak (its pixels at their stored depth and channels,
+    times the copies greyscale conversion makes), from the header only; the file's size when the header says
+    nothing. What parallel decoding is budgeted by (DecodedCache.warm)."""
+    path = Path(path)
+    try:
+        check_readable(path)  # never open a FIFO, a device or an oversized file to read its header
+    except ImageError:
+        return 0  # the decode itself refuses it, with its reason
+    try:
+        if path.suffix.lower() in DICOM_SUFFIXES or is_dicom(path):
+            import pydicom
+            ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+            pixels = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
+            return max(pixels * 8 * 3, path.stat().st_size)  # stored values, float64 through the LUTs, uint8
+        with Image.open(path) as im:
+            w, h = im.size
+            bands = len(im.getbands())
+            depth = 2 if im.mode.startswith("I;16") else 4 if im.mode in ("I", "F") else 1
+            return w * h * max(bands, 1) * depth * 4  # decoded, converted, composited, greyscale
+    except Exception:  # noqa: BLE001 - unreadable headers are refused by the decode itself
+        try:
+            return path.stat().st_size
+        except OSError:
+            return 0
 
 
 def load_resized(path: str | Path, image_size: int) -> np.ndarray:

@@ -169,13 +169,15 @@ class LungSegmenter:
             raise CheckpointError(f"{path}: not a readable lung segmenter ({type(e).__name__})") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             raise CheckpointError(f"{path}: not a pneumolib lung segmenter (no format {FORMAT!r})")
+        channels, problem = _segmenter_problem(state)
+        if problem:
+            raise CheckpointError(f"{path}: malformed lung segmenter ({problem})")
         with torch.random.fork_rng():  # the weights are loaded next: building the net must not move the caller's RNG
-            net = build_unet(tuple(state.get("channels", UNET["channels"])))
-        try:
-            net.load_state_dict(state["state_dict"])
-        except (RuntimeError, KeyError) as e:
-            raise CheckpointError(f"{path}: weights do not fit the U-Net ({str(e).splitlines()[0][:120]})") from None
-        return cls(net, state.get("provenance"), state.get("threshold", 0.5), LungCheck(**state.get("check", {})))
+            net = build_unet(channels)
+        net.load_state_dict(state["state_dict"])  # names and shapes were compared before the net was built
+        provenance = state.get("provenance")
+        return cls(net, provenance if isinstance(provenance, dict) else {}, float(state.get("threshold", 0.5)),
+                   LungCheck(**state.get("check", {})))
 
     def save(self, path: str | Path) -> Path:
         state = {"format": FORMAT, "size": SIZE, "channels": list(self.provenance.get("channels", UNET["channels"])),
@@ -254,6 +256,44 @@ class LungSegmenter:
         small = [squash(f) for f in films]
         masks = self.masks_for(torch.from_numpy(np.stack(small))[:, None], [(SIZE, SIZE)] * len(small))
         return [(box_of(m, film_problem(f) or self.check.problems(m), margin), m) for f, m in zip(films, masks)]
+
+
+MAX_UNET_CHANNELS = 1024
+
+
+def _segmenter_problem(state: dict[str, Any]) -> tuple[tuple[int, ...], str | None]:
+    """(the U-Net's channels, why STATE is not a segmenter pneumolib wrote or None): the channel list, the weights'
+    names and shapes against that architecture built on the meta device (no memory), the mask threshold and the
+    check's limits, all before a real network is allocated."""
+    import math
+    channels = state.get("channels", UNET["channels"])
+    if (not isinstance(channels, (list, tuple)) or not 2 <= len(channels) <= 6
+            or not all(isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= MAX_UNET_CHANNELS
+                       for c in channels)):
+        return (), f"channels {str(channels)[:60]} must be 2 to 6 integers from 1 to {MAX_UNET_CHANNELS}"
+    channels = tuple(channels)
+    sd = state.get("state_dict")
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        return channels, "state_dict must map names to tensors"
+    with torch.device("meta"):
+        want = {k: tuple(v.shape) for k, v in build_unet(channels).state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in sd.items()}
+    if got != want:
+        diff = sorted(set(got) ^ set(want)) or [k for k in want if got[k] != want[k]]
+        return channels, f"the weights do not fit a U-Net of channels {list(channels)} ({diff[0]})"
+    if not all(torch.isfinite(v.float()).all() for v in sd.values() if v.is_floating_point()):
+        return channels, "the weights are not finite"
+    t = state.get("threshold", 0.5)
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not 0.0 < t < 1.0:
+        return channels, f"threshold {t!r} must be a number between 0 and 1"
+    check = state.get("check", {})
+    names = set(LungCheck.__dataclass_fields__)
+    if not isinstance(check, dict) or set(check) - names:
+        return channels, f"check must be a mapping of {', '.join(sorted(names))}"
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0.0 <= v <= 1.0
+               for v in check.values()):
+        return channels, "the check's limits must be numbers from 0 to 1"
+    return channels, None
 
 
 def film_problem(film: np.ndarray) -> str:
@@ -572,8 +612,9 @@ def segment_files(seg: LungSegmenter, files, out_dir: str | Path, say=print) -> 
     returns the refused files (ImageError), never raises for one bad film."""
     from ..data.imaging import ImageError
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from ..core.io import make_dir, save_image
+
+    out = make_dir(out_dir)
     refused = []
     for f in map(Path, files):
         try:
@@ -581,8 +622,8 @@ def segment_files(seg: LungSegmenter, files, out_dir: str | Path, say=print) -> 
         except (ImageError, OSError) as e:
             refused.append(e if isinstance(e, ImageError) else ImageError(f, str(e)))
             continue
-        Image.fromarray((mask * 255).astype(np.uint8)).save(out / f"{f.stem}_lungs.png")
-        Image.fromarray(overlay(film, mask)).save(out / f"{f.stem}_lungs_overlay.png")
+        save_image(Image.fromarray((mask * 255).astype(np.uint8)), out / f"{f.stem}_lungs.png")
+        save_image(Image.fromarray(overlay(film, mask)), out / f"{f.stem}_lungs_overlay.png")
         problem = film_problem(film) or seg.check.problems(mask)
         say(f"{f}\tlung area {mask.mean():.3f}\tcheck {'passed' if not problem else 'FAILED: ' + problem}")
     return refused

@@ -85,10 +85,40 @@ class PopulationReference:
                 "precisions": [torch.from_numpy(p / s).half() for p, s in zip(self.precisions, scales)],
                 "scales": scales, "medians": self.medians, "threshold": self.threshold, "info": self.info}
 
+    @staticmethod
+    def state_problem(state: Any) -> str | None:
+        """Why STATE is not a population reference pneumolib wrote (types, shapes, finite values), or None; checked
+        before any of it is used, so a crafted one is one line, never a crash or a flag that never fires."""
+        import math
+        if not isinstance(state, dict) or state.get("format") != FORMAT:
+            return f"format {state.get('format') if isinstance(state, dict) else type(state).__name__!r}, expected {FORMAT}"
+        n = len(LEVEL_DIMS)
+        for key in ("means", "precisions", "scales", "medians"):
+            if not isinstance(state.get(key), (list, tuple)) or len(state[key]) != n:
+                return f"{key} must be a list of {n} levels"
+        for d, m, p in zip(LEVEL_DIMS, state["means"], state["precisions"]):
+            if not isinstance(m, torch.Tensor) or tuple(m.shape) != (d,):
+                return f"a level's mean must be a tensor of {d} values"
+            if not isinstance(p, torch.Tensor) or tuple(p.shape) != (d, d):
+                return f"a level's precision must be a {d} x {d} tensor"
+            if not (torch.isfinite(m.float()).all() and torch.isfinite(p.float()).all()):
+                return "a level's mean or precision is not finite"
+        for key in ("scales", "medians"):
+            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                       for v in state[key]):
+                return f"{key} must be finite numbers > 0"
+        t = state.get("threshold")
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+            return f"threshold {t!r} must be a finite number > 0"
+        if not isinstance(state.get("info", {}), dict):
+            return "info must be a mapping"
+        return None
+
     @classmethod
     def from_state(cls, state: dict[str, Any]) -> "PopulationReference":
-        if state.get("format") != FORMAT:
-            raise CheckpointError(f"not a population reference (format {state.get('format')!r}, expected {FORMAT})")
+        problem = cls.state_problem(state)
+        if problem:
+            raise CheckpointError(f"not a population reference pneumolib wrote ({problem})")
         precisions = [p.float().numpy() * s for p, s in zip(state["precisions"], state["scales"])]
         return cls([m.numpy() for m in state["means"]], precisions, state["medians"], state["threshold"],
                    state.get("info"))
@@ -102,7 +132,10 @@ class PopulationReference:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as e:  # a truncated or foreign file
             raise CheckpointError(f"{path}: not a readable population reference ({type(e).__name__})") from None
-        return cls.from_state(state)
+        try:
+            return cls.from_state(state)
+        except CheckpointError as e:
+            raise CheckpointError(f"{path}: {e}") from None
 
 
 def fit_reference(train_feats: np.ndarray, val_feats: np.ndarray, info: dict[str, Any] | None = None

@@ -1,6 +1,7 @@
 """One checkpoint file: weights + config + classes + preprocessing + threshold, and a predictor rebuilt from it."""
 from __future__ import annotations
 
+import os
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +13,7 @@ from torch import nn
 
 from ..core.config import CLASSES, ExperimentConfig
 from ..data.dataset import DecodedCache, Sample, patient_id
-from ..data.imaging import ImageError
+from ..data.imaging import ImageError, exif_orientation
 from ..models.inference import predict_proba, probabilities, view_outputs
 from ..core.stats import mahalanobis
 from ..core.io import CheckpointError, atomic_write  # noqa: F401  (CheckpointError: re-exported)
@@ -122,6 +123,9 @@ def validate_state(path: Path, state: dict[str, Any]) -> None:
         raise _field_error(path, "threshold", t, "a finite number in [0, 1]")
     if not isinstance(state.get("extra", {}), dict):
         raise _field_error(path, "extra", state.get("extra"), "a mapping")
+    problem = ood_problem(state.get("extra", {}).get("ood"), sd)
+    if problem:
+        raise CheckpointError(f"{path}: malformed checkpoint field extra.ood ({problem})")
     ens = state.get("ensemble")
     if ens is not None:
         if not isinstance(ens, dict):
@@ -134,6 +138,34 @@ def validate_state(path: Path, state: dict[str, Any]) -> None:
             raise _field_error(path, "ensemble.members", n, f"the weights hold {len(stored)} member(s)")
         if isinstance(temp, bool) or not isinstance(temp, (int, float)) or not math.isfinite(temp) or temp <= 0:
             raise _field_error(path, "ensemble.temperature", temp, "a finite number > 0")
+
+
+def ood_problem(ref: Any, state_dict: dict[str, torch.Tensor]) -> str | None:
+    """Why a checkpoint's out-of-distribution reference (extra['ood']) is not one pneumolib wrote, or None: a
+    mean of the network's penultimate width, a square precision, a finite threshold > 0 (a NaN threshold would
+    never flag a film), and a well-formed whole-film population reference when it carries one."""
+    import math
+    if ref is None or ref == {}:
+        return None
+    if not isinstance(ref, dict):
+        return f"a {type(ref).__name__}, not a mapping"
+    fc = next((v for k, v in state_dict.items() if k.endswith("fc.weight")), None)
+    width = int(fc.shape[1]) if isinstance(fc, torch.Tensor) and fc.ndim == 2 else None
+    mean, prec, t = ref.get("mean"), ref.get("precision"), ref.get("threshold")
+    if not isinstance(mean, torch.Tensor) or mean.ndim != 1 or (width is not None and mean.shape[0] != width):
+        return f"mean must be a tensor of the {width or 'penultimate'} features"
+    if not isinstance(prec, torch.Tensor) or tuple(prec.shape) != (mean.shape[0], mean.shape[0]):
+        return f"precision must be a {mean.shape[0]} x {mean.shape[0]} tensor"
+    if not (torch.isfinite(mean.float()).all() and torch.isfinite(prec.float()).all()):
+        return "mean or precision is not finite"
+    no_val = t == math.inf and ref.get("n_val") == 0  # fitted without validation films: it never flags, as recorded
+    if isinstance(t, bool) or not isinstance(t, (int, float)) or not (math.isfinite(t) or no_val) or not t > 0:
+        return f"threshold {t!r} must be a finite number > 0"
+    if ref.get("population") is not None:
+        problem = PopulationReference.state_problem(ref["population"])
+        if problem:
+            return f"population: {problem}"
+    return None
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -199,6 +231,8 @@ class Prediction:
         lungs: "" without a lung crop; "cropped"; or "NOT FOUND: why" (the whole film was used).
         population_score: the whole film's distance from the training films through the lung segmenter's encoder
             (data.population; 1.0 is a typical validation film; None: the checkpoint carries no such reference).
+        orientation: the file's EXIF orientation (1: stored upright); any other was applied before the film was
+            read, as every viewer shows it.
     """
 
     path: str
@@ -209,10 +243,18 @@ class Prediction:
     unlike_training: bool | None = None
     lungs: str = ""
     population_score: float | None = None
+    orientation: int = 1
+
+    @property
+    def oriented(self) -> str:
+        """'' for a film stored upright; else the EXIF orientation that was applied before reading it."""
+        return "" if self.orientation == 1 else f"EXIF orientation {self.orientation} applied"
 
     def line(self) -> str:
         """The tab-separated line `predict` prints."""
         notes = [f"lungs={self.lungs}"] if self.lungs else []
+        if self.orientation != 1:
+            notes.append(f"exif_orientation={self.orientation} (applied)")
         if self.population_score is not None:
             notes.append(f"population={self.population_score:.2f}")
         if self.ood_distance is not None:
@@ -272,10 +314,18 @@ class Predictor:
         return self.preprocessing.in_channels
 
     def check_input(self, x: torch.Tensor) -> None:
+        """Refuse what the model was not trained on: other than N x C x S x S at its channels and view size."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"predict_proba takes a tensor of preprocessed inputs, not a {type(x).__name__}; "
+                            "build them with predictor.preprocess(path)")
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ChannelMismatch(
                 f"this checkpoint expects {self.in_channels}-channel input (N x {self.in_channels} x H x W), "
                 f"got shape {tuple(x.shape)}; build inputs with predictor.preprocess() instead")
+        size = self.preprocessing.image_size
+        if tuple(x.shape[2:]) != (size, size):
+            raise ValueError(f"this checkpoint expects {size} x {size} inputs, got {x.shape[2]} x {x.shape[3]}; "
+                             "build inputs with predictor.preprocess() instead")
 
     def preprocess(self, path: str | Path, cache: DecodedCache | None = None) -> torch.Tensor:
         """A file -> the exact model input used at training time (lung crop included)."""
@@ -300,6 +350,8 @@ class Predictor:
         penultimate features in the same pass); and the files that could not be read, each with its reason (never
         raised: one bad film must not cost the others their predictions)."""
         cache = self.cache if cache is None else cache
+        if isinstance(paths, (str, os.PathLike)):  # one film given by name, not a list of its characters
+            paths = [paths]
         paths = [Path(p) for p in paths]
         refused = cache.warm(paths, self.preprocessing.view)
         bad = {e.path for e in refused}
@@ -319,6 +371,6 @@ class Predictor:
                           None if far is None else float(far[0][i]),
                           None if far is None else bool(far[1][i] or (whole is not None and whole[1][i])),
                           self.input_note(p, cache).removeprefix("lungs="),
-                          None if whole is None else float(whole[0][i]))
+                          None if whole is None else float(whole[0][i]), exif_orientation(p))
                for i, (p, v) in enumerate(zip(good, probs))]
         return out, refused

@@ -36,6 +36,34 @@ def resolve_weights(name: str = "resnet18", weights_path: str | Path | None = No
     )
 
 
+class WeightsError(ValueError):
+    """An ImageNet weights file that cannot be used; str() is one line naming the file and the problem."""
+
+
+def read_imagenet_weights(path: Path, model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict in a torchvision weights file, checked against MODEL's tensors (names and shapes) before it
+    is loaded; WeightsError (one line) for a text file, a foreign pickle, another architecture."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head.startswith(b"PK") and not head.startswith(b"\x80"):
+        raise WeightsError(f"{path}: not a torch weights file (torchvision's {path.suffix or '.pth'} is a zip archive); "
+                           f"point {WEIGHTS_ENV} at the downloaded file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  torch raises many types for a file that is not weights
+        raise WeightsError(f"{path}: not a readable torch weights file ({type(e).__name__}: "
+                           f"{' '.join(str(e).split())[:100]})") from None
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"{path}: not a state dict of tensors")
+    got = {k: tuple(v.shape) for k, v in state.items()}
+    if got != want:
+        diff = sorted(set(got) ^ set(want)) or [k for k in want if got[k] != want[k]]
+        raise WeightsError(f"{path}: these weights are not torchvision's for this model ({len(diff)} tensor(s) "
+                           f"differ, e.g. {diff[0]})")
+    return state
+
+
 def build_model(name: str = "resnet18", in_channels: int = 1, pretrained: bool = False,
                 weights_path: str | Path | None = None, num_classes: int = 2) -> nn.Module:
     """A torchvision ResNet with `in_channels` inputs and a `num_classes` head.
@@ -53,8 +81,7 @@ def build_model(name: str = "resnet18", in_channels: int = 1, pretrained: bool =
         raise ValueError(f"unknown model {name!r}; try resnet18, resnet34 or resnet50") from None
     if pretrained:
         path = resolve_weights(name, weights_path)
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state)
+        model.load_state_dict(read_imagenet_weights(path, model))
     if in_channels == 1:
         old = model.conv1
         conv = nn.Conv2d(1, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)

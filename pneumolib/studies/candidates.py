@@ -22,7 +22,7 @@ from ..models.checkpoint import Predictor
 from ..data.dataset import prepare
 from ..training.ensemble import build_ensemble
 from ..analysis.evaluate import expected_calibration_error, fit_threshold, point_metrics, predict_samples
-from ..core.io import load_json
+from ..core.io import RecordError, load_record, read_record
 from ..core.runs import RunDir, load_metrics
 from ..core.stats import auc_score
 from ..studies.stress import report_at, shifted_scores
@@ -51,7 +51,17 @@ def _val_metrics(run_dir: Path) -> dict[str, float]:
 
 def _audit(run_dir: Path) -> dict | None:
     f = RunDir(run_dir).path / "shortcuts_val.json"
-    return load_json(f) if f.is_file() else None
+    return load_record(f)
+
+
+def report_file(path: str | Path) -> str:
+    """The tables of a saved `candidates --json` file; RecordError (one line) for a file that is not one."""
+    results = read_record(path, typed=False)
+    try:
+        return report(results)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
+        raise RecordError(f"{path}: not a `candidates --json` file pneumolib wrote ({type(e).__name__}: "
+                          f"{' '.join(str(e).split())[:80]})") from None
 
 
 def select(groups: dict[str, list[Path]], bound: float = LUNG_BOUND) -> dict:

@@ -7,6 +7,7 @@ stress.json, evaluations/*.json, scores_test.csv); a number that is not there is
 """
 from __future__ import annotations
 
+import html
 import hashlib
 import json
 import logging
@@ -21,7 +22,7 @@ from typing import Any
 from .. import __version__
 from ..analysis.adapt import ADAPTED_LABEL
 from ..core.config import CLASSES
-from ..core.io import RecordError, atomic_write, load_json, load_record, save_json
+from ..core.io import RecordError, load_record, make_dir, read_record, save_json, write_text
 from ..core.runs import RunDir
 from ..studies.shortcuts import format_audit
 from ..core.stats import SMALL_N
@@ -61,21 +62,20 @@ def cohort_name(data_dir: str | Path, split: str = "test", adapt: str | None = N
 def record_evaluation(checkpoint: str | Path, record: dict[str, Any], name: str | None = None) -> Path:
     """Write `record` to RUN_DIR/evaluations/<name>.json, RUN_DIR being the checkpoint's folder (atomic)."""
     name = _sanitise(name or record.get("cohort") or "cohort")
-    path = RunDir(Path(checkpoint).parent).evaluations / f"{name}.json"
-    return save_json(record, path)
+    folder = make_dir(RunDir(Path(checkpoint).parent).evaluations, ours=True)  # never through a planted link
+    return save_json(record, folder / f"{name}.json")
 
 
 def load_evaluations(run_dir: str | Path) -> list[dict[str, Any]]:
     """Every evaluation record in RUN_DIR/evaluations, by file name; unreadable files are skipped and logged."""
     folder = RunDir(run_dir).evaluations
     out = []
+    if folder.is_symlink():
+        log.warning("%s: a symbolic link, not pneumolib's folder; its records are not read", folder)
+        return out
     for p in sorted(folder.glob("*.json")) if folder.is_dir() else []:
-        try:
-            rec = load_json(p)
-        except (OSError, ValueError) as e:
-            log.warning("%s: unreadable evaluation record (%s)", p, e)
-            continue
-        if isinstance(rec, dict):
+        rec = load_record(p)  # a damaged or planted record is logged and left out
+        if rec is not None:
             out.append(dict(rec, _file=p.name))
     return out
 
@@ -445,15 +445,10 @@ def _read_run(run_dir: str | Path) -> _Run:
     run = RunDir(run_dir)
     if not run.metrics.is_file():
         raise FileNotFoundError(f"{run.metrics}: no metrics.json (is {run.path} a finished run folder?)")
-    try:
-        metrics = load_json(run.metrics)
-    except (ValueError, UnicodeDecodeError) as e:
-        raise RecordError(f"{run.metrics}: not readable JSON ({str(e)[:120]})") from None
-    if not isinstance(metrics, dict):
-        raise RecordError(f"{run.metrics}: not a pneumolib metrics record (a JSON {type(metrics).__name__}, "
-                          "not a mapping)")
+    metrics = read_record(run.metrics)  # RecordError: one line naming the file and what is wrong
+    metrics = _md(metrics)
     return _Run(run, metrics, metrics.get("config") or {}, _checkpoint_info(run),
-                load_record(run.stress), load_evaluations(run.path),
+                _md(load_record(run.stress)), _md(load_evaluations(run.path)),
                 data_source(metrics.get("data_dir")))
 
 
@@ -634,7 +629,10 @@ def _shortcuts(r: _Run) -> str:
                 "re-write this card afterwards.")
     L = []
     for path in found:
-        rep = load_json(path)
+        rep = load_record(path)
+        if rep is None:
+            L += [f"{path.name}: not a record pneumolib wrote (ignored; run `shortcuts` again)", ""]
+            continue
         L += [f"On the `{rep.get('split')}` split ({path.name}):", "", "```", format_audit(rep), "```", ""]
     return "\n".join(L).rstrip()
 
@@ -651,10 +649,32 @@ def _reproduce(r: _Run) -> str:
     return "\n".join(L + ["", "This card:", "", "```bash", f"python -m pneumolib card {r.run.path}", "```"])
 
 
+def _md(v: Any) -> Any:
+    """Text copied from a record into the card, inert: HTML escaped, one line, no backtick or table bar to break
+    out of a code span or a table (a planted record cannot inject markup or headings). Recursive."""
+    if isinstance(v, str):
+        return html.escape(" ".join(v.split()), quote=False).replace("`", "'").replace("|", "\\|")
+    if isinstance(v, dict):
+        return {k: _md(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_md(x) for x in v]
+    return v
+
+
 def render_model_card(run_dir: str | Path) -> str:
     """The model card of a finished run folder, as Markdown with YAML front matter (the CARD template filled by one
-    small function per section); FileNotFoundError (one line) when the folder has no metrics.json."""
+    small function per section); FileNotFoundError (one line) when the folder has no metrics.json, RecordError
+    (one line) when a record there does not format as pneumolib writes it."""
     r = _read_run(run_dir)
+    try:
+        return _render(r)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
+        raise RecordError(f"{r.run.metrics} (or another record in {r.run.path}) is not what pneumolib wrote "
+                          f"({type(e).__name__}: "
+                          f"{' '.join(str(e).split())[:80]})") from None
+
+
+def _render(r: "_Run") -> str:
     return CARD.substitute(
         front_matter=_front_matter(r),
         heading=f"{r.name}{f' (log entry {r.entry})' if r.entry else ''}: PNEUMONIA vs NORMAL chest X-ray classifier",
@@ -669,8 +689,4 @@ def render_model_card(run_dir: str | Path) -> str:
 def write_model_card(run_dir: str | Path) -> Path:
     """Write RUN_DIR/MODEL_CARD.md (atomically) and return its path."""
     text = render_model_card(run_dir)
-    path = RunDir(run_dir).card
-
-    def write(tmp):
-        Path(tmp).write_text(text)
-    return atomic_write(path, write)
+    return write_text(RunDir(run_dir).card, text)

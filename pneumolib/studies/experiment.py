@@ -17,9 +17,9 @@ from ..data.dataset import XRayData, apply_holdout, fingerprint, prepare, presca
 from ..core.distributed import SINGLE, World, main_first, rank_device
 from ..analysis.evaluate import Scores, balanced_subset, compute_metrics, fit_threshold, predict_samples
 from ..data.lungs import annotated_mask
-from ..core.io import ensure_writable_dir, save_json
+from ..core.io import OutputError, Protected, RecordError, ensure_writable_dir, save_json
 from ..models.networks import WeightsUnavailable, resolve_weights
-from ..core.runs import RunDir, checkpoint_key, clear_training
+from ..core.runs import RunDir, checkpoint_key, clear_training, foreign_files, load_metrics, writer_lock
 from ..core.runtime import get_device
 from ..training.fit import FitResult, fit
 from ..studies.verdicts import NotMeasured, summary_lift
@@ -214,12 +214,36 @@ def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None,
     profile = s.profile or default_profile(is_fixture, s.device)
     config, weights_used = resolve_config(config, profile, s.overrides, s.on_missing_weights)
     if out_dir is not None and s.world.is_main:  # before any work: an unwritable --out must not cost an epoch
-        ensure_writable_dir(out_dir)
+        # a data folder is data through and through (a manifest's image root may hold the user's project: its
+        # manifest file is what the CLI protects)
+        ensure_writable_dir(out_dir, protect=Protected(folders=[root] if isinstance(root, Path) else []))
+        with writer_lock(out_dir):  # one writer per run folder: a second training there is refused at once
+            check_run_folder(out_dir, s.replace_other)
+            return _run(config, root, is_fixture, profile, weights_used, Path(out_dir), s)
+    return _run(config, root, is_fixture, profile, weights_used, Path(out_dir) if out_dir else None, s)
+
+
+def check_run_folder(run_dir: str | Path, replace_other: bool) -> None:
+    """Refuse a run folder holding files pneumolib did not write: always when a training would overwrite them (a
+    user's own config.json or MODEL_CARD.md), otherwise unless REPLACE_OTHER (--retrain), which trains beside them
+    and removes only pneumolib's own files."""
+    colliding, other = foreign_files(run_dir)
+    if colliding:
+        raise OutputError(f"{run_dir}: holds {', '.join(colliding)} that pneumolib did not write, and a training "
+                          "would overwrite them; give another --out (or move them away)")
+    if other and not replace_other:
+        shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
+        raise OutputError(f"{run_dir}: holds files pneumolib did not write ({shown}); give an empty folder as --out, "
+                          "or --retrain to train beside them (only pneumolib's own files are replaced)")
+
+
+def _run(config: ExperimentConfig, root: Path, is_fixture: bool, profile: str, weights_used: str,
+         run_dir: Path | None, s: RunSettings) -> RunResult:
+    """run_experiment's work, once the run folder (if any) is checked and locked."""
     data = _run_data(root, config, s)
     data_fp = fingerprint(data)
     logger.info("%s %s on %s; %s; weights: %s", config.entry, config.name,
                 "the bundled fixture" if is_fixture else root.name, describe_profile(config, s.device), weights_used)
-    run_dir = Path(out_dir) if out_dir else None
     t0 = time.perf_counter()
     fitted, predictor, val = _train_or_reuse(config, data, run_dir, data_fp, weights_used, s)
     if predictor is None:  # a rank other than 0: rank 0 evaluates and writes
@@ -447,6 +471,22 @@ def _lift(per_class: dict[str, Any], key: str = "lung_lift") -> float:
         return summary_lift(per_class, key).value
     except NotMeasured:
         return float("nan")
+
+
+def compare_runs(run_dirs: Iterable[str | Path]) -> str:
+    """The comparison table of finished run folders (`compare`). A metrics.json that does not format as pneumolib
+    writes it (a planted or damaged record) is one RecordError line naming it, never a traceback."""
+    rows = []
+    for d in run_dirs:
+        m = load_metrics(d)
+        try:
+            row = comparison_rows([m])
+            format_table(row)
+        except (TypeError, ValueError, AttributeError, KeyError, IndexError) as e:
+            raise RecordError(f"{RunDir(d).metrics}: not a record pneumolib wrote ({type(e).__name__}: "
+                              f"{' '.join(str(e).split())[:80]})") from None
+        rows += row
+    return format_table(rows)
 
 
 def comparison_rows(metrics_list: list[dict[str, Any]], split: str = "test") -> list[dict[str, Any]]:

@@ -1,7 +1,6 @@
 """Simulated scanner shifts: a validation protocol that stresses what a new cohort changes, not a random split."""
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -12,7 +11,7 @@ import torch
 from ..models.checkpoint import Predictor
 from ..data.dataset import ensure_cache, prepare, resolve_data_dir
 from ..analysis.evaluate import Scores, point_metrics, predict_samples
-from ..core.io import save_json
+from ..core.io import load_record, save_json
 from ..core.runs import RunDir, checkpoint_key, load_metrics
 from ..data.shifts import SHIFTS, Shift
 
@@ -116,12 +115,14 @@ def stress_run(run_dir, data_dir=None, *, split: str = "test", reuse: bool = Tru
         raise FileNotFoundError(f"{ckpt}: no checkpoint (is {run.path} a finished run folder?)")
     out = run.stress_for(split)
     key = checkpoint_key(ckpt)
-    if reuse and out.is_file():
-        try:  # data only; a file that does not parse as this record is recomputed, never trusted
-            saved = json.loads(out.read_text())
-            if saved.get("checkpoint_key") == key and saved.get("split") == split:
-                return StressReport(list(saved["rows"]), float(saved["threshold"]), split)
-        except (ValueError, TypeError, KeyError, AttributeError, UnicodeDecodeError) as e:
+    saved = load_record(out) if reuse else None  # data only; a record that is not what we wrote is recomputed
+    if saved is not None and saved.get("checkpoint_key") == key and saved.get("split") == split:
+        try:
+            rows = [dict(r) for r in saved["rows"]]
+            report = StressReport(rows, float(saved["threshold"]), split)
+            report.table()  # every row formats: a planted row is caught here, not in the caller's print
+            return report
+        except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
             logger.info("%s: not reused, recomputed (%s)", out, e)
     metrics = load_metrics(run_dir)
     if data_dir is None and metrics.get("data_dir") not in (None, "fixture"):
