@@ -22,7 +22,7 @@ MODULES = {
     "models.networks": 0, "models.inference": 1, "models.checkpoint": 2,
     "analysis.evaluate": 0, "analysis.ood": 0, "analysis.cam": 1, "analysis.adapt": 1, "analysis.plots": 1,
     "training.fit": 0, "training.ensemble": 0, "training.lungs": 0,
-    "studies.verdicts": 0, "studies.experiment": 1, "studies.stress": 1, "studies.shortcuts": 1, "studies.drift": 1,
+    "studies.verdicts": 0, "studies.runs": 0, "studies.experiment": 1, "studies.stress": 1, "studies.shortcuts": 1, "studies.drift": 1,
     "studies.bench": 1, "studies.card": 2, "studies.protocol": 2, "studies.candidates": 2, "studies.thresholds": 1,
     "notebook.series": 0, "notebook.helpers": 0, "notebook.summary": 1,
     "api": 0, "cli": 1, "__main__": 2, "__init__": 2,

@@ -268,26 +268,32 @@ class Predictor:
     """A trained model with the preprocessing and decision threshold it was saved with."""
 
     def __init__(self, model: nn.Module, config: ExperimentConfig, threshold: float,
-                 preprocessing: Preprocessing | None = None, device: str | torch.device = "cpu"):
+                 preprocessing: Preprocessing | None = None, device: str | torch.device = "cpu",
+                 cache: DecodedCache | None = None):
         self.model = model.to(device).eval()
         self.config = config
         self.threshold = float(threshold)
         self.preprocessing = preprocessing or preprocessing_for(config)
         self.device = torch.device(device)
         self.extra: dict[str, Any] = {}
-        self._cache: DecodedCache | None = None
+        self._cache: DecodedCache | None = cache
+
+    @classmethod
+    def sharing(cls, predictor: "Predictor", cache: DecodedCache) -> "Predictor":
+        """PREDICTOR (its model, config, threshold, preprocessing and extra) serving from CACHE: the one way a
+        predictor and the data it is evaluated on share their decoded films."""
+        out = cls(predictor.model, predictor.config, predictor.threshold, predictor.preprocessing,
+                  predictor.device, cache=cache)
+        out.extra = predictor.extra
+        return out
 
     @property
     def cache(self) -> DecodedCache:
-        """The decoded films this predictor has seen (its own cache, made on first use; there is no process-wide
-        one). Assign another to share one between predictors."""
+        """The decoded films this predictor has seen: the cache it was made with (Predictor.sharing), else its own,
+        made on first use (there is no process-wide one)."""
         if self._cache is None:
             self._cache = DecodedCache.from_environment()
         return self._cache
-
-    @cache.setter
-    def cache(self, value: DecodedCache) -> None:
-        self._cache = value
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Predictor":

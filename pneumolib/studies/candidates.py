@@ -19,13 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from ..models.checkpoint import Predictor
-from ..data.dataset import prepare
 from ..training.ensemble import build_ensemble
 from ..analysis.evaluate import expected_calibration_error, fit_threshold, point_metrics, predict_samples
 from ..core.io import RecordError, load_record, read_record
 from ..core.runs import RunDir, load_metrics
 from ..core.stats import auc_score
 from ..studies.stress import report_at, shifted_scores
+from ..studies.runs import open_run
 
 HELD_OUT = ("high_contrast", "jpeg", "sharpen")
 
@@ -145,10 +145,6 @@ def format_selection(sel: dict) -> str:
     return "\n".join(lines)
 
 
-def _data(pred: Predictor, root, holdout: str):
-    return prepare(root, seed=pred.config.seed, holdout=holdout, image_size=pred.preprocessing.view)
-
-
 def _under_shifts(scores: dict, threshold: float) -> dict[str, float]:
     """The stress report at one threshold (stress.report_at), summarised as the candidate table reads it."""
     rep = report_at(scores, threshold)
@@ -202,17 +198,15 @@ def compare(root, groups: dict[str, list[Path]], *, ensemble: bool = True, progr
     for name, runs in groups.items():
         results[name] = {"runs": {}, "ensemble": None}
         for d in runs:
-            run = RunDir(d)
-            pred = Predictor.load(run.checkpoint)
-            holdout = load_metrics(d).get("holdout", "folders")
-            r = analyse(pred, _data(pred, root, holdout))
+            o = open_run(d, root)
+            pred = o.predictor
+            r = analyse(pred, o.data)
             r["seed"], r["budget"] = pred.config.seed, f"{pred.config.epochs}x{pred.config.max_train_images or 'all'}"
             results[name]["runs"][str(d)] = r
             if progress:
                 progress(f"[{name}] {d}: done")
         if len(runs) > 1 and ensemble:
-            first = Predictor.load(RunDir(runs[0]).checkpoint)
-            data = _data(first, root, "folders")
+            data = open_run(runs[0], root).data  # the first member's seeded split
             ens = build_ensemble([RunDir(d).checkpoint for d in runs], data["val"])
             r = analyse(ens, data)
             r["temperature"] = ens.extra["ensemble"]["temperature"]

@@ -22,11 +22,11 @@ from ..analysis.cam import lung_mask
 from ..core.stats import auc_with_interval, patient_bootstrap
 from ..models.checkpoint import Predictor
 from ..core.config import CLASSES
-from ..data.dataset import ensure_cache, DecodedCache, Sample, file_rows, prepare, resolve_data_dir
+from ..data.dataset import ensure_cache, DecodedCache, Sample, file_rows
 from ..models.inference import predict_proba
 from ..core.io import save_json
 from ..data.lungs import LungSegmenter, annotated_mask, shipped_segmenter
-from ..core.runs import RunDir, load_metrics
+from ..studies.runs import open_run
 
 log = logging.getLogger(__name__)
 
@@ -231,17 +231,8 @@ def audit_run(run_dir, data_dir=None, *, split: str = "val", seed: int = 0,
     """The audit of a finished run folder on one split of the data it was trained with (same seeded validation split
     and holdout); kept as RUN_DIR/shortcuts_<split>.json, which the model card shows. PROBES: the caller's, shared
     over several runs."""
-    run = RunDir(run_dir)
-    if not run.checkpoint.is_file():
-        raise FileNotFoundError(f"{run.checkpoint}: no checkpoint (is {run.path} a finished run folder?)")
-    metrics = load_metrics(run_dir)
-    if data_dir is None and metrics.get("data_dir") not in (None, "fixture"):
-        data_dir = metrics["data_dir"]
-    root, _ = resolve_data_dir(data_dir)
-    pred = Predictor.load(run.checkpoint)
-    data = prepare(root, seed=pred.config.seed, holdout=metrics.get("holdout", "folders"),
-                   image_size=pred.preprocessing.view)
-    pred.cache = data.cache
+    o = open_run(run_dir, data_dir)
+    run, root, pred, data = o.run, o.root, o.predictor, o.data
     log.info("shortcut audit of %s (%s) on %s %s", run.path.name, pred.config.name, root.name, split)
     rep = audit(pred, data["train"], data[split], seed=seed, probes=probes)
     rep.update(split=split, experiment=pred.config.name, checkpoint=str(run.checkpoint.resolve()),

@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..models.checkpoint import Predictor
-from ..data.dataset import ensure_cache, prepare, resolve_data_dir
+from ..data.dataset import ensure_cache
 from ..analysis.evaluate import Scores, point_metrics, predict_samples
 from ..core.io import load_record, save_json
-from ..core.runs import RunDir, checkpoint_key, load_metrics
+from ..core.runs import RunDir, checkpoint_key
 from ..data.shifts import SHIFTS, Shift
+from ..studies.runs import open_run
 
 # The external cohort of this data set is 37.5% NORMAL; the training folders are 26%.
 EXTERNAL_NORMAL_SHARE = 0.375
@@ -124,13 +124,8 @@ def stress_run(run_dir, data_dir=None, *, split: str = "test", reuse: bool = Tru
             return report
         except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
             logger.info("%s: not reused, recomputed (%s)", out, e)
-    metrics = load_metrics(run_dir)
-    if data_dir is None and metrics.get("data_dir") not in (None, "fixture"):
-        data_dir = metrics["data_dir"]
-    root, _ = resolve_data_dir(data_dir)
-    pred = Predictor.load(ckpt)
-    data = prepare(root, seed=pred.config.seed, holdout=metrics.get("holdout", "folders"),
-                   image_size=pred.preprocessing.view)
+    o = open_run(run_dir, data_dir)
+    metrics, root, pred, data = o.metrics, o.root, o.predictor, o.data
     logger.info("stress test of %s (%s) on %s %s: %d shifts", run.path.name, pred.config.name, root.name, split,
                 len(SHIFTS))
     report = stress_test(pred.model, data[split], pred.preprocessing, pred.threshold, tta=pred.config.tta,

@@ -15,9 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..analysis.evaluate import choose_threshold, point_metrics, pooled_youden, predict_samples, seen_shift_probs
-from ..core.runs import RunDir, load_metrics
-from ..data.dataset import prepare, resolve_data_dir
-from ..models.checkpoint import Predictor
+from ..studies.runs import open_run
 
 RULES = ("fixed:0.5", "youden", "youden_shifted", "balanced")
 
@@ -74,15 +72,8 @@ def compare_rules(labels: np.ndarray, probs: np.ndarray, patients: list[str], sh
 
 def compare_run(run_dir, data_dir=None, rules: tuple[str, ...] = RULES, n_splits: int = 50) -> dict[str, Any]:
     """compare_rules on a finished run folder's validation split (the seeded split it was trained with)."""
-    run = RunDir(run_dir)
-    metrics = load_metrics(run_dir)
-    if data_dir is None and metrics.get("data_dir") not in (None, "fixture"):
-        data_dir = metrics["data_dir"]
-    root, _ = resolve_data_dir(data_dir)
-    pred = Predictor.load(run.checkpoint)
-    data = prepare(root, seed=pred.config.seed, holdout=metrics.get("holdout", "folders"),
-                   image_size=pred.preprocessing.view)
-    pred.cache = data.cache
+    o = open_run(run_dir, data_dir)
+    pred, data = o.predictor, o.data
     val = data["val"]
     clean = predict_samples(pred.model, val, pred.preprocessing, tta=pred.config.tta, cache=data.cache)
     shifted = seen_shift_probs(pred.model, val, pred.preprocessing, tta=pred.config.tta, cache=data.cache)
