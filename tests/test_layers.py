@@ -25,7 +25,8 @@ MODULES = {
     "studies.verdicts": 0, "studies.runs": 0, "studies.experiment": 1, "studies.stress": 1, "studies.shortcuts": 1, "studies.drift": 1,
     "studies.bench": 1, "studies.card": 2, "studies.protocol": 2, "studies.candidates": 2, "studies.thresholds": 1,
     "notebook.series": 0, "notebook.helpers": 0, "notebook.summary": 1,
-    "api": 0, "cli": 1, "__main__": 2, "__init__": 2,
+    "api": 0, "cli.common": 1, "cli.evaluate": 2, "cli.train": 2, "cli.audit": 2, "cli.lungs": 2, "cli.predict": 3,
+    "cli": 4, "__main__": 5, "__init__": 5,
 }
 
 
@@ -49,6 +50,8 @@ def _path(name: str) -> Path:
 
 def _rank(name: str) -> tuple[int, int]:
     folder = name.split(".")[0] if "." in name else ("" if name in MODULES else name)
+    if folder == "cli":  # the command line is the top layer, beside the API it calls
+        folder = ""
     return FOLDERS.index(folder), MODULES.get(name, -1)
 
 
