@@ -6,7 +6,7 @@ The public API (pneumolib.api), imported on first use so that `import pneumolib`
     predictor = pneumolib.load("runs/10_recommended/seed0")        # a checkpoint file or a run folder
     records, refused = pneumolib.predict(predictor, ["film.dcm", "film.jpeg"])
 """
-__version__ = "0.1.0"
+from .core.version import __version__
 
 __all__ = ["__version__", "Prediction", "load", "predict", "explain", "run", "experiments", "segment_lungs"]
 

@@ -10,13 +10,14 @@ from typing import Any
 
 import numpy as np
 
-from .analysis.cam import Explanation, explain as _explain_maps
-from .models.checkpoint import Prediction, Predictor
+from .analysis.cam import Explanation
+from .analysis.cam import explain as _explain_maps
 from .core.config import REGISTRY, ExperimentConfig, diff, format_diff, get_config, previous
 from .data.dataset import DecodedCache, Sample, patient_id
-from .studies.experiment import RunResult, run_experiment
 from .data.imaging import ImageError
 from .data.lungs import shipped_segmenter
+from .models.checkpoint import Prediction, Predictor
+from .studies.experiment import RunResult, run_experiment
 
 __all__ = ["Prediction", "load", "predict", "explain", "run", "experiments", "segment_lungs"]
 

@@ -6,7 +6,8 @@ import torch
 import torchvision.transforms.v2 as T
 import torchvision.transforms.v2.functional as TF
 
-from pneumolib.data.transforms import LOG_TRANSFORMS, build as build_log
+from pneumolib.data.transforms import LOG_TRANSFORMS
+from pneumolib.data.transforms import build as build_log
 
 
 class RandomGamma:

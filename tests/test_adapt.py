@@ -5,14 +5,30 @@ import numpy as np
 import pytest
 import torch
 
-from pneumolib.analysis.adapt import ADAPTED_LABEL, EARLY_BN_LAYERS, adapt, adapt_bn, adjust_posterior, bn_layers, em_prior, threshold_for_prior, training_prior
-from pneumolib.models.checkpoint import Predictor
+from pneumolib.analysis.adapt import (
+    ADAPTED_LABEL,
+    EARLY_BN_LAYERS,
+    adapt,
+    adapt_bn,
+    adjust_posterior,
+    bn_layers,
+    em_prior,
+    threshold_for_prior,
+    training_prior,
+)
+from pneumolib.analysis.evaluate import (
+    compute_metrics,
+    expected_calibration_error,
+    point_metrics,
+    predict_samples,
+    reliability_curve,
+)
 from pneumolib.cli import main
 from pneumolib.core.config import get_config
-from pneumolib.analysis.evaluate import compute_metrics, expected_calibration_error, point_metrics, predict_samples, reliability_curve
 from pneumolib.data.fixture import fixture_dir
 from pneumolib.data.shifts import SHIFTS_BY_NAME
 from pneumolib.data.transforms import ByClass, Identity
+from pneumolib.models.checkpoint import Predictor
 
 
 # --- calibration -------------------------------------------------------------------------------------------
@@ -54,8 +70,8 @@ def test_calibrated_scores_have_small_ece_and_overconfident_ones_large():
 
 
 def test_every_metrics_dict_has_ece_and_its_bins():
-    from pneumolib.data.dataset import Sample
     from pneumolib.analysis.evaluate import Scores, format_metrics
+    from pneumolib.data.dataset import Sample
 
     s = Scores([Sample(f"/x/{i}.png", y, f"p{i}", "test") for i, y in enumerate([0, 0, 1, 1, 1])],
                np.array([0.1, 0.3, 0.3, 0.9, 0.95]))

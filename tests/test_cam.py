@@ -8,12 +8,29 @@ import torch
 from PIL import Image
 from torch import nn
 
-from pneumolib.core.stats import patient_bootstrap
-from pneumolib.analysis.cam import CAM, METHODS, class_targets, explain, explain_predictor, first_per_class, heart_box_mask, lift, lower_central_share, lung_focus, random_maps, randomise_top, rank_correlation, resolve_layer, road, sanity_checks
-from pneumolib.models.checkpoint import Predictor, save_checkpoint
-from pneumolib.cli import main
+from pneumolib.analysis.cam import (
+    CAM,
+    METHODS,
+    class_targets,
+    explain,
+    explain_predictor,
+    first_per_class,
+    heart_box_mask,
+    lift,
+    lower_central_share,
+    lung_focus,
+    random_maps,
+    randomise_top,
+    rank_correlation,
+    resolve_layer,
+    road,
+    sanity_checks,
+)
 from pneumolib.analysis.evaluate import predict_samples
+from pneumolib.cli import main
+from pneumolib.core.stats import patient_bootstrap
 from pneumolib.data.fixture import fixture_dir, make_phantom, mask_for
+from pneumolib.models.checkpoint import Predictor, save_checkpoint
 
 
 @pytest.mark.parametrize("method", list(METHODS))

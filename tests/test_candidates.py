@@ -2,14 +2,14 @@
 import json
 import shutil
 from dataclasses import replace
-import numpy as np
 
+import numpy as np
 import pytest
 
-from pneumolib.studies import candidates
-from pneumolib.models.checkpoint import save_checkpoint
-from pneumolib.cli import main
 from pneumolib.analysis.evaluate import point_metrics
+from pneumolib.cli import main
+from pneumolib.models.checkpoint import save_checkpoint
+from pneumolib.studies import candidates
 from pneumolib.studies.stress import stress_test
 
 

@@ -5,10 +5,10 @@ import re
 import pytest
 import yaml
 
-from pneumolib.studies.card import cohort_name, data_source, render_model_card, write_model_card
 from pneumolib.cli import main
-from pneumolib.data.fixture import fixture_dir
 from pneumolib.core.io import save_json
+from pneumolib.data.fixture import fixture_dir
+from pneumolib.studies.card import cohort_name, data_source, render_model_card, write_model_card
 
 
 def front_matter(card: str) -> dict:

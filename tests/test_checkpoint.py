@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from pneumolib.models.checkpoint import ChannelMismatch, CheckpointError, Predictor, read_checkpoint, save_checkpoint
 from pneumolib.core.config import CLASSES, get_config
+from pneumolib.models.checkpoint import ChannelMismatch, CheckpointError, Predictor, read_checkpoint, save_checkpoint
 from pneumolib.models.networks import build_model
 
 

@@ -6,12 +6,12 @@ import pytest
 import torch
 from PIL import Image
 
-from pneumolib.data import lungs as L
-from pneumolib.models.checkpoint import CheckpointError, Predictor, preprocessing_for, save_checkpoint
 from pneumolib.cli import main
 from pneumolib.core.config import ExperimentConfig, View, get_config
+from pneumolib.data import lungs as L
 from pneumolib.data.dataset import DecodedCache, discover
 from pneumolib.data.fixture import fixture_dir
+from pneumolib.models.checkpoint import CheckpointError, Predictor, preprocessing_for, save_checkpoint
 
 
 def _two_lungs(h=100, w=100):

@@ -8,7 +8,19 @@ import torch
 from PIL import Image
 
 from pneumolib.core.config import CLASSES, apply_profile, get_config
-from pneumolib.data.dataset import DataError, DecodedCache, XRayDataset, discover, early_id_holdout, grouped_split, patient_family, patient_overlap, patient_id, prescan, subsample
+from pneumolib.data.dataset import (
+    DataError,
+    DecodedCache,
+    XRayDataset,
+    discover,
+    early_id_holdout,
+    grouped_split,
+    patient_family,
+    patient_id,
+    patient_overlap,
+    prescan,
+    subsample,
+)
 from pneumolib.data.fixture import FIXTURE_COUNTS, fixture_dir
 from pneumolib.data.transforms import Preprocessing
 

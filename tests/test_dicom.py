@@ -258,7 +258,7 @@ def test_predict_with_one_bad_film_among_good_ones_predicts_the_good_ones_and_ex
     r = cli("predict", str(trained_run.run_dir / "checkpoint.pt"), str(good[0]), str(bad), str(good[1]))
     assert r.returncode == 2
     lines = r.stdout.strip().splitlines()
-    assert [l.split("\t")[0] for l in lines] == [str(g) for g in good] and all("p_pneumonia=" in l for l in lines)
+    assert [ln.split("\t")[0] for ln in lines] == [str(g) for g in good] and all("p_pneumonia=" in ln for ln in lines)
     err = r.stderr.strip()
     assert err.count("\n") == 0 and str(bad) in err and "multi-frame" in err and "Traceback" not in err
 

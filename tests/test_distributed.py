@@ -1,6 +1,5 @@
 """Training under torchrun (DistributedDataParallel over gloo on CPU): sharded sampling, rank-0 writes, resume, and
 the same training as one process when BatchNorm is synced."""
-import json
 import os
 import shutil
 import signal
@@ -11,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from pneumolib.models.checkpoint import read_checkpoint
 from pneumolib.core.distributed import SINGLE, CpuSyncBatchNorm, World, shard_batches, sync_batchnorm
-from pneumolib.models.networks import build_model
 from pneumolib.core.runs import STATE as STATE_FILE
+from pneumolib.models.checkpoint import read_checkpoint
+from pneumolib.models.networks import build_model
 
 HELPER = Path(__file__).parent / "helpers" / "ddp_fit.py"
 SMOKE = ["train", "baseline", "--profile", "smoke", "--cam-per-class", "0", "--seed", "2"]

@@ -3,7 +3,13 @@ import numpy as np
 import pytest
 
 from pneumolib.models.checkpoint import Predictor
-from pneumolib.studies.drift import compare_inference, format_rows, imagenet_normalised_inference, log_entry4_inference, single_channel_inference
+from pneumolib.studies.drift import (
+    compare_inference,
+    format_rows,
+    imagenet_normalised_inference,
+    log_entry4_inference,
+    single_channel_inference,
+)
 
 
 @pytest.fixture(scope="module")

@@ -8,12 +8,12 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from pneumolib.analysis.adapt import EARLY_BN_LAYERS, bn_layers
-from pneumolib.models.checkpoint import Predictor, save_checkpoint
 from pneumolib.cli import main
 from pneumolib.data.dataset import discover
-from pneumolib.training.ensemble import build_ensemble, fit_temperature, nll, validation_overlap
+from pneumolib.models.checkpoint import Predictor, save_checkpoint
 from pneumolib.models.inference import predict_proba, probabilities, view_logits
 from pneumolib.models.networks import Ensemble, build_model
+from pneumolib.training.ensemble import build_ensemble, fit_temperature, nll, validation_overlap
 
 
 def p_pneumonia(model, x, tta=False):

@@ -3,8 +3,16 @@ import csv
 import numpy as np
 import pytest
 
+from pneumolib.analysis.evaluate import (
+    Scores,
+    balanced_subset,
+    bootstrap_ci,
+    choose_threshold,
+    compute_metrics,
+    format_metrics,
+    predict_samples,
+)
 from pneumolib.data.dataset import Sample
-from pneumolib.analysis.evaluate import Scores, balanced_subset, bootstrap_ci, choose_threshold, compute_metrics, format_metrics, predict_samples
 
 
 def _scores(labels, probs):
@@ -26,7 +34,7 @@ def test_log_entry_8_report_is_reproduced_when_everything_is_pneumonia():
     s = _scores([0] * 5 + [1] * 5, [0.99] * 10)
     m = compute_metrics(s, 0.5, n_boot=200)
     assert m["accuracy"] == 0.5 and m["specificity"] == 0.0 and m["sensitivity"] == 1.0
-    lines = {l.split()[0]: l.split()[1:] for l in m["report"].splitlines() if l.strip()}
+    lines = {ln.split()[0]: ln.split()[1:] for ln in m["report"].splitlines() if ln.strip()}
     assert lines["NORMAL"][:3] == ["0.00", "0.00", "0.00"]
     assert lines["PNEUMONIA"][:3] == ["0.50", "1.00", "0.67"]
     assert "macro" in m["report"]

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_hostile import _film, assert_one_line_error, cli, run_capped
 
 from pneumolib.data.fixture import fixture_dir
-from test_hostile import _film, assert_one_line_error, cli, run_capped
 
 
 def _victim(tmp_path: Path) -> Path:
@@ -328,8 +328,8 @@ def _deflated_bomb(path: Path, inflated: int) -> Path:
     """A Deflated Explicit VR DICOM whose data set inflates to INFLATED bytes (zeros compress ~1000:1), written in
     a stream, without holding the inflated bytes."""
     from pydicom.dataset import FileMetaDataset
-    from pydicom.filewriter import write_file_meta_info
     from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_file_meta_info
     from pydicom.uid import SecondaryCaptureImageStorage, generate_uid
 
     meta = FileMetaDataset()
@@ -645,8 +645,9 @@ def test_outputs_keep_the_umask_mode(run_copy, tmp_path, capsys):
 
 def test_a_nan_window_has_its_own_message(tmp_path):
     """Regression: a NaN WindowCenter was refused as 'every pixel is 0'."""
-    from pneumolib.data.imaging import ImageError, load_image
     from test_hostile import _dicom, _ramp
+
+    from pneumolib.data.imaging import ImageError, load_image
 
     f = _dicom(tmp_path / "nanwin.dcm", _ramp(), WindowCenter="NaN", WindowWidth="400")
     with pytest.raises(ImageError, match="window") as e:

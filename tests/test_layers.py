@@ -16,7 +16,7 @@ FOLDERS = ("core", "data", "models", "analysis", "training", "studies", "noteboo
 # Within a folder, lower number = lower module. A module may import its own rank or lower ones. A new module must be
 # placed here (the test fails until it is), so the layering is decided, not drifted into.
 MODULES = {
-    "core.config": 0, "core.io": 0, "core.runtime": 0, "core.stats": 0, "core.runs": 1, "core.distributed": 1,
+    "core.config": 0, "core.version": 0, "core.io": 0, "core.runtime": 0, "core.stats": 0, "core.runs": 1, "core.distributed": 1,
     "data.fixture": 0, "data.imaging": 0, "data.transforms": 0, "data.shifts": 0, "data.augment": 1,
     "data.lungs": 2, "data.population": 3, "data.dataset": 3,
     "models.networks": 0, "models.inference": 1, "models.checkpoint": 2,
@@ -108,7 +108,7 @@ def test_no_module_imports_a_higher_folder_or_module(name):
 @pytest.mark.parametrize("name", [m for m in _modules() if m in MODULES])
 def test_no_module_imports_private_names_of_another(name):
     private = [f"{name} imports {n} from {t} at line {line}" for t, names, line in _imports(name)
-               for n in names if n.startswith("_") and t != name]
+               for n in names if n.startswith("_") and not n.endswith("__") and t != name]
     assert not private, "\n".join(private)
 
 

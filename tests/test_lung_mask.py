@@ -98,6 +98,7 @@ def test_the_shortcut_audit_fills_a_lung_mask_models_outside_with_black_not_grey
     """A lung-mask view is black outside its dilated mask: filling that with grey would show the model a picture
     it never saw, and the audit would count the flips against it."""
     from dataclasses import replace as dc_replace
+
     from pneumolib.models.checkpoint import Predictor
     from pneumolib.studies.shortcuts import FILL_MASKED, masks_in_view, reliance
     base = Predictor.load(trained_run.run_dir / "checkpoint.pt")

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pneumolib.data import lungs as L
-from pneumolib.models.checkpoint import CheckpointError
 from pneumolib.cli import main
+from pneumolib.data import lungs as L
 from pneumolib.data.fixture import fixture_dir, make_phantom
+from pneumolib.models.checkpoint import CheckpointError
 
 
 def _ellipses(h=128, w=128, gap=0.0):

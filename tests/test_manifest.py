@@ -4,8 +4,16 @@ from pathlib import Path
 
 import pytest
 
-from pneumolib.data.dataset import DataError, Manifest, as_source, discover, discover_split, prescan, read_manifest
-from pneumolib.data.dataset import fingerprint
+from pneumolib.data.dataset import (
+    DataError,
+    Manifest,
+    as_source,
+    discover,
+    discover_split,
+    fingerprint,
+    prescan,
+    read_manifest,
+)
 
 
 def _write(path: Path, rows: list[dict], columns=("path", "label", "patient", "split")) -> Path:

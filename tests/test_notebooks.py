@@ -192,6 +192,7 @@ def test_every_notebook_opens_with_its_headline_under_the_title(path):
 
 def test_tables_are_shown_whole_in_notebooks():
     import pandas as pd
+
     from pneumolib.notebook import helpers as H
     with pd.option_context("display.max_columns", 20, "display.max_rows", 60):
         H.use_notebook_style()
@@ -257,15 +258,15 @@ def test_checkpoint_table_keeps_the_best_and_the_last_epoch():
 
 
 def test_epochs_that_call_every_val_film_one_class_are_named():
-    from pneumolib.notebook import helpers as nb
     from pneumolib.data.dataset import Sample
+    from pneumolib.notebook import helpers as nb
 
     val = [Sample(f"/x/{i}.png", int(i < 3), f"p{i}", "val") for i in range(4)]  # 3 PNEUMONIA, 1 NORMAL
     hist = [{"epoch": 1, "val_acc": 0.75}, {"epoch": 2, "val_acc": 0.5}, {"epoch": 3, "val_acc": 0.25}]
     lines = nb.one_class_epochs(hist, val)
-    assert any("epoch(s) 1:" in l and "every val film called PNEUMONIA" in l for l in lines)
-    assert any("epoch(s) 3:" in l and "every val film called NORMAL" in l for l in lines)
-    assert not any("epoch(s) 2" in l for l in lines)
+    assert any("epoch(s) 1:" in ln and "every val film called PNEUMONIA" in ln for ln in lines)
+    assert any("epoch(s) 3:" in ln and "every val film called NORMAL" in ln for ln in lines)
+    assert not any("epoch(s) 2" in ln for ln in lines)
 
 
 def test_seeds_parse_from_papermill_strings_lists_and_ints():
@@ -354,10 +355,10 @@ def test_figures_are_legible_and_metric_axes_zoom_to_the_data():
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from pneumolib.notebook import helpers as nb
     from pneumolib.analysis import plots
-    from pneumolib.data.dataset import Sample
     from pneumolib.analysis.evaluate import Scores
+    from pneumolib.data.dataset import Sample
+    from pneumolib.notebook import helpers as nb
 
     nb.use_notebook_style()
     assert plt.rcParams["figure.dpi"] >= 110
@@ -377,17 +378,17 @@ def test_figures_are_legible_and_metric_axes_zoom_to_the_data():
 def test_one_class_epochs_read_the_predicted_share_and_never_guess_on_a_balanced_split_regression():
     # regression: on a balanced val split (the fixture's 12/12) every epoch at 50% accuracy was reported as
     # "every val film called PNEUMONIA", whichever class the model actually called
-    from pneumolib.notebook import helpers as nb
     from pneumolib.data.dataset import Sample
+    from pneumolib.notebook import helpers as nb
 
     val = [Sample(f"/x/{i}.png", int(i < 2), f"p{i}", "val") for i in range(4)]  # balanced
     hist = [{"epoch": 1, "val_acc": 0.5, "val_share_pneumonia": 0.0},
             {"epoch": 2, "val_acc": 0.5, "val_share_pneumonia": 0.5},
             {"epoch": 3, "val_acc": 0.5, "val_share_pneumonia": 1.0}]
     lines = nb.one_class_epochs(hist, val)
-    assert any("epoch(s) 1:" in l and "NORMAL" in l for l in lines)
-    assert any("epoch(s) 3:" in l and "PNEUMONIA" in l for l in lines)
-    assert not any("epoch(s) 2" in l for l in lines)
+    assert any("epoch(s) 1:" in ln and "NORMAL" in ln for ln in lines)
+    assert any("epoch(s) 3:" in ln and "PNEUMONIA" in ln for ln in lines)
+    assert not any("epoch(s) 2" in ln for ln in lines)
     old = nb.one_class_epochs([{"epoch": 1, "val_acc": 0.5}], val)  # an older history: accuracy only
     assert old and "one class" in old[0] and "PNEUMONIA" not in old[0]
 
@@ -440,11 +441,11 @@ def test_two_series_keep_their_own_settings_no_module_state(quiet_log):
 def test_an_entry_that_trains_an_identical_config_finds_its_twin_run(tmp_path, quiet_log):
     from dataclasses import replace
 
-    from pneumolib.notebook import series
-    from pneumolib.models.checkpoint import save_checkpoint
     from pneumolib.core.config import get_config
     from pneumolib.data.dataset import fingerprint, prepare, resolve_data_dir
+    from pneumolib.models.checkpoint import save_checkpoint
     from pneumolib.models.networks import build_model
+    from pneumolib.notebook import series
 
     s = series.start(None, "fixture", "cpu", [0], runs=tmp_path)
     cfg = series.wanted_config(s, get_config("04"), 0)
@@ -489,9 +490,9 @@ def test_a_twin_entry_shows_the_twins_grad_cam_results_without_recomputing_them(
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no ImageNet weights, on any machine
     monkeypatch.delenv("PNEUMOLIB_IMAGENET_WEIGHTS", raising=False)
 
-    from pneumolib.studies import experiment
-    from pneumolib.notebook import series
     from pneumolib.core.config import get_config
+    from pneumolib.notebook import series
+    from pneumolib.studies import experiment
 
     s = series.start(None, "smoke", "cpu", [0], runs=tmp_path)
     [r04] = series.run_seeds(get_config("04"), s, cam_per_class=2)
@@ -512,8 +513,8 @@ def test_a_twin_entry_shows_the_twins_grad_cam_results_without_recomputing_them(
 
 
 def test_notebook_10_can_leave_out_a_side_branch_of_the_ablation_only(capsys, monkeypatch):
-    from pneumolib.studies import protocol
     from pneumolib.notebook import series as nb
+    from pneumolib.studies import protocol
 
     seen = {}
     monkeypatch.setattr(protocol, "score_steps",
@@ -527,8 +528,8 @@ def test_notebook_10_can_leave_out_a_side_branch_of_the_ablation_only(capsys, mo
 
 
 def test_notebook_10_can_leave_out_the_ablation_protocols_and_says_so(capsys):
-    from pneumolib.studies import protocol
     from pneumolib.notebook import series as nb
+    from pneumolib.studies import protocol
 
     s = nb.Series(None, "smoke", "cpu", [0], Path("."))
     assert nb.holdout_list("folders,early_ids") == ("folders", "early_ids")
@@ -632,6 +633,7 @@ def test_the_films_are_not_called_greyscale_jpegs_regression():
 
 def test_a_verdict_row_without_a_measurement_gives_a_reason_not_nan(monkeypatch):
     import pandas as pd
+
     from pneumolib.notebook import helpers as H
     shown = []
     monkeypatch.setattr(H, "_display", shown.append)
@@ -709,6 +711,7 @@ def test_the_summary_figure_marks_collapsed_seeds_and_the_true_share():
 
 def test_the_summary_reads_better_and_worse_from_its_table():
     import pandas as pd
+
     from pneumolib.notebook import summary
 
     t = pd.DataFrame({"NORMAL recall: better or worse?": ["worse", "better", "cannot tell: too few films"],

@@ -6,9 +6,8 @@ import pytest
 from PIL import Image
 
 from pneumolib.analysis import ood
-from pneumolib.models.checkpoint import Predictor
 from pneumolib.cli import main
-from pneumolib.data.fixture import fixture_dir
+from pneumolib.models.checkpoint import Predictor
 
 
 def test_reference_flags_about_one_percent_of_validation_and_far_points():
@@ -75,6 +74,7 @@ def test_evaluate_reports_the_cohorts_ood_share_and_writes_it_per_film(run_copy,
 
 def test_the_shrunk_precision_is_sklearns_ledoit_wolf():
     from sklearn.covariance import LedoitWolf
+
     from pneumolib.core.stats import ledoit_wolf
     x = np.random.default_rng(3).normal(size=(60, 40)) * np.linspace(0.1, 5, 40)
     mean, precision = ledoit_wolf(x)

@@ -6,7 +6,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _req_names(lines):
-    return {re.split(r"[<>=!~\[ ]", l.strip())[0].lower() for l in lines if l.strip() and not l.strip().startswith("#")}
+    return {re.split(r"[<>=!~\[ ]", ln.strip())[0].lower() for ln in lines if ln.strip() and not ln.strip().startswith("#")}
 
 
 def test_environment_yml_installs_requirements_txt():

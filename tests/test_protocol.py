@@ -2,9 +2,9 @@
 
 from dataclasses import replace
 
-from pneumolib.studies import protocol as P
 from pneumolib.core.config import BASELINE, get_config
 from pneumolib.core.runs import ablation_dir
+from pneumolib.studies import protocol as P
 
 
 def _row(name, folders_acc, stress_acc, early_acc, spec=0.8):
@@ -20,7 +20,7 @@ def test_agreement_flags_a_protocol_that_orders_the_anchor_pair_wrongly():
     # the random split prefers the log-style baseline; the stress test and holdout prefer strong augmentation
     rows = [_row(P.ANCHOR_LOW, 0.97, 0.80, 0.80), _row(P.ANCHOR_HIGH, 0.95, 0.90, 0.90), _row("x", 0.96, 0.85, 0.85)]
     text = P.protocol_agreement(rows)
-    line = {l.split("  ")[0]: l for l in text.splitlines()}
+    line = {ln.split("  ")[0]: ln for ln in text.splitlines()}
     assert line["random split: accuracy"].rstrip().endswith("WRONG (0/1)")
     assert line["stress test: acc@ext"].rstrip().endswith("right (1/1)")
     assert "1.00" in line["stress test: acc@ext"]  # same order as the early-ID holdout: Spearman 1

@@ -8,8 +8,8 @@ from dataclasses import replace
 import pytest
 import torch
 
-from pneumolib.models.checkpoint import CheckpointError, read_checkpoint
 from pneumolib.core.runs import STATE as STATE_FILE
+from pneumolib.models.checkpoint import CheckpointError, read_checkpoint
 from pneumolib.training.fit import fit, load_train_state
 
 ARGS = ["train", "baseline", "--out", "{out}", "--profile", "smoke", "--epochs", "3", "--cam-per-class", "0", "--seed", "5"]

@@ -5,10 +5,10 @@ from dataclasses import replace
 
 import pytest
 
-from pneumolib.models.checkpoint import CheckpointError, read_checkpoint
 from pneumolib.data.dataset import fingerprint, prepare
-from pneumolib.studies.experiment import run_experiment, training_differences
 from pneumolib.data.fixture import fixture_dir
+from pneumolib.models.checkpoint import CheckpointError, read_checkpoint
+from pneumolib.studies.experiment import run_experiment, training_differences
 
 
 @pytest.fixture

@@ -7,8 +7,15 @@ import torch
 
 from pneumolib.data.fixture import fixture_dir
 from pneumolib.data.shifts import SHIFTS_BY_NAME
-from pneumolib.studies.stress import EXTERNAL_NORMAL_SHARE, SHIFTS, StressReport, external_accuracy, stress_run, stress_test
 from pneumolib.data.transforms import Preprocessing
+from pneumolib.studies.stress import (
+    EXTERNAL_NORMAL_SHARE,
+    SHIFTS,
+    StressReport,
+    external_accuracy,
+    stress_run,
+    stress_test,
+)
 
 
 @pytest.fixture(scope="module")

@@ -20,8 +20,8 @@ def test_fixture_training_learns_far_above_chance(trained_run):
 
 def test_untrained_model_is_near_chance(fixture_data):
     # the same evaluation on an untrained net: guards against a metric that is high by construction
-    from pneumolib.models.checkpoint import preprocessing_for
     from pneumolib.analysis.evaluate import compute_metrics, predict_samples
+    from pneumolib.models.checkpoint import preprocessing_for
     from pneumolib.models.networks import build_model
 
     cfg = apply_profile(get_config("04"), "fixture")
@@ -153,8 +153,8 @@ def test_threshold_is_fitted_on_the_best_epoch_not_the_last(fixture_data, tiny_c
     # validation loss made to rise after epoch 1, so the kept (best) model is not the last one; the threshold must
     # come from the best model's validation scores
     import pneumolib.training.fit as T
-    from pneumolib.models.checkpoint import Predictor
     from pneumolib.analysis.evaluate import fit_threshold
+    from pneumolib.models.checkpoint import Predictor
 
     real_row, real_predict, seen = T._val_row, T.predict_samples, []
 

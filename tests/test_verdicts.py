@@ -1,9 +1,9 @@
 """Verdict rules on synthetic numbers: intervals against thresholds, seeds, comparisons, untestable claims."""
 import pytest
 
-from pneumolib.studies import verdicts as V
-from pneumolib.core.stats import wilson
 from pneumolib.core.config import REGISTRY
+from pneumolib.core.stats import wilson
+from pneumolib.studies import verdicts as V
 from pneumolib.studies.verdicts import CANNOT_TELL, FAILS, HOLDS, NOT_TESTED, SEEDS_DISAGREE, TOO_FEW_FILMS, Estimate
 
 

@@ -44,11 +44,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..models.checkpoint import Predictor, save_checkpoint
-from ..core.config import CLASSES, ExperimentConfig
-from ..data.dataset import ensure_cache, DecodedCache, Sample, XRayDataset
 from ..analysis.evaluate import Scores, platt, predict_samples
+from ..core.config import CLASSES, ExperimentConfig
+from ..data.dataset import DecodedCache, Sample, XRayDataset, ensure_cache
 from ..data.transforms import ByClass
+from ..models.checkpoint import Predictor, save_checkpoint
 
 log = logging.getLogger(__name__)
 

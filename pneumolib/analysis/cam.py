@@ -21,12 +21,12 @@ from scipy.stats import spearmanr
 from torch import nn
 
 from ..core.config import CLASSES
-from ..data.dataset import ensure_cache, Sample
 from ..core.io import atomic_write, make_dir, save_image
-from ..models.inference import class_probabilities, predict_proba, view_logits
-from ..data.lungs import LungBox, LungSegmenter, mask_in_view, read_mask, shipped_segmenter
-from ..models.networks import cam_layer, members, stage_blocks
 from ..core.stats import patient_bootstrap
+from ..data.dataset import Sample, ensure_cache
+from ..data.lungs import LungBox, LungSegmenter, mask_in_view, read_mask, shipped_segmenter
+from ..models.inference import class_probabilities, predict_proba, view_logits
+from ..models.networks import cam_layer, members, stage_blocks
 
 log = logging.getLogger(__name__)
 

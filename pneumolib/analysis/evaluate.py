@@ -10,12 +10,12 @@ import numpy as np
 import torch
 from sklearn.metrics import classification_report, confusion_matrix, roc_curve
 
-from ..core.io import atomic_write
 from ..core.config import CLASSES
-from ..data.dataset import DecodedCache, Sample, ensure_cache
-from ..models.inference import predict_proba, probabilities, view_outputs
-from ..data.shifts import SHIFTS
+from ..core.io import atomic_write
 from ..core.stats import SMALL_N, auc_score, wilson
+from ..data.dataset import DecodedCache, Sample, ensure_cache
+from ..data.shifts import SHIFTS
+from ..models.inference import probabilities, view_outputs
 
 
 @dataclass

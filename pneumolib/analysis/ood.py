@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..core.stats import ledoit_wolf, mahalanobis
 from ..data import population
 from ..data.dataset import DecodedCache, Sample, subsample
-from ..core.stats import ledoit_wolf, mahalanobis
 from ..models.inference import view_outputs
 
 log = logging.getLogger(__name__)

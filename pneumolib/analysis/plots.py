@@ -9,7 +9,7 @@ import seaborn as sns
 import torch
 
 from ..core.config import CLASSES, ExperimentConfig
-from ..data.dataset import ensure_cache, Sample
+from ..data.dataset import Sample, ensure_cache
 from ..data.transforms import build, has_reference
 
 

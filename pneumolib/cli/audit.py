@@ -82,9 +82,9 @@ def add_thresholds(sub) -> None:
 
 
 def cmd_candidates(args) -> int:
-    from ..studies.candidates import compare, format_selection, parse_groups, report, report_file, select
-    from ..data.dataset import resolve_data_dir
     from ..core.io import save_json
+    from ..data.dataset import resolve_data_dir
+    from ..studies.candidates import compare, format_selection, parse_groups, report, report_file, select
     if args.select:  # the choice, on validation only
         sel = select(parse_groups(args.groups))
         if args.json:

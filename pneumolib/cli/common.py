@@ -48,10 +48,10 @@ def float_in(lo: float, hi: float):
 
 def user_errors():
     # imported here, so that --help and 'experiments' do not pay for importing torch
-    from ..models.checkpoint import ChannelMismatch, CheckpointError
+    from ..core.io import OutputError, RecordError
     from ..data.dataset import DataError
     from ..data.imaging import ImageError
-    from ..core.io import OutputError, RecordError
+    from ..models.checkpoint import ChannelMismatch, CheckpointError
     from ..models.networks import WeightsError, WeightsUnavailable
     return (UsageError, C.UnknownExperiment, C.ConfigError, DataError, ImageError, CheckpointError, ChannelMismatch,
             WeightsUnavailable, WeightsError, OutputError, RecordError, FileNotFoundError)

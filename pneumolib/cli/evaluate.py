@@ -51,11 +51,11 @@ def _adapted(pred, samples, threshold: float, cohort: str, args) -> dict:
 def cmd_evaluate(args) -> int:
     from datetime import datetime, timezone
 
-    from ..studies.card import cohort_name, record_evaluation
-    from ..models.checkpoint import Predictor, checkpoint_file
     from ..analysis.evaluate import compute_metrics, format_metrics, predict_samples
     from ..core.io import make_dir, save_json
     from ..core.runs import RunDir
+    from ..models.checkpoint import Predictor, checkpoint_file
+    from ..studies.card import cohort_name, record_evaluation
     if args.save_adapted and not args.adapt:
         raise UsageError("--save-adapted needs --adapt bn|prior|both")
     if not 0.0 <= args.adapt_alpha <= 1.0:
@@ -129,8 +129,8 @@ def add_evaluate(sub) -> None:
 
 def _ensemble_data(paths: list[Path], data_dir):
     """The data the members trained on: their shared holdout, the first member's val split."""
-    from ..models.checkpoint import Predictor
     from ..data.dataset import prepare, resolve_data_dir
+    from ..models.checkpoint import Predictor
 
     root, _ = resolve_data_dir(data_dir)
     members = [Predictor.load(p) for p in paths]
@@ -145,12 +145,12 @@ def _ensemble_data(paths: list[Path], data_dir):
 
 
 def cmd_ensemble(args) -> int:
-    from ..models.checkpoint import save_checkpoint
-    from ..data.dataset import apply_holdout, discover
-    from ..training.ensemble import build_ensemble, validation_overlap
     from ..analysis.evaluate import compute_metrics, format_metrics, predict_samples
     from ..core.io import save_json
     from ..core.runs import RunDir
+    from ..data.dataset import apply_holdout, discover
+    from ..models.checkpoint import save_checkpoint
+    from ..training.ensemble import build_ensemble, validation_overlap
 
     paths = [RunDir(c).checkpoint if Path(c).is_dir() else Path(c) for c in args.checkpoints]
     root, data, first = _ensemble_data(paths, args.data_dir)

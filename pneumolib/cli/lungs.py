@@ -29,12 +29,13 @@ def _lungs_coverage(L, seg, args) -> int:
 def _lungs_population(seg, args) -> int:
     """lungs population: fit the whole-film population reference on a data folder's training films (threshold on its
     validation films), report the share of each split flagged and the score of any FILES given."""
+    import numpy as np
+
     from ..core.io import save_json
     from ..data import population as P
     from ..data.dataset import discover
     from ..data.imaging import ImageError
     from ..data.lungs import shipped_digest
-    import numpy as np
     if not args.data_dir:
         raise UsageError("lungs population needs --data-dir (a Kaggle-layout folder, or one holding chest_xray/)")
     root = Path(args.data_dir)
@@ -73,8 +74,8 @@ def _lungs_population(seg, args) -> int:
 
 
 def cmd_lungs(args) -> int:
-    from ..data import lungs as L
     from ..core.io import save_json
+    from ..data import lungs as L
     if args.action == "train":
         if not args.data_dir:
             raise UsageError("lungs train needs --data-dir (a folder holding chest_xray/ and lung_masks/)")

@@ -29,8 +29,8 @@ def cmd_predict(args) -> int:
 
 
 def _predict_overlays(pred, paths: list[Path], args) -> None:
-    from ..api import explain
     from ..analysis.cam import save_overlays, target_label
+    from ..api import explain
     # the same P (TTA included) and threshold as the prediction lines; overlays on the film at its own size
     expl = explain(pred, paths, target=args.cam_target)
     print(f"{expl.method} at {expl.layer} (native map {expl.map_size[0]} x {expl.map_size[1]} cells), target: "
@@ -57,11 +57,10 @@ def cmd_explain(args) -> int:
 
     from ..analysis import plots
     from ..analysis.cam import DEFAULT_METHOD, explain_predictor, format_report
-    from ..models.checkpoint import Predictor
     from ..core.io import ensure_writable_dir, save_figure, save_json
-    from ..data.lungs import annotated_mask
     from ..core.runs import RunDir
-    from ..models.checkpoint import checkpoint_file
+    from ..data.lungs import annotated_mask
+    from ..models.checkpoint import Predictor, checkpoint_file
     args.method = args.method or DEFAULT_METHOD
     source = data_source(args, required=True)
     args.checkpoint = str(checkpoint_file(args.checkpoint))

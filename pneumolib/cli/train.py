@@ -46,8 +46,8 @@ def cmd_run(args) -> int:
     results = []
     from dataclasses import replace
 
-    from ..studies.card import write_model_card
     from ..core.runs import entry_dir, seed_dir
+    from ..studies.card import write_model_card
     for cfg in _configs(args.experiments):
         for seed in args.seeds or [None]:
             # with --seeds, one run folder per seed (RUNS/NN_name/seedS: the notebooks' layout)
@@ -81,10 +81,10 @@ def add_run(sub) -> None:
 
 
 def cmd_train(args) -> int:
-    from ..core import distributed
     from ..analysis.evaluate import format_metrics
-    from ..studies.experiment import run_experiment
+    from ..core import distributed
     from ..core.runtime import get_device
+    from ..studies.experiment import run_experiment
     overrides = {k: getattr(args, k) for k in ("epochs", "image_size", "seed", "batch_size")
                  if getattr(args, k) is not None}
     if args.init_from:
@@ -143,9 +143,9 @@ def add_train(sub) -> None:
 
 
 def cmd_bench(args) -> int:
-    from ..studies.bench import bench, format_bench
     from ..core.io import save_json
     from ..data.dataset import resolve_data_dir
+    from ..studies.bench import bench, format_bench
     root, _ = resolve_data_dir(data_source(args))
     steps = args.steps or (200 if args.device == "cuda" else 20)
     r = bench(root, experiment=args.experiment, device=args.device, image_size=args.image_size,

@@ -18,12 +18,20 @@ from typing import Callable, Iterable
 import numpy as np
 import torch
 
-from ..core.io import CheckpointError, DataError, OutputError, atomic_write
 from ..core.config import CLASSES, ConfigError, View, as_view
+from ..core.io import CheckpointError, DataError, OutputError, atomic_write
 from ..data.fixture import fixture_dir
-from ..data.imaging import (IMAGE_SUFFIXES, ImageError, check_file_type, check_readable, decode_cost, load_image,
-                            load_resized)
-from ..data.lungs import SIZE as LUNG_SIZE, LungBox, LungSegmenter, crop_film, mask_film, shipped_segmenter
+from ..data.imaging import (
+    IMAGE_SUFFIXES,
+    ImageError,
+    check_file_type,
+    check_readable,
+    decode_cost,
+    load_image,
+    load_resized,
+)
+from ..data.lungs import SIZE as LUNG_SIZE
+from ..data.lungs import LungBox, LungSegmenter, crop_film, mask_film, shipped_segmenter
 
 SPLITS = ("train", "val", "test")
 IGNORED_NAMES = {"thumbs.db", "desktop.ini"}

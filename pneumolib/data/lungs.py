@@ -16,8 +16,8 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from ..core.config import CLASSES
-from ..data.imaging import IMAGE_SUFFIXES, load_image
 from ..core.io import CheckpointError, DataError, atomic_write
+from ..data.imaging import IMAGE_SUFFIXES, load_image
 from ..data.transforms import Preprocessing
 
 log = logging.getLogger(__name__)
@@ -610,9 +610,8 @@ def qc_on_films(seg: LungSegmenter, paths) -> dict[str, Any]:
 def segment_files(seg: LungSegmenter, files, out_dir: str | Path, say=print) -> list:
     """<stem>_lungs.png (white = lung, the film's own size) and <stem>_lungs_overlay.png for every readable film;
     returns the refused files (ImageError), never raises for one bad film."""
-    from ..data.imaging import ImageError
-
     from ..core.io import make_dir, save_image
+    from ..data.imaging import ImageError
 
     out = make_dir(out_dir)
     refused = []

@@ -30,7 +30,7 @@ import torch
 from ..core.io import CheckpointError, atomic_write
 from ..core.stats import ledoit_wolf, mahalanobis
 from .imaging import load_image
-from .lungs import ENCODER_LEVELS, UNET, LungSegmenter, shipped_segmenter
+from .lungs import UNET, LungSegmenter, shipped_segmenter
 
 log = logging.getLogger(__name__)
 

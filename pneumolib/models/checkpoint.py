@@ -12,15 +12,15 @@ import torch
 from torch import nn
 
 from ..core.config import CLASSES, ExperimentConfig
+from ..core.io import CheckpointError, atomic_write  # noqa: F401  (CheckpointError: re-exported)
+from ..core.stats import mahalanobis
 from ..data.dataset import DecodedCache, Sample, patient_id
 from ..data.imaging import ImageError, exif_orientation
-from ..models.inference import predict_proba, probabilities, view_outputs
-from ..core.stats import mahalanobis
-from ..core.io import CheckpointError, atomic_write  # noqa: F401  (CheckpointError: re-exported)
 from ..data.lungs import shipped_digest
 from ..data.population import PopulationReference, film_statistics
-from ..models.networks import Ensemble, build_model, members
 from ..data.transforms import Preprocessing
+from ..models.inference import predict_proba, probabilities, view_outputs
+from ..models.networks import Ensemble, build_model, members
 
 FORMAT = "pneumolib-checkpoint/1"
 

@@ -6,7 +6,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.dataset import ensure_cache, DecodedCache, Sample, XRayDataset
+from ..data.dataset import DecodedCache, Sample, XRayDataset, ensure_cache
 from ..models.networks import Ensemble, members
 
 DEFAULT_BATCH = 64

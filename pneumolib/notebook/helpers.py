@@ -12,9 +12,9 @@ from ..analysis import plots
 from ..analysis.cam import recorded_sanity
 from ..core.config import ExperimentConfig, diff, format_diff, previous
 from ..data.dataset import resolve_data_dir
+from ..notebook.series import Series, tidy
 from ..studies import verdicts
 from ..studies.experiment import RunResult
-from ..notebook.series import Series, tidy
 
 FIGURE_DPI = 120
 
@@ -608,7 +608,6 @@ def ablation_table(rows: list[dict[str, Any]]) -> None:
     """The ablation rows (or the matched baseline's) as one table, every score to three decimals; a line when there
     are none."""
     from ..studies.protocol import ablation_frame
-
     from ..studies.stress import EXTERNAL_NORMAL_SHARE
 
     if not rows:

@@ -11,12 +11,18 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ..core.config import REGISTRY, ExperimentConfig, get_config
-from ..data.dataset import resolve_data_dir
-from ..studies.experiment import (RunResult, adopt_twin as adopt_twin_run, data_fingerprint, default_profile,
-    resolve_config)
-from ..studies.experiment import run_experiment, training_differences
 from ..core.runs import RunDir, load_metrics, seed_dir, seed_dirs
 from ..core.runtime import git_commit
+from ..data.dataset import resolve_data_dir
+from ..studies.experiment import (
+    RunResult,
+    data_fingerprint,
+    default_profile,
+    resolve_config,
+    run_experiment,
+    training_differences,
+)
+from ..studies.experiment import adopt_twin as adopt_twin_run
 
 BUDGET_FIELDS = ("epochs", "max_train_images", "image_size", "batch_size")
 
@@ -155,8 +161,8 @@ def start(data_dir: str | None, profile: str | None, device: str = "auto", seeds
           budget: str | dict | None = None, runs: str | Path = "runs") -> Series:
     """Resolve the data folder and the run size, print where the data comes from and what produced the outputs
     (pneumolib version, git commit, profile, device, seeds, the budget), start the clock."""
-    from .. import __version__
     from ..core.runtime import get_device
+    from ..core.version import __version__
 
     root, is_fixture = resolve_data_dir(data_dir)
     profile = profile or default_profile(is_fixture, device)
@@ -351,8 +357,9 @@ def matched_baseline(series: Series, train: bool = True) -> dict[str, Any] | Non
     re-evaluated, not retrained), pooled into one ablation row whose 'metrics_by_seed' the verdicts read; None,
     said in one line, when this render does not train it."""
     from ..core.config import BASELINE, RECOMMENDED
-    from ..studies.protocol import budget_of, budget_words, matched_baseline as train_matched, pool_seeds
     from ..core.runs import matched_baseline_dir
+    from ..studies.protocol import budget_of, budget_words, pool_seeds
+    from ..studies.protocol import matched_baseline as train_matched
 
     b = {**budget_of(RECOMMENDED, series.profile), **series.budget}
     if not train:

@@ -11,8 +11,9 @@ import pandas as pd
 
 from ..core.config import LOG_ENTRIES, REGISTRY
 from ..studies import verdicts as V
-from .helpers import cohort_measurements, cohort_record, cohort_recipes, fmt, span
+from .helpers import cohort_measurements, cohort_recipes, cohort_record, fmt, span
 from .series import Series, load_matched_baseline, load_runs
+
 
 def notebook_file(entry: str) -> str:
     """The notebook of an entry ('01_2024-05-13_baseline.ipynb'), found in the repository's notebooks/ folder."""

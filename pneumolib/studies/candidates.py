@@ -18,14 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
-from ..models.checkpoint import Predictor
-from ..training.ensemble import build_ensemble
 from ..analysis.evaluate import expected_calibration_error, fit_threshold, point_metrics, predict_samples
 from ..core.io import RecordError, load_record, read_record
 from ..core.runs import RunDir, load_metrics
 from ..core.stats import auc_score
-from ..studies.stress import report_at, shifted_scores
+from ..models.checkpoint import Predictor
 from ..studies.runs import open_run
+from ..studies.stress import report_at, shifted_scores
+from ..training.ensemble import build_ensemble
 
 HELD_OUT = ("high_contrast", "jpeg", "sharpen")
 

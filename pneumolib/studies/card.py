@@ -7,8 +7,8 @@ stress.json, evaluations/*.json, scores_test.csv); a number that is not there is
 """
 from __future__ import annotations
 
-import html
 import hashlib
+import html
 import json
 import logging
 import math
@@ -18,14 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-from .. import __version__
 from ..analysis.adapt import ADAPTED_LABEL
 from ..core.config import CLASSES
 from ..core.io import RecordError, load_record, make_dir, read_record, save_json, write_text
 from ..core.runs import RunDir
-from ..studies.shortcuts import format_audit
 from ..core.stats import SMALL_N
+from ..core.version import __version__
+from ..studies.shortcuts import format_audit
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ import torch
 import torchvision.transforms as T
 from PIL import Image
 
-from ..models.checkpoint import ChannelMismatch, Predictor
 from ..core.config import CLASSES
 from ..data.dataset import Sample
+from ..models.checkpoint import ChannelMismatch, Predictor
 from ..models.inference import predict_proba
 
 

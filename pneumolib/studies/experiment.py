@@ -9,20 +9,19 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-
 from ..analysis.cam import Explanation, explain_predictor
-from ..models.checkpoint import CheckpointError, Predictor, preprocessing_for, read_checkpoint, save_checkpoint
-from ..core.config import ExperimentConfig, apply_profile, diff, format_diff
-from ..data.dataset import XRayData, apply_holdout, fingerprint, prepare, prescan, resolve_data_dir, summarise_errors
-from ..core.distributed import SINGLE, World, main_first, rank_device
 from ..analysis.evaluate import Scores, balanced_subset, compute_metrics, fit_threshold, predict_samples
-from ..data.lungs import annotated_mask
+from ..core.config import ExperimentConfig, apply_profile, diff, format_diff
+from ..core.distributed import SINGLE, World, main_first, rank_device
 from ..core.io import OutputError, Protected, RecordError, ensure_writable_dir, save_json
-from ..models.networks import WeightsUnavailable, resolve_weights
 from ..core.runs import RunDir, checkpoint_key, clear_training, foreign_files, load_metrics, writer_lock
 from ..core.runtime import get_device
-from ..training.fit import FitResult, fit
+from ..data.dataset import XRayData, apply_holdout, fingerprint, prepare, prescan, resolve_data_dir, summarise_errors
+from ..data.lungs import annotated_mask
+from ..models.checkpoint import CheckpointError, Predictor, preprocessing_for, read_checkpoint, save_checkpoint
+from ..models.networks import WeightsUnavailable, resolve_weights
 from ..studies.verdicts import NotMeasured, summary_lift
+from ..training.fit import FitResult, fit
 
 logger = logging.getLogger(__name__)
 

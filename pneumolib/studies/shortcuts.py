@@ -19,13 +19,13 @@ from PIL import Image
 from scipy import ndimage as ndi
 
 from ..analysis.cam import lung_mask
-from ..core.stats import auc_with_interval, patient_bootstrap
-from ..models.checkpoint import Predictor
 from ..core.config import CLASSES
-from ..data.dataset import ensure_cache, DecodedCache, Sample, file_rows
-from ..models.inference import predict_proba
 from ..core.io import save_json
+from ..core.stats import auc_with_interval, patient_bootstrap
+from ..data.dataset import DecodedCache, Sample, ensure_cache, file_rows
 from ..data.lungs import LungSegmenter, annotated_mask, shipped_segmenter
+from ..models.checkpoint import Predictor
+from ..models.inference import predict_proba
 from ..studies.runs import open_run
 
 log = logging.getLogger(__name__)

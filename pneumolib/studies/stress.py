@@ -8,10 +8,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.dataset import ensure_cache
 from ..analysis.evaluate import Scores, point_metrics, predict_samples
 from ..core.io import load_record, save_json
 from ..core.runs import RunDir, checkpoint_key
+from ..data.dataset import ensure_cache
 from ..data.shifts import SHIFTS, Shift
 from ..studies.runs import open_run
 

@@ -9,12 +9,11 @@ import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
 
-from ..models.checkpoint import CheckpointError, Predictor
-from ..analysis.evaluate import Scores, expected_calibration_error, fit_threshold
-from ..models.inference import probabilities, view_logits, view_outputs
-from ..models.networks import Ensemble
-
 from ..analysis.adapt import validation_calibration
+from ..analysis.evaluate import Scores, expected_calibration_error, fit_threshold
+from ..models.checkpoint import CheckpointError, Predictor
+from ..models.inference import probabilities, view_outputs
+from ..models.networks import Ensemble
 
 logger = logging.getLogger(__name__)
 

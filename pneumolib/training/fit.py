@@ -17,20 +17,29 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from ..data.augment import BatchAugment, prepare_batch
-from ..models.checkpoint import CheckpointError, Predictor, preprocessing_for, save_checkpoint
-from ..core.config import CLASSES, ExperimentConfig, diff, format_diff
-from ..core.distributed import (SINGLE, World, all_sum, any_rank, broadcast_buffers, gather_in_order, rank_device,
-    shard_batches, sync_batchnorm)
-from ..data.dataset import DecodedCache, XRayData, XRayDataset, fingerprint, prescan, subsample
-from ..analysis.evaluate import Scores, fit_threshold, predict_samples
-from ..core.io import atomic_write
-from ..models.networks import build_model
-from ..core.stats import auc_score
 from ..analysis.adapt import validation_calibration
+from ..analysis.evaluate import Scores, fit_threshold, predict_samples
 from ..analysis.ood import reference_for
+from ..core.config import CLASSES, ExperimentConfig, diff, format_diff
+from ..core.distributed import (
+    SINGLE,
+    World,
+    all_sum,
+    any_rank,
+    broadcast_buffers,
+    gather_in_order,
+    rank_device,
+    shard_batches,
+    sync_batchnorm,
+)
+from ..core.io import atomic_write
 from ..core.runs import RunDir
 from ..core.runtime import autocast, generator, get_device, git_commit, seed_everything
+from ..core.stats import auc_score
+from ..data.augment import BatchAugment, prepare_batch
+from ..data.dataset import DecodedCache, XRayData, XRayDataset, fingerprint, prescan, subsample
+from ..models.checkpoint import CheckpointError, Predictor, preprocessing_for, save_checkpoint
+from ..models.networks import build_model
 
 logger = logging.getLogger(__name__)
 

@@ -14,8 +14,7 @@ import torch
 from ..core.io import DataError
 from ..core.runtime import generator, seed_everything
 from ..data.augment import ColorJitter, RandomGamma, RandomNoise, RandomResolution
-from ..data.lungs import (INPUT, UNET, LungSegmenter, build_unet, calibrate_check, discover_masks, read_mask,
-                          stack_pairs)
+from ..data.lungs import INPUT, UNET, LungSegmenter, build_unet, calibrate_check, discover_masks, read_mask, stack_pairs
 
 log = logging.getLogger(__name__)
 
