@@ -215,14 +215,15 @@ def test_the_thresholds_command_compares_rules_on_a_runs_validation_split(traine
 
 
 def test_the_vectorised_bootstrap_equals_point_metrics_on_each_resampled_set():
-    from pneumolib.analysis.evaluate import _weighted_metrics, point_metrics
+    from pneumolib.analysis.evaluate import point_metrics
+    from pneumolib.core.stats import weighted_metrics
     rng = np.random.default_rng(5)
     y = rng.integers(0, 2, 60)
     p = np.round(rng.random(60), 1)  # ties on purpose
     for _ in range(20):
         idx = rng.integers(0, 60, 60)
         w = np.bincount(idx, minlength=60).astype(float)[None]
-        fast = _weighted_metrics(w, y, p, 0.5)
+        fast = weighted_metrics(w, y, p, 0.5)
         slow = point_metrics(y[idx], p[idx], 0.5)
         for k, v in slow.items():
             assert np.isnan(v) == np.isnan(fast[k][0]) and (np.isnan(v) or abs(v - fast[k][0]) < 1e-12), k

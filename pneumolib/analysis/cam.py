@@ -14,7 +14,6 @@ import cv2  # comes with grad-cam
 import numpy as np
 import torch
 from PIL import Image
-from pytorch_grad_cam import EigenCAM, GradCAM, GradCAMPlusPlus, HiResCAM, LayerCAM
 from pytorch_grad_cam.metrics.perturbation_confidence import RemoveLeastRelevantFirst, RemoveMostRelevantFirst
 from pytorch_grad_cam.metrics.road import NoisyLinearImputer
 from scipy.stats import spearmanr
@@ -30,12 +29,8 @@ from ..models.networks import cam_layer, members, stage_blocks
 
 log = logging.getLogger(__name__)
 
-# hirescam (gradient x activation per cell) is the default: chosen by `explain --compare` on real-data runs (README
-# 'Lungs'), the one method whose maps passed their checks on both the baseline and the recipe; gradcam averages the
-# gradients per channel and left 58% of the baseline's layer3 maps empty
-METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "eigencam": EigenCAM, "hirescam": HiResCAM,
-           "layercam": LayerCAM}
-DEFAULT_METHOD = "hirescam"
+from ..analysis.cam_methods import DEFAULT_METHOD, METHODS  # noqa: E402,F401 (the registry, re-exported)
+
 TARGETS = ("PNEUMONIA", "NORMAL", "predicted")
 STAGES = ("layer1", "layer2", "layer3", "layer4")  # ResNet stages, strides 4, 8, 16, 32
 MIN_CELLS = 8  # 'auto' picks the deepest stage whose map has at least this many cells per side

@@ -12,7 +12,7 @@ from sklearn.metrics import classification_report, confusion_matrix, roc_curve
 
 from ..core.config import CLASSES
 from ..core.io import atomic_write
-from ..core.stats import SMALL_N, auc_score, wilson
+from ..core.stats import SMALL_N, auc_score, bootstrap_ci, weighted_metrics, wilson  # noqa: F401 (re-exported)
 from ..data.dataset import DecodedCache, Sample, ensure_cache
 from ..data.shifts import SHIFTS
 from ..models.inference import probabilities, view_outputs
@@ -171,58 +171,6 @@ def point_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, f
     m["balanced_accuracy"] = (m["sensitivity"] + m["specificity"]) / 2
     m["auc"] = auc_score(y, p)
     return m
-
-
-def bootstrap_ci(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95, groups=None) -> dict[str, list[float]]:
-    """Percentile intervals from resampling with replacement: images, or with `groups` (one id per image, e.g. the
-    patient) whole groups, since the films of one patient are not independent evidence.
-
-    All draws at once: each draw is a count per film (how many times the resample holds it), and every metric is a
-    count-weighted sum over the films (AUC by the weighted Mann-Whitney formula, ties counted half), the same values
-    point_metrics gives on the resampled films (tests/test_evaluate.py compares them draw by draw)."""
-    rng = np.random.default_rng(seed)
-    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
-    n = len(y)
-    if groups is not None:
-        _, inverse = np.unique(np.asarray(groups), return_inverse=True)
-        n_groups = int(inverse.max()) + 1 if n else 0
-        drawn = rng.integers(0, n_groups, (n_boot, n_groups)) if n_groups else np.zeros((n_boot, 0), int)
-        per_group = np.stack([np.bincount(d, minlength=n_groups) for d in drawn]) if n_groups else drawn
-        counts = per_group[:, inverse] if n else np.zeros((n_boot, 0))
-    else:
-        drawn = rng.integers(0, n, (n_boot, n)) if n else np.zeros((n_boot, 0), int)
-        counts = np.stack([np.bincount(d, minlength=n) for d in drawn]) if n else drawn
-    draws = _weighted_metrics(counts.astype(float), y, p, threshold)
-    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
-    out = {}
-    for k, vals in draws.items():
-        vals = vals[~np.isnan(vals)]
-        out[k] = [float(np.percentile(vals, lo)), float(np.percentile(vals, hi))] if len(vals) else [float("nan")] * 2
-    return out
-
-
-def _weighted_metrics(w: np.ndarray, y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
-    """point_metrics for B resamples at once, each given as a count per film (B x N)."""
-    pred = (p >= threshold).astype(int)
-    tp, tn = w @ ((pred == 1) & (y == 1)), w @ ((pred == 0) & (y == 0))
-    fp, fn = w @ ((pred == 1) & (y == 0)), w @ ((pred == 0) & (y == 1))
-    total = w.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        m = {"accuracy": (tp + tn) / total, "sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp),
-             "precision": tp / (tp + fp), "npv": tn / (tn + fn)}
-        m["balanced_accuracy"] = (m["sensitivity"] + m["specificity"]) / 2
-        # weighted Mann-Whitney: over the distinct scores in ascending order, each positive's weight times the
-        # negative weight strictly below its score plus half the negative weight tied with it
-        _, level = np.unique(p, return_inverse=True)
-        onehot = np.zeros((len(p), int(level.max()) + 1 if len(p) else 0))
-        onehot[np.arange(len(p)), level] = 1.0
-        pos_u, neg_u = (w * (y == 1)) @ onehot, (w * (y == 0)) @ onehot
-        below = np.cumsum(neg_u, axis=1) - neg_u
-        n1, n0 = pos_u.sum(1), neg_u.sum(1)
-        auc = (pos_u * (below + 0.5 * neg_u)).sum(1) / (n1 * n0)
-        m["auc"] = np.where((n1 > 0) & (n0 > 0), auc, np.nan)
-    return {k: np.asarray(v, dtype=float) for k, v in m.items()}
 
 
 def wilson_ci(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, list[float]]:

@@ -119,7 +119,8 @@ def add_explain(sub) -> None:
     s.add_argument("--target", default="PNEUMONIA", choices=["PNEUMONIA", "NORMAL", "predicted"],
                    help="the class each map explains (default PNEUMONIA: the same question for every model)")
     s.add_argument("--grid-n", type=int_in(1, 64), default=4, help="films per class in the grid figure (default 4)")
-    s.add_argument("--method", default=None, choices=["gradcam", "hirescam", "layercam", "gradcam++", "eigencam"],
+    from ..analysis.cam_methods import METHODS  # the registry (no heavy import): a method registered there is offered
+    s.add_argument("--method", default=None, choices=list(METHODS),
                    help="CAM method (default: cam.DEFAULT_METHOD, hirescam)")
     s.add_argument("--layer", default="auto", choices=["auto", "layer1", "layer2", "layer3", "layer4"],
                    help="ResNet stage whose last block is read (default auto: the deepest with at least 8 x 8 cells)")

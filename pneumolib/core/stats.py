@@ -144,3 +144,73 @@ def ledoit_wolf(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     mean = x.mean(0)
     cov, _ = shrunk(x - mean, assume_centered=True)
     return mean, np.linalg.inv(cov)
+
+
+def bootstrap_ci(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int = 1000, seed: int = 0,
+                 level: float = 0.95, groups=None) -> dict[str, list[float]]:
+    """Percentile intervals from resampling with replacement: images, or with `groups` (one id per image, e.g. the
+    patient) whole groups, since the films of one patient are not independent evidence.
+
+    All draws at once: each draw is a count per film (how many times the resample holds it), and every metric is a
+    count-weighted sum over the films (AUC by the weighted Mann-Whitney formula, ties counted half), the same values
+    point_metrics gives on the resampled films (tests/test_evaluate.py compares them draw by draw)."""
+    rng = np.random.default_rng(seed)
+    y, p = np.asarray(y).astype(int), np.asarray(p, dtype=float)
+    n = len(y)
+    if groups is not None:
+        _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+        n_groups = int(inverse.max()) + 1 if n else 0
+        drawn = rng.integers(0, n_groups, (n_boot, n_groups)) if n_groups else np.zeros((n_boot, 0), int)
+        per_group = np.stack([np.bincount(d, minlength=n_groups) for d in drawn]) if n_groups else drawn
+        counts = per_group[:, inverse] if n else np.zeros((n_boot, 0))
+    else:
+        drawn = rng.integers(0, n, (n_boot, n)) if n else np.zeros((n_boot, 0), int)
+        counts = np.stack([np.bincount(d, minlength=n) for d in drawn]) if n else drawn
+    draws = weighted_metrics(counts.astype(float), y, p, threshold)
+    lo, hi = (1 - level) / 2 * 100, (1 + level) / 2 * 100
+    out = {}
+    for k, vals in draws.items():
+        vals = vals[~np.isnan(vals)]
+        out[k] = [float(np.percentile(vals, lo)), float(np.percentile(vals, hi))] if len(vals) else [float("nan")] * 2
+    return out
+
+
+def weighted_metrics(w: np.ndarray, y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, np.ndarray]:
+    """point_metrics for B resamples at once, each given as a count per film (B x N)."""
+    pred = (p >= threshold).astype(int)
+    tp, tn = w @ ((pred == 1) & (y == 1)), w @ ((pred == 0) & (y == 0))
+    fp, fn = w @ ((pred == 1) & (y == 0)), w @ ((pred == 0) & (y == 1))
+    total = w.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        m = {"accuracy": (tp + tn) / total, "sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp),
+             "precision": tp / (tp + fp), "npv": tn / (tn + fn)}
+        m["balanced_accuracy"] = (m["sensitivity"] + m["specificity"]) / 2
+        # weighted Mann-Whitney: over the distinct scores in ascending order, each positive's weight times the
+        # negative weight strictly below its score plus half the negative weight tied with it
+        _, level = np.unique(p, return_inverse=True)
+        onehot = np.zeros((len(p), int(level.max()) + 1 if len(p) else 0))
+        onehot[np.arange(len(p)), level] = 1.0
+        pos_u, neg_u = (w * (y == 1)) @ onehot, (w * (y == 0)) @ onehot
+        below = np.cumsum(neg_u, axis=1) - neg_u
+        n1, n0 = pos_u.sum(1), neg_u.sum(1)
+        auc = (pos_u * (below + 0.5 * neg_u)).sum(1) / (n1 * n0)
+        m["auc"] = np.where((n1 > 0) & (n0 > 0), auc, np.nan)
+    return {k: np.asarray(v, dtype=float) for k, v in m.items()}
+
+
+def seed_sd_gap(stable: list[float], others: list[list[float]], n_boot: int = 2000, seed: int = 0,
+                min_seeds: int = 5) -> tuple[float, float | None, float | None]:
+    """min over OTHERS of the seed-to-seed SD, minus STABLE's SD, with a percentile interval from resampling each
+    group's seeds (seeded); (value, None, None) when a group has fewer than MIN_SEEDS seeds."""
+    def sd(xs) -> float:
+        xs = np.asarray(xs, float)
+        return float(xs.std(ddof=1)) if len(xs) > 1 else float("nan")
+
+    value = min(sd(g) for g in others) - sd(stable)
+    if min(len(g) for g in [stable, *others]) < min_seeds:
+        return value, None, None
+    rng = np.random.default_rng(seed)
+    boots = [min(sd(rng.choice(g, len(g))) for g in others) - sd(rng.choice(stable, len(stable)))
+             for _ in range(n_boot)]
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return value, float(lo), float(hi)

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable, Iterator
+from typing import Iterable, Iterator
 
 import kornia.augmentation as K
 import torch
 from torch import nn
 
 from ..core.config import CLASSES
+from ..core.registry import Registry
 from ..data.transforms import CentralFocus, Preprocessing
 
 # Batched equivalents of transforms.TRANSFORMS (the per-sample reference the tests compare against). Every step
@@ -142,14 +143,13 @@ def _robust() -> list[nn.Module]:
             K.RandomGaussianBlur((5, 5), (0.1, 1.5), p=0.3)]
 
 
-BATCHED: dict[str, Callable[[], list[nn.Module]]] = {
-    "none": list,
-    "log_baseline": _log_baseline,
-    "log_strong_normal": _log_strong_normal,
-    "central_focus": lambda: [BatchCentralFocus()],
-    "robust": _robust,
-    "sharpness": lambda: [RandomResolution(0.35, 1.0, 0.5), RandomNoise(15.0, 0.5)],
-}
+BATCHED = Registry("training transform")  # name -> () -> the batched steps training applies
+BATCHED.add("none", list)
+BATCHED.add("log_baseline", _log_baseline)
+BATCHED.add("log_strong_normal", _log_strong_normal)
+BATCHED.add("central_focus", lambda: [BatchCentralFocus()])
+BATCHED.add("robust", _robust)
+BATCHED.add("sharpness", lambda: [RandomResolution(0.35, 1.0, 0.5), RandomNoise(15.0, 0.5)])
 
 
 def build_batched(spec: str) -> nn.Sequential:

@@ -552,6 +552,7 @@ class DecodedCache:
         self.nbytes = 0  # held in memory now
         self.disk_dir = Path(disk_dir).expanduser() if disk_dir else None
         self._key_bytes: bytes | None = None
+        self._digests: dict[tuple, str] = {}  # this cache's films' content digests (one entry per file it has seen)
         self._segmenter = segmenter
         self._lock = threading.Lock()
 
@@ -568,7 +569,7 @@ class DecodedCache:
 
     def _disk_path(self, path: Path, view: View) -> tuple[Path, str]:
         """(where this file's decoded view is kept on disk, the file's content digest)."""
-        digest = file_digest(path)
+        digest = file_digest(path, self._digests)
         return self.disk_dir / view.tag / digest[:2] / f"{digest}.npz", digest
 
     def _secret(self) -> bytes | None:
@@ -836,21 +837,21 @@ def ensure_cache(cache: DecodedCache | None) -> DecodedCache:
     return DecodedCache.from_environment() if cache is None else cache
 
 
-_DIGESTS: dict[tuple, str] = {}
-
-
-def file_digest(path: Path) -> str:
+def file_digest(path: Path, memo: dict[tuple, str] | None = None) -> str:
     """SHA-1 of the file's bytes, read in 1 MB chunks after check_readable (a FIFO, device, folder or oversized file
-    is refused before a byte is read), cached by path, size and modification time."""
+    is refused before a byte is read); kept in MEMO (the caller's, e.g. a DecodedCache's) by path, size and
+    modification time."""
     st = check_readable(path)
     key = (str(path), st.st_size, st.st_mtime_ns)
-    if key not in _DIGESTS:
+    if memo is None or key not in memo:
         h = hashlib.sha1()
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(2**20), b""):
                 h.update(chunk)
-        _DIGESTS[key] = h.hexdigest()
-    return _DIGESTS[key]
+        if memo is None:
+            return h.hexdigest()
+        memo[key] = h.hexdigest()
+    return memo[key]
 
 
 @dataclass
@@ -890,7 +891,7 @@ def check_hygiene(data: XRayData, unreadable: list[ImageError] | None = None, wo
     with ThreadPoolExecutor(workers) as pool:
         def digest(s: Sample) -> str | None:
             try:
-                return file_digest(s.path)
+                return file_digest(s.path, data.cache._digests)  # the cache hashes each film once, for both
             except (ImageError, OSError):  # unreadable: the pre-scan lists it, it has no content to compare
                 return None
         digests = list(pool.map(digest, samples))

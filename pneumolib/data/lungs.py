@@ -1,7 +1,6 @@
 """Lung fields: a small MONAI U-Net learned from annotated masks, shipped inside the package with its provenance."""
 from __future__ import annotations
 
-import functools
 import hashlib
 import logging
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from scipy import ndimage as ndi
 
 from ..core.config import CLASSES
 from ..core.io import CheckpointError, DataError, atomic_write
+from ..core.registry import SHIPPED
 from ..data.imaging import IMAGE_SUFFIXES, load_image
 from ..data.transforms import Preprocessing
 
@@ -319,9 +319,7 @@ def box_of(mask: np.ndarray, problem: str, margin: float) -> "LungBox":
                    float(min(1.0, x1 + dx)))
 
 
-@functools.lru_cache(maxsize=1)
-def _shipped(path: str, size: int, mtime_ns: int) -> LungSegmenter:
-    return LungSegmenter.load(path)
+SHIPPED.register("lung segmenter", lambda: shipped_weights(), lambda path: LungSegmenter.load(path))
 
 
 def shipped_segmenter() -> LungSegmenter:
@@ -329,15 +327,13 @@ def shipped_segmenter() -> LungSegmenter:
     consumer: the decode cache's crop boxes, Grad-CAM's lung masks, the shortcut audit, the CLI. Keyed by the weight
     file's size and modification time, so weights re-shipped by `lungs train --ship` are read again. Inference only:
     train_segmenter builds its own network."""
-    path = shipped_weights()
     try:
-        st = path.stat()
+        return SHIPPED.get("lung segmenter")
     except OSError:
-        raise CheckpointError(f"{path}: lung segmenter weights not found") from None
-    return _shipped(str(path), st.st_size, st.st_mtime_ns)
+        raise CheckpointError(f"{shipped_weights()}: lung segmenter weights not found") from None
 
 
-shipped_segmenter.cache_clear = _shipped.cache_clear  # tests, and a caller that re-ships weights in-process
+shipped_segmenter.cache_clear = lambda: SHIPPED.forget("lung segmenter")  # tests; a caller re-shipping in-process
 
 
 def shipped_digest() -> str:

@@ -18,7 +18,6 @@ one fitted on the real paediatric training films ships in the package (`shipped_
 """
 from __future__ import annotations
 
-import functools
 import logging
 from importlib import resources
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 import torch
 
 from ..core.io import CheckpointError, atomic_write
+from ..core.registry import SHIPPED
 from ..core.stats import ledoit_wolf, mahalanobis
 from .imaging import load_image
 from .lungs import UNET, LungSegmenter, shipped_segmenter
@@ -198,13 +198,10 @@ def shipped_path() -> Path:
     return Path(str(resources.files("pneumolib") / "weights" / "population_reference.pt"))
 
 
-@functools.lru_cache(maxsize=1)
-def _shipped(path: str, mtime_ns: int) -> PopulationReference:
-    return PopulationReference.load(path)
+SHIPPED.register("population reference", lambda: shipped_path(), lambda path: PopulationReference.load(path))
 
 
 def shipped_reference() -> PopulationReference:
     """The reference fitted on the real paediatric training films (Kaggle chest_xray, the package's split), with
     its provenance and measured flag rates in `.info`; loaded once per process."""
-    p = shipped_path()
-    return _shipped(str(p), p.stat().st_mtime_ns)
+    return SHIPPED.get("population reference")

@@ -11,6 +11,7 @@ import torchvision.transforms.v2.functional as TF
 from PIL import Image
 
 from ..core.config import CLASSES, DEFAULT_MASK_DILATION, MAX_IMAGE_SIZE, NORMALIZATIONS, ConfigError, View, check_int
+from ..core.registry import Registry
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -93,12 +94,11 @@ def _log_strong_normal():
 # The log's own per-sample pipelines, kept as the reference the batched augmentation (augment.BATCHED, what training
 # uses) is checked against and what the benchmark's "plain" pipeline runs. The recipe's augmentations ('robust',
 # 'sharpness') are not from the log and exist once, batched, in data.augment.
-LOG_TRANSFORMS: dict[str, Callable[[], Callable]] = {
-    "none": Identity,
-    "log_baseline": _log_baseline,
-    "log_strong_normal": _log_strong_normal,
-    "central_focus": CentralFocus,
-}
+LOG_TRANSFORMS = Registry("log transform")  # name -> () -> a per-sample pipeline
+LOG_TRANSFORMS.add("none", Identity)
+LOG_TRANSFORMS.add("log_baseline", _log_baseline)
+LOG_TRANSFORMS.add("log_strong_normal", _log_strong_normal)
+LOG_TRANSFORMS.add("central_focus", CentralFocus)
 TRANSFORMS = LOG_TRANSFORMS  # the name the tests and notebooks used
 
 

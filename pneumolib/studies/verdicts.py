@@ -5,7 +5,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-from ..core.stats import SMALL_N, wilson
+from ..core.stats import SMALL_N, seed_sd_gap, wilson
 
 HOLDS, FAILS, CANNOT_TELL, NOT_TESTED = "holds", "does not hold", "cannot tell at this n", "not tested"
 # the two reasons evidence cannot decide: every seed's own interval straddles the threshold, or seeds decide apart
@@ -107,26 +107,14 @@ BOOT_SEEDS = 2000  # bootstrap resamples of seeds for a spread over seeds
 MIN_SEEDS_SPREAD = 5  # a spread over fewer seeds has no useful interval
 
 
-def _sd(xs) -> float:
-    mu = sum(xs) / len(xs)
-    return math.sqrt(sum((x - mu) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else float("nan")
-
-
 def spread_gap(stable: list[dict[str, Any]], others: list[list[dict[str, Any]]], key: str = "accuracy") -> Estimate:
     """min over `others` of the seed-to-seed SD of a test metric, minus `stable`'s SD: above 0 when `stable` is the
-    steadiest. Interval: bootstrap over seeds (each entry's seeds resampled, seeded), with at least
-    MIN_SEEDS_SPREAD seeds per entry; fewer give a value without an interval."""
-    import numpy as np
-
-    groups = [[metric(m, key).value for m in g] for g in [stable, *others]]
-    value = min(_sd(g) for g in groups[1:]) - _sd(groups[0])
-    if min(map(len, groups)) < MIN_SEEDS_SPREAD:
-        return Estimate(value)
-    rng = np.random.default_rng(0)
-    boots = [min(_sd(rng.choice(g, len(g))) for g in groups[1:]) - _sd(rng.choice(groups[0], len(groups[0])))
-             for _ in range(BOOT_SEEDS)]
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return Estimate(value, float(lo), float(hi))
+    steadiest. Interval: bootstrap over seeds (core.stats.seed_sd_gap), with at least MIN_SEEDS_SPREAD seeds per
+    entry; fewer give a value without an interval."""
+    value, lo, hi = seed_sd_gap([metric(m, key).value for m in stable],
+                                [[metric(m, key).value for m in g] for g in others], n_boot=BOOT_SEEDS,
+                                min_seeds=MIN_SEEDS_SPREAD)
+    return Estimate(value) if lo is None else Estimate(value, lo, hi)
 
 
 COHORT = "external_cohort"  # reference entry: the record's measurements of this training config (cohort_references)

@@ -9,7 +9,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,6 +33,7 @@ from ..core.distributed import (
     sync_batchnorm,
 )
 from ..core.io import atomic_write
+from ..core.registry import Registry
 from ..core.runs import RunDir
 from ..core.runtime import autocast, generator, get_device, git_commit, seed_everything
 from ..core.stats import auc_score
@@ -66,6 +67,15 @@ class FocalLoss(nn.Module):
         return f"FocalLoss(gamma={self.gamma}, alpha={self.alpha})"
 
 
+# Registries keyed by the names config.py allows (tests check the keys are the same sets): each name registered
+# beside its implementation.
+LOSSES = Registry("loss")  # name -> (config, class counts) -> the loss module
+OPTIMIZERS = Registry("optimizer")  # name -> (config, parameters) -> the optimizer
+SCHEDULERS = Registry("scheduler")  # name -> (optimizer, total steps) -> a per-step scheduler, or None
+SAMPLERS = Registry("sampler")  # name -> (labels, generator) -> the training sampler
+
+
+@LOSSES.register("ce")
 def _ce(config: ExperimentConfig, class_counts: list[int]) -> nn.Module:
     weight = None
     if config.class_weighting == "balanced":
@@ -74,39 +84,25 @@ def _ce(config: ExperimentConfig, class_counts: list[int]) -> nn.Module:
     return nn.CrossEntropyLoss(weight=weight, label_smoothing=config.label_smoothing)
 
 
-# Registries keyed by the names config.py allows (tests check the keys are the same sets).
-LOSSES: dict[str, Callable[[ExperimentConfig, list[int]], nn.Module]] = {
-    "ce": _ce,
-    "focal": lambda config, counts: FocalLoss(config.focal_gamma, config.focal_alpha),
-}
-
-OPTIMIZERS: dict[str, Callable[[ExperimentConfig, Any], torch.optim.Optimizer]] = {
-    "adam": lambda c, params: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay),
-    "adamw": lambda c, params: torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay),
-    "sgd": lambda c, params: torch.optim.SGD(params, lr=c.lr, momentum=0.9, weight_decay=c.weight_decay, nesterov=True),
-}
-
-# name -> (optimizer, total steps) -> a per-step scheduler, or None
-SCHEDULERS: dict[str, Callable[[torch.optim.Optimizer, int], Any]] = {
-    "none": lambda opt, steps: None,
-    "cosine": lambda opt, steps: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps),
-}
+LOSSES.add("focal", lambda config, counts: FocalLoss(config.focal_gamma, config.focal_alpha))
+OPTIMIZERS.add("adam", lambda c, params: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay))
+OPTIMIZERS.add("adamw", lambda c, params: torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay))
+OPTIMIZERS.add("sgd", lambda c, params: torch.optim.SGD(params, lr=c.lr, momentum=0.9, weight_decay=c.weight_decay,
+                                                         nesterov=True))
+SCHEDULERS.add("none", lambda opt, steps: None)
+SCHEDULERS.add("cosine", lambda opt, steps: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps))
 
 
+@SAMPLERS.register("shuffle")
 def _shuffle_sampler(labels: torch.Tensor, g: torch.Generator):
     return torch.utils.data.RandomSampler(range(len(labels)), generator=g)
 
 
+@SAMPLERS.register("balanced")
 def _balanced_sampler(labels: torch.Tensor, g: torch.Generator):
     # each class drawn equally often: the model's prior is 50/50 instead of the folders' class mix
     w = 1.0 / torch.bincount(labels, minlength=len(CLASSES)).float()[labels]
     return torch.utils.data.WeightedRandomSampler(w, num_samples=len(labels), replacement=True, generator=g)
-
-
-SAMPLERS: dict[str, Callable[[torch.Tensor, torch.Generator], torch.utils.data.Sampler]] = {
-    "shuffle": _shuffle_sampler,
-    "balanced": _balanced_sampler,
-}
 
 
 def make_loss(config: ExperimentConfig, class_counts: list[int]) -> nn.Module:
