@@ -94,7 +94,7 @@ def test_tensor_transforms_match_the_logs_pil_pipelines_in_distribution(name, pi
 
 
 def test_disk_cache_serves_a_new_process_and_survives_damage(tmp_path, monkeypatch):
-    import pneumolib.data.dataset as D
+    import pneumolib.data.cache as C
 
     p = tmp_path / "x.png"
     Image.fromarray(np.arange(32 * 32, dtype=np.uint8).reshape(32, 32)).save(p)
@@ -105,7 +105,7 @@ def test_disk_cache_serves_a_new_process_and_survives_damage(tmp_path, monkeypat
     def no_decoding(*a, **k):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr(D, "load_resized", no_decoding)
+    monkeypatch.setattr(C, "load_resized", no_decoding)  # the decode cache decodes
     assert np.array_equal(DecodedCache(tmp_path / "cache").get(p, 16), first)  # a fresh cache: read from disk
     monkeypatch.undo()
 

@@ -35,7 +35,7 @@ def test_a_dropped_image_comes_back_from_the_disk_cache_without_decoding(fixture
     cache = DecodedCache(tmp_path, memory_bytes=SIZE * SIZE)
     first = cache.get(a, SIZE).copy()
     cache.get(b, SIZE)  # a is dropped from memory
-    import pneumolib.data.dataset as D
+    import pneumolib.data.cache as D  # the decode cache decodes
     monkeypatch.setattr(D, "load_resized", lambda *a, **k: pytest.fail("decoded again instead of read from disk"))
     assert np.array_equal(cache.get(a, SIZE), first)
 

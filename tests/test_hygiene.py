@@ -54,7 +54,7 @@ def test_training_log_shows_the_prescan_table(messy, caplog):
 
 def test_second_prescan_decodes_nothing(messy, monkeypatch):
     # "cached" proved by counting decodes, not by timing
-    import pneumolib.data.dataset as D
+    import pneumolib.data.cache as D  # the decode cache decodes
 
     calls = []
     real = D.load_resized
