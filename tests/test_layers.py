@@ -18,8 +18,8 @@ FOLDERS = ("core", "data", "models", "analysis", "training", "studies", "noteboo
 MODULES = {
     "core.config": 0, "core.version": 0, "core.registry": 0, "core.io": 0, "core.runtime": 0, "core.stats": 0, "core.runs": 1, "core.distributed": 1,
     "data.fixture": 0, "data.imaging": 0, "data.transforms": 0, "data.shifts": 0, "data.augment": 1,
-    "data.lungs": 2, "data.population": 3, "data.cache": 3, "data.samples": 4, "data.splits": 5, "data.sources": 6,
-    "data.hygiene": 7, "data.dataset": 8,
+    "data.lungs_masks": 2, "data.lungs_segmenter": 3, "data.lungs_eval": 4, "data.lungs": 5, "data.population": 6,
+    "data.cache": 6, "data.samples": 7, "data.splits": 8, "data.sources": 9, "data.hygiene": 10, "data.dataset": 11,
     "models.networks": 0, "models.inference": 1, "models.checkpoint": 2,
     "analysis.evaluate": 0, "analysis.cam_methods": 0, "analysis.ood": 0, "analysis.cam_maps": 1,
     "analysis.cam_explanation": 2, "analysis.cam_checks": 3, "analysis.cam": 4, "analysis.adapt": 1, "analysis.plots": 1,
