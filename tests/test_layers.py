@@ -25,7 +25,7 @@ MODULES = {
     "analysis.cam_explanation": 2, "analysis.cam_checks": 3, "analysis.cam": 4, "analysis.adapt": 1, "analysis.plots": 1,
     "training.fit": 0, "training.ensemble": 0, "training.lungs": 0,
     "studies.verdicts": 0, "studies.runs": 0, "studies.experiment": 1, "studies.stress": 1, "studies.shortcuts": 1, "studies.drift": 1,
-    "studies.bench": 1, "studies.card": 2, "studies.protocol": 2, "studies.candidates": 2, "studies.thresholds": 1,
+    "studies.bench": 1, "studies.card_records": 0, "studies.card_format": 1, "studies.card": 2, "studies.protocol": 2, "studies.candidates": 2, "studies.thresholds": 1,
     "notebook.series": 0, "notebook.helpers": 0, "notebook.summary": 1,
     "api": 0, "cli.common": 1, "cli.evaluate": 2, "cli.train": 2, "cli.audit": 2, "cli.lungs": 2, "cli.predict": 3,
     "cli": 4, "__main__": 5, "__init__": 5,
