@@ -26,7 +26,8 @@ MODULES = {
     "training.fit": 0, "training.ensemble": 0, "training.lungs": 0,
     "studies.verdicts": 0, "studies.runs": 0, "studies.experiment": 1, "studies.stress": 1, "studies.shortcuts": 1, "studies.drift": 1,
     "studies.bench": 1, "studies.card_records": 0, "studies.card_format": 1, "studies.card": 2, "studies.protocol": 2, "studies.candidates": 2, "studies.thresholds": 1,
-    "notebook.series": 0, "notebook.helpers": 0, "notebook.summary": 1,
+    "notebook.series": 0, "notebook.display": 0, "notebook.run_views": 1, "notebook.seed_views": 1,
+    "notebook.helpers": 2, "notebook.summary": 3,
     "api": 0, "cli.common": 1, "cli.evaluate": 2, "cli.train": 2, "cli.audit": 2, "cli.lungs": 2, "cli.predict": 3,
     "cli": 4, "__main__": 5, "__init__": 5,
 }

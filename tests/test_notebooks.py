@@ -631,12 +631,20 @@ def test_the_films_are_not_called_greyscale_jpegs_regression():
     assert not re.search(r"greyscale JPEG, which is what this data set|films are greyscale JPEGs", text)
 
 
+def _capture_shown(monkeypatch, shown: list) -> None:
+    """What the notebook views display (notebook.display.show, as each view module holds it) goes into SHOWN."""
+    from pneumolib.notebook import display, run_views, seed_views
+
+    for module in (display, run_views, seed_views):
+        monkeypatch.setattr(module, "show", shown.append)
+
+
 def test_a_verdict_row_without_a_measurement_gives_a_reason_not_nan(monkeypatch):
     import pandas as pd
 
     from pneumolib.notebook import helpers as H
     shown = []
-    monkeypatch.setattr(H, "_display", shown.append)
+    _capture_shown(monkeypatch, shown)
     H.log_vs_rerun("09", [_metrics(0, 0.9)])  # no Grad-CAM record: those rows are not measured
     table = shown[0]
     assert isinstance(table, pd.DataFrame)
@@ -755,7 +763,7 @@ def test_the_side_by_side_table_says_not_run_where_a_run_has_no_stress_test_regr
     from pneumolib.notebook import helpers as H
 
     shown = []
-    monkeypatch.setattr(H, "_display", shown.append)
+    _capture_shown(monkeypatch, shown)
     a, b = _metrics(0, 0.9), _metrics(0, 0.8)
     for m, e in ((a, "01"), (b, "02")):
         m.update(entry=e, experiment=e, train_seconds=60.0)
@@ -773,7 +781,7 @@ def test_the_lift_table_says_a_cropped_models_lift_is_measured_in_its_crop(monke
     from pneumolib.notebook import helpers as H
 
     shown = []
-    monkeypatch.setattr(H, "_display", shown.append)
+    _capture_shown(monkeypatch, shown)
     lf = {c: {"lung_lift": 1.0, "lung_lift_ci95": [0.9, 1.1], "heart_lift": 1.0, "heart_lift_ci95": [0.9, 1.1],
               "lung_area": a} for c, a in (("NORMAL", 0.3), ("PNEUMONIA", 0.3))}
     whole = {"entry": "01", "experiment": "baseline", "lung_focus": lf, "config": {"seed": 0, "crop": "none"}}

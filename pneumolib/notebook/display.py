@@ -1,0 +1,127 @@
+"""How the notebooks show things: the figure style, tables as DataFrames, numbers with their intervals."""
+from __future__ import annotations
+
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+FIGURE_DPI = 120
+
+
+def use_notebook_style() -> None:
+    """Figures at FIGURE_DPI in the notebook's outputs; tables shown whole (pandas would otherwise hide columns past
+    20 and rows past 60 behind '...', and the verdicts read the hidden ones)."""
+    plt.rcParams["figure.dpi"] = FIGURE_DPI
+    for key, value in (("display.max_columns", None), ("display.max_rows", None), ("display.max_colwidth", None),
+                       ("display.width", 10_000)):
+        pd.set_option(key, value)
+
+
+# --- notebook series v2: provenance, seeds, computed verdicts, tables as DataFrames --------------------------
+def show(obj) -> None:
+    # whole cell texts: the claims, notes and refusals in these tables are sentences, not values to abbreviate
+    with pd.option_context("display.max_colwidth", None, "display.max_columns", None, "display.max_rows", None,
+                           "display.width", 10_000):
+        try:
+            from IPython.display import display
+        except ImportError:  # outside IPython: plain text
+            print(obj)
+            return
+        display(obj)
+
+
+def fmt(v: Any, digits: int = 3) -> str:
+    try:
+        return "nan" if v is None or np.isnan(v) else f"{v:.{digits}f}"
+    except TypeError:
+        return str(v)
+
+
+def span(pair) -> str:
+    return "" if pair is None else f"[{fmt(pair[0])}, {fmt(pair[1])}]"  # brackets: bounds may be negative
+
+
+def with_ci(v: float, ci) -> str:
+    return f"{fmt(v)} ({fmt(ci[0], 2)}-{fmt(ci[1], 2)})" if ci else fmt(v)
+
+
+def _finite(pair) -> bool:
+    return bool(pair) and all(x is not None and np.isfinite(float(x)) for x in pair)
+
+
+def area_text(*by_class: dict) -> str:
+    """The mean share of the explained images the lung mask covers, over the classes that record it."""
+    areas = [c["lung_area"] for c in by_class if isinstance(c.get("lung_area"), (int, float))]
+    return f"{np.mean(areas):.0%}" if areas else "not recorded"
+
+
+def metrics_frame(m: dict[str, Any]) -> pd.DataFrame:
+    """A split's headline metrics with their 95% intervals (by patient when the films carry patients; Wilson
+    intervals too for small samples, where the percentile bootstrap collapses)."""
+    from ..core.stats import SMALL_N
+
+    names = {"accuracy": "accuracy", "sensitivity": "PNEUMONIA recall", "specificity": "NORMAL recall",
+             "precision": "PNEUMONIA precision", "npv": "NORMAL precision", "auc": "AUC"}
+    # a precision is undefined when no film is called that class (a collapsed model): say so, not NaN
+    undefined = {"precision": "undefined: no film called PNEUMONIA", "npv": "undefined: no film called NORMAL",
+                 "sensitivity": "undefined: no PNEUMONIA film", "specificity": "undefined: no NORMAL film",
+                 "auc": "undefined: films of one class only"}
+    unit = "patients" if m.get("ci95_unit") == "patient" else "images"
+    rows = []
+    for k, label in names.items():
+        if k not in m:
+            continue
+        v = m[k]
+        known = v is not None and not np.isnan(float(v))
+        row = {"metric": label, "value": round(float(v), 3) if known else undefined.get(k, "undefined")}
+        ci = m.get("ci95", {}).get(k) if known else None
+        row[f"95% CI (bootstrap over {unit})"] = f"{fmt(ci[0])}-{fmt(ci[1])}" if _finite(ci) else ""
+        wil = m.get("ci95_wilson", {}).get(k) if known else None
+        if m.get("n", SMALL_N) < SMALL_N:
+            row["95% CI (Wilson)"] = f"{fmt(wil[0])}-{fmt(wil[1])}" if _finite(wil) else ""
+        rows.append(row)
+    return pd.DataFrame(rows).set_index("metric")
+
+
+def metrics_of(x) -> dict[str, Any]:
+    return x.metrics if hasattr(x, "metrics") else x
+
+
+def maps_checked(sanity: dict[str, Any] | None) -> str:
+    """The maps' checks in words, for every table that shows lifts: ROAD (the model's map against a random map, with
+    a 95% interval by patient) and the randomisation test (rank correlation with a re-initialised model's map)."""
+    from ..analysis.cam import maps_pass
+    if not sanity:
+        return "NOT CHECKED (no ROAD or randomisation test was run on these maps): lifts not to be read"
+    fa, rc = sanity.get("faithfulness") or {}, sanity.get("randomisation_rank_corr") or {}
+    ci = fa.get("model_minus_random_ci95")
+    verdict = {True: "pass", False: "FAIL", None: "undecided"}[maps_pass(sanity)]
+    return (f"{verdict}: ROAD model - random map {fmt(fa.get('model_minus_random'))} {span(ci)}, randomisation rank "
+            f"correlation {fmt(rc.get('mean'))} ({sanity.get('n')} films)")
+
+
+def one_class_epochs(history: list[dict[str, float]], val_samples) -> list[str]:
+    """Epochs whose model called every val film one class at 0.5 (the log's symptom). Read from the epoch's share
+    of films called PNEUMONIA when the history has it; older histories only have val accuracy, which equals a
+    class's share of the val films in that case (consistent with it, not proof; and on a balanced val split it
+    cannot say which class)."""
+    labels = [s.label for s in val_samples]
+    if not labels or not history:
+        return []
+    n, n_pneu = len(labels), sum(labels)
+    found: dict[str, list[int]] = {}
+    for h in history:
+        share = h.get("val_share_pneumonia")
+        if share is not None:
+            cls = "PNEUMONIA" if share == 1.0 else ("NORMAL" if share == 0.0 else None)
+            if cls:
+                found.setdefault(f"called every val film {cls}", []).append(int(h["epoch"]))
+            continue
+        k = round(h["val_acc"] * n)
+        if abs(h["val_acc"] * n - k) < 1e-6 and k in (n_pneu, n - n_pneu):
+            cls = "one class" if n_pneu == n - n_pneu else ("PNEUMONIA" if k == n_pneu else "NORMAL")
+            found.setdefault(f"val accuracy at 0.5 = the {cls} share of the {n} val films, consistent with every "
+                             f"val film called {cls}", []).append(int(h["epoch"]))
+    return [f"epoch(s) {', '.join(map(str, e))}: {what}" for what, e in found.items()]
