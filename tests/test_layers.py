@@ -24,7 +24,7 @@ MODULES = {
     "analysis.evaluate": 0, "analysis.cam_methods": 0, "analysis.ood": 0, "analysis.cam_maps": 1,
     "analysis.cam_explanation": 2, "analysis.cam_checks": 3, "analysis.cam": 4, "analysis.adapt": 1, "analysis.plots": 1,
     "training.fit": 0, "training.ensemble": 0, "training.lungs": 0,
-    "studies.verdicts": 0, "studies.runs": 0, "studies.experiment": 1, "studies.stress": 1, "studies.shortcuts": 1, "studies.drift": 1,
+    "studies.verdict_estimates": 0, "studies.verdict_rule": 0, "studies.verdicts": 0, "studies.runs": 0, "studies.experiment": 1, "studies.stress": 1, "studies.shortcuts": 1, "studies.drift": 1,
     "studies.bench": 1, "studies.card_records": 0, "studies.card_format": 1, "studies.card": 2, "studies.protocol": 2, "studies.candidates": 2, "studies.thresholds": 1,
     "notebook.series": 0, "notebook.display": 0, "notebook.run_views": 1, "notebook.seed_views": 1,
     "notebook.helpers": 2, "notebook.summary": 3,
