@@ -563,7 +563,15 @@ def test_ctrl_c_while_torch_imports_is_one_line_and_130(trained_run):
     """Regression: Ctrl-C while torch was importing printed a traceback."""
     p = subprocess.Popen([sys.executable, "-m", "pneumolib", "predict", str(trained_run.run_dir), str(_film())],
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.8)  # python is up and importing (torch takes seconds)
+    maps = Path(f"/proc/{p.pid}/maps")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and p.poll() is None:  # wait until torch's library is being loaded
+        try:
+            if "libtorch" in maps.read_text():
+                break
+        except OSError:
+            pass
+        time.sleep(0.005)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=120)
     assert p.returncode == 130, err[-2000:]
