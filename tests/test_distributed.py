@@ -39,6 +39,22 @@ def _tree(pid: int) -> list[int]:
     return [pid] + [q for k in kids for q in _tree(int(k))]
 
 
+def _wait_dead(pids: list[int], timeout: float = 60) -> None:
+    """Wait until every pid has exited (gone, or a zombie: its files are closed); SIGKILL is not instant."""
+    import time
+
+    end = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < end:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                break
+            if state in ("Z", "X"):
+                break
+            time.sleep(0.05)
+
+
 def _weights(run_dir):
     return read_checkpoint(Path(run_dir) / "checkpoint.pt")["state_dict"]
 
@@ -106,10 +122,12 @@ def test_torchrun_resume_after_a_kill_ends_as_the_uninterrupted_run_and_refuses_
                          stdout=subprocess.DEVNULL, text=True, env=env)
     for line in p.stderr:
         if line.startswith("epoch  1/2"):  # logged once the epoch's state is on disk
-            for pid in _tree(p.pid):  # torchrun and both workers at once, like a lost node
+            killed = _tree(p.pid)
+            for pid in killed:  # torchrun and both workers at once, like a lost node
                 os.kill(pid, signal.SIGKILL)
             break
     p.wait(timeout=60)
+    _wait_dead(killed)  # a lost node's processes are gone before anyone resumes
     assert not (cut / "checkpoint.pt").exists(), "the run finished before it was killed"
     assert (cut / STATE_FILE).is_file()
 

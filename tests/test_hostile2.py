@@ -196,6 +196,33 @@ def test_the_lock_of_a_finished_writer_is_free_again(tmp_path):
         pass
 
 
+def _worker(started, gate) -> None:
+    started.set()
+    gate.wait(60)
+
+
+def test_regression_a_forked_worker_does_not_keep_the_run_folders_lock(tmp_path):
+    """Regression (CI): after SIGKILL of a torchrun training, 'train --resume' was refused with 'another pneumolib
+    process is writing' while the trainer's DataLoader workers, forked with the lock's open file, were still
+    exiting. A forked child drops its copy at once, so only the trainer itself holds the folder."""
+    import multiprocessing
+
+    from pneumolib.core.runs import writer_lock
+
+    ctx = multiprocessing.get_context("fork")
+    started, gate = ctx.Event(), ctx.Event()
+    with writer_lock(tmp_path):
+        child = ctx.Process(target=_worker, args=(started, gate))  # a worker alive after its parent let go
+        child.start()
+        assert started.wait(60)
+    try:
+        with writer_lock(tmp_path):  # free although the child still runs
+            assert child.is_alive()
+    finally:
+        gate.set()
+        child.join(30)
+
+
 # --- silent wrong answers ---------------------------------------------------------------------------------------------
 def _with_exif_orientation(src: Path, dst: Path, orientation: int) -> Path:
     """SRC's film stored turned (as a camera or scanner stores it) with the EXIF tag that makes every viewer show it

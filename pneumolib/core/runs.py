@@ -191,6 +191,24 @@ def record_files(run_dir: str | Path) -> list[Path]:
     return sorted(out)
 
 
+_HELD_LOCKS: set[int] = set()  # this process's lock descriptors: a forked child drops its copies at once
+
+
+def _drop_inherited_locks() -> None:
+    """In a forked child (a DataLoader worker), close the copies of the parent's lock descriptors. A flock belongs
+    to the open file, which fork shares, so without this a worker outliving a killed trainer keeps the folder
+    locked (regression: CI's resume after SIGKILL was refused while orphaned workers were still exiting)."""
+    for fd in tuple(_HELD_LOCKS):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_drop_inherited_locks)
+
+
 @contextlib.contextmanager
 def writer_lock(run_dir: str | Path) -> Iterator[None]:
     """Hold RUN_DIR/.lock exclusively while a training writes the folder: a second writer is refused at once with
@@ -214,8 +232,10 @@ def writer_lock(run_dir: str | Path) -> Iterator[None]:
                               "folder; wait for it to finish, or give another --out") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _HELD_LOCKS.add(fd)
         yield
     finally:
+        _HELD_LOCKS.discard(fd)
         os.close(fd)  # releases the lock
 
 
