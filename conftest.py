@@ -1,4 +1,5 @@
 """Keep notebook runs under pytest (nbval) away from real data and from earlier run folders."""
+
 import atexit
 import os
 import shutil

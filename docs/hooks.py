@@ -1,4 +1,5 @@
 """MkDocs hook: fills the command-line page's reference from the parser at build time (it cannot drift from it)."""
+
 from pneumolib.cli import reference_markdown
 
 MARKER = "<!-- cli-reference -->"

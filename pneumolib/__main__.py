@@ -3,6 +3,7 @@
 A Ctrl-C at any moment, even while torch is still importing, is one line and exit code 130, never a traceback: the
 handler is installed before anything is imported and remembers the interrupt, so a library that swallows the
 KeyboardInterrupt during its import (a bare `except:`) cannot make the command carry on as if nothing happened."""
+
 import signal
 import sys
 

@@ -3,6 +3,7 @@
 Everything `python -m pneumolib predict` prints comes from `predict` here; the CLI only formats it. The names are
 re-exported by `pneumolib` itself (`import pneumolib; pneumolib.predict(...)`). Training is `run` (as the CLI's
 main job): `pneumolib.train` is the training module's name."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -42,8 +43,9 @@ def _predictor(checkpoint: str | Path | Predictor) -> Predictor:
     return checkpoint if isinstance(checkpoint, Predictor) else load(checkpoint)
 
 
-def predict(checkpoint: str | Path | Predictor, files: list[str | Path], cache: DecodedCache | None = None
-            ) -> tuple[list[Prediction], list[ImageError]]:
+def predict(
+    checkpoint: str | Path | Predictor, files: list[str | Path], cache: DecodedCache | None = None
+) -> tuple[list[Prediction], list[ImageError]]:
     """Predict image files (JPEG, PNG, DICOM; any size), each film through the network once.
 
     Args:
@@ -71,12 +73,26 @@ def explain(checkpoint: str | Path | Predictor, files: list[str | Path], target:
     """
     pred = _predictor(checkpoint)
     samples = [Sample(Path(f), -1, patient_id(Path(f)), "predict") for f in files]
-    return _explain_maps(pred.model, samples, pred.preprocessing, pred.threshold, target=target,
-                         tta=bool(pred.config.tta), cache=pred.cache)
+    return _explain_maps(
+        pred.model,
+        samples,
+        pred.preprocessing,
+        pred.threshold,
+        target=target,
+        tta=bool(pred.config.tta),
+        cache=pred.cache,
+    )
 
 
-def run(experiment: str | ExperimentConfig, data_dir: str | Path | None = None, out: str | Path | None = None,
-          *, profile: str | None = None, retrain: bool = False, **overrides: Any) -> RunResult:
+def run(
+    experiment: str | ExperimentConfig,
+    data_dir: str | Path | None = None,
+    out: str | Path | None = None,
+    *,
+    profile: str | None = None,
+    retrain: bool = False,
+    **overrides: Any,
+) -> RunResult:
     """Train one experiment (or reuse a finished run of exactly the same training in `out`), then evaluate it.
 
     Args:
@@ -95,8 +111,16 @@ def run(experiment: str | ExperimentConfig, data_dir: str | Path | None = None, 
         CheckpointError: `out` holds another training and retrain is False.
     """
     config = experiment if isinstance(experiment, ExperimentConfig) else get_config(str(experiment))
-    return run_experiment(config, data_dir, out, profile=profile, overrides=overrides or None,
-                          on_missing_weights="random_init", reuse=not retrain, replace_other=retrain)
+    return run_experiment(
+        config,
+        data_dir,
+        out,
+        profile=profile,
+        overrides=overrides or None,
+        on_missing_weights="random_init",
+        reuse=not retrain,
+        replace_other=retrain,
+    )
 
 
 def experiments() -> dict[str, str]:

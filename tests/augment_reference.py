@@ -1,6 +1,7 @@
 """A test oracle: per-sample versions of the recipe's augmentations ('robust', 'sharpness'), written independently of
 the batched ones training uses (pneumolib.data.augment), so the batched path can be checked against a reference in
 distribution. The package keeps one implementation of each augmentation; this lives with the tests."""
+
 import numpy as np
 import torch
 import torchvision.transforms.v2 as T
@@ -62,19 +63,20 @@ class RandomNoise:
 
 def robust():
     # stronger geometry and scanner-like intensity changes (not from the log)
-    return T.Compose([
-        T.RandomHorizontalFlip(),
-        T.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.8, 1.2), shear=8),
-        RandomGamma(0.6, 1.6),
-        T.ColorJitter(brightness=0.4, contrast=0.4),
-        T.RandomApply([T.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.3),
-    ])
+    return T.Compose(
+        [
+            T.RandomHorizontalFlip(),
+            T.RandomAffine(degrees=15, translate=(0.1, 0.1), scale=(0.8, 1.2), shear=8),
+            RandomGamma(0.6, 1.6),
+            T.ColorJitter(brightness=0.4, contrast=0.4),
+            T.RandomApply([T.GaussianBlur(5, sigma=(0.1, 1.5))], p=0.3),
+        ]
+    )
 
 
 def sharpness():
     # resolution loss and detector noise, the kinds of change the 'robust' augmentation leaves out
     return T.Compose([RandomResolution(0.35, 1.0, p=0.5), RandomNoise(15.0, p=0.5)])
-
 
 
 ORACLE = {"robust": robust, "sharpness": sharpness}

@@ -1,4 +1,5 @@
 """Shared fixtures: the bundled phantom data set and one small trained run, made once per session."""
+
 import json
 import shutil
 from dataclasses import replace
@@ -27,8 +28,9 @@ def trained_run_session(tmp_path_factory, fixture_data):
 
 def _state(r) -> tuple:
     """What a test could change in the shared run: its folder's files, its metrics, threshold and weights."""
-    files = tuple(sorted((str(p.relative_to(r.run_dir)), p.stat().st_size, p.stat().st_mtime_ns)
-                         for p in r.run_dir.rglob("*")))
+    files = tuple(
+        sorted((str(p.relative_to(r.run_dir)), p.stat().st_size, p.stat().st_mtime_ns) for p in r.run_dir.rglob("*"))
+    )
     weights = float(sum(v.double().sum() for v in r.predictor.model.state_dict().values()))
     return files, json.dumps(r.metrics, sort_keys=True, default=str), r.predictor.threshold, weights
 

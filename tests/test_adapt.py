@@ -1,4 +1,5 @@
 """Calibration (ECE, reliability curve) and label-free adaptation to a cohort: AdaBN on early layers, EM prior shift."""
+
 import json
 
 import numpy as np
@@ -73,8 +74,10 @@ def test_every_metrics_dict_has_ece_and_its_bins():
     from pneumolib.analysis.evaluate import Scores, format_metrics
     from pneumolib.data.dataset import Sample
 
-    s = Scores([Sample(f"/x/{i}.png", y, f"p{i}", "test") for i, y in enumerate([0, 0, 1, 1, 1])],
-               np.array([0.1, 0.3, 0.3, 0.9, 0.95]))
+    s = Scores(
+        [Sample(f"/x/{i}.png", y, f"p{i}", "test") for i, y in enumerate([0, 0, 1, 1, 1])],
+        np.array([0.1, 0.3, 0.3, 0.9, 0.95]),
+    )
     m = compute_metrics(s, 0.5, n_boot=0)
     assert m["ece"] == pytest.approx(expected_calibration_error(s.labels, s.probs))
     assert sum(m["reliability"]["count"]) == 5
@@ -84,6 +87,7 @@ def test_every_metrics_dict_has_ece_and_its_bins():
 
 def test_reliability_diagram_shows_the_ece():
     import matplotlib
+
     matplotlib.use("Agg")
     from pneumolib.analysis.plots import plot_reliability
 
@@ -237,6 +241,7 @@ def test_bn_adaptation_helps_under_several_class_mixes(trained_run, normal_share
 
     def bal(s, t):
         return point_metrics(s.labels, s.probs, t)["balanced_accuracy"]
+
     assert bal(a.scores, a.threshold) >= bal(plain, pred.threshold) + 0.15
 
 
@@ -266,14 +271,31 @@ def test_bn_adaptation_is_deterministic_and_alpha_zero_keeps_the_training_statis
 def test_bn_adaptation_refuses_a_by_class_transform_that_would_use_labels(trained_run):
     pred = trained_run.predictor
     with pytest.raises(ValueError, match="labels"):
-        adapt_bn(pred.model, trained_run.data["test"], pred.preprocessing, transform=ByClass({0: Identity(), 1: Identity()}))
+        adapt_bn(
+            pred.model, trained_run.data["test"], pred.preprocessing, transform=ByClass({0: Identity(), 1: Identity()})
+        )
 
 
 # --- the command line ---------------------------------------------------------------------------------------
 def test_evaluate_adapt_both_reports_both_and_saves_the_adapted_checkpoint(run_copy, tmp_path, capsys):
     saved = tmp_path / "adapted.pt"
-    assert main(["evaluate", str(run_copy / "checkpoint.pt"), "--data-dir", str(fixture_dir()), "--adapt", "both",
-                 "--save-adapted", str(saved), "--json", str(tmp_path / "ev.json")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run_copy / "checkpoint.pt"),
+                "--data-dir",
+                str(fixture_dir()),
+                "--adapt",
+                "both",
+                "--save-adapted",
+                str(saved),
+                "--json",
+                str(tmp_path / "ev.json"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert ADAPTED_LABEL.upper() in out and out.count("calibration error (ECE)") == 2
     ev = json.loads((tmp_path / "ev.json").read_text())
@@ -293,8 +315,19 @@ def test_evaluate_adapt_both_reports_both_and_saves_the_adapted_checkpoint(run_c
 
 
 def test_save_adapted_without_adapt_is_a_one_line_error(run_copy, tmp_path, capsys):
-    assert main(["evaluate", str(run_copy / "checkpoint.pt"), "--data-dir", str(fixture_dir()),
-                 "--save-adapted", str(tmp_path / "x.pt")]) == 2
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run_copy / "checkpoint.pt"),
+                "--data-dir",
+                str(fixture_dir()),
+                "--save-adapted",
+                str(tmp_path / "x.pt"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--adapt" in err[0]
 
@@ -326,6 +359,7 @@ def test_adapt_prior_never_silently_lowers_normal_recall_under_a_covariate_shift
 
 def test_the_prior_guard_refuses_without_a_calibration_and_when_bbse_leaves_0_1():
     from pneumolib.analysis.adapt import bbse_prior, prior_guard
+
     p = np.linspace(0.05, 0.95, 50)
     g = prior_guard(p, None)
     assert not g["ok"] and "no validation calibration" in g["reason"]
@@ -339,6 +373,7 @@ def test_the_prior_guard_refuses_without_a_calibration_and_when_bbse_leaves_0_1(
 
 def test_the_mixture_check_tells_a_class_mix_change_from_a_feature_shift():
     from pneumolib.analysis.adapt import mixture_check
+
     rng = np.random.default_rng(0)
     d = 8
     mu_n, mu_p = np.zeros(d), np.r_[3.0, np.zeros(d - 1)]

@@ -1,5 +1,6 @@
 """The public API: the README's snippet runs as written, every public name is documented, `import pneumolib` stays
 light, and the shipped segmenter is loaded once per process."""
+
 import inspect
 import re
 import subprocess
@@ -69,6 +70,7 @@ def test_the_shipped_segmenter_is_loaded_once_per_process(monkeypatch):
     def counting(cls, path=None):
         calls.append(path)
         return real(cls, path)
+
     monkeypatch.setattr(L.LungSegmenter, "load", classmethod(counting))
     L.shipped_segmenter.cache_clear()
     cfg = replace(get_config("cand_lungs"), image_size=64)

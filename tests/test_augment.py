@@ -1,4 +1,5 @@
 """Batched augmentation: the same distributions as the per-sample reference, class masks, seeded reproducibility."""
+
 import functools
 import math
 
@@ -19,8 +20,9 @@ SIZE = 64
 def _phantom() -> torch.Tensor:
     """1 x 64 x 64 uint8: a left-to-right ramp (flip and rotation show in its gradient), a fine checkerboard in the
     centre (blur shows in its total variation), grey levels away from 0 (rotation fill shows as zeros)."""
-    yy, xx = torch.meshgrid(torch.arange(SIZE, dtype=torch.float32), torch.arange(SIZE, dtype=torch.float32),
-                            indexing="ij")
+    yy, xx = torch.meshgrid(
+        torch.arange(SIZE, dtype=torch.float32), torch.arange(SIZE, dtype=torch.float32), indexing="ij"
+    )
     img = 40 + 160 * xx / (SIZE - 1)
     c = slice(SIZE // 2 - 8, SIZE // 2 + 8)
     img[c, c] += 25 * (1 - 2 * ((yy[c, c] + xx[c, c]) % 2))
@@ -48,8 +50,15 @@ def _features(out: torch.Tensor) -> dict[str, np.ndarray]:
 
 
 # absolute slack per feature: uint8 rounding (the reference truncates after each colour op) and pixel quantisation
-SLACK = {"centre mean": 1.5, "image mean": 1.5, "image std": 1.0, "flipped": 0.0, "ramp angle": 0.5,
-         "zero fill": 0.003, "centre TV": 1.0}
+SLACK = {
+    "centre mean": 1.5,
+    "image mean": 1.5,
+    "image std": 1.0,
+    "flipped": 0.0,
+    "ramp angle": 0.5,
+    "zero fill": 0.003,
+    "centre TV": 1.0,
+}
 
 
 def _mismatches(ref: dict, new: dict) -> list[str]:
@@ -79,12 +88,21 @@ def _reference(spec: str, img: torch.Tensor, n: int = N_DRAWS) -> torch.Tensor:
 
 def _batched(spec: str, img: torch.Tensor, n: int = N_DRAWS, seed: int = 1) -> torch.Tensor:
     aug = BatchAugment.from_specs((("NORMAL", spec), ("PNEUMONIA", spec)))
-    return aug(img.expand(n, -1, -1, -1).contiguous(), torch.zeros(n, dtype=torch.long),
-               torch.Generator().manual_seed(seed))
+    return aug(
+        img.expand(n, -1, -1, -1).contiguous(), torch.zeros(n, dtype=torch.long), torch.Generator().manual_seed(seed)
+    )
 
 
-SPECS = ["log_baseline", "log_strong_normal", "robust", "central_focus", "central_focus+log_baseline", "none",
-         "sharpness", "robust+sharpness"]
+SPECS = [
+    "log_baseline",
+    "log_strong_normal",
+    "robust",
+    "central_focus",
+    "central_focus+log_baseline",
+    "none",
+    "sharpness",
+    "robust+sharpness",
+]
 
 
 def test_every_named_transform_has_a_batched_equivalent():
@@ -111,23 +129,47 @@ def test_the_phantom_features_see_the_parameters():
 
 
 WRONG = {
-    "flip always": ("log_baseline", lambda: [A.K.RandomHorizontalFlip(p=1.0),
-                                             A.K.RandomRotation(10.0, resample="nearest", p=1.0),
-                                             A.ColorJitter(0.2, 0.2)]),
-    "rotation 20": ("log_baseline", lambda: [A.K.RandomHorizontalFlip(p=0.5),
-                                             A.K.RandomRotation(20.0, resample="nearest", p=1.0),
-                                             A.ColorJitter(0.2, 0.2)]),
-    "jitter 0.4": ("log_baseline", lambda: [A.K.RandomHorizontalFlip(p=0.5),
-                                            A.K.RandomRotation(10.0, resample="nearest", p=1.0),
-                                            A.ColorJitter(0.4, 0.4)]),
-    "no blur": ("log_strong_normal", lambda: [A.K.RandomHorizontalFlip(p=0.5),
-                                              A.K.RandomRotation(20.0, resample="nearest", p=1.0),
-                                              A.ColorJitter(0.4, 0.4)]),
+    "flip always": (
+        "log_baseline",
+        lambda: [
+            A.K.RandomHorizontalFlip(p=1.0),
+            A.K.RandomRotation(10.0, resample="nearest", p=1.0),
+            A.ColorJitter(0.2, 0.2),
+        ],
+    ),
+    "rotation 20": (
+        "log_baseline",
+        lambda: [
+            A.K.RandomHorizontalFlip(p=0.5),
+            A.K.RandomRotation(20.0, resample="nearest", p=1.0),
+            A.ColorJitter(0.2, 0.2),
+        ],
+    ),
+    "jitter 0.4": (
+        "log_baseline",
+        lambda: [
+            A.K.RandomHorizontalFlip(p=0.5),
+            A.K.RandomRotation(10.0, resample="nearest", p=1.0),
+            A.ColorJitter(0.4, 0.4),
+        ],
+    ),
+    "no blur": (
+        "log_strong_normal",
+        lambda: [
+            A.K.RandomHorizontalFlip(p=0.5),
+            A.K.RandomRotation(20.0, resample="nearest", p=1.0),
+            A.ColorJitter(0.4, 0.4),
+        ],
+    ),
     "gamma 0.3-3": ("robust", lambda: [*A._robust()[:2], A.RandomGamma(0.3, 3.0), *A._robust()[3:]]),
-    "affine without scale": ("robust", lambda: [
-        A.K.RandomHorizontalFlip(p=0.5),
-        A.K.RandomAffine(degrees=15.0, translate=(0.1, 0.1), shear=8.0, resample="nearest", p=1.0),
-        *A._robust()[2:]]),
+    "affine without scale": (
+        "robust",
+        lambda: [
+            A.K.RandomHorizontalFlip(p=0.5),
+            A.K.RandomAffine(degrees=15.0, translate=(0.1, 0.1), shear=8.0, resample="nearest", p=1.0),
+            *A._robust()[2:],
+        ],
+    ),
     "noise always, up to 30": ("sharpness", lambda: [A.RandomResolution(0.35, 1.0, 0.5), A.RandomNoise(30.0, 1.0)]),
     "no resolution change": ("sharpness", lambda: [A.RandomNoise(15.0, 0.5)]),
 }
@@ -153,7 +195,8 @@ def test_each_class_gets_only_its_own_pipeline():
     assert torch.equal(out[y == 0], x[y == 0])  # NORMAL untouched
     assert all(not torch.equal(o, xi) for o, xi in zip(out[y == 1], x[y == 1]))  # every PNEUMONIA row augmented
     focus = BatchAugment.from_specs((("NORMAL", "central_focus"), ("PNEUMONIA", "none")))(
-        x, y, torch.Generator().manual_seed(0))
+        x, y, torch.Generator().manual_seed(0)
+    )
     assert torch.equal(focus[y == 1], x[y == 1])
     assert (focus[y == 0].int() - CentralFocus()(x[0]).int()).abs().max() <= 1
 
@@ -241,6 +284,7 @@ def test_figure_shows_both_paths_and_leaves_the_global_rng_alone():
     from pneumolib.core.config import BASELINE
     from pneumolib.data.dataset import discover
     from pneumolib.data.fixture import fixture_dir
+
     state = torch.get_rng_state()
     fig = show_batched_vs_reference(BASELINE, discover(fixture_dir())["train"], n_draws=2)
     assert torch.equal(torch.get_rng_state(), state)

@@ -1,4 +1,5 @@
 """The throughput bench, the decode-once cache, and the tensor transforms against the log's PIL versions."""
+
 import json
 import os
 import time
@@ -37,11 +38,30 @@ def test_bench_runs_the_named_experiments_transforms_and_preprocessing(tmp_path,
     real = A.BatchAugment.from_specs
     monkeypatch.setattr(A.BatchAugment, "from_specs", classmethod(lambda cls, t: seen.append(t) or real(t)))
     js = tmp_path / "b.json"
-    assert main(["bench", "--experiment", "recommended", "--steps", "1", "--image-size", "64", "--batch-size", "8",
-                 "--json", str(js)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--experiment",
+                "recommended",
+                "--steps",
+                "1",
+                "--image-size",
+                "64",
+                "--batch-size",
+                "8",
+                "--json",
+                str(js),
+            ]
+        )
+        == 0
+    )
     r = json.loads(js.read_text())
-    assert r["experiment"] == "recommended" and r["normalize"] == "equalize_masked"  # the recipe's, not the baseline's "none"
+    assert (
+        r["experiment"] == "recommended" and r["normalize"] == "equalize_masked"
+    )  # the recipe's, not the baseline's "none"
     from pneumolib.core.config import RECOMMENDED
+
     assert seen == [RECOMMENDED.train_transforms]  # the pipeline used the recipe's augmentation
     assert r["pipeline_images"] == 8
 
@@ -66,13 +86,27 @@ def test_cache_decodes_once_and_again_when_the_file_changes(tmp_path):
 
 def _pil_log_baseline():
     # the log's entry-1 pipeline on PIL images, minus the resize done at decode time
-    return T.Compose([T.RandomHorizontalFlip(0.5), T.RandomRotation(10), T.ColorJitter(brightness=0.2, contrast=0.2),
-                      T.Grayscale(num_output_channels=1), T.PILToTensor()])
+    return T.Compose(
+        [
+            T.RandomHorizontalFlip(0.5),
+            T.RandomRotation(10),
+            T.ColorJitter(brightness=0.2, contrast=0.2),
+            T.Grayscale(num_output_channels=1),
+            T.PILToTensor(),
+        ]
+    )
 
 
 def _pil_strong_normal():
-    return T.Compose([T.RandomHorizontalFlip(), T.RandomRotation(20), T.GaussianBlur(3),
-                      T.ColorJitter(brightness=0.4, contrast=0.4), T.PILToTensor()])
+    return T.Compose(
+        [
+            T.RandomHorizontalFlip(),
+            T.RandomRotation(20),
+            T.GaussianBlur(3),
+            T.ColorJitter(brightness=0.4, contrast=0.4),
+            T.PILToTensor(),
+        ]
+    )
 
 
 @pytest.mark.parametrize("name,pil", [("log_baseline", _pil_log_baseline), ("log_strong_normal", _pil_strong_normal)])

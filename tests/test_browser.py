@@ -1,4 +1,5 @@
 """JupyterLab in a real browser: notebook 01 run end to end by headless Chromium through the UI."""
+
 import json
 import os
 import signal
@@ -15,8 +16,14 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "01_2024-05-13_baseline.ipynb"
 CHROMIUM = "/usr/bin/chromium"  # Debian's package; Playwright's own browser downloads are not used
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-background-networking", "--disable-gpu",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-background-networking",
+    "--disable-gpu",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 RUN_TIMEOUT_S = 20 * 60  # the whole notebook trains on the fixture; slow shared CPUs need the margin
 ERROR_MIME = "application/vnd.jupyter.error"
 
@@ -25,8 +32,10 @@ pytestmark = pytest.mark.browser
 
 def _missing(what):
     """CI must never silently skip the browser test; a developer without Chromium may."""
-    msg = (f"{what}: the browser test needs Debian's chromium ({CHROMIUM}) and Playwright for Python "
-           "(apt-get install chromium; pip install -r requirements.txt); .ci/run installs both")
+    msg = (
+        f"{what}: the browser test needs Debian's chromium ({CHROMIUM}) and Playwright for Python "
+        "(apt-get install chromium; pip install -r requirements.txt); .ci/run installs both"
+    )
     if os.environ.get("CI"):
         pytest.fail(msg)
     pytest.skip(msg)
@@ -61,11 +70,11 @@ def lab(tmp_path):
     # and no news-fetch prompt over the page.
     settings = tmp_path / "lab-settings" / "@jupyterlab"
     (settings / "notebook-extension").mkdir(parents=True)
-    (settings / "notebook-extension" / "tracker.jupyterlab-settings").write_text(
-        json.dumps({"windowingMode": "none"}))
+    (settings / "notebook-extension" / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
     (settings / "apputils-extension").mkdir()
     (settings / "apputils-extension" / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
 
     env = {k: v for k, v in os.environ.items() if k != "PNEUMOLIB_DATA_DIR"}  # -> the bundled fixture
     for name in ("runs", "cache", "jupyter-config", "jupyter-data", "jupyter-runtime", "workspaces", "ipython"):
@@ -84,10 +93,26 @@ def lab(tmp_path):
     log_path = tmp_path / "jupyter-lab.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jupyterlab", "--no-browser", "--ip=127.0.0.1", f"--port={port}",
-             "--port-retries=0", "--allow-root", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
-             "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"],
-            cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            [
+                sys.executable,
+                "-m",
+                "jupyterlab",
+                "--no-browser",
+                "--ip=127.0.0.1",
+                f"--port={port}",
+                "--port-retries=0",
+                "--allow-root",
+                f"--IdentityProvider.token={token}",
+                f"--ServerApp.root_dir={root}",
+                "--LabApp.news_url=",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            ],
+            cwd=root,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 120
@@ -129,8 +154,9 @@ def _kernel_status(page):
 
 
 def _prompts(page):
-    return page.eval_on_selector_all(".jp-Notebook .jp-CodeCell .jp-InputArea-prompt",
-                                     "els => els.map(e => e.textContent.trim())")
+    return page.eval_on_selector_all(
+        ".jp-Notebook .jp-CodeCell .jp-InputArea-prompt", "els => els.map(e => e.textContent.trim())"
+    )
 
 
 def _wait_kernel_ready(page, lab, timeout_s=180):
@@ -141,8 +167,9 @@ def _wait_kernel_ready(page, lab, timeout_s=180):
         if time.monotonic() > deadline:
             pytest.fail(f"kernel not ready after {timeout_s} s; page status {_kernel_status(page)!r}")
         kernels = _get_json(f"{lab['base']}/api/kernels?token={lab['token']}")
-        ready = (_kernel_status(page) == "idle"
-                 and any(k["execution_state"] == "idle" and k["connections"] >= 1 for k in kernels))
+        ready = _kernel_status(page) == "idle" and any(
+            k["execution_state"] == "idle" and k["connections"] >= 1 for k in kernels
+        )
         ok = ok + 1 if ready else 0
         page.wait_for_timeout(500)
 
@@ -174,8 +201,9 @@ def test_notebook_01_runs_in_jupyterlab_without_errors_and_shows_gradcam(sync_pl
             page.set_default_timeout(120_000)
             page.goto(f"{lab['base']}/lab/tree/{NOTEBOOK.name}?token={lab['token']}")
             # Cells are attached progressively; with windowing off they all end up in the DOM.
-            page.wait_for_function("n => document.querySelectorAll('.jp-Notebook .jp-CodeCell').length === n",
-                                   arg=n_code)
+            page.wait_for_function(
+                "n => document.querySelectorAll('.jp-Notebook .jp-CodeCell').length === n", arg=n_code
+            )
             page.wait_for_selector(".jp-NotebookPanel-toolbar .jp-Notebook-ExecutionIndicator[data-status]")
             _wait_kernel_ready(page, lab)
             assert _prompts(page) == ["[ ]:"] * n_code, "no cell has run yet"
@@ -186,7 +214,8 @@ def test_notebook_01_runs_in_jupyterlab_without_errors_and_shows_gradcam(sync_pl
 
             page.wait_for_function(
                 "() => [...document.querySelectorAll('.jp-Notebook .jp-CodeCell .jp-InputArea-prompt')]"
-                ".some(e => e.textContent.trim() !== '[ ]:')")
+                ".some(e => e.textContent.trim() !== '[ ]:')"
+            )
 
             # Finished = some cell ran, none is queued or running ("[*]:"), and the kernel is idle on two
             # polls in a row (it goes briefly idle between queued cells). A cell error cancels the rest of
@@ -196,13 +225,15 @@ def test_notebook_01_runs_in_jupyterlab_without_errors_and_shows_gradcam(sync_pl
                 if time.monotonic() > deadline:
                     pytest.fail(f"notebook did not finish in {RUN_TIMEOUT_S} s; prompts {_prompts(page)}")
                 prompts = _prompts(page)
-                done = (any(t[1:-2].isdigit() for t in prompts) and "[*]:" not in prompts
-                        and _kernel_status(page) == "idle")
+                done = (
+                    any(t[1:-2].isdigit() for t in prompts) and "[*]:" not in prompts and _kernel_status(page) == "idle"
+                )
                 settled = settled + 1 if done else 0
                 page.wait_for_timeout(1000)
 
             cam_cell = page.locator(".jp-Notebook .jp-CodeCell").filter(
-                has=page.locator(".jp-InputArea-editor", has_text="nb.gradcam"))
+                has=page.locator(".jp-InputArea-editor", has_text="nb.gradcam")
+            )
             assert cam_cell.count() == 1, "notebook 01 should have one cell calling nb.gradcam"
             cam_cell.scroll_into_view_if_needed()
             page.screenshot(path=str(shot))
@@ -220,12 +251,20 @@ def test_notebook_01_runs_in_jupyterlab_without_errors_and_shows_gradcam(sync_pl
             print(f"\nbrowser test screenshot: {shot}")
             browser.close()
 
-    errors = [(i, o.get("ename"), o.get("evalue")) for i, c in enumerate(cells)
-              for o in c.get("outputs", []) if o["output_type"] == "error"]
+    errors = [
+        (i, o.get("ename"), o.get("evalue"))
+        for i, c in enumerate(cells)
+        for o in c.get("outputs", [])
+        if o["output_type"] == "error"
+    ]
     assert not errors, f"code cells raised (index, exception, message): {errors}"
     assert error_outputs_in_page == 0
-    tracebacks = [i for i, c in enumerate(cells) for o in c.get("outputs", [])
-                  if o["output_type"] == "stream" and "Traceback (most recent call last)" in "".join(o["text"])]
+    tracebacks = [
+        i
+        for i, c in enumerate(cells)
+        for o in c.get("outputs", [])
+        if o["output_type"] == "stream" and "Traceback (most recent call last)" in "".join(o["text"])
+    ]
     assert not tracebacks, f"code cells {tracebacks} printed a traceback"
     counts = [c["execution_count"] for c in cells]
     assert counts == list(range(1, n_code + 1)), f"every code cell, in order, on a fresh kernel: {counts}"

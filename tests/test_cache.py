@@ -1,5 +1,6 @@
 """The decode cache at scale: memory bounded by bytes (least recently used out first), a disk cache several
 processes can fill at once, and DataLoader workers that do not change a run."""
+
 import multiprocessing as mp
 from dataclasses import replace
 
@@ -36,12 +37,15 @@ def test_a_dropped_image_comes_back_from_the_disk_cache_without_decoding(fixture
     first = cache.get(a, SIZE).copy()
     cache.get(b, SIZE)  # a is dropped from memory
     import pneumolib.data.cache as D  # the decode cache decodes
+
     monkeypatch.setattr(D, "load_resized", lambda *a, **k: pytest.fail("decoded again instead of read from disk"))
     assert np.array_equal(cache.get(a, SIZE), first)
 
 
 def test_memory_bound_comes_from_the_environment(monkeypatch):
-    assert parse_bytes("512M") == 512 * 2**20 and parse_bytes("1.5G") == int(1.5 * 2**30) and parse_bytes("1000") == 1000
+    assert (
+        parse_bytes("512M") == 512 * 2**20 and parse_bytes("1.5G") == int(1.5 * 2**30) and parse_bytes("1000") == 1000
+    )
     monkeypatch.setenv(MEMORY_ENV, "64M")
     assert default_memory_bytes() == 64 * 2**20 and DecodedCache().memory_bytes == 64 * 2**20
     with pytest.raises(ValueError, match="not a size"):

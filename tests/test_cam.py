@@ -61,7 +61,8 @@ def test_cam_target_is_the_log_odds_of_the_reported_probability_regression():
 def test_lung_focus_is_the_share_of_energy_inside_the_mask():
     mask = np.zeros((8, 8), bool)
     mask[:, :4] = True
-    cam = np.zeros((8, 8)); cam[:, :4] = 1.0
+    cam = np.zeros((8, 8))
+    cam[:, :4] = 1.0
     assert lung_focus(cam, mask) == 1.0
     cam[:, 4:] = 1.0
     assert lung_focus(cam, mask) == pytest.approx(0.5)
@@ -133,8 +134,10 @@ def test_lung_masks_are_annotated_where_a_film_has_one_else_learned(tmp_path):
         (shared / sub).mkdir(parents=True)
     (shared / "chest_xray" / "test" / "NORMAL" / "b.jpeg").write_bytes(b"x")
     Image.fromarray(img).save(shared / "lung_masks" / "test" / "NORMAL" / "b.png")
-    assert annotated_mask(shared / "chest_xray" / "test" / "NORMAL" / "b.jpeg") == \
-        shared / "lung_masks" / "test" / "NORMAL" / "b.png"
+    assert (
+        annotated_mask(shared / "chest_xray" / "test" / "NORMAL" / "b.jpeg")
+        == shared / "lung_masks" / "test" / "NORMAL" / "b.png"
+    )
 
 
 # --- explain on the trained fixture model ---------------------------------------------------------
@@ -238,8 +241,9 @@ def test_randomisation_lowers_the_rank_correlation_and_leaves_the_model_alone(tr
     assert np.nanmean(rank_correlation(maps, other)) < 0.9
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     again = randomise_top(model, ("layer4", "fc"), seed=1)
-    assert torch.equal(again.fc.weight, rand.fc.weight) and torch.equal(again.layer2[0].conv1.weight,
-                                                                          model.layer2[0].conv1.weight)
+    assert torch.equal(again.fc.weight, rand.fc.weight) and torch.equal(
+        again.layer2[0].conv1.weight, model.layer2[0].conv1.weight
+    )
 
 
 class _TopLeftTexture(nn.Module):
@@ -267,8 +271,9 @@ def test_road_rewards_the_map_on_the_pixels_the_model_uses():
 
 def test_sanity_checks_report_model_and_random_maps(trained_run):
     e = trained_run.explanation
-    s = sanity_checks(trained_run.predictor.model, e, trained_run.predictor.preprocessing, per_class=1,
-                      percentiles=(50,))
+    s = sanity_checks(
+        trained_run.predictor.model, e, trained_run.predictor.preprocessing, per_class=1, percentiles=(50,)
+    )
     assert s["n"] == 2 and len(s["randomisation_rank_corr"]["per_image"]) == 2
     fa = s["faithfulness"]
     assert "ROAD" in fa["metric"]
@@ -283,19 +288,53 @@ def test_sanity_checks_report_model_and_random_maps(trained_run):
 # --- command line ---------------------------------------------------------------------------
 def test_explain_cli_writes_grids_and_json_matching_the_scores_csv(trained_run, tmp_path, capsys):
     r = trained_run
-    ckpt = save_checkpoint(tmp_path / "tta" / "checkpoint.pt", r.predictor.model, replace(r.config, tta=True),
-                           r.threshold)
+    ckpt = save_checkpoint(
+        tmp_path / "tta" / "checkpoint.pt", r.predictor.model, replace(r.config, tta=True), r.threshold
+    )
     js, out, scores = tmp_path / "g.json", tmp_path / "figs", tmp_path / "scores.csv"
-    assert main(["explain", str(ckpt), "--data-dir", str(fixture_dir()), "--n", "3", "--json", str(js),
-                 "--out", str(out), "--sanity-n", "1"]) == 0
+    assert (
+        main(
+            [
+                "explain",
+                str(ckpt),
+                "--data-dir",
+                str(fixture_dir()),
+                "--n",
+                "3",
+                "--json",
+                str(js),
+                "--out",
+                str(out),
+                "--sanity-n",
+                "1",
+            ]
+        )
+        == 0
+    )
     rep = json.loads(js.read_text())
-    for key in ("map_size", "lung_lift", "heart_lift", "masks_passed", "masks_failed", "randomisation_rank_corr",
-                "road", "method", "layer", "empty_maps", "mask_source", "maps_pass", "learned_mask_cost", "selection",
-                "target"):
+    for key in (
+        "map_size",
+        "lung_lift",
+        "heart_lift",
+        "masks_passed",
+        "masks_failed",
+        "randomisation_rank_corr",
+        "road",
+        "method",
+        "layer",
+        "empty_maps",
+        "mask_source",
+        "maps_pass",
+        "learned_mask_cost",
+        "selection",
+        "target",
+    ):
         assert key in rep, key
     assert min(rep["map_size"]) >= 8 and rep["target"] == "PNEUMONIA" and rep["tta"] is True
     assert set(rep["lung_lift"]) == {"NORMAL", "PNEUMONIA"} and len(rep["lung_lift"]["NORMAL"]["ci95"]) == 2
-    assert {"model", "random", "model_minus_random_ci95"} <= set(rep["road"]) and rep["masks_passed"] + rep["masks_failed"] == 6
+    assert {"model", "random", "model_minus_random_ci95"} <= set(rep["road"]) and rep["masks_passed"] + rep[
+        "masks_failed"
+    ] == 6
     assert rep["selection"].startswith("first 3 films per class")
     assert len(list(out.glob("*.png"))) == 2
     assert "lung lift" in capsys.readouterr().out
@@ -311,8 +350,10 @@ def test_predict_cam_overlays_keep_the_film_size_up_to_1024(trained_run, tmp_pat
     src = min((fixture_dir() / "test" / "PNEUMONIA").glob("*.png"))
     film = tmp_path / "film.png"
     Image.open(src).convert("L").resize(size, Image.BILINEAR).save(film)
-    assert main(["predict", str(trained_run.run_dir / "checkpoint.pt"), str(film), "--cam-dir",
-                 str(tmp_path / "cams")]) == 0
+    assert (
+        main(["predict", str(trained_run.run_dir / "checkpoint.pt"), str(film), "--cam-dir", str(tmp_path / "cams")])
+        == 0
+    )
     with Image.open(tmp_path / "cams" / "film_cam.png") as im:
         assert im.size == expected and im.mode == "RGB"
 
@@ -322,11 +363,23 @@ def test_empty_maps_and_failed_masks_are_counted_and_left_out(fixture_data):
 
     samples = [s for s in fixture_data["test"] if s.label == 1][:4]
     nan = float("nan")
-    e = Explanation(samples, np.zeros((0, 64, 64), np.uint8), np.zeros((0, 64, 64)), np.full(4, 0.9), 0.5,
-                    np.zeros((0, 64, 64), bool), ["learned"] * 4, focus=np.array([0.4, nan, 0.2, 0.6]),
-                    lung_area=np.full(4, 0.2), heart_box=np.array([0.18, nan, 0.36, 0.18]), method="gradcam",
-                    target="PNEUMONIA", classes=np.ones(4, int), mask_problems=["", "", "", "area 0.01 outside"],
-                    input_size=64)
+    e = Explanation(
+        samples,
+        np.zeros((0, 64, 64), np.uint8),
+        np.zeros((0, 64, 64)),
+        np.full(4, 0.9),
+        0.5,
+        np.zeros((0, 64, 64), bool),
+        ["learned"] * 4,
+        focus=np.array([0.4, nan, 0.2, 0.6]),
+        lung_area=np.full(4, 0.2),
+        heart_box=np.array([0.18, nan, 0.36, 0.18]),
+        method="gradcam",
+        target="PNEUMONIA",
+        classes=np.ones(4, int),
+        mask_problems=["", "", "", "area 0.01 outside"],
+        input_size=64,
+    )
     s = e.summary()["PNEUMONIA"]
     assert s["empty_maps"] == 1 and s["masks_failed"] == 1 and s["masks_passed"] == 3
     assert s["lung_lift"] == pytest.approx((2.0 + 1.0) / 2)  # the empty map and the failed mask are left out
@@ -349,10 +402,23 @@ def test_an_empty_map_is_not_drawn_as_a_finding(fixture_data):
 
     samples = [s for s in fixture_data["test"] if s.label == 1][:2]
     cams = np.stack([np.zeros((64, 64), np.float32), np.full((64, 64), 0.5, np.float32)])
-    e = Explanation(samples, np.full((2, 64, 64), 100, np.uint8), cams, np.full(2, 0.9), 0.5,
-                    np.zeros((2, 64, 64), bool), ["learned"] * 2, focus=np.array([float("nan"), 0.3]),
-                    lung_area=np.full(2, 0.2), heart_box=np.array([float("nan"), 0.18]), method="gradcam",
-                    target="PNEUMONIA", classes=np.ones(2, int), input_size=64, map_size=(8, 8))
+    e = Explanation(
+        samples,
+        np.full((2, 64, 64), 100, np.uint8),
+        cams,
+        np.full(2, 0.9),
+        0.5,
+        np.zeros((2, 64, 64), bool),
+        ["learned"] * 2,
+        focus=np.array([float("nan"), 0.3]),
+        lung_area=np.full(2, 0.2),
+        heart_box=np.array([float("nan"), 0.18]),
+        method="gradcam",
+        target="PNEUMONIA",
+        classes=np.ones(2, int),
+        input_size=64,
+        map_size=(8, 8),
+    )
     fig = plots.plot_cam_grid(e, n_per_class=2)
     empty_ax, full_ax = fig.axes[0], fig.axes[1]
     assert len(empty_ax.images) == 1 and "EMPTY MAP" in empty_ax.get_title()  # the film only, said so
@@ -385,8 +451,9 @@ def test_method_comparison_on_the_fixture_picks_maps_that_pass_and_sit_on_the_le
 
     pred, test = trained_run.predictor, trained_run.data["test"]
     methods = ("gradcam", "hirescam", "gradcam++")
-    rows = compare_methods(pred, test, methods=methods, layers=("layer2",), n_per_class=12, sanity_per_class=6,
-                           exact_masks=annotated_mask)
+    rows = compare_methods(
+        pred, test, methods=methods, layers=("layer2",), n_per_class=12, sanity_per_class=6, exact_masks=annotated_mask
+    )
     assert [r["method"] for r in rows] == list(methods) and all(r["layer"] == "layer2" for r in rows)
     best = choose_method(rows)
     assert best is not None and best["maps_pass"]
@@ -394,10 +461,14 @@ def test_method_comparison_on_the_fixture_picks_maps_that_pass_and_sit_on_the_le
 
     def lesion_lift(method):
         e = explain_predictor(pred, pneu, sanity_per_class=0, method=method, layer="layer2")
-        lesions = [np.asarray(Image.open(mask_for(s.path, kind="lesions")).convert("L").resize((64, 64))) > 127
-                   for s in e.samples]
-        return np.nanmean([(c * m).sum() / c.sum() / m.mean() if c.sum() > 0 else np.nan
-                           for c, m in zip(e.cams, lesions)])
+        lesions = [
+            np.asarray(Image.open(mask_for(s.path, kind="lesions")).convert("L").resize((64, 64))) > 127
+            for s in e.samples
+        ]
+        return np.nanmean(
+            [(c * m).sum() / c.sum() / m.mean() if c.sum() > 0 else np.nan for c, m in zip(e.cams, lesions)]
+        )
+
     failing = [r["method"] for r in rows if not r["maps_pass"]]
     assert all(lesion_lift(best["method"]) > lesion_lift(m) for m in failing)
     assert lesion_lift(best["method"]) > 1.0  # more of the map on the lesions than their area
@@ -411,13 +482,27 @@ def test_learned_mask_cost_is_the_lift_difference_on_films_with_both_masks():
     """Issue 21: a reader sees what the learned masks cost against the annotations, with an interval by patient."""
     from pneumolib.analysis.cam import Explanation
     from pneumolib.data.dataset import Sample
+
     samples = [Sample(f"f{i}", i % 2, f"p{i}", "test") for i in range(8)]
     focus = np.full(8, 0.5)
     area = np.full(8, 0.25)  # annotated lift = 2.0
     methods = ["annotated"] * 6 + ["learned"] * 2
     learned = np.array([1.5, 1.5, 1.5, 1.5, np.nan, 1.5, np.nan, np.nan])  # film 4: its learned mask failed
-    e = Explanation(samples, np.zeros((0, 4, 4)), np.zeros((0, 4, 4)), np.full(8, 0.5), 0.5, np.zeros((0, 4, 4)),
-                    methods, focus, area, np.full(8, 0.1), "hirescam", "PNEUMONIA", learned_lift=learned)
+    e = Explanation(
+        samples,
+        np.zeros((0, 4, 4)),
+        np.zeros((0, 4, 4)),
+        np.full(8, 0.5),
+        0.5,
+        np.zeros((0, 4, 4)),
+        methods,
+        focus,
+        area,
+        np.full(8, 0.1),
+        "hirescam",
+        "PNEUMONIA",
+        learned_lift=learned,
+    )
     cost = e.report(per_image=False)["learned_mask_cost"]
     assert cost["NORMAL"]["n"] == 2 and cost["PNEUMONIA"]["n"] == 3  # NORMAL: films 0, 2 (4 failed); PNEUMONIA: 1, 3, 5
     assert cost["PNEUMONIA"]["learned_minus_annotated"] == pytest.approx(-0.5)

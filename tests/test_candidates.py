@@ -1,4 +1,5 @@
 """The recipe-candidate table as a command: recomputed from finished run folders, paired by seed."""
+
 import json
 import shutil
 from dataclasses import replace
@@ -25,8 +26,9 @@ def two_candidates(trained_run_session, tmp_path_factory):
             shutil.copytree(trained_run_session.run_dir, d, ignore=shutil.ignore_patterns("*.csv"))
             p = trained_run_session.predictor
             extra = dict(p.extra or {}, holdout="folders")
-            save_checkpoint(d / "checkpoint.pt", p.model, replace(p.config, seed=seed), min(0.99, p.threshold + shift),
-                            extra)
+            save_checkpoint(
+                d / "checkpoint.pt", p.model, replace(p.config, seed=seed), min(0.99, p.threshold + shift), extra
+            )
             groups[name].append(d)
     yield groups
     shutil.rmtree(root, ignore_errors=True)  # eight 45 MB checkpoints: not kept until the session ends
@@ -65,6 +67,7 @@ def _run_folder(root, name, seed, auc_like, outside_flips, outside=0.02, inside=
     """A finished run folder as select() reads it: metrics.json's config, scores_val.csv, shortcuts_val.json."""
     import csv
     import json
+
     d = root / name / f"seed{seed}"
     d.mkdir(parents=True)
     (d / "metrics.json").write_text(json.dumps({"config": {"seed": seed, "epochs": 6, "max_train_images": 2000}}))
@@ -75,17 +78,32 @@ def _run_folder(root, name, seed, auc_like, outside_flips, outside=0.02, inside=
         for i in range(60):
             y = i % 2
             p = float(np.clip(0.5 + (2 * y - 1) * auc_like + rng.normal(0, 0.2), 0, 1))  # separation auc_like
-            w.writerow([f"f{i}", f"p{i}", "val", ("NORMAL", "PNEUMONIA")[y], f"{p:.4f}",
-                        ("NORMAL", "PNEUMONIA")[int(p >= 0.5)]])
-    (d / "shortcuts_val.json").write_text(json.dumps({
-        "probe_auc": 0.8, "outside_lung_reliance": {"flipped_share": outside_flips, "mean_abs_change": outside},
-        "inside_lung_reliance": {"flipped_share": 0.3, "mean_abs_change": inside},
-        "worst_group": {"worst": {"recall": 0.7}}}))
+            w.writerow(
+                [
+                    f"f{i}",
+                    f"p{i}",
+                    "val",
+                    ("NORMAL", "PNEUMONIA")[y],
+                    f"{p:.4f}",
+                    ("NORMAL", "PNEUMONIA")[int(p >= 0.5)],
+                ]
+            )
+    (d / "shortcuts_val.json").write_text(
+        json.dumps(
+            {
+                "probe_auc": 0.8,
+                "outside_lung_reliance": {"flipped_share": outside_flips, "mean_abs_change": outside},
+                "inside_lung_reliance": {"flipped_share": 0.3, "mean_abs_change": inside},
+                "worst_group": {"worst": {"recall": 0.7}},
+            }
+        )
+    )
     return d
 
 
 def test_select_picks_the_best_validation_auc_among_candidates_that_look_at_the_lungs(tmp_path):
     from pneumolib.studies.candidates import LUNG_BOUND, format_selection, select
+
     shortcut = [_run_folder(tmp_path, "shortcut", s, 0.3, outside_flips=0.3) for s in range(3)]  # best AUC
     lungs = [_run_folder(tmp_path, "lungs", s, 0.05, outside_flips=0.02) for s in range(3)]
     sel = select({"shortcut": shortcut, "lungs": lungs})
@@ -99,6 +117,7 @@ def test_select_picks_the_best_validation_auc_among_candidates_that_look_at_the_
 
 def test_select_chooses_none_when_no_candidate_looks_at_the_lungs_or_outside_changes_more(tmp_path):
     from pneumolib.studies.candidates import select
+
     a = [_run_folder(tmp_path, "a", s, 0.9, outside_flips=0.3) for s in range(2)]
     b = [_run_folder(tmp_path, "b", s, 0.9, outside_flips=0.05, outside=0.3, inside=0.1) for s in range(2)]
     sel = select({"a": a, "b": b})
@@ -107,6 +126,7 @@ def test_select_chooses_none_when_no_candidate_looks_at_the_lungs_or_outside_cha
 
 def test_select_never_chooses_an_unaudited_candidate(tmp_path):
     from pneumolib.studies.candidates import select
+
     a = [_run_folder(tmp_path, "a", s, 0.9, outside_flips=0.0) for s in range(2)]
     (a[1] / "shortcuts_val.json").unlink()
     sel = select({"a": a})

@@ -1,4 +1,5 @@
 """Model cards and evaluation records: every number from the run folder's files, the licence only when known."""
+
 import json
 import re
 
@@ -34,8 +35,17 @@ def test_card_says_random_init_unknown_licence_and_not_a_diagnostic_device(run_c
     assert "**random init**" in card
     assert "- Licence: unknown" in card
     assert "## Out-of-scope use" in card and "not a diagnostic device" in card
-    for section in ("Model details", "Intended use", "Training data", "Preprocessing", "Weights",
-                    "Decision threshold", "Evaluation", "Known limitations", "How to reproduce"):
+    for section in (
+        "Model details",
+        "Intended use",
+        "Training data",
+        "Preprocessing",
+        "Weights",
+        "Decision threshold",
+        "Evaluation",
+        "Known limitations",
+        "How to reproduce",
+    ):
         assert f"## {section}" in card
     assert "resized to 64 x 64 px" in card  # from the checkpoint's preprocessing
 
@@ -58,19 +68,52 @@ def test_card_includes_an_evaluation_after_evaluate_was_run(run_copy, capsys):
 
 def test_card_renders_stress_gradcam_counts_and_command_from_whatever_the_files_hold(tmp_path):
     run = tmp_path / "r"
-    save_json({"experiment": "baseline", "entry": "01", "data_dir": "fixture", "weights": "ImageNet weights from /w.pth",
-               "threshold": 0.6123, "config": {"model": "resnet18", "threshold": "youden", "seed": 0},
-               "command": "python -m pneumolib train 01 --out r --seed 0",
-               "data_counts": {"train": {"NORMAL": 41, "PNEUMONIA": 39}, "test": {"NORMAL": 12, "PNEUMONIA": 12}},
-               "gradcam": {"NORMAL": {"lung_lift": 1.2345, "lung_lift_ci95": [1.1, 1.4]},
-                           "PNEUMONIA": {"lung_lift": 2.5432, "lung_lift_ci95": [2.0, 3.0]}},
-               "test": {"accuracy": 0.8765, "n": 24, "threshold": 0.6123, "ece": 0.0456}}, run / "metrics.json")
-    save_json({"threshold": 0.6123, "split": "test",
-               "rows": [{"shift": "clean", "group": "", "accuracy": 0.9, "accuracy_ext": 0.9, "sensitivity": 0.9,
-                         "specificity": 0.9111, "auc": 0.95},
-                        {"shift": "brighter", "group": "seen", "accuracy": 0.6, "accuracy_ext": 0.5, "sensitivity": 1.0,
-                         "specificity": 0.1234, "auc": 0.9}],
-               "summary": {"stress_specificity": 0.1234}}, run / "stress.json")
+    save_json(
+        {
+            "experiment": "baseline",
+            "entry": "01",
+            "data_dir": "fixture",
+            "weights": "ImageNet weights from /w.pth",
+            "threshold": 0.6123,
+            "config": {"model": "resnet18", "threshold": "youden", "seed": 0},
+            "command": "python -m pneumolib train 01 --out r --seed 0",
+            "data_counts": {"train": {"NORMAL": 41, "PNEUMONIA": 39}, "test": {"NORMAL": 12, "PNEUMONIA": 12}},
+            "gradcam": {
+                "NORMAL": {"lung_lift": 1.2345, "lung_lift_ci95": [1.1, 1.4]},
+                "PNEUMONIA": {"lung_lift": 2.5432, "lung_lift_ci95": [2.0, 3.0]},
+            },
+            "test": {"accuracy": 0.8765, "n": 24, "threshold": 0.6123, "ece": 0.0456},
+        },
+        run / "metrics.json",
+    )
+    save_json(
+        {
+            "threshold": 0.6123,
+            "split": "test",
+            "rows": [
+                {
+                    "shift": "clean",
+                    "group": "",
+                    "accuracy": 0.9,
+                    "accuracy_ext": 0.9,
+                    "sensitivity": 0.9,
+                    "specificity": 0.9111,
+                    "auc": 0.95,
+                },
+                {
+                    "shift": "brighter",
+                    "group": "seen",
+                    "accuracy": 0.6,
+                    "accuracy_ext": 0.5,
+                    "sensitivity": 1.0,
+                    "specificity": 0.1234,
+                    "auc": 0.9,
+                },
+            ],
+            "summary": {"stress_specificity": 0.1234},
+        },
+        run / "stress.json",
+    )
     card = render_model_card(run)  # no checkpoint: preprocessing from the config, said so
     assert "| brighter | seen | 0.600 |" in card and "falls to 0.123 (brighter)" in card
     assert "| NORMAL | 1.234 | 1.100-1.400 |" in card and "2.543" in card
@@ -144,9 +187,17 @@ def test_write_model_card_returns_the_path(run_copy):
 
 def test_card_explains_the_youden_shifted_rule(tmp_path):
     run = tmp_path / "r"
-    save_json({"experiment": "recommended", "entry": "10", "data_dir": "fixture", "threshold": 0.55,
-               "config": {"model": "resnet18", "threshold": "youden_shifted", "seed": 0},
-               "test": {"accuracy": 0.9, "n": 24, "threshold": 0.55, "ece": 0.05}}, run / "metrics.json")
+    save_json(
+        {
+            "experiment": "recommended",
+            "entry": "10",
+            "data_dir": "fixture",
+            "threshold": 0.55,
+            "config": {"model": "resnet18", "threshold": "youden_shifted", "seed": 0},
+            "test": {"accuracy": 0.9, "n": 24, "threshold": 0.55, "ece": 0.05},
+        },
+        run / "metrics.json",
+    )
     card = render_model_card(run)
     assert "`youden_shifted`: Youden's J on the validation split pooled with its copies" in card
     assert "seen shifts" in card

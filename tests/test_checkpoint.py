@@ -14,8 +14,15 @@ def test_checkpoint_carries_config_classes_channels_preprocessing_threshold(trai
     assert state["config"] == trained_run.config.to_dict()
     assert state["classes"] == list(CLASSES)
     assert state["in_channels"] == 3
-    assert state["preprocessing"] == {"image_size": 64, "in_channels": 3, "normalize": "none", "crop": "none",
-                                      "crop_margin": 0.08, "crop_segmenter": "", "mask_dilation": 0.08}
+    assert state["preprocessing"] == {
+        "image_size": 64,
+        "in_channels": 3,
+        "normalize": "none",
+        "crop": "none",
+        "crop_margin": 0.08,
+        "crop_segmenter": "",
+        "mask_dilation": 0.08,
+    }
     assert state["threshold"] == pytest.approx(trained_run.threshold)
 
 

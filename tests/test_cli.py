@@ -1,4 +1,5 @@
 """The command-line contract: --help everywhere, files written, JSON keys, exit code 2 with one line on bad input."""
+
 import json
 import shutil
 import subprocess
@@ -9,7 +10,19 @@ import pytest
 from pneumolib.cli import build_parser, main
 from pneumolib.data.fixture import fixture_dir
 
-COMMANDS = ["experiments", "run", "train", "evaluate", "predict", "explain", "card", "stress", "ablate", "compare", "bench"]
+COMMANDS = [
+    "experiments",
+    "run",
+    "train",
+    "evaluate",
+    "predict",
+    "explain",
+    "card",
+    "stress",
+    "ablate",
+    "compare",
+    "bench",
+]
 
 
 def run_cli(*args, **kw):
@@ -46,8 +59,20 @@ def test_experiments_lists_one_line_per_entry_with_its_diff(capsys):
 def cli_run(tmp_path_factory):
     """`train` on the fixture, as a user would call it."""
     out = tmp_path_factory.mktemp("cli") / "run01"
-    r = run_cli("train", "baseline", "--data-dir", str(fixture_dir()), "--out", str(out), "--epochs", "2",
-                "--seed", "3", "--cam-per-class", "1")
+    r = run_cli(
+        "train",
+        "baseline",
+        "--data-dir",
+        str(fixture_dir()),
+        "--out",
+        str(out),
+        "--epochs",
+        "2",
+        "--seed",
+        "3",
+        "--cam-per-class",
+        "1",
+    )
     assert r.returncode == 0, r.stderr
     yield out, r
     shutil.rmtree(out.parent, ignore_errors=True)  # not kept until the session ends (CI's disk)
@@ -65,8 +90,16 @@ def test_train_writes_checkpoint_metrics_scores_and_prints_summary(cli_run):
 def test_evaluate_prints_report_and_writes_json(cli_run, tmp_path, cli):
     out, _ = cli_run
     js = tmp_path / "m.json"
-    r = cli("evaluate", str(out / "checkpoint.pt"), "--data-dir", str(fixture_dir()), "--json", str(js),
-                "--threshold", "0.7")
+    r = cli(
+        "evaluate",
+        str(out / "checkpoint.pt"),
+        "--data-dir",
+        str(fixture_dir()),
+        "--json",
+        str(js),
+        "--threshold",
+        "0.7",
+    )
     assert r.returncode == 0, r.stderr
     assert "precision" in r.stdout
     m = json.loads(js.read_text())
@@ -107,8 +140,7 @@ def test_stress_writes_stress_json_and_compare_shows_it(cli_run, capsys, tmp_pat
 
 def test_train_with_early_id_holdout_records_it(tmp_path, cli):
     out = tmp_path / "early"
-    r = cli("train", "baseline", "--out", str(out), "--epochs", "1", "--cam-per-class", "0",
-                "--holdout", "early_ids")
+    r = cli("train", "baseline", "--out", str(out), "--epochs", "1", "--cam-per-class", "0", "--holdout", "early_ids")
     assert r.returncode == 0, r.stderr
     m = json.loads((out / "metrics.json").read_text())
     assert m["holdout"] == "early_ids" and any("early-ID holdout" in n for n in m["notes"])
@@ -123,19 +155,25 @@ def test_train_with_early_id_holdout_records_it(tmp_path, cli):
 def test_run_trains_each_experiment_and_ends_with_a_table(tmp_path, capsys):
     assert main(["run", "01", "09", "--out", str(tmp_path), "--cam-per-class", "0", "--profile", "smoke"]) == 0
     out = capsys.readouterr().out
-    table = out[out.index("Results on the test split"):]
+    table = out[out.index("Results on the test split") :]
     assert "01 baseline" in table and "09 focal_loss_threshold_0.8" in table
     assert (tmp_path / "09_focal_loss_threshold_0.8" / "checkpoint.pt").is_file()
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["train", "baseline", "--data-dir", "/nonexistent/xray", "--out", "{tmp}/r"], "/nonexistent/xray: data folder not found"),
-    (["train", "nope", "--out", "{tmp}/r"], "unknown experiment 'nope'"),
-    (["evaluate", "{tmp}/missing.pt", "--data-dir", "{fixture}"], "missing.pt: checkpoint not found"),
-    (["evaluate", "{tmp}/junk.pt", "--data-dir", "{fixture}"], "junk.pt: not a torch checkpoint"),
-    (["predict", "{tmp}/junk.pt", "x.png"], "junk.pt"),
-    (["compare", "{tmp}"], "no metrics.json"),
-])
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (
+            ["train", "baseline", "--data-dir", "/nonexistent/xray", "--out", "{tmp}/r"],
+            "/nonexistent/xray: data folder not found",
+        ),
+        (["train", "nope", "--out", "{tmp}/r"], "unknown experiment 'nope'"),
+        (["evaluate", "{tmp}/missing.pt", "--data-dir", "{fixture}"], "missing.pt: checkpoint not found"),
+        (["evaluate", "{tmp}/junk.pt", "--data-dir", "{fixture}"], "junk.pt: not a torch checkpoint"),
+        (["predict", "{tmp}/junk.pt", "x.png"], "junk.pt"),
+        (["compare", "{tmp}"], "no metrics.json"),
+    ],
+)
 def test_user_errors_exit_2_with_one_line(argv, needle, tmp_path, capsys):
     (tmp_path / "junk.pt").write_bytes(b"garbage")
     argv = [a.format(tmp=tmp_path, fixture=fixture_dir()) for a in argv]
@@ -159,8 +197,17 @@ def test_pretrained_without_weights_fails_by_default_and_is_labelled_with_flag(t
     monkeypatch.delenv("PNEUMOLIB_IMAGENET_WEIGHTS", raising=False)
     r = cli("train", "pretrained", "--out", str(tmp_path / "a"), "--epochs", "1", "--cam-per-class", "0")
     assert r.returncode == 2 and "ImageNet weights for resnet18 not found" in r.stderr
-    r = cli("train", "pretrained", "--out", str(tmp_path / "b"), "--epochs", "1", "--cam-per-class", "0",
-                "--allow-random-init")
+    r = cli(
+        "train",
+        "pretrained",
+        "--out",
+        str(tmp_path / "b"),
+        "--epochs",
+        "1",
+        "--cam-per-class",
+        "0",
+        "--allow-random-init",
+    )
     assert r.returncode == 0, r.stderr
     assert "RANDOM INIT" in r.stderr  # the warning is logged
     m = json.loads((tmp_path / "b" / "metrics.json").read_text())
@@ -209,8 +256,24 @@ def test_run_with_seeds_writes_one_folder_per_seed_in_the_notebooks_layout(tmp_p
     from pneumolib.core.config import get_config
     from pneumolib.core.runs import load_metrics
 
-    assert main(["run", "baseline", "--seeds", "0", "1", "--out", str(tmp_path), "--cam-per-class", "0",
-                 "--profile", "smoke"]) == 0
+    assert (
+        main(
+            [
+                "run",
+                "baseline",
+                "--seeds",
+                "0",
+                "1",
+                "--out",
+                str(tmp_path),
+                "--cam-per-class",
+                "0",
+                "--profile",
+                "smoke",
+            ]
+        )
+        == 0
+    )
     seeds = [load_metrics(tmp_path / "01_baseline" / f"seed{s}")["config"]["seed"] for s in (0, 1)]
     assert seeds == [0, 1]
     assert get_config("baseline").seed == 0  # the registry's config is untouched

@@ -14,9 +14,18 @@ def test_registry_has_the_log_entries_in_order_then_the_recommended_recipe():
     assert C.BASELINE is C.REGISTRY["baseline"]
 
 
-@pytest.mark.parametrize("key,name", [("baseline", "baseline"), ("01", "baseline"), ("1", "baseline"),
-                                      ("04", "rgb_grayscale_mismatch"), ("9", "focal_loss_threshold_0.8"),
-                                      ("10", "recommended"), ("abl_equalize", "abl_equalize")])
+@pytest.mark.parametrize(
+    "key,name",
+    [
+        ("baseline", "baseline"),
+        ("01", "baseline"),
+        ("1", "baseline"),
+        ("04", "rgb_grayscale_mismatch"),
+        ("9", "focal_loss_threshold_0.8"),
+        ("10", "recommended"),
+        ("abl_equalize", "abl_equalize"),
+    ],
+)
 def test_lookup_by_slug_or_entry_number(key, name):
     assert C.get_config(key).name == name
 
@@ -38,20 +47,23 @@ def test_from_dict_rejects_unknown_fields():
         C.ExperimentConfig.from_dict({"name": "x", "learning_rate": 1})
 
 
-@pytest.mark.parametrize("field,value,allowed", [
-    ("scheduler", "cosin", "none, cosine"),  # regression: a typo used to mean "no schedule", silently
-    ("loss", "hinge", "ce, focal"),
-    ("optimizer", "adamm", "adam, adamw, sgd"),
-    ("sampler", "balance", "shuffle, balanced"),
-    ("normalize", "zscore", "none, imagenet, per_image, equalize"),
-    ("class_weighting", "inverse", "none, balanced"),
-    ("threshold", "youdn", "fixed:T, youden, youden_shifted, balanced, sensitivity:S"),
-    ("threshold", "youden_shifted:0.3", "youden_shifted"),
-    ("threshold", "fixed:1.5", "fixed:T"),
-    ("threshold", "sensitivity:x", "sensitivity:S"),
-    ("profile", "laptop", "fixture, cpu, gpu, full"),
-    ("model", "vgg16", "resnet18"),
-])
+@pytest.mark.parametrize(
+    "field,value,allowed",
+    [
+        ("scheduler", "cosin", "none, cosine"),  # regression: a typo used to mean "no schedule", silently
+        ("loss", "hinge", "ce, focal"),
+        ("optimizer", "adamm", "adam, adamw, sgd"),
+        ("sampler", "balance", "shuffle, balanced"),
+        ("normalize", "zscore", "none, imagenet, per_image, equalize"),
+        ("class_weighting", "inverse", "none, balanced"),
+        ("threshold", "youdn", "fixed:T, youden, youden_shifted, balanced, sensitivity:S"),
+        ("threshold", "youden_shifted:0.3", "youden_shifted"),
+        ("threshold", "fixed:1.5", "fixed:T"),
+        ("threshold", "sensitivity:x", "sensitivity:S"),
+        ("profile", "laptop", "fixture, cpu, gpu, full"),
+        ("model", "vgg16", "resnet18"),
+    ],
+)
 def test_bad_config_values_are_refused_at_replace_time_naming_field_value_and_choices(field, value, allowed):
     with pytest.raises(ValueError) as e:
         replace(C.BASELINE, **{field: value})
@@ -65,8 +77,18 @@ def test_unknown_transform_name_is_refused_when_the_config_is_built():
         replace(C.BASELINE, train_transforms=(("NORMAL", "robust"),))
 
 
-@pytest.mark.parametrize("field,value", [("epochs", 0), ("batch_size", -1), ("lr", 0.0), ("image_size", 16),
-                                         ("label_smoothing", 1.0), ("focal_alpha", 1.5), ("max_train_images", 0)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("epochs", 0),
+        ("batch_size", -1),
+        ("lr", 0.0),
+        ("image_size", 16),
+        ("label_smoothing", 1.0),
+        ("focal_alpha", 1.5),
+        ("max_train_images", 0),
+    ],
+)
 def test_out_of_range_numbers_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
         replace(C.BASELINE, **{field: value})
@@ -87,13 +109,16 @@ def test_transform_and_normalisation_names_match_their_implementations():
     assert set(transforms.NORMALIZE) == set(C.NORMALIZATIONS)
 
 
-@pytest.mark.parametrize("entry,expected", [
-    ("02", {"train_transforms"}),
-    ("04", {"in_channels", "train_transforms"}),
-    ("05", {"pretrained"}),
-    ("08", {"eval_subset_per_class"}),
-    ("09", {"loss", "threshold"}),
-])
+@pytest.mark.parametrize(
+    "entry,expected",
+    [
+        ("02", {"train_transforms"}),
+        ("04", {"in_channels", "train_transforms"}),
+        ("05", {"pretrained"}),
+        ("08", {"eval_subset_per_class"}),
+        ("09", {"loss", "threshold"}),
+    ],
+)
 def test_each_entry_is_a_small_diff_of_its_predecessor(entry, expected):
     cfg = C.get_config(entry)
     assert set(C.diff(C.previous(cfg), cfg)) == expected
@@ -144,19 +169,22 @@ def test_last_ablation_step_is_the_recommended_recipe_at_the_ablation_budget():
     assert C.apply_profile(last, "cpu").epochs < C.apply_profile(C.RECOMMENDED, "cpu").epochs
 
 
-@pytest.mark.parametrize("name,expected", [
-    ("abl_balanced", {"sampler", "threshold"}),
-    ("abl_robust_aug", {"train_transforms"}),
-    ("abl_per_image", {"normalize"}),
-    ("abl_equalize", {"normalize"}),
-    ("abl_regularised", {"label_smoothing", "optimizer", "weight_decay", "scheduler"}),
-    ("abl_tta", {"tta"}),
-    ("abl_sharpness", {"train_transforms"}),
-    ("abl_youden_shifted", {"threshold"}),
-    ("abl_lungs", {"crop"}),
-    ("abl_lung_mask", {"crop", "normalize"}),
-    ("abl_balanced_threshold", {"threshold"}),
-])
+@pytest.mark.parametrize(
+    "name,expected",
+    [
+        ("abl_balanced", {"sampler", "threshold"}),
+        ("abl_robust_aug", {"train_transforms"}),
+        ("abl_per_image", {"normalize"}),
+        ("abl_equalize", {"normalize"}),
+        ("abl_regularised", {"label_smoothing", "optimizer", "weight_decay", "scheduler"}),
+        ("abl_tta", {"tta"}),
+        ("abl_sharpness", {"train_transforms"}),
+        ("abl_youden_shifted", {"threshold"}),
+        ("abl_lungs", {"crop"}),
+        ("abl_lung_mask", {"crop", "normalize"}),
+        ("abl_balanced_threshold", {"threshold"}),
+    ],
+)
 def test_each_ablation_step_changes_one_lever(name, expected):
     steps = [C.BASELINE, *C.ABLATIONS.values()]
     parent = {"abl_per_image": "abl_robust_aug", "abl_equalize": "abl_robust_aug"}.get(name)

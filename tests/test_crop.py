@@ -1,4 +1,5 @@
 """Lung-field crop as a preprocessing step: found on the full film, cached with its box, travelling with the weights."""
+
 from dataclasses import replace
 
 import numpy as np
@@ -43,8 +44,9 @@ def test_the_crop_of_a_full_size_film_matches_the_crop_of_its_small_copy():
     seg = L.LungSegmenter.load()
     (b_small, _), (b_big, _) = seg.lung_fields([small, big], 0.08)
     assert b_small.problem == "" and b_big.problem == ""
-    assert np.allclose([b_small.y0, b_small.y1, b_small.x0, b_small.x1],
-                       [b_big.y0, b_big.y1, b_big.x0, b_big.x1], atol=0.03)
+    assert np.allclose(
+        [b_small.y0, b_small.y1, b_small.x0, b_small.x1], [b_big.y0, b_big.y1, b_big.x0, b_big.x1], atol=0.03
+    )
     a, b = L.crop_film(small, b_small, 64), L.crop_film(big, b_big, 64)
     assert a.shape == b.shape == (64, 64)
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 12  # grey levels; the whole film differs by ~0 here too
@@ -77,6 +79,7 @@ def test_the_crop_travels_with_the_checkpoint_and_predict_flags_each_film(tmp_pa
     pre = preprocessing_for(cfg)
     assert (pre.crop, pre.crop_margin, pre.crop_segmenter) == ("lungs", 0.08, L.shipped_digest())
     from pneumolib.models.networks import build_model
+
     ckpt = save_checkpoint(tmp_path / "checkpoint.pt", build_model("resnet18", 1), cfg, 0.5)
     pred = Predictor.load(ckpt)
     assert pred.preprocessing == pre
@@ -92,6 +95,7 @@ def test_the_crop_travels_with_the_checkpoint_and_predict_flags_each_film(tmp_pa
 def test_a_film_without_lungs_is_flagged_in_predict_not_cropped(tmp_path, capsys):
     cfg = replace(get_config("cand_lungs"), image_size=64)
     from pneumolib.models.networks import build_model
+
     ckpt = save_checkpoint(tmp_path / "checkpoint.pt", build_model("resnet18", 1), cfg, 0.5)
     blank = tmp_path / "blank.png"  # a picture (a faint ramp), but no lungs in it
     Image.fromarray(np.full((300, 300), 128, np.uint8) + (np.arange(300) % 2).astype(np.uint8)[None]).save(blank)
@@ -112,14 +116,19 @@ def test_lung_masks_for_a_cropped_model_are_cut_to_its_box_in_its_frame():
     from pneumolib.analysis.cam import lung_mask
     from pneumolib.data.dataset import Sample
     from pneumolib.data.fixture import mask_for
+
     film = sorted((fixture_dir() / "test" / "NORMAL").glob("*.png"))[0]
     whole = np.asarray(Image.open(mask_for(film)).convert("L")) > 127
     box = L.LungBox(0.25, 0.75, 0.0, 0.5)
     img = np.zeros((32, 32), np.uint8)
     m, how, problem = lung_mask(Sample(film, 0, "p", "test"), img, L.annotated_mask, None, box)
     h, w = whole.shape
-    expected = np.asarray(Image.fromarray(whole[h // 4:3 * h // 4, :w // 2].astype(np.uint8) * 255)
-                          .resize((32, 32), Image.NEAREST)) > 127
+    expected = (
+        np.asarray(
+            Image.fromarray(whole[h // 4 : 3 * h // 4, : w // 2].astype(np.uint8) * 255).resize((32, 32), Image.NEAREST)
+        )
+        > 127
+    )
     assert how == "annotated" and np.array_equal(m, expected)
     m2, how2, problem2 = lung_mask(Sample(film, 0, "p", "test"), img, None, L.LungSegmenter.load(), box)
     assert how2 == "learned" and m2.shape == (32, 32) and problem2 == ""  # checked on the whole film
@@ -127,6 +136,7 @@ def test_lung_masks_for_a_cropped_model_are_cut_to_its_box_in_its_frame():
 
 def test_a_cropped_models_map_is_drawn_over_its_box_on_the_whole_film(tmp_path):
     from pneumolib.analysis.cam import overlay_on_film
+
     film = tmp_path / "film.png"
     Image.fromarray(np.full((200, 100), 90, np.uint8) + np.eye(200, 100, dtype=np.uint8)).save(film)
     cam = np.ones((8, 8), np.float32)  # all evidence, everywhere in the crop
@@ -145,6 +155,7 @@ def test_the_crop_gradcam_and_the_audit_read_one_lung_mask_and_one_quality_decis
     with the crop about the same film). The mask survives on disk for the next process."""
     from pneumolib.analysis.cam import lung_mask
     from pneumolib.data.dataset import Sample
+
     seg = L.LungSegmenter.load()
     view = View(64, "lungs", 0.08, seg.digest)
     films = sorted((fixture_dir() / "test" / "PNEUMONIA").glob("*.png"))[:3]

@@ -1,4 +1,5 @@
 """Finding, splitting, pre-scanning and serving a Kaggle-layout folder (pneumolib.data)."""
+
 import shutil
 from dataclasses import replace
 
@@ -45,14 +46,17 @@ def _one_line_naming(err: Exception, path) -> str:
 
 
 # --- patient ids -------------------------------------------------------------------------
-@pytest.mark.parametrize("name,patient", [
-    ("person123_bacteria_456.jpeg", "person123"),
-    ("person1_virus_7.jpeg", "person1"),
-    ("IM-0115-0001.jpeg", "IM-0115"),
-    ("NORMAL2-IM-1427-0001.jpeg", "NORMAL2-IM-1427"),
-    ("NORMAL2-IM-0587-0001-0002.jpeg", "NORMAL2-IM-0587"),  # the data set has such doubled suffixes
-    ("scan_from_another_hospital.png", "scan_from_another_hospital"),
-])
+@pytest.mark.parametrize(
+    "name,patient",
+    [
+        ("person123_bacteria_456.jpeg", "person123"),
+        ("person1_virus_7.jpeg", "person1"),
+        ("IM-0115-0001.jpeg", "IM-0115"),
+        ("NORMAL2-IM-1427-0001.jpeg", "NORMAL2-IM-1427"),
+        ("NORMAL2-IM-0587-0001-0002.jpeg", "NORMAL2-IM-0587"),  # the data set has such doubled suffixes
+        ("scan_from_another_hospital.png", "scan_from_another_hospital"),
+    ],
+)
 def test_patient_id(name, patient):
     assert patient_id(name) == patient
     assert patient_id(f"/some/where/train/NORMAL/{name}") == patient
@@ -63,9 +67,11 @@ def test_discover_shipped_fixture_counts_labels_and_patients():
     data = discover(fixture_dir())
     assert list(data.splits) == ["train", "val", "test"]
     assert FIXTURE_COUNTS == {"train": 40, "val": 12, "test": 12}
-    assert data.counts() == {"train": {"NORMAL": 40, "PNEUMONIA": 40},
-                             "val": {"NORMAL": 12, "PNEUMONIA": 12},
-                             "test": {"NORMAL": 12, "PNEUMONIA": 12}}
+    assert data.counts() == {
+        "train": {"NORMAL": 40, "PNEUMONIA": 40},
+        "val": {"NORMAL": 12, "PNEUMONIA": 12},
+        "test": {"NORMAL": 12, "PNEUMONIA": 12},
+    }
     assert CLASSES == ("NORMAL", "PNEUMONIA")
     for split, samples in data.splits.items():
         for s in samples:
@@ -267,9 +273,11 @@ def _no_such_root(root):
     return gone, gone, "not found"
 
 
-@pytest.mark.parametrize("break_it", [_no_train, _empty_class, _class_holds_only_non_images, _missing_class,
-                                      _missing_class_in_test, _no_such_root],
-                         ids=lambda f: f.__name__.lstrip("_"))
+@pytest.mark.parametrize(
+    "break_it",
+    [_no_train, _empty_class, _class_holds_only_non_images, _missing_class, _missing_class_in_test, _no_such_root],
+    ids=lambda f: f.__name__.lstrip("_"),
+)
 def test_unusable_folder_is_a_one_line_data_error_naming_it(data_root, break_it):
     root, named, problem = break_it(data_root)
     with pytest.raises(DataError) as info:
@@ -422,8 +430,15 @@ def test_xray_dataset_resizes_to_preprocessing_size():
     assert x.shape == (1, 32, 32)
 
 
-@pytest.mark.parametrize("patient,family", [("person123", ("person", 123)), ("IM-0115", ("IM-", 115)),
-                                            ("NORMAL2-IM-1427", ("NORMAL2-IM-", 1427)), ("scan", ("", -1))])
+@pytest.mark.parametrize(
+    "patient,family",
+    [
+        ("person123", ("person", 123)),
+        ("IM-0115", ("IM-", 115)),
+        ("NORMAL2-IM-1427", ("NORMAL2-IM-", 1427)),
+        ("scan", ("", -1)),
+    ],
+)
 def test_patient_family(patient, family):
     assert patient_family(patient) == family
 
@@ -437,8 +452,12 @@ def test_early_id_holdout_tests_on_the_earliest_patients_of_each_family(fixture_
     assert {s.split for split, ss in held.splits.items() for s in ss if s.split != split} == set()
     for fam in {patient_family(s.patient)[0] for s in pooled}:
         test_ids = {patient_family(s.patient)[1] for s in held["test"] if patient_family(s.patient)[0] == fam}
-        rest = {patient_family(s.patient)[1] for split in ("train", "val") for s in held[split]
-                if patient_family(s.patient)[0] == fam}
+        rest = {
+            patient_family(s.patient)[1]
+            for split in ("train", "val")
+            for s in held[split]
+            if patient_family(s.patient)[0] == fam
+        }
         assert test_ids and max(test_ids) < min(rest)  # every held-out patient is earlier than every kept one
         n_fam = sum(patient_family(s.patient)[0] == fam for s in pooled)
         n_test = sum(patient_family(s.patient)[0] == fam for s in held["test"])

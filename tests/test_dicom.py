@@ -73,8 +73,9 @@ def test_12bit_stored_in_16_with_rescale_matches_the_16bit_png_and_ignores_bits_
 
 def test_voi_window_is_applied_values_outside_it_map_to_0_and_255(tmp_path):
     stored = ramp(lo=0, hi=4000)
-    got = np.asarray(load_image(write_dicom(tmp_path / "w.dcm", stored, bits_stored=12,
-                                            WindowCenter=2000, WindowWidth=1000)))
+    got = np.asarray(
+        load_image(write_dicom(tmp_path / "w.dcm", stored, bits_stored=12, WindowCenter=2000, WindowWidth=1000))
+    )
     assert (got[stored < 1490] == 0).all() and (got[stored > 2510] == 255).all()
     mid = np.abs(stored.astype(int) - 2000).argmin()
     assert abs(int(got.flat[mid]) - 128) <= 2
@@ -86,8 +87,19 @@ def test_voi_window_is_applied_values_outside_it_map_to_0_and_255(tmp_path):
 def test_window_applies_after_rescale_in_output_units(tmp_path):
     stored = ramp(lo=0, hi=4000)
     # slope 1, intercept -1000: a window centred on 1000 in output units is stored value 2000
-    got = np.asarray(load_image(write_dicom(tmp_path / "w.dcm", stored, bits_stored=12, RescaleSlope=1,
-                                            RescaleIntercept=-1000, WindowCenter=1000, WindowWidth=1000)))
+    got = np.asarray(
+        load_image(
+            write_dicom(
+                tmp_path / "w.dcm",
+                stored,
+                bits_stored=12,
+                RescaleSlope=1,
+                RescaleIntercept=-1000,
+                WindowCenter=1000,
+                WindowWidth=1000,
+            )
+        )
+    )
     assert (got[stored < 1490] == 0).all() and (got[stored > 2510] == 255).all()
 
 
@@ -106,8 +118,10 @@ def test_voi_lut_sequence_is_applied_and_maps_its_output_range_onto_0_255(tmp_pa
 def test_monochrome1_is_inverted_compared_with_its_monochrome2_twin(tmp_path, window):
     stored = ramp(lo=200, hi=3800)
     m2 = np.asarray(load_image(write_dicom(tmp_path / "m2.dcm", stored, bits_stored=12, **window)), dtype=int)
-    m1 = np.asarray(load_image(write_dicom(tmp_path / "m1.dcm", stored, bits_stored=12,
-                                           photometric="MONOCHROME1", **window)), dtype=int)
+    m1 = np.asarray(
+        load_image(write_dicom(tmp_path / "m1.dcm", stored, bits_stored=12, photometric="MONOCHROME1", **window)),
+        dtype=int,
+    )
     assert m2.max() - m2.min() > 200
     np.testing.assert_array_equal(m1, 255 - m2)
 
@@ -153,15 +167,16 @@ def _no_pixels(tmp_path):
 
 
 def _multi_frame(tmp_path):
-    return write_dicom(tmp_path / "multi.dcm", ds=dicom_dataset(np.zeros((8, 4), np.uint8), NumberOfFrames=2,
-                                                               Rows=4))
+    return write_dicom(tmp_path / "multi.dcm", ds=dicom_dataset(np.zeros((8, 4), np.uint8), NumberOfFrames=2, Rows=4))
 
 
 def _colour(photometric):
     def make(tmp_path):
-        ds = dicom_dataset(np.zeros((4, 4, 3), np.uint8), photometric=photometric, SamplesPerPixel=3,
-                           PlanarConfiguration=0)
+        ds = dicom_dataset(
+            np.zeros((4, 4, 3), np.uint8), photometric=photometric, SamplesPerPixel=3, PlanarConfiguration=0
+        )
         return write_dicom(tmp_path / "colour.dcm", ds=ds)
+
     return make
 
 
@@ -171,6 +186,7 @@ def _compressed(tsuid):
         ds.file_meta.TransferSyntaxUID = tsuid
         ds.PixelData = encapsulate([b"\xff\xd8 not really compressed data \xff\xd9"])  # dummy frame
         return write_dicom(tmp_path / "comp.dcm", ds=ds)
+
     return make
 
 
@@ -192,19 +208,33 @@ def _truncated(tmp_path):
     return f
 
 
-@pytest.mark.parametrize("make, needle", [
-    (_no_pixels, "no pixel data"),
-    (_multi_frame, "multi-frame"),
-    (_colour("RGB"), "colour DICOM (PhotometricInterpretation RGB"),
-    (_colour("YBR_FULL"), "colour DICOM (PhotometricInterpretation YBR_FULL"),
-    (_compressed(uid.JPEGLosslessSV1), "pylibjpeg-libjpeg"),
-    (_compressed(uid.JPEGLSLossless), "pyjpegls"),
-    (_compressed(uid.JPEG2000Lossless), "pylibjpeg-openjpeg"),
-    (_huge, "50,000,000-pixel limit"),
-    (_not_dicom, "not a valid DICOM"),
-    (_truncated, "DICOM"),
-], ids=["no-pixels", "multi-frame", "rgb", "ybr", "jpeg-lossless", "jpeg-ls", "jpeg2000-dummy", "huge",
-        "not-dicom", "truncated"])
+@pytest.mark.parametrize(
+    "make, needle",
+    [
+        (_no_pixels, "no pixel data"),
+        (_multi_frame, "multi-frame"),
+        (_colour("RGB"), "colour DICOM (PhotometricInterpretation RGB"),
+        (_colour("YBR_FULL"), "colour DICOM (PhotometricInterpretation YBR_FULL"),
+        (_compressed(uid.JPEGLosslessSV1), "pylibjpeg-libjpeg"),
+        (_compressed(uid.JPEGLSLossless), "pyjpegls"),
+        (_compressed(uid.JPEG2000Lossless), "pylibjpeg-openjpeg"),
+        (_huge, "50,000,000-pixel limit"),
+        (_not_dicom, "not a valid DICOM"),
+        (_truncated, "DICOM"),
+    ],
+    ids=[
+        "no-pixels",
+        "multi-frame",
+        "rgb",
+        "ybr",
+        "jpeg-lossless",
+        "jpeg-ls",
+        "jpeg2000-dummy",
+        "huge",
+        "not-dicom",
+        "truncated",
+    ],
+)
 def test_unusable_dicoms_are_refused_with_one_line_naming_file_and_problem(tmp_path, make, needle):
     f = make(tmp_path)
     with pytest.raises(ImageError) as e:
@@ -215,9 +245,11 @@ def test_unusable_dicoms_are_refused_with_one_line_naming_file_and_problem(tmp_p
 
 # --- the model sees the same input whether the file is a PNG or the equivalent DICOM ---
 
+
 @pytest.fixture(scope="module")
 def predictor(trained_run_session):
     from pneumolib.models.checkpoint import Predictor
+
     return Predictor.load(trained_run_session.run_dir / "checkpoint.pt")
 
 
@@ -237,8 +269,12 @@ def test_dicom_and_equivalent_png_give_the_same_probability(predictor, fixture_i
         (png8, write_dicom(tmp_path / "8bit.dcm", px)),
         (p16, write_dicom(tmp_path / "12bit.dcm", stored, bits_stored=12)),
         # MONOCHROME1: the same picture stored inverted
-        (p16, write_dicom(tmp_path / "mono1.dcm", (4095 - stored).astype(np.uint16), bits_stored=12,
-                          photometric="MONOCHROME1")),
+        (
+            p16,
+            write_dicom(
+                tmp_path / "mono1.dcm", (4095 - stored).astype(np.uint16), bits_stored=12, photometric="MONOCHROME1"
+            ),
+        ),
     ]
     for a, b in pairs:
         np.testing.assert_array_equal(np.asarray(load_image(a)), np.asarray(load_image(b)))
@@ -250,7 +286,8 @@ def test_dicom_and_equivalent_png_give_the_same_probability(predictor, fixture_i
 
 
 def test_predict_with_one_bad_film_among_good_ones_predicts_the_good_ones_and_exits_2_regression(
-        trained_run, fixture_image, tmp_path, cli):
+    trained_run, fixture_image, tmp_path, cli
+):
     # regression: one unreadable DICOM in 'predict a.dcm b.dcm c.dcm' printed one error and predicted nothing
     _, px = fixture_image
     good = [write_dicom(tmp_path / f"good{i}.dcm", px) for i in range(2)]

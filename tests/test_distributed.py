@@ -1,5 +1,6 @@
 """Training under torchrun (DistributedDataParallel over gloo on CPU): sharded sampling, rank-0 writes, resume, and
 the same training as one process when BatchNorm is synced."""
+
 import os
 import shutil
 import signal
@@ -26,8 +27,9 @@ def _torchrun(n: int, *args) -> list[str]:
 
 def _train(n: int, out, *extra):
     """`train` under torchrun with N processes (one process is run in-process by the `cli` fixture)."""
-    return subprocess.run(_torchrun(n, "-m", "pneumolib", *SMOKE, "--out", out, *extra), capture_output=True,
-                          text=True, timeout=900)
+    return subprocess.run(
+        _torchrun(n, "-m", "pneumolib", *SMOKE, "--out", out, *extra), capture_output=True, text=True, timeout=900
+    )
 
 
 def _tree(pid: int) -> list[int]:
@@ -61,8 +63,7 @@ def _weights(run_dir):
 
 @pytest.mark.parametrize("world_size", [1, 2, 3])
 @pytest.mark.parametrize("n,batch,drop_last", [(50, 16, True), (50, 16, False), (48, 16, True), (7, 4, False)])
-def test_shards_of_each_batch_are_disjoint_and_their_union_is_the_single_process_batch(world_size, n, batch,
-                                                                                          drop_last):
+def test_shards_of_each_batch_are_disjoint_and_their_union_is_the_single_process_batch(world_size, n, batch, drop_last):
     order = torch.randperm(n, generator=torch.Generator().manual_seed(n)).tolist()
     single, sizes1 = shard_batches(order, batch, SINGLE, drop_last)
     plain = list(torch.utils.data.BatchSampler(order, batch, drop_last))  # what DataLoader(sampler=...) batches
@@ -102,24 +103,50 @@ def test_torchrun_two_processes_write_one_checkpoint_from_rank_0_that_evaluate_l
     out, r = ddp_run
     # the run's files, written once (last_epoch.pt: when an earlier epoch was kept); no last.pt left behind
     assert sorted(p.name for p in out.iterdir() if p.name not in ("last_epoch.pt", ".lock")) == [
-        "MODEL_CARD.md", "checkpoint.pt", "config.json", "metrics.json", "scores_test.csv", "scores_val.csv"]
+        "MODEL_CARD.md",
+        "checkpoint.pt",
+        "config.json",
+        "metrics.json",
+        "scores_test.csv",
+        "scores_val.csv",
+    ]
     assert r.stdout.count("wrote ") == 1  # rank 1 prints nothing
     assert r.stderr.count("epoch  1/2") == 1  # ... and logs nothing (the epoch lines are rank 0's)
     assert "DistributedDataParallel over 2 processes (gloo)" in r.stderr
     state = read_checkpoint(out / "checkpoint.pt")
     assert state["extra"]["world_size"] == 2 and state["config"]["sync_bn"] is True
-    ev = subprocess.run([sys.executable, "-m", "pneumolib", "evaluate", str(out / "checkpoint.pt"), "--data-dir",
-                         str(fixture_data.root), "--split", "test"], capture_output=True, text=True, timeout=600)
+    ev = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pneumolib",
+            "evaluate",
+            str(out / "checkpoint.pt"),
+            "--data-dir",
+            str(fixture_data.root),
+            "--split",
+            "test",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ev.returncode == 0, ev.stderr[-2000:]
     assert "accuracy" in ev.stdout
 
 
-def test_torchrun_resume_after_a_kill_ends_as_the_uninterrupted_run_and_refuses_another_world_size(ddp_run, tmp_path,
-                                                                                                  cli):
+def test_torchrun_resume_after_a_kill_ends_as_the_uninterrupted_run_and_refuses_another_world_size(
+    ddp_run, tmp_path, cli
+):
     full, cut = ddp_run[0], tmp_path / "cut"
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    p = subprocess.Popen(_torchrun(2, "-m", "pneumolib", *SMOKE, "--out", cut), stderr=subprocess.PIPE,
-                         stdout=subprocess.DEVNULL, text=True, env=env)
+    p = subprocess.Popen(
+        _torchrun(2, "-m", "pneumolib", *SMOKE, "--out", cut),
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
     for line in p.stderr:
         if line.startswith("epoch  1/2"):  # logged once the epoch's state is on disk
             killed = _tree(p.pid)
@@ -165,15 +192,22 @@ def test_two_processes_with_synced_batchnorm_train_as_one_process_with_the_same_
     passes for a faithful sync and fails without one."""
     _helper(1, tmp_path / "one")
     _helper(2, tmp_path / "two", "--also-per-rank")  # synced, then BatchNorm per process, in one launch
-    one, two, per_rank, other = (_rank(tmp_path / "one"), _rank(tmp_path / "two"),
-                                 _rank(tmp_path / "two" / "per_rank"), _rank(tmp_path / "two", 1))
+    one, two, per_rank, other = (
+        _rank(tmp_path / "one"),
+        _rank(tmp_path / "two"),
+        _rank(tmp_path / "two" / "per_rank"),
+        _rank(tmp_path / "two", 1),
+    )
     assert two["world_size"] == per_rank["world_size"] == 2 and one["world_size"] == 1
     assert all(torch.equal(two["state"][k], other["state"][k]) for k in two["state"])  # ranks hold one model
 
     def gaps(x):
         loss = abs(x["history"][0]["train_loss"] - one["history"][0]["train_loss"]) / one["history"][0]["train_loss"]
-        w = max((x["state"][k] - one["state"][k]).abs().max().item() for k in one["state"]
-                if one["state"][k].dtype.is_floating_point)
+        w = max(
+            (x["state"][k] - one["state"][k]).abs().max().item()
+            for k in one["state"]
+            if one["state"][k].dtype.is_floating_point
+        )
         return loss, w
 
     loss, w = gaps(two)

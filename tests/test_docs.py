@@ -1,6 +1,7 @@
 """The documentation site: `mkdocs build --strict` succeeds (warnings are errors), the command-line page is the
 parser's help, the API page carries every public name's docstring, the committed notebooks are pages with their
 Grad-CAM figures, and a real browser opens the built notebook page."""
+
 import functools
 import http.server
 import os
@@ -21,8 +22,14 @@ NOTEBOOK_PAGE = "notebooks/01_2024-05-13_baseline.html"
 def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site")
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
-    r = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)], cwd=REPO,
-                       capture_output=True, text=True, timeout=600, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert "WARNING" not in r.stderr, r.stderr[-3000:]
     return out
@@ -37,6 +44,7 @@ def test_every_page_of_the_nav_is_built(site):
 
 def test_the_command_line_page_is_generated_from_the_parser(site):
     from pneumolib.cli import build_parser, reference_markdown
+
     html = (site / "cli.html").read_text()
     assert "cli-reference" not in html  # the marker was replaced
     sub = next(a for a in build_parser()._actions if a.__class__.__name__ == "_SubParsersAction")
@@ -50,6 +58,7 @@ def test_the_command_line_page_is_generated_from_the_parser(site):
 
 def test_the_api_page_documents_every_public_name(site):
     import pneumolib
+
     html = (site / "api.html").read_text()
     for name in pneumolib.__all__:
         if name != "__version__":
@@ -84,13 +93,17 @@ def test_a_browser_opens_the_built_notebook_page(site, tmp_path):
             pytest.fail(f"the docs browser test needs Debian's chromium at {CHROMIUM}; .ci/run installs it")
         pytest.skip(f"no {CHROMIUM}")
     from playwright.sync_api import sync_playwright
+
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                        args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"])
+            browser = p.chromium.launch(
+                executable_path=CHROMIUM,
+                headless=True,
+                args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"],
+            )
             page = browser.new_page()
             page.goto(f"http://127.0.0.1:{server.server_port}/{NOTEBOOK_PAGE}", timeout=120_000)
             page.wait_for_load_state("load", timeout=120_000)

@@ -1,4 +1,5 @@
 """The entry-4 drift study: the log's inference path, a mismatch that matters, and one pneumolib refuses."""
+
 import numpy as np
 import pytest
 
@@ -19,12 +20,16 @@ def predictor(trained_run_session):
 
 def test_log_entry4_path_on_grey_films_changes_nothing_and_imagenet_normalisation_does(predictor, fixture_data):
     size = predictor.preprocessing.image_size
-    rows = compare_inference(predictor, fixture_data["test"], {
-        "checkpoint's own": None,
-        "log entry 4": log_entry4_inference(size),
-        "imagenet at inference": imagenet_normalised_inference(size),
-        "one channel": single_channel_inference(size),
-    })
+    rows = compare_inference(
+        predictor,
+        fixture_data["test"],
+        {
+            "checkpoint's own": None,
+            "log entry 4": log_entry4_inference(size),
+            "imagenet at inference": imagenet_normalised_inference(size),
+            "one channel": single_channel_inference(size),
+        },
+    )
     by = {r["inference"]: r for r in rows}
     assert by["checkpoint's own"]["max |p - p_checkpoint|"] == 0
     # R = G = B films: forcing greyscale to 3 channels is what training saw (resampling differs by a hair)
@@ -46,8 +51,7 @@ def test_recalls_are_computed_per_class(predictor, fixture_data):
     assert row["accuracy"] == pytest.approx(acc)
 
 
-def test_the_summary_reads_notebook_04s_inference_paths_of_the_same_checkpoint_only_regression(run_copy,
-                                                                                               fixture_data):
+def test_the_summary_reads_notebook_04s_inference_paths_of_the_same_checkpoint_only_regression(run_copy, fixture_data):
     # 00_summary read metrics.json alone and marked "every prediction PNEUMONIA" not tested, beside notebook 04's
     # "does not hold": the paths notebook 04 measures are now kept in the run folder and read back with the metrics
     import os

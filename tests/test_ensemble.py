@@ -1,4 +1,5 @@
 """Seed ensembles and temperature scaling served as one checkpoint by Predictor, transparently to every caller."""
+
 import json
 from dataclasses import replace
 
@@ -97,8 +98,9 @@ def test_build_ensemble_fits_on_validation_and_never_worsens_its_nll(trained_run
     assert np.allclose(served.predict_proba(x), probabilities(logits)[:4], atol=1e-5)
 
 
-def test_served_ensemble_probabilities_are_the_temperature_scaled_ones_on_any_machine_regression(trained_run,
-                                                                                                  fixture_data):
+def test_served_ensemble_probabilities_are_the_temperature_scaled_ones_on_any_machine_regression(
+    trained_run, fixture_data
+):
     """Regression: the check above divided the served model's logits by the temperature twice, so it passed only
     where training happened to reach a temperature near 1 (another CPU: 0.0052 served against 0.0080). Here the
     temperature is forced far from 1: the served path must equal the members' logits / T, once."""
@@ -152,8 +154,10 @@ def test_ensemble_applies_its_members_holdout_regression(trained_run, tmp_path, 
     from pneumolib.data.fixture import fixture_dir
 
     cfg, model, thr = trained_run.predictor.config, trained_run.predictor.model, trained_run.predictor.threshold
-    members = [save_checkpoint(tmp_path / f"m{i}.pt", model, replace(cfg, seed=0), thr, {"holdout": "early_ids"})
-               for i in range(2)]
+    members = [
+        save_checkpoint(tmp_path / f"m{i}.pt", model, replace(cfg, seed=0), thr, {"holdout": "early_ids"})
+        for i in range(2)
+    ]
     js = tmp_path / "e.json"
     assert main(["ensemble", *map(str, members), "--out", str(tmp_path / "e.pt"), "--json", str(js)]) == 0
     assert "early_ids holdout" in capsys.readouterr().out
@@ -170,8 +174,20 @@ def test_cli_ensemble_writes_a_checkpoint_that_evaluate_serves(trained_run, tmp_
     from pneumolib.data.fixture import fixture_dir
 
     out, js, ev = tmp_path / "ens" / "ens.pt", tmp_path / "ens.json", tmp_path / "ev.json"
-    assert main(["ensemble", str(trained_run.run_dir), str(trained_run.run_dir / "checkpoint.pt"),
-                 "--out", str(out), "--json", str(js)]) == 0
+    assert (
+        main(
+            [
+                "ensemble",
+                str(trained_run.run_dir),
+                str(trained_run.run_dir / "checkpoint.pt"),
+                "--out",
+                str(out),
+                "--json",
+                str(js),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "2 member(s)" in text and "temperature" in text and "ECE" in text
     rec = json.loads(js.read_text())
@@ -193,24 +209,42 @@ def test_cli_ensemble_refuses_members_with_other_preprocessing(trained_run, tmp_
     assert not (tmp_path / "x.pt").exists()
 
 
-def test_ensemble_of_seeds_says_its_validation_split_holds_other_members_training_films(trained_run, tmp_path,
-                                                                                         capsys):
+def test_ensemble_of_seeds_says_its_validation_split_holds_other_members_training_films(trained_run, tmp_path, capsys):
     import shutil
 
     from pneumolib.data.fixture import fixture_dir
+
     data_root = shutil.copytree(fixture_dir(), tmp_path / "chest_xray")
     shutil.rmtree(data_root / "val")  # no val/ folder: each seed builds its own val split from the pooled films
     cfg = trained_run.predictor.config
-    other = save_checkpoint(tmp_path / "seed7.pt", trained_run.predictor.model, replace(cfg, seed=7),
-                            trained_run.predictor.threshold)
-    first = save_checkpoint(tmp_path / "seed0.pt", trained_run.predictor.model, replace(cfg, seed=0),
-                            trained_run.predictor.threshold)
+    other = save_checkpoint(
+        tmp_path / "seed7.pt", trained_run.predictor.model, replace(cfg, seed=7), trained_run.predictor.threshold
+    )
+    first = save_checkpoint(
+        tmp_path / "seed0.pt", trained_run.predictor.model, replace(cfg, seed=0), trained_run.predictor.threshold
+    )
     val0 = discover(data_root, seed=0)["val"]
-    overlap = validation_overlap(val0, {7: discover(data_root, seed=7)["train"], 0: discover(data_root, seed=0)["train"]})
+    overlap = validation_overlap(
+        val0, {7: discover(data_root, seed=7)["train"], 0: discover(data_root, seed=0)["train"]}
+    )
     assert overlap[0] == 0 and overlap[7] > 0
     js = tmp_path / "e.json"
-    assert main(["ensemble", str(first), str(other), "--data-dir", str(data_root), "--out", str(tmp_path / "e.pt"),
-                 "--json", str(js)]) == 0
+    assert (
+        main(
+            [
+                "ensemble",
+                str(first),
+                str(other),
+                "--data-dir",
+                str(data_root),
+                "--out",
+                str(tmp_path / "e.pt"),
+                "--json",
+                str(js),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert f"seed 7 trained on {overlap[7]} of the" in out and "optimistic" in out
     assert json.loads(js.read_text())["val_films_trained_on"] == {"7": overlap[7]}

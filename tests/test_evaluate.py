@@ -16,7 +16,9 @@ from pneumolib.data.dataset import Sample
 
 
 def _scores(labels, probs):
-    return Scores([Sample(f"/x/{i}.png", int(y), f"p{i}", "test") for i, y in enumerate(labels)], np.array(probs, float))
+    return Scores(
+        [Sample(f"/x/{i}.png", int(y), f"p{i}", "test") for i, y in enumerate(labels)], np.array(probs, float)
+    )
 
 
 def test_metrics_on_a_hand_checked_example():
@@ -42,11 +44,13 @@ def test_log_entry_8_report_is_reproduced_when_everything_is_pneumonia():
 
 def test_ten_images_give_wide_intervals_and_more_images_narrow_them():
     rng = np.random.default_rng(0)
+
     def width(n):
         y = np.repeat([0, 1], n // 2)
         p = np.clip(y * 0.6 + rng.normal(0.2, 0.25, n), 0, 1)
         lo, hi = bootstrap_ci(y, p, 0.5, n_boot=500)["accuracy"]
         return hi - lo
+
     assert width(10) > 0.3
     assert width(1000) < 0.1
 
@@ -73,6 +77,7 @@ def test_youden_threshold_survives_a_prevalence_shift_where_accuracy_maximising_
     def best_accuracy(y, p):
         cands = np.unique(p)
         return cands[int(np.argmax([((p >= t) == y).mean() for t in cands]))]
+
     assert choose_threshold("youden", y[more_normal], p[more_normal]) == choose_threshold("youden", y, p)
     assert best_accuracy(y[more_normal], p[more_normal]) > best_accuracy(y, p) + 0.05
 
@@ -89,8 +94,9 @@ def test_youden_shifted_pools_validation_with_its_seen_shifts_only(trained_run, 
     p, val_samples = trained_run.predictor, trained_run.data["val"]
     val = predict_samples(p.model, val_samples, p.preprocessing, tta=p.config.tta)
     seen = [s for s in SHIFTS if s.group == "seen"]
-    pooled = [val] + [predict_samples(p.model, val_samples, p.preprocessing, tta=p.config.tta, transform=s)
-                      for s in seen]
+    pooled = [val] + [
+        predict_samples(p.model, val_samples, p.preprocessing, tta=p.config.tta, transform=s) for s in seen
+    ]
     y = np.concatenate([s.labels for s in pooled])
     pp = np.concatenate([s.probs for s in pooled])
     calls = []
@@ -158,6 +164,7 @@ def test_auc_score_equals_sklearns_roc_auc_with_ties_and_is_nan_for_one_class():
     from sklearn.metrics import roc_auc_score
 
     from pneumolib.core.stats import auc_score
+
     rng = np.random.default_rng(0)
     for _ in range(200):
         n = int(rng.integers(2, 200))
@@ -169,6 +176,7 @@ def test_auc_score_equals_sklearns_roc_auc_with_ties_and_is_nan_for_one_class():
 
 def test_the_balanced_rule_cuts_where_the_class_balanced_calibration_crosses_one_half():
     from pneumolib.analysis.evaluate import balanced_threshold, choose_threshold
+
     rng = np.random.default_rng(0)
     # logits of each class from two Gaussians; 3:1 PNEUMONIA like the data; the balanced posterior crosses 0.5 at
     # the midpoint of the class means, whatever the class mix
@@ -189,6 +197,7 @@ def test_the_balanced_rule_cuts_where_the_class_balanced_calibration_crosses_one
 
 def test_threshold_rules_are_compared_on_held_out_validation_patients_only():
     from pneumolib.studies.thresholds import compare_rules, format_rules
+
     rng = np.random.default_rng(1)
     n0, n1 = 60, 180
     z = np.concatenate([rng.normal(-1.0, 1.0, n0), rng.normal(1.5, 1.0, n1)])
@@ -207,6 +216,7 @@ def test_threshold_rules_are_compared_on_held_out_validation_patients_only():
 
 def test_the_thresholds_command_compares_rules_on_a_runs_validation_split(trained_run, capsys):
     from pneumolib.cli import main
+
     assert main(["thresholds", str(trained_run.run_dir), "--splits", "3"]) == 0
     out = capsys.readouterr().out
     for rule in ("fixed:0.5", "youden", "youden_shifted", "balanced"):
@@ -217,6 +227,7 @@ def test_the_thresholds_command_compares_rules_on_a_runs_validation_split(traine
 def test_the_vectorised_bootstrap_equals_point_metrics_on_each_resampled_set():
     from pneumolib.analysis.evaluate import point_metrics
     from pneumolib.core.stats import weighted_metrics
+
     rng = np.random.default_rng(5)
     y = rng.integers(0, 2, 60)
     p = np.round(rng.random(60), 1)  # ties on purpose

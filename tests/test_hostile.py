@@ -1,6 +1,7 @@
 """Hostile and odd input (the hostile-input issue): each case a tester found is pinned here, driven through the CLI
 where a user meets it. Every refusal is one line and exit code 2, never a traceback, a hang, a silent wrong answer,
 or lost work. Cases that could exhaust memory or hang run in a subprocess under a memory cap and a timeout."""
+
 import json
 import os
 import resource
@@ -48,10 +49,19 @@ def assert_one_line_error(rc: int, err: str, *needles: str) -> str:
 
 def run_capped(args: list[str], cap: int = TORCH_CAP, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
     """python -m pneumolib ARGS in a subprocess whose address space is capped (an allocation past it fails)."""
+
     def limit():
         resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-    return subprocess.run([sys.executable, "-m", "pneumolib", *map(str, args)], capture_output=True, text=True,
-                          timeout=timeout, preexec_fn=limit, env={**os.environ, "PNEUMOLIB_CACHE_DIR": "off"}, **kw)
+
+    return subprocess.run(
+        [sys.executable, "-m", "pneumolib", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        preexec_fn=limit,
+        env={**os.environ, "PNEUMOLIB_CACHE_DIR": "off"},
+        **kw,
+    )
 
 
 # --- 1. no code runs from a run folder ------------------------------------------------------------------------------
@@ -93,8 +103,9 @@ def test_grad_cam_results_round_trip_without_pickle(trained_run, tmp_path):
     assert [s.path for s in back.samples] == [s.path for s in expl.samples]
     np.testing.assert_array_equal(back.cams, expl.cams)
     assert json.dumps(back.summary(), default=str) == json.dumps(expl.summary(), default=str)
-    assert json.dumps(back.report(per_image=False), default=str) == json.dumps(expl.report(per_image=False),
-                                                                              default=str)
+    assert json.dumps(back.report(per_image=False), default=str) == json.dumps(
+        expl.report(per_image=False), default=str
+    )
     (tmp_path / "bad.npz").write_bytes(b"not an npz")
     with pytest.raises(ValueError, match="not a Grad-CAM results file"):
         Explanation.load(tmp_path / "bad.npz")
@@ -123,22 +134,36 @@ def test_a_huge_sparse_file_is_refused_before_it_is_read(tmp_path):
     big = tmp_path / "big.jpeg"
     with open(big, "wb") as f:
         f.truncate(2 * GiB)
-    code = ("import sys; from pneumolib.data.dataset import DecodedCache; from pneumolib.data.imaging import ImageError\n"
-            "c = DecodedCache(sys.argv[2])\n"
-            "try:\n    c.get(sys.argv[1], 64)\nexcept ImageError as e:\n    print(e); sys.exit(2)\n")
+    code = (
+        "import sys; from pneumolib.data.dataset import DecodedCache; from pneumolib.data.imaging import ImageError\n"
+        "c = DecodedCache(sys.argv[2])\n"
+        "try:\n    c.get(sys.argv[1], 64)\nexcept ImageError as e:\n    print(e); sys.exit(2)\n"
+    )
     cap = 4 * GiB + GiB // 2  # importing torch takes about 3.2 GiB of address space; reading the file took 2 more
-    r = subprocess.run([sys.executable, "-c", code, str(big), str(tmp_path / "cache")], capture_output=True,
-                       text=True, timeout=120, preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)))
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(big), str(tmp_path / "cache")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)),
+    )
     assert r.returncode == 2, r.stderr[-2000:]
     assert "over the 512 MB limit" in r.stdout
 
 
 def _decode_capped(path: Path) -> subprocess.CompletedProcess:
-    code = ("import sys; from pneumolib.data.imaging import ImageError, load_image\n"
-            "try:\n    im = load_image(sys.argv[1]); print(im.mode, im.size, im.getextrema())\n"
-            "except ImageError as e:\n    print(e); sys.exit(2)\n")
-    return subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120,
-                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (IMAGING_CAP,) * 2))
+    code = (
+        "import sys; from pneumolib.data.imaging import ImageError, load_image\n"
+        "try:\n    im = load_image(sys.argv[1]); print(im.mode, im.size, im.getextrema())\n"
+        "except ImageError as e:\n    print(e); sys.exit(2)\n"
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code, str(path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (IMAGING_CAP,) * 2),
+    )
 
 
 def test_a_large_16_bit_png_decodes_in_its_own_dtype(tmp_path):
@@ -181,16 +206,19 @@ def test_an_ensemble_of_60_members_is_refused_before_any_is_built(trained_run, t
     assert_one_line_error(r.returncode, r.stderr, "ensemble.members", "1 to 16")
 
 
-@pytest.mark.parametrize("name, change, needle", [
-    ("huge_size", lambda s: s["preprocessing"].update(image_size=20000), "image_size=20000"),
-    ("nan_threshold", lambda s: s.update(threshold=float("nan")), "threshold=nan"),
-    ("text_threshold", lambda s: s.update(threshold="abc"), "threshold='abc'"),
-    ("high_threshold", lambda s: s.update(threshold=1.5), "threshold=1.5"),
-    ("extra_key", lambda s: s["preprocessing"].update(colour="blue"), "unknown key(s) colour"),
-    ("string_pre", lambda s: s.update(preprocessing="64px"), "preprocessing='64px'"),
-    ("unknown_model", lambda s: s["config"].update(model="vit_huge"), "vit_huge"),
-    ("no_state_dict", lambda s: s.pop("state_dict"), "state_dict"),
-])
+@pytest.mark.parametrize(
+    "name, change, needle",
+    [
+        ("huge_size", lambda s: s["preprocessing"].update(image_size=20000), "image_size=20000"),
+        ("nan_threshold", lambda s: s.update(threshold=float("nan")), "threshold=nan"),
+        ("text_threshold", lambda s: s.update(threshold="abc"), "threshold='abc'"),
+        ("high_threshold", lambda s: s.update(threshold=1.5), "threshold=1.5"),
+        ("extra_key", lambda s: s["preprocessing"].update(colour="blue"), "unknown key(s) colour"),
+        ("string_pre", lambda s: s.update(preprocessing="64px"), "preprocessing='64px'"),
+        ("unknown_model", lambda s: s["config"].update(model="vit_huge"), "vit_huge"),
+        ("no_state_dict", lambda s: s.pop("state_dict"), "state_dict"),
+    ],
+)
 def test_malformed_checkpoint_fields_are_one_line(trained_run, tmp_path, capsys, name, change, needle):
     """Regression: a NaN threshold labelled p = 0.97 NORMAL (exit 0); five kinds of malformed field gave tracebacks."""
     ckpt = _crafted(trained_run, tmp_path, name, change)
@@ -221,8 +249,9 @@ def test_predict_accepts_a_run_folder(trained_run, capsys):
 # --- 4. silent wrong answers -----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("value", ["1.5", "-0.2", "nan", "inf", "abc"])
 def test_evaluate_refuses_a_threshold_outside_0_1(trained_run, capsys, value):
-    rc, out, err = cli(capsys, "evaluate", trained_run.run_dir / "checkpoint.pt", "--data-dir", fixture_dir(),
-                       "--threshold", value)
+    rc, out, err = cli(
+        capsys, "evaluate", trained_run.run_dir / "checkpoint.pt", "--data-dir", fixture_dir(), "--threshold", value
+    )
     assert_one_line_error(rc, err, "--threshold")
     assert out == ""
 
@@ -285,10 +314,16 @@ def test_the_lung_check_refuses_an_empty_or_uniform_film():
     from pneumolib.data.lungs import LungSegmenter
 
     seg = LungSegmenter.load()
-    boxes = [b for b, _ in seg.lung_fields([np.zeros((300, 300), np.uint8), np.full((200, 240), 90, np.uint8),
-                                            np.zeros((0, 0), np.uint8)], 0.08)]
-    assert [b.problem.split(":")[0] for b in boxes] == ["lungs not found (uniform film (every pixel 0)"] * 1 + \
-        ["lungs not found (uniform film (every pixel 90)", "lungs not found (empty film (no pixels))"]
+    boxes = [
+        b
+        for b, _ in seg.lung_fields(
+            [np.zeros((300, 300), np.uint8), np.full((200, 240), 90, np.uint8), np.zeros((0, 0), np.uint8)], 0.08
+        )
+    ]
+    assert [b.problem.split(":")[0] for b in boxes] == ["lungs not found (uniform film (every pixel 0)"] * 1 + [
+        "lungs not found (uniform film (every pixel 90)",
+        "lungs not found (empty film (no pixels))",
+    ]
     assert all((b.y0, b.y1, b.x0, b.x1) == (0.0, 1.0, 0.0, 1.0) for b in boxes)
 
 
@@ -324,8 +359,9 @@ def test_retraining_into_a_folder_of_another_training_is_refused_then_starts_cle
     rc, _, err = cli(capsys, "train", "baseline", "--out", run_copy, "--profile", "smoke", "--cam-per-class", "0")
     assert_one_line_error(rc, err, "holds another training", "--retrain")
     assert (run_copy / "checkpoint.pt").read_bytes() == before
-    rc, _, err = cli(capsys, "train", "baseline", "--out", run_copy, "--profile", "smoke", "--cam-per-class", "0",
-                     "--retrain")
+    rc, _, err = cli(
+        capsys, "train", "baseline", "--out", run_copy, "--profile", "smoke", "--cam-per-class", "0", "--retrain"
+    )
     assert rc == 0, err
     assert not (run_copy / "evaluations").exists()
     assert "None recorded" in (run_copy / "MODEL_CARD.md").read_text()
@@ -354,6 +390,7 @@ def test_predict_prints_refused_files_before_the_overlays(trained_run, tmp_path,
 
     def broken(*a, **k):
         raise PermissionError(13, "Permission denied", str(tmp_path / "cams" / "x_cam.png"))
+
     monkeypatch.setattr(cam, "save_overlays", broken)
     missing = tmp_path / "missing.png"
     rc, out, err = cli(capsys, "predict", trained_run.run_dir, _film(), missing, "--cam-dir", tmp_path / "cams")
@@ -397,9 +434,19 @@ def test_a_manifest_path_component_too_long_is_a_skipped_row(tmp_path):
     assert any("x" * 300 in str(e) and "File name too long" in str(e) for e in data.bad_files)
 
 
-@pytest.mark.parametrize("option, value", [("--epochs", "0"), ("--epochs", "-1"), ("--epochs", "abc"),
-                                           ("--batch-size", "0"), ("--image-size", "8"), ("--image-size", "20000"),
-                                           ("--seed", "-3"), ("--workers", "-1")])
+@pytest.mark.parametrize(
+    "option, value",
+    [
+        ("--epochs", "0"),
+        ("--epochs", "-1"),
+        ("--epochs", "abc"),
+        ("--batch-size", "0"),
+        ("--image-size", "8"),
+        ("--image-size", "20000"),
+        ("--seed", "-3"),
+        ("--workers", "-1"),
+    ],
+)
 def test_invalid_numeric_options_are_one_line(tmp_path, capsys, option, value):
     rc, _, err = cli(capsys, "train", "baseline", "--out", tmp_path / "run", option, value)
     assert_one_line_error(rc, err, option)
@@ -417,6 +464,7 @@ def test_an_os_error_on_an_output_is_one_line(trained_run, tmp_path, capsys, mon
 
     def denied(*a, **k):
         raise PermissionError(13, "Permission denied", str(tmp_path / "evaluations"))
+
     monkeypatch.setattr(card, "write_model_card", denied)
     rc, _, err = cli(capsys, "card", trained_run.run_dir)
     assert_one_line_error(rc, err, "Permission denied", str(tmp_path))
@@ -430,7 +478,11 @@ def test_a_folder_or_fifo_in_a_manifest_is_named_as_such(tmp_path):
     root = _copy_fixture(tmp_path)
     (root / "train" / "NORMAL" / "folder.png").mkdir()
     os.mkfifo(root / "train" / "NORMAL" / "pipe.png")
-    rows = ["path,label,patient,split", "train/NORMAL/folder.png,NORMAL,a,train", "train/NORMAL/pipe.png,NORMAL,b,train"]
+    rows = [
+        "path,label,patient,split",
+        "train/NORMAL/folder.png,NORMAL,a,train",
+        "train/NORMAL/pipe.png,NORMAL,b,train",
+    ]
     for split in ("train", "val", "test"):
         for label in ("NORMAL", "PNEUMONIA"):
             for p in sorted(q for q in (root / split / label).glob("*.png") if q.is_file()):
@@ -453,10 +505,15 @@ def test_dangling_links_and_fifos_in_a_data_folder_are_named_not_dropped(tmp_pat
 def test_many_duplicate_manifest_rows_are_summarised(run_copy, tmp_path, capsys):
     """Regression: 100,000 duplicate rows printed 100,000 lines and went into metrics.json (13 MB)."""
     root = fixture_dir()
-    films = [p for split in ("train", "val", "test") for label in ("NORMAL", "PNEUMONIA")
-             for p in sorted((root / split / label).glob("*.png"))]
-    rows = ["path,label,patient,split"] + [f"{p.relative_to(root)},{p.parent.name},{p.stem},{p.parent.parent.name}"
-                                           for p in films]
+    films = [
+        p
+        for split in ("train", "val", "test")
+        for label in ("NORMAL", "PNEUMONIA")
+        for p in sorted((root / split / label).glob("*.png"))
+    ]
+    rows = ["path,label,patient,split"] + [
+        f"{p.relative_to(root)},{p.parent.name},{p.stem},{p.parent.parent.name}" for p in films
+    ]
     rows += [f"{films[-1].relative_to(root)},PNEUMONIA,{films[-1].stem},test"] * 20_000
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
     rc, out, err = cli(capsys, "evaluate", run_copy, "--data-csv", tmp_path / "m.csv", "--image-root", root)

@@ -2,6 +2,7 @@
 meets it (the CLI, or the API). No write outside the output, no output over an input, one writer per run folder,
 films read as every viewer shows them, memory bounded by what is decoded, records read defensively, and every
 refusal one line with exit code 2 (130 for Ctrl-C), never a traceback."""
+
 import json
 import os
 import resource
@@ -96,15 +97,23 @@ def test_the_one_writer_replaces_nothing_through_a_link_and_leaves_no_temp_file(
 
 
 # --- outputs over inputs ----------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("option, target", [("--json", "checkpoint.pt"), ("--scores", "metrics.json"),
-                                            ("--json", "scores_test.csv"), ("--save-adapted", "checkpoint.pt")])
+@pytest.mark.parametrize(
+    "option, target",
+    [
+        ("--json", "checkpoint.pt"),
+        ("--scores", "metrics.json"),
+        ("--json", "scores_test.csv"),
+        ("--save-adapted", "checkpoint.pt"),
+    ],
+)
 def test_evaluate_never_writes_over_its_run_records(run_copy, capsys, option, target):
     """Regression: 'evaluate RUN --json RUN/checkpoint.pt' exited 0 and the 46 MB checkpoint became 5 KB of JSON;
     --scores RUN/metrics.json destroyed the training record."""
     before = (run_copy / target).read_bytes()
     extra = ["--adapt", "bn"] if option == "--save-adapted" else []
-    rc, out, err = cli(capsys, "evaluate", run_copy / "checkpoint.pt", "--data-dir", fixture_dir(), option,
-                       run_copy / target, *extra)
+    rc, out, err = cli(
+        capsys, "evaluate", run_copy / "checkpoint.pt", "--data-dir", fixture_dir(), option, run_copy / target, *extra
+    )
     assert_one_line_error(rc, err, target, "input of this command")
     assert (run_copy / target).read_bytes() == before and "accuracy" not in out
 
@@ -112,8 +121,9 @@ def test_evaluate_never_writes_over_its_run_records(run_copy, capsys, option, ta
 def test_evaluate_never_writes_over_its_manifest(run_copy, tmp_path, capsys):
     """Regression: '--json m.csv' destroyed the --data-csv manifest."""
     root = fixture_dir()
-    rows = ["path,label,patient,split"] + [f"{p.relative_to(root)},{p.parent.name},{p.stem},test"
-                                           for p in sorted(root.glob("test/*/*.png"))]
+    rows = ["path,label,patient,split"] + [
+        f"{p.relative_to(root)},{p.parent.name},{p.stem},test" for p in sorted(root.glob("test/*/*.png"))
+    ]
     m = tmp_path / "m.csv"
     m.write_text("\n".join(rows) + "\n")
     before = m.read_bytes()
@@ -123,8 +133,9 @@ def test_evaluate_never_writes_over_its_manifest(run_copy, tmp_path, capsys):
 
 
 def test_outputs_never_go_into_the_data_folder(run_copy, capsys):
-    rc, _, err = cli(capsys, "evaluate", run_copy, "--data-dir", fixture_dir(), "--json",
-                     fixture_dir() / "test" / "scores.json")
+    rc, _, err = cli(
+        capsys, "evaluate", run_copy, "--data-dir", fixture_dir(), "--json", fixture_dir() / "test" / "scores.json"
+    )
     assert_one_line_error(rc, err, "data folder")
     assert not (fixture_dir() / "test" / "scores.json").exists()
 
@@ -151,8 +162,18 @@ def test_train_never_overwrites_a_users_own_config_and_card(tmp_path, capsys, re
     out.mkdir()
     (out / "config.json").write_text('{"my": "settings"}\n')
     (out / "MODEL_CARD.md").write_text("# my notes\n")
-    rc, _, err = cli(capsys, "train", "baseline", "--out", out, "--profile", "smoke", "--cam-per-class", "0",
-                     *(["--retrain"] if retrain else []))
+    rc, _, err = cli(
+        capsys,
+        "train",
+        "baseline",
+        "--out",
+        out,
+        "--profile",
+        "smoke",
+        "--cam-per-class",
+        "0",
+        *(["--retrain"] if retrain else []),
+    )
     assert_one_line_error(rc, err, "config.json", "MODEL_CARD.md", "did not write")
     assert (out / "config.json").read_text() == '{"my": "settings"}\n'
     assert (out / "MODEL_CARD.md").read_text() == "# my notes\n" and not (out / "checkpoint.pt").exists()
@@ -164,8 +185,9 @@ def test_a_folder_of_other_files_needs_retrain_which_keeps_them(tmp_path, capsys
     (out / "notes.txt").write_text("keep me\n")
     rc, _, err = cli(capsys, "train", "baseline", "--out", out, "--profile", "smoke", "--cam-per-class", "0")
     assert_one_line_error(rc, err, "notes.txt", "--retrain")
-    rc, _, err = cli(capsys, "train", "baseline", "--out", out, "--profile", "smoke", "--cam-per-class", "0",
-                     "--retrain")
+    rc, _, err = cli(
+        capsys, "train", "baseline", "--out", out, "--profile", "smoke", "--cam-per-class", "0", "--retrain"
+    )
     assert rc == 0, err
     assert (out / "notes.txt").read_text() == "keep me\n" and (out / "checkpoint.pt").is_file()
 
@@ -228,8 +250,11 @@ def _with_exif_orientation(src: Path, dst: Path, orientation: int) -> Path:
     """SRC's film stored turned (as a camera or scanner stores it) with the EXIF tag that makes every viewer show it
     upright again."""
     film = Image.open(src).convert("L")
-    stored = {6: film.transpose(Image.Transpose.ROTATE_90), 8: film.transpose(Image.Transpose.ROTATE_270),
-              3: film.transpose(Image.Transpose.ROTATE_180)}[orientation]
+    stored = {
+        6: film.transpose(Image.Transpose.ROTATE_90),
+        8: film.transpose(Image.Transpose.ROTATE_270),
+        3: film.transpose(Image.Transpose.ROTATE_180),
+    }[orientation]
     exif = Image.Exif()
     exif[0x0112] = orientation
     stored.save(dst, exif=exif.tobytes())
@@ -308,16 +333,20 @@ def test_another_users_key_file_is_not_trusted(tmp_path):
     assert DecodedCache(cache)._secret() is None
 
 
-@pytest.mark.parametrize("name, change, needle", [
-    ("nan_ood_threshold", lambda o: o.update(threshold=float("nan")), "extra.ood"),
-    ("text_ood_threshold", lambda o: o.update(threshold="far"), "extra.ood"),
-    ("short_mean", lambda o: o.update(mean=o["mean"][:3]), "extra.ood"),
-    ("nan_precision", lambda o: o["precision"].fill_(float("nan")), "extra.ood"),
-    ("nan_population_threshold", lambda o: o["population"].update(threshold=float("nan")), "population"),
-    ("wrong_population_shape", lambda o: o["population"]["means"].pop(), "population"),
-])
-def test_a_malformed_ood_reference_is_refused_as_the_checkpoint_loads(trained_run, tmp_path, capsys, name, change,
-                                                                       needle):
+@pytest.mark.parametrize(
+    "name, change, needle",
+    [
+        ("nan_ood_threshold", lambda o: o.update(threshold=float("nan")), "extra.ood"),
+        ("text_ood_threshold", lambda o: o.update(threshold="far"), "extra.ood"),
+        ("short_mean", lambda o: o.update(mean=o["mean"][:3]), "extra.ood"),
+        ("nan_precision", lambda o: o["precision"].fill_(float("nan")), "extra.ood"),
+        ("nan_population_threshold", lambda o: o["population"].update(threshold=float("nan")), "population"),
+        ("wrong_population_shape", lambda o: o["population"]["means"].pop(), "population"),
+    ],
+)
+def test_a_malformed_ood_reference_is_refused_as_the_checkpoint_loads(
+    trained_run, tmp_path, capsys, name, change, needle
+):
     """Regression: a checkpoint whose extra.ood threshold is NaN never flagged anything; extra.ood was not checked."""
     state = torch.load(trained_run.run_dir / "checkpoint.pt", map_location="cpu", weights_only=True)
     change(state["extra"]["ood"])
@@ -344,10 +373,12 @@ def test_the_api_takes_one_film_by_name_and_refuses_inputs_of_another_size(train
 
 # this process's own peak resident memory in MB: VmHWM starts anew at exec (getrusage's ru_maxrss does not on Linux:
 # a child started from a large pytest process inherits its parent's peak)
-_PEAK = ("def peak_mb():\n"
-         "    for line in open('/proc/self/status'):\n"
-         "        if line.startswith('VmHWM:'):\n"
-         "            return int(line.split()[1]) // 1024\n")
+_PEAK = (
+    "def peak_mb():\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM:'):\n"
+    "            return int(line.split()[1]) // 1024\n"
+)
 
 
 # --- memory ---------------------------------------------------------------------------------------------------------
@@ -367,17 +398,20 @@ def _deflated_bomb(path: Path, inflated: int) -> Path:
     buf.is_little_endian, buf.is_implicit_VR = True, False
     write_file_meta_info(buf, meta, enforce_standard=True)
     rows = cols = 4096
+
     def element(group, elem, vr, value: bytes) -> bytes:
-        return (group.to_bytes(2, "little") + elem.to_bytes(2, "little") + vr + len(value).to_bytes(2, "little")
-                + value)
-    head = (element(0x0028, 0x0002, b"US", (1).to_bytes(2, "little"))
-            + element(0x0028, 0x0004, b"CS", b"MONOCHROME2 ")
-            + element(0x0028, 0x0010, b"US", rows.to_bytes(2, "little"))
-            + element(0x0028, 0x0011, b"US", cols.to_bytes(2, "little"))
-            + element(0x0028, 0x0100, b"US", (16).to_bytes(2, "little"))
-            + element(0x0028, 0x0101, b"US", (16).to_bytes(2, "little"))
-            + element(0x0028, 0x0102, b"US", (15).to_bytes(2, "little"))
-            + element(0x0028, 0x0103, b"US", (0).to_bytes(2, "little")))
+        return group.to_bytes(2, "little") + elem.to_bytes(2, "little") + vr + len(value).to_bytes(2, "little") + value
+
+    head = (
+        element(0x0028, 0x0002, b"US", (1).to_bytes(2, "little"))
+        + element(0x0028, 0x0004, b"CS", b"MONOCHROME2 ")
+        + element(0x0028, 0x0010, b"US", rows.to_bytes(2, "little"))
+        + element(0x0028, 0x0011, b"US", cols.to_bytes(2, "little"))
+        + element(0x0028, 0x0100, b"US", (16).to_bytes(2, "little"))
+        + element(0x0028, 0x0101, b"US", (16).to_bytes(2, "little"))
+        + element(0x0028, 0x0102, b"US", (15).to_bytes(2, "little"))
+        + element(0x0028, 0x0103, b"US", (0).to_bytes(2, "little"))
+    )
     n = inflated - len(head) - 12
     n -= n % 2
     pixel = (0x7FE0).to_bytes(2, "little") + (0x0010).to_bytes(2, "little") + b"OW\0\0" + n.to_bytes(4, "little")
@@ -398,11 +432,13 @@ def test_a_deflated_dicom_bomb_is_refused_before_it_is_inflated(tmp_path):
     limit was on the file's size."""
     bomb = _deflated_bomb(tmp_path / "bomb.dcm", 1536 * 2**20)
     assert bomb.stat().st_size < 4 * 2**20
-    code = ("import sys; from pneumolib.data.imaging import ImageError, load_image\n"
-            f"{_PEAK}"
-            "try:\n    load_image(sys.argv[1]); print('decoded')\n"
-            "except ImageError as e:\n    print(e); sys.exit(2)\n"
-            "finally:\n    print('peak', peak_mb())\n")
+    code = (
+        "import sys; from pneumolib.data.imaging import ImageError, load_image\n"
+        f"{_PEAK}"
+        "try:\n    load_image(sys.argv[1]); print('decoded')\n"
+        "except ImageError as e:\n    print(e); sys.exit(2)\n"
+        "finally:\n    print('peak', peak_mb())\n"
+    )
     r = subprocess.run([sys.executable, "-c", code, str(bomb)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2, r.stdout + r.stderr[-2000:]
     assert "inflates to more than" in r.stdout
@@ -442,14 +478,21 @@ def test_parallel_decoding_is_bounded_by_memory_not_only_by_workers(tmp_path):
     del rgba
     for i in range(1, 4):
         shutil.copy(first, tmp_path / f"f{i}.png")
-    code = ("import sys\nfrom pathlib import Path\nfrom pneumolib.data.dataset import DecodedCache\n"
-            f"{_PEAK}"
-            "paths = sorted(Path(sys.argv[1]).glob('f*.png'))\n"
-            "base = peak_mb()\n"
-            "errors = DecodedCache(None).warm(paths, 64, workers=4)\n"
-            "print(len(errors), peak_mb() - base)\n")
-    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=300,
-                       env={**os.environ, "PNEUMOLIB_CACHE_DIR": "off"})
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom pneumolib.data.dataset import DecodedCache\n"
+        f"{_PEAK}"
+        "paths = sorted(Path(sys.argv[1]).glob('f*.png'))\n"
+        "base = peak_mb()\n"
+        "errors = DecodedCache(None).warm(paths, 64, workers=4)\n"
+        "print(len(errors), peak_mb() - base)\n"
+    )
+    r = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PNEUMOLIB_CACHE_DIR": "off"},
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     n_errors, over_mb = map(int, r.stdout.split())
     assert n_errors == 0
@@ -463,11 +506,12 @@ def test_a_crafted_segmenter_is_refused_before_its_network_is_built(tmp_path, ca
 
     state = torch.load(shipped_weights(), map_location="cpu", weights_only=True)
     for name, change, needle in (
-            ("wide", lambda s: s.update(channels=[1024] * 6), "do not fit a U-Net"),
-            ("huge", lambda s: s.update(channels=[2**20] * 5), "channels"),
-            ("bad_check", lambda s: s.update(check={"min_area": "small"}), "check"),
-            ("nan_check", lambda s: s.update(check={"min_area": float("nan")}), "check"),
-            ("bad_threshold", lambda s: s.update(threshold=float("nan")), "threshold")):
+        ("wide", lambda s: s.update(channels=[1024] * 6), "do not fit a U-Net"),
+        ("huge", lambda s: s.update(channels=[2**20] * 5), "channels"),
+        ("bad_check", lambda s: s.update(check={"min_area": "small"}), "check"),
+        ("nan_check", lambda s: s.update(check={"min_area": float("nan")}), "check"),
+        ("bad_threshold", lambda s: s.update(threshold=float("nan")), "threshold"),
+    ):
         crafted = {**state, "state_dict": dict(state["state_dict"]), "check": dict(state.get("check", {}))}
         change(crafted)
         path = tmp_path / f"{name}.pt"
@@ -487,13 +531,16 @@ def _nested(depth: int) -> str:
 
 
 @pytest.mark.parametrize("command", ["card", "compare"])
-@pytest.mark.parametrize("metrics", [
-    '{"experiment": "x", "test": ' + _nested(100000) + "}",
-    '{"experiment": "x", "test": {"auc": "high", "accuracy": 0.9}}',
-    '{"experiment": ["x"], "test": {}}',
-    '{"experiment": "x", "test": [1, 2]}',
-    '{"experiment": "x", "lung_focus": [1], "test": {"accuracy": 0.9, "ci95": {"accuracy": "wide"}}}',
-])
+@pytest.mark.parametrize(
+    "metrics",
+    [
+        '{"experiment": "x", "test": ' + _nested(100000) + "}",
+        '{"experiment": "x", "test": {"auc": "high", "accuracy": 0.9}}',
+        '{"experiment": ["x"], "test": {}}',
+        '{"experiment": "x", "test": [1, 2]}',
+        '{"experiment": "x", "lung_focus": [1], "test": {"accuracy": 0.9, "ci95": {"accuracy": "wide"}}}',
+    ],
+)
 def test_a_planted_metrics_record_is_one_line(run_copy, capsys, command, metrics):
     """Regression: deeply nested or wrong-typed JSON in metrics.json crashed card and compare (RecursionError,
     AttributeError, a format error on "auc": "high")."""
@@ -514,9 +561,18 @@ def test_a_planted_evaluation_or_stress_record_is_left_out_of_the_card(run_copy,
 
 def test_the_model_card_escapes_what_it_copies_from_records(run_copy, capsys):
     """Regression: a planted evaluation record injected raw HTML and headings into MODEL_CARD.md."""
-    rec = {"cohort": "<script>alert(1)</script>\n# Owned", "accuracy": 0.5, "sensitivity": 0.5, "specificity": 0.5,
-           "auc": 0.5, "threshold": 0.5, "checkpoint_threshold": 0.5, "split": "test",
-           "data_dir": "<img src=x onerror=alert(1)>", "command": "x` <b>bold</b> ```"}
+    rec = {
+        "cohort": "<script>alert(1)</script>\n# Owned",
+        "accuracy": 0.5,
+        "sensitivity": 0.5,
+        "specificity": 0.5,
+        "auc": 0.5,
+        "threshold": 0.5,
+        "checkpoint_threshold": 0.5,
+        "split": "test",
+        "data_dir": "<img src=x onerror=alert(1)>",
+        "command": "x` <b>bold</b> ```",
+    }
     (run_copy / "evaluations").mkdir()
     (run_copy / "evaluations" / "c.json").write_text(json.dumps(rec))
     rc, _, err = cli(capsys, "card", run_copy)
@@ -563,8 +619,15 @@ def _run_limited(args, fsize: int | None):
         if fsize is not None:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
             resource.setrlimit(resource.RLIMIT_FSIZE, (fsize, fsize))
-    return subprocess.run([sys.executable, "-m", "pneumolib", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, preexec_fn=limit, env={**os.environ, "PNEUMOLIB_CACHE_DIR": "off"})
+
+    return subprocess.run(
+        [sys.executable, "-m", "pneumolib", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=limit,
+        env={**os.environ, "PNEUMOLIB_CACHE_DIR": "off"},
+    )
 
 
 def test_a_full_disk_is_one_line_naming_the_file_and_nothing_half_written(run_copy, tmp_path):
@@ -576,14 +639,14 @@ def test_a_full_disk_is_one_line_naming_the_file_and_nothing_half_written(run_co
         if disk is not None:  # fill it, so the JSON cannot be written
             (disk / "filler").write_bytes(b"\0" * (64 * 1024 - 4096))
         out = where / "m.json"
-        r = _run_limited(["evaluate", run_copy, "--data-dir", fixture_dir(), "--json", out],
-                         None if disk else 512)
+        r = _run_limited(["evaluate", run_copy, "--data-dir", fixture_dir(), "--json", out], None if disk else 512)
         line = assert_one_line_error(r.returncode, r.stderr, str(out))
         assert "disk full" in line or "too large" in line
         assert not out.exists() and not list(where.glob(".*.tmp"))
         run = where / "run"
-        r = _run_limited(["train", "04", "--out", run, "--profile", "smoke", "--cam-per-class", "0"],
-                         None if disk else 2**20)
+        r = _run_limited(
+            ["train", "04", "--out", run, "--profile", "smoke", "--cam-per-class", "0"], None if disk else 2**20
+        )
         line = assert_one_line_error(r.returncode, r.stderr)
         assert ("disk full" in line or "too large" in line) and "RuntimeError" not in r.stderr
         assert not list(run.glob(".*.tmp")) and not (run / "checkpoint.pt").exists()
@@ -594,8 +657,12 @@ def test_a_full_disk_is_one_line_naming_the_file_and_nothing_half_written(run_co
 
 def test_ctrl_c_while_torch_imports_is_one_line_and_130(trained_run):
     """Regression: Ctrl-C while torch was importing printed a traceback."""
-    p = subprocess.Popen([sys.executable, "-m", "pneumolib", "predict", str(trained_run.run_dir), str(_film())],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "pneumolib", "predict", str(trained_run.run_dir), str(_film())],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     maps = Path(f"/proc/{p.pid}/maps")
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and p.poll() is None:  # wait until torch's library is being loaded
@@ -617,6 +684,7 @@ def test_ctrl_c_during_evaluate_does_not_advise_resuming_a_training(run_copy, ca
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
+
     monkeypatch.setattr(ck.Predictor, "load", classmethod(lambda cls, *a, **k: interrupted()))
     rc, _, err = cli(capsys, "evaluate", run_copy, "--data-dir", fixture_dir())
     assert rc == 130 and "Traceback" not in err
@@ -632,6 +700,7 @@ def test_ctrl_c_during_a_write_leaves_no_half_file(tmp_path):
     def write(tmp):
         Path(tmp).write_text("half")
         raise KeyboardInterrupt
+
     with pytest.raises(KeyboardInterrupt):
         atomic_write(target, write)
     assert target.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["out.json"]
@@ -646,8 +715,9 @@ def test_manifest_rows_that_leave_the_image_root_are_refused_by_row(tmp_path):
     outside = tmp_path / "outside.png"
     shutil.copy(_film(), outside)
     rows = ["path,label,patient,split", "../outside.png,NORMAL,pX,train", f"{outside},NORMAL,pY,train"]
-    rows += [f"{p.relative_to(root)},{p.parent.name},{p.stem},{p.parent.parent.name}"
-             for p in sorted(root.glob("*/*/*.png"))]
+    rows += [
+        f"{p.relative_to(root)},{p.parent.name},{p.stem},{p.parent.parent.name}" for p in sorted(root.glob("*/*/*.png"))
+    ]
     (tmp_path / "m.csv").write_text("\n".join(rows) + "\n")
     data = read_manifest(Manifest(tmp_path / "m.csv", root))
     assert outside not in [s.path for split in data.splits.values() for s in split]
@@ -660,8 +730,9 @@ def test_evaluate_accepts_a_test_only_manifest(run_copy, tmp_path, capsys):
     """Regression: 'evaluate --data-csv' refused a test-only manifest (an external cohort) because it wanted train
     rows."""
     root = fixture_dir()
-    rows = ["path,label,patient,split"] + [f"{p.relative_to(root)},{p.parent.name},{p.stem},test"
-                                           for p in sorted(root.glob("test/*/*.png"))]
+    rows = ["path,label,patient,split"] + [
+        f"{p.relative_to(root)},{p.parent.name},{p.stem},test" for p in sorted(root.glob("test/*/*.png"))
+    ]
     (tmp_path / "cohort.csv").write_text("\n".join(rows) + "\n")
     rc, out, err = cli(capsys, "evaluate", run_copy, "--data-csv", tmp_path / "cohort.csv", "--image-root", root)
     assert rc == 0, err

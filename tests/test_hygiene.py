@@ -1,4 +1,5 @@
 """Pre-scan hygiene: duplicates by content within and across splits and classes, patients in two splits."""
+
 import shutil
 
 import pytest
@@ -87,5 +88,6 @@ def test_an_empty_cache_passed_in_is_used_not_swapped_for_the_default_regression
     assert len(cache) == 0
     data = prescan(discover(messy), 64, cache=cache)
     assert data.cache is cache
-    assert len(cache) == sum(1 for _ in messy.rglob("*.png")) - len(list((messy / "masks").rglob("*.png"))) \
-        - len(list((messy / "lesions").rglob("*.png")))
+    assert len(cache) == sum(1 for _ in messy.rglob("*.png")) - len(list((messy / "masks").rglob("*.png"))) - len(
+        list((messy / "lesions").rglob("*.png"))
+    )

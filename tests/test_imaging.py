@@ -1,4 +1,5 @@
 """Bad and odd inputs for pneumolib.imaging: one-line ImageErrors, canonical 8-bit greyscale, one decode path."""
+
 import io
 
 import numpy as np
@@ -81,7 +82,7 @@ def test_bad_file_raises_one_line_image_error_naming_the_file(tmp_path, case, lo
     assert "\n" not in msg and "\r" not in msg
     assert str(path) in msg
     assert err.path == path
-    problem = msg[len(str(path)):].lstrip(": ")
+    problem = msg[len(str(path)) :].lstrip(": ")
     assert problem and len(problem) < 200
     assert keyword in problem.lower()
 
@@ -110,17 +111,17 @@ def _make(kind: str, tmp_path):
         a = np.zeros((N, N, 4), np.uint8)
         a[..., :3] = g[..., None]
         a[..., 3] = 255
-        a[:, N // 2:, :3] = 250  # bright colour under full transparency must not show through
-        a[:, N // 2:, 3] = 0
+        a[:, N // 2 :, :3] = 250  # bright colour under full transparency must not show through
+        a[:, N // 2 :, 3] = 0
         exp = g.copy()
-        exp[:, N // 2:] = 0
+        exp[:, N // 2 :] = 0
         return _save(Image.fromarray(a), tmp_path / "rgba.png"), exp, 0
     if kind == "LA":
         a = np.stack([g, np.full_like(g, 255)], -1)
-        a[N // 2:, :, 0] = 230
-        a[N // 2:, :, 1] = 0
+        a[N // 2 :, :, 0] = 230
+        a[N // 2 :, :, 1] = 0
         exp = g.copy()
-        exp[N // 2:] = 0
+        exp[N // 2 :] = 0
         return _save(Image.frombytes("LA", (N, N), a.tobytes()), tmp_path / "la.png"), exp, 0
     if kind == "P":
         im = Image.frombytes("P", (N, N), g.tobytes())

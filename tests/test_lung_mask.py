@@ -1,5 +1,6 @@
 """The lung-mask view (issue 32's ranking candidate): the crop with black outside the dilated lung mask, equalised
 inside the mask, the dilation chosen on annotated validation masks."""
+
 import numpy as np
 import pytest
 import torch
@@ -35,6 +36,7 @@ def test_equalize_nonzero_does_not_depend_on_how_much_of_the_picture_is_black_re
     big[..., :16, :16] = lungs
     assert torch.equal(equalize_nonzero(small)[..., :16, :16], equalize_nonzero(big)[..., :16, :16])
     from torchvision.transforms.v2.functional import equalize
+
     assert not torch.equal(equalize(small)[..., :16, :16], equalize(big)[..., :16, :16])
 
 
@@ -78,8 +80,10 @@ def test_the_dilation_is_validated_and_travels_with_the_weights():
     assert Preprocessing(image_size=64, in_channels=3).mask_dilation == cfg.mask_dilation
     # the dilation is not part of an older config's training key at its default
     base = get_config("cand_lungs")
-    assert base.training_key() == ExperimentConfig.from_dict(
-        {k: v for k, v in base.to_dict().items() if k != "mask_dilation"}).training_key()
+    assert (
+        base.training_key()
+        == ExperimentConfig.from_dict({k: v for k, v in base.to_dict().items() if k != "mask_dilation"}).training_key()
+    )
 
 
 def test_coverage_chooses_the_smallest_dilation_that_keeps_the_annotated_lungs():
@@ -101,6 +105,7 @@ def test_the_shortcut_audit_fills_a_lung_mask_models_outside_with_black_not_grey
 
     from pneumolib.models.checkpoint import Predictor
     from pneumolib.studies.shortcuts import FILL_MASKED, masks_in_view, reliance
+
     base = Predictor.load(trained_run.run_dir / "checkpoint.pt")
     seg = L.shipped_segmenter()
     pre = dc_replace(base.preprocessing, crop="lung_mask", crop_segmenter=seg.digest)
@@ -111,6 +116,14 @@ def test_the_shortcut_audit_fills_a_lung_mask_models_outside_with_black_not_grey
     assert r["fill"] == FILL_MASKED
     img = pred.cache.get(samples[0].path, pre.view)
     keep = masks[0] if masks[0] is not None else np.ones_like(img, bool)
-    assert (img[~L.mask_in_view(L.dilate(pred.cache.lung_mask(samples[0].path, pre.view), pre.mask_dilation),
-                                 pred.cache.box(samples[0].path, pre.view), img.shape)] == 0).all()
+    assert (
+        img[
+            ~L.mask_in_view(
+                L.dilate(pred.cache.lung_mask(samples[0].path, pre.view), pre.mask_dilation),
+                pred.cache.box(samples[0].path, pre.view),
+                img.shape,
+            )
+        ]
+        == 0
+    ).all()
     assert keep.shape == img.shape

@@ -1,4 +1,5 @@
 """The lung segmenter: trains on annotated masks, ships inside the package, segments any film at its own size."""
+
 import json
 import subprocess
 import sys
@@ -56,6 +57,7 @@ def test_calibrated_check_passes_the_masks_it_was_calibrated_on_and_refuses_far_
 def fixture_segmenter():
     """A narrow U-Net trained on the fixture's exact phantom masks: seconds on a CPU."""
     from pneumolib.training.lungs import train_segmenter
+
     return train_segmenter(fixture_dir(), epochs=12, batch_size=8, lr=5e-3, channels=(8, 16, 32, 64))
 
 
@@ -85,7 +87,7 @@ def test_shipped_weights_carry_their_provenance_and_meet_the_dice_target():
     for key in ("data_dir", "command", "commit", "best_epoch", "val_dice_at_size", "train_seconds", "test"):
         assert key in p, key
     assert p["test"]["n"] == 128 and p["test"]["dice_mean"] >= 0.95 and p["test"]["dice_p05"] >= 0.90
-    assert L.shipped_weights().stat().st_size < 10 * 2 ** 20  # a few MB
+    assert L.shipped_weights().stat().st_size < 10 * 2**20  # a few MB
 
 
 def test_shipped_segmenter_masks_land_on_the_films_own_size_for_png_and_dicom(tmp_path):
@@ -104,8 +106,12 @@ def test_cli_segment_writes_masks_and_overlays_and_names_a_bad_file(tmp_path):
     good = next((fixture_dir() / "test" / "PNEUMONIA").glob("*.png"))
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not a png")
-    r = subprocess.run([sys.executable, "-m", "pneumolib", "lungs", "segment", str(good), str(bad), "--out",
-                        str(tmp_path / "out")], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "pneumolib", "lungs", "segment", str(good), str(bad), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 2
     assert (tmp_path / "out" / f"{good.stem}_lungs.png").is_file()
     assert (tmp_path / "out" / f"{good.stem}_lungs_overlay.png").is_file()
@@ -120,8 +126,23 @@ def test_cli_evaluate_writes_dice_mean_p05_and_n(fixture_segmenter, tmp_path, ca
     seg, _ = fixture_segmenter
     w, js = seg.save(tmp_path / "s.pt"), tmp_path / "e.json"
     fig = tmp_path / "masks.png"
-    assert main(["lungs", "evaluate", "--weights", str(w), "--data-dir", str(fixture_dir()), "--json", str(js),
-                 "--figure", str(fig)]) == 0
+    assert (
+        main(
+            [
+                "lungs",
+                "evaluate",
+                "--weights",
+                str(w),
+                "--data-dir",
+                str(fixture_dir()),
+                "--json",
+                str(js),
+                "--figure",
+                str(fig),
+            ]
+        )
+        == 0
+    )
     assert Image.open(fig).size[0] > 600  # the worst-Dice films and others, annotated vs learned
     r = json.loads(js.read_text())
     assert r["n"] == 24 and {"dice_mean", "dice_p05", "qc_pass_rate", "qc_false_fail", "qc_false_pass"} <= set(r)
@@ -134,6 +155,7 @@ def test_loading_the_lung_segmenter_leaves_the_global_rng_alone_regression():
     """Building MONAI's U-Net draws initial weights from the global RNG; a lung-cropped recipe loads the segmenter
     while decoding, which moved every caller's random stream (the augmentation figure's test caught it)."""
     import torch
+
     state = torch.get_rng_state()
     L.LungSegmenter.load()
     assert torch.equal(torch.get_rng_state(), state)

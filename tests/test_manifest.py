@@ -1,4 +1,5 @@
 """CSV manifests (path,label,patient[,split]) as a data source: splits, bad rows as one-line findings, the CLI."""
+
 import csv
 from pathlib import Path
 
@@ -26,9 +27,16 @@ def _write(path: Path, rows: list[dict], columns=("path", "label", "patient", "s
 
 def _rows(fixture_data, root: Path, with_split=True) -> list[dict]:
     """The fixture's films listed with paths relative to `root` (the fixture folder itself)."""
-    return [{"path": s.path.relative_to(root).as_posix(), "label": s.class_name, "patient": s.patient,
-             "split": s.split if with_split else ""}
-            for split in ("train", "val", "test") for s in fixture_data[split]]
+    return [
+        {
+            "path": s.path.relative_to(root).as_posix(),
+            "label": s.class_name,
+            "patient": s.patient,
+            "split": s.split if with_split else "",
+        }
+        for split in ("train", "val", "test")
+        for s in fixture_data[split]
+    ]
 
 
 @pytest.fixture
@@ -38,7 +46,12 @@ def manifest(fixture_data, tmp_path):
     first_test = next(r for r in rows if r["split"] == "test")
     bad = [
         {"path": "train/NORMAL/not-there.png", "label": "NORMAL", "patient": "p-missing", "split": "train"},
-        {"path": rows[0]["path"].replace(".png", "-copy.png"), "label": "Pneumonia?", "patient": "p-x", "split": "train"},
+        {
+            "path": rows[0]["path"].replace(".png", "-copy.png"),
+            "label": "Pneumonia?",
+            "patient": "p-x",
+            "split": "train",
+        },
         # a patient in two given splits: a test patient's id on a training film
         {**rows[1], "patient": first_test["patient"]},
     ]
@@ -63,8 +76,14 @@ def test_a_manifest_with_a_split_column_gives_its_splits_and_lists_each_bad_row_
 
 
 def test_without_a_split_column_test_is_patient_grouped_and_the_same_for_every_seed(fixture_data, tmp_path):
-    m = Manifest(_write(tmp_path / "m.csv", _rows(fixture_data, fixture_data.root, with_split=False),
-                        columns=("path", "label", "patient")), fixture_data.root)
+    m = Manifest(
+        _write(
+            tmp_path / "m.csv",
+            _rows(fixture_data, fixture_data.root, with_split=False),
+            columns=("path", "label", "patient"),
+        ),
+        fixture_data.root,
+    )
     a, b = read_manifest(m, seed=0), read_manifest(m, seed=7)
     assert [s.path for s in a["test"]] == [s.path for s in b["test"]]
     assert [s.path for s in a["val"]] != [s.path for s in b["val"]]  # val follows the run's seed, as for folders
@@ -83,10 +102,13 @@ def test_a_manifest_is_named_by_one_string_that_reads_back(manifest):
     assert fingerprint(discover(m)) == fingerprint(discover(as_source(str(m))))
 
 
-@pytest.mark.parametrize("text,match", [
-    ("file,label,patient\na.png,NORMAL,p1\n", "missing column.s. path"),
-    ("path,label,patient\n", "no rows"),
-])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("file,label,patient\na.png,NORMAL,p1\n", "missing column.s. path"),
+        ("path,label,patient\n", "no rows"),
+    ],
+)
 def test_a_manifest_without_the_columns_or_rows_is_refused_in_one_line(tmp_path, text, match):
     (tmp_path / "m.csv").write_text(text)
     with pytest.raises(DataError, match=match):
@@ -99,8 +121,16 @@ def test_cli_refuses_a_bad_manifest_in_one_line_and_evaluates_a_good_one(manifes
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith(f"pneumolib: error: {tmp_path / 'bad.csv'}: missing column")
     m, _ = manifest
-    r = cli("evaluate", run_copy / "checkpoint.pt", "--data-csv", m.csv, "--image-root", m.image_root,
-            "--json", tmp_path / "e.json")
+    r = cli(
+        "evaluate",
+        run_copy / "checkpoint.pt",
+        "--data-csv",
+        m.csv,
+        "--image-root",
+        m.image_root,
+        "--json",
+        tmp_path / "e.json",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "n = 24" in r.stdout  # the fixture's 24 test films, found through the manifest
     assert len(list((run_copy / "evaluations").glob("m-*.json"))) == 1  # recorded under the manifest's name

@@ -1,5 +1,6 @@
 """The committed notebooks: paired with their jupytext scripts, prose numbers backed by outputs, no machine paths;
 and a papermill render of one notebook on the fixture with parameter overrides."""
+
 import json
 import re
 import subprocess
@@ -156,10 +157,34 @@ def test_papermill_renders_a_notebook_on_the_fixture_with_overrides(tmp_path):
     runs = tmp_path / "runs"
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("PNEUMOLIB_")}
     env.update(TQDM_DISABLE="1", OMP_NUM_THREADS="1", PNEUMOLIB_CACHE_DIR=str(tmp_path / "cache"))
-    subprocess.run([sys.executable, "-m", "papermill", str(NB_DIR / "02_2024-05-13_central_focus_normal.ipynb"),
-                    str(out), "-p", "PROFILE", "smoke", "-p", "SEEDS", "1,2", "-p", "RUNS", str(runs),
-                    "-p", "BUDGET", "epochs=1,max_train_images=40",
-                    "--cwd", str(NB_DIR), "--log-level", "WARNING"], check=True, env=env, timeout=900)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            str(NB_DIR / "02_2024-05-13_central_focus_normal.ipynb"),
+            str(out),
+            "-p",
+            "PROFILE",
+            "smoke",
+            "-p",
+            "SEEDS",
+            "1,2",
+            "-p",
+            "RUNS",
+            str(runs),
+            "-p",
+            "BUDGET",
+            "epochs=1,max_train_images=40",
+            "--cwd",
+            str(NB_DIR),
+            "--log-level",
+            "WARNING",
+        ],
+        check=True,
+        env=env,
+        timeout=900,
+    )
     nb = nbformat.read(out, as_version=4)
     tags = [c.metadata.get("tags", []) for c in nb.cells]
     injected = next(i for i, t in enumerate(tags) if "injected-parameters" in t)
@@ -194,6 +219,7 @@ def test_tables_are_shown_whole_in_notebooks():
     import pandas as pd
 
     from pneumolib.notebook import helpers as H
+
     with pd.option_context("display.max_columns", 20, "display.max_rows", 60):
         H.use_notebook_style()
         wide = pd.DataFrame([[0.5] * 25] * 14)
@@ -204,12 +230,31 @@ def test_tables_are_shown_whole_in_notebooks():
 
 # --- the notebook helpers behind those cells -------------------------------------------------------------------
 def _metrics(seed, acc, best=2, last_val_acc=0.5):
-    hist = [{"epoch": e, "train_loss": 1.0, "val_loss": 0.5 if e == best else 0.9, "val_auc": 0.9,
-             "val_acc": 0.95 if e == best else last_val_acc} for e in (1, 2, 3)]
-    t = {"accuracy": acc, "sensitivity": acc, "specificity": acc, "auc": 0.99,
-         "ci95": {k: [acc - 0.05, acc + 0.05] for k in ("accuracy", "sensitivity", "specificity", "auc")}}
-    return {"config": {"seed": seed}, "test": t, "threshold": 0.5, "best_epoch": best, "history": hist,
-            "weights": "random init"}
+    hist = [
+        {
+            "epoch": e,
+            "train_loss": 1.0,
+            "val_loss": 0.5 if e == best else 0.9,
+            "val_auc": 0.9,
+            "val_acc": 0.95 if e == best else last_val_acc,
+        }
+        for e in (1, 2, 3)
+    ]
+    t = {
+        "accuracy": acc,
+        "sensitivity": acc,
+        "specificity": acc,
+        "auc": 0.99,
+        "ci95": {k: [acc - 0.05, acc + 0.05] for k in ("accuracy", "sensitivity", "specificity", "auc")},
+    }
+    return {
+        "config": {"seed": seed},
+        "test": t,
+        "threshold": 0.5,
+        "best_epoch": best,
+        "history": hist,
+        "weights": "random init",
+    }
 
 
 def test_seed_table_has_one_row_per_seed_then_mean_and_range_naming_the_seed_count():
@@ -241,8 +286,12 @@ def test_a_one_row_ablation_table_prints_0_610_not_0_61_regression(capsys):
     # the matched baseline's table (one row) printed its stress NORMAL recall as 0.61 beside 0.902 and 0.721
     from pneumolib.notebook import helpers as nb
 
-    row = {"name": "baseline", "seeds": 3, "folders": {"accuracy": 0.902, "specificity": 0.721, "auc": 0.987},
-           "stress": {"stress_accuracy_ext": 0.827, "stress_specificity": 0.61, "stress_auc": 0.976}}
+    row = {
+        "name": "baseline",
+        "seeds": 3,
+        "folders": {"accuracy": 0.902, "specificity": 0.721, "auc": 0.987},
+        "stress": {"stress_accuracy_ext": 0.827, "stress_specificity": 0.61, "stress_auc": 0.976},
+    }
     nb.ablation_table([row])
     text = capsys.readouterr().out
     assert "0.610" in text and "0.902" in text and " 3 " in text  # the seed count stays a count
@@ -290,14 +339,17 @@ def test_a_series_prints_its_run_folders_by_the_runs_parameter_not_their_path_re
     from pneumolib.notebook import series
 
     s = series.start(None, "smoke", "cpu", [0], runs=tmp_path / "elsewhere")
-    assert s.tidy(f"reusing {tmp_path}/elsewhere/05_pretrained/seed0/explanation.npz") == \
-        "reusing RUNS/05_pretrained/seed0/explanation.npz"
+    assert (
+        s.tidy(f"reusing {tmp_path}/elsewhere/05_pretrained/seed0/explanation.npz")
+        == "reusing RUNS/05_pretrained/seed0/explanation.npz"
+    )
 
 
 def test_a_render_is_stale_when_the_package_or_a_notebook_source_changed_since_its_commit(tmp_path):
     import subprocess
 
     from pneumolib.notebook.series import git_commit, sources_digest, stale_paths
+
     git = ["git", "-c", "user.email=t@t", "-c", "user.name=t", "-c", "commit.gpgsign=false"]
     (tmp_path / "pneumolib").mkdir()
     (tmp_path / "notebooks").mkdir()
@@ -362,8 +414,10 @@ def test_figures_are_legible_and_metric_axes_zoom_to_the_data():
 
     nb.use_notebook_style()
     assert plt.rcParams["figure.dpi"] >= 110
-    rows = [{"name": n, "accuracy": v, "ci95": {"accuracy": [v - 0.01, v + 0.01]}, "n": 400}
-            for n, v in (("a", 0.93), ("b", 0.96))]
+    rows = [
+        {"name": n, "accuracy": v, "ci95": {"accuracy": [v - 0.01, v + 0.01]}, "n": 400}
+        for n, v in (("a", 0.93), ("b", 0.96))
+    ]
     lo, hi = plots.plot_comparison(rows, metrics=("accuracy",)).axes[0].get_xlim()
     assert lo > 0.8 and hi < 1.0  # a 0-1 axis would hide 0.93 against 0.96
     s = Scores([Sample(f"/x/{i}.png", i % 2, f"p{i}", "test") for i in range(20)], np.linspace(0, 1, 20))
@@ -382,9 +436,11 @@ def test_one_class_epochs_read_the_predicted_share_and_never_guess_on_a_balanced
     from pneumolib.notebook import helpers as nb
 
     val = [Sample(f"/x/{i}.png", int(i < 2), f"p{i}", "val") for i in range(4)]  # balanced
-    hist = [{"epoch": 1, "val_acc": 0.5, "val_share_pneumonia": 0.0},
-            {"epoch": 2, "val_acc": 0.5, "val_share_pneumonia": 0.5},
-            {"epoch": 3, "val_acc": 0.5, "val_share_pneumonia": 1.0}]
+    hist = [
+        {"epoch": 1, "val_acc": 0.5, "val_share_pneumonia": 0.0},
+        {"epoch": 2, "val_acc": 0.5, "val_share_pneumonia": 0.5},
+        {"epoch": 3, "val_acc": 0.5, "val_share_pneumonia": 1.0},
+    ]
     lines = nb.one_class_epochs(hist, val)
     assert any("epoch(s) 1:" in ln and "NORMAL" in ln for ln in lines)
     assert any("epoch(s) 3:" in ln and "PNEUMONIA" in ln for ln in lines)
@@ -452,8 +508,9 @@ def test_an_entry_that_trains_an_identical_config_finds_its_twin_run(tmp_path, q
     twin = tmp_path / "04_rgb_grayscale_mismatch" / "seed0"
     root, _ = resolve_data_dir(None)
     fp = fingerprint(prepare(root, seed=0, image_size=cfg.image_size))
-    save_checkpoint(twin / "checkpoint.pt", build_model(in_channels=3), cfg, 0.5,
-                    {"holdout": "folders", "data_fingerprint": fp})
+    save_checkpoint(
+        twin / "checkpoint.pt", build_model(in_channels=3), cfg, 0.5, {"holdout": "folders", "data_fingerprint": fp}
+    )
     (twin / "metrics.json").write_text("{}")
     # entry 05 asks for ImageNet weights; without them it trains exactly entry 04's config, on the same data
     d05 = tmp_path / "05_pretrained" / "seed0"
@@ -463,11 +520,17 @@ def test_an_entry_that_trains_an_identical_config_finds_its_twin_run(tmp_path, q
     assert series.adopt_twin(s, get_config("05"), 0, d05, {"epochs": 1}) is None  # another budget
     assert series.adopt_twin(s, replace(get_config("05"), lr=0.5), 0, d05) is None
     assert not d05.exists()  # nothing copied
-    save_checkpoint(twin / "checkpoint.pt", build_model(in_channels=3), cfg, 0.5,
-                    {"holdout": "folders", "data_fingerprint": "another-folder"})
+    save_checkpoint(
+        twin / "checkpoint.pt",
+        build_model(in_channels=3),
+        cfg,
+        0.5,
+        {"holdout": "folders", "data_fingerprint": "another-folder"},
+    )
     assert series.adopt_twin(s, get_config("05"), 0, d05) is None  # same config, other data: no twin
-    save_checkpoint(twin / "checkpoint.pt", build_model(in_channels=3), cfg, 0.5,
-                    {"holdout": "folders", "data_fingerprint": fp})
+    save_checkpoint(
+        twin / "checkpoint.pt", build_model(in_channels=3), cfg, 0.5, {"holdout": "folders", "data_fingerprint": fp}
+    )
     for name in ("last_epoch.pt", "stress.json", "explanation.npz"):  # what is kept beside the checkpoint
         (twin / name).write_bytes(name.encode())
     assert series.adopt_twin(s, get_config("05"), 0, d05) == twin
@@ -478,8 +541,9 @@ def test_an_entry_that_trains_an_identical_config_finds_its_twin_run(tmp_path, q
     assert series.adopt_twin(s, get_config("05"), 0, d05) is None  # a folder with a checkpoint is left alone
 
 
-def test_a_twin_entry_shows_the_twins_grad_cam_results_without_recomputing_them(tmp_path, monkeypatch, quiet_log,
-                                                                               caplog):
+def test_a_twin_entry_shows_the_twins_grad_cam_results_without_recomputing_them(
+    tmp_path, monkeypatch, quiet_log, caplog
+):
     # notebook 05 trains exactly notebook 04's config (no ImageNet weights here): its Grad-CAM, ROAD and
     # randomisation results are 04's, copied with the checkpoint, not computed a second time
     import logging
@@ -500,6 +564,7 @@ def test_a_twin_entry_shows_the_twins_grad_cam_results_without_recomputing_them(
 
     def fail(*a, **k):
         raise AssertionError("Grad-CAM recomputed")
+
     monkeypatch.setattr(experiment, "explain_predictor", fail)
     with caplog.at_level(logging.WARNING, logger="pneumolib"):
         [r05] = series.run_seeds(get_config("05"), s, cam_per_class=2)
@@ -517,11 +582,16 @@ def test_notebook_10_can_leave_out_a_side_branch_of_the_ablation_only(capsys, mo
     from pneumolib.studies import protocol
 
     seen = {}
-    monkeypatch.setattr(protocol, "score_steps",
-                        lambda *a, configs=None, **k: seen.setdefault("names", [c.name for c in configs]))
+    monkeypatch.setattr(
+        protocol, "score_steps", lambda *a, configs=None, **k: seen.setdefault("names", [c.name for c in configs])
+    )
     s = nb.Series(None, "smoke", "cpu", [0], Path("."))
     nb.ablation(s, holdouts="folders", skip="abl_per_image")
-    assert "abl_per_image" not in seen["names"] and "abl_equalize" in seen["names"] and len(seen["names"]) == len(protocol.ablation_configs()) - 1
+    assert (
+        "abl_per_image" not in seen["names"]
+        and "abl_equalize" in seen["names"]
+        and len(seen["names"]) == len(protocol.ablation_configs()) - 1
+    )
     assert "left out of this render: abl_per_image" in capsys.readouterr().out
     with pytest.raises(ValueError, match="only side branches"):
         nb.ablation(s, holdouts="folders", skip="abl_equalize")
@@ -560,11 +630,19 @@ def test_plot_comparison_draws_a_point_outside_its_own_interval_regression():
     # papermill 08 -p PROFILE fixture -p SEED 1 failed: "'xerr' must not contain negative values" (a small split's
     # percentile bootstrap interval that excludes its own point)
     import matplotlib
+
     matplotlib.use("Agg")
     from pneumolib.analysis.plots import plot_comparison
-    row = {"name": "run", "n": 400, "accuracy": 0.5, "sensitivity": 0.9, "specificity": 0.1, "auc": 0.42,
-           "ci95": {"accuracy": [0.4, 0.6], "sensitivity": [0.8, 1.0], "specificity": [0.0, 0.2],
-                    "auc": [0.45, 0.7]}}
+
+    row = {
+        "name": "run",
+        "n": 400,
+        "accuracy": 0.5,
+        "sensitivity": 0.9,
+        "specificity": 0.1,
+        "auc": 0.42,
+        "ci95": {"accuracy": [0.4, 0.6], "sensitivity": [0.8, 1.0], "specificity": [0.0, 0.2], "auc": [0.45, 0.7]},
+    }
     fig = plot_comparison([row])
     assert len(fig.axes) == 4
 
@@ -572,10 +650,20 @@ def test_plot_comparison_draws_a_point_outside_its_own_interval_regression():
 def test_every_lift_table_says_whether_its_maps_passed_their_checks():
     from pneumolib.analysis.cam import recorded_sanity
     from pneumolib.notebook import helpers as H
-    m = json.loads(json.dumps({"gradcam": {
-        "road": {"model_minus_random": 0.1, "model_minus_random_ci95": [0.02, 0.19]},
-        "randomisation_rank_corr": {"mean": -0.1, "per_image": [0.1, -0.3]}}}))
-    assert H.maps_checked(recorded_sanity(m["gradcam"])).startswith("pass: ROAD model - random map 0.100 [0.020, 0.190]")
+
+    m = json.loads(
+        json.dumps(
+            {
+                "gradcam": {
+                    "road": {"model_minus_random": 0.1, "model_minus_random_ci95": [0.02, 0.19]},
+                    "randomisation_rank_corr": {"mean": -0.1, "per_image": [0.1, -0.3]},
+                }
+            }
+        )
+    )
+    assert H.maps_checked(recorded_sanity(m["gradcam"])).startswith(
+        "pass: ROAD model - random map 0.100 [0.020, 0.190]"
+    )
     m["gradcam"]["road"]["model_minus_random_ci95"] = [-0.05, 0.19]  # not above a random map
     assert H.maps_checked(recorded_sanity(m["gradcam"])).startswith("FAIL")
     assert H.maps_checked(recorded_sanity({})).startswith("NOT CHECKED")
@@ -589,20 +677,28 @@ def test_the_shortcut_audit_is_read_in_words_computed_from_its_numbers(capsys):
     from pneumolib.notebook import helpers as H
 
     def rep(flipped, out_change, in_change):
-        return {"outside_lung_reliance": {"flipped_share": flipped, "mean_abs_change": out_change,
-                                          "flipped_share_ci95": [flipped - 0.02, flipped + 0.02]},
-                "inside_lung_reliance": {"flipped_share": 0.3, "mean_abs_change": in_change},
-                "probe_auc": 0.94, "probe_auc_model_input": 0.9,
-                "worst_group": {"worst": {"class": "NORMAL", "half": "probe disagrees", "recall": 0.8,
-                                          "ci95": [0.7, 0.9]}}}
+        return {
+            "outside_lung_reliance": {
+                "flipped_share": flipped,
+                "mean_abs_change": out_change,
+                "flipped_share_ci95": [flipped - 0.02, flipped + 0.02],
+            },
+            "inside_lung_reliance": {"flipped_share": 0.3, "mean_abs_change": in_change},
+            "probe_auc": 0.94,
+            "probe_auc_model_input": 0.9,
+            "worst_group": {"worst": {"class": "NORMAL", "half": "probe disagrees", "recall": 0.8, "ci95": [0.7, 0.9]}},
+        }
+
     H.audit_reading({"a": rep(0.05, 0.05, 0.2), "b": rep(0.27, 0.2, 0.18), "c": rep(0.05, 0.3, 0.2)})
     lines = capsys.readouterr().out.splitlines()
     assert "flips 5.0% [0.030, 0.070]" in lines[0] and "looks at the lungs" in lines[0]
     assert "READS OUTSIDE THE LUNGS" in lines[1] and "READS OUTSIDE THE LUNGS" in lines[2]
 
 
-VERDICT_WORDS = re.compile(r"(seeds disagree|too few films|cannot tell|does not hold|not tested|collapsed seed|"
-                           r"epoch-1 checkpoint)")
+VERDICT_WORDS = re.compile(
+    r"(seeds disagree|too few films|cannot tell|does not hold|not tested|collapsed seed|"
+    r"epoch-1 checkpoint)"
+)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
@@ -617,17 +713,19 @@ def test_prose_names_verdicts_as_labels_and_never_states_one(path):
             continue
         for m in VERDICT_WORDS.finditer(c.source):
             a, b = m.start(), m.end()
-            quoted = c.source[a - 1:a] in "'\"*" or (re.search(r"['\"*][^'\"*\n]*$", c.source[max(0, a - 20):a])
-                                                     and c.source[b:b + 1] in "'\"*:)")
+            quoted = c.source[a - 1 : a] in "'\"*" or (
+                re.search(r"['\"*][^'\"*\n]*$", c.source[max(0, a - 20) : a]) and c.source[b : b + 1] in "'\"*:)"
+            )
             if not quoted:
-                stated.append(f"cell {i}: ...{c.source[max(0, a - 50):b + 20]}...")
+                stated.append(f"cell {i}: ...{c.source[max(0, a - 50) : b + 20]}...")
     assert not stated, f"{path.name}: verdict words stated in prose, not quoted as labels: {stated}"
 
 
 def test_the_films_are_not_called_greyscale_jpegs_regression():
     # 04 called the films greyscale JPEGs; every file of the data set is a 3-component JPEG (equal channels)
-    text = " ".join(c.source for p in NOTEBOOKS for c in nbformat.read(p, as_version=4).cells
-                    if c.cell_type == "markdown")
+    text = " ".join(
+        c.source for p in NOTEBOOKS for c in nbformat.read(p, as_version=4).cells if c.cell_type == "markdown"
+    )
     assert not re.search(r"greyscale JPEG, which is what this data set|films are greyscale JPEGs", text)
 
 
@@ -643,6 +741,7 @@ def test_a_verdict_row_without_a_measurement_gives_a_reason_not_nan(monkeypatch)
     import pandas as pd
 
     from pneumolib.notebook import helpers as H
+
     shown = []
     _capture_shown(monkeypatch, shown)
     H.log_vs_rerun("09", [_metrics(0, 0.9)])  # no Grad-CAM record: those rows are not measured
@@ -656,11 +755,20 @@ def test_the_summary_marks_a_comparison_across_budgets():
     from pneumolib.notebook import summary
 
     def run(seed, spec, epochs):
-        return {"config": {"seed": seed, "epochs": epochs, "max_train_images": 2000, "image_size": 128},
-                "test": {"specificity": spec, "accuracy": spec, "ci95": {"specificity": [spec - .02, spec + .02],
-                                                                         "accuracy": [spec - .02, spec + .02]}}}
-    runs = {"01": [run(s, 0.5, 6) for s in range(3)], "02": [run(s, 0.3, 6) for s in range(3)],
-            "10": [run(s, 0.9, 20) for s in range(3)]}
+        return {
+            "config": {"seed": seed, "epochs": epochs, "max_train_images": 2000, "image_size": 128},
+            "test": {
+                "specificity": spec,
+                "accuracy": spec,
+                "ci95": {"specificity": [spec - 0.02, spec + 0.02], "accuracy": [spec - 0.02, spec + 0.02]},
+            },
+        }
+
+    runs = {
+        "01": [run(s, 0.5, 6) for s in range(3)],
+        "02": [run(s, 0.3, 6) for s in range(3)],
+        "10": [run(s, 0.9, 20) for s in range(3)],
+    }
     t = summary.better_or_worse(runs)
     assert t.loc["02", "NORMAL recall: better or worse?"] == "worse" and t.loc["02", "note"] == ""
     assert t.loc["10", "NORMAL recall: better or worse?"] == "better" and "another budget" in t.loc["10", "note"]
@@ -668,9 +776,11 @@ def test_the_summary_marks_a_comparison_across_budgets():
     runs["matched_baseline"] = [run(s, 0.95, 20) for s in range(3)]
     t = summary.better_or_worse(runs)
     assert "recipe's budget" in t.loc["10", "note"] and t.loc["10", "NORMAL recall: better or worse?"] != "better"
-    assert summary.budget_text(runs) == ("entries 01-02: 6 epochs x 2000 films per epoch, 128 px; entry 10 and the "
-                                         "log's baseline at the recipe's budget: 20 epochs x 2000 films per epoch, "
-                                         "128 px")
+    assert summary.budget_text(runs) == (
+        "entries 01-02: 6 epochs x 2000 films per epoch, 128 px; entry 10 and the "
+        "log's baseline at the recipe's budget: 20 epochs x 2000 films per epoch, "
+        "128 px"
+    )
 
 
 def _run_calling(seed: int, val_pneumonia: float, test_cm, entry_epochs: int = 6) -> dict:
@@ -679,11 +789,16 @@ def _run_calling(seed: int, val_pneumonia: float, test_cm, entry_epochs: int = 6
     k = round(val_pneumonia * n)
     (tn, fp), (fn, tp) = test_cm
     spec = tn / (tn + fp)
-    return {"config": {"seed": seed, "epochs": entry_epochs, "max_train_images": 2000, "image_size": 128},
-            "best_epoch": 3, "val": {"confusion_matrix": [[max(0, 30 - k), min(30, k)], [max(0, 70 - (k - min(30, k))),
-                                                                                      k - min(30, k)]]},
-            "test": {"confusion_matrix": [list(test_cm[0]), list(test_cm[1])], "specificity": spec,
-                     "ci95": {"specificity": [spec - .05, spec + .05]}}}
+    return {
+        "config": {"seed": seed, "epochs": entry_epochs, "max_train_images": 2000, "image_size": 128},
+        "best_epoch": 3,
+        "val": {"confusion_matrix": [[max(0, 30 - k), min(30, k)], [max(0, 70 - (k - min(30, k))), k - min(30, k)]]},
+        "test": {
+            "confusion_matrix": [list(test_cm[0]), list(test_cm[1])],
+            "specificity": spec,
+            "ci95": {"specificity": [spec - 0.05, spec + 0.05]},
+        },
+    }
 
 
 def test_the_summary_answers_why_everything_was_called_pneumonia_from_the_runs():
@@ -722,8 +837,13 @@ def test_the_summary_reads_better_and_worse_from_its_table():
 
     from pneumolib.notebook import summary
 
-    t = pd.DataFrame({"NORMAL recall: better or worse?": ["worse", "better", "cannot tell: too few films"],
-                      "accuracy: better or worse?": ["worse", "worse", "worse"]}, index=["02", "09", "10"])
+    t = pd.DataFrame(
+        {
+            "NORMAL recall: better or worse?": ["worse", "better", "cannot tell: too few films"],
+            "accuracy: better or worse?": ["worse", "worse", "worse"],
+        },
+        index=["02", "09", "10"],
+    )
     text = summary.what_changed(t)
     assert "NORMAL recall: better than the baseline on every seed: 09; worse on every seed: 02; undecided: 10" in text
     assert "accuracy: better than the baseline on every seed: no entry; worse on every seed: 02, 09, 10" in text
@@ -732,14 +852,23 @@ def test_the_summary_reads_better_and_worse_from_its_table():
 def test_the_summary_answers_what_to_do_instead_from_the_record():
     from pneumolib.notebook import summary
 
-    text = summary.what_instead_answer([{"entry": "10", "claim": "keep NORMAL recall on a cohort the model has not "
-                                         "seen", "verdict": "not tested", "note": "no measurement"}])
+    text = summary.what_instead_answer(
+        [
+            {
+                "entry": "10",
+                "claim": "keep NORMAL recall on a cohort the model has not seen",
+                "verdict": "not tested",
+                "note": "no measurement",
+            }
+        ]
+    )
     assert "measurements on the external cohort" in text and "reach the project's goal of 0.90" in text
     assert "'not tested' on the cohort claim (no measurement)" in text
 
 
-def test_notebook_10s_overview_adopts_a_twin_entrys_run_instead_of_training_it_regression(tmp_path, monkeypatch,
-                                                                                       quiet_log):
+def test_notebook_10s_overview_adopts_a_twin_entrys_run_instead_of_training_it_regression(
+    tmp_path, monkeypatch, quiet_log
+):
     # the fixture render of notebook 10 trained entry 05 again although it is entry 04's twin without ImageNet weights
     import torch
 
@@ -782,11 +911,23 @@ def test_the_lift_table_says_a_cropped_models_lift_is_measured_in_its_crop(monke
 
     shown = []
     _capture_shown(monkeypatch, shown)
-    lf = {c: {"lung_lift": 1.0, "lung_lift_ci95": [0.9, 1.1], "heart_lift": 1.0, "heart_lift_ci95": [0.9, 1.1],
-              "lung_area": a} for c, a in (("NORMAL", 0.3), ("PNEUMONIA", 0.3))}
+    lf = {
+        c: {
+            "lung_lift": 1.0,
+            "lung_lift_ci95": [0.9, 1.1],
+            "heart_lift": 1.0,
+            "heart_lift_ci95": [0.9, 1.1],
+            "lung_area": a,
+        }
+        for c, a in (("NORMAL", 0.3), ("PNEUMONIA", 0.3))
+    }
     whole = {"entry": "01", "experiment": "baseline", "lung_focus": lf, "config": {"seed": 0, "crop": "none"}}
-    crop = {"entry": "10", "experiment": "recommended", "config": {"seed": 0, "crop": "lung_mask"},
-            "lung_focus": {c: dict(v, lung_area=0.4) for c, v in lf.items()}}
+    crop = {
+        "entry": "10",
+        "experiment": "recommended",
+        "config": {"seed": 0, "crop": "lung_mask"},
+        "lung_focus": {c: dict(v, lung_area=0.4) for c, v in lf.items()},
+    }
     H.lung_focus_table([whole, crop])
     assert list(shown[0]["lung share of the input"]) == ["30%", "40%"]
     assert "Cropped inputs: 10 (lung_mask crop)" in capsys.readouterr().out
@@ -820,8 +961,16 @@ def test_notebook_prose_cites_only_readme_sections_that_exist_regression():
 def test_a_headline_row_without_an_interval_says_so():
     from pneumolib.notebook import helpers as H
 
-    row = {"claim": "most stable", "verdict": "cannot tell at this n", "quantity": "spread", "mean": 0.003,
-           "interval": None, "claimed": "> 0", "n": 3, "note": ""}
+    row = {
+        "claim": "most stable",
+        "verdict": "cannot tell at this n",
+        "quantity": "spread",
+        "mean": 0.003,
+        "interval": None,
+        "claimed": "> 0",
+        "n": 3,
+        "note": "",
+    }
     text = H.headline_markdown("03", [row], 3, "6 epochs")
     assert "spread: 0.003 [no interval] (holds if > 0)" in text
 
@@ -843,10 +992,22 @@ def test_a_collapsed_models_precision_says_undefined_not_nan_regression():
     # 03 and 06 printed 'NORMAL precision NaN | nan-nan' for a seed that called no film NORMAL
     from pneumolib.notebook import helpers as nb
 
-    m = {"n": 624, "accuracy": 0.625, "sensitivity": 1.0, "specificity": 0.0, "precision": 0.625,
-         "npv": float("nan"), "auc": 0.71, "ci95_unit": "patient",
-         "ci95": {"accuracy": [0.59, 0.66], "precision": [0.59, 0.66], "npv": [float("nan"), float("nan")],
-                  "auc": [0.66, 0.75]}}
+    m = {
+        "n": 624,
+        "accuracy": 0.625,
+        "sensitivity": 1.0,
+        "specificity": 0.0,
+        "precision": 0.625,
+        "npv": float("nan"),
+        "auc": 0.71,
+        "ci95_unit": "patient",
+        "ci95": {
+            "accuracy": [0.59, 0.66],
+            "precision": [0.59, 0.66],
+            "npv": [float("nan"), float("nan")],
+            "auc": [0.66, 0.75],
+        },
+    }
     df = nb.metrics_frame(m)
     col = "95% CI (bootstrap over patients)"
     assert df.loc["NORMAL precision", "value"] == "undefined: no film called NORMAL"

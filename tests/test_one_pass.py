@@ -1,5 +1,6 @@
 """One owner for inference and for decoded films (issue 31): every film passes the network once per evaluation or
 prediction, the OOD features come from that same pass, and no cache exists until someone who holds it builds it."""
+
 import subprocess
 import sys
 
@@ -17,7 +18,9 @@ def _count_forwards(model):
     """A hook counting the films that pass the network's first layer (per view)."""
     seen = {"films": 0}
     net = members(model)[0]
-    handle = net.conv1.register_forward_hook(lambda mod, inp, out: seen.__setitem__("films", seen["films"] + len(inp[0])))
+    handle = net.conv1.register_forward_hook(
+        lambda mod, inp, out: seen.__setitem__("films", seen["films"] + len(inp[0]))
+    )
     return seen, handle
 
 
@@ -50,9 +53,11 @@ def test_the_evaluation_pass_returns_the_same_probabilities_with_and_without_fea
 
 
 def test_importing_the_package_builds_no_decode_cache():
-    code = ("import gc, pneumolib.cli, pneumolib.api, pneumolib.notebook.helpers, pneumolib.studies.experiment\n"
-            "from pneumolib.data.dataset import DecodedCache\n"
-            "print(sum(isinstance(o, DecodedCache) for o in gc.get_objects()))")
+    code = (
+        "import gc, pneumolib.cli, pneumolib.api, pneumolib.notebook.helpers, pneumolib.studies.experiment\n"
+        "from pneumolib.data.dataset import DecodedCache\n"
+        "print(sum(isinstance(o, DecodedCache) for o in gc.get_objects()))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "0"
@@ -70,6 +75,7 @@ def test_a_predictor_owns_its_cache_and_a_run_shares_the_datas(trained_run, fixt
 def test_the_audit_reliance_with_clean_scores_given_equals_the_one_that_predicts_them(trained_run, region):
     from pneumolib.analysis.cam import lung_mask  # noqa: F401  (the audit's masks)
     from pneumolib.studies.shortcuts import masks_in_view, reliance
+
     pred = Predictor.load(trained_run.run_dir / "checkpoint.pt")
     samples = trained_run.test.samples[:8]
     masks, _ = masks_in_view(pred, samples, pred.cache)
@@ -82,6 +88,7 @@ def test_the_audit_reliance_with_clean_scores_given_equals_the_one_that_predicts
 
 def test_probes_are_fitted_once_per_training_films_seed_and_view(trained_run):
     from pneumolib.studies.shortcuts import Probes
+
     pred = Predictor.load(trained_run.run_dir / "checkpoint.pt")
     every = trained_run.data["train"]
     train = [s for s in every if s.label == 0][:20] + [s for s in every if s.label == 1][:20]

@@ -1,4 +1,5 @@
 """Out-of-distribution flag: calibrated on validation, carried by the checkpoint, shown by predict and evaluate."""
+
 import csv
 
 import numpy as np
@@ -35,8 +36,11 @@ def _unlike(tmp_path, n=4):
     out = []
     yy, xx = np.mgrid[0:64, 0:64]
     for i in range(n):
-        a = ((xx * (i + 1) * 4 + yy * 2) % 256).astype(np.uint8) if i % 2 else \
-            (((xx // (4 + i)) + (yy // (4 + i))) % 2 * 255).astype(np.uint8)
+        a = (
+            ((xx * (i + 1) * 4 + yy * 2) % 256).astype(np.uint8)
+            if i % 2
+            else (((xx // (4 + i)) + (yy // (4 + i))) % 2 * 255).astype(np.uint8)
+        )
         p = tmp_path / f"odd{i}.png"
         Image.fromarray(a).save(p)
         out.append(p)
@@ -76,6 +80,7 @@ def test_the_shrunk_precision_is_sklearns_ledoit_wolf():
     from sklearn.covariance import LedoitWolf
 
     from pneumolib.core.stats import ledoit_wolf
+
     x = np.random.default_rng(3).normal(size=(60, 40)) * np.linspace(0.1, 5, 40)
     mean, precision = ledoit_wolf(x)
     lw = LedoitWolf().fit(x)

@@ -1,4 +1,5 @@
 """Set-up files agree with each other, and the README's commands are the ones CI runs."""
+
 import re
 from pathlib import Path
 
@@ -6,7 +7,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _req_names(lines):
-    return {re.split(r"[<>=!~\[ ]", ln.strip())[0].lower() for ln in lines if ln.strip() and not ln.strip().startswith("#")}
+    return {
+        re.split(r"[<>=!~\[ ]", ln.strip())[0].lower() for ln in lines if ln.strip() and not ln.strip().startswith("#")
+    }
 
 
 def test_environment_yml_installs_requirements_txt():
@@ -25,7 +28,7 @@ def test_pyproject_runtime_dependencies_are_in_requirements():
 def test_torch_pins_admit_the_local_wheels():
     text = (ROOT / "requirements.txt").read_text() + (ROOT / "pyproject.toml").read_text()
     for pkg, ver in (("torch", "2.14.1"), ("torchvision", "0.29.1")):
-        spec = re.search(rf'^{pkg}([<>=,.\d]+)', text, re.M).group(1)
+        spec = re.search(rf"^{pkg}([<>=,.\d]+)", text, re.M).group(1)
         upper = re.search(r"<=([\d.]+)", spec)
         assert upper and tuple(map(int, upper.group(1).split("."))) >= tuple(map(int, ver.split(".")))
 
@@ -43,8 +46,23 @@ def test_fixture_ships_inside_the_built_wheel(tmp_path):
     import sys
     import zipfile
 
-    subprocess.run([sys.executable, "-m", "pip", "wheel", str(ROOT), "--no-deps", "--no-build-isolation", "-q",
-                    "--disable-pip-version-check", "-w", str(tmp_path)], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            str(ROOT),
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "--disable-pip-version-check",
+            "-w",
+            str(tmp_path),
+        ],
+        check=True,
+        capture_output=True,
+    )
     wheel = next(tmp_path.glob("pneumolib-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     shipped = [n for n in names if n.startswith("pneumolib/fixture_data/") and n.endswith(".png")]
@@ -56,8 +74,11 @@ def test_fixture_ships_inside_the_built_wheel(tmp_path):
     # git, so a fresh clone built a wheel without the data layer's package)
     sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "pneumolib").rglob("*.py")}
     assert sources <= set(names), sorted(sources - set(names))
-    assert all(f"pneumolib/{d.name}/__init__.py" in names for d in (ROOT / "pneumolib").iterdir()
-               if d.is_dir() and any(d.glob("*.py")))
+    assert all(
+        f"pneumolib/{d.name}/__init__.py" in names
+        for d in (ROOT / "pneumolib").iterdir()
+        if d.is_dir() and any(d.glob("*.py"))
+    )
 
 
 def test_no_package_source_is_ignored_by_git():

@@ -1,4 +1,5 @@
 """The whole-film population check (data.population): adult chest films flagged, paediatric films not."""
+
 from pathlib import Path
 
 import numpy as np
@@ -75,9 +76,14 @@ def test_a_trained_checkpoint_flags_the_adult_film_and_says_so_in_predict(traine
 
 def test_lungs_population_fits_reports_and_scores_files(tmp_path, capsys):
     from pneumolib.data.fixture import fixture_dir
+
     out, js = tmp_path / "ref.pt", tmp_path / "r.json"
-    assert main(["lungs", "population", str(ADULT), "--data-dir", str(fixture_dir()), "--out", str(out),
-                 "--json", str(js)]) == 0
+    assert (
+        main(
+            ["lungs", "population", str(ADULT), "--data-dir", str(fixture_dir()), "--out", str(out), "--json", str(js)]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "val:" in text and "NOT FROM THE TRAINING POPULATION" in text
     assert P.PopulationReference.load(out).info["n_val"] > 0
@@ -88,6 +94,7 @@ def test_lungs_population_fits_reports_and_scores_files(tmp_path, capsys):
 def test_a_film_is_read_through_the_encoder_once_per_segmenter(monkeypatch):
     from pneumolib.data.fixture import fixture_dir
     from pneumolib.data.lungs import LungSegmenter
+
     films = sorted(fixture_dir().glob("val/*/*.png"))[:5]
     seg = LungSegmenter.load()  # a segmenter of its own: an empty memo
     calls = []

@@ -8,12 +8,29 @@ from pneumolib.studies import protocol as P
 
 
 def _row(name, folders_acc, stress_acc, early_acc, spec=0.8):
-    return {"name": name, "title": name,
-            "folders": {"accuracy": folders_acc, "sensitivity": 0.9, "specificity": spec, "auc": 0.95,
-                        "accuracy_ext": 0.8, "threshold": 0.5, "n": 10},
-            "stress": {"stress_accuracy_ext": stress_acc, "stress_specificity": spec, "stress_auc": 0.9},
-            "early_ids": {"accuracy": early_acc, "sensitivity": 0.9, "specificity": spec, "auc": 0.9,
-                          "accuracy_ext": early_acc, "threshold": 0.5, "n": 10}}
+    return {
+        "name": name,
+        "title": name,
+        "folders": {
+            "accuracy": folders_acc,
+            "sensitivity": 0.9,
+            "specificity": spec,
+            "auc": 0.95,
+            "accuracy_ext": 0.8,
+            "threshold": 0.5,
+            "n": 10,
+        },
+        "stress": {"stress_accuracy_ext": stress_acc, "stress_specificity": spec, "stress_auc": 0.9},
+        "early_ids": {
+            "accuracy": early_acc,
+            "sensitivity": 0.9,
+            "specificity": spec,
+            "auc": 0.9,
+            "accuracy_ext": early_acc,
+            "threshold": 0.5,
+            "n": 10,
+        },
+    }
 
 
 def test_agreement_flags_a_protocol_that_orders_the_anchor_pair_wrongly():
@@ -121,8 +138,10 @@ def test_matched_baseline_trains_the_baseline_with_the_recipe_budget(tmp_path):
     row = P.matched_baseline(None, tmp_path, profile="fixture", seed=1)
     cfg = json.loads((tmp_path / "ablation" / "baseline_at_recommended_budget" / "seed1" / "config.json").read_text())
     assert cfg["seed"] == 1 and row["metrics"]["stress"] == row["stress"]  # what the verdicts read
-    assert cfg["name"] == "baseline" and cfg["train_transforms"] == [["NORMAL", "log_baseline"],
-                                                                     ["PNEUMONIA", "log_baseline"]]
+    assert cfg["name"] == "baseline" and cfg["train_transforms"] == [
+        ["NORMAL", "log_baseline"],
+        ["PNEUMONIA", "log_baseline"],
+    ]
     for k, v in P.budget_of(get_config("recommended"), "fixture").items():
         assert cfg[k] == v
     assert set(row) >= {"folders", "stress"} and "stress_specificity" in row["stress"]
@@ -142,8 +161,18 @@ def test_ablate_command_trains_the_asked_steps_and_prints_the_table(tmp_path, ca
     # 'ablate' replaced the two shell loops in tools/: it trains (or reuses) each step and scores it
     from pneumolib.cli import main
 
-    args = ["ablate", "--runs", str(tmp_path), "--steps", "baseline", "abl_balanced", "--holdout", "folders",
-            "--profile", "smoke"]
+    args = [
+        "ablate",
+        "--runs",
+        str(tmp_path),
+        "--steps",
+        "baseline",
+        "abl_balanced",
+        "--holdout",
+        "folders",
+        "--profile",
+        "smoke",
+    ]
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "baseline" in out and "abl_balanced" in out and "stress test" in out
@@ -177,7 +206,9 @@ def test_a_step_that_only_changes_the_decision_rule_reuses_the_earlier_steps_wei
     ca, cb = read_checkpoint(a / "checkpoint.pt"), read_checkpoint(b / "checkpoint.pt")
     assert all(torch.equal(ca["state_dict"][k], cb["state_dict"][k]) for k in ca["state_dict"])
     assert cb["config"]["name"] == "abl_youden_shifted" and cb["config"]["threshold"] == "youden_shifted"
-    assert cb["threshold"] == rows[1]["folders"]["threshold"] == json.loads((b / "stress.json").read_text())["threshold"]
+    assert (
+        cb["threshold"] == rows[1]["folders"]["threshold"] == json.loads((b / "stress.json").read_text())["threshold"]
+    )
     assert "history" in cb["extra"]  # the training record came along
 
 
@@ -185,8 +216,10 @@ def test_budget_words_is_the_one_phrasing_of_a_budget(capsys):
     from pneumolib.notebook import helpers as nb
     from pneumolib.studies.protocol import budget_of, budget_words
 
-    assert budget_words({"image_size": 64, "epochs": 1, "max_train_images": None}) == \
-        "1 epoch of every training image per epoch at 64 px"
+    assert (
+        budget_words({"image_size": 64, "epochs": 1, "max_train_images": None})
+        == "1 epoch of every training image per epoch at 64 px"
+    )
     b = budget_of(get_config("baseline"), "cpu")
     words = budget_words(b)
     assert words.startswith(f"{b['epochs']} epochs of ") and words.endswith(f" px, batch {b['batch_size']}")
@@ -203,8 +236,13 @@ def test_an_ablation_step_adopts_a_finished_run_of_the_same_training_outside_the
 
     want, _ = resolve_config(replace(get_config("recommended"), seed=0), "fixture", None, "random_init")
     recipe = tmp_path / "10_recommended" / "seed0"
-    save_checkpoint(recipe / "checkpoint.pt", build_model(in_channels=want.in_channels), want, 0.5,
-                    {"holdout": "folders", "data_fingerprint": data_fingerprint(None, want)})
+    save_checkpoint(
+        recipe / "checkpoint.pt",
+        build_model(in_channels=want.in_channels),
+        want,
+        0.5,
+        {"holdout": "folders", "data_fingerprint": data_fingerprint(None, want)},
+    )
     (recipe / "metrics.json").write_text("{}")
     step = replace(get_config("abl_lung_mask"), seed=0)
     d = ablation_dir(tmp_path, step)
@@ -213,5 +251,4 @@ def test_an_ablation_step_adopts_a_finished_run_of_the_same_training_outside_the
     assert P.same_training(d, [], step, None, "fixture", None, "folders", tmp_path) == recipe
     assert (d / "checkpoint.pt").read_bytes() == (recipe / "checkpoint.pt").read_bytes()
     other = replace(get_config("abl_lungs"), seed=0)  # another training: never adopted
-    assert P.same_training(ablation_dir(tmp_path, other), [], other, None, "fixture", None, "folders",
-                           tmp_path) is None
+    assert P.same_training(ablation_dir(tmp_path, other), [], other, None, "fixture", None, "folders", tmp_path) is None

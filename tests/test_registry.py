@@ -1,5 +1,6 @@
 """Registries: a name is registered beside its implementation, an unknown name is refused at once with the known
 ones, a name cannot be registered twice, a name registered by import path costs no import until it is used."""
+
 import subprocess
 import sys
 
@@ -14,6 +15,7 @@ def test_a_registered_name_gives_its_implementation_and_an_unknown_one_is_refuse
     @r.register("round")
     def round_widget():
         return "round"
+
     r.add("square", lambda: "square")
     assert r["round"] is round_widget and list(r) == ["round", "square"] and "square" in r and len(r) == 2
     with pytest.raises(UnknownName, match="unknown widget 'oval'; known: round, square"):
@@ -28,12 +30,15 @@ def test_a_name_registered_by_import_path_is_imported_on_first_use():
     r = Registry("thing")
     r.add("path", "pathlib:PurePosixPath")
     from pathlib import PurePosixPath
+
     assert r["path"] is PurePosixPath
 
 
 def test_listing_the_cam_methods_imports_no_grad_cam_and_the_cli_offers_exactly_them():
-    code = ("import sys; from pneumolib.analysis.cam_methods import METHODS; print(list(METHODS)); "
-            "print('pytorch_grad_cam' in sys.modules, 'torch' in sys.modules)")
+    code = (
+        "import sys; from pneumolib.analysis.cam_methods import METHODS; print(list(METHODS)); "
+        "print('pytorch_grad_cam' in sys.modules, 'torch' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120).stdout.split("\n")
     assert out[1] == "False False"
     from pneumolib.analysis.cam_methods import METHODS
@@ -50,10 +55,18 @@ def test_listing_the_cam_methods_imports_no_grad_cam_and_the_cli_offers_exactly_
 FIT = "pneumolib.training.fit"
 
 
-@pytest.mark.parametrize("module, name", [(FIT, "LOSSES"), (FIT, "OPTIMIZERS"), (FIT, "SCHEDULERS"), (FIT, "SAMPLERS"),
-                                          ("pneumolib.data.augment", "BATCHED"),
-                                          ("pneumolib.data.transforms", "LOG_TRANSFORMS"),
-                                          ("pneumolib.analysis.cam_methods", "METHODS")])
+@pytest.mark.parametrize(
+    "module, name",
+    [
+        (FIT, "LOSSES"),
+        (FIT, "OPTIMIZERS"),
+        (FIT, "SCHEDULERS"),
+        (FIT, "SAMPLERS"),
+        ("pneumolib.data.augment", "BATCHED"),
+        ("pneumolib.data.transforms", "LOG_TRANSFORMS"),
+        ("pneumolib.analysis.cam_methods", "METHODS"),
+    ],
+)
 def test_what_users_extend_is_a_registry(module, name):
     import importlib
 

@@ -1,4 +1,5 @@
 """Interrupted runs continue where they stopped and end with the weights of an uninterrupted run."""
+
 import os
 import signal
 import subprocess
@@ -12,7 +13,20 @@ from pneumolib.core.runs import STATE as STATE_FILE
 from pneumolib.models.checkpoint import CheckpointError, read_checkpoint
 from pneumolib.training.fit import fit, load_train_state
 
-ARGS = ["train", "baseline", "--out", "{out}", "--profile", "smoke", "--epochs", "3", "--cam-per-class", "0", "--seed", "5"]
+ARGS = [
+    "train",
+    "baseline",
+    "--out",
+    "{out}",
+    "--profile",
+    "smoke",
+    "--epochs",
+    "3",
+    "--cam-per-class",
+    "0",
+    "--seed",
+    "5",
+]
 
 
 def _train_cmd(out, *extra):
@@ -54,6 +68,7 @@ def test_resume_in_process_matches_uninterrupted(fixture_data, tiny_config, tmp_
     ref = fit(cfg, fixture_data, tmp_path / "ref")
     # stop after epoch 2 by making the third epoch's validation raise
     import pneumolib.training.fit as T
+
     real = T.predict_samples
     calls = {"n": 0}
 

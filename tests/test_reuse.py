@@ -1,4 +1,5 @@
 """A finished run folder is reused only for the same training: config, holdout, seed budget and data."""
+
 import json
 import shutil
 from dataclasses import replace
@@ -24,8 +25,9 @@ def _train(cfg, data_dir, out, **kw):
     return run_experiment(cfg, data_dir, out, profile="fixture", overrides={"epochs": 1}, cam_per_class=0, **kw)
 
 
-def test_a_run_folder_trained_on_one_data_folder_is_retrained_for_another_regression(two_folders, tiny_config,
-                                                                                      tmp_path):
+def test_a_run_folder_trained_on_one_data_folder_is_retrained_for_another_regression(
+    two_folders, tiny_config, tmp_path
+):
     # regression: 'train baseline --data-dir A --out x' then '--data-dir B --out x' reused A's model and wrote B's
     # data_dir into metrics.json
     a, b = two_folders
@@ -37,8 +39,10 @@ def test_a_run_folder_trained_on_one_data_folder_is_retrained_for_another_regres
     other = _train(tiny_config, b, out)
     assert other.fit is not None  # other data: trained anew
     m = json.loads((out / "metrics.json").read_text())
-    assert m["data_dir"] == str(b) and m["data_fingerprint"] == read_checkpoint(out / "checkpoint.pt")["extra"][
-        "data_fingerprint"]
+    assert (
+        m["data_dir"] == str(b)
+        and m["data_fingerprint"] == read_checkpoint(out / "checkpoint.pt")["extra"]["data_fingerprint"]
+    )
 
 
 def test_resume_refuses_a_finished_run_of_other_data_in_one_line(two_folders, tiny_config, tmp_path):

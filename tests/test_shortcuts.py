@@ -1,4 +1,5 @@
 """The shortcut audit: the probe's statistics, reliance on pixels outside / inside the lungs, worst-group recall."""
+
 import json
 from dataclasses import replace
 
@@ -21,7 +22,7 @@ def test_global_stats_see_a_black_border_and_sharpness_not_anatomy():
     rng = np.random.default_rng(0)
     plain = np.full((S.PROBE_SIZE, S.PROBE_SIZE), 120, np.uint8)
     framed = plain.copy()
-    framed[:S.BORDER] = 0
+    framed[: S.BORDER] = 0
     noisy = np.clip(plain + rng.normal(0, 20, plain.shape), 0, 255).astype(np.uint8)
     f = dict(zip(S.PROBE_FEATURES, S.global_stats(plain)))
     g = dict(zip(S.PROBE_FEATURES, S.global_stats(framed)))
@@ -122,8 +123,16 @@ def test_cli_shortcuts_on_a_fixture_run_writes_every_field(run_copy, tmp_path, c
     js = tmp_path / "s.json"
     assert main(["shortcuts", str(run_copy), "--data-dir", str(fixture_dir()), "--json", str(js)]) == 0
     rep = json.loads(js.read_text())
-    for key in ("probe_auc", "probe_auc_ci95", "probe_auc_model_input", "outside_lung_reliance", "inside_lung_reliance", "worst_group",
-                "masks", "split"):
+    for key in (
+        "probe_auc",
+        "probe_auc_ci95",
+        "probe_auc_model_input",
+        "outside_lung_reliance",
+        "inside_lung_reliance",
+        "worst_group",
+        "masks",
+        "split",
+    ):
         assert key in rep, key
     assert rep["split"] == "val" and rep["masks"]["annotated"] == rep["n"]  # the fixture's exact masks
     assert (run_copy / "shortcuts_val.json").is_file()

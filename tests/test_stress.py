@@ -1,4 +1,5 @@
 """The stress test: deterministic scanner-like shifts, the prevalence re-weighting, and the cached run report."""
+
 import json
 
 import numpy as np
@@ -54,6 +55,7 @@ def test_stress_report_labels_rows_by_the_recipes_augmentation_and_names_its_spl
     from pneumolib.analysis.evaluate import Scores
     from pneumolib.data.dataset import Sample
     from pneumolib.studies.stress import report_at
+
     samples = [Sample(f"f{i}", i % 2, f"p{i}", "val") for i in range(10)]
     sc = Scores(samples, np.linspace(0, 1, 10))
     scores = {"clean": sc, "noise": sc, "jpeg": sc}
@@ -96,12 +98,27 @@ def test_stress_test_clean_row_matches_the_plain_metrics(trained_run):
 
 
 def test_summary_of_a_handmade_report():
-    rows = [{"shift": "clean", "group": "", "accuracy": 1, "sensitivity": 1, "specificity": 1, "auc": 1,
-             "accuracy_ext": 1},
-            {"shift": "a", "group": "seen", "accuracy": .8, "sensitivity": .9, "specificity": .6, "auc": .9,
-             "accuracy_ext": external_accuracy(.9, .6)},
-            {"shift": "b", "group": "unseen", "accuracy": .7, "sensitivity": .9, "specificity": .4, "auc": .8,
-             "accuracy_ext": external_accuracy(.9, .4)}]
+    rows = [
+        {"shift": "clean", "group": "", "accuracy": 1, "sensitivity": 1, "specificity": 1, "auc": 1, "accuracy_ext": 1},
+        {
+            "shift": "a",
+            "group": "seen",
+            "accuracy": 0.8,
+            "sensitivity": 0.9,
+            "specificity": 0.6,
+            "auc": 0.9,
+            "accuracy_ext": external_accuracy(0.9, 0.6),
+        },
+        {
+            "shift": "b",
+            "group": "unseen",
+            "accuracy": 0.7,
+            "sensitivity": 0.9,
+            "specificity": 0.4,
+            "auc": 0.8,
+            "accuracy_ext": external_accuracy(0.9, 0.4),
+        },
+    ]
     s = StressReport(rows, 0.5).summary()
     assert s["worst_specificity"] == 0.4 and s["unseen_specificity"] == 0.4
     assert s["stress_specificity"] == pytest.approx(0.5) and s["stress_auc"] == pytest.approx(0.85)
@@ -124,6 +141,7 @@ def test_stress_run_is_cached_until_the_checkpoint_changes(trained_run, tmp_path
     ckpt = run / "checkpoint.pt"
     ckpt.write_bytes(ckpt.read_bytes())
     import os
+
     os.utime(ckpt, ns=(1, 1))
     assert stress_run(run, None).rows[0]["accuracy"] == pytest.approx(first.rows[0]["accuracy"])
     # the validation split (selection) is kept in a file of its own: the test split's report is not overwritten

@@ -35,7 +35,7 @@ def test_focal_loss_matches_its_formula(gamma):
     torch.manual_seed(0)
     logits, y = torch.randn(16, 2), torch.randint(0, 2, (16,))
     p_t = torch.softmax(logits, 1).gather(1, y[:, None]).squeeze(1)
-    expected = (-(1 - p_t) ** gamma * torch.log(p_t)).mean()
+    expected = (-((1 - p_t) ** gamma) * torch.log(p_t)).mean()
     assert torch.allclose(FocalLoss(gamma)(logits, y), expected, atol=1e-6)
 
 
@@ -200,8 +200,9 @@ def test_fine_tuning_refuses_a_checkpoint_of_other_channels(fixture_data, tiny_c
 
 
 @pytest.mark.parametrize("val_loss, kept", [(lambda e: float(e), 1), (lambda e: -float(e), 3)])
-def test_the_last_epochs_test_metrics_are_reported_beside_the_kept_epochs(fixture_data, tiny_config, tmp_path,
-                                                                         monkeypatch, val_loss, kept):
+def test_the_last_epochs_test_metrics_are_reported_beside_the_kept_epochs(
+    fixture_data, tiny_config, tmp_path, monkeypatch, val_loss, kept
+):
     # issue 24: best-epoch and last-epoch test metrics both shown; last_epoch.pt is kept only when they differ
     import pneumolib.training.fit as T
     from pneumolib.studies.experiment import run_experiment
@@ -219,8 +220,9 @@ def test_the_last_epochs_test_metrics_are_reported_beside_the_kept_epochs(fixtur
         kept_w = r.predictor.model.state_dict()
         assert any(not torch.equal(kept_w[k], saved["state_dict"][k]) for k in kept_w)  # other weights than the kept
         # reused later (no training): the same last-epoch metrics from the file
-        again = run_experiment(tiny_config, None, tmp_path / "run", data=fixture_data, cam_per_class=0,
-                               overrides={"epochs": 3})
+        again = run_experiment(
+            tiny_config, None, tmp_path / "run", data=fixture_data, cam_per_class=0, overrides={"epochs": 3}
+        )
         assert "reused_checkpoint" in again.metrics and again.metrics["test_last_epoch"] == last
         # a reused checkpoint says which code trained it
         assert again.metrics["trained_commit"] == r.metrics["trained_commit"] != ""

@@ -1,4 +1,5 @@
 """Verdict rules on synthetic numbers: intervals against thresholds, seeds, comparisons, untestable claims."""
+
 import pytest
 
 from pneumolib.core.config import REGISTRY
@@ -7,30 +8,49 @@ from pneumolib.studies import verdicts as V
 from pneumolib.studies.verdicts import CANNOT_TELL, FAILS, HOLDS, NOT_TESTED, SEEDS_DISAGREE, TOO_FEW_FILMS, Estimate
 
 
-def run(seed=0, sens=0.95, spec=0.95, acc=0.95, half=0.03, n=400, focus=None, weights="random init", maps_pass=True,
-        **extra):
+def run(
+    seed=0, sens=0.95, spec=0.95, acc=0.95, half=0.03, n=400, focus=None, weights="random init", maps_pass=True, **extra
+):
     """A run's metrics as run_experiment writes them, with bootstrap intervals of +-half."""
+
     def ci(v):
         return [v - half, v + half]
-    m = {"config": {"seed": seed, "pretrained": "unavailable" not in weights}, "weights": weights,
-         "test": {"accuracy": acc, "sensitivity": sens, "specificity": spec, "auc": 0.99, "n": n,
-                  "ci95": {"accuracy": ci(acc), "sensitivity": ci(sens), "specificity": ci(spec)},
-                  "p_shares": {"p>=0.99": 0.1, "0.4<=p<=0.7": 0.05, "extreme (p<0.05 or p>0.95)": 0.7},
-                  "confusion_matrix": [[90, 10], [15, 285]]}}
+
+    m = {
+        "config": {"seed": seed, "pretrained": "unavailable" not in weights},
+        "weights": weights,
+        "test": {
+            "accuracy": acc,
+            "sensitivity": sens,
+            "specificity": spec,
+            "auc": 0.99,
+            "n": n,
+            "ci95": {"accuracy": ci(acc), "sensitivity": ci(sens), "specificity": ci(spec)},
+            "p_shares": {"p>=0.99": 0.1, "0.4<=p<=0.7": 0.05, "extreme (p<0.05 or p>0.95)": 0.7},
+            "confusion_matrix": [[90, 10], [15, 285]],
+        },
+    }
     if focus is not None:
-        m["lung_focus"] = {c: {"lung_lift": focus, "heart_lift": 1.0, "n": 50}
-                           for c in ("NORMAL", "PNEUMONIA")}
+        m["lung_focus"] = {c: {"lung_lift": focus, "heart_lift": 1.0, "n": 50} for c in ("NORMAL", "PNEUMONIA")}
     m["gradcam"] = {"maps_pass": maps_pass}
     m.update(extra)
     return m
 
 
-@pytest.mark.parametrize("interval, direction, expected", [
-    ((0.92, 0.97), ">", HOLDS), ((0.80, 0.89), ">", FAILS), ((0.85, 0.95), ">", CANNOT_TELL),
-    ((0.70, 0.79), "<", HOLDS), ((0.91, 0.99), "<", FAILS), ((0.75, 0.85), "<", CANNOT_TELL),
-    ((0.80, 0.90), ">", FAILS),  # touching the threshold from below is not above it
-    (None, ">", CANNOT_TELL), ((float("nan"), 0.9), ">", CANNOT_TELL),
-])
+@pytest.mark.parametrize(
+    "interval, direction, expected",
+    [
+        ((0.92, 0.97), ">", HOLDS),
+        ((0.80, 0.89), ">", FAILS),
+        ((0.85, 0.95), ">", CANNOT_TELL),
+        ((0.70, 0.79), "<", HOLDS),
+        ((0.91, 0.99), "<", FAILS),
+        ((0.75, 0.85), "<", CANNOT_TELL),
+        ((0.80, 0.90), ">", FAILS),  # touching the threshold from below is not above it
+        (None, ">", CANNOT_TELL),
+        ((float("nan"), 0.9), ">", CANNOT_TELL),
+    ],
+)
 def test_verdict_compares_the_whole_interval_with_the_threshold(interval, direction, expected):
     assert V.verdict(interval, direction, 0.9 if direction == ">" else 0.8) == expected
 
@@ -85,16 +105,19 @@ def test_verdicts_use_every_seed():
     assert V.judge(V.CLAIMS["01"][0], [good])["verdict"] == HOLDS
 
 
-@pytest.mark.parametrize("seeds, expected", [
-    ([(0.95, 0.92, 0.98), (0.96, 0.93, 0.99)], HOLDS),  # every seed's interval above 0.9
-    ([(0.80, 0.75, 0.85), (0.84, 0.80, 0.88)], FAILS),  # every one below
-    ([(0.95, 0.92, 0.98), (0.84, 0.80, 0.88)], SEEDS_DISAGREE),  # each seed decided, in opposite ways
-    ([(0.95, 0.92, 0.98), (0.91, 0.85, 0.97)], TOO_FEW_FILMS),  # one seed's own interval straddles 0.9
-    ([(0.91, 0.85, 0.97)] * 3, TOO_FEW_FILMS),
-    ([(0.95, None, None), (0.93, None, None), (0.97, None, None)], HOLDS),  # no intervals: the range of 3 seeds
-    ([(0.95, None, None), (0.85, None, None), (0.97, None, None)], SEEDS_DISAGREE),
-    ([(0.95, None, None), (0.97, None, None)], CANNOT_TELL),  # no intervals and too few seeds
-])
+@pytest.mark.parametrize(
+    "seeds, expected",
+    [
+        ([(0.95, 0.92, 0.98), (0.96, 0.93, 0.99)], HOLDS),  # every seed's interval above 0.9
+        ([(0.80, 0.75, 0.85), (0.84, 0.80, 0.88)], FAILS),  # every one below
+        ([(0.95, 0.92, 0.98), (0.84, 0.80, 0.88)], SEEDS_DISAGREE),  # each seed decided, in opposite ways
+        ([(0.95, 0.92, 0.98), (0.91, 0.85, 0.97)], TOO_FEW_FILMS),  # one seed's own interval straddles 0.9
+        ([(0.91, 0.85, 0.97)] * 3, TOO_FEW_FILMS),
+        ([(0.95, None, None), (0.93, None, None), (0.97, None, None)], HOLDS),  # no intervals: the range of 3 seeds
+        ([(0.95, None, None), (0.85, None, None), (0.97, None, None)], SEEDS_DISAGREE),
+        ([(0.95, None, None), (0.97, None, None)], CANNOT_TELL),  # no intervals and too few seeds
+    ],
+)
 def test_decide_tells_seeds_that_disagree_from_films_too_few_to_decide(seeds, expected):
     verdict, why = V.decide([Estimate(*s) for s in seeds], ">", 0.9)
     assert verdict == expected
@@ -153,6 +176,7 @@ def test_one_normal_film_called_normal_falsifies_everything_pneumonia():
     # regression: 08 said 'cannot tell' although every seed got 2-4 of its 5 NORMAL films right
     def subset(seed, k_normal_right):
         return run(seed=seed, test_subset={"n": 10, "confusion_matrix": [[k_normal_right, 5 - k_normal_right], [0, 5]]})
+
     claim = V.CLAIMS["08"][0]
     assert V.judge(claim, [subset(0, 0)])["verdict"] == HOLDS  # 0 of 5 NORMAL right: everything PNEUMONIA
     assert V.judge(claim, [subset(s, k) for s, k in enumerate((2, 4, 3))])["verdict"] == FAILS
@@ -173,6 +197,7 @@ def test_over_confidence_counts_normal_films_at_p_099_not_every_film():
 def test_most_stable_is_a_spread_over_seeds_decided_with_five_seeds_or_more():
     def runs(accs):
         return [run(seed=i, acc=a) for i, a in enumerate(accs)]
+
     steady, wild = [0.90, 0.91, 0.90, 0.91, 0.905], [0.70, 0.92, 0.80, 0.95, 0.60]
     claim = V.CLAIMS["06"][3]
     row = V.judge(claim, runs(wild), {"01": runs(steady)})
@@ -186,12 +211,14 @@ def test_the_cohort_claim_is_judged_by_a_recorded_measurement_of_the_same_traini
     from dataclasses import asdict, replace
 
     from pneumolib.core.config import RECOMMENDED, apply_profile
+
     cfg = asdict(replace(apply_profile(RECOMMENDED, "cpu"), seed=0))
     this = [run(seed=s, config=dict(cfg, seed=s)) for s in (0, 1, 2)]
     claim = V.CLAIMS["10"][0]
 
     def record(spec, config):
         return [{"commit": "abc1234", "config": config, "cohort_specificity": spec, "n_normal": 234}]
+
     for spec, expected in ((0.679, FAILS), (0.97, HOLDS), (0.90, TOO_FEW_FILMS)):
         refs = V.cohort_references(record(spec, cfg), this)
         row = V.judge(claim, this, {V.COHORT: refs})
@@ -208,6 +235,7 @@ def test_the_committed_record_holds_no_measurement_of_the_present_recipe():
     from pathlib import Path
 
     from pneumolib.core.config import RECOMMENDED, apply_profile
+
     recipes = json.loads((Path(__file__).parents[1] / "docs" / "external_cohort" / "recipes.json").read_text())
     runs = [{"config": asdict(replace(apply_profile(RECOMMENDED, "cpu"), seed=s))} for s in (0, 1, 2)]
     assert V.cohort_references(recipes["recipes"], runs) == []  # the lung crop came after the last measurement
@@ -220,8 +248,13 @@ def test_missing_measurements_are_said_not_guessed():
 
 def test_the_log_path_claims_of_entry_4_read_the_inference_rows():
     # R = G = B films: the log's path gives the checkpoint's predictions, none changed
-    row = {"NORMAL recall": 0.8, "share predicted PNEUMONIA": 0.77, "share of predictions changed": 0.0, "n": 400,
-           "n_normal": 100}
+    row = {
+        "NORMAL recall": 0.8,
+        "share predicted PNEUMONIA": 0.77,
+        "share of predictions changed": 0.0,
+        "n": 400,
+        "n_normal": 100,
+    }
     paths = {V.CHECKPOINT_PATH: row, V.LOG_PATH: row}
     rows = V.judge_entry("04", [run(inference_paths=paths)])
     assert [r["verdict"] for r in rows] == [FAILS, NOT_TESTED, NOT_TESTED]  # the third: Grad-CAM, not measured here
@@ -237,29 +270,47 @@ def test_every_experiment_has_claims_with_quotes_and_a_direction():
 
 
 def test_grad_cam_lifts_with_patient_intervals_decide_with_one_seed():
-    lf = {c: {"lung_lift": 0.8, "lung_lift_ci95": [0.7, 0.9], "heart_lift": 2.0, "heart_lift_ci95": [1.7, 2.4]}
-          for c in ("NORMAL", "PNEUMONIA")}
+    lf = {
+        c: {"lung_lift": 0.8, "lung_lift_ci95": [0.7, 0.9], "heart_lift": 2.0, "heart_lift_ci95": [1.7, 2.4]}
+        for c in ("NORMAL", "PNEUMONIA")
+    }
     rows = V.judge_entry("09", [run(lung_focus=lf)])
     assert [r["verdict"] for r in rows[1:3]] == [HOLDS, HOLDS]  # heart lift interval above 1, lung lift below 1
     assert rows[2]["interval"] == pytest.approx((0.7, 0.9))
 
 
-@pytest.mark.parametrize("lung, heart, expected", [
-    ((0.7, 0.9), (1.7, 2.4), (HOLDS, HOLDS)),
-    ((1.1, 1.3), (0.6, 0.9), (FAILS, FAILS)),  # the maps sit on the lungs, off the heart box
-    ((0.9, 1.2), (0.9, 1.3), (TOO_FEW_FILMS, TOO_FEW_FILMS)),  # an interval that holds 1 (a uniform map) decides nothing
-])
+@pytest.mark.parametrize(
+    "lung, heart, expected",
+    [
+        ((0.7, 0.9), (1.7, 2.4), (HOLDS, HOLDS)),
+        ((1.1, 1.3), (0.6, 0.9), (FAILS, FAILS)),  # the maps sit on the lungs, off the heart box
+        (
+            (0.9, 1.2),
+            (0.9, 1.3),
+            (TOO_FEW_FILMS, TOO_FEW_FILMS),
+        ),  # an interval that holds 1 (a uniform map) decides nothing
+    ],
+)
 def test_grad_cam_claims_hold_fail_or_cannot_tell_by_where_the_lift_interval_lies_against_1(lung, heart, expected):
     # regression: "lung lift < 1.5" passed almost any map (01: 1.21 'held' as attention on the periphery)
-    lf = {c: {"lung_lift": sum(lung) / 2, "lung_lift_ci95": list(lung), "heart_lift": sum(heart) / 2,
-              "heart_lift_ci95": list(heart)} for c in ("NORMAL", "PNEUMONIA")}
+    lf = {
+        c: {
+            "lung_lift": sum(lung) / 2,
+            "lung_lift_ci95": list(lung),
+            "heart_lift": sum(heart) / 2,
+            "heart_lift_ci95": list(heart),
+        }
+        for c in ("NORMAL", "PNEUMONIA")
+    }
     rows = V.judge_entry("09", [run(lung_focus=lf)])
     assert (rows[1]["verdict"], rows[2]["verdict"]) == expected
 
 
 def test_grad_cam_claims_are_not_judged_on_maps_that_fail_their_checks():
-    lf = {c: {"lung_lift": 0.8, "lung_lift_ci95": [0.7, 0.9], "heart_lift": 2.0, "heart_lift_ci95": [1.7, 2.4]}
-          for c in ("NORMAL", "PNEUMONIA")}
+    lf = {
+        c: {"lung_lift": 0.8, "lung_lift_ci95": [0.7, 0.9], "heart_lift": 2.0, "heart_lift_ci95": [1.7, 2.4]}
+        for c in ("NORMAL", "PNEUMONIA")
+    }
     rows = V.judge_entry("09", [run(lung_focus=lf, maps_pass=False)])
     assert rows[1]["verdict"] == rows[2]["verdict"] == V.MAPS_NOT_FAITHFUL and "fail their checks" in rows[1]["note"]
     assert rows[0]["verdict"] == FAILS  # a claim about predictions is judged whatever the maps
@@ -276,6 +327,7 @@ def test_maps_pass_needs_road_above_random_and_a_randomisation_change():
 
     def sanity(ci, corr):
         return {"faithfulness": {"model_minus_random_ci95": ci}, "randomisation_rank_corr": {"mean": corr}}
+
     assert maps_pass(sanity([0.01, 0.05], 0.3)) is True
     assert maps_pass(sanity([-0.01, 0.05], 0.3)) is False  # ROAD not clearly above the random map
     assert maps_pass(sanity([0.01, 0.05], 0.95)) is False  # the map barely changes when the weights are randomised
@@ -293,23 +345,30 @@ def _run(seed, share_pneumonia, auc=0.98, n=100, best=4, epochs=6):
     # confusion matrix rows = truth (NORMAL, PNEUMONIA), columns = prediction; half the films each class
     p_normal, p_pneu = min(k, n // 2), k - min(k, n // 2)
     cm = [[n // 2 - p_normal, p_normal], [n // 2 - p_pneu, p_pneu]]
-    return {"config": {"seed": seed, "epochs": epochs, "max_train_images": 2000, "image_size": 128},
-            "best_epoch": best, "val": {"confusion_matrix": cm, "auc": auc}}
+    return {
+        "config": {"seed": seed, "epochs": epochs, "max_train_images": 2000, "image_size": 128},
+        "best_epoch": best,
+        "val": {"confusion_matrix": cm, "auc": auc},
+    }
 
 
 def test_collapse_is_a_kept_checkpoint_calling_95_percent_of_validation_one_class():
     from pneumolib.studies.verdicts import collapsed
+
     assert collapsed(_run(0, 0.97)).startswith("calls 97% of validation films PNEUMONIA")
     assert collapsed(_run(0, 0.03)).startswith("calls 97% of validation films NORMAL")
     assert collapsed(_run(0, 0.94)) == "" and collapsed(_run(0, 0.50)) == ""
     # a run recorded before 'val' was kept: its kept epoch's share at 0.5
-    old = {"best_epoch": 2, "history": [{"epoch": 1, "val_share_pneumonia": 0.5},
-                                        {"epoch": 2, "val_share_pneumonia": 1.0}]}
+    old = {
+        "best_epoch": 2,
+        "history": [{"epoch": 1, "val_share_pneumonia": 0.5}, {"epoch": 2, "val_share_pneumonia": 1.0}],
+    }
     assert "at 0.5" in collapsed(old)
 
 
 def test_the_budget_rule_fails_on_one_collapsed_or_undertrained_seed():
     from pneumolib.studies.verdicts import budget_rule
+
     assert budget_rule([_run(s, 0.7) for s in range(3)])["passes"]
     assert not budget_rule([_run(0, 0.7), _run(1, 0.7), _run(2, 1.0)])["passes"]
     assert not budget_rule([_run(0, 0.7), _run(1, 0.7, auc=0.90), _run(2, 0.7)])["passes"]
@@ -319,8 +378,15 @@ def test_the_budget_rule_fails_on_one_collapsed_or_undertrained_seed():
 
 def test_a_verdict_reading_a_collapsed_seed_says_so():
     from pneumolib.studies import verdicts as V
-    claim = V.Claim(entry="01", quote="q", quantity="val share", direction=">", threshold=0.5,
-                    measure=lambda m, refs: V.Estimate(0.7, 0.6, 0.8))
+
+    claim = V.Claim(
+        entry="01",
+        quote="q",
+        quantity="val share",
+        direction=">",
+        threshold=0.5,
+        measure=lambda m, refs: V.Estimate(0.7, 0.6, 0.8),
+    )
     fine = V.judge(claim, [_run(s, 0.7) for s in range(3)])
     assert V.COLLAPSED not in fine["verdict"]
     row = V.judge(claim, [_run(0, 0.7), _run(1, 0.7), _run(2, 0.99)])
@@ -329,14 +395,19 @@ def test_a_verdict_reading_a_collapsed_seed_says_so():
 
 def test_the_two_claims_that_had_no_row_are_judged():
     from pneumolib.studies import verdicts as V
+
     quotes = {c.quote: c for e in ("04", "09") for c in V.CLAIMS[e]}
     assert quotes["Grad-CAM attention abnormal"].gradcam
     focal = quotes["FocalLoss alone does not fix it"]
     assert focal.needs == ("08",) and focal.direction == "<"
 
     def run(seed, spec):
-        return {"config": {"seed": seed, "epochs": 6, "max_train_images": 2000, "image_size": 128}, "best_epoch": 4,
-                "test": {"specificity": spec, "ci95": {"specificity": [spec - 0.02, spec + 0.02]}}}
+        return {
+            "config": {"seed": seed, "epochs": 6, "max_train_images": 2000, "image_size": 128},
+            "best_epoch": 4,
+            "test": {"specificity": spec, "ci95": {"specificity": [spec - 0.02, spec + 0.02]}},
+        }
+
     row = V.judge(focal, [run(s, 0.35) for s in range(3)], {"08": [run(s, 0.30) for s in range(3)]})
     assert row["verdict"] == V.HOLDS  # +0.05 NORMAL recall: FocalLoss did not fix it
     row = V.judge(focal, [run(s, 0.80) for s in range(3)], {"08": [run(s, 0.30) for s in range(3)]})
@@ -345,8 +416,9 @@ def test_the_two_claims_that_had_no_row_are_judged():
 
 def test_seeds_disagree_accounts_for_every_seed():
     # 00_summary read "1 seed(s) hold, 1 do not" for three seeds: the third, whose interval straddled, went unsaid
-    verdict, why = V.decide([V.Estimate(0.2, 0.1, 0.3), V.Estimate(-0.2, -0.3, -0.1), V.Estimate(0.0, -0.1, 0.1)],
-                            ">", 0.0)
+    verdict, why = V.decide(
+        [V.Estimate(0.2, 0.1, 0.3), V.Estimate(-0.2, -0.3, -0.1), V.Estimate(0.0, -0.1, 0.1)], ">", 0.0
+    )
     assert verdict == SEEDS_DISAGREE and why == "1 seed(s) hold, 1 do not, 1 straddles 0"
 
 

@@ -3,6 +3,7 @@ read from git history (git show COMMIT:pneumolib/config.py, its RECOMMENDED at t
 verdict can tell whether a run is the recipe a measurement was made of. Re-run after the record gains an entry:
     python tools/cohort_recipes.py
 """
+
 import importlib.util
 import json
 import subprocess
@@ -18,8 +19,9 @@ N_NORMAL = 234  # the record's cohort description: 624 films, 234 NORMAL, 390 PN
 
 
 def config_at(commit: str, name: str, profile: str, seed: int) -> dict:
-    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:pneumolib/config.py"], check=True,
-                         capture_output=True, text=True).stdout
+    src = subprocess.run(
+        ["git", "-C", str(ROOT), "show", f"{commit}:pneumolib/config.py"], check=True, capture_output=True, text=True
+    ).stdout
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / f"config_{commit}.py"
         path.write_text(src)
@@ -35,13 +37,28 @@ def main() -> None:
     recipes = []  # one per measurement, in the record's order
     for m in record["measurements"]:
         packaged = m["experiment"] in ("recommended",) and "what" not in m
-        recipes.append({"commit": m["commit"], "experiment": m["experiment"], "seed": m["seed"],
-                        "config": config_at(m["commit"], m["experiment"], m["profile"], m["seed"]) if packaged
-                        else None,  # a prototype outside the package: no config of the package's to match
-                        "cohort_specificity": m["cohort"]["specificity"], "n_normal": N_NORMAL})
-    OUT.write_text(json.dumps({
-        "derived_by": "tools/cohort_recipes.py from this repository's git history (not part of the record)",
-        "recipes": recipes}, indent=1) + "\n")
+        recipes.append(
+            {
+                "commit": m["commit"],
+                "experiment": m["experiment"],
+                "seed": m["seed"],
+                "config": config_at(m["commit"], m["experiment"], m["profile"], m["seed"])
+                if packaged
+                else None,  # a prototype outside the package: no config of the package's to match
+                "cohort_specificity": m["cohort"]["specificity"],
+                "n_normal": N_NORMAL,
+            }
+        )
+    OUT.write_text(
+        json.dumps(
+            {
+                "derived_by": "tools/cohort_recipes.py from this repository's git history (not part of the record)",
+                "recipes": recipes,
+            },
+            indent=1,
+        )
+        + "\n"
+    )
     print(f"wrote {OUT} ({len(recipes)} recipes)")
 
 

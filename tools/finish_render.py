@@ -4,6 +4,7 @@ execution metadata (absolute paths, timings that churn diffs).
 
 usage: python tools/finish_render.py notebooks/NN_*.ipynb
 """
+
 import sys
 
 import nbformat

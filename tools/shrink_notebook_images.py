@@ -4,6 +4,7 @@ when that is smaller still, so every notebook stays under 1 MB (tests/test_noteb
 
 usage: python tools/shrink_notebook_images.py notebooks/*.ipynb
 """
+
 import base64
 import io
 import sys

@@ -8,6 +8,7 @@ usage: python tools/train_series.py DATA_DIR RUNS [--profile cpu] [--seeds 0,1,2
 targets: entries (01 .. 10; 10 = the recipe at its own budget), 'ablation' (notebook 10's steps on the random
 split, --skip-steps as in the notebook) and 'matched' (the log's baseline at the recipe's budget); default 01-09.
 """
+
 from __future__ import annotations
 
 import argparse

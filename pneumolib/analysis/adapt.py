@@ -31,6 +31,7 @@ An EM estimate that runs to 0 or 1 (outputs that do not behave as calibrated pos
 A prior correction assumes the images of each class look as they did in training (a pure label shift). Under a
 covariate shift, where one class looks like the other to the model, it can move the threshold the wrong way.
 """
+
 from __future__ import annotations
 
 import copy
@@ -89,13 +90,21 @@ def validation_calibration(labels, probs, threshold: float, features=None, seed:
     kept = {}
     if features is not None and len(y):
         idx = np.sort(np.random.default_rng(seed).permutation(len(y))[:MAX_KEPT_FEATURES])
-        kept = {"features": torch.as_tensor(np.asarray(features)[idx], dtype=torch.float16),
-                "labels": torch.as_tensor(y[idx], dtype=torch.uint8)}
-    return {"n": int(len(y)), "val_prior": float(y.mean()) if len(y) else float("nan"), "threshold": float(threshold),
-            "tpr": float((pred & (y == 1)).sum() / pos), "fpr": float((pred & (y == 0)).sum() / neg),
-            "bcts": {"a": a, "b": b}, **kept,
-            "method": "confusion matrix at the checkpoint threshold; bias-corrected temperature scaling "
-                      "(logistic fit on logit p) on the validation films"}
+        kept = {
+            "features": torch.as_tensor(np.asarray(features)[idx], dtype=torch.float16),
+            "labels": torch.as_tensor(y[idx], dtype=torch.uint8),
+        }
+    return {
+        "n": int(len(y)),
+        "val_prior": float(y.mean()) if len(y) else float("nan"),
+        "threshold": float(threshold),
+        "tpr": float((pred & (y == 1)).sum() / pos),
+        "fpr": float((pred & (y == 0)).sum() / neg),
+        "bcts": {"a": a, "b": b},
+        **kept,
+        "method": "confusion matrix at the checkpoint threshold; bias-corrected temperature scaling "
+        "(logistic fit on logit p) on the validation films",
+    }
 
 
 def threshold_for_calibrated_prior(threshold: float, cal: dict[str, Any], new_prior: float) -> float:
@@ -143,8 +152,9 @@ def _mixture_fit(feats: np.ndarray, mu_n: np.ndarray, mu_p: np.ndarray, precisio
     return pi, float(r @ precision @ r)
 
 
-def mixture_check(feats: np.ndarray, cal: dict[str, Any], precision, n_boot: int = 200, seed: int = 0
-                  ) -> dict[str, Any]:
+def mixture_check(
+    feats: np.ndarray, cal: dict[str, Any], precision, n_boot: int = 200, seed: int = 0
+) -> dict[str, Any]:
     """Is the cohort's mean penultimate feature a mixture of the validation classes' means, as a pure label shift
     (the class-conditional images unchanged) implies? Scanner changes move the features off the line between the
     two class means; a class-mix change moves them along it. The leftover distance is compared with resamples of
@@ -188,34 +198,50 @@ def prior_guard(probs, cal: dict[str, Any] | None, feats=None, precision=None, s
     """Whether a prior estimate from these cohort outputs can be trusted (the module docstring's checks but AdaBN's):
     {"ok", "reason" (when not), "bbse", "em_bcts", "mixture", ...}."""
     if not cal:
-        return {"ok": False, "reason": "this checkpoint carries no validation calibration (trained before pneumolib kept "
-                                       "one), so its prior estimate cannot be checked"}
+        return {
+            "ok": False,
+            "reason": "this checkpoint carries no validation calibration (trained before pneumolib kept "
+            "one), so its prior estimate cannot be checked",
+        }
     sep = cal["tpr"] - cal["fpr"]
     bbse = bbse_prior(probs, cal)
     em, converged = bcts_em_prior(probs, cal)
     g = {"bbse": bbse, "em_bcts": em, "em_converged": converged, "separation": sep, "tolerance": PRIOR_AGREEMENT}
     if not sep >= BBSE_MIN_SEPARATION:
-        reason = (f"the validation TPR - FPR is {sep:.2f} (< {BBSE_MIN_SEPARATION}): the confusion matrix cannot be "
-                  "inverted reliably")
+        reason = (
+            f"the validation TPR - FPR is {sep:.2f} (< {BBSE_MIN_SEPARATION}): the confusion matrix cannot be "
+            "inverted reliably"
+        )
     elif not -0.05 <= bbse <= 1.05:
-        reason = (f"BBSE puts the PNEUMONIA share at {bbse:.3f}, outside [0, 1]: the cohort's predictions do not "
-                  "follow the validation confusion matrix (its images changed, not only its class mix)")
+        reason = (
+            f"BBSE puts the PNEUMONIA share at {bbse:.3f}, outside [0, 1]: the cohort's predictions do not "
+            "follow the validation confusion matrix (its images changed, not only its class mix)"
+        )
     elif not (converged and PRIOR_RANGE[0] <= em <= PRIOR_RANGE[1]):
         reason = f"EM on the calibrated outputs gives {em:.3f} ({'converged' if converged else 'not converged'})"
     elif abs(bbse - em) > PRIOR_AGREEMENT:
-        reason = (f"BBSE puts the PNEUMONIA share at {bbse:.3f} and EM on the calibrated outputs at {em:.3f}, more than "
-                  f"{PRIOR_AGREEMENT:.2f} apart: the outputs are not calibrated for this cohort (a covariate shift)")
+        reason = (
+            f"BBSE puts the PNEUMONIA share at {bbse:.3f} and EM on the calibrated outputs at {em:.3f}, more than "
+            f"{PRIOR_AGREEMENT:.2f} apart: the outputs are not calibrated for this cohort (a covariate shift)"
+        )
     else:
-        mix = mixture_check(feats, cal, precision, seed=seed) if feats is not None and precision is not None \
+        mix = (
+            mixture_check(feats, cal, precision, seed=seed)
+            if feats is not None and precision is not None
             else {"p": None}
+        )
         g["mixture"] = mix
         if mix["p"] is None:
-            reason = ("the checkpoint keeps no validation features (or no OOD reference), so the label-shift assumption "
-                      "cannot be checked on the images")
+            reason = (
+                "the checkpoint keeps no validation features (or no OOD reference), so the label-shift assumption "
+                "cannot be checked on the images"
+            )
         elif mix["p"] < MIXTURE_P:
-            reason = (f"the cohort's mean feature is not a mixture of the validation classes' (leftover {mix['r2']:.2f}; "
-                      f"{mix['p']:.1%} of {mix['n_boot']} label-shift resamples fit as badly): its images changed, not "
-                      "only its class mix")
+            reason = (
+                f"the cohort's mean feature is not a mixture of the validation classes' (leftover {mix['r2']:.2f}; "
+                f"{mix['p']:.1%} of {mix['n_boot']} label-shift resamples fit as badly): its images changed, not "
+                "only its class mix"
+            )
         else:
             return {**g, "ok": True}
     return {**g, "ok": False, "reason": reason}
@@ -241,10 +267,18 @@ def _even_batches(n: int, batch_size: int) -> int:
 
 
 @torch.no_grad()
-def adapt_bn(model: nn.Module, samples: list[Sample], preprocessing, *,
-             layers: tuple[str, ...] | None = EARLY_BN_LAYERS, alpha: float = 1.0,
-             transform: Callable | None = None, batch_size: int = 64, cache: DecodedCache | None = None,
-             device: torch.device | str | None = None) -> nn.Module:
+def adapt_bn(
+    model: nn.Module,
+    samples: list[Sample],
+    preprocessing,
+    *,
+    layers: tuple[str, ...] | None = EARLY_BN_LAYERS,
+    alpha: float = 1.0,
+    transform: Callable | None = None,
+    batch_size: int = 64,
+    cache: DecodedCache | None = None,
+    device: torch.device | str | None = None,
+) -> nn.Module:
     """A copy of `model` whose BatchNorm running statistics in `layers` are re-estimated on the samples' images
     (decoded uint8 -> `transform`, e.g. a simulated shift -> `preprocessing`), in the samples' order, without
     gradients and without labels; other layers keep the training statistics. The new statistics are
@@ -275,8 +309,9 @@ def adapt_bn(model: nn.Module, samples: list[Sample], preprocessing, *,
         bn.running_var.mul_(alpha).add_(var0.to(device), alpha=1 - alpha)
         bn.momentum = momentum
         bn.eval()
-    log.debug("re-estimated %d BatchNorm layer(s) under %s on %d images (alpha %.2f)", len(chosen), layers,
-             len(ds), alpha)
+    log.debug(
+        "re-estimated %d BatchNorm layer(s) under %s on %d images (alpha %.2f)", len(chosen), layers, len(ds), alpha
+    )
     return adapted
 
 
@@ -325,8 +360,9 @@ def _train_counts(extra: dict[str, Any] | None) -> list[int] | None:
     return None
 
 
-def training_prior(config: ExperimentConfig, extra: dict[str, Any] | None = None,
-                   counts: list[int] | dict[str, int] | None = None) -> tuple[float, str]:
+def training_prior(
+    config: ExperimentConfig, extra: dict[str, Any] | None = None, counts: list[int] | dict[str, int] | None = None
+) -> tuple[float, str]:
     """The P(PNEUMONIA) the model's outputs are calibrated to, and how it was found: 0.5 for a balanced sampler
     or balanced class weights, else the training class share (from `counts` or the checkpoint's extra), else an
     assumed 0.5, said so."""
@@ -365,9 +401,16 @@ class Adaptation:
 
     def record(self) -> dict[str, Any]:
         """JSON-ready: what the adaptation did and what it estimated."""
-        return {"mode": self.mode, "label": ADAPTED_LABEL, "base_threshold": self.base_threshold,
-                "threshold": self.threshold, "n_images": len(self.scores.samples), "bn": self.bn,
-                "prior": self.prior, **self.extra}
+        return {
+            "mode": self.mode,
+            "label": ADAPTED_LABEL,
+            "base_threshold": self.base_threshold,
+            "threshold": self.threshold,
+            "n_images": len(self.scores.samples),
+            "bn": self.bn,
+            "prior": self.prior,
+            **self.extra,
+        }
 
     def save(self, path: str | Path) -> Path:
         """The adapted model as a new checkpoint: same config, the adapted threshold, the adaptation recorded in
@@ -376,10 +419,20 @@ class Adaptation:
         return save_checkpoint(path, self.predictor.model, self.predictor.config, self.threshold, extra)
 
 
-def adapt(predictor: Predictor, samples: list[Sample], mode: str, *, threshold: float | None = None,
-          layers: tuple[str, ...] | None = EARLY_BN_LAYERS, alpha: float = 1.0, transform: Callable | None = None,
-          train_counts: list[int] | dict[str, int] | None = None, cohort: str | None = None,
-          batch_size: int = 64, cache: DecodedCache | None = None) -> Adaptation:
+def adapt(
+    predictor: Predictor,
+    samples: list[Sample],
+    mode: str,
+    *,
+    threshold: float | None = None,
+    layers: tuple[str, ...] | None = EARLY_BN_LAYERS,
+    alpha: float = 1.0,
+    transform: Callable | None = None,
+    train_counts: list[int] | dict[str, int] | None = None,
+    cohort: str | None = None,
+    batch_size: int = 64,
+    cache: DecodedCache | None = None,
+) -> Adaptation:
     """Adapt a checkpoint's predictor to a cohort's images (`mode`: bn | prior | both) and score the cohort with
     the result. `threshold` (default: the predictor's) is the level the prior correction keeps on the adjusted
     posterior; `transform` changes each decoded image first (a simulated shift, in tests and notebooks)."""
@@ -391,32 +444,62 @@ def adapt(predictor: Predictor, samples: list[Sample], mode: str, *, threshold: 
     pi, source = training_prior(predictor.config, predictor.extra, train_counts)
 
     def bn_adapted():
-        m = adapt_bn(predictor.model, samples, predictor.preprocessing, layers=layers, alpha=alpha,
-                     transform=transform, batch_size=batch_size, cache=cache, device=predictor.device)
-        info = {"layers": list(layers) if layers is not None else "all", "alpha": float(alpha),
-                "bn_modules": len(bn_layers(m, layers)), "n_images": len(samples),
-                "method": "AdaBN, cumulative average over the cohort's images in file order"}
+        m = adapt_bn(
+            predictor.model,
+            samples,
+            predictor.preprocessing,
+            layers=layers,
+            alpha=alpha,
+            transform=transform,
+            batch_size=batch_size,
+            cache=cache,
+            device=predictor.device,
+        )
+        info = {
+            "layers": list(layers) if layers is not None else "all",
+            "alpha": float(alpha),
+            "bn_modules": len(bn_layers(m, layers)),
+            "n_images": len(samples),
+            "method": "AdaBN, cumulative average over the cohort's images in file order",
+        }
         return m, info
 
     def scored(m):  # the features of the same pass feed the prior guard's mixture check
-        return predict_samples(m, samples, predictor.preprocessing, tta=predictor.config.tta, cache=cache,
-                               transform=transform, device=predictor.device, features=True)
+        return predict_samples(
+            m,
+            samples,
+            predictor.preprocessing,
+            tta=predictor.config.tta,
+            cache=cache,
+            transform=transform,
+            device=predictor.device,
+            features=True,
+        )
 
     if mode in ("prior", "both"):
         # the guard reads the plain model's outputs and features: the validation calibration describes that model
         plain = scored(predictor.model)
         ref = (predictor.extra or {}).get("ood") or {}
-        guard = prior_guard(plain.probs, (predictor.extra or {}).get("val_calibration"), plain.features,
-                            ref.get("precision"), seed=predictor.config.seed)
+        guard = prior_guard(
+            plain.probs,
+            (predictor.extra or {}).get("val_calibration"),
+            plain.features,
+            ref.get("precision"),
+            seed=predictor.config.seed,
+        )
         if guard["ok"]:  # re-normalising the scanner must not move the estimate either
             bn_model, bn_check = bn_adapted()
             bn_scores = scored(bn_model)
             plain_est, bn_est = em_prior(plain.probs, pi)[0], em_prior(bn_scores.probs, pi)[0]
             guard.update(em_plain=plain_est, em_adabn=bn_est)
             if abs(plain_est - bn_est) > PRIOR_AGREEMENT:
-                guard.update(ok=False, reason=(
-                    f"EM puts the PNEUMONIA share at {plain_est:.3f} on the model's outputs but at {bn_est:.3f} after "
-                    f"AdaBN (more than {PRIOR_AGREEMENT:.2f} apart): the cohort's images differ from training's"))
+                guard.update(
+                    ok=False,
+                    reason=(
+                        f"EM puts the PNEUMONIA share at {plain_est:.3f} on the model's outputs but at {bn_est:.3f} after "
+                        f"AdaBN (more than {PRIOR_AGREEMENT:.2f} apart): the cohort's images differ from training's"
+                    ),
+                )
         guard["assumption_holds"] = guard["ok"]
         if not guard["ok"]:
             guard["fell_back_to"] = "bn"
@@ -435,12 +518,19 @@ def adapt(predictor: Predictor, samples: list[Sample], mode: str, *, threshold: 
         cal = predictor.extra["val_calibration"]
         est = guard["em_bcts"]
         new_threshold = threshold_for_calibrated_prior(base, cal, est)
-        prior_info = {"train_prior": pi, "train_prior_source": source, "estimated_prior": est,
-                      "estimated_normal_share": 1 - est, "bbse": guard["bbse"], "val_prior": cal["val_prior"],
-                      "base_threshold": base, "threshold": new_threshold,
-                      "method": "EM on the BCTS-calibrated outputs (Alexandari et al. 2020), checked against BBSE "
-                                "(Lipton et al. 2018); threshold moved so that the decision is made at the same "
-                                "calibrated posterior under the estimated class mix"}
+        prior_info = {
+            "train_prior": pi,
+            "train_prior_source": source,
+            "estimated_prior": est,
+            "estimated_normal_share": 1 - est,
+            "bbse": guard["bbse"],
+            "val_prior": cal["val_prior"],
+            "base_threshold": base,
+            "threshold": new_threshold,
+            "method": "EM on the BCTS-calibrated outputs (Alexandari et al. 2020), checked against BBSE "
+            "(Lipton et al. 2018); threshold moved so that the decision is made at the same "
+            "calibrated posterior under the estimated class mix",
+        }
     adapted = Predictor(model, predictor.config, new_threshold, predictor.preprocessing, predictor.device)
     adapted.extra = dict(predictor.extra)
     extra = {"cohort": cohort} if cohort else {}

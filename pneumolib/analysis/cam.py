@@ -1,4 +1,5 @@
 """Grad-CAM: overlays at the film's own resolution and the report; every Grad-CAM name in one place for callers."""
+
 from __future__ import annotations
 
 import hashlib
@@ -59,8 +60,9 @@ from ..data.lungs import LungBox
 MAX_OVERLAY_SIDE = 1024
 
 
-def overlay_on_film(path: str | Path, cam: np.ndarray, max_side: int = MAX_OVERLAY_SIDE,
-                    box: LungBox | None = None) -> np.ndarray:
+def overlay_on_film(
+    path: str | Path, cam: np.ndarray, max_side: int = MAX_OVERLAY_SIDE, box: LungBox | None = None
+) -> np.ndarray:
     """The map upsampled onto the original film (greyscale as imaging.load_image reads it), at the film's own
     size with the long side capped at `max_side`: H x W x 3 uint8. The model saw the film squashed to a square,
     so stretching the square map back to the film's aspect puts each cell over the pixels it came from; for a
@@ -81,8 +83,9 @@ def overlay_on_film(path: str | Path, cam: np.ndarray, max_side: int = MAX_OVERL
     else:
         top, bottom, left, right = box.pixels(h, w)
         heat = np.zeros((h, w), np.float32)
-        heat[top:bottom, left:right] = np.clip(cv2.resize(np.asarray(cam, np.float32), (right - left, bottom - top),
-                                                          interpolation=cv2.INTER_LINEAR), 0, 1)
+        heat[top:bottom, left:right] = np.clip(
+            cv2.resize(np.asarray(cam, np.float32), (right - left, bottom - top), interpolation=cv2.INTER_LINEAR), 0, 1
+        )
     return show_cam_on_image(np.repeat(grey[..., None], 3, axis=2), heat, use_rgb=True)
 
 
@@ -113,39 +116,63 @@ def format_report(rep: dict[str, Any]) -> str:
     """A Grad-CAM report (Explanation.report()) as the lines the CLI and the notebooks print."""
     h, w = rep["map_size"]
     tta = ", flip-averaged as the prediction" if rep.get("tta") else ""
-    lines = [f"{rep['method']} at {rep['layer']}, native map {h} x {w} cells, target: {target_label(rep['target'])}"
-             + f"{tta}; {rep.get('selection', '')}"]
+    lines = [
+        f"{rep['method']} at {rep['layer']}, native map {h} x {w} cells, target: {target_label(rep['target'])}"
+        + f"{tta}; {rep.get('selection', '')}"
+    ]
     for cls in CLASSES:
         if cls in rep["lung_lift"]:
-            lines.append(f"{cls:<9} lung lift {_interval(rep['lung_lift'][cls])}; "
-                         f"heart/diaphragm lift {_interval(rep['heart_lift'].get(cls))}")
-    lines.append(f"lift = energy share inside the region / its area share (1.0 = no preference); interval from "
-                 f"resampling patients. Lung masks ({', '.join(rep.get('mask_methods', []))}): "
-                 f"{rep['masks_passed']} passed, {rep['masks_failed']} failed the check (left out of the lung lift)")
+            lines.append(
+                f"{cls:<9} lung lift {_interval(rep['lung_lift'][cls])}; "
+                f"heart/diaphragm lift {_interval(rep['heart_lift'].get(cls))}"
+            )
+    lines.append(
+        f"lift = energy share inside the region / its area share (1.0 = no preference); interval from "
+        f"resampling patients. Lung masks ({', '.join(rep.get('mask_methods', []))}): "
+        f"{rep['masks_passed']} passed, {rep['masks_failed']} failed the check (left out of the lung lift)"
+    )
     for cls, c in (rep.get("learned_mask_cost") or {}).items():
-        lines.append(f"{cls:<9} learned instead of annotated masks on the {c['n']} films that have both: lung lift "
-                     f"{c['learned']:.2f} vs {c['annotated']:.2f}, difference {c['learned_minus_annotated']:+.2f} "
-                     f"(95% CI by patient {c['ci95'][0]:+.2f} to {c['ci95'][1]:+.2f})")
+        lines.append(
+            f"{cls:<9} learned instead of annotated masks on the {c['n']} films that have both: lung lift "
+            f"{c['learned']:.2f} vs {c['annotated']:.2f}, difference {c['learned_minus_annotated']:+.2f} "
+            f"(95% CI by patient {c['ci95'][0]:+.2f} to {c['ci95'][1]:+.2f})"
+        )
     if rep.get("empty_maps"):
-        hint = ("" if rep["method"] != "gradcam" else "; method 'hirescam' or 'layercam' weights each cell by its "
-                "own gradient instead of the layer's mean gradient")  # a hint only where another method could help
-        lines.append(f"{rep['empty_maps']} of {rep['n']} maps are empty (no positive evidence for the target at "
-                     f"{rep['layer']}) and have no lift{hint}")
+        hint = (
+            ""
+            if rep["method"] != "gradcam"
+            else "; method 'hirescam' or 'layercam' weights each cell by its "
+            "own gradient instead of the layer's mean gradient"
+        )  # a hint only where another method could help
+        lines.append(
+            f"{rep['empty_maps']} of {rep['n']} maps are empty (no positive evidence for the target at "
+            f"{rep['layer']}) and have no lift{hint}"
+        )
     elif "empty_maps" in rep:
         lines.append(f"empty maps: 0 of {rep['n']}")
     rc = rep.get("randomisation_rank_corr")
     if rc:
-        lines.append(f"randomisation test: rank correlation with the maps after re-initialising "
-                     f"{' and '.join(rc['reinitialised'])} = {rc['mean']:.2f} (near 1 would mean the maps ignore "
-                     f"the learned weights)")
+        lines.append(
+            f"randomisation test: rank correlation with the maps after re-initialising "
+            f"{' and '.join(rc['reinitialised'])} = {rc['mean']:.2f} (near 1 would mean the maps ignore "
+            f"the learned weights)"
+        )
     fa = road_of(rep)
     if fa:
         diff = fa.get("model_minus_random_ci95")
-        lines.append(f"faithfulness (ROAD, higher = the map ranks what the model uses): model map {fa['model']:+.3f}, "
-                     f"random map {fa['random']:+.3f}"
-                     + (f"; model minus random {fa['model_minus_random']:+.3f} (95% CI by patient {diff[0]:+.3f} to "
-                        f"{diff[1]:+.3f})" if diff else ""))
+        lines.append(
+            f"faithfulness (ROAD, higher = the map ranks what the model uses): model map {fa['model']:+.3f}, "
+            f"random map {fa['random']:+.3f}"
+            + (
+                f"; model minus random {fa['model_minus_random']:+.3f} (95% CI by patient {diff[0]:+.3f} to "
+                f"{diff[1]:+.3f})"
+                if diff
+                else ""
+            )
+        )
     if rep.get("maps_pass") is not None:
-        lines.append("the maps pass their checks (ROAD above the random map, changed by randomisation): "
-                     + ("yes" if rep["maps_pass"] else "NO: lift-based claims about these maps cannot be judged"))
+        lines.append(
+            "the maps pass their checks (ROAD above the random map, changed by randomisation): "
+            + ("yes" if rep["maps_pass"] else "NO: lift-based claims about these maps cannot be judged")
+        )
     return "\n".join(lines)

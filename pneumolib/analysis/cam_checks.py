@@ -1,4 +1,5 @@
 """Whether maps can be trusted: the randomisation test, ROAD faithfulness against random maps, method comparison."""
+
 from __future__ import annotations
 
 import copy
@@ -94,8 +95,10 @@ class _SeededImputer(NoisyLinearImputer):
             rows.append(inside[unknown]), cols.append(var[nb[unknown]]), data.append(np.full(unknown.sum(), weight))
             np.subtract.at(rhs, inside[~unknown], weight * flat[:, nb[~unknown]].T)
         k = np.arange(len(missing))
-        a = coo_matrix((np.concatenate([*data, -diag]), (np.concatenate([*rows, k]), np.concatenate([*cols, k]))),
-                       shape=(len(missing), len(missing))).tocsc()
+        a = coo_matrix(
+            (np.concatenate([*data, -diag]), (np.concatenate([*rows, k]), np.concatenate([*cols, k]))),
+            shape=(len(missing), len(missing)),
+        ).tocsc()
         sol = np.asarray(spsolve(a, rhs)).reshape(len(missing), -1).T  # channels x missing
         filled = torch.tensor(sol, dtype=torch.float32)
         filled = filled + self.noise * torch.randn(filled.shape, generator=self.generator)
@@ -104,8 +107,17 @@ class _SeededImputer(NoisyLinearImputer):
         return out.reshape_as(img)
 
 
-def road(model: nn.Module, x: torch.Tensor, maps: np.ndarray, classes, *, tta: bool = False,
-         percentiles: tuple[int, ...] = (20, 40, 60, 80), seed: int = 0, batch_size: int = 64) -> dict[str, np.ndarray]:
+def road(
+    model: nn.Module,
+    x: torch.Tensor,
+    maps: np.ndarray,
+    classes,
+    *,
+    tta: bool = False,
+    percentiles: tuple[int, ...] = (20, 40, 60, 80),
+    seed: int = 0,
+    batch_size: int = 64,
+) -> dict[str, np.ndarray]:
     """ROAD (Rong et al. 2022; pytorch_grad_cam.metrics.road's removal rules and noisy linear imputation) on the
     probability of each map's class, as predict reports it (TTA included): the mean change in that probability
     when the most-relevant (MoRF) or least-relevant (LeRF) p% of pixels are imputed, over `percentiles`.
@@ -122,8 +134,12 @@ def road(model: nn.Module, x: torch.Tensor, maps: np.ndarray, classes, *, tta: b
 
     x = x.cpu()
     base = prob(x)[torch.arange(n), classes]
-    perturbed = [rule(p, imputer)(x[i], torch.from_numpy(np.asarray(maps[i], np.float32)))
-                 for rule in (RemoveMostRelevantFirst, RemoveLeastRelevantFirst) for p in percentiles for i in range(n)]
+    perturbed = [
+        rule(p, imputer)(x[i], torch.from_numpy(np.asarray(maps[i], np.float32)))
+        for rule in (RemoveMostRelevantFirst, RemoveLeastRelevantFirst)
+        for p in percentiles
+        for i in range(n)
+    ]
     after = prob(torch.stack(perturbed))[torch.arange(len(perturbed)), classes.repeat(2 * len(percentiles))]
     change = (after - base.repeat(2 * len(percentiles))).reshape(2, len(percentiles), n).mean(1).numpy()
     morf, lerf = change
@@ -136,20 +152,34 @@ def random_maps(n: int, map_size: tuple[int, int], image_size: int, seed: int = 
     rng = np.random.default_rng(seed)
     h, w = map_size if map_size[0] else (image_size, image_size)
     cells = rng.random((n, h, w)).astype(np.float32)
-    return np.stack([cv2.resize(c, (image_size, image_size), interpolation=cv2.INTER_LINEAR) for c in cells]) \
-        if n else np.zeros((0, image_size, image_size), np.float32)
+    return (
+        np.stack([cv2.resize(c, (image_size, image_size), interpolation=cv2.INTER_LINEAR) for c in cells])
+        if n
+        else np.zeros((0, image_size, image_size), np.float32)
+    )
 
 
-def sanity_checks(model: nn.Module, expl: Explanation, preprocessing, *, per_class: int = 4, seed: int = 0,
-                  cache=None, percentiles: tuple[int, ...] = (20, 40, 60, 80),
-                  blocks: tuple[str, ...] = ("layer4", "fc")) -> dict[str, Any]:
+def sanity_checks(
+    model: nn.Module,
+    expl: Explanation,
+    preprocessing,
+    *,
+    per_class: int = 4,
+    seed: int = 0,
+    cache=None,
+    percentiles: tuple[int, ...] = (20, 40, 60, 80),
+    blocks: tuple[str, ...] = ("layer4", "fc"),
+) -> dict[str, Any]:
     """On the first `per_class` films of each class in `expl`: (1) the model-parameter randomisation test, the
     Spearman correlation of each map with the map of the same network with `blocks` re-initialised (near 1 =
     the map does not depend on what was learned); (2) ROAD faithfulness of the model's maps and of seeded
     random maps at the same resolution. Returns a JSON-ready dict; also stored in expl.sanity."""
     cache = ensure_cache(cache)
-    idx = [i for label in range(len(CLASSES)) for i in [j for j, s in enumerate(expl.samples) if s.label == label]
-           [:per_class]]
+    idx = [
+        i
+        for label in range(len(CLASSES))
+        for i in [j for j, s in enumerate(expl.samples) if s.label == label][:per_class]
+    ]
     if not idx:
         return {}
     chosen = [expl.samples[i] for i in idx]
@@ -169,24 +199,34 @@ def sanity_checks(model: nn.Module, expl: Explanation, preprocessing, *, per_cla
     faith_model = road(model, x, trained, classes, tta=expl.tta, percentiles=percentiles, seed=seed)
     faith_rand = road(model, x, rand, classes, tta=expl.tta, percentiles=percentiles, seed=seed)
     out = {
-        "n": len(idx), "films": f"first {per_class} per class of the explained films",
+        "n": len(idx),
+        "films": f"first {per_class} per class of the explained films",
         "randomisation_rank_corr": {
             "mean": float(np.nanmean(corr)) if np.isfinite(corr).any() else float("nan"),
             "per_image": [None if np.isnan(c) else float(c) for c in corr],
-            "reinitialised": list(blocks), "seed": seed,
+            "reinitialised": list(blocks),
+            "seed": seed,
             "note": "Spearman correlation of the trained model's map with the map after re-initialising "
-                    f"{' and '.join(blocks)}; near 1 = the map ignores the learned weights"},
+            f"{' and '.join(blocks)}; near 1 = the map ignores the learned weights",
+        },
         "faithfulness": {
             "metric": f"ROAD combined (LeRF - MoRF) / 2 on P(map class), percentiles {list(percentiles)}",
-            "model": float(np.mean(faith_model["combined"])), "random": float(np.mean(faith_rand["combined"])),
-            "model_morf": float(np.mean(faith_model["morf"])), "random_morf": float(np.mean(faith_rand["morf"])),
-            "model_lerf": float(np.mean(faith_model["lerf"])), "random_lerf": float(np.mean(faith_rand["lerf"])),
+            "model": float(np.mean(faith_model["combined"])),
+            "random": float(np.mean(faith_rand["combined"])),
+            "model_morf": float(np.mean(faith_model["morf"])),
+            "random_morf": float(np.mean(faith_rand["morf"])),
+            "model_lerf": float(np.mean(faith_model["lerf"])),
+            "random_lerf": float(np.mean(faith_rand["lerf"])),
             "random_map": f"uniform random {expl.map_size[0]} x {expl.map_size[1]} cells, seed {seed}, upsampled",
-            "note": "higher = removing the pixels the map ranks high hurts more than removing those it ranks low"},
+            "note": "higher = removing the pixels the map ranks high hurts more than removing those it ranks low",
+        },
     }
     fa, patients = out["faithfulness"], [s.patient for s in chosen]
-    for key, v in (("model", faith_model["combined"]), ("random", faith_rand["combined"]),
-                   ("model_minus_random", faith_model["combined"] - faith_rand["combined"])):
+    for key, v in (
+        ("model", faith_model["combined"]),
+        ("random", faith_rand["combined"]),
+        ("model_minus_random", faith_model["combined"] - faith_rand["combined"]),
+    ):
         if key == "model_minus_random":
             fa[key] = float(np.mean(v))
         fa[f"{key}_ci95"] = patient_bootstrap(v, patients, seed=seed)  # 95% interval, resampling patients
@@ -209,49 +249,103 @@ def maps_pass(sanity: dict[str, Any] | None) -> bool | None:
     return bool(ci[0] > 0 and rc["mean"] < RANDOMISATION_MAX_CORR)
 
 
-def explain_predictor(predictor, samples: list[Sample], *, n_per_class: int | None = None,
-                      target: str = "PNEUMONIA", sanity_per_class: int = 4, seed: int = 0, cache=None,
-                      keep_maps: bool = True, layer: str = "auto", method: str = DEFAULT_METHOD,
-                      exact_masks: Callable[[Path], Path | None] | None = None,
-                      segmenter: LungSegmenter | None = None) -> Explanation:
+def explain_predictor(
+    predictor,
+    samples: list[Sample],
+    *,
+    n_per_class: int | None = None,
+    target: str = "PNEUMONIA",
+    sanity_per_class: int = 4,
+    seed: int = 0,
+    cache=None,
+    keep_maps: bool = True,
+    layer: str = "auto",
+    method: str = DEFAULT_METHOD,
+    exact_masks: Callable[[Path], Path | None] | None = None,
+    segmenter: LungSegmenter | None = None,
+) -> Explanation:
     """explain() with everything taken from a checkpoint.Predictor (preprocessing, threshold, TTA), on the first
     `n_per_class` films per class (all when None), plus sanity_checks on the first `sanity_per_class`."""
     selection = f"all {len(samples)} films given"
     if n_per_class is not None:
         samples, selection = first_per_class(samples, n_per_class)
     cache = predictor.cache if cache is None else cache  # the films the predictor decoded already
-    expl = explain(predictor.model, samples, predictor.preprocessing, predictor.threshold, method=method,
-                   target=target, tta=bool(predictor.config.tta), layer=layer, cache=cache, keep_maps=keep_maps,
-                   selection=selection, exact_masks=exact_masks, segmenter=segmenter)
+    expl = explain(
+        predictor.model,
+        samples,
+        predictor.preprocessing,
+        predictor.threshold,
+        method=method,
+        target=target,
+        tta=bool(predictor.config.tta),
+        layer=layer,
+        cache=cache,
+        keep_maps=keep_maps,
+        selection=selection,
+        exact_masks=exact_masks,
+        segmenter=segmenter,
+    )
     if sanity_per_class and any(s.label in (0, 1) for s in samples):
-        sanity_checks(predictor.model, expl, predictor.preprocessing, per_class=sanity_per_class, seed=seed,
-                      cache=cache)
+        sanity_checks(
+            predictor.model, expl, predictor.preprocessing, per_class=sanity_per_class, seed=seed, cache=cache
+        )
     return expl
 
 
-def compare_methods(predictor, samples: list[Sample], *, methods=("gradcam", "hirescam", "gradcam++"),
-                    layers=("layer3", "layer4"), n_per_class: int = 50, sanity_per_class: int = 8, seed: int = 0,
-                    target: str = "PNEUMONIA", exact_masks: Callable[[Path], Path | None] | None = None,
-                    cache=None) -> list[dict[str, Any]]:
+def compare_methods(
+    predictor,
+    samples: list[Sample],
+    *,
+    methods=("gradcam", "hirescam", "gradcam++"),
+    layers=("layer3", "layer4"),
+    n_per_class: int = 50,
+    sanity_per_class: int = 8,
+    seed: int = 0,
+    target: str = "PNEUMONIA",
+    exact_masks: Callable[[Path], Path | None] | None = None,
+    cache=None,
+) -> list[dict[str, Any]]:
     """One row per (method, layer): the share of empty maps, ROAD of the model's maps against a random map (their
     paired difference with a 95% interval by patient), the randomisation test, whether the maps pass their checks,
     and the lung and heart lift per class with intervals. The evidence choose_method reads."""
     rows, segmenter = [], shipped_segmenter()
     for method in methods:
         for layer in layers:
-            e = explain_predictor(predictor, samples, n_per_class=n_per_class, target=target,
-                                  sanity_per_class=sanity_per_class, seed=seed, method=method, layer=layer,
-                                  exact_masks=exact_masks, cache=cache, keep_maps=False, segmenter=segmenter)
+            e = explain_predictor(
+                predictor,
+                samples,
+                n_per_class=n_per_class,
+                target=target,
+                sanity_per_class=sanity_per_class,
+                seed=seed,
+                method=method,
+                layer=layer,
+                exact_masks=exact_masks,
+                cache=cache,
+                keep_maps=False,
+                segmenter=segmenter,
+            )
             rep = e.report(per_image=False)
             fa, rc = road_of(rep), rep.get("randomisation_rank_corr") or {}
-            rows.append({"method": method, "layer": rep["layer"], "map_size": rep["map_size"], "n": rep["n"],
-                         "empty_share": rep["empty_maps"] / max(rep["n"], 1),
-                         "road_model": fa.get("model"), "road_random": fa.get("random"),
-                         "road_model_minus_random": fa.get("model_minus_random"),
-                         "road_model_minus_random_ci95": fa.get("model_minus_random_ci95"),
-                         "randomisation_rank_corr": rc.get("mean"), "maps_pass": rep.get("maps_pass"),
-                         "lung_lift": rep["lung_lift"], "heart_lift": rep["heart_lift"],
-                         "mask_source": rep.get("mask_source"), "learned_mask_cost": rep.get("learned_mask_cost")})
+            rows.append(
+                {
+                    "method": method,
+                    "layer": rep["layer"],
+                    "map_size": rep["map_size"],
+                    "n": rep["n"],
+                    "empty_share": rep["empty_maps"] / max(rep["n"], 1),
+                    "road_model": fa.get("model"),
+                    "road_random": fa.get("random"),
+                    "road_model_minus_random": fa.get("model_minus_random"),
+                    "road_model_minus_random_ci95": fa.get("model_minus_random_ci95"),
+                    "randomisation_rank_corr": rc.get("mean"),
+                    "maps_pass": rep.get("maps_pass"),
+                    "lung_lift": rep["lung_lift"],
+                    "heart_lift": rep["heart_lift"],
+                    "mask_source": rep.get("mask_source"),
+                    "learned_mask_cost": rep.get("learned_mask_cost"),
+                }
+            )
     return rows
 
 
@@ -288,21 +382,32 @@ def choose_method(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 def format_comparison(rows: list[dict[str, Any]]) -> str:
     """The comparison as a Markdown table (one row per method and layer) and the choice."""
-    head = ("| method | layer | empty maps | ROAD model | ROAD random | model - random (95% CI) | randomisation corr "
-            "| maps pass | lung lift NORMAL | lung lift PNEUMONIA |")
+    head = (
+        "| method | layer | empty maps | ROAD model | ROAD random | model - random (95% CI) | randomisation corr "
+        "| maps pass | lung lift NORMAL | lung lift PNEUMONIA |"
+    )
     lines = [head, "|" + "---|" * 10]
 
     def lift(v):
-        return "n/a" if not v or v.get("mean") != v.get("mean") else \
-            f"{v['mean']:.2f} ({v['ci95'][0]:.2f}-{v['ci95'][1]:.2f})"
+        return (
+            "n/a"
+            if not v or v.get("mean") != v.get("mean")
+            else f"{v['mean']:.2f} ({v['ci95'][0]:.2f}-{v['ci95'][1]:.2f})"
+        )
+
     for r in rows:
         ci = r["road_model_minus_random_ci95"] or [float("nan")] * 2
-        lines.append(f"| {r['method']} | {r['layer']} | {r['empty_share']:.0%} | {r['road_model']:+.3f} | "
-                     f"{r['road_random']:+.3f} | {r['road_model_minus_random']:+.3f} ({ci[0]:+.3f} to {ci[1]:+.3f}) | "
-                     f"{r['randomisation_rank_corr']:.2f} | {'yes' if r['maps_pass'] else 'no'} | "
-                     f"{lift(r['lung_lift'].get('NORMAL'))} | {lift(r['lung_lift'].get('PNEUMONIA'))} |")
+        lines.append(
+            f"| {r['method']} | {r['layer']} | {r['empty_share']:.0%} | {r['road_model']:+.3f} | "
+            f"{r['road_random']:+.3f} | {r['road_model_minus_random']:+.3f} ({ci[0]:+.3f} to {ci[1]:+.3f}) | "
+            f"{r['randomisation_rank_corr']:.2f} | {'yes' if r['maps_pass'] else 'no'} | "
+            f"{lift(r['lung_lift'].get('NORMAL'))} | {lift(r['lung_lift'].get('PNEUMONIA'))} |"
+        )
     best = choose_method(rows)
     lines.append("")
-    lines.append(f"choice: {best['method']} at {best['layer']}" if best else
-                 "choice: none; no method and layer tried gives maps that pass their checks")
+    lines.append(
+        f"choice: {best['method']} at {best['layer']}"
+        if best
+        else "choice: none; no method and layer tried gives maps that pass their checks"
+    )
     return "\n".join(lines)

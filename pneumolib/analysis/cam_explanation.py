@@ -1,4 +1,5 @@
 """One explanation: the maps of a model on a set of films, with their lung statistics (`Explanation`, `explain`)."""
+
 from __future__ import annotations
 
 import json
@@ -71,17 +72,28 @@ class Explanation:
         Returns:
             The path written.
         """
-        meta = {"key": key, "samples": [[str(s.path), int(s.label), s.patient, s.split] for s in self.samples],
-                "threshold": float(self.threshold), "mask_methods": list(self.mask_methods), "method": self.method,
-                "target": self.target, "mask_problems": list(self.mask_problems), "layer": self.layer,
-                "map_size": [int(v) for v in self.map_size], "tta": bool(self.tta), "selection": self.selection,
-                "input_size": int(self.input_size), "sanity": self.sanity,
-                "boxes": [None if b is None else [b.y0, b.y1, b.x0, b.x1, b.problem] for b in self.boxes]}
+        meta = {
+            "key": key,
+            "samples": [[str(s.path), int(s.label), s.patient, s.split] for s in self.samples],
+            "threshold": float(self.threshold),
+            "mask_methods": list(self.mask_methods),
+            "method": self.method,
+            "target": self.target,
+            "mask_problems": list(self.mask_problems),
+            "layer": self.layer,
+            "map_size": [int(v) for v in self.map_size],
+            "tta": bool(self.tta),
+            "selection": self.selection,
+            "input_size": int(self.input_size),
+            "sanity": self.sanity,
+            "boxes": [None if b is None else [b.y0, b.y1, b.x0, b.x1, b.problem] for b in self.boxes],
+        }
         arrays = {k: np.asarray(getattr(self, k)) for k in self._ARRAYS}
 
         def write(tmp):
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, __meta__=np.array(json.dumps(meta)), **arrays)
+
         return atomic_write(path, write)
 
     @classmethod
@@ -101,15 +113,26 @@ class Explanation:
             with np.load(Path(path), allow_pickle=False) as z:
                 meta = json.loads(str(z["__meta__"]))
                 arrays = {k: z[k] for k in cls._ARRAYS}
-            samples = [Sample(Path(p), int(label), str(patient), str(split))
-                       for p, label, patient, split in meta["samples"]]
+            samples = [
+                Sample(Path(p), int(label), str(patient), str(split)) for p, label, patient, split in meta["samples"]
+            ]
             boxes = [None if b is None else LungBox(*map(float, b[:4]), str(b[4])) for b in meta["boxes"]]
-            expl = cls(samples=samples, threshold=float(meta["threshold"]), mask_methods=list(meta["mask_methods"]),
-                       method=str(meta["method"]), target=str(meta["target"]),
-                       mask_problems=list(meta["mask_problems"]), layer=str(meta["layer"]),
-                       map_size=tuple(int(v) for v in meta["map_size"]), tta=bool(meta["tta"]),
-                       selection=str(meta["selection"]), input_size=int(meta["input_size"]),
-                       sanity=meta["sanity"], boxes=boxes, **arrays)
+            expl = cls(
+                samples=samples,
+                threshold=float(meta["threshold"]),
+                mask_methods=list(meta["mask_methods"]),
+                method=str(meta["method"]),
+                target=str(meta["target"]),
+                mask_problems=list(meta["mask_problems"]),
+                layer=str(meta["layer"]),
+                map_size=tuple(int(v) for v in meta["map_size"]),
+                tta=bool(meta["tta"]),
+                selection=str(meta["selection"]),
+                input_size=int(meta["input_size"]),
+                sanity=meta["sanity"],
+                boxes=boxes,
+                **arrays,
+            )
         except Exception as e:  # noqa: BLE001 - any malformed cache is recomputed, never trusted
             raise ValueError(f"{path}: not a Grad-CAM results file ({type(e).__name__}: {e})") from None
         if any(len(a) != len(samples) for a in (expl.probs, expl.focus, expl.lung_area, expl.heart_box)):
@@ -118,8 +141,11 @@ class Explanation:
 
     @property
     def mask_ok(self) -> np.ndarray:
-        return np.array([not p for p in self.mask_problems], bool) if self.mask_problems else \
-            np.ones(len(self.focus), bool)
+        return (
+            np.array([not p for p in self.mask_problems], bool)
+            if self.mask_problems
+            else np.ones(len(self.focus), bool)
+        )
 
     @property
     def empty(self) -> np.ndarray:
@@ -156,8 +182,11 @@ class Explanation:
             use = sel & ok
             pats = [p for p, u in zip(patients, sel) if u]
             out[name] = {
-                "n": int(sel.sum()), "masks_passed": int(use.sum()), "masks_failed": int((sel & ~ok).sum()),
-                "patients": len(set(pats)), "empty_maps": int((sel & self.empty).sum()),
+                "n": int(sel.sum()),
+                "masks_passed": int(use.sum()),
+                "masks_failed": int((sel & ~ok).sum()),
+                "patients": len(set(pats)),
+                "empty_maps": int((sel & self.empty).sum()),
                 "lung_lift": mean(lung[use]),
                 "lung_lift_ci95": patient_bootstrap(lung[sel], pats, n_boot, seed),
                 "heart_lift": mean(heart[sel]),
@@ -180,10 +209,13 @@ class Explanation:
             sel = np.array([s.label == label for s in self.samples], bool) & np.isfinite(diff)
             if sel.any():
                 pats = [s.patient for s, u in zip(self.samples, sel) if u]
-                out[name] = {"n": int(sel.sum()), "annotated": float(truth[sel].mean()),
-                             "learned": float(self.learned_lift[sel].mean()),
-                             "learned_minus_annotated": float(diff[sel].mean()),
-                             "ci95": patient_bootstrap(diff[sel], pats, n_boot, seed)}
+                out[name] = {
+                    "n": int(sel.sum()),
+                    "annotated": float(truth[sel].mean()),
+                    "learned": float(self.learned_lift[sel].mean()),
+                    "learned_minus_annotated": float(diff[sel].mean()),
+                    "ci95": patient_bootstrap(diff[sel], pats, n_boot, seed),
+                }
         return out
 
     def _of_class(self, name: str) -> np.ndarray:
@@ -194,20 +226,39 @@ class Explanation:
         s = self.summary()
         ok = self.mask_ok
         rep: dict[str, Any] = {
-            "method": self.method, "layer": self.layer, "map_size": list(self.map_size),
+            "method": self.method,
+            "layer": self.layer,
+            "map_size": list(self.map_size),
             "input_size": self.input_size,
-            "target": self.target, "tta": self.tta, "threshold": float(self.threshold),
-            "selection": self.selection, "n": len(self.samples),
-            "masks_passed": int(ok.sum()), "masks_failed": int((~ok).sum()),
-            "mask_methods": sorted(set(self.mask_methods)), "empty_maps": int(self.empty.sum()),
+            "target": self.target,
+            "tta": self.tta,
+            "threshold": float(self.threshold),
+            "selection": self.selection,
+            "n": len(self.samples),
+            "masks_passed": int(ok.sum()),
+            "masks_failed": int((~ok).sum()),
+            "mask_methods": sorted(set(self.mask_methods)),
+            "empty_maps": int(self.empty.sum()),
             "mask_source": {m: self.mask_methods.count(m) for m in sorted(set(self.mask_methods))},
-            "lung_lift": {c: {"mean": v["lung_lift"], "ci95": v["lung_lift_ci95"],
-                              "n": int(np.isfinite(self.lung_lift[self._of_class(c)]).sum())} for c, v in s.items()},
-            "heart_lift": {c: {"mean": v["heart_lift"], "ci95": v["heart_lift_ci95"],
-                               "n": int(np.isfinite(self.heart_lift[self._of_class(c)]).sum())} for c, v in s.items()},
+            "lung_lift": {
+                c: {
+                    "mean": v["lung_lift"],
+                    "ci95": v["lung_lift_ci95"],
+                    "n": int(np.isfinite(self.lung_lift[self._of_class(c)]).sum()),
+                }
+                for c, v in s.items()
+            },
+            "heart_lift": {
+                c: {
+                    "mean": v["heart_lift"],
+                    "ci95": v["heart_lift_ci95"],
+                    "n": int(np.isfinite(self.heart_lift[self._of_class(c)]).sum()),
+                }
+                for c, v in s.items()
+            },
             "lift_note": "energy share inside the region / the region's area share (1 = no preference); mean over "
-                         "films, 95% interval from resampling patients; lung lift only over masks that passed; "
-                         "empty maps (no positive evidence anywhere) have no lift",
+            "films, 95% interval from resampling patients; lung lift only over masks that passed; "
+            "empty maps (no positive evidence anywhere) have no lift",
         }
         rep["learned_mask_cost"] = self.mask_cost()
         sanity = self.sanity or {}
@@ -215,17 +266,29 @@ class Explanation:
         rep["road"] = sanity.get("faithfulness")  # ROAD: model map vs a random map, with 95% intervals by patient
         rep["maps_pass"] = sanity.get("maps_pass")
         if per_image:
-            rep["images"] = [{
-                "path": str(smp.path), "patient": smp.patient,
-                "label": CLASSES[smp.label] if smp.label in (0, 1) else None,
-                "p_pneumonia": float(p), "prediction": CLASSES[int(p >= self.threshold)],
-                "map_target": CLASSES[int(c)] if len(self.classes) else None,
-                "mask": m, "mask_problem": prob or None,
-                "lung_lift": None if np.isnan(ll) else float(ll), "heart_lift": None if np.isnan(hl) else float(hl)}
+            rep["images"] = [
+                {
+                    "path": str(smp.path),
+                    "patient": smp.patient,
+                    "label": CLASSES[smp.label] if smp.label in (0, 1) else None,
+                    "p_pneumonia": float(p),
+                    "prediction": CLASSES[int(p >= self.threshold)],
+                    "map_target": CLASSES[int(c)] if len(self.classes) else None,
+                    "mask": m,
+                    "mask_problem": prob or None,
+                    "lung_lift": None if np.isnan(ll) else float(ll),
+                    "heart_lift": None if np.isnan(hl) else float(hl),
+                }
                 for smp, p, c, m, prob, ll, hl in zip(
-                    self.samples, self.probs, self.classes if len(self.classes) else [0] * len(self.samples),
-                    self.mask_methods, self.mask_problems or [""] * len(self.samples), self.lung_lift,
-                    self.heart_lift)]
+                    self.samples,
+                    self.probs,
+                    self.classes if len(self.classes) else [0] * len(self.samples),
+                    self.mask_methods,
+                    self.mask_problems or [""] * len(self.samples),
+                    self.lung_lift,
+                    self.heart_lift,
+                )
+            ]
         return rep
 
 
@@ -234,11 +297,23 @@ def batch(samples: list[Sample], preprocessing, cache) -> tuple[np.ndarray, torc
     return raw, preprocessing(torch.from_numpy(raw).unsqueeze(1))
 
 
-def explain(model: torch.nn.Module, samples: list[Sample], preprocessing, threshold: float = 0.5, *,
-            method: str = DEFAULT_METHOD, target: str = "PNEUMONIA", tta: bool = False, layer: str = "auto",
-            batch_size: int = 16, cache=None, keep_maps: bool = True, selection: str = "",
-            exact_masks: Callable[[Path], Path | None] | None = None, segmenter: LungSegmenter | None = None
-            ) -> Explanation:
+def explain(
+    model: torch.nn.Module,
+    samples: list[Sample],
+    preprocessing,
+    threshold: float = 0.5,
+    *,
+    method: str = DEFAULT_METHOD,
+    target: str = "PNEUMONIA",
+    tta: bool = False,
+    layer: str = "auto",
+    batch_size: int = 16,
+    cache=None,
+    keep_maps: bool = True,
+    selection: str = "",
+    exact_masks: Callable[[Path], Path | None] | None = None,
+    segmenter: LungSegmenter | None = None,
+) -> Explanation:
     """Grad-CAM, lung masks (checked) and lift scores for `samples`, streamed in batches.
 
     probs are P(PNEUMONIA) from infer.predict_proba with `tta` (pass the checkpoint's config.tta: predict and
@@ -261,7 +336,7 @@ def explain(model: torch.nn.Module, samples: list[Sample], preprocessing, thresh
     map_size = (0, 0)
     with CAM(model, method, module) as cam:
         for i in range(0, len(samples), batch_size):
-            chunk = samples[i:i + batch_size]
+            chunk = samples[i : i + batch_size]
             raw, x = batch(chunk, preprocessing, cache)
             p = predict_proba(model, x, device=device, tta=tta)
             cls = target_classes(target, p, threshold)
@@ -289,15 +364,30 @@ def explain(model: torch.nn.Module, samples: list[Sample], preprocessing, thresh
                     images.append(img), cams.append(h), masks.append(m)
     n_failed = sum(bool(p) for p in problems)
     if n_failed:
-        log.info("%d of %d lung masks failed the quality check and are left out of the lung lift",
-                 n_failed, len(problems))
+        log.info(
+            "%d of %d lung masks failed the quality check and are left out of the lung lift", n_failed, len(problems)
+        )
     empty = np.zeros((0, preprocessing.image_size, preprocessing.image_size))
-    return Explanation(list(samples), np.stack(images) if images else empty.astype(np.uint8),
-                       np.stack(cams) if cams else empty.astype(np.float32),
-                       np.concatenate(probs) if probs else np.zeros(0),
-                       threshold, np.stack(masks) if masks else empty.astype(bool), mmethods, np.array(focus),
-                       np.array(area), np.array(heart), method, target,
-                       classes=np.concatenate(classes) if classes else np.zeros(0, int), mask_problems=problems,
-                       layer=layer_name, map_size=map_size, tta=tta, selection=selection,
-                       input_size=preprocessing.image_size, learned_lift=np.array(learned_lift, float),
-                       boxes=boxes)
+    return Explanation(
+        list(samples),
+        np.stack(images) if images else empty.astype(np.uint8),
+        np.stack(cams) if cams else empty.astype(np.float32),
+        np.concatenate(probs) if probs else np.zeros(0),
+        threshold,
+        np.stack(masks) if masks else empty.astype(bool),
+        mmethods,
+        np.array(focus),
+        np.array(area),
+        np.array(heart),
+        method,
+        target,
+        classes=np.concatenate(classes) if classes else np.zeros(0, int),
+        mask_problems=problems,
+        layer=layer_name,
+        map_size=map_size,
+        tta=tta,
+        selection=selection,
+        input_size=preprocessing.image_size,
+        learned_lift=np.array(learned_lift, float),
+        boxes=boxes,
+    )

@@ -1,4 +1,5 @@
 """Grad-CAM maps: the CAM wrapper and its targets, the layer read, and the lung and heart statistics of a map."""
+
 from __future__ import annotations
 
 import logging
@@ -43,8 +44,14 @@ def _unscaled(base: type) -> type:
             w, h = self.get_target_width_height(input_tensor)
             out = []
             for i, layer in enumerate(self.target_layers):
-                cam = self.get_cam_image(input_tensor, layer, targets, acts[i] if i < len(acts) else None,
-                                         grads[i] if i < len(grads) else None, eigen_smooth)
+                cam = self.get_cam_image(
+                    input_tensor,
+                    layer,
+                    targets,
+                    acts[i] if i < len(acts) else None,
+                    grads[i] if i < len(grads) else None,
+                    eigen_smooth,
+                )
                 cam = np.maximum(cam, 0).astype(np.float32)
                 out.append(np.stack([cv2.resize(c, (w, h), interpolation=cv2.INTER_LINEAR) for c in cam])[:, None])
             return out
@@ -60,8 +67,12 @@ class CAM:
     """`with CAM(model) as cam: heatmaps = cam.maps(x, classes, tta)`; the device is taken from the model.
     After a call, `cam.map_size` is the native (h, w) of the layer's map, before upsampling to the input."""
 
-    def __init__(self, model: torch.nn.Module, method: str = "gradcam",
-                 target_layer: torch.nn.Module | list[torch.nn.Module] | None = None):
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        method: str = "gradcam",
+        target_layer: torch.nn.Module | list[torch.nn.Module] | None = None,
+    ):
         if method not in METHODS:
             raise ValueError(f"unknown CAM method {method!r}; known: {', '.join(METHODS)}")
         self.model, self.method = model.eval(), method
@@ -119,9 +130,13 @@ def stage_sizes(model: nn.Module, image_size: int, in_channels: int) -> dict[str
     """Native map size (h, w) of each ResNet stage for a square input of `image_size` pixels."""
     sizes: dict[str, tuple[int, int]] = {}
     net = members(model)[0]  # an ensemble's members share one architecture
-    hooks = [getattr(net, name).register_forward_hook(
-        lambda m, i, o, name=name: sizes.__setitem__(name, tuple(int(v) for v in o.shape[-2:])))
-        for name in STAGES if hasattr(net, name)]
+    hooks = [
+        getattr(net, name).register_forward_hook(
+            lambda m, i, o, name=name: sizes.__setitem__(name, tuple(int(v) for v in o.shape[-2:]))
+        )
+        for name in STAGES
+        if hasattr(net, name)
+    ]
     try:
         was_training = model.training
         model.eval()
@@ -156,14 +171,18 @@ def target_classes(target: str, probs: np.ndarray, threshold: float) -> np.ndarr
 
 
 def target_label(target: str) -> str:
-    return ("the predicted class's log-odds" if target == "predicted"
-            else f"log-odds of P({target})")
+    return "the predicted class's log-odds" if target == "predicted" else f"log-odds of P({target})"
 
 
 # --- lung fields ----------------------------------------------------------------------------
-def lung_mask(sample: Sample, image: np.ndarray, exact_masks: Callable[[Path], Path | None] | None = None,
-              segmenter: LungSegmenter | None = None, box: LungBox | None = None,
-              film_mask: np.ndarray | None = None) -> tuple[np.ndarray, str, str]:
+def lung_mask(
+    sample: Sample,
+    image: np.ndarray,
+    exact_masks: Callable[[Path], Path | None] | None = None,
+    segmenter: LungSegmenter | None = None,
+    box: LungBox | None = None,
+    film_mask: np.ndarray | None = None,
+) -> tuple[np.ndarray, str, str]:
     """The film's lung mask in the model input's frame (image's size; cut to `box` for a lung-cropped model), where
     it came from: 'annotated' when `exact_masks` (a path -> mask file or None: lungs.annotated_mask finds the shared
     data's and the fixture's) has one for this film, else 'learned' (the shipped lung segmenter); and the learned
@@ -207,7 +226,7 @@ def lift(cam: np.ndarray, mask: np.ndarray) -> float:
 def heart_box_mask(h: int, w: int) -> np.ndarray:
     r0, r1, c0, c1 = HEART_BOX
     box = np.zeros((h, w), bool)
-    box[int(r0 * h):int(r1 * h), int(c0 * w):int(c1 * w)] = True
+    box[int(r0 * h) : int(r1 * h), int(c0 * w) : int(c1 * w)] = True
     return box
 
 

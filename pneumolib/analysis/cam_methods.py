@@ -1,4 +1,5 @@
 """The CAM methods by name: pytorch-grad-cam's classes, registered by import path and imported when one is used."""
+
 from __future__ import annotations
 
 from ..core.registry import Registry

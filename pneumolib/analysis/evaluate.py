@@ -1,4 +1,5 @@
 """Probabilities for a split, decision rules, metrics with bootstrap intervals, per-image score files."""
+
 from __future__ import annotations
 
 import csv
@@ -32,8 +33,9 @@ class Scores:
 
     def subset(self, idx) -> "Scores":
         idx = np.asarray(idx, dtype=int)
-        return Scores([self.samples[i] for i in idx], self.probs[idx],
-                      None if self.features is None else self.features[idx])
+        return Scores(
+            [self.samples[i] for i in idx], self.probs[idx], None if self.features is None else self.features[idx]
+        )
 
     def to_csv(self, path: str | Path, threshold: float, extra: dict[str, list] | None = None) -> Path:
         """One row per film; `extra`: more columns, one value per film (e.g. the OOD distance and flag)."""
@@ -44,19 +46,47 @@ class Scores:
                 w = csv.writer(f)
                 w.writerow(["path", "patient", "split", "label", "p_pneumonia", "prediction", *extra])
                 for i, (s, p) in enumerate(zip(self.samples, self.probs)):
-                    w.writerow([str(s.path), s.patient, s.split, CLASSES[s.label], f"{p:.6f}",
-                                CLASSES[int(p >= threshold)], *(v[i] for v in extra.values())])
+                    w.writerow(
+                        [
+                            str(s.path),
+                            s.patient,
+                            s.split,
+                            CLASSES[s.label],
+                            f"{p:.6f}",
+                            CLASSES[int(p >= threshold)],
+                            *(v[i] for v in extra.values()),
+                        ]
+                    )
+
         return atomic_write(path, write)
 
 
-def predict_samples(model: torch.nn.Module, samples: list[Sample], preprocessing, *, device=None,
-                    batch_size: int = 64, tta: bool = False, cache: DecodedCache | None = None,
-                    transform=None, features: bool = False) -> Scores:
+def predict_samples(
+    model: torch.nn.Module,
+    samples: list[Sample],
+    preprocessing,
+    *,
+    device=None,
+    batch_size: int = 64,
+    tta: bool = False,
+    cache: DecodedCache | None = None,
+    transform=None,
+    features: bool = False,
+) -> Scores:
     """P(PNEUMONIA) for every sample through models.inference.view_outputs, streamed in batches, each film through
     the network once (per view). `transform` (uint8 1xHxW -> same) changes each image before the preprocessing: the
     stress test's shifts. `features`: keep the penultimate features of the same pass (Scores.features, for OOD)."""
-    logits, feats = view_outputs(model, list(samples), preprocessing, device=device, batch_size=batch_size, tta=tta,
-                                 cache=cache, transform=transform, features=features)
+    logits, feats = view_outputs(
+        model,
+        list(samples),
+        preprocessing,
+        device=device,
+        batch_size=batch_size,
+        tta=tta,
+        cache=cache,
+        transform=transform,
+        features=features,
+    )
     return Scores(list(samples), probabilities(logits), None if feats is None else feats.numpy())
 
 
@@ -65,9 +95,11 @@ def platt(labels, probs, balanced: bool = False) -> tuple[float, float]:
     with `balanced`, class-balanced weights: calibrated to equal priors, else to the scores' own class mix).
     Both classes needed."""
     from sklearn.linear_model import LogisticRegression
+
     p = np.clip(np.asarray(probs, dtype=float), 1e-6, 1 - 1e-6)
     fit = LogisticRegression(class_weight="balanced" if balanced else None, C=1e6, max_iter=1000).fit(
-        np.log(p / (1 - p))[:, None], np.asarray(labels, dtype=int))
+        np.log(p / (1 - p))[:, None], np.asarray(labels, dtype=int)
+    )
     return float(fit.coef_[0, 0]), float(fit.intercept_[0])
 
 
@@ -111,8 +143,10 @@ def choose_threshold(rule: str, labels: np.ndarray, probs: np.ndarray) -> float:
     if kind == "balanced":
         return balanced_threshold(labels, probs)
     if kind == "youden_shifted":
-        raise ValueError("threshold rule 'youden_shifted' scores shifted copies of the validation films: call "
-                         "fit_threshold with the model, not choose_threshold with scores")
+        raise ValueError(
+            "threshold rule 'youden_shifted' scores shifted copies of the validation films: call "
+            "fit_threshold with the model, not choose_threshold with scores"
+        )
     if len(np.unique(labels)) < 2:
         raise ValueError(f"threshold rule {rule!r} needs both classes in the validation data")
     fpr, tpr, thr = roc_curve(labels, probs)
@@ -126,8 +160,16 @@ def choose_threshold(rule: str, labels: np.ndarray, probs: np.ndarray) -> float:
     raise ValueError(f"unknown threshold rule {rule!r} (fixed:T | youden | youden_shifted | balanced | sensitivity:S)")
 
 
-def fit_threshold(rule: str, model: torch.nn.Module, val: Scores, preprocessing, *, tta: bool = False,
-                  cache: DecodedCache | None = None, device=None) -> float:
+def fit_threshold(
+    rule: str,
+    model: torch.nn.Module,
+    val: Scores,
+    preprocessing,
+    *,
+    tta: bool = False,
+    cache: DecodedCache | None = None,
+    device=None,
+) -> float:
     """The decision threshold by `rule` on the validation scores `val` (of `model`). 'youden_shifted' applies Youden's
     rule to the validation films pooled with their copies under the stress test's 'seen' shifts (exposure curves,
     contrast, blur, field of view, rotation: the kinds of change the robust augmentation trains on), so the
@@ -139,27 +181,34 @@ def fit_threshold(rule: str, model: torch.nn.Module, val: Scores, preprocessing,
     return pooled_youden(val.labels, val.probs, shifted)
 
 
-def seen_shift_probs(model: torch.nn.Module, samples, preprocessing, *, tta: bool = False,
-                     cache: DecodedCache | None = None, device=None) -> list[np.ndarray]:
+def seen_shift_probs(
+    model: torch.nn.Module, samples, preprocessing, *, tta: bool = False, cache: DecodedCache | None = None, device=None
+) -> list[np.ndarray]:
     """P(PNEUMONIA) of the samples under each of the stress test's 'seen' shifts, every copy made from one decoding
     of each film (CACHE, default: one for this call)."""
     cache = ensure_cache(cache)
-    return [predict_samples(model, samples, preprocessing, device=device, tta=tta, cache=cache, transform=s).probs
-            for s in SHIFTS if s.group == "seen"]
+    return [
+        predict_samples(model, samples, preprocessing, device=device, tta=tta, cache=cache, transform=s).probs
+        for s in SHIFTS
+        if s.group == "seen"
+    ]
 
 
 def pooled_youden(labels: np.ndarray, probs: np.ndarray, shifted: list[np.ndarray]) -> float:
     """Youden's rule on the films pooled with their shifted copies (the 'youden_shifted' rule's cut)."""
     labels = np.asarray(labels)
-    return choose_threshold("youden", np.concatenate([labels] * (1 + len(shifted))),
-                            np.concatenate([np.asarray(probs), *shifted]))
+    return choose_threshold(
+        "youden", np.concatenate([labels] * (1 + len(shifted))), np.concatenate([np.asarray(probs), *shifted])
+    )
 
 
 def point_metrics(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, float]:
     """Accuracy, both recalls, both precisions, balanced accuracy and AUC at one threshold (no intervals)."""
     pred = (p >= threshold).astype(int)
-    tp = int(((pred == 1) & (y == 1)).sum()); tn = int(((pred == 0) & (y == 0)).sum())
-    fp = int(((pred == 1) & (y == 0)).sum()); fn = int(((pred == 0) & (y == 1)).sum())
+    tp = int(((pred == 1) & (y == 1)).sum())
+    tn = int(((pred == 0) & (y == 0)).sum())
+    fp = int(((pred == 1) & (y == 0)).sum())
+    fn = int(((pred == 0) & (y == 1)).sum())
     nan = float("nan")
     m = {
         "accuracy": (tp + tn) / len(y) if len(y) else nan,
@@ -178,8 +227,11 @@ def wilson_ci(y: np.ndarray, p: np.ndarray, threshold: float) -> dict[str, list[
     they stay honest when a small sample is all right or all wrong (10/10 is not certainty)."""
     pred = (p >= threshold).astype(int)
     groups = {"accuracy": np.ones_like(y, bool), "sensitivity": y == 1, "specificity": y == 0}
-    return {name: list(wilson(int((pred[sel] == y[sel]).sum()), int(sel.sum())))
-            for name, sel in groups.items() if sel.any()}
+    return {
+        name: list(wilson(int((pred[sel] == y[sel]).sum()), int(sel.sum())))
+        for name, sel in groups.items()
+        if sel.any()
+    }
 
 
 ECE_BINS = 15
@@ -223,9 +275,15 @@ def expected_calibration_error(labels, probs, n_bins: int = ECE_BINS) -> float:
 def _p_shares(p: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     """The shape of a score distribution: shares of films at a few levels of P(PNEUMONIA)."""
     if not len(p):
-        return {k: float("nan") for k in ("p>=0.99", "extreme (p<0.05 or p>0.95)", "0.4<=p<=0.7", "predicted PNEUMONIA")}
-    return {"p>=0.99": float((p >= 0.99).mean()), "extreme (p<0.05 or p>0.95)": float(((p < 0.05) | (p > 0.95)).mean()),
-            "0.4<=p<=0.7": float(((p >= 0.4) & (p <= 0.7)).mean()), "predicted PNEUMONIA": float(pred.mean())}
+        return {
+            k: float("nan") for k in ("p>=0.99", "extreme (p<0.05 or p>0.95)", "0.4<=p<=0.7", "predicted PNEUMONIA")
+        }
+    return {
+        "p>=0.99": float((p >= 0.99).mean()),
+        "extreme (p<0.05 or p>0.95)": float(((p < 0.05) | (p > 0.95)).mean()),
+        "0.4<=p<=0.7": float(((p >= 0.4) & (p <= 0.7)).mean()),
+        "predicted PNEUMONIA": float(pred.mean()),
+    }
 
 
 def compute_metrics(scores: Scores, threshold: float, n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -241,8 +299,7 @@ def compute_metrics(scores: Scores, threshold: float, n_boot: int = 1000, seed: 
         n=int(len(y)),
         n_per_class={c: int((y == i).sum()) for i, c in enumerate(CLASSES)},
         confusion_matrix=confusion_matrix(y, pred, labels=[0, 1]).tolist(),
-        report=classification_report(y, pred, labels=[0, 1], target_names=list(CLASSES), digits=2,
-                                     zero_division=0),
+        report=classification_report(y, pred, labels=[0, 1], target_names=list(CLASSES), digits=2, zero_division=0),
         ci95=bootstrap_ci(y, p, threshold, n_boot, seed, groups=patients if by_patient else None) if n_boot else {},
         ci95_unit="patient" if by_patient else "image",
         n_patients=len(set(patients)),
@@ -252,13 +309,13 @@ def compute_metrics(scores: Scores, threshold: float, n_boot: int = 1000, seed: 
         p_shares_by_class={c: _p_shares(p[y == i], pred[y == i]) for i, c in enumerate(CLASSES)},
         n_by_class={c: int((y == i).sum()) for i, c in enumerate(CLASSES)},
         ci95_wilson=wilson_ci(y, p, threshold),
-        mean_p_pneumonia={c: float(p[y == i].mean()) if (y == i).any() else float("nan")
-                          for i, c in enumerate(CLASSES)},
+        mean_p_pneumonia={
+            c: float(p[y == i].mean()) if (y == i).any() else float("nan") for i, c in enumerate(CLASSES)
+        },
         ece=expected_calibration_error(y, p),
         reliability=reliability_curve(y, p),
     )
     return m
-
 
 
 def format_metrics(m: dict[str, Any]) -> str:
@@ -267,7 +324,9 @@ def format_metrics(m: dict[str, Any]) -> str:
     for k in ("accuracy", "sensitivity", "specificity", "auc"):
         ci = m.get("ci95", {}).get(k)
         extra = f"  (95% CI {ci[0]:.3f}-{ci[1]:.3f})" if ci else ""
-        label = {"sensitivity": "sensitivity (PNEUMONIA recall)", "specificity": "specificity (NORMAL recall)"}.get(k, k)
+        label = {"sensitivity": "sensitivity (PNEUMONIA recall)", "specificity": "specificity (NORMAL recall)"}.get(
+            k, k
+        )
         wil = m.get("ci95_wilson", {}).get(k)
         if wil and m["n"] < SMALL_N:  # the percentile bootstrap collapses on small, all-right samples
             extra += f"  (Wilson {wil[0]:.3f}-{wil[1]:.3f})"

@@ -10,6 +10,7 @@ is what tells the user it should not be trusted there. The penultimate features 
 recipe's: the lungs alone), so the reference also carries a whole-film check (data.population, under 'population'):
 a film is unlike the training films when either flags it.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,17 +28,27 @@ log = logging.getLogger(__name__)
 
 FLAG_QUANTILE = 0.995  # share of validation films under the threshold
 MAX_FIT = 2000  # training films the reference is fitted on (a seeded, class-stratified subsample)
-METHOD = ("Mahalanobis distance of the penultimate features from the training films' (Ledoit-Wolf covariance); "
-          "flagged above the 99.5th percentile of the validation films' distances")
+METHOD = (
+    "Mahalanobis distance of the penultimate features from the training films' (Ledoit-Wolf covariance); "
+    "flagged above the 99.5th percentile of the validation films' distances"
+)
 
 
-def features(model: torch.nn.Module, samples: list[Sample], preprocessing, *, cache: DecodedCache | None = None,
-             device=None, batch_size: int = 64) -> np.ndarray:
+def features(
+    model: torch.nn.Module,
+    samples: list[Sample],
+    preprocessing,
+    *,
+    cache: DecodedCache | None = None,
+    device=None,
+    batch_size: int = 64,
+) -> np.ndarray:
     """N x D penultimate features (the final linear layer's input) of the model, or of an ensemble's first member,
     read from the one inference pass (models.inference.view_outputs). Where the films' predictions are also
     wanted, ask that pass for both (evaluate.predict_samples(features=True)) instead of calling this."""
-    _, feats = view_outputs(model, list(samples), preprocessing, cache=cache, device=device, batch_size=batch_size,
-                            features=True)
+    _, feats = view_outputs(
+        model, list(samples), preprocessing, cache=cache, device=device, batch_size=batch_size, features=True
+    )
     return feats.numpy()
 
 
@@ -46,10 +57,14 @@ def fit_reference(train_features: np.ndarray, val_features: np.ndarray) -> dict[
     mean, precision = ledoit_wolf(train_features)
     ref = {"mean": torch.tensor(mean, dtype=torch.float32), "precision": torch.tensor(precision, dtype=torch.float32)}
     d_val = distances(ref, val_features)
-    ref.update(threshold=float(np.quantile(d_val, FLAG_QUANTILE)) if len(d_val) else float("inf"),
-               n_fit=int(len(train_features)), n_val=int(len(val_features)),
-               val_flagged=float((d_val > np.quantile(d_val, FLAG_QUANTILE)).mean()) if len(d_val) else float("nan"),
-               val_median=float(np.median(d_val)) if len(d_val) else float("nan"), method=METHOD)
+    ref.update(
+        threshold=float(np.quantile(d_val, FLAG_QUANTILE)) if len(d_val) else float("inf"),
+        n_fit=int(len(train_features)),
+        n_val=int(len(val_features)),
+        val_flagged=float((d_val > np.quantile(d_val, FLAG_QUANTILE)).mean()) if len(d_val) else float("nan"),
+        val_median=float(np.median(d_val)) if len(d_val) else float("nan"),
+        method=METHOD,
+    )
     return ref
 
 
@@ -58,22 +73,39 @@ def distances(ref: dict[str, Any], feats: np.ndarray) -> np.ndarray:
     return mahalanobis(feats, ref["mean"], ref["precision"])
 
 
-def reference_for(model: torch.nn.Module, train: list[Sample], val: list[Sample], preprocessing, *,
-                  val_features: np.ndarray | None = None, seed: int = 0, cache: DecodedCache | None = None,
-                  device=None) -> dict[str, Any]:
+def reference_for(
+    model: torch.nn.Module,
+    train: list[Sample],
+    val: list[Sample],
+    preprocessing,
+    *,
+    val_features: np.ndarray | None = None,
+    seed: int = 0,
+    cache: DecodedCache | None = None,
+    device=None,
+) -> dict[str, Any]:
     """Fit the reference on up to MAX_FIT training films (seeded, class-stratified) and calibrate on validation; the
     whole-film population reference (data.population) on the same films, under 'population'.
     VAL_FEATURES: the validation films' penultimate features when the validation pass already read them."""
     fit_on = subsample(train, MAX_FIT, seed)
-    val_feats = val_features if val_features is not None else features(model, val, preprocessing, cache=cache,
-                                                                       device=device)
+    val_feats = (
+        val_features if val_features is not None else features(model, val, preprocessing, cache=cache, device=device)
+    )
     ref = fit_reference(features(model, fit_on, preprocessing, cache=cache, device=device), val_feats)
-    pop = population.fit_reference(population.film_statistics([s.path for s in fit_on]),
-                                   population.film_statistics([s.path for s in val]))
+    pop = population.fit_reference(
+        population.film_statistics([s.path for s in fit_on]), population.film_statistics([s.path for s in val])
+    )
     ref["population"] = pop.to_state()
-    log.info("OOD reference: %d training films, threshold %.1f (flags %.1f%% of %d validation films); whole-film "
-             "population threshold %.3f (flags %.1f%%)", ref["n_fit"], ref["threshold"], 100 * ref["val_flagged"],
-             ref["n_val"], pop.threshold, 100 * pop.info["val_flagged"])
+    log.info(
+        "OOD reference: %d training films, threshold %.1f (flags %.1f%% of %d validation films); whole-film "
+        "population threshold %.3f (flags %.1f%%)",
+        ref["n_fit"],
+        ref["threshold"],
+        100 * ref["val_flagged"],
+        ref["n_val"],
+        pop.threshold,
+        100 * pop.info["val_flagged"],
+    )
     return ref
 
 
@@ -103,21 +135,32 @@ def score(predictor, samples: list[Sample], cache: DecodedCache | None = None) -
     return flag(ref, features(predictor.model, samples, predictor.preprocessing, cache=cache, device=predictor.device))
 
 
-def summary(ref: dict[str, Any], d: np.ndarray, flagged: np.ndarray,
-            whole: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, Any]:
+def summary(
+    ref: dict[str, Any], d: np.ndarray, flagged: np.ndarray, whole: tuple[np.ndarray, np.ndarray] | None = None
+) -> dict[str, Any]:
     """A cohort's OOD record: share flagged against validation's, median distance against validation's; with WHOLE
     (population_flag's result), the whole-film check's and the share flagged by either."""
-    out = {"n": int(len(d)), "flagged": int(flagged.sum()), "share_flagged": float(flagged.mean()) if len(d) else 0.0,
-           "median_distance": float(np.median(d)) if len(d) else float("nan"),
-           "threshold": ref["threshold"], "val_share_flagged": ref.get("val_flagged"),
-           "val_median_distance": ref.get("val_median"), "method": ref.get("method", METHOD)}
+    out = {
+        "n": int(len(d)),
+        "flagged": int(flagged.sum()),
+        "share_flagged": float(flagged.mean()) if len(d) else 0.0,
+        "median_distance": float(np.median(d)) if len(d) else float("nan"),
+        "threshold": ref["threshold"],
+        "val_share_flagged": ref.get("val_flagged"),
+        "val_median_distance": ref.get("val_median"),
+        "method": ref.get("method", METHOD),
+    }
     if whole is not None:
         info = ref["population"].get("info", {})
         either = flagged | whole[1]
-        out["population"] = {"flagged": int(whole[1].sum()), "share_flagged": float(whole[1].mean()) if len(d) else 0.0,
-                             "median_score": float(np.median(whole[0])) if len(d) else float("nan"),
-                             "threshold": ref["population"]["threshold"], "val_share_flagged": info.get("val_flagged"),
-                             "method": info.get("method", population.METHOD)}
+        out["population"] = {
+            "flagged": int(whole[1].sum()),
+            "share_flagged": float(whole[1].mean()) if len(d) else 0.0,
+            "median_score": float(np.median(whole[0])) if len(d) else float("nan"),
+            "threshold": ref["population"]["threshold"],
+            "val_share_flagged": info.get("val_flagged"),
+            "method": info.get("method", population.METHOD),
+        }
         out["either_flagged"] = int(either.sum())
         out["either_share"] = float(either.mean()) if len(d) else 0.0
     return out
@@ -125,18 +168,24 @@ def summary(ref: dict[str, Any], d: np.ndarray, flagged: np.ndarray,
 
 def describe(s: dict[str, Any]) -> str:
     """One or two lines for a cohort: how many films look unlike training, and whether the cohort does."""
-    line = (f"out-of-distribution: {s['flagged']} of {s['n']} films ({s['share_flagged']:.1%}) beyond the threshold "
-            f"{s['threshold']:.1f} that flags {s['val_share_flagged']:.1%} of validation films; median distance "
-            f"{s['median_distance']:.1f} (validation {s['val_median_distance']:.1f})")
+    line = (
+        f"out-of-distribution: {s['flagged']} of {s['n']} films ({s['share_flagged']:.1%}) beyond the threshold "
+        f"{s['threshold']:.1f} that flags {s['val_share_flagged']:.1%} of validation films; median distance "
+        f"{s['median_distance']:.1f} (validation {s['val_median_distance']:.1f})"
+    )
     share = s["share_flagged"]
     if "population" in s:
         p = s["population"]
-        line += (f"\nwhole-film population check: {p['flagged']} of {s['n']} films ({p['share_flagged']:.1%}) above "
-                 f"{p['threshold']:.3f}, which flags {p['val_share_flagged']:.1%} of validation films; either check: "
-                 f"{s['either_flagged']} ({s['either_share']:.1%})")
+        line += (
+            f"\nwhole-film population check: {p['flagged']} of {s['n']} films ({p['share_flagged']:.1%}) above "
+            f"{p['threshold']:.3f}, which flags {p['val_share_flagged']:.1%} of validation films; either check: "
+            f"{s['either_flagged']} ({s['either_share']:.1%})"
+        )
         share = s["either_share"]
     if s["n"] >= 20 and share > 0.1:
-        line += ("\nWARNING: this cohort is unlike the training data (more than 10% of its films flagged): the "
-                 "metrics and predictions here may not hold; the model was trained on paediatric films from one "
-                 "hospital")
+        line += (
+            "\nWARNING: this cohort is unlike the training data (more than 10% of its films flagged): the "
+            "metrics and predictions here may not hold; the model was trained on paediatric films from one "
+            "hospital"
+        )
     return line

@@ -1,6 +1,7 @@
 """Command line: python -m pneumolib {experiments,run,train,evaluate,ensemble,predict,explain,stress,candidates,compare,bench,card,ablate,lungs,shortcuts,thresholds} ...
 
 One module per command group; each command parses, calls one function of the library, and prints."""
+
 from __future__ import annotations
 
 import argparse
@@ -18,9 +19,24 @@ from .train import add_ablate, add_bench, add_experiments, add_run, add_train
 __all__ = ["ArgumentParser", "UsageError", "build_parser", "main", "reference_markdown"]
 
 
-_COMMANDS = (add_experiments, add_run, add_train, add_evaluate, add_ensemble, add_card, add_predict,
-             add_explain, add_bench, add_stress, add_shortcuts, add_ablate, add_candidates, add_lungs,
-             add_compare, add_thresholds)
+_COMMANDS = (
+    add_experiments,
+    add_run,
+    add_train,
+    add_evaluate,
+    add_ensemble,
+    add_card,
+    add_predict,
+    add_explain,
+    add_bench,
+    add_stress,
+    add_shortcuts,
+    add_ablate,
+    add_candidates,
+    add_lungs,
+    add_compare,
+    add_thresholds,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +58,7 @@ def reference_markdown(width: int = 100) -> str:
     Returns:
         One section per sub-command: its one-line summary, then its `--help` text in a code block.
     """
+
     def formatter(prog):
         return argparse.HelpFormatter(prog, width=width)
 

@@ -1,4 +1,5 @@
 """What every command shares: one-line argparse errors, typed options, the data source, the output checks."""
+
 from __future__ import annotations
 
 import argparse
@@ -22,19 +23,24 @@ class ArgumentParser(argparse.ArgumentParser):
 
 def int_in(lo: int, hi: int | None = None):
     """An argparse type: an integer in [lo, hi]."""
+
     def parse(text: str) -> int:
         try:
             v = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
         if v < lo or (hi is not None and v > hi):
-            raise argparse.ArgumentTypeError(f"{v} is out of range: it must be {'from ' + str(lo) + ' to ' + str(hi) if hi is not None else 'at least ' + str(lo)}")
+            raise argparse.ArgumentTypeError(
+                f"{v} is out of range: it must be {'from ' + str(lo) + ' to ' + str(hi) if hi is not None else 'at least ' + str(lo)}"
+            )
         return v
+
     return parse
 
 
 def float_in(lo: float, hi: float):
     """An argparse type: a finite number in [lo, hi] (NaN and infinity refused)."""
+
     def parse(text: str) -> float:
         try:
             v = float(text)
@@ -43,6 +49,7 @@ def float_in(lo: float, hi: float):
         if not lo <= v <= hi:  # False for NaN too
             raise argparse.ArgumentTypeError(f"{text} is out of range: it must be a number from {lo:g} to {hi:g}")
         return v
+
     return parse
 
 
@@ -53,8 +60,21 @@ def user_errors():
     from ..data.imaging import ImageError
     from ..models.checkpoint import ChannelMismatch, CheckpointError
     from ..models.networks import WeightsError, WeightsUnavailable
-    return (UsageError, C.UnknownExperiment, C.ConfigError, DataError, ImageError, CheckpointError, ChannelMismatch,
-            WeightsUnavailable, WeightsError, OutputError, RecordError, FileNotFoundError)
+
+    return (
+        UsageError,
+        C.UnknownExperiment,
+        C.ConfigError,
+        DataError,
+        ImageError,
+        CheckpointError,
+        ChannelMismatch,
+        WeightsUnavailable,
+        WeightsError,
+        OutputError,
+        RecordError,
+        FileNotFoundError,
+    )
 
 
 def data_source(args, required: bool = False):
@@ -64,8 +84,10 @@ def data_source(args, required: bool = False):
         if args.data_dir:
             raise UsageError("give --data-dir or --data-csv, not both")
         from ..data.dataset import Manifest
-        return Manifest(Path(csv).expanduser().resolve(),
-                        Path(args.image_root or Path(csv).parent).expanduser().resolve())
+
+        return Manifest(
+            Path(csv).expanduser().resolve(), Path(args.image_root or Path(csv).parent).expanduser().resolve()
+        )
     if getattr(args, "image_root", None):
         raise UsageError("--image-root goes with --data-csv")
     if required and not args.data_dir:
@@ -80,6 +102,7 @@ def _film_roots(files) -> list[Path]:
     """The data roots of films given by name: a film in a class folder (ROOT/<split>/NORMAL/x.png) makes ROOT/<split>
     a data folder that outputs stay out of."""
     from ..core.config import CLASSES
+
     out = []
     for f in files:
         parent = Path(f).expanduser().resolve().parent
@@ -95,6 +118,7 @@ def protected(args):
     from ..core.io import Protected
     from ..core.runs import record_files
     from ..data.fixture import fixture_dir
+
     prot = Protected(folders=[fixture_dir()])
     for name in ("checkpoint", "init_from", "weights", "data_csv", "from_json"):
         v = getattr(args, name, None)
@@ -119,6 +143,7 @@ def check_outputs(args) -> None:
     """Before any work: every output the command line names can be written, is not a link, and is none of the
     command's inputs (OutputError, one line)."""
     from ..core.io import ensure_writable_dir, ensure_writable_file
+
     names = [n for n in (*_OUTPUT_FILES, "out", "cam_dir") if getattr(args, n, None)]
     if not names:
         return
@@ -135,36 +160,58 @@ def check_outputs(args) -> None:
 
 
 def manifest_args(s) -> None:
-    s.add_argument("--data-csv", metavar="FILE", help="a CSV manifest instead of a folder: columns path,label,patient"
-                   "[,split] (labels NORMAL/PNEUMONIA); without split, patient-grouped val and test splits are built")
-    s.add_argument("--image-root", metavar="DIR", help="with --data-csv: the folder its paths are relative to "
-                   "(default: the CSV's folder)")
+    s.add_argument(
+        "--data-csv",
+        metavar="FILE",
+        help="a CSV manifest instead of a folder: columns path,label,patient"
+        "[,split] (labels NORMAL/PNEUMONIA); without split, patient-grouped val and test splits are built",
+    )
+    s.add_argument(
+        "--image-root",
+        metavar="DIR",
+        help="with --data-csv: the folder its paths are relative to (default: the CSV's folder)",
+    )
 
 
 def default_workers() -> int:
     """DataLoader workers for this machine: none on 4 cores or fewer (the decoded films are in memory and the model
     needs the cores), else half the cores up to 8."""
     import os
+
     cores = os.cpu_count() or 1
     return 0 if cores <= 4 else min(8, cores // 2)
 
 
 def common_args(s, data_required: bool = False) -> None:
     """The options every training command shares (data source, device, profile, Grad-CAM count, pre-scan, workers)."""
-    s.add_argument("--data-dir", required=data_required,
-                   help="Kaggle-layout folder ROOT/{train,val,test}/{NORMAL,PNEUMONIA} (default: $PNEUMOLIB_DATA_DIR, "
-                        "else the bundled fixture)")
+    s.add_argument(
+        "--data-dir",
+        required=data_required,
+        help="Kaggle-layout folder ROOT/{train,val,test}/{NORMAL,PNEUMONIA} (default: $PNEUMOLIB_DATA_DIR, "
+        "else the bundled fixture)",
+    )
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
-    s.add_argument("--profile", choices=list(C.PROFILES), default=None,
-                   help="run size: smoke | fixture | cpu | gpu | full (default: fixture for the fixture, else cpu or gpu)")
+    s.add_argument(
+        "--profile",
+        choices=list(C.PROFILES),
+        default=None,
+        help="run size: smoke | fixture | cpu | gpu | full (default: fixture for the fixture, else cpu or gpu)",
+    )
     s.add_argument("--cam-per-class", type=int_in(0, 1000), default=4, help="Grad-CAM images per class (0 = none)")
-    s.add_argument("--strict", action="store_true",
-                   help="refuse to start on any pre-scan finding: unreadable or identical files, patients in two splits "
-                        "(default: skip unreadable files and list everything)")
+    s.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse to start on any pre-scan finding: unreadable or identical files, patients in two splits "
+        "(default: skip unreadable files and list everything)",
+    )
     manifest_args(s)
-    s.add_argument("--workers", type=int_in(0, 64), default=default_workers(),
-                   help=f"DataLoader processes serving decoded films (default on this machine: {default_workers()}; "
-                        "results do not depend on it)")
+    s.add_argument(
+        "--workers",
+        type=int_in(0, 64),
+        default=default_workers(),
+        help=f"DataLoader processes serving decoded films (default on this machine: {default_workers()}; "
+        "results do not depend on it)",
+    )
 
 
 def command_line() -> str:
@@ -174,4 +221,5 @@ def command_line() -> str:
 
 def commit() -> str:
     from ..core.runtime import git_commit
+
     return git_commit()

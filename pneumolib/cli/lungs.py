@@ -1,4 +1,5 @@
 """The lung segmenter's command: train, evaluate, segment, coverage, population."""
+
 from __future__ import annotations
 
 import sys
@@ -11,6 +12,7 @@ from .common import UsageError, command_line, commit, int_in
 def _lungs_coverage(L, seg, args) -> int:
     """lungs coverage: how much annotated lung the lung-mask view keeps, per dilation (validation by default)."""
     from ..core.io import save_json
+
     if not args.data_dir:
         raise UsageError("lungs coverage needs --data-dir (a folder holding chest_xray/ and lung_masks/)")
     split = args.split or "val"  # the dilation is chosen on validation films, never the test split
@@ -18,8 +20,10 @@ def _lungs_coverage(L, seg, args) -> int:
     if not pairs:
         raise UsageError(f"{args.data_dir}: no annotated masks in the {split} split")
     r = L.mask_coverage(seg, pairs)
-    print(f"{split} split, {len(pairs)} annotated films; kept = share of films keeping at least "
-          f"{L.COVERAGE_KEEP:.0%} of their annotated lung; mean and 5th percentile of the share kept")
+    print(
+        f"{split} split, {len(pairs)} annotated films; kept = share of films keeping at least "
+        f"{L.COVERAGE_KEEP:.0%} of their annotated lung; mean and 5th percentile of the share kept"
+    )
     print(L.format_coverage(r))
     if args.json:
         save_json({**r, "split": split, "dilations": {str(k): v for k, v in r["dilations"].items()}}, args.json)
@@ -36,22 +40,40 @@ def _lungs_population(seg, args) -> int:
     from ..data.dataset import discover
     from ..data.imaging import ImageError
     from ..data.lungs import shipped_digest
+
     if not args.data_dir:
         raise UsageError("lungs population needs --data-dir (a Kaggle-layout folder, or one holding chest_xray/)")
     root = Path(args.data_dir)
     data = discover(root / "chest_xray" if (root / "chest_xray" / "train").is_dir() else root, seed=args.seed)
-    feats = {split: P.film_statistics([s.path for s in data[split]], seg) for split in ("train", "val", "test")
-             if data[split]}
-    ref = P.fit_reference(feats["train"], feats["val"], info={
-        "command": command_line(), "commit": commit(), "data": str(data.root), "seed": args.seed,
-        "segmenter": args.weights or shipped_digest()})
+    feats = {
+        split: P.film_statistics([s.path for s in data[split]], seg)
+        for split in ("train", "val", "test")
+        if data[split]
+    }
+    ref = P.fit_reference(
+        feats["train"],
+        feats["val"],
+        info={
+            "command": command_line(),
+            "commit": commit(),
+            "data": str(data.root),
+            "seed": args.seed,
+            "segmenter": args.weights or shipped_digest(),
+        },
+    )
     report = {"threshold": ref.threshold, "quantile": P.FLAG_QUANTILE, "n_fit": len(feats["train"])}
     for split, f in feats.items():
         score, flagged = ref.flag(f)
-        report[split] = {"n": int(len(f)), "flagged": int(flagged.sum()), "share": float(flagged.mean()),
-                         "median": float(np.median(score))}
-        print(f"{split}: {int(flagged.sum())} of {len(f)} films flagged ({flagged.mean():.1%}), median score "
-              f"{np.median(score):.3f}")
+        report[split] = {
+            "n": int(len(f)),
+            "flagged": int(flagged.sum()),
+            "share": float(flagged.mean()),
+            "median": float(np.median(score)),
+        }
+        print(
+            f"{split}: {int(flagged.sum())} of {len(f)} films flagged ({flagged.mean():.1%}), median score "
+            f"{np.median(score):.3f}"
+        )
     ref.info.update({k: report[k] for k in ("test",) if k in report})
     print(f"threshold {ref.threshold:.3f} (the {P.FLAG_QUANTILE:.0%} quantile of validation scores)")
     report["files"], problems = {}, []
@@ -76,20 +98,28 @@ def _lungs_population(seg, args) -> int:
 def cmd_lungs(args) -> int:
     from ..core.io import save_json
     from ..data import lungs as L
+
     if args.action == "train":
         if not args.data_dir:
             raise UsageError("lungs train needs --data-dir (a folder holding chest_xray/ and lung_masks/)")
         from ..training.lungs import train_segmenter
-        seg, history = train_segmenter(args.data_dir, epochs=args.epochs, seed=args.seed,
-                                         provenance={"command": command_line(), "commit": commit()})
+
+        seg, history = train_segmenter(
+            args.data_dir,
+            epochs=args.epochs,
+            seed=args.seed,
+            provenance={"command": command_line(), "commit": commit()},
+        )
         test = L.discover_masks(args.data_dir).get("test", [])
         if test:
             r = L.evaluate_pairs(seg, test)
             seg.provenance["test"] = {k: r[k] for k in ("n", "dice_mean", "dice_p05", "dice_min")}
             print(f"test: Dice mean {r['dice_mean']:.4f}, 5th percentile {r['dice_p05']:.4f} ({r['n']} films)")
         out = L.shipped_weights() if args.ship else Path(args.out or "lungs_unet.pt")
-        print(f"wrote {seg.save(out)} (best epoch {seg.provenance['best_epoch']}, val Dice "
-              f"{seg.provenance['val_dice_at_size']:.4f}, {seg.provenance['train_seconds'] / 60:.1f} min)")
+        print(
+            f"wrote {seg.save(out)} (best epoch {seg.provenance['best_epoch']}, val Dice "
+            f"{seg.provenance['val_dice_at_size']:.4f}, {seg.provenance['train_seconds'] / 60:.1f} min)"
+        )
         if args.json:
             save_json({"provenance": seg.provenance, "history": history}, args.json)
         return 0
@@ -110,17 +140,21 @@ def cmd_lungs(args) -> int:
         films = sorted({p.image.parent.parent for p in pairs})  # every film of the split, annotated or not
         every = [f for d in films for f in sorted(d.rglob("*")) if f.suffix.lower() in L.IMAGE_SUFFIXES]
         r.update(L.qc_on_films(seg, every))
-        print(f"{args.split}: Dice mean {r['dice_mean']:.4f}, 5th percentile {r['dice_p05']:.4f}, min "
-              f"{r['dice_min']:.4f} ({r['n']} annotated films); quality check passed on {r['qc_pass_rate']:.1%} of "
-              f"their predicted masks and on {r['qc_pass_rate_all_films']:.1%} of all {r['n_films']} films of the "
-              f"split; annotated masks failing it: {r['qc_false_fail']}; masks with Dice < 0.9 passing it: "
-              f"{r['qc_false_pass']} of {r['qc_bad_masks']}")
+        print(
+            f"{args.split}: Dice mean {r['dice_mean']:.4f}, 5th percentile {r['dice_p05']:.4f}, min "
+            f"{r['dice_min']:.4f} ({r['n']} annotated films); quality check passed on {r['qc_pass_rate']:.1%} of "
+            f"their predicted masks and on {r['qc_pass_rate_all_films']:.1%} of all {r['n_films']} films of the "
+            f"split; annotated masks failing it: {r['qc_false_fail']}; masks with Dice < 0.9 passing it: "
+            f"{r['qc_false_pass']} of {r['qc_bad_masks']}"
+        )
         if args.json:
             save_json(r, args.json)
         if args.figure:
             import matplotlib
+
             matplotlib.use("Agg")
             from ..core.io import save_figure
+
             save_figure(L.plot_comparison(seg, pairs, r["dice"]), args.figure, dpi=120)
             print(f"wrote {args.figure}")
         return 0
@@ -133,24 +167,41 @@ def cmd_lungs(args) -> int:
 
 
 def add_lungs(sub) -> None:
-    s = sub.add_parser("lungs", help="the lung-field segmenter: train it on annotated masks, evaluate its Dice, "
-                                     "segment films (DICOM included), measure mask coverage, fit the whole-film "
-                                     "population reference")
+    s = sub.add_parser(
+        "lungs",
+        help="the lung-field segmenter: train it on annotated masks, evaluate its Dice, "
+        "segment films (DICOM included), measure mask coverage, fit the whole-film "
+        "population reference",
+    )
     s.add_argument("action", choices=["train", "evaluate", "segment", "coverage", "population"])
     s.add_argument("files", nargs="*", help="segment: the films; population: films to score against the reference")
-    s.add_argument("--data-dir", help="train/evaluate/coverage: a folder holding chest_xray/ and lung_masks/ (or the "
-                                      "fixture's masks/ layout); population: a Kaggle-layout folder or one holding "
-                                      "chest_xray/")
+    s.add_argument(
+        "--data-dir",
+        help="train/evaluate/coverage: a folder holding chest_xray/ and lung_masks/ (or the "
+        "fixture's masks/ layout); population: a Kaggle-layout folder or one holding "
+        "chest_xray/",
+    )
     s.add_argument("--weights", help="evaluate/segment: a segmenter file (default: the one shipped in the package)")
-    s.add_argument("--split", default=None, choices=["train", "val", "test"],
-                   help="evaluate: default test; coverage: default val")
+    s.add_argument(
+        "--split", default=None, choices=["train", "val", "test"], help="evaluate: default test; coverage: default val"
+    )
     s.add_argument("--epochs", type=int_in(1, C.MAX_EPOCHS), default=30)
     s.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0)
-    s.add_argument("--out", help="train: where to write the segmenter (default lungs_unet.pt); segment: folder for "
-                                 "masks and overlays; population: where to write the reference", default=None)
-    s.add_argument("--ship", action="store_true", help="train/population: write the weights or the reference into "
-                                                       "the package (maintainers)")
-    s.add_argument("--json", help="train: history and provenance; evaluate: dice_mean, dice_p05, n, per-film Dice; "
-                                  "population: flag rates per split and the FILES' scores")
+    s.add_argument(
+        "--out",
+        help="train: where to write the segmenter (default lungs_unet.pt); segment: folder for "
+        "masks and overlays; population: where to write the reference",
+        default=None,
+    )
+    s.add_argument(
+        "--ship",
+        action="store_true",
+        help="train/population: write the weights or the reference into the package (maintainers)",
+    )
+    s.add_argument(
+        "--json",
+        help="train: history and provenance; evaluate: dice_mean, dice_p05, n, per-film Dice; "
+        "population: flag rates per split and the FILES' scores",
+    )
     s.add_argument("--figure", help="evaluate: a PNG of the worst-Dice films and others, annotated vs learned masks")
     s.set_defaults(func=cmd_lungs)

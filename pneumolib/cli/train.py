@@ -1,4 +1,5 @@
 """Training commands: experiments, run (the main job), train, bench, ablate."""
+
 from __future__ import annotations
 
 import logging
@@ -41,6 +42,7 @@ def _configs(names: list[str]) -> list[C.ExperimentConfig]:
 def cmd_run(args) -> int:
     from ..data.dataset import resolve_data_dir
     from ..studies.experiment import comparison_rows, format_table, run_experiment
+
     root, is_fixture = resolve_data_dir(data_source(args))
     out = Path(args.out)
     results = []
@@ -48,6 +50,7 @@ def cmd_run(args) -> int:
 
     from ..core.runs import entry_dir, seed_dir
     from ..studies.card import write_model_card
+
     for cfg in _configs(args.experiments):
         for seed in args.seeds or [None]:
             # with --seeds, one run folder per seed (RUNS/NN_name/seedS: the notebooks' layout)
@@ -55,10 +58,20 @@ def cmd_run(args) -> int:
             if seed is not None:
                 cfg, folder = replace(cfg, seed=seed), seed_dir(out, cfg, seed)
             # the series must run end to end, so missing ImageNet weights mean a loudly labelled random init
-            r = run_experiment(cfg, root if not is_fixture else None, folder, workers=args.workers,
-                               profile=args.profile, device=args.device, on_missing_weights="random_init",
-                               cam_per_class=args.cam_per_class, strict=args.strict, command=command_line(),
-                               reuse=not args.retrain, replace_other=args.retrain)
+            r = run_experiment(
+                cfg,
+                root if not is_fixture else None,
+                folder,
+                workers=args.workers,
+                profile=args.profile,
+                device=args.device,
+                on_missing_weights="random_init",
+                cam_per_class=args.cam_per_class,
+                strict=args.strict,
+                command=command_line(),
+                reuse=not args.retrain,
+                replace_other=args.retrain,
+            )
             write_model_card(folder)
             results.append(r.metrics)
             print()
@@ -71,11 +84,19 @@ def add_run(sub) -> None:
     s = sub.add_parser("run", help="train and evaluate experiments, then print a comparison table (the main job)")
     s.add_argument("experiments", nargs="*", default=["all"], help="names or entry numbers, or 'all' (default)")
     s.add_argument("--out", default="runs", help="folder for the run folders (default: runs)")
-    s.add_argument("--retrain", action="store_true",
-                   help="train even where a run folder holds a finished run; replaces a run folder that holds another "
-                        "training, with its records (without it, such a folder is refused)")
-    s.add_argument("--seeds", nargs="+", type=int_in(0, 2**32 - 1), metavar="S",
-                   help="train each experiment once per seed, into OUT/NN_name/seedS (the notebooks' layout)")
+    s.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train even where a run folder holds a finished run; replaces a run folder that holds another "
+        "training, with its records (without it, such a folder is refused)",
+    )
+    s.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int_in(0, 2**32 - 1),
+        metavar="S",
+        help="train each experiment once per seed, into OUT/NN_name/seedS (the notebooks' layout)",
+    )
     common_args(s)
     s.set_defaults(func=cmd_run)
 
@@ -85,8 +106,10 @@ def cmd_train(args) -> int:
     from ..core import distributed
     from ..core.runtime import get_device
     from ..studies.experiment import run_experiment
-    overrides = {k: getattr(args, k) for k in ("epochs", "image_size", "seed", "batch_size")
-                 if getattr(args, k) is not None}
+
+    overrides = {
+        k: getattr(args, k) for k in ("epochs", "image_size", "seed", "batch_size") if getattr(args, k) is not None
+    }
     if args.init_from:
         overrides["init_from"] = str(Path(args.init_from).resolve())
     if args.no_sync_bn:
@@ -96,12 +119,24 @@ def cmd_train(args) -> int:
     if not world.is_main:  # rank 0 alone logs and writes
         logging.getLogger("pneumolib").setLevel(logging.WARNING)
     try:
-        r = run_experiment(C.get_config(args.experiment), source, args.out, profile=args.profile,
-                           overrides=overrides, device=args.device, command=command_line(),
-                           on_missing_weights="random_init" if args.allow_random_init else "fail",
-                           reuse=not args.retrain, replace_other=args.retrain, cam_per_class=args.cam_per_class,
-                           strict=args.strict, resume=args.resume, holdout=args.holdout, world=world,
-                           workers=args.workers)
+        r = run_experiment(
+            C.get_config(args.experiment),
+            source,
+            args.out,
+            profile=args.profile,
+            overrides=overrides,
+            device=args.device,
+            command=command_line(),
+            on_missing_weights="random_init" if args.allow_random_init else "fail",
+            reuse=not args.retrain,
+            replace_other=args.retrain,
+            cam_per_class=args.cam_per_class,
+            strict=args.strict,
+            resume=args.resume,
+            holdout=args.holdout,
+            world=world,
+            workers=args.workers,
+        )
     finally:
         distributed.stop()
     if not world.is_main:
@@ -109,6 +144,7 @@ def cmd_train(args) -> int:
     if "test" in r.metrics:
         print(format_metrics(r.metrics["test"]))
     from ..studies.card import write_model_card
+
     write_model_card(args.out)  # the card reads what the run folder now holds
     print(f"wrote {Path(args.out) / 'checkpoint.pt'}, metrics.json, scores_test.csv, MODEL_CARD.md")
     return 0
@@ -122,22 +158,41 @@ def add_train(sub) -> None:
     s.add_argument("--image-size", type=int_in(32, C.MAX_IMAGE_SIZE))
     s.add_argument("--batch-size", type=int_in(1, C.MAX_BATCH_SIZE))
     s.add_argument("--seed", type=int_in(0, 2**32 - 1))
-    s.add_argument("--retrain", action="store_true",
-                   help="train even if RUN_DIR holds a matching checkpoint; replaces a RUN_DIR that holds another "
-                        "training, removing its records (without it, such a folder is refused)")
-    s.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run from RUN_DIR/last.pt (the last completed epoch)")
-    s.add_argument("--holdout", default="folders", choices=["folders", "early_ids"],
-                   help="test split: the data folder's test/ (default), or early_ids: the earliest-numbered patients of "
-                        "each file-name family, a proxy for a new acquisition batch (notebook 10)")
-    s.add_argument("--init-from", metavar="CHECKPOINT",
-                   help="fine-tune: start from this pneumolib checkpoint's weights (same model and input channels), "
-                        "recorded in the run's config")
-    s.add_argument("--allow-random-init", action="store_true",
-                   help="when ImageNet weights are missing, train from random init (recorded as such) instead of failing")
-    s.add_argument("--no-sync-bn", action="store_true",
-                   help="under torchrun: BatchNorm statistics per process instead of over the global batch "
-                        "(recorded in the config as sync_bn=false)")
+    s.add_argument(
+        "--retrain",
+        action="store_true",
+        help="train even if RUN_DIR holds a matching checkpoint; replaces a RUN_DIR that holds another "
+        "training, removing its records (without it, such a folder is refused)",
+    )
+    s.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run from RUN_DIR/last.pt (the last completed epoch)",
+    )
+    s.add_argument(
+        "--holdout",
+        default="folders",
+        choices=["folders", "early_ids"],
+        help="test split: the data folder's test/ (default), or early_ids: the earliest-numbered patients of "
+        "each file-name family, a proxy for a new acquisition batch (notebook 10)",
+    )
+    s.add_argument(
+        "--init-from",
+        metavar="CHECKPOINT",
+        help="fine-tune: start from this pneumolib checkpoint's weights (same model and input channels), "
+        "recorded in the run's config",
+    )
+    s.add_argument(
+        "--allow-random-init",
+        action="store_true",
+        help="when ImageNet weights are missing, train from random init (recorded as such) instead of failing",
+    )
+    s.add_argument(
+        "--no-sync-bn",
+        action="store_true",
+        help="under torchrun: BatchNorm statistics per process instead of over the global batch "
+        "(recorded in the config as sync_bn=false)",
+    )
     common_args(s)
     s.set_defaults(func=cmd_train)
 
@@ -146,10 +201,18 @@ def cmd_bench(args) -> int:
     from ..core.io import save_json
     from ..data.dataset import resolve_data_dir
     from ..studies.bench import bench, format_bench
+
     root, _ = resolve_data_dir(data_source(args))
     steps = args.steps or (200 if args.device == "cuda" else 20)
-    r = bench(root, experiment=args.experiment, device=args.device, image_size=args.image_size,
-              batch_size=args.batch_size, steps=steps, workers=args.workers)
+    r = bench(
+        root,
+        experiment=args.experiment,
+        device=args.device,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        steps=steps,
+        workers=args.workers,
+    )
     print(format_bench(r))
     if args.json:
         save_json(r, args.json)
@@ -160,15 +223,21 @@ def add_bench(sub) -> None:
     s = sub.add_parser("bench", help="training images/s: plain ImageFolder pipeline vs pneumolib's vs pure compute")
     s.add_argument("--data-dir", help="Kaggle-layout folder (default: $PNEUMOLIB_DATA_DIR, else the bundled fixture)")
     manifest_args(s)
-    s.add_argument("--experiment", default="baseline",
-                   help="whose training transforms and preprocessing the pipeline applies (default: baseline)")
+    s.add_argument(
+        "--experiment",
+        default="baseline",
+        help="whose training transforms and preprocessing the pipeline applies (default: baseline)",
+    )
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     s.add_argument("--image-size", type=int_in(32, C.MAX_IMAGE_SIZE), default=128)
     s.add_argument("--batch-size", type=int_in(1, C.MAX_BATCH_SIZE), default=32)
-    s.add_argument("--steps", type=int_in(1, 100_000), help="timed training steps per pipeline (default: 20 on CPU, 200 on GPU)")
+    s.add_argument(
+        "--steps", type=int_in(1, 100_000), help="timed training steps per pipeline (default: 20 on CPU, 200 on GPU)"
+    )
     s.add_argument("--workers", type=int_in(0, 64), default=0, help="DataLoader workers for the plain pipeline")
-    s.add_argument("--json", help="write plain_img_s, pipeline_img_s, compute_img_s, device, image_size, "
-                                  "experiment here")
+    s.add_argument(
+        "--json", help="write plain_img_s, pipeline_img_s, compute_img_s, device, image_size, experiment here"
+    )
     s.set_defaults(func=cmd_bench)
 
 
@@ -176,12 +245,20 @@ def cmd_ablate(args) -> int:
     from ..core.config import RECOMMENDED
     from ..data.dataset import resolve_data_dir
     from ..studies.protocol import ablation_configs, ablation_frame, protocol_agreement, score_steps
+
     root, is_fixture = resolve_data_dir(args.data_dir)
     holdouts = ("folders", "early_ids") if args.holdout == "both" else (args.holdout,)
     configs = [C.get_config(n) for n in args.steps] if args.steps else ablation_configs()
     configs += [RECOMMENDED] if args.with_recommended else []
-    rows = score_steps(None if is_fixture else root, args.runs, profile=args.profile, device=args.device,
-                       configs=configs, holdouts=holdouts, seeds=tuple(args.seeds))
+    rows = score_steps(
+        None if is_fixture else root,
+        args.runs,
+        profile=args.profile,
+        device=args.device,
+        configs=configs,
+        holdouts=holdouts,
+        seeds=tuple(args.seeds),
+    )
     print(ablation_frame(rows).to_string())
     if "early_ids" in holdouts and "folders" in holdouts:
         print()
@@ -190,19 +267,40 @@ def cmd_ablate(args) -> int:
 
 
 def add_ablate(sub) -> None:
-    s = sub.add_parser("ablate", help="train (or reuse) notebook 10's ablation steps one lever at a time, stress-test "
-                                      "them, and print the table scored by each validation protocol")
+    s = sub.add_parser(
+        "ablate",
+        help="train (or reuse) notebook 10's ablation steps one lever at a time, stress-test "
+        "them, and print the table scored by each validation protocol",
+    )
     s.add_argument("--data-dir", help="Kaggle-layout folder (default: $PNEUMOLIB_DATA_DIR, else the bundled fixture)")
-    s.add_argument("--runs", default="runs", help="folder of run folders (default: runs; steps go to "
-                                                  "RUNS/ablation/STEP/seedS, RUNS/early_ids/STEP/seedS, the baseline "
-                                                  "to RUNS/01_baseline/seedS)")
-    s.add_argument("--seeds", nargs="+", type=int_in(0, 2**32 - 1), default=[0], metavar="S",
-                   help="train every step once per seed; the table shows the seeds' means, the anchor order is "
-                        "judged seed by seed (default: 0)")
-    s.add_argument("--holdout", default="both", choices=["folders", "early_ids", "both"],
-                   help="score on the folders' test split, the early-ID holdout, or both (default)")
-    s.add_argument("--steps", nargs="+", metavar="NAME", help="only these steps (default: the whole chain, "
-                                                              "'python -m pneumolib experiments --ablations' lists it)")
+    s.add_argument(
+        "--runs",
+        default="runs",
+        help="folder of run folders (default: runs; steps go to "
+        "RUNS/ablation/STEP/seedS, RUNS/early_ids/STEP/seedS, the baseline "
+        "to RUNS/01_baseline/seedS)",
+    )
+    s.add_argument(
+        "--seeds",
+        nargs="+",
+        type=int_in(0, 2**32 - 1),
+        default=[0],
+        metavar="S",
+        help="train every step once per seed; the table shows the seeds' means, the anchor order is "
+        "judged seed by seed (default: 0)",
+    )
+    s.add_argument(
+        "--holdout",
+        default="both",
+        choices=["folders", "early_ids", "both"],
+        help="score on the folders' test split, the early-ID holdout, or both (default)",
+    )
+    s.add_argument(
+        "--steps",
+        nargs="+",
+        metavar="NAME",
+        help="only these steps (default: the whole chain, 'python -m pneumolib experiments --ablations' lists it)",
+    )
     s.add_argument("--with-recommended", action="store_true", help="also train the recommended recipe (entry 10)")
     s.add_argument("--profile", choices=list(C.PROFILES), default=None)
     s.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])

@@ -1,4 +1,5 @@
 """Frozen experiment configs: the baseline and one small diff per dated log entry."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -55,8 +56,9 @@ def parse_threshold_rule(rule: str) -> tuple[str, float | None]:
     'sensitivity:0.95' -> ('sensitivity', 0.95).
     Raises ValueError naming the rule and the forms allowed."""
     kind, sep, arg = str(rule).partition(":")
-    bad = ConfigError(f"config field threshold={rule!r} is not one of: {', '.join(THRESHOLD_RULES)} "
-                     "(T in [0, 1], S in (0, 1])")
+    bad = ConfigError(
+        f"config field threshold={rule!r} is not one of: {', '.join(THRESHOLD_RULES)} (T in [0, 1], S in (0, 1])"
+    )
     if kind in ("youden", "youden_shifted", "balanced") and not sep:
         return kind, None
     if kind in ("fixed", "sensitivity") and sep:
@@ -91,8 +93,11 @@ class View:
         _choice("crop", self.crop, CROPS)
         if isinstance(self.margin, bool) or not isinstance(self.margin, (int, float)) or not 0 <= self.margin <= 0.5:
             raise ConfigError(f"config field crop_margin={self.margin!r} must be in [0, 0.5]")
-        if isinstance(self.dilation, bool) or not isinstance(self.dilation, (int, float)) \
-                or not 0 <= self.dilation <= 0.25:
+        if (
+            isinstance(self.dilation, bool)
+            or not isinstance(self.dilation, (int, float))
+            or not 0 <= self.dilation <= 0.25
+        ):
             raise ConfigError(f"config field mask_dilation={self.dilation!r} must be in [0, 0.25]")
 
     @property
@@ -179,14 +184,18 @@ class ExperimentConfig:
         parse_threshold_rule(self.threshold)
         classes = [c for c, _ in self.train_transforms]
         if sorted(classes) != sorted(CLASSES) or len(classes) != len(CLASSES):
-            raise ConfigError(f"config field train_transforms={self.train_transforms!r} must name each of "
-                             f"{', '.join(CLASSES)} exactly once")
+            raise ConfigError(
+                f"config field train_transforms={self.train_transforms!r} must name each of "
+                f"{', '.join(CLASSES)} exactly once"
+            )
         for cls, spec in self.train_transforms:
             parts = [p.strip() for p in str(spec).split("+")]
             for part in parts:
                 if part not in TRANSFORM_NAMES:
-                    raise ConfigError(f"config field train_transforms: {cls} transform {spec!r} has {part!r}, "
-                                     f"which is not one of: {', '.join(TRANSFORM_NAMES)}")
+                    raise ConfigError(
+                        f"config field train_transforms: {cls} transform {spec!r} has {part!r}, "
+                        f"which is not one of: {', '.join(TRANSFORM_NAMES)}"
+                    )
         check_int("image_size", self.image_size, 32, MAX_IMAGE_SIZE)  # ResNet downsamples 32x
         check_int("epochs", self.epochs, 1, MAX_EPOCHS)
         check_int("batch_size", self.batch_size, 1, MAX_BATCH_SIZE)
@@ -240,8 +249,11 @@ class ExperimentConfig:
 
     def training_key(self) -> str:
         """Hash of the fields that change the trained weights (not the name or the decision rule)."""
-        d = {k: v for k, v in self.to_dict().items()
-             if k not in EVAL_ONLY_FIELDS and not (k in KEYED_UNLESS_DEFAULT and v == KEYED_UNLESS_DEFAULT[k])}
+        d = {
+            k: v
+            for k, v in self.to_dict().items()
+            if k not in EVAL_ONLY_FIELDS and not (k in KEYED_UNLESS_DEFAULT and v == KEYED_UNLESS_DEFAULT[k])
+        }
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -279,7 +291,9 @@ BASELINE = ExperimentConfig(
 
 CENTRAL_FOCUS_NORMAL = replace(
     BASELINE,
-    name="central_focus_normal", entry="02", date="2024-05-13",
+    name="central_focus_normal",
+    entry="02",
+    date="2024-05-13",
     title="CentralFocus blur on NORMAL images",
     log_said="More NORMAL images misread as PNEUMONIA; over-confident (p=1.00); false positives surge.",
     train_transforms=(("NORMAL", "central_focus+log_baseline"), ("PNEUMONIA", "log_baseline")),
@@ -288,7 +302,9 @@ CENTRAL_FOCUS_NORMAL = replace(
 # The log's `is_normal=(label == 1)` means PNEUMONIA (label 1): the flag name says the opposite.
 CENTRAL_FOCUS_PNEUMONIA = replace(
     CENTRAL_FOCUS_NORMAL,
-    name="central_focus_pneumonia", entry="03", date="2024-05-13",
+    name="central_focus_pneumonia",
+    entry="03",
+    date="2024-05-13",
     title="CentralFocus blur on PNEUMONIA images only",
     log_said="Grad-CAM slightly better, NORMAL accuracy still low; central focus hurts; baseline most stable.",
     train_transforms=(("NORMAL", "log_baseline"), ("PNEUMONIA", "central_focus+log_baseline")),
@@ -298,7 +314,9 @@ CENTRAL_FOCUS_PNEUMONIA = replace(
 # and trains the standard 3-channel ResNet18 on RGB input.
 RGB_GRAYSCALE_MISMATCH = replace(
     CENTRAL_FOCUS_PNEUMONIA,
-    name="rgb_grayscale_mismatch", entry="04", date="2024-05-14",
+    name="rgb_grayscale_mismatch",
+    entry="04",
+    date="2024-05-14",
     title="3-channel RGB training, greyscale forced at inference",
     log_said="Grad-CAM abnormal, every prediction PNEUMONIA (p=1.00): train/inference channel mismatch.",
     in_channels=3,
@@ -307,7 +325,9 @@ RGB_GRAYSCALE_MISMATCH = replace(
 
 PRETRAINED = replace(
     RGB_GRAYSCALE_MISMATCH,
-    name="pretrained", entry="05", date="2024-05-14",
+    name="pretrained",
+    entry="05",
+    date="2024-05-14",
     title="ImageNet-pretrained ResNet18",
     log_said="Softmax probabilities higher, decisions clearer; separates NORMAL better than before.",
     pretrained=True,
@@ -315,7 +335,9 @@ PRETRAINED = replace(
 
 PRETRAINED_CENTRAL_FOCUS = replace(
     PRETRAINED,
-    name="pretrained_central_focus_pneumonia", entry="06", date="2024-05-14",
+    name="pretrained_central_focus_pneumonia",
+    entry="06",
+    date="2024-05-14",
     title="CentralFocus on PNEUMONIA only, pretrained model",
     log_said="As entry 3: slight Grad-CAM gain, NORMAL accuracy still low; baseline most stable.",
     train_transforms=(("NORMAL", "log_baseline"), ("PNEUMONIA", "central_focus+log_baseline")),
@@ -323,7 +345,9 @@ PRETRAINED_CENTRAL_FOCUS = replace(
 
 STRONG_NORMAL_AUG = replace(
     PRETRAINED_CENTRAL_FOCUS,
-    name="strong_normal_aug", entry="07", date="2024-05-14",
+    name="strong_normal_aug",
+    entry="07",
+    date="2024-05-14",
     title="Strong augmentation for NORMAL images only",
     log_said="Predictions no longer extreme (softmax 0.4-0.7); 'the most balanced model so far'.",
     train_transforms=(("NORMAL", "log_strong_normal"), ("PNEUMONIA", "log_baseline")),
@@ -331,7 +355,9 @@ STRONG_NORMAL_AUG = replace(
 
 REPORT_10 = replace(
     STRONG_NORMAL_AUG,
-    name="report_10_images", entry="08", date="2024-05-15",
+    name="report_10_images",
+    entry="08",
+    date="2024-05-15",
     title="Classification report on 10 test images",
     log_said="Everything predicted PNEUMONIA: NORMAL P/R/F1 0.00, accuracy 0.50 on 5 + 5 images.",
     eval_subset_per_class=5,
@@ -339,24 +365,32 @@ REPORT_10 = replace(
 
 FOCAL_THRESHOLD = replace(
     REPORT_10,
-    name="focal_loss_threshold_0.8", entry="09", date="2024-05-15",
+    name="focal_loss_threshold_0.8",
+    entry="09",
+    date="2024-05-15",
     title="FocalLoss, PNEUMONIA only when p >= 0.8",
     log_said="Still every image PNEUMONIA; Grad-CAM on a NORMAL image sits on the heart / lower diaphragm.",
-    loss="focal", focal_gamma=2.0, threshold="fixed:0.8",
+    loss="focal",
+    focal_gamma=2.0,
+    threshold="fixed:0.8",
 )
 
 # --- beyond the log: a recipe that keeps NORMAL recall on a new cohort -------------------------
 # Every lever is one step of ABLATIONS below; RECOMMENDED is the last step, written as a diff from the baseline.
 RECOMMENDED = replace(
     BASELINE,
-    name="recommended", entry="10", date="2026-12-01",
+    name="recommended",
+    entry="10",
+    date="2026-12-01",
     title="Recommended recipe: lungs only (black outside the dilated lung mask, equalised inside it), robust and "
-          "sharpness augmentation, balanced sampler and threshold",
+    "sharpness augmentation, balanced sampler and threshold",
     log_said="(not in the log) The fix for the log's failure: NORMAL recall that survives a new cohort.",
     train_transforms=(("NORMAL", "robust+sharpness"), ("PNEUMONIA", "robust+sharpness")),
     sampler="balanced",
     label_smoothing=0.1,
-    optimizer="adamw", weight_decay=0.05, scheduler="cosine",
+    optimizer="adamw",
+    weight_decay=0.05,
+    scheduler="cosine",
     epochs=30,
     # 'balanced' (docs/recipe.md, fourth round): Platt-calibrated validation scores under the balanced sampler's
     # 50/50 prior, cut at 0.5, with no assumption about how a new cohort's scanners shift the scores
@@ -369,8 +403,15 @@ RECOMMENDED = replace(
 )
 
 LOG_ENTRIES = (
-    BASELINE, CENTRAL_FOCUS_NORMAL, CENTRAL_FOCUS_PNEUMONIA, RGB_GRAYSCALE_MISMATCH, PRETRAINED,
-    PRETRAINED_CENTRAL_FOCUS, STRONG_NORMAL_AUG, REPORT_10, FOCAL_THRESHOLD,
+    BASELINE,
+    CENTRAL_FOCUS_NORMAL,
+    CENTRAL_FOCUS_PNEUMONIA,
+    RGB_GRAYSCALE_MISMATCH,
+    PRETRAINED,
+    PRETRAINED_CENTRAL_FOCUS,
+    STRONG_NORMAL_AUG,
+    REPORT_10,
+    FOCAL_THRESHOLD,
 )
 REGISTRY: dict[str, ExperimentConfig] = {c.name: c for c in (*LOG_ENTRIES, RECOMMENDED)}
 
@@ -378,27 +419,61 @@ REGISTRY: dict[str, ExperimentConfig] = {c.name: c for c in (*LOG_ENTRIES, RECOM
 def _ablation_chain() -> tuple[ExperimentConfig, ...]:
     """The baseline, then one lever at a time until the recommended recipe (notebook 10's ablation table).
     'per_image' is a side branch: the alternative intensity normalisation, compared at the same point."""
+
     def step(prev, name, title, **kw):
         return replace(prev, name=name, entry="", date="", title=title, log_said="", **kw)
 
-    balanced = step(BASELINE, "abl_balanced", "+ balanced sampler, Youden threshold on validation",
-                    sampler="balanced", threshold="youden")
-    robust = step(balanced, "abl_robust_aug", "+ robust augmentation (geometry, gamma, contrast, blur)",
-                  train_transforms=(("NORMAL", "robust"), ("PNEUMONIA", "robust")))
+    balanced = step(
+        BASELINE,
+        "abl_balanced",
+        "+ balanced sampler, Youden threshold on validation",
+        sampler="balanced",
+        threshold="youden",
+    )
+    robust = step(
+        balanced,
+        "abl_robust_aug",
+        "+ robust augmentation (geometry, gamma, contrast, blur)",
+        train_transforms=(("NORMAL", "robust"), ("PNEUMONIA", "robust")),
+    )
     per_image = step(robust, "abl_per_image", "+ per-image standardisation (side branch)", normalize="per_image")
     equalize = step(robust, "abl_equalize", "+ histogram-equalised input", normalize="equalize")
-    regular = step(equalize, "abl_regularised", "+ label smoothing 0.1, AdamW wd 0.05, cosine schedule",
-                   label_smoothing=0.1, optimizer="adamw", weight_decay=0.05, scheduler="cosine")
+    regular = step(
+        equalize,
+        "abl_regularised",
+        "+ label smoothing 0.1, AdamW wd 0.05, cosine schedule",
+        label_smoothing=0.1,
+        optimizer="adamw",
+        weight_decay=0.05,
+        scheduler="cosine",
+    )
     tta = step(regular, "abl_tta", "+ flip test-time augmentation", tta=True)
-    sharp = step(tta, "abl_sharpness", "+ resolution and noise augmentation",
-                 train_transforms=(("NORMAL", "robust+sharpness"), ("PNEUMONIA", "robust+sharpness")))
-    shifted = step(sharp, "abl_youden_shifted", "+ threshold by Youden on validation and its seen shifts",
-                   threshold="youden_shifted")
+    sharp = step(
+        tta,
+        "abl_sharpness",
+        "+ resolution and noise augmentation",
+        train_transforms=(("NORMAL", "robust+sharpness"), ("PNEUMONIA", "robust+sharpness")),
+    )
+    shifted = step(
+        sharp,
+        "abl_youden_shifted",
+        "+ threshold by Youden on validation and its seen shifts",
+        threshold="youden_shifted",
+    )
     lungs = step(shifted, "abl_lungs", "+ lung-field crop", crop="lungs")
-    mask = step(lungs, "abl_lung_mask", "+ black outside the dilated lung mask, equalised inside it",
-                crop="lung_mask", normalize="equalize_masked")
-    rule = step(mask, "abl_balanced_threshold", "+ threshold: calibrated, cut at the sampler's prior (= recommended)",
-                threshold="balanced")
+    mask = step(
+        lungs,
+        "abl_lung_mask",
+        "+ black outside the dilated lung mask, equalised inside it",
+        crop="lung_mask",
+        normalize="equalize_masked",
+    )
+    rule = step(
+        mask,
+        "abl_balanced_threshold",
+        "+ threshold: calibrated, cut at the sampler's prior (= recommended)",
+        threshold="balanced",
+    )
     return (balanced, robust, per_image, equalize, regular, tta, sharp, shifted, lungs, mask, rule)
 
 
@@ -411,18 +486,30 @@ def _candidates() -> tuple[ExperimentConfig, ...]:
     the ablation's budget; adopted into RECOMMENDED only when several seeds of the stress test support them.
     cand_sharpness was adopted (four seeds, README 'Recipe candidates'): it trains what abl_sharpness trains, and
     stays here under its own name so the commands that measured it still re-run."""
-    sharp = replace(ABLATIONS["abl_tta"], name="cand_sharpness",
-                    title="+ resolution and noise augmentation (adopted: = abl_sharpness)",
-                    train_transforms=(("NORMAL", "robust+sharpness"), ("PNEUMONIA", "robust+sharpness")))
+    sharp = replace(
+        ABLATIONS["abl_tta"],
+        name="cand_sharpness",
+        title="+ resolution and noise augmentation (adopted: = abl_sharpness)",
+        train_transforms=(("NORMAL", "robust+sharpness"), ("PNEUMONIA", "robust+sharpness")),
+    )
     # issue 22: the recipe on lung-field crops (a prototype of it moved the external cohort), and a wider margin
-    lungs = replace(ABLATIONS["abl_youden_shifted"], name="cand_lungs",
-                    title="+ lung-field crop (adopted: = abl_lungs)", crop="lungs", crop_margin=0.08)
+    lungs = replace(
+        ABLATIONS["abl_youden_shifted"],
+        name="cand_lungs",
+        title="+ lung-field crop (adopted: = abl_lungs)",
+        crop="lungs",
+        crop_margin=0.08,
+    )
     lungs_wide = replace(lungs, name="cand_lungs_m15", title="+ lung-field crop, 15% margin", crop_margin=0.15)
     # issue 32: the same box with everything outside the (dilated) lung mask set to black, and the histogram
     # equalisation computed inside the mask only (a film's black share must not shift its lungs' grey levels)
-    mask = replace(lungs, name="cand_lung_mask",
-                   title="+ black outside the dilated lung mask, equalised inside it (adopted: = abl_lung_mask)",
-                   crop="lung_mask", normalize="equalize_masked")
+    mask = replace(
+        lungs,
+        name="cand_lung_mask",
+        title="+ black outside the dilated lung mask, equalised inside it (adopted: = abl_lung_mask)",
+        crop="lung_mask",
+        normalize="equalize_masked",
+    )
     return (sharp, lungs, lungs_wide, mask)
 
 

@@ -1,4 +1,5 @@
 """Several processes through torch.distributed (launched by torchrun): who this process is, the sharded batches, BatchNorm synced across processes, gathers."""
+
 from __future__ import annotations
 
 import contextlib
@@ -71,18 +72,19 @@ def rank_device(device: torch.device, world: World) -> torch.device:
     return device
 
 
-def shard_batches(order: Sequence[int], batch_size: int, world: World, drop_last: bool
-                  ) -> tuple[list[list[int]], list[int]]:
+def shard_batches(
+    order: Sequence[int], batch_size: int, world: World, drop_last: bool
+) -> tuple[list[list[int]], list[int]]:
     """Cut one global draw into global batches of batch_size (the last dropped if short and drop_last), and give
     this rank every world.size-th index of each: (this rank's batches, each global batch's size). The ranks'
     batches are disjoint and their union is exactly the single-process batch, for any world size."""
     if batch_size < world.size:
         raise ValueError(f"batch size {batch_size} is smaller than the {world.size} processes: each needs a film")
     order = [int(i) for i in order]
-    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
     if drop_last and chunks and len(chunks[-1]) < batch_size:
         chunks.pop()
-    return [c[world.rank::world.size] for c in chunks], [len(c) for c in chunks]
+    return [c[world.rank :: world.size] for c in chunks], [len(c) for c in chunks]
 
 
 def barrier(world: World) -> None:
@@ -109,7 +111,7 @@ def gather_in_order(local: Sequence[Any], n: int, world: World) -> list[Any]:
     dist.all_gather_object(parts, list(local))
     out: list[Any] = [None] * n
     for r, part in enumerate(parts):
-        out[r::world.size] = part
+        out[r :: world.size] = part
     return out
 
 
@@ -191,8 +193,9 @@ def sync_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
 
     def convert(module: nn.Module) -> nn.Module:
         if isinstance(module, nn.BatchNorm2d) and not isinstance(module, CpuSyncBatchNorm):
-            new = CpuSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                                   module.track_running_stats)
+            new = CpuSyncBatchNorm(
+                module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+            )
             new.load_state_dict(module.state_dict())
             return new
         for name, child in module.named_children():

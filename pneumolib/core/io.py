@@ -6,6 +6,7 @@ through a symbolic link (a link at the target is refused, and so is a link stand
 of its own), keeps the umask's mode (a group can read a shared run folder when the umask lets it), and refuses a
 target that resolves to a protected input (`protect`): a command's checkpoint, its run records, its data files and
 folders, its manifest. A full disk is one line naming the file."""
+
 from __future__ import annotations
 
 import errno
@@ -51,8 +52,11 @@ def disk_error(path: str | Path, e: BaseException) -> OutputError:
             free = shutil.disk_usage(Path(path).parent if str(Path(path).parent) else ".").free
         except OSError:
             free = 0
-        why = ("disk full" if code in (errno.ENOSPC, errno.EDQUOT) or free < 16 * 2**20 else
-               "file too large for this file system (or a file-size limit)")
+        why = (
+            "disk full"
+            if code in (errno.ENOSPC, errno.EDQUOT) or free < 16 * 2**20
+            else "file too large for this file system (or a file-size limit)"
+        )
         return OutputError(f"{path}: cannot write it: {why} (nothing was written; free some space and run again)")
     return OutputError(f"{path}: cannot write it ({getattr(e, 'strerror', None) or ' '.join(text.split())[:160]})")
 
@@ -79,13 +83,15 @@ class Protected:
     """The inputs of one command that no output of it may replace or land in: files (a checkpoint, a manifest, a
     film, a run record) and folders (a data folder: nothing is written inside it)."""
 
-    def __init__(self, files: Iterable[str | Path] = (), folders: Iterable[str | Path] = (),
-                 films: Iterable[str | Path] = ()):
+    def __init__(
+        self, files: Iterable[str | Path] = (), folders: Iterable[str | Path] = (), films: Iterable[str | Path] = ()
+    ):
         self.files, self.folders, self.film_folders = set(), set(), set()
         self.add(files, folders, films)
 
-    def add(self, files: Iterable[str | Path] = (), folders: Iterable[str | Path] = (),
-            films: Iterable[str | Path] = ()) -> "Protected":
+    def add(
+        self, files: Iterable[str | Path] = (), folders: Iterable[str | Path] = (), films: Iterable[str | Path] = ()
+    ) -> "Protected":
         """FILES may not be replaced; nothing is written inside FOLDERS; FILMS may not be replaced, and no output
         folder may be the folder that holds one (an overlay filed beside the test films would be read as one)."""
         films = [_real(p) for p in films if p]
@@ -126,8 +132,9 @@ def check_target(path: str | Path, protect: Protected | None = None) -> Path:
     """Refuse a target file that is a symbolic link, a folder, or a protected input (OutputError, one line)."""
     path = Path(path)
     if path.is_symlink():
-        raise OutputError(f"{path}: is a symbolic link; pneumolib never writes through one (remove it, or choose "
-                          "another name)")
+        raise OutputError(
+            f"{path}: is a symbolic link; pneumolib never writes through one (remove it, or choose another name)"
+        )
     if path.is_dir():
         raise OutputError(f"{path}: is a folder; give a file name for the output")
     why = (protect or NO_PROTECTION).why(path)
@@ -146,8 +153,10 @@ def make_dir(path: str | Path, *, ours: bool = False, protect: Protected | None 
     """
     path = Path(path)
     if ours and path.is_symlink():
-        raise OutputError(f"{path}: is a symbolic link where pneumolib keeps a folder of its own; remove it (nothing "
-                          "is written through it)")
+        raise OutputError(
+            f"{path}: is a symbolic link where pneumolib keeps a folder of its own; remove it (nothing "
+            "is written through it)"
+        )
     if path.exists() and not path.is_dir():
         raise OutputError(f"{path}: exists and is not a folder; give a folder (or a new name) for the output")
     why = (protect or NO_PROTECTION).why_folder(path)
@@ -228,9 +237,11 @@ def atomic_write(path: str | Path, write: Callable[[str], Any], protect: Protect
 
 def write_bytes(path: str | Path, data: bytes, protect: Protected | None = None) -> Path:
     """DATA to PATH through the one writer."""
+
     def write(tmp):
         with open(tmp, "wb") as f:
             f.write(data)
+
     return atomic_write(path, write, protect)
 
 
@@ -267,8 +278,9 @@ MAX_RECORD_DEPTH = 24  # pneumolib nests at most ~8 deep
 # a metrics or evaluation record's summary fields, at its top level and in its 'test', 'val' and 'adapted' parts:
 # numbers (or null), mappings and text where pneumolib writes them; a planted record with another type there is
 # refused, not formatted into a crash
-NUMBER_KEYS = frozenset({"accuracy", "auc", "sensitivity", "specificity", "ece", "threshold", "seconds",
-                         "checkpoint_threshold"})
+NUMBER_KEYS = frozenset(
+    {"accuracy", "auc", "sensitivity", "specificity", "ece", "threshold", "seconds", "checkpoint_threshold"}
+)
 MAPPING_KEYS = frozenset({"test", "val", "adapted", "config", "stress"})
 TEXT_KEYS = frozenset({"experiment", "entry", "date", "command", "commit", "cohort", "split"})
 

@@ -3,6 +3,7 @@
 What users extend (losses, optimizers, schedulers, samplers, transforms, CAM methods) is a Registry; an unknown name is
 refused at once. The package's shipped files (the lung segmenter, the population reference) are loaded through one
 `Shipped` registry, once per process."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -35,9 +36,11 @@ class Registry(Mapping):
 
     def register(self, name: str) -> Callable[[T], T]:
         """A decorator that registers the decorated object under NAME and returns it unchanged."""
+
         def add(obj: T) -> T:
             self.add(name, obj)
             return obj
+
         return add
 
     def add(self, name: str, obj: Any) -> Any:

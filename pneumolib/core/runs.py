@@ -1,4 +1,5 @@
 """The run-folder layout, in one place: what a finished (or interrupted) run leaves in RUN_DIR."""
+
 from __future__ import annotations
 
 import contextlib
@@ -26,7 +27,9 @@ GRADCAM = "gradcam"  # explain's figures and JSON, by default
 # folders under a RUNS root (the notebooks' and 'run --seeds'/'ablate' layout)
 ABLATION = "ablation"  # RUNS/ablation/<step>/seed{S}: the ablation steps on the folders' split
 EARLY_IDS = "early_ids"  # RUNS/early_ids/<step>/seed{S}: the same steps under the early-ID holdout
-MATCHED_BASELINE = "baseline_at_recommended_budget"  # RUNS/ablation/<this>/seed{S}: the log's baseline at the recipe's budget
+MATCHED_BASELINE = (
+    "baseline_at_recommended_budget"  # RUNS/ablation/<this>/seed{S}: the log's baseline at the recipe's budget
+)
 
 
 @dataclass(frozen=True)
@@ -104,8 +107,17 @@ class RunDir:
 
 # what a training leaves in its run folder, besides its own checkpoint: records of THAT model, which a new training in
 # the same folder must not inherit (its card would list the old model's evaluations as its own)
-TRAINING_RECORDS = (METRICS, CONFIG, SCORES_TEST, SCORES_VAL, LAST_EPOCH, "explanation.pkl", EXPLANATION, CARD,
-                    INFERENCE_PATHS)
+TRAINING_RECORDS = (
+    METRICS,
+    CONFIG,
+    SCORES_TEST,
+    SCORES_VAL,
+    LAST_EPOCH,
+    "explanation.pkl",
+    EXPLANATION,
+    CARD,
+    INFERENCE_PATHS,
+)
 TRAINING_RECORD_GLOBS = ("stress*.json", "shortcuts_*.json")
 TRAINING_RECORD_FOLDERS = (EVALUATIONS, GRADCAM)
 
@@ -119,8 +131,15 @@ def _is_temp(name: str) -> bool:
 
 def own_names() -> tuple[str, ...]:
     """Every file and folder name (or glob) pneumolib writes in a run folder."""
-    return (CHECKPOINT, STATE, *TRAINING_RECORDS, *TRAINING_RECORD_GLOBS, *TRAINING_RECORD_FOLDERS, LOCK,
-            "scores_*.csv")
+    return (
+        CHECKPOINT,
+        STATE,
+        *TRAINING_RECORDS,
+        *TRAINING_RECORD_GLOBS,
+        *TRAINING_RECORD_FOLDERS,
+        LOCK,
+        "scores_*.csv",
+    )
 
 
 def _written_by_us(path: Path) -> bool:
@@ -151,6 +170,7 @@ def _written_by_us(path: Path) -> bool:
             return False
         if name == CONFIG:
             from ..core.config import ExperimentConfig
+
             try:
                 ExperimentConfig.from_dict(rec)
             except (ValueError, TypeError, KeyError):
@@ -183,8 +203,14 @@ def record_files(run_dir: str | Path) -> list[Path]:
     path = Path(run_dir)
     if not path.is_dir():
         return []
-    out = [f for f in path.iterdir() if not _is_temp(f.name) and f.name != LOCK
-           and any(fnmatch.fnmatch(f.name, g) for g in own_names()) and not f.is_dir()]
+    out = [
+        f
+        for f in path.iterdir()
+        if not _is_temp(f.name)
+        and f.name != LOCK
+        and any(fnmatch.fnmatch(f.name, g) for g in own_names())
+        and not f.is_dir()
+    ]
     ev = path / EVALUATIONS
     if ev.is_dir() and not ev.is_symlink():
         out += sorted(ev.glob("*.json"))
@@ -228,8 +254,10 @@ def writer_lock(run_dir: str | Path) -> Iterator[None]:
                 pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
             except OSError:
                 pid = "?"
-            raise OutputError(f"{run_dir}: another pneumolib process (pid {pid}) is writing a training into this run "
-                              "folder; wait for it to finish, or give another --out") from None
+            raise OutputError(
+                f"{run_dir}: another pneumolib process (pid {pid}) is writing a training into this run "
+                "folder; wait for it to finish, or give another --out"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         _HELD_LOCKS.add(fd)
@@ -286,8 +314,9 @@ def seed_dir(runs: str | Path, config, seed: int) -> Path:
 def seed_dirs(runs: str | Path, seed: int) -> list[Path]:
     """Every registered experiment's and ablation step's run folder for this seed under RUNS (for finding a twin
     run to reuse: notebook 10's recipe is its ablation's last step when the budgets agree)."""
-    return sorted(Path(runs).glob(f"[0-9][0-9]_*/seed{int(seed)}")) + \
-        sorted(Path(runs).glob(f"{ABLATION}/*/seed{int(seed)}"))
+    return sorted(Path(runs).glob(f"[0-9][0-9]_*/seed{int(seed)}")) + sorted(
+        Path(runs).glob(f"{ABLATION}/*/seed{int(seed)}")
+    )
 
 
 def ablation_dir(runs: str | Path, config, holdout: str = "folders") -> Path:
@@ -324,7 +353,11 @@ def load_metrics(run_dir: str | Path) -> dict[str, Any]:
     if stress is not None:
         m["stress"] = stress.get("summary")
     paths = load_record(run.inference_paths)
-    if (paths is not None and run.checkpoint.is_file() and paths.get("checkpoint_key") == checkpoint_key(run.checkpoint)
-            and isinstance(paths.get("paths"), dict)):
+    if (
+        paths is not None
+        and run.checkpoint.is_file()
+        and paths.get("checkpoint_key") == checkpoint_key(run.checkpoint)
+        and isinstance(paths.get("paths"), dict)
+    ):
         m["inference_paths"] = paths["paths"]
     return m

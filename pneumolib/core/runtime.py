@@ -1,4 +1,5 @@
 """Where and how a run computes: device choice, seeding, mixed precision."""
+
 from __future__ import annotations
 
 import contextlib
@@ -54,12 +55,18 @@ def git_commit(repo: str | Path | None = None) -> str:
     differs from it; 'unknown' outside a git checkout."""
     repo = Path(repo) if repo else Path(__file__).resolve().parents[2]
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True,
-                              timeout=10)
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10
+        )
         if head.returncode:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", ".", ":(exclude)notebooks"], cwd=repo,
-                               capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", ".", ":(exclude)notebooks"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"

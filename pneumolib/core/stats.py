@@ -2,6 +2,7 @@
 
 One owner for each estimate, so that a metric means the same in `evaluate`, the verdicts, Grad-CAM's lift and the
 shortcut audit."""
+
 from __future__ import annotations
 
 import math
@@ -55,8 +56,9 @@ def auc_score(y: np.ndarray, p: np.ndarray) -> float:
     return float((ranks[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def patient_bootstrap(values: np.ndarray, patients: list[str], n_boot: int = 1000, seed: int = 0,
-                      level: float = 0.95) -> list[float]:
+def patient_bootstrap(
+    values: np.ndarray, patients: list[str], n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> list[float]:
     """Percentile interval of the mean of per-image values, resampling patients (all of a patient's images
     together), since films of one patient are not independent.
 
@@ -85,8 +87,9 @@ def patient_bootstrap(values: np.ndarray, patients: list[str], n_boot: int = 100
     return [float(np.percentile(means, lo)), float(np.percentile(means, hi))]
 
 
-def auc_with_interval(labels: np.ndarray, scores: np.ndarray, patients: list[str], n_boot: int = 1000,
-                      seed: int = 0) -> tuple[float, list[float]]:
+def auc_with_interval(
+    labels: np.ndarray, scores: np.ndarray, patients: list[str], n_boot: int = 1000, seed: int = 0
+) -> tuple[float, list[float]]:
     """ROC AUC and its 95% percentile interval from resampling patients.
 
     Args:
@@ -140,14 +143,16 @@ def ledoit_wolf(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         (mean D, precision D x D), float64.
     """
     from sklearn.covariance import ledoit_wolf as shrunk
+
     x = np.asarray(feats, dtype=np.float64)
     mean = x.mean(0)
     cov, _ = shrunk(x - mean, assume_centered=True)
     return mean, np.linalg.inv(cov)
 
 
-def bootstrap_ci(y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int = 1000, seed: int = 0,
-                 level: float = 0.95, groups=None) -> dict[str, list[float]]:
+def bootstrap_ci(
+    y: np.ndarray, p: np.ndarray, threshold: float, n_boot: int = 1000, seed: int = 0, level: float = 0.95, groups=None
+) -> dict[str, list[float]]:
     """Percentile intervals from resampling with replacement: images, or with `groups` (one id per image, e.g. the
     patient) whole groups, since the films of one patient are not independent evidence.
 
@@ -182,8 +187,13 @@ def weighted_metrics(w: np.ndarray, y: np.ndarray, p: np.ndarray, threshold: flo
     fp, fn = w @ ((pred == 1) & (y == 0)), w @ ((pred == 0) & (y == 1))
     total = w.sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        m = {"accuracy": (tp + tn) / total, "sensitivity": tp / (tp + fn), "specificity": tn / (tn + fp),
-             "precision": tp / (tp + fp), "npv": tn / (tn + fn)}
+        m = {
+            "accuracy": (tp + tn) / total,
+            "sensitivity": tp / (tp + fn),
+            "specificity": tn / (tn + fp),
+            "precision": tp / (tp + fp),
+            "npv": tn / (tn + fn),
+        }
         m["balanced_accuracy"] = (m["sensitivity"] + m["specificity"]) / 2
         # weighted Mann-Whitney: over the distinct scores in ascending order, each positive's weight times the
         # negative weight strictly below its score plus half the negative weight tied with it
@@ -198,10 +208,12 @@ def weighted_metrics(w: np.ndarray, y: np.ndarray, p: np.ndarray, threshold: flo
     return {k: np.asarray(v, dtype=float) for k, v in m.items()}
 
 
-def seed_sd_gap(stable: list[float], others: list[list[float]], n_boot: int = 2000, seed: int = 0,
-                min_seeds: int = 5) -> tuple[float, float | None, float | None]:
+def seed_sd_gap(
+    stable: list[float], others: list[list[float]], n_boot: int = 2000, seed: int = 0, min_seeds: int = 5
+) -> tuple[float, float | None, float | None]:
     """min over OTHERS of the seed-to-seed SD, minus STABLE's SD, with a percentile interval from resampling each
     group's seeds (seeded); (value, None, None) when a group has fewer than MIN_SEEDS seeds."""
+
     def sd(xs) -> float:
         xs = np.asarray(xs, float)
         return float(xs.std(ddof=1)) if len(xs) > 1 else float("nan")
@@ -210,7 +222,8 @@ def seed_sd_gap(stable: list[float], others: list[list[float]], n_boot: int = 20
     if min(len(g) for g in [stable, *others]) < min_seeds:
         return value, None, None
     rng = np.random.default_rng(seed)
-    boots = [min(sd(rng.choice(g, len(g))) for g in others) - sd(rng.choice(stable, len(stable)))
-             for _ in range(n_boot)]
+    boots = [
+        min(sd(rng.choice(g, len(g))) for g in others) - sd(rng.choice(stable, len(stable))) for _ in range(n_boot)
+    ]
     lo, hi = np.percentile(boots, [2.5, 97.5])
     return value, float(lo), float(hi)

@@ -1,4 +1,5 @@
 """The installed pneumolib's version, read from its package metadata (pyproject.toml's, once installed)."""
+
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version

@@ -1,4 +1,5 @@
 """The training transforms applied to whole uint8 batches on the training device, with per-sample random parameters."""
+
 from __future__ import annotations
 
 import math
@@ -95,10 +96,16 @@ class RandomResolution(nn.Module):
         out = x.clone()
         for i in apply.nonzero().flatten().tolist():
             size = (max(1, round(h * float(f[i]))), max(1, round(w * float(f[i]))))
-            small = torch.nn.functional.interpolate(x[i:i + 1], size=size, mode="bilinear", antialias=True,
-                                                    align_corners=False)
-            out[i:i + 1] = torch.nn.functional.interpolate(small, size=(h, w), mode="bilinear", antialias=True,
-                                                           align_corners=False).clamp_(0, 255).round_()
+            small = torch.nn.functional.interpolate(
+                x[i : i + 1], size=size, mode="bilinear", antialias=True, align_corners=False
+            )
+            out[i : i + 1] = (
+                torch.nn.functional.interpolate(
+                    small, size=(h, w), mode="bilinear", antialias=True, align_corners=False
+                )
+                .clamp_(0, 255)
+                .round_()
+            )
         return out
 
     def extra_repr(self) -> str:
@@ -123,24 +130,37 @@ class RandomNoise(nn.Module):
 
 # Nearest-neighbour warps and zero fill: torchvision's defaults for RandomRotation and RandomAffine.
 def _log_baseline() -> list[nn.Module]:
-    return [K.RandomHorizontalFlip(p=0.5), K.RandomRotation(10.0, resample="nearest", p=1.0),
-            ColorJitter(0.2, 0.2)]
+    return [K.RandomHorizontalFlip(p=0.5), K.RandomRotation(10.0, resample="nearest", p=1.0), ColorJitter(0.2, 0.2)]
 
 
 def _log_strong_normal() -> list[nn.Module]:
     # torchvision's GaussianBlur(3) draws sigma uniform in (0.1, 2.0), reflect padding: kornia's defaults match
-    return [K.RandomHorizontalFlip(p=0.5), K.RandomRotation(20.0, resample="nearest", p=1.0),
-            K.RandomGaussianBlur((3, 3), (0.1, 2.0), p=1.0), ColorJitter(0.4, 0.4)]
+    return [
+        K.RandomHorizontalFlip(p=0.5),
+        K.RandomRotation(20.0, resample="nearest", p=1.0),
+        K.RandomGaussianBlur((3, 3), (0.1, 2.0), p=1.0),
+        ColorJitter(0.4, 0.4),
+    ]
 
 
 def _robust() -> list[nn.Module]:
     # shear=8 is an x-axis shear in (-8, 8) degrees in both libraries; translate is continuous here, whole
     # pixels in torchvision (indistinguishable under nearest-neighbour sampling)
-    return [K.RandomHorizontalFlip(p=0.5),
-            K.RandomAffine(degrees=15.0, translate=(0.1, 0.1), scale=(0.8, 1.2), shear=8.0, resample="nearest",
-                           padding_mode="zeros", p=1.0),
-            RandomGamma(0.6, 1.6), ColorJitter(0.4, 0.4),
-            K.RandomGaussianBlur((5, 5), (0.1, 1.5), p=0.3)]
+    return [
+        K.RandomHorizontalFlip(p=0.5),
+        K.RandomAffine(
+            degrees=15.0,
+            translate=(0.1, 0.1),
+            scale=(0.8, 1.2),
+            shear=8.0,
+            resample="nearest",
+            padding_mode="zeros",
+            p=1.0,
+        ),
+        RandomGamma(0.6, 1.6),
+        ColorJitter(0.4, 0.4),
+        K.RandomGaussianBlur((5, 5), (0.1, 1.5), p=0.3),
+    ]
 
 
 BATCHED = Registry("training transform")  # name -> () -> the batched steps training applies
@@ -210,8 +230,14 @@ class BatchAugment(nn.Module):
         return ", ".join(f"{CLASSES[c]}: {s}" for c, s in sorted(self.class_specs.items()))
 
 
-def prepare_batch(aug: BatchAugment, pre: Preprocessing, x: torch.Tensor, y: torch.Tensor,
-                  generator: torch.Generator, device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+def prepare_batch(
+    aug: BatchAugment,
+    pre: Preprocessing,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    generator: torch.Generator,
+    device: torch.device | str,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """A uint8 batch from the decode cache -> (model input, labels) on `device`: moved, augmented, preprocessed.
     The one code path of training and the bench."""
     x = x.to(device, non_blocking=True)
@@ -222,8 +248,9 @@ def prepare_batch(aug: BatchAugment, pre: Preprocessing, x: torch.Tensor, y: tor
 class TrainBatches:
     """Wraps a loader of (uint8 batch, labels, indices) and yields (model input, labels, indices) on `device`."""
 
-    def __init__(self, loader, aug: BatchAugment, pre: Preprocessing, generator: torch.Generator,
-                 device: torch.device | str):
+    def __init__(
+        self, loader, aug: BatchAugment, pre: Preprocessing, generator: torch.Generator, device: torch.device | str
+    ):
         self.loader, self.aug, self.pre, self.generator, self.device = loader, aug, pre, generator, device
 
     def __len__(self) -> int:

@@ -1,4 +1,5 @@
 """The decode cache: each film decoded once per view, in memory (bounded) and on disk (sealed entries)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -85,8 +86,12 @@ class DecodedCache:
     bytes each, are all kept). Several processes (ranks, DataLoader workers) may share one disk_dir: every file is
     written to a temp name and renamed into place, so a reader sees a whole file or none."""
 
-    def __init__(self, disk_dir: str | Path | None = None, segmenter: LungSegmenter | None = None,
-                 memory_bytes: int | None = None):
+    def __init__(
+        self,
+        disk_dir: str | Path | None = None,
+        segmenter: LungSegmenter | None = None,
+        memory_bytes: int | None = None,
+    ):
         self._store: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._boxes: dict[tuple, LungBox] = {}
         self._masks: dict[tuple, np.ndarray] = {}  # a cropped view's whole-film lung mask at lungs.SIZE, bit-packed
@@ -104,9 +109,11 @@ class DecodedCache:
             if self._segmenter is None:
                 self._segmenter = shipped_segmenter()
         if view.segmenter and view.segmenter != self._segmenter.digest:
-            raise CheckpointError(f"{path}: this model was trained on lung crops drawn by segmenter "
-                                  f"{view.segmenter}; this cache's segmenter is {self._segmenter.digest} "
-                                  f"(install the pneumolib version the model was trained with)")
+            raise CheckpointError(
+                f"{path}: this model was trained on lung crops drawn by segmenter "
+                f"{view.segmenter}; this cache's segmenter is {self._segmenter.digest} "
+                f"(install the pneumolib version the model was trained with)"
+            )
         return self._segmenter
 
     def _disk_path(self, path: Path, view: View) -> tuple[Path, str]:
@@ -141,9 +148,17 @@ class DecodedCache:
 
     def _seal(self, digest: str, view: View, arr: np.ndarray, box_json: str, packed: np.ndarray | None) -> str:
         import hmac
+
         mac = hmac.new(self._secret() or b"", digestmod="sha256")
-        for part in (digest.encode(), view.tag.encode(), str(arr.shape).encode(), str(arr.dtype).encode(),
-                     arr.tobytes(), box_json.encode(), b"" if packed is None else packed.tobytes()):
+        for part in (
+            digest.encode(),
+            view.tag.encode(),
+            str(arr.shape).encode(),
+            str(arr.dtype).encode(),
+            arr.tobytes(),
+            box_json.encode(),
+            b"" if packed is None else packed.tobytes(),
+        ):
             mac.update(len(part).to_bytes(8, "little") + part)
         return mac.hexdigest()
 
@@ -163,14 +178,26 @@ class DecodedCache:
         except (OSError, ValueError, TypeError, KeyError) as e:  # damaged: decode again
             logger.info("%s: not a decode-cache entry (%s); decoded again", target, e)
             return None
-        ok = (isinstance(meta, dict) and meta.get("digest") == digest and meta.get("view") == view.tag
-              and arr.shape == (view.size, view.size) and arr.dtype == np.uint8
-              and (packed is None or (packed.dtype == np.uint8 and packed.size == (LUNG_SIZE * LUNG_SIZE + 7) // 8))
-              and (view.crop == "none") == (box_json == ""))
+        ok = (
+            isinstance(meta, dict)
+            and meta.get("digest") == digest
+            and meta.get("view") == view.tag
+            and arr.shape == (view.size, view.size)
+            and arr.dtype == np.uint8
+            and (packed is None or (packed.dtype == np.uint8 and packed.size == (LUNG_SIZE * LUNG_SIZE + 7) // 8))
+            and (view.crop == "none") == (box_json == "")
+        )
         import hmac
-        if not ok or not hmac.compare_digest(str(meta.get("seal", "")), self._seal(digest, view, arr, box_json, packed)):
-            logger.warning("%s: a decode-cache entry that does not match its key (file %s, view %s); ignored and "
-                           "decoded again", target, path, view.tag)
+
+        if not ok or not hmac.compare_digest(
+            str(meta.get("seal", "")), self._seal(digest, view, arr, box_json, packed)
+        ):
+            logger.warning(
+                "%s: a decode-cache entry that does not match its key (file %s, view %s); ignored and decoded again",
+                target,
+                path,
+                view.tag,
+            )
             return None
         try:
             box = LungBox(**json.loads(box_json)) if box_json else None
@@ -178,9 +205,17 @@ class DecodedCache:
             return None
         return arr, box, packed
 
-    def _keep(self, path: Path, view: View, key: tuple, arr: np.ndarray, box: LungBox | None,
-              from_disk: bool = False, mask: np.ndarray | None = None, packed: np.ndarray | None = None
-              ) -> np.ndarray:
+    def _keep(
+        self,
+        path: Path,
+        view: View,
+        key: tuple,
+        arr: np.ndarray,
+        box: LungBox | None,
+        from_disk: bool = False,
+        mask: np.ndarray | None = None,
+        packed: np.ndarray | None = None,
+    ) -> np.ndarray:
         """Hold a decoded image (and its box and lung mask) in memory and, unless it came from there, on disk: one
         sealed entry per file and view (the image, its box and packed mask, the file's digest and the view)."""
         if packed is None and mask is not None:
@@ -192,8 +227,14 @@ class DecodedCache:
 
             def write(tmp):
                 with open(tmp, "wb") as f:  # a handle, so numpy does not append a suffix to the temp name
-                    np.savez(f, image=arr, box=np.array(box_json), meta=np.array(json.dumps(meta)),
-                             **({"mask": packed} if packed is not None else {}))
+                    np.savez(
+                        f,
+                        image=arr,
+                        box=np.array(box_json),
+                        meta=np.array(json.dumps(meta)),
+                        **({"mask": packed} if packed is not None else {}),
+                    )
+
             try:
                 atomic_write(target, write)
             except (OSError, OutputError):  # a read-only or full disk, a planted link: only costs speed
@@ -231,13 +272,16 @@ class DecodedCache:
             return [self._keep(p, view, self._key(p, view), load_resized(p, view.size), None) for p in paths]
         films = [np.asarray(load_image(p), dtype=np.uint8) for p in paths]
         seg = self.segmenter(view, paths[0])
+
         def image(film, box, mask):
             if view.crop == "lung_mask":
                 return mask_film(film, box, mask, view.size, view.dilation)
             return crop_film(film, box, view.size)
 
-        return [self._keep(p, view, self._key(p, view), image(film, box, mask), box, mask=mask)
-                for p, film, (box, mask) in zip(paths, films, seg.lung_fields(films, view.margin))]
+        return [
+            self._keep(p, view, self._key(p, view), image(film, box, mask), box, mask=mask)
+            for p, film, (box, mask) in zip(paths, films, seg.lung_fields(films, view.margin))
+        ]
 
     @staticmethod
     def _key(path: Path, view: View) -> tuple:
@@ -287,10 +331,15 @@ class DecodedCache:
             packed = np.packbits(mask.ravel())
         with self._lock:
             self._masks[key] = packed
-        return np.unpackbits(packed)[:LUNG_SIZE * LUNG_SIZE].reshape(LUNG_SIZE, LUNG_SIZE).astype(bool)
+        return np.unpackbits(packed)[: LUNG_SIZE * LUNG_SIZE].reshape(LUNG_SIZE, LUNG_SIZE).astype(bool)
 
-    def warm(self, paths: Iterable[Path], image_size: int | View, workers: int | None = None,
-             progress: Callable | None = None) -> list[ImageError]:
+    def warm(
+        self,
+        paths: Iterable[Path],
+        image_size: int | View,
+        workers: int | None = None,
+        progress: Callable | None = None,
+    ) -> list[ImageError]:
         """Decode all paths, in parallel (PIL releases the GIL) and, for a lung crop, segmenting in batches; return
         the unreadable ones, never raise."""
         paths = [Path(p) for p in paths]
@@ -323,12 +372,17 @@ class DecodedCache:
                 costs = list(pool.map(cost, paths))
                 light = [p for p, c in zip(paths, costs) if c <= DECODE_BUDGET // workers]
                 heavy = [p for p, c in zip(paths, costs) if c > DECODE_BUDGET // workers]
-                it = itertools.chain(pool.map(lambda p: guarded(lambda q: self.get(q, view), p), light),
-                                     (guarded(lambda q: self.get(q, view), p) for p in heavy))
+                it = itertools.chain(
+                    pool.map(lambda p: guarded(lambda q: self.get(q, view), p), light),
+                    (guarded(lambda q: self.get(q, view), p) for p in heavy),
+                )
                 results = list(progress(it, total=len(paths)) if progress else it)
                 return [e for e in results if e is not None]
-            found = list(pool.map(lambda p: guarded(
-                lambda q: self._lookup(q, view)[1] is not None or missing.append(q), p), paths))
+            found = list(
+                pool.map(
+                    lambda p: guarded(lambda q: self._lookup(q, view)[1] is not None or missing.append(q), p), paths
+                )
+            )
             errors = [e for e in found if e is not None]
             missing.sort()  # threads append in any order; batches should not depend on it
             chunks = budget_chunks(missing)
@@ -341,7 +395,7 @@ class DecodedCache:
                     return [e for e in (guarded(lambda q: self._decode_many([q], view), p) for p in ps) if e]
 
             it = map(chunk, chunks)  # the U-Net uses both cores already
-            for errs in (progress(it, total=len(chunks)) if progress else it):
+            for errs in progress(it, total=len(chunks)) if progress else it:
                 errors += errs
         return errors
 

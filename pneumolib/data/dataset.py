@@ -1,4 +1,5 @@
 """The torch `Dataset` of decoded films; and, for callers, every data name in one place."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -71,8 +72,14 @@ class XRayDataset(torch.utils.data.Dataset):
     With image_size and no preprocessing, items are the decoded uint8 1xHxW images themselves: training augments
     and preprocesses whole batches on the training device (augment.BatchAugment), so the loader only serves bytes."""
 
-    def __init__(self, samples: list[Sample], preprocessing=None, transform: Callable | None = None,
-                 cache: DecodedCache | None = None, image_size: int | View | None = None):
+    def __init__(
+        self,
+        samples: list[Sample],
+        preprocessing=None,
+        transform: Callable | None = None,
+        cache: DecodedCache | None = None,
+        image_size: int | View | None = None,
+    ):
         self.samples, self.pre, self.transform = list(samples), preprocessing, transform
         self.cache = ensure_cache(cache)
         self.image_size = image_size or preprocessing.view  # the decode view (size and crop)

@@ -1,4 +1,5 @@
 """DICOM films: header checks before pixels (Deflated data sets bounded), then the modality and VOI LUTs to 8-bit grey."""
+
 from __future__ import annotations
 
 import warnings
@@ -34,6 +35,7 @@ def _decoder_hint(tsuid) -> str:
     missing: list[str] = []
     try:
         from pydicom.pixels import get_decoder  # pydicom >= 3
+
         missing = list(get_decoder(tsuid).missing_dependencies)
     except Exception:  # noqa: BLE001 - older pydicom, or a syntax pydicom has no decoder class for
         pass
@@ -114,21 +116,28 @@ def dicom_to_uint8(ds, path: str | Path = "<dataset>") -> np.ndarray:
         try:
             values = apply_modality_lut(arr, ds)
             if np.issubdtype(np.asarray(values).dtype, np.floating) and not np.isfinite(values).all():
-                raise ImageError(path, "the DICOM rescale (RescaleSlope/RescaleIntercept or Modality LUT) gives "
-                                       "non-finite pixel values (NaN or infinity)")
+                raise ImageError(
+                    path,
+                    "the DICOM rescale (RescaleSlope/RescaleIntercept or Modality LUT) gives "
+                    "non-finite pixel values (NaN or infinity)",
+                )
             if _has_voi_lut(ds):
                 if np.issubdtype(np.asarray(values).dtype, np.floating):
                     values = np.rint(values).astype(np.int64)
                 depth = int(ds.VOILUTSequence[0].LUTDescriptor[2])
                 # the LUT's output range is 0..2^depth-1 (PS3.3 C.11.2.1.1)
-                grey = np.asarray(apply_voi(values, ds), dtype=np.float64) / float(2 ** depth - 1) * 255.0
+                grey = np.asarray(apply_voi(values, ds), dtype=np.float64) / float(2**depth - 1) * 255.0
             elif _has_window(ds):
                 center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
                 if not (np.isfinite(center) and np.isfinite(width)) or width < 1:
-                    raise ImageError(path, f"the DICOM window is not usable (WindowCenter {center}, WindowWidth "
-                                           f"{width}: both must be finite, the width at least 1)")
+                    raise ImageError(
+                        path,
+                        f"the DICOM window is not usable (WindowCenter {center}, WindowWidth "
+                        f"{width}: both must be finite, the width at least 1)",
+                    )
                 # window onto 0..255 directly: a stand-in dataset whose output range is 8-bit unsigned
                 from pydicom.dataset import Dataset
+
                 w = Dataset()
                 w.PhotometricInterpretation, w.BitsStored, w.PixelRepresentation = "MONOCHROME2", 8, 0
                 w.WindowCenter, w.WindowWidth = _first(ds.WindowCenter), _first(ds.WindowWidth)
@@ -146,8 +155,11 @@ def dicom_to_uint8(ds, path: str | Path = "<dataset>") -> np.ndarray:
     if grey is not None:
         grey = np.clip(grey, 0.0, 255.0)
         return ((255.0 - grey if invert else grey) + 0.5).astype(np.uint8)
-    if (int(ds.get("BitsStored", 8) or 8) <= 8 and int(ds.get("PixelRepresentation", 0)) == 0
-            and _is_identity_modality(ds)):
+    if (
+        int(ds.get("BitsStored", 8) or 8) <= 8
+        and int(ds.get("PixelRepresentation", 0)) == 0
+        and _is_identity_modality(ds)
+    ):
         out = np.asarray(values).astype(np.uint8)
         return 255 - out if invert else out
     values = np.asarray(values, dtype=np.float64)
@@ -161,14 +173,16 @@ def _one_line(e: BaseException) -> str:
 def _set_native_syntax(ds) -> None:
     from pydicom import uid
     from pydicom.dataset import FileMetaDataset
+
     try:
         implicit, little = ds.original_encoding  # pydicom >= 3
     except AttributeError:
         implicit, little = ds.is_implicit_VR, ds.is_little_endian
     if getattr(ds, "file_meta", None) is None:
         ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = (uid.ImplicitVRLittleEndian if implicit else
-                                      uid.ExplicitVRLittleEndian if little else uid.ExplicitVRBigEndian)
+    ds.file_meta.TransferSyntaxUID = (
+        uid.ImplicitVRLittleEndian if implicit else uid.ExplicitVRLittleEndian if little else uid.ExplicitVRBigEndian
+    )
 
 
 def load_dicom(path: str | Path) -> np.ndarray:
@@ -208,17 +222,24 @@ def load_dicom(path: str | Path) -> np.ndarray:
     photometric = str(ds.get("PhotometricInterpretation", "") or "").upper().strip()
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     if not photometric and samples == 1:
-        raise ImageError(path, "DICOM has no PhotometricInterpretation (a required attribute): cannot tell "
-                               "MONOCHROME1 (white = low values) from MONOCHROME2, so the film could be read "
-                               "inverted; set it in the file")
+        raise ImageError(
+            path,
+            "DICOM has no PhotometricInterpretation (a required attribute): cannot tell "
+            "MONOCHROME1 (white = low values) from MONOCHROME2, so the film could be read "
+            "inverted; set it in the file",
+        )
     if photometric not in ("MONOCHROME1", "MONOCHROME2") or samples != 1:
-        raise ImageError(path, f"colour DICOM (PhotometricInterpretation {photometric or 'missing'}, "
-                               f"{samples} sample(s) per pixel); only greyscale MONOCHROME1/MONOCHROME2 "
-                               "is supported")
+        raise ImageError(
+            path,
+            f"colour DICOM (PhotometricInterpretation {photometric or 'missing'}, "
+            f"{samples} sample(s) per pixel); only greyscale MONOCHROME1/MONOCHROME2 "
+            "is supported",
+        )
     rows, cols = int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)
     if rows * cols > MAX_PIXELS:
-        raise ImageError(path, f"image is {cols}x{rows} pixels, over the {MAX_PIXELS:,}-pixel limit "
-                               "(decompression-bomb guard)")
+        raise ImageError(
+            path, f"image is {cols}x{rows} pixels, over the {MAX_PIXELS:,}-pixel limit (decompression-bomb guard)"
+        )
     meta = getattr(ds, "file_meta", None)
     tsuid = meta.get("TransferSyntaxUID") if meta is not None else None
     if tsuid is None:
@@ -228,22 +249,25 @@ def load_dicom(path: str | Path) -> np.ndarray:
         name = getattr(tsuid, "name", str(tsuid))
         try:
             from pydicom.pixels import get_decoder  # pydicom >= 3
+
             decoder = get_decoder(tsuid)
             available = decoder.is_available
             plugins = ", ".join(decoder.available_plugins)
         except Exception:  # noqa: BLE001 - older pydicom: find out by decoding
             available, plugins = True, ""
         if not available:
-            raise ImageError(path, f"compressed DICOM ({name}) and no installed decoder for it: "
-                                   f"{_decoder_hint(tsuid)}")
+            raise ImageError(path, f"compressed DICOM ({name}) and no installed decoder for it: {_decoder_hint(tsuid)}")
         try:
             ds.pixel_array
         except Exception as e:  # noqa: BLE001 - each decoder plugin raises its own types
             via = f" with {plugins}" if plugins else ""
             why = _one_line(e).replace("Unable to decode as exceptions were raised by all available plugins: ", "")
-            raise ImageError(path, f"cannot decode the compressed DICOM ({name}){via}: {why[:160]}; "
-                                   f"the data may be damaged, or another decoder may read it: "
-                                   f"{_decoder_hint(tsuid)}") from None
+            raise ImageError(
+                path,
+                f"cannot decode the compressed DICOM ({name}){via}: {why[:160]}; "
+                f"the data may be damaged, or another decoder may read it: "
+                f"{_decoder_hint(tsuid)}",
+            ) from None
     return dicom_to_uint8(ds, path)
 
 
@@ -261,6 +285,7 @@ def check_deflated(path: str | Path, limit: int = MAX_INFLATED_BYTES) -> None:
 
     try:
         from pydicom.filereader import read_file_meta_info
+
         meta = read_file_meta_info(path)
     except Exception:  # noqa: BLE001 - no readable file meta: dcmread reports it
         return
@@ -276,9 +301,12 @@ def check_deflated(path: str | Path, limit: int = MAX_INFLATED_BYTES) -> None:
                 while data:
                     total += len(inflate.decompress(data, 2**20))
                     if total > limit:
-                        raise ImageError(path, f"Deflated DICOM whose data set inflates to more than "
-                                               f"{limit // 2**20} MB (the most a {MAX_PIXELS:,}-pixel film needs): "
-                                               "refused before it is inflated (a decompression bomb, or not a film)")
+                        raise ImageError(
+                            path,
+                            f"Deflated DICOM whose data set inflates to more than "
+                            f"{limit // 2**20} MB (the most a {MAX_PIXELS:,}-pixel film needs): "
+                            "refused before it is inflated (a decompression bomb, or not a film)",
+                        )
                     data = inflate.unconsumed_tail
                 if inflate.eof:
                     break

@@ -1,4 +1,5 @@
 """Deterministic synthetic chest X-ray phantoms, with exact lung and lesion masks, in the Kaggle layout."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -95,8 +96,9 @@ def _save_png(array: np.ndarray, path: Path, mode: str) -> None:
     Image.fromarray(array).convert(mode).save(path, format="PNG", compress_level=0)
 
 
-def write_fixture(root: str | Path, counts: dict[str, int] | None = None, size: int = FIXTURE_SIZE,
-                  seed: int = FIXTURE_SEED) -> Path:
+def write_fixture(
+    root: str | Path, counts: dict[str, int] | None = None, size: int = FIXTURE_SIZE, seed: int = FIXTURE_SEED
+) -> Path:
     """Write phantoms as ROOT/<split>/<class>/*.png plus ROOT/masks and ROOT/lesions; return ROOT."""
     root = Path(root)
     counts = counts or FIXTURE_COUNTS

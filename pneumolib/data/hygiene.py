@@ -1,4 +1,5 @@
 """The pre-scan (unreadable files, identical files, patients in two splits), the data fingerprint, `prepare`."""
+
 from __future__ import annotations
 
 import hashlib
@@ -31,6 +32,7 @@ class Hygiene:
             if len({s.split for s in g}) > 1:
                 return "across splits"
             return "across classes" if len({s.label for s in g}) > 1 else "within a class"
+
         return [g for g in self.duplicates if kind_of(g) == kind]
 
     @property
@@ -40,24 +42,32 @@ class Hygiene:
     def table(self) -> str:
         def ex(g):
             return " = ".join(f"{s.split}/{s.class_name}/{s.path.name}" for s in g[:2])
+
         rows = [("unreadable files", len(self.unreadable), str(self.unreadable[0]) if self.unreadable else "")]
         for kind in ("within a class", "across classes", "across splits"):
             groups = self._dupes(kind)
             rows.append((f"identical files {kind}", len(groups), ex(groups[0]) if groups else ""))
         first = next(iter(self.shared_patients.items()), None)
-        rows.append(("patients in two or more splits", len(self.shared_patients),
-                     f"{first[0]}: {', '.join(first[1])}" if first else ""))
+        rows.append(
+            (
+                "patients in two or more splits",
+                len(self.shared_patients),
+                f"{first[0]}: {', '.join(first[1])}" if first else "",
+            )
+        )
         return "\n".join(f"  {name:<34} {n:>5}  {example}" for name, n, example in rows)
 
 
 def check_hygiene(data: XRayData, unreadable: list[ImageError] | None = None, workers: int = 8) -> Hygiene:
     samples = [s for split in data.splits.values() for s in split]
     with ThreadPoolExecutor(workers) as pool:
+
         def digest(s: Sample) -> str | None:
             try:
                 return file_digest(s.path, data.cache._digests)  # the cache hashes each film once, for both
             except (ImageError, OSError):  # unreadable: the pre-scan lists it, it has no content to compare
                 return None
+
         digests = list(pool.map(digest, samples))
     groups: dict[str, list[Sample]] = {}
     for s, d in zip(samples, digests):
@@ -67,8 +77,13 @@ def check_hygiene(data: XRayData, unreadable: list[ImageError] | None = None, wo
     return Hygiene(list(unreadable or []), dupes, shared_patients(data.splits))
 
 
-def prescan(data: XRayData, image_size: int | View, strict: bool = False, cache: DecodedCache | None = None,
-            progress: Callable | None = None) -> XRayData:
+def prescan(
+    data: XRayData,
+    image_size: int | View,
+    strict: bool = False,
+    cache: DecodedCache | None = None,
+    progress: Callable | None = None,
+) -> XRayData:
     """Decode every file once and check the folder's hygiene (unreadable files, identical files within and
     across splits and classes, patients in two splits). Unreadable files are dropped and reported by path;
     strict mode refuses to start on any finding. CACHE (default: the data's own) keeps the decoded films; the
@@ -79,8 +94,10 @@ def prescan(data: XRayData, image_size: int | View, strict: bool = False, cache:
     hygiene = check_hygiene(data, list(data.bad_files) + bad)  # a manifest's bad rows are findings too
     if strict and hygiene.n_problems:
         first = str(hygiene.unreadable[0]) if hygiene.unreadable else data.root
-        raise DataError(f"{first}: strict mode refuses to start ({len(hygiene.unreadable)} unreadable, {len(hygiene.duplicates)} "
-                        f"duplicate group(s), {len(hygiene.shared_patients)} patient(s) in two splits)")
+        raise DataError(
+            f"{first}: strict mode refuses to start ({len(hygiene.unreadable)} unreadable, {len(hygiene.duplicates)} "
+            f"duplicate group(s), {len(hygiene.shared_patients)} patient(s) in two splits)"
+        )
     bad_paths = {e.path for e in bad}
     splits = {k: [s for s in v if s.path not in bad_paths] for k, v in data.splits.items()}
     for k, v in splits.items():
@@ -102,8 +119,10 @@ def crop_notes(splits: dict[str, list[Sample]], view: int | View, cache: Decoded
         missed = [(s, b) for s, b in missed if b.problem]
         if missed:
             s, b = missed[0]
-            out.append(f"lung crop: lungs not found on {len(missed)} of {len(samples)} {split} films, kept whole "
-                       f"(first: {s.path.name}: {b.problem})")
+            out.append(
+                f"lung crop: lungs not found on {len(missed)} of {len(samples)} {split} films, kept whole "
+                f"(first: {s.path.name}: {b.problem})"
+            )
     return out
 
 
@@ -130,8 +149,16 @@ def fingerprint(data: XRayData) -> str:
     return h.hexdigest()[:16]
 
 
-def prepare(root: str | Path, *, seed: int, holdout: str = "folders", image_size: int | View, strict: bool = False,
-            cache: "DecodedCache | None" = None, logger=None) -> XRayData:
+def prepare(
+    root: str | Path,
+    *,
+    seed: int,
+    holdout: str = "folders",
+    image_size: int | View,
+    strict: bool = False,
+    cache: "DecodedCache | None" = None,
+    logger=None,
+) -> XRayData:
     """The one way a run's data is made ready: discover the folder (val split seeded), apply the holdout,
     pre-scan (decode once, hygiene; unreadable files dropped and listed), log what the pre-scan found."""
     data = apply_holdout(discover(root, seed=seed), holdout)

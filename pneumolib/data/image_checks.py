@@ -1,4 +1,5 @@
 """What every film must pass before and after it is read, and the 8-bit greyscale it becomes (any PIL mode, 16 bits, EXIF)."""
+
 from __future__ import annotations
 
 import os
@@ -51,14 +52,14 @@ def stretch_to_uint8(a: np.ndarray) -> np.ndarray:
     if not hi > lo:
         return out
     for i in range(0, a.shape[0], _STRETCH_ROWS):
-        block = (a[i:i + _STRETCH_ROWS].astype(np.float64) - lo) / (hi - lo) * 255.0
-        out[i:i + _STRETCH_ROWS] = (block + 0.5).astype(np.uint8)
+        block = (a[i : i + _STRETCH_ROWS].astype(np.float64) - lo) / (hi - lo) * 255.0
+        out[i : i + _STRETCH_ROWS] = (block + 0.5).astype(np.uint8)
     return out
 
 
 def _all_blocks(a: np.ndarray, test) -> bool:
     """TEST(block) holds for every block of rows (no whole-image temporaries for a 7000 x 7000 film)."""
-    return all(bool(test(a[i:i + _STRETCH_ROWS])) for i in range(0, a.shape[0], _STRETCH_ROWS))
+    return all(bool(test(a[i : i + _STRETCH_ROWS])) for i in range(0, a.shape[0], _STRETCH_ROWS))
 
 
 def sixteen_to_uint8(a: np.ndarray) -> np.ndarray:
@@ -125,16 +126,23 @@ def check_file_type(path: str | Path) -> os.stat_result:
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise ImageError(path, "a symbolic link to a file that does not exist" if path.is_symlink()
-                         else "no such file") from None
+        raise ImageError(
+            path, "a symbolic link to a file that does not exist" if path.is_symlink() else "no such file"
+        ) from None
     except OSError as e:  # a name too long, a permission, a loop of links
         raise ImageError(path, f"cannot be opened ({e.strerror or e})") from None
     if stat.S_ISDIR(st.st_mode):
         raise ImageError(path, "is a folder, not an image file")
     if not stat.S_ISREG(st.st_mode):
-        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else "a device" if
-                stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
-                else "not a regular file")
+        kind = (
+            "a FIFO (named pipe)"
+            if stat.S_ISFIFO(st.st_mode)
+            else "a device"
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "a socket"
+            if stat.S_ISSOCK(st.st_mode)
+            else "not a regular file"
+        )
         raise ImageError(path, f"is {kind}, not an image file")
     if not os.access(path, os.R_OK):
         raise ImageError(path, "permission denied (not readable)")
@@ -146,8 +154,10 @@ def check_size(path: str | Path, st: os.stat_result) -> None:
     if st.st_size == 0:
         raise ImageError(path, "empty file (0 bytes)")
     if st.st_size > MAX_FILE_BYTES:
-        raise ImageError(path, f"file is {st.st_size / 2**20:,.0f} MB, over the {MAX_FILE_BYTES // 2**20} MB limit "
-                               "for one radiograph")
+        raise ImageError(
+            path,
+            f"file is {st.st_size / 2**20:,.0f} MB, over the {MAX_FILE_BYTES // 2**20} MB limit for one radiograph",
+        )
 
 
 def check_readable(path: str | Path) -> os.stat_result:

@@ -1,4 +1,5 @@
 """Read any chest X-ray file into one canonical greyscale image, the same way at training and inference."""
+
 from __future__ import annotations
 
 import warnings
@@ -49,8 +50,9 @@ def load_image(path: str | Path) -> Image.Image:
             with Image.open(path) as im:
                 w, h = im.size
                 if w * h > MAX_PIXELS:
-                    raise ImageError(path, f"image is {w}x{h} pixels, over the {MAX_PIXELS:,}-pixel limit "
-                                           "(decompression-bomb guard)")
+                    raise ImageError(
+                        path, f"image is {w}x{h} pixels, over the {MAX_PIXELS:,}-pixel limit (decompression-bomb guard)"
+                    )
                 im.load()
                 # as every viewer shows it: the EXIF orientation applied before anything else (exif_orientation
                 # tells whether it was; the prediction record says so)
@@ -116,6 +118,7 @@ def decode_cost(path: str | Path) -> int:
     try:
         if path.suffix.lower() in DICOM_SUFFIXES or is_dicom(path):
             import pydicom
+
             ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
             pixels = int(ds.get("Rows", 0) or 0) * int(ds.get("Columns", 0) or 0)
             return max(pixels * 8 * 3, path.stat().st_size)  # stored values, float64 through the LUTs, uint8

@@ -1,4 +1,5 @@
 """The shipped lung-field segmenter, its calibrated check, the lung-field crop box: every lung name in one place."""
+
 from __future__ import annotations
 
 from ..data.imaging import IMAGE_SUFFIXES  # noqa: F401 (re-exported: the suffixes a film may have)
@@ -50,6 +51,3 @@ from ..data.lungs_segmenter import (  # noqa: F401 (re-exported: every name in o
     shipped_digest,
     shipped_segmenter,
 )
-
-
-

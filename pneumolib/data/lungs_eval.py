@@ -1,4 +1,5 @@
 """Measuring the segmenter: Dice against annotated masks, mask coverage, the quality check's calibration, segmenting files."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,9 @@ COVERAGE_KEEP = 0.98  # a film's annotated lung counts as kept when this share o
 COVERAGE_FILMS = 0.95  # the rule: the smallest dilation keeping COVERAGE_KEEP of the lung on this share of each class
 
 
-def mask_coverage(seg: LungSegmenter, pairs: list[MaskPair], dilations=COVERAGE_DILATIONS,
-                  margin: float = 0.08) -> dict[str, Any]:
+def mask_coverage(
+    seg: LungSegmenter, pairs: list[MaskPair], dilations=COVERAGE_DILATIONS, margin: float = 0.08
+) -> dict[str, Any]:
     """How much of each film's annotated lung field the lung-mask view keeps, per dilation and per class.
 
     Args:
@@ -56,16 +58,22 @@ def mask_coverage(seg: LungSegmenter, pairs: list[MaskPair], dilations=COVERAGE_
 
     def stats(v: list[float]) -> dict[str, float]:
         a = np.asarray(v)
-        return {"n": int(len(a)), "mean": float(a.mean()) if len(a) else float("nan"),
-                "p05": float(np.percentile(a, 5)) if len(a) else float("nan"),
-                "kept_share": float((a >= COVERAGE_KEEP).mean()) if len(a) else float("nan")}
+        return {
+            "n": int(len(a)),
+            "mean": float(a.mean()) if len(a) else float("nan"),
+            "p05": float(np.percentile(a, 5)) if len(a) else float("nan"),
+            "kept_share": float((a >= COVERAGE_KEEP).mean()) if len(a) else float("nan"),
+        }
 
     table = {d: {CLASSES[c]: stats(v) for c, v in by.items()} for d, by in per.items()}
     ok = [d for d in dilations if all(s["n"] and s["kept_share"] >= COVERAGE_FILMS for s in table[d].values())]
-    return {"dilations": table, "box": {CLASSES[c]: stats(v) for c, v in box_cov.items()},
-            "chosen": min(ok) if ok else None,
-            "rule": f"the smallest dilation at which at least {COVERAGE_FILMS:.0%} of each class's annotated films keep "
-                    f"at least {COVERAGE_KEEP:.0%} of their annotated lung inside the view"}
+    return {
+        "dilations": table,
+        "box": {CLASSES[c]: stats(v) for c, v in box_cov.items()},
+        "chosen": min(ok) if ok else None,
+        "rule": f"the smallest dilation at which at least {COVERAGE_FILMS:.0%} of each class's annotated films keep "
+        f"at least {COVERAGE_KEEP:.0%} of their annotated lung inside the view",
+    }
 
 
 def format_coverage(r: dict[str, Any]) -> str:
@@ -75,11 +83,14 @@ def format_coverage(r: dict[str, Any]) -> str:
         cells = [f"{by[c]['kept_share']:.3f} / {by[c]['mean']:.3f} / {by[c]['p05']:.3f}" for c in CLASSES]
         lines.append(f"{d:>9.2f}  {cells[0]:>27}  {cells[1]:>30}")
     b = r["box"]
-    lines.append(f"{'box only':>9}  " + "  ".join(
-        f"{b[c]['kept_share']:.3f} / {b[c]['mean']:.3f} / {b[c]['p05']:.3f}".rjust(27 if c == 'NORMAL' else 30)
-        for c in CLASSES))
-    lines.append(f"chosen: {r['chosen']} ({r['rule']}); n = " +
-                 ", ".join(f"{c} {r['box'][c]['n']}" for c in CLASSES))
+    lines.append(
+        f"{'box only':>9}  "
+        + "  ".join(
+            f"{b[c]['kept_share']:.3f} / {b[c]['mean']:.3f} / {b[c]['p05']:.3f}".rjust(27 if c == "NORMAL" else 30)
+            for c in CLASSES
+        )
+    )
+    lines.append(f"chosen: {r['chosen']} ({r['rule']}); n = " + ", ".join(f"{c} {r['box'][c]['n']}" for c in CLASSES))
     return "\n".join(lines)
 
 
@@ -97,12 +108,19 @@ def evaluate_pairs(seg: LungSegmenter, pairs: list[MaskPair]) -> dict[str, Any]:
     truths = [read_mask(p.mask) for p in pairs]
     preds = seg.masks_for(x, [t.shape for t in truths])
     d = np.array([dice(p, t) for p, t in zip(preds, truths)])
-    return {"n": int(len(d)), "dice_mean": float(d.mean()), "dice_p05": float(np.percentile(d, 5)),
-            "dice_min": float(d.min()), "dice": [float(v) for v in d], "films": [str(p.image) for p in pairs]}
+    return {
+        "n": int(len(d)),
+        "dice_mean": float(d.mean()),
+        "dice_p05": float(np.percentile(d, 5)),
+        "dice_min": float(d.min()),
+        "dice": [float(v) for v in d],
+        "films": [str(p.image) for p in pairs],
+    }
 
 
-def plot_comparison(seg: LungSegmenter, pairs: list[MaskPair], dices: list[float], n_worst: int = 4, n_other: int = 4,
-                    seed: int = 0):
+def plot_comparison(
+    seg: LungSegmenter, pairs: list[MaskPair], dices: list[float], n_worst: int = 4, n_other: int = 4, seed: int = 0
+):
     """A figure: the n_worst films by Dice and n_other others (seeded), each with the annotated mask's outline
     (white) and the learned one's (green), titled with the Dice."""
     import matplotlib.pyplot as plt
@@ -118,10 +136,11 @@ def plot_comparison(seg: LungSegmenter, pairs: list[MaskPair], dices: list[float
         edge = truth & ~ndi.binary_erosion(truth, iterations=max(1, min(truth.shape) // 200))
         rgb[edge] = (255, 255, 255)
         ax.imshow(rgb)
-        ax.set_title(f"{'worst ' if i in order[:n_worst] else ''}Dice {dices[i]:.3f}\n{pairs[i].image.name[:22]}",
-                     fontsize=7)
+        ax.set_title(
+            f"{'worst ' if i in order[:n_worst] else ''}Dice {dices[i]:.3f}\n{pairs[i].image.name[:22]}", fontsize=7
+        )
         ax.axis("off")
-    for ax in np.ravel(axes)[len(chosen):]:
+    for ax in np.ravel(axes)[len(chosen) :]:
         ax.axis("off")
     fig.suptitle("lung masks: annotated (white) vs learned (green)", fontsize=9)
     fig.tight_layout()
@@ -136,10 +155,13 @@ def calibrate_check(masks: list[np.ndarray], coverage: float = 0.995, slack: flo
 
     def pct(k, p):
         return float(np.percentile([s[k] for s in st], p))
-    return LungCheck(min_area=round(pct("area", q) * (1 - slack), 3),
-                     max_area=round(min(1.0, pct("area", 100 - q) * (1 + slack)), 3),
-                     min_pair_ratio=round(pct("pair_ratio", q) * (1 - slack), 3),
-                     max_edge_contact=round(min(1.0, pct("edge_contact", 100 - q) * (1 + slack) + 0.02), 3))
+
+    return LungCheck(
+        min_area=round(pct("area", q) * (1 - slack), 3),
+        max_area=round(min(1.0, pct("area", 100 - q) * (1 + slack)), 3),
+        min_pair_ratio=round(pct("pair_ratio", q) * (1 - slack), 3),
+        max_edge_contact=round(min(1.0, pct("edge_contact", 100 - q) * (1 + slack) + 0.02), 3),
+    )
 
 
 def qc_report(seg: LungSegmenter, pairs: list[MaskPair], good_dice: float = 0.9) -> dict[str, Any]:
@@ -152,10 +174,15 @@ def qc_report(seg: LungSegmenter, pairs: list[MaskPair], good_dice: float = 0.9)
     passed = np.array([not check.problems(m) for m in preds])
     truth_fail = np.array([bool(check.problems(t)) for t in truths])
     bad = np.array([dice(p, t) < good_dice for p, t in zip(preds, truths)])
-    return {"qc": check.to_dict(), "qc_pass_rate": float(passed.mean()), "qc_false_fail": int(truth_fail.sum()),
-            "qc_false_fail_rate": float(truth_fail.mean()), "qc_bad_masks": int(bad.sum()),
-            "qc_false_pass": int((bad & passed).sum()), "qc_failed": [str(p.image) for p, ok in zip(pairs, passed)
-                                                                     if not ok]}
+    return {
+        "qc": check.to_dict(),
+        "qc_pass_rate": float(passed.mean()),
+        "qc_false_fail": int(truth_fail.sum()),
+        "qc_false_fail_rate": float(truth_fail.mean()),
+        "qc_bad_masks": int(bad.sum()),
+        "qc_false_pass": int((bad & passed).sum()),
+        "qc_failed": [str(p.image) for p, ok in zip(pairs, passed) if not ok],
+    }
 
 
 def qc_on_films(seg: LungSegmenter, paths) -> dict[str, Any]:
@@ -167,8 +194,11 @@ def qc_on_films(seg: LungSegmenter, paths) -> dict[str, Any]:
         problem = seg.check.problems(mask)
         if problem:
             failed[str(p)] = problem
-    return {"n_films": len(paths), "qc_pass_rate_all_films": 1 - len(failed) / len(paths) if paths else float("nan"),
-            "qc_failed_all_films": failed}
+    return {
+        "n_films": len(paths),
+        "qc_pass_rate_all_films": 1 - len(failed) / len(paths) if paths else float("nan"),
+        "qc_failed_all_films": failed,
+    }
 
 
 def segment_files(seg: LungSegmenter, files, out_dir: str | Path, say=print) -> list:

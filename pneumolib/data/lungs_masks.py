@@ -1,4 +1,5 @@
 """Lung masks and boxes: the U-Net's input and architecture, annotated masks, the quality check, the crop box and the lung-mask view."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,8 +24,14 @@ SPLITS = ("train", "val", "test")
 
 
 # the U-Net: MONAI's, 4 down-sampling stages; about 1.6 M parameters (6 MB as float32)
-UNET = dict(spatial_dims=2, in_channels=1, out_channels=1, channels=(16, 32, 64, 128, 256), strides=(2, 2, 2, 2),
-            num_res_units=2)
+UNET = dict(
+    spatial_dims=2,
+    in_channels=1,
+    out_channels=1,
+    channels=(16, 32, 64, 128, 256),
+    strides=(2, 2, 2, 2),
+    num_res_units=2,
+)
 
 
 def shipped_weights() -> Path:
@@ -44,8 +51,11 @@ INPUT = Preprocessing(image_size=SIZE, in_channels=1, normalize="equalize")
 
 
 # the U-Net's encoder levels, finest first (MONAI's UNet nests each deeper level in a SkipConnection's submodule)
-ENCODER_LEVELS = ("model.0", *(("model.1" + ".submodule.1" * k + ".submodule.0") for k in range(3)),
-                  "model.1" + ".submodule.1" * 3 + ".submodule")
+ENCODER_LEVELS = (
+    "model.0",
+    *(("model.1" + ".submodule.1" * k + ".submodule.0") for k in range(3)),
+    "model.1" + ".submodule.1" * 3 + ".submodule",
+)
 
 
 def squash(film: np.ndarray) -> np.ndarray:
@@ -81,8 +91,9 @@ def discover_masks(data_dir: str | Path) -> dict[str, list[MaskPair]]:
         for label, cls in enumerate(CLASSES):
             folder = masks / split / cls
             for m in sorted(folder.glob("*.png")) if folder.is_dir() else []:
-                img = next((p for p in (images / split / cls / (m.stem + s) for s in IMAGE_SUFFIXES) if p.is_file()),
-                           None)
+                img = next(
+                    (p for p in (images / split / cls / (m.stem + s) for s in IMAGE_SUFFIXES) if p.is_file()), None
+                )
                 if img is None:
                     raise DataError(f"{m}: annotated mask without its film in {images / split / cls}")
                 out.setdefault(split, []).append(MaskPair(img, m, split, label))
@@ -121,7 +132,9 @@ def read_mask(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
 
 def stack_pairs(pairs: list[MaskPair]) -> tuple[torch.Tensor, torch.Tensor]:
     """Films (uint8 N x 1 x SIZE x SIZE) and masks (float N x 1 x SIZE x SIZE in {0, 1}) at the segmenter's size."""
-    x = np.stack([np.asarray(load_image(p.image).resize((SIZE, SIZE), Image.BILINEAR, reducing_gap=3.0)) for p in pairs])
+    x = np.stack(
+        [np.asarray(load_image(p.image).resize((SIZE, SIZE), Image.BILINEAR, reducing_gap=3.0)) for p in pairs]
+    )
     y = np.stack([read_mask(p.mask, (SIZE, SIZE)) for p in pairs]).astype(np.float32)
     return torch.from_numpy(x).unsqueeze(1), torch.from_numpy(y).unsqueeze(1)
 
@@ -164,6 +177,7 @@ class LungCheck:
 
     def to_dict(self) -> dict[str, float]:
         from dataclasses import asdict
+
         return asdict(self)
 
 
@@ -176,9 +190,13 @@ def mask_stats(mask: np.ndarray, min_component: float = 0.05) -> dict[str, Any]:
     lungs = sizes[sizes >= min_component]
     sides = {"left": mask[:, 0], "right": mask[:, -1], "top": mask[0, :]}
     side, run = max(((k, float(v.mean())) for k, v in sides.items()), key=lambda kv: kv[1])
-    return {"area": float(mask.mean()), "components": int(len(lungs)),
-            "pair_ratio": float(lungs[1] / lungs[0]) if len(lungs) >= 2 else 0.0,
-            "edge_contact": run, "edge_side": side}
+    return {
+        "area": float(mask.mean()),
+        "components": int(len(lungs)),
+        "pair_ratio": float(lungs[1] / lungs[0]) if len(lungs) >= 2 else 0.0,
+        "edge_contact": run,
+        "edge_side": side,
+    }
 
 
 @dataclass(frozen=True)
@@ -195,8 +213,12 @@ class LungBox:
         """(top, bottom, left, right) in pixels of an h x w film; at least one pixel each way."""
         eps = 1e-6  # 0.86 * 1000 is 860.0000000001 in floating point: not a reason for one more row
         top, left = int(np.floor(self.y0 * h + eps)), int(np.floor(self.x0 * w + eps))
-        return (top, max(top + 1, int(np.ceil(self.y1 * h - eps))), left,
-                max(left + 1, int(np.ceil(self.x1 * w - eps))))
+        return (
+            top,
+            max(top + 1, int(np.ceil(self.y1 * h - eps))),
+            left,
+            max(left + 1, int(np.ceil(self.x1 * w - eps))),
+        )
 
     def crop(self, film: np.ndarray) -> np.ndarray:
         top, bottom, left, right = self.pixels(*film.shape[:2])
@@ -262,5 +284,6 @@ def box_of(mask: np.ndarray, problem: str, margin: float) -> "LungBox":
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min() / h, (ys.max() + 1) / h, xs.min() / w, (xs.max() + 1) / w
     dy, dx = margin * (y1 - y0), margin * (x1 - x0)
-    return LungBox(float(max(0.0, y0 - dy)), float(min(1.0, y1 + dy)), float(max(0.0, x0 - dx)),
-                   float(min(1.0, x1 + dx)))
+    return LungBox(
+        float(max(0.0, y0 - dy)), float(min(1.0, y1 + dy)), float(max(0.0, x0 - dx)), float(min(1.0, x1 + dx))
+    )

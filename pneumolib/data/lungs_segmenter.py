@@ -1,4 +1,5 @@
 """The lung segmenter (MONAI U-Net): its weights checked before its network is built, the shipped one loaded once."""
+
 from __future__ import annotations
 
 import hashlib
@@ -41,8 +42,13 @@ class _EncoderDone(Exception):
 class LungSegmenter:
     """A trained U-Net with its provenance; segments any film the project reads, at the film's own size."""
 
-    def __init__(self, net: torch.nn.Module, provenance: dict[str, Any] | None = None, threshold: float = 0.5,
-                 check: "LungCheck | None" = None):
+    def __init__(
+        self,
+        net: torch.nn.Module,
+        provenance: dict[str, Any] | None = None,
+        threshold: float = 0.5,
+        check: "LungCheck | None" = None,
+    ):
         self.net, self.provenance, self.threshold = net.eval(), dict(provenance or {}), float(threshold)
         self.check = check or LungCheck()
         h = hashlib.sha256()
@@ -72,21 +78,30 @@ class LungSegmenter:
             net = build_unet(channels)
         net.load_state_dict(state["state_dict"])  # names and shapes were compared before the net was built
         provenance = state.get("provenance")
-        return cls(net, provenance if isinstance(provenance, dict) else {}, float(state.get("threshold", 0.5)),
-                   LungCheck(**state.get("check", {})))
+        return cls(
+            net,
+            provenance if isinstance(provenance, dict) else {},
+            float(state.get("threshold", 0.5)),
+            LungCheck(**state.get("check", {})),
+        )
 
     def save(self, path: str | Path) -> Path:
-        state = {"format": FORMAT, "size": SIZE, "channels": list(self.provenance.get("channels", UNET["channels"])),
-                 "threshold": self.threshold,
-                 "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
-                 "provenance": self.provenance, "check": self.check.to_dict()}
+        state = {
+            "format": FORMAT,
+            "size": SIZE,
+            "channels": list(self.provenance.get("channels", UNET["channels"])),
+            "threshold": self.threshold,
+            "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+            "provenance": self.provenance,
+            "check": self.check.to_dict(),
+        }
         return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
     @torch.no_grad()
     def probabilities(self, films: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
         """P(lung) per pixel, N x SIZE x SIZE, for uint8 films N x 1 x SIZE x SIZE."""
         self.net.eval()
-        out = [torch.sigmoid(self.net(INPUT(films[i:i + batch_size]))) for i in range(0, len(films), batch_size)]
+        out = [torch.sigmoid(self.net(INPUT(films[i : i + batch_size]))) for i in range(0, len(films), batch_size)]
         return torch.cat(out)[:, 0] if out else torch.zeros(0, SIZE, SIZE)
 
     @torch.no_grad()
@@ -104,12 +119,13 @@ class LungSegmenter:
                 out[name].append(torch.cat([output.mean((2, 3)), output.std((2, 3))], 1))
                 if name == ENCODER_LEVELS[-1]:  # the bottom level is the encoder's last: the decoder is not needed
                     raise _EncoderDone
+
             return hook
 
         hooks = [modules[name].register_forward_hook(keep(name)) for name in ENCODER_LEVELS]
         try:
             for i in range(0, len(films), batch_size):
-                small = [squash(f) for f in films[i:i + batch_size]]
+                small = [squash(f) for f in films[i : i + batch_size]]
                 try:
                     self.net(INPUT(torch.from_numpy(np.stack(small))[:, None]))
                 except _EncoderDone:
@@ -139,7 +155,6 @@ class LungSegmenter:
         film = np.asarray(load_image(path), dtype=np.uint8)
         return film, self.segment_array(film)
 
-
     def lung_fields(self, films: list[np.ndarray], margin: float) -> list[tuple["LungBox", np.ndarray]]:
         """Each uint8 film's (any size) lung field: its bounding box, as fractions of its height and width, with
         `margin` of the box's size added on each side, and the whole film's bool lung mask at SIZE x SIZE (the film
@@ -162,10 +177,13 @@ def _segmenter_problem(state: dict[str, Any]) -> tuple[tuple[int, ...], str | No
     names and shapes against that architecture built on the meta device (no memory), the mask threshold and the
     check's limits, all before a real network is allocated."""
     import math
+
     channels = state.get("channels", UNET["channels"])
-    if (not isinstance(channels, (list, tuple)) or not 2 <= len(channels) <= 6
-            or not all(isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= MAX_UNET_CHANNELS
-                       for c in channels)):
+    if (
+        not isinstance(channels, (list, tuple))
+        or not 2 <= len(channels) <= 6
+        or not all(isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= MAX_UNET_CHANNELS for c in channels)
+    ):
         return (), f"channels {str(channels)[:60]} must be 2 to 6 integers from 1 to {MAX_UNET_CHANNELS}"
     channels = tuple(channels)
     sd = state.get("state_dict")
@@ -186,8 +204,10 @@ def _segmenter_problem(state: dict[str, Any]) -> tuple[tuple[int, ...], str | No
     names = set(LungCheck.__dataclass_fields__)
     if not isinstance(check, dict) or set(check) - names:
         return channels, f"check must be a mapping of {', '.join(sorted(names))}"
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0.0 <= v <= 1.0
-               for v in check.values()):
+    if not all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and 0.0 <= v <= 1.0
+        for v in check.values()
+    ):
         return channels, "the check's limits must be numbers from 0 to 1"
     return channels, None
 

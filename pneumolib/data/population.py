@@ -16,6 +16,7 @@ A reference is fitted at the end of every training run on its own training films
 one fitted on the real paediatric training films ships in the package (`shipped_reference`, made by
 `python -m pneumolib lungs population --data-dir DIR --ship`) with its provenance and measured flag rates.
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,9 +38,11 @@ log = logging.getLogger(__name__)
 FORMAT = "pneumolib-population/1"
 FLAG_QUANTILE = 0.99  # share of validation films under the threshold
 LEVEL_DIMS = tuple(2 * c for c in UNET["channels"])  # mean and sd per channel, per encoder level
-METHOD = ("whole film through the lung segmenter's encoder: per level, the Mahalanobis distance of its channel means and "
-          "standard deviations from the training films' (Ledoit-Wolf), over the level's median validation distance; "
-          "mean over the 5 levels; flagged above the 99th percentile of the validation films' scores")
+METHOD = (
+    "whole film through the lung segmenter's encoder: per level, the Mahalanobis distance of its channel means and "
+    "standard deviations from the training films' (Ledoit-Wolf), over the level's median validation distance; "
+    "mean over the 5 levels; flagged above the 99th percentile of the validation films' scores"
+)
 
 
 def _split(feats: np.ndarray) -> list[np.ndarray]:
@@ -56,8 +59,14 @@ class PopulationReference:
     tests/test_population.py), so the shipped reference stays under 1 MB.
     """
 
-    def __init__(self, means: list[np.ndarray], precisions: list[np.ndarray], medians: list[float],
-                 threshold: float, info: dict[str, Any] | None = None):
+    def __init__(
+        self,
+        means: list[np.ndarray],
+        precisions: list[np.ndarray],
+        medians: list[float],
+        threshold: float,
+        info: dict[str, Any] | None = None,
+    ):
         self.means = [np.asarray(m, np.float32) for m in means]
         self.precisions = [np.asarray(p, np.float32) for p in precisions]
         self.medians = [float(m) for m in medians]
@@ -67,8 +76,9 @@ class PopulationReference:
     def level_distances(self, feats: np.ndarray) -> np.ndarray:
         """N x 5: each level's Mahalanobis distance over its validation median."""
         parts = _split(np.asarray(feats, np.float32))
-        return np.stack([mahalanobis(x, m, p) / med for x, m, p, med in
-                         zip(parts, self.means, self.precisions, self.medians)], 1)
+        return np.stack(
+            [mahalanobis(x, m, p) / med for x, m, p, med in zip(parts, self.means, self.precisions, self.medians)], 1
+        )
 
     def scores(self, feats: np.ndarray) -> np.ndarray:
         """The population score per film (1.0 = a typical validation film's distance at every level)."""
@@ -81,15 +91,22 @@ class PopulationReference:
 
     def to_state(self) -> dict[str, Any]:
         scales = [float(np.abs(p).max()) or 1.0 for p in self.precisions]
-        return {"format": FORMAT, "means": [torch.from_numpy(m) for m in self.means],
-                "precisions": [torch.from_numpy(p / s).half() for p, s in zip(self.precisions, scales)],
-                "scales": scales, "medians": self.medians, "threshold": self.threshold, "info": self.info}
+        return {
+            "format": FORMAT,
+            "means": [torch.from_numpy(m) for m in self.means],
+            "precisions": [torch.from_numpy(p / s).half() for p, s in zip(self.precisions, scales)],
+            "scales": scales,
+            "medians": self.medians,
+            "threshold": self.threshold,
+            "info": self.info,
+        }
 
     @staticmethod
     def state_problem(state: Any) -> str | None:
         """Why STATE is not a population reference pneumolib wrote (types, shapes, finite values), or None; checked
         before any of it is used, so a crafted one is one line, never a crash or a flag that never fires."""
         import math
+
         if not isinstance(state, dict) or state.get("format") != FORMAT:
             return f"format {state.get('format') if isinstance(state, dict) else type(state).__name__!r}, expected {FORMAT}"
         n = len(LEVEL_DIMS)
@@ -104,8 +121,10 @@ class PopulationReference:
             if not (torch.isfinite(m.float()).all() and torch.isfinite(p.float()).all()):
                 return "a level's mean or precision is not finite"
         for key in ("scales", "medians"):
-            if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
-                       for v in state[key]):
+            if not all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+                for v in state[key]
+            ):
                 return f"{key} must be finite numbers > 0"
         t = state.get("threshold")
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
@@ -120,8 +139,9 @@ class PopulationReference:
         if problem:
             raise CheckpointError(f"not a population reference pneumolib wrote ({problem})")
         precisions = [p.float().numpy() * s for p, s in zip(state["precisions"], state["scales"])]
-        return cls([m.numpy() for m in state["means"]], precisions, state["medians"], state["threshold"],
-                   state.get("info"))
+        return cls(
+            [m.numpy() for m in state["means"]], precisions, state["medians"], state["threshold"], state.get("info")
+        )
 
     def save(self, path: str | Path) -> Path:
         return atomic_write(Path(path), lambda tmp: torch.save(self.to_state(), tmp))
@@ -138,8 +158,9 @@ class PopulationReference:
             raise CheckpointError(f"{path}: {e}") from None
 
 
-def fit_reference(train_feats: np.ndarray, val_feats: np.ndarray, info: dict[str, Any] | None = None
-                  ) -> PopulationReference:
+def fit_reference(
+    train_feats: np.ndarray, val_feats: np.ndarray, info: dict[str, Any] | None = None
+) -> PopulationReference:
     """Fit on the training films' statistics, normalise and set the threshold on the validation films'.
 
     Args:
@@ -159,8 +180,13 @@ def fit_reference(train_feats: np.ndarray, val_feats: np.ndarray, info: dict[str
     ref = PopulationReference(means, precisions, medians, float("inf"))
     s = ref.scores(val_feats)
     ref.threshold = float(np.quantile(s, FLAG_QUANTILE))
-    ref.info = {**(info or {}), "n_fit": int(len(train_feats)), "n_val": int(len(val_feats)),
-                "val_flagged": float((s > ref.threshold).mean()), "method": METHOD}
+    ref.info = {
+        **(info or {}),
+        "n_fit": int(len(train_feats)),
+        "n_val": int(len(val_feats)),
+        "val_flagged": float((s > ref.threshold).mean()),
+        "method": METHOD,
+    }
     return ref
 
 
@@ -169,8 +195,9 @@ def _identity(path: str | Path) -> tuple:
     return str(Path(path).resolve()), st.st_size, st.st_mtime_ns
 
 
-def film_statistics(paths: list[str | Path], segmenter: LungSegmenter | None = None, batch_size: int = 32
-                    ) -> np.ndarray:
+def film_statistics(
+    paths: list[str | Path], segmenter: LungSegmenter | None = None, batch_size: int = 32
+) -> np.ndarray:
     """N x 992 encoder statistics of the films at these paths (any size, DICOM included), read whole. Each film's
     are computed once per segmenter (its `statistics` memo, keyed by the file's path, size and modification time):
     the reference every fit makes and every prediction's check reuse them.
@@ -188,7 +215,7 @@ def film_statistics(paths: list[str | Path], segmenter: LungSegmenter | None = N
     keys = [_identity(p) for p in paths]
     todo = [(k, p) for k, p in zip(keys, paths) if k not in memo]
     for i in range(0, len(todo), batch_size):
-        chunk = todo[i:i + batch_size]
+        chunk = todo[i : i + batch_size]
         stats = seg.encoder_statistics([np.asarray(load_image(p), dtype=np.uint8) for _, p in chunk])
         memo.update({k: v for (k, _), v in zip(chunk, stats)})
     return np.stack([memo[k] for k in keys]) if keys else np.zeros((0, sum(LEVEL_DIMS)), np.float32)

@@ -1,4 +1,5 @@
 """A labelled film (`Sample`) and a data set's splits (`XRayData`), with the patient id read from a file name."""
+
 from __future__ import annotations
 
 import re
@@ -93,8 +94,10 @@ class XRayData:
                 logger.warning("%s", note)
 
     def counts(self) -> dict[str, dict[str, int]]:
-        return {s: {c: sum(x.label == i for x in samples) for i, c in enumerate(CLASSES)}
-                for s, samples in self.splits.items()}
+        return {
+            s: {c: sum(x.label == i for x in samples) for i, c in enumerate(CLASSES)}
+            for s, samples in self.splits.items()
+        }
 
     def __getitem__(self, split: str) -> list[Sample]:
         if split not in self.splits:

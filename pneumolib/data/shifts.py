@@ -1,6 +1,7 @@
 """Deterministic scanner-like image shifts: the stress test's inputs, below the studies so plots can show them.
 
 Exposure, contrast, blur, resolution, noise and compression changes, each a fixed function of the image."""
+
 from __future__ import annotations
 
 import hashlib
@@ -25,6 +26,7 @@ def _contrast(f: float):
     def shift(x):
         m = x.float().mean()
         return ((x.float() - m) * f + m).round().clamp(0, 255).to(torch.uint8)
+
     return shift
 
 
@@ -33,6 +35,7 @@ def _blur(sigma_at_128: float):
         s = sigma_at_128 * x.shape[-1] / 128
         k = int(2 * round(3 * s) + 1)
         return TF.gaussian_blur(x, [k, k], [s, s])
+
     return shift
 
 
@@ -41,6 +44,7 @@ def _low_res(factor: float):
         h, w = x.shape[-2:]
         small = TF.resize(x, [max(1, int(h * factor)), max(1, int(w * factor))], antialias=True)
         return TF.resize(small, [h, w], antialias=True)
+
     return shift
 
 
@@ -48,6 +52,7 @@ def _noise(std: float):
     def shift(x):
         g = torch.Generator().manual_seed(_seed_of(x))
         return (x.float() + torch.randn(x.shape, generator=g) * std).round().clamp(0, 255).to(torch.uint8)
+
     return shift
 
 
@@ -68,6 +73,7 @@ def _jpeg(q: int):
         buf = io.BytesIO()
         Image.fromarray(x.squeeze(0).numpy()).save(buf, format="JPEG", quality=q)
         return torch.from_numpy(np.array(Image.open(buf))).unsqueeze(0)
+
     return shift
 
 

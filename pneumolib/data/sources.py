@@ -1,4 +1,5 @@
 """Data sources: a Kaggle-layout folder, a CSV manifest, or the bundled fixture, read into one `XRayData`."""
+
 from __future__ import annotations
 
 import os
@@ -71,21 +72,33 @@ def _scan_split(root: Path, split: str) -> tuple[list[Sample], int, list[ImageEr
     return samples, n_ignored, refused
 
 
-def _finish(root: Path, splits: dict[str, list[Sample]], notes: list[str], bad: list | None = None,
-            why: str = "the Kaggle download's person numbering restarts per folder") -> XRayData:
+def _finish(
+    root: Path,
+    splits: dict[str, list[Sample]],
+    notes: list[str],
+    bad: list | None = None,
+    why: str = "the Kaggle download's person numbering restarts per folder",
+) -> XRayData:
     if "test" not in splits:
         notes.append("no test/ split: evaluation on 'test' is unavailable")
     splits = {s: splits[s] for s in SPLITS if s in splits}
     overlap = shared_patients(splits)
     if overlap:
         first = sorted(overlap)[0]
-        notes.append(f"{len(overlap)} patient id(s) appear in more than one of the splits, e.g. {first} in "
-                     f"{' and '.join(overlap[first])} ({why}; --strict refuses)")
+        notes.append(
+            f"{len(overlap)} patient id(s) appear in more than one of the splits, e.g. {first} in "
+            f"{' and '.join(overlap[first])} ({why}; --strict refuses)"
+        )
     return XRayData(root, splits, notes, list(bad or []))
 
 
-def discover(root: "str | Path | Manifest", *, val_min_per_class: int = VAL_MIN_PER_CLASS, val_fraction: float = 0.1,
-             seed: int = 0) -> XRayData:
+def discover(
+    root: "str | Path | Manifest",
+    *,
+    val_min_per_class: int = VAL_MIN_PER_CLASS,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> XRayData:
     """Read ROOT/{train,val,test}/{NORMAL,PNEUMONIA} (or a CSV Manifest: read_manifest); when val/ is missing or
     tiny, pool it with train and build a patient-grouped, class-stratified val split from the pool (so one patient
     can never sit on both sides)."""
@@ -169,8 +182,14 @@ def _row_problem(r: dict, root: Path, split: str, listed_at: int | None) -> str 
     return problem
 
 
-def read_manifest(m: Manifest, *, val_min_per_class: int = VAL_MIN_PER_CLASS, val_fraction: float = 0.1,
-                  seed: int = 0, only: str | None = None) -> XRayData:
+def read_manifest(
+    m: Manifest,
+    *,
+    val_min_per_class: int = VAL_MIN_PER_CLASS,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    only: str | None = None,
+) -> XRayData:
     """The splits a CSV manifest lists. Bad rows (missing file, unknown label or split, a path listed twice) are
     dropped and listed like unreadable files, one line each; a patient in two given splits is a pre-scan finding
     (--strict refuses). Without a split column, a patient-grouped test split (MANIFEST_TEST_FRACTION, seed 0, the
@@ -187,12 +206,16 @@ def read_manifest(m: Manifest, *, val_min_per_class: int = VAL_MIN_PER_CLASS, va
     try:
         df = pd.read_csv(csv, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (ValueError, OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{csv}: not a readable CSV ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise DataError(
+            f"{csv}: not a readable CSV ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from None
     df.columns = [str(c).strip().lower() for c in df.columns]
     missing = [c for c in MANIFEST_COLUMNS if c not in df.columns]
     if missing:
-        raise DataError(f"{csv}: missing column(s) {', '.join(missing)} (need path,label,patient[,split]; "
-                        f"found {','.join(df.columns) or 'none'})")
+        raise DataError(
+            f"{csv}: missing column(s) {', '.join(missing)} (need path,label,patient[,split]; "
+            f"found {','.join(df.columns) or 'none'})"
+        )
     if df.empty:
         raise DataError(f"{csv}: no rows")
     has_split = "split" in df.columns
@@ -214,8 +237,9 @@ def read_manifest(m: Manifest, *, val_min_per_class: int = VAL_MIN_PER_CLASS, va
     notes = [f"manifest {csv.name}: {len(df)} rows, {len(df) - len(bad)} used, {len(bad)} skipped"]
     if only is not None and has_split:  # an evaluation: that split's rows, whatever else the manifest lists
         if not splits.get(only):
-            raise DataError(f"{csv}: no usable {only!r} rows ({len(bad)} row(s) skipped"
-                            f"{f', first: {bad[0]}' if bad else ''})")
+            raise DataError(
+                f"{csv}: no usable {only!r} rows ({len(bad)} row(s) skipped{f', first: {bad[0]}' if bad else ''})"
+            )
         return _finish(root, {only: splits[only]}, notes, bad, why=f"{csv.name} gives their films different splits")
     if not has_split:
         pool = splits.pop("train", [])
@@ -223,11 +247,14 @@ def read_manifest(m: Manifest, *, val_min_per_class: int = VAL_MIN_PER_CLASS, va
             raise DataError(f"{csv}: no usable rows ({len(bad)} skipped, first: {bad[0] if bad else 'none'})")
         rest, test = grouped_split(pool, MANIFEST_TEST_FRACTION, 0)
         splits = {"train": rest, "test": [Sample(s.path, s.label, s.patient, "test") for s in test]}
-        notes.append(f"no split column: test = {MANIFEST_TEST_FRACTION:.0%} of each class's patients "
-                     f"({len(test)} images, seed 0, the same for every run)")
+        notes.append(
+            f"no split column: test = {MANIFEST_TEST_FRACTION:.0%} of each class's patients "
+            f"({len(test)} images, seed 0, the same for every run)"
+        )
     if "train" not in splits:
-        raise DataError(f"{csv}: no usable 'train' rows ({len(bad)} row(s) skipped"
-                        f"{f', first: {bad[0]}' if bad else ''})")
+        raise DataError(
+            f"{csv}: no usable 'train' rows ({len(bad)} row(s) skipped{f', first: {bad[0]}' if bad else ''})"
+        )
     for split, samples in splits.items():
         lacking = [c for k, c in enumerate(CLASSES) if not any(s.label == k for s in samples)]
         if lacking and split != "val":
@@ -269,8 +296,10 @@ def discover_split(root: "str | Path | Manifest", split: str = "test") -> XRayDa
         samples = [Sample(x.path, x.label, x.patient, split) for x in samples]
         notes = [f"{root} holds the class folders directly: evaluated as the {split!r} split"]
     else:
-        raise DataError(f"{root}: no {split}/ folder and no {'/'.join(CLASSES)} class folders "
-                        f"(expected {root}/{split}/{{{','.join(CLASSES)}}} or {root}/{{{','.join(CLASSES)}}})")
+        raise DataError(
+            f"{root}: no {split}/ folder and no {'/'.join(CLASSES)} class folders "
+            f"(expected {root}/{split}/{{{','.join(CLASSES)}}} or {root}/{{{','.join(CLASSES)}}})"
+        )
     if n_ignored:
         notes.append(f"ignored {n_ignored} file(s) without an image suffix")
     return XRayData(root, {split: samples}, notes, refused)

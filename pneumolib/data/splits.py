@@ -1,4 +1,5 @@
 """Splits by patient: grouped validation splits, the early-ID holdout, shared-patient checks, subsampling."""
+
 from __future__ import annotations
 
 import re
@@ -25,9 +26,11 @@ def grouped_split(samples: list[Sample], fraction: float, seed: int) -> tuple[li
         classes[max(set(labels), key=lambda k: (labels.count(k), -k))].append(patient)
     short = [f"{CLASSES[i]} has {len(ps)}" for i, ps in classes.items() if len(ps) < 2]
     if short:
-        raise DataError(f"too few patients to build a validation split ({', '.join(short)} patient(s) across "
-                        f"train and val; need at least 2 per class): add images, or provide a val/ folder with "
-                        f"at least {VAL_MIN_PER_CLASS} images per class")
+        raise DataError(
+            f"too few patients to build a validation split ({', '.join(short)} patient(s) across "
+            f"train and val; need at least 2 per class): add images, or provide a val/ folder with "
+            f"at least {VAL_MIN_PER_CLASS} images per class"
+        )
     rng = np.random.default_rng(seed)
     held: set[str] = set()
     for i, patients in classes.items():
@@ -39,8 +42,9 @@ def grouped_split(samples: list[Sample], fraction: float, seed: int) -> tuple[li
 VAL_MIN_PER_CLASS = 10  # a val/ folder with fewer images of a class than this is pooled with train and re-split
 
 
-def ensure_val(splits: dict[str, list[Sample]], notes: list[str], val_min_per_class: int, val_fraction: float,
-                seed: int) -> None:
+def ensure_val(
+    splits: dict[str, list[Sample]], notes: list[str], val_min_per_class: int, val_fraction: float, seed: int
+) -> None:
     """When val is missing or tiny, pool it with train and split a patient-grouped, class-stratified val off."""
     val_counts = [sum(s.label == i for s in splits.get("val", [])) for i in range(len(CLASSES))]
     if min(val_counts) < val_min_per_class:
@@ -49,8 +53,10 @@ def ensure_val(splits: dict[str, list[Sample]], notes: list[str], val_min_per_cl
         train, val = grouped_split(pool, val_fraction, seed)
         splits["train"] = [Sample(s.path, s.label, s.patient, "train") for s in train]
         splits["val"] = [Sample(s.path, s.label, s.patient, "val") for s in val]
-        notes.append(f"val/ {why}: pooled it with train/ and built a patient-grouped, class-stratified val split "
-                     f"({len(val)} images, {len({s.patient for s in val})} patients), seed {seed}")
+        notes.append(
+            f"val/ {why}: pooled it with train/ and built a patient-grouped, class-stratified val split "
+            f"({len(val)} images, {len({s.patient for s in val})} patients), seed {seed}"
+        )
 
 
 _FAMILY = re.compile(r"^(.*?)(\d+)$")  # person123 -> ("person", 123); NORMAL2-IM-1427 -> ("NORMAL2-IM-", 1427)
@@ -92,12 +98,22 @@ def early_id_holdout(data: XRayData, fraction: float = 0.15) -> XRayData:
         new = "test" if smp.patient in early else ("val" if smp.split == "val" else "train")
         splits[new].append(Sample(smp.path, smp.label, smp.patient, new))
     if not all(any(x.label == i for x in splits["test"]) for i in range(len(CLASSES))):
-        raise DataError(f"{data.root}: the early-ID holdout needs numbered file names of both classes "
-                        "(person123_..., IM-0115-..., NORMAL2-IM-...)")
-    note = (f"early-ID holdout: test = the earliest-numbered patients, {fraction:.0%} of each file-name family's images "
-            f"({len(splits['test'])} images); the other test patients train")
-    return XRayData(data.root, {k: splits[k] for k in SPLITS}, [*data.notes, note], data.bad_files, cache=data.cache,
-                    holdout="early_ids")
+        raise DataError(
+            f"{data.root}: the early-ID holdout needs numbered file names of both classes "
+            "(person123_..., IM-0115-..., NORMAL2-IM-...)"
+        )
+    note = (
+        f"early-ID holdout: test = the earliest-numbered patients, {fraction:.0%} of each file-name family's images "
+        f"({len(splits['test'])} images); the other test patients train"
+    )
+    return XRayData(
+        data.root,
+        {k: splits[k] for k in SPLITS},
+        [*data.notes, note],
+        data.bad_files,
+        cache=data.cache,
+        holdout="early_ids",
+    )
 
 
 def apply_holdout(data: XRayData, holdout: str) -> XRayData:

@@ -1,4 +1,5 @@
 """The log's transforms as small named callables, CentralFocus, and the by-class wrapper."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
@@ -26,7 +27,9 @@ class CentralFocus:
 
     def __init__(self, region: float = 0.6, sigma: float = 0.03, feather: float = 0.1):
         if not (0 < region <= 1 and sigma >= 0 and feather >= 0):
-            raise ValueError(f"CentralFocus needs 0 < region <= 1, sigma >= 0, feather >= 0; got {region}, {sigma}, {feather}")
+            raise ValueError(
+                f"CentralFocus needs 0 < region <= 1, sigma >= 0, feather >= 0; got {region}, {sigma}, {feather}"
+            )
         self.region, self.sigma, self.feather = region, sigma, feather
 
     def __repr__(self) -> str:
@@ -87,8 +90,9 @@ def _log_baseline():
 
 def _log_strong_normal():
     # entry 7: RandomHorizontalFlip(), RandomRotation(20), GaussianBlur(3), ColorJitter(0.4, 0.4), ToTensor()
-    return T.Compose([T.RandomHorizontalFlip(), T.RandomRotation(20), T.GaussianBlur(3),
-                      T.ColorJitter(brightness=0.4, contrast=0.4)])
+    return T.Compose(
+        [T.RandomHorizontalFlip(), T.RandomRotation(20), T.GaussianBlur(3), T.ColorJitter(brightness=0.4, contrast=0.4)]
+    )
 
 
 # The log's own per-sample pipelines, kept as the reference the batched augmentation (augment.BATCHED, what training
@@ -114,8 +118,10 @@ def build(spec: str) -> Callable:
     parts = [p.strip() for p in spec.split("+") if p.strip()]
     unknown = [p for p in parts if p not in LOG_TRANSFORMS]
     if unknown:
-        raise KeyError(f"no per-sample reference for {unknown[0]!r} in {spec!r} (only the log's pipelines have one: "
-                       f"{', '.join(LOG_TRANSFORMS)}; training augments batches with augment.BatchAugment)")
+        raise KeyError(
+            f"no per-sample reference for {unknown[0]!r} in {spec!r} (only the log's pipelines have one: "
+            f"{', '.join(LOG_TRANSFORMS)}; training augments batches with augment.BatchAugment)"
+        )
     steps = [TRANSFORMS[p]() for p in parts]
     return steps[0] if len(steps) == 1 else T.Compose(steps)
 
@@ -169,8 +175,9 @@ class Preprocessing:
         if self.in_channels == 2:
             raise ConfigError("preprocessing field in_channels=2 must be 1 or 3")
         if self.normalize not in NORMALIZATIONS:
-            raise ConfigError(f"preprocessing field normalize={self.normalize!r} is not one of: "
-                              f"{', '.join(NORMALIZATIONS)}")
+            raise ConfigError(
+                f"preprocessing field normalize={self.normalize!r} is not one of: {', '.join(NORMALIZATIONS)}"
+            )
         if not isinstance(self.crop_segmenter, str):
             raise ConfigError(f"preprocessing field crop_segmenter={self.crop_segmenter!r} must be a string")
         self.view  # checks crop and crop_margin
@@ -201,10 +208,14 @@ class Preprocessing:
         if self.normalize == "imagenet":
             # a 1-channel model sees the grey image; use the mean of the RGB statistics
             # on x's device: batches are preprocessed on the training device (augment.py)
-            mean = torch.tensor(IMAGENET_MEAN if self.in_channels == 3 else [np.mean(IMAGENET_MEAN)],
-                                dtype=torch.float32, device=x.device)
-            std = torch.tensor(IMAGENET_STD if self.in_channels == 3 else [np.mean(IMAGENET_STD)],
-                               dtype=torch.float32, device=x.device)
+            mean = torch.tensor(
+                IMAGENET_MEAN if self.in_channels == 3 else [np.mean(IMAGENET_MEAN)],
+                dtype=torch.float32,
+                device=x.device,
+            )
+            std = torch.tensor(
+                IMAGENET_STD if self.in_channels == 3 else [np.mean(IMAGENET_STD)], dtype=torch.float32, device=x.device
+            )
             x = (x - mean.view(-1, 1, 1)) / std.view(-1, 1, 1)
         elif self.normalize not in NORMALIZE:
             raise ValueError(f"unknown normalize {self.normalize!r} ({' | '.join(NORMALIZE)})")

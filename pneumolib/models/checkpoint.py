@@ -1,4 +1,5 @@
 """One checkpoint file: weights + config + classes + preprocessing + threshold, and a predictor rebuilt from it."""
+
 from __future__ import annotations
 
 import os
@@ -33,13 +34,20 @@ def preprocessing_for(config: ExperimentConfig) -> Preprocessing:
     """What a model trained with `config` needs at inference; a lung crop records the digest of the segmenter
     that drew its boxes (the shipped one), so a checkpoint is never served boxes from another."""
     segmenter = shipped_digest() if config.crop != "none" else ""
-    return Preprocessing(image_size=config.image_size, in_channels=config.in_channels, normalize=config.normalize,
-                         crop=config.crop, crop_margin=config.crop_margin, crop_segmenter=segmenter,
-                         mask_dilation=config.mask_dilation)
+    return Preprocessing(
+        image_size=config.image_size,
+        in_channels=config.in_channels,
+        normalize=config.normalize,
+        crop=config.crop,
+        crop_margin=config.crop_margin,
+        crop_segmenter=segmenter,
+        mask_dilation=config.mask_dilation,
+    )
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, config: ExperimentConfig, threshold: float,
-                    extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | Path, model: nn.Module, config: ExperimentConfig, threshold: float, extra: dict[str, Any] | None = None
+) -> Path:
     state = {
         "format": FORMAT,
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
@@ -57,8 +65,15 @@ def save_checkpoint(path: str | Path, model: nn.Module, config: ExperimentConfig
 
 MAX_CHECKPOINT_BYTES = 4 * 2**30  # 16 ResNet50s are 1.5 GB; a bigger file is not one of ours
 MAX_ENSEMBLE_MEMBERS = 16  # members are built before their weights are checked: a crafted count must not allocate
-_PREPROCESSING_FIELDS = ("image_size", "in_channels", "normalize", "crop", "crop_margin", "crop_segmenter",
-                         "mask_dilation")
+_PREPROCESSING_FIELDS = (
+    "image_size",
+    "in_channels",
+    "normalize",
+    "crop",
+    "crop_margin",
+    "crop_segmenter",
+    "mask_dilation",
+)
 
 
 def checkpoint_file(path: str | Path) -> Path:
@@ -72,8 +87,9 @@ def checkpoint_file(path: str | Path) -> Path:
         inside = path / "checkpoint.pt"
         if inside.is_file():
             return inside
-        raise CheckpointError(f"{path}: a folder without checkpoint.pt (give a checkpoint file, or a run folder "
-                              "that holds one)")
+        raise CheckpointError(
+            f"{path}: a folder without checkpoint.pt (give a checkpoint file, or a run folder that holds one)"
+        )
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found")
     if not path.is_file():
@@ -83,8 +99,9 @@ def checkpoint_file(path: str | Path) -> Path:
 
 def _field_error(path: Path, name: str, value: Any, want: str) -> CheckpointError:
     shown = repr(value)
-    return CheckpointError(f"{path}: malformed checkpoint field {name}={shown[:60]}{'...' if len(shown) > 60 else ''}"
-                           f" ({want})")
+    return CheckpointError(
+        f"{path}: malformed checkpoint field {name}={shown[:60]}{'...' if len(shown) > 60 else ''} ({want})"
+    )
 
 
 def validate_state(path: Path, state: dict[str, Any]) -> None:
@@ -99,8 +116,9 @@ def validate_state(path: Path, state: dict[str, Any]) -> None:
 
     sd = state.get("state_dict")
     if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise _field_error(path, "state_dict", type(sd).__name__ if sd is not None else None,
-                           "a mapping of parameter names to tensors")
+        raise _field_error(
+            path, "state_dict", type(sd).__name__ if sd is not None else None, "a mapping of parameter names to tensors"
+        )
     if not isinstance(state.get("config"), dict):
         raise _field_error(path, "config", state.get("config"), "a mapping")
     try:
@@ -112,8 +130,12 @@ def validate_state(path: Path, state: dict[str, Any]) -> None:
         raise _field_error(path, "preprocessing", pre, "a mapping")
     extra = sorted(set(pre) - set(_PREPROCESSING_FIELDS))
     if extra:
-        raise _field_error(path, "preprocessing", pre, f"unknown key(s) {', '.join(map(str, extra))}; known: "
-                                                       f"{', '.join(_PREPROCESSING_FIELDS)}")
+        raise _field_error(
+            path,
+            "preprocessing",
+            pre,
+            f"unknown key(s) {', '.join(map(str, extra))}; known: {', '.join(_PREPROCESSING_FIELDS)}",
+        )
     try:
         Preprocessing(**pre)
     except (ConfigError, ValueError, TypeError) as e:
@@ -145,6 +167,7 @@ def ood_problem(ref: Any, state_dict: dict[str, torch.Tensor]) -> str | None:
     mean of the network's penultimate width, a square precision, a finite threshold > 0 (a NaN threshold would
     never flag a film), and a well-formed whole-film population reference when it carries one."""
     import math
+
     if ref is None or ref == {}:
         return None
     if not isinstance(ref, dict):
@@ -183,15 +206,21 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     path = checkpoint_file(path)
     size = path.stat().st_size
     if size > MAX_CHECKPOINT_BYTES:
-        raise CheckpointError(f"{path}: {size / 2**30:.1f} GB, over the {MAX_CHECKPOINT_BYTES // 2**30} GB limit for a "
-                              "pneumolib checkpoint")
+        raise CheckpointError(
+            f"{path}: {size / 2**30:.1f} GB, over the {MAX_CHECKPOINT_BYTES // 2**30} GB limit for a "
+            "pneumolib checkpoint"
+        )
     with open(path, "rb") as f:
         head = f.read(4)
     if not head.startswith(b"PK") and not head.startswith(b"\x80"):
-        kind = "an empty file" if not head else ("a text file" if all(32 <= b < 127 or b in (9, 10, 13) for b in head)
-                                                 else "another kind of file")
-        raise CheckpointError(f"{path}: not a torch checkpoint ({kind}; a pneumolib checkpoint is the zip archive "
-                              "torch.save writes)")
+        kind = (
+            "an empty file"
+            if not head
+            else ("a text file" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "another kind of file")
+        )
+        raise CheckpointError(
+            f"{path}: not a torch checkpoint ({kind}; a pneumolib checkpoint is the zip archive torch.save writes)"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -199,8 +228,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         detail = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), lines[-1] if lines else "")
         if "GLOBAL" not in str(e):  # not a code-carrying pickle, just not a checkpoint
             raise CheckpointError(f"{path}: not a readable torch checkpoint ({detail[:160]})") from None
-        raise CheckpointError(f"{path}: refused, it holds pickled objects that are not plain tensors and data "
-                              f"(loaded with weights_only=True: {detail[:160]})") from None
+        raise CheckpointError(
+            f"{path}: refused, it holds pickled objects that are not plain tensors and data "
+            f"(loaded with weights_only=True: {detail[:160]})"
+        ) from None
     except Exception as e:  # noqa: BLE001  torch raises many types for a file that is not a checkpoint
         raise CheckpointError(f"{path}: not a readable torch checkpoint ({type(e).__name__}: {str(e)[:160]})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
@@ -208,11 +239,15 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if list(state.get("classes", [])) != list(CLASSES):
         raise CheckpointError(f"{path}: classes {state.get('classes')} differ from pneumolib's {list(CLASSES)}")
     validate_state(path, state)
-    fields = {"in_channels": state.get("in_channels"),
-              "preprocessing.in_channels": state.get("preprocessing", {}).get("in_channels"),
-              "config.in_channels": state.get("config", {}).get("in_channels")}
+    fields = {
+        "in_channels": state.get("in_channels"),
+        "preprocessing.in_channels": state.get("preprocessing", {}).get("in_channels"),
+        "config.in_channels": state.get("config", {}).get("in_channels"),
+    }
     if len(set(fields.values())) != 1:
-        raise CheckpointError(f"{path}: inconsistent channel count ({', '.join(f'{k}={v}' for k, v in fields.items())})")
+        raise CheckpointError(
+            f"{path}: inconsistent channel count ({', '.join(f'{k}={v}' for k, v in fields.items())})"
+        )
     return state
 
 
@@ -258,18 +293,28 @@ class Prediction:
         if self.population_score is not None:
             notes.append(f"population={self.population_score:.2f}")
         if self.ood_distance is not None:
-            notes.append(f"ood={self.ood_distance:.1f}" + (" UNLIKE THE TRAINING FILMS: do not trust this answer"
-                                                           if self.unlike_training else ""))
-        return (f"{self.path}\t{self.label}\tp_pneumonia={self.p_pneumonia:.4f}\tthreshold={self.threshold:.3f}"
-                + "".join(f"\t{n}" for n in notes))
+            notes.append(
+                f"ood={self.ood_distance:.1f}"
+                + (" UNLIKE THE TRAINING FILMS: do not trust this answer" if self.unlike_training else "")
+            )
+        return (
+            f"{self.path}\t{self.label}\tp_pneumonia={self.p_pneumonia:.4f}\tthreshold={self.threshold:.3f}"
+            + "".join(f"\t{n}" for n in notes)
+        )
 
 
 class Predictor:
     """A trained model with the preprocessing and decision threshold it was saved with."""
 
-    def __init__(self, model: nn.Module, config: ExperimentConfig, threshold: float,
-                 preprocessing: Preprocessing | None = None, device: str | torch.device = "cpu",
-                 cache: DecodedCache | None = None):
+    def __init__(
+        self,
+        model: nn.Module,
+        config: ExperimentConfig,
+        threshold: float,
+        preprocessing: Preprocessing | None = None,
+        device: str | torch.device = "cpu",
+        cache: DecodedCache | None = None,
+    ):
         self.model = model.to(device).eval()
         self.config = config
         self.threshold = float(threshold)
@@ -282,8 +327,14 @@ class Predictor:
     def sharing(cls, predictor: "Predictor", cache: DecodedCache) -> "Predictor":
         """PREDICTOR (its model, config, threshold, preprocessing and extra) serving from CACHE: the one way a
         predictor and the data it is evaluated on share their decoded films."""
-        out = cls(predictor.model, predictor.config, predictor.threshold, predictor.preprocessing,
-                  predictor.device, cache=cache)
+        out = cls(
+            predictor.model,
+            predictor.config,
+            predictor.threshold,
+            predictor.preprocessing,
+            predictor.device,
+            cache=cache,
+        )
         out.extra = predictor.extra
         return out
 
@@ -304,13 +355,17 @@ class Predictor:
         ens = state.get("ensemble")
         if ens:  # a seed ensemble and/or a temperature-scaled model, served as one network (validate_state: 1-16)
             n = int(ens["members"])
-            model = Ensemble([build_model(config.model, in_channels=pre.in_channels, pretrained=False)
-                              for _ in range(n)], float(ens.get("temperature", 1.0)))
+            model = Ensemble(
+                [build_model(config.model, in_channels=pre.in_channels, pretrained=False) for _ in range(n)],
+                float(ens.get("temperature", 1.0)),
+            )
         try:
             model.load_state_dict(state["state_dict"])
         except (RuntimeError, KeyError, TypeError, ValueError) as e:
-            raise CheckpointError(f"{path}: weights do not fit {config.model} with {pre.in_channels} input "
-                                  f"channel(s) ({str(e).splitlines()[0][:160]})") from None
+            raise CheckpointError(
+                f"{path}: weights do not fit {config.model} with {pre.in_channels} input "
+                f"channel(s) ({str(e).splitlines()[0][:160]})"
+            ) from None
         predictor = cls(model, config, state["threshold"], pre, device)
         predictor.extra = dict(state.get("extra", {}))  # training history, timing, weights used
         return predictor
@@ -322,16 +377,21 @@ class Predictor:
     def check_input(self, x: torch.Tensor) -> None:
         """Refuse what the model was not trained on: other than N x C x S x S at its channels and view size."""
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"predict_proba takes a tensor of preprocessed inputs, not a {type(x).__name__}; "
-                            "build them with predictor.preprocess(path)")
+            raise TypeError(
+                f"predict_proba takes a tensor of preprocessed inputs, not a {type(x).__name__}; "
+                "build them with predictor.preprocess(path)"
+            )
         if x.ndim != 4 or x.shape[1] != self.in_channels:
             raise ChannelMismatch(
                 f"this checkpoint expects {self.in_channels}-channel input (N x {self.in_channels} x H x W), "
-                f"got shape {tuple(x.shape)}; build inputs with predictor.preprocess() instead")
+                f"got shape {tuple(x.shape)}; build inputs with predictor.preprocess() instead"
+            )
         size = self.preprocessing.image_size
         if tuple(x.shape[2:]) != (size, size):
-            raise ValueError(f"this checkpoint expects {size} x {size} inputs, got {x.shape[2]} x {x.shape[3]}; "
-                             "build inputs with predictor.preprocess() instead")
+            raise ValueError(
+                f"this checkpoint expects {size} x {size} inputs, got {x.shape[2]} x {x.shape[3]}; "
+                "build inputs with predictor.preprocess() instead"
+            )
 
     def preprocess(self, path: str | Path, cache: DecodedCache | None = None) -> torch.Tensor:
         """A file -> the exact model input used at training time (lung crop included)."""
@@ -349,8 +409,9 @@ class Predictor:
         self.check_input(x)
         return predict_proba(self.model, x, device=self.device, tta=self.config.tta)
 
-    def predict_records(self, paths: list[str | Path], cache: DecodedCache | None = None
-                        ) -> tuple[list["Prediction"], list[ImageError]]:
+    def predict_records(
+        self, paths: list[str | Path], cache: DecodedCache | None = None
+    ) -> tuple[list["Prediction"], list[ImageError]]:
         """The whole served record for every readable file (label, P(PNEUMONIA), the out-of-distribution distance
         and flag, the lung-crop note), each film through the network once (models.inference.view_outputs reads the
         penultimate features in the same pass); and the files that could not be read, each with its reason (never
@@ -364,8 +425,15 @@ class Predictor:
         good = [p for p in paths if p not in bad]
         samples = [Sample(p, -1, patient_id(p), "predict") for p in good]
         ref = (self.extra or {}).get("ood")
-        logits, feats = view_outputs(self.model, samples, self.preprocessing, device=self.device,
-                                     tta=self.config.tta, cache=cache, features=bool(ref))
+        logits, feats = view_outputs(
+            self.model,
+            samples,
+            self.preprocessing,
+            device=self.device,
+            tta=self.config.tta,
+            cache=cache,
+            features=bool(ref),
+        )
         probs = probabilities(logits)
         far = whole = None
         if ref and feats is not None:
@@ -373,10 +441,18 @@ class Predictor:
             far = d, d > ref["threshold"]
         if ref and ref.get("population") and good:
             whole = PopulationReference.from_state(ref["population"]).flag(film_statistics(good))
-        out = [Prediction(str(p), CLASSES[int(v >= self.threshold)], float(v), self.threshold,
-                          None if far is None else float(far[0][i]),
-                          None if far is None else bool(far[1][i] or (whole is not None and whole[1][i])),
-                          self.input_note(p, cache).removeprefix("lungs="),
-                          None if whole is None else float(whole[0][i]), exif_orientation(p))
-               for i, (p, v) in enumerate(zip(good, probs))]
+        out = [
+            Prediction(
+                str(p),
+                CLASSES[int(v >= self.threshold)],
+                float(v),
+                self.threshold,
+                None if far is None else float(far[0][i]),
+                None if far is None else bool(far[1][i] or (whole is not None and whole[1][i])),
+                self.input_note(p, cache).removeprefix("lungs="),
+                None if whole is None else float(whole[0][i]),
+                exif_orientation(p),
+            )
+            for i, (p, v) in enumerate(zip(good, probs))
+        ]
         return out, refused

@@ -1,4 +1,5 @@
 """The one batched inference path: per-view, per-member logits for samples, a dataset or a tensor of inputs."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,7 +18,7 @@ def _batches(source: Any, preprocessing, *, batch_size: int, cache: DecodedCache
     start with the input, or a list of Samples (decoded through the cache, shifted by `transform`, preprocessed)."""
     if isinstance(source, torch.Tensor):
         for i in range(0, len(source), batch_size):
-            yield source[i:i + batch_size]
+            yield source[i : i + batch_size]
         return
     if isinstance(source, (list, tuple)) and (not source or isinstance(source[0], Sample)):
         if preprocessing is None:
@@ -38,9 +39,18 @@ def views(x: torch.Tensor, tta: bool) -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def view_outputs(model: torch.nn.Module, source: Any, preprocessing=None, *, tta: bool = False,
-                 batch_size: int = DEFAULT_BATCH, cache: DecodedCache | None = None, transform=None,
-                 device=None, features: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def view_outputs(
+    model: torch.nn.Module,
+    source: Any,
+    preprocessing=None,
+    *,
+    tta: bool = False,
+    batch_size: int = DEFAULT_BATCH,
+    cache: DecodedCache | None = None,
+    transform=None,
+    device=None,
+    features: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The one pass of films through the network: every film goes through once per view and member.
 
     Args:
@@ -66,7 +76,8 @@ def view_outputs(model: torch.nn.Module, source: Any, preprocessing=None, *, tta
     if features:
         want = {"on": False}
         hook = nets[0].fc.register_forward_hook(
-            lambda mod, inp, res: seen.append(inp[0].detach().float().cpu()) if want["on"] else None)
+            lambda mod, inp, res: seen.append(inp[0].detach().float().cpu()) if want["on"] else None
+        )
     try:
         for x in _batches(source, preprocessing, batch_size=batch_size, cache=cache, transform=transform):
             x = x.to(device)

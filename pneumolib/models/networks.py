@@ -1,4 +1,5 @@
 """Build the classifier: torchvision ResNets with 1- or 3-channel input, ImageNet weights only when present."""
+
 from __future__ import annotations
 
 import math
@@ -46,26 +47,35 @@ def read_imagenet_weights(path: Path, model: nn.Module) -> dict[str, torch.Tenso
     with open(path, "rb") as f:
         head = f.read(4)
     if not head.startswith(b"PK") and not head.startswith(b"\x80"):
-        raise WeightsError(f"{path}: not a torch weights file (torchvision's {path.suffix or '.pth'} is a zip archive); "
-                           f"point {WEIGHTS_ENV} at the downloaded file")
+        raise WeightsError(
+            f"{path}: not a torch weights file (torchvision's {path.suffix or '.pth'} is a zip archive); "
+            f"point {WEIGHTS_ENV} at the downloaded file"
+        )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001  torch raises many types for a file that is not weights
-        raise WeightsError(f"{path}: not a readable torch weights file ({type(e).__name__}: "
-                           f"{' '.join(str(e).split())[:100]})") from None
+        raise WeightsError(
+            f"{path}: not a readable torch weights file ({type(e).__name__}: {' '.join(str(e).split())[:100]})"
+        ) from None
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path}: not a state dict of tensors")
     got = {k: tuple(v.shape) for k, v in state.items()}
     if got != want:
         diff = sorted(set(got) ^ set(want)) or [k for k in want if got[k] != want[k]]
-        raise WeightsError(f"{path}: these weights are not torchvision's for this model ({len(diff)} tensor(s) "
-                           f"differ, e.g. {diff[0]})")
+        raise WeightsError(
+            f"{path}: these weights are not torchvision's for this model ({len(diff)} tensor(s) differ, e.g. {diff[0]})"
+        )
     return state
 
 
-def build_model(name: str = "resnet18", in_channels: int = 1, pretrained: bool = False,
-                weights_path: str | Path | None = None, num_classes: int = 2) -> nn.Module:
+def build_model(
+    name: str = "resnet18",
+    in_channels: int = 1,
+    pretrained: bool = False,
+    weights_path: str | Path | None = None,
+    num_classes: int = 2,
+) -> nn.Module:
     """A torchvision ResNet with `in_channels` inputs and a `num_classes` head.
 
     pretrained=True loads ImageNet weights from the torch cache or `weights_path` and fails loudly

@@ -1,4 +1,5 @@
 """How the notebooks show things: the figure style, tables as DataFrames, numbers with their intervals."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -14,16 +15,21 @@ def use_notebook_style() -> None:
     """Figures at FIGURE_DPI in the notebook's outputs; tables shown whole (pandas would otherwise hide columns past
     20 and rows past 60 behind '...', and the verdicts read the hidden ones)."""
     plt.rcParams["figure.dpi"] = FIGURE_DPI
-    for key, value in (("display.max_columns", None), ("display.max_rows", None), ("display.max_colwidth", None),
-                       ("display.width", 10_000)):
+    for key, value in (
+        ("display.max_columns", None),
+        ("display.max_rows", None),
+        ("display.max_colwidth", None),
+        ("display.width", 10_000),
+    ):
         pd.set_option(key, value)
 
 
 # --- notebook series v2: provenance, seeds, computed verdicts, tables as DataFrames --------------------------
 def show(obj) -> None:
     # whole cell texts: the claims, notes and refusals in these tables are sentences, not values to abbreviate
-    with pd.option_context("display.max_colwidth", None, "display.max_columns", None, "display.max_rows", None,
-                           "display.width", 10_000):
+    with pd.option_context(
+        "display.max_colwidth", None, "display.max_columns", None, "display.max_rows", None, "display.width", 10_000
+    ):
         try:
             from IPython.display import display
         except ImportError:  # outside IPython: plain text
@@ -62,12 +68,22 @@ def metrics_frame(m: dict[str, Any]) -> pd.DataFrame:
     intervals too for small samples, where the percentile bootstrap collapses)."""
     from ..core.stats import SMALL_N
 
-    names = {"accuracy": "accuracy", "sensitivity": "PNEUMONIA recall", "specificity": "NORMAL recall",
-             "precision": "PNEUMONIA precision", "npv": "NORMAL precision", "auc": "AUC"}
+    names = {
+        "accuracy": "accuracy",
+        "sensitivity": "PNEUMONIA recall",
+        "specificity": "NORMAL recall",
+        "precision": "PNEUMONIA precision",
+        "npv": "NORMAL precision",
+        "auc": "AUC",
+    }
     # a precision is undefined when no film is called that class (a collapsed model): say so, not NaN
-    undefined = {"precision": "undefined: no film called PNEUMONIA", "npv": "undefined: no film called NORMAL",
-                 "sensitivity": "undefined: no PNEUMONIA film", "specificity": "undefined: no NORMAL film",
-                 "auc": "undefined: films of one class only"}
+    undefined = {
+        "precision": "undefined: no film called PNEUMONIA",
+        "npv": "undefined: no film called NORMAL",
+        "sensitivity": "undefined: no PNEUMONIA film",
+        "specificity": "undefined: no NORMAL film",
+        "auc": "undefined: films of one class only",
+    }
     unit = "patients" if m.get("ci95_unit") == "patient" else "images"
     rows = []
     for k, label in names.items():
@@ -93,13 +109,16 @@ def maps_checked(sanity: dict[str, Any] | None) -> str:
     """The maps' checks in words, for every table that shows lifts: ROAD (the model's map against a random map, with
     a 95% interval by patient) and the randomisation test (rank correlation with a re-initialised model's map)."""
     from ..analysis.cam import maps_pass
+
     if not sanity:
         return "NOT CHECKED (no ROAD or randomisation test was run on these maps): lifts not to be read"
     fa, rc = sanity.get("faithfulness") or {}, sanity.get("randomisation_rank_corr") or {}
     ci = fa.get("model_minus_random_ci95")
     verdict = {True: "pass", False: "FAIL", None: "undecided"}[maps_pass(sanity)]
-    return (f"{verdict}: ROAD model - random map {fmt(fa.get('model_minus_random'))} {span(ci)}, randomisation rank "
-            f"correlation {fmt(rc.get('mean'))} ({sanity.get('n')} films)")
+    return (
+        f"{verdict}: ROAD model - random map {fmt(fa.get('model_minus_random'))} {span(ci)}, randomisation rank "
+        f"correlation {fmt(rc.get('mean'))} ({sanity.get('n')} films)"
+    )
 
 
 def one_class_epochs(history: list[dict[str, float]], val_samples) -> list[str]:
@@ -122,6 +141,9 @@ def one_class_epochs(history: list[dict[str, float]], val_samples) -> list[str]:
         k = round(h["val_acc"] * n)
         if abs(h["val_acc"] * n - k) < 1e-6 and k in (n_pneu, n - n_pneu):
             cls = "one class" if n_pneu == n - n_pneu else ("PNEUMONIA" if k == n_pneu else "NORMAL")
-            found.setdefault(f"val accuracy at 0.5 = the {cls} share of the {n} val films, consistent with every "
-                             f"val film called {cls}", []).append(int(h["epoch"]))
+            found.setdefault(
+                f"val accuracy at 0.5 = the {cls} share of the {n} val films, consistent with every "
+                f"val film called {cls}",
+                [],
+            ).append(int(h["epoch"]))
     return [f"epoch(s) {', '.join(map(str, e))}: {what}" for what, e in found.items()]

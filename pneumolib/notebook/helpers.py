@@ -1,4 +1,5 @@
 """What the numbered notebooks show, in one place: display, one run's views, views over seeds."""
+
 from __future__ import annotations
 
 from ..notebook.display import (  # noqa: F401 (re-exported: every name in one place)
@@ -52,6 +53,3 @@ from ..notebook.seed_views import (  # noqa: F401 (re-exported: every name in on
     shortcut_audit,
     stress_table,
 )
-
-
-

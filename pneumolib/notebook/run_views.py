@@ -1,4 +1,5 @@
 """What the notebooks show of one run: its config, report, history, Grad-CAM, thresholds, comparisons."""
+
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -27,17 +28,25 @@ def describe(config: ExperimentConfig) -> None:
     print(f"changes from the previous entry: {format_diff(diff(previous(config), config))}")
     for cls, spec in config.train_transforms:
         print(f"  {cls:<9} training transform: {spec}")
-    weights = ("pretrained=True as the log wrote it (whether this machine has the ImageNet weights, and so what "
-               "the run below trained from: the weights check)" if config.pretrained else "pretrained=False")
-    print(f"  model {config.model}, {config.in_channels} input channel(s), {weights}, "
-          f"loss {config.loss}, decision rule {config.threshold}")
+    weights = (
+        "pretrained=True as the log wrote it (whether this machine has the ImageNet weights, and so what "
+        "the run below trained from: the weights check)"
+        if config.pretrained
+        else "pretrained=False"
+    )
+    print(
+        f"  model {config.model}, {config.in_channels} input channel(s), {weights}, "
+        f"loss {config.loss}, decision rule {config.threshold}"
+    )
 
 
 def report(r: RunResult, split: str = "test") -> None:
     """Classification report with 95% bootstrap intervals, then confusion matrix and score histogram."""
     m = r.metrics[split]
-    print(f"{r.config.name} (seed {r.config.seed}): {split} split, {m['n']} images"
-          + (f" of {m['n_patients']} patients" if m.get("n_patients") else ""))
+    print(
+        f"{r.config.name} (seed {r.config.seed}): {split} split, {m['n']} images"
+        + (f" of {m['n_patients']} patients" if m.get("n_patients") else "")
+    )
     show(metrics_frame(m))
     fig, ax = plt.subplots(1, 2, figsize=(10, 3.3), gridspec_kw={"width_ratios": [1, 1.6]})
     plots.plot_confusion(m, ax=ax[0])
@@ -75,8 +84,10 @@ def gradcam(r, n_per_class: int = 4, title: str = "", mask_gallery: bool = False
     if learned and mask_gallery:
         plots.plot_mask_gallery(e)
     elif learned:
-        print(f"lung masks from the shipped segmenter on {learned} of {len(e.mask_methods)} films "
-              "(the gallery of such masks: notebook 01)")
+        print(
+            f"lung masks from the shipped segmenter on {learned} of {len(e.mask_methods)} films "
+            "(the gallery of such masks: notebook 01)"
+        )
 
 
 def fixed_image(size: int = 64) -> np.ndarray:
@@ -119,19 +130,29 @@ def colour_census(data) -> None:
 
     files = [s.path for samples in data.splits.values() for s in samples]
     rows = census(files)
-    show(pd.DataFrame(rows).set_index(["format", "mode"]).astype(object).where(
-        lambda t: t.notna(), "- (not an RGB mode)"))
+    show(
+        pd.DataFrame(rows)
+        .set_index(["format", "mode"])
+        .astype(object)
+        .where(lambda t: t.notna(), "- (not an RGB mode)")
+    )
     colour = sum(r["files"] for r in rows if r["channels differ"] is not None)
     differ = sum(r["channels differ"] or 0 for r in rows)
     if not colour:
-        print(f"none of the {len(files):,} films is a colour file: a greyscale and an RGB loader read the same grey "
-              "values (the RGB one copies them to three channels)")
+        print(
+            f"none of the {len(files):,} films is a colour file: a greyscale and an RGB loader read the same grey "
+            "values (the RGB one copies them to three channels)"
+        )
     elif not differ:
-        print(f"{colour:,} of the {len(files):,} films are colour files, and in every one the three channels are "
-              "equal: grey pictures in colour files, so a greyscale and an RGB loader read the same values")
+        print(
+            f"{colour:,} of the {len(files):,} films are colour files, and in every one the three channels are "
+            "equal: grey pictures in colour files, so a greyscale and an RGB loader read the same values"
+        )
     else:
-        print(f"{differ:,} of the {colour:,} colour files carry channels that differ: for those a greyscale loader and "
-              "an RGB one feed a model different values")
+        print(
+            f"{differ:,} of the {colour:,} colour files carry channels that differ: for those a greyscale loader and "
+            "an RGB one feed a model different values"
+        )
 
 
 def threshold_table(r: RunResult, extra_rules: tuple[str, ...] = ("youden", "sensitivity:0.95")) -> None:
@@ -142,12 +163,21 @@ def threshold_table(r: RunResult, extra_rules: tuple[str, ...] = ("youden", "sen
     val = predict_samples(p.model, r.data["val"], p.preprocessing, tta=r.config.tta, cache=r.data.cache)
     rules = {f"fixed {r.threshold:.2f} (this entry)": r.threshold, "fixed 0.50": 0.5}
     for rule in extra_rules:
-        rules[f"{rule} on val"] = fit_threshold(rule, p.model, val, p.preprocessing, tta=r.config.tta, cache=r.data.cache)
+        rules[f"{rule} on val"] = fit_threshold(
+            rule, p.model, val, p.preprocessing, tta=r.config.tta, cache=r.data.cache
+        )
     rows = []
     for name, t in rules.items():
         m = compute_metrics(r.test, t, n_boot=0)
-        rows.append({"decision rule": name, "threshold": round(t, 3), "accuracy": round(m["accuracy"], 3),
-                     "NORMAL recall": round(m["specificity"], 3), "PNEUMONIA recall": round(m["sensitivity"], 3)})
+        rows.append(
+            {
+                "decision rule": name,
+                "threshold": round(t, 3),
+                "accuracy": round(m["accuracy"], 3),
+                "NORMAL recall": round(m["specificity"], 3),
+                "PNEUMONIA recall": round(m["sensitivity"], 3),
+            }
+        )
     show(pd.DataFrame(rows).set_index("decision rule"))
 
 
@@ -156,10 +186,15 @@ def subset_vs_full(r: RunResult) -> None:
     sub, full = r.metrics["test_subset"], r.metrics["test"]
     per_class = ", ".join(f"{n} {c}" for c, n in sub["n_per_class"].items())
     print(f"the log's report: {sub['n']} test images ({per_class}); the full test split: {full['n']} images")
-    show(pd.concat({f"{sub['n']} images": metrics_frame(sub), f"full test split ({full['n']})": metrics_frame(full)},
-                       axis=1))
-    plots.plot_comparison([dict(sub, name=f"{sub['n']} images"), dict(full, name=f"full test ({full['n']})")],
-                          title="the 10-image report against the full test split (95% intervals)")
+    show(
+        pd.concat(
+            {f"{sub['n']} images": metrics_frame(sub), f"full test split ({full['n']})": metrics_frame(full)}, axis=1
+        )
+    )
+    plots.plot_comparison(
+        [dict(sub, name=f"{sub['n']} images"), dict(full, name=f"full test ({full['n']})")],
+        title="the 10-image report against the full test split (95% intervals)",
+    )
 
 
 def weights_status(model: str = "resnet18") -> bool:
@@ -172,13 +207,20 @@ def weights_status(model: str = "resnet18") -> bool:
         return True
     except WeightsUnavailable as e:
         print(f"ImageNet weights NOT available: {tidy(str(e))}")
-        print("So the runs below train from RANDOM INIT (their saved configs say pretrained=False): they cannot "
-              "confirm or refute what the log says about pretraining.")
+        print(
+            "So the runs below train from RANDOM INIT (their saved configs say pretrained=False): they cannot "
+            "confirm or refute what the log says about pretraining."
+        )
         return False
 
 
-def paired_difference(results, reference: list[dict], key: str = "specificity", label: str = "NORMAL recall",
-                      other: str = "the other entry") -> None:
+def paired_difference(
+    results,
+    reference: list[dict],
+    key: str = "specificity",
+    label: str = "NORMAL recall",
+    other: str = "the other entry",
+) -> None:
     """This entry's test `key` against another entry's, seed by seed (verdicts.paired_by_seed): both values, the
     difference with its conservative 95% interval, and the count of seeds on each side, so that prose comparing two
     entries reads a printed count instead of stating a direction."""
@@ -193,14 +235,19 @@ def paired_difference(results, reference: list[dict], key: str = "specificity", 
         d = a - c
         lower, equal, higher = lower + (d.value < 0), equal + (d.value == 0), higher + (d.value > 0)
         ci = f" [{d.lo:+.3f}, {d.hi:+.3f}]" if d.has_interval else ""
-        print(f"seed {(m.get('config') or {}).get('seed')}: {label} {a.value:.3f} here, {c.value:.3f} in {other}: "
-              f"difference {d.value:+.3f}{ci}")
-    print(f"{label} here against {other}: lower on {lower}, equal on {equal}, higher on {higher} of {len(pairs)} "
-          "seed(s) (test split; the interval is the conservative one of the verdict rule)")
+        print(
+            f"seed {(m.get('config') or {}).get('seed')}: {label} {a.value:.3f} here, {c.value:.3f} in {other}: "
+            f"difference {d.value:+.3f}{ci}"
+        )
+    print(
+        f"{label} here against {other}: lower on {lower}, equal on {equal}, higher on {higher} of {len(pairs)} "
+        "seed(s) (test split; the interval is the conservative one of the verdict rule)"
+    )
 
 
 def lung_focus_table(metrics: list[dict]) -> None:
     """Grad-CAM lung lift (with patient-level 95% intervals) and heart/diaphragm lift per class for each run."""
+
     def cell(v: dict, key: str) -> str:
         mean = v.get(key, float("nan"))
         lo, hi = v.get(f"{key}_ci95", [float("nan")] * 2)
@@ -210,28 +257,38 @@ def lung_focus_table(metrics: list[dict]) -> None:
     for m in metrics:
         lf = m.get("lung_focus", {})
         n, p = lf.get("NORMAL", {}), lf.get("PNEUMONIA", {})
-        rows.append({"entry": m["entry"], "experiment": m["experiment"],
-                     "lung lift, NORMAL films": cell(n, "lung_lift"), "lung lift, PNEUMONIA films": cell(p, "lung_lift"),
-                     "heart lift, NORMAL films": cell(n, "heart_lift"),
-                     "heart lift, PNEUMONIA films": cell(p, "heart_lift"),
-                     "masks ok/failed": f"{n.get('masks_passed', 0) + p.get('masks_passed', 0)}/"
-                                        f"{n.get('masks_failed', 0) + p.get('masks_failed', 0)}",
-                     "lung share of the input": area_text(n, p),
-                     "seed": (m.get("config") or {}).get("seed"),
-                     "maps' checks (ROAD, randomisation)": maps_checked(recorded_sanity(m.get("gradcam")))})
+        rows.append(
+            {
+                "entry": m["entry"],
+                "experiment": m["experiment"],
+                "lung lift, NORMAL films": cell(n, "lung_lift"),
+                "lung lift, PNEUMONIA films": cell(p, "lung_lift"),
+                "heart lift, NORMAL films": cell(n, "heart_lift"),
+                "heart lift, PNEUMONIA films": cell(p, "heart_lift"),
+                "masks ok/failed": f"{n.get('masks_passed', 0) + p.get('masks_passed', 0)}/"
+                f"{n.get('masks_failed', 0) + p.get('masks_failed', 0)}",
+                "lung share of the input": area_text(n, p),
+                "seed": (m.get("config") or {}).get("seed"),
+                "maps' checks (ROAD, randomisation)": maps_checked(recorded_sanity(m.get("gradcam"))),
+            }
+        )
     show(pd.DataFrame(rows).set_index("entry"))
     sel = next((m["gradcam"]["selection"] for m in metrics if m.get("gradcam")), "the test films explained")
-    print("lift = share of the Grad-CAM (PNEUMONIA logit) energy inside the lung mask, or the heart/diaphragm box, "
-          "divided by that region's share of the image: 1.0 = no preference. Mean over films, 95% interval from "
-          f"resampling patients; lung lift only over masks that passed the check. Films: {sel}.")
+    print(
+        "lift = share of the Grad-CAM (PNEUMONIA logit) energy inside the lung mask, or the heart/diaphragm box, "
+        "divided by that region's share of the image: 1.0 = no preference. Mean over films, 95% interval from "
+        f"resampling patients; lung lift only over masks that passed the check. Films: {sel}."
+    )
     cropped = [m for m in metrics if (m.get("config") or {}).get("crop", "none") not in ("none", None)]
     if cropped:
         names = ", ".join(f"{m['entry']} ({(m.get('config') or {}).get('crop')} crop)" for m in cropped)
-        print(f"Cropped inputs: {names}. Such a model sees only its crop, so its lift is measured in that input, where "
-              "the lungs cover a larger share (the 'lung share of the input' column) and the highest possible lung "
-              "lift, 1 / that share, is lower; a lung-mask model's input is black outside the dilated lung mask, so "
-              "its maps can only fall on the lungs and the ring around them. Its lift is not comparable with the "
-              "whole-film entries': read it beside its own share, not against their column.")
+        print(
+            f"Cropped inputs: {names}. Such a model sees only its crop, so its lift is measured in that input, where "
+            "the lungs cover a larger share (the 'lung share of the input' column) and the highest possible lung "
+            "lift, 1 / that share, is lower; a lung-mask model's input is black outside the dilated lung mask, so "
+            "its maps can only fall on the lungs and the ring around them. Its lift is not comparable with the "
+            "whole-film entries': read it beside its own share, not against their column."
+        )
 
 
 def compare_all(metrics: list[dict]) -> None:
@@ -240,13 +297,19 @@ def compare_all(metrics: list[dict]) -> None:
 
     # entries that asked for ImageNet weights but trained without them say so in the table and the figure
     def name(m):
-        return f"{m['entry']} {m['experiment']}" + (" (random init)" if "unavailable" in str(m.get("weights", "")) else "")
+        return f"{m['entry']} {m['experiment']}" + (
+            " (random init)" if "unavailable" in str(m.get("weights", "")) else ""
+        )
 
     table = []
     for m, row in zip(metrics, comparison_rows(metrics)):
         t = {"experiment": name(m)}
-        for k, label in (("accuracy", "accuracy"), ("sensitivity", "PNEUMONIA recall"),
-                         ("specificity", "NORMAL recall"), ("auc", "AUC")):
+        for k, label in (
+            ("accuracy", "accuracy"),
+            ("sensitivity", "PNEUMONIA recall"),
+            ("specificity", "NORMAL recall"),
+            ("auc", "AUC"),
+        ):
             t[label] = with_ci(row[k], row["ci95"].get(k))
         t["threshold"] = round(row["threshold"], 2)
         t["train min"] = round(row["minutes"], 1)
@@ -254,19 +317,25 @@ def compare_all(metrics: list[dict]) -> None:
             t["stress acc@ext"] = round(row["stress"].get("stress_accuracy_ext", float("nan")), 3)
             t["stress NORMAL recall"] = round(row["stress"].get("stress_specificity", float("nan")), 3)
         table.append(t)
-    print("test split, 95% bootstrap intervals by patient; seed "
-          + ", ".join(sorted({str((m.get("config") or {}).get("seed")) for m in metrics})))
+    print(
+        "test split, 95% bootstrap intervals by patient; seed "
+        + ", ".join(sorted({str((m.get("config") or {}).get("seed")) for m in metrics}))
+    )
     frame = pd.DataFrame(table).set_index("experiment")
     stress_cols = [c for c in ("stress acc@ext", "stress NORMAL recall") if c in frame]
     if stress_cols and frame[stress_cols].isna().any().any():
-        print("stress columns: 'not run' = no stress test of that run in RUNS (this notebook stress-tests the log's "
-              "baseline and the recipe; 'python -m pneumolib stress RUN_DIR' runs it for any run)")
+        print(
+            "stress columns: 'not run' = no stress test of that run in RUNS (this notebook stress-tests the log's "
+            "baseline and the recipe; 'python -m pneumolib stress RUN_DIR' runs it for any run)"
+        )
         frame[stress_cols] = frame[stress_cols].astype(object).where(frame[stress_cols].notna(), "not run")
     if frame["train min"].isna().any():
         frame["train min"] = frame["train min"].astype(object).where(frame["train min"].notna(), "not recorded")
     show(frame)
-    plots.plot_comparison([dict(m["test"], name=name(m)) for m in metrics],
-                          title="every experiment's first seed on the test split (95% intervals by patient)")
+    plots.plot_comparison(
+        [dict(m["test"], name=name(m)) for m in metrics],
+        title="every experiment's first seed on the test split (95% intervals by patient)",
+    )
 
 
 def cam_table(expl) -> pd.DataFrame:
@@ -279,13 +348,17 @@ def cam_table(expl) -> pd.DataFrame:
     checks = maps_checked(expl.sanity)
     for cls, s in expl.summary().items():
         lung, heart = summary_lift(s, "lung_lift"), summary_lift(s, "heart_lift")
-        rows[cls] = {"films": s["n"],
-                     "lung lift": with_ci(lung.value, (lung.lo, lung.hi) if lung.has_interval else None),
-                     "heart/diaphragm lift": with_ci(heart.value, (heart.lo, heart.hi) if heart.has_interval else None),
-                     "maps' checks (ROAD, randomisation)": checks}
-    print("lift = the region's share of the heatmap / its share of the image (1 = a uniform heatmap); ROAD = Remove "
-          "And Debias (Rong et al. 2022): how much removing the pixels a map ranks high hurts the prediction, against "
-          "a random map")
+        rows[cls] = {
+            "films": s["n"],
+            "lung lift": with_ci(lung.value, (lung.lo, lung.hi) if lung.has_interval else None),
+            "heart/diaphragm lift": with_ci(heart.value, (heart.lo, heart.hi) if heart.has_interval else None),
+            "maps' checks (ROAD, randomisation)": checks,
+        }
+    print(
+        "lift = the region's share of the heatmap / its share of the image (1 = a uniform heatmap); ROAD = Remove "
+        "And Debias (Rong et al. 2022): how much removing the pixels a map ranks high hurts the prediction, against "
+        "a random map"
+    )
     return pd.DataFrame(rows).T
 
 
@@ -303,7 +376,12 @@ def inference_paths(results) -> None:
             if "error" in row:
                 shown["refused"] = tidy(row["error"])
             else:
-                shown.update({k: round(v, 3) for k, v in row.items() if k not in ("inference", "n", "n_normal")
-                              and v is not None})
+                shown.update(
+                    {
+                        k: round(v, 3)
+                        for k, v in row.items()
+                        if k not in ("inference", "n", "n_normal") and v is not None
+                    }
+                )
             table.append(shown)
     show(pd.DataFrame(table).set_index(["seed", "inference"]).fillna(""))

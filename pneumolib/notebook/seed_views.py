@@ -1,4 +1,5 @@
 """What the notebooks show over seeds: seed tables, the budget rule, headlines and verdicts, ablation, cohort."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,8 +17,12 @@ from ..studies import verdicts
 def seed_table(results) -> pd.DataFrame:
     """Per-seed test metrics (95% intervals by patient), then their mean and range over the seeds."""
     ms = [metrics_of(r) for r in results]
-    keys = (("accuracy", "accuracy"), ("sensitivity", "PNEUMONIA recall"), ("specificity", "NORMAL recall"),
-            ("auc", "AUC"))
+    keys = (
+        ("accuracy", "accuracy"),
+        ("sensitivity", "PNEUMONIA recall"),
+        ("specificity", "NORMAL recall"),
+        ("auc", "AUC"),
+    )
     rows, index = [], []
     for m in ms:
         t = m["test"]
@@ -25,20 +30,29 @@ def seed_table(results) -> pd.DataFrame:
         c = m.get("config") or {}
         best = m.get("best_epoch")
         last = m.get("test_last_epoch")
-        row.update({"budget": f"{c.get('epochs')} ep x {c.get('max_train_images') or 'all'} img",
-                    "threshold": fmt(m.get("threshold"), 2), "trained at commit": str(m.get("trained_commit", "")),
-                    # a kept first epoch (of several) is an untrained model judged as a result: say so
-                    "kept epoch": f"{best} (EPOCH 1: untrained)" if best == 1 and (c.get("epochs") or 1) > 1 else str(best),
-                    "last epoch: accuracy / NORMAL recall": (
-                        "= kept" if last and last.get("same_as_kept") else
-                        f"{fmt(last['accuracy'])} / {fmt(last['specificity'])} (epoch {last['epoch']})" if last else
-                        "not kept (trained before last_epoch.pt)"),
-                    "weights": "random init" if "random init" in str(m.get("weights", "")) else str(m.get("weights")),
-                    # the kept checkpoint on validation: one class for >= 95% of films is a collapse, flagged here and
-                    # in every verdict that reads this seed (studies.verdicts.collapsed)
-                    "collapsed?": f"COLLAPSED: {verdicts.collapsed(m)}" if verdicts.collapsed(m) else "no",
-                    "Grad-CAM maps' checks": (maps_checked(recorded_sanity(m.get("gradcam"))) if m.get("gradcam")
-                                              else "no Grad-CAM run")})
+        row.update(
+            {
+                "budget": f"{c.get('epochs')} ep x {c.get('max_train_images') or 'all'} img",
+                "threshold": fmt(m.get("threshold"), 2),
+                "trained at commit": str(m.get("trained_commit", "")),
+                # a kept first epoch (of several) is an untrained model judged as a result: say so
+                "kept epoch": f"{best} (EPOCH 1: untrained)" if best == 1 and (c.get("epochs") or 1) > 1 else str(best),
+                "last epoch: accuracy / NORMAL recall": (
+                    "= kept"
+                    if last and last.get("same_as_kept")
+                    else f"{fmt(last['accuracy'])} / {fmt(last['specificity'])} (epoch {last['epoch']})"
+                    if last
+                    else "not kept (trained before last_epoch.pt)"
+                ),
+                "weights": "random init" if "random init" in str(m.get("weights", "")) else str(m.get("weights")),
+                # the kept checkpoint on validation: one class for >= 95% of films is a collapse, flagged here and
+                # in every verdict that reads this seed (studies.verdicts.collapsed)
+                "collapsed?": f"COLLAPSED: {verdicts.collapsed(m)}" if verdicts.collapsed(m) else "no",
+                "Grad-CAM maps' checks": (
+                    maps_checked(recorded_sanity(m.get("gradcam"))) if m.get("gradcam") else "no Grad-CAM run"
+                ),
+            }
+        )
         rows.append(row)
         index.append(f"seed {(m.get('config') or {}).get('seed')}")
     n = len(ms)
@@ -55,14 +69,33 @@ def budget_check(results) -> None:
     smallest budget at which no baseline seed collapses and every one reaches the validation AUC bar."""
     r = verdicts.budget_rule([metrics_of(x) for x in results])
     e, n, px = r["budget"] or (None, None, None)
-    print(f"Budget rule (pneumolib.studies.verdicts.budget_rule): every baseline seed's kept checkpoint reaches "
-          f"validation AUC >= {verdicts.BUDGET_MIN_VAL_AUC} and none collapses (>= {verdicts.COLLAPSE_SHARE:.0%} of "
-          f"validation films in one class). Budget here: " + (f"{e} epochs x {n or 'all'} films per epoch, {px} px."
-                                                              if r["budget"] else "seeds at different budgets."))
-    show(pd.DataFrame([{"seed": x["seed"], "validation AUC": fmt(x["val_auc"]), "kept epoch": x["kept_epoch"],
-                            "collapsed?": x["collapse"] or "no"} for x in r["rows"]]).set_index("seed"))
-    print("The budget " + ("PASSES the rule." if r["passes"] else
-                           "FAILS the rule: verdicts at this budget read models that did not train."))
+    print(
+        f"Budget rule (pneumolib.studies.verdicts.budget_rule): every baseline seed's kept checkpoint reaches "
+        f"validation AUC >= {verdicts.BUDGET_MIN_VAL_AUC} and none collapses (>= {verdicts.COLLAPSE_SHARE:.0%} of "
+        f"validation films in one class). Budget here: "
+        + (f"{e} epochs x {n or 'all'} films per epoch, {px} px." if r["budget"] else "seeds at different budgets.")
+    )
+    show(
+        pd.DataFrame(
+            [
+                {
+                    "seed": x["seed"],
+                    "validation AUC": fmt(x["val_auc"]),
+                    "kept epoch": x["kept_epoch"],
+                    "collapsed?": x["collapse"] or "no",
+                }
+                for x in r["rows"]
+            ]
+        ).set_index("seed")
+    )
+    print(
+        "The budget "
+        + (
+            "PASSES the rule."
+            if r["passes"]
+            else "FAILS the rule: verdicts at this budget read models that did not train."
+        )
+    )
 
 
 def checkpoint_table(results) -> pd.DataFrame:
@@ -76,10 +109,18 @@ def checkpoint_table(results) -> pd.DataFrame:
             continue
         best = next((h for h in hist if h["epoch"] == m.get("best_epoch")), hist[-1])
         last = hist[-1]
-        rows.append({"best epoch": int(best["epoch"]), "last epoch": int(last["epoch"]),
-                     "val loss (best)": round(best["val_loss"], 3), "val loss (last)": round(last["val_loss"], 3),
-                     "val AUC (best)": round(best["val_auc"], 3), "val AUC (last)": round(last["val_auc"], 3),
-                     "val acc@0.5 (best)": round(best["val_acc"], 3), "val acc@0.5 (last)": round(last["val_acc"], 3)})
+        rows.append(
+            {
+                "best epoch": int(best["epoch"]),
+                "last epoch": int(last["epoch"]),
+                "val loss (best)": round(best["val_loss"], 3),
+                "val loss (last)": round(last["val_loss"], 3),
+                "val AUC (best)": round(best["val_auc"], 3),
+                "val AUC (last)": round(last["val_auc"], 3),
+                "val acc@0.5 (best)": round(best["val_acc"], 3),
+                "val acc@0.5 (last)": round(last["val_acc"], 3),
+            }
+        )
         index.append(f"seed {(m.get('config') or {}).get('seed')}")
     return pd.DataFrame(rows, index=index)
 
@@ -92,19 +133,26 @@ def seed_overview(by_entry: dict[str, list[dict]]) -> pd.DataFrame:
             continue
         m0 = ms[0]
         row = {"seeds": len(ms)}
-        for k, label in (("accuracy", "accuracy"), ("sensitivity", "PNEUMONIA recall"),
-                         ("specificity", "NORMAL recall"), ("auc", "AUC")):
+        for k, label in (
+            ("accuracy", "accuracy"),
+            ("sensitivity", "PNEUMONIA recall"),
+            ("specificity", "NORMAL recall"),
+            ("auc", "AUC"),
+        ):
             v = [m["test"][k] for m in ms]
             row[label] = f"{fmt(float(np.mean(v)))} ({fmt(min(v))}-{fmt(max(v))})"
         rows.append(row)
-        index.append(f"{entry} {m0['experiment']}" + (" (random init)" if "unavailable" in str(m0.get("weights", ""))
-                                                       else ""))
+        index.append(
+            f"{entry} {m0['experiment']}" + (" (random init)" if "unavailable" in str(m0.get("weights", "")) else "")
+        )
     print("test split: mean over seeds (range over seeds)")
     return pd.DataFrame(rows, index=index)
 
 
-HEADLINE_PENDING = ("*Headline: filled in by the verdict cell ('Log vs re-run') when the notebook has run to it; "
-                    "if you see this line, it has not.*")
+HEADLINE_PENDING = (
+    "*Headline: filled in by the verdict cell ('Log vs re-run') when the notebook has run to it; "
+    "if you see this line, it has not.*"
+)
 
 
 def headline(entry: str) -> None:
@@ -112,20 +160,26 @@ def headline(entry: str) -> None:
     the log, its verdict and the number that decides it (a Jupyter display updated in place, so the box is computed
     from the same runs as the verdict table, never typed)."""
     from IPython.display import Markdown, display
+
     display(Markdown(HEADLINE_PENDING), display_id=f"headline-{entry}")
 
 
 def headline_markdown(entry: str, rows: list[dict[str, Any]], n_seeds: int, budget: str) -> str:
     """The headline's text from the judged claims (verdicts.judge rows)."""
-    lines = [f"**What the log claimed, and what this re-run found** ({n_seeds} seed{'s' if n_seeds != 1 else ''}, "
-             f"{budget}; every number is printed by the verdict table in [Log vs re-run](#Log-vs-re-run)):", "",
-             "| the log's claim | verdict | deciding number: mean over seeds [95% interval envelope] |",
-             "|---|---|---|"]
+    lines = [
+        f"**What the log claimed, and what this re-run found** ({n_seeds} seed{'s' if n_seeds != 1 else ''}, "
+        f"{budget}; every number is printed by the verdict table in [Log vs re-run](#Log-vs-re-run)):",
+        "",
+        "| the log's claim | verdict | deciding number: mean over seeds [95% interval envelope] |",
+        "|---|---|---|",
+    ]
     for r in rows:
-        number = (f"{r['quantity']}: {fmt(r['mean'])} {span(r['interval']) or '[no interval]'} "
-                  f"(holds if {r['claimed']})"
-                  if r["n"] else f"not judged: {r['note'] or 'no runs'}")
-        lines.append(f"| \"{r['claim']}\" | **{r['verdict']}** | {number} |".replace("\n", " "))
+        number = (
+            f"{r['quantity']}: {fmt(r['mean'])} {span(r['interval']) or '[no interval]'} (holds if {r['claimed']})"
+            if r["n"]
+            else f"not judged: {r['note'] or 'no runs'}"
+        )
+        lines.append(f'| "{r["claim"]}" | **{r["verdict"]}** | {number} |'.replace("\n", " "))
     return "\n".join(lines)
 
 
@@ -143,19 +197,31 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
     budgets = sorted({V.budget(m) for m in ms}, key=str)
     budget = "; ".join(f"{e} epochs x {n or 'all'} films per epoch, {px} px" for e, n, px in budgets)
     from IPython.display import Markdown, update_display
+
     update_display(Markdown(headline_markdown(entry, judged, len(ms), budget)), display_id=f"headline-{entry}")
     # the claim column quotes the log (entries 01-09) or, for the recommended recipe, its own hypothesis
     for r in judged:
-        rows.append({"claim": f"\"{r['claim']}\"", "measured": r["quantity"], "holds if": r["claimed"],
-                     "mean": fmt(r["mean"]) if r["n"] else "not measured (see note)",
-                     "range over seeds": span(r["range"]), "interval": span(r["interval"]),
-                     "seeds": r["n"], "verdict": r["verdict"], "note": r["note"]})
+        rows.append(
+            {
+                "claim": f'"{r["claim"]}"',
+                "measured": r["quantity"],
+                "holds if": r["claimed"],
+                "mean": fmt(r["mean"]) if r["n"] else "not measured (see note)",
+                "range over seeds": span(r["range"]),
+                "interval": span(r["interval"]),
+                "seeds": r["n"],
+                "verdict": r["verdict"],
+                "note": r["note"],
+            }
+        )
     n = len(ms)
-    print(f"{n} seed{'s' if n != 1 else ''}, one budget. Verdict (pneumolib.verdicts.decide): 'holds' when every "
-          "seed's 95% interval (bootstrap by patient; Wilson below 100 films; a count is exact) is on the claimed "
-          "side, 'does not hold' when every one is on the other side, 'seeds disagree' when seeds decide both ways, "
-          f"'too few films' when a seed's own interval straddles the threshold; without per-seed intervals, the range "
-          f"over {V.MIN_SEEDS} or more seeds decides. 'interval' shows the envelope of the seeds' intervals.")
+    print(
+        f"{n} seed{'s' if n != 1 else ''}, one budget. Verdict (pneumolib.verdicts.decide): 'holds' when every "
+        "seed's 95% interval (bootstrap by patient; Wilson below 100 films; a count is exact) is on the claimed "
+        "side, 'does not hold' when every one is on the other side, 'seeds disagree' when seeds decide both ways, "
+        f"'too few films' when a seed's own interval straddles the threshold; without per-seed intervals, the range "
+        f"over {V.MIN_SEEDS} or more seeds decides. 'interval' shows the envelope of the seeds' intervals."
+    )
     show(pd.DataFrame(rows).set_index("claim"))
 
 
@@ -199,8 +265,10 @@ def ablation_table(rows: list[dict[str, Any]]) -> None:
         return
     frame = ablation_frame(rows)
     if any(col == "acc@ext" for _, col in frame.columns):
-        print(f"acc@ext = accuracy re-weighted to {EXTERNAL_NORMAL_SHARE:.1%} NORMAL films, the external cohort's "
-              "mix; each model at its own threshold")
+        print(
+            f"acc@ext = accuracy re-weighted to {EXTERNAL_NORMAL_SHARE:.1%} NORMAL films, the external cohort's "
+            "mix; each model at its own threshold"
+        )
     with pd.option_context("display.float_format", "{:.3f}".format):  # one row alone would print 0.610 as 0.61
         show(frame)
 
@@ -215,6 +283,7 @@ def budget(config: ExperimentConfig, profile: str) -> None:
 def shortcut_audit(reports: dict[str, dict]) -> None:
     """Shortcut audits (shortcuts.audit_run reports) by name, as the CLI prints them."""
     from ..studies.shortcuts import format_audit
+
     for name, rep in reports.items():
         print(f"{name} ({rep['split']} split, {rep['n']} films):")
         print(tidy(format_audit(rep)))
@@ -226,33 +295,43 @@ def audit_reading(reports: dict[str, dict]) -> None:
     outside (and the inside) of the lung fields flips, against the lung criterion fixed before any audit
     (studies.candidates.LUNG_BOUND); the probe's AUC on the whole film and on the model's input; the worst group."""
     from ..studies.candidates import LUNG_BOUND
+
     for name, rep in reports.items():
         out, ins = rep["outside_lung_reliance"], rep["inside_lung_reliance"]
         per = out.get("per_class", {})
         looks = out["flipped_share"] <= LUNG_BOUND and out["mean_abs_change"] < ins["mean_abs_change"]
         w = (rep.get("worst_group") or {}).get("worst") or {}
-        print(f"{name}: filling everything outside the lung fields flips {out['flipped_share']:.1%} "
-              f"{span(out.get('flipped_share_ci95'))} of the decisions (NORMAL films "
-              f"{per.get('NORMAL', {}).get('flipped_share', float('nan')):.1%}, PNEUMONIA films "
-              f"{per.get('PNEUMONIA', {}).get('flipped_share', float('nan')):.1%}); filling the inside flips "
-              f"{ins['flipped_share']:.1%}. By the lung criterion (at most {LUNG_BOUND:.0%} flipped by the outside, and "
-              f"less change from the outside than from the inside: mean |change| {fmt(out['mean_abs_change'])} vs "
-              f"{fmt(ins['mean_abs_change'])}) this model "
-              + ("looks at the lungs." if looks else "READS OUTSIDE THE LUNGS: its decisions depend on the film's "
-                 "surroundings, not only on the lung fields.")
-              + f" A probe on ten acquisition statistics separates the classes with AUC {fmt(rep['probe_auc'])} on "
-              f"the whole film and {fmt(rep.get('probe_auc_model_input'))} on the model's input (0.5 = no shortcut "
-              f"to learn); the worst group is the {w.get('class', '?')} films on which the "
-              f"{str(w.get('half', '?')).replace('probe ', 'probe ')} with the label, recall {fmt(w.get('recall'))} "
-              f"{span(w.get('ci95'))}.")
-    print("(For a lung-mask model, 'outside' is the ring its dilation keeps around the lung mask, filled black; the "
-          "rest of the film is black in its input already.)")
+        print(
+            f"{name}: filling everything outside the lung fields flips {out['flipped_share']:.1%} "
+            f"{span(out.get('flipped_share_ci95'))} of the decisions (NORMAL films "
+            f"{per.get('NORMAL', {}).get('flipped_share', float('nan')):.1%}, PNEUMONIA films "
+            f"{per.get('PNEUMONIA', {}).get('flipped_share', float('nan')):.1%}); filling the inside flips "
+            f"{ins['flipped_share']:.1%}. By the lung criterion (at most {LUNG_BOUND:.0%} flipped by the outside, and "
+            f"less change from the outside than from the inside: mean |change| {fmt(out['mean_abs_change'])} vs "
+            f"{fmt(ins['mean_abs_change'])}) this model "
+            + (
+                "looks at the lungs."
+                if looks
+                else "READS OUTSIDE THE LUNGS: its decisions depend on the film's "
+                "surroundings, not only on the lung fields."
+            )
+            + f" A probe on ten acquisition statistics separates the classes with AUC {fmt(rep['probe_auc'])} on "
+            f"the whole film and {fmt(rep.get('probe_auc_model_input'))} on the model's input (0.5 = no shortcut "
+            f"to learn); the worst group is the {w.get('class', '?')} films on which the "
+            f"{str(w.get('half', '?')).replace('probe ', 'probe ')} with the label, recall {fmt(w.get('recall'))} "
+            f"{span(w.get('ci95'))}."
+        )
+    print(
+        "(For a lung-mask model, 'outside' is the ring its dilation keeps around the lung mask, filled black; the "
+        "rest of the film is black in its input already.)"
+    )
 
 
 def cohort_recipes() -> list[dict]:
     """docs/external_cohort/recipes.json: the training config of each recorded measurement (from git history)."""
     import json
     from pathlib import Path
+
     path = Path(__file__).resolve().parents[2] / "docs" / "external_cohort" / "recipes.json"
     return json.loads(path.read_text())["recipes"] if path.is_file() else []
 
@@ -261,6 +340,7 @@ def cohort_measurements() -> list[dict] | None:
     """docs/external_cohort/measurements.json's measurements; None in an installed package without the docs/."""
     import json
     from pathlib import Path
+
     path = Path(__file__).resolve().parents[2] / "docs" / "external_cohort" / "measurements.json"
     return json.loads(path.read_text())["measurements"] if path.is_file() else None
 
@@ -275,11 +355,20 @@ def cohort_record() -> pd.DataFrame:
     rows = []
     for m in measurements:
         c = m["cohort"]
-        rows.append({"date": m.get("date", ""), "commit": m["commit"], "recipe": m["experiment"],
-                     "budget": m.get("profile", ""), "seed": m["seed"],
-                     "cohort accuracy": c["accuracy"], "PNEUMONIA recall": c["sensitivity"],
-                     "NORMAL recall": c["specificity"], "AUC": c["auc"],
-                     "internal NORMAL recall": m["internal_test"]["specificity"]})
+        rows.append(
+            {
+                "date": m.get("date", ""),
+                "commit": m["commit"],
+                "recipe": m["experiment"],
+                "budget": m.get("profile", ""),
+                "seed": m["seed"],
+                "cohort accuracy": c["accuracy"],
+                "PNEUMONIA recall": c["sensitivity"],
+                "NORMAL recall": c["specificity"],
+                "AUC": c["auc"],
+                "internal NORMAL recall": m["internal_test"]["specificity"],
+            }
+        )
     print("recorded by whoever holds the external cohort (624 films); not reproducible from this repository")
     df = pd.DataFrame(rows)
     show(df)

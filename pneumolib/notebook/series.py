@@ -1,4 +1,5 @@
 """The notebook series' orchestration: one Series of settings passed explicitly, training or reusing each seed's run."""
+
 from __future__ import annotations
 
 import logging
@@ -52,8 +53,9 @@ def parse_budget(text: str | dict | None) -> dict[str, int]:
                 continue
             key, sep, value = part.partition("=")
             if not sep or not value.isdigit():
-                raise ValueError(f"budget {text!r}: expected NAME=INTEGER pairs such as "
-                                 "'epochs=3,max_train_images=1000'")
+                raise ValueError(
+                    f"budget {text!r}: expected NAME=INTEGER pairs such as 'epochs=3,max_train_images=1000'"
+                )
             items.append((key, int(value)))
     bad = [k for k, _ in items if k not in BUDGET_FIELDS]
     if bad:
@@ -73,15 +75,18 @@ def sources_digest(rev: str = "HEAD", repo: str | Path | None = None, paths=REND
 
     repo = Path(repo) if repo else Path(__file__).resolve().parents[2]
     try:
-        r = subprocess.run(["git", "ls-tree", "-r", "--full-tree", rev], cwd=repo, capture_output=True, text=True,
-                           timeout=30)
+        r = subprocess.run(
+            ["git", "ls-tree", "-r", "--full-tree", rev], cwd=repo, capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.SubprocessError):
         return "unknown"
     if r.returncode:
         return "unknown"
-    lines = [ln for ln in r.stdout.splitlines()
-             if any(fnmatch.fnmatch(ln.split("\t", 1)[-1], p) or ln.split("\t", 1)[-1].startswith(p + "/")
-                    for p in paths)]
+    lines = [
+        ln
+        for ln in r.stdout.splitlines()
+        if any(fnmatch.fnmatch(ln.split("\t", 1)[-1], p) or ln.split("\t", 1)[-1].startswith(p + "/") for p in paths)
+    ]
     return hashlib.sha1("\n".join(sorted(lines)).encode()).hexdigest()[:12]
 
 
@@ -92,10 +97,17 @@ def stale_paths(commit: str, repo: str | Path | None = None, paths=RENDERED_FROM
     repo = Path(repo) if repo else Path(__file__).resolve().parents[2]
     if commit in ("", "unknown") or commit.endswith("+dirty"):
         return [f"rendered from {commit or 'no'} commit: not a commit's code"]
-    r = subprocess.run(["git", "diff", "--name-only", commit, "HEAD", "--", *paths], cwd=repo, capture_output=True,
-                       text=True, timeout=30)
+    r = subprocess.run(
+        ["git", "diff", "--name-only", commit, "HEAD", "--", *paths],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     if r.returncode:
-        return [f"commit {commit} not found in this repository ({r.stderr.strip().splitlines()[0] if r.stderr else ''})"]
+        return [
+            f"commit {commit} not found in this repository ({r.stderr.strip().splitlines()[0] if r.stderr else ''})"
+        ]
     return r.stdout.split()
 
 
@@ -157,8 +169,14 @@ class Series:
         return f"wall time: {(time.perf_counter() - self.started) / 60:.1f} min (from the provenance cell to here)"
 
 
-def start(data_dir: str | None, profile: str | None, device: str = "auto", seeds=(0,),
-          budget: str | dict | None = None, runs: str | Path = "runs") -> Series:
+def start(
+    data_dir: str | None,
+    profile: str | None,
+    device: str = "auto",
+    seeds=(0,),
+    budget: str | dict | None = None,
+    runs: str | Path = "runs",
+) -> Series:
     """Resolve the data folder and the run size, print where the data comes from and what produced the outputs
     (pneumolib version, git commit, profile, device, seeds, the budget), start the clock."""
     from ..core.runtime import get_device
@@ -166,42 +184,63 @@ def start(data_dir: str | None, profile: str | None, device: str = "auto", seeds
 
     root, is_fixture = resolve_data_dir(data_dir)
     profile = profile or default_profile(is_fixture, device)
-    s = Series(None if is_fixture else root, profile, device, seed_list(seeds), Path(runs), parse_budget(budget),
-               # outputs name the data folder and the run folders' root (the RUNS parameter), never their paths
-               roots={str(root): root.name, str(Path(runs).resolve()): "RUNS"})
+    s = Series(
+        None if is_fixture else root,
+        profile,
+        device,
+        seed_list(seeds),
+        Path(runs),
+        parse_budget(budget),
+        # outputs name the data folder and the run folders' root (the RUNS parameter), never their paths
+        roots={str(root): root.name, str(Path(runs).resolve()): "RUNS"},
+    )
     show_library_log(s.roots)
     if is_fixture:
-        print(f"No data folder given: using the bundled synthetic fixture ({root.name}), profile '{profile}'. Every "
-              "number below is about phantoms, not patients. For the real films, set DATA_DIR in the parameters cell "
-              "(or PNEUMOLIB_DATA_DIR, or papermill -p DATA_DIR) to a Kaggle-layout folder, with SEEDS = [0, 1, 2].")
+        print(
+            f"No data folder given: using the bundled synthetic fixture ({root.name}), profile '{profile}'. Every "
+            "number below is about phantoms, not patients. For the real films, set DATA_DIR in the parameters cell "
+            "(or PNEUMOLIB_DATA_DIR, or papermill -p DATA_DIR) to a Kaggle-layout folder, with SEEDS = [0, 1, 2]."
+        )
     else:
         print(f"Data: the folder '{root.name}', profile '{profile}'.")
     n = len(s.seeds)
-    print(f"pneumolib {__version__}, commit {git_commit()}; profile {profile}; device {get_device(device)}; "
-          f"{n} seed{'s' if n != 1 else ''}: {', '.join(map(str, s.seeds))}; sources {sources_digest()}")
+    print(
+        f"pneumolib {__version__}, commit {git_commit()}; profile {profile}; device {get_device(device)}; "
+        f"{n} seed{'s' if n != 1 else ''}: {', '.join(map(str, s.seeds))}; sources {sources_digest()}"
+    )
     if s.budget:
-        print(f"every seed trains with the '{profile}' profile's budget changed to "
-              f"{', '.join(f'{k}={v}' for k, v in s.budget.items())} (what this machine can afford): the results are "
-              "about that budget, not the profile's")
+        print(
+            f"every seed trains with the '{profile}' profile's budget changed to "
+            f"{', '.join(f'{k}={v}' for k, v in s.budget.items())} (what this machine can afford): the results are "
+            "about that budget, not the profile's"
+        )
     return s
 
 
-def wanted_config(series: Series, config: ExperimentConfig, seed: int, overrides: dict[str, Any] | None = None
-            ) -> ExperimentConfig:
+def wanted_config(
+    series: Series, config: ExperimentConfig, seed: int, overrides: dict[str, Any] | None = None
+) -> ExperimentConfig:
     """The config a seed's run trains (profile, the series' budget, missing ImageNet weights as random init)."""
-    c, _ = resolve_config(replace(config, seed=seed), series.profile, {**series.budget, **(overrides or {})},
-                          on_missing_weights="random_init", warn=False)  # the run itself says it, once
+    c, _ = resolve_config(
+        replace(config, seed=seed),
+        series.profile,
+        {**series.budget, **(overrides or {})},
+        on_missing_weights="random_init",
+        warn=False,
+    )  # the run itself says it, once
     return c
 
 
-def adopt_twin(series: Series, config: ExperimentConfig, seed: int, run_dir: Path,
-               overrides: dict[str, Any] | None = None) -> Path | None:
+def adopt_twin(
+    series: Series, config: ExperimentConfig, seed: int, run_dir: Path, overrides: dict[str, Any] | None = None
+) -> Path | None:
     """Start an empty run folder from another run folder of this seed that trained exactly this config on the same
     data (experiment.adopt_twin), e.g. notebook 05's from-scratch run is notebook 04's when no ImageNet weights exist;
     its stress test and Grad-CAM results come along, so they are shown, not computed again. The log says so."""
     want = wanted_config(series, config, seed, overrides)
-    return adopt_twin_run(run_dir, seed_dirs(series.runs, seed), want, "folders",
-                          lambda: data_fingerprint(series.data, want))
+    return adopt_twin_run(
+        run_dir, seed_dirs(series.runs, seed), want, "folders", lambda: data_fingerprint(series.data, want)
+    )
 
 
 def run_seeds(config: ExperimentConfig, series: Series, **kwargs) -> list[RunResult]:
@@ -219,8 +258,18 @@ def run_seeds(config: ExperimentConfig, series: Series, **kwargs) -> list[RunRes
         d = seed_dir(series.runs, config, seed)
         adopt_twin(series, cfg, seed, d, explicit)
         # the pre-scan's table is the same for every seed: logged once
-        out.append(run_experiment(cfg, series.data, d, profile=series.profile, device=series.device,
-                                  overrides=overrides or None, log_findings=i == 0, **kwargs))
+        out.append(
+            run_experiment(
+                cfg,
+                series.data,
+                d,
+                profile=series.profile,
+                device=series.device,
+                overrides=overrides or None,
+                log_findings=i == 0,
+                **kwargs,
+            )
+        )
     return out
 
 
@@ -240,9 +289,15 @@ def load_runs(entries: Iterable[str], series: Series) -> dict[str, list[dict]]:
                 found.append(m)
         out[cfg.entry] = found
         seeds_found = ", ".join(str(m["config"]["seed"]) for m in found)
-        print(f"entry {cfg.entry} ({cfg.name}): " + (f"seed(s) {seeds_found} loaded" if found else
-              f"no finished '{series.profile}' run in its folder: run notebook {cfg.entry} first; claims that "
-              "compare with it are not tested here"))
+        print(
+            f"entry {cfg.entry} ({cfg.name}): "
+            + (
+                f"seed(s) {seeds_found} loaded"
+                if found
+                else f"no finished '{series.profile}' run in its folder: run notebook {cfg.entry} first; claims that "
+                "compare with it are not tested here"
+            )
+        )
     return out
 
 
@@ -265,9 +320,16 @@ def experiments_by_seed(series: Series) -> dict[str, list[dict]]:
                     m = load_metrics(d)
             if m is None:  # as run_seeds trains it: a twin entry's run is adopted, an interrupted one resumed
                 adopt_twin(series, replace(cfg, seed=seed), seed, d)
-                m = run_experiment(replace(cfg, seed=seed), series.data, d, profile=series.profile,
-                                   device=series.device, overrides=series.budget or None,
-                                   on_missing_weights="random_init", resume=True).metrics
+                m = run_experiment(
+                    replace(cfg, seed=seed),
+                    series.data,
+                    d,
+                    profile=series.profile,
+                    device=series.device,
+                    overrides=series.budget or None,
+                    on_missing_weights="random_init",
+                    resume=True,
+                ).metrics
             out[cfg.entry].append(m)
     return out
 
@@ -291,24 +353,32 @@ def holdout_list(holdouts: str | Iterable[str]) -> tuple[str, ...]:
     items = [h for h in (holdouts.replace(" ", "").split(",") if isinstance(holdouts, str) else holdouts) if h]
     if items in ([], ["none"]):
         from ..studies.protocol import ablation_configs
-        print(f"the ablation was not trained in this render (HOLDOUTS=none): its {len(ablation_configs()) - 1} steps "
-              "after the baseline (each trained, or re-evaluated, once per seed) did not fit the time this render "
-              "had; its table, the protocol ranking and their figure are left out here ('python -m pneumolib "
-              "ablate' trains them)")
+
+        print(
+            f"the ablation was not trained in this render (HOLDOUTS=none): its {len(ablation_configs()) - 1} steps "
+            "after the baseline (each trained, or re-evaluated, once per seed) did not fit the time this render "
+            "had; its table, the protocol ranking and their figure are left out here ('python -m pneumolib "
+            "ablate' trains them)"
+        )
         return ()
     bad = [h for h in items if h not in ("folders", "early_ids")]
     if bad or "folders" not in items:
-        raise ValueError(f"HOLDOUTS {holdouts!r}: 'folders' plus optionally 'early_ids', or 'none' "
-                         f"(got {', '.join(bad) or 'no folders'})")
+        raise ValueError(
+            f"HOLDOUTS {holdouts!r}: 'folders' plus optionally 'early_ids', or 'none' "
+            f"(got {', '.join(bad) or 'no folders'})"
+        )
     if "early_ids" not in items:
-        print("this render scores the steps on the random split and the stress test only: the early-ID holdout was "
-              "not trained (HOLDOUTS), so its columns are left out of the ablation table and no protocol is ranked "
-              "against it")
+        print(
+            "this render scores the steps on the random split and the stress test only: the early-ID holdout was "
+            "not trained (HOLDOUTS), so its columns are left out of the ablation table and no protocol is ranked "
+            "against it"
+        )
     return tuple(items)
 
 
-def ablation(series: Series, holdouts: str | Iterable[str] = ("folders", "early_ids"),
-             skip: str | Iterable[str] = ()) -> list[dict[str, Any]]:
+def ablation(
+    series: Series, holdouts: str | Iterable[str] = ("folders", "early_ids"), skip: str | Iterable[str] = ()
+) -> list[dict[str, Any]]:
     """Notebook 10's ablation rows (protocol.score_steps) under the chosen protocols; [] when HOLDOUTS skips it.
     `skip` leaves side branches out ('abl_per_image'; SKIP_STEPS in the notebook), said in one line; a step on the
     path to the recipe cannot be skipped (every later step builds on it)."""
@@ -320,14 +390,25 @@ def ablation(series: Series, holdouts: str | Iterable[str] = ("folders", "early_
     skip = {x for x in (skip.replace(" ", "").split(",") if isinstance(skip, str) else skip) if x}
     side = {"abl_per_image"}
     if skip - side:
-        raise ValueError(f"SKIP_STEPS {', '.join(sorted(skip - side))}: only side branches can be left out "
-                         f"({', '.join(sorted(side))})")
+        raise ValueError(
+            f"SKIP_STEPS {', '.join(sorted(skip - side))}: only side branches can be left out "
+            f"({', '.join(sorted(side))})"
+        )
     if skip:
-        print(f"left out of this render: {', '.join(sorted(skip))} (a side branch; "
-              f"'python -m pneumolib ablate --steps {' '.join(sorted(skip))}' trains it)")
-    return score_steps(series.data, series.runs, profile=series.profile, device=series.device,
-                       configs=[c for c in ablation_configs() if c.name not in skip],
-                       holdouts=chosen, overrides=series.budget or None, seeds=tuple(series.seeds))
+        print(
+            f"left out of this render: {', '.join(sorted(skip))} (a side branch; "
+            f"'python -m pneumolib ablate --steps {' '.join(sorted(skip))}' trains it)"
+        )
+    return score_steps(
+        series.data,
+        series.runs,
+        profile=series.profile,
+        device=series.device,
+        configs=[c for c in ablation_configs() if c.name not in skip],
+        holdouts=chosen,
+        overrides=series.budget or None,
+        seeds=tuple(series.seeds),
+    )
 
 
 def final_budget(series: Series, config: ExperimentConfig) -> dict[str, Any]:
@@ -345,9 +426,11 @@ def final_budget(series: Series, config: ExperimentConfig) -> dict[str, Any]:
     if used == own:
         print(f"the final model trains at the recipe's own '{series.profile}' budget: {budget_words(own)}")
     else:
-        print(f"the final model trains at this render's one budget, {budget_words(used)}, like every other run of the "
-              f"series: the same training as the ablation's last step. The recipe's own '{series.profile}' budget "
-              f"({budget_words(own)}) is not trained in this render; its figures here are about this render's budget")
+        print(
+            f"the final model trains at this render's one budget, {budget_words(used)}, like every other run of the "
+            f"series: the same training as the ablation's last step. The recipe's own '{series.profile}' budget "
+            f"({budget_words(own)}) is not trained in this render; its figures here are about this render's budget"
+        )
     return used
 
 
@@ -363,15 +446,23 @@ def matched_baseline(series: Series, train: bool = True) -> dict[str, Any] | Non
 
     b = {**budget_of(RECOMMENDED, series.profile), **series.budget}
     if not train:
-        print(f"not trained in this render (MATCHED=False): the log's baseline at the recipe's budget "
-              f"({budget_words(b)}) is one more full-length run; the claims that compare with it are marked not tested")
+        print(
+            f"not trained in this render (MATCHED=False): the log's baseline at the recipe's budget "
+            f"({budget_words(b)}) is one more full-length run; the claims that compare with it are marked not tested"
+        )
         return None
     print(f"the log's baseline at the recipe's budget: {budget_words(b)}")
     by_seed = {}
     for seed in series.seeds:
         adopt_twin(series, replace(BASELINE, seed=seed), seed, matched_baseline_dir(series.runs, seed), b)
-        by_seed[seed] = train_matched(series.data, series.runs, profile=series.profile, device=series.device,
-                                      overrides=series.budget or None, seed=seed)
+        by_seed[seed] = train_matched(
+            series.data,
+            series.runs,
+            profile=series.profile,
+            device=series.device,
+            overrides=series.budget or None,
+            seed=seed,
+        )
     row = pool_seeds("baseline (recommended budget)", "the log's baseline, trained as long as the recipe", by_seed)
     row["metrics_by_seed"] = [one["metrics"] for one in by_seed.values()]
     return row
@@ -391,10 +482,15 @@ def load_matched_baseline(series: Series) -> list[dict]:
         if m.get("profile") == series.profile:
             found.append(m)
     seeds_found = ", ".join(str(m["config"]["seed"]) for m in found)
-    print("the log's baseline at the recipe's budget (notebook 10): " + (
-        f"seed(s) {seeds_found} loaded" if found else
-        f"no finished '{series.profile}' run: render notebook 10 with MATCHED first; claims that compare with it "
-        "are not tested here"))
+    print(
+        "the log's baseline at the recipe's budget (notebook 10): "
+        + (
+            f"seed(s) {seeds_found} loaded"
+            if found
+            else f"no finished '{series.profile}' run: render notebook 10 with MATCHED first; claims that compare with it "
+            "are not tested here"
+        )
+    )
     return found
 
 
@@ -405,13 +501,16 @@ def matched_stress(matched: dict[str, Any] | None, series: Series) -> dict[str, 
 
     if not matched:
         return {}
-    return {f"log's baseline, same budget, seed {seed}": stress_run(one["run_dir"], series.data)
-            for seed, one in matched["by_seed"].items()}
+    return {
+        f"log's baseline, same budget, seed {seed}": stress_run(one["run_dir"], series.data)
+        for seed, one in matched["by_seed"].items()
+    }
 
 
 def shortcut_audit(r, series: Series, split: str = "val") -> dict:
     """The shortcut audit of a run on one split of its data (shortcuts.audit_run: kept in its run folder)."""
     from ..studies.shortcuts import Probes, audit_run
+
     if series.probes is None:
         series.probes = Probes()
     return audit_run(r.run_dir, series.data, split=split, probes=series.probes)

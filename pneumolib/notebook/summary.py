@@ -2,6 +2,7 @@
 
 Computed from the series' finished runs (nothing is trained here; an entry whose runs are missing is said to be).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -18,6 +19,7 @@ from .series import Series, load_matched_baseline, load_runs
 def notebook_file(entry: str) -> str:
     """The notebook of an entry ('01_2024-05-13_baseline.ipynb'), found in the repository's notebooks/ folder."""
     from pathlib import Path
+
     here = Path(__file__).resolve().parents[2] / "notebooks"
     found = sorted(here.glob(f"{entry}_*.ipynb"))
     return found[0].name if found else f"{entry}.ipynb"
@@ -51,27 +53,43 @@ def claims_table(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 def show_claims(rows: list[dict[str, Any]], n_seeds: int, budget: str) -> None:
     """The one table (markdown, so the notebook links work) and the headline box above it, updated in place."""
     from IPython.display import Markdown, display, update_display
-    lines = ["| entry | the log's claim | verdict | deciding number: mean over seeds [95% interval envelope] | "
-             "seeds | where |", "|---|---|---|---|---|---|"]
+
+    lines = [
+        "| entry | the log's claim | verdict | deciding number: mean over seeds [95% interval envelope] | "
+        "seeds | where |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        number = (f"{r['quantity']}: {fmt(r['mean'])} {span(r['interval']) or '[no interval]'} "
-                  f"(holds if {r['claimed']})"
-                  if r["n"] else f"not judged: {r['note'] or 'no runs'}")
+        number = (
+            f"{r['quantity']}: {fmt(r['mean'])} {span(r['interval']) or '[no interval]'} (holds if {r['claimed']})"
+            if r["n"]
+            else f"not judged: {r['note'] or 'no runs'}"
+        )
         note = f" ({r['note']})" if r["n"] and r["note"] else ""
-        lines.append(f"| {r['entry']} | \"{r['claim']}\" | **{r['verdict']}**{note} | {number} | {r['n']} | "
-                     f"[notebook {r['entry']}]({r['notebook']}#Log-vs-re-run) |".replace("\n", " "))
+        lines.append(
+            f'| {r["entry"]} | "{r["claim"]}" | **{r["verdict"]}**{note} | {number} | {r["n"]} | '
+            f"[notebook {r['entry']}]({r['notebook']}#Log-vs-re-run) |".replace("\n", " ")
+        )
     display(Markdown("\n".join(lines)))
     counts = pd.Series([r["verdict"].split(" (")[0] for r in rows]).value_counts()
     tally = ", ".join(f"{n} {v}" for v, n in counts.items())
-    update_display(Markdown(f"**{len(rows)} claims judged** ({n_seeds} seeds, {budget}): {tally}. The table below "
-                            "gives each claim's verdict and deciding number; the questions after it are answered from "
-                            "the same runs."), display_id="headline-00")
+    update_display(
+        Markdown(
+            f"**{len(rows)} claims judged** ({n_seeds} seeds, {budget}): {tally}. The table below "
+            "gives each claim's verdict and deciding number; the questions after it are answered from "
+            "the same runs."
+        ),
+        display_id="headline-00",
+    )
 
 
 def _paired(this: list[dict], base: list[dict], key: str) -> list[V.Estimate]:
     """Paired test differences (this - base) in `key`, one per seed both entries have."""
-    return [V.metric(m, key) - V.metric(b, key) for m, b in V.paired_by_seed(this, base)
-            if key in (m.get("test") or {}) and key in (b.get("test") or {})]
+    return [
+        V.metric(m, key) - V.metric(b, key)
+        for m, b in V.paired_by_seed(this, base)
+        if key in (m.get("test") or {}) and key in (b.get("test") or {})
+    ]
 
 
 def _true_pneumonia_share(metrics: list[dict[str, Any]]) -> float:
@@ -90,21 +108,37 @@ def everything_pneumonia(runs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
         ms = runs.get(c.entry, [])
         if not ms:
             missing = f"not measured: no finished run of entry {c.entry} in RUNS (render notebook {c.entry} first)"
-            rows.append({"entry": c.entry, "experiment": c.name, "seeds": 0, "called PNEUMONIA": missing,
-                         "truly PNEUMONIA": "", "NORMAL recall": "", "collapsed seeds": ""})
+            rows.append(
+                {
+                    "entry": c.entry,
+                    "experiment": c.name,
+                    "seeds": 0,
+                    "called PNEUMONIA": missing,
+                    "truly PNEUMONIA": "",
+                    "NORMAL recall": "",
+                    "collapsed seeds": "",
+                }
+            )
             continue
         shares = [V.predicted_pneumonia(m) for m in ms if "confusion_matrix" in (m.get("test") or {})]
         spec = [V.metric(m, "specificity") for m in ms]
         true_share = _true_pneumonia_share(ms)
         fallen = [f"seed {(m.get('config') or {}).get('seed')}" for m in ms if V.collapsed(m)]
-        rows.append({"entry": c.entry, "experiment": c.name, "seeds": len(ms),
-                     "called PNEUMONIA": f"{fmt(np.mean([s.value for s in shares]))} "
-                                         f"{span((min(s.lo for s in shares), max(s.hi for s in shares)))}"
-                     if shares else "not recorded",
-                     "truly PNEUMONIA": fmt(true_share),
-                     "NORMAL recall": f"{fmt(np.mean([e.value for e in spec]))} "
-                                      f"{span((min(e.lo for e in spec), max(e.hi for e in spec)))}",
-                     "collapsed seeds": ", ".join(fallen) or "none"})
+        rows.append(
+            {
+                "entry": c.entry,
+                "experiment": c.name,
+                "seeds": len(ms),
+                "called PNEUMONIA": f"{fmt(np.mean([s.value for s in shares]))} "
+                f"{span((min(s.lo for s in shares), max(s.hi for s in shares)))}"
+                if shares
+                else "not recorded",
+                "truly PNEUMONIA": fmt(true_share),
+                "NORMAL recall": f"{fmt(np.mean([e.value for e in spec]))} "
+                f"{span((min(e.lo for e in spec), max(e.hi for e in spec)))}",
+                "collapsed seeds": ", ".join(fallen) or "none",
+            }
+        )
     return pd.DataFrame(rows).set_index("entry")
 
 
@@ -122,8 +156,10 @@ def plot_everything_pneumonia(runs: dict[str, list[dict[str, Any]]]):
     """
     import matplotlib.pyplot as plt
 
-    shown = [(c, [m for m in runs.get(c.entry, []) if "confusion_matrix" in (m.get("test") or {})])
-             for c in (*LOG_ENTRIES, REGISTRY["recommended"])]
+    shown = [
+        (c, [m for m in runs.get(c.entry, []) if "confusion_matrix" in (m.get("test") or {})])
+        for c in (*LOG_ENTRIES, REGISTRY["recommended"])
+    ]
     shown = [(c, ms) for c, ms in shown if ms]
     if not shown:
         return None
@@ -134,10 +170,16 @@ def plot_everything_pneumonia(runs: dict[str, list[dict[str, Any]]]):
             e = V.predicted_pneumonia(m)
             bad = V.collapsed(m)
             label = "collapsed seed" if bad else "seed (95% Wilson interval)"
-            ax.errorbar(i + (j - (len(ms) - 1) / 2) * 0.18, e.value,
-                        yerr=[[max(0.0, e.value - e.lo)], [max(0.0, e.hi - e.value)]],
-                        fmt="x" if bad else "o", color="tab:red" if bad else "tab:blue", ms=6, capsize=2,
-                        label=None if label in labelled else label)
+            ax.errorbar(
+                i + (j - (len(ms) - 1) / 2) * 0.18,
+                e.value,
+                yerr=[[max(0.0, e.value - e.lo)], [max(0.0, e.hi - e.value)]],
+                fmt="x" if bad else "o",
+                color="tab:red" if bad else "tab:blue",
+                ms=6,
+                capsize=2,
+                label=None if label in labelled else label,
+            )
             labelled.add(label)
     ax.axhline(_true_pneumonia_share(shown[0][1]), color="grey", ls="--", lw=1, label="truly PNEUMONIA (test split)")
     ax.set_xticks(range(len(shown)), [c.entry for c, _ in shown])
@@ -166,14 +208,19 @@ def better_or_worse(runs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
                 continue
             verdict, why = V.decide(d, ">", 0.0)
             word = {V.HOLDS: "better", V.FAILS: "worse"}.get(verdict, verdict)
-            row[f"{label} minus baseline's"] = (f"{fmt(np.mean([e.value for e in d]))} "
-                                                f"{span((min(e.lo for e in d), max(e.hi for e in d)))}")
+            row[f"{label} minus baseline's"] = (
+                f"{fmt(np.mean([e.value for e in d]))} {span((min(e.lo for e in d), max(e.hi for e in d)))}"
+            )
             row[f"{label}: better or worse?"] = word + (f" ({why})" if why else "")
         budgets = {V.budget(m) for m in runs.get(c.entry, [])}
         differs = bool(budgets) and budgets != {V.budget(m) for m in base}
-        notes = ["trained at another budget than the baseline's (not a like-for-like pair)" if differs else
-                 "against the log's baseline trained at the recipe's budget (notebook 10's anchor pair)"
-                 if matched else ""]
+        notes = [
+            "trained at another budget than the baseline's (not a like-for-like pair)"
+            if differs
+            else "against the log's baseline trained at the recipe's budget (notebook 10's anchor pair)"
+            if matched
+            else ""
+        ]
         # a collapsed seed on either side is a finding the difference carries: said, never silent
         for who, ms in (("this entry", runs.get(c.entry, [])), ("the baseline", base)):
             fallen = [str((m.get("config") or {}).get("seed")) for m in ms if V.collapsed(m)]
@@ -213,8 +260,10 @@ def budget_text(runs: dict[str, list[dict[str, Any]]]) -> str:
             return f"entries {nums[0]}-{nums[-1]}"
         return "entries " + ", ".join(nums)
 
-    parts = [f"{entries(names)}: {e} epochs x {n or 'all'} films per epoch, {px} px"
-             for (e, n, px), names in sorted(by_budget.items(), key=lambda kv: sorted(kv[1]))]
+    parts = [
+        f"{entries(names)}: {e} epochs x {n or 'all'} films per epoch, {px} px"
+        for (e, n, px), names in sorted(by_budget.items(), key=lambda kv: sorted(kv[1]))
+    ]
     return "; ".join(parts) or "no runs"
 
 
@@ -241,13 +290,17 @@ def why_everything_pneumonia(runs: dict[str, list[dict[str, Any]]]) -> str:
     spec = _mean(V.metric(m, "specificity").value for m in base)
     fallen = to_pneumonia(base)
     if fallen:
-        text = (f"At this budget the log's baseline itself shows the symptom: seed(s) {', '.join(fallen)} of "
-                f"{len(base)} collapsed to PNEUMONIA, so the budget does not train the baseline (notebook 01's budget "
-                "rule) and the entries below are compared with a model that did not learn.")
+        text = (
+            f"At this budget the log's baseline itself shows the symptom: seed(s) {', '.join(fallen)} of "
+            f"{len(base)} collapsed to PNEUMONIA, so the budget does not train the baseline (notebook 01's budget "
+            "rule) and the entries below are compared with a model that did not learn."
+        )
     else:
-        text = (f"At this budget the log's baseline does not call everything PNEUMONIA: its {len(base)} seed(s) call "
-                f"{share:.3f} of the test films PNEUMONIA (mean; {truth:.3f} truly are), with NORMAL recall "
-                f"{spec:.3f}, and no seed collapsed to PNEUMONIA.")
+        text = (
+            f"At this budget the log's baseline does not call everything PNEUMONIA: its {len(base)} seed(s) call "
+            f"{share:.3f} of the test films PNEUMONIA (mean; {truth:.3f} truly are), with NORMAL recall "
+            f"{spec:.3f}, and no seed collapsed to PNEUMONIA."
+        )
     symptom = []
     for c in LOG_ENTRIES[1:]:
         ms = runs.get(c.entry) or []
@@ -256,12 +309,16 @@ def why_everything_pneumonia(runs: dict[str, list[dict[str, Any]]]) -> str:
         s = _mean(V.predicted_pneumonia(m).value for m in ms if "confusion_matrix" in (m.get("test") or {}))
         seeds = to_pneumonia(ms)
         if seeds or s >= V.COLLAPSE_SHARE:
-            symptom.append(f"{c.entry} ({format_diff(diff(previous(c), c))}): {s:.3f} called PNEUMONIA, NORMAL recall "
-                           f"{_mean(V.metric(m, 'specificity').value for m in ms):.3f}"
-                           + (f", seed(s) {', '.join(seeds)} collapsed to PNEUMONIA" if seeds else ""))
+            symptom.append(
+                f"{c.entry} ({format_diff(diff(previous(c), c))}): {s:.3f} called PNEUMONIA, NORMAL recall "
+                f"{_mean(V.metric(m, 'specificity').value for m in ms):.3f}"
+                + (f", seed(s) {', '.join(seeds)} collapsed to PNEUMONIA" if seeds else "")
+            )
     if symptom:
-        text += (" The log's symptom (a seed that calls 95% or more of the validation films PNEUMONIA, or 95% or more "
-                 "of the test films called PNEUMONIA on average) appears in: " + "; ".join(symptom) + ".")
+        text += (
+            " The log's symptom (a seed that calls 95% or more of the validation films PNEUMONIA, or 95% or more "
+            "of the test films called PNEUMONIA on average) appears in: " + "; ".join(symptom) + "."
+        )
     else:
         text += " No other entry shows the log's symptom (no seed collapsed to PNEUMONIA, no mean share of 95%)."
     return text
@@ -275,9 +332,11 @@ def what_changed(table: pd.DataFrame) -> str:
         better = [e for e, v in col.items() if v == "better"]
         worse = [e for e, v in col.items() if v == "worse"]
         open_ = [e for e, v in col.items() if v not in ("better", "worse")]
-        parts.append(f"{label}: better than the baseline on every seed: {', '.join(better) or 'no entry'}; worse "
-                     f"on every seed: {', '.join(worse) or 'no entry'}; undecided: {', '.join(open_) or 'none'} "
-                     "(the table gives each reason)")
+        parts.append(
+            f"{label}: better than the baseline on every seed: {', '.join(better) or 'no entry'}; worse "
+            f"on every seed: {', '.join(worse) or 'no entry'}; undecided: {', '.join(open_) or 'none'} "
+            "(the table gives each reason)"
+        )
     return ". ".join(parts) + "."
 
 
@@ -290,12 +349,16 @@ def what_instead_answer(rows: list[dict[str, Any]], goal: float = 0.90) -> str:
         return "Not answered here: the cohort record is in the repository's docs/external_cohort/ (not installed)."
     best = max(ms, key=lambda m: m["cohort"]["specificity"])
     reached = [m for m in ms if m["cohort"]["specificity"] >= goal]
-    cohort_row = next((r for r in rows if r["entry"] == REGISTRY["recommended"].entry and "cohort" in r["claim"]),
-                      None)
-    text = (f"The record holds {len(ms)} measurements on the external cohort; the highest NORMAL recall there is "
-            f"{best['cohort']['specificity']:.3f} ({best['experiment']}, seed {best['seed']}, commit "
-            f"{best['commit']}), and {len(reached)} of them reach the project's goal of {goal:.2f}.")
+    cohort_row = next((r for r in rows if r["entry"] == REGISTRY["recommended"].entry and "cohort" in r["claim"]), None)
+    text = (
+        f"The record holds {len(ms)} measurements on the external cohort; the highest NORMAL recall there is "
+        f"{best['cohort']['specificity']:.3f} ({best['experiment']}, seed {best['seed']}, commit "
+        f"{best['commit']}), and {len(reached)} of them reach the project's goal of {goal:.2f}."
+    )
     if cohort_row is not None:
-        text += (f" The recipe this series trains (notebook 10): '{cohort_row['verdict']}' on the cohort claim"
-                 + (f" ({cohort_row['note']})" if cohort_row.get("note") else "") + ".")
+        text += (
+            f" The recipe this series trains (notebook 10): '{cohort_row['verdict']}' on the cohort claim"
+            + (f" ({cohort_row['note']})" if cohort_row.get("note") else "")
+            + "."
+        )
     return text

@@ -1,4 +1,5 @@
 """Training throughput, side by side: the plain ImageFolder pipeline, pneumolib's pipeline, pure compute."""
+
 from __future__ import annotations
 
 import itertools
@@ -35,11 +36,20 @@ class _PlainFiles(torch.utils.data.Dataset):
 
 def _plain_loader(samples, image_size: int, batch_size: int, workers: int):
     # what the log did: ImageFolder-style per-sample PIL transforms, decoding every file every time
-    t = T.Compose([T.Resize((image_size, image_size)), T.RandomHorizontalFlip(0.5), T.RandomRotation(10),
-                   T.ColorJitter(brightness=0.2, contrast=0.2), T.Grayscale(num_output_channels=1), T.ToTensor()])
+    t = T.Compose(
+        [
+            T.Resize((image_size, image_size)),
+            T.RandomHorizontalFlip(0.5),
+            T.RandomRotation(10),
+            T.ColorJitter(brightness=0.2, contrast=0.2),
+            T.Grayscale(num_output_channels=1),
+            T.ToTensor(),
+        ]
+    )
     ds = _PlainFiles(samples, t)
-    return torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=workers,
-                                       drop_last=True, persistent_workers=workers > 0)
+    return torch.utils.data.DataLoader(
+        ds, batch_size=batch_size, shuffle=True, num_workers=workers, drop_last=True, persistent_workers=workers > 0
+    )
 
 
 def _repeat(loader) -> Iterable:
@@ -78,8 +88,18 @@ def _timed(step: Callable[[], int], k: int, device) -> tuple[int, float]:
     return n, time.perf_counter() - t0
 
 
-def bench(data_dir, *, experiment: str = "baseline", device: str = "auto", image_size: int = 128,
-          batch_size: int = 32, steps: int = 20, warmup: int = 3, workers: int = 0, rounds: int = 4) -> dict[str, Any]:
+def bench(
+    data_dir,
+    *,
+    experiment: str = "baseline",
+    device: str = "auto",
+    image_size: int = 128,
+    batch_size: int = 32,
+    steps: int = 20,
+    warmup: int = 3,
+    workers: int = 0,
+    rounds: int = 4,
+) -> dict[str, Any]:
     """Train the experiment's model (random init) for `steps` steps through each pipeline and report images/s.
 
     plain: torchvision ImageFolder with the log's per-sample PIL transforms (what the log did, whatever the
@@ -88,20 +108,28 @@ def bench(data_dir, *, experiment: str = "baseline", device: str = "auto", image
     The timed steps run in `rounds` interleaved rounds (plain, pipeline, compute, plain, ...), so a machine
     whose load changes during the bench slows all three alike and their ratios stay meaningful."""
     dev = get_device(device)
-    cfg = replace(apply_profile(get_config(experiment), "full"), image_size=image_size, batch_size=batch_size,
-                  pretrained=False)
+    cfg = replace(
+        apply_profile(get_config(experiment), "full"), image_size=image_size, batch_size=batch_size, pretrained=False
+    )
     root = as_source(data_dir)  # a folder or a CSV manifest
     pre = preprocessing_for(cfg)
     cache = DecodedCache()
     data = prepare(root, seed=0, image_size=image_size, cache=cache)  # decode once, as fit() does
-    loader = torch.utils.data.DataLoader(XRayDataset(data["train"], None, None, cache, image_size=image_size),
-                                         batch_size=batch_size, shuffle=True, drop_last=True,
-                                         generator=generator(0))
+    loader = torch.utils.data.DataLoader(
+        XRayDataset(data["train"], None, None, cache, image_size=image_size),
+        batch_size=batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=generator(0),
+    )
     aug = BatchAugment.from_specs(cfg.train_transforms).to(dev)
     ours = TrainBatches(loader, aug, pre, generator(1), dev)
     x, y = next(iter(ours))[:2]  # pure compute: the same model fed one constant, augmented and preprocessed batch
-    sources = {"plain": _repeat(_plain_loader(data["train"], image_size, batch_size, workers)),
-               "pipeline": _repeat(ours), "compute": itertools.repeat((x, y))}
+    sources = {
+        "plain": _repeat(_plain_loader(data["train"], image_size, batch_size, workers)),
+        "pipeline": _repeat(ours),
+        "compute": itertools.repeat((x, y)),
+    }
     steppers = {}
     for name, batches in sources.items():
         seed_everything(0)
@@ -121,22 +149,33 @@ def bench(data_dir, *, experiment: str = "baseline", device: str = "auto", image
             totals[name][1] += sec
     results = {f"{name}_img_s": n / sec for name, (n, sec) in totals.items()}
     results.update({f"{name}_images": n for name, (n, _) in totals.items()})  # what each rate was timed over
-    results.update(device=str(dev), image_size=image_size, experiment=cfg.name,
-                   train_transforms=[list(t) for t in cfg.train_transforms], normalize=cfg.normalize,
-                   batch_size=batch_size, steps=steps, rounds=rounds, data_dir=str(root),
-                   threads=torch.get_num_threads(), workers=workers,
-                   pipeline_vs_plain=results["pipeline_img_s"] / results["plain_img_s"],
-                   pipeline_vs_compute=results["pipeline_img_s"] / results["compute_img_s"])
+    results.update(
+        device=str(dev),
+        image_size=image_size,
+        experiment=cfg.name,
+        train_transforms=[list(t) for t in cfg.train_transforms],
+        normalize=cfg.normalize,
+        batch_size=batch_size,
+        steps=steps,
+        rounds=rounds,
+        data_dir=str(root),
+        threads=torch.get_num_threads(),
+        workers=workers,
+        pipeline_vs_plain=results["pipeline_img_s"] / results["plain_img_s"],
+        pipeline_vs_compute=results["pipeline_img_s"] / results["compute_img_s"],
+    )
     return results
 
 
 def format_bench(r: dict[str, Any]) -> str:
     specs = ", ".join(f"{c} {s}" for c, s in r["train_transforms"])
-    return (f"experiment {r['experiment']} ({specs}; normalize {r['normalize']})\n"
-            f"device {r['device']}, {r['image_size']} px, batch {r['batch_size']}, {r['steps']} timed steps, "
-            f"{r['threads']} threads, {r['workers']} loader workers, {r['rounds']} interleaved rounds\n"
-            f"  plain ImageFolder + the log's PIL transforms  {r['plain_img_s']:8.1f} img/s\n"
-            f"  pneumolib pipeline (batched augmentation)     {r['pipeline_img_s']:8.1f} img/s  "
-            f"({r['pipeline_vs_plain']:.2f}x plain)\n"
-            f"  pure compute (constant batch)                 {r['compute_img_s']:8.1f} img/s  "
-            f"(pipeline at {r['pipeline_vs_compute']:.0%} of it)")
+    return (
+        f"experiment {r['experiment']} ({specs}; normalize {r['normalize']})\n"
+        f"device {r['device']}, {r['image_size']} px, batch {r['batch_size']}, {r['steps']} timed steps, "
+        f"{r['threads']} threads, {r['workers']} loader workers, {r['rounds']} interleaved rounds\n"
+        f"  plain ImageFolder + the log's PIL transforms  {r['plain_img_s']:8.1f} img/s\n"
+        f"  pneumolib pipeline (batched augmentation)     {r['pipeline_img_s']:8.1f} img/s  "
+        f"({r['pipeline_vs_plain']:.2f}x plain)\n"
+        f"  pure compute (constant batch)                 {r['compute_img_s']:8.1f} img/s  "
+        f"(pipeline at {r['pipeline_vs_compute']:.0%} of it)"
+    )

@@ -1,4 +1,5 @@
 """How a model card words numbers and records: metric tables, intervals, weights, thresholds, limitations."""
+
 from __future__ import annotations
 
 import math
@@ -32,9 +33,15 @@ def ci_text(m: dict[str, Any], key: str, which: str = "ci95") -> str:
     return f"{ci[0]:.3f}-{ci[1]:.3f}"
 
 
-HEADLINE = (("accuracy", "accuracy"), ("sensitivity", "PNEUMONIA recall (sensitivity)"),
-            ("specificity", "NORMAL recall (specificity)"), ("precision", "PNEUMONIA precision"),
-            ("npv", "NORMAL precision"), ("balanced_accuracy", "balanced accuracy"), ("auc", "ROC AUC"))
+HEADLINE = (
+    ("accuracy", "accuracy"),
+    ("sensitivity", "PNEUMONIA recall (sensitivity)"),
+    ("specificity", "NORMAL recall (specificity)"),
+    ("precision", "PNEUMONIA precision"),
+    ("npv", "NORMAL precision"),
+    ("balanced_accuracy", "balanced accuracy"),
+    ("auc", "ROC AUC"),
+)
 
 
 def metrics_table(m: dict[str, Any]) -> list[str]:
@@ -62,8 +69,12 @@ def metrics_table(m: dict[str, Any]) -> list[str]:
 def _fmt_value(v: Any, key: str = "") -> str | None:
     if isinstance(v, (int, float)) and not isinstance(v, bool) or v is None:
         return num_text(v)
-    if isinstance(v, (list, tuple)) and len(v) == 2 and all(isinstance(x, (int, float)) or x is None for x in v) \
-            and "per_image" not in key:
+    if (
+        isinstance(v, (list, tuple))
+        and len(v) == 2
+        and all(isinstance(x, (int, float)) or x is None for x in v)
+        and "per_image" not in key
+    ):
         # a pair under a name with "ci" in it is an interval; any other pair, e.g. a map size, is a pair
         return f"{num_text(v[0])}-{num_text(v[1])}" if "ci" in key.lower() else f"{num_text(v[0])} x {num_text(v[1])}"
     if isinstance(v, (str, bool)):
@@ -103,8 +114,10 @@ def weights_text(weights: str | None, config: dict[str, Any]) -> str:
     if w == "random init":
         text = "**random init**: trained from randomly initialised weights; no pretrained weights were used."
     elif w.startswith("random init"):
-        text = (f"**random init**: trained from randomly initialised weights ({w[len('random init'):].strip(' ()')}); "
-                "the experiment asked for ImageNet weights, which the training machine did not have.")
+        text = (
+            f"**random init**: trained from randomly initialised weights ({w[len('random init') :].strip(' ()')}); "
+            "the experiment asked for ImageNet weights, which the training machine did not have."
+        )
     elif w.lower().startswith("imagenet"):
         text = f"**ImageNet-pretrained**: started from torchvision's ImageNet weights for {config.get('model', '?')} ({w})."
     else:
@@ -121,11 +134,12 @@ def threshold_rule_text(rule: str | None) -> str:
     if kind == "youden":
         return "`youden`: the threshold that maximises sensitivity + specificity (Youden's J) on the validation split"
     if kind == "youden_shifted":
-        return ("`youden_shifted`: Youden's J on the validation split pooled with its copies under the stress "
-                "test's seen shifts (exposure, contrast, blur, field of view, rotation)")
+        return (
+            "`youden_shifted`: Youden's J on the validation split pooled with its copies under the stress "
+            "test's seen shifts (exposure, contrast, blur, field of view, rotation)"
+        )
     if kind == "sensitivity":
-        return (f"`{rule}`: the highest threshold whose PNEUMONIA recall on the validation split is at least "
-                f"{arg}")
+        return f"`{rule}`: the highest threshold whose PNEUMONIA recall on the validation split is at least {arg}"
     return f"`{rule}`" if rule else "not recorded"
 
 
@@ -139,8 +153,12 @@ def transforms_text(config: dict[str, Any]) -> str:
 
 def reconstructed_train_command(run_dir: Path, metrics: dict[str, Any]) -> str:
     cfg = metrics.get("config") or {}
-    parts = ["python -m pneumolib train", str(metrics.get("entry") or cfg.get("entry") or metrics.get("experiment")),
-             "--out", str(run_dir)]
+    parts = [
+        "python -m pneumolib train",
+        str(metrics.get("entry") or cfg.get("entry") or metrics.get("experiment")),
+        "--out",
+        str(run_dir),
+    ]
     parts += ["--data-dir", str(metrics.get("data_dir") or "fixture")]
     profile = metrics.get("profile")
     if profile:
@@ -148,14 +166,23 @@ def reconstructed_train_command(run_dir: Path, metrics: dict[str, Any]) -> str:
     default = {}
     try:  # flags only where the run differs from its profile's defaults
         from ..core.config import apply_profile, get_config
+
         default = apply_profile(get_config(str(metrics.get("entry") or cfg.get("name"))), profile).to_dict()
     except (KeyError, ValueError):
         pass
-    for key, flag in (("epochs", "--epochs"), ("image_size", "--image-size"), ("batch_size", "--batch-size"),
-                      ("seed", "--seed")):
+    for key, flag in (
+        ("epochs", "--epochs"),
+        ("image_size", "--image-size"),
+        ("batch_size", "--batch-size"),
+        ("seed", "--seed"),
+    ):
         if key in cfg and (cfg[key] != default.get(key) or key == "seed"):
             parts += [flag, str(cfg[key])]
-    if str(metrics.get("weights", "")).startswith("random init (") or cfg.get("pretrained") is False and default.get("pretrained"):
+    if (
+        str(metrics.get("weights", "")).startswith("random init (")
+        or cfg.get("pretrained") is False
+        and default.get("pretrained")
+    ):
         parts.append("--allow-random-init")
     if cfg.get("init_from"):
         parts += ["--init-from", str(cfg["init_from"])]
@@ -187,53 +214,71 @@ def evaluation_section(rec: dict[str, Any]) -> list[str]:
         lines += ["", f"**{a.get('label', ADAPTED_LABEL)}** (mode `{a.get('mode', '?')}`):", ""]
         if a.get("bn"):
             b = a["bn"]
-            lines.append(f"- BatchNorm statistics re-estimated in {_layers(b.get('layers'))} (alpha {num_text(b.get('alpha'), 2)}, "
-                         f"{num_text(b.get('bn_modules'))} layers, {num_text(b.get('n_images'))} images).")
+            lines.append(
+                f"- BatchNorm statistics re-estimated in {_layers(b.get('layers'))} (alpha {num_text(b.get('alpha'), 2)}, "
+                f"{num_text(b.get('bn_modules'))} layers, {num_text(b.get('n_images'))} images)."
+            )
         if a.get("prior"):
             pr = a["prior"]
-            lines.append(f"- Estimated PNEUMONIA share {num_text(pr.get('estimated_prior'))} (training prior "
-                         f"{num_text(pr.get('train_prior'))}: {pr.get('train_prior_source', '?')}); threshold "
-                         f"{num_text(pr.get('base_threshold'))} -> {num_text(pr.get('threshold'))}."
-                         + (f" Warning: {pr['warning']}." if pr.get("warning") else ""))
+            lines.append(
+                f"- Estimated PNEUMONIA share {num_text(pr.get('estimated_prior'))} (training prior "
+                f"{num_text(pr.get('train_prior'))}: {pr.get('train_prior_source', '?')}); threshold "
+                f"{num_text(pr.get('base_threshold'))} -> {num_text(pr.get('threshold'))}."
+                + (f" Warning: {pr['warning']}." if pr.get("warning") else "")
+            )
         lines += [""] + metrics_table(ad)
     if rec.get("command"):
         lines += ["", f"Command: `{rec['command']}`"]
     return lines + [""]
 
 
-def limitations_lines(metrics: dict[str, Any], stress: dict[str, Any] | None, evals: list[dict[str, Any]],
-                 source: dict[str, str]) -> list[str]:
+def limitations_lines(
+    metrics: dict[str, Any], stress: dict[str, Any] | None, evals: list[dict[str, Any]], source: dict[str, str]
+) -> list[str]:
     test = metrics.get("test") or {}
-    out = ["- A research reproduction of a dated experiment log, not a validated medical device: it has not been "
-           "evaluated prospectively or against radiologists."]
+    out = [
+        "- A research reproduction of a dated experiment log, not a validated medical device: it has not been "
+        "evaluated prospectively or against radiologists."
+    ]
     if source.get("license_id") == "unknown" and metrics.get("data_dir") in (None, "fixture"):
         out.append("- Trained and tested on synthetic phantoms: its numbers describe the phantoms, not patients.")
     elif source is not None and "Kermany" in source.get("source", ""):
-        out.append("- Trained on one public paediatric data set; films from other hospitals, scanners, ages or "
-                   "views may look different to the model.")
+        out.append(
+            "- Trained on one public paediatric data set; films from other hospitals, scanners, ages or "
+            "views may look different to the model."
+        )
     n = test.get("n")
     if n is not None and n < SMALL_N:
         out.append(f"- The internal test split has only {n} images: its intervals are wide.")
     if metrics.get("holdout", "folders") == "folders":
-        out.append("- The internal test split comes from the same source as the training data; scores on it "
-                   "overstate what the model does on a new cohort.")
+        out.append(
+            "- The internal test split comes from the same source as the training data; scores on it "
+            "overstate what the model does on a new cohort."
+        )
     if stress and stress.get("rows"):
         shifted = [r for r in stress["rows"] if r.get("shift") != "clean"]
         if shifted:
             worst = min(shifted, key=lambda r: r.get("specificity", float("inf")))
             clean = next((r for r in stress["rows"] if r.get("shift") == "clean"), {})
-            out.append(f"- Under simulated scanner shifts (stress test) NORMAL recall falls to "
-                       f"{num_text(worst.get('specificity'))} ({worst.get('shift')}) from {num_text(clean.get('specificity'))} "
-                       f"on the clean split.")
+            out.append(
+                f"- Under simulated scanner shifts (stress test) NORMAL recall falls to "
+                f"{num_text(worst.get('specificity'))} ({worst.get('shift')}) from {num_text(clean.get('specificity'))} "
+                f"on the clean split."
+            )
     for rec in evals:
         if rec.get("specificity") is not None and test.get("specificity") is not None:
-            out.append(f"- On cohort {rec.get('cohort', rec.get('_file'))}: NORMAL recall {num_text(rec['specificity'])}, "
-                       f"PNEUMONIA recall {num_text(rec.get('sensitivity'))} (internal test: {num_text(test['specificity'])}, "
-                       f"{num_text(test.get('sensitivity'))}).")
+            out.append(
+                f"- On cohort {rec.get('cohort', rec.get('_file'))}: NORMAL recall {num_text(rec['specificity'])}, "
+                f"PNEUMONIA recall {num_text(rec.get('sensitivity'))} (internal test: {num_text(test['specificity'])}, "
+                f"{num_text(test.get('sensitivity'))})."
+            )
     rule = (metrics.get("config") or {}).get("threshold") or ""
-    chosen = ("is fixed, not tuned to any data" if rule.startswith("fixed")
-              else "was chosen on the internal validation split")
-    out.append(f"- The decision threshold {chosen}; a cohort with another class mix or another scanner may need "
-               "another one (`evaluate --adapt prior` estimates the cohort's class mix from its images only).")
+    chosen = (
+        "is fixed, not tuned to any data" if rule.startswith("fixed") else "was chosen on the internal validation split"
+    )
+    out.append(
+        f"- The decision threshold {chosen}; a cohort with another class mix or another scanner may need "
+        "another one (`evaluate --adapt prior` estimates the cohort's class mix from its images only)."
+    )
     out.append("- Grad-CAM maps show where the score is sensitive, not why; they are no evidence of correct reasoning.")
     return out

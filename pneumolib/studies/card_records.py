@@ -1,4 +1,5 @@
 """What a model card reads: a run folder's records (evaluations kept per cohort, the data's source), made inert."""
+
 from __future__ import annotations
 
 import hashlib
@@ -20,12 +21,13 @@ SPLIT_NAMES = ("train", "val", "test")
 
 
 KERMANY = {
-    "source": "Kermany, Zhang and Goldbaum, \"Labeled Optical Coherence Tomography (OCT) and Chest X-Ray Images "
-              "for Classification\", Mendeley Data v2, 2018, doi:10.17632/rscbjbr9sj.2 (paediatric chest "
-              "radiographs; the Kaggle \"Chest X-Ray Images (Pneumonia)\" download)",
-    "licence": "CC BY 4.0", "license_id": "cc-by-4.0",
+    "source": 'Kermany, Zhang and Goldbaum, "Labeled Optical Coherence Tomography (OCT) and Chest X-Ray Images '
+    'for Classification", Mendeley Data v2, 2018, doi:10.17632/rscbjbr9sj.2 (paediatric chest '
+    'radiographs; the Kaggle "Chest X-Ray Images (Pneumonia)" download)',
+    "licence": "CC BY 4.0",
+    "license_id": "cc-by-4.0",
     "population": "children aged one to five, frontal chest radiographs from one hospital (Guangzhou Women and "
-                  "Children's Medical Center; Kermany et al., Cell 2018)",
+    "Children's Medical Center; Kermany et al., Cell 2018)",
 }
 
 
@@ -74,11 +76,16 @@ def data_source(data_dir: str | None) -> dict[str, str]:
     """Where the training data came from and its licence, when the data folder says so (a README naming
     Kermany et al. or CC BY 4.0, or the data set's own folder name chest_xray); else unknown."""
     if data_dir in (None, "", "fixture"):
-        return {"source": "the bundled synthetic fixture (pneumolib.fixture: phantoms with exact lung and lesion "
-                          "masks, not patients)", "licence": "unknown", "license_id": "unknown"}
+        return {
+            "source": "the bundled synthetic fixture (pneumolib.fixture: phantoms with exact lung and lesion "
+            "masks, not patients)",
+            "licence": "unknown",
+            "license_id": "unknown",
+        }
     p = Path(data_dir)
-    for readme in [p / n for n in ("README.md", "README.txt", "README")] + \
-                  [p.parent / n for n in ("README.md", "README.txt", "README")]:
+    for readme in [p / n for n in ("README.md", "README.txt", "README")] + [
+        p.parent / n for n in ("README.md", "README.txt", "README")
+    ]:
         try:
             text = readme.read_text(errors="replace")
         except OSError:
@@ -87,14 +94,18 @@ def data_source(data_dir: str | None) -> dict[str, str]:
             return dict(KERMANY, evidence=str(readme))
     if p.name == "chest_xray":
         return dict(KERMANY, evidence=f"the folder name {p.name}")
-    return {"source": f"{data_dir} (a user's folder; its origin is not recorded)", "licence": "unknown",
-            "license_id": "unknown"}
+    return {
+        "source": f"{data_dir} (a user's folder; its origin is not recorded)",
+        "licence": "unknown",
+        "license_id": "unknown",
+    }
 
 
 def _checkpoint_info(run: RunDir) -> dict[str, Any] | None:
     if not run.checkpoint.is_file():
         return None
     from ..models.checkpoint import CheckpointError, read_checkpoint
+
     try:
         state = read_checkpoint(run.checkpoint)
     except CheckpointError as e:
@@ -141,8 +152,9 @@ class CardRun:
 
     @property
     def preprocessing(self) -> dict[str, Any]:
-        return (self.ckpt or {}).get("preprocessing") or {k: self.cfg.get(k) for k in
-                                                          ("image_size", "in_channels", "normalize")}
+        return (self.ckpt or {}).get("preprocessing") or {
+            k: self.cfg.get(k) for k in ("image_size", "in_channels", "normalize")
+        }
 
 
 def read_run(run_dir: str | Path) -> CardRun:
@@ -151,6 +163,12 @@ def read_run(run_dir: str | Path) -> CardRun:
         raise FileNotFoundError(f"{run.metrics}: no metrics.json (is {run.path} a finished run folder?)")
     metrics = read_record(run.metrics)  # RecordError: one line naming the file and what is wrong
     metrics = _md(metrics)
-    return CardRun(run, metrics, metrics.get("config") or {}, _checkpoint_info(run),
-                _md(load_record(run.stress)), _md(load_evaluations(run.path)),
-                data_source(metrics.get("data_dir")))
+    return CardRun(
+        run,
+        metrics,
+        metrics.get("config") or {},
+        _checkpoint_info(run),
+        _md(load_record(run.stress)),
+        _md(load_evaluations(run.path)),
+        data_source(metrics.get("data_dir")),
+    )

@@ -1,4 +1,5 @@
 """Entry 4: what a train/inference preprocessing mismatch does, measured against the checkpoint's own path."""
+
 from __future__ import annotations
 
 from typing import Callable
@@ -22,8 +23,14 @@ def log_entry4_inference(image_size: int) -> Callable[[str], torch.Tensor]:
 
 def imagenet_normalised_inference(image_size: int) -> Callable[[str], torch.Tensor]:
     """A mismatch that does matter: ImageNet normalisation at inference for a model trained without it."""
-    t = T.Compose([T.Grayscale(num_output_channels=3), T.Resize((image_size, image_size)), T.ToTensor(),
-                   T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+    t = T.Compose(
+        [
+            T.Grayscale(num_output_channels=3),
+            T.Resize((image_size, image_size)),
+            T.ToTensor(),
+            T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+        ]
+    )
     return lambda path: t(Image.open(path).convert("L"))
 
 
@@ -46,8 +53,12 @@ class _Loaded(torch.utils.data.Dataset):
         return self.load(self.samples[i].path)
 
 
-def compare_inference(predictor: Predictor, samples: list[Sample],
-                      variants: dict[str, Callable[[str], torch.Tensor] | None], batch_size: int = 64) -> list[dict]:
+def compare_inference(
+    predictor: Predictor,
+    samples: list[Sample],
+    variants: dict[str, Callable[[str], torch.Tensor] | None],
+    batch_size: int = 64,
+) -> list[dict]:
     """For each variant (None = the checkpoint's own preprocessing): accuracy, NORMAL and PNEUMONIA recall,
     mean P(PNEUMONIA) per class, share predicted PNEUMONIA; or the error it raised."""
     y = np.array([s.label for s in samples])
@@ -57,30 +68,34 @@ def compare_inference(predictor: Predictor, samples: list[Sample],
         try:
             if len(inputs):
                 predictor.check_input(inputs[0].unsqueeze(0))
-            probs = predict_proba(predictor.model, inputs, batch_size=batch_size, tta=predictor.config.tta,
-                                  device=predictor.device)
+            probs = predict_proba(
+                predictor.model, inputs, batch_size=batch_size, tta=predictor.config.tta, device=predictor.device
+            )
         except ChannelMismatch as e:
             rows.append({"inference": name, "error": str(e)})
             continue
         pred = (probs >= predictor.threshold).astype(int)
-        rows.append({
-            "inference": name,
-            "accuracy": float((pred == y).mean()),
-            "NORMAL recall": float((pred[y == 0] == 0).mean()),
-            "PNEUMONIA recall": float((pred[y == 1] == 1).mean()),
-            **{f"mean p | {c}": float(probs[y == i].mean()) for i, c in enumerate(CLASSES)},
-            "share predicted PNEUMONIA": float(pred.mean()),
-            "max |p - p_checkpoint|": None,
-            "_probs": probs,
-        })
+        rows.append(
+            {
+                "inference": name,
+                "accuracy": float((pred == y).mean()),
+                "NORMAL recall": float((pred[y == 0] == 0).mean()),
+                "PNEUMONIA recall": float((pred[y == 1] == 1).mean()),
+                **{f"mean p | {c}": float(probs[y == i].mean()) for i, c in enumerate(CLASSES)},
+                "share predicted PNEUMONIA": float(pred.mean()),
+                "max |p - p_checkpoint|": None,
+                "_probs": probs,
+            }
+        )
     ref = next((r["_probs"] for r in rows if "_probs" in r), None)
     for r in rows:
         if "_probs" in r:
             probs = r.pop("_probs")
             r["max |p - p_checkpoint|"] = float(np.abs(probs - ref).max())
             # paired: the same films through both paths (what a verdict on the mismatch needs)
-            r["share of predictions changed"] = float(((probs >= predictor.threshold)
-                                                       != (ref >= predictor.threshold)).mean())
+            r["share of predictions changed"] = float(
+                ((probs >= predictor.threshold) != (ref >= predictor.threshold)).mean()
+            )
     return rows
 
 
@@ -103,12 +118,16 @@ def inference_paths(predictor: Predictor, samples: list[Sample], run_dir=None) -
     from .verdicts import CHECKPOINT_PATH, LOG_PATH
 
     size = predictor.preprocessing.image_size
-    rows = compare_inference(predictor, samples, {
-        CHECKPOINT_PATH: None,
-        LOG_PATH: log_entry4_inference(size),
-        "ImageNet Normalize at inference only": imagenet_normalised_inference(size),
-        "1 grey channel into the 3-channel model": single_channel_inference(size),
-    })
+    rows = compare_inference(
+        predictor,
+        samples,
+        {
+            CHECKPOINT_PATH: None,
+            LOG_PATH: log_entry4_inference(size),
+            "ImageNet Normalize at inference only": imagenet_normalised_inference(size),
+            "1 grey channel into the 3-channel model": single_channel_inference(size),
+        },
+    )
     n_normal = sum(s.label == 0 for s in samples)
     paths = {row["inference"]: dict(row, n=len(samples), n_normal=n_normal) for row in rows}
     if run_dir is not None:
@@ -123,7 +142,9 @@ def format_rows(rows: list[dict]) -> str:
         if "error" in r:
             lines.append(f"{r['inference']:<44} refused: {r['error']}")
         else:
-            lines.append(f"{r['inference']:<44} acc {r['accuracy']:.3f}  NORMAL recall {r['NORMAL recall']:.3f}  "
-                         f"PNEUMONIA recall {r['PNEUMONIA recall']:.3f}  predicted PNEUMONIA "
-                         f"{r['share predicted PNEUMONIA']:.0%}  max |dp| {r['max |p - p_checkpoint|']:.3f}")
+            lines.append(
+                f"{r['inference']:<44} acc {r['accuracy']:.3f}  NORMAL recall {r['NORMAL recall']:.3f}  "
+                f"PNEUMONIA recall {r['PNEUMONIA recall']:.3f}  predicted PNEUMONIA "
+                f"{r['share predicted PNEUMONIA']:.0%}  max |dp| {r['max |p - p_checkpoint|']:.3f}"
+            )
     return "\n".join(lines)

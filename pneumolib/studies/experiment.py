@@ -1,4 +1,5 @@
 """One experiment end to end: data, fit, evaluate, explain, and every artefact written to its run folder."""
+
 from __future__ import annotations
 
 import json
@@ -25,6 +26,7 @@ from ..training.fit import FitResult, fit
 
 logger = logging.getLogger(__name__)
 
+
 def default_profile(is_fixture: bool, device: str = "auto") -> str:
     if is_fixture:
         return "fixture"
@@ -33,12 +35,15 @@ def default_profile(is_fixture: bool, device: str = "auto") -> str:
 
 def describe_profile(config: ExperimentConfig, device: str = "auto") -> str:
     sub = f", {config.max_train_images} train images per epoch" if config.max_train_images else ""
-    return (f"profile {config.profile}: {config.image_size} px, {config.epochs} epochs, batch {config.batch_size}{sub}, "
-            f"device {get_device(device)}")
+    return (
+        f"profile {config.profile}: {config.image_size} px, {config.epochs} epochs, batch {config.batch_size}{sub}, "
+        f"device {get_device(device)}"
+    )
 
 
-def check_pretrained(config: ExperimentConfig, on_missing: str = "fail", warn: bool = True
-                     ) -> tuple[ExperimentConfig, str]:
+def check_pretrained(
+    config: ExperimentConfig, on_missing: str = "fail", warn: bool = True
+) -> tuple[ExperimentConfig, str]:
     """Returns (config to train, what was used). on_missing='random_init' trains from random init and says so
     loudly (unless warn=False: a caller that only asks which config a run would train, whose run then warns once),
     recording pretrained=False in the saved config; 'fail' raises WeightsUnavailable."""
@@ -51,8 +56,12 @@ def check_pretrained(config: ExperimentConfig, on_missing: str = "fail", warn: b
         if on_missing != "random_init":
             raise
         if warn:
-            logger.warning("NOT PRETRAINED: %s. %s's model starts from RANDOM INIT instead (trained now, or reused from "
-                           "a finished run of that config), and its saved config says pretrained=False.", e, config.name)
+            logger.warning(
+                "NOT PRETRAINED: %s. %s's model starts from RANDOM INIT instead (trained now, or reused from "
+                "a finished run of that config), and its saved config says pretrained=False.",
+                e,
+                config.name,
+            )
         return replace(config, pretrained=False), "random init (ImageNet weights unavailable)"
 
 
@@ -73,8 +82,13 @@ class RunResult:
         return self.predictor.threshold
 
 
-def resolve_config(config: ExperimentConfig, profile: str, overrides: dict[str, Any] | None = None,
-                   on_missing_weights: str = "fail", warn: bool = True) -> tuple[ExperimentConfig, str]:
+def resolve_config(
+    config: ExperimentConfig,
+    profile: str,
+    overrides: dict[str, Any] | None = None,
+    on_missing_weights: str = "fail",
+    warn: bool = True,
+) -> tuple[ExperimentConfig, str]:
     """The config a run trains: resized to the profile, explicit overrides on top (e.g. --epochs), pretrained
     weights checked (check_pretrained). Returns (config, what weights were used)."""
     config = apply_profile(config, profile)
@@ -83,8 +97,9 @@ def resolve_config(config: ExperimentConfig, profile: str, overrides: dict[str, 
     return check_pretrained(config, on_missing_weights, warn)
 
 
-def training_differences(run_dir: str | Path, config: ExperimentConfig, holdout: str, data_fingerprint: str
-                         ) -> list[str]:
+def training_differences(
+    run_dir: str | Path, config: ExperimentConfig, holdout: str, data_fingerprint: str
+) -> list[str]:
     """Why RUN_DIR's checkpoint is not the training asked for: [] when config (training fields, profile and
     budget included), holdout and data all match, so the run can be reused; else one phrase per difference.
     The one rule for reuse: run_experiment, the CLI and the notebooks all ask it."""
@@ -113,8 +128,13 @@ def data_fingerprint(data_dir: str | Path | None, config: ExperimentConfig, hold
     return fingerprint(prepare(root, seed=config.seed, holdout=holdout, image_size=config.view))
 
 
-def adopt_twin(run_dir: str | Path, candidates: Iterable[str | Path], config: ExperimentConfig, holdout: str,
-               data_fp: Callable[[], str]) -> Path | None:
+def adopt_twin(
+    run_dir: str | Path,
+    candidates: Iterable[str | Path],
+    config: ExperimentConfig,
+    holdout: str,
+    data_fp: Callable[[], str],
+) -> Path | None:
     """Start an empty run folder from the first finished candidate that trained exactly CONFIG (training_differences
     finds nothing): its checkpoint, its last epoch's weights and the results kept per checkpoint (stress test,
     Grad-CAM, each re-checked against the checkpoint when read) are copied, so the run is re-evaluated, not
@@ -136,8 +156,12 @@ def adopt_twin(run_dir: str | Path, candidates: Iterable[str | Path], config: Ex
         for path in (kept.checkpoint, kept.last_epoch, kept.stress, kept.explanation):
             if path.is_file():
                 shutil.copy2(path, run_dir / path.name)
-        logger.info("%s trains exactly what %s trained (config, holdout and data): its checkpoint is re-evaluated "
-                    "here, not retrained", run_dir, twin)
+        logger.info(
+            "%s trains exactly what %s trained (config, holdout and data): its checkpoint is re-evaluated "
+            "here, not retrained",
+            run_dir,
+            twin,
+        )
         return twin
     return None
 
@@ -184,8 +208,13 @@ class RunSettings:
     replace_other: bool = True
 
 
-def run_experiment(config: ExperimentConfig, data_dir: str | Path | None = None, out_dir: str | Path | None = None,
-                   settings: RunSettings | None = None, **options: Any) -> RunResult:
+def run_experiment(
+    config: ExperimentConfig,
+    data_dir: str | Path | None = None,
+    out_dir: str | Path | None = None,
+    settings: RunSettings | None = None,
+    **options: Any,
+) -> RunResult:
     """Train (or reuse a finished run of the same training: training_differences), evaluate on test, Grad-CAM test
     images (lung-focus over focus_per_class per class; the notebooks plot the first few), and write
     checkpoint.pt, metrics.json, config.json and per-image scores into out_dir.
@@ -228,28 +257,44 @@ def check_run_folder(run_dir: str | Path, replace_other: bool) -> None:
     and removes only pneumolib's own files."""
     colliding, other = foreign_files(run_dir)
     if colliding:
-        raise OutputError(f"{run_dir}: holds {', '.join(colliding)} that pneumolib did not write, and a training "
-                          "would overwrite them; give another --out (or move them away)")
+        raise OutputError(
+            f"{run_dir}: holds {', '.join(colliding)} that pneumolib did not write, and a training "
+            "would overwrite them; give another --out (or move them away)"
+        )
     if other and not replace_other:
         shown = ", ".join(other[:5]) + (f" and {len(other) - 5} more" if len(other) > 5 else "")
-        raise OutputError(f"{run_dir}: holds files pneumolib did not write ({shown}); give an empty folder as --out, "
-                          "or --retrain to train beside them (only pneumolib's own files are replaced)")
+        raise OutputError(
+            f"{run_dir}: holds files pneumolib did not write ({shown}); give an empty folder as --out, "
+            "or --retrain to train beside them (only pneumolib's own files are replaced)"
+        )
 
 
-def _run(config: ExperimentConfig, root: Path, is_fixture: bool, profile: str, weights_used: str,
-         run_dir: Path | None, s: RunSettings) -> RunResult:
+def _run(
+    config: ExperimentConfig,
+    root: Path,
+    is_fixture: bool,
+    profile: str,
+    weights_used: str,
+    run_dir: Path | None,
+    s: RunSettings,
+) -> RunResult:
     """run_experiment's work, once the run folder (if any) is checked and locked."""
     data = _run_data(root, config, s)
     data_fp = fingerprint(data)
-    logger.info("%s %s on %s; %s; weights: %s", config.entry, config.name,
-                "the bundled fixture" if is_fixture else root.name, describe_profile(config, s.device), weights_used)
+    logger.info(
+        "%s %s on %s; %s; weights: %s",
+        config.entry,
+        config.name,
+        "the bundled fixture" if is_fixture else root.name,
+        describe_profile(config, s.device),
+        weights_used,
+    )
     t0 = time.perf_counter()
     fitted, predictor, val = _train_or_reuse(config, data, run_dir, data_fp, weights_used, s)
     if predictor is None:  # a rank other than 0: rank 0 evaluates and writes
         return RunResult(config, fitted, None, data, None, {}, None, run_dir, list(data.notes))
     predictor = Predictor.sharing(predictor, data.cache)  # the data's decoded films serve every prediction below
-    metrics = _run_record(config, predictor, fitted, data, data_fp, s, profile, root, is_fixture, weights_used,
-                          run_dir)
+    metrics = _run_record(config, predictor, fitted, data, data_fp, s, profile, root, is_fixture, weights_used, run_dir)
     # the kept checkpoint on validation at its threshold: the series' budget rule and collapse flag read it (point
     # values, the confusion matrix and Wilson intervals; no bootstrap: every run pays for this one)
     metrics["val"] = compute_metrics(val, predictor.threshold, n_boot=0, seed=config.seed)
@@ -269,8 +314,14 @@ def _run_data(root: Path, config: ExperimentConfig, s: RunSettings) -> XRayData:
     """The run's data: pre-scanned once (rank 0 first under torchrun), with the holdout asked for."""
     if s.data is None:
         with main_first(s.world):
-            return prepare(root, seed=config.seed, holdout=s.holdout, image_size=config.view, strict=s.strict,
-                           logger=logger if s.world.is_main and s.log_findings else None)
+            return prepare(
+                root,
+                seed=config.seed,
+                holdout=s.holdout,
+                image_size=config.view,
+                strict=s.strict,
+                logger=logger if s.world.is_main and s.log_findings else None,
+            )
     data = s.data if s.data.holdout == s.holdout else apply_holdout(s.data, s.holdout)
     if data.hygiene is None:  # given data not pre-scanned yet
         data = prescan(data, config.view, strict=s.strict)
@@ -279,8 +330,9 @@ def _run_data(root: Path, config: ExperimentConfig, s: RunSettings) -> XRayData:
     return data
 
 
-def _train_or_reuse(config: ExperimentConfig, data: XRayData, run_dir: Path | None, data_fp: str,
-                    weights_used: str, s: RunSettings) -> tuple[FitResult | None, Predictor | None]:
+def _train_or_reuse(
+    config: ExperimentConfig, data: XRayData, run_dir: Path | None, data_fp: str, weights_used: str, s: RunSettings
+) -> tuple[FitResult | None, Predictor | None]:
     """(the fit, or None when a finished run of the same training is reused; the predictor, or None on ranks > 0;
     the validation films' scores by the kept checkpoint, or None on ranks > 0)."""
     dev = rank_device(get_device(s.device), s.world)
@@ -290,27 +342,46 @@ def _train_or_reuse(config: ExperimentConfig, data: XRayData, run_dir: Path | No
         differs = training_differences(run_dir, config, s.holdout, data_fp)
         if not differs and s.reuse:
             predictor = Predictor.load(ckpt, device=dev)
-            logger.info("reusing %s (same training config, holdout and data; trained at commit %s); delete it to "
-                        "retrain", ckpt, predictor.extra.get("commit", "not recorded"))
+            logger.info(
+                "reusing %s (same training config, holdout and data; trained at commit %s); delete it to retrain",
+                ckpt,
+                predictor.extra.get("commit", "not recorded"),
+            )
         elif differs and s.resume:
-            raise CheckpointError(f"{ckpt}: --resume refused, the finished run there is another training "
-                                  f"({'; '.join(differs)}); use another --out, or delete it to retrain")
+            raise CheckpointError(
+                f"{ckpt}: --resume refused, the finished run there is another training "
+                f"({'; '.join(differs)}); use another --out, or delete it to retrain"
+            )
         elif differs and not s.replace_other:
-            raise CheckpointError(f"{run_dir}: holds another training ({'; '.join(differs)}); use another --out, or "
-                                  "--retrain to replace it and its records")
+            raise CheckpointError(
+                f"{run_dir}: holds another training ({'; '.join(differs)}); use another --out, or "
+                "--retrain to replace it and its records"
+            )
     clear = predictor is None and not s.resume and ckpt is not None and ckpt.is_file()
     with main_first(s.world):  # every rank passes this barrier; rank 0 alone clears
         if clear and s.world.is_main:  # training anew here: the old model's records must not outlive it
             gone = clear_training(run_dir)
-            logger.warning("%s: %s; removed its checkpoint and records (%s)", run_dir,
-                           f"held another training ({'; '.join(differs)})" if differs else "retraining",
-                           ", ".join(gone))
+            logger.warning(
+                "%s: %s; removed its checkpoint and records (%s)",
+                run_dir,
+                f"held another training ({'; '.join(differs)})" if differs else "retraining",
+                ", ".join(gone),
+            )
     if predictor is not None:
         if s.world.is_main:
             return None, predictor, _refit_threshold(config, predictor, data, ckpt)
         return None, None, None
-    fitted = fit(config, data, run_dir, device=s.device, strict=s.strict, resume=s.resume,
-                 extra={"weights": weights_used, "holdout": s.holdout}, world=s.world, workers=s.workers)
+    fitted = fit(
+        config,
+        data,
+        run_dir,
+        device=s.device,
+        strict=s.strict,
+        resume=s.resume,
+        extra={"weights": weights_used, "holdout": s.holdout},
+        world=s.world,
+        workers=s.workers,
+    )
     if not s.world.is_main:
         return fitted, None, None
     predictor = Predictor(fitted.model, config, fitted.threshold, device=dev)
@@ -324,46 +395,77 @@ def _refit_threshold(config: ExperimentConfig, predictor: Predictor, data: XRayD
     read them). Returns the validation scores it read."""
     stored = predictor.threshold
     val = predict_samples(predictor.model, data["val"], predictor.preprocessing, tta=config.tta, cache=data.cache)
-    predictor.threshold = fit_threshold(config.threshold, predictor.model, val, predictor.preprocessing,
-                                        tta=config.tta, cache=data.cache)
+    predictor.threshold = fit_threshold(
+        config.threshold, predictor.model, val, predictor.preprocessing, tta=config.tta, cache=data.cache
+    )
     predictor.config = config
     if predictor.threshold != stored:
         save_checkpoint(ckpt, predictor.model, config, predictor.threshold, predictor.extra)
     return val
 
 
-def _run_record(config: ExperimentConfig, predictor: Predictor, fitted: FitResult | None, data: XRayData,
-                data_fp: str, s: RunSettings, profile: str, root: Path, is_fixture: bool,
-                weights_used: str, run_dir: Path | None) -> dict[str, Any]:
+def _run_record(
+    config: ExperimentConfig,
+    predictor: Predictor,
+    fitted: FitResult | None,
+    data: XRayData,
+    data_fp: str,
+    s: RunSettings,
+    profile: str,
+    root: Path,
+    is_fixture: bool,
+    weights_used: str,
+    run_dir: Path | None,
+) -> dict[str, Any]:
     """metrics.json's fields about the run itself (what trained, on what, where, and its training record)."""
-    metrics: dict[str, Any] = {"experiment": config.name, "entry": config.entry, "profile": profile,
-                               "data_dir": "fixture" if is_fixture else str(root), "weights": weights_used,
-                               "holdout": s.holdout, "data_fingerprint": data_fp,
-                               "device": str(predictor.device), "threshold": predictor.threshold,
-                               "config": config.to_dict(), "notes": list(data.notes), "command": s.command,
-                               "data_counts": data.counts(),
-                               "skipped_files": summarise_errors(data.bad_files, per_kind=20),
-                               "n_skipped_files": len(data.bad_files)}
+    metrics: dict[str, Any] = {
+        "experiment": config.name,
+        "entry": config.entry,
+        "profile": profile,
+        "data_dir": "fixture" if is_fixture else str(root),
+        "weights": weights_used,
+        "holdout": s.holdout,
+        "data_fingerprint": data_fp,
+        "device": str(predictor.device),
+        "threshold": predictor.threshold,
+        "config": config.to_dict(),
+        "notes": list(data.notes),
+        "command": s.command,
+        "data_counts": data.counts(),
+        "skipped_files": summarise_errors(data.bad_files, per_kind=20),
+        "n_skipped_files": len(data.bad_files),
+    }
     if fitted:
-        metrics.update(best_epoch=fitted.best_epoch, history=fitted.history, train_seconds=fitted.seconds,
-                       train_images_per_s=fitted.train_images_per_s, trained_commit=fitted.commit)
+        metrics.update(
+            best_epoch=fitted.best_epoch,
+            history=fitted.history,
+            train_seconds=fitted.seconds,
+            train_images_per_s=fitted.train_images_per_s,
+            trained_commit=fitted.commit,
+        )
     else:  # reused: the training record travels in the checkpoint
         x = predictor.extra
-        metrics.update(best_epoch=x.get("best_epoch"), history=x.get("history", []), train_seconds=x.get("seconds"),
-                       train_images_per_s=x.get("train_images_per_s"),
-                       reused_checkpoint=str(RunDir(run_dir).checkpoint) if run_dir else None,
-                       trained_commit=x.get("commit", "not recorded (trained before commits were kept)"))
+        metrics.update(
+            best_epoch=x.get("best_epoch"),
+            history=x.get("history", []),
+            train_seconds=x.get("seconds"),
+            train_images_per_s=x.get("train_images_per_s"),
+            reused_checkpoint=str(RunDir(run_dir).checkpoint) if run_dir else None,
+            trained_commit=x.get("commit", "not recorded (trained before commits were kept)"),
+        )
     return metrics
 
 
-def _evaluate_test(config: ExperimentConfig, predictor: Predictor, data: XRayData, run_dir: Path | None,
-                   metrics: dict[str, Any]) -> Scores:
+def _evaluate_test(
+    config: ExperimentConfig, predictor: Predictor, data: XRayData, run_dir: Path | None, metrics: dict[str, Any]
+) -> Scores:
     """The test split's scores, its metrics (and the last epoch's, and the 10-image subset's) into METRICS."""
     pre = preprocessing_for(config)
     test = predict_samples(predictor.model, data["test"], pre, tta=config.tta, cache=data.cache)
     metrics["test"] = compute_metrics(test, predictor.threshold, seed=config.seed)
-    metrics["test_last_epoch"] = last_epoch_metrics(predictor, run_dir, data["test"], metrics.get("history"),
-                                                    config, metrics.get("best_epoch"))
+    metrics["test_last_epoch"] = last_epoch_metrics(
+        predictor, run_dir, data["test"], metrics.get("history"), config, metrics.get("best_epoch")
+    )
     if config.eval_subset_per_class:
         idx = balanced_subset(test.samples, config.eval_subset_per_class, seed=config.seed)
         metrics["test_subset"] = compute_metrics(test.subset(idx), predictor.threshold, seed=config.seed)
@@ -371,18 +473,35 @@ def _evaluate_test(config: ExperimentConfig, predictor: Predictor, data: XRayDat
     return test
 
 
-def _lung_focus(config: ExperimentConfig, predictor: Predictor, test: Scores, run_dir: Path | None, data_fp: str,
-                s: RunSettings, fresh: bool) -> Explanation:
+def _lung_focus(
+    config: ExperimentConfig,
+    predictor: Predictor,
+    test: Scores,
+    run_dir: Path | None,
+    data_fp: str,
+    s: RunSettings,
+    fresh: bool,
+) -> Explanation:
     """Grad-CAM of the test films, kept per checkpoint (reused when the checkpoint, data and code are the same).
     The grid shows the first cam_per_class films per class; lift over the first focus_per_class per class;
     P(PNEUMONIA)'s log-odds as target for every run (so runs compare), the TTA the predictor uses; randomisation
     and ROAD checks on the grid's films; lung masks: the annotated ones where a film has one (the shared data's
     lung_masks/, the fixture's phantoms), the shipped segmenter's elsewhere."""
     ckpt = RunDir(run_dir).checkpoint if run_dir else None
-    settings = dict(n_per_class=max(s.cam_per_class, s.focus_per_class), target="PNEUMONIA",
-                    sanity_per_class=s.cam_per_class, seed=config.seed)
-    key = {**settings, "checkpoint": checkpoint_key(ckpt) if ckpt and ckpt.is_file() else None,
-           "data": data_fp, "holdout": s.holdout, "threshold": predictor.threshold, "code": _explain_code()}
+    settings = dict(
+        n_per_class=max(s.cam_per_class, s.focus_per_class),
+        target="PNEUMONIA",
+        sanity_per_class=s.cam_per_class,
+        seed=config.seed,
+    )
+    key = {
+        **settings,
+        "checkpoint": checkpoint_key(ckpt) if ckpt and ckpt.is_file() else None,
+        "data": data_fp,
+        "holdout": s.holdout,
+        "threshold": predictor.threshold,
+        "code": _explain_code(),
+    }
     expl = None if fresh else cached_explanation(run_dir, key)
     if expl is None:
         expl = explain_predictor(predictor, test.samples, exact_masks=annotated_mask, **settings)
@@ -390,8 +509,14 @@ def _lung_focus(config: ExperimentConfig, predictor: Predictor, test: Scores, ru
     return expl
 
 
-def _write_run(run_dir: Path, config: ExperimentConfig, metrics: dict[str, Any], test: Scores | None,
-               fitted: FitResult | None, threshold: float) -> None:
+def _write_run(
+    run_dir: Path,
+    config: ExperimentConfig,
+    metrics: dict[str, Any],
+    test: Scores | None,
+    fitted: FitResult | None,
+    threshold: float,
+) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     run = RunDir(run_dir)
     save_json(config.to_dict(), run.config)
@@ -409,6 +534,7 @@ def _explain_code() -> str:
 
     from ..analysis import cam
     from ..data import lungs
+
     return hashlib.sha1("".join(inspect.getsource(m) for m in (cam, lungs)).encode()).hexdigest()[:12]
 
 
@@ -437,8 +563,9 @@ def keep_explanation(run_dir, key: dict[str, Any], expl: Explanation) -> None:
     expl.save(RunDir(run_dir).explanation, key)
 
 
-def last_epoch_metrics(predictor: Predictor, run_dir, samples, history, config: ExperimentConfig,
-                       best_epoch) -> dict[str, Any] | None:
+def last_epoch_metrics(
+    predictor: Predictor, run_dir, samples, history, config: ExperimentConfig, best_epoch
+) -> dict[str, Any] | None:
     """Test metrics of the last epoch's weights at the checkpoint's threshold (RUN_DIR/last_epoch.pt, kept by fit
     when another epoch was kept), so a reader sees what keeping the best epoch changed; the kept epoch's own
     metrics when it was the last; None for a run trained before last_epoch.pt existed."""

@@ -1,4 +1,5 @@
 """Notebook 10's evidence: the ablation steps scored three ways (random split, stress test, early-ID holdout)."""
+
 from __future__ import annotations
 
 import logging
@@ -26,15 +27,28 @@ def ablation_configs() -> list[ExperimentConfig]:
 
 def summary_of(metrics: dict[str, Any]) -> dict[str, float]:
     t = metrics["test"]
-    return {"accuracy": t["accuracy"], "sensitivity": t["sensitivity"], "specificity": t["specificity"],
-            "auc": t["auc"], "accuracy_ext": external_accuracy(t["sensitivity"], t["specificity"]),
-            "threshold": metrics["threshold"], "n": t["n"]}
+    return {
+        "accuracy": t["accuracy"],
+        "sensitivity": t["sensitivity"],
+        "specificity": t["specificity"],
+        "auc": t["auc"],
+        "accuracy_ext": external_accuracy(t["sensitivity"], t["specificity"]),
+        "threshold": metrics["threshold"],
+        "n": t["n"],
+    }
 
 
-def score_steps(data_dir, runs: str | Path, *, profile: str | None = None, device: str = "auto",
-                configs: list[ExperimentConfig] | None = None,
-                holdouts: tuple[str, ...] = ("folders", "early_ids"),
-                overrides: dict[str, Any] | None = None, seeds: tuple[int, ...] = (0,)) -> list[dict[str, Any]]:
+def score_steps(
+    data_dir,
+    runs: str | Path,
+    *,
+    profile: str | None = None,
+    device: str = "auto",
+    configs: list[ExperimentConfig] | None = None,
+    holdouts: tuple[str, ...] = ("folders", "early_ids"),
+    overrides: dict[str, Any] | None = None,
+    seeds: tuple[int, ...] = (0,),
+) -> list[dict[str, Any]]:
     """Train (or reuse) every step for every seed under each holdout, stress-test the folder runs, and return one
     row per step, pooled over the seeds (pool_seeds): {'name', 'title', 'folders', 'stress', 'early_ids',
     'by_seed': {seed: the same three for that seed}}."""
@@ -56,9 +70,17 @@ def score_steps(data_dir, runs: str | Path, *, profile: str | None = None, devic
                 # the registered experiments' folder runs keep their Grad-CAM lung focus: the baseline's run folder
                 # is notebook 01's too, and its metrics.json must not lose what notebook 01 wrote; the other steps
                 # are scored by their numbers, not their maps
-                r = run_experiment(c, data_dir, d, profile=profile, device=device, holdout=holdout,
-                                   cam_per_class=4 if holdout == "folders" and c.entry else 0, overrides=overrides,
-                                   log_findings=not rows and not by_seed and not one)  # the pre-scan's table once
+                r = run_experiment(
+                    c,
+                    data_dir,
+                    d,
+                    profile=profile,
+                    device=device,
+                    holdout=holdout,
+                    cam_per_class=4 if holdout == "folders" and c.entry else 0,
+                    overrides=overrides,
+                    log_findings=not rows and not by_seed and not one,
+                )  # the pre-scan's table once
                 earlier.append(d)
                 one[holdout] = summary_of(r.metrics)
                 if holdout == "folders":
@@ -68,8 +90,16 @@ def score_steps(data_dir, runs: str | Path, *, profile: str | None = None, devic
     return rows
 
 
-def same_training(run_dir: Path, earlier: list[Path], config: ExperimentConfig, data_dir, profile: str,
-                  overrides: dict[str, Any] | None, holdout: str, runs: str | Path | None = None) -> Path | None:
+def same_training(
+    run_dir: Path,
+    earlier: list[Path],
+    config: ExperimentConfig,
+    data_dir,
+    profile: str,
+    overrides: dict[str, Any] | None,
+    holdout: str,
+    runs: str | Path | None = None,
+) -> Path | None:
     """Start an empty step folder from a run that trained exactly the same weights: an earlier step's (a step that
     changes only the decision rule, such as abl_youden_shifted), else, given RUNS, any finished run of this seed
     there (core.runs.seed_dirs: abl_lung_mask trains what notebook 10's recipe trains when the budgets agree, and
@@ -93,8 +123,11 @@ def pool_seeds(name: str, title: str, by_seed: dict[int, dict[str, Any]]) -> dic
     for part in ("folders", "stress", "early_ids"):
         parts = [one[part] for one in by_seed.values() if one.get(part)]
         if parts:
-            row[part] = {k: float(np.mean([p[k] for p in parts])) for k in parts[0]
-                         if all(isinstance(p.get(k), (int, float)) for p in parts)}
+            row[part] = {
+                k: float(np.mean([p[k] for p in parts]))
+                for k in parts[0]
+                if all(isinstance(p.get(k), (int, float)) for p in parts)
+            }
     return row
 
 
@@ -103,8 +136,12 @@ def budget_of(config: ExperimentConfig, profile: str) -> dict[str, Any]:
     from ..core.config import apply_profile
 
     c = apply_profile(config, profile)
-    return {"image_size": c.image_size, "epochs": c.epochs, "max_train_images": c.max_train_images,
-            "batch_size": c.batch_size}
+    return {
+        "image_size": c.image_size,
+        "epochs": c.epochs,
+        "max_train_images": c.max_train_images,
+        "batch_size": c.batch_size,
+    }
 
 
 def budget_words(b: dict[str, Any]) -> str:
@@ -121,8 +158,15 @@ def budget_words(b: dict[str, Any]) -> str:
     return f"{b['epochs']} epoch{'s' if b['epochs'] != 1 else ''} of {films} per epoch at {b['image_size']} px{batch}"
 
 
-def matched_baseline(data_dir, runs: str | Path, *, profile: str, device: str = "auto",
-                     overrides: dict[str, Any] | None = None, seed: int = 0) -> dict[str, Any]:
+def matched_baseline(
+    data_dir,
+    runs: str | Path,
+    *,
+    profile: str,
+    device: str = "auto",
+    overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
     """The log's baseline trained with the recommended recipe's budget under `profile` (the ablation steps all
     use the shorter generic budget, which under-trains strong augmentation): the anchor pair at equal budget.
     `overrides` (a series' budget) apply on top. Returns one seed's {'folders', 'stress', 'run_dir', 'metrics'}
@@ -131,10 +175,23 @@ def matched_baseline(data_dir, runs: str | Path, *, profile: str, device: str = 
     from ..studies.experiment import run_experiment
 
     d = matched_baseline_dir(runs, seed)
-    r = run_experiment(replace(BASELINE, seed=seed), data_dir, d, profile=profile, device=device, cam_per_class=0,
-                       overrides={**budget_of(RECOMMENDED, profile), **(overrides or {})}, log_findings=False)
+    r = run_experiment(
+        replace(BASELINE, seed=seed),
+        data_dir,
+        d,
+        profile=profile,
+        device=device,
+        cam_per_class=0,
+        overrides={**budget_of(RECOMMENDED, profile), **(overrides or {})},
+        log_findings=False,
+    )
     stress = stress_run(d, data_dir).summary()
-    return {"folders": summary_of(r.metrics), "stress": stress, "run_dir": d, "metrics": {**r.metrics, "stress": stress}}
+    return {
+        "folders": summary_of(r.metrics),
+        "stress": stress,
+        "run_dir": d,
+        "metrics": {**r.metrics, "stress": stress},
+    }
 
 
 def ablation_frame(rows: list[dict[str, Any]]):
@@ -148,12 +205,17 @@ def ablation_frame(rows: list[dict[str, Any]]):
     for r in rows:
         f, s, e = r["folders"], r.get("stress") or {}, r.get("early_ids") or {}
         out[r["name"]] = {
-            ("", "seeds"): r.get("seeds", 1), ("random split", "accuracy"): f["accuracy"], ("random split", "NORMAL recall"): f["specificity"],
+            ("", "seeds"): r.get("seeds", 1),
+            ("random split", "accuracy"): f["accuracy"],
+            ("random split", "NORMAL recall"): f["specificity"],
             ("random split", "AUC"): f["auc"],
-            ("stress test", "acc@ext"): s.get("stress_accuracy_ext"), ("stress test", "NORMAL recall"): s.get("stress_specificity"),
+            ("stress test", "acc@ext"): s.get("stress_accuracy_ext"),
+            ("stress test", "NORMAL recall"): s.get("stress_specificity"),
             ("stress test", "AUC"): s.get("stress_auc"),
-            ("early-ID holdout", "acc@ext"): e.get("accuracy_ext"), ("early-ID holdout", "NORMAL recall"): e.get("specificity"),
-            ("early-ID holdout", "AUC"): e.get("auc")}
+            ("early-ID holdout", "acc@ext"): e.get("accuracy_ext"),
+            ("early-ID holdout", "NORMAL recall"): e.get("specificity"),
+            ("early-ID holdout", "AUC"): e.get("auc"),
+        }
     frame = pd.DataFrame(out).T.astype(float).round(3).dropna(axis=1, how="all")  # e.g. no early-ID run
     frame[("", "seeds")] = frame[("", "seeds")].astype(int)  # a count, not a mean
     return frame
@@ -192,8 +254,11 @@ def protocol_agreement(rows: list[dict[str, Any]], target: str = "early-ID holdo
     by_name = {r["name"]: r for r in rows}
     t = np.array([PROTOCOL_SCORES[target](r) for r in rows], dtype=float)
     ranked = not np.isnan(t).all()  # without the target protocol there is no Spearman column at all
-    lines = [f"{'protocol score':<34}" + (f"{'Spearman vs ' + target.split(':')[0]:>30}" if ranked else "")
-             + f"{'anchor order (seeds right)':>30}"]
+    lines = [
+        f"{'protocol score':<34}"
+        + (f"{'Spearman vs ' + target.split(':')[0]:>30}" if ranked else "")
+        + f"{'anchor order (seeds right)':>30}"
+    ]
     for name, fn in PROTOCOL_SCORES.items():
         v = np.array([fn(r) for r in rows], dtype=float)
         if np.isnan(v).all():
@@ -211,8 +276,10 @@ def protocol_agreement(rows: list[dict[str, Any]], target: str = "early-ID holdo
         lines.append(f"{name:<34}" + (f"{shown:>30}" if ranked else "") + f"{anchor:>30}")
     if not ranked:
         lines.append(f"no {target.split(':')[0]} in this render: no ranking to compare with, so no Spearman column")
-    lines.append(f"anchor: on the external cohort {ANCHOR_HIGH} (strong augmentation) kept NORMAL recall above "
-                 f"{ANCHOR_LOW} (log-style augmentation); a protocol that predicts the cohort must order them so")
+    lines.append(
+        f"anchor: on the external cohort {ANCHOR_HIGH} (strong augmentation) kept NORMAL recall above "
+        f"{ANCHOR_LOW} (log-style augmentation); a protocol that predicts the cohort must order them so"
+    )
     return "\n".join(lines)
 
 
@@ -221,10 +288,14 @@ def plot_protocols(rows: list[dict[str, Any]]):
     import matplotlib.pyplot as plt
 
     names = [r["name"] for r in rows]
-    keys = [("random split: accuracy", "random split (acc)"), ("stress test: acc@ext", "stress test (acc@ext)"),
-            ("early-ID holdout: acc@ext", "early-ID holdout (acc@ext)")]
+    keys = [
+        ("random split: accuracy", "random split (acc)"),
+        ("stress test: acc@ext", "stress test (acc@ext)"),
+        ("early-ID holdout: acc@ext", "early-ID holdout (acc@ext)"),
+    ]
     fig, ax = plt.subplots(1, 2, figsize=(11, 0.38 * len(rows) + 1.6), sharey=True)
     y = np.arange(len(rows))
+
     def draw(a, k, label):
         v = [PROTOCOL_SCORES[k](r) for r in rows]
         if not np.isnan(np.array(v, dtype=float)).all():  # a protocol this render did not run: no empty legend entry
@@ -232,12 +303,18 @@ def plot_protocols(rows: list[dict[str, Any]]):
 
     for k, label in keys:
         draw(ax[0], k, label)
-    for k, label in [("random split: NORMAL recall", "random split"), ("stress test: NORMAL recall", "stress test"),
-                     ("early-ID holdout: NORMAL recall", "early-ID holdout")]:
+    for k, label in [
+        ("random split: NORMAL recall", "random split"),
+        ("stress test: NORMAL recall", "stress test"),
+        ("early-ID holdout: NORMAL recall", "early-ID holdout"),
+    ]:
         draw(ax[1], k, label)
-    ax[0].set_title("accuracy", fontsize=9); ax[1].set_title("NORMAL recall", fontsize=9)
-    ax[0].set_yticks(y, names, fontsize=8); ax[0].invert_yaxis()
+    ax[0].set_title("accuracy", fontsize=9)
+    ax[1].set_title("NORMAL recall", fontsize=9)
+    ax[0].set_yticks(y, names, fontsize=8)
+    ax[0].invert_yaxis()
     for a in ax:
-        a.grid(axis="x", alpha=0.3); a.legend(fontsize=7, loc="lower left")
+        a.grid(axis="x", alpha=0.3)
+        a.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     return fig

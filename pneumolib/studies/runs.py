@@ -1,4 +1,5 @@
 """One owner for reopening a finished run: its checkpoint, its record, and the data it was trained on."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,6 +52,7 @@ def open_run(run_dir: str | Path, data_dir: Any = None, *, device: str = "cpu") 
         data_dir = metrics["data_dir"]
     root, _ = resolve_data_dir(data_dir)
     pred = Predictor.load(run.checkpoint, device=device)
-    data = prepare(root, seed=pred.config.seed, holdout=metrics.get("holdout", "folders"),
-                   image_size=pred.preprocessing.view)
+    data = prepare(
+        root, seed=pred.config.seed, holdout=metrics.get("holdout", "folders"), image_size=pred.preprocessing.view
+    )
     return OpenRun(run, metrics, root, Predictor.sharing(pred, data.cache), data)

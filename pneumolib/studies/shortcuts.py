@@ -8,6 +8,7 @@ Three measurements of one run on one split (validation by default: the audit is 
 - worst group: each class's recall within the half of its films the probe finds typical of the class and the half
   it finds atypical, with intervals by patient; a shortcut-using model fails on the atypical half.
 """
+
 from __future__ import annotations
 
 import logging
@@ -33,8 +34,18 @@ log = logging.getLogger(__name__)
 PROBE_SIZE = 224  # the probe reads every film squashed to this size, whatever the model's input
 BORDER = 20  # px at PROBE_SIZE: the width of each border strip
 BLACK = 10  # grey level at or below which a pixel counts as near-black (collimation, padding)
-PROBE_FEATURES = ("grey_mean", "grey_std", "grey_p05", "grey_p95", "black_share", "log_laplacian_var",
-                  "border_top_mean", "border_bottom_mean", "border_left_mean", "border_right_mean")
+PROBE_FEATURES = (
+    "grey_mean",
+    "grey_std",
+    "grey_p05",
+    "grey_p95",
+    "black_share",
+    "log_laplacian_var",
+    "border_top_mean",
+    "border_bottom_mean",
+    "border_left_mean",
+    "border_right_mean",
+)
 FILL = "the film's mean grey level (in the model's input frame)"
 FILL_MASKED = "black (0): what a lung-mask view shows outside its dilated mask"
 
@@ -43,9 +54,20 @@ def global_stats(img: np.ndarray) -> np.ndarray:
     """The probe's ten statistics (PROBE_FEATURES) of a uint8 film at PROBE_SIZE."""
     a = img.astype(np.float64)
     lap = ndi.laplace(a)
-    return np.array([a.mean(), a.std(), np.percentile(a, 5), np.percentile(a, 95), float((img <= BLACK).mean()),
-                     np.log1p(lap.var()), a[:BORDER].mean(), a[-BORDER:].mean(), a[:, :BORDER].mean(),
-                     a[:, -BORDER:].mean()])
+    return np.array(
+        [
+            a.mean(),
+            a.std(),
+            np.percentile(a, 5),
+            np.percentile(a, 95),
+            float((img <= BLACK).mean()),
+            np.log1p(lap.var()),
+            a[:BORDER].mean(),
+            a[-BORDER:].mean(),
+            a[:, :BORDER].mean(),
+            a[:, -BORDER:].mean(),
+        ]
+    )
 
 
 def probe_features(samples: list[Sample], cache: DecodedCache | None = None, view=None) -> np.ndarray:
@@ -57,14 +79,19 @@ def probe_features(samples: list[Sample], cache: DecodedCache | None = None, vie
         if view is None:
             return cache.get(s.path, PROBE_SIZE)
         a = cache.get(s.path, view)
-        return a if a.shape == (PROBE_SIZE, PROBE_SIZE) else \
-            np.asarray(Image.fromarray(a).resize((PROBE_SIZE, PROBE_SIZE), Image.BILINEAR))
+        return (
+            a
+            if a.shape == (PROBE_SIZE, PROBE_SIZE)
+            else np.asarray(Image.fromarray(a).resize((PROBE_SIZE, PROBE_SIZE), Image.BILINEAR))
+        )
+
     return np.stack([global_stats(image(s)) for s in samples]) if samples else np.zeros((0, len(PROBE_FEATURES)))
 
 
 def fit_probe(train: list[Sample], seed: int = 0, cache: DecodedCache | None = None, view=None):
     """Gradient boosting on the global statistics of the training films (scikit-learn's, seeded)."""
     from sklearn.ensemble import GradientBoostingClassifier
+
     probe = GradientBoostingClassifier(random_state=seed)
     probe.fit(probe_features(train, cache, view), np.array([s.label for s in train]))
     return probe
@@ -94,12 +121,17 @@ class Probes:
 def train_fingerprint(train: list[Sample]) -> str:
     """A digest of the training films a probe is fitted on (data.dataset.file_rows: path, label and size of each)."""
     import hashlib
+
     return hashlib.sha1("\n".join(file_rows("train", train)).encode()).hexdigest()[:16]
 
 
-def masks_in_view(pred: Predictor, samples: list[Sample], cache: DecodedCache,
-                  exact_masks: Callable | None = annotated_mask, segmenter: LungSegmenter | None = None
-                  ) -> tuple[list[np.ndarray | None], dict[str, int]]:
+def masks_in_view(
+    pred: Predictor,
+    samples: list[Sample],
+    cache: DecodedCache,
+    exact_masks: Callable | None = annotated_mask,
+    segmenter: LungSegmenter | None = None,
+) -> tuple[list[np.ndarray | None], dict[str, int]]:
     """Each film's lung mask in the model's input frame (annotated where the film has one, else learned; a learned
     mask that fails its check is None: that film is left out of the reliance)."""
     own = segmenter is None  # the cache's segmenter drew the crop boxes: its masks and decisions are used as they are
@@ -119,9 +151,16 @@ def _probs(pred: Predictor, images: np.ndarray) -> np.ndarray:
     return pred.predict_proba(pred.preprocessing(torch.from_numpy(images)[:, None]))
 
 
-def reliance(pred: Predictor, samples: list[Sample], masks: list[np.ndarray | None], region: str,
-             cache: DecodedCache | None = None, batch_size: int = 64, seed: int = 0,
-             clean: np.ndarray | None = None) -> dict[str, Any]:
+def reliance(
+    pred: Predictor,
+    samples: list[Sample],
+    masks: list[np.ndarray | None],
+    region: str,
+    cache: DecodedCache | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    clean: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Replace the pixels outside (region='outside') or inside ('inside') each film's lung mask by FILL, and report
     the mean absolute change in P(PNEUMONIA) with a 95% interval by patient, the mean signed change, and the share
     of decisions that flip at the checkpoint's threshold; per class too. CLEAN: the films' P(PNEUMONIA) as they
@@ -133,7 +172,7 @@ def reliance(pred: Predictor, samples: list[Sample], masks: list[np.ndarray | No
     masked = pred.preprocessing.crop == "lung_mask"
     before, after = [], []
     for start in range(0, len(keep), batch_size):
-        idx = keep[start:start + batch_size]
+        idx = keep[start : start + batch_size]
         imgs = np.stack([cache.get(samples[i].path, pred.preprocessing.view) for i in idx])
         filled = imgs.copy()
         for j, i in enumerate(idx):
@@ -152,12 +191,14 @@ def reliance(pred: Predictor, samples: list[Sample], masks: list[np.ndarray | No
     def block(sel: np.ndarray) -> dict[str, Any]:
         pats = [p for p, s in zip(patients, sel) if s]
         d = p1[sel] - p0[sel]
-        return {"n": int(sel.sum()),
-                "mean_abs_change": float(np.abs(d).mean()) if len(d) else float("nan"),
-                "mean_abs_change_ci95": patient_bootstrap(np.abs(d), pats, seed=seed),
-                "mean_change": float(d.mean()) if len(d) else float("nan"),
-                "flipped_share": float(flipped[sel].mean()) if sel.any() else float("nan"),
-                "flipped_share_ci95": patient_bootstrap(flipped[sel].astype(float), pats, seed=seed)}
+        return {
+            "n": int(sel.sum()),
+            "mean_abs_change": float(np.abs(d).mean()) if len(d) else float("nan"),
+            "mean_abs_change_ci95": patient_bootstrap(np.abs(d), pats, seed=seed),
+            "mean_change": float(d.mean()) if len(d) else float("nan"),
+            "flipped_share": float(flipped[sel].mean()) if sel.any() else float("nan"),
+            "flipped_share_ci95": patient_bootstrap(flipped[sel].astype(float), pats, seed=seed),
+        }
 
     out = block(np.ones(len(keep), bool))
     out["per_class"] = {c: block(labels == i) for i, c in enumerate(CLASSES) if (labels == i).any()}
@@ -165,8 +206,9 @@ def reliance(pred: Predictor, samples: list[Sample], masks: list[np.ndarray | No
     return out
 
 
-def worst_group(samples: list[Sample], probs: np.ndarray, threshold: float, probe_scores: np.ndarray,
-                seed: int = 0) -> dict[str, Any]:
+def worst_group(
+    samples: list[Sample], probs: np.ndarray, threshold: float, probe_scores: np.ndarray, seed: int = 0
+) -> dict[str, Any]:
     """Within each class, the half of its films the probe finds typical of the class (PNEUMONIA: probe score above
     the class's median; NORMAL: below) and the atypical half; the model's recall in each, with a 95% interval by
     patient. The worst of the four is what a shortcut costs the films that do not carry it."""
@@ -181,18 +223,35 @@ def worst_group(samples: list[Sample], probs: np.ndarray, threshold: float, prob
         typical = probe_scores[sel] > med if i == 1 else probe_scores[sel] <= med
         for half, mask in (("probe agrees", typical), ("probe disagrees", ~typical)):
             idx = sel[mask]
-            groups.append({"class": c, "half": half, "n": int(len(idx)),
-                           "recall": float(correct[idx].mean()) if len(idx) else float("nan"),
-                           "ci95": patient_bootstrap(correct[idx], [samples[j].patient for j in idx], seed=seed)})
+            groups.append(
+                {
+                    "class": c,
+                    "half": half,
+                    "n": int(len(idx)),
+                    "recall": float(correct[idx].mean()) if len(idx) else float("nan"),
+                    "ci95": patient_bootstrap(correct[idx], [samples[j].patient for j in idx], seed=seed),
+                }
+            )
     worst = min((g for g in groups if g["n"]), key=lambda g: g["recall"], default=None)
-    return {"groups": groups, "worst": worst,
-            "note": "recall of each class within the half of its films the shortcut probe finds typical of the class "
-                    "and the half it finds atypical (split at the class's median probe score)"}
+    return {
+        "groups": groups,
+        "worst": worst,
+        "note": "recall of each class within the half of its films the shortcut probe finds typical of the class "
+        "and the half it finds atypical (split at the class's median probe score)",
+    }
 
 
-def audit(pred: Predictor, train: list[Sample], samples: list[Sample], *, seed: int = 0,
-          cache: DecodedCache | None = None, exact_masks: Callable | None = annotated_mask,
-          segmenter: LungSegmenter | None = None, probes: Probes | None = None) -> dict[str, Any]:
+def audit(
+    pred: Predictor,
+    train: list[Sample],
+    samples: list[Sample],
+    *,
+    seed: int = 0,
+    cache: DecodedCache | None = None,
+    exact_masks: Callable | None = annotated_mask,
+    segmenter: LungSegmenter | None = None,
+    probes: Probes | None = None,
+) -> dict[str, Any]:
     """The three measurements on `samples`, the probe trained on `train` (see the module docstring). The clean films
     are predicted once (the worst-group recall and both reliance measurements use that pass); PROBES (the caller's)
     reuses a probe fitted on the same training films."""
@@ -208,17 +267,26 @@ def audit(pred: Predictor, train: list[Sample], samples: list[Sample], *, seed: 
     seen_probe = probes.get(train, seed, cache, view)
     seen = seen_probe.predict_proba(probe_features(samples, cache, view))[:, 1]
     auc_in, ci_in = auc_with_interval(np.array(labels), seen, patients, seed=seed)
-    probs = predict_proba(pred.model, samples, pred.preprocessing, tta=bool(pred.config.tta), cache=cache,
-                          device=pred.device)
+    probs = predict_proba(
+        pred.model, samples, pred.preprocessing, tta=bool(pred.config.tta), cache=cache, device=pred.device
+    )
     masks, counts = masks_in_view(pred, samples, cache, exact_masks, segmenter)
     return {
         "n": len(samples),
-        "probe_auc": auc, "probe_auc_ci95": ci,
-        "probe_auc_model_input": auc_in, "probe_auc_model_input_ci95": ci_in,
-        "probe": {"features": list(PROBE_FEATURES), "model": "sklearn GradientBoostingClassifier (defaults)",
-                  "trained_on": f"{len(train)} training films", "size": PROBE_SIZE, "border_px": BORDER,
-                  "mean_score": {c: float(scores[np.array(labels) == i].mean())
-                                 for i, c in enumerate(CLASSES) if i in labels}},
+        "probe_auc": auc,
+        "probe_auc_ci95": ci,
+        "probe_auc_model_input": auc_in,
+        "probe_auc_model_input_ci95": ci_in,
+        "probe": {
+            "features": list(PROBE_FEATURES),
+            "model": "sklearn GradientBoostingClassifier (defaults)",
+            "trained_on": f"{len(train)} training films",
+            "size": PROBE_SIZE,
+            "border_px": BORDER,
+            "mean_score": {
+                c: float(scores[np.array(labels) == i].mean()) for i, c in enumerate(CLASSES) if i in labels
+            },
+        },
         "outside_lung_reliance": reliance(pred, samples, masks, "outside", cache, seed=seed, clean=probs),
         "inside_lung_reliance": reliance(pred, samples, masks, "inside", cache, seed=seed, clean=probs),
         "worst_group": worst_group(samples, probs, pred.threshold, scores, seed),
@@ -226,8 +294,9 @@ def audit(pred: Predictor, train: list[Sample], samples: list[Sample], *, seed: 
     }
 
 
-def audit_run(run_dir, data_dir=None, *, split: str = "val", seed: int = 0,
-              probes: Probes | None = None) -> dict[str, Any]:
+def audit_run(
+    run_dir, data_dir=None, *, split: str = "val", seed: int = 0, probes: Probes | None = None
+) -> dict[str, Any]:
     """The audit of a finished run folder on one split of the data it was trained with (same seeded validation split
     and holdout); kept as RUN_DIR/shortcuts_<split>.json, which the model card shows. PROBES: the caller's, shared
     over several runs."""
@@ -235,8 +304,7 @@ def audit_run(run_dir, data_dir=None, *, split: str = "val", seed: int = 0,
     run, root, pred, data = o.run, o.root, o.predictor, o.data
     log.info("shortcut audit of %s (%s) on %s %s", run.path.name, pred.config.name, root.name, split)
     rep = audit(pred, data["train"], data[split], seed=seed, probes=probes)
-    rep.update(split=split, experiment=pred.config.name, checkpoint=str(run.checkpoint.resolve()),
-               data_dir=str(root))
+    rep.update(split=split, experiment=pred.config.name, checkpoint=str(run.checkpoint.resolve()), data_dir=str(root))
     save_json(rep, run.path / f"shortcuts_{split}.json")
     return rep
 
@@ -247,22 +315,30 @@ def _ci(v: list[float]) -> str:
 
 def format_audit(rep: dict[str, Any]) -> str:
     """The audit as a few lines of text (the CLI's output; the card's section)."""
-    lines = [f"shortcut probe ({len(rep['probe']['features'])} global statistics, no lung seen): AUC "
-             f"{rep['probe_auc']:.3f} (95% CI by patient {_ci(rep['probe_auc_ci95'])}) on {rep['n']} films"]
+    lines = [
+        f"shortcut probe ({len(rep['probe']['features'])} global statistics, no lung seen): AUC "
+        f"{rep['probe_auc']:.3f} (95% CI by patient {_ci(rep['probe_auc_ci95'])}) on {rep['n']} films"
+    ]
     if rep.get("probe_auc_model_input") is not None:
-        lines.append(f"the same probe on the model's input (after its crop, if any): AUC "
-                     f"{rep['probe_auc_model_input']:.3f} ({_ci(rep['probe_auc_model_input_ci95'])})")
+        lines.append(
+            f"the same probe on the model's input (after its crop, if any): AUC "
+            f"{rep['probe_auc_model_input']:.3f} ({_ci(rep['probe_auc_model_input_ci95'])})"
+        )
     for key, what in (("outside_lung_reliance", "outside"), ("inside_lung_reliance", "inside")):
         r = rep[key]
-        lines.append(f"pixels {what} the lungs replaced by a neutral fill: mean |change in P(PNEUMONIA)| "
-                     f"{r['mean_abs_change']:.3f} ({_ci(r['mean_abs_change_ci95'])}), mean change "
-                     f"{r['mean_change']:+.3f}, decisions flipped {r['flipped_share']:.1%} of {r['n']} films")
+        lines.append(
+            f"pixels {what} the lungs replaced by a neutral fill: mean |change in P(PNEUMONIA)| "
+            f"{r['mean_abs_change']:.3f} ({_ci(r['mean_abs_change_ci95'])}), mean change "
+            f"{r['mean_change']:+.3f}, decisions flipped {r['flipped_share']:.1%} of {r['n']} films"
+        )
     for g in rep["worst_group"]["groups"]:
         lines.append(f"  {g['class']:<9} {g['half']:<16} n={g['n']:<4} recall {g['recall']:.3f} ({_ci(g['ci95'])})")
     w = rep["worst_group"]["worst"]
     if w:
         lines.append(f"worst group: {w['class']}, {w['half']}: recall {w['recall']:.3f}")
     m = rep["masks"]
-    lines.append(f"lung masks: {m['annotated']} annotated, {m['learned']} learned, {m['failed']} failed their check "
-                 f"(left out of the reliance)")
+    lines.append(
+        f"lung masks: {m['annotated']} annotated, {m['learned']} learned, {m['failed']} failed their check "
+        f"(left out of the reliance)"
+    )
     return "\n".join(lines)

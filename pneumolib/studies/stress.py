@@ -1,4 +1,5 @@
 """Simulated scanner shifts: a validation protocol that stresses what a new cohort changes, not a random split."""
+
 from __future__ import annotations
 
 import logging
@@ -41,11 +42,17 @@ class StressReport:
 
         def mean(rows, k):
             return float(np.mean([r[k] for r in rows])) if rows else float("nan")
+
         return {
-            "clean_accuracy": clean["accuracy"], "clean_specificity": clean["specificity"], "clean_auc": clean["auc"],
-            "stress_accuracy_ext": mean(shifted, "accuracy_ext"), "stress_specificity": mean(shifted, "specificity"),
-            "stress_sensitivity": mean(shifted, "sensitivity"), "stress_auc": mean(shifted, "auc"),
-            "unseen_accuracy_ext": mean(unseen, "accuracy_ext"), "unseen_specificity": mean(unseen, "specificity"),
+            "clean_accuracy": clean["accuracy"],
+            "clean_specificity": clean["specificity"],
+            "clean_auc": clean["auc"],
+            "stress_accuracy_ext": mean(shifted, "accuracy_ext"),
+            "stress_specificity": mean(shifted, "specificity"),
+            "stress_sensitivity": mean(shifted, "sensitivity"),
+            "stress_auc": mean(shifted, "auc"),
+            "unseen_accuracy_ext": mean(unseen, "accuracy_ext"),
+            "unseen_specificity": mean(unseen, "specificity"),
             "unseen_auc": mean(unseen, "auc"),
             "worst_specificity": min(r["specificity"] for r in shifted) if shifted else float("nan"),
         }
@@ -55,29 +62,38 @@ class StressReport:
         lines = [f"scored on the {self.split} split", head, "-" * len(head)]
         for r in self.rows:
             seen = ("seen" if r["seen"] else "unseen") if "seen" in r else r["group"]
-            lines.append(f"{r['shift']:<15}{seen:<8}{r['accuracy']:>7.3f}{r['accuracy_ext']:>9.3f}"
-                         f"{r['sensitivity']:>7.3f}{r['specificity']:>7.3f}{r['auc']:>7.3f}")
+            lines.append(
+                f"{r['shift']:<15}{seen:<8}{r['accuracy']:>7.3f}{r['accuracy_ext']:>9.3f}"
+                f"{r['sensitivity']:>7.3f}{r['specificity']:>7.3f}{r['auc']:>7.3f}"
+            )
         s = self.summary()
-        lines.append(f"{'mean shifted':<23}{'':>7}{s['stress_accuracy_ext']:>9.3f}{s['stress_sensitivity']:>7.3f}"
-                     f"{s['stress_specificity']:>7.3f}{s['stress_auc']:>7.3f}")
-        lines.append(f"acc@ext = accuracy re-weighted to {EXTERNAL_NORMAL_SHARE:.1%} NORMAL (the external cohort's mix); "
-                     f"threshold {self.threshold:.3f}; trained = whether the recipe's augmentation includes the "
-                     "change (seen) or not (unseen)")
+        lines.append(
+            f"{'mean shifted':<23}{'':>7}{s['stress_accuracy_ext']:>9.3f}{s['stress_sensitivity']:>7.3f}"
+            f"{s['stress_specificity']:>7.3f}{s['stress_auc']:>7.3f}"
+        )
+        lines.append(
+            f"acc@ext = accuracy re-weighted to {EXTERNAL_NORMAL_SHARE:.1%} NORMAL (the external cohort's mix); "
+            f"threshold {self.threshold:.3f}; trained = whether the recipe's augmentation includes the "
+            "change (seen) or not (unseen)"
+        )
         return "\n".join(lines)
 
 
-def shifted_scores(model: torch.nn.Module, samples, preprocessing, *, tta: bool = False,
-                   shifts: tuple[Shift, ...] = SHIFTS, cache=None) -> dict[str, Scores]:
+def shifted_scores(
+    model: torch.nn.Module, samples, preprocessing, *, tta: bool = False, shifts: tuple[Shift, ...] = SHIFTS, cache=None
+) -> dict[str, Scores]:
     """Scores of the clean split ('clean') and of one shifted copy per shift (by shift name); every copy is made from
     one decoding of each film (CACHE, default: one for this call)."""
     cache = ensure_cache(cache)
-    return {shift.name if shift else "clean": predict_samples(model, samples, preprocessing, tta=tta, cache=cache,
-                                                              transform=shift)
-            for shift in (None, *shifts)}
+    return {
+        shift.name if shift else "clean": predict_samples(
+            model, samples, preprocessing, tta=tta, cache=cache, transform=shift
+        )
+        for shift in (None, *shifts)
+    }
 
 
-def report_at(scores: dict[str, Scores], threshold: float, train_transforms=None, split: str = "test"
-              ) -> StressReport:
+def report_at(scores: dict[str, Scores], threshold: float, train_transforms=None, split: str = "test") -> StressReport:
     """The stress report of shifted_scores at one threshold; with the recipe's train_transforms (config's pairs),
     each shift row says whether that recipe trains on it ('seen')."""
     by_name = {s.name: s for s in SHIFTS}
@@ -86,20 +102,37 @@ def report_at(scores: dict[str, Scores], threshold: float, train_transforms=None
     for name, sc in scores.items():
         m = point_metrics(sc.labels, sc.probs, threshold)
         shift = by_name.get(name)
-        row = {"shift": name, "group": shift.group if shift else "", **m,
-               "accuracy_ext": external_accuracy(m["sensitivity"], m["specificity"])}
+        row = {
+            "shift": name,
+            "group": shift.group if shift else "",
+            **m,
+            "accuracy_ext": external_accuracy(m["sensitivity"], m["specificity"]),
+        }
         if specs is not None and shift is not None:
             row["seen"] = shift.seen_by(specs)
         rows.append(row)
     return StressReport(rows, threshold, split)
 
 
-def stress_test(model: torch.nn.Module, samples, preprocessing, threshold: float, *, tta: bool = False,
-                shifts: tuple[Shift, ...] = SHIFTS, cache=None, train_transforms=None, split: str = "test"
-                ) -> StressReport:
+def stress_test(
+    model: torch.nn.Module,
+    samples,
+    preprocessing,
+    threshold: float,
+    *,
+    tta: bool = False,
+    shifts: tuple[Shift, ...] = SHIFTS,
+    cache=None,
+    train_transforms=None,
+    split: str = "test",
+) -> StressReport:
     """Score the clean split and one shifted copy per shift with the model's fixed threshold."""
-    return report_at(shifted_scores(model, samples, preprocessing, tta=tta, shifts=shifts, cache=cache), threshold,
-                     train_transforms, split)
+    return report_at(
+        shifted_scores(model, samples, preprocessing, tta=tta, shifts=shifts, cache=cache),
+        threshold,
+        train_transforms,
+        split,
+    )
 
 
 logger = logging.getLogger(__name__)
@@ -126,10 +159,28 @@ def stress_run(run_dir, data_dir=None, *, split: str = "test", reuse: bool = Tru
             logger.info("%s: not reused, recomputed (%s)", out, e)
     o = open_run(run_dir, data_dir)
     metrics, root, pred, data = o.metrics, o.root, o.predictor, o.data
-    logger.info("stress test of %s (%s) on %s %s: %d shifts", run.path.name, pred.config.name, root.name, split,
-                len(SHIFTS))
-    report = stress_test(pred.model, data[split], pred.preprocessing, pred.threshold, tta=pred.config.tta,
-                         train_transforms=pred.config.train_transforms, split=split, cache=data.cache)
-    save_json({"checkpoint_key": key, "split": split, "threshold": report.threshold, "rows": report.rows,
-               "summary": report.summary(), "holdout": metrics.get("holdout", "folders")}, out)
+    logger.info(
+        "stress test of %s (%s) on %s %s: %d shifts", run.path.name, pred.config.name, root.name, split, len(SHIFTS)
+    )
+    report = stress_test(
+        pred.model,
+        data[split],
+        pred.preprocessing,
+        pred.threshold,
+        tta=pred.config.tta,
+        train_transforms=pred.config.train_transforms,
+        split=split,
+        cache=data.cache,
+    )
+    save_json(
+        {
+            "checkpoint_key": key,
+            "split": split,
+            "threshold": report.threshold,
+            "rows": report.rows,
+            "summary": report.summary(),
+            "holdout": metrics.get("holdout", "folders"),
+        },
+        out,
+    )
     return report

@@ -8,6 +8,7 @@ stress test's 'seen' shifts (as evaluate.fit_threshold does) and scored on the o
 
 `python -m pneumolib thresholds RUN_DIR... [--data-dir DIR]` prints the table for finished runs.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -24,8 +25,15 @@ def _fit(rule: str, y: np.ndarray, p: np.ndarray, shifted: list[np.ndarray]) -> 
     return pooled_youden(y, p, shifted) if rule == "youden_shifted" else choose_threshold(rule, y, p)
 
 
-def compare_rules(labels: np.ndarray, probs: np.ndarray, patients: list[str], shifted: list[np.ndarray],
-                  rules: tuple[str, ...] = RULES, n_splits: int = 50, seed: int = 0) -> dict[str, Any]:
+def compare_rules(
+    labels: np.ndarray,
+    probs: np.ndarray,
+    patients: list[str],
+    shifted: list[np.ndarray],
+    rules: tuple[str, ...] = RULES,
+    n_splits: int = 50,
+    seed: int = 0,
+) -> dict[str, Any]:
     """Each rule's held-out figures on validation by cross-fitting over patients.
 
     Args:
@@ -61,13 +69,23 @@ def compare_rules(labels: np.ndarray, probs: np.ndarray, patients: list[str], sh
     out = {}
     for r, v in rows.items():
         a = np.array(v) if v else np.full((1, 4), np.nan)
-        out[r] = {"threshold_all": _fit(r, y, p, shifted), "threshold_sd": float(a[:, 0].std()),
-                  "normal_recall": float(a[:, 1].mean()), "normal_recall_sd": float(a[:, 1].std()),
-                  "pneumonia_recall": float(a[:, 2].mean()), "pneumonia_recall_sd": float(a[:, 2].std()),
-                  "balanced_accuracy": float(a[:, 3].mean()), "balanced_accuracy_sd": float(a[:, 3].std())}
-    return {"rules": out, "n_splits": n_splits, "n_films": int(len(y)),
-            "method": "each rule fitted on a random half of the validation patients and scored on the other half, "
-                      f"both ways, over {n_splits} halvings (seed {seed}); the test split is not read"}
+        out[r] = {
+            "threshold_all": _fit(r, y, p, shifted),
+            "threshold_sd": float(a[:, 0].std()),
+            "normal_recall": float(a[:, 1].mean()),
+            "normal_recall_sd": float(a[:, 1].std()),
+            "pneumonia_recall": float(a[:, 2].mean()),
+            "pneumonia_recall_sd": float(a[:, 2].std()),
+            "balanced_accuracy": float(a[:, 3].mean()),
+            "balanced_accuracy_sd": float(a[:, 3].std()),
+        }
+    return {
+        "rules": out,
+        "n_splits": n_splits,
+        "n_films": int(len(y)),
+        "method": "each rule fitted on a random half of the validation patients and scored on the other half, "
+        f"both ways, over {n_splits} halvings (seed {seed}); the test split is not read",
+    }
 
 
 def compare_run(run_dir, data_dir=None, rules: tuple[str, ...] = RULES, n_splits: int = 50) -> dict[str, Any]:
@@ -77,8 +95,9 @@ def compare_run(run_dir, data_dir=None, rules: tuple[str, ...] = RULES, n_splits
     val = data["val"]
     clean = predict_samples(pred.model, val, pred.preprocessing, tta=pred.config.tta, cache=data.cache)
     shifted = seen_shift_probs(pred.model, val, pred.preprocessing, tta=pred.config.tta, cache=data.cache)
-    r = compare_rules(clean.labels, clean.probs, [s.patient for s in val], shifted, rules, n_splits,
-                      seed=pred.config.seed)
+    r = compare_rules(
+        clean.labels, clean.probs, [s.patient for s in val], shifted, rules, n_splits, seed=pred.config.seed
+    )
     r.update(experiment=pred.config.name, checkpoint_threshold=pred.threshold, rule_trained=pred.config.threshold)
     return r
 
@@ -87,9 +106,11 @@ def format_rules(r: dict[str, Any]) -> str:
     """One line per rule: the threshold fitted on every validation film, then held-out means (sd)."""
     lines = [f"{'rule':<16}{'threshold':>10}{'NORMAL recall':>20}{'PNEUMONIA recall':>20}{'balanced acc':>20}"]
     for rule, v in r["rules"].items():
-        lines.append(f"{rule:<16}{v['threshold_all']:>10.3f}"
-                     f"{v['normal_recall']:>13.3f} ({v['normal_recall_sd']:.3f})"
-                     f"{v['pneumonia_recall']:>13.3f} ({v['pneumonia_recall_sd']:.3f})"
-                     f"{v['balanced_accuracy']:>13.3f} ({v['balanced_accuracy_sd']:.3f})")
+        lines.append(
+            f"{rule:<16}{v['threshold_all']:>10.3f}"
+            f"{v['normal_recall']:>13.3f} ({v['normal_recall_sd']:.3f})"
+            f"{v['pneumonia_recall']:>13.3f} ({v['pneumonia_recall_sd']:.3f})"
+            f"{v['balanced_accuracy']:>13.3f} ({v['balanced_accuracy_sd']:.3f})"
+        )
     lines.append(f"{r['n_films']} validation films; {r['method']}")
     return "\n".join(lines)

@@ -1,4 +1,5 @@
 """What a verdict weighs: an estimate with its interval, read from one run's metrics (recalls, lifts, shares, the cohort)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -129,9 +130,12 @@ def spread_gap(stable: list[dict[str, Any]], others: list[list[dict[str, Any]]],
     """min over `others` of the seed-to-seed SD of a test metric, minus `stable`'s SD: above 0 when `stable` is the
     steadiest. Interval: bootstrap over seeds (core.stats.seed_sd_gap), with at least MIN_SEEDS_SPREAD seeds per
     entry; fewer give a value without an interval."""
-    value, lo, hi = seed_sd_gap([metric(m, key).value for m in stable],
-                                [[metric(m, key).value for m in g] for g in others], n_boot=BOOT_SEEDS,
-                                min_seeds=MIN_SEEDS_SPREAD)
+    value, lo, hi = seed_sd_gap(
+        [metric(m, key).value for m in stable],
+        [[metric(m, key).value for m in g] for g in others],
+        n_boot=BOOT_SEEDS,
+        min_seeds=MIN_SEEDS_SPREAD,
+    )
     return Estimate(value) if lo is None else Estimate(value, lo, hi)
 
 
@@ -144,8 +148,9 @@ def cohort_references(record: list[dict[str, Any]], runs: list[dict[str, Any]]) 
     returned with the seed of the run it measures."""
     from ..core.config import ExperimentConfig
 
-    keys = {ExperimentConfig.from_dict(m["config"]).training_key(): m["config"].get("seed") for m in runs
-            if m.get("config")}
+    keys = {
+        ExperimentConfig.from_dict(m["config"]).training_key(): m["config"].get("seed") for m in runs if m.get("config")
+    }
     out = []
     for rec in record:
         if rec.get("config") and ExperimentConfig.from_dict(rec["config"]).training_key() in keys:

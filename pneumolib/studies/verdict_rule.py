@@ -1,4 +1,5 @@
 """The verdict rule: a claim, its estimates over seeds, and holds / does not hold / cannot tell; flags on a run."""
+
 from __future__ import annotations
 
 import math
@@ -66,8 +67,13 @@ def combine(estimates: list[Estimate], min_seeds: int = MIN_SEEDS) -> dict[str, 
     seed has one (test-set sampling and seed-to-seed variation together), else the range over seeds when there
     are at least `min_seeds` seeds, else none."""
     vals = [e.value for e in estimates]
-    out: dict[str, Any] = {"n": len(vals), "mean": float("nan"), "range": None, "interval": None,
-                           "per_seed": all(e.has_interval for e in estimates) and bool(vals)}
+    out: dict[str, Any] = {
+        "n": len(vals),
+        "mean": float("nan"),
+        "range": None,
+        "interval": None,
+        "per_seed": all(e.has_interval for e in estimates) and bool(vals),
+    }
     if not vals:
         return out
     out["mean"] = sum(vals) / len(vals)
@@ -95,16 +101,23 @@ def decide(estimates: list[Estimate], direction: str, threshold: float, min_seed
             return each[0], ""
         if HOLDS in each and FAILS in each:
             open_ = each.count(CANNOT_TELL)  # every seed is accounted for: the rest straddle the threshold
-            return SEEDS_DISAGREE, (f"{each.count(HOLDS)} seed(s) hold, {each.count(FAILS)} do not"
-                                    + (f", {open_} straddle{'s' if open_ == 1 else ''} {threshold:g}" if open_ else ""))
-        return TOO_FEW_FILMS, (f"{each.count(CANNOT_TELL)} of {len(each)} seeds' 95% intervals straddle "
-                               f"{threshold:g}")
+            return SEEDS_DISAGREE, (
+                f"{each.count(HOLDS)} seed(s) hold, {each.count(FAILS)} do not"
+                + (f", {open_} straddle{'s' if open_ == 1 else ''} {threshold:g}" if open_ else "")
+            )
+        return TOO_FEW_FILMS, (f"{each.count(CANNOT_TELL)} of {len(each)} seeds' 95% intervals straddle {threshold:g}")
     vals = [e.value for e in estimates]
     if len(vals) < min_seeds:
         return CANNOT_TELL, f"no sampling interval: needs {min_seeds} or more seeds"
     v = verdict((min(vals), max(vals)), direction, threshold)
-    return (SEEDS_DISAGREE, f"the seeds' values, from {min(vals):.3f} to {max(vals):.3f}, lie on both sides of "
-                            f"{threshold:g}") if v == CANNOT_TELL else (v, "")
+    return (
+        (
+            SEEDS_DISAGREE,
+            f"the seeds' values, from {min(vals):.3f} to {max(vals):.3f}, lie on both sides of {threshold:g}",
+        )
+        if v == CANNOT_TELL
+        else (v, "")
+    )
 
 
 def budget(m: dict[str, Any]) -> tuple:
@@ -153,13 +166,17 @@ def budget_rule(baseline: list[dict[str, Any]]) -> dict[str, Any]:
     for m in baseline:
         auc = (m.get("val") or {}).get("auc")
         if auc is None:  # recorded before 'val' was kept: the kept epoch's validation AUC
-            auc = next((h.get("val_auc") for h in m.get("history") or [] if h.get("epoch") == m.get("best_epoch")),
-                       float("nan"))
-        rows.append({"seed": _seed(m), "val_auc": float(auc), "kept_epoch": m.get("best_epoch"),
-                     "collapse": collapsed(m)})
+            auc = next(
+                (h.get("val_auc") for h in m.get("history") or [] if h.get("epoch") == m.get("best_epoch")),
+                float("nan"),
+            )
+        rows.append(
+            {"seed": _seed(m), "val_auc": float(auc), "kept_epoch": m.get("best_epoch"), "collapse": collapsed(m)}
+        )
     budgets = {budget(m) for m in baseline}
-    ok = bool(rows) and len(budgets) == 1 and all(r["val_auc"] >= BUDGET_MIN_VAL_AUC and not r["collapse"]
-                                                   for r in rows)
+    ok = (
+        bool(rows) and len(budgets) == 1 and all(r["val_auc"] >= BUDGET_MIN_VAL_AUC and not r["collapse"] for r in rows)
+    )
     return {"passes": ok, "rows": rows, "budget": budgets.pop() if len(budgets) == 1 else None}
 
 
@@ -205,20 +222,34 @@ def random_init(m: dict[str, Any]) -> bool:
     return "unavailable" in str(m.get("weights", "")) or (m.get("config") or {}).get("pretrained") is False
 
 
-def judge(claim: Claim, metrics_by_seed: list[dict[str, Any]],
-          reference: dict[str, list[dict[str, Any]]] | None = None, min_seeds: int = MIN_SEEDS) -> dict[str, Any]:
+def judge(
+    claim: Claim,
+    metrics_by_seed: list[dict[str, Any]],
+    reference: dict[str, list[dict[str, Any]]] | None = None,
+    min_seeds: int = MIN_SEEDS,
+) -> dict[str, Any]:
     """The claim's quantity over all seeds, its interval, and the verdict (with a note when not tested)."""
     reference = reference or {}
-    row: dict[str, Any] = {"entry": claim.entry, "claim": claim.quote, "quantity": claim.quantity,
-                           "claimed": claim.claimed, "n": 0, "mean": float("nan"), "range": None, "interval": None,
-                           "verdict": NOT_TESTED, "note": ""}
+    row: dict[str, Any] = {
+        "entry": claim.entry,
+        "claim": claim.quote,
+        "quantity": claim.quantity,
+        "claimed": claim.claimed,
+        "n": 0,
+        "mean": float("nan"),
+        "range": None,
+        "interval": None,
+        "verdict": NOT_TESTED,
+        "note": "",
+    }
     if not metrics_by_seed:
         row["note"] = "no runs"
         return row
     budgets = sorted({budget(m) for m in metrics_by_seed}, key=str)
     if len(budgets) > 1:  # seeds at different budgets are different experiments: never pooled into one verdict
-        row["note"] = "seeds trained at different budgets (epochs, films per epoch, px): " + \
-            "; ".join(f"{e}x{n or 'all'} @{px}" for e, n, px in budgets)
+        row["note"] = "seeds trained at different budgets (epochs, films per epoch, px): " + "; ".join(
+            f"{e}x{n or 'all'} @{px}" for e, n, px in budgets
+        )
         return row
     if claim.not_testable:
         row["note"] = claim.not_testable
@@ -228,8 +259,10 @@ def judge(claim: Claim, metrics_by_seed: list[dict[str, Any]],
         return row
     missing = [e for e in claim.needs if not reference.get(e)]
     if missing == [COHORT]:
-        row["note"] = ("no measurement of this training config on an unseen cohort: the record "
-                       "(docs/external_cohort) holds other recipes' only")
+        row["note"] = (
+            "no measurement of this training config on an unseen cohort: the record "
+            "(docs/external_cohort) holds other recipes' only"
+        )
         return row
     if missing:
         row["note"] = f"no run of entry {', '.join(missing)} loaded to compare with"
@@ -237,15 +270,21 @@ def judge(claim: Claim, metrics_by_seed: list[dict[str, Any]],
     scope = ""
     if COHORT in claim.needs:  # a measurement is of one seed's model: judge the measured seeds only
         measured = {_seed(r) for r in reference[COHORT]}
-        scope = (f"measured for seed(s) {', '.join(map(str, sorted(measured, key=str)))} of "
-                 f"{len(metrics_by_seed)}") if len(measured) < len(metrics_by_seed) else ""
+        scope = (
+            (f"measured for seed(s) {', '.join(map(str, sorted(measured, key=str)))} of {len(metrics_by_seed)}")
+            if len(measured) < len(metrics_by_seed)
+            else ""
+        )
         metrics_by_seed = [m for m in metrics_by_seed if _seed(m) in measured]
     if claim.gradcam:
         runs = list(metrics_by_seed) + [r for e in claim.needs for r in reference.get(e, [])]
         checks = [maps_faithful(m) for m in runs]
         if any(c is False for c in checks):
-            row.update(verdict=MAPS_NOT_FAITHFUL, note=f"{sum(c is False for c in checks)} of {len(runs)} runs' maps "
-                       "fail their checks (ROAD not above a random map, or unchanged by randomisation)")
+            row.update(
+                verdict=MAPS_NOT_FAITHFUL,
+                note=f"{sum(c is False for c in checks)} of {len(runs)} runs' maps "
+                "fail their checks (ROAD not above a random map, or unchanged by randomisation)",
+            )
             return row
         if any(c is None for c in checks):
             row["note"] = "the maps' checks (ROAD, randomisation) were not run"
@@ -263,11 +302,14 @@ def judge(claim: Claim, metrics_by_seed: list[dict[str, Any]],
         return row
     c = combine(estimates, min_seeds)
     decision, why = decide(estimates, claim.direction, claim.threshold, min_seeds)
-    row.update(n=len(metrics_by_seed), mean=c["mean"], range=c["range"], interval=c["interval"], verdict=decision,
-               note=why)
+    row.update(
+        n=len(metrics_by_seed), mean=c["mean"], range=c["range"], interval=c["interval"], verdict=decision, note=why
+    )
     if claim.across_seeds is not None and not estimates[0].has_interval:
-        row["verdict"], why = CANNOT_TELL, (f"a spread over seeds needs {MIN_SEEDS_SPREAD} or more seeds per entry "
-                                            f"(have {len(metrics_by_seed)})")
+        row["verdict"], why = (
+            CANNOT_TELL,
+            (f"a spread over seeds needs {MIN_SEEDS_SPREAD} or more seeds per entry (have {len(metrics_by_seed)})"),
+        )
         row["note"] = why
     if scope:
         why = row["note"] = "; ".join(x for x in (row["note"], scope) if x)
@@ -276,8 +318,13 @@ def judge(claim: Claim, metrics_by_seed: list[dict[str, Any]],
         row["verdict"] = f"{decision} ({UNTRAINED})"
         row["note"] = "; ".join(x for x in (why, f"seed(s) {', '.join(young)} kept epoch 1: an untrained model") if x)
     fallen = [f"seed {_seed(m)} {collapsed(m)}" for m in metrics_by_seed if collapsed(m)]
-    fallen += [f"entry {e} seed {_seed(r)} (compared with) {collapsed(r)}" for e in claim.needs if e != COHORT
-               for r in reference.get(e, []) if collapsed(r) and _seed(r) in {_seed(m) for m in metrics_by_seed}]
+    fallen += [
+        f"entry {e} seed {_seed(r)} (compared with) {collapsed(r)}"
+        for e in claim.needs
+        if e != COHORT
+        for r in reference.get(e, [])
+        if collapsed(r) and _seed(r) in {_seed(m) for m in metrics_by_seed}
+    ]
     if fallen:  # a collapse is a finding about training, never hidden inside a verdict about the log's question
         row["verdict"] = f"{row['verdict']} ({COLLAPSED})"
         row["note"] = "; ".join(x for x in (row["note"], "; ".join(fallen)) if x)

@@ -1,4 +1,5 @@
 """Serve several runs as one checkpoint: a seed ensemble, temperature scaling and a threshold fitted on validation."""
+
 from __future__ import annotations
 
 import logging
@@ -33,12 +34,16 @@ def fit_temperature(logits: torch.Tensor, labels: np.ndarray) -> float:
     y = np.asarray(labels)
     if len(np.unique(y)) < 2:
         raise ValueError("temperature scaling needs both classes in the validation data")
-    res = minimize_scalar(lambda lt: nll(logits, y, float(np.exp(lt))), bounds=LOG_T_BOUNDS, method="bounded",
-                          options={"xatol": 1e-4})
+    res = minimize_scalar(
+        lambda lt: nll(logits, y, float(np.exp(lt))), bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-4}
+    )
     t = float(np.exp(res.x))
     if min(abs(res.x - b) for b in LOG_T_BOUNDS) < 1e-2:
-        logger.warning("fitted temperature %.3g is at the edge of its search range: the validation split may be "
-                       "too small or one-sided for calibration", t)
+        logger.warning(
+            "fitted temperature %.3g is at the edge of its search range: the validation split may be "
+            "too small or one-sided for calibration",
+            t,
+        )
     return t
 
 
@@ -46,11 +51,15 @@ def _check_compatible(paths: list[Path], preds: list[Predictor]) -> None:
     first = preds[0]
     for path, p in zip(paths[1:], preds[1:]):
         if p.preprocessing != first.preprocessing:
-            raise CheckpointError(f"{path}: preprocessing {p.preprocessing.to_dict()} differs from {paths[0]}'s "
-                                  f"{first.preprocessing.to_dict()}; an ensemble's members must share it")
+            raise CheckpointError(
+                f"{path}: preprocessing {p.preprocessing.to_dict()} differs from {paths[0]}'s "
+                f"{first.preprocessing.to_dict()}; an ensemble's members must share it"
+            )
         if p.config.model != first.config.model or p.config.tta != first.config.tta:
-            raise CheckpointError(f"{path}: model {p.config.model} (TTA {p.config.tta}) differs from {paths[0]}'s "
-                                  f"{first.config.model} (TTA {first.config.tta})")
+            raise CheckpointError(
+                f"{path}: model {p.config.model} (TTA {p.config.tta}) differs from {paths[0]}'s "
+                f"{first.config.model} (TTA {first.config.tta})"
+            )
         if isinstance(p.model, Ensemble):
             raise CheckpointError(f"{path}: already an ensemble; combine the original runs' checkpoints instead")
     if isinstance(first.model, Ensemble):
@@ -65,8 +74,9 @@ def validation_overlap(val_samples, member_train: dict[int, list]) -> dict[int, 
     return {seed: len(val & {str(s.path) for s in train}) for seed, train in member_train.items()}
 
 
-def build_ensemble(checkpoints: list[str | Path], val_samples, *, temperature: bool = True,
-                   device: str | torch.device = "cpu") -> Predictor:
+def build_ensemble(
+    checkpoints: list[str | Path], val_samples, *, temperature: bool = True, device: str | torch.device = "cpu"
+) -> Predictor:
     """One Predictor serving the checkpoints' average probability (a seed ensemble; one checkpoint = plain
     temperature scaling), with the temperature fitted on `val_samples` when asked, and the first member's threshold
     rule re-applied to the combined validation scores. What was done and measured is in predictor.extra['ensemble']."""
@@ -82,21 +92,31 @@ def build_ensemble(checkpoints: list[str | Path], val_samples, *, temperature: b
     t = fit_temperature(logits, labels) if temperature else 1.0
     model.temperature.fill_(t)
     p1, pt = probabilities(logits, 1.0), probabilities(logits, t)
-    threshold = fit_threshold(cfg.threshold, model, Scores(list(val_samples), pt), pre, tta=cfg.tta,
-                              device=device)
+    threshold = fit_threshold(cfg.threshold, model, Scores(list(val_samples), pt), pre, tta=cfg.tta, device=device)
     seeds = [p.config.seed for p in preds]
     record: dict[str, Any] = {
-        "members": [str(p) for p in paths], "seeds": seeds, "temperature": t, "fitted_temperature": temperature,
-        "threshold_rule": cfg.threshold, "member_thresholds": [p.threshold for p in preds],
-        "val": {"n": int(len(labels)), "nll_before": nll(logits, labels, 1.0), "nll_after": nll(logits, labels, t),
-                "ece_before": expected_calibration_error(labels, p1), "ece_after": expected_calibration_error(labels, pt)},
+        "members": [str(p) for p in paths],
+        "seeds": seeds,
+        "temperature": t,
+        "fitted_temperature": temperature,
+        "threshold_rule": cfg.threshold,
+        "member_thresholds": [p.threshold for p in preds],
+        "val": {
+            "n": int(len(labels)),
+            "nll_before": nll(logits, labels, 1.0),
+            "nll_after": nll(logits, labels, t),
+            "ece_before": expected_calibration_error(labels, p1),
+            "ece_after": expected_calibration_error(labels, pt),
+        },
     }
     if len(set(seeds)) < len(seeds):
         logger.warning("members share a seed (%s): they are not independent runs", seeds)
     out = Predictor(model, cfg, threshold, pre, device)
-    out.extra = {**preds[0].extra, "ensemble": record,
-                 "val_calibration": validation_calibration(labels, pt, threshold, feats.numpy(), seed=cfg.seed)}
+    out.extra = {
+        **preds[0].extra,
+        "ensemble": record,
+        "val_calibration": validation_calibration(labels, pt, threshold, feats.numpy(), seed=cfg.seed),
+    }
     for k in ("history", "best_epoch"):  # one member's training record would misdescribe the combination
         out.extra.pop(k, None)
     return out
-

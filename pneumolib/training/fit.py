@@ -1,4 +1,5 @@
 """Train one experiment config: losses, optimizers, schedules and samplers by name, the epoch loop, the best checkpoint."""
+
 from __future__ import annotations
 
 import copy
@@ -87,8 +88,9 @@ def _ce(config: ExperimentConfig, class_counts: list[int]) -> nn.Module:
 LOSSES.add("focal", lambda config, counts: FocalLoss(config.focal_gamma, config.focal_alpha))
 OPTIMIZERS.add("adam", lambda c, params: torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay))
 OPTIMIZERS.add("adamw", lambda c, params: torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay))
-OPTIMIZERS.add("sgd", lambda c, params: torch.optim.SGD(params, lr=c.lr, momentum=0.9, weight_decay=c.weight_decay,
-                                                         nesterov=True))
+OPTIMIZERS.add(
+    "sgd", lambda c, params: torch.optim.SGD(params, lr=c.lr, momentum=0.9, weight_decay=c.weight_decay, nesterov=True)
+)
 SCHEDULERS.add("none", lambda opt, steps: None)
 SCHEDULERS.add("cosine", lambda opt, steps: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps))
 
@@ -124,8 +126,9 @@ def stream_seed(seed: int, epoch: int, stream: str) -> int:
 STATE_FORMAT = "pneumolib-train-state/1"
 
 
-def load_train_state(run_dir: str | Path, config: ExperimentConfig, data_fingerprint: str | None = None,
-                     world_size: int = 1) -> dict[str, Any] | None:
+def load_train_state(
+    run_dir: str | Path, config: ExperimentConfig, data_fingerprint: str | None = None, world_size: int = 1
+) -> dict[str, Any] | None:
     """The saved training state of run_dir, if any; refused in one line (naming what differs) if it is another
     config's, was trained on other data (data.fingerprint of the train and val files), or by another number of
     processes (the shards and augmentation streams depend on it)."""
@@ -135,20 +138,28 @@ def load_train_state(run_dir: str | Path, config: ExperimentConfig, data_fingerp
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
-        raise CheckpointError(f"{path}: unreadable training state ({type(e).__name__}); delete it to start over") from None
+        raise CheckpointError(
+            f"{path}: unreadable training state ({type(e).__name__}); delete it to start over"
+        ) from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise CheckpointError(f"{path}: not a pneumolib training state; delete it to start over")
     saved = ExperimentConfig.from_dict(state["config"])
     if saved.training_key() != config.training_key():
-        raise CheckpointError(f"{path}: saved for a different config ({format_diff(diff(saved, config))}); "
-                              "delete it or train into another run folder")
+        raise CheckpointError(
+            f"{path}: saved for a different config ({format_diff(diff(saved, config))}); "
+            "delete it or train into another run folder"
+        )
     if data_fingerprint is not None and state.get("data_fingerprint") != data_fingerprint:
-        raise CheckpointError(f"{path}: saved for other data (train/val files {state.get('data_fingerprint')} -> "
-                              f"{data_fingerprint}); delete it or train into another run folder")
+        raise CheckpointError(
+            f"{path}: saved for other data (train/val files {state.get('data_fingerprint')} -> "
+            f"{data_fingerprint}); delete it or train into another run folder"
+        )
     saved_world = int(state.get("world_size", 1))
     if saved_world != world_size:
-        raise CheckpointError(f"{path}: saved by a run of {saved_world} process(es), resumed with {world_size}; "
-                              f"resume with torchrun --nproc_per_node {saved_world} (in total), or delete it to start over")
+        raise CheckpointError(
+            f"{path}: saved by a run of {saved_world} process(es), resumed with {world_size}; "
+            f"resume with torchrun --nproc_per_node {saved_world} (in total), or delete it to start over"
+        )
     return state
 
 
@@ -176,11 +187,13 @@ def seed_worker(worker_id: int, base: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     import random
+
     random.seed(seed)
 
 
-def _epoch_loader(config: ExperimentConfig, train: list, cache: DecodedCache, epoch: int,
-                  world: World = SINGLE, workers: int = 0):
+def _epoch_loader(
+    config: ExperimentConfig, train: list, cache: DecodedCache, epoch: int, world: World = SINGLE, workers: int = 0
+):
     """This epoch's training images as uint8 batches: one global draw by the run's own sampling stream, cut into
     global batches of config.batch_size and sharded across the ranks (distributed.shard_batches). Returns
     (loader over this rank's part of each batch, each global batch's size)."""
@@ -190,8 +203,9 @@ def _epoch_loader(config: ExperimentConfig, train: list, cache: DecodedCache, ep
     sampler = SAMPLERS[config.sampler](torch.tensor([s.label for s in train]), g)
     batches, sizes = shard_batches(list(sampler), config.batch_size, world, drop_last=len(ds) > config.batch_size)
     init = functools.partial(seed_worker, base=stream_seed(config.seed, epoch, f"workers/rank{world.rank}"))
-    return torch.utils.data.DataLoader(ds, batch_sampler=batches, num_workers=workers,
-                                       worker_init_fn=init if workers else None), sizes
+    return torch.utils.data.DataLoader(
+        ds, batch_sampler=batches, num_workers=workers, worker_init_fn=init if workers else None
+    ), sizes
 
 
 def make_batch_augment(config: ExperimentConfig) -> BatchAugment:
@@ -203,9 +217,11 @@ def init_weights_from(model: nn.Module, checkpoint: str | Path, config: Experime
     """Start from a pneumolib checkpoint's weights (fine-tuning): same architecture and input channels, checked
     field by field with the checkpoint's own messages."""
     src = Predictor.load(checkpoint)
-    problems = [f"{k}: checkpoint {a!r}, this run {b!r}" for k, a, b in (
-        ("model", src.config.model, config.model), ("in_channels", src.in_channels, config.in_channels))
-        if a != b]
+    problems = [
+        f"{k}: checkpoint {a!r}, this run {b!r}"
+        for k, a, b in (("model", src.config.model, config.model), ("in_channels", src.in_channels, config.in_channels))
+        if a != b
+    ]
     if problems:
         raise CheckpointError(f"{checkpoint}: cannot initialise from it ({'; '.join(problems)})")
     model.load_state_dict(src.model.state_dict())
@@ -216,14 +232,24 @@ def predict_split(model: nn.Module, samples: list, pre, *, world: World = SINGLE
     each validation film is scored once, and the threshold rule sees all of them."""
     if not world.distributed:
         return predict_samples(model, samples, pre, **kw)
-    local = predict_samples(model, samples[world.rank::world.size], pre, **kw)
+    local = predict_samples(model, samples[world.rank :: world.size], pre, **kw)
     probs = gather_in_order([float(p) for p in local.probs], len(samples), world)
     return Scores(list(samples), np.asarray(probs, dtype=local.probs.dtype))
 
 
-def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = None, *, device: str = "auto",
-        cache: DecodedCache | None = None, strict: bool = False, extra: dict[str, Any] | None = None,
-        resume: bool = False, world: World = SINGLE, workers: int = 0) -> FitResult:
+def fit(
+    config: ExperimentConfig,
+    data: XRayData,
+    out_dir: str | Path | None = None,
+    *,
+    device: str = "auto",
+    cache: DecodedCache | None = None,
+    strict: bool = False,
+    extra: dict[str, Any] | None = None,
+    resume: bool = False,
+    world: World = SINGLE,
+    workers: int = 0,
+) -> FitResult:
     """Train `config` on data['train'], validate each epoch on data['val'], keep the best epoch (lowest val loss),
     pick the decision threshold by the config's rule on validation, and save RUN_DIR/checkpoint.pt.
 
@@ -269,8 +295,9 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
     for epoch in range(p.start, config.epochs + 1):
         te = time.perf_counter()
         g_aug = generator(stream_seed(config.seed, epoch, aug_stream))
-        total, n = _train_epoch(config, data, cache, epoch, world, workers, net, model, augment, pre, g_aug, dev,
-                                criterion, opt, sched)
+        total, n = _train_epoch(
+            config, data, cache, epoch, world, workers, net, model, augment, pre, g_aug, dev, criterion, opt, sched
+        )
         p.train_time += time.perf_counter() - te
         p.n_seen += n
         broadcast_buffers(model, world)
@@ -282,9 +309,16 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
             snapshot = p.snapshot(config, data_fp, epoch, model, opt, sched, world.size)
             atomic_write(run.state, lambda tmp: torch.save(snapshot, tmp))
         # logged after the state is on disk: a run killed after this line resumes after this epoch
-        logger.info("epoch %2d/%d  train loss %.4f  val loss %.4f  val AUC %.3f  val acc@0.5 %.3f  (%.0fs)",
-                    epoch, config.epochs, row["train_loss"], row["val_loss"], row["val_auc"], row["val_acc"],
-                    row["seconds"])
+        logger.info(
+            "epoch %2d/%d  train loss %.4f  val loss %.4f  val AUC %.3f  val acc@0.5 %.3f  (%.0fs)",
+            epoch,
+            config.epochs,
+            row["train_loss"],
+            row["val_loss"],
+            row["val_auc"],
+            row["val_acc"],
+            row["seconds"],
+        )
     if run is not None and world.is_main:
         _keep_last_epoch(run, p, model)
     if synced or world.distributed:  # from here on rank 0 works alone, on a plain model (no collectives)
@@ -292,8 +326,17 @@ def fit(config: ExperimentConfig, data: XRayData, out_dir: str | Path | None = N
     model.load_state_dict(p.best_state)
     images_per_s = p.n_seen / p.train_time if p.train_time else float("nan")
     if not world.is_main:
-        return FitResult(model, config, p.history, p.best_epoch, float("nan"), val, time.perf_counter() - t0,
-                         images_per_s, notes=list(data.notes))
+        return FitResult(
+            model,
+            config,
+            p.history,
+            p.best_epoch,
+            float("nan"),
+            val,
+            time.perf_counter() - t0,
+            images_per_s,
+            notes=list(data.notes),
+        )
     return _finish(config, data, model, pre, cache, dev, run, p, t0, images_per_s, counts, data_fp, world, extra)
 
 
@@ -325,11 +368,22 @@ class _Progress:
             self.best_state = copy.deepcopy(model.state_dict())
 
     def snapshot(self, config, data_fp: str, epoch: int, model, opt, sched, world_size: int) -> dict:
-        return {"format": STATE_FORMAT, "config": config.to_dict(), "data_fingerprint": data_fp, "epoch": epoch,
-                "model": model.state_dict(), "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict() if sched else None, "history": self.history,
-                "best_loss": self.best_loss, "best_epoch": self.best_epoch, "best_state": self.best_state,
-                "n_seen": self.n_seen, "train_time": self.train_time, "world_size": world_size}
+        return {
+            "format": STATE_FORMAT,
+            "config": config.to_dict(),
+            "data_fingerprint": data_fp,
+            "epoch": epoch,
+            "model": model.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict() if sched else None,
+            "history": self.history,
+            "best_loss": self.best_loss,
+            "best_epoch": self.best_epoch,
+            "best_state": self.best_state,
+            "n_seen": self.n_seen,
+            "train_time": self.train_time,
+            "world_size": world_size,
+        }
 
 
 def _network(config: ExperimentConfig, world: World, dev: torch.device) -> tuple[nn.Module, nn.Module, bool]:
@@ -348,30 +402,38 @@ def _network(config: ExperimentConfig, world: World, dev: torch.device) -> tuple
     net = model
     if world.distributed:
         net = nn.parallel.DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
-        logger.info("DistributedDataParallel over %d processes (%s), global batch %d, BatchNorm %s",
-                    world.size, "nccl" if dev.type == "cuda" else "gloo", config.batch_size,
-                    "synced" if synced else "per process (sync_bn off)")
+        logger.info(
+            "DistributedDataParallel over %d processes (%s), global batch %d, BatchNorm %s",
+            world.size,
+            "nccl" if dev.type == "cuda" else "gloo",
+            config.batch_size,
+            "synced" if synced else "per process (sync_bn off)",
+        )
     return model, net, synced
 
 
-def _train_epoch(config, data, cache, epoch, world, workers, net, model, augment, pre, g_aug, dev, criterion, opt,
-                 sched) -> tuple[float, int]:
+def _train_epoch(
+    config, data, cache, epoch, world, workers, net, model, augment, pre, g_aug, dev, criterion, opt, sched
+) -> tuple[float, int]:
     """One epoch of steps; (summed training loss, films seen), over every rank."""
     model.train()
     loader, sizes = _epoch_loader(config, data["train"], cache, epoch, world, workers)
     amp = autocast(dev)
     total, n = 0.0, 0
-    for (x, y, _), n_global in zip(tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False,
-                                        disable=None if world.is_main else True), sizes):
+    for (x, y, _), n_global in zip(
+        tqdm(loader, desc=f"epoch {epoch}/{config.epochs}", leave=False, disable=None if world.is_main else True), sizes
+    ):
         x, y = prepare_batch(augment, pre, x, y, g_aug, dev)  # the bench times this same call
         if dev.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with amp:
             loss = criterion(net(x), y)
         if any_rank(not torch.isfinite(loss), world):
-            raise FloatingPointError(f"loss is {loss.item()} at epoch {epoch}, step {n // config.batch_size + 1}"
-                                     f"{f' (on one of {world.size} processes)' if world.distributed else ''}; "
-                                     "stopping (the state of the last completed epoch is kept in last.pt)")
+            raise FloatingPointError(
+                f"loss is {loss.item()} at epoch {epoch}, step {n // config.batch_size + 1}"
+                f"{f' (on one of {world.size} processes)' if world.distributed else ''}; "
+                "stopping (the state of the last completed epoch is kept in last.pt)"
+            )
         opt.zero_grad(set_to_none=True)
         # DDP averages gradients over ranks: weigh each rank's mean by its share of the global batch, so the
         # step is the global batch's mean-loss step even when the batch does not split evenly
@@ -395,30 +457,72 @@ def _keep_last_epoch(run: RunDir, p: _Progress, model: nn.Module) -> None:
         run.last_epoch.unlink(missing_ok=True)
 
 
-def _finish(config, data, model, pre, cache, dev, run, p: _Progress, t0: float, images_per_s: float, counts,
-            data_fp: str, world: World, extra) -> FitResult:
+def _finish(
+    config,
+    data,
+    model,
+    pre,
+    cache,
+    dev,
+    run,
+    p: _Progress,
+    t0: float,
+    images_per_s: float,
+    counts,
+    data_fp: str,
+    world: World,
+    extra,
+) -> FitResult:
     """Rank 0 after the last epoch: the threshold and the OOD reference from one validation pass, the checkpoint."""
     # one pass over the validation films: their scores (threshold) and features (the OOD reference's calibration)
     val = predict_samples(model, data["val"], pre, device=dev, tta=config.tta, cache=cache, features=True)
     threshold = fit_threshold(config.threshold, model, val, pre, tta=config.tta, cache=cache, device=dev)
-    ood = reference_for(model, data["train"], data["val"], pre, val_features=val.features, seed=config.seed,
-                        cache=cache, device=dev)
+    ood = reference_for(
+        model, data["train"], data["val"], pre, val_features=val.features, seed=config.seed, cache=cache, device=dev
+    )
     seconds = time.perf_counter() - t0
-    result = FitResult(model, config, p.history, p.best_epoch, threshold, val, seconds, images_per_s,
-                       notes=list(data.notes), ood=ood, commit=git_commit(),
-                       calibration=validation_calibration(val.labels, val.probs, threshold, val.features,
-                                                          seed=config.seed))
+    result = FitResult(
+        model,
+        config,
+        p.history,
+        p.best_epoch,
+        threshold,
+        val,
+        seconds,
+        images_per_s,
+        notes=list(data.notes),
+        ood=ood,
+        commit=git_commit(),
+        calibration=validation_calibration(val.labels, val.probs, threshold, val.features, seed=config.seed),
+    )
     if run is not None:
-        info = {"history": p.history, "best_epoch": p.best_epoch, "seconds": seconds, "device": str(dev),
-                "train_images_per_s": images_per_s, "class_counts": dict(zip(CLASSES, counts)),
-                "data_fingerprint": data_fp, "ood": ood, "world_size": world.size,
-                "val_calibration": result.calibration,  # adapt's prior guard
-                "commit": result.commit, **(extra or {})}  # the code that trained it, printed whenever it is reused
+        info = {
+            "history": p.history,
+            "best_epoch": p.best_epoch,
+            "seconds": seconds,
+            "device": str(dev),
+            "train_images_per_s": images_per_s,
+            "class_counts": dict(zip(CLASSES, counts)),
+            "data_fingerprint": data_fp,
+            "ood": ood,
+            "world_size": world.size,
+            "val_calibration": result.calibration,  # adapt's prior guard
+            "commit": result.commit,
+            **(extra or {}),
+        }  # the code that trained it, printed whenever it is reused
         result.checkpoint = save_checkpoint(run.checkpoint, model, config, threshold, info)
         run.state.unlink(missing_ok=True)  # finished: checkpoint.pt supersedes it
-    logger.info("best epoch %d (val loss %.4f); threshold %.3f (%s); %.0fs on %s%s, %.0f train img/s",
-                p.best_epoch, p.best_loss, threshold, config.threshold, seconds, dev,
-                f" x {world.size} processes" if world.distributed else "", images_per_s)
+    logger.info(
+        "best epoch %d (val loss %.4f); threshold %.3f (%s); %.0fs on %s%s, %.0f train img/s",
+        p.best_epoch,
+        p.best_loss,
+        threshold,
+        config.threshold,
+        seconds,
+        dev,
+        f" x {world.size} processes" if world.distributed else "",
+        images_per_s,
+    )
     return result
 
 
@@ -428,7 +532,12 @@ def _val_row(epoch, train_loss, val: Scores, criterion, dev) -> dict[str, float]
     with torch.no_grad():
         vloss = float(criterion(logits, torch.tensor(y, device=dev)))
     auc = auc_score(y, p)
-    return {"epoch": epoch, "train_loss": train_loss, "val_loss": vloss, "val_auc": auc,
-            "val_acc": float(((p >= 0.5).astype(int) == y).mean()),
-            # share of val films called PNEUMONIA at 0.5: 1.0 or 0.0 is the log's "everything one class" symptom
-            "val_share_pneumonia": float((p >= 0.5).mean())}
+    return {
+        "epoch": epoch,
+        "train_loss": train_loss,
+        "val_loss": vloss,
+        "val_auc": auc,
+        "val_acc": float(((p >= 0.5).astype(int) == y).mean()),
+        # share of val films called PNEUMONIA at 0.5: 1.0 or 0.0 is the log's "everything one class" symptom
+        "val_share_pneumonia": float((p >= 0.5).mean()),
+    }

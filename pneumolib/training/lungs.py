@@ -2,6 +2,7 @@
 
 Its own module (the segmenter's inference, crop geometry and check live in data.lungs), so that the data layer holds
 no training loop."""
+
 from __future__ import annotations
 
 import logging
@@ -31,18 +32,27 @@ class PairAugment(torch.nn.Module):
 
         self.geometry = K.AugmentationSequential(
             K.RandomAffine(degrees=12.0, translate=(0.08, 0.08), scale=(0.8, 1.15), shear=6.0, p=0.9),
-            data_keys=["input", "mask"])
-        self.grey = torch.nn.Sequential(RandomGamma(0.6, 1.6), ColorJitter(0.3, 0.4),
-                                        RandomResolution(0.35, 1.0, p=0.3), RandomNoise(15.0, p=0.3))
+            data_keys=["input", "mask"],
+        )
+        self.grey = torch.nn.Sequential(
+            RandomGamma(0.6, 1.6), ColorJitter(0.3, 0.4), RandomResolution(0.35, 1.0, p=0.3), RandomNoise(15.0, p=0.3)
+        )
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, y = self.geometry(x.float(), y)
         return self.grey(x).round().clamp(0, 255).to(torch.uint8), (y > 0.5).float()
 
 
-def train_segmenter(data_dir: str | Path, *, epochs: int = 30, seed: int = 0, batch_size: int = 16, lr: float = 2e-3,
-                    channels: tuple[int, ...] = UNET["channels"], provenance: dict[str, Any] | None = None
-                    ) -> tuple[LungSegmenter, list[dict[str, float]]]:
+def train_segmenter(
+    data_dir: str | Path,
+    *,
+    epochs: int = 30,
+    seed: int = 0,
+    batch_size: int = 16,
+    lr: float = 2e-3,
+    channels: tuple[int, ...] = UNET["channels"],
+    provenance: dict[str, Any] | None = None,
+) -> tuple[LungSegmenter, list[dict[str, float]]]:
     """Train the U-Net from random init on the train masks (Dice + cross-entropy, MONAI's DiceCELoss), with
     PairAugment; keep the epoch with the best mean validation Dice (MONAI's DiceMetric at the segmenter's size)."""
     from monai.losses import DiceCELoss
@@ -52,8 +62,9 @@ def train_segmenter(data_dir: str | Path, *, epochs: int = 30, seed: int = 0, ba
     pairs = discover_masks(data_dir)
     train, val = pairs.get("train", []), pairs.get("val", [])
     if not train or not val:
-        raise DataError(f"{data_dir}: lung training needs annotated train and val masks "
-                        f"(found {len(train)} train, {len(val)} val)")
+        raise DataError(
+            f"{data_dir}: lung training needs annotated train and val masks (found {len(train)} train, {len(val)} val)"
+        )
     x_tr, y_tr = stack_pairs(train)
     x_va, y_va = stack_pairs(val)
     seed_everything(seed)
@@ -71,7 +82,7 @@ def train_segmenter(data_dir: str | Path, *, epochs: int = 30, seed: int = 0, ba
         with torch.random.fork_rng(devices=[]):  # the augmentation's draws belong to this run and epoch
             torch.manual_seed(seed * 100003 + epoch)
             for k in range(max(1, len(train) // batch_size)):
-                idx = order[k * batch_size:(k + 1) * batch_size]
+                idx = order[k * batch_size : (k + 1) * batch_size]
                 xb, yb = aug(x_tr[idx], y_tr[idx])
                 loss = loss_fn(net(INPUT(xb)), yb)
                 opt.zero_grad(set_to_none=True)
@@ -84,17 +95,35 @@ def train_segmenter(data_dir: str | Path, *, epochs: int = 30, seed: int = 0, ba
         metric((seg.probabilities(x_va) >= 0.5).float()[:, None], y_va)
         vd = float(metric.aggregate())
         net.train()
-        history.append({"epoch": epoch, "train_loss": total / len(train), "val_dice": vd,
-                        "seconds": time.perf_counter() - te})
-        log.info("lungs epoch %2d/%d  loss %.4f  val Dice %.4f  (%.0fs)", epoch, epochs, total / len(train), vd,
-                 time.perf_counter() - te)
+        history.append(
+            {"epoch": epoch, "train_loss": total / len(train), "val_dice": vd, "seconds": time.perf_counter() - te}
+        )
+        log.info(
+            "lungs epoch %2d/%d  loss %.4f  val Dice %.4f  (%.0fs)",
+            epoch,
+            epochs,
+            total / len(train),
+            vd,
+            time.perf_counter() - te,
+        )
         if vd > best:
             best, best_state = vd, {k: v.detach().clone() for k, v in net.state_dict().items()}
     net.load_state_dict(best_state)
     best_epoch = max(history, key=lambda h: h["val_dice"])["epoch"]
-    prov = {**(provenance or {}), "data_dir": str(data_dir), "n_train": len(train), "n_val": len(val),
-            "epochs": epochs, "seed": seed, "batch_size": batch_size, "lr": lr, "channels": list(channels),
-            "best_epoch": best_epoch, "val_dice_at_size": best,
-            "train_seconds": time.perf_counter() - t0, "threads": torch.get_num_threads()}
+    prov = {
+        **(provenance or {}),
+        "data_dir": str(data_dir),
+        "n_train": len(train),
+        "n_val": len(val),
+        "epochs": epochs,
+        "seed": seed,
+        "batch_size": batch_size,
+        "lr": lr,
+        "channels": list(channels),
+        "best_epoch": best_epoch,
+        "val_dice_at_size": best,
+        "train_seconds": time.perf_counter() - t0,
+        "threads": torch.get_num_threads(),
+    }
     check = calibrate_check([read_mask(p.mask) for p in train])  # the quality check's limits, from annotations
     return LungSegmenter(net.eval(), prov, check=check), history
