@@ -2,7 +2,7 @@
 
 Everything `python -m pneumolib predict` prints comes from `predict` here; the CLI only formats it. The names are
 re-exported by `pneumolib` itself (`import pneumolib; pneumolib.predict(...)`). Training is `run` (as the CLI's
-main job): `pneumolib.train` is the training module's name."""
+main job): the training loop itself is `pneumolib.training.fit`."""
 
 from __future__ import annotations
 

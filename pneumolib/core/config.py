@@ -141,7 +141,7 @@ class ExperimentConfig:
     crop: str = "none"  # "none" (the whole film) | "lungs" (the lung segmenter's box, on the full-size film)
     crop_margin: float = 0.08  # with crop "lungs": margin added on each side, as a share of the box's size
     mask_dilation: float = DEFAULT_MASK_DILATION  # with crop "lung_mask": how far the lung mask is grown (View)
-    # training-time transforms per class, as "+"-joined names from pneumolib.transforms
+    # training-time transforms per class, as "+"-joined names from pneumolib.data.transforms
     train_transforms: tuple[tuple[str, str], ...] = (
         ("NORMAL", "log_baseline"),
         ("PNEUMONIA", "log_baseline"),

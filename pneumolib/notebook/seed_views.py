@@ -185,7 +185,7 @@ def headline_markdown(entry: str, rows: list[dict[str, Any]], n_seeds: int, budg
 
 def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None = None) -> None:
     """The log's claims for this entry, each with the quantity measured over all seeds, its interval and a verdict
-    (pneumolib.verdicts holds the claims and the rule)."""
+    (pneumolib.studies.verdicts holds the claims, pneumolib.studies.verdict_rule the rule)."""
     from ..studies import verdicts as V
 
     ms = [metrics_of(r) for r in metrics_by_seed]
@@ -216,7 +216,7 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
         )
     n = len(ms)
     print(
-        f"{n} seed{'s' if n != 1 else ''}, one budget. Verdict (pneumolib.verdicts.decide): 'holds' when every "
+        f"{n} seed{'s' if n != 1 else ''}, one budget. Verdict (pneumolib.studies.verdict_rule.decide): 'holds' when every "
         "seed's 95% interval (bootstrap by patient; Wilson below 100 films; a count is exact) is on the claimed "
         "side, 'does not hold' when every one is on the other side, 'seeds disagree' when seeds decide both ways, "
         f"'too few films' when a seed's own interval straddles the threshold; without per-seed intervals, the range "

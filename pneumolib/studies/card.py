@@ -55,7 +55,7 @@ $model_details
 
 Research and teaching: re-running and auditing the experiment log, studying shortcut learning, calibration and \
 dataset shift in chest X-ray classifiers, and as a baseline to compare against. Use it from Python \
-(`pneumolib.checkpoint.Predictor.load("checkpoint.pt")`) or the command line \
+(`pneumolib.load("checkpoint.pt")`) or the command line \
 (`python -m pneumolib predict $checkpoint IMAGE...`); the checkpoint carries its preprocessing and threshold.
 
 $population

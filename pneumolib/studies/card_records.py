@@ -77,7 +77,7 @@ def data_source(data_dir: str | None) -> dict[str, str]:
     Kermany et al. or CC BY 4.0, or the data set's own folder name chest_xray); else unknown."""
     if data_dir in (None, "", "fixture"):
         return {
-            "source": "the bundled synthetic fixture (pneumolib.fixture: phantoms with exact lung and lesion "
+            "source": "the bundled synthetic fixture (pneumolib.data.fixture: phantoms with exact lung and lesion "
             "masks, not patients)",
             "licence": "unknown",
             "license_id": "unknown",
