@@ -346,57 +346,53 @@ class DecodedCache:
         if not paths:
             return []
         view = self._resolve(paths[0], image_size)
-
-        def guarded(fn, p):
-            try:
-                fn(p)
-                return None
-            except ImageError as e:
-                return e
-            except OSError as e:
-                return ImageError(p, str(e))
-
         workers = workers or min(8, (os.cpu_count() or 2) * 2)
-        missing: list[Path] = []
         with ThreadPoolExecutor(workers) as pool:
             if view.crop == "none":  # decoding is all there is: one file per task
-                # memory, not only the worker count, bounds what is decoded at once: films whose decode_cost is
-                # over DECODE_BUDGET / workers are decoded one at a time on this thread (in parallel, each thread's
-                # allocator would keep its own film's worth of memory), the others in parallel
-                def cost(p):  # 0 for a film already decoded, or one the decode will refuse with its reason
-                    try:
-                        return 0 if self._lookup(p, view)[1] is not None else decode_cost(p)
-                    except (ImageError, OSError):
-                        return 0
+                return self._warm_whole(pool, workers, paths, view, progress)
+            return self._warm_cropped(pool, paths, view, progress)
 
-                costs = list(pool.map(cost, paths))
-                light = [p for p, c in zip(paths, costs) if c <= DECODE_BUDGET // workers]
-                heavy = [p for p, c in zip(paths, costs) if c > DECODE_BUDGET // workers]
-                it = itertools.chain(
-                    pool.map(lambda p: guarded(lambda q: self.get(q, view), p), light),
-                    (guarded(lambda q: self.get(q, view), p) for p in heavy),
-                )
-                results = list(progress(it, total=len(paths)) if progress else it)
-                return [e for e in results if e is not None]
-            found = list(
-                pool.map(
-                    lambda p: guarded(lambda q: self._lookup(q, view)[1] is not None or missing.append(q), p), paths
-                )
-            )
-            errors = [e for e in found if e is not None]
-            missing.sort()  # threads append in any order; batches should not depend on it
-            chunks = budget_chunks(missing)
+    def _warm_whole(self, pool, workers: int, paths: list[Path], view: View, progress) -> list[ImageError]:
+        """warm without a crop: memory, not only the worker count, bounds what is decoded at once: films whose
+        decode_cost is over DECODE_BUDGET / workers are decoded one at a time on this thread (in parallel, each
+        thread's allocator would keep its own film's worth of memory), the others in parallel."""
 
-            def chunk(ps):
-                try:
-                    self._decode_many(ps, view)
-                    return []
-                except (ImageError, OSError):  # find the unreadable ones one by one
-                    return [e for e in (guarded(lambda q: self._decode_many([q], view), p) for p in ps) if e]
+        def cost(p):  # 0 for a film already decoded, or one the decode will refuse with its reason
+            try:
+                return 0 if self._lookup(p, view)[1] is not None else decode_cost(p)
+            except (ImageError, OSError):
+                return 0
 
-            it = map(chunk, chunks)  # the U-Net uses both cores already
-            for errs in progress(it, total=len(chunks)) if progress else it:
-                errors += errs
+        costs = list(pool.map(cost, paths))
+        light = [p for p, c in zip(paths, costs) if c <= DECODE_BUDGET // workers]
+        heavy = [p for p, c in zip(paths, costs) if c > DECODE_BUDGET // workers]
+        it = itertools.chain(
+            pool.map(lambda p: _guarded(lambda q: self.get(q, view), p), light),
+            (_guarded(lambda q: self.get(q, view), p) for p in heavy),
+        )
+        results = list(progress(it, total=len(paths)) if progress else it)
+        return [e for e in results if e is not None]
+
+    def _warm_cropped(self, pool, paths: list[Path], view: View, progress) -> list[ImageError]:
+        """warm with a lung crop: the films not yet cached are decoded and segmented in batches."""
+        missing: list[Path] = []
+        found = list(
+            pool.map(lambda p: _guarded(lambda q: self._lookup(q, view)[1] is not None or missing.append(q), p), paths)
+        )
+        errors = [e for e in found if e is not None]
+        missing.sort()  # threads append in any order; batches should not depend on it
+        chunks = budget_chunks(missing)
+
+        def chunk(ps):
+            try:
+                self._decode_many(ps, view)
+                return []
+            except (ImageError, OSError):  # find the unreadable ones one by one
+                return [e for e in (_guarded(lambda q: self._decode_many([q], view), p) for p in ps) if e]
+
+        it = map(chunk, chunks)  # the U-Net uses both cores already
+        for errs in progress(it, total=len(chunks)) if progress else it:
+            errors += errs
         return errors
 
     @classmethod
@@ -410,6 +406,17 @@ class DecodedCache:
 
 
 DECODE_BUDGET = 1 * 2**30  # bytes that decoding in parallel may hold at once (decode_cost of each film in flight)
+
+
+def _guarded(fn: Callable, p: Path) -> ImageError | None:
+    """fn(p), and None; or the ImageError it raised (an OSError as one)."""
+    try:
+        fn(p)
+        return None
+    except ImageError as e:
+        return e
+    except OSError as e:
+        return ImageError(p, str(e))
 
 
 def budget_chunks(paths: list[Path], total: int = DECODE_BUDGET, most: int = 64) -> list[list[Path]]:

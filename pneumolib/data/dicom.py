@@ -94,23 +94,9 @@ def _is_identity_modality(ds) -> bool:
     return float(ds.get("RescaleSlope", 1) or 1) == 1.0 and float(ds.get("RescaleIntercept", 0) or 0) == 0.0
 
 
-def dicom_to_uint8(ds, path: str | Path = "<dataset>") -> np.ndarray:
-    """A decoded single-frame greyscale pydicom Dataset -> the canonical uint8 HxW image.
-
-    Order (PS3.4 N.2): stored values (BitsStored), Modality LUT or rescale slope/intercept, VOI LUT or window
-    (the first one when several), MONOCHROME1 (or an INVERSE presentation LUT) inverted, then 8 bits: a VOI
-    maps onto 0..255; without one, 8-bit unsigned stored values with an identity modality LUT are kept as
-    they are (as for an 8-bit PNG), anything else has its used range stretched as for a 16-bit PNG."""
+def _voi_grey(arr: np.ndarray, ds, path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """(the Modality LUT's values, the VOI LUT's or window's grey on 0..255 as floats, or None without a VOI)."""
     apply_modality_lut, apply_voi, apply_windowing = _pixel_functions()
-    try:
-        arr = _stored_values(ds.pixel_array, ds)
-    except ImageError:
-        raise
-    except Exception as e:  # noqa: BLE001 - pydicom raises many types for bad pixel data
-        raise ImageError(path, f"unreadable DICOM pixel data ({_one_line(e)})") from None
-    if arr.ndim != 2:
-        raise ImageError(path, f"DICOM pixel array has shape {arr.shape}; only single-frame greyscale is supported")
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pydicom warns about float input to a VOI LUT; integral values are rounded
         try:
@@ -126,30 +112,53 @@ def dicom_to_uint8(ds, path: str | Path = "<dataset>") -> np.ndarray:
                     values = np.rint(values).astype(np.int64)
                 depth = int(ds.VOILUTSequence[0].LUTDescriptor[2])
                 # the LUT's output range is 0..2^depth-1 (PS3.3 C.11.2.1.1)
-                grey = np.asarray(apply_voi(values, ds), dtype=np.float64) / float(2**depth - 1) * 255.0
-            elif _has_window(ds):
-                center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
-                if not (np.isfinite(center) and np.isfinite(width)) or width < 1:
-                    raise ImageError(
-                        path,
-                        f"the DICOM window is not usable (WindowCenter {center}, WindowWidth "
-                        f"{width}: both must be finite, the width at least 1)",
-                    )
-                # window onto 0..255 directly: a stand-in dataset whose output range is 8-bit unsigned
-                from pydicom.dataset import Dataset
-
-                w = Dataset()
-                w.PhotometricInterpretation, w.BitsStored, w.PixelRepresentation = "MONOCHROME2", 8, 0
-                w.WindowCenter, w.WindowWidth = _first(ds.WindowCenter), _first(ds.WindowWidth)
-                if ds.get("VOILUTFunction"):
-                    w.VOILUTFunction = ds.VOILUTFunction
-                grey = np.asarray(apply_windowing(np.asarray(values, dtype=np.float64), w), dtype=np.float64)
-            else:
-                grey = None
+                return values, np.asarray(apply_voi(values, ds), dtype=np.float64) / float(2**depth - 1) * 255.0
+            if _has_window(ds):
+                return values, _windowed(values, ds, path, apply_windowing)
+            return values, None
         except ImageError:
             raise
         except Exception as e:  # noqa: BLE001 - e.g. a window width < 1, a malformed LUT
             raise ImageError(path, f"cannot apply the DICOM modality/VOI LUT ({_one_line(e)})") from None
+
+
+def _windowed(values, ds, path: str | Path, apply_windowing) -> np.ndarray:
+    """VALUES through the data set's (first) window onto 0..255."""
+    center, width = _first(ds.WindowCenter), _first(ds.WindowWidth)
+    if not (np.isfinite(center) and np.isfinite(width)) or width < 1:
+        raise ImageError(
+            path,
+            f"the DICOM window is not usable (WindowCenter {center}, WindowWidth "
+            f"{width}: both must be finite, the width at least 1)",
+        )
+    # window onto 0..255 directly: a stand-in dataset whose output range is 8-bit unsigned
+    from pydicom.dataset import Dataset
+
+    w = Dataset()
+    w.PhotometricInterpretation, w.BitsStored, w.PixelRepresentation = "MONOCHROME2", 8, 0
+    w.WindowCenter, w.WindowWidth = _first(ds.WindowCenter), _first(ds.WindowWidth)
+    if ds.get("VOILUTFunction"):
+        w.VOILUTFunction = ds.VOILUTFunction
+    return np.asarray(apply_windowing(np.asarray(values, dtype=np.float64), w), dtype=np.float64)
+
+
+def dicom_to_uint8(ds, path: str | Path = "<dataset>") -> np.ndarray:
+    """A decoded single-frame greyscale pydicom Dataset -> the canonical uint8 HxW image.
+
+    Order (PS3.4 N.2): stored values (BitsStored), Modality LUT or rescale slope/intercept, VOI LUT or window
+    (the first one when several), MONOCHROME1 (or an INVERSE presentation LUT) inverted, then 8 bits: a VOI
+    maps onto 0..255; without one, 8-bit unsigned stored values with an identity modality LUT are kept as
+    they are (as for an 8-bit PNG), anything else has its used range stretched as for a 16-bit PNG."""
+    try:
+        arr = _stored_values(ds.pixel_array, ds)
+    except ImageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - pydicom raises many types for bad pixel data
+        raise ImageError(path, f"unreadable DICOM pixel data ({_one_line(e)})") from None
+    if arr.ndim != 2:
+        raise ImageError(path, f"DICOM pixel array has shape {arr.shape}; only single-frame greyscale is supported")
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).upper()
+    values, grey = _voi_grey(arr, ds, path)
     invert = (photometric == "MONOCHROME1") != (str(ds.get("PresentationLUTShape", "")).upper() == "INVERSE")
     # invert before rounding, so that a MONOCHROME1 file gives exactly the image of its MONOCHROME2 twin
     if grey is not None:
@@ -185,28 +194,9 @@ def _set_native_syntax(ds) -> None:
     )
 
 
-def load_dicom(path: str | Path) -> np.ndarray:
-    """Read one DICOM file to the canonical uint8 HxW image, or raise ImageError naming the file and the problem.
-
-    Refused: no pixel data, multi-frame, colour, compressed pixel data no installed decoder handles
-    (the message names the package that would), and anything pydicom cannot parse."""
-    path = Path(path)
-    try:
-        import pydicom
-        from pydicom.errors import InvalidDicomError
-    except ImportError:
-        raise ImageError(path, "reading DICOM needs pydicom (pip install pydicom)") from None
-    has_preamble = is_dicom(path)
-    if has_preamble:
-        check_deflated(path)  # a Deflated data set is inflated whole by pydicom: bound it before that happens
-    try:
-        # force=True: a .dcm without the 128-byte preamble (raw data set) is still worth a try;
-        # defer_size: the pixel data is read only after the checks below
-        ds = pydicom.dcmread(path, force=not has_preamble, defer_size="256 KB")
-    except InvalidDicomError as e:
-        raise ImageError(path, f"not a valid DICOM file ({_one_line(e)})") from None
-    except Exception as e:  # noqa: BLE001 - pydicom raises many types on damaged files
-        raise ImageError(path, f"not a valid or a truncated DICOM file ({_one_line(e)})") from None
+def _check_image_header(ds, path: Path, has_preamble: bool) -> None:
+    """Refuse, before the pixels are read: no pixel data, multi-frame, colour or no PhotometricInterpretation, too
+    many pixels."""
     if "PixelData" not in ds:
         if not has_preamble and "Rows" not in ds and "SOPClassUID" not in ds:
             raise ImageError(path, "not a valid DICOM file (no DICM preamble, no image attributes)")
@@ -240,6 +230,11 @@ def load_dicom(path: str | Path) -> np.ndarray:
         raise ImageError(
             path, f"image is {cols}x{rows} pixels, over the {MAX_PIXELS:,}-pixel limit (decompression-bomb guard)"
         )
+
+
+def _check_decodable(ds, path: Path) -> None:
+    """A raw data set's transfer syntax set from how it was read; compressed pixel data decoded here, so that a
+    missing or failing decoder is refused naming the package that would read it."""
     meta = getattr(ds, "file_meta", None)
     tsuid = meta.get("TransferSyntaxUID") if meta is not None else None
     if tsuid is None:
@@ -268,6 +263,32 @@ def load_dicom(path: str | Path) -> np.ndarray:
                 f"the data may be damaged, or another decoder may read it: "
                 f"{_decoder_hint(tsuid)}",
             ) from None
+
+
+def load_dicom(path: str | Path) -> np.ndarray:
+    """Read one DICOM file to the canonical uint8 HxW image, or raise ImageError naming the file and the problem.
+
+    Refused: no pixel data, multi-frame, colour, compressed pixel data no installed decoder handles
+    (the message names the package that would), and anything pydicom cannot parse."""
+    path = Path(path)
+    try:
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+    except ImportError:
+        raise ImageError(path, "reading DICOM needs pydicom (pip install pydicom)") from None
+    has_preamble = is_dicom(path)
+    if has_preamble:
+        check_deflated(path)  # a Deflated data set is inflated whole by pydicom: bound it before that happens
+    try:
+        # force=True: a .dcm without the 128-byte preamble (raw data set) is still worth a try;
+        # defer_size: the pixel data is read only after the checks below
+        ds = pydicom.dcmread(path, force=not has_preamble, defer_size="256 KB")
+    except InvalidDicomError as e:
+        raise ImageError(path, f"not a valid DICOM file ({_one_line(e)})") from None
+    except Exception as e:  # noqa: BLE001 - pydicom raises many types on damaged files
+        raise ImageError(path, f"not a valid or a truncated DICOM file ({_one_line(e)})") from None
+    _check_image_header(ds, path, has_preamble)
+    _check_decodable(ds, path)
     return dicom_to_uint8(ds, path)
 
 

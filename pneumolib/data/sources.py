@@ -182,27 +182,11 @@ def _row_problem(r: dict, root: Path, split: str, listed_at: int | None) -> str 
     return problem
 
 
-def read_manifest(
-    m: Manifest,
-    *,
-    val_min_per_class: int = VAL_MIN_PER_CLASS,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-    only: str | None = None,
-) -> XRayData:
-    """The splits a CSV manifest lists. Bad rows (missing file, unknown label or split, a path listed twice) are
-    dropped and listed like unreadable files, one line each; a patient in two given splits is a pre-scan finding
-    (--strict refuses). Without a split column, a patient-grouped test split (MANIFEST_TEST_FRACTION, seed 0, the
-    same for every run) and the val split (the run's seed) are built, as for a folder without val/.
-    ONLY: the one split an evaluation reads (a cohort's manifest may list test rows alone: no train rows needed).
-    A row whose path leaves the image root (an absolute path, or '..') is refused, named by its row."""
+def _read_csv(csv: Path):
+    """The manifest as a DataFrame of strings, its column names stripped and lower-cased; DataError when it cannot be
+    read, lacks a column, or has no rows."""
     import pandas as pd
 
-    csv, root = Path(m.csv), Path(m.image_root)
-    if not csv.is_file():
-        raise DataError(f"{csv}: manifest not found")
-    if not root.is_dir():
-        raise DataError(f"{root}: image root folder not found (for {csv.name})")
     try:
         df = pd.read_csv(csv, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (ValueError, OSError, UnicodeDecodeError) as e:
@@ -218,7 +202,11 @@ def read_manifest(
         )
     if df.empty:
         raise DataError(f"{csv}: no rows")
-    has_split = "split" in df.columns
+    return df
+
+
+def _manifest_rows(df, csv: Path, root: Path, has_split: bool) -> tuple[dict[str, list[Sample]], list[ImageError]]:
+    """The usable rows as samples per split (all 'train' without a split column), and the refused ones."""
     splits: dict[str, list[Sample]] = {}
     bad: list[ImageError] = []
     first_row: dict[Path, int] = {}
@@ -234,33 +222,64 @@ def read_manifest(
         patient = str(r["patient"]).strip() or patient_id(path)
         label = CLASSES.index(str(r["label"]).strip().upper())
         splits.setdefault(split, []).append(Sample(path, label, patient, split))
+    return splits, bad
+
+
+def _first_bad(bad: list[ImageError]) -> str:
+    return f", first: {bad[0]}" if bad else ""
+
+
+def _held_out_test(csv: Path, splits: dict[str, list[Sample]], bad: list, notes: list[str]) -> dict:
+    """Without a split column: a patient-grouped test split of the pooled rows (MANIFEST_TEST_FRACTION, seed 0)."""
+    pool = splits.pop("train", [])
+    if not pool:
+        raise DataError(f"{csv}: no usable rows ({len(bad)} skipped, first: {bad[0] if bad else 'none'})")
+    rest, test = grouped_split(pool, MANIFEST_TEST_FRACTION, 0)
+    notes.append(
+        f"no split column: test = {MANIFEST_TEST_FRACTION:.0%} of each class's patients "
+        f"({len(test)} images, seed 0, the same for every run)"
+    )
+    return {"train": rest, "test": [Sample(s.path, s.label, s.patient, "test") for s in test]}
+
+
+def read_manifest(
+    m: Manifest,
+    *,
+    val_min_per_class: int = VAL_MIN_PER_CLASS,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    only: str | None = None,
+) -> XRayData:
+    """The splits a CSV manifest lists. Bad rows (missing file, unknown label or split, a path listed twice) are
+    dropped and listed like unreadable files, one line each; a patient in two given splits is a pre-scan finding
+    (--strict refuses). Without a split column, a patient-grouped test split (MANIFEST_TEST_FRACTION, seed 0, the
+    same for every run) and the val split (the run's seed) are built, as for a folder without val/.
+    ONLY: the one split an evaluation reads (a cohort's manifest may list test rows alone: no train rows needed).
+    A row whose path leaves the image root (an absolute path, or '..') is refused, named by its row."""
+    csv, root = Path(m.csv), Path(m.image_root)
+    if not csv.is_file():
+        raise DataError(f"{csv}: manifest not found")
+    if not root.is_dir():
+        raise DataError(f"{root}: image root folder not found (for {csv.name})")
+    df = _read_csv(csv)
+    has_split = "split" in df.columns
+    splits, bad = _manifest_rows(df, csv, root, has_split)
     notes = [f"manifest {csv.name}: {len(df)} rows, {len(df) - len(bad)} used, {len(bad)} skipped"]
+    why = f"{csv.name} gives their films different splits"
     if only is not None and has_split:  # an evaluation: that split's rows, whatever else the manifest lists
         if not splits.get(only):
-            raise DataError(
-                f"{csv}: no usable {only!r} rows ({len(bad)} row(s) skipped{f', first: {bad[0]}' if bad else ''})"
-            )
-        return _finish(root, {only: splits[only]}, notes, bad, why=f"{csv.name} gives their films different splits")
+            raise DataError(f"{csv}: no usable {only!r} rows ({len(bad)} row(s) skipped{_first_bad(bad)})")
+        return _finish(root, {only: splits[only]}, notes, bad, why=why)
     if not has_split:
-        pool = splits.pop("train", [])
-        if not pool:
-            raise DataError(f"{csv}: no usable rows ({len(bad)} skipped, first: {bad[0] if bad else 'none'})")
-        rest, test = grouped_split(pool, MANIFEST_TEST_FRACTION, 0)
-        splits = {"train": rest, "test": [Sample(s.path, s.label, s.patient, "test") for s in test]}
-        notes.append(
-            f"no split column: test = {MANIFEST_TEST_FRACTION:.0%} of each class's patients "
-            f"({len(test)} images, seed 0, the same for every run)"
-        )
+        splits = _held_out_test(csv, splits, bad, notes)
     if "train" not in splits:
-        raise DataError(
-            f"{csv}: no usable 'train' rows ({len(bad)} row(s) skipped{f', first: {bad[0]}' if bad else ''})"
-        )
+        raise DataError(f"{csv}: no usable 'train' rows ({len(bad)} row(s) skipped{_first_bad(bad)})")
     for split, samples in splits.items():
         lacking = [c for k, c in enumerate(CLASSES) if not any(s.label == k for s in samples)]
         if lacking and split != "val":
             raise DataError(f"{csv}: the {split} split has no usable {lacking[0]} rows")
     ensure_val(splits, notes, val_min_per_class, val_fraction, seed)
-    return _finish(root, splits, notes, bad, why=f"{csv.name} gives their films different splits")
+    return _finish(root, splits, notes, bad, why=why)
 
 
 DATA_ENV = "PNEUMOLIB_DATA_DIR"
