@@ -111,3 +111,10 @@ SHIFTS: tuple[Shift, ...] = (
     Shift("sharpen", _sharpen(4.0), "unseen", "edge enhancement (sharpness x4), as some scanners apply"),
 )
 SHIFTS_BY_NAME = {s.name: s for s in SHIFTS}
+
+
+def two_sites(a: str, b: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A folder that mixes two sites: each film gets shift A or shift B, fixed per film (by its pixels' hash), about
+    half each."""
+    sa, sb = SHIFTS_BY_NAME[a], SHIFTS_BY_NAME[b]
+    return lambda x: sa(x) if _seed_of(x) % 2 else sb(x)

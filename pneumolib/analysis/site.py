@@ -1,0 +1,180 @@
+"""Site adaptation: a folder of films from one site re-estimates the model's early BatchNorm statistics, if safe.
+
+AdaBN (`analysis.adapt.adapt_bn`) is used when the checks below pass; otherwise the model is kept as trained.
+
+Why by default: every label-free adaptation the external cohort recorded raised its NORMAL recall, and BatchNorm
+re-estimation did so on random sub-folders of 32, 64 and 128 of its films as well (9 of 9 draws, see
+docs/adaptation.md). What it cannot do is undo a change in the class mix, and on a folder that mixes two sites,
+or on too few films, the statistics it estimates belong to no site. So `adapt_to_site` adapts only a folder of at
+least MIN_FILMS films, and `decide` keeps the adapted model only if three label-free checks pass:
+
+- **stable**: the statistics are a property of the folder, not of which films were drawn. Two models adapted on
+  two random halves of the folder must make the same decision on at least MIN_HALF_AGREEMENT of its films. A
+  folder that mixes two sites, or one too small to estimate its statistics, fails this.
+- **class mix kept**: adaptation may move the share of films called PNEUMONIA by at most MAX_SHARE_MOVE. The
+  early layers mostly see the scanner; when re-estimating them moves the predicted class mix a lot, they also
+  absorbed the folder's class content (a folder of one class), and the decisions would follow the folder's mix
+  rather than each film.
+- **no lost certainty**: of the films the plain model is sure of (P < SURE or > 1 - SURE), adaptation may flip at
+  most MAX_SURE_FLIPS. A scanner change moves the uncertain films; a model whose confident answers change has
+  been moved too far.
+
+None of them sees a label. The limits were chosen on simulated shifts of validation films (scanner-like exposure,
+contrast, blur, a class-mix change, a folder mixing two sites), never on a test split or the cohort:
+`studies.site.site_study` re-measures them, and docs/adaptation.md shows the figures and the command.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..analysis.adapt import EARLY_BN_LAYERS, adapt_bn
+from ..analysis.evaluate import Scores, predict_samples
+from ..data.samples import Sample
+from ..models.checkpoint import Predictor
+
+log = logging.getLogger(__name__)
+
+MIN_FILMS = 32  # the cohort's record: adaptation helped on every random 32-film sub-folder it measured
+MIN_HALF_AGREEMENT = 0.90
+MAX_SHARE_MOVE = 0.25
+SURE = 0.05
+MAX_SURE_FLIPS = 0.05
+ONE_FILM = "adaptation needs a folder of films from one site; a single film is scored by the model as trained"
+
+
+@dataclass(frozen=True)
+class SiteCheck:
+    """One label-free check: its value, its limit, whether it passed, and what it means in words."""
+
+    name: str
+    value: float
+    limit: float
+    ok: bool
+    says: str
+
+
+@dataclass
+class SiteDecision:
+    """Whether the folder's predictions come from the site-adapted model, and why."""
+
+    adapted: bool
+    n_films: int
+    reason: str
+    checks: list[SiteCheck] = field(default_factory=list)
+    figures: dict[str, float] = field(default_factory=dict)
+
+    def record(self) -> dict[str, Any]:
+        """JSON-ready, for evaluation records, prediction outputs and the model card."""
+        return {
+            "mode": "site",
+            "adapted": self.adapted,
+            "n_films": self.n_films,
+            "reason": self.reason,
+            "checks": [asdict(c) for c in self.checks],
+            "figures": dict(self.figures),
+            "method": "AdaBN on the early BatchNorm layers, kept only when the label-free checks pass",
+        }
+
+    def line(self) -> str:
+        """One line for the command's output."""
+        state = "adapted to this folder" if self.adapted else "not adapted (the model as trained)"
+        return f"site adaptation: {state}: {self.reason}"
+
+
+def _called(probs: np.ndarray, threshold: float) -> np.ndarray:
+    return np.asarray(probs, dtype=float) >= threshold
+
+
+def decide(
+    plain: np.ndarray,
+    adapted: np.ndarray,
+    halves: tuple[np.ndarray, np.ndarray],
+    threshold: float,
+) -> SiteDecision:
+    """The three checks on P(PNEUMONIA) of the same films: from the plain model, the model adapted on the whole
+    folder, and the two models adapted on two random halves of it. Pure: no model, no labels."""
+    plain, adapted = np.asarray(plain, dtype=float), np.asarray(adapted, dtype=float)
+    n = len(plain)
+    agree = float(np.mean(_called(halves[0], threshold) == _called(halves[1], threshold)))
+    share_plain, share_adapted = float(_called(plain, threshold).mean()), float(_called(adapted, threshold).mean())
+    move = abs(share_adapted - share_plain)
+    sure = (plain < SURE) | (plain > 1 - SURE)
+    flips = float(np.mean(_called(plain[sure], 0.5) != _called(adapted[sure], 0.5))) if sure.any() else 0.0
+    checks = [
+        SiteCheck("stable", agree, MIN_HALF_AGREEMENT, agree >= MIN_HALF_AGREEMENT,
+                  f"models adapted on two random halves agree on {agree:.0%} of the films"),
+        SiteCheck("class_mix_kept", move, MAX_SHARE_MOVE, move <= MAX_SHARE_MOVE,
+                  f"PNEUMONIA share {share_plain:.0%} as trained, {share_adapted:.0%} adapted"),
+        SiteCheck("no_lost_certainty", flips, MAX_SURE_FLIPS, flips <= MAX_SURE_FLIPS,
+                  f"{flips:.0%} of the {int(sure.sum())} films the model was sure of changed side"),
+    ]  # fmt: skip
+    failed = [c for c in checks if not c.ok]
+    reason = "; ".join(f"{c.name}: {c.says}" for c in (failed or checks))
+    figures = {"share_plain": share_plain, "share_adapted": share_adapted, "half_agreement": agree}
+    return SiteDecision(not failed, n, ("refused: " if failed else "checks passed: ") + reason, checks, figures)
+
+
+def too_few(n: int) -> SiteDecision:
+    """The decision for a folder under MIN_FILMS films (a single film included): no adaptation, and why."""
+    if n <= 1:
+        return SiteDecision(False, n, ONE_FILM)
+    return SiteDecision(False, n, f"{n} films, fewer than the {MIN_FILMS} adaptation needs to estimate a site")
+
+
+def split_halves(n: int, seed: int) -> tuple[list[int], list[int]]:
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(order[: n // 2]), sorted(order[n // 2 :])
+
+
+def adapt_to_site(
+    predictor: Predictor,
+    samples: list[Sample],
+    *,
+    transform: Callable | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+) -> tuple[Predictor, Scores, SiteDecision]:
+    """Score a folder of films from one site, adapted to it when the checks allow (module docstring). Returns the
+    predictor used, its scores on the folder, and the decision. Cost: one plain pass, three BatchNorm passes (the
+    folder and its two halves) and three scoring passes over the folder: about 7 forward passes."""
+    n = len(samples)
+
+    def score(model) -> Scores:
+        return predict_samples(
+            model,
+            samples,
+            predictor.preprocessing,
+            tta=predictor.config.tta,
+            cache=predictor.cache,
+            transform=transform,
+            device=predictor.device,
+            batch_size=batch_size,
+        )
+
+    plain = score(predictor.model)
+    if n < MIN_FILMS:
+        return predictor, plain, too_few(n)
+
+    def bn(subset: list[Sample]):
+        return adapt_bn(predictor.model, subset, predictor.preprocessing, layers=EARLY_BN_LAYERS,
+                        transform=transform, batch_size=batch_size, cache=predictor.cache, device=predictor.device)  # fmt: skip
+
+    whole = bn(samples)
+    adapted = score(whole)
+    a, b = split_halves(n, seed)
+    halves = (score(bn([samples[i] for i in a])).probs, score(bn([samples[i] for i in b])).probs)
+    decision = decide(plain.probs, adapted.probs, halves, predictor.threshold)
+    log.info("%s", decision.line())
+    if not decision.adapted:
+        return predictor, plain, decision
+    used = Predictor(
+        whole, predictor.config, predictor.threshold, predictor.preprocessing, predictor.device, cache=predictor.cache
+    )
+    used.extra = {**predictor.extra, "adaptation": decision.record()}
+    return used, adapted, decision

@@ -1,0 +1,106 @@
+"""Site adaptation (analysis.site): a folder of films is adapted only when the label-free checks pass. Each check has
+a case where it alone fails, so each test fails without the check it names; the end-to-end tests use the trained
+fixture run."""
+
+import json
+
+import numpy as np
+import pytest
+
+from pneumolib.analysis.site import (
+    MAX_SHARE_MOVE,
+    MAX_SURE_FLIPS,
+    MIN_FILMS,
+    MIN_HALF_AGREEMENT,
+    ONE_FILM,
+    adapt_to_site,
+    decide,
+    too_few,
+)
+from pneumolib.models.checkpoint import Predictor
+
+T = 0.5
+N = 200
+
+
+def _probs(called: np.ndarray, sure: bool = False) -> np.ndarray:
+    """P(PNEUMONIA) with these decisions at 0.5: unsure (0.3 / 0.7) unless sure (0.01 / 0.99)."""
+    lo, hi = (0.01, 0.99) if sure else (0.3, 0.7)
+    return np.where(called, hi, lo)
+
+
+def _base(share: float = 0.6) -> np.ndarray:
+    return np.arange(N) < int(share * N)
+
+
+def _failed(d) -> set[str]:
+    return {c.name for c in d.checks if not c.ok}
+
+
+def test_a_folder_that_passes_every_check_is_adapted():
+    called = _base()
+    d = decide(_probs(called), _probs(called), (_probs(called), _probs(called)), T)
+    assert d.adapted and not _failed(d) and d.reason.startswith("checks passed")
+
+
+def test_stable_refuses_when_two_halves_adapt_to_different_decisions():
+    called = _base()
+    other = called.copy()
+    other[: int((1 - MIN_HALF_AGREEMENT) * N) + 2] ^= True  # just past the limit of disagreement
+    d = decide(_probs(called), _probs(called), (_probs(called), _probs(other)), T)
+    assert not d.adapted and _failed(d) == {"stable"} and "refused" in d.reason
+
+
+def test_class_mix_kept_refuses_when_adaptation_moves_the_predicted_share_too_far():
+    plain = _base(0.5)
+    moved = _base(0.5 + MAX_SHARE_MOVE + 0.05)  # only unsure films move: no_lost_certainty holds
+    d = decide(_probs(plain), _probs(moved), (_probs(moved), _probs(moved)), T)
+    assert not d.adapted and _failed(d) == {"class_mix_kept"}
+
+
+def test_class_mix_kept_allows_a_move_within_the_limit():
+    plain = _base(0.5)
+    moved = _base(0.5 + MAX_SHARE_MOVE - 0.05)
+    assert decide(_probs(plain), _probs(moved), (_probs(moved), _probs(moved)), T).adapted
+
+
+def test_no_lost_certainty_refuses_when_confident_answers_change_side():
+    plain = _probs(_base(0.5), sure=True)
+    swapped = plain.copy()
+    k = int(MAX_SURE_FLIPS * N) + 4
+    swapped[:k], swapped[-k:] = plain[-k:], plain[:k]  # the same share, but sure answers flipped
+    d = decide(plain, swapped, (swapped, swapped), T)
+    assert not d.adapted and _failed(d) == {"no_lost_certainty"}
+
+
+def test_too_few_films_and_a_single_film_are_not_adapted_and_say_why():
+    assert not too_few(MIN_FILMS - 1).adapted and str(MIN_FILMS) in too_few(MIN_FILMS - 1).reason
+    assert too_few(1).reason == ONE_FILM
+
+
+def test_the_record_is_json_and_names_every_check():
+    called = _base()
+    rec = decide(_probs(called), _probs(called), (_probs(called), _probs(called)), T).record()
+    assert json.loads(json.dumps(rec))["adapted"] is True
+    assert {c["name"] for c in rec["checks"]} == {"stable", "class_mix_kept", "no_lost_certainty"}
+
+
+@pytest.fixture(scope="module")
+def fixture_pred(trained_run_session):
+    return Predictor.load(trained_run_session.run_dir / "checkpoint.pt")
+
+
+def test_a_small_folder_keeps_the_model_as_trained(fixture_pred, fixture_data):
+    films = fixture_data.splits["test"][: MIN_FILMS - 1]
+    used, scores, d = adapt_to_site(fixture_pred, films)
+    assert used is fixture_pred and not d.adapted and len(scores.probs) == len(films)
+
+
+def test_a_folder_is_scored_by_the_model_the_decision_names(fixture_pred, fixture_data):
+    films = [s for split in ("val", "test") for s in fixture_data.splits[split]]
+    assert len(films) >= MIN_FILMS
+    used, scores, d = adapt_to_site(fixture_pred, films)
+    assert len(d.checks) == 3 and d.n_films == len(films)
+    assert (used is not fixture_pred) == d.adapted
+    if d.adapted:
+        assert used.extra["adaptation"]["adapted"] is True and "adaptation" not in fixture_pred.extra
