@@ -6,13 +6,14 @@ shortcut audit."""
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import rankdata
 
 SMALL_N = 100  # below this many films, Wilson intervals replace the percentile bootstrap (which collapses there)
 
-__all__ = ["SMALL_N", "wilson", "auc_score", "patient_bootstrap", "auc_with_interval"]
+__all__ = ["SMALL_N", "wilson", "auc_score", "patient_bootstrap", "auc_with_interval", "SeedEffect", "seed_effect"]
 
 
 def wilson(k: float, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -227,3 +228,128 @@ def seed_sd_gap(
     ]
     lo, hi = np.percentile(boots, [2.5, 97.5])
     return value, float(lo), float(hi)
+
+
+# --- effects over seeds: rliable's practice (Agarwal et al. 2021), paired on the same films ---------------------------
+@dataclass(frozen=True)
+class SeedEffect:
+    """The mean over seeds of a per-seed quantity (or of a paired per-seed difference), with its interval.
+
+    Attributes:
+        point: the mean over seeds (for a difference: of arm A's value minus arm B's, seed by seed).
+        low, high: the two-level bootstrap's percentile interval (seeds, then patients within each seed).
+        per_seed: each seed's value (or difference), in seed order.
+        p_improve: the share of seed pairs (i of A, j of B) in which A's value exceeds B's, ties counted half
+            (rliable's probability of improvement); None for one arm.
+        n_seeds, n_films: what was resampled.
+    """
+
+    point: float
+    low: float
+    high: float
+    per_seed: tuple[float, ...]
+    p_improve: float | None
+    n_seeds: int
+    n_films: int
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2
+
+    def side(self, margin: float = 0.0) -> int:
+        """+1 when the whole interval lies above MARGIN, -1 when below, 0 when it straddles it."""
+        return 1 if self.low > margin else -1 if self.high < margin else 0
+
+    def needed(self, margin: float = 0.0) -> tuple[int, int] | None:
+        """At the observed effect and spread, about how many seeds (films fixed), or films per seed (seeds fixed),
+        would put the interval on one side of MARGIN: the interval's width taken to shrink as 1/sqrt(count). None
+        when the effect sits on the margin (no count decides it). A power estimate, not a promise."""
+        gap = abs(self.point - margin)
+        if gap < 1e-12 or not math.isfinite(self.half_width):
+            return None
+        scale = (self.half_width / gap) ** 2
+        return max(self.n_seeds + 1, math.ceil(self.n_seeds * scale)), max(
+            self.n_films + 1, math.ceil(self.n_films * scale)
+        )
+
+
+def _patient_index(patients, n: int) -> tuple[np.ndarray, int]:
+    if patients is None:
+        return np.arange(n), n
+    _, idx = np.unique(np.asarray(patients), return_inverse=True)
+    return idx.reshape(-1), int(idx.max()) + 1
+
+
+def _patient_weights(rng, rows: int, idx: np.ndarray, n_pat: int, strata) -> np.ndarray:
+    """(rows x films) weights: how often each film's patient is drawn when patients are resampled with replacement
+    within each stratum (the class of their films), so that every draw keeps the class mix."""
+    groups = np.zeros(n_pat, dtype=int)
+    if strata is not None:
+        groups[idx] = np.unique(np.asarray(strata).reshape(-1), return_inverse=True)[1].reshape(-1)
+    counts = np.zeros((rows, n_pat))
+    for g in np.unique(groups):
+        members = np.flatnonzero(groups == g)
+        counts[:, members] = rng.multinomial(len(members), np.full(len(members), 1 / len(members)), size=rows)
+    return counts[:, idx]
+
+
+def _means(values: np.ndarray, counted: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted mean over the counted films of each row (the last axis)."""
+    return (values * w).sum(-1) / np.maximum((counted * w).sum(-1), 1e-12)
+
+
+def seed_effect(
+    a,
+    b=None,
+    *,
+    patients=None,
+    strata=None,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+) -> SeedEffect:
+    """The mean over seeds of a per-film average (recall: 1/0 per film of the class, NaN elsewhere; accuracy: 1/0
+    per film), for one arm A, or paired: A minus B, where row s of A and of B are the same seed index scored on the
+    same films (columns).
+
+    The interval is rliable's two-level bootstrap: seeds are resampled, and patients are resampled (within STRATA,
+    the films' class), with the same draws for both arms of a difference. Its two parts are kept apart, because
+    five seeds are too few for a percentile interval: the seed part's variance is scaled to the unbiased one and
+    widened by Student's t with seeds - 1 degrees of freedom, the patients' part by the normal quantile, and the
+    interval is point +- the root of their sum. Simulated runs with a known effect (tests/test_stats.py) are covered
+    about 95% of the time, where the plain percentile interval covered 86%.
+
+    Args:
+        a, b: arrays (seeds x films) of per-film values, NaN where a film does not count.
+        patients: one id per film (films of one patient are drawn together); default each film its own.
+        strata: one label per film, to resample patients within (default: none).
+    """
+    from scipy.stats import norm, t
+
+    a = np.asarray(a, dtype=float)
+    if a.ndim != 2 or a.shape[0] < 2:
+        raise ValueError("seed_effect takes seeds x films arrays with at least two seeds")
+    if b is not None and np.shape(b) != a.shape:
+        raise ValueError(f"paired arms must have the same seeds and films: {a.shape} vs {np.shape(b)}")
+    b = None if b is None else np.asarray(b, dtype=float)
+    n_seeds, n_films = a.shape
+    counted = ~np.isnan(a) if b is None else ~(np.isnan(a) | np.isnan(b))
+    va, vb = np.where(counted, a, 0.0), None if b is None else np.where(counted, b, 0.0)
+
+    def value(w):  # per-seed values (or paired differences) under film weights w (broadcast over seeds)
+        return _means(va, counted, w) - (0.0 if vb is None else _means(vb, counted, w))
+
+    per_seed = value(np.ones(n_films))
+    rng = np.random.default_rng(seed)
+    seed_part = per_seed[rng.integers(0, n_seeds, size=(n_boot, n_seeds))].mean(-1)
+    w = _patient_weights(rng, n_boot, *_patient_index(patients, n_films), strata)
+    film_part = np.stack([value(w[i : i + 1]).mean() for i in range(n_boot)])
+    q = 1 - (1 - level) / 2
+    var = t.ppf(q, n_seeds - 1) ** 2 * seed_part.var() * n_seeds / (n_seeds - 1) + norm.ppf(q) ** 2 * film_part.var()
+    point = float(per_seed.mean())
+    p_imp = None
+    if b is not None:
+        pa, pb = _means(va, counted, np.ones(n_films)), _means(vb, counted, np.ones(n_films))
+        p_imp = float((pa[:, None] > pb[None, :]).mean() + 0.5 * (pa[:, None] == pb[None, :]).mean())
+    half = float(np.sqrt(var))
+    return SeedEffect(point, point - half, point + half, tuple(map(float, per_seed)), p_imp, n_seeds, n_films)

@@ -1,0 +1,82 @@
+"""core.stats.seed_effect: the mean over seeds of a paired per-seed difference, with rliable's two-level bootstrap
+(seeds, then patients). Judged on simulated runs whose true effect is known."""
+
+import numpy as np
+import pytest
+
+from pneumolib.core.stats import seed_effect, wilson
+
+SEEDS, FILMS, REPS = 5, 150, 200
+
+
+def _runs(rng, mu_a: float, mu_b: float, sd_seed: float = 0.5):
+    """Per-film 1/0 correctness of two arms over SEEDS seeds on the same FILMS films: each film has a difficulty
+    (the test films are a draw from a population), each seed of each arm its own offset."""
+    difficulty = rng.normal(0, 1, FILMS)
+    ea, eb = rng.normal(0, sd_seed, SEEDS), rng.normal(0, sd_seed, SEEDS)
+    pa = 1 / (1 + np.exp(-(mu_a + ea[:, None] + difficulty)))
+    pb = 1 / (1 + np.exp(-(mu_b + eb[:, None] + difficulty)))
+    return (rng.random(pa.shape) < pa).astype(float), (rng.random(pb.shape) < pb).astype(float)
+
+
+def _truth(mu_a: float, mu_b: float, sd_seed: float = 0.5) -> float:
+    """The estimand: the expected difference over the seed and film populations (Monte Carlo, 400,000 draws)."""
+    rng = np.random.default_rng(12345)
+    d, ea, eb = rng.normal(0, 1, 400_000), rng.normal(0, sd_seed, 400_000), rng.normal(0, sd_seed, 400_000)
+    return float(np.mean(1 / (1 + np.exp(-(mu_a + ea + d))) - 1 / (1 + np.exp(-(mu_b + eb + d)))))
+
+
+@pytest.mark.parametrize("mu_a,mu_b", [(1.0, 0.6), (0.8, 0.8)], ids=["effect", "null"])
+def test_the_interval_covers_a_known_effect_and_rarely_decides_a_null_one(mu_a, mu_b):
+    truth, rng = _truth(mu_a, mu_b), np.random.default_rng(7)
+    covered = decided = 0
+    for rep in range(REPS):
+        e = seed_effect(*_runs(rng, mu_a, mu_b), n_boot=300, seed=rep)
+        covered += e.low <= truth <= e.high
+        decided += e.side() != 0
+    assert covered / REPS >= 0.90
+    if mu_a == mu_b:
+        assert decided / REPS <= 0.08  # about 5%, with room for 200 repetitions' own noise
+
+
+def _old_envelope(a, b):
+    """The rule this replaced: each seed's own Wilson interval per arm, the difference's interval from the extremes
+    of two independent intervals."""
+    ia = [wilson(r.sum(), len(r)) for r in a]
+    ib = [wilson(r.sum(), len(r)) for r in b]
+    return min(lo for lo, _ in ia) - max(hi for _, hi in ib), max(hi for _, hi in ia) - min(lo for lo, _ in ib)
+
+
+def test_on_paired_data_the_interval_is_narrower_than_the_old_envelope():
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        a, b = _runs(rng, 1.0, 0.6)
+        e, (lo, hi) = seed_effect(a, b, n_boot=300), _old_envelope(a, b)
+        assert e.high - e.low < hi - lo
+
+
+def test_probability_of_improvement_counts_seed_pairs_and_ties_half():
+    a = np.array([[1, 1, 0, 0], [1, 1, 1, 0]], dtype=float)  # per seed 0.5, 0.75
+    b = np.array([[1, 0, 0, 0], [1, 1, 0, 0]], dtype=float)  # per seed 0.25, 0.5
+    e = seed_effect(a, b, n_boot=50)
+    assert e.p_improve == pytest.approx((1 + 0.5 + 1 + 1) / 4)
+    assert e.point == pytest.approx(0.25) and e.per_seed == pytest.approx((0.25, 0.25))
+
+
+def test_nan_films_do_not_count_and_patients_are_drawn_together():
+    a = np.array([[1, np.nan, 0, 1], [1, np.nan, 1, 1]])
+    e = seed_effect(a, patients=["p1", "p2", "p3", "p3"], n_boot=100)
+    assert e.point == pytest.approx((2 / 3 + 1) / 2) and e.n_films == 4
+
+
+def test_needed_grows_as_the_effect_nears_the_margin_and_is_none_on_it():
+    rng = np.random.default_rng(5)
+    e = seed_effect(*_runs(rng, 0.9, 0.8), n_boot=300)
+    far, near = e.needed(e.point - 0.2), e.needed(e.point - 0.01)
+    assert far is not None and near is not None and near[0] > far[0] >= e.n_seeds + 1
+    assert e.needed(e.point) is None
+
+
+def test_unpaired_shapes_are_refused():
+    with pytest.raises(ValueError, match="same seeds and films"):
+        seed_effect(np.ones((3, 4)), np.ones((2, 4)))
