@@ -12,6 +12,7 @@ from pneumolib.analysis.site import (
     MAX_SURE_FLIPS,
     MIN_FILMS,
     MIN_HALF_AGREEMENT,
+    MIN_STAT_MOVE,
     ONE_FILM,
     adapt_to_site,
     decide,
@@ -20,6 +21,7 @@ from pneumolib.analysis.site import (
 from pneumolib.models.checkpoint import Predictor
 
 T = 0.5
+MOVED = MIN_STAT_MOVE + 1  # a folder whose statistics moved: the other checks decide
 N = 200
 
 
@@ -39,7 +41,7 @@ def _failed(d) -> set[str]:
 
 def test_a_folder_that_passes_every_check_is_adapted():
     called = _base()
-    d = decide(_probs(called), _probs(called), (_probs(called), _probs(called)), T)
+    d = decide(_probs(called), _probs(called), (_probs(called), _probs(called)), T, MOVED)
     assert d.adapted and not _failed(d) and d.reason.startswith("checks passed")
 
 
@@ -47,21 +49,21 @@ def test_stable_refuses_when_two_halves_adapt_to_different_decisions():
     called = _base()
     other = called.copy()
     other[: int((1 - MIN_HALF_AGREEMENT) * N) + 2] ^= True  # just past the limit of disagreement
-    d = decide(_probs(called), _probs(called), (_probs(called), _probs(other)), T)
+    d = decide(_probs(called), _probs(called), (_probs(called), _probs(other)), T, MOVED)
     assert not d.adapted and _failed(d) == {"stable"} and "refused" in d.reason
 
 
 def test_class_mix_kept_refuses_when_adaptation_moves_the_predicted_share_too_far():
     plain = _base(0.5)
     moved = _base(0.5 + MAX_SHARE_MOVE + 0.05)  # only unsure films move: no_lost_certainty holds
-    d = decide(_probs(plain), _probs(moved), (_probs(moved), _probs(moved)), T)
+    d = decide(_probs(plain), _probs(moved), (_probs(moved), _probs(moved)), T, MOVED)
     assert not d.adapted and _failed(d) == {"class_mix_kept"}
 
 
 def test_class_mix_kept_allows_a_move_within_the_limit():
     plain = _base(0.5)
     moved = _base(0.5 + MAX_SHARE_MOVE - 0.05)
-    assert decide(_probs(plain), _probs(moved), (_probs(moved), _probs(moved)), T).adapted
+    assert decide(_probs(plain), _probs(moved), (_probs(moved), _probs(moved)), T, MOVED).adapted
 
 
 def test_no_lost_certainty_refuses_when_confident_answers_change_side():
@@ -69,8 +71,14 @@ def test_no_lost_certainty_refuses_when_confident_answers_change_side():
     swapped = plain.copy()
     k = int(MAX_SURE_FLIPS * N) + 4
     swapped[:k], swapped[-k:] = plain[-k:], plain[:k]  # the same share, but sure answers flipped
-    d = decide(plain, swapped, (swapped, swapped), T)
+    d = decide(plain, swapped, (swapped, swapped), T, MOVED)
     assert not d.adapted and _failed(d) == {"no_lost_certainty"}
+
+
+def test_shifted_refuses_a_folder_whose_statistics_sit_where_training_put_them():
+    called = _base()
+    d = decide(_probs(called), _probs(called), (_probs(called), _probs(called)), T, MIN_STAT_MOVE - 0.01)
+    assert not d.adapted and _failed(d) == {"shifted"}
 
 
 def test_too_few_films_and_a_single_film_are_not_adapted_and_say_why():
@@ -80,9 +88,9 @@ def test_too_few_films_and_a_single_film_are_not_adapted_and_say_why():
 
 def test_the_record_is_json_and_names_every_check():
     called = _base()
-    rec = decide(_probs(called), _probs(called), (_probs(called), _probs(called)), T).record()
+    rec = decide(_probs(called), _probs(called), (_probs(called), _probs(called)), T, MOVED).record()
     assert json.loads(json.dumps(rec))["adapted"] is True
-    assert {c["name"] for c in rec["checks"]} == {"stable", "class_mix_kept", "no_lost_certainty"}
+    assert {c["name"] for c in rec["checks"]} == {"shifted", "stable", "class_mix_kept", "no_lost_certainty"}
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +108,7 @@ def test_a_folder_is_scored_by_the_model_the_decision_names(fixture_pred, fixtur
     films = [s for split in ("val", "test") for s in fixture_data.splits[split]]
     assert len(films) >= MIN_FILMS
     used, scores, d = adapt_to_site(fixture_pred, films)
-    assert len(d.checks) == 3 and d.n_films == len(films)
+    assert len(d.checks) == 4 and d.n_films == len(films)
     assert (used is not fixture_pred) == d.adapted
     if d.adapted:
         assert used.extra["adaptation"]["adapted"] is True and "adaptation" not in fixture_pred.extra

@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ..analysis.adapt import EARLY_BN_LAYERS, adapt_bn
+from ..analysis.adapt import EARLY_BN_LAYERS, adapt_bn, bn_layers
 from ..analysis.evaluate import Scores, predict_samples
 from ..data.samples import Sample
 from ..models.checkpoint import Predictor
@@ -41,6 +41,7 @@ from ..models.checkpoint import Predictor
 log = logging.getLogger(__name__)
 
 MIN_FILMS = 32  # the cohort's record: adaptation helped on every random 32-film sub-folder it measured
+MIN_STAT_MOVE = 0.0  # set from the site study (docs/adaptation.md): below it the folder looks like training's films
 MIN_HALF_AGREEMENT = 0.90
 MAX_SHARE_MOVE = 0.25
 SURE = 0.05
@@ -91,14 +92,27 @@ def _called(probs: np.ndarray, threshold: float) -> np.ndarray:
     return np.asarray(probs, dtype=float) >= threshold
 
 
+def stat_shift(plain: torch.nn.Module, adapted: torch.nn.Module, layers=EARLY_BN_LAYERS) -> float:
+    """How far a folder's statistics sit from training's: the mean over the early BatchNorm channels of
+    |mean_folder - mean_training| / sqrt(var_training), in training standard deviations."""
+    old, new = dict(bn_layers(plain, layers)), dict(bn_layers(adapted, layers))
+    moves = [
+        ((new[k].running_mean - m.running_mean).abs() / (m.running_var + m.eps).sqrt()).float().cpu()
+        for k, m in old.items()
+    ]
+    return float(torch.cat(moves).mean())
+
+
 def decide(
     plain: np.ndarray,
     adapted: np.ndarray,
     halves: tuple[np.ndarray, np.ndarray],
     threshold: float,
+    moved: float,
 ) -> SiteDecision:
-    """The three checks on P(PNEUMONIA) of the same films: from the plain model, the model adapted on the whole
-    folder, and the two models adapted on two random halves of it. Pure: no model, no labels."""
+    """The checks on P(PNEUMONIA) of the same films: from the plain model, the model adapted on the whole folder,
+    and the two models adapted on two random halves of it; and on how far the folder's BatchNorm statistics
+    moved (stat_shift). Pure: no model, no labels."""
     plain, adapted = np.asarray(plain, dtype=float), np.asarray(adapted, dtype=float)
     n = len(plain)
     agree = float(np.mean(_called(halves[0], threshold) == _called(halves[1], threshold)))
@@ -107,6 +121,8 @@ def decide(
     sure = (plain < SURE) | (plain > 1 - SURE)
     flips = float(np.mean(_called(plain[sure], 0.5) != _called(adapted[sure], 0.5))) if sure.any() else 0.0
     checks = [
+        SiteCheck("shifted", moved, MIN_STAT_MOVE, moved >= MIN_STAT_MOVE,
+                  f"the folder's early statistics sit {moved:.2f} training SDs from training's"),
         SiteCheck("stable", agree, MIN_HALF_AGREEMENT, agree >= MIN_HALF_AGREEMENT,
                   f"models adapted on two random halves agree on {agree:.0%} of the films"),
         SiteCheck("class_mix_kept", move, MAX_SHARE_MOVE, move <= MAX_SHARE_MOVE,
@@ -116,7 +132,7 @@ def decide(
     ]  # fmt: skip
     failed = [c for c in checks if not c.ok]
     reason = "; ".join(f"{c.name}: {c.says}" for c in (failed or checks))
-    figures = {"share_plain": share_plain, "share_adapted": share_adapted, "half_agreement": agree}
+    figures = {"share_plain": share_plain, "share_adapted": share_adapted, "half_agreement": agree, "moved": moved}
     return SiteDecision(not failed, n, ("refused: " if failed else "checks passed: ") + reason, checks, figures)
 
 
@@ -169,7 +185,7 @@ def adapt_to_site(
     adapted = score(whole)
     a, b = split_halves(n, seed)
     halves = (score(bn([samples[i] for i in a])).probs, score(bn([samples[i] for i in b])).probs)
-    decision = decide(plain.probs, adapted.probs, halves, predictor.threshold)
+    decision = decide(plain.probs, adapted.probs, halves, predictor.threshold, stat_shift(predictor.model, whole))
     log.info("%s", decision.line())
     if not decision.adapted:
         return predictor, plain, decision

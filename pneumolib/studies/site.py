@@ -19,7 +19,7 @@ import torch
 
 from ..analysis.adapt import EARLY_BN_LAYERS, adapt_bn
 from ..analysis.evaluate import predict_samples
-from ..analysis.site import MIN_FILMS, decide, split_halves, too_few
+from ..analysis.site import MIN_FILMS, decide, split_halves, stat_shift, too_few
 from ..data.samples import Sample
 from ..data.shifts import SHIFTS_BY_NAME, two_sites
 from ..models.checkpoint import Predictor
@@ -102,13 +102,14 @@ def run_condition(predictor: Predictor, samples: list[Sample], cond: Condition, 
                         cache=predictor.cache, device=predictor.device)  # fmt: skip
 
     labels, t = np.array([s.label for s in films]), predictor.threshold
-    plain, always = score(predictor.model), score(bn(films))
+    whole = bn(films)
+    plain, always = score(predictor.model), score(whole)
     if len(films) < MIN_FILMS:
         decision = too_few(len(films))
     else:
         a, b = split_halves(len(films), seed)
         halves = (score(bn([films[i] for i in a])), score(bn([films[i] for i in b])))
-        decision = decide(plain, always, halves, t)
+        decision = decide(plain, always, halves, t, stat_shift(predictor.model, whole))
     site = always if decision.adapted else plain
     row = {"condition": cond.name, "what": cond.what, "n": len(films), "adapted": decision.adapted}
     for way, p in (("plain", plain), ("always", always), ("site", site)):
