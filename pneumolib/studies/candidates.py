@@ -296,7 +296,14 @@ def _mean_sd(values) -> str:
 
 def report(results: dict) -> str:
     """The two tables (markdown) and the paired differences, as text, from compare()'s results."""
-    text = []
+    text = [_runs_table(results), "", _rules_table(results)]
+    text += _paired_candidates(results)
+    text += _shifted_minus_youden(results)
+    return "\n".join(text)
+
+
+def _runs_table(results: dict) -> str:
+    """One row per run (and per candidate's mean ± sd over seeds, and its ensemble) at the checkpoint threshold."""
     lines = []
     for name, g in results.items():
         rs = list(g["runs"].values())
@@ -314,68 +321,77 @@ def report(results: dict) -> str:
             lines.append(
                 _fmt_run(f"{name}, ensemble of {len(rs)} (T {g['ensemble']['temperature']:.2f})", g["ensemble"])
             )
-    text.append(
-        _table(
-            [
-                "run (seed, budget)",
-                "internal acc / PNEU / NORMAL / AUC",
-                "ECE",
-                "stress mean NORMAL",
-                "stress worst NORMAL",
-                "held-out NORMAL",
-                "stress mean AUC",
-            ],
-            lines,
-        )
+    return _table(
+        [
+            "run (seed, budget)",
+            "internal acc / PNEU / NORMAL / AUC",
+            "ECE",
+            "stress mean NORMAL",
+            "stress worst NORMAL",
+            "held-out NORMAL",
+            "stress mean AUC",
+        ],
+        lines,
     )
-    text.append("")
+
+
+def _rules_table(results: dict) -> str:
+    """One row per run (and ensemble): the 'youden' threshold against 'youden_shifted', on the shifted test copies."""
     lines = []
     for name, g in results.items():
         lines += [_fmt_rule(f"{name} s{r['seed']}", r) for r in g["runs"].values()]
         if g["ensemble"]:
             lines.append(_fmt_rule(f"{name}, ensemble", g["ensemble"]))
-    text.append(
-        _table(
-            [
-                "run",
-                "threshold youden -> youden_shifted",
-                "mean NORMAL",
-                "mean PNEU",
-                "mean acc@37.5% NORMAL",
-                "held-out NORMAL",
-                "held-out acc@37.5%",
-                "clean NORMAL",
-            ],
-            lines,
-        )
+    return _table(
+        [
+            "run",
+            "threshold youden -> youden_shifted",
+            "mean NORMAL",
+            "mean PNEU",
+            "mean acc@37.5% NORMAL",
+            "held-out NORMAL",
+            "held-out acc@37.5%",
+            "clean NORMAL",
+        ],
+        lines,
     )
+
+
+def _paired_candidates(results: dict) -> list[str]:
+    """The second candidate with several seeds against the first, paired by seed; [] with fewer than two."""
     multi = [(n, g) for n, g in results.items() if len(g["runs"]) > 1]
-    if len(multi) >= 2:  # the second candidate against the first, paired by seed
-        (na, ga), (nb, gb) = multi[:2]
-        a = {r["seed"]: r for r in ga["runs"].values()}
-        b = {r["seed"]: r for r in gb["runs"].values()}
-        seeds = sorted(set(a) & set(b))
-        text.append(f"\n{nb} minus {na}, paired by seed ({', '.join(map(str, seeds))}): mean ± sd [better/equal/worse]")
-        for label, get in [
-            ("internal AUC", lambda r: r["at_checkpoint"]["clean"]["auc"]),
-            ("internal NORMAL recall", lambda r: r["at_checkpoint"]["clean"]["specificity"]),
-            ("stress mean NORMAL recall", lambda r: r["at_checkpoint"]["mean_spec"]),
-            ("stress worst NORMAL recall", lambda r: r["at_checkpoint"]["worst_spec"]),
-            ("held-out NORMAL recall", lambda r: r["at_checkpoint"]["held_spec"]),
-            ("stress mean AUC", lambda r: r["at_checkpoint"]["mean_auc"]),
-        ]:
-            d = np.array([get(b[s]) - get(a[s]) for s in seeds])
-            text.append(
-                f"  {label:<28}{_mean_sd(d):>16}  [{(d > 5e-4).sum()}/{(abs(d) <= 5e-4).sum()}/{(d < -5e-4).sum()}]"
-            )
-    every = [r for g in results.values() for r in g["runs"].values()]
-    if len(every) > 1:
-        d = {
-            k: [r["youden_shifted"][k] - r["youden"][k] for r in every]
-            for k in ("mean_spec", "mean_sens", "mean_acc_ext", "held_spec", "held_acc_ext")
-        }
+    if len(multi) < 2:
+        return []
+    (na, ga), (nb, gb) = multi[:2]
+    a = {r["seed"]: r for r in ga["runs"].values()}
+    b = {r["seed"]: r for r in gb["runs"].values()}
+    seeds = sorted(set(a) & set(b))
+    text = [f"\n{nb} minus {na}, paired by seed ({', '.join(map(str, seeds))}): mean ± sd [better/equal/worse]"]
+    for label, get in [
+        ("internal AUC", lambda r: r["at_checkpoint"]["clean"]["auc"]),
+        ("internal NORMAL recall", lambda r: r["at_checkpoint"]["clean"]["specificity"]),
+        ("stress mean NORMAL recall", lambda r: r["at_checkpoint"]["mean_spec"]),
+        ("stress worst NORMAL recall", lambda r: r["at_checkpoint"]["worst_spec"]),
+        ("held-out NORMAL recall", lambda r: r["at_checkpoint"]["held_spec"]),
+        ("stress mean AUC", lambda r: r["at_checkpoint"]["mean_auc"]),
+    ]:
+        d = np.array([get(b[s]) - get(a[s]) for s in seeds])
         text.append(
-            f"\nyouden_shifted minus youden over {len(every)} runs (mean ± sd): "
-            + ", ".join(f"{k} {_mean_sd(v)}" for k, v in d.items())
+            f"  {label:<28}{_mean_sd(d):>16}  [{(d > 5e-4).sum()}/{(abs(d) <= 5e-4).sum()}/{(d < -5e-4).sum()}]"
         )
-    return "\n".join(text)
+    return text
+
+
+def _shifted_minus_youden(results: dict) -> list[str]:
+    """youden_shifted minus youden over every run (mean ± sd); [] for a single run."""
+    every = [r for g in results.values() for r in g["runs"].values()]
+    if len(every) <= 1:
+        return []
+    d = {
+        k: [r["youden_shifted"][k] - r["youden"][k] for r in every]
+        for k in ("mean_spec", "mean_sens", "mean_acc_ext", "held_spec", "held_acc_ext")
+    }
+    return [
+        f"\nyouden_shifted minus youden over {len(every)} runs (mean ± sd): "
+        + ", ".join(f"{k} {_mean_sd(v)}" for k, v in d.items())
+    ]

@@ -52,6 +52,28 @@ def compare_rules(
     """
     y, p = np.asarray(labels, dtype=int), np.asarray(probs, dtype=float)
     shifted = [np.asarray(s, dtype=float) for s in shifted]
+    rows = _cross_fit(y, p, patients, shifted, rules, n_splits, seed)
+    out = {r: _summary(r, v, y, p, shifted) for r, v in rows.items()}
+    return {
+        "rules": out,
+        "n_splits": n_splits,
+        "n_films": int(len(y)),
+        "method": "each rule fitted on a random half of the validation patients and scored on the other half, "
+        f"both ways, over {n_splits} halvings (seed {seed}); the test split is not read",
+    }
+
+
+def _cross_fit(
+    y: np.ndarray,
+    p: np.ndarray,
+    patients: list[str],
+    shifted: list[np.ndarray],
+    rules: tuple[str, ...],
+    n_splits: int,
+    seed: int,
+) -> dict[str, list[tuple[float, float, float, float]]]:
+    """Per rule, (threshold, NORMAL recall, PNEUMONIA recall, balanced accuracy) of every fit on one half of the
+    patients scored on the other (both ways per halving; a half without both classes is skipped)."""
     ids = np.array(sorted(set(patients)))
     pat = np.array(patients)
     rng = np.random.default_rng(seed)
@@ -66,25 +88,23 @@ def compare_rules(
                 t = _fit(r, y[fit_on], p[fit_on], [s[fit_on] for s in shifted])
                 m = point_metrics(y[score_on], p[score_on], t)
                 rows[r].append((t, m["specificity"], m["sensitivity"], (m["specificity"] + m["sensitivity"]) / 2))
-    out = {}
-    for r, v in rows.items():
-        a = np.array(v) if v else np.full((1, 4), np.nan)
-        out[r] = {
-            "threshold_all": _fit(r, y, p, shifted),
-            "threshold_sd": float(a[:, 0].std()),
-            "normal_recall": float(a[:, 1].mean()),
-            "normal_recall_sd": float(a[:, 1].std()),
-            "pneumonia_recall": float(a[:, 2].mean()),
-            "pneumonia_recall_sd": float(a[:, 2].std()),
-            "balanced_accuracy": float(a[:, 3].mean()),
-            "balanced_accuracy_sd": float(a[:, 3].std()),
-        }
+    return rows
+
+
+def _summary(
+    rule: str, v: list[tuple[float, float, float, float]], y: np.ndarray, p: np.ndarray, shifted: list[np.ndarray]
+) -> dict[str, float]:
+    """One rule's row: the threshold fitted on every film, and the held-out means and spreads over the fits."""
+    a = np.array(v) if v else np.full((1, 4), np.nan)
     return {
-        "rules": out,
-        "n_splits": n_splits,
-        "n_films": int(len(y)),
-        "method": "each rule fitted on a random half of the validation patients and scored on the other half, "
-        f"both ways, over {n_splits} halvings (seed {seed}); the test split is not read",
+        "threshold_all": _fit(rule, y, p, shifted),
+        "threshold_sd": float(a[:, 0].std()),
+        "normal_recall": float(a[:, 1].mean()),
+        "normal_recall_sd": float(a[:, 1].std()),
+        "pneumonia_recall": float(a[:, 2].mean()),
+        "pneumonia_recall_sd": float(a[:, 2].std()),
+        "balanced_accuracy": float(a[:, 3].mean()),
+        "balanced_accuracy_sd": float(a[:, 3].std()),
     }
 
 

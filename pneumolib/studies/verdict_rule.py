@@ -230,70 +230,19 @@ def judge(
 ) -> dict[str, Any]:
     """The claim's quantity over all seeds, its interval, and the verdict (with a note when not tested)."""
     reference = reference or {}
-    row: dict[str, Any] = {
-        "entry": claim.entry,
-        "claim": claim.quote,
-        "quantity": claim.quantity,
-        "claimed": claim.claimed,
-        "n": 0,
-        "mean": float("nan"),
-        "range": None,
-        "interval": None,
-        "verdict": NOT_TESTED,
-        "note": "",
-    }
-    if not metrics_by_seed:
-        row["note"] = "no runs"
+    row = _blank_row(claim)
+    note = _not_judged(claim, metrics_by_seed, reference)
+    if note:
+        row["note"] = note
         return row
-    budgets = sorted({budget(m) for m in metrics_by_seed}, key=str)
-    if len(budgets) > 1:  # seeds at different budgets are different experiments: never pooled into one verdict
-        row["note"] = "seeds trained at different budgets (epochs, films per epoch, px): " + "; ".join(
-            f"{e}x{n or 'all'} @{px}" for e, n, px in budgets
-        )
-        return row
-    if claim.not_testable:
-        row["note"] = claim.not_testable
-        return row
-    if claim.needs_pretrained and any(random_init(m) for m in metrics_by_seed):
-        row["note"] = "trained from random init: the claim is about ImageNet weights"
-        return row
-    missing = [e for e in claim.needs if not reference.get(e)]
-    if missing == [COHORT]:
-        row["note"] = (
-            "no measurement of this training config on an unseen cohort: the record "
-            "(docs/external_cohort) holds other recipes' only"
-        )
-        return row
-    if missing:
-        row["note"] = f"no run of entry {', '.join(missing)} loaded to compare with"
-        return row
-    scope = ""
-    if COHORT in claim.needs:  # a measurement is of one seed's model: judge the measured seeds only
-        measured = {_seed(r) for r in reference[COHORT]}
-        scope = (
-            (f"measured for seed(s) {', '.join(map(str, sorted(measured, key=str)))} of {len(metrics_by_seed)}")
-            if len(measured) < len(metrics_by_seed)
-            else ""
-        )
-        metrics_by_seed = [m for m in metrics_by_seed if _seed(m) in measured]
+    metrics_by_seed, scope = _cohort_scope(claim, metrics_by_seed, reference)
     if claim.gradcam:
-        runs = list(metrics_by_seed) + [r for e in claim.needs for r in reference.get(e, [])]
-        checks = [maps_faithful(m) for m in runs]
-        if any(c is False for c in checks):
-            row.update(
-                verdict=MAPS_NOT_FAITHFUL,
-                note=f"{sum(c is False for c in checks)} of {len(runs)} runs' maps "
-                "fail their checks (ROAD not above a random map, or unchanged by randomisation)",
-            )
-            return row
-        if any(c is None for c in checks):
-            row["note"] = "the maps' checks (ROAD, randomisation) were not run"
+        maps = _maps_unfaithful(claim, metrics_by_seed, reference)
+        if maps:
+            row.update(maps)
             return row
     try:
-        if claim.across_seeds is not None:
-            estimates = [claim.across_seeds(metrics_by_seed, {e: reference[e] for e in claim.needs})]
-        else:
-            estimates = [claim.measure(m, refs) for m, refs in _pairs(metrics_by_seed, reference, claim.needs)]
+        estimates = _estimates(claim, metrics_by_seed, reference)
     except NotMeasured as e:
         row["note"] = f"not measured: {e.args[0]}"
         return row
@@ -306,17 +255,113 @@ def judge(
         n=len(metrics_by_seed), mean=c["mean"], range=c["range"], interval=c["interval"], verdict=decision, note=why
     )
     if claim.across_seeds is not None and not estimates[0].has_interval:
-        row["verdict"], why = (
-            CANNOT_TELL,
-            (f"a spread over seeds needs {MIN_SEEDS_SPREAD} or more seeds per entry (have {len(metrics_by_seed)})"),
+        row["verdict"] = CANNOT_TELL
+        row["note"] = (
+            f"a spread over seeds needs {MIN_SEEDS_SPREAD} or more seeds per entry (have {len(metrics_by_seed)})"
         )
-        row["note"] = why
     if scope:
-        why = row["note"] = "; ".join(x for x in (row["note"], scope) if x)
+        row["note"] = "; ".join(x for x in (row["note"], scope) if x)
+    _flag_untrained(row, decision, metrics_by_seed)
+    _flag_collapsed(row, claim, metrics_by_seed, reference)
+    return row
+
+
+def _blank_row(claim: Claim) -> dict[str, Any]:
+    """judge's row before anything is measured: the claim's words, no values, not tested."""
+    return {
+        "entry": claim.entry,
+        "claim": claim.quote,
+        "quantity": claim.quantity,
+        "claimed": claim.claimed,
+        "n": 0,
+        "mean": float("nan"),
+        "range": None,
+        "interval": None,
+        "verdict": NOT_TESTED,
+        "note": "",
+    }
+
+
+def _not_judged(claim: Claim, metrics_by_seed: list[dict[str, Any]], reference: dict[str, list[dict]]) -> str:
+    """Why the claim cannot be judged on these runs at all (the row's note), or '' when it can."""
+    if not metrics_by_seed:
+        return "no runs"
+    budgets = sorted({budget(m) for m in metrics_by_seed}, key=str)
+    if len(budgets) > 1:  # seeds at different budgets are different experiments: never pooled into one verdict
+        return "seeds trained at different budgets (epochs, films per epoch, px): " + "; ".join(
+            f"{e}x{n or 'all'} @{px}" for e, n, px in budgets
+        )
+    if claim.not_testable:
+        return claim.not_testable
+    if claim.needs_pretrained and any(random_init(m) for m in metrics_by_seed):
+        return "trained from random init: the claim is about ImageNet weights"
+    missing = [e for e in claim.needs if not reference.get(e)]
+    if missing == [COHORT]:
+        return (
+            "no measurement of this training config on an unseen cohort: the record "
+            "(docs/external_cohort) holds other recipes' only"
+        )
+    if missing:
+        return f"no run of entry {', '.join(missing)} loaded to compare with"
+    return ""
+
+
+def _cohort_scope(
+    claim: Claim, metrics_by_seed: list[dict[str, Any]], reference: dict[str, list[dict]]
+) -> tuple[list[dict[str, Any]], str]:
+    """(the runs to judge, what they cover): a cohort measurement is of one seed's model, so a claim that needs one
+    judges the measured seeds only, and says so when that is not every seed."""
+    if COHORT not in claim.needs:
+        return metrics_by_seed, ""
+    measured = {_seed(r) for r in reference[COHORT]}
+    scope = (
+        (f"measured for seed(s) {', '.join(map(str, sorted(measured, key=str)))} of {len(metrics_by_seed)}")
+        if len(measured) < len(metrics_by_seed)
+        else ""
+    )
+    return [m for m in metrics_by_seed if _seed(m) in measured], scope
+
+
+def _maps_unfaithful(
+    claim: Claim, metrics_by_seed: list[dict[str, Any]], reference: dict[str, list[dict]]
+) -> dict[str, str] | None:
+    """For a Grad-CAM claim: the row's verdict and note when some run's maps fail their checks or were not checked;
+    None when every run's maps pass."""
+    runs = list(metrics_by_seed) + [r for e in claim.needs for r in reference.get(e, [])]
+    checks = [maps_faithful(m) for m in runs]
+    if any(c is False for c in checks):
+        return {
+            "verdict": MAPS_NOT_FAITHFUL,
+            "note": f"{sum(c is False for c in checks)} of {len(runs)} runs' maps "
+            "fail their checks (ROAD not above a random map, or unchanged by randomisation)",
+        }
+    if any(c is None for c in checks):
+        return {"note": "the maps' checks (ROAD, randomisation) were not run"}
+    return None
+
+
+def _estimates(claim: Claim, metrics_by_seed: list[dict[str, Any]], reference: dict[str, list[dict]]) -> list:
+    """The claim's estimates: one per seed (paired with the needed entries' runs), or one of all seeds together for a
+    spread over seeds; NotMeasured propagates."""
+    if claim.across_seeds is not None:
+        return [claim.across_seeds(metrics_by_seed, {e: reference[e] for e in claim.needs})]
+    return [claim.measure(m, refs) for m, refs in _pairs(metrics_by_seed, reference, claim.needs)]
+
+
+def _flag_untrained(row: dict[str, Any], decision: str, metrics_by_seed: list[dict[str, Any]]) -> None:
+    """Mark the verdict (DECISION, as decided) when some seed kept its first epoch: an untrained model."""
     young = [str(_seed(m)) for m in metrics_by_seed if untrained(m)]
     if young:
         row["verdict"] = f"{decision} ({UNTRAINED})"
-        row["note"] = "; ".join(x for x in (why, f"seed(s) {', '.join(young)} kept epoch 1: an untrained model") if x)
+        row["note"] = "; ".join(
+            x for x in (row["note"], f"seed(s) {', '.join(young)} kept epoch 1: an untrained model") if x
+        )
+
+
+def _flag_collapsed(
+    row: dict[str, Any], claim: Claim, metrics_by_seed: list[dict[str, Any]], reference: dict[str, list[dict]]
+) -> None:
+    """Mark the verdict when a judged run, or a run of the same seed it is compared with, collapsed."""
     fallen = [f"seed {_seed(m)} {collapsed(m)}" for m in metrics_by_seed if collapsed(m)]
     fallen += [
         f"entry {e} seed {_seed(r)} (compared with) {collapsed(r)}"
@@ -328,4 +373,3 @@ def judge(
     if fallen:  # a collapse is a finding about training, never hidden inside a verdict about the log's question
         row["verdict"] = f"{row['verdict']} ({COLLAPSED})"
         row["note"] = "; ".join(x for x in (row["note"], "; ".join(fallen)) if x)
-    return row
