@@ -66,9 +66,11 @@ def test_a_trained_checkpoint_flags_the_adult_film_and_says_so_in_predict(traine
     assert pred.extra["ood"]["population"]["info"]["n_val"] == len(trained_run.data["val"])
     own = [str(s.path) for s in trained_run.data["test"][:8]]
     assert main(["predict", str(trained_run.run_dir / "checkpoint.pt"), str(ADULT), *own]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    adult = [ln for ln in lines if ln.startswith(str(ADULT))]
+    out, err = capsys.readouterr()
+    adult = [ln for ln in out.splitlines() if ln.startswith(str(ADULT))]
     assert len(adult) == 1 and "population=" in adult[0] and "UNLIKE THE TRAINING FILMS" in adult[0]
+    # the flag's limit is said once: one adult film calibrated it, and two others the cohort measured passed it
+    assert err.count("not shown to be a child's chest film") == 1
     records, _ = pred.predict_records(own)
     assert all(r.population_score is not None for r in records)
     assert sum(r.unlike_training for r in records) <= 1

@@ -19,6 +19,10 @@ def cmd_predict(args) -> int:
     records, refused = predict(pred, args.images)
     for r in records:
         print(r.line())
+    if any(r.population_score is not None for r in records):
+        from ..data.population import LIMIT
+
+        print(f"note: {LIMIT}", file=sys.stderr)
     if records and records[0].ood_distance is None:
         print(
             "note: this checkpoint carries no out-of-distribution reference (trained before pneumolib had one)",
