@@ -12,7 +12,6 @@ from pneumolib.analysis.site import (
     MAX_SURE_FLIPS,
     MIN_FILMS,
     MIN_HALF_AGREEMENT,
-    MIN_STAT_MOVE,
     ONE_FILM,
     adapt_to_site,
     decide,
@@ -21,7 +20,7 @@ from pneumolib.analysis.site import (
 from pneumolib.models.checkpoint import Predictor
 
 T = 0.5
-MOVED = MIN_STAT_MOVE + 1  # a folder whose statistics moved: the other checks decide
+MOVED = 0.1  # how far the statistics moved: recorded, not judged
 N = 200
 
 
@@ -75,12 +74,6 @@ def test_no_lost_certainty_refuses_when_confident_answers_change_side():
     assert not d.adapted and _failed(d) == {"no_lost_certainty"}
 
 
-def test_shifted_refuses_a_folder_whose_statistics_sit_where_training_put_them():
-    called = _base()
-    d = decide(_probs(called), _probs(called), (_probs(called), _probs(called)), T, MIN_STAT_MOVE - 0.01)
-    assert not d.adapted and _failed(d) == {"shifted"}
-
-
 def test_too_few_films_and_a_single_film_are_not_adapted_and_say_why():
     assert not too_few(MIN_FILMS - 1).adapted and str(MIN_FILMS) in too_few(MIN_FILMS - 1).reason
     assert too_few(1).reason == ONE_FILM
@@ -90,7 +83,7 @@ def test_the_record_is_json_and_names_every_check():
     called = _base()
     rec = decide(_probs(called), _probs(called), (_probs(called), _probs(called)), T, MOVED).record()
     assert json.loads(json.dumps(rec))["adapted"] is True
-    assert {c["name"] for c in rec["checks"]} == {"shifted", "stable", "class_mix_kept", "no_lost_certainty"}
+    assert {c["name"] for c in rec["checks"]} == {"stable", "class_mix_kept", "no_lost_certainty"}
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +101,7 @@ def test_a_folder_is_scored_by_the_model_the_decision_names(fixture_pred, fixtur
     films = [s for split in ("val", "test") for s in fixture_data.splits[split]]
     assert len(films) >= MIN_FILMS
     used, scores, d = adapt_to_site(fixture_pred, films)
-    assert len(d.checks) == 4 and d.n_films == len(films)
+    assert len(d.checks) == 3 and d.n_films == len(films)
     assert (used is not fixture_pred) == d.adapted
     if d.adapted:
         assert used.extra["adaptation"]["adapted"] is True and "adaptation" not in fixture_pred.extra

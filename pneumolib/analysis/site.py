@@ -6,11 +6,12 @@ Why by default: every label-free adaptation the external cohort recorded raised 
 re-estimation did so on random sub-folders of 32, 64 and 128 of its films as well (9 of 9 draws, see
 docs/adaptation.md). What it cannot do is undo a change in the class mix, and on a folder that mixes two sites,
 or on too few films, the statistics it estimates belong to no site. So `adapt_to_site` adapts only a folder of at
-least MIN_FILMS films, and `decide` keeps the adapted model only if three label-free checks pass:
+least MIN_FILMS films, and `decide` keeps the adapted model only if three label-free checks pass (how far the
+statistics moved is recorded too, but does not decide: docs/adaptation.md):
 
 - **stable**: the statistics are a property of the folder, not of which films were drawn. Two models adapted on
   two random halves of the folder must make the same decision on at least MIN_HALF_AGREEMENT of its films. A
-  folder that mixes two sites, or one too small to estimate its statistics, fails this.
+  folder too small, or too mixed, to have statistics of its own fails this.
 - **class mix kept**: adaptation may move the share of films called PNEUMONIA by at most MAX_SHARE_MOVE. The
   early layers mostly see the scanner; when re-estimating them moves the predicted class mix a lot, they also
   absorbed the folder's class content (a folder of one class), and the decisions would follow the folder's mix
@@ -19,9 +20,11 @@ least MIN_FILMS films, and `decide` keeps the adapted model only if three label-
   most MAX_SURE_FLIPS. A scanner change moves the uncertain films; a model whose confident answers change has
   been moved too far.
 
-None of them sees a label. The limits were chosen on simulated shifts of validation films (scanner-like exposure,
-contrast, blur, a class-mix change, a folder mixing two sites), never on a test split or the cohort:
-`studies.site.site_study` re-measures them, and docs/adaptation.md shows the figures and the command.
+None of them sees a label. The limits are guards against the failures named, set before measuring; on simulated
+sites made of validation films (scanner-like exposure, contrast, blur, class-mix changes, a folder mixing two
+sites), never a test split or the cohort, none of them fired, and site mode kept the balanced accuracy within
+0.01 of the plain model's or raised it, in all but one condition: `studies.site.site_study` re-measures this,
+and docs/adaptation.md shows the figures, the exception and the command.
 """
 
 from __future__ import annotations
@@ -41,11 +44,10 @@ from ..models.checkpoint import Predictor
 log = logging.getLogger(__name__)
 
 MIN_FILMS = 32  # the cohort's record: adaptation helped on every random 32-film sub-folder it measured
-MIN_STAT_MOVE = 0.0  # set from the site study (docs/adaptation.md): below it the folder looks like training's films
 MIN_HALF_AGREEMENT = 0.90
 MAX_SHARE_MOVE = 0.25
 SURE = 0.05
-MAX_SURE_FLIPS = 0.05
+MAX_SURE_FLIPS = 0.10
 ONE_FILM = "adaptation needs a folder of films from one site; a single film is scored by the model as trained"
 
 
@@ -111,8 +113,9 @@ def decide(
     moved: float,
 ) -> SiteDecision:
     """The checks on P(PNEUMONIA) of the same films: from the plain model, the model adapted on the whole folder,
-    and the two models adapted on two random halves of it; and on how far the folder's BatchNorm statistics
-    moved (stat_shift). Pure: no model, no labels."""
+    and the two models adapted on two random halves of it. MOVED, how far the folder's BatchNorm statistics moved
+    (stat_shift), is recorded but not judged: in the site study it did not separate the folders adaptation helped
+    from those it did not. Pure: no model, no labels."""
     plain, adapted = np.asarray(plain, dtype=float), np.asarray(adapted, dtype=float)
     n = len(plain)
     agree = float(np.mean(_called(halves[0], threshold) == _called(halves[1], threshold)))
@@ -121,8 +124,6 @@ def decide(
     sure = (plain < SURE) | (plain > 1 - SURE)
     flips = float(np.mean(_called(plain[sure], 0.5) != _called(adapted[sure], 0.5))) if sure.any() else 0.0
     checks = [
-        SiteCheck("shifted", moved, MIN_STAT_MOVE, moved >= MIN_STAT_MOVE,
-                  f"the folder's early statistics sit {moved:.2f} training SDs from training's"),
         SiteCheck("stable", agree, MIN_HALF_AGREEMENT, agree >= MIN_HALF_AGREEMENT,
                   f"models adapted on two random halves agree on {agree:.0%} of the films"),
         SiteCheck("class_mix_kept", move, MAX_SHARE_MOVE, move <= MAX_SHARE_MOVE,
