@@ -7,20 +7,28 @@ main job): the training loop itself is `pneumolib.training.fit`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from .analysis.cam import Explanation
-from .analysis.cam import explain as _explain_maps
 from .core.config import REGISTRY, ExperimentConfig, diff, format_diff, get_config, previous
-from .data.dataset import DecodedCache, Sample, patient_id
-from .data.imaging import ImageError
-from .data.lungs import shipped_segmenter
-from .models.checkpoint import Prediction, Predictor
-from .studies.experiment import RunResult, run_experiment
+
+if TYPE_CHECKING:  # imported where used: importing the API (the CLI's 'experiments') costs no torch
+    import numpy as np
+
+    from .analysis.cam import Explanation
+    from .data.dataset import DecodedCache
+    from .data.imaging import ImageError
+    from .models.checkpoint import Prediction, Predictor
+    from .studies.experiment import RunResult
 
 __all__ = ["Prediction", "load", "predict", "explain", "run", "experiments", "segment_lungs"]
+
+
+def __getattr__(name: str):
+    if name == "Prediction":  # the served record's class, imported when first asked for
+        from .models.checkpoint import Prediction
+
+        return Prediction
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load(checkpoint: str | Path, device: str = "cpu") -> Predictor:
@@ -36,10 +44,14 @@ def load(checkpoint: str | Path, device: str = "cpu") -> Predictor:
     Raises:
         CheckpointError: one line naming the file and what is wrong with it (every field is checked first).
     """
+    from .models.checkpoint import Predictor
+
     return Predictor.load(checkpoint, device=device)
 
 
 def _predictor(checkpoint: str | Path | Predictor) -> Predictor:
+    from .models.checkpoint import Predictor
+
     return checkpoint if isinstance(checkpoint, Predictor) else load(checkpoint)
 
 
@@ -71,9 +83,12 @@ def explain(checkpoint: str | Path | Predictor, files: list[str | Path], target:
     Returns:
         The Explanation (maps, probabilities, lung masks and their check, lift); `cam.save_overlays` writes PNGs.
     """
+    from .analysis.cam import explain as explain_maps
+    from .data.dataset import Sample, patient_id
+
     pred = _predictor(checkpoint)
     samples = [Sample(Path(f), -1, patient_id(Path(f)), "predict") for f in files]
-    return _explain_maps(
+    return explain_maps(
         pred.model,
         samples,
         pred.preprocessing,
@@ -110,6 +125,8 @@ def run(
         ConfigError: an unknown field or a value out of range.
         CheckpointError: `out` holds another training and retrain is False.
     """
+    from .studies.experiment import run_experiment
+
     config = experiment if isinstance(experiment, ExperimentConfig) else get_config(str(experiment))
     return run_experiment(
         config,
@@ -144,7 +161,7 @@ def segment_lungs(files: list[str | Path]) -> list[tuple[np.ndarray, np.ndarray,
     Raises:
         ImageError: a file that cannot be read.
     """
-    from .data.lungs import film_problem
+    from .data.lungs import film_problem, shipped_segmenter
 
     seg = shipped_segmenter()
     out = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from .common import UsageError, command_line, data_source, float_in, manifest_args
 
@@ -24,13 +23,12 @@ def cohort_split(data_dir, split: str, image_size: int, cache=None):
     return data[split]
 
 
-def _adapted(pred, samples, threshold: float, cohort: str, args) -> dict:
-    """--adapt: the adapted model's metrics with the adaptation's record, printed as they are computed."""
-    from ..analysis.adapt import ADAPTED_LABEL, adapt
-    from ..analysis.evaluate import compute_metrics, format_metrics
+def _print_adapted(ev, args) -> None:
+    """--adapt: the adapted model's metrics with the adaptation's record."""
+    from ..analysis.adapt import ADAPTED_LABEL
+    from ..analysis.evaluate import format_metrics
 
-    a = adapt(pred, samples, args.adapt, threshold=threshold, alpha=args.adapt_alpha, cohort=cohort)
-    am = compute_metrics(a.scores, a.threshold, seed=0)
+    a = ev.adaptation
     print(f"\n{ADAPTED_LABEL.upper()} (--adapt {args.adapt})")
     guard = a.extra.get("guard")
     if guard:
@@ -53,81 +51,49 @@ def _adapted(pred, samples, threshold: float, cohort: str, args) -> dict:
         )
         if pr.get("warning"):
             print(f"warning: {pr['warning']}")
-    print(format_metrics(am))
+    print(format_metrics(ev.record["adapted"]))
     if args.save_adapted:
         print(f"wrote {a.save(args.save_adapted)} (the adaptation is recorded in its extra['adaptation'])")
-    return dict(am, adaptation=a.record())
 
 
 def cmd_evaluate(args) -> int:
-    from datetime import datetime, timezone
-
-    from ..analysis.evaluate import compute_metrics, format_metrics, predict_samples
-    from ..core.io import make_dir, save_json
-    from ..core.runs import RunDir
-    from ..models.checkpoint import Predictor, checkpoint_file
-    from ..studies.card import cohort_name, record_evaluation
+    from ..analysis.evaluate import format_metrics
+    from ..analysis.ood import describe
+    from ..core.io import save_json
+    from ..studies.card import record_evaluation
+    from ..studies.cohort import evaluate_cohort
 
     if args.save_adapted and not args.adapt:
         raise UsageError("--save-adapted needs --adapt bn|prior|both")
     if not 0.0 <= args.adapt_alpha <= 1.0:
         raise UsageError(f"--adapt-alpha must be between 0 and 1, got {args.adapt_alpha}")
     source = data_source(args, required=True)
-    args.checkpoint = str(checkpoint_file(args.checkpoint))
-    # before the work: the record kept beside the checkpoint goes into pneumolib's own folder, never through a link
-    make_dir(RunDir(Path(args.checkpoint).parent).evaluations, ours=True)
-    pred = Predictor.load(args.checkpoint)
-    samples = cohort_split(source, args.split, pred.preprocessing.view, pred.cache)
-    threshold = pred.threshold if args.threshold is None else args.threshold
-    # one pass: the scores and the features the OOD flag reads
-    scores = predict_samples(
-        pred.model,
-        samples,
-        pred.preprocessing,
-        tta=pred.config.tta,
-        cache=pred.cache,
-        features=bool(pred.extra.get("ood")),
-    )
-    m = compute_metrics(scores, threshold, seed=0)
-    print(f"{args.checkpoint}: {pred.config.name} on {source}/{args.split}")
-    print(format_metrics(m))
-    from ..analysis import ood
-
-    far, columns = ood.flag(pred.extra.get("ood"), scores.features), {}
-    if far is not None:  # is this cohort like the training data? (flags ~0.5% + ~1% of validation films)
-        whole = ood.population_flag(pred.extra["ood"], [s.path for s in samples])
-        m["ood"] = ood.summary(pred.extra["ood"], *far, whole=whole)
-        print(ood.describe(m["ood"]))
-        columns = {"ood_distance": [f"{v:.2f}" for v in far[0]], "ood_flag": [int(v) for v in far[1]]}
-        if whole is not None:
-            columns.update(population_score=[f"{v:.3f}" for v in whole[0]], population_flag=[int(v) for v in whole[1]])
-    if pred.preprocessing.crop != "none":  # the films whose lungs were not found were kept whole: say how many
-        notes = [pred.input_note(s.path) for s in samples]
-        m["lungs_not_found"] = sum(n.startswith("lungs=NOT FOUND") for n in notes)
-        print(f"lung crop: lungs not found on {m['lungs_not_found']} of {len(samples)} films (kept whole)")
-        columns["lungs"] = [n.removeprefix("lungs=") for n in notes]
-    cohort = cohort_name(source.csv.with_suffix("") if args.data_csv else source, args.split, args.adapt)
-    adapted = _adapted(pred, samples, threshold, cohort, args) if args.adapt else None
-    record = dict(
-        m,
-        checkpoint=str(Path(args.checkpoint).resolve()),
-        split=args.split,
-        experiment=pred.config.name,
-        cohort=cohort,
-        data_dir=str(source) if args.data_csv else str(Path(args.data_dir).expanduser().resolve()),
-        checkpoint_threshold=pred.threshold,
-        threshold_override=args.threshold,
-        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    ev = evaluate_cohort(
+        args.checkpoint,
+        source,
+        args.split,
+        threshold=args.threshold,
+        adapt_mode=args.adapt,
+        adapt_alpha=args.adapt_alpha,
+        read=cohort_split,  # says what it skipped
         command=command_line(),
-        argv=list(sys.argv),
-        adapted=adapted,
+        argv=sys.argv,
     )
+    m = ev.metrics
+    print(f"{ev.checkpoint}: {ev.predictor.config.name} on {source}/{args.split}")
+    print(format_metrics(m))
+    if "ood" in m:  # is this cohort like the training data? (flags ~0.5% + ~1% of validation films)
+        print(describe(m["ood"]))
+    if "lungs_not_found" in m:  # the films whose lungs were not found were kept whole: say how many
+        print(f"lung crop: lungs not found on {m['lungs_not_found']} of {len(ev.samples)} films (kept whole)")
+    if ev.adaptation is not None:
+        _print_adapted(ev, args)
     if args.json:
-        save_json(record, args.json)
+        save_json(ev.record, args.json)
     if args.scores:
-        scores.to_csv(args.scores, threshold, columns)
+        ev.scores.to_csv(args.scores, ev.threshold, ev.columns)
     try:  # every evaluation is kept beside the checkpoint, for its model card
-        print(f"recorded in {record_evaluation(args.checkpoint, record)}")
+        print(f"recorded in {record_evaluation(ev.checkpoint, ev.record)}")
     except OSError as e:
         print(f"note: could not record the evaluation beside the checkpoint ({e})", file=sys.stderr)
     return 0
@@ -166,43 +132,14 @@ def add_evaluate(sub) -> None:
     s.set_defaults(func=cmd_evaluate)
 
 
-def _ensemble_data(paths: list[Path], data_dir):
-    """The data the members trained on: their shared holdout, the first member's val split."""
-    from ..data.dataset import prepare, resolve_data_dir
-    from ..models.checkpoint import Predictor
-
-    root, _ = resolve_data_dir(data_dir)
-    members = [Predictor.load(p) for p in paths]
-    holdouts = {m.extra.get("holdout", "folders") for m in members}
-    if len(holdouts) > 1:
-        raise UsageError(
-            f"{paths[0]}: the members were trained with different holdouts ({', '.join(sorted(holdouts))})"
-        )
-    first = members[0]  # its seed rebuilds the same val split when val/ is pooled with train/
-    data = prepare(root, seed=first.config.seed, holdout=holdouts.pop(), image_size=first.preprocessing.view)
-    if "val" not in data.splits or not data["val"]:
-        raise UsageError(f"{root}: no validation images to fit the temperature and threshold on")
-    return root, data, first
-
-
 def cmd_ensemble(args) -> int:
-    from ..analysis.evaluate import compute_metrics, format_metrics, predict_samples
+    from ..analysis.evaluate import format_metrics
     from ..core.io import save_json
-    from ..core.runs import RunDir
-    from ..data.dataset import apply_holdout, discover
-    from ..models.checkpoint import save_checkpoint
-    from ..training.ensemble import build_ensemble, validation_overlap
+    from ..studies.ensemble import ensemble_runs
 
-    paths = [RunDir(c).checkpoint if Path(c).is_dir() else Path(c) for c in args.checkpoints]
-    root, data, first = _ensemble_data(paths, args.data_dir)
-    pred = build_ensemble(paths, data["val"], temperature=not args.no_temperature)
-    rec, v = pred.extra["ensemble"], pred.extra["ensemble"]["val"]
-    rec["holdout"] = data.holdout
-    others = sorted(set(rec["seeds"]) - {first.config.seed})
-    overlap = validation_overlap(
-        data["val"], {s: apply_holdout(discover(root, seed=s), data.holdout)["train"] for s in others}
-    )
-    rec["val_films_trained_on"] = {str(k): n for k, n in overlap.items()}
+    e = ensemble_runs(args.checkpoints, args.out, args.data_dir, temperature=not args.no_temperature)
+    pred, rec, v = e.predictor, e.record, e.record["val"]
+    overlap = rec["val_films_trained_on"]
     if any(overlap.values()):
         print(
             "warning: "
@@ -211,12 +148,11 @@ def cmd_ensemble(args) -> int:
                 for k, n in overlap.items()
                 if n
             )
-            + f" (no usable val/ folder in {root}: each seed split its own); the fitted temperature and threshold "
+            + f" (no usable val/ folder in {e.root}: each seed split its own); the fitted temperature and threshold "
             "are optimistic, the test split's numbers are not"
         )
-    save_checkpoint(args.out, pred.model, pred.config, pred.threshold, pred.extra)
     print(
-        f"{len(paths)} member(s), seeds {', '.join(map(str, rec['seeds']))}; temperature {rec['temperature']:.3f}; "
+        f"{len(e.paths)} member(s), seeds {', '.join(map(str, rec['seeds']))}; temperature {rec['temperature']:.3f}; "
         f"threshold ({rec['threshold_rule']}) {pred.threshold:.3f} (members: "
         f"{', '.join(f'{t:.3f}' for t in rec['member_thresholds'])})"
     )
@@ -225,11 +161,10 @@ def cmd_ensemble(args) -> int:
         f"ECE {v['ece_before']:.3f} -> {v['ece_after']:.3f}"
     )
     out = {"checkpoint": str(args.out), **rec}
-    if "test" in data.splits and data["test"]:
-        scores = predict_samples(pred.model, data["test"], pred.preprocessing, tta=pred.config.tta, cache=data.cache)
-        out["test"] = compute_metrics(scores, pred.threshold, seed=0)
-        print(f"test split ({data.holdout} holdout):")
-        print(format_metrics(out["test"]))
+    if e.test is not None:
+        out["test"] = e.test
+        print(f"test split ({e.data.holdout} holdout):")
+        print(format_metrics(e.test))
     print(f"wrote {args.out}")
     if args.json:
         save_json(out, args.json)

@@ -33,131 +33,94 @@ def _lungs_coverage(L, seg, args) -> int:
 def _lungs_population(seg, args) -> int:
     """lungs population: fit the whole-film population reference on a data folder's training films (threshold on its
     validation films), report the share of each split flagged and the score of any FILES given."""
-    import numpy as np
-
     from ..core.io import save_json
     from ..data import population as P
-    from ..data.dataset import discover
-    from ..data.imaging import ImageError
-    from ..data.lungs import shipped_digest
+    from ..studies.lungs import fit_population
 
     if not args.data_dir:
         raise UsageError("lungs population needs --data-dir (a Kaggle-layout folder, or one holding chest_xray/)")
-    root = Path(args.data_dir)
-    data = discover(root / "chest_xray" if (root / "chest_xray" / "train").is_dir() else root, seed=args.seed)
-    feats = {
-        split: P.film_statistics([s.path for s in data[split]], seg)
-        for split in ("train", "val", "test")
-        if data[split]
-    }
-    ref = P.fit_reference(
-        feats["train"],
-        feats["val"],
-        info={
-            "command": command_line(),
-            "commit": commit(),
-            "data": str(data.root),
-            "seed": args.seed,
-            "segmenter": args.weights or shipped_digest(),
-        },
-    )
-    report = {"threshold": ref.threshold, "quantile": P.FLAG_QUANTILE, "n_fit": len(feats["train"])}
-    for split, f in feats.items():
-        score, flagged = ref.flag(f)
-        report[split] = {
-            "n": int(len(f)),
-            "flagged": int(flagged.sum()),
-            "share": float(flagged.mean()),
-            "median": float(np.median(score)),
-        }
-        print(
-            f"{split}: {int(flagged.sum())} of {len(f)} films flagged ({flagged.mean():.1%}), median score "
-            f"{np.median(score):.3f}"
-        )
-    ref.info.update({k: report[k] for k in ("test",) if k in report})
-    print(f"threshold {ref.threshold:.3f} (the {P.FLAG_QUANTILE:.0%} quantile of validation scores)")
-    report["files"], problems = {}, []
-    for f in args.files:
-        try:
-            score, flagged = ref.flag(P.film_statistics([f], seg))
-        except ImageError as e:
-            problems.append(str(e))
-            continue
-        report["files"][f] = {"score": float(score[0]), "flagged": bool(flagged[0])}
-        print(f"{f}\tscore={score[0]:.3f}\t{'NOT FROM THE TRAINING POPULATION' if flagged[0] else 'like training'}")
-    for e in problems:
+    info = {"command": command_line(), "commit": commit(), "segmenter": args.weights}
+    fit = fit_population(args.data_dir, seg, args.files, seed=args.seed, info=info)
+    for split in fit.splits:
+        r = fit.report[split]
+        print(f"{split}: {r['flagged']} of {r['n']} films flagged ({r['share']:.1%}), median score {r['median']:.3f}")
+    print(f"threshold {fit.reference.threshold:.3f} (the {P.FLAG_QUANTILE:.0%} quantile of validation scores)")
+    for f, score, flagged in fit.scored:
+        print(f"{f}\tscore={score:.3f}\t{'NOT FROM THE TRAINING POPULATION' if flagged else 'like training'}")
+    for e in fit.problems:
         print(f"pneumolib: error: {e}", file=sys.stderr)
     if args.ship or args.out:
         out = P.shipped_path() if args.ship else Path(args.out)
-        print(f"wrote {ref.save(out)}")
+        print(f"wrote {fit.reference.save(out)}")
     if args.json:
-        save_json(report, args.json)
-    return 2 if problems else 0
+        save_json(fit.report, args.json)
+    return 2 if fit.problems else 0
+
+
+def _lungs_train(args) -> int:
+    """lungs train: train the segmenter on annotated masks, test it on the test split's, write it."""
+    from ..core.io import save_json
+    from ..data import lungs as L
+    from ..studies.lungs import train_tested_segmenter
+
+    if not args.data_dir:
+        raise UsageError("lungs train needs --data-dir (a folder holding chest_xray/ and lung_masks/)")
+    provenance = {"command": command_line(), "commit": commit()}
+    seg, history, r = train_tested_segmenter(args.data_dir, epochs=args.epochs, seed=args.seed, provenance=provenance)
+    if r is not None:
+        print(f"test: Dice mean {r['dice_mean']:.4f}, 5th percentile {r['dice_p05']:.4f} ({r['n']} films)")
+    out = L.shipped_weights() if args.ship else Path(args.out or "lungs_unet.pt")
+    print(
+        f"wrote {seg.save(out)} (best epoch {seg.provenance['best_epoch']}, val Dice "
+        f"{seg.provenance['val_dice_at_size']:.4f}, {seg.provenance['train_seconds'] / 60:.1f} min)"
+    )
+    if args.json:
+        save_json({"provenance": seg.provenance, "history": history}, args.json)
+    return 0
+
+
+def _lungs_evaluate(L, seg, args) -> int:
+    """lungs evaluate: Dice on a split's annotated masks (test by default), and how often the mask check passes."""
+    from ..core.io import save_json
+    from ..studies.lungs import annotated_pairs, evaluate_segmenter
+
+    args.split = args.split or "test"
+    if not args.data_dir:
+        raise UsageError("lungs evaluate needs --data-dir (a folder holding chest_xray/ and lung_masks/)")
+    pairs = annotated_pairs(args.data_dir, args.split)
+    r = evaluate_segmenter(seg, pairs)
+    print(
+        f"{args.split}: Dice mean {r['dice_mean']:.4f}, 5th percentile {r['dice_p05']:.4f}, min "
+        f"{r['dice_min']:.4f} ({r['n']} annotated films); quality check passed on {r['qc_pass_rate']:.1%} of "
+        f"their predicted masks and on {r['qc_pass_rate_all_films']:.1%} of all {r['n_films']} films of the "
+        f"split; annotated masks failing it: {r['qc_false_fail']}; masks with Dice < 0.9 passing it: "
+        f"{r['qc_false_pass']} of {r['qc_bad_masks']}"
+    )
+    if args.json:
+        save_json(r, args.json)
+    if args.figure:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from ..core.io import save_figure
+
+        save_figure(L.plot_comparison(seg, pairs, r["dice"]), args.figure, dpi=120)
+        print(f"wrote {args.figure}")
+    return 0
 
 
 def cmd_lungs(args) -> int:
-    from ..core.io import save_json
     from ..data import lungs as L
 
     if args.action == "train":
-        if not args.data_dir:
-            raise UsageError("lungs train needs --data-dir (a folder holding chest_xray/ and lung_masks/)")
-        from ..training.lungs import train_segmenter
-
-        seg, history = train_segmenter(
-            args.data_dir,
-            epochs=args.epochs,
-            seed=args.seed,
-            provenance={"command": command_line(), "commit": commit()},
-        )
-        test = L.discover_masks(args.data_dir).get("test", [])
-        if test:
-            r = L.evaluate_pairs(seg, test)
-            seg.provenance["test"] = {k: r[k] for k in ("n", "dice_mean", "dice_p05", "dice_min")}
-            print(f"test: Dice mean {r['dice_mean']:.4f}, 5th percentile {r['dice_p05']:.4f} ({r['n']} films)")
-        out = L.shipped_weights() if args.ship else Path(args.out or "lungs_unet.pt")
-        print(
-            f"wrote {seg.save(out)} (best epoch {seg.provenance['best_epoch']}, val Dice "
-            f"{seg.provenance['val_dice_at_size']:.4f}, {seg.provenance['train_seconds'] / 60:.1f} min)"
-        )
-        if args.json:
-            save_json({"provenance": seg.provenance, "history": history}, args.json)
-        return 0
+        return _lungs_train(args)
     seg = L.LungSegmenter.load(args.weights)
     if args.action == "coverage":
         return _lungs_coverage(L, seg, args)
     if args.action == "population":
         return _lungs_population(seg, args)
     if args.action == "evaluate":
-        args.split = args.split or "test"
-        if not args.data_dir:
-            raise UsageError("lungs evaluate needs --data-dir (a folder holding chest_xray/ and lung_masks/)")
-        pairs = L.discover_masks(args.data_dir).get(args.split, [])
-        if not pairs:
-            raise UsageError(f"{args.data_dir}: no annotated masks in the {args.split} split")
-        r = L.evaluate_pairs(seg, pairs)
-        r.update(L.qc_report(seg, pairs))
-        films = sorted({p.image.parent.parent for p in pairs})  # every film of the split, annotated or not
-        every = [f for d in films for f in sorted(d.rglob("*")) if f.suffix.lower() in L.IMAGE_SUFFIXES]
-        r.update(L.qc_on_films(seg, every))
-        print(
-            f"{args.split}: Dice mean {r['dice_mean']:.4f}, 5th percentile {r['dice_p05']:.4f}, min "
-            f"{r['dice_min']:.4f} ({r['n']} annotated films); quality check passed on {r['qc_pass_rate']:.1%} of "
-            f"their predicted masks and on {r['qc_pass_rate_all_films']:.1%} of all {r['n_films']} films of the "
-            f"split; annotated masks failing it: {r['qc_false_fail']}; masks with Dice < 0.9 passing it: "
-            f"{r['qc_false_pass']} of {r['qc_bad_masks']}"
-        )
-        if args.json:
-            save_json(r, args.json)
-        if args.figure:
-            import matplotlib
-
-            matplotlib.use("Agg")
-            from ..core.io import save_figure
-
-            save_figure(L.plot_comparison(seg, pairs, r["dice"]), args.figure, dpi=120)
-            print(f"wrote {args.figure}")
-        return 0
+        return _lungs_evaluate(L, seg, args)
     if not args.files or not args.out:
         raise UsageError("lungs segment needs FILES... and --out DIR")
     refused = L.segment_files(seg, args.files, args.out, lambda line: print(line))

@@ -10,20 +10,20 @@ from .common import command_line, common_args, data_source, int_in, manifest_arg
 
 
 def cmd_experiments(args) -> int:
-    for cfg in C.REGISTRY.values():
-        print(f"{cfg.entry}  {cfg.name:<36} {cfg.date}  {C.format_diff(C.diff(C.previous(cfg), cfg))}")
+    from ..api import experiments
+    from ..studies.catalogue import ablation_steps, candidate_steps
+
+    for name, line in experiments().items():
+        head, what = line.split(": ", 1)  # the API's "entry date: the diff"
+        entry, date = head.split(" ", 1)
+        print(f"{entry}  {name:<36} {date}  {what}")
     if args.ablations:
         print("\nablation chain (notebook 10, 'ablate'): each step adds one lever to the one before")
-        prev = C.BASELINE
-        for cfg in C.ABLATIONS.values():
-            base = C.ABLATIONS.get("abl_robust_aug", prev) if cfg.name == "abl_per_image" else prev
-            print(f"    {cfg.name:<36} {C.format_diff(C.diff(base, cfg))}")
-            prev = cfg if cfg.name != "abl_per_image" else prev
+        for name, what in ablation_steps().items():
+            print(f"    {name:<36} {what}")
         print("\nrecipe candidates: each a diff from the ablation step nearest to it")
-        for cfg in C.CANDIDATES.values():
-            base = min(C.ABLATIONS.values(), key=lambda a: len(C.diff(a, cfg)))
-            d = C.diff(base, cfg)
-            print(f"    {cfg.name:<36} " + (f"{base.name} + {C.format_diff(d)}" if d else f"= {base.name}"))
+        for name, what in candidate_steps().items():
+            print(f"    {name:<36} {what}")
     return 0
 
 
@@ -33,48 +33,33 @@ def add_experiments(sub) -> None:
     s.set_defaults(func=cmd_experiments)
 
 
-def _configs(names: list[str]) -> list[C.ExperimentConfig]:
-    if not names or names == ["all"]:
-        return list(C.REGISTRY.values())
-    return [C.get_config(n) for n in names]
-
-
 def cmd_run(args) -> int:
     from ..data.dataset import resolve_data_dir
+    from ..studies.card import write_model_card
+    from ..studies.catalogue import run_plan
     from ..studies.experiment import comparison_rows, format_table, run_experiment
 
     root, is_fixture = resolve_data_dir(data_source(args))
-    out = Path(args.out)
-    results = []
-    from dataclasses import replace
-
-    from ..core.runs import entry_dir, seed_dir
-    from ..studies.card import write_model_card
-
-    for cfg in _configs(args.experiments):
-        for seed in args.seeds or [None]:
-            # with --seeds, one run folder per seed (RUNS/NN_name/seedS: the notebooks' layout)
-            folder = entry_dir(out, cfg)
-            if seed is not None:
-                cfg, folder = replace(cfg, seed=seed), seed_dir(out, cfg, seed)
-            # the series must run end to end, so missing ImageNet weights mean a loudly labelled random init
-            r = run_experiment(
-                cfg,
-                root if not is_fixture else None,
-                folder,
-                workers=args.workers,
-                profile=args.profile,
-                device=args.device,
-                on_missing_weights="random_init",
-                cam_per_class=args.cam_per_class,
-                strict=args.strict,
-                command=command_line(),
-                reuse=not args.retrain,
-                replace_other=args.retrain,
-            )
-            write_model_card(folder)
-            results.append(r.metrics)
-            print()
+    out, results = Path(args.out), []
+    for cfg, folder in run_plan(args.experiments, args.seeds, out):  # with --seeds: RUNS/NN_name/seedS
+        # the series must run end to end, so missing ImageNet weights mean a loudly labelled random init
+        r = run_experiment(
+            cfg,
+            root if not is_fixture else None,
+            folder,
+            workers=args.workers,
+            profile=args.profile,
+            device=args.device,
+            on_missing_weights="random_init",
+            cam_per_class=args.cam_per_class,
+            strict=args.strict,
+            command=command_line(),
+            reuse=not args.retrain,
+            replace_other=args.retrain,
+        )
+        write_model_card(folder)
+        results.append(r.metrics)
+        print()
     print(f"Results on the test split of {'the bundled fixture' if is_fixture else root} (run folders in {out}):")
     print(format_table(comparison_rows(results)))
     return 0

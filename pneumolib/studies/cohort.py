@@ -1,0 +1,128 @@
+"""A checkpoint evaluated on a cohort: its metrics, out-of-distribution flags, lung-crop notes, adaptation, record.
+
+The one pass over the cohort's films gives the scores and the features the OOD flag reads; the evaluation record is
+what 'evaluate' keeps beside the checkpoint for its model card."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from ..analysis import ood
+from ..analysis.adapt import Adaptation, adapt
+from ..analysis.evaluate import Scores, compute_metrics, predict_samples
+from ..core.io import make_dir
+from ..core.runs import RunDir
+from ..data.dataset import DecodedCache, Manifest, Sample, discover_split, prescan
+from ..models.checkpoint import Predictor, checkpoint_file
+from ..studies.card_records import cohort_name
+
+
+def cohort_samples(source, split: str, image_size, cache: DecodedCache | None = None) -> list[Sample]:
+    """One split of a cohort (a folder without train/, a bare pair of class folders, a manifest), pre-scanned into
+    CACHE (the predictor's, so the films are decoded once); unreadable films left out."""
+    return prescan(discover_split(source, split), image_size, cache=cache)[split]
+
+
+@dataclass
+class CohortEvaluation:
+    """What 'evaluate' reports and keeps.
+
+    Attributes:
+        checkpoint: the checkpoint file evaluated.
+        predictor: the loaded checkpoint.
+        samples: the cohort's readable films.
+        scores: their scores (and penultimate features, when the checkpoint carries an OOD reference).
+        threshold: the threshold the metrics are taken at (the checkpoint's, or the override).
+        metrics: compute_metrics' record, with 'ood' (the flags' summary) and 'lungs_not_found' (a lung crop) where
+            they apply.
+        columns: the per-film columns the scores CSV adds (OOD distance and flags, the lung-crop note).
+        adaptation: the label-free adaptation, when one was asked for.
+        record: the evaluation record (metrics, provenance, and under 'adapted' the adapted model's metrics).
+    """
+
+    checkpoint: str
+    predictor: Predictor
+    samples: list[Sample]
+    scores: Scores
+    threshold: float
+    metrics: dict[str, Any]
+    columns: dict[str, list]
+    adaptation: Adaptation | None
+    record: dict[str, Any]
+
+
+def _flags(pred: Predictor, samples: list[Sample], scores: Scores, m: dict[str, Any]) -> dict[str, list]:
+    """Is this cohort like the training data (flags ~0.5% + ~1% of validation films), and where a lung crop is
+    used, on how many films were the lungs not found (kept whole): into M, and the per-film columns."""
+    far, columns = ood.flag(pred.extra.get("ood"), scores.features), {}
+    if far is not None:
+        whole = ood.population_flag(pred.extra["ood"], [s.path for s in samples])
+        m["ood"] = ood.summary(pred.extra["ood"], *far, whole=whole)
+        columns = {"ood_distance": [f"{v:.2f}" for v in far[0]], "ood_flag": [int(v) for v in far[1]]}
+        if whole is not None:
+            columns.update(population_score=[f"{v:.3f}" for v in whole[0]], population_flag=[int(v) for v in whole[1]])
+    if pred.preprocessing.crop != "none":
+        notes = [pred.input_note(s.path) for s in samples]
+        m["lungs_not_found"] = sum(n.startswith("lungs=NOT FOUND") for n in notes)
+        columns["lungs"] = [n.removeprefix("lungs=") for n in notes]
+    return columns
+
+
+def evaluate_cohort(
+    checkpoint: str | Path,
+    source,
+    split: str = "test",
+    *,
+    threshold: float | None = None,
+    adapt_mode: str | None = None,
+    adapt_alpha: float = 1.0,
+    read: Callable[..., list[Sample]] = cohort_samples,
+    command: str = "",
+    argv: list[str] | None = None,
+) -> CohortEvaluation:
+    """Evaluate CHECKPOINT (a file or a run folder) on SPLIT of SOURCE (a folder or a Manifest).
+
+    Args:
+        threshold: decide at this threshold instead of the checkpoint's.
+        adapt_mode: "bn", "prior" or "both": adapt to the cohort without its labels, reported beside the plain numbers.
+        adapt_alpha: bn: the weight of the cohort's statistics against the training ones.
+        read: (source, split, image size, cache) -> the cohort's films (the CLI's says what it skipped).
+        command, argv: how it was asked for, for the record.
+
+    Returns:
+        The CohortEvaluation; nothing is written but the checkpoint's evaluations/ folder, made first.
+    """
+    checkpoint = str(checkpoint_file(checkpoint))
+    # before the work: the record kept beside the checkpoint goes into pneumolib's own folder, never through a link
+    make_dir(RunDir(Path(checkpoint).parent).evaluations, ours=True)
+    pred = Predictor.load(checkpoint)
+    samples = read(source, split, pred.preprocessing.view, pred.cache)
+    override, threshold = threshold, pred.threshold if threshold is None else threshold
+    features = bool(pred.extra.get("ood"))  # one pass: the scores and the features the OOD flag reads
+    scores = predict_samples(
+        pred.model, samples, pred.preprocessing, tta=pred.config.tta, cache=pred.cache, features=features
+    )
+    m = compute_metrics(scores, threshold, seed=0)
+    columns = _flags(pred, samples, scores, m)
+    manifest = isinstance(source, Manifest)
+    cohort = cohort_name(source.csv.with_suffix("") if manifest else source, split, adapt_mode)
+    a = adapt(pred, samples, adapt_mode, threshold=threshold, alpha=adapt_alpha, cohort=cohort) if adapt_mode else None
+    adapted = None if a is None else dict(compute_metrics(a.scores, a.threshold, seed=0), adaptation=a.record())
+    record = dict(
+        m,
+        checkpoint=str(Path(checkpoint).resolve()),
+        split=split,
+        experiment=pred.config.name,
+        cohort=cohort,
+        data_dir=str(source) if manifest else str(Path(source).expanduser().resolve()),
+        checkpoint_threshold=pred.threshold,
+        threshold_override=override,
+        date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        command=command,
+        argv=list(argv or []),
+        adapted=adapted,
+    )
+    return CohortEvaluation(checkpoint, pred, samples, scores, threshold, m, columns, a, record)
