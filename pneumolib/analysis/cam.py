@@ -150,6 +150,14 @@ def format_report(rep: dict[str, Any]) -> str:
         )
     elif "empty_maps" in rep:
         lines.append(f"empty maps: 0 of {rep['n']}")
+    lines += _check_lines(rep)
+    return "\n".join(lines)
+
+
+def _check_lines(rep: dict[str, Any]) -> list[str]:
+    """The report's lines on whether its maps can be trusted: the randomisation test, ROAD against random maps,
+    and the verdict of both (none for a report whose checks were not run)."""
+    lines = []
     rc = rep.get("randomisation_rank_corr")
     if rc:
         lines.append(
@@ -175,4 +183,4 @@ def format_report(rep: dict[str, Any]) -> str:
             "the maps pass their checks (ROAD above the random map, changed by randomisation): "
             + ("yes" if rep["maps_pass"] else "NO: lift-based claims about these maps cannot be judged")
         )
-    return "\n".join(lines)
+    return lines

@@ -159,6 +159,51 @@ def random_maps(n: int, map_size: tuple[int, int], image_size: int, seed: int = 
     )
 
 
+def _randomisation_record(corr: np.ndarray, blocks: tuple[str, ...], seed: int) -> dict[str, Any]:
+    """The randomisation test's record: the mean and per-film rank correlations of the trained model's maps with
+    the maps after re-initialising BLOCKS."""
+    return {
+        "mean": float(np.nanmean(corr)) if np.isfinite(corr).any() else float("nan"),
+        "per_image": [None if np.isnan(c) else float(c) for c in corr],
+        "reinitialised": list(blocks),
+        "seed": seed,
+        "note": "Spearman correlation of the trained model's map with the map after re-initialising "
+        f"{' and '.join(blocks)}; near 1 = the map ignores the learned weights",
+    }
+
+
+def _faithfulness_record(
+    faith_model: dict[str, np.ndarray],
+    faith_rand: dict[str, np.ndarray],
+    percentiles: tuple[int, ...],
+    map_size: tuple[int, int],
+    seed: int,
+    patients: list[str],
+) -> dict[str, Any]:
+    """ROAD's record: the model's maps against seeded random maps (means of the combined, MoRF and LeRF scores),
+    and 95% intervals resampling PATIENTS for each and for their paired difference."""
+    fa = {
+        "metric": f"ROAD combined (LeRF - MoRF) / 2 on P(map class), percentiles {list(percentiles)}",
+        "model": float(np.mean(faith_model["combined"])),
+        "random": float(np.mean(faith_rand["combined"])),
+        "model_morf": float(np.mean(faith_model["morf"])),
+        "random_morf": float(np.mean(faith_rand["morf"])),
+        "model_lerf": float(np.mean(faith_model["lerf"])),
+        "random_lerf": float(np.mean(faith_rand["lerf"])),
+        "random_map": f"uniform random {map_size[0]} x {map_size[1]} cells, seed {seed}, upsampled",
+        "note": "higher = removing the pixels the map ranks high hurts more than removing those it ranks low",
+    }
+    for key, v in (
+        ("model", faith_model["combined"]),
+        ("random", faith_rand["combined"]),
+        ("model_minus_random", faith_model["combined"] - faith_rand["combined"]),
+    ):
+        if key == "model_minus_random":
+            fa[key] = float(np.mean(v))
+        fa[f"{key}_ci95"] = patient_bootstrap(v, patients, seed=seed)  # 95% interval, resampling patients
+    return fa
+
+
 def sanity_checks(
     model: nn.Module,
     expl: Explanation,
@@ -201,35 +246,11 @@ def sanity_checks(
     out = {
         "n": len(idx),
         "films": f"first {per_class} per class of the explained films",
-        "randomisation_rank_corr": {
-            "mean": float(np.nanmean(corr)) if np.isfinite(corr).any() else float("nan"),
-            "per_image": [None if np.isnan(c) else float(c) for c in corr],
-            "reinitialised": list(blocks),
-            "seed": seed,
-            "note": "Spearman correlation of the trained model's map with the map after re-initialising "
-            f"{' and '.join(blocks)}; near 1 = the map ignores the learned weights",
-        },
-        "faithfulness": {
-            "metric": f"ROAD combined (LeRF - MoRF) / 2 on P(map class), percentiles {list(percentiles)}",
-            "model": float(np.mean(faith_model["combined"])),
-            "random": float(np.mean(faith_rand["combined"])),
-            "model_morf": float(np.mean(faith_model["morf"])),
-            "random_morf": float(np.mean(faith_rand["morf"])),
-            "model_lerf": float(np.mean(faith_model["lerf"])),
-            "random_lerf": float(np.mean(faith_rand["lerf"])),
-            "random_map": f"uniform random {expl.map_size[0]} x {expl.map_size[1]} cells, seed {seed}, upsampled",
-            "note": "higher = removing the pixels the map ranks high hurts more than removing those it ranks low",
-        },
+        "randomisation_rank_corr": _randomisation_record(corr, blocks, seed),
+        "faithfulness": _faithfulness_record(
+            faith_model, faith_rand, percentiles, expl.map_size, seed, [s.patient for s in chosen]
+        ),
     }
-    fa, patients = out["faithfulness"], [s.patient for s in chosen]
-    for key, v in (
-        ("model", faith_model["combined"]),
-        ("random", faith_rand["combined"]),
-        ("model_minus_random", faith_model["combined"] - faith_rand["combined"]),
-    ):
-        if key == "model_minus_random":
-            fa[key] = float(np.mean(v))
-        fa[f"{key}_ci95"] = patient_bootstrap(v, patients, seed=seed)  # 95% interval, resampling patients
     out["maps_pass"] = maps_pass(out)
     expl.sanity = out
     return out

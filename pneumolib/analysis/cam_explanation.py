@@ -240,22 +240,8 @@ class Explanation:
             "mask_methods": sorted(set(self.mask_methods)),
             "empty_maps": int(self.empty.sum()),
             "mask_source": {m: self.mask_methods.count(m) for m in sorted(set(self.mask_methods))},
-            "lung_lift": {
-                c: {
-                    "mean": v["lung_lift"],
-                    "ci95": v["lung_lift_ci95"],
-                    "n": int(np.isfinite(self.lung_lift[self._of_class(c)]).sum()),
-                }
-                for c, v in s.items()
-            },
-            "heart_lift": {
-                c: {
-                    "mean": v["heart_lift"],
-                    "ci95": v["heart_lift_ci95"],
-                    "n": int(np.isfinite(self.heart_lift[self._of_class(c)]).sum()),
-                }
-                for c, v in s.items()
-            },
+            "lung_lift": self._lift_by_class(s, "lung_lift", self.lung_lift),
+            "heart_lift": self._lift_by_class(s, "heart_lift", self.heart_lift),
             "lift_note": "energy share inside the region / the region's area share (1 = no preference); mean over "
             "films, 95% interval from resampling patients; lung lift only over masks that passed; "
             "empty maps (no positive evidence anywhere) have no lift",
@@ -266,35 +252,122 @@ class Explanation:
         rep["road"] = sanity.get("faithfulness")  # ROAD: model map vs a random map, with 95% intervals by patient
         rep["maps_pass"] = sanity.get("maps_pass")
         if per_image:
-            rep["images"] = [
-                {
-                    "path": str(smp.path),
-                    "patient": smp.patient,
-                    "label": CLASSES[smp.label] if smp.label in (0, 1) else None,
-                    "p_pneumonia": float(p),
-                    "prediction": CLASSES[int(p >= self.threshold)],
-                    "map_target": CLASSES[int(c)] if len(self.classes) else None,
-                    "mask": m,
-                    "mask_problem": prob or None,
-                    "lung_lift": None if np.isnan(ll) else float(ll),
-                    "heart_lift": None if np.isnan(hl) else float(hl),
-                }
-                for smp, p, c, m, prob, ll, hl in zip(
-                    self.samples,
-                    self.probs,
-                    self.classes if len(self.classes) else [0] * len(self.samples),
-                    self.mask_methods,
-                    self.mask_problems or [""] * len(self.samples),
-                    self.lung_lift,
-                    self.heart_lift,
-                )
-            ]
+            rep["images"] = self._image_rows()
         return rep
+
+    def _lift_by_class(self, summary: dict[str, dict[str, Any]], name: str, per_film: np.ndarray) -> dict[str, Any]:
+        """The report's table of one lift (NAME: 'lung_lift' or 'heart_lift'), per true class: the summary's mean
+        and patient interval, and how many films had a finite lift (PER_FILM) to average."""
+        return {
+            c: {
+                "mean": v[name],
+                "ci95": v[f"{name}_ci95"],
+                "n": int(np.isfinite(per_film[self._of_class(c)]).sum()),
+            }
+            for c, v in summary.items()
+        }
+
+    def _image_rows(self) -> list[dict[str, Any]]:
+        """The report's one row per film: its prediction, the class its map explains, its mask and its lifts."""
+        return [
+            {
+                "path": str(smp.path),
+                "patient": smp.patient,
+                "label": CLASSES[smp.label] if smp.label in (0, 1) else None,
+                "p_pneumonia": float(p),
+                "prediction": CLASSES[int(p >= self.threshold)],
+                "map_target": CLASSES[int(c)] if len(self.classes) else None,
+                "mask": m,
+                "mask_problem": prob or None,
+                "lung_lift": None if np.isnan(ll) else float(ll),
+                "heart_lift": None if np.isnan(hl) else float(hl),
+            }
+            for smp, p, c, m, prob, ll, hl in zip(
+                self.samples,
+                self.probs,
+                self.classes if len(self.classes) else [0] * len(self.samples),
+                self.mask_methods,
+                self.mask_problems or [""] * len(self.samples),
+                self.lung_lift,
+                self.heart_lift,
+            )
+        ]
 
 
 def batch(samples: list[Sample], preprocessing, cache) -> tuple[np.ndarray, torch.Tensor]:
     raw = np.stack([cache.get(s.path, preprocessing.view) for s in samples])
     return raw, preprocessing(torch.from_numpy(raw).unsqueeze(1))
+
+
+@dataclass
+class _Gathered:
+    """What `explain` collects batch by batch and film by film, before it becomes an Explanation's arrays (kept
+    apart so the streaming loop reads as what it does: predict, map, score each film's lungs)."""
+
+    images: list = field(default_factory=list)
+    cams: list = field(default_factory=list)
+    probs: list = field(default_factory=list)
+    masks: list = field(default_factory=list)
+    mask_methods: list[str] = field(default_factory=list)
+    focus: list = field(default_factory=list)
+    area: list = field(default_factory=list)
+    heart: list = field(default_factory=list)
+    classes: list = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    learned_lift: list = field(default_factory=list)  # films with an annotated mask: the learned mask's lift (cost)
+    boxes: list = field(default_factory=list)
+    map_size: tuple[int, int] = (0, 0)
+
+    def add_film(self, s: Sample, img, h, cache, view, exact_masks, segmenter, own: bool, keep_maps: bool) -> None:
+        """One film's lung mask (checked), its map's lung focus, area and heart-box shares, and what the learned
+        mask would have given where an annotated one was used; the film, map and mask too when KEEP_MAPS."""
+        box = cache.box(s.path, view)
+        self.boxes.append(box)
+        # the crop's own mask and quality decision (unless the caller asked for another segmenter)
+        film_mask = cache.lung_mask(s.path, view) if box is not None and own else None
+        m, how, problem = lung_mask(s, img, exact_masks, segmenter, box, film_mask)
+        self.focus.append(lung_focus(h, m))
+        self.area.append(area_share(m))
+        if how == "annotated":
+            ml, _, lp = lung_mask(s, img, None, segmenter, box, film_mask)
+            self.learned_lift.append(lift(h, ml) if not lp else float("nan"))
+        else:
+            self.learned_lift.append(float("nan"))
+        self.heart.append(lower_central_share(h))
+        self.mask_methods.append(how)
+        self.problems.append(problem)
+        if keep_maps:
+            self.images.append(img), self.cams.append(h), self.masks.append(m)
+
+    def log_failed_masks(self) -> None:
+        """Say how many masks failed their check (they are left out of the lung lift, never hidden)."""
+        n_failed = sum(bool(p) for p in self.problems)
+        if n_failed:
+            log.info(
+                "%d of %d lung masks failed the quality check and are left out of the lung lift",
+                n_failed,
+                len(self.problems),
+            )
+
+    def fields(self, image_size: int) -> dict[str, Any]:
+        """Everything gathered, as the Explanation's fields of the same names (empty arrays of the right shape
+        when there were no films)."""
+        empty = np.zeros((0, image_size, image_size))
+        return {
+            "images": np.stack(self.images) if self.images else empty.astype(np.uint8),
+            "cams": np.stack(self.cams) if self.cams else empty.astype(np.float32),
+            "probs": np.concatenate(self.probs) if self.probs else np.zeros(0),
+            "masks": np.stack(self.masks) if self.masks else empty.astype(bool),
+            "mask_methods": self.mask_methods,
+            "focus": np.array(self.focus),
+            "lung_area": np.array(self.area),
+            "heart_box": np.array(self.heart),
+            "classes": np.concatenate(self.classes) if self.classes else np.zeros(0, int),
+            "mask_problems": self.problems,
+            "map_size": self.map_size,
+            "learned_lift": np.array(self.learned_lift, float),
+            "boxes": self.boxes,
+        }
 
 
 def explain(
@@ -330,10 +403,7 @@ def explain(
     segmenter = segmenter or shipped_segmenter()
     device = next(model.parameters()).device
     layer_name, module = resolve_layer(model, layer, preprocessing.image_size, preprocessing.in_channels)
-    images, cams, probs, masks, mmethods, focus, area, heart, classes, problems = ([] for _ in range(10))
-    learned_lift = []  # on films with an annotated mask: the lift the learned mask would have given (its cost)
-    boxes = []
-    map_size = (0, 0)
+    got = _Gathered()
     with CAM(model, method, module) as cam:
         for i in range(0, len(samples), batch_size):
             chunk = samples[i : i + batch_size]
@@ -341,53 +411,20 @@ def explain(
             p = predict_proba(model, x, device=device, tta=tta)
             cls = target_classes(target, p, threshold)
             heat = cam.maps(x, cls, tta)
-            map_size = cam.map_size or map_size
-            probs.append(p)
-            classes.append(cls)
+            got.map_size = cam.map_size or got.map_size
+            got.probs.append(p)
+            got.classes.append(cls)
             for s, img, h in zip(chunk, raw, heat):
-                box = cache.box(s.path, preprocessing.view)
-                boxes.append(box)
-                # the crop's own mask and quality decision (unless the caller asked for another segmenter)
-                film_mask = cache.lung_mask(s.path, preprocessing.view) if box is not None and own else None
-                m, how, problem = lung_mask(s, img, exact_masks, segmenter, box, film_mask)
-                focus.append(lung_focus(h, m))
-                area.append(area_share(m))
-                if how == "annotated":
-                    ml, _, lp = lung_mask(s, img, None, segmenter, box, film_mask)
-                    learned_lift.append(lift(h, ml) if not lp else float("nan"))
-                else:
-                    learned_lift.append(float("nan"))
-                heart.append(lower_central_share(h))
-                mmethods.append(how)
-                problems.append(problem)
-                if keep_maps:
-                    images.append(img), cams.append(h), masks.append(m)
-    n_failed = sum(bool(p) for p in problems)
-    if n_failed:
-        log.info(
-            "%d of %d lung masks failed the quality check and are left out of the lung lift", n_failed, len(problems)
-        )
-    empty = np.zeros((0, preprocessing.image_size, preprocessing.image_size))
+                got.add_film(s, img, h, cache, preprocessing.view, exact_masks, segmenter, own, keep_maps)
+    got.log_failed_masks()
     return Explanation(
-        list(samples),
-        np.stack(images) if images else empty.astype(np.uint8),
-        np.stack(cams) if cams else empty.astype(np.float32),
-        np.concatenate(probs) if probs else np.zeros(0),
-        threshold,
-        np.stack(masks) if masks else empty.astype(bool),
-        mmethods,
-        np.array(focus),
-        np.array(area),
-        np.array(heart),
-        method,
-        target,
-        classes=np.concatenate(classes) if classes else np.zeros(0, int),
-        mask_problems=problems,
+        samples=list(samples),
+        threshold=threshold,
+        method=method,
+        target=target,
         layer=layer_name,
-        map_size=map_size,
         tta=tta,
         selection=selection,
         input_size=preprocessing.image_size,
-        learned_lift=np.array(learned_lift, float),
-        boxes=boxes,
+        **got.fields(preprocessing.image_size),
     )

@@ -9,6 +9,8 @@ A model trained on paediatric films from one hospital answers with confidence on
 is what tells the user it should not be trusted there. The penultimate features see only the model's view (the
 recipe's: the lungs alone), so the reference also carries a whole-film check (data.population, under 'population'):
 a film is unlike the training films when either flags it.
+The reference is fitted here; films are scored against it by models.ood_score (`distances`, `flag`,
+`population_flag`, re-exported here), the one scoring code that serving (models.checkpoint) uses too.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..core.stats import ledoit_wolf, mahalanobis
+from ..core.stats import ledoit_wolf
 from ..data import population
 from ..data.dataset import DecodedCache, Sample, subsample
 from ..models.inference import view_outputs
+from ..models.ood_score import distances, flag, population_flag  # noqa: F401 (re-exported: scored where served)
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +71,6 @@ def fit_reference(train_features: np.ndarray, val_features: np.ndarray) -> dict[
     return ref
 
 
-def distances(ref: dict[str, Any], feats: np.ndarray) -> np.ndarray:
-    """Mahalanobis distance of each row of feats from the reference."""
-    return mahalanobis(feats, ref["mean"], ref["precision"])
-
-
 def reference_for(
     model: torch.nn.Module,
     train: list[Sample],
@@ -107,23 +105,6 @@ def reference_for(
         100 * pop.info["val_flagged"],
     )
     return ref
-
-
-def flag(ref: dict[str, Any] | None, feats: np.ndarray | None) -> tuple[np.ndarray, np.ndarray] | None:
-    """(distance, flagged) per film from the penultimate features the prediction pass read; None without a
-    reference. The whole-film check is `population_flag`."""
-    if not ref or feats is None:
-        return None
-    d = distances(ref, feats)
-    return d, d > ref["threshold"]
-
-
-def population_flag(ref: dict[str, Any] | None, paths: list) -> tuple[np.ndarray, np.ndarray] | None:
-    """(score, flagged) per film by the reference's whole-film population check; None when it carries none (a
-    checkpoint saved before the check existed)."""
-    if not ref or not ref.get("population"):
-        return None
-    return population.PopulationReference.from_state(ref["population"]).flag(population.film_statistics(paths))
 
 
 def score(predictor, samples: list[Sample], cache: DecodedCache | None = None) -> tuple[np.ndarray, np.ndarray] | None:

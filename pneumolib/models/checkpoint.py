@@ -14,14 +14,14 @@ from torch import nn
 
 from ..core.config import CLASSES, ExperimentConfig
 from ..core.io import CheckpointError, atomic_write  # noqa: F401  (CheckpointError: re-exported)
-from ..core.stats import mahalanobis
 from ..data.dataset import DecodedCache, Sample, patient_id
 from ..data.imaging import ImageError, exif_orientation
 from ..data.lungs import shipped_digest
-from ..data.population import PopulationReference, film_statistics
+from ..data.population import PopulationReference
 from ..data.transforms import Preprocessing
 from ..models.inference import predict_proba, probabilities, view_outputs
 from ..models.networks import Ensemble, build_model, members
+from ..models.ood_score import flag, population_flag
 
 FORMAT = "pneumolib-checkpoint/1"
 
@@ -435,12 +435,8 @@ class Predictor:
             features=bool(ref),
         )
         probs = probabilities(logits)
-        far = whole = None
-        if ref and feats is not None:
-            d = mahalanobis(feats.numpy(), ref["mean"], ref["precision"])
-            far = d, d > ref["threshold"]
-        if ref and ref.get("population") and good:
-            whole = PopulationReference.from_state(ref["population"]).flag(film_statistics(good))
+        far = flag(ref, None if feats is None else feats.numpy())  # models.ood_score: as evaluate scores
+        whole = population_flag(ref, good) if good else None
         out = [
             Prediction(
                 str(p),

@@ -13,9 +13,27 @@ from ..models.networks import Ensemble, members
 DEFAULT_BATCH = 64
 
 
+def sample_batches(
+    samples: list[Sample], preprocessing, *, batch_size: int, cache: DecodedCache | None = None, transform=None
+):
+    """Model inputs for SAMPLES, in their order, at most batch_size at a time: each film decoded through `cache`,
+    changed by `transform` (e.g. a simulated scanner shift), then preprocessed. The one place samples become
+    batches: the inference pass (view_outputs) and BatchNorm adaptation (analysis.adapt) both read their inputs
+    here, so a film is the same tensor wherever it goes through the network."""
+    return _loader_batches(XRayDataset(list(samples), preprocessing, transform, ensure_cache(cache)), batch_size)
+
+
+def _loader_batches(dataset, batch_size: int):
+    """The first field of every batch a plain (unshuffled, in-process) DataLoader makes of DATASET: its model
+    inputs, whatever else its items carry (labels, indices)."""
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    for batch in loader:
+        yield batch[0] if isinstance(batch, (list, tuple)) else batch
+
+
 def _batches(source: Any, preprocessing, *, batch_size: int, cache: DecodedCache | None, transform):
     """Model inputs in batches of at most batch_size: from a tensor (already preprocessed), a Dataset whose items
-    start with the input, or a list of Samples (decoded through the cache, shifted by `transform`, preprocessed)."""
+    start with the input, or a list of Samples (sample_batches)."""
     if isinstance(source, torch.Tensor):
         for i in range(0, len(source), batch_size):
             yield source[i : i + batch_size]
@@ -23,10 +41,9 @@ def _batches(source: Any, preprocessing, *, batch_size: int, cache: DecodedCache
     if isinstance(source, (list, tuple)) and (not source or isinstance(source[0], Sample)):
         if preprocessing is None:
             raise ValueError("samples need the checkpoint's preprocessing to become model inputs")
-        source = XRayDataset(list(source), preprocessing, transform, ensure_cache(cache))
-    loader = torch.utils.data.DataLoader(source, batch_size=batch_size, shuffle=False)
-    for batch in loader:
-        yield batch[0] if isinstance(batch, (list, tuple)) else batch
+        yield from sample_batches(source, preprocessing, batch_size=batch_size, cache=cache, transform=transform)
+        return
+    yield from _loader_batches(source, batch_size)
 
 
 def n_views(tta: bool) -> int:
