@@ -115,38 +115,16 @@ def bench(
     pre = preprocessing_for(cfg)
     cache = DecodedCache()
     data = prepare(root, seed=0, image_size=image_size, cache=cache)  # decode once, as fit() does
-    loader = torch.utils.data.DataLoader(
-        XRayDataset(data["train"], None, None, cache, image_size=image_size),
-        batch_size=batch_size,
-        shuffle=True,
-        drop_last=True,
-        generator=generator(0),
-    )
-    aug = BatchAugment.from_specs(cfg.train_transforms).to(dev)
-    ours = TrainBatches(loader, aug, pre, generator(1), dev)
+    ours = _pipeline_batches(cfg, data["train"], cache, pre, dev)
     x, y = next(iter(ours))[:2]  # pure compute: the same model fed one constant, augmented and preprocessed batch
     sources = {
         "plain": _repeat(_plain_loader(data["train"], image_size, batch_size, workers)),
         "pipeline": _repeat(ours),
         "compute": itertools.repeat((x, y)),
     }
-    steppers = {}
-    for name, batches in sources.items():
-        seed_everything(0)
-        # the plain loader serves 1-channel images, whatever the experiment's model takes
-        model = build_model(cfg.model, in_channels=1 if name == "plain" else cfg.in_channels).to(dev)
-        if dev.type == "cuda":
-            model = model.to(memory_format=torch.channels_last)
-        steppers[name] = _stepper(model, torch.optim.Adam(model.parameters(), lr=1e-3), batches, dev)
-        _timed(steppers[name], warmup, dev)
+    steppers = _warm_steppers(cfg, sources, warmup, dev)
     rounds = max(1, min(rounds, steps))
-    totals = {name: [0, 0.0] for name in steppers}
-    for r in range(rounds):
-        k = steps // rounds + (r < steps % rounds)
-        for name, step in steppers.items():
-            n, sec = _timed(step, k, dev)
-            totals[name][0] += n
-            totals[name][1] += sec
+    totals = _interleaved(steppers, steps, rounds, dev)
     results = {f"{name}_img_s": n / sec for name, (n, sec) in totals.items()}
     results.update({f"{name}_images": n for name, (n, _) in totals.items()})  # what each rate was timed over
     results.update(
@@ -165,6 +143,46 @@ def bench(
         pipeline_vs_compute=results["pipeline_img_s"] / results["compute_img_s"],
     )
     return results
+
+
+def _pipeline_batches(cfg, train: list, cache: DecodedCache, pre, dev) -> TrainBatches:
+    """What fit() trains on: uint8 batches from the decode cache, then the config's batched augmentation and
+    preprocessing (pre) on the device."""
+    loader = torch.utils.data.DataLoader(
+        XRayDataset(train, None, None, cache, image_size=cfg.image_size),
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        drop_last=True,
+        generator=generator(0),
+    )
+    aug = BatchAugment.from_specs(cfg.train_transforms).to(dev)
+    return TrainBatches(loader, aug, pre, generator(1), dev)
+
+
+def _warm_steppers(cfg, sources: dict[str, Iterable], warmup: int, dev) -> dict[str, Callable[[], int]]:
+    """A freshly seeded model and optimizer per source, each stepped `warmup` times untimed."""
+    steppers = {}
+    for name, batches in sources.items():
+        seed_everything(0)
+        # the plain loader serves 1-channel images, whatever the experiment's model takes
+        model = build_model(cfg.model, in_channels=1 if name == "plain" else cfg.in_channels).to(dev)
+        if dev.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        steppers[name] = _stepper(model, torch.optim.Adam(model.parameters(), lr=1e-3), batches, dev)
+        _timed(steppers[name], warmup, dev)
+    return steppers
+
+
+def _interleaved(steppers: dict[str, Callable[[], int]], steps: int, rounds: int, dev) -> dict[str, list]:
+    """`steps` timed steps of each stepper in `rounds` interleaved rounds; per stepper [images, seconds]."""
+    totals = {name: [0, 0.0] for name in steppers}
+    for r in range(rounds):
+        k = steps // rounds + (r < steps % rounds)
+        for name, step in steppers.items():
+            n, sec = _timed(step, k, dev)
+            totals[name][0] += n
+            totals[name][1] += sec
+    return totals
 
 
 def format_bench(r: dict[str, Any]) -> str:

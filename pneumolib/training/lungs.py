@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -59,12 +59,7 @@ def train_segmenter(
     from monai.metrics import DiceMetric
 
     t0 = time.perf_counter()
-    pairs = discover_masks(data_dir)
-    train, val = pairs.get("train", []), pairs.get("val", [])
-    if not train or not val:
-        raise DataError(
-            f"{data_dir}: lung training needs annotated train and val masks (found {len(train)} train, {len(val)} val)"
-        )
+    train, val = _annotated_pairs(data_dir)
     x_tr, y_tr = stack_pairs(train)
     x_va, y_va = stack_pairs(val)
     seed_everything(seed)
@@ -73,39 +68,17 @@ def train_segmenter(
     steps = epochs * max(1, len(train) // batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     loss_fn, metric = DiceCELoss(sigmoid=True), DiceMetric(include_background=True, reduction="mean")
-    aug, g = PairAugment(), generator(seed)
+    aug, g, step = PairAugment(), generator(seed), _stepper(net, opt, sched, loss_fn)
     history, best, best_state = [], -1.0, None
     for epoch in range(1, epochs + 1):
         net.train()
-        te, total = time.perf_counter(), 0.0
+        te = time.perf_counter()
         order = torch.randperm(len(train), generator=g)
         with torch.random.fork_rng(devices=[]):  # the augmentation's draws belong to this run and epoch
             torch.manual_seed(seed * 100003 + epoch)
-            for k in range(max(1, len(train) // batch_size)):
-                idx = order[k * batch_size : (k + 1) * batch_size]
-                xb, yb = aug(x_tr[idx], y_tr[idx])
-                loss = loss_fn(net(INPUT(xb)), yb)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += float(loss.detach()) * len(idx)
-        seg = LungSegmenter(net)
-        metric.reset()
-        metric((seg.probabilities(x_va) >= 0.5).float()[:, None], y_va)
-        vd = float(metric.aggregate())
-        net.train()
-        history.append(
-            {"epoch": epoch, "train_loss": total / len(train), "val_dice": vd, "seconds": time.perf_counter() - te}
-        )
-        log.info(
-            "lungs epoch %2d/%d  loss %.4f  val Dice %.4f  (%.0fs)",
-            epoch,
-            epochs,
-            total / len(train),
-            vd,
-            time.perf_counter() - te,
-        )
+            total = _epoch_loss(step, aug, x_tr, y_tr, order, batch_size)
+        vd = _val_dice(net, metric, x_va, y_va)
+        _record_epoch(history, epoch, epochs, total / len(train), vd, te)
         if vd > best:
             best, best_state = vd, {k: v.detach().clone() for k, v in net.state_dict().items()}
     net.load_state_dict(best_state)
@@ -127,3 +100,66 @@ def train_segmenter(
     }
     check = calibrate_check([read_mask(p.mask) for p in train])  # the quality check's limits, from annotations
     return LungSegmenter(net.eval(), prov, check=check), history
+
+
+def _annotated_pairs(data_dir: str | Path) -> tuple[list, list]:
+    """The (film, mask) pairs of the train and val splits; both must have some."""
+    pairs = discover_masks(data_dir)
+    train, val = pairs.get("train", []), pairs.get("val", [])
+    if not train or not val:
+        raise DataError(
+            f"{data_dir}: lung training needs annotated train and val masks (found {len(train)} train, {len(val)} val)"
+        )
+    return train, val
+
+
+def _stepper(net: torch.nn.Module, opt, sched, loss_fn) -> Callable[[torch.Tensor, torch.Tensor], float]:
+    """One optimisation step per call on an augmented batch (films, masks); returns the step's loss."""
+
+    def step(xb: torch.Tensor, yb: torch.Tensor) -> float:
+        loss = loss_fn(net(INPUT(xb)), yb)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        return float(loss.detach())
+
+    return step
+
+
+def _epoch_loss(
+    step, aug: PairAugment, x: torch.Tensor, y: torch.Tensor, order: torch.Tensor, batch_size: int
+) -> float:
+    """One epoch of steps on augmented batches of the films in `order` (whole batches, at least one); the summed
+    training loss."""
+    total = 0.0
+    for k in range(max(1, len(order) // batch_size)):
+        idx = order[k * batch_size : (k + 1) * batch_size]
+        total += step(*aug(x[idx], y[idx])) * len(idx)
+    return total
+
+
+def _record_epoch(history: list, epoch: int, epochs: int, train_loss: float, val_dice: float, te: float) -> None:
+    """The epoch's history row (te: when it started), and its log line."""
+    history.append(
+        {"epoch": epoch, "train_loss": train_loss, "val_dice": val_dice, "seconds": time.perf_counter() - te}
+    )
+    log.info(
+        "lungs epoch %2d/%d  loss %.4f  val Dice %.4f  (%.0fs)",
+        epoch,
+        epochs,
+        train_loss,
+        val_dice,
+        time.perf_counter() - te,
+    )
+
+
+def _val_dice(net: torch.nn.Module, metric, x: torch.Tensor, y: torch.Tensor) -> float:
+    """The mean validation Dice of the segmenter as it is (MONAI's DiceMetric at the segmenter's size); the network
+    is left in training mode."""
+    seg = LungSegmenter(net)
+    metric.reset()
+    metric((seg.probabilities(x) >= 0.5).float()[:, None], y)
+    vd = float(metric.aggregate())
+    net.train()
+    return vd
