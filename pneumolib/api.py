@@ -6,10 +6,11 @@ main job): the training loop itself is `pneumolib.training.fit`."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .core.config import REGISTRY, ExperimentConfig, diff, format_diff, get_config, previous
+from .core.config import CLASSES, REGISTRY, ExperimentConfig, diff, format_diff, get_config, previous
 
 if TYPE_CHECKING:  # imported where used: importing the API (the CLI's 'experiments') costs no torch
     import numpy as np
@@ -20,7 +21,7 @@ if TYPE_CHECKING:  # imported where used: importing the API (the CLI's 'experime
     from .models.checkpoint import Prediction, Predictor
     from .studies.experiment import RunResult
 
-__all__ = ["Prediction", "load", "predict", "explain", "run", "experiments", "segment_lungs"]
+__all__ = ["Prediction", "load", "predict", "predict_folder", "explain", "run", "experiments", "segment_lungs"]
 
 
 def __getattr__(name: str):
@@ -70,6 +71,64 @@ def predict(
         file and the problem). One bad film never costs the others their prediction.
     """
     return _predictor(checkpoint).predict_records(files, cache=cache)
+
+
+@dataclass
+class FolderPrediction:
+    """What `predict_folder` returns.
+
+    Attributes:
+        records: one Prediction per readable film, in the order given (`adapted` says which model answered).
+        refused: the files that could not be read, each an ImageError naming the file and the problem.
+        site: the site-adaptation decision (analysis.site.SiteDecision: adapted or not, and why), or None when
+            adaptation was not asked for.
+        predictor: the model that answered (the site-adapted one when `site.adapted`), e.g. for Grad-CAM.
+    """
+
+    records: list[Prediction]
+    refused: list[ImageError]
+    site: Any
+    predictor: Predictor
+
+
+def predict_folder(
+    checkpoint: str | Path | Predictor, files: list[str | Path], adapt: str = "site"
+) -> FolderPrediction:
+    """Predict a folder of films from one site, adapted to it when that is safe (analysis.site).
+
+    Args:
+        checkpoint: a Predictor, a checkpoint file or a run folder.
+        files: the films (at least analysis.site.MIN_FILMS readable ones for adaptation to be tried).
+        adapt: "site" (re-estimate the early BatchNorm statistics on these films when the label-free checks pass)
+            or "none" (the model as trained).
+
+    Returns:
+        The FolderPrediction. Out-of-distribution and population flags always come from the model as trained
+        (adaptation would pull an unusual film's features towards the folder's); the label and P(PNEUMONIA) come
+        from the model the decision names.
+    """
+    import dataclasses
+
+    from .analysis.site import adapt_to_site, too_few
+    from .data.dataset import Sample, patient_id
+
+    if adapt not in ("site", "none"):
+        raise ValueError(f"unknown adapt mode {adapt!r} (site | none)")
+    pred = _predictor(checkpoint)
+    records, refused = pred.predict_records(files)
+    if adapt == "none":
+        return FolderPrediction(records, refused, None, pred)
+    paths = [Path(r.path) for r in records]
+    samples = [Sample(p, -1, patient_id(p), "predict") for p in paths]
+    if len(samples) < 2:
+        return FolderPrediction(records, refused, too_few(len(samples)), pred)
+    used, scores, decision = adapt_to_site(pred, samples)
+    if decision.adapted:
+        records = [
+            dataclasses.replace(r, label=CLASSES[int(p >= used.threshold)], p_pneumonia=float(p), adapted=True)
+            for r, p in zip(records, scores.probs)
+        ]
+    return FolderPrediction(records, refused, decision, used)
 
 
 def explain(checkpoint: str | Path | Predictor, files: list[str | Path], target: str = "predicted") -> Explanation:

@@ -105,3 +105,31 @@ def test_a_folder_is_scored_by_the_model_the_decision_names(fixture_pred, fixtur
     assert (used is not fixture_pred) == d.adapted
     if d.adapted:
         assert used.extra["adaptation"]["adapted"] is True and "adaptation" not in fixture_pred.extra
+
+
+def test_predict_on_a_single_film_says_once_that_it_cannot_adapt(trained_run, fixture_data, cli):
+    film = str(fixture_data.splits["test"][0].path)
+    r = cli("predict", str(trained_run.run_dir / "checkpoint.pt"), film)
+    assert r.returncode == 0 and r.stderr.count(ONE_FILM) == 1 and "adapted=site" not in r.stdout
+    r = cli("predict", str(trained_run.run_dir / "checkpoint.pt"), film, "--adapt", "none")
+    assert r.returncode == 0 and "site adaptation" not in r.stderr
+
+
+def test_predict_folder_takes_flags_from_the_model_as_trained_and_labels_from_the_one_it_names(
+    fixture_pred, fixture_data
+):
+    from pneumolib.api import predict_folder
+
+    films = [str(s.path) for split in ("val", "test") for s in fixture_data.splits[split]]
+    plain = predict_folder(fixture_pred, films, adapt="none")
+    site = predict_folder(fixture_pred, films)
+    assert plain.site is None and site.site is not None and len(site.records) == len(plain.records)
+    for a, b in zip(plain.records, site.records):
+        assert (a.ood_distance, a.unlike_training, a.population_score) == (
+            b.ood_distance,
+            b.unlike_training,
+            b.population_score,
+        )
+        assert b.adapted == site.site.adapted and not a.adapted
+    if not site.site.adapted:
+        assert [r.p_pneumonia for r in site.records] == [r.p_pneumonia for r in plain.records]

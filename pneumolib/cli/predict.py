@@ -10,13 +10,15 @@ from .evaluate import cohort_split
 
 
 def cmd_predict(args) -> int:
-    from ..api import load, predict
+    from ..api import load, predict_folder
     from ..core.io import ensure_writable_dir
 
     if args.cam_dir:  # before the work, not after it
         ensure_writable_dir(args.cam_dir)
-    pred = load(args.checkpoint)
-    records, refused = predict(pred, args.images)
+    result = predict_folder(load(args.checkpoint), args.images, adapt=args.adapt)
+    records, refused, pred = result.records, result.refused, result.predictor
+    if result.site is not None:  # said once, before the lines it explains
+        print(f"note: {result.site.line()}", file=sys.stderr, flush=True)
     for r in records:
         print(r.line())
     if any(r.population_score is not None for r in records):
@@ -63,6 +65,14 @@ def add_predict(sub) -> None:
         default="predicted",
         choices=["predicted", "PNEUMONIA", "NORMAL"],
         help="the class the overlay explains (default: the predicted class)",
+    )
+    s.add_argument(
+        "--adapt",
+        default="site",
+        choices=["site", "none"],
+        help="site (default): with at least 32 readable films from one site, re-estimate the model's early BatchNorm "
+        "statistics on them when label-free checks say it is safe (docs/adaptation.md); none: the model as trained. "
+        "A single film is always scored by the model as trained",
     )
     s.set_defaults(func=cmd_predict)
 

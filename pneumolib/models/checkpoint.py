@@ -268,6 +268,8 @@ class Prediction:
             (data.population; 1.0 is a typical validation film; None: the checkpoint carries no such reference).
         orientation: the file's EXIF orientation (1: stored upright); any other was applied before the film was
             read, as every viewer shows it.
+        adapted: the label and P(PNEUMONIA) come from the model adapted to the folder's site (api.predict_folder);
+            the distance and the flags always come from the model as trained.
     """
 
     path: str
@@ -279,6 +281,7 @@ class Prediction:
     lungs: str = ""
     population_score: float | None = None
     orientation: int = 1
+    adapted: bool = False  # answered by the model adapted to this folder's site (api.predict_folder)
 
     @property
     def oriented(self) -> str:
@@ -288,6 +291,8 @@ class Prediction:
     def line(self) -> str:
         """The tab-separated line `predict` prints."""
         notes = [f"lungs={self.lungs}"] if self.lungs else []
+        if self.adapted:
+            notes.append("adapted=site")
         if self.orientation != 1:
             notes.append(f"exif_orientation={self.orientation} (applied)")
         if self.population_score is not None:
