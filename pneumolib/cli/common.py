@@ -85,9 +85,7 @@ def data_source(args, required: bool = False):
             raise UsageError("give --data-dir or --data-csv, not both")
         from ..data.dataset import Manifest
 
-        return Manifest(
-            Path(csv).expanduser().resolve(), Path(args.image_root or Path(csv).parent).expanduser().resolve()
-        )
+        return Manifest.at(csv, args.image_root)
     if getattr(args, "image_root", None):
         raise UsageError("--image-root goes with --data-csv")
     if required and not args.data_dir:

@@ -1,13 +1,19 @@
-"""Data sources: a Kaggle-layout folder, a CSV manifest, or the bundled fixture, read into one `XRayData`."""
+"""Data sources: a Kaggle-layout folder, a CSV manifest, or the bundled fixture, read into one `XRayData`.
+
+Each kind of source is one `Source` class registered in SOURCES by name: how a value names it (`parse`: a command
+line's --data-dir, a metrics.json's data_dir), how it is named back (`describe`), where it is (`resolve`), and how it
+is read (`discover`: every split; `discover_split`: the one an evaluation reads). A new kind of source is one class
+here; `discover`, `discover_split`, `as_source` and `resolve_data_dir` ask the source, never its type."""
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core.config import CLASSES
 from ..core.io import DataError
+from ..core.registry import Registry
 from ..data.fixture import fixture_dir
 from ..data.imaging import (
     IMAGE_SUFFIXES,
@@ -92,33 +98,126 @@ def _finish(
     return XRayData(root, splits, notes, list(bad or []))
 
 
-def discover(
-    root: "str | Path | Manifest",
-    *,
-    val_min_per_class: int = VAL_MIN_PER_CLASS,
-    val_fraction: float = 0.1,
-    seed: int = 0,
-) -> XRayData:
-    """Read ROOT/{train,val,test}/{NORMAL,PNEUMONIA} (or a CSV Manifest: read_manifest); when val/ is missing or
-    tiny, pool it with train and build a patient-grouped, class-stratified val split from the pool (so one patient
-    can never sit on both sides)."""
-    if isinstance(root, Manifest):
-        return read_manifest(root, val_min_per_class=val_min_per_class, val_fraction=val_fraction, seed=seed)
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"{root}: data folder not found")
-    if not (root / "train").is_dir():
-        raise DataError(f"{root}: no train/ folder (expected the Kaggle layout ROOT/train/NORMAL, ...)")
-    splits, notes, n_ignored, refused = {}, [], 0, []
-    for split in SPLITS:
+# --- the sources ---------------------------------------------------------------------------------------------------
+SOURCES = Registry("data source")  # name -> Source class; `source_for` asks each one's parse, a folder last
+
+
+class Source:
+    """A data source, one class per kind, registered in SOURCES under the kind's name."""
+
+    @classmethod
+    def parse(cls, value) -> "Source | None":
+        """The source VALUE names, if it names one of this kind (a Source of this kind is itself), else None."""
+        return value if isinstance(value, cls) else None
+
+    def location(self) -> "Path | Manifest":
+        """Where it is, as callers pass it on: a folder's path, or the manifest."""
+        raise NotImplementedError
+
+    def resolve(self) -> "tuple[Path | Manifest, bool]":
+        """(the location made absolute, whether it is the bundled fixture)."""
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        """How a record names it (and `parse` reads back): the absolute folder, or 'FILE.csv::ROOT'."""
+        return str(self.resolve()[0])
+
+    def named_after(self) -> Path:
+        """The path a cohort read from it is named after (studies.card_records.cohort_name)."""
+        raise NotImplementedError
+
+    def discover(self, *, val_min_per_class: int, val_fraction: float, seed: int) -> XRayData:
+        """Every split, a val split built where the source has none usable (see `discover`)."""
+        raise NotImplementedError
+
+    def discover_split(self, split: str) -> XRayData:
+        """Just SPLIT, for evaluation (see `discover_split`)."""
+        raise NotImplementedError
+
+
+@SOURCES.register("folder")
+@dataclass(frozen=True)
+class Folder(Source):
+    """A folder in the Kaggle layout, ROOT/{train,val,test}/{NORMAL,PNEUMONIA} (for evaluation, also a bare pair of
+    class folders)."""
+
+    path: Path
+
+    @classmethod
+    def parse(cls, value) -> "Folder | None":
+        """Any path names a folder (the fallback: tried after every other kind)."""
+        return value if isinstance(value, Source) else cls(Path(str(value)).expanduser())
+
+    def location(self) -> Path:
+        return self.path
+
+    def resolve(self) -> tuple[Path, bool]:
+        path = self.path.resolve()
+        return path, path == fixture_dir().resolve()
+
+    def named_after(self) -> Path:
+        return self.path
+
+    def discover(self, *, val_min_per_class: int, val_fraction: float, seed: int) -> XRayData:
+        root = self.path
+        if not root.is_dir():
+            raise DataError(f"{root}: data folder not found")
+        if not (root / "train").is_dir():
+            raise DataError(f"{root}: no train/ folder (expected the Kaggle layout ROOT/train/NORMAL, ...)")
+        splits, notes, n_ignored, refused = {}, [], 0, []
+        for split in SPLITS:
+            if (root / split).is_dir():
+                splits[split], k, bad = _scan_split(root, split)
+                n_ignored += k
+                refused += bad
+        if n_ignored:
+            notes.append(f"ignored {n_ignored} file(s) without an image suffix")
+        ensure_val(splits, notes, val_min_per_class, val_fraction, seed)
+        return _finish(root, splits, notes, refused)
+
+    def discover_split(self, split: str) -> XRayData:
+        root = self.path
+        if not root.is_dir():
+            raise DataError(f"{root}: data folder not found")
         if (root / split).is_dir():
-            splits[split], k, bad = _scan_split(root, split)
-            n_ignored += k
-            refused += bad
-    if n_ignored:
-        notes.append(f"ignored {n_ignored} file(s) without an image suffix")
-    ensure_val(splits, notes, val_min_per_class, val_fraction, seed)
-    return _finish(root, splits, notes, refused)
+            samples, n_ignored, refused = _scan_split(root, split)
+            notes = []
+        elif all((root / c).is_dir() for c in CLASSES):
+            samples, n_ignored, refused = _scan_split(root.parent, root.name)
+            samples = [Sample(x.path, x.label, x.patient, split) for x in samples]
+            notes = [f"{root} holds the class folders directly: evaluated as the {split!r} split"]
+        else:
+            raise DataError(
+                f"{root}: no {split}/ folder and no {'/'.join(CLASSES)} class folders "
+                f"(expected {root}/{split}/{{{','.join(CLASSES)}}} or {root}/{{{','.join(CLASSES)}}})"
+            )
+        if n_ignored:
+            notes.append(f"ignored {n_ignored} file(s) without an image suffix")
+        return XRayData(root, {split: samples}, notes, refused)
+
+
+FIXTURE_NAMES = (None, "", "fixture")  # where a default source applies: nothing given, or the fixture by name
+
+
+@SOURCES.register("fixture")
+@dataclass(frozen=True)
+class Fixture(Folder):
+    """The synthetic fixture shipped in the package (pneumolib.data.fixture): the default source, named 'fixture'
+    in records."""
+
+    path: Path = field(default_factory=fixture_dir)
+
+    @classmethod
+    def parse(cls, value) -> "Fixture | None":
+        """No path names it here ('fixture' may be a folder of that name): nothing or 'fixture' names it only where a
+        default applies (`default_source`: resolve_data_dir, a recorded data_dir)."""
+        return value if isinstance(value, cls) else None
+
+    def resolve(self) -> tuple[Path, bool]:
+        return self.path, True
+
+    def describe(self) -> str:
+        return "fixture"
 
 
 # --- CSV manifests (RSNA, NIH, CheXpert, MIMIC come as a folder of images plus a table) ---------------------------
@@ -131,13 +230,31 @@ SOURCE_SEP = "::"  # "manifest.csv::image_root", how a manifest is named in metr
 MANIFEST_TEST_FRACTION = 0.15  # without a split column: this share of patients is the test split (always seed 0)
 
 
+@SOURCES.register("manifest")
 @dataclass(frozen=True)
-class Manifest:
+class Manifest(Source):
     """A CSV with columns path,label,patient[,split] (labels NORMAL/PNEUMONIA; split train/val/test) and the folder
     its relative paths start from."""
 
     csv: Path
     image_root: Path
+
+    @classmethod
+    def at(cls, csv: str | Path, image_root: str | Path | None = None) -> "Manifest":
+        """The manifest CSV with its image root (default: the CSV's folder), both made absolute (--data-csv and
+        --image-root)."""
+        return cls(Path(csv).expanduser().resolve(), Path(image_root or Path(csv).parent).expanduser().resolve())
+
+    @classmethod
+    def parse(cls, value) -> "Manifest | None":
+        """A Manifest, or 'FILE.csv::ROOT' (how metrics.json and --data-dir name one)."""
+        if isinstance(value, cls):
+            return value
+        text = str(value)
+        if SOURCE_SEP in text and text.split(SOURCE_SEP)[0].lower().endswith(".csv"):
+            csv, root = text.split(SOURCE_SEP, 1)
+            return cls(Path(csv).expanduser().resolve(), Path(root).expanduser().resolve())
+        return None
 
     def __str__(self) -> str:
         return f"{self.csv}{SOURCE_SEP}{self.image_root}"
@@ -146,16 +263,24 @@ class Manifest:
     def name(self) -> str:
         return self.csv.name
 
+    def location(self) -> "Manifest":
+        return self
 
-def as_source(value: "str | Path | Manifest") -> "Path | Manifest":
-    """A data source as given on the command line or recorded in metrics.json: a folder, or 'FILE.csv::ROOT'."""
-    if isinstance(value, Manifest):
-        return value
-    text = str(value)
-    if SOURCE_SEP in text and text.split(SOURCE_SEP)[0].lower().endswith(".csv"):
-        csv, root = text.split(SOURCE_SEP, 1)
-        return Manifest(Path(csv).expanduser().resolve(), Path(root).expanduser().resolve())
-    return Path(text).expanduser()
+    def resolve(self) -> "tuple[Manifest, bool]":
+        return self, False
+
+    def describe(self) -> str:
+        return str(self)
+
+    def named_after(self) -> Path:
+        return self.csv.with_suffix("")
+
+    def discover(self, *, val_min_per_class: int, val_fraction: float, seed: int) -> XRayData:
+        return read_manifest(self, val_min_per_class=val_min_per_class, val_fraction=val_fraction, seed=seed)
+
+    def discover_split(self, split: str) -> XRayData:
+        data = read_manifest(self, only=split)
+        return XRayData(data.root, {split: data[split]}, data.notes, data.bad_files, cache=data.cache)
 
 
 def _row_problem(r: dict, root: Path, split: str, listed_at: int | None) -> str | None:
@@ -282,43 +407,50 @@ def read_manifest(
     return _finish(root, splits, notes, bad, why=why)
 
 
+# --- what callers use: each asks the source ---------------------------------------------------------------------
+def source_for(value: "str | Path | Source") -> Source:
+    """The Source a value names (a command line's --data-dir, a metrics.json's data_dir): a Source itself; else the
+    first registered kind whose `parse` accepts it ('FILE.csv::ROOT': a manifest); else a folder."""
+    for kind in SOURCES.values():
+        if kind is not Folder and (source := kind.parse(value)) is not None:
+            return source
+    return Folder.parse(value)
+
+
+def as_source(value: "str | Path | Source") -> "Path | Manifest":
+    """A data source as given on the command line or recorded in metrics.json: a folder, or 'FILE.csv::ROOT'."""
+    return source_for(value).location()
+
+
+def discover(
+    root: "str | Path | Source",
+    *,
+    val_min_per_class: int = VAL_MIN_PER_CLASS,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+) -> XRayData:
+    """Read ROOT/{train,val,test}/{NORMAL,PNEUMONIA} (or a CSV Manifest: read_manifest); when val/ is missing or
+    tiny, pool it with train and build a patient-grouped, class-stratified val split from the pool (so one patient
+    can never sit on both sides)."""
+    return source_for(root).discover(val_min_per_class=val_min_per_class, val_fraction=val_fraction, seed=seed)
+
+
 DATA_ENV = "PNEUMOLIB_DATA_DIR"
 
 
-def resolve_data_dir(data_dir: "str | Path | Manifest | None" = None) -> "tuple[Path | Manifest, bool]":
-    """(source, is_fixture): the given folder or manifest, else $PNEUMOLIB_DATA_DIR, else the bundled fixture."""
+def default_source(data_dir: "str | Path | Source | None" = None) -> Source:
+    """The given source, else $PNEUMOLIB_DATA_DIR's, else the bundled fixture ('fixture' names it too)."""
     chosen = data_dir or os.environ.get(DATA_ENV) or None
-    if chosen in (None, "", "fixture"):
-        return fixture_dir(), True
-    source = as_source(chosen)
-    if isinstance(source, Manifest):
-        return source, False
-    path = source.resolve()
-    return path, path == fixture_dir().resolve()
+    return Fixture() if chosen in FIXTURE_NAMES else source_for(chosen)
 
 
-def discover_split(root: "str | Path | Manifest", split: str = "test") -> XRayData:
+def resolve_data_dir(data_dir: "str | Path | Source | None" = None) -> "tuple[Path | Manifest, bool]":
+    """(source, is_fixture): the given folder or manifest, else $PNEUMOLIB_DATA_DIR, else the bundled fixture."""
+    return default_source(data_dir).resolve()
+
+
+def discover_split(root: "str | Path | Source", split: str = "test") -> XRayData:
     """Just one split, for evaluation: ROOT/<split>/{NORMAL,PNEUMONIA}, or ROOT/{NORMAL,PNEUMONIA} itself (an
     external cohort often comes as a bare pair of class folders); no train/ folder needed. A manifest: its rows of
     that split (without a split column, the split read_manifest builds, so 'test' is never a training film)."""
-    root = as_source(root)
-    if isinstance(root, Manifest):
-        data = read_manifest(root, only=split)
-        return XRayData(data.root, {split: data[split]}, data.notes, data.bad_files, cache=data.cache)
-    if not root.is_dir():
-        raise DataError(f"{root}: data folder not found")
-    if (root / split).is_dir():
-        samples, n_ignored, refused = _scan_split(root, split)
-        notes = []
-    elif all((root / c).is_dir() for c in CLASSES):
-        samples, n_ignored, refused = _scan_split(root.parent, root.name)
-        samples = [Sample(x.path, x.label, x.patient, split) for x in samples]
-        notes = [f"{root} holds the class folders directly: evaluated as the {split!r} split"]
-    else:
-        raise DataError(
-            f"{root}: no {split}/ folder and no {'/'.join(CLASSES)} class folders "
-            f"(expected {root}/{split}/{{{','.join(CLASSES)}}} or {root}/{{{','.join(CLASSES)}}})"
-        )
-    if n_ignored:
-        notes.append(f"ignored {n_ignored} file(s) without an image suffix")
-    return XRayData(root, {split: samples}, notes, refused)
+    return source_for(root).discover_split(split)

@@ -15,7 +15,8 @@ from ..analysis.adapt import Adaptation, adapt
 from ..analysis.evaluate import Scores, compute_metrics, predict_samples
 from ..core.io import make_dir
 from ..core.runs import RunDir
-from ..data.dataset import DecodedCache, Manifest, Sample, discover_split, prescan
+from ..data.dataset import DecodedCache, Sample, discover_split, prescan
+from ..data.sources import source_for
 from ..models.checkpoint import Predictor, checkpoint_file
 from ..studies.card_records import cohort_name
 
@@ -83,7 +84,7 @@ def evaluate_cohort(
     command: str = "",
     argv: list[str] | None = None,
 ) -> CohortEvaluation:
-    """Evaluate CHECKPOINT (a file or a run folder) on SPLIT of SOURCE (a folder or a Manifest).
+    """Evaluate CHECKPOINT (a file or a run folder) on SPLIT of SOURCE (a folder, a Manifest, any data.sources.Source).
 
     Args:
         threshold: decide at this threshold instead of the checkpoint's.
@@ -107,8 +108,7 @@ def evaluate_cohort(
     )
     m = compute_metrics(scores, threshold, seed=0)
     columns = _flags(pred, samples, scores, m)
-    manifest = isinstance(source, Manifest)
-    cohort = cohort_name(source.csv.with_suffix("") if manifest else source, split, adapt_mode)
+    cohort = cohort_name(source_for(source).named_after(), split, adapt_mode)
     a = adapt(pred, samples, adapt_mode, threshold=threshold, alpha=adapt_alpha, cohort=cohort) if adapt_mode else None
     adapted = None if a is None else dict(compute_metrics(a.scores, a.threshold, seed=0), adaptation=a.record())
     record = dict(
@@ -117,7 +117,7 @@ def evaluate_cohort(
         split=split,
         experiment=pred.config.name,
         cohort=cohort,
-        data_dir=str(source) if manifest else str(Path(source).expanduser().resolve()),
+        data_dir=source_for(source).describe(),
         checkpoint_threshold=pred.threshold,
         threshold_override=override,
         date=datetime.now(timezone.utc).isoformat(timespec="seconds"),
