@@ -19,7 +19,7 @@
 #
 # **Hypothesis.** A ResNet18 trained from scratch on greyscale X-rays with light augmentation (flip, ±10° rotation, brightness/contrast 0.2) separates PNEUMONIA from NORMAL.
 #
-# **What changed:** (the baseline). The config is `pneumolib.core.config.get_config("baseline")`, written as a `replace(...)` of the previous entry's.
+# **What changed:** (the baseline). The config is `pneumolib.studies.catalogue.get_config("baseline")`, written as a `replace(...)` of the previous entry's.
 #
 # **What the log recorded:** Pneumonia classified well, normal images ambiguous. Grad-CAM: attention on the image periphery rather than the lung centre.
 #

@@ -19,7 +19,7 @@
 #
 # **Hypothesis.** Blurring the periphery of NORMAL images (`CentralFocus`) pushes the model to look at the centre of the chest, where the lungs are.
 #
-# **What changed (from entry 01, `baseline`):** NORMAL transform: log_baseline -> central_focus+log_baseline. The config is `pneumolib.core.config.get_config("central_focus_normal")`, written as a `replace(...)` of the previous entry's.
+# **What changed (from entry 01, `baseline`):** NORMAL transform: log_baseline -> central_focus+log_baseline. The config is `pneumolib.studies.catalogue.get_config("central_focus_normal")`, written as a `replace(...)` of the previous entry's.
 #
 # **What the log recorded:** More NORMAL images misread as PNEUMONIA; over-confident (PNEUMONIA probability 1.00), false positives surge.
 #

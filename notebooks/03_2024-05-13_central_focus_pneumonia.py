@@ -19,7 +19,7 @@
 #
 # **Hypothesis.** The same blur, but on **PNEUMONIA** images only. The log wrote `central_focus(image, is_normal=(label == 1))`; label 1 is PNEUMONIA, so despite the flag's name the blur goes to PNEUMONIA images. Here the `ByClass` wrapper states the class outright.
 #
-# **What changed (from entry 02, `central_focus_normal`):** NORMAL transform: central_focus+log_baseline -> log_baseline; PNEUMONIA transform: log_baseline -> central_focus+log_baseline. The config is `pneumolib.core.config.get_config("central_focus_pneumonia")`, written as a `replace(...)` of the previous entry's.
+# **What changed (from entry 02, `central_focus_normal`):** NORMAL transform: central_focus+log_baseline -> log_baseline; PNEUMONIA transform: log_baseline -> central_focus+log_baseline. The config is `pneumolib.studies.catalogue.get_config("central_focus_pneumonia")`, written as a `replace(...)` of the previous entry's.
 #
 # **What the log recorded:** Grad-CAM attention slightly better, NORMAL accuracy still low. Conclusion: central focus hurts this model; the augmentation-only baseline is the most stable.
 #

@@ -19,7 +19,7 @@
 #
 # **Hypothesis.** The standard 3-channel ResNet18 is trained on the films as RGB (what `ImageFolder`'s loader gives); the log then forced greyscale at inference (`Image.open(p).convert("L")` + `Grayscale(num_output_channels=3)`) and saw every prediction turn PNEUMONIA. Does that mismatch explain the collapse?
 #
-# **What changed (from entry 03, `central_focus_pneumonia`):** in_channels: 1 -> 3; PNEUMONIA transform: central_focus+log_baseline -> log_baseline. The config is `pneumolib.core.config.get_config("rgb_grayscale_mismatch")`, written as a `replace(...)` of the previous entry's.
+# **What changed (from entry 03, `central_focus_pneumonia`):** in_channels: 1 -> 3; PNEUMONIA transform: central_focus+log_baseline -> log_baseline. The config is `pneumolib.studies.catalogue.get_config("rgb_grayscale_mismatch")`, written as a `replace(...)` of the previous entry's.
 #
 # **What the log recorded:** Grad-CAM attention abnormal, every prediction PNEUMONIA (probability 1.00). Cause: channel/preprocessing mismatch between training and inference.
 #

@@ -19,7 +19,7 @@
 #
 # **Hypothesis.** ImageNet-pretrained weights (`ResNet18_Weights.DEFAULT`) give clearer decisions and better NORMAL recognition than random init.
 #
-# **What changed (from entry 04, `rgb_grayscale_mismatch`):** pretrained: False -> True. The config is `pneumolib.core.config.get_config("pretrained")`, written as a `replace(...)` of the previous entry's.
+# **What changed (from entry 04, `rgb_grayscale_mismatch`):** pretrained: False -> True. The config is `pneumolib.studies.catalogue.get_config("pretrained")`, written as a `replace(...)` of the previous entry's.
 #
 # **What the log recorded:** Softmax probabilities higher overall, decisions clearer; begins to separate NORMAL images better than before.
 #

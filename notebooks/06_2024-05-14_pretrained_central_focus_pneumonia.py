@@ -19,7 +19,7 @@
 #
 # **Hypothesis (the log's).** CentralFocus on PNEUMONIA images, tried again on the pretrained model, behaves as in entry 03: slightly better Grad-CAM, NORMAL accuracy still low, and lower accuracy than the same model without it. Without ImageNet weights this re-run tests it on entry 05's random-init model.
 #
-# **What changed (from entry 05, `pretrained`):** PNEUMONIA transform: log_baseline -> central_focus+log_baseline. The config is `pneumolib.core.config.get_config("pretrained_central_focus_pneumonia")`, written as a `replace(...)` of the previous entry's.
+# **What changed (from entry 05, `pretrained`):** PNEUMONIA transform: log_baseline -> central_focus+log_baseline. The config is `pneumolib.studies.catalogue.get_config("pretrained_central_focus_pneumonia")`, written as a `replace(...)` of the previous entry's.
 #
 # **What the log recorded:** Same as entry 3: slight Grad-CAM improvement, NORMAL accuracy still low; central focus hurts; augmentation-only baseline most stable.
 #

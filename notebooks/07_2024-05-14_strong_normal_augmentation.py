@@ -19,7 +19,7 @@
 #
 # **Hypothesis.** Strong augmentation for NORMAL images only (flip, ±20° rotation, Gaussian blur 3, brightness/contrast 0.4) teaches the model what normal variation looks like, so it stops calling everything PNEUMONIA.
 #
-# **What changed (from entry 06, `pretrained_central_focus_pneumonia`):** NORMAL transform: log_baseline -> log_strong_normal; PNEUMONIA transform: central_focus+log_baseline -> log_baseline. The config is `pneumolib.core.config.get_config("strong_normal_aug")`, written as a `replace(...)` of the previous entry's.
+# **What changed (from entry 06, `pretrained_central_focus_pneumonia`):** NORMAL transform: log_baseline -> log_strong_normal; PNEUMONIA transform: central_focus+log_baseline -> log_baseline. The config is `pneumolib.studies.catalogue.get_config("strong_normal_aug")`, written as a `replace(...)` of the previous entry's.
 #
 # **What the log recorded:** Predictions no longer extreme, softmax spread 0.4-0.7. Grad-CAM and confusion matrix analysis planned. "The most balanced model so far."
 #

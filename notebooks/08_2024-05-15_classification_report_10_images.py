@@ -19,7 +19,7 @@
 #
 # **Hypothesis (the log's).** A classification report on 10 test images (5 NORMAL + 5 PNEUMONIA) tells whether the model is biased. This notebook checks that against the full test split.
 #
-# **What changed (from entry 07, `strong_normal_aug`):** eval_subset_per_class: None -> 5. The config is `pneumolib.core.config.get_config("report_10_images")`, written as a `replace(...)` of the previous entry's.
+# **What changed (from entry 07, `strong_normal_aug`):** eval_subset_per_class: None -> 5. The config is `pneumolib.studies.catalogue.get_config("report_10_images")`, written as a `replace(...)` of the previous entry's.
 #
 # **What the log recorded:** NORMAL precision/recall/F1 0.00; PNEUMONIA precision 0.50, recall 1.00, F1 0.67; accuracy 0.50; macro avg 0.25/0.50/0.33. Everything predicted PNEUMONIA: the model is biased and ignores NORMAL, a serious problem in real use.
 #

@@ -19,7 +19,7 @@
 #
 # **Hypothesis (the log's).** FocalLoss plus a stricter decision rule (PNEUMONIA only when p >= 0.8) softens the PNEUMONIA bias and raises NORMAL recall.
 #
-# **What changed (from entry 08, `report_10_images`):** loss: ce -> focal; threshold: fixed:0.5 -> fixed:0.8. The config is `pneumolib.core.config.get_config("focal_loss_threshold_0.8")`, written as a `replace(...)` of the previous entry's.
+# **What changed (from entry 08, `report_10_images`):** loss: ce -> focal; threshold: fixed:0.5 -> fixed:0.8. The config is `pneumolib.studies.catalogue.get_config("focal_loss_threshold_0.8")`, written as a `replace(...)` of the previous entry's.
 #
 # **What the log recorded:** Still every image PNEUMONIA (same report as entry 8). FocalLoss alone does not fix it; the NORMAL class criterion is lacking. Grad-CAM on a NORMAL image: attention on the heart / lower diaphragm centre, not the lung fields; misclassified as PNEUMONIA.
 #

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .core.config import CLASSES, REGISTRY, ExperimentConfig, diff, format_diff, get_config, previous
+from .core.config import CLASSES, ExperimentConfig, diff, format_diff
+from .studies.catalogue import REGISTRY, get_config, previous
 
 if TYPE_CHECKING:  # imported where used: importing the API (the CLI's 'experiments') costs no torch
     import numpy as np

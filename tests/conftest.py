@@ -6,9 +6,10 @@ from dataclasses import replace
 
 import pytest
 
-from pneumolib.core.config import apply_profile, get_config
+from pneumolib.core.config import apply_profile
 from pneumolib.data.dataset import discover
 from pneumolib.data.fixture import fixture_dir
+from pneumolib.studies.catalogue import get_config
 
 
 @pytest.fixture(scope="session")

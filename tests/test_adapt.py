@@ -25,11 +25,11 @@ from pneumolib.analysis.evaluate import (
     reliability_curve,
 )
 from pneumolib.cli import main
-from pneumolib.core.config import get_config
 from pneumolib.data.fixture import fixture_dir
 from pneumolib.data.shifts import SHIFTS_BY_NAME
 from pneumolib.data.transforms import ByClass, Identity
 from pneumolib.models.checkpoint import Predictor
+from pneumolib.studies.catalogue import get_config
 
 
 # --- calibration -------------------------------------------------------------------------------------------

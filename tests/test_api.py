@@ -60,9 +60,9 @@ def test_the_shipped_segmenter_is_loaded_once_per_process(monkeypatch):
     run (preprocessing_for alone on every call)."""
     from dataclasses import replace
 
-    from pneumolib.core.config import get_config
     from pneumolib.data import lungs as L
     from pneumolib.models.checkpoint import preprocessing_for
+    from pneumolib.studies.catalogue import get_config
 
     calls = []
     real = L.LungSegmenter.load.__func__

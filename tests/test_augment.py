@@ -9,9 +9,9 @@ import torch
 from augment_reference import ORACLE, build
 
 import pneumolib.data.augment as A
-from pneumolib.core.config import RECOMMENDED
 from pneumolib.data.augment import BatchAugment, TrainBatches, prepare_batch
 from pneumolib.data.transforms import TRANSFORMS, CentralFocus, Preprocessing
+from pneumolib.studies.catalogue import RECOMMENDED
 
 N_DRAWS = 800
 SIZE = 64
@@ -281,9 +281,9 @@ def test_figure_shows_both_paths_and_leaves_the_global_rng_alone():
     import matplotlib.pyplot as plt
 
     from pneumolib.analysis.plots import show_batched_vs_reference
-    from pneumolib.core.config import BASELINE
     from pneumolib.data.dataset import discover
     from pneumolib.data.fixture import fixture_dir
+    from pneumolib.studies.catalogue import BASELINE
 
     state = torch.get_rng_state()
     fig = show_batched_vs_reference(BASELINE, discover(fixture_dir())["train"], n_draws=2)

@@ -60,7 +60,7 @@ def test_bench_runs_the_named_experiments_transforms_and_preprocessing(tmp_path,
     assert (
         r["experiment"] == "recommended" and r["normalize"] == "equalize_masked"
     )  # the recipe's, not the baseline's "none"
-    from pneumolib.core.config import RECOMMENDED
+    from pneumolib.studies.catalogue import RECOMMENDED
 
     assert seen == [RECOMMENDED.train_transforms]  # the pipeline used the recipe's augmentation
     assert r["pipeline_images"] == 8

@@ -4,9 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from pneumolib.core.config import CLASSES, get_config
+from pneumolib.core.config import CLASSES
 from pneumolib.models.checkpoint import ChannelMismatch, CheckpointError, Predictor, read_checkpoint, save_checkpoint
 from pneumolib.models.networks import build_model
+from pneumolib.studies.catalogue import get_config
 
 
 def test_checkpoint_carries_config_classes_channels_preprocessing_threshold(trained_run):

@@ -253,8 +253,8 @@ def test_evaluate_a_folder_without_classes_is_one_line(cli_run, tmp_path, capsys
 
 
 def test_run_with_seeds_writes_one_folder_per_seed_in_the_notebooks_layout(tmp_path, capsys):
-    from pneumolib.core.config import get_config
     from pneumolib.core.runs import load_metrics
+    from pneumolib.studies.catalogue import get_config
 
     assert (
         main(

@@ -4,14 +4,15 @@ from dataclasses import replace
 import pytest
 
 from pneumolib.core import config as C
+from pneumolib.studies import catalogue
 
 
 def test_registry_has_the_log_entries_in_order_then_the_recommended_recipe():
-    entries = [c.entry for c in C.REGISTRY.values()]
+    entries = [c.entry for c in catalogue.REGISTRY.values()]
     assert entries == [f"{i:02d}" for i in range(1, 11)]
-    assert list(C.REGISTRY)[-1] == "recommended"
-    assert list(C.REGISTRY)[0] == "baseline"
-    assert C.BASELINE is C.REGISTRY["baseline"]
+    assert list(catalogue.REGISTRY)[-1] == "recommended"
+    assert list(catalogue.REGISTRY)[0] == "baseline"
+    assert catalogue.BASELINE is catalogue.REGISTRY["baseline"]
 
 
 @pytest.mark.parametrize(
@@ -27,15 +28,15 @@ def test_registry_has_the_log_entries_in_order_then_the_recommended_recipe():
     ],
 )
 def test_lookup_by_slug_or_entry_number(key, name):
-    assert C.get_config(key).name == name
+    assert catalogue.get_config(key).name == name
 
 
 def test_unknown_experiment_is_a_clear_error():
-    with pytest.raises(C.UnknownExperiment, match="unknown experiment 'nope'.*baseline"):
-        C.get_config("nope")
+    with pytest.raises(catalogue.UnknownExperiment, match="unknown experiment 'nope'.*baseline"):
+        catalogue.get_config("nope")
 
 
-@pytest.mark.parametrize("cfg", list(C.REGISTRY.values()), ids=lambda c: c.name)
+@pytest.mark.parametrize("cfg", list(catalogue.REGISTRY.values()), ids=lambda c: c.name)
 def test_config_round_trips_through_json(cfg):
     again = C.ExperimentConfig.from_json(cfg.to_json())
     assert again == cfg
@@ -66,15 +67,15 @@ def test_from_dict_rejects_unknown_fields():
 )
 def test_bad_config_values_are_refused_at_replace_time_naming_field_value_and_choices(field, value, allowed):
     with pytest.raises(ValueError) as e:
-        replace(C.BASELINE, **{field: value})
+        replace(catalogue.BASELINE, **{field: value})
     assert f"{field}={value!r}" in str(e.value) and allowed in str(e.value)
 
 
 def test_unknown_transform_name_is_refused_when_the_config_is_built():
     with pytest.raises(ValueError, match="'robus'.*not one of: none, log_baseline"):
-        replace(C.BASELINE, train_transforms=(("NORMAL", "central_focus+robus"), ("PNEUMONIA", "robust")))
+        replace(catalogue.BASELINE, train_transforms=(("NORMAL", "central_focus+robus"), ("PNEUMONIA", "robust")))
     with pytest.raises(ValueError, match="must name each of NORMAL, PNEUMONIA"):
-        replace(C.BASELINE, train_transforms=(("NORMAL", "robust"),))
+        replace(catalogue.BASELINE, train_transforms=(("NORMAL", "robust"),))
 
 
 @pytest.mark.parametrize(
@@ -91,11 +92,11 @@ def test_unknown_transform_name_is_refused_when_the_config_is_built():
 )
 def test_out_of_range_numbers_are_refused(field, value):
     with pytest.raises(ValueError, match=field):
-        replace(C.BASELINE, **{field: value})
+        replace(catalogue.BASELINE, **{field: value})
 
 
 def test_every_registered_and_ablation_config_and_profile_is_valid():
-    for cfg in [*C.REGISTRY.values(), *C.ABLATIONS.values()]:
+    for cfg in [*catalogue.REGISTRY.values(), *catalogue.ABLATIONS.values()]:
         for profile in C.PROFILES:
             C.apply_profile(cfg, profile)  # validated on construction
     assert set(C.PROFILES) == set(C.PROFILE_NAMES)
@@ -120,26 +121,26 @@ def test_transform_and_normalisation_names_match_their_implementations():
     ],
 )
 def test_each_entry_is_a_small_diff_of_its_predecessor(entry, expected):
-    cfg = C.get_config(entry)
-    assert set(C.diff(C.previous(cfg), cfg)) == expected
+    cfg = catalogue.get_config(entry)
+    assert set(C.diff(catalogue.previous(cfg), cfg)) == expected
 
 
 def test_central_focus_goes_to_the_class_the_log_meant():
     # regression: the log's `is_normal=(label == 1)` actually targets PNEUMONIA (label 1)
-    assert "central_focus" in C.get_config("03").transform_for("PNEUMONIA")
-    assert "central_focus" not in C.get_config("03").transform_for("NORMAL")
-    assert "central_focus" in C.get_config("02").transform_for("NORMAL")
+    assert "central_focus" in catalogue.get_config("03").transform_for("PNEUMONIA")
+    assert "central_focus" not in catalogue.get_config("03").transform_for("NORMAL")
+    assert "central_focus" in catalogue.get_config("02").transform_for("NORMAL")
 
 
 def test_training_key_ignores_evaluation_only_fields():
-    assert C.get_config("07").training_key() == C.get_config("08").training_key()
-    assert C.get_config("08").training_key() != C.get_config("09").training_key()
-    assert replace(C.BASELINE, threshold="youden").training_key() == C.BASELINE.training_key()
+    assert catalogue.get_config("07").training_key() == catalogue.get_config("08").training_key()
+    assert catalogue.get_config("08").training_key() != catalogue.get_config("09").training_key()
+    assert replace(catalogue.BASELINE, threshold="youden").training_key() == catalogue.BASELINE.training_key()
 
 
 @pytest.mark.parametrize("profile", list(C.PROFILES))
 def test_profiles_apply_and_are_recorded(profile):
-    cfg = C.apply_profile(C.BASELINE, profile)
+    cfg = C.apply_profile(catalogue.BASELINE, profile)
     assert cfg.profile == profile
     for k, v in C.PROFILES[profile].items():
         assert getattr(cfg, k) == v
@@ -147,26 +148,26 @@ def test_profiles_apply_and_are_recorded(profile):
 
 def test_unknown_profile_is_refused():
     with pytest.raises(KeyError, match="unknown profile"):
-        C.apply_profile(C.BASELINE, "laptop")
+        C.apply_profile(catalogue.BASELINE, "laptop")
 
 
 def test_register_refuses_duplicates():
     with pytest.raises(ValueError, match="already registered"):
-        C.register(replace(C.BASELINE, entry="99"))
+        catalogue.register(replace(catalogue.BASELINE, entry="99"))
 
 
 def test_recommended_is_a_diff_from_the_baseline():
-    assert C.previous(C.RECOMMENDED) is C.BASELINE
-    changed = set(C.diff(C.BASELINE, C.RECOMMENDED))
+    assert catalogue.previous(catalogue.RECOMMENDED) is catalogue.BASELINE
+    changed = set(C.diff(catalogue.BASELINE, catalogue.RECOMMENDED))
     assert {"train_transforms", "normalize", "sampler", "threshold", "tta"} <= changed
-    assert "pretrained" not in changed and not C.RECOMMENDED.pretrained  # the goal is from random init
-    assert "fixed" not in C.RECOMMENDED.threshold  # the threshold is learnt from the training data's val split
+    assert "pretrained" not in changed and not catalogue.RECOMMENDED.pretrained  # the goal is from random init
+    assert "fixed" not in catalogue.RECOMMENDED.threshold  # the threshold is learnt from the training data's val split
 
 
 def test_last_ablation_step_is_the_recommended_recipe_at_the_ablation_budget():
-    last = list(C.ABLATIONS.values())[-1]
-    assert set(C.diff(last, C.RECOMMENDED)) == {"epochs"}
-    assert C.apply_profile(last, "cpu").epochs < C.apply_profile(C.RECOMMENDED, "cpu").epochs
+    last = list(catalogue.ABLATIONS.values())[-1]
+    assert set(C.diff(last, catalogue.RECOMMENDED)) == {"epochs"}
+    assert C.apply_profile(last, "cpu").epochs < C.apply_profile(catalogue.RECOMMENDED, "cpu").epochs
 
 
 @pytest.mark.parametrize(
@@ -186,19 +187,19 @@ def test_last_ablation_step_is_the_recommended_recipe_at_the_ablation_budget():
     ],
 )
 def test_each_ablation_step_changes_one_lever(name, expected):
-    steps = [C.BASELINE, *C.ABLATIONS.values()]
+    steps = [catalogue.BASELINE, *catalogue.ABLATIONS.values()]
     parent = {"abl_per_image": "abl_robust_aug", "abl_equalize": "abl_robust_aug"}.get(name)
-    before = C.get_config(parent) if parent else steps[steps.index(C.ABLATIONS[name]) - 1]
-    assert set(C.diff(before, C.ABLATIONS[name])) == expected
+    before = catalogue.get_config(parent) if parent else steps[steps.index(catalogue.ABLATIONS[name]) - 1]
+    assert set(C.diff(before, catalogue.ABLATIONS[name])) == expected
 
 
 def test_ablations_stay_out_of_the_main_job():
-    assert not set(C.ABLATIONS) & set(C.REGISTRY)
+    assert not set(catalogue.ABLATIONS) & set(catalogue.REGISTRY)
 
 
 def test_recommended_cpu_profile_uses_every_image_and_more_epochs():
-    cfg = C.apply_profile(C.RECOMMENDED, "cpu")
+    cfg = C.apply_profile(catalogue.RECOMMENDED, "cpu")
     assert (cfg.image_size, cfg.epochs, cfg.max_train_images, cfg.profile) == (128, 20, None, "cpu")
-    assert C.apply_profile(C.RECOMMENDED, "gpu").image_size == 224
+    assert C.apply_profile(catalogue.RECOMMENDED, "gpu").image_size == 224
     # other experiments keep the generic cpu profile
-    assert C.apply_profile(C.BASELINE, "cpu").max_train_images == C.PROFILES["cpu"]["max_train_images"]
+    assert C.apply_profile(catalogue.BASELINE, "cpu").max_train_images == C.PROFILES["cpu"]["max_train_images"]

@@ -8,11 +8,12 @@ import torch
 from PIL import Image
 
 from pneumolib.cli import main
-from pneumolib.core.config import ExperimentConfig, View, get_config
+from pneumolib.core.config import ExperimentConfig, View
 from pneumolib.data import lungs as L
 from pneumolib.data.dataset import DecodedCache, discover
 from pneumolib.data.fixture import fixture_dir
 from pneumolib.models.checkpoint import CheckpointError, Predictor, preprocessing_for, save_checkpoint
+from pneumolib.studies.catalogue import get_config
 
 
 def _two_lungs(h=100, w=100):

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pneumolib.core.config import CLASSES, apply_profile, get_config
+from pneumolib.core.config import CLASSES, apply_profile
 from pneumolib.data.dataset import (
     DataError,
     DecodedCache,
@@ -24,6 +24,7 @@ from pneumolib.data.dataset import (
 )
 from pneumolib.data.fixture import FIXTURE_COUNTS, fixture_dir
 from pneumolib.data.transforms import Preprocessing
+from pneumolib.studies.catalogue import get_config
 
 
 @pytest.fixture

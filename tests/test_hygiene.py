@@ -45,7 +45,8 @@ def test_strict_refuses_any_finding(messy):
 def test_training_log_shows_the_prescan_table(messy, caplog):
     from dataclasses import replace
 
-    from pneumolib.core.config import apply_profile, get_config
+    from pneumolib.core.config import apply_profile
+    from pneumolib.studies.catalogue import get_config
     from pneumolib.training.fit import fit
 
     with caplog.at_level("INFO", logger="pneumolib"):

@@ -8,11 +8,11 @@ import torch
 from PIL import Image
 
 import pneumolib.data.imaging as imaging
-from pneumolib.core.config import get_config
 from pneumolib.data.dataset import DecodedCache, Sample, XRayDataset
 from pneumolib.data.imaging import ImageError, load_image, load_resized
 from pneumolib.data.transforms import Preprocessing
 from pneumolib.models.checkpoint import Predictor
+from pneumolib.studies.catalogue import get_config
 
 N = 40  # native side of the odd-format test images (load_resized(…, 32) then really resizes)
 

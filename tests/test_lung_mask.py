@@ -5,12 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from pneumolib.core.config import ConfigError, ExperimentConfig, View, get_config
+from pneumolib.core.config import ConfigError, ExperimentConfig, View
 from pneumolib.data import lungs as L
 from pneumolib.data.dataset import DecodedCache
 from pneumolib.data.fixture import fixture_dir
 from pneumolib.data.transforms import Preprocessing, equalize_nonzero
 from pneumolib.models.checkpoint import preprocessing_for
+from pneumolib.studies.catalogue import get_config
 
 
 def test_equalize_nonzero_keeps_zeros_and_spreads_the_rest_over_1_to_255():

@@ -471,8 +471,8 @@ def test_the_budget_applies_to_every_seed_alike(capsys, quiet_log):
 
 
 def test_the_final_model_says_when_a_render_budget_replaces_the_recipe_own(capsys, quiet_log):
-    from pneumolib.core.config import get_config
     from pneumolib.notebook import series
+    from pneumolib.studies.catalogue import get_config
 
     cfg = get_config("recommended")
     own = series.final_budget(series.start(None, "cpu", "cpu", "0"), cfg)
@@ -497,11 +497,11 @@ def test_two_series_keep_their_own_settings_no_module_state(quiet_log):
 def test_an_entry_that_trains_an_identical_config_finds_its_twin_run(tmp_path, quiet_log):
     from dataclasses import replace
 
-    from pneumolib.core.config import get_config
     from pneumolib.data.dataset import fingerprint, prepare, resolve_data_dir
     from pneumolib.models.checkpoint import save_checkpoint
     from pneumolib.models.networks import build_model
     from pneumolib.notebook import series
+    from pneumolib.studies.catalogue import get_config
 
     s = series.start(None, "fixture", "cpu", [0], runs=tmp_path)
     cfg = series.wanted_config(s, get_config("04"), 0)
@@ -554,9 +554,9 @@ def test_a_twin_entry_shows_the_twins_grad_cam_results_without_recomputing_them(
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))  # no ImageNet weights, on any machine
     monkeypatch.delenv("PNEUMOLIB_IMAGENET_WEIGHTS", raising=False)
 
-    from pneumolib.core.config import get_config
     from pneumolib.notebook import series
     from pneumolib.studies import experiment
+    from pneumolib.studies.catalogue import get_config
 
     s = series.start(None, "smoke", "cpu", [0], runs=tmp_path)
     [r04] = series.run_seeds(get_config("04"), s, cam_per_class=2)
@@ -872,8 +872,8 @@ def test_notebook_10s_overview_adopts_a_twin_entrys_run_instead_of_training_it_r
     # the fixture render of notebook 10 trained entry 05 again although it is entry 04's twin without ImageNet weights
     import torch
 
-    from pneumolib.core.config import get_config
     from pneumolib.notebook import series
+    from pneumolib.studies.catalogue import get_config
 
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     monkeypatch.delenv("PNEUMOLIB_IMAGENET_WEIGHTS", raising=False)

@@ -2,9 +2,9 @@
 
 from dataclasses import replace
 
-from pneumolib.core.config import BASELINE, get_config
 from pneumolib.core.runs import ablation_dir
 from pneumolib.studies import protocol as P
+from pneumolib.studies.catalogue import BASELINE, get_config
 
 
 def _row(name, folders_acc, stress_acc, early_acc, spec=0.8):

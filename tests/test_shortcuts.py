@@ -10,12 +10,12 @@ from PIL import Image
 from torch import nn
 
 from pneumolib.cli import main
-from pneumolib.core.config import get_config
 from pneumolib.core.stats import auc_with_interval
 from pneumolib.data.dataset import DecodedCache, Sample, discover
 from pneumolib.data.fixture import fixture_dir
 from pneumolib.models.checkpoint import Predictor, preprocessing_for
 from pneumolib.studies import shortcuts as S
+from pneumolib.studies.catalogue import get_config
 
 
 def test_global_stats_see_a_black_border_and_sharpness_not_anatomy():

@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from pneumolib.core.config import apply_profile, get_config
+from pneumolib.core.config import apply_profile
 from pneumolib.core.runtime import get_device, seed_everything
+from pneumolib.studies.catalogue import get_config
 from pneumolib.training.fit import FocalLoss, fit, make_loss
 
 

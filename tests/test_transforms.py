@@ -3,8 +3,8 @@ import pytest
 import torch
 from PIL import Image
 
-from pneumolib.core.config import get_config
 from pneumolib.data.transforms import TRANSFORMS, ByClass, CentralFocus, Preprocessing, build, build_train_transform
+from pneumolib.studies.catalogue import get_config
 
 
 def _img(size=64, seed=0):

@@ -2,9 +2,9 @@
 
 import pytest
 
-from pneumolib.core.config import REGISTRY
 from pneumolib.core.stats import wilson
 from pneumolib.studies import verdicts as V
+from pneumolib.studies.catalogue import REGISTRY
 from pneumolib.studies.verdicts import CANNOT_TELL, FAILS, HOLDS, NOT_TESTED, SEEDS_DISAGREE, TOO_FEW_FILMS, Estimate
 
 
@@ -210,7 +210,8 @@ def test_most_stable_is_a_spread_over_seeds_decided_with_five_seeds_or_more():
 def test_the_cohort_claim_is_judged_by_a_recorded_measurement_of_the_same_training_config():
     from dataclasses import asdict, replace
 
-    from pneumolib.core.config import RECOMMENDED, apply_profile
+    from pneumolib.core.config import apply_profile
+    from pneumolib.studies.catalogue import RECOMMENDED
 
     cfg = asdict(replace(apply_profile(RECOMMENDED, "cpu"), seed=0))
     this = [run(seed=s, config=dict(cfg, seed=s)) for s in (0, 1, 2)]
@@ -234,7 +235,8 @@ def test_the_committed_record_holds_no_measurement_of_the_present_recipe():
     from dataclasses import asdict, replace
     from pathlib import Path
 
-    from pneumolib.core.config import RECOMMENDED, apply_profile
+    from pneumolib.core.config import apply_profile
+    from pneumolib.studies.catalogue import RECOMMENDED
 
     recipes = json.loads((Path(__file__).parents[1] / "docs" / "external_cohort" / "recipes.json").read_text())
     runs = [{"config": asdict(replace(apply_profile(RECOMMENDED, "cpu"), seed=s))} for s in (0, 1, 2)]

@@ -28,10 +28,13 @@ def main() -> int:
     import torch
 
     g = torch.Generator().manual_seed(a.seed)
-    val = [val[i] for i in torch.randperm(len(val), generator=g).tolist()[: a.max_films]]
+    order = torch.randperm(len(val), generator=g).tolist()
+    ref = [val[i] for i in order[: len(order) // 3]]  # the relative adaptation's reference: other films
+    val = [val[i] for i in order[len(order) // 3 :][: a.max_films]]
     t0 = time.time()
-    df = site_study(o.predictor, val, seed=a.seed, progress=lambda s: print(s, file=sys.stderr, flush=True))
-    cols = ["condition", "n", "adapted", "plain_acc", "site_acc", "plain_bal", "always_bal", "site_bal", "plain_rec_n",
+    df = site_study(o.predictor, val, seed=a.seed, progress=lambda s: print(s, file=sys.stderr, flush=True),
+                    reference_films=ref)  # fmt: skip
+    cols = ["condition", "n", "adapted", "plain_acc", "site_acc", "plain_bal", "always_bal", "site_bal", "relative_bal", "plain_rec_n",
             "site_rec_n", "plain_rec_p", "site_rec_p", "stable", "class_mix_kept", "no_lost_certainty", "moved",
             "harm"]  # fmt: skip
     print(df[[c for c in cols if c in df]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))

@@ -15,8 +15,8 @@ import argparse
 import logging
 import time
 
-from pneumolib.core.config import get_config
 from pneumolib.notebook import series
+from pneumolib.studies.catalogue import get_config
 
 
 def main() -> int:

@@ -105,6 +105,22 @@ def stat_shift(plain: torch.nn.Module, adapted: torch.nn.Module, layers=EARLY_BN
     return float(torch.cat(moves).mean())
 
 
+def relative_bn(plain: torch.nn.Module, folder: torch.nn.Module, reference: torch.nn.Module, layers=EARLY_BN_LAYERS):
+    """A copy of PLAIN whose early BatchNorm statistics move by the folder's difference from a reference: FOLDER and
+    REFERENCE are PLAIN adapted (adapt_bn) on the folder's films and on validation films. Re-estimating statistics
+    on films like the training ones does not give back the training statistics (those were averaged over augmented
+    training batches); moving by the difference leaves a folder like validation where it was, and moves a shifted
+    one by its shift."""
+    import copy
+
+    out = copy.deepcopy(plain)
+    f, r = dict(bn_layers(folder, layers)), dict(bn_layers(reference, layers))
+    for name, bn in bn_layers(out, layers):
+        bn.running_mean.add_(f[name].running_mean - r[name].running_mean)
+        bn.running_var.mul_((f[name].running_var + bn.eps) / (r[name].running_var + bn.eps))
+    return out
+
+
 def decide(
     plain: np.ndarray,
     adapted: np.ndarray,

@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from ..core import config as C
+from ..studies import catalogue
 from .common import command_line, common_args, data_source, int_in, manifest_args
 
 
@@ -105,7 +106,7 @@ def cmd_train(args) -> int:
         logging.getLogger("pneumolib").setLevel(logging.WARNING)
     try:
         r = run_experiment(
-            C.get_config(args.experiment),
+            catalogue.get_config(args.experiment),
             source,
             args.out,
             profile=args.profile,
@@ -227,13 +228,13 @@ def add_bench(sub) -> None:
 
 
 def cmd_ablate(args) -> int:
-    from ..core.config import RECOMMENDED
     from ..data.dataset import resolve_data_dir
+    from ..studies.catalogue import RECOMMENDED
     from ..studies.protocol import ablation_configs, ablation_frame, protocol_agreement, score_steps
 
     root, is_fixture = resolve_data_dir(args.data_dir)
     holdouts = ("folders", "early_ids") if args.holdout == "both" else (args.holdout,)
-    configs = [C.get_config(n) for n in args.steps] if args.steps else ablation_configs()
+    configs = [catalogue.get_config(n) for n in args.steps] if args.steps else ablation_configs()
     configs += [RECOMMENDED] if args.with_recommended else []
     rows = score_steps(
         None if is_fixture else root,

@@ -9,11 +9,12 @@ import torch
 
 from ..analysis import plots
 from ..analysis.cam import recorded_sanity
-from ..core.config import ExperimentConfig, diff, format_diff, previous
+from ..core.config import ExperimentConfig, diff, format_diff
 from ..data.dataset import resolve_data_dir
 from ..notebook.display import area_text, maps_checked, metrics_frame, one_class_epochs, show, with_ci
 from ..notebook.series import Series, tidy
 from ..studies import verdicts
+from ..studies.catalogue import previous
 from ..studies.experiment import RunResult
 
 

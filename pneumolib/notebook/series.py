@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from ..core.config import REGISTRY, ExperimentConfig, get_config
+from ..core.config import ExperimentConfig
 from ..core.runs import RunDir, load_metrics, seed_dir, seed_dirs
 from ..core.runtime import git_commit
 from ..data.dataset import resolve_data_dir
@@ -18,6 +18,7 @@ from ..notebook.provenance import (  # noqa: F401 (RENDERED_FROM, stale_paths: r
     stale_paths,
     tidy,
 )
+from ..studies.catalogue import REGISTRY, get_config
 from ..studies.experiment import (
     RunResult,
     data_fingerprint,
@@ -359,8 +360,8 @@ def matched_baseline(series: Series, train: bool = True) -> dict[str, Any] | Non
     (protocol.matched_baseline; a run of the same training, such as notebook 01's when the budgets agree, is
     re-evaluated, not retrained), pooled into one ablation row whose 'metrics_by_seed' the verdicts read; None,
     said in one line, when this render does not train it."""
-    from ..core.config import BASELINE, RECOMMENDED
     from ..core.runs import matched_baseline_dir
+    from ..studies.catalogue import BASELINE, RECOMMENDED
     from ..studies.protocol import budget_of, budget_words, pool_seeds
     from ..studies.protocol import matched_baseline as train_matched
 

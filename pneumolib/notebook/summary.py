@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..core.config import LOG_ENTRIES, REGISTRY
 from ..studies import verdicts as V
+from ..studies.catalogue import LOG_ENTRIES, REGISTRY
 from .helpers import cohort_measurements, cohort_recipes, cohort_record, fmt, span
 from .series import Series, load_matched_baseline, load_runs
 
@@ -276,7 +276,8 @@ def why_everything_pneumonia(runs: dict[str, list[dict[str, Any]]]) -> str:
     """The answer to the log's first question, in words computed from the runs: does the baseline call everything
     PNEUMONIA at this budget, and which entries do (a seed collapsed to PNEUMONIA on the validation split, or a mean
     share called PNEUMONIA on the test split at or above verdicts.COLLAPSE_SHARE), each with what it changed."""
-    from ..core.config import diff, format_diff, previous
+    from ..core.config import diff, format_diff
+    from ..studies.catalogue import previous
 
     base = runs.get("01") or []
     if not base:

@@ -11,12 +11,13 @@ import torch
 import torchvision.transforms as T
 from torchvision.datasets.folder import default_loader
 
-from ..core.config import apply_profile, get_config
+from ..core.config import apply_profile
 from ..core.runtime import autocast, generator, get_device, seed_everything
 from ..data.augment import BatchAugment, TrainBatches
 from ..data.dataset import DecodedCache, XRayDataset, as_source, prepare
 from ..models.checkpoint import preprocessing_for
 from ..models.networks import build_model
+from .catalogue import get_config
 
 
 class _PlainFiles(torch.utils.data.Dataset):

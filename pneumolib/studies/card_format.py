@@ -165,7 +165,8 @@ def reconstructed_train_command(run_dir: Path, metrics: dict[str, Any]) -> str:
         parts += ["--profile", str(profile)]
     default = {}
     try:  # flags only where the run differs from its profile's defaults
-        from ..core.config import apply_profile, get_config
+        from ..core.config import apply_profile
+        from .catalogue import get_config
 
         default = apply_profile(get_config(str(metrics.get("entry") or cfg.get("name"))), profile).to_dict()
     except (KeyError, ValueError):

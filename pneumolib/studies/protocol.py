@@ -9,9 +9,10 @@ from typing import Any
 
 import numpy as np
 
-from ..core.config import ABLATIONS, BASELINE, ExperimentConfig
+from ..core.config import ExperimentConfig
 from ..core.runs import ablation_dir, matched_baseline_dir, seed_dirs
 from ..studies.stress import external_accuracy, stress_run
+from .catalogue import ABLATIONS, BASELINE
 
 logger = logging.getLogger(__name__)
 
@@ -171,8 +172,8 @@ def matched_baseline(
     use the shorter generic budget, which under-trains strong augmentation): the anchor pair at equal budget.
     `overrides` (a series' budget) apply on top. Returns one seed's {'folders', 'stress', 'run_dir', 'metrics'}
     (metrics.json with the stress summary under 'stress', for the verdicts)."""
-    from ..core.config import RECOMMENDED
     from ..studies.experiment import run_experiment
+    from .catalogue import RECOMMENDED
 
     d = matched_baseline_dir(runs, seed)
     r = run_experiment(

@@ -20,7 +20,7 @@ import torch
 
 from ..analysis.adapt import EARLY_BN_LAYERS, adapt_bn
 from ..analysis.evaluate import predict_samples
-from ..analysis.site import MIN_FILMS, decide, split_halves, stat_shift, too_few
+from ..analysis.site import MIN_FILMS, decide, relative_bn, split_halves, stat_shift, too_few
 from ..data.samples import Sample
 from ..data.shifts import SHIFTS_BY_NAME, two_sites
 from ..models.checkpoint import Predictor
@@ -89,8 +89,9 @@ def _figures(labels: np.ndarray, called: np.ndarray) -> dict[str, float]:
     return {"acc": float(np.mean(called == labels)), "bal": float(np.mean(known)), "rec_n": rec[0], "rec_p": rec[1]}
 
 
-def run_condition(predictor: Predictor, samples: list[Sample], cond: Condition, seed: int = 0) -> dict:
-    """One condition: the three ways' figures on the same films, the decision and whether site mode did harm."""
+def run_condition(predictor: Predictor, samples: list[Sample], cond: Condition, seed: int = 0, reference=None) -> dict:
+    """One condition: the three ways' figures on the same films, the decision and whether site mode did harm.
+    REFERENCE: the model adapted on other validation films, for the relative adaptation's figures ("relative")."""
     films = folder(samples, cond, seed)
     tf = _transform(cond.shift)
 
@@ -113,21 +114,30 @@ def run_condition(predictor: Predictor, samples: list[Sample], cond: Condition, 
         decision = decide(plain, always, halves, t, stat_shift(predictor.model, whole))
     site = always if decision.adapted else plain
     row = {"condition": cond.name, "what": cond.what, "n": len(films), "adapted": decision.adapted}
-    for way, p in (("plain", plain), ("always", always), ("site", site)):
+    ways = [("plain", plain), ("always", always), ("site", site)]
+    if reference is not None:
+        ways.append(("relative", score(relative_bn(predictor.model, whole, reference))))
+    for way, p in ways:
         row.update({f"{way}_{k}": v for k, v in _figures(labels, p >= t).items()})
     row.update({c.name: c.value for c in decision.checks})
-    row["harm"] = bool(row["site_acc"] < row["plain_acc"] - TOLERANCE or row["site_bal"] < row["plain_bal"] - TOLERANCE)
+    row["moved"] = decision.figures.get("moved", float("nan"))
+    row["harm"] = bool(row["site_bal"] < row["plain_bal"] - TOLERANCE)
     return row
 
 
 def site_study(predictor: Predictor, samples: list[Sample], conditions=CONDITIONS, seed: int = 0,
-               progress: Callable[[str], None] | None = None):  # fmt: skip
-    """Every condition on SAMPLES (validation films): a pandas DataFrame, one row per condition."""
+               progress: Callable[[str], None] | None = None, reference_films: list[Sample] | None = None):  # fmt: skip
+    """Every condition on SAMPLES (validation films): a pandas DataFrame, one row per condition. With
+    REFERENCE_FILMS (other validation films), the relative adaptation is measured too."""
     import pandas as pd
 
+    reference = None
+    if reference_films:
+        reference = adapt_bn(predictor.model, reference_films, predictor.preprocessing, layers=EARLY_BN_LAYERS,
+                             cache=predictor.cache, device=predictor.device)  # fmt: skip
     rows = []
     for cond in conditions:
-        rows.append(run_condition(predictor, samples, cond, seed))
+        rows.append(run_condition(predictor, samples, cond, seed, reference))
         if progress:
             r = rows[-1]
             progress(f"{cond.name}: n={r['n']} adapted={r['adapted']} acc plain {r['plain_acc']:.3f} "

@@ -10,9 +10,10 @@ from pathlib import Path
 import torch
 
 from pneumolib.core import distributed
-from pneumolib.core.config import apply_profile, get_config
+from pneumolib.core.config import apply_profile
 from pneumolib.data.dataset import discover
 from pneumolib.data.fixture import fixture_dir
+from pneumolib.studies.catalogue import get_config
 from pneumolib.training.fit import fit
 
 out = Path(sys.argv[1])
