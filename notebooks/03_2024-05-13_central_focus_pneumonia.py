@@ -50,6 +50,7 @@ RUNS = os.environ.get("PNEUMOLIB_RUNS", "../runs")  # run folders: RUNS/NN_name/
 from dataclasses import replace
 
 from pneumolib.core import config as C
+from pneumolib.studies import catalogue
 from pneumolib.notebook import helpers as nb
 from pneumolib.notebook import series
 from pneumolib.analysis import plots
@@ -65,7 +66,7 @@ DATA, PROFILE, SEEDS = S.data, S.profile, S.seeds
 
 # %%
 # NBVAL_CHECK_OUTPUT
-cfg = C.get_config("central_focus_pneumonia")
+cfg = catalogue.get_config("central_focus_pneumonia")
 nb.describe(cfg)
 
 # %% [markdown]

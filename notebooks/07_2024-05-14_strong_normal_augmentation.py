@@ -52,6 +52,7 @@ RUNS = os.environ.get("PNEUMOLIB_RUNS", "../runs")  # run folders: RUNS/NN_name/
 from dataclasses import replace
 
 from pneumolib.core import config as C
+from pneumolib.studies import catalogue
 from pneumolib.notebook import helpers as nb
 from pneumolib.notebook import series
 from pneumolib.analysis import plots
@@ -67,7 +68,7 @@ DATA, PROFILE, SEEDS = S.data, S.profile, S.seeds
 
 # %%
 # NBVAL_CHECK_OUTPUT
-cfg = C.get_config("strong_normal_aug")
+cfg = catalogue.get_config("strong_normal_aug")
 nb.describe(cfg)
 
 # %% [markdown]

@@ -59,6 +59,7 @@ RUNS = os.environ.get("PNEUMOLIB_RUNS", "../runs")  # run folders: RUNS/NN_name/
 from dataclasses import replace
 
 from pneumolib.core import config as C
+from pneumolib.studies import catalogue
 from pneumolib.notebook import helpers as nb
 from pneumolib.notebook import series
 from pneumolib.analysis import plots
@@ -82,7 +83,7 @@ nb.cohort_record();
 
 # %%
 # NBVAL_CHECK_OUTPUT
-cfg = C.get_config("recommended")
+cfg = catalogue.get_config("recommended")
 nb.describe(cfg)
 print(f"normalize {cfg.normalize}, sampler {cfg.sampler}, optimizer {cfg.optimizer} (wd {cfg.weight_decay}), scheduler {cfg.scheduler}, label smoothing {cfg.label_smoothing}, TTA {cfg.tta}")
 for p in ("cpu", "gpu"):

@@ -117,7 +117,7 @@ def predict_folder(
         raise ValueError(f"unknown adapt mode {adapt!r} (site | none)")
     pred = _predictor(checkpoint)
     records, refused = pred.predict_records(files)
-    if adapt == "none":
+    if adapt == "none" or not records:  # no readable film: nothing was scored, nothing to say about adapting
         return FolderPrediction(records, refused, None, pred)
     paths = [Path(r.path) for r in records]
     samples = [Sample(p, -1, patient_id(p), "predict") for p in paths]

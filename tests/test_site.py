@@ -133,3 +133,28 @@ def test_predict_folder_takes_flags_from_the_model_as_trained_and_labels_from_th
         assert b.adapted == site.site.adapted and not a.adapted
     if not site.site.adapted:
         assert [r.p_pneumonia for r in site.records] == [r.p_pneumonia for r in plain.records]
+
+
+def test_evaluate_adapts_a_large_enough_cohort_by_default_and_records_the_decision(
+    trained_run, fixture_data, cli, tmp_path
+):
+    import json as _json
+
+    from pneumolib.studies.card import write_model_card
+
+    ckpt, data = str(trained_run.run_dir / "checkpoint.pt"), str(fixture_data.root)
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("checkpoint.pt", "metrics.json"):
+        (run / name).write_bytes((trained_run.run_dir / name).read_bytes())
+    ckpt = str(run / "checkpoint.pt")
+    r = cli("evaluate", ckpt, "--data-dir", data, "--split", "train", "--json", tmp_path / "e.json")
+    assert r.returncode == 0 and r.stdout.count("site adaptation: ") == 1, r.stderr
+    rec = _json.loads((tmp_path / "e.json").read_text())
+    assert isinstance(rec["site"]["adapted"], bool) and len(rec["site"]["checks"]) == 3
+    assert (rec["adapted"] is not None) == rec["site"]["adapted"]
+    assert "Site adaptation: " in write_model_card(run).read_text()
+    small = cli("evaluate", ckpt, "--data-dir", data, "--split", "test")  # 24 films: too few to adapt
+    assert small.returncode == 0 and f"fewer than the {MIN_FILMS}" in small.stdout
+    none = cli("evaluate", ckpt, "--data-dir", data, "--split", "test", "--adapt", "none")
+    assert none.returncode == 0 and "site adaptation" not in none.stdout

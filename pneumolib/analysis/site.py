@@ -172,11 +172,15 @@ def adapt_to_site(
     transform: Callable | None = None,
     seed: int = 0,
     batch_size: int = 64,
+    threshold: float | None = None,
+    plain: Scores | None = None,
 ) -> tuple[Predictor, Scores, SiteDecision]:
     """Score a folder of films from one site, adapted to it when the checks allow (module docstring). Returns the
-    predictor used, its scores on the folder, and the decision. Cost: one plain pass, three BatchNorm passes (the
-    folder and its two halves) and three scoring passes over the folder: about 7 forward passes."""
+    predictor used, its scores on the folder, and the decision. THRESHOLD: decide at this one instead of the
+    predictor's; PLAIN: the model as trained's scores of these films, when already computed. Cost: one plain pass,
+    three BatchNorm passes (the folder and its two halves) and three scoring passes: about 7 forward passes."""
     n = len(samples)
+    cut = predictor.threshold if threshold is None else float(threshold)
 
     def score(model) -> Scores:
         return predict_samples(
@@ -190,7 +194,7 @@ def adapt_to_site(
             batch_size=batch_size,
         )
 
-    plain = score(predictor.model)
+    plain = score(predictor.model) if plain is None else plain
     if n < MIN_FILMS:
         return predictor, plain, too_few(n)
 
@@ -202,7 +206,7 @@ def adapt_to_site(
     adapted = score(whole)
     a, b = split_halves(n, seed)
     halves = (score(bn([samples[i] for i in a])).probs, score(bn([samples[i] for i in b])).probs)
-    decision = decide(plain.probs, adapted.probs, halves, predictor.threshold, stat_shift(predictor.model, whole))
+    decision = decide(plain.probs, adapted.probs, halves, cut, stat_shift(predictor.model, whole))
     log.info("%s", decision.line())
     if not decision.adapted:
         return predictor, plain, decision

@@ -60,10 +60,11 @@ def user_errors():
     from ..data.imaging import ImageError
     from ..models.checkpoint import ChannelMismatch, CheckpointError
     from ..models.networks import WeightsError, WeightsUnavailable
+    from ..studies.catalogue import UnknownExperiment
 
     return (
         UsageError,
-        C.UnknownExperiment,
+        UnknownExperiment,
         C.ConfigError,
         DataError,
         ImageError,

@@ -63,7 +63,7 @@ def cmd_evaluate(args) -> int:
     from ..studies.card import record_evaluation
     from ..studies.cohort import evaluate_cohort
 
-    if args.save_adapted and not args.adapt:
+    if args.save_adapted and args.adapt not in ("bn", "prior", "both"):
         raise UsageError("--save-adapted needs --adapt bn|prior|both")
     if not 0.0 <= args.adapt_alpha <= 1.0:
         raise UsageError(f"--adapt-alpha must be between 0 and 1, got {args.adapt_alpha}")
@@ -88,6 +88,10 @@ def cmd_evaluate(args) -> int:
         print(f"lung crop: lungs not found on {m['lungs_not_found']} of {len(ev.samples)} films (kept whole)")
     if ev.adaptation is not None:
         _print_adapted(ev, args)
+    if ev.site is not None:
+        print(f"\n{ev.site.line()}")
+        if ev.site_metrics is not None:
+            print(format_metrics(ev.site_metrics))
     if args.json:
         save_json(ev.record, args.json)
     if args.scores:
@@ -117,10 +121,12 @@ def add_evaluate(sub) -> None:
     s.add_argument("--scores", help="write per-image scores as CSV here")
     s.add_argument(
         "--adapt",
-        choices=["bn", "prior", "both"],
-        help="label-free adaptation to the cohort, reported beside the plain numbers: bn = re-estimate the "
-        "early BatchNorm statistics on its images (AdaBN); prior = estimate its class mix by EM and move "
-        "the threshold; both = bn then prior",
+        choices=["site", "none", "bn", "prior", "both"],
+        default="site",
+        help="label-free adaptation to the cohort, reported beside the plain numbers: site (default) = bn when "
+        "the cohort has at least 32 films and label-free checks pass (docs/adaptation.md); none = the model as "
+        "trained only; bn = re-estimate the early BatchNorm statistics on its images (AdaBN); prior = estimate "
+        "its class mix by EM and move the threshold; both = bn then prior",
     )
     s.add_argument(
         "--adapt-alpha",

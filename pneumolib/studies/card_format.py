@@ -228,6 +228,10 @@ def evaluation_section(rec: dict[str, Any]) -> list[str]:
                 + (f" Warning: {pr['warning']}." if pr.get("warning") else "")
             )
         lines += [""] + metrics_table(ad)
+    site = rec.get("site")
+    if isinstance(site, dict):  # site mode: whether the figures above came with an adapted model, and why
+        state = "adapted to this cohort" if site.get("adapted") is True else "not adapted (the model as trained)"
+        lines += ["", f"Site adaptation: {state}: {site.get('reason', '?')}."]
     if rec.get("command"):
         lines += ["", f"Command: `{rec['command']}`"]
     return lines + [""]

@@ -40,8 +40,11 @@ class CohortEvaluation:
         metrics: compute_metrics' record, with 'ood' (the flags' summary) and 'lungs_not_found' (a lung crop) where
             they apply.
         columns: the per-film columns the scores CSV adds (OOD distance and flags, the lung-crop note).
-        adaptation: the label-free adaptation, when one was asked for.
-        record: the evaluation record (metrics, provenance, and under 'adapted' the adapted model's metrics).
+        adaptation: the label-free adaptation, when bn, prior or both was asked for.
+        record: the evaluation record (metrics, provenance, and under 'adapted' the adapted model's metrics; under
+            'site' the site-adaptation decision, when site mode was asked for).
+        site: site mode's decision (analysis.site.SiteDecision), or None when another mode was asked for.
+        site_metrics: the site-adapted model's metrics, when site mode adapted.
     """
 
     checkpoint: str
@@ -53,6 +56,8 @@ class CohortEvaluation:
     columns: dict[str, list]
     adaptation: Adaptation | None
     record: dict[str, Any]
+    site: Any = None
+    site_metrics: dict[str, Any] | None = None
 
 
 def _flags(pred: Predictor, samples: list[Sample], scores: Scores, m: dict[str, Any]) -> dict[str, list]:
@@ -88,7 +93,8 @@ def evaluate_cohort(
 
     Args:
         threshold: decide at this threshold instead of the checkpoint's.
-        adapt_mode: "bn", "prior" or "both": adapt to the cohort without its labels, reported beside the plain numbers.
+        adapt_mode: "site" (analysis.site: adapted when the label-free checks pass), "bn", "prior" or "both": adapt
+            to the cohort without its labels, reported beside the plain numbers; None or "none": not adapted.
         adapt_alpha: bn: the weight of the cohort's statistics against the training ones.
         read: (source, split, image size, cache) -> the cohort's films (the CLI's says what it skipped).
         command, argv: how it was asked for, for the record.
@@ -108,9 +114,14 @@ def evaluate_cohort(
     )
     m = compute_metrics(scores, threshold, seed=0)
     columns = _flags(pred, samples, scores, m)
-    cohort = cohort_name(source_for(source).named_after(), split, adapt_mode)
-    a = adapt(pred, samples, adapt_mode, threshold=threshold, alpha=adapt_alpha, cohort=cohort) if adapt_mode else None
+    adapt_mode = None if adapt_mode == "none" else adapt_mode
+    site, site_metrics = _site(pred, samples, scores, threshold) if adapt_mode == "site" else (None, None)
+    cohort = cohort_name(source_for(source).named_after(), split, adapt_mode if adapt_mode != "site" else None)
+    classic = adapt_mode not in (None, "site")
+    a = adapt(pred, samples, adapt_mode, threshold=threshold, alpha=adapt_alpha, cohort=cohort) if classic else None
     adapted = None if a is None else dict(compute_metrics(a.scores, a.threshold, seed=0), adaptation=a.record())
+    if site_metrics is not None:
+        adapted = dict(site_metrics, adaptation=site.record())
     record = dict(
         m,
         checkpoint=str(Path(checkpoint).resolve()),
@@ -124,5 +135,14 @@ def evaluate_cohort(
         command=command,
         argv=list(argv or []),
         adapted=adapted,
+        site=None if site is None else site.record(),
     )
-    return CohortEvaluation(checkpoint, pred, samples, scores, threshold, m, columns, a, record)
+    return CohortEvaluation(checkpoint, pred, samples, scores, threshold, m, columns, a, record, site, site_metrics)
+
+
+def _site(pred: Predictor, samples: list[Sample], scores: Scores, threshold: float):
+    """Site mode on the cohort's films: the decision, and the adapted model's metrics when it adapted."""
+    from ..analysis.site import adapt_to_site
+
+    _, site_scores, decision = adapt_to_site(pred, samples, threshold=threshold, plain=scores)
+    return decision, compute_metrics(site_scores, threshold, seed=0) if decision.adapted else None
