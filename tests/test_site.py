@@ -98,7 +98,7 @@ def test_a_small_folder_keeps_the_model_as_trained(fixture_pred, fixture_data):
 
 
 def test_a_folder_is_scored_by_the_model_the_decision_names(fixture_pred, fixture_data):
-    films = [s for split in ("val", "test") for s in fixture_data.splits[split]]
+    films = [s for split in ("train", "val", "test") for s in fixture_data.splits[split]]
     assert len(films) >= MIN_FILMS
     used, scores, d = adapt_to_site(fixture_pred, films)
     assert len(d.checks) == 3 and d.n_films == len(films)
@@ -120,7 +120,7 @@ def test_predict_folder_takes_flags_from_the_model_as_trained_and_labels_from_th
 ):
     from pneumolib.api import predict_folder
 
-    films = [str(s.path) for split in ("val", "test") for s in fixture_data.splits[split]]
+    films = [str(s.path) for split in ("train", "val", "test") for s in fixture_data.splits[split]]
     plain = predict_folder(fixture_pred, films, adapt="none")
     site = predict_folder(fixture_pred, films)
     assert plain.site is None and site.site is not None and len(site.records) == len(plain.records)

@@ -4,7 +4,8 @@ AdaBN (`analysis.adapt.adapt_bn`) is used when the checks below pass; otherwise 
 
 Why by default: every label-free adaptation the external cohort recorded raised its NORMAL recall, and BatchNorm
 re-estimation did so on random sub-folders of 32, 64 and 128 of its films as well (9 of 9 draws, see
-docs/adaptation.md). What it cannot do is undo a change in the class mix, and on a folder that mixes two sites,
+docs/adaptation.md). Why at least 64 films: on simulated 32-film folders it lost balanced accuracy with both
+models measured, while every 64- and 128-film sub-folder of the cohort gained. What it cannot do is undo a change in the class mix, and on a folder that mixes two sites,
 or on too few films, the statistics it estimates belong to no site. So `adapt_to_site` adapts only a folder of at
 least MIN_FILMS films, and `decide` keeps the adapted model only if three label-free checks pass (how far the
 statistics moved is recorded too, but does not decide: docs/adaptation.md):
@@ -43,7 +44,9 @@ from ..models.checkpoint import Predictor
 
 log = logging.getLogger(__name__)
 
-MIN_FILMS = 32  # the cohort's record: adaptation helped on every random 32-film sub-folder it measured
+MIN_FILMS = (
+    64  # the cohort's record: adaptation helped on every 64- and 128-film sub-folder; simulated 32-film ones lost
+)
 MIN_HALF_AGREEMENT = 0.90
 MAX_SHARE_MOVE = 0.25
 SURE = 0.05

@@ -124,7 +124,7 @@ def add_evaluate(sub) -> None:
         choices=["site", "none", "bn", "prior", "both"],
         default="site",
         help="label-free adaptation to the cohort, reported beside the plain numbers: site (default) = bn when "
-        "the cohort has at least 32 films and label-free checks pass (docs/adaptation.md); none = the model as "
+        "the cohort has at least 64 films and label-free checks pass (docs/adaptation.md); none = the model as "
         "trained only; bn = re-estimate the early BatchNorm statistics on its images (AdaBN); prior = estimate "
         "its class mix by EM and move the threshold; both = bn then prior",
     )

@@ -70,7 +70,7 @@ def add_predict(sub) -> None:
         "--adapt",
         default="site",
         choices=["site", "none"],
-        help="site (default): with at least 32 readable films from one site, re-estimate the model's early BatchNorm "
+        help="site (default): with at least 64 readable films from one site, re-estimate the model's early BatchNorm "
         "statistics on them when label-free checks say it is safe (docs/adaptation.md); none: the model as trained. "
         "A single film is always scored by the model as trained",
     )
