@@ -123,6 +123,7 @@ TRAINING_RECORD_FOLDERS = (EVALUATIONS, GRADCAM)
 
 
 LOCK = ".lock"  # held (fcntl) by the one process writing a training into the folder
+MEMBERS = "members"  # a seed ensemble's member runs, one run folder each (seedN), reused by their own keys
 
 
 def _is_temp(name: str) -> bool:
@@ -139,6 +140,7 @@ def own_names() -> tuple[str, ...]:
         *TRAINING_RECORD_FOLDERS,
         LOCK,
         "scores_*.csv",
+        MEMBERS,
     )
 
 
@@ -149,7 +151,7 @@ def _written_by_us(path: Path) -> bool:
     if path.is_symlink():
         return False
     if path.is_dir():
-        return name in TRAINING_RECORD_FOLDERS
+        return name in TRAINING_RECORD_FOLDERS or name == MEMBERS
     try:
         with open(path, "rb") as f:
             head = f.read(64)

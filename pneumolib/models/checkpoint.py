@@ -20,7 +20,7 @@ from ..data.lungs import shipped_digest
 from ..data.population import PopulationReference
 from ..data.transforms import Preprocessing
 from ..models.inference import predict_proba, probabilities, view_outputs
-from ..models.networks import Ensemble, build_model, members
+from ..models.networks import COMBINE, Ensemble, build_model, members
 from ..models.ood_score import flag, population_flag
 
 FORMAT = "pneumolib-checkpoint/1"
@@ -59,7 +59,11 @@ def save_checkpoint(
         "extra": extra or {},
     }
     if isinstance(model, Ensemble):  # how to rebuild it: the member count and the fitted temperature
-        state["ensemble"] = {"members": len(members(model)), "temperature": float(model.temperature)}
+        state["ensemble"] = {
+            "members": len(members(model)),
+            "temperature": float(model.temperature),
+            "combine": model.combine,
+        }
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -160,6 +164,8 @@ def validate_state(path: Path, state: dict[str, Any]) -> None:
             raise _field_error(path, "ensemble.members", n, f"the weights hold {len(stored)} member(s)")
         if isinstance(temp, bool) or not isinstance(temp, (int, float)) or not math.isfinite(temp) or temp <= 0:
             raise _field_error(path, "ensemble.temperature", temp, "a finite number > 0")
+        if ens.get("combine", "prob") not in COMBINE:
+            raise _field_error(path, "ensemble.combine", ens.get("combine"), f"one of {', '.join(COMBINE)}")
 
 
 def ood_problem(ref: Any, state_dict: dict[str, torch.Tensor]) -> str | None:
@@ -363,6 +369,7 @@ class Predictor:
             model = Ensemble(
                 [build_model(config.model, in_channels=pre.in_channels, pretrained=False) for _ in range(n)],
                 float(ens.get("temperature", 1.0)),
+                ens.get("combine", "prob"),  # checkpoints before the recipe's ensemble averaged probabilities
             )
         try:
             model.load_state_dict(state["state_dict"])

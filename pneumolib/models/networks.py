@@ -102,22 +102,31 @@ def build_model(
     return model
 
 
+COMBINE = ("prob", "logit")  # how an ensemble's members are combined: their mean probability, or their mean logit
+
+
 class Ensemble(nn.Module):
     """Several trained networks served as one model. Its output is log(mean_i softmax(member_i(x) / T)), so
     softmax(output) is the members' average probability: every caller that takes a softmax of a model's output
     (predictions, TTA, the stress test, Grad-CAM targets) serves the ensemble unchanged. T (temperature scaling,
-    fitted on validation) divides every member's logits; one member with T != 1 is a temperature-scaled model."""
+    fitted on validation) divides every member's logits; one member with T != 1 is a temperature-scaled model.
+    With combine="logit" the output is instead the members' mean logit over T (the recipe's seed ensemble)."""
 
-    def __init__(self, members: list[nn.Module], temperature: float = 1.0):
+    def __init__(self, members: list[nn.Module], temperature: float = 1.0, combine: str = "prob"):
         super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one member")
         if not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
+        if combine not in COMBINE:
+            raise ValueError(f"unknown combination {combine!r} ({' | '.join(COMBINE)})")
         self.members = nn.ModuleList(members)
+        self.combine = combine
         self.register_buffer("temperature", torch.tensor(float(temperature)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.combine == "logit":  # the members' mean logit, temperature-scaled
+            return torch.stack([m(x).float() for m in self.members]).mean(0) / self.temperature
         logp = torch.stack([torch.log_softmax(m(x).float() / self.temperature, dim=1) for m in self.members])
         return torch.logsumexp(logp, dim=0) - math.log(len(self.members))
 

@@ -114,11 +114,10 @@ def evaluate_cohort(
     )
     m = compute_metrics(scores, threshold, seed=0)
     columns = _flags(pred, samples, scores, m)
-    adapt_mode = None if adapt_mode == "none" else adapt_mode
+    classic = adapt_mode if adapt_mode in ("bn", "prior", "both") else None  # else site mode, or none
     site, site_metrics = _site(pred, samples, scores, threshold) if adapt_mode == "site" else (None, None)
-    cohort = cohort_name(source_for(source).named_after(), split, adapt_mode if adapt_mode != "site" else None)
-    classic = adapt_mode not in (None, "site")
-    a = adapt(pred, samples, adapt_mode, threshold=threshold, alpha=adapt_alpha, cohort=cohort) if classic else None
+    cohort = cohort_name(source_for(source).named_after(), split, classic)
+    a = adapt(pred, samples, classic, threshold=threshold, alpha=adapt_alpha, cohort=cohort) if classic else None
     adapted = None if a is None else dict(compute_metrics(a.scores, a.threshold, seed=0), adaptation=a.record())
     if site_metrics is not None:
         adapted = dict(site_metrics, adaptation=site.record())

@@ -5,16 +5,19 @@ trained on (no usable val/ folder: each seed split its own) are counted."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..analysis.evaluate import compute_metrics, predict_samples
+from ..analysis.evaluate import Scores, compute_metrics, predict_samples
 from ..core.io import CheckpointError, DataError
-from ..core.runs import RunDir
+from ..core.runs import MEMBERS, RunDir
 from ..data.dataset import XRayData, apply_holdout, discover, prepare, resolve_data_dir
 from ..models.checkpoint import Predictor, save_checkpoint
 from ..training.ensemble import build_ensemble, validation_overlap
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -75,3 +78,33 @@ def ensemble_runs(checkpoints: list, out: str | Path, data_dir=None, *, temperat
         scores = predict_samples(pred.model, data["test"], pred.preprocessing, tta=pred.config.tta, cache=data.cache)
         test = compute_metrics(scores, pred.threshold, seed=0)
     return RunEnsemble(paths, root, data, pred, rec, test)
+
+
+def train_members(config, data: XRayData, run_dir: Path | None, run_member, device) -> tuple[Predictor, Scores]:
+    """A seed ensemble (config.members > 1): each member trained (or reused, or resumed, by its own key) in
+    RUN/members/seedN on this run's split, then served as one checkpoint: logits averaged, temperature and threshold
+    fitted on validation (training.ensemble.build_ensemble). RUN_MEMBER(config, folder) trains or reuses one member
+    (studies.experiment passes run_experiment with this run's settings). Returns (the predictor, its validation
+    scores)."""
+    if run_dir is None:
+        raise CheckpointError(
+            f"{config.name}: a {config.members}-member ensemble trains each member in a folder; give --out"
+        )
+    paths, figures = [], []
+    for k in range(config.members):
+        member = replace(config, members=1, seed=config.seed + k)
+        log.info("%s: member %d of %d (seed %d)", config.name, k + 1, config.members, member.seed)
+        r = run_member(member, run_dir / MEMBERS / f"seed{member.seed}")
+        paths.append(RunDir(r.run_dir).checkpoint)
+        figures.append(
+            {
+                "seed": member.seed,
+                **{k2: r.metrics["val"].get(k2) for k2 in ("accuracy", "sensitivity", "specificity", "auc")},
+            }
+        )
+    pred = build_ensemble(paths, data["val"], combine="logit", device=device, cache=data.cache)
+    pred.config = config
+    pred.extra["ensemble"]["members_val"] = figures
+    save_checkpoint(RunDir(run_dir).checkpoint, pred.model, config, pred.threshold, pred.extra)
+    val = predict_samples(pred.model, data["val"], pred.preprocessing, tta=config.tta, cache=data.cache)
+    return pred, val

@@ -20,6 +20,7 @@ from ..data.dataset import XRayData, apply_holdout, fingerprint, prepare, presca
 from ..data.lungs import annotated_mask
 from ..models.checkpoint import CheckpointError, Predictor, preprocessing_for, save_checkpoint
 from ..studies.comparison import compare_runs, comparison_rows, format_table  # noqa: F401 (re-exported)
+from ..studies.ensemble import train_members
 from ..studies.run_config import (  # noqa: F401 (adopt_twin, check_pretrained, data_fingerprint: re-exported)
     adopt_twin,
     check_pretrained,
@@ -256,6 +257,9 @@ def _train_or_reuse(
         if s.world.is_main:
             return None, predictor, _refit_threshold(config, predictor, data, ckpt)
         return None, None, None
+    if config.members > 1:
+        member = lambda cfg, out: run_experiment(cfg, None, out, settings=replace(s, data=data, cam_per_class=0))
+        return None, *train_members(config, data, run_dir, member, dev)
     fitted = fit(
         config,
         data,
@@ -335,7 +339,8 @@ def _run_record(
             history=x.get("history", []),
             train_seconds=x.get("seconds"),
             train_images_per_s=x.get("train_images_per_s"),
-            reused_checkpoint=str(RunDir(run_dir).checkpoint) if run_dir else None,
+            reused_checkpoint=str(RunDir(run_dir).checkpoint) if run_dir and "ensemble" not in x else None,
+            ensemble=x.get("ensemble"),
             trained_commit=x.get("commit", "not recorded (trained before commits were kept)"),
         )
     return metrics

@@ -75,7 +75,13 @@ def validation_overlap(val_samples, member_train: dict[int, list]) -> dict[int, 
 
 
 def build_ensemble(
-    checkpoints: list[str | Path], val_samples, *, temperature: bool = True, device: str | torch.device = "cpu"
+    checkpoints: list[str | Path],
+    val_samples,
+    *,
+    temperature: bool = True,
+    device: str | torch.device = "cpu",
+    combine: str = "prob",
+    cache=None,
 ) -> Predictor:
     """One Predictor serving the checkpoints' average probability (a seed ensemble; one checkpoint = plain
     temperature scaling), with the temperature fitted on `val_samples` when asked, and the first member's threshold
@@ -86,19 +92,22 @@ def build_ensemble(
     preds = [Predictor.load(p, device=device) for p in paths]
     _check_compatible(paths, preds)
     cfg, pre = preds[0].config, preds[0].preprocessing
-    model = Ensemble([p.model for p in preds]).to(device).eval()
+    model = Ensemble([p.model for p in preds], combine=combine).to(device).eval()
     labels = np.array([s.label for s in val_samples])
-    logits, feats = view_outputs(model, val_samples, pre, tta=cfg.tta, features=True)  # one pass
+    logits, feats = view_outputs(model, val_samples, pre, tta=cfg.tta, features=True, cache=cache)  # one pass
     t = fit_temperature(logits, labels) if temperature else 1.0
     model.temperature.fill_(t)
     p1, pt = probabilities(logits, 1.0), probabilities(logits, t)
-    threshold = fit_threshold(cfg.threshold, model, Scores(list(val_samples), pt), pre, tta=cfg.tta, device=device)
+    threshold = fit_threshold(
+        cfg.threshold, model, Scores(list(val_samples), pt), pre, tta=cfg.tta, device=device, cache=cache
+    )
     seeds = [p.config.seed for p in preds]
     record: dict[str, Any] = {
         "members": [str(p) for p in paths],
         "seeds": seeds,
         "temperature": t,
         "fitted_temperature": temperature,
+        "combine": combine,
         "threshold_rule": cfg.threshold,
         "member_thresholds": [p.threshold for p in preds],
         "val": {

@@ -1,0 +1,54 @@
+"""The recipe is a seed ensemble (config.members): its members are trained one by one in RUN/members/seedN on the
+run's split, reused by their own keys, and served as one checkpoint whose logits are averaged and temperature-scaled
+on validation."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from pneumolib.core.config import ConfigError, apply_profile
+from pneumolib.models.checkpoint import Predictor
+from pneumolib.models.networks import Ensemble
+from pneumolib.studies.catalogue import RECOMMENDED, get_config
+from pneumolib.studies.experiment import run_experiment
+
+
+def test_the_recipe_is_three_members_and_other_entries_one():
+    assert RECOMMENDED.members == 3 and apply_profile(RECOMMENDED, "cpu").members == 3
+    assert get_config("baseline").members == 1
+    with pytest.raises(ConfigError):
+        replace(RECOMMENDED, members=0)
+
+
+def test_a_member_count_of_one_leaves_every_other_runs_key_as_it_was():
+    base = get_config("baseline")
+    assert base.training_key() == replace(base, members=1).training_key()
+    assert base.training_key() != replace(base, members=2).training_key()
+
+
+def test_an_ensemble_recipe_trains_its_members_once_and_serves_their_mean_logit(tmp_path, fixture_data, caplog):
+    cfg = replace(apply_profile(get_config("baseline"), "fixture"), epochs=1, members=2)
+    out = tmp_path / "ens"
+    r = run_experiment(cfg, None, out, data=fixture_data, cam_per_class=0)
+    pred = Predictor.load(out / "checkpoint.pt")
+    assert isinstance(pred.model, Ensemble) and len(pred.model.members) == 2 and pred.model.combine == "logit"
+    assert pred.config.members == 2 and r.metrics["ensemble"]["combine"] == "logit"
+    assert [m["seed"] for m in r.metrics["ensemble"]["members_val"]] == [cfg.seed, cfg.seed + 1]
+    member_ckpts = sorted((out / "members").glob("seed*/checkpoint.pt"))
+    assert len(member_ckpts) == 2
+    x = torch.rand(3, 1, 64, 64)
+    with torch.no_grad():
+        mean = torch.stack([m(x) for m in pred.model.members]).mean(0) / pred.model.temperature
+        assert torch.allclose(pred.model(x), mean)
+    # the ensemble's own checkpoint gone: the members are reused by their keys, not retrained
+    stamps = [p.stat().st_mtime_ns for p in member_ckpts]
+    (out / "checkpoint.pt").unlink()
+    (out / "metrics.json").unlink()
+    caplog.set_level("INFO")
+    run_experiment(cfg, None, out, data=fixture_data, cam_per_class=0)
+    assert [p.stat().st_mtime_ns for p in member_ckpts] == stamps
+    served = Predictor.load(out / "checkpoint.pt")
+    assert isinstance(served.model, Ensemble)
+    records, refused = served.predict_records([s.path for s in fixture_data.splits["test"][:4]])
+    assert not refused and all(r.ood_distance is not None for r in records)  # its OOD check serves the ensemble
