@@ -508,3 +508,26 @@ def test_learned_mask_cost_is_the_lift_difference_on_films_with_both_masks():
     assert cost["PNEUMONIA"]["learned_minus_annotated"] == pytest.approx(-0.5)
     assert cost["PNEUMONIA"]["annotated"] == pytest.approx(2.0) and cost["PNEUMONIA"]["learned"] == pytest.approx(1.5)
     assert cost["NORMAL"]["ci95"] == pytest.approx([-0.5, -0.5])
+
+
+def test_regression_a_collapsed_models_road_of_zero_is_cannot_check_never_a_pass():
+    """Regression (series render, 03 seed 1 and 06): a model calling every film PNEUMONIA at p = 1.00 gave ROAD
+    'model - random map 0.000 [0.000, 0.000]', printed as a pass."""
+    import numpy as np
+
+    from pneumolib.analysis.cam_checks import _faithfulness_record, maps_pass
+    from pneumolib.notebook.display import maps_checked
+
+    flat = {k: np.full(8, 1e-9) for k in ("combined", "morf", "lerf")}
+    fa = _faithfulness_record(flat, flat, (20, 40), (8, 8), 0, [f"p{i}" for i in range(8)])
+    sanity = {
+        "faithfulness": dict(fa, model_minus_random_ci95=[1e-12, 2e-12]),
+        "randomisation_rank_corr": {"mean": 0.1},
+        "n": 8,
+    }
+    assert fa["degenerate"] and maps_pass(sanity) is None
+    assert maps_checked(sanity).startswith("cannot check")
+    moving = {k: np.linspace(0.1, 0.3, 8) for k in ("combined", "morf", "lerf")}
+    still = {k: np.zeros(8) for k in ("combined", "morf", "lerf")}
+    fa2 = _faithfulness_record(moving, still, (20, 40), (8, 8), 0, [f"p{i}" for i in range(8)])
+    assert not fa2["degenerate"] and maps_pass({"faithfulness": fa2, "randomisation_rank_corr": {"mean": 0.1}}) is True

@@ -201,6 +201,10 @@ def _faithfulness_record(
         if key == "model_minus_random":
             fa[key] = float(np.mean(v))
         fa[f"{key}_ci95"] = patient_bootstrap(v, patients, seed=seed)  # 95% interval, resampling patients
+    # a model whose output does not move whatever is removed (a collapsed one) gives ROAD nothing to measure
+    fa["degenerate"] = bool(
+        max(np.max(np.abs(faith_model["combined"])), np.max(np.abs(faith_rand["combined"]))) < DEGENERATE_ROAD
+    )
     return fa
 
 
@@ -256,16 +260,20 @@ def sanity_checks(
     return out
 
 
+DEGENERATE_ROAD = 1e-4  # every film's ROAD score, model's and random map's, within this of 0: the output is constant
 RANDOMISATION_MAX_CORR = 0.8  # a map whose rank correlation with the randomised model's stays above this ignores
 
 
 def maps_pass(sanity: dict[str, Any] | None) -> bool | None:
     """Do a run's maps pass their own checks: ROAD beats the random map (the paired difference's 95% interval by
     patient lies above 0) and the randomisation test changes them (mean rank correlation below
-    RANDOMISATION_MAX_CORR)? None when the checks were not run."""
+    RANDOMISATION_MAX_CORR)? None when the checks were not run, or cannot check: a model whose output does not
+    move under ROAD's removals (a collapsed one) gives a difference of 0 that is neither a pass nor a fail."""
     fa, rc = (sanity or {}).get("faithfulness") or {}, (sanity or {}).get("randomisation_rank_corr") or {}
     ci = fa.get("model_minus_random_ci95")
     if not ci or rc.get("mean") is None or any(v is None or v != v for v in (*ci, rc["mean"])):
+        return None
+    if fa.get("degenerate"):  # regression: a collapsed model's "0.000 [0.000, 0.000]" was a pass
         return None
     return bool(ci[0] > 0 and rc["mean"] < RANDOMISATION_MAX_CORR)
 

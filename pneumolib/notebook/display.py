@@ -115,6 +115,8 @@ def maps_checked(sanity: dict[str, Any] | None) -> str:
     fa, rc = sanity.get("faithfulness") or {}, sanity.get("randomisation_rank_corr") or {}
     ci = fa.get("model_minus_random_ci95")
     verdict = {True: "pass", False: "FAIL", None: "undecided"}[maps_pass(sanity)]
+    if fa.get("degenerate"):
+        verdict = "cannot check (the model's output does not move when pixels are removed: a collapsed model)"
     return (
         f"{verdict}: ROAD model - random map {fmt(fa.get('model_minus_random'))} {span(ci)}, randomisation rank "
         f"correlation {fmt(rc.get('mean'))} ({sanity.get('n')} films)"
