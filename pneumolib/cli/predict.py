@@ -17,8 +17,9 @@ def cmd_predict(args) -> int:
         ensure_writable_dir(args.cam_dir)
     result = predict_folder(load(args.checkpoint), args.images, adapt=args.adapt)
     records, refused, pred = result.records, result.refused, result.predictor
-    if result.site is not None:  # said once, before the lines it explains
-        print(f"note: {result.site.line()}", file=sys.stderr, flush=True)
+    site = result.site  # said once, before the lines it explains: for one film, or for a folder large enough to try
+    if site is not None and (site.n_films <= 1 or site.checks):
+        print(f"note: {site.line()}", file=sys.stderr, flush=True)
     for r in records:
         print(r.line())
     if any(r.population_score is not None for r in records):
