@@ -275,8 +275,12 @@ def test_seed_table_shows_the_last_epochs_test_metrics_and_flags_a_kept_first_ep
         m["config"]["epochs"] = 3
     a["test_last_epoch"] = {"epoch": 3, "accuracy": 0.70, "specificity": 0.40}
     b["test_last_epoch"] = {"epoch": 3, "same_as_kept": True}
+    a["val"] = {"auc": 0.95}  # kept its first epoch, and learned
     df = nb.seed_table([a, b, c])
-    assert df.loc["seed 0", "kept epoch"] == "1 (EPOCH 1: untrained)" and df.loc["seed 2", "kept epoch"] == "2"
+    # untrained is read from validation evidence, not from the kept epoch's number
+    assert df.loc["seed 0", "kept epoch"] == "1" and df.loc["seed 2", "kept epoch"] == "2"
+    a["val"] = {"auc": 0.55}
+    assert nb.seed_table([a, b, c]).loc["seed 0", "kept epoch"] == "1 (UNTRAINED)"
     col = "last epoch: accuracy / NORMAL recall"
     assert df.loc["seed 0", col] == "0.700 / 0.400 (epoch 3)" and df.loc["seed 1", col] == "= kept"
     assert df.loc["seed 2", col].startswith("not kept")
@@ -697,7 +701,7 @@ def test_the_shortcut_audit_is_read_in_words_computed_from_its_numbers(capsys):
 
 VERDICT_WORDS = re.compile(
     r"(seeds disagree|too few films|cannot tell|does not hold|not tested|collapsed seed|"
-    r"epoch-1 checkpoint)"
+    r"untrained seed)"
 )
 
 

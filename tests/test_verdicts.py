@@ -134,13 +134,23 @@ def test_seeds_trained_at_different_budgets_are_not_pooled_into_one_verdict():
     assert V.judge(V.CLAIMS["01"][0], [a, b])["verdict"] == HOLDS
 
 
-def test_a_run_that_kept_epoch_1_is_flagged_in_the_verdict():
-    a, b = run(seed=0, best_epoch=4), run(seed=1, best_epoch=1)
+def test_a_run_that_did_not_learn_is_flagged_in_the_verdict():
+    a, b = run(seed=0, best_epoch=4, val={"auc": 0.95}), run(seed=1, best_epoch=3, val={"auc": 0.55})
     for m in (a, b):
         m["config"]["epochs"] = 6
     row = V.judge(V.CLAIMS["01"][0], [a, b])
-    assert row["verdict"] == f"{HOLDS} ({V.UNTRAINED})" and "seed(s) 1 kept epoch 1" in row["note"]
+    assert row["verdict"] == f"{HOLDS} ({V.UNTRAINED})" and "seed(s) 1 did not learn" in row["note"]
     assert V.judge(V.CLAIMS["01"][0], [a])["verdict"] == HOLDS
+
+
+def test_regression_a_kept_first_epoch_that_learned_is_not_untrained():
+    """Regression (09 cell 12): "EPOCH 1: untrained" was printed beside a test AUC of 0.970: the kept epoch's number
+    decided it. Validation evidence decides it now."""
+    learned = run(seed=0, best_epoch=1, val={"auc": 0.97})
+    learned["config"]["epochs"] = 6
+    assert not V.untrained(learned)
+    assert V.judge(V.CLAIMS["01"][0], [learned])["verdict"] == HOLDS
+    assert V.untrained(dict(learned, val={"auc": 0.6}))
 
 
 def test_comparisons_pair_runs_of_the_same_seed():

@@ -35,8 +35,8 @@ def seed_table(results) -> pd.DataFrame:
                 "budget": f"{c.get('epochs')} ep x {c.get('max_train_images') or 'all'} img",
                 "threshold": fmt(m.get("threshold"), 2),
                 "trained at commit": str(m.get("trained_commit", "")),
-                # a kept first epoch (of several) is an untrained model judged as a result: say so
-                "kept epoch": f"{best} (EPOCH 1: untrained)" if best == 1 and (c.get("epochs") or 1) > 1 else str(best),
+                # a model that did not learn, by validation evidence (verdict_rule.untrained), not by its epoch
+                "kept epoch": f"{best} (UNTRAINED)" if verdicts.untrained(m) else str(best),
                 "last epoch: accuracy / NORMAL recall": (
                     "= kept"
                     if last and last.get("same_as_kept")

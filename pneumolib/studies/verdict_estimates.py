@@ -12,7 +12,7 @@ HOLDS, FAILS, CANNOT_TELL, NOT_TESTED = "holds", "does not hold", "cannot tell a
 TOO_FEW_FILMS, SEEDS_DISAGREE = "cannot tell: too few films", "cannot tell: seeds disagree"
 
 
-UNTRAINED = "epoch-1 checkpoint"  # a run that kept its first epoch: judged, and flagged as an untrained model
+UNTRAINED = "untrained seed"  # a run whose kept model did not learn (verdict_rule.untrained): judged, and flagged
 
 
 MAPS_NOT_FAITHFUL = "cannot tell (maps not faithful)"

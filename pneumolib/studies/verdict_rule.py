@@ -126,9 +126,18 @@ def budget(m: dict[str, Any]) -> tuple:
     return c.get("epochs"), c.get("max_train_images"), c.get("image_size")
 
 
+UNTRAINED_AUC = 0.75  # validation AUC under this: the kept model ranks the films little better than chance
+
+
 def untrained(m: dict[str, Any]) -> bool:
-    """A run whose kept checkpoint is its first epoch (of more than one): an untrained model, judged as a result."""
-    return m.get("best_epoch") == 1 and (budget(m)[0] or 1) > 1
+    """A run whose kept model did not learn, by validation evidence: its validation AUC is under UNTRAINED_AUC, or it
+    collapsed (one class for nearly every validation film). Which epoch was kept does not decide it (regression:
+    "EPOCH 1: untrained" was printed beside a test AUC of 0.970). Runs recorded without a validation AUC fall back
+    to the old reading: a kept first epoch of several."""
+    auc = (m.get("val") or {}).get("auc")
+    if auc is None:
+        return m.get("best_epoch") == 1 and (budget(m)[0] or 1) > 1
+    return auc < UNTRAINED_AUC or bool(collapsed(m))
 
 
 def collapsed(m: dict[str, Any]) -> str:
@@ -349,12 +358,17 @@ def _estimates(claim: Claim, metrics_by_seed: list[dict[str, Any]], reference: d
 
 
 def _flag_untrained(row: dict[str, Any], decision: str, metrics_by_seed: list[dict[str, Any]]) -> None:
-    """Mark the verdict (DECISION, as decided) when some seed kept its first epoch: an untrained model."""
+    """Mark the verdict (DECISION, as decided) when some seed's kept model did not learn (untrained)."""
     young = [str(_seed(m)) for m in metrics_by_seed if untrained(m)]
     if young:
         row["verdict"] = f"{decision} ({UNTRAINED})"
         row["note"] = "; ".join(
-            x for x in (row["note"], f"seed(s) {', '.join(young)} kept epoch 1: an untrained model") if x
+            x
+            for x in (
+                row["note"],
+                f"seed(s) {', '.join(young)} did not learn (validation AUC under {UNTRAINED_AUC} or one class)",
+            )
+            if x
         )
 
 
