@@ -168,7 +168,18 @@ def split_halves(n: int, seed: int) -> tuple[list[int], list[int]]:
     return sorted(order[: n // 2]), sorted(order[n // 2 :])
 
 
-def adapt_to_site(
+@dataclass
+class SitePasses:
+    """What a folder's site decision is made from: the model as trained's scores, the model adapted on the whole
+    folder and its scores, and the decision (`too_few` under MIN_FILMS films, else `decide`)."""
+
+    plain: Scores
+    whole: torch.nn.Module
+    adapted: Scores
+    decision: SiteDecision
+
+
+def site_passes(
     predictor: Predictor,
     samples: list[Sample],
     *,
@@ -177,11 +188,10 @@ def adapt_to_site(
     batch_size: int = 64,
     threshold: float | None = None,
     plain: Scores | None = None,
-) -> tuple[Predictor, Scores, SiteDecision]:
-    """Score a folder of films from one site, adapted to it when the checks allow (module docstring). Returns the
-    predictor used, its scores on the folder, and the decision. THRESHOLD: decide at this one instead of the
-    predictor's; PLAIN: the model as trained's scores of these films, when already computed. Cost: one plain pass,
-    three BatchNorm passes (the folder and its two halves) and three scoring passes: about 7 forward passes."""
+) -> SitePasses:
+    """The passes behind a site decision (adapt_to_site; studies.site measures them on simulated sites). THRESHOLD:
+    decide at this one instead of the predictor's; PLAIN: the model as trained's scores, when already computed. The
+    folder is always adapted here; the halves are adapted and the checks run only from MIN_FILMS films."""
     n = len(samples)
     cut = predictor.threshold if threshold is None else float(threshold)
 
@@ -197,24 +207,48 @@ def adapt_to_site(
             batch_size=batch_size,
         )
 
-    plain = score(predictor.model) if plain is None else plain
-    if n < MIN_FILMS:
-        return predictor, plain, too_few(n)
-
     def bn(subset: list[Sample]):
         return adapt_bn(predictor.model, subset, predictor.preprocessing, layers=EARLY_BN_LAYERS,
                         transform=transform, batch_size=batch_size, cache=predictor.cache, device=predictor.device)  # fmt: skip
 
+    plain = score(predictor.model) if plain is None else plain
     whole = bn(samples)
     adapted = score(whole)
+    if n < MIN_FILMS:
+        return SitePasses(plain, whole, adapted, too_few(n))
     a, b = split_halves(n, seed)
     halves = (score(bn([samples[i] for i in a])).probs, score(bn([samples[i] for i in b])).probs)
     decision = decide(plain.probs, adapted.probs, halves, cut, stat_shift(predictor.model, whole))
-    log.info("%s", decision.line())
-    if not decision.adapted:
-        return predictor, plain, decision
+    return SitePasses(plain, whole, adapted, decision)
+
+
+def adapt_to_site(
+    predictor: Predictor,
+    samples: list[Sample],
+    *,
+    transform: Callable | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    threshold: float | None = None,
+    plain: Scores | None = None,
+) -> tuple[Predictor, Scores, SiteDecision]:
+    """Score a folder of films from one site, adapted to it when the checks allow (module docstring). Returns the
+    predictor used, its scores on the folder, and the decision. THRESHOLD: decide at this one instead of the
+    predictor's; PLAIN: the model as trained's scores of these films, when already computed. Cost: one plain pass,
+    three BatchNorm passes (the folder and its two halves) and three scoring passes: about 7 forward passes."""
+    if len(samples) < MIN_FILMS:  # no adaptation is tried: only the plain pass
+        if plain is None:
+            plain = predict_samples(predictor.model, samples, predictor.preprocessing, tta=predictor.config.tta,
+                                    cache=predictor.cache, transform=transform, device=predictor.device,
+                                    batch_size=batch_size)  # fmt: skip
+        return predictor, plain, too_few(len(samples))
+    p = site_passes(predictor, samples, transform=transform, seed=seed, batch_size=batch_size, threshold=threshold,
+                    plain=plain)  # fmt: skip
+    log.info("%s", p.decision.line())
+    if not p.decision.adapted:
+        return predictor, p.plain, p.decision
     used = Predictor(
-        whole, predictor.config, predictor.threshold, predictor.preprocessing, predictor.device, cache=predictor.cache
+        p.whole, predictor.config, predictor.threshold, predictor.preprocessing, predictor.device, cache=predictor.cache
     )
-    used.extra = {**predictor.extra, "adaptation": decision.record()}
-    return used, adapted, decision
+    used.extra = {**predictor.extra, "adaptation": p.decision.record()}
+    return used, p.adapted, p.decision

@@ -20,7 +20,7 @@ import torch
 
 from ..analysis.adapt import EARLY_BN_LAYERS, adapt_bn
 from ..analysis.evaluate import predict_samples
-from ..analysis.site import MIN_FILMS, decide, relative_bn, split_halves, stat_shift, too_few
+from ..analysis.site import MIN_FILMS, relative_bn, site_passes
 from ..data.samples import Sample
 from ..data.shifts import SHIFTS_BY_NAME, two_sites
 from ..models.checkpoint import Predictor
@@ -92,31 +92,18 @@ def _figures(labels: np.ndarray, called: np.ndarray) -> dict[str, float]:
 def run_condition(predictor: Predictor, samples: list[Sample], cond: Condition, seed: int = 0, reference=None) -> dict:
     """One condition: the three ways' figures on the same films, the decision and whether site mode did harm.
     REFERENCE: the model adapted on other validation films, for the relative adaptation's figures ("relative")."""
-    films = folder(samples, cond, seed)
-    tf = _transform(cond.shift)
-
-    def score(model):
-        return predict_samples(model, films, predictor.preprocessing, tta=predictor.config.tta,
-                               cache=predictor.cache, transform=tf, device=predictor.device).probs  # fmt: skip
-
-    def bn(subset):
-        return adapt_bn(predictor.model, subset, predictor.preprocessing, layers=EARLY_BN_LAYERS, transform=tf,
-                        cache=predictor.cache, device=predictor.device)  # fmt: skip
-
-    labels, t = np.array([s.label for s in films]), predictor.threshold
-    whole = bn(films)
-    plain, always = score(predictor.model), score(whole)
-    if len(films) < MIN_FILMS:
-        decision = too_few(len(films))
-    else:
-        a, b = split_halves(len(films), seed)
-        halves = (score(bn([films[i] for i in a])), score(bn([films[i] for i in b])))
-        decision = decide(plain, always, halves, t, stat_shift(predictor.model, whole))
+    films, tf = folder(samples, cond, seed), _transform(cond.shift)
+    p = site_passes(predictor, films, transform=tf, seed=seed)
+    labels, t, decision = np.array([s.label for s in films]), predictor.threshold, p.decision
+    plain, always = p.plain.probs, p.adapted.probs
     site = always if decision.adapted else plain
     row = {"condition": cond.name, "what": cond.what, "n": len(films), "adapted": decision.adapted}
     ways = [("plain", plain), ("always", always), ("site", site)]
     if reference is not None:
-        ways.append(("relative", score(relative_bn(predictor.model, whole, reference))))
+        rel = relative_bn(predictor.model, p.whole, reference)
+        ways.append(("relative", predict_samples(rel, films, predictor.preprocessing, tta=predictor.config.tta,
+                                                 cache=predictor.cache, transform=tf,
+                                                 device=predictor.device).probs))  # fmt: skip
     for way, p in ways:
         row.update({f"{way}_{k}": v for k, v in _figures(labels, p >= t).items()})
     row.update({c.name: c.value for c in decision.checks})
