@@ -33,12 +33,23 @@ def _train(n: int, out, *extra):
 
 
 def _tree(pid: int) -> list[int]:
-    """pid and every process under it (torchrun starts its workers in sessions of their own)."""
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return [pid]
-    return [pid] + [q for k in kids for q in _tree(int(k))]
+    """pid and every process under it (torchrun starts its workers in sessions of their own), found by each
+    process's parent in /proc/N/stat: /proc/N/task/N/children is absent on kernels built without
+    CONFIG_PROC_CHILDREN (regression: on such a CI machine only torchrun was killed, its workers trained on and held
+    the run folder's lock, and the resume was refused)."""
+    parent: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue  # exited while we looked
+        parent[int(stat.parent.name)] = int(fields[1])
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += [q for q, pp in parent.items() if pp == p]
+    return out
 
 
 def _wait_dead(pids: list[int], timeout: float = 60) -> None:
@@ -154,6 +165,7 @@ def test_torchrun_resume_after_a_kill_ends_as_the_uninterrupted_run_and_refuses_
                 os.kill(pid, signal.SIGKILL)
             break
     p.wait(timeout=60)
+    assert len(killed) >= 3, f"torchrun and its 2 workers were not all found: {killed}"
     _wait_dead(killed)  # a lost node's processes are gone before anyone resumes
     assert not (cut / "checkpoint.pt").exists(), "the run finished before it was killed"
     assert (cut / STATE_FILE).is_file()
