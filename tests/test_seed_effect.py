@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from pneumolib.core.stats import seed_effect, wilson
+from pneumolib.core.stats import SeedEffect, seed_effect, seed_mean, wilson
 
 SEEDS, FILMS, REPS = 5, 150, 200
 
@@ -72,9 +72,32 @@ def test_nan_films_do_not_count_and_patients_are_drawn_together():
 def test_needed_grows_as_the_effect_nears_the_margin_and_is_none_on_it():
     rng = np.random.default_rng(5)
     e = seed_effect(*_runs(rng, 0.9, 0.8), n_boot=300)
-    far, near = e.needed(e.point - 0.2), e.needed(e.point - 0.01)
-    assert far is not None and near is not None and near[0] > far[0] >= e.n_seeds + 1
+    far, near = e.needed(e.point - 3 * e.half_width), e.needed(e.point - 1.05 * e.half_width)
+    assert far is not None and near is not None and near[0] >= far[0] >= e.n_seeds + 1
     assert e.needed(e.point) is None
+
+
+def test_needed_says_when_more_seeds_alone_cannot_decide():
+    # the films' part alone is wider than the effect: no number of seeds on these films decides it, more films do
+    e = SeedEffect(0.02, -0.03, 0.07, (0.02,) * 5, None, 5, 400, seed_part=0.0001, film_part=0.0024)
+    seeds, films = e.needed(0.0)
+    assert seeds is None and films > 400
+    # the seeds' part is what is wide: more seeds decide it, more films alone do not
+    e = SeedEffect(0.02, -0.03, 0.07, (0.02,) * 5, None, 5, 400, seed_part=0.0024, film_part=0.0001)
+    seeds, films = e.needed(0.0)
+    assert seeds > 5 and films is None
+
+
+def test_one_seed_gives_the_films_part_only():
+    a = (np.random.default_rng(1).random((1, 200)) < 0.7).astype(float)
+    e = seed_effect(a, n_boot=300)
+    assert e.seed_part == 0 and e.film_part > 0 and e.low < e.point < e.high
+
+
+def test_seed_mean_widens_with_the_seeds_spread_and_their_own_intervals():
+    steady, wild = seed_mean([0.80, 0.81, 0.80, 0.79, 0.80]), seed_mean([0.6, 0.95, 0.7, 0.9, 0.85])
+    assert steady.half_width < wild.half_width and steady.point == pytest.approx(0.80)
+    assert seed_mean([0.8] * 5, [0.05] * 5).half_width == pytest.approx(0.05)  # films' part: the seeds' mean width
 
 
 def test_unpaired_shapes_are_refused():

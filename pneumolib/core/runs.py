@@ -346,7 +346,7 @@ def checkpoint_key(ckpt: str | Path) -> str:
 def load_metrics(run_dir: str | Path) -> dict[str, Any]:
     """A finished run's metrics.json, with the stress test's summary under 'stress' when stress.json exists, and
     notebook 04's inference paths under 'inference_paths' when they were measured on this very checkpoint (so the
-    summary notebook reads what notebook 04 showed)."""
+    summary notebook reads what notebook 04 showed), and the folder itself under 'run_dir'."""
     run = RunDir(run_dir)
     if not run.metrics.is_file():
         raise FileNotFoundError(f"{run.metrics}: no {METRICS} (is {run.path} a finished run folder?)")
@@ -362,4 +362,5 @@ def load_metrics(run_dir: str | Path) -> dict[str, Any]:
         and isinstance(paths.get("paths"), dict)
     ):
         m["inference_paths"] = paths["paths"]
+    m["run_dir"] = str(run.path.resolve())  # where its per-film scores are (the verdicts read them); never written
     return m

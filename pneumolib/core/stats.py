@@ -13,7 +13,16 @@ from scipy.stats import rankdata
 
 SMALL_N = 100  # below this many films, Wilson intervals replace the percentile bootstrap (which collapses there)
 
-__all__ = ["SMALL_N", "wilson", "auc_score", "patient_bootstrap", "auc_with_interval", "SeedEffect", "seed_effect"]
+__all__ = [
+    "SMALL_N",
+    "wilson",
+    "auc_score",
+    "patient_bootstrap",
+    "auc_with_interval",
+    "SeedEffect",
+    "seed_effect",
+    "seed_mean",
+]
 
 
 def wilson(k: float, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -237,11 +246,13 @@ class SeedEffect:
 
     Attributes:
         point: the mean over seeds (for a difference: of arm A's value minus arm B's, seed by seed).
-        low, high: the two-level bootstrap's percentile interval (seeds, then patients within each seed).
+        low, high: point -+ the root of the two parts below (seeds, then patients within each seed).
         per_seed: each seed's value (or difference), in seed order.
         p_improve: the share of seed pairs (i of A, j of B) in which A's value exceeds B's, ties counted half
             (rliable's probability of improvement); None for one arm.
-        n_seeds, n_films: what was resampled.
+        n_seeds, n_films: what was resampled (n_films 0: no per-film data, the seeds' own intervals stood in).
+        seed_part, film_part: the squared half-widths the seeds and the films contribute (each already times its
+            quantile squared), kept apart so that `needed` can say which count would decide.
     """
 
     point: float
@@ -251,6 +262,8 @@ class SeedEffect:
     p_improve: float | None
     n_seeds: int
     n_films: int
+    seed_part: float = float("nan")
+    film_part: float = float("nan")
 
     @property
     def half_width(self) -> float:
@@ -260,17 +273,51 @@ class SeedEffect:
         """+1 when the whole interval lies above MARGIN, -1 when below, 0 when it straddles it."""
         return 1 if self.low > margin else -1 if self.high < margin else 0
 
-    def needed(self, margin: float = 0.0) -> tuple[int, int] | None:
-        """At the observed effect and spread, about how many seeds (films fixed), or films per seed (seeds fixed),
-        would put the interval on one side of MARGIN: the interval's width taken to shrink as 1/sqrt(count). None
-        when the effect sits on the margin (no count decides it). A power estimate, not a promise."""
-        gap = abs(self.point - margin)
-        if gap < 1e-12 or not math.isfinite(self.half_width):
+    def needed(self, margin: float = 0.0, cap: int = 100_000) -> tuple[int | None, int | None] | None:
+        """At the observed effect and spread, about how many seeds (films fixed), and how many films per seed (seeds
+        fixed), would put the interval on one side of MARGIN. The seeds' part shrinks as t(n-1)^2/n, the films' part
+        as 1/films; a count whose own part cannot close the gap alone (the other part is already wider than the
+        effect) is None. None when the effect sits on the margin. A power estimate, not a promise."""
+        from scipy.stats import t
+
+        gap2 = (self.point - margin) ** 2
+        if gap2 < 1e-24 or not math.isfinite(self.half_width):
             return None
-        scale = (self.half_width / gap) ** 2
-        return max(self.n_seeds + 1, math.ceil(self.n_seeds * scale)), max(
-            self.n_films + 1, math.ceil(self.n_films * scale)
+        seed_part, film_part = self.seed_part, self.film_part
+        if not (math.isfinite(seed_part) and math.isfinite(film_part)):  # no parts kept: the whole width shrinks
+            scale = self.half_width**2 / gap2
+            return max(self.n_seeds + 1, math.ceil(self.n_seeds * scale)), max(
+                self.n_films + 1, math.ceil(self.n_films * scale)
+            )
+        per_seed_var = seed_part * self.n_seeds / t.ppf(0.975, max(self.n_seeds - 1, 1)) ** 2 if self.n_seeds > 1 else 0
+        seeds = next(
+            (n for n in range(self.n_seeds + 1, cap) if t.ppf(0.975, n - 1) ** 2 * per_seed_var / n + film_part < gap2),
+            None,
         )
+        films = None
+        if self.n_films and seed_part < gap2 and film_part > 0:
+            films = max(self.n_films + 1, math.ceil(self.n_films * film_part / (gap2 - seed_part)))
+        return seeds, films
+
+
+def seed_mean(values, half_widths=None, level: float = 0.95) -> SeedEffect:
+    """The mean over seeds of a quantity that is not a per-film average (a Grad-CAM lift with its own interval by
+    patient, a stress-test mean), with an interval from the seeds: their spread, taken as unbiased variance over
+    seeds and widened by Student's t with seeds - 1 degrees of freedom; plus, when each seed's value has its own
+    interval (HALF_WIDTHS, at the same level), the films' part: the seeds were scored on the same films, so their
+    sampling errors are taken as perfectly correlated, and the mean's is the mean of the seeds' half-widths. One
+    seed: the films' part only (seed-to-seed variation unmeasured)."""
+    from scipy.stats import t
+
+    v = np.asarray(values, dtype=float)
+    n = len(v)
+    if n == 0:
+        raise ValueError("seed_mean needs at least one seed")
+    q = 1 - (1 - level) / 2
+    seed_part = float(t.ppf(q, n - 1) ** 2 * v.var(ddof=1) / n) if n > 1 else 0.0
+    film_part = float(np.mean(half_widths)) ** 2 if half_widths is not None and len(half_widths) else 0.0
+    half, point = math.sqrt(seed_part + film_part), float(v.mean())
+    return SeedEffect(point, point - half, point + half, tuple(map(float, v)), None, n, 0, seed_part, film_part)
 
 
 def _patient_index(patients, n: int) -> tuple[np.ndarray, int]:
@@ -316,7 +363,8 @@ def seed_effect(
     the films' class), with the same draws for both arms of a difference. Its two parts are kept apart, because
     five seeds are too few for a percentile interval: the seed part's variance is scaled to the unbiased one and
     widened by Student's t with seeds - 1 degrees of freedom, the patients' part by the normal quantile, and the
-    interval is point +- the root of their sum. Simulated runs with a known effect (tests/test_stats.py) are covered
+    interval is point +- the root of their sum (one seed: the films' part only, seed-to-seed variation unmeasured).
+    Simulated runs with a known effect (tests/test_seed_effect.py) are covered
     about 95% of the time, where the plain percentile interval covered 86%.
 
     Args:
@@ -327,8 +375,8 @@ def seed_effect(
     from scipy.stats import norm, t
 
     a = np.asarray(a, dtype=float)
-    if a.ndim != 2 or a.shape[0] < 2:
-        raise ValueError("seed_effect takes seeds x films arrays with at least two seeds")
+    if a.ndim != 2 or a.shape[0] < 1:
+        raise ValueError("seed_effect takes seeds x films arrays")
     if b is not None and np.shape(b) != a.shape:
         raise ValueError(f"paired arms must have the same seeds and films: {a.shape} vs {np.shape(b)}")
     b = None if b is None else np.asarray(b, dtype=float)
@@ -345,11 +393,14 @@ def seed_effect(
     w = _patient_weights(rng, n_boot, *_patient_index(patients, n_films), strata)
     film_part = np.stack([value(w[i : i + 1]).mean() for i in range(n_boot)])
     q = 1 - (1 - level) / 2
-    var = t.ppf(q, n_seeds - 1) ** 2 * seed_part.var() * n_seeds / (n_seeds - 1) + norm.ppf(q) ** 2 * film_part.var()
+    seed_var = t.ppf(q, n_seeds - 1) ** 2 * seed_part.var() * n_seeds / (n_seeds - 1) if n_seeds > 1 else 0.0
+    film_var = norm.ppf(q) ** 2 * film_part.var()
+    var = seed_var + film_var
     point = float(per_seed.mean())
     p_imp = None
     if b is not None:
         pa, pb = _means(va, counted, np.ones(n_films)), _means(vb, counted, np.ones(n_films))
         p_imp = float((pa[:, None] > pb[None, :]).mean() + 0.5 * (pa[:, None] == pb[None, :]).mean())
     half = float(np.sqrt(var))
-    return SeedEffect(point, point - half, point + half, tuple(map(float, per_seed)), p_imp, n_seeds, n_films)
+    ends, parts = (point - half, point + half), (float(seed_var), float(film_var))
+    return SeedEffect(point, *ends, tuple(map(float, per_seed)), p_imp, n_seeds, n_films, *parts)

@@ -115,7 +115,7 @@ def inference_paths(predictor: Predictor, samples: list[Sample], run_dir=None) -
     """
     from ..core.io import save_json
     from ..core.runs import RunDir, checkpoint_key
-    from .verdicts import CHECKPOINT_PATH, LOG_PATH
+    from .verdict_estimates import CHECKPOINT_PATH, IMAGENET_PATH, LOG_PATH
 
     size = predictor.preprocessing.image_size
     rows = compare_inference(
@@ -124,7 +124,7 @@ def inference_paths(predictor: Predictor, samples: list[Sample], run_dir=None) -
         {
             CHECKPOINT_PATH: None,
             LOG_PATH: log_entry4_inference(size),
-            "ImageNet Normalize at inference only": imagenet_normalised_inference(size),
+            IMAGENET_PATH: imagenet_normalised_inference(size),
             "1 grey channel into the 3-channel model": single_channel_inference(size),
         },
     )

@@ -193,6 +193,7 @@ def _run(
     metrics["seconds"] = time.perf_counter() - t0
     if run_dir:
         _write_run(run_dir, config, metrics, test, fitted, predictor.threshold)
+        metrics["run_dir"] = str(Path(run_dir).resolve())  # as load_metrics gives it: the verdicts read its films
     return RunResult(config, fitted, predictor, data, test, metrics, expl, run_dir, list(data.notes))
 
 

@@ -7,7 +7,7 @@ from typing import Any, Callable, Iterable
 
 from ..core.stats import SMALL_N, seed_sd_gap, wilson
 
-HOLDS, FAILS, CANNOT_TELL, NOT_TESTED = "holds", "does not hold", "cannot tell at this n", "not tested"
+HOLDS, FAILS, CANNOT_TELL, NOT_TESTED = "holds", "does not hold", "cannot tell", "not tested"
 # the two reasons evidence cannot decide: every seed's own interval straddles the threshold, or seeds decide apart
 TOO_FEW_FILMS, SEEDS_DISAGREE = "cannot tell: too few films", "cannot tell: seeds disagree"
 
@@ -16,6 +16,11 @@ UNTRAINED = "untrained seed"  # a run whose kept model did not learn (verdict_ru
 
 
 MAPS_NOT_FAITHFUL = "cannot tell (maps not faithful)"
+
+
+RANDOM_INIT = (
+    "random init"  # an entry that asked for ImageNet weights and trained from random init: said in its verdict
+)
 
 
 COLLAPSED = "collapsed seed"  # a run whose kept checkpoint calls (almost) every validation film one class
@@ -45,6 +50,9 @@ CHECKPOINT_PATH = "checkpoint preprocessing (pneumolib)"
 LOG_PATH = "log: convert('L') + Grayscale(3)"
 
 
+IMAGENET_PATH = "ImageNet Normalize at inference only"
+
+
 class NotMeasured(KeyError):
     """The runs' metrics lack what a claim needs (a notebook cell that adds it did not run)."""
 
@@ -61,10 +69,16 @@ class Estimate:
     def has_interval(self) -> bool:
         return self.lo is not None and self.hi is not None
 
+    @property
+    def half_width(self) -> float | None:
+        return (self.hi - self.lo) / 2 if self.has_interval else None
+
     def __sub__(self, other: "Estimate") -> "Estimate":
-        # conservative: the difference's interval spans every pair of values inside the two intervals
+        # a difference of two quantities measured on the same films (a lift of two entries' maps): half-widths added
+        # in quadrature, as for independent errors; errors on the same films correlate positively, so this is wide
         if self.has_interval and other.has_interval:
-            return Estimate(self.value - other.value, self.lo - other.hi, self.hi - other.lo)
+            v, h = self.value - other.value, (self.half_width**2 + other.half_width**2) ** 0.5
+            return Estimate(v, v - h, v + h)
         return Estimate(self.value - other.value)
 
     def __abs__(self) -> "Estimate":
@@ -196,6 +210,22 @@ def heart_lift(m: dict[str, Any], cls: str = "NORMAL") -> Estimate:
     if not s:
         raise NotMeasured("lung_focus.heart_lift")
     return summary_lift(s, "heart_lift")
+
+
+def target_lift(m: dict[str, Any], key: str, cls: str, target: str) -> Estimate:
+    """A region's lift ('lung_lift', 'heart_lift') on the films of class CLS, from Grad-CAM maps of class TARGET:
+    'lung_focus_by_target'[TARGET][CLS] (Explanation.summary() of maps for that target) when recorded, else
+    'lung_focus' when the run's maps are of TARGET (metrics' gradcam.target)."""
+    by_target = (m.get("lung_focus_by_target") or {}).get(target)
+    if by_target is None and (m.get("gradcam") or {}).get("target") == target:
+        by_target = m.get("lung_focus")
+    if not by_target or cls not in by_target:
+        raise NotMeasured(
+            f"lung_focus_by_target[{target}][{cls}]: Grad-CAM maps for target {target} on the {cls} test films (to be "
+            f"recorded by run_experiment beside lung_focus, whose maps are of target "
+            f"{(m.get('gradcam') or {}).get('target', '?')})"
+        )
+    return summary_lift(by_target[cls], key)
 
 
 def predicted_pneumonia(m: dict[str, Any], split: str = "test") -> Estimate:

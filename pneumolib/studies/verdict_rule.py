@@ -1,4 +1,4 @@
-"""The verdict rule: a claim, its estimates over seeds, and holds / does not hold / cannot tell; flags on a run."""
+"""The verdict rule: a claim, its evidence over seeds, and holds / does not hold / cannot tell; flags on a run."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from ..core.stats import SeedEffect, seed_mean
 from ..studies.verdict_estimates import (  # noqa: F401 (the verdicts' words)
     BUDGET_MIN_VAL_AUC,
     CANNOT_TELL,
@@ -18,6 +19,7 @@ from ..studies.verdict_estimates import (  # noqa: F401 (the verdicts' words)
     MIN_SEEDS,
     MIN_SEEDS_SPREAD,
     NOT_TESTED,
+    RANDOM_INIT,
     SEEDS_DISAGREE,
     TOO_FEW_FILMS,
     UNTRAINED,
@@ -25,28 +27,66 @@ from ..studies.verdict_estimates import (  # noqa: F401 (the verdicts' words)
     Measure,
     NotMeasured,
 )
+from ..studies.verdict_films import PerFilm, film_effect, has_films
+from ..studies.verdict_flags import (  # noqa: F401 (re-exported: the verdicts' flags)
+    UNTRAINED_AUC,
+    budget,
+    budget_rule,
+    collapsed,
+    maps_faithful,
+    random_init,
+    seed_of,
+    untrained,
+)
 
 
 @dataclass(frozen=True)
 class Claim:
-    """One thing the log asserted, the quantity that tests it, and the side of `threshold` it claims."""
+    """One thing the log asserted, the quantity that tests it, and the side of `threshold` it claims.
+
+    A per-film quantity (FILM: a recall, the accuracy, a share of films) is judged on the runs' per-film scores:
+    the mean over seeds, and for a comparison (VERSUS: the entry compared with) the mean of the per-seed paired
+    difference this minus VERSUS on the same films (VERSUS read with FILM_OTHER when given). Anything else is read
+    from each run's metrics by MEASURE. FINDING says, in the log's words, what holding and not holding mean."""
 
     entry: str
     quote: str  # the log's words
     quantity: str  # what is measured, in words
     direction: str  # ">": the claim holds when the quantity is above threshold; "<": below
     threshold: float
-    measure: Measure  # (this run's metrics, {entry: the paired run's metrics}) -> Estimate
+    measure: Measure | None = None  # (this run's metrics, {entry: the paired run's metrics}) -> Estimate
     needs: tuple[str, ...] = ()  # the entries whose runs it compares against
     needs_pretrained: bool = False  # about ImageNet weights: not tested by a run that trained from random init
     gradcam: bool = False  # about Grad-CAM maps: judged only when every run's maps pass their checks (maps_faithful)
     not_testable: str = ""  # why this re-run cannot test the claim at all (said instead of a verdict)
     # a quantity of all seeds together (a spread over seeds): (this entry's runs, {entry: its runs}) -> Estimate
     across_seeds: Callable[[list, dict[str, list]], Estimate] | None = None
+    film: PerFilm | None = None
+    versus: str = ""
+    film_other: PerFilm | None = None
+    exact: bool = False  # an exact count per seed (no sampling): decided seed by seed (decide)
+    finding: tuple[str, str] = ("", "")  # (when it holds, when it does not), for the entry's plain sentence
+    label: str = ""  # the quantity's short name in that sentence ('NORMAL recall')
+
+    def __post_init__(self):
+        if self.versus and self.versus not in self.needs:
+            object.__setattr__(self, "needs", (*self.needs, self.versus))
+        if self.measure is None and self.film is None and self.across_seeds is None and not self.not_testable:
+            raise ValueError(f"claim {self.quote!r}: give a per-film quantity, a measure or a spread")
 
     @property
     def claimed(self) -> str:
         return f"{self.direction} {self.threshold:g}"
+
+    def read(self, m: dict[str, Any], refs: dict[str, dict[str, Any]]) -> Estimate:
+        """One seed's estimate from its recorded metrics (MEASURE, or FILM's recorded counterpart)."""
+        if self.measure is not None:
+            return self.measure(m, refs)
+        this = self.film.recorded(m)
+        other = (self.film_other or self.film).recorded(refs[self.versus]) if self.versus else None
+        if this is None or (self.versus and other is None):
+            raise NotMeasured("scores_test.csv (the quantity re-thresholds each film's P(PNEUMONIA))")
+        return this - other if self.versus else this
 
 
 def verdict(interval: tuple[float, float] | None, direction: str, threshold: float) -> str:
@@ -120,79 +160,6 @@ def decide(estimates: list[Estimate], direction: str, threshold: float, min_seed
     )
 
 
-def budget(m: dict[str, Any]) -> tuple:
-    """What a run was trained with: (epochs, training films per epoch, image size)."""
-    c = m.get("config") or {}
-    return c.get("epochs"), c.get("max_train_images"), c.get("image_size")
-
-
-UNTRAINED_AUC = 0.75  # validation AUC under this: the kept model ranks the films little better than chance
-
-
-def untrained(m: dict[str, Any]) -> bool:
-    """A run whose kept model did not learn, by validation evidence: its validation AUC is under UNTRAINED_AUC, or it
-    collapsed (one class for nearly every validation film). Which epoch was kept does not decide it (regression:
-    "EPOCH 1: untrained" was printed beside a test AUC of 0.970). Runs recorded without a validation AUC fall back
-    to the old reading: a kept first epoch of several."""
-    auc = (m.get("val") or {}).get("auc")
-    if auc is None:
-        return m.get("best_epoch") == 1 and (budget(m)[0] or 1) > 1
-    return auc < UNTRAINED_AUC or bool(collapsed(m))
-
-
-def collapsed(m: dict[str, Any]) -> str:
-    """'' for a run that trained; else why it collapsed: its kept checkpoint puts COLLAPSE_SHARE or more of the
-    validation films in one class at its own threshold (the log's symptom as a training failure: a verdict that
-    reads such a seed reads a model that did not learn). Runs recorded before 'val' was kept are read from their
-    kept epoch's validation share at 0.5."""
-    val = m.get("val") or {}
-    if "confusion_matrix" in val:
-        cm = val["confusion_matrix"]
-        n = sum(map(sum, cm))
-        share, how = ((cm[0][1] + cm[1][1]) / n if n else float("nan")), "at its threshold"
-    else:
-        epoch = next((h for h in m.get("history") or [] if h.get("epoch") == m.get("best_epoch")), {})
-        share, how = epoch.get("val_share_pneumonia", float("nan")), "at 0.5"
-    if math.isnan(share):
-        return ""
-    for cls, x in (("PNEUMONIA", share), ("NORMAL", 1 - share)):
-        if x >= COLLAPSE_SHARE:
-            return f"calls {x:.0%} of validation films {cls} {how}"
-    return ""
-
-
-def budget_rule(baseline: list[dict[str, Any]]) -> dict[str, Any]:
-    """Does this budget train? The baseline's seeds must all avoid collapse (`collapsed`) and reach validation AUC
-    BUDGET_MIN_VAL_AUC; the series is rendered at the smallest budget that passes (the notebooks state it).
-
-    Args:
-        baseline: the log's baseline runs' metrics (one per seed), all at one budget.
-
-    Returns:
-        {"passes": bool, "rows": per seed (seed, val AUC, kept epoch, collapse), "budget": (epochs, films, px)}.
-    """
-    rows = []
-    for m in baseline:
-        auc = (m.get("val") or {}).get("auc")
-        if auc is None:  # recorded before 'val' was kept: the kept epoch's validation AUC
-            auc = next(
-                (h.get("val_auc") for h in m.get("history") or [] if h.get("epoch") == m.get("best_epoch")),
-                float("nan"),
-            )
-        rows.append(
-            {"seed": _seed(m), "val_auc": float(auc), "kept_epoch": m.get("best_epoch"), "collapse": collapsed(m)}
-        )
-    budgets = {budget(m) for m in baseline}
-    ok = (
-        bool(rows) and len(budgets) == 1 and all(r["val_auc"] >= BUDGET_MIN_VAL_AUC and not r["collapse"] for r in rows)
-    )
-    return {"passes": ok, "rows": rows, "budget": budgets.pop() if len(budgets) == 1 else None}
-
-
-def _seed(m: dict[str, Any]) -> Any:
-    return (m.get("config") or {}).get("seed")
-
-
 def paired_by_seed(this: list[dict[str, Any]], base: list[dict[str, Any]]) -> list[tuple[dict, dict]]:
     """Runs of two entries paired by their seed (runs whose seed the other entry lacks are left out), for paired
     differences between entries.
@@ -203,8 +170,8 @@ def paired_by_seed(this: list[dict[str, Any]], base: list[dict[str, Any]]) -> li
 
     Returns:
         (run of `this`, run of `base` with the same seed), in `this`'s order."""
-    by_seed = {_seed(b): b for b in base}
-    return [(m, by_seed[_seed(m)]) for m in this if _seed(m) in by_seed]
+    by_seed = {seed_of(b): b for b in base}
+    return [(m, by_seed[seed_of(m)]) for m in this if seed_of(m) in by_seed]
 
 
 def _pairs(this: list[dict], reference: dict[str, list[dict]], needs: tuple[str, ...]):
@@ -213,22 +180,10 @@ def _pairs(this: list[dict], reference: dict[str, list[dict]], needs: tuple[str,
         choices: list[dict[str, dict]] = [{}]
         for e in needs:
             runs = reference.get(e) or []
-            same = [r for r in runs if _seed(r) == _seed(m)] or runs
+            same = [r for r in runs if seed_of(r) == seed_of(m)] or runs
             choices = [dict(c, **{e: r}) for c in choices for r in same]
         for c in choices:
             yield m, c
-
-
-def maps_faithful(m: dict[str, Any]) -> bool | None:
-    """Whether a run's Grad-CAM maps passed their checks (cam.maps_pass: ROAD above a random map with a 95% interval
-    by patient, changed by model randomisation); None when the run has no such record."""
-    v = (m.get("gradcam") or {}).get("maps_pass")
-    return None if v is None else bool(v)
-
-
-def random_init(m: dict[str, Any]) -> bool:
-    """Did this run ask for ImageNet weights and train from random init instead?"""
-    return "unavailable" in str(m.get("weights", "")) or (m.get("config") or {}).get("pretrained") is False
 
 
 def judge(
@@ -237,12 +192,19 @@ def judge(
     reference: dict[str, list[dict[str, Any]]] | None = None,
     min_seeds: int = MIN_SEEDS,
 ) -> dict[str, Any]:
-    """The claim's quantity over all seeds, its interval, and the verdict (with a note when not tested)."""
+    """The claim's quantity over all seeds, its interval, and the verdict (with a note when not tested).
+
+    Returns:
+        The row: entry, claim, quantity, claimed, n (seeds), mean, range (over seeds), interval, verdict, note;
+        and per_seed, p_improve (comparisons), n_films, evidence (what the interval resamples), needed (seeds,
+        films) for an undecided one, flags, and the claim's finding/label/direction/threshold for `headline`.
+    """
     reference = reference or {}
     row = _blank_row(claim)
     note = _not_judged(claim, metrics_by_seed, reference)
     if note:
         row["note"] = note
+        _flag_random_init(row, claim, metrics_by_seed)
         return row
     metrics_by_seed, scope = _cohort_scope(claim, metrics_by_seed, reference)
     if claim.gradcam:
@@ -251,28 +213,91 @@ def judge(
             row.update(maps)
             return row
     try:
-        estimates = _estimates(claim, metrics_by_seed, reference)
+        row.update(_evidence(claim, metrics_by_seed, reference, min_seeds))
     except NotMeasured as e:
         row["note"] = f"not measured: {e.args[0]}"
         return row
-    if any(math.isnan(e.value) for e in estimates):
-        row["note"] = "not measured: NaN for some seed"
-        return row
-    c = combine(estimates, min_seeds)
-    decision, why = decide(estimates, claim.direction, claim.threshold, min_seeds)
-    row.update(
-        n=len(metrics_by_seed), mean=c["mean"], range=c["range"], interval=c["interval"], verdict=decision, note=why
-    )
-    if claim.across_seeds is not None and not estimates[0].has_interval:
-        row["verdict"] = CANNOT_TELL
-        row["note"] = (
-            f"a spread over seeds needs {MIN_SEEDS_SPREAD} or more seeds per entry (have {len(metrics_by_seed)})"
-        )
     if scope:
         row["note"] = "; ".join(x for x in (row["note"], scope) if x)
+    decision = row["verdict"]
     _flag_untrained(row, decision, metrics_by_seed)
     _flag_collapsed(row, claim, metrics_by_seed, reference)
+    _flag_random_init(row, claim, metrics_by_seed)
     return row
+
+
+def settle(effect: SeedEffect, direction: str, threshold: float) -> tuple[str, str]:
+    """(verdict, note) from where a mean over seeds' interval lies against the threshold: holds / does not hold /
+    cannot tell, the last with how many seeds or films would decide it at the observed effect (SeedEffect.needed)."""
+    side = effect.side(threshold)
+    if side == 0:
+        return CANNOT_TELL, needed_text(effect.needed(threshold))
+    if direction not in "<>":
+        raise ValueError(f"direction must be '>' or '<', not {direction!r}")
+    return (HOLDS if (side > 0) == (direction == ">") else FAILS), ""
+
+
+def needed_text(needed: tuple[int | None, int | None] | None) -> str:
+    """'about 9 seeds (or 1,400 films per seed) would decide it', from SeedEffect.needed."""
+    if needed is None:
+        return "the effect sits on the threshold: no count decides it"
+    seeds, films = needed
+    if seeds and films:
+        return f"about {seeds:,} seeds (or {films:,} films per seed) would decide it"
+    if seeds:
+        return f"about {seeds:,} seeds would decide it (more films alone would not)"
+    if films:
+        return f"about {films:,} films per seed would decide it (more seeds alone would not)"
+    return "neither more seeds nor more films alone would decide it at this effect"
+
+
+def _effect_fields(e: SeedEffect, claim: Claim, evidence: str) -> dict[str, Any]:
+    verdict_, note = settle(e, claim.direction, claim.threshold)
+    return {
+        "n": e.n_seeds,
+        "mean": e.point,
+        "range": (min(e.per_seed), max(e.per_seed)),
+        "interval": (e.low, e.high),
+        "per_seed": e.per_seed,
+        "p_improve": e.p_improve,
+        "n_films": e.n_films,
+        "needed": e.needed(claim.threshold) if verdict_ == CANNOT_TELL else None,
+        "evidence": evidence,
+        "verdict": verdict_,
+        "note": note,
+    }
+
+
+def _evidence(claim: Claim, ms: list[dict[str, Any]], reference: dict[str, list[dict]], min_seeds: int) -> dict:
+    """The row's numbers and verdict: per-film (paired) evidence when every run has its scores, else the seeds'
+    recorded values; a spread over seeds and exact counts keep their own rules. NotMeasured propagates."""
+    if claim.across_seeds is not None:
+        est = claim.across_seeds(ms, {e: reference[e] for e in claim.needs})
+        if not est.has_interval:
+            return {"n": len(ms), "mean": est.value, "verdict": CANNOT_TELL, "evidence": "spread over seeds",
+                    "note": f"a spread over seeds needs {MIN_SEEDS_SPREAD} or more seeds per entry (have {len(ms)})"}  # fmt: skip
+        return {"n": len(ms), "mean": est.value, "interval": (est.lo, est.hi), "evidence": "seeds resampled",
+                "verdict": verdict((est.lo, est.hi), claim.direction, claim.threshold), "note": ""}  # fmt: skip
+    other = reference.get(claim.versus) if claim.versus else None
+    if claim.film is not None and all(map(has_films, ms + (other or []))):
+        e = film_effect(claim.film, ms, other, claim.film_other)
+        how = "paired per film, seed i against seed i" if other is not None else "per film"
+        return _effect_fields(e, claim, f"{how}; seeds, then patients within class, resampled")
+    estimates = [claim.read(m, refs) for m, refs in _pairs(ms, reference, claim.needs)]
+    if any(math.isnan(e.value) for e in estimates):
+        raise NotMeasured("NaN for some seed")
+    if claim.exact:
+        c, (decision, why) = combine(estimates, min_seeds), decide(estimates, claim.direction, claim.threshold)
+        return {"n": len(ms), "mean": c["mean"], "range": c["range"], "interval": c["interval"],
+                "per_seed": tuple(e.value for e in estimates), "evidence": "exact counts, seed by seed",
+                "verdict": decision, "note": why}  # fmt: skip
+    own = all(e.has_interval for e in estimates)
+    if not own and len(estimates) < min_seeds:
+        return {"n": len(ms), "mean": sum(e.value for e in estimates) / len(estimates), "verdict": CANNOT_TELL,
+                "evidence": "the seeds' values", "note": f"no sampling interval: needs {min_seeds} or more seeds"}  # fmt: skip
+    e = seed_mean([x.value for x in estimates], [x.half_width for x in estimates] if own else None)
+    how = "the seeds' values (t over seeds)" + (" and their own intervals" if own else "")
+    return _effect_fields(e, claim, how + ("; no per-film scores" if claim.film is not None else ""))
 
 
 def _blank_row(claim: Claim) -> dict[str, Any]:
@@ -288,6 +313,17 @@ def _blank_row(claim: Claim) -> dict[str, Any]:
         "interval": None,
         "verdict": NOT_TESTED,
         "note": "",
+        "per_seed": (),
+        "p_improve": None,
+        "n_films": 0,
+        "evidence": "",
+        "needed": None,
+        "flags": [],
+        "finding": claim.finding,
+        "label": claim.label or claim.quantity,
+        "direction": claim.direction,
+        "threshold": claim.threshold,
+        "versus": claim.versus,
     }
 
 
@@ -322,13 +358,13 @@ def _cohort_scope(
     judges the measured seeds only, and says so when that is not every seed."""
     if COHORT not in claim.needs:
         return metrics_by_seed, ""
-    measured = {_seed(r) for r in reference[COHORT]}
+    measured = {seed_of(r) for r in reference[COHORT]}
     scope = (
         (f"measured for seed(s) {', '.join(map(str, sorted(measured, key=str)))} of {len(metrics_by_seed)}")
         if len(measured) < len(metrics_by_seed)
         else ""
     )
-    return [m for m in metrics_by_seed if _seed(m) in measured], scope
+    return [m for m in metrics_by_seed if seed_of(m) in measured], scope
 
 
 def _maps_unfaithful(
@@ -349,19 +385,12 @@ def _maps_unfaithful(
     return None
 
 
-def _estimates(claim: Claim, metrics_by_seed: list[dict[str, Any]], reference: dict[str, list[dict]]) -> list:
-    """The claim's estimates: one per seed (paired with the needed entries' runs), or one of all seeds together for a
-    spread over seeds; NotMeasured propagates."""
-    if claim.across_seeds is not None:
-        return [claim.across_seeds(metrics_by_seed, {e: reference[e] for e in claim.needs})]
-    return [claim.measure(m, refs) for m, refs in _pairs(metrics_by_seed, reference, claim.needs)]
-
-
 def _flag_untrained(row: dict[str, Any], decision: str, metrics_by_seed: list[dict[str, Any]]) -> None:
     """Mark the verdict (DECISION, as decided) when some seed's kept model did not learn (untrained)."""
-    young = [str(_seed(m)) for m in metrics_by_seed if untrained(m)]
+    young = [str(seed_of(m)) for m in metrics_by_seed if untrained(m)]
     if young:
         row["verdict"] = f"{decision} ({UNTRAINED})"
+        row["flags"] = [*row.get("flags", []), UNTRAINED]
         row["note"] = "; ".join(
             x
             for x in (
@@ -376,14 +405,32 @@ def _flag_collapsed(
     row: dict[str, Any], claim: Claim, metrics_by_seed: list[dict[str, Any]], reference: dict[str, list[dict]]
 ) -> None:
     """Mark the verdict when a judged run, or a run of the same seed it is compared with, collapsed."""
-    fallen = [f"seed {_seed(m)} {collapsed(m)}" for m in metrics_by_seed if collapsed(m)]
+    fallen = [f"seed {seed_of(m)} {collapsed(m)}" for m in metrics_by_seed if collapsed(m)]
     fallen += [
-        f"entry {e} seed {_seed(r)} (compared with) {collapsed(r)}"
+        f"entry {e} seed {seed_of(r)} (compared with) {collapsed(r)}"
         for e in claim.needs
         if e != COHORT
         for r in reference.get(e, [])
-        if collapsed(r) and _seed(r) in {_seed(m) for m in metrics_by_seed}
+        if collapsed(r) and seed_of(r) in {seed_of(m) for m in metrics_by_seed}
     ]
     if fallen:  # a collapse is a finding about training, never hidden inside a verdict about the log's question
         row["verdict"] = f"{row['verdict']} ({COLLAPSED})"
+        row["flags"] = [*row.get("flags", []), COLLAPSED]
         row["note"] = "; ".join(x for x in (row["note"], "; ".join(fallen)) if x)
+
+
+def _flag_random_init(row: dict[str, Any], claim: Claim, metrics_by_seed: list[dict[str, Any]]) -> None:
+    """Say in the verdict when the entry asked for ImageNet weights and its runs trained from random init: such a
+    verdict is about the recipe without pretraining, and cannot speak for pretraining."""
+    from ..studies.catalogue import UnknownExperiment, get_config
+
+    try:
+        asked = get_config(claim.entry).pretrained
+    except UnknownExperiment:
+        return
+    if asked and any(random_init(m) for m in metrics_by_seed):
+        row["verdict"] = f"{row['verdict']} ({RANDOM_INIT})"
+        row["flags"] = [*row.get("flags", []), RANDOM_INIT]
+        row["note"] = "; ".join(
+            x for x in (row["note"], "trained from random init: it cannot speak for ImageNet pretraining") if x
+        )

@@ -1,10 +1,14 @@
-"""The log's claims, entry by entry, judged by one tested rule; every verdict name in one place."""
+"""The log's claims judged by one tested rule, and each entry's plain sentence; every verdict name in one place.
+
+The claims live beside the experiments they are about (`studies.catalogue.claims`); the rule in `verdict_rule`, its
+per-film evidence in `verdict_films`."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..studies.verdict_estimates import (  # noqa: F401 (the verdicts' words)  # noqa: F401 (re-exported: every name in one place)
+from ..studies.catalogue.claims import CLAIMS, NORMAL_RECALL_LOW, compared_with  # noqa: F401 (re-exported)
+from ..studies.verdict_estimates import (  # noqa: F401 (re-exported: every name in one place)
     BOOT_SEEDS,
     BUDGET_MIN_VAL_AUC,
     CANNOT_TELL,
@@ -14,12 +18,14 @@ from ..studies.verdict_estimates import (  # noqa: F401 (the verdicts' words)  #
     COLLAPSED,
     FAILS,
     HOLDS,
+    IMAGENET_PATH,
     LOG_PATH,
     MAPS_NOT_FAITHFUL,
     MIN_SEEDS,
     MIN_SEEDS_SPREAD,
     NO_PREFERENCE,
     NOT_TESTED,
+    RANDOM_INIT,
     SEEDS_DISAGREE,
     TOO_FEW_FILMS,
     UNTRAINED,
@@ -40,7 +46,9 @@ from ..studies.verdict_estimates import (  # noqa: F401 (the verdicts' words)  #
     spread_gap,
     stress,
     summary_lift,
+    target_lift,
 )
+from ..studies.verdict_films import PerFilm, film_effect, films, has_films  # noqa: F401 (re-exported)
 from ..studies.verdict_rule import (  # noqa: F401 (re-exported: every name in one place)
     Claim,
     budget,
@@ -50,8 +58,10 @@ from ..studies.verdict_rule import (  # noqa: F401 (re-exported: every name in o
     decide,
     judge,
     maps_faithful,
+    needed_text,
     paired_by_seed,
     random_init,
+    settle,
     untrained,
     verdict,
 )
@@ -63,300 +73,73 @@ def judge_entry(
     return [judge(c, metrics_by_seed, reference) for c in CLAIMS.get(entry, ())]
 
 
-# --- the log, entry by entry (quotes: the seed folder's README.md, the English rendering of the log) -----------
-def _c(entry, quote, quantity, direction, threshold, measure, **kw) -> Claim:
-    return Claim(entry, quote, quantity, direction, threshold, measure, **kw)
+# --- the plain sentence per entry ----------------------------------------------------------------------------------
+_WORDS = {0: "no", 1: "one", 2: "two", 3: "three", 4: "four", 5: "five", 6: "six", 7: "seven", 8: "eight", 9: "nine"}
 
 
-_NORMAL_RECALL_LOW = 0.80  # "NORMAL accuracy still low" / "normal images ambiguous": one NORMAL film in 5 misread
+def _num(x: float) -> str:
+    return f"{x:.2f}"
 
 
-CLAIMS: dict[str, tuple[Claim, ...]] = {
-    "01": (
-        _c(
-            "01",
-            "Pneumonia classified well",
-            "PNEUMONIA recall (test)",
-            ">",
-            0.90,
-            lambda m, r: metric(m, "sensitivity"),
-        ),
-        _c(
-            "01",
-            "normal images ambiguous",
-            "NORMAL recall (test)",
-            "<",
-            _NORMAL_RECALL_LOW,
-            lambda m, r: metric(m, "specificity"),
-        ),
-        _c(
-            "01",
-            "Grad-CAM: attention on the image periphery rather than the lung centre",
-            "Grad-CAM lung lift (1 = uniform), mean of both classes",
-            "<",
-            NO_PREFERENCE,
-            lambda m, r: lung_lift(m),
-            gradcam=True,
-        ),
-    ),
-    "02": (
-        _c(
-            "02",
-            "More NORMAL images misread as PNEUMONIA ... false positives surge",
-            "NORMAL recall of entry 01 minus this entry's",
-            ">",
-            0.10,
-            lambda m, r: metric(r["01"], "specificity") - metric(m, "specificity"),
-            needs=("01",),
-        ),
-        # over-confident = confidently wrong: NORMAL films given P(PNEUMONIA) >= 0.99 (PNEUMONIA films there are right)
-        _c(
-            "02",
-            "over-confident (PNEUMONIA probability 1.00)",
-            "share of NORMAL test films given P(PNEUMONIA) >= 0.99",
-            ">",
-            0.5,
-            lambda m, r: share(m, "p>=0.99", cls="NORMAL"),
-        ),
-    ),
-    "03": (
-        _c(
-            "03",
-            "Grad-CAM attention slightly better",
-            "Grad-CAM lung lift, this entry minus entry 01",
-            ">",
-            0.0,
-            lambda m, r: lung_lift(m) - lung_lift(r["01"]),
-            needs=("01",),
-            gradcam=True,
-        ),
-        _c(
-            "03",
-            "NORMAL accuracy still low",
-            "NORMAL recall (test)",
-            "<",
-            _NORMAL_RECALL_LOW,
-            lambda m, r: metric(m, "specificity"),
-        ),
-        _c(
-            "03",
-            "central focus hurts this model",
-            "accuracy, this entry minus entry 01",
-            "<",
-            0.0,
-            lambda m, r: metric(m, "accuracy") - metric(r["01"], "accuracy"),
-            needs=("01",),
-        ),
-        _c(
-            "03",
-            "the augmentation-only baseline is the most stable",
-            "spread of test accuracy over seeds (SD), the smaller of entries 02 and 03 minus entry 01's",
-            ">",
-            0.0,
-            None,
-            needs=("01", "02"),
-            across_seeds=lambda this, r: spread_gap(r["01"], [r["02"], this]),
-        ),
-    ),
-    "04": (
-        _c(
-            "04",
-            "every prediction PNEUMONIA (probability 1.00)",
-            "share of test films predicted PNEUMONIA through the log's inference path",
-            ">",
-            0.95,
-            lambda m, r: inference_path(m, LOG_PATH, "share predicted PNEUMONIA"),
-        ),
-        # paired: the same films through both paths, so the share of changed predictions, not two recalls
-        _c(
-            "04",
-            "Cause: channel/preprocessing mismatch between training and inference",
-            "share of test predictions the log's inference path changes against the checkpoint's",
-            ">",
-            0.10,
-            lambda m, r: inference_path(m, LOG_PATH, "share of predictions changed"),
-            not_testable="not testable here: the log's cause was a mismatch between its training and inference code, "
-            "which this re-run cannot rebuild (its checkpoint carries its preprocessing); the table above "
-            "shows what each inference path does to the same model",
-        ),
-        # "abnormal" read as: the maps avoid the lung fields (lift below uniform), judged only on maps that pass checks
-        _c(
-            "04",
-            "Grad-CAM attention abnormal",
-            "Grad-CAM lung lift (1 = uniform), mean of both classes",
-            "<",
-            NO_PREFERENCE,
-            lambda m, r: lung_lift(m),
-            gradcam=True,
-        ),
-    ),
-    "05": (
-        _c(
-            "05",
-            "Softmax probabilities higher overall, decisions clearer",
-            "share of confident test predictions (p < 0.05 or > 0.95), this entry minus entry 04",
-            ">",
-            0.0,
-            lambda m, r: share(m, "extreme (p<0.05 or p>0.95)") - share(r["04"], "extreme (p<0.05 or p>0.95)"),
-            needs=("04",),
-            needs_pretrained=True,
-        ),
-        _c(
-            "05",
-            "begins to separate NORMAL images better than before",
-            "NORMAL recall, this entry minus entry 04",
-            ">",
-            0.0,
-            lambda m, r: metric(m, "specificity") - metric(r["04"], "specificity"),
-            needs=("04",),
-            needs_pretrained=True,
-        ),
-    ),
-    "06": (
-        _c(
-            "06",
-            "slight Grad-CAM improvement",
-            "Grad-CAM lung lift, this entry minus entry 05",
-            ">",
-            0.0,
-            lambda m, r: lung_lift(m) - lung_lift(r["05"]),
-            needs=("05",),
-            gradcam=True,
-        ),
-        _c(
-            "06",
-            "NORMAL accuracy still low",
-            "NORMAL recall (test)",
-            "<",
-            _NORMAL_RECALL_LOW,
-            lambda m, r: metric(m, "specificity"),
-        ),
-        _c(
-            "06",
-            "central focus hurts",
-            "accuracy, this entry minus entry 05 (the same model without it)",
-            "<",
-            0.0,
-            lambda m, r: metric(m, "accuracy") - metric(r["05"], "accuracy"),
-            needs=("05",),
-        ),
-        _c(
-            "06",
-            "augmentation-only baseline most stable",
-            "spread of test accuracy over seeds (SD), this entry's minus entry 01's",
-            ">",
-            0.0,
-            None,
-            needs=("01",),
-            across_seeds=lambda this, r: spread_gap(r["01"], [this]),
-        ),
-    ),
-    "07": (
-        _c(
-            "07",
-            "Predictions no longer extreme, softmax spread 0.4-0.7",
-            "share of test films with 0.4 <= P(PNEUMONIA) <= 0.7",
-            ">",
-            0.5,
-            lambda m, r: share(m, "0.4<=p<=0.7"),
-        ),
-        _c(
-            "07",
-            "The most balanced model so far",
-            "|PNEUMONIA recall - NORMAL recall|: the smallest of entries 01-06 minus this entry's",
-            ">",
-            0.0,
-            lambda m, r: lowest(gap(r[e]) for e in ("01", "02", "03", "04", "05", "06")) - gap(m),
-            needs=("01", "02", "03", "04", "05", "06"),
-        ),
-    ),
-    "08": (
-        # "everything" is falsified by one NORMAL film called NORMAL: an exact count, no interval needed
-        _c(
-            "08",
-            "Everything predicted PNEUMONIA",
-            "NORMAL films of the 10-image report predicted NORMAL (count)",
-            "<",
-            0.5,
-            lambda m, r: normal_right(m, "test_subset"),
-        ),
-        _c(
-            "08",
-            "the model is biased and ignores NORMAL",
-            "NORMAL recall on the full test split",
-            "<",
-            0.5,
-            lambda m, r: metric(m, "specificity"),
-        ),
-    ),
-    "09": (
-        _c(
-            "09",
-            "Still every image PNEUMONIA",
-            "share of test films predicted PNEUMONIA (threshold 0.8)",
-            ">",
-            0.95,
-            lambda m, r: predicted_pneumonia(m),
-        ),
-        _c(
-            "09",
-            "Grad-CAM on a NORMAL image: attention on the heart / lower diaphragm centre",
-            "heart/diaphragm-box lift on NORMAL test films (1 = uniform)",
-            ">",
-            NO_PREFERENCE,
-            lambda m, r: heart_lift(m, "NORMAL"),
-            gradcam=True,
-        ),
-        _c(
-            "09",
-            "not the lung fields",
-            "Grad-CAM lung lift on NORMAL test films",
-            "<",
-            NO_PREFERENCE,
-            lambda m, r: lung_lift(m, "NORMAL"),
-            gradcam=True,
-        ),
-        # "does not fix it": FocalLoss with the 0.8 threshold raises NORMAL recall by less than 0.10 over entry 08,
-        # the same model and data without them (paired by seed)
-        _c(
-            "09",
-            "FocalLoss alone does not fix it",
-            "NORMAL recall, this entry (FocalLoss and threshold 0.8) minus entry 08",
-            "<",
-            0.10,
-            lambda m, r: metric(m, "specificity") - metric(r["08"], "specificity"),
-            needs=("08",),
-        ),
-    ),
-    # not the log: notebook 10's own hypothesis, judged the same way (0.90 is the project's NORMAL-recall goal)
-    "10": (
-        # judged by a measurement on an unseen cohort (the record's, for this very training config), never by proxies
-        _c(
-            "10",
-            "keep NORMAL recall on a cohort the model has not seen",
-            "NORMAL recall on the external cohort (recorded measurement of this training config; Wilson)",
-            ">",
-            0.90,
-            lambda m, r: cohort_specificity(m, r[COHORT]),
-            needs=(COHORT,),
-        ),
-        _c(
-            "10",
-            "keep NORMAL recall under simulated scanner shifts",
-            "NORMAL recall, mean over the stress test's shifted copies",
-            ">",
-            0.90,
-            lambda m, r: stress(m, "stress_specificity"),
-        ),
-        _c(
-            "10",
-            "keep NORMAL recall under simulated scanner shifts",
-            "stress-test NORMAL recall, this recipe minus the log's baseline at the same budget",
-            ">",
-            0.0,
-            lambda m, r: stress(m, "stress_specificity") - stress(r["matched_baseline"], "stress_specificity"),
-            needs=("matched_baseline",),
-        ),
-        _c("10", "keep NORMAL recall", "NORMAL recall (test)", ">", 0.90, lambda m, r: metric(m, "specificity")),
-    ),
-}
+def _number(row: dict[str, Any]) -> str:
+    """'NORMAL recall fell by 0.58 (0.40 to 0.71)', or 'NORMAL recall was 0.72 (0.65 to 0.80)'."""
+    m, iv, label = row["mean"], row.get("interval"), row.get("label") or row["quantity"]
+    if row.get("versus") or " minus " in row["quantity"]:
+        word = "rose" if m > 0 else "fell" if m < 0 else "did not move"
+        text = f"{label} {word}" + (f" by {_num(abs(m))}" if m else "")
+        if iv:
+            lo, hi = sorted((abs(iv[0]), abs(iv[1]))) if iv[0] * iv[1] > 0 else (iv[0], iv[1])
+            text += f" ({_num(lo)} to {_num(hi)})" if iv[0] * iv[1] > 0 else f" ({_num(iv[0])} to {_num(iv[1])})"
+        return text
+    return f"{label} was {_num(m)}" + (f" ({_num(iv[0])} to {_num(iv[1])})" if iv else "")
+
+
+def _seeds(row: dict[str, Any]) -> str:
+    """'on all five seeds' / '3 of 5 seeds above 0.9': how many seeds' own values lie on the claimed side."""
+    vals, thr = row.get("per_seed") or (), row["threshold"]
+    if len(vals) < 2:
+        return "on one seed" if vals else ""
+    k = sum((v > thr) if row["direction"] == ">" else (v < thr) for v in vals)
+    n = len(vals)
+    if k == n:
+        return f"on all {_WORDS.get(n, n)} seeds"
+    if k == 0:
+        return f"on none of the {_WORDS.get(n, n)} seeds"
+    return f"{k} of {n} seeds {'above' if row['direction'] == '>' else 'below'} {thr:g}"
+
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def sentence(row: dict[str, Any]) -> str:
+    """One judged claim (a `judge` row) as a plain sentence in the log's words, its number and the seeds."""
+    yes, no = row.get("finding") or ("", "")
+    verdict_ = row["verdict"].split(" (")[0]
+    flags = row.get("flags") or []
+    mark = f" [{', '.join(flags)}]" if flags else ""
+    if row["verdict"] == MAPS_NOT_FAITHFUL:
+        return f'"{row["claim"]}": cannot tell, the Grad-CAM maps fail their checks.'
+    if not row["n"] or verdict_ == NOT_TESTED:
+        return f'"{row["claim"]}": not tested ({row["note"].split("; ")[0] or "no runs"}).{mark}'
+    seeds = _seeds(row)
+    tail = _number(row) + (f", {seeds}" if seeds else "")
+    if verdict_ == HOLDS:
+        return f"{_cap(yes or row['claim'])}: {tail}.{mark}"
+    if verdict_ == FAILS:
+        return f"{_cap(no or 'not so: ' + row['claim'])}: {tail}.{mark}"
+    why = needed_text(row["needed"]) if row.get("needed") is not None else row["note"].split("; ")[0]
+    return f'"{row["claim"]}": cannot tell, {tail}' + (f"; {why}" if why else "") + f".{mark}"
+
+
+def headline(rows: list[dict[str, Any]]) -> str:
+    """The entry's plain account under its notebook's title: one sentence per judged claim (judge_entry's rows),
+    computed from the rows' numbers, so it changes when they do."""
+    return " ".join(sentence(r) for r in rows)
+
+
+def short_verdict(row: dict[str, Any]) -> str:
+    """The verdict with its flags in a few words: 'cannot tell; untrained seed, collapsed seed'."""
+    base = row["verdict"].split(" (")[0]
+    flags = row.get("flags") or []
+    return base + (f"; {', '.join(flags)}" if flags else "")

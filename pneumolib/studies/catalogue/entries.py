@@ -1,4 +1,4 @@
-"""The experiment catalogue: the log's entries, the recipe, the ablation chain and the candidates, in one place.
+"""The experiment catalogue's entries: the log's experiments, the recipe, the ablation chain and the candidates.
 
 Each experiment is a frozen `core.config.ExperimentConfig`, a small diff from the baseline's (adding a log entry is
 one `register` here plus one notebook pair). Also what each ablation step and candidate changes, and a series' run
@@ -10,9 +10,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..core import config as C
-from ..core.config import ExperimentConfig
-from ..core.runs import entry_dir, seed_dir
+from ...core import config as C
+from ...core.config import ExperimentConfig
+from ...core.runs import entry_dir, seed_dir
 
 # --- the log, entry by entry ---------------------------------------------------
 BASELINE = ExperimentConfig(
@@ -148,6 +148,21 @@ LOG_ENTRIES = (
 )
 REGISTRY: dict[str, ExperimentConfig] = {c.name: c for c in (*LOG_ENTRIES, RECOMMENDED)}
 
+# The log's chain, stated once: which earlier entry each entry changes (its code or its conclusion says so), so that
+# "better or worse" reads against the step the author took, beside the baseline. From the log (the seed folder's
+# README.md and experiment_log.ko.md):
+MODIFIES: dict[str, str] = {
+    "02": "01",  # CentralFocus blur added to the baseline's NORMAL films
+    "03": "02",  # entry 2's call with is_normal=(label == 1): the blur moves from NORMAL to PNEUMONIA films
+    "04": "01",  # entry 3 concluded the augmentation-only baseline is best: the baseline again, on a 3-channel ResNet18
+    "05": "04",  # pretrained=False -> pretrained=True on entry 4's 3-channel ResNet18 (fc to 2 classes)
+    "06": "05",  # CentralFocus on PNEUMONIA again, now on the pretrained model
+    "07": "05",  # entry 6 concluded central focus hurts: strong NORMAL-only augmentation on entry 5's model instead
+    "08": "07",  # no new training: entry 7's model, its classification report on 10 test films
+    "09": "08",  # FocalLoss and the 0.8 threshold on entry 8's model, judged by the same 10-film report
+    "10": "01",  # not the log: the recipe is written as a diff from the baseline
+}
+
 
 def _ablation_chain() -> tuple[ExperimentConfig, ...]:
     """The baseline, then one lever at a time until the recommended recipe (notebook 10's ablation table).
@@ -279,12 +294,18 @@ def get_config(name_or_entry: str) -> ExperimentConfig:
 
 
 def previous(config: ExperimentConfig) -> ExperimentConfig | None:
-    """The log entry before this one; the recommended recipe (not a log entry) is a diff from the baseline."""
-    if config.name not in {c.name for c in LOG_ENTRIES}:
-        return BASELINE if config.name != BASELINE.name else None
-    names = [c.name for c in LOG_ENTRIES]
-    i = names.index(config.name) if config.name in names else -1
-    return REGISTRY[names[i - 1]] if i > 0 else None
+    """The entry this one changes (MODIFIES, the log's chain); the baseline has none, and anything outside the log
+    (an ablation step, a candidate, a registered experiment) is read as a diff from the baseline."""
+    if config.name == BASELINE.name:
+        return None
+    if config.name in REGISTRY and config.entry in MODIFIES:
+        return get_config(MODIFIES[config.entry])
+    return BASELINE
+
+
+def predecessor(entry: str) -> str | None:
+    """The entry number ENTRY changes ('03' -> '02'); None for the baseline."""
+    return MODIFIES.get(get_config(entry).entry)
 
 
 def ablation_steps() -> dict[str, str]:

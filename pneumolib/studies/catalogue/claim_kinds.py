@@ -1,0 +1,112 @@
+"""The kinds of claim the log makes more than once, each built the same way wherever it recurs; per-film quantities.
+
+'still low', 'hurts', 'slightly better', 'most stable', a Grad-CAM lift on NORMAL films."""
+
+from __future__ import annotations
+
+from ...studies.catalogue.entries import MODIFIES
+from ...studies.verdict_estimates import NO_PREFERENCE, lung_lift, spread_gap, target_lift
+from ...studies.verdict_films import PerFilm
+from ...studies.verdict_rule import Claim
+
+NORMAL_RECALL_LOW = 0.80  # "NORMAL accuracy still low" / "normal images ambiguous": one NORMAL film in 5 misread
+# the per-film quantities (PerFilm: a mean over films); EXTREME: P(PNEUMONIA) < 0.05 or > 0.95, a confident call
+NORMAL_RECALL = PerFilm("correct", "NORMAL")
+PNEUMONIA_RECALL = PerFilm("correct", "PNEUMONIA")
+ACCURACY = PerFilm("correct")
+CALLED_PNEUMONIA = PerFilm("called PNEUMONIA")
+EXTREME = PerFilm("extreme")
+
+
+def claim(entry, quote, quantity, direction, threshold, measure=None, **kw) -> Claim:
+    return Claim(entry, quote, quantity, direction, threshold, measure, **kw)
+
+
+def versus_text(entry: str, other: str) -> str:
+    """'entry 01 (the baseline)' or 'entry 04 (the entry this one changes)'."""
+    role = "the baseline" if other == "01" else "the entry this one changes" if MODIFIES.get(entry) == other else ""
+    return f"entry {other}" + (f" ({role})" if role else "")
+
+
+def normal_still_low(entry: str) -> Claim:
+    return claim(
+        entry,
+        "NORMAL accuracy still low",
+        "NORMAL recall (test)",
+        "<",
+        NORMAL_RECALL_LOW,
+        film=NORMAL_RECALL,
+        label="NORMAL recall",
+        finding=("NORMAL accuracy stayed low", "NORMAL accuracy was not low"),
+    )
+
+
+def lift_gain(entry: str, other: str, quote: str) -> Claim:
+    return claim(
+        entry,
+        quote,
+        f"Grad-CAM lung lift, this entry minus {versus_text(entry, other)}",
+        ">",
+        0.0,
+        lambda m, r: lung_lift(m) - lung_lift(r[other]),
+        needs=(other,),
+        gradcam=True,
+        label=f"the Grad-CAM lung lift against entry {other}",
+        finding=(
+            f"Grad-CAM attention moved toward the lungs against entry {other}",
+            "Grad-CAM attention did not improve",
+        ),
+    )
+
+
+def hurts(entry: str, other: str, quote: str) -> Claim:
+    return claim(
+        entry,
+        quote,
+        f"accuracy, this entry minus {versus_text(entry, other)}",
+        "<",
+        0.0,
+        film=ACCURACY,
+        versus=other,
+        label=f"accuracy against entry {other}",
+        finding=(
+            f"central focus cost accuracy against entry {other}",
+            f"central focus did not cost accuracy against entry {other}",
+        ),
+    )
+
+
+def stable(entry: str, others: tuple[str, ...], quote: str) -> Claim:
+    names = " and ".join(others)
+    return claim(
+        entry,
+        quote,
+        f"spread of test accuracy over seeds (SD), the smaller of entries {names} minus entry 01's",
+        ">",
+        0.0,
+        needs=tuple(dict.fromkeys(("01", *[o for o in others if o != entry]))),
+        across_seeds=lambda this, r: spread_gap(r["01"], [r[o] if o != entry else this for o in others]),
+        label="the accuracy spread over seeds against the baseline's",
+        finding=(
+            "the augmentation-only baseline was the steadiest over seeds",
+            "the baseline was not the steadiest over seeds",
+        ),
+    )
+
+
+def grad_cam_lift(entry: str, quote: str, key: str, direction: str, target: str, what: str) -> Claim:
+    region = "lung" if key == "lung_lift" else "heart/diaphragm-box"
+    return claim(
+        entry,
+        quote,
+        f"{region} lift on NORMAL test films, {target}-target Grad-CAM maps (1 = uniform)",
+        direction,
+        NO_PREFERENCE,
+        lambda m, r: target_lift(m, key, "NORMAL", target),
+        gradcam=True,
+        label=f"the {region} lift of {target}-target maps on NORMAL films",
+        finding=(
+            f"{target}-target maps on NORMAL films {what}",
+            f"{target}-target maps on NORMAL films did not {what.split(' ', 1)[1]}",
+        ),
+    )

@@ -1,0 +1,144 @@
+"""Per-film evidence for a verdict: each run's test scores (scores_test.csv), one quantity per film, paired by seed.
+
+A claim about a recall, the accuracy or a share of films is a mean over films, so its evidence is the films
+themselves: seeds x films arrays, and for a comparison the same films scored by both entries' runs of the same
+seed, which `core.stats.seed_effect` turns into a mean over seeds with a two-level (seeds, patients) interval."""
+
+from __future__ import annotations
+
+import csv
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..core.runs import RunDir
+from ..core.stats import SeedEffect, seed_effect
+from ..studies.verdict_estimates import NotMeasured, metric, predicted_pneumonia, share
+
+CLASSES = ("NORMAL", "PNEUMONIA")  # ImageFolder order: NORMAL = 0, PNEUMONIA = 1
+
+WHATS = ("correct", "called PNEUMONIA", "p>=0.99", "0.4<=p<=0.7", "extreme")
+
+BOOT = 2000  # the two-level bootstrap's resamples
+
+
+@dataclass(frozen=True)
+class PerFilm:
+    """A quantity that is a mean over films of a 1/0 value: WHAT per film (right, called PNEUMONIA, or its
+    P(PNEUMONIA) in a band), over the films of class CLS only (None: every film), with predictions re-made at
+    THRESHOLD from P(PNEUMONIA) (None: the run's own recorded predictions)."""
+
+    what: str
+    cls: str | None = None
+    threshold: float | None = None
+
+    def __post_init__(self):
+        if self.what not in WHATS or self.cls not in (None, *CLASSES):
+            raise ValueError(f"PerFilm({self.what!r}, {self.cls!r}): what must be one of {WHATS}")
+
+    def values(self, films: dict[str, np.ndarray]) -> np.ndarray:
+        """One value per film (NaN where the film does not count)."""
+        p, y = films["p"], films["label"]
+        pred = films["pred"] if self.threshold is None else (p >= self.threshold).astype(int)
+        v = {
+            "correct": pred == y,
+            "called PNEUMONIA": pred == 1,
+            "p>=0.99": p >= 0.99,
+            "0.4<=p<=0.7": (p >= 0.4) & (p <= 0.7),
+            "extreme": (p < 0.05) | (p > 0.95),
+        }[self.what].astype(float)
+        if self.cls is not None:
+            v[y != CLASSES.index(self.cls)] = np.nan
+        return v
+
+    def recorded(self, m: dict[str, Any]):
+        """The same quantity from a run's recorded metrics (an Estimate), for runs without per-film scores; None when
+        the metrics cannot give it (a re-made threshold)."""
+        if self.threshold is not None:
+            return None
+        key = {
+            ("correct", "NORMAL"): "specificity",
+            ("correct", "PNEUMONIA"): "sensitivity",
+            ("correct", None): "accuracy",
+        }
+        if (self.what, self.cls) in key:
+            return metric(m, key[(self.what, self.cls)])
+        if self.what == "called PNEUMONIA" and self.cls is None:
+            return predicted_pneumonia(m)
+        name = "extreme (p<0.05 or p>0.95)" if self.what == "extreme" else self.what
+        return share(m, name, cls=self.cls)
+
+
+def has_films(m: dict[str, Any]) -> bool:
+    """Whether the run's folder (metrics' 'run_dir') holds its per-film test scores."""
+    d = m.get("run_dir")
+    return bool(d) and RunDir(d).scores_test.is_file()
+
+
+def films(m: dict[str, Any]) -> dict[str, np.ndarray]:
+    """A run's test films from RUN_DIR/scores_test.csv: path, patient, label (1 = PNEUMONIA), p (P(PNEUMONIA)) and
+    pred (the run's recorded prediction)."""
+    if not has_films(m):
+        raise NotMeasured("scores_test.csv (per-film test scores in the run folder, metrics' run_dir)")
+    with Path(RunDir(m["run_dir"]).scores_test).open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("split", "test") == "test"]
+    return {
+        "path": np.array([r["path"] for r in rows], dtype=object),
+        "patient": np.array([r["patient"] for r in rows], dtype=object),
+        "label": np.array([CLASSES.index(r["label"]) for r in rows]),
+        "p": np.array([float(r["p_pneumonia"]) for r in rows]),
+        "pred": np.array([CLASSES.index(r["prediction"]) for r in rows]),
+    }
+
+
+def _seed(m: dict[str, Any]) -> Any:
+    return (m.get("config") or {}).get("seed")
+
+
+def film_arrays(
+    q: PerFilm, runs: list[dict[str, Any]], other: list[dict[str, Any]] | None = None, q_other: PerFilm | None = None
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
+    """(A, B, patients, labels): seeds x films arrays of Q over the films every run scored, in the first run's
+    order; with OTHER, B holds its run of the same seed (seeds the other entry lacks are left out), read with
+    Q_OTHER (default Q)."""
+    pairs = [(m, None) for m in runs]
+    if other is not None:
+        by_seed = {_seed(b): b for b in other}
+        pairs = [(m, by_seed[_seed(m)]) for m in runs if _seed(m) in by_seed]
+    if not pairs:
+        raise NotMeasured("no seed that both entries ran")
+    a_f = [films(m) for m, _ in pairs]
+    b_f = [films(b) for _, b in pairs] if other is not None else []
+    common = set(a_f[0]["path"])
+    for f in a_f[1:] + b_f:
+        common &= set(f["path"])
+    keep = [i for i, p in enumerate(a_f[0]["path"]) if p in common]
+    if not keep:
+        raise NotMeasured("no test film that every run scored")
+    order = list(a_f[0]["path"][keep])
+
+    def matrix(fs, qq):
+        rows = []
+        for f in fs:
+            at = {p: i for i, p in enumerate(f["path"])}
+            rows.append(qq.values(f)[np.array([at[x] for x in order])])
+        return np.stack(rows)
+
+    a = matrix(a_f, q)
+    b = matrix(b_f, q_other or q) if other is not None else None
+    return a, b, a_f[0]["patient"][keep], a_f[0]["label"][keep]
+
+
+def film_effect(
+    q: PerFilm,
+    runs: list[dict[str, Any]],
+    other: list[dict[str, Any]] | None = None,
+    q_other: PerFilm | None = None,
+    n_boot: int = BOOT,
+) -> SeedEffect:
+    """The mean over seeds of Q (or of Q minus OTHER's Q_OTHER, seed i against seed i on the same films), with
+    seed_effect's interval: seeds resampled, then patients within class."""
+    a, b, patients, labels = film_arrays(q, runs, other, q_other)
+    return seed_effect(a, b, patients=patients, strata=labels, n_boot=n_boot)

@@ -1,0 +1,94 @@
+"""Flags on a run that a verdict carries: the budget it trained at, whether it learned or collapsed, its maps' checks."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ..studies.verdict_estimates import BUDGET_MIN_VAL_AUC, COLLAPSE_SHARE
+
+
+def budget(m: dict[str, Any]) -> tuple:
+    """What a run was trained with: (epochs, training films per epoch, image size)."""
+    c = m.get("config") or {}
+    return c.get("epochs"), c.get("max_train_images"), c.get("image_size")
+
+
+UNTRAINED_AUC = 0.75  # validation AUC under this: the kept model ranks the films little better than chance
+
+
+def untrained(m: dict[str, Any]) -> bool:
+    """A run whose kept model did not learn, by validation evidence: its validation AUC is under UNTRAINED_AUC, or it
+    collapsed (one class for nearly every validation film). Which epoch was kept does not decide it (regression:
+    "EPOCH 1: untrained" was printed beside a test AUC of 0.970). Runs recorded without a validation AUC fall back
+    to the old reading: a kept first epoch of several."""
+    auc = (m.get("val") or {}).get("auc")
+    if auc is None:
+        return m.get("best_epoch") == 1 and (budget(m)[0] or 1) > 1
+    return auc < UNTRAINED_AUC or bool(collapsed(m))
+
+
+def collapsed(m: dict[str, Any]) -> str:
+    """'' for a run that trained; else why it collapsed: its kept checkpoint puts COLLAPSE_SHARE or more of the
+    validation films in one class at its own threshold (the log's symptom as a training failure: a verdict that
+    reads such a seed reads a model that did not learn). Runs recorded before 'val' was kept are read from their
+    kept epoch's validation share at 0.5."""
+    val = m.get("val") or {}
+    if "confusion_matrix" in val:
+        cm = val["confusion_matrix"]
+        n = sum(map(sum, cm))
+        share, how = ((cm[0][1] + cm[1][1]) / n if n else float("nan")), "at its threshold"
+    else:
+        epoch = next((h for h in m.get("history") or [] if h.get("epoch") == m.get("best_epoch")), {})
+        share, how = epoch.get("val_share_pneumonia", float("nan")), "at 0.5"
+    if math.isnan(share):
+        return ""
+    for cls, x in (("PNEUMONIA", share), ("NORMAL", 1 - share)):
+        if x >= COLLAPSE_SHARE:
+            return f"calls {x:.0%} of validation films {cls} {how}"
+    return ""
+
+
+def budget_rule(baseline: list[dict[str, Any]]) -> dict[str, Any]:
+    """Does this budget train? The baseline's seeds must all avoid collapse (`collapsed`) and reach validation AUC
+    BUDGET_MIN_VAL_AUC; the series is rendered at the smallest budget that passes (the notebooks state it).
+
+    Args:
+        baseline: the log's baseline runs' metrics (one per seed), all at one budget.
+
+    Returns:
+        {"passes": bool, "rows": per seed (seed, val AUC, kept epoch, collapse), "budget": (epochs, films, px)}.
+    """
+    rows = []
+    for m in baseline:
+        auc = (m.get("val") or {}).get("auc")
+        if auc is None:  # recorded before 'val' was kept: the kept epoch's validation AUC
+            auc = next(
+                (h.get("val_auc") for h in m.get("history") or [] if h.get("epoch") == m.get("best_epoch")),
+                float("nan"),
+            )
+        rows.append(
+            {"seed": seed_of(m), "val_auc": float(auc), "kept_epoch": m.get("best_epoch"), "collapse": collapsed(m)}
+        )
+    budgets = {budget(m) for m in baseline}
+    ok = (
+        bool(rows) and len(budgets) == 1 and all(r["val_auc"] >= BUDGET_MIN_VAL_AUC and not r["collapse"] for r in rows)
+    )
+    return {"passes": ok, "rows": rows, "budget": budgets.pop() if len(budgets) == 1 else None}
+
+
+def seed_of(m: dict[str, Any]) -> Any:
+    """The seed a run trained with (its config's)."""
+    return (m.get("config") or {}).get("seed")
+
+
+def maps_faithful(m: dict[str, Any]) -> bool | None:
+    """Whether a run's Grad-CAM maps passed their checks (cam.maps_pass: ROAD above a random map with a 95% interval
+    by patient, changed by model randomisation); None when the run has no such record."""
+    v = (m.get("gradcam") or {}).get("maps_pass")
+    return None if v is None else bool(v)
+
+
+def random_init(m: dict[str, Any]) -> bool:
+    """Did this run ask for ImageNet weights and train from random init instead?"""
+    return "unavailable" in str(m.get("weights", "")) or (m.get("config") or {}).get("pretrained") is False
