@@ -1,0 +1,128 @@
+"""Verdicts from per-film evidence on constructed runs: paired by seed on the same films, each way, the null
+undecided, what would decide it, the log's chain, the claims as worded, and the entry's plain sentence."""
+
+import numpy as np
+import pytest
+
+from pneumolib.core import config as C
+from pneumolib.core.stats import wilson
+from pneumolib.studies import catalogue
+from pneumolib.studies import verdicts as V
+from pneumolib.studies.verdict_films import film_arrays, film_effect
+
+N_NORMAL, N_PNEU = 100, 200
+
+
+def film_run(tmp_path, entry, seed, normal_p, pneu_p=None, threshold=0.5):
+    """A run folder with scores_test.csv: NORMAL films get P(PNEUMONIA) from NORMAL_P (one per film, or a recall:
+    that share of films at 0.2, the rest at 0.9), PNEUMONIA films from PNEU_P likewise (default all 0.9)."""
+
+    def probs(spec, n, right, wrong):
+        if np.ndim(spec):
+            return list(spec)
+        k = round(spec * n)
+        return [right] * k + [wrong] * (n - k)
+
+    pn = probs(normal_p, N_NORMAL, 0.2, 0.9)
+    pp = probs(0.95 if pneu_p is None else pneu_p, N_PNEU, 0.9, 0.2)
+    d = tmp_path / entry / f"seed{seed}"
+    d.mkdir(parents=True)
+    lines = ["path,patient,split,label,p_pneumonia,prediction"]
+    for label, ps in (("NORMAL", pn), ("PNEUMONIA", pp)):
+        for i, p in enumerate(ps):
+            pred = "PNEUMONIA" if p >= threshold else "NORMAL"
+            lines.append(f"/x/{label}/{i}.jpeg,{label}-{i // 2},test,{label},{p},{pred}")
+    (d / "scores_test.csv").write_text("\n".join(lines) + "\n")
+    cfg = {"seed": seed, "epochs": 4, "max_train_images": 1500, "image_size": 128, "pretrained": False}
+    return {"config": cfg, "run_dir": str(d), "weights": "random init", "gradcam": {"maps_pass": None}}
+
+
+def runs(tmp_path, entry, recalls, **kw):
+    return [film_run(tmp_path, entry, s, r, **kw) for s, r in enumerate(recalls)]
+
+
+def test_the_rule_comes_out_each_way_on_paired_films(tmp_path):
+    base = runs(tmp_path, "01", [0.95, 0.93, 0.96, 0.94, 0.95])
+    claim = V.CLAIMS["02"][0]  # NORMAL recall, 02 minus 01, below -0.10
+    fell = V.judge(claim, runs(tmp_path, "02a", [0.40, 0.45, 0.35, 0.50, 0.42]), {"01": base})
+    assert fell["verdict"] == V.HOLDS and fell["p_improve"] == 0.0 and fell["n_films"] == N_NORMAL + N_PNEU
+    assert fell["per_seed"] == pytest.approx((-0.55, -0.48, -0.61, -0.44, -0.53))
+    kept = V.judge(claim, runs(tmp_path, "02b", [0.94, 0.93, 0.95, 0.93, 0.94]), {"01": base})
+    assert kept["verdict"] == V.FAILS and kept["interval"][0] > -0.10
+
+
+def test_a_null_effect_is_not_decided_and_says_what_would_decide_it(tmp_path):
+    base = runs(tmp_path, "01", [0.80, 0.90, 0.85, 0.75, 0.88])
+    this = runs(tmp_path, "03", [0.85, 0.84, 0.80, 0.86, 0.82])
+    claim = V.CLAIMS["03"][3]  # NORMAL recall, 03 minus 02, below 0.10 ... read here against 0 both ways
+    for direction in "<>":
+        c = V.Claim("03", "q", "NORMAL recall, this minus 02", direction, 0.0, film=claim.film, versus="02")
+        row = V.judge(c, this, {"02": base})
+        assert row["verdict"] == V.CANNOT_TELL and "would decide it" in row["note"] and row["needed"]
+
+
+def test_needed_text_names_seeds_and_films():
+    assert V.needed_text((9, 1400)) == "about 9 seeds (or 1,400 films per seed) would decide it"
+    assert V.needed_text((12, None)) == "about 12 seeds would decide it (more films alone would not)"
+    assert V.needed_text(None).startswith("the effect sits on the threshold")
+
+
+def test_the_paired_interval_is_narrower_than_the_old_envelope(tmp_path):
+    rng = np.random.default_rng(0)
+    base_p = rng.uniform(0, 1, (5, N_NORMAL))
+    shift = rng.uniform(0, 0.2, (5, N_NORMAL))  # the same films, each a little more PNEUMONIA in the other arm
+    base = [film_run(tmp_path, "01", s, base_p[s]) for s in range(5)]
+    this = [film_run(tmp_path, "02", s, np.clip(base_p[s] + shift[s], 0, 1)) for s in range(5)]
+    q = V.CLAIMS["02"][0].film
+    e = film_effect(q, this, base)
+    a, b, _, _ = film_arrays(q, this, base)
+    wa = [wilson(np.nansum(r), int(np.sum(~np.isnan(r)))) for r in a]
+    wb = [wilson(np.nansum(r), int(np.sum(~np.isnan(r)))) for r in b]
+    old = max(h for _, h in wa) - min(lo for lo, _ in wb) - (min(lo for lo, _ in wa) - max(h for _, h in wb))
+    assert e.high - e.low < old / 2
+
+
+def test_the_chain_is_derived_from_the_log_and_complete():
+    log = [c.entry for c in catalogue.LOG_ENTRIES]
+    assert set(catalogue.MODIFIES) == set(log[1:]) | {"10"}
+    for entry in log[1:]:
+        prev = catalogue.MODIFIES[entry]
+        assert prev < entry  # each entry changes an earlier one
+        cfg = catalogue.get_config(entry)
+        fewest = min(len(C.diff(catalogue.get_config(e), cfg)) for e in log if e < entry)
+        assert len(C.diff(catalogue.get_config(prev), cfg)) == fewest  # ... the one it differs from least
+        assert catalogue.previous(cfg).entry == prev
+    # "better or worse" reads from the chain: entries compared with the entry they change and with the baseline
+    both = [
+        e for e in log[1:] if catalogue.MODIFIES[e] != "01" and {catalogue.MODIFIES[e], "01"} <= set(V.compared_with(e))
+    ]
+    assert len(both) >= 4, both
+
+
+def test_focal_loss_is_judged_at_05_and_at_08_as_two_rows(tmp_path):
+    before = runs(tmp_path, "08", [0.05] * 3)
+    # FocalLoss moves the NORMAL films to P(PNEUMONIA) 0.6: still PNEUMONIA at 0.5, NORMAL at 0.8
+    focal = [film_run(tmp_path, "09", s, [0.6] * N_NORMAL, threshold=0.8) for s in range(3)]
+    rows = {(r["claim"], r["quantity"][:24]): r for r in V.judge_entry("09", focal, {"08": before})}
+    at05 = rows[("FocalLoss alone does not fix it", "NORMAL recall at thresho")]
+    at08 = rows[("FocalLoss alone does not fix it (with threshold 0.8)", "NORMAL recall, this entr")]
+    assert at05["verdict"].split(" (")[0] == V.HOLDS and at05["mean"] == pytest.approx(-0.05)
+    assert at08["verdict"].split(" (")[0] == V.FAILS and at08["mean"] == pytest.approx(0.95)
+    assert rows[("Still every image PNEUMONIA", "share of test films call")]["verdict"] == f"{V.FAILS} ({V.RANDOM_INIT})"
+
+
+def test_the_headline_is_a_sentence_per_claim_that_follows_the_numbers(tmp_path):
+    base = runs(tmp_path, "01", [0.95, 0.93, 0.96, 0.94, 0.95])
+    a = V.judge_entry("02", runs(tmp_path, "02a", [0.40, 0.45, 0.35, 0.50, 0.42]), {"01": base})
+    b = V.judge_entry("02", runs(tmp_path, "02b", [0.30, 0.35, 0.25, 0.40, 0.32]), {"01": base})
+    ha, hb = V.headline(a), V.headline(b)
+    assert ha.startswith("The blur on NORMAL films made the model call more of them PNEUMONIA: NORMAL recall fell by")
+    assert "on all five seeds" in ha and f"fell by {abs(a[0]['mean']):.2f}" in ha
+    assert ha != hb and f"fell by {abs(b[0]['mean']):.2f}" in hb
+
+
+def test_random_init_is_said_in_the_verdict_of_an_entry_that_asked_for_imagenet_weights(tmp_path):
+    this = runs(tmp_path, "06", [0.5, 0.55, 0.45])
+    row = next(r for r in V.judge_entry("06", this) if r["claim"] == "NORMAL accuracy still low")
+    assert row["verdict"] == f"{V.HOLDS} ({V.RANDOM_INIT})" and "cannot speak for ImageNet pretraining" in row["note"]
+    assert V.RANDOM_INIT not in V.judge_entry("03", this)[2]["verdict"]  # 03 never asked for them
