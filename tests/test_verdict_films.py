@@ -108,7 +108,9 @@ def test_focal_loss_is_judged_at_05_and_at_08_as_two_rows(tmp_path):
     at08 = rows[("FocalLoss alone does not fix it (with threshold 0.8)", "NORMAL recall, this entr")]
     assert at05["verdict"].split(" (")[0] == V.HOLDS and at05["mean"] == pytest.approx(-0.05)
     assert at08["verdict"].split(" (")[0] == V.FAILS and at08["mean"] == pytest.approx(0.95)
-    assert rows[("Still every image PNEUMONIA", "share of test films call")]["verdict"] == f"{V.FAILS} ({V.RANDOM_INIT})"
+    assert (
+        rows[("Still every image PNEUMONIA", "share of test films call")]["verdict"] == f"{V.FAILS} ({V.RANDOM_INIT})"
+    )
 
 
 def test_the_headline_is_a_sentence_per_claim_that_follows_the_numbers(tmp_path):
