@@ -92,6 +92,8 @@ MODULES = {
     "notebook.seed_views": 1,
     "notebook.helpers": 2,
     "notebook.summary": 3,
+    "notebook.account": 0,
+    "notebook.levers": 1,
     "api": 0,
     "cli.common": 1,
     "cli.evaluate": 2,

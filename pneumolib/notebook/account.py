@@ -1,5 +1,6 @@
-"""Notebook 00's account of "everything PNEUMONIA": per entry, the over-calling taken apart into what can cause it,
-each factor a number with a 95% interval, and a paragraph written from those numbers.
+"""Notebook 00's account of "everything PNEUMONIA": each entry's over-calling taken apart into its causes.
+
+Each factor is a number with a 95% interval, and a paragraph is written from those numbers.
 
 The factors: how well the model ranks the test films (AUC), where the decision cut lies (the share of test films
 called PNEUMONIA at 0.5 and at the validation-chosen 'balanced' threshold, beside the true share), the training
