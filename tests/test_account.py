@@ -13,7 +13,7 @@ def _effect(point, low, high, p_improve=None):
     return SeedEffect(point, low, high, (point,) * 3, p_improve, 3, 400)
 
 
-def _row(*, auc, called, cut_shift, called_cut, collapsed=(), shortcut=None, sampler="shuffle", effective=0.742):
+def _row(*, auc, called, cut_shift, called_cut, normal=(0.3, 0.2, 0.4), collapsed=(), shortcut=None, effective=0.742):
     return {
         "entry": "0X",
         "title": "constructed",
@@ -23,6 +23,8 @@ def _row(*, auc, called, cut_shift, called_cut, collapsed=(), shortcut=None, sam
         "called_05": _effect(*called),
         "called_cut": _effect(*called_cut),
         "cut_shift": _effect(*cut_shift),
+        "normal_called_05": _effect(*normal),
+        "normal_called_cut": _effect(*normal),
         "cuts": (0.7, 0.8, 0.9),
         "true_share": 0.729,
         "n_true": 299,
@@ -33,7 +35,7 @@ def _row(*, auc, called, cut_shift, called_cut, collapsed=(), shortcut=None, sam
             "split_share": 0.742,
             "n_pneumonia": 3222,
             "n_train": 4341,
-            "sampler": sampler,
+            "sampler": "shuffle",
             "class_weighting": "none",
             "same_for_every_seed": True,
         },
@@ -88,6 +90,17 @@ def test_the_why_paragraph_is_written_from_the_numbers_and_changes_with_them():
     # the same numbers with the blur on PNEUMONIA films: the shortcut points the other way and is said to
     other = dict(shortcut, shortcut=dict(blur, **{"class": "PNEUMONIA"}), kept=dict(shortcut["kept"], to_pneumonia=[]))
     assert "every test film looks like a NORMAL film" in account.why_paragraph([other])
+    # one collapsed seed of three beside the shortcut: the shortcut is named the main cause
+    one = dict(shortcut, kept=dict(shortcut["kept"], to_pneumonia=[2]))
+    assert account.why_paragraph([one]).endswith("a shortcut that points to PNEUMONIA (and 1 collapsed seed).")
+    # about the true share overall, but most NORMAL films called PNEUMONIA: still over-calling
+    wrong = _row(auc=(0.7, 0.6, 0.8), called=(0.73, 0.7, 0.76), called_cut=(0.7, 0.6, 0.8), cut_shift=(0, -0.1, 0.1))
+    wrong["normal_called_05"] = _effect(0.7, 0.6, 0.8)
+    text = account.why_paragraph([wrong])
+    assert (
+        "about as many as the 0.729 that truly are, and 0.700 [0.600, 0.800] of the NORMAL films, most of them" in text
+    )
+    assert "1 call more test films PNEUMONIA than truly are, or most NORMAL films" in text
     assert account.why_paragraph([{"entry": "01", "title": "x", "seeds": 0, "missing": "no run"}]).startswith(
         "Not answered"
     )
@@ -133,6 +146,7 @@ def test_the_cut_recounts_each_seeds_calls_at_0_5_and_at_its_own_validation_thre
     assert cut["called_cut"].point == pytest.approx(np.mean([(p[i] >= c).mean() for i, c in enumerate(cuts)]))
     assert cut["cut_shift"].point == pytest.approx(cut["called_cut"].point - cut["called_05"].point)
     assert cut["cuts"] == pytest.approx(tuple(cuts))
+    assert cut["normal_called_05"].point == pytest.approx((p[:, y == 0] >= 0.5).mean())
     assert 0 <= cut["called_05"].low <= cut["called_05"].point <= cut["called_05"].high <= 1
 
 
@@ -154,12 +168,13 @@ def test_a_blurred_periphery_lowers_the_periphery_against_centre_sharpness():
     import torch
 
     from pneumolib.data.transforms import CentralFocus
+    from pneumolib.notebook.one_class import sharpness
 
     rng = np.random.default_rng(0)
     films = rng.integers(0, 256, (4, 64, 64), dtype=np.uint8)
     blurred = CentralFocus()(torch.from_numpy(films)[:, None])[:, 0].numpy()
-    assert (account.sharpness(blurred, contrast=True) < account.sharpness(films, contrast=True) - 1).all()
-    assert (account.sharpness(blurred) < account.sharpness(films)).all()
+    assert (sharpness(blurred, contrast=True) < sharpness(films, contrast=True) - 1).all()
+    assert (sharpness(blurred) < sharpness(films)).all()
 
 
 def test_only_an_entry_that_transforms_one_class_has_a_shortcut_row():

@@ -24,9 +24,10 @@ import pandas as pd
 from ..analysis.evaluate import choose_threshold
 from ..core.config import ExperimentConfig
 from ..core.runs import RunDir, ablation_dir
-from ..core.stats import SeedEffect, auc_score, auc_with_interval, seed_effect, wilson
+from ..core.stats import SeedEffect, auc_score, seed_effect, wilson
 from ..studies import catalogue
 from ..studies import verdict_rule as V
+from .one_class import one_class_shortcut, transformed_class
 
 THRESHOLD_RULE = "balanced"  # the validation rule of notebook 10's recipe (analysis.evaluate.balanced_threshold)
 GOOD_RANKING = 0.90  # an AUC whose whole interval lies above this ranks the films well: the cut decides the calls
@@ -92,9 +93,9 @@ def per_run(values, bounds=(0.0, 1.0)) -> SeedEffect:
 
 
 def decision_cut(runs: list[Scored]) -> dict[str, Any]:
-    """The ranking and the cut: each run's test AUC; the share of test films called PNEUMONIA at 0.5 and at the
-    threshold the 'balanced' rule chooses on that run's validation scores, and their paired difference; the true
-    share."""
+    """The ranking and the cut: each run's test AUC; the share of test films, and of NORMAL test films, called
+    PNEUMONIA at 0.5 and at the threshold the 'balanced' rule chooses on that run's validation scores, and the paired
+    difference of the first; the true share."""
     films = common_films(runs)
     y = films["y"].to_numpy()
     p = per_film(runs, films, "p_pneumonia")
@@ -105,6 +106,7 @@ def decision_cut(runs: list[Scored]) -> dict[str, Any]:
         ]
     )
     at_half, at_cut = (p >= 0.5).astype(float), (p >= cuts[:, None]).astype(float)
+    normal = np.where(y == 0, 1.0, np.nan)[None, :]  # NaN: a PNEUMONIA film does not count
     return {
         "n_test": len(films),
         "true_share": float(y.mean()),
@@ -113,6 +115,8 @@ def decision_cut(runs: list[Scored]) -> dict[str, Any]:
         "called_05": over_seeds(at_half, films=films),
         "called_cut": over_seeds(at_cut, films=films),
         "cut_shift": over_seeds(at_cut, at_half, films=films),
+        "normal_called_05": over_seeds(at_half * normal, films=films),
+        "normal_called_cut": over_seeds(at_cut * normal, films=films),
         "cuts": tuple(float(c) for c in cuts),
         "own_thresholds": tuple(float(r.metrics.get("threshold", 0.5)) for r in runs),
     }
@@ -155,76 +159,6 @@ def kept_and_collapsed(metrics: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-# --- a transform applied to one class only, as a shortcut -------------------------------------------------------------
-def transformed_class(config: ExperimentConfig) -> str | None:
-    """The one class whose training transform differs from the log's baseline's while the other class keeps the
-    baseline's (entries 02, 03, 06, 07), else None."""
-    own, base = dict(config.train_transforms), dict(catalogue.BASELINE.train_transforms)
-    changed = [c for c in own if own[c] != base.get(c)]
-    return changed[0] if len(changed) == 1 else None
-
-
-PERIPHERY, CENTRE = (0.4, 0.5), 0.3  # distances from the film's centre, as fractions of its side (see sharpness)
-
-
-def sharpness(films: np.ndarray, contrast: bool = False) -> np.ndarray:
-    """Per film (N x H x W): log(1 + the variance of the Laplacian), the usual focus measure (high for sharp edges,
-    low for a blurred film; the shortcut audit's log_laplacian_var), over the disc inscribed in the film, which the
-    zero fill of a 10-20 degree rotation never reaches. With CONTRAST: that over the periphery ring (PERIPHERY, where
-    CentralFocus blurs fully) minus that over the centre (within CENTRE, which it keeps sharp), so that a blurred
-    periphery shows whatever the film's own sharpness."""
-    from scipy import ndimage as ndi
-
-    h, w = films.shape[-2:]
-    yy, xx = np.mgrid[:h, :w]
-    r = np.hypot((yy + 0.5) / h - 0.5, (xx + 0.5) / w - 0.5)
-    regions = [(r >= PERIPHERY[0]) & (r <= PERIPHERY[1]), r <= CENTRE] if contrast else [r <= 0.5]
-
-    def focus(a, region):
-        return np.log1p(ndi.laplace(a.astype(np.float64))[region].var())
-
-    return np.array([focus(a, regions[0]) - (focus(a, regions[1]) if contrast else 0.0) for a in films])
-
-
-def one_class_shortcut(
-    config: ExperimentConfig, samples: list, cache, image_size: int, seed: int = 0, max_films: int = 1000
-) -> dict[str, Any] | None:
-    """How well the films' sharpness alone predicts the label when the entry's training augmentation is applied
-    (the transformed class through its own pipeline), against the same films through the baseline's augmentation
-    (both classes alike). The statistic is `sharpness`: of the periphery against the centre for a CentralFocus
-    transform (a blurred periphery), of the whole film otherwise. The AUC is oriented so that 1 means the transformed class is always the blurrier one and
-    0.5 means sharpness says nothing; its interval resamples patients (core.stats.auc_with_interval).
-
-    Args:
-        config: the entry; None is returned unless exactly one class has its own transform (transformed_class).
-        samples: the training films (data.dataset.Sample), of which a seeded class-stratified MAX_FILMS are used.
-        cache: the data's decode cache; IMAGE_SIZE: the runs' input size.
-        seed: the subsample's, the augmentation's and the bootstrap's seed.
-    """
-    import torch
-
-    from ..data.augment import BatchAugment
-    from ..data.splits import subsample
-
-    cls = transformed_class(config)
-    if cls is None or not samples:
-        return None
-    films = subsample(samples, max_films, seed)
-    x = torch.from_numpy(np.stack([cache.get(s.path, image_size) for s in films]))[:, None]
-    y = np.array([s.label for s in films])
-    patients = [s.patient for s in films]
-    sign = -1.0 if cls == "PNEUMONIA" else 1.0  # the score for PNEUMONIA when the transformed class is the blurrier
-    spec = dict(config.train_transforms)[cls]
-    contrast = "central_focus" in spec  # a blurred periphery: its sharpness against the centre's
-    out: dict[str, Any] = {"class": cls, "spec": spec, "n_films": len(films), "contrast": contrast}
-    out["n_patients"] = len(set(patients))
-    for key, specs in (("auc", config.train_transforms), ("reference", catalogue.BASELINE.train_transforms)):
-        seen = BatchAugment.from_specs(specs)(x, torch.from_numpy(y), torch.Generator().manual_seed(seed))
-        auc, (lo, hi) = auc_with_interval(y, sign * sharpness(seen[:, 0].numpy(), contrast), patients, seed=seed)
-        out[key] = (auc, lo, hi)
-    return out
-
-
 # --- one row per entry ------------------------------------------------------------------------------------------------
 def account_rows(runs_root, runs: dict[str, list[dict]], data=None, max_films: int = 1000) -> list[dict[str, Any]]:
     """Every log entry's factors, from its finished runs (RUNS_ROOT, the metrics in RUNS by entry) and, for an entry
@@ -257,8 +191,8 @@ def interval_text(e: SeedEffect | tuple) -> str:
     return "no interval (one seed)" if np.isnan(lo) else f"[{lo:.3f}, {hi:.3f}]"
 
 
-def _value(e: SeedEffect | tuple) -> str:
-    return f"{(e.point if isinstance(e, SeedEffect) else e[0]):.3f}"
+def _value(e: SeedEffect | tuple, signed: bool = False) -> str:
+    return f"{(e.point if isinstance(e, SeedEffect) else e[0]):{'+' if signed else ''}.3f}"
 
 
 def _seeds(values) -> str:
@@ -285,6 +219,18 @@ def _factor_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"threshold per seed {_seeds(r['cuts'])}",
         ),
         ("cut: change (validation threshold minus 0.5)", _value(r["cut_shift"]), interval_text(r["cut_shift"]), ""),
+        (
+            "cut: NORMAL films called PNEUMONIA at 0.5",
+            _value(r["normal_called_05"]),
+            interval_text(r["normal_called_05"]),
+            f"{r['n_test'] - r['n_true']} NORMAL test films",
+        ),
+        (
+            "cut: NORMAL films called PNEUMONIA at the validation threshold",
+            _value(r["normal_called_cut"]),
+            interval_text(r["normal_called_cut"]),
+            "",
+        ),
         (
             "class prior: training share PNEUMONIA the model was fitted to",
             f"{p['effective']:.3f}",
@@ -348,18 +294,22 @@ def _side(e: SeedEffect, margin: float) -> int:
     return e.side(margin)
 
 
-def _iv(e: SeedEffect | tuple) -> str:
-    return f"{_value(e)} {interval_text(e)}"
+def _iv(e: SeedEffect | tuple, signed: bool = False) -> str:
+    return f"{_value(e, signed)} {interval_text(e)}"
 
 
 def _symptom(r: dict[str, Any]) -> tuple[int, str]:
-    """(+1 over-calls / 0 about the true share / -1 under-calls, the sentence saying so)."""
-    c, truth = r["called_05"], r["true_share"]
+    """(+1 over-calls: more films called PNEUMONIA than truly are, or most NORMAL films called PNEUMONIA / 0 about
+    the true share / -1 under-calls, the sentence saying so)."""
+    c, truth, normal = r["called_05"], r["true_share"], r["normal_called_05"]
     side = _side(c, truth)
+    most = _side(normal, 0.5) > 0
+    normal_text = f", and {_iv(normal)} of the NORMAL films" + (", most of them" if most else "")
     if c.point >= V.COLLAPSE_SHARE:
         return 1, f"calls {_iv(c)} of the test films PNEUMONIA at 0.5, nearly all of them, where {truth:.3f} truly are"
     how = {1: "more than", 0: "about as many as", -1: "fewer than"}[side]
-    return side, f"calls {_iv(c)} of the test films PNEUMONIA at 0.5, {how} the {truth:.3f} that truly are"
+    text = f"calls {_iv(c)} of the test films PNEUMONIA at 0.5, {how} the {truth:.3f} that truly are{normal_text}"
+    return (1 if most else side), text
 
 
 def _ranking(r: dict[str, Any]) -> tuple[int, str]:
@@ -374,17 +324,23 @@ def _ranking(r: dict[str, Any]) -> tuple[int, str]:
 
 def _cut(r: dict[str, Any]) -> tuple[int, str]:
     """(-1 the validation threshold lowers the share called PNEUMONIA / 0 no measurable change / +1 raises it, ...)."""
-    s = r["cut_shift"]
+    s, before, after = r["cut_shift"], r["called_05"], r["called_cut"]
     side = _side(s, 0.0)
+    closer = (
+        f"; the seeds agree more closely at it (interval half-width {after.half_width:.3f} against "
+        f"{before.half_width:.3f} at 0.5)"
+        if after.half_width < before.half_width / 2
+        else ""
+    )
     if side == 0:
         return (
             0,
-            f"moving the cut to the threshold the '{THRESHOLD_RULE}' rule picks on validation changes the share called PNEUMONIA by {_iv(s)}, not measurably",
+            f"moving the cut to the threshold the '{THRESHOLD_RULE}' rule picks on validation changes the share called PNEUMONIA by {_iv(s, True)}, not measurably on average{closer}",
         )
     word = "lowers" if side < 0 else "raises"
     return side, (
         f"the threshold the '{THRESHOLD_RULE}' rule picks on validation (mean {np.mean(r['cuts']):.3f}) {word} the share "
-        f"called PNEUMONIA to {_iv(r['called_cut'])}, a change of {_iv(s)}"
+        f"called PNEUMONIA to {_iv(after)}, a change of {_iv(s, True)}{closer}"
     )
 
 
@@ -419,15 +375,17 @@ def _shortcut(r: dict[str, Any]) -> tuple[int, str]:
     return (1 if other == "PNEUMONIA" else -1), text
 
 
-def _cause(symptom: int, rank: int, cut: int, shortcut: int, collapsed: bool) -> str:
-    """The sentence naming the main cause, from the factors' signs."""
+def _cause(symptom: int, rank: int, cut: int, shortcut: int, collapsed: int, seeds: int) -> str:
+    """The sentence naming the main cause, from the factors' signs and the count of seeds collapsed to PNEUMONIA."""
     if symptom <= 0 and not collapsed:
         return "So this entry does not call everything PNEUMONIA."
+    if shortcut > 0 and collapsed * 2 < seeds:
+        return "The main cause here: the one-class transform, learned as a shortcut that points to PNEUMONIA" + (
+            f" (and {collapsed} collapsed seed{'s' if collapsed != 1 else ''})." if collapsed else "."
+        )
     if collapsed:
         why = "collapsed seeds, which fall back on the training mix"
         return f"The main cause here: {why}" + (", after a shortcut that points to PNEUMONIA." if shortcut > 0 else ".")
-    if shortcut > 0:
-        return "The main cause here: the one-class transform, learned as a shortcut that points to PNEUMONIA."
     if rank > 0 and cut < 0:
         return "The main cause here: the decision cut; the ranking is sound, and the validation threshold corrects it."
     if rank < 0:
@@ -449,7 +407,7 @@ def entry_paragraph(r: dict[str, Any]) -> str:
         ranks + ";",
     ]
     parts.append(f"{cuts}; {_prior(r)}" + (f"; {shortcut}." if shortcut else "."))
-    parts.append(_cause(symptom, rank, cut, short, bool(r["kept"]["to_pneumonia"])))
+    parts.append(_cause(symptom, rank, cut, short, len(r["kept"]["to_pneumonia"]), r["seeds"]))
     return " ".join(parts)
 
 
@@ -461,7 +419,7 @@ def why_paragraph(rows: list[dict[str, Any]]) -> str:
         return "Not answered: no entry has finished runs with score files in RUNS (render notebooks 01-09 first)."
     over = [r["entry"] for r in measured if _symptom(r)[0] > 0 or r["kept"]["to_pneumonia"]]
     lead = (
-        f"Of the {len(measured)} entries with runs, {len(over)} call more test films PNEUMONIA than truly are "
-        f"(or have a seed that collapsed to PNEUMONIA): {', '.join(over) or 'none'}."
+        f"Of the {len(measured)} entries with runs, {len(over)} call more test films PNEUMONIA than truly are, "
+        f"or most NORMAL films PNEUMONIA, or have a seed that collapsed to PNEUMONIA: {', '.join(over) or 'none'}."
     )
     return "\n\n".join([lead, *(entry_paragraph(r) for r in measured)])
