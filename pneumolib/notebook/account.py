@@ -199,11 +199,10 @@ def _seeds(values) -> str:
     return ", ".join("?" if v is None else f"{v:.3f}" if isinstance(v, float) else str(v) for v in values)
 
 
-def _factor_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
-    """(factor, value, 95% interval, detail) for one entry's row of account_rows."""
-    p, k = r["prior"], r["kept"]
+def _cut_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The ranking's and the cut's rows of _factor_rows."""
     own = sorted(set(r["own_thresholds"]))
-    out = [
+    return [
         ("ranking: test AUC", _value(r["auc"]), interval_text(r["auc"]), f"per seed {_seeds(r['auc'].per_seed)}"),
         (
             "cut: share called PNEUMONIA at 0.5",
@@ -231,6 +230,13 @@ def _factor_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             interval_text(r["normal_called_cut"]),
             "",
         ),
+    ]
+
+
+def _factor_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(factor, value, 95% interval, detail) for one entry's row of account_rows."""
+    p, k = r["prior"], r["kept"]
+    out = _cut_rows(r) + [
         (
             "class prior: training share PNEUMONIA the model was fitted to",
             f"{p['effective']:.3f}",
