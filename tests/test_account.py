@@ -234,3 +234,11 @@ def test_a_lever_is_the_paired_difference_in_normal_recall_over_the_seeds_both_a
     )
     text = levers.levers_answer([row])
     assert text.startswith("Measured in this render: ") and levers.LEVERS[0].name in text
+
+
+def test_a_collapse_under_a_balanced_mix_is_not_blamed_on_the_mix():
+    kw = dict(auc=(0.6, 0.5, 0.7), called=(0.97, 0.9, 1.0), called_cut=(0.95, 0.9, 1.0), cut_shift=(0, -0.1, 0.1))
+    skewed = account.why_paragraph([_row(collapsed=(0, 1), **kw)])
+    balanced = account.why_paragraph([_row(collapsed=(0, 1), effective=0.5, **kw)])
+    assert "the mix's majority" in skewed and skewed.endswith("collapsed seeds, which fall back on the training mix.")
+    assert "although the mix has no majority" in balanced and balanced.endswith("collapsed seeds (not the mix).")

@@ -338,6 +338,9 @@ def _cut(r: dict[str, Any]) -> tuple[int, str]:
         if after.half_width < before.half_width / 2
         else ""
     )
+    closer += (
+        f"; NORMAL films called PNEUMONIA: {_iv(r['normal_called_05'])} at 0.5, {_iv(r['normal_called_cut'])} at it"
+    )
     if side == 0:
         return (
             0,
@@ -357,7 +360,12 @@ def _prior(r: dict[str, Any]) -> str:
         text += (
             f", and {len(k['to_pneumonia'])} of {r['seeds']} seeds (seed {', '.join(map(str, k['to_pneumonia']))}) "
             f"collapsed to PNEUMONIA: the kept checkpoint (epoch {_seeds(k['collapsed_epochs'])} of {k['epochs']}) calls "
-            "nearly every validation film the majority class, the answer of a model that learned little beyond the mix"
+            + (
+                "nearly every validation film PNEUMONIA, the mix's majority: the answer of a model that learned little "
+                "beyond the mix"
+                if p["effective"] > 0.5
+                else "nearly every validation film PNEUMONIA although the mix has no majority: a model that did not learn"
+            )
         )
     return text
 
@@ -381,8 +389,9 @@ def _shortcut(r: dict[str, Any]) -> tuple[int, str]:
     return (1 if other == "PNEUMONIA" else -1), text
 
 
-def _cause(symptom: int, rank: int, cut: int, shortcut: int, collapsed: int, seeds: int) -> str:
-    """The sentence naming the main cause, from the factors' signs and the count of seeds collapsed to PNEUMONIA."""
+def _cause(symptom: int, rank: int, cut: int, shortcut: int, collapsed: int, seeds: int, majority: bool) -> str:
+    """The sentence naming the main cause, from the factors' signs, the count of seeds collapsed to PNEUMONIA, and
+    whether PNEUMONIA was the training mix's MAJORITY."""
     if symptom <= 0 and not collapsed:
         return "So this entry does not call everything PNEUMONIA."
     if shortcut > 0 and collapsed * 2 < seeds:
@@ -390,7 +399,7 @@ def _cause(symptom: int, rank: int, cut: int, shortcut: int, collapsed: int, see
             f" (and {collapsed} collapsed seed{'s' if collapsed != 1 else ''})." if collapsed else "."
         )
     if collapsed:
-        why = "collapsed seeds, which fall back on the training mix"
+        why = "collapsed seeds, which fall back on the training mix" if majority else "collapsed seeds (not the mix)"
         return f"The main cause here: {why}" + (", after a shortcut that points to PNEUMONIA." if shortcut > 0 else ".")
     if rank > 0 and cut < 0:
         return "The main cause here: the decision cut; the ranking is sound, and the validation threshold corrects it."
@@ -413,7 +422,9 @@ def entry_paragraph(r: dict[str, Any]) -> str:
         ranks + ";",
     ]
     parts.append(f"{cuts}; {_prior(r)}" + (f"; {shortcut}." if shortcut else "."))
-    parts.append(_cause(symptom, rank, cut, short, len(r["kept"]["to_pneumonia"]), r["seeds"]))
+    parts.append(
+        _cause(symptom, rank, cut, short, len(r["kept"]["to_pneumonia"]), r["seeds"], r["prior"]["effective"] > 0.5)
+    )
     return " ".join(parts)
 
 
