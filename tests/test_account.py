@@ -9,6 +9,18 @@ from pneumolib.core.stats import SeedEffect
 from pneumolib.notebook import account, levers
 
 
+@pytest.fixture
+def quiet_log():
+    """series.start shows pneumolib's log in notebooks; leave the test session's logging as it was."""
+    import logging
+
+    log = logging.getLogger("pneumolib")
+    handlers, level = list(log.handlers), log.level
+    yield
+    log.handlers[:] = handlers
+    log.setLevel(level)
+
+
 def _effect(point, low, high, p_improve=None):
     return SeedEffect(point, low, high, (point,) * 3, p_improve, 3, 400)
 
@@ -242,3 +254,44 @@ def test_a_collapse_under_a_balanced_mix_is_not_blamed_on_the_mix():
     balanced = account.why_paragraph([_row(collapsed=(0, 1), effective=0.5, **kw)])
     assert "the mix's majority" in skewed and skewed.endswith("collapsed seeds, which fall back on the training mix.")
     assert "although the mix has no majority" in balanced and balanced.endswith("collapsed seeds (not the mix).")
+
+
+def test_notebook_00_renders_the_account_and_the_levers_from_fixture_runs(tmp_path, quiet_log):
+    # the whole path on real (phantom) runs: score files read, thresholds re-fitted, the shortcut measured on the
+    # fixture's training films, the ablation's absence said; then notebook 00 rendered by papermill on those runs
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import nbformat
+
+    from pneumolib.notebook import series
+    from pneumolib.studies.catalogue import get_config
+
+    runs = tmp_path / "runs"
+    s = series.start(None, "smoke", "cpu", [0, 1], "epochs=1,max_train_images=40", runs)
+    for entry in ("01", "02"):
+        series.run_seeds(get_config(entry), s, cam_per_class=0)
+    nb_dir = Path(__file__).resolve().parents[1] / "notebooks"
+    out = tmp_path / "00.ipynb"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PNEUMOLIB_")}
+    env.update(TQDM_DISABLE="1", OMP_NUM_THREADS="1", PNEUMOLIB_CACHE_DIR=str(tmp_path / "cache"))
+    # the kernel imports this checkout's package, whatever else is installed
+    env["PYTHONPATH"] = os.pathsep.join([str(nb_dir.parent), *filter(None, [env.get("PYTHONPATH")])])
+    subprocess.run(
+        [sys.executable, "-m", "papermill", str(nb_dir / "00_summary.ipynb"), str(out), "-p", "PROFILE", "smoke"]
+        + ["-p", "SEEDS", "0,1", "-p", "RUNS", str(runs), "--cwd", str(nb_dir), "--log-level", "WARNING"],
+        check=True,
+        env=env,
+        timeout=900,
+    )
+    cells = nbformat.read(out, as_version=4).cells
+    text = "\n".join(
+        o.get("text", "") + str(o.get("data", {}).get("text/plain", "")) for c in cells for o in c.get("outputs", [])
+    )
+    assert not any(o.get("output_type") == "error" for c in cells for o in c.get("outputs", []))
+    assert "Of the 2 entries with runs" in text and "Entry 02 (CentralFocus blur on NORMAL images, 2 seeds)" in text
+    assert "sharpness AUC, NORMAL films transformed" in text  # the one-class shortcut's row
+    assert "not trained in this render" in text  # no ablation run in RUNS
+    assert "the same transforms for both classes (01) instead of blur on NORMAL only (02)" in text
