@@ -7,7 +7,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -54,22 +54,32 @@ summary.show_claims(rows, len(S.seeds), summary.budget_text(runs))
 # %% [markdown]
 # ## Why did the model call everything PNEUMONIA?
 #
-# Per entry: the share of test films each seed's model called PNEUMONIA (mean over seeds, with the envelope of the seeds' Wilson intervals), the split's true share, NORMAL recall, and the seeds that collapsed. A model that learned nothing about NORMAL films calls about everything PNEUMONIA, the training folders' majority class; a model that learned calls about the true share. The budget rule in notebook 01 says whether this render's budget trains the baseline at all.
+# Each entry's calls taken apart into what can make a model over-call, every factor a number with a 95% interval (`pneumolib.notebook.account`):
+#
+# - **ranking**: each seed's test AUC; a model that ranks the films well calls whatever its cut makes it call. Mean over seeds, interval from resampling the seeds.
+# - **cut**: the share of test films called PNEUMONIA at 0.5 and at the threshold the validation rule 'balanced' (`pneumolib.analysis.evaluate.balanced_threshold`, the recipe's rule) picks on each seed's own validation scores, their paired difference, and the true share. Mean over seeds, interval from the two-level bootstrap over seeds and patients (`pneumolib.core.stats.seed_effect`).
+# - **class prior**: the share of PNEUMONIA among the training films the model was fitted to: an exact count, one half under the balanced sampler.
+# - **kept epoch and collapses**: the epoch each seed kept, and the share of seeds whose kept checkpoint calls nearly every validation film one class (`pneumolib.studies.verdict_rule.collapsed`), with its Wilson interval.
+# - **shortcut**: for an entry that transforms one class only, how well the training films' sharpness (the variance of the Laplacian; for CentralFocus, the periphery's against the centre's) predicts the label as the entry's augmentation shows them, against the same films under the baseline's augmentation: an AUC with an interval resampling patients. No test film is transformed, so a model that learned the transform sees every test film as the other class.
 
 # %%
-summary.everything_pneumonia(runs)
+from pneumolib.notebook import account, levers
+
+data = nb.load_data(S)
+factors = account.account_rows(S.runs, runs, data)
+nb.show(account.account_frame(factors))
 
 # %% [markdown]
-# The same per seed: each seed's share called PNEUMONIA with its interval; a red cross marks a seed of the table's 'collapsed seeds' column; the dashed line is the true share.
+# The answer, written from the table's numbers:
+
+# %%
+print(account.why_paragraph(factors))
+
+# %% [markdown]
+# The share of test films each seed's model called PNEUMONIA at its own threshold, with its Wilson interval; a red cross marks a seed whose kept checkpoint collapsed; the dashed line is the true share.
 
 # %%
 summary.plot_everything_pneumonia(runs);
-
-# %% [markdown]
-# The answer, computed from the same runs:
-
-# %%
-print(summary.why_everything_pneumonia(runs))
 
 # %% [markdown]
 # ## Which entries made it worse or better?
@@ -89,7 +99,20 @@ print(summary.what_changed(changes))
 # %% [markdown]
 # ## What to do instead?
 #
-# Internal splits share the training data's acquisition shortcuts, so they cannot say which recipe keeps NORMAL recall on a new cohort. The only evidence is the external cohort's recorded measurements (624 films of other patients, kept outside this repository; a copy of the record in `docs/external_cohort`), shown below as recorded. Notebook 10 states the recipe those measurements led to and its internal figures; only a new measurement of the cohort says how the current recipe does there.
+# The levers notebook 10's ablation measures, and the log's own entries where a pair of them isolates one (the same transforms for both classes). Each is a paired difference over seeds on the test films both arms scored: the runs with the lever minus the runs without it, in NORMAL recall and in the share called PNEUMONIA, with the two-level bootstrap's 95% interval and the probability of improvement (see the glossary). A lever whose runs this render did not train says so.
+
+# %%
+lever_rows = levers.levers(S.runs, S.seeds, S.profile)
+nb.show(levers.levers_frame(lever_rows))
+
+# %% [markdown]
+# The same, in words written from the table:
+
+# %%
+print(levers.levers_answer(lever_rows))
+
+# %% [markdown]
+# These levers are measured on the internal test split. Internal splits share the training data's acquisition shortcuts, so they cannot say which recipe keeps NORMAL recall on a new cohort. The only evidence is the external cohort's recorded measurements (624 films of other patients, kept outside this repository; a copy of the record in `docs/external_cohort`), shown below as recorded. Notebook 10 states the recipe those measurements led to and its internal figures; only a new measurement of the cohort says how the current recipe does there.
 
 # %%
 summary.what_instead()
@@ -99,6 +122,16 @@ summary.what_instead()
 
 # %%
 print(summary.what_instead_answer(rows))
+
+# %% [markdown]
+# ## Glossary
+#
+# - **lift**: a region's share of a Grad-CAM map's energy divided by the region's share of the image (`pneumolib.analysis.cam`); 1 means the map has no preference for the region, above 1 that it dwells there.
+# - **ROAD**: remove (impute) the pixels a map ranks most relevant, and separately those it ranks least relevant, and watch the model's probability for the map's class (`pneumolib.analysis.cam_checks.road`); the score is half the second change minus the first, and a map counts as faithful when its score beats a random map's, the paired difference's interval by patient lying above 0.
+# - **randomisation check**: re-initialise the network's last block and classifier (`pneumolib.analysis.cam_checks.randomise_top`) and rank-correlate each map with the new network's; maps whose mean correlation stays at or above `pneumolib.analysis.cam_checks.RANDOMISATION_MAX_CORR` do not depend on what the model learned.
+# - **acc@ext**: accuracy re-weighted to the external cohort's class mix (`pneumolib.studies.stress.external_accuracy`: NORMAL recall times the cohort's NORMAL share plus PNEUMONIA recall times the rest), so that calling everything PNEUMONIA no longer scores well just because most internal test films are PNEUMONIA.
+# - **paired difference**: one quantity of two arms, seed by seed on the same test films, subtracted; its 95% interval (`pneumolib.core.stats.seed_effect`) resamples seeds and, within class, patients, with the same draws for both arms.
+# - **probability of improvement**: the share of seed pairs (one run of each arm) in which the first arm's value beats the second's, ties counted half (rliable's measure, `pneumolib.core.stats.SeedEffect`); 0.5 means no tendency either way.
 
 # %%
 nb.wall_time(S)
