@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -25,17 +26,87 @@ def use_notebook_style() -> None:
 
 
 # --- notebook series v2: provenance, seeds, computed verdicts, tables as DataFrames --------------------------
+MAX_COLUMNS = 8  # columns of one shown table, its index included: wider ones ran off the page (13 in the seed table)
+
+
+def _width(frame: pd.DataFrame) -> int:
+    return len(frame.columns) + frame.index.nlevels
+
+
+def _packed(frame: pd.DataFrame, limit: int) -> list[list]:
+    """Consecutive columns packed into runs that fit `limit` (a MultiIndex's top-level groups kept together when
+    they fit)."""
+    cols = list(frame.columns)
+    groups: list[list] = []
+    for c in cols:
+        top = c[0] if isinstance(c, tuple) else None
+        if groups and top is not None and groups[-1][0][0] == top and len(groups[-1]) < limit:
+            groups[-1].append(c)
+        else:
+            groups.append([c])
+    runs: list[list] = []
+    for g in groups:
+        if runs and len(runs[-1]) + len(g) <= limit:
+            runs[-1] += g
+        else:
+            runs += [g[i : i + limit] for i in range(0, len(g), limit)]
+    return runs
+
+
+def table_parts(frame: pd.DataFrame, max_columns: int = MAX_COLUMNS) -> list[tuple[str, pd.DataFrame]]:
+    """A table as parts of at most `max_columns` columns, its index counted (each part keeps the index): the column
+    groups the frame names in frame.attrs['column_groups'] (title -> columns; rows empty in a part are left out of
+    it, such as a seed table's mean row among the training records), else consecutive runs of its columns. A table
+    that fits is one untitled part."""
+    groups = frame.attrs.get("column_groups")
+    if not groups and _width(frame) <= max_columns:
+        return [("", frame)]
+    if not groups:
+        runs = _packed(frame, max_columns - frame.index.nlevels)
+        n = len(frame.columns)
+        groups, start = {}, 0
+        for run in runs:
+            groups[f"columns {start + 1}-{start + len(run)} of {n}"] = run
+            start += len(run)
+    named = {c for cols in groups.values() for c in cols}
+    rest = [c for c in frame.columns if c not in named]
+    if rest:  # a column no group names is shown, never dropped
+        groups = {**groups, "other columns": rest}
+    parts = []
+    for title, cols in groups.items():
+        cols = [c for c in cols if c in frame.columns]
+        if not cols:
+            continue
+        part = frame[cols]
+        if frame.attrs.get("column_groups"):
+            part = part[~part.astype(str).isin(["", "nan", "None"]).all(axis=1)]
+        part.attrs = {}
+        for sub_title, sub in table_parts(part, max_columns):  # a named group wider than the limit is split too
+            parts.append((f"{title} ({sub_title})" if sub_title else title, sub))
+    return parts
+
+
+def grouped(frame: pd.DataFrame, groups: dict[str, list]) -> pd.DataFrame:
+    """FRAME, shown (by `show`) as one table per group of columns: title -> columns."""
+    frame.attrs["column_groups"] = groups
+    return frame
+
+
 def show(obj) -> None:
-    # whole cell texts: the claims, notes and refusals in these tables are sentences, not values to abbreviate
+    """Display a table whole (the claims, notes and refusals in these tables are sentences, not values to
+    abbreviate), as parts of at most MAX_COLUMNS columns (table_parts), each under its title."""
     with pd.option_context(
         "display.max_colwidth", None, "display.max_columns", None, "display.max_rows", None, "display.width", 10_000
     ):
         try:
             from IPython.display import display
         except ImportError:  # outside IPython: plain text
-            print(obj)
-            return
-        display(obj)
+            display = print
+        parts = table_parts(obj) if isinstance(obj, pd.DataFrame) else [("", obj)]
+        for title, part in parts:
+            if title:
+                print(f"{title}:")
+            display(part)
 
 
 def fmt(v: Any, digits: int = 3) -> str:
@@ -149,3 +220,49 @@ def one_class_epochs(history: list[dict[str, float]], val_samples) -> list[str]:
                 [],
             ).append(int(h["epoch"]))
     return [f"epoch(s) {', '.join(map(str, e))}: {what}" for what, e in found.items()]
+
+
+_SEED_FLAG = re.compile(r"^(?P<who>(?:entry \S+ )?)seed (?P<seed>\S+) (?P<what>.+)$")
+
+
+def _plural(phrase: str) -> str:
+    """'calls 100% ...' -> 'call 100% ...' (the verb after several seeds), other phrases as they are."""
+    aside = "(compared with) "
+    if phrase.startswith(aside):
+        return aside + _plural(phrase[len(aside) :])
+    phrase = phrase.replace(" at its threshold", " at their own thresholds")
+    first, sep, rest = phrase.partition(" ")
+    verbs = {"calls": "call", "is": "are", "was": "were", "has": "have", "does": "do", "kept": "kept"}
+    if first in verbs:
+        return verbs[first] + sep + rest
+    if first.endswith("s") and not first.endswith("ss") and first.isalpha() and first.islower():
+        return first[:-1] + sep + rest
+    return phrase
+
+
+def collapse_seed_flags(text: str) -> str:
+    """A note's '; '-separated flags that repeat one phrase per seed ('seed 0 calls 100% of validation films
+    PNEUMONIA ...; seed 2 calls 100% ...') as one flag naming the seeds ('seeds 0, 2 call 100% ...'), in the order
+    of their first appearance; other parts of the note as they are."""
+    parts = text.split("; ")
+    found: dict[tuple[str, str], list[str]] = {}
+    order: list[tuple[str, str] | str] = []
+    for p in parts:
+        m = _SEED_FLAG.match(p)
+        if not m:
+            order.append(p)
+            continue
+        key = (m["who"], m["what"])
+        if key not in found:
+            found[key] = []
+            order.append(key)
+        found[key].append(m["seed"])
+    out = []
+    for item in order:
+        if isinstance(item, str):
+            out.append(item)
+            continue
+        (who, what), seeds = item, found[item]
+        many = len(seeds) > 1
+        out.append(f"{who}seed{'s' if many else ''} {', '.join(seeds)} {_plural(what) if many else what}")
+    return "; ".join(out)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from ..notebook.display import (  # noqa: F401 (re-exported: every name in one place)
     FIGURE_DPI,
+    MAX_COLUMNS,
     area_text,
+    collapse_seed_flags,
     fmt,
+    grouped,
     maps_checked,
     metrics_frame,
     metrics_of,
     one_class_epochs,
     show,
     span,
+    table_parts,
     use_notebook_style,
     with_ci,
 )

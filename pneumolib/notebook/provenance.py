@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -89,3 +91,60 @@ def show_library_log(roots: dict[str, str], level: int = logging.INFO) -> None:
     log = logging.getLogger("pneumolib")
     log.handlers[:] = [h for h in log.handlers if not isinstance(h, _NotebookHandler)] + [_NotebookHandler(roots)]
     log.setLevel(level)
+
+
+REUSE_SOURCE = "pneumolib.studies.experiment"  # the logger whose 'reusing RUN_DIR/checkpoint.pt ...' lines these are
+
+
+class _ReuseCollector(logging.Filter):
+    """Takes the reuse notices (INFO, 'reusing CKPT ...') off the source logger and keeps (checkpoint, commit);
+    each detail goes on at DEBUG (logger pneumolib.notebook.reuse), shown only where DEBUG is asked for."""
+
+    def __init__(self):
+        super().__init__()
+        self.reused: list[tuple[str, str]] = []
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not str(record.msg).startswith("reusing "):
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        self.reused.append((str(args[0]) if args else "", str(args[1]) if len(args) > 1 else "not recorded"))
+        logging.getLogger("pneumolib.notebook.reuse").debug(record.getMessage())
+        return False
+
+
+def reuse_line(reused: list[tuple[str, str]], roots: dict[str, str] | None = None, unit: str = "experiment") -> str:
+    """One line for a batch of reused runs (checkpoint path, commit trained at): how many, from where, how many
+    UNITs (run folders' parents) times how many seeds, and the commits they were trained at."""
+    if not reused:
+        return ""
+    paths = [Path(tidy(p, roots)) for p, _ in reused]
+    folders = sorted({str(p.parent.parent) for p in paths})
+    seeds = sorted({p.parent.name.removeprefix("seed") for p in paths}, key=lambda s: (len(s), s))
+    n, k = len(reused), len(folders)
+    where = os.path.commonpath(folders) if k > 1 else folders[0]
+    seed_words = f"seed{'s' if len(seeds) != 1 else ''} {', '.join(seeds)}"
+    shape = f"{k} {unit}s x {len(seeds)} seeds, {seed_words}" if k > 1 else seed_words
+    if n != k * len(seeds):
+        shape += " (not every one at every seed)"
+    commits = sorted({c for _, c in reused})
+    return (
+        f"reused {n} finished run{'s' if n != 1 else ''} from {where} ({shape}; trained at "
+        f"commit{'s' if len(commits) != 1 else ''} {', '.join(commits)}); delete a run folder to retrain it"
+    )
+
+
+@contextlib.contextmanager
+def reuse_summary(roots: dict[str, str] | None = None, unit: str = "experiment"):
+    """Within the block, the reuse notices of finished runs are collected instead of shown one line each (notebook
+    10 printed about 150), and one summary line (reuse_line) is printed at its end; each notice stays in the log at
+    DEBUG."""
+    collector = _ReuseCollector()
+    source = logging.getLogger(REUSE_SOURCE)
+    source.addFilter(collector)
+    try:
+        yield collector.reused
+    finally:
+        source.removeFilter(collector)
+        if collector.reused:
+            print(reuse_line(collector.reused, roots, unit))

@@ -11,7 +11,7 @@ from ..analysis import plots
 from ..analysis.cam import recorded_sanity
 from ..core.config import ExperimentConfig, diff, format_diff
 from ..data.dataset import resolve_data_dir
-from ..notebook.display import area_text, maps_checked, metrics_frame, one_class_epochs, show, with_ci
+from ..notebook.display import area_text, grouped, maps_checked, metrics_frame, one_class_epochs, show, with_ci
 from ..notebook.series import Series, tidy
 from ..studies import verdicts
 from ..studies.catalogue import previous
@@ -273,7 +273,18 @@ def lung_focus_table(metrics: list[dict]) -> None:
                 "maps' checks (ROAD, randomisation)": maps_checked(recorded_sanity(m.get("gradcam"))),
             }
         )
-    show(pd.DataFrame(rows).set_index("entry"))
+    frame = pd.DataFrame(rows).set_index("entry")
+    lifts = [c for c in frame.columns if "lift" in c]
+    who = ["experiment", "seed"]
+    show(
+        grouped(
+            frame,
+            {
+                "lifts (95% interval)": who + lifts,
+                "the masks and the maps' checks": who + [c for c in frame.columns if c not in lifts and c not in who],
+            },
+        )
+    )
     sel = next((m["gradcam"]["selection"] for m in metrics if m.get("gradcam")), "the test films explained")
     print(
         "lift = share of the Grad-CAM (PNEUMONIA logit) energy inside the lung mask, or the heart/diaphragm box, "
@@ -332,7 +343,16 @@ def compare_all(metrics: list[dict]) -> None:
         frame[stress_cols] = frame[stress_cols].astype(object).where(frame[stress_cols].notna(), "not run")
     if frame["train min"].isna().any():
         frame["train min"] = frame["train min"].astype(object).where(frame["train min"].notna(), "not recorded")
-    show(frame)
+    metric_cols = ["accuracy", "PNEUMONIA recall", "NORMAL recall", "AUC", "threshold"]
+    show(
+        grouped(
+            frame,
+            {
+                "test split (95% intervals by patient), at each run's threshold": metric_cols,
+                "training time and stress test": [c for c in frame.columns if c not in metric_cols],
+            },
+        )
+    )
     plots.plot_comparison(
         [dict(m["test"], name=name(m)) for m in metrics],
         title="every experiment's first seed on the test split (95% intervals by patient)",

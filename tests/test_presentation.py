@@ -1,0 +1,201 @@
+"""How the notebook helpers present what they show: tables no wider than a page, one line per batch of reused runs,
+flags repeated per seed said once with the seeds named."""
+
+from __future__ import annotations
+
+import logging
+
+import matplotlib
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+
+SEEDS = (0, 1, 2, 3, 4)
+
+
+def _run(seed: int, acc: float = 0.85, collapsed: bool = False) -> dict:
+    hist = [
+        {"epoch": e, "train_loss": 1.0, "val_loss": 1.0 / e, "val_auc": 0.9, "val_acc": 0.8, "val_share_pneumonia": 0.6}
+        for e in (1, 2, 3)
+    ]
+    keys = ("accuracy", "sensitivity", "specificity", "auc")
+    test = {k: acc for k in keys} | {"ci95": {k: [acc - 0.05, acc + 0.05] for k in keys}, "n": 100}
+    test["confusion_matrix"] = [[30, 10], [5, 55]]
+    lf = {
+        c: {"lung_lift": 1.2, "lung_lift_ci95": [1.1, 1.3], "heart_lift": 0.9, "heart_lift_ci95": [0.8, 1.0]}
+        for c in ("NORMAL", "PNEUMONIA")
+    }
+    return {
+        "entry": "01",
+        "experiment": "baseline",
+        "config": {"seed": seed, "epochs": 3, "max_train_images": 40, "image_size": 64},
+        "test": test,
+        "val": {
+            "auc": 0.5 if collapsed else 0.9,
+            "confusion_matrix": [[0, 20], [0, 20]] if collapsed else [[15, 5], [4, 16]],
+        },
+        "threshold": 0.5,
+        "best_epoch": 2,
+        "history": hist,
+        "weights": "random init",
+        "trained_commit": "abc1234",
+        "test_last_epoch": {"epoch": 3, "accuracy": 0.8, "specificity": 0.7},
+        "lung_focus": lf,
+        "train_seconds": 60.0,
+        "stress": {"stress_accuracy_ext": 0.7, "stress_specificity": 0.6},
+    }
+
+
+class _Report:
+    def __init__(self, seed: int):
+        self.rows = [
+            {
+                "shift": s,
+                "group": g,
+                "accuracy_ext": 0.8 - seed / 100,
+                "sensitivity": 0.9,
+                "specificity": 0.7,
+                "auc": 0.9,
+            }
+            for s, g in (("clean", ""), ("blur", "seen"), ("jpeg", "unseen"))
+        ]
+
+
+@pytest.fixture
+def displayed(monkeypatch):
+    """Every object the helpers hand to IPython's display, in order (the tables as the notebook shows them)."""
+    import IPython.display
+
+    out: list = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, **kw: out.append(obj))
+    monkeypatch.setattr(IPython.display, "update_display", lambda obj, **kw: None)
+    return out
+
+
+def _tables(objs) -> list[pd.DataFrame]:
+    return [o for o in objs if isinstance(o, pd.DataFrame)]
+
+
+def test_every_per_seed_table_of_five_seeds_shows_at_most_8_columns_and_keeps_every_column(displayed):
+    # the seed table had 13 columns and ran off the page; each table is now shown as parts of at most 8
+    from pneumolib.notebook import helpers as nb
+
+    runs = [_run(s, 0.80 + s / 100) for s in SEEDS]
+    wide = {
+        "seed table": nb.seed_table(runs),
+        "checkpoint table": nb.checkpoint_table(runs),
+        "stress table": nb.stress_table(
+            {**{f"recipe, seed {s}": _Report(s) for s in SEEDS}, **{f"baseline, seed {s}": _Report(s) for s in SEEDS}}
+        ),
+    }
+    for name, frame in wide.items():
+        displayed.clear()
+        nb.show(frame)
+        parts = _tables(displayed)
+        assert len(parts) >= 2, name
+        for part in parts:
+            assert len(part.columns) + part.index.nlevels <= nb.MAX_COLUMNS, (name, list(part.columns))
+        shown = {c for p in parts for c in p.columns}
+        assert set(frame.columns) <= shown, f"{name}: a column was dropped"
+    # the views that display their own tables
+    for view in (nb.lung_focus_table, nb.compare_all, lambda ms: nb.log_vs_rerun("01", ms)):
+        displayed.clear()
+        view(runs)
+        assert _tables(displayed)
+        for part in _tables(displayed):
+            assert len(part.columns) + part.index.nlevels <= nb.MAX_COLUMNS, list(part.columns)
+    # every seed is in the seed table's parts, each with its mean and range rows in the metrics part
+    displayed.clear()
+    nb.show(nb.seed_table(runs))
+    metrics = _tables(displayed)[0]
+    assert list(metrics.index) == [f"seed {s}" for s in SEEDS] + ["mean of 5 seeds", "range over 5 seeds"]
+    assert list(_tables(displayed)[1].index) == [f"seed {s}" for s in SEEDS]  # the mean row has no training record
+
+
+def test_a_table_wider_than_the_limit_is_split_into_parts_that_keep_its_index():
+    from pneumolib.notebook.display import MAX_COLUMNS, table_parts
+
+    frame = pd.DataFrame([[i * j for j in range(12)] for i in range(5)], index=[f"seed {i}" for i in range(5)])
+    parts = table_parts(frame)
+    assert len(parts) == 2 and all(len(p.columns) + 1 <= MAX_COLUMNS for _, p in parts)
+    assert pd.concat([p for _, p in parts], axis=1).equals(frame)
+    assert [t for t, _ in parts] == ["columns 1-7 of 12", "columns 8-12 of 12"]
+    (title, part), *rest = table_parts(frame.iloc[:, :7])  # one that fits is shown as it is
+    assert not rest and title == "" and part.equals(frame.iloc[:, :7])
+
+
+def test_reuse_notices_become_one_summary_line_and_stay_in_the_log_at_debug(monkeypatch, capsys, tmp_path):
+    # notebook 10 printed ~150 'reusing RUNS/...' lines, one per reused run
+    from pneumolib.notebook import series as S
+    from pneumolib.studies import experiment
+
+    log = logging.getLogger("pneumolib")
+    handlers, level = list(log.handlers), log.level
+    try:
+        s = S.start(None, "smoke", seeds=[0, 1, 2], runs=tmp_path / "runs")  # shows the library's log in cells
+        capsys.readouterr()
+
+        def fake_run(cfg, data, d, **kw):  # a finished run reused, said as experiment._train_or_reuse says it
+            experiment.logger.info(
+                "reusing %s (same training config, holdout and data; trained at commit %s); delete it to retrain",
+                d / "checkpoint.pt",
+                "abc1234",
+            )
+            return cfg.seed
+
+        monkeypatch.setattr(S, "run_experiment", fake_run)
+        monkeypatch.setattr(S, "adopt_twin", lambda *a, **k: None)
+        from pneumolib.studies.catalogue import BASELINE
+
+        assert S.run_seeds(BASELINE, s) == [0, 1, 2]
+        out = capsys.readouterr().out
+        assert "reusing" not in out
+        lines = [ln for ln in out.splitlines() if ln.startswith("reused")]
+        assert lines == [
+            "reused 3 finished runs from RUNS/01_baseline (seeds 0, 1, 2; trained at commit abc1234); delete a run "
+            "folder to retrain it"
+        ]
+        log.setLevel(logging.DEBUG)  # the detail is still there for whoever asks for it
+        S.run_seeds(BASELINE, s)
+        assert capsys.readouterr().out.count("reusing RUNS/01_baseline/seed") == 3
+    finally:
+        log.handlers[:] = handlers
+        log.setLevel(level)
+    # outside a notebook batch the library's own reuse line is untouched (the CLI keeps it)
+    assert not any(
+        isinstance(f, logging.Filter)
+        for f in logging.getLogger(
+            S.REUSE_SOURCE if hasattr(S, "REUSE_SOURCE") else "pneumolib.studies.experiment"
+        ).filters
+    )
+
+
+def test_reuse_line_counts_steps_times_seeds():
+    from pneumolib.notebook.provenance import reuse_line
+
+    reused = [(f"/r/ablation/step{k}/seed{s}/checkpoint.pt", "c1") for k in range(11) for s in SEEDS]
+    line = reuse_line(reused, {"/r": "RUNS"}, unit="step")
+    assert line.startswith("reused 55 finished runs from RUNS/ablation (11 steps x 5 seeds, seeds 0, 1, 2, 3, 4;")
+
+
+def test_a_flag_repeated_per_seed_in_one_verdict_row_is_said_once_with_the_seeds_named(displayed):
+    # the summary row repeated 'calls 100% of validation films PNEUMONIA' once per seed
+    from pneumolib.notebook import helpers as nb
+    from pneumolib.studies import verdicts as V
+
+    runs = [_run(s, collapsed=s in (0, 2, 4)) for s in SEEDS]
+    raw = " ".join(r["note"] for r in V.judge_entry("01", runs))
+    assert raw.count("calls 100% of validation films PNEUMONIA") >= 3  # the verdict rule names each seed
+    nb.log_vs_rerun("01", runs)
+    notes = " ".join(_tables(displayed)[0]["note"])
+    assert "calls 100% of validation films" not in notes
+    assert "seeds 0, 2, 4 call 100% of validation films PNEUMONIA" in notes
+
+
+def test_collapse_seed_flags_keeps_other_parts_and_different_phrases_apart():
+    from pneumolib.notebook.display import collapse_seed_flags
+
+    text = "1 seed(s) hold; seed 0 calls 100% of x; seed 3 calls 99% of x; seed 2 calls 100% of x"
+    assert collapse_seed_flags(text) == "1 seed(s) hold; seeds 0, 2 call 100% of x; seed 3 calls 99% of x"
+    assert collapse_seed_flags("no flags here") == "no flags here"
