@@ -83,7 +83,7 @@ nb.central_focus_demo()
 
 # %%
 data = nb.load_data(S)
-plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
+nb.augmentation_views(C.apply_profile(cfg, PROFILE), data["train"])
 
 # %% [markdown]
 # ## Training, one run per seed

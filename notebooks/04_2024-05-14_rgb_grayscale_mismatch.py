@@ -76,7 +76,7 @@ nb.describe(cfg)
 
 # %%
 data = nb.load_data(S)
-plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
+nb.augmentation_views(C.apply_profile(cfg, PROFILE), data["train"])
 
 # %% [markdown]
 # ## Training, one run per seed
@@ -144,7 +144,7 @@ from pneumolib.data.transforms import Preprocessing
 wrong = Preprocessing(r.predictor.preprocessing.image_size, 3, "imagenet")
 e = explain(r.predictor.model, r.explanation.samples, wrong, r.threshold)
 sanity_checks(r.predictor.model, e, wrong, per_class=4, seed=r.config.seed)  # ROAD and randomisation, as for every map
-plots.plot_cam_grid(e, title="Grad-CAM with ImageNet normalisation at inference only")
+nb.cam_gallery(e, title="Grad-CAM with ImageNet normalisation at inference only")
 nb.cam_table(e)
 
 # %% [markdown]

@@ -86,7 +86,7 @@ HAVE_WEIGHTS = nb.weights_status(cfg.model)
 
 # %%
 data = nb.load_data(S)
-plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
+nb.augmentation_views(C.apply_profile(cfg, PROFILE), data["train"])
 
 # %% [markdown]
 # ## Training, one run per seed
@@ -166,7 +166,7 @@ from pneumolib.analysis.cam import explain_predictor
 # own threshold and test-time augmentation, exactly as its predictions are made
 normals = [s for s in r.data["test"] if s.label == 0][:8]
 e = explain_predictor(r.predictor, normals, target="NORMAL", sanity_per_class=4)  # with ROAD and randomisation
-plots.plot_cam_grid(e, n_per_class=8, title="Grad-CAM (target NORMAL) on NORMAL test images")
+nb.cam_gallery(e, n_per_class=8, title="Grad-CAM (target NORMAL) on NORMAL test images")
 nb.cam_table(e)
 
 # %% [markdown]

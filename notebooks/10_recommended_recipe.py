@@ -96,7 +96,7 @@ for p in ("cpu", "gpu"):
 
 # %%
 data = nb.load_data(S)
-plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
+nb.augmentation_views(C.apply_profile(cfg, PROFILE), data["train"])
 
 # %% [markdown]
 # ## The stress test's shifts
@@ -105,7 +105,7 @@ plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
 
 # %%
 image = data.cache.get(data["test"][0].path, C.apply_profile(cfg, PROFILE).image_size)
-plots.show_shifts(image, normalize=cfg.normalize);
+nb.shifts_view(image, normalize=cfg.normalize)
 
 # %% [markdown]
 # ## Ablation: one lever at a time, scored three ways

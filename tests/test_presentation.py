@@ -199,3 +199,95 @@ def test_collapse_seed_flags_keeps_other_parts_and_different_phrases_apart():
     text = "1 seed(s) hold; seed 0 calls 100% of x; seed 3 calls 99% of x; seed 2 calls 100% of x"
     assert collapse_seed_flags(text) == "1 seed(s) hold; seeds 0, 2 call 100% of x; seed 3 calls 99% of x"
     assert collapse_seed_flags("no flags here") == "no flags here"
+
+
+# --- figure captions: where a Grad-CAM map is hottest ----------------------------------------------------------------
+def _map(peak_rc, size=64, width=2.0):
+    import numpy as np
+
+    r, c = np.mgrid[:size, :size]
+    return np.exp(-((r - peak_rc[0]) ** 2 + (c - peak_rc[1]) ** 2) / (2 * width**2))
+
+
+def _lungs(size=64):
+    import numpy as np
+
+    m = np.zeros((size, size), bool)
+    m[12:44, 10:28] = True  # right lung (left of the image)
+    m[12:44, 36:54] = True
+    return m
+
+
+def test_a_map_hottest_at_the_film_edge_is_called_edge_and_names_the_side():
+    from pneumolib.notebook.display import hottest_region
+
+    spot = hottest_region(_map((2, 60)), _lungs())  # a marker's corner: top right of the image
+    assert spot.region == "edge" and spot.side in ("top", "right") and spot.share > 0.5
+    assert hottest_region(_map((32, 1)), _lungs()).side == "left"
+
+
+def test_a_map_hottest_in_the_lung_mask_is_called_lungs_and_one_on_the_heart_box_heart():
+    from pneumolib.notebook.display import hottest_region
+
+    assert hottest_region(_map((28, 18)), _lungs()).region == "lungs"
+    assert hottest_region(_map((54, 32)), _lungs()).region == "heart"  # lower centre, below the lungs
+    assert hottest_region(_map((8, 32)), _lungs()).region == "outside"  # above the lungs, inside the edge band's rim
+    # without a usable lung mask, nothing is called lungs
+    assert hottest_region(_map((28, 18)), None).region == "outside"
+
+
+def test_an_empty_map_is_said_empty():
+    import numpy as np
+
+    from pneumolib.notebook.display import hottest_region
+
+    assert hottest_region(np.zeros((16, 16)), None).region == "empty"
+
+
+def test_a_cam_gallery_caption_lists_per_tile_what_lights_up():
+    import numpy as np
+
+    from pneumolib.data.dataset import Sample
+    from pneumolib.notebook.display import cam_gallery_caption
+
+    class Expl:  # the fields of cam.Explanation the caption reads
+        target = "PNEUMONIA"
+        samples = [Sample(f"/x/{i}.png", int(i >= 2), f"p{i}", "test") for i in range(4)]
+        cams = np.stack([_map((2, 2)), _map((28, 18)), _map((28, 44)), _map((61, 40))])
+        masks = np.stack([_lungs()] * 4)
+        mask_ok = np.array([True, True, True, True])
+        empty = np.array([False] * 4)
+
+    text = cam_gallery_caption(Expl(), n_per_class=2)
+    assert "2 of 4 tiles are hottest at the film's edge (markers?): NORMAL 1 (" in text
+    assert "PNEUMONIA 2 (bottom)" in text
+    assert "2 of 4 tiles are hottest in the lungs: NORMAL 2, PNEUMONIA 1" in text
+    Expl.mask_ok = np.array([True, False, True, True])  # a failed mask: that tile's lungs are unknown
+    assert "hottest in the lungs: PNEUMONIA 1" in cam_gallery_caption(Expl(), n_per_class=2)
+
+
+def test_every_figure_in_the_numbered_notebooks_is_drawn_by_a_helper_that_captions_it():
+    # a figure drawn straight from plots.* in a notebook cell had no caption
+    import re
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).resolve().parents[1].glob("notebooks/[01][0-9]_*.py")):
+        if path.name.startswith("00"):
+            continue
+        code = path.read_text()
+        assert not re.findall(r"^\s*plots\.\w+\(", code, re.M), f"{path.name}: a figure without a caption"
+        assert not re.findall(r"^\s*(plt|sns)\.", code, re.M), path.name
+
+
+def test_the_caption_helpers_print_a_caption_under_their_figures(capsys):
+    import matplotlib.pyplot as plt
+
+    from pneumolib.notebook import helpers as nb
+
+    runs = [_run(s) for s in SEEDS]
+    nb.compare_all([dict(r, entry=f"0{s + 1}", experiment=f"e{s}") for s, r in zip(SEEDS, runs)])
+    text = capsys.readouterr().out
+    assert "Figure: every experiment's first seed" in text and "NORMAL recall runs from 0.850" in text
+    nb.central_focus_demo()
+    assert "Figure: left, a phantom film" in capsys.readouterr().out
+    plt.close("all")

@@ -6,6 +6,7 @@ from ..notebook.display import (  # noqa: F401 (re-exported: every name in one p
     FIGURE_DPI,
     MAX_COLUMNS,
     area_text,
+    caption,
     collapse_seed_flags,
     fmt,
     grouped,
@@ -20,6 +21,8 @@ from ..notebook.display import (  # noqa: F401 (re-exported: every name in one p
     with_ci,
 )
 from ..notebook.run_views import (  # noqa: F401 (re-exported: every name in one place)
+    augmentation_views,
+    cam_gallery,
     cam_table,
     central_focus_demo,
     colour_census,
@@ -33,6 +36,7 @@ from ..notebook.run_views import (  # noqa: F401 (re-exported: every name in one
     lung_focus_table,
     paired_difference,
     report,
+    shifts_view,
     subset_vs_full,
     threshold_table,
     wall_time,
