@@ -327,12 +327,11 @@ def edge_band_mask(h: int, w: int, band: float = EDGE_BAND) -> np.ndarray:
     return m
 
 
-def _side(hot: np.ndarray, weights: np.ndarray) -> str:
-    """The border nearest the heat-weighted centre of the hot pixels."""
-    h, w = hot.shape
-    rows, cols = np.nonzero(hot)
-    wt = weights[rows, cols]
-    r, c = np.average(rows, weights=wt) / max(h - 1, 1), np.average(cols, weights=wt) / max(w - 1, 1)
+def _side(edge_heat: np.ndarray) -> str:
+    """The border nearest the hottest pixel of the edge band."""
+    h, w = edge_heat.shape
+    r, c = np.unravel_index(int(np.argmax(edge_heat)), edge_heat.shape)
+    r, c = r / max(h - 1, 1), c / max(w - 1, 1)
     return min((r, "top"), (1 - r, "bottom"), (c, "left"), (1 - c, "right"))[1]
 
 
@@ -359,7 +358,7 @@ def hottest_region(cam: np.ndarray, lung_mask: np.ndarray | None = None, band: f
     total = heat.sum()
     shares = {r: float(heat[m].sum() / total) for r, m in zip(REGIONS, (lungs, edge, heart, outside))}
     region = max(REGIONS, key=lambda r: shares[r])  # ties go to the earlier region
-    return Hotspot(region, shares[region], _side(hot & edge, heat) if region == "edge" else "")
+    return Hotspot(region, shares[region], _side(np.where(edge, heat, 0.0)) if region == "edge" else "")
 
 
 def tile_hotspots(expl, picks: list[int]) -> list[tuple[str, Hotspot]]:
