@@ -125,50 +125,53 @@ def test_a_table_wider_than_the_limit_is_split_into_parts_that_keep_its_index():
     assert not rest and title == "" and part.equals(frame.iloc[:, :7])
 
 
-def test_reuse_notices_become_one_summary_line_and_stay_in_the_log_at_debug(monkeypatch, capsys, tmp_path):
-    # notebook 10 printed ~150 'reusing RUNS/...' lines, one per reused run
+def test_reused_runs_become_one_summary_line_and_stay_in_the_log_at_debug(monkeypatch, capsys, tmp_path):
+    # notebook 10 printed ~150 lines for its reused runs: per run its header, 'reusing RUNS/...' and 'Grad-CAM
+    # results reused from ...'
     from pneumolib.notebook import series as S
     from pneumolib.studies import experiment
+    from pneumolib.studies.catalogue import BASELINE
+
+    def fake_run(cfg, data, d, **kw):  # as experiment.run_experiment says it: seeds 0 and 1 reused, seed 2 trains
+        log = experiment.logger
+        log.info("%s %s on %s; %s; weights: %s", cfg.entry, cfg.name, "fixture", "profile smoke: 64 px", "random init")
+        if cfg.seed < 2:
+            log.info(
+                "reusing %s (same training config, holdout and data; trained at commit %s); delete it",
+                d / "checkpoint.pt",
+                "abc1234",
+            )
+            log.info("Grad-CAM results reused from %s (same checkpoint, data and settings)", d / "explanation.npz")
+        else:
+            log.info("epoch 1/1 trained")
+        return cfg.seed
 
     log = logging.getLogger("pneumolib")
     handlers, level = list(log.handlers), log.level
     try:
         s = S.start(None, "smoke", seeds=[0, 1, 2], runs=tmp_path / "runs")  # shows the library's log in cells
         capsys.readouterr()
-
-        def fake_run(cfg, data, d, **kw):  # a finished run reused, said as experiment._train_or_reuse says it
-            experiment.logger.info(
-                "reusing %s (same training config, holdout and data; trained at commit %s); delete it to retrain",
-                d / "checkpoint.pt",
-                "abc1234",
-            )
-            return cfg.seed
-
         monkeypatch.setattr(S, "run_experiment", fake_run)
         monkeypatch.setattr(S, "adopt_twin", lambda *a, **k: None)
-        from pneumolib.studies.catalogue import BASELINE
-
         assert S.run_seeds(BASELINE, s) == [0, 1, 2]
-        out = capsys.readouterr().out
-        assert "reusing" not in out
-        lines = [ln for ln in out.splitlines() if ln.startswith("reused")]
-        assert lines == [
-            "reused 3 finished runs from RUNS/01_baseline (seeds 0, 1, 2; trained at commit abc1234); delete a run "
-            "folder to retrain it"
+        out = capsys.readouterr().out.splitlines()
+        assert not [ln for ln in out if "reusing" in ln or "Grad-CAM results reused from" in ln]
+        # the run that trains keeps its header, before its own lines; the reused ones are one line
+        assert out == [
+            "01 baseline on fixture; profile smoke: 64 px; weights: random init",
+            "epoch 1/1 trained",
+            "reused 2 finished runs from RUNS/01_baseline (seeds 0, 1; trained at commit abc1234; profile smoke: "
+            "64 px; weights: random init; Grad-CAM results reused for 2); delete a run folder to retrain it",
         ]
         log.setLevel(logging.DEBUG)  # the detail is still there for whoever asks for it
         S.run_seeds(BASELINE, s)
-        assert capsys.readouterr().out.count("reusing RUNS/01_baseline/seed") == 3
+        text = capsys.readouterr().out
+        assert text.count("reusing RUNS/01_baseline/seed") == 2 and text.count("Grad-CAM results reused from") == 2
     finally:
         log.handlers[:] = handlers
         log.setLevel(level)
-    # outside a notebook batch the library's own reuse line is untouched (the CLI keeps it)
-    assert not any(
-        isinstance(f, logging.Filter)
-        for f in logging.getLogger(
-            S.REUSE_SOURCE if hasattr(S, "REUSE_SOURCE") else "pneumolib.studies.experiment"
-        ).filters
-    )
+    # outside a notebook batch the library's own lines are untouched (the CLI keeps them)
+    assert not logging.getLogger(experiment.__name__).filters
 
 
 def test_reuse_line_counts_steps_times_seeds():
@@ -291,3 +294,16 @@ def test_the_caption_helpers_print_a_caption_under_their_figures(capsys):
     nb.central_focus_demo()
     assert "Figure: left, a phantom film" in capsys.readouterr().out
     plt.close("all")
+
+
+def test_the_lines_the_reuse_summary_folds_are_the_ones_the_library_writes():
+    # the summary matches the library's own messages; if experiment.py rewords them, this names the drift
+    import inspect
+
+    from pneumolib.notebook.provenance import REUSE_SOURCE, RUN_HEADER
+    from pneumolib.studies import experiment
+
+    code = inspect.getsource(experiment)
+    assert experiment.logger.name == REUSE_SOURCE
+    for line in (RUN_HEADER, '"reusing %s (', '"Grad-CAM results reused from %s'):
+        assert line in code, line

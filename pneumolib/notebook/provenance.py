@@ -93,29 +93,71 @@ def show_library_log(roots: dict[str, str], level: int = logging.INFO) -> None:
     log.setLevel(level)
 
 
-REUSE_SOURCE = "pneumolib.studies.experiment"  # the logger whose 'reusing RUN_DIR/checkpoint.pt ...' lines these are
+REUSE_SOURCE = "pneumolib.studies.experiment"  # the logger whose run header and reuse notices these are
+RUN_HEADER = "%s %s on %s; %s; weights: %s"  # experiment's line opening every run (entry, name, data, budget, weights)
 
 
 class _ReuseCollector(logging.Filter):
-    """Takes the reuse notices (INFO, 'reusing CKPT ...') off the source logger and keeps (checkpoint, commit);
-    each detail goes on at DEBUG (logger pneumolib.notebook.reuse), shown only where DEBUG is asked for."""
+    """Takes a reused run's lines off the source logger (its header, 'reusing CKPT ...', 'Grad-CAM results reused
+    ...') and keeps (checkpoint, commit) and the budgets; each line goes on at DEBUG (logger
+    pneumolib.notebook.reuse), shown only where DEBUG is asked for. A run that trains keeps its header, released in
+    order before its next line."""
 
-    def __init__(self):
+    def __init__(self, source: logging.Logger):
         super().__init__()
+        self.source, self.held, self.passing = source, None, False
         self.reused: list[tuple[str, str]] = []
+        self.budgets: set[str] = set()
+        self.cams = 0
+
+    def release(self) -> None:
+        """Show the held header: its run is not a reused one."""
+        if self.held is not None:
+            record, self.held, self.passing = self.held, None, True
+            try:
+                self.source.handle(record)
+            finally:
+                self.passing = False
+
+    def _debug(self, record: logging.LogRecord) -> None:
+        logging.getLogger("pneumolib.notebook.reuse").debug(record.getMessage())
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno != logging.INFO or not str(record.msg).startswith("reusing "):
+        if self.passing:
             return True
+        msg, info = str(record.msg), record.levelno == logging.INFO
         args = record.args if isinstance(record.args, tuple) else ()
-        self.reused.append((str(args[0]) if args else "", str(args[1]) if len(args) > 1 else "not recorded"))
-        logging.getLogger("pneumolib.notebook.reuse").debug(record.getMessage())
-        return False
+        if info and msg == RUN_HEADER:
+            self.release()
+            self.held = record
+            return False
+        if info and msg.startswith("reusing "):
+            if self.held is not None:
+                held_args = self.held.args if isinstance(self.held.args, tuple) else ()
+                self.budgets.add("; weights: ".join(map(str, held_args[3:5])))
+                self._debug(self.held)
+                self.held = None
+            self.reused.append((str(args[0]) if args else "", str(args[1]) if len(args) > 1 else "not recorded"))
+            self._debug(record)
+            return False
+        if info and msg.startswith("Grad-CAM results reused from"):
+            self.cams += 1
+            self._debug(record)
+            return False
+        self.release()
+        return True
 
 
-def reuse_line(reused: list[tuple[str, str]], roots: dict[str, str] | None = None, unit: str = "experiment") -> str:
+def reuse_line(
+    reused: list[tuple[str, str]],
+    roots: dict[str, str] | None = None,
+    unit: str = "experiment",
+    budgets: set[str] | frozenset[str] = frozenset(),
+    cams: int = 0,
+) -> str:
     """One line for a batch of reused runs (checkpoint path, commit trained at): how many, from where, how many
-    UNITs (run folders' parents) times how many seeds, and the commits they were trained at."""
+    UNITs (run folders' parents) times how many seeds, the commits they were trained at, their budget (when one) and
+    how many brought their Grad-CAM results along."""
     if not reused:
         return ""
     paths = [Path(tidy(p, roots)) for p, _ in reused]
@@ -128,9 +170,11 @@ def reuse_line(reused: list[tuple[str, str]], roots: dict[str, str] | None = Non
     if n != k * len(seeds):
         shape += " (not every one at every seed)"
     commits = sorted({c for _, c in reused})
+    extra = f"; {next(iter(budgets))}" if len(budgets) == 1 else ""
+    extra += f"; Grad-CAM results reused for {cams}" if cams else ""
     return (
         f"reused {n} finished run{'s' if n != 1 else ''} from {where} ({shape}; trained at "
-        f"commit{'s' if len(commits) != 1 else ''} {', '.join(commits)}); delete a run folder to retrain it"
+        f"commit{'s' if len(commits) != 1 else ''} {', '.join(commits)}{extra}); delete a run folder to retrain it"
     )
 
 
@@ -139,12 +183,13 @@ def reuse_summary(roots: dict[str, str] | None = None, unit: str = "experiment")
     """Within the block, the reuse notices of finished runs are collected instead of shown one line each (notebook
     10 printed about 150), and one summary line (reuse_line) is printed at its end; each notice stays in the log at
     DEBUG."""
-    collector = _ReuseCollector()
     source = logging.getLogger(REUSE_SOURCE)
+    collector = _ReuseCollector(source)
     source.addFilter(collector)
     try:
         yield collector.reused
     finally:
+        collector.release()
         source.removeFilter(collector)
         if collector.reused:
-            print(reuse_line(collector.reused, roots, unit))
+            print(reuse_line(collector.reused, roots, unit, collector.budgets, collector.cams))
