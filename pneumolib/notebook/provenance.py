@@ -99,8 +99,8 @@ RUN_HEADER = "%s %s on %s; %s; weights: %s"  # experiment's line opening every r
 
 class _ReuseCollector(logging.Filter):
     """Takes a reused run's lines off the source logger (its header, 'reusing CKPT ...', 'Grad-CAM results reused
-    ...') and keeps (checkpoint, commit) and the budgets; each line goes on at DEBUG (logger
-    pneumolib.notebook.reuse), shown only where DEBUG is asked for. A run that trains keeps its header, released in
+    ...') and keeps (checkpoint, commit) and the budgets; each line goes on at DEBUG (this module's
+    logger), shown only where DEBUG is asked for. A run that trains keeps its header, released in
     order before its next line."""
 
     def __init__(self, source: logging.Logger):
@@ -120,7 +120,7 @@ class _ReuseCollector(logging.Filter):
                 self.passing = False
 
     def _debug(self, record: logging.LogRecord) -> None:
-        logging.getLogger("pneumolib.notebook.reuse").debug(record.getMessage())
+        logging.getLogger(__name__).debug(record.getMessage())
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.passing:
