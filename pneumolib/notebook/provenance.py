@@ -98,14 +98,14 @@ RUN_HEADER = "%s %s on %s; %s; weights: %s"  # experiment's line opening every r
 
 
 class _ReuseCollector(logging.Filter):
-    """Takes a reused run's lines off the source logger (its header, 'reusing CKPT ...', 'Grad-CAM results reused
+    """Takes a reused run's lines off the log (its header, 'reusing CKPT ...', 'Grad-CAM results reused
     ...') and keeps (checkpoint, commit) and the budgets; each line goes on at DEBUG (this module's
     logger), shown only where DEBUG is asked for. A run that trains keeps its header, released in
     order before its next line."""
 
-    def __init__(self, source: logging.Logger):
+    def __init__(self):
         super().__init__()
-        self.source, self.held, self.passing = source, None, False
+        self.held, self.passing, self.last = None, False, (None, True)
         self.reused: list[tuple[str, str]] = []
         self.budgets: set[str] = set()
         self.cams = 0
@@ -115,32 +115,40 @@ class _ReuseCollector(logging.Filter):
         if self.held is not None:
             record, self.held, self.passing = self.held, None, True
             try:
-                self.source.handle(record)
+                logging.getLogger(record.name).handle(record)
             finally:
                 self.passing = False
-
-    def _debug(self, record: logging.LogRecord) -> None:
-        logging.getLogger(__name__).debug(record.getMessage())
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self.passing:
             return True
+        if self.last[0] is record:  # the same record at another handler: the same decision
+            return self.last[1]
+        keep = self._decide(record)
+        self.last = (record, keep)
+        return keep
+
+    def _debug(self, record: logging.LogRecord) -> None:
+        logging.getLogger(__name__).debug(record.getMessage())
+
+    def _decide(self, record: logging.LogRecord) -> bool:
         msg, info = str(record.msg), record.levelno == logging.INFO
         args = record.args if isinstance(record.args, tuple) else ()
-        if info and msg == RUN_HEADER:
+        from_source = record.name == REUSE_SOURCE
+        if info and from_source and msg == RUN_HEADER:
             self.release()
             self.held = record
             return False
-        if info and msg.startswith("reusing "):
-            if self.held is not None:
-                held_args = self.held.args if isinstance(self.held.args, tuple) else ()
+        if info and from_source and msg.startswith("reusing "):
+            held, self.held = self.held, None  # (cleared first: the DEBUG line below comes back through this filter)
+            if held is not None:
+                held_args = held.args if isinstance(held.args, tuple) else ()
                 self.budgets.add("; weights: ".join(map(str, held_args[3:5])))
-                self._debug(self.held)
-                self.held = None
+                self._debug(held)
             self.reused.append((str(args[0]) if args else "", str(args[1]) if len(args) > 1 else "not recorded"))
             self._debug(record)
             return False
-        if info and msg.startswith("Grad-CAM results reused from"):
+        if info and from_source and msg.startswith("Grad-CAM results reused from"):
             self.cams += 1
             self._debug(record)
             return False
@@ -183,13 +191,17 @@ def reuse_summary(roots: dict[str, str] | None = None, unit: str = "experiment")
     """Within the block, the reuse notices of finished runs are collected instead of shown one line each (notebook
     10 printed about 150), and one summary line (reuse_line) is printed at its end; each notice stays in the log at
     DEBUG."""
-    source = logging.getLogger(REUSE_SOURCE)
-    collector = _ReuseCollector(source)
-    source.addFilter(collector)
+    collector = _ReuseCollector()
+    # on the handlers that show the library's log (a notebook's): they see every line in order, so a held header
+    # is released before its run's next line from any module; without such a handler, on the source logger
+    targets = list(logging.getLogger("pneumolib").handlers) or [logging.getLogger(REUSE_SOURCE)]
+    for t in targets:
+        t.addFilter(collector)
     try:
         yield collector.reused
     finally:
         collector.release()
-        source.removeFilter(collector)
+        for t in targets:
+            t.removeFilter(collector)
         if collector.reused:
             print(reuse_line(collector.reused, roots, unit, collector.budgets, collector.cams))
