@@ -395,7 +395,7 @@ def gallery_caption(spots: list[tuple[str, Hotspot]]) -> str:
         if not tiles:
             continue
         names = ", ".join(f"{name} ({s.side})" if s.side else name for name, s in tiles)
-        parts.append(f"{len(tiles)} of {n} tiles are hottest {WORDS[region]}: {names}")
+        parts.append(f"{len(tiles)} of {n} tiles {'is' if len(tiles) == 1 else 'are'} hottest {WORDS[region]}: {names}")
     return "; ".join(parts)
 
 
