@@ -7,7 +7,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -76,7 +76,7 @@ nb.describe(cfg)
 
 # %%
 data = nb.load_data(S)
-plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
+nb.augmentation_views(C.apply_profile(cfg, PROFILE), data["train"])
 
 # %% [markdown]
 # ## Training, one run per seed
@@ -85,7 +85,7 @@ plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
 
 # %%
 results = series.run_seeds(cfg, S)
-nb.seed_table(results)
+nb.show(nb.seed_table(results))
 
 # %% [markdown]
 # ### Does this budget train? (the series' budget rule)
@@ -101,7 +101,7 @@ nb.budget_check(results)
 # The kept checkpoint is the epoch with the lowest validation loss. Next to it, the last epoch's validation metrics: where the two differ a lot, the choice of epoch decides the numbers as much as the recipe does.
 
 # %%
-nb.checkpoint_table(results)
+nb.show(nb.checkpoint_table(results))
 
 # %% [markdown]
 # ### Training curves (first seed)

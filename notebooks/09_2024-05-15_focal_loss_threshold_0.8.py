@@ -7,7 +7,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -86,7 +86,7 @@ HAVE_WEIGHTS = nb.weights_status(cfg.model)
 
 # %%
 data = nb.load_data(S)
-plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
+nb.augmentation_views(C.apply_profile(cfg, PROFILE), data["train"])
 
 # %% [markdown]
 # ## Training, one run per seed
@@ -95,7 +95,7 @@ plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
 
 # %%
 results = series.run_seeds(cfg, S)
-nb.seed_table(results)
+nb.show(nb.seed_table(results))
 
 # %% [markdown]
 # ### Checkpoint stability
@@ -103,7 +103,7 @@ nb.seed_table(results)
 # The kept checkpoint is the epoch with the lowest validation loss. Next to it, the last epoch's validation metrics: where the two differ a lot, the choice of epoch decides the numbers as much as the recipe does.
 
 # %%
-nb.checkpoint_table(results)
+nb.show(nb.checkpoint_table(results))
 
 # %% [markdown]
 # ### Training curves (first seed)
@@ -166,7 +166,7 @@ from pneumolib.analysis.cam import explain_predictor
 # own threshold and test-time augmentation, exactly as its predictions are made
 normals = [s for s in r.data["test"] if s.label == 0][:8]
 e = explain_predictor(r.predictor, normals, target="NORMAL", sanity_per_class=4)  # with ROAD and randomisation
-plots.plot_cam_grid(e, n_per_class=8, title="Grad-CAM (target NORMAL) on NORMAL test images")
+nb.cam_gallery(e, n_per_class=8, title="Grad-CAM (target NORMAL) on NORMAL test images")
 nb.cam_table(e)
 
 # %% [markdown]

@@ -7,7 +7,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -96,7 +96,7 @@ for p in ("cpu", "gpu"):
 
 # %%
 data = nb.load_data(S)
-plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
+nb.augmentation_views(C.apply_profile(cfg, PROFILE), data["train"])
 
 # %% [markdown]
 # ## The stress test's shifts
@@ -105,7 +105,7 @@ plots.show_batched_vs_reference(C.apply_profile(cfg, PROFILE), data["train"]);
 
 # %%
 image = data.cache.get(data["test"][0].path, C.apply_profile(cfg, PROFILE).image_size)
-plots.show_shifts(image, normalize=cfg.normalize);
+nb.shifts_view(image, normalize=cfg.normalize)
 
 # %% [markdown]
 # ## Ablation: one lever at a time, scored three ways
@@ -141,10 +141,10 @@ nb.ablation_table([matched] if matched else [])
 # %%
 series.final_budget(S, cfg)
 results = series.run_seeds(cfg, S)
-nb.seed_table(results)
+nb.show(nb.seed_table(results))
 
 # %%
-nb.checkpoint_table(results)
+nb.show(nb.checkpoint_table(results))
 
 # %%
 r = results[0]
@@ -160,7 +160,7 @@ nb.report(r)
 
 # %%
 reports = series.stress_seeds(results, S)
-nb.stress_table({**reports, **series.matched_stress(matched, S)})
+nb.show(nb.stress_table({**reports, **series.matched_stress(matched, S)}))
 
 # %% [markdown]
 # ### The decision rule (first seed)

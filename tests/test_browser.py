@@ -271,3 +271,101 @@ def test_notebook_01_runs_in_jupyterlab_without_errors_and_shows_gradcam(sync_pl
     cam = [c for c in cells if "nb.gradcam" in "".join(c["source"])]
     assert any("image/png" in o.get("data", {}) for o in cam[0]["outputs"]), "Grad-CAM cell saved no image"
     assert cam_imgs_in_page >= 1, "Grad-CAM cell shows no image in the page"
+
+
+# --- the documentation site: every table's columns reachable at a laptop's width ------------------------------------
+SITE_PAGE = "notebooks/01_2024-05-13_baseline.html"  # a notebook page: its verdict table ('Log vs re-run') is widest
+SITE_WIDTH = 1280
+
+# For every cell of every table, the boxes of its ancestors that clip (overflow hidden, clip, auto or scroll) must
+# hold it as the page is shown, unscrolled, and the window must hold it: every column visible. A cell outside them is
+# reachable only when the table cannot be narrower (its min-content width, every cell wrapped, is still wider than its
+# box) and an ancestor scrolls sideways: a scrollbar, the last resort. Headless Chromium hides scrollbars, as
+# overlay-scrollbar systems do until one scrolls: a table that could wrap to fit but hides its columns behind a
+# scrollbar is what a reader saw as cut off. Returns the clipped cells, and per table its header.
+CLIPPED_CELLS_JS = """
+width => {
+  const clipped = [], tables = [];
+  const scrolls = el => ["auto", "scroll"].includes(getComputedStyle(el).overflowX);
+  document.querySelectorAll("table").forEach((table, t) => {
+    const head = table.rows.length ? [...table.rows[0].cells].map(c => c.innerText.trim()) : [];
+    tables.push({table: t, columns: head.length, head: head.join(" | ").slice(0, 200)});
+    const saved = table.style.width;
+    table.style.width = "min-content";
+    const narrowest = table.getBoundingClientRect().width;
+    table.style.width = saved;
+    const box = table.parentElement.getBoundingClientRect().width;
+    let scroller = null;
+    for (let el = table.parentElement; el && el !== document.body; el = el.parentElement) {
+      if (scrolls(el)) { scroller = el; break; }
+    }
+    const mayScroll = scroller !== null && narrowest > box + 1;
+    for (const row of table.rows) {
+      for (const cell of row.cells) {
+        const r = cell.getBoundingClientRect();
+        if (r.width === 0) continue;
+        let why = "";
+        for (let el = cell.parentElement; el && !why; el = el.parentElement) {
+          const ox = getComputedStyle(el).overflowX, b = el.getBoundingClientRect();
+          if (el === scroller && mayScroll) break;  // reachable by its scrollbar, the only way left
+          if (ox !== "visible" && el !== document.documentElement && el !== document.body
+              && (r.right > b.right + 1 || r.left < b.left - 1)) {
+            why = `hidden by <${el.tagName.toLowerCase()} class="${el.className}"> (overflow-x ${ox}; ` +
+                  `the table is ${Math.round(narrowest)} px at its narrowest, its box ${Math.round(box)} px)`;
+          }
+        }
+        if (!why && !(mayScroll) && r.right > width + 1) why = `past the window's right edge (${Math.round(r.right)} px)`;
+        if (why) clipped.push({table: t, cell: cell.innerText.trim().slice(0, 60), why});
+      }
+    }
+  });
+  return {clipped, tables};
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def docs_site(tmp_path_factory):
+    """The documentation site built as CI builds it (mkdocs build --strict), served on loopback; skipped (failed on
+    CI) before the build when there is no browser to open it with."""
+    import functools
+    import http.server
+    import threading
+
+    if not Path(CHROMIUM).exists():
+        _missing(f"{CHROMIUM} not found")
+    out = tmp_path_factory.mktemp("site")
+    r = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=dict(os.environ, NO_MKDOCS_2_WARNING="1"),
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(out))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+
+
+def test_every_table_column_on_a_notebook_page_is_visible_or_reachable_by_a_scrollbar_at_1280_px(
+    sync_playwright, docs_site, artifacts
+):
+    # the site showed only the 'claim' column of notebook 01's 'Log vs re-run' table at 1280 px: the verdict
+    # columns ran off the right edge, where nothing could scroll to them
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": SITE_WIDTH, "height": 900})
+            page.goto(f"{docs_site}/{SITE_PAGE}", timeout=120_000)
+            page.wait_for_load_state("load", timeout=120_000)
+            found = page.evaluate(CLIPPED_CELLS_JS, SITE_WIDTH)
+            if found["clipped"]:
+                page.screenshot(path=str(artifacts / "docs_tables_1280.png"), full_page=True)
+        finally:
+            browser.close()
+    assert any("verdict" in t["head"] for t in found["tables"]), "the page's verdict table is missing"
+    assert not found["clipped"], f"{len(found['clipped'])} cells cut off, first: {found['clipped'][:5]}"

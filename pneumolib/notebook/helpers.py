@@ -4,18 +4,25 @@ from __future__ import annotations
 
 from ..notebook.display import (  # noqa: F401 (re-exported: every name in one place)
     FIGURE_DPI,
+    MAX_COLUMNS,
     area_text,
+    caption,
+    collapse_seed_flags,
     fmt,
+    grouped,
     maps_checked,
     metrics_frame,
     metrics_of,
     one_class_epochs,
     show,
     span,
+    table_parts,
     use_notebook_style,
     with_ci,
 )
 from ..notebook.run_views import (  # noqa: F401 (re-exported: every name in one place)
+    augmentation_views,
+    cam_gallery,
     cam_table,
     central_focus_demo,
     colour_census,
@@ -29,6 +36,7 @@ from ..notebook.run_views import (  # noqa: F401 (re-exported: every name in one
     lung_focus_table,
     paired_difference,
     report,
+    shifts_view,
     subset_vs_full,
     threshold_table,
     wall_time,

@@ -11,7 +11,21 @@ from ..analysis import plots
 from ..analysis.cam import recorded_sanity
 from ..core.config import ExperimentConfig, diff, format_diff
 from ..data.dataset import resolve_data_dir
-from ..notebook.display import area_text, maps_checked, metrics_frame, one_class_epochs, show, with_ci
+from ..notebook.display import (
+    area_text,
+    cam_gallery_caption,
+    caption,
+    fmt,
+    grouped,
+    history_caption,
+    maps_checked,
+    mask_gallery_caption,
+    metrics_frame,
+    one_class_epochs,
+    report_caption,
+    show,
+    with_ci,
+)
 from ..notebook.series import Series, tidy
 from ..studies import verdicts
 from ..studies.catalogue import previous
@@ -55,6 +69,7 @@ def report(r: RunResult, split: str = "test") -> None:
     if scores is not None:
         plots.plot_scores(scores, r.threshold, ax=ax[1])
     fig.tight_layout()
+    caption(report_caption(m, r.config.seed, split, scores is not None))
 
 
 def history(r: RunResult) -> None:
@@ -67,6 +82,7 @@ def history(r: RunResult) -> None:
     for line in one_class_epochs(m.get("history") or [], r.data["val"] if r.data and "val" in r.data.splits else []):
         print(line)
     plots.plot_history(m["history"], m["best_epoch"])
+    caption(history_caption(m["history"], m["best_epoch"], r.config.seed))
 
 
 def gradcam(r, n_per_class: int = 4, title: str = "", mask_gallery: bool = False) -> None:
@@ -79,16 +95,52 @@ def gradcam(r, n_per_class: int = 4, title: str = "", mask_gallery: bool = False
     if e is None:
         print("no Grad-CAM for this run (cam_per_class=0 or no test split)")
         return
-    plots.plot_cam_grid(e, n_per_class=n_per_class, title=title)
+    cam_gallery(e, n_per_class=n_per_class, title=title)
     print(format_report(e.report(per_image=False)))
     learned = sum(m == "learned" for m in e.mask_methods)
     if learned and mask_gallery:
         plots.plot_mask_gallery(e)
+        caption(mask_gallery_caption(e))
     elif learned:
         print(
             f"lung masks from the shipped segmenter on {learned} of {len(e.mask_methods)} films "
             "(the gallery of such masks: notebook 01)"
         )
+
+
+def cam_gallery(e, n_per_class: int = 4, title: str = "") -> None:
+    """A Grad-CAM gallery (plots.plot_cam_grid) with its caption: per tile, where its map is hottest."""
+    plots.plot_cam_grid(e, n_per_class=n_per_class, title=title)
+    caption(cam_gallery_caption(e, n_per_class))
+
+
+def augmentation_views(config: ExperimentConfig, samples) -> None:
+    """plots.show_batched_vs_reference with its caption: training's augmentation drawn two ways."""
+    plots.show_batched_vs_reference(config, samples)
+    caption(
+        "one training film per class, as decoded (first column), then random draws: in each pair of rows the upper "
+        "one through the per-sample reference transforms (a note where the pipeline has none), the lower one "
+        "through the batched augmentation training uses. The two rows should look alike in kind, not pixel for "
+        "pixel."
+    )
+
+
+def shifts_view(image: np.ndarray, normalize: str | None = None) -> None:
+    """plots.show_shifts with its caption: one film under every stress shift, and what the model sees of it."""
+    from ..data.shifts import SHIFTS
+
+    plots.show_shifts(image, normalize=normalize)
+    caption(
+        f"one test film, clean and under each of the {len(SHIFTS)} stress-test shifts (top row, each titled with its "
+        "name and seen/unseen group)"
+        + (
+            f"; bottom row, the same films after the model's '{normalize}' normalisation: compare each with the clean "
+            "one, an intensity shift that vanishes there cannot move the model"
+            if normalize
+            else ""
+        )
+        + "."
+    )
 
 
 def fixed_image(size: int = 64) -> np.ndarray:
@@ -111,6 +163,11 @@ def central_focus_demo(image: np.ndarray | None = None) -> None:
     print(f"centre pixels changed: {np.abs(out - image)[centre].mean():.2f} grey levels on average")
     print(f"periphery pixels changed: {np.abs(out - image)[edge].mean():.2f} grey levels on average")
     plots.show_central_focus(image, cf)
+    caption(
+        "left, a phantom film; middle, CentralFocus's mask (1 = left sharp); right, the film after it: the periphery "
+        f"blurred ({np.abs(out - image)[edge].mean():.2f} grey levels changed on average), the centre kept "
+        f"({np.abs(out - image)[centre].mean():.2f})."
+    )
 
 
 def load_data(series: Series):
@@ -196,6 +253,22 @@ def subset_vs_full(r: RunResult) -> None:
         [dict(sub, name=f"{sub['n']} images"), dict(full, name=f"full test ({full['n']})")],
         title="the 10-image report against the full test split (95% intervals)",
     )
+    width = {  # the mean width of a split's intervals, over the metrics that have a finite one
+        k: np.mean(
+            [
+                hi - lo
+                for lo, hi in (x.get("ci95_wilson") or x.get("ci95") or {}).values()
+                if np.isfinite([lo, hi]).all()
+            ]
+            or [np.nan]
+        )
+        for k, x in (("sub", sub), ("full", full))
+    }
+    caption(
+        f"each metric on the log's {sub['n']} images and on the full test split ({full['n']}), with 95% intervals: "
+        f"the {sub['n']}-image intervals are {fmt(width['sub'], 2)} wide on average, the full split's "
+        f"{fmt(width['full'], 2)}."
+    )
 
 
 def weights_status(model: str = "resnet18") -> bool:
@@ -273,7 +346,18 @@ def lung_focus_table(metrics: list[dict]) -> None:
                 "maps' checks (ROAD, randomisation)": maps_checked(recorded_sanity(m.get("gradcam"))),
             }
         )
-    show(pd.DataFrame(rows).set_index("entry"))
+    frame = pd.DataFrame(rows).set_index("entry")
+    lifts = [c for c in frame.columns if "lift" in c]
+    who = ["experiment", "seed"]
+    show(
+        grouped(
+            frame,
+            {
+                "lifts (95% interval)": who + lifts,
+                "the masks and the maps' checks": who + [c for c in frame.columns if c not in lifts and c not in who],
+            },
+        )
+    )
     sel = next((m["gradcam"]["selection"] for m in metrics if m.get("gradcam")), "the test films explained")
     print(
         "lift = share of the Grad-CAM (PNEUMONIA logit) energy inside the lung mask, or the heart/diaphragm box, "
@@ -332,10 +416,25 @@ def compare_all(metrics: list[dict]) -> None:
         frame[stress_cols] = frame[stress_cols].astype(object).where(frame[stress_cols].notna(), "not run")
     if frame["train min"].isna().any():
         frame["train min"] = frame["train min"].astype(object).where(frame["train min"].notna(), "not recorded")
-    show(frame)
+    metric_cols = ["accuracy", "PNEUMONIA recall", "NORMAL recall", "AUC", "threshold"]
+    show(
+        grouped(
+            frame,
+            {
+                "test split (95% intervals by patient), at each run's threshold": metric_cols,
+                "training time and stress test": [c for c in frame.columns if c not in metric_cols],
+            },
+        )
+    )
     plots.plot_comparison(
         [dict(m["test"], name=name(m)) for m in metrics],
         title="every experiment's first seed on the test split (95% intervals by patient)",
+    )
+    spec = sorted((m["test"]["specificity"], name(m)) for m in metrics)
+    caption(
+        f"every experiment's first seed, one panel per test metric, each with its 95% interval by patient: NORMAL "
+        f"recall runs from {fmt(spec[0][0])} ({spec[0][1]}) to {fmt(spec[-1][0])} ({spec[-1][1]}); points whose "
+        "intervals overlap are not told apart by these films."
     )
 
 

@@ -9,13 +9,14 @@ import pandas as pd
 
 from ..analysis.cam import recorded_sanity
 from ..core.config import ExperimentConfig
-from ..notebook.display import fmt, maps_checked, metrics_of, show, span, with_ci
+from ..notebook.display import caption, collapse_seed_flags, fmt, grouped, maps_checked, metrics_of, show, span, with_ci
 from ..notebook.series import tidy
 from ..studies import verdicts
 
 
 def seed_table(results) -> pd.DataFrame:
-    """Per-seed test metrics (95% intervals by patient), then their mean and range over the seeds."""
+    """Per-seed test metrics (95% intervals by patient), then their mean and range over the seeds; `show` displays
+    it as two tables (the test metrics, then each seed's training record) of at most MAX_COLUMNS columns."""
     ms = [metrics_of(r) for r in results]
     keys = (
         ("accuracy", "accuracy"),
@@ -61,7 +62,15 @@ def seed_table(results) -> pd.DataFrame:
     rng = {lab: f"{fmt(min(m['test'][k] for m in ms))}-{fmt(max(m['test'][k] for m in ms))}" for k, lab in keys}
     rows += [mean, rng]
     index += [f"mean of {label}", f"range over {label}"]
-    return pd.DataFrame(rows, index=index).fillna("")
+    frame = pd.DataFrame(rows, index=index).fillna("")
+    metrics = [lab for _, lab in keys] + ["threshold"]
+    return grouped(
+        frame,
+        {
+            "test split per seed (95% intervals by patient), then over the seeds": metrics,
+            "each seed's training": [c for c in frame.columns if c not in metrics],
+        },
+    )
 
 
 def budget_check(results) -> None:
@@ -122,7 +131,16 @@ def checkpoint_table(results) -> pd.DataFrame:
             }
         )
         index.append(f"seed {(m.get('config') or {}).get('seed')}")
-    return pd.DataFrame(rows, index=index)
+    epochs = ["best epoch", "last epoch"]
+    return grouped(
+        pd.DataFrame(rows, index=index),
+        {
+            "validation loss and AUC, kept (best) and last epoch": epochs
+            + ["val loss (best)", "val loss (last)", "val AUC (best)", "val AUC (last)"],
+            "validation accuracy at 0.5, kept (best) and last epoch": epochs
+            + ["val acc@0.5 (best)", "val acc@0.5 (last)"],
+        },
+    )
 
 
 def seed_overview(by_entry: dict[str, list[dict]]) -> pd.DataFrame:
@@ -177,7 +195,7 @@ def headline_markdown(entry: str, rows: list[dict[str, Any]], n_seeds: int, budg
         number = (
             f"{r['quantity']}: {fmt(r['mean'])} {span(r['interval']) or '[no interval]'} (holds if {r['claimed']})"
             if r["n"]
-            else f"not judged: {r['note'] or 'no runs'}"
+            else f"not judged: {collapse_seed_flags(r['note']) or 'no runs'}"
         )
         lines.append(f'| "{r["claim"]}" | **{r["verdict"]}** | {number} |'.replace("\n", " "))
     return "\n".join(lines)
@@ -207,11 +225,10 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
                 "measured": r["quantity"],
                 "holds if": r["claimed"],
                 "mean": fmt(r["mean"]) if r["n"] else "not measured (see note)",
-                "range over seeds": span(r["range"]),
                 "interval": span(r["interval"]),
-                "seeds": r["n"],
+                "range over seeds (n)": f"{span(r['range'])} ({r['n']})" if r["range"] else f"({r['n']})",
                 "verdict": r["verdict"],
-                "note": r["note"],
+                "note": collapse_seed_flags(r["note"]),
             }
         )
     n = len(ms)
@@ -226,21 +243,40 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
 
 
 def stress_table(reports: dict[str, Any]) -> pd.DataFrame:
-    """Per-shift metrics of one or more stress reports (stress.StressReport), side by side."""
+    """Per-shift metrics of stress reports (stress.StressReport) by model: the reports of one model's seeds (named
+    'MODEL, seed N' or 'MODEL seed N') pooled into one block, each cell the mean over its seeds with their range,
+    so that 5 seeds of 2 models are two tables of at most MAX_COLUMNS columns (`show`), not 40 columns."""
+    import re
+
     cols = {"accuracy_ext": "acc@ext", "sensitivity": "PNEUMONIA recall", "specificity": "NORMAL recall", "auc": "AUC"}
-    frames, groups = {}, {}
+    by_model: dict[str, list[pd.DataFrame]] = {}
+    groups: dict[str, str] = {}
     for name, rep in reports.items():
         df = pd.DataFrame(rep.rows).set_index("shift")
         groups.update(df["group"].to_dict())
-        df = df[list(cols)]
+        df = df[list(cols)].astype(float)
         shifted = df.drop(index="clean", errors="ignore")
         df.loc["mean of shifted"] = shifted.mean()
         df.loc["worst shifted"] = shifted.min()
-        frames[name] = df.rename(columns=cols).round(3)
+        model = re.sub(r",? seed \S+$", "", name)
+        by_model.setdefault(model, []).append(df.rename(columns=cols))
+
+    def cell(values: list[float]) -> str:
+        if len(values) == 1:
+            return fmt(values[0])
+        return f"{fmt(float(np.mean(values)))} ({fmt(min(values))}-{fmt(max(values))})"
+
+    frames = {}
+    for model, dfs in by_model.items():
+        n = len(dfs)
+        title = f"{model} ({n} seed{'s' if n != 1 else ''}{': mean (range over seeds)' if n > 1 else ''})"
+        frames[title] = pd.DataFrame(
+            {c: [cell([d.loc[i, c] for d in dfs]) for i in dfs[0].index] for c in cols.values()}, index=dfs[0].index
+        )
     out = pd.concat(frames, axis=1)
-    out.insert(0, "group", [groups.get(i, "") for i in out.index])
+    out.insert(0, ("", "group"), [groups.get(i, "") for i in out.index])
     print("acc@ext = accuracy re-weighted to the external cohort's 37.5% NORMAL; each model at its own threshold")
-    return out
+    return grouped(out, {t: [("", "group"), *[(t, c) for c in cols.values()]] for t in frames})
 
 
 def protocols(rows: list[dict[str, Any]]):
@@ -251,7 +287,16 @@ def protocols(rows: list[dict[str, Any]]):
         print("no ablation in this render: nothing to rank")
         return None
     print(protocol_agreement(rows))
-    return plot_protocols(rows)
+    fig = plot_protocols(rows)
+    acc = [r["folders"]["accuracy"] for r in rows]
+    stress = [(r.get("stress") or {}).get("stress_accuracy_ext", np.nan) for r in rows]
+    drop = np.nanmean(np.array(acc, float) - np.array(stress, float)) if not np.isnan(stress).all() else np.nan
+    caption(
+        f"each of the {len(rows)} ablation steps (rows, top to bottom as in the table) scored by each protocol: "
+        f"left accuracy, right NORMAL recall. A protocol that agrees with the random split draws its points on top of "
+        f"it; the stress test's acc@ext lies {fmt(drop)} below the random split's accuracy on average over the steps."
+    )
+    return fig
 
 
 def ablation_table(rows: list[dict[str, Any]]) -> None:
@@ -371,5 +416,11 @@ def cohort_record() -> pd.DataFrame:
         )
     print("recorded by whoever holds the external cohort (624 films); not reproducible from this repository")
     df = pd.DataFrame(rows)
+    which = ["date", "commit", "recipe", "budget", "seed"]
+    df.attrs["column_groups"] = {
+        "which run": which,
+        "on the cohort, and the run's internal NORMAL recall": ["recipe", "seed"]
+        + [c for c in df.columns if c not in which],
+    }
     show(df)
     return df

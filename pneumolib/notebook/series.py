@@ -13,6 +13,7 @@ from ..core.runtime import git_commit
 from ..data.dataset import resolve_data_dir
 from ..notebook.provenance import (  # noqa: F401 (RENDERED_FROM, stale_paths: re-exported)
     RENDERED_FROM,
+    reuse_summary,
     show_library_log,
     sources_digest,
     stale_paths,
@@ -172,26 +173,27 @@ def run_seeds(config: ExperimentConfig, series: Series, **kwargs) -> list[RunRes
     kwargs.setdefault("on_missing_weights", "random_init")
     kwargs.setdefault("resume", True)  # an interrupted render continues its runs from their last finished epoch
     explicit = kwargs.pop("overrides", None) or {}
-    out = []
-    for i, seed in enumerate(series.seeds):
-        cfg = replace(config, seed=seed)
-        overrides = {**series.budget, **explicit}
-        d = seed_dir(series.runs, config, seed)
-        adopt_twin(series, cfg, seed, d, explicit)
-        # the pre-scan's table is the same for every seed: logged once
-        out.append(
-            run_experiment(
-                cfg,
-                series.data,
-                d,
-                profile=series.profile,
-                device=series.device,
-                overrides=overrides or None,
-                log_findings=i == 0,
-                **kwargs,
-            )
-        )
-    return out
+    with reuse_summary(series.roots):  # one line for the seeds' reused runs, not one each
+        return [_run_seed(config, series, i, seed, explicit, kwargs) for i, seed in enumerate(series.seeds)]
+
+
+def _run_seed(config: ExperimentConfig, series: Series, i: int, seed: int, explicit: dict, kwargs: dict) -> RunResult:
+    """One seed of run_seeds."""
+    cfg = replace(config, seed=seed)
+    overrides = {**series.budget, **explicit}
+    d = seed_dir(series.runs, config, seed)
+    adopt_twin(series, cfg, seed, d, explicit)
+    # the pre-scan's table is the same for every seed: logged once
+    return run_experiment(
+        cfg,
+        series.data,
+        d,
+        profile=series.profile,
+        device=series.device,
+        overrides=overrides or None,
+        log_findings=i == 0,
+        **kwargs,
+    )
 
 
 def load_runs(entries: Iterable[str], series: Series) -> dict[str, list[dict]]:
@@ -227,32 +229,34 @@ def experiments_by_seed(series: Series) -> dict[str, list[dict]]:
     same training and data (experiment.training_differences), else trained now."""
     out: dict[str, list[dict]] = {}
     fps: dict[tuple[int, int], str] = {}  # (seed, image size) -> fingerprint: one pre-scan each
-    for cfg in REGISTRY.values():
-        out[cfg.entry] = []
-        for seed in series.seeds:
-            want = wanted_config(series, cfg, seed)
-            d = seed_dir(series.runs, cfg, seed)
-            m = None
-            if RunDir(d).is_finished():
-                key = (seed, want.image_size)
-                if key not in fps:  # (setdefault would pre-scan the folder again for every entry)
-                    fps[key] = data_fingerprint(series.data, want)
-                if not training_differences(d, want, "folders", fps[key]):
-                    m = load_metrics(d)
-            if m is None:  # as run_seeds trains it: a twin entry's run is adopted, an interrupted one resumed
-                adopt_twin(series, replace(cfg, seed=seed), seed, d)
-                m = run_experiment(
-                    replace(cfg, seed=seed),
-                    series.data,
-                    d,
-                    profile=series.profile,
-                    device=series.device,
-                    overrides=series.budget or None,
-                    on_missing_weights="random_init",
-                    resume=True,
-                ).metrics
-            out[cfg.entry].append(m)
+    with reuse_summary(series.roots):
+        for cfg in REGISTRY.values():
+            out[cfg.entry] = [_experiment_seed(series, cfg, seed, fps) for seed in series.seeds]
     return out
+
+
+def _experiment_seed(series: Series, cfg: ExperimentConfig, seed: int, fps: dict[tuple[int, int], str]) -> dict:
+    """One seed of experiments_by_seed: its finished run's metrics, or the run trained now."""
+    want = wanted_config(series, cfg, seed)
+    d = seed_dir(series.runs, cfg, seed)
+    if RunDir(d).is_finished():
+        key = (seed, want.image_size)
+        if key not in fps:  # (setdefault would pre-scan the folder again for every entry)
+            fps[key] = data_fingerprint(series.data, want)
+        if not training_differences(d, want, "folders", fps[key]):
+            return load_metrics(d)
+    # as run_seeds trains it: a twin entry's run is adopted, an interrupted one resumed
+    adopt_twin(series, replace(cfg, seed=seed), seed, d)
+    return run_experiment(
+        replace(cfg, seed=seed),
+        series.data,
+        d,
+        profile=series.profile,
+        device=series.device,
+        overrides=series.budget or None,
+        on_missing_weights="random_init",
+        resume=True,
+    ).metrics
 
 
 def stress_seeds(results, series: Series) -> dict[str, Any]:
@@ -303,8 +307,6 @@ def ablation(
     """Notebook 10's ablation rows (protocol.score_steps) under the chosen protocols; [] when HOLDOUTS skips it.
     `skip` leaves side branches out ('abl_per_image'; SKIP_STEPS in the notebook), said in one line; a step on the
     path to the recipe cannot be skipped (every later step builds on it)."""
-    from ..studies.protocol import ablation_configs, score_steps
-
     chosen = holdout_list(holdouts)
     if not chosen:
         return []
@@ -320,6 +322,13 @@ def ablation(
             f"left out of this render: {', '.join(sorted(skip))} (a side branch; "
             f"'python -m pneumolib ablate --steps {' '.join(sorted(skip))}' trains it)"
         )
+    with reuse_summary(series.roots, unit="step"):
+        return _score_steps(series, chosen, skip)
+
+
+def _score_steps(series: Series, chosen: tuple[str, ...], skip: set[str]) -> list[dict[str, Any]]:
+    from ..studies.protocol import ablation_configs, score_steps
+
     return score_steps(
         series.data,
         series.runs,
@@ -360,10 +369,8 @@ def matched_baseline(series: Series, train: bool = True) -> dict[str, Any] | Non
     (protocol.matched_baseline; a run of the same training, such as notebook 01's when the budgets agree, is
     re-evaluated, not retrained), pooled into one ablation row whose 'metrics_by_seed' the verdicts read; None,
     said in one line, when this render does not train it."""
-    from ..core.runs import matched_baseline_dir
-    from ..studies.catalogue import BASELINE, RECOMMENDED
+    from ..studies.catalogue import RECOMMENDED
     from ..studies.protocol import budget_of, budget_words, pool_seeds
-    from ..studies.protocol import matched_baseline as train_matched
 
     b = {**budget_of(RECOMMENDED, series.profile), **series.budget}
     if not train:
@@ -374,19 +381,29 @@ def matched_baseline(series: Series, train: bool = True) -> dict[str, Any] | Non
         return None
     print(f"the log's baseline at the recipe's budget: {budget_words(b)}")
     by_seed = {}
-    for seed in series.seeds:
-        adopt_twin(series, replace(BASELINE, seed=seed), seed, matched_baseline_dir(series.runs, seed), b)
-        by_seed[seed] = train_matched(
-            series.data,
-            series.runs,
-            profile=series.profile,
-            device=series.device,
-            overrides=series.budget or None,
-            seed=seed,
-        )
+    with reuse_summary(series.roots):
+        for seed in series.seeds:
+            by_seed[seed] = _matched_seed(series, seed, b)
     row = pool_seeds("baseline (recommended budget)", "the log's baseline, trained as long as the recipe", by_seed)
     row["metrics_by_seed"] = [one["metrics"] for one in by_seed.values()]
     return row
+
+
+def _matched_seed(series: Series, seed: int, b: dict[str, Any]) -> dict[str, Any]:
+    """One seed of matched_baseline: trained, or its finished run (or a twin's) re-evaluated."""
+    from ..core.runs import matched_baseline_dir
+    from ..studies.catalogue import BASELINE
+    from ..studies.protocol import matched_baseline as train_matched
+
+    adopt_twin(series, replace(BASELINE, seed=seed), seed, matched_baseline_dir(series.runs, seed), b)
+    return train_matched(
+        series.data,
+        series.runs,
+        profile=series.profile,
+        device=series.device,
+        overrides=series.budget or None,
+        seed=seed,
+    )
 
 
 def load_matched_baseline(series: Series) -> list[dict]:

@@ -1,0 +1,309 @@
+"""How the notebook helpers present what they show: tables no wider than a page, one line per batch of reused runs,
+flags repeated per seed said once with the seeds named."""
+
+from __future__ import annotations
+
+import logging
+
+import matplotlib
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+
+SEEDS = (0, 1, 2, 3, 4)
+
+
+def _run(seed: int, acc: float = 0.85, collapsed: bool = False) -> dict:
+    hist = [
+        {"epoch": e, "train_loss": 1.0, "val_loss": 1.0 / e, "val_auc": 0.9, "val_acc": 0.8, "val_share_pneumonia": 0.6}
+        for e in (1, 2, 3)
+    ]
+    keys = ("accuracy", "sensitivity", "specificity", "auc")
+    test = {k: acc for k in keys} | {"ci95": {k: [acc - 0.05, acc + 0.05] for k in keys}, "n": 100}
+    test["confusion_matrix"] = [[30, 10], [5, 55]]
+    lf = {
+        c: {"lung_lift": 1.2, "lung_lift_ci95": [1.1, 1.3], "heart_lift": 0.9, "heart_lift_ci95": [0.8, 1.0]}
+        for c in ("NORMAL", "PNEUMONIA")
+    }
+    return {
+        "entry": "01",
+        "experiment": "baseline",
+        "config": {"seed": seed, "epochs": 3, "max_train_images": 40, "image_size": 64},
+        "test": test,
+        "val": {
+            "auc": 0.5 if collapsed else 0.9,
+            "confusion_matrix": [[0, 20], [0, 20]] if collapsed else [[15, 5], [4, 16]],
+        },
+        "threshold": 0.5,
+        "best_epoch": 2,
+        "history": hist,
+        "weights": "random init",
+        "trained_commit": "abc1234",
+        "test_last_epoch": {"epoch": 3, "accuracy": 0.8, "specificity": 0.7},
+        "lung_focus": lf,
+        "train_seconds": 60.0,
+        "stress": {"stress_accuracy_ext": 0.7, "stress_specificity": 0.6},
+    }
+
+
+class _Report:
+    def __init__(self, seed: int):
+        self.rows = [
+            {
+                "shift": s,
+                "group": g,
+                "accuracy_ext": 0.8 - seed / 100,
+                "sensitivity": 0.9,
+                "specificity": 0.7,
+                "auc": 0.9,
+            }
+            for s, g in (("clean", ""), ("blur", "seen"), ("jpeg", "unseen"))
+        ]
+
+
+@pytest.fixture
+def displayed(monkeypatch):
+    """Every object the helpers hand to IPython's display, in order (the tables as the notebook shows them)."""
+    import IPython.display
+
+    out: list = []
+    monkeypatch.setattr(IPython.display, "display", lambda obj, **kw: out.append(obj))
+    monkeypatch.setattr(IPython.display, "update_display", lambda obj, **kw: None)
+    return out
+
+
+def _tables(objs) -> list[pd.DataFrame]:
+    return [o for o in objs if isinstance(o, pd.DataFrame)]
+
+
+def test_every_per_seed_table_of_five_seeds_shows_at_most_8_columns_and_keeps_every_column(displayed):
+    # the seed table had 13 columns and ran off the page; each table is now shown as parts of at most 8
+    from pneumolib.notebook import helpers as nb
+
+    runs = [_run(s, 0.80 + s / 100) for s in SEEDS]
+    wide = {
+        "seed table": nb.seed_table(runs),
+        "checkpoint table": nb.checkpoint_table(runs),
+        "stress table": nb.stress_table(
+            {**{f"recipe, seed {s}": _Report(s) for s in SEEDS}, **{f"baseline, seed {s}": _Report(s) for s in SEEDS}}
+        ),
+    }
+    for name, frame in wide.items():
+        displayed.clear()
+        nb.show(frame)
+        parts = _tables(displayed)
+        assert len(parts) >= 2, name
+        for part in parts:
+            assert len(part.columns) + part.index.nlevels <= nb.MAX_COLUMNS, (name, list(part.columns))
+        shown = {c for p in parts for c in p.columns}
+        assert set(frame.columns) <= shown, f"{name}: a column was dropped"
+    # the views that display their own tables
+    for view in (nb.lung_focus_table, nb.compare_all, lambda ms: nb.log_vs_rerun("01", ms)):
+        displayed.clear()
+        view(runs)
+        assert _tables(displayed)
+        for part in _tables(displayed):
+            assert len(part.columns) + part.index.nlevels <= nb.MAX_COLUMNS, list(part.columns)
+    # every seed is in the seed table's parts, each with its mean and range rows in the metrics part
+    displayed.clear()
+    nb.show(nb.seed_table(runs))
+    metrics = _tables(displayed)[0]
+    assert list(metrics.index) == [f"seed {s}" for s in SEEDS] + ["mean of 5 seeds", "range over 5 seeds"]
+    assert list(_tables(displayed)[1].index) == [f"seed {s}" for s in SEEDS]  # the mean row has no training record
+
+
+def test_a_table_wider_than_the_limit_is_split_into_parts_that_keep_its_index():
+    from pneumolib.notebook.display import MAX_COLUMNS, table_parts
+
+    frame = pd.DataFrame([[i * j for j in range(12)] for i in range(5)], index=[f"seed {i}" for i in range(5)])
+    parts = table_parts(frame)
+    assert len(parts) == 2 and all(len(p.columns) + 1 <= MAX_COLUMNS for _, p in parts)
+    assert pd.concat([p for _, p in parts], axis=1).equals(frame)
+    assert [t for t, _ in parts] == ["columns 1-7 of 12", "columns 8-12 of 12"]
+    (title, part), *rest = table_parts(frame.iloc[:, :7])  # one that fits is shown as it is
+    assert not rest and title == "" and part.equals(frame.iloc[:, :7])
+
+
+def test_reused_runs_become_one_summary_line_and_stay_in_the_log_at_debug(monkeypatch, capsys, tmp_path):
+    # notebook 10 printed ~150 lines for its reused runs: per run its header, 'reusing RUNS/...' and 'Grad-CAM
+    # results reused from ...'
+    from pneumolib.notebook import series as S
+    from pneumolib.studies import experiment
+    from pneumolib.studies.catalogue import BASELINE
+
+    def fake_run(cfg, data, d, **kw):  # as experiment.run_experiment says it: seeds 0 and 2 reused, seed 1 trains
+        log = experiment.logger
+        log.info("%s %s on %s; %s; weights: %s", cfg.entry, cfg.name, "fixture", "profile smoke: 64 px", "random init")
+        if cfg.seed != 1:
+            log.info(
+                "reusing %s (same training config, holdout and data; trained at commit %s); delete it",
+                d / "checkpoint.pt",
+                "abc1234",
+            )
+            log.info("Grad-CAM results reused from %s (same checkpoint, data and settings)", d / "explanation.npz")
+        else:  # training says so from its own module: the header must come out before it
+            logging.getLogger("pneumolib.training.fit").info("epoch 1/1 trained")
+        return cfg.seed
+
+    log = logging.getLogger("pneumolib")
+    handlers, level = list(log.handlers), log.level
+    try:
+        s = S.start(None, "smoke", seeds=[0, 1, 2], runs=tmp_path / "runs")  # shows the library's log in cells
+        capsys.readouterr()
+        monkeypatch.setattr(S, "run_experiment", fake_run)
+        monkeypatch.setattr(S, "adopt_twin", lambda *a, **k: None)
+        assert S.run_seeds(BASELINE, s) == [0, 1, 2]
+        out = capsys.readouterr().out.splitlines()
+        assert not [ln for ln in out if "reusing" in ln or "Grad-CAM results reused from" in ln]
+        # the run that trains keeps its header, before its own lines; the reused ones are one line
+        assert out == [
+            "01 baseline on fixture; profile smoke: 64 px; weights: random init",
+            "epoch 1/1 trained",
+            "reused 2 finished runs from RUNS/01_baseline (seeds 0, 2; trained at commit abc1234; profile smoke: "
+            "64 px; weights: random init; Grad-CAM results reused for 2); delete a run folder to retrain it",
+        ]
+        log.setLevel(logging.DEBUG)  # the detail is still there for whoever asks for it
+        S.run_seeds(BASELINE, s)
+        text = capsys.readouterr().out
+        assert text.count("reusing RUNS/01_baseline/seed") == 2 and text.count("Grad-CAM results reused from") == 2
+    finally:
+        log.handlers[:] = handlers
+        log.setLevel(level)
+    # outside a notebook batch the library's own lines are untouched (the CLI keeps them)
+    assert not logging.getLogger(experiment.__name__).filters
+
+
+def test_reuse_line_counts_steps_times_seeds():
+    from pneumolib.notebook.provenance import reuse_line
+
+    reused = [(f"/r/ablation/step{k}/seed{s}/checkpoint.pt", "c1") for k in range(11) for s in SEEDS]
+    line = reuse_line(reused, {"/r": "RUNS"}, unit="step")
+    assert line.startswith("reused 55 finished runs from RUNS/ablation (11 steps x 5 seeds, seeds 0, 1, 2, 3, 4;")
+
+
+def test_a_flag_repeated_per_seed_in_one_verdict_row_is_said_once_with_the_seeds_named(displayed):
+    # the summary row repeated 'calls 100% of validation films PNEUMONIA' once per seed
+    from pneumolib.notebook import helpers as nb
+    from pneumolib.studies import verdicts as V
+
+    runs = [_run(s, collapsed=s in (0, 2, 4)) for s in SEEDS]
+    raw = " ".join(r["note"] for r in V.judge_entry("01", runs))
+    assert raw.count("calls 100% of validation films PNEUMONIA") >= 3  # the verdict rule names each seed
+    nb.log_vs_rerun("01", runs)
+    notes = " ".join(_tables(displayed)[0]["note"])
+    assert "calls 100% of validation films" not in notes
+    assert "seeds 0, 2, 4 call 100% of validation films PNEUMONIA" in notes
+
+
+def test_collapse_seed_flags_keeps_other_parts_and_different_phrases_apart():
+    from pneumolib.notebook.display import collapse_seed_flags
+
+    text = "1 seed(s) hold; seed 0 calls 100% of x; seed 3 calls 99% of x; seed 2 calls 100% of x"
+    assert collapse_seed_flags(text) == "1 seed(s) hold; seeds 0, 2 call 100% of x; seed 3 calls 99% of x"
+    assert collapse_seed_flags("no flags here") == "no flags here"
+
+
+# --- figure captions: where a Grad-CAM map is hottest ----------------------------------------------------------------
+def _map(peak_rc, size=64, width=2.0):
+    import numpy as np
+
+    r, c = np.mgrid[:size, :size]
+    return np.exp(-((r - peak_rc[0]) ** 2 + (c - peak_rc[1]) ** 2) / (2 * width**2))
+
+
+def _lungs(size=64):
+    import numpy as np
+
+    m = np.zeros((size, size), bool)
+    m[12:44, 10:28] = True  # right lung (left of the image)
+    m[12:44, 36:54] = True
+    return m
+
+
+def test_a_map_hottest_at_the_film_edge_is_called_edge_and_names_the_side():
+    from pneumolib.notebook.display import hottest_region
+
+    spot = hottest_region(_map((2, 60)), _lungs())  # a marker's corner: top right of the image
+    assert spot.region == "edge" and spot.side in ("top", "right") and spot.share > 0.5
+    assert hottest_region(_map((32, 1)), _lungs()).side == "left"
+
+
+def test_a_map_hottest_in_the_lung_mask_is_called_lungs_and_one_on_the_heart_box_heart():
+    from pneumolib.notebook.display import hottest_region
+
+    assert hottest_region(_map((28, 18)), _lungs()).region == "lungs"
+    assert hottest_region(_map((54, 32)), _lungs()).region == "heart"  # lower centre, below the lungs
+    assert hottest_region(_map((8, 32)), _lungs()).region == "outside"  # above the lungs, inside the edge band's rim
+    # without a usable lung mask, nothing is called lungs
+    assert hottest_region(_map((28, 18)), None).region == "outside"
+
+
+def test_an_empty_map_is_said_empty():
+    import numpy as np
+
+    from pneumolib.notebook.display import hottest_region
+
+    assert hottest_region(np.zeros((16, 16)), None).region == "empty"
+
+
+def test_a_cam_gallery_caption_lists_per_tile_what_lights_up():
+    import numpy as np
+
+    from pneumolib.data.dataset import Sample
+    from pneumolib.notebook.display import cam_gallery_caption
+
+    class Expl:  # the fields of cam.Explanation the caption reads
+        target = "PNEUMONIA"
+        samples = [Sample(f"/x/{i}.png", int(i >= 2), f"p{i}", "test") for i in range(4)]
+        cams = np.stack([_map((2, 2)), _map((28, 18)), _map((28, 44)), _map((61, 40))])
+        masks = np.stack([_lungs()] * 4)
+        mask_ok = np.array([True, True, True, True])
+        empty = np.array([False] * 4)
+
+    text = cam_gallery_caption(Expl(), n_per_class=2)
+    assert "2 of 4 tiles are hottest at the film's edge (markers?): NORMAL 1 (" in text
+    assert "PNEUMONIA 2 (bottom)" in text
+    assert "2 of 4 tiles are hottest in the lungs: NORMAL 2, PNEUMONIA 1" in text
+    Expl.mask_ok = np.array([True, False, True, True])  # a failed mask: that tile's lungs are unknown
+    assert "hottest in the lungs: PNEUMONIA 1" in cam_gallery_caption(Expl(), n_per_class=2)
+
+
+def test_every_figure_in_the_numbered_notebooks_is_drawn_by_a_helper_that_captions_it():
+    # a figure drawn straight from plots.* in a notebook cell had no caption
+    import re
+    from pathlib import Path
+
+    for path in sorted(Path(__file__).resolve().parents[1].glob("notebooks/[01][0-9]_*.py")):
+        if path.name.startswith("00"):
+            continue
+        code = path.read_text()
+        assert not re.findall(r"^\s*plots\.\w+\(", code, re.M), f"{path.name}: a figure without a caption"
+        assert not re.findall(r"^\s*(plt|sns)\.", code, re.M), path.name
+
+
+def test_the_caption_helpers_print_a_caption_under_their_figures(capsys):
+    import matplotlib.pyplot as plt
+
+    from pneumolib.notebook import helpers as nb
+
+    runs = [_run(s) for s in SEEDS]
+    nb.compare_all([dict(r, entry=f"0{s + 1}", experiment=f"e{s}") for s, r in zip(SEEDS, runs)])
+    text = capsys.readouterr().out
+    assert "Figure: every experiment's first seed" in text and "NORMAL recall runs from 0.850" in text
+    nb.central_focus_demo()
+    assert "Figure: left, a phantom film" in capsys.readouterr().out
+    plt.close("all")
+
+
+def test_the_lines_the_reuse_summary_folds_are_the_ones_the_library_writes():
+    # the summary matches the library's own messages; if experiment.py rewords them, this names the drift
+    import inspect
+
+    from pneumolib.notebook.provenance import REUSE_SOURCE, RUN_HEADER
+    from pneumolib.studies import experiment
+
+    code = inspect.getsource(experiment)
+    assert experiment.logger.name == REUSE_SOURCE
+    for line in (RUN_HEADER, '"reusing %s (', '"Grad-CAM results reused from %s'):
+        assert line in code, line
