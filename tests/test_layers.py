@@ -38,6 +38,7 @@ MODULES = {
     "data.lungs": 5,
     "data.population": 6,
     "data.cache": 6,
+    "data.resources": 7,
     "data.samples": 7,
     "data.splits": 8,
     "data.sources": 9,

@@ -103,11 +103,17 @@ class DecodedCache:
         self._segmenter = segmenter
         self._lock = threading.Lock()
 
-    def segmenter(self, view: View, path: Path) -> LungSegmenter:
-        """The lung segmenter for a cropped view; refuses a view whose boxes another segmenter drew."""
+    def lung_segmenter(self) -> LungSegmenter:
+        """The lung segmenter this cache draws crop boxes with: the one it was made with, else the shipped one,
+        loaded on first use (once: data.resources.Resources.segmenter is this, for every consumer of a context)."""
         with self._lock:
             if self._segmenter is None:
                 self._segmenter = shipped_segmenter()
+            return self._segmenter
+
+    def segmenter(self, view: View, path: Path) -> LungSegmenter:
+        """The lung segmenter for a cropped view; refuses a view whose boxes another segmenter drew."""
+        self.lung_segmenter()
         if view.segmenter and view.segmenter != self._segmenter.digest:
             raise CheckpointError(
                 f"{path}: this model was trained on lung crops drawn by segmenter "

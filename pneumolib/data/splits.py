@@ -111,7 +111,7 @@ def early_id_holdout(data: XRayData, fraction: float = 0.15) -> XRayData:
         {k: splits[k] for k in SPLITS},
         [*data.notes, note],
         data.bad_files,
-        cache=data.cache,
+        resources=data.resources,
         holdout="early_ids",
     )
 
