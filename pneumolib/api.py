@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .core.config import CLASSES, ExperimentConfig, diff, format_diff
+from .core.config import CLASSES, SITE_MODES, ExperimentConfig, diff, format_diff
 from .studies.catalogue import REGISTRY, get_config, previous
 
 if TYPE_CHECKING:  # imported where used: importing the API (the CLI's 'experiments') costs no torch
@@ -120,8 +120,8 @@ def predict_folder(
     from .analysis.site import adapt_to_site, too_few
     from .data.samples import unlabelled
 
-    if adapt not in ("site", "none"):
-        raise ValueError(f"unknown adapt mode {adapt!r} (site | none)")
+    if adapt not in SITE_MODES:
+        raise ValueError(f"unknown adapt mode {adapt!r} ({' | '.join(SITE_MODES)})")
     pred = _predictor(checkpoint)
     records, refused = pred.predict_records(files)
     if adapt == "none" or not records:  # no readable film: nothing was scored, nothing to say about adapting

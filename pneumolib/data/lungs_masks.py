@@ -12,15 +12,12 @@ import torch
 from PIL import Image
 from scipy import ndimage as ndi
 
-from ..core.config import CLASSES
+from ..core.config import CLASSES, SPLITS
 from ..core.io import DataError
 from ..data.imaging import IMAGE_SUFFIXES, load_image
 from ..data.transforms import Preprocessing
 
 SIZE = 128  # the segmenter's own resolution: films are squashed to SIZE x SIZE, masks resized back to the film
-
-
-SPLITS = ("train", "val", "test")
 
 
 # the U-Net: MONAI's, 4 down-sampling stages; about 1.6 M parameters (6 MB as float32)

@@ -7,16 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.config import CLASSES
+from ..core.config import CLASSES, SPLITS  # noqa: F401 (SPLITS: re-exported, owned by core.config)
 from ..core.io import DataError
 from ..data.cache import DecodedCache
 from ..data.imaging import (
     ImageError,
 )
 from ..data.resources import Resources
-
-SPLITS = ("train", "val", "test")
-
 
 IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
 

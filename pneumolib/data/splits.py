@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from ..core.config import CLASSES
+from ..core.config import CLASSES, HOLDOUTS
 from ..core.io import DataError
 from ..data.samples import SPLITS, Sample, XRayData
 
@@ -60,9 +60,6 @@ def ensure_val(
 
 
 _FAMILY = re.compile(r"^(.*?)(\d+)$")  # person123 -> ("person", 123); NORMAL2-IM-1427 -> ("NORMAL2-IM-", 1427)
-
-
-HOLDOUTS = ("folders", "early_ids")
 
 
 def patient_family(patient: str) -> tuple[str, int]:
