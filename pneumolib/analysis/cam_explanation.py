@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -16,7 +17,6 @@ from ..analysis.cam_maps import (
     area_share,
     heart_box_mask,
     lift,
-    log,
     lower_central_share,
     lung_focus,
     lung_mask,
@@ -30,6 +30,8 @@ from ..core.stats import patient_bootstrap
 from ..data.dataset import Sample, ensure_cache
 from ..data.lungs import LungBox, LungSegmenter
 from ..models.inference import predict_proba
+
+log = logging.getLogger(__name__)
 
 
 # --- one explanation ------------------------------------------------------------------------

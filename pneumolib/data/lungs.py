@@ -52,7 +52,6 @@ from ..data.lungs_segmenter import (  # noqa: F401 (re-exported: every name in o
     FORMAT,
     MAX_UNET_CHANNELS,
     LungSegmenter,
-    log,
     shipped_digest,
     shipped_segmenter,
 )
