@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .core.config import CLASSES, ExperimentConfig, diff, format_diff
+from .core.config import CLASSES, SITE_MODES, ExperimentConfig, diff, format_diff
 from .studies.catalogue import REGISTRY, get_config, previous
 
 if TYPE_CHECKING:  # imported where used: importing the API (the CLI's 'experiments') costs no torch
@@ -19,6 +19,7 @@ if TYPE_CHECKING:  # imported where used: importing the API (the CLI's 'experime
     from .analysis.cam import Explanation
     from .data.dataset import DecodedCache
     from .data.imaging import ImageError
+    from .data.resources import Resources
     from .models.checkpoint import Prediction, Predictor
     from .studies.experiment import RunResult
 
@@ -58,20 +59,26 @@ def _predictor(checkpoint: str | Path | Predictor) -> Predictor:
 
 
 def predict(
-    checkpoint: str | Path | Predictor, files: list[str | Path], cache: DecodedCache | None = None
+    checkpoint: str | Path | Predictor, files: list[str | Path], cache: Resources | DecodedCache | None = None
 ) -> tuple[list[Prediction], list[ImageError]]:
     """Predict image files (JPEG, PNG, DICOM; any size), each film through the network once.
 
     Args:
         checkpoint: a Predictor, a checkpoint file or a run folder.
         files: the films.
-        cache: a DecodedCache to decode into (default: the predictor's own).
+        cache: the context to decode and segment in, a pneumolib.data.resources.Resources (or a bare DecodedCache,
+            its cache); default the predictor's own.
 
     Returns:
         (one Prediction per readable film, in the order given; the refused files, each an ImageError naming the
         file and the problem). One bad film never costs the others their prediction.
     """
-    return _predictor(checkpoint).predict_records(files, cache=cache)
+    pred = _predictor(checkpoint)
+    if cache is not None:
+        from .models.checkpoint import Predictor
+
+        pred = Predictor.sharing(pred, cache)
+    return pred.predict_records(files)
 
 
 @dataclass
@@ -111,16 +118,15 @@ def predict_folder(
     import dataclasses
 
     from .analysis.site import adapt_to_site, too_few
-    from .data.dataset import Sample, patient_id
+    from .data.samples import unlabelled
 
-    if adapt not in ("site", "none"):
-        raise ValueError(f"unknown adapt mode {adapt!r} (site | none)")
+    if adapt not in SITE_MODES:
+        raise ValueError(f"unknown adapt mode {adapt!r} ({' | '.join(SITE_MODES)})")
     pred = _predictor(checkpoint)
     records, refused = pred.predict_records(files)
     if adapt == "none" or not records:  # no readable film: nothing was scored, nothing to say about adapting
         return FolderPrediction(records, refused, None, pred)
-    paths = [Path(r.path) for r in records]
-    samples = [Sample(p, -1, patient_id(p), "predict") for p in paths]
+    samples = [unlabelled(r.path) for r in records]
     if len(samples) < 2:
         return FolderPrediction(records, refused, too_few(len(samples)), pred)
     used, scores, decision = adapt_to_site(pred, samples)
@@ -144,10 +150,10 @@ def explain(checkpoint: str | Path | Predictor, files: list[str | Path], target:
         The Explanation (maps, probabilities, lung masks and their check, lift); `cam.save_overlays` writes PNGs.
     """
     from .analysis.cam import explain as explain_maps
-    from .data.dataset import Sample, patient_id
+    from .data.samples import unlabelled
 
     pred = _predictor(checkpoint)
-    samples = [Sample(Path(f), -1, patient_id(Path(f)), "predict") for f in files]
+    samples = [unlabelled(f) for f in files]
     return explain_maps(
         pred.model,
         samples,

@@ -83,3 +83,61 @@ def test_dataloader_workers_do_not_change_the_trained_weights(fixture_data, tiny
     a = fit(cfg, fixture_data, workers=0).model.state_dict()
     b = fit(cfg, fixture_data, workers=2).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _strict_segmenter():
+    """The shipped network with a check no film passes (the area must be under 1%): every box is 'lungs not found'."""
+    from pneumolib.data import lungs as L
+
+    seg = L.LungSegmenter.load()
+    return L.LungSegmenter(seg.net, seg.provenance, seg.threshold, L.LungCheck(max_area=0.01))
+
+
+def test_regression_a_cached_lung_checks_words_are_rebuilt_from_its_numbers_with_the_current_rule(
+    fixture_data, tmp_path, monkeypatch
+):
+    """Regression (issue 45): the decode cache stored a lung check's sentence ("area 0.18 outside 0.18-0.59"), so a
+    message fixed in the code never reached a film decoded before. It stores the numbers, worded when read."""
+    from pneumolib.core.config import View
+    from pneumolib.data import lungs as L
+
+    seg = _strict_segmenter()
+    view = View(SIZE, "lungs", segmenter=seg.digest)
+    path = _paths(fixture_data, 1)[0]
+    first = DecodedCache(tmp_path, segmenter=seg).box(path, view)
+    assert first.problem.startswith("lungs not found (area ") and "outside 0.100-0.010" in first.problem
+    assert first.numbers["mask"]["area"] > 0.01
+
+    rule = L.LungCheck.words
+    monkeypatch.setattr(L.LungCheck, "words", lambda self, s: "today's words: " + rule(self, s))
+    monkeypatch.setattr(seg, "lung_fields", lambda *a: pytest.fail("the entry was decoded again, not read"))
+    again = DecodedCache(tmp_path, segmenter=seg).box(path, view)
+    assert (
+        again.problem == f"lungs not found (today's words: {rule(seg.check, first.numbers['mask'])}): whole film used"
+    )
+    assert (again.y0, again.y1, again.x0, again.x1) == (first.y0, first.y1, first.x0, first.x1)
+
+
+def test_a_cached_entry_that_kept_only_the_words_is_decoded_again(fixture_data, tmp_path):
+    """An entry written before the cache stored numbers (its box holds the sentence only, no format) is not used."""
+    import json
+
+    from pneumolib.core.config import View
+
+    seg = _strict_segmenter()
+    view = View(SIZE, "lungs", segmenter=seg.digest)
+    path = _paths(fixture_data, 1)[0]
+    writer = DecodedCache(tmp_path, segmenter=seg)
+    box = writer.box(path, view)
+    target, digest = writer._disk_path(path, writer._resolve(path, view))  # noqa: SLF001  (an old entry, made here)
+    with np.load(target) as z:
+        arr, packed = z["image"], z["mask"]
+    old_box = json.dumps({k: getattr(box, k) for k in ("y0", "y1", "x0", "x1")} | {"problem": "area 0.18 outside"})
+    meta = {"digest": digest, "view": view.tag, "seal": writer._seal(digest, view, arr, old_box, packed)}  # noqa: SLF001
+    with open(target, "wb") as f:
+        np.savez(f, image=arr, box=np.array(old_box), meta=np.array(json.dumps(meta)), mask=packed)
+    calls = []
+    real = seg.lung_fields
+    seg.lung_fields = lambda films, margin: calls.append(len(films)) or real(films, margin)
+    again = DecodedCache(tmp_path, segmenter=seg).box(path, view)
+    assert calls == [1] and again.problem == box.problem and again.numbers is not None

@@ -278,3 +278,28 @@ def test_run_with_seeds_writes_one_folder_per_seed_in_the_notebooks_layout(tmp_p
     assert seeds == [0, 1]
     assert get_config("baseline").seed == 0  # the registry's config is untouched
     assert "01 baseline" in capsys.readouterr().out
+
+
+def _choices(parser, command: str, option: str):
+    sub = next(a for a in parser._actions if a.choices and command in a.choices).choices[command]  # noqa: SLF001
+    return tuple(next(a for a in sub._actions if option in a.option_strings).choices)  # noqa: SLF001
+
+
+def test_the_command_lines_split_holdout_and_adapt_choices_are_read_from_their_owners(monkeypatch):
+    """Regression (issue 45): --split, --holdout and --adapt offered literal lists beside the code that owns the
+    names; they are read from core.config's tuples, which the implementations use too."""
+    from pneumolib.analysis import adapt
+    from pneumolib.core import config as C
+    from pneumolib.data import splits
+
+    assert adapt.MODES is C.ADAPT_MODES and splits.HOLDOUTS is C.HOLDOUTS
+    monkeypatch.setattr(C, "SPLITS", ("train", "val", "test", "extra"))
+    monkeypatch.setattr(C, "HOLDOUTS", ("folders", "early_ids", "later_ids"))
+    monkeypatch.setattr(C, "ADAPT_MODES", ("bn", "prior", "both", "other"))
+    monkeypatch.setattr(C, "SITE_MODES", ("site", "none", "maybe"))
+    p = build_parser()
+    assert {_choices(p, c, "--split") for c in ("evaluate", "explain", "stress", "shortcuts", "lungs")} == {C.SPLITS}
+    assert _choices(p, "train", "--holdout") == C.HOLDOUTS
+    assert _choices(p, "ablate", "--holdout") == (*C.HOLDOUTS, "both")
+    assert _choices(p, "evaluate", "--adapt") == C.SITE_MODES + C.ADAPT_MODES
+    assert _choices(p, "predict", "--adapt") == C.SITE_MODES

@@ -38,6 +38,7 @@ MODULES = {
     "data.lungs": 5,
     "data.population": 6,
     "data.cache": 6,
+    "data.resources": 7,
     "data.samples": 7,
     "data.splits": 8,
     "data.sources": 9,
@@ -200,6 +201,34 @@ def test_no_module_imports_private_names_of_another(name):
         if n.startswith("_") and not n.endswith("__") and t != name
     ]
     assert not private, "\n".join(private)
+
+
+def test_no_module_imports_another_modules_logger():
+    """Regression (issue 45): the analysis.cam facade (and data.lungs) re-exported cam_maps' (lungs_segmenter's)
+    logger, so a record could be logged under another module's name. Each module logs under its own."""
+    names = {m: _logger_names(m) for m in MODULES}
+    found = [
+        f"{name} imports {n} (a logger) from {t} at line {line}"
+        for name in MODULES
+        for t, imported, line in _imports(name)
+        for n in imported
+        if n in names.get(t, ())
+    ]
+    assert not found, "\n".join(found)
+
+
+def _logger_names(module: str) -> set[str]:
+    """The module-level names MODULE binds to logging.getLogger(...)."""
+    tree = ast.parse(_path(module).read_text())
+    return {
+        t.id
+        for node in tree.body
+        if isinstance(node, ast.Assign)
+        and isinstance(node.value, ast.Call)
+        and getattr(node.value.func, "attr", "") == "getLogger"
+        for t in node.targets
+        if isinstance(t, ast.Name)
+    }
 
 
 def test_no_import_circle_between_modules():

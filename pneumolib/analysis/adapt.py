@@ -62,6 +62,7 @@ from ..analysis.adapt_prior import (  # noqa: F401 (re-exported: every adaptatio
     validation_calibration,
 )
 from ..analysis.evaluate import Scores, predict_samples
+from ..core.config import ADAPT_MODES
 from ..data.dataset import DecodedCache, Sample
 from ..data.transforms import ByClass
 from ..models.checkpoint import Predictor, save_checkpoint
@@ -69,7 +70,7 @@ from ..models.inference import sample_batches
 
 log = logging.getLogger(__name__)
 
-MODES = ("bn", "prior", "both")
+MODES = ADAPT_MODES  # the names, owned by core.config (the command line offers them without importing torch)
 EARLY_BN_LAYERS = ("bn1", "layer1", "layer2")  # the stem's BatchNorm and the first two residual stages
 ADAPTED_LABEL = "adapted: uses the cohort's images, not its labels"
 

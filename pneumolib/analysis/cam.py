@@ -42,7 +42,6 @@ from ..analysis.cam_maps import (  # noqa: F401 (re-exported: every name in one 
     first_per_class,
     heart_box_mask,
     lift,
-    log,
     lower_central_share,
     lung_focus,
     lung_mask,

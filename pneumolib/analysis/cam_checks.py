@@ -21,7 +21,7 @@ from ..analysis.cam_methods import DEFAULT_METHOD
 from ..core.config import CLASSES
 from ..core.stats import patient_bootstrap
 from ..data.dataset import Sample, ensure_cache
-from ..data.lungs import LungSegmenter, shipped_segmenter
+from ..data.lungs import LungSegmenter
 from ..models.inference import class_probabilities, view_logits
 from ..models.networks import members, stage_blocks
 
@@ -337,7 +337,7 @@ def compare_methods(
     """One row per (method, layer): the share of empty maps, ROAD of the model's maps against a random map (their
     paired difference with a 95% interval by patient), the randomisation test, whether the maps pass their checks,
     and the lung and heart lift per class with intervals. The evidence choose_method reads."""
-    rows, segmenter = [], shipped_segmenter()
+    rows, segmenter = [], (predictor.cache if cache is None else cache).lung_segmenter()
     for method in methods:
         for layer in layers:
             e = explain_predictor(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -16,7 +17,6 @@ from ..analysis.cam_maps import (
     area_share,
     heart_box_mask,
     lift,
-    log,
     lower_central_share,
     lung_focus,
     lung_mask,
@@ -28,8 +28,10 @@ from ..core.config import CLASSES
 from ..core.io import atomic_write
 from ..core.stats import patient_bootstrap
 from ..data.dataset import Sample, ensure_cache
-from ..data.lungs import LungBox, LungSegmenter, shipped_segmenter
+from ..data.lungs import LungBox, LungSegmenter
 from ..models.inference import predict_proba
+
+log = logging.getLogger(__name__)
 
 
 # --- one explanation ------------------------------------------------------------------------
@@ -392,7 +394,7 @@ def explain(
     probs are P(PNEUMONIA) from infer.predict_proba with `tta` (pass the checkpoint's config.tta: predict and
     evaluate do), and with tta the maps average the image and its flipped-back flip in the same way.
     exact_masks: path -> annotated lung mask file or None (lungs.annotated_mask); films without one are segmented by
-    `segmenter` (default: the shipped one), and every mask is checked by that segmenter's calibrated LungCheck.
+    `segmenter` (default: the cache's, the one that draws its crop boxes), and every mask is checked by that segmenter's calibrated LungCheck.
     target: 'PNEUMONIA' (default: the same heatmap for every model, so runs compare), 'NORMAL', or 'predicted'
     (the class the threshold picks). layer: 'auto' (the deepest ResNet stage with >= 8 x 8 cells) or a stage.
     keep_maps=False keeps only the per-image scores (not the images, heatmaps and masks)."""
@@ -400,7 +402,7 @@ def explain(
         raise ValueError(f"unknown CAM target {target!r}; known: {', '.join(TARGETS)}")
     cache = ensure_cache(cache)
     own = segmenter is None  # the cache's segmenter drew the crop boxes; another one is asked for explicitly
-    segmenter = segmenter or shipped_segmenter()
+    segmenter = segmenter or cache.lung_segmenter()  # the context's one (Resources.segmenter): never loaded twice
     device = next(model.parameters()).device
     layer_name, module = resolve_layer(model, layer, preprocessing.image_size, preprocessing.in_channels)
     got = _Gathered()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..core import config as C
 from .common import UsageError, data_source, int_in, manifest_args
 
 
@@ -30,7 +31,7 @@ def add_stress(sub) -> None:
     s.add_argument(
         "--split",
         default="val",
-        choices=["train", "val", "test"],
+        choices=C.SPLITS,
         help="the split to shift (default val: the stress test is for choosing a recipe; test is for the final report)",
     )
     s.add_argument("--recompute", action="store_true", help="ignore a saved stress.json")
@@ -64,7 +65,7 @@ def add_shortcuts(sub) -> None:
     s.add_argument(
         "--split",
         default="val",
-        choices=["train", "val", "test"],
+        choices=C.SPLITS,
         help="the split to audit (default val: the audit is used for selection)",
     )
     s.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0, help="seed of the probe and the bootstrap")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from ..core import config as C
 from .common import UsageError, command_line, data_source, float_in, manifest_args
 
 
@@ -111,7 +112,7 @@ def add_evaluate(sub) -> None:
         "--data-dir",
         help="DIR with DIR/<split>/{NORMAL,PNEUMONIA}, or a folder holding NORMAL/ and PNEUMONIA/ directly",
     )
-    s.add_argument("--split", default="test", choices=["train", "val", "test"])
+    s.add_argument("--split", default="test", choices=C.SPLITS)
     s.add_argument(
         "--threshold",
         type=float_in(0.0, 1.0),
@@ -121,7 +122,7 @@ def add_evaluate(sub) -> None:
     s.add_argument("--scores", help="write per-image scores as CSV here")
     s.add_argument(
         "--adapt",
-        choices=["site", "none", "bn", "prior", "both"],
+        choices=C.SITE_MODES + C.ADAPT_MODES,
         default="site",
         help="label-free adaptation to the cohort, reported beside the plain numbers: site (default) = bn when "
         "the cohort has at least 64 films and label-free checks pass (docs/adaptation.md); none = the model as "

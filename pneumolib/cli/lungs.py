@@ -145,9 +145,7 @@ def add_lungs(sub) -> None:
         "chest_xray/",
     )
     s.add_argument("--weights", help="evaluate/segment: a segmenter file (default: the one shipped in the package)")
-    s.add_argument(
-        "--split", default=None, choices=["train", "val", "test"], help="evaluate: default test; coverage: default val"
-    )
+    s.add_argument("--split", default=None, choices=C.SPLITS, help="evaluate: default test; coverage: default val")
     s.add_argument("--epochs", type=int_in(1, C.MAX_EPOCHS), default=30)
     s.add_argument("--seed", type=int_in(0, 2**32 - 1), default=0)
     s.add_argument(

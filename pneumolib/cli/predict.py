@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from ..core import config as C
 from .common import command_line, data_source, int_in, protected
 from .evaluate import cohort_split
 
@@ -70,7 +71,7 @@ def add_predict(sub) -> None:
     s.add_argument(
         "--adapt",
         default="site",
-        choices=["site", "none"],
+        choices=C.SITE_MODES,
         help="site (default): with at least 64 readable films from one site, re-estimate the model's early BatchNorm "
         "statistics on them when label-free checks say it is safe (docs/adaptation.md); none: the model as trained. "
         "A single film is always scored by the model as trained",
@@ -183,7 +184,7 @@ def add_explain(sub) -> None:
         required=True,
         help="DIR with DIR/<split>/{NORMAL,PNEUMONIA}, or a folder holding NORMAL/ and PNEUMONIA/ directly",
     )
-    s.add_argument("--split", default="test", choices=["train", "val", "test"])
+    s.add_argument("--split", default="test", choices=C.SPLITS)
     s.add_argument(
         "--n", type=int_in(1, 100_000), default=50, help="films per class: the first N in file-path order (default 50)"
     )

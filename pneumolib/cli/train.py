@@ -158,7 +158,7 @@ def add_train(sub) -> None:
     s.add_argument(
         "--holdout",
         default="folders",
-        choices=["folders", "early_ids"],
+        choices=C.HOLDOUTS,
         help="test split: the data folder's test/ (default), or early_ids: the earliest-numbered patients of "
         "each file-name family, a proxy for a new acquisition batch (notebook 10)",
     )
@@ -233,7 +233,7 @@ def cmd_ablate(args) -> int:
     from ..studies.protocol import ablation_configs, ablation_frame, protocol_agreement, score_steps
 
     root, is_fixture = resolve_data_dir(args.data_dir)
-    holdouts = ("folders", "early_ids") if args.holdout == "both" else (args.holdout,)
+    holdouts = C.HOLDOUTS if args.holdout == "both" else (args.holdout,)
     configs = [catalogue.get_config(n) for n in args.steps] if args.steps else ablation_configs()
     configs += [RECOMMENDED] if args.with_recommended else []
     rows = score_steps(
@@ -278,7 +278,7 @@ def add_ablate(sub) -> None:
     s.add_argument(
         "--holdout",
         default="both",
-        choices=["folders", "early_ids", "both"],
+        choices=(*C.HOLDOUTS, "both"),
         help="score on the folders' test split, the early-ID holdout, or both (default)",
     )
     s.add_argument(

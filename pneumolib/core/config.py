@@ -26,6 +26,12 @@ THRESHOLD_RULES = ("fixed:T", "youden", "youden_shifted", "balanced", "sensitivi
 PROFILE_NAMES = ("smoke", "fixture", "cpu", "gpu", "full")
 CROPS = ("none", "lungs", "lung_mask")
 
+# --- the names a command line may pass, owned here (torch-free) so argparse's choices and the code agree ---------
+SPLITS = ("train", "val", "test")  # a data set's splits (data.samples, the lung masks' folders)
+HOLDOUTS = ("folders", "early_ids")  # data.splits.apply_holdout: the folders' test split, or the early-ID holdout
+ADAPT_MODES = ("bn", "prior", "both")  # analysis.adapt.adapt: AdaBN, the prior-shift threshold, or both
+SITE_MODES = ("site", "none")  # analysis.site: adapted to a folder when the label-free checks pass, or never
+
 
 MAX_IMAGE_SIZE = 1024  # the model input's side: larger is a mistake (and 20,000 px would exhaust memory)
 MAX_EPOCHS = 10_000

@@ -39,6 +39,11 @@ CACHE_ENV = "PNEUMOLIB_CACHE_DIR"  # on-disk decode cache; "off" disables it
 DISK_KEY = ".key"  # DISK_KEY-<uid> in the cache folder: the user's private key that seals each entry
 
 
+# what an entry on disk holds; an entry of another format is decoded again. 2: a crop box keeps its lung check's
+# numbers (lungs.lung_numbers), worded when read; format-less entries kept the words, which never refreshed.
+ENTRY_FORMAT = 2
+
+
 def default_cache_dir() -> Path | None:
     env = os.environ.get(CACHE_ENV)
     if env and env.lower() == "off":
@@ -103,11 +108,17 @@ class DecodedCache:
         self._segmenter = segmenter
         self._lock = threading.Lock()
 
-    def segmenter(self, view: View, path: Path) -> LungSegmenter:
-        """The lung segmenter for a cropped view; refuses a view whose boxes another segmenter drew."""
+    def lung_segmenter(self) -> LungSegmenter:
+        """The lung segmenter this cache draws crop boxes with: the one it was made with, else the shipped one,
+        loaded on first use (once: data.resources.Resources.segmenter is this, for every consumer of a context)."""
         with self._lock:
             if self._segmenter is None:
                 self._segmenter = shipped_segmenter()
+            return self._segmenter
+
+    def segmenter(self, view: View, path: Path) -> LungSegmenter:
+        """The lung segmenter for a cropped view; refuses a view whose boxes another segmenter drew."""
+        self.lung_segmenter()
         if view.segmenter and view.segmenter != self._segmenter.digest:
             raise CheckpointError(
                 f"{path}: this model was trained on lung crops drawn by segmenter "
@@ -178,6 +189,9 @@ class DecodedCache:
         except (OSError, ValueError, TypeError, KeyError) as e:  # damaged: decode again
             logger.info("%s: not a decode-cache entry (%s); decoded again", target, e)
             return None
+        if isinstance(meta, dict) and meta.get("format") != ENTRY_FORMAT:
+            logger.info("%s: a decode-cache entry of an older format; decoded again", target)
+            return None
         ok = (
             isinstance(meta, dict)
             and meta.get("digest") == digest
@@ -200,8 +214,8 @@ class DecodedCache:
             )
             return None
         try:
-            box = LungBox(**json.loads(box_json)) if box_json else None
-        except (ValueError, TypeError):
+            box = LungBox.from_record(json.loads(box_json)) if box_json else None  # worded by today's rule
+        except (ValueError, TypeError, KeyError):
             return None
         return arr, box, packed
 
@@ -223,7 +237,12 @@ class DecodedCache:
         if self.disk_dir is not None and not from_disk and self._secret() is not None:
             target, digest = self._disk_path(path, view)
             box_json = json.dumps(asdict(box)) if box is not None else ""
-            meta = {"digest": digest, "view": view.tag, "seal": self._seal(digest, view, arr, box_json, packed)}
+            meta = {
+                "format": ENTRY_FORMAT,
+                "digest": digest,
+                "view": view.tag,
+                "seal": self._seal(digest, view, arr, box_json, packed),
+            }
 
             def write(tmp):
                 with open(tmp, "wb") as f:  # a handle, so numpy does not append a suffix to the temp name

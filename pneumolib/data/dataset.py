@@ -31,6 +31,7 @@ from ..data.hygiene import (  # noqa: F401 (the data layer's names, in one place
     prepare,
     prescan,
 )
+from ..data.resources import Resources, as_resources  # noqa: F401 (the data layer's names, in one place)
 from ..data.samples import (  # noqa: F401 (the data layer's names, in one place)
     IGNORED_NAMES,
     SPLITS,
@@ -38,6 +39,7 @@ from ..data.samples import (  # noqa: F401 (the data layer's names, in one place
     XRayData,
     patient_id,
     summarise_errors,
+    unlabelled,
 )
 from ..data.sources import (  # noqa: F401 (the data layer's names, in one place)
     DATA_ENV,
@@ -77,12 +79,16 @@ class XRayDataset(torch.utils.data.Dataset):
         samples: list[Sample],
         preprocessing=None,
         transform: Callable | None = None,
-        cache: DecodedCache | None = None,
+        cache: Resources | DecodedCache | None = None,
         image_size: int | View | None = None,
     ):
         self.samples, self.pre, self.transform = list(samples), preprocessing, transform
-        self.cache = ensure_cache(cache)
+        self.resources = as_resources(cache)  # the context (or a bare cache) the films are decoded through
         self.image_size = image_size or preprocessing.view  # the decode view (size and crop)
+
+    @property
+    def cache(self) -> DecodedCache:
+        return self.resources.cache
 
     def __len__(self) -> int:
         return len(self.samples)

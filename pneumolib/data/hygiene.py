@@ -14,6 +14,7 @@ from ..data.cache import DecodedCache, file_digest
 from ..data.imaging import (
     ImageError,
 )
+from ..data.resources import Resources
 from ..data.samples import Sample, XRayData
 from ..data.sources import discover
 from ..data.splits import apply_holdout, shared_patients
@@ -83,12 +84,16 @@ def prescan(
     strict: bool = False,
     cache: DecodedCache | None = None,
     progress: Callable | None = None,
+    resources: Resources | None = None,
 ) -> XRayData:
     """Decode every file once and check the folder's hygiene (unreadable files, identical files within and
     across splits and classes, patients in two splits). Unreadable files are dropped and reported by path;
-    strict mode refuses to start on any finding. CACHE (default: the data's own) keeps the decoded films; the
-    returned data holds it."""
-    cache = data.cache if cache is None else cache
+    strict mode refuses to start on any finding. RESOURCES (default: the data's own context; CACHE, for callers
+    that hold only a cache, replaces its cache) keeps the decoded films; the returned data holds it."""
+    resources = data.resources if resources is None else resources
+    if cache is not None:
+        resources = resources.sharing(cache)
+    cache = resources.cache
     every = [s.path for samples in data.splits.values() for s in samples]
     bad = cache.warm(every, image_size, progress=progress)
     hygiene = check_hygiene(data, list(data.bad_files) + bad)  # a manifest's bad rows are findings too
@@ -105,7 +110,7 @@ def prescan(
             if not any(s.label == i for s in v):
                 raise DataError(f"{data.root}/{k}/{c}: no readable images left after the pre-scan")
     notes = list(data.notes) + crop_notes(splits, image_size, cache)
-    return XRayData(data.root, splits, notes, list(data.bad_files) + bad, hygiene, data.holdout, cache)
+    return XRayData(data.root, splits, notes, list(data.bad_files) + bad, hygiene, data.holdout, resources)
 
 
 def crop_notes(splits: dict[str, list[Sample]], view: int | View, cache: DecodedCache) -> list[str]:
@@ -158,11 +163,13 @@ def prepare(
     strict: bool = False,
     cache: "DecodedCache | None" = None,
     logger=None,
+    resources: Resources | None = None,
 ) -> XRayData:
     """The one way a run's data is made ready: discover the folder (val split seeded), apply the holdout,
-    pre-scan (decode once, hygiene; unreadable files dropped and listed), log what the pre-scan found."""
+    pre-scan (decode once, hygiene; unreadable files dropped and listed), log what the pre-scan found. The data
+    carries RESOURCES (default: a new context; CACHE, for callers that hold only a cache, is its cache)."""
     data = apply_holdout(discover(root, seed=seed), holdout)
-    data = prescan(data, image_size, strict=strict, cache=cache)
+    data = prescan(data, image_size, strict=strict, cache=cache, resources=resources)
     if logger is not None:
         data.log_findings(logger)
     return data

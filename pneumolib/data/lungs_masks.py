@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -12,15 +12,12 @@ import torch
 from PIL import Image
 from scipy import ndimage as ndi
 
-from ..core.config import CLASSES
+from ..core.config import CLASSES, SPLITS
 from ..core.io import DataError
 from ..data.imaging import IMAGE_SUFFIXES, load_image
 from ..data.transforms import Preprocessing
 
 SIZE = 128  # the segmenter's own resolution: films are squashed to SIZE x SIZE, masks resized back to the film
-
-
-SPLITS = ("train", "val", "test")
 
 
 # the U-Net: MONAI's, 4 down-sampling stages; about 1.6 M parameters (6 MB as float32)
@@ -163,7 +160,11 @@ class LungCheck:
 
     def problems(self, mask: np.ndarray) -> str:
         """'' for a mask that passes, else the first reason it fails."""
-        s = mask_stats(mask, self.min_component)
+        return self.words(mask_stats(mask, self.min_component))
+
+    def words(self, s: dict[str, Any]) -> str:
+        """The rule, on a mask's numbers (mask_stats): '' when they pass, else the first reason they fail. Kept
+        apart from the numbers so a stored check (the decode cache's) is worded by the rule of the day."""
         if not self.min_area <= s["area"] <= self.max_area:
             # three decimals, as the calibrated limits are stored: at two, 0.176 against 0.179 read "0.18 outside 0.18"
             return f"area {s['area']:.3f} outside {self.min_area:.3f}-{self.max_area:.3f}"
@@ -201,13 +202,26 @@ def mask_stats(mask: np.ndarray, min_component: float = 0.05) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class LungBox:
-    """A crop box as fractions of the film (y0, y1, x0, x1), and why the whole film was kept ('' = lungs found)."""
+    """A crop box as fractions of the film (y0, y1, x0, x1), and why the whole film was kept ('' = lungs found).
+    `numbers`: the lung check's numbers the decision came from (lung_numbers), when the segmenter drew the box: what
+    a stored box keeps, its words rebuilt by the current rule when read (from_record)."""
 
     y0: float
     y1: float
     x0: float
     x1: float
     problem: str = ""
+    numbers: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> "LungBox":
+        """A stored box (the decode cache's), its words rebuilt from its numbers with the current rule. A record
+        without numbers (one that kept only the words) is refused: ValueError, and the caller decodes again."""
+        numbers = record.get("numbers")
+        if not isinstance(numbers, dict):
+            raise ValueError("a stored lung box without its check's numbers")
+        words = box_words(lung_words(numbers), not numbers["mask"]["area"])
+        return cls(*(float(record[k]) for k in ("y0", "y1", "x0", "x1")), words, numbers)
 
     def pixels(self, h: int, w: int) -> tuple[int, int, int, int]:
         """(top, bottom, left, right) in pixels of an h x w film; at least one pixel each way."""
@@ -265,25 +279,59 @@ def crop_film(film: np.ndarray, box: LungBox, size: int) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8).copy()
 
 
-def film_problem(film: np.ndarray) -> str:
-    """'' for a film with a picture in it; else why no lung can be found there (no pixels, one grey level): the lung
-    check refuses such a film whatever mask the network draws on it."""
+def film_facts(film: np.ndarray) -> dict[str, Any]:
+    """The numbers film_problem judges: how many pixels, the lowest and the highest grey level."""
     a = np.asarray(film)
     if a.size == 0:
+        return {"pixels": 0, "lo": 0, "hi": 0}
+    return {"pixels": int(a.size), "lo": a.min().item(), "hi": a.max().item()}
+
+
+def film_words(facts: dict[str, Any]) -> str:
+    """The rule on film_facts: '' for a film with a picture in it, else why no lung can be found there."""
+    if not facts["pixels"]:
         return "empty film (no pixels)"
-    if a.min() == a.max():
-        return f"uniform film (every pixel {a.flat[0]}): no picture"
+    if facts["lo"] == facts["hi"]:
+        return f"uniform film (every pixel {facts['lo']}): no picture"
     return ""
 
 
-def box_of(mask: np.ndarray, problem: str, margin: float) -> "LungBox":
-    """The mask's bounding box plus margin, as fractions; the whole film when the mask has a problem."""
+def film_problem(film: np.ndarray) -> str:
+    """'' for a film with a picture in it; else why no lung can be found there (no pixels, one grey level): the lung
+    check refuses such a film whatever mask the network draws on it."""
+    return film_words(film_facts(film))
+
+
+def lung_numbers(film: np.ndarray, mask: np.ndarray, check: LungCheck) -> dict[str, Any]:
+    """What one film's lung check decides from, as numbers: the film's facts (film_facts), the mask's (mask_stats)
+    and the check's limits. The decode cache stores these, never the sentence, and lung_words words them."""
+    return {"film": film_facts(film), "mask": mask_stats(mask, check.min_component), "limits": check.to_dict()}
+
+
+def lung_words(numbers: dict[str, Any]) -> str:
+    """The current rule on lung_numbers: '' when the film and its mask pass, else the first reason they fail."""
+    return film_words(numbers["film"]) or LungCheck(**numbers["limits"]).words(numbers["mask"])
+
+
+def box_words(problem: str, empty: bool) -> str:
+    """What a box says about its film: '' when the lungs were found, else why the whole film was kept."""
+    return f"lungs not found ({problem or 'empty mask'}): whole film used" if problem or empty else ""
+
+
+def box_of(mask: np.ndarray, problem: str, margin: float, numbers: dict[str, Any] | None = None) -> "LungBox":
+    """The mask's bounding box plus margin, as fractions; the whole film when the mask has a problem. NUMBERS: the
+    check's numbers (lung_numbers) the box keeps, so its words can be rebuilt (LungBox.from_record)."""
     if problem or not mask.any():
-        return LungBox(0.0, 1.0, 0.0, 1.0, f"lungs not found ({problem or 'empty mask'}): whole film used")
+        return LungBox(0.0, 1.0, 0.0, 1.0, box_words(problem, True), numbers)
     h, w = mask.shape
     ys, xs = np.nonzero(mask)
     y0, y1, x0, x1 = ys.min() / h, (ys.max() + 1) / h, xs.min() / w, (xs.max() + 1) / w
     dy, dx = margin * (y1 - y0), margin * (x1 - x0)
     return LungBox(
-        float(max(0.0, y0 - dy)), float(min(1.0, y1 + dy)), float(max(0.0, x0 - dx)), float(min(1.0, x1 + dx))
+        float(max(0.0, y0 - dy)),
+        float(min(1.0, y1 + dy)),
+        float(max(0.0, x0 - dx)),
+        float(min(1.0, x1 + dx)),
+        "",
+        numbers,
     )

@@ -23,7 +23,8 @@ from ..data.lungs_masks import (
     LungCheck,
     box_of,
     build_unet,
-    film_problem,
+    lung_numbers,
+    lung_words,
     postprocess,
     shipped_weights,
     squash,
@@ -166,7 +167,8 @@ class LungSegmenter:
             return []
         small = [squash(f) for f in films]
         masks = self.masks_for(torch.from_numpy(np.stack(small))[:, None], [(SIZE, SIZE)] * len(small))
-        return [(box_of(m, film_problem(f) or self.check.problems(m), margin), m) for f, m in zip(films, masks)]
+        numbers = [lung_numbers(f, m, self.check) for f, m in zip(films, masks)]
+        return [(box_of(m, lung_words(n), margin, n), m) for m, n in zip(masks, numbers)]
 
 
 MAX_UNET_CHANNELS = 1024

@@ -7,15 +7,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..core.config import CLASSES
+from ..core.config import CLASSES, SPLITS  # noqa: F401 (SPLITS: re-exported, owned by core.config)
 from ..core.io import DataError
 from ..data.cache import DecodedCache
 from ..data.imaging import (
     ImageError,
 )
-
-SPLITS = ("train", "val", "test")
-
+from ..data.resources import Resources
 
 IGNORED_NAMES = {"thumbs.db", "desktop.ini"}
 
@@ -49,6 +47,12 @@ def patient_id(path: str | Path) -> str:
     return stem
 
 
+def unlabelled(path: str | Path) -> Sample:
+    """The Sample of a film given by path for prediction: no label (-1), the patient read from its name, split
+    'predict'. The one place a served film becomes a Sample (api.predict_folder, api.explain, Predictor.predict_records)."""
+    return Sample(Path(path), -1, patient_id(path), "predict")
+
+
 _ROW = re.compile(r"^row \d+ of [^:]*: ")
 
 
@@ -80,8 +84,14 @@ class XRayData:
     bad_files: list[ImageError] = field(default_factory=list)
     hygiene: Any = None  # the pre-scan's data.hygiene.Hygiene, once it has run
     holdout: str = "folders"
-    # the decoded films of these samples (each split's films decoded once per view); built with the data, never at import
-    cache: "DecodedCache" = field(default_factory=lambda: DecodedCache.from_environment(), repr=False, compare=False)
+    # the decode cache of these samples (each split's films decoded once per view), the lung segmenter and the device:
+    # one context (data.resources.Resources), built with the data, never at import
+    resources: Resources = field(default_factory=Resources, repr=False, compare=False)
+
+    @property
+    def cache(self) -> DecodedCache:
+        """The decoded films of these samples: the context's cache."""
+        return self.resources.cache
 
     def log_findings(self, logger) -> None:
         """Log what the pre-scan found (the hygiene table, the files skipped: summarise_errors)."""

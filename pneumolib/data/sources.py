@@ -280,7 +280,7 @@ class Manifest(Source):
 
     def discover_split(self, split: str) -> XRayData:
         data = read_manifest(self, only=split)
-        return XRayData(data.root, {split: data[split]}, data.notes, data.bad_files, cache=data.cache)
+        return XRayData(data.root, {split: data[split]}, data.notes, data.bad_files, resources=data.resources)
 
 
 def _row_problem(r: dict, root: Path, split: str, listed_at: int | None) -> str | None:

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 
-from ..core.config import CLASSES
+from ..core.config import CLASSES, HOLDOUTS
 from ..core.io import DataError
 from ..data.samples import SPLITS, Sample, XRayData
 
@@ -62,9 +62,6 @@ def ensure_val(
 _FAMILY = re.compile(r"^(.*?)(\d+)$")  # person123 -> ("person", 123); NORMAL2-IM-1427 -> ("NORMAL2-IM-", 1427)
 
 
-HOLDOUTS = ("folders", "early_ids")
-
-
 def patient_family(patient: str) -> tuple[str, int]:
     """(file-name family, patient number): ('person', 123), ('IM-', 115), ('NORMAL2-IM-', 1427); ('', -1) if none."""
     m = _FAMILY.match(patient)
@@ -111,7 +108,7 @@ def early_id_holdout(data: XRayData, fraction: float = 0.15) -> XRayData:
         {k: splits[k] for k in SPLITS},
         [*data.notes, note],
         data.bad_files,
-        cache=data.cache,
+        resources=data.resources,
         holdout="early_ids",
     )
 

@@ -14,7 +14,7 @@ from torch import nn
 
 from ..core.config import CLASSES, ExperimentConfig
 from ..core.io import CheckpointError, atomic_write  # noqa: F401  (CheckpointError: re-exported)
-from ..data.dataset import DecodedCache, Sample, patient_id
+from ..data.dataset import DecodedCache, Resources, as_resources, unlabelled
 from ..data.imaging import ImageError, exif_orientation
 from ..data.lungs import shipped_digest
 from ..data.population import PopulationReference
@@ -325,6 +325,7 @@ class Predictor:
         preprocessing: Preprocessing | None = None,
         device: str | torch.device = "cpu",
         cache: DecodedCache | None = None,
+        resources: Resources | None = None,
     ):
         self.model = model.to(device).eval()
         self.config = config
@@ -332,30 +333,37 @@ class Predictor:
         self.preprocessing = preprocessing or preprocessing_for(config)
         self.device = torch.device(device)
         self.extra: dict[str, Any] = {}
-        self._cache: DecodedCache | None = cache
+        given = resources if resources is not None else cache  # `cache=`: callers written before the context existed
+        self._resources: Resources | None = None if given is None else as_resources(given, self.device)
 
     @classmethod
-    def sharing(cls, predictor: "Predictor", cache: DecodedCache) -> "Predictor":
-        """PREDICTOR (its model, config, threshold, preprocessing and extra) serving from CACHE: the one way a
-        predictor and the data it is evaluated on share their decoded films."""
+    def sharing(cls, predictor: "Predictor", resources: Resources | DecodedCache) -> "Predictor":
+        """PREDICTOR (its model, config, threshold, preprocessing and extra) serving from RESOURCES (a context, or
+        a bare decode cache): the one way a predictor and the data it is evaluated on share their decoded films and
+        their lung segmenter."""
         out = cls(
             predictor.model,
             predictor.config,
             predictor.threshold,
             predictor.preprocessing,
             predictor.device,
-            cache=cache,
+            resources=as_resources(resources, predictor.device),
         )
         out.extra = predictor.extra
         return out
 
     @property
+    def resources(self) -> Resources:
+        """This predictor's context (decode cache, lung segmenter, device): the one it was made with
+        (Predictor.sharing), else its own, made on first use (there is no process-wide one)."""
+        if self._resources is None:
+            self._resources = Resources(DecodedCache.from_environment(), self.device)
+        return self._resources
+
+    @property
     def cache(self) -> DecodedCache:
-        """The decoded films this predictor has seen: the cache it was made with (Predictor.sharing), else its own,
-        made on first use (there is no process-wide one)."""
-        if self._cache is None:
-            self._cache = DecodedCache.from_environment()
-        return self._cache
+        """The decoded films this predictor has seen: its context's cache."""
+        return self.resources.cache
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "Predictor":
@@ -435,7 +443,7 @@ class Predictor:
         refused = cache.warm(paths, self.preprocessing.view)
         bad = {e.path for e in refused}
         good = [p for p in paths if p not in bad]
-        samples = [Sample(p, -1, patient_id(p), "predict") for p in good]
+        samples = [unlabelled(p) for p in good]
         ref = (self.extra or {}).get("ood")
         logits, feats = view_outputs(
             self.model,

@@ -32,7 +32,6 @@ from ..studies.card_records import (  # noqa: F401 (re-exported: every name in o
     cohort_name,
     data_source,
     load_evaluations,
-    log,
     read_run,
     record_evaluation,
 )

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from ..analysis import ood
 from ..analysis.adapt import Adaptation, adapt
 from ..analysis.evaluate import Scores, compute_metrics, predict_samples
+from ..core.config import ADAPT_MODES
 from ..core.io import make_dir
 from ..core.runs import RunDir
 from ..data.dataset import DecodedCache, Sample, discover_split, prescan
@@ -114,7 +115,7 @@ def evaluate_cohort(
     )
     m = compute_metrics(scores, threshold, seed=0)
     columns = _flags(pred, samples, scores, m)
-    classic = adapt_mode if adapt_mode in ("bn", "prior", "both") else None  # else site mode, or none
+    classic = adapt_mode if adapt_mode in ADAPT_MODES else None  # else site mode, or none
     site, site_metrics = _site(pred, samples, scores, threshold) if adapt_mode == "site" else (None, None)
     cohort = cohort_name(source_for(source).named_after(), split, classic)
     a = adapt(pred, samples, classic, threshold=threshold, alpha=adapt_alpha, cohort=cohort) if classic else None

@@ -179,7 +179,7 @@ def _run(
     fitted, predictor, val = _train_or_reuse(config, data, run_dir, data_fp, weights_used, s)
     if predictor is None:  # a rank other than 0: rank 0 evaluates and writes
         return RunResult(config, fitted, None, data, None, {}, None, run_dir, list(data.notes))
-    predictor = Predictor.sharing(predictor, data.cache)  # the data's decoded films serve every prediction below
+    predictor = Predictor.sharing(predictor, data.resources)  # the data's decoded films serve every prediction below
     metrics = _run_record(config, predictor, fitted, data, data_fp, s, profile, root, is_fixture, weights_used, run_dir)
     # the kept checkpoint on validation at its threshold: the series' budget rule and collapse flag read it (point
     # values, the confusion matrix and Wilson intervals; no bootstrap: every run pays for this one)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from ..core.runs import RunDir, load_metrics
-from ..data.dataset import XRayData, prepare, resolve_data_dir
+from ..data.dataset import Resources, XRayData, prepare, resolve_data_dir
 from ..models.checkpoint import Predictor
 
 
@@ -19,7 +19,8 @@ class OpenRun:
         run: the run folder's paths.
         metrics: its metrics.json.
         root: the data folder (or manifest) its films come from.
-        predictor: the checkpoint, serving from the data's decode cache (one cache: every film decoded once).
+        predictor: the checkpoint, sharing the data's context (data.resources.Resources: one decode cache, one lung
+            segmenter, the device): every film decoded once, the segmenter loaded once.
         data: the splits the run was trained on: the same seeded validation split and holdout.
     """
 
@@ -39,7 +40,7 @@ def open_run(run_dir: str | Path, data_dir: Any = None, *, device: str = "cpu") 
         device: where the model runs.
 
     Returns:
-        The OpenRun: the predictor shares the data's decode cache.
+        The OpenRun: the predictor and the data carry one Resources.
 
     Raises:
         FileNotFoundError: no checkpoint or no metrics.json (one line).
@@ -53,6 +54,10 @@ def open_run(run_dir: str | Path, data_dir: Any = None, *, device: str = "cpu") 
     root, _ = resolve_data_dir(data_dir)
     pred = Predictor.load(run.checkpoint, device=device)
     data = prepare(
-        root, seed=pred.config.seed, holdout=metrics.get("holdout", "folders"), image_size=pred.preprocessing.view
+        root,
+        seed=pred.config.seed,
+        holdout=metrics.get("holdout", "folders"),
+        image_size=pred.preprocessing.view,
+        resources=Resources.new(device),
     )
-    return OpenRun(run, metrics, root, Predictor.sharing(pred, data.cache), data)
+    return OpenRun(run, metrics, root, Predictor.sharing(pred, data.resources), data)
