@@ -150,10 +150,11 @@ nb.cam_table(e)
 # %% [markdown]
 # ## Log vs re-run
 #
-# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.studies.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against.
+# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.studies.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against. The row that compares with the baseline loads notebook 01's runs (same profile and seeds) first.
 
 # %%
-nb.log_vs_rerun("04", results)
+reference = series.load_compared("04", S)  # the entries its claims compare with (the one it changes, the baseline)
+nb.log_vs_rerun("04", results, reference)
 
 # %% [markdown]
 # pneumolib loads every film as greyscale and copies it to the three channels for a 3-channel model, so the log's `convert("L")` + `Grayscale(3)` path feeds this model the same tensor it was trained on, and the inference table's count of changed predictions follows from that: it checks pneumolib's inference path against its training path, not whether the original files are grey. How the data folder's films are stored is counted just above: where they are colour files whose three channels are equal (as the census finds for the Kaggle films), `ImageFolder`'s RGB conversion gives three equal channels and the log's training and inference saw the same tensors too; where the census finds colour files whose channels differ, those two paths would differ, which this notebook's inference table does not test. A mismatch that changes pixel values (ImageNet normalisation at inference only) is shown for contrast, and feeding one channel to the 3-channel checkpoint is refused by pneumolib's `Predictor`.

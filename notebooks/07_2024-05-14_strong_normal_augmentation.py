@@ -136,7 +136,7 @@ nb.gradcam(r)
 # Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.studies.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against. Claims that compare with other entries load those notebooks' runs (same profile and seeds) first.
 
 # %%
-reference = series.load_runs(['01', '02', '03', '04', '05', '06'], S)
+reference = series.load_compared("07", S)  # the entries its claims compare with (the one it changes, the baseline)
 nb.log_vs_rerun("07", results, reference)
 
 # %% [markdown]

@@ -175,7 +175,7 @@ nb.cam_table(e)
 # Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.studies.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against. The FocalLoss row compares with entry 08 (the same model and data without FocalLoss and the 0.8 threshold), whose runs it loads.
 
 # %%
-reference = series.load_runs(["08"], S)  # "FocalLoss alone does not fix it": paired with entry 08, seed by seed
+reference = series.load_compared("09", S)  # the entries its claims compare with (the one it changes, the baseline)
 nb.log_vs_rerun("09", results, reference)
 
 # %% [markdown]

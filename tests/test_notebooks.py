@@ -1018,3 +1018,26 @@ def test_a_collapsed_models_precision_says_undefined_not_nan_regression():
     assert df.loc["NORMAL precision", col] == ""
     assert df.loc["PNEUMONIA precision", "value"] == 0.625 and df.loc["PNEUMONIA precision", col] == "0.590-0.660"
     assert "nan" not in df.to_string().lower()
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_a_notebook_loads_the_runs_of_every_entry_its_claims_compare_with_regression(path):
+    # notebook 04 loaded no run of the baseline, 05 none of 01 and 09 typed its list: their comparison rows read
+    # 'not tested'; the list comes from the claims (verdicts.compared_with), never typed into the notebook
+    from pneumolib.studies.verdicts import compared_with
+
+    entry = path.stem[:2]
+    source = path.with_suffix(".py").read_text()
+    assert "load_runs([" not in source and "load_runs(['" not in source
+    if compared_with(entry):
+        assert f'series.load_compared("{entry}", S)' in source
+        assert f'nb.log_vs_rerun("{entry}", results, reference)' in source
+
+
+def test_load_compared_loads_the_entries_the_claims_compare_with(tmp_path, monkeypatch, capsys):
+    from pneumolib.notebook import series as SR
+
+    asked = []
+    monkeypatch.setattr(SR, "load_runs", lambda entries, s: asked.append(list(entries)) or {})
+    SR.load_compared("05", None)
+    assert asked == [["01", "04"]]  # the entry 05 changes (04) and the baseline
