@@ -128,3 +128,29 @@ def test_random_init_is_said_in_the_verdict_of_an_entry_that_asked_for_imagenet_
     row = next(r for r in V.judge_entry("06", this) if r["claim"] == "NORMAL accuracy still low")
     assert row["verdict"] == f"{V.HOLDS} ({V.RANDOM_INIT})" and "cannot speak for ImageNet pretraining" in row["note"]
     assert V.RANDOM_INIT not in V.judge_entry("03", this)[2]["verdict"]  # 03 never asked for them
+
+
+def test_a_recall_interval_is_clipped_to_one_regression(tmp_path):
+    # a recall near 1 printed '(0.85 to 1.02)': the t-widened interval of the mean reached past what a recall can be
+    this = [film_run(tmp_path, "01", s, 0.9, pneu_p=r) for s, r in enumerate([1.0, 0.90, 1.0])]
+    claim = V.CLAIMS["01"][0]  # PNEUMONIA recall above 0.90
+    raw = film_effect(claim.film, this)
+    row = V.judge(claim, this)
+    assert raw.high > 1 and row["interval"] == (pytest.approx(raw.low), 1.0)
+    assert row["verdict"].split(" (")[0] == V.verdict((raw.low, raw.high), ">", 0.90)
+    assert "to 1.00)" in V.sentence(row)
+
+
+def test_clipping_an_interval_to_its_range_never_changes_a_verdict_inside_the_range():
+    rng = np.random.default_rng(1)
+    for bounds in ((0.0, 1.0), (-1.0, 1.0), (0.0, np.inf)):
+        hi_b = bounds[1] if np.isfinite(bounds[1]) else 3.0
+        for _ in range(2000):
+            point = rng.uniform(bounds[0], hi_b)  # a mean of values in range lies in range
+            lo, hi = point - rng.uniform(0, 0.6), point + rng.uniform(0, 0.6)
+            threshold = rng.uniform(bounds[0], hi_b)
+            clipped = V.clip_interval((lo, hi), bounds)
+            assert bounds[0] <= clipped[0] <= clipped[1] <= bounds[1]
+            for direction in "<>":
+                assert V.verdict(clipped, direction, threshold) == V.verdict((lo, hi), direction, threshold)
+    assert V.clip_interval((0.85, 1.02), None) == (0.85, 1.02)  # a quantity without a range is left as it is

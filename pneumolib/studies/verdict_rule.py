@@ -67,12 +67,22 @@ class Claim:
     exact: bool = False  # an exact count per seed (no sampling): decided seed by seed (decide)
     finding: tuple[str, str] = ("", "")  # (when it holds, when it does not), for the entry's plain sentence
     label: str = ""  # the quantity's short name in that sentence ('NORMAL recall')
+    # the values the quantity can take, which its printed interval is clipped to (None: a per-film quantity's own,
+    # [0, 1] for a share and [-1, 1] for a difference of shares; else unbounded)
+    bounds: tuple[float, float] | None = None
 
     def __post_init__(self):
         if self.versus and self.versus not in self.needs:
             object.__setattr__(self, "needs", (*self.needs, self.versus))
         if self.measure is None and self.film is None and self.across_seeds is None and not self.not_testable:
             raise ValueError(f"claim {self.quote!r}: give a per-film quantity, a measure or a spread")
+
+    @property
+    def limits(self) -> tuple[float, float] | None:
+        """The parameter range of the quantity (BOUNDS, else a share's [0, 1] or a difference's [-1, 1])."""
+        if self.bounds is not None or self.film is None:
+            return self.bounds
+        return (-1.0, 1.0) if self.versus else (0.0, 1.0)
 
     @property
     def claimed(self) -> str:
@@ -100,6 +110,18 @@ def verdict(interval: tuple[float, float] | None, direction: str, threshold: flo
     if direction == "<":
         return HOLDS if hi < threshold else (FAILS if lo >= threshold else CANNOT_TELL)
     raise ValueError(f"direction must be '>' or '<', not {direction!r}")
+
+
+def clip_interval(
+    interval: tuple[float, float] | None, bounds: tuple[float, float] | None
+) -> tuple[float, float] | None:
+    """An interval cut to the values its quantity can take (a recall's interval ends at 1, not 1.02): the t-widened
+    interval of a mean near a bound reaches past it. Against a threshold inside the range the verdict is the same
+    (an end moves only where it lay beyond a bound, so never across the threshold)."""
+    if interval is None or bounds is None:
+        return interval
+    lo, hi = interval
+    return (min(max(lo, bounds[0]), bounds[1]), max(min(hi, bounds[1]), bounds[0]))
 
 
 def combine(estimates: list[Estimate], min_seeds: int = MIN_SEEDS) -> dict[str, Any]:
@@ -217,6 +239,7 @@ def judge(
     except NotMeasured as e:
         row["note"] = f"not measured: {e.args[0]}"
         return row
+    row["interval"] = clip_interval(row.get("interval"), claim.limits)
     if scope:
         row["note"] = "; ".join(x for x in (row["note"], scope) if x)
     decision = row["verdict"]

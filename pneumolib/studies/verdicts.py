@@ -53,6 +53,7 @@ from ..studies.verdict_rule import (  # noqa: F401 (re-exported: every name in o
     Claim,
     budget,
     budget_rule,
+    clip_interval,
     collapsed,
     combine,
     decide,
