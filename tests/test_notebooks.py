@@ -201,7 +201,7 @@ def test_papermill_renders_a_notebook_on_the_fixture_with_overrides(tmp_path):
     # the headline under the title was filled in by the verdict cell (a display updated in place), not left pending
     head = next(c for c in nb.cells if c.cell_type == "code" and "nb.headline(" in c.source)
     shown = _output_text(head)
-    assert "What the log claimed, and what this re-run found" in shown and "2 seeds" in shown
+    assert shown.count("**Finding.**") == 1 and "2 seeds" in shown and "[Log vs re-run]" in shown
     assert "if you see this line" not in shown
 
 
@@ -967,7 +967,7 @@ def test_a_headline_row_without_an_interval_says_so():
 
     row = {
         "claim": "most stable",
-        "verdict": "cannot tell at this n",
+        "verdict": "cannot tell",
         "quantity": "spread",
         "mean": 0.003,
         "interval": None,
@@ -976,7 +976,7 @@ def test_a_headline_row_without_an_interval_says_so():
         "note": "",
     }
     text = H.headline_markdown("03", [row], 3, "6 epochs")
-    assert "spread: 0.003 [no interval] (holds if > 0)" in text
+    assert '"most stable": cannot tell, spread was 0.00 (no interval).' in text and "3 seeds, 6 epochs" in text
 
 
 def test_the_summary_says_when_a_paired_difference_reads_a_collapsed_seed():

@@ -1,6 +1,8 @@
 """Verdicts from per-film evidence on constructed runs: paired by seed on the same films, each way, the null
 undecided, what would decide it, the log's chain, the claims as worded, and the entry's plain sentence."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -113,7 +115,11 @@ def test_focal_loss_is_judged_at_05_and_at_08_as_two_rows(tmp_path):
     )
 
 
-def test_the_headline_is_a_sentence_per_claim_that_follows_the_numbers(tmp_path):
+def _sentences(text: str) -> list[str]:
+    return [x for x in re.split(r"(?<=\.)\s+(?=[A-Z0-9\"])", text) if x]
+
+
+def test_the_headline_is_the_main_finding_then_a_tally_and_follows_the_numbers(tmp_path):
     base = runs(tmp_path, "01", [0.95, 0.93, 0.96, 0.94, 0.95])
     a = V.judge_entry("02", runs(tmp_path, "02a", [0.40, 0.45, 0.35, 0.50, 0.42]), {"01": base})
     b = V.judge_entry("02", runs(tmp_path, "02b", [0.30, 0.35, 0.25, 0.40, 0.32]), {"01": base})
@@ -121,6 +127,22 @@ def test_the_headline_is_a_sentence_per_claim_that_follows_the_numbers(tmp_path)
     assert ha.startswith("The blur on NORMAL films made the model call more of them PNEUMONIA: NORMAL recall fell by")
     assert "on all five seeds" in ha and f"fell by {abs(a[0]['mean']):.2f}" in ha
     assert ha != hb and f"fell by {abs(b[0]['mean']):.2f}" in hb
+    second = a[1]["verdict"].split(" (")[0].split(":")[0]
+    assert ha.endswith(f" 1 more claim below: 1 {second}.") and len(_sentences(ha)) == 2
+    assert V.headline(a[:1]) == V.sentence(a[0])  # one claim: its sentence alone
+
+
+def test_the_headline_of_an_entry_with_many_claims_stays_two_sentences(tmp_path):
+    base = runs(tmp_path, "01", [0.95, 0.93, 0.96])
+    mid = runs(tmp_path, "02", [0.40, 0.45, 0.35])
+    rows = V.judge_entry("03", runs(tmp_path, "03", [0.50, 0.55, 0.45]), {"01": base, "02": mid})
+    h = V.headline(rows)
+    main = next(r for r in rows if r["main"])  # the log's conclusion of entry 03 comes first, not its first row
+    assert main["claim"] == "central focus hurts this model" and main is not rows[0]
+    assert h.startswith(V.sentence(main)) and len(_sentences(h)) <= 2
+    tally = re.search(r" 5 more claims below: (.*)\.$", h).group(1)
+    assert sum(int(part.split(" ", 1)[0]) for part in tally.split(", ")) == len(rows) - 1 == 5
+    assert V.headline([]) == ""
 
 
 def test_random_init_is_said_in_the_verdict_of_an_entry_that_asked_for_imagenet_weights(tmp_path):

@@ -70,6 +70,7 @@ class Claim:
     # the values the quantity can take, which its printed interval is clipped to (None: a per-film quantity's own,
     # [0, 1] for a share and [-1, 1] for a difference of shares; else unbounded)
     bounds: tuple[float, float] | None = None
+    main: bool = False  # the finding the log's entry is about: first in the entry's headline (else its first claim)
 
     def __post_init__(self):
         if self.versus and self.versus not in self.needs:
@@ -347,6 +348,7 @@ def _blank_row(claim: Claim) -> dict[str, Any]:
         "direction": claim.direction,
         "threshold": claim.threshold,
         "versus": claim.versus,
+        "main": claim.main,
     }
 
 

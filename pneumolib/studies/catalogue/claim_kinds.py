@@ -63,7 +63,7 @@ def lift_gain(entry: str, other: str, quote: str) -> Claim:
     )
 
 
-def hurts(entry: str, other: str, quote: str) -> Claim:
+def hurts(entry: str, other: str, quote: str, main: bool = False) -> Claim:
     return claim(
         entry,
         quote,
@@ -77,6 +77,7 @@ def hurts(entry: str, other: str, quote: str) -> Claim:
             f"central focus cost accuracy against entry {other}",
             f"central focus did not cost accuracy against entry {other}",
         ),
+        main=main,
     )
 
 

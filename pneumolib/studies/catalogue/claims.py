@@ -120,7 +120,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
                 "moving the blur to PNEUMONIA films brought NORMAL recall back",
             ),
         ),
-        hurts("03", "01", "central focus hurts this model"),
+        hurts("03", "01", "central focus hurts this model", main=True),  # the entry's conclusion
         stable("03", ("02", "03"), "the augmentation-only baseline is the most stable"),
     ),  # fmt: skip
     "04": (
@@ -239,7 +239,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
     "06": (
         lift_gain("06", "05", "slight Grad-CAM improvement"),
         normal_still_low("06"),
-        hurts("06", "05", "central focus hurts"),
+        hurts("06", "05", "central focus hurts", main=True),  # the entry's conclusion, against the entry it changes
         hurts("06", "01", "central focus hurts"),
         stable("06", ("06",), "augmentation-only baseline most stable"),
     ),  # fmt: skip
