@@ -307,3 +307,14 @@ def test_the_lines_the_reuse_summary_folds_are_the_ones_the_library_writes():
     assert experiment.logger.name == REUSE_SOURCE
     for line in (RUN_HEADER, '"reusing %s (', '"Grad-CAM results reused from %s'):
         assert line in code, line
+
+
+def test_the_verdict_table_describes_the_rule_it_applies_regression(capsys):
+    # the table's line still described the old envelope rule (every seed's interval on one side) after the rule
+    # became the mean over seeds with a two-level interval
+    from pneumolib.notebook.seed_views import rule_text
+
+    text = rule_text(5)
+    assert "5 seeds" in text and "mean over seeds" in text and "seed i against" in text and "Student's t" in text
+    assert "would decide it" in text and "envelope" not in text and "every seed's" not in text
+    assert len([x for x in text.split(". ") if x]) <= 3  # the count, then the rule in two sentences

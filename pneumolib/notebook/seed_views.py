@@ -192,6 +192,18 @@ def headline_markdown(entry: str, rows: list[dict[str, Any]], n_seeds: int, budg
     )
 
 
+def rule_text(n: int) -> str:
+    """The verdict rule in two sentences (pneumolib.studies.verdict_rule.settle), printed above the verdict table."""
+    return (
+        f"{n} seed{'s' if n != 1 else ''}, one budget. Each quantity is the mean over seeds, and a comparison the "
+        "mean of paired differences, seed i against the other entry's seed i on the same test films; its 95% interval "
+        "resamples the seeds, then the patients within each class (pneumolib.core.stats.seed_effect), widened by "
+        "Student's t for few seeds, and is clipped to what the quantity can take. The claim holds when the whole "
+        "interval lies on its side of the threshold, does not hold when it lies on the other side, and 'cannot "
+        "tell' says how many seeds or films would decide it (pneumolib.studies.verdict_rule.settle)."
+    )
+
+
 def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None = None) -> None:
     """The log's claims for this entry, each with the quantity measured over all seeds, its interval and a verdict
     (pneumolib.studies.verdicts holds the claims, pneumolib.studies.verdict_rule the rule)."""
@@ -225,14 +237,7 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
                 "note": collapse_seed_flags(r["note"]),
             }
         )
-    n = len(ms)
-    print(
-        f"{n} seed{'s' if n != 1 else ''}, one budget. Verdict (pneumolib.studies.verdict_rule.decide): 'holds' when every "
-        "seed's 95% interval (bootstrap by patient; Wilson below 100 films; a count is exact) is on the claimed "
-        "side, 'does not hold' when every one is on the other side, 'seeds disagree' when seeds decide both ways, "
-        f"'too few films' when a seed's own interval straddles the threshold; without per-seed intervals, the range "
-        f"over {V.MIN_SEEDS} or more seeds decides. 'interval' shows the envelope of the seeds' intervals."
-    )
+    print(rule_text(len(ms)))
     show(pd.DataFrame(rows).set_index("claim"))
 
 
