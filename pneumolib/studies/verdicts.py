@@ -48,7 +48,7 @@ from ..studies.verdict_estimates import (  # noqa: F401 (re-exported: every name
     summary_lift,
     target_lift,
 )
-from ..studies.verdict_films import PerFilm, film_effect, films, has_films  # noqa: F401 (re-exported)
+from ..studies.verdict_films import PerFilm, balanced_effect, film_effect, films, has_films  # noqa: F401 (re-exported)
 from ..studies.verdict_rule import (  # noqa: F401 (re-exported: every name in one place)
     Claim,
     budget,
