@@ -70,6 +70,7 @@ class Claim:
     # the values the quantity can take, which its printed interval is clipped to (None: a per-film quantity's own,
     # [0, 1] for a share and [-1, 1] for a difference of shares; else unbounded)
     bounds: tuple[float, float] | None = None
+    cam_target: str = ""  # the Grad-CAM target whose maps it reads, when not the run's own (run_experiment records it)
     main: bool = False  # the finding the log's entry is about: first in the entry's headline (else its first claim)
 
     def __post_init__(self):
@@ -237,8 +238,8 @@ def judge(
             return row
     try:
         row.update(_evidence(claim, metrics_by_seed, reference, min_seeds))
-    except NotMeasured as e:
-        row["note"] = f"not measured: {e.args[0]}"
+    except NotMeasured as e:  # 'not recorded: re-run the entry' is said as it is
+        row["note"] = e.args[0] if e.args[0].startswith("not recorded") else f"not measured: {e.args[0]}"
         return row
     row["interval"] = clip_interval(row.get("interval"), claim.limits)
     if scope:

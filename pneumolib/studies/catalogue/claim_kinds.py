@@ -110,6 +110,7 @@ def grad_cam_lift(entry: str, quote: str, key: str, direction: str, target: str,
         lambda m, r: target_lift(m, key, "NORMAL", target),
         gradcam=True,
         bounds=LIFT,
+        cam_target=target,
         label=f"the {region} lift of {target}-target maps on NORMAL films",
         finding=(
             f"{target}-target maps on NORMAL films {what}",

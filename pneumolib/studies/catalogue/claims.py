@@ -423,3 +423,9 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
 def compared_with(entry: str) -> list[str]:
     """The entries whose runs ENTRY's claims compare with (what a notebook loads before judging them)."""
     return sorted({e for c in CLAIMS.get(entry, ()) for e in c.needs if e.isdigit()})
+
+
+def cam_targets(entry: str) -> tuple[str, ...]:
+    """The Grad-CAM targets ENTRY's claims read maps of (Claim.cam_target), which run_experiment records beside the
+    run's own PNEUMONIA-target maps ('lung_focus_by_target'); () for an entry whose claims read none."""
+    return tuple(sorted({c.cam_target for c in CLAIMS.get(entry, ()) if c.cam_target}))
