@@ -44,7 +44,7 @@ nb.use_notebook_style()
 # %% [markdown]
 # ## Every claim of the log, judged
 #
-# One row per claim: the log's words, the verdict of the rule in `pneumolib.studies.verdicts` (the same rule and the same runs as each notebook's "Log vs re-run" table, which the last column links to), and the number that decides it, with the envelope of the seeds' 95% intervals. A verdict marked "collapsed seed" read a seed whose kept checkpoint called 95% or more of the validation films one class; "untrained seed" one whose kept model did not learn, by validation evidence (an AUC near chance, or one class), whichever epoch it kept. Entry 10's rows are the recipe's own hypothesis, not the log's.
+# One row per claim: the log's words, the verdict of the rule in `pneumolib.studies.verdicts` (the same rule and the same runs as each notebook's "Log vs re-run" table, which the last column links to), and the number that decides it: the mean over seeds with its 95% interval (seeds, then patients within class, resampled; a comparison paired seed i against seed i on the same films). A verdict marked "collapsed seed" read a seed whose kept checkpoint called 95% or more of the validation films one class; "untrained seed" one whose kept model did not learn, by validation evidence (an AUC near chance, or one class), whichever epoch it kept. Entry 10's rows are the recipe's own hypothesis, not the log's.
 
 # %%
 runs = summary.all_runs(S)
@@ -84,11 +84,11 @@ summary.plot_everything_pneumonia(runs);
 # %% [markdown]
 # ## Which entries made it worse or better?
 #
-# Each entry against the log's baseline (entry 01; the recipe against the log's baseline trained at the recipe's budget, which is notebook 01's when one budget serves every run, as its note says), paired by seed: NORMAL recall and accuracy minus the baseline's on the same seed, with the envelope of the paired 95% intervals; "better" when every seed's interval lies above 0, "worse" when every one lies below, otherwise the reason the evidence cannot decide. These are internal, patient-grouped test splits: they compare entries, and say nothing about a new cohort.
+# Each entry against the entry it changed in the log's chain (`pneumolib.studies.catalogue.MODIFIES`: 03 against 02, 05 against 04, ...; the recipe against the log's baseline, trained at the recipe's budget when notebook 10 rendered that pair), paired seed i against seed i on the same test films: NORMAL recall, PNEUMONIA recall and balanced accuracy (the mean of the two recalls), this entry minus the other, the mean over seeds with its 95% interval (seeds, then patients within class, resampled: `pneumolib.core.stats.seed_effect`). "better" when the interval lies above 0, "worse" when below, otherwise "cannot tell" with how many seeds or films would decide it. An entry that asked for ImageNet weights and trained from random init says so beside its name. These are internal, patient-grouped test splits: they compare entries, and say nothing about a new cohort.
 
 # %%
 changes = summary.better_or_worse(runs)
-changes
+nb.show(changes)
 
 # %% [markdown]
 # The answer, read from the table:

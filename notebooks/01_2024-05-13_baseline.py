@@ -25,11 +25,6 @@
 #
 # The notebook is written for the real paediatric chest X-rays of Kermany, Zhang & Goldbaum (2018, Mendeley Data doi:10.17632/rscbjbr9sj.2, CC BY 4.0), split by patient. Run with no data folder, it uses pneumolib's bundled synthetic fixture (one seed), and its numbers are then about phantoms, not patients: the first output line below says which data this render used, and the provenance line states the code version, profile, device and seeds. Each seed is a separate training run; the conclusions use all of them.
 
-# %% [markdown]
-# ## Headline
-#
-# The log's claim(s), this re-run's verdict on each and the number that decides it. The box is computed by the verdict cell at the end of the notebook ("Log vs re-run"), from the same runs, and shown here.
-
 # %%
 from pneumolib.notebook import helpers as nb
 
@@ -137,7 +132,7 @@ nb.gradcam(r, mask_gallery=True)
 nb.log_vs_rerun("01", results)
 
 # %% [markdown]
-# The baseline is the reference the later entries are compared with. Where the log found NORMAL films ambiguous, the NORMAL-recall row says whether that survives a patient-grouped split and the seeds run here (the provenance line counts them). The Grad-CAM row uses the lung lift (lung-focus share over the lung area; a heatmap spread evenly over the film scores 1) and is judged only when every seed's maps pass their checks (ROAD above a random map, changed by model randomisation); it holds when every seed's interval lies below 1. Even then it says the maps avoid the lungs, not that they sit on the periphery: the heart/diaphragm lift printed under the tiles says how much sits on the lower centre instead. Every seed has the same budget, so a 'seeds disagree' is a disagreement between seeds, not between budgets.
+# The baseline is the reference the later entries are compared with. Where the log found NORMAL films ambiguous, the NORMAL-recall row says whether that survives a patient-grouped split and the seeds run here (the provenance line counts them). The Grad-CAM row uses the lung lift (lung-focus share over the lung area; a heatmap spread evenly over the film scores 1) and is judged only when every seed's maps pass their checks (ROAD above a random map, changed by model randomisation); it holds when the interval of the mean over seeds lies below 1. Even then it says the maps avoid the lungs, not that they sit on the periphery: the heart/diaphragm lift printed under the tiles says how much sits on the lower centre instead. Every seed has the same budget, so a 'seeds disagree' is a disagreement between seeds, not between budgets.
 #
 # *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
 

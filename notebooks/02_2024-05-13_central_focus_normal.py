@@ -25,11 +25,6 @@
 #
 # The notebook is written for the real paediatric chest X-rays of Kermany, Zhang & Goldbaum (2018, Mendeley Data doi:10.17632/rscbjbr9sj.2, CC BY 4.0), split by patient. Run with no data folder, it uses pneumolib's bundled synthetic fixture (one seed), and its numbers are then about phantoms, not patients: the first output line below says which data this render used, and the provenance line states the code version, profile, device and seeds. Each seed is a separate training run; the conclusions use all of them.
 
-# %% [markdown]
-# ## Headline
-#
-# The log's claim(s), this re-run's verdict on each and the number that decides it. The box is computed by the verdict cell at the end of the notebook ("Log vs re-run"), from the same runs, and shown here.
-
 # %%
 from pneumolib.notebook import helpers as nb
 
@@ -133,7 +128,7 @@ nb.gradcam(r)
 # Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.studies.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against. Claims that compare with other entries load those notebooks' runs (same profile and seeds) first.
 
 # %%
-reference = series.load_runs(['01'], S)
+reference = series.load_compared("02", S)  # the entries its claims compare with (the one it changes, the baseline)
 nb.log_vs_rerun("02", results, reference)
 
 # %% [markdown]

@@ -25,11 +25,6 @@
 #
 # The notebook is written for the real paediatric chest X-rays of Kermany, Zhang & Goldbaum (2018, Mendeley Data doi:10.17632/rscbjbr9sj.2, CC BY 4.0), split by patient. Run with no data folder, it uses pneumolib's bundled synthetic fixture (one seed), and its numbers are then about phantoms, not patients: the first output line below says which data this render used, and the provenance line states the code version, profile, device and seeds. Each seed is a separate training run; the conclusions use all of them.
 
-# %% [markdown]
-# ## Headline
-#
-# The log's claim(s), this re-run's verdict on each and the number that decides it. The box is computed by the verdict cell at the end of the notebook ("Log vs re-run"), from the same runs, and shown here.
-
 # %%
 from pneumolib.notebook import helpers as nb
 
@@ -133,11 +128,11 @@ nb.gradcam(r)
 # Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.studies.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against. Claims that compare with other entries load those notebooks' runs (same profile and seeds) first.
 
 # %%
-reference = series.load_runs(['01', '02'], S)
+reference = series.load_compared("03", S)  # the entries its claims compare with (the one it changes, the baseline)
 nb.log_vs_rerun("03", results, reference)
 
 # %% [markdown]
-# With the blur on PNEUMONIA training films the expected shortcut flips: blurred edges would mean PNEUMONIA and sharp edges NORMAL-or-unknown, and no test film is blurred, so a model that learnt it would lean towards NORMAL at test time. The log saw NORMAL accuracy stay low instead. The confusion matrix (first seed) and the seed table say which way each seed leans; when the seeds lean different ways, the verdict rows' mean is not a typical value, and a 'seeds disagree' says so; a 'too few films' means a seed's own interval straddles the limit. When every Grad-CAM map is empty (the Grad-CAM output counts them), there is no lift to compare and the attention claim is left *not tested*. The comparisons with entries 01 and 02 load their runs above; the 'most stable' claim compares the spread of test accuracy over seeds with both CentralFocus entries', which takes five or more seeds per entry to judge (the row says how many this render has).
+# With the blur on PNEUMONIA training films the expected shortcut flips: blurred edges would mean PNEUMONIA and sharp edges NORMAL-or-unknown, and no test film is blurred, so a model that learnt it would lean towards NORMAL at test time. The log saw NORMAL accuracy stay low instead. The confusion matrix (first seed) and the seed table say which way each seed leans; when the seeds lean different ways, the verdict rows' mean is not a typical value, and the interval, which resamples the seeds, is wide: a 'cannot tell' then says how many seeds or films would decide it. When every Grad-CAM map is empty (the Grad-CAM output counts them), there is no lift to compare and the attention claim is left *not tested*. The comparisons with entries 01 and 02 load their runs above; the 'most stable' claim compares the spread of test accuracy over seeds with both CentralFocus entries', which takes five or more seeds per entry to judge (the row says how many this render has).
 #
 # *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
 

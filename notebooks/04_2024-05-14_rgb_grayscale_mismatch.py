@@ -25,11 +25,6 @@
 #
 # The notebook is written for the real paediatric chest X-rays of Kermany, Zhang & Goldbaum (2018, Mendeley Data doi:10.17632/rscbjbr9sj.2, CC BY 4.0), split by patient. Run with no data folder, it uses pneumolib's bundled synthetic fixture (one seed), and its numbers are then about phantoms, not patients: the first output line below says which data this render used, and the provenance line states the code version, profile, device and seeds. Each seed is a separate training run; the conclusions use all of them.
 
-# %% [markdown]
-# ## Headline
-#
-# The log's claim(s), this re-run's verdict on each and the number that decides it. The box is computed by the verdict cell at the end of the notebook ("Log vs re-run"), from the same runs, and shown here.
-
 # %%
 from pneumolib.notebook import helpers as nb
 
@@ -150,10 +145,11 @@ nb.cam_table(e)
 # %% [markdown]
 # ## Log vs re-run
 #
-# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.studies.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against.
+# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.studies.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against. The row that compares with the baseline loads notebook 01's runs (same profile and seeds) first.
 
 # %%
-nb.log_vs_rerun("04", results)
+reference = series.load_compared("04", S)  # the entries its claims compare with (the one it changes, the baseline)
+nb.log_vs_rerun("04", results, reference)
 
 # %% [markdown]
 # pneumolib loads every film as greyscale and copies it to the three channels for a 3-channel model, so the log's `convert("L")` + `Grayscale(3)` path feeds this model the same tensor it was trained on, and the inference table's count of changed predictions follows from that: it checks pneumolib's inference path against its training path, not whether the original files are grey. How the data folder's films are stored is counted just above: where they are colour files whose three channels are equal (as the census finds for the Kaggle films), `ImageFolder`'s RGB conversion gives three equal channels and the log's training and inference saw the same tensors too; where the census finds colour files whose channels differ, those two paths would differ, which this notebook's inference table does not test. A mismatch that changes pixel values (ImageNet normalisation at inference only) is shown for contrast, and feeding one channel to the 3-channel checkpoint is refused by pneumolib's `Predictor`.

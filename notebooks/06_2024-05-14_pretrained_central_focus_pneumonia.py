@@ -27,11 +27,6 @@
 #
 # The notebook is written for the real paediatric chest X-rays of Kermany, Zhang & Goldbaum (2018, Mendeley Data doi:10.17632/rscbjbr9sj.2, CC BY 4.0), split by patient. Run with no data folder, it uses pneumolib's bundled synthetic fixture (one seed), and its numbers are then about phantoms, not patients: the first output line below says which data this render used, and the provenance line states the code version, profile, device and seeds. Each seed is a separate training run; the conclusions use all of them.
 
-# %% [markdown]
-# ## Headline
-#
-# The log's claim(s), this re-run's verdict on each and the number that decides it. The box is computed by the verdict cell at the end of the notebook ("Log vs re-run"), from the same runs, and shown here.
-
 # %%
 from pneumolib.notebook import helpers as nb
 
@@ -143,11 +138,11 @@ nb.gradcam(r)
 # Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.studies.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against. Claims that compare with other entries load those notebooks' runs (same profile and seeds) first.
 
 # %%
-reference = series.load_runs(['01', '05'], S)
+reference = series.load_compared("06", S)  # the entries its claims compare with (the one it changes, the baseline)
 nb.log_vs_rerun("06", results, reference)
 
 # %% [markdown]
-# As in entry 03, CentralFocus on PNEUMONIA films is a class-dependent transform no test film carries; here it is compared with entry 05, the same model without it, whose runs are loaded above. Where the weights were missing, this is a random-init model, and the rows that compare with entry 05 are about CentralFocus, not pretraining; the last row compares with entry 01, which also differs in input channels (1 against 3). Read the seed table before the 'NORMAL accuracy still low' row: its verdict names its reason ('seeds disagree' when seeds decide both ways, 'too few films' when a seed's own interval straddles the limit), and a flag in brackets marks a seed that kept its first epoch or collapsed. Where the seed table shows a seed calling many PNEUMONIA films NORMAL (PNEUMONIA recall well below NORMAL recall), with a validation loss that stays high while the training loss falls (the training log), that seed behaves like a model that took the blur, which no test film has, as its PNEUMONIA cue; where PNEUMONIA recall stays high, it did not.
+# As in entry 03, CentralFocus on PNEUMONIA films is a class-dependent transform no test film carries; here it is compared with entry 05, the same model without it, whose runs are loaded above. Where the weights were missing, this is a random-init model, and the rows that compare with entry 05 are about CentralFocus, not pretraining; the last row compares with entry 01, which also differs in input channels (1 against 3). Read the seed table before the 'NORMAL accuracy still low' row: a 'cannot tell' verdict says how many seeds or films would decide it, and a flag in brackets marks a seed that kept its first epoch or collapsed. Where the seed table shows a seed calling many PNEUMONIA films NORMAL (PNEUMONIA recall well below NORMAL recall), with a validation loss that stays high while the training loss falls (the training log), that seed behaves like a model that took the blur, which no test film has, as its PNEUMONIA cue; where PNEUMONIA recall stays high, it did not.
 #
 # *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
 

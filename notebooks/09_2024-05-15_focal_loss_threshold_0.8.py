@@ -27,11 +27,6 @@
 #
 # The notebook is written for the real paediatric chest X-rays of Kermany, Zhang & Goldbaum (2018, Mendeley Data doi:10.17632/rscbjbr9sj.2, CC BY 4.0), split by patient. Run with no data folder, it uses pneumolib's bundled synthetic fixture (one seed), and its numbers are then about phantoms, not patients: the first output line below says which data this render used, and the provenance line states the code version, profile, device and seeds. Each seed is a separate training run; the conclusions use all of them.
 
-# %% [markdown]
-# ## Headline
-#
-# The log's claim(s), this re-run's verdict on each and the number that decides it. The box is computed by the verdict cell at the end of the notebook ("Log vs re-run"), from the same runs, and shown here.
-
 # %%
 from pneumolib.notebook import helpers as nb
 
@@ -175,11 +170,11 @@ nb.cam_table(e)
 # Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.studies.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against. The FocalLoss row compares with entry 08 (the same model and data without FocalLoss and the 0.8 threshold), whose runs it loads.
 
 # %%
-reference = series.load_runs(["08"], S)  # "FocalLoss alone does not fix it": paired with entry 08, seed by seed
+reference = series.load_compared("09", S)  # the entries its claims compare with (the one it changes, the baseline)
 nb.log_vs_rerun("09", results, reference)
 
 # %% [markdown]
-# A fixed 0.8 is one operating point; the decision-rule table shows what the same model does at others, chosen on the validation split. The Grad-CAM rows use lifts on the NORMAL films of the run's Grad-CAM sample, from the maps of the Grad-CAM section (the target its first output line names), not from the NORMAL-target table just above: the share inside the lungs or the heart/diaphragm box over the share a uniform heatmap would give. Where the seed table shows PNEUMONIA recall far below NORMAL recall at 0.8, the bias is reversed rather than softened; the 'fixed 0.50' row of the decision-rule table is FocalLoss alone (the threshold does not change training). Where the confusion matrix shows no NORMAL film called PNEUMONIA, the log's misclassified case does not arise here, and the Grad-CAM rows describe correctly classified NORMAL films. The 'val loss' of this entry's training log is the focal loss, not comparable with the cross-entropy of the other entries.
+# A fixed 0.8 is one operating point; the decision-rule table shows what the same model does at others, chosen on the validation split. The Grad-CAM rows use lifts on the NORMAL films of each run's Grad-CAM sample: the PNEUMONIA-target rows from the maps of the Grad-CAM section, the NORMAL-target rows from NORMAL-target maps of the same films, which every run of this entry records beside them (a run recorded before that says 'not recorded: re-run the entry' instead of a verdict); the gallery just above shows such maps for the first seed, and the rows read every seed's. A lift is the share inside the lungs or the heart/diaphragm box over the share a uniform heatmap would give; every Grad-CAM row is judged only when the run's PNEUMONIA-target maps pass their checks (the NORMAL-target pass runs none of its own). Where the seed table shows PNEUMONIA recall far below NORMAL recall at 0.8, the bias is reversed rather than softened; the 'fixed 0.50' row of the decision-rule table is FocalLoss alone (the threshold does not change training). Where the confusion matrix shows no NORMAL film called PNEUMONIA, the log's misclassified case does not arise here, and the Grad-CAM rows describe correctly classified NORMAL films. The 'val loss' of this entry's training log is the focal loss, not comparable with the cross-entropy of the other entries.
 #
 # *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
 

@@ -72,6 +72,7 @@ MODULES = {
     "studies.runs": 0,
     "studies.comparison": 0,
     "studies.experiment": 1,
+    "studies.target_maps": 1,
     "studies.run_config": 1,
     "studies.stress": 1,
     "studies.shortcuts": 1,

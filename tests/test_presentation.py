@@ -307,3 +307,48 @@ def test_the_lines_the_reuse_summary_folds_are_the_ones_the_library_writes():
     assert experiment.logger.name == REUSE_SOURCE
     for line in (RUN_HEADER, '"reusing %s (', '"Grad-CAM results reused from %s'):
         assert line in code, line
+
+
+def test_the_verdict_table_describes_the_rule_it_applies_regression(capsys):
+    # the table's line still described the old envelope rule (every seed's interval on one side) after the rule
+    # became the mean over seeds with a two-level interval
+    from pneumolib.notebook.seed_views import rule_text
+
+    text = rule_text(5)
+    assert "5 seeds" in text and "mean over seeds" in text and "seed i against" in text and "Student's t" in text
+    assert "would decide it" in text and "envelope" not in text and "every seed's" not in text
+    assert len([x for x in text.split(". ") if x]) <= 3  # the count, then the rule in two sentences
+
+
+def test_a_batch_of_twin_runs_says_re_evaluated_once_not_once_per_seed_regression(monkeypatch, capsys, tmp_path):
+    # notebook 05 printed 'RUNS/05_pretrained/seedS trains exactly what RUNS/04_.../seedS trained ...' per seed
+    import inspect
+
+    from pneumolib.notebook import series as S
+    from pneumolib.notebook.provenance import TWIN_SOURCE
+    from pneumolib.studies import run_config
+    from pneumolib.studies.catalogue import PRETRAINED
+
+    message = "%s trains exactly what %s trained (config, holdout and data): its checkpoint is re-evaluated "
+    assert run_config.logger.name == TWIN_SOURCE  # the summary folds the library's own line
+    assert '"%s trains exactly what %s trained (config, holdout and data)' in inspect.getsource(run_config)
+
+    def fake_twin(series, cfg, seed, d, overrides=None):
+        run_config.logger.info(message + "here, not retrained", d, series.runs / "04_rgb_grayscale_mismatch" / d.name)
+
+    log = logging.getLogger("pneumolib")
+    handlers, level = list(log.handlers), log.level
+    try:
+        s = S.start(None, "smoke", seeds=[0, 1, 2], runs=tmp_path / "runs")
+        capsys.readouterr()
+        monkeypatch.setattr(S, "run_experiment", lambda cfg, *a, **k: cfg.seed)
+        monkeypatch.setattr(S, "adopt_twin", fake_twin)
+        S.run_seeds(PRETRAINED, s)
+        out = capsys.readouterr().out.splitlines()
+        assert out == [
+            "3 run folders train exactly what another entry trained (config, holdout and data): RUNS/05_pretrained "
+            "from RUNS/04_rgb_grayscale_mismatch (seeds 0, 1, 2); its checkpoint is re-evaluated here, not retrained"
+        ]
+    finally:
+        log.handlers[:] = handlers
+        log.setLevel(level)

@@ -1,6 +1,8 @@
 """Verdicts from per-film evidence on constructed runs: paired by seed on the same films, each way, the null
 undecided, what would decide it, the log's chain, the claims as worded, and the entry's plain sentence."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -113,7 +115,11 @@ def test_focal_loss_is_judged_at_05_and_at_08_as_two_rows(tmp_path):
     )
 
 
-def test_the_headline_is_a_sentence_per_claim_that_follows_the_numbers(tmp_path):
+def _sentences(text: str) -> list[str]:
+    return [x for x in re.split(r"(?<=\.)\s+(?=[A-Z0-9\"])", text) if x]
+
+
+def test_the_headline_is_the_main_finding_then_a_tally_and_follows_the_numbers(tmp_path):
     base = runs(tmp_path, "01", [0.95, 0.93, 0.96, 0.94, 0.95])
     a = V.judge_entry("02", runs(tmp_path, "02a", [0.40, 0.45, 0.35, 0.50, 0.42]), {"01": base})
     b = V.judge_entry("02", runs(tmp_path, "02b", [0.30, 0.35, 0.25, 0.40, 0.32]), {"01": base})
@@ -121,6 +127,22 @@ def test_the_headline_is_a_sentence_per_claim_that_follows_the_numbers(tmp_path)
     assert ha.startswith("The blur on NORMAL films made the model call more of them PNEUMONIA: NORMAL recall fell by")
     assert "on all five seeds" in ha and f"fell by {abs(a[0]['mean']):.2f}" in ha
     assert ha != hb and f"fell by {abs(b[0]['mean']):.2f}" in hb
+    second = a[1]["verdict"].split(" (")[0].split(":")[0]
+    assert ha.endswith(f" 1 more claim below: 1 {second}.") and len(_sentences(ha)) == 2
+    assert V.headline(a[:1]) == V.sentence(a[0])  # one claim: its sentence alone
+
+
+def test_the_headline_of_an_entry_with_many_claims_stays_two_sentences(tmp_path):
+    base = runs(tmp_path, "01", [0.95, 0.93, 0.96])
+    mid = runs(tmp_path, "02", [0.40, 0.45, 0.35])
+    rows = V.judge_entry("03", runs(tmp_path, "03", [0.50, 0.55, 0.45]), {"01": base, "02": mid})
+    h = V.headline(rows)
+    main = next(r for r in rows if r["main"])  # the log's conclusion of entry 03 comes first, not its first row
+    assert main["claim"] == "central focus hurts this model" and main is not rows[0]
+    assert h.startswith(V.sentence(main)) and len(_sentences(h)) <= 2
+    tally = re.search(r" 5 more claims below: (.*)\.$", h).group(1)
+    assert sum(int(part.split(" ", 1)[0]) for part in tally.split(", ")) == len(rows) - 1 == 5
+    assert V.headline([]) == ""
 
 
 def test_random_init_is_said_in_the_verdict_of_an_entry_that_asked_for_imagenet_weights(tmp_path):
@@ -128,3 +150,29 @@ def test_random_init_is_said_in_the_verdict_of_an_entry_that_asked_for_imagenet_
     row = next(r for r in V.judge_entry("06", this) if r["claim"] == "NORMAL accuracy still low")
     assert row["verdict"] == f"{V.HOLDS} ({V.RANDOM_INIT})" and "cannot speak for ImageNet pretraining" in row["note"]
     assert V.RANDOM_INIT not in V.judge_entry("03", this)[2]["verdict"]  # 03 never asked for them
+
+
+def test_a_recall_interval_is_clipped_to_one_regression(tmp_path):
+    # a recall near 1 printed '(0.85 to 1.02)': the t-widened interval of the mean reached past what a recall can be
+    this = [film_run(tmp_path, "01", s, 0.9, pneu_p=r) for s, r in enumerate([1.0, 0.90, 1.0])]
+    claim = V.CLAIMS["01"][0]  # PNEUMONIA recall above 0.90
+    raw = film_effect(claim.film, this)
+    row = V.judge(claim, this)
+    assert raw.high > 1 and row["interval"] == (pytest.approx(raw.low), 1.0)
+    assert row["verdict"].split(" (")[0] == V.verdict((raw.low, raw.high), ">", 0.90)
+    assert "to 1.00)" in V.sentence(row)
+
+
+def test_clipping_an_interval_to_its_range_never_changes_a_verdict_inside_the_range():
+    rng = np.random.default_rng(1)
+    for bounds in ((0.0, 1.0), (-1.0, 1.0), (0.0, np.inf)):
+        hi_b = bounds[1] if np.isfinite(bounds[1]) else 3.0
+        for _ in range(2000):
+            point = rng.uniform(bounds[0], hi_b)  # a mean of values in range lies in range
+            lo, hi = point - rng.uniform(0, 0.6), point + rng.uniform(0, 0.6)
+            threshold = rng.uniform(bounds[0], hi_b)
+            clipped = V.clip_interval((lo, hi), bounds)
+            assert bounds[0] <= clipped[0] <= clipped[1] <= bounds[1]
+            for direction in "<>":
+                assert V.verdict(clipped, direction, threshold) == V.verdict((lo, hi), direction, threshold)
+    assert V.clip_interval((0.85, 1.02), None) == (0.85, 1.02)  # a quantity without a range is left as it is

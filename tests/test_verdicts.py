@@ -298,7 +298,7 @@ def test_grad_cam_lifts_with_patient_intervals_decide_with_one_seed():
     assert [r["verdict"] for r in rows[5:7]] == [HOLDS, HOLDS]  # heart lift interval above 1, lung lift below 1
     assert rows[6]["interval"] == pytest.approx((0.7, 0.9))
     # the claim is about a NORMAL film: NORMAL-target maps are not recorded, and the row says what must be
-    assert rows[3]["verdict"] == NOT_TESTED and "lung_focus_by_target[NORMAL]" in rows[3]["note"]
+    assert rows[3]["verdict"] == NOT_TESTED and rows[3]["note"].startswith("not recorded: re-run the entry")
     both = {"NORMAL": lf, "PNEUMONIA": lf}
     rows = V.judge_entry("09", [run(lung_focus=lf, lung_focus_by_target=both)])
     assert [r["verdict"] for r in rows[3:7]] == [HOLDS] * 4
@@ -442,3 +442,12 @@ def test_seeds_without_intervals_name_their_range_readably_regression():
     verdict, why = V.decide([Estimate(-0.0663), Estimate(0.254), Estimate(0.435)], ">", 0.0)
     assert verdict == SEEDS_DISAGREE
     assert why == "the seeds' values, from -0.066 to 0.435, lie on both sides of 0"
+
+
+def test_the_recipe_title_says_what_it_does_to_a_film_not_where_the_model_looks_regression():
+    # notebook 10 printed 'lungs only': the input is cut to the lungs, which does not make the model read them
+    from pneumolib.studies.catalogue import RECOMMENDED
+
+    title = RECOMMENDED.title.lower()
+    assert "lungs only" not in title and "looks" not in title and "focus" not in title
+    assert "cut to" in title and "black outside" in title

@@ -93,6 +93,7 @@ def show_library_log(roots: dict[str, str], level: int = logging.INFO) -> None:
     log.setLevel(level)
 
 
+TWIN_SOURCE = "pneumolib.studies.run_config"  # the logger of 'RUN trains exactly what TWIN trained' (adopt_twin)
 REUSE_SOURCE = "pneumolib.studies.experiment"  # the logger whose run header and reuse notices these are
 RUN_HEADER = "%s %s on %s; %s; weights: %s"  # experiment's line opening every run (entry, name, data, budget, weights)
 
@@ -109,6 +110,7 @@ class _ReuseCollector(logging.Filter):
         self.reused: list[tuple[str, str]] = []
         self.budgets: set[str] = set()
         self.cams = 0
+        self.twins: list[tuple[str, str]] = []  # (run folder, the twin it started from)
 
     def release(self) -> None:
         """Show the held header: its run is not a reused one."""
@@ -146,6 +148,10 @@ class _ReuseCollector(logging.Filter):
                 self.budgets.add("; weights: ".join(map(str, held_args[3:5])))
                 self._debug(held)
             self.reused.append((str(args[0]) if args else "", str(args[1]) if len(args) > 1 else "not recorded"))
+            self._debug(record)
+            return False
+        if info and record.name == TWIN_SOURCE and msg.startswith("%s trains exactly what %s trained"):
+            self.twins.append((str(args[0]) if args else "", str(args[1]) if len(args) > 1 else ""))
             self._debug(record)
             return False
         if info and from_source and msg.startswith("Grad-CAM results reused from"):
@@ -186,6 +192,20 @@ def reuse_line(
     )
 
 
+def twin_line(twins: list[tuple[str, str]], roots: dict[str, str] | None = None) -> str:
+    """One line for a batch of run folders started from a twin's checkpoint (studies.run_config.adopt_twin): which
+    folders, from which, at which seeds."""
+    pairs = sorted({(str(Path(tidy(d, roots)).parent), str(Path(tidy(t, roots)).parent)) for d, t in twins})
+    seeds = sorted({Path(d).name.removeprefix("seed") for d, _ in twins}, key=lambda x: (len(x), x))
+    what = "; ".join(f"{d} from {t}" for d, t in pairs)
+    n = len(twins)
+    return (
+        f"{n} run folder{'s' if n != 1 else ''} train{'s' if n == 1 else ''} exactly what another entry trained "
+        f"(config, holdout and data): {what} (seed{'s' if len(seeds) != 1 else ''} {', '.join(seeds)}); "
+        "its checkpoint is re-evaluated here, not retrained"
+    )
+
+
 @contextlib.contextmanager
 def reuse_summary(roots: dict[str, str] | None = None, unit: str = "experiment"):
     """Within the block, the reuse notices of finished runs are collected instead of shown one line each (notebook
@@ -203,5 +223,7 @@ def reuse_summary(roots: dict[str, str] | None = None, unit: str = "experiment")
         collector.release()
         for t in targets:
             t.removeFilter(collector)
+        if collector.twins:
+            print(twin_line(collector.twins, roots))
         if collector.reused:
             print(reuse_line(collector.reused, roots, unit, collector.budgets, collector.cams))

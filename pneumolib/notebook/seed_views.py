@@ -168,37 +168,40 @@ def seed_overview(by_entry: dict[str, list[dict]]) -> pd.DataFrame:
 
 
 HEADLINE_PENDING = (
-    "*Headline: filled in by the verdict cell ('Log vs re-run') when the notebook has run to it; "
+    "*Finding: filled in by the verdict cell ('Log vs re-run') when the notebook has run to it; "
     "if you see this line, it has not.*"
 )
 
 
 def headline(entry: str) -> None:
-    """The headline box under a notebook's title: a placeholder now, replaced by `log_vs_rerun` with each claim of
-    the log, its verdict and the number that decides it (a Jupyter display updated in place, so the box is computed
-    from the same runs as the verdict table, never typed)."""
+    """The finding box under a notebook's title: a placeholder now, replaced by `log_vs_rerun` with the entry's
+    finding in at most two plain sentences (verdicts.headline: its main claim, then how the others fared), a Jupyter
+    display updated in place, so the box is computed from the same runs as the verdict table, never typed."""
     from IPython.display import Markdown, display
 
     display(Markdown(HEADLINE_PENDING), display_id=f"headline-{entry}")
 
 
 def headline_markdown(entry: str, rows: list[dict[str, Any]], n_seeds: int, budget: str) -> str:
-    """The headline's text from the judged claims (verdicts.judge rows)."""
-    lines = [
-        f"**What the log claimed, and what this re-run found** ({n_seeds} seed{'s' if n_seeds != 1 else ''}, "
-        f"{budget}; every number is printed by the verdict table in [Log vs re-run](#Log-vs-re-run)):",
-        "",
-        "| the log's claim | verdict | deciding number: mean over seeds [95% interval envelope] |",
-        "|---|---|---|",
-    ]
-    for r in rows:
-        number = (
-            f"{r['quantity']}: {fmt(r['mean'])} {span(r['interval']) or '[no interval]'} (holds if {r['claimed']})"
-            if r["n"]
-            else f"not judged: {collapse_seed_flags(r['note']) or 'no runs'}"
-        )
-        lines.append(f'| "{r["claim"]}" | **{r["verdict"]}** | {number} |'.replace("\n", " "))
-    return "\n".join(lines)
+    """The box under the title: the entry's finding in at most two plain sentences (verdicts.headline, from the
+    judged claims' numbers), then on a line of its own the seeds and budget it rests on."""
+    text = verdicts.headline(rows) or "The log made no claim to judge here."
+    return (
+        f"**Finding.** {text}\n\n*{n_seeds} seed{'s' if n_seeds != 1 else ''}, {budget}; each claim with its "
+        "number, interval and verdict: [Log vs re-run](#Log-vs-re-run).*"
+    )
+
+
+def rule_text(n: int) -> str:
+    """The verdict rule in two sentences (pneumolib.studies.verdict_rule.settle), printed above the verdict table."""
+    return (
+        f"{n} seed{'s' if n != 1 else ''}, one budget. Each quantity is the mean over seeds, and a comparison the "
+        "mean of paired differences, seed i against the other entry's seed i on the same test films; its 95% interval "
+        "resamples the seeds, then the patients within each class (pneumolib.core.stats.seed_effect), widened by "
+        "Student's t for few seeds, and is clipped to what the quantity can take. The claim holds when the whole "
+        "interval lies on its side of the threshold, does not hold when it lies on the other side, and 'cannot "
+        "tell' says how many seeds or films would decide it (pneumolib.studies.verdict_rule.settle)."
+    )
 
 
 def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None = None) -> None:
@@ -217,6 +220,9 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
     from IPython.display import Markdown, update_display
 
     update_display(Markdown(headline_markdown(entry, judged, len(ms), budget)), display_id=f"headline-{entry}")
+    print("Each claim in plain words (the table below gives its quantity, interval and note):")
+    for r in judged:
+        print(f"- {collapse_seed_flags(V.sentence(r))}")
     # the claim column quotes the log (entries 01-09) or, for the recommended recipe, its own hypothesis
     for r in judged:
         rows.append(
@@ -231,14 +237,7 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
                 "note": collapse_seed_flags(r["note"]),
             }
         )
-    n = len(ms)
-    print(
-        f"{n} seed{'s' if n != 1 else ''}, one budget. Verdict (pneumolib.studies.verdict_rule.decide): 'holds' when every "
-        "seed's 95% interval (bootstrap by patient; Wilson below 100 films; a count is exact) is on the claimed "
-        "side, 'does not hold' when every one is on the other side, 'seeds disagree' when seeds decide both ways, "
-        f"'too few films' when a seed's own interval straddles the threshold; without per-seed intervals, the range "
-        f"over {V.MIN_SEEDS} or more seeds decides. 'interval' shows the envelope of the seeds' intervals."
-    )
+    print(rule_text(len(ms)))
     show(pd.DataFrame(rows).set_index("claim"))
 
 

@@ -224,6 +224,15 @@ def load_runs(entries: Iterable[str], series: Series) -> dict[str, list[dict]]:
     return out
 
 
+def load_compared(entry: str, series: Series) -> dict[str, list[dict]]:
+    """The finished runs of every entry ENTRY's claims compare with (`studies.verdicts.compared_with`: the entry it
+    changes in the log's chain, and the baseline), by entry, so each comparison is judged, never left 'not tested'
+    for want of a run list typed into the notebook; nothing is trained here."""
+    from ..studies.verdicts import compared_with
+
+    return load_runs(compared_with(entry), series)
+
+
 def experiments_by_seed(series: Series) -> dict[str, list[dict]]:
     """Every registered experiment's metrics per seed: from its seed folder when that holds a finished run of the
     same training and data (experiment.training_differences), else trained now."""

@@ -7,11 +7,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ..studies import verdicts as V
-from ..studies.catalogue import LOG_ENTRIES, REGISTRY
+from ..studies.catalogue import LOG_ENTRIES, MODIFIES, REGISTRY
+from .display import collapse_seed_flags
 from .helpers import cohort_measurements, cohort_recipes, cohort_record, fmt, span
 from .series import Series, load_matched_baseline, load_runs
 
@@ -55,17 +55,16 @@ def show_claims(rows: list[dict[str, Any]], n_seeds: int, budget: str) -> None:
     from IPython.display import Markdown, display, update_display
 
     lines = [
-        "| entry | the log's claim | verdict | deciding number: mean over seeds [95% interval envelope] | "
-        "seeds | where |",
+        "| entry | the log's claim | verdict | deciding number: mean over seeds [95% interval] | seeds | where |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
         number = (
             f"{r['quantity']}: {fmt(r['mean'])} {span(r['interval']) or '[no interval]'} (holds if {r['claimed']})"
             if r["n"]
-            else f"not judged: {r['note'] or 'no runs'}"
+            else f"not judged: {collapse_seed_flags(r['note']) or 'no runs'}"
         )
-        note = f" ({r['note']})" if r["n"] and r["note"] else ""
+        note = f" ({collapse_seed_flags(r['note'])})" if r["n"] and r["note"] else ""
         lines.append(
             f'| {r["entry"]} | "{r["claim"]}" | **{r["verdict"]}**{note} | {number} | {r["n"]} | '
             f"[notebook {r['entry']}]({r['notebook']}#Log-vs-re-run) |".replace("\n", " ")
@@ -83,15 +82,6 @@ def show_claims(rows: list[dict[str, Any]], n_seeds: int, budget: str) -> None:
     )
 
 
-def _paired(this: list[dict], base: list[dict], key: str) -> list[V.Estimate]:
-    """Paired test differences (this - base) in `key`, one per seed both entries have."""
-    return [
-        V.metric(m, key) - V.metric(b, key)
-        for m, b in V.paired_by_seed(this, base)
-        if key in (m.get("test") or {}) and key in (b.get("test") or {})
-    ]
-
-
 def _true_pneumonia_share(metrics: list[dict[str, Any]]) -> float:
     """The share of test films that truly are PNEUMONIA, from the first run with a test confusion matrix (every run
     of a series has the same test split); NaN without one."""
@@ -99,54 +89,11 @@ def _true_pneumonia_share(metrics: list[dict[str, Any]]) -> float:
     return sum(cm[1]) / sum(map(sum, cm)) if cm else float("nan")
 
 
-def everything_pneumonia(runs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
-    """'Why did the model call everything PNEUMONIA?': per entry, the share of test films it called PNEUMONIA
-    (mean over seeds, with the envelope of the seeds' Wilson intervals), its NORMAL recall, and its collapsed seeds;
-    the test split's true PNEUMONIA share beside them."""
-    rows = []
-    for c in (*LOG_ENTRIES, REGISTRY["recommended"]):
-        ms = runs.get(c.entry, [])
-        if not ms:
-            missing = f"not measured: no finished run of entry {c.entry} in RUNS (render notebook {c.entry} first)"
-            rows.append(
-                {
-                    "entry": c.entry,
-                    "experiment": c.name,
-                    "seeds": 0,
-                    "called PNEUMONIA": missing,
-                    "truly PNEUMONIA": "",
-                    "NORMAL recall": "",
-                    "collapsed seeds": "",
-                }
-            )
-            continue
-        shares = [V.predicted_pneumonia(m) for m in ms if "confusion_matrix" in (m.get("test") or {})]
-        spec = [V.metric(m, "specificity") for m in ms]
-        true_share = _true_pneumonia_share(ms)
-        fallen = [f"seed {(m.get('config') or {}).get('seed')}" for m in ms if V.collapsed(m)]
-        rows.append(
-            {
-                "entry": c.entry,
-                "experiment": c.name,
-                "seeds": len(ms),
-                "called PNEUMONIA": f"{fmt(np.mean([s.value for s in shares]))} "
-                f"{span((min(s.lo for s in shares), max(s.hi for s in shares)))}"
-                if shares
-                else "not recorded",
-                "truly PNEUMONIA": fmt(true_share),
-                "NORMAL recall": f"{fmt(np.mean([e.value for e in spec]))} "
-                f"{span((min(e.lo for e in spec), max(e.hi for e in spec)))}",
-                "collapsed seeds": ", ".join(fallen) or "none",
-            }
-        )
-    return pd.DataFrame(rows).set_index("entry")
-
-
 def plot_everything_pneumonia(runs: dict[str, list[dict[str, Any]]]):
-    """The table of `everything_pneumonia` as a figure: per entry, every seed's share of test films called PNEUMONIA
+    """'Why did the model call everything PNEUMONIA?' as a figure: per entry, every seed's share of test films called PNEUMONIA
     with its Wilson interval, a collapsed seed drawn as a red cross, and the test split's true share as a line, so a
     seed that calls (nearly) everything PNEUMONIA stands out from one that calls about the true share. Entries
-    without runs are left out (the table says why).
+    without runs are left out.
 
     Args:
         runs: metrics per entry, as `all_runs` returns them.
@@ -191,44 +138,67 @@ def plot_everything_pneumonia(runs: dict[str, list[dict[str, Any]]]):
     return fig
 
 
+CHAIN_QUANTITIES = (("NORMAL recall", V.PerFilm("correct", "NORMAL")), ("PNEUMONIA recall", V.PerFilm("correct", "PNEUMONIA")),
+                    ("balanced accuracy", None))  # fmt: skip
+
+
+def _against(entry: str, runs: dict[str, list[dict[str, Any]]]) -> tuple[str, list[dict[str, Any]], str]:
+    """(what ENTRY is compared with, its runs, a note): the entry it changes in the log's chain (MODIFIES); the
+    recipe against the log's baseline trained at the recipe's budget when that was rendered (notebook 10's pair)."""
+    if entry == REGISTRY["recommended"].entry and runs.get(MATCHED):
+        return "01 at the recipe's budget", runs[MATCHED], "against the log's baseline at the recipe's budget"
+    other = MODIFIES[entry]
+    return other, runs.get(other, []), ""
+
+
+def _change(q: V.PerFilm | None, this: list[dict], base: list[dict]) -> tuple[str, str]:
+    """(the paired difference with its interval, better / worse / cannot tell ...) for one quantity."""
+    if not this or not base:
+        return "not measured: runs missing", V.NOT_TESTED
+    if not all(map(V.has_films, this + base)):
+        return "not measured: no per-film scores (scores_test.csv)", V.NOT_TESTED
+    try:
+        e = V.balanced_effect(this, base) if q is None else V.film_effect(q, this, base)
+    except V.NotMeasured as err:
+        return f"not measured: {err.args[0]}", V.NOT_TESTED
+    verdict, why = V.settle(e, ">", 0.0)
+    word = {V.HOLDS: "better", V.FAILS: "worse"}.get(verdict, verdict)
+    return f"{fmt(e.point)} {span(V.clip_interval((e.low, e.high), (-1.0, 1.0)))}", word + (f": {why}" if why else "")
+
+
 def better_or_worse(runs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
-    """'Which entries made it worse or better?': each entry's NORMAL recall and accuracy minus the baseline's, paired
-    by seed, decided by the verdict rule (every seed's interval above 0: better; below: worse)."""
+    """'Which entries made it worse or better?': each entry against the entry it changed (the log's chain,
+    catalogue.MODIFIES), paired seed i against seed i on the same test films: NORMAL recall, PNEUMONIA recall and
+    balanced accuracy, this minus the other (core.stats.seed_effect: the mean over seeds, its 95% interval from
+    seeds, then patients within class), and the verdict of the rule (verdict_rule.settle against 0): better, worse,
+    or cannot tell with what would decide it. An entry that asked for ImageNet weights and trained from random init
+    is marked."""
     rows = []
     for c in (*LOG_ENTRIES[1:], REGISTRY["recommended"]):
-        row = {"entry": c.entry, "experiment": c.name}
-        # the recipe trains longer than the log's entries: paired with the baseline at its own budget when rendered
-        matched = c.entry == REGISTRY["recommended"].entry and bool(runs.get(MATCHED))
-        base = runs.get(MATCHED if matched else "01", [])
-        for key, label in (("specificity", "NORMAL recall"), ("accuracy", "accuracy")):
-            d = _paired(runs.get(c.entry, []), base, key)
-            if not d:
-                row[f"{label} minus baseline's"] = "not measured: runs missing"
-                row[f"{label}: better or worse?"] = V.NOT_TESTED
-                continue
-            verdict, why = V.decide(d, ">", 0.0)
-            word = {V.HOLDS: "better", V.FAILS: "worse"}.get(verdict, verdict)
-            row[f"{label} minus baseline's"] = (
-                f"{fmt(np.mean([e.value for e in d]))} {span((min(e.lo for e in d), max(e.hi for e in d)))}"
-            )
-            row[f"{label}: better or worse?"] = word + (f" ({why})" if why else "")
-        budgets = {V.budget(m) for m in runs.get(c.entry, [])}
-        differs = bool(budgets) and budgets != {V.budget(m) for m in base}
-        notes = [
-            "trained at another budget than the baseline's (not a like-for-like pair)"
-            if differs
-            else "against the log's baseline trained at the recipe's budget (notebook 10's anchor pair)"
-            if matched
-            else ""
-        ]
+        this = runs.get(c.entry, [])
+        other, base, why = _against(c.entry, runs)
+        row = {"entry": c.entry, "experiment": c.name, "against": other}
+        if c.pretrained and any(V.random_init(m) for m in this):
+            row["experiment"] += " (random init: ImageNet weights missing)"
+        for label, q in CHAIN_QUANTITIES:
+            diff, word = _change(q, this, base)
+            row[f"{label}: this minus the other"], row[f"{label}: better or worse?"] = diff, word
+        differs = bool(this) and {V.budget(m) for m in this} != {V.budget(m) for m in base}
+        notes = ["trained at another budget than the other (not a like-for-like pair)" if differs else why]
         # a collapsed seed on either side is a finding the difference carries: said, never silent
-        for who, ms in (("this entry", runs.get(c.entry, [])), ("the baseline", base)):
+        for who, ms in (("this entry", this), ("the other", base)):
             fallen = [str((m.get("config") or {}).get("seed")) for m in ms if V.collapsed(m)]
             if fallen:
                 notes.append(f"collapsed seed(s) of {who}: {', '.join(fallen)}")
-        row["note"] = "; ".join(n for n in notes if n)
+        row["note"] = collapse_seed_flags("; ".join(n for n in notes if n))
         rows.append(row)
-    return pd.DataFrame(rows).set_index("entry")
+    frame = pd.DataFrame(rows).set_index("entry")
+    frame.attrs["column_groups"] = {
+        f"{label}, this minus the entry it changed": ["against", f"{label}: this minus the other",
+                                                      f"{label}: better or worse?"]
+        for label, _ in CHAIN_QUANTITIES
+    } | {"what each entry is, and notes": ["experiment", "note"]}  # fmt: skip
+    return frame
 
 
 def what_instead() -> None:
@@ -267,75 +237,17 @@ def budget_text(runs: dict[str, list[dict[str, Any]]]) -> str:
     return "; ".join(parts) or "no runs"
 
 
-def _mean(values) -> float:
-    values = list(values)
-    return float(np.mean(values)) if values else float("nan")
-
-
-def why_everything_pneumonia(runs: dict[str, list[dict[str, Any]]]) -> str:
-    """The answer to the log's first question, in words computed from the runs: does the baseline call everything
-    PNEUMONIA at this budget, and which entries do (a seed collapsed to PNEUMONIA on the validation split, or a mean
-    share called PNEUMONIA on the test split at or above verdicts.COLLAPSE_SHARE), each with what it changed."""
-    from ..core.config import diff, format_diff
-    from ..studies.catalogue import previous
-
-    base = runs.get("01") or []
-    if not base:
-        return "Not answered: entry 01 has no finished run in RUNS (render notebook 01 first)."
-    truth = _true_pneumonia_share(base)
-
-    def to_pneumonia(ms):
-        return [str((m.get("config") or {}).get("seed")) for m in ms if "films PNEUMONIA" in V.collapsed(m)]
-
-    share = _mean(V.predicted_pneumonia(m).value for m in base if "confusion_matrix" in (m.get("test") or {}))
-    spec = _mean(V.metric(m, "specificity").value for m in base)
-    fallen = to_pneumonia(base)
-    if fallen:
-        text = (
-            f"At this budget the log's baseline itself shows the symptom: seed(s) {', '.join(fallen)} of "
-            f"{len(base)} collapsed to PNEUMONIA, so the budget does not train the baseline (notebook 01's budget "
-            "rule) and the entries below are compared with a model that did not learn."
-        )
-    else:
-        text = (
-            f"At this budget the log's baseline does not call everything PNEUMONIA: its {len(base)} seed(s) call "
-            f"{share:.3f} of the test films PNEUMONIA (mean; {truth:.3f} truly are), with NORMAL recall "
-            f"{spec:.3f}, and no seed collapsed to PNEUMONIA."
-        )
-    symptom = []
-    for c in LOG_ENTRIES[1:]:
-        ms = runs.get(c.entry) or []
-        if not ms:
-            continue
-        s = _mean(V.predicted_pneumonia(m).value for m in ms if "confusion_matrix" in (m.get("test") or {}))
-        seeds = to_pneumonia(ms)
-        if seeds or s >= V.COLLAPSE_SHARE:
-            symptom.append(
-                f"{c.entry} ({format_diff(diff(previous(c), c))}): {s:.3f} called PNEUMONIA, NORMAL recall "
-                f"{_mean(V.metric(m, 'specificity').value for m in ms):.3f}"
-                + (f", seed(s) {', '.join(seeds)} collapsed to PNEUMONIA" if seeds else "")
-            )
-    if symptom:
-        text += (
-            " The log's symptom (a seed that calls 95% or more of the validation films PNEUMONIA, or 95% or more "
-            "of the test films called PNEUMONIA on average) appears in: " + "; ".join(symptom) + "."
-        )
-    else:
-        text += " No other entry shows the log's symptom (no seed collapsed to PNEUMONIA, no mean share of 95%)."
-    return text
-
-
 def what_changed(table: pd.DataFrame) -> str:
     """The answer to 'which entries made it worse or better?', read from better_or_worse's table."""
     parts = []
-    for label in ("NORMAL recall", "accuracy"):
+    for label, _ in CHAIN_QUANTITIES:
         col = table[f"{label}: better or worse?"].astype(str)
-        better = [e for e, v in col.items() if v == "better"]
-        worse = [e for e, v in col.items() if v == "worse"]
+        better = [f"{e} (against {table.loc[e, 'against']})" for e, v in col.items() if v == "better"]
+        worse = [f"{e} (against {table.loc[e, 'against']})" for e, v in col.items() if v == "worse"]
         open_ = [e for e, v in col.items() if v not in ("better", "worse")]
         parts.append(
-            f"{label}: better than the baseline on every seed: {', '.join(better) or 'no entry'}; worse "
-            f"on every seed: {', '.join(worse) or 'no entry'}; undecided: {', '.join(open_) or 'none'} "
+            f"{label}: better than the entry it changed: {', '.join(better) or 'no entry'}; worse: "
+            f"{', '.join(worse) or 'no entry'}; cannot tell or not measured: {', '.join(open_) or 'none'} "
             "(the table gives each reason)"
         )
     return ". ".join(parts) + "."

@@ -30,6 +30,7 @@ from ..studies.run_config import (  # noqa: F401 (adopt_twin, check_pretrained, 
     resolve_config,
     training_differences,
 )
+from ..studies.target_maps import other_targets
 from ..training.fit import FitResult, fit
 
 logger = logging.getLogger(__name__)
@@ -190,6 +191,11 @@ def _run(
         expl = _lung_focus(config, predictor, test, run_dir, data_fp, s, fresh=fitted is not None)
         metrics["lung_focus"] = expl.summary()  # per class: lung/heart lift with intervals, masks passed/failed
         metrics["gradcam"] = expl.report(per_image=False)
+        n, seen = max(s.cam_per_class, s.focus_per_class), {"data": data_fp, "holdout": s.holdout}
+        by_target, key = other_targets(config, predictor, test, run_dir, n, seen, _explain_code, fitted is not None)
+        if by_target:  # only where the entry's claims read maps of another class (entry 09's NORMAL-target rows)
+            metrics["lung_focus_by_target"] = {expl.target: metrics["lung_focus"], **by_target}
+            metrics["lung_focus_by_target_key"] = key
     metrics["seconds"] = time.perf_counter() - t0
     if run_dir:
         _write_run(run_dir, config, metrics, test, fitted, predictor.threshold)

@@ -221,9 +221,9 @@ def target_lift(m: dict[str, Any], key: str, cls: str, target: str) -> Estimate:
         by_target = m.get("lung_focus")
     if not by_target or cls not in by_target:
         raise NotMeasured(
-            f"lung_focus_by_target[{target}][{cls}]: Grad-CAM maps for target {target} on the {cls} test films (to be "
-            f"recorded by run_experiment beside lung_focus, whose maps are of target "
-            f"{(m.get('gradcam') or {}).get('target', '?')})"
+            f"not recorded: re-run the entry (this run's Grad-CAM maps are of target "
+            f"{(m.get('gradcam') or {}).get('target', '?')}; run_experiment now records {target}-target maps on the "
+            f"{cls} films too, lung_focus_by_target)"
         )
     return summary_lift(by_target[cls], key)
 

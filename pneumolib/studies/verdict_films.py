@@ -142,3 +142,15 @@ def film_effect(
     seed_effect's interval: seeds resampled, then patients within class."""
     a, b, patients, labels = film_arrays(q, runs, other, q_other)
     return seed_effect(a, b, patients=patients, strata=labels, n_boot=n_boot)
+
+
+def balanced_effect(runs: list[dict[str, Any]], other: list[dict[str, Any]], n_boot: int = BOOT) -> SeedEffect:
+    """Balanced accuracy (the mean of the two recalls), this minus OTHER, seed i against seed i on the same films:
+    each film's 1/0 'right' weighted by films / (2 x its class's films), so that the mean over films is the mean of
+    the recalls, with seed_effect's interval (seeds, then patients within class)."""
+    a, b, patients, labels = film_arrays(PerFilm("correct"), runs, other)
+    counts = {c: int((labels == c).sum()) for c in np.unique(labels)}
+    if len(counts) < 2:
+        raise NotMeasured("balanced accuracy needs test films of both classes")
+    w = np.array([len(labels) / (2 * counts[c]) for c in labels])
+    return seed_effect(a * w, b * w, patients=patients, strata=labels, n_boot=n_boot)

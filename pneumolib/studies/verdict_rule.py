@@ -67,12 +67,24 @@ class Claim:
     exact: bool = False  # an exact count per seed (no sampling): decided seed by seed (decide)
     finding: tuple[str, str] = ("", "")  # (when it holds, when it does not), for the entry's plain sentence
     label: str = ""  # the quantity's short name in that sentence ('NORMAL recall')
+    # the values the quantity can take, which its printed interval is clipped to (None: a per-film quantity's own,
+    # [0, 1] for a share and [-1, 1] for a difference of shares; else unbounded)
+    bounds: tuple[float, float] | None = None
+    cam_target: str = ""  # the Grad-CAM target whose maps it reads, when not the run's own (run_experiment records it)
+    main: bool = False  # the finding the log's entry is about: first in the entry's headline (else its first claim)
 
     def __post_init__(self):
         if self.versus and self.versus not in self.needs:
             object.__setattr__(self, "needs", (*self.needs, self.versus))
         if self.measure is None and self.film is None and self.across_seeds is None and not self.not_testable:
             raise ValueError(f"claim {self.quote!r}: give a per-film quantity, a measure or a spread")
+
+    @property
+    def limits(self) -> tuple[float, float] | None:
+        """The parameter range of the quantity (BOUNDS, else a share's [0, 1] or a difference's [-1, 1])."""
+        if self.bounds is not None or self.film is None:
+            return self.bounds
+        return (-1.0, 1.0) if self.versus else (0.0, 1.0)
 
     @property
     def claimed(self) -> str:
@@ -100,6 +112,18 @@ def verdict(interval: tuple[float, float] | None, direction: str, threshold: flo
     if direction == "<":
         return HOLDS if hi < threshold else (FAILS if lo >= threshold else CANNOT_TELL)
     raise ValueError(f"direction must be '>' or '<', not {direction!r}")
+
+
+def clip_interval(
+    interval: tuple[float, float] | None, bounds: tuple[float, float] | None
+) -> tuple[float, float] | None:
+    """An interval cut to the values its quantity can take (a recall's interval ends at 1, not 1.02): the t-widened
+    interval of a mean near a bound reaches past it. Against a threshold inside the range the verdict is the same
+    (an end moves only where it lay beyond a bound, so never across the threshold)."""
+    if interval is None or bounds is None:
+        return interval
+    lo, hi = interval
+    return (min(max(lo, bounds[0]), bounds[1]), max(min(hi, bounds[1]), bounds[0]))
 
 
 def combine(estimates: list[Estimate], min_seeds: int = MIN_SEEDS) -> dict[str, Any]:
@@ -214,9 +238,10 @@ def judge(
             return row
     try:
         row.update(_evidence(claim, metrics_by_seed, reference, min_seeds))
-    except NotMeasured as e:
-        row["note"] = f"not measured: {e.args[0]}"
+    except NotMeasured as e:  # 'not recorded: re-run the entry' is said as it is
+        row["note"] = e.args[0] if e.args[0].startswith("not recorded") else f"not measured: {e.args[0]}"
         return row
+    row["interval"] = clip_interval(row.get("interval"), claim.limits)
     if scope:
         row["note"] = "; ".join(x for x in (row["note"], scope) if x)
     decision = row["verdict"]
@@ -324,6 +349,7 @@ def _blank_row(claim: Claim) -> dict[str, Any]:
         "direction": claim.direction,
         "threshold": claim.threshold,
         "versus": claim.versus,
+        "main": claim.main,
     }
 
 

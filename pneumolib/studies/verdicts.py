@@ -48,11 +48,12 @@ from ..studies.verdict_estimates import (  # noqa: F401 (re-exported: every name
     summary_lift,
     target_lift,
 )
-from ..studies.verdict_films import PerFilm, film_effect, films, has_films  # noqa: F401 (re-exported)
+from ..studies.verdict_films import PerFilm, balanced_effect, film_effect, films, has_films  # noqa: F401 (re-exported)
 from ..studies.verdict_rule import (  # noqa: F401 (re-exported: every name in one place)
     Claim,
     budget,
     budget_rule,
+    clip_interval,
     collapsed,
     combine,
     decide,
@@ -90,13 +91,13 @@ def _number(row: dict[str, Any]) -> str:
         if iv:
             lo, hi = sorted((abs(iv[0]), abs(iv[1]))) if iv[0] * iv[1] > 0 else (iv[0], iv[1])
             text += f" ({_num(lo)} to {_num(hi)})" if iv[0] * iv[1] > 0 else f" ({_num(iv[0])} to {_num(iv[1])})"
-        return text
-    return f"{label} was {_num(m)}" + (f" ({_num(iv[0])} to {_num(iv[1])})" if iv else "")
+        return text + ("" if iv else " (no interval)")
+    return f"{label} was {_num(m)}" + (f" ({_num(iv[0])} to {_num(iv[1])})" if iv else " (no interval)")
 
 
 def _seeds(row: dict[str, Any]) -> str:
     """'on all five seeds' / '3 of 5 seeds above 0.9': how many seeds' own values lie on the claimed side."""
-    vals, thr = row.get("per_seed") or (), row["threshold"]
+    vals, thr = row.get("per_seed") or (), row.get("threshold")
     if len(vals) < 2:
         return "on one seed" if vals else ""
     k = sum((v > thr) if row["direction"] == ">" else (v < thr) for v in vals)
@@ -121,21 +122,37 @@ def sentence(row: dict[str, Any]) -> str:
     if row["verdict"] == MAPS_NOT_FAITHFUL:
         return f'"{row["claim"]}": cannot tell, the Grad-CAM maps fail their checks.'
     if not row["n"] or verdict_ == NOT_TESTED:
-        return f'"{row["claim"]}": not tested ({row["note"].split("; ")[0] or "no runs"}).{mark}'
+        return f'"{row["claim"]}": not tested ({row["note"].split("; ")[0] or "no runs"}){mark}.'
     seeds = _seeds(row)
     tail = _number(row) + (f", {seeds}" if seeds else "")
     if verdict_ == HOLDS:
-        return f"{_cap(yes or row['claim'])}: {tail}.{mark}"
+        return f"{_cap(yes or row['claim'])}: {tail}{mark}."
     if verdict_ == FAILS:
-        return f"{_cap(no or 'not so: ' + row['claim'])}: {tail}.{mark}"
+        return f"{_cap(no or 'not so: ' + row['claim'])}: {tail}{mark}."
     why = needed_text(row["needed"]) if row.get("needed") is not None else row["note"].split("; ")[0]
-    return f'"{row["claim"]}": cannot tell, {tail}' + (f"; {why}" if why else "") + f".{mark}"
+    return f'"{row["claim"]}": cannot tell, {tail}' + (f"; {why}" if why else "") + f"{mark}."
 
 
 def headline(rows: list[dict[str, Any]]) -> str:
-    """The entry's plain account under its notebook's title: one sentence per judged claim (judge_entry's rows),
-    computed from the rows' numbers, so it changes when they do."""
-    return " ".join(sentence(r) for r in rows)
+    """The entry's finding under its notebook's title, in at most two plain sentences computed from the judged
+    claims (judge_entry's rows, so it changes when their numbers do): the entry's main claim (its first, the one
+    the log's entry is about: the claim marked `main`, else its first) as `sentence` words it, then how many more claims follow and how they fared
+    ('2 more claims below: 1 holds, 1 cannot tell.'). Every claim's own sentence is `sentence`'s."""
+    if not rows:
+        return ""
+    main = next((r for r in rows if r.get("main")), rows[0])
+    text = sentence(main)
+    rest = [r for r in rows if r is not main]
+    if not rest:
+        return text
+    tally: dict[str, int] = {}
+    for r in rest:  # 'cannot tell: seeds disagree', 'cannot tell (maps not faithful)': cannot tell
+        word = r["verdict"].split(" (")[0].split(":")[0]
+        tally[word] = tally.get(word, 0) + 1
+    order = [HOLDS, FAILS, CANNOT_TELL, NOT_TESTED]
+    parts = [f"{tally[w]} {w}" for w in sorted(tally, key=lambda w: order.index(w) if w in order else len(order))]
+    n = len(rest)
+    return f"{text} {n} more claim{'s' if n != 1 else ''} below: {', '.join(parts)}."
 
 
 def short_verdict(row: dict[str, Any]) -> str:

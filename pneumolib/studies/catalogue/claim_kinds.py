@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ...studies.catalogue.entries import MODIFIES
 from ...studies.verdict_estimates import NO_PREFERENCE, lung_lift, spread_gap, target_lift
 from ...studies.verdict_films import PerFilm
@@ -16,6 +18,8 @@ PNEUMONIA_RECALL = PerFilm("correct", "PNEUMONIA")
 ACCURACY = PerFilm("correct")
 CALLED_PNEUMONIA = PerFilm("called PNEUMONIA")
 EXTREME = PerFilm("extreme")
+# what a quantity can take, its printed interval clipped to (Claim.bounds): a share, a difference of shares, a lift
+SHARE, DIFFERENCE, LIFT = (0.0, 1.0), (-1.0, 1.0), (0.0, math.inf)
 
 
 def claim(entry, quote, quantity, direction, threshold, measure=None, **kw) -> Claim:
@@ -59,7 +63,7 @@ def lift_gain(entry: str, other: str, quote: str) -> Claim:
     )
 
 
-def hurts(entry: str, other: str, quote: str) -> Claim:
+def hurts(entry: str, other: str, quote: str, main: bool = False) -> Claim:
     return claim(
         entry,
         quote,
@@ -73,6 +77,7 @@ def hurts(entry: str, other: str, quote: str) -> Claim:
             f"central focus cost accuracy against entry {other}",
             f"central focus did not cost accuracy against entry {other}",
         ),
+        main=main,
     )
 
 
@@ -104,6 +109,8 @@ def grad_cam_lift(entry: str, quote: str, key: str, direction: str, target: str,
         NO_PREFERENCE,
         lambda m, r: target_lift(m, key, "NORMAL", target),
         gradcam=True,
+        bounds=LIFT,
+        cam_target=target,
         label=f"the {region} lift of {target}-target maps on NORMAL films",
         finding=(
             f"{target}-target maps on NORMAL films {what}",

@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from ...studies.catalogue.claim_kinds import (
     CALLED_PNEUMONIA,
+    DIFFERENCE,
     EXTREME,
+    LIFT,
     NORMAL_RECALL,
     NORMAL_RECALL_LOW,
     PNEUMONIA_RECALL,
+    SHARE,
     claim,
     grad_cam_lift,
     hurts,
@@ -63,6 +66,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
             "<",
             NO_PREFERENCE,
             lambda m, r: lung_lift(m),
+            bounds=LIFT,
             gradcam=True,
             label="the Grad-CAM lung lift",
             finding=("Grad-CAM attention sat off the lungs", "Grad-CAM attention did not avoid the lungs"),
@@ -116,7 +120,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
                 "moving the blur to PNEUMONIA films brought NORMAL recall back",
             ),
         ),
-        hurts("03", "01", "central focus hurts this model"),
+        hurts("03", "01", "central focus hurts this model", main=True),  # the entry's conclusion
         stable("03", ("02", "03"), "the augmentation-only baseline is the most stable"),
     ),  # fmt: skip
     "04": (
@@ -127,6 +131,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
             ">",
             0.95,
             lambda m, r: inference_path(m, LOG_PATH, "share predicted PNEUMONIA"),
+            bounds=SHARE,
             label="the share called PNEUMONIA through the log's inference path",
             finding=("every prediction was PNEUMONIA", "not every prediction was PNEUMONIA"),
         ),
@@ -153,6 +158,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
             ">",
             0.10,
             lambda m, r: inference_path(m, LOG_PATH, "share of predictions changed"),
+            bounds=SHARE,
             label="the share of predictions the log's channel path changes",
             finding=(
                 "the channel mismatch changed the predictions",
@@ -167,6 +173,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
             ">",
             0.10,
             lambda m, r: inference_path(m, IMAGENET_PATH, "share of predictions changed"),
+            bounds=SHARE,
             label="the share of predictions ImageNet normalisation at inference changes",
             finding=(
                 "ImageNet normalisation at inference changed the predictions",
@@ -181,6 +188,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
             "<",
             NO_PREFERENCE,
             lambda m, r: lung_lift(m),
+            bounds=LIFT,
             gradcam=True,
             label="the Grad-CAM lung lift",
             finding=("Grad-CAM attention sat off the lungs", "Grad-CAM attention did not avoid the lungs"),
@@ -231,7 +239,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
     "06": (
         lift_gain("06", "05", "slight Grad-CAM improvement"),
         normal_still_low("06"),
-        hurts("06", "05", "central focus hurts"),
+        hurts("06", "05", "central focus hurts", main=True),  # the entry's conclusion, against the entry it changes
         hurts("06", "01", "central focus hurts"),
         stable("06", ("06",), "augmentation-only baseline most stable"),
     ),  # fmt: skip
@@ -269,6 +277,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
             0.0,
             lambda m, r: lowest(gap(r[e]) for e in ("01", "02", "03", "04", "05", "06")) - gap(m),
             needs=("01", "02", "03", "04", "05", "06"),
+            bounds=DIFFERENCE,
             label="the recall gap against the best earlier entry",
             finding=("it was the most balanced model so far", "it was not the most balanced model so far"),
         ),
@@ -363,6 +372,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
             ">",
             0.90,
             lambda m, r: cohort_specificity(m, r[COHORT]),
+            bounds=SHARE,
             needs=(COHORT,),
             label="NORMAL recall on the cohort",
             finding=(
@@ -377,6 +387,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
             ">",
             0.90,
             lambda m, r: stress(m, "stress_specificity"),
+            bounds=SHARE,
             label="stress-test NORMAL recall",
             finding=("the recipe kept NORMAL recall under shifts", "the recipe lost NORMAL recall under shifts"),
         ),
@@ -388,6 +399,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
             0.0,
             lambda m, r: stress(m, "stress_specificity") - stress(r["matched_baseline"], "stress_specificity"),
             needs=("matched_baseline",),
+            bounds=DIFFERENCE,
             label="stress-test NORMAL recall against the baseline",
             finding=(
                 "the recipe kept more NORMAL recall under shifts than the baseline",
@@ -411,3 +423,9 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
 def compared_with(entry: str) -> list[str]:
     """The entries whose runs ENTRY's claims compare with (what a notebook loads before judging them)."""
     return sorted({e for c in CLAIMS.get(entry, ()) for e in c.needs if e.isdigit()})
+
+
+def cam_targets(entry: str) -> tuple[str, ...]:
+    """The Grad-CAM targets ENTRY's claims read maps of (Claim.cam_target), which run_experiment records beside the
+    run's own PNEUMONIA-target maps ('lung_focus_by_target'); () for an entry whose claims read none."""
+    return tuple(sorted({c.cam_target for c in CLAIMS.get(entry, ()) if c.cam_target}))

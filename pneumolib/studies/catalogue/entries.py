@@ -112,8 +112,9 @@ RECOMMENDED = replace(
     name="recommended",
     entry="10",
     date="2026-12-01",
-    title="Recommended recipe: lungs only (black outside the dilated lung mask, equalised inside it), robust and "
-    "sharpness augmentation, balanced sampler and threshold",
+    # what the recipe does to a film, not where the model looks (notebook 10's shortcut audit measures that)
+    title="Recommended recipe: each film cut to its segmented lungs' box, black outside the grown lung mask and "
+    "equalised inside it; robust and sharpness augmentation, balanced sampler and threshold",
     log_said="(not in the log) The fix for the log's failure: NORMAL recall that survives a new cohort.",
     train_transforms=(("NORMAL", "robust+sharpness"), ("PNEUMONIA", "robust+sharpness")),
     sampler="balanced",
