@@ -355,7 +355,9 @@ def adapt(
     new_threshold = base
     if mode in ("prior", "both"):  # the guard passed: its checked estimate moves the threshold
         new_threshold, prior_info = _prior_threshold(predictor.extra["val_calibration"], guard, base, pi, source)
-    adapted = Predictor(model, predictor.config, new_threshold, predictor.preprocessing, predictor.device)
+    adapted = Predictor(
+        model, predictor.config, new_threshold, predictor.preprocessing, predictor.device, resources=predictor.resources
+    )
     adapted.extra = dict(predictor.extra)
     extra = {"cohort": cohort} if cohort else {}
     if guard is not None:
