@@ -59,7 +59,11 @@ def _predictor(checkpoint: str | Path | Predictor) -> Predictor:
 
 
 def predict(
-    checkpoint: str | Path | Predictor, files: list[str | Path], cache: Resources | DecodedCache | None = None
+    checkpoint: str | Path | Predictor,
+    files: list[str | Path],
+    cache: Resources | DecodedCache | None = None,
+    *,
+    resources: Resources | None = None,
 ) -> tuple[list[Prediction], list[ImageError]]:
     """Predict image files (JPEG, PNG, DICOM; any size), each film through the network once.
 
@@ -67,17 +71,19 @@ def predict(
         checkpoint: a Predictor, a checkpoint file or a run folder.
         files: the films.
         cache: the context to decode and segment in, a pneumolib.data.resources.Resources (or a bare DecodedCache,
-            its cache); default the predictor's own.
+            its cache); default the predictor's own. The name from before the context existed, still taken.
+        resources: the same, by its name (a Resources); given both, `resources` wins.
 
     Returns:
         (one Prediction per readable film, in the order given; the refused files, each an ImageError naming the
         file and the problem). One bad film never costs the others their prediction.
     """
     pred = _predictor(checkpoint)
-    if cache is not None:
+    given = resources if resources is not None else cache
+    if given is not None:
         from .models.checkpoint import Predictor
 
-        pred = Predictor.sharing(pred, cache)
+        pred = Predictor.sharing(pred, given)
     return pred.predict_records(files)
 
 
@@ -161,7 +167,7 @@ def explain(checkpoint: str | Path | Predictor, files: list[str | Path], target:
         pred.threshold,
         target=target,
         tta=bool(pred.config.tta),
-        cache=pred.cache,
+        resources=pred.resources,
     )
 
 

@@ -23,6 +23,7 @@ from pneumolib.data.dataset import (
     subsample,
 )
 from pneumolib.data.fixture import FIXTURE_COUNTS, fixture_dir
+from pneumolib.data.resources import Resources
 from pneumolib.data.transforms import Preprocessing
 from pneumolib.studies.catalogue import get_config
 
@@ -325,7 +326,7 @@ def data_with_bad_files(data_root):
 
 def test_prescan_drops_unreadable_files_and_names_them(data_with_bad_files):
     data = data_with_bad_files
-    clean = prescan(data, 64, cache=DecodedCache())
+    clean = prescan(data, 64, resources=Resources(DecodedCache()))
     assert clean.counts()["train"] == {"NORMAL": 40, "PNEUMONIA": 40}
     assert {s.path.name for s in clean["train"]}.isdisjoint({"broken.png", "empty.jpeg"})
     assert clean.counts()["val"] == data.counts()["val"] and clean.counts()["test"] == data.counts()["test"]
@@ -339,7 +340,7 @@ def test_prescan_drops_unreadable_files_and_names_them(data_with_bad_files):
 
 def test_prescan_strict_refuses_to_start(data_with_bad_files):
     with pytest.raises(DataError) as info:
-        prescan(data_with_bad_files, 64, strict=True, cache=DecodedCache())
+        prescan(data_with_bad_files, 64, strict=True, resources=Resources(DecodedCache()))
     msg = _one_line_naming(info.value, data_with_bad_files.root)
     assert "strict" in msg and "2 unreadable" in msg
 
@@ -349,7 +350,7 @@ def test_prescan_refuses_when_a_class_has_no_readable_image_left(data_root):
     for f in folder.iterdir():
         f.write_bytes(b"not a png at all")
     with pytest.raises(DataError) as info:
-        prescan(discover(data_root), 64, cache=DecodedCache())
+        prescan(discover(data_root), 64, resources=Resources(DecodedCache()))
     _one_line_naming(info.value, data_root)
     assert "test/NORMAL" in str(info.value)
 
@@ -412,7 +413,7 @@ def test_subsample_of_everything_returns_everything(n):
 @pytest.mark.parametrize("in_channels", [1, 3])
 def test_xray_dataset_item(in_channels):
     samples = discover(fixture_dir())["val"]
-    ds = XRayDataset(samples, Preprocessing(64, in_channels), cache=DecodedCache())
+    ds = XRayDataset(samples, Preprocessing(64, in_channels), resources=Resources(DecodedCache()))
     assert len(ds) == 24
     for i in (0, len(ds) - 1):
         x, label, idx = ds[i]
@@ -427,7 +428,7 @@ def test_xray_dataset_item(in_channels):
 
 def test_xray_dataset_resizes_to_preprocessing_size():
     samples = discover(fixture_dir())["val"][:1]
-    x, _, _ = XRayDataset(samples, Preprocessing(32, 1), cache=DecodedCache())[0]
+    x, _, _ = XRayDataset(samples, Preprocessing(32, 1), resources=Resources(DecodedCache()))[0]
     assert x.shape == (1, 32, 32)
 
 

@@ -6,6 +6,7 @@ import pytest
 
 from pneumolib.data.dataset import DataError, DecodedCache, discover, prescan
 from pneumolib.data.fixture import fixture_dir
+from pneumolib.data.resources import Resources
 
 
 @pytest.fixture
@@ -22,12 +23,12 @@ def messy(tmp_path):
 
 
 def test_clean_fixture_has_no_findings():
-    data = prescan(discover(fixture_dir()), 64, cache=DecodedCache())
+    data = prescan(discover(fixture_dir()), 64, resources=Resources(DecodedCache()))
     assert data.hygiene.n_problems == 0
 
 
 def test_duplicates_and_shared_patients_are_reported_in_a_table(messy):
-    data = prescan(discover(messy), 64, cache=DecodedCache())
+    data = prescan(discover(messy), 64, resources=Resources(DecodedCache()))
     h = data.hygiene
     assert len(h.duplicates) == 2  # the first image's group of 4, and IM-0002's group of 2
     big = max(h.duplicates, key=len)
@@ -39,7 +40,7 @@ def test_duplicates_and_shared_patients_are_reported_in_a_table(messy):
 
 def test_strict_refuses_any_finding(messy):
     with pytest.raises(DataError, match="strict mode refuses to start .*duplicate group"):
-        prescan(discover(messy), 64, strict=True, cache=DecodedCache())
+        prescan(discover(messy), 64, strict=True, resources=Resources(DecodedCache()))
 
 
 def test_training_log_shows_the_prescan_table(messy, caplog):
@@ -63,9 +64,9 @@ def test_second_prescan_decodes_nothing(messy, monkeypatch):
     monkeypatch.setattr(D, "load_resized", lambda p, size: calls.append(p) or real(p, size))
     data = discover(messy)
     cache = DecodedCache()
-    prescan(data, 64, cache=cache)
+    prescan(data, 64, resources=Resources(cache))
     first = len(calls)
-    prescan(data, 64, cache=cache)
+    prescan(data, 64, resources=Resources(cache))
     assert first > 0 and len(calls) == first
 
 
@@ -79,7 +80,7 @@ def test_symlinked_images_are_read_and_broken_links_ignored(tmp_path):
     names = {s.path.name for s in data["train"]}
     assert "linked.png" in names and "dangling.png" not in names
     # the link and its target are the same bytes: reported as a duplicate, not silently double-counted
-    assert prescan(data, 64, cache=DecodedCache()).hygiene.duplicates
+    assert prescan(data, 64, resources=Resources(DecodedCache())).hygiene.duplicates
 
 
 def test_an_empty_cache_passed_in_is_used_not_swapped_for_the_default_regression(messy):
@@ -87,7 +88,7 @@ def test_an_empty_cache_passed_in_is_used_not_swapped_for_the_default_regression
     # replaced it by the process-wide default cache (there is no process-wide cache any more; the caller's is used)
     cache = DecodedCache()
     assert len(cache) == 0
-    data = prescan(discover(messy), 64, cache=cache)
+    data = prescan(discover(messy), 64, resources=Resources(cache))
     assert data.cache is cache
     assert len(cache) == sum(1 for _ in messy.rglob("*.png")) - len(list((messy / "masks").rglob("*.png"))) - len(
         list((messy / "lesions").rglob("*.png"))

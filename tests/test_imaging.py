@@ -10,6 +10,7 @@ from PIL import Image
 import pneumolib.data.imaging as imaging
 from pneumolib.data.dataset import DecodedCache, Sample, XRayDataset
 from pneumolib.data.imaging import ImageError, load_image, load_resized
+from pneumolib.data.resources import Resources
 from pneumolib.data.transforms import Preprocessing
 from pneumolib.models.checkpoint import Predictor
 from pneumolib.studies.catalogue import get_config
@@ -236,7 +237,7 @@ def test_odd_formats_converted_same_at_training_and_inference(tmp_path, kind, si
 
     # the full model inputs: XRayDataset (training) vs Predictor.preprocess (inference)
     pre = Preprocessing(size, 1)
-    x_train, _, _ = XRayDataset([Sample(path, 0, "p", "train")], pre, cache=DecodedCache())[0]
+    x_train, _, _ = XRayDataset([Sample(path, 0, "p", "train")], pre, resources=Resources(DecodedCache()))[0]
     predictor = Predictor(torch.nn.Identity(), get_config("baseline"), 0.5, pre)
     x_infer = predictor.preprocess(path)
     assert x_train.shape == x_infer.shape == (1, size, size)

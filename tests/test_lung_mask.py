@@ -112,8 +112,8 @@ def test_the_shortcut_audit_fills_a_lung_mask_models_outside_with_black_not_grey
     pre = dc_replace(base.preprocessing, crop="lung_mask", crop_segmenter=seg.digest)
     pred = Predictor(base.model, base.config, base.threshold, pre)
     samples = trained_run.test.samples[:6]
-    masks, _ = masks_in_view(pred, samples, pred.cache)
-    r = reliance(pred, samples, masks, "outside", pred.cache)
+    masks, _ = masks_in_view(pred, samples)
+    r = reliance(pred, samples, masks, "outside")
     assert r["fill"] == FILL_MASKED
     img = pred.cache.get(samples[0].path, pre.view)
     keep = masks[0] if masks[0] is not None else np.ones_like(img, bool)

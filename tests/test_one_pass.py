@@ -78,10 +78,12 @@ def test_the_audit_reliance_with_clean_scores_given_equals_the_one_that_predicts
 
     pred = Predictor.load(trained_run.run_dir / "checkpoint.pt")
     samples = trained_run.test.samples[:8]
-    masks, _ = masks_in_view(pred, samples, pred.cache)
-    clean = predict_samples(pred.model, samples, pred.preprocessing, tta=pred.config.tta, cache=pred.cache).probs
-    a = reliance(pred, samples, masks, region, pred.cache)
-    b = reliance(pred, samples, masks, region, pred.cache, clean=clean)
+    masks, _ = masks_in_view(pred, samples)
+    clean = predict_samples(
+        pred.model, samples, pred.preprocessing, tta=pred.config.tta, resources=pred.resources
+    ).probs
+    a = reliance(pred, samples, masks, region)
+    b = reliance(pred, samples, masks, region, clean=clean)
     assert a["mean_abs_change"] == pytest.approx(b["mean_abs_change"], abs=1e-6)
     assert a["flipped_share"] == b["flipped_share"]
 
@@ -93,7 +95,7 @@ def test_probes_are_fitted_once_per_training_films_seed_and_view(trained_run):
     every = trained_run.data["train"]
     train = [s for s in every if s.label == 0][:20] + [s for s in every if s.label == 1][:20]
     probes = Probes()
-    p1 = probes.get(train, 0, pred.cache)
-    assert probes.get(train, 0, pred.cache) is p1 and len(probes) == 1
-    assert probes.get(train, 1, pred.cache) is not p1 and len(probes) == 2
-    assert probes.get(train[1:], 0, pred.cache) is not p1 and len(probes) == 3
+    p1 = probes.get(train, 0, pred.resources)
+    assert probes.get(train, 0, pred.resources) is p1 and len(probes) == 1
+    assert probes.get(train, 1, pred.resources) is not p1 and len(probes) == 2
+    assert probes.get(train[1:], 0, pred.resources) is not p1 and len(probes) == 3

@@ -13,6 +13,7 @@ from pneumolib.cli import main
 from pneumolib.core.stats import auc_with_interval
 from pneumolib.data.dataset import DecodedCache, Sample, discover
 from pneumolib.data.fixture import fixture_dir
+from pneumolib.data.resources import Resources
 from pneumolib.models.checkpoint import Predictor, preprocessing_for
 from pneumolib.studies import shortcuts as S
 from pneumolib.studies.catalogue import get_config
@@ -62,38 +63,38 @@ def _films(n=8, size=64):
 
 def _setup(tmp_path, rows, cols):
     imgs, mask = _films()
-    cache, samples = DecodedCache(), []
+    samples = []
     for i, a in enumerate(imgs):
         p = tmp_path / f"f{i}.png"
         Image.fromarray(a).save(p)
         samples.append(Sample(p, i % 2, f"p{i}", "val"))
     cfg = replace(get_config("baseline"), image_size=64)
     pre = preprocessing_for(cfg)
-    pred = Predictor(RegionModel(rows, cols), cfg, 0.5, pre)
-    return pred, samples, [mask] * len(samples), cache
+    pred = Predictor(RegionModel(rows, cols), cfg, 0.5, pre, resources=Resources(DecodedCache()))
+    return pred, samples, [mask] * len(samples)
 
 
 def test_a_model_that_reads_the_corner_relies_outside_the_lungs_not_inside(tmp_path):
-    pred, samples, masks, cache = _setup(tmp_path, slice(0, 8), slice(0, 8))
-    out = S.reliance(pred, samples, masks, "outside", cache)
-    inside = S.reliance(pred, samples, masks, "inside", cache)
+    pred, samples, masks = _setup(tmp_path, slice(0, 8), slice(0, 8))
+    out = S.reliance(pred, samples, masks, "outside")
+    inside = S.reliance(pred, samples, masks, "inside")
     assert out["flipped_share"] >= 0.5 and out["mean_abs_change"] > 0.3
     assert inside["flipped_share"] == 0 and inside["mean_abs_change"] < 0.01
     assert out["n"] == 8 and set(out["per_class"]) == {"NORMAL", "PNEUMONIA"}
 
 
 def test_a_model_that_reads_the_lung_relies_inside_not_outside(tmp_path):
-    pred, samples, masks, cache = _setup(tmp_path, slice(20, 30), slice(12, 24))
-    out = S.reliance(pred, samples, masks, "outside", cache)
-    inside = S.reliance(pred, samples, masks, "inside", cache)
+    pred, samples, masks = _setup(tmp_path, slice(20, 30), slice(12, 24))
+    out = S.reliance(pred, samples, masks, "outside")
+    inside = S.reliance(pred, samples, masks, "inside")
     assert out["flipped_share"] == 0 and out["mean_abs_change"] < 0.01
     assert inside["flipped_share"] >= 0.5
 
 
 def test_films_whose_masks_failed_are_left_out_and_counted(tmp_path):
-    pred, samples, masks, cache = _setup(tmp_path, slice(0, 8), slice(0, 8))
+    pred, samples, masks = _setup(tmp_path, slice(0, 8), slice(0, 8))
     masks[0] = None
-    out = S.reliance(pred, samples, masks, "outside", cache)
+    out = S.reliance(pred, samples, masks, "outside")
     assert out["n"] == 7 and out["left_out"] == 1
 
 

@@ -63,7 +63,8 @@ from ..analysis.adapt_prior import (  # noqa: F401 (re-exported: every adaptatio
 )
 from ..analysis.evaluate import Scores, predict_samples
 from ..core.config import ADAPT_MODES
-from ..data.dataset import DecodedCache, Sample
+from ..data.dataset import Sample
+from ..data.resources import Resources
 from ..data.transforms import ByClass
 from ..models.checkpoint import Predictor, save_checkpoint
 from ..models.inference import sample_batches
@@ -104,13 +105,14 @@ def adapt_bn(
     alpha: float = 1.0,
     transform: Callable | None = None,
     batch_size: int = 64,
-    cache: DecodedCache | None = None,
+    resources: Resources | None = None,
     device: torch.device | str | None = None,
 ) -> nn.Module:
     """A copy of `model` whose BatchNorm running statistics in `layers` are re-estimated on the samples' images
     (decoded uint8 -> `transform`, e.g. a simulated shift -> `preprocessing`), in the samples' order, without
     gradients and without labels; other layers keep the training statistics. The new statistics are
-    alpha * cohort + (1 - alpha) * training. The input model is left unchanged."""
+    alpha * cohort + (1 - alpha) * training. The input model is left unchanged. The films are decoded through the
+    cache of `resources` (default: a new context for this call)."""
     if not samples:
         raise ValueError("BatchNorm adaptation needs at least one image")
     if not 0.0 <= alpha <= 1.0:
@@ -128,7 +130,11 @@ def adapt_bn(
         bn.momentum = None  # cumulative average over all batches, not an exponential one
         bn.train()  # only these layers; everything else stays in eval mode
     batches = sample_batches(
-        samples, preprocessing, batch_size=_even_batches(len(samples), batch_size), cache=cache, transform=transform
+        samples,
+        preprocessing,
+        batch_size=_even_batches(len(samples), batch_size),
+        resources=resources,
+        transform=transform,
     )
     for x in batches:  # model inputs only: the labels are never read
         adapted(x.to(device))
@@ -192,8 +198,8 @@ class Adaptation:
 @dataclass
 class _CohortPasses:
     """The two things `adapt` does to a cohort's images, with its settings bound once: AdaBN on a copy of the
-    predictor's model, and a scoring pass of a model over the cohort (both through the same decode cache and
-    `transform`, so every mode sees the same inputs)."""
+    predictor's model, and a scoring pass of a model over the cohort (both through the predictor's context, so one
+    decode cache, and `transform`, so every mode sees the same inputs)."""
 
     predictor: Predictor
     samples: list[Sample]
@@ -201,7 +207,6 @@ class _CohortPasses:
     alpha: float
     transform: Callable | None
     batch_size: int
-    cache: DecodedCache | None
 
     def bn_adapted(self) -> tuple[nn.Module, dict[str, Any]]:
         """The AdaBN-adapted copy of the predictor's model, and the record of what was re-estimated."""
@@ -214,7 +219,7 @@ class _CohortPasses:
             alpha=self.alpha,
             transform=self.transform,
             batch_size=self.batch_size,
-            cache=self.cache,
+            resources=p.resources,
             device=p.device,
         )
         info = {
@@ -235,7 +240,7 @@ class _CohortPasses:
             self.samples,
             p.preprocessing,
             tta=p.config.tta,
-            cache=self.cache,
+            resources=p.resources,
             transform=self.transform,
             device=p.device,
             features=True,
@@ -325,18 +330,17 @@ def adapt(
     train_counts: list[int] | dict[str, int] | None = None,
     cohort: str | None = None,
     batch_size: int = 64,
-    cache: DecodedCache | None = None,
 ) -> Adaptation:
     """Adapt a checkpoint's predictor to a cohort's images (`mode`: bn | prior | both) and score the cohort with
     the result. `threshold` (default: the predictor's) is the level the prior correction keeps on the adjusted
-    posterior; `transform` changes each decoded image first (a simulated shift, in tests and notebooks)."""
+    posterior; `transform` changes each decoded image first (a simulated shift, in tests and notebooks). The films
+    are decoded through the predictor's context (Predictor.resources)."""
     if mode not in MODES:
         raise ValueError(f"unknown adaptation {mode!r} ({' | '.join(MODES)})")
-    cache = predictor.cache if cache is None else cache
     base = predictor.threshold if threshold is None else float(threshold)
     model, bn_info, prior_info, guard, scores = predictor.model, None, None, None, None
     pi, source = training_prior(predictor.config, predictor.extra, train_counts)
-    passes = _CohortPasses(predictor, samples, layers, alpha, transform, batch_size, cache)
+    passes = _CohortPasses(predictor, samples, layers, alpha, transform, batch_size)
     if mode in ("prior", "both"):
         guard, plain, bn_run = _guarded_prior(passes, pi)
         if not guard["ok"]:
@@ -351,7 +355,9 @@ def adapt(
     new_threshold = base
     if mode in ("prior", "both"):  # the guard passed: its checked estimate moves the threshold
         new_threshold, prior_info = _prior_threshold(predictor.extra["val_calibration"], guard, base, pi, source)
-    adapted = Predictor(model, predictor.config, new_threshold, predictor.preprocessing, predictor.device)
+    adapted = Predictor(
+        model, predictor.config, new_threshold, predictor.preprocessing, predictor.device, resources=predictor.resources
+    )
     adapted.extra = dict(predictor.extra)
     extra = {"cohort": cohort} if cohort else {}
     if guard is not None:

@@ -20,8 +20,9 @@ from ..analysis.cam_maps import CAM, first_per_class, resolve_layer
 from ..analysis.cam_methods import DEFAULT_METHOD
 from ..core.config import CLASSES
 from ..core.stats import patient_bootstrap
-from ..data.dataset import Sample, ensure_cache
+from ..data.dataset import Sample
 from ..data.lungs import LungSegmenter
+from ..data.resources import Resources, as_resources
 from ..models.inference import class_probabilities, view_logits
 from ..models.networks import members, stage_blocks
 
@@ -215,15 +216,16 @@ def sanity_checks(
     *,
     per_class: int = 4,
     seed: int = 0,
-    cache=None,
+    resources: Resources | None = None,
     percentiles: tuple[int, ...] = (20, 40, 60, 80),
     blocks: tuple[str, ...] = ("layer4", "fc"),
 ) -> dict[str, Any]:
     """On the first `per_class` films of each class in `expl`: (1) the model-parameter randomisation test, the
     Spearman correlation of each map with the map of the same network with `blocks` re-initialised (near 1 =
     the map does not depend on what was learned); (2) ROAD faithfulness of the model's maps and of seeded
-    random maps at the same resolution. Returns a JSON-ready dict; also stored in expl.sanity."""
-    cache = ensure_cache(cache)
+    random maps at the same resolution. Returns a JSON-ready dict; also stored in expl.sanity. The films are decoded
+    in `resources` (default: a new context for this call)."""
+    resources = as_resources(resources)
     idx = [
         i
         for label in range(len(CLASSES))
@@ -232,7 +234,7 @@ def sanity_checks(
     if not idx:
         return {}
     chosen = [expl.samples[i] for i in idx]
-    _, x = batch(chosen, preprocessing, cache)
+    _, x = batch(chosen, preprocessing, resources.cache)
     classes = expl.classes[idx] if len(expl.classes) else np.ones(len(idx), int)
     if len(expl.cams):
         trained = expl.cams[idx]
@@ -286,7 +288,6 @@ def explain_predictor(
     target: str = "PNEUMONIA",
     sanity_per_class: int = 4,
     seed: int = 0,
-    cache=None,
     keep_maps: bool = True,
     layer: str = "auto",
     method: str = DEFAULT_METHOD,
@@ -294,11 +295,11 @@ def explain_predictor(
     segmenter: LungSegmenter | None = None,
 ) -> Explanation:
     """explain() with everything taken from a checkpoint.Predictor (preprocessing, threshold, TTA), on the first
-    `n_per_class` films per class (all when None), plus sanity_checks on the first `sanity_per_class`."""
+    `n_per_class` films per class (all when None), plus sanity_checks on the first `sanity_per_class`; in the
+    predictor's context (Predictor.resources: the films it decoded already, its segmenter)."""
     selection = f"all {len(samples)} films given"
     if n_per_class is not None:
         samples, selection = first_per_class(samples, n_per_class)
-    cache = predictor.cache if cache is None else cache  # the films the predictor decoded already
     expl = explain(
         predictor.model,
         samples,
@@ -308,7 +309,7 @@ def explain_predictor(
         target=target,
         tta=bool(predictor.config.tta),
         layer=layer,
-        cache=cache,
+        resources=predictor.resources,
         keep_maps=keep_maps,
         selection=selection,
         exact_masks=exact_masks,
@@ -316,7 +317,12 @@ def explain_predictor(
     )
     if sanity_per_class and any(s.label in (0, 1) for s in samples):
         sanity_checks(
-            predictor.model, expl, predictor.preprocessing, per_class=sanity_per_class, seed=seed, cache=cache
+            predictor.model,
+            expl,
+            predictor.preprocessing,
+            per_class=sanity_per_class,
+            seed=seed,
+            resources=predictor.resources,
         )
     return expl
 
@@ -332,12 +338,11 @@ def compare_methods(
     seed: int = 0,
     target: str = "PNEUMONIA",
     exact_masks: Callable[[Path], Path | None] | None = None,
-    cache=None,
 ) -> list[dict[str, Any]]:
     """One row per (method, layer): the share of empty maps, ROAD of the model's maps against a random map (their
     paired difference with a 95% interval by patient), the randomisation test, whether the maps pass their checks,
     and the lung and heart lift per class with intervals. The evidence choose_method reads."""
-    rows, segmenter = [], (predictor.cache if cache is None else cache).lung_segmenter()
+    rows, segmenter = [], predictor.resources.segmenter
     for method in methods:
         for layer in layers:
             e = explain_predictor(
@@ -350,7 +355,6 @@ def compare_methods(
                 method=method,
                 layer=layer,
                 exact_masks=exact_masks,
-                cache=cache,
                 keep_maps=False,
                 segmenter=segmenter,
             )

@@ -27,8 +27,9 @@ from ..analysis.cam_methods import DEFAULT_METHOD
 from ..core.config import CLASSES
 from ..core.io import atomic_write
 from ..core.stats import patient_bootstrap
-from ..data.dataset import Sample, ensure_cache
+from ..data.dataset import Sample
 from ..data.lungs import LungBox, LungSegmenter
+from ..data.resources import Resources, as_resources
 from ..models.inference import predict_proba
 
 log = logging.getLogger(__name__)
@@ -383,7 +384,7 @@ def explain(
     tta: bool = False,
     layer: str = "auto",
     batch_size: int = 16,
-    cache=None,
+    resources: Resources | None = None,
     keep_maps: bool = True,
     selection: str = "",
     exact_masks: Callable[[Path], Path | None] | None = None,
@@ -394,15 +395,17 @@ def explain(
     probs are P(PNEUMONIA) from infer.predict_proba with `tta` (pass the checkpoint's config.tta: predict and
     evaluate do), and with tta the maps average the image and its flipped-back flip in the same way.
     exact_masks: path -> annotated lung mask file or None (lungs.annotated_mask); films without one are segmented by
-    `segmenter` (default: the cache's, the one that draws its crop boxes), and every mask is checked by that segmenter's calibrated LungCheck.
+    `segmenter` (default: the context's, the one its cache draws the crop boxes with), and every mask is checked by that segmenter's calibrated LungCheck.
+    resources: the context the films are decoded in (default: a new one for this call).
     target: 'PNEUMONIA' (default: the same heatmap for every model, so runs compare), 'NORMAL', or 'predicted'
     (the class the threshold picks). layer: 'auto' (the deepest ResNet stage with >= 8 x 8 cells) or a stage.
     keep_maps=False keeps only the per-image scores (not the images, heatmaps and masks)."""
     if target not in TARGETS:
         raise ValueError(f"unknown CAM target {target!r}; known: {', '.join(TARGETS)}")
-    cache = ensure_cache(cache)
+    resources = as_resources(resources)
+    cache = resources.cache
     own = segmenter is None  # the cache's segmenter drew the crop boxes; another one is asked for explicitly
-    segmenter = segmenter or cache.lung_segmenter()  # the context's one (Resources.segmenter): never loaded twice
+    segmenter = segmenter or resources.segmenter  # the context's one: never loaded twice
     device = next(model.parameters()).device
     layer_name, module = resolve_layer(model, layer, preprocessing.image_size, preprocessing.in_channels)
     got = _Gathered()

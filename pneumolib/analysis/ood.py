@@ -23,7 +23,8 @@ import torch
 
 from ..core.stats import ledoit_wolf
 from ..data import population
-from ..data.dataset import DecodedCache, Sample, subsample
+from ..data.dataset import Sample, subsample
+from ..data.resources import Resources
 from ..models.inference import view_outputs
 from ..models.ood_score import distances, flag, population_flag  # noqa: F401 (re-exported: scored where served)
 
@@ -42,7 +43,7 @@ def features(
     samples: list[Sample],
     preprocessing,
     *,
-    cache: DecodedCache | None = None,
+    resources: Resources | None = None,
     device=None,
     batch_size: int = 64,
 ) -> np.ndarray:
@@ -50,7 +51,7 @@ def features(
     read from the one inference pass (models.inference.view_outputs). Where the films' predictions are also
     wanted, ask that pass for both (evaluate.predict_samples(features=True)) instead of calling this."""
     _, feats = view_outputs(
-        model, list(samples), preprocessing, cache=cache, device=device, batch_size=batch_size, features=True
+        model, list(samples), preprocessing, resources=resources, device=device, batch_size=batch_size, features=True
     )
     return feats.numpy()
 
@@ -79,7 +80,7 @@ def reference_for(
     *,
     val_features: np.ndarray | None = None,
     seed: int = 0,
-    cache: DecodedCache | None = None,
+    resources: Resources | None = None,
     device=None,
 ) -> dict[str, Any]:
     """Fit the reference on up to MAX_FIT training films (seeded, class-stratified) and calibrate on validation; the
@@ -87,9 +88,11 @@ def reference_for(
     VAL_FEATURES: the validation films' penultimate features when the validation pass already read them."""
     fit_on = subsample(train, MAX_FIT, seed)
     val_feats = (
-        val_features if val_features is not None else features(model, val, preprocessing, cache=cache, device=device)
+        val_features
+        if val_features is not None
+        else features(model, val, preprocessing, resources=resources, device=device)
     )
-    ref = fit_reference(features(model, fit_on, preprocessing, cache=cache, device=device), val_feats)
+    ref = fit_reference(features(model, fit_on, preprocessing, resources=resources, device=device), val_feats)
     pop = population.fit_reference(
         population.film_statistics([s.path for s in fit_on]), population.film_statistics([s.path for s in val])
     )
@@ -107,13 +110,19 @@ def reference_for(
     return ref
 
 
-def score(predictor, samples: list[Sample], cache: DecodedCache | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+def score(predictor, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray] | None:
     """(distance, flagged) per film for a checkpoint that carries a reference; None for one that does not. A pass of
-    its own: where the predictions are wanted too, use predict_samples(features=True) and `flag`."""
+    its own, in the predictor's context: where the predictions are wanted too, use predict_samples(features=True)
+    and `flag`."""
     ref = (predictor.extra or {}).get("ood")
     if not ref:
         return None
-    return flag(ref, features(predictor.model, samples, predictor.preprocessing, cache=cache, device=predictor.device))
+    return flag(
+        ref,
+        features(
+            predictor.model, samples, predictor.preprocessing, resources=predictor.resources, device=predictor.device
+        ),
+    )
 
 
 def summary(

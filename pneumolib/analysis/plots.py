@@ -10,19 +10,25 @@ import seaborn as sns
 import torch
 
 from ..core.config import CLASSES, ExperimentConfig
-from ..data.dataset import Sample, ensure_cache
+from ..data.dataset import Sample
+from ..data.resources import Resources, as_resources
 from ..data.transforms import build, has_reference
 
 
 def show_batched_vs_reference(
-    config: ExperimentConfig, samples: list[Sample], n_per_class: int = 1, n_draws: int = 4, seed: int = 0, cache=None
+    config: ExperimentConfig,
+    samples: list[Sample],
+    n_per_class: int = 1,
+    n_draws: int = 4,
+    seed: int = 0,
+    resources: Resources | None = None,
 ):
     """The same images through the per-sample reference transforms and through the batched augmentation that
     training uses (augment.BatchAugment): two rows per image, alike in kind, not pixel for pixel (each path
-    draws its own random parameters)."""
+    draws its own random parameters). The films are decoded in `resources` (default: a new context for this call)."""
     from ..data.augment import BatchAugment
 
-    cache = ensure_cache(cache)
+    cache = as_resources(resources).cache
     rng = np.random.default_rng(seed)
     picked = []
     for label, cls in enumerate(CLASSES):

@@ -201,7 +201,7 @@ def site_passes(
             samples,
             predictor.preprocessing,
             tta=predictor.config.tta,
-            cache=predictor.cache,
+            resources=predictor.resources,
             transform=transform,
             device=predictor.device,
             batch_size=batch_size,
@@ -209,7 +209,7 @@ def site_passes(
 
     def bn(subset: list[Sample]):
         return adapt_bn(predictor.model, subset, predictor.preprocessing, layers=EARLY_BN_LAYERS,
-                        transform=transform, batch_size=batch_size, cache=predictor.cache, device=predictor.device)  # fmt: skip
+                        transform=transform, batch_size=batch_size, resources=predictor.resources, device=predictor.device)  # fmt: skip
 
     plain = score(predictor.model) if plain is None else plain
     whole = bn(samples)
@@ -239,7 +239,7 @@ def adapt_to_site(
     if len(samples) < MIN_FILMS:  # no adaptation is tried: only the plain pass
         if plain is None:
             plain = predict_samples(predictor.model, samples, predictor.preprocessing, tta=predictor.config.tta,
-                                    cache=predictor.cache, transform=transform, device=predictor.device,
+                                    resources=predictor.resources, transform=transform, device=predictor.device,
                                     batch_size=batch_size)  # fmt: skip
         return predictor, plain, too_few(len(samples))
     p = site_passes(predictor, samples, transform=transform, seed=seed, batch_size=batch_size, threshold=threshold,
@@ -248,7 +248,12 @@ def adapt_to_site(
     if not p.decision.adapted:
         return predictor, p.plain, p.decision
     used = Predictor(
-        p.whole, predictor.config, predictor.threshold, predictor.preprocessing, predictor.device, cache=predictor.cache
+        p.whole,
+        predictor.config,
+        predictor.threshold,
+        predictor.preprocessing,
+        predictor.device,
+        resources=predictor.resources,
     )
     used.extra = {**predictor.extra, "adaptation": p.decision.record()}
     return used, p.adapted, p.decision

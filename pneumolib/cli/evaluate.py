@@ -8,15 +8,15 @@ from ..core import config as C
 from .common import UsageError, command_line, data_source, float_in, manifest_args
 
 
-def cohort_split(data_dir, split: str, image_size: int, cache=None):
-    """One split of a cohort folder (no train/ needed), pre-scanned into CACHE (the predictor's, so the films are
-    decoded once); its notes and skipped files on stderr."""
+def cohort_split(data_dir, split: str, image_size: int, resources=None):
+    """One split of a cohort folder (no train/ needed), pre-scanned in RESOURCES (the predictor's context,
+    data.resources.Resources, so the films are decoded once); its notes and skipped files on stderr."""
     from ..data.dataset import discover_split, prescan
 
     data = discover_split(data_dir, split)
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)
-    data = prescan(data, image_size, cache=cache)
+    data = prescan(data, image_size, resources=resources)
     from ..data.dataset import summarise_errors
 
     for line in summarise_errors(data.bad_files):

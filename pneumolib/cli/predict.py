@@ -98,7 +98,7 @@ def cmd_explain(args) -> int:
     out = Path(args.out) if args.out else RunDir(Path(args.checkpoint).resolve().parent).gradcam
     ensure_writable_dir(out, ours=not args.out, protect=protected(args))  # the run's gradcam/: never a link
     pred = Predictor.load(args.checkpoint)
-    samples = cohort_split(source, args.split, pred.preprocessing.view, pred.cache)
+    samples = cohort_split(source, args.split, pred.preprocessing.view, pred.resources)
     if args.compare:
         return _compare_methods(pred, samples, args)
     # lung masks: annotated where a film has one (the shared data's lung_masks/, the fixture), else the segmenter's

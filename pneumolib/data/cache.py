@@ -453,12 +453,6 @@ def budget_chunks(paths: list[Path], total: int = DECODE_BUDGET, most: int = 64)
     return chunks
 
 
-def ensure_cache(cache: DecodedCache | None) -> DecodedCache:
-    """The caller's cache, else a new one for this call only (the disk cache still spares the decoding): there is no
-    process-wide cache. Whoever holds the data (XRayData.cache) or the model (Predictor.cache) holds its cache."""
-    return DecodedCache.from_environment() if cache is None else cache
-
-
 def file_digest(path: Path, memo: dict[tuple, str] | None = None) -> str:
     """SHA-1 of the file's bytes, read in 1 MB chunks after check_readable (a FIFO, device, folder or oversized file
     is refused before a byte is read); kept in MEMO (the caller's, e.g. a DecodedCache's) by path, size and

@@ -18,7 +18,6 @@ from ..data.cache import (  # noqa: F401 (the data layer's names, in one place)
     budget_chunks,
     default_cache_dir,
     default_memory_bytes,
-    ensure_cache,
     file_digest,
     parse_bytes,
 )
@@ -79,11 +78,11 @@ class XRayDataset(torch.utils.data.Dataset):
         samples: list[Sample],
         preprocessing=None,
         transform: Callable | None = None,
-        cache: Resources | DecodedCache | None = None,
+        resources: Resources | None = None,
         image_size: int | View | None = None,
     ):
         self.samples, self.pre, self.transform = list(samples), preprocessing, transform
-        self.resources = as_resources(cache)  # the context (or a bare cache) the films are decoded through
+        self.resources = as_resources(resources)  # the context the films are decoded through (default: a new one)
         self.image_size = image_size or preprocessing.view  # the decode view (size and crop)
 
     @property

@@ -82,17 +82,14 @@ def prescan(
     data: XRayData,
     image_size: int | View,
     strict: bool = False,
-    cache: DecodedCache | None = None,
     progress: Callable | None = None,
     resources: Resources | None = None,
 ) -> XRayData:
     """Decode every file once and check the folder's hygiene (unreadable files, identical files within and
     across splits and classes, patients in two splits). Unreadable files are dropped and reported by path;
-    strict mode refuses to start on any finding. RESOURCES (default: the data's own context; CACHE, for callers
-    that hold only a cache, replaces its cache) keeps the decoded films; the returned data holds it."""
+    strict mode refuses to start on any finding. RESOURCES (default: the data's own context) keeps the decoded
+    films; the returned data holds it."""
     resources = data.resources if resources is None else resources
-    if cache is not None:
-        resources = resources.sharing(cache)
     cache = resources.cache
     every = [s.path for samples in data.splits.values() for s in samples]
     bad = cache.warm(every, image_size, progress=progress)
@@ -161,15 +158,14 @@ def prepare(
     holdout: str = "folders",
     image_size: int | View,
     strict: bool = False,
-    cache: "DecodedCache | None" = None,
     logger=None,
     resources: Resources | None = None,
 ) -> XRayData:
     """The one way a run's data is made ready: discover the folder (val split seeded), apply the holdout,
     pre-scan (decode once, hygiene; unreadable files dropped and listed), log what the pre-scan found. The data
-    carries RESOURCES (default: a new context; CACHE, for callers that hold only a cache, is its cache)."""
+    carries RESOURCES (default: a new context)."""
     data = apply_holdout(discover(root, seed=seed), holdout)
-    data = prescan(data, image_size, strict=strict, cache=cache, resources=resources)
+    data = prescan(data, image_size, strict=strict, resources=resources)
     if logger is not None:
         data.log_findings(logger)
     return data

@@ -413,15 +413,23 @@ class Predictor:
                 "build inputs with predictor.preprocess() instead"
             )
 
-    def preprocess(self, path: str | Path, cache: DecodedCache | None = None) -> torch.Tensor:
-        """A file -> the exact model input used at training time (lung crop included)."""
-        img = torch.from_numpy((self.cache if cache is None else cache).get(path, self.preprocessing.view)).unsqueeze(0)
+    def context(self, given: Resources | DecodedCache | None = None) -> Resources:
+        """The context a call works in: this predictor's (Predictor.resources), or GIVEN (a context, or a bare
+        decode cache from callers written before the context existed) on this predictor's device. The public
+        methods below still take such a `cache` argument; everything inside the package passes `resources`."""
+        return self.resources if given is None else as_resources(given, self.device)
+
+    def preprocess(self, path: str | Path, cache: Resources | DecodedCache | None = None) -> torch.Tensor:
+        """A file -> the exact model input used at training time (lung crop included); decoded through this
+        predictor's context, or CACHE's (Predictor.context)."""
+        img = torch.from_numpy(self.context(cache).cache.get(path, self.preprocessing.view)).unsqueeze(0)
         return self.preprocessing(img)
 
-    def input_note(self, path: str | Path, cache: DecodedCache | None = None) -> str:
+    def input_note(self, path: str | Path, cache: Resources | DecodedCache | None = None) -> str:
         """'' for a model without a lung crop; else whether the film's lungs were found and cropped, or why the
-        whole film was used (a film the crop could not handle is flagged in every output, never hidden)."""
-        box = (self.cache if cache is None else cache).box(path, self.preprocessing.view)
+        whole film was used (a film the crop could not handle is flagged in every output, never hidden). CACHE: as
+        in preprocess."""
+        box = self.context(cache).cache.box(path, self.preprocessing.view)
         return "" if box is None else (f"lungs=NOT FOUND: {box.problem}" if box.problem else "lungs=cropped")
 
     def predict_proba(self, x: torch.Tensor) -> np.ndarray:
@@ -430,17 +438,17 @@ class Predictor:
         return predict_proba(self.model, x, device=self.device, tta=self.config.tta)
 
     def predict_records(
-        self, paths: list[str | Path], cache: DecodedCache | None = None
+        self, paths: list[str | Path], cache: Resources | DecodedCache | None = None
     ) -> tuple[list["Prediction"], list[ImageError]]:
         """The whole served record for every readable file (label, P(PNEUMONIA), the out-of-distribution distance
         and flag, the lung-crop note), each film through the network once (models.inference.view_outputs reads the
         penultimate features in the same pass); and the files that could not be read, each with its reason (never
-        raised: one bad film must not cost the others their predictions)."""
-        cache = self.cache if cache is None else cache
+        raised: one bad film must not cost the others their predictions). CACHE: as in preprocess."""
+        resources = self.context(cache)
         if isinstance(paths, (str, os.PathLike)):  # one film given by name, not a list of its characters
             paths = [paths]
         paths = [Path(p) for p in paths]
-        refused = cache.warm(paths, self.preprocessing.view)
+        refused = resources.cache.warm(paths, self.preprocessing.view)
         bad = {e.path for e in refused}
         good = [p for p in paths if p not in bad]
         samples = [unlabelled(p) for p in good]
@@ -451,7 +459,7 @@ class Predictor:
             self.preprocessing,
             device=self.device,
             tta=self.config.tta,
-            cache=cache,
+            resources=resources,
             features=bool(ref),
         )
         probs = probabilities(logits)
@@ -465,7 +473,7 @@ class Predictor:
                 self.threshold,
                 None if far is None else float(far[0][i]),
                 None if far is None else bool(far[1][i] or (whole is not None and whole[1][i])),
-                self.input_note(p, cache).removeprefix("lungs="),
+                self.input_note(p, resources).removeprefix("lungs="),
                 None if whole is None else float(whole[0][i]),
                 exif_orientation(p),
             )

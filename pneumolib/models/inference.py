@@ -7,20 +7,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data.dataset import DecodedCache, Sample, XRayDataset, ensure_cache
+from ..data.dataset import Sample, XRayDataset
+from ..data.resources import Resources, as_resources
 from ..models.networks import Ensemble, members
 
 DEFAULT_BATCH = 64
 
 
 def sample_batches(
-    samples: list[Sample], preprocessing, *, batch_size: int, cache: DecodedCache | None = None, transform=None
+    samples: list[Sample], preprocessing, *, batch_size: int, resources: Resources | None = None, transform=None
 ):
-    """Model inputs for SAMPLES, in their order, at most batch_size at a time: each film decoded through `cache`,
+    """Model inputs for SAMPLES, in their order, at most batch_size at a time: each film decoded through the
+    context's cache (`resources`, default: a new one for this call),
     changed by `transform` (e.g. a simulated scanner shift), then preprocessed. The one place samples become
     batches: the inference pass (view_outputs) and BatchNorm adaptation (analysis.adapt) both read their inputs
     here, so a film is the same tensor wherever it goes through the network."""
-    return _loader_batches(XRayDataset(list(samples), preprocessing, transform, ensure_cache(cache)), batch_size)
+    return _loader_batches(XRayDataset(list(samples), preprocessing, transform, as_resources(resources)), batch_size)
 
 
 def _loader_batches(dataset, batch_size: int):
@@ -31,7 +33,7 @@ def _loader_batches(dataset, batch_size: int):
         yield batch[0] if isinstance(batch, (list, tuple)) else batch
 
 
-def _batches(source: Any, preprocessing, *, batch_size: int, cache: DecodedCache | None, transform):
+def _batches(source: Any, preprocessing, *, batch_size: int, resources: Resources | None, transform):
     """Model inputs in batches of at most batch_size: from a tensor (already preprocessed), a Dataset whose items
     start with the input, or a list of Samples (sample_batches)."""
     if isinstance(source, torch.Tensor):
@@ -41,7 +43,9 @@ def _batches(source: Any, preprocessing, *, batch_size: int, cache: DecodedCache
     if isinstance(source, (list, tuple)) and (not source or isinstance(source[0], Sample)):
         if preprocessing is None:
             raise ValueError("samples need the checkpoint's preprocessing to become model inputs")
-        yield from sample_batches(source, preprocessing, batch_size=batch_size, cache=cache, transform=transform)
+        yield from sample_batches(
+            source, preprocessing, batch_size=batch_size, resources=resources, transform=transform
+        )
         return
     yield from _loader_batches(source, batch_size)
 
@@ -63,7 +67,7 @@ def view_outputs(
     *,
     tta: bool = False,
     batch_size: int = DEFAULT_BATCH,
-    cache: DecodedCache | None = None,
+    resources: Resources | None = None,
     transform=None,
     device=None,
     features: bool = False,
@@ -72,7 +76,7 @@ def view_outputs(
 
     Args:
         model: a network or an `Ensemble`.
-        source: a list of Samples (decoded through `cache`, shifted by `transform`, preprocessed), a Dataset whose
+        source: a list of Samples (decoded through the cache of `resources`, shifted by `transform`, preprocessed), a Dataset whose
             items start with the input, or a tensor of preprocessed inputs.
         preprocessing: the checkpoint's preprocessing (needed for Samples).
         tta: also the horizontal flip of every input.
@@ -96,7 +100,7 @@ def view_outputs(
             lambda mod, inp, res: seen.append(inp[0].detach().float().cpu()) if want["on"] else None
         )
     try:
-        for x in _batches(source, preprocessing, batch_size=batch_size, cache=cache, transform=transform):
+        for x in _batches(source, preprocessing, batch_size=batch_size, resources=resources, transform=transform):
             x = x.to(device)
             per_view = []
             for k, v in enumerate(views(x, tta)):

@@ -218,11 +218,11 @@ def threshold_table(r: RunResult, extra_rules: tuple[str, ...] = ("youden", "sen
     from ..analysis.evaluate import compute_metrics, fit_threshold, predict_samples
 
     p = r.predictor
-    val = predict_samples(p.model, r.data["val"], p.preprocessing, tta=r.config.tta, cache=r.data.cache)
+    val = predict_samples(p.model, r.data["val"], p.preprocessing, tta=r.config.tta, resources=r.data.resources)
     rules = {f"fixed {r.threshold:.2f} (this entry)": r.threshold, "fixed 0.50": 0.5}
     for rule in extra_rules:
         rules[f"{rule} on val"] = fit_threshold(
-            rule, p.model, val, p.preprocessing, tta=r.config.tta, cache=r.data.cache
+            rule, p.model, val, p.preprocessing, tta=r.config.tta, resources=r.data.resources
         )
     rows = []
     for name, t in rules.items():

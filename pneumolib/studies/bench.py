@@ -15,6 +15,7 @@ from ..core.config import apply_profile
 from ..core.runtime import autocast, generator, get_device, seed_everything
 from ..data.augment import BatchAugment, TrainBatches
 from ..data.dataset import DecodedCache, XRayDataset, as_source, prepare
+from ..data.resources import Resources
 from ..models.checkpoint import preprocessing_for
 from ..models.networks import build_model
 from .catalogue import get_config
@@ -114,9 +115,8 @@ def bench(
     )
     root = as_source(data_dir)  # a folder or a CSV manifest
     pre = preprocessing_for(cfg)
-    cache = DecodedCache()
-    data = prepare(root, seed=0, image_size=image_size, cache=cache)  # decode once, as fit() does
-    ours = _pipeline_batches(cfg, data["train"], cache, pre, dev)
+    data = prepare(root, seed=0, image_size=image_size, resources=Resources(DecodedCache()))  # decode once, as fit()
+    ours = _pipeline_batches(cfg, data["train"], data.resources, pre, dev)
     x, y = next(iter(ours))[:2]  # pure compute: the same model fed one constant, augmented and preprocessed batch
     sources = {
         "plain": _repeat(_plain_loader(data["train"], image_size, batch_size, workers)),
@@ -146,11 +146,11 @@ def bench(
     return results
 
 
-def _pipeline_batches(cfg, train: list, cache: DecodedCache, pre, dev) -> TrainBatches:
-    """What fit() trains on: uint8 batches from the decode cache, then the config's batched augmentation and
-    preprocessing (pre) on the device."""
+def _pipeline_batches(cfg, train: list, resources: Resources, pre, dev) -> TrainBatches:
+    """What fit() trains on: uint8 batches from the decode cache (of RESOURCES, the data's context), then the
+    config's batched augmentation and preprocessing (pre) on the device."""
     loader = torch.utils.data.DataLoader(
-        XRayDataset(train, None, None, cache, image_size=cfg.image_size),
+        XRayDataset(train, None, None, resources, image_size=cfg.image_size),
         batch_size=cfg.batch_size,
         shuffle=True,
         drop_last=True,

@@ -217,10 +217,10 @@ def _under_shifts(scores: dict, threshold: float) -> dict[str, float]:
 def analyse(pred: Predictor, data) -> dict:
     """One model's candidate row: clean and shifted test scores at its own threshold and at the Youden and
     youden_shifted thresholds fitted on validation."""
-    test = shifted_scores(pred.model, data["test"], pred.preprocessing, tta=pred.config.tta, cache=data.cache)
-    val = predict_samples(pred.model, data["val"], pred.preprocessing, tta=pred.config.tta, cache=data.cache)
+    test = shifted_scores(pred.model, data["test"], pred.preprocessing, tta=pred.config.tta, resources=data.resources)
+    val = predict_samples(pred.model, data["val"], pred.preprocessing, tta=pred.config.tta, resources=data.resources)
     t_youden, t_shifted = (
-        fit_threshold(rule, pred.model, val, pred.preprocessing, tta=pred.config.tta, cache=data.cache)
+        fit_threshold(rule, pred.model, val, pred.preprocessing, tta=pred.config.tta, resources=data.resources)
         for rule in ("youden", "youden_shifted")
     )
     return {
@@ -267,7 +267,7 @@ def compare(root, groups: dict[str, list[Path]], *, ensemble: bool = True, progr
                 progress(f"[{name}] {d}: done")
         if len(runs) > 1 and ensemble:
             data = open_run(runs[0], root).data  # the first member's seeded split
-            ens = build_ensemble([RunDir(d).checkpoint for d in runs], data["val"])
+            ens = build_ensemble([RunDir(d).checkpoint for d in runs], data["val"], resources=data.resources)
             r = analyse(ens, data)
             r["temperature"] = ens.extra["ensemble"]["temperature"]
             results[name]["ensemble"] = r

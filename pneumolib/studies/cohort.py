@@ -16,16 +16,17 @@ from ..analysis.evaluate import Scores, compute_metrics, predict_samples
 from ..core.config import ADAPT_MODES
 from ..core.io import make_dir
 from ..core.runs import RunDir
-from ..data.dataset import DecodedCache, Sample, discover_split, prescan
+from ..data.dataset import Sample, discover_split, prescan
+from ..data.resources import Resources
 from ..data.sources import source_for
 from ..models.checkpoint import Predictor, checkpoint_file
 from ..studies.card_records import cohort_name
 
 
-def cohort_samples(source, split: str, image_size, cache: DecodedCache | None = None) -> list[Sample]:
-    """One split of a cohort (a folder without train/, a bare pair of class folders, a manifest), pre-scanned into
-    CACHE (the predictor's, so the films are decoded once); unreadable films left out."""
-    return prescan(discover_split(source, split), image_size, cache=cache)[split]
+def cohort_samples(source, split: str, image_size, resources: Resources | None = None) -> list[Sample]:
+    """One split of a cohort (a folder without train/, a bare pair of class folders, a manifest), pre-scanned in
+    RESOURCES (the predictor's context, so the films are decoded once); unreadable films left out."""
+    return prescan(discover_split(source, split), image_size, resources=resources)[split]
 
 
 @dataclass
@@ -97,7 +98,7 @@ def evaluate_cohort(
         adapt_mode: "site" (analysis.site: adapted when the label-free checks pass), "bn", "prior" or "both": adapt
             to the cohort without its labels, reported beside the plain numbers; None or "none": not adapted.
         adapt_alpha: bn: the weight of the cohort's statistics against the training ones.
-        read: (source, split, image size, cache) -> the cohort's films (the CLI's says what it skipped).
+        read: (source, split, image size, the predictor's context) -> the cohort's films (the CLI's says what it skipped).
         command, argv: how it was asked for, for the record.
 
     Returns:
@@ -107,11 +108,11 @@ def evaluate_cohort(
     # before the work: the record kept beside the checkpoint goes into pneumolib's own folder, never through a link
     make_dir(RunDir(Path(checkpoint).parent).evaluations, ours=True)
     pred = Predictor.load(checkpoint)
-    samples = read(source, split, pred.preprocessing.view, pred.cache)
+    samples = read(source, split, pred.preprocessing.view, pred.resources)
     override, threshold = threshold, pred.threshold if threshold is None else threshold
     features = bool(pred.extra.get("ood"))  # one pass: the scores and the features the OOD flag reads
     scores = predict_samples(
-        pred.model, samples, pred.preprocessing, tta=pred.config.tta, cache=pred.cache, features=features
+        pred.model, samples, pred.preprocessing, tta=pred.config.tta, resources=pred.resources, features=features
     )
     m = compute_metrics(scores, threshold, seed=0)
     columns = _flags(pred, samples, scores, m)

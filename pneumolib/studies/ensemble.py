@@ -64,7 +64,7 @@ def ensemble_runs(checkpoints: list, out: str | Path, data_dir=None, *, temperat
     then score it on the test split."""
     paths = [RunDir(c).checkpoint if Path(c).is_dir() else Path(c) for c in checkpoints]
     root, data, first = _members_data(paths, data_dir)
-    pred = build_ensemble(paths, data["val"], temperature=temperature)
+    pred = build_ensemble(paths, data["val"], temperature=temperature, resources=data.resources)
     rec = pred.extra["ensemble"]
     rec["holdout"] = data.holdout
     others = sorted(set(rec["seeds"]) - {first.config.seed})
@@ -75,7 +75,9 @@ def ensemble_runs(checkpoints: list, out: str | Path, data_dir=None, *, temperat
     save_checkpoint(out, pred.model, pred.config, pred.threshold, pred.extra)
     test = None
     if "test" in data.splits and data["test"]:
-        scores = predict_samples(pred.model, data["test"], pred.preprocessing, tta=pred.config.tta, cache=data.cache)
+        scores = predict_samples(
+            pred.model, data["test"], pred.preprocessing, tta=pred.config.tta, resources=data.resources
+        )
         test = compute_metrics(scores, pred.threshold, seed=0)
     return RunEnsemble(paths, root, data, pred, rec, test)
 
@@ -102,9 +104,9 @@ def train_members(config, data: XRayData, run_dir: Path | None, run_member, devi
                 **{k2: r.metrics["val"].get(k2) for k2 in ("accuracy", "sensitivity", "specificity", "auc")},
             }
         )
-    pred = build_ensemble(paths, data["val"], combine="logit", device=device, cache=data.cache)
+    pred = build_ensemble(paths, data["val"], combine="logit", device=device, resources=data.resources)
     pred.config = config
     pred.extra["ensemble"]["members_val"] = figures
     save_checkpoint(RunDir(run_dir).checkpoint, pred.model, config, pred.threshold, pred.extra)
-    val = predict_samples(pred.model, data["val"], pred.preprocessing, tta=config.tta, cache=data.cache)
+    val = predict_samples(pred.model, data["val"], pred.preprocessing, tta=config.tta, resources=data.resources)
     return pred, val

@@ -23,8 +23,9 @@ from ..analysis.cam import lung_mask
 from ..core.config import CLASSES
 from ..core.io import save_json
 from ..core.stats import auc_with_interval, patient_bootstrap
-from ..data.dataset import DecodedCache, Sample, ensure_cache, file_rows
-from ..data.lungs import LungSegmenter, annotated_mask, shipped_segmenter
+from ..data.dataset import Sample, file_rows
+from ..data.lungs import LungSegmenter, annotated_mask
+from ..data.resources import Resources, as_resources
 from ..models.checkpoint import Predictor
 from ..models.inference import predict_proba
 from ..studies.runs import open_run
@@ -70,10 +71,10 @@ def global_stats(img: np.ndarray) -> np.ndarray:
     )
 
 
-def probe_features(samples: list[Sample], cache: DecodedCache | None = None, view=None) -> np.ndarray:
+def probe_features(samples: list[Sample], resources: Resources | None = None, view=None) -> np.ndarray:
     """The statistics of each whole film squashed to PROBE_SIZE; with `view` (a model's decode view, e.g. a lung
-    crop), of what that model sees instead, resized to PROBE_SIZE."""
-    cache = ensure_cache(cache)
+    crop), of what that model sees instead, resized to PROBE_SIZE. Decoded in RESOURCES (default: a new context)."""
+    cache = as_resources(resources).cache
 
     def image(s):
         if view is None:
@@ -88,12 +89,12 @@ def probe_features(samples: list[Sample], cache: DecodedCache | None = None, vie
     return np.stack([global_stats(image(s)) for s in samples]) if samples else np.zeros((0, len(PROBE_FEATURES)))
 
 
-def fit_probe(train: list[Sample], seed: int = 0, cache: DecodedCache | None = None, view=None):
+def fit_probe(train: list[Sample], seed: int = 0, resources: Resources | None = None, view=None):
     """Gradient boosting on the global statistics of the training films (scikit-learn's, seeded)."""
     from sklearn.ensemble import GradientBoostingClassifier
 
     probe = GradientBoostingClassifier(random_state=seed)
-    probe.fit(probe_features(train, cache, view), np.array([s.label for s in train]))
+    probe.fit(probe_features(train, resources, view), np.array([s.label for s in train]))
     return probe
 
 
@@ -106,10 +107,10 @@ class Probes:
     def __init__(self):
         self._fitted: dict[tuple, Any] = {}
 
-    def get(self, train: list[Sample], seed: int, cache: DecodedCache, view=None):
+    def get(self, train: list[Sample], seed: int, resources: Resources, view=None):
         key = (train_fingerprint(train), int(seed), view)
         if key not in self._fitted:
-            self._fitted[key] = fit_probe(train, seed, cache, view)
+            self._fitted[key] = fit_probe(train, seed, resources, view)
         else:
             log.info("shortcut probe reused (same training films, seed and view)")
         return self._fitted[key]
@@ -128,14 +129,15 @@ def train_fingerprint(train: list[Sample]) -> str:
 def masks_in_view(
     pred: Predictor,
     samples: list[Sample],
-    cache: DecodedCache,
     exact_masks: Callable | None = annotated_mask,
     segmenter: LungSegmenter | None = None,
 ) -> tuple[list[np.ndarray | None], dict[str, int]]:
     """Each film's lung mask in the model's input frame (annotated where the film has one, else learned; a learned
-    mask that fails its check is None: that film is left out of the reliance)."""
+    mask that fails its check is None: that film is left out of the reliance). The films and the segmenter are the
+    predictor's context's (Predictor.resources), unless SEGMENTER is asked for explicitly."""
     own = segmenter is None  # the cache's segmenter drew the crop boxes: its masks and decisions are used as they are
-    segmenter = segmenter or shipped_segmenter()
+    cache = pred.resources.cache
+    segmenter = segmenter or pred.resources.segmenter
     view, out, counts = pred.preprocessing.view, [], {"annotated": 0, "learned": 0, "failed": 0}
     for s in samples:
         img = cache.get(s.path, view)
@@ -156,7 +158,6 @@ def reliance(
     samples: list[Sample],
     masks: list[np.ndarray | None],
     region: str,
-    cache: DecodedCache | None = None,
     batch_size: int = 64,
     seed: int = 0,
     clean: np.ndarray | None = None,
@@ -164,10 +165,11 @@ def reliance(
     """Replace the pixels outside (region='outside') or inside ('inside') each film's lung mask by FILL, and report
     the mean absolute change in P(PNEUMONIA) with a 95% interval by patient, the mean signed change, and the share
     of decisions that flip at the checkpoint's threshold; per class too. CLEAN: the films' P(PNEUMONIA) as they
-    are, when the caller has them already (the audit predicts them once for all three measurements)."""
+    are, when the caller has them already (the audit predicts them once for all three measurements). The films are
+    decoded in the predictor's context (Predictor.resources)."""
     if region not in ("outside", "inside"):
         raise ValueError(f"region must be 'outside' or 'inside', not {region!r}")
-    cache = ensure_cache(cache)
+    cache = pred.resources.cache
     keep = [i for i, m in enumerate(masks) if m is not None]
     masked = pred.preprocessing.crop == "lung_mask"
     before, after = [], []
@@ -247,30 +249,30 @@ def audit(
     samples: list[Sample],
     *,
     seed: int = 0,
-    cache: DecodedCache | None = None,
     exact_masks: Callable | None = annotated_mask,
     segmenter: LungSegmenter | None = None,
     probes: Probes | None = None,
 ) -> dict[str, Any]:
     """The three measurements on `samples`, the probe trained on `train` (see the module docstring). The clean films
     are predicted once (the worst-group recall and both reliance measurements use that pass); PROBES (the caller's)
-    reuses a probe fitted on the same training films."""
-    cache = pred.cache if cache is None else cache
+    reuses a probe fitted on the same training films. Everything is decoded in the predictor's context
+    (Predictor.resources: studies.runs.open_run gives it the data's)."""
+    res = pred.resources
     probes = probes if probes is not None else Probes()
-    probe = probes.get(train, seed, cache)
-    scores = probe.predict_proba(probe_features(samples, cache))[:, 1]
+    probe = probes.get(train, seed, res)
+    scores = probe.predict_proba(probe_features(samples, res))[:, 1]
     labels = [s.label for s in samples]
     patients = [s.patient for s in samples]
     auc, ci = auc_with_interval(np.array(labels), scores, patients, seed=seed)
     # the same probe on what the model sees (a lung crop removes borders and collimation by construction)
     view = pred.preprocessing.view
-    seen_probe = probes.get(train, seed, cache, view)
-    seen = seen_probe.predict_proba(probe_features(samples, cache, view))[:, 1]
+    seen_probe = probes.get(train, seed, res, view)
+    seen = seen_probe.predict_proba(probe_features(samples, res, view))[:, 1]
     auc_in, ci_in = auc_with_interval(np.array(labels), seen, patients, seed=seed)
     probs = predict_proba(
-        pred.model, samples, pred.preprocessing, tta=bool(pred.config.tta), cache=cache, device=pred.device
+        pred.model, samples, pred.preprocessing, tta=bool(pred.config.tta), resources=res, device=pred.device
     )
-    masks, counts = masks_in_view(pred, samples, cache, exact_masks, segmenter)
+    masks, counts = masks_in_view(pred, samples, exact_masks, segmenter)
     return {
         "n": len(samples),
         "probe_auc": auc,
@@ -287,8 +289,8 @@ def audit(
                 c: float(scores[np.array(labels) == i].mean()) for i, c in enumerate(CLASSES) if i in labels
             },
         },
-        "outside_lung_reliance": reliance(pred, samples, masks, "outside", cache, seed=seed, clean=probs),
-        "inside_lung_reliance": reliance(pred, samples, masks, "inside", cache, seed=seed, clean=probs),
+        "outside_lung_reliance": reliance(pred, samples, masks, "outside", seed=seed, clean=probs),
+        "inside_lung_reliance": reliance(pred, samples, masks, "inside", seed=seed, clean=probs),
         "worst_group": worst_group(samples, probs, pred.threshold, scores, seed),
         "masks": counts,
     }

@@ -102,7 +102,7 @@ def run_condition(predictor: Predictor, samples: list[Sample], cond: Condition, 
     if reference is not None:
         rel = relative_bn(predictor.model, p.whole, reference)
         ways.append(("relative", predict_samples(rel, films, predictor.preprocessing, tta=predictor.config.tta,
-                                                 cache=predictor.cache, transform=tf,
+                                                 resources=predictor.resources, transform=tf,
                                                  device=predictor.device).probs))  # fmt: skip
     for way, p in ways:
         row.update({f"{way}_{k}": v for k, v in _figures(labels, p >= t).items()})
@@ -121,7 +121,7 @@ def site_study(predictor: Predictor, samples: list[Sample], conditions=CONDITION
     reference = None
     if reference_films:
         reference = adapt_bn(predictor.model, reference_films, predictor.preprocessing, layers=EARLY_BN_LAYERS,
-                             cache=predictor.cache, device=predictor.device)  # fmt: skip
+                             resources=predictor.resources, device=predictor.device)  # fmt: skip
     rows = []
     for cond in conditions:
         rows.append(run_condition(predictor, samples, cond, seed, reference))

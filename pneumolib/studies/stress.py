@@ -12,7 +12,7 @@ import torch
 from ..analysis.evaluate import Scores, point_metrics, predict_samples
 from ..core.io import load_record, save_json
 from ..core.runs import RunDir, checkpoint_key
-from ..data.dataset import ensure_cache
+from ..data.resources import Resources, as_resources
 from ..data.shifts import SHIFTS, Shift
 from ..studies.runs import open_run
 
@@ -80,14 +80,20 @@ class StressReport:
 
 
 def shifted_scores(
-    model: torch.nn.Module, samples, preprocessing, *, tta: bool = False, shifts: tuple[Shift, ...] = SHIFTS, cache=None
+    model: torch.nn.Module,
+    samples,
+    preprocessing,
+    *,
+    tta: bool = False,
+    shifts: tuple[Shift, ...] = SHIFTS,
+    resources: Resources | None = None,
 ) -> dict[str, Scores]:
     """Scores of the clean split ('clean') and of one shifted copy per shift (by shift name); every copy is made from
-    one decoding of each film (CACHE, default: one for this call)."""
-    cache = ensure_cache(cache)
+    one decoding of each film (the cache of RESOURCES, default: a new context for this call)."""
+    resources = as_resources(resources)
     return {
         shift.name if shift else "clean": predict_samples(
-            model, samples, preprocessing, tta=tta, cache=cache, transform=shift
+            model, samples, preprocessing, tta=tta, resources=resources, transform=shift
         )
         for shift in (None, *shifts)
     }
@@ -122,13 +128,14 @@ def stress_test(
     *,
     tta: bool = False,
     shifts: tuple[Shift, ...] = SHIFTS,
-    cache=None,
+    resources: Resources | None = None,
     train_transforms=None,
     split: str = "test",
 ) -> StressReport:
-    """Score the clean split and one shifted copy per shift with the model's fixed threshold."""
+    """Score the clean split and one shifted copy per shift with the model's fixed threshold (films decoded in
+    RESOURCES, as in shifted_scores)."""
     return report_at(
-        shifted_scores(model, samples, preprocessing, tta=tta, shifts=shifts, cache=cache),
+        shifted_scores(model, samples, preprocessing, tta=tta, shifts=shifts, resources=resources),
         threshold,
         train_transforms,
         split,
@@ -170,7 +177,7 @@ def stress_run(run_dir, data_dir=None, *, split: str = "test", reuse: bool = Tru
         tta=pred.config.tta,
         train_transforms=pred.config.train_transforms,
         split=split,
-        cache=data.cache,
+        resources=data.resources,
     )
     save_json(
         {

@@ -113,8 +113,8 @@ def compare_run(run_dir, data_dir=None, rules: tuple[str, ...] = RULES, n_splits
     o = open_run(run_dir, data_dir)
     pred, data = o.predictor, o.data
     val = data["val"]
-    clean = predict_samples(pred.model, val, pred.preprocessing, tta=pred.config.tta, cache=data.cache)
-    shifted = seen_shift_probs(pred.model, val, pred.preprocessing, tta=pred.config.tta, cache=data.cache)
+    clean = predict_samples(pred.model, val, pred.preprocessing, tta=pred.config.tta, resources=data.resources)
+    shifted = seen_shift_probs(pred.model, val, pred.preprocessing, tta=pred.config.tta, resources=data.resources)
     r = compare_rules(
         clean.labels, clean.probs, [s.patient for s in val], shifted, rules, n_splits, seed=pred.config.seed
     )

@@ -12,6 +12,7 @@ from scipy.optimize import minimize_scalar
 
 from ..analysis.adapt import validation_calibration
 from ..analysis.evaluate import Scores, expected_calibration_error, fit_threshold
+from ..data.resources import Resources, as_resources
 from ..models.checkpoint import CheckpointError, Predictor
 from ..models.inference import probabilities, view_outputs
 from ..models.networks import Ensemble
@@ -81,25 +82,28 @@ def build_ensemble(
     temperature: bool = True,
     device: str | torch.device = "cpu",
     combine: str = "prob",
-    cache=None,
+    resources: Resources | None = None,
 ) -> Predictor:
     """One Predictor serving the checkpoints' average probability (a seed ensemble; one checkpoint = plain
     temperature scaling), with the temperature fitted on `val_samples` when asked, and the first member's threshold
-    rule re-applied to the combined validation scores. What was done and measured is in predictor.extra['ensemble']."""
+    rule re-applied to the combined validation scores. What was done and measured is in predictor.extra['ensemble'].
+    RESOURCES: the context the validation films are decoded in (default: a new one), which the returned predictor
+    carries."""
     paths = [Path(c) for c in checkpoints]
     if not paths:
         raise ValueError("no checkpoints to combine")
+    resources = as_resources(resources, device)  # one context: the validation pass, the threshold, the predictor
     preds = [Predictor.load(p, device=device) for p in paths]
     _check_compatible(paths, preds)
     cfg, pre = preds[0].config, preds[0].preprocessing
     model = Ensemble([p.model for p in preds], combine=combine).to(device).eval()
     labels = np.array([s.label for s in val_samples])
-    logits, feats = view_outputs(model, val_samples, pre, tta=cfg.tta, features=True, cache=cache)  # one pass
+    logits, feats = view_outputs(model, val_samples, pre, tta=cfg.tta, features=True, resources=resources)  # one pass
     t = fit_temperature(logits, labels) if temperature else 1.0
     model.temperature.fill_(t)
     p1, pt = probabilities(logits, 1.0), probabilities(logits, t)
     threshold = fit_threshold(
-        cfg.threshold, model, Scores(list(val_samples), pt), pre, tta=cfg.tta, device=device, cache=cache
+        cfg.threshold, model, Scores(list(val_samples), pt), pre, tta=cfg.tta, device=device, resources=resources
     )
     seeds = [p.config.seed for p in preds]
     record: dict[str, Any] = {
@@ -120,7 +124,7 @@ def build_ensemble(
     }
     if len(set(seeds)) < len(seeds):
         logger.warning("members share a seed (%s): they are not independent runs", seeds)
-    out = Predictor(model, cfg, threshold, pre, device)
+    out = Predictor(model, cfg, threshold, pre, device, resources=resources)
     out.extra = {
         **preds[0].extra,
         "ensemble": record,

@@ -35,7 +35,8 @@ from ..core.runs import RunDir
 from ..core.runtime import autocast, generator, get_device, git_commit, seed_everything
 from ..core.stats import auc_score
 from ..data.augment import BatchAugment, prepare_batch
-from ..data.dataset import DecodedCache, XRayData, fingerprint, prescan, subsample
+from ..data.dataset import XRayData, fingerprint, prescan, subsample
+from ..data.resources import Resources
 from ..models.checkpoint import CheckpointError, Predictor, preprocessing_for, save_checkpoint
 from ..models.networks import build_model
 from ..training.recipe import (  # noqa: F401 (re-exported: the run's ingredients by name, where they always were)
@@ -103,7 +104,6 @@ def fit(
     out_dir: str | Path | None = None,
     *,
     device: str = "auto",
-    cache: DecodedCache | None = None,
     strict: bool = False,
     extra: dict[str, Any] | None = None,
     resume: bool = False,
@@ -124,9 +124,10 @@ def fit(
     on its shard of every global batch (config.batch_size is the global batch), BatchNorm synced unless
     config.sync_bn is off, validation shared out and gathered; rank 0 alone writes last.pt and the checkpoint,
     and only rank 0's FitResult carries the threshold (the others return after the last epoch). `workers`:
-    DataLoader processes serving decoded films (results do not depend on it)."""
+    DataLoader processes serving decoded films (results do not depend on it). The films are decoded in the data's
+    context (XRayData.resources), which the validation, threshold and OOD passes share."""
     trainer = _Trainer.start(
-        config, data, out_dir, device=device, cache=cache, strict=strict, resume=resume, world=world, workers=workers
+        config, data, out_dir, device=device, strict=strict, resume=resume, world=world, workers=workers
     )
     val = None  # (a run resumed after its last epoch trains no epoch here)
     for epoch in range(trainer.progress.start, config.epochs + 1):
@@ -162,7 +163,7 @@ def _network(config: ExperimentConfig, world: World, dev: torch.device) -> tuple
 
 @dataclass
 class _Trainer:
-    """One training run's state, owned in one place: what it trains on (data, cache, preprocessing, the device, the
+    """One training run's state, owned in one place: what it trains on (data, its context, preprocessing, the device, the
     world of processes, DataLoader workers), what it trains (model; net, the model or its DistributedDataParallel
     wrapper; synced: BatchNorm synced over processes), how (criterion, optimiser, scheduler, batch augmentation),
     where it writes (run, or None), and how far it got (progress: what last.pt saves and resume restores).
@@ -170,7 +171,7 @@ class _Trainer:
 
     config: ExperimentConfig
     data: XRayData
-    cache: DecodedCache
+    resources: Resources  # the data's context: every pass decodes through its cache
     pre: Any
     dev: torch.device
     world: World
@@ -189,16 +190,15 @@ class _Trainer:
     progress: Progress = field(default_factory=Progress)
 
     @classmethod
-    def start(cls, config: ExperimentConfig, data: XRayData, out_dir, *, device, cache, strict, resume, world, workers):
+    def start(cls, config: ExperimentConfig, data: XRayData, out_dir, *, device, strict, resume, world, workers):
         """Everything before the first epoch, in the order that fixes the random draws (the model initialisation
         draws from the global torch RNG seeded here first); resumed from RUN_DIR/last.pt when asked."""
         t0 = time.perf_counter()
         seed_everything(config.seed)  # model initialisation draws from the global torch RNG
         dev = rank_device(get_device(device), world)
-        cache = data.cache if cache is None else cache
         pre = preprocessing_for(config)
         if data.hygiene is None:
-            data = prescan(data, config.view, strict=strict, cache=cache)
+            data = prescan(data, config.view, strict=strict)
             data.log_findings(logger)
         model, net, synced = _network(config, world, dev)
         counts = [sum(s.label == i for s in data["train"]) for i in range(len(CLASSES))]
@@ -211,7 +211,7 @@ class _Trainer:
         trainer = cls(
             config=config,
             data=data,
-            cache=cache,
+            resources=data.resources,
             pre=pre,
             dev=dev,
             world=world,
@@ -278,7 +278,7 @@ class _Trainer:
         aug_stream = "augment" if not world.distributed else f"augment/rank{world.rank}of{world.size}"
         g_aug = generator(stream_seed(config.seed, epoch, aug_stream))
         self.model.train()
-        loader, sizes = epoch_loader(config, self.data["train"], self.cache, epoch, world, self.workers)
+        loader, sizes = epoch_loader(config, self.data["train"], self.resources, epoch, world, self.workers)
         amp = autocast(dev)
         total, n = 0.0, 0
         for (x, y, _), n_global in zip(
@@ -318,7 +318,7 @@ class _Trainer:
             world=self.world,
             device=self.dev,
             tta=self.config.tta,
-            cache=self.cache,
+            resources=self.resources,
         )
         return val, _val_row(epoch, train_loss, val, self.criterion, self.dev)
 
@@ -366,12 +366,19 @@ class _Trainer:
 
     def conclude(self, model: nn.Module, images_per_s: float, extra: dict[str, Any] | None) -> FitResult:
         """Rank 0 after the last epoch: the threshold and the OOD reference from one validation pass, the checkpoint."""
-        config, data, pre, cache, dev, p = self.config, self.data, self.pre, self.cache, self.dev, self.progress
+        config, data, pre, res, dev, p = self.config, self.data, self.pre, self.resources, self.dev, self.progress
         # one pass over the validation films: their scores (threshold) and features (the OOD reference's calibration)
-        val = predict_samples(model, data["val"], pre, device=dev, tta=config.tta, cache=cache, features=True)
-        threshold = fit_threshold(config.threshold, model, val, pre, tta=config.tta, cache=cache, device=dev)
+        val = predict_samples(model, data["val"], pre, device=dev, tta=config.tta, resources=res, features=True)
+        threshold = fit_threshold(config.threshold, model, val, pre, tta=config.tta, resources=res, device=dev)
         ood = reference_for(
-            model, data["train"], data["val"], pre, val_features=val.features, seed=config.seed, cache=cache, device=dev
+            model,
+            data["train"],
+            data["val"],
+            pre,
+            val_features=val.features,
+            seed=config.seed,
+            resources=res,
+            device=dev,
         )
         seconds = time.perf_counter() - self.t0
         result = FitResult(

@@ -17,7 +17,8 @@ from ..core.distributed import SINGLE, World, shard_batches
 from ..core.registry import Registry
 from ..core.runtime import generator
 from ..data.augment import BatchAugment
-from ..data.dataset import DecodedCache, XRayDataset, subsample
+from ..data.dataset import XRayDataset, subsample
+from ..data.resources import Resources
 
 
 class FocalLoss(nn.Module):
@@ -109,13 +110,14 @@ def seed_worker(worker_id: int, base: int) -> None:
 
 
 def epoch_loader(
-    config: ExperimentConfig, train: list, cache: DecodedCache, epoch: int, world: World = SINGLE, workers: int = 0
+    config: ExperimentConfig, train: list, resources: Resources, epoch: int, world: World = SINGLE, workers: int = 0
 ):
     """This epoch's training images as uint8 batches: one global draw by the run's own sampling stream, cut into
     global batches of config.batch_size and sharded across the ranks (distributed.shard_batches). Returns
-    (loader over this rank's part of each batch, each global batch's size)."""
+    (loader over this rank's part of each batch, each global batch's size). The films are decoded through the
+    cache of RESOURCES (the run's context)."""
     train = subsample(train, config.max_train_images, seed=config.seed * 1000 + epoch)
-    ds = XRayDataset(train, None, None, cache, image_size=config.view)
+    ds = XRayDataset(train, None, None, resources, image_size=config.view)
     g = generator(stream_seed(config.seed, epoch, "sampling"))
     sampler = SAMPLERS[config.sampler](torch.tensor([s.label for s in train]), g)
     batches, sizes = shard_batches(list(sampler), config.batch_size, world, drop_last=len(ds) > config.batch_size)
