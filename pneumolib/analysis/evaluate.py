@@ -14,8 +14,8 @@ from sklearn.metrics import classification_report, confusion_matrix, roc_curve
 from ..core.config import CLASSES
 from ..core.io import atomic_write
 from ..core.stats import SMALL_N, auc_score, bootstrap_ci, weighted_metrics, wilson  # noqa: F401 (re-exported)
-from ..data.dataset import DecodedCache, Sample
-from ..data.resources import Resources, as_resources, resources_or_cache
+from ..data.dataset import Sample
+from ..data.resources import Resources, as_resources
 from ..data.shifts import SHIFTS
 from ..models.inference import probabilities, view_outputs
 
@@ -73,13 +73,11 @@ def predict_samples(
     resources: Resources | None = None,
     transform=None,
     features: bool = False,
-    cache: DecodedCache | None = None,
 ) -> Scores:
     """P(PNEUMONIA) for every sample through models.inference.view_outputs, streamed in batches, each film through
     the network once (per view). `transform` (uint8 1xHxW -> same) changes each image before the preprocessing: the
     stress test's shifts. `features`: keep the penultimate features of the same pass (Scores.features, for OOD).
-    `resources`: the context the films are decoded through (default: a new one); `cache=` is the deprecated
-    keyword of the code before it, kept for one release (data.resources.resources_or_cache)."""
+    `resources`: the context the films are decoded through (default: a new one)."""
     logits, feats = view_outputs(
         model,
         list(samples),
@@ -87,7 +85,7 @@ def predict_samples(
         device=device,
         batch_size=batch_size,
         tta=tta,
-        resources=resources_or_cache(resources, cache),
+        resources=as_resources(resources),
         transform=transform,
         features=features,
     )
@@ -173,16 +171,15 @@ def fit_threshold(
     tta: bool = False,
     resources: Resources | None = None,
     device=None,
-    cache: DecodedCache | None = None,
 ) -> float:
     """The decision threshold by `rule` on the validation scores `val` (of `model`). 'youden_shifted' applies Youden's
     rule to the validation films pooled with their copies under the stress test's 'seen' shifts (exposure curves,
     contrast, blur, field of view, rotation: the kinds of change the robust augmentation trains on), so the
     threshold separates the classes under scanner-like changes, not only on the clean split; the 'unseen' shifts
-    stay out of it and remain the stress test's check. `cache=`: deprecated, as in predict_samples."""
+    stay out of it and remain the stress test's check."""
     if rule != "youden_shifted":
         return choose_threshold(rule, val.labels, val.probs)
-    res = resources_or_cache(resources, cache)
+    res = as_resources(resources)
     shifted = seen_shift_probs(model, val.samples, preprocessing, tta=tta, resources=res, device=device)
     return pooled_youden(val.labels, val.probs, shifted)
 

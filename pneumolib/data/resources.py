@@ -62,10 +62,3 @@ def as_resources(
     else:
         raise TypeError(f"expected a Resources or a DecodedCache, not a {type(given).__name__}")
     return out if device is None or torch.device(device) == out.device else out.on(device)
-
-
-def resources_or_cache(resources: "Resources | None", cache: "DecodedCache | None" = None) -> Resources:
-    """The context of a call that still accepts the `cache=` keyword of the code before Resources existed (kept for
-    one release, for callers not yet moved; pass `resources=`): RESOURCES when given, else a context around CACHE,
-    else a new one."""
-    return as_resources(resources if resources is not None else cache)

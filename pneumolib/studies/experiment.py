@@ -290,9 +290,11 @@ def _refit_threshold(config: ExperimentConfig, predictor: Predictor, data: XRayD
     the checkpoint in this folder is rewritten with this run's config and threshold (the stress test and 'predict'
     read them). Returns the validation scores it read."""
     stored = predictor.threshold
-    val = predict_samples(predictor.model, data["val"], predictor.preprocessing, tta=config.tta, cache=data.cache)
+    val = predict_samples(
+        predictor.model, data["val"], predictor.preprocessing, tta=config.tta, resources=data.resources
+    )
     predictor.threshold = fit_threshold(
-        config.threshold, predictor.model, val, predictor.preprocessing, tta=config.tta, cache=data.cache
+        config.threshold, predictor.model, val, predictor.preprocessing, tta=config.tta, resources=data.resources
     )
     predictor.config = config
     if predictor.threshold != stored:
@@ -358,7 +360,7 @@ def _evaluate_test(
 ) -> Scores:
     """The test split's scores, its metrics (and the last epoch's, and the 10-image subset's) into METRICS."""
     pre = preprocessing_for(config)
-    test = predict_samples(predictor.model, data["test"], pre, tta=config.tta, cache=data.cache)
+    test = predict_samples(predictor.model, data["test"], pre, tta=config.tta, resources=data.resources)
     metrics["test"] = compute_metrics(test, predictor.threshold, seed=config.seed)
     metrics["test_last_epoch"] = last_epoch_metrics(
         predictor, run_dir, data["test"], metrics.get("history"), config, metrics.get("best_epoch")
@@ -484,7 +486,7 @@ def last_epoch_metrics(
     except Exception as e:  # noqa: BLE001 - torch raises many types for a file that is not a weights file
         logger.warning("%s: not used (not the last epoch's weights: %s)", path, str(e).splitlines()[0][:160])
         return None
-    scores = predict_samples(model, samples, predictor.preprocessing, tta=config.tta, cache=predictor.cache)
+    scores = predict_samples(model, samples, predictor.preprocessing, tta=config.tta, resources=predictor.resources)
     return dict(compute_metrics(scores, predictor.threshold, seed=config.seed), epoch=epoch)
 
 
