@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from pneumolib.core.distributed import SINGLE, CpuSyncBatchNorm, World, shard_batches, sync_batchnorm
+from pneumolib.core.runs import LOCK
 from pneumolib.core.runs import STATE as STATE_FILE
 from pneumolib.models.checkpoint import read_checkpoint
 from pneumolib.models.networks import build_model
@@ -50,6 +51,35 @@ def _tree(pid: int) -> list[int]:
         out.append(p)
         todo += [q for q, pp in parent.items() if pp == p]
     return out
+
+
+def _wait_unlocked(lock: Path, timeout: float = 120) -> None:
+    """Wait until no process holds LOCK (the run folder's flock). A SIGKILLed process's main thread can be a zombie
+    while its other threads are still exiting, and its files stay open until the last one has (regression: CI's
+    resume was refused by a killed trainer that /proc already showed as a zombie). On timeout, fail naming the
+    processes that still have the file open."""
+    import fcntl
+    import time
+
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        fd = os.open(lock, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return  # closing the descriptor below releases it at once
+        except BlockingIOError:
+            time.sleep(0.1)
+        finally:
+            os.close(fd)
+    holders = []
+    for fd_link in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            if os.readlink(fd_link) == str(lock):
+                pid = fd_link.parent.parent.name
+                holders.append((pid, Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")[:120]))
+        except OSError:
+            continue
+    raise AssertionError(f"{lock} still locked {timeout:.0f} s after the kill, open in: {holders}")
 
 
 def _wait_dead(pids: list[int], timeout: float = 60) -> None:
@@ -167,6 +197,7 @@ def test_torchrun_resume_after_a_kill_ends_as_the_uninterrupted_run_and_refuses_
     p.wait(timeout=60)
     assert len(killed) >= 3, f"torchrun and its 2 workers were not all found: {killed}"
     _wait_dead(killed)  # a lost node's processes are gone before anyone resumes
+    _wait_unlocked(cut / LOCK)  # ... and every thread of theirs: the lock is free
     assert not (cut / "checkpoint.pt").exists(), "the run finished before it was killed"
     assert (cut / STATE_FILE).is_file()
 
