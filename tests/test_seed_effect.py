@@ -103,3 +103,25 @@ def test_seed_mean_widens_with_the_seeds_spread_and_their_own_intervals():
 def test_unpaired_shapes_are_refused():
     with pytest.raises(ValueError, match="same seeds and films"):
         seed_effect(np.ones((3, 4)), np.ones((2, 4)))
+
+
+@pytest.mark.parametrize("seed_part, film_part", [(0.0024, 0.0001), (0.0001, 0.0024), (0.0003, 0.0003), (0.0, 0.0001)])
+def test_needed_finds_the_same_seed_count_as_a_scan_of_every_count(seed_part, film_part):
+    from scipy.stats import t
+
+    e = SeedEffect(0.02, -0.03, 0.07, (0.02,) * 5, None, 5, 400, seed_part=seed_part, film_part=film_part)
+    var = seed_part * 5 / t.ppf(0.975, 4) ** 2
+    scan = next((n for n in range(6, 2000) if t.ppf(0.975, n - 1) ** 2 * var / n + film_part < 0.02**2), None)
+    assert e.needed(0.0, cap=2000)[0] == scan
+
+
+def test_needed_does_not_scan_every_seed_count_to_the_cap_regression(monkeypatch):
+    # each 'cannot tell' verdict whose films' part alone was wider than its effect computed 100,000 t quantiles
+    import scipy.stats
+
+    calls = []
+    real = scipy.stats.t.ppf
+    monkeypatch.setattr(scipy.stats.t, "ppf", lambda *a, **k: calls.append(1) or real(*a, **k))
+    for film_part in (0.0024, 0.0001):
+        SeedEffect(0.02, -0.03, 0.07, (0.02,) * 5, None, 5, 400, seed_part=0.0024, film_part=film_part).needed(0.0)
+    assert 0 < len(calls) <= 50

@@ -290,14 +290,27 @@ class SeedEffect:
                 self.n_films + 1, math.ceil(self.n_films * scale)
             )
         per_seed_var = seed_part * self.n_seeds / t.ppf(0.975, max(self.n_seeds - 1, 1)) ** 2 if self.n_seeds > 1 else 0
-        seeds = next(
-            (n for n in range(self.n_seeds + 1, cap) if t.ppf(0.975, n - 1) ** 2 * per_seed_var / n + film_part < gap2),
-            None,
-        )
+        seeds = _fewest(lambda n: t.ppf(0.975, n - 1) ** 2 * per_seed_var / n + film_part < gap2, self.n_seeds + 1, cap)
         films = None
         if self.n_films and seed_part < gap2 and film_part > 0:
             films = max(self.n_films + 1, math.ceil(self.n_films * film_part / (gap2 - seed_part)))
         return seeds, films
+
+
+def _fewest(ok, low: int, cap: int) -> int | None:
+    """The smallest n in [LOW, CAP) with OK(n), for an OK that, once true, stays true as n grows (the seeds' part
+    t(n-1)^2/n only shrinks): a bisection, about 17 quantiles where a scan to the cap took 100,000 (regression: a
+    seed count that could not decide made each 'cannot tell' verdict take seconds)."""
+    if low >= cap or not ok(cap - 1):
+        return None
+    hi = cap - 1  # ok(hi) holds
+    while low < hi:
+        mid = (low + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            low = mid + 1
+    return hi
 
 
 def seed_mean(values, half_widths=None, level: float = 0.95) -> SeedEffect:
