@@ -1,10 +1,14 @@
 """Notebook 00's account of 'everything PNEUMONIA' (notebook.account) and its levers (notebook.levers)."""
 
+import tempfile
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
 from pneumolib.analysis.evaluate import choose_threshold
+from pneumolib.core.scores import read_scores
 from pneumolib.core.stats import SeedEffect
 from pneumolib.notebook import account, levers
 
@@ -119,9 +123,9 @@ def test_the_why_paragraph_is_written_from_the_numbers_and_changes_with_them():
 
 
 def _scored(seed, p_test, y_test, p_val, y_val, sampler="shuffle"):
-    def frame(p, y, split):
+    def frame(p, y, split):  # a score file as the product writes it, read by its one reader
         n = len(p)
-        return pd.DataFrame(
+        df = pd.DataFrame(
             {
                 "path": [f"{split}/{i}.png" for i in range(n)],
                 "patient": [f"P{i // 2}" for i in range(n)],
@@ -131,6 +135,9 @@ def _scored(seed, p_test, y_test, p_val, y_val, sampler="shuffle"):
                 "prediction": np.where(np.asarray(p) >= 0.5, "PNEUMONIA", "NORMAL"),
             }
         )
+        with tempfile.TemporaryDirectory() as d:
+            df.to_csv(Path(d) / "scores.csv", index=False)
+            return read_scores(Path(d) / "scores.csv")
 
     m = {"config": {"seed": seed, "sampler": sampler, "epochs": 4}, "threshold": 0.5, "best_epoch": 2}
     m["data_counts"] = {"train": {"NORMAL": 100, "PNEUMONIA": 300}}

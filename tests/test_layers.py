@@ -24,6 +24,7 @@ MODULES = {
     "core.runtime": 0,
     "core.stats": 0,
     "core.runs": 1,
+    "core.scores": 1,
     "core.distributed": 1,
     "data.fixture": 0,
     "data.image_checks": 0,

@@ -13,6 +13,7 @@ from sklearn.metrics import classification_report, confusion_matrix, roc_curve
 
 from ..core.config import CLASSES
 from ..core.io import atomic_write
+from ..core.scores import COLUMNS as SCORE_COLUMNS
 from ..core.stats import SMALL_N, auc_score, bootstrap_ci, weighted_metrics, wilson  # noqa: F401 (re-exported)
 from ..data.dataset import Sample
 from ..data.resources import Resources, as_resources
@@ -45,7 +46,7 @@ class Scores:
         def write(tmp):
             with open(tmp, "w", newline="") as f:
                 w = csv.writer(f)
-                w.writerow(["path", "patient", "split", "label", "p_pneumonia", "prediction", *extra])
+                w.writerow([*SCORE_COLUMNS, *extra])
                 for i, (s, p) in enumerate(zip(self.samples, self.probs)):
                     w.writerow(
                         [

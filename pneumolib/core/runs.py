@@ -66,11 +66,15 @@ class RunDir:
 
     @property
     def scores_test(self) -> Path:
-        return self.path / SCORES_TEST
+        return self.scores("test")
 
     @property
     def scores_val(self) -> Path:
-        return self.path / SCORES_VAL
+        return self.scores("val")
+
+    def scores(self, split: str) -> Path:
+        """The per-film score file of one split (core.scores.read_scores reads it)."""
+        return self.path / f"scores_{split}.csv"
 
     @property
     def stress(self) -> Path:

@@ -24,6 +24,7 @@ import pandas as pd
 from ..analysis.evaluate import choose_threshold
 from ..core.config import ExperimentConfig
 from ..core.runs import RunDir, ablation_dir
+from ..core.scores import read_scores
 from ..core.stats import SeedEffect, auc_score, seed_effect, wilson
 from ..studies import catalogue
 from ..studies import verdict_rule as V
@@ -51,7 +52,7 @@ def scored_runs(runs_root: str | Path, config: ExperimentConfig, metrics: list[d
         seed = int((m.get("config") or {}).get("seed", 0))
         d = RunDir(ablation_dir(runs_root, replace(config, seed=seed)))
         if d.scores_test.is_file() and d.scores_val.is_file():
-            out.append(Scored(seed, m, pd.read_csv(d.scores_test), pd.read_csv(d.scores_val)))
+            out.append(Scored(seed, m, read_scores(d.scores_test, split="test"), read_scores(d.scores_val)))
     return out
 
 
@@ -59,9 +60,7 @@ def common_films(runs: list[Scored]) -> pd.DataFrame:
     """The test films every run scored (path, patient, y: 1 = PNEUMONIA), in the first run's order."""
     paths = set.intersection(*(set(r.test["path"]) for r in runs))
     first = runs[0].test
-    films = first[first["path"].isin(paths)][["path", "patient", "label"]].reset_index(drop=True)
-    films["y"] = (films["label"] == "PNEUMONIA").astype(int)
-    return films
+    return first[first["path"].isin(paths)][["path", "patient", "label", "y"]].reset_index(drop=True)
 
 
 def per_film(runs: list[Scored], films: pd.DataFrame, column: str) -> np.ndarray:
@@ -99,12 +98,7 @@ def decision_cut(runs: list[Scored]) -> dict[str, Any]:
     films = common_films(runs)
     y = films["y"].to_numpy()
     p = per_film(runs, films, "p_pneumonia")
-    cuts = np.array(
-        [
-            choose_threshold(THRESHOLD_RULE, (r.val["label"] == "PNEUMONIA").astype(int), r.val["p_pneumonia"])
-            for r in runs
-        ]
-    )
+    cuts = np.array([choose_threshold(THRESHOLD_RULE, r.val["y"], r.val["p_pneumonia"]) for r in runs])
     at_half, at_cut = (p >= 0.5).astype(float), (p >= cuts[:, None]).astype(float)
     normal = np.where(y == 0, 1.0, np.nan)[None, :]  # NaN: a PNEUMONIA film does not count
     return {

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ..analysis.evaluate import choose_threshold
 from ..core.runs import RunDir, ablation_dir, load_metrics
+from ..core.scores import read_scores
 from ..studies import catalogue
 from ..studies import verdict_rule as V
 from .account import THRESHOLD_RULE, Scored, common_films, interval_text, over_seeds, per_film
@@ -73,8 +74,8 @@ def arm(runs_root: str | Path, name: str, seeds: list[int], profile: str) -> dic
         except FileNotFoundError:
             continue
         if m.get("profile") == profile:
-            val = pd.read_csv(d.scores_val) if d.scores_val.is_file() else None  # only a cut again needs it
-            out[int(seed)] = Scored(int(seed), m, pd.read_csv(d.scores_test), val)
+            val = read_scores(d.scores_val) if d.scores_val.is_file() else None  # only a cut again needs it
+            out[int(seed)] = Scored(int(seed), m, read_scores(d.scores_test, split="test"), val)
     return out
 
 
@@ -89,10 +90,7 @@ def _calls(runs: list[Scored], films: pd.DataFrame, cut: bool) -> np.ndarray:
     picks on that run's validation scores."""
     if not cut:
         return (per_film(runs, films, "prediction") == "PNEUMONIA").astype(float)
-    cuts = [
-        choose_threshold(THRESHOLD_RULE, (r.val["label"] == "PNEUMONIA").astype(int), r.val["p_pneumonia"])
-        for r in runs
-    ]
+    cuts = [choose_threshold(THRESHOLD_RULE, r.val["y"], r.val["p_pneumonia"]) for r in runs]
     return (per_film(runs, films, "p_pneumonia") >= np.array(cuts)[:, None]).astype(float)
 
 

@@ -39,13 +39,13 @@ def all_runs(series: Series) -> dict[str, list[dict[str, Any]]]:
 
 def claims_table(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     """Every claim judged (verdicts.judge) on the entry's runs, with the runs of the entries it compares with."""
-    rows = []
+    rows, book = [], V.FilmBook()  # each run's per-film scores read once for every claim and comparison
     for entry, claims in V.CLAIMS.items():
         reference = {e: runs.get(e, []) for c in claims for e in c.needs if e in runs}
         if any(V.COHORT in c.needs for c in claims):
             reference[V.COHORT] = V.cohort_references(cohort_recipes(), runs.get(entry, []))
         for c in claims:
-            r = V.judge(c, runs.get(entry, []), reference)
+            r = V.judge(c, runs.get(entry, []), reference, book=book)
             rows.append(dict(r, notebook=notebook_file(entry)))
     return rows
 
@@ -151,14 +151,14 @@ def _against(entry: str, runs: dict[str, list[dict[str, Any]]]) -> tuple[str, li
     return other, runs.get(other, []), ""
 
 
-def _change(q: V.PerFilm | None, this: list[dict], base: list[dict]) -> tuple[str, str]:
+def _change(q: V.PerFilm | None, this: list[dict], base: list[dict], book: V.FilmBook) -> tuple[str, str]:
     """(the paired difference with its interval, better / worse / cannot tell ...) for one quantity."""
     if not this or not base:
         return "not measured: runs missing", V.NOT_TESTED
     if not all(map(V.has_films, this + base)):
         return "not measured: no per-film scores (scores_test.csv)", V.NOT_TESTED
     try:
-        e = V.balanced_effect(this, base) if q is None else V.film_effect(q, this, base)
+        e = V.balanced_effect(this, base, book=book) if q is None else V.film_effect(q, this, base, book=book)
     except V.NotMeasured as err:
         return f"not measured: {err.args[0]}", V.NOT_TESTED
     verdict, why = V.settle(e, ">", 0.0)
@@ -173,7 +173,7 @@ def better_or_worse(runs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
     seeds, then patients within class), and the verdict of the rule (verdict_rule.settle against 0): better, worse,
     or cannot tell with what would decide it. An entry that asked for ImageNet weights and trained from random init
     is marked."""
-    rows = []
+    rows, book = [], V.FilmBook()
     for c in (*LOG_ENTRIES[1:], REGISTRY["recommended"]):
         this = runs.get(c.entry, [])
         other, base, why = _against(c.entry, runs)
@@ -181,7 +181,7 @@ def better_or_worse(runs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
         if c.pretrained and any(V.random_init(m) for m in this):
             row["experiment"] += " (random init: ImageNet weights missing)"
         for label, q in CHAIN_QUANTITIES:
-            diff, word = _change(q, this, base)
+            diff, word = _change(q, this, base, book)
             row[f"{label}: this minus the other"], row[f"{label}: better or worse?"] = diff, word
         differs = bool(this) and {V.budget(m) for m in this} != {V.budget(m) for m in base}
         notes = ["trained at another budget than the other (not a like-for-like pair)" if differs else why]

@@ -22,6 +22,7 @@ import numpy as np
 from ..analysis.evaluate import expected_calibration_error, fit_threshold, point_metrics, predict_samples
 from ..core.io import RecordError, load_record, read_record
 from ..core.runs import RunDir, load_metrics
+from ..core.scores import read_scores
 from ..core.stats import auc_score
 from ..models.checkpoint import Predictor
 from ..studies.runs import open_run
@@ -39,14 +40,10 @@ LUNG_BOUND = 0.10
 
 def _val_metrics(run_dir: Path) -> dict[str, float]:
     """AUC and both recalls on the run's validation split at its checkpoint threshold (scores_val.csv)."""
-    import csv
-
-    rows = list(csv.DictReader(RunDir(run_dir).scores_val.open()))
-    y = np.array([r["label"] == "PNEUMONIA" for r in rows], int)
-    p = np.array([float(r["p_pneumonia"]) for r in rows])
-    called = np.array([r["prediction"] == "PNEUMONIA" for r in rows], int)
+    df = read_scores(RunDir(run_dir).scores_val)
+    y, p, called = df["y"].to_numpy(), df["p_pneumonia"].to_numpy(), df["called"].to_numpy()
     return {
-        "n": len(rows),
+        "n": len(df),
         "auc": auc_score(y, p),
         "pneumonia_recall": float(called[y == 1].mean()),
         "normal_recall": float((1 - called[y == 0]).mean()),

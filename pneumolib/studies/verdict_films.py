@@ -6,18 +6,17 @@ seed, which `core.stats.seed_effect` turns into a mean over seeds with a two-lev
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..core.config import CLASSES
+from ..core.io import RecordError
 from ..core.runs import RunDir
+from ..core.scores import read_scores
 from ..core.stats import SeedEffect, seed_effect
 from ..studies.verdict_estimates import NotMeasured, metric, predicted_pneumonia, share
-
-CLASSES = ("NORMAL", "PNEUMONIA")  # ImageFolder order: NORMAL = 0, PNEUMONIA = 1
 
 WHATS = ("correct", "called PNEUMONIA", "p>=0.99", "0.4<=p<=0.7", "extreme")
 
@@ -78,19 +77,35 @@ def has_films(m: dict[str, Any]) -> bool:
 
 
 def films(m: dict[str, Any]) -> dict[str, np.ndarray]:
-    """A run's test films from RUN_DIR/scores_test.csv: path, patient, label (1 = PNEUMONIA), p (P(PNEUMONIA)) and
-    pred (the run's recorded prediction)."""
+    """A run's test films from RUN_DIR/scores_test.csv (read by core.scores.read_scores): path, patient, label
+    (1 = PNEUMONIA), p (P(PNEUMONIA)) and pred (the run's recorded prediction)."""
     if not has_films(m):
         raise NotMeasured("scores_test.csv (per-film test scores in the run folder, metrics' run_dir)")
-    with Path(RunDir(m["run_dir"]).scores_test).open(newline="") as f:
-        rows = [r for r in csv.DictReader(f) if r.get("split", "test") == "test"]
+    try:
+        df = read_scores(RunDir(m["run_dir"]).scores_test, split="test")
+    except RecordError as e:
+        raise NotMeasured(str(e)) from None
     return {
-        "path": np.array([r["path"] for r in rows], dtype=object),
-        "patient": np.array([r["patient"] for r in rows], dtype=object),
-        "label": np.array([CLASSES.index(r["label"]) for r in rows]),
-        "p": np.array([float(r["p_pneumonia"]) for r in rows]),
-        "pred": np.array([CLASSES.index(r["prediction"]) for r in rows]),
+        "path": df["path"].to_numpy(dtype=object),
+        "patient": df["patient"].to_numpy(dtype=object),
+        "label": df["y"].to_numpy(),
+        "p": df["p_pneumonia"].to_numpy(),
+        "pred": df["called"].to_numpy(),
     }
+
+
+class FilmBook:
+    """The runs' test films, each run's file read once however many claims use it: the caller (judge_entry, the
+    summary) makes one book for the runs it judges and passes it down; nothing is kept beyond it."""
+
+    def __init__(self):
+        self._films: dict[str, dict[str, np.ndarray]] = {}
+
+    def films(self, m: dict[str, Any]) -> dict[str, np.ndarray]:
+        key = str(m.get("run_dir"))
+        if key not in self._films:
+            self._films[key] = films(m)
+        return self._films[key]
 
 
 def _seed(m: dict[str, Any]) -> Any:
@@ -98,19 +113,24 @@ def _seed(m: dict[str, Any]) -> Any:
 
 
 def film_arrays(
-    q: PerFilm, runs: list[dict[str, Any]], other: list[dict[str, Any]] | None = None, q_other: PerFilm | None = None
+    q: PerFilm,
+    runs: list[dict[str, Any]],
+    other: list[dict[str, Any]] | None = None,
+    q_other: PerFilm | None = None,
+    book: FilmBook | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray]:
     """(A, B, patients, labels): seeds x films arrays of Q over the films every run scored, in the first run's
     order; with OTHER, B holds its run of the same seed (seeds the other entry lacks are left out), read with
-    Q_OTHER (default Q)."""
+    Q_OTHER (default Q). BOOK: the caller's already-read films (default: read here)."""
+    book = book or FilmBook()
     pairs = [(m, None) for m in runs]
     if other is not None:
         by_seed = {_seed(b): b for b in other}
         pairs = [(m, by_seed[_seed(m)]) for m in runs if _seed(m) in by_seed]
     if not pairs:
         raise NotMeasured("no seed that both entries ran")
-    a_f = [films(m) for m, _ in pairs]
-    b_f = [films(b) for _, b in pairs] if other is not None else []
+    a_f = [book.films(m) for m, _ in pairs]
+    b_f = [book.films(b) for _, b in pairs] if other is not None else []
     common = set(a_f[0]["path"])
     for f in a_f[1:] + b_f:
         common &= set(f["path"])
@@ -137,18 +157,21 @@ def film_effect(
     other: list[dict[str, Any]] | None = None,
     q_other: PerFilm | None = None,
     n_boot: int = BOOT,
+    book: FilmBook | None = None,
 ) -> SeedEffect:
     """The mean over seeds of Q (or of Q minus OTHER's Q_OTHER, seed i against seed i on the same films), with
     seed_effect's interval: seeds resampled, then patients within class."""
-    a, b, patients, labels = film_arrays(q, runs, other, q_other)
+    a, b, patients, labels = film_arrays(q, runs, other, q_other, book)
     return seed_effect(a, b, patients=patients, strata=labels, n_boot=n_boot)
 
 
-def balanced_effect(runs: list[dict[str, Any]], other: list[dict[str, Any]], n_boot: int = BOOT) -> SeedEffect:
+def balanced_effect(
+    runs: list[dict[str, Any]], other: list[dict[str, Any]], n_boot: int = BOOT, book: FilmBook | None = None
+) -> SeedEffect:
     """Balanced accuracy (the mean of the two recalls), this minus OTHER, seed i against seed i on the same films:
     each film's 1/0 'right' weighted by films / (2 x its class's films), so that the mean over films is the mean of
     the recalls, with seed_effect's interval (seeds, then patients within class)."""
-    a, b, patients, labels = film_arrays(PerFilm("correct"), runs, other)
+    a, b, patients, labels = film_arrays(PerFilm("correct"), runs, other, book=book)
     counts = {c: int((labels == c).sum()) for c in np.unique(labels)}
     if len(counts) < 2:
         raise NotMeasured("balanced accuracy needs test films of both classes")

@@ -27,7 +27,7 @@ from ..studies.verdict_estimates import (  # noqa: F401 (the verdicts' words)
     Measure,
     NotMeasured,
 )
-from ..studies.verdict_films import PerFilm, film_effect, has_films
+from ..studies.verdict_films import FilmBook, PerFilm, film_effect, has_films
 from ..studies.verdict_flags import (  # noqa: F401 (re-exported: the verdicts' flags)
     UNTRAINED_AUC,
     budget,
@@ -215,6 +215,7 @@ def judge(
     metrics_by_seed: list[dict[str, Any]],
     reference: dict[str, list[dict[str, Any]]] | None = None,
     min_seeds: int = MIN_SEEDS,
+    book: FilmBook | None = None,
 ) -> dict[str, Any]:
     """The claim's quantity over all seeds, its interval, and the verdict (with a note when not tested).
 
@@ -237,7 +238,7 @@ def judge(
             row.update(maps)
             return row
     try:
-        row.update(_evidence(claim, metrics_by_seed, reference, min_seeds))
+        row.update(_evidence(claim, metrics_by_seed, reference, min_seeds, book))
     except NotMeasured as e:  # 'not recorded: re-run the entry' is said as it is
         row["note"] = e.args[0] if e.args[0].startswith("not recorded") else f"not measured: {e.args[0]}"
         return row
@@ -293,9 +294,12 @@ def _effect_fields(e: SeedEffect, claim: Claim, evidence: str) -> dict[str, Any]
     }
 
 
-def _evidence(claim: Claim, ms: list[dict[str, Any]], reference: dict[str, list[dict]], min_seeds: int) -> dict:
-    """The row's numbers and verdict: per-film (paired) evidence when every run has its scores, else the seeds'
-    recorded values; a spread over seeds and exact counts keep their own rules. NotMeasured propagates."""
+def _evidence(
+    claim: Claim, ms: list[dict[str, Any]], reference: dict[str, list[dict]], min_seeds: int, book: FilmBook | None
+) -> dict:
+    """The row's numbers and verdict: per-film (paired) evidence when every run has its scores (read through BOOK),
+    else the seeds' recorded values; a spread over seeds and exact counts keep their own rules. NotMeasured
+    propagates."""
     if claim.across_seeds is not None:
         est = claim.across_seeds(ms, {e: reference[e] for e in claim.needs})
         if not est.has_interval:
@@ -305,7 +309,7 @@ def _evidence(claim: Claim, ms: list[dict[str, Any]], reference: dict[str, list[
                 "verdict": verdict((est.lo, est.hi), claim.direction, claim.threshold), "note": ""}  # fmt: skip
     other = reference.get(claim.versus) if claim.versus else None
     if claim.film is not None and all(map(has_films, ms + (other or []))):
-        e = film_effect(claim.film, ms, other, claim.film_other)
+        e = film_effect(claim.film, ms, other, claim.film_other, book=book)
         how = "paired per film, seed i against seed i" if other is not None else "per film"
         return _effect_fields(e, claim, f"{how}; seeds, then patients within class, resampled")
     estimates = [claim.read(m, refs) for m, refs in _pairs(ms, reference, claim.needs)]

@@ -48,7 +48,7 @@ from ..studies.verdict_estimates import (  # noqa: F401 (re-exported: every name
     summary_lift,
     target_lift,
 )
-from ..studies.verdict_films import PerFilm, balanced_effect, film_effect, films, has_films  # noqa: F401 (re-exported)
+from ..studies.verdict_films import FilmBook, PerFilm, balanced_effect, film_effect, films, has_films  # noqa: F401 (re-exported)
 from ..studies.verdict_rule import (  # noqa: F401 (re-exported: every name in one place)
     Claim,
     budget,
@@ -71,7 +71,9 @@ from ..studies.verdict_rule import (  # noqa: F401 (re-exported: every name in o
 def judge_entry(
     entry: str, metrics_by_seed: list[dict[str, Any]], reference: dict[str, list[dict[str, Any]]] | None = None
 ) -> list[dict[str, Any]]:
-    return [judge(c, metrics_by_seed, reference) for c in CLAIMS.get(entry, ())]
+    """Every claim of ENTRY judged on its runs, each run's per-film scores read once for all of them."""
+    book = FilmBook()
+    return [judge(c, metrics_by_seed, reference, book=book) for c in CLAIMS.get(entry, ())]
 
 
 # --- the plain sentence per entry ----------------------------------------------------------------------------------
