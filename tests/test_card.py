@@ -2,6 +2,7 @@
 
 import json
 import re
+import shlex
 
 import pytest
 import yaml
@@ -53,13 +54,17 @@ def test_card_says_random_init_unknown_licence_and_not_a_diagnostic_device(run_c
 def test_card_includes_an_evaluation_after_evaluate_was_run(run_copy, capsys):
     before = render_model_card(run_copy)
     assert "None recorded" in before
-    assert main(["evaluate", str(run_copy / "checkpoint.pt"), "--data-dir", str(fixture_dir())]) == 0  # no --json
+    argv = ["evaluate", str(run_copy / "checkpoint.pt"), "--data-dir", str(fixture_dir())]
+    assert main(argv) == 0  # no --json
     rec_path = run_copy / "evaluations" / f"{cohort_name(fixture_dir())}.json"
     assert f"recorded in {rec_path}" in capsys.readouterr().out
     rec = json.loads(rec_path.read_text())
     for key in ("ece", "ci95", "accuracy", "command", "argv", "date", "checkpoint_threshold", "data_dir", "split"):
         assert key in rec, key
-    assert rec["adapted"] is None and rec["split"] == "test" and rec["command"].startswith("python -m pneumolib")
+    assert rec["adapted"] is None and rec["split"] == "test"
+    # regression: the record held the host process's sys.argv (pytest's, or nothing under a test worker), not the
+    # command main() was given
+    assert rec["command"] == "python -m pneumolib " + shlex.join(argv) and rec["argv"] == ["pneumolib", *argv]
     card = render_model_card(run_copy)
     assert "#### fixture_data" in card and "None recorded" not in card
     assert f"Command: `{rec['command']}`" in card

@@ -84,7 +84,9 @@ def configure_logging(verbose: bool = False) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = None
     try:
+        argv = list(sys.argv[1:] if argv is None else argv)
         args = build_parser().parse_args(argv)
+        args.argv = argv  # what was asked for, as typed (common.command_line records it)
         configure_logging()
         return _dispatch(args)
     except KeyboardInterrupt:  # first: the user-error tuple below imports torch, which a Ctrl-C must not wait for

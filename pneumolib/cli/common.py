@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import shlex
-import sys
 from pathlib import Path
 
 from ..core import config as C
@@ -213,9 +212,11 @@ def common_args(s, data_required: bool = False) -> None:
     )
 
 
-def command_line() -> str:
-    """The command that asked for this run, as a user would type it (recorded in metrics.json and the model card)."""
-    return "python -m pneumolib " + shlex.join(sys.argv[1:])
+def command_line(args) -> str:
+    """The command that asked for this run, as a user would type it (recorded in metrics.json and the model card):
+    the arguments `main` parsed (args.argv), not the process's sys.argv (regression: `main([...])` called from
+    Python, a notebook or a test worker recorded its host's command line, e.g. 'python -m pneumolib ' alone)."""
+    return "python -m pneumolib " + shlex.join(map(str, args.argv))
 
 
 def commit() -> str:

@@ -77,8 +77,8 @@ def cmd_evaluate(args) -> int:
         adapt_mode=args.adapt,
         adapt_alpha=args.adapt_alpha,
         read=cohort_split,  # says what it skipped
-        command=command_line(),
-        argv=sys.argv,
+        command=command_line(args),
+        argv=["pneumolib", *map(str, args.argv)],
     )
     m = ev.metrics
     print(f"{ev.checkpoint}: {ev.predictor.config.name} on {source}/{args.split}")

@@ -39,7 +39,7 @@ def _lungs_population(seg, args) -> int:
 
     if not args.data_dir:
         raise UsageError("lungs population needs --data-dir (a Kaggle-layout folder, or one holding chest_xray/)")
-    info = {"command": command_line(), "commit": commit(), "segmenter": args.weights}
+    info = {"command": command_line(args), "commit": commit(), "segmenter": args.weights}
     fit = fit_population(args.data_dir, seg, args.files, seed=args.seed, info=info)
     for split in fit.splits:
         r = fit.report[split]
@@ -65,7 +65,7 @@ def _lungs_train(args) -> int:
 
     if not args.data_dir:
         raise UsageError("lungs train needs --data-dir (a folder holding chest_xray/ and lung_masks/)")
-    provenance = {"command": command_line(), "commit": commit()}
+    provenance = {"command": command_line(args), "commit": commit()}
     seg, history, r = train_tested_segmenter(args.data_dir, epochs=args.epochs, seed=args.seed, provenance=provenance)
     if r is not None:
         print(f"test: Dice mean {r['dice_mean']:.4f}, 5th percentile {r['dice_p05']:.4f} ({r['n']} films)")

@@ -119,7 +119,7 @@ def cmd_explain(args) -> int:
         experiment=pred.config.name,
         data_dir=str(Path(args.data_dir).expanduser().resolve()),
         split=args.split,
-        command=command_line(),
+        command=command_line(args),
     )
     stem = f"{args.method.replace('+', 'p')}_{args.split}_{args.target.lower()}"
     figures = {
@@ -165,7 +165,7 @@ def _compare_methods(pred, samples, args) -> int:
                 "rows": rows,
                 "choice": choose_method(rows),
                 "checkpoint": str(Path(args.checkpoint).resolve()),
-                "command": command_line(),
+                "command": command_line(args),
             },
             args.json,
         )

@@ -54,7 +54,7 @@ def cmd_run(args) -> int:
             on_missing_weights="random_init",
             cam_per_class=args.cam_per_class,
             strict=args.strict,
-            command=command_line(),
+            command=command_line(args),
             reuse=not args.retrain,
             replace_other=args.retrain,
         )
@@ -112,7 +112,7 @@ def cmd_train(args) -> int:
             profile=args.profile,
             overrides=overrides,
             device=args.device,
-            command=command_line(),
+            command=command_line(args),
             on_missing_weights="random_init" if args.allow_random_init else "fail",
             reuse=not args.retrain,
             replace_other=args.retrain,
