@@ -24,6 +24,11 @@ setup() {
 cmd="${1:-}"; shift || true
 case "$cmd" in
   main) setup; exec "$VENV/bin/python" -m pneumolib run "$@" ;;
-  test) setup; export TQDM_DISABLE=1; exec "$VENV/bin/python" -m pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider "$@" ;;
+  # one worker process per core, at most 4 (pytest-xdist; conftest.py gives each one thread and its own run folders);
+  # each file (a notebook's cells, in order; a test module) runs whole on one worker; the notebooks first
+  test) setup; export TQDM_DISABLE=1
+    workers="${PNEUMOLIB_TEST_WORKERS:-$(nproc)}"; [ "$workers" -gt 4 ] && workers=4
+    exec "$VENV/bin/python" -m pytest notebooks tests --nbval-lax --nbval-sanitize-with notebooks/nbval_sanitize.cfg \
+      -p no:cacheprovider -n "$workers" --dist loadfile "$@" ;;
   *) echo "usage: ./dev.sh main [run options] | ./dev.sh test [pytest options]" >&2; exit 2 ;;
 esac
