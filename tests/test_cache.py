@@ -141,3 +141,33 @@ def test_a_cached_entry_that_kept_only_the_words_is_decoded_again(fixture_data, 
     seg.lung_fields = lambda films, margin: calls.append(len(films)) or real(films, margin)
     again = DecodedCache(tmp_path, segmenter=seg).box(path, view)
     assert calls == [1] and again.problem == box.problem and again.numbers is not None
+
+
+def test_disk_entries_are_read_one_at_a_time_while_warm_decodes_in_parallel_regression(
+    fixture_data, tmp_path, monkeypatch
+):
+    # CI: warm's threads read entries at once, and numpy's header parse (ast.literal_eval) raised CPython 3.11's
+    # "SystemError: AST constructor recursion depth mismatch" (python/cpython#106905)
+    import threading
+    import time
+
+    import pneumolib.data.cache as D
+
+    paths = _paths(fixture_data, 12)
+    DecodedCache(tmp_path).warm(paths, SIZE, workers=4)  # the entries, on disk
+    inside, most, guard = [0], [0], threading.Lock()
+    real = np.load
+
+    def slow_load(*a, **k):
+        with guard:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.02)  # widen the window two unguarded readers would share
+        with guard:
+            inside[0] -= 1
+        return real(*a, **k)
+
+    monkeypatch.setattr(D.np, "load", slow_load)
+    fresh = DecodedCache(tmp_path)  # an empty memory: every film is read from disk, on four threads
+    assert fresh.warm(paths, SIZE, workers=4) == [] and len(fresh) == len(paths)
+    assert most[0] == 1

@@ -181,7 +181,7 @@ class DecodedCache:
             return None
         target, digest = self._disk_path(path, view)
         try:
-            with np.load(target, allow_pickle=False) as z:
+            with _ENTRY_READ, np.load(target, allow_pickle=False) as z:
                 arr, box_json, packed = z["image"], str(z["box"]), z["mask"] if "mask" in z.files else None
                 meta = json.loads(str(z["meta"]))
         except FileNotFoundError:
@@ -425,6 +425,12 @@ class DecodedCache:
 
 
 DECODE_BUDGET = 1 * 2**30  # bytes that decoding in parallel may hold at once (decode_cost of each film in flight)
+
+
+# One entry read at a time in a process: numpy parses each array's header with ast.literal_eval, and CPython 3.11's
+# AST constructor is not safe in several threads at once (python/cpython#106905: "SystemError: AST constructor
+# recursion depth mismatch", met by warm's thread pool in CI). An entry is a few KB; the decodes stay parallel.
+_ENTRY_READ = threading.Lock()
 
 
 def _guarded(fn: Callable, p: Path) -> ImageError | None:
