@@ -2,12 +2,16 @@
 run's split, reused by their own keys, and served as one checkpoint whose logits are averaged and temperature-scaled
 on validation."""
 
+import json
+import shutil
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 
 from pneumolib.core.config import ConfigError, apply_profile
+from pneumolib.data.fixture import fixture_dir
 from pneumolib.models.checkpoint import Predictor
 from pneumolib.models.networks import Ensemble
 from pneumolib.studies.catalogue import RECOMMENDED, get_config
@@ -52,3 +56,17 @@ def test_an_ensemble_recipe_trains_its_members_once_and_serves_their_mean_logit(
     assert isinstance(served.model, Ensemble)
     records, refused = served.predict_records([s.path for s in fixture_data.splits["test"][:4]])
     assert not refused and all(r.ood_distance is not None for r in records)  # its OOD check serves the ensemble
+
+
+def test_ensemble_members_record_the_data_folder_they_were_trained_on_not_the_fixture_regression(tmp_path):
+    """The members were run with data_dir=None (their data passed in), so each member's metrics.json said
+    "data_dir": "fixture" under an ensemble trained on the user's folder."""
+    folder = tmp_path / "chest_xray"
+    shutil.copytree(fixture_dir(), folder)
+    cfg = replace(apply_profile(get_config("baseline"), "smoke"), epochs=1, members=2)
+    out = tmp_path / "ens"
+    run_experiment(cfg, folder, out, cam_per_class=0, profile="smoke")
+    parent = json.loads((out / "metrics.json").read_text())["data_dir"]
+    members = [json.loads(p.read_text())["data_dir"] for p in sorted((out / "members").glob("seed*/metrics.json"))]
+    assert parent != "fixture" and Path(parent) == folder.resolve()
+    assert members == [parent, parent]

@@ -177,7 +177,8 @@ def _run(
         weights_used,
     )
     t0 = time.perf_counter()
-    fitted, predictor, val = _train_or_reuse(config, data, run_dir, data_fp, weights_used, s)
+    source = None if is_fixture else root
+    fitted, predictor, val = _train_or_reuse(config, data, run_dir, data_fp, weights_used, s, source)
     if predictor is None:  # a rank other than 0: rank 0 evaluates and writes
         return RunResult(config, fitted, None, data, None, {}, None, run_dir, list(data.notes))
     predictor = Predictor.sharing(predictor, data.resources)  # the data's decoded films serve every prediction below
@@ -224,10 +225,16 @@ def _run_data(root: Path, config: ExperimentConfig, s: RunSettings) -> XRayData:
 
 
 def _train_or_reuse(
-    config: ExperimentConfig, data: XRayData, run_dir: Path | None, data_fp: str, weights_used: str, s: RunSettings
+    config: ExperimentConfig,
+    data: XRayData,
+    run_dir: Path | None,
+    data_fp: str,
+    weights_used: str,
+    s: RunSettings,
+    source: Path | None,
 ) -> tuple[FitResult | None, Predictor | None]:
     """(the fit, or None when a finished run of the same training is reused; the predictor, or None on ranks > 0;
-    the validation films' scores by the kept checkpoint, or None on ranks > 0)."""
+    the validation films' scores by the kept checkpoint, or None on ranks > 0). SOURCE: the members' data folder."""
     dev = rank_device(get_device(s.device), s.world)
     predictor, differs = None, []
     ckpt = RunDir(run_dir).checkpoint if run_dir else None
@@ -265,7 +272,7 @@ def _train_or_reuse(
             return None, predictor, _refit_threshold(config, predictor, data, ckpt)
         return None, None, None
     if config.members > 1:
-        member = lambda cfg, out: run_experiment(cfg, None, out, settings=replace(s, data=data, cam_per_class=0))
+        member = lambda cfg, out: run_experiment(cfg, source, out, settings=replace(s, data=data, cam_per_class=0))
         return None, *train_members(config, data, run_dir, member, dev)
     fitted = fit(
         config,
