@@ -23,7 +23,7 @@ import pandas as pd
 
 from ..analysis.evaluate import choose_threshold
 from ..core.config import ExperimentConfig
-from ..core.runs import RunDir, ablation_dir
+from ..core.runs import RunDir, ablation_dir, load_metrics
 from ..core.scores import read_scores
 from ..core.stats import SeedEffect, auc_score, seed_effect, wilson
 from ..studies import catalogue
@@ -36,24 +36,37 @@ GOOD_RANKING = 0.90  # an AUC whose whole interval lies above this ranks the fil
 
 @dataclass(frozen=True)
 class Scored:
-    """One finished run: its metrics.json and its per-film scores on the test and validation splits."""
+    """One finished run: its metrics.json and its per-film scores on the test and validation splits (val: None
+    where the run has no validation scores and the caller did not need them)."""
 
     seed: int
     metrics: dict[str, Any]
     test: pd.DataFrame
-    val: pd.DataFrame
+    val: pd.DataFrame | None
+
+    @classmethod
+    def load(
+        cls, runs_root: str | Path, config: ExperimentConfig, seed: int, metrics: dict | None = None, need_val=True
+    ) -> Scored | None:
+        """The run of CONFIG at SEED with its score files, or None when it has no test scores (or, with NEED_VAL,
+        no validation scores) or no metrics. A log entry's runs live in RUNS/NN_name/seed{S}, an ablation step's in
+        RUNS/ablation/STEP/seed{S}. METRICS: its metrics.json as already loaded (read from the folder if None)."""
+        d = RunDir(ablation_dir(runs_root, replace(config, seed=int(seed))))
+        if not d.scores_test.is_file() or (need_val and not d.scores_val.is_file()):
+            return None
+        if metrics is None:
+            try:
+                metrics = load_metrics(d.path)
+            except FileNotFoundError:
+                return None
+        val = read_scores(d.scores_val) if d.scores_val.is_file() else None
+        return cls(int(seed), metrics, read_scores(d.scores_test, split="test"), val)
 
 
 def scored_runs(runs_root: str | Path, config: ExperimentConfig, metrics: list[dict[str, Any]]) -> list[Scored]:
-    """The runs of CONFIG whose metrics were loaded, with their score files (a run without them is left out).
-    A log entry's runs live in RUNS/NN_name/seed{S}, an ablation step's in RUNS/ablation/STEP/seed{S}."""
-    out = []
-    for m in metrics:
-        seed = int((m.get("config") or {}).get("seed", 0))
-        d = RunDir(ablation_dir(runs_root, replace(config, seed=seed)))
-        if d.scores_test.is_file() and d.scores_val.is_file():
-            out.append(Scored(seed, m, read_scores(d.scores_test, split="test"), read_scores(d.scores_val)))
-    return out
+    """The runs of CONFIG whose metrics were loaded, with their score files (a run without them is left out)."""
+    runs = (Scored.load(runs_root, config, int((m.get("config") or {}).get("seed", 0)), m) for m in metrics)
+    return [r for r in runs if r is not None]
 
 
 def common_films(runs: list[Scored]) -> pd.DataFrame:

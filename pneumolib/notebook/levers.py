@@ -8,7 +8,7 @@ core.stats.seed_effect's interval and probability of improvement. A lever whose 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +16,6 @@ import numpy as np
 import pandas as pd
 
 from ..analysis.evaluate import choose_threshold
-from ..core.runs import RunDir, ablation_dir, load_metrics
-from ..core.scores import read_scores
 from ..studies import catalogue
 from ..studies import verdict_rule as V
 from .account import THRESHOLD_RULE, Scored, common_films, interval_text, over_seeds, per_film
@@ -62,21 +60,10 @@ LEVERS = (
 
 def arm(runs_root: str | Path, name: str, seeds: list[int], profile: str) -> dict[int, Scored]:
     """The finished runs of experiment or ablation step NAME at PROFILE, by seed, with their test scores (and their
-    validation scores, None where the run has none)."""
+    validation scores, None where the run has none: only a cut again needs them)."""
     cfg = catalogue.get_config(name)
-    out = {}
-    for seed in seeds:
-        d = RunDir(ablation_dir(runs_root, replace(cfg, seed=int(seed))))
-        if not d.scores_test.is_file():
-            continue
-        try:
-            m = load_metrics(d.path)
-        except FileNotFoundError:
-            continue
-        if m.get("profile") == profile:
-            val = read_scores(d.scores_val) if d.scores_val.is_file() else None  # only a cut again needs it
-            out[int(seed)] = Scored(int(seed), m, read_scores(d.scores_test, split="test"), val)
-    return out
+    runs = (Scored.load(runs_root, cfg, int(seed), need_val=False) for seed in seeds)
+    return {r.seed: r for r in runs if r is not None and r.metrics.get("profile") == profile}
 
 
 def _absent(lever: Lever, which: list[str]) -> str:

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..analysis.cam import Explanation, explain_predictor
+from ..analysis.cam import Explanation
 from ..analysis.evaluate import Scores, balanced_subset, compute_metrics, fit_threshold, predict_samples
 from ..core.config import ExperimentConfig
 from ..core.distributed import SINGLE, World, main_first, rank_device
 from ..core.io import OutputError, Protected, ensure_writable_dir, save_json
-from ..core.runs import RunDir, checkpoint_key, clear_training, foreign_files, writer_lock
+from ..core.runs import RunDir, clear_training, foreign_files, writer_lock
 from ..core.runtime import get_device
 from ..data.dataset import XRayData, apply_holdout, fingerprint, prepare, prescan, resolve_data_dir, summarise_errors
-from ..data.lungs import annotated_mask
 from ..models.checkpoint import CheckpointError, Predictor, preprocessing_for, save_checkpoint
 from ..studies.comparison import compare_runs, comparison_rows, format_table  # noqa: F401 (re-exported)
 from ..studies.ensemble import train_members
@@ -30,7 +28,7 @@ from ..studies.run_config import (  # noqa: F401 (adopt_twin, check_pretrained, 
     resolve_config,
     training_differences,
 )
-from ..studies.target_maps import other_targets
+from ..studies.target_maps import explain_code, lung_focus, other_targets
 from ..training.fit import FitResult, fit
 
 logger = logging.getLogger(__name__)
@@ -189,11 +187,11 @@ def _run(
     test = _evaluate_test(config, predictor, data, run_dir, metrics) if "test" in data.splits else None
     expl = None
     if s.cam_per_class and test is not None:
-        expl = _lung_focus(config, predictor, test, run_dir, data_fp, s, fresh=fitted is not None)
+        expl = lung_focus(config, predictor, test, run_dir, data_fp, s, fresh=fitted is not None)
         metrics["lung_focus"] = expl.summary()  # per class: lung/heart lift with intervals, masks passed/failed
         metrics["gradcam"] = expl.report(per_image=False)
         n, seen = max(s.cam_per_class, s.focus_per_class), {"data": data_fp, "holdout": s.holdout}
-        by_target, key = other_targets(config, predictor, test, run_dir, n, seen, _explain_code, fitted is not None)
+        by_target, key = other_targets(config, predictor, test, run_dir, n, seen, explain_code, fitted is not None)
         if by_target:  # only where the entry's claims read maps of another class (entry 09's NORMAL-target rows)
             metrics["lung_focus_by_target"] = {expl.target: metrics["lung_focus"], **by_target}
             metrics["lung_focus_by_target_key"] = key
@@ -257,16 +255,7 @@ def _train_or_reuse(
                 f"{run_dir}: holds another training ({'; '.join(differs)}); use another --out, or "
                 "--retrain to replace it and its records"
             )
-    clear = predictor is None and not s.resume and ckpt is not None and ckpt.is_file()
-    with main_first(s.world):  # every rank passes this barrier; rank 0 alone clears
-        if clear and s.world.is_main:  # training anew here: the old model's records must not outlive it
-            gone = clear_training(run_dir)
-            logger.warning(
-                "%s: %s; removed its checkpoint and records (%s)",
-                run_dir,
-                f"held another training ({'; '.join(differs)})" if differs else "retraining",
-                ", ".join(gone),
-            )
+    _clear_old_training(run_dir, predictor is None and not s.resume and ckpt is not None and ckpt.is_file(), differs, s)
     if predictor is not None:
         if s.world.is_main:
             return None, predictor, _refit_threshold(config, predictor, data, ckpt)
@@ -290,6 +279,20 @@ def _train_or_reuse(
     predictor = Predictor(fitted.model, config, fitted.threshold, device=dev)
     predictor.extra = {"ood": fitted.ood, "val_calibration": fitted.calibration}
     return fitted, predictor, fitted.val_scores
+
+
+def _clear_old_training(run_dir: Path | None, clear: bool, differs: list[str], s: RunSettings) -> None:
+    """Training anew in RUN_DIR (CLEAR): the old model's checkpoint and records must not outlive it. Every rank passes
+    the barrier; rank 0 alone clears."""
+    with main_first(s.world):
+        if clear and s.world.is_main:
+            gone = clear_training(run_dir)
+            logger.warning(
+                "%s: %s; removed its checkpoint and records (%s)",
+                run_dir,
+                f"held another training ({'; '.join(differs)})" if differs else "retraining",
+                ", ".join(gone),
+            )
 
 
 def _refit_threshold(config: ExperimentConfig, predictor: Predictor, data: XRayData, ckpt: Path) -> Scores:
@@ -379,42 +382,6 @@ def _evaluate_test(
     return test
 
 
-def _lung_focus(
-    config: ExperimentConfig,
-    predictor: Predictor,
-    test: Scores,
-    run_dir: Path | None,
-    data_fp: str,
-    s: RunSettings,
-    fresh: bool,
-) -> Explanation:
-    """Grad-CAM of the test films, kept per checkpoint (reused when the checkpoint, data and code are the same).
-    The grid shows the first cam_per_class films per class; lift over the first focus_per_class per class;
-    P(PNEUMONIA)'s log-odds as target for every run (so runs compare), the TTA the predictor uses; randomisation
-    and ROAD checks on the grid's films; lung masks: the annotated ones where a film has one (the shared data's
-    lung_masks/, the fixture's phantoms), the shipped segmenter's elsewhere."""
-    ckpt = RunDir(run_dir).checkpoint if run_dir else None
-    settings = dict(
-        n_per_class=max(s.cam_per_class, s.focus_per_class),
-        target="PNEUMONIA",
-        sanity_per_class=s.cam_per_class,
-        seed=config.seed,
-    )
-    key = {
-        **settings,
-        "checkpoint": checkpoint_key(ckpt) if ckpt and ckpt.is_file() else None,
-        "data": data_fp,
-        "holdout": s.holdout,
-        "threshold": predictor.threshold,
-        "code": _explain_code(),
-    }
-    expl = None if fresh else cached_explanation(run_dir, key)
-    if expl is None:
-        expl = explain_predictor(predictor, test.samples, exact_masks=annotated_mask, **settings)
-        keep_explanation(run_dir, key, expl)
-    return expl
-
-
 def _write_run(
     run_dir: Path,
     config: ExperimentConfig,
@@ -431,42 +398,6 @@ def _write_run(
         test.to_csv(run.scores_test, threshold)
     if fitted:
         fitted.val_scores.to_csv(run.scores_val, threshold)
-
-
-def _explain_code() -> str:
-    """A digest of the code that computes Grad-CAM results (a cache from other code is not reused)."""
-    import hashlib
-    import inspect
-
-    from ..analysis import cam
-    from ..data import lungs
-
-    return hashlib.sha1("".join(inspect.getsource(m) for m in (cam, lungs)).encode()).hexdigest()[:12]
-
-
-def cached_explanation(run_dir, key: dict[str, Any]) -> Explanation | None:
-    """The Grad-CAM results kept in RUN_DIR for the same checkpoint, data and settings (a twin run folder's copy
-    counts: notebooks 05 and 08 re-show 04's and 07's), or None. The file is read as data only (Explanation.load:
-    no pickle), and one that does not parse is recomputed, never trusted."""
-    path = RunDir(run_dir).explanation if run_dir else None
-    if key.get("checkpoint") is None or path is None or not path.is_file():
-        return None
-    try:
-        expl, saved_key = Explanation.load(path)
-    except ValueError as e:
-        logger.info("%s: not reused, recomputed (%s)", path, e)
-        return None
-    if saved_key != json.loads(json.dumps(key)):
-        return None
-    logger.info("Grad-CAM results reused from %s (same checkpoint, data and settings)", path)
-    return expl
-
-
-def keep_explanation(run_dir, key: dict[str, Any], expl: Explanation) -> None:
-    """Keep Grad-CAM results beside the checkpoint they explain (cached_explanation reads them back)."""
-    if run_dir is None or key.get("checkpoint") is None:
-        return
-    expl.save(RunDir(run_dir).explanation, key)
 
 
 def last_epoch_metrics(

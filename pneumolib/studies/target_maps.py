@@ -1,15 +1,29 @@
-"""Grad-CAM lifts of maps for the targets an entry's claims read beside the run's own P(PNEUMONIA) target.
+"""An experiment's Grad-CAM results: computed on its test films, kept beside their checkpoint and reused.
 
-Entry 09's NORMAL-target rows: one more Grad-CAM pass over the same films, only for an entry whose claims need it."""
+They are reused while the checkpoint, data, settings and code are the same.
+
+lung_focus: the run's own P(PNEUMONIA)-target maps with their checks. other_targets: the lifts of maps for the
+targets an entry's claims read beside it (entry 09's NORMAL-target rows: one more pass over the same films, only for
+an entry whose claims need it)."""
 
 from __future__ import annotations
 
 import json
-from typing import Any, Callable
+import logging
+from typing import TYPE_CHECKING, Any, Callable
 
-from ..analysis.cam import explain_predictor
+from ..analysis.cam import Explanation, explain_predictor
 from ..core.runs import RunDir, checkpoint_key
 from ..data.lungs import annotated_mask
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ..analysis.evaluate import Scores
+    from ..core.config import ExperimentConfig
+    from ..models.checkpoint import Predictor
+
+logger = logging.getLogger(__name__)
 
 
 def cam_targets(entry: str) -> tuple[str, ...]:
@@ -56,3 +70,75 @@ def other_targets(
         for t in wanted
     }  # fmt: skip
     return summaries, key
+
+
+def lung_focus(
+    config: ExperimentConfig,
+    predictor: Predictor,
+    test: Scores,
+    run_dir: Path | None,
+    data_fp: str,
+    s: Any,
+    fresh: bool,
+) -> Explanation:
+    """Grad-CAM of the test films (S: the run's studies.experiment.RunSettings), kept per checkpoint (reused when the checkpoint, data and code are the same).
+    The grid shows the first cam_per_class films per class; lift over the first focus_per_class per class;
+    P(PNEUMONIA)'s log-odds as target for every run (so runs compare), the TTA the predictor uses; randomisation
+    and ROAD checks on the grid's films; lung masks: the annotated ones where a film has one (the shared data's
+    lung_masks/, the fixture's phantoms), the shipped segmenter's elsewhere."""
+    ckpt = RunDir(run_dir).checkpoint if run_dir else None
+    settings = dict(
+        n_per_class=max(s.cam_per_class, s.focus_per_class),
+        target="PNEUMONIA",
+        sanity_per_class=s.cam_per_class,
+        seed=config.seed,
+    )
+    key = {
+        **settings,
+        "checkpoint": checkpoint_key(ckpt) if ckpt and ckpt.is_file() else None,
+        "data": data_fp,
+        "holdout": s.holdout,
+        "threshold": predictor.threshold,
+        "code": explain_code(),
+    }
+    expl = None if fresh else cached_explanation(run_dir, key)
+    if expl is None:
+        expl = explain_predictor(predictor, test.samples, exact_masks=annotated_mask, **settings)
+        keep_explanation(run_dir, key, expl)
+    return expl
+
+
+def explain_code() -> str:
+    """A digest of the code that computes Grad-CAM results (a cache from other code is not reused)."""
+    import hashlib
+    import inspect
+
+    from ..analysis import cam
+    from ..data import lungs
+
+    return hashlib.sha1("".join(inspect.getsource(m) for m in (cam, lungs)).encode()).hexdigest()[:12]
+
+
+def cached_explanation(run_dir, key: dict[str, Any]) -> Explanation | None:
+    """The Grad-CAM results kept in RUN_DIR for the same checkpoint, data and settings (a twin run folder's copy
+    counts: notebooks 05 and 08 re-show 04's and 07's), or None. The file is read as data only (Explanation.load:
+    no pickle), and one that does not parse is recomputed, never trusted."""
+    path = RunDir(run_dir).explanation if run_dir else None
+    if key.get("checkpoint") is None or path is None or not path.is_file():
+        return None
+    try:
+        expl, saved_key = Explanation.load(path)
+    except ValueError as e:
+        logger.info("%s: not reused, recomputed (%s)", path, e)
+        return None
+    if saved_key != json.loads(json.dumps(key)):
+        return None
+    logger.info("Grad-CAM results reused from %s (same checkpoint, data and settings)", path)
+    return expl
+
+
+def keep_explanation(run_dir, key: dict[str, Any], expl: Explanation) -> None:
+    """Keep Grad-CAM results beside the checkpoint they explain (cached_explanation reads them back)."""
+    if run_dir is None or key.get("checkpoint") is None:
+        return
+    expl.save(RunDir(run_dir).explanation, key)
