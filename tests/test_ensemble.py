@@ -92,6 +92,11 @@ def test_build_ensemble_fits_on_validation_and_never_worsens_its_nll(trained_run
     assert rec["temperature"] == pytest.approx(float(pred.model.temperature))
     # the served probabilities are exactly the ones the threshold was chosen on: the fitted model's logits already
     # carry its temperature (view_outputs divides by it), so they are not divided by it a second time
+    # a one-member ensemble is its member: the member's own figures are the ensemble's before and after
+    (member,) = rec["members_val"]
+    assert member["nll"] == pytest.approx(rec["val"]["nll_before"], abs=1e-6)
+    assert member["nll_tempered"] == pytest.approx(rec["val"]["nll_after"], abs=1e-6)
+    assert member["ece_tempered"] == pytest.approx(rec["val"]["ece_after"], abs=1e-6)
     logits = view_logits(pred.model, fixture_data["val"], pred.preprocessing, tta=pred.config.tta)
     served = Predictor(pred.model, pred.config, pred.threshold, pred.preprocessing)
     x = torch.stack([served.preprocess(s.path) for s in fixture_data["val"][:4]])

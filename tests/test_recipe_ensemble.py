@@ -38,7 +38,13 @@ def test_an_ensemble_recipe_trains_its_members_once_and_serves_their_mean_logit(
     pred = Predictor.load(out / "checkpoint.pt")
     assert isinstance(pred.model, Ensemble) and len(pred.model.members) == 2 and pred.model.combine == "logit"
     assert pred.config.members == 2 and r.metrics["ensemble"]["combine"] == "logit"
-    assert [m["seed"] for m in r.metrics["ensemble"]["members_val"]] == [cfg.seed, cfg.seed + 1]
+    members = r.metrics["ensemble"]["members_val"]
+    assert [m["seed"] for m in members] == [cfg.seed, cfg.seed + 1]
+    # each member alone on validation, beside the ensemble: its figures, its NLL and ECE, and their spread
+    assert all({"accuracy", "auc", "nll", "ece", "nll_tempered", "ece_tempered"} <= set(m) for m in members)
+    assert all(m["nll_tempered"] <= m["nll"] + 1e-6 for m in members)
+    s = r.metrics["ensemble"]["members_val_spread"]["nll"]
+    assert s["n"] == 2 and s["min"] == min(m["nll"] for m in members) and s["max"] == max(m["nll"] for m in members)
     member_ckpts = sorted((out / "members").glob("seed*/checkpoint.pt"))
     assert len(member_ckpts) == 2
     x = torch.rand(3, 1, 64, 64)

@@ -125,3 +125,11 @@ def test_needed_does_not_scan_every_seed_count_to_the_cap_regression(monkeypatch
     for film_part in (0.0024, 0.0001):
         SeedEffect(0.02, -0.03, 0.07, (0.02,) * 5, None, 5, 400, seed_part=0.0024, film_part=film_part).needed(0.0)
     assert 0 < len(calls) <= 50
+
+
+def test_spread_describes_a_few_runs_and_says_none_where_it_cannot():
+    from pneumolib.core.stats import spread
+
+    s = spread([0.2, 0.4, 0.3])
+    assert s == {"n": 3, "min": 0.2, "max": 0.4, "range": pytest.approx(0.2), "sd": pytest.approx(0.1)}
+    assert spread([0.5])["sd"] is None and spread([])["min"] is None

@@ -45,6 +45,16 @@ def wilson(k: float, n: int, z: float = 1.959964) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def spread(values) -> dict[str, float | int | None]:
+    """How far a few runs' values lie apart (members of an ensemble, seeds): n, min, max, max - min and the sample
+    SD (None below two values). A description of these runs, not an interval for the next one."""
+    v = np.asarray([float(x) for x in values], dtype=float)
+    if v.size == 0:
+        return {"n": 0, "min": None, "max": None, "range": None, "sd": None}
+    sd = float(np.std(v, ddof=1)) if v.size > 1 else None
+    return {"n": int(v.size), "min": float(v.min()), "max": float(v.max()), "range": float(np.ptp(v)), "sd": sd}
+
+
 def auc_score(y: np.ndarray, p: np.ndarray) -> float:
     """ROC AUC of binary labels by the rank (Mann-Whitney) formula, ties counted half: the value sklearn's
     roc_auc_score gives, without its per-call input validation (which made 1,000 bootstrap draws cost seconds).

@@ -13,6 +13,7 @@ from typing import Any
 from ..analysis.evaluate import Scores, compute_metrics, predict_samples
 from ..core.io import CheckpointError, DataError
 from ..core.runs import MEMBERS, RunDir
+from ..core.stats import spread
 from ..data.dataset import XRayData, apply_holdout, discover, prepare, resolve_data_dir
 from ..models.checkpoint import Predictor, save_checkpoint
 from ..training.ensemble import build_ensemble, validation_overlap
@@ -106,7 +107,13 @@ def train_members(config, data: XRayData, run_dir: Path | None, run_member, devi
         )
     pred = build_ensemble(paths, data["val"], combine="logit", device=device, resources=data.resources)
     pred.config = config
-    pred.extra["ensemble"]["members_val"] = figures
+    rec = pred.extra["ensemble"]
+    calibration = {m["seed"]: m for m in rec.get("members_val", [])}
+    rec["members_val"] = [{**calibration.get(f["seed"], {}), **f} for f in figures]
+    rec["members_val_spread"] = {
+        k: spread([m[k] for m in rec["members_val"] if m.get(k) is not None])
+        for k in ("accuracy", "sensitivity", "specificity", "auc", "nll", "ece", "nll_tempered", "ece_tempered")
+    }
     save_checkpoint(RunDir(run_dir).checkpoint, pred.model, config, pred.threshold, pred.extra)
     val = predict_samples(pred.model, data["val"], pred.preprocessing, tta=config.tta, resources=data.resources)
     return pred, val

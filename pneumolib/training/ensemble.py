@@ -67,6 +67,20 @@ def _check_compatible(paths: list[Path], preds: list[Predictor]) -> None:
         raise CheckpointError(f"{paths[0]}: already an ensemble; combine the original runs' checkpoints instead")
 
 
+def member_calibration(model, val_samples, labels: np.ndarray, pre, tta: bool, resources) -> dict[str, float]:
+    """One member's validation NLL and ECE as trained (T = 1) and with its own temperature fitted on the same films
+    (what the ensemble's figures are compared with)."""
+    logits, _ = view_outputs(model, val_samples, pre, tta=tta, resources=resources)
+    t = fit_temperature(logits, labels) if len(np.unique(labels)) > 1 else 1.0
+    return {
+        "nll": nll(logits, labels, 1.0),
+        "ece": expected_calibration_error(labels, probabilities(logits, 1.0)),
+        "temperature": t,
+        "nll_tempered": nll(logits, labels, t),
+        "ece_tempered": expected_calibration_error(labels, probabilities(logits, t)),
+    }
+
+
 def validation_overlap(val_samples, member_train: dict[int, list]) -> dict[int, int]:
     """How many of the validation films each member (by seed) trained on. When the data has no usable val/ folder,
     every seed builds its own val split from the pooled training films, so a seed ensemble's validation split holds
@@ -106,6 +120,7 @@ def build_ensemble(
         cfg.threshold, model, Scores(list(val_samples), pt), pre, tta=cfg.tta, device=device, resources=resources
     )
     seeds = [p.config.seed for p in preds]
+    members = [member_calibration(p.model, val_samples, labels, pre, cfg.tta, resources) for p in preds]
     record: dict[str, Any] = {
         "members": [str(p) for p in paths],
         "seeds": seeds,
@@ -121,6 +136,9 @@ def build_ensemble(
             "ece_before": expected_calibration_error(labels, p1),
             "ece_after": expected_calibration_error(labels, pt),
         },
+        # each member alone on the same films: as trained, and with its own temperature fitted there, so the
+        # ensemble's gain is read against a single network given the same calibration step
+        "members_val": [{"seed": s, **m} for s, m in zip(seeds, members)],
     }
     if len(set(seeds)) < len(seeds):
         logger.warning("members share a seed (%s): they are not independent runs", seeds)
