@@ -52,7 +52,15 @@ CONDITIONS: tuple[Condition, ...] = (
     Condition("mostly_normal_darker", "80% NORMAL and gamma 1.6", pneumonia_share=0.2, shift="darker"),
     Condition("mostly_pneumonia_darker", "90% PNEUMONIA and gamma 1.6", pneumonia_share=0.9, shift="darker"),
     Condition("normal_only_darker", "NORMAL films only, gamma 1.6", pneumonia_share=0.0, shift="darker"),
+    Condition("mostly_normal_low_contrast", "80% NORMAL and contrast x0.6", pneumonia_share=0.2, shift="low_contrast"),
+    Condition("mostly_normal_blur", "80% NORMAL and a softer detector", pneumonia_share=0.2, shift="blur"),
     Condition("two_sites", "half gamma 1.6, half contrast x1.5", shift=("darker", "high_contrast")),
+    Condition(
+        "two_sites_mostly_normal",
+        "80% NORMAL; half gamma 1.6, half contrast x1.5",
+        pneumonia_share=0.2,
+        shift=("darker", "high_contrast"),
+    ),
     Condition("small_darker", f"{MIN_FILMS} films, gamma 1.6", n=MIN_FILMS, shift="darker"),
 )
 
