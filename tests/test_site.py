@@ -17,6 +17,7 @@ from pneumolib.analysis.site import (
     decide,
     too_few,
 )
+from pneumolib.core.scores import read_scores
 from pneumolib.models.checkpoint import Predictor
 
 T = 0.5
@@ -115,6 +116,14 @@ def test_predict_on_a_single_film_says_once_that_it_cannot_adapt(trained_run, fi
     assert r.returncode == 0 and "site adaptation" not in r.stderr
 
 
+def test_predict_on_a_folder_too_small_to_adapt_says_so_once_regression(trained_run, fixture_data, cli):
+    """Folders of 2 to MIN_FILMS - 1 films were scored unadapted without a word."""
+    films = [str(s.path) for s in fixture_data.splits["test"][:3]]
+    r = cli("predict", str(trained_run.run_dir / "checkpoint.pt"), *films)
+    assert r.returncode == 0 and r.stderr.count(f"3 films, fewer than the {MIN_FILMS}") == 1
+    assert r.stderr.count("not adapted (the model as trained)") == 1
+
+
 def test_predict_folder_takes_flags_from_the_model_as_trained_and_labels_from_the_one_it_names(
     fixture_pred, fixture_data
 ):
@@ -148,13 +157,22 @@ def test_evaluate_adapts_a_large_enough_cohort_by_default_and_records_the_decisi
     for name in ("checkpoint.pt", "metrics.json"):
         (run / name).write_bytes((trained_run.run_dir / name).read_bytes())
     ckpt = str(run / "checkpoint.pt")
-    r = cli("evaluate", ckpt, "--data-dir", data, "--split", "train", "--json", tmp_path / "e.json")
+    scores = tmp_path / "s.csv"
+    r = cli("evaluate", ckpt, "--data-dir", data, "--split", "train", "--json", tmp_path / "e.json", "--scores", scores)
     assert r.returncode == 0 and r.stdout.count("site adaptation: ") == 1, r.stderr
     rec = _json.loads((tmp_path / "e.json").read_text())
     assert isinstance(rec["site"]["adapted"], bool) and len(rec["site"]["checks"]) == 3
     assert (rec["adapted"] is not None) == rec["site"]["adapted"]
+    # the scores file says on every row which model was used, with the adapted scores beside the plain ones
+    rows = read_scores(scores)
+    assert set(rows["adaptation"]) == {rec["adaptation_used"]} and rec["adaptation_used"].startswith("site: ")
+    assert ("p_pneumonia_adapted" in rows) == rec["site"]["adapted"]
     assert "Site adaptation: " in write_model_card(run).read_text()
     small = cli("evaluate", ckpt, "--data-dir", data, "--split", "test")  # 24 films: too few to adapt
     assert small.returncode == 0 and f"fewer than the {MIN_FILMS}" in small.stdout
-    none = cli("evaluate", ckpt, "--data-dir", data, "--split", "test", "--adapt", "none")
+    none = cli(
+        "evaluate", ckpt, "--data-dir", data, "--split", "test", "--adapt", "none", "--json", tmp_path / "n.json"
+    )
     assert none.returncode == 0 and "site adaptation" not in none.stdout
+    assert none.stdout.count("adaptation: none (--adapt none: the model as trained)") == 1
+    assert _json.loads((tmp_path / "n.json").read_text())["adaptation_used"].startswith("none")

@@ -200,6 +200,18 @@ def test_fine_tuning_refuses_a_checkpoint_of_other_channels(fixture_data, tiny_c
         fit(replace(tiny_config, init_from=str(trained_run.run_dir / "checkpoint.pt")), fixture_data)
 
 
+def test_fine_tuning_from_an_ensemble_checkpoint_is_refused_in_one_line_regression(fixture_data, tiny_config, tmp_path):
+    """The recipe's served checkpoint is an ensemble: init_from raised torch's bare 'Missing key(s)' RuntimeError."""
+    from pneumolib.models.checkpoint import CheckpointError, save_checkpoint
+    from pneumolib.models.networks import Ensemble, build_model
+
+    cfg = replace(tiny_config, in_channels=1)
+    nets = [build_model(cfg.model, in_channels=1) for _ in range(2)]
+    ckpt = save_checkpoint(tmp_path / "ens.pt", Ensemble(nets, combine="logit"), cfg, 0.5, {})
+    with pytest.raises(CheckpointError, match="an ensemble of 2 networks, not one.*members/seedN/checkpoint.pt"):
+        fit(replace(cfg, init_from=str(ckpt or tmp_path / "ens.pt")), fixture_data)
+
+
 @pytest.mark.parametrize("val_loss, kept", [(lambda e: float(e), 1), (lambda e: -float(e), 3)])
 def test_the_last_epochs_test_metrics_are_reported_beside_the_kept_epochs(
     fixture_data, tiny_config, tmp_path, monkeypatch, val_loss, kept

@@ -89,6 +89,8 @@ def cmd_evaluate(args) -> int:
         print(f"lung crop: lungs not found on {m['lungs_not_found']} of {len(ev.samples)} films (kept whole)")
     if ev.adaptation is not None:
         _print_adapted(ev, args)
+    if ev.site is None and ev.adaptation is None:
+        print(f"\nadaptation: {ev.record['adaptation_used']}")
     if ev.site is not None:
         print(f"\n{ev.site.line()}")
         if ev.site_metrics is not None:

@@ -18,8 +18,8 @@ def cmd_predict(args) -> int:
         ensure_writable_dir(args.cam_dir)
     result = predict_folder(load(args.checkpoint), args.images, adapt=args.adapt)
     records, refused, pred = result.records, result.refused, result.predictor
-    site = result.site  # said once, before the lines it explains: for one film, or for a folder large enough to try
-    if site is not None and (site.n_films <= 1 or site.checks):
+    site = result.site  # said once, before the lines it explains, whatever the folder's size
+    if site is not None:
         print(f"note: {site.line()}", file=sys.stderr, flush=True)
     for r in records:
         print(r.line())

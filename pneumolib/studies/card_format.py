@@ -232,6 +232,8 @@ def evaluation_section(rec: dict[str, Any]) -> list[str]:
     if isinstance(site, dict):  # site mode: whether the figures above came with an adapted model, and why
         state = "adapted to this cohort" if site.get("adapted") is True else "not adapted (the model as trained)"
         lines += ["", f"Site adaptation: {state}: {site.get('reason', '?')}."]
+    elif isinstance(rec.get("adaptation_used"), str):  # every record says which model its figures come from
+        lines += ["", f"Adaptation: {rec['adaptation_used']}."]
     if rec.get("command"):
         lines += ["", f"Command: `{rec['command']}`"]
     return lines + [""]

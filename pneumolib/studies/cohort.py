@@ -13,7 +13,7 @@ from typing import Any, Callable
 from ..analysis import ood
 from ..analysis.adapt import Adaptation, adapt
 from ..analysis.evaluate import Scores, compute_metrics, predict_samples
-from ..core.config import ADAPT_MODES
+from ..core.config import ADAPT_MODES, CLASSES
 from ..core.io import make_dir
 from ..core.runs import RunDir
 from ..data.dataset import Sample, discover_split, prescan
@@ -117,12 +117,16 @@ def evaluate_cohort(
     m = compute_metrics(scores, threshold, seed=0)
     columns = _flags(pred, samples, scores, m)
     classic = adapt_mode if adapt_mode in ADAPT_MODES else None  # else site mode, or none
-    site, site_metrics = _site(pred, samples, scores, threshold) if adapt_mode == "site" else (None, None)
+    site, site_scores = _site(pred, samples, scores, threshold) if adapt_mode == "site" else (None, None)
+    site_metrics = None if site_scores is None else compute_metrics(site_scores, threshold, seed=0)
     cohort = cohort_name(source_for(source).named_after(), split, classic)
     a = adapt(pred, samples, classic, threshold=threshold, alpha=adapt_alpha, cohort=cohort) if classic else None
     adapted = None if a is None else dict(compute_metrics(a.scores, a.threshold, seed=0), adaptation=a.record())
     if site_metrics is not None:
         adapted = dict(site_metrics, adaptation=site.record())
+    used = adaptation_used(adapt_mode, site, a)
+    adapted_scores, cut = (site_scores, threshold) if a is None else (a.scores, a.threshold)
+    columns.update(_adapted_columns(used, len(samples), adapted_scores, cut))
     record = dict(
         m,
         checkpoint=str(Path(checkpoint).resolve()),
@@ -137,6 +141,7 @@ def evaluate_cohort(
         argv=list(argv or []),
         adapted=adapted,
         site=None if site is None else site.record(),
+        adaptation_used=used,
     )
     return CohortEvaluation(checkpoint, pred, samples, scores, threshold, m, columns, a, record, site, site_metrics)
 
@@ -146,4 +151,25 @@ def _site(pred: Predictor, samples: list[Sample], scores: Scores, threshold: flo
     from ..analysis.site import adapt_to_site
 
     _, site_scores, decision = adapt_to_site(pred, samples, threshold=threshold, plain=scores)
-    return decision, compute_metrics(site_scores, threshold, seed=0) if decision.adapted else None
+    return decision, site_scores if decision.adapted else None
+
+
+def adaptation_used(mode: str | None, site, a) -> str:
+    """In words, which model the adapted figures and columns come from: recorded in the evaluation record and in
+    every row of the scores file, so no output leaves it unsaid."""
+    if site is not None:
+        return "site: adapted (AdaBN)" if site.adapted else "site: not adapted (the model as trained)"
+    if a is not None:
+        return f"{mode} (asked for)"
+    return "none (--adapt none: the model as trained)"
+
+
+def _adapted_columns(used: str, n: int, adapted: Scores | None, threshold: float) -> dict[str, list]:
+    """The scores file's adaptation columns for N films: what was used, on every row, and the adapted model's
+    P(PNEUMONIA) and decision beside the plain ones when a model was adapted (p_pneumonia and prediction stay the
+    model as trained's)."""
+    cols: dict[str, list] = {"adaptation": [used] * n}
+    if adapted is not None:
+        cols["p_pneumonia_adapted"] = [f"{p:.6f}" for p in adapted.probs]
+        cols["prediction_adapted"] = [CLASSES[int(p >= threshold)] for p in adapted.probs]
+    return cols

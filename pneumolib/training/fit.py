@@ -38,7 +38,7 @@ from ..data.augment import BatchAugment, prepare_batch
 from ..data.dataset import XRayData, fingerprint, prescan, subsample
 from ..data.resources import Resources
 from ..models.checkpoint import CheckpointError, Predictor, preprocessing_for, save_checkpoint
-from ..models.networks import build_model
+from ..models.networks import Ensemble, build_model
 from ..training.recipe import (  # noqa: F401 (re-exported: the run's ingredients by name, where they always were)
     LOSSES,
     OPTIMIZERS,
@@ -78,6 +78,11 @@ def init_weights_from(model: nn.Module, checkpoint: str | Path, config: Experime
     """Start from a pneumolib checkpoint's weights (fine-tuning): same architecture and input channels, checked
     field by field with the checkpoint's own messages."""
     src = Predictor.load(checkpoint)
+    if isinstance(src.model, Ensemble):
+        raise CheckpointError(
+            f"{checkpoint}: an ensemble of {len(src.model.members)} networks, not one; start from one member's "
+            "checkpoint (RUN/members/seedN/checkpoint.pt)"
+        )
     problems = [
         f"{k}: checkpoint {a!r}, this run {b!r}"
         for k, a, b in (("model", src.config.model, config.model), ("in_channels", src.in_channels, config.in_channels))
