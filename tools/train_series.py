@@ -5,7 +5,8 @@ The render (tools/render_notebooks.sh) reuses a finished run whose training, hol
 of training can be spread over several sessions and the render itself stays one command at one commit.
 
 usage: python tools/train_series.py DATA_DIR RUNS [--profile cpu] [--seeds 0,1,2] [--budget k=v,...] [targets...]
-targets: entries (01 .. 10; 10 = the recipe at its own budget), 'ablation' (notebook 10's steps on the random
+targets: entries (01 .. 10; 10 = the recipe, a seed ensemble: each seed S trains members S, S+1, S+2 at the
+series' budget, or at the recipe's own budget without --budget), 'ablation' (notebook 10's steps on the random
 split, --skip-steps as in the notebook) and 'matched' (the log's baseline at the recipe's budget); default 01-09.
 """
 

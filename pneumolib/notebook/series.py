@@ -353,7 +353,8 @@ def _score_steps(series: Series, chosen: tuple[str, ...], skip: set[str]) -> lis
 def final_budget(series: Series, config: ExperimentConfig) -> dict[str, Any]:
     """Says, before the final model trains, which budget it gets: the recipe's own budget under the series' profile,
     or the render's one budget (series.budget, the same for every run of the series), in which case the recipe's own
-    budget is not trained in this render and the final model is the same training as the ablation's last step.
+    budget is not trained in this render. A seed ensemble (config.members) trains each member at that budget: the
+    ablation's last step is one such network.
 
     Returns:
         the budget the final model trains at (image_size, epochs, max_train_images, batch_size).
@@ -367,10 +368,16 @@ def final_budget(series: Series, config: ExperimentConfig) -> dict[str, Any]:
     else:
         print(
             f"the final model trains at this render's one budget, {budget_words(used)}, like every other run of the "
-            f"series: the same training as the ablation's last step. The recipe's own '{series.profile}' budget "
-            f"({budget_words(own)}) is not trained in this render; its figures here are about this render's budget"
+            f"series{_members_words(config)}. The recipe's own '{series.profile}' budget ({budget_words(own)}) is "
+            "not trained in this render; its figures here are about this render's budget"
         )
     return used
+
+
+def _members_words(config: ExperimentConfig) -> str:
+    if config.members > 1:
+        return f": each of its {config.members} members (seeds S to S+{config.members - 1}) is one such network"
+    return ": the same training as the ablation's last step"
 
 
 def matched_baseline(series: Series, train: bool = True) -> dict[str, Any] | None:
