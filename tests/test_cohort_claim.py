@@ -125,3 +125,12 @@ def test_the_newest_entry_is_printed_as_recorded(capsys, monkeypatch):
     assert m == RECORD[-1]
     for key in ("cohort", "cohort_adapted", "cohort_any_threshold", "full_size_originals"):
         assert f"- {key}: {json.dumps(m[key], ensure_ascii=False)}" in out
+
+
+def test_notebook_10_states_the_cohort_claim_before_training(capsys):
+    from pneumolib.notebook import cohort_views
+
+    rows = cohort_views.cohort_claim("10", "cpu", [0, 1, 2])
+    out = capsys.readouterr().out
+    assert [r["verdict"] for r in rows] == [FAILS, NOT_TESTED] and [r["on_record"] for r in rows][0]
+    assert "the recipe as the record measured it" in out and "with --adapt bn" in out and "members 1 -> 3" in out

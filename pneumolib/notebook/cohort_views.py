@@ -113,3 +113,25 @@ def cohort_newest() -> dict[str, Any] | None:
             )
         )
     return m
+
+
+def cohort_claim(entry: str, profile: str, seeds: list[int]) -> list[dict[str, Any]]:
+    """ENTRY's cohort claim as the record decides it before anything is trained: the recipe as the record last
+    measured it (judged from the record alone, its adapted figures beside it), and the recipe this render trains
+    (its training config at PROFILE and SEEDS, judged only by a measurement of that very config). Prints each row
+    as a sentence and returns the judged rows."""
+    from dataclasses import asdict, replace
+
+    from ..core.config import apply_profile
+    from ..studies import verdicts as V
+    from ..studies.catalogue import get_config
+
+    cfg = apply_profile(get_config(entry), profile)
+    runs = [{"config": asdict(replace(cfg, seed=s))} for s in seeds]
+    claims = [c for c in V.CLAIMS.get(entry, ()) if c.on_record or V.COHORT in c.needs]
+    reference = V.cohort_reference(entry, cohort_recipes(), runs)
+    rows = [V.judge(c, runs, reference) for c in claims]
+    for r in rows:
+        who = "the recipe as the record measured it" if r["on_record"] else f"the recipe this render trains ({profile})"
+        print(f"- {who}, holds if {r['label'].rstrip(',')} {r['claimed']}: {r['verdict']}. {V.sentence(r)}")
+    return rows

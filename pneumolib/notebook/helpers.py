@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..notebook.cohort_views import (  # noqa: F401 (re-exported: every name in one place)
+    cohort_claim,
     cohort_measurements,
     cohort_newest,
     cohort_recipes,
