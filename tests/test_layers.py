@@ -96,6 +96,7 @@ MODULES = {
     "notebook.series": 0,
     "notebook.provenance": 0,
     "notebook.display": 0,
+    "notebook.cohort_views": 0,
     "notebook.run_views": 1,
     "notebook.seed_views": 1,
     "notebook.helpers": 2,

@@ -2,6 +2,13 @@
 
 from __future__ import annotations
 
+from ..notebook.cohort_views import (  # noqa: F401 (re-exported: every name in one place)
+    cohort_claim,
+    cohort_measurements,
+    cohort_newest,
+    cohort_recipes,
+    cohort_record,
+)
 from ..notebook.display import (  # noqa: F401 (re-exported: every name in one place)
     FIGURE_DPI,
     MAX_COLUMNS,
@@ -49,9 +56,6 @@ from ..notebook.seed_views import (  # noqa: F401 (re-exported: every name in on
     budget,
     budget_check,
     checkpoint_table,
-    cohort_measurements,
-    cohort_recipes,
-    cohort_record,
     headline,
     headline_markdown,
     log_vs_rerun,

@@ -9,6 +9,7 @@ import pandas as pd
 
 from ..analysis.cam import recorded_sanity
 from ..core.config import ExperimentConfig
+from ..notebook.cohort_views import cohort_recipes
 from ..notebook.display import caption, collapse_seed_flags, fmt, grouped, maps_checked, metrics_of, show, span, with_ci
 from ..notebook.series import tidy
 from ..studies import verdicts
@@ -211,8 +212,8 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
 
     ms = [metrics_of(r) for r in metrics_by_seed]
     reference = {k: [metrics_of(r) for r in v] for k, v in (reference or {}).items()}
-    if any(V.COHORT in c.needs for c in V.CLAIMS.get(entry, ())):  # the record's measurements of these very runs
-        reference[V.COHORT] = V.cohort_references(cohort_recipes(), ms)
+    # the record's measurements of these very runs, and of the recipe as the record last measured it
+    reference.update(V.cohort_reference(entry, cohort_recipes(), ms))
     rows = []
     judged = V.judge_entry(entry, ms, reference)
     budgets = sorted({V.budget(m) for m in ms}, key=str)
@@ -369,57 +370,3 @@ def audit_reading(reports: dict[str, dict]) -> None:
         "(For a lung-mask model, 'outside' is the ring its dilation keeps around the lung mask, filled black; the "
         "rest of the film is black in its input already.)"
     )
-
-
-def cohort_recipes() -> list[dict]:
-    """docs/external_cohort/recipes.json: the training config of each recorded measurement (from git history)."""
-    import json
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "docs" / "external_cohort" / "recipes.json"
-    return json.loads(path.read_text())["recipes"] if path.is_file() else []
-
-
-def cohort_measurements() -> list[dict] | None:
-    """docs/external_cohort/measurements.json's measurements; None in an installed package without the docs/."""
-    import json
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[2] / "docs" / "external_cohort" / "measurements.json"
-    return json.loads(path.read_text())["measurements"] if path.is_file() else None
-
-
-def cohort_record() -> pd.DataFrame:
-    """The external cohort's recorded measurements (docs/external_cohort, a copy of the record kept by whoever holds
-    the cohort): not reproducible from this repository; shown, never tuned on."""
-    measurements = cohort_measurements()
-    if measurements is None:  # an installed package without the repository's docs/
-        print("the external cohort's record is in the repository's docs/external_cohort/ (not installed)")
-        return pd.DataFrame()
-    rows = []
-    for m in measurements:
-        c = m["cohort"]
-        rows.append(
-            {
-                "date": m.get("date", ""),
-                "commit": m["commit"],
-                "recipe": m["experiment"],
-                "budget": m.get("profile", ""),
-                "seed": m["seed"],
-                "cohort accuracy": c["accuracy"],
-                "PNEUMONIA recall": c["sensitivity"],
-                "NORMAL recall": c["specificity"],
-                "AUC": c["auc"],
-                "internal NORMAL recall": m["internal_test"]["specificity"],
-            }
-        )
-    print("recorded by whoever holds the external cohort (624 films); not reproducible from this repository")
-    df = pd.DataFrame(rows)
-    which = ["date", "commit", "recipe", "budget", "seed"]
-    df.attrs["column_groups"] = {
-        "which run": which,
-        "on the cohort, and the run's internal NORMAL recall": ["recipe", "seed"]
-        + [c for c in df.columns if c not in which],
-    }
-    show(df)
-    return df

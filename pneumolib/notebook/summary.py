@@ -42,8 +42,7 @@ def claims_table(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     rows, book = [], V.FilmBook()  # each run's per-film scores read once for every claim and comparison
     for entry, claims in V.CLAIMS.items():
         reference = {e: runs.get(e, []) for c in claims for e in c.needs if e in runs}
-        if any(V.COHORT in c.needs for c in claims):
-            reference[V.COHORT] = V.cohort_references(cohort_recipes(), runs.get(entry, []))
+        reference.update(V.cohort_reference(entry, cohort_recipes(), runs.get(entry, [])))
         for c in claims:
             r = V.judge(c, runs.get(entry, []), reference, book=book)
             rows.append(dict(r, notebook=notebook_file(entry)))
@@ -262,12 +261,20 @@ def what_instead_answer(rows: list[dict[str, Any]], goal: float = 0.90) -> str:
         return "Not answered here: the cohort record is in the repository's docs/external_cohort/ (not installed)."
     best = max(ms, key=lambda m: m["cohort"]["specificity"])
     reached = [m for m in ms if m["cohort"]["specificity"] >= goal]
-    cohort_row = next((r for r in rows if r["entry"] == REGISTRY["recommended"].entry and "cohort" in r["claim"]), None)
+    cohort_rows = [r for r in rows if r["entry"] == REGISTRY["recommended"].entry and "cohort" in r["claim"]]
+    measured = next((r for r in cohort_rows if r.get("on_record")), None)  # the recipe as the record measured it
+    cohort_row = next((r for r in cohort_rows if not r.get("on_record")), None)  # the recipe this series trains
     text = (
         f"The record holds {len(ms)} measurements on the external cohort; the highest NORMAL recall there is "
         f"{best['cohort']['specificity']:.3f} ({best['experiment']}, seed {best['seed']}, commit "
         f"{best['commit']}), and {len(reached)} of them reach the project's goal of {goal:.2f}."
     )
+    if measured is not None:
+        text += (
+            f" The recipe as the record last measured it: '{measured['verdict']}' on the cohort claim"
+            + (f" ({measured['note']})" if measured.get("note") else "")
+            + "."
+        )
     if cohort_row is not None:
         text += (
             f" The recipe this series trains (notebook 10): '{cohort_row['verdict']}' on the cohort claim"

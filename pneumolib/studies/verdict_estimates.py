@@ -172,6 +172,69 @@ def cohort_references(record: list[dict[str, Any]], runs: list[dict[str, Any]]) 
     return out
 
 
+# reference entry: the record's newest measurement of the recipe as it was then trained (cohort_as_measured), judged
+# in place of runs by a claim with on_record=COHORT_MEASURED, whatever the recipe has become since
+COHORT_MEASURED = "external_cohort_as_measured"
+
+
+def cohort_as_measured(record: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    """The record's measurements (recipes.json's entries) of experiment NAME as the package trained it at the newest
+    commit the record measured it, one per measured seed, whatever its training config: the recipe as the cohort saw
+    it, which a claim judges from the record alone. Prototypes outside the package (no config) are left out."""
+    packaged = [r for r in record if (r.get("config") or {}).get("name") == name]
+    newest = packaged[-1]["commit"] if packaged else None  # the record is in the order it was measured
+    return [dict(r, config=dict(r["config"])) for r in packaged if r["commit"] == newest]
+
+
+def cohort_networks(rec: dict[str, Any]) -> int:
+    """How many networks the measured model averaged (a config from before `members` existed: one)."""
+    return int((rec.get("config") or {}).get("members") or 1)
+
+
+def cohort_adapted(recs: list[dict[str, Any]]) -> str:
+    """The recorded NORMAL recalls under each `--adapt` mode beside the unadapted one, with their Wilson intervals
+    and the record's own notes: 'with --adapt bn, both, prior: 0.889 (0.842 to 0.924; prior: "the prior guard fell
+    back to bn")'; '' when the record holds none."""
+    parts = []
+    for rec in recs:
+        by_value: dict[float, list[str]] = {}
+        for mode, v in (rec.get("cohort_adapted_specificity") or {}).items():
+            by_value.setdefault(float(v), []).append(mode)
+        notes = rec.get("cohort_adapted_notes") or {}
+        for v, modes in by_value.items():
+            lo, hi = wilson(v * int(rec["n_normal"]), int(rec["n_normal"]))
+            said = "".join(f'; {m}: "{notes[m]}"' for m in modes if m in notes)
+            seed = f"seed {(rec.get('config') or {}).get('seed')}: " if len(recs) > 1 else ""
+            parts.append(f"{seed}with --adapt {', '.join(modes)}: {v:.3f} ({lo:.3f} to {hi:.3f}{said})")
+    return "; ".join(parts)
+
+
+def cohort_changes(runs: list[dict[str, Any]], measured: list[dict[str, Any]]) -> str:
+    """How these runs' training differs from the recipe as the record measured it ('members 1 -> 3'), from their
+    configs (the fields that change the weights, seed aside); '' when there is nothing to compare."""
+    from ..core.config import EVAL_ONLY_FIELDS, ExperimentConfig, diff
+
+    configs = [m["config"] for m in runs if m.get("config")]
+    if not configs or not measured:
+        return ""
+    then, now = ExperimentConfig.from_dict(measured[0]["config"]), ExperimentConfig.from_dict(configs[0])
+    changed = {k: v for k, v in diff(then, now).items() if k not in (*EVAL_ONLY_FIELDS, "seed")}
+    return ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
+
+
+def cohort_as_measured_text(recs: list[dict[str, Any]]) -> str:
+    """What a record-judged row says beside its number: which model the record measured, and its adapted figures
+    ('recorded at commit 8281ef7 (one network, seed 0), without adaptation; with --adapt bn: ...')."""
+    if not recs:
+        return ""
+    nets = sorted({cohort_networks(r) for r in recs})
+    words = ", ".join("one network" if n == 1 else f"an ensemble of {n} networks" for n in nets)
+    seeds = ", ".join(str((r.get("config") or {}).get("seed")) for r in recs)
+    commits = ", ".join(dict.fromkeys(r["commit"] for r in recs))
+    head = f"recorded at commit {commits} ({words}, seed{'s' if len(recs) > 1 else ''} {seeds}), without adaptation"
+    return "; ".join(x for x in (head, cohort_adapted(recs)) if x)
+
+
 def cohort_specificity(m: dict[str, Any], rec: dict[str, Any]) -> Estimate:
     """A recorded NORMAL recall on the external cohort, with a Wilson interval over its NORMAL films."""
     v, n = float(rec["cohort_specificity"]), int(rec["n_normal"])

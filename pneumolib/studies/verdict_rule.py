@@ -11,6 +11,7 @@ from ..studies.verdict_estimates import (  # noqa: F401 (the verdicts' words)
     BUDGET_MIN_VAL_AUC,
     CANNOT_TELL,
     COHORT,
+    COHORT_MEASURED,
     COLLAPSE_SHARE,
     COLLAPSED,
     FAILS,
@@ -26,6 +27,7 @@ from ..studies.verdict_estimates import (  # noqa: F401 (the verdicts' words)
     Estimate,
     Measure,
     NotMeasured,
+    cohort_changes,
 )
 from ..studies.verdict_films import FilmBook, PerFilm, film_effect, has_films
 from ..studies.verdict_flags import (  # noqa: F401 (re-exported: the verdicts' flags)
@@ -72,6 +74,12 @@ class Claim:
     bounds: tuple[float, float] | None = None
     cam_target: str = ""  # the Grad-CAM target whose maps it reads, when not the run's own (run_experiment records it)
     main: bool = False  # the finding the log's entry is about: first in the entry's headline (else its first claim)
+    # judged on the records under this reference entry in place of the runs (verdict_estimates.COHORT_MEASURED: the
+    # cohort's measurement of the recipe as it was then, which no later render can change), e.g. COHORT_MEASURED
+    on_record: str = ""
+    # (the judged runs or records) -> what the row shows beside its number (a record's adapted figures), said in its
+    # note and its sentence
+    beside: Callable[[list[dict[str, Any]]], str] | None = None
 
     def __post_init__(self):
         if self.versus and self.versus not in self.needs:
@@ -226,6 +234,8 @@ def judge(
     """
     reference = reference or {}
     row = _blank_row(claim)
+    if claim.on_record:  # the record's measurements are the evidence, whatever this render trained
+        metrics_by_seed = reference.get(claim.on_record) or []
     note = _not_judged(claim, metrics_by_seed, reference)
     if note:
         row["note"] = note
@@ -243,8 +253,8 @@ def judge(
         row["note"] = e.args[0] if e.args[0].startswith("not recorded") else f"not measured: {e.args[0]}"
         return row
     row["interval"] = clip_interval(row.get("interval"), claim.limits)
-    if scope:
-        row["note"] = "; ".join(x for x in (row["note"], scope) if x)
+    row["beside"] = claim.beside(metrics_by_seed) if claim.beside else ""
+    row["note"] = "; ".join(x for x in (row["note"], scope, row["beside"]) if x)
     decision = row["verdict"]
     _flag_untrained(row, decision, metrics_by_seed)
     _flag_collapsed(row, claim, metrics_by_seed, reference)
@@ -354,13 +364,15 @@ def _blank_row(claim: Claim) -> dict[str, Any]:
         "threshold": claim.threshold,
         "versus": claim.versus,
         "main": claim.main,
+        "beside": "",
+        "on_record": claim.on_record,
     }
 
 
 def _not_judged(claim: Claim, metrics_by_seed: list[dict[str, Any]], reference: dict[str, list[dict]]) -> str:
     """Why the claim cannot be judged on these runs at all (the row's note), or '' when it can."""
     if not metrics_by_seed:
-        return "no runs"
+        return "no measurement of this recipe in the record (docs/external_cohort)" if claim.on_record else "no runs"
     budgets = sorted({budget(m) for m in metrics_by_seed}, key=str)
     if len(budgets) > 1:  # seeds at different budgets are different experiments: never pooled into one verdict
         return "seeds trained at different budgets (epochs, films per epoch, px): " + "; ".join(
@@ -372,9 +384,10 @@ def _not_judged(claim: Claim, metrics_by_seed: list[dict[str, Any]], reference: 
         return "trained from random init: the claim is about ImageNet weights"
     missing = [e for e in claim.needs if not reference.get(e)]
     if missing == [COHORT]:
+        changes = cohort_changes(metrics_by_seed, reference.get(COHORT_MEASURED) or [])
         return (
-            "no measurement of this training config on an unseen cohort: the record "
-            "(docs/external_cohort) holds other recipes' only"
+            "no measurement of this training config on an unseen cohort: the record (docs/external_cohort) holds "
+            "other training configs' only" + (f" (since the recipe it last measured: {changes})" if changes else "")
         )
     if missing:
         return f"no run of entry {', '.join(missing)} loaded to compare with"

@@ -14,6 +14,7 @@ from ..studies.verdict_estimates import (  # noqa: F401 (re-exported: every name
     CANNOT_TELL,
     CHECKPOINT_PATH,
     COHORT,
+    COHORT_MEASURED,
     COLLAPSE_SHARE,
     COLLAPSED,
     FAILS,
@@ -32,6 +33,9 @@ from ..studies.verdict_estimates import (  # noqa: F401 (re-exported: every name
     Estimate,
     Measure,
     NotMeasured,
+    cohort_adapted,
+    cohort_as_measured,
+    cohort_as_measured_text,
     cohort_references,
     cohort_specificity,
     gap,
@@ -74,6 +78,21 @@ def judge_entry(
     """Every claim of ENTRY judged on its runs, each run's per-film scores read once for all of them."""
     book = FilmBook()
     return [judge(c, metrics_by_seed, reference, book=book) for c in CLAIMS.get(entry, ())]
+
+
+def cohort_reference(entry: str, record: list[dict[str, Any]], runs: list[dict[str, Any]]) -> dict[str, list[dict]]:
+    """What ENTRY's claims read from the cohort's record (RECORD: recipes.json's entries): under COHORT its
+    measurements of these RUNS' training configs, under COHORT_MEASURED its newest measurement of the entry's recipe
+    as it was then trained; {} for an entry with no claim about the cohort."""
+    from ..studies.catalogue import get_config
+
+    claims = CLAIMS.get(entry, ())
+    out: dict[str, list[dict[str, Any]]] = {}
+    if any(COHORT in c.needs for c in claims):
+        out[COHORT] = cohort_references(record, runs)
+    if any(c.on_record == COHORT_MEASURED for c in claims):
+        out[COHORT_MEASURED] = cohort_as_measured(record, get_config(entry).name)
+    return out
 
 
 # --- the plain sentence per entry ----------------------------------------------------------------------------------
@@ -126,7 +145,7 @@ def sentence(row: dict[str, Any]) -> str:
     if not row["n"] or verdict_ == NOT_TESTED:
         return f'"{row["claim"]}": not tested ({row["note"].split("; ")[0] or "no runs"}){mark}.'
     seeds = _seeds(row)
-    tail = _number(row) + (f", {seeds}" if seeds else "")
+    tail = _number(row) + (f", {seeds}" if seeds else "") + (f"; {row['beside']}" if row.get("beside") else "")
     if verdict_ == HOLDS:
         return f"{_cap(yes or row['claim'])}: {tail}{mark}."
     if verdict_ == FAILS:
