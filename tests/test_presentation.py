@@ -129,7 +129,7 @@ def test_reused_runs_become_one_summary_line_and_stay_in_the_log_at_debug(monkey
     # notebook 10 printed ~150 lines for its reused runs: per run its header, 'reusing RUNS/...' and 'Grad-CAM
     # results reused from ...'
     from pneumolib.notebook import series as S
-    from pneumolib.studies import experiment
+    from pneumolib.studies import experiment, target_maps
     from pneumolib.studies.catalogue import BASELINE
 
     def fake_run(cfg, data, d, **kw):  # as experiment.run_experiment says it: seeds 0 and 2 reused, seed 1 trains
@@ -141,7 +141,9 @@ def test_reused_runs_become_one_summary_line_and_stay_in_the_log_at_debug(monkey
                 d / "checkpoint.pt",
                 "abc1234",
             )
-            log.info("Grad-CAM results reused from %s (same checkpoint, data and settings)", d / "explanation.npz")
+            target_maps.logger.info(
+                "Grad-CAM results reused from %s (same checkpoint, data and settings)", d / "explanation.npz"
+            )
         else:  # training says so from its own module: the header must come out before it
             logging.getLogger("pneumolib.training.fit").info("epoch 1/1 trained")
         return cfg.seed
@@ -300,13 +302,14 @@ def test_the_lines_the_reuse_summary_folds_are_the_ones_the_library_writes():
     # the summary matches the library's own messages; if experiment.py rewords them, this names the drift
     import inspect
 
-    from pneumolib.notebook.provenance import REUSE_SOURCE, RUN_HEADER
-    from pneumolib.studies import experiment
+    from pneumolib.notebook.provenance import CAM_SOURCE, REUSE_SOURCE, RUN_HEADER
+    from pneumolib.studies import experiment, target_maps
 
     code = inspect.getsource(experiment)
-    assert experiment.logger.name == REUSE_SOURCE
-    for line in (RUN_HEADER, '"reusing %s (', '"Grad-CAM results reused from %s'):
+    assert experiment.logger.name == REUSE_SOURCE and target_maps.logger.name == CAM_SOURCE
+    for line in (RUN_HEADER, '"reusing %s ('):
         assert line in code, line
+    assert '"Grad-CAM results reused from %s' in inspect.getsource(target_maps)
 
 
 def test_the_verdict_table_describes_the_rule_it_applies_regression(capsys):

@@ -95,6 +95,7 @@ def show_library_log(roots: dict[str, str], level: int = logging.INFO) -> None:
 
 TWIN_SOURCE = "pneumolib.studies.run_config"  # the logger of 'RUN trains exactly what TWIN trained' (adopt_twin)
 REUSE_SOURCE = "pneumolib.studies.experiment"  # the logger whose run header and reuse notices these are
+CAM_SOURCE = "pneumolib.studies.target_maps"  # the logger of 'Grad-CAM results reused from ...'
 RUN_HEADER = "%s %s on %s; %s; weights: %s"  # experiment's line opening every run (entry, name, data, budget, weights)
 
 
@@ -154,7 +155,7 @@ class _ReuseCollector(logging.Filter):
             self.twins.append((str(args[0]) if args else "", str(args[1]) if len(args) > 1 else ""))
             self._debug(record)
             return False
-        if info and from_source and msg.startswith("Grad-CAM results reused from"):
+        if info and record.name == CAM_SOURCE and msg.startswith("Grad-CAM results reused from"):
             self.cams += 1
             self._debug(record)
             return False
