@@ -14,6 +14,7 @@ from pneumolib.core.config import ConfigError, apply_profile
 from pneumolib.data.fixture import fixture_dir
 from pneumolib.models.checkpoint import Predictor
 from pneumolib.models.networks import Ensemble
+from pneumolib.studies.card import render_model_card
 from pneumolib.studies.catalogue import RECOMMENDED, get_config
 from pneumolib.studies.experiment import run_experiment
 
@@ -45,6 +46,10 @@ def test_an_ensemble_recipe_trains_its_members_once_and_serves_their_mean_logit(
     assert all(m["nll_tempered"] <= m["nll"] + 1e-6 for m in members)
     s = r.metrics["ensemble"]["members_val_spread"]["nll"]
     assert s["n"] == 2 and s["min"] == min(m["nll"] for m in members) and s["max"] == max(m["nll"] for m in members)
+    card = render_model_card(out)  # the card says what the served model is: its members and their figures
+    assert f"- Ensemble: 2 networks (seeds {cfg.seed}, {cfg.seed + 1}), their logits averaged" in card
+    assert all(f"- Member seed {m['seed']} alone: accuracy" in card for m in members)
+    assert "- The members' spread on validation: accuracy" in card
     member_ckpts = sorted((out / "members").glob("seed*/checkpoint.pt"))
     assert len(member_ckpts) == 2
     x = torch.rand(3, 1, 64, 64)

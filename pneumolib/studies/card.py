@@ -15,6 +15,7 @@ from ..core.version import __version__
 from ..studies.card_format import (  # noqa: F401 (re-exported: every name in one place)
     HEADLINE,
     ci_text,
+    ensemble_lines,
     evaluation_section,
     limitations_lines,
     metrics_table,
@@ -179,6 +180,7 @@ def _model_details(r: CardRun) -> str:
             f"- Training augmentation by class: {transforms_text(cfg)}.",
             f"- Files: `checkpoint.pt` ({(r.ckpt or {}).get('format') or 'not found'}: weights, config, preprocessing, "
             f"threshold), `metrics.json`, `scores_test.csv`; made with pneumolib {__version__}.",
+            *ensemble_lines(m.get("ensemble")),
         ]
     )
 

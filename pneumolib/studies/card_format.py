@@ -289,3 +289,37 @@ def limitations_lines(
     )
     out.append("- Grad-CAM maps show where the score is sensitive, not why; they are no evidence of correct reasoning.")
     return out
+
+
+def ensemble_lines(rec: dict | None) -> list[str]:
+    """The model card's lines about a seed ensemble (metrics.json's 'ensemble' record): its members, how they are
+    combined, and its validation NLL and ECE beside each member's alone with the members' spread; [] for one
+    network."""
+    if not isinstance(rec, dict) or not rec.get("seeds"):
+        return []
+    v, members = rec.get("val") or {}, [m for m in rec.get("members_val") or [] if isinstance(m, dict)]
+    seeds = ", ".join(str(s) for s in rec["seeds"])
+    lines = [
+        f"- Ensemble: {len(rec['seeds'])} networks (seeds {seeds}), their {rec.get('combine', '?')}s averaged and "
+        f"divided by one temperature {num_text(rec.get('temperature'))} fitted on the validation films; the threshold "
+        f"rule {rec.get('threshold_rule', '?')} applied to the combined scores.",
+        f"- Validation ({num_text(v.get('n'))} films), the ensemble: NLL {num_text(v.get('nll_after'))} (before its "
+        f"temperature {num_text(v.get('nll_before'))}), ECE {num_text(v.get('ece_after'))} (before "
+        f"{num_text(v.get('ece_before'))}); the temperature is fitted and measured on the same films.",
+    ]
+    for m in members:
+        lines.append(
+            f"- Member seed {m.get('seed', '?')} alone: accuracy {num_text(m.get('accuracy'))}, PNEUMONIA recall "
+            f"{num_text(m.get('sensitivity'))}, NORMAL recall {num_text(m.get('specificity'))}, AUC "
+            f"{num_text(m.get('auc'))}, NLL {num_text(m.get('nll'))} ({num_text(m.get('nll_tempered'))} with its own "
+            f"temperature), ECE {num_text(m.get('ece'))} ({num_text(m.get('ece_tempered'))})."
+        )
+    spread = rec.get("members_val_spread") or {}
+    ranges = [
+        f"{label} {num_text(s.get('min'))}-{num_text(s.get('max'))}"
+        for key, label in (("accuracy", "accuracy"), ("specificity", "NORMAL recall"), ("nll", "NLL"))
+        if isinstance(s := spread.get(key), dict) and s.get("n")
+    ]
+    if ranges:
+        lines.append(f"- The members' spread on validation: {'; '.join(ranges)}.")
+    return lines

@@ -117,16 +117,11 @@ def evaluate_cohort(
     m = compute_metrics(scores, threshold, seed=0)
     columns = _flags(pred, samples, scores, m)
     classic = adapt_mode if adapt_mode in ADAPT_MODES else None  # else site mode, or none
-    site, site_scores = _site(pred, samples, scores, threshold) if adapt_mode == "site" else (None, None)
-    site_metrics = None if site_scores is None else compute_metrics(site_scores, threshold, seed=0)
     cohort = cohort_name(source_for(source).named_after(), split, classic)
-    a = adapt(pred, samples, classic, threshold=threshold, alpha=adapt_alpha, cohort=cohort) if classic else None
-    adapted = None if a is None else dict(compute_metrics(a.scores, a.threshold, seed=0), adaptation=a.record())
-    if site_metrics is not None:
-        adapted = dict(site_metrics, adaptation=site.record())
-    used = adaptation_used(adapt_mode, site, a)
-    adapted_scores, cut = (site_scores, threshold) if a is None else (a.scores, a.threshold)
-    columns.update(_adapted_columns(used, len(samples), adapted_scores, cut))
+    a, site, site_metrics, adapted, used, more = _adapt(
+        pred, samples, scores, threshold, adapt_mode, adapt_alpha, cohort
+    )
+    columns.update(more)
     record = dict(
         m,
         checkpoint=str(Path(checkpoint).resolve()),
@@ -144,6 +139,22 @@ def evaluate_cohort(
         adaptation_used=used,
     )
     return CohortEvaluation(checkpoint, pred, samples, scores, threshold, m, columns, a, record, site, site_metrics)
+
+
+def _adapt(pred: Predictor, samples, scores: Scores, threshold: float, mode, alpha: float, cohort: str):
+    """evaluate_cohort's adaptation: (the classic adaptation or None, the site decision or None, the site-adapted
+    metrics or None, the record's 'adapted' entry, which model was used in words, the scores file's columns)."""
+    classic = mode if mode in ADAPT_MODES else None
+    site, site_scores = _site(pred, samples, scores, threshold) if mode == "site" else (None, None)
+    site_metrics = None if site_scores is None else compute_metrics(site_scores, threshold, seed=0)
+    a = adapt(pred, samples, classic, threshold=threshold, alpha=alpha, cohort=cohort) if classic else None
+    adapted = None if a is None else dict(compute_metrics(a.scores, a.threshold, seed=0), adaptation=a.record())
+    if site_metrics is not None:
+        adapted = dict(site_metrics, adaptation=site.record())
+    used = adaptation_used(mode, site, a)
+    adapted_scores, cut = (site_scores, threshold) if a is None else (a.scores, a.threshold)
+    columns = _adapted_columns(used, len(samples), adapted_scores, cut)
+    return a, site, site_metrics, adapted, used, columns
 
 
 def _site(pred: Predictor, samples: list[Sample], scores: Scores, threshold: float):

@@ -67,6 +67,17 @@ def _check_compatible(paths: list[Path], preds: list[Predictor]) -> None:
         raise CheckpointError(f"{paths[0]}: already an ensemble; combine the original runs' checkpoints instead")
 
 
+def _before_after(logits: torch.Tensor, labels: np.ndarray, t: float) -> dict[str, float]:
+    """Validation NLL and ECE of LOGITS before (T = 1) and after temperature T."""
+    p1, pt = probabilities(logits, 1.0), probabilities(logits, t)
+    return {
+        "nll_before": nll(logits, labels, 1.0),
+        "nll_after": nll(logits, labels, t),
+        "ece_before": expected_calibration_error(labels, p1),
+        "ece_after": expected_calibration_error(labels, pt),
+    }
+
+
 def member_calibration(model, val_samples, labels: np.ndarray, pre, tta: bool, resources) -> dict[str, float]:
     """One member's validation NLL and ECE as trained (T = 1) and with its own temperature fitted on the same films
     (what the ensemble's figures are compared with)."""
@@ -115,7 +126,7 @@ def build_ensemble(
     logits, feats = view_outputs(model, val_samples, pre, tta=cfg.tta, features=True, resources=resources)  # one pass
     t = fit_temperature(logits, labels) if temperature else 1.0
     model.temperature.fill_(t)
-    p1, pt = probabilities(logits, 1.0), probabilities(logits, t)
+    pt = probabilities(logits, t)
     threshold = fit_threshold(
         cfg.threshold, model, Scores(list(val_samples), pt), pre, tta=cfg.tta, device=device, resources=resources
     )
@@ -129,13 +140,7 @@ def build_ensemble(
         "combine": combine,
         "threshold_rule": cfg.threshold,
         "member_thresholds": [p.threshold for p in preds],
-        "val": {
-            "n": int(len(labels)),
-            "nll_before": nll(logits, labels, 1.0),
-            "nll_after": nll(logits, labels, t),
-            "ece_before": expected_calibration_error(labels, p1),
-            "ece_after": expected_calibration_error(labels, pt),
-        },
+        "val": dict(n=int(len(labels)), **_before_after(logits, labels, t)),
         # each member alone on the same films: as trained, and with its own temperature fitted there, so the
         # ensemble's gain is read against a single network given the same calibration step
         "members_val": [{"seed": s, **m} for s, m in zip(seeds, members)],
