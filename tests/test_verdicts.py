@@ -157,6 +157,26 @@ def test_regression_a_kept_first_epoch_that_learned_is_not_untrained():
     assert V.untrained(dict(learned, val={"auc": 0.6}))
 
 
+def test_regression_a_collapsed_seed_that_ranks_well_is_collapsed_at_its_cut_not_untrained():
+    """Regression (entry 02 seed 4: validation AUC 0.901, 110 of 111 NORMAL and all 354 PNEUMONIA validation films
+    called PNEUMONIA): collapse alone made the seed 'untrained', so '(UNTRAINED)' stood beside AUC >= 0.9. It ranks;
+    its cut failed: flagged as collapsed, never as untrained."""
+    from pneumolib.notebook.seed_views import seed_table
+
+    ranks = run(seed=4, best_epoch=1, val={"auc": 0.9006, "confusion_matrix": [[1, 110], [0, 354]]})
+    ranks["config"]["epochs"] = 6
+    assert V.collapsed(ranks) and not V.untrained(ranks)
+    row = V.judge(V.CLAIMS["01"][0], [ranks])
+    assert V.COLLAPSED in row["flags"] and V.UNTRAINED not in row["flags"]
+    assert "did not learn" not in row["note"] and "seed 4 calls 100% of validation films PNEUMONIA" in row["note"]
+    ranks.update(threshold=0.5, test=dict(ranks["test"], ci95={}))
+    table = seed_table([ranks])
+    assert "UNTRAINED" not in table.loc["seed 4", "kept epoch"]
+    assert table.loc["seed 4", "collapsed?"].startswith("COLLAPSED at its cut: calls 100%")
+    chance = dict(ranks, val={"auc": 0.52, "confusion_matrix": [[1, 110], [0, 354]]})  # collapsed and untrained
+    assert V.untrained(chance) and set(V.judge(V.CLAIMS["01"][0], [chance])["flags"]) >= {V.UNTRAINED, V.COLLAPSED}
+
+
 def test_comparisons_pair_runs_of_the_same_seed():
     this = [run(seed=0, spec=0.40), run(seed=1, spec=0.45)]
     ref = {"01": [run(seed=1, spec=0.95), run(seed=0, spec=0.60)]}

@@ -48,7 +48,8 @@ def seed_table(results) -> pd.DataFrame:
                 "weights": "random init" if "random init" in str(m.get("weights", "")) else str(m.get("weights")),
                 # the kept checkpoint on validation: one class for >= 95% of films is a collapse, flagged here and
                 # in every verdict that reads this seed (studies.verdicts.collapsed)
-                "collapsed?": f"COLLAPSED: {verdicts.collapsed(m)}" if verdicts.collapsed(m) else "no",
+                # collapsed at its cut, which a model that ranks well can be too: not the same as untrained
+                "collapsed?": _collapse_cell(m),
                 "Grad-CAM maps' checks": (
                     maps_checked(recorded_sanity(m.get("gradcam"))) if m.get("gradcam") else "no Grad-CAM run"
                 ),
@@ -71,6 +72,16 @@ def seed_table(results) -> pd.DataFrame:
             "each seed's training": [c for c in frame.columns if c not in metrics],
         },
     )
+
+
+def _collapse_cell(m: dict[str, Any]) -> str:
+    """'no', or 'COLLAPSED at its cut: calls 100% of ... (validation AUC 0.901)': the cut failed, whatever the
+    ranking (untrained, a ranking near chance, is the 'kept epoch' column's)."""
+    why = verdicts.collapsed(m)
+    if not why:
+        return "no"
+    auc = (m.get("val") or {}).get("auc")
+    return f"COLLAPSED at its cut: {why}" + (f" (validation AUC {fmt(auc)})" if auc is not None else "")
 
 
 def budget_check(results) -> None:

@@ -416,7 +416,8 @@ def _maps_unfaithful(
 
 
 def _flag_untrained(row: dict[str, Any], decision: str, metrics_by_seed: list[dict[str, Any]]) -> None:
-    """Mark the verdict (DECISION, as decided) when some seed's kept model did not learn (untrained)."""
+    """Mark the verdict (DECISION, as decided) when some seed's kept model did not learn (untrained: validation AUC
+    near chance); a seed that ranks but calls one class is marked by `_flag_collapsed` instead."""
     young = [str(seed_of(m)) for m in metrics_by_seed if untrained(m)]
     if young:
         row["verdict"] = f"{decision} ({UNTRAINED})"
@@ -425,7 +426,7 @@ def _flag_untrained(row: dict[str, Any], decision: str, metrics_by_seed: list[di
             x
             for x in (
                 row["note"],
-                f"seed(s) {', '.join(young)} did not learn (validation AUC under {UNTRAINED_AUC} or one class)",
+                f"seed(s) {', '.join(young)} did not learn (validation AUC under {UNTRAINED_AUC})",
             )
             if x
         )
