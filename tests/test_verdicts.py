@@ -367,6 +367,26 @@ def test_grad_cam_claims_are_not_judged_on_maps_that_fail_their_checks():
     assert row["verdict"] == V.MAPS_NOT_FAITHFUL
 
 
+def test_regression_maps_over_a_constant_output_are_said_cannot_check_not_checks_not_run():
+    """Regression: a run whose checks ran and answered 'cannot check' (ROAD over a collapsed model's constant output,
+    cam_checks.maps_pass None) got the note 'the maps' checks ... were not run'."""
+    lf = {
+        c: {"lung_lift": 0.8, "lung_lift_ci95": [0.7, 0.9], "heart_lift": 2.0, "heart_lift_ci95": [1.7, 2.4]}
+        for c in ("NORMAL", "PNEUMONIA")
+    }
+    constant = run(seed=0, lung_focus=lf, maps_pass=None)
+    constant["gradcam"]["road"] = {"model_minus_random": 0.0, "model_minus_random_ci95": [0.0, 0.0], "degenerate": True}
+    assert V.maps_uncheckable(constant) and not V.maps_uncheckable(run(maps_pass=None))
+    row = V.judge_entry("09", [constant])[5]
+    assert row["verdict"] == NOT_TESTED and "not run" not in row["note"]
+    assert "1 of 1 runs' maps cannot be checked: the checks ran" in row["note"] and "constant" in row["note"]
+    both = V.judge_entry("09", [constant, run(seed=1, lung_focus=lf, maps_pass=None)])[5]["note"]
+    assert (
+        "1 of 2 runs' maps cannot be checked" in both
+        and "1 of 2 runs' maps' checks (ROAD, randomisation) were not run" in both
+    )
+
+
 def test_maps_pass_needs_road_above_random_and_a_randomisation_change():
     from pneumolib.analysis.cam import maps_pass
 

@@ -94,6 +94,15 @@ def maps_faithful(m: dict[str, Any]) -> bool | None:
     return None if v is None else bool(v)
 
 
+def maps_uncheckable(m: dict[str, Any]) -> bool:
+    """Did a run's maps' checks run and answer 'cannot check'? ROAD over a model whose output did not move under
+    its removals (a collapsed one) measures nothing (cam_checks.maps_pass: None, the record's ROAD 'degenerate'),
+    which is neither a pass nor a fail, nor a check that was not run."""
+    from ..analysis.cam_checks import road_of
+
+    return bool(road_of(m.get("gradcam") or {}).get("degenerate"))
+
+
 def random_init(m: dict[str, Any]) -> bool:
     """Did this run ask for ImageNet weights and train from random init instead?"""
     return "unavailable" in str(m.get("weights", "")) or (m.get("config") or {}).get("pretrained") is False

@@ -59,6 +59,7 @@ from ..studies.verdict_rule import (  # noqa: F401 (re-exported: every name in o
     decide,
     judge,
     maps_faithful,
+    maps_uncheckable,
     needed_text,
     paired_by_seed,
     random_init,
