@@ -74,9 +74,10 @@ nb.show(account.account_frame(factors))
 
 # %%
 print(account.why_paragraph(factors))
+summary.show_finding(rows, len(S.seeds), summary.budget_text(runs), factors)  # the box under the title, with the account
 
 # %% [markdown]
-# The share of test films each seed's model called PNEUMONIA at its own threshold, with its Wilson interval; a red cross marks a seed whose kept checkpoint collapsed; the dashed line is the true share.
+# The same question seed by seed, as a figure: the share of test films each seed's model called PNEUMONIA; its caption, printed under it, says what to see.
 
 # %%
 summary.plot_everything_pneumonia(runs);

@@ -224,7 +224,6 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
     reference = {k: [metrics_of(r) for r in v] for k, v in (reference or {}).items()}
     if any(V.COHORT in c.needs for c in V.CLAIMS.get(entry, ())):  # the record's measurements of these very runs
         reference[V.COHORT] = V.cohort_references(cohort_recipes(), ms)
-    rows = []
     judged = V.judge_entry(entry, ms, reference)
     budgets = sorted({V.budget(m) for m in ms}, key=str)
     budget = "; ".join(f"{e} epochs x {n or 'all'} films per epoch, {px} px" for e, n, px in budgets)
@@ -234,8 +233,18 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
     print("Each claim in plain words (the table below gives its quantity, interval and note):")
     for r in judged:
         print(f"- {collapse_seed_flags(V.sentence(r))}")
-    # the claim column quotes the log (entries 01-09) or, for the recommended recipe, its own hypothesis
+    print(rule_text(len(ms)))
+    show(verdict_frame(judged))
+
+
+def verdict_frame(judged: list[dict[str, Any]]) -> pd.DataFrame:
+    """The 'Log vs re-run' table from judged rows (verdicts.judge): the claim (the log's words for entries 01-09, the
+    recipe's own hypothesis for 10), what is measured, the mean, interval, the seeds' range and, for a comparison,
+    the probability of improvement in words (verdicts.improvement), the verdict and its note: MAX_COLUMNS wide."""
+    rows = []
     for r in judged:
+        seeds = f"{span(r['range'])} ({r['n']})" if r["range"] else f"({r['n']})"
+        better = verdicts.improvement(r)
         rows.append(
             {
                 "claim": f'"{r["claim"]}"',
@@ -243,13 +252,12 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
                 "holds if": r["claimed"],
                 "mean": fmt(r["mean"]) if r["n"] else "not measured (see note)",
                 "interval": span(r["interval"]),
-                "range over seeds (n)": f"{span(r['range'])} ({r['n']})" if r["range"] else f"({r['n']})",
+                "range over seeds (n); P(improvement)": seeds + (f"; {better}" if better else ""),
                 "verdict": r["verdict"],
                 "note": collapse_seed_flags(r["note"]),
             }
         )
-    print(rule_text(len(ms)))
-    show(pd.DataFrame(rows).set_index("claim"))
+    return pd.DataFrame(rows).set_index("claim")
 
 
 def stress_table(reports: dict[str, Any]) -> pd.DataFrame:
