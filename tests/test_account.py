@@ -261,6 +261,10 @@ def test_a_collapse_under_a_balanced_mix_is_not_blamed_on_the_mix():
     balanced = account.why_paragraph([_row(collapsed=(0, 1), effective=0.5, **kw)])
     assert "the mix's majority" in skewed and skewed.endswith("collapsed seeds, which fall back on the training mix.")
     assert "although the mix has no majority" in balanced and balanced.endswith("collapsed seeds (not the mix).")
+    # regression: a collapse was called a model that 'did not learn' / 'learned little', although a collapsed seed
+    # can rank well (entry 02 seed 4, validation AUC 0.901): it collapsed at its cut; the ranking is said apart
+    for text in (skewed, balanced):
+        assert "collapsed at its cut" in text and "did not learn" not in text and "learned little" not in text
 
 
 def test_notebook_00_renders_the_account_and_the_levers_from_fixture_runs(tmp_path, quiet_log):

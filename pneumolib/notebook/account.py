@@ -368,10 +368,10 @@ def _prior(r: dict[str, Any]) -> str:
             f", and {len(k['to_pneumonia'])} of {r['seeds']} seeds (seed {', '.join(map(str, k['to_pneumonia']))}) "
             f"collapsed to PNEUMONIA: the kept checkpoint (epoch {_seeds(k['collapsed_epochs'])} of {k['epochs']}) calls "
             + (
-                "nearly every validation film PNEUMONIA, the mix's majority: the answer of a model that learned little "
-                "beyond the mix"
+                "nearly every validation film PNEUMONIA, the mix's majority: collapsed at its cut onto the mix (how "
+                "well it ranks is the ranking's part)"
                 if p["effective"] > 0.5
-                else "nearly every validation film PNEUMONIA although the mix has no majority: a model that did not learn"
+                else "nearly every validation film PNEUMONIA although the mix has no majority: collapsed at its cut"
             )
         )
     return text
