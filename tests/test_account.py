@@ -306,6 +306,11 @@ def test_notebook_00_renders_the_account_and_the_levers_from_fixture_runs(tmp_pa
     assert "sharpness AUC, NORMAL films transformed" in text  # the one-class shortcut's row
     assert "not trained in this render" in text  # no ablation run in RUNS
     assert "the same transforms for both classes (01) instead of blur on NORMAL only (02)" in text
+    # the box under the title: the finding in sentences, with the account's part, and the figure's caption
+    head = next(c for c in cells if c.cell_type == "code" and 'nb.headline("00")' in c.source)
+    box = "".join(str(o.get("data", {}).get("text/markdown", "")) for o in head.get("outputs", []))
+    assert box.startswith("**Finding.** The re-run could test") and "entries with runs" in box, box
+    assert "Figure: one point per seed" in text
 
 
 def test_00s_finding_names_the_main_cause_of_each_entry_that_over_calls():
