@@ -44,7 +44,7 @@ nb.use_notebook_style()
 # %% [markdown]
 # ## Every claim of the log, judged
 #
-# One row per claim: the log's words, the verdict of the rule in `pneumolib.studies.verdicts` (the same rule and the same runs as each notebook's "Log vs re-run" table, which the last column links to), and the number that decides it: the mean over seeds with its 95% interval (seeds, then patients within class, resampled; a comparison paired seed i against seed i on the same films). A verdict marked "collapsed seed" read a seed whose kept checkpoint called 95% or more of the validation films one class; "untrained seed" one whose kept model did not learn, by validation evidence (an AUC near chance, or one class), whichever epoch it kept. Entry 10's rows are the recipe's own hypothesis, not the log's.
+# One row per claim: the log's words, the verdict of the rule in `pneumolib.studies.verdicts` (the same rule and the same runs as each notebook's "Log vs re-run" table, which the last column links to), and the number that decides it: the mean over seeds with its 95% interval (seeds, then patients within class, resampled; a comparison paired seed i against seed i on the same films). A verdict marked "collapsed seed" read a seed whose kept checkpoint called 95% or more of the validation films one class; "untrained seed" one whose kept model did not learn, by validation evidence (a validation AUC near chance), whichever epoch it kept; a seed that ranks the films well but calls one class is collapsed at its cut, not untrained. Entry 10's rows are the recipe's own hypothesis, not the log's.
 
 # %%
 runs = summary.all_runs(S)
@@ -74,9 +74,10 @@ nb.show(account.account_frame(factors))
 
 # %%
 print(account.why_paragraph(factors))
+summary.show_finding(rows, len(S.seeds), summary.budget_text(runs), factors)  # the box under the title, with the account
 
 # %% [markdown]
-# The share of test films each seed's model called PNEUMONIA at its own threshold, with its Wilson interval; a red cross marks a seed whose kept checkpoint collapsed; the dashed line is the true share.
+# The same question seed by seed, as a figure: the share of test films each seed's model called PNEUMONIA; its caption, printed under it, says what to see.
 
 # %%
 summary.plot_everything_pneumonia(runs);

@@ -261,6 +261,10 @@ def test_a_collapse_under_a_balanced_mix_is_not_blamed_on_the_mix():
     balanced = account.why_paragraph([_row(collapsed=(0, 1), effective=0.5, **kw)])
     assert "the mix's majority" in skewed and skewed.endswith("collapsed seeds, which fall back on the training mix.")
     assert "although the mix has no majority" in balanced and balanced.endswith("collapsed seeds (not the mix).")
+    # regression: a collapse was called a model that 'did not learn' / 'learned little', although a collapsed seed
+    # can rank well (entry 02 seed 4, validation AUC 0.901): it collapsed at its cut; the ranking is said apart
+    for text in (skewed, balanced):
+        assert "collapsed at its cut" in text and "did not learn" not in text and "learned little" not in text
 
 
 def test_notebook_00_renders_the_account_and_the_levers_from_fixture_runs(tmp_path, quiet_log):
@@ -302,3 +306,27 @@ def test_notebook_00_renders_the_account_and_the_levers_from_fixture_runs(tmp_pa
     assert "sharpness AUC, NORMAL films transformed" in text  # the one-class shortcut's row
     assert "not trained in this render" in text  # no ablation run in RUNS
     assert "the same transforms for both classes (01) instead of blur on NORMAL only (02)" in text
+    # the box under the title: the finding in sentences, with the account's part, and the figure's caption
+    head = next(c for c in cells if c.cell_type == "code" and 'nb.headline("00")' in c.source)
+    box = "".join(str(o.get("data", {}).get("text/markdown", "")) for o in head.get("outputs", []))
+    assert box.startswith("**Finding.** The re-run could test") and "entries with runs" in box, box
+    assert "Figure: one point per seed" in text
+
+
+def test_00s_finding_names_the_main_cause_of_each_entry_that_over_calls():
+    # 00's finding under its title says why, from the account's numbers, not only how the verdicts fell
+    from pneumolib.notebook.summary import finding
+
+    cut = _row(auc=(0.98, 0.97, 0.99), called=(0.85, 0.80, 0.90), called_cut=(0.72, 0.70, 0.75),
+               cut_shift=(-0.13, -0.2, -0.06))  # fmt: skip
+    fine = dict(cut, entry="0Y", called_05=_effect(0.70, 0.65, 0.74), normal_called_05=_effect(0.1, 0.05, 0.15))
+    rows = [{"entry": "01", "verdict": "holds", "n": 3, "flags": []}]
+    text = finding(rows, [cut, fine])
+    assert text.endswith(
+        "Of the 2 entries with runs, 1 call more films PNEUMONIA than truly are: the decision cut; the ranking is "
+        "sound, and the validation threshold corrects it (0X)."
+    )
+    assert finding(rows, [fine]).endswith("Of the 1 entries with runs, 0 call more films PNEUMONIA than truly are.")
+    assert account.main_causes([cut, dict(cut, entry="0Z")]) == {
+        "the decision cut; the ranking is sound, and the validation threshold corrects it": ["0X", "0Z"]
+    }

@@ -277,8 +277,6 @@ def test_every_figure_in_the_numbered_notebooks_is_drawn_by_a_helper_that_captio
     from pathlib import Path
 
     for path in sorted(Path(__file__).resolve().parents[1].glob("notebooks/[01][0-9]_*.py")):
-        if path.name.startswith("00"):
-            continue
         code = path.read_text()
         assert not re.findall(r"^\s*plots\.\w+\(", code, re.M), f"{path.name}: a figure without a caption"
         assert not re.findall(r"^\s*(plt|sns)\.", code, re.M), path.name
@@ -355,3 +353,116 @@ def test_a_batch_of_twin_runs_says_re_evaluated_once_not_once_per_seed_regressio
     finally:
         log.handlers[:] = handlers
         log.setLevel(level)
+
+
+def _judged(p_improve, n=5, versus="01", entry="02"):
+    """A judged claim as verdicts.judge returns it: a comparison when VERSUS, else a single arm."""
+    return {
+        "entry": entry,
+        "claim": "NORMAL recall falls",
+        "quantity": "NORMAL recall, this minus entry 01's",
+        "claimed": "< -0.1",
+        "mean": -0.3,
+        "n": n,
+        "interval": (-0.4, -0.2),
+        "range": (-0.5, -0.1),
+        "verdict": "holds",
+        "note": "",
+        "p_improve": p_improve,
+        "versus": versus,
+        "flags": [],
+        "notebook": f"{entry}_x.ipynb",
+    }
+
+
+def test_the_verdict_table_shows_the_probability_of_improvement_in_words_within_8_columns():
+    # the probability of improvement was computed for every comparison but shown only in 00's levers table
+    from pneumolib.notebook.display import MAX_COLUMNS, table_parts
+    from pneumolib.notebook.seed_views import verdict_frame
+
+    frame = verdict_frame([_judged(0.8), _judged(None, versus="")])
+    [(_, part)] = table_parts(frame)
+    assert len(part.columns) + part.index.nlevels <= MAX_COLUMNS
+    cells = frame.iloc[:, list(frame.columns).index("range over seeds (n); P(improvement)")]
+    assert (
+        cells.iloc[0] == "[-0.500, -0.100] (5); P(improvement) 0.80: higher than entry 01's in 20 of the 25 seed pairs"
+    )
+    assert "P(improvement)" not in cells.iloc[1]  # a single arm compares nothing
+
+
+def test_the_probability_of_improvement_counts_seed_pairs_and_says_ties_count_half():
+    from pneumolib.studies.verdicts import improvement
+
+    assert (
+        improvement(_judged(0.5, n=3))
+        == "P(improvement) 0.50: higher than entry 01's in 4.5 of the 9 seed pairs, ties counted half"
+    )
+    assert improvement(_judged(1.0, n=2, versus="matched_baseline")).endswith(
+        "higher than matched baseline in 4 of the 4 seed pairs"
+    )
+    assert improvement(_judged(None)) == ""
+
+
+def test_00s_claims_table_shows_the_probability_of_improvement_for_comparison_rows(displayed):
+    from pneumolib.notebook import summary
+
+    summary.show_claims([_judged(0.8), _judged(None, versus="", entry="01")], 5, "6 epochs")
+    lines = displayed[0].data.splitlines()
+    assert lines[0].count("|") - 1 <= 8 and "seed pairs" in lines[0]
+    assert "P(improvement) 0.80: higher than entry 01's in 20 of the 25 seed pairs" in lines[2]
+    assert "P(improvement)" not in lines[3] and lines[3].count("|") == lines[0].count("|")
+
+
+def test_00s_figure_prints_its_caption_under_it_regression(capsys):
+    # 00's figure was the only one of the series without a caption
+    import matplotlib.pyplot as plt
+
+    from pneumolib.notebook import summary
+
+    runs = [_run(s, collapsed=s == 4) for s in SEEDS]
+    runs[3]["test"] = dict(runs[3]["test"], confusion_matrix=[[1, 39], [0, 60]])  # calls 99% PNEUMONIA
+    assert summary.plot_everything_pneumonia({"01": runs}) is not None
+    text = capsys.readouterr().out
+    assert text.startswith("Figure: one point per seed (5 seeds of 1 entries)")
+    assert "1 of the 5 seeds call 95% or more of them PNEUMONIA (entries 01); 1 collapsed on validation" in text
+    assert "truly is PNEUMONIA, 0.600" in text
+    plt.close("all")
+
+
+def test_00s_glossary_defines_the_terms_its_tables_use():
+    # 00's glossary was untested: a term dropped from it would go unnoticed
+    from pathlib import Path
+
+    source = (Path(__file__).resolve().parents[1] / "notebooks" / "00_summary.py").read_text()
+    glossary = source.split("# ## Glossary", 1)[1].split("# %%", 1)[0]
+    terms = ("lift", "ROAD", "randomisation check", "acc@ext", "paired difference", "probability of improvement")
+    for term in terms:
+        entry = next((line for line in glossary.splitlines() if line.startswith(f"# - **{term}**: ")), "")
+        assert len(entry) > len(term) + 40, f"00's glossary does not define {term}"
+
+
+def test_00s_finding_is_plain_sentences_written_from_the_verdicts_and_changes_with_them():
+    # 00's headline was a tally ('30 claims judged: 16 cannot tell, 7 does not hold, ...'), not a sentence
+    from pneumolib.notebook.summary import finding
+    from pneumolib.studies import verdicts as V
+
+    def row(entry, verdict, flags=()):
+        return dict(_judged(None, entry=entry), verdict=verdict, flags=list(flags))
+
+    rows = [
+        row("01", "holds"),
+        row("02", "holds (collapsed seed)", [V.COLLAPSED]),
+        row("03", "does not hold"),
+        row("03", "cannot tell: seeds disagree"),
+        row("04", "not tested"),
+        row("10", "holds"),  # the recipe's own hypothesis, not the log's
+    ]
+    text = finding(rows)
+    assert text.startswith("The re-run could test 4 of the log's 5 claims: 2 hold, 1 does not hold, and 1 cannot")
+    assert "at 5 seeds" in text and "1 verdict reads a seed that collapsed or did not learn." in text
+    rows[3] = row("03", "holds")
+    changed = finding(rows)
+    assert changed != text and "3 hold, 1 does not hold, and 0 cannot" in changed
+    assert (
+        finding([row("01", "not tested")]) == "The re-run could test none of the log's 1 claims on the runs it found."
+    )

@@ -157,6 +157,26 @@ def test_regression_a_kept_first_epoch_that_learned_is_not_untrained():
     assert V.untrained(dict(learned, val={"auc": 0.6}))
 
 
+def test_regression_a_collapsed_seed_that_ranks_well_is_collapsed_at_its_cut_not_untrained():
+    """Regression (entry 02 seed 4: validation AUC 0.901, 110 of 111 NORMAL and all 354 PNEUMONIA validation films
+    called PNEUMONIA): collapse alone made the seed 'untrained', so '(UNTRAINED)' stood beside AUC >= 0.9. It ranks;
+    its cut failed: flagged as collapsed, never as untrained."""
+    from pneumolib.notebook.seed_views import seed_table
+
+    ranks = run(seed=4, best_epoch=1, val={"auc": 0.9006, "confusion_matrix": [[1, 110], [0, 354]]})
+    ranks["config"]["epochs"] = 6
+    assert V.collapsed(ranks) and not V.untrained(ranks)
+    row = V.judge(V.CLAIMS["01"][0], [ranks])
+    assert V.COLLAPSED in row["flags"] and V.UNTRAINED not in row["flags"]
+    assert "did not learn" not in row["note"] and "seed 4 calls 100% of validation films PNEUMONIA" in row["note"]
+    ranks.update(threshold=0.5, test=dict(ranks["test"], ci95={}))
+    table = seed_table([ranks])
+    assert "UNTRAINED" not in table.loc["seed 4", "kept epoch"]
+    assert table.loc["seed 4", "collapsed?"].startswith("COLLAPSED at its cut: calls 100%")
+    chance = dict(ranks, val={"auc": 0.52, "confusion_matrix": [[1, 110], [0, 354]]})  # collapsed and untrained
+    assert V.untrained(chance) and set(V.judge(V.CLAIMS["01"][0], [chance])["flags"]) >= {V.UNTRAINED, V.COLLAPSED}
+
+
 def test_comparisons_pair_runs_of_the_same_seed():
     this = [run(seed=0, spec=0.40), run(seed=1, spec=0.45)]
     ref = {"01": [run(seed=1, spec=0.95), run(seed=0, spec=0.60)]}
@@ -345,6 +365,26 @@ def test_grad_cam_claims_are_not_judged_on_maps_that_fail_their_checks():
     this, ref = run(focus=1.3), run(focus=1.0, maps_pass=False)
     row = V.judge(V.CLAIMS["03"][0], [this], {"01": [ref]})
     assert row["verdict"] == V.MAPS_NOT_FAITHFUL
+
+
+def test_regression_maps_over_a_constant_output_are_said_cannot_check_not_checks_not_run():
+    """Regression: a run whose checks ran and answered 'cannot check' (ROAD over a collapsed model's constant output,
+    cam_checks.maps_pass None) got the note 'the maps' checks ... were not run'."""
+    lf = {
+        c: {"lung_lift": 0.8, "lung_lift_ci95": [0.7, 0.9], "heart_lift": 2.0, "heart_lift_ci95": [1.7, 2.4]}
+        for c in ("NORMAL", "PNEUMONIA")
+    }
+    constant = run(seed=0, lung_focus=lf, maps_pass=None)
+    constant["gradcam"]["road"] = {"model_minus_random": 0.0, "model_minus_random_ci95": [0.0, 0.0], "degenerate": True}
+    assert V.maps_uncheckable(constant) and not V.maps_uncheckable(run(maps_pass=None))
+    row = V.judge_entry("09", [constant])[5]
+    assert row["verdict"] == NOT_TESTED and "not run" not in row["note"]
+    assert "1 of 1 runs' maps cannot be checked: the checks ran" in row["note"] and "constant" in row["note"]
+    both = V.judge_entry("09", [constant, run(seed=1, lung_focus=lf, maps_pass=None)])[5]["note"]
+    assert (
+        "1 of 2 runs' maps cannot be checked" in both
+        and "1 of 2 runs' maps' checks (ROAD, randomisation) were not run" in both
+    )
 
 
 def test_maps_pass_needs_road_above_random_and_a_randomisation_change():

@@ -368,10 +368,10 @@ def _prior(r: dict[str, Any]) -> str:
             f", and {len(k['to_pneumonia'])} of {r['seeds']} seeds (seed {', '.join(map(str, k['to_pneumonia']))}) "
             f"collapsed to PNEUMONIA: the kept checkpoint (epoch {_seeds(k['collapsed_epochs'])} of {k['epochs']}) calls "
             + (
-                "nearly every validation film PNEUMONIA, the mix's majority: the answer of a model that learned little "
-                "beyond the mix"
+                "nearly every validation film PNEUMONIA, the mix's majority: collapsed at its cut onto the mix (how "
+                "well it ranks is the ranking's part)"
                 if p["effective"] > 0.5
-                else "nearly every validation film PNEUMONIA although the mix has no majority: a model that did not learn"
+                else "nearly every validation film PNEUMONIA although the mix has no majority: collapsed at its cut"
             )
         )
     return text
@@ -447,3 +447,21 @@ def why_paragraph(rows: list[dict[str, Any]]) -> str:
         f"or most NORMAL films PNEUMONIA, or have a seed that collapsed to PNEUMONIA: {', '.join(over) or 'none'}."
     )
     return "\n\n".join([lead, *(entry_paragraph(r) for r in measured)])
+
+
+def main_causes(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """The main cause of each entry that over-calls PNEUMONIA (why_paragraph's closing sentence, as a phrase) ->
+    the entries it names, in the order of the rows: what 00's finding under its title says in one sentence."""
+    out: dict[str, list[str]] = {}
+    for r in rows:
+        if r.get("missing"):
+            continue
+        symptom, collapsed = _symptom(r)[0], len(r["kept"]["to_pneumonia"])
+        if symptom <= 0 and not collapsed:
+            continue
+        cause = _cause(symptom, _ranking(r)[0], _cut(r)[0], _shortcut(r)[0], collapsed, r["seeds"],
+                       r["prior"]["effective"] > 0.5)  # fmt: skip
+        phrase = cause.removeprefix("The main cause here: ").rstrip(".")
+        phrase = phrase[:1].lower() + phrase[1:]
+        out.setdefault(phrase, []).append(r["entry"])
+    return out

@@ -49,7 +49,8 @@ def seed_table(results) -> pd.DataFrame:
                 "weights": "random init" if "random init" in str(m.get("weights", "")) else str(m.get("weights")),
                 # the kept checkpoint on validation: one class for >= 95% of films is a collapse, flagged here and
                 # in every verdict that reads this seed (studies.verdicts.collapsed)
-                "collapsed?": f"COLLAPSED: {verdicts.collapsed(m)}" if verdicts.collapsed(m) else "no",
+                # collapsed at its cut, which a model that ranks well can be too: not the same as untrained
+                "collapsed?": _collapse_cell(m),
                 "Grad-CAM maps' checks": (
                     maps_checked(recorded_sanity(m.get("gradcam"))) if m.get("gradcam") else "no Grad-CAM run"
                 ),
@@ -72,6 +73,16 @@ def seed_table(results) -> pd.DataFrame:
             "each seed's training": [c for c in frame.columns if c not in metrics],
         },
     )
+
+
+def _collapse_cell(m: dict[str, Any]) -> str:
+    """'no', or 'COLLAPSED at its cut: calls 100% of ... (validation AUC 0.901)': the cut failed, whatever the
+    ranking (untrained, a ranking near chance, is the 'kept epoch' column's)."""
+    why = verdicts.collapsed(m)
+    if not why:
+        return "no"
+    auc = (m.get("val") or {}).get("auc")
+    return f"COLLAPSED at its cut: {why}" + (f" (validation AUC {fmt(auc)})" if auc is not None else "")
 
 
 def budget_check(results) -> None:
@@ -214,7 +225,6 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
     reference = {k: [metrics_of(r) for r in v] for k, v in (reference or {}).items()}
     # the record's measurements of these very runs, and of the recipe as the record last measured it
     reference.update(V.cohort_reference(entry, cohort_recipes(), ms))
-    rows = []
     judged = V.judge_entry(entry, ms, reference)
     budgets = sorted({V.budget(m) for m in ms}, key=str)
     budget = "; ".join(f"{e} epochs x {n or 'all'} films per epoch, {px} px" for e, n, px in budgets)
@@ -224,8 +234,18 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
     print("Each claim in plain words (the table below gives its quantity, interval and note):")
     for r in judged:
         print(f"- {collapse_seed_flags(V.sentence(r))}")
-    # the claim column quotes the log (entries 01-09) or, for the recommended recipe, its own hypothesis
+    print(rule_text(len(ms)))
+    show(verdict_frame(judged))
+
+
+def verdict_frame(judged: list[dict[str, Any]]) -> pd.DataFrame:
+    """The 'Log vs re-run' table from judged rows (verdicts.judge): the claim (the log's words for entries 01-09, the
+    recipe's own hypothesis for 10), what is measured, the mean, interval, the seeds' range and, for a comparison,
+    the probability of improvement in words (verdicts.improvement), the verdict and its note: MAX_COLUMNS wide."""
+    rows = []
     for r in judged:
+        seeds = f"{span(r['range'])} ({r['n']})" if r["range"] else f"({r['n']})"
+        better = verdicts.improvement(r)
         rows.append(
             {
                 "claim": f'"{r["claim"]}"',
@@ -233,13 +253,12 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
                 "holds if": r["claimed"],
                 "mean": fmt(r["mean"]) if r["n"] else "not measured (see note)",
                 "interval": span(r["interval"]),
-                "range over seeds (n)": f"{span(r['range'])} ({r['n']})" if r["range"] else f"({r['n']})",
+                "range over seeds (n); P(improvement)": seeds + (f"; {better}" if better else ""),
                 "verdict": r["verdict"],
                 "note": collapse_seed_flags(r["note"]),
             }
         )
-    print(rule_text(len(ms)))
-    show(pd.DataFrame(rows).set_index("claim"))
+    return pd.DataFrame(rows).set_index("claim")
 
 
 def stress_table(reports: dict[str, Any]) -> pd.DataFrame:

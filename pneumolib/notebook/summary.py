@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..studies import verdicts as V
 from ..studies.catalogue import LOG_ENTRIES, MODIFIES, REGISTRY
-from .display import collapse_seed_flags
+from .display import caption, collapse_seed_flags
 from .helpers import cohort_measurements, cohort_recipes, cohort_record, fmt, span
 from .series import Series, load_matched_baseline, load_runs
 
@@ -51,11 +51,12 @@ def claims_table(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 def show_claims(rows: list[dict[str, Any]], n_seeds: int, budget: str) -> None:
     """The one table (markdown, so the notebook links work) and the headline box above it, updated in place."""
-    from IPython.display import Markdown, display, update_display
+    from IPython.display import Markdown, display
 
     lines = [
-        "| entry | the log's claim | verdict | deciding number: mean over seeds [95% interval] | seeds | where |",
-        "|---|---|---|---|---|---|",
+        "| entry | the log's claim | verdict | deciding number: mean over seeds [95% interval] | seeds | "
+        "comparisons: seed pairs in which this entry is higher | where |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         number = (
@@ -65,17 +66,61 @@ def show_claims(rows: list[dict[str, Any]], n_seeds: int, budget: str) -> None:
         )
         note = f" ({collapse_seed_flags(r['note'])})" if r["n"] and r["note"] else ""
         lines.append(
-            f'| {r["entry"]} | "{r["claim"]}" | **{r["verdict"]}**{note} | {number} | {r["n"]} | '
+            f'| {r["entry"]} | "{r["claim"]}" | **{r["verdict"]}**{note} | {number} | {r["n"]} | {V.improvement(r)} | '
             f"[notebook {r['entry']}]({r['notebook']}#Log-vs-re-run) |".replace("\n", " ")
         )
     display(Markdown("\n".join(lines)))
-    counts = pd.Series([r["verdict"].split(" (")[0] for r in rows]).value_counts()
-    tally = ", ".join(f"{n} {v}" for v, n in counts.items())
+    show_finding(rows, n_seeds, budget)
+
+
+def _plural(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
+def finding(rows: list[dict[str, Any]], factors: list[dict[str, Any]] | None = None) -> str:
+    """00's finding under its title, in plain sentences written from the judged claims (claims_table's rows) and,
+    once computed, the account of 'everything PNEUMONIA' (account.account_rows' FACTORS): how many of the log's
+    claims the re-run could test and how they came out, how many of those verdicts read a collapsed or untrained
+    seed, and which entries over-call PNEUMONIA with the main cause of each. It changes when they do."""
+    recipe = REGISTRY["recommended"].entry
+    log = [r for r in rows if r["entry"] != recipe]
+    word = [r["verdict"].split(" (")[0].split(":")[0] for r in log]
+    tested = [r for r, w in zip(log, word) if w != V.NOT_TESTED]
+    if not tested:
+        return f"The re-run could test none of the log's {len(log)} claims on the runs it found."
+    holds, fails, open_ = (word.count(w) for w in (V.HOLDS, V.FAILS, V.CANNOT_TELL))
+    seeds = sorted({r["n"] for r in tested})
+    at = _plural(seeds[0], "seed", "seeds") if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]} seeds"
+    text = (
+        f"The re-run could test {len(tested)} of the log's {len(log)} claims: {holds} "
+        f"{'holds' if holds == 1 else 'hold'}, {fails} {'does' if fails == 1 else 'do'} not hold, and {open_} "
+        f"cannot be told either way at {at} (each row below says how many seeds or films would decide it)."
+    )
+    flagged = sum(bool({V.COLLAPSED, V.UNTRAINED} & set(r.get("flags") or ())) for r in tested)
+    if flagged:
+        text += f" {_plural(flagged, 'verdict reads', 'verdicts read')} a seed that collapsed or did not learn."
+    if factors is not None:
+        from .account import main_causes
+
+        causes = main_causes(factors)
+        over = [e for es in causes.values() for e in es]
+        measured = [f for f in factors if not f.get("missing")]
+        text += f" Of the {len(measured)} entries with runs, {len(over)} call more films PNEUMONIA than truly are" + (
+            ": " + "; ".join(f"{c} ({', '.join(es)})" for c, es in causes.items()) + "." if over else "."
+        )
+    return text
+
+
+def show_finding(
+    rows: list[dict[str, Any]], n_seeds: int, budget: str, factors: list[dict[str, Any]] | None = None
+) -> None:
+    """The box under 00's title, updated in place: `finding`'s sentences, then the seeds and budget they rest on."""
+    from IPython.display import Markdown, update_display
+
     update_display(
         Markdown(
-            f"**{len(rows)} claims judged** ({n_seeds} seeds, {budget}): {tally}. The table below "
-            "gives each claim's verdict and deciding number; the questions after it are answered from "
-            "the same runs."
+            f"**Finding.** {finding(rows, factors)}\n\n*{n_seeds} seeds, {budget}; the table below gives each "
+            "claim's verdict and deciding number, and the questions after it are answered from the same runs.*"
         ),
         display_id="headline-00",
     )
@@ -134,7 +179,25 @@ def plot_everything_pneumonia(runs: dict[str, list[dict[str, Any]]]):
     ax.set_ylim(0, 1.02)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
+    caption(_pneumonia_caption(shown))
     return fig
+
+
+def _pneumonia_caption(shown: list[tuple[Any, list[dict[str, Any]]]]) -> str:
+    """What to see in plot_everything_pneumonia's figure, with its numbers: how many seeds call nearly every test
+    film PNEUMONIA (and of which entries), how many collapsed on validation, and the true share."""
+    seeds = [(c.entry, m) for c, ms in shown for m in ms]
+    nearly = sorted({e for e, m in seeds if V.predicted_pneumonia(m).value >= V.COLLAPSE_SHARE})
+    n_near = sum(V.predicted_pneumonia(m).value >= V.COLLAPSE_SHARE for _, m in seeds)
+    fallen = sum(bool(V.collapsed(m)) for _, m in seeds)
+    return (
+        f"one point per seed ({len(seeds)} seeds of {len(shown)} entries): the share of the test films its model "
+        f"calls PNEUMONIA at its own threshold, with its 95% Wilson interval. {n_near} of the {len(seeds)} seeds call "
+        f"{V.COLLAPSE_SHARE:.0%} or more of them PNEUMONIA"
+        + (f" (entries {', '.join(nearly)})" if nearly else "")
+        + f"; {fallen} collapsed on validation (red crosses). The dashed line is the share that truly is PNEUMONIA, "
+        f"{_true_pneumonia_share(shown[0][1]):.3f}: a point far above it over-calls PNEUMONIA."
+    )
 
 
 CHAIN_QUANTITIES = (("NORMAL recall", V.PerFilm("correct", "NORMAL")), ("PNEUMONIA recall", V.PerFilm("correct", "PNEUMONIA")),

@@ -18,14 +18,19 @@ UNTRAINED_AUC = 0.75  # validation AUC under this: the kept model ranks the film
 
 
 def untrained(m: dict[str, Any]) -> bool:
-    """A run whose kept model did not learn, by validation evidence: its validation AUC is under UNTRAINED_AUC, or it
-    collapsed (one class for nearly every validation film). Which epoch was kept does not decide it (regression:
-    "EPOCH 1: untrained" was printed beside a test AUC of 0.970). Runs recorded without a validation AUC fall back
-    to the old reading: a kept first epoch of several."""
+    """A run whose kept model did not learn, by validation evidence: its validation AUC is under UNTRAINED_AUC (it
+    ranks the films little better than chance). Which epoch was kept does not decide it (regression: "EPOCH 1:
+    untrained" was printed beside a test AUC of 0.970), nor does a collapse: a model that ranks well but calls one
+    class for nearly every film is collapsed at its cut (`collapsed`), a different failure (regression: entry 02
+    seed 4, validation AUC 0.901, was called untrained for calling 99.8% of validation films PNEUMONIA). Runs
+    recorded without a validation AUC are read from their kept epoch's, and without that from the old reading: a
+    kept first epoch of several."""
     auc = (m.get("val") or {}).get("auc")
     if auc is None:
+        auc = next((h.get("val_auc") for h in m.get("history") or [] if h.get("epoch") == m.get("best_epoch")), None)
+    if auc is None:
         return m.get("best_epoch") == 1 and (budget(m)[0] or 1) > 1
-    return auc < UNTRAINED_AUC or bool(collapsed(m))
+    return auc < UNTRAINED_AUC
 
 
 def collapsed(m: dict[str, Any]) -> str:
@@ -87,6 +92,15 @@ def maps_faithful(m: dict[str, Any]) -> bool | None:
     by patient, changed by model randomisation); None when the run has no such record."""
     v = (m.get("gradcam") or {}).get("maps_pass")
     return None if v is None else bool(v)
+
+
+def maps_uncheckable(m: dict[str, Any]) -> bool:
+    """Did a run's maps' checks run and answer 'cannot check'? ROAD over a model whose output did not move under
+    its removals (a collapsed one) measures nothing (cam_checks.maps_pass: None, the record's ROAD 'degenerate'),
+    which is neither a pass nor a fail, nor a check that was not run."""
+    from ..analysis.cam_checks import road_of
+
+    return bool(road_of(m.get("gradcam") or {}).get("degenerate"))
 
 
 def random_init(m: dict[str, Any]) -> bool:

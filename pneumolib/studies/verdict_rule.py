@@ -36,6 +36,7 @@ from ..studies.verdict_flags import (  # noqa: F401 (re-exported: the verdicts' 
     budget_rule,
     collapsed,
     maps_faithful,
+    maps_uncheckable,
     random_init,
     seed_of,
     untrained,
@@ -413,8 +414,9 @@ def _cohort_scope(
 def _maps_unfaithful(
     claim: Claim, metrics_by_seed: list[dict[str, Any]], reference: dict[str, list[dict]]
 ) -> dict[str, str] | None:
-    """For a Grad-CAM claim: the row's verdict and note when some run's maps fail their checks or were not checked;
-    None when every run's maps pass."""
+    """For a Grad-CAM claim: the row's verdict and note when some run's maps fail their checks, cannot be checked
+    (the checks ran over a constant model output: maps_uncheckable) or were not checked; None when every run's maps
+    pass."""
     runs = list(metrics_by_seed) + [r for e in claim.needs for r in reference.get(e, [])]
     checks = [maps_faithful(m) for m in runs]
     if any(c is False for c in checks):
@@ -424,12 +426,22 @@ def _maps_unfaithful(
             "fail their checks (ROAD not above a random map, or unchanged by randomisation)",
         }
     if any(c is None for c in checks):
-        return {"note": "the maps' checks (ROAD, randomisation) were not run"}
+        constant = sum(c is None and maps_uncheckable(m) for m, c in zip(runs, checks))
+        unrun = sum(c is None for c in checks) - constant
+        said = [
+            f"{constant} of {len(runs)} runs' maps cannot be checked: the checks ran, but the model's output stayed "
+            "constant under ROAD's removals (a collapsed model), so ROAD has nothing to measure"
+            if constant
+            else "",
+            f"{unrun} of {len(runs)} runs' maps' checks (ROAD, randomisation) were not run" if unrun else "",
+        ]
+        return {"note": "; ".join(x for x in said if x)}
     return None
 
 
 def _flag_untrained(row: dict[str, Any], decision: str, metrics_by_seed: list[dict[str, Any]]) -> None:
-    """Mark the verdict (DECISION, as decided) when some seed's kept model did not learn (untrained)."""
+    """Mark the verdict (DECISION, as decided) when some seed's kept model did not learn (untrained: validation AUC
+    near chance); a seed that ranks but calls one class is marked by `_flag_collapsed` instead."""
     young = [str(seed_of(m)) for m in metrics_by_seed if untrained(m)]
     if young:
         row["verdict"] = f"{decision} ({UNTRAINED})"
@@ -438,7 +450,7 @@ def _flag_untrained(row: dict[str, Any], decision: str, metrics_by_seed: list[di
             x
             for x in (
                 row["note"],
-                f"seed(s) {', '.join(young)} did not learn (validation AUC under {UNTRAINED_AUC} or one class)",
+                f"seed(s) {', '.join(young)} did not learn (validation AUC under {UNTRAINED_AUC})",
             )
             if x
         )

@@ -63,6 +63,7 @@ from ..studies.verdict_rule import (  # noqa: F401 (re-exported: every name in o
     decide,
     judge,
     maps_faithful,
+    maps_uncheckable,
     needed_text,
     paired_by_seed,
     random_init,
@@ -174,6 +175,23 @@ def headline(rows: list[dict[str, Any]]) -> str:
     parts = [f"{tally[w]} {w}" for w in sorted(tally, key=lambda w: order.index(w) if w in order else len(order))]
     n = len(rest)
     return f"{text} {n} more claim{'s' if n != 1 else ''} below: {', '.join(parts)}."
+
+
+def improvement(row: dict[str, Any]) -> str:
+    """A comparison row's probability of improvement in words: 'P(improvement) 0.80: higher than entry 01's in 20
+    of the 25 seed pairs' (rliable's measure, core.stats.SeedEffect.p_improve: every seed of this entry against every
+    seed of the other, ties counted half); '' for a row that compares nothing or was judged without per-film
+    scores."""
+    p, n = row.get("p_improve"), row.get("n") or 0
+    if p is None or not n:
+        return ""
+    versus = str(row.get("versus") or "")
+    other = f"entry {versus}'s" if versus[:1].isdigit() else (versus.replace("_", " ") or "the other's")
+    pairs = n * n
+    k = p * pairs
+    count = f"{round(k)}" if abs(k - round(k)) < 1e-9 else f"{k:.1f}"
+    half = "" if count.isdigit() else ", ties counted half"
+    return f"P(improvement) {p:.2f}: higher than {other} in {count} of the {pairs} seed pairs{half}"
 
 
 def short_verdict(row: dict[str, Any]) -> str:
