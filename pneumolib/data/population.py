@@ -44,7 +44,8 @@ METHOD = (
     "mean over the 5 levels; flagged above the 99th percentile of the validation films' scores"
 )
 # What the flag has been seen to do, for every output that shows it: one adult film cannot calibrate a detection
-# rate, and the external cohort's record (2026-12-07) has two more adult chest films that it did not flag.
+# rate, and the external cohort's report (issue 46's text, not measurements.json) has two more adult chest films
+# that it did not flag.
 LIMIT = (
     "population= flags films unlike the training children's (about 1% of theirs); of 3 adult chest films measured, "
     "it flagged only the one it was checked on (the other two scored 1.38 and 1.39 against 1.479), so a film it "
