@@ -1,5 +1,7 @@
-"""Notebooks 01 and 10's sensitivity row: their verdicts at the series' budget beside the same claims judged on runs
-trained at the `cpu` profile's own budget (studies.sensitivity), read from a second root, never trained here."""
+"""Notebooks 01 and 10's sensitivity row: their verdicts at the series' budget beside those at the cpu profile.
+
+The same claims are judged on runs trained at the `cpu` profile's own budget (studies.sensitivity), read from a
+second root, never trained here."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Whether an entry's verdicts depend on the training budget: the same claims judged on runs of a second root trained
-at a larger profile (the `cpu` profile's own budget), beside the series' verdicts, and whether the two agree.
+"""Whether an entry's verdicts depend on the training budget, and which verdict stands where they do not.
+
+The same claims are judged on runs of a second root trained at a larger budget (the `cpu` profile's own), beside
+the series' verdicts, and compared verdict by verdict.
 
 The series renders every entry at one budget chosen by its budget rule; where that budget is below the `cpu` profile,
 a verdict could be an artefact of short training. This module reads runs already trained at the profile's own budget
