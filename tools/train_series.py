@@ -5,8 +5,14 @@ The render (tools/render_notebooks.sh) reuses a finished run whose training, hol
 of training can be spread over several sessions and the render itself stays one command at one commit.
 
 usage: python tools/train_series.py DATA_DIR RUNS [--profile cpu] [--seeds 0,1,2] [--budget k=v,...] [targets...]
-targets: entries (01 .. 10; 10 = the recipe at its own budget), 'ablation' (notebook 10's steps on the random
-split, --skip-steps as in the notebook) and 'matched' (the log's baseline at the recipe's budget); default 01-09.
+targets: entries (01 .. 10; 10 = the recipe at its own budget, with its stress test), 'ablation' (notebook 10's
+steps on the random split, --skip-steps as in the notebook) and 'matched' (the log's baseline at the recipe's budget);
+default 01-09.
+
+The runs of notebooks 01 and 10's sensitivity row (their verdicts at the cpu profile's own budget) go into a root of
+their own, since run folders are keyed by entry and seed only: `--profile cpu` with no --budget, e.g.
+python tools/train_series.py DATA_DIR SENS_RUNS 01 10 matched --profile cpu --seeds 0,1,2,3,4
+then render with PNEUMOLIB_SENSITIVITY_RUNS=SENS_RUNS (the render only reads them).
 """
 
 from __future__ import annotations
@@ -39,7 +45,9 @@ def main() -> int:
         elif entry == "matched":
             series.matched_baseline(s)
         else:
-            series.run_seeds(get_config(entry), s)
+            results = series.run_seeds(get_config(entry), s)
+            if entry == "10":  # its claims read the stress test (stress.json, as notebook 10's stress cell keeps it)
+                series.stress_seeds(results, s)
         print(f"{entry}: {time.perf_counter() - t:.0f} s wall", flush=True)
     return 0
 
