@@ -129,3 +129,14 @@ def test_without_a_root_the_cell_says_in_one_line_how_to_measure_it(tmp_path, ca
 @pytest.mark.parametrize("entry,targets", [("01", "01 --profile cpu"), ("10", "10 matched --profile cpu")])
 def test_the_training_command_names_what_the_claims_need(entry, targets):
     assert f"SENSITIVITY_RUNS {targets} --seeds 0,1" in NS.train_command(entry, [0, 1])
+
+
+def test_a_root_without_any_run_of_the_entry_says_not_measured_and_shows_no_table(tmp_path, capsys):
+    short = series_runs(tmp_path / "series", [0.55, 0.50, 0.60])
+    (tmp_path / "cpu").mkdir()
+    NS.sensitivity("10", SimpleNamespace(seeds=[0]), short, {"matched_baseline": []}, tmp_path / "cpu")
+    out = capsys.readouterr().out
+    assert "SENSITIVITY_RUNS/10_recommended/seed0 (no finished run)" in out
+    assert "SENSITIVITY_RUNS/ablation/baseline_at_recommended_budget/seed0 (no finished run)" in out
+    assert "the sensitivity is not measured in this render" in out and "agreement" not in out
+    assert not any((tmp_path / "cpu").iterdir())  # nothing trained or written

@@ -74,6 +74,10 @@ def sensitivity(
     other, lacking = SE.load_profile_runs(root, cfg, series.seeds, want)
     _, other_ref = judge_inputs(entry, other, _reference(entry, root, series.seeds, lacking))
     _say_found(entry, other, lacking, series.seeds)
+    if not other:
+        print(f"the sensitivity is not measured in this render: {LABEL} holds no run of entry {entry} at the "
+              f"'{SE.PROFILE}' profile's own budget ({SE.budget_text(want)})")  # fmt: skip
+        return
     rows = SE.compare(entry, (ms, ref), (other, other_ref), NAMES)
     table = pd.DataFrame(rows).set_index("claim")
     show(table)

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable
 
 from ..core.config import ExperimentConfig, apply_profile
 from ..core.runs import RunDir, load_metrics, seed_dir
-from ..studies.verdict_estimates import FAILS, HOLDS
+from ..studies.verdict_estimates import FAILS, HOLDS, NOT_TESTED
 from ..studies.verdict_flags import budget
 from ..studies.verdicts import judge_entry
 
@@ -96,7 +96,8 @@ def side_text(row: dict[str, Any]) -> str:
     """A judged row in a few words: 'holds; 0.912 [0.893, 0.930], 5 seeds', 'one seed: no interval; 0.934, on the
     claimed side (> 0.9)' (a point value, not a verdict), or why it was not measured."""
     if not row["n"]:
-        return f"not measured: {'no runs at this budget' if row['note'] in ('', 'no runs') else row['note']}"
+        note = "no runs at this budget" if row["note"] in ("", "no runs") else row["note"]
+        return f"{'not measured' if row['verdict'] == NOT_TESTED else row['verdict']}: {note}"
     if row["n"] == 1:
         m, d, t = row["mean"], row["direction"], row["threshold"]
         side = "on the claimed side" if (m > t if d == ">" else m < t) else "not on the claimed side"
