@@ -140,3 +140,10 @@ def test_a_root_without_any_run_of_the_entry_says_not_measured_and_shows_no_tabl
     assert "SENSITIVITY_RUNS/ablation/baseline_at_recommended_budget/seed0 (no finished run)" in out
     assert "the sensitivity is not measured in this render" in out and "agreement" not in out
     assert not any((tmp_path / "cpu").iterdir())  # nothing trained or written
+
+
+def test_a_render_at_the_cpu_profiles_own_budget_has_nothing_to_compare(tmp_path, capsys):
+    runs = series_runs(tmp_path / "series", [0.55, 0.50, 0.60], b=CPU)
+    NS.sensitivity("01", SimpleNamespace(seeds=[0, 1, 2]), runs, None, tmp_path / "elsewhere")
+    out = capsys.readouterr().out.strip()
+    assert len(out.splitlines()) == 1 and "no smaller budget to check" in out
