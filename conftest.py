@@ -15,6 +15,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 # The notebooks read these; the kernels nbval starts inherit this environment.
 os.environ.pop("PNEUMOLIB_DATA_DIR", None)
+os.environ.pop("PNEUMOLIB_SENSITIVITY_RUNS", None)  # notebooks 01 and 10: no cpu-profile runs, the cell says so
 # every notebook cell runs under nbval with the smallest training that still exercises it ('smoke': 2 epochs); that
 # learning works is tested in tests/, not by the notebooks
 os.environ["PNEUMOLIB_PROFILE"] = "smoke"

@@ -136,5 +136,13 @@ nb.log_vs_rerun("01", results)
 #
 # *Scope:* the internal, patient-grouped test split of this data folder, under the profile and seeds of the provenance line. Internal splits overstate what a model does on a new cohort (notebook 10), so read these as comparisons between entries, not deployment estimates.
 
+# %% [markdown]
+# ### Sensitivity to the budget
+#
+# The series trains every seed at one budget, chosen by the budget rule. Where that budget is below the `cpu` profile's own (the cell says when it is not), the same claims are judged, by the same rule, on runs trained at the `cpu` profile's own budget: a separate run root (`PNEUMOLIB_SENSITIVITY_RUNS`, laid out like `RUNS`), trained ahead by `tools/train_series.py` and only read here; a run it lacks is named, and the sensitivity is not measured for it. Where both budgets decide a claim and disagree, the verdict at the larger budget stands (`pneumolib.studies.sensitivity` argues why); a side that cannot decide, or rests on a single seed (shown as its point value, without an interval), is *not decided* there, which is not a disagreement.
+
+# %%
+nb.sensitivity("01", S, results, root=os.environ.get("PNEUMOLIB_SENSITIVITY_RUNS"))
+
 # %%
 nb.wall_time(S)

@@ -10,6 +10,8 @@
 #   nb 10     $PNEUMOLIB_HOLDOUTS (default folders; folders,early_ids adds the early-ID holdout), $PNEUMOLIB_MATCHED (1: train the matched baseline),
 #             $PNEUMOLIB_SKIP_STEPS (side branches the ablation leaves out, e.g. abl_per_image; default none)
 #   runs      $PNEUMOLIB_RUNS (default: runs/ at the repository root); finished runs are reused
+#   nb 01, 10 $PNEUMOLIB_SENSITIVITY_RUNS: a root of runs at the cpu profile's own budget (tools/train_series.py
+#             ROOT 01 10 matched --profile cpu), read only, for the sensitivity row; unset: the row says not measured
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 PY="${PYTHON:-$root/.venv/bin/python}"

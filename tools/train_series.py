@@ -8,6 +8,12 @@ usage: python tools/train_series.py DATA_DIR RUNS [--profile cpu] [--seeds 0,1,2
 targets: entries (01 .. 10; 10 = the recipe, a seed ensemble: each seed S trains members S, S+1, S+2 at the
 series' budget, or at the recipe's own budget without --budget), 'ablation' (notebook 10's steps on the random
 split, --skip-steps as in the notebook) and 'matched' (the log's baseline at the recipe's budget); default 01-09.
+Target 10 also runs each seed's stress test.
+
+The runs of notebooks 01 and 10's sensitivity row (their verdicts at the cpu profile's own budget) go into a root of
+their own, since run folders are keyed by entry and seed only: `--profile cpu` with no --budget, e.g.
+python tools/train_series.py DATA_DIR SENS_RUNS 01 10 matched --profile cpu --seeds 0,1,2,3,4
+then render with PNEUMOLIB_SENSITIVITY_RUNS=SENS_RUNS (the render only reads them).
 """
 
 from __future__ import annotations
@@ -40,7 +46,9 @@ def main() -> int:
         elif entry == "matched":
             series.matched_baseline(s)
         else:
-            series.run_seeds(get_config(entry), s)
+            results = series.run_seeds(get_config(entry), s)
+            if entry == "10":  # its claims read the stress test (stress.json, as notebook 10's stress cell keeps it)
+                series.stress_seeds(results, s)
         print(f"{entry}: {time.perf_counter() - t:.0f} s wall", flush=True)
     return 0
 

@@ -65,3 +65,4 @@ from ..notebook.seed_views import (  # noqa: F401 (re-exported: every name in on
     shortcut_audit,
     stress_table,
 )
+from ..notebook.sensitivity import sensitivity  # noqa: F401 (re-exported: every name in one place)

@@ -216,15 +216,27 @@ def rule_text(n: int) -> str:
     )
 
 
-def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None = None) -> None:
-    """The log's claims for this entry, each with the quantity measured over all seeds, its interval and a verdict
-    (pneumolib.studies.verdicts holds the claims, pneumolib.studies.verdict_rule the rule)."""
+def judge_inputs(
+    entry: str, metrics_by_seed, reference: dict[str, list] | None = None
+) -> tuple[list[dict[str, Any]], dict[str, list[dict[str, Any]]]]:
+    """The verdict rule's inputs for ENTRY: its runs' metrics, and the runs its claims compare with, plus the cohort
+    record's measurements of these very runs when a claim needs them (what log_vs_rerun and the sensitivity row
+    judge)."""
     from ..studies import verdicts as V
 
     ms = [metrics_of(r) for r in metrics_by_seed]
     reference = {k: [metrics_of(r) for r in v] for k, v in (reference or {}).items()}
     # the record's measurements of these very runs, and of the recipe as the record last measured it
     reference.update(V.cohort_reference(entry, cohort_recipes(), ms))
+    return ms, reference
+
+
+def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None = None) -> None:
+    """The log's claims for this entry, each with the quantity measured over all seeds, its interval and a verdict
+    (pneumolib.studies.verdicts holds the claims, pneumolib.studies.verdict_rule the rule)."""
+    from ..studies import verdicts as V
+
+    ms, reference = judge_inputs(entry, metrics_by_seed, reference)
     judged = V.judge_entry(entry, ms, reference)
     budgets = sorted({V.budget(m) for m in ms}, key=str)
     budget = "; ".join(f"{e} epochs x {n or 'all'} films per epoch, {px} px" for e, n, px in budgets)
