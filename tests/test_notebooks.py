@@ -559,7 +559,7 @@ def test_a_twin_entry_shows_the_twins_grad_cam_results_without_recomputing_them(
     monkeypatch.delenv("PNEUMOLIB_IMAGENET_WEIGHTS", raising=False)
 
     from pneumolib.notebook import series
-    from pneumolib.studies import experiment
+    from pneumolib.studies import target_maps
     from pneumolib.studies.catalogue import get_config
 
     s = series.start(None, "smoke", "cpu", [0], runs=tmp_path)
@@ -569,7 +569,7 @@ def test_a_twin_entry_shows_the_twins_grad_cam_results_without_recomputing_them(
     def fail(*a, **k):
         raise AssertionError("Grad-CAM recomputed")
 
-    monkeypatch.setattr(experiment, "explain_predictor", fail)
+    monkeypatch.setattr(target_maps, "explain_predictor", fail)
     with caplog.at_level(logging.WARNING, logger="pneumolib"):
         [r05] = series.run_seeds(get_config("05"), s, cam_per_class=2)
     # regression: notebooks 05-09 printed each seed's NOT PRETRAINED warning twice (the twin lookup warned too)
