@@ -78,17 +78,17 @@ def _before_after(logits: torch.Tensor, labels: np.ndarray, t: float) -> dict[st
     }
 
 
-def member_calibration(model, val_samples, labels: np.ndarray, pre, tta: bool, resources) -> dict[str, float]:
-    """One member's validation NLL and ECE as trained (T = 1) and with its own temperature fitted on the same films
-    (what the ensemble's figures are compared with)."""
-    logits, _ = view_outputs(model, val_samples, pre, tta=tta, resources=resources)
+def member_calibration(logits: torch.Tensor, labels: np.ndarray) -> dict[str, float]:
+    """One member's validation NLL and ECE from its own logits (V x 1 x N x 2, at T = 1), as trained and with its own
+    temperature fitted on the same films (what the ensemble's figures are compared with)."""
     t = fit_temperature(logits, labels) if len(np.unique(labels)) > 1 else 1.0
+    c = _before_after(logits, labels, t)
     return {
-        "nll": nll(logits, labels, 1.0),
-        "ece": expected_calibration_error(labels, probabilities(logits, 1.0)),
+        "nll": c["nll_before"],
+        "ece": c["ece_before"],
         "temperature": t,
-        "nll_tempered": nll(logits, labels, t),
-        "ece_tempered": expected_calibration_error(labels, probabilities(logits, t)),
+        "nll_tempered": c["nll_after"],
+        "ece_tempered": c["ece_after"],
     }
 
 
@@ -131,7 +131,8 @@ def build_ensemble(
         cfg.threshold, model, Scores(list(val_samples), pt), pre, tta=cfg.tta, device=device, resources=resources
     )
     seeds = [p.config.seed for p in preds]
-    members = [member_calibration(p.model, val_samples, labels, pre, cfg.tta, resources) for p in preds]
+    # the pass above kept every member's logits (at T = 1: the temperature is filled in afterwards)
+    members = [member_calibration(logits[:, j : j + 1], labels) for j in range(len(preds))]
     record: dict[str, Any] = {
         "members": [str(p) for p in paths],
         "seeds": seeds,
