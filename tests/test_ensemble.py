@@ -45,6 +45,54 @@ def test_ensemble_serves_the_mean_of_its_members_probabilities():
     assert torch.allclose(p_pneumonia(Ensemble([a, b]).eval(), x, tta=True), want_tta, atol=1e-6)
 
 
+def _apart() -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Two networks whose logits differ in scale, so averaging logits and averaging probabilities disagree."""
+    a, b = _net(0), _net(1)
+    with torch.no_grad():
+        b.fc.weight.mul_(40.0)
+        b.fc.bias.add_(torch.tensor([2.0, -2.0]))
+    return a, b
+
+
+def test_logit_ensemble_serves_the_softmax_of_its_members_mean_logit_regression():
+    """Regression: Ensemble(combine="logit") averaged logits only in forward(); every served number (view_outputs
+    then probabilities: predict, evaluate, thresholds, the NLL its temperature was fitted on) averaged the
+    members' softmax(logit / T), so the recipe's card said "logits averaged" of scores that were not."""
+    a, b = _apart()
+    x = torch.randn(4, 1, 64, 64)
+    ens = Ensemble([a, b], temperature=2.0, combine="logit").eval()
+    with torch.no_grad():
+        want = torch.softmax((a(x) + b(x)) / 2 / 2.0, dim=1)[:, 1]
+        prob_mean = (torch.softmax(a(x) / 2.0, 1)[:, 1] + torch.softmax(b(x) / 2.0, 1)[:, 1]) / 2
+    assert not torch.allclose(want, prob_mean, atol=1e-3)  # the two combinations differ on these inputs
+    assert torch.allclose(p_pneumonia(ens, x), want, atol=1e-6)
+    assert torch.allclose(reference_p(ens, x), want, atol=1e-6)  # the module's own output agrees
+    assert torch.allclose(p_pneumonia(ens, x, tta=True), reference_p(ens, x, tta=True), atol=1e-6)
+    logits = view_logits(ens, x)  # members kept apart in the pass: the combination is applied after it
+    assert torch.allclose(torch.from_numpy(probabilities(logits, combine="logit")), want, atol=1e-6)
+    with pytest.raises(ValueError, match="unknown combination"):
+        probabilities(logits, combine="median")
+
+
+def test_logit_ensemble_fits_its_temperature_on_the_scores_it_serves(trained_run, fixture_data, tmp_path):
+    """build_ensemble(combine="logit"): the validation NLL it records is that of the probabilities its checkpoint
+    then serves on the same films, so the temperature was fitted on them."""
+    first = trained_run.run_dir / "checkpoint.pt"
+    other = Predictor.load(first)
+    with torch.no_grad():
+        other.model.fc.weight.mul_(5.0)
+    second = save_checkpoint(tmp_path / "other.pt", other.model, other.config, other.threshold, other.extra)
+    pred = build_ensemble([first, second], fixture_data["val"], combine="logit")
+    rec = pred.extra["ensemble"]
+    x = torch.stack([pred.preprocess(s.path) for s in fixture_data["val"]])
+    served = pred.predict_proba(x)
+    labels = np.array([s.label for s in fixture_data["val"]])
+    p = np.clip(served, 1e-7, 1 - 1e-7)
+    served_nll = float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
+    assert rec["combine"] == "logit"
+    assert rec["val"]["nll_after"] == pytest.approx(served_nll, abs=1e-5)
+
+
 def test_temperature_divides_the_logits_of_a_single_member():
     a = _net(0)
     x = torch.randn(2, 1, 64, 64)

@@ -23,7 +23,7 @@ from ..core.stats import patient_bootstrap
 from ..data.dataset import Sample
 from ..data.lungs import LungSegmenter
 from ..data.resources import Resources, as_resources
-from ..models.inference import class_probabilities, view_logits
+from ..models.inference import class_probabilities, combine_of, view_logits
 from ..models.networks import members, stage_blocks
 
 
@@ -131,7 +131,9 @@ def road(
     n = len(classes)
 
     def prob(batch: torch.Tensor) -> torch.Tensor:
-        return class_probabilities(view_logits(model, batch, tta=tta, batch_size=batch_size, device=device))
+        return class_probabilities(
+            view_logits(model, batch, tta=tta, batch_size=batch_size, device=device), combine=combine_of(model)
+        )
 
     x = x.cpu()
     base = prob(x)[torch.arange(n), classes]

@@ -18,7 +18,7 @@ from ..core.stats import SMALL_N, auc_score, bootstrap_ci, weighted_metrics, wil
 from ..data.dataset import Sample
 from ..data.resources import Resources, as_resources
 from ..data.shifts import SHIFTS
-from ..models.inference import probabilities, view_outputs
+from ..models.inference import combine_of, probabilities, view_outputs
 
 
 @dataclass
@@ -90,7 +90,9 @@ def predict_samples(
         transform=transform,
         features=features,
     )
-    return Scores(list(samples), probabilities(logits), None if feats is None else feats.numpy())
+    return Scores(
+        list(samples), probabilities(logits, combine=combine_of(model)), None if feats is None else feats.numpy()
+    )
 
 
 def platt(labels, probs, balanced: bool = False) -> tuple[float, float]:

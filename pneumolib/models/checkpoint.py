@@ -19,7 +19,7 @@ from ..data.imaging import ImageError, exif_orientation
 from ..data.lungs import shipped_digest
 from ..data.population import PopulationReference
 from ..data.transforms import Preprocessing
-from ..models.inference import predict_proba, probabilities, view_outputs
+from ..models.inference import combine_of, predict_proba, probabilities, view_outputs
 from ..models.networks import COMBINE, Ensemble, build_model, members
 from ..models.ood_score import flag, population_flag
 
@@ -462,7 +462,7 @@ class Predictor:
             resources=resources,
             features=bool(ref),
         )
-        probs = probabilities(logits)
+        probs = probabilities(logits, combine=combine_of(self.model))
         far = flag(ref, None if feats is None else feats.numpy())  # models.ood_score: as evaluate scores
         whole = population_flag(ref, good) if good else None
         out = [

@@ -127,18 +127,29 @@ def view_logits(model: torch.nn.Module, source: Any, preprocessing=None, **kw) -
     return view_outputs(model, source, preprocessing, **kw)[0]
 
 
-def class_probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """N x 2 class probabilities from V x M x N x 2 logits: the mean over views and members of softmax(logits / T),
-    exactly what a served model (an Ensemble with flip TTA included) reports."""
-    return torch.softmax(logits.float() / temperature, dim=-1).mean(dim=(0, 1))
+def combine_of(model: torch.nn.Module) -> str:
+    """How MODEL's members are combined ('prob' for a single network: one member, the same either way)."""
+    return model.combine if isinstance(model, Ensemble) else "prob"
 
 
-def probabilities(logits: torch.Tensor, temperature: float = 1.0) -> np.ndarray:
+def class_probabilities(logits: torch.Tensor, temperature: float = 1.0, combine: str = "prob") -> torch.Tensor:
+    """N x 2 class probabilities from V x M x N x 2 logits, exactly what the served model reports (an Ensemble,
+    with flip TTA included): with combine 'prob' the mean over views and members of softmax(logits / T); with
+    'logit' the softmax of the members' mean logit / T, averaged over views (Ensemble.forward, then TTA)."""
+    z = logits.float() / temperature
+    if combine == "logit":
+        z = z.mean(dim=1, keepdim=True)
+    elif combine != "prob":
+        raise ValueError(f"unknown combination {combine!r} (prob | logit)")
+    return torch.softmax(z, dim=-1).mean(dim=(0, 1))
+
+
+def probabilities(logits: torch.Tensor, temperature: float = 1.0, combine: str = "prob") -> np.ndarray:
     """P(PNEUMONIA) per input from V x M x N x 2 logits (see class_probabilities)."""
-    return class_probabilities(logits, temperature)[:, 1].numpy()
+    return class_probabilities(logits, temperature, combine)[:, 1].numpy()
 
 
 def predict_proba(model: torch.nn.Module, source: Any, preprocessing=None, **kw) -> np.ndarray:
     """P(PNEUMONIA) per input, through view_logits (the same number predict, evaluate, the stress test, Grad-CAM
     and ROAD report)."""
-    return probabilities(view_logits(model, source, preprocessing, **kw))
+    return probabilities(view_logits(model, source, preprocessing, **kw), combine=combine_of(model))

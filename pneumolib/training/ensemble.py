@@ -22,21 +22,25 @@ logger = logging.getLogger(__name__)
 LOG_T_BOUNDS = (-3.0, 3.0)  # temperatures from 0.05 to 20: wider means the validation split is the problem
 
 
-def nll(logits: torch.Tensor, labels: np.ndarray, temperature: float = 1.0) -> float:
-    """Mean negative log-likelihood of the labels under probabilities(logits, T)."""
-    p = np.clip(probabilities(logits, temperature), 1e-7, 1 - 1e-7)
+def nll(logits: torch.Tensor, labels: np.ndarray, temperature: float = 1.0, combine: str = "prob") -> float:
+    """Mean negative log-likelihood of the labels under probabilities(logits, T, combine)."""
+    p = np.clip(probabilities(logits, temperature, combine), 1e-7, 1 - 1e-7)
     y = np.asarray(labels)
     return float(-np.mean(y * np.log(p) + (1 - y) * np.log(1 - p)))
 
 
-def fit_temperature(logits: torch.Tensor, labels: np.ndarray) -> float:
-    """The temperature that minimises the validation NLL (Guo et al. 2017), searched over log T: one scalar, so
-    it rescales confidence without changing any ranking (the AUC)."""
+def fit_temperature(logits: torch.Tensor, labels: np.ndarray, combine: str = "prob") -> float:
+    """The temperature that minimises the validation NLL (Guo et al. 2017) of the probabilities the model serves
+    (COMBINE: how the members are combined), searched over log T: one scalar, so it rescales confidence without
+    changing any ranking (the AUC)."""
     y = np.asarray(labels)
     if len(np.unique(y)) < 2:
         raise ValueError("temperature scaling needs both classes in the validation data")
     res = minimize_scalar(
-        lambda lt: nll(logits, y, float(np.exp(lt))), bounds=LOG_T_BOUNDS, method="bounded", options={"xatol": 1e-4}
+        lambda lt: nll(logits, y, float(np.exp(lt)), combine),
+        bounds=LOG_T_BOUNDS,
+        method="bounded",
+        options={"xatol": 1e-4},
     )
     t = float(np.exp(res.x))
     if min(abs(res.x - b) for b in LOG_T_BOUNDS) < 1e-2:
@@ -67,12 +71,12 @@ def _check_compatible(paths: list[Path], preds: list[Predictor]) -> None:
         raise CheckpointError(f"{paths[0]}: already an ensemble; combine the original runs' checkpoints instead")
 
 
-def _before_after(logits: torch.Tensor, labels: np.ndarray, t: float) -> dict[str, float]:
-    """Validation NLL and ECE of LOGITS before (T = 1) and after temperature T."""
-    p1, pt = probabilities(logits, 1.0), probabilities(logits, t)
+def _before_after(logits: torch.Tensor, labels: np.ndarray, t: float, combine: str = "prob") -> dict[str, float]:
+    """Validation NLL and ECE of the probabilities served from LOGITS before (T = 1) and after temperature T."""
+    p1, pt = probabilities(logits, 1.0, combine), probabilities(logits, t, combine)
     return {
-        "nll_before": nll(logits, labels, 1.0),
-        "nll_after": nll(logits, labels, t),
+        "nll_before": nll(logits, labels, 1.0, combine),
+        "nll_after": nll(logits, labels, t, combine),
         "ece_before": expected_calibration_error(labels, p1),
         "ece_after": expected_calibration_error(labels, pt),
     }
@@ -124,9 +128,9 @@ def build_ensemble(
     model = Ensemble([p.model for p in preds], combine=combine).to(device).eval()
     labels = np.array([s.label for s in val_samples])
     logits, feats = view_outputs(model, val_samples, pre, tta=cfg.tta, features=True, resources=resources)  # one pass
-    t = fit_temperature(logits, labels) if temperature else 1.0
+    t = fit_temperature(logits, labels, combine) if temperature else 1.0
     model.temperature.fill_(t)
-    pt = probabilities(logits, t)
+    pt = probabilities(logits, t, combine)  # what the served model reports on these films
     threshold = fit_threshold(
         cfg.threshold, model, Scores(list(val_samples), pt), pre, tta=cfg.tta, device=device, resources=resources
     )
@@ -141,7 +145,7 @@ def build_ensemble(
         "combine": combine,
         "threshold_rule": cfg.threshold,
         "member_thresholds": [p.threshold for p in preds],
-        "val": dict(n=int(len(labels)), **_before_after(logits, labels, t)),
+        "val": dict(n=int(len(labels)), **_before_after(logits, labels, t, combine)),
         # each member alone on the same films: as trained, and with its own temperature fitted there, so the
         # ensemble's gain is read against a single network given the same calibration step
         "members_val": [{"seed": s, **m} for s, m in zip(seeds, members)],
