@@ -56,7 +56,7 @@ def test_a_small_folder_has_the_count_its_condition_names(films):
 
 @pytest.mark.parametrize("adapted", [True, False])
 def test_site_mode_is_scored_by_the_model_its_decision_names(trained_run_session, films, monkeypatch, adapted):
-    def forced(plain, adapted_probs, halves, threshold, moved):
+    def forced(plain, adapted_probs, halves, threshold, moved, shift=None):
         return SiteDecision(adapted, len(plain), "forced", [], {"moved": moved})
 
     monkeypatch.setattr(analysis_site, "decide", forced)

@@ -35,7 +35,7 @@ def main() -> int:
     df = site_study(o.predictor, val, seed=a.seed, progress=lambda s: print(s, file=sys.stderr, flush=True),
                     reference_films=ref)  # fmt: skip
     cols = ["condition", "n", "adapted", "plain_acc", "site_acc", "plain_bal", "always_bal", "site_bal", "relative_bal", "plain_rec_n",
-            "site_rec_n", "plain_rec_p", "site_rec_p", "stable", "class_mix_kept", "no_lost_certainty", "moved",
+            "site_rec_n", "plain_rec_p", "site_rec_p", "site_change", "stable", "class_mix_kept", "no_lost_certainty", "moved",
             "harm"]  # fmt: skip
     print(df[[c for c in cols if c in df]].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"{len(val)} validation films of {a.run_dir}; {time.time() - t0:.0f} s", file=sys.stderr)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..analysis.evaluate import platt
+from ..analysis.site_shift import score_reference
 from ..core.config import CLASSES, ExperimentConfig
 
 PRIOR_RANGE = (0.01, 0.99)  # an EM estimate outside this is taken as a sign of uncalibrated outputs, not used
@@ -108,8 +109,8 @@ def validation_calibration(labels, probs, threshold: float, features=None, seed:
 
     Returns:
         {"n", "val_prior" (PNEUMONIA share), "threshold", "tpr", "fpr" (at that threshold), "bcts": {"a", "b"}
-        (P calibrated to the validation class mix = sigmoid(a * logit(p) + b)), "features" and "labels" (kept
-        films), "method"}.
+        (P calibrated to the validation class mix = sigmoid(a * logit(p) + b)), "val_scores" (P by class,
+        analysis.site_shift), "features" and "labels" (kept films), "method"}.
     """
     y = np.asarray(labels, dtype=int)
     pred = np.clip(np.asarray(probs, dtype=float), 1e-6, 1 - 1e-6) >= threshold
@@ -129,6 +130,9 @@ def validation_calibration(labels, probs, threshold: float, features=None, seed:
         "tpr": float((pred & (y == 1)).sum() / pos),
         "fpr": float((pred & (y == 0)).sum() / neg),
         "bcts": {"a": a, "b": b},
+        # validation's scores by class: the site guard's reference for "could this folder be validation films in
+        # another class mix?" (analysis.site_shift)
+        "val_scores": score_reference(y, probs),
         **kept,
         "method": "confusion matrix at the checkpoint threshold; bias-corrected temperature scaling "
         "(logistic fit on logit p) on the validation films",

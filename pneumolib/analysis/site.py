@@ -10,6 +10,10 @@ or on too few films, the statistics it estimates belong to no site. So `adapt_to
 least MIN_FILMS films, and `decide` keeps the adapted model only if three label-free checks pass (how far the
 statistics moved is recorded too, but does not decide: docs/adaptation.md):
 
+- **a site change seen** (analysis.site_shift): the folder's scores from the model as trained are not validation's
+  scores in any class mix (a two-sample test against the checkpoint's validation scores, at ALPHA). Without it
+  there is nothing for adaptation to correct, and on the training site's own films it did harm: this check runs
+  first, and when it fails the BatchNorm passes are not run at all.
 - **stable**: the statistics are a property of the folder, not of which films were drawn. Two models adapted on
   two random halves of the folder must make the same decision on at least MIN_HALF_AGREEMENT of its films. A
   folder too small, or too mixed, to have statistics of its own fails this.
@@ -39,6 +43,7 @@ import torch
 
 from ..analysis.adapt import EARLY_BN_LAYERS, adapt_bn, bn_layers
 from ..analysis.evaluate import Scores, predict_samples
+from ..analysis.site_shift import ALPHA, ShiftTest, shift_test, usable
 from ..data.samples import Sample
 from ..models.checkpoint import Predictor
 
@@ -130,11 +135,13 @@ def decide(
     halves: tuple[np.ndarray, np.ndarray],
     threshold: float,
     moved: float,
+    shift: ShiftTest | None = None,
 ) -> SiteDecision:
     """The checks on P(PNEUMONIA) of the same films: from the plain model, the model adapted on the whole folder,
     and the two models adapted on two random halves of it. MOVED, how far the folder's BatchNorm statistics moved
     (stat_shift), is recorded but not judged: in the site study it did not separate the folders adaptation helped
-    from those it did not. Pure: no model, no labels."""
+    from those it did not. SHIFT: the site-change test of the plain scores (site_change); None where the checkpoint
+    keeps no validation scores to test against, and the decision says so. Pure: no model, no labels."""
     plain, adapted = np.asarray(plain, dtype=float), np.asarray(adapted, dtype=float)
     n = len(plain)
     agree = float(np.mean(_called(halves[0], threshold) == _called(halves[1], threshold)))
@@ -150,10 +157,37 @@ def decide(
         SiteCheck("no_lost_certainty", flips, MAX_SURE_FLIPS, flips <= MAX_SURE_FLIPS,
                   f"{flips:.0%} of the {int(sure.sum())} films the model was sure of changed side"),
     ]  # fmt: skip
+    if shift is not None:
+        checks.insert(0, site_change(shift))
     failed = [c for c in checks if not c.ok]
     reason = "; ".join(f"{c.name}: {c.says}" for c in (failed or checks))
+    if shift is None:
+        reason += f"; {NO_REFERENCE}"
     figures = {"share_plain": share_plain, "share_adapted": share_adapted, "half_agreement": agree, "moved": moved}
+    if shift is not None:
+        figures.update(shift_distance=shift.distance, shift_mix=shift.mix, shift_p=shift.p_value)
     return SiteDecision(not failed, n, ("refused: " if failed else "checks passed: ") + reason, checks, figures)
+
+
+NO_REFERENCE = "this checkpoint keeps no validation scores, so whether the site changed was not tested"
+
+
+def site_change(shift: ShiftTest) -> SiteCheck:
+    """The first check: a site change was seen in the plain scores (p-value below ALPHA)."""
+    return SiteCheck("site_change", shift.p_value, ALPHA, shift.shifted, shift.says())
+
+
+def folder_shift(predictor: Predictor, plain_probs, seed: int = 0, reference=None) -> ShiftTest | None:
+    """The site-change test of a folder's plain scores against REFERENCE (default: the checkpoint's validation
+    scores); None when there is no usable reference."""
+    ref = reference if reference is not None else (predictor.extra or {}).get("val_calibration", {}).get("val_scores")
+    return shift_test(plain_probs, ref, seed=seed) if usable(ref) else None
+
+
+def no_site_change(n: int, shift: ShiftTest) -> SiteDecision:
+    """The decision when the folder looks like validation: the model as trained, and the test's figures."""
+    figures = {"shift_distance": shift.distance, "shift_mix": shift.mix, "shift_p": shift.p_value}
+    return SiteDecision(False, n, f"refused: site_change: {shift.says()}", [site_change(shift)], figures)
 
 
 def too_few(n: int) -> SiteDecision:
@@ -188,10 +222,13 @@ def site_passes(
     batch_size: int = 64,
     threshold: float | None = None,
     plain: Scores | None = None,
+    shift_reference: dict | None = None,
 ) -> SitePasses:
     """The passes behind a site decision (adapt_to_site; studies.site measures them on simulated sites). THRESHOLD:
-    decide at this one instead of the predictor's; PLAIN: the model as trained's scores, when already computed. The
-    folder is always adapted here; the halves are adapted and the checks run only from MIN_FILMS films."""
+    decide at this one instead of the predictor's; PLAIN: the model as trained's scores, when already computed;
+    SHIFT_REFERENCE: validation scores by class to test the site change against (default: the checkpoint's). The
+    folder is always adapted here, whatever the site-change test says, so a study sees what the guard refused; the
+    halves are adapted and the checks run only from MIN_FILMS films."""
     n = len(samples)
     cut = predictor.threshold if threshold is None else float(threshold)
 
@@ -218,7 +255,8 @@ def site_passes(
         return SitePasses(plain, whole, adapted, too_few(n))
     a, b = split_halves(n, seed)
     halves = (score(bn([samples[i] for i in a])).probs, score(bn([samples[i] for i in b])).probs)
-    decision = decide(plain.probs, adapted.probs, halves, cut, stat_shift(predictor.model, whole))
+    shift = folder_shift(predictor, plain.probs, seed, shift_reference)
+    decision = decide(plain.probs, adapted.probs, halves, cut, stat_shift(predictor.model, whole), shift)
     return SitePasses(plain, whole, adapted, decision)
 
 
@@ -234,14 +272,20 @@ def adapt_to_site(
 ) -> tuple[Predictor, Scores, SiteDecision]:
     """Score a folder of films from one site, adapted to it when the checks allow (module docstring). Returns the
     predictor used, its scores on the folder, and the decision. THRESHOLD: decide at this one instead of the
-    predictor's; PLAIN: the model as trained's scores of these films, when already computed. Cost: one plain pass,
-    three BatchNorm passes (the folder and its two halves) and three scoring passes: about 7 forward passes."""
+    predictor's; PLAIN: the model as trained's scores of these films, when already computed. Cost: one plain pass;
+    where a site change is seen (or cannot be tested), three BatchNorm passes (the folder and its two halves) and
+    three scoring passes more: about 7 forward passes."""
+    if plain is None:
+        plain = predict_samples(predictor.model, samples, predictor.preprocessing, tta=predictor.config.tta,
+                                resources=predictor.resources, transform=transform, device=predictor.device,
+                                batch_size=batch_size)  # fmt: skip
     if len(samples) < MIN_FILMS:  # no adaptation is tried: only the plain pass
-        if plain is None:
-            plain = predict_samples(predictor.model, samples, predictor.preprocessing, tta=predictor.config.tta,
-                                    resources=predictor.resources, transform=transform, device=predictor.device,
-                                    batch_size=batch_size)  # fmt: skip
         return predictor, plain, too_few(len(samples))
+    shift = folder_shift(predictor, plain.probs, seed)
+    if shift is not None and not shift.shifted:  # nothing for adaptation to correct: no BatchNorm pass
+        decision = no_site_change(len(samples), shift)
+        log.info("%s", decision.line())
+        return predictor, plain, decision
     p = site_passes(predictor, samples, transform=transform, seed=seed, batch_size=batch_size, threshold=threshold,
                     plain=plain)  # fmt: skip
     log.info("%s", p.decision.line())

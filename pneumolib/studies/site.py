@@ -21,6 +21,7 @@ import torch
 from ..analysis.adapt import EARLY_BN_LAYERS, adapt_bn
 from ..analysis.evaluate import predict_samples
 from ..analysis.site import MIN_FILMS, relative_bn, site_passes
+from ..analysis.site_shift import score_reference
 from ..data.samples import Sample
 from ..data.shifts import SHIFTS_BY_NAME, two_sites
 from ..models.checkpoint import Predictor
@@ -97,11 +98,14 @@ def _figures(labels: np.ndarray, called: np.ndarray) -> dict[str, float]:
     return {"acc": float(np.mean(called == labels)), "bal": float(np.mean(known)), "rec_n": rec[0], "rec_p": rec[1]}
 
 
-def run_condition(predictor: Predictor, samples: list[Sample], cond: Condition, seed: int = 0, reference=None) -> dict:
+def run_condition(predictor: Predictor, samples: list[Sample], cond: Condition, seed: int = 0, reference=None,
+                  shift_reference: dict | None = None) -> dict:  # fmt: skip
     """One condition: the three ways' figures on the same films, the decision and whether site mode did harm.
-    REFERENCE: the model adapted on other validation films, for the relative adaptation's figures ("relative")."""
+    REFERENCE: the model adapted on other validation films, for the relative adaptation's figures ("relative");
+    SHIFT_REFERENCE: those films' scores by class, which the site-change test compares the folder with (default:
+    the checkpoint's validation scores, which include the study's own films)."""
     films, tf = folder(samples, cond, seed), _transform(cond.shift)
-    p = site_passes(predictor, films, transform=tf, seed=seed)
+    p = site_passes(predictor, films, transform=tf, seed=seed, shift_reference=shift_reference)
     labels, t, decision = np.array([s.label for s in films]), predictor.threshold, p.decision
     plain, always = p.plain.probs, p.adapted.probs
     site = always if decision.adapted else plain
@@ -123,16 +127,22 @@ def run_condition(predictor: Predictor, samples: list[Sample], cond: Condition, 
 def site_study(predictor: Predictor, samples: list[Sample], conditions=CONDITIONS, seed: int = 0,
                progress: Callable[[str], None] | None = None, reference_films: list[Sample] | None = None):  # fmt: skip
     """Every condition on SAMPLES (validation films): a pandas DataFrame, one row per condition. With
-    REFERENCE_FILMS (other validation films), the relative adaptation is measured too."""
+    REFERENCE_FILMS (other validation films), the relative adaptation is measured too, and the site-change test
+    compares each folder with those films' scores rather than the checkpoint's (which hold SAMPLES themselves), so
+    a folder of the study's films is tested out of sample."""
     import pandas as pd
 
-    reference = None
+    reference = shift_reference = None
     if reference_films:
         reference = adapt_bn(predictor.model, reference_films, predictor.preprocessing, layers=EARLY_BN_LAYERS,
                              resources=predictor.resources, device=predictor.device)  # fmt: skip
+        ref_scores = predict_samples(predictor.model, reference_films, predictor.preprocessing,
+                                     tta=predictor.config.tta, resources=predictor.resources,
+                                     device=predictor.device)  # fmt: skip
+        shift_reference = score_reference([s.label for s in reference_films], ref_scores.probs)
     rows = []
     for cond in conditions:
-        rows.append(run_condition(predictor, samples, cond, seed, reference))
+        rows.append(run_condition(predictor, samples, cond, seed, reference, shift_reference))
         if progress:
             r = rows[-1]
             progress(f"{cond.name}: n={r['n']} adapted={r['adapted']} acc plain {r['plain_acc']:.3f} "
