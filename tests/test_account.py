@@ -330,3 +330,14 @@ def test_00s_finding_names_the_main_cause_of_each_entry_that_over_calls():
     assert account.main_causes([cut, dict(cut, entry="0Z")]) == {
         "the decision cut; the ranking is sound, and the validation threshold corrects it": ["0X", "0Z"]
     }
+
+
+def test_the_cause_phrase_and_its_sentence_have_one_owner_regression():
+    """main_causes cut its phrase out of _cause's sentence (strip a prefix, lower a letter): two owners of one
+    wording. Every cause's sentence is now built from the phrase main_causes groups by."""
+    for factors in [(1, 1, -1, 0, 0, 3, True), (1, 1, 0, 1, 1, 3, True), (1, 0, 0, 0, 2, 3, False),
+                    (1, -1, 0, 0, 0, 3, True), (1, 0, 0, 0, 0, 3, True)]:  # fmt: skip
+        phrase, sentence = account._cause_phrase(*factors), account._cause(*factors)
+        assert phrase and phrase[:1].lower() + phrase[1:] in sentence[:1].lower() + sentence[1:]
+    assert account._cause_phrase(0, 1, 0, 0, 0, 3, True) is None
+    assert account._cause(0, 1, 0, 0, 0, 3, True) == "So this entry does not call everything PNEUMONIA."

@@ -7,8 +7,8 @@ re-estimation did so on random sub-folders of 32, 64 and 128 of its films as wel
 docs/adaptation.md). Why at least 64 films: on simulated 32-film folders it lost balanced accuracy with both
 models measured, while every 64- and 128-film sub-folder of the cohort gained. What it cannot do is undo a change in the class mix, and on a folder that mixes two sites,
 or on too few films, the statistics it estimates belong to no site. So `adapt_to_site` adapts only a folder of at
-least MIN_FILMS films, and `decide` keeps the adapted model only if three label-free checks pass (how far the
-statistics moved is recorded too, but does not decide: docs/adaptation.md):
+least MIN_FILMS films in which a site change is seen, and `decide` keeps the adapted model only if the label-free
+checks pass (how far the statistics moved is recorded too, but does not decide: docs/adaptation.md):
 
 - **a site change seen** (analysis.site_shift): the folder's scores from the model as trained are not validation's
   scores in any class mix (a two-sample test against the checkpoint's validation scores, at ALPHA). Without it

@@ -396,23 +396,37 @@ def _shortcut(r: dict[str, Any]) -> tuple[int, str]:
     return (1 if other == "PNEUMONIA" else -1), text
 
 
-def _cause(symptom: int, rank: int, cut: int, shortcut: int, collapsed: int, seeds: int, majority: bool) -> str:
-    """The sentence naming the main cause, from the factors' signs, the count of seeds collapsed to PNEUMONIA, and
-    whether PNEUMONIA was the training mix's MAJORITY."""
+NO_SINGLE_CAUSE = "no single factor measured here accounts for it"
+
+
+def _cause_phrase(symptom: int, rank: int, cut: int, shortcut: int, collapsed: int, seeds: int, majority: bool):
+    """The main cause as a phrase (the one owner of its wording: _cause makes it a sentence, main_causes groups the
+    entries by it), from the factors' signs, the count of seeds collapsed to PNEUMONIA, and whether PNEUMONIA was
+    the training mix's MAJORITY; None when the entry does not over-call PNEUMONIA."""
     if symptom <= 0 and not collapsed:
-        return "So this entry does not call everything PNEUMONIA."
+        return None
     if shortcut > 0 and collapsed * 2 < seeds:
-        return "The main cause here: the one-class transform, learned as a shortcut that points to PNEUMONIA" + (
-            f" (and {collapsed} collapsed seed{'s' if collapsed != 1 else ''})." if collapsed else "."
+        return "the one-class transform, learned as a shortcut that points to PNEUMONIA" + (
+            f" (and {collapsed} collapsed seed{'s' if collapsed != 1 else ''})" if collapsed else ""
         )
     if collapsed:
         why = "collapsed seeds, which fall back on the training mix" if majority else "collapsed seeds (not the mix)"
-        return f"The main cause here: {why}" + (", after a shortcut that points to PNEUMONIA." if shortcut > 0 else ".")
+        return why + (", after a shortcut that points to PNEUMONIA" if shortcut > 0 else "")
     if rank > 0 and cut < 0:
-        return "The main cause here: the decision cut; the ranking is sound, and the validation threshold corrects it."
+        return "the decision cut; the ranking is sound, and the validation threshold corrects it"
     if rank < 0:
-        return "The main cause here: the model did not learn to rank the films."
-    return "No single factor measured here accounts for it."
+        return "the model did not learn to rank the films"
+    return NO_SINGLE_CAUSE
+
+
+def _cause(*factors) -> str:
+    """The sentence naming the main cause (_cause_phrase's arguments)."""
+    phrase = _cause_phrase(*factors)
+    if phrase is None:
+        return "So this entry does not call everything PNEUMONIA."
+    if phrase == NO_SINGLE_CAUSE:
+        return NO_SINGLE_CAUSE[:1].upper() + NO_SINGLE_CAUSE[1:] + "."
+    return f"The main cause here: {phrase}."
 
 
 def entry_paragraph(r: dict[str, Any]) -> str:
@@ -456,12 +470,8 @@ def main_causes(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
     for r in rows:
         if r.get("missing"):
             continue
-        symptom, collapsed = _symptom(r)[0], len(r["kept"]["to_pneumonia"])
-        if symptom <= 0 and not collapsed:
-            continue
-        cause = _cause(symptom, _ranking(r)[0], _cut(r)[0], _shortcut(r)[0], collapsed, r["seeds"],
-                       r["prior"]["effective"] > 0.5)  # fmt: skip
-        phrase = cause.removeprefix("The main cause here: ").rstrip(".")
-        phrase = phrase[:1].lower() + phrase[1:]
-        out.setdefault(phrase, []).append(r["entry"])
+        phrase = _cause_phrase(_symptom(r)[0], _ranking(r)[0], _cut(r)[0], _shortcut(r)[0],
+                               len(r["kept"]["to_pneumonia"]), r["seeds"], r["prior"]["effective"] > 0.5)  # fmt: skip
+        if phrase is not None:
+            out.setdefault(phrase, []).append(r["entry"])
     return out
