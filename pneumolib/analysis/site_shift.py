@@ -3,7 +3,8 @@
 Re-estimating BatchNorm statistics corrects a change in how films look (a scanner, an exposure, a site): such a
 change moves the scores of the films of a class away from where validation's films of that class sat. It cannot
 correct a change in the class mix, and on films that look like the training site's it still moves the scores
-(the statistics it replaces were gathered on augmented training batches): on the recipe ensemble's own test split
+(towards NORMAL, on validation's own films; a likely reason, not measured: the statistics it replaces were
+gathered on augmented training batches): on the recipe ensemble's own test split
 it moved PNEUMONIA recall from 0.960 to 0.880 with every other check passing (docs/adaptation.md).
 
 So the question the guard asks first is: could this folder's scores be validation films in some other class mix?
