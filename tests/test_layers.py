@@ -60,6 +60,7 @@ MODULES = {
     "analysis.adapt_prior": 1,
     "analysis.plots": 1,
     "analysis.site": 2,
+    "analysis.site_shift": 0,
     "training.recipe": 0,
     "training.state": 0,
     "training.fit": 0,
