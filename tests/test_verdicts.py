@@ -491,3 +491,33 @@ def test_the_recipe_title_says_what_it_does_to_a_film_not_where_the_model_looks_
     title = RECOMMENDED.title.lower()
     assert "lungs only" not in title and "looks" not in title and "focus" not in title
     assert "cut to" in title and "black outside" in title
+
+
+def _lf(lung=(0.7, 0.9), heart=(1.7, 2.4)):
+    return {
+        c: {"lung_lift": sum(lung) / 2, "lung_lift_ci95": list(lung), "heart_lift": sum(heart) / 2,
+            "heart_lift_ci95": list(heart)}
+        for c in ("NORMAL", "PNEUMONIA")
+    }  # fmt: skip
+
+
+def test_grad_cam_claims_over_five_seeds_are_judged_on_the_seeds_whose_maps_pass_regression():
+    """Regression: one seed's failing maps made a Grad-CAM claim 'cannot tell (maps not faithful)' however many other
+    seeds' maps passed, so the more seeds were trained the less such a claim could be decided (five seeds of entries
+    01-06: 5 of 13 undecided claims). Now the seeds whose maps pass are judged, when they are at least three, and the
+    row names the seeds left out."""
+    runs = [run(seed=k, lung_focus=_lf(), maps_pass=k < 3) for k in range(5)]
+    rows = V.judge_entry("09", runs)
+    assert rows[5]["verdict"] == rows[6]["verdict"] == HOLDS and rows[5]["n"] == 3
+    assert "judged on the 3 of 5 seeds whose maps pass" in rows[5]["note"] and "seeds 3, 4 left out" in rows[5]["note"]
+    two = [run(seed=k, lung_focus=_lf(), maps_pass=k < 2) for k in range(5)]
+    assert V.judge_entry("09", two)[5]["verdict"] == V.MAPS_NOT_FAITHFUL  # 2 of 5: the maps are what is reported
+
+
+def test_a_grad_cam_comparison_keeps_only_seeds_whose_both_maps_pass():
+    this = [run(seed=k, focus=1.3) for k in range(5)]
+    ref = [run(seed=k, focus=1.0, maps_pass=k not in (1, 4)) for k in range(5)]
+    row = V.judge(V.CLAIMS["03"][0], this, {"01": ref})
+    assert row["verdict"] != V.MAPS_NOT_FAITHFUL and row["n"] == 3 and "seeds 1, 4 left out" in row["note"]
+    ref = [run(seed=k, focus=1.0, maps_pass=k == 0) for k in range(5)]
+    assert V.judge(V.CLAIMS["03"][0], this, {"01": ref})["verdict"] == V.MAPS_NOT_FAITHFUL

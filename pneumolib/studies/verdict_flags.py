@@ -106,3 +106,33 @@ def maps_uncheckable(m: dict[str, Any]) -> bool:
 def random_init(m: dict[str, Any]) -> bool:
     """Did this run ask for ImageNet weights and train from random init instead?"""
     return "unavailable" in str(m.get("weights", "")) or (m.get("config") or {}).get("pretrained") is False
+
+
+def faithful_scope(
+    needs: tuple[str, ...], runs: list[dict[str, Any]], reference: dict[str, list[dict]], min_seeds: int
+) -> tuple[list[dict[str, Any]], dict[str, list[dict]], str] | None:
+    """For a Grad-CAM claim over several seeds: the seeds whose maps pass their checks, with each compared entry's run
+    of the same seed passing too (only those maps are evidence of what the model uses), as (runs, reference cut to
+    those seeds, a note naming who was left out and why). None when fewer than min(len(runs), MIN_SEEDS) seeds
+    remain: then the maps, not the claim, are what the verdict reports (one seed must pass alone, three of five).
+    Dropping a seed whose maps failed judges the claim on the models whose maps can be read, and says so: requiring
+    every map to pass made a Grad-CAM claim harder to decide the more seeds were trained."""
+
+    def ok(m: dict[str, Any]) -> bool:
+        s = seed_of(m)
+        return maps_faithful(m) is True and all(
+            any(seed_of(r) == s and maps_faithful(r) is True for r in reference.get(e) or []) for e in needs
+        )
+
+    kept = [m for m in runs if ok(m)]
+    if len(kept) < min(len(runs), min_seeds) or not kept:
+        return None
+    seeds = {seed_of(m) for m in kept}
+    cut = {e: [r for r in rs if seed_of(r) in seeds] if e in needs else rs for e, rs in reference.items()}
+    left = [str(seed_of(m)) for m in runs if not ok(m)]
+    note = (
+        f"judged on the {len(kept)} of {len(runs)} seeds whose maps pass their checks"
+        + (" (and the compared entry's maps of the same seed)" if needs else "")
+        + f"; seed{'s' if len(left) > 1 else ''} {', '.join(left)} left out"
+    )
+    return kept, cut, note

@@ -35,6 +35,7 @@ from ..studies.verdict_flags import (  # noqa: F401 (re-exported: the verdicts' 
     budget,
     budget_rule,
     collapsed,
+    faithful_scope,
     maps_faithful,
     maps_uncheckable,
     random_init,
@@ -243,11 +244,13 @@ def judge(
         _flag_random_init(row, claim, metrics_by_seed)
         return row
     metrics_by_seed, scope = _cohort_scope(claim, metrics_by_seed, reference)
-    if claim.gradcam:
-        maps = _maps_unfaithful(claim, metrics_by_seed, reference)
-        if maps:
+    if claim.gradcam and (maps := _maps_unfaithful(claim, metrics_by_seed, reference)):
+        kept = faithful_scope(claim.needs, metrics_by_seed, reference, MIN_SEEDS) if len(metrics_by_seed) > 1 else None
+        if kept is None:
             row.update(maps)
             return row
+        metrics_by_seed, reference, faithful = kept
+        scope = "; ".join(x for x in (scope, faithful) if x)
     try:
         row.update(_evidence(claim, metrics_by_seed, reference, min_seeds, book))
     except NotMeasured as e:  # 'not recorded: re-run the entry' is said as it is
