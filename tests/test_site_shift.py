@@ -112,3 +112,50 @@ def test_a_folder_like_validation_is_refused_before_any_batchnorm_pass(trained_r
     used, scores, d = adapt_to_site(pred, films)
     assert used is pred and not d.adapted and d.checks[0].name == "site_change"
     assert d.figures["shift_p"] >= ALPHA and len(scores.probs) == len(films)
+
+
+def test_adapt_to_site_runs_the_site_change_test_once_regression(trained_run, fixture_data, monkeypatch):
+    """adapt_to_site tested the site change, then site_passes tested it again on the same scores (200 resampled
+    folders each time): the first result is passed through."""
+    pred = Predictor.load(trained_run.run_dir / "checkpoint.pt")
+    val = fixture_data.splits["val"]
+    films = (val * (MIN_FILMS // len(val) + 1))[:MIN_FILMS]
+    calls = []
+
+    def changed(*a, **k):
+        calls.append(1)
+        return ShiftTest(distance=0.5, mix=0.5, p_value=0.0, n_boot=200)
+
+    monkeypatch.setattr(site_mod, "shift_test", changed)
+    _, _, d = adapt_to_site(pred, films)
+    assert len(calls) == 1 and d.checks[0].name == "site_change" and d.figures["shift_p"] == 0.0
+
+
+def _null_tool():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "tools" / "site_change_null.py"
+    spec = importlib.util.spec_from_file_location("site_change_null", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("split", ["val", "test"])
+def test_the_false_adaptation_tool_reads_validation_scores_only(tmp_path, monkeypatch, capsys, split):
+    """tools/site_change_null.py reads its file through core.scores.read_scores, so a test split's file is refused
+    (exit 2, one line naming it) rather than used as a training-site pool."""
+    rng = np.random.default_rng(0)
+    p = _scores(rng, 40, 80)
+    labels = ["NORMAL"] * 40 + ["PNEUMONIA"] * 80
+    rows = [f"f{i}.jpeg,p{i},{split},{lab},{x:.6f},{lab}" for i, (lab, x) in enumerate(zip(labels, p))]
+    f = tmp_path / "scores.csv"
+    f.write_text("path,patient,split,label,p_pneumonia,prediction\n" + "\n".join(rows) + "\n")
+    monkeypatch.setattr("sys.argv", ["site_change_null.py", str(f), "--draws", "2", "--films", "20"])
+    rc = _null_tool().main()
+    out, err = capsys.readouterr()
+    if split == "val":
+        assert rc == 0 and "called a site change in" in out
+    else:
+        assert rc == 2 and str(f) in err and len(err.strip().splitlines()) == 1

@@ -14,9 +14,10 @@ import sys
 import time
 
 import numpy as np
-import pandas as pd
 
 from pneumolib.analysis.site_shift import ALPHA, score_reference, shift_test
+from pneumolib.core.io import RecordError
+from pneumolib.core.scores import read_scores
 
 
 def rate(y: np.ndarray, p: np.ndarray, share: float | None, films: int, draws: int, seed: int) -> np.ndarray:
@@ -44,11 +45,14 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=7)
     a = ap.parse_args()
     try:
-        df = pd.read_csv(a.scores)
-        y, p = (df["label"] == "PNEUMONIA").astype(int).to_numpy(), df["p_pneumonia"].to_numpy(float)
-    except (OSError, KeyError, ValueError) as e:
-        print(f"error: {a.scores}: not a scores file from evaluate --scores ({e})", file=sys.stderr)
+        df = read_scores(a.scores, split="val")
+    except (OSError, RecordError) as e:
+        print(f"error: {e}" if isinstance(e, RecordError) else f"error: {a.scores}: {e.strerror}", file=sys.stderr)
         return 2
+    if df["y"].nunique() < 2:  # a test split's file has no 'val' rows: it is never read here
+        print(f"error: {a.scores}: needs validation films (split 'val') of both classes", file=sys.stderr)
+        return 2
+    y, p = df["y"].to_numpy(), df["p_pneumonia"].to_numpy(float)
     t0 = time.time()
     print(f"{len(y)} validation films ({int(y.sum())} PNEUMONIA); {a.draws} draws each; level ALPHA = {ALPHA}")
     for share in (None, 0.2, 0.9):

@@ -223,10 +223,12 @@ def site_passes(
     threshold: float | None = None,
     plain: Scores | None = None,
     shift_reference: dict | None = None,
+    shift: ShiftTest | None = None,
 ) -> SitePasses:
     """The passes behind a site decision (adapt_to_site; studies.site measures them on simulated sites). THRESHOLD:
     decide at this one instead of the predictor's; PLAIN: the model as trained's scores, when already computed;
-    SHIFT_REFERENCE: validation scores by class to test the site change against (default: the checkpoint's). The
+    SHIFT_REFERENCE: validation scores by class to test the site change against (default: the checkpoint's); SHIFT:
+    that test's result on PLAIN, when already run (adapt_to_site runs it first), so it is not run twice. The
     folder is always adapted here, whatever the site-change test says, so a study sees what the guard refused; the
     halves are adapted and the checks run only from MIN_FILMS films."""
     n = len(samples)
@@ -255,7 +257,8 @@ def site_passes(
         return SitePasses(plain, whole, adapted, too_few(n))
     a, b = split_halves(n, seed)
     halves = (score(bn([samples[i] for i in a])).probs, score(bn([samples[i] for i in b])).probs)
-    shift = folder_shift(predictor, plain.probs, seed, shift_reference)
+    if shift is None:
+        shift = folder_shift(predictor, plain.probs, seed, shift_reference)
     decision = decide(plain.probs, adapted.probs, halves, cut, stat_shift(predictor.model, whole), shift)
     return SitePasses(plain, whole, adapted, decision)
 
@@ -287,7 +290,7 @@ def adapt_to_site(
         log.info("%s", decision.line())
         return predictor, plain, decision
     p = site_passes(predictor, samples, transform=transform, seed=seed, batch_size=batch_size, threshold=threshold,
-                    plain=plain)  # fmt: skip
+                    plain=plain, shift=shift)  # fmt: skip
     log.info("%s", p.decision.line())
     if not p.decision.adapted:
         return predictor, p.plain, p.decision
