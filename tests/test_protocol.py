@@ -252,3 +252,29 @@ def test_an_ablation_step_adopts_a_finished_run_of_the_same_training_outside_the
     assert (d / "checkpoint.pt").read_bytes() == (recipe / "checkpoint.pt").read_bytes()
     other = replace(get_config("abl_lungs"), seed=0)  # another training: never adopted
     assert P.same_training(ablation_dir(tmp_path, other), [], other, None, "fixture", None, "folders", tmp_path) is None
+
+
+def test_an_ablation_step_adopts_the_recipe_ensembles_member_of_its_seed_regression(tmp_path):
+    # notebook 10's recipe became a three-member seed ensemble: its folder's checkpoint is no single network, so
+    # abl_lung_mask's five seeds were queued to train again although member S of ensemble S trained exactly step S
+    from pneumolib.models.checkpoint import save_checkpoint
+    from pneumolib.models.networks import build_model
+    from pneumolib.studies.experiment import data_fingerprint, resolve_config
+
+    one, _ = resolve_config(replace(get_config("recommended"), seed=0), "fixture", None, "random_init")
+    ens = replace(one, members=3)  # the fixture profile trains one network; the series' recipe is three
+    folder = tmp_path / "10_recommended" / "seed0"
+    runs = [(folder, ens)] + [
+        (folder / "members" / f"seed{k}", replace(ens, members=1, seed=k)) for k in range(3)
+    ]  # members k > 0 train on seed 0's split with their own initial weights
+    for d, cfg in runs:
+        net = build_model(in_channels=cfg.in_channels)
+        save_checkpoint(
+            d / "checkpoint.pt", net, cfg, 0.5, {"holdout": "folders", "data_fingerprint": data_fingerprint(None, cfg)}
+        )
+        (d / "metrics.json").write_text("{}")
+    step = replace(get_config("abl_lung_mask"), seed=0)
+    d = ablation_dir(tmp_path, step)
+    assert P.same_training(d, [], step, None, "fixture", None, "folders", tmp_path) == folder / "members" / "seed0"
+    one = replace(get_config("abl_lung_mask"), seed=1)  # seed 1's step: member 1 trained on seed 0's split
+    assert P.same_training(ablation_dir(tmp_path, one), [], one, None, "fixture", None, "folders", tmp_path) is None
