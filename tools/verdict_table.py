@@ -1,5 +1,6 @@
 """Judge the log's claims on a folder of finished series runs, without a notebook: one line per claim (entry, claim,
-mean [95% interval], verdict), each entry's plain sentence, and the share of tested claims that cannot tell.
+mean [95% interval], verdict), each entry's plain sentence, the share of tested claims that cannot tell, and how
+many of those more seeds would decide at the observed effects and spreads (SeedEffect.needed: an estimate).
 
 It reads RUNS/NN_name/seedS (what tools/train_series.py and the notebooks write) and trains nothing; an entry
 without runs is skipped. The same rule as the notebooks (studies.verdicts), so its figures are theirs.
@@ -28,6 +29,7 @@ def main() -> int:
         s = series.start("fixture", a.profile, "cpu", a.seeds, "", a.runs)
     print(f"runs: {a.runs}; profile {a.profile}; seeds {a.seeds}; rule: studies.verdicts (as the notebooks)")
     tested = undecided = 0
+    seeds_needed: list[int | None] = []  # per undecided claim: about how many seeds would decide it (None: none)
     for entry in a.entries:
         with contextlib.redirect_stdout(io.StringIO()):  # load_runs says what it found; the table is enough here
             own = series.load_runs([entry], s).get(entry, [])
@@ -42,8 +44,16 @@ def main() -> int:
             print(f"  {r['claim'][:60]:60} {r['mean']:.3f}{span}  {r['verdict']}")
             if not r["verdict"].startswith("not tested"):
                 tested += 1
-                undecided += r["verdict"].startswith("cannot tell")
+                if r["verdict"].startswith("cannot tell"):
+                    undecided += 1
+                    seeds_needed.append((r.get("needed") or (None, None))[0])
     print(f"\ncannot tell: {undecided} of {tested} tested claims" + (f" ({undecided / tested:.0%})" if tested else ""))
+    if seeds_needed:  # the power estimate (core.stats.SeedEffect.needed) read across claims: not a promise
+        print(
+            "at the observed effects and spreads, the seeds that would decide them: "
+            + ", ".join(f"{k} seeds {sum(1 for n in seeds_needed if n and n <= k)}" for k in (10, 20, 50))
+            + f" of the {undecided}"
+        )
     return 0
 
 
