@@ -441,6 +441,27 @@ def test_00s_glossary_defines_the_terms_its_tables_use():
         assert len(entry) > len(term) + 40, f"00's glossary does not define {term}"
 
 
+def test_00s_finding_says_how_many_undecided_claims_more_seeds_would_decide():
+    # five seeds left most claims 'cannot tell', and 00 did not say whether training more seeds would settle them:
+    # each row's power estimate is read across the undecided claims
+    from pneumolib.notebook.summary import finding, more_seeds
+
+    def open_(needed):
+        return dict(_judged(None, entry="03"), verdict="cannot tell", needed=needed)
+
+    rows = [dict(_judged(None, entry="01"), verdict="holds"), open_((8, None)), open_((30, 900)), open_((None, None))]
+    rows.append(dict(_judged(None, entry="03"), verdict="cannot tell (maps not faithful)", needed=None))
+    text = finding(rows)
+    assert more_seeds(rows[1:]) == {10: 1, 50: 2}
+    assert (
+        "10 seeds would decide about 1 of those 4 and 50 seeds about 2; the other 2 would need more than 50 seeds"
+        in text
+    )
+    rows[3] = open_((12, None))
+    assert "10 seeds would decide about 1 of those 4 and 50 seeds about 3; the other 1 " in finding(rows)
+    assert "seeds would decide" not in finding([rows[0]])  # nothing undecided: nothing projected
+
+
 def test_00s_finding_is_plain_sentences_written_from_the_verdicts_and_changes_with_them():
     # 00's headline was a tally ('30 claims judged: 16 cannot tell, 7 does not hold, ...'), not a sentence
     from pneumolib.notebook.summary import finding

@@ -14,7 +14,7 @@ import argparse
 import contextlib
 import io
 
-from pneumolib.notebook import series
+from pneumolib.notebook import series, summary
 from pneumolib.studies import verdicts
 
 
@@ -29,7 +29,7 @@ def main() -> int:
         s = series.start("fixture", a.profile, "cpu", a.seeds, "", a.runs)
     print(f"runs: {a.runs}; profile {a.profile}; seeds {a.seeds}; rule: studies.verdicts (as the notebooks)")
     tested = undecided = 0
-    seeds_needed: list[int | None] = []  # per undecided claim: about how many seeds would decide it (None: none)
+    open_rows: list[dict] = []  # the undecided claims' rows
     for entry in a.entries:
         with contextlib.redirect_stdout(io.StringIO()):  # load_runs says what it found; the table is enough here
             own = series.load_runs([entry], s).get(entry, [])
@@ -46,14 +46,12 @@ def main() -> int:
                 tested += 1
                 if r["verdict"].startswith("cannot tell"):
                     undecided += 1
-                    seeds_needed.append((r.get("needed") or (None, None))[0])
+                    open_rows.append(r)
     print(f"\ncannot tell: {undecided} of {tested} tested claims" + (f" ({undecided / tested:.0%})" if tested else ""))
-    if seeds_needed:  # the power estimate (core.stats.SeedEffect.needed) read across claims: not a promise
-        print(
-            "at the observed effects and spreads, the seeds that would decide them: "
-            + ", ".join(f"{k} seeds {sum(1 for n in seeds_needed if n and n <= k)}" for k in (10, 20, 50))
-            + f" of the {undecided}"
-        )
+    if open_rows:  # the power estimate (core.stats.SeedEffect.needed) read across claims: not a promise
+        by = summary.more_seeds(open_rows, (10, 20, 50))
+        print("at the observed effects and spreads, the seeds that would decide them: "
+              + ", ".join(f"{k} seeds {n}" for k, n in by.items()) + f" of the {undecided}")  # fmt: skip
     return 0
 
 

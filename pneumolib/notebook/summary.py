@@ -96,6 +96,14 @@ def finding(rows: list[dict[str, Any]], factors: list[dict[str, Any]] | None = N
         f"{'holds' if holds == 1 else 'hold'}, {fails} {'does' if fails == 1 else 'do'} not hold, and {open_} "
         f"cannot be told either way at {at} (each row below says how many seeds or films would decide it)."
     )
+    if open_:
+        by = more_seeds([r for r, w in zip(log, word) if w == V.CANNOT_TELL])
+        (k1, n1), (k2, n2) = by.items()
+        text += (
+            f" At the observed effects and spreads, {k1} seeds would decide about {n1} of those {open_} and {k2} "
+            f"seeds about {n2}; the other {open_ - n2} would need more than {k2} seeds, or more seeds alone would "
+            "not decide them."
+        )
     flagged = sum(bool({V.COLLAPSED, V.UNTRAINED} & set(r.get("flags") or ())) for r in tested)
     if flagged:
         text += f" {_plural(flagged, 'verdict reads', 'verdicts read')} a seed that collapsed or did not learn."
@@ -109,6 +117,17 @@ def finding(rows: list[dict[str, Any]], factors: list[dict[str, Any]] | None = N
             ": " + "; ".join(f"{c} ({', '.join(es)})" for c, es in causes.items()) + "." if over else "."
         )
     return text
+
+
+MORE_SEEDS = (10, 50)  # the seed counts 00's finding projects the undecided claims to
+
+
+def more_seeds(undecided: list[dict[str, Any]], counts: tuple[int, ...] = MORE_SEEDS) -> dict[int, int]:
+    """For each seed count K, how many of the UNDECIDED claims (judged rows, 'cannot tell') K seeds would decide at
+    their observed effect and spread: each row's own power estimate (`needed`, from core.stats.SeedEffect.needed;
+    a row without one, such as maps that fail their checks, is never counted). An estimate, not a promise."""
+    seeds = [(r.get("needed") or (None, None))[0] for r in undecided]
+    return {k: sum(1 for n in seeds if n is not None and n <= k) for k in counts}
 
 
 def show_finding(
