@@ -191,9 +191,12 @@ def _run(
         metrics["lung_focus"] = expl.summary()  # per class: lung/heart lift with intervals, masks passed/failed
         metrics["gradcam"] = expl.report(per_image=False)
         n, seen = max(s.cam_per_class, s.focus_per_class), {"data": data_fp, "holdout": s.holdout}
-        by_target, key = other_targets(config, predictor, test, run_dir, n, seen, explain_code, fitted is not None)
+        by_target, checks, key = other_targets(
+            config, predictor, test, run_dir, n, seen, explain_code, fitted is not None, s.cam_per_class
+        )
         if by_target:  # only where the entry's claims read maps of another class (entry 09's NORMAL-target rows)
             metrics["lung_focus_by_target"] = {expl.target: metrics["lung_focus"], **by_target}
+            metrics["gradcam_by_target"] = checks
             metrics["lung_focus_by_target_key"] = key
     metrics["seconds"] = time.perf_counter() - t0
     if run_dir:

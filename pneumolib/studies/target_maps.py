@@ -3,11 +3,12 @@
 They are reused while the checkpoint, data, settings and code are the same.
 
 lung_focus: the run's own P(PNEUMONIA)-target maps with their checks. other_targets: the lifts of maps for the
-targets an entry's claims read beside it (entry 09's NORMAL-target rows: one more pass over the same films, only for
-an entry whose claims need it)."""
+targets an entry's claims read beside it, with those maps' own checks (entry 09's NORMAL-target rows: one more pass
+over the same films, only for an entry whose claims need it)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from typing import TYPE_CHECKING, Any, Callable
@@ -42,34 +43,38 @@ def other_targets(
     seen: dict[str, Any],
     code: Callable[[], str],
     fresh: bool,
-) -> tuple[dict[str, Any], dict[str, Any] | None]:
-    """({target: Explanation.summary()}, what they were computed from) for the targets other than PNEUMONIA that
-    CONFIG's entry's claims read, over the first N_PER_CLASS test films per class (the films of the run's own
-    lung_focus): no maps kept and no checks run (the claims read the lifts, gated by the PNEUMONIA-target maps'
-    checks). Reused from the run folder's metrics.json while its key (checkpoint, SEEN data and holdout, threshold,
-    CODE's digest, films, targets) is the same, unless the run was FRESH(ly trained). ({}, None) when none is needed.
-    """
+    checks_per_class: int = 0,
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any] | None]:
+    """({target: Explanation.summary()}, {target: its maps' checks}, what they were computed from) for the targets
+    other than PNEUMONIA that CONFIG's entry's claims read, over the first N_PER_CLASS test films per class (the
+    films of the run's own lung_focus), no maps kept. Their own checks (ROAD, randomisation: cam_checks.maps_pass)
+    run on the first CHECKS_PER_CLASS films per class, as the run's own maps' do, because a claim about the
+    NORMAL-target maps is evidence only if those maps pass (verdict_flags.maps_faithful reads them). Reused from the
+    run folder's metrics.json while its key (checkpoint, SEEN data and holdout, threshold, CODE's digest, films,
+    checks, targets) is the same, unless the run was FRESH(ly trained). ({}, {}, None) when none is needed."""
     wanted = [t for t in cam_targets(config.entry) if t != "PNEUMONIA"]
     if not wanted:
-        return {}, None
+        return {}, {}, None
     ckpt = RunDir(run_dir).checkpoint if run_dir else None
     key = json.loads(json.dumps({
         **seen, "targets": wanted, "n_per_class": n_per_class, "threshold": predictor.threshold, "code": code(),
-        "checkpoint": checkpoint_key(ckpt) if ckpt and ckpt.is_file() else None,
+        "checks_per_class": checks_per_class, "checkpoint": checkpoint_key(ckpt) if ckpt and ckpt.is_file() else None,
     }))  # fmt: skip
     path = RunDir(run_dir).metrics if run_dir else None
     old = json.loads(path.read_text()) if path and path.is_file() and not fresh else {}
-    kept = old.get("lung_focus_by_target") or {}
+    kept, kept_checks = old.get("lung_focus_by_target") or {}, old.get("gradcam_by_target") or {}
     if key["checkpoint"] and old.get("lung_focus_by_target_key") == key and all(t in kept for t in wanted):
-        return {t: kept[t] for t in wanted}, key
-    summaries = {
-        t: explain_predictor(
-            predictor, test.samples, n_per_class=n_per_class, target=t, sanity_per_class=0, seed=config.seed,
-            keep_maps=False, exact_masks=annotated_mask,
-        ).summary()
-        for t in wanted
-    }  # fmt: skip
-    return summaries, key
+        return {t: kept[t] for t in wanted}, {t: kept_checks.get(t) or {} for t in wanted}, key
+    summaries, checks = {}, {}
+    for t in wanted:
+        expl = explain_predictor(
+            predictor, test.samples, n_per_class=n_per_class, target=t, sanity_per_class=checks_per_class,
+            seed=config.seed, keep_maps=False, exact_masks=annotated_mask,
+        )  # fmt: skip
+        summaries[t] = expl.summary()
+        report = expl.report(per_image=False)
+        checks[t] = {k: report.get(k) for k in ("maps_pass", "road", "randomisation_rank_corr", "target")}
+    return summaries, checks, key
 
 
 def lung_focus(
@@ -108,15 +113,26 @@ def lung_focus(
     return expl
 
 
-def explain_code() -> str:
-    """A digest of the code that computes Grad-CAM results (a cache from other code is not reused)."""
+def explain_code(root: Path | None = None) -> str:
+    """A digest of the package's source (ROOT: the package folder, default this one), so that a Grad-CAM cache
+    written by other code is not reused. Every module counts: the maps, their checks (ROAD, randomisation), the lung
+    masks, the model's scoring and the films' preprocessing all shape what is kept, and a digest of two facade
+    modules once let a cache keep a check's verdict its fixed module no longer gives. Read once per process."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] if root is None else Path(root)
+    return _source_digest(str(root))
+
+
+@functools.lru_cache(maxsize=4)
+def _source_digest(root: str) -> str:
     import hashlib
-    import inspect
+    from pathlib import Path
 
-    from ..analysis import cam
-    from ..data import lungs
-
-    return hashlib.sha1("".join(inspect.getsource(m) for m in (cam, lungs)).encode()).hexdigest()[:12]
+    h = hashlib.sha1()
+    for f in sorted(Path(root).rglob("*.py")):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
 
 
 def cached_explanation(run_dir, key: dict[str, Any]) -> Explanation | None:

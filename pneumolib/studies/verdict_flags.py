@@ -87,20 +87,29 @@ def seed_of(m: dict[str, Any]) -> Any:
     return (m.get("config") or {}).get("seed")
 
 
-def maps_faithful(m: dict[str, Any]) -> bool | None:
-    """Whether a run's Grad-CAM maps passed their checks (cam.maps_pass: ROAD above a random map with a 95% interval
-    by patient, changed by model randomisation); None when the run has no such record."""
-    v = (m.get("gradcam") or {}).get("maps_pass")
+def _checks_record(m: dict[str, Any], target: str = "") -> dict[str, Any]:
+    """The checks of a run's maps for TARGET: its own P(PNEUMONIA)-target maps' ('gradcam') when TARGET is empty,
+    else that target's ('gradcam_by_target', target_maps.other_targets); {} when not recorded."""
+    if not target:
+        return m.get("gradcam") or {}
+    return (m.get("gradcam_by_target") or {}).get(target) or {}
+
+
+def maps_faithful(m: dict[str, Any], target: str = "") -> bool | None:
+    """Whether a run's Grad-CAM maps (for TARGET: another target's, such as 09's NORMAL-target maps; default the run's
+    own) passed their checks (cam.maps_pass: ROAD above a random map with a 95% interval by patient, changed by model
+    randomisation); None when the run has no such record."""
+    v = _checks_record(m, target).get("maps_pass")
     return None if v is None else bool(v)
 
 
-def maps_uncheckable(m: dict[str, Any]) -> bool:
-    """Did a run's maps' checks run and answer 'cannot check'? ROAD over a model whose output did not move under
-    its removals (a collapsed one) measures nothing (cam_checks.maps_pass: None, the record's ROAD 'degenerate'),
-    which is neither a pass nor a fail, nor a check that was not run."""
+def maps_uncheckable(m: dict[str, Any], target: str = "") -> bool:
+    """Did a run's maps' checks (for TARGET, as maps_faithful) run and answer 'cannot check'? ROAD over a model
+    whose output did not move under its removals (a collapsed one) measures nothing (cam_checks.maps_pass: None, the
+    record's ROAD 'degenerate'), which is neither a pass nor a fail, nor a check that was not run."""
     from ..analysis.cam_checks import road_of
 
-    return bool(road_of(m.get("gradcam") or {}).get("degenerate"))
+    return bool(road_of(_checks_record(m, target)).get("degenerate"))
 
 
 def random_init(m: dict[str, Any]) -> bool:
@@ -109,19 +118,24 @@ def random_init(m: dict[str, Any]) -> bool:
 
 
 def faithful_scope(
-    needs: tuple[str, ...], runs: list[dict[str, Any]], reference: dict[str, list[dict]], min_seeds: int
+    needs: tuple[str, ...],
+    runs: list[dict[str, Any]],
+    reference: dict[str, list[dict]],
+    min_seeds: int,
+    target: str = "",
 ) -> tuple[list[dict[str, Any]], dict[str, list[dict]], str] | None:
     """For a Grad-CAM claim over several seeds: the seeds whose maps pass their checks, with each compared entry's run
     of the same seed passing too (only those maps are evidence of what the model uses), as (runs, reference cut to
     those seeds, a note naming who was left out and why). None when fewer than min(len(runs), MIN_SEEDS) seeds
     remain: then the maps, not the claim, are what the verdict reports (one seed must pass alone, three of five).
     Dropping a seed whose maps failed judges the claim on the models whose maps can be read, and says so: requiring
-    every map to pass made a Grad-CAM claim harder to decide the more seeds were trained."""
+    every map to pass made a Grad-CAM claim harder to decide the more seeds were trained. TARGET: the maps the claim
+    reads, when not the runs' own (maps_faithful)."""
 
     def ok(m: dict[str, Any]) -> bool:
         s = seed_of(m)
-        return maps_faithful(m) is True and all(
-            any(seed_of(r) == s and maps_faithful(r) is True for r in reference.get(e) or []) for e in needs
+        return maps_faithful(m, target) is True and all(
+            any(seed_of(r) == s and maps_faithful(r, target) is True for r in reference.get(e) or []) for e in needs
         )
 
     kept = [m for m in runs if ok(m)]

@@ -245,7 +245,11 @@ def judge(
         return row
     metrics_by_seed, scope = _cohort_scope(claim, metrics_by_seed, reference)
     if claim.gradcam and (maps := _maps_unfaithful(claim, metrics_by_seed, reference)):
-        kept = faithful_scope(claim.needs, metrics_by_seed, reference, MIN_SEEDS) if len(metrics_by_seed) > 1 else None
+        kept = (
+            faithful_scope(claim.needs, metrics_by_seed, reference, MIN_SEEDS, claim.cam_target)
+            if len(metrics_by_seed) > 1
+            else None
+        )
         if kept is None:
             row.update(maps)
             return row
@@ -421,7 +425,7 @@ def _maps_unfaithful(
     (the checks ran over a constant model output: maps_uncheckable) or were not checked; None when every run's maps
     pass."""
     runs = list(metrics_by_seed) + [r for e in claim.needs for r in reference.get(e, [])]
-    checks = [maps_faithful(m) for m in runs]
+    checks = [maps_faithful(m, claim.cam_target) for m in runs]  # the maps the claim reads: its target's
     if any(c is False for c in checks):
         return {
             "verdict": MAPS_NOT_FAITHFUL,
@@ -429,7 +433,7 @@ def _maps_unfaithful(
             "fail their checks (ROAD not above a random map, or unchanged by randomisation)",
         }
     if any(c is None for c in checks):
-        constant = sum(c is None and maps_uncheckable(m) for m, c in zip(runs, checks))
+        constant = sum(c is None and maps_uncheckable(m, claim.cam_target) for m, c in zip(runs, checks))
         unrun = sum(c is None for c in checks) - constant
         said = [
             f"{constant} of {len(runs)} runs' maps cannot be checked: the checks ran, but the model's output stayed "
