@@ -4,7 +4,7 @@
 # usage: tools/render_notebooks.sh DATA_DIR [PROFILE] [notebooks...]
 #   DATA_DIR  a Kaggle-layout folder, or 'fixture' for the bundled phantoms
 #   PROFILE   cpu (default) | gpu | fixture
-#   seeds     $PNEUMOLIB_SEEDS, comma-separated (default: 0,1,2 on real data, 0 on the fixture)
+#   seeds     $PNEUMOLIB_SEEDS, comma-separated (default: 0,1,2,3,4 on real data, 0 on the fixture)
 #   budget    $PNEUMOLIB_BUDGET: one smaller training budget for every seed, e.g. 'epochs=3,max_train_images=1000'
 #             (default: none, the profile's); each notebook says so. Seeds at different budgets are never pooled.
 #   nb 10     $PNEUMOLIB_HOLDOUTS (default folders; folders,early_ids adds the early-ID holdout), $PNEUMOLIB_MATCHED (1: train the matched baseline),
@@ -18,7 +18,7 @@ PY="${PYTHON:-$root/.venv/bin/python}"
 data="${1:?usage: tools/render_notebooks.sh DATA_DIR [PROFILE] [notebooks...]}"
 profile="${2:-cpu}"
 shift; [ $# -gt 0 ] && shift
-if [ "$data" = fixture ]; then seeds="${PNEUMOLIB_SEEDS:-0}"; else data="$(realpath "$data")"; seeds="${PNEUMOLIB_SEEDS:-0,1,2}"; fi
+if [ "$data" = fixture ]; then seeds="${PNEUMOLIB_SEEDS:-0}"; else data="$(realpath "$data")"; seeds="${PNEUMOLIB_SEEDS:-0,1,2,3,4}"; fi
 runs="$(realpath -m "${PNEUMOLIB_RUNS:-$root/runs}")"
 nbs=()
 for nb in "$@"; do nbs+=("$(basename "$nb")"); done

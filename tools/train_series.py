@@ -4,7 +4,7 @@ The render (tools/render_notebooks.sh) reuses a finished run whose training, hol
 (studies.experiment.training_differences) and resumes an interrupted one from its last epoch, so the many CPU hours
 of training can be spread over several sessions and the render itself stays one command at one commit.
 
-usage: python tools/train_series.py DATA_DIR RUNS [--profile cpu] [--seeds 0,1,2] [--budget k=v,...] [targets...]
+usage: python tools/train_series.py DATA_DIR RUNS [--profile cpu] [--seeds 0,1,2,3,4] [--budget k=v,...] [targets...]
 targets: entries (01 .. 10; 10 = the recipe, a seed ensemble: each seed S trains members S, S+1, S+2 at the
 series' budget, or at the recipe's own budget without --budget), 'ablation' (notebook 10's steps on the random
 split, --skip-steps as in the notebook) and 'matched' (the log's baseline at the recipe's budget); default 01-09.
@@ -33,7 +33,7 @@ def main() -> int:
     p.add_argument("entries", nargs="*", default=["01", "02", "03", "04", "05", "06", "07", "08", "09"])
     p.add_argument("--skip-steps", default="", help="ablation side branches to leave out, e.g. abl_per_image")
     p.add_argument("--profile", default="cpu")
-    p.add_argument("--seeds", default="0,1,2")
+    p.add_argument("--seeds", default="0,1,2,3,4")
     p.add_argument("--budget", default="")
     p.add_argument("--device", default="auto")
     a = p.parse_intermixed_args()  # entries may come before or after the options

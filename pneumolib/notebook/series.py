@@ -121,7 +121,7 @@ def start(
         print(
             f"No data folder given: using the bundled synthetic fixture ({root.name}), profile '{profile}'. Every "
             "number below is about phantoms, not patients. For the real films, set DATA_DIR in the parameters cell "
-            "(or PNEUMOLIB_DATA_DIR, or papermill -p DATA_DIR) to a Kaggle-layout folder, with SEEDS = [0, 1, 2]."
+            "(or PNEUMOLIB_DATA_DIR, or papermill -p DATA_DIR) to a Kaggle-layout folder, with SEEDS = [0, 1, 2, 3, 4]."
         )
     else:
         print(f"Data: the folder '{root.name}', profile '{profile}'.")
