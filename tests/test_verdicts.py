@@ -320,7 +320,8 @@ def test_grad_cam_lifts_with_patient_intervals_decide_with_one_seed():
     # the claim is about a NORMAL film: NORMAL-target maps are not recorded, and the row says what must be
     assert rows[3]["verdict"] == NOT_TESTED and rows[3]["note"].startswith("not recorded: re-run the entry")
     both = {"NORMAL": lf, "PNEUMONIA": lf}
-    rows = V.judge_entry("09", [run(lung_focus=lf, lung_focus_by_target=both)])
+    checked = {"NORMAL": {"maps_pass": True}}  # the NORMAL-target maps' own checks, which their rows are judged by
+    rows = V.judge_entry("09", [run(lung_focus=lf, lung_focus_by_target=both, gradcam_by_target=checked)])
     assert [r["verdict"] for r in rows[3:7]] == [HOLDS] * 4
 
 
@@ -521,3 +522,14 @@ def test_a_grad_cam_comparison_keeps_only_seeds_whose_both_maps_pass():
     assert row["verdict"] != V.MAPS_NOT_FAITHFUL and row["n"] == 3 and "seeds 1, 4 left out" in row["note"]
     ref = [run(seed=k, focus=1.0, maps_pass=k == 0) for k in range(5)]
     assert V.judge(V.CLAIMS["03"][0], this, {"01": ref})["verdict"] == V.MAPS_NOT_FAITHFUL
+
+
+def test_a_grad_cam_comparison_reports_its_probability_of_improvement():
+    # comparisons computed from the seeds' recorded values (Grad-CAM lift against another entry) printed no
+    # probability of improvement, though every per-film comparison had one
+    this = [run(seed=k, focus=f) for k, f in enumerate((1.3, 1.1, 0.9))]
+    ref = [run(seed=k, focus=f) for k, f in enumerate((1.0, 1.2, 0.8))]
+    row = V.judge(V.CLAIMS["03"][0], this, {"01": ref})
+    # pairs (this i, ref j) with this higher: 1.3 beats all 3, 1.1 beats 1.0 and 0.8, 0.9 beats 0.8 -> 6 of 9
+    assert row["p_improve"] == pytest.approx(6 / 9)
+    assert V.judge(V.CLAIMS["03"][0], this, {"01": this})["p_improve"] == pytest.approx(0.5)

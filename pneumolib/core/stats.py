@@ -323,6 +323,13 @@ def _fewest(ok, low: int, cap: int) -> int | None:
     return hi
 
 
+def probability_of_improvement(a, b) -> float:
+    """rliable's probability of improvement: the share of seed pairs (i of arm A, j of arm B) in which A's value
+    exceeds B's, ties counted half. A and B: one value per seed of each arm."""
+    pa, pb = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return float((pa[:, None] > pb[None, :]).mean() + 0.5 * (pa[:, None] == pb[None, :]).mean())
+
+
 def seed_mean(values, half_widths=None, level: float = 0.95) -> SeedEffect:
     """The mean over seeds of a quantity that is not a per-film average (a Grad-CAM lift with its own interval by
     patient, a stress-test mean), with an interval from the seeds: their spread, taken as unbiased variance over
@@ -422,8 +429,7 @@ def seed_effect(
     point = float(per_seed.mean())
     p_imp = None
     if b is not None:
-        pa, pb = _means(va, counted, np.ones(n_films)), _means(vb, counted, np.ones(n_films))
-        p_imp = float((pa[:, None] > pb[None, :]).mean() + 0.5 * (pa[:, None] == pb[None, :]).mean())
+        p_imp = probability_of_improvement(_means(va, counted, np.ones(n_films)), _means(vb, counted, np.ones(n_films)))
     half = float(np.sqrt(var))
     ends, parts = (point - half, point + half), (float(seed_var), float(film_var))
     return SeedEffect(point, *ends, tuple(map(float, per_seed)), p_imp, n_seeds, n_films, *parts)

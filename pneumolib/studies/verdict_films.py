@@ -15,7 +15,7 @@ from ..core.config import CLASSES
 from ..core.io import RecordError
 from ..core.runs import RunDir
 from ..core.scores import read_scores
-from ..core.stats import SeedEffect, seed_effect
+from ..core.stats import SeedEffect, probability_of_improvement, seed_effect
 from ..studies.verdict_estimates import NotMeasured, metric, predicted_pneumonia, share
 
 WHATS = ("correct", "called PNEUMONIA", "p>=0.99", "0.4<=p<=0.7", "extreme")
@@ -177,3 +177,16 @@ def balanced_effect(
         raise NotMeasured("balanced accuracy needs test films of both classes")
     w = np.array([len(labels) / (2 * counts[c]) for c in labels])
     return seed_effect(a * w, b * w, patients=patients, strata=labels, n_boot=n_boot)
+
+
+def with_arms(e: SeedEffect, claim, runs: list[dict[str, Any]], reference: dict[str, list[dict]]) -> SeedEffect:
+    """A comparison computed from the seeds' recorded values (a Claim.measure difference, such as a Grad-CAM lift
+    against another entry's) with its probability of improvement, as the per-film comparisons have it: the share
+    of seed pairs in which this entry's one-run value (claim.arm) beats the compared entry's (claim.needs[0]).
+    Unchanged for a claim without an arm."""
+    from dataclasses import replace
+
+    other = reference.get(claim.needs[0]) if claim.arm is not None and claim.needs else None
+    if not other or not runs:
+        return e
+    return replace(e, p_improve=probability_of_improvement([claim.arm(m) for m in runs], [claim.arm(r) for r in other]))

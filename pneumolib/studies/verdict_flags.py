@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ..studies.verdict_estimates import BUDGET_MIN_VAL_AUC, COLLAPSE_SHARE
+from ..core.config import CLASSES
+from ..studies.verdict_estimates import BUDGET_MIN_VAL_AUC, COLLAPSE_SHARE, MAPS_NOT_FAITHFUL
 
 
 def budget(m: dict[str, Any]) -> tuple:
@@ -90,9 +91,14 @@ def seed_of(m: dict[str, Any]) -> Any:
 def _checks_record(m: dict[str, Any], target: str = "") -> dict[str, Any]:
     """The checks of a run's maps for TARGET: its own P(PNEUMONIA)-target maps' ('gradcam') when TARGET is empty,
     else that target's ('gradcam_by_target', target_maps.other_targets); {} when not recorded."""
-    if not target:
+    if not _other(target):
         return m.get("gradcam") or {}
     return (m.get("gradcam_by_target") or {}).get(target) or {}
+
+
+def _other(target: str) -> str:
+    """TARGET when it is not the runs' own Grad-CAM target (every run's own maps are P(PNEUMONIA)'s), else ''."""
+    return "" if target in ("", CLASSES[1]) else target
 
 
 def maps_faithful(m: dict[str, Any], target: str = "") -> bool | None:
@@ -115,6 +121,40 @@ def maps_uncheckable(m: dict[str, Any], target: str = "") -> bool:
 def random_init(m: dict[str, Any]) -> bool:
     """Did this run ask for ImageNet weights and train from random init instead?"""
     return "unavailable" in str(m.get("weights", "")) or (m.get("config") or {}).get("pretrained") is False
+
+
+def maps_unfaithful(
+    claim, metrics_by_seed: list[dict[str, Any]], reference: dict[str, list[dict]]
+) -> dict[str, str] | None:
+    """For a Grad-CAM claim: the row's verdict and note when some run's maps fail their checks, cannot be checked
+    (the checks ran over a constant model output: maps_uncheckable) or were not checked; None when every run's maps
+    pass."""
+    runs = list(metrics_by_seed) + [r for e in claim.needs for r in reference.get(e, [])]
+    checks = [maps_faithful(m, claim.cam_target) for m in runs]  # the maps the claim reads: its target's
+    if any(c is False for c in checks):
+        return {
+            "verdict": MAPS_NOT_FAITHFUL,
+            "note": f"{sum(c is False for c in checks)} of {len(runs)} runs' maps "
+            "fail their checks (ROAD not above a random map, or unchanged by randomisation)",
+        }
+    if any(c is None for c in checks):
+        constant = sum(c is None and maps_uncheckable(m, claim.cam_target) for m, c in zip(runs, checks))
+        unrun = sum(c is None for c in checks) - constant
+        said = [
+            f"{constant} of {len(runs)} runs' maps cannot be checked: the checks ran, but the model's output stayed "
+            "constant under ROAD's removals (a collapsed model), so ROAD has nothing to measure"
+            if constant
+            else "",
+            _unrun(unrun, len(runs), _other(claim.cam_target)) if unrun else "",
+        ]
+        return {"note": "; ".join(x for x in said if x)}
+    return None
+
+
+def _unrun(unrun: int, n: int, target: str) -> str:
+    if target:  # another target's maps (09's NORMAL-target): recorded with their checks since they are judged by them
+        return f"not recorded: re-run the entry ({unrun} of {n} runs lack their {target}-target maps' checks)"
+    return f"{unrun} of {n} runs' maps' checks (ROAD, randomisation) were not run"
 
 
 def faithful_scope(

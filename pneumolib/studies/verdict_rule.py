@@ -29,7 +29,7 @@ from ..studies.verdict_estimates import (  # noqa: F401 (the verdicts' words)
     NotMeasured,
     cohort_changes,
 )
-from ..studies.verdict_films import FilmBook, PerFilm, film_effect, has_films
+from ..studies.verdict_films import FilmBook, PerFilm, film_effect, has_films, with_arms
 from ..studies.verdict_flags import (  # noqa: F401 (re-exported: the verdicts' flags)
     UNTRAINED_AUC,
     budget,
@@ -38,6 +38,7 @@ from ..studies.verdict_flags import (  # noqa: F401 (re-exported: the verdicts' 
     faithful_scope,
     maps_faithful,
     maps_uncheckable,
+    maps_unfaithful,
     random_init,
     seed_of,
     untrained,
@@ -75,6 +76,9 @@ class Claim:
     # [0, 1] for a share and [-1, 1] for a difference of shares; else unbounded)
     bounds: tuple[float, float] | None = None
     cam_target: str = ""  # the Grad-CAM target whose maps it reads, when not the run's own (run_experiment records it)
+    arm: Callable[[dict], float] | None = (
+        None  # a MEASURE difference's one-run value: for the probability of improvement
+    )
     main: bool = False  # the finding the log's entry is about: first in the entry's headline (else its first claim)
     # judged on the records under this reference entry in place of the runs (verdict_estimates.COHORT_MEASURED: the
     # cohort's measurement of the recipe as it was then, which no later render can change), e.g. COHORT_MEASURED
@@ -244,12 +248,9 @@ def judge(
         _flag_random_init(row, claim, metrics_by_seed)
         return row
     metrics_by_seed, scope = _cohort_scope(claim, metrics_by_seed, reference)
-    if claim.gradcam and (maps := _maps_unfaithful(claim, metrics_by_seed, reference)):
-        kept = (
-            faithful_scope(claim.needs, metrics_by_seed, reference, MIN_SEEDS, claim.cam_target)
-            if len(metrics_by_seed) > 1
-            else None
-        )
+    if claim.gradcam and (maps := maps_unfaithful(claim, metrics_by_seed, reference)):
+        kept = faithful_scope(claim.needs, metrics_by_seed, reference, MIN_SEEDS, claim.cam_target)
+        kept = kept if len(metrics_by_seed) > 1 else None  # one seed's maps must pass
         if kept is None:
             row.update(maps)
             return row
@@ -342,7 +343,7 @@ def _evidence(
     if not own and len(estimates) < min_seeds:
         return {"n": len(ms), "mean": sum(e.value for e in estimates) / len(estimates), "verdict": CANNOT_TELL,
                 "evidence": "the seeds' values", "note": f"no sampling interval: needs {min_seeds} or more seeds"}  # fmt: skip
-    e = seed_mean([x.value for x in estimates], [x.half_width for x in estimates] if own else None)
+    e = with_arms(seed_mean([x.value for x in estimates], [x.half_width for x in estimates] if own else None), claim, ms, reference)  # fmt: skip
     how = "the seeds' values (t over seeds)" + (" and their own intervals" if own else "")
     return _effect_fields(e, claim, how + ("; no per-film scores" if claim.film is not None else ""))
 
@@ -416,34 +417,6 @@ def _cohort_scope(
         else ""
     )
     return [m for m in metrics_by_seed if seed_of(m) in measured], scope
-
-
-def _maps_unfaithful(
-    claim: Claim, metrics_by_seed: list[dict[str, Any]], reference: dict[str, list[dict]]
-) -> dict[str, str] | None:
-    """For a Grad-CAM claim: the row's verdict and note when some run's maps fail their checks, cannot be checked
-    (the checks ran over a constant model output: maps_uncheckable) or were not checked; None when every run's maps
-    pass."""
-    runs = list(metrics_by_seed) + [r for e in claim.needs for r in reference.get(e, [])]
-    checks = [maps_faithful(m, claim.cam_target) for m in runs]  # the maps the claim reads: its target's
-    if any(c is False for c in checks):
-        return {
-            "verdict": MAPS_NOT_FAITHFUL,
-            "note": f"{sum(c is False for c in checks)} of {len(runs)} runs' maps "
-            "fail their checks (ROAD not above a random map, or unchanged by randomisation)",
-        }
-    if any(c is None for c in checks):
-        constant = sum(c is None and maps_uncheckable(m, claim.cam_target) for m, c in zip(runs, checks))
-        unrun = sum(c is None for c in checks) - constant
-        said = [
-            f"{constant} of {len(runs)} runs' maps cannot be checked: the checks ran, but the model's output stayed "
-            "constant under ROAD's removals (a collapsed model), so ROAD has nothing to measure"
-            if constant
-            else "",
-            f"{unrun} of {len(runs)} runs' maps' checks (ROAD, randomisation) were not run" if unrun else "",
-        ]
-        return {"note": "; ".join(x for x in said if x)}
-    return None
 
 
 def _flag_untrained(row: dict[str, Any], decision: str, metrics_by_seed: list[dict[str, Any]]) -> None:

@@ -54,6 +54,7 @@ def lift_gain(entry: str, other: str, quote: str) -> Claim:
         0.0,
         lambda m, r: lung_lift(m) - lung_lift(r[other]),
         needs=(other,),
+        arm=lambda m: lung_lift(m).value,
         gradcam=True,
         label=f"the Grad-CAM lung lift against entry {other}",
         finding=(

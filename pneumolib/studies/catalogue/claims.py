@@ -420,6 +420,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
             0.0,
             lambda m, r: stress(m, "stress_specificity") - stress(r["matched_baseline"], "stress_specificity"),
             needs=("matched_baseline",),
+            arm=lambda m: stress(m, "stress_specificity").value,
             bounds=DIFFERENCE,
             label="stress-test NORMAL recall against the baseline",
             finding=(
