@@ -341,3 +341,36 @@ def test_the_cause_phrase_and_its_sentence_have_one_owner_regression():
         assert phrase and phrase[:1].lower() + phrase[1:] in sentence[:1].lower() + sentence[1:]
     assert account._cause_phrase(0, 1, 0, 0, 0, 3, True) is None
     assert account._cause(0, 1, 0, 0, 0, 3, True) == "So this entry does not call everything PNEUMONIA."
+
+
+def _paths(log_changed, imagenet_changed, imagenet_called=0.95, plain_called=0.78):
+    from pneumolib.studies.verdict_estimates import CHECKPOINT_PATH, IMAGENET_PATH, LOG_PATH
+
+    changed, called = "share of predictions changed", "share predicted PNEUMONIA"
+    return {
+        CHECKPOINT_PATH: {called: plain_called, changed: 0.0},
+        LOG_PATH: {called: plain_called, changed: log_changed},
+        IMAGENET_PATH: {called: imagenet_called, changed: imagenet_changed},
+    }
+
+
+def test_00s_account_says_what_entry_04_found_at_inference_regression():
+    # 00 said where the model over-called, never what 04 found: the log's greyscale path changed no prediction,
+    # and ImageNet normalisation at inference alone called most films PNEUMONIA
+    from pneumolib.studies.drift import inference_shares
+
+    runs = [{"inference_paths": _paths(0.0, c)} for c in (0.20, 0.25, 0.30)]
+    shares = inference_shares(runs)
+    assert shares["log_changed"] == [0.0] * 3 and shares["imagenet_changed"] == [0.20, 0.25, 0.30]
+    assert inference_shares(runs + [{}]) is None  # a run without them: not measured, never a partial mean
+    row = _row(auc=(0.98, 0.97, 0.99), called=(0.85, 0.80, 0.90), called_cut=(0.72, 0.70, 0.75),
+               cut_shift=(-0.13, -0.2, -0.06))  # fmt: skip
+    row["inference"] = {k: account.per_run(v) for k, v in shares.items()}
+    text = account.entry_paragraph(row)
+    assert "the log's greyscale path (the channel mismatch it blamed) changed 0.000" in text
+    assert "normalisation at inference, not the channel mismatch, is what moves the calls" in text
+    factors = [f[0] for f in account._factor_rows(row)]
+    assert "inference: predictions changed by ImageNet normalisation" in factors
+    swapped = {k: account.per_run(v) for k, v in inference_shares([{"inference_paths": _paths(c, 0.0)} for c in (0.2, 0.25, 0.3)]).items()}  # fmt: skip
+    assert "the channel mismatch moves more calls" in account.entry_paragraph(dict(row, inference=swapped))
+    assert "At inference" not in account.entry_paragraph(dict(row, inference={}))  # other entries: nothing said

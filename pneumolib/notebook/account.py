@@ -28,6 +28,7 @@ from ..core.scores import read_scores
 from ..core.stats import SeedEffect, auc_score, seed_effect, wilson
 from ..studies import catalogue
 from ..studies import verdict_rule as V
+from ..studies.drift import inference_shares
 from .one_class import one_class_shortcut, transformed_class
 
 THRESHOLD_RULE = "balanced"  # the validation rule of notebook 10's recipe (analysis.evaluate.balanced_threshold)
@@ -184,6 +185,7 @@ def account_rows(runs_root, runs: dict[str, list[dict]], data=None, max_films: i
             continue
         ms = [r.metrics for r in scored]
         row.update(decision_cut(scored), prior=class_prior(ms), kept=kept_and_collapsed(ms), shortcut=None)
+        row["inference"] = {k: per_run(v) for k, v in (inference_shares(ms) or {}).items()}  # 04's, once rendered
         if data is not None and transformed_class(cfg):
             size = int((ms[0].get("config") or {}).get("image_size") or cfg.image_size)
             row["shortcut"] = one_class_shortcut(cfg, data["train"], data.cache, size, max_films=max_films)
@@ -225,19 +227,11 @@ def _cut_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             f"threshold per seed {_seeds(r['cuts'])}",
         ),
         ("cut: change (validation threshold minus 0.5)", _value(r["cut_shift"]), interval_text(r["cut_shift"]), ""),
-        (
-            "cut: NORMAL films called PNEUMONIA at 0.5",
-            _value(r["normal_called_05"]),
-            interval_text(r["normal_called_05"]),
-            f"{r['n_test'] - r['n_true']} NORMAL test films",
-        ),
-        (
-            "cut: NORMAL films called PNEUMONIA at the validation threshold",
-            _value(r["normal_called_cut"]),
-            interval_text(r["normal_called_cut"]),
-            "",
-        ),
-    ]
+        ("cut: NORMAL films called PNEUMONIA at 0.5", _value(r["normal_called_05"]),
+         interval_text(r["normal_called_05"]), f"{r['n_test'] - r['n_true']} NORMAL test films"),
+        ("cut: NORMAL films called PNEUMONIA at the validation threshold", _value(r["normal_called_cut"]),
+         interval_text(r["normal_called_cut"]), ""),
+    ]  # fmt: skip
 
 
 def _factor_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
@@ -265,6 +259,7 @@ def _factor_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             "; ".join(f"seed {s} {why}" for s, why in k["collapsed"].items()) or "none",
         ),
     ]
+    out += _inference_rows(r.get("inference"))
     sc = r.get("shortcut")
     if sc:
         out.append(
@@ -278,6 +273,34 @@ def _factor_rows(r: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             )
         )
     return out
+
+
+def _inference_rows(f: dict[str, SeedEffect] | None) -> list[tuple[str, str, str, str]]:
+    """Entry 04's inference paths as factors: what the log blamed against what moves the calls."""
+    if not f:
+        return []
+    return [
+        ("inference: predictions changed by the log's greyscale path", _value(f["log_changed"]),
+         interval_text(f["log_changed"]), "the channel mismatch the log named as the cause"),
+        ("inference: predictions changed by ImageNet normalisation", _value(f["imagenet_changed"]),
+         interval_text(f["imagenet_changed"]), f"called PNEUMONIA then {_iv(f['imagenet_called'])}, with the "
+         f"checkpoint's own preprocessing {_iv(f['plain_called'])}"),
+    ]  # fmt: skip
+
+
+def _inference(f: dict[str, SeedEffect] | None) -> str:
+    """04's finding in words, from _inference_rows' numbers: which inference change moves the calls more."""
+    if not f:
+        return ""
+    more = _side(per_run(np.subtract(f["imagenet_changed"].per_seed, f["log_changed"].per_seed), (-1.0, 1.0)), 0.0)
+    verdict = {1: "so normalisation at inference, not the channel mismatch, is what moves the calls",
+               0: "which of the two moves more calls cannot be told at this number of seeds",
+               -1: "so the channel mismatch moves more calls than the normalisation"}[more]  # fmt: skip
+    return (
+        f" At inference, the log's greyscale path (the channel mismatch it blamed) changed {_iv(f['log_changed'])} "
+        f"of the predictions; ImageNet normalisation the training did not use changed {_iv(f['imagenet_changed'])}"
+        f" and called {_iv(f['imagenet_called'])} of the films PNEUMONIA: {verdict}."
+    )
 
 
 def _left_out(r: dict[str, Any]) -> str:
@@ -446,7 +469,7 @@ def entry_paragraph(r: dict[str, Any]) -> str:
     parts.append(
         _cause(symptom, rank, cut, short, len(r["kept"]["to_pneumonia"]), r["seeds"], r["prior"]["effective"] > 0.5)
     )
-    return " ".join(parts)
+    return " ".join(parts) + _inference(r.get("inference"))
 
 
 def why_paragraph(rows: list[dict[str, Any]]) -> str:

@@ -136,6 +136,25 @@ def inference_paths(predictor: Predictor, samples: list[Sample], run_dir=None) -
     return paths
 
 
+def inference_shares(metrics: list[dict]) -> dict[str, list[float]] | None:
+    """Per seed, from notebook 04's recorded inference paths (inference_paths): the share of predictions the log's
+    greyscale path changed (the channel mismatch the log blamed), the share ImageNet normalisation at inference only
+    changed, and the share of films called PNEUMONIA under it and under the checkpoint's own preprocessing; None
+    when some run lacks them (04 not rendered at this code)."""
+    from .verdict_estimates import CHECKPOINT_PATH, IMAGENET_PATH, LOG_PATH
+
+    rows = [m.get("inference_paths") or {} for m in metrics]
+    if not rows or not all(all(k in r for k in (CHECKPOINT_PATH, LOG_PATH, IMAGENET_PATH)) for r in rows):
+        return None
+    changed, called = "share of predictions changed", "share predicted PNEUMONIA"
+    return {
+        "log_changed": [float(r[LOG_PATH][changed]) for r in rows],
+        "imagenet_changed": [float(r[IMAGENET_PATH][changed]) for r in rows],
+        "imagenet_called": [float(r[IMAGENET_PATH][called]) for r in rows],
+        "plain_called": [float(r[CHECKPOINT_PATH][called]) for r in rows],
+    }
+
+
 def format_rows(rows: list[dict]) -> str:
     lines = []
     for r in rows:
