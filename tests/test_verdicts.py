@@ -533,3 +533,20 @@ def test_a_grad_cam_comparison_reports_its_probability_of_improvement():
     # pairs (this i, ref j) with this higher: 1.3 beats all 3, 1.1 beats 1.0 and 0.8, 0.9 beats 0.8 -> 6 of 9
     assert row["p_improve"] == pytest.approx(6 / 9)
     assert V.judge(V.CLAIMS["03"][0], this, {"01": this})["p_improve"] == pytest.approx(0.5)
+
+
+def test_an_undecided_spread_over_seeds_says_how_many_seeds_would_decide_it():
+    # the 'most stable' rows were the one kind of 'cannot tell' that said nothing of what would decide it
+    def runs(accs):
+        return [run(seed=i, acc=a) for i, a in enumerate(accs)]
+
+    claim = next(c for c in V.CLAIMS["06"] if c.across_seeds is not None)
+    a, b = [0.90, 0.93, 0.88, 0.92, 0.89], [0.91, 0.88, 0.93, 0.90, 0.92]
+    row = V.judge(claim, runs(a), {"01": runs(b)})
+    assert row["verdict"] == CANNOT_TELL
+    seeds, films = row["needed"]
+    assert seeds > 5 and films is None and f"about {seeds:,} seeds would decide it" in row["note"]
+    est = V.Estimate(0.02, -0.01, 0.05)  # half-width 0.03 at a gap of 0.02 from 0, five seeds: 5 * 1.5^2 -> 12
+    from pneumolib.studies.verdict_rule import spread_needed
+
+    assert spread_needed(est, 5, 0.0) == (12, None) and spread_needed(V.Estimate(0.0, -0.1, 0.1), 5, 0.0) is None

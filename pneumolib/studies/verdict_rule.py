@@ -296,6 +296,16 @@ def needed_text(needed: tuple[int | None, int | None] | None) -> str:
     return "neither more seeds nor more films alone would decide it at this effect"
 
 
+def spread_needed(est: Estimate, n: int, threshold: float) -> tuple[int | None, None] | None:
+    """About how many seeds per entry would decide a quantity of all seeds together (a spread over seeds, its
+    interval from resampling N seeds) at its observed value: its interval's half-width shrinks as 1/sqrt(seeds).
+    More films per seed do not narrow it (None). None when the value sits on the threshold. An estimate."""
+    gap, half = abs(est.value - threshold), (est.hi - est.lo) / 2
+    if gap < 1e-12 or not math.isfinite(half):
+        return None
+    return max(n + 1, math.ceil(n * (half / gap) ** 2)), None
+
+
 def _effect_fields(e: SeedEffect, claim: Claim, evidence: str) -> dict[str, Any]:
     verdict_, note = settle(e, claim.direction, claim.threshold)
     return {
@@ -324,8 +334,10 @@ def _evidence(
         if not est.has_interval:
             return {"n": len(ms), "mean": est.value, "verdict": CANNOT_TELL, "evidence": "spread over seeds",
                     "note": f"a spread over seeds needs {MIN_SEEDS_SPREAD} or more seeds per entry (have {len(ms)})"}  # fmt: skip
+        v = verdict((est.lo, est.hi), claim.direction, claim.threshold)
+        needed = spread_needed(est, len(ms), claim.threshold) if v == CANNOT_TELL else None
         return {"n": len(ms), "mean": est.value, "interval": (est.lo, est.hi), "evidence": "seeds resampled",
-                "verdict": verdict((est.lo, est.hi), claim.direction, claim.threshold), "note": ""}  # fmt: skip
+                "verdict": v, "needed": needed, "note": needed_text(needed) if needed is not None or v == CANNOT_TELL else ""}  # fmt: skip
     other = reference.get(claim.versus) if claim.versus else None
     if claim.film is not None and all(map(has_films, ms + (other or []))):
         e = film_effect(claim.film, ms, other, claim.film_other, book=book)
