@@ -160,6 +160,23 @@ def test_committed_outputs_are_not_stale(path):
         pytest.fail(why)
 
 
+def test_the_readme_describes_the_recipe_as_notebook_10s_shortcut_audit_found_it_regression():
+    # the README called the recipe "the lungs only" while notebook 10's audit printed "this model READS OUTSIDE THE
+    # LUNGS": the README's words about where the recipe looks follow the rendered audit, whichever way it came out
+    nb10 = next(p for p in NOTEBOOKS if p.name.startswith("10_"))
+    _require_render(nb10)
+    text = "\n".join(_output_text(c) for c in nbformat.read(nb10, as_version=4).cells)
+    readme = (NB_DIR.parent / "README.md").read_text().lower()
+    outside, inside = "reads outside the lungs" in text.lower(), "this model looks at the lungs" in text.lower()
+    assert outside or inside, "notebook 10 shows no shortcut-audit verdict"
+    assert "lungs only" not in readme and "only the lungs" not in readme
+    said = "reads outside the lungs" in readme if outside else "looks at the lungs" in readme
+    if not said:
+        if RENDER_PENDING:
+            pytest.xfail("the README's findings are rewritten from the series render")
+        pytest.fail("README.md does not say what notebook 10's shortcut audit found about the recipe")
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
 def test_notebooks_stay_under_one_megabyte_and_show_no_empty_table(path):
     assert path.stat().st_size < 1_000_000, f"{path.name}: {path.stat().st_size / 1e6:.2f} MB"
