@@ -133,3 +133,20 @@ def test_spread_describes_a_few_runs_and_says_none_where_it_cannot():
     s = spread([0.2, 0.4, 0.3])
     assert s == {"n": 3, "min": 0.2, "max": 0.4, "range": pytest.approx(0.2), "sd": pytest.approx(0.1)}
     assert spread([0.5])["sd"] is None and spread([])["min"] is None
+
+
+def test_the_seed_count_it_says_would_decide_an_effect_decides_it_about_half_the_time():
+    # the power estimate was only checked for consistency: at the seed count `needed` names for the true effect and
+    # spread, an interval just reaches past the margin, so new runs of that many seeds decide it about half the time
+    import numpy as np
+
+    from pneumolib.core.stats import seed_mean
+
+    d, s = 0.1, 0.15
+    z = np.random.default_rng(1).normal(size=5)
+    five = d + s * (z - z.mean()) / z.std(ddof=1)  # five seeds with exactly the true mean and spread
+    n = seed_mean(five).needed(0.0)[0]
+    assert n > 5
+    rng = np.random.default_rng(2)
+    decided = np.mean([seed_mean(rng.normal(d, s, n)).side(0.0) != 0 for _ in range(400)])
+    assert 0.3 <= decided <= 0.7, (n, decided)
