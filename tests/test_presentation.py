@@ -481,6 +481,8 @@ def test_00s_finding_is_plain_sentences_written_from_the_verdicts_and_changes_wi
     text = finding(rows)
     assert text.startswith("The re-run could test 4 of the log's 5 claims: 2 hold, 1 does not hold, and 1 cannot")
     assert "at 5 seeds" in text and "1 verdict reads a seed that collapsed or did not learn." in text
+    unjudged = dict(row("03", "cannot tell (maps not faithful)"), n=0)  # no seed judged: not a seed count of 0
+    assert "at 5 seeds" in finding([*rows, unjudged]) and "0-5 seeds" not in finding([*rows, unjudged])
     rows[3] = row("03", "holds")
     changed = finding(rows)
     assert changed != text and "3 hold, 1 does not hold, and 0 cannot" in changed

@@ -89,7 +89,7 @@ def finding(rows: list[dict[str, Any]], factors: list[dict[str, Any]] | None = N
     if not tested:
         return f"The re-run could test none of the log's {len(log)} claims on the runs it found."
     holds, fails, open_ = (word.count(w) for w in (V.HOLDS, V.FAILS, V.CANNOT_TELL))
-    seeds = sorted({r["n"] for r in tested})
+    seeds = sorted({r["n"] for r in tested if r["n"]}) or [0]  # a row with no judged seed (maps that fail) has n 0
     at = _plural(seeds[0], "seed", "seeds") if len(seeds) == 1 else f"{seeds[0]}-{seeds[-1]} seeds"
     text = (
         f"The re-run could test {len(tested)} of the log's {len(log)} claims: {holds} "
