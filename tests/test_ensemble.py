@@ -301,3 +301,24 @@ def test_ensemble_of_seeds_says_its_validation_split_holds_other_members_trainin
     out = capsys.readouterr().out
     assert f"seed 7 trained on {overlap[7]} of the" in out and "optimistic" in out
     assert json.loads(js.read_text())["val_films_trained_on"] == {"7": overlap[7]}
+
+
+def test_a_seed_ensemble_adopts_a_member_another_ensemble_seed_trained_regression(tmp_path):
+    # the recipe's ensembles S = 0..4 train members S..S+2 on one split (the data's own validation folder): member 2
+    # was trained three times over, the same network each time (same data fingerprint, same test figures)
+    from pneumolib.studies.catalogue import get_config
+    from pneumolib.studies.ensemble import sibling_member
+    from pneumolib.studies.experiment import resolve_config
+
+    ens, _ = resolve_config(replace(get_config("recommended"), seed=0), "fixture", None, "random_init")
+    member = replace(ens, members=1, seed=2)
+    done = tmp_path / "10_recommended" / "seed0" / "members" / "seed2"
+    net = build_model(in_channels=member.in_channels)
+    save_checkpoint(done / "checkpoint.pt", net, member, 0.5, {"holdout": "folders", "data_fingerprint": "fp-A"})
+    (done / "metrics.json").write_text("{}")
+    out = tmp_path / "10_recommended" / "seed2" / "members" / "seed2"
+    assert sibling_member(out, member, "folders", "fp-B") is None and not out.exists()  # another split: trained
+    assert sibling_member(out, member, "folders", "fp-A") == done
+    assert (out / "checkpoint.pt").read_bytes() == (done / "checkpoint.pt").read_bytes()
+    other = tmp_path / "10_recommended" / "seed2" / "members" / "seed3"  # no sibling of that seed: trained
+    assert sibling_member(other, replace(member, seed=3), "folders", "fp-A") is None

@@ -18,7 +18,7 @@ from ..core.runtime import get_device
 from ..data.dataset import XRayData, apply_holdout, fingerprint, prepare, prescan, resolve_data_dir, summarise_errors
 from ..models.checkpoint import CheckpointError, Predictor, preprocessing_for, save_checkpoint
 from ..studies.comparison import compare_runs, comparison_rows, format_table  # noqa: F401 (re-exported)
-from ..studies.ensemble import train_members
+from ..studies.ensemble import sibling_member, train_members
 from ..studies.run_config import (  # noqa: F401 (adopt_twin, check_pretrained, data_fingerprint: re-exported)
     adopt_twin,
     check_pretrained,
@@ -264,7 +264,11 @@ def _train_or_reuse(
             return None, predictor, _refit_threshold(config, predictor, data, ckpt)
         return None, None, None
     if config.members > 1:
-        member = lambda cfg, out: run_experiment(cfg, source, out, settings=replace(s, data=data, cam_per_class=0))
+
+        def member(cfg, out):  # a member another ensemble seed trained already is adopted, not trained again
+            sibling_member(out, cfg, s.holdout, data_fp)
+            return run_experiment(cfg, source, out, settings=replace(s, data=data, cam_per_class=0))
+
         return None, *train_members(config, data, run_dir, member, dev)
     fitted = fit(
         config,
