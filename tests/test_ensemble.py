@@ -307,8 +307,8 @@ def test_a_seed_ensemble_adopts_a_member_another_ensemble_seed_trained_regressio
     # the recipe's ensembles S = 0..4 train members S..S+2 on one split (the data's own validation folder): member 2
     # was trained three times over, the same network each time (same data fingerprint, same test figures)
     from pneumolib.studies.catalogue import get_config
-    from pneumolib.studies.ensemble import sibling_member
     from pneumolib.studies.experiment import resolve_config
+    from pneumolib.studies.run_config import sibling_member
 
     ens, _ = resolve_config(replace(get_config("recommended"), seed=0), "fixture", None, "random_init")
     member = replace(ens, members=1, seed=2)

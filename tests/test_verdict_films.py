@@ -2,6 +2,7 @@
 undecided, what would decide it, the log's chain, the claims as worded, and the entry's plain sentence."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -176,3 +177,56 @@ def test_clipping_an_interval_to_its_range_never_changes_a_verdict_inside_the_ra
             for direction in "<>":
                 assert V.verdict(clipped, direction, threshold) == V.verdict((lo, hi), direction, threshold)
     assert V.clip_interval((0.85, 1.02), None) == (0.85, 1.02)  # a quantity without a range is left as it is
+
+
+def test_a_balanced_seed_effect_is_the_mean_of_the_class_means():
+    from pneumolib.core.stats import seed_effect
+
+    labels = np.array([0, 0, 0, 1])  # three films of one class, one of the other: pooled and balanced means differ
+    a = np.array([[1.0, 1.0, 1.0, 3.0], [2.0, 2.0, 2.0, 4.0]])
+    e = seed_effect(a, patients=np.arange(4), strata=labels, n_boot=200, balanced=True)
+    assert e.per_seed == pytest.approx((2.0, 3.0)) and e.point == pytest.approx(2.5)
+    assert seed_effect(a, patients=np.arange(4), strata=labels, n_boot=200).per_seed == pytest.approx((1.5, 2.5))
+    with pytest.raises(ValueError, match="strata"):
+        seed_effect(a, balanced=True)
+
+
+def _lift_run(tmp_path, entry, seed, lung_lift, key_ok=True):
+    """A run folder whose explanation.npz keeps per-film lifts LUNG_LIFT (focus = lift x area), first half NORMAL."""
+    from pneumolib.analysis.cam_explanation import Explanation
+    from pneumolib.core.runs import RunDir, checkpoint_key
+    from pneumolib.data.dataset import Sample
+
+    d = tmp_path / entry / f"seed{seed}"
+    d.mkdir(parents=True)
+    (d / "checkpoint.pt").write_bytes(b"weights")
+    n = len(lung_lift)
+    samples = [Sample(Path(f"/films/f{i}.jpeg"), int(i >= n // 2), f"p{i}", "test") for i in range(n)]
+    area = np.full(n, 0.25)
+    z = np.zeros((n, 2, 2))
+    expl = Explanation(samples, z.astype(np.uint8), z, np.full(n, 0.5), 0.5, z.astype(bool), ["annotated"] * n,
+                       np.asarray(lung_lift) * area, area, np.full(n, 0.1), "gradcam", "PNEUMONIA")  # fmt: skip
+    key = {"checkpoint": checkpoint_key(d / "checkpoint.pt") if key_ok else "another"}
+    expl.save(RunDir(d).explanation, key)
+    lf = {c: {"lung_lift": float(np.mean(lung_lift[k * n // 2 : (k + 1) * n // 2])), "lung_lift_ci95": [0.0, 9.0]}
+          for k, c in enumerate(("NORMAL", "PNEUMONIA"))}  # fmt: skip
+    return {"config": {"seed": seed}, "run_dir": str(d), "lung_focus": lf, "gradcam": {"maps_pass": True}}
+
+
+def test_a_grad_cam_lift_comparison_is_paired_per_film_when_the_runs_keep_their_maps(tmp_path):
+    # a lift against another entry added the two seeds' intervals as if independent, although both maps are of the
+    # same films: it is now the paired two-level bootstrap, seed i against seed i, the recorded value per seed kept
+    from pneumolib.studies.verdict_films import FilmBook, lift_effect
+
+    rng = np.random.default_rng(0)
+    base = [rng.uniform(0.5, 1.5, 40) for _ in range(3)]
+    ref = [_lift_run(tmp_path, "01", s, base[s]) for s in range(3)]
+    this = [_lift_run(tmp_path, "03", s, base[s] + 0.2 + 0.05 * s) for s in range(3)]
+    e = lift_effect(this, ref, n_boot=500)
+    assert e.per_seed == pytest.approx((0.2, 0.25, 0.3)) and e.n_films == 40
+    row = V.judge(V.CLAIMS["03"][0], this, {"01": ref}, book=FilmBook())
+    assert row["evidence"].startswith("paired per film") and row["verdict"] == V.HOLDS
+    assert row["p_improve"] is not None
+    stale = [_lift_run(tmp_path / "x", "03", s, base[s] + 0.2, key_ok=s != 1) for s in range(3)]
+    assert lift_effect(stale, ref) is None  # one run's maps are another checkpoint's: the recorded values decide
+    assert not V.judge(V.CLAIMS["03"][0], stale, {"01": ref})["evidence"].startswith("paired per film")

@@ -375,6 +375,21 @@ def _means(values: np.ndarray, counted: np.ndarray, w: np.ndarray) -> np.ndarray
     return (values * w).sum(-1) / np.maximum((counted * w).sum(-1), 1e-12)
 
 
+def _seed_means(counted: np.ndarray, strata, balanced: bool):
+    """f(values, w): each seed's mean under film weights w, over its counted films, or (BALANCED) the mean of its
+    strata's means."""
+    if balanced and strata is None:
+        raise ValueError("a balanced mean needs the films' strata")
+    parts = [(np.asarray(strata).reshape(-1) == c).astype(float) for c in np.unique(strata)] if balanced else None
+
+    def mean_of(v, w):
+        if parts is None:
+            return _means(v, counted, w)
+        return np.mean([_means(v * m, counted * m, w) for m in parts], axis=0)
+
+    return mean_of
+
+
 def seed_effect(
     a,
     b=None,
@@ -384,6 +399,7 @@ def seed_effect(
     n_boot: int = 2000,
     level: float = 0.95,
     seed: int = 0,
+    balanced: bool = False,
 ) -> SeedEffect:
     """The mean over seeds of a per-film average (recall: 1/0 per film of the class, NaN elsewhere; accuracy: 1/0
     per film), for one arm A, or paired: A minus B, where row s of A and of B are the same seed index scored on the
@@ -401,6 +417,8 @@ def seed_effect(
         a, b: arrays (seeds x films) of per-film values, NaN where a film does not count.
         patients: one id per film (films of one patient are drawn together); default each film its own.
         strata: one label per film, to resample patients within (default: none).
+        balanced: each seed's value is the mean of its per-stratum means (a quantity recorded as the mean of the
+            two classes' means, such as a Grad-CAM lift), not the mean over all its films; needs STRATA.
     """
     from scipy.stats import norm, t
 
@@ -414,8 +432,10 @@ def seed_effect(
     counted = ~np.isnan(a) if b is None else ~(np.isnan(a) | np.isnan(b))
     va, vb = np.where(counted, a, 0.0), None if b is None else np.where(counted, b, 0.0)
 
+    mean_of = _seed_means(counted, strata if balanced else None, balanced)
+
     def value(w):  # per-seed values (or paired differences) under film weights w (broadcast over seeds)
-        return _means(va, counted, w) - (0.0 if vb is None else _means(vb, counted, w))
+        return mean_of(va, w) - (0.0 if vb is None else mean_of(vb, w))
 
     per_seed = value(np.ones(n_films))
     rng = np.random.default_rng(seed)
@@ -425,11 +445,7 @@ def seed_effect(
     q = 1 - (1 - level) / 2
     seed_var = t.ppf(q, n_seeds - 1) ** 2 * seed_part.var() * n_seeds / (n_seeds - 1) if n_seeds > 1 else 0.0
     film_var = norm.ppf(q) ** 2 * film_part.var()
-    var = seed_var + film_var
-    point = float(per_seed.mean())
-    p_imp = None
-    if b is not None:
-        p_imp = probability_of_improvement(_means(va, counted, np.ones(n_films)), _means(vb, counted, np.ones(n_films)))
-    half = float(np.sqrt(var))
+    point, half, ones = float(per_seed.mean()), float(np.sqrt(seed_var + film_var)), np.ones(n_films)
+    p_imp = None if b is None else probability_of_improvement(mean_of(va, ones), mean_of(vb, ones))
     ends, parts = (point - half, point + half), (float(seed_var), float(film_var))
     return SeedEffect(point, *ends, tuple(map(float, per_seed)), p_imp, n_seeds, n_films, *parts)

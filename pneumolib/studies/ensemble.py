@@ -83,19 +83,6 @@ def ensemble_runs(checkpoints: list, out: str | Path, data_dir=None, *, temperat
     return RunEnsemble(paths, root, data, pred, rec, test)
 
 
-def sibling_member(out: Path, config, holdout: str, data_fp: str) -> Path | None:
-    """Start member folder OUT (RUN/members/seedN) from the same member of another ensemble seed's run of the same
-    experiment (RUN/../seed*/members/seedN) when that one trained exactly CONFIG on the same data
-    (run_config.adopt_twin: config, holdout and data fingerprint): the seed ensembles S, S+1, ... share members
-    (ensemble S trains seeds S..S+k-1 on a split that does not depend on S where the data has its own validation
-    folder), and each was trained again for every ensemble seed that names it. Returns the folder copied from, or
-    None."""
-    from .run_config import adopt_twin
-
-    siblings = sorted(Path(out).parent.parent.parent.glob(f"seed*/{MEMBERS}/{Path(out).name}"))
-    return adopt_twin(out, siblings, config, holdout, lambda: data_fp)
-
-
 def train_members(config, data: XRayData, run_dir: Path | None, run_member, device) -> tuple[Predictor, Scores]:
     """A seed ensemble (config.members > 1): each member trained (or reused, or resumed, by its own key) in
     RUN/members/seedN on this run's split, then served as one checkpoint: logits averaged, temperature and threshold

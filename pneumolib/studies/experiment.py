@@ -18,7 +18,7 @@ from ..core.runtime import get_device
 from ..data.dataset import XRayData, apply_holdout, fingerprint, prepare, prescan, resolve_data_dir, summarise_errors
 from ..models.checkpoint import CheckpointError, Predictor, preprocessing_for, save_checkpoint
 from ..studies.comparison import compare_runs, comparison_rows, format_table  # noqa: F401 (re-exported)
-from ..studies.ensemble import sibling_member, train_members
+from ..studies.ensemble import train_members
 from ..studies.run_config import (  # noqa: F401 (adopt_twin, check_pretrained, data_fingerprint: re-exported)
     adopt_twin,
     check_pretrained,
@@ -26,6 +26,7 @@ from ..studies.run_config import (  # noqa: F401 (adopt_twin, check_pretrained, 
     default_profile,
     describe_profile,
     resolve_config,
+    sibling_member,
     training_differences,
 )
 from ..studies.target_maps import explain_code, lung_focus, other_targets
@@ -225,6 +226,17 @@ def _run_data(root: Path, config: ExperimentConfig, s: RunSettings) -> XRayData:
     return data
 
 
+def _member_runner(source: Path | None, s: RunSettings, data: XRayData, data_fp: str):
+    """How a seed ensemble's member is trained or reused (train_members' RUN_MEMBER): with this run's data and
+    settings, no Grad-CAM; a member another ensemble seed trained already is adopted, not trained again."""
+
+    def member(cfg, out):
+        sibling_member(out, cfg, s.holdout, data_fp)
+        return run_experiment(cfg, source, out, settings=replace(s, data=data, cam_per_class=0))
+
+    return member
+
+
 def _train_or_reuse(
     config: ExperimentConfig,
     data: XRayData,
@@ -264,12 +276,7 @@ def _train_or_reuse(
             return None, predictor, _refit_threshold(config, predictor, data, ckpt)
         return None, None, None
     if config.members > 1:
-
-        def member(cfg, out):  # a member another ensemble seed trained already is adopted, not trained again
-            sibling_member(out, cfg, s.holdout, data_fp)
-            return run_experiment(cfg, source, out, settings=replace(s, data=data, cam_per_class=0))
-
-        return None, *train_members(config, data, run_dir, member, dev)
+        return None, *train_members(config, data, run_dir, _member_runner(source, s, data, data_fp), dev)
     fitted = fit(
         config,
         data,

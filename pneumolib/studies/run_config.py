@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..core.config import ExperimentConfig, apply_profile, diff, format_diff
-from ..core.runs import RunDir
+from ..core.runs import MEMBERS, RunDir
 from ..core.runtime import get_device
 from ..data.dataset import fingerprint, prepare, resolve_data_dir
 from ..models.checkpoint import CheckpointError, read_checkpoint
@@ -141,3 +141,14 @@ def adopt_twin(
         )
         return twin
     return None
+
+
+def sibling_member(out: Path, config, holdout: str, data_fp: str) -> Path | None:
+    """Start member folder OUT (RUN/members/seedN) from the same member of another ensemble seed's run of the same
+    experiment (RUN/../seed*/members/seedN) when that one trained exactly CONFIG on the same data
+    (run_config.adopt_twin: config, holdout and data fingerprint): the seed ensembles S, S+1, ... share members
+    (ensemble S trains seeds S..S+k-1 on a split that does not depend on S where the data has its own validation
+    folder), and each was trained again for every ensemble seed that names it. Returns the folder copied from, or
+    None."""
+    siblings = sorted(Path(out).parent.parent.parent.glob(f"seed*/{MEMBERS}/{Path(out).name}"))
+    return adopt_twin(out, siblings, config, holdout, lambda: data_fp)

@@ -107,6 +107,37 @@ class FilmBook:
             self._films[key] = films(m)
         return self._films[key]
 
+    def lifts(self, m: dict[str, Any]) -> dict[str, np.ndarray] | None:
+        key = "lifts:" + str(m.get("run_dir"))
+        if key not in self._films:
+            self._films[key] = lifts(m)
+        return self._films[key]
+
+
+def lifts(m: dict[str, Any]) -> dict[str, np.ndarray] | None:
+    """A run's per-film Grad-CAM lung lifts (its own P(PNEUMONIA)-target maps: path, patient, label, lift; NaN where
+    the lung mask failed its check) from RUN_DIR/explanation.npz, when that file was computed from the run's
+    checkpoint as it is now; None otherwise (no such file, another checkpoint's, or unreadable)."""
+    from ..analysis.cam_explanation import Explanation
+    from ..core.runs import checkpoint_key
+
+    run = RunDir(m["run_dir"]) if m.get("run_dir") else None
+    if run is None or not run.explanation.is_file() or not run.checkpoint.is_file():
+        return None
+    try:
+        expl, key = Explanation.load(run.explanation)
+    except ValueError:
+        return None
+    if not key or key.get("checkpoint") != checkpoint_key(run.checkpoint):
+        return None
+    lift = np.asarray(expl.lung_lift, float)
+    return {
+        "path": np.array([str(x.path) for x in expl.samples], dtype=object),
+        "patient": np.array([x.patient for x in expl.samples], dtype=object),
+        "label": np.array([x.label for x in expl.samples]),
+        "lift": np.where(np.isfinite(lift), lift, np.nan),
+    }
+
 
 def _seed(m: dict[str, Any]) -> Any:
     return (m.get("config") or {}).get("seed")
@@ -190,3 +221,33 @@ def with_arms(e: SeedEffect, claim, runs: list[dict[str, Any]], reference: dict[
     if not other or not runs:
         return e
     return replace(e, p_improve=probability_of_improvement([claim.arm(m) for m in runs], [claim.arm(r) for r in other]))
+
+
+def lift_effect(
+    runs: list[dict[str, Any]], other: list[dict[str, Any]], n_boot: int = BOOT, book: FilmBook | None = None
+) -> SeedEffect | None:
+    """The Grad-CAM lung lift, this entry minus OTHER, seed i against seed i on the same Grad-CAM films (the first
+    films per class of the test split, the same for every run), each seed's lift the mean of its two classes' means
+    as recorded (seed_effect balanced by class), with seed_effect's interval: seeds, then patients within class,
+    the same patients for both arms. None when some run's per-film lifts are not kept for its checkpoint (the
+    caller then reads the recorded values). A film whose mask failed in either arm does not count."""
+    book = book or FilmBook()
+    by_seed = {_seed(b): b for b in other}
+    pairs = [(m, by_seed[_seed(m)]) for m in runs if _seed(m) in by_seed]
+    got = [(book.lifts(m), book.lifts(b)) for m, b in pairs]
+    if not got or any(x is None or y is None for x, y in got):
+        return None
+    first = got[0][0]
+    common = set(first["path"]).intersection(*(set(f["path"]) for pair in got for f in pair))
+    keep = [i for i, p in enumerate(first["path"]) if p in common]
+    if not keep or len(set(first["label"][keep])) < 2:
+        return None
+    order = list(first["path"][keep])
+
+    def row(f):
+        at = {p: i for i, p in enumerate(f["path"])}
+        return f["lift"][np.array([at[x] for x in order])]
+
+    a, b = np.stack([row(x) for x, _ in got]), np.stack([row(y) for _, y in got])
+    labels = first["label"][keep]
+    return seed_effect(a, b, patients=first["patient"][keep], strata=labels, n_boot=n_boot, balanced=True)

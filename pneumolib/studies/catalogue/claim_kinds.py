@@ -55,6 +55,7 @@ def lift_gain(entry: str, other: str, quote: str) -> Claim:
         lambda m, r: lung_lift(m) - lung_lift(r[other]),
         needs=(other,),
         arm=lambda m: lung_lift(m).value,
+        paired_lift=True,
         gradcam=True,
         label=f"the Grad-CAM lung lift against entry {other}",
         finding=(
