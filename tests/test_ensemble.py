@@ -322,3 +322,25 @@ def test_a_seed_ensemble_adopts_a_member_another_ensemble_seed_trained_regressio
     assert (out / "checkpoint.pt").read_bytes() == (done / "checkpoint.pt").read_bytes()
     other = tmp_path / "10_recommended" / "seed2" / "members" / "seed3"  # no sibling of that seed: trained
     assert sibling_member(other, replace(member, seed=3), "folders", "fp-A") is None
+
+
+def test_an_ensemble_members_runner_adopts_the_sibling_before_it_runs_the_member(tmp_path, monkeypatch):
+    # the wiring of the fix above: the runner train_members calls starts the member's folder from another ensemble
+    # seed's member of the same training before run_experiment sees it, so run_experiment reuses instead of training
+    from pneumolib.studies import experiment as E
+    from pneumolib.studies.catalogue import get_config
+
+    ens, _ = E.resolve_config(replace(get_config("recommended"), seed=0), "fixture", None, "random_init")
+    member = replace(ens, members=1, seed=2)
+    done = tmp_path / "10_recommended" / "seed0" / "members" / "seed2"
+    net = build_model(in_channels=member.in_channels)
+    save_checkpoint(done / "checkpoint.pt", net, member, 0.5, {"holdout": "folders", "data_fingerprint": "fp-A"})
+    (done / "metrics.json").write_text("{}")
+    seen = []
+    monkeypatch.setattr(
+        E, "run_experiment", lambda cfg, src, out, settings: seen.append((out / "checkpoint.pt").is_file())
+    )
+    runner = E._member_runner(None, E.RunSettings(holdout="folders"), None, "fp-A")
+    runner(member, tmp_path / "10_recommended" / "seed2" / "members" / "seed2")
+    runner(replace(member, seed=3), tmp_path / "10_recommended" / "seed2" / "members" / "seed3")
+    assert seen == [True, False]  # seed 2 adopted from ensemble 0; seed 3 has no sibling: trained

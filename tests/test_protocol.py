@@ -266,7 +266,7 @@ def test_an_ablation_step_adopts_the_recipe_ensembles_member_of_its_seed_regress
     folder = tmp_path / "10_recommended" / "seed0"
     runs = [(folder, ens)] + [
         (folder / "members" / f"seed{k}", replace(ens, members=1, seed=k)) for k in range(3)
-    ]  # members k > 0 train on seed 0's split with their own initial weights
+    ]  # member k of ensemble 0, its own seed k
     for d, cfg in runs:
         net = build_model(in_channels=cfg.in_channels)
         save_checkpoint(
@@ -276,5 +276,5 @@ def test_an_ablation_step_adopts_the_recipe_ensembles_member_of_its_seed_regress
     step = replace(get_config("abl_lung_mask"), seed=0)
     d = ablation_dir(tmp_path, step)
     assert P.same_training(d, [], step, None, "fixture", None, "folders", tmp_path) == folder / "members" / "seed0"
-    one = replace(get_config("abl_lung_mask"), seed=1)  # seed 1's step: member 1 trained on seed 0's split
+    one = replace(get_config("abl_lung_mask"), seed=1)  # seed 1's step: only seed1/ folders are searched
     assert P.same_training(ablation_dir(tmp_path, one), [], one, None, "fixture", None, "folders", tmp_path) is None

@@ -191,8 +191,9 @@ def test_a_balanced_seed_effect_is_the_mean_of_the_class_means():
         seed_effect(a, balanced=True)
 
 
-def _lift_run(tmp_path, entry, seed, lung_lift, key_ok=True):
-    """A run folder whose explanation.npz keeps per-film lifts LUNG_LIFT (focus = lift x area), first half NORMAL."""
+def _lift_run(tmp_path, entry, seed, lifts, n_normal, key_ok=True, order=None):
+    """A run folder whose explanation.npz keeps per-film lung lifts LIFTS (NaN: the mask failed; the first N_NORMAL
+    films NORMAL), its films written in ORDER (default as given), and metrics recording each class's mean lift."""
     from pneumolib.analysis.cam_explanation import Explanation
     from pneumolib.core.runs import RunDir, checkpoint_key
     from pneumolib.data.dataset import Sample
@@ -200,33 +201,57 @@ def _lift_run(tmp_path, entry, seed, lung_lift, key_ok=True):
     d = tmp_path / entry / f"seed{seed}"
     d.mkdir(parents=True)
     (d / "checkpoint.pt").write_bytes(b"weights")
-    n = len(lung_lift)
-    samples = [Sample(Path(f"/films/f{i}.jpeg"), int(i >= n // 2), f"p{i}", "test") for i in range(n)]
-    area = np.full(n, 0.25)
-    z = np.zeros((n, 2, 2))
+    lifts = np.asarray(lifts, float)
+    n = len(lifts)
+    order = np.arange(n) if order is None else np.asarray(order)
+    samples = [Sample(Path(f"/films/f{i}.jpeg"), int(i >= n_normal), f"p{i}", "test") for i in order]
+    area, z = np.full(n, 0.25), np.zeros((n, 2, 2))
+    problems = ["mask failed" if np.isnan(lifts[i]) else "" for i in order]
     expl = Explanation(samples, z.astype(np.uint8), z, np.full(n, 0.5), 0.5, z.astype(bool), ["annotated"] * n,
-                       np.asarray(lung_lift) * area, area, np.full(n, 0.1), "gradcam", "PNEUMONIA")  # fmt: skip
-    key = {"checkpoint": checkpoint_key(d / "checkpoint.pt") if key_ok else "another"}
-    expl.save(RunDir(d).explanation, key)
-    lf = {c: {"lung_lift": float(np.mean(lung_lift[k * n // 2 : (k + 1) * n // 2])), "lung_lift_ci95": [0.0, 9.0]}
-          for k, c in enumerate(("NORMAL", "PNEUMONIA"))}  # fmt: skip
+                       np.nan_to_num(lifts[order]) * area, area, np.full(n, 0.1), "gradcam", "PNEUMONIA",
+                       mask_problems=problems)  # fmt: skip
+    expl.save(RunDir(d).explanation, {"checkpoint": checkpoint_key(d / "checkpoint.pt") if key_ok else "another"})
+    lf = {c: {"lung_lift": float(np.nanmean(part)), "lung_lift_ci95": [0.0, 9.0]}
+          for c, part in (("NORMAL", lifts[:n_normal]), ("PNEUMONIA", lifts[n_normal:]))}  # fmt: skip
     return {"config": {"seed": seed}, "run_dir": str(d), "lung_focus": lf, "gradcam": {"maps_pass": True}}
 
 
 def test_a_grad_cam_lift_comparison_is_paired_per_film_when_the_runs_keep_their_maps(tmp_path):
     # a lift against another entry added the two seeds' intervals as if independent, although both maps are of the
-    # same films: it is now the paired two-level bootstrap, seed i against seed i, the recorded value per seed kept
+    # same films: it is now the paired two-level bootstrap, seed i against seed i, each seed's recorded value kept
+    from pneumolib.core.stats import seed_mean
+    from pneumolib.studies.verdict_estimates import lung_lift
     from pneumolib.studies.verdict_films import FilmBook, lift_effect
 
     rng = np.random.default_rng(0)
-    base = [rng.uniform(0.5, 1.5, 40) for _ in range(3)]
-    ref = [_lift_run(tmp_path, "01", s, base[s]) for s in range(3)]
-    this = [_lift_run(tmp_path, "03", s, base[s] + 0.2 + 0.05 * s) for s in range(3)]
+    n, n_normal = 40, 10  # unequal classes: the balanced mean is not the mean over films
+    base = [rng.uniform(0.5, 1.5, n) for _ in range(3)]
+    for b in base:
+        b[3] = np.nan  # one film's mask failed, in both entries (the same film and mask)
+    gain = [base[s] + 0.1 + 0.1 * s + rng.normal(0, 0.05, n) * (np.arange(n) >= n_normal) for s in range(3)]
+    ref = [_lift_run(tmp_path, "01", s, base[s], n_normal) for s in range(3)]
+    this = [_lift_run(tmp_path, "03", s, gain[s], n_normal, order=rng.permutation(n)) for s in range(3)]
     e = lift_effect(this, ref, n_boot=500)
-    assert e.per_seed == pytest.approx((0.2, 0.25, 0.3)) and e.n_films == 40
+    recorded = [lung_lift(m).value - lung_lift(r).value for m, r in zip(this, ref)]
+    assert e is not None and e.per_seed == pytest.approx(recorded) and e.n_films == n
+    pooled = [np.nanmean(g) - np.nanmean(b) for g, b in zip(gain, base)]
+    assert not np.allclose(pooled, recorded)  # a mean over films would not have matched
+    unpaired = seed_mean(recorded, [1.0] * 3)  # the recorded path: the seeds' intervals added (here +-0.5 each)
+    assert e.high - e.low < unpaired.high - unpaired.low
     row = V.judge(V.CLAIMS["03"][0], this, {"01": ref}, book=FilmBook())
-    assert row["evidence"].startswith("paired per film") and row["verdict"] == V.HOLDS
-    assert row["p_improve"] is not None
-    stale = [_lift_run(tmp_path / "x", "03", s, base[s] + 0.2, key_ok=s != 1) for s in range(3)]
+    assert row["evidence"].startswith("paired per film") and row["p_improve"] is not None
+    stale = [_lift_run(tmp_path / "x", "03", s, gain[s], n_normal, key_ok=s != 1) for s in range(3)]
     assert lift_effect(stale, ref) is None  # one run's maps are another checkpoint's: the recorded values decide
     assert not V.judge(V.CLAIMS["03"][0], stale, {"01": ref})["evidence"].startswith("paired per film")
+    odd = [g.copy() for g in gain]
+    odd[0][20] = np.nan  # a mask failed in one entry only: the films both count differ from those recorded
+    assert lift_effect([_lift_run(tmp_path / "y", "03", s, odd[s], n_normal) for s in range(3)], ref) is None
+
+
+def test_a_balanced_mean_of_a_seed_with_an_empty_class_is_refused_not_zero():
+    from pneumolib.core.stats import seed_effect
+
+    labels = np.array([0, 0, 1, 1])
+    a = np.array([[1.0, 1.0, 2.0, 2.0], [1.0, 1.0, np.nan, np.nan]])  # seed 1 has no counted PNEUMONIA film
+    with pytest.raises(ValueError, match="no counted film"):
+        seed_effect(a, patients=np.arange(4), strata=labels, n_boot=50, balanced=True)

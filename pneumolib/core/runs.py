@@ -320,8 +320,9 @@ def seed_dir(runs: str | Path, config, seed: int) -> Path:
 def seed_dirs(runs: str | Path, seed: int) -> list[Path]:
     """Every registered experiment's and ablation step's run folder for this seed under RUNS, and the member of this
     seed in a seed ensemble of this seed (for finding a twin run to reuse: notebook 10's recipe, or its ensemble's
-    first member, is its ablation's last step when the budgets agree; the other members train on another seed's
-    split, so they are no twin of this seed's steps)."""
+    first member, is its ablation's last step when the budgets agree). Members of this seed in other ensembles are
+    not searched here (studies.run_config.sibling_member adopts them between ensembles); adoption checks the data
+    fingerprint either way."""
     s = int(seed)
     return (
         sorted(Path(runs).glob(f"[0-9][0-9]_*/seed{s}"))

@@ -382,12 +382,28 @@ def _seed_means(counted: np.ndarray, strata, balanced: bool):
         raise ValueError("a balanced mean needs the films' strata")
     parts = [(np.asarray(strata).reshape(-1) == c).astype(float) for c in np.unique(strata)] if balanced else None
 
+    def part(v, m, w):  # a stratum's mean; NaN where it has no counted film (never a silent 0)
+        den = (counted * m * w).sum(-1)
+        return np.where(den > 0, (v * m * w).sum(-1) / np.where(den > 0, den, 1.0), np.nan)
+
     def mean_of(v, w):
         if parts is None:
             return _means(v, counted, w)
-        return np.mean([_means(v * m, counted * m, w) for m in parts], axis=0)
+        return np.mean([part(v, m, w) for m in parts], axis=0)
 
     return mean_of
+
+
+def _arms(a, b) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(counted, A, B) for seed_effect: the films that count (not NaN in either arm), and the arms with NaN as 0."""
+    a = np.asarray(a, dtype=float)
+    if a.ndim != 2 or a.shape[0] < 1:
+        raise ValueError("seed_effect takes seeds x films arrays")
+    if b is not None and np.shape(b) != a.shape:
+        raise ValueError(f"paired arms must have the same seeds and films: {a.shape} vs {np.shape(b)}")
+    b = None if b is None else np.asarray(b, dtype=float)
+    counted = ~np.isnan(a) if b is None else ~(np.isnan(a) | np.isnan(b))
+    return counted, np.where(counted, a, 0.0), None if b is None else np.where(counted, b, 0.0)
 
 
 def seed_effect(
@@ -422,15 +438,8 @@ def seed_effect(
     """
     from scipy.stats import norm, t
 
-    a = np.asarray(a, dtype=float)
-    if a.ndim != 2 or a.shape[0] < 1:
-        raise ValueError("seed_effect takes seeds x films arrays")
-    if b is not None and np.shape(b) != a.shape:
-        raise ValueError(f"paired arms must have the same seeds and films: {a.shape} vs {np.shape(b)}")
-    b = None if b is None else np.asarray(b, dtype=float)
-    n_seeds, n_films = a.shape
-    counted = ~np.isnan(a) if b is None else ~(np.isnan(a) | np.isnan(b))
-    va, vb = np.where(counted, a, 0.0), None if b is None else np.where(counted, b, 0.0)
+    counted, va, vb = _arms(a, b)
+    n_seeds, n_films = counted.shape
 
     mean_of = _seed_means(counted, strata if balanced else None, balanced)
 
@@ -438,13 +447,15 @@ def seed_effect(
         return mean_of(va, w) - (0.0 if vb is None else mean_of(vb, w))
 
     per_seed = value(np.ones(n_films))
+    if np.isnan(per_seed).any():
+        raise ValueError("a seed has no counted film in some stratum: its balanced mean is undefined")
     rng = np.random.default_rng(seed)
     seed_part = per_seed[rng.integers(0, n_seeds, size=(n_boot, n_seeds))].mean(-1)
     w = _patient_weights(rng, n_boot, *_patient_index(patients, n_films), strata)
     film_part = np.stack([value(w[i : i + 1]).mean() for i in range(n_boot)])
     q = 1 - (1 - level) / 2
     seed_var = t.ppf(q, n_seeds - 1) ** 2 * seed_part.var() * n_seeds / (n_seeds - 1) if n_seeds > 1 else 0.0
-    film_var = norm.ppf(q) ** 2 * film_part.var()
+    film_var = norm.ppf(q) ** 2 * np.nanvar(film_part)  # a balanced draw that left a stratum empty is skipped
     point, half, ones = float(per_seed.mean()), float(np.sqrt(seed_var + film_var)), np.ones(n_films)
     p_imp = None if b is None else probability_of_improvement(mean_of(va, ones), mean_of(vb, ones))
     ends, parts = (point - half, point + half), (float(seed_var), float(film_var))

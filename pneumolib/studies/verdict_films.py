@@ -16,7 +16,7 @@ from ..core.io import RecordError
 from ..core.runs import RunDir
 from ..core.scores import read_scores
 from ..core.stats import SeedEffect, probability_of_improvement, seed_effect
-from ..studies.verdict_estimates import NotMeasured, metric, predicted_pneumonia, share
+from ..studies.verdict_estimates import NotMeasured, lung_lift, metric, predicted_pneumonia, share
 
 WHATS = ("correct", "called PNEUMONIA", "p>=0.99", "0.4<=p<=0.7", "extreme")
 
@@ -218,9 +218,16 @@ def with_arms(e: SeedEffect, claim, runs: list[dict[str, Any]], reference: dict[
     from dataclasses import replace
 
     other = reference.get(claim.needs[0]) if claim.arm is not None and claim.needs else None
-    if not other or not runs:
+    if not other:
         return e
-    return replace(e, p_improve=probability_of_improvement([claim.arm(m) for m in runs], [claim.arm(r) for r in other]))
+    seeds = {_seed(m) for m in runs}
+    try:  # the compared entry's runs of the judged seeds, as the difference pairs them
+        a = [claim.arm(m) for m in runs]
+        b = [claim.arm(r) for r in other if _seed(r) in seeds]
+    except NotMeasured:
+        return e
+    a, b = [x for x in a if x == x], [x for x in b if x == x]  # a NaN value is no seed's win or loss
+    return replace(e, p_improve=probability_of_improvement(a, b)) if a and b else e
 
 
 def lift_effect(
@@ -228,9 +235,10 @@ def lift_effect(
 ) -> SeedEffect | None:
     """The Grad-CAM lung lift, this entry minus OTHER, seed i against seed i on the same Grad-CAM films (the first
     films per class of the test split, the same for every run), each seed's lift the mean of its two classes' means
-    as recorded (seed_effect balanced by class), with seed_effect's interval: seeds, then patients within class,
-    the same patients for both arms. None when some run's per-film lifts are not kept for its checkpoint (the
-    caller then reads the recorded values). A film whose mask failed in either arm does not count."""
+    (seed_effect balanced by class), with seed_effect's interval: seeds, then patients within class, the same
+    patients for both arms. Used only where it reproduces every seed's recorded difference (the films both arms
+    count are those each recorded its lift over); None otherwise, or when some run's per-film lifts are not kept
+    for its checkpoint: the caller then reads the recorded values."""
     book = book or FilmBook()
     by_seed = {_seed(b): b for b in other}
     pairs = [(m, by_seed[_seed(m)]) for m in runs if _seed(m) in by_seed]
@@ -250,4 +258,14 @@ def lift_effect(
 
     a, b = np.stack([row(x) for x, _ in got]), np.stack([row(y) for _, y in got])
     labels = first["label"][keep]
-    return seed_effect(a, b, patients=first["patient"][keep], strata=labels, n_boot=n_boot, balanced=True)
+    try:
+        e = seed_effect(a, b, patients=first["patient"][keep], strata=labels, n_boot=n_boot, balanced=True)
+    except ValueError:  # a seed with no counted film of a class: the recorded values decide
+        return None
+    try:
+        recorded = [lung_lift(m).value - lung_lift(r).value for m, r in pairs]
+    except NotMeasured:
+        return None
+    if not np.allclose(e.per_seed, recorded, atol=1e-6, equal_nan=False):
+        return None  # the films both arms count are not those each recorded its lift over: the recorded values decide
+    return e

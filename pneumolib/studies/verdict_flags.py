@@ -91,8 +91,9 @@ def seed_of(m: dict[str, Any]) -> Any:
 def _checks_record(m: dict[str, Any], target: str = "") -> dict[str, Any]:
     """The checks of a run's maps for TARGET: its own P(PNEUMONIA)-target maps' ('gradcam') when TARGET is empty,
     else that target's ('gradcam_by_target', target_maps.other_targets); {} when not recorded."""
-    if not _other(target):
-        return m.get("gradcam") or {}
+    own = m.get("gradcam") or {}
+    if not _other(target) or own.get("target") == target:
+        return own
     return (m.get("gradcam_by_target") or {}).get(target) or {}
 
 
