@@ -162,24 +162,28 @@ def film_arrays(
         raise NotMeasured("no seed that both entries ran")
     a_f = [book.films(m) for m, _ in pairs]
     b_f = [book.films(b) for _, b in pairs] if other is not None else []
-    common = set(a_f[0]["path"])
-    for f in a_f[1:] + b_f:
-        common &= set(f["path"])
-    keep = [i for i, p in enumerate(a_f[0]["path"]) if p in common]
+    keep, order = _common_films(a_f[0], a_f + b_f)
     if not keep:
         raise NotMeasured("no test film that every run scored")
-    order = list(a_f[0]["path"][keep])
-
-    def matrix(fs, qq):
-        rows = []
-        for f in fs:
-            at = {p: i for i, p in enumerate(f["path"])}
-            rows.append(qq.values(f)[np.array([at[x] for x in order])])
-        return np.stack(rows)
-
-    a = matrix(a_f, q)
-    b = matrix(b_f, q_other or q) if other is not None else None
+    a = _matrix(a_f, order, q.values)
+    b = _matrix(b_f, order, (q_other or q).values) if other is not None else None
     return a, b, a_f[0]["patient"][keep], a_f[0]["label"][keep]
+
+
+def _common_films(first: dict[str, np.ndarray], tables: list[dict[str, np.ndarray]]) -> tuple[list[int], list]:
+    """(indices in FIRST, paths in that order) of the films every one of TABLES holds (each a dict with 'path')."""
+    common = set(first["path"]).intersection(*(set(f["path"]) for f in tables))
+    keep = [i for i, p in enumerate(first["path"]) if p in common]
+    return keep, list(first["path"][keep])
+
+
+def _matrix(tables: list[dict[str, np.ndarray]], order: list, value) -> np.ndarray:
+    """Seeds x films: VALUE(table) of each table, its films put in ORDER (paths)."""
+    rows = []
+    for f in tables:
+        at = {p: i for i, p in enumerate(f["path"])}
+        rows.append(value(f)[np.array([at[x] for x in order])])
+    return np.stack(rows)
 
 
 def film_effect(
@@ -246,17 +250,10 @@ def lift_effect(
     if not got or any(x is None or y is None for x, y in got):
         return None
     first = got[0][0]
-    common = set(first["path"]).intersection(*(set(f["path"]) for pair in got for f in pair))
-    keep = [i for i, p in enumerate(first["path"]) if p in common]
+    keep, order = _common_films(first, [f for pair in got for f in pair])
     if not keep or len(set(first["label"][keep])) < 2:
         return None
-    order = list(first["path"][keep])
-
-    def row(f):
-        at = {p: i for i, p in enumerate(f["path"])}
-        return f["lift"][np.array([at[x] for x in order])]
-
-    a, b = np.stack([row(x) for x, _ in got]), np.stack([row(y) for _, y in got])
+    a, b = (_matrix([pair[k] for pair in got], order, lambda f: f["lift"]) for k in (0, 1))
     labels = first["label"][keep]
     try:
         e = seed_effect(a, b, patients=first["patient"][keep], strata=labels, n_boot=n_boot, balanced=True)
