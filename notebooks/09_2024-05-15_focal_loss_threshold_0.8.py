@@ -167,7 +167,7 @@ nb.cam_table(e)
 # %% [markdown]
 # ## Log vs re-run
 #
-# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.studies.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against. The FocalLoss row compares with entry 08 (the same model and data without FocalLoss and the 0.8 threshold), whose runs it loads.
+# Each row is one thing the log asserted, in its words; the quantity that tests it, measured on every seed; and the verdict of the rule in `pneumolib.studies.verdicts` (unit-tested in `tests/test_verdicts.py`), which also holds the thresholds each claim is read against. The FocalLoss rows compare with entry 08 (the same model and data without FocalLoss and the 0.8 threshold) and, beside each, with the baseline (entry 01); the cell loads both entries' runs.
 
 # %%
 reference = series.load_compared("09", S)  # the entries its claims compare with (the one it changes, the baseline)

@@ -106,13 +106,14 @@ def test_focal_loss_is_judged_at_05_and_at_08_as_two_rows(tmp_path):
     before = runs(tmp_path, "08", [0.05] * 3)
     # FocalLoss moves the NORMAL films to P(PNEUMONIA) 0.6: still PNEUMONIA at 0.5, NORMAL at 0.8
     focal = [film_run(tmp_path, "09", s, [0.6] * N_NORMAL, threshold=0.8) for s in range(3)]
-    rows = {(r["claim"], r["quantity"][:24]): r for r in V.judge_entry("09", focal, {"08": before})}
-    at05 = rows[("FocalLoss alone does not fix it", "NORMAL recall at thresho")]
-    at08 = rows[("FocalLoss alone does not fix it (with threshold 0.8)", "NORMAL recall, this entr")]
+    rows = {(r["claim"], r["versus"], r["quantity"][:24]): r for r in V.judge_entry("09", focal, {"08": before})}
+    at05 = rows[("FocalLoss alone does not fix it", "08", "NORMAL recall at thresho")]
+    at08 = rows[("FocalLoss alone does not fix it (with threshold 0.8)", "08", "NORMAL recall, this entr")]
     assert at05["verdict"].split(" (")[0] == V.HOLDS and at05["mean"] == pytest.approx(-0.05)
     assert at08["verdict"].split(" (")[0] == V.FAILS and at08["mean"] == pytest.approx(0.95)
     assert (
-        rows[("Still every image PNEUMONIA", "share of test films call")]["verdict"] == f"{V.FAILS} ({V.RANDOM_INIT})"
+        rows[("Still every image PNEUMONIA", "", "share of test films call")]["verdict"]
+        == f"{V.FAILS} ({V.RANDOM_INIT})"
     )
 
 
@@ -141,8 +142,8 @@ def test_the_headline_of_an_entry_with_many_claims_stays_two_sentences(tmp_path)
     main = next(r for r in rows if r["main"])  # the log's conclusion of entry 03 comes first, not its first row
     assert main["claim"] == "central focus hurts this model" and main is not rows[0]
     assert h.startswith(V.sentence(main)) and len(_sentences(h)) <= 2
-    tally = re.search(r" 5 more claims below: (.*)\.$", h).group(1)
-    assert sum(int(part.split(" ", 1)[0]) for part in tally.split(", ")) == len(rows) - 1 == 5
+    more, tally = re.search(r" (\d+) more claims below: (.*)\.$", h).groups()
+    assert sum(int(part.split(" ", 1)[0]) for part in tally.split(", ")) == int(more) == len(rows) - 1
     assert V.headline([]) == ""
 
 

@@ -200,9 +200,10 @@ def test_a_comparison_without_the_other_run_is_not_tested():
 
 def test_claims_about_imagenet_weights_are_not_tested_on_random_init():
     ref = {"04": [run(spec=0.80)]}
-    row = V.judge(V.CLAIMS["05"][1], [run(spec=0.95, weights="random init (ImageNet weights unavailable)")], ref)
+    claim = next(c for c in V.CLAIMS["05"] if c.label == "NORMAL recall against entry 04")
+    row = V.judge(claim, [run(spec=0.95, weights="random init (ImageNet weights unavailable)")], ref)
     assert row["verdict"] == f"{NOT_TESTED} ({V.RANDOM_INIT})" and "random init" in row["note"]
-    row = V.judge(V.CLAIMS["05"][1], [run(spec=0.95, weights="ImageNet weights from resnet18.pth")], ref)
+    row = V.judge(claim, [run(spec=0.95, weights="ImageNet weights from resnet18.pth")], ref)
     assert row["verdict"] == HOLDS
 
 
@@ -309,20 +310,28 @@ def test_every_experiment_has_claims_with_quotes_and_a_direction():
             assert c.entry == entry and c.quote and c.quantity and c.direction in "<>"
 
 
+def _p(rows) -> int:
+    """Index of entry 09's PNEUMONIA-target heart-lift row (its lung-lift row follows): after the NORMAL-target pair."""
+    return next(i for i, r in enumerate(rows) if r["claim"].startswith("Grad-CAM")) + 2
+
+
 def test_grad_cam_lifts_with_patient_intervals_decide_with_one_seed():
     lf = {
         c: {"lung_lift": 0.8, "lung_lift_ci95": [0.7, 0.9], "heart_lift": 2.0, "heart_lift_ci95": [1.7, 2.4]}
         for c in ("NORMAL", "PNEUMONIA")
     }
     rows = V.judge_entry("09", [run(lung_focus=lf)])
-    assert [r["verdict"] for r in rows[5:7]] == [HOLDS, HOLDS]  # heart lift interval above 1, lung lift below 1
-    assert rows[6]["interval"] == pytest.approx((0.7, 0.9))
+    g = next(
+        i for i, r in enumerate(rows) if r["claim"].startswith("Grad-CAM")
+    )  # the NORMAL-target rows, then PNEUMONIA's
+    assert [r["verdict"] for r in rows[g + 2 : g + 4]] == [HOLDS, HOLDS]  # heart lift above 1, lung lift below 1
+    assert rows[g + 3]["interval"] == pytest.approx((0.7, 0.9))
     # the claim is about a NORMAL film: NORMAL-target maps are not recorded, and the row says what must be
-    assert rows[3]["verdict"] == NOT_TESTED and rows[3]["note"].startswith("not recorded: re-run the entry")
+    assert rows[g]["verdict"] == NOT_TESTED and rows[g]["note"].startswith("not recorded: re-run the entry")
     both = {"NORMAL": lf, "PNEUMONIA": lf}
     checked = {"NORMAL": {"maps_pass": True}}  # the NORMAL-target maps' own checks, which their rows are judged by
     rows = V.judge_entry("09", [run(lung_focus=lf, lung_focus_by_target=both, gradcam_by_target=checked)])
-    assert [r["verdict"] for r in rows[3:7]] == [HOLDS] * 4
+    assert [r["verdict"] for r in rows[g : g + 4]] == [HOLDS] * 4
 
 
 @pytest.mark.parametrize(
@@ -349,7 +358,7 @@ def test_grad_cam_claims_hold_fail_or_cannot_tell_by_where_the_lift_interval_lie
         for c in ("NORMAL", "PNEUMONIA")
     }
     rows = V.judge_entry("09", [run(lung_focus=lf)])
-    assert (rows[5]["verdict"], rows[6]["verdict"]) == expected
+    assert (rows[_p(rows)]["verdict"], rows[_p(rows) + 1]["verdict"]) == expected
 
 
 def test_grad_cam_claims_are_not_judged_on_maps_that_fail_their_checks():
@@ -358,10 +367,13 @@ def test_grad_cam_claims_are_not_judged_on_maps_that_fail_their_checks():
         for c in ("NORMAL", "PNEUMONIA")
     }
     rows = V.judge_entry("09", [run(lung_focus=lf, maps_pass=False)])
-    assert rows[5]["verdict"] == rows[6]["verdict"] == V.MAPS_NOT_FAITHFUL and "fail their checks" in rows[5]["note"]
+    p = _p(rows)
+    assert (
+        rows[p]["verdict"] == rows[p + 1]["verdict"] == V.MAPS_NOT_FAITHFUL and "fail their checks" in rows[p]["note"]
+    )
     assert rows[0]["verdict"] != V.MAPS_NOT_FAITHFUL  # a claim about predictions is judged whatever the maps
     rows = V.judge_entry("09", [run(lung_focus=lf, maps_pass=None)])
-    assert rows[5]["verdict"] == NOT_TESTED and "not run" in rows[5]["note"]
+    assert rows[p]["verdict"] == NOT_TESTED and "not run" in rows[p]["note"]
     # a comparison is judged only when the paired entry's maps pass too
     this, ref = run(focus=1.3), run(focus=1.0, maps_pass=False)
     row = V.judge(V.CLAIMS["03"][0], [this], {"01": [ref]})
@@ -378,10 +390,11 @@ def test_regression_maps_over_a_constant_output_are_said_cannot_check_not_checks
     constant = run(seed=0, lung_focus=lf, maps_pass=None)
     constant["gradcam"]["road"] = {"model_minus_random": 0.0, "model_minus_random_ci95": [0.0, 0.0], "degenerate": True}
     assert V.maps_uncheckable(constant) and not V.maps_uncheckable(run(maps_pass=None))
-    row = V.judge_entry("09", [constant])[5]
+    rows = V.judge_entry("09", [constant])
+    row = rows[_p(rows)]
     assert row["verdict"] == NOT_TESTED and "not run" not in row["note"]
     assert "1 of 1 runs' maps cannot be checked: the checks ran" in row["note"] and "constant" in row["note"]
-    both = V.judge_entry("09", [constant, run(seed=1, lung_focus=lf, maps_pass=None)])[5]["note"]
+    both = V.judge_entry("09", [constant, run(seed=1, lung_focus=lf, maps_pass=None)])[_p(rows)]["note"]
     assert (
         "1 of 2 runs' maps cannot be checked" in both
         and "1 of 2 runs' maps' checks (ROAD, randomisation) were not run" in both
@@ -464,8 +477,11 @@ def test_the_two_claims_that_had_no_row_are_judged():
 
     quotes = {c.quote: c for e in ("04", "09") for c in V.CLAIMS[e]}
     assert quotes["Grad-CAM attention abnormal"].gradcam
-    focal = quotes["FocalLoss alone does not fix it"]
+    focal, against_baseline = (
+        c for c in V.CLAIMS["09"] if c.quote == "FocalLoss alone does not fix it"
+    )  # against the entry it changes, then against the baseline (issue 47: both comparisons, side by side)
     assert focal.needs == ("08",) and focal.direction == "<"
+    assert against_baseline.needs == ("01",) and against_baseline.film == focal.film
 
     assert focal.film.threshold == 0.5 and focal.film.cls == "NORMAL"  # judged in tests/test_verdict_films.py
 
@@ -509,10 +525,11 @@ def test_grad_cam_claims_over_five_seeds_are_judged_on_the_seeds_whose_maps_pass
     row names the seeds left out."""
     runs = [run(seed=k, lung_focus=_lf(), maps_pass=k < 3) for k in range(5)]
     rows = V.judge_entry("09", runs)
-    assert rows[5]["verdict"] == rows[6]["verdict"] == HOLDS and rows[5]["n"] == 3
-    assert "judged on the 3 of 5 seeds whose maps pass" in rows[5]["note"] and "seeds 3, 4 left out" in rows[5]["note"]
+    p = _p(rows)
+    assert rows[p]["verdict"] == rows[p + 1]["verdict"] == HOLDS and rows[p]["n"] == 3
+    assert "judged on the 3 of 5 seeds whose maps pass" in rows[p]["note"] and "seeds 3, 4 left out" in rows[p]["note"]
     two = [run(seed=k, lung_focus=_lf(), maps_pass=k < 2) for k in range(5)]
-    assert V.judge_entry("09", two)[5]["verdict"] == V.MAPS_NOT_FAITHFUL  # 2 of 5: the maps are what is reported
+    assert V.judge_entry("09", two)[p]["verdict"] == V.MAPS_NOT_FAITHFUL  # 2 of 5: the maps are what is reported
 
 
 def test_a_grad_cam_comparison_keeps_only_seeds_whose_both_maps_pass():
@@ -550,3 +567,59 @@ def test_an_undecided_spread_over_seeds_says_how_many_seeds_would_decide_it():
     from pneumolib.studies.verdict_rule import spread_needed
 
     assert spread_needed(est, 5, 0.0) == (12, None) and spread_needed(V.Estimate(0.0, -0.1, 0.1), 5, 0.0) is None
+
+
+def test_every_comparison_with_the_entry_changed_has_the_same_one_against_the_baseline_beside_it():
+    """Issue 47: each entry is compared with the entry it changed, beside the comparison against the baseline (the
+    same quantity, read on the same films), so a reader sees both the step and where the chain stands."""
+    from pneumolib.studies.catalogue import MODIFIES
+
+    checked = []
+    for entry, claims in V.CLAIMS.items():
+        step = [c for c in claims if c.versus and c.versus == MODIFIES.get(entry) != "01"]
+        for c in step:
+            assert any(
+                b.versus == "01" and b.film == c.film and b.film_other == c.film_other and b.quote == c.quote
+                for b in claims
+            ), (entry, c.quote)
+        checked += [entry] if step else []
+    assert len(set(checked)) >= 4  # the bar: predecessor comparisons for at least four entries
+
+
+def test_with_baseline_rewrites_the_comparison_against_entry_01_and_refuses_a_row_that_is_not_a_step():
+    from pneumolib.studies.catalogue.claim_kinds import NORMAL_RECALL, claim, with_baseline
+
+    step = claim(
+        "03", "q", "NORMAL recall, this entry minus entry 02 (the entry this one changes)", "<", 0.10,
+        film=NORMAL_RECALL, versus="02", label="NORMAL recall against entry 02", finding=("a", "b"), main=True,
+    )  # fmt: skip
+    same, base = with_baseline(step, ("c", "d"), threshold=0.0)
+    assert same is step and base.versus == "01" and base.needs == ("01",) and base.threshold == 0.0
+    assert base.quantity == "NORMAL recall, this entry minus entry 01 (the baseline)"
+    assert base.label == "NORMAL recall against the baseline" and base.finding == ("c", "d") and not base.main
+    assert with_baseline(step, ("c", "d"))[1].threshold == 0.10  # the step's own unless told
+    with pytest.raises(ValueError, match="not a comparison"):
+        with_baseline(base, ("c", "d"))  # already against the baseline
+    with pytest.raises(ValueError, match="not a comparison"):
+        with_baseline(claim("01", "q", "NORMAL recall (test)", "<", 0.8, film=NORMAL_RECALL), ("c", "d"))
+
+
+def test_an_exact_count_row_whose_seeds_disagree_is_judged_by_its_mean_over_seeds_with_a_seed_count_regression():
+    """Regression (issue 47): 08's exact-count row ('everything predicted PNEUMONIA') said 'seeds disagree' with no
+    interval and no count of seeds that would decide it. Seeds that agree still decide it exactly; seeds that disagree
+    are judged by the mean count over seeds, its interval from their spread, and a 'cannot tell' says how many seeds
+    would decide it."""
+
+    def subset(seed, k_normal_right):
+        return run(seed=seed, test_subset={"n": 10, "confusion_matrix": [[k_normal_right, 5 - k_normal_right], [0, 5]]})
+
+    claim = V.CLAIMS["08"][0]
+    assert V.judge(claim, [subset(s, 0) for s in range(5)])["verdict"] == HOLDS  # every seed: nothing called NORMAL
+    row = V.judge(claim, [subset(s, k) for s, k in enumerate((0, 2, 3, 2, 3))])  # mean 2.0, t interval (0.48, 3.52)
+    assert row["verdict"] == CANNOT_TELL and row["needed"] is not None and row["needed"][0] > 5
+    assert "seed by seed: 1 seed(s) hold, 4 do not" in row["note"] and "seeds" in row["note"].split(";")[-1]
+    assert row["per_seed"] == (0, 2, 3, 2, 3) and row["mean"] == pytest.approx(2.0)
+    row = V.judge(claim, [subset(s, k) for s, k in enumerate((0, 3, 3, 3, 3))])  # mean 2.4, interval (0.73, 4.07)
+    assert row["verdict"] == FAILS and row["interval"][0] > 0.5 and "1 seed(s) hold, 4 do not" in row["note"]
+    # too few seeds to resample: the seeds' disagreement is the verdict, as before
+    assert V.judge(claim, [subset(0, 0), subset(1, 3)])["verdict"] == SEEDS_DISAGREE

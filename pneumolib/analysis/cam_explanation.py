@@ -64,6 +64,7 @@ class Explanation:
     boxes: list = field(default_factory=list)  # a lung-cropped model's crop box per film (None without a crop)
 
     _ARRAYS = ("images", "cams", "probs", "masks", "focus", "lung_area", "heart_box", "classes", "learned_lift")
+    _PIXELS = ("images", "cams", "masks")  # what `load(pixels=False)` leaves unread
 
     def save(self, path: str | Path, key: dict[str, Any] | None = None) -> Path:
         """Write these results as plain data (an NPZ of arrays plus one JSON string; nothing pickled), atomically.
@@ -100,11 +101,13 @@ class Explanation:
         return atomic_write(path, write)
 
     @classmethod
-    def load(cls, path: str | Path) -> tuple["Explanation", dict[str, Any] | None]:
+    def load(cls, path: str | Path, pixels: bool = True) -> tuple["Explanation", dict[str, Any] | None]:
         """Read what `save` wrote, as data only (allow_pickle=False: a file that carries objects is refused).
 
         Args:
             path: an explanation file written by `save`.
+            pixels: False leaves the films, maps and masks unread (empty arrays), for readers of the per-film numbers
+                alone (the lifts), which then skip decompressing the images.
 
         Returns:
             (the explanation, the key it was saved with).
@@ -115,7 +118,7 @@ class Explanation:
         try:
             with np.load(Path(path), allow_pickle=False) as z:
                 meta = json.loads(str(z["__meta__"]))
-                arrays = {k: z[k] for k in cls._ARRAYS}
+                arrays = {k: z[k] if pixels or k not in cls._PIXELS else np.zeros(0) for k in cls._ARRAYS}
             samples = [
                 Sample(Path(p), int(label), str(patient), str(split)) for p, label, patient, split in meta["samples"]
             ]

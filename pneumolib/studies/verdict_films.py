@@ -125,7 +125,7 @@ def lifts(m: dict[str, Any]) -> dict[str, np.ndarray] | None:
     if run is None or not run.explanation.is_file() or not run.checkpoint.is_file():
         return None
     try:
-        expl, key = Explanation.load(run.explanation)
+        expl, key = Explanation.load(run.explanation, pixels=False)  # the per-film numbers only
     except ValueError:
         return None
     if not key or key.get("checkpoint") != checkpoint_key(run.checkpoint):

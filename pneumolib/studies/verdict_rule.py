@@ -324,6 +324,20 @@ def _effect_fields(e: SeedEffect, claim: Claim, evidence: str) -> dict[str, Any]
     }
 
 
+def _exact(claim: Claim, estimates: list[Estimate], min_seeds: int) -> dict[str, Any]:
+    """An exact count per seed (no films sampled): decided when every seed lies on one side; when the seeds
+    disagree and there are enough of them, the mean over seeds decides, its interval from the seeds' spread, with how
+    many seeds would decide it, and the note keeps what each seed said."""
+    c, (decision, why) = combine(estimates, min_seeds), decide(estimates, claim.direction, claim.threshold)
+    if decision != SEEDS_DISAGREE or len(estimates) < min_seeds:
+        return {"n": len(estimates), "mean": c["mean"], "range": c["range"], "interval": c["interval"],
+                "per_seed": tuple(e.value for e in estimates), "evidence": "exact counts, seed by seed",
+                "verdict": decision, "note": why}  # fmt: skip
+    out = _effect_fields(seed_mean([e.value for e in estimates]), claim, "exact counts; seeds resampled (t over seeds)")
+    out["note"] = "; ".join(x for x in (f"seed by seed: {why}", out["note"]) if x)
+    return out
+
+
 def _evidence(
     claim: Claim, ms: list[dict[str, Any]], reference: dict[str, list[dict]], min_seeds: int, book: FilmBook | None
 ) -> dict:
@@ -350,10 +364,7 @@ def _evidence(
     if any(math.isnan(e.value) for e in estimates):
         raise NotMeasured("NaN for some seed")
     if claim.exact:
-        c, (decision, why) = combine(estimates, min_seeds), decide(estimates, claim.direction, claim.threshold)
-        return {"n": len(ms), "mean": c["mean"], "range": c["range"], "interval": c["interval"],
-                "per_seed": tuple(e.value for e in estimates), "evidence": "exact counts, seed by seed",
-                "verdict": decision, "note": why}  # fmt: skip
+        return _exact(claim, estimates, min_seeds)
     own = all(e.has_interval for e in estimates)
     if not own and len(estimates) < min_seeds:
         return {"n": len(ms), "mean": sum(e.value for e in estimates) / len(estimates), "verdict": CANNOT_TELL,

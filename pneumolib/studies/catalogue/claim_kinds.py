@@ -4,7 +4,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 
 from ...studies.catalogue.entries import MODIFIES
 from ...studies.verdict_estimates import NO_PREFERENCE, lung_lift, spread_gap, target_lift
@@ -30,6 +32,27 @@ def versus_text(entry: str, other: str) -> str:
     """'entry 01 (the baseline)' or 'entry 04 (the entry this one changes)'."""
     role = "the baseline" if other == "01" else "the entry this one changes" if MODIFIES.get(entry) == other else ""
     return f"entry {other}" + (f" ({role})" if role else "")
+
+
+def with_baseline(step: Claim, finding: tuple[str, str], threshold: float | None = None) -> tuple[Claim, Claim]:
+    """STEP, a comparison with the entry it changes, and beside it the same quantity against the baseline (entry 01),
+    read on the same films (issue 47: the step and where the chain stands, side by side). FINDING (and THRESHOLD, when
+    'still low' means something else against the baseline than against one step) are the baseline row's own."""
+    quantity = step.quantity.replace(f"entry {step.versus}", "entry 01").replace(
+        "(the entry this one changes)", "(the baseline)"
+    )
+    if not step.versus or step.versus == "01" or quantity == step.quantity:
+        raise ValueError(f"claim {step.quote!r}: not a comparison with an entry other than the baseline")
+    return step, dataclasses.replace(
+        step,
+        quantity=quantity,
+        threshold=step.threshold if threshold is None else threshold,
+        needs=tuple(n for n in step.needs if n != step.versus),
+        versus="01",
+        label=re.sub(r" against entry \d+$", "", step.label) + " against the baseline",
+        finding=finding,
+        main=False,
+    )
 
 
 def normal_still_low(entry: str) -> Claim:

@@ -20,6 +20,7 @@ from ...studies.catalogue.claim_kinds import (
     lift_gain,
     normal_still_low,
     stable,
+    with_baseline,
 )
 from ...studies.verdict_estimates import (
     COHORT,
@@ -108,19 +109,23 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
         lift_gain("03", "01", "Grad-CAM attention slightly better"),
         lift_gain("03", "02", "Grad-CAM attention slightly better"),
         normal_still_low("03"),
-        claim(
-            "03",
-            "NORMAL accuracy still low",
-            "NORMAL recall, this entry minus entry 02 (the entry this one changes)",
-            "<",
-            0.10,
-            film=NORMAL_RECALL,
-            versus="02",
-            label="NORMAL recall against entry 02",
-            finding=(
-                "moving the blur to PNEUMONIA films did not bring NORMAL recall back",
-                "moving the blur to PNEUMONIA films brought NORMAL recall back",
+        *with_baseline(
+            claim(
+                "03",
+                "NORMAL accuracy still low",
+                "NORMAL recall, this entry minus entry 02 (the entry this one changes)",
+                "<",
+                0.10,
+                film=NORMAL_RECALL,
+                versus="02",
+                label="NORMAL recall against entry 02",
+                finding=(
+                    "moving the blur to PNEUMONIA films did not bring NORMAL recall back",
+                    "moving the blur to PNEUMONIA films brought NORMAL recall back",
+                ),
             ),
+            ("NORMAL recall stayed below the baseline's", "NORMAL recall was not below the baseline's"),
+            threshold=0.0,
         ),
         hurts("03", "01", "central focus hurts this model", main=True),  # the entry's conclusion
         stable("03", ("02", "03"), "the augmentation-only baseline is the most stable"),
@@ -197,42 +202,39 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
         ),
     ),  # fmt: skip
     "05": (
-        claim(
-            "05",
-            "Softmax probabilities higher overall, decisions clearer",
-            "share of confident test predictions (p < 0.05 or > 0.95), this entry minus entry 04 (the entry this one "
-            "changes)",
-            ">",
-            0.0,
-            film=EXTREME,
-            versus="04",
-            needs_pretrained=True,
-            label="the share of confident predictions",
-            finding=("decisions became clearer", "decisions did not become clearer"),
+        *with_baseline(
+            claim(
+                "05",
+                "Softmax probabilities higher overall, decisions clearer",
+                "share of confident test predictions (p < 0.05 or > 0.95), this entry minus entry 04 (the entry this "
+                "one changes)",
+                ">",
+                0.0,
+                film=EXTREME,
+                versus="04",
+                needs_pretrained=True,
+                label="the share of confident predictions",
+                finding=("decisions became clearer", "decisions did not become clearer"),
+            ),
+            ("decisions were clearer than the baseline's", "decisions were not clearer than the baseline's"),
         ),
-        claim(
-            "05",
-            "begins to separate NORMAL images better than before",
-            "NORMAL recall, this entry minus entry 04 (the entry this one changes)",
-            ">",
-            0.0,
-            film=NORMAL_RECALL,
-            versus="04",
-            needs_pretrained=True,
-            label="NORMAL recall against entry 04",
-            finding=("pretraining separated NORMAL films better", "pretraining did not separate NORMAL films better"),
-        ),
-        claim(
-            "05",
-            "begins to separate NORMAL images better than before",
-            "NORMAL recall, this entry minus entry 01 (the baseline)",
-            ">",
-            0.0,
-            film=NORMAL_RECALL,
-            versus="01",
-            needs_pretrained=True,
-            label="NORMAL recall against the baseline",
-            finding=(
+        *with_baseline(
+            claim(
+                "05",
+                "begins to separate NORMAL images better than before",
+                "NORMAL recall, this entry minus entry 04 (the entry this one changes)",
+                ">",
+                0.0,
+                film=NORMAL_RECALL,
+                versus="04",
+                needs_pretrained=True,
+                label="NORMAL recall against entry 04",
+                finding=(
+                    "pretraining separated NORMAL films better",
+                    "pretraining did not separate NORMAL films better",
+                ),
+            ),
+            (
                 "NORMAL films were separated better than by the baseline",
                 "NORMAL films were not separated better than by the baseline",
             ),
@@ -256,19 +258,25 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
             label="the share of films at 0.4 <= P(PNEUMONIA) <= 0.7",
             finding=("predictions spread over 0.4-0.7", "most predictions stayed outside 0.4-0.7"),
         ),
-        claim(
-            "07",
-            "Predictions no longer extreme",
-            "share of confident test predictions (p < 0.05 or > 0.95), this entry minus entry 05 (the entry this one "
-            "changes)",
-            "<",
-            0.0,
-            film=EXTREME,
-            versus="05",
-            label="the share of confident predictions",
-            finding=(
-                "strong NORMAL augmentation made predictions less extreme",
-                "strong NORMAL augmentation did not make predictions less extreme",
+        *with_baseline(
+            claim(
+                "07",
+                "Predictions no longer extreme",
+                "share of confident test predictions (p < 0.05 or > 0.95), this entry minus entry 05 (the entry this "
+                "one changes)",
+                "<",
+                0.0,
+                film=EXTREME,
+                versus="05",
+                label="the share of confident predictions",
+                finding=(
+                    "strong NORMAL augmentation made predictions less extreme",
+                    "strong NORMAL augmentation did not make predictions less extreme",
+                ),
+            ),
+            (
+                "predictions were less extreme than the baseline's",
+                "predictions were not less extreme than the baseline's",
             ),
         ),
         claim(
@@ -319,30 +327,42 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
             label="the share called PNEUMONIA at 0.8",
             finding=("every image was still called PNEUMONIA", "not every image was called PNEUMONIA"),
         ),
-        claim(
-            "09",
-            "FocalLoss alone does not fix it",
-            "NORMAL recall at threshold 0.5, this entry (FocalLoss) minus entry 08 (the entry this one changes)",
-            "<",
-            0.10,
-            film=PerFilm("correct", "NORMAL", threshold=0.5),
-            versus="08",
-            label="NORMAL recall at 0.5",
-            finding=("FocalLoss alone did not fix NORMAL recall", "FocalLoss alone raised NORMAL recall"),
+        *with_baseline(
+            claim(
+                "09",
+                "FocalLoss alone does not fix it",
+                "NORMAL recall at threshold 0.5, this entry (FocalLoss) minus entry 08 (the entry this one changes)",
+                "<",
+                0.10,
+                film=PerFilm("correct", "NORMAL", threshold=0.5),
+                versus="08",
+                label="NORMAL recall at 0.5",
+                finding=("FocalLoss alone did not fix NORMAL recall", "FocalLoss alone raised NORMAL recall"),
+            ),
+            (
+                "FocalLoss did not lift NORMAL recall above the baseline's",
+                "FocalLoss lifted NORMAL recall above the baseline's",
+            ),
         ),
-        claim(
-            "09",
-            "FocalLoss alone does not fix it (with threshold 0.8)",
-            "NORMAL recall, this entry at threshold 0.8 minus entry 08 at 0.5 (the entry this one changes)",
-            "<",
-            0.10,
-            film=PerFilm("correct", "NORMAL", threshold=0.8),
-            versus="08",
-            film_other=PerFilm("correct", "NORMAL", threshold=0.5),
-            label="NORMAL recall at 0.8",
-            finding=(
-                "FocalLoss with the 0.8 threshold did not fix NORMAL recall",
-                "FocalLoss with the 0.8 threshold raised NORMAL recall",
+        *with_baseline(
+            claim(
+                "09",
+                "FocalLoss alone does not fix it (with threshold 0.8)",
+                "NORMAL recall, this entry at threshold 0.8 minus entry 08 at 0.5 (the entry this one changes)",
+                "<",
+                0.10,
+                film=PerFilm("correct", "NORMAL", threshold=0.8),
+                versus="08",
+                film_other=PerFilm("correct", "NORMAL", threshold=0.5),
+                label="NORMAL recall at 0.8",
+                finding=(
+                    "FocalLoss with the 0.8 threshold did not fix NORMAL recall",
+                    "FocalLoss with the 0.8 threshold raised NORMAL recall",
+                ),
+            ),
+            (
+                "FocalLoss with the 0.8 threshold did not lift NORMAL recall above the baseline's",
+                "FocalLoss with the 0.8 threshold lifted NORMAL recall above the baseline's",
             ),
         ),
         grad_cam_lift(
