@@ -374,3 +374,20 @@ def test_00s_account_says_what_entry_04_found_at_inference_regression():
     swapped = {k: account.per_run(v) for k, v in inference_shares([{"inference_paths": _paths(c, 0.0)} for c in (0.2, 0.25, 0.3)]).items()}  # fmt: skip
     assert "the channel mismatch moves more calls" in account.entry_paragraph(dict(row, inference=swapped))
     assert "At inference" not in account.entry_paragraph(dict(row, inference={}))  # other entries: nothing said
+
+
+def test_the_account_says_when_the_checkpoint_rule_kept_epoch_1_of_a_seed_that_did_not_collapse_regression():
+    """Regression (issue 47): 00 never said that the checkpoint rule kept epoch 1 on 03 and 06; the account named the
+    kept epoch only for collapsed seeds. A seed that kept epoch 1 of several without collapsing is now said; a
+    collapsed one stays in the collapse clause, and a one-epoch budget has no 'first of several' to say."""
+    m = lambda seed, best, epochs=4: {"config": {"seed": seed, "epochs": epochs}, "best_epoch": best}  # noqa: E731
+    kept = account.kept_and_collapsed([m(0, 1), m(1, 3), m(2, 1)])
+    assert kept["first_epoch"] == [0, 2]
+    assert account.kept_and_collapsed([m(0, 1, epochs=1)])["first_epoch"] == []
+    kw = dict(called_cut=(0.72, 0.70, 0.75), cut_shift=(-0.13, -0.2, -0.06))
+    row = _row(auc=(0.98, 0.97, 0.99), called=(0.85, 0.80, 0.90), **kw)
+    row["kept"]["first_epoch"] = [0, 2]
+    assert "on seed 0, 2 the checkpoint rule (lowest validation loss) kept epoch 1 of 4" in account.why_paragraph([row])
+    assert "kept epoch 1 of" not in account.why_paragraph(
+        [_row(auc=(0.98, 0.97, 0.99), called=(0.85, 0.80, 0.90), **kw)]
+    )

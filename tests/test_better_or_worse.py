@@ -91,3 +91,37 @@ def test_the_table_shows_as_parts_of_at_most_eight_columns(tmp_path):
     parts = table_parts(t)
     assert len(parts) == 4 and all(len(p.columns) + 1 <= MAX_COLUMNS for _, p in parts)
     assert isinstance(t, pd.DataFrame) and list(t.index[:2]) == ["02", "03"]
+
+
+def test_an_entry_on_the_same_trained_networks_says_so_not_cannot_tell_regression(tmp_path):
+    """Regression (issue 47 audit): entry 08 evaluates entry 07's networks (an adopted twin run, its checkpoint
+    copied with shutil.copy2), so its difference from 07 is 0 by construction, yet the table said 'cannot tell: the
+    effect sits on the threshold'. It now says the networks are the same; different checkpoints still read as before."""
+    import shutil
+
+    runs = {"07": entry_runs(tmp_path, "07", [0.6, 0.7, 0.5]), "08": entry_runs(tmp_path, "08", [0.6, 0.7, 0.5])}
+    for a, b in zip(runs["07"], runs["08"]):
+        (tmp_path / "ckpt.pt").write_bytes(b"weights of seed %d" % a["config"]["seed"])
+        shutil.copy2(tmp_path / "ckpt.pt", f"{a['run_dir']}/checkpoint.pt")
+        shutil.copy2(tmp_path / "ckpt.pt", f"{b['run_dir']}/checkpoint.pt")
+    assert summary.same_networks(runs["08"], runs["07"])
+    t = summary.better_or_worse(runs)
+    assert t.loc["08", "NORMAL recall: better or worse?"] == summary.SAME_NETWORKS
+    assert "the same trained networks as entry 07 (no new training)" in t.loc["08", "note"]
+    assert "no new training): 08;" in summary.what_changed(t)
+    # another checkpoint for one seed: not the same networks, and no claim of it
+    (tmp_path / "08" / "seed1" / "checkpoint.pt").write_bytes(b"retrained")
+    assert not summary.same_networks(runs["08"], runs["07"])
+    t = summary.better_or_worse(runs)
+    assert t.loc["08", "NORMAL recall: better or worse?"].startswith(V.CANNOT_TELL)
+    assert "same trained networks" not in t.loc["08", "note"]
+    assert not summary.same_networks(runs["08"], [])  # nothing to compare: never 'the same'
+
+
+def test_better_or_worse_lists_say_when_an_entry_is_random_init(tmp_path):
+    runs = {
+        "04": entry_runs(tmp_path, "04", [0.40, 0.45, 0.35]),
+        "05": entry_runs(tmp_path, "05", [0.90, 0.92, 0.88]),  # asked for ImageNet weights, got random init
+    }
+    text = summary.what_changed(summary.better_or_worse(runs))
+    assert "05 (against 04; random init, so not about ImageNet weights)" in text

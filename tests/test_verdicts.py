@@ -576,10 +576,12 @@ def test_every_comparison_with_the_entry_changed_has_the_same_one_against_the_ba
 
     checked = []
     for entry, claims in V.CLAIMS.items():
-        step = [c for c in claims if c.versus and c.versus == MODIFIES.get(entry) != "01"]
+        # a per-film comparison names its entry in versus; a Grad-CAM lift comparison in needs (claim_kinds.lift_gain)
+        against = lambda c: c.versus or (c.needs[0] if c.paired_lift else "")  # noqa: E731
+        step = [c for c in claims if against(c) and against(c) == MODIFIES.get(entry) != "01"]
         for c in step:
             assert any(
-                b.versus == "01" and b.film == c.film and b.film_other == c.film_other and b.quote == c.quote
+                against(b) == "01" and b.film == c.film and b.film_other == c.film_other and b.quote == c.quote
                 for b in claims
             ), (entry, c.quote)
         checked += [entry] if step else []

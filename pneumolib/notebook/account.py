@@ -1,16 +1,12 @@
-"""Notebook 00's account of "everything PNEUMONIA": each entry's over-calling taken apart into its causes.
-
-Each factor is a number with a 95% interval, and a paragraph is written from those numbers.
-
-The factors: how well the model ranks the test films (AUC), where the decision cut lies (the share of test films
-called PNEUMONIA at 0.5 and at the validation-chosen 'balanced' threshold, beside the true share), the training
-class mix the model was fitted to, the kept epoch and the collapsed seeds, and a transform applied to one class only
-(how well a sharpness statistic of the training films, as the entry's augmentation shows them, predicts the label).
-
-Per-film quantities (a film called PNEUMONIA) are averaged over seeds with core.stats.seed_effect's two-level
-bootstrap (seeds, then patients within class); per-run quantities (AUC, kept epoch) go through the same function
-with one value per seed, which then resamples the seeds only. Nothing is trained here; the runs' score files
-(scores_test.csv, scores_val.csv) are read."""
+"""Notebook 00's account of "everything PNEUMONIA": each entry's over-calling taken apart into its causes. Each factor
+is a number with a 95% interval, and a paragraph is written from those numbers. The factors: how well the model ranks
+the test films (AUC), where the decision cut lies (the share of test films called PNEUMONIA at 0.5 and at the
+validation-chosen 'balanced' threshold, beside the true share), the training class mix the model was fitted to, the
+kept epoch and the collapsed seeds, and a transform applied to one class only (how well a sharpness statistic of the
+training films, as the entry's augmentation shows them, predicts the label). Per-film quantities (a film called
+PNEUMONIA) are averaged over seeds with core.stats.seed_effect's two-level bootstrap (seeds, then patients within
+class); per-run quantities (AUC, kept epoch) go through the same function with one value per seed, which then
+resamples the seeds only. Nothing is trained here; the runs' score files (scores_test.csv, scores_val.csv) are read."""
 
 from __future__ import annotations
 
@@ -154,7 +150,7 @@ def kept_and_collapsed(metrics: list[dict[str, Any]]) -> dict[str, Any]:
     """Each run's kept epoch (of how many) and the runs that collapsed (verdicts.collapsed: the kept checkpoint puts
     nearly every validation film in one class), with the collapsed share's Wilson interval."""
     fallen = {int((m.get("config") or {}).get("seed", 0)): V.collapsed(m) for m in metrics if V.collapsed(m)}
-    k, n = len(fallen), len(metrics)
+    k, n, seeds = len(fallen), len(metrics), [int((m.get("config") or {}).get("seed", 0)) for m in metrics]
     epochs = (metrics[0].get("config") or {}).get("epochs")
     return {
         "kept": per_run([m.get("best_epoch", float("nan")) for m in metrics], bounds=(1, epochs or np.inf)),
@@ -164,10 +160,12 @@ def kept_and_collapsed(metrics: list[dict[str, Any]]) -> dict[str, Any]:
         "collapsed_share": (k / n if n else float("nan"), *wilson(k, n)),
         "to_pneumonia": sorted(s for s, why in fallen.items() if "PNEUMONIA" in why),
         "collapsed_epochs": tuple(m.get("best_epoch") for m in metrics if "PNEUMONIA" in V.collapsed(m)),
+        "first_epoch": [
+            s for s, m in zip(seeds, metrics) if m.get("best_epoch") == 1 < (epochs or 1) and s not in fallen
+        ],
     }
 
 
-# --- one row per entry ------------------------------------------------------------------------------------------------
 def account_rows(runs_root, runs: dict[str, list[dict]], data=None, max_films: int = 1000) -> list[dict[str, Any]]:
     """Every log entry's factors, from its finished runs (RUNS_ROOT, the metrics in RUNS by entry) and, for an entry
     with a one-class transform, the training films of DATA (XRayData; None: that factor is left out). An entry
@@ -193,7 +191,6 @@ def account_rows(runs_root, runs: dict[str, list[dict]], data=None, max_films: i
     return rows
 
 
-# --- the table --------------------------------------------------------------------------------------------------------
 def interval_text(e: SeedEffect | tuple) -> str:
     """'[low, high]' of a SeedEffect or a (value, low, high) tuple; 'no interval (one seed)' without one."""
     lo, hi = (e.low, e.high) if isinstance(e, SeedEffect) else e[1:]
@@ -397,6 +394,9 @@ def _prior(r: dict[str, Any]) -> str:
                 else "nearly every validation film PNEUMONIA although the mix has no majority: collapsed at its cut"
             )
         )
+    if k.get("first_epoch"):  # not collapsed, yet the least-trained checkpoint: the rule's choice, said
+        text += (f"; on seed {', '.join(map(str, k['first_epoch']))} the checkpoint rule (lowest validation loss) "
+                 f"kept epoch 1 of {k['epochs']}, the least-trained model")  # fmt: skip
     return text
 
 

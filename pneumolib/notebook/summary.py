@@ -232,8 +232,29 @@ def _against(entry: str, runs: dict[str, list[dict[str, Any]]]) -> tuple[str, li
     return other, runs.get(other, []), ""
 
 
-def _change(q: V.PerFilm | None, this: list[dict], base: list[dict], book: V.FilmBook) -> tuple[str, str]:
-    """(the paired difference with its interval, better / worse / cannot tell ...) for one quantity."""
+SAME_NETWORKS = "no change: the same trained networks"
+
+
+def same_networks(this: list[dict[str, Any]], base: list[dict[str, Any]]) -> bool:
+    """Whether every seed of THIS evaluates the very checkpoint its seed of BASE does (a twin entry's adopted run,
+    e.g. entry 08's report on entry 07's networks, or 05 on 04's when no ImageNet weights exist): then a difference
+    between them is the evaluation's, never the training's."""
+    from ..core.runs import RunDir, checkpoint_key
+
+    def key(m: dict[str, Any]) -> str | None:
+        ckpt = RunDir(m["run_dir"]).checkpoint if m.get("run_dir") else None
+        return checkpoint_key(ckpt) if ckpt is not None and ckpt.is_file() else None
+
+    by_seed = {(b.get("config") or {}).get("seed"): key(b) for b in base}
+    pairs = [(key(m), by_seed.get((m.get("config") or {}).get("seed"))) for m in this]
+    return bool(pairs) and all(a is not None and a == b for a, b in pairs)
+
+
+def _change(
+    q: V.PerFilm | None, this: list[dict], base: list[dict], book: V.FilmBook, same: bool = False
+) -> tuple[str, str]:
+    """(the paired difference with its interval, better / worse / cannot tell ...) for one quantity; SAME (the same
+    networks on both sides) with no seed's value moved says so, not 'cannot tell'."""
     if not this or not base:
         return "not measured: runs missing", V.NOT_TESTED
     if not all(map(V.has_films, this + base)):
@@ -243,6 +264,8 @@ def _change(q: V.PerFilm | None, this: list[dict], base: list[dict], book: V.Fil
     except V.NotMeasured as err:
         return f"not measured: {err.args[0]}", V.NOT_TESTED
     verdict, why = V.settle(e, ">", 0.0)
+    if same and all(d == 0 for d in e.per_seed):
+        verdict, why = SAME_NETWORKS, ""
     word = {V.HOLDS: "better", V.FAILS: "worse"}.get(verdict, verdict)
     return f"{fmt(e.point)} {span(V.clip_interval((e.low, e.high), (-1.0, 1.0)))}", word + (f": {why}" if why else "")
 
@@ -261,11 +284,16 @@ def better_or_worse(runs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
         row = {"entry": c.entry, "experiment": c.name, "against": other}
         if c.pretrained and any(V.random_init(m) for m in this):
             row["experiment"] += " (random init: ImageNet weights missing)"
+        same = same_networks(this, base)
         for label, q in CHAIN_QUANTITIES:
-            diff, word = _change(q, this, base, book)
+            diff, word = _change(q, this, base, book, same)
             row[f"{label}: this minus the other"], row[f"{label}: better or worse?"] = diff, word
         differs = bool(this) and {V.budget(m) for m in this} != {V.budget(m) for m in base}
         notes = ["trained at another budget than the other (not a like-for-like pair)" if differs else why]
+        if same:
+            notes.append(
+                f"the same trained networks as entry {other} (no new training): a difference is the evaluation's"
+            )
         # a collapsed seed on either side is a finding the difference carries: said, never silent
         for who, ms in (("this entry", this), ("the other", base)):
             fallen = [str((m.get("config") or {}).get("seed")) for m in ms if V.collapsed(m)]
@@ -320,16 +348,23 @@ def budget_text(runs: dict[str, list[dict[str, Any]]]) -> str:
 
 def what_changed(table: pd.DataFrame) -> str:
     """The answer to 'which entries made it worse or better?', read from better_or_worse's table."""
+
+    def named(e: str) -> str:
+        init = "; random init, so not about ImageNet weights" if "random init" in table.loc[e, "experiment"] else ""
+        return f"{e} (against {table.loc[e, 'against']}{init})"
+
     parts = []
     for label, _ in CHAIN_QUANTITIES:
         col = table[f"{label}: better or worse?"].astype(str)
-        better = [f"{e} (against {table.loc[e, 'against']})" for e, v in col.items() if v == "better"]
-        worse = [f"{e} (against {table.loc[e, 'against']})" for e, v in col.items() if v == "worse"]
-        open_ = [e for e, v in col.items() if v not in ("better", "worse")]
+        better = [named(e) for e, v in col.items() if v == "better"]
+        worse = [named(e) for e, v in col.items() if v == "worse"]
+        same = [e for e, v in col.items() if v == SAME_NETWORKS]
+        open_ = [e for e, v in col.items() if v not in ("better", "worse", SAME_NETWORKS)]
         parts.append(
             f"{label}: better than the entry it changed: {', '.join(better) or 'no entry'}; worse: "
-            f"{', '.join(worse) or 'no entry'}; cannot tell or not measured: {', '.join(open_) or 'none'} "
-            "(the table gives each reason)"
+            f"{', '.join(worse) or 'no entry'}; "
+            + (f"the same networks as the entry it changed (no new training): {', '.join(same)}; " if same else "")
+            + f"cannot tell or not measured: {', '.join(open_) or 'none'} (the table gives each reason)"
         )
     return ". ".join(parts) + "."
 

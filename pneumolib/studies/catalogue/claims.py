@@ -242,6 +242,7 @@ CLAIMS: dict[str, tuple[Claim, ...]] = {
     ),  # fmt: skip
     "06": (
         lift_gain("06", "05", "slight Grad-CAM improvement"),
+        lift_gain("06", "01", "slight Grad-CAM improvement"),
         normal_still_low("06"),
         hurts("06", "05", "central focus hurts", main=True),  # the entry's conclusion, against the entry it changes
         hurts("06", "01", "central focus hurts"),
