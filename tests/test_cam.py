@@ -531,3 +531,10 @@ def test_regression_a_collapsed_models_road_of_zero_is_cannot_check_never_a_pass
     still = {k: np.zeros(8) for k in ("combined", "morf", "lerf")}
     fa2 = _faithfulness_record(moving, still, (20, 40), (8, 8), 0, [f"p{i}" for i in range(8)])
     assert not fa2["degenerate"] and maps_pass({"faithfulness": fa2, "randomisation_rank_corr": {"mean": 0.1}}) is True
+    # a nearly collapsed model: the films' scores move a little (not 'degenerate'), the difference's interval rounds to
+    # '0.000 [0.000, 0.000]' and lies above 0 by a hair: cannot check, never a pass on a rounding artefact
+    hair = dict(fa2, model_minus_random=2e-4, model_minus_random_ci95=[1e-6, 3e-4])
+    checks = {"faithfulness": hair, "randomisation_rank_corr": {"mean": 0.1}, "n": 8}
+    assert maps_pass(checks) is None and maps_checked(checks).startswith("cannot check")
+    clear = dict(fa2, model_minus_random=0.004, model_minus_random_ci95=[0.001, 0.008])  # small, but resolved
+    assert maps_pass({"faithfulness": clear, "randomisation_rank_corr": {"mean": 0.1}}) is True

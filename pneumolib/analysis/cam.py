@@ -22,6 +22,7 @@ from ..analysis.cam_checks import (  # noqa: F401 (re-exported: every name in on
     rank_correlation,
     recorded_sanity,
     road,
+    road_degenerate,
     road_of,
     sanity_checks,
 )

@@ -1,12 +1,13 @@
-"""Notebook 00's account of "everything PNEUMONIA": each entry's over-calling taken apart into its causes. Each factor
-is a number with a 95% interval, and a paragraph is written from those numbers. The factors: how well the model ranks
-the test films (AUC), where the decision cut lies (the share of test films called PNEUMONIA at 0.5 and at the
-validation-chosen 'balanced' threshold, beside the true share), the training class mix the model was fitted to, the
-kept epoch and the collapsed seeds, and a transform applied to one class only (how well a sharpness statistic of the
-training films, as the entry's augmentation shows them, predicts the label). Per-film quantities (a film called
+"""Notebook 00's account of "everything PNEUMONIA": each entry's over-calling taken apart into its causes.
+
+Each factor is a number with a 95% interval, and a paragraph is written from those numbers. The factors: how well the
+model ranks the test films (AUC), where the decision cut lies (the share of test films called PNEUMONIA at 0.5 and at
+the validation-chosen 'balanced' threshold, beside the true share), the training class mix the model was fitted to,
+the kept epoch and the collapsed seeds, and a transform applied to one class only (how well a sharpness statistic of
+the training films, as the entry's augmentation shows them, predicts the label). Per-film quantities (a film called
 PNEUMONIA) are averaged over seeds with core.stats.seed_effect's two-level bootstrap (seeds, then patients within
-class); per-run quantities (AUC, kept epoch) go through the same function with one value per seed, which then
-resamples the seeds only. Nothing is trained here; the runs' score files (scores_test.csv, scores_val.csv) are read."""
+class); per-run quantities (AUC, kept epoch) go through it with one value per seed, which then resamples the seeds
+only. Nothing is trained here; the runs' score files (scores_test.csv, scores_val.csv) are read."""
 
 from __future__ import annotations
 
@@ -319,7 +320,6 @@ def account_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     )
 
 
-# --- the paragraph ----------------------------------------------------------------------------------------------------
 def _side(e: SeedEffect, margin: float) -> int:
     """+1 / -1 when the interval lies above / below MARGIN, 0 when it straddles it; with one seed, by its value."""
     if np.isnan(e.low):

@@ -199,14 +199,14 @@ def metrics_of(x) -> dict[str, Any]:
 def maps_checked(sanity: dict[str, Any] | None) -> str:
     """The maps' checks in words, for every table that shows lifts: ROAD (the model's map against a random map, with
     a 95% interval by patient) and the randomisation test (rank correlation with a re-initialised model's map)."""
-    from ..analysis.cam import maps_pass
+    from ..analysis.cam import maps_pass, road_degenerate
 
     if not sanity:
         return "NOT CHECKED (no ROAD or randomisation test was run on these maps): lifts not to be read"
     fa, rc = sanity.get("faithfulness") or {}, sanity.get("randomisation_rank_corr") or {}
     ci = fa.get("model_minus_random_ci95")
     verdict = {True: "pass", False: "FAIL", None: "undecided"}[maps_pass(sanity)]
-    if fa.get("degenerate"):
+    if road_degenerate(fa):
         verdict = "cannot check (the model's output does not move when pixels are removed: a collapsed model)"
     return (
         f"{verdict}: ROAD model - random map {fmt(fa.get('model_minus_random'))} {span(ci)}, randomisation rank "

@@ -114,9 +114,9 @@ def maps_uncheckable(m: dict[str, Any], target: str = "") -> bool:
     """Did a run's maps' checks (for TARGET, as maps_faithful) run and answer 'cannot check'? ROAD over a model
     whose output did not move under its removals (a collapsed one) measures nothing (cam_checks.maps_pass: None, the
     record's ROAD 'degenerate'), which is neither a pass nor a fail, nor a check that was not run."""
-    from ..analysis.cam_checks import road_of
+    from ..analysis.cam_checks import road_degenerate, road_of
 
-    return bool(road_of(_checks_record(m, target)).get("degenerate"))
+    return road_degenerate(road_of(_checks_record(m, target)))
 
 
 def random_init(m: dict[str, Any]) -> bool:
