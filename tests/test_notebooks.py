@@ -998,3 +998,75 @@ def test_load_compared_loads_the_entries_the_claims_compare_with(tmp_path, monke
     monkeypatch.setattr(SR, "load_runs", lambda entries, s: asked.append(list(entries)) or {})
     SR.load_compared("05", None)
     assert asked == [["01", "04"]]  # the entry 05 changes (04) and the baseline
+
+
+# --- the series bars read off the rendered outputs (issue 47: bars/series5) -------------------------------------------
+MAX_TABLE_COLUMNS = 8  # notebook.display.MAX_COLUMNS, the row labels included
+ROAD_PASS_AT_ZERO = re.compile(r"\bpass: ROAD model - random map -?0\.000 \[-?0\.000, -?0\.000\]")
+UNTRAINED_LINE = re.compile(r"untrained.*?\bAUC\D{0,12}(\d\.\d+)|\bAUC\D{0,12}(\d\.\d+).*?untrained", re.I)
+
+
+def _tables(html: str):
+    """(header names, body rows as lists of cell texts) of each HTML table in an output."""
+    cell = re.compile(r"<t[dh][^>]*>(.*?)</t[dh]>", re.S)
+    for t in re.findall(r"<table.*?</table>", html, flags=re.S):
+        head = re.search(r"<thead>\s*<tr[^>]*>(.*?)</tr>", t, flags=re.S)
+        body = re.search(r"<tbody>(.*?)</tbody>", t, flags=re.S)
+        rows = [cell.findall(r) for r in re.findall(r"<tr[^>]*>(.*?)</tr>", body.group(1), flags=re.S)] if body else []
+        yield (cell.findall(head.group(1)) if head else []), rows
+
+
+def output_contradictions(nb) -> list[str]:
+    """What the issue's bars forbid in a render: a table wider than MAX_TABLE_COLUMNS, a ROAD 'pass' on a difference
+    of 0.000 [0.000, 0.000] (a collapsed model's, which cannot check maps), 'untrained' beside an AUC of 0.9 or more."""
+    found = []
+    for i, c in enumerate(nb.cells):
+        for o in c.get("outputs", []):
+            html = (o.get("data") or {}).get("text/html", "")
+            for head, rows in _tables(html if isinstance(html, str) else "".join(html)):
+                if rows and max(map(len, rows)) > MAX_TABLE_COLUMNS:
+                    found.append(f"cell {i}: a table of {max(map(len, rows))} columns")
+                aucs = [k for k, h in enumerate(head) if "AUC" in h]
+                for r in rows:
+                    if "UNTRAINED" in " ".join(r).upper() and any(
+                        k < len(r)
+                        and re.match(r"\s*(\d\.\d+)", r[k])
+                        and float(re.match(r"\s*(\d\.\d+)", r[k])[1]) >= 0.9
+                        for k in aucs
+                    ):
+                        found.append(f"cell {i}: UNTRAINED beside an AUC of 0.9 or more: {r}")
+        text = _output_text(c)
+        found += [f"cell {i}: {m.group(0)}" for m in ROAD_PASS_AT_ZERO.finditer(text)]
+        for line in text.splitlines():
+            m = UNTRAINED_LINE.search(line)
+            if m and float(m.group(1) or m.group(2)) >= 0.9:
+                found.append(f"cell {i}: untrained beside an AUC of 0.9 or more: {line.strip()[:120]}")
+    return found
+
+
+def test_output_contradictions_finds_each_thing_the_bars_forbid():
+    def nb_with(html="", text=""):
+        out = {"output_type": "display_data", "data": {"text/html": html, "text/plain": text}, "metadata": {}}
+        return nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(outputs=[out])])
+
+    row = "".join(f"<td>{k}</td>" for k in range(9))
+    assert output_contradictions(nb_with(f"<table><tbody><tr><th>s</th>{row}</tr></tbody></table>"))  # 10 cells
+    narrow = (
+        "<table><thead><tr><th></th><th>validation AUC</th><th>kept epoch</th></tr></thead><tbody>{}</tbody></table>"
+    )
+    assert output_contradictions(nb_with(narrow.format("<tr><th>0</th><td>0.970</td><td>1 UNTRAINED</td></tr>")))
+    assert not output_contradictions(nb_with(narrow.format("<tr><th>0</th><td>0.612</td><td>1 UNTRAINED</td></tr>")))
+    assert output_contradictions(nb_with(text="EPOCH 1: untrained (test AUC 0.970)"))
+    assert not output_contradictions(nb_with(text="EPOCH 1: untrained (test AUC 0.512)"))
+    assert output_contradictions(nb_with(text="pass: ROAD model - random map 0.000 [0.000, 0.000], randomisation"))
+    assert not output_contradictions(nb_with(text="pass: ROAD model - random map 0.225 [0.147, 0.313], rank"))
+    assert not output_contradictions(nb_with(text="cannot check (...): ROAD model - random map 0.000 [0.000, 0.000]"))
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))
+def test_the_render_shows_no_wide_table_no_road_pass_at_zero_and_no_untrained_beside_a_high_auc(path):
+    _require_render(path)
+    found = output_contradictions(nbformat.read(path, as_version=4))
+    if found and RENDER_PENDING:
+        pytest.xfail(f"{path.name} (an earlier render) until the series issue renders this round: {found[:3]}")
+    assert not found, f"{path.name}: {found[:5]}"
