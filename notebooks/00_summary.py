@@ -101,7 +101,7 @@ print(summary.what_changed(changes))
 # %% [markdown]
 # ## What to do instead?
 #
-# The levers notebook 10's ablation measures, and the log's own entries where a pair of them isolates one (the same transforms for both classes). Each is a paired difference over seeds on the test films both arms scored: the runs with the lever minus the runs without it, in NORMAL recall and in the share called PNEUMONIA, with the two-level bootstrap's 95% interval and the probability of improvement (see the glossary). A lever whose runs this render did not train says so.
+# The levers notebook 10's ablation measures, and the log's own entries where a pair of them isolates one (the same transforms for both classes). Each is a paired difference over seeds on the test films both arms scored: the runs with the lever minus the runs without it, in NORMAL recall and in the share called PNEUMONIA, with the two-level bootstrap's 95% interval and the probability of improvement (see the glossary). The balanced sampler appears twice: with the Youden threshold its ablation step carries, and alone, both arms' scores cut at 0.5. A lever whose runs this render did not train says so.
 
 # %%
 lever_rows = levers.levers(S.runs, S.seeds, S.profile)

@@ -391,3 +391,23 @@ def test_the_account_says_when_the_checkpoint_rule_kept_epoch_1_of_a_seed_that_d
     assert "kept epoch 1 of" not in account.why_paragraph(
         [_row(auc=(0.98, 0.97, 0.99), called=(0.85, 0.80, 0.90), **kw)]
     )
+
+
+def test_the_balanced_sampler_alone_is_measured_with_both_arms_cut_at_half_regression(monkeypatch):
+    """Regression (issue 47 audit): 00's one balanced-sampler lever compared abl_balanced (sampler and Youden's
+    threshold) with the baseline, so the sampler alone was never measured. Its own lever cuts both arms' scores at
+    0.5: a run whose Youden cut calls every NORMAL film NORMAL while its scores at 0.5 do not gains nothing there."""
+    runs, y = _runs()
+    youden = []
+    for r in runs:  # the same scores as the baseline, a different decision rule: every NORMAL film called NORMAL
+        t = r.test.copy()
+        t["prediction"] = np.where(y == 1, "PNEUMONIA", "NORMAL")
+        youden.append(account.Scored(r.seed, r.metrics, t, r.val))
+    _fake_arms(monkeypatch, {"abl_balanced": {r.seed: r for r in youden}, "baseline": {r.seed: r for r in runs}})
+    alone = next(lv for lv in levers.LEVERS if lv.at_half)
+    assert alone.this == "abl_balanced" and alone.before == "baseline"
+    row = levers.measure(alone, "RUNS", [0, 1, 2], "cpu")
+    assert row["normal_recall"].point == pytest.approx(0.0) and row["called"].point == pytest.approx(0.0)
+    with_rule = levers.measure(levers.LEVERS[0], "RUNS", [0, 1, 2], "cpu")
+    assert with_rule["normal_recall"].point > 0  # the decision rule's part, which the lever alone leaves out
+    assert "(both at 0.5)" in levers.levers_frame([row]).loc[alone.name, "compared"]

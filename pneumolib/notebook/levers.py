@@ -27,17 +27,20 @@ ENTRIES = "the log's entries"
 @dataclass(frozen=True)
 class Lever:
     """One lever: the runs with it (THIS), the runs without it (BEFORE), where they come from, and whether it is
-    measured by cutting THIS's own scores at the validation threshold instead of 0.5 (BEFORE is then THIS)."""
+    measured by cutting THIS's own scores at the validation threshold instead of 0.5 (BEFORE is then THIS), or at 0.5
+    whatever rule THIS's checkpoint carries (AT_HALF: a training lever alone, its threshold rule set aside)."""
 
     name: str
     this: str
     before: str
     source: str
     rethreshold: bool = False
+    at_half: bool = False
 
 
 LEVERS = (
     Lever("balanced sampler (and Youden's threshold on validation)", "abl_balanced", "baseline", ABLATION),
+    Lever("balanced sampler alone: both arms cut at 0.5", "abl_balanced", "baseline", ABLATION, at_half=True),
     Lever(
         f"validation threshold on the log's baseline: the '{THRESHOLD_RULE}' rule instead of 0.5",
         "baseline",
@@ -72,9 +75,11 @@ def _absent(lever: Lever, which: list[str]) -> str:
     return f"not rendered: no finished run of {', '.join(which)} in RUNS"
 
 
-def _calls(runs: list[Scored], films: pd.DataFrame, cut: bool) -> np.ndarray:
-    """seeds x films, 1 = called PNEUMONIA: by each run's own decision, or (CUT) at the threshold the validation rule
-    picks on that run's validation scores."""
+def _calls(runs: list[Scored], films: pd.DataFrame, cut: bool, at_half: bool = False) -> np.ndarray:
+    """seeds x films, 1 = called PNEUMONIA: by each run's own decision, at 0.5 (AT_HALF), or (CUT) at the threshold
+    the validation rule picks on that run's validation scores."""
+    if at_half:
+        return (per_film(runs, films, "p_pneumonia") >= 0.5).astype(float)
     if not cut:
         return (per_film(runs, films, "prediction") == "PNEUMONIA").astype(float)
     cuts = [choose_threshold(THRESHOLD_RULE, r.val["y"], r.val["p_pneumonia"]) for r in runs]
@@ -90,6 +95,7 @@ def measure(lever: Lever, runs_root: str | Path, seeds: list[int], profile: str)
         a = {s: r for s, r in a.items() if r.val is not None}
     b = a if lever.rethreshold else arm(runs_root, lever.before, seeds, profile)
     row: dict[str, Any] = {"lever": lever.name, "source": lever.source, "this": lever.this, "before": lever.before}
+    row["at_half"] = lever.at_half
     paired = sorted(set(a) & set(b))
     if not paired:
         row["missing"] = _absent(
@@ -98,8 +104,8 @@ def measure(lever: Lever, runs_root: str | Path, seeds: list[int], profile: str)
         return row
     ra, rb = [a[s] for s in paired], [b[s] for s in paired]
     films = common_films(ra + rb)
-    called_a = _calls(ra, films, cut=lever.rethreshold)
-    called_b = _calls(rb, films, cut=False)
+    called_a = _calls(ra, films, cut=lever.rethreshold, at_half=lever.at_half)
+    called_b = _calls(rb, films, cut=False, at_half=lever.at_half)
     normal = np.where(films["y"].to_numpy() == 0, 1.0, np.nan)[None, :]  # NaN: a PNEUMONIA film does not count
     row.update(
         seeds=paired,
@@ -122,6 +128,7 @@ def levers_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     out = []
     for r in rows:
         compared = f"{r['this']} vs {r['before']}" if r["this"] != r["before"] else f"{r['this']}: cut vs 0.5"
+        compared += " (both at 0.5)" if r.get("at_half") else ""
         if r.get("missing"):
             out.append((r["lever"], compared, r["source"], 0, r["missing"], "", "", ""))
             continue
