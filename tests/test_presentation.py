@@ -383,11 +383,13 @@ def test_the_verdict_table_shows_the_probability_of_improvement_in_words_within_
     frame = verdict_frame([_judged(0.8), _judged(None, versus="")])
     [(_, part)] = table_parts(frame)
     assert len(part.columns) + part.index.nlevels <= MAX_COLUMNS
-    cells = frame.iloc[:, list(frame.columns).index("range over seeds (n); P(improvement)")]
+    cells = frame.iloc[:, list(frame.columns).index("per seed (n); P(improvement)")]
     assert (
         cells.iloc[0] == "[-0.500, -0.100] (5); P(improvement) 0.80: higher than entry 01's in 20 of the 25 seed pairs"
-    )
+    )  # no per-seed values recorded: their range
     assert "P(improvement)" not in cells.iloc[1]  # a single arm compares nothing
+    each = verdict_frame([dict(_judged(0.8), per_seed=(-0.5, -0.3, -0.1, -0.2, -0.4))])
+    assert each.iloc[0]["per seed (n); P(improvement)"].startswith("-0.500, -0.300, -0.100, -0.200, -0.400 (5); ")
 
 
 def test_the_probability_of_improvement_counts_seed_pairs_and_says_ties_count_half():
@@ -411,6 +413,8 @@ def test_00s_claims_table_shows_the_probability_of_improvement_for_comparison_ro
     assert lines[0].count("|") - 1 <= 8 and "seed pairs" in lines[0]
     assert "P(improvement) 0.80: higher than entry 01's in 20 of the 25 seed pairs" in lines[2]
     assert "P(improvement)" not in lines[3] and lines[3].count("|") == lines[0].count("|")
+    summary.show_claims([dict(_judged(0.8), per_seed=(-0.5, -0.3, -0.1, -0.2, -0.4))], 5, "6 epochs")
+    assert "| 5: -0.500, -0.300, -0.100, -0.200, -0.400 |" in displayed[-1].data  # each seed's value, not hidden
 
 
 def test_00s_figure_prints_its_caption_under_it_regression(capsys):

@@ -252,11 +252,19 @@ def log_vs_rerun(entry: str, metrics_by_seed, reference: dict[str, list] | None 
 
 def verdict_frame(judged: list[dict[str, Any]]) -> pd.DataFrame:
     """The 'Log vs re-run' table from judged rows (verdicts.judge): the claim (the log's words for entries 01-09, the
-    recipe's own hypothesis for 10), what is measured, the mean, interval, the seeds' range and, for a comparison,
-    the probability of improvement in words (verdicts.improvement), the verdict and its note: MAX_COLUMNS wide."""
+    recipe's own hypothesis for 10), what is measured, the mean, interval, each seed's value (the seeds' range where
+    only that was recorded) and, for a comparison, the probability of improvement in words (verdicts.improvement),
+    the verdict and its note: MAX_COLUMNS wide."""
     rows = []
     for r in judged:
-        seeds = f"{span(r['range'])} ({r['n']})" if r["range"] else f"({r['n']})"
+        each = r.get("per_seed") or ()
+        seeds = (
+            f"{', '.join(fmt(v) for v in each)} ({r['n']})"
+            if each  # the seeds' own values, disagreement and all (issue 47); else their range
+            else f"{span(r['range'])} ({r['n']})"
+            if r["range"]
+            else f"({r['n']})"
+        )
         better = verdicts.improvement(r)
         rows.append(
             {
@@ -265,7 +273,7 @@ def verdict_frame(judged: list[dict[str, Any]]) -> pd.DataFrame:
                 "holds if": r["claimed"],
                 "mean": fmt(r["mean"]) if r["n"] else "not measured (see note)",
                 "interval": span(r["interval"]),
-                "range over seeds (n); P(improvement)": seeds + (f"; {better}" if better else ""),
+                "per seed (n); P(improvement)": seeds + (f"; {better}" if better else ""),
                 "verdict": r["verdict"],
                 "note": collapse_seed_flags(r["note"]),
             }

@@ -49,6 +49,11 @@ def claims_table(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return rows
 
 
+def _each(r: dict[str, Any]) -> str:
+    """The seed count, then each seed's value where the row has them ('5: 0.120, -0.030, ...')."""
+    return f"{r['n']}" + (f": {', '.join(fmt(v) for v in r['per_seed'])}" if r.get("per_seed") else "")
+
+
 def show_claims(rows: list[dict[str, Any]], n_seeds: int, budget: str) -> None:
     """The one table (markdown, so the notebook links work) and the headline box above it, updated in place."""
     from IPython.display import Markdown, display
@@ -66,7 +71,7 @@ def show_claims(rows: list[dict[str, Any]], n_seeds: int, budget: str) -> None:
         )
         note = f" ({collapse_seed_flags(r['note'])})" if r["n"] and r["note"] else ""
         lines.append(
-            f'| {r["entry"]} | "{r["claim"]}" | **{r["verdict"]}**{note} | {number} | {r["n"]} | {V.improvement(r)} | '
+            f'| {r["entry"]} | "{r["claim"]}" | **{r["verdict"]}**{note} | {number} | {_each(r)} | {V.improvement(r)} | '
             f"[notebook {r['entry']}]({r['notebook']}#Log-vs-re-run) |".replace("\n", " ")
         )
     display(Markdown("\n".join(lines)))
