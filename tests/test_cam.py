@@ -531,10 +531,21 @@ def test_regression_a_collapsed_models_road_of_zero_is_cannot_check_never_a_pass
     still = {k: np.zeros(8) for k in ("combined", "morf", "lerf")}
     fa2 = _faithfulness_record(moving, still, (20, 40), (8, 8), 0, [f"p{i}" for i in range(8)])
     assert not fa2["degenerate"] and maps_pass({"faithfulness": fa2, "randomisation_rank_corr": {"mean": 0.1}}) is True
-    # a nearly collapsed model: the films' scores move a little (not 'degenerate'), the difference's interval rounds to
-    # '0.000 [0.000, 0.000]' and lies above 0 by a hair: cannot check, never a pass on a rounding artefact
-    hair = dict(fa2, model_minus_random=2e-4, model_minus_random_ci95=[1e-6, 3e-4])
-    checks = {"faithfulness": hair, "randomisation_rank_corr": {"mean": 0.1}, "n": 8}
+    # a nearly collapsed model: the films' scores move by a hair (not 'degenerate'), so ROAD barely moves for either
+    # map and its difference rounds to '0.000 [0.000, 0.000]': cannot check, never a pass on a rounding artefact
+    hair = {k: np.linspace(1e-5, 3e-4, 8) for k in ("combined", "morf", "lerf")}
+    fa3 = _faithfulness_record(hair, still, (20, 40), (8, 8), 0, [f"p{i}" for i in range(8)])
+    checks = {"faithfulness": fa3, "randomisation_rank_corr": {"mean": 0.1}, "n": 8}
+    assert not fa3["degenerate"] and fa3["model_minus_random_ci95"][0] > 0
     assert maps_pass(checks) is None and maps_checked(checks).startswith("cannot check")
+    from pneumolib.analysis.cam import _check_lines
+    from pneumolib.studies.verdict_flags import maps_faithful
+
+    assert any("cannot be checked" in line for line in _check_lines({"road": fa3, "maps_pass": None}))
+    old_record = {"gradcam": {"road": fa3, "maps_pass": True}}  # recorded before this rule: said 'pass'
+    assert maps_faithful(old_record) is None
+    # a model whose output moves, with a map better than random by less than ROAD prints: a FAIL, not a pass
+    tiny = dict(fa2, model_minus_random=2e-4, model_minus_random_ci95=[1e-6, 3e-4])
+    assert maps_pass({"faithfulness": tiny, "randomisation_rank_corr": {"mean": 0.1}}) is False
     clear = dict(fa2, model_minus_random=0.004, model_minus_random_ci95=[0.001, 0.008])  # small, but resolved
     assert maps_pass({"faithfulness": clear, "randomisation_rank_corr": {"mean": 0.1}}) is True

@@ -1002,7 +1002,11 @@ def test_load_compared_loads_the_entries_the_claims_compare_with(tmp_path, monke
 
 # --- the series bars read off the rendered outputs (issue 47: bars/series5) -------------------------------------------
 MAX_TABLE_COLUMNS = 8  # notebook.display.MAX_COLUMNS, the row labels included
-ROAD_PASS_AT_ZERO = re.compile(r"\bpass: ROAD model - random map -?0\.000 \[-?0\.000, -?0\.000\]")
+ROAD_PASS_AT_ZERO = re.compile(
+    r"\bpass: ROAD model - random map -?0\.000 \[-?0\.000, -?0\.000\]"  # the tables' words (display.maps_checked)
+    r"|model minus random [+-]0\.000 \(95% CI by patient [+-]0\.000 to [+-]0\.000\)[^\n]*\n"
+    r"(?:[^\n]*\n)??[^\n]*pass their checks[^\n]*: yes"  # the Grad-CAM report's (cam._check_lines)
+)
 UNTRAINED_LINE = re.compile(r"untrained.*?\bAUC\D{0,12}(\d\.\d+)|\bAUC\D{0,12}(\d\.\d+).*?untrained", re.I)
 
 
@@ -1035,6 +1039,11 @@ def output_contradictions(nb) -> list[str]:
                         for k in aucs
                     ):
                         found.append(f"cell {i}: UNTRAINED beside an AUC of 0.9 or more: {r}")
+            md = (o.get("data") or {}).get("text/markdown", "")
+            lines = (md if isinstance(md, str) else "".join(md)).splitlines()
+            widths = [ln.replace("\\|", "").count("|") - 1 for ln in lines if ln.startswith("|")]  # '\|': in a cell
+            if widths and max(widths) > MAX_TABLE_COLUMNS:
+                found.append(f"cell {i}: a markdown table of {max(widths)} columns")
         text = _output_text(c)
         found += [f"cell {i}: {m.group(0)}" for m in ROAD_PASS_AT_ZERO.finditer(text)]
         for line in text.splitlines():
@@ -1061,6 +1070,14 @@ def test_output_contradictions_finds_each_thing_the_bars_forbid():
     assert output_contradictions(nb_with(text="pass: ROAD model - random map 0.000 [0.000, 0.000], randomisation"))
     assert not output_contradictions(nb_with(text="pass: ROAD model - random map 0.225 [0.147, 0.313], rank"))
     assert not output_contradictions(nb_with(text="cannot check (...): ROAD model - random map 0.000 [0.000, 0.000]"))
+    report = (
+        "faithfulness (ROAD, ...): model map +0.001, random map +0.001; model minus random +0.000 (95% CI by patient "
+        "+0.000 to +0.000)\nthe maps pass their checks (ROAD above the random map, changed by randomisation): {}"
+    )
+    wide_md = {"output_type": "display_data", "data": {"text/markdown": "| a |" + " b |" * 8}, "metadata": {}}
+    assert output_contradictions(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(outputs=[wide_md])]))
+    assert output_contradictions(nb_with(text=report.format("yes")))
+    assert not output_contradictions(nb_with(text=report.format("NO: lift-based claims ...")))
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=_ids(NOTEBOOKS))

@@ -493,3 +493,26 @@ def test_00s_finding_is_plain_sentences_written_from_the_verdicts_and_changes_wi
     assert (
         finding([row("01", "not tested")]) == "The re-run could test none of the log's 1 claims on the runs it found."
     )
+
+
+def test_the_compared_entries_seed_flags_that_say_one_thing_are_said_once_regression():
+    """Regression (issue 47: 00's 07 row repeated 'calls 100% of validation films ...' once per compared entry): the
+    compared entries' flags that share a phrase merge into one, naming each entry's seeds."""
+    from pneumolib.notebook.display import collapse_seed_flags
+
+    flag = "(compared with) calls 100% of validation films NORMAL at its threshold"
+    text = "; ".join(f"entry 0{e} seed 0 {flag}" for e in (1, 2, 4)) + "; entry 04 seed 2 " + flag
+    out = collapse_seed_flags(text + "; entry 03 seed 0 (compared with) calls 100% of validation films PNEUMONIA")
+    assert out.count("100% of validation films NORMAL") == 1
+    assert out.startswith("seed 0 of entry 01, seed 0 of entry 02, seeds 0, 2 of entry 04 (compared with) call 100%")
+    assert out.endswith("; entry 03 seed 0 (compared with) calls 100% of validation films PNEUMONIA")
+
+
+def test_00s_claims_table_keeps_its_columns_when_a_quantity_holds_a_pipe_regression(displayed):
+    """Regression: 07's quantity '|PNEUMONIA recall - NORMAL recall|' split its markdown row into extra columns."""
+    from pneumolib.notebook import summary
+
+    row = dict(_judged(0.8), quantity="|PNEUMONIA recall - NORMAL recall|: the smallest of entries 01-06 minus this")
+    summary.show_claims([row], 5, "6 epochs")
+    lines = displayed[0].data.splitlines()
+    assert lines[2].replace("\\|", "").count("|") == lines[0].count("|")

@@ -625,3 +625,12 @@ def test_an_exact_count_row_whose_seeds_disagree_is_judged_by_its_mean_over_seed
     assert row["verdict"] == FAILS and row["interval"][0] > 0.5 and "1 seed(s) hold, 4 do not" in row["note"]
     # too few seeds to resample: the seeds' disagreement is the verdict, as before
     assert V.judge(claim, [subset(0, 0), subset(1, 3)])["verdict"] == SEEDS_DISAGREE
+
+
+def test_two_rows_of_one_claim_against_two_entries_read_as_different_sentences_regression():
+    """Regression (issue 47 review): a claim compared with the entry it changed and with the baseline has two rows
+    with one quote; 'not tested' and 'cannot tell' sentences printed only the quote, so the two read the same."""
+    rows = V.judge_entry("05", [run(spec=0.9, weights="random init (ImageNet weights unavailable)")])
+    said = [V.sentence(r) for r in rows]
+    assert len(set(said)) == len(said), said
+    assert any("against entry 04" in x for x in said) and any("against the baseline" in x for x in said)

@@ -178,7 +178,11 @@ def _check_lines(rep: dict[str, Any]) -> list[str]:
                 else ""
             )
         )
-    if rep.get("maps_pass") is not None:
+    if fa and road_degenerate(fa):
+        lines.append(
+            "the maps cannot be checked: the model's output barely moves when ROAD removes pixels (a collapsed model)"
+        )
+    elif rep.get("maps_pass") is not None:
         lines.append(
             "the maps pass their checks (ROAD above the random map, changed by randomisation): "
             + ("yes" if rep["maps_pass"] else "NO: lift-based claims about these maps cannot be judged")

@@ -207,7 +207,7 @@ def maps_checked(sanity: dict[str, Any] | None) -> str:
     ci = fa.get("model_minus_random_ci95")
     verdict = {True: "pass", False: "FAIL", None: "undecided"}[maps_pass(sanity)]
     if road_degenerate(fa):
-        verdict = "cannot check (the model's output does not move when pixels are removed: a collapsed model)"
+        verdict = "cannot check (the model's output barely moves when pixels are removed: a collapsed model)"
     return (
         f"{verdict}: ROAD model - random map {fmt(fa.get('model_minus_random'))} {span(ci)}, randomisation rank "
         f"correlation {fmt(rc.get('mean'))} ({sanity.get('n')} films)"
@@ -277,15 +277,35 @@ def collapse_seed_flags(text: str) -> str:
             found[key] = []
             order.append(key)
         found[key].append(m["seed"])
-    out = []
+    # the compared entries' flags that say one thing are one flag too: 'seed 0 of entry 01, seeds 0, 2 of entry 02
+    # (compared with) call 100% ...', said where the first of them stood
+    merged: dict[str, list[tuple[str, list[str]]]] = {}
+    out: list[str | tuple[str, str]] = []
     for item in order:
         if isinstance(item, str):
             out.append(item)
             continue
         (who, what), seeds = item, found[item]
+        if who and what in merged:
+            merged[what].append((who, seeds))
+            continue
+        if who:
+            merged[what] = [(who, seeds)]
+            out.append(("merged", what))
+            continue
         many = len(seeds) > 1
-        out.append(f"{who}seed{'s' if many else ''} {', '.join(seeds)} {_plural(what) if many else what}")
-    return "; ".join(out)
+        out.append(f"seed{'s' if many else ''} {', '.join(seeds)} {_plural(what) if many else what}")
+    return "; ".join(x if isinstance(x, str) else _merged(merged[x[1]], x[1]) for x in out)
+
+
+def _merged(groups: list[tuple[str, list[str]]], what: str) -> str:
+    """One flag for the compared entries' seeds that share WHAT."""
+    many = len(groups) > 1 or len(groups[0][1]) > 1
+    who = ", ".join(f"seed{'s' if len(s) > 1 else ''} {', '.join(s)} of {w.strip()}" for w, s in groups)
+    if len(groups) == 1:  # as before: 'entry 01 seeds 0, 2 (compared with) call ...'
+        w, s = groups[0]
+        return f"{w}seed{'s' if len(s) > 1 else ''} {', '.join(s)} {_plural(what) if many else what}"
+    return f"{who} {_plural(what) if many else what}"
 
 
 # --- where a Grad-CAM map is hottest, in words, for the galleries' captions ----------------------------------------

@@ -59,7 +59,7 @@ def show_claims(rows: list[dict[str, Any]], n_seeds: int, budget: str) -> None:
     from IPython.display import Markdown, display
 
     lines = [
-        "| entry | the log's claim | verdict | deciding number: mean over seeds [95% interval] | seeds | "
+        "| entry | the log's claim | verdict | deciding number: mean over seeds [95% interval] | seeds: each one's value | "
         "comparisons: seed pairs in which this entry is higher | where |",
         "|---|---|---|---|---|---|---|",
     ]
@@ -70,8 +70,10 @@ def show_claims(rows: list[dict[str, Any]], n_seeds: int, budget: str) -> None:
             else f"not judged: {collapse_seed_flags(r['note']) or 'no runs'}"
         )
         note = f" ({collapse_seed_flags(r['note'])})" if r["n"] and r["note"] else ""
+        cell = lambda x: str(x).replace("|", "\\|")  # noqa: E731 - a '|' inside a cell ('|a - b|') splits the row
         lines.append(
-            f'| {r["entry"]} | "{r["claim"]}" | **{r["verdict"]}**{note} | {number} | {_each(r)} | {V.improvement(r)} | '
+            f'| {r["entry"]} | "{cell(r["claim"])}" | **{r["verdict"]}**{cell(note)} | {cell(number)} | {_each(r)} | '
+            f"{V.improvement(r)} | "
             f"[notebook {r['entry']}]({r['notebook']}#Log-vs-re-run) |".replace("\n", " ")
         )
     display(Markdown("\n".join(lines)))

@@ -141,10 +141,12 @@ def sentence(row: dict[str, Any]) -> str:
     verdict_ = row["verdict"].split(" (")[0]
     flags = row.get("flags") or []
     mark = f" [{', '.join(flags)}]" if flags else ""
+    # a claim judged against two entries (the one it changed, the baseline) has two rows: the label tells them apart
+    said = f'"{row["claim"]}"' + (f" ({row['label']})" if " against " in str(row.get("label") or "") else "")
     if row["verdict"] == MAPS_NOT_FAITHFUL:
-        return f'"{row["claim"]}": cannot tell, the Grad-CAM maps fail their checks.'
+        return f"{said}: cannot tell, the Grad-CAM maps fail their checks."
     if not row["n"] or verdict_ == NOT_TESTED:
-        return f'"{row["claim"]}": not tested ({row["note"].split("; ")[0] or "no runs"}){mark}.'
+        return f"{said}: not tested ({row['note'].split('; ')[0] or 'no runs'}){mark}."
     seeds = _seeds(row)
     tail = _number(row) + (f", {seeds}" if seeds else "") + (f"; {row['beside']}" if row.get("beside") else "")
     if verdict_ == HOLDS:
@@ -152,7 +154,7 @@ def sentence(row: dict[str, Any]) -> str:
     if verdict_ == FAILS:
         return f"{_cap(no or 'not so: ' + row['claim'])}: {tail}{mark}."
     why = needed_text(row["needed"]) if row.get("needed") is not None else row["note"].split("; ")[0]
-    return f'"{row["claim"]}": cannot tell, {tail}' + (f"; {why}" if why else "") + f"{mark}."
+    return f"{said}: cannot tell, {tail}" + (f"; {why}" if why else "") + f"{mark}."
 
 
 def headline(rows: list[dict[str, Any]]) -> str:
