@@ -299,13 +299,16 @@ def collapse_seed_flags(text: str) -> str:
 
 
 def _merged(groups: list[tuple[str, list[str]]], what: str) -> str:
-    """One flag for the compared entries' seeds that share WHAT."""
-    many = len(groups) > 1 or len(groups[0][1]) > 1
-    who = ", ".join(f"seed{'s' if len(s) > 1 else ''} {', '.join(s)} of {w.strip()}" for w, s in groups)
-    if len(groups) == 1:  # as before: 'entry 01 seeds 0, 2 (compared with) call ...'
-        w, s = groups[0]
-        return f"{w}seed{'s' if len(s) > 1 else ''} {', '.join(s)} {_plural(what) if many else what}"
-    return f"{who} {_plural(what) if many else what}"
+    """One flag for the compared entries' seeds that share WHAT: 'entry 01 seeds 0, 2 (compared with) call ...' for
+    one entry, 'seed 0 of entry 01, seeds 0, 2 of entry 04 (compared with) call ...' for several."""
+
+    def seeds(s: list[str]) -> str:
+        return f"seed{'s' if len(s) > 1 else ''} {', '.join(s)}"
+
+    if len(groups) == 1:
+        who, s = groups[0]
+        return f"{who}{seeds(s)} {_plural(what) if len(s) > 1 else what}"
+    return ", ".join(f"{seeds(s)} of {who.strip()}" for who, s in groups) + f" {_plural(what)}"
 
 
 # --- where a Grad-CAM map is hottest, in words, for the galleries' captions ----------------------------------------

@@ -63,6 +63,10 @@ def show_claims(rows: list[dict[str, Any]], n_seeds: int, budget: str) -> None:
         "comparisons: seed pairs in which this entry is higher | where |",
         "|---|---|---|---|---|---|---|",
     ]
+
+    def cell(x: str) -> str:  # a '|' inside a cell (07's '|a - b|') would split its row
+        return str(x).replace("|", "\\|")
+
     for r in rows:
         number = (
             f"{r['quantity']}: {fmt(r['mean'])} {span(r['interval']) or '[no interval]'} (holds if {r['claimed']})"
@@ -70,7 +74,6 @@ def show_claims(rows: list[dict[str, Any]], n_seeds: int, budget: str) -> None:
             else f"not judged: {collapse_seed_flags(r['note']) or 'no runs'}"
         )
         note = f" ({collapse_seed_flags(r['note'])})" if r["n"] and r["note"] else ""
-        cell = lambda x: str(x).replace("|", "\\|")  # noqa: E731 - a '|' inside a cell ('|a - b|') splits the row
         lines.append(
             f'| {r["entry"]} | "{cell(r["claim"])}" | **{r["verdict"]}**{cell(note)} | {cell(number)} | {_each(r)} | '
             f"{V.improvement(r)} | "
