@@ -256,3 +256,33 @@ def test_a_balanced_mean_of_a_seed_with_an_empty_class_is_refused_not_zero():
     a = np.array([[1.0, 1.0, 2.0, 2.0], [1.0, 1.0, np.nan, np.nan]])  # seed 1 has no counted PNEUMONIA film
     with pytest.raises(ValueError, match="no counted film"):
         seed_effect(a, patients=np.arange(4), strata=labels, n_boot=50, balanced=True)
+
+
+def _recorded(m, normal, pneu):
+    """The run's recorded test recalls, as metrics.json keeps them beside its scores."""
+    return dict(m, test={"n": N_NORMAL + N_PNEU, "specificity": normal, "sensitivity": pneu})
+
+
+def test_the_most_balanced_claim_is_read_per_film_across_every_earlier_entry_regression(tmp_path):
+    """Regression (issue 47 audit): 07's 'most balanced model so far' (the smallest recall gap of entries 01-06 minus
+    07's) was read from recorded per-seed values only. It is now read from the films, seed i of every entry on the
+    same films, with the two-level bootstrap (core.stats.seed_statistic), where that reproduces each seed's recorded
+    value; a run without its recorded recalls falls back to them."""
+    from pneumolib.studies.verdict_films import gap_effect
+
+    def entry(name, normals, pneu):  # the seeds' NORMAL recalls, one PNEUMONIA recall
+        return [_recorded(film_run(tmp_path, name, s, r, pneu_p=pneu), r, pneu) for s, r in enumerate(normals)]
+
+    earlier = {e: entry(e, [0.50, 0.55, 0.45], 0.95) for e in ("01", "02", "03", "04", "05")}
+    earlier["06"] = entry("06", [0.70, 0.72, 0.68], 0.95)  # the most balanced before 07: gaps 0.25, 0.23, 0.27
+    this = entry("07", [0.90, 0.92, 0.88], 0.95)  # gaps 0.05, 0.03, 0.07: better than 06 by 0.20 on every seed
+    e = gap_effect(this, earlier, tuple(earlier))
+    assert e is not None and e.per_seed == pytest.approx((0.20, 0.20, 0.20)) and e.n_films == N_NORMAL + N_PNEU
+    assert e.low > 0 and e.film_part > 0  # the films' part is measured, not assumed
+    claim = next(c for c in V.CLAIMS["07"] if c.quote == "The most balanced model so far")
+    row = V.judge(claim, this, earlier)
+    assert row["verdict"].startswith(V.HOLDS) and "per film, seed i of every entry" in row["evidence"]
+    # recorded recalls that the films do not reproduce: the per-film reading is refused, the recorded values decide
+    stale = [dict(m, test=dict(m["test"], specificity=0.5)) for m in this]
+    assert gap_effect(stale, earlier, tuple(earlier)) is None
+    assert "per film" not in V.judge(claim, stale, earlier)["evidence"]

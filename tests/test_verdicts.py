@@ -577,7 +577,7 @@ def test_every_comparison_with_the_entry_changed_has_the_same_one_against_the_ba
     checked = []
     for entry, claims in V.CLAIMS.items():
         # a per-film comparison names its entry in versus; a Grad-CAM lift comparison in needs (claim_kinds.lift_gain)
-        against = lambda c: c.versus or (c.needs[0] if c.paired_lift else "")  # noqa: E731
+        against = lambda c: c.versus or (c.needs[0] if c.per_film is not None and len(c.needs) == 1 else "")  # noqa: E731
         step = [c for c in claims if against(c) and against(c) == MODIFIES.get(entry) != "01"]
         for c in step:
             assert any(

@@ -6,7 +6,7 @@ shortcut audit."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.stats import rankdata
@@ -436,17 +436,29 @@ def seed_effect(
         balanced: each seed's value is the mean of its per-stratum means (a quantity recorded as the mean of the
             two classes' means, such as a Grad-CAM lift), not the mean over all its films; needs STRATA.
     """
-    from scipy.stats import norm, t
-
     counted, va, vb = _arms(a, b)
     n_seeds, n_films = counted.shape
-
     mean_of = _seed_means(counted, strata if balanced else None, balanced)
 
     def value(w):  # per-seed values (or paired differences) under film weights w (broadcast over seeds)
         return mean_of(va, w) - (0.0 if vb is None else mean_of(vb, w))
 
-    per_seed = value(np.ones(n_films))
+    e = seed_statistic(value, n_seeds, n_films, patients=patients, strata=strata, n_boot=n_boot, level=level, seed=seed)
+    ones = np.ones(n_films)
+    return e if b is None else replace(e, p_improve=probability_of_improvement(mean_of(va, ones), mean_of(vb, ones)))
+
+
+def seed_statistic(
+    value, n_seeds: int, n_films: int, *, patients=None, strata=None, n_boot: int = 2000, level: float = 0.95, seed=0
+) -> SeedEffect:
+    """seed_effect's interval for any per-seed statistic of the films: VALUE(w) gives each seed's value (an array of
+    N_SEEDS) under film weights w (1 x N_FILMS; ones: the films as they are), e.g. the smallest of several entries'
+    recall gaps minus this entry's, which is no mean over films. Seeds are resampled, and patients within STRATA,
+    the same draws for every entry the statistic reads; the two parts combine as in seed_effect. No probability of
+    improvement (one statistic, not two arms)."""
+    from scipy.stats import norm, t
+
+    per_seed = np.asarray(value(np.ones(n_films)), dtype=float)
     if np.isnan(per_seed).any():
         raise ValueError("a seed has no counted film in some stratum: its balanced mean is undefined")
     rng = np.random.default_rng(seed)
@@ -456,7 +468,6 @@ def seed_effect(
     q = 1 - (1 - level) / 2
     seed_var = t.ppf(q, n_seeds - 1) ** 2 * seed_part.var() * n_seeds / (n_seeds - 1) if n_seeds > 1 else 0.0
     film_var = norm.ppf(q) ** 2 * np.nanvar(film_part)  # a balanced draw that left a stratum empty is skipped
-    point, half, ones = float(per_seed.mean()), float(np.sqrt(seed_var + film_var)), np.ones(n_films)
-    p_imp = None if b is None else probability_of_improvement(mean_of(va, ones), mean_of(vb, ones))
+    point, half = float(per_seed.mean()), float(np.sqrt(seed_var + film_var))
     ends, parts = (point - half, point + half), (float(seed_var), float(film_var))
-    return SeedEffect(point, *ends, tuple(map(float, per_seed)), p_imp, n_seeds, n_films, *parts)
+    return SeedEffect(point, *ends, tuple(map(float, per_seed)), None, n_seeds, n_films, *parts)

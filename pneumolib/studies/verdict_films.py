@@ -15,8 +15,8 @@ from ..core.config import CLASSES
 from ..core.io import RecordError
 from ..core.runs import RunDir
 from ..core.scores import read_scores
-from ..core.stats import SeedEffect, probability_of_improvement, seed_effect
-from ..studies.verdict_estimates import NotMeasured, lung_lift, metric, predicted_pneumonia, share
+from ..core.stats import SeedEffect, probability_of_improvement, seed_effect, seed_statistic
+from ..studies.verdict_estimates import NotMeasured, gap, lung_lift, metric, predicted_pneumonia, share
 
 WHATS = ("correct", "called PNEUMONIA", "p>=0.99", "0.4<=p<=0.7", "extreme")
 
@@ -266,3 +266,44 @@ def lift_effect(
     if not np.allclose(e.per_seed, recorded, atol=1e-6, equal_nan=False):
         return None  # the films both arms count are not those each recorded its lift over: the recorded values decide
     return e
+
+
+def gap_effect(
+    runs: list[dict[str, Any]],
+    reference: dict[str, list[dict[str, Any]]],
+    entries: tuple[str, ...],
+    n_boot: int = BOOT,
+    book: FilmBook | None = None,
+) -> SeedEffect | None:
+    """The smallest recall gap (|PNEUMONIA recall - NORMAL recall|) of ENTRIES minus this entry's, seed i of every
+    entry on the same test films, each gap read from the films under the bootstrap's weights (seed_statistic:
+    seeds, then patients within class, the same draws for every entry). Used only where it reproduces every seed's
+    recorded value; None otherwise, or when some run has no per-film scores or no seed ran in every entry: the
+    caller then reads the recorded values."""
+    book = book or FilmBook()
+    others = [{_seed(b): b for b in reference.get(e) or []} for e in entries]
+    rows = [[m, *(o[_seed(m)] for o in others)] for m in runs if all(_seed(m) in o for o in others)]
+    if not rows or not all(has_films(x) for row in rows for x in row):
+        return None
+    tables = [[book.films(x) for x in row] for row in rows]
+    keep, order = _common_films(tables[0][0], [t for row in tables for t in row])
+    labels = tables[0][0]["label"][keep]
+    if not keep or len(set(labels)) < 2:
+        return None
+    right = [_matrix([row[k] for row in tables], order, PerFilm("correct").values) for k in range(len(entries) + 1)]
+    masks = [(labels == c).astype(float) for c in (0, 1)]
+
+    def gaps(r, w):  # each seed's |PNEUMONIA recall - NORMAL recall| under film weights w
+        normal, pneumonia = ((r * m * w).sum(-1) / (m * w).sum(-1) for m in masks)
+        return np.abs(pneumonia - normal)
+
+    def value(w):
+        return np.min([gaps(r, w) for r in right[1:]], axis=0) - gaps(right[0], w)
+
+    patients = tables[0][0]["patient"][keep]
+    e = seed_statistic(value, len(rows), len(keep), patients=patients, strata=labels, n_boot=n_boot)
+    try:
+        recorded = [min(gap(o).value for o in row[1:]) - gap(row[0]).value for row in rows]
+    except NotMeasured:
+        return None
+    return e if np.allclose(e.per_seed, recorded, atol=1e-6) else None

@@ -29,7 +29,7 @@ from ..studies.verdict_estimates import (  # noqa: F401 (the verdicts' words)
     NotMeasured,
     cohort_changes,
 )
-from ..studies.verdict_films import FilmBook, PerFilm, film_effect, has_films, lift_effect, with_arms
+from ..studies.verdict_films import FilmBook, PerFilm, film_effect, has_films, with_arms
 from ..studies.verdict_flags import (  # noqa: F401 (re-exported: the verdicts' flags)
     UNTRAINED_AUC,
     budget,
@@ -76,10 +76,11 @@ class Claim:
     # [0, 1] for a share and [-1, 1] for a difference of shares; else unbounded)
     bounds: tuple[float, float] | None = None
     cam_target: str = ""  # the Grad-CAM target whose maps it reads, when not the run's own (run_experiment records it)
-    # a MEASURE difference's one-run value (for the probability of improvement), and whether it is a Grad-CAM lung
-    # lift against needs[0], read paired per film when the runs keep their maps (verdict_films.lift_effect)
+    # a MEASURE difference's one-run value (for the probability of improvement); and the same quantity read per film
+    # when no mean over films gives it ((runs, reference, FilmBook) -> (SeedEffect, how) or None for the recorded
+    # values): a Grad-CAM lift against another entry's (verdict_films.lift_effect), the smallest recall gap (gap_effect)
     arm: Callable[[dict], float] | None = None
-    paired_lift: bool = False
+    per_film: Callable[[list, dict, FilmBook], tuple[SeedEffect, str] | None] | None = None
     main: bool = False  # the finding the log's entry is about: first in the entry's headline (else its first claim)
     # judged on the records under this reference entry in place of the runs (verdict_estimates.COHORT_MEASURED: the
     # cohort's measurement of the recipe as it was then, which no later render can change), e.g. COHORT_MEASURED
@@ -358,8 +359,8 @@ def _evidence(
         e = film_effect(claim.film, ms, other, claim.film_other, book=book)
         how = "paired per film, seed i against seed i" if other is not None else "per film"
         return _effect_fields(e, claim, f"{how}; seeds, then patients within class, resampled")
-    if claim.paired_lift and (e := lift_effect(ms, reference.get(claim.needs[0]) or [], book=book)) is not None:
-        return _effect_fields(e, claim, "paired per film (Grad-CAM maps), seed i against seed i; seeds, then patients within class, resampled")  # fmt: skip
+    if claim.per_film is not None and (got := claim.per_film(ms, reference, book)) is not None:
+        return _effect_fields(got[0], claim, got[1])
     estimates = [claim.read(m, refs) for m, refs in _pairs(ms, reference, claim.needs)]
     if any(math.isnan(e.value) for e in estimates):
         raise NotMeasured("NaN for some seed")

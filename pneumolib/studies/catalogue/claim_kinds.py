@@ -10,7 +10,7 @@ import re
 
 from ...studies.catalogue.entries import MODIFIES
 from ...studies.verdict_estimates import NO_PREFERENCE, lung_lift, spread_gap, target_lift
-from ...studies.verdict_films import PerFilm
+from ...studies.verdict_films import PerFilm, lift_effect
 from ...studies.verdict_rule import Claim
 
 NORMAL_RECALL_LOW = 0.80  # "NORMAL accuracy still low" / "normal images ambiguous": one NORMAL film in 5 misread
@@ -55,6 +55,12 @@ def with_baseline(step: Claim, finding: tuple[str, str], threshold: float | None
     )
 
 
+def read_as(effect, how: str):
+    """(EFFECT, how it was read, with the bootstrap named) for Claim.per_film; None (the recorded values decide)
+    when there is no effect."""
+    return None if effect is None else (effect, f"{how}; seeds, then patients within class, resampled")
+
+
 def normal_still_low(entry: str) -> Claim:
     return claim(
         entry,
@@ -78,7 +84,9 @@ def lift_gain(entry: str, other: str, quote: str) -> Claim:
         lambda m, r: lung_lift(m) - lung_lift(r[other]),
         needs=(other,),
         arm=lambda m: lung_lift(m).value,
-        paired_lift=True,
+        per_film=lambda ms, ref, book: read_as(
+            lift_effect(ms, ref.get(other) or [], book=book), "paired per film (Grad-CAM maps), seed i against seed i"
+        ),
         gradcam=True,
         label=f"the Grad-CAM lung lift against entry {other}",
         finding=(
